@@ -1,0 +1,79 @@
+package guestmem
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestSliceBounds(t *testing.T) {
+	m, err := FromRegions(Region{GPA: 0, Mem: make([]byte, 0x1000)}, Region{GPA: 0x10000, Mem: make([]byte, 0x1000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		gpa, n uint64
+		ok     bool
+	}{
+		{0, 0x1000, true},
+		{0xfff, 1, true},
+		{0xfff, 2, false},        // straddles the end of region 0
+		{0x1000, 1, false},       // in the gap
+		{0xffff, 2, false},       // from the gap into region 1
+		{0x10000, 0x1000, true},  // all of region 1
+		{0x10000, 0x1001, false}, // one byte too many
+		{0x11000, 0, false},      // just past the end, even empty
+		{^uint64(0), 2, false},   // wrap-around
+		{0x10, ^uint64(0), false},
+	}
+	for _, tt := range tests {
+		b, err := m.Slice(tt.gpa, tt.n)
+		if tt.ok {
+			if err != nil || uint64(len(b)) != tt.n {
+				t.Errorf("Slice(%#x, %#x): %v, len %d", tt.gpa, tt.n, err, len(b))
+			}
+			continue
+		}
+		if !errors.Is(err, ErrOutOfRange) {
+			t.Errorf("Slice(%#x, %#x): got %v, want ErrOutOfRange", tt.gpa, tt.n, err)
+		}
+	}
+}
+
+func TestSliceCannotGrowPastRequest(t *testing.T) {
+	m, _ := FromRegions(Region{GPA: 0, Mem: make([]byte, 64)})
+	b, err := m.Slice(8, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cap(b) != 8 {
+		t.Fatalf("cap %d: a caller could append into neighbouring guest memory", cap(b))
+	}
+}
+
+func TestNewMapsLazily(t *testing.T) {
+	m, err := New([]Range{{GPA: 0, Size: 1 << 20}, {GPA: 1 << 32, Size: 2 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.Size() != 3<<20 {
+		t.Fatalf("size %d", m.Size())
+	}
+	if err := m.WriteAt([]byte("hi"), 1<<32+5); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 2)
+	if err := m.ReadAt(p, 1<<32+5); err != nil || string(p) != "hi" {
+		t.Fatalf("read back %q, %v", p, err)
+	}
+	if _, err := New([]Range{{GPA: 0x2000, Size: 0x1000}, {GPA: 0x1000, Size: 0x2000}}); err == nil {
+		t.Fatal("overlapping ranges accepted")
+	}
+}
+
+func TestSliceAllocatesNothing(t *testing.T) {
+	m, _ := FromRegions(Region{GPA: 0, Mem: make([]byte, 4096)})
+	if n := testing.AllocsPerRun(100, func() { m.Slice(16, 16) }); n != 0 {
+		t.Fatalf("Slice allocates %v", n)
+	}
+}
