@@ -1,0 +1,265 @@
+// Command vmm boots a Linux bzImage in a KVM virtual machine with a serial
+// console on the terminal:
+//
+//	vmm -kernel bzImage -initrd initrd.cpio [-m 512M] [-smp 2] [-append ARGS]
+//
+// Flags take QEMU's single-dash spelling as typed and GNU's double-dash
+// one. Exit status: 0 when the guest powers off or reboots (or Ctrl-A x
+// is typed), 1 for a runtime failure, 2 for a usage error, 128+N when
+// stopped by signal N.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"vmm/machine"
+)
+
+// defaultCmdline is all a distro kernel needs on this machine: the
+// console on the UART. Everything else (ACPI, kvm-clock, the RTC) is
+// provided, so no noapic/noacpi/notsc workarounds.
+const defaultCmdline = "console=ttyS0"
+
+type options struct {
+	kernel, initrd, appendArgs, memory string
+	cpus                               int
+}
+
+// usageError is a bad command line: exit status 2.
+type usageError struct{ error }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("vmm", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SortFlags = false
+	fs.StringVar(&o.kernel, "kernel", "", "Linux bzImage to boot (required)")
+	fs.StringVar(&o.initrd, "initrd", "", "initramfs (cpio, optionally compressed) to hand the kernel")
+	fs.StringVar(&o.appendArgs, "append", "", "arguments added to the kernel command line `\""+defaultCmdline+"\"`")
+	fs.StringVarP(&o.memory, "memory", "m", "512M", "guest RAM: a size with K, M, G or T suffix; a plain number is MiB")
+	fs.IntVar(&o.cpus, "smp", 1, "number of vCPUs (QEMU's `cpus=N` form works too)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS]\n\n")
+		fmt.Fprintf(stderr, "Boots Linux on KVM with the guest's serial console (ttyS0) on this terminal.\n")
+		fmt.Fprintf(stderr, "Type Ctrl-A x to quit, Ctrl-A Ctrl-A to send Ctrl-A. Flags may be written -flag or --flag.\n\n")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// qemuSpelling rewrites QEMU's single-dash long flags (-kernel, -smp) to
+// pflag's double-dash form. Single letters (-m) stay shorthands; an
+// argument that is a flag's value is left alone even if it starts with
+// a dash.
+func qemuSpelling(fs *pflag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			out = append(out, args[i:]...)
+			break
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			name, _, hasValue := strings.Cut(a[1:], "=")
+			if f := fs.Lookup(name); f != nil {
+				a = "-" + a
+				out = append(out, a)
+				if !hasValue && f.NoOptDefVal == "" && i+1 < len(args) {
+					i++
+					out = append(out, args[i])
+				}
+				continue
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// parseSize reads QEMU's -m syntax: a number with an optional K/M/G/T
+// suffix (and optional "B" or "iB"); no suffix means MiB.
+func parseSize(s string) (uint64, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
+	shift := 20
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'k', 'K':
+			shift, t = 10, t[:n-1]
+		case 'm', 'M':
+			shift, t = 20, t[:n-1]
+		case 'g', 'G':
+			shift, t = 30, t[:n-1]
+		case 't', 'T':
+			shift, t = 40, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("-m %q: not a size (try 512M or 2G)", s)
+	}
+	if v == 0 {
+		return 0, fmt.Errorf("-m %q: guest memory must be more than 0", s)
+	}
+	if v > (1<<63)>>shift {
+		return 0, fmt.Errorf("-m %q: too large", s)
+	}
+	return v << shift, nil
+}
+
+// hostMemory is MemTotal from /proc/meminfo, or 0 if unknown.
+func hostMemory() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func parseArgs(args []string, stderr io.Writer) (machine.Config, error) {
+	var o options
+	fs := newFlagSet(&o, stderr)
+	smp := fs.Lookup("smp")
+	// Accept QEMU's "-smp cpus=2" and "-smp 2,..." by pre-cleaning.
+	args = qemuSpelling(fs, args)
+	for i, a := range args {
+		if (a == "--smp" || strings.HasPrefix(a, "--smp=")) && smp != nil {
+			v, isEq := strings.CutPrefix(a, "--smp=")
+			if !isEq && i+1 < len(args) {
+				args[i+1] = smpValue(args[i+1])
+			} else if isEq {
+				args[i] = "--smp=" + smpValue(v)
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return machine.Config{}, err
+		}
+		return machine.Config{}, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return machine.Config{}, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if o.kernel == "" {
+		return machine.Config{}, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
+	}
+	mem, err := parseSize(o.memory)
+	if err != nil {
+		return machine.Config{}, usageError{err}
+	}
+	if mem < machine.MinMemory {
+		return machine.Config{}, usageError{fmt.Errorf("-m %s: need at least %d MiB", o.memory, machine.MinMemory>>20)}
+	}
+	if host := hostMemory(); host > 0 && mem > host {
+		return machine.Config{}, usageError{fmt.Errorf("-m %s: more than this host's %d MiB of RAM", o.memory, host>>20)}
+	}
+	if o.cpus < 1 {
+		return machine.Config{}, usageError{fmt.Errorf("-smp %d: need at least one vCPU", o.cpus)}
+	}
+	cmdline := defaultCmdline
+	if o.appendArgs != "" {
+		cmdline += " " + o.appendArgs
+	}
+	return machine.Config{Kernel: o.kernel, Initrd: o.initrd, Cmdline: cmdline, MemSize: mem, CPUs: o.cpus}, nil
+}
+
+// smpValue reduces QEMU's "-smp cpus=N,..." or "N,sockets=..." to N.
+func smpValue(v string) string {
+	first, _, _ := strings.Cut(v, ",")
+	if n, ok := strings.CutPrefix(first, "cpus="); ok {
+		return n
+	}
+	return first
+}
+
+func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
+	cfg, err := parseArgs(args, stderr)
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "vmm: %v\n", err)
+		return 2
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+
+	cfg.Console = stdout
+	var restore func()
+	if stdin != nil {
+		if term, err := makeRaw(int(stdin.Fd())); err == nil {
+			restore = term
+			cfg.ConsoleIn = &escapeReader{r: stdin, quit: func() { cancel(errQuit) }}
+		} else {
+			cfg.ConsoleIn = stdin
+		}
+	}
+	if restore != nil {
+		defer restore()
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		if s, ok := <-sigs; ok {
+			cancel(signalError{s.(unix.Signal)})
+		}
+	}()
+
+	m, err := machine.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm: %v\n", err)
+		return 1
+	}
+	defer m.Close()
+	err = m.Run(ctx)
+	cause := context.Cause(ctx)
+	var se signalError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(cause, errQuit):
+		return 0
+	case errors.As(cause, &se):
+		if restore != nil {
+			restore()
+			restore = nil
+		}
+		fmt.Fprintf(stderr, "\r\nvmm: stopped by %v\n", se.sig)
+		return 128 + int(se.sig)
+	}
+	if restore != nil {
+		restore()
+		restore = nil
+	}
+	fmt.Fprintf(stderr, "\r\nvmm: %v\n", err)
+	return 1
+}
+
+var errQuit = errors.New("quit from the console")
+
+type signalError struct{ sig unix.Signal }
+
+func (e signalError) Error() string { return "stopped by " + e.sig.String() }

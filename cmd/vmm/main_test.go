@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseArgsSpellings(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		mem  uint64
+		cpus int
+		line string
+	}{
+		{"qemu", []string{"-kernel", "bz", "-initrd", "i", "-m", "512M", "-smp", "2"}, 512 << 20, 2, "console=ttyS0"},
+		{"gnu", []string{"--kernel", "bz", "--memory", "1G", "--smp=3"}, 1 << 30, 3, "console=ttyS0"},
+		{"qemu equals", []string{"-kernel=bz", "-m", "768", "-smp", "cpus=2,sockets=1"}, 768 << 20, 2, "console=ttyS0"},
+		{"append dash value", []string{"-kernel", "bz", "-append", "-- quiet", "-m", "64M"}, 64 << 20, 1, "console=ttyS0 -- quiet"},
+		{"gnu m", []string{"--kernel", "bz", "-m2G"}, 2 << 30, 1, "console=ttyS0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseArgs(tt.args, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Kernel != "bz" || cfg.MemSize != tt.mem || cfg.CPUs != tt.cpus || cfg.Cmdline != tt.line {
+				t.Fatalf("got %+v", cfg)
+			}
+		})
+	}
+}
+
+func TestParseArgsErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-m", "512M"}, "no kernel"},
+		{[]string{"-kernel", "bz", "-m", "0"}, "more than 0"},
+		{[]string{"-kernel", "bz", "-m", "junk"}, "not a size"},
+		{[]string{"-kernel", "bz", "-m", "1K"}, "at least"},
+		{[]string{"-kernel", "bz", "-m", "100T"}, "more than this host"},
+		{[]string{"-kernel", "bz", "-smp", "0"}, "at least one vCPU"},
+		{[]string{"-kernel", "bz", "-bogus"}, "unknown"},
+		{[]string{"-kernel", "bz", "extra"}, "unexpected argument"},
+	}
+	for _, tt := range tests {
+		_, err := parseArgs(tt.args, io.Discard)
+		if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: got %v, want usage error containing %q", tt.args, err, tt.want)
+		}
+	}
+}
+
+func TestQEMUSpellingKeepsValues(t *testing.T) {
+	var o options
+	fs := newFlagSet(&o, io.Discard)
+	got := qemuSpelling(fs, []string{"-append", "-kernel", "-kernel", "k", "-m", "1G", "--", "-x"})
+	want := []string{"--append", "-kernel", "--kernel", "k", "-m", "1G", "--", "-x"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q want %q", got, want)
+	}
+}
+
+func TestEscapeReader(t *testing.T) {
+	tests := []struct {
+		in, out string
+		quit    bool
+	}{
+		{"ls\r", "ls\r", false},
+		{"a\x01\x01b", "a\x01b", false},
+		{"a\x01cb", "a\x01cb", false},
+		{"echo\x01x never", "echo", true},
+	}
+	for _, tt := range tests {
+		quit := false
+		r := &escapeReader{r: strings.NewReader(tt.in), quit: func() { quit = true }}
+		var got bytes.Buffer
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Read(buf)
+			got.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		if got.String() != tt.out || quit != tt.quit {
+			t.Errorf("%q: got %q quit=%v, want %q quit=%v", tt.in, got.String(), quit, tt.out, tt.quit)
+		}
+	}
+}
+
+// Bad input is answered with one line on stderr and a non-zero status,
+// before /dev/kvm is needed.
+func TestRunBadInput(t *testing.T) {
+	dir := t.TempDir()
+	notKernel := filepath.Join(dir, "notkernel")
+	os.WriteFile(notKernel, bytes.Repeat([]byte("x"), 4096), 0o644)
+	tests := []struct {
+		args   []string
+		status int
+		want   string
+	}{
+		{[]string{"-kernel", filepath.Join(dir, "missing")}, 1, "no such file"},
+		{[]string{"-kernel", notKernel}, 1, "bzImage"},
+		{[]string{"-kernel", notKernel, "-m", "0"}, 2, "-m"},
+		{[]string{"-kernel", notKernel, "-smp", "0"}, 2, "-smp"},
+	}
+	for _, tt := range tests {
+		stderr, err := os.CreateTemp(dir, "stderr")
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := run(tt.args, nil, os.Stdout, stderr)
+		b, _ := os.ReadFile(stderr.Name())
+		msg := string(b)
+		if status != tt.status || !strings.Contains(msg, tt.want) || strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "vmm: ") {
+			t.Errorf("%v: status %d, stderr %q; want status %d and one line containing %q", tt.args, status, msg, tt.status, tt.want)
+		}
+	}
+}

@@ -1,0 +1,82 @@
+package machine
+
+import "vmm/kvm"
+
+// CPUID leaves and bits adjusted per vCPU (Intel SDM vol. 2A "CPUID";
+// AMD APM vol. 3 appendix E; Documentation/virt/kvm/x86/cpuid.rst).
+const (
+	leafFeatures      = 0x1
+	leafTopology      = 0xb
+	leafTopologyV2    = 0x1f
+	leafKVMSignature  = 0x40000000
+	leafKVMFeatures   = 0x40000001
+	leafAMDExtAPICID  = 0x8000001e
+	ecxHypervisor     = 1 << 31
+	ecxTSCDeadline    = 1 << 24
+	kvmSignatureEBX   = 0x4b4d564b // "KVMK"
+	kvmSignatureECX   = 0x564b4d56 // "VMKV"
+	kvmSignatureEDX   = 0x0000004d // "M\0\0\0"
+	ebxAPICIDShift    = 24
+	ebxLogicalShift   = 16
+	edxHTT            = 1 << 28
+	maxLogicalPerPkg  = 0xff
+	kvmFeatureMissing = 0
+)
+
+// cpuidOptions are host facts KVM reports outside KVM_GET_SUPPORTED_CPUID.
+type cpuidOptions struct {
+	// tscDeadline is KVM_CAP_TSC_DEADLINE_TIMER: KVM emulates the LAPIC's
+	// TSC-deadline mode but leaves announcing it to userspace. With it
+	// Linux skips calibrating the LAPIC timer against the PIT, which
+	// fails under nested emulation ("APIC timer disabled due to
+	// verification failure") and leaves the guest without one-shot timers.
+	tscDeadline bool
+}
+
+// vcpuCPUID derives what vCPU apicID of n sees from what KVM supports.
+// KVM reports the host's values for per-CPU fields; the guest must see
+// its own APIC ID in every place the kernel reads one (leaf 1 EBX, the
+// x2APIC topology leaves, AMD's extended APIC ID), or it warns about
+// mismatched IDs and large vCPU counts break. The hypervisor bit and KVM's
+// signature leaf make the kernel use kvm-clock and KVM's paravirtual
+// features instead of calibrating the TSC against the PIT.
+func vcpuCPUID(supported []kvm.CPUIDEntry, apicID, n int, opt cpuidOptions) []kvm.CPUIDEntry {
+	out := make([]kvm.CPUIDEntry, 0, len(supported)+2)
+	haveSig, haveFeat := false, false
+	for _, e := range supported {
+		switch e.Function {
+		case leafFeatures:
+			e.EBX = e.EBX&0x0000ffff | uint32(apicID)<<ebxAPICIDShift | uint32(min(n, maxLogicalPerPkg))<<ebxLogicalShift
+			if n > 1 {
+				e.EDX |= edxHTT
+			}
+			e.ECX |= ecxHypervisor
+			if opt.tscDeadline {
+				e.ECX |= ecxTSCDeadline
+			}
+		case leafTopology, leafTopologyV2:
+			e.EDX = uint32(apicID)
+		case leafAMDExtAPICID:
+			e.EAX = uint32(apicID)
+		case leafKVMSignature:
+			haveSig = true
+			e.EBX, e.ECX, e.EDX = kvmSignatureEBX, kvmSignatureECX, kvmSignatureEDX
+			if e.EAX < leafKVMFeatures {
+				e.EAX = leafKVMFeatures
+			}
+		case leafKVMFeatures:
+			haveFeat = true
+		}
+		out = append(out, e)
+	}
+	// Every KVM since 2.6.35 reports both leaves; an odd host that does
+	// not still gets the signature, with no paravirtual features claimed.
+	if !haveSig {
+		out = append(out, kvm.CPUIDEntry{Function: leafKVMSignature, EAX: leafKVMFeatures,
+			EBX: kvmSignatureEBX, ECX: kvmSignatureECX, EDX: kvmSignatureEDX})
+	}
+	if !haveFeat {
+		out = append(out, kvm.CPUIDEntry{Function: leafKVMFeatures, EAX: kvmFeatureMissing})
+	}
+	return out
+}
