@@ -1,0 +1,111 @@
+// Command vmm-init prepares the vmm guest and then gets out of the way.
+//
+// u-root's init runs it as /bin/uinit. It loads every kernel module shipped
+// in the initramfs (the host only ships the ones it chose, so "all of them"
+// is the policy), prints the ready marker the host waits for, and exits so
+// that u-root's init starts its shell on the console.
+//
+// Invoked as "reboot" (through a symlink) it reboots the machine instead,
+// because u-root's core commands only offer that as "shutdown reboot".
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"vmm/guest/internal/kmod"
+)
+
+// readyLine is what the host's tests wait for on the console; keep it in
+// sync with guest.ReadyMarker.
+const readyLine = "vmm-guest: ready"
+
+func main() {
+	if filepath.Base(os.Args[0]) == "reboot" {
+		if err := reboot(); err != nil {
+			fmt.Fprintf(os.Stderr, "reboot: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	releaseConsole()
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: uname: %v\n", err)
+	} else {
+		loadModules(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
+	}
+	fmt.Println(readyLine)
+}
+
+// loadModules loads every module listed in dir/modules.dep, dependencies
+// first. Failures are reported one line each and do not stop the others: a
+// guest with a missing driver is still more useful than no guest.
+func loadModules(dir string) {
+	f, err := os.Open(filepath.Join(dir, "modules.dep"))
+	if errors.Is(err, os.ErrNotExist) {
+		return // an image without modules
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		return
+	}
+	ix, err := kmod.ParseDep(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		return
+	}
+	order, err := ix.LoadOrder()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		return
+	}
+	for _, m := range order {
+		if err := load(filepath.Join(dir, m.Path)); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: load module %s: %v\n", kmod.Name(m.Path), err)
+		}
+	}
+}
+
+func load(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	err = unix.FinitModule(int(f.Fd()), "", 0)
+	if errors.Is(err, unix.EEXIST) {
+		return nil // already loaded (or built in): fine
+	}
+	return err
+}
+
+// releaseConsole gives up the controlling terminal without hanging it up.
+//
+// u-root's init starts us as a session leader with the console as
+// controlling terminal. When a session leader exits, Linux hangs up its
+// controlling terminal if that is not a pty: every open file of the serial
+// console, including the ones init already opened for the shell it starts
+// next, then reads EOF and fails writes, and the shell dies at once.
+// TIOCNOTTY detaches the session without that hangup; it sends SIGHUP to
+// our own process group, hence the Ignore.
+func releaseConsole() {
+	signal.Ignore(syscall.SIGHUP)
+	for fd := 0; fd <= 2; fd++ {
+		if unix.IoctlSetInt(fd, unix.TIOCNOTTY, 0) == nil {
+			return
+		}
+	}
+}
+
+func reboot() error {
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}

@@ -1,0 +1,222 @@
+package guest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/u-root/gobusybox/src/pkg/golang"
+	"github.com/u-root/mkuimage/uimage"
+	"github.com/u-root/uio/llog"
+)
+
+// InitPackage is the import path of the guest's uinit.
+const InitPackage = "vmm/guest/cmd/vmm-init"
+
+// urootModule is the module the guest's userland comes from. Its version is
+// whatever vmm's go.mod requires, so the image changes only when go.mod does.
+const urootModule = "github.com/u-root/u-root"
+
+// UrootCommands are the u-root commands compiled (as one busybox binary) into
+// the image: init and the gosh shell, plus enough of u-root's core set to
+// look around, debug drivers and power off. It is a fixed list rather than
+// all of cmds/core because some core commands (sshd, scp, gpgv, ...) pull in
+// modules vmm does not otherwise need and make the image slower to build.
+func UrootCommands() []string {
+	names := []string{
+		"init", "gosh",
+		"cat", "chmod", "cmp", "cp", "date", "dd", "df", "dirname", "basename", "dmesg",
+		"echo", "false", "find", "free", "grep", "head", "hexdump", "hostname", "id",
+		"insmod", "ip", "kill", "ln", "ls", "lsmod", "mkdir", "mknod", "more", "mount",
+		"mv", "pci", "poweroff", "printenv", "ps", "pwd", "readlink", "rm", "rmmod",
+		"seq", "shutdown", "sleep", "sort", "strings", "sync", "tail", "tee", "touch",
+		"tr", "true", "umount", "uname", "uniq", "uptime", "wc", "which", "xargs",
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = urootModule + "/cmds/core/" + n
+	}
+	return out
+}
+
+// goshTag is the build tag the image's Go programs are compiled with.
+const goshTag = "goshsmall"
+
+// InitramfsOptions says what to put in the guest's initramfs.
+type InitramfsOptions struct {
+	// Out is the path of the archive to write: an uncompressed newc
+	// cpio, which Linux unpacks as is (no decompressor needed, and it
+	// compresses well if anyone stores it). It is written to a
+	// temporary file first and renamed, so Out is always complete.
+	Out string
+	// Kernel supplies the modules; nil builds an image without modules.
+	Kernel *KernelFiles
+	// Modules are the module names to carry, with everything they
+	// depend on. Empty means DefaultModules(). Modules built into the
+	// kernel are skipped.
+	Modules []string
+	// TempDir holds intermediate files; "" means a fresh directory
+	// under os.TempDir() that is removed afterwards.
+	TempDir string
+}
+
+// BuildInitramfs builds the guest's initramfs with u-root as a library:
+// u-root's init and commands go into one busybox binary (/bbin/bb) and
+// vmm-init is built as a normal binary (/bin/vmm-init, linked as /bin/uinit
+// and /bin/reboot). /bin/sh is gosh. The modules of o.Kernel go under
+// /lib/modules/<version>/ with a modules.dep that lists only them.
+//
+// It compiles from source, so it needs the go command and must run inside
+// the vmm module's source tree (any directory of it); the u-root sources
+// come from the module cache (or the module proxy) at the version go.mod
+// requires.
+func BuildInitramfs(ctx context.Context, o InitramfsOptions) error {
+	if o.Out == "" {
+		return fmt.Errorf("build initramfs: no output path")
+	}
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return fmt.Errorf("build initramfs: %w", err)
+	}
+	tmp := o.TempDir
+	if tmp == "" {
+		if tmp, err = os.MkdirTemp("", "vmm-initramfs-"); err != nil {
+			return fmt.Errorf("build initramfs: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+	} else if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return fmt.Errorf("build initramfs: %w", err)
+	}
+
+	var extra []string
+	if o.Kernel != nil {
+		want := o.Modules
+		if len(want) == 0 {
+			want = DefaultModules()
+		}
+		tree, err := loadModuleTree(ctx, o.Kernel.ModulesDir, want)
+		if err != nil {
+			return fmt.Errorf("build initramfs: %w", err)
+		}
+		mods, err := tree.resolve(want)
+		if err != nil {
+			return fmt.Errorf("build initramfs: %w", err)
+		}
+		stage, err := os.MkdirTemp(tmp, "modules-")
+		if err != nil {
+			return fmt.Errorf("build initramfs: %w", err)
+		}
+		dst := filepath.Join(stage, "lib", "modules", o.Kernel.Version)
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return fmt.Errorf("build initramfs: %w", err)
+		}
+		if err := tree.stageModules(ctx, mods, dst); err != nil {
+			return fmt.Errorf("build initramfs: %w", err)
+		}
+		extra = append(extra, filepath.Join(stage, "lib")+":lib")
+	}
+
+	if err := os.MkdirAll(filepath.Dir(o.Out), 0o755); err != nil {
+		return fmt.Errorf("build initramfs: %w", err)
+	}
+	partial := o.Out + ".partial"
+	os.Remove(partial)
+	defer os.Remove(partial)
+
+	env := golang.Default(
+		golang.DisableCGO(), // the image has no libc
+		golang.WithGOOS("linux"),
+		golang.WithGOARCH("amd64"),
+		golang.WithWorkingDir(root),
+		// goshsmall gives gosh a plain "$ " prompt that reads lines
+		// in the tty's cooked mode. The default line editor
+		// (bubbline) sends terminal queries and redraws the screen,
+		// which a serial console driven by a test neither answers nor
+		// wants.
+		golang.WithBuildTag(goshTag),
+	)
+	if goroot, err := goEnv(ctx, root, "GOROOT"); err == nil && goroot != "" {
+		// build.Default's GOROOT can be empty in a -trimpath binary; the
+		// go command in PATH knows for sure.
+		env.Apply(golang.WithGOROOT(goroot))
+	}
+	buildTmp, err := os.MkdirTemp(tmp, "uimage-")
+	if err != nil {
+		return fmt.Errorf("build initramfs: %w", err)
+	}
+	var logBuf bytes.Buffer
+	logger := llog.New(slog.LevelWarn, llog.WritePrintf(&logBuf))
+	err = uimage.Create(logger,
+		uimage.WithReplaceEnv(env),
+		uimage.WithBaseArchive(uimage.DefaultRamfs()),
+		uimage.WithBusyboxCommands(UrootCommands()...),
+		uimage.WithBinaryCommands(InitPackage),
+		uimage.WithInit("init"),
+		uimage.WithUinit("vmm-init"),
+		uimage.WithShell("gosh"),
+		uimage.WithSymlink("bin/reboot", "vmm-init"),
+		uimage.WithFiles(extra...),
+		uimage.WithSkipLDD(), // only Go binaries and .ko files: nothing to ldd
+		uimage.WithTempDir(buildTmp),
+		uimage.WithCPIOOutput(partial),
+	)
+	if err != nil {
+		return fmt.Errorf("build initramfs with u-root: %w\n%s", err, logBuf.String())
+	}
+	if err := os.Rename(partial, o.Out); err != nil {
+		return fmt.Errorf("build initramfs: %w", err)
+	}
+	return nil
+}
+
+// ModuleRoot returns the root directory of the vmm module the current
+// directory is in; building the guest compiles packages from it.
+func ModuleRoot(ctx context.Context) (string, error) {
+	gomod, err := goEnv(ctx, "", "GOMOD")
+	if err != nil {
+		return "", err
+	}
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("not inside a Go module (run from the vmm source tree)")
+	}
+	b, err := os.ReadFile(gomod)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", gomod, err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	if strings.TrimSpace(first) != "module vmm" {
+		return "", fmt.Errorf("%s is not the vmm module (run from the vmm source tree)", gomod)
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// UrootVersion returns the version of u-root that go.mod selects, which is
+// the one BuildInitramfs compiles; build stamps include it.
+func UrootVersion(ctx context.Context) (string, error) {
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Version}}{{with .Replace}} => {{.Path}} {{.Version}}{{end}}", urootModule)
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go list -m %s: %w", urootModule, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func goEnv(ctx context.Context, dir, key string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "env", key)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go env %s: %w", key, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}

@@ -1,0 +1,164 @@
+package guest
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestURootDepsAnchored checks that internal/urootdeps imports every
+// non-standard package the image's u-root commands import, so that
+// `go mod tidy` keeps their modules in go.mod.
+func TestURootDepsAnchored(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list; skipped with -short")
+	}
+	ctx := context.Background()
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := func(args ...string) map[string]bool {
+		cmd := exec.CommandContext(ctx, "go", append([]string{"list", "-tags", goshTag + ",vmm_urootdeps"}, args...)...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list %v: %v", args, err)
+		}
+		set := map[string]bool{}
+		for _, l := range strings.Fields(string(out)) {
+			if strings.Contains(strings.SplitN(l, "/", 2)[0], ".") {
+				set[l] = true
+			}
+		}
+		return set
+	}
+	need := list(append([]string{"-f", `{{join .Imports "\n"}}`}, UrootCommands()...)...)
+	have := list("-f", `{{join .Imports "\n"}}`, "vmm/guest/internal/urootdeps")
+	var missing []string
+	for p := range need {
+		if !have[p] {
+			missing = append(missing, p)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("guest/internal/urootdeps/deps.go lacks imports:\n\t_ %q", missing)
+	}
+}
+
+// console collects a guest's serial output and lets a test wait for text.
+type console struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (c *console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(p)
+}
+
+func (c *console) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// waitFor waits until s appears after offset from and returns the offset
+// just past it.
+func (c *console) waitFor(t *testing.T, from int, s string, d time.Duration) int {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if out := c.String(); len(out) >= from {
+			if i := strings.Index(out[from:], s); i >= 0 {
+				return from + i + len(s)
+			}
+		}
+	}
+	t.Fatalf("no %q on the console after %s; console:\n%s", s, d, c.String())
+	return 0
+}
+
+// TestBootInQEMU builds the real guest and boots it in QEMU (TCG, so it
+// works without /dev/kvm), checking what vmm's own tests rely on: the ready
+// marker, a working shell, the virtio modules, and poweroff.
+func TestBootInQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("downloads a kernel, builds an initramfs and boots it; skipped with -short")
+	}
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Skip("qemu-system-x86_64 not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	k, err := FetchKernel(ctx, FlavorCloud, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(t.TempDir(), "initrd.cpio")
+	start := time.Now()
+	if err := BuildInitramfs(ctx, InitramfsOptions{Out: initrd, Kernel: k, TempDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("initramfs: %d bytes, built in %s", fi.Size(), time.Since(start).Round(time.Second))
+
+	cmd := exec.CommandContext(ctx, qemu, "-m", "512", "-nographic", "-no-reboot",
+		"-kernel", k.BzImage, "-initrd", initrd, "-append", "console=ttyS0 quiet",
+		"-device", "virtio-rng-pci")
+	con := &console{}
+	cmd.Stdout, cmd.Stderr = con, con
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+
+	at := con.waitFor(t, 0, ReadyMarker+"\r\n", 3*time.Minute)
+	at = con.waitFor(t, at, "$ ", time.Minute)
+	send := func(line string) {
+		if _, err := stdin.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("echo hi-$((6*7))")
+	at = con.waitFor(t, at, "hi-42\r\n", time.Minute)
+	send("ls /")
+	at = con.waitFor(t, at, "bbin\r\n", time.Minute)
+	send("cat /proc/modules")
+	at = con.waitFor(t, at, "virtio_pci ", time.Minute)
+	at = con.waitFor(t, at, "$ ", time.Minute)
+	if mods := con.String()[:at]; !strings.Contains(mods, "virtio_blk ") || !strings.Contains(mods, "virtio_net ") {
+		t.Errorf("virtio modules missing from /proc/modules:\n%s", mods)
+	}
+	if strings.Contains(con.String(), "vmm-init:") {
+		t.Errorf("vmm-init complained:\n%s", con.String())
+	}
+	send("poweroff")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("qemu: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("guest did not power off; console:\n%s", con.String())
+	}
+}
