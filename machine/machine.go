@@ -91,7 +91,7 @@ func (r StopReason) String() string {
 // New validates the configuration, reads the kernel and initrd, and builds
 // the VM. User errors (missing files, a non-bzImage, too little memory)
 // are reported before /dev/kvm is opened.
-func New(cfg Config) (m *Machine, err error) {
+func New(cfg Config) (_ *Machine, err error) {
 	if cfg.CPUs < 1 {
 		return nil, fmt.Errorf("-smp %d: need at least one vCPU", cfg.CPUs)
 	}
@@ -133,7 +133,7 @@ func New(cfg Config) (m *Machine, err error) {
 		}
 	}
 
-	m = &Machine{cfg: cfg, done: make(chan struct{})}
+	m := &Machine{cfg: cfg, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			m.Close()

@@ -1,0 +1,68 @@
+# vmm: build, run and test. `make run` and `make test` install what they
+# need (Debian packages, Go modules) and cache downloads and builds in
+# $(CACHE) and build/.
+
+GO      ?= go
+BUILD   := build
+CACHE   ?= $(or $(VMM_CACHE),$(HOME)/.cache/vmm)
+FLAVOR  ?= cloud
+GUEST   := $(BUILD)/guest-$(FLAVOR)
+# Extra arguments for vmm in `make run`, e.g. ARGS='-smp 2 -m 1G'.
+ARGS    ?=
+export CGO_ENABLED := 0
+export VMM_CACHE   := $(CACHE)
+
+.PHONY: all vmm guest run test unit e2e fuzz deps host-deps clean
+
+all: vmm
+
+# Debian packages for the guest kernel download and the nested mode.
+host-deps:
+	@./scripts/host-deps
+
+deps: host-deps
+	@$(GO) mod download
+
+vmm:
+	@mkdir -p $(BUILD)
+	$(GO) build -o $(BUILD)/vmm ./cmd/vmm
+
+# The default guest: Debian's cloud kernel and a u-root initramfs.
+guest: deps
+	$(GO) run ./cmd/mkguest -flavor $(FLAVOR) -out $(GUEST)
+
+# Boot the default guest to a shell: straight on /dev/kvm where there is
+# one, else inside a nested L1 guest under QEMU (see README).
+run: deps vmm guest
+	@if [ -c /dev/kvm ] && [ -r /dev/kvm ]; then \
+		$(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(ARGS); \
+	else \
+		echo "make run: no usable /dev/kvm here; booting vmm inside a nested L1 guest (QEMU TCG, emulated AMD-V)"; \
+		$(GO) run ./cmd/vmm-nested --file /vmm=$(BUILD)/vmm \
+			--file /guest/bzImage=$(GUEST)/bzImage --file /guest/initrd.cpio=$(GUEST)/initrd.cpio \
+			-- /vmm -kernel /guest/bzImage -initrd /guest/initrd.cpio $(ARGS); \
+	fi
+
+# Everything CI runs: formatting, vet, unit tests, then the nested
+# end-to-end suite.
+test: deps unit e2e
+
+unit:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -short -count=1 ./...
+
+e2e:
+	$(GO) test -count=1 -timeout 40m -v ./nested/ ./e2e/
+
+# Run each fuzz target for FUZZTIME.
+FUZZTIME ?= 20s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; done
+
+clean:
+	rm -rf $(BUILD)
