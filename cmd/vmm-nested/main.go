@@ -14,11 +14,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"vmm/guest"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -40,8 +40,8 @@ type options struct {
 func parseFlags(argv []string) (options, error) {
 	var o options
 	fs := pflag.NewFlagSet("vmm-nested", pflag.ContinueOnError)
-	fs.StringVar(&o.cfg.Kernel, "l1-kernel", "", "L1 kernel bzImage (default: newest in the vmm kernel cache)")
-	fs.StringVar(&o.cfg.ModulesDir, "l1-modules", "", "L1 lib/modules/<version> directory (default: the one matching the cached kernel)")
+	fs.StringVar(&o.cfg.Kernel, "l1-kernel", "", "L1 kernel bzImage (default: Debian's cloud kernel, fetched into the vmm kernel cache)")
+	fs.StringVar(&o.cfg.ModulesDir, "l1-modules", "", "L1 lib/modules/<version> directory (default: the modules of that kernel)")
 	fs.StringVar(&o.cfg.Init, "l1-init", "", "prebuilt l1init binary (default: l1init next to this program, else go build)")
 	fs.StringVar(&o.cfg.QEMU, "qemu", "qemu-system-x86_64", "QEMU binary")
 	files := fs.StringArray("file", nil, "L1PATH=HOSTPATH: copy a host file into L1 (repeatable)")
@@ -74,24 +74,16 @@ func parseFlags(argv []string) (options, error) {
 	return o, nil
 }
 
-// findCachedKernel looks where vmm's kernel fetcher unpacks kernels, so
-// that a plain "vmm-nested -- CMD" works on a machine that has run it.
-func findCachedKernel() (kernel, modules string, err error) {
-	cache, err := os.UserCacheDir()
+// defaultL1Kernel is Debian's cloud kernel from vmm's kernel cache,
+// downloaded on first use: it boots fastest as L1 and ships kvm-amd.
+func defaultL1Kernel() (kernel, modules string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	k, err := guest.FetchKernel(ctx, guest.FlavorCloud, "")
 	if err != nil {
-		return "", "", fmt.Errorf("find cache dir: %w", err)
+		return "", "", fmt.Errorf("L1 kernel: %w", err)
 	}
-	matches, _ := filepath.Glob(filepath.Join(cache, "vmm", "kernels", "*", "boot", "vmlinuz-*"))
-	sort.Strings(matches)
-	for i := len(matches) - 1; i >= 0; i-- {
-		k := matches[i]
-		ver := strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
-		m := filepath.Join(filepath.Dir(filepath.Dir(k)), "lib", "modules", ver)
-		if st, err := os.Stat(m); err == nil && st.IsDir() {
-			return k, m, nil
-		}
-	}
-	return "", "", fmt.Errorf("no L1 kernel given and none under %s", filepath.Join(cache, "vmm", "kernels"))
+	return k.BzImage, k.ModulesDir, nil
 }
 
 func run(argv []string) int {
@@ -101,7 +93,7 @@ func run(argv []string) int {
 		return 2
 	}
 	if o.cfg.Kernel == "" || o.cfg.ModulesDir == "" {
-		k, m, err := findCachedKernel()
+		k, m, err := defaultL1Kernel()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-nested: %v\n", err)
 			return 2
