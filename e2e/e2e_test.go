@@ -6,9 +6,11 @@
 package e2e
 
 import (
+	"compress/gzip"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +44,7 @@ type env struct {
 	cloud     *guest.KernelFiles
 	generic   *guest.KernelFiles
 	initramfs string
+	gzipped   string // the same initramfs, gzip-compressed
 	dir       string
 }
 
@@ -94,7 +97,35 @@ func prepare(dir string) error {
 	}
 	setup.l1 = setup.cloud
 	setup.initramfs = filepath.Join(dir, "initrd.cpio")
-	return guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: setup.initramfs, Kernel: setup.cloud, TempDir: dir})
+	if err := guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: setup.initramfs, Kernel: setup.cloud, TempDir: dir}); err != nil {
+		return err
+	}
+	setup.gzipped = setup.initramfs + ".gz"
+	return gzipFile(setup.initramfs, setup.gzipped)
+}
+
+// gzipFile writes a gzip-compressed copy of src: distro initramfs images
+// are compressed, and vmm must hand any format through untouched.
+func gzipFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	zw := gzip.NewWriter(out)
+	if _, err := io.Copy(zw, in); err != nil {
+		out.Close()
+		return fmt.Errorf("gzip %s: %w", src, err)
+	}
+	if err := zw.Close(); err != nil {
+		out.Close()
+		return fmt.Errorf("gzip %s: %w", src, err)
+	}
+	return out.Close()
 }
 
 // l1Config puts vmm, both guest kernels and the initramfs into L1.
@@ -111,6 +142,7 @@ func l1Config(t *testing.T) nested.Config {
 			"/guest/bzImage":     setup.cloud.BzImage,
 			"/guest/generic":     setup.generic.BzImage,
 			"/guest/initrd.cpio": setup.initramfs,
+			"/guest/initrd.gz":   setup.gzipped,
 		},
 	}
 }
@@ -189,6 +221,36 @@ func TestSMPAndMemory(t *testing.T) {
 		// The kernel keeps some for itself: expect 90-100% of 768 MiB.
 		if kb > 768*1024 || kb < 768*1024*9/10 {
 			return fmt.Errorf("MemTotal %d kB, want about 768 MiB", kb)
+		}
+		if err := j.Send("poweroff\n"); err != nil {
+			return err
+		}
+		return waitExit(j, 0)
+	})
+}
+
+// 4 GiB of RAM straddles the 32-bit MMIO hole, so part of it lives above
+// 4 GiB; the initramfs is gzip-compressed, a format our builder does not
+// produce but the kernel unpacks.
+func TestMemoryAboveHoleAndGzipInitrd(t *testing.T) {
+	c := l1Config(t)
+	c.MemoryMiB = 6 << 10 // vmm refuses more guest RAM than its host has
+	nested.Retry(t, c, func(l *nested.L1) error {
+		j, err := l.Run(t.Context(), []string{"/vmm", "-kernel", "/guest/bzImage", "-initrd", "/guest/initrd.gz", "-m", "4G", "-append", "quiet"}, nested.StdinTTY)
+		if err != nil {
+			return err
+		}
+		if _, err := j.Expect(readyMarker, bootTimeout); err != nil {
+			return err
+		}
+		memTotal := regexp.MustCompile(`MemTotal:\s*(\d+) kB`)
+		out, err := shell(j, "cat /proc/meminfo", memTotal)
+		if err != nil {
+			return err
+		}
+		kb, _ := strconv.Atoi(memTotal.FindStringSubmatch(out)[1])
+		if kb > 4<<20 || kb < 4<<20*9/10 {
+			return fmt.Errorf("MemTotal %d kB, want about 4 GiB", kb)
 		}
 		if err := j.Send("poweroff\n"); err != nil {
 			return err

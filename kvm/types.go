@@ -176,6 +176,7 @@ const (
 	CapPIT2               Cap = 33
 	CapIOEventFD          Cap = 36
 	CapSetIdentityMapAddr Cap = 37
+	CapTSCDeadlineTimer   Cap = 72
 	CapMaxVCPUs           Cap = 66
 	CapImmediateExit      Cap = 136
 )

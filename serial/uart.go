@@ -158,7 +158,7 @@ type UART struct {
 	// issues when it probes and opens the port discard the probe's bytes
 	// but never input the host has already queued (a pipe read at start).
 	lb ring
-	tx         [1]byte
+	tx [1]byte
 
 	// recvMu keeps one Receive call's bytes contiguous when several
 	// goroutines feed input, and leaves at most one waiter on space.

@@ -41,24 +41,28 @@ type escapeReader struct {
 }
 
 func (e *escapeReader) Read(p []byte) (int, error) {
-	if len(p) < 2 {
-		return e.r.Read(p) // too small to hold Ctrl-A plus a key: no filtering
+	if len(p) < 4 {
+		return e.r.Read(p) // too small to filter safely
 	}
-	buf := p[:len(p)/2] // room to re-emit a held Ctrl-A before each byte
-	n, err := e.r.Read(buf)
-	in := append([]byte(nil), buf[:n]...)
-	out := p[:0]
-	for _, b := range in {
+	// Read into the back half and filter into the front: each input
+	// byte yields at most one output byte plus one held-over Ctrl-A, so
+	// the write position never overtakes the read position.
+	in := p[len(p)/2:]
+	n, err := e.r.Read(in)
+	out := 0
+	for _, b := range in[:n] {
 		if e.pending {
 			e.pending = false
 			switch b {
 			case 'x', 'X':
 				e.quit()
-				return len(out), io.EOF
+				return out, io.EOF
 			case escapeKey:
-				out = append(out, escapeKey)
+				p[out] = escapeKey
+				out++
 			default:
-				out = append(out, escapeKey, b)
+				p[out], p[out+1] = escapeKey, b
+				out += 2
 			}
 			continue
 		}
@@ -66,7 +70,8 @@ func (e *escapeReader) Read(p []byte) (int, error) {
 			e.pending = true
 			continue
 		}
-		out = append(out, b)
+		p[out] = b
+		out++
 	}
-	return len(out), err
+	return out, err
 }

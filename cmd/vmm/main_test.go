@@ -78,12 +78,13 @@ func TestEscapeReader(t *testing.T) {
 		{"a\x01\x01b", "a\x01b", false},
 		{"a\x01cb", "a\x01cb", false},
 		{"echo\x01x never", "echo", true},
+		{"\x01a\x01b\x01c\x01d\x01e\x01f\x01g\x01h", "\x01a\x01b\x01c\x01d\x01e\x01f\x01g\x01h", false},
 	}
 	for _, tt := range tests {
 		quit := false
 		r := &escapeReader{r: strings.NewReader(tt.in), quit: func() { quit = true }}
 		var got bytes.Buffer
-		buf := make([]byte, 64)
+		buf := make([]byte, 8) // small, so escapes straddle reads
 		for {
 			n, err := r.Read(buf)
 			got.Write(buf[:n])
