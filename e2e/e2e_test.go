@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"vmm/guest"
+	"vmm/internal/testkernel"
 	"vmm/nested"
 )
 
@@ -45,6 +46,7 @@ type env struct {
 	generic   *guest.KernelFiles
 	initramfs string
 	gzipped   string // the same initramfs, gzip-compressed
+	crasher   string // a bzImage whose 64-bit entry is ud2 with no IDT
 	dir       string
 }
 
@@ -100,6 +102,10 @@ func prepare(dir string) error {
 	if err := guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: setup.initramfs, Kernel: setup.cloud, TempDir: dir}); err != nil {
 		return err
 	}
+	setup.crasher = filepath.Join(dir, "crasher")
+	if err := os.WriteFile(setup.crasher, testkernel.Build(testkernel.Options{Entry64: []byte{0x0f, 0x0b}}), 0o644); err != nil {
+		return err
+	}
 	setup.gzipped = setup.initramfs + ".gz"
 	return gzipFile(setup.initramfs, setup.gzipped)
 }
@@ -143,6 +149,7 @@ func l1Config(t *testing.T) nested.Config {
 			"/guest/generic":     setup.generic.BzImage,
 			"/guest/initrd.cpio": setup.initramfs,
 			"/guest/initrd.gz":   setup.gzipped,
+			"/guest/crasher":     setup.crasher,
 		},
 	}
 }
@@ -371,6 +378,27 @@ func TestBadCommandLines(t *testing.T) {
 			}
 		}
 		return nil
+	})
+}
+
+// A guest that crashes (its first instruction is invalid and there is no
+// IDT, so the CPU triple-faults) ends vmm with status 1 and a message. If
+// vmm hangs instead, SIGQUIT makes it print its goroutines, so the
+// failure shows where.
+func TestCrashingGuest(t *testing.T) {
+	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
+		j, err := l.Run(t.Context(), []string{"/vmm", "-kernel", "/guest/crasher"}, nested.StdinNull)
+		if err != nil {
+			return err
+		}
+		if _, err := j.Expect(regexp.MustCompile(`vmm: vCPU 0: guest triple fault \(KVM_EXIT_SHUTDOWN\) at RIP=`), cmdTimeout); err != nil {
+			l.Exec(context.Background(), "/bin/l1tool", "signal", "3", "vmm")
+			if _, qerr := j.Expect(regexp.MustCompile(`goroutine \d+`), 10*time.Second); qerr == nil {
+				time.Sleep(2 * time.Second) // let the whole dump arrive
+			}
+			return fmt.Errorf("%w\nafter SIGQUIT:\n%s", err, l.ConsoleTail(100))
+		}
+		return waitExit(j, 1)
 	})
 }
 

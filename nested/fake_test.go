@@ -59,7 +59,10 @@ func fakeQEMU(mode string, args []string) int {
 			send(proto.Msg{Op: proto.OpStarted, ID: m.ID, PID: 42})
 			fmt.Fprintf(con, "job output\r\n")
 			if freeze {
-				select {} // a frozen L1: nothing, ever
+				// A frozen L1: nothing, ever, until killed. Not select{}:
+				// with no other goroutine the runtime calls that a
+				// deadlock and exits, which is not a freeze.
+				time.Sleep(time.Hour)
 			}
 			fmt.Fprintf(con, "done\r\n")
 			send(proto.Msg{Op: proto.OpExit, ID: m.ID, Code: 5})
