@@ -9,36 +9,39 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vmm/guest"
 )
 
-const (
-	testKernelRoot = "/root/.cache/vmm/kernels/x"
-	testKernelVer  = "6.1.0-56-cloud-amd64"
-)
+// testKernel is the L1 kernel the real-QEMU tests boot: Debian's cloud
+// kernel from vmm's cache, fetched on a fresh machine. Those tests are
+// skipped with -short only, never because something is missing.
+func testKernel(t *testing.T) *guest.KernelFiles {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a real kernel and boots QEMU; skipped with -short")
+	}
+	k, err := guest.FetchKernel(t.Context(), guest.FlavorCloud, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
 
 // e2eConfig skips unless a real L1 can be booted here.
 func e2eConfig(t *testing.T) Config {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	k := testKernel(t)
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed")
-	}
-	kernel := filepath.Join(testKernelRoot, "boot", "vmlinuz-"+testKernelVer)
-	modules := filepath.Join(testKernelRoot, "lib", "modules", testKernelVer)
-	for _, p := range []string{kernel, modules} {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("L1 kernel not available: %v", err)
-		}
+		t.Fatal("qemu-system-x86_64 not installed (make host-deps installs it)")
 	}
 	init := filepath.Join(t.TempDir(), "l1init")
 	if err := BuildInit(t.Context(), init); err != nil {
 		t.Fatal(err)
 	}
 	return Config{
-		Kernel:     kernel,
-		ModulesDir: modules,
+		Kernel:     k.BzImage,
+		ModulesDir: k.ModulesDir,
 		Init:       init,
 		// The tools in l1init double as the test programs.
 		Files:         map[string]string{"/bin/l1tool": init},

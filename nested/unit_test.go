@@ -147,10 +147,7 @@ func TestResolveModulesDep(t *testing.T) {
 }
 
 func TestResolveModulesModinfo(t *testing.T) {
-	dir := filepath.Join(testKernelRoot, "lib", "modules", testKernelVer)
-	if _, err := os.Stat(dir); err != nil {
-		t.Skip("test kernel not unpacked")
-	}
+	dir := testKernel(t).ModulesDir
 	got, err := ResolveModules(dir, []string{"kvm-amd"})
 	if err != nil {
 		t.Fatal(err)

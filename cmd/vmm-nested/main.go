@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 	"vmm/guest"
+	"vmm/internal/rawterm"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -271,14 +272,7 @@ func (t *terminal) makeRaw() error {
 	if t.saved == nil || t.raw.Load() {
 		return nil
 	}
-	raw := *t.saved
-	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	raw.Oflag &^= unix.OPOST
-	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	raw.Cflag &^= unix.CSIZE | unix.PARENB
-	raw.Cflag |= unix.CS8
-	raw.Cc[unix.VMIN] = 1
-	raw.Cc[unix.VTIME] = 0
+	raw := rawterm.Raw(*t.saved)
 	if err := unix.IoctlSetTermios(t.fd, unix.TCSETS, &raw); err != nil {
 		return fmt.Errorf("raw terminal: %w", err)
 	}

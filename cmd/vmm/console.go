@@ -1,32 +1,6 @@
 package main
 
-import (
-	"io"
-
-	"golang.org/x/sys/unix"
-)
-
-// makeRaw puts the terminal on fd into raw mode so every key, Ctrl-C
-// included, reaches the guest, and returns the function that restores it.
-// It fails when fd is not a terminal (a pipe, /dev/null).
-func makeRaw(fd int) (func(), error) {
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return nil, err
-	}
-	raw := *old
-	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	raw.Oflag &^= unix.OPOST
-	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	raw.Cflag &^= unix.CSIZE | unix.PARENB
-	raw.Cflag |= unix.CS8
-	raw.Cc[unix.VMIN] = 1
-	raw.Cc[unix.VTIME] = 0
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
-		return nil, err
-	}
-	return func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
-}
+import "io"
 
 // escapeKey is Ctrl-A, QEMU's console escape.
 const escapeKey = 0x01

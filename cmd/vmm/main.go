@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"vmm/internal/rawterm"
 	"vmm/machine"
 )
 
@@ -208,7 +209,7 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	cfg.Console = stdout
 	var restore func()
 	if stdin != nil {
-		if term, err := makeRaw(int(stdin.Fd())); err == nil {
+		if term, err := rawterm.MakeRaw(int(stdin.Fd())); err == nil {
 			restore = term
 			cfg.ConsoleIn = &escapeReader{r: stdin, quit: func() { cancel(errQuit) }}
 		} else {

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"vmm/internal/rawterm"
 )
 
 // toolMain implements the commands the harness's own tests run inside L1,
@@ -70,7 +72,7 @@ func testEcho() int {
 func testBytes() int {
 	if old, err := unix.IoctlGetTermios(0, unix.TCGETS); err == nil {
 		raw := *old
-		makeRaw(&raw)
+		raw = rawterm.Raw(raw)
 		if err := unix.IoctlSetTermios(0, unix.TCSETS, &raw); err != nil {
 			fmt.Fprintf(os.Stderr, "raw mode: %v\n", err)
 			return 1

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"vmm/internal/rawterm"
 )
 
 // setCooked gives fd the settings of a freshly logged-in terminal, so a tty
@@ -46,24 +48,12 @@ func setRaw(fd int) error {
 	if err != nil {
 		return fmt.Errorf("get termios: %w", err)
 	}
-	makeRaw(t)
+	*t = rawterm.Raw(*t)
 	t.Cflag |= unix.CLOCAL
 	if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
 		return fmt.Errorf("set raw termios: %w", err)
 	}
 	return nil
-}
-
-// makeRaw applies the classic cfmakeraw transformation.
-func makeRaw(t *unix.Termios) {
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP |
-		unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	t.Cc[unix.VMIN] = 1
-	t.Cc[unix.VTIME] = 0
 }
 
 // flushInput drops bytes typed before a job started, so a new job does not

@@ -1,0 +1,36 @@
+// Package rawterm puts terminals into raw mode. It has its own home because
+// three programs need exactly the same transformation: vmm (the user's
+// terminal becomes the guest's serial line), vmm-nested (the user's
+// terminal becomes L1's console) and the L1 agent (L1's serial port
+// carries a job's bytes unchanged).
+package rawterm
+
+import "golang.org/x/sys/unix"
+
+// Raw returns t transformed as cfmakeraw(3) does: no line editing, no
+// echo, no signals from keys, no CR/NL translation, 8-bit characters,
+// reads return as soon as one byte is there.
+func Raw(t unix.Termios) unix.Termios {
+	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	t.Oflag &^= unix.OPOST
+	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	t.Cflag &^= unix.CSIZE | unix.PARENB
+	t.Cflag |= unix.CS8
+	t.Cc[unix.VMIN] = 1
+	t.Cc[unix.VTIME] = 0
+	return t
+}
+
+// MakeRaw puts the terminal on fd into raw mode and returns the function
+// that restores its previous state. It fails when fd is not a terminal.
+func MakeRaw(fd int) (restore func(), err error) {
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, err
+	}
+	raw := Raw(*old)
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
+		return nil, err
+	}
+	return func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
+}

@@ -1,0 +1,30 @@
+package rawterm
+
+import (
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestRawClearsLineDiscipline(t *testing.T) {
+	cooked := unix.Termios{Iflag: unix.ICRNL | unix.IXON, Oflag: unix.OPOST, Lflag: unix.ECHO | unix.ICANON | unix.ISIG, Cflag: unix.CS7 | unix.PARENB}
+	r := Raw(cooked)
+	if r.Iflag&(unix.ICRNL|unix.IXON) != 0 || r.Oflag&unix.OPOST != 0 || r.Lflag&(unix.ECHO|unix.ICANON|unix.ISIG) != 0 {
+		t.Errorf("line discipline left on: %+v", r)
+	}
+	if r.Cflag&unix.CSIZE != unix.CS8 || r.Cflag&unix.PARENB != 0 || r.Cc[unix.VMIN] != 1 {
+		t.Errorf("not 8-bit, byte-at-a-time: %+v", r)
+	}
+}
+
+func TestMakeRawRefusesNonTerminal(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "notatty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := MakeRaw(int(f.Fd())); err == nil {
+		t.Fatal("a regular file accepted as a terminal")
+	}
+}
