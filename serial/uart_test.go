@@ -725,3 +725,18 @@ func TestCloseUnblocksReceive(t *testing.T) {
 	}
 	u.Close()
 }
+
+// Every byte the guest prints is one vCPU exit; that path must not
+// allocate.
+func TestTransmitAllocatesNothing(t *testing.T) {
+	u := New(nil, io.Discard)
+	out(u, regIER, ierTHRI)
+	b := []byte{'x'}
+	if n := testing.AllocsPerRun(1000, func() {
+		u.Write(regData, b)
+		u.Read(regIIR, b)
+		u.Read(regLSR, b)
+	}); n != 0 {
+		t.Fatalf("%v allocations per transmitted byte", n)
+	}
+}
