@@ -402,6 +402,21 @@ func TestCrashingGuest(t *testing.T) {
 	})
 }
 
+// -timeout stops a guest that would run forever (here: a shell waiting on
+// an empty stdin) with status 124 and one line saying why.
+func TestTimeout(t *testing.T) {
+	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
+		j, err := l.Run(t.Context(), vmmArgs("-append", "quiet", "-timeout", "15s"), nested.StdinNull)
+		if err != nil {
+			return err
+		}
+		if _, err := j.Expect(regexp.MustCompile(`vmm: guest stopped: -timeout 15s reached`), exitTimeout); err != nil {
+			return err
+		}
+		return waitExit(j, 124)
+	})
+}
+
 // On this host there is no /dev/kvm: vmm says so in one line, with the
 // way out, and fails.
 func TestNoKVMOnHost(t *testing.T) {

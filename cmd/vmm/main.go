@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -34,7 +35,12 @@ const defaultCmdline = "console=ttyS0"
 type options struct {
 	kernel, initrd, appendArgs, memory string
 	cpus                               int
+	timeout                            time.Duration
 }
+
+// exitTimeout is the status when -timeout stops the guest: the one GNU
+// timeout(1) uses, so CI scripts can tell a hung job from a failed one.
+const exitTimeout = 124
 
 // usageError is a bad command line: exit status 2.
 type usageError struct{ error }
@@ -52,8 +58,9 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&o.appendArgs, "append", "", "arguments added to the kernel command line `\""+defaultCmdline+"\"`")
 	fs.StringVarP(&o.memory, "memory", "m", "512M", "guest RAM: a size with K, M, G or T suffix; a plain number is MiB")
 	fs.IntVar(&o.cpus, "smp", 1, "number of vCPUs (QEMU's `cpus=N` form works too)")
+	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (e.g. 90s, 10m) and exit with status 124; 0 means never")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS]\n\n")
+		fmt.Fprintf(stderr, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS] [-timeout D]\n\n")
 		fmt.Fprintf(stderr, "Boots Linux on KVM with the guest's serial console (ttyS0) on this terminal.\n")
 		fmt.Fprintf(stderr, "Type Ctrl-A x to quit, Ctrl-A Ctrl-A to send Ctrl-A. Flags may be written -flag or --flag.\n\n")
 		fs.PrintDefaults()
@@ -136,7 +143,7 @@ func hostMemory() uint64 {
 	return 0
 }
 
-func parseArgs(args []string, stderr io.Writer) (machine.Config, error) {
+func parseArgs(args []string, stderr io.Writer) (machine.Config, time.Duration, error) {
 	var o options
 	fs := newFlagSet(&o, stderr)
 	smp := fs.Lookup("smp")
@@ -154,34 +161,37 @@ func parseArgs(args []string, stderr io.Writer) (machine.Config, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return machine.Config{}, err
+			return machine.Config{}, 0, err
 		}
-		return machine.Config{}, usageError{err}
+		return machine.Config{}, 0, usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return machine.Config{}, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		return machine.Config{}, 0, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	if o.kernel == "" {
-		return machine.Config{}, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
+		return machine.Config{}, 0, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
 	}
 	mem, err := parseSize(o.memory)
 	if err != nil {
-		return machine.Config{}, usageError{err}
+		return machine.Config{}, 0, usageError{err}
 	}
 	if mem < machine.MinMemory {
-		return machine.Config{}, usageError{fmt.Errorf("-m %s: need at least %d MiB", o.memory, machine.MinMemory>>20)}
+		return machine.Config{}, 0, usageError{fmt.Errorf("-m %s: need at least %d MiB", o.memory, machine.MinMemory>>20)}
 	}
 	if host := hostMemory(); host > 0 && mem > host {
-		return machine.Config{}, usageError{fmt.Errorf("-m %s: more than this host's %d MiB of RAM", o.memory, host>>20)}
+		return machine.Config{}, 0, usageError{fmt.Errorf("-m %s: more than this host's %d MiB of RAM", o.memory, host>>20)}
 	}
 	if o.cpus < 1 {
-		return machine.Config{}, usageError{fmt.Errorf("-smp %d: need at least one vCPU", o.cpus)}
+		return machine.Config{}, 0, usageError{fmt.Errorf("-smp %d: need at least one vCPU", o.cpus)}
+	}
+	if o.timeout < 0 {
+		return machine.Config{}, 0, usageError{fmt.Errorf("-timeout %v: must not be negative", o.timeout)}
 	}
 	cmdline := defaultCmdline
 	if o.appendArgs != "" {
 		cmdline += " " + o.appendArgs
 	}
-	return machine.Config{Kernel: o.kernel, Initrd: o.initrd, Cmdline: cmdline, MemSize: mem, CPUs: o.cpus}, nil
+	return machine.Config{Kernel: o.kernel, Initrd: o.initrd, Cmdline: cmdline, MemSize: mem, CPUs: o.cpus}, o.timeout, nil
 }
 
 // smpValue reduces QEMU's "-smp cpus=N,..." or "N,sockets=..." to N.
@@ -194,7 +204,7 @@ func smpValue(v string) string {
 }
 
 func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
-	cfg, err := parseArgs(args, stderr)
+	cfg, timeout, err := parseArgs(args, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
@@ -205,6 +215,12 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
+	if timeout > 0 {
+		// The clock starts before the machine is built: -timeout bounds
+		// the whole run, boot included.
+		t := time.AfterFunc(timeout, func() { cancel(errTimeout{timeout}) })
+		defer t.Stop()
+	}
 
 	cfg.Console = stdout
 	var restore func()
@@ -238,11 +254,19 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	err = m.Run(ctx)
 	cause := context.Cause(ctx)
 	var se signalError
+	var te errTimeout
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(cause, errQuit):
 		return 0
+	case errors.As(cause, &te):
+		if restore != nil {
+			restore()
+			restore = nil
+		}
+		fmt.Fprintf(stderr, "\r\nvmm: %v\n", te)
+		return exitTimeout
 	case errors.As(cause, &se):
 		if restore != nil {
 			restore()
@@ -260,6 +284,10 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 }
 
 var errQuit = errors.New("quit from the console")
+
+type errTimeout struct{ d time.Duration }
+
+func (e errTimeout) Error() string { return fmt.Sprintf("guest stopped: -timeout %v reached", e.d) }
 
 type signalError struct{ sig unix.Signal }
 

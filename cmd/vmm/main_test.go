@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseArgsSpellings(t *testing.T) {
@@ -26,7 +27,7 @@ func TestParseArgsSpellings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := parseArgs(tt.args, io.Discard)
+			cfg, _, err := parseArgs(tt.args, io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,12 +51,21 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-kernel", "bz", "-smp", "0"}, "at least one vCPU"},
 		{[]string{"-kernel", "bz", "-bogus"}, "unknown"},
 		{[]string{"-kernel", "bz", "extra"}, "unexpected argument"},
+		{[]string{"-kernel", "bz", "-timeout", "-5s"}, "negative"},
+		{[]string{"-kernel", "bz", "-timeout", "soon"}, "timeout"},
 	}
 	for _, tt := range tests {
-		_, err := parseArgs(tt.args, io.Discard)
+		_, _, err := parseArgs(tt.args, io.Discard)
 		if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: got %v, want usage error containing %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+func TestParseTimeout(t *testing.T) {
+	_, d, err := parseArgs([]string{"-kernel", "bz", "-timeout", "90s"}, io.Discard)
+	if err != nil || d != 90*time.Second {
+		t.Fatalf("got %v, %v", d, err)
 	}
 }
 
