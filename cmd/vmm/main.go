@@ -1,12 +1,12 @@
 // Command vmm boots a Linux bzImage in a KVM virtual machine with a serial
 // console on the terminal:
 //
-//	vmm -kernel bzImage -initrd initrd.cpio [-m 512M] [-smp 2] [-append ARGS]
+//	vmm -kernel bzImage -initrd initrd.cpio [-m 512M] [-smp 2] [-append ARGS] [-timeout 10m]
 //
 // Flags take QEMU's single-dash spelling as typed and GNU's double-dash
 // one. Exit status: 0 when the guest powers off or reboots (or Ctrl-A x
-// is typed), 1 for a runtime failure, 2 for a usage error, 128+N when
-// stopped by signal N.
+// is typed), 1 for a runtime failure, 2 for a usage error, 124 when
+// -timeout stopped the guest, 128+N when stopped by signal N.
 package main
 
 import (
