@@ -8,6 +8,7 @@ package e2e
 import (
 	"compress/gzip"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,6 +32,8 @@ const (
 	bootTimeout = 3 * time.Minute
 	cmdTimeout  = time.Minute
 	exitTimeout = 2 * time.Minute
+	// freezeTimeout is shorter than all of the above.
+	freezeTimeout = 30 * time.Second
 )
 
 // readyMarker is what our guest init prints once modules are loaded and
@@ -151,6 +154,11 @@ func l1Config(t *testing.T) nested.Config {
 			"/guest/initrd.gz":   setup.gzipped,
 			"/guest/crasher":     setup.crasher,
 		},
+		// The agent beats every 2 s, so 30 s of silence means L1 froze
+		// (QEMU TCG's nested SVM does that now and then). It must be
+		// shorter than every deadline below, so a freeze is reported as
+		// one, and retried, rather than as a test timing out.
+		FreezeTimeout: freezeTimeout,
 	}
 }
 
@@ -392,6 +400,9 @@ func TestCrashingGuest(t *testing.T) {
 			return err
 		}
 		if _, err := j.Expect(regexp.MustCompile(`vmm: vCPU 0: guest triple fault \(KVM_EXIT_SHUTDOWN\) at RIP=`), cmdTimeout); err != nil {
+			if errors.Is(err, nested.ErrFrozen) {
+				return err // the whole L1 froze: Retry runs this again
+			}
 			l.Exec(context.Background(), "/bin/l1tool", "signal", "3", "vmm")
 			if _, qerr := j.Expect(regexp.MustCompile(`goroutine \d+`), 10*time.Second); qerr == nil {
 				time.Sleep(2 * time.Second) // let the whole dump arrive
