@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vmm/internal/testkernel"
 )
 
 func TestParseArgsSpellings(t *testing.T) {
@@ -112,28 +114,60 @@ func TestEscapeReader(t *testing.T) {
 // before /dev/kvm is needed.
 func TestRunBadInput(t *testing.T) {
 	dir := t.TempDir()
-	notKernel := filepath.Join(dir, "notkernel")
-	os.WriteFile(notKernel, bytes.Repeat([]byte("x"), 4096), 0o644)
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	notKernel := write("notkernel", bytes.Repeat([]byte("x"), 4096))
+	kernel := write("bzImage", testkernel.Build(testkernel.Options{Entry64: []byte{0xf4}}))
+	truncated := write("truncated", testkernel.Build(testkernel.Options{Entry64: []byte{0xf4}})[:0x300])
+	elf, err := os.Executable() // this test binary: an ELF, not a bzImage
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty := write("empty", nil)
+	big := filepath.Join(dir, "big.cpio")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(40 << 20) // sparse: 40 MiB of initrd for a 32 MiB guest
+	f.Close()
 	tests := []struct {
+		name   string
 		args   []string
 		status int
 		want   string
 	}{
-		{[]string{"-kernel", filepath.Join(dir, "missing")}, 1, "no such file"},
-		{[]string{"-kernel", notKernel}, 1, "bzImage"},
-		{[]string{"-kernel", notKernel, "-m", "0"}, 2, "-m"},
-		{[]string{"-kernel", notKernel, "-smp", "0"}, 2, "-smp"},
+		{"missing kernel", []string{"-kernel", filepath.Join(dir, "missing")}, 1, "no such file"},
+		{"random file as kernel", []string{"-kernel", notKernel}, 1, "not a Linux bzImage"},
+		{"ELF as kernel", []string{"-kernel", elf}, 1, "not a Linux bzImage"},
+		{"truncated bzImage", []string{"-kernel", truncated}, 1, "truncated bzImage"},
+		{"missing initrd", []string{"-kernel", kernel, "-initrd", filepath.Join(dir, "nope")}, 1, "initrd"},
+		{"empty initrd", []string{"-kernel", kernel, "-initrd", empty}, 1, "empty file"},
+		{"directory as initrd", []string{"-kernel", kernel, "-initrd", dir}, 1, "not a regular file"},
+		{"initrd larger than memory", []string{"-kernel", kernel, "-initrd", big, "-m", "32M"}, 1, "place initrd"},
+		{"command line too long", []string{"-kernel", kernel, "-append", strings.Repeat("a", 3000)}, 1, "command line"},
+		{"memory 0", []string{"-kernel", notKernel, "-m", "0"}, 2, "-m"},
+		{"smp 0", []string{"-kernel", notKernel, "-smp", "0"}, 2, "-smp"},
+		{"unknown flag", []string{"-kernel", kernel, "-bogus"}, 2, "unknown"},
 	}
 	for _, tt := range tests {
-		stderr, err := os.CreateTemp(dir, "stderr")
-		if err != nil {
-			t.Fatal(err)
-		}
-		status := run(tt.args, nil, os.Stdout, stderr)
-		b, _ := os.ReadFile(stderr.Name())
-		msg := string(b)
-		if status != tt.status || !strings.Contains(msg, tt.want) || strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "vmm: ") {
-			t.Errorf("%v: status %d, stderr %q; want status %d and one line containing %q", tt.args, status, msg, tt.status, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			stderr, err := os.CreateTemp(dir, "stderr")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stderr.Close()
+			status := run(tt.args, nil, os.Stdout, stderr)
+			b, _ := os.ReadFile(stderr.Name())
+			msg := string(b)
+			if status != tt.status || !strings.Contains(msg, tt.want) || strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "vmm: ") {
+				t.Errorf("status %d, stderr %q; want status %d and one line containing %q", status, msg, tt.status, tt.want)
+			}
+		})
 	}
 }
