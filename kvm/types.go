@@ -133,7 +133,6 @@ type ioeventfd struct {
 const (
 	IOEventFDDatamatch = 1 << 0 // KVM_IOEVENTFD_FLAG_DATAMATCH
 	IOEventFDPIO       = 1 << 1 // KVM_IOEVENTFD_FLAG_PIO
-	ioeventfdDeassign  = 1 << 2 // KVM_IOEVENTFD_FLAG_DEASSIGN
 )
 
 // LAPICState mirrors struct kvm_lapic_state: the local APIC's 4 KiB
