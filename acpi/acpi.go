@@ -41,6 +41,17 @@ type Config struct {
 	// MaxSize is the room available at Base; Build fails rather than let
 	// the tables spill over whatever follows.
 	MaxSize int
+	// VirtioMMIO are the virtio-mmio transports to describe in the DSDT,
+	// in the order the guest should find them (Linux probes them, and so
+	// names disks vda, vdb, ..., in this order).
+	VirtioMMIO []MMIODevice
+}
+
+// MMIODevice is one virtio-mmio transport (virtio v1.2 §4.2): a register
+// window and the GSI its interrupt arrives on.
+type MMIODevice struct {
+	Addr, Size uint32
+	GSI        uint32
 }
 
 // Limits on Config.
@@ -72,7 +83,7 @@ func Build(c Config) ([]byte, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	dsdt, err := buildDSDT()
+	dsdt, err := buildDSDT(c)
 	if err != nil {
 		return nil, err
 	}
@@ -131,6 +142,14 @@ func (c Config) validate() error {
 	// break the timer.
 	if c.SCIIRQ == 0 || c.SCIIRQ == 2 || c.SCIIRQ > 15 {
 		errs = append(errs, fmt.Errorf("SCIIRQ %d must be an ISA IRQ other than 0 and 2", c.SCIIRQ))
+	}
+	for i, d := range c.VirtioMMIO {
+		if d.Size == 0 || uint64(d.Addr)+uint64(d.Size) > 1<<32 {
+			errs = append(errs, fmt.Errorf("virtio-mmio device %d: window %#x+%#x must be non-empty and below 4 GiB", i, d.Addr, d.Size))
+		}
+	}
+	if len(c.VirtioMMIO) > maxVirtioMMIO {
+		errs = append(errs, fmt.Errorf("%d virtio-mmio devices, at most %d", len(c.VirtioMMIO), maxVirtioMMIO))
 	}
 	if c.MaxSize < 0 {
 		errs = append(errs, fmt.Errorf("MaxSize is negative (%d)", c.MaxSize))

@@ -53,10 +53,38 @@ const (
 // which nothing here requires.
 const maxPackageElements = 255
 
-// Small resource descriptor tags (ACPI 6.4 §6.4.2.9, "End Tag").
+// Resource descriptor tags and fields (ACPI 6.4 §6.4).
 const (
-	resEndTag = 0x79 // small item, name 0xF, length 1
+	resEndTag = 0x79 // §6.4.2.9 End Tag: small item, name 0xF, length 1
+	// resMemory32Fixed is the large item 0x86 (§6.4.3.4), 9 bytes of
+	// body: information byte, base, length.
+	resMemory32Fixed    = 0x86
+	resMemory32FixedLen = 9
+	resMemReadWrite     = 1 << 0 // §6.4.3.4 byte 3 bit 0: writeable
+	// resExtendedIRQ is the large item 0x89 (§6.4.3.6); with one
+	// interrupt and no resource source its body is 6 bytes: flags,
+	// table length, one 32-bit interrupt number.
+	resExtendedIRQ    = 0x89
+	resExtendedIRQLen = 6
+	// Extended interrupt flags (§6.4.3.6 Table 6.259, byte 3).
+	resIRQConsumer = 1 << 0 // the device consumes the interrupt
+	resIRQEdge     = 1 << 1 // edge-triggered (0: level)
+	// bit 2 clear: active high; bit 3 clear: exclusive.
 )
+
+// memory32Fixed is ASL's Memory32Fixed(ReadWrite, base, size).
+func memory32Fixed(base, size uint32) []byte {
+	b := []byte{resMemory32Fixed, resMemory32FixedLen, 0, resMemReadWrite}
+	b = binary.LittleEndian.AppendUint32(b, base)
+	return binary.LittleEndian.AppendUint32(b, size)
+}
+
+// extendedInterrupt is ASL's Interrupt(ResourceConsumer, Edge,
+// ActiveHigh, Exclusive) { gsi }.
+func extendedInterrupt(gsi uint32) []byte {
+	b := []byte{resExtendedIRQ, resExtendedIRQLen, 0, resIRQConsumer | resIRQEdge, 1}
+	return binary.LittleEndian.AppendUint32(b, gsi)
+}
 
 // amlTerm is one AML object: a data object, a named object or a namespace
 // modifier. appendAML appends its encoding to b.

@@ -2,6 +2,7 @@ package acpi
 
 import (
 	"encoding/binary"
+	"fmt"
 )
 
 // Identification written into every table header (ACPI 6.4 §5.2.6). Linux
@@ -338,17 +339,63 @@ func sleepPackage(typ uint8) amlPackage {
 	return amlPackage{amlInt(typ), amlInt(typ), amlInt(0), amlInt(0)}
 }
 
-// dsdtAML is the DSDT's definition block body. Only \_S5 is there: the OS
-// needs it to know soft-off exists and which SLP_TYP selects it. No \_S1-
-// \_S4, so the guest never tries a sleep state we do not implement.
-func dsdtAML() []amlTerm {
-	return []amlTerm{
+// dsdtAML is the DSDT's definition block body: \_S5, so the OS knows
+// soft-off exists and which SLP_TYP selects it (no \_S1-\_S4, so the
+// guest never tries a sleep state we do not implement), and one device
+// per virtio-mmio transport under \_SB.
+func dsdtAML(c Config) ([]amlTerm, error) {
+	terms := []amlTerm{
 		amlName{`\_S5`, sleepPackage(SleepTypeS5)},
 	}
+	if len(c.VirtioMMIO) == 0 {
+		return terms, nil
+	}
+	var devs []amlTerm
+	for i, d := range c.VirtioMMIO {
+		dev, err := virtioMMIODevice(i, d)
+		if err != nil {
+			return nil, err
+		}
+		devs = append(devs, dev)
+	}
+	return append(terms, amlScope{`\_SB`, devs}), nil
 }
 
-func buildDSDT() ([]byte, error) {
-	body, err := encodeAML(dsdtAML()...)
+// virtioMMIOHID is the _HID Linux's virtio_mmio driver matches in its ACPI
+// table (drivers/virtio/virtio_mmio.c, virtio_mmio_acpi_match): the ID
+// Linaro registered for virtio-mmio. It is how a distro kernel without
+// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES finds MMIO transports.
+const virtioMMIOHID = "LNRO0005"
+
+// maxVirtioMMIO keeps device names to the four characters of a NameSeg:
+// VR00 to VRFF.
+const maxVirtioMMIO = 256
+
+// virtioMMIODevice is Device(VRnn) { _HID, _UID, _CRS } for one transport:
+// its register window as a fixed 32-bit memory range and its interrupt
+// as an edge-triggered, active-high GSI. Edge, because the line is driven
+// by an irqfd, which pulses it; the driver reads InterruptStatus to learn
+// why, so nothing depends on the line staying asserted.
+func virtioMMIODevice(i int, d MMIODevice) (amlTerm, error) {
+	if i >= maxVirtioMMIO {
+		return nil, fmt.Errorf("acpi: more than %d virtio-mmio devices", maxVirtioMMIO)
+	}
+	return amlDevice{fmt.Sprintf("VR%02X", i), []amlTerm{
+		amlName{"_HID", amlString(virtioMMIOHID)},
+		amlName{"_UID", amlInt(i)},
+		amlName{"_CRS", resourceTemplate(
+			memory32Fixed(d.Addr, d.Size),
+			extendedInterrupt(d.GSI),
+		)},
+	}}, nil
+}
+
+func buildDSDT(c Config) ([]byte, error) {
+	terms, err := dsdtAML(c)
+	if err != nil {
+		return nil, err
+	}
+	body, err := encodeAML(terms...)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -484,5 +487,79 @@ func TestBuildDeterministic(t *testing.T) {
 	c := machineConfig(3)
 	if a, b := mustBuild(t, c), mustBuild(t, c); !bytes.Equal(a, b) {
 		t.Error("two builds of one config differ")
+	}
+}
+
+func TestDSDTVirtioMMIO(t *testing.T) {
+	c := machineConfig(2)
+	c.VirtioMMIO = []MMIODevice{
+		{Addr: 0xd0000000, Size: 0x200, GSI: 16},
+		{Addr: 0xd0001000, Size: 0x200, GSI: 17},
+	}
+	p := mustParse(t, mustBuild(t, c), c.Base)
+	body := p.dsdt[36:]
+	// The resource template of the second device by hand: Memory32Fixed
+	// (0x86, length 9, read-write, base, size), then Extended Interrupt
+	// (0x89, length 6, consumer|edge, one entry, GSI 17), then the End Tag.
+	crs := []byte{
+		0x86, 0x09, 0x00, 0x01, 0x00, 0x10, 0x00, 0xd0, 0x00, 0x02, 0x00, 0x00,
+		0x89, 0x06, 0x00, 0x03, 0x01, 0x11, 0x00, 0x00, 0x00,
+		0x79, 0x00,
+	}
+	if !bytes.Contains(body, crs) {
+		t.Errorf("DSDT has no _CRS for the second device:\n% x", body)
+	}
+	for _, want := range [][]byte{
+		[]byte("\x5b\x82"),             // DeviceOp
+		[]byte("VR00"), []byte("VR01"), // device names
+		[]byte("_HID\x0dLNRO0005\x00"), // Name(_HID, "LNRO0005")
+	} {
+		if !bytes.Contains(body, want) {
+			t.Errorf("DSDT lacks %q", want)
+		}
+	}
+
+	// iasl, where installed, is the independent check: it must
+	// disassemble the table without errors into the ASL we mean.
+	iasl, err := exec.LookPath("iasl")
+	if err != nil {
+		t.Skip("iasl (acpica-tools) not installed; byte checks above only")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "dsdt.dat"), p.dsdt, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(iasl, "-d", "dsdt.dat")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("iasl -d: %v\n%s", err, out)
+	}
+	asl, err := os.ReadFile(filepath.Join(dir, "dsdt.dsl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := strings.Join(strings.Fields(string(asl)), " ")
+	for _, want := range []string{
+		`Device (VR00)`, `Device (VR01)`,
+		`Name (_HID, "LNRO0005")`,
+		`Memory32Fixed (ReadWrite, 0xD0001000, // Address Base 0x00000200, // Address Length`,
+		`Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000011, }`,
+	} {
+		if !strings.Contains(norm, want) {
+			t.Errorf("iasl output lacks %q:\n%s", want, asl)
+		}
+	}
+}
+
+func TestVirtioMMIOConfigErrors(t *testing.T) {
+	for _, d := range []MMIODevice{
+		{Addr: 0xd0000000, Size: 0, GSI: 16},
+		{Addr: 0xffffff00, Size: 0x200, GSI: 16},
+	} {
+		c := machineConfig(1)
+		c.VirtioMMIO = []MMIODevice{d}
+		if _, err := Build(c); err == nil {
+			t.Errorf("Build accepted virtio-mmio window %#x+%#x", d.Addr, d.Size)
+		}
 	}
 }
