@@ -79,3 +79,23 @@ const (
 	// would be usual, but Linux only needs it unique among IOAPICs.
 	ioapicID = 0
 )
+
+// Virtio devices: one virtio-mmio transport per disk or network card,
+// described to the guest in the DSDT (acpi.MMIODevice).
+const (
+	// virtioMMIOBase is the first transport's register window: in the
+	// 32-bit MMIO hole (so any guest can reach it), far below the IOAPIC
+	// at 0xFEC00000 and above any RAM (which ends at mmioHoleStart).
+	virtioMMIOBase = 0xd0000000
+	// virtioMMIOStride gives each transport its own 4 KiB page, though
+	// its registers take only virtio.MMIOSize bytes: a page per device
+	// keeps windows apart if a guest maps them with page granularity.
+	virtioMMIOStride = 0x1000
+	// virtioGSIBase is the first transport's interrupt: IOAPIC pins 16-23
+	// are free of every ISA IRQ, and KVM's default routing sends GSI n
+	// to IOAPIC pin n, so an irqfd on GSI n needs no routing table.
+	virtioGSIBase = 16
+	// maxVirtioDevices is what the pins 16-23 of the in-kernel IOAPIC
+	// (KVM_IOAPIC_NUM_PINS = 24) allow with one line per device.
+	maxVirtioDevices = 8
+)

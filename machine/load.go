@@ -45,7 +45,7 @@ type bootLayout struct {
 // initrdAddr): the protected-mode kernel, command line, boot GDT, page
 // tables, ACPI tables and the zero page. It is a pure function of its
 // inputs, so the whole layout is tested without /dev/kvm.
-func setupMemory(mem *guestmem.Memory, k *bootparam.Kernel, cmdline string, initrdSize uint64, cpus int) (bootLayout, error) {
+func setupMemory(mem *guestmem.Memory, k *bootparam.Kernel, cmdline string, initrdSize uint64, cpus, virtioDevices int) (bootLayout, error) {
 	var l bootLayout
 	low := mem.Regions()[0]
 	if low.GPA != 0 {
@@ -76,6 +76,7 @@ func setupMemory(mem *guestmem.Memory, k *bootparam.Kernel, cmdline string, init
 	tables, err := acpi.Build(acpi.Config{
 		Base: acpiAddr, CPUs: cpus, LAPICAddr: lapicAddr, IOAPICAddr: ioapicAddr, IOAPICID: ioapicID,
 		PMPort: pmPort, SCIIRQ: sciIRQ, MaxSize: acpiMax,
+		VirtioMMIO: virtioACPI(virtioDevices),
 	})
 	if err != nil {
 		return l, fmt.Errorf("build ACPI tables: %w", err)

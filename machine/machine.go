@@ -41,6 +41,12 @@ type Config struct {
 	// is forwarded to the guest's serial input until EOF.
 	Console   io.Writer
 	ConsoleIn io.Reader
+	// Disks and NICs become virtio devices, disks first.
+	Disks []Disk
+	NICs  []NIC
+	// Logf reports device trouble the guest caused (a malformed queue, a
+	// failed disk write) without stopping the machine; nil discards it.
+	Logf func(format string, args ...any)
 }
 
 // MinMemory is the least guest RAM New accepts; a real kernel also checks
@@ -57,6 +63,7 @@ type Machine struct {
 	pio    bus.Bus
 	mmio   bus.Bus
 	uart   *serial.UART
+	virtio []*virtioDev
 	layout bootLayout
 
 	stopping atomic.Bool
@@ -139,12 +146,15 @@ func New(cfg Config) (_ *Machine, err error) {
 			m.Close()
 		}
 	}()
+	if err = m.openVirtio(); err != nil {
+		return nil, err
+	}
 	// Guest memory first: layout errors (too small for the kernel or the
 	// initrd) are the user's, and are reported before touching KVM.
 	if m.mem, err = guestmem.New(ramRanges(cfg.MemSize)); err != nil {
 		return nil, err
 	}
-	if m.layout, err = setupMemory(m.mem, k, cfg.Cmdline, initrdSize, cfg.CPUs); err != nil {
+	if m.layout, err = setupMemory(m.mem, k, cfg.Cmdline, initrdSize, cfg.CPUs, len(m.virtio)); err != nil {
 		return nil, err
 	}
 	if initrd != nil {
@@ -285,7 +295,13 @@ func (m *Machine) addDevices() error {
 			return err
 		}
 	}
-	return nil
+	return m.addVirtio()
+}
+
+func (m *Machine) logf(format string, args ...any) {
+	if m.cfg.Logf != nil {
+		m.cfg.Logf(format, args...)
+	}
 }
 
 // setupVCPU gives every vCPU its CPUID, MSRs and LAPIC wiring; only the
@@ -498,6 +514,7 @@ func fillOnes(d []byte) {
 
 // Close releases the VM. It is safe on a partly built machine.
 func (m *Machine) Close() error {
+	m.closeVirtio()
 	if m.uart != nil {
 		m.uart.Close()
 	}

@@ -2,6 +2,7 @@
 // console on the terminal:
 //
 //	vmm -kernel bzImage -initrd initrd.cpio [-m 512M] [-smp 2] [-append ARGS] [-timeout 10m]
+//	    [-disk FILE[,ro]]... [-tap NAME[,mac=52:54:00:12:34:56]]...
 //
 // Flags take QEMU's single-dash spelling as typed and GNU's double-dash
 // one. Exit status: 0 when the guest powers off or reboots (or Ctrl-A x
@@ -25,6 +26,7 @@ import (
 
 	"vmm/internal/rawterm"
 	"vmm/machine"
+	"vmm/virtio/net"
 )
 
 // defaultCmdline is all a distro kernel needs on this machine: the
@@ -36,6 +38,7 @@ type options struct {
 	kernel, initrd, appendArgs, memory string
 	cpus                               int
 	timeout                            time.Duration
+	disks, taps                        []string
 }
 
 // exitTimeout is the status when -timeout stops the guest: the one GNU
@@ -59,8 +62,12 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVarP(&o.memory, "memory", "m", "512M", "guest RAM: a size with K, M, G or T suffix; a plain number is MiB")
 	fs.IntVar(&o.cpus, "smp", 1, "number of vCPUs (QEMU's `cpus=N` form works too)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (e.g. 90s, 10m) and exit with status 124; 0 means never")
+	// StringArray, not StringSlice: a comma belongs to the value
+	// (FILE,ro), it does not separate repeated values.
+	fs.StringArrayVar(&o.disks, "disk", nil, "virtio-blk disk backed by `FILE[,ro]`, a raw image or block device; ,ro makes it read-only; repeat for more (the guest sees /dev/vda, /dev/vdb, ... in order)")
+	fs.StringArrayVar(&o.taps, "tap", nil, "virtio-net card on host TAP interface `NAME[,mac=MAC]`, created if missing (needs CAP_NET_ADMIN); the default MAC is derived from NAME")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS] [-timeout D]\n\n")
+		fmt.Fprintf(stderr, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS] [-timeout D] [-disk FILE[,ro]]... [-tap NAME[,mac=MAC]]...\n\n")
 		fmt.Fprintf(stderr, "Boots Linux on KVM with the guest's serial console (ttyS0) on this terminal.\n")
 		fmt.Fprintf(stderr, "Type Ctrl-A x to quit, Ctrl-A Ctrl-A to send Ctrl-A. Flags may be written -flag or --flag.\n\n")
 		fs.PrintDefaults()
@@ -191,7 +198,83 @@ func parseArgs(args []string, stderr io.Writer) (machine.Config, time.Duration, 
 	if o.appendArgs != "" {
 		cmdline += " " + o.appendArgs
 	}
-	return machine.Config{Kernel: o.kernel, Initrd: o.initrd, Cmdline: cmdline, MemSize: mem, CPUs: o.cpus}, o.timeout, nil
+	cfg := machine.Config{Kernel: o.kernel, Initrd: o.initrd, Cmdline: cmdline, MemSize: mem, CPUs: o.cpus}
+	for _, d := range o.disks {
+		disk, err := parseDisk(d)
+		if err != nil {
+			return machine.Config{}, 0, usageError{err}
+		}
+		cfg.Disks = append(cfg.Disks, disk)
+	}
+	for _, t := range o.taps {
+		nic, err := parseTap(t)
+		if err != nil {
+			return machine.Config{}, 0, usageError{err}
+		}
+		cfg.NICs = append(cfg.NICs, nic)
+	}
+	return cfg, o.timeout, nil
+}
+
+// parseDisk reads -disk FILE[,ro]. A comma in a file name is written
+// twice, as QEMU spells it.
+func parseDisk(v string) (machine.Disk, error) {
+	parts := splitOpts(v)
+	d := machine.Disk{Path: parts[0]}
+	if d.Path == "" {
+		return d, fmt.Errorf("-disk %q: no file name", v)
+	}
+	for _, o := range parts[1:] {
+		switch o {
+		case "ro", "readonly", "readonly=on":
+			d.ReadOnly = true
+		case "rw", "readonly=off":
+			d.ReadOnly = false
+		default:
+			return d, fmt.Errorf("-disk %q: unknown option %q (want FILE or FILE,ro)", v, o)
+		}
+	}
+	return d, nil
+}
+
+// parseTap reads -tap NAME[,mac=MAC].
+func parseTap(v string) (machine.NIC, error) {
+	parts := splitOpts(v)
+	n := machine.NIC{Tap: parts[0]}
+	if n.Tap == "" {
+		return n, fmt.Errorf("-tap %q: no interface name", v)
+	}
+	for _, o := range parts[1:] {
+		mac, ok := strings.CutPrefix(o, "mac=")
+		if !ok {
+			return n, fmt.Errorf("-tap %q: unknown option %q (want NAME or NAME,mac=52:54:00:12:34:56)", v, o)
+		}
+		var err error
+		if n.MAC, err = net.ParseMAC(mac); err != nil {
+			return n, fmt.Errorf("-tap %q: %w", v, err)
+		}
+	}
+	return n, nil
+}
+
+// splitOpts splits at single commas; ",," stands for a literal comma.
+func splitOpts(v string) []string {
+	var parts []string
+	var cur strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] == ',' {
+			if i+1 < len(v) && v[i+1] == ',' {
+				cur.WriteByte(',')
+				i++
+				continue
+			}
+			parts = append(parts, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteByte(v[i])
+	}
+	return append(parts, cur.String())
 }
 
 // smpValue reduces QEMU's "-smp cpus=N,..." or "N,sockets=..." to N.
@@ -223,6 +306,11 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	}
 
 	cfg.Console = stdout
+	cfg.Logf = func(format string, args ...any) {
+		// \r: the terminal may be raw, where \n alone does not return
+		// the cursor.
+		fmt.Fprintf(stderr, "\r\nvmm: "+format+"\r\n", args...)
+	}
 	var restore func()
 	if stdin != nil {
 		if term, err := rawterm.MakeRaw(int(stdin.Fd())); err == nil {

@@ -11,7 +11,16 @@ import (
 	"time"
 
 	"vmm/internal/testkernel"
+	"vmm/machine"
 )
+
+func repeatFlag(flag, value string, n int) []string {
+	var out []string
+	for i := 0; i < n; i++ {
+		out = append(out, flag, value)
+	}
+	return out
+}
 
 func TestParseArgsSpellings(t *testing.T) {
 	tests := []struct {
@@ -55,12 +64,35 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-kernel", "bz", "extra"}, "unexpected argument"},
 		{[]string{"-kernel", "bz", "-timeout", "-5s"}, "negative"},
 		{[]string{"-kernel", "bz", "-timeout", "soon"}, "timeout"},
+		{[]string{"-kernel", "bz", "-disk", ""}, "no file name"},
+		{[]string{"-kernel", "bz", "-disk", "a.img,rx"}, `unknown option "rx"`},
+		{[]string{"-kernel", "bz", "-tap", ",mac=52:54:00:00:00:01"}, "no interface name"},
+		{[]string{"-kernel", "bz", "-tap", "tap0,ip=1"}, `unknown option "ip=1"`},
+		{[]string{"-kernel", "bz", "-tap", "tap0,mac=01:00:5e:00:00:01"}, "-tap"},
+		{[]string{"-kernel", "bz", "-tap", "tap0,mac=junk"}, "-tap"},
 	}
 	for _, tt := range tests {
 		_, _, err := parseArgs(tt.args, io.Discard)
 		if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: got %v, want usage error containing %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+func TestParseDisksAndTaps(t *testing.T) {
+	cfg, _, err := parseArgs([]string{"-kernel", "bz",
+		"-disk", "a.img", "--disk=b,,c.img,ro", "-disk", "d.img,readonly=on",
+		"-tap", "tap0", "--tap", "tap1,mac=52:54:00:ab:cd:ef"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDisks := []machine.Disk{{Path: "a.img"}, {Path: "b,c.img", ReadOnly: true}, {Path: "d.img", ReadOnly: true}}
+	if !reflect.DeepEqual(cfg.Disks, wantDisks) {
+		t.Errorf("disks %+v, want %+v", cfg.Disks, wantDisks)
+	}
+	wantNICs := []machine.NIC{{Tap: "tap0"}, {Tap: "tap1", MAC: [6]byte{0x52, 0x54, 0, 0xab, 0xcd, 0xef}}}
+	if !reflect.DeepEqual(cfg.NICs, wantNICs) {
+		t.Errorf("NICs %+v, want %+v", cfg.NICs, wantNICs)
 	}
 }
 
@@ -154,6 +186,11 @@ func TestRunBadInput(t *testing.T) {
 		{"memory 0", []string{"-kernel", notKernel, "-m", "0"}, 2, "-m"},
 		{"smp 0", []string{"-kernel", notKernel, "-smp", "0"}, 2, "-smp"},
 		{"unknown flag", []string{"-kernel", kernel, "-bogus"}, 2, "unknown"},
+		{"missing disk", []string{"-kernel", kernel, "-disk", filepath.Join(dir, "nodisk.img")}, 1, "nodisk.img"},
+		{"empty disk", []string{"-kernel", kernel, "-disk", empty}, 1, "empty"},
+		{"directory as disk", []string{"-kernel", kernel, "-disk", dir}, 1, dir},
+		{"bad tap name", []string{"-kernel", kernel, "-tap", "a/b"}, 1, "a/b"},
+		{"too many devices", append([]string{"-kernel", kernel}, repeatFlag("-disk", kernel, 9)...), 1, "at most 8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,193 @@
+package machine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"vmm/acpi"
+	"vmm/kvm"
+	"vmm/tap"
+	"vmm/virtio"
+	"vmm/virtio/blk"
+	"vmm/virtio/net"
+)
+
+// Disk is a virtio-blk disk backed by a raw image file or block device.
+type Disk struct {
+	Path     string
+	ReadOnly bool
+}
+
+// NIC is a virtio-net card attached to a host TAP interface.
+type NIC struct {
+	Tap string
+	// MAC is the guest's address; the zero value means net.DefaultMAC
+	// of the TAP's name, so a guest keeps its address across runs.
+	MAC [6]byte
+}
+
+// virtioDev is one virtio device with everything that serves it: the
+// backend it owns, the MMIO transport on the bus, one ioeventfd per queue
+// and the irqfd of its line.
+type virtioDev struct {
+	name    string
+	dev     virtio.Device
+	backend io.Closer
+	mmio    *virtio.MMIO
+	kicks   []*eventFD
+	irq     *eventFD
+}
+
+func virtioAddr(i int) uint64 { return virtioMMIOBase + uint64(i)*virtioMMIOStride }
+func virtioGSI(i int) uint32  { return virtioGSIBase + uint32(i) }
+
+// virtioACPI is what the DSDT announces for n transports.
+func virtioACPI(n int) []acpi.MMIODevice {
+	var out []acpi.MMIODevice
+	for i := 0; i < n; i++ {
+		out = append(out, acpi.MMIODevice{Addr: uint32(virtioAddr(i)), Size: virtio.MMIOSize, GSI: virtioGSI(i)})
+	}
+	return out
+}
+
+// openVirtio opens every backend (files, TAPs) before /dev/kvm, so a
+// missing image or a TAP that cannot be created is reported first. Disks
+// come first so the guest names them vda, vdb, ... in -disk order.
+func (m *Machine) openVirtio() error {
+	if n := len(m.cfg.Disks) + len(m.cfg.NICs); n > maxVirtioDevices {
+		return fmt.Errorf("%d disks and network cards: vmm supports at most %d in all", n, maxVirtioDevices)
+	}
+	for i, d := range m.cfg.Disks {
+		name := fmt.Sprintf("virtio-blk%d", i)
+		dev, err := blk.Open(blk.Options{Path: d.Path, ReadOnly: d.ReadOnly, Logf: m.prefixLogf(name)})
+		if err != nil {
+			return err
+		}
+		m.virtio = append(m.virtio, &virtioDev{name: name, dev: dev, backend: dev})
+	}
+	for i, n := range m.cfg.NICs {
+		t, err := tap.Open(n.Tap)
+		if err != nil {
+			return err
+		}
+		mac := n.MAC
+		if mac == ([6]byte{}) {
+			mac = net.DefaultMAC(n.Tap)
+		}
+		name := fmt.Sprintf("virtio-net%d", i)
+		dev := net.New(t, net.Options{MAC: mac, Logf: m.prefixLogf(name)})
+		m.virtio = append(m.virtio, &virtioDev{name: name, dev: dev, backend: t})
+	}
+	return nil
+}
+
+// addVirtio wires each device to KVM: guest kicks of queue q (a 4-byte
+// write of q to QueueNotify) signal that queue's eventfd inside KVM
+// without a trip through vmm's vCPU loop, and the device raises its line
+// by writing its irqfd, so device goroutines never touch a vCPU.
+func (m *Machine) addVirtio() error {
+	for i, d := range m.virtio {
+		base := virtioAddr(i)
+		var err error
+		if d.irq, err = newEventFD(); err != nil {
+			return fmt.Errorf("%s: %w", d.name, err)
+		}
+		if err := m.vm.IRQFD(d.irq.fd, virtioGSI(i)); err != nil {
+			return fmt.Errorf("%s: %w", d.name, err)
+		}
+		notifiers := make([]virtio.Notifier, len(d.dev.QueueMax()))
+		for q := range notifiers {
+			k, err := newEventFD()
+			if err != nil {
+				return fmt.Errorf("%s: %w", d.name, err)
+			}
+			d.kicks = append(d.kicks, k)
+			notifiers[q] = k
+			if err := m.vm.IOEventFD(k.fd, base+virtio.MMIOQueueNotify, 4, uint64(q), kvm.IOEventFDDatamatch); err != nil {
+				return fmt.Errorf("%s: %w", d.name, err)
+			}
+		}
+		if d.mmio, err = virtio.NewMMIO(d.dev, m.mem, d.irq, notifiers, m.prefixLogf(d.name)); err != nil {
+			return fmt.Errorf("%s: %w", d.name, err)
+		}
+		if err := m.mmio.Insert(d.name, base, virtio.MMIOSize, d.mmio); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefixLogf is m.logf with the device's name in front.
+func (m *Machine) prefixLogf(name string) func(string, ...any) {
+	return func(format string, args ...any) { m.logf(name+": "+format, args...) }
+}
+
+// closeVirtio stops the devices' workers before their backends and
+// eventfds go away, so no worker touches a closed file or guest RAM
+// that is about to be unmapped.
+func (m *Machine) closeVirtio() {
+	for _, d := range m.virtio {
+		if d.mmio != nil {
+			d.mmio.Close()
+		} else if d.dev != nil {
+			d.dev.Reset()
+		}
+		if d.backend != nil {
+			d.backend.Close()
+		}
+		for _, k := range d.kicks {
+			k.Close()
+		}
+		if d.irq != nil {
+			d.irq.Close()
+		}
+	}
+	m.virtio = nil
+}
+
+// eventFD is a Linux eventfd, the handle KVM's ioeventfd and irqfd work
+// on. It is non-blocking and wrapped in an *os.File, so a device worker
+// waiting for a kick is parked in Go's netpoller instead of holding a
+// thread, and Close wakes it with an error.
+type eventFD struct {
+	f   *os.File
+	fd  int // for KVM registration only; I/O goes through f
+	buf [8]byte
+	one [8]byte
+}
+
+func newEventFD() (*eventFD, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	e := &eventFD{f: os.NewFile(uintptr(fd), "eventfd"), fd: fd}
+	e.one[0] = 1 // the counter is a native-endian uint64; amd64 is little-endian
+	return e, nil
+}
+
+// Wait consumes every signal since the last Wait (an eventfd read returns
+// and clears the counter), so kicks coalesce.
+func (e *eventFD) Wait() error {
+	_, err := e.f.Read(e.buf[:])
+	return err
+}
+
+// Signal adds one to the counter. The write cannot block: it would only
+// if the counter neared 2^64.
+func (e *eventFD) Signal() { _, _ = e.f.Write(e.one[:]) }
+
+// Trigger makes the eventfd an irqfd's edge.
+func (e *eventFD) Trigger() { e.Signal() }
+
+func (e *eventFD) Close() error {
+	err := e.f.Close()
+	if errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	return err
+}

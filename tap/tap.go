@@ -1,0 +1,201 @@
+// Package tap opens a Linux TAP interface as a frame-at-a-time backend for
+// a virtual NIC.
+//
+// The interface is opened with IFF_VNET_HDR, so every frame read or
+// written carries a 12-byte struct virtio_net_hdr_v1 in front: checksum
+// and segmentation offload metadata travel with the frame, and the guest
+// and host kernels can exchange 64 KiB GSO frames instead of MTU-sized
+// ones. 12 bytes (with num_buffers) is the header virtio 1.x always uses,
+// so a virtio-net device can hand the guest's header to the TAP unchanged.
+//
+// The file descriptor is non-blocking and wrapped with os.NewFile, so it
+// is registered with Go's netpoller: a Read with no frame queued parks
+// only the calling goroutine until epoll reports the fd readable, and a
+// Write that would block (EAGAIN) parks until it is writable. Nothing
+// polls on a timer and no thread is tied up, and because the poller
+// supports deadlines, SetReadDeadline can wake a blocked reader when its
+// device is reset.
+//
+// The package does not import virtio: any device that wants frames with
+// a virtio-net header can use it.
+package tap
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// HeaderSize is the length of the header in front of every frame: struct
+// virtio_net_hdr_v1 (include/uapi/linux/virtio_net.h), num_buffers
+// included, as virtio v1.2 §5.1.6 defines it.
+const HeaderSize = 12
+
+// Offload flags for SetOffload (include/uapi/linux/if_tun.h): which GSO
+// and checksum-offloaded frames the TAP may hand to the reader.
+const (
+	OffloadCsum   = unix.TUN_F_CSUM    // partial checksums
+	OffloadTSO4   = unix.TUN_F_TSO4    // TCP segmentation, IPv4
+	OffloadTSO6   = unix.TUN_F_TSO6    // TCP segmentation, IPv6
+	OffloadTSOECN = unix.TUN_F_TSO_ECN // TSO frames with ECN/CWR set
+	OffloadUFO    = unix.TUN_F_UFO     // UDP fragmentation offload
+)
+
+// tunPath is the clone device TUNSETIFF attaches interfaces through.
+const tunPath = "/dev/net/tun"
+
+// Tap is one open TAP interface. Read and Write may run concurrently
+// with each other (one reader and one writer goroutine).
+type Tap struct {
+	f    *os.File
+	name string
+}
+
+// ValidateName checks name the way the kernel's dev_valid_name does
+// (net/core/dev.c), so a bad name fails with a clear message before any
+// syscall: 1 to IFNAMSIZ-1 (15) bytes, not "." or "..", and no '/', ':',
+// NUL or whitespace.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("tap: empty interface name")
+	case len(name) > unix.IFNAMSIZ-1:
+		return fmt.Errorf("tap %q: interface name longer than %d bytes", name, unix.IFNAMSIZ-1)
+	case name == "." || name == "..":
+		return fmt.Errorf("tap %q: not a valid interface name", name)
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; c {
+		case '/', ':', 0, ' ', '\t', '\n', '\v', '\f', '\r':
+			return fmt.Errorf("tap %q: interface name contains %q", name, c)
+		}
+	}
+	return nil
+}
+
+// Open creates the TAP interface name, or attaches to it when it exists
+// (a persistent TAP made with `ip tuntap add`). An interface Open created
+// disappears on Close. Opening needs CAP_NET_ADMIN unless the interface
+// is persistent and owned by the caller.
+func Open(name string) (*Tap, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("tap %s: open %s: %w (load the tun module: modprobe tun)", name, tunPath, err)
+		}
+		return nil, fmt.Errorf("tap %s: open %s: %w", name, tunPath, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return nil, fmt.Errorf("tap %s: %w", name, err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("tap %s: TUNSETIFF: %w (creating a TAP needs CAP_NET_ADMIN: run as root or grant the capability)", name, err)
+		}
+		if errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("tap %s: TUNSETIFF: %w (in use, or exists with other flags than IFF_TAP|IFF_NO_PI|IFF_VNET_HDR)", name, err)
+		}
+		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
+	}
+	// The kernel may have expanded a "%d" pattern in the name.
+	name = ifr.Name()
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, HeaderSize); err != nil {
+		return nil, fmt.Errorf("tap %s: TUNSETVNETHDRSZ %d: %w", name, HeaderSize, err)
+	}
+	// virtio 1.x headers are little-endian whatever the host is (virtio
+	// v1.2 §1.4); the TAP assumes host order for legacy devices unless
+	// told otherwise.
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETLE, 1); err != nil {
+		return nil, fmt.Errorf("tap %s: TUNSETVNETLE: %w", name, err)
+	}
+	// Until the guest negotiates offloads the TAP must not hand us
+	// frames that need them.
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0); err != nil {
+		return nil, fmt.Errorf("tap %s: TUNSETOFFLOAD 0: %w", name, err)
+	}
+	// fd is non-blocking, so os.NewFile registers it with the netpoller.
+	f := os.NewFile(uintptr(fd), tunPath+":"+name)
+	if f == nil {
+		return nil, fmt.Errorf("tap %s: bad file descriptor %d", name, fd)
+	}
+	ok = true
+	return &Tap{f: f, name: name}, nil
+}
+
+// Name is the interface's name as the kernel knows it.
+func (t *Tap) Name() string { return t.name }
+
+// Read reads one frame, with its HeaderSize-byte header in front, into p.
+// It blocks (parking the goroutine in the netpoller) until a frame is
+// queued, the read deadline passes or the Tap is closed. A frame longer
+// than p is truncated by the kernel, so p should hold HeaderSize plus
+// 65535 plus an Ethernet header when offloads are on.
+func (t *Tap) Read(p []byte) (int, error) {
+	n, err := t.f.Read(p)
+	if err != nil {
+		return n, fmt.Errorf("tap %s: read: %w", t.name, err)
+	}
+	return n, nil
+}
+
+// Write sends one frame, with its header in front. The kernel rejects a
+// header it cannot honour (EINVAL) and fails with EIO while the
+// interface is down.
+func (t *Tap) Write(p []byte) (int, error) {
+	n, err := t.f.Write(p)
+	if err != nil {
+		return n, fmt.Errorf("tap %s: write: %w", t.name, err)
+	}
+	return n, nil
+}
+
+// SetReadDeadline and SetWriteDeadline bound blocked and future Reads and
+// Writes as os.File's do; a past deadline wakes a blocked call with an
+// error wrapping os.ErrDeadlineExceeded, which is how a device stops its
+// reader without closing the interface.
+func (t *Tap) SetReadDeadline(d time.Time) error  { return t.f.SetReadDeadline(d) }
+func (t *Tap) SetWriteDeadline(d time.Time) error { return t.f.SetWriteDeadline(d) }
+
+// SetOffload tells the TAP which offloaded frames the reader accepts
+// (TUNSETOFFLOAD with the Offload* bits). Frames the reader cannot take
+// are segmented or checksummed by the host kernel first.
+func (t *Tap) SetOffload(flags uint32) error {
+	rc, err := t.f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("tap %s: offload %#x: %w", t.name, flags, err)
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		ierr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, int(flags))
+	}); err != nil {
+		return fmt.Errorf("tap %s: offload %#x: %w", t.name, flags, err)
+	}
+	if ierr != nil {
+		return fmt.Errorf("tap %s: TUNSETOFFLOAD %#x: %w", t.name, flags, ierr)
+	}
+	return nil
+}
+
+// Close closes the file descriptor, waking pending Reads and Writes with
+// an error wrapping os.ErrClosed. A non-persistent interface disappears.
+func (t *Tap) Close() error {
+	if err := t.f.Close(); err != nil {
+		return fmt.Errorf("tap %s: close: %w", t.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,202 @@
+package net
+
+import (
+	"encoding/binary"
+
+	"vmm/virtio"
+)
+
+// rxState is the RX worker's, preallocated by New.
+//
+// A frame that does not fit in the buffers the driver has posted stays
+// pending, and so do the chains already popped and filled for it: the
+// worker waits for more rather than returning them with Queue.Unpop.
+// Holding them keeps the queue's next index past them, which is what
+// EnableNotify publishes as avail_event under EVENT_IDX; after an Unpop
+// avail_event would point at chains the driver posted long ago, its next
+// buffer would not cross it, and no notification would come.
+type rxState struct {
+	buf     []byte // staging: header and frame, bufSize+1 bytes
+	frame   []byte // the pending frame, a prefix of buf
+	pending bool   // frame was read and is not placed yet
+	off     int    // bytes of frame already copied into held chains
+	count   int    // chains held for frame
+	heads   []uint16
+	lens    []uint32
+	// numBuffers is where le16 num_buffers lives in the first held
+	// chain's buffers: its low and high byte, which the driver may have
+	// put in different descriptors.
+	numBuffers [2][]byte
+	mergeable  bool
+	chain      virtio.Chain
+	log        limiter
+}
+
+// runRX is the RX worker: read a frame from the backend, place it in the
+// driver's buffers, repeat. When the driver has posted too few buffers it
+// stops reading (the frame waits in staging, the next ones in the host
+// kernel) and sleeps until the driver notifies the RX queue; driver
+// notifications are off the rest of the time, since buffers posted while
+// frames flow are found by Pop anyway.
+func (d *Device) runRX() {
+	defer d.wg.Done()
+	r := &d.rx
+	q, n := d.rxq, d.env.Notifiers[QueueRX]
+	q.DisableNotify()
+	for !d.stop.Load() {
+		if !r.pending {
+			m, err := d.b.Read(r.buf)
+			if err != nil {
+				if !d.stop.Load() {
+					d.logf("net: rx: %v; receiving stopped until the device is reset", err)
+				}
+				return
+			}
+			if m < HeaderSize || m > bufSize {
+				// Shorter than a header, or truncated by the read.
+				d.rxDropped.Add(1)
+				if r.log.allow() {
+					d.logf("net: rx: dropped a %d-byte frame from the backend (header %d, maximum %d)", m, HeaderSize, bufSize)
+				}
+				continue
+			}
+			r.frame = r.buf[:m]
+			r.pending, r.off, r.count = true, 0, 0
+			if !r.mergeable {
+				// The device MUST set num_buffers to 1 when MRG_RXBUF is
+				// off (virtio v1.2 §5.1.6.4.1).
+				binary.LittleEndian.PutUint16(r.frame[hdrNumBuffers:], 1)
+			}
+		}
+		placed, err := d.placeRX(q)
+		if err != nil {
+			d.env.Fail(err)
+			return
+		}
+		if placed {
+			continue
+		}
+		// Out of buffers. Ask for a notification, then look once more:
+		// buffers posted before the request took effect bring none.
+		if q.EnableNotify() {
+			q.DisableNotify()
+			continue
+		}
+		if err := n.Wait(); err != nil {
+			return
+		}
+		q.DisableNotify()
+	}
+}
+
+// placeRX copies the pending frame into the driver's RX buffers, popping
+// chains until it fits, and completes them all at once. It returns false
+// when the queue ran dry first; the chains popped so far stay held and
+// the next call continues with them.
+//
+// With MRG_RXBUF the frame spans as many chains as it needs and the first
+// one's header says how many (num_buffers, virtio v1.2 §5.1.6.4). Without
+// it a chain must hold the whole frame; when the next chain is too small
+// the frame is dropped and the chain left in the ring for the next frame
+// (Unpop), so oversized frames from the host cannot eat buffers the
+// driver posted for ordinary ones. A chain too small even for the header
+// can never be used: it is completed with length 0 and skipped. A frame
+// larger than all the buffers the queue can hold is dropped and the
+// chains returned.
+func (d *Device) placeRX(q *virtio.Queue) (bool, error) {
+	r := &d.rx
+	for r.off < len(r.frame) {
+		if r.count == len(r.heads) {
+			q.Unpop(uint16(r.count))
+			d.dropRX("larger than every buffer the queue can hold")
+			return true, nil
+		}
+		ok, err := q.Pop(&r.chain)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			return false, nil
+		}
+		w := r.chain.WritableLen()
+		if r.count == 0 && w < HeaderSize {
+			q.Push(r.chain.Head, 0)
+			if q.NeedInterrupt() {
+				d.env.Interrupt()
+			}
+			if r.log.allow() {
+				d.logf("net: rx: chain %d has %d writable bytes, less than the %d-byte header; returned unused", r.chain.Head, w, HeaderSize)
+			}
+			continue
+		}
+		if !r.mergeable && w < len(r.frame) {
+			q.Unpop(1)
+			d.dropRX("larger than the receive buffer, and mergeable buffers were not negotiated")
+			return true, nil
+		}
+		if r.count == 0 && r.mergeable {
+			r.locateNumBuffers()
+		}
+		c := copyOut(r.chain.Writable, r.frame[r.off:])
+		r.heads[r.count] = r.chain.Head
+		r.lens[r.count] = uint32(c)
+		r.count++
+		r.off += c
+	}
+	if r.mergeable {
+		// count <= len(heads) <= 32768.
+		r.numBuffers[0][0] = byte(r.count)
+		r.numBuffers[1][0] = byte(r.count >> 8)
+	}
+	for i := range r.count {
+		q.Add(r.heads[i], r.lens[i])
+	}
+	// One Publish: the driver must not see the first buffers of a frame
+	// before the last.
+	q.Publish()
+	r.pending, r.count, r.off = false, 0, 0
+	d.rxFrames.Add(1)
+	if q.NeedInterrupt() {
+		d.env.Interrupt()
+	}
+	return true, nil
+}
+
+// dropRX forgets the pending frame.
+func (d *Device) dropRX(why string) {
+	r := &d.rx
+	d.rxDropped.Add(1)
+	if r.log.allow() {
+		d.logf("net: rx: dropped a %d-byte frame: %s", len(r.frame)-HeaderSize, why)
+	}
+	r.pending, r.count, r.off = false, 0, 0
+}
+
+// locateNumBuffers finds bytes hdrNumBuffers and hdrNumBuffers+1 in the
+// current chain's writable buffers, which hold at least HeaderSize bytes.
+func (r *rxState) locateNumBuffers() {
+	at := 0
+	for _, b := range r.chain.Writable {
+		for i := range r.numBuffers {
+			if o := hdrNumBuffers + i - at; o >= 0 && o < len(b) {
+				r.numBuffers[i] = b[o : o+1]
+			}
+		}
+		at += len(b)
+		if at >= HeaderSize {
+			return
+		}
+	}
+}
+
+// copyOut copies src across bufs in order and returns the bytes copied.
+func copyOut(bufs [][]byte, src []byte) int {
+	n := 0
+	for _, b := range bufs {
+		if n == len(src) {
+			break
+		}
+		n += copy(b, src[n:])
+	}
+	return n
+}
