@@ -22,6 +22,7 @@ import (
 
 	"vmm/acpi"
 	"vmm/bootparam"
+	"vmm/boottimer"
 	"vmm/bus"
 	"vmm/guestmem"
 	"vmm/i8042"
@@ -44,6 +45,9 @@ type Config struct {
 	// Disks and NICs become virtio devices, disks first.
 	Disks []Disk
 	NICs  []NIC
+	// BootTimer, if not nil, is stamped at each phase of the boot vmm
+	// sees and serves the guest's phase writes at boottimer.Port.
+	BootTimer *boottimer.Timer
 	// Logf reports device trouble the guest caused (a malformed queue, a
 	// failed disk write) without stopping the machine; nil discards it.
 	Logf func(format string, args ...any)
@@ -218,6 +222,7 @@ func New(cfg Config) (_ *Machine, err error) {
 			return nil, err
 		}
 	}
+	m.mark(boottimer.MemoryReady)
 	return m, nil
 }
 
@@ -281,6 +286,11 @@ func (l irqLine) SetLevel(high bool) { _ = l.vm.IRQLine(l.gsi, high) }
 
 func (m *Machine) addDevices() error {
 	m.uart = serial.New(irqLine{m.vm, com1IRQ}, m.cfg.Console)
+	if m.cfg.BootTimer != nil {
+		if err := m.pio.Insert("boot-timer", boottimer.Port, boottimer.PortSize, m.cfg.BootTimer); err != nil {
+			return err
+		}
+	}
 	for _, d := range []struct {
 		name       string
 		base, size uint64
@@ -296,6 +306,13 @@ func (m *Machine) addDevices() error {
 		}
 	}
 	return m.addVirtio()
+}
+
+// mark stamps a boot phase if the boot timer is on.
+func (m *Machine) mark(p boottimer.Phase) {
+	if m.cfg.BootTimer != nil {
+		m.cfg.BootTimer.Mark(p)
+	}
 }
 
 func (m *Machine) logf(format string, args ...any) {
@@ -399,6 +416,9 @@ func (m *Machine) forwardInput(r io.Reader) {
 // signal, so delivering it to a Go thread is harmless.
 func (m *Machine) stop(reason StopReason, err error) {
 	m.stopOnce.Do(func() {
+		if reason == StopPoweroff || reason == StopReboot {
+			m.mark(boottimer.Poweroff)
+		}
 		m.mu.Lock()
 		m.reason, m.err = reason, err
 		m.mu.Unlock()
@@ -420,10 +440,20 @@ func (m *Machine) stop(reason StopReason, err error) {
 func (m *Machine) runVCPU(v *vcpu) error {
 	runtime.LockOSThread()
 	v.tid.Store(int32(unix.Gettid()))
+	// The boot CPU stamps its first entry and first exit; a local flag
+	// keeps that off every later exit.
+	first := v.ID() == 0
+	if first {
+		m.mark(boottimer.FirstRun)
+	}
 	for !m.stopping.Load() {
 		reason, err := v.Run()
 		if err != nil {
 			return err
+		}
+		if first {
+			m.mark(boottimer.FirstExit)
+			first = false
 		}
 		switch reason {
 		case kvm.ExitIO:

@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"vmm/boottimer"
 	"vmm/internal/rawterm"
 	"vmm/machine"
 	"vmm/virtio/net"
@@ -39,6 +40,7 @@ type options struct {
 	cpus                               int
 	timeout                            time.Duration
 	disks, taps                        []string
+	bootTimer                          bool
 }
 
 // exitTimeout is the status when -timeout stops the guest: the one GNU
@@ -49,7 +51,8 @@ const exitTimeout = 124
 type usageError struct{ error }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	start := time.Now() // the boot timer's zero: before anything else runs
+	os.Exit(runAt(start, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
@@ -62,6 +65,7 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVarP(&o.memory, "memory", "m", "512M", "guest RAM: a size with K, M, G or T suffix; a plain number is MiB")
 	fs.IntVar(&o.cpus, "smp", 1, "number of vCPUs (QEMU's `cpus=N` form works too)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (e.g. 90s, 10m) and exit with status 124; 0 means never")
+	fs.BoolVar(&o.bootTimer, "boot-timer", false, "print when each boot phase was reached (vmm's own and those the guest writes to port 0x5f0) to stderr at exit")
 	// StringArray, not StringSlice: a comma belongs to the value
 	// (FILE,ro), it does not separate repeated values.
 	fs.StringArrayVar(&o.disks, "disk", nil, "virtio-blk disk backed by `FILE[,ro]`, a raw image or block device; ,ro makes it read-only; repeat for more (the guest sees /dev/vda, /dev/vdb, ... in order)")
@@ -150,7 +154,9 @@ func hostMemory() uint64 {
 	return 0
 }
 
-func parseArgs(args []string, stderr io.Writer) (machine.Config, time.Duration, error) {
+// parseArgs turns the command line into a machine configuration and the
+// options that are vmm's own (timeout, boot timer).
+func parseArgs(args []string, stderr io.Writer) (machine.Config, options, error) {
 	var o options
 	fs := newFlagSet(&o, stderr)
 	smp := fs.Lookup("smp")
@@ -168,31 +174,31 @@ func parseArgs(args []string, stderr io.Writer) (machine.Config, time.Duration, 
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return machine.Config{}, 0, err
+			return machine.Config{}, o, err
 		}
-		return machine.Config{}, 0, usageError{err}
+		return machine.Config{}, o, usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return machine.Config{}, 0, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	if o.kernel == "" {
-		return machine.Config{}, 0, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
+		return machine.Config{}, o, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
 	}
 	mem, err := parseSize(o.memory)
 	if err != nil {
-		return machine.Config{}, 0, usageError{err}
+		return machine.Config{}, o, usageError{err}
 	}
 	if mem < machine.MinMemory {
-		return machine.Config{}, 0, usageError{fmt.Errorf("-m %s: need at least %d MiB", o.memory, machine.MinMemory>>20)}
+		return machine.Config{}, o, usageError{fmt.Errorf("-m %s: need at least %d MiB", o.memory, machine.MinMemory>>20)}
 	}
 	if host := hostMemory(); host > 0 && mem > host {
-		return machine.Config{}, 0, usageError{fmt.Errorf("-m %s: more than this host's %d MiB of RAM", o.memory, host>>20)}
+		return machine.Config{}, o, usageError{fmt.Errorf("-m %s: more than this host's %d MiB of RAM", o.memory, host>>20)}
 	}
 	if o.cpus < 1 {
-		return machine.Config{}, 0, usageError{fmt.Errorf("-smp %d: need at least one vCPU", o.cpus)}
+		return machine.Config{}, o, usageError{fmt.Errorf("-smp %d: need at least one vCPU", o.cpus)}
 	}
 	if o.timeout < 0 {
-		return machine.Config{}, 0, usageError{fmt.Errorf("-timeout %v: must not be negative", o.timeout)}
+		return machine.Config{}, o, usageError{fmt.Errorf("-timeout %v: must not be negative", o.timeout)}
 	}
 	cmdline := defaultCmdline
 	if o.appendArgs != "" {
@@ -202,18 +208,18 @@ func parseArgs(args []string, stderr io.Writer) (machine.Config, time.Duration, 
 	for _, d := range o.disks {
 		disk, err := parseDisk(d)
 		if err != nil {
-			return machine.Config{}, 0, usageError{err}
+			return machine.Config{}, o, usageError{err}
 		}
 		cfg.Disks = append(cfg.Disks, disk)
 	}
 	for _, t := range o.taps {
 		nic, err := parseTap(t)
 		if err != nil {
-			return machine.Config{}, 0, usageError{err}
+			return machine.Config{}, o, usageError{err}
 		}
 		cfg.NICs = append(cfg.NICs, nic)
 	}
-	return cfg, o.timeout, nil
+	return cfg, o, nil
 }
 
 // parseDisk reads -disk FILE[,ro]. A comma in a file name is written
@@ -287,7 +293,12 @@ func smpValue(v string) string {
 }
 
 func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
-	cfg, timeout, err := parseArgs(args, stderr)
+	return runAt(time.Now(), args, stdin, stdout, stderr)
+}
+
+func runAt(start time.Time, args []string, stdin *os.File, stdout, stderr *os.File) int {
+	cfg, o, err := parseArgs(args, stderr)
+	timeout := o.timeout
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
@@ -295,6 +306,15 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	if errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "vmm: %v\n", err)
 		return 2
+	}
+	if o.bootTimer {
+		// Registered before the terminal is restored and the machine
+		// closed, so it runs after both: vmm-exit is the last instant.
+		cfg.BootTimer = boottimer.New(start)
+		defer func() {
+			cfg.BootTimer.Mark(boottimer.VMMExit)
+			cfg.BootTimer.WriteReport(stderr)
+		}()
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)

@@ -97,9 +97,9 @@ func TestParseDisksAndTaps(t *testing.T) {
 }
 
 func TestParseTimeout(t *testing.T) {
-	_, d, err := parseArgs([]string{"-kernel", "bz", "-timeout", "90s"}, io.Discard)
-	if err != nil || d != 90*time.Second {
-		t.Fatalf("got %v, %v", d, err)
+	_, o, err := parseArgs([]string{"-kernel", "bz", "-timeout", "90s"}, io.Discard)
+	if err != nil || o.timeout != 90*time.Second {
+		t.Fatalf("got %v, %v", o.timeout, err)
 	}
 }
 
@@ -206,5 +206,21 @@ func TestRunBadInput(t *testing.T) {
 				t.Errorf("status %d, stderr %q; want status %d and one line containing %q", status, msg, tt.status, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseBootTimer(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"-kernel", "bz"}, false},
+		{[]string{"-kernel", "bz", "-boot-timer"}, true},
+		{[]string{"--boot-timer", "--kernel", "bz"}, true},
+	} {
+		_, o, err := parseArgs(tt.args, io.Discard)
+		if err != nil || o.bootTimer != tt.want {
+			t.Errorf("%v: bootTimer %v, err %v; want %v", tt.args, o.bootTimer, err, tt.want)
+		}
 	}
 }
