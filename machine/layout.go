@@ -65,6 +65,9 @@ const (
 	com1Port  = 0x3f8 // 16550A UART, ttyS0
 	com1Size  = 8
 	com1IRQ   = 4
+	com2Port  = 0x2f8 // second 16550A, ttyS1: a job's own channel (vmm run)
+	com2Size  = 8
+	com2IRQ   = 3
 	rtcPort   = 0x70 // MC146818 CMOS RTC, index and data
 	rtcSize   = 2
 	i8042Port = 0x60 // PS/2 controller: data 0x60, status/command 0x64

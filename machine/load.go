@@ -111,3 +111,11 @@ func ramRanges(size uint64) []guestmem.Range {
 	}
 	return []guestmem.Range{{GPA: 0, Size: mmioHoleStart}, {GPA: highRAMStart, Size: size - mmioHoleStart}}
 }
+
+// cpioAlign is the alignment of each archive in a concatenated initramfs:
+// the kernel's unpacker skips zero padding to the next 4-byte boundary
+// between archives (init/initramfs.c, do_start/do_skip), so an archive
+// appended there is found whatever the first one's length.
+const cpioAlign = 4
+
+func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }

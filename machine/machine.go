@@ -24,6 +24,7 @@ import (
 	"vmm/bootparam"
 	"vmm/boottimer"
 	"vmm/bus"
+	"vmm/exitport"
 	"vmm/guestmem"
 	"vmm/i8042"
 	"vmm/kvm"
@@ -45,6 +46,16 @@ type Config struct {
 	// Disks and NICs become virtio devices, disks first.
 	Disks []Disk
 	NICs  []NIC
+	// Job, if its Output is not nil, is a second UART (COM2, the guest's
+	// ttyS1) carrying a job's own input and output apart from the
+	// console: `vmm run` connects it to stdin and stdout.
+	JobOutput io.Writer
+	JobInput  io.Reader
+	// InitrdAppend is an uncompressed cpio archive loaded right after the
+	// initrd (Linux unpacks concatenated archives in order, so its files
+	// are added to or replace the initrd's); it works without an initrd
+	// too. `vmm run` passes the job and shared files this way.
+	InitrdAppend []byte
 	// BootTimer, if not nil, is stamped at each phase of the boot vmm
 	// sees and serves the guest's phase writes at boottimer.Port.
 	BootTimer *boottimer.Timer
@@ -67,15 +78,17 @@ type Machine struct {
 	pio    bus.Bus
 	mmio   bus.Bus
 	uart   *serial.UART
+	job    *serial.UART // COM2, only with Config.JobOutput
 	virtio []*virtioDev
 	layout bootLayout
 
-	stopping atomic.Bool
-	stopOnce sync.Once
-	done     chan struct{}
-	mu       sync.Mutex
-	reason   StopReason
-	err      error
+	stopping   atomic.Bool
+	exitStatus atomic.Int32 // -1 until the guest writes the exit port
+	stopOnce   sync.Once
+	done       chan struct{}
+	mu         sync.Mutex
+	reason     StopReason
+	err        error
 }
 
 type vcpu struct {
@@ -92,11 +105,12 @@ const (
 	StopPoweroff            // ACPI S5 or KVM_SYSTEM_EVENT_SHUTDOWN
 	StopReboot              // i8042 reset, ACPI reset register or KVM reset event
 	StopCanceled            // the context of Run was canceled
+	StopExit                // the guest wrote a status to the exit port
 	StopError               // the guest or vmm failed; Run returned an error
 )
 
 func (r StopReason) String() string {
-	return [...]string{"running", "poweroff", "reboot", "canceled", "error"}[r]
+	return [...]string{"running", "poweroff", "reboot", "canceled", "exit", "error"}[r]
 }
 
 // New validates the configuration, reads the kernel and initrd, and builds
@@ -145,6 +159,7 @@ func New(cfg Config) (_ *Machine, err error) {
 	}
 
 	m := &Machine{cfg: cfg, done: make(chan struct{})}
+	m.exitStatus.Store(-1)
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -158,7 +173,14 @@ func New(cfg Config) (_ *Machine, err error) {
 	if m.mem, err = guestmem.New(ramRanges(cfg.MemSize)); err != nil {
 		return nil, err
 	}
-	if m.layout, err = setupMemory(m.mem, k, cfg.Cmdline, initrdSize, cfg.CPUs, len(m.virtio)); err != nil {
+	// The appended archive starts 4-byte aligned, as the kernel's
+	// initramfs unpacker expects of each concatenated archive.
+	appendAt := alignUp(initrdSize, cpioAlign)
+	total := initrdSize
+	if len(cfg.InitrdAppend) > 0 {
+		total = appendAt + uint64(len(cfg.InitrdAppend))
+	}
+	if m.layout, err = setupMemory(m.mem, k, cfg.Cmdline, total, cfg.CPUs, len(m.virtio)); err != nil {
 		return nil, err
 	}
 	if initrd != nil {
@@ -168,6 +190,11 @@ func New(cfg Config) (_ *Machine, err error) {
 		}
 		if _, err := io.ReadFull(initrd, dst); err != nil {
 			return nil, fmt.Errorf("load initrd %s: %w", cfg.Initrd, err)
+		}
+	}
+	if len(cfg.InitrdAppend) > 0 {
+		if err := m.mem.WriteAt(cfg.InitrdAppend, m.layout.initrdAddr+appendAt); err != nil {
+			return nil, fmt.Errorf("load appended initramfs: %w", err)
 		}
 	}
 
@@ -286,6 +313,15 @@ func (l irqLine) SetLevel(high bool) { _ = l.vm.IRQLine(l.gsi, high) }
 
 func (m *Machine) addDevices() error {
 	m.uart = serial.New(irqLine{m.vm, com1IRQ}, m.cfg.Console)
+	if m.cfg.JobOutput != nil {
+		m.job = serial.New(irqLine{m.vm, com2IRQ}, m.cfg.JobOutput)
+		if err := m.pio.Insert("com2", com2Port, com2Size, m.job); err != nil {
+			return err
+		}
+	}
+	if err := m.pio.Insert("exit", exitport.Port, exitport.Size, exitport.New(m.guestExit)); err != nil {
+		return err
+	}
 	if m.cfg.BootTimer != nil {
 		if err := m.pio.Insert("boot-timer", boottimer.Port, boottimer.PortSize, m.cfg.BootTimer); err != nil {
 			return err
@@ -306,6 +342,20 @@ func (m *Machine) addDevices() error {
 		}
 	}
 	return m.addVirtio()
+}
+
+// guestExit ends the run with the status the guest wrote to the exit
+// port.
+func (m *Machine) guestExit(status uint8) {
+	m.exitStatus.Store(int32(status))
+	m.stop(StopExit, nil)
+}
+
+// ExitStatus is the status the guest wrote to the exit port
+// (exitport.Port), if it wrote one.
+func (m *Machine) ExitStatus() (status int, ok bool) {
+	s := m.exitStatus.Load()
+	return int(s), s >= 0
 }
 
 // mark stamps a boot phase if the boot timer is on.
@@ -368,11 +418,14 @@ func (m *Machine) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if m.job != nil && m.cfg.JobInput != nil {
+		go forwardInput(m.cfg.JobInput, m.job)
+	}
 	if m.cfg.ConsoleIn != nil {
 		// This goroutine may stay blocked in Read after Run returns when
 		// the reader cannot be interrupted (a terminal); it holds nothing
 		// but the UART, which Close unblocks.
-		go m.forwardInput(m.cfg.ConsoleIn)
+		go forwardInput(m.cfg.ConsoleIn, m.uart)
 	}
 	select {
 	case <-m.done:
@@ -382,7 +435,7 @@ func (m *Machine) Run(ctx context.Context) error {
 	wg.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.reason == StopPoweroff || m.reason == StopReboot {
+	if m.reason == StopPoweroff || m.reason == StopReboot || m.reason == StopExit {
 		return nil
 	}
 	return m.err
@@ -395,12 +448,12 @@ func (m *Machine) Reason() StopReason {
 	return m.reason
 }
 
-func (m *Machine) forwardInput(r io.Reader) {
+func forwardInput(r io.Reader, u *serial.UART) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			if _, werr := m.uart.Receive(buf[:n]); werr != nil {
+			if _, werr := u.Receive(buf[:n]); werr != nil {
 				return
 			}
 		}
@@ -542,11 +595,17 @@ func fillOnes(d []byte) {
 	}
 }
 
-// Close releases the VM. It is safe on a partly built machine.
+// Close releases the VM. It is safe on a partly built machine and when
+// called again.
 func (m *Machine) Close() error {
 	m.closeVirtio()
 	if m.uart != nil {
 		m.uart.Close()
+		m.uart = nil
+	}
+	if m.job != nil {
+		m.job.Close()
+		m.job = nil
 	}
 	for _, v := range m.vcpus {
 		v.Close()

@@ -20,6 +20,9 @@ import (
 type Disk struct {
 	Path     string
 	ReadOnly bool
+	// Serial is what the guest reads as the disk's ID (GET_ID); empty
+	// means one derived from the file name.
+	Serial string
 }
 
 // NIC is a virtio-net card attached to a host TAP interface.
@@ -63,7 +66,7 @@ func (m *Machine) openVirtio() error {
 	}
 	for i, d := range m.cfg.Disks {
 		name := fmt.Sprintf("virtio-blk%d", i)
-		dev, err := blk.Open(blk.Options{Path: d.Path, ReadOnly: d.ReadOnly, Logf: m.prefixLogf(name)})
+		dev, err := blk.Open(blk.Options{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial, Logf: m.prefixLogf(name)})
 		if err != nil {
 			return err
 		}

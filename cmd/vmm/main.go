@@ -41,6 +41,12 @@ type options struct {
 	timeout                            time.Duration
 	disks, taps                        []string
 	bootTimer                          bool
+
+	// `vmm run` only.
+	run          bool
+	share, out   string
+	outSize, env []string
+	command      []string
 }
 
 // exitTimeout is the status when -timeout stops the guest: the one GNU
@@ -52,11 +58,18 @@ type usageError struct{ error }
 
 func main() {
 	start := time.Now() // the boot timer's zero: before anything else runs
+	if len(os.Args) > 1 && os.Args[1] == "run" {
+		os.Exit(runJob(start, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(runAt(start, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
-	fs := pflag.NewFlagSet("vmm", pflag.ContinueOnError)
+	name := "vmm"
+	if o.run {
+		name = "vmm run"
+	}
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
 	fs.StringVar(&o.kernel, "kernel", "", "Linux bzImage to boot (required)")
@@ -70,6 +83,12 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	// (FILE,ro), it does not separate repeated values.
 	fs.StringArrayVar(&o.disks, "disk", nil, "virtio-blk disk backed by `FILE[,ro]`, a raw image or block device; ,ro makes it read-only; repeat for more (the guest sees /dev/vda, /dev/vdb, ... in order)")
 	fs.StringArrayVar(&o.taps, "tap", nil, "virtio-net card on host TAP interface `NAME[,mac=MAC]`, created if missing (needs CAP_NET_ADMIN); the default MAC is derived from NAME")
+	if o.run {
+		addRunFlags(fs, o)
+		fs.SetInterspersed(false) // the first argument that is not a flag starts the command
+		fs.Usage = func() { runUsage(fs, stderr) }
+		return fs
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS] [-timeout D] [-disk FILE[,ro]]... [-tap NAME[,mac=MAC]]...\n\n")
 		fmt.Fprintf(stderr, "Boots Linux on KVM with the guest's serial console (ttyS0) on this terminal.\n")
@@ -83,27 +102,38 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 // pflag's double-dash form. Single letters (-m) stay shorthands; an
 // argument that is a flag's value is left alone even if it starts with
 // a dash.
-func qemuSpelling(fs *pflag.FlagSet, args []string) []string {
+func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) []string {
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if a == "--" {
+		if a == "--" || (stopAtArg && !strings.HasPrefix(a, "-")) {
+			// The rest is a command (vmm run), not vmm's flags.
 			out = append(out, args[i:]...)
 			break
 		}
-		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
-			name, _, hasValue := strings.Cut(a[1:], "=")
-			if f := fs.Lookup(name); f != nil {
+		var f *pflag.Flag
+		hasValue := false
+		switch {
+		case len(a) == 2 && a[0] == '-': // a shorthand: -m
+			f = fs.ShorthandLookup(a[1:])
+		case strings.HasPrefix(a, "--"): // GNU: --kernel or --kernel=bz
+			var name string
+			name, _, hasValue = strings.Cut(a[2:], "=")
+			f = fs.Lookup(name)
+		case len(a) > 2 && a[0] == '-': // QEMU: -kernel or -kernel=bz
+			var name string
+			name, _, hasValue = strings.Cut(a[1:], "=")
+			if f = fs.Lookup(name); f != nil {
 				a = "-" + a
-				out = append(out, a)
-				if !hasValue && f.NoOptDefVal == "" && i+1 < len(args) {
-					i++
-					out = append(out, args[i])
-				}
-				continue
 			}
 		}
 		out = append(out, a)
+		// Keep a flag's value with it, even if it starts with a dash or,
+		// for vmm run, does not.
+		if f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args) {
+			i++
+			out = append(out, args[i])
+		}
 	}
 	return out
 }
@@ -157,11 +187,15 @@ func hostMemory() uint64 {
 // parseArgs turns the command line into a machine configuration and the
 // options that are vmm's own (timeout, boot timer).
 func parseArgs(args []string, stderr io.Writer) (machine.Config, options, error) {
-	var o options
+	return parseMode(false, args, stderr)
+}
+
+func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, options, error) {
+	o := options{run: run}
 	fs := newFlagSet(&o, stderr)
 	smp := fs.Lookup("smp")
 	// Accept QEMU's "-smp cpus=2" and "-smp 2,..." by pre-cleaning.
-	args = qemuSpelling(fs, args)
+	args = qemuSpelling(fs, args, run)
 	for i, a := range args {
 		if (a == "--smp" || strings.HasPrefix(a, "--smp=")) && smp != nil {
 			v, isEq := strings.CutPrefix(a, "--smp=")
@@ -178,7 +212,11 @@ func parseArgs(args []string, stderr io.Writer) (machine.Config, options, error)
 		}
 		return machine.Config{}, o, usageError{err}
 	}
-	if fs.NArg() > 0 {
+	if run {
+		if o.command = fs.Args(); len(o.command) == 0 {
+			return machine.Config{}, o, usageError{errors.New("no command given: vmm run [flags] -- CMD ARGS...")}
+		}
+	} else if fs.NArg() > 0 {
 		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	if o.kernel == "" {
@@ -201,6 +239,9 @@ func parseArgs(args []string, stderr io.Writer) (machine.Config, options, error)
 		return machine.Config{}, o, usageError{fmt.Errorf("-timeout %v: must not be negative", o.timeout)}
 	}
 	cmdline := defaultCmdline
+	if run {
+		cmdline += " " + runCmdline
+	}
 	if o.appendArgs != "" {
 		cmdline += " " + o.appendArgs
 	}
@@ -297,7 +338,16 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 }
 
 func runAt(start time.Time, args []string, stdin *os.File, stdout, stderr *os.File) int {
-	cfg, o, err := parseArgs(args, stderr)
+	return runMode(false, start, args, stdin, stdout, stderr)
+}
+
+// runJob is `vmm run`.
+func runJob(start time.Time, args []string, stdin *os.File, stdout, stderr *os.File) int {
+	return runMode(true, start, args, stdin, stdout, stderr)
+}
+
+func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdout, stderr *os.File) int {
+	cfg, o, err := parseMode(runMode, args, stderr)
 	timeout := o.timeout
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
@@ -325,23 +375,38 @@ func runAt(start time.Time, args []string, stdin *os.File, stdout, stderr *os.Fi
 		defer t.Stop()
 	}
 
-	cfg.Console = stdout
 	cfg.Logf = func(format string, args ...any) {
 		// \r: the terminal may be raw, where \n alone does not return
 		// the cursor.
 		fmt.Fprintf(stderr, "\r\nvmm: "+format+"\r\n", args...)
 	}
 	var restore func()
-	if stdin != nil {
-		if term, err := rawterm.MakeRaw(int(stdin.Fd())); err == nil {
-			restore = term
-			cfg.ConsoleIn = &escapeReader{r: stdin, quit: func() { cancel(errQuit) }}
-		} else {
-			cfg.ConsoleIn = stdin
+	var job *jobFiles
+	if runMode {
+		if job, err = prepareJob(&cfg, o, stdin, stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "vmm: %v\n", err)
+			return 1
+		}
+		defer job.remove()
+	} else {
+		cfg.Console = stdout
+		if stdin != nil {
+			if term, err := rawterm.MakeRaw(int(stdin.Fd())); err == nil {
+				restore = term
+				cfg.ConsoleIn = &escapeReader{r: stdin, quit: func() { cancel(errQuit) }}
+			} else {
+				cfg.ConsoleIn = stdin
+			}
 		}
 	}
 	if restore != nil {
 		defer restore()
+	}
+	unraw := func() {
+		if restore != nil {
+			restore()
+			restore = nil
+		}
 	}
 
 	sigs := make(chan os.Signal, 1)
@@ -360,33 +425,36 @@ func runAt(start time.Time, args []string, stdin *os.File, stdout, stderr *os.Fi
 	}
 	defer m.Close()
 	err = m.Run(ctx)
+	m.Close() // disks flushed and closed before their files are read
 	cause := context.Cause(ctx)
 	var se signalError
 	var te errTimeout
 	switch {
 	case err == nil:
-		return 0
+		status, reported := m.ExitStatus()
+		if job != nil {
+			if err := job.collect(); err != nil {
+				fmt.Fprintf(stderr, "vmm: %v\n", err)
+				return 1
+			}
+			if !reported {
+				fmt.Fprintf(stderr, "vmm: guest stopped (%v) without reporting the job's exit status\n", m.Reason())
+				return exitNoStatus
+			}
+		}
+		return status // 0 for a poweroff or reboot without a status
 	case errors.Is(cause, errQuit):
 		return 0
 	case errors.As(cause, &te):
-		if restore != nil {
-			restore()
-			restore = nil
-		}
+		unraw()
 		fmt.Fprintf(stderr, "\r\nvmm: %v\n", te)
 		return exitTimeout
 	case errors.As(cause, &se):
-		if restore != nil {
-			restore()
-			restore = nil
-		}
+		unraw()
 		fmt.Fprintf(stderr, "\r\nvmm: stopped by %v\n", se.sig)
 		return 128 + int(se.sig)
 	}
-	if restore != nil {
-		restore()
-		restore = nil
-	}
+	unraw()
 	fmt.Fprintf(stderr, "\r\nvmm: %v\n", err)
 	return 1
 }

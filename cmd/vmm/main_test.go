@@ -106,7 +106,7 @@ func TestParseTimeout(t *testing.T) {
 func TestQEMUSpellingKeepsValues(t *testing.T) {
 	var o options
 	fs := newFlagSet(&o, io.Discard)
-	got := qemuSpelling(fs, []string{"-append", "-kernel", "-kernel", "k", "-m", "1G", "--", "-x"})
+	got := qemuSpelling(fs, []string{"-append", "-kernel", "-kernel", "k", "-m", "1G", "--", "-x"}, false)
 	want := []string{"--append", "-kernel", "--kernel", "k", "-m", "1G", "--", "-x"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q want %q", got, want)
@@ -222,5 +222,63 @@ func TestParseBootTimer(t *testing.T) {
 		if err != nil || o.bootTimer != tt.want {
 			t.Errorf("%v: bootTimer %v, err %v; want %v", tt.args, o.bootTimer, err, tt.want)
 		}
+	}
+}
+
+func TestParseRun(t *testing.T) {
+	tests := []struct {
+		args []string
+		cmd  []string
+	}{
+		{[]string{"-kernel", "k", "-initrd", "i", "sh", "-c", "exit 3"}, []string{"sh", "-c", "exit 3"}},
+		{[]string{"-kernel", "k", "--", "ls", "-append"}, []string{"ls", "-append"}},
+		{[]string{"--kernel=k", "-m", "1G", "-share", "d", "-out", "o", "-env", "A=1", "--", "make", "test"}, []string{"make", "test"}},
+	}
+	for _, tt := range tests {
+		cfg, o, err := parseMode(true, tt.args, io.Discard)
+		if err != nil {
+			t.Errorf("%v: %v", tt.args, err)
+			continue
+		}
+		if !reflect.DeepEqual(o.command, tt.cmd) || cfg.Kernel != "k" || !strings.Contains(cfg.Cmdline, "quiet") {
+			t.Errorf("%v: command %q kernel %q cmdline %q", tt.args, o.command, cfg.Kernel, cfg.Cmdline)
+		}
+	}
+	if _, _, err := parseMode(true, []string{"-kernel", "k"}, io.Discard); err == nil || !strings.Contains(err.Error(), "no command") {
+		t.Errorf("run without a command: %v", err)
+	}
+	// Without run, a stray argument is still an error.
+	if _, _, err := parseMode(false, []string{"-kernel", "k", "ls"}, io.Discard); err == nil {
+		t.Error("plain vmm accepted a command")
+	}
+}
+
+func TestRunJobBadInput(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "bzImage")
+	os.WriteFile(kernel, testkernel.Build(testkernel.Options{Entry64: []byte{0xf4}}), 0o644)
+	for _, tt := range []struct {
+		name   string
+		args   []string
+		status int
+		want   string
+	}{
+		{"no command", []string{"-kernel", kernel}, 2, "no command"},
+		{"missing share", []string{"-kernel", kernel, "-share", filepath.Join(dir, "nope"), "--", "true"}, 1, "-share"},
+		{"bad env", []string{"-kernel", kernel, "-env", "novalue", "--", "true"}, 1, "KEY=VALUE"},
+		{"bad out size", []string{"-kernel", kernel, "-out", dir, "-out-size", "lots", "--", "true"}, 1, "-out-size"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stderr, err := os.CreateTemp(dir, "stderr")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stderr.Close()
+			status := runJob(time.Now(), tt.args, nil, os.Stdout, stderr)
+			b, _ := os.ReadFile(stderr.Name())
+			if msg := string(b); status != tt.status || !strings.Contains(msg, tt.want) || strings.Count(msg, "\n") != 1 {
+				t.Errorf("status %d, stderr %q; want %d and one line containing %q", status, msg, tt.status, tt.want)
+			}
+		})
 	}
 }

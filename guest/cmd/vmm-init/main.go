@@ -7,6 +7,12 @@
 //
 // Invoked as "reboot" (through a symlink) it reboots the machine instead,
 // because u-root's core commands only offer that as "shutdown reboot".
+//
+// It stamps two phases on vmm's boot timer (package boottimer): init-start
+// first thing and ready with the marker. In a container (the environment
+// variable "container" is set, the convention of systemd and container
+// managers) there is no kernel of our own to load modules into, so it
+// skips them and prints the marker at once.
 package main
 
 import (
@@ -19,6 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vmm/boottimer"
 	"vmm/guest/internal/kmod"
 )
 
@@ -34,13 +41,18 @@ func main() {
 		}
 		return
 	}
+	stampBoot(boottimer.InitStart)
 	releaseConsole()
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		fmt.Fprintf(os.Stderr, "vmm-init: uname: %v\n", err)
-	} else {
-		loadModules(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
+	if os.Getenv("container") == "" {
+		var uts unix.Utsname
+		if err := unix.Uname(&uts); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: uname: %v\n", err)
+		} else {
+			loadModules(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
+		}
 	}
+	stampBoot(boottimer.Ready)
+	runJobIfAsked() // `vmm run`: does not return when there is a job
 	fmt.Println(readyLine)
 }
 

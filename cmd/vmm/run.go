@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"vmm/machine"
+	"vmm/runjob"
+)
+
+// runCmdline keeps the kernel's boot messages off the console in `vmm
+// run`, where the console is stderr beside the job's own messages.
+const runCmdline = "quiet"
+
+// exitNoStatus is `vmm run`'s status when the guest ended without
+// reporting the job's status (it powered off, rebooted, or its init does
+// not know the exit port): 125, as `docker run` uses for "the job never
+// produced a status of its own".
+const exitNoStatus = 125
+
+// defaultOutSize bounds what -out can bring back. The scratch disk is a
+// sparse file, so only what the guest writes takes host space.
+const defaultOutSize = "1G"
+
+func addRunFlags(fs *pflag.FlagSet, o *options) {
+	fs.StringVar(&o.share, "share", "", "copy host directory `DIR` into the guest at /share (read-only for the host: guest changes stay in the guest); the job starts there")
+	fs.StringVar(&o.out, "out", "", "after the job, copy the guest's /out into host directory `DIR` (created if missing)")
+	fs.StringArrayVar(&o.outSize, "out-size", nil, "the most -out can bring back (default "+defaultOutSize+")")
+	fs.StringArrayVar(&o.env, "env", nil, "`KEY=VALUE` for the job's environment (repeatable)")
+}
+
+func runUsage(fs *pflag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "Usage: vmm run -kernel BZIMAGE -initrd INITRD [flags] [--] CMD [ARGS...]\n\n")
+	fmt.Fprintf(w, "Boots a fresh VM, runs CMD in it and exits with CMD's exit status.\n")
+	fmt.Fprintf(w, "CMD's stdin and stdout are vmm's (through the guest's ttyS1); its stderr and the\n")
+	fmt.Fprintf(w, "guest's console go to vmm's stderr. Status: CMD's own; 125 if the guest stopped\n")
+	fmt.Fprintf(w, "without reporting one; 124 on -timeout; 128+N on signal N; 1 or 2 for vmm's errors.\n")
+	fmt.Fprintf(w, "The initramfs must run vmm's guest init (make guest builds one).\n\n")
+	fs.PrintDefaults()
+}
+
+// jobFiles is what `vmm run` creates on the host for one job.
+type jobFiles struct {
+	outDir  string
+	outDisk string // scratch disk the guest writes /out to; removed at exit
+	outSize int64
+}
+
+// prepareJob turns cfg into a job VM: the job spec and shared files as an
+// appended initramfs, its stdin and stdout on COM2, the console on
+// stderr, and a scratch disk for -out.
+func prepareJob(cfg *machine.Config, o options, stdin, stdout, stderr *os.File) (*jobFiles, error) {
+	spec := runjob.Spec{Args: o.command, Env: o.env, Out: o.out != ""}
+	layer, err := runjob.Layer(spec, o.share)
+	if err != nil {
+		return nil, err
+	}
+	cfg.InitrdAppend = layer
+	cfg.Console = stderr
+	cfg.JobOutput = stdout
+	if stdin != nil {
+		cfg.JobInput = stdin
+	}
+	j := &jobFiles{}
+	if o.out == "" {
+		return j, nil
+	}
+	size := defaultOutSize
+	if n := len(o.outSize); n > 0 {
+		size = o.outSize[n-1]
+	}
+	n, err := parseSize(size)
+	if err != nil || n%512 != 0 {
+		return nil, fmt.Errorf("-out-size %q: want a size such as 256M or 2G", size)
+	}
+	f, err := os.CreateTemp("", "vmm-out-*.img")
+	if err != nil {
+		return nil, fmt.Errorf("-out: scratch disk: %w", err)
+	}
+	j.outDir, j.outDisk, j.outSize = o.out, f.Name(), int64(n)
+	err = f.Truncate(j.outSize)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		j.remove()
+		return nil, fmt.Errorf("-out: scratch disk: %w", err)
+	}
+	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: runjob.OutSerial})
+	return j, nil
+}
+
+// collect unpacks what the guest wrote to the scratch disk into -out.
+func (j *jobFiles) collect() error {
+	if j.outDisk == "" {
+		return nil
+	}
+	f, err := os.Open(j.outDisk)
+	if err != nil {
+		return fmt.Errorf("-out: %w", err)
+	}
+	defer f.Close()
+	_, err = runjob.Extract(f, j.outDir, j.outSize)
+	return err
+}
+
+func (j *jobFiles) remove() {
+	if j.outDisk != "" {
+		os.Remove(j.outDisk)
+	}
+}

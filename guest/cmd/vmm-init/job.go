@@ -1,0 +1,195 @@
+package main
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"vmm/runjob"
+)
+
+// runJobIfAsked runs the job `vmm run` put in the initramfs, if there is
+// one, and then ends the VM with the job's status; it returns only when
+// there is no job.
+func runJobIfAsked() {
+	b, err := os.ReadFile(runjob.SpecPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	status := runjob.StatusNotExecutable
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+	} else if spec, err := runjob.ParseSpec(b); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+	} else {
+		status = runJob(spec)
+	}
+	unix.Sync()
+	reportExit(uint8(status))
+	// Only reached when the exit port is missing (another VMM): power
+	// off, which `vmm run` reports as a guest that gave no status.
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}
+
+// runJob runs the command with its stdin and stdout on the job port and
+// its stderr on the console, and returns its status as a shell would.
+func runJob(spec runjob.Spec) int {
+	tty, err := os.OpenFile(runjob.JobTTY, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: job port: %v; using the console\n", err)
+		tty = os.Stdout
+	} else {
+		defer tty.Close()
+		makeRaw(tty)
+	}
+	defer drain(tty)
+	defer drain(os.Stderr)
+	if spec.Out {
+		if err := os.MkdirAll(runjob.OutDir, 0o755); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		}
+	}
+	cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
+	if cmd.Err == nil {
+		// argv[0] as the full path: u-root's busybox finds which command
+		// a symlink like /bin/sh -> ../bbin/gosh stands for from the
+		// path, and a bare "sh" gives it nothing to resolve.
+		cmd.Args[0] = cmd.Path
+	}
+	cmd.Env = append(os.Environ(), spec.Env...)
+	cmd.Dir = spec.Dir
+	if cmd.Dir == "" {
+		cmd.Dir = "/"
+		if st, err := os.Stat(runjob.ShareDir); err == nil && st.IsDir() {
+			cmd.Dir = runjob.ShareDir
+		}
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, os.Stderr
+	status := exitStatus(cmd.Run())
+	if spec.Out {
+		if err := saveOut(); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: -out: %v\n", err)
+		}
+	}
+	return status
+}
+
+func exitStatus(err error) int {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return runjob.StatusSignalBase + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		return runjob.StatusNotFound
+	default:
+		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		return runjob.StatusNotExecutable
+	}
+}
+
+// makeRaw turns off the tty's line discipline so the job's bytes reach
+// the host as written (no \n to \r\n, no echo of its input).
+func makeRaw(f *os.File) {
+	fd := int(f.Fd())
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return
+	}
+	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	t.Oflag &^= unix.OPOST
+	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	t.Cflag = t.Cflag&^(unix.CSIZE|unix.PARENB) | unix.CS8
+	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
+	unix.IoctlSetTermios(fd, unix.TCSETS, t)
+}
+
+// drain waits until the UART has sent everything the job wrote (tcdrain):
+// the exit port stops the VM at once, and bytes still queued in the tty
+// would be lost.
+func drain(f *os.File) { unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1) }
+
+// saveOut writes OutDir as a tar stream onto the disk whose serial is
+// runjob.OutSerial, which vmm unpacks on the host.
+func saveOut() error {
+	dev, err := findOutDisk()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	err = filepath.WalkDir(runjob.OutDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(runjob.OutDir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && !info.Mode().IsRegular() {
+			return nil // only files and directories come back
+		}
+		h, err := tar.FileInfoHeader(info, "")
+		if err != nil {
+			return err
+		}
+		h.Name = filepath.ToSlash(rel)
+		if d.IsDir() {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		src, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		_, err = io.Copy(tw, src)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("%s: %w (output larger than the -out disk?)", dev, err)
+	}
+	return f.Sync()
+}
+
+func findOutDisk() (string, error) {
+	paths, _ := filepath.Glob("/sys/block/vd*/serial")
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.TrimRight(string(b), "\x00\n ") == runjob.OutSerial {
+			return "/dev/" + filepath.Base(filepath.Dir(p)), nil
+		}
+	}
+	return "", fmt.Errorf("no disk with serial %q (is virtio_blk loaded?)", runjob.OutSerial)
+}

@@ -1,0 +1,192 @@
+package runjob
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/u-root/u-root/pkg/cpio"
+)
+
+func TestLayerReadsBackWithURootCPIO(t *testing.T) {
+	share := t.TempDir()
+	os.MkdirAll(filepath.Join(share, "sub"), 0o755)
+	os.WriteFile(filepath.Join(share, "sub", "a.txt"), []byte("hello"), 0o640)
+	os.WriteFile(filepath.Join(share, "odd"), []byte("xyz"), 0o755) // length not a multiple of 4
+	os.Symlink("sub/a.txt", filepath.Join(share, "link"))
+
+	spec := Spec{Args: []string{"sh", "-c", "exit 3"}, Env: []string{"A=b"}, Out: true}
+	b, err := Layer(spec, share)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := cpio.ReadAllRecords(cpio.Newc.Reader(bytes.NewReader(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]cpio.Record{}
+	for _, r := range recs {
+		got[r.Name] = r
+	}
+	read := func(name string) string {
+		r, ok := got[name]
+		if !ok {
+			t.Fatalf("no %s in archive; have %v", name, recs)
+		}
+		d, err := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(d)
+	}
+	s, err := ParseSpec([]byte(read("vmm/job.json")))
+	if err != nil || s.Args[2] != "exit 3" || !s.Out || s.Env[0] != "A=b" {
+		t.Errorf("spec read back as %+v, %v", s, err)
+	}
+	if read("share/sub/a.txt") != "hello" || read("share/odd") != "xyz" || read("share/link") != "sub/a.txt" {
+		t.Error("shared files read back wrong")
+	}
+	if m := got["share/sub/a.txt"].Mode; m&0o777 != 0o640 || m&cpio.S_IFMT != cpio.S_IFREG {
+		t.Errorf("mode %o", m)
+	}
+	if got["share/link"].Mode&cpio.S_IFMT != cpio.S_IFLNK || got["share/sub"].Mode&cpio.S_IFMT != cpio.S_IFDIR {
+		t.Error("link or directory has the wrong type")
+	}
+	if len(b)%4 != 0 {
+		t.Errorf("archive length %d not 4-byte aligned", len(b))
+	}
+}
+
+func TestLayerErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	os.WriteFile(file, nil, 0o644)
+	for _, tt := range []struct {
+		name  string
+		spec  Spec
+		share string
+		want  string
+	}{
+		{"no command", Spec{}, "", "no command"},
+		{"bad env", Spec{Args: []string{"x"}, Env: []string{"=1"}}, "", "KEY=VALUE"},
+		{"missing share", Spec{Args: []string{"x"}}, filepath.Join(dir, "nope"), "no such file"},
+		{"share is a file", Spec{Args: []string{"x"}}, file, "not a directory"},
+	} {
+		if _, err := Layer(tt.spec, tt.share); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+type entry struct {
+	name, body string
+	typ        byte
+	link       string
+}
+
+func tarOf(t testing.TB, entries ...entry) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o644, Size: int64(len(e.body)), Linkname: e.link}
+		if e.typ != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if e.typ == tar.TypeReg {
+			tw.Write([]byte(e.body))
+		}
+	}
+	tw.Close()
+	// The out disk is larger than the archive: zeros follow it.
+	return append(buf.Bytes(), make([]byte, 4096)...)
+}
+
+func TestExtract(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(outside, []byte("keep"), 0o644)
+	// A symlink already in the output directory must be replaced, not
+	// written through.
+	os.Symlink(outside, filepath.Join(dir, "planted"))
+	n, err := Extract(bytes.NewReader(tarOf(t,
+		entry{name: "./", typ: tar.TypeDir},
+		entry{name: "./result.txt", body: "ok\n", typ: tar.TypeReg},
+		entry{name: "deep/er/file", body: "x", typ: tar.TypeReg},
+		entry{name: "planted", body: "guest", typ: tar.TypeReg},
+		entry{name: "evil-link", typ: tar.TypeSymlink, link: "/etc/passwd"},
+		entry{name: "fifo", typ: tar.TypeFifo},
+	)), dir, 1<<20)
+	if err != nil || n != 3 {
+		t.Fatalf("Extract: %d files, %v", n, err)
+	}
+	for name, want := range map[string]string{"result.txt": "ok\n", "deep/er/file": "x", "planted": "guest"} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v", name, b, err)
+		}
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "keep" {
+		t.Errorf("file outside the output directory changed to %q", b)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "evil-link")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("symlink from the guest was created")
+	}
+}
+
+func TestExtractRefuses(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		tar  []byte
+		want string
+	}{
+		{"absolute", tarOf(t, entry{name: "/etc/x", typ: tar.TypeReg}), "unsafe name"},
+		{"dotdot", tarOf(t, entry{name: "a/../../x", typ: tar.TypeReg}), "unsafe name"},
+		{"over limit", tarOf(t, entry{name: "big", body: strings.Repeat("z", 100), typ: tar.TypeReg}), "exceeds"},
+		{"garbage", bytes.Repeat([]byte{0x5a}, 1024), "archive"},
+	} {
+		dir := t.TempDir()
+		if _, err := Extract(bytes.NewReader(tt.tar), dir, 64); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// FuzzExtract feeds guest-written bytes to Extract: it must never write
+// outside its directory or more than the limit, and never panic.
+func FuzzExtract(f *testing.F) {
+	f.Add(tarOf(f, entry{name: "a", body: "b", typ: tar.TypeReg}))
+	f.Add(tarOf(f, entry{name: "d/", typ: tar.TypeDir}, entry{name: "d/../../x", typ: tar.TypeReg}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "out")
+		const limit = 4096
+		Extract(bytes.NewReader(data), dir, limit)
+		var total int64
+		filepath.Walk(parent, func(p string, info os.FileInfo, err error) error {
+			if err != nil {
+				return nil
+			}
+			if p != parent && p != dir && !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+				t.Errorf("created %s outside the output directory", p)
+			}
+			if info.Mode().IsRegular() {
+				total += info.Size()
+			}
+			if info.Mode()&os.ModeSymlink != 0 {
+				t.Errorf("created symlink %s", p)
+			}
+			return nil
+		})
+		if total > limit {
+			t.Errorf("wrote %d bytes, limit %d", total, limit)
+		}
+	})
+}
