@@ -355,7 +355,10 @@ func (m *Machine) guestExit(status uint8) {
 // (exitport.Port), if it wrote one.
 func (m *Machine) ExitStatus() (status int, ok bool) {
 	s := m.exitStatus.Load()
-	return int(s), s >= 0
+	if s < 0 {
+		return 0, false
+	}
+	return int(s), true
 }
 
 // mark stamps a boot phase if the boot timer is on.

@@ -442,7 +442,10 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 				return exitNoStatus
 			}
 		}
-		return status // 0 for a poweroff or reboot without a status
+		if !reported {
+			return 0 // a poweroff or reboot
+		}
+		return status
 	case errors.Is(cause, errQuit):
 		return 0
 	case errors.As(cause, &te):
