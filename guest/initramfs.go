@@ -18,6 +18,14 @@ import (
 // InitPackage is the import path of the guest's uinit.
 const InitPackage = "vmm/guest/cmd/vmm-init"
 
+// IotoolPackage is the import path of vmm-iotool, the guest's end of the
+// disk and network tests and of the benchmark.
+const IotoolPackage = "vmm/guest/cmd/vmm-iotool"
+
+// ImagePackages are vmm's own commands in the image, each built as a
+// normal binary into /bin.
+func ImagePackages() []string { return []string{InitPackage, IotoolPackage} }
+
 // urootModule is the module the guest's userland comes from. Its version is
 // whatever vmm's go.mod requires, so the image changes only when go.mod does.
 const urootModule = "github.com/u-root/u-root"
@@ -67,8 +75,8 @@ type InitramfsOptions struct {
 
 // BuildInitramfs builds the guest's initramfs with u-root as a library:
 // u-root's init and commands go into one busybox binary (/bbin/bb) and
-// vmm-init is built as a normal binary (/bin/vmm-init, linked as /bin/uinit
-// and /bin/reboot). /bin/sh is gosh. The modules of o.Kernel go under
+// vmm-init and vmm-iotool are built as normal binaries (/bin/vmm-init,
+// linked as /bin/uinit and /bin/reboot, and /bin/vmm-iotool). /bin/sh is gosh. The modules of o.Kernel go under
 // /lib/modules/<version>/ with a modules.dep that lists only them.
 //
 // It compiles from source, so it needs the go command and must run inside
@@ -155,7 +163,7 @@ func BuildInitramfs(ctx context.Context, o InitramfsOptions) error {
 		uimage.WithReplaceEnv(env),
 		uimage.WithBaseArchive(uimage.DefaultRamfs()),
 		uimage.WithBusyboxCommands(UrootCommands()...),
-		uimage.WithBinaryCommands(InitPackage),
+		uimage.WithBinaryCommands(ImagePackages()...),
 		uimage.WithInit("init"),
 		uimage.WithUinit("vmm-init"),
 		uimage.WithShell("gosh"),
@@ -193,6 +201,48 @@ func ModuleRoot(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("%s is not the vmm module (run from the vmm source tree)", gomod)
 	}
 	return filepath.Dir(gomod), nil
+}
+
+// ImageSources returns the files, relative to the module root, of every
+// vmm package compiled into the image: ImagePackages and everything of
+// vmm's they import, wherever it lives (vmm-iotool's code is in
+// internal/iotool, shared with the nested harness). A build stamp must
+// hash these, or a change outside guest/ leaves a stale image behind.
+func ImageSources(ctx context.Context) ([]string, error) {
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"list", "-deps", "-f",
+		`{{if not .Standard}}{{.ImportPath}}{{range .GoFiles}} {{.}}{{end}}{{range .SFiles}} {{.}}{{end}}{{range .EmbedFiles}} {{.}}{{end}}{{end}}`},
+		ImagePackages()...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	// The image's build configuration, so that the file lists match.
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0")
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		return nil, fmt.Errorf("go list -deps %v: %w\n%s", ImagePackages(), err, stderr)
+	}
+	var files []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || (f[0] != "vmm" && !strings.HasPrefix(f[0], "vmm/")) {
+			continue
+		}
+		dir := strings.TrimPrefix(strings.TrimPrefix(f[0], "vmm"), "/")
+		for _, name := range f[1:] {
+			files = append(files, filepath.ToSlash(filepath.Join(dir, name)))
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("go list -deps %v: no vmm sources", ImagePackages())
+	}
+	return files, nil
 }
 
 // UrootVersion returns the version of u-root that go.mod selects, which is

@@ -90,7 +90,7 @@ func (c *console) waitFor(t *testing.T, from int, s string, d time.Duration) int
 
 // TestBootInQEMU builds the real guest and boots it in QEMU (TCG, so it
 // works without /dev/kvm), checking what vmm's own tests rely on: the ready
-// marker, a working shell, the virtio modules, and poweroff.
+// marker, a working shell, the virtio modules, vmm-iotool, and poweroff.
 func TestBootInQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("downloads a kernel, builds an initramfs and boots it; skipped with -short")
@@ -152,6 +152,10 @@ func TestBootInQEMU(t *testing.T) {
 	if strings.Contains(con.String(), "vmm-init:") {
 		t.Errorf("vmm-init complained:\n%s", con.String())
 	}
+	// vmm-iotool is on the shell's PATH, at the path the benchmark
+	// checks for, and works.
+	send("ls /bin/vmm-iotool && vmm-iotool sum -file /bin/vmm-iotool -bytes 4096")
+	at = con.waitFor(t, at, "iotool: sum bytes=4096 sha256=", time.Minute)
 	send("poweroff")
 	select {
 	case err := <-done:
@@ -160,5 +164,39 @@ func TestBootInQEMU(t *testing.T) {
 		}
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("guest did not power off; console:\n%s", con.String())
+	}
+}
+
+// ImageSources must cover vmm code outside guest/ that the image's tools
+// are built from, or a build stamp misses changes to it.
+func TestImageSources(t *testing.T) {
+	ctx := context.Background()
+	files, err := ImageSources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, f := range files {
+		have[f] = true
+		if strings.HasSuffix(f, "_test.go") {
+			t.Errorf("test file %s listed", f)
+		}
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			t.Errorf("listed file: %v", err)
+		}
+	}
+	for _, want := range []string{"guest/cmd/vmm-init/main.go", "guest/cmd/vmm-iotool/main.go", "internal/iotool/iotool.go", "guest/internal/kmod/kmod.go"} {
+		if !have[want] {
+			t.Errorf("%s missing from %v", want, files)
+		}
+	}
+	for f := range have {
+		if strings.HasPrefix(f, "nested/") || strings.HasPrefix(f, "machine/") {
+			t.Errorf("%s is not in the image", f)
+		}
 	}
 }

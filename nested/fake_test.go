@@ -204,3 +204,22 @@ func TestWithL1RetriesFreezeOnce(t *testing.T) {
 		t.Errorf("WithL1 = %v after %d attempts, want boom after 1", err, attempts)
 	}
 }
+
+// A missing disk image is reported before QEMU starts, naming the file.
+func TestFakeMissingDisk(t *testing.T) {
+	c := fakeConfig(t, "ok")
+	c.Disks = []Disk{{Path: filepath.Join(t.TempDir(), "missing.img")}}
+	l, err := Start(t.Context(), c)
+	if err == nil {
+		l.Close()
+		t.Fatal("Start with a missing disk succeeded")
+	}
+	if !strings.Contains(err.Error(), "missing.img") {
+		t.Errorf("error %v does not name the disk", err)
+	}
+	c.Disks = []Disk{{Path: t.TempDir()}}
+	if l, err := Start(t.Context(), c); err == nil {
+		l.Close()
+		t.Fatal("Start with a directory as disk succeeded")
+	}
+}

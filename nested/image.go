@@ -188,6 +188,7 @@ type imageSpec struct {
 	Init    string            // host path of the l1init binary
 	Modules []string          // host paths, load order
 	Files   map[string]string // L1 path -> host path
+	Devices []string          // L1 device nodes the agent waits for
 }
 
 // reservedL1Paths are owned by the harness; user files must not replace
@@ -255,7 +256,7 @@ func writeImage(w io.Writer, spec imageSpec) (err error) {
 	}
 	recs = append(recs, r)
 
-	var cfg proto.InitConfig
+	cfg := proto.InitConfig{Devices: spec.Devices}
 	for _, m := range spec.Modules {
 		l1 := path.Join(l1ModuleDir, filepath.Base(m))
 		r, err := hostFile(strings.TrimPrefix(l1, "/"), m, 0o644)

@@ -57,6 +57,11 @@ type Config struct {
 	WorkDir    string            // parent for per-L1 directories; empty: a temporary directory, removed on Close
 	Log        io.Writer         // progress lines; nil: discarded
 
+	// Disks are host files L1 sees as virtio-blk disks, /dev/vda,
+	// /dev/vdb, ... in this order (see DiskPath). The harness loads their
+	// drivers and waits for the devices before Start returns.
+	Disks []Disk
+
 	// ConsoleOut, if set, receives every byte of the job console as it
 	// arrives, e.g. the user's terminal.
 	ConsoleOut io.Writer
@@ -64,6 +69,53 @@ type Config struct {
 	BootTimeout   time.Duration // boot to agent hello; default 2m
 	FreezeTimeout time.Duration // silence that counts as a freeze; default 90s
 	ExecTimeout   time.Duration // Exec without a context deadline; default 5m
+}
+
+// Disk is a raw image on the host that L1 sees as a virtio-blk PCI disk.
+// QEMU writes through the host's page cache (cache=writeback), so once L1
+// has powered off (the agent syncs first, see Close) the file holds
+// everything L1 wrote, and the host can check it: that is how tests read
+// back what a guest inside L1 wrote to its disk.
+type Disk struct {
+	Path     string
+	ReadOnly bool // L1 cannot write it (QEMU's readonly=on)
+}
+
+// DiskPath is L1's device for Config.Disks[i]: L1 has no other virtio
+// disks, so the kernel names them in PCI slot order, which is Disks order.
+func DiskPath(i int) string {
+	name := ""
+	for i++; i > 0; i = (i - 1) / 26 {
+		name = string(rune('a'+(i-1)%26)) + name
+	}
+	return "/dev/vd" + name
+}
+
+// diskModules drive L1's disks: QEMU's virtio-blk-pci needs the PCI
+// transport and the block driver, modules in Debian's kernels.
+var diskModules = []string{"virtio_pci", "virtio_blk"}
+
+// modules is what L1 loads: Config.Modules, plus the disk drivers if
+// there are disks.
+func (c Config) modules() []string {
+	mods := append([]string(nil), c.Modules...)
+	if len(c.Disks) > 0 {
+		mods = append(mods, diskModules...)
+	}
+	return mods
+}
+
+func (c Config) checkDisks() error {
+	for i, d := range c.Disks {
+		st, err := os.Stat(d.Path)
+		if err != nil {
+			return fmt.Errorf("nested: disk %d: %w", i, err)
+		}
+		if !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
+			return fmt.Errorf("nested: disk %d: %s is neither a file nor a block device", i, d.Path)
+		}
+	}
+	return nil
 }
 
 func (c Config) withDefaults() Config {
@@ -142,6 +194,9 @@ func Start(ctx context.Context, c Config) (*L1, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nested: %s not found (Debian: apt-get install qemu-system-x86): %w", c.QEMU, err)
 	}
+	if err := c.checkDisks(); err != nil {
+		return nil, err
+	}
 	l := &L1{
 		cfg:     c,
 		console: newTailBuffer(256 << 10),
@@ -199,13 +254,17 @@ func (l *L1) boot(ctx context.Context, qemuPath string) error {
 		}
 	}
 	var modules []string
-	if l.cfg.ModulesDir != "" && len(l.cfg.Modules) > 0 {
+	if want := l.cfg.modules(); l.cfg.ModulesDir != "" && len(want) > 0 {
 		var err error
-		if modules, err = ResolveModules(l.cfg.ModulesDir, l.cfg.Modules); err != nil {
+		if modules, err = ResolveModules(l.cfg.ModulesDir, want); err != nil {
 			return fmt.Errorf("nested: L1 modules: %w", err)
 		}
 	}
-	initrd, err := buildImage(l.dir, imageSpec{Init: init, Modules: modules, Files: l.cfg.Files})
+	var devices []string
+	for i := range l.cfg.Disks {
+		devices = append(devices, DiskPath(i))
+	}
+	initrd, err := buildImage(l.dir, imageSpec{Init: init, Modules: modules, Files: l.cfg.Files, Devices: devices})
 	if err != nil {
 		return fmt.Errorf("nested: %w", err)
 	}

@@ -40,7 +40,7 @@ func kernelCmdline(c Config) string {
 // ttyS2 L1 kernel log. TCG with an emulated AMD-V CPU is the whole point:
 // it gives L1 a /dev/kvm on hosts that have none.
 func qemuArgs(c Config, s qemuSpec) []string {
-	return []string{
+	args := []string{
 		"-accel", "tcg",
 		"-cpu", "EPYC,+svm",
 		"-smp", fmt.Sprint(c.CPUs),
@@ -58,4 +58,18 @@ func qemuArgs(c Config, s qemuSpec) []string {
 		"-chardev", "file,id=klog,path=" + qemuOptValue(s.KernelLog),
 		"-serial", "chardev:klog",
 	}
+	// Disks in slot order, which is the order L1 names them in. Each is
+	// a plain raw file behind QEMU's default writeback cache: what L1
+	// writes lands in the host's page cache, where the host reads it
+	// back once L1 is gone.
+	for i, d := range c.Disks {
+		ro := ""
+		if d.ReadOnly {
+			ro = ",readonly=on"
+		}
+		args = append(args,
+			"-drive", fmt.Sprintf("file=%s,if=none,id=disk%d,format=raw,cache=writeback%s", qemuOptValue(d.Path), i, ro),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk%d,serial=nested-disk%d", i, i))
+	}
+	return args
 }

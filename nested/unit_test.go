@@ -295,3 +295,64 @@ func TestLastLines(t *testing.T) {
 		t.Errorf("tail buffer = %q", got)
 	}
 }
+
+func TestDisks(t *testing.T) {
+	c := Config{Kernel: "/k", Disks: []Disk{{Path: "/img/a,b.raw"}, {Path: "/img/ro.raw", ReadOnly: true}}}.withDefaults()
+	args := qemuArgs(c, qemuSpec{Initrd: "/w/initrd", KernelLog: "/w/klog"})
+	var drives, devices []string
+	for i, a := range args {
+		switch a {
+		case "-drive":
+			drives = append(drives, args[i+1])
+		case "-device":
+			devices = append(devices, args[i+1])
+		}
+	}
+	wantDrives := []string{
+		"file=/img/a,,b.raw,if=none,id=disk0,format=raw,cache=writeback",
+		"file=/img/ro.raw,if=none,id=disk1,format=raw,cache=writeback,readonly=on",
+	}
+	wantDevices := []string{"virtio-blk-pci,drive=disk0,serial=nested-disk0", "virtio-blk-pci,drive=disk1,serial=nested-disk1"}
+	if !slices.Equal(drives, wantDrives) || !slices.Equal(devices, wantDevices) {
+		t.Errorf("drives %q devices %q, want %q %q", drives, devices, wantDrives, wantDevices)
+	}
+	if got, want := c.modules(), []string{"kvm-amd", "virtio_pci", "virtio_blk"}; !slices.Equal(got, want) {
+		t.Errorf("modules with disks %v, want %v", got, want)
+	}
+	if got, want := (Config{Modules: []string{"kvm-amd", "tun"}}).modules(), []string{"kvm-amd", "tun"}; !slices.Equal(got, want) {
+		t.Errorf("modules without disks %v, want %v", got, want)
+	}
+	if args := qemuArgs(Config{Kernel: "/k"}.withDefaults(), qemuSpec{}); slices.Contains(args, "-drive") {
+		t.Errorf("drive without disks: %q", args)
+	}
+
+	for i, want := range map[int]string{0: "/dev/vda", 1: "/dev/vdb", 25: "/dev/vdz", 26: "/dev/vdaa", 27: "/dev/vdab", 701: "/dev/vdzz", 702: "/dev/vdaaa"} {
+		if got := DiskPath(i); got != want {
+			t.Errorf("DiskPath(%d) = %s, want %s", i, got, want)
+		}
+	}
+
+	// The agent learns which disks to wait for.
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	spec := imageSpec{Init: writeFile(t, filepath.Join(dir, "init"), "I", 0o755), Devices: []string{"/dev/vda", "/dev/vdb"}}
+	if err := writeImage(&buf, spec); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := cpio.ReadAllRecords(cpio.Newc.Reader(bytes.NewReader(buf.Bytes())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg proto.InitConfig
+	for _, r := range recs {
+		if r.Name == strings.TrimPrefix(proto.InitConfigPath, "/") {
+			b, _ := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+			if err := json.Unmarshal(b, &cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !slices.Equal(cfg.Devices, spec.Devices) {
+		t.Errorf("init config devices %v, want %v", cfg.Devices, spec.Devices)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -154,7 +155,11 @@ func makeStamp(ctx context.Context, k *guest.KernelFiles, modules []string) (str
 	if err != nil {
 		return "", fmt.Errorf("go env GOVERSION: %w", err)
 	}
-	src, err := hashSources(root)
+	deps, err := guest.ImageSources(ctx)
+	if err != nil {
+		return "", err
+	}
+	src, err := hashSources(root, deps)
 	if err != nil {
 		return "", err
 	}
@@ -168,10 +173,11 @@ func makeStamp(ctx context.Context, k *guest.KernelFiles, modules []string) (str
 	return b.String(), nil
 }
 
-// hashSources hashes go.mod, go.sum and the non-test files under guest/:
-// everything of ours that ends up in the image.
-func hashSources(root string) (string, error) {
-	files := []string{"go.mod", "go.sum"}
+// hashSources hashes go.mod, go.sum, the non-test files under guest/ and
+// deps, the sources of every vmm package compiled into the image (some
+// live outside guest/): everything of ours that ends up in the image.
+func hashSources(root string, deps []string) (string, error) {
+	files := append([]string{"go.mod", "go.sum"}, deps...)
 	err := filepath.WalkDir(filepath.Join(root, "guest"), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -192,6 +198,7 @@ func hashSources(root string) (string, error) {
 		return "", fmt.Errorf("hash guest sources: %w", err)
 	}
 	sort.Strings(files)
+	files = slices.Compact(files)
 	h := sha256.New()
 	for _, f := range files {
 		b, err := os.ReadFile(filepath.Join(root, f))

@@ -110,6 +110,13 @@ func (a *agent) prepareKVM(hello *proto.Msg) error {
 		return fmt.Errorf("no /dev/kvm after loading %v (does the L1 CPU have svm?): %w", loaded, err)
 	}
 	hello.KVM = true
+	// Disks are probed while their driver loads, but their nodes appear
+	// in devtmpfs a moment later.
+	for _, d := range cfg.Devices {
+		if err := waitForFile(d, 10*time.Second); err != nil {
+			return fmt.Errorf("disk missing after loading %v: %w", loaded, err)
+		}
+	}
 	return nil
 }
 

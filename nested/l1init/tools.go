@@ -2,13 +2,16 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"vmm/internal/iotool"
 	"vmm/internal/rawterm"
 )
 
@@ -16,7 +19,7 @@ import (
 // which has no userland besides this binary.
 func toolMain(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: l1init testecho|testbytes|testkvm|stat PATH...|signal SIGNUM NAME")
+		fmt.Fprintln(os.Stderr, "usage: l1init testecho|testbytes|testkvm|stat PATH...|signal SIGNUM NAME|io SUBCOMMAND...")
 		return 2
 	}
 	switch args[0] {
@@ -30,6 +33,12 @@ func toolMain(args []string) int {
 		return statPaths(args[1:])
 	case "signal":
 		return signalByName(args[1:])
+	case "io":
+		// The L1 end of the guest's vmm-iotool: the same code, so both
+		// ends of a transfer agree on data and result lines.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
+		defer stop()
+		return iotool.Main(ctx, "l1tool io", args[1:], os.Stdout, os.Stderr)
 	default:
 		fmt.Fprintf(os.Stderr, "l1init: unknown tool %q\n", args[0])
 		return 2

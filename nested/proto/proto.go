@@ -136,4 +136,7 @@ const InitConfigPath = "/etc/l1init.json"
 type InitConfig struct {
 	// Modules are L1 paths of kernel modules, dependencies first.
 	Modules []string `json:"modules"`
+	// Devices are device nodes (disks) the agent waits for after
+	// loading the modules: a test must not start before its disks exist.
+	Devices []string `json:"devices,omitempty"`
 }
