@@ -12,7 +12,7 @@ ARGS    ?=
 export CGO_ENABLED := 0
 export VMM_CACHE   := $(CACHE)
 
-.PHONY: all vmm guest run test unit e2e fuzz deps host-deps clean
+.PHONY: all vmm guest run test unit e2e fuzz deps host-deps clean kernel bench-boot bench
 
 all: vmm
 
@@ -63,6 +63,26 @@ fuzz:
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 		done; done
+
+# vmm against QEMU (-accel kvm, userspace virtio, vhost=off) on virtio-blk
+# and virtio-net: medians of interleaved rounds and their ratios. Without
+# /dev/kvm both run nested in one L1 guest (see cmd/vmm-bench). Extra
+# flags in BENCH_ARGS, e.g. BENCH_ARGS='-rounds 5 -json bench.json'.
+bench: deps vmm guest
+	$(GO) run ./cmd/vmm-bench -vmm $(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(BENCH_ARGS)
+
+# The minimal microVM kernel (kernel/microvm.config on tinyconfig), built
+# from Debian's linux-source-6.1 once and cached in $(CACHE)/kernels.
+kernel:
+	@./kernel/build.sh
+
+# Boot time of the same userland as a VM (vmm with both kernels, QEMU,
+# kvmtool if installed) and as a container; see kernel/BENCH.md. Without
+# /dev/kvm it all runs inside one nested L1. Extra flags: BENCH_BOOT_ARGS.
+BENCH_BOOT_ARGS ?=
+bench-boot: deps kernel
+	@mkdir -p $(BUILD)
+	$(GO) run ./cmd/bootbench -json $(BUILD)/bench-boot.json -svg $(BUILD)/bench-boot.svg $(BENCH_BOOT_ARGS)
 
 clean:
 	rm -rf $(BUILD)

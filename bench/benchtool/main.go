@@ -1,0 +1,92 @@
+// Command benchtool does what the benchmark needs on its host that l1tool
+// does not: L1 has no shell or coreutils.
+//
+//	benchtool mkdisk PATH BYTES
+//	benchtool meminfo
+//	benchtool rm PATH
+//
+// mkdisk writes a raw image of BYTES filled with a non-zero pattern, so
+// that every block is allocated: a sparse file would let reads of holes
+// skip the memory copy a real disk's data costs, differently for each VMM.
+// meminfo prints MemTotal and MemAvailable, to check that L1 has room.
+// rm removes the image afterwards.
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+func main() {
+	if len(os.Args) == 2 && os.Args[1] == "meminfo" {
+		if err := meminfo(); err != nil {
+			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "rm" {
+		if err := os.Remove(os.Args[2]); err != nil {
+			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) != 4 || os.Args[1] != "mkdisk" {
+		fmt.Fprintln(os.Stderr, "usage: benchtool mkdisk PATH BYTES | benchtool meminfo | benchtool rm PATH")
+		os.Exit(2)
+	}
+	n, err := strconv.ParseInt(os.Args[3], 10, 64)
+	if err != nil || n <= 0 {
+		fmt.Fprintf(os.Stderr, "benchtool: bad size %q\n", os.Args[3])
+		os.Exit(2)
+	}
+	if err := mkdisk(os.Args[2], n); err != nil {
+		fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func mkdisk(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i%255 + 1)
+	}
+	for off := int64(0); off < size; {
+		chunk := buf
+		if rest := size - off; rest < int64(len(chunk)) {
+			chunk = chunk[:rest]
+		}
+		if _, err := f.Write(chunk); err != nil {
+			f.Close()
+			return fmt.Errorf("mkdisk %s at %d: %w", path, off, err)
+		}
+		off += int64(len(chunk))
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("mkdisk %s: %w", path, err)
+	}
+	fmt.Printf("benchtool: mkdisk %s bytes=%d\n", path, size)
+	return nil
+}
+
+func meminfo() error {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return err
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "MemTotal:") || strings.HasPrefix(l, "MemAvailable:") || strings.HasPrefix(l, "Shmem:") {
+			out = append(out, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	fmt.Println(strings.Join(out, ", "))
+	return nil
+}
