@@ -77,7 +77,7 @@ kernel:
 	@./kernel/build.sh
 
 # Boot time of the same userland as a VM (vmm with both kernels, QEMU,
-# kvmtool if installed) and as a container; see kernel/BENCH.md. Without
+# kvmtool if installed) and as a container; see README, Benchmarks. Without
 # /dev/kvm it all runs inside one nested L1. Extra flags: BENCH_BOOT_ARGS.
 BENCH_BOOT_ARGS ?=
 bench-boot: deps kernel
