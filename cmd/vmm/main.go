@@ -376,6 +376,10 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	}
 
 	cfg.Logf = func(format string, args ...any) {
+		if runMode {
+			fmt.Fprintf(stderr, "vmm: "+format+"\n", args...)
+			return
+		}
 		// \r: the terminal may be raw, where \n alone does not return
 		// the cursor.
 		fmt.Fprintf(stderr, "\r\nvmm: "+format+"\r\n", args...)

@@ -1,0 +1,189 @@
+// Command redirect runs a command inside the nested suite's L1 guest and
+// reports what the end-to-end tests cannot see through the harness: the
+// command's stdout and stderr apart (a job's console and nested.L1.Exec
+// both merge them), whether it exited or was killed, and files it left
+// behind.
+//
+//	redirect [-timeout D] [-signal N -after D] [-cat FILE]... [-sha256 FILE]... [-glob PATTERN]... -- CMD ARGS...
+//
+// It prints one JSON object (Report) on stdout once CMD has ended and
+// exits with CMD's status (128+N if a signal killed it). -signal sends
+// signal N to CMD after the given delay: in L1 there is no shell to do
+// it, and sending it from the host through the harness adds seconds of
+// emulated latency to an already emulated boot. -timeout sends SIGQUIT
+// (a Go program prints its goroutines), then SIGKILL, so a hung command
+// still yields a report with the evidence.
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Report is what redirect prints.
+type Report struct {
+	Args   []string `json:"args"`
+	Stdout string   `json:"stdout"`
+	Stderr string   `json:"stderr"`
+	// Exit is CMD's exit status, or -1 when a signal ended it; Signal is
+	// that signal, 0 otherwise.
+	Exit   int `json:"exit"`
+	Signal int `json:"signal"`
+	// Sent is the signal -signal delivered, 0 if none was (CMD ended
+	// first); TimedOut says -timeout had to stop CMD.
+	Sent      int     `json:"sent,omitempty"`
+	TimedOut  bool    `json:"timed_out,omitempty"`
+	ElapsedMS float64 `json:"elapsed_ms"`
+	// Files, SHA256 and Glob answer -cat, -sha256 and -glob after CMD
+	// ended; an error is reported in place of the value.
+	Files  map[string]string   `json:"files,omitempty"`
+	SHA256 map[string]string   `json:"sha256,omitempty"`
+	Glob   map[string][]string `json:"glob,omitempty"`
+	// Error is why redirect could not run CMD at all.
+	Error string `json:"error,omitempty"`
+}
+
+type list []string
+
+func (l *list) String() string     { return strings.Join(*l, ",") }
+func (l *list) Set(v string) error { *l = append(*l, v); return nil }
+
+// killGrace is how long a command gets to print its goroutine dump after
+// SIGQUIT before it is killed.
+const killGrace = 10 * time.Second
+
+func main() {
+	var cats, sums, globs list
+	timeout := flag.Duration("timeout", 0, "stop CMD (SIGQUIT, then SIGKILL) after this long; 0 means never")
+	sig := flag.Int("signal", 0, "signal number to send CMD after -after")
+	after := flag.Duration("after", 0, "when to send -signal, counted from CMD's start")
+	flag.Var(&cats, "cat", "print this file's contents in the report (repeatable)")
+	flag.Var(&sums, "sha256", "print this file's SHA-256 in the report (repeatable)")
+	flag.Var(&globs, "glob", "list the files matching this pattern in the report (repeatable)")
+	flag.Parse()
+	if flag.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "usage: redirect [flags] -- CMD ARGS...")
+		os.Exit(2)
+	}
+	rep := run(flag.Args(), *timeout, *sig, *after)
+	collect(&rep, cats, sums, globs)
+	b, err := json.Marshal(rep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "redirect:", err)
+		os.Exit(2)
+	}
+	os.Stdout.Write(append(b, '\n'))
+	switch {
+	case rep.Error != "":
+		os.Exit(2)
+	case rep.Signal != 0:
+		os.Exit(128 + rep.Signal)
+	}
+	os.Exit(rep.Exit)
+}
+
+func run(args []string, timeout time.Duration, sig int, after time.Duration) Report {
+	rep := Report{Args: args, Exit: -1}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdin = os.Stdin
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	done := make(chan struct{})
+	var signalC, timeoutC, killC <-chan time.Time
+	if sig > 0 {
+		signalC = time.After(after)
+	}
+	if timeout > 0 {
+		timeoutC = time.After(timeout)
+	}
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-signalC:
+			if cmd.Process.Signal(syscall.Signal(sig)) == nil {
+				rep.Sent = sig
+			}
+			signalC = nil
+		case <-timeoutC:
+			rep.TimedOut = true
+			cmd.Process.Signal(syscall.SIGQUIT)
+			killC = time.After(killGrace)
+			timeoutC = nil
+		case <-killC:
+			cmd.Process.Kill()
+			killC = nil
+		}
+	}
+	rep.ElapsedMS = float64(time.Since(start).Microseconds()) / 1000
+	rep.Stdout, rep.Stderr = stdout.String(), stderr.String()
+	var ee *exec.ExitError
+	switch {
+	case waitErr == nil:
+		rep.Exit = 0
+	case errors.As(waitErr, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			rep.Signal = int(ws.Signal())
+		} else {
+			rep.Exit = ee.ExitCode()
+		}
+	default:
+		rep.Error = waitErr.Error()
+	}
+	return rep
+}
+
+func collect(rep *Report, cats, sums, globs []string) {
+	for _, p := range cats {
+		if rep.Files == nil {
+			rep.Files = map[string]string{}
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			rep.Files[p] = "error: " + err.Error()
+			continue
+		}
+		rep.Files[p] = string(b)
+	}
+	for _, p := range sums {
+		if rep.SHA256 == nil {
+			rep.SHA256 = map[string]string{}
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			rep.SHA256[p] = "error: " + err.Error()
+			continue
+		}
+		h := sha256.Sum256(b)
+		rep.SHA256[p] = hex.EncodeToString(h[:])
+	}
+	for _, g := range globs {
+		if rep.Glob == nil {
+			rep.Glob = map[string][]string{}
+		}
+		m, err := filepath.Glob(g)
+		if err != nil {
+			m = []string{"error: " + err.Error()}
+		}
+		rep.Glob[g] = append([]string{}, m...)
+	}
+}

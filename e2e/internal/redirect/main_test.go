@@ -1,0 +1,64 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestRun(t *testing.T) {
+	tests := []struct {
+		name             string
+		args             []string
+		timeout, after   time.Duration
+		sig              int
+		stdout, stderr   string
+		exit, signal     int
+		sent             int
+		timedOut, hasErr bool
+	}{
+		{name: "streams apart", args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, stdout: "out\n", stderr: "err\n", exit: 3},
+		{name: "killed", args: []string{"sh", "-c", "kill -TERM $$"}, exit: -1, signal: int(syscall.SIGTERM)},
+		{name: "signal sent", args: []string{"sleep", "10"}, sig: int(syscall.SIGTERM), after: 50 * time.Millisecond, exit: -1, signal: int(syscall.SIGTERM), sent: int(syscall.SIGTERM)},
+		{name: "exits before the signal", args: []string{"true"}, sig: int(syscall.SIGTERM), after: 10 * time.Second},
+		{name: "timeout", args: []string{"sleep", "10"}, timeout: 50 * time.Millisecond, exit: -1, signal: int(syscall.SIGQUIT), timedOut: true},
+		{name: "no such command", args: []string{"/no/such/command"}, exit: -1, hasErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(tt.args, tt.timeout, tt.sig, tt.after)
+			if (r.Error != "") != tt.hasErr {
+				t.Fatalf("error %q", r.Error)
+			}
+			if r.Stdout != tt.stdout || r.Stderr != tt.stderr || r.Exit != tt.exit || r.Signal != tt.signal || r.Sent != tt.sent || r.TimedOut != tt.timedOut {
+				t.Errorf("got %+v", r)
+			}
+		})
+	}
+}
+
+func TestCollect(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "f")
+	if err := os.WriteFile(f, []byte("abc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	var r Report
+	collect(&r, []string{f, missing}, []string{f}, []string{filepath.Join(dir, "*"), filepath.Join(dir, "x*")})
+	if r.Files[f] != "abc" || r.Files[missing] == "" || r.Files[missing][:7] != "error: " {
+		t.Errorf("files %q", r.Files)
+	}
+	// SHA-256 of "abc" (FIPS 180-2, appendix B.1).
+	if got := r.SHA256[f]; got != "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
+		t.Errorf("sha256 %s", got)
+	}
+	if g := r.Glob[filepath.Join(dir, "*")]; len(g) != 1 || g[0] != f {
+		t.Errorf("glob %q", g)
+	}
+	if g, ok := r.Glob[filepath.Join(dir, "x*")]; !ok || len(g) != 0 {
+		t.Errorf("empty glob %q, %v: want an empty list", g, ok)
+	}
+}
