@@ -29,6 +29,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"vmm/container"
+	"vmm/internal/flagspell"
 )
 
 type options struct {
@@ -75,7 +76,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.emit, "emit", false, "print raw samples only (what the L1 side of nested mode does)")
 	fs.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	fs.IntVar(&o.l1Memory, "l1-memory", 3072, "L1 memory in MiB (nested mode)")
-	if err := fs.Parse(singleDashLong(fs, args)); err != nil {
+	if err := fs.Parse(flagspell.SingleDashLong(fs, args)); err != nil {
 		return o, err
 	}
 	if fs.NArg() != 0 {
@@ -102,25 +103,6 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-boot-timer %q: want auto, yes or no", o.bootTimer)
 	}
 	return o, nil
-}
-
-// singleDashLong lets long flags be spelled with one dash (-runs 3), as
-// vmm's own flags are.
-func singleDashLong(fs *pflag.FlagSet, args []string) []string {
-	out := make([]string, 0, len(args))
-	for i, a := range args {
-		if a == "--" {
-			return append(out, args[i:]...)
-		}
-		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
-			name, _, _ := strings.Cut(a[1:], "=")
-			if len(name) > 1 && fs.Lookup(name) != nil {
-				a = "-" + a
-			}
-		}
-		out = append(out, a)
-	}
-	return out
 }
 
 func main() {

@@ -30,6 +30,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"vmm/guest"
+	"vmm/internal/flagspell"
 )
 
 func main() {
@@ -39,7 +40,7 @@ func main() {
 	cache := fs.String("cache", "", "kernel cache directory (default "+filepath.Join(guest.DefaultCacheDir(), "kernels")+")")
 	modules := fs.StringSlice("modules", nil, "kernel modules to include, with their dependencies (default "+strings.Join(guest.DefaultModules(), ",")+")")
 	force := fs.BoolP("force", "f", false, "rebuild even if the stamp says nothing changed")
-	if err := fs.Parse(singleDashLong(fs, os.Args[1:])); err != nil {
+	if err := fs.Parse(flagspell.SingleDashLong(fs, os.Args[1:])); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return
 		}
@@ -59,26 +60,6 @@ func main() {
 		fmt.Fprintf(os.Stderr, "mkguest: %v\n", err)
 		os.Exit(1)
 	}
-}
-
-// singleDashLong lets long flags be spelled with one dash (-flavor cloud),
-// as in Go's flag package and the Makefile, by doubling the dash of any
-// argument that names a long flag of fs. Everything after "--" is left as is.
-func singleDashLong(fs *pflag.FlagSet, args []string) []string {
-	out := make([]string, 0, len(args))
-	for i, a := range args {
-		if a == "--" {
-			return append(out, args[i:]...)
-		}
-		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
-			name, _, _ := strings.Cut(a[1:], "=")
-			if len(name) > 1 && fs.Lookup(name) != nil {
-				a = "-" + a
-			}
-		}
-		out = append(out, a)
-	}
-	return out
 }
 
 func run(ctx context.Context, flavor guest.Flavor, out, cache string, modules []string, force bool) error {

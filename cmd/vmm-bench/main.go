@@ -31,6 +31,7 @@ import (
 
 	"vmm/bench"
 	"vmm/guest"
+	"vmm/internal/flagspell"
 	"vmm/nested"
 )
 
@@ -76,7 +77,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.console, "console", false, "copy the guests' consoles to stderr")
 	fs.DurationVar(&o.timeout, "timeout", 45*time.Minute, "give up after this long")
 	fs.DurationVar(&o.freezeTmo, "freeze-timeout", 30*time.Second, "console and heartbeat silence that counts as a frozen L1")
-	if err := fs.Parse(singleDashLong(fs, args)); err != nil {
+	if err := fs.Parse(flagspell.SingleDashLong(fs, args)); err != nil {
 		return o, err
 	}
 	if fs.NArg() != 0 {
@@ -94,25 +95,6 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-mode %q: want auto, nested or direct", o.mode)
 	}
 	return o, nil
-}
-
-// singleDashLong lets long flags be spelled with one dash (-rounds 3), as
-// in the Makefile and the rest of vmm's commands.
-func singleDashLong(fs *pflag.FlagSet, args []string) []string {
-	out := make([]string, 0, len(args))
-	for i, a := range args {
-		if a == "--" {
-			return append(out, args[i:]...)
-		}
-		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
-			name, _, _ := strings.Cut(a[1:], "=")
-			if len(name) > 1 && fs.Lookup(name) != nil {
-				a = "-" + a
-			}
-		}
-		out = append(out, a)
-	}
-	return out
 }
 
 func main() {
