@@ -322,35 +322,30 @@ func scatter(bufs [][]byte, src []byte) int {
 // readFull fills every buffer of iov (none empty) from the file at off.
 // It consumes iov.
 func readFull(fd int, iov [][]byte, off int64) error {
-	for len(iov) > 0 {
-		n, err := unix.Preadv(fd, iov[:min(len(iov), iovBatch)], off)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return err
-		case n == 0:
-			// The file shrank below the capacity read at Open.
-			return io.ErrUnexpectedEOF
-		}
-		off += int64(n)
-		iov = advance(iov, n)
-	}
-	return nil
+	// io.ErrUnexpectedEOF: the file shrank below the capacity read at
+	// Open.
+	return transferFull(unix.Preadv, io.ErrUnexpectedEOF, fd, iov, off)
 }
 
 // writeFull writes every buffer of iov (none empty) to the file at off.
 // It consumes iov.
 func writeFull(fd int, iov [][]byte, off int64) error {
+	return transferFull(unix.Pwritev, io.ErrShortWrite, fd, iov, off)
+}
+
+// transferFull repeats op (preadv or pwritev) until all of iov is done,
+// at most iovBatch buffers a call (beyond that x/sys allocates), retrying
+// EINTR; a call that moves nothing fails with short.
+func transferFull(op func(int, [][]byte, int64) (int, error), short error, fd int, iov [][]byte, off int64) error {
 	for len(iov) > 0 {
-		n, err := unix.Pwritev(fd, iov[:min(len(iov), iovBatch)], off)
+		n, err := op(fd, iov[:min(len(iov), iovBatch)], off)
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
 			return err
 		case n == 0:
-			return io.ErrShortWrite
+			return short
 		}
 		off += int64(n)
 		iov = advance(iov, n)
