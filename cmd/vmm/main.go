@@ -44,9 +44,8 @@ type options struct {
 
 	// `vmm run` only.
 	run          bool
-	share, out   string
-	outSize, env []string
-	command      []string
+	share, out, outSize string
+	env, command        []string
 }
 
 // exitTimeout is the status when -timeout stops the guest: the one GNU

@@ -28,7 +28,7 @@ const defaultOutSize = "1G"
 func addRunFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.share, "share", "", "copy host directory `DIR` into the guest at /share (read-only for the host: guest changes stay in the guest); the job starts there")
 	fs.StringVar(&o.out, "out", "", "after the job, copy the guest's /out into host directory `DIR` (created if missing)")
-	fs.StringArrayVar(&o.outSize, "out-size", nil, "the most -out can bring back (default "+defaultOutSize+")")
+	fs.StringVar(&o.outSize, "out-size", defaultOutSize, "the most -out can bring back")
 	fs.StringArrayVar(&o.env, "env", nil, "`KEY=VALUE` for the job's environment (repeatable)")
 }
 
@@ -68,10 +68,7 @@ func prepareJob(cfg *machine.Config, o options, stdin, stdout, stderr *os.File) 
 	if o.out == "" {
 		return j, nil
 	}
-	size := defaultOutSize
-	if n := len(o.outSize); n > 0 {
-		size = o.outSize[n-1]
-	}
+	size := o.outSize
 	n, err := parseSize(size)
 	if err != nil || n%512 != 0 {
 		return nil, fmt.Errorf("-out-size %q: want a size such as 256M or 2G", size)
