@@ -43,7 +43,7 @@ type options struct {
 	bootTimer                          bool
 
 	// `vmm run` only.
-	run          bool
+	run                 bool
 	share, out, outSize string
 	env, command        []string
 }
