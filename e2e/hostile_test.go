@@ -17,13 +17,14 @@ import (
 )
 
 const (
-	// hostileTimeout bounds the hostile run: boot, about 200,000 port
+	// hostileTimeout bounds the hostile run: boot, about 50,000 port
 	// and MMIO exits (each a round trip through emulated nested SVM),
-	// the crafted queues. vmm's own -timeout is shorter, so a guest that
-	// hangs ends with vmm's 124 and a vmm that hangs with redirect's
-	// goroutine dump.
-	hostileTimeout    = 12 * time.Minute
-	hostileVMMTimeout = "9m"
+	// the crafted queues; 20-70 s in all. vmm's own -timeout is shorter,
+	// so a guest that hangs ends with vmm's 124 and a vmm that hangs
+	// with redirect's goroutine dump. A guest the emulator stalls
+	// (nested.ErrGuestCrashed) costs the -timeout before the retry.
+	hostileTimeout    = 5 * time.Minute
+	hostileVMMTimeout = "3m"
 	// hostileImageSize is each disk's size: 2048 sectors.
 	hostileImageSize = 1 << 20
 	// hostilePattern is what the hostile program's recovery step writes

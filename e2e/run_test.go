@@ -143,7 +143,27 @@ func redirectExec(ctx context.Context, l *nested.L1, timeout time.Duration, flag
 
 // reportFailure is an error with the report and L1's kernel log.
 func reportFailure(l *nested.L1, r redirectReport, format string, args ...any) error {
-	return fmt.Errorf("%s\n%v\n--- L1 kernel log (tail) ---\n%s\n---", fmt.Sprintf(format, args...), r, l.KernelLogTail(30))
+	err := fmt.Errorf("%s\n%v\n--- L1 kernel log (tail) ---\n%s\n---", fmt.Sprintf(format, args...), r, l.KernelLogTail(30))
+	if why := emulatorCrash(r); why != "" {
+		return fmt.Errorf("%w (%s): %w", nested.ErrGuestCrashed, why, err)
+	}
+	return err
+}
+
+// guestCrashRE finds the two ways emulated nested SVM kills a guest
+// (nested.ErrGuestCrashed): vmm's report of a triple fault, and the
+// guest kernel's report of a CPU that stopped taking interrupts.
+var guestCrashRE = regexp.MustCompile(`vmm: vCPU \d+: guest triple fault \(KVM_EXIT_SHUTDOWN\)|rcu: INFO: rcu_preempt (detected stalls on CPUs/tasks|self-detected stall on CPU)`)
+
+// emulatorCrash says why a failed run counts as the emulator's crash of
+// the guest, or "" if it does not: the guest must have died in one of
+// those two ways, and vmm must have stayed up to say so (no Go crash,
+// its own status for a guest fault or a -timeout).
+func emulatorCrash(r redirectReport) string {
+	if crashRE.MatchString(r.Stderr) || r.TimedOut || r.Signal != 0 || (r.Exit != 1 && r.Exit != 124) {
+		return ""
+	}
+	return guestCrashRE.FindString(r.Stderr)
 }
 
 func tailLines(s string, n int) string {
@@ -329,5 +349,32 @@ func TestRun(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// Only a guest death vmm reported itself counts as the emulator's.
+func TestEmulatorCrash(t *testing.T) {
+	triple := "vmm: vCPU 1: guest triple fault (KVM_EXIT_SHUTDOWN) at RIP=0xfff0\n"
+	stall := "[  337.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\nvmm: guest stopped: -timeout 3m0s reached\n"
+	tests := []struct {
+		name string
+		r    redirectReport
+		want bool
+	}{
+		{"triple fault", redirectReport{Exit: 1, Stderr: triple}, true},
+		{"stall then timeout", redirectReport{Exit: 124, Stderr: stall}, true},
+		{"self-detected stall", redirectReport{Exit: 124, Stderr: "rcu: INFO: rcu_preempt self-detected stall on CPU\n"}, true},
+		{"vmm panicked too", redirectReport{Exit: 2, Stderr: triple + "panic: boom\n"}, false},
+		{"goroutine dump", redirectReport{Exit: 1, Stderr: triple + "goroutine 1 [running]:\n"}, false},
+		{"vmm hung", redirectReport{Exit: -1, TimedOut: true, Stderr: stall}, false},
+		{"killed by a signal", redirectReport{Exit: -1, Signal: 9, Stderr: triple}, false},
+		{"job failed", redirectReport{Exit: 3, Stderr: triple}, false},
+		{"plain timeout", redirectReport{Exit: 124, Stderr: "vmm: guest stopped: -timeout 3m0s reached\n"}, false},
+		{"other vmm error", redirectReport{Exit: 1, Stderr: "vmm: KVM_RUN vCPU 0: bad address\n"}, false},
+	}
+	for _, tt := range tests {
+		if got := emulatorCrash(tt.r) != ""; got != tt.want {
+			t.Errorf("%s: emulatorCrash = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -177,7 +177,7 @@ func TestWithL1RetriesFreezeOnce(t *testing.T) {
 	if err != nil || attempts != 2 {
 		t.Errorf("WithL1 = %v after %d attempts, want success on the 2nd", err, attempts)
 	}
-	if !strings.Contains(log.String(), "retrying once in a fresh L1") {
+	if !strings.Contains(log.String(), "L1 froze") || !strings.Contains(log.String(), "retrying in a fresh L1") {
 		t.Errorf("retry not reported: %q", log.String())
 	}
 
@@ -202,6 +202,46 @@ func TestWithL1RetriesFreezeOnce(t *testing.T) {
 	err = WithL1(t.Context(), c, func(l *L1) error { attempts++; return errors.New("boom") })
 	if err == nil || attempts != 1 {
 		t.Errorf("WithL1 = %v after %d attempts, want boom after 1", err, attempts)
+	}
+}
+
+// Guest crashes are retried twice, and a freeze among them still counts
+// against the same bound of three attempts.
+func TestWithL1RetriesGuestCrashes(t *testing.T) {
+	crash := fmt.Errorf("%w: vCPU 0: guest triple fault", ErrGuestCrashed)
+	tests := []struct {
+		name     string
+		errs     []error // what fn returns on each attempt; nil ends it
+		attempts int
+		want     error // nil: success
+	}{
+		{"crash then success", []error{crash, nil}, 2, nil},
+		{"two crashes then success", []error{crash, crash, nil}, 3, nil},
+		{"three crashes", []error{crash, crash, crash}, 3, ErrGuestCrashed},
+		{"freeze, crash, success", []error{ErrFrozen, crash, nil}, 3, nil},
+		{"crash, freeze, crash", []error{crash, ErrFrozen, crash}, 3, ErrGuestCrashed},
+		{"two freezes", []error{ErrFrozen, ErrFrozen}, 2, ErrFrozen},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var log bytes.Buffer
+			c := fakeConfig(t, "ok")
+			c.Log = &log
+			attempts := 0
+			err := WithL1(t.Context(), c, func(l *L1) error {
+				attempts++
+				return tt.errs[attempts-1]
+			})
+			if attempts != tt.attempts {
+				t.Errorf("%d attempts, want %d (log %q)", attempts, tt.attempts, log.String())
+			}
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("WithL1 = %v, want %v", err, tt.want)
+			}
+			if n := strings.Count(log.String(), "retrying in a fresh L1"); n != attempts-1 {
+				t.Errorf("%d retries logged, want %d: %q", n, attempts-1, log.String())
+			}
+		})
 	}
 }
 

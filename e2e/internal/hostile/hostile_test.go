@@ -62,7 +62,7 @@ fec00000-fec003ff : IOAPIC 0
 
 // The port plan never touches KVM's in-kernel devices, never starts an
 // access on a port that would end the run, and still writes every other
-// port.
+// port below 0x1000 and every sampled one above.
 func TestPortPlan(t *testing.T) {
 	tests := []struct {
 		port        uint16
@@ -84,9 +84,10 @@ func TestPortPlan(t *testing.T) {
 		{0x604, 4, false, false},  // ACPI PM
 		{0x5f0, 1, true, true},    // boot timer
 		{0x1000, 2, false, false}, // no wide accesses up here
-		{0x1001, 1, true, false},  // written, not read
-		{0x1010, 1, true, true},   // every 16th is read
-		{0xffff, 1, true, false},
+		{0x1001, 1, false, false}, // not sampled
+		{0x1010, 1, true, true},   // every 16th is
+		{0xfff0, 1, true, true},
+		{0xffff, 1, true, true},   // and the last
 		{0xffff, 2, false, false}, // past the last port
 	}
 	for _, tt := range tests {
@@ -113,8 +114,12 @@ func TestPortPlan(t *testing.T) {
 			}
 		}
 	}
-	skippedPorts := 0
+	skippedPorts, sampledPorts := 0, 0
 	for p := 0; p <= 0xffff; p++ {
+		if !sampled(p) {
+			continue
+		}
+		sampledPorts++
 		if inAny(keepOut, uint16(p), uint16(p)) || inAny(noStart, uint16(p), uint16(p)) {
 			skippedPorts++
 		}
@@ -122,8 +127,11 @@ func TestPortPlan(t *testing.T) {
 	if skippedPorts > 64 {
 		t.Errorf("%d ports skipped: the attack should spare only a few", skippedPorts)
 	}
-	if written != 0x10000-skippedPorts {
-		t.Errorf("%d ports get a byte write, want every port but the %d skipped", written, skippedPorts)
+	if want := wideLimit + (0x10000-wideLimit)/upperStride + 1; sampledPorts != want {
+		t.Errorf("%d ports sampled, want %d", sampledPorts, want)
+	}
+	if written != sampledPorts-skippedPorts {
+		t.Errorf("%d ports get a byte write, want every sampled port but the %d skipped", written, skippedPorts)
 	}
 }
 
@@ -185,5 +193,41 @@ func TestAccessWidths(t *testing.T) {
 		if b[3] != 1 || b[2] != 0 || b[3+w] != 0 {
 			t.Errorf("width %d: bytes % x", w, b)
 		}
+	}
+}
+
+// The MMIO sweep covers every register and configuration byte of every
+// window, stays inside the mapping, and makes the accesses it counts.
+func TestWindowRanges(t *testing.T) {
+	const devs = 2
+	rs := windowRanges(devs)
+	span := (devs + 1) * mmioStride
+	covered := make([]bool, span)
+	want := 0
+	for _, r := range rs {
+		if r[0] < 0 || r[1] > span || r[0] >= r[1] {
+			t.Fatalf("range %#x-%#x outside the %#x-byte mapping", r[0], r[1], span)
+		}
+		for i := r[0]; i < r[1]; i++ {
+			covered[i] = true
+		}
+		for _, w := range []int{1, 2, 4, 8} {
+			want += 2 * ((r[1] - r[0]) / w)
+		}
+	}
+	for d := 0; d < devs; d++ {
+		for off := 0; off < windowSize; off++ {
+			if !covered[d*mmioStride+off] {
+				t.Fatalf("device %d offset %#x not swept", d, off)
+			}
+		}
+	}
+	if !covered[devs*mmioStride] {
+		t.Error("the page after the last window is not swept")
+	}
+	want += 2 * (span/pageSize - 1) * (1 + 3 + 7) // page-crossing accesses
+	b := make([]byte, span)
+	if n := sweep(b, rs, rand.New(rand.NewPCG(1, 2))); n != want {
+		t.Errorf("sweep made %d accesses, want %d", n, want)
 	}
 }

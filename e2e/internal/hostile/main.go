@@ -5,13 +5,15 @@
 // run` job, shared into the guest with -share, on a guest with two disks:
 // one writable, one read-only. As root it
 //
-//  1. writes random values to every I/O port and reads each back (all
-//     widths below 0x1000, bytes above), except the few that would end
-//     the run or that KVM serves itself (ports.go);
+//  1. writes random values to the I/O ports and reads each back (every
+//     port vmm has, all below 0x1000, and their neighbours with all
+//     widths; every 16th port above with a byte), except the few that
+//     would end the run or that KVM serves itself (ports.go);
 //  2. unbinds the guest's virtio_mmio driver from every device and,
 //     through /dev/mem, writes random values of every width at every
-//     offset of every virtio-mmio window, the unclaimed rest of their
-//     pages, and a few unclaimed pages elsewhere (mmio.go);
+//     offset of every virtio-mmio window, the unclaimed bytes after it
+//     and across its page boundaries, and the start of a few unclaimed
+//     pages elsewhere (mmio.go);
 //  3. drives the writable disk itself with queues it builds in locked
 //     memory of its own (their guest-physical addresses from
 //     /proc/self/pagemap): queue rings outside RAM, misaligned or of
@@ -53,7 +55,7 @@ const (
 func main() {
 	seed := flag.Uint64("seed", 0, "random seed; 0 picks one from the clock (printed, to replay a run)")
 	pattern := flag.String("pattern", "hostile-recovery ", "text repeated over the sector the recovery step writes")
-	garbage := flag.Int("garbage-writes", 10000, "register writes while an honest driver runs")
+	garbage := flag.Int("garbage-writes", 4000, "register writes while an honest driver runs")
 	flag.Parse()
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano())
