@@ -156,3 +156,30 @@ func TestBootLAPIC(t *testing.T) {
 		t.Errorf("LINT1 %#x (mask bit must be kept)", v)
 	}
 }
+
+// A fatal exit names where the guest was, except when KVM has already
+// reset the vCPU (AMD's shutdown), where the registers would mislead.
+func TestDescribeFault(t *testing.T) {
+	long := kvm.Sregs{CR0: cr0PE | cr0PG | cr0ET, CR3: 0x1000, EFER: eferLME | eferLMA}
+	long.CS.Base = 0
+	reset := kvm.Sregs{CR0: 0x60000010}
+	reset.CS.Base = resetCSBase
+	tests := []struct {
+		name string
+		r    kvm.Regs
+		s    kvm.Sregs
+		want string
+	}{
+		{"long mode", kvm.Regs{RIP: 0xffffffff81000000, RSP: 0x8000}, long,
+			"triple fault at RIP=0xffffffff81000000 RSP=0x8000 CR0=0x80000011 CR3=0x1000 CR4=0x0 EFER=0x500"},
+		{"reset by KVM", kvm.Regs{RIP: resetRIP}, reset,
+			"triple fault (registers lost: KVM resets the vCPU before reporting this on AMD)"},
+		{"reset vector in protected mode", kvm.Regs{RIP: resetRIP}, kvm.Sregs{CR0: cr0PE},
+			"triple fault at RIP=0xfff0 RSP=0x0 CR0=0x1 CR3=0x0 CR4=0x0 EFER=0x0"},
+	}
+	for _, tt := range tests {
+		if got := describeFault("triple fault", tt.r, tt.s); got != tt.want {
+			t.Errorf("%s:\n got %s\nwant %s", tt.name, got, tt.want)
+		}
+	}
+}

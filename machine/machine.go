@@ -554,8 +554,29 @@ func (m *Machine) guestError(v *vcpu, what string) error {
 		return fmt.Errorf("vCPU %d: %s", v.ID(), what)
 	}
 	s, _ := v.Sregs()
-	return fmt.Errorf("vCPU %d: %s at RIP=%#x RSP=%#x CR0=%#x CR3=%#x CR4=%#x EFER=%#x",
-		v.ID(), what, r.RIP, r.RSP, s.CR0, s.CR3, s.CR4, s.EFER)
+	return fmt.Errorf("vCPU %d: %s", v.ID(), describeFault(what, r, s))
+}
+
+// resetRIP and resetCSBase are where a reset or INIT leaves a vCPU (Intel
+// SDM vol. 3A §9.1.4 "First Instruction Executed"): real mode at
+// 0xFFFF0.
+const (
+	resetRIP    = 0xfff0
+	resetCSBase = 0xffff0000
+)
+
+// describeFault adds the registers that locate a fatal exit. On AMD, KVM
+// reinitializes the vCPU before it reports KVM_EXIT_SHUTDOWN (the VMCB
+// is undefined after a shutdown intercept), so the registers are those of
+// a reset vCPU and would send whoever reads them to the reset vector:
+// then it says the state is lost instead. vmm never runs a vCPU in real
+// mode, so a real-mode vCPU at the reset vector is that case.
+func describeFault(what string, r kvm.Regs, s kvm.Sregs) string {
+	if r.RIP == resetRIP && s.CS.Base == resetCSBase && s.CR0&cr0PE == 0 {
+		return what + " (registers lost: KVM resets the vCPU before reporting this on AMD)"
+	}
+	return fmt.Sprintf("%s at RIP=%#x RSP=%#x CR0=%#x CR3=%#x CR4=%#x EFER=%#x",
+		what, r.RIP, r.RSP, s.CR0, s.CR3, s.CR4, s.EFER)
 }
 
 // handleIO serves a port access. String I/O (count > 1) is count

@@ -205,31 +205,39 @@ func TestWithL1RetriesFreezeOnce(t *testing.T) {
 	}
 }
 
-// Guest crashes are retried twice, and a freeze among them still counts
-// against the same bound of three attempts.
+// Guest crashes are retried twice by default, or as often as the Config
+// says, independently of the one retry after a freeze.
 func TestWithL1RetriesGuestCrashes(t *testing.T) {
 	crash := fmt.Errorf("%w: vCPU 0: guest triple fault", ErrGuestCrashed)
 	tests := []struct {
 		name     string
+		retries  int     // Config.GuestCrashRetries
 		errs     []error // what fn returns on each attempt; nil ends it
 		attempts int
 		want     error // nil: success
 	}{
-		{"crash then success", []error{crash, nil}, 2, nil},
-		{"two crashes then success", []error{crash, crash, nil}, 3, nil},
-		{"three crashes", []error{crash, crash, crash}, 3, ErrGuestCrashed},
-		{"freeze, crash, success", []error{ErrFrozen, crash, nil}, 3, nil},
-		{"crash, freeze, crash", []error{crash, ErrFrozen, crash}, 3, ErrGuestCrashed},
-		{"two freezes", []error{ErrFrozen, ErrFrozen}, 2, ErrFrozen},
+		{"crash then success", 0, []error{crash, nil}, 2, nil},
+		{"two crashes then success", 0, []error{crash, crash, nil}, 3, nil},
+		{"three crashes", 0, []error{crash, crash, crash}, 3, ErrGuestCrashed},
+		{"freeze, crash, success", 0, []error{ErrFrozen, crash, nil}, 3, nil},
+		{"crash, freeze, crash, success", 0, []error{crash, ErrFrozen, crash, nil}, 4, nil},
+		{"two freezes", 0, []error{ErrFrozen, ErrFrozen}, 2, ErrFrozen},
+		{"five retries", 5, []error{crash, crash, crash, crash, crash, nil}, 6, nil},
+		{"six crashes with five retries", 5, []error{crash, crash, crash, crash, crash, crash}, 6, ErrGuestCrashed},
+		{"one retry", 1, []error{crash, crash}, 2, ErrGuestCrashed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var log bytes.Buffer
 			c := fakeConfig(t, "ok")
 			c.Log = &log
+			c.GuestCrashRetries = tt.retries
 			attempts := 0
 			err := WithL1(t.Context(), c, func(l *L1) error {
 				attempts++
+				if attempts > len(tt.errs) {
+					return errors.New("too many attempts")
+				}
 				return tt.errs[attempts-1]
 			})
 			if attempts != tt.attempts {

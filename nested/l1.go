@@ -82,6 +82,12 @@ type Config struct {
 	BootTimeout   time.Duration // boot to agent hello; default 2m
 	FreezeTimeout time.Duration // silence that counts as a freeze; default 90s
 	ExecTimeout   time.Duration // Exec without a context deadline; default 5m
+
+	// GuestCrashRetries is how many times WithL1 retries fn after an
+	// ErrGuestCrashed, each time in a fresh L1; default 2. A workload
+	// that makes many exits to vmm's userspace needs more (see
+	// ErrGuestCrashed).
+	GuestCrashRetries int
 }
 
 // Disk is a raw image on the host that L1 sees as a virtio-blk PCI disk.

@@ -271,11 +271,15 @@ func (o outcome) String() string {
 // wait polls until the used index reaches target or the device raises
 // NEEDS_RESET, for at most timeout. It waits for the exact index, not
 // for any change: a request may scribble over the used ring before the
-// device publishes the real index.
+// device publishes the real index. It reads the status before the index:
+// a device publishes what it completed before it fails, so an index read
+// after NEEDS_RESET is final, where one read before could still be the
+// scribble.
 func (r *ring) wait(d *device, target uint16, timeout time.Duration) outcome {
 	deadline := time.Now().Add(timeout)
 	for {
-		o := outcome{used: r.usedIdx() == target, needsReset: d.status()&stNeedsReset != 0}
+		needsReset := d.status()&stNeedsReset != 0
+		o := outcome{used: r.usedIdx() == target, needsReset: needsReset}
 		if o.used || o.needsReset || time.Now().After(deadline) {
 			return o
 		}
