@@ -150,20 +150,15 @@ func reportFailure(l *nested.L1, r redirectReport, format string, args ...any) e
 	return err
 }
 
-// guestCrashRE finds the two ways emulated nested SVM kills a guest
-// (nested.ErrGuestCrashed): vmm's report of a triple fault, and the
-// guest kernel's report of a CPU that stopped taking interrupts.
-var guestCrashRE = regexp.MustCompile(`vmm: vCPU \d+: guest triple fault \(KVM_EXIT_SHUTDOWN\)|rcu: INFO: rcu_preempt (detected stalls on CPUs/tasks|self-detected stall on CPU)`)
-
 // emulatorCrash says why a failed run counts as the emulator's crash of
 // the guest, or "" if it does not: the guest must have died in one of
-// those two ways, and vmm must have stayed up to say so (no Go crash,
+// the ways nested.GuestCrash knows, and vmm must have stayed up to say so (no Go crash,
 // its own status for a guest fault or a -timeout).
 func emulatorCrash(r redirectReport) string {
 	if crashRE.MatchString(r.Stderr) || r.TimedOut || r.Signal != 0 || (r.Exit != 1 && r.Exit != 124) {
 		return ""
 	}
-	return guestCrashRE.FindString(r.Stderr)
+	return nested.GuestCrash(r.Stderr)
 }
 
 func tailLines(s string, n int) string {

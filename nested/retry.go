@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -36,6 +37,11 @@ func WithL1(ctx context.Context, c Config, fn func(l *L1) error) error {
 			return err
 		}
 		err = fn(l)
+		if err != nil && !errors.Is(err, ErrGuestCrashed) {
+			if why := GuestCrash(l.ConsoleTail(400)); why != "" {
+				err = fmt.Errorf("%w (%s on the job console): %w", ErrGuestCrashed, why, err)
+			}
+		}
 		cerr := l.Close()
 		if err == nil {
 			return cerr
@@ -57,6 +63,25 @@ func WithL1(ctx context.Context, c Config, fn func(l *L1) error) error {
 		}
 		fmt.Fprintf(log, "nested: %s (%s); retrying in a fresh L1 (attempt %d)\n", retry, firstLine(err), attempt+1)
 	}
+}
+
+// guestCrashRE finds the two ways emulated nested SVM kills a guest
+// (ErrGuestCrashed): vmm's report of a triple fault, and the guest
+// kernel's report of a CPU that stopped taking interrupts.
+var guestCrashRE = regexp.MustCompile(`vmm: vCPU \d+: guest triple fault \(KVM_EXIT_SHUTDOWN\)|rcu: INFO: rcu_preempt (detected stalls on CPUs/tasks|self-detected stall on CPU)`)
+
+// goCrashRE finds a Go runtime crash: a panic, a fatal error, or the
+// goroutine dump either prints.
+var goCrashRE = regexp.MustCompile(`(?m)^(panic: |fatal error: |goroutine \d+ \[)`)
+
+// GuestCrash returns the line of a vmm run's output (console or stderr)
+// that shows the emulator killed its guest, or "" if there is none or if
+// vmm itself crashed: a Go crash is never the emulator's.
+func GuestCrash(output string) string {
+	if goCrashRE.MatchString(output) {
+		return ""
+	}
+	return guestCrashRE.FindString(output)
 }
 
 // Retry is WithL1 for tests: progress goes to t.Log and failure is fatal.

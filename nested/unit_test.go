@@ -356,3 +356,26 @@ func TestDisks(t *testing.T) {
 		t.Errorf("init config devices %v, want %v", cfg.Devices, spec.Devices)
 	}
 }
+
+// GuestCrash knows the emulator's two ways of killing a guest, and never
+// blames it for a Go crash.
+func TestGuestCrash(t *testing.T) {
+	tests := []struct {
+		out  string
+		want string
+	}{
+		{"$ ls\nvmm: vCPU 0: guest triple fault (KVM_EXIT_SHUTDOWN) (registers lost: ...)\n", "vmm: vCPU 0: guest triple fault (KVM_EXIT_SHUTDOWN)"},
+		{"vmm: vCPU 12: guest triple fault (KVM_EXIT_SHUTDOWN) at RIP=0x1000\n", "vmm: vCPU 12: guest triple fault (KVM_EXIT_SHUTDOWN)"},
+		{"[  337.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n", "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks"},
+		{"rcu: INFO: rcu_preempt self-detected stall on CPU\n", "rcu: INFO: rcu_preempt self-detected stall on CPU"},
+		{"vmm: vCPU 0: guest triple fault (KVM_EXIT_SHUTDOWN)\npanic: runtime error\n", ""},
+		{"vmm: vCPU 0: guest triple fault (KVM_EXIT_SHUTDOWN)\ngoroutine 1 [running]:\n", ""},
+		{"vmm: vCPU 0: guest halted with interrupts off\n", ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := GuestCrash(tt.out); got != tt.want {
+			t.Errorf("GuestCrash(%q) = %q, want %q", tt.out, got, tt.want)
+		}
+	}
+}
