@@ -102,7 +102,7 @@ func TestHostileGuest(t *testing.T) {
 			t.Log(line)
 		}
 		t.Logf("hostile run took %.1fs", r.ElapsedMS/1000)
-		if crashRE.MatchString(r.Stderr) {
+		if nested.GoCrash(r.Stderr) {
 			return reportFailure(l, r, "vmm crashed")
 		}
 		if r.Exit != 0 {

@@ -152,10 +152,11 @@ func reportFailure(l *nested.L1, r redirectReport, format string, args ...any) e
 
 // emulatorCrash says why a failed run counts as the emulator's crash of
 // the guest, or "" if it does not: the guest must have died in one of
-// the ways nested.GuestCrash knows, and vmm must have stayed up to say so (no Go crash,
-// its own status for a guest fault or a -timeout).
+// the ways nested.GuestCrash knows (which also rules out a Go crash), and
+// vmm must have stayed up to say so, with its own status for a guest
+// fault or a -timeout.
 func emulatorCrash(r redirectReport) string {
-	if crashRE.MatchString(r.Stderr) || r.TimedOut || r.Signal != 0 || (r.Exit != 1 && r.Exit != 124) {
+	if r.TimedOut || r.Signal != 0 || (r.Exit != 1 && r.Exit != 124) {
 		return ""
 	}
 	return nested.GuestCrash(r.Stderr)
@@ -168,10 +169,6 @@ func tailLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// crashRE finds a Go runtime crash of vmm: a panic, a fatal error, or the
-// goroutine dump either prints.
-var crashRE = regexp.MustCompile(`(?m)^(panic: |fatal error: |goroutine \d+ \[)`)
 
 // runTimeout bounds one `vmm run` of the default guest in L1: a nested
 // boot takes 5-15 s, the same again when the CPU is shared.
@@ -333,7 +330,7 @@ func TestRun(t *testing.T) {
 				if r.Exit != tc.status {
 					return reportFailure(l, r, "vmm run exited with status %d, want %d", r.Exit, tc.status)
 				}
-				if crashRE.MatchString(r.Stderr) {
+				if nested.GoCrash(r.Stderr) {
 					return reportFailure(l, r, "vmm crashed")
 				}
 				if tc.check != nil {

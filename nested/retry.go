@@ -74,11 +74,14 @@ var guestCrashRE = regexp.MustCompile(`vmm: vCPU \d+: guest triple fault \(KVM_E
 // goroutine dump either prints.
 var goCrashRE = regexp.MustCompile(`(?m)^(panic: |fatal error: |goroutine \d+ \[)`)
 
+// GoCrash reports whether output holds a Go runtime crash.
+func GoCrash(output string) bool { return goCrashRE.MatchString(output) }
+
 // GuestCrash returns the line of a vmm run's output (console or stderr)
 // that shows the emulator killed its guest, or "" if there is none or if
 // vmm itself crashed: a Go crash is never the emulator's.
 func GuestCrash(output string) string {
-	if goCrashRE.MatchString(output) {
+	if GoCrash(output) {
 		return ""
 	}
 	return guestCrashRE.FindString(output)
