@@ -29,7 +29,7 @@ vmm:
 
 # The default guest: Debian's cloud kernel and a u-root initramfs.
 guest: deps
-	$(GO) run ./cmd/mkguest -flavor $(FLAVOR) -out $(GUEST)
+	$(GO) run ./tools/cmd/mkguest -flavor $(FLAVOR) -out $(GUEST)
 
 # Boot the default guest to a shell: straight on /dev/kvm where there is
 # one, else inside a nested L1 guest under QEMU (see README).
@@ -38,7 +38,7 @@ run: deps vmm guest
 		$(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(ARGS); \
 	else \
 		echo "make run: no usable /dev/kvm here; booting vmm inside a nested L1 guest (QEMU TCG, emulated AMD-V)"; \
-		$(GO) run ./cmd/vmm-nested --file /vmm=$(BUILD)/vmm \
+		$(GO) run ./tools/cmd/vmm-nested --file /vmm=$(BUILD)/vmm \
 			--file /guest/bzImage=$(GUEST)/bzImage --file /guest/initrd.cpio=$(GUEST)/initrd.cpio \
 			-- /vmm -kernel /guest/bzImage -initrd /guest/initrd.cpio $(ARGS); \
 	fi
@@ -54,7 +54,7 @@ unit:
 	$(GO) test -short -count=1 ./...
 
 e2e:
-	$(GO) test -count=1 -timeout 40m -v ./nested/ ./e2e/
+	$(GO) test -count=1 -timeout 40m -v ./tools/nested/ ./tools/e2e/
 
 # Run each fuzz target for FUZZTIME.
 FUZZTIME ?= 20s
@@ -66,15 +66,15 @@ fuzz:
 
 # vmm against QEMU (-accel kvm, userspace virtio, vhost=off) on virtio-blk
 # and virtio-net: medians of interleaved rounds and their ratios. Without
-# /dev/kvm both run nested in one L1 guest (see cmd/vmm-bench). Extra
+# /dev/kvm both run nested in one L1 guest (see tools/cmd/vmm-bench). Extra
 # flags in BENCH_ARGS, e.g. BENCH_ARGS='-rounds 5 -json bench.json'.
 bench: deps vmm guest
-	$(GO) run ./cmd/vmm-bench -vmm $(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(BENCH_ARGS)
+	$(GO) run ./tools/cmd/vmm-bench -vmm $(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(BENCH_ARGS)
 
-# The minimal microVM kernel (kernel/microvm.config on tinyconfig), built
+# The minimal microVM kernel (tools/kernel/microvm.config on tinyconfig), built
 # from Debian's linux-source-6.1 once and cached in $(CACHE)/kernels.
 kernel:
-	@./kernel/build.sh
+	@./tools/kernel/build.sh
 
 # Boot time of the same userland as a VM (vmm with both kernels, QEMU,
 # kvmtool if installed) and as a container; see README, Benchmarks. Without
@@ -82,7 +82,7 @@ kernel:
 BENCH_BOOT_ARGS ?=
 bench-boot: deps kernel
 	@mkdir -p $(BUILD)
-	$(GO) run ./cmd/bootbench -json $(BUILD)/bench-boot.json -svg $(BUILD)/bench-boot.svg $(BENCH_BOOT_ARGS)
+	$(GO) run ./tools/cmd/bootbench -json $(BUILD)/bench-boot.json -svg $(BUILD)/bench-boot.svg $(BENCH_BOOT_ARGS)
 
 clean:
 	rm -rf $(BUILD)

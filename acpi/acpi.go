@@ -16,6 +16,7 @@ package acpi
 import (
 	"errors"
 	"fmt"
+	"github.com/vmm-dev/vmm/devices/pm"
 )
 
 // Config is the part of the machine layout the tables announce. The
@@ -34,7 +35,7 @@ type Config struct {
 	IOAPICID   uint8
 	// PMPort is the I/O port base of the PM block served by PM: PM1a
 	// event block at +0 (status, enable), PM1a control at +4, reset
-	// register at +8. The machine inserts PM there with size PMSize.
+	// register at +8. The machine inserts PM there with size pm.Size.
 	PMPort uint16
 	// SCIIRQ is the ISA IRQ of the ACPI SCI (9 on a PC).
 	SCIIRQ uint8
@@ -134,8 +135,8 @@ func (c Config) validate() error {
 	// PM1a_EVT_BLK and PM1a_CNT_BLK are required, so port 0 cannot stand
 	// for them (ACPI 6.4 §5.2.9); the control block sits at a 32-bit
 	// aligned address (ACPI 6.4 §4.8.3.2.1), hence PMPort%4.
-	if c.PMPort == 0 || c.PMPort%4 != 0 || int(c.PMPort) > 0x10000-PMSize {
-		errs = append(errs, fmt.Errorf("PMPort %#x must be non-zero, 4-byte aligned and leave %d ports below 0x10000", c.PMPort, PMSize))
+	if c.PMPort == 0 || c.PMPort%4 != 0 || int(c.PMPort) > 0x10000-pm.Size {
+		errs = append(errs, fmt.Errorf("PMPort %#x must be non-zero, 4-byte aligned and leave %d ports below 0x10000", c.PMPort, pm.Size))
 	}
 	// The SCI override is an ISA source (bus 0, IRQ 0-15). IRQ 0 is the
 	// PIT and IRQ 2 the 8259 cascade; making either level-triggered would

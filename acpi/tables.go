@@ -3,6 +3,7 @@ package acpi
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/vmm-dev/vmm/devices/pm"
 )
 
 // Identification written into every table header (ACPI 6.4 §5.2.6). Linux
@@ -269,8 +270,8 @@ func buildFADT(c Config, dsdt, facs uint64) []byte {
 	// no legacy mode, so the OS finds the system already in ACPI mode and
 	// never tries a transition (ACPI 6.4 §5.2.9 SMI_CMD; ACPICA's
 	// acpi_hw_get_mode reports ACPI mode when SMI_CMD is 0).
-	le.PutUint32(t[fadtPM1aEvtBlk:], uint32(c.PMPort)+pm1EvtOff)
-	le.PutUint32(t[fadtPM1aCntBlk:], uint32(c.PMPort)+pm1CntOff)
+	le.PutUint32(t[fadtPM1aEvtBlk:], uint32(c.PMPort)+pm.PM1EvtOffset)
+	le.PutUint32(t[fadtPM1aCntBlk:], uint32(c.PMPort)+pm.PM1CntOffset)
 	t[fadtPM1EvtLen] = pm1EvtLen
 	t[fadtPM1CntLen] = pm1CntLen
 	// PM2, PM timer and GPE blocks: address and length stay 0, absent.
@@ -279,13 +280,13 @@ func buildFADT(c Config, dsdt, facs uint64) []byte {
 	t[fadtCentury] = centuryIndex
 	le.PutUint16(t[fadtIAPCBootArch:], iapcBootArch)
 	le.PutUint32(t[fadtFlags:], fadtWBINVD|fadtProcC1|fadtPwrButton|fadtSlpButton|fadtFixRTC|fadtResetRegSup)
-	putGAS(t[fadtResetReg:], 8, gasAccByte, uint64(c.PMPort)+resetRegOff)
-	t[fadtResetValue] = ResetValue
+	putGAS(t[fadtResetReg:], 8, gasAccByte, uint64(c.PMPort)+pm.ResetRegOffset)
+	t[fadtResetValue] = pm.ResetValue
 	t[fadtMinorVersion] = fadtMinor
 	le.PutUint64(t[fadtXFirmwareCtrl:], facs)
 	le.PutUint64(t[fadtXDSDT:], dsdt)
-	putGAS(t[fadtXPM1aEvtBlk:], 8*pm1EvtLen, gasAccWord, uint64(c.PMPort)+pm1EvtOff)
-	putGAS(t[fadtXPM1aCntBlk:], 8*pm1CntLen, gasAccWord, uint64(c.PMPort)+pm1CntOff)
+	putGAS(t[fadtXPM1aEvtBlk:], 8*pm1EvtLen, gasAccWord, uint64(c.PMPort)+pm.PM1EvtOffset)
+	putGAS(t[fadtXPM1aCntBlk:], 8*pm1CntLen, gasAccWord, uint64(c.PMPort)+pm.PM1CntOffset)
 	return seal(t)
 }
 
@@ -345,7 +346,7 @@ func sleepPackage(typ uint8) amlPackage {
 // per virtio-mmio transport under \_SB.
 func dsdtAML(c Config) ([]amlTerm, error) {
 	terms := []amlTerm{
-		amlName{`\_S5`, sleepPackage(SleepTypeS5)},
+		amlName{`\_S5`, sleepPackage(pm.SleepTypeS5)},
 	}
 	if len(c.VirtioMMIO) == 0 {
 		return terms, nil

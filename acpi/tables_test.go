@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/vmm-dev/vmm/devices/pm"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -283,7 +284,7 @@ func TestFADT(t *testing.T) {
 		{"RESET_REG bit offset", u8(118), 0},
 		{"RESET_REG access size (byte)", u8(119), 1},
 		{"RESET_REG address", u64(120), 0x608},
-		{"RESET_VALUE", u8(128), ResetValue},
+		{"RESET_VALUE", u8(128), pm.ResetValue},
 		{"FADT minor version", u8(131), 4},
 		{"X_PM1a_EVT_BLK space", u8(148), 1},
 		{"X_PM1a_EVT_BLK bit width", u8(149), 32},
@@ -425,8 +426,8 @@ func TestDSDT(t *testing.T) {
 	if got := p.dsdt[36:]; !bytes.Equal(got, want) {
 		t.Errorf("DSDT body\n got % x\nwant % x", got, want)
 	}
-	if SleepTypeS5 != 5 {
-		t.Errorf("SleepTypeS5 = %d; the hand-encoded package above assumes 5", SleepTypeS5)
+	if pm.SleepTypeS5 != 5 {
+		t.Errorf("SleepTypeS5 = %d; the hand-encoded package above assumes 5", pm.SleepTypeS5)
 	}
 }
 
@@ -477,7 +478,7 @@ func TestBuildRejects(t *testing.T) {
 	}
 	// The last port that still fits the whole block is accepted.
 	c := machineConfig(1)
-	c.PMPort = 0x10000 - PMSize
+	c.PMPort = 0x10000 - pm.Size
 	mustBuild(t, c)
 }
 

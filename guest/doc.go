@@ -5,7 +5,7 @@
 // The pieces are separate so that tests can reuse a cached kernel with a
 // freshly built initramfs: [FetchKernel] gives a [KernelFiles], and
 // [BuildInitramfs] turns that (or nothing) into a cpio archive. The command
-// cmd/mkguest wires both together with a stamp so that repeated builds are
+// tools/cmd/mkguest wires both together with a stamp so that repeated builds are
 // cheap.
 package guest
 

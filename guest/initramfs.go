@@ -16,15 +16,19 @@ import (
 )
 
 // InitPackage is the import path of the guest's uinit.
-const InitPackage = "vmm/guest/cmd/vmm-init"
+const InitPackage = "github.com/vmm-dev/vmm/guest/cmd/vmm-init"
 
 // IotoolPackage is the import path of vmm-iotool, the guest's end of the
 // disk and network tests and of the benchmark.
-const IotoolPackage = "vmm/guest/cmd/vmm-iotool"
+const IotoolPackage = "github.com/vmm-dev/vmm/tools/iotool/cmd/vmm-iotool"
 
 // ImagePackages are vmm's own commands in the image, each built as a
 // normal binary into /bin.
 func ImagePackages() []string { return []string{InitPackage, IotoolPackage} }
+
+// modulePath is vmm's own module path: ImageSources keeps the packages
+// under it.
+const modulePath = "github.com/vmm-dev/vmm"
 
 // urootModule is the module the guest's userland comes from. Its version is
 // whatever vmm's go.mod requires, so the image changes only when go.mod does.
@@ -197,7 +201,7 @@ func ModuleRoot(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("read %s: %w", gomod, err)
 	}
 	first, _, _ := strings.Cut(string(b), "\n")
-	if strings.TrimSpace(first) != "module vmm" {
+	if strings.TrimSpace(first) != "module "+modulePath {
 		return "", fmt.Errorf("%s is not the vmm module (run from the vmm source tree)", gomod)
 	}
 	return filepath.Dir(gomod), nil
@@ -206,7 +210,7 @@ func ModuleRoot(ctx context.Context) (string, error) {
 // ImageSources returns the files, relative to the module root, of every
 // vmm package compiled into the image: ImagePackages and everything of
 // vmm's they import, wherever it lives (vmm-iotool's code is in
-// internal/iotool, shared with the nested harness). A build stamp must
+// tools/iotool, shared with the nested harness). A build stamp must
 // hash these, or a change outside guest/ leaves a stale image behind.
 func ImageSources(ctx context.Context) ([]string, error) {
 	root, err := ModuleRoot(ctx)
@@ -231,10 +235,10 @@ func ImageSources(ctx context.Context) ([]string, error) {
 	var files []string
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
-		if len(f) == 0 || (f[0] != "vmm" && !strings.HasPrefix(f[0], "vmm/")) {
+		if len(f) == 0 || (f[0] != modulePath && !strings.HasPrefix(f[0], modulePath+"/")) {
 			continue
 		}
-		dir := strings.TrimPrefix(strings.TrimPrefix(f[0], "vmm"), "/")
+		dir := strings.TrimPrefix(strings.TrimPrefix(f[0], modulePath), "/")
 		for _, name := range f[1:] {
 			files = append(files, filepath.ToSlash(filepath.Join(dir, name)))
 		}

@@ -42,7 +42,7 @@ func TestURootDepsAnchored(t *testing.T) {
 		return set
 	}
 	need := list(append([]string{"-f", `{{join .Imports "\n"}}`}, UrootCommands()...)...)
-	have := list("-f", `{{join .Imports "\n"}}`, "vmm/guest/internal/urootdeps")
+	have := list("-f", `{{join .Imports "\n"}}`, "github.com/vmm-dev/vmm/guest/internal/urootdeps")
 	var missing []string
 	for p := range need {
 		if !have[p] {
@@ -189,7 +189,7 @@ func TestImageSources(t *testing.T) {
 			t.Errorf("listed file: %v", err)
 		}
 	}
-	for _, want := range []string{"guest/cmd/vmm-init/main.go", "guest/cmd/vmm-iotool/main.go", "internal/iotool/iotool.go", "guest/internal/kmod/kmod.go"} {
+	for _, want := range []string{"guest/cmd/vmm-init/main.go", "tools/iotool/cmd/vmm-iotool/main.go", "tools/iotool/iotool.go", "guest/internal/kmod/kmod.go"} {
 		if !have[want] {
 			t.Errorf("%s missing from %v", want, files)
 		}

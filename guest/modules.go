@@ -16,7 +16,7 @@ import (
 	"slices"
 	"strings"
 
-	"vmm/guest/internal/kmod"
+	"github.com/vmm-dev/vmm/guest/internal/kmod"
 )
 
 // DefaultModules are the drivers the guest carries when

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmm/guest/internal/kmod"
+	"github.com/vmm-dev/vmm/guest/internal/kmod"
 )
 
 // fakeKO returns a minimal ELF relocatable object whose .modinfo section

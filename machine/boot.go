@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"vmm/guestmem"
-	"vmm/kvm"
+	"github.com/vmm-dev/vmm/guestmem"
+	"github.com/vmm-dev/vmm/kvm"
 )
 
 // Boot GDT selectors. The boot protocol (Documentation/arch/x86/boot.rst,

@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"vmm/guestmem"
-	"vmm/kvm"
+	"github.com/vmm-dev/vmm/guestmem"
+	"github.com/vmm-dev/vmm/kvm"
 )
 
 func lowMem(t *testing.T, size uint64) *guestmem.Memory {

@@ -1,6 +1,6 @@
 package machine
 
-import "vmm/kvm"
+import "github.com/vmm-dev/vmm/kvm"
 
 // CPUID leaves and bits adjusted per vCPU (Intel SDM vol. 2A "CPUID";
 // AMD APM vol. 3 appendix E; Documentation/virt/kvm/x86/cpuid.rst).

@@ -75,7 +75,6 @@ const (
 	// pmPort is the ACPI PM1a event/control block and reset register,
 	// an otherwise unused range also described in the FADT.
 	pmPort = 0x600
-	pmSize = 0x10
 	// sciIRQ is the ACPI SCI, IRQ 9 as on every PC chipset.
 	sciIRQ = 9
 	// ioapicID is the IOAPIC's APIC ID, after the vCPUs' IDs (0..N-1)

@@ -3,9 +3,9 @@ package machine
 import (
 	"fmt"
 
-	"vmm/acpi"
-	"vmm/bootparam"
-	"vmm/guestmem"
+	"github.com/vmm-dev/vmm/acpi"
+	"github.com/vmm-dev/vmm/bootparam"
+	"github.com/vmm-dev/vmm/guestmem"
 )
 
 // e820Map describes guest RAM the way PC firmware would: the low region

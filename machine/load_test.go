@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"vmm/bootparam"
-	"vmm/guestmem"
-	"vmm/internal/testkernel"
+	"github.com/vmm-dev/vmm/bootparam"
+	"github.com/vmm-dev/vmm/guestmem"
+	"github.com/vmm-dev/vmm/internal/testkernel"
 )
 
 func testKernel(t *testing.T, o testkernel.Options) *bootparam.Kernel {

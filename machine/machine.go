@@ -20,16 +20,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmm/acpi"
-	"vmm/bootparam"
-	"vmm/boottimer"
-	"vmm/bus"
-	"vmm/exitport"
-	"vmm/guestmem"
-	"vmm/i8042"
-	"vmm/kvm"
-	"vmm/rtc"
-	"vmm/serial"
+	"github.com/vmm-dev/vmm/bootparam"
+	"github.com/vmm-dev/vmm/bus"
+	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/devices/exitport"
+	"github.com/vmm-dev/vmm/devices/i8042"
+	"github.com/vmm-dev/vmm/devices/pm"
+	"github.com/vmm-dev/vmm/devices/rtc"
+	"github.com/vmm-dev/vmm/devices/serial"
+	"github.com/vmm-dev/vmm/guestmem"
+	"github.com/vmm-dev/vmm/kvm"
 )
 
 // Config is what a machine is built from.
@@ -335,7 +335,7 @@ func (m *Machine) addDevices() error {
 		{"com1", com1Port, com1Size, m.uart},
 		{"rtc", rtcPort, rtcSize, rtc.New(time.Now)},
 		{"i8042", i8042Port, i8042Size, i8042.New(func() { m.stop(StopReboot, nil) })},
-		{"acpi-pm", pmPort, pmSize, acpi.NewPM(func() { m.stop(StopPoweroff, nil) }, func() { m.stop(StopReboot, nil) })},
+		{"acpi-pm", pmPort, pm.Size, pm.New(func() { m.stop(StopPoweroff, nil) }, func() { m.stop(StopReboot, nil) })},
 	} {
 		if err := m.pio.Insert(d.name, d.base, d.size, d.dev); err != nil {
 			return err

@@ -8,12 +8,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmm/acpi"
-	"vmm/kvm"
-	"vmm/tap"
-	"vmm/virtio"
-	"vmm/virtio/blk"
-	"vmm/virtio/net"
+	"github.com/vmm-dev/vmm/acpi"
+	"github.com/vmm-dev/vmm/kvm"
+	"github.com/vmm-dev/vmm/tap"
+	"github.com/vmm-dev/vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio/blk"
+	"github.com/vmm-dev/vmm/virtio/net"
 )
 
 // Disk is a virtio-blk disk backed by a raw image file or block device.

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"testing"
 
-	"vmm/virtio"
-	"vmm/virtio/virtiotest"
+	"github.com/vmm-dev/vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio/virtiotest"
 )
 
 // An mmioOp is one step of FuzzMMIO, 7 bytes: kind, offset (16 bits

@@ -9,9 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"vmm/bus"
-	"vmm/virtio"
-	"vmm/virtio/virtiotest"
+	"github.com/vmm-dev/vmm/bus"
+	"github.com/vmm-dev/vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio/virtiotest"
 )
 
 // The machine puts the transport on its MMIO bus.

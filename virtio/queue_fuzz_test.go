@@ -6,8 +6,8 @@ import (
 	"errors"
 	"testing"
 
-	"vmm/virtio"
-	"vmm/virtio/virtiotest"
+	"github.com/vmm-dev/vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio/virtiotest"
 )
 
 // seg is one buffer a chain should resolve to.

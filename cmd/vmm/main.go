@@ -24,10 +24,10 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"vmm/boottimer"
-	"vmm/internal/rawterm"
-	"vmm/machine"
-	"vmm/virtio/net"
+	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/internal/rawterm"
+	"github.com/vmm-dev/vmm/machine"
+	"github.com/vmm-dev/vmm/virtio/net"
 )
 
 // defaultCmdline is all a distro kernel needs on this machine: the

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"vmm/internal/testkernel"
-	"vmm/machine"
+	"github.com/vmm-dev/vmm/internal/testkernel"
+	"github.com/vmm-dev/vmm/machine"
 )
 
 func repeatFlag(flag, value string, n int) []string {

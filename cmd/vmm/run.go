@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"vmm/machine"
-	"vmm/runjob"
+	"github.com/vmm-dev/vmm/machine"
+	"github.com/vmm-dev/vmm/runjob"
 )
 
 // runCmdline keeps the kernel's boot messages off the console in `vmm

@@ -39,7 +39,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 // Feature bits (virtio v1.2 §5.2.3), as bit numbers.

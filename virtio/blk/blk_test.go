@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 func TestOpenErrors(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 // fuzzSectors keeps the fuzzed disks small, so checking them after every

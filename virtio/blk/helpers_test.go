@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 // testSectors is the size of the disks tests use.

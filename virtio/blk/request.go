@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 // Request types (virtio v1.2 §5.2.6, VIRTIO_BLK_T_*). Every other type,

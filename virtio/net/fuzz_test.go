@@ -6,7 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	"vmm/virtio/virtiotest"
+	"github.com/vmm-dev/vmm/virtio/virtiotest"
 )
 
 // FuzzTX: a TX chain cut from data at the lengths in layout (direct or

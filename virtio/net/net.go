@@ -51,7 +51,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 // Device feature bits (virtio v1.2 §5.1.3), as bit numbers.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"vmm/tap"
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/tap"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 var _ virtio.Device = (*Device)(nil)

@@ -3,7 +3,7 @@ package net
 import (
 	"encoding/binary"
 
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 // rxState is the RX worker's, preallocated by New.

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"testing"
 
-	"vmm/virtio"
-	"vmm/virtio/virtiotest"
+	"github.com/vmm-dev/vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio/virtiotest"
 )
 
 // rxFrame is what the driver should find for one delivered frame.

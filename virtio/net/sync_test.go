@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"vmm/virtio"
-	"vmm/virtio/virtiotest"
+	"github.com/vmm-dev/vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio/virtiotest"
 )
 
 // syncDev is a device whose worker steps (drainTX, placeRX) the test

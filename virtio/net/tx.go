@@ -1,7 +1,7 @@
 package net
 
 import (
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 // txState is the TX worker's, preallocated by New.

@@ -6,8 +6,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmm/virtio"
-	"vmm/virtio/virtiotest"
+	"github.com/vmm-dev/vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio/virtiotest"
 )
 
 // split cuts b at the given lengths; what is left is the last piece.

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 // ErrNoSpace is returned by Add when the queue has too few free

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"vmm/virtio"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 func TestMemSlice(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmm/runjob"
+	"github.com/vmm-dev/vmm/runjob"
 )
 
 // runJobIfAsked runs the job `vmm run` put in the initramfs, if there is

@@ -25,8 +25,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmm/boottimer"
-	"vmm/guest/internal/kmod"
+	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/guest/internal/kmod"
 )
 
 // readyLine is what the host's tests wait for on the console; keep it in

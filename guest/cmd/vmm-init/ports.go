@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"os"
 
-	"vmm/boottimer"
-	"vmm/exitport"
+	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/devices/exitport"
 )
 
 // stampBoot tells vmm's boot timer that phase p happened: the timestamp

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"github.com/vmm-dev/vmm/tools/container"
+)
+
+// Layout is where the files of a run are, on the machine that boots.
+type Layout struct {
+	VMM         string // static vmm
+	BootTimer   bool   // vmm has -boot-timer
+	CloudKernel string // Debian's cloud kernel
+	MicroKernel string // `make kernel`'s; "" leaves vmm-microvm out
+	Initrd      string
+	QEMU        string // "" leaves QEMU out
+	QEMUCPU     string // QEMU's -cpu
+	LKVM        string // "" leaves kvmtool out
+	WorkDir     string // the container's root goes here
+	// NoLimits starts the container without cgroup limits, on hosts
+	// where cgroup v2 cannot apply them (the report says so).
+	NoLimits bool
+}
+
+// Guest is what every system gets: the VM's size and the container's
+// limits alike.
+type Guest struct {
+	MiB  int `json:"mib"`
+	CPUs int `json:"cpus"`
+}
+
+// cmdline is the kernel command line for every VM: the serial console
+// and a quiet boot (each byte of a verbose boot is an exit, and nested
+// two).
+const cmdline = "console=ttyS0 quiet"
+
+// systemOrder names everything the benchmark can boot, in the order
+// reports list them.
+var systemOrder = []string{"vmm-cloud", "vmm-microvm", "qemu-pc", "qemu-microvm", "lkvm", "container"}
+
+// systems builds the systems the layout allows, restricted to only if set.
+func systems(l Layout, g Guest, only []string) ([]System, error) {
+	mem, cpus := strconv.Itoa(g.MiB), strconv.Itoa(g.CPUs)
+	vmm := func(name, kernel string) System {
+		args := []string{l.VMM, "-kernel", kernel, "-initrd", l.Initrd, "-m", mem, "-smp", cpus, "-append", "quiet"}
+		if l.BootTimer {
+			args = append(args, "-boot-timer")
+		}
+		return System{Name: name, Kind: KindVMM, Args: args}
+	}
+	qemu := func(name, machine string) System {
+		return System{Name: name, Kind: KindPeer, Args: []string{l.QEMU, "-accel", "kvm", "-M", machine, "-cpu", l.QEMUCPU,
+			"-m", mem, "-smp", cpus, "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+			"-kernel", l.CloudKernel, "-initrd", l.Initrd, "-append", cmdline}}
+	}
+	var all []System
+	all = append(all, vmm("vmm-cloud", l.CloudKernel))
+	if l.MicroKernel != "" {
+		all = append(all, vmm("vmm-microvm", l.MicroKernel))
+	}
+	if l.QEMU != "" {
+		// -M pc with no option ROMs or VGA; microvm with its RTC on, or
+		// the kernel spends seconds probing for one (shared/NOTES.md).
+		all = append(all, qemu("qemu-pc", "pc"), qemu("qemu-microvm", "microvm,rtc=on"))
+	}
+	if l.LKVM != "" {
+		all = append(all, System{Name: "lkvm", Kind: KindPeer, Args: []string{l.LKVM, "run", "--kernel", l.CloudKernel,
+			"--initrd", l.Initrd, "--mem", mem, "--cpus", cpus, "--params", "quiet", "--console", "serial"}})
+	}
+	ct := System{Name: "container", Kind: KindContainer, Config: container.Config{
+		Root: filepath.Join(l.WorkDir, "rootfs"),
+		Args: []string{"/init"},
+		Env:  []string{"PATH=/bbin:/bin", "TERM=vt100"},
+	}}
+	if !l.NoLimits {
+		ct.Config.Limits = containerLimits(g)
+	}
+	all = append(all, ct)
+	if len(only) == 0 {
+		return all, nil
+	}
+	var out []System
+	for _, n := range only {
+		i := slices.IndexFunc(all, func(s System) bool { return s.Name == n })
+		if i < 0 {
+			return nil, fmt.Errorf("system %q: not one of %v (or not available here)", n, systemOrder)
+		}
+		out = append(out, all[i])
+	}
+	return out, nil
+}
+
+// containerLimits are the VM's size as cgroup limits.
+func containerLimits(g Guest) container.Limits {
+	return container.Limits{MemoryBytes: int64(g.MiB) << 20, CPUs: g.CPUs}
+}
+
+// prepareContainer unpacks the initramfs once into the container's root:
+// the unpacking is image preparation, like pulling an image, and is not
+// timed.
+func prepareContainer(l Layout) error {
+	root := filepath.Join(l.WorkDir, "rootfs")
+	if err := os.RemoveAll(root); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Open(l.Initrd)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = container.Unpack(f, root)
+	return err
+}
+
+// samplePrefix starts the line each sample is printed on in nested
+// mode, where L1's console carries them to the host.
+const samplePrefix = "bootbench-sample "
+
+// runLocal boots every system warmup times unrecorded, then rounds times,
+// alternating the order between rounds so that a drift in the machine's
+// speed favours no system. Each sample goes to emit as it is taken.
+func runLocal(ctx context.Context, l Layout, sys []System, warmup, rounds int, log io.Writer, emit func(Sample)) error {
+	for _, s := range sys {
+		if s.Kind == KindContainer {
+			if err := prepareContainer(l); err != nil {
+				return fmt.Errorf("container root: %w", err)
+			}
+			break
+		}
+	}
+	for w := 0; w < warmup; w++ {
+		for _, s := range sys {
+			smp, err := boot(ctx, s)
+			if err != nil {
+				return fmt.Errorf("warm-up: %w", err)
+			}
+			fmt.Fprintf(log, "bootbench: warm-up %s: ready in %.1f ms\n", s.Name, smp.ReadyMS)
+		}
+	}
+	for r := 0; r < rounds; r++ {
+		order := slices.Clone(sys)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, s := range order {
+			smp, err := boot(ctx, s)
+			if err != nil {
+				return fmt.Errorf("round %d: %w", r+1, err)
+			}
+			smp.Round = r
+			emit(smp)
+		}
+	}
+	return nil
+}
+
+// emitLine prints a sample as one JSON line for the host to read.
+func emitLine(w io.Writer, s Sample) {
+	b, _ := json.Marshal(s)
+	fmt.Fprintf(w, "%s%s\n", samplePrefix, b)
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vmm-dev/vmm/guest"
+	"github.com/vmm-dev/vmm/tools/bench"
+	"github.com/vmm-dev/vmm/tools/nested"
+)
+
+// prepare builds or finds every file the run needs, on the host.
+func prepare(ctx context.Context, o options, dir, mode string) (*hostFiles, error) {
+	root, err := guest.ModuleRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f := &hostFiles{vmm: o.vmm, cloud: o.kernel, initrd: o.initrd, qemuCPU: o.qemuCPU}
+	if f.vmm == "" {
+		f.vmm = filepath.Join(dir, "vmm")
+		if err := goBuild(ctx, root, f.vmm, "./cmd/vmm"); err != nil {
+			return nil, err
+		}
+	}
+	f.vmm = absPath(f.vmm)
+	switch o.bootTimer {
+	case "yes":
+		f.bootTimer = true
+	case "auto":
+		f.bootTimer = vmmHasBootTimer(ctx, f.vmm)
+		if !f.bootTimer {
+			f.notes = append(f.notes, "This vmm has no -boot-timer: its bars show the whole boot only.")
+		}
+	}
+	// The cloud kernel is the guests' and, nested, L1's, which needs
+	// its modules (kvm-amd).
+	cloud, err := guest.FetchKernel(ctx, guest.FlavorCloud, "")
+	if err != nil {
+		return nil, err
+	}
+	f.cloudMods = cloud.ModulesDir
+	if f.cloud == "" {
+		f.cloud = cloud.BzImage
+	}
+	switch o.microKernel {
+	case "none":
+	case "":
+		fmt.Fprintln(os.Stderr, "bootbench: building (or finding) the minimal kernel with tools/kernel/build.sh")
+		cmd := exec.CommandContext(ctx, filepath.Join(root, "tools", "kernel", "build.sh"))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("tools/kernel/build.sh: %w", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		f.micro = lines[len(lines)-1]
+	default:
+		f.micro = absPath(o.microKernel)
+	}
+	if f.initrd == "" {
+		f.initrd = filepath.Join(dir, "initrd.cpio")
+		fmt.Fprintln(os.Stderr, "bootbench: building the guest initramfs")
+		if err := guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: f.initrd, Kernel: cloud, TempDir: filepath.Join(dir, "initramfs-tmp")}); err != nil {
+			return nil, err
+		}
+	}
+	f.initrd = absPath(f.initrd)
+	if o.qemu != "none" {
+		if mode == "nested" {
+			bin, files, err := bench.QEMUFiles(ctx, o.qemu)
+			if err == nil {
+				err = addMicrovmFirmware(ctx, bin, files)
+			}
+			if err != nil {
+				f.notes = append(f.notes, fmt.Sprintf("QEMU left out: %v.", err))
+			} else {
+				f.qemu, f.qemuFiles = bin, files
+			}
+		} else if p, err := exec.LookPath(o.qemu); err == nil {
+			f.qemu = p
+		} else {
+			f.notes = append(f.notes, fmt.Sprintf("QEMU left out: %v.", err))
+		}
+	}
+	if o.lkvm != "none" {
+		p, err := exec.LookPath(o.lkvm)
+		switch {
+		case err != nil:
+			f.notes = append(f.notes, "kvmtool (lkvm) is not installed (Debian 12 has no kvmtool package), so it is left out.")
+		case mode == "nested" && !isStatic(p):
+			f.notes = append(f.notes, fmt.Sprintf("%s is dynamically linked; only a static lkvm is copied into L1, so it is left out.", p))
+		default:
+			f.lkvm = p
+		}
+	}
+	if mode == "nested" {
+		if f.self, err = staticSelf(ctx, root, dir); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// microvmFirmware is what -M microvm loads beyond what bench.QEMUFiles
+// ships for -M pc: qboot, its default BIOS.
+var microvmFirmware = []string{"bios-microvm.bin"}
+
+func addMicrovmFirmware(ctx context.Context, bin string, files map[string]string) error {
+	out, err := exec.CommandContext(ctx, bin, "-L", "help").Output()
+	if err != nil {
+		return fmt.Errorf("%s -L help: %w", bin, err)
+	}
+	for _, name := range microvmFirmware {
+		found := false
+		for _, d := range strings.Fields(string(out)) {
+			p := filepath.Join(d, name)
+			if fileExists(p) {
+				files[p] = p
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("QEMU firmware %s not found", name)
+		}
+	}
+	return nil
+}
+
+func isStatic(p string) bool {
+	f, err := elf.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// staticSelf returns this program as a static binary for L1, whose
+// initramfs has no libc: itself if it is one, else a fresh build.
+func staticSelf(ctx context.Context, root, dir string) (string, error) {
+	if exe, err := os.Executable(); err == nil && isStatic(exe) {
+		return exe, nil
+	}
+	out := filepath.Join(dir, "bootbench")
+	return out, goBuild(ctx, root, out, "./tools/cmd/bootbench")
+}
+
+func goBuild(ctx context.Context, root, out, pkg string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+// L1 paths of the files runNested copies in.
+const (
+	l1Self   = "/bin/bootbench"
+	l1VMM    = "/vmm"
+	l1Cloud  = "/guest/cloud"
+	l1Micro  = "/guest/microvm"
+	l1Initrd = "/guest/initrd.cpio"
+	l1LKVM   = "/bin/lkvm"
+	l1Work   = "/tmp/bootbench"
+)
+
+// maxL1Boots bounds the L1s one run may use: QEMU TCG's nested SVM freezes
+// L1 now and then (about once in 20-40 guest boots), and a run boots a
+// few dozen guests.
+const maxL1Boots = 3
+
+// sampleRE matches what the L1 side prints: a sample, the end, or why
+// it failed.
+var sampleRE = regexp.MustCompile(`bootbench-(sample (\{[^\r\n]*\})|done|error: ([^\r\n]*))\r?\n`)
+
+// runNested runs the benchmark inside L1 guests. All rounds run in one
+// L1 boot unless it freezes; then the rounds completed so far are kept,
+// the partial round is dropped, and the rest run in a fresh L1, which the
+// report notes.
+func runNested(ctx context.Context, o options, f *hostFiles, rep *Report) error {
+	files := map[string]string{l1Self: f.self, l1VMM: f.vmm, l1Cloud: f.cloud, l1Initrd: f.initrd}
+	if f.micro != "" {
+		files[l1Micro] = f.micro
+	}
+	for k, v := range f.qemuFiles {
+		files[k] = v
+	}
+	if f.lkvm != "" {
+		files[l1LKVM] = f.lkvm
+	}
+	cfg := nested.Config{
+		Kernel: f.cloud, ModulesDir: f.cloudMods, Files: files, MemoryMiB: o.l1Memory,
+		FreezeTimeout: 30 * time.Second, Log: os.Stderr,
+	}
+	sys, err := systems(f.layout(l1Work), o.guest, o.systems)
+	if err != nil {
+		return err
+	}
+	done := 0
+	for boot := 1; done < o.runs; boot++ {
+		if boot > maxL1Boots {
+			return fmt.Errorf("L1 froze %d times; giving up with %d of %d rounds done", maxL1Boots, done, o.runs)
+		}
+		rep.L1Boots = boot
+		got, err := runInL1(ctx, cfg, o, f, o.runs-done)
+		// Keep whole rounds only: a partial one would favour whoever
+		// came first in it.
+		complete := completeRounds(got, len(sys))
+		for _, s := range got {
+			if s.Round < complete {
+				s.Round += done
+				s.L1Boot = boot
+				rep.Samples = append(rep.Samples, s)
+			}
+		}
+		done += complete
+		if err == nil {
+			if done < o.runs {
+				return fmt.Errorf("L1 run ended after %d of %d rounds", done, o.runs)
+			}
+			break
+		}
+		if !errors.Is(err, nested.ErrFrozen) {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bootbench: L1 froze after %d complete rounds (a QEMU TCG flaw); the remaining rounds run in a fresh L1\n", done)
+	}
+	if rep.L1Boots > 1 {
+		rep.Note += fmt.Sprintf(" L1 froze during the run, so the rounds come from %d L1 boots; each boot's rounds are complete and interleaved.", rep.L1Boots)
+	}
+	return nil
+}
+
+// completeRounds counts the leading rounds that have a sample of every
+// one of n systems.
+func completeRounds(ss []Sample, n int) int {
+	count := map[int]int{}
+	for _, s := range ss {
+		count[s.Round]++
+	}
+	r := 0
+	for n > 0 && count[r] == n {
+		r++
+	}
+	return r
+}
+
+// runInL1 boots one L1, runs `rounds` rounds in it and returns the
+// samples it printed, even when it fails part way.
+func runInL1(ctx context.Context, cfg nested.Config, o options, f *hostFiles, rounds int) ([]Sample, error) {
+	l, err := nested.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	// Job waits take no context: closing L1 is what ends them on ^C.
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	args := []string{l1Self, "--emit", "--mode", "direct", "--work-dir", l1Work,
+		"--runs", strconv.Itoa(rounds), "--warmup", strconv.Itoa(o.warmup),
+		"--mem", strconv.Itoa(o.guest.MiB), "--smp", strconv.Itoa(o.guest.CPUs),
+		"--vmm", l1VMM, "--kernel", l1Cloud, "--initrd", l1Initrd,
+		"--boot-timer", map[bool]string{true: "yes", false: "no"}[f.bootTimer],
+		"--micro-kernel", "none", "--qemu", "none", "--lkvm", "none"}
+	if f.micro != "" {
+		args = append(args, "--micro-kernel", l1Micro)
+	}
+	if f.qemu != "" {
+		args = append(args, "--qemu", f.qemu, "--qemu-cpu", f.qemuCPU)
+	}
+	if f.lkvm != "" {
+		args = append(args, "--lkvm", l1LKVM)
+	}
+	if len(o.systems) > 0 {
+		args = append(args, "--systems", strings.Join(o.systems, ","))
+	}
+	j, err := l.Run(ctx, args, nested.StdinNull)
+	if err != nil {
+		return nil, err
+	}
+	var got []Sample
+	// A generous bound per sample: one boot each, but the warm-up
+	// boots every system before the first.
+	wait := time.Duration(1+o.warmup) * bootTimeout * time.Duration(len(systemOrder))
+	for {
+		out, err := j.Expect(sampleRE, wait)
+		if err != nil {
+			return got, err
+		}
+		m := sampleRE.FindStringSubmatch(out)
+		switch {
+		case m == nil:
+			return got, fmt.Errorf("bootbench in L1: unparsable output %q", lastLines(out, 3))
+		case m[1] == "done":
+			if _, err := j.Wait(exitTimeout); err != nil {
+				return got, err
+			}
+			return got, nil
+		case m[3] != "":
+			return got, fmt.Errorf("bootbench in L1: %s", strings.ReplaceAll(m[3], " | ", "\n"))
+		}
+		var s Sample
+		if err := json.Unmarshal([]byte(m[2]), &s); err != nil {
+			return got, fmt.Errorf("bootbench in L1: sample %q: %w", m[2], err)
+		}
+		fmt.Fprintf(os.Stderr, "bootbench: round %d/%d %s: ready in %s\n", s.Round+1, rounds, s.System, fmtMS(s.ReadyMS))
+		got = append(got, s)
+	}
+}

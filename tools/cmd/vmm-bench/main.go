@@ -1,0 +1,384 @@
+// Command vmm-bench compares vmm with QEMU (-accel kvm, its userspace
+// virtio-blk-pci and virtio-net-pci, vhost=off) on the same guest kernel
+// and initramfs: sequential read and write, 4 KiB random reads, and TCP
+// throughput both ways over a TAP. It prints a markdown table of medians
+// over interleaved rounds and the vmm/QEMU ratios.
+//
+// Without a usable /dev/kvm (and root, for the TAPs) both VMMs run inside
+// one L1 guest under QEMU TCG with emulated AMD-V, like `make test`; only
+// the ratios mean anything then, and the table says so.
+//
+//	go run ./cmd/vmm-bench [-rounds 3] [-json FILE]
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/guest"
+	"github.com/vmm-dev/vmm/tools/bench"
+	"github.com/vmm-dev/vmm/tools/internal/flagspell"
+	"github.com/vmm-dev/vmm/tools/nested"
+)
+
+type options struct {
+	params    bench.Params
+	seqMiB    int
+	tcpMiB    int
+	diskMiB   int
+	mode      string
+	vmm       string
+	kernel    string
+	initrd    string
+	qemu      string
+	jsonOut   string
+	workDir   string
+	l1Memory  int
+	only      []string
+	smoke     bool
+	console   bool
+	timeout   time.Duration
+	freezeTmo time.Duration
+}
+
+func parseFlags(args []string) (options, error) {
+	o := options{params: bench.DefaultParams()}
+	fs := pflag.NewFlagSet("vmm-bench", pflag.ContinueOnError)
+	fs.IntVar(&o.params.Rounds, "rounds", o.params.Rounds, "interleaved rounds; each boots every VMM once")
+	fs.IntVar(&o.seqMiB, "seq-mib", int(o.params.SeqBytes>>20), "MiB per sequential read and write")
+	fs.IntVar(&o.params.RandSeconds, "rand-seconds", o.params.RandSeconds, "seconds of 4 KiB random reads")
+	fs.IntVar(&o.tcpMiB, "tcp-mib", int(o.params.TCPBytes>>20), "MiB per TCP direction")
+	fs.IntVar(&o.diskMiB, "disk-mib", int(o.params.DiskBytes>>20), "size of the raw disk image (in RAM)")
+	fs.IntVar(&o.params.GuestMiB, "guest-mib", o.params.GuestMiB, "guest RAM in MiB")
+	fs.StringVar(&o.mode, "mode", "auto", "auto, nested (inside an L1 under QEMU TCG) or direct (this host's /dev/kvm, as root)")
+	fs.StringVar(&o.vmm, "vmm", "", "vmm binary, static (default: go build ./cmd/vmm)")
+	fs.StringVar(&o.kernel, "kernel", "", "guest bzImage (default: Debian's cloud kernel from the vmm cache)")
+	fs.StringVar(&o.initrd, "initrd", "", "guest initramfs with vmm-iotool (default: built with the guest package)")
+	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary to compare against (copied into L1 with its libraries)")
+	fs.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
+	fs.StringVar(&o.workDir, "work-dir", "", "keep built files and L1's kernel log here (default: a temporary directory)")
+	fs.IntVar(&o.l1Memory, "l1-memory", 3072, "L1 memory in MiB (nested mode)")
+	fs.StringSliceVar(&o.only, "systems", nil, "only these VMMs (vmm, QEMU), for debugging one of them")
+	fs.BoolVar(&o.smoke, "smoke", false, "only boot each VMM once and check its guest sees /dev/vda and eth0")
+	fs.BoolVar(&o.console, "console", false, "copy the guests' consoles to stderr")
+	fs.DurationVar(&o.timeout, "timeout", 45*time.Minute, "give up after this long")
+	fs.DurationVar(&o.freezeTmo, "freeze-timeout", 30*time.Second, "console and heartbeat silence that counts as a frozen L1")
+	if err := fs.Parse(flagspell.SingleDashLong(fs, args)); err != nil {
+		return o, err
+	}
+	if fs.NArg() != 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o.params.SeqBytes = int64(o.seqMiB) << 20
+	o.params.TCPBytes = int64(o.tcpMiB) << 20
+	o.params.DiskBytes = int64(o.diskMiB) << 20
+	if err := o.params.Check(); err != nil {
+		return o, err
+	}
+	switch o.mode {
+	case "auto", "nested", "direct":
+	default:
+		return o, fmt.Errorf("-mode %q: want auto, nested or direct", o.mode)
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, pflag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-bench: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// directUsable reports whether this host can run both VMMs itself: a
+// /dev/kvm it can open and root for the TAPs.
+func directUsable() error {
+	if os.Geteuid() != 0 {
+		return errors.New("not root (TAPs need CAP_NET_ADMIN)")
+	}
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return nil
+}
+
+// files is everything built or fetched on the host.
+type files struct {
+	vmm, l1tool, benchtool string
+	guestKernel            *guest.KernelFiles
+	kernel, initrd         string
+}
+
+func prepare(ctx context.Context, o options, dir string) (*files, error) {
+	root, err := guest.ModuleRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f := &files{vmm: o.vmm, kernel: o.kernel, initrd: o.initrd,
+		l1tool: filepath.Join(dir, "l1tool"), benchtool: filepath.Join(dir, "benchtool")}
+	if f.vmm == "" {
+		f.vmm = filepath.Join(dir, "vmm")
+		if err := goBuild(ctx, root, f.vmm, "./cmd/vmm"); err != nil {
+			return nil, err
+		}
+	}
+	if err := nested.BuildInit(ctx, f.l1tool); err != nil {
+		return nil, err
+	}
+	if err := goBuild(ctx, root, f.benchtool, "./tools/bench/cmd/benchtool"); err != nil {
+		return nil, err
+	}
+	// The cloud kernel is both L1's and the guest's; L1 needs its modules.
+	if f.guestKernel, err = guest.FetchKernel(ctx, guest.FlavorCloud, ""); err != nil {
+		return nil, err
+	}
+	if f.kernel == "" {
+		f.kernel = f.guestKernel.BzImage
+	}
+	if f.initrd == "" {
+		f.initrd = filepath.Join(dir, "initrd.cpio")
+		fmt.Fprintf(os.Stderr, "vmm-bench: building the guest initramfs\n")
+		if err := guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: f.initrd, Kernel: f.guestKernel, TempDir: filepath.Join(dir, "initramfs-tmp")}); err != nil {
+			return nil, err
+		}
+	}
+	if !o.smoke {
+		ok, err := bench.InitrdHas(f.initrd, "bin/vmm-iotool")
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s has no /bin/vmm-iotool; rebuild it (make guest, or go run ./cmd/mkguest -force)", f.initrd)
+		}
+	}
+	return f, nil
+}
+
+// kernelName names the guest kernel for the report: its release when it
+// is the cached cloud kernel (make bench passes mkguest's copy of it).
+func (f *files) kernelName() string {
+	if f.kernel == f.guestKernel.BzImage || sameContent(f.kernel, f.guestKernel.BzImage) {
+		return f.guestKernel.Version
+	}
+	return f.kernel
+}
+
+func sameContent(a, b string) bool {
+	x, err := os.ReadFile(a)
+	if err != nil {
+		return false
+	}
+	y, err := os.ReadFile(b)
+	return err == nil && bytes.Equal(x, y)
+}
+
+func goBuild(ctx context.Context, root, out, pkg string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+func run(ctx context.Context, o options) error {
+	start := time.Now()
+	nestedMode := true
+	switch o.mode {
+	case "direct":
+		if err := directUsable(); err != nil {
+			return fmt.Errorf("-mode direct: %w", err)
+		}
+		nestedMode = false
+	case "auto":
+		if err := directUsable(); err == nil {
+			nestedMode = false
+		} else {
+			fmt.Fprintf(os.Stderr, "vmm-bench: no direct KVM here (%v): running nested inside an L1 guest under QEMU TCG with emulated AMD-V\n", err)
+		}
+	}
+
+	dir := o.workDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "vmm-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := prepare(ctx, o, dir)
+	if err != nil {
+		return err
+	}
+	rep := &bench.Report{Date: time.Now(), Nested: nestedMode}
+	loadStart := loadAvg()
+	var console io.Writer
+	if o.console {
+		console = os.Stderr
+	}
+	runner := &bench.Runner{Params: o.params, Log: os.Stderr, Only: o.only}
+	do := func() error {
+		if o.smoke {
+			return runner.Smoke(ctx)
+		}
+		return runner.Run(ctx, rep)
+	}
+
+	var runErr error
+	if nestedMode {
+		runErr = runNested(ctx, o, f, dir, runner, rep, do)
+	} else {
+		runner.Layout = bench.Layout{VMM: f.vmm, QEMU: mustLook(o.qemu), Kernel: f.kernel, Initrd: f.initrd,
+			Disk: filepath.Join(dir, "disk.img"), L1Tool: f.l1tool, BenchTool: f.benchtool}
+		runner.Host = &bench.DirectHost{Console: console}
+		rep.Env = fmt.Sprintf("Host: %d CPUs; guest kernel %s; %s", numCPU(), f.kernelName(), firstOutputLine(ctx, o.qemu, "--version"))
+		runErr = do()
+	}
+	if runErr != nil {
+		return runErr
+	}
+	// Other work on the machine is the main source of noise; say how
+	// busy it was.
+	rep.Env += fmt.Sprintf("; host load average %s at the start, %s at the end", loadStart, loadAvg())
+	if o.smoke {
+		fmt.Fprintf(os.Stderr, "vmm-bench: smoke test passed in %s\n", time.Since(start).Round(time.Second))
+		return nil
+	}
+	rep.Duration = time.Since(start)
+	if err := rep.WriteMarkdown(os.Stdout); err != nil {
+		return err
+	}
+	if o.jsonOut != "" {
+		b, err := json.Marshal(rep)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runNested runs do in a fresh L1 holding vmm, QEMU with its libraries
+// and firmware, the guest, and the tools; WithL1 retries once in a new L1
+// if this one froze (the whole run: only ratios within one L1 count).
+func runNested(ctx context.Context, o options, f *files, dir string, runner *bench.Runner, rep *bench.Report, do func() error) error {
+	qemuBin, qfiles, err := bench.QEMUFiles(ctx, o.qemu)
+	if err != nil {
+		return err
+	}
+	l1Files := map[string]string{
+		"/vmm":               f.vmm,
+		"/bin/l1tool":        f.l1tool,
+		"/bin/benchtool":     f.benchtool,
+		"/guest/bzImage":     f.kernel,
+		"/guest/initrd.cpio": f.initrd,
+	}
+	for l1, host := range qfiles {
+		l1Files[l1] = host
+	}
+	runner.Layout = bench.Layout{VMM: "/vmm", QEMU: qemuBin, Kernel: "/guest/bzImage", Initrd: "/guest/initrd.cpio",
+		Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool"}
+	var console io.Writer
+	if o.console {
+		console = os.Stderr
+	}
+	cfg := nested.Config{
+		Kernel:     f.guestKernel.BzImage,
+		ModulesDir: f.guestKernel.ModulesDir,
+		// tun for the TAPs both VMMs attach to.
+		Modules:       []string{"kvm-amd", "tun"},
+		Init:          f.l1tool,
+		Files:         l1Files,
+		MemoryMiB:     o.l1Memory,
+		WorkDir:       dir,
+		Log:           os.Stderr,
+		ConsoleOut:    console,
+		FreezeTimeout: o.freezeTmo,
+	}
+	rep.Env = fmt.Sprintf("L1: 2 vCPUs (TCG, EPYC+svm), %d MiB, kernel %s; guest kernel %s; %s (the host's binary, run in L1); host: %d CPUs",
+		o.l1Memory, f.guestKernel.Version, f.kernelName(), firstOutputLine(ctx, qemuBin, "--version"), numCPU())
+	return nested.WithL1(ctx, cfg, func(l *nested.L1) error {
+		rep.Samples = nil
+		runner.Host = &bench.NestedHost{L1: l, L1Tool: "/bin/l1tool"}
+		err := do()
+		if out, _, merr := l.Exec(ctx, "/bin/benchtool", "meminfo"); merr == nil {
+			fmt.Fprintf(os.Stderr, "vmm-bench: L1 memory after the run: %s\n", strings.TrimSpace(out))
+		}
+		return err
+	})
+}
+
+func mustLook(name string) string {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return name
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
+}
+
+func firstOutputLine(ctx context.Context, name string, args ...string) string {
+	out, err := exec.CommandContext(ctx, name, args...).Output()
+	if err != nil {
+		return name
+	}
+	l, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(l)
+}
+
+// loadAvg is the 1-minute load average of the host.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
+func numCPU() int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return 0
+	}
+	return set.Count()
+}

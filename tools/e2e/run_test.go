@@ -1,0 +1,372 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/tools/nested"
+)
+
+// The tests of `vmm run` (issue 5, the CI-runner mode) and its soak and
+// hostile-guest siblings run their programs in L1 under
+// tools/e2e/cmd/redirect, which keeps vmm's stdout and stderr apart: the
+// harness's job console and Exec both merge them, and telling them apart
+// is the point of `vmm run`'s output contract.
+
+// ciTools are the programs these tests put into L1 (or, for hostile,
+// into L2 through -share), built once per test binary.
+type ciTools struct {
+	redirect, soak, hostile string
+}
+
+var (
+	ciToolsOnce sync.Once
+	ciToolsVal  ciTools
+	ciToolsErr  error
+)
+
+// ciBuild builds the tools into a directory of setup.dir, statically
+// (CGO_ENABLED=0): L1 and the guest have no C library. Like l1Config it
+// skips with -short, when TestMain prepares nothing.
+func ciBuild(t *testing.T) ciTools {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots nested guests")
+	}
+	ciToolsOnce.Do(func() {
+		if setup.dir == "" {
+			ciToolsErr = fmt.Errorf("e2e: setup.dir is empty: TestMain did not prepare the suite")
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		_, thisFile, _, _ := runtime.Caller(0)
+		root := filepath.Dir(filepath.Dir(thisFile))
+		dir := filepath.Join(setup.dir, "ci-tools")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			ciToolsErr = err
+			return
+		}
+		build := func(name string) string {
+			out := filepath.Join(dir, name)
+			cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./tools/e2e/cmd/"+name)
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if b, err := cmd.CombinedOutput(); err != nil && ciToolsErr == nil {
+				ciToolsErr = fmt.Errorf("build %s: %v\n%s", name, err, b)
+			}
+			return out
+		}
+		ciToolsVal = ciTools{redirect: build("redirect"), soak: build("soak"), hostile: build("hostile")}
+	})
+	if ciToolsErr != nil {
+		t.Fatal(ciToolsErr)
+	}
+	return ciToolsVal
+}
+
+// ciConfig is l1Config (which skips with -short) plus redirect in L1 and
+// the extra files given (L1 path -> host path).
+func ciConfig(t *testing.T, extra map[string]string) nested.Config {
+	t.Helper()
+	c := l1Config(t)
+	tools := ciBuild(t)
+	files := maps.Clone(c.Files) // l1Config's map is not ours to change
+	if files == nil {
+		files = map[string]string{}
+	}
+	files["/bin/redirect"] = tools.redirect
+	maps.Copy(files, extra)
+	c.Files = files
+	return c
+}
+
+// redirectReport mirrors tools/e2e/cmd/redirect's Report.
+type redirectReport struct {
+	Args      []string            `json:"args"`
+	Stdout    string              `json:"stdout"`
+	Stderr    string              `json:"stderr"`
+	Exit      int                 `json:"exit"`
+	Signal    int                 `json:"signal"`
+	Sent      int                 `json:"sent"`
+	TimedOut  bool                `json:"timed_out"`
+	ElapsedMS float64             `json:"elapsed_ms"`
+	Files     map[string]string   `json:"files"`
+	SHA256    map[string]string   `json:"sha256"`
+	Glob      map[string][]string `json:"glob"`
+	Error     string              `json:"error"`
+}
+
+// String is what a failure shows: the command, how it ended, and the
+// ends of both streams.
+func (r redirectReport) String() string {
+	return fmt.Sprintf("%q: exit %d signal %d sent %d timed out %v after %.1fs\n--- stdout (tail) ---\n%s\n--- stderr (tail) ---\n%s\n---",
+		r.Args, r.Exit, r.Signal, r.Sent, r.TimedOut, r.ElapsedMS/1000, tailLines(r.Stdout, 30), tailLines(r.Stderr, 40))
+}
+
+// redirectExec runs args in L1 under redirect with its flags; timeout
+// bounds the command (redirect then makes it dump its goroutines), and
+// the wait for the report gets a minute more.
+func redirectExec(ctx context.Context, l *nested.L1, timeout time.Duration, flags []string, args ...string) (redirectReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout+time.Minute)
+	defer cancel()
+	cmd := append([]string{"/bin/redirect", "-timeout", timeout.String()}, flags...)
+	cmd = append(append(cmd, "--"), args...)
+	out, _, err := l.Exec(ctx, cmd...)
+	var r redirectReport
+	if err != nil {
+		return r, err
+	}
+	// The report is the last line; anything before it would be
+	// redirect's own complaints.
+	line := out[strings.LastIndex(strings.TrimRight(out, "\n"), "\n")+1:]
+	if jerr := json.Unmarshal([]byte(line), &r); jerr != nil {
+		return r, fmt.Errorf("redirect %q: no report (%v) in its output:\n%s\n--- L1 kernel log (tail) ---\n%s", args, jerr, out, l.KernelLogTail(30))
+	}
+	if r.Error != "" {
+		return r, fmt.Errorf("redirect %q: %s", args, r.Error)
+	}
+	return r, nil
+}
+
+// reportFailure is an error with the report and L1's kernel log.
+func reportFailure(l *nested.L1, r redirectReport, format string, args ...any) error {
+	err := fmt.Errorf("%s\n%v\n--- L1 kernel log (tail) ---\n%s\n---", fmt.Sprintf(format, args...), r, l.KernelLogTail(30))
+	if why := emulatorCrash(r); why != "" {
+		return fmt.Errorf("%w (%s): %w", nested.ErrGuestCrashed, why, err)
+	}
+	return err
+}
+
+// emulatorCrash says why a failed run counts as the emulator's crash of
+// the guest, or "" if it does not: the guest must have died in one of
+// the ways nested.GuestCrash knows (which also rules out a Go crash), and
+// vmm must have stayed up to say so, with its own status for a guest
+// fault or a -timeout.
+func emulatorCrash(r redirectReport) string {
+	if r.TimedOut || r.Signal != 0 || (r.Exit != 1 && r.Exit != 124) {
+		return ""
+	}
+	return nested.GuestCrash(r.Stderr)
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// runTimeout bounds one `vmm run` of the default guest in L1: a nested
+// boot takes 5-15 s, the same again when the CPU is shared.
+const runTimeout = 3 * time.Minute
+
+// runArgs is `vmm run` of the default guest with extra flags before the
+// command.
+func runArgs(flags []string, command ...string) []string {
+	args := append([]string{"/vmm", "run", "-kernel", "/guest/bzImage", "-initrd", "/guest/initrd.cpio"}, flags...)
+	return append(append(args, "--"), command...)
+}
+
+// runCase is one `vmm run` in a fresh L1 and what it must produce.
+type runCase struct {
+	name     string
+	files    map[string]string // extra L1 files: L1 path -> host path
+	redirect []string          // redirect's flags: -cat, -glob, -signal ...
+	flags    []string          // vmm run's flags
+	command  []string
+	status   int
+	check    func(r redirectReport) error // further checks; nil for none
+}
+
+// TestRun is `vmm run`'s contract end to end (README, "Running a job"):
+// the job's status is vmm's status, its stdout is vmm's stdout and its
+// stderr goes to vmm's stderr, -share and -out carry files in and out,
+// and the statuses of its own (124 timeout, 125 no status, 128+N
+// signal) each come with a message.
+func TestRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots nested guests")
+	}
+	shareDir := t.TempDir()
+	token := fmt.Sprintf("share-token-%d", time.Now().UnixNano())
+	if err := os.WriteFile(filepath.Join(shareDir, "input.txt"), []byte(token+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []runCase{
+		{
+			name:    "status-and-streams",
+			command: []string{"sh", "-c", "echo out-$((40+2)); echo err-$((6*7)) >&2; exit 3"},
+			status:  3,
+			check: func(r redirectReport) error {
+				// Arithmetic, so an echo of the command line cannot
+				// pass for the job's output.
+				if r.Stdout != "out-42\n" {
+					return fmt.Errorf("stdout %q, want exactly the job's \"out-42\\n\"", r.Stdout)
+				}
+				if !strings.Contains(r.Stderr, "err-42") {
+					return fmt.Errorf("the job's stderr line err-42 is not on vmm's stderr")
+				}
+				return nil
+			},
+		},
+		{
+			name:     "share-and-out",
+			files:    map[string]string{"/in/input.txt": filepath.Join(shareDir, "input.txt")},
+			redirect: []string{"-cat", "/tmp/results/result", "-cat", "/tmp/results/sub/n", "-glob", "/tmp/vmm-out-*"},
+			flags:    []string{"-share", "/in", "-out", "/tmp/results"},
+			// The job starts in /share; it copies the shared file out
+			// and writes a result of its own in a subdirectory.
+			command: []string{"sh", "-c", "pwd; cp input.txt /out/result && mkdir /out/sub && echo $(cat input.txt)-$((7*6)) > /out/sub/n"},
+			status:  0,
+			check: func(r redirectReport) error {
+				if r.Stdout != "/share\n" {
+					return fmt.Errorf("the job's working directory is %q, want /share", r.Stdout)
+				}
+				if got, want := r.Files["/tmp/results/result"], token+"\n"; got != want {
+					return fmt.Errorf("-out result %q, want the shared file's %q", got, want)
+				}
+				if got, want := r.Files["/tmp/results/sub/n"], token+"-42\n"; got != want {
+					return fmt.Errorf("-out sub/n %q, want %q", got, want)
+				}
+				if g := r.Glob["/tmp/vmm-out-*"]; len(g) != 0 {
+					return fmt.Errorf("scratch disks left behind: %q", g)
+				}
+				return nil
+			},
+		},
+		{
+			name:    "not-found",
+			command: []string{"/no/such/command"},
+			status:  127,
+		},
+		{
+			name:    "poweroff-without-status",
+			command: []string{"poweroff"},
+			status:  125,
+			check: func(r redirectReport) error {
+				if !regexp.MustCompile(`vmm: guest stopped \(poweroff\) without reporting the job's exit status`).MatchString(r.Stderr) {
+					return fmt.Errorf("no message about the missing status on stderr")
+				}
+				return nil
+			},
+		},
+		{
+			name: "timeout",
+			// The job announces itself so the log shows whether the
+			// timeout hit during the boot or the job; both must give 124.
+			flags:   []string{"-timeout", "30s"},
+			command: []string{"sh", "-c", "echo job-started; sleep 600"},
+			status:  124,
+			check: func(r redirectReport) error {
+				if !regexp.MustCompile(`(?m)^vmm: guest stopped: -timeout 30s reached$`).MatchString(r.Stderr) {
+					return fmt.Errorf("no -timeout message on stderr")
+				}
+				return nil
+			},
+		},
+		{
+			name: "sigterm-while-booting",
+			// Four seconds in, vmm has installed its handler (it does
+			// so before building the machine) and the guest kernel is
+			// booting (nested, vmm's setup takes about 2 s and the
+			// boot to the job 6-10 s more). -boot-timer's report shows
+			// how far it got.
+			redirect: []string{"-signal", "15", "-after", "4s"},
+			flags:    []string{"-boot-timer"},
+			command:  []string{"sh", "-c", "echo job-started"},
+			status:   128 + 15,
+			check: func(r redirectReport) error {
+				if r.Signal != 0 || r.Sent != 15 {
+					return fmt.Errorf("vmm did not handle SIGTERM itself (killed by signal %d, SIGTERM sent: %v)", r.Signal, r.Sent == 15)
+				}
+				if !strings.Contains(r.Stderr, "vmm: stopped by terminated") {
+					return fmt.Errorf("no message about the signal on stderr")
+				}
+				if strings.Contains(r.Stdout, "job-started") {
+					return fmt.Errorf("the job ran: the signal came after the boot, not during it")
+				}
+				stamps, err := boottimer.ParseReport(strings.NewReader(r.Stderr))
+				if err != nil {
+					return err
+				}
+				for _, s := range stamps {
+					if s.Phase == boottimer.Ready {
+						return fmt.Errorf("the guest reached %v before the signal: not stopped while booting", s.Phase)
+					}
+				}
+				return nil
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nested.Retry(t, ciConfig(t, tc.files), func(l *nested.L1) error {
+				r, err := redirectExec(t.Context(), l, runTimeout, tc.redirect, runArgs(tc.flags, tc.command...)...)
+				if err != nil {
+					return err
+				}
+				t.Logf("vmm run %q: status %d in %.1fs; stdout %q", tc.command, r.Exit, r.ElapsedMS/1000, tailLines(r.Stdout, 3))
+				if stamps, _ := boottimer.ParseReport(strings.NewReader(r.Stderr)); len(stamps) > 0 {
+					var phases []string
+					for _, s := range stamps {
+						phases = append(phases, fmt.Sprintf("%v %.1fs", s.Phase, s.Since.Seconds()))
+					}
+					t.Logf("boot timer: %s", strings.Join(phases, ", "))
+				}
+				if r.Exit != tc.status {
+					return reportFailure(l, r, "vmm run exited with status %d, want %d", r.Exit, tc.status)
+				}
+				if nested.GoCrash(r.Stderr) {
+					return reportFailure(l, r, "vmm crashed")
+				}
+				if tc.check != nil {
+					if err := tc.check(r); err != nil {
+						return reportFailure(l, r, "%v", err)
+					}
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// Only a guest death vmm reported itself counts as the emulator's.
+func TestEmulatorCrash(t *testing.T) {
+	triple := "vmm: vCPU 1: guest triple fault (KVM_EXIT_SHUTDOWN) at RIP=0xfff0\n"
+	stall := "[  337.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\nvmm: guest stopped: -timeout 3m0s reached\n"
+	tests := []struct {
+		name string
+		r    redirectReport
+		want bool
+	}{
+		{"triple fault", redirectReport{Exit: 1, Stderr: triple}, true},
+		{"stall then timeout", redirectReport{Exit: 124, Stderr: stall}, true},
+		{"self-detected stall", redirectReport{Exit: 124, Stderr: "rcu: INFO: rcu_preempt self-detected stall on CPU\n"}, true},
+		{"vmm panicked too", redirectReport{Exit: 2, Stderr: triple + "panic: boom\n"}, false},
+		{"goroutine dump", redirectReport{Exit: 1, Stderr: triple + "goroutine 1 [running]:\n"}, false},
+		{"vmm hung", redirectReport{Exit: -1, TimedOut: true, Stderr: stall}, false},
+		{"killed by a signal", redirectReport{Exit: -1, Signal: 9, Stderr: triple}, false},
+		{"job failed", redirectReport{Exit: 3, Stderr: triple}, false},
+		{"plain timeout", redirectReport{Exit: 124, Stderr: "vmm: guest stopped: -timeout 3m0s reached\n"}, false},
+		{"other vmm error", redirectReport{Exit: 1, Stderr: "vmm: KVM_RUN vCPU 0: bad address\n"}, false},
+	}
+	for _, tt := range tests {
+		if got := emulatorCrash(tt.r) != ""; got != tt.want {
+			t.Errorf("%s: emulatorCrash = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

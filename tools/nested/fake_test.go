@@ -1,0 +1,273 @@
+package nested
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmm-dev/vmm/tools/nested/proto"
+)
+
+// The test binary doubles as a fake QEMU so that the host side (sockets,
+// protocol, watchdog, retry) is tested without booting anything.
+const fakeQEMUEnv = "NESTED_FAKE_QEMU"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(fakeQEMUEnv); mode != "" {
+		os.Exit(fakeQEMU(mode, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// fakeQEMU plays agent on fd 4 and job console on fd 3. Mode "freeze" goes
+// silent after starting a job, as a frozen L1 does; "freeze-once:FILE"
+// freezes only if FILE does not exist yet (creating it), so a retry works.
+func fakeQEMU(mode string, args []string) int {
+	con := os.NewFile(qemuConsoleFD, "con")
+	ctl := os.NewFile(qemuControlFD, "ctl")
+	for i, a := range args {
+		if p, ok := strings.CutPrefix(a, "file,id=klog,path="); ok && i > 0 {
+			os.WriteFile(strings.ReplaceAll(p, ",,", ","), []byte("fake kernel: booted\n"), 0o644)
+		}
+	}
+	freeze := mode == "freeze"
+	if f, ok := strings.CutPrefix(mode, "freeze-once:"); ok {
+		if _, err := os.Stat(f); err != nil {
+			freeze = true
+			os.WriteFile(f, nil, 0o644)
+		}
+	}
+	send := func(m proto.Msg) {
+		b, _ := proto.Encode(m)
+		ctl.Write(b)
+	}
+	send(proto.Msg{Op: proto.OpHello, KVM: true, Kernel: "fake"})
+	r := proto.NewReader(ctl)
+	for {
+		m, err := r.Next()
+		if err != nil {
+			return 0
+		}
+		switch m.Op {
+		case proto.OpRun:
+			send(proto.Msg{Op: proto.OpStarted, ID: m.ID, PID: 42})
+			fmt.Fprintf(con, "job output\r\n")
+			if freeze {
+				// A frozen L1: nothing, ever, until killed. Not select{}:
+				// with no other goroutine the runtime calls that a
+				// deadlock and exits, which is not a freeze.
+				time.Sleep(time.Hour)
+			}
+			fmt.Fprintf(con, "done\r\n")
+			send(proto.Msg{Op: proto.OpExit, ID: m.ID, Code: 5})
+		case proto.OpExec:
+			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Code: 1, Output: []byte("exec " + strings.Join(m.Args, " "))})
+		case proto.OpPoweroff:
+			return 0
+		}
+	}
+}
+
+func fakeConfig(t *testing.T, mode string) Config {
+	t.Helper()
+	t.Setenv(fakeQEMUEnv, mode)
+	dir := t.TempDir()
+	f := filepath.Join(dir, "file")
+	if err := os.WriteFile(f, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Config{QEMU: self, Kernel: f, Init: f, WorkDir: dir, FreezeTimeout: 300 * time.Millisecond}
+}
+
+func TestFakeJobAndExec(t *testing.T) {
+	var log bytes.Buffer
+	c := fakeConfig(t, "ok")
+	c.Log = &log
+	l, err := Start(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	out, code, err := l.Exec(t.Context(), "/bin/x", "y")
+	if err != nil || code != 1 || out != "exec /bin/x y" {
+		t.Errorf("Exec = %q %d %v", out, code, err)
+	}
+	j, err := l.Run(t.Context(), []string{"/x"}, StdinTTY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Expect(regexp.MustCompile(`done`), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := j.Wait(5 * time.Second); err != nil || code != 5 {
+		t.Errorf("Wait = %d %v, want 5", code, err)
+	}
+	_, err = j.Expect(regexp.MustCompile(`never`), 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "exited with status 5") {
+		t.Errorf("Expect after exit: %v", err)
+	}
+	// The quiet time between jobs is not a freeze: the watchdog is disarmed.
+	time.Sleep(600 * time.Millisecond)
+	if _, _, err := l.Exec(t.Context(), "/y"); err != nil {
+		t.Errorf("idle L1 was treated as frozen: %v", err)
+	}
+	if !strings.Contains(log.String(), "nested: L1 up in") {
+		t.Errorf("log lacks boot line: %q", log.String())
+	}
+}
+
+func TestFakeFreeze(t *testing.T) {
+	l, err := Start(t.Context(), fakeConfig(t, "freeze"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	j, err := l.Run(t.Context(), []string{"/x"}, StdinTTY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	_, err = j.Wait(10 * time.Second)
+	if !errors.Is(err, ErrFrozen) {
+		t.Fatalf("Wait = %v, want ErrFrozen", err)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("freeze noticed after %v with a 300ms timeout", d)
+	}
+	for _, want := range []string{"job output", "fake kernel: booted", "silent for"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q (tails of both consoles): %v", want, err)
+		}
+	}
+	select {
+	case <-l.exited:
+	case <-time.After(5 * time.Second):
+		t.Error("QEMU not killed after freeze")
+	}
+	if err := j.Send("x"); !errors.Is(err, ErrFrozen) {
+		t.Errorf("Send after freeze: %v", err)
+	}
+}
+
+func TestWithL1RetriesFreezeOnce(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "froze")
+	var log bytes.Buffer
+	c := fakeConfig(t, "freeze-once:"+marker)
+	c.Log = &log
+	attempts := 0
+	err := WithL1(t.Context(), c, func(l *L1) error {
+		attempts++
+		j, err := l.Run(t.Context(), []string{"/x"}, StdinTTY)
+		if err != nil {
+			return err
+		}
+		_, err = j.Wait(10 * time.Second)
+		return err
+	})
+	if err != nil || attempts != 2 {
+		t.Errorf("WithL1 = %v after %d attempts, want success on the 2nd", err, attempts)
+	}
+	if !strings.Contains(log.String(), "L1 froze") || !strings.Contains(log.String(), "retrying in a fresh L1") {
+		t.Errorf("retry not reported: %q", log.String())
+	}
+
+	// Two freezes in a row are a real failure.
+	c = fakeConfig(t, "freeze")
+	attempts = 0
+	err = WithL1(t.Context(), c, func(l *L1) error {
+		attempts++
+		j, err := l.Run(t.Context(), []string{"/x"}, StdinTTY)
+		if err != nil {
+			return err
+		}
+		_, err = j.Wait(10 * time.Second)
+		return err
+	})
+	if !errors.Is(err, ErrFrozen) || attempts != 2 {
+		t.Errorf("WithL1 = %v after %d attempts, want ErrFrozen after 2", err, attempts)
+	}
+	// Other errors are not retried.
+	attempts = 0
+	c = fakeConfig(t, "ok")
+	err = WithL1(t.Context(), c, func(l *L1) error { attempts++; return errors.New("boom") })
+	if err == nil || attempts != 1 {
+		t.Errorf("WithL1 = %v after %d attempts, want boom after 1", err, attempts)
+	}
+}
+
+// Guest crashes are retried twice by default, or as often as the Config
+// says, independently of the one retry after a freeze.
+func TestWithL1RetriesGuestCrashes(t *testing.T) {
+	crash := fmt.Errorf("%w: vCPU 0: guest triple fault", ErrGuestCrashed)
+	tests := []struct {
+		name     string
+		retries  int     // Config.GuestCrashRetries
+		errs     []error // what fn returns on each attempt; nil ends it
+		attempts int
+		want     error // nil: success
+	}{
+		{"crash then success", 0, []error{crash, nil}, 2, nil},
+		{"two crashes then success", 0, []error{crash, crash, nil}, 3, nil},
+		{"three crashes", 0, []error{crash, crash, crash}, 3, ErrGuestCrashed},
+		{"freeze, crash, success", 0, []error{ErrFrozen, crash, nil}, 3, nil},
+		{"crash, freeze, crash, success", 0, []error{crash, ErrFrozen, crash, nil}, 4, nil},
+		{"two freezes", 0, []error{ErrFrozen, ErrFrozen}, 2, ErrFrozen},
+		{"five retries", 5, []error{crash, crash, crash, crash, crash, nil}, 6, nil},
+		{"six crashes with five retries", 5, []error{crash, crash, crash, crash, crash, crash}, 6, ErrGuestCrashed},
+		{"one retry", 1, []error{crash, crash}, 2, ErrGuestCrashed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var log bytes.Buffer
+			c := fakeConfig(t, "ok")
+			c.Log = &log
+			c.GuestCrashRetries = tt.retries
+			attempts := 0
+			err := WithL1(t.Context(), c, func(l *L1) error {
+				attempts++
+				if attempts > len(tt.errs) {
+					return errors.New("too many attempts")
+				}
+				return tt.errs[attempts-1]
+			})
+			if attempts != tt.attempts {
+				t.Errorf("%d attempts, want %d (log %q)", attempts, tt.attempts, log.String())
+			}
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("WithL1 = %v, want %v", err, tt.want)
+			}
+			if n := strings.Count(log.String(), "retrying in a fresh L1"); n != attempts-1 {
+				t.Errorf("%d retries logged, want %d: %q", n, attempts-1, log.String())
+			}
+		})
+	}
+}
+
+// A missing disk image is reported before QEMU starts, naming the file.
+func TestFakeMissingDisk(t *testing.T) {
+	c := fakeConfig(t, "ok")
+	c.Disks = []Disk{{Path: filepath.Join(t.TempDir(), "missing.img")}}
+	l, err := Start(t.Context(), c)
+	if err == nil {
+		l.Close()
+		t.Fatal("Start with a missing disk succeeded")
+	}
+	if !strings.Contains(err.Error(), "missing.img") {
+		t.Errorf("error %v does not name the disk", err)
+	}
+	c.Disks = []Disk{{Path: t.TempDir()}}
+	if l, err := Start(t.Context(), c); err == nil {
+		l.Close()
+		t.Fatal("Start with a directory as disk succeeded")
+	}
+}

@@ -1,0 +1,665 @@
+// Package nested runs vmm where there is no /dev/kvm: it boots a Linux "L1"
+// guest under QEMU TCG with an emulated AMD-V CPU, loads kvm-amd there, and
+// runs jobs (typically vmm booting its own L2 guest) inside it.
+//
+// L1 has three serial ports. ttyS0, the job console, carries only the
+// current job's bytes in both directions, so a job behaves as if the
+// caller's terminal were attached. ttyS1 is a line-based JSON control
+// channel to the agent (tools/nested/cmd/l1init) that is L1's /init. ttyS2 receives
+// L1's kernel log (and the agent's own log), which is saved to a file.
+// ttyS0 and ttyS1 are socketpairs shared with QEMU; no paths, no races.
+//
+// TCG with nested SVM sometimes freezes all of L1. A watchdog notices when
+// both the console and the agent's heartbeats stop during a job, kills
+// QEMU, and reports ErrFrozen; WithL1 and Retry retry such a run once.
+package nested
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/tools/nested/proto"
+)
+
+var (
+	// ErrFrozen means L1 stopped producing any output while a job or exec
+	// was outstanding and was killed; retrying in a fresh L1 usually works.
+	ErrFrozen = errors.New("L1 froze")
+	// ErrL1Exited means QEMU went away on its own (L1 panicked, QEMU failed).
+	ErrL1Exited = errors.New("L1 exited")
+	// ErrClosed means the L1 was closed by its owner.
+	ErrClosed = errors.New("L1 closed")
+	// ErrGuestCrashed is for a test to wrap when the guest vmm runs in
+	// L1 (L2) died in the way QEMU TCG's emulated nested SVM kills
+	// guests: a triple fault or a CPU that stops taking interrupts (an
+	// RCU stall), while vmm itself kept working and reported it. The
+	// rate grows with the number of exits from L2 to vmm's userspace: a
+	// guest making about 400,000 port accesses died in one run of
+	// three, and QEMU (-accel kvm, in L1) lost its guest the same way
+	// under the same load, so it is the emulator's, not vmm's. Traces
+	// of L1's KVM showed the L2 page walk starting from a CR3 outside
+	// the guest's RAM, and a kernel-text fetch faulting right after a
+	// VM entry. WithL1 retries these in a fresh L1, a bounded number of
+	// times.
+	ErrGuestCrashed = errors.New("the L2 guest crashed under emulated nested SVM")
+)
+
+// Config describes an L1. Zero values get the defaults noted.
+type Config struct {
+	QEMU       string            // default "qemu-system-x86_64"
+	Kernel     string            // L1 bzImage
+	ModulesDir string            // L1's lib/modules/<version>; empty: no modules loaded
+	Modules    []string          // module names to load from ModulesDir; default kvm-amd
+	Init       string            // l1init binary; empty: built with BuildInit into the work dir
+	Files      map[string]string // L1 path -> host path, copied into L1's initramfs
+	MemoryMiB  int               // default 3072
+	CPUs       int               // default 2
+	Append     string            // extra L1 kernel command line
+	WorkDir    string            // parent for per-L1 directories; empty: a temporary directory, removed on Close
+	Log        io.Writer         // progress lines; nil: discarded
+
+	// Disks are host files L1 sees as virtio-blk disks, /dev/vda,
+	// /dev/vdb, ... in this order (see DiskPath). The harness loads their
+	// drivers and waits for the devices before Start returns.
+	Disks []Disk
+
+	// ConsoleOut, if set, receives every byte of the job console as it
+	// arrives, e.g. the user's terminal.
+	ConsoleOut io.Writer
+
+	BootTimeout   time.Duration // boot to agent hello; default 2m
+	FreezeTimeout time.Duration // silence that counts as a freeze; default 90s
+	ExecTimeout   time.Duration // Exec without a context deadline; default 5m
+
+	// GuestCrashRetries is how many times WithL1 retries fn after an
+	// ErrGuestCrashed, each time in a fresh L1; default 2. A workload
+	// that makes many exits to vmm's userspace needs more (see
+	// ErrGuestCrashed).
+	GuestCrashRetries int
+}
+
+// Disk is a raw image on the host that L1 sees as a virtio-blk PCI disk.
+// QEMU writes through the host's page cache (cache=writeback), so once L1
+// has powered off (the agent syncs first, see Close) the file holds
+// everything L1 wrote, and the host can check it: that is how tests read
+// back what a guest inside L1 wrote to its disk.
+type Disk struct {
+	Path     string
+	ReadOnly bool // L1 cannot write it (QEMU's readonly=on)
+}
+
+// DiskPath is L1's device for Config.Disks[i]: L1 has no other virtio
+// disks, so the kernel names them in PCI slot order, which is Disks order.
+func DiskPath(i int) string {
+	name := ""
+	for i++; i > 0; i = (i - 1) / 26 {
+		name = string(rune('a'+(i-1)%26)) + name
+	}
+	return "/dev/vd" + name
+}
+
+// diskModules drive L1's disks: QEMU's virtio-blk-pci needs the PCI
+// transport and the block driver, modules in Debian's kernels.
+var diskModules = []string{"virtio_pci", "virtio_blk"}
+
+// modules is what L1 loads: Config.Modules, plus the disk drivers if
+// there are disks.
+func (c Config) modules() []string {
+	mods := append([]string(nil), c.Modules...)
+	if len(c.Disks) > 0 {
+		mods = append(mods, diskModules...)
+	}
+	return mods
+}
+
+func (c Config) checkDisks() error {
+	for i, d := range c.Disks {
+		st, err := os.Stat(d.Path)
+		if err != nil {
+			return fmt.Errorf("nested: disk %d: %w", i, err)
+		}
+		if !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
+			return fmt.Errorf("nested: disk %d: %s is neither a file nor a block device", i, d.Path)
+		}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.QEMU == "" {
+		c.QEMU = "qemu-system-x86_64"
+	}
+	if c.Modules == nil {
+		c.Modules = []string{"kvm-amd"}
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = 3072
+	}
+	if c.CPUs == 0 {
+		c.CPUs = 2
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+	if c.BootTimeout == 0 {
+		c.BootTimeout = 2 * time.Minute
+	}
+	if c.FreezeTimeout == 0 {
+		c.FreezeTimeout = 90 * time.Second
+	}
+	if c.ExecTimeout == 0 {
+		c.ExecTimeout = 5 * time.Minute
+	}
+	return c
+}
+
+// L1 is a running L1 guest. Its methods are safe for concurrent use, but
+// only one job runs at a time.
+type L1 struct {
+	cfg      Config
+	cmd      *exec.Cmd
+	con, ctl net.Conn
+	dir      string
+	ownDir   bool
+	klogPath string
+	console  *tailBuffer
+	qemuErr  *tailBuffer
+	exited   chan struct{} // closed once QEMU has been waited for
+	deadCh   chan struct{} // closed when dead is set
+	hello    chan proto.Msg
+	ctlMu    sync.Mutex // whole messages on the control channel
+	now      func() time.Time
+	closing  sync.Once
+	started  time.Time
+
+	// Console bytes taken from the socket and fully processed, to tell
+	// whether output is still in flight (see finishJob).
+	conReads, conDone atomic.Uint64
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced whenever state changes
+	dead    error         // why L1 is unusable; nil while it runs
+	nextID  uint64
+	pending map[uint64]chan proto.Msg
+	job     *Job
+	wd      watchdog
+
+	// BootTime is from starting QEMU to the agent's hello.
+	BootTime time.Duration
+	// Hello is what the agent reported when it came up.
+	Hello proto.Msg
+}
+
+// Start boots an L1 and waits until its agent is ready and /dev/kvm works.
+// ctx bounds only the boot; the L1 lives until Close.
+func Start(ctx context.Context, c Config) (*L1, error) {
+	c = c.withDefaults()
+	if c.Kernel == "" {
+		return nil, errors.New("nested: no L1 kernel configured")
+	}
+	qemuPath, err := exec.LookPath(c.QEMU)
+	if err != nil {
+		return nil, fmt.Errorf("nested: %s not found (Debian: apt-get install qemu-system-x86): %w", c.QEMU, err)
+	}
+	if err := c.checkDisks(); err != nil {
+		return nil, err
+	}
+	l := &L1{
+		cfg:     c,
+		console: newTailBuffer(256 << 10),
+		qemuErr: newTailBuffer(16 << 10),
+		exited:  make(chan struct{}),
+		deadCh:  make(chan struct{}),
+		hello:   make(chan proto.Msg, 1),
+		changed: make(chan struct{}),
+		pending: map[uint64]chan proto.Msg{},
+		now:     time.Now,
+		wd:      watchdog{timeout: c.FreezeTimeout},
+	}
+	if err := l.makeDir(); err != nil {
+		return nil, err
+	}
+	if err := l.boot(ctx, qemuPath); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *L1) makeDir() error {
+	parent := l.cfg.WorkDir
+	if parent != "" {
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return fmt.Errorf("nested: work dir: %w", err)
+		}
+	}
+	dir, err := os.MkdirTemp(parent, "l1-")
+	if err != nil {
+		return fmt.Errorf("nested: work dir: %w", err)
+	}
+	l.dir, l.ownDir = dir, parent == ""
+	l.klogPath = filepath.Join(dir, "l1-kernel.log")
+	return nil
+}
+
+// Dir is the directory holding this L1's initramfs and kernel log.
+func (l *L1) Dir() string { return l.dir }
+
+// KernelLogPath is the file receiving L1's kernel log (ttyS2).
+func (l *L1) KernelLogPath() string { return l.klogPath }
+
+func (l *L1) logf(format string, args ...any) {
+	fmt.Fprintf(l.cfg.Log, "nested: "+format+"\n", args...)
+}
+
+func (l *L1) boot(ctx context.Context, qemuPath string) error {
+	init := l.cfg.Init
+	if init == "" {
+		init = filepath.Join(l.dir, "l1init")
+		if err := BuildInit(ctx, init); err != nil {
+			return err
+		}
+	}
+	var modules []string
+	if want := l.cfg.modules(); l.cfg.ModulesDir != "" && len(want) > 0 {
+		var err error
+		if modules, err = ResolveModules(l.cfg.ModulesDir, want); err != nil {
+			return fmt.Errorf("nested: L1 modules: %w", err)
+		}
+	}
+	var devices []string
+	for i := range l.cfg.Disks {
+		devices = append(devices, DiskPath(i))
+	}
+	initrd, err := buildImage(l.dir, imageSpec{Init: init, Modules: modules, Files: l.cfg.Files, Devices: devices})
+	if err != nil {
+		return fmt.Errorf("nested: %w", err)
+	}
+
+	conHost, conQEMU, err := socketPair("console")
+	if err != nil {
+		return err
+	}
+	defer conQEMU.Close()
+	ctlHost, ctlQEMU, err := socketPair("control")
+	if err != nil {
+		conHost.Close()
+		return err
+	}
+	defer ctlQEMU.Close()
+	l.con, l.ctl = conHost, ctlHost
+
+	cmd := exec.Command(qemuPath, qemuArgs(l.cfg, qemuSpec{Initrd: initrd, KernelLog: l.klogPath})...)
+	cmd.ExtraFiles = []*os.File{conQEMU, ctlQEMU}
+	cmd.Stdout = l.qemuErr
+	cmd.Stderr = l.qemuErr
+	// Own process group: a ^C meant for the job (or for the caller's
+	// terminal) must not kill QEMU behind the harness's back.
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	l.started = l.now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("nested: start %s: %w", qemuPath, err)
+	}
+	l.cmd = cmd
+	go l.waitQEMU()
+	go l.readConsole()
+	go l.readControl()
+	go l.watch()
+
+	timer := time.NewTimer(l.cfg.BootTimeout)
+	defer timer.Stop()
+	select {
+	case h := <-l.hello:
+		l.BootTime = l.now().Sub(l.started)
+		l.Hello = h
+		if h.Error != "" {
+			return l.withTails(fmt.Errorf("nested: L1 agent is up but not usable: %s", h.Error))
+		}
+		if !h.KVM && len(modules) > 0 {
+			return l.withTails(errors.New("nested: L1 has no /dev/kvm"))
+		}
+		l.logf("L1 up in %.1fs (kernel %s, uptime %.1fs, modules %v)", l.BootTime.Seconds(), h.Kernel, h.UptimeS, h.Modules)
+		return nil
+	case <-l.deadCh:
+		return l.withTails(fmt.Errorf("nested: L1 died while booting: %w", l.deadErr()))
+	case <-timer.C:
+		return l.withTails(fmt.Errorf("nested: L1 agent not ready within %v", l.cfg.BootTimeout))
+	case <-ctx.Done():
+		return l.withTails(fmt.Errorf("nested: waiting for L1 agent: %w", ctx.Err()))
+	}
+}
+
+// socketPair returns the host's end as a net.Conn (for deadlines) and
+// QEMU's end as a file to inherit.
+func socketPair(what string) (net.Conn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nested: %s socketpair: %w", what, err)
+	}
+	hostFile := os.NewFile(uintptr(fds[0]), what+"-host")
+	defer hostFile.Close()
+	conn, err := net.FileConn(hostFile)
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("nested: %s socket: %w", what, err)
+	}
+	return conn, os.NewFile(uintptr(fds[1]), what+"-qemu"), nil
+}
+
+// broadcastLocked wakes everyone waiting for a state change.
+func (l *L1) broadcastLocked() {
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// setDead records the first reason L1 became unusable.
+func (l *L1) setDead(err error) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.setDeadLocked(err)
+}
+
+func (l *L1) setDeadLocked(err error) bool {
+	if l.dead != nil {
+		return false
+	}
+	l.dead = err
+	close(l.deadCh)
+	l.broadcastLocked()
+	return true
+}
+
+func (l *L1) deadErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dead
+}
+
+func (l *L1) waitQEMU() {
+	err := l.cmd.Wait()
+	if err == nil {
+		err = errors.New("QEMU exited")
+	}
+	l.setDead(fmt.Errorf("%w: %v; QEMU output: %s", ErrL1Exited, err, l.qemuErr.Lines(10)))
+	close(l.exited)
+	// Unblock readers; the sockets have nothing more to say.
+	l.con.Close()
+	l.ctl.Close()
+}
+
+func (l *L1) readConsole() {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := l.con.Read(buf)
+		l.conReads.Add(1)
+		if n > 0 {
+			chunk := buf[:n]
+			l.console.Write(chunk)
+			l.mu.Lock()
+			now := l.now()
+			l.wd.activity(now)
+			if l.job != nil && !l.job.done {
+				l.job.appendLocked(chunk)
+			}
+			l.broadcastLocked()
+			l.mu.Unlock()
+			if l.cfg.ConsoleOut != nil {
+				l.cfg.ConsoleOut.Write(chunk)
+			}
+		}
+		l.conDone.Add(1)
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (l *L1) readControl() {
+	r := proto.NewReader(l.ctl)
+	r.Skipped = func(line []byte, err error) { l.logf("ignoring control line: %v", err) }
+	for {
+		m, err := r.Next()
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		l.wd.activity(l.now())
+		switch m.Op {
+		case proto.OpHello:
+			select {
+			case l.hello <- m:
+			default:
+			}
+		case proto.OpBeat:
+		case proto.OpExit:
+			if j := l.job; j != nil && j.id == m.ID {
+				go l.finishJob(j, m.Code)
+			}
+		default:
+			if c, ok := l.pending[m.ID]; ok {
+				delete(l.pending, m.ID)
+				c <- m
+			} else {
+				l.mu.Unlock()
+				l.logf("unexpected control message %q id %d", m.Op, m.ID)
+				continue
+			}
+		}
+		l.mu.Unlock()
+	}
+}
+
+// watch kills L1 when the watchdog says it froze.
+func (l *L1) watch() {
+	t := time.NewTicker(l.wd.pollInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-l.exited:
+			return
+		case <-t.C:
+		}
+		l.mu.Lock()
+		silent, frozen := l.wd.expired(l.now())
+		if frozen {
+			frozen = l.setDeadLocked(fmt.Errorf("%w: job console and control channel silent for %v", ErrFrozen, silent.Round(time.Second)))
+		}
+		l.mu.Unlock()
+		if frozen {
+			l.logf("console silent %v, killing L1", silent.Round(time.Second))
+			l.cmd.Process.Kill()
+		}
+	}
+}
+
+// consolePending reports whether job console output is still on its way
+// from the socket to the job's buffer.
+func (l *L1) consolePending() bool {
+	if l.conReads.Load() != l.conDone.Load() {
+		return true
+	}
+	sc, ok := l.con.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
+}
+
+// send writes one control message.
+func (l *L1) send(m proto.Msg) error {
+	b, err := proto.Encode(m)
+	if err != nil {
+		return err
+	}
+	l.ctlMu.Lock()
+	defer l.ctlMu.Unlock()
+	l.ctl.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if _, err := l.ctl.Write(b); err != nil {
+		return fmt.Errorf("nested: send %s: %w", m.Op, err)
+	}
+	return nil
+}
+
+// request sends m with a fresh id and waits for the reply to that id.
+// While it waits the watchdog is armed: a reply is owed.
+func (l *L1) request(ctx context.Context, m proto.Msg, timeout time.Duration) (proto.Msg, error) {
+	c := make(chan proto.Msg, 1)
+	l.mu.Lock()
+	if l.dead != nil {
+		err := l.dead
+		l.mu.Unlock()
+		return proto.Msg{}, err
+	}
+	l.nextID++
+	m.ID = l.nextID
+	l.pending[m.ID] = c
+	l.wd.arm(l.now())
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.pending, m.ID)
+		l.wd.disarm()
+		l.mu.Unlock()
+	}()
+	if err := l.send(m); err != nil {
+		return proto.Msg{}, err
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case r := <-c:
+		return r, nil
+	case <-l.deadCh:
+		return proto.Msg{}, l.deadErr()
+	case <-timer.C:
+		return proto.Msg{}, fmt.Errorf("nested: no reply to %s within %v", m.Op, timeout)
+	case <-ctx.Done():
+		return proto.Msg{}, fmt.Errorf("nested: waiting for reply to %s: %w", m.Op, ctx.Err())
+	}
+}
+
+// Exec runs a command in L1 with stdin /dev/null and returns its combined
+// output and exit status; it is for checks, not for interactive programs.
+func (l *L1) Exec(ctx context.Context, args ...string) (string, int, error) {
+	timeout := l.cfg.ExecTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	r, err := l.request(ctx, proto.Msg{Op: proto.OpExec, Args: args}, timeout)
+	if err != nil {
+		return "", 0, l.withTails(fmt.Errorf("nested: exec %q: %w", args, err))
+	}
+	if r.Op == proto.OpError {
+		return string(r.Output), 0, l.withTails(fmt.Errorf("nested: exec %q: %s", args, r.Error))
+	}
+	return string(r.Output), r.Code, nil
+}
+
+// ConsoleTail returns the last n lines of the job console.
+func (l *L1) ConsoleTail(n int) string { return l.console.Lines(n) }
+
+// KernelLogTail returns the last n lines of L1's kernel log.
+func (l *L1) KernelLogTail(n int) string {
+	f, err := os.Open(l.klogPath)
+	if err != nil {
+		return fmt.Sprintf("(no kernel log: %v)", err)
+	}
+	defer f.Close()
+	const max = 64 << 10
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Sprintf("(kernel log: %v)", err)
+	}
+	off := st.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	b := make([]byte, st.Size()-off)
+	n2, err := f.ReadAt(b, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Sprintf("(kernel log: %v)", err)
+	}
+	return lastLines(b[:n2], n)
+}
+
+// tailError carries the evidence needed to debug a nested failure without
+// rerunning it: what the job printed and what L1's kernel said.
+type tailError struct {
+	err     error
+	console string
+	klog    string
+}
+
+func (e *tailError) Error() string {
+	return fmt.Sprintf("%v\n--- job console (tail) ---\n%s\n--- L1 kernel log (tail) ---\n%s\n---", e.err, e.console, e.klog)
+}
+
+func (e *tailError) Unwrap() error { return e.err }
+
+func (l *L1) withTails(err error) error {
+	var te *tailError
+	if errors.As(err, &te) {
+		return err
+	}
+	return &tailError{err: err, console: l.ConsoleTail(25), klog: l.KernelLogTail(40)}
+}
+
+// Close powers L1 off (killing QEMU if it does not comply) and removes the
+// work directory if Start created it.
+func (l *L1) Close() error {
+	var err error
+	l.closing.Do(func() {
+		if l.cmd != nil && l.deadErr() == nil {
+			if serr := l.send(proto.Msg{Op: proto.OpPoweroff}); serr == nil {
+				select {
+				case <-l.exited:
+				case <-time.After(10 * time.Second):
+				}
+			}
+		}
+		l.setDead(ErrClosed)
+		if l.cmd != nil {
+			select {
+			case <-l.exited:
+			default:
+				l.cmd.Process.Kill()
+				select {
+				case <-l.exited:
+				case <-time.After(10 * time.Second):
+					err = fmt.Errorf("nested: QEMU pid %d did not exit after SIGKILL", l.cmd.Process.Pid)
+				}
+			}
+		} else {
+			if l.con != nil {
+				l.con.Close()
+			}
+			if l.ctl != nil {
+				l.ctl.Close()
+			}
+		}
+		if l.ownDir {
+			if rerr := os.RemoveAll(l.dir); rerr != nil && err == nil {
+				err = fmt.Errorf("nested: remove work dir: %w", rerr)
+			}
+		}
+	})
+	return err
+}
