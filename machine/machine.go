@@ -28,6 +28,7 @@ import (
 	"github.com/vmm-dev/vmm/devices/pm"
 	"github.com/vmm-dev/vmm/devices/rtc"
 	"github.com/vmm-dev/vmm/devices/serial"
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/guestmem"
 	"github.com/vmm-dev/vmm/kvm"
 )
@@ -57,7 +58,7 @@ type Config struct {
 	// too. `vmm run` passes the job and shared files this way.
 	InitrdAppend []byte
 	// BootTimer, if not nil, is stamped at each phase of the boot vmm
-	// sees and serves the guest's phase writes at boottimer.Port.
+	// sees and serves the guest's phase writes at guestabi.BootTimerPort.
 	BootTimer *boottimer.Timer
 	// Logf reports device trouble the guest caused (a malformed queue, a
 	// failed disk write) without stopping the machine; nil discards it.
@@ -249,7 +250,7 @@ func New(cfg Config) (_ *Machine, err error) {
 			return nil, err
 		}
 	}
-	m.mark(boottimer.MemoryReady)
+	m.mark(guestabi.MemoryReady)
 	return m, nil
 }
 
@@ -319,11 +320,11 @@ func (m *Machine) addDevices() error {
 			return err
 		}
 	}
-	if err := m.pio.Insert("exit", exitport.Port, exitport.Size, exitport.New(m.guestExit)); err != nil {
+	if err := m.pio.Insert("exit", guestabi.ExitPort, guestabi.ExitPortSize, exitport.New(m.guestExit)); err != nil {
 		return err
 	}
 	if m.cfg.BootTimer != nil {
-		if err := m.pio.Insert("boot-timer", boottimer.Port, boottimer.PortSize, m.cfg.BootTimer); err != nil {
+		if err := m.pio.Insert("boot-timer", guestabi.BootTimerPort, guestabi.BootTimerPortSize, m.cfg.BootTimer); err != nil {
 			return err
 		}
 	}
@@ -352,7 +353,7 @@ func (m *Machine) guestExit(status uint8) {
 }
 
 // ExitStatus is the status the guest wrote to the exit port
-// (exitport.Port), if it wrote one.
+// (guestabi.ExitPort), if it wrote one.
 func (m *Machine) ExitStatus() (status int, ok bool) {
 	s := m.exitStatus.Load()
 	if s < 0 {
@@ -362,7 +363,7 @@ func (m *Machine) ExitStatus() (status int, ok bool) {
 }
 
 // mark stamps a boot phase if the boot timer is on.
-func (m *Machine) mark(p boottimer.Phase) {
+func (m *Machine) mark(p guestabi.Phase) {
 	if m.cfg.BootTimer != nil {
 		m.cfg.BootTimer.Mark(p)
 	}
@@ -473,7 +474,7 @@ func forwardInput(r io.Reader, u *serial.UART) {
 func (m *Machine) stop(reason StopReason, err error) {
 	m.stopOnce.Do(func() {
 		if reason == StopPoweroff || reason == StopReboot {
-			m.mark(boottimer.Poweroff)
+			m.mark(guestabi.Poweroff)
 		}
 		m.mu.Lock()
 		m.reason, m.err = reason, err
@@ -500,7 +501,7 @@ func (m *Machine) runVCPU(v *vcpu) error {
 	// keeps that off every later exit.
 	first := v.ID() == 0
 	if first {
-		m.mark(boottimer.FirstRun)
+		m.mark(guestabi.FirstRun)
 	}
 	for !m.stopping.Load() {
 		reason, err := v.Run()
@@ -508,7 +509,7 @@ func (m *Machine) runVCPU(v *vcpu) error {
 			return err
 		}
 		if first {
-			m.mark(boottimer.FirstExit)
+			m.mark(guestabi.FirstExit)
 			first = false
 		}
 		switch reason {

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/vmm-dev/vmm/guestabi"
 )
 
 func TestLayerReadsBackWithURootCPIO(t *testing.T) {
@@ -20,7 +22,7 @@ func TestLayerReadsBackWithURootCPIO(t *testing.T) {
 	os.WriteFile(filepath.Join(share, "odd"), []byte("xyz"), 0o755) // length not a multiple of 4
 	os.Symlink("sub/a.txt", filepath.Join(share, "link"))
 
-	spec := Spec{Args: []string{"sh", "-c", "exit 3"}, Env: []string{"A=b"}, Out: true}
+	spec := guestabi.Spec{Args: []string{"sh", "-c", "exit 3"}, Env: []string{"A=b"}, Out: true}
 	b, err := Layer(spec, share)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +46,7 @@ func TestLayerReadsBackWithURootCPIO(t *testing.T) {
 		}
 		return string(d)
 	}
-	s, err := ParseSpec([]byte(read("vmm/job.json")))
+	s, err := guestabi.ParseSpec([]byte(read("vmm/job.json")))
 	if err != nil || s.Args[2] != "exit 3" || !s.Out || s.Env[0] != "A=b" {
 		t.Errorf("spec read back as %+v, %v", s, err)
 	}
@@ -68,14 +70,14 @@ func TestLayerErrors(t *testing.T) {
 	os.WriteFile(file, nil, 0o644)
 	for _, tt := range []struct {
 		name  string
-		spec  Spec
+		spec  guestabi.Spec
 		share string
 		want  string
 	}{
-		{"no command", Spec{}, "", "no command"},
-		{"bad env", Spec{Args: []string{"x"}, Env: []string{"=1"}}, "", "KEY=VALUE"},
-		{"missing share", Spec{Args: []string{"x"}}, filepath.Join(dir, "nope"), "no such file"},
-		{"share is a file", Spec{Args: []string{"x"}}, file, "not a directory"},
+		{"no command", guestabi.Spec{}, "", "no command"},
+		{"bad env", guestabi.Spec{Args: []string{"x"}, Env: []string{"=1"}}, "", "KEY=VALUE"},
+		{"missing share", guestabi.Spec{Args: []string{"x"}}, filepath.Join(dir, "nope"), "no such file"},
+		{"share is a file", guestabi.Spec{Args: []string{"x"}}, file, "not a directory"},
 	} {
 		if _, err := Layer(tt.spec, tt.share); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/internal/rawterm"
 	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/virtio/net"
@@ -361,7 +362,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		// closed, so it runs after both: vmm-exit is the last instant.
 		cfg.BootTimer = boottimer.New(start)
 		defer func() {
-			cfg.BootTimer.Mark(boottimer.VMMExit)
+			cfg.BootTimer.Mark(guestabi.VMMExit)
 			cfg.BootTimer.WriteReport(stderr)
 		}()
 	}

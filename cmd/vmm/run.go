@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/runjob"
 )
@@ -53,7 +54,7 @@ type jobFiles struct {
 // appended initramfs, its stdin and stdout on COM2, the console on
 // stderr, and a scratch disk for -out.
 func prepareJob(cfg *machine.Config, o options, stdin, stdout, stderr *os.File) (*jobFiles, error) {
-	spec := runjob.Spec{Args: o.command, Env: o.env, Out: o.out != ""}
+	spec := guestabi.Spec{Args: o.command, Env: o.env, Out: o.out != ""}
 	layer, err := runjob.Layer(spec, o.share)
 	if err != nil {
 		return nil, err
@@ -86,7 +87,7 @@ func prepareJob(cfg *machine.Config, o options, stdin, stdout, stderr *os.File) 
 		j.remove()
 		return nil, fmt.Errorf("-out: scratch disk: %w", err)
 	}
-	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: runjob.OutSerial})
+	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: guestabi.OutSerial})
 	return j, nil
 }
 

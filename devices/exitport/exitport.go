@@ -4,20 +4,12 @@
 // in the spirit of QEMU's isa-debug-exit (but the byte is the status
 // itself, not an encoding of it).
 //
-// It is its own package because it is the contract between vmm and any
-// guest init that wants to report a status: write status to Port with
-// outb (after ioperm), or pwrite one byte at offset Port of /dev/port.
+// The port number and the status conventions are the guest's contract,
+// in package guestabi (guestabi.ExitPort); this is the device that
+// answers there.
 package exitport
 
 import "sync"
-
-// Port is 0xF4: unused on a PC (it is where QEMU users conventionally put
-// isa-debug-exit), clear of the PIT/PIC/RTC/i8042 ports, the POST port
-// 0x80 that Linux writes for I/O delays, and vmm's boot timer at 0x5F0.
-const Port = 0xf4
-
-// Size is one port: the status is one byte, like a process exit status.
-const Size = 1
 
 // Device records the first status the guest writes and reports it once.
 type Device struct {

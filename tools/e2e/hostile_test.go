@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/devices/boottimer/report"
 	"github.com/vmm-dev/vmm/tools/nested"
 )
 
@@ -137,7 +137,7 @@ func TestHostileGuest(t *testing.T) {
 				return reportFailure(l, r, "%s changed: SHA-256 %s, want %s (only sector 1 of the writable disk may change)", path, got, want)
 			}
 		}
-		if _, err := boottimer.ParseReport(strings.NewReader(r.Stderr)); err != nil {
+		if _, err := report.ParseReport(strings.NewReader(r.Stderr)); err != nil {
 			return reportFailure(l, r, "-boot-timer report after garbage on its port: %v", err)
 		}
 		return nil

@@ -15,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/devices/boottimer/report"
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/tools/nested"
 )
 
@@ -299,12 +300,12 @@ func TestRun(t *testing.T) {
 				if strings.Contains(r.Stdout, "job-started") {
 					return fmt.Errorf("the job ran: the signal came after the boot, not during it")
 				}
-				stamps, err := boottimer.ParseReport(strings.NewReader(r.Stderr))
+				stamps, err := report.ParseReport(strings.NewReader(r.Stderr))
 				if err != nil {
 					return err
 				}
 				for _, s := range stamps {
-					if s.Phase == boottimer.Ready {
+					if s.Phase == guestabi.Ready {
 						return fmt.Errorf("the guest reached %v before the signal: not stopped while booting", s.Phase)
 					}
 				}
@@ -320,7 +321,7 @@ func TestRun(t *testing.T) {
 					return err
 				}
 				t.Logf("vmm run %q: status %d in %.1fs; stdout %q", tc.command, r.Exit, r.ElapsedMS/1000, tailLines(r.Stdout, 3))
-				if stamps, _ := boottimer.ParseReport(strings.NewReader(r.Stderr)); len(stamps) > 0 {
+				if stamps, _ := report.ParseReport(strings.NewReader(r.Stderr)); len(stamps) > 0 {
 					var phases []string
 					for _, s := range stamps {
 						phases = append(phases, fmt.Sprintf("%v %.1fs", s.Phase, s.Since.Seconds()))

@@ -14,21 +14,21 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vmm-dev/vmm/runjob"
+	"github.com/vmm-dev/vmm/guestabi"
 )
 
 // runJobIfAsked runs the job `vmm run` put in the initramfs, if there is
 // one, and then ends the VM with the job's status; it returns only when
 // there is no job.
 func runJobIfAsked() {
-	b, err := os.ReadFile(runjob.SpecPath)
+	b, err := os.ReadFile(guestabi.SpecPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return
 	}
-	status := runjob.StatusNotExecutable
+	status := guestabi.StatusNotExecutable
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
-	} else if spec, err := runjob.ParseSpec(b); err != nil {
+	} else if spec, err := guestabi.ParseSpec(b); err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 	} else {
 		status = runJob(spec)
@@ -43,8 +43,8 @@ func runJobIfAsked() {
 
 // runJob runs the command with its stdin and stdout on the job port and
 // its stderr on the console, and returns its status as a shell would.
-func runJob(spec runjob.Spec) int {
-	tty, err := os.OpenFile(runjob.JobTTY, os.O_RDWR|unix.O_NOCTTY, 0)
+func runJob(spec guestabi.Spec) int {
+	tty, err := os.OpenFile(guestabi.JobTTY, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: job port: %v; using the console\n", err)
 		tty = os.Stdout
@@ -55,7 +55,7 @@ func runJob(spec runjob.Spec) int {
 	defer drain(tty)
 	defer drain(os.Stderr)
 	if spec.Out {
-		if err := os.MkdirAll(runjob.OutDir, 0o755); err != nil {
+		if err := os.MkdirAll(guestabi.OutDir, 0o755); err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 		}
 	}
@@ -70,8 +70,8 @@ func runJob(spec runjob.Spec) int {
 	cmd.Dir = spec.Dir
 	if cmd.Dir == "" {
 		cmd.Dir = "/"
-		if st, err := os.Stat(runjob.ShareDir); err == nil && st.IsDir() {
-			cmd.Dir = runjob.ShareDir
+		if st, err := os.Stat(guestabi.ShareDir); err == nil && st.IsDir() {
+			cmd.Dir = guestabi.ShareDir
 		}
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, os.Stderr
@@ -91,15 +91,15 @@ func exitStatus(err error) int {
 		return 0
 	case errors.As(err, &ee):
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return runjob.StatusSignalBase + int(ws.Signal())
+			return guestabi.StatusSignalBase + int(ws.Signal())
 		}
 		return ee.ExitCode()
 	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
-		return runjob.StatusNotFound
+		return guestabi.StatusNotFound
 	default:
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
-		return runjob.StatusNotExecutable
+		return guestabi.StatusNotExecutable
 	}
 }
 
@@ -125,7 +125,7 @@ func makeRaw(f *os.File) {
 func drain(f *os.File) { unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1) }
 
 // saveOut writes OutDir as a tar stream onto the disk whose serial is
-// runjob.OutSerial, which vmm unpacks on the host.
+// guestabi.OutSerial, which vmm unpacks on the host.
 func saveOut() error {
 	dev, err := findOutDisk()
 	if err != nil {
@@ -137,11 +137,11 @@ func saveOut() error {
 	}
 	defer f.Close()
 	tw := tar.NewWriter(f)
-	err = filepath.WalkDir(runjob.OutDir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(guestabi.OutDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(runjob.OutDir, p)
+		rel, err := filepath.Rel(guestabi.OutDir, p)
 		if err != nil || rel == "." {
 			return err
 		}
@@ -187,9 +187,9 @@ func findOutDisk() (string, error) {
 	paths, _ := filepath.Glob("/sys/block/vd*/serial")
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
-		if err == nil && strings.TrimRight(string(b), "\x00\n ") == runjob.OutSerial {
+		if err == nil && strings.TrimRight(string(b), "\x00\n ") == guestabi.OutSerial {
 			return "/dev/" + filepath.Base(filepath.Dir(p)), nil
 		}
 	}
-	return "", fmt.Errorf("no disk with serial %q (is virtio_blk loaded?)", runjob.OutSerial)
+	return "", fmt.Errorf("no disk with serial %q (is virtio_blk loaded?)", guestabi.OutSerial)
 }

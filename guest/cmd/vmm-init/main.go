@@ -25,8 +25,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vmm-dev/vmm/devices/boottimer"
 	"github.com/vmm-dev/vmm/guest/internal/kmod"
+	"github.com/vmm-dev/vmm/guestabi"
 )
 
 // readyLine is what the host's tests wait for on the console; keep it in
@@ -41,7 +41,7 @@ func main() {
 		}
 		return
 	}
-	stampBoot(boottimer.InitStart)
+	stampBoot(guestabi.InitStart)
 	releaseConsole()
 	if os.Getenv("container") == "" {
 		var uts unix.Utsname
@@ -51,7 +51,7 @@ func main() {
 			loadModules(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
 		}
 	}
-	stampBoot(boottimer.Ready)
+	stampBoot(guestabi.Ready)
 	runJobIfAsked() // `vmm run`: does not return when there is a job
 	fmt.Println(readyLine)
 }

@@ -4,18 +4,17 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/vmm-dev/vmm/devices/boottimer"
-	"github.com/vmm-dev/vmm/devices/exitport"
+	"github.com/vmm-dev/vmm/guestabi"
 )
 
 // stampBoot tells vmm's boot timer that phase p happened: the timestamp
 // is taken by vmm, on its clock. A boot never fails for its timer, so a
 // write that cannot be made (a container) is not reported.
-func stampBoot(p boottimer.Phase) { writePort(boottimer.Port, byte(p)) }
+func stampBoot(p guestabi.Phase) { writePort(guestabi.BootTimerPort, byte(p)) }
 
 // reportExit hands vmm the job's status through its exit port.
 func reportExit(status uint8) {
-	if !writePort(exitport.Port, status) {
+	if !writePort(guestabi.ExitPort, status) {
 		fmt.Fprintln(os.Stderr, "vmm-init: could not write the exit port")
 	}
 }

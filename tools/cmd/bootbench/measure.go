@@ -14,7 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/devices/boottimer/report"
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/tools/container"
 )
 
@@ -215,7 +216,7 @@ wait:
 			deadline.Reset(poweroffTimeout)
 		}
 	}
-	stamps, err := boottimer.ParseReport(strings.NewReader(stderr.String()))
+	stamps, err := report.ParseReport(strings.NewReader(stderr.String()))
 	if err != nil {
 		return fail(err)
 	}
@@ -230,7 +231,7 @@ wait:
 // write just before the marker's printing) at its own offset; what is
 // left is exec and Go runtime start plus the console's latency, and it
 // is reported as a phase of its own, "exec+console".
-func phasesOf(stamps []boottimer.Stamp, readyMS float64) map[string]float64 {
+func phasesOf(stamps []report.Stamp, readyMS float64) map[string]float64 {
 	if len(stamps) == 0 {
 		return nil
 	}
@@ -238,7 +239,7 @@ func phasesOf(stamps []boottimer.Stamp, readyMS float64) map[string]float64 {
 	for _, s := range stamps {
 		byName[s.Phase.String()] = ms(s.Since)
 	}
-	r, ok := byName[boottimer.Ready.String()]
+	r, ok := byName[guestabi.Ready.String()]
 	if !ok {
 		return nil // a guest that stamps nothing: the total has to do
 	}

@@ -33,7 +33,7 @@ const (
 	statusOff  = 0x3200     // the request's status byte
 	dataOff    = 0x4000     // 512 bytes read from sector 0
 	queueSize  = 8
-	exitPort   = 0xf4 // exitport.Port
+	exitPort   = 0xf4 // guestabi.ExitPort
 	sectorSize = 512
 )
 

@@ -1,0 +1,65 @@
+package guestabi
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Paths inside the guest.
+const (
+	// SpecPath is where the job description appears; its presence is
+	// what tells the guest init to run a job instead of a shell.
+	SpecPath = "/vmm/job.json"
+	// ShareDir is where -share's files appear.
+	ShareDir = "/share"
+	// OutDir is the directory whose contents come back with -out.
+	OutDir = "/out"
+	// OutSerial is the virtio-blk serial (GET_ID) of the scratch disk
+	// the guest writes its tar stream to; the guest finds the disk by
+	// it in /sys/block/vd*/serial rather than by position.
+	OutSerial = "vmm-out"
+	// JobTTY is the serial port that carries the job's stdin and stdout
+	// (COM2); the console (ttyS0) keeps the kernel's messages and the
+	// job's stderr.
+	JobTTY = "/dev/ttyS1"
+)
+
+// Spec is the job, as JSON in SpecPath.
+type Spec struct {
+	// Args is the command and its arguments; Args[0] is looked up in
+	// PATH if it has no slash.
+	Args []string `json:"args"`
+	// Env is added to the environment (KEY=VALUE).
+	Env []string `json:"env,omitempty"`
+	// Dir is the working directory; empty means ShareDir when files are
+	// shared, else /.
+	Dir string `json:"dir,omitempty"`
+	// Out says whether the guest copies OutDir back.
+	Out bool `json:"out,omitempty"`
+}
+
+// Validate rejects what the guest could not run.
+func (s Spec) Validate() error {
+	if len(s.Args) == 0 || s.Args[0] == "" {
+		return fmt.Errorf("no command to run")
+	}
+	for _, e := range s.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("environment entry %q is not KEY=VALUE", e)
+		}
+	}
+	return nil
+}
+
+// ParseSpec reads a job description; the guest calls it on SpecPath.
+func ParseSpec(b []byte) (Spec, error) {
+	var s Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("job spec: %w", err)
+	}
+	if err := s.Validate(); err != nil {
+		return s, fmt.Errorf("job spec: %w", err)
+	}
+	return s, nil
+}
