@@ -1,0 +1,284 @@
+package machine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/vmm-dev/vmm/bootparam"
+	"github.com/vmm-dev/vmm/bus"
+	"github.com/vmm-dev/vmm/devices/exitport"
+	"github.com/vmm-dev/vmm/devices/i8042"
+	"github.com/vmm-dev/vmm/devices/pm"
+	"github.com/vmm-dev/vmm/devices/rtc"
+	"github.com/vmm-dev/vmm/devices/serial"
+	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/guestmem"
+	"github.com/vmm-dev/vmm/kvm"
+)
+
+// New validates the configuration, reads the kernel and initrd, and builds
+// the VM. User errors (missing files, a non-bzImage, too little memory)
+// are reported before /dev/kvm is opened.
+func New(cfg Config) (_ *Machine, err error) {
+	if cfg.CPUs < 1 {
+		return nil, fmt.Errorf("-smp %d: need at least one vCPU", cfg.CPUs)
+	}
+	if cfg.CPUs > maxCPUs {
+		return nil, fmt.Errorf("-smp %d: vmm supports at most %d vCPUs", cfg.CPUs, maxCPUs)
+	}
+	if cfg.MemSize < MinMemory {
+		return nil, fmt.Errorf("-m %d MiB: need at least %d MiB", cfg.MemSize>>20, MinMemory>>20)
+	}
+	if cfg.Console == nil {
+		cfg.Console = io.Discard
+	}
+	image, err := os.ReadFile(cfg.Kernel)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	k, err := bootparam.ParseKernel(image)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
+	}
+	var initrd *os.File
+	var initrdSize uint64
+	if cfg.Initrd != "" {
+		initrd, err = os.Open(cfg.Initrd)
+		if err != nil {
+			return nil, fmt.Errorf("initrd: %w", err)
+		}
+		defer initrd.Close()
+		st, err := initrd.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("initrd: %w", err)
+		}
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("initrd %s: not a regular file", cfg.Initrd)
+		}
+		initrdSize = uint64(st.Size())
+		if initrdSize == 0 {
+			return nil, fmt.Errorf("initrd %s: empty file", cfg.Initrd)
+		}
+	}
+
+	m := &Machine{cfg: cfg, done: make(chan struct{})}
+	m.exitStatus.Store(-1)
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if err = m.openVirtio(); err != nil {
+		return nil, err
+	}
+	// Guest memory first: layout errors (too small for the kernel or the
+	// initrd) are the user's, and are reported before touching KVM.
+	if m.mem, err = guestmem.New(ramRanges(cfg.MemSize)); err != nil {
+		return nil, err
+	}
+	// The appended archive starts 4-byte aligned, as the kernel's
+	// initramfs unpacker expects of each concatenated archive.
+	appendAt := alignUp(initrdSize, cpioAlign)
+	total := initrdSize
+	if len(cfg.InitrdAppend) > 0 {
+		total = appendAt + uint64(len(cfg.InitrdAppend))
+	}
+	if m.layout, err = setupMemory(m.mem, k, cfg.Cmdline, total, cfg.CPUs, len(m.virtio)); err != nil {
+		return nil, err
+	}
+	if initrd != nil {
+		dst, err := m.mem.Slice(m.layout.initrdAddr, initrdSize)
+		if err != nil {
+			return nil, fmt.Errorf("load initrd %s: %w", cfg.Initrd, err)
+		}
+		if _, err := io.ReadFull(initrd, dst); err != nil {
+			return nil, fmt.Errorf("load initrd %s: %w", cfg.Initrd, err)
+		}
+	}
+	if len(cfg.InitrdAppend) > 0 {
+		if err := m.mem.WriteAt(cfg.InitrdAppend, m.layout.initrdAddr+appendAt); err != nil {
+			return nil, fmt.Errorf("load appended initramfs: %w", err)
+		}
+	}
+
+	if m.sys, err = kvm.Open(); err != nil {
+		return nil, fmt.Errorf("%s: %w", kvm.DevicePath, explainOpen(err))
+	}
+	if err = m.checkCaps(); err != nil {
+		return nil, err
+	}
+	if m.vm, err = m.sys.CreateVM(); err != nil {
+		return nil, err
+	}
+	// Order matters (Documentation/virt/kvm/api.rst): the identity map and
+	// TSS before any vCPU, the irqchip before vCPUs so each gets an
+	// in-kernel local APIC, the PIT after the irqchip.
+	if err = m.vm.SetIdentityMapAddr(identityMapAddr); err != nil {
+		return nil, err
+	}
+	if err = m.vm.SetTSSAddr(tssAddr); err != nil {
+		return nil, err
+	}
+	if err = m.vm.CreateIRQChip(); err != nil {
+		return nil, err
+	}
+	if err = m.vm.CreatePIT2(kvm.PITSpeakerDummy); err != nil {
+		return nil, err
+	}
+	for i, r := range m.mem.Regions() {
+		if err = m.vm.SetUserMemoryRegion(uint32(i), r.GPA, r.Mem); err != nil {
+			return nil, err
+		}
+	}
+	if err = m.addDevices(); err != nil {
+		return nil, err
+	}
+	supported, err := m.sys.SupportedCPUID()
+	if err != nil {
+		return nil, err
+	}
+	var opt cpuidOptions
+	if n, err := m.sys.CheckExtension(kvm.CapTSCDeadlineTimer); err == nil && n > 0 {
+		opt.tscDeadline = true
+	}
+	for i := 0; i < cfg.CPUs; i++ {
+		c, err := m.vm.CreateVCPU(i)
+		if err != nil {
+			return nil, err
+		}
+		v := &vcpu{VCPU: c}
+		m.vcpus = append(m.vcpus, v)
+		if err := m.setupVCPU(v, vcpuCPUID(supported, i, cfg.CPUs, opt)); err != nil {
+			return nil, err
+		}
+	}
+	m.mark(guestabi.MemoryReady)
+	return m, nil
+}
+
+// maxCPUs is bounded by xAPIC: APIC IDs are 8 bits and 0xff is broadcast.
+const maxCPUs = 254
+
+// explainOpen turns the usual reasons /dev/kvm cannot be opened into
+// advice.
+func explainOpen(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w: KVM is not available on this machine (no hardware virtualization, or the kvm-intel/kvm-amd module is not loaded); on a machine without KVM, run vmm nested with `make run` (see README)", err)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w: add your user to the group owning /dev/kvm (usually kvm) or run as root", err)
+	}
+	return err
+}
+
+func (m *Machine) checkCaps() error {
+	for _, c := range []struct {
+		cap  kvm.Cap
+		name string
+	}{
+		{kvm.CapIRQChip, "KVM_CAP_IRQCHIP"}, {kvm.CapUserMemory, "KVM_CAP_USER_MEMORY"},
+		{kvm.CapSetTSSAddr, "KVM_CAP_SET_TSS_ADDR"}, {kvm.CapExtCPUID, "KVM_CAP_EXT_CPUID"},
+		{kvm.CapPIT2, "KVM_CAP_PIT2"}, {kvm.CapImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"},
+		{kvm.CapSetIdentityMapAddr, "KVM_CAP_SET_IDENTITY_MAP_ADDR"},
+	} {
+		n, err := m.sys.CheckExtension(c.cap)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("%s: this kernel's KVM lacks %s", kvm.DevicePath, c.name)
+		}
+	}
+	n, err := m.sys.CheckExtension(kvm.CapMaxVCPUs)
+	if err != nil {
+		return err
+	}
+	if n == 0 { // older kernels: KVM_CAP_NR_VCPUS is the limit
+		if n, err = m.sys.CheckExtension(kvm.CapNrVCPUs); err != nil {
+			return err
+		}
+	}
+	if n > 0 && m.cfg.CPUs > n {
+		return fmt.Errorf("-smp %d: this host's KVM allows at most %d vCPUs", m.cfg.CPUs, n)
+	}
+	return nil
+}
+
+// irqLine drives one GSI of the in-kernel irqchip for a device.
+type irqLine struct {
+	vm  *kvm.VM
+	gsi uint32
+}
+
+// SetLevel ignores errors: KVM_IRQ_LINE only fails for a GSI that does not
+// exist, which the layout rules out, and a device has nobody to tell.
+func (l irqLine) SetLevel(high bool) { _ = l.vm.IRQLine(l.gsi, high) }
+
+func (m *Machine) addDevices() error {
+	m.uart = serial.New(irqLine{m.vm, com1IRQ}, m.cfg.Console)
+	if m.cfg.JobOutput != nil {
+		m.job = serial.New(irqLine{m.vm, com2IRQ}, m.cfg.JobOutput)
+		if err := m.pio.Insert("com2", com2Port, com2Size, m.job); err != nil {
+			return err
+		}
+	}
+	if err := m.pio.Insert("exit", guestabi.ExitPort, guestabi.ExitPortSize, exitport.New(m.guestExit)); err != nil {
+		return err
+	}
+	if m.cfg.BootTimer != nil {
+		if err := m.pio.Insert("boot-timer", guestabi.BootTimerPort, guestabi.BootTimerPortSize, m.cfg.BootTimer); err != nil {
+			return err
+		}
+	}
+	for _, d := range []struct {
+		name       string
+		base, size uint64
+		dev        bus.Device
+	}{
+		{"com1", com1Port, com1Size, m.uart},
+		{"rtc", rtcPort, rtcSize, rtc.New(time.Now)},
+		{"i8042", i8042Port, i8042Size, i8042.New(func() { m.stop(StopReboot, nil) })},
+		{"acpi-pm", pmPort, pm.Size, pm.New(func() { m.stop(StopPoweroff, nil) }, func() { m.stop(StopReboot, nil) })},
+	} {
+		if err := m.pio.Insert(d.name, d.base, d.size, d.dev); err != nil {
+			return err
+		}
+	}
+	return m.addVirtio()
+}
+
+// setupVCPU gives every vCPU its CPUID, MSRs and LAPIC wiring; only the
+// boot CPU gets entry registers. The others wait in the in-kernel LAPIC
+// for the INIT/SIPI the kernel sends them.
+func (m *Machine) setupVCPU(v *vcpu, cpuid []kvm.CPUIDEntry) error {
+	if err := v.SetCPUID2(cpuid); err != nil {
+		return err
+	}
+	if err := v.SetMSRs(bootMSRs()); err != nil {
+		return err
+	}
+	l, err := v.LAPIC()
+	if err != nil {
+		return err
+	}
+	if err := v.SetLAPIC(bootLAPIC(l)); err != nil {
+		return err
+	}
+	if err := v.SetFPU(bootFPU()); err != nil {
+		return err
+	}
+	if v.ID() != 0 {
+		return nil
+	}
+	s, err := v.Sregs()
+	if err != nil {
+		return err
+	}
+	if err := v.SetSregs(bootSregs(s, m.layout.long)); err != nil {
+		return err
+	}
+	return v.SetRegs(bootRegs(m.layout.long))
+}

@@ -1,0 +1,244 @@
+package machine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/devices/serial"
+	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/kvm"
+)
+
+// Run boots the guest and blocks until it powers off or reboots (nil),
+// fails (an error saying why, with the vCPU's registers where they
+// help), or ctx is canceled (ctx's error).
+func (m *Machine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, v := range m.vcpus {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := m.runVCPU(v); err != nil {
+				m.stop(StopError, err)
+			}
+		}()
+	}
+	if m.job != nil && m.cfg.JobInput != nil {
+		go forwardInput(m.cfg.JobInput, m.job)
+	}
+	if m.cfg.ConsoleIn != nil {
+		// This goroutine may stay blocked in Read after Run returns when
+		// the reader cannot be interrupted (a terminal); it holds nothing
+		// but the UART, which Close unblocks.
+		go forwardInput(m.cfg.ConsoleIn, m.uart)
+	}
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+		m.stop(StopCanceled, ctx.Err())
+	}
+	wg.Wait()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.reason == StopPoweroff || m.reason == StopReboot || m.reason == StopExit {
+		return nil
+	}
+	return m.err
+}
+
+// Reason reports why the machine stopped.
+func (m *Machine) Reason() StopReason {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reason
+}
+
+func forwardInput(r io.Reader, u *serial.UART) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := u.Receive(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return // EOF on a pipe or /dev/null: the guest keeps running
+		}
+	}
+}
+
+// stop records the first reason the machine stops and kicks every vCPU
+// out of KVM_RUN: immediate_exit catches a vCPU about to enter, the
+// signal one already inside. SIGURG is the Go runtime's own preemption
+// signal, so delivering it to a Go thread is harmless.
+func (m *Machine) stop(reason StopReason, err error) {
+	m.stopOnce.Do(func() {
+		if reason == StopPoweroff || reason == StopReboot {
+			m.mark(guestabi.Poweroff)
+		}
+		m.mu.Lock()
+		m.reason, m.err = reason, err
+		m.mu.Unlock()
+		m.stopping.Store(true)
+		pid := unix.Getpid()
+		for _, v := range m.vcpus {
+			v.SetImmediateExit(true)
+			if tid := v.tid.Load(); tid != 0 {
+				_ = unix.Tgkill(pid, int(tid), unix.SIGURG)
+			}
+		}
+		close(m.done)
+	})
+}
+
+// runVCPU is one vCPU's thread: KVM requires a vCPU's ioctls from the
+// thread that runs it, so the goroutine is locked to its OS thread for
+// good (the thread is discarded when the goroutine ends).
+func (m *Machine) runVCPU(v *vcpu) error {
+	runtime.LockOSThread()
+	v.tid.Store(int32(unix.Gettid()))
+	// The boot CPU stamps its first entry and first exit; a local flag
+	// keeps that off every later exit.
+	first := v.ID() == 0
+	if first {
+		m.mark(guestabi.FirstRun)
+	}
+	for !m.stopping.Load() {
+		reason, err := v.Run()
+		if err != nil {
+			return err
+		}
+		if first {
+			m.mark(guestabi.FirstExit)
+			first = false
+		}
+		switch reason {
+		case kvm.ExitIO:
+			if err := m.handleIO(v); err != nil {
+				return err
+			}
+		case kvm.ExitMMIO:
+			if err := m.handleMMIO(v); err != nil {
+				return err
+			}
+		case kvm.ExitIntr:
+			// A signal or a stop request: the loop condition decides.
+		case kvm.ExitSystemEvent:
+			switch v.SystemEvent() {
+			case kvm.SystemEventShutdown:
+				m.stop(StopPoweroff, nil)
+			case kvm.SystemEventReset:
+				m.stop(StopReboot, nil)
+			default:
+				return m.guestError(v, fmt.Sprintf("guest crashed (system event %d)", v.SystemEvent()))
+			}
+		case kvm.ExitShutdown:
+			return m.guestError(v, "guest triple fault (KVM_EXIT_SHUTDOWN)")
+		case kvm.ExitHLT:
+			return m.guestError(v, "guest halted with interrupts off")
+		case kvm.ExitFailEntry:
+			return m.guestError(v, fmt.Sprintf("KVM_EXIT_FAIL_ENTRY, hardware reason %#x", v.FailEntry()))
+		case kvm.ExitInternalError:
+			sub, data := v.InternalError()
+			return m.guestError(v, fmt.Sprintf("KVM_EXIT_INTERNAL_ERROR suberror %d data %#x", sub, data))
+		default:
+			return m.guestError(v, fmt.Sprintf("unexpected %v", reason))
+		}
+	}
+	return nil
+}
+
+// guestError describes a fatal exit with the state that explains it.
+func (m *Machine) guestError(v *vcpu, what string) error {
+	r, err := v.Regs()
+	if err != nil {
+		return fmt.Errorf("vCPU %d: %s", v.ID(), what)
+	}
+	s, _ := v.Sregs()
+	return fmt.Errorf("vCPU %d: %s", v.ID(), describeFault(what, r, s))
+}
+
+// resetRIP and resetCSBase are where a reset or INIT leaves a vCPU (Intel
+// SDM vol. 3A §9.1.4 "First Instruction Executed"): real mode at
+// 0xFFFF0.
+const (
+	resetRIP    = 0xfff0
+	resetCSBase = 0xffff0000
+)
+
+// describeFault adds the registers that locate a fatal exit. On AMD, KVM
+// reinitializes the vCPU before it reports KVM_EXIT_SHUTDOWN (the VMCB
+// is undefined after a shutdown intercept), so the registers are those of
+// a reset vCPU and would send whoever reads them to the reset vector:
+// then it says the state is lost instead. vmm never runs a vCPU in real
+// mode, so a real-mode vCPU at the reset vector is that case.
+func describeFault(what string, r kvm.Regs, s kvm.Sregs) string {
+	if r.RIP == resetRIP && s.CS.Base == resetCSBase && s.CR0&cr0PE == 0 {
+		return what + " (registers lost: KVM resets the vCPU before reporting this on AMD)"
+	}
+	return fmt.Sprintf("%s at RIP=%#x RSP=%#x CR0=%#x CR3=%#x CR4=%#x EFER=%#x",
+		what, r.RIP, r.RSP, s.CR0, s.CR3, s.CR4, s.EFER)
+}
+
+// handleIO serves a port access. String I/O (count > 1) is count
+// accesses of size bytes each. Ports nobody claims read as all ones and
+// ignore writes, like an empty ISA bus.
+func (m *Machine) handleIO(v *vcpu) error {
+	e, err := v.IO()
+	if err != nil {
+		return err
+	}
+	size := int(e.Size)
+	for i := 0; i < int(e.Count); i++ {
+		d := e.Data[i*size : (i+1)*size]
+		if e.Direction == kvm.IOOut {
+			m.pio.Write(uint64(e.Port), d)
+		} else if !m.pio.Read(uint64(e.Port), d) {
+			fillOnes(d)
+		}
+	}
+	return nil
+}
+
+// handleMMIO serves an MMIO access outside RAM and the in-kernel APICs.
+func (m *Machine) handleMMIO(v *vcpu) error {
+	e, err := v.MMIO()
+	if err != nil {
+		return err
+	}
+	if e.IsWrite {
+		m.mmio.Write(e.Addr, e.Data)
+	} else if !m.mmio.Read(e.Addr, e.Data) {
+		fillOnes(e.Data)
+	}
+	return nil
+}
+
+func fillOnes(d []byte) {
+	for i := range d {
+		d[i] = 0xff
+	}
+}
+
+// guestExit ends the run with the status the guest wrote to the exit
+// port.
+func (m *Machine) guestExit(status uint8) {
+	m.exitStatus.Store(int32(status))
+	m.stop(StopExit, nil)
+}
+
+// ExitStatus is the status the guest wrote to the exit port
+// (guestabi.ExitPort), if it wrote one.
+func (m *Machine) ExitStatus() (status int, ok bool) {
+	s := m.exitStatus.Load()
+	if s < 0 {
+		return 0, false
+	}
+	return int(s), true
+}
