@@ -70,9 +70,10 @@ type Chain struct {
 	Head uint16
 	// Readable are the device-readable buffers, in chain order, then
 	// Writable the device-writable ones (virtio v1.2 §2.7.4.2: readable
-	// descriptors come first).
-	Readable [][]byte
-	Writable [][]byte
+	// descriptors come first). Devices address each as one stream with
+	// Buffers' methods, wherever the driver split it.
+	Readable Buffers
+	Writable Buffers
 
 	store [][]byte // from NewChain; nil borrows the queue's
 }
@@ -85,16 +86,8 @@ func NewChain() *Chain {
 }
 
 // ReadableLen and WritableLen are the total bytes of each kind.
-func (c *Chain) ReadableLen() int { return totalLen(c.Readable) }
-func (c *Chain) WritableLen() int { return totalLen(c.Writable) }
-
-func totalLen(bufs [][]byte) int {
-	n := 0
-	for _, b := range bufs {
-		n += len(b)
-	}
-	return n
-}
+func (c *Chain) ReadableLen() int { return c.Readable.Len() }
+func (c *Chain) WritableLen() int { return c.Writable.Len() }
 
 // Queue is the device side of one split virtqueue. Only one goroutine (the
 // device's worker for this queue) may use it at a time.
