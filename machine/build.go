@@ -32,9 +32,6 @@ func New(cfg Config) (_ *Machine, err error) {
 	if cfg.MemSize < MinMemory {
 		return nil, fmt.Errorf("-m %d MiB: need at least %d MiB", cfg.MemSize>>20, MinMemory>>20)
 	}
-	if cfg.Console == nil {
-		cfg.Console = io.Discard
-	}
 	image, err := os.ReadFile(cfg.Kernel)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
@@ -64,8 +61,7 @@ func New(cfg Config) (_ *Machine, err error) {
 		}
 	}
 
-	m := &Machine{cfg: cfg, done: make(chan struct{})}
-	m.exitStatus.Store(-1)
+	m := newMachine(cfg)
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -133,7 +129,7 @@ func New(cfg Config) (_ *Machine, err error) {
 			return nil, err
 		}
 	}
-	if err = m.addDevices(); err != nil {
+	if err = m.addDevices(m.vm); err != nil {
 		return nil, err
 	}
 	supported, err := m.sys.SupportedCPUID()
@@ -149,9 +145,8 @@ func New(cfg Config) (_ *Machine, err error) {
 		if err != nil {
 			return nil, err
 		}
-		v := &vcpu{VCPU: c}
-		m.vcpus = append(m.vcpus, v)
-		if err := m.setupVCPU(v, vcpuCPUID(supported, i, cfg.CPUs, opt)); err != nil {
+		m.vcpus = append(m.vcpus, &kvmVCPU{c: c})
+		if err := m.setupVCPU(c, vcpuCPUID(supported, i, cfg.CPUs, opt)); err != nil {
 			return nil, err
 		}
 	}
@@ -207,9 +202,30 @@ func (m *Machine) checkCaps() error {
 	return nil
 }
 
+// newMachine is a machine with nothing built yet: what New starts from,
+// and what tests wire devices and fake vCPUs into.
+func newMachine(cfg Config) *Machine {
+	if cfg.Console == nil {
+		cfg.Console = io.Discard
+	}
+	m := &Machine{cfg: cfg, done: make(chan struct{})}
+	m.exitStatus.Store(-1)
+	return m
+}
+
+// irqWiring is what devices need of the VM once it exists: interrupt
+// lines, and the eventfds that carry virtio kicks and interrupts past
+// userspace. *kvm.VM is the real one; tests wire the real devices to a
+// fake, so the run loop's tests dispatch to the devices a guest sees.
+type irqWiring interface {
+	IRQLine(gsi uint32, high bool) error
+	IRQFD(efd int, gsi uint32) error
+	IOEventFD(efd int, addr uint64, n uint32, datamatch uint64, flags uint32) error
+}
+
 // irqLine drives one GSI of the in-kernel irqchip for a device.
 type irqLine struct {
-	vm  *kvm.VM
+	vm  irqWiring
 	gsi uint32
 }
 
@@ -217,10 +233,13 @@ type irqLine struct {
 // exist, which the layout rules out, and a device has nobody to tell.
 func (l irqLine) SetLevel(high bool) { _ = l.vm.IRQLine(l.gsi, high) }
 
-func (m *Machine) addDevices() error {
-	m.uart = serial.New(irqLine{m.vm, com1IRQ}, m.cfg.Console)
+// addDevices puts the legacy devices on the port bus, each at its layout
+// address (layout.go) and with its interrupt line, then the virtio
+// transports on the MMIO bus.
+func (m *Machine) addDevices(vm irqWiring) error {
+	m.uart = serial.New(irqLine{vm, com1IRQ}, m.cfg.Console)
 	if m.cfg.JobOutput != nil {
-		m.job = serial.New(irqLine{m.vm, com2IRQ}, m.cfg.JobOutput)
+		m.job = serial.New(irqLine{vm, com2IRQ}, m.cfg.JobOutput)
 		if err := m.pio.Insert("com2", com2Port, com2Size, m.job); err != nil {
 			return err
 		}
@@ -247,13 +266,13 @@ func (m *Machine) addDevices() error {
 			return err
 		}
 	}
-	return m.addVirtio()
+	return m.addVirtio(vm)
 }
 
 // setupVCPU gives every vCPU its CPUID, MSRs and LAPIC wiring; only the
 // boot CPU gets entry registers. The others wait in the in-kernel LAPIC
 // for the INIT/SIPI the kernel sends them.
-func (m *Machine) setupVCPU(v *vcpu, cpuid []kvm.CPUIDEntry) error {
+func (m *Machine) setupVCPU(v *kvm.VCPU, cpuid []kvm.CPUIDEntry) error {
 	if err := v.SetCPUID2(cpuid); err != nil {
 		return err
 	}

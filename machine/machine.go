@@ -5,9 +5,20 @@
 //
 // It is the only package that ties kvm to the guest-facing packages
 // (bootparam, acpi, serial, ...), which never import kvm themselves.
+//
+// Building and running are apart because they fail differently and are
+// tested differently. Building (build.go, with load.go, boot.go,
+// cpuid.go and virtio.go) is a one-shot sequence of ioctls in an order
+// KVM dictates, whose user errors must come out before /dev/kvm is
+// touched. Running (run.go) is the hot, concurrent part: one locked
+// thread per vCPU dispatching exits to the devices, and a stop protocol
+// that must reach every vCPU wherever it is. The run loop sees KVM only
+// through the small vcpu interface (vcpu.go), so all of it, fault reports
+// and stops included, is tested with scripted vCPUs and no /dev/kvm.
 package machine
 
 import (
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -62,7 +73,7 @@ type Machine struct {
 	sys    *kvm.System
 	vm     *kvm.VM
 	mem    *guestmem.Memory
-	vcpus  []*vcpu
+	vcpus  []vcpu
 	pio    bus.Bus
 	mmio   bus.Bus
 	uart   *serial.UART
@@ -79,11 +90,6 @@ type Machine struct {
 	err        error
 }
 
-type vcpu struct {
-	*kvm.VCPU
-	tid atomic.Int32 // OS thread running it, for kicking it out of KVM_RUN
-}
-
 // StopReason says why a machine stopped.
 type StopReason int
 
@@ -98,7 +104,11 @@ const (
 )
 
 func (r StopReason) String() string {
-	return [...]string{"running", "poweroff", "reboot", "canceled", "exit", "error"}[r]
+	names := [...]string{"running", "poweroff", "reboot", "canceled", "exit", "error"}
+	if r < 0 || int(r) >= len(names) {
+		return fmt.Sprintf("StopReason(%d)", int(r))
+	}
+	return names[r]
 }
 
 // mark stamps a boot phase if the boot timer is on.

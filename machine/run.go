@@ -7,8 +7,6 @@ import (
 	"runtime"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vmm-dev/vmm/devices/serial"
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/kvm"
@@ -74,9 +72,9 @@ func forwardInput(r io.Reader, u *serial.UART) {
 }
 
 // stop records the first reason the machine stops and kicks every vCPU
-// out of KVM_RUN: immediate_exit catches a vCPU about to enter, the
-// signal one already inside. SIGURG is the Go runtime's own preemption
-// signal, so delivering it to a Go thread is harmless.
+// (vcpu.kick says how a kick reaches a vCPU inside KVM_RUN). Later calls
+// change nothing: the first reason is the one Run reports. It is called
+// from vCPU threads (device callbacks, fatal exits) and from Run.
 func (m *Machine) stop(reason StopReason, err error) {
 	m.stopOnce.Do(func() {
 		if reason == StopPoweroff || reason == StopReboot {
@@ -85,13 +83,11 @@ func (m *Machine) stop(reason StopReason, err error) {
 		m.mu.Lock()
 		m.reason, m.err = reason, err
 		m.mu.Unlock()
+		// stopping before the kicks: a vCPU that a kick finds between two
+		// runs sees it at the top of its loop.
 		m.stopping.Store(true)
-		pid := unix.Getpid()
 		for _, v := range m.vcpus {
-			v.SetImmediateExit(true)
-			if tid := v.tid.Load(); tid != 0 {
-				_ = unix.Tgkill(pid, int(tid), unix.SIGURG)
-			}
+			v.kick()
 		}
 		close(m.done)
 	})
@@ -99,10 +95,11 @@ func (m *Machine) stop(reason StopReason, err error) {
 
 // runVCPU is one vCPU's thread: KVM requires a vCPU's ioctls from the
 // thread that runs it, so the goroutine is locked to its OS thread for
-// good (the thread is discarded when the goroutine ends).
-func (m *Machine) runVCPU(v *vcpu) error {
+// good (the thread is discarded when the goroutine ends). It returns nil
+// when the machine stops and an error when this vCPU's exit is fatal.
+func (m *Machine) runVCPU(v vcpu) error {
 	runtime.LockOSThread()
-	v.tid.Store(int32(unix.Gettid()))
+	v.bindThread()
 	// The boot CPU stamps its first entry and first exit; a local flag
 	// keeps that off every later exit.
 	first := v.ID() == 0
@@ -110,7 +107,7 @@ func (m *Machine) runVCPU(v *vcpu) error {
 		m.mark(guestabi.FirstRun)
 	}
 	for !m.stopping.Load() {
-		reason, err := v.Run()
+		e, err := v.Run()
 		if err != nil {
 			return err
 		}
@@ -118,44 +115,50 @@ func (m *Machine) runVCPU(v *vcpu) error {
 			m.mark(guestabi.FirstExit)
 			first = false
 		}
-		switch reason {
-		case kvm.ExitIO:
-			if err := m.handleIO(v); err != nil {
-				return err
-			}
-		case kvm.ExitMMIO:
-			if err := m.handleMMIO(v); err != nil {
-				return err
-			}
-		case kvm.ExitIntr:
-			// A signal or a stop request: the loop condition decides.
-		case kvm.ExitSystemEvent:
-			switch v.SystemEvent() {
-			case kvm.SystemEventShutdown:
-				m.stop(StopPoweroff, nil)
-			case kvm.SystemEventReset:
-				m.stop(StopReboot, nil)
-			default:
-				return m.guestError(v, fmt.Sprintf("guest crashed (system event %d)", v.SystemEvent()))
-			}
-		case kvm.ExitShutdown:
-			return m.guestError(v, "guest triple fault (KVM_EXIT_SHUTDOWN)")
-		case kvm.ExitHLT:
-			return m.guestError(v, "guest halted with interrupts off")
-		case kvm.ExitFailEntry:
-			return m.guestError(v, fmt.Sprintf("KVM_EXIT_FAIL_ENTRY, hardware reason %#x", v.FailEntry()))
-		case kvm.ExitInternalError:
-			sub, data := v.InternalError()
-			return m.guestError(v, fmt.Sprintf("KVM_EXIT_INTERNAL_ERROR suberror %d data %#x", sub, data))
-		default:
-			return m.guestError(v, fmt.Sprintf("unexpected %v", reason))
+		if err := m.handleExit(v, &e); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// handleExit serves one exit: port and MMIO accesses go to the buses,
+// a system event stops the machine, and anything else is fatal and
+// described with v's registers. It allocates nothing on the exits a
+// running guest makes (I/O, MMIO, interrupted runs).
+func (m *Machine) handleExit(v vcpu, e *exit) error {
+	switch e.reason {
+	case kvm.ExitIO:
+		m.handleIO(&e.io)
+	case kvm.ExitMMIO:
+		m.handleMMIO(&e.mmio)
+	case kvm.ExitIntr:
+		// A signal or a stop request: the loop condition decides.
+	case kvm.ExitSystemEvent:
+		switch e.event {
+		case kvm.SystemEventShutdown:
+			m.stop(StopPoweroff, nil)
+		case kvm.SystemEventReset:
+			m.stop(StopReboot, nil)
+		default:
+			return m.guestError(v, fmt.Sprintf("guest crashed (system event %d)", e.event))
+		}
+	case kvm.ExitShutdown:
+		return m.guestError(v, "guest triple fault (KVM_EXIT_SHUTDOWN)")
+	case kvm.ExitHLT:
+		return m.guestError(v, "guest halted with interrupts off")
+	case kvm.ExitFailEntry:
+		return m.guestError(v, fmt.Sprintf("KVM_EXIT_FAIL_ENTRY, hardware reason %#x", e.failEntry))
+	case kvm.ExitInternalError:
+		return m.guestError(v, fmt.Sprintf("KVM_EXIT_INTERNAL_ERROR suberror %d data %#x", e.internalSub, e.internalData))
+	default:
+		return m.guestError(v, fmt.Sprintf("unexpected %v", e.reason))
+	}
+	return nil
+}
+
 // guestError describes a fatal exit with the state that explains it.
-func (m *Machine) guestError(v *vcpu, what string) error {
+func (m *Machine) guestError(v vcpu, what string) error {
 	r, err := v.Regs()
 	if err != nil {
 		return fmt.Errorf("vCPU %d: %s", v.ID(), what)
@@ -187,13 +190,9 @@ func describeFault(what string, r kvm.Regs, s kvm.Sregs) string {
 }
 
 // handleIO serves a port access. String I/O (count > 1) is count
-// accesses of size bytes each. Ports nobody claims read as all ones and
-// ignore writes, like an empty ISA bus.
-func (m *Machine) handleIO(v *vcpu) error {
-	e, err := v.IO()
-	if err != nil {
-		return err
-	}
+// accesses of size bytes each, all at the same port. Ports nobody claims
+// read as all ones and ignore writes, like an empty ISA bus.
+func (m *Machine) handleIO(e *kvm.IOExit) {
 	size := int(e.Size)
 	for i := 0; i < int(e.Count); i++ {
 		d := e.Data[i*size : (i+1)*size]
@@ -203,21 +202,16 @@ func (m *Machine) handleIO(v *vcpu) error {
 			fillOnes(d)
 		}
 	}
-	return nil
 }
 
 // handleMMIO serves an MMIO access outside RAM and the in-kernel APICs.
-func (m *Machine) handleMMIO(v *vcpu) error {
-	e, err := v.MMIO()
-	if err != nil {
-		return err
-	}
+// Addresses nobody claims read as all ones and ignore writes.
+func (m *Machine) handleMMIO(e *kvm.MMIOExit) {
 	if e.IsWrite {
 		m.mmio.Write(e.Addr, e.Data)
 	} else if !m.mmio.Read(e.Addr, e.Data) {
 		fillOnes(e.Data)
 	}
-	return nil
 }
 
 func fillOnes(d []byte) {

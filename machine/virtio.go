@@ -92,14 +92,14 @@ func (m *Machine) openVirtio() error {
 // write of q to QueueNotify) signal that queue's eventfd inside KVM
 // without a trip through vmm's vCPU loop, and the device raises its line
 // by writing its irqfd, so device goroutines never touch a vCPU.
-func (m *Machine) addVirtio() error {
+func (m *Machine) addVirtio(vm irqWiring) error {
 	for i, d := range m.virtio {
 		base := virtioAddr(i)
 		var err error
 		if d.irq, err = newEventFD(); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
-		if err := m.vm.IRQFD(d.irq.fd, virtioGSI(i)); err != nil {
+		if err := vm.IRQFD(d.irq.fd, virtioGSI(i)); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
 		notifiers := make([]virtio.Notifier, len(d.dev.QueueMax()))
@@ -110,7 +110,7 @@ func (m *Machine) addVirtio() error {
 			}
 			d.kicks = append(d.kicks, k)
 			notifiers[q] = k
-			if err := m.vm.IOEventFD(k.fd, base+virtio.MMIOQueueNotify, 4, uint64(q), kvm.IOEventFDDatamatch); err != nil {
+			if err := vm.IOEventFD(k.fd, base+virtio.MMIOQueueNotify, 4, uint64(q), kvm.IOEventFDDatamatch); err != nil {
 				return fmt.Errorf("%s: %w", d.name, err)
 			}
 		}
