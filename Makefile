@@ -43,8 +43,9 @@ run: deps vmm guest
 			-- /vmm -kernel /guest/bzImage -initrd /guest/initrd.cpio $(ARGS); \
 	fi
 
-# Everything CI runs: formatting, vet, unit tests, then the nested
-# end-to-end suite.
+# Everything CI runs: formatting, vet, unit tests (once as built, once
+# under the race detector, which needs cgo and so a C compiler), then the
+# nested end-to-end suite.
 test: deps unit e2e
 
 unit:
@@ -52,6 +53,7 @@ unit:
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -short -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -race -short -count=1 ./...
 
 e2e:
 	$(GO) test -count=1 -timeout 40m -v ./tools/nested/ ./tools/e2e/
