@@ -95,7 +95,7 @@ func FuzzRequest(f *testing.F) {
 			return
 		}
 		var hdr [headerSize]byte
-		gather(hdr[:], c.Readable, 0)
+		c.Readable.ReadAt(hdr[:], 0)
 		if binary.LittleEndian.Uint32(hdr[:]) == typeIn {
 			off := binary.LittleEndian.Uint64(hdr[8:]) * SectorSize
 			if !bytes.Equal(data, before[off:off+uint64(len(data))]) {

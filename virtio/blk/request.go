@@ -75,35 +75,26 @@ func (r *request) init(writable bool) {
 // the used length: the bytes written to the chain's writable buffers,
 // status byte included, or 0 when there is no status byte to write.
 func (d *Device) process(c *virtio.Chain) uint32 {
-	si := statusBuffer(c.Writable)
-	if si < 0 {
+	// The status byte is the last writable byte, the data before it.
+	data := c.Writable.Len() - 1
+	if data < 0 {
 		d.log.printf("blk %s: request %d has no writable status byte; completed with used length 0", d.path, c.Head)
 		return 0
 	}
-	status, n := d.execute(c, si)
-	b := c.Writable[si]
-	b[len(b)-1] = status
+	status, n := d.execute(c, data)
+	st := [1]byte{status}
+	c.Writable.WriteAt(st[:], int64(data))
 	return n + 1
 }
 
-// statusBuffer is the index of the writable buffer holding the status
-// byte, the last writable byte of the chain, or -1 when there is none.
-func statusBuffer(w [][]byte) int {
-	for i := len(w) - 1; i >= 0; i-- {
-		if len(w[i]) > 0 {
-			return i
-		}
-	}
-	return -1
-}
-
-// execute runs the request whose status byte ends c.Writable[si] and
-// returns its status and the data bytes it wrote to the guest.
-func (d *Device) execute(c *virtio.Chain, si int) (status byte, written uint32) {
+// execute runs the request in c, whose writable buffers hold data bytes
+// before the status byte, and returns its status and the data bytes it
+// wrote to the guest.
+func (d *Device) execute(c *virtio.Chain, data int) (status byte, written uint32) {
 	r := &d.req
 	// The header is the first 16 readable bytes, however the driver
 	// split them across descriptors or shared them with data.
-	if gather(r.hdr[:], c.Readable, 0) < headerSize {
+	if n, _ := c.Readable.ReadAt(r.hdr[:], 0); n < headerSize {
 		d.log.printf("blk %s: request %d: header shorter than %d bytes", d.path, c.Head, headerSize)
 		return statusIOErr, 0
 	}
@@ -113,7 +104,7 @@ func (d *Device) execute(c *virtio.Chain, si int) (status byte, written uint32) 
 
 	switch typ {
 	case typeIn:
-		n := r.writableData(c.Writable, si)
+		n := r.setIOV(c.Writable, 0, data)
 		if !d.inRange(sector, n, typ) {
 			return statusIOErr, 0
 		}
@@ -127,7 +118,7 @@ func (d *Device) execute(c *virtio.Chain, si int) (status byte, written uint32) 
 		if d.readOnly {
 			return statusIOErr, 0
 		}
-		n := r.readableData(c.Readable, headerSize)
+		n := r.setIOV(c.Readable, headerSize, c.Readable.Len()-headerSize)
 		if !d.inRange(sector, n, typ) {
 			return statusIOErr, 0
 		}
@@ -149,8 +140,9 @@ func (d *Device) execute(c *virtio.Chain, si int) (status byte, written uint32) 
 		return statusOK, 0
 
 	case typeGetID:
-		r.writableData(c.Writable, si)
-		return statusOK, uint32(scatter(r.iov, d.serial[:]))
+		// As much of the serial as fits before the status byte.
+		n, _ := c.Writable.WriteAt(d.serial[:min(data, SerialLen)], 0)
+		return statusOK, uint32(n)
 
 	case typeDiscard, typeWriteZeroes:
 		return d.zero(c, typ == typeDiscard), 0
@@ -182,11 +174,11 @@ func (d *Device) zero(c *virtio.Chain, discard bool) byte {
 		return statusUnsupp
 	}
 	r := &d.req
-	if n := r.readableData(c.Readable, headerSize); n != segmentSize {
+	if n := c.Readable.Len() - headerSize; n != segmentSize {
 		d.log.printf("blk %s: request %d: %d bytes of discard/write-zeroes segments, want one %d-byte segment", d.path, c.Head, n, segmentSize)
 		return statusIOErr
 	}
-	gather(r.seg[:], c.Readable, headerSize)
+	c.Readable.ReadAt(r.seg[:], headerSize)
 	le := binary.LittleEndian
 	sector := le.Uint64(r.seg[0:])
 	count := uint64(le.Uint32(r.seg[8:]))
@@ -254,69 +246,11 @@ func (d *Device) writeZeroes(off, n int64, unmap bool) error {
 	return nil
 }
 
-// readableData points r.iov at the readable bytes after the first skip
-// and returns their total.
-func (r *request) readableData(bufs [][]byte, skip int) uint64 {
-	r.iov = r.iov[:0]
-	var n uint64
-	for _, b := range bufs {
-		if skip >= len(b) {
-			skip -= len(b)
-			continue
-		}
-		b = b[skip:]
-		skip = 0
-		r.iov = append(r.iov, b)
-		n += uint64(len(b))
-	}
-	return n
-}
-
-// writableData points r.iov at the writable bytes before the status byte
-// (the last byte of bufs[si]) and returns their total.
-func (r *request) writableData(bufs [][]byte, si int) uint64 {
-	r.iov = r.iov[:0]
-	var n uint64
-	for i, b := range bufs[:si+1] {
-		if i == si {
-			b = b[:len(b)-1]
-		}
-		if len(b) > 0 {
-			r.iov = append(r.iov, b)
-			n += uint64(len(b))
-		}
-	}
-	return n
-}
-
-// gather copies into dst the bytes of bufs, seen as one stream, from
-// offset skip on, and returns how many it copied.
-func gather(dst []byte, bufs [][]byte, skip int) int {
-	n := 0
-	for _, b := range bufs {
-		if n == len(dst) {
-			break
-		}
-		if skip >= len(b) {
-			skip -= len(b)
-			continue
-		}
-		n += copy(dst[n:], b[skip:])
-		skip = 0
-	}
-	return n
-}
-
-// scatter copies src across bufs and returns how many bytes it copied.
-func scatter(bufs [][]byte, src []byte) int {
-	n := 0
-	for _, b := range bufs {
-		if n == len(src) {
-			break
-		}
-		n += copy(b, src[n:])
-	}
-	return n
+// setIOV points r.iov at the n bytes from offset off of bufs, which
+// holds them all, and returns n.
+func (r *request) setIOV(bufs virtio.Buffers, off, n int) uint64 {
+	r.iov = bufs.AppendRange(r.iov[:0], off, n)
+	return uint64(n)
 }
 
 // readFull fills every buffer of iov (none empty) from the file at off.
