@@ -24,12 +24,15 @@ type rxState struct {
 	heads   []uint16
 	lens    []uint32
 	// numBuffers is where le16 num_buffers lives in the first held
-	// chain's buffers: its low and high byte, which the driver may have
-	// put in different descriptors.
-	numBuffers [2][]byte
-	mergeable  bool
-	chain      virtio.Chain
-	log        limiter
+	// chain's buffers, filled in once the frame is placed and the count
+	// known: one piece, or two when the driver split the field across
+	// descriptors. numBuffersStore backs it, so finding it allocates
+	// nothing.
+	numBuffers      virtio.Buffers
+	numBuffersStore [2][]byte
+	mergeable       bool
+	chain           virtio.Chain
+	log             limiter
 }
 
 // runRX is the RX worker: read a frame from the backend, place it in the
@@ -135,9 +138,11 @@ func (d *Device) placeRX(q *virtio.Queue) (bool, error) {
 			return true, nil
 		}
 		if r.count == 0 && r.mergeable {
-			r.locateNumBuffers()
+			// w >= HeaderSize, so the field is all there.
+			r.numBuffers = r.chain.Writable.AppendRange(r.numBuffersStore[:0], hdrNumBuffers, 2)
 		}
-		c := copyOut(r.chain.Writable, r.frame[r.off:])
+		// A short write is expected: the rest goes to the next chain.
+		c, _ := r.chain.Writable.WriteAt(r.frame[r.off:], 0)
 		r.heads[r.count] = r.chain.Head
 		r.lens[r.count] = uint32(c)
 		r.count++
@@ -145,8 +150,9 @@ func (d *Device) placeRX(q *virtio.Queue) (bool, error) {
 	}
 	if r.mergeable {
 		// count <= len(heads) <= 32768.
-		r.numBuffers[0][0] = byte(r.count)
-		r.numBuffers[1][0] = byte(r.count >> 8)
+		var n [2]byte
+		binary.LittleEndian.PutUint16(n[:], uint16(r.count))
+		r.numBuffers.WriteAt(n[:], 0)
 	}
 	for i := range r.count {
 		q.Add(r.heads[i], r.lens[i])
@@ -170,33 +176,4 @@ func (d *Device) dropRX(why string) {
 		d.logf("net: rx: dropped a %d-byte frame: %s", len(r.frame)-HeaderSize, why)
 	}
 	r.pending, r.count, r.off = false, 0, 0
-}
-
-// locateNumBuffers finds bytes hdrNumBuffers and hdrNumBuffers+1 in the
-// current chain's writable buffers, which hold at least HeaderSize bytes.
-func (r *rxState) locateNumBuffers() {
-	at := 0
-	for _, b := range r.chain.Writable {
-		for i := range r.numBuffers {
-			if o := hdrNumBuffers + i - at; o >= 0 && o < len(b) {
-				r.numBuffers[i] = b[o : o+1]
-			}
-		}
-		at += len(b)
-		if at >= HeaderSize {
-			return
-		}
-	}
-}
-
-// copyOut copies src across bufs in order and returns the bytes copied.
-func copyOut(bufs [][]byte, src []byte) int {
-	n := 0
-	for _, b := range bufs {
-		if n == len(src) {
-			break
-		}
-		n += copy(b, src[n:])
-	}
-	return n
 }

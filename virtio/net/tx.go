@@ -100,9 +100,6 @@ func (t *txState) gather() ([]byte, bool) {
 	if total < HeaderSize || total > len(t.buf) {
 		return nil, false
 	}
-	n := 0
-	for _, b := range t.chain.Readable {
-		n += copy(t.buf[n:], b)
-	}
-	return t.buf[:n], true
+	t.chain.Readable.ReadAt(t.buf[:total], 0)
+	return t.buf[:total], true
 }
