@@ -28,7 +28,6 @@ import (
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/internal/rawterm"
 	"github.com/vmm-dev/vmm/machine"
-	"github.com/vmm-dev/vmm/virtio/net"
 )
 
 // defaultCmdline is all a distro kernel needs on this machine: the
@@ -297,7 +296,7 @@ func parseTap(v string) (machine.NIC, error) {
 			return n, fmt.Errorf("-tap %q: unknown option %q (want NAME or NAME,mac=52:54:00:12:34:56)", v, o)
 		}
 		var err error
-		if n.MAC, err = net.ParseMAC(mac); err != nil {
+		if n.MAC, err = parseMAC(mac); err != nil {
 			return n, fmt.Errorf("-tap %q: %w", v, err)
 		}
 	}

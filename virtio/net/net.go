@@ -143,7 +143,7 @@ type Backend interface {
 type Options struct {
 	// MAC is the guest's address, offered with VIRTIO_NET_F_MAC. The
 	// zero value means none is offered and the guest driver picks a
-	// random one. See DefaultMAC and ParseMAC.
+	// random one. See DefaultMAC.
 	MAC [6]byte
 	// QueueSize is the largest size of each queue; 0 means
 	// DefaultQueueSize. Other values are rounded down to a power of 2 and
