@@ -21,9 +21,12 @@ import (
 
 // DefaultModules are the drivers the guest carries when
 // InitramfsOptions.Modules is empty: the virtio transports and devices vmm
-// can offer. Their dependencies come along automatically.
+// can offer, and the file systems `vmm run` mounts (virtiofs and fuse for
+// -share and -rootfs, overlay for -rootfs's writable layer). Their
+// dependencies come along automatically.
 func DefaultModules() []string {
-	return []string{"virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng"}
+	return []string{"virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng",
+		"fuse", "virtiofs", "overlay"}
 }
 
 // moduleTree is what we know about one kernel's module directory.

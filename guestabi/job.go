@@ -3,6 +3,7 @@ package guestabi
 import (
 	"encoding/json"
 	"fmt"
+	"path"
 	"strings"
 )
 
@@ -37,6 +38,35 @@ type Spec struct {
 	Dir string `json:"dir,omitempty"`
 	// Out says whether the guest copies OutDir back.
 	Out bool `json:"out,omitempty"`
+	// Mounts are virtio-fs shares the guest mounts before the job runs
+	// (`vmm run -share`, which is mounted at ShareDir).
+	Mounts []Mount `json:"mounts,omitempty"`
+	// RootTag, when set, names a virtio-fs share the job runs in as its
+	// root file system (`vmm run -rootfs`): read-only, under a tmpfs
+	// overlay that takes the job's writes, with fresh /proc, /sys, /dev
+	// and /tmp. Mounts and OutDir appear inside it at their paths.
+	RootTag string `json:"root_tag,omitempty"`
+}
+
+// Mount is one virtio-fs share as the guest mounts it:
+// `mount -t virtiofs Tag Path`.
+type Mount struct {
+	Tag      string `json:"tag"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"ro,omitempty"`
+}
+
+// MaxTagLen is the longest virtio-fs tag: the config space's tag field is
+// 36 bytes, NUL-padded, with no terminator needed when full (virtio v1.2
+// §5.11.4).
+const MaxTagLen = 36
+
+// ValidTag reports what is wrong with a virtio-fs tag, or nil.
+func ValidTag(tag string) error {
+	if tag == "" || len(tag) > MaxTagLen || strings.ContainsAny(tag, "\x00,") {
+		return fmt.Errorf("virtio-fs tag %q: want 1 to %d bytes, without NUL or comma", tag, MaxTagLen)
+	}
+	return nil
 }
 
 // Validate rejects what the guest could not run.
@@ -47,6 +77,19 @@ func (s Spec) Validate() error {
 	for _, e := range s.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
 			return fmt.Errorf("environment entry %q is not KEY=VALUE", e)
+		}
+	}
+	for _, m := range s.Mounts {
+		if err := ValidTag(m.Tag); err != nil {
+			return err
+		}
+		if !path.IsAbs(m.Path) || path.Clean(m.Path) != m.Path || m.Path == "/" {
+			return fmt.Errorf("mount point %q: want a clean absolute path other than /", m.Path)
+		}
+	}
+	if s.RootTag != "" {
+		if err := ValidTag(s.RootTag); err != nil {
+			return err
 		}
 	}
 	return nil

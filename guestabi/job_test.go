@@ -18,6 +18,14 @@ func TestParseSpec(t *testing.T) {
 		{`{"args":["true"],"env":["NOEQUALS"]}`, "KEY=VALUE"},
 		{`{"args":["true"],"env":["=v"]}`, "KEY=VALUE"},
 		{`{"args":`, "job spec"},
+		{`{"args":["true"],"mounts":[{"tag":"share","path":"/share"}],"root_tag":"root"}`, ""},
+		{`{"args":["true"],"mounts":[{"tag":"","path":"/share"}]}`, "tag"},
+		{`{"args":["true"],"mounts":[{"tag":"0123456789012345678901234567890123456","path":"/x"}]}`, "tag"},
+		{`{"args":["true"],"mounts":[{"tag":"a,b","path":"/x"}]}`, "tag"},
+		{`{"args":["true"],"mounts":[{"tag":"s","path":"share"}]}`, "mount point"},
+		{`{"args":["true"],"mounts":[{"tag":"s","path":"/a/../b"}]}`, "mount point"},
+		{`{"args":["true"],"mounts":[{"tag":"s","path":"/"}]}`, "mount point"},
+		{`{"args":["true"],"root_tag":"a\u0000b"}`, "tag"},
 		{``, "job spec"},
 	}
 	for _, tt := range tests {

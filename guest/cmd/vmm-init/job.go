@@ -59,20 +59,15 @@ func runJob(spec guestabi.Spec) int {
 			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 		}
 	}
-	cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
-	if cmd.Err == nil {
-		// argv[0] as the full path: u-root's busybox finds which command
-		// a symlink like /bin/sh -> ../bbin/gosh stands for from the
-		// path, and a bare "sh" gives it nothing to resolve.
-		cmd.Args[0] = cmd.Path
+	root, shares, err := prepareMounts(spec)
+	defer unmountShares(shares)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		return guestabi.StatusNotExecutable
 	}
-	cmd.Env = append(os.Environ(), spec.Env...)
-	cmd.Dir = spec.Dir
-	if cmd.Dir == "" {
-		cmd.Dir = "/"
-		if st, err := os.Stat(guestabi.ShareDir); err == nil && st.IsDir() {
-			cmd.Dir = guestabi.ShareDir
-		}
+	cmd, err := jobCommand(spec, root)
+	if err != nil {
+		return exitStatus(err)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, os.Stderr
 	status := exitStatus(cmd.Run())
@@ -82,6 +77,44 @@ func runJob(spec guestabi.Spec) int {
 		}
 	}
 	return status
+}
+
+// jobCommand builds the job's command: in the initramfs, or chrooted to
+// root (a -rootfs job), where the command is looked up in the job's own
+// PATH inside root and it starts in spec.Dir there.
+func jobCommand(spec guestabi.Spec, root string) (*exec.Cmd, error) {
+	env := append(os.Environ(), spec.Env...)
+	if root == "" {
+		cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
+		if cmd.Err == nil {
+			// argv[0] as the full path: u-root's busybox finds which
+			// command a symlink like /bin/sh -> ../bbin/gosh stands for
+			// from the path, and a bare "sh" gives it nothing to resolve.
+			cmd.Args[0] = cmd.Path
+		}
+		cmd.Env = env
+		cmd.Dir = spec.Dir
+		if cmd.Dir == "" {
+			cmd.Dir = "/"
+			if st, err := os.Stat(guestabi.ShareDir); err == nil && st.IsDir() {
+				cmd.Dir = guestabi.ShareDir
+			}
+		}
+		return cmd, nil
+	}
+	pathEnv, _ := envValue(env, "PATH")
+	p, err := lookPathIn(root, spec.Args[0], pathEnv)
+	if err != nil {
+		return nil, err
+	}
+	dir := spec.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	// Dir is resolved after the chroot, so it is the in-root path.
+	cmd := &exec.Cmd{Path: p, Args: spec.Args, Env: env, Dir: dir,
+		SysProcAttr: &syscall.SysProcAttr{Chroot: root}}
+	return cmd, nil
 }
 
 func exitStatus(err error) int {

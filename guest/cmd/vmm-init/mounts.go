@@ -1,0 +1,177 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/guestabi"
+)
+
+// Where a -rootfs job's root is assembled: the share read-only at
+// rootLower, a tmpfs at rootRW holding the overlay's upper and work
+// directories, and the overlay at rootDir, which the job is chrooted to.
+const (
+	rootLower = "/vmm/root-lower"
+	rootRW    = "/vmm/root-rw"
+	rootDir   = "/vmm/root"
+)
+
+// mountErr says what a failed mount most likely lacks: ENODEV means the
+// kernel does not know the file system type, which for a modular kernel
+// is a module the initramfs did not carry or could not load.
+func mountErr(what, fstype, module string, err error) error {
+	if errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("%s: the kernel has no %s file system (is module %s in the initramfs?)", what, fstype, module)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// mountShare mounts virtio-fs share tag at dir.
+func mountShare(tag, dir string, ro bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("virtio-fs %q: %w", tag, err)
+	}
+	var flags uintptr
+	if ro {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount(tag, dir, "virtiofs", flags, ""); err != nil {
+		return mountErr(fmt.Sprintf("mount virtio-fs %q at %s", tag, dir), "virtiofs", "virtiofs", err)
+	}
+	return nil
+}
+
+// prepareMounts mounts what the job asked for and returns the directory
+// the job is to be chrooted to ("" for none) and the shares mounted, for
+// unmountShares. With a root share it
+// assembles the overlay, gives it fresh /proc, /sys, /dev and /tmp, and
+// mounts the other shares and OutDir inside it.
+func prepareMounts(spec guestabi.Spec) (root string, shares []string, err error) {
+	if spec.RootTag == "" {
+		for _, m := range spec.Mounts {
+			if err := mountShare(m.Tag, m.Path, m.ReadOnly); err != nil {
+				return "", shares, err
+			}
+			shares = append(shares, m.Path)
+		}
+		return "", shares, nil
+	}
+	if err := mountShare(spec.RootTag, rootLower, true); err != nil {
+		return "", shares, err
+	}
+	if err := os.MkdirAll(rootRW, 0o755); err != nil {
+		return "", shares, err
+	}
+	if err := unix.Mount("tmpfs", rootRW, "tmpfs", 0, "mode=0755"); err != nil {
+		return "", shares, fmt.Errorf("mount tmpfs at %s: %w", rootRW, err)
+	}
+	upper, work := filepath.Join(rootRW, "upper"), filepath.Join(rootRW, "work")
+	for _, d := range []string{upper, work, rootDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", shares, err
+		}
+	}
+	opts := "lowerdir=" + rootLower + ",upperdir=" + upper + ",workdir=" + work
+	if err := unix.Mount("overlay", rootDir, "overlay", 0, opts); err != nil {
+		return "", shares, mountErr("mount the root overlay", "overlay", "overlay", err)
+	}
+	for _, m := range []struct{ src, dir, fstype, data string }{
+		{"proc", "proc", "proc", ""},
+		{"sysfs", "sys", "sysfs", ""},
+		{"devtmpfs", "dev", "devtmpfs", ""},
+		{"devpts", "dev/pts", "devpts", "newinstance,ptmxmode=0666"},
+		{"tmpfs", "tmp", "tmpfs", "mode=1777"},
+		{"tmpfs", "run", "tmpfs", "mode=0755"},
+	} {
+		dir := filepath.Join(rootDir, m.dir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", shares, err
+		}
+		if err := unix.Mount(m.src, dir, m.fstype, 0, m.data); err != nil {
+			return "", shares, fmt.Errorf("mount %s at %s: %w", m.fstype, dir, err)
+		}
+	}
+	for _, m := range spec.Mounts {
+		p := filepath.Join(rootDir, m.Path)
+		if err := mountShare(m.Tag, p, m.ReadOnly); err != nil {
+			return "", shares, err
+		}
+		shares = append(shares, p)
+	}
+	if spec.Out {
+		in := filepath.Join(rootDir, guestabi.OutDir)
+		if err := os.MkdirAll(in, 0o755); err != nil {
+			return "", shares, err
+		}
+		if err := unix.Mount(guestabi.OutDir, in, "", unix.MS_BIND, ""); err != nil {
+			return "", shares, fmt.Errorf("bind %s into the root: %w", guestabi.OutDir, err)
+		}
+	}
+	// The name server the guest learnt by DHCP, if any, for the job's
+	// resolver; written into the overlay, never into the share.
+	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil && len(b) > 0 {
+		os.WriteFile(filepath.Join(rootDir, "etc/resolv.conf"), b, 0o644)
+	}
+	return rootDir, shares, nil
+}
+
+// unmountShares unmounts the shares in reverse order, so everything the
+// job wrote reaches the host (the unmount waits for the FUSE server's
+// answers to the last writes and releases) before vmm is told the
+// status. A share still busy (a process the job left behind) is synced
+// and detached instead.
+func unmountShares(shares []string) {
+	for i := len(shares) - 1; i >= 0; i-- {
+		if err := unix.Unmount(shares[i], 0); err != nil {
+			if fd, oerr := unix.Open(shares[i], unix.O_RDONLY|unix.O_DIRECTORY, 0); oerr == nil {
+				unix.Syncfs(fd)
+				unix.Close(fd)
+			}
+			unix.Unmount(shares[i], unix.MNT_DETACH)
+		}
+	}
+}
+
+// lookPathIn finds a command the way exec.LookPath does, but in the tree
+// under root and with the PATH the job will see; it returns the path as
+// seen from inside root.
+func lookPathIn(root, name, pathEnv string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" || !filepath.IsAbs(dir) {
+			continue // relative PATH entries mean nothing before the chdir
+		}
+		p := filepath.Join(dir, name)
+		// Stat from outside root resolves an absolute symlink against
+		// the initramfs, not root, where exec after the chroot will
+		// resolve it; such a link is taken as it is (exec reports it
+		// if it leads nowhere).
+		full := filepath.Join(root, p)
+		if st, err := os.Stat(full); err == nil {
+			if !st.IsDir() && st.Mode()&0o111 != 0 {
+				return p, nil
+			}
+		} else if lst, err := os.Lstat(full); err == nil && lst.Mode()&os.ModeSymlink != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
+}
+
+// envValue returns the last KEY=value for key in env.
+func envValue(env []string, key string) (string, bool) {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], key+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
