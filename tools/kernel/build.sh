@@ -11,6 +11,9 @@
 #
 #   tools/kernel/build.sh            build (or reuse) and print the path
 #   tools/kernel/build.sh --path     print the path a build would have, no build
+#   tools/kernel/build.sh --cached   print the path of a kernel already built from
+#                                    this fragment and script (any source version),
+#                                    installing nothing; exit 1 if there is none
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +23,19 @@ kernels=$cache/kernels
 jobs=$(nproc 2>/dev/null || echo 1)
 
 log() { echo "kernel: $*" >&2; }
+
+# inputs identifies the fragment and this script without the source
+# version, which --cached cannot know without installing linux-source.
+inputs=$(cat "$fragment" "$0" | sha256sum | cut -c1-64)
+if [ "${1:-}" = "--cached" ]; then
+	for d in "$kernels"/microvm-*; do
+		if [ -f "$d/bzImage" ] && [ "$(cat "$d/inputs" 2>/dev/null)" = "$inputs" ]; then
+			echo "$d/bzImage"
+			exit 0
+		fi
+	done
+	exit 1
+fi
 
 need=""
 [ -f /usr/src/linux-source-6.1.tar.xz ] || need="$need linux-source-6.1"
@@ -92,6 +108,7 @@ mk -j"$jobs" bzImage
 mkdir -p "$out.tmp"
 cp "$build/arch/x86/boot/bzImage" "$out.tmp/bzImage"
 cp "$build/.config" "$out.tmp/config"
+echo "$inputs" >"$out.tmp/inputs"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 rm -rf "$build"

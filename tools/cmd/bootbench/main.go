@@ -63,7 +63,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.mode, "mode", "auto", "auto, direct (this host's /dev/kvm) or nested (inside an L1 under QEMU TCG)")
 	fs.StringVar(&o.vmm, "vmm", "", "static vmm binary (default: go build ./cmd/vmm)")
 	fs.StringVar(&o.kernel, "kernel", "", "Debian cloud kernel bzImage (default: fetched into the vmm cache)")
-	fs.StringVar(&o.microKernel, "micro-kernel", "", `minimal kernel bzImage (default: tools/kernel/build.sh's; "none" leaves vmm-microvm out)`)
+	fs.StringVar(&o.microKernel, "micro-kernel", "", `minimal kernel bzImage; default: the one make kernel built, if any; "build" builds it first (about 40 minutes); "none" leaves vmm-microvm out`)
 	fs.StringVar(&o.initrd, "initrd", "", "guest initramfs (default: built with the guest package)")
 	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", `QEMU binary; "none" leaves QEMU out`)
 	fs.StringVar(&o.qemuCPU, "qemu-cpu", "host", "QEMU's -cpu model")
