@@ -21,6 +21,7 @@ func FuzzParseKernel(f *testing.F) {
 	f.Add(testImage())
 	f.Add(testImage(put16(offVersion, 0x0206), headerEnd(0x23c)))
 	f.Add(testImage(put8(offSetupSects, 0)))
+	f.Add(testImage(put32(offPayloadOffset, 0x10), put32(offPayloadLength, 0x100)))
 	f.Fuzz(func(t *testing.T, image []byte) {
 		orig := bytes.Clone(image)
 		k, err := ParseKernel(image)
@@ -47,6 +48,14 @@ func FuzzParseKernel(f *testing.F) {
 			t.Fatal("InitrdAddrMax is 0")
 		case k.Supports64BitEntry() && k.Protocol < protocol2_12:
 			t.Fatal("64-bit entry before protocol 2.12")
+		}
+		if c, err := k.CompressedKernel(); err != nil {
+			checkError(t, err)
+		} else {
+			off := binary.LittleEndian.Uint32(image[offPayloadOffset:])
+			if len(c) == 0 || !bytes.Equal(c, k.Payload[off:uint64(off)+uint64(len(c))]) {
+				t.Fatalf("compressed kernel (%d bytes) is not Payload[payload_offset:]", len(c))
+			}
 		}
 		zp, err := k.BootParams(Params{E820: testE820()})
 		if err != nil {

@@ -37,6 +37,8 @@ const (
 	offRelocatable     = 0x234 // u8 relocatable_kernel (2.05)
 	offXLoadFlags      = 0x236 // u16 xloadflags (2.12)
 	offCmdlineSize     = 0x238 // u32 cmdline_size (2.06)
+	offPayloadOffset   = 0x248 // u32 payload_offset (2.08)
+	offPayloadLength   = 0x24c // u32 payload_length (2.08)
 	offPrefAddress     = 0x258 // u64 pref_address (2.10)
 	offInitSize        = 0x260 // u32 init_size (2.10)
 
@@ -54,6 +56,7 @@ const (
 	sectorSize      = 512
 	defaultSetup    = 4 // setup_sects == 0 means 4 (boot.rst, setup_sects)
 	minProtocol     = 0x0206
+	protocol2_08    = 0x0208
 	defInitrdMax    = 0x37ffffff // initrd_addr_max before protocol 2.03, or when 0
 	protocol2_10    = 0x020a
 	protocol2_12    = 0x020c

@@ -3,6 +3,7 @@ package bootparam
 import (
 	"encoding/binary"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -194,13 +195,32 @@ func TestParseKernelInvalid(t *testing.T) {
 	}
 }
 
-const realKernel = "/root/.cache/vmm/kernels/x/boot/vmlinuz-6.1.0-56-cloud-amd64"
+// realKernel reads Debian's cloud kernel from vmm's cache, where `make`
+// or the nested tests put it ($VMM_CACHE, else ~/.cache/vmm; see
+// guest.DefaultCacheDir), and skips the test when there is none.
+func realKernel(t *testing.T) []byte {
+	t.Helper()
+	dir := os.Getenv("VMM_CACHE")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			t.Skipf("no real kernel: %v", err)
+		}
+		dir = filepath.Join(home, ".cache", "vmm")
+	}
+	found, _ := filepath.Glob(filepath.Join(dir, "kernels", "linux-image-*-cloud-amd64_*", "boot", "vmlinuz-*"))
+	if len(found) == 0 {
+		t.Skipf("no real kernel in %s/kernels", dir)
+	}
+	img, err := os.ReadFile(found[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
 
 func TestParseRealKernel(t *testing.T) {
-	img, err := os.ReadFile(realKernel)
-	if err != nil {
-		t.Skipf("no real kernel: %v", err)
-	}
+	img := realKernel(t)
 	k, err := ParseKernel(img)
 	if err != nil {
 		t.Fatal(err)
