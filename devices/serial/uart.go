@@ -7,6 +7,12 @@
 // test, loopback modem lines, FIFO bits in IIR, the THRE re-assert test)
 // answers exactly as a real 16550A does, so the port is detected as a
 // "16550A" and the console is interrupt driven.
+//
+// Host input is held outside the chip until the guest opens the port for
+// receiving (see rxOpen), because Linux reads RBR to clear it when it
+// probes, opens and closes a port: a character already "in the FIFO"
+// then would be lost. Transmitted bytes go to the host writer, which may
+// ask the guest to wait (see Paced) instead of blocking the vCPU.
 package serial
 
 import (
@@ -221,6 +227,10 @@ func (u *UART) readReg(off uint64) byte {
 		}
 		if b, ok := u.lb.pop(); ok {
 			u.rbr = b
+		} else if !u.rxOpen() {
+			// A read to clear the port (Linux does several on every
+			// open and close): no host byte is consumed, RBR keeps its
+			// last value as an empty chip's does.
 		} else if b, ok := u.rx.pop(); ok {
 			u.rbr = b
 			u.wakeReceiver()
@@ -357,7 +367,7 @@ func (u *UART) pendingID() byte {
 	switch {
 	case u.ier&ierRLSI != 0 && u.lsrErr != 0:
 		return iirRLSI
-	case u.ier&ierRDI != 0 && u.rx.n+u.lb.n > 0:
+	case u.ier&ierRDI != 0 && u.rxReady():
 		return iirRDI
 	case u.ier&ierTHRI != 0 && u.thrPending:
 		return iirTHRI
@@ -369,10 +379,32 @@ func (u *UART) pendingID() byte {
 
 func (u *UART) lsr() byte {
 	v := byte(lsrTHRE|lsrTEMT) | u.lsrErr
-	if u.rx.n+u.lb.n > 0 {
+	if u.rxReady() {
 		v |= lsrDR
 	}
 	return v
+}
+
+// rxOpen reports whether the guest has opened the port for receiving:
+// the received-data interrupt enabled, the IRQ line enabled by OUT2, and
+// the receiver not in loopback (where the chip disconnects the serial
+// input). Linux sets exactly this when a tty on the port is opened (IER
+// from set_termios, OUT2 from startup) and clears it before every RBR
+// read it makes to clear the port: in autoconfig, twice in startup, in
+// shutdown, and while it throttles input (stop_rx clears RDI). The serial
+// core's comment on em485 says the same: reception is stopped "by
+// disabling the UART_IER_RDI interrupt". Until then host input waits in
+// rx, unseen (LSR.DR clear, no RDI interrupt) and untouched by RBR
+// reads, so it reaches the tty whole instead of losing its first bytes
+// to those reads. A guest that polls with IER.RDI off gets no input.
+func (u *UART) rxOpen() bool {
+	return u.ier&ierRDI != 0 && u.mcr&(mcrOUT2|mcrLoop) == mcrOUT2
+}
+
+// rxReady is LSR.DR: a looped-back byte, or host input the guest has
+// opened the port for.
+func (u *UART) rxReady() bool {
+	return u.lb.n > 0 || u.rx.n > 0 && u.rxOpen()
 }
 
 // setLines recomputes the modem inputs after an MCR write. In loopback

@@ -569,6 +569,7 @@ func TestIIRPriority(t *testing.T) {
 			if tc.modem {
 				out(u, regMCR, mcrLoop|mcrDTR)
 			}
+			out(u, regMCR, mcrOUT2) // out of loopback: host input is seen
 			out(u, regIER, tc.ier)
 			if iir := in(u, regIIR); iir != iirFIFOs|tc.want {
 				t.Fatalf("IIR %#x, want %#x", iir, iirFIFOs|tc.want)
@@ -644,13 +645,24 @@ func TestRegisters(t *testing.T) {
 		{"FCR clear keeps host input", func(u *UART) (byte, byte) {
 			_, _ = u.Receive([]byte("typed before the guest opened the port"))
 			out(u, regIIR, fcrEnable|fcrClearRX|fcrClearTX) // serial8250_clear_fifos at open
+			out(u, regMCR, mcrOUT2)
+			out(u, regIER, ierRDI)
 			return in(u, regData), 't'
 		}},
 		{"FCR keeps RX when rewritten", func(u *UART) (byte, byte) {
 			out(u, regIIR, fcrEnable)
+			out(u, regMCR, mcrOUT2)
+			out(u, regIER, ierRDI)
 			_, _ = u.Receive([]byte("keep"))
 			out(u, regIIR, fcrEnable|0x80) // set_termios rewrites FCR on every tcsetattr
 			return in(u, regData), 'k'
+		}},
+		{"RBR read before the port is open takes nothing", func(u *UART) (byte, byte) {
+			_, _ = u.Receive([]byte("pq"))
+			in(u, regData) // serial8250_do_startup clearing the port
+			out(u, regMCR, mcrOUT2)
+			out(u, regIER, ierRDI)
+			return in(u, regData), 'p'
 		}},
 		{"past the last register", func(u *UART) (byte, byte) { out(u, 9, 1); return in(u, 9), 0xff }},
 	} {
