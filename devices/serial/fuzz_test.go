@@ -2,28 +2,39 @@ package serial
 
 import (
 	"errors"
+	"io"
 	"testing"
 	"time"
 )
 
 // FuzzUART drives the UART with an arbitrary sequence of guest register
-// accesses and host input. Each op is three bytes: kind, a, b. After every
+// accesses, host input and host output progress. Each op is three bytes:
+// kind, a, b; an input whose length leaves one byte over has a Paced host
+// side (a job's stdout) instead of a plain writer (a console). After every
 // op the line must match the interrupt state and have changed on every
-// SetLevel call; at the end a Receive blocked on a full buffer must come
-// back when the UART is closed.
+// SetLevel call, host input is visible only while the port is open, and
+// a busy transmitter has asked the host to call it back; at the end a
+// Receive blocked on a full buffer must come back when the UART is
+// closed.
 func FuzzUART(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{1, regMCR, mcrOUT2, 1, regIER, 0x0f, 2, 40, 0, 0, regIIR, 1, 4, 0, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		irq := newFakeIRQ()
-		u := New(irq, &limitedWriter{})
+		var host *fakePaced
+		var w io.Writer = &limitedWriter{}
+		if len(ops)%3 == 1 {
+			host = &fakePaced{room: 2 * txLoad}
+			w = host
+		}
+		u := New(irq, w)
 		closed := false
 		for len(ops) >= 3 {
 			kind, a, b := ops[0], ops[1], ops[2]
 			ops = ops[3:]
 			reg := uint64(a % (NumPorts + 1)) // one past the end as well
 			width := []int{1, 2, 4}[b%3]
-			switch kind % 6 {
+			switch kind % 7 {
 			case 0:
 				d := make([]byte, width)
 				u.Read(reg, d)
@@ -51,10 +62,33 @@ func FuzzUART(f *testing.F) {
 				if _, err := u.Receive([]byte{a}); !errors.Is(err, ErrClosed) {
 					t.Fatalf("Receive after Close: %v", err)
 				}
+			case 6:
+				if host != nil {
+					host.free(int(a) % 64)
+				}
 			}
 			u.mu.Lock()
 			want, n := u.wantLevel(), u.rx.n
+			dr := u.lsr()&lsrDR != 0
+			hidden := u.lb.n == 0 && !u.rxOpen()
+			busy := u.txBusy
+			if host != nil {
+				host.mu.Lock()
+				waiting, room := host.want > 0, host.room
+				host.mu.Unlock()
+				if busy != waiting {
+					t.Fatalf("transmitter busy %v, host asked to call back %v", busy, waiting)
+				}
+				if !busy && room < txLoad {
+					t.Fatalf("THRE shown with room for %d bytes", room)
+				}
+			} else if busy {
+				t.Fatal("transmitter busy without a Paced host side")
+			}
 			u.mu.Unlock()
+			if hidden && dr {
+				t.Fatal("LSR.DR with the port closed and no loopback byte")
+			}
 			level, _, dups := irq.state()
 			if level != want {
 				t.Fatalf("line %v, interrupt state says %v", level, want)

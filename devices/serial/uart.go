@@ -123,6 +123,14 @@ const (
 	// fifoDepth is the 16550A's receive FIFO, used only for loopback
 	// data, which the chip itself produces and so can overrun.
 	fifoDepth = 16
+
+	// txLoad is how many bytes a guest may write after seeing THRE: the
+	// 16550A's 16-byte transmit FIFO (PC16550D, FIFO mode), which is
+	// Linux's tx_loadsz for the port (uart_config[PORT_16550A] in
+	// 8250_port.c); serial8250_tx_chars writes that many per THRE
+	// interrupt without looking at LSR in between. A Paced writer must
+	// have room for them before THRE is shown.
+	txLoad = 16
 )
 
 // ErrClosed is returned by Receive once the UART is closed.
@@ -140,10 +148,31 @@ type IRQ interface {
 	SetLevel(high bool)
 }
 
+// Paced is a host writer that can make the guest wait instead of losing
+// bytes. When the writer given to New implements it, the UART shows its
+// transmitter busy (LSR.THRE and TEMT clear, no THRE interrupt) while the
+// writer has no room for another FIFO load, and raises THRE, with its
+// interrupt, when NotifyReady's function says room came back: the guest
+// waits as it would for a slow line, and the vCPU never does. Without
+// it the transmitter is always ready and the writer decides what a full
+// host side means (a console drops).
+type Paced interface {
+	// Ready reports whether n more bytes can be written now without
+	// loss. After it reports false, the function given to NotifyReady
+	// is called once they can (or once they never need to, because the
+	// host side is gone and discards).
+	Ready(n int) bool
+	// NotifyReady sets that function. It is called without any lock the
+	// writer's Write or Ready take, from a goroutine of the writer's, so
+	// it may call back into Ready.
+	NotifyReady(f func())
+}
+
 // UART is one 16550A. Its zero value is not usable; call New.
 type UART struct {
-	irq IRQ
-	out io.Writer
+	irq   IRQ
+	out   io.Writer
+	paced Paced // out, when it can make the guest wait; else nil
 
 	mu         sync.Mutex
 	ier        byte
@@ -157,6 +186,7 @@ type UART struct {
 	lines      byte // current modem input lines (MSR high nibble)
 	rbr        byte // last byte handed to the guest
 	thrPending bool // the THRE interrupt condition (see readIIR)
+	txBusy     bool // paced has no room for a FIFO load: THRE is clear
 	level      bool // last level given to irq
 	rx         ring // host input, waiting for the guest
 	// lb holds bytes the guest sent to itself in loopback mode (Linux's
@@ -177,6 +207,13 @@ type UART struct {
 // New returns a UART in its reset state whose transmitted bytes go to out
 // and whose interrupt line is irq. Either may be nil: output is then
 // discarded, and interrupts go nowhere (a guest can still poll).
+//
+// out.Write is called on the vCPU thread, with the UART's lock held, for
+// every byte the guest sends, so it must return at once: a host file
+// belongs behind a queue that a goroutine of its own drains (package
+// hostout), or a reader that stalls would stall the guest's vCPU and
+// everything waiting for it. If out implements Paced, the guest is made
+// to wait for room instead.
 func New(irq IRQ, out io.Writer) *UART {
 	if irq == nil {
 		irq = noIRQ{}
@@ -184,7 +221,7 @@ func New(irq IRQ, out io.Writer) *UART {
 	if out == nil {
 		out = io.Discard
 	}
-	return &UART{
+	u := &UART{
 		irq:    irq,
 		out:    out,
 		lines:  hostLines,
@@ -192,6 +229,11 @@ func New(irq IRQ, out io.Writer) *UART {
 		space:  make(chan struct{}, 1),
 		closed: make(chan struct{}),
 	}
+	if p, ok := out.(Paced); ok {
+		u.paced = p
+		p.NotifyReady(u.txReady)
+	}
+	return u
 }
 
 type noIRQ struct{}
@@ -282,7 +324,8 @@ func (u *UART) writeReg(off uint64, v byte) {
 		// console write, which saves IER, clears it, polls the bytes out
 		// and restores IER, expecting the restore to restart the tty's
 		// interrupt-driven output. Losing this interrupt hangs the tty.
-		if u.ier&ierTHRI != 0 && old&ierTHRI == 0 {
+		// A busy transmitter (Paced) interrupts when it empties instead.
+		if u.ier&ierTHRI != 0 && old&ierTHRI == 0 && !u.txBusy {
 			u.thrPending = true
 		}
 	case regIIR:
@@ -313,9 +356,30 @@ func (u *UART) transmit(v byte) {
 		// A UART cannot report a host-side failure: the byte is lost
 		// as on a disconnected line, and THRE is raised regardless so
 		// the guest's transmit path keeps moving instead of hanging.
+		// (A Paced writer takes the byte if it has any room: only a
+		// guest that ignores THRE can outrun it.)
 		_, _ = u.out.Write(u.tx[:])
+		if u.paced != nil && !u.paced.Ready(txLoad) {
+			u.txBusy = true
+		}
 	}
+	if !u.txBusy {
+		u.thrPending = true
+	}
+}
+
+// txReady is the Paced writer's call when room came back: the
+// transmitter empties, which is a THRE interrupt condition as on the
+// chip. It runs on the writer's goroutine.
+func (u *UART) txReady() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.txBusy || !u.paced.Ready(txLoad) {
+		return
+	}
+	u.txBusy = false
 	u.thrPending = true
+	u.update()
 }
 
 // loopback feeds a transmitted byte to the receiver, overrunning when the
@@ -378,7 +442,12 @@ func (u *UART) pendingID() byte {
 }
 
 func (u *UART) lsr() byte {
-	v := byte(lsrTHRE|lsrTEMT) | u.lsrErr
+	v := u.lsrErr
+	if !u.txBusy {
+		// With an instant transmitter THR and the shift register empty
+		// together, so TEMT follows THRE.
+		v |= lsrTHRE | lsrTEMT
+	}
 	if u.rxReady() {
 		v |= lsrDR
 	}

@@ -1,0 +1,304 @@
+// Package hostout carries a guest's output to a host file without ever
+// making the guest, or whoever stops vmm, wait for that file.
+//
+// A device writes into a Queue from a vCPU thread; the Queue copies the
+// bytes into a fixed ring and returns at once, and one goroutine per
+// Queue does the write(2) calls. A reader that stalls (a full pipe
+// nobody drains, a terminal stopped with Ctrl-S) therefore blocks only
+// that goroutine: the vCPU keeps running, -timeout and signals still
+// stop the machine, and the exit path waits for output only as long as
+// it chooses (Drain) and never on a write(2) in progress. Exiting the
+// process with the goroutine still blocked is fine; nothing else waits
+// for it.
+//
+// What happens when the ring is full is the caller's choice of type:
+//
+//   - A Queue (New) drops what does not fit and counts it. It is for
+//     output a person reads and the guest must not wait for: the console.
+//   - A Paced queue (NewPaced) also never blocks, but tells a device when
+//     it has room (Ready) and when room comes back (NotifyReady), so a
+//     UART can hold its transmitter busy and the guest waits, not the
+//     vCPU. It is for output that must arrive whole: a job's stdout.
+//
+// A write error other than EAGAIN (EPIPE once the reader has gone,
+// EIO from a hung-up terminal) ends the queue's output for good: what
+// is queued and everything written later is discarded and counted, and
+// a Paced queue reports room from then on so the guest never waits for
+// a reader that is not there.
+package hostout
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ErrStalled is Drain's error when the reader stopped taking bytes.
+var ErrStalled = errors.New("hostout: output not being read")
+
+// ErrFull is Write's error for the bytes it had no room for.
+var ErrFull = errors.New("hostout: queue full")
+
+// retryAfter is how long the writer waits after EAGAIN, which a host fd
+// gives when someone made it non-blocking after Go opened it: polling at
+// this rate costs nothing and keeps the bytes instead of losing them.
+const retryAfter = 10 * time.Millisecond
+
+// drainPoll is how often Drain looks at the writer's progress. Drain runs
+// once, on the exit path, so polling is simpler than a condition
+// variable that would also have to wake on a context and a stall timer.
+const drainPoll = 2 * time.Millisecond
+
+// Queue is a bounded, never-blocking writer in front of a host file. Its
+// zero value is not usable; call New.
+type Queue struct {
+	w    io.Writer
+	wake chan struct{} // a token when bytes arrive or Close is called
+
+	mu      sync.Mutex
+	buf      []byte // ring: n bytes from head are waiting
+	head, n  int
+	inflight int // the first inflight of them are in a write(2) now
+	written uint64 // bytes the host took
+	dropped uint64 // bytes discarded: no room, reader gone, or closed
+	err     error  // the write error that ended output
+	closed  bool
+
+	// For Paced: the room a device asked for and was refused, and who to
+	// tell when it is there.
+	want   int
+	notify func()
+}
+
+// New returns a Queue of size bytes that writes to w from its own
+// goroutine, dropping what does not fit.
+func New(w io.Writer, size int) *Queue {
+	if size < 1 {
+		size = 1
+	}
+	q := &Queue{w: w, wake: make(chan struct{}, 1), buf: make([]byte, size)}
+	go q.run()
+	return q
+}
+
+// Write queues p for the host and returns at once. The bytes that do not
+// fit are dropped and counted (the error is then ErrFull); once output
+// has failed or the queue is closed, everything is discarded and counted
+// (the error says why). It allocates nothing, so a device may call it
+// for every byte a guest writes.
+func (q *Queue) Write(p []byte) (int, error) {
+	q.mu.Lock()
+	if q.err != nil || q.closed {
+		err := q.err
+		if err == nil {
+			err = io.ErrClosedPipe
+		}
+		q.dropped += uint64(len(p))
+		q.mu.Unlock()
+		return 0, err
+	}
+	n := min(len(p), len(q.buf)-q.n)
+	for i := 0; i < n; {
+		tail := (q.head + q.n) % len(q.buf)
+		c := copy(q.buf[tail:], p[i:n])
+		q.n += c
+		i += c
+	}
+	q.dropped += uint64(len(p) - n)
+	q.mu.Unlock()
+	if n > 0 {
+		q.poke()
+	}
+	if n < len(p) {
+		return n, ErrFull
+	}
+	return n, nil
+}
+
+func (q *Queue) poke() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the writer goroutine. It writes the ring's first contiguous run
+// without holding the lock; Write only appends after it, so the bytes
+// being written are never touched until the writer moves head past them.
+func (q *Queue) run() {
+	for {
+		q.mu.Lock()
+		for q.n == 0 && !q.closed && q.err == nil {
+			q.mu.Unlock()
+			<-q.wake
+			q.mu.Lock()
+		}
+		if q.closed || q.err != nil {
+			q.mu.Unlock()
+			return
+		}
+		chunk := q.buf[q.head:min(q.head+q.n, len(q.buf))]
+		q.inflight = len(chunk)
+		q.mu.Unlock()
+
+		n, err := q.w.Write(chunk)
+
+		q.mu.Lock()
+		n = max(0, min(n, len(chunk)))
+		q.inflight = 0
+		if q.closed {
+			// Close counted all but this write as dropped.
+			q.written += uint64(n)
+			q.dropped += uint64(len(chunk) - n)
+			q.mu.Unlock()
+			return
+		}
+		q.head = (q.head + n) % len(q.buf)
+		q.n -= n
+		q.written += uint64(n)
+		retry := false
+		if err != nil {
+			if errors.Is(err, syscall.EAGAIN) {
+				retry = true
+			} else {
+				q.err = err
+				q.dropped += uint64(q.n)
+				q.head, q.n = 0, 0
+			}
+		}
+		notify := q.takeNotify()
+		q.mu.Unlock()
+		if notify != nil {
+			notify()
+		}
+		if retry {
+			time.Sleep(retryAfter)
+		}
+	}
+}
+
+// takeNotify returns the Paced callback to run, if a device is waiting
+// and its room is there (or will never be needed again); the caller runs
+// it after unlocking, because the device calls back into Ready.
+func (q *Queue) takeNotify() func() {
+	if q.want == 0 || q.notify == nil {
+		return nil
+	}
+	if q.err == nil && !q.closed && len(q.buf)-q.n < q.want {
+		return nil
+	}
+	q.want = 0
+	return q.notify
+}
+
+// Drain waits until every byte queued before the call has been written,
+// the context is done (its error), or, if stall is positive, the writer
+// made no progress for that long (ErrStalled). Bytes left when it gives
+// up stay queued. A queue whose output failed is drained: its error is
+// Err's, not Drain's.
+func (q *Queue) Drain(ctx context.Context, stall time.Duration) error {
+	q.mu.Lock()
+	target := q.written + uint64(q.n)
+	q.mu.Unlock()
+	last, lastAt := uint64(0), time.Now()
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	for {
+		q.mu.Lock()
+		written, done := q.written, q.written >= target || q.err != nil || q.closed || q.n == 0
+		q.mu.Unlock()
+		if done {
+			return nil
+		}
+		if written != last {
+			last, lastAt = written, time.Now()
+		} else if stall > 0 && time.Since(lastAt) >= stall {
+			return ErrStalled
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops the queue: what is still queued is discarded and counted,
+// later writes are discarded, and the writer goroutine ends once a
+// write(2) in progress returns. It does not wait for that and is safe
+// to call more than once.
+func (q *Queue) Close() {
+	q.mu.Lock()
+	if !q.closed {
+		q.closed = true
+		// The bytes in a write(2) now are the writer's to count.
+		q.dropped += uint64(q.n - q.inflight)
+		q.head, q.n = 0, 0
+	}
+	notify := q.takeNotify()
+	q.mu.Unlock()
+	q.poke()
+	if notify != nil {
+		notify()
+	}
+}
+
+// Dropped is how many bytes were discarded so far.
+func (q *Queue) Dropped() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped
+}
+
+// Err is the write error that ended the queue's output, or nil.
+func (q *Queue) Err() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
+}
+
+// Pending is how many bytes wait for the host.
+func (q *Queue) Pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
+// Paced is a Queue that tells its one device when it has room, so the
+// device can make the guest wait rather than lose bytes. It satisfies
+// serial.Paced.
+type Paced struct {
+	*Queue
+}
+
+// NewPaced returns a Paced queue of size bytes writing to w.
+func NewPaced(w io.Writer, size int) *Paced {
+	return &Paced{New(w, size)}
+}
+
+// Ready reports whether Write would take n more bytes now. When it
+// reports false, the function given to NotifyReady is called once there
+// is room for n, from the writer goroutine with no lock held. After the
+// output failed or the queue closed it always reports true: the bytes
+// will be discarded, and nobody should wait for that.
+func (p *Paced) Ready(n int) bool {
+	q := p.Queue
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil || q.closed || len(q.buf)-q.n >= n {
+		return true
+	}
+	q.want = max(q.want, min(n, len(q.buf)))
+	return false
+}
+
+// NotifyReady sets the function Ready's refusals are answered with. The
+// device calls it once, when it is built.
+func (p *Paced) NotifyReady(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.notify = f
+}
