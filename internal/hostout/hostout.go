@@ -58,14 +58,14 @@ type Queue struct {
 	w    io.Writer
 	wake chan struct{} // a token when bytes arrive or Close is called
 
-	mu      sync.Mutex
+	mu       sync.Mutex
 	buf      []byte // ring: n bytes from head are waiting
 	head, n  int
-	inflight int // the first inflight of them are in a write(2) now
-	written uint64 // bytes the host took
-	dropped uint64 // bytes discarded: no room, reader gone, or closed
-	err     error  // the write error that ended output
-	closed  bool
+	inflight int    // the first inflight of them are in a write(2) now
+	written  uint64 // bytes the host took
+	dropped  uint64 // bytes discarded: no room, reader gone, or closed
+	err      error  // the write error that ended output
+	closed   bool
 
 	// For Paced: the room a device asked for and was refused, and who to
 	// tell when it is there.
