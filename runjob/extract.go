@@ -2,6 +2,7 @@ package runjob
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,13 +11,62 @@ import (
 	"strings"
 )
 
+// Default bounds on what -out may create besides its bytes. A byte limit
+// alone does not bound the work: a tar header is 512 bytes, so a 43 KB
+// archive can describe a 20,000-level directory tree whose paths no host
+// tool can open (PATH_MAX is 4096, linux/limits.h), and every file at that
+// depth costs a walk through all of its parents (os.Root resolves a name
+// one component at a time, with a system call or two for each). The
+// bounds keep the worst archive to about a millisecond an entry, some
+// 100,000 entries: under two minutes even on a busy host, and -timeout or
+// a signal stops it sooner.
+const (
+	// MaxEntries bounds the archive's entries of every type, skipped ones
+	// included since each costs a header read, plus the directories
+	// their names imply without listing them (a name 30 directories deep
+	// creates 30 directories), so it also bounds the inodes -out costs
+	// the host. 100,000 is more than a job's results need: a Linux
+	// kernel build tree has about 80,000 files.
+	MaxEntries = 100_000
+	// MaxDepth bounds a name's path components, and with them the walk
+	// each file costs. Real trees stay well below 32 (a deep Java source
+	// tree has about 15 levels); a job with deeper output can tar it
+	// into one file.
+	MaxDepth = 32
+	// MaxNameLen bounds a name's bytes, so that the output directory's
+	// own path plus any name stays under PATH_MAX (4096 bytes with its
+	// NUL, linux/limits.h) for output directories up to 3 KB long: every
+	// extracted file can then be opened by its path with ordinary tools.
+	MaxNameLen = 1024
+)
+
+// Limits bound what Extract writes.
+type Limits struct {
+	Bytes   int64 // file data, in bytes
+	Entries int   // archive entries of any type
+	Depth   int   // path components of one name
+	NameLen int   // bytes of one name as the archive spells it
+}
+
+// DefaultLimits are the limits of `vmm run -out` with a byte budget of
+// bytes (the scratch disk's size, -out-size).
+func DefaultLimits(bytes int64) Limits {
+	return Limits{Bytes: bytes, Entries: MaxEntries, Depth: MaxDepth, NameLen: MaxNameLen}
+}
+
 // Extract unpacks the tar stream the guest wrote to the out disk into
 // dir. The stream is guest data, so it is treated as hostile: only
 // directories and regular files are created, every name must stay inside
 // dir (os.Root enforces it even against symlinks already there), existing
-// files are replaced, never followed, and at most limit bytes of file
-// data are written. It returns how many files it wrote.
-func Extract(r io.Reader, dir string, limit int64) (int, error) {
+// files are replaced, never followed, and lim bounds the bytes, entries,
+// depth and name lengths; an archive that breaks a limit stops the
+// extraction with an error, leaving what was extracted before it. ctx
+// stops it too (vmm's -timeout and signals), between reads, so even a
+// huge file is abandoned promptly. It returns how many files it wrote.
+func Extract(ctx context.Context, r io.Reader, dir string, lim Limits) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("-out: stopped: %w", context.Cause(ctx))
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, fmt.Errorf("-out %s: %w", dir, err)
 	}
@@ -25,61 +75,178 @@ func Extract(r io.Reader, dir string, limit int64) (int, error) {
 		return 0, fmt.Errorf("-out %s: %w", dir, err)
 	}
 	defer root.Close()
-	tr := tar.NewReader(r)
-	files := 0
-	var written int64
+	x := extractor{root: root, lim: lim, dirs: map[string]bool{}}
+	defer x.closeDir()
+	tr := tar.NewReader(ctxReader{ctx, r})
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return files, nil
+			return x.files, nil
+		}
+		if ctx.Err() != nil {
+			return x.files, fmt.Errorf("-out: stopped after %d files: %w", x.files, context.Cause(ctx))
 		}
 		if err != nil {
-			return files, fmt.Errorf("-out: guest output archive: %w", err)
+			return x.files, fmt.Errorf("-out: guest output archive: %w", err)
+		}
+		if err := x.count(); err != nil {
+			return x.files, err
+		}
+		if len(h.Name) > lim.NameLen {
+			return x.files, fmt.Errorf("-out: guest output archive: name %.40q... is longer than %d bytes", h.Name, lim.NameLen)
 		}
 		name, ok := cleanName(h.Name)
 		if !ok {
-			return files, fmt.Errorf("-out: guest output archive: unsafe name %q", h.Name)
+			return x.files, fmt.Errorf("-out: guest output archive: unsafe name %q", h.Name)
 		}
 		if name == "." {
 			continue
 		}
+		if d := strings.Count(name, "/") + 1; d > lim.Depth {
+			return x.files, fmt.Errorf("-out: guest output archive: %.40q... is %d directories deep, more than %d", name, d, lim.Depth)
+		}
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := root.MkdirAll(name, 0o755); err != nil {
-				return files, fmt.Errorf("-out: %w", err)
+			if err := x.mkdir(name, false); err != nil {
+				return x.files, err
 			}
 		case tar.TypeReg:
-			if h.Size < 0 || h.Size > limit-written {
-				return files, fmt.Errorf("-out: guest output exceeds %d bytes", limit)
+			if h.Size < 0 || h.Size > lim.Bytes-x.written {
+				return x.files, fmt.Errorf("-out: guest output exceeds %d bytes", lim.Bytes)
 			}
-			if d := path.Dir(name); d != "." {
-				if err := root.MkdirAll(d, 0o755); err != nil {
-					return files, fmt.Errorf("-out: %w", err)
-				}
+			dir, base := path.Split(name)
+			parent, err := x.openDir(path.Clean(dir))
+			if err != nil {
+				return x.files, err
 			}
 			// Remove first, so an existing symlink is replaced, not
 			// written through.
-			if err := root.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return files, fmt.Errorf("-out: %w", err)
+			if err := parent.Remove(base); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return x.files, fmt.Errorf("-out: %w", err)
 			}
-			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, os.FileMode(h.Mode).Perm()|0o600)
+			delete(x.dirs, name) // an empty directory goes too
+			f, err := parent.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_EXCL, os.FileMode(h.Mode).Perm()|0o600)
 			if err != nil {
-				return files, fmt.Errorf("-out: %w", err)
+				return x.files, fmt.Errorf("-out: %s: %w", name, err)
 			}
 			n, err := io.Copy(f, io.LimitReader(tr, h.Size))
-			written += n
+			x.written += n
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
-			if err != nil {
-				return files, fmt.Errorf("-out %s: %w", name, err)
+			if ctx.Err() != nil {
+				return x.files, fmt.Errorf("-out: stopped after %d files: %w", x.files, context.Cause(ctx))
 			}
-			files++
+			if err != nil {
+				return x.files, fmt.Errorf("-out %s: %w", name, err)
+			}
+			x.files++
 		default:
 			// Links, devices and FIFOs from a guest have no business on
 			// the host: skip them.
 		}
 	}
+}
+
+// extractor is one Extract's state.
+type extractor struct {
+	root    *os.Root
+	lim     Limits
+	entries int // archive entries plus the directories their names implied
+	files   int
+	written int64
+	// dirs are the directories known to exist, so that the parents of
+	// each name are made (and counted) once, not walked again per file.
+	dirs map[string]bool
+	// dir is the directory of the last file written, kept open: os.Root
+	// resolves a name one component at a time, which for a file 60
+	// directories deep costs hundreds of system calls, and archives list
+	// a directory's files together.
+	dir     *os.Root
+	dirName string
+}
+
+// openDir makes directory name and returns it open, as a root of its own
+// so that files in it are created without walking its parents again.
+func (x *extractor) openDir(name string) (*os.Root, error) {
+	if name == "." {
+		return x.root, nil
+	}
+	if x.dir != nil && x.dirName == name {
+		return x.dir, nil
+	}
+	if err := x.mkdir(name, true); err != nil {
+		return nil, err
+	}
+	x.closeDir()
+	d, err := x.root.OpenRoot(name)
+	if err != nil {
+		return nil, fmt.Errorf("-out: %w", err)
+	}
+	x.dir, x.dirName = d, name
+	return d, nil
+}
+
+func (x *extractor) closeDir() {
+	if x.dir != nil {
+		x.dir.Close()
+		x.dir = nil
+	}
+}
+
+// count charges one entry, or one directory a name implies, to the
+// Entries budget: a name 60 directories deep that the archive never
+// listed creates 60 directories, and they count as much as listed ones.
+func (x *extractor) count() error {
+	if x.entries++; x.entries > x.lim.Entries {
+		return fmt.Errorf("-out: guest output archive has more than %d entries (counting the directories its names imply)", x.lim.Entries)
+	}
+	return nil
+}
+
+// mkdir makes directory dir and its missing parents. implied says dir
+// itself was not an archive entry, so making it counts; its parents
+// always are implied.
+func (x *extractor) mkdir(dir string, implied bool) error {
+	if dir == "." || x.dirs[dir] {
+		return nil
+	}
+	if err := x.mkdir(path.Dir(dir), true); err != nil {
+		return err
+	}
+	if implied {
+		if err := x.count(); err != nil {
+			return err
+		}
+	}
+	if err := x.root.Mkdir(dir, 0o755); errors.Is(err, os.ErrExist) {
+		// Left from an earlier run or made by an entry: it must be a
+		// directory (a symlink inside the root resolves within it).
+		if st, err := x.root.Stat(dir); err != nil {
+			return fmt.Errorf("-out: %w", err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("-out: %s: not a directory", dir)
+		}
+	} else if err != nil {
+		return fmt.Errorf("-out: %w", err)
+	}
+	x.dirs[dir] = true
+	return nil
+}
+
+// ctxReader fails every Read once ctx is done. Extract reads the archive
+// through it, so cancellation reaches both the header loop and the copy
+// of a file's data, which reads at most 32 KiB at a time.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // cleanName turns a tar name into a slash path relative to the output

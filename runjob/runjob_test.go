@@ -3,6 +3,7 @@ package runjob
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -118,14 +119,14 @@ func TestExtract(t *testing.T) {
 	// A symlink already in the output directory must be replaced, not
 	// written through.
 	os.Symlink(outside, filepath.Join(dir, "planted"))
-	n, err := Extract(bytes.NewReader(tarOf(t,
+	n, err := Extract(context.Background(), bytes.NewReader(tarOf(t,
 		entry{name: "./", typ: tar.TypeDir},
 		entry{name: "./result.txt", body: "ok\n", typ: tar.TypeReg},
 		entry{name: "deep/er/file", body: "x", typ: tar.TypeReg},
 		entry{name: "planted", body: "guest", typ: tar.TypeReg},
 		entry{name: "evil-link", typ: tar.TypeSymlink, link: "/etc/passwd"},
 		entry{name: "fifo", typ: tar.TypeFifo},
-	)), dir, 1<<20)
+	)), dir, DefaultLimits(1<<20))
 	if err != nil || n != 3 {
 		t.Fatalf("Extract: %d files, %v", n, err)
 	}
@@ -154,30 +155,45 @@ func TestExtractRefuses(t *testing.T) {
 		{"garbage", bytes.Repeat([]byte{0x5a}, 1024), "archive"},
 	} {
 		dir := t.TempDir()
-		if _, err := Extract(bytes.NewReader(tt.tar), dir, 64); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := Extract(context.Background(), bytes.NewReader(tt.tar), dir, DefaultLimits(64)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
 		}
 	}
 }
 
 // FuzzExtract feeds guest-written bytes to Extract: it must never write
-// outside its directory or more than the limit, and never panic.
+// outside its directory, more than the limits allow or a symlink, and
+// never panic. The limits are small so that the fuzzer reaches each of
+// them with short inputs.
 func FuzzExtract(f *testing.F) {
 	f.Add(tarOf(f, entry{name: "a", body: "b", typ: tar.TypeReg}))
 	f.Add(tarOf(f, entry{name: "d/", typ: tar.TypeDir}, entry{name: "d/../../x", typ: tar.TypeReg}))
 	f.Add([]byte{})
+	lim := Limits{Bytes: 4096, Entries: 16, Depth: 4, NameLen: 64}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "out")
-		const limit = 4096
-		Extract(bytes.NewReader(data), dir, limit)
+		Extract(context.Background(), bytes.NewReader(data), dir, lim)
 		var total int64
+		created := 0
 		filepath.Walk(parent, func(p string, info os.FileInfo, err error) error {
 			if err != nil {
 				return nil
 			}
-			if p != parent && p != dir && !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+			if p == parent || p == dir {
+				return nil
+			}
+			rel, ok := strings.CutPrefix(p, dir+string(filepath.Separator))
+			if !ok {
 				t.Errorf("created %s outside the output directory", p)
+				return nil
+			}
+			created++
+			if d := strings.Count(rel, string(filepath.Separator)) + 1; d > lim.Depth {
+				t.Errorf("created %s, %d deep, limit %d", rel, d, lim.Depth)
+			}
+			if len(rel) > lim.NameLen {
+				t.Errorf("created %s, a %d-byte name, limit %d", rel, len(rel), lim.NameLen)
 			}
 			if info.Mode().IsRegular() {
 				total += info.Size()
@@ -187,8 +203,13 @@ func FuzzExtract(f *testing.F) {
 			}
 			return nil
 		})
-		if total > limit {
-			t.Errorf("wrote %d bytes, limit %d", total, limit)
+		if total > lim.Bytes {
+			t.Errorf("wrote %d bytes, limit %d", total, lim.Bytes)
+		}
+		// Every file or directory created, listed or implied by a name,
+		// counts against Entries.
+		if created > lim.Entries {
+			t.Errorf("created %d files and directories, limit %d", created, lim.Entries)
 		}
 	})
 }

@@ -436,8 +436,16 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	case err == nil:
 		status, reported := m.ExitStatus()
 		if job != nil {
-			if err := job.collect(); err != nil {
+			if err := job.collect(ctx); err != nil {
 				fmt.Fprintf(stderr, "vmm: %v\n", err)
+				// -timeout or a signal stopped the extraction: the
+				// status says so, as it would have during the run.
+				switch cause := context.Cause(ctx); {
+				case errors.As(cause, &te):
+					return exitTimeout
+				case errors.As(cause, &se):
+					return 128 + int(se.sig)
+				}
 				return 1
 			}
 			if !reported {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -91,8 +92,10 @@ func prepareJob(cfg *machine.Config, o options, stdin, stdout, stderr *os.File) 
 	return j, nil
 }
 
-// collect unpacks what the guest wrote to the scratch disk into -out.
-func (j *jobFiles) collect() error {
+// collect unpacks what the guest wrote to the scratch disk into -out,
+// within runjob's default limits. ctx is the run's: -timeout and signals
+// stop the extraction as they stop the guest.
+func (j *jobFiles) collect(ctx context.Context) error {
 	if j.outDisk == "" {
 		return nil
 	}
@@ -101,7 +104,7 @@ func (j *jobFiles) collect() error {
 		return fmt.Errorf("-out: %w", err)
 	}
 	defer f.Close()
-	_, err = runjob.Extract(f, j.outDir, j.outSize)
+	_, err = runjob.Extract(ctx, f, j.outDir, runjob.DefaultLimits(j.outSize))
 	return err
 }
 
