@@ -18,6 +18,10 @@ const (
 	cpioSymlink = 0o120000
 )
 
+// cpioMaxFileSize is the largest c_filesize: eight hex digits
+// (buffer-format.rst), so a file of 4 GiB or more cannot be stored.
+const cpioMaxFileSize = 1<<32 - 1
+
 func (w *cpioWriter) dir(name string, perm uint32) { w.entry(name, cpioDir|perm, 2, nil) }
 func (w *cpioWriter) file(name string, perm uint32, data []byte) {
 	w.entry(name, cpioRegular|perm, 1, data)

@@ -14,11 +14,6 @@ package runjob
 
 import (
 	"encoding/json"
-	"fmt"
-	"io/fs"
-	"os"
-	"path"
-	"path/filepath"
 	"strings"
 
 	"github.com/vmm-dev/vmm/guestabi"
@@ -26,8 +21,10 @@ import (
 
 // Layer builds the cpio archive vmm appends to the initrd: the job spec,
 // and with share != "" that directory's tree under guestabi.ShareDir (regular
-// files, directories and symlinks; other file types are refused rather
-// than silently left out).
+// files, directories and symlinks; other file types, files of 4 GiB or
+// more, which newc cannot hold, and entries that change type while they
+// are read are refused rather than silently left out). A symlink naming
+// the share itself is followed; symlinks inside it are copied as links.
 func Layer(spec guestabi.Spec, share string) ([]byte, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
@@ -45,48 +42,4 @@ func Layer(spec guestabi.Spec, share string) ([]byte, error) {
 		}
 	}
 	return w.finish(), nil
-}
-
-func addTree(w *cpioWriter, root, under string) error {
-	st, err := os.Stat(root)
-	if err != nil {
-		return fmt.Errorf("-share: %w", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("-share %s: not a directory", root)
-	}
-	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("-share: %w", err)
-		}
-		rel, err := filepath.Rel(root, p)
-		if err != nil {
-			return err
-		}
-		name := path.Join(under, filepath.ToSlash(rel))
-		info, err := d.Info()
-		if err != nil {
-			return fmt.Errorf("-share: %w", err)
-		}
-		perm := uint32(info.Mode().Perm())
-		switch {
-		case d.IsDir():
-			w.dir(name, perm)
-		case info.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return fmt.Errorf("-share: %w", err)
-			}
-			w.file(name, perm, b)
-		case info.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return fmt.Errorf("-share: %w", err)
-			}
-			w.symlink(name, target)
-		default:
-			return fmt.Errorf("-share: %s: not a regular file, directory or symlink", p)
-		}
-		return nil
-	})
 }
