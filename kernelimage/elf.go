@@ -1,0 +1,160 @@
+package kernelimage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/vmm-dev/vmm/guestmem"
+)
+
+// ELF64 layout and values (System V ABI, "ELF Header" and "Program
+// Header"; include/uapi/linux/elf.h).
+const (
+	elfMagic      = "\x7fELF"
+	eiClass       = 4 // e_ident[EI_CLASS]
+	eiData        = 5 // e_ident[EI_DATA]
+	eiVersion     = 6 // e_ident[EI_VERSION]
+	elfClass64    = 2 // ELFCLASS64
+	elfData2LSB   = 1 // ELFDATA2LSB
+	evCurrent     = 1 // EV_CURRENT
+	etExec        = 2 // ET_EXEC: vmlinux is linked at fixed addresses
+	emX86_64      = 62
+	elfHeaderSize = 64 // sizeof(Elf64_Ehdr)
+	offType       = 16 // e_type
+	offMachine    = 18 // e_machine
+	offEntry      = 24 // e_entry
+	offPhoff      = 32 // e_phoff
+	offPhentsize  = 54 // e_phentsize
+	offPhnum      = 56 // e_phnum
+	phdrSize      = 56 // sizeof(Elf64_Phdr)
+	ptLoad        = 1  // PT_LOAD
+	// maxPhdrs bounds e_phnum: a vmlinux has a handful of program
+	// headers (5 in Debian's 6.1), and PN_XNUM (0xffff), which moves the
+	// count into a section header, is never needed for one.
+	maxPhdrs = 64
+)
+
+// Segment is one PT_LOAD program header's contents.
+type Segment struct {
+	// Addr is p_paddr, the guest-physical load address. A vmlinux's
+	// p_vaddr is its address in the kernel's high mapping, meaningless
+	// before the kernel has set up paging.
+	Addr uint64
+	// Data is the p_filesz bytes from the file; it aliases ParseELF's input.
+	Data []byte
+	// MemSize is p_memsz: the bytes past Data up to it are zeroed.
+	MemSize uint64
+}
+
+// End is the address just past the segment in memory.
+func (s Segment) End() uint64 { return s.Addr + s.MemSize }
+
+// ELF is a parsed vmlinux: what a loader needs to boot it.
+type ELF struct {
+	// Entry is e_entry, the physical address of startup_64: a vmlinux is
+	// linked with ENTRY(phys_startup_64), the 64-bit boot protocol's
+	// entry point for a kernel loaded at its physical addresses.
+	Entry uint64
+	// Segments are the PT_LOAD segments that occupy memory, sorted by
+	// address and not overlapping.
+	Segments []Segment
+}
+
+// ParseELF validates b as an x86-64 vmlinux (ELF64, little-endian,
+// ET_EXEC) and returns its loadable segments and entry point. It reads
+// only b; every offset and size is checked against it, and every address
+// range for overflow, so the result can be loaded without further checks
+// other than where guest memory is.
+func ParseELF(b []byte) (*ELF, error) {
+	le := binary.LittleEndian
+	if len(b) < elfHeaderSize || string(b[:len(elfMagic)]) != elfMagic {
+		return nil, fmt.Errorf("not an ELF file")
+	}
+	if b[eiClass] != elfClass64 || b[eiData] != elfData2LSB || b[eiVersion] != evCurrent {
+		return nil, fmt.Errorf("ELF file is not 64-bit little-endian version 1 (class %d, data %d, version %d)", b[eiClass], b[eiData], b[eiVersion])
+	}
+	if t := le.Uint16(b[offType:]); t != etExec {
+		return nil, fmt.Errorf("ELF file has type %d, want ET_EXEC (%d) as a vmlinux has", t, etExec)
+	}
+	if m := le.Uint16(b[offMachine:]); m != emX86_64 {
+		return nil, fmt.Errorf("ELF file is for machine %d, want x86-64 (%d)", m, emX86_64)
+	}
+	phoff := le.Uint64(b[offPhoff:])
+	phentsize := le.Uint16(b[offPhentsize:])
+	phnum := uint64(le.Uint16(b[offPhnum:]))
+	if phentsize != phdrSize {
+		return nil, fmt.Errorf("ELF program headers are %d bytes each, want %d", phentsize, phdrSize)
+	}
+	if phnum == 0 || phnum > maxPhdrs {
+		return nil, fmt.Errorf("ELF file has %d program headers, want 1 to %d", phnum, maxPhdrs)
+	}
+	if phoff > uint64(len(b)) || phnum*phdrSize > uint64(len(b))-phoff {
+		return nil, fmt.Errorf("ELF program headers at 0x%x (%d of them) run past the %d-byte file", phoff, phnum, len(b))
+	}
+	e := &ELF{Entry: le.Uint64(b[offEntry:])}
+	for i := range phnum {
+		ph := b[phoff+i*phdrSize:][:phdrSize]
+		if le.Uint32(ph[0:]) != ptLoad {
+			continue
+		}
+		off, paddr := le.Uint64(ph[8:]), le.Uint64(ph[24:])
+		filesz, memsz := le.Uint64(ph[32:]), le.Uint64(ph[40:])
+		switch {
+		case filesz > memsz:
+			return nil, fmt.Errorf("ELF segment %d has %d bytes in the file but only %d in memory", i, filesz, memsz)
+		case off > uint64(len(b)) || filesz > uint64(len(b))-off:
+			return nil, fmt.Errorf("ELF segment %d at file offset 0x%x (%d bytes) runs past the %d-byte file", i, off, filesz, len(b))
+		case paddr+memsz < paddr:
+			return nil, fmt.Errorf("ELF segment %d at 0x%x (%d bytes) wraps around the address space", i, paddr, memsz)
+		case memsz == 0:
+			continue
+		}
+		e.Segments = append(e.Segments, Segment{Addr: paddr, Data: b[off : off+filesz], MemSize: memsz})
+	}
+	if len(e.Segments) == 0 {
+		return nil, fmt.Errorf("ELF file has nothing to load (no PT_LOAD segment with a size)")
+	}
+	slices.SortFunc(e.Segments, func(a, b Segment) int {
+		switch {
+		case a.Addr < b.Addr:
+			return -1
+		case a.Addr > b.Addr:
+			return 1
+		}
+		return 0
+	})
+	for i := 1; i < len(e.Segments); i++ {
+		if p, s := e.Segments[i-1], e.Segments[i]; s.Addr < p.End() {
+			return nil, fmt.Errorf("ELF segments at [0x%x, 0x%x) and [0x%x, 0x%x) overlap", p.Addr, p.End(), s.Addr, s.End())
+		}
+	}
+	// The kernel starts executing at Entry, so it must be code from the
+	// file, not zeroed memory or a hole.
+	if !slices.ContainsFunc(e.Segments, func(s Segment) bool {
+		return e.Entry >= s.Addr && e.Entry-s.Addr < uint64(len(s.Data))
+	}) {
+		return nil, fmt.Errorf("ELF entry point 0x%x is not in any loaded segment's contents (is it a virtual address?)", e.Entry)
+	}
+	return e, nil
+}
+
+// Start is the lowest address the kernel occupies.
+func (e *ELF) Start() uint64 { return e.Segments[0].Addr }
+
+// End is the address just past the highest byte the kernel occupies.
+func (e *ELF) End() uint64 { return e.Segments[len(e.Segments)-1].End() }
+
+// Load copies the segments into guest memory at their physical addresses
+// and zeroes their tails. Each must lie within guest RAM; where in RAM is
+// the caller's to check (Start, End) before calling.
+func (e *ELF) Load(mem *guestmem.Memory) error {
+	for _, s := range e.Segments {
+		dst, err := mem.Slice(s.Addr, s.MemSize)
+		if err != nil {
+			return fmt.Errorf("load ELF segment at [0x%x, 0x%x): %w", s.Addr, s.End(), err)
+		}
+		clear(dst[copy(dst, s.Data):])
+	}
+	return nil
+}

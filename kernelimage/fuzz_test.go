@@ -1,0 +1,116 @@
+package kernelimage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"github.com/vmm-dev/vmm/guestmem"
+)
+
+func checkError(t *testing.T, err error) {
+	t.Helper()
+	if msg := err.Error(); msg == "" || strings.ContainsAny(msg, "\n\r") {
+		t.Fatalf("error is not one non-empty line: %q", msg)
+	}
+}
+
+// fuzzLimit caps decompression in the fuzz target: a bomb must be refused
+// at the limit, whatever the input claims.
+const fuzzLimit = 1 << 20
+
+// FuzzDecompress checks that no payload panics Decompress or makes it
+// return more than the limit or other than what the size trailer says.
+// Seeds (testdata/fuzz/FuzzDecompress) are small payloads of every format.
+func FuzzDecompress(f *testing.F) {
+	plain := testPlain(2000)
+	for _, fm := range []Format{Gzip, XZ, LZ4, Zstd} {
+		f.Add(compress(f, fm, plain))
+	}
+	f.Add([]byte("BZh91AY&SY"))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		orig := bytes.Clone(payload)
+		out, err := Decompress(payload, fuzzLimit)
+		if !bytes.Equal(orig, payload) {
+			t.Fatal("Decompress modified its input")
+		}
+		if err != nil {
+			checkError(t, err)
+			return
+		}
+		if len(out) > fuzzLimit {
+			t.Fatalf("decompressed %d bytes, past the %d limit", len(out), fuzzLimit)
+		}
+		if size := binary.LittleEndian.Uint32(payload[len(payload)-4:]); uint64(size) != uint64(len(out)) {
+			t.Fatalf("decompressed %d bytes, the size trailer says %d", len(out), size)
+		}
+	})
+}
+
+// FuzzParseELF checks that ParseELF never panics or reads outside its
+// input, that what it accepts keeps its promises (segments sorted,
+// disjoint, inside the file, the entry in one), and that loading it writes
+// exactly the segments. Seeds: testdata/fuzz/FuzzParseELF.
+func FuzzParseELF(f *testing.F) {
+	f.Add(testVmlinux())
+	f.Add(buildELF(0x100, phdr{typ: ptLoad, paddr: 0x100, data: []byte("code"), memsz: 0x1000}))
+	f.Add(buildELF(0x1000000, phdr{typ: ptLoad, paddr: 0x1000000, data: []byte("code")}, phdr{typ: ptLoad, paddr: 0x1000002, data: []byte("x")}))
+	const ramSize = 1 << 20
+	ram := make([]byte, ramSize)
+	mem, err := guestmem.FromRegions(guestmem.Region{GPA: 0, Mem: ram})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		orig := bytes.Clone(b)
+		e, err := ParseELF(b)
+		if !bytes.Equal(orig, b) {
+			t.Fatal("ParseELF modified its input")
+		}
+		if err != nil {
+			checkError(t, err)
+			return
+		}
+		entryOK := false
+		for i, s := range e.Segments {
+			switch {
+			case s.MemSize == 0 || uint64(len(s.Data)) > s.MemSize || s.End() < s.Addr:
+				t.Fatalf("segment %d: %d bytes of data, %d in memory at 0x%x", i, len(s.Data), s.MemSize, s.Addr)
+			case len(s.Data) > 0 && !bytes.Contains(b, s.Data):
+				t.Fatalf("segment %d's data is not from the file", i)
+			case i > 0 && s.Addr < e.Segments[i-1].End():
+				t.Fatalf("segment %d at 0x%x overlaps or precedes the one before", i, s.Addr)
+			}
+			entryOK = entryOK || (e.Entry >= s.Addr && e.Entry < s.Addr+uint64(len(s.Data)))
+		}
+		if !entryOK {
+			t.Fatalf("entry 0x%x is in no segment's data", e.Entry)
+		}
+		if e.End() > ramSize {
+			if err := e.Load(mem); err == nil {
+				t.Fatalf("loaded [0x%x, 0x%x) into %d bytes of RAM", e.Start(), e.End(), ramSize)
+			} else {
+				checkError(t, err)
+			}
+			return
+		}
+		for i := range ram {
+			ram[i] = 0xa5
+		}
+		if err := e.Load(mem); err != nil {
+			t.Fatalf("segments fit in RAM but did not load: %v", err)
+		}
+		next := uint64(0)
+		for _, s := range e.Segments {
+			if strings.Trim(string(ram[next:s.Addr]), "\xa5") != "" {
+				t.Fatalf("load wrote outside the segments in [0x%x, 0x%x)", next, s.Addr)
+			}
+			got := ram[s.Addr:s.End()]
+			if !bytes.Equal(got[:len(s.Data)], s.Data) || strings.Trim(string(got[len(s.Data):]), "\x00") != "" {
+				t.Fatalf("segment at 0x%x not loaded as data and zeroes", s.Addr)
+			}
+			next = s.End()
+		}
+	})
+}
