@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/dustin/go-humanize v1.0.1
+	github.com/elastic/go-seccomp-bpf v1.6.0
 	github.com/rck/unit v0.0.3
 	github.com/spf13/pflag v1.0.10
 	github.com/u-root/gobusybox/src v0.0.0-20250101170133-2e884e4509c7
@@ -12,8 +13,9 @@ require (
 	github.com/u-root/uio v0.0.0-20240224005618-d2acac8f3701
 	github.com/vishvananda/netlink v1.3.0
 	github.com/vishvananda/netns v0.0.4
+	golang.org/x/net v0.41.0
 	golang.org/x/sys v0.38.0
-	golang.org/x/term v0.30.0
+	golang.org/x/term v0.32.0
 	mvdan.cc/sh/v3 v3.11.0
 )
 

@@ -1,0 +1,280 @@
+//go:build linux && amd64
+
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The tests below run the test binary again as a child that installs the
+// sandbox for real and then does one thing (childEnv names it). A
+// filter cannot be removed, so it must not be installed in the test
+// process itself.
+const childEnv = "VMM_SANDBOX_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if what := os.Getenv(childEnv); what != "" {
+		os.Exit(child(what))
+	}
+	os.Exit(m.Run())
+}
+
+// child installs the sandbox and does what. It returns 0 when what was
+// allowed, 3 when the sandbox could not be installed and 4 when a call
+// that should have been denied was not; a denied call never returns.
+func child(what string) int {
+	// What must be open before the sandbox, as vmm opens its files
+	// during setup.
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pipe:", err)
+		return 3
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGHUP)
+	if err := Install(Options{Extract: strings.HasPrefix(what, "extract")}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 3
+	}
+	switch what {
+	case "allowed":
+		if err := allowedWork(r, w); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		signal.Stop(sigs)
+		fmt.Println("ok")
+		return 0
+	case "wait":
+		fmt.Println("installed")
+		// Wait for the parent, without a new system call: the pipe's
+		// write end stays open, so this read blocks until stdin closes.
+		os.Stdin.Read(make([]byte, 1))
+		return 0
+	case "x32":
+		// An x32 call (__X32_SYSCALL_BIT) fails with ENOSYS, as the
+		// library's filter prefix makes it; it must not reach the
+		// 64-bit rules.
+		_, _, errno := unix.RawSyscall(x32Bit|unix.SYS_GETPPID, 0, 0, 0)
+		fmt.Println("x32:", errno == unix.ENOSYS)
+		return 0
+	case "getppid":
+		unix.Getppid()
+	case "getppid-thread":
+		// A thread started after Install inherits the filter.
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			unix.Getppid()
+			close(done)
+		}()
+		<-done
+	case "open", "extract-getppid":
+		f, err := os.Open("/proc/self/status")
+		if err != nil {
+			fmt.Println(err)
+			return 4
+		}
+		f.Close()
+		fmt.Println("opened")
+		unix.Getppid()
+	case "ioctl":
+		unix.IoctlGetWinsize(1, unix.TIOCGWINSZ)
+	case "fork":
+		unix.RawSyscall(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0)
+	case "mmap-exec":
+		unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_ANON|unix.MAP_PRIVATE)
+	case "kill":
+		unix.Kill(1, 0)
+	case "sigsys-handler":
+		// Even a query: no act, no old act.
+		unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(unix.SIGSYS), 0, 0, 8, 0, 0)
+	case "socket":
+		unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown child", what)
+		return 2
+	}
+	fmt.Println("not stopped")
+	return 4
+}
+
+// allowedWork does after Install what vmm does: threads come and go,
+// the heap grows and shrinks, goroutines are preempted and sleep, bytes
+// move through descriptors opened before, a thread is signalled, and
+// descriptors are closed.
+func allowedWork(r, w *os.File) error {
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A locked goroutine that ends takes its thread with it, so
+			// the runtime starts new ones, as vmm's vCPUs do.
+			runtime.LockOSThread()
+			unix.Tgkill(unix.Getpid(), unix.Gettid(), unix.SIGURG)
+			time.Sleep(time.Millisecond)
+		}()
+	}
+	wg.Wait()
+	var keep [][]byte
+	for i := 0; i < 64; i++ {
+		keep = append(keep, make([]byte, 1<<20))
+	}
+	runtime.GC()
+	keep = nil
+	debug.FreeOSMemory()
+	go func() {
+		w.Write([]byte("ping"))
+		w.Close()
+	}()
+	b := make([]byte, 4)
+	if _, err := r.Read(b); err != nil || string(b) != "ping" {
+		return fmt.Errorf("pipe: %q, %v", b, err)
+	}
+	deadline := time.Now().Add(20 * time.Millisecond)
+	for time.Now().Before(deadline) { // preempted by SIGURG meanwhile
+	}
+	return r.Close()
+}
+
+// runChild runs the child what and returns its stdout, stderr and exit
+// status.
+func runChild(t *testing.T, what string) (string, string, int) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("the race detector's runtime makes calls vmm's filter does not allow")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+what)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+}
+
+// A denied call ends the process with one line naming it, and status
+// 159 (128+SIGSYS), whatever the thread.
+func TestDenied(t *testing.T) {
+	tests := []struct {
+		child, out, call string
+	}{
+		{"getppid", "", "getppid (nr 110)"},
+		{"getppid-thread", "", "getppid (nr 110)"},
+		{"open", "", "openat (nr 257)"},
+		{"extract-getppid", "opened\n", "getppid (nr 110)"},
+		{"ioctl", "", "ioctl (nr 16)"},
+		{"fork", "", "clone (nr 56)"},
+		{"mmap-exec", "", "mmap (nr 9)"},
+		{"kill", "", "kill (nr 62)"},
+		{"sigsys-handler", "", "rt_sigaction (nr 13)"},
+		{"socket", "", "socket (nr 41)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.child, func(t *testing.T) {
+			stdout, stderr, code := runChild(t, tt.child)
+			if tt.child == "open" && cgoBuild {
+				// rules.go, failures: glibc's fallback needs openat to
+				// fail rather than be reported.
+				if want := "open /proc/self/status: permission denied\n"; stdout != want || code != 4 {
+					t.Errorf("status %d, stdout %q, stderr %q; want 4, %q", code, stdout, stderr, want)
+				}
+				return
+			}
+			want := "vmm: sandbox: syscall " + tt.call + " is not allowed\n"
+			if stderr != want || code != exitDenied || stdout != tt.out {
+				t.Errorf("status %d, stdout %q, stderr %q; want status %d, stdout %q, stderr %q",
+					code, stdout, stderr, exitDenied, tt.out, want)
+			}
+		})
+	}
+}
+
+// What vmm does after setup is allowed, and x32 calls fail instead of
+// slipping past the 64-bit rules.
+func TestAllowed(t *testing.T) {
+	for _, tt := range []struct{ child, out string }{
+		{"allowed", "ok\n"},
+		{"x32", "x32: true\n"},
+	} {
+		t.Run(tt.child, func(t *testing.T) {
+			stdout, stderr, code := runChild(t, tt.child)
+			if code != 0 || stdout != tt.out || stderr != "" {
+				t.Errorf("status %d, stdout %q, stderr %q; want 0, %q, nothing", code, stdout, stderr, tt.out)
+			}
+		})
+	}
+}
+
+// The sandboxed process shows it in /proc, on every thread; a SIGSYS
+// that the filter did not send is reported as such.
+func TestProcStatus(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's runtime makes calls vmm's filter does not allow")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=wait")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if line != "installed\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("child said %q (%v), stderr %q", line, err, stderr.String())
+	}
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", cmd.Process.Pid))
+	if err != nil || len(tasks) < 2 {
+		t.Errorf("threads: %v, %v", tasks, err)
+	}
+	for _, p := range append([]string{fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)}, tasks...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, re := range []string{`(?m)^Seccomp:\s+2$`, `(?m)^NoNewPrivs:\s+1$`} {
+			if !regexp.MustCompile(re).Match(b) {
+				t.Errorf("%s lacks %s:\n%s", p, re, b)
+			}
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGSYS); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if code, want := cmd.ProcessState.ExitCode(), "vmm: SIGSYS not sent by the sandbox\n"; code != exitDenied || stderr.String() != want {
+		t.Errorf("after kill -SYS: status %d, stderr %q; want %d, %q", code, stderr.String(), exitDenied, want)
+	}
+}

@@ -1,0 +1,97 @@
+//go:build linux && amd64
+
+package sandbox
+
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Flags of struct sigaction (arch/x86/include/uapi/asm/signal.h).
+const (
+	saSiginfo  = 0x4
+	saOnstack  = 0x08000000
+	saRestorer = 0x04000000
+)
+
+// sigactiont is the kernel's struct sigaction on x86-64
+// (include/linux/signal_types.h, with SA_RESTORER): not libc's.
+type sigactiont struct {
+	handler  uintptr
+	flags    uint64
+	restorer uintptr
+	mask     uint64
+}
+
+// Implemented in sigsys_amd64.s.
+func sigsys()
+func sigreturn()
+func handlerAddrs() (handler, restorer uintptr)
+
+// install puts the SIGSYS handler in place, then the filters progs,
+// each on every thread.
+func install(progs [][]bpf.RawInstruction) error {
+	filters := make([][]unix.SockFilter, len(progs))
+	for i, prog := range progs {
+		if len(prog) == 0 || len(prog) > unix.BPF_MAXINSNS {
+			return fmt.Errorf("filter %d has %d instructions", i, len(prog))
+		}
+		for _, in := range prog {
+			filters[i] = append(filters[i], unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K})
+		}
+	}
+	// PR_SET_NO_NEW_PRIVS is per thread: it and the filters must be set
+	// on the same one (TSYNC then copies both to the others).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := setSigsysHandler(); err != nil {
+		return err
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("PR_SET_NO_NEW_PRIVS: %w", err)
+	}
+	for _, f := range filters {
+		if err := load(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// load installs one filter on every thread of the process.
+func load(filter []unix.SockFilter) error {
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	runtime.KeepAlive(filter)
+	switch {
+	case errno == unix.EINVAL || errno == unix.ENOSYS:
+		return fmt.Errorf("seccomp filters: %w: this kernel lacks them (CONFIG_SECCOMP_FILTER); run with -sandbox=off", errno)
+	case errno != 0:
+		return fmt.Errorf("seccomp: %w", errno)
+	case r != 0:
+		// With TSYNC, a positive return is a thread that could not be
+		// synchronized (it has a filter of its own); this filter was
+		// not installed.
+		return fmt.Errorf("seccomp: thread %d cannot take the filter", r)
+	}
+	return nil
+}
+
+// setSigsysHandler makes sigsys the handler of SIGSYS, on the signal
+// stack the Go runtime gives every thread, with every signal blocked
+// while it runs.
+func setSigsysHandler() error {
+	h, r := handlerAddrs()
+	sa := sigactiont{handler: h, flags: saSiginfo | saOnstack | saRestorer, restorer: r, mask: ^uint64(0)}
+	_, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(unix.SIGSYS),
+		uintptr(unsafe.Pointer(&sa)), 0, unsafe.Sizeof(sa.mask), 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("SIGSYS handler: %w", errno)
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+//go:build linux && amd64
+
+package sandbox
+
+import (
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"golang.org/x/sys/unix"
+)
+
+// This file is the allow-list, the part of the package to review: every
+// system call vmm may make once the sandbox is on, each with why. It was
+// drawn from the code paths that run after setup (the vCPU loop, the
+// devices' workers, Machine.Close, `vmm run`'s -out extraction, the Go
+// runtime's scheduler, allocator and signal code) and checked with
+// `strace -f` on vmm runs in the nested e2e environment. Adding a call
+// here widens what a guest that took control of vmm could do: say why
+// in its line, and prefer an argument condition to a bare name.
+
+// when says in which runs a rule applies.
+type when int
+
+const (
+	always  when = iota
+	extract      // only with Options.Extract (`vmm run -out`)
+	withCgo      // only in a vmm built with cgo, whose threads glibc starts
+)
+
+// rule allows one system call. With args, only calls whose arguments
+// match all of them; a call with several rules is allowed when any of
+// them matches.
+type rule struct {
+	name string
+	when when
+	args []seccomp.Condition
+	why  string
+}
+
+// failure is a system call that is not allowed but fails with errno
+// instead of being reported: one that a library tries before a
+// fallback.
+type failure struct {
+	name  string
+	when  when
+	errno unix.Errno
+	why   string
+}
+
+// eq, ne, le and noneOf are argument conditions: argument i equals,
+// differs from, is at most (unsigned, all 64 bits), or has none of the
+// bits of v.
+func eq(i uint32, v uint64) seccomp.Condition {
+	return seccomp.Condition{Argument: i, Operation: seccomp.Equal, Value: v}
+}
+
+func ne(i uint32, v uint64) seccomp.Condition {
+	return seccomp.Condition{Argument: i, Operation: seccomp.NotEqual, Value: v}
+}
+
+func le(i uint32, v uint64) seccomp.Condition {
+	return seccomp.Condition{Argument: i, Operation: seccomp.LessOrEqual, Value: v}
+}
+
+func noneOf(i uint32, v uint64) seccomp.Condition {
+	return seccomp.Condition{Argument: i, Operation: seccomp.BitsNotSet, Value: v}
+}
+
+// ioctl requests vmm makes after setup. KVM's are built as
+// include/uapi/linux/kvm.h builds them (_IO/_IOR/_IOW of KVMIO, 0xAE,
+// include/uapi/asm-generic/ioctl.h), with the sizes of struct
+// kvm_irq_level (8), kvm_regs (144) and kvm_sregs (312) on x86-64.
+const (
+	kvmRun      = 0xae80     // KVM_RUN: _IO(KVMIO, 0x80)
+	kvmIRQLine  = 0x4008ae61 // KVM_IRQ_LINE: _IOW(KVMIO, 0x61, struct kvm_irq_level)
+	kvmGetRegs  = 0x8090ae81 // KVM_GET_REGS: _IOR(KVMIO, 0x81, struct kvm_regs)
+	kvmGetSregs = 0x8138ae83 // KVM_GET_SREGS: _IOR(KVMIO, 0x83, struct kvm_sregs)
+)
+
+// goCloneFlags are the flags the Go runtime starts a thread with
+// (cloneFlags in runtime/os_linux.go, plus CLONE_SETTLS, which
+// runtime·clone in sys_linux_amd64.s adds): a thread sharing everything.
+// Any other clone, a new process or namespace, is denied.
+const goCloneFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+	unix.CLONE_SYSVSEM | unix.CLONE_THREAD | unix.CLONE_SETTLS
+
+// glibcCloneFlags are the flags glibc's pthread_create starts a thread
+// with (clone_flags in sysdeps/unix/sysv/linux/createthread.c), which it
+// passes to clone when clone3 fails with ENOSYS (clone-internal.c).
+const glibcCloneFlags = goCloneFlags | unix.CLONE_PARENT_SETTID | unix.CLONE_CHILD_CLEARTID
+
+// maxSignal is the highest signal number (_NSIG-1, 64 on x86-64:
+// arch/x86/include/asm/signal.h). The kernel reads a signal number as a
+// 32-bit int, so checking that the 64-bit argument is at most this also
+// keeps high bits from disguising SIGSYS.
+const maxSignal = 64
+
+// rules is the allow-list for a process whose ID is pid. The filter
+// compares the number of a call with the names in this order, so the
+// frequent ones come first (on Linux 5.11 and later the kernel caches the
+// verdict for every call whose arguments are not checked). ioctl is
+// first: KVM_RUN is made on every vCPU exit.
+func rules(pid int) []rule {
+	self := uint64(pid)
+	return []rule{
+		// ioctl, by request.
+		{"ioctl", always, []seccomp.Condition{eq(1, kvmRun)}, "KVM_RUN: run a vCPU until its next exit (the vCPU loop)"},
+		{"ioctl", always, []seccomp.Condition{eq(1, kvmIRQLine)}, "KVM_IRQ_LINE: the legacy devices (UARTs, RTC) raise and lower their interrupt lines"},
+		{"ioctl", always, []seccomp.Condition{eq(1, kvmGetRegs)}, "KVM_GET_REGS: registers for the message of a fatal exit (triple fault, failed entry)"},
+		{"ioctl", always, []seccomp.Condition{eq(1, kvmGetSregs)}, "KVM_GET_SREGS: the same message's control registers"},
+		{"ioctl", always, []seccomp.Condition{eq(1, unix.TUNSETOFFLOAD)}, "TUNSETOFFLOAD: virtio-net tells the TAP which offloads the guest accepted, when its driver starts"},
+		{"ioctl", always, []seccomp.Condition{eq(1, unix.TCSETS)}, "TCSETS: give the terminal its settings back at exit (vmm put it in raw mode)"},
+
+		// Threads, memory and signals: the Go runtime.
+		{"clone", always, []seccomp.Condition{eq(0, goCloneFlags)}, "the Go runtime starts threads (each vCPU holds one); with its thread flags only"},
+		{"mmap", always, []seccomp.Condition{noneOf(2, unix.PROT_EXEC)}, "the Go heap and goroutine stacks grow; never executable memory"},
+		{"prctl", always, []seccomp.Condition{eq(0, unix.PR_SET_VMA)}, "the Go runtime names its anonymous mappings (PR_SET_VMA_ANON_NAME)"},
+		{"rt_sigaction", always, []seccomp.Condition{le(0, maxSignal), ne(0, uint64(unix.SIGSYS))}, "os/signal and the runtime's crash path change handlers; never SIGSYS's, so every denial is reported"},
+		{"tgkill", always, []seccomp.Condition{eq(0, self)}, "goroutine preemption and vCPU kicks (SIGURG to a thread of vmm's own)"},
+		{"kill", always, []seccomp.Condition{eq(0, self)}, "the runtime's crash path re-raises a fatal signal on vmm itself"},
+
+		{"futex", always, nil, "the Go runtime's locks, sleeps and wakeups"},
+		{"epoll_pwait", always, nil, "the Go netpoller waits for the eventfds, the TAP and the console"},
+		{"epoll_ctl", always, nil, "the netpoller drops a descriptor when it is closed"},
+		{"nanosleep", always, nil, "the runtime's short sleeps (usleep in sysmon and the scheduler)"},
+		{"clock_gettime", always, nil, "time.Now where the vDSO falls back to the system call (some clocksources)"},
+		{"sched_yield", always, nil, "the runtime yields in spin loops (osyield)"},
+		{"sched_getaffinity", always, nil, "the runtime rechecks its CPU count for GOMAXPROCS now and then"},
+		{"getpid", always, nil, "the pid for tgkill"},
+		{"gettid", always, nil, "a vCPU notes its thread for kicks; a new runtime thread its own ID"},
+		{"rt_sigprocmask", always, nil, "the runtime masks signals around thread creation and exit"},
+		{"rt_sigreturn", always, nil, "return from every signal handler (SIGURG preemption, os/signal)"},
+		{"sigaltstack", always, nil, "each new runtime thread sets up its signal stack"},
+		{"restart_syscall", always, nil, "the kernel resumes a sleep a signal interrupted"},
+		{"munmap", always, nil, "the Go heap returns memory; Close unmaps guest RAM and kvm_run pages"},
+		{"madvise", always, nil, "the Go scavenger returns unused heap pages to the kernel"},
+		{"getrandom", always, nil, "the runtime's random seeds where the vDSO cannot serve them"},
+		{"exit", always, nil, "a thread ends (a vCPU goroutine's locked thread, when the machine stops)"},
+		{"exit_group", always, nil, "vmm exits, and the SIGSYS handler ends it"},
+
+		// A vmm built with cgo (CGO_ENABLED=1, the go command's default
+		// where a C compiler is found: package net links the C runtime)
+		// has its threads started by glibc, which needs more. The release
+		// build (make) has cgo off, so none of these apply to it.
+		{"clone", withCgo, []seccomp.Condition{eq(0, glibcCloneFlags)}, "glibc's pthread_create starts a thread; with its thread flags only"},
+		{"rseq", withCgo, nil, "glibc registers each new thread's restartable sequences area"},
+		{"set_robust_list", withCgo, nil, "glibc registers each new thread's robust futex list"},
+		{"mprotect", withCgo, []seccomp.Condition{noneOf(2, unix.PROT_EXEC)}, "glibc makes a new thread's stack usable past its guard page, and grows malloc arenas; never executable"},
+
+		// I/O on descriptors opened during setup.
+		{"read", always, nil, "console and job input, eventfd kicks, TAP frames, the runtime's cgroup files"},
+		{"write", always, nil, "console and job output, eventfd interrupts, TAP frames, messages on stderr"},
+		{"pread64", always, nil, "the runtime rereads its cgroup CPU limit (GOMAXPROCS)"},
+		{"preadv", always, nil, "virtio-blk reads a request's buffers"},
+		{"pwritev", always, nil, "virtio-blk writes a request's buffers"},
+		{"pwrite64", always, nil, "virtio-blk writes zeroes where the file system cannot"},
+		{"fallocate", always, nil, "virtio-blk discard and write-zeroes punch or zero ranges"},
+		{"fdatasync", always, nil, "virtio-blk FLUSH, and the sync when a disk is closed"},
+		{"close", always, nil, "Machine.Close releases descriptors at exit"},
+
+		// `vmm run -out`: after the guest stops, its /out archive is
+		// unpacked into the host directory (runjob.Extract) and the
+		// scratch disk removed. These are the calls that reach the file
+		// system, so they are allowed only for a run that asked for it.
+		{"openat", extract, nil, "-out: open the scratch disk and the output directory, create each file"},
+		{"mkdirat", extract, nil, "-out: make the output directory and its subdirectories"},
+		{"unlinkat", extract, nil, "-out: replace an existing file; remove the scratch disk"},
+		{"newfstatat", extract, nil, "-out: check what already exists in the output directory"},
+		{"fstat", extract, nil, "-out: os.File and os.Root look at what they opened"},
+		{"fcntl", extract, nil, "-out: os.File checks the mode of a descriptor it opened"},
+	}
+}
+
+// failures are the calls that fail instead of being reported.
+func failures() []failure {
+	return []failure{
+		{"clone3", withCgo, unix.ENOSYS, "glibc's pthread_create tries clone3 first; its flags are behind a pointer the filter cannot read, so it fails and glibc falls back to clone"},
+		{"openat", withCgo, unix.EACCES, "glibc's malloc counts CPUs (/sys/devices/system/cpu/online) the first time a thread needs an arena of its own, with every signal blocked; it falls back to sched_getaffinity"},
+	}
+}

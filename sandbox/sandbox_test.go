@@ -1,0 +1,216 @@
+//go:build linux && amd64
+
+package sandbox
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	testPID         = 4242
+	auditArchX86_64 = 0xc000003e // include/uapi/linux/audit.h
+	auditArchI386   = 0x40000003
+	x32Bit          = 0x40000000 // __X32_SYSCALL_BIT
+)
+
+// Every rule names a system call the kernel has, says why, and no call
+// is listed twice without conditions.
+func TestRules(t *testing.T) {
+	seen := map[string]bool{}
+	for _, r := range rules(testPID) {
+		if _, ok := arch.X86_64.SyscallNames[r.name]; !ok {
+			t.Errorf("%s: no such x86-64 system call", r.name)
+		}
+		if len(strings.TrimSpace(r.why)) < 10 {
+			t.Errorf("%s: says too little why (%q)", r.name, r.why)
+		}
+		if r.args == nil {
+			if seen[r.name] {
+				t.Errorf("%s: listed twice", r.name)
+			}
+			seen[r.name] = true
+		}
+	}
+	for _, r := range rules(testPID) {
+		if r.args != nil && seen[r.name] {
+			t.Errorf("%s: both with and without conditions; the unconditional rule makes the others moot", r.name)
+		}
+	}
+	for _, o := range []Options{{}, {Extract: true}} {
+		progs, err := programs(o, testPID)
+		if err != nil {
+			t.Fatalf("%+v: %v", o, err)
+		}
+		total := 0
+		for _, p := range progs {
+			total += len(p)
+		}
+		// MAX_INSNS_PER_PATH (kernel/seccomp.c) bounds all filters.
+		if total+4*len(progs) > 32768 {
+			t.Fatalf("%+v: %d instructions in %d filters", o, total, len(progs))
+		}
+		t.Logf("%+v: %d filters, %d instructions", o, len(progs), total)
+	}
+}
+
+// verdict runs every filter on d and combines their verdicts as the
+// kernel does (kernel/seccomp.c, seccomp_run_filters): the action with
+// the lowest value as a signed 32-bit number wins, so KILL beats TRAP
+// beats ERRNO beats ALLOW.
+func verdict(t *testing.T, vms []*bpf.VM, d seccompData) uint32 {
+	t.Helper()
+	const actionMask = 0xffff0000
+	best := uint32(seccomp.ActionAllow)
+	for _, vm := range vms {
+		r, err := vm.Run(d.encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := uint32(r); int32(v&actionMask) < int32(best&actionMask) {
+			best = v
+		}
+	}
+	return best
+}
+
+// seccompData is struct seccomp_data (include/uapi/linux/seccomp.h) as the
+// filter sees it. x/net/bpf's VM loads words big-endian, the kernel in
+// host order; encode puts each 32-bit word where a little-endian kernel
+// has it, in the VM's order, as go-seccomp-bpf's own tests do.
+type seccompData struct {
+	nr   uint32
+	arch uint32
+	args [6]uint64
+}
+
+func (d seccompData) encode() []byte {
+	b := make([]byte, 64)
+	be := binary.BigEndian
+	be.PutUint32(b[0:], d.nr)
+	be.PutUint32(b[4:], d.arch)
+	for i, a := range d.args {
+		off := 16 + 8*i
+		be.PutUint32(b[off:], uint32(a))       // low word first on little-endian
+		be.PutUint32(b[off+4:], uint32(a>>32)) // then the high word
+	}
+	return b
+}
+
+func nr(t *testing.T, name string) uint32 {
+	t.Helper()
+	n, ok := arch.X86_64.SyscallNames[name]
+	if !ok {
+		t.Fatalf("no system call %s", name)
+	}
+	return uint32(n)
+}
+
+// The filter's verdict for calls vmm makes and calls it must not.
+func TestFilterVerdicts(t *testing.T) {
+	allow := uint32(seccomp.ActionAllow)
+	trap := uint32(seccomp.ActionTrap)
+	enosys := uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)
+	args := func(a ...uint64) (r [6]uint64) { copy(r[:], a); return r }
+	// In a cgo build, glibc's fallbacks need some calls to fail
+	// instead (rules.go, failures).
+	failsWithCgo := func(errno unix.Errno) uint32 {
+		if cgoBuild {
+			return uint32(seccomp.ActionErrno) | uint32(errno)
+		}
+		return trap
+	}
+	tests := []struct {
+		name    string
+		call    string
+		arch    uint32 // 0: x86-64
+		x32     bool
+		args    [6]uint64
+		extract bool
+		want    uint32
+	}{
+		{name: "KVM_RUN", call: "ioctl", args: args(5, kvmRun), want: allow},
+		{name: "KVM_IRQ_LINE", call: "ioctl", args: args(5, kvmIRQLine), want: allow},
+		{name: "KVM_GET_REGS", call: "ioctl", args: args(5, kvmGetRegs), want: allow},
+		{name: "KVM_GET_SREGS", call: "ioctl", args: args(5, kvmGetSregs), want: allow},
+		{name: "TUNSETOFFLOAD", call: "ioctl", args: args(7, unix.TUNSETOFFLOAD), want: allow},
+		{name: "TCSETS", call: "ioctl", args: args(0, unix.TCSETS), want: allow},
+		{name: "KVM_RUN in the high word", call: "ioctl", args: args(5, 1<<32|kvmRun), want: trap},
+		{name: "KVM_CREATE_VM", call: "ioctl", args: args(3, 0xae01), want: trap},
+		{name: "KVM_SET_USER_MEMORY_REGION", call: "ioctl", args: args(4, 0x4020ae46), want: trap},
+		{name: "TIOCSTI", call: "ioctl", args: args(0, unix.TIOCSTI), want: trap},
+		{name: "TUNSETIFF", call: "ioctl", args: args(7, unix.TUNSETIFF), want: trap},
+		{name: "Go thread", call: "clone", args: args(goCloneFlags), want: allow},
+		{name: "fork", call: "clone", args: args(uint64(unix.SIGCHLD)), want: trap},
+		{name: "thread in a new user namespace", call: "clone", args: args(goCloneFlags | unix.CLONE_NEWUSER), want: trap},
+		{name: "clone3", call: "clone3", want: failsWithCgo(unix.ENOSYS)},
+		{name: "heap", call: "mmap", args: args(0, 1<<20, unix.PROT_READ|unix.PROT_WRITE), want: allow},
+		{name: "reservation", call: "mmap", args: args(0, 1<<20, unix.PROT_NONE), want: allow},
+		{name: "executable", call: "mmap", args: args(0, 4096, unix.PROT_READ|unix.PROT_EXEC), want: trap},
+		{name: "mprotect", call: "mprotect", args: args(0, 4096, unix.PROT_EXEC), want: trap},
+		{name: "PR_SET_VMA", call: "prctl", args: args(unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME), want: allow},
+		{name: "PR_SET_NO_NEW_PRIVS", call: "prctl", args: args(unix.PR_SET_NO_NEW_PRIVS, 1), want: trap},
+		{name: "SIGINT handler", call: "rt_sigaction", args: args(uint64(unix.SIGINT)), want: allow},
+		{name: "SIGSYS handler", call: "rt_sigaction", args: args(uint64(unix.SIGSYS)), want: trap},
+		{name: "SIGSYS in disguise", call: "rt_sigaction", args: args(1<<32 | uint64(unix.SIGSYS)), want: trap},
+		{name: "SIGRTMAX", call: "rt_sigaction", args: args(64), want: allow},
+		{name: "seccomp", call: "seccomp", want: trap},
+		{name: "SIGURG to a thread of vmm", call: "tgkill", args: args(testPID, 77, uint64(unix.SIGURG)), want: allow},
+		{name: "signal to another process's thread", call: "tgkill", args: args(1, 1, uint64(unix.SIGKILL)), want: trap},
+		{name: "raise", call: "kill", args: args(testPID, uint64(unix.SIGABRT)), want: allow},
+		{name: "kill another process", call: "kill", args: args(1, uint64(unix.SIGKILL)), want: trap},
+		{name: "futex", call: "futex", want: allow},
+		{name: "preadv", call: "preadv", want: allow},
+		{name: "exit_group", call: "exit_group", want: allow},
+		{name: "openat", call: "openat", want: failsWithCgo(unix.EACCES)},
+		{name: "open", call: "open", want: trap},
+		{name: "openat for -out", call: "openat", extract: true, want: allow},
+		{name: "mkdirat for -out", call: "mkdirat", extract: true, want: allow},
+		{name: "execve", call: "execve", extract: true, want: trap},
+		{name: "socket", call: "socket", want: trap},
+		{name: "connect", call: "connect", extract: true, want: trap},
+		{name: "ptrace", call: "ptrace", want: trap},
+		{name: "unshare", call: "unshare", want: trap},
+		{name: "getppid", call: "getppid", want: trap},
+		{name: "32-bit ABI", call: "getpid", arch: auditArchI386, want: trap},
+		{name: "x32 ABI", call: "getpid", x32: true, want: enosys},
+	}
+	vms := map[bool][]*bpf.VM{}
+	for _, ext := range []bool{false, true} {
+		ps, err := policies(Options{Extract: ext}, testPID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps {
+			insts, err := p.Assemble()
+			if err != nil {
+				t.Fatal(err)
+			}
+			vm, err := bpf.NewVM(insts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vms[ext] = append(vms[ext], vm)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := seccompData{nr: nr(t, tt.call), arch: tt.arch, args: tt.args}
+			if d.arch == 0 {
+				d.arch = auditArchX86_64
+			}
+			if tt.x32 {
+				d.nr |= x32Bit
+			}
+			if got := verdict(t, vms[tt.extract], d); got != tt.want {
+				t.Errorf("%s%v: verdict %#x, want %#x", tt.call, tt.args, got, tt.want)
+			}
+		})
+	}
+}
