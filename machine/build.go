@@ -22,7 +22,24 @@ import (
 // New validates the configuration, reads the kernel and initrd, and builds
 // the VM. User errors (missing files, a non-bzImage, too little memory)
 // are reported before /dev/kvm is opened.
-func New(cfg Config) (_ *Machine, err error) {
+func New(cfg Config) (*Machine, error) {
+	m, err := load(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.createVM(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	m.mark(guestabi.MemoryReady)
+	return m, nil
+}
+
+// load is the part of New that needs no KVM, and so holds every error
+// that is the user's: it checks the configuration, opens the disk and
+// network backends, and lays out guest memory with the kernel, command
+// line, ACPI tables and initrd in place.
+func load(cfg Config) (_ *Machine, err error) {
 	if cfg.CPUs < 1 {
 		return nil, fmt.Errorf("-smp %d: need at least one vCPU", cfg.CPUs)
 	}
@@ -99,59 +116,65 @@ func New(cfg Config) (_ *Machine, err error) {
 			return nil, fmt.Errorf("load appended initramfs: %w", err)
 		}
 	}
+	return m, nil
+}
 
+// createVM is the part of New that talks to KVM: the VM, its irqchip and
+// memory slots, the devices' interrupt wiring, and the vCPUs with their
+// boot state. On error the caller closes m, which releases whatever was
+// created.
+func (m *Machine) createVM() (err error) {
 	if m.sys, err = kvm.Open(); err != nil {
-		return nil, fmt.Errorf("%s: %w", kvm.DevicePath, explainOpen(err))
+		return fmt.Errorf("%s: %w", kvm.DevicePath, explainOpen(err))
 	}
 	if err = m.checkCaps(); err != nil {
-		return nil, err
+		return err
 	}
 	if m.vm, err = m.sys.CreateVM(); err != nil {
-		return nil, err
+		return err
 	}
 	// Order matters (Documentation/virt/kvm/api.rst): the identity map and
 	// TSS before any vCPU, the irqchip before vCPUs so each gets an
 	// in-kernel local APIC, the PIT after the irqchip.
 	if err = m.vm.SetIdentityMapAddr(identityMapAddr); err != nil {
-		return nil, err
+		return err
 	}
 	if err = m.vm.SetTSSAddr(tssAddr); err != nil {
-		return nil, err
+		return err
 	}
 	if err = m.vm.CreateIRQChip(); err != nil {
-		return nil, err
+		return err
 	}
 	if err = m.vm.CreatePIT2(kvm.PITSpeakerDummy); err != nil {
-		return nil, err
+		return err
 	}
 	for i, r := range m.mem.Regions() {
 		if err = m.vm.SetUserMemoryRegion(uint32(i), r.GPA, r.Mem); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err = m.addDevices(m.vm); err != nil {
-		return nil, err
+		return err
 	}
 	supported, err := m.sys.SupportedCPUID()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var opt cpuidOptions
 	if n, err := m.sys.CheckExtension(kvm.CapTSCDeadlineTimer); err == nil && n > 0 {
 		opt.tscDeadline = true
 	}
-	for i := 0; i < cfg.CPUs; i++ {
+	for i := 0; i < m.cfg.CPUs; i++ {
 		c, err := m.vm.CreateVCPU(i)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		m.vcpus = append(m.vcpus, &kvmVCPU{c: c})
-		if err := m.setupVCPU(c, vcpuCPUID(supported, i, cfg.CPUs, opt)); err != nil {
-			return nil, err
+		if err := m.setupVCPU(c, vcpuCPUID(supported, i, m.cfg.CPUs, opt)); err != nil {
+			return err
 		}
 	}
-	m.mark(guestabi.MemoryReady)
-	return m, nil
+	return nil
 }
 
 // maxCPUs is bounded by xAPIC: APIC IDs are 8 bits and 0xff is broadcast.
