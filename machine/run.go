@@ -56,6 +56,9 @@ func (m *Machine) Reason() StopReason {
 	return m.reason
 }
 
+// forwardInput copies host input to a UART's receive side until r ends
+// or fails, or the UART is closed. Receive blocks while the guest does
+// not read, so input is paced by the guest rather than dropped.
 func forwardInput(r io.Reader, u *serial.UART) {
 	buf := make([]byte, 4096)
 	for {
