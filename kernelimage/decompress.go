@@ -75,6 +75,10 @@ const (
 	zstdMinWindow = 8 << 20
 )
 
+// ErrNoDecoder is wrapped by Decompress's error for a payload in a format
+// vmm has no decoder for, which the kernel's own decompressor handles.
+var ErrNoDecoder = errors.New("vmm has no decoder for it")
+
 // Detect names the compression format of payload from its magic number.
 func Detect(payload []byte) (Format, error) {
 	for _, f := range [...]struct {
@@ -112,7 +116,7 @@ func Decompress(payload []byte, limit int) ([]byte, error) {
 	switch format {
 	case Gzip, XZ, LZ4, Zstd:
 	default:
-		return nil, fmt.Errorf("%s kernel payload: vmm has no %s decoder (gzip, xz, lz4 and zstd kernels are decompressed on the host)", format, format)
+		return nil, fmt.Errorf("%s kernel payload: %w (gzip, xz, lz4 and zstd kernels are decompressed on the host)", format, ErrNoDecoder)
 	}
 	if len(payload) < sizeLen+1 {
 		return nil, fmt.Errorf("%s kernel payload is truncated: %d bytes", format, len(payload))
@@ -134,7 +138,7 @@ func Decompress(payload []byte, limit int) ([]byte, error) {
 		r = zr
 	case XZ:
 		if len(stream) > xzHeader+1 && stream[xzHeader+1]&xzFilters != 0 {
-			return nil, fmt.Errorf("xz kernel payload uses a chain of %d filters (the kernel's x86 BCJ filter before LZMA2); vmm's xz decoder handles LZMA2 alone", stream[xzHeader+1]&xzFilters+1)
+			return nil, fmt.Errorf("xz kernel payload uses a chain of %d filters (the kernel's x86 BCJ filter before LZMA2): %w (it decodes LZMA2 alone)", stream[xzHeader+1]&xzFilters+1, ErrNoDecoder)
 		}
 		zr, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(stream))
 		if err != nil {

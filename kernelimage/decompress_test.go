@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -117,12 +118,12 @@ func TestDecompressErrors(t *testing.T) {
 	}{
 		{"empty", nil, "kernel payload is in no compression format known to vmm (it starts )"},
 		{"unknown", []byte("\x7fELF\x02\x01\x01"), "kernel payload is in no compression format known to vmm (it starts 7f 45 4c 46 02 01)"},
-		{"bzip2", []byte("BZh91AY&SY...."), "bzip2 kernel payload: vmm has no bzip2 decoder (gzip, xz, lz4 and zstd kernels are decompressed on the host)"},
-		{"lzma", []byte("\x5d\x00\x00\x80\x00...."), "lzma kernel payload: vmm has no lzma decoder (gzip, xz, lz4 and zstd kernels are decompressed on the host)"},
-		{"lzo", []byte("\x89LZO\x00\r\n\x1a\n...."), "lzo kernel payload: vmm has no lzo decoder (gzip, xz, lz4 and zstd kernels are decompressed on the host)"},
+		{"bzip2", []byte("BZh91AY&SY...."), "bzip2 kernel payload: vmm has no decoder for it (gzip, xz, lz4 and zstd kernels are decompressed on the host)"},
+		{"lzma", []byte("\x5d\x00\x00\x80\x00...."), "lzma kernel payload: vmm has no decoder for it (gzip, xz, lz4 and zstd kernels are decompressed on the host)"},
+		{"lzo", []byte("\x89LZO\x00\r\n\x1a\n...."), "lzo kernel payload: vmm has no decoder for it (gzip, xz, lz4 and zstd kernels are decompressed on the host)"},
 		{"magic only", []byte(magicLZ4), "lz4 kernel payload is truncated: 4 bytes"},
 		{"huge trailer", withSize(LZ4, 0xffffffff), "lz4 kernel payload says it decompresses to 4294967295 bytes, more than vmm's limit of 1048576"},
-		{"xz with BCJ", xzBCJ, "xz kernel payload uses a chain of 2 filters (the kernel's x86 BCJ filter before LZMA2); vmm's xz decoder handles LZMA2 alone"},
+		{"xz with BCJ", xzBCJ, "xz kernel payload uses a chain of 2 filters (the kernel's x86 BCJ filter before LZMA2): vmm has no decoder for it (it decodes LZMA2 alone)"},
 		{"gzip short trailer", withSize(Gzip, 2999), "gzip kernel payload decompresses to more than the 2999 bytes its size trailer says"},
 		{"gzip CRC", flip(gz, len(gz)-5), "gzip kernel payload: gzip: invalid checksum"},
 		{"lz4 short trailer", withSize(LZ4, 2999), "lz4 kernel payload decompresses to more than the 2999 bytes its size trailer says"},
@@ -137,6 +138,9 @@ func TestDecompressErrors(t *testing.T) {
 			}
 			if err.Error() != tc.want {
 				t.Errorf("error %q\nwant  %q", err, tc.want)
+			}
+			if noDecoder := strings.Contains(tc.want, "no decoder"); errors.Is(err, ErrNoDecoder) != noDecoder {
+				t.Errorf("errors.Is(err, ErrNoDecoder) = %v, want %v", !noDecoder, noDecoder)
 			}
 		})
 	}

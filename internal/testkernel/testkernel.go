@@ -1,6 +1,7 @@
 // Package testkernel builds tiny but valid bzImages for tests: a boot
 // protocol 2.15 setup header in front of a payload whose 64-bit entry
-// (payload offset 0x200) is code the test chooses. machine's unit tests use
+// (payload offset 0x200) is code the test chooses, optionally followed by
+// a compressed vmlinux the header locates. machine's unit tests use
 // it to check the memory layout, and the end-to-end suite to boot guests
 // that misbehave on purpose (a triple fault) on real KVM.
 package testkernel
@@ -22,6 +23,8 @@ const (
 	offRelocatable     = 0x234
 	offXLoadFlags      = 0x236
 	offCmdlineSize     = 0x238
+	offPayloadOffset   = 0x248
+	offPayloadLength   = 0x24c
 	offPrefAddress     = 0x258
 	offInitSize        = 0x260
 	headerEnd          = 0x26c
@@ -39,13 +42,20 @@ type Options struct {
 	InitSize uint32
 	// No64Bit clears XLF_KERNEL_64, so loaders must use the 32-bit entry.
 	No64Bit bool
+	// Compressed, if not empty, is placed after the entry code and
+	// located by payload_offset and payload_length, as a real bzImage
+	// locates its compressed vmlinux: tests of loaders that decompress it
+	// themselves put a compressed test vmlinux here.
+	Compressed []byte
 }
 
 // Build returns the bzImage.
 func Build(o Options) []byte {
 	// syssize counts 16-byte paragraphs, so the payload is a whole number.
-	payload := make([]byte, (entry64+len(o.Entry64)+15)/16*16)
+	compressedAt := entry64 + len(o.Entry64)
+	payload := make([]byte, (compressedAt+len(o.Compressed)+15)/16*16)
 	copy(payload[entry64:], o.Entry64)
+	copy(payload[compressedAt:], o.Compressed)
 	img := make([]byte, payloadStart+len(payload))
 	copy(img[payloadStart:], payload)
 	le := binary.LittleEndian
@@ -72,5 +82,9 @@ func Build(o Options) []byte {
 		initSize = 1 << 20
 	}
 	le.PutUint32(img[offInitSize:], initSize)
+	if len(o.Compressed) > 0 {
+		le.PutUint32(img[offPayloadOffset:], uint32(compressedAt))
+		le.PutUint32(img[offPayloadLength:], uint32(len(o.Compressed)))
+	}
 	return img
 }

@@ -1,0 +1,316 @@
+// Package kernelcache keeps the vmlinux decompressed from a bzImage
+// between runs of vmm, so that a kernel booted many times (a CI runner's)
+// is decompressed once, on the host, instead of by its own decompressor at
+// every boot (see package kernelimage for why and how it is booted).
+//
+// An entry is named by the SHA-256 of the bzImage it came from and holds
+// the SHA-256 of its own contents, which every read checks: a truncated or
+// corrupted entry is detected, discarded and rebuilt, never booted.
+// Entries are written to a temporary file and renamed into place, so
+// concurrent vmm processes and interrupted runs never see half an entry.
+// The directory must belong to the user running vmm and be writable by
+// nobody else, and so must every entry read: someone else who could write
+// there could otherwise choose the kernel vmm boots.
+//
+// The cache is an optimisation only. Every failure (a read-only home, a
+// full disk, a payload vmm cannot decompress) is reported to the caller,
+// which boots the bzImage the usual way.
+package kernelcache
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/bootparam"
+	"github.com/vmm-dev/vmm/kernelimage"
+)
+
+// Entry file layout: magic, SHA-256 of the data, data length (u64 LE),
+// data. The length makes a truncated file fail before hashing.
+const (
+	magic       = "vmm vmlinux cache v1\n"
+	hashLen     = sha256.Size
+	headerLen   = len(magic) + hashLen + 8
+	entrySuffix = ".vmlinux"
+	tempPrefix  = ".tmp-"
+)
+
+// Limits on the directory's size: a runner that boots a few kernels keeps
+// them all, one that tries many does not fill its disk (an entry is about
+// 50 MiB for Debian's cloud kernel).
+const (
+	// MaxEntries is how many entries are kept; the least recently used
+	// go first.
+	MaxEntries = 4
+	// staleTemp is the age past which a temporary file is taken to be
+	// left by a vmm that died while writing it.
+	staleTemp = time.Hour
+)
+
+// ErrUnsafeDir means the cache directory, or an entry in it, could be
+// written by someone other than the user running vmm.
+var ErrUnsafeDir = errors.New("writable by another user")
+
+// Cache is a directory of decompressed kernels.
+type Cache struct {
+	dir string
+	uid int
+	now func() time.Time
+}
+
+// Open returns the cache in dir, creating it (mode 0700) if needed.
+func Open(dir string) (*Cache, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("kernel cache: %w", err)
+	}
+	c := &Cache{dir: dir, uid: os.Geteuid(), now: time.Now}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("kernel cache: %w", err)
+	}
+	if err := c.checkOwner(dir, st); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkOwner refuses a file or directory that is not the user's own or
+// that others can write.
+func (c *Cache) checkOwner(path string, st fs.FileInfo) error {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("kernel cache %s: cannot tell its owner", path)
+	}
+	if int(sys.Uid) != c.uid || st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("kernel cache %s (owner %d, mode %v): %w", path, sys.Uid, st.Mode().Perm(), ErrUnsafeDir)
+	}
+	return nil
+}
+
+// Key names an entry: the SHA-256 of the bzImage it was made from.
+type Key [sha256.Size]byte
+
+// KeyOf returns the key of a bzImage.
+func KeyOf(bzImage []byte) Key { return sha256.Sum256(bzImage) }
+
+func (c *Cache) path(k Key) string {
+	return filepath.Join(c.dir, fmt.Sprintf("%x%s", k[:], entrySuffix))
+}
+
+// Get returns the entry for k. An error wrapping fs.ErrNotExist means
+// there is none; any other error is an entry that cannot be trusted
+// (truncated, corrupted, someone else's), which Get has removed if it
+// could, so the caller rebuilds it.
+func (c *Cache) Get(k Key) ([]byte, error) {
+	p := c.path(k)
+	// O_NOFOLLOW: the entry itself is never a symlink to elsewhere.
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("kernel cache: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("kernel cache: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("kernel cache entry %s is not a regular file", p)
+	}
+	if err := c.checkOwner(p, st); err != nil {
+		return nil, err
+	}
+	if st.Size() < int64(headerLen) {
+		os.Remove(p)
+		return nil, fmt.Errorf("kernel cache entry %s is truncated (%d bytes), removed", p, st.Size())
+	}
+	b := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("kernel cache entry %s: %w", p, err)
+	}
+	data, err := decode(b)
+	if err != nil {
+		os.Remove(p)
+		return nil, fmt.Errorf("kernel cache entry %s %w, removed", p, err)
+	}
+	// The modification time orders entries for eviction: least recently
+	// used first. Failing to update it only makes eviction less exact.
+	now := c.now()
+	_ = os.Chtimes(p, now, now)
+	return data, nil
+}
+
+// encode returns the entry file for data.
+func encode(data []byte) []byte {
+	sum := sha256.Sum256(data)
+	b := make([]byte, 0, headerLen+len(data))
+	b = append(b, magic...)
+	b = append(b, sum[:]...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(data)))
+	return append(b, data...)
+}
+
+// decode checks an entry file and returns its data (aliasing b).
+func decode(b []byte) ([]byte, error) {
+	if len(b) < headerLen || string(b[:len(magic)]) != magic {
+		return nil, errors.New("has no vmm cache header")
+	}
+	sum := b[len(magic) : len(magic)+hashLen]
+	n := binary.LittleEndian.Uint64(b[len(magic)+hashLen:])
+	data := b[headerLen:]
+	if n != uint64(len(data)) {
+		return nil, fmt.Errorf("holds %d bytes, its header says %d", len(data), n)
+	}
+	if got := sha256.Sum256(data); !bytes.Equal(got[:], sum) {
+		return nil, errors.New("does not match its checksum")
+	}
+	return data, nil
+}
+
+// Pending is an entry being written: a temporary file in the cache
+// directory, renamed into place by Commit.
+type Pending struct {
+	c   *Cache
+	key Key
+	f   *os.File
+}
+
+// Create starts the entry for k. It is separate from Commit so that a
+// caller learns the cache is writable before doing the work whose result
+// it would store.
+func (c *Cache) Create(k Key) (*Pending, error) {
+	f, err := os.CreateTemp(c.dir, tempPrefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("kernel cache: %w", err)
+	}
+	return &Pending{c: c, key: k, f: f}, nil
+}
+
+// Commit writes data as the entry and renames it into place, replacing any
+// entry there, then evicts the least recently used entries beyond
+// MaxEntries. No fsync: a crash may leave a short or empty entry, which
+// Get detects.
+func (p *Pending) Commit(data []byte) error {
+	name := p.f.Name()
+	_, err := p.f.Write(encode(data))
+	if cerr := p.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(name, p.c.path(p.key))
+	}
+	if err != nil {
+		os.Remove(name)
+		return fmt.Errorf("kernel cache: %w", err)
+	}
+	p.c.evict()
+	return nil
+}
+
+// Abort discards the entry being written.
+func (p *Pending) Abort() {
+	p.f.Close()
+	os.Remove(p.f.Name())
+}
+
+// evict removes the least recently used entries beyond MaxEntries and
+// temporary files left by writers that died. It is best effort: the
+// directory is shared with other vmm processes doing the same.
+func (c *Cache) evict() {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return
+	}
+	type entry struct {
+		name string
+		used time.Time
+	}
+	var entries []entry
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		switch name := e.Name(); {
+		case strings.HasPrefix(name, tempPrefix):
+			if c.now().Sub(info.ModTime()) > staleTemp {
+				os.Remove(filepath.Join(c.dir, name))
+			}
+		case strings.HasSuffix(name, entrySuffix):
+			entries = append(entries, entry{name, info.ModTime()})
+		}
+	}
+	if len(entries) <= MaxEntries {
+		return
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return b.used.Compare(a.used) })
+	for _, e := range entries[MaxEntries:] {
+		os.Remove(filepath.Join(c.dir, e.name))
+	}
+}
+
+// Vmlinux returns the vmlinux inside the bzImage image (parsed as k),
+// using the cache in dir: from an intact entry if there is one, else
+// decompressed (at most limit bytes) and stored for the next boot. An
+// error means the caller should boot the bzImage itself, as it would
+// without a cache; Vmlinux has already told notef (if not nil) whatever
+// is worth a line to the user: an unsafe directory, a corrupted entry, a
+// payload that failed to decompress, an entry it could not store. It
+// stays quiet about what is normal: a kernel with no payload or one in a
+// format vmm has no decoder for, or a cache that cannot be written
+// (a read-only home directory).
+func Vmlinux(dir string, image []byte, k *bootparam.Kernel, limit int, notef func(format string, args ...any)) ([]byte, error) {
+	if notef == nil {
+		notef = func(string, ...any) {}
+	}
+	payload, err := k.CompressedKernel()
+	if err != nil {
+		return nil, err
+	}
+	c, err := Open(dir)
+	if err != nil {
+		if errors.Is(err, ErrUnsafeDir) {
+			notef("%v; not using it", err)
+		}
+		return nil, err
+	}
+	key := KeyOf(image)
+	data, err := c.Get(key)
+	if err == nil {
+		return data, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		notef("%v", err)
+	}
+	// Check the cache can be written before spending time decompressing:
+	// if it cannot, the kernel's own decompressor is as good.
+	pending, err := c.Create(key)
+	if err != nil {
+		return nil, err
+	}
+	vmlinux, err := kernelimage.Decompress(payload, limit)
+	if err != nil {
+		pending.Abort()
+		if !errors.Is(err, kernelimage.ErrNoDecoder) {
+			notef("kernel cache: %v; booting the compressed kernel", err)
+		}
+		return nil, err
+	}
+	if err := pending.Commit(vmlinux); err != nil {
+		// The kernel is in memory all the same: boot it.
+		notef("%v", err)
+	}
+	return vmlinux, nil
+}

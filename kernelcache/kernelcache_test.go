@@ -1,0 +1,316 @@
+package kernelcache
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pierrec/lz4/v4"
+
+	"github.com/vmm-dev/vmm/bootparam"
+	"github.com/vmm-dev/vmm/internal/testkernel"
+)
+
+func key(s string) Key { return KeyOf([]byte(s)) }
+
+func openTemp(t *testing.T) *Cache {
+	t.Helper()
+	c, err := Open(filepath.Join(t.TempDir(), "vmlinux"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func put(t *testing.T, c *Cache, k Key, data []byte) {
+	t.Helper()
+	p, err := c.Create(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	c := openTemp(t)
+	if _, err := c.Get(key("a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("empty cache: %v, want not-exist", err)
+	}
+	for _, data := range [][]byte{nil, []byte("vmlinux"), bytes.Repeat([]byte{1, 2, 3}, 100000)} {
+		put(t, c, key("a"), data)
+		got, err := c.Get(key("a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("got %d bytes back, stored %d", len(got), len(data))
+		}
+	}
+	if _, err := c.Get(key("b")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("other key: %v, want not-exist", err)
+	}
+	// Nothing but the entry is left: no temporary files.
+	if ents, _ := os.ReadDir(c.dir); len(ents) != 1 {
+		t.Errorf("%d files in the cache, want 1", len(ents))
+	}
+}
+
+// TestUntrustedEntries checks that every way an entry can be damaged is
+// detected and the entry removed, so the next boot rebuilds it.
+func TestUntrustedEntries(t *testing.T) {
+	data := []byte("the decompressed kernel")
+	good := encode(data)
+	for _, tc := range []struct {
+		name string
+		file []byte
+		want string
+	}{
+		{"empty", nil, "is truncated (0 bytes), removed"},
+		{"truncated header", good[:headerLen-1], "is truncated"},
+		{"truncated data", good[:len(good)-1], "holds 22 bytes, its header says 23, removed"},
+		{"appended", append(bytes.Clone(good), 'x'), "holds 24 bytes, its header says 23, removed"},
+		{"flipped data", append(bytes.Clone(good[:len(good)-1]), 'X'), "does not match its checksum, removed"},
+		{"flipped sum", func() []byte { b := bytes.Clone(good); b[len(magic)] ^= 1; return b }(), "does not match its checksum, removed"},
+		{"other format", append([]byte("vmm vmlinux cache v2\n"), good[len(magic):]...), "has no vmm cache header, removed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := openTemp(t)
+			p := c.path(key("k"))
+			if err := os.WriteFile(p, tc.file, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Get(key("k"))
+			if err == nil {
+				t.Fatalf("accepted: %q", got)
+			}
+			if errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q, want one line with %q", err, tc.want)
+			}
+			if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("damaged entry not removed: %v", err)
+			}
+		})
+	}
+}
+
+func TestUnsafe(t *testing.T) {
+	t.Run("group-writable directory", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "vmlinux")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, 0o770); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(dir); !errors.Is(err, ErrUnsafeDir) {
+			t.Errorf("Open: %v, want ErrUnsafeDir", err)
+		}
+	})
+	t.Run("world-writable entry", func(t *testing.T) {
+		c := openTemp(t)
+		put(t, c, key("k"), []byte("x"))
+		if err := os.Chmod(c.path(key("k")), 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(key("k")); !errors.Is(err, ErrUnsafeDir) {
+			t.Errorf("Get: %v, want ErrUnsafeDir", err)
+		}
+	})
+	t.Run("someone else's entry", func(t *testing.T) {
+		c := openTemp(t)
+		put(t, c, key("k"), []byte("x"))
+		if err := os.Chown(c.path(key("k")), os.Geteuid()+1, -1); err != nil {
+			t.Skipf("cannot give a file away here: %v", err)
+		}
+		if _, err := c.Get(key("k")); !errors.Is(err, ErrUnsafeDir) {
+			t.Errorf("Get: %v, want ErrUnsafeDir", err)
+		}
+	})
+	t.Run("symlinked entry", func(t *testing.T) {
+		c := openTemp(t)
+		target := filepath.Join(t.TempDir(), "elsewhere")
+		if err := os.WriteFile(target, encode([]byte("x")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, c.path(key("k"))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(key("k")); err == nil || errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Get through a symlink: %v, want a refusal", err)
+		}
+	})
+}
+
+func TestEvict(t *testing.T) {
+	c := openTemp(t)
+	clock := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return clock }
+	stale := filepath.Join(c.dir, tempPrefix+"died")
+	fresh := filepath.Join(c.dir, tempPrefix+"writing")
+	for _, p := range []string{stale, fresh} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chtimes(stale, clock.Add(-2*staleTemp), clock.Add(-2*staleTemp))
+	os.Chtimes(fresh, clock, clock)
+	for i := range MaxEntries + 1 {
+		put(t, c, key(fmt.Sprint(i)), []byte{byte(i)})
+		os.Chtimes(c.path(key(fmt.Sprint(i))), clock, clock)
+		clock = clock.Add(time.Minute)
+		if i == 1 {
+			// Entry 0 is used again: it is now more recent than 1.
+			if _, err := c.Get(key("0")); err != nil {
+				t.Fatal(err)
+			}
+			clock = clock.Add(time.Minute)
+		}
+	}
+	for i := range MaxEntries + 1 {
+		_, err := os.Stat(c.path(key(fmt.Sprint(i))))
+		if kept := i != 1; kept != (err == nil) {
+			t.Errorf("entry %d: kept %v, want %v", i, err == nil, kept)
+		}
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("stale temporary file not removed")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Error("another writer's temporary file removed")
+	}
+}
+
+// lz4Payload compresses vmlinux as the kernel's Makefile does for LZ4:
+// a legacy frame followed by the size (scripts/Makefile.lib).
+func lz4Payload(t *testing.T, vmlinux []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w := lz4.NewWriter(&b)
+	if err := w.Apply(lz4.LegacyOption(true)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(vmlinux); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return binary.LittleEndian.AppendUint32(b.Bytes(), uint32(len(vmlinux)))
+}
+
+func bzImage(t *testing.T, compressed []byte) ([]byte, *bootparam.Kernel) {
+	t.Helper()
+	img := testkernel.Build(testkernel.Options{Entry64: []byte{0xf4}, Compressed: compressed})
+	k, err := bootparam.ParseKernel(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, k
+}
+
+// notes records what Vmlinux tells the user.
+type notes []string
+
+func (n *notes) f(format string, args ...any) { *n = append(*n, fmt.Sprintf(format, args...)) }
+
+func TestVmlinux(t *testing.T) {
+	vmlinux := bytes.Repeat([]byte("\x7fELF vmlinux "), 1000)
+	img, k := bzImage(t, lz4Payload(t, vmlinux))
+	dir := filepath.Join(t.TempDir(), "vmm", "vmlinux")
+	var n notes
+	got, err := Vmlinux(dir, img, k, 1<<20, n.f)
+	if err != nil || !bytes.Equal(got, vmlinux) {
+		t.Fatalf("first boot: %d bytes, %v", len(got), err)
+	}
+	entry := filepath.Join(dir, fmt.Sprintf("%x.vmlinux", KeyOf(img)))
+	if _, err := os.Stat(entry); err != nil {
+		t.Fatalf("no entry stored: %v", err)
+	}
+	// The second boot reads the entry, quietly; a damaged entry is
+	// noticed, said once, and rebuilt.
+	got, err = Vmlinux(dir, img, k, 1<<20, n.f)
+	if err != nil || !bytes.Equal(got, vmlinux) || len(n) != 0 {
+		t.Fatalf("second boot: %d bytes, %v, notes %q", len(got), err, n)
+	}
+	// It is really read from the cache: an intact entry with other
+	// contents is what comes back.
+	if err := os.WriteFile(entry, encode([]byte("cached")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Vmlinux(dir, img, k, 1<<20, n.f); err != nil || string(got) != "cached" {
+		t.Fatalf("boot from the cache: %q, %v", got, err)
+	}
+	b := encode(vmlinux)
+	b[len(b)-1] ^= 1
+	if err := os.WriteFile(entry, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err = Vmlinux(dir, img, k, 1<<20, n.f)
+	if err != nil || !bytes.Equal(got, vmlinux) {
+		t.Fatalf("boot with a damaged entry: %d bytes, %v", len(got), err)
+	}
+	if len(n) != 1 || !strings.Contains(n[0], "does not match its checksum, removed") {
+		t.Errorf("notes %q, want one about the damaged entry", n)
+	}
+	if b2, _ := os.ReadFile(entry); !bytes.Equal(b2, encode(vmlinux)) {
+		t.Error("damaged entry not rebuilt")
+	}
+}
+
+func TestVmlinuxFallbacks(t *testing.T) {
+	vmlinux := bytes.Repeat([]byte("kernel"), 1000)
+	good := lz4Payload(t, vmlinux)
+	corrupt := bytes.Clone(good)
+	binary.LittleEndian.PutUint32(corrupt[4:], 0x7fffffff) // block size past the input
+	fileDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(fileDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name       string
+		compressed []byte
+		dir        string // "" for a fresh one
+		limit      int
+		note       string // "" for none
+	}{
+		{name: "no payload", compressed: nil},
+		{name: "bzip2", compressed: []byte("BZh91AY&SY\x00\x00\x00\x00\x10\x00\x00\x00")},
+		{name: "unwritable cache", compressed: good, dir: filepath.Join(fileDir, "vmlinux")},
+		{name: "corrupt payload", compressed: corrupt, note: "kernel cache: lz4 kernel payload"},
+		{name: "over the limit", compressed: good, limit: 100, note: "more than vmm's limit of 100"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, k := bzImage(t, tc.compressed)
+			dir := tc.dir
+			if dir == "" {
+				dir = filepath.Join(t.TempDir(), "vmlinux")
+			}
+			limit := tc.limit
+			if limit == 0 {
+				limit = 1 << 20
+			}
+			var n notes
+			if got, err := Vmlinux(dir, img, k, limit, n.f); err == nil {
+				t.Fatalf("returned %d bytes", len(got))
+			}
+			switch {
+			case tc.note == "" && len(n) != 0:
+				t.Errorf("notes %q, want none", n)
+			case tc.note != "" && (len(n) != 1 || !strings.Contains(n[0], tc.note) || strings.Contains(n[0], "\n")):
+				t.Errorf("notes %q, want one line with %q", n, tc.note)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("%d files left in the cache", len(ents))
+			}
+		})
+	}
+}
