@@ -148,9 +148,9 @@ type Device struct {
 	log limiter
 }
 
-// Open opens the disk image o.Path and locks it (flock), shared when
-// read-only and exclusive otherwise, so a second vmm cannot write an
-// image this one uses. Its size must be a non-zero multiple
+// Open opens the disk image o.Path and locks it the way QEMU does (see
+// lockImage), so that no other vmm or QEMU writes an image this one
+// uses, nor reads one this one writes. Its size must be a non-zero multiple
 // of 512 bytes: a raw image with a partial last sector was most likely
 // not meant as a disk, and silently hiding its tail from the guest would
 // lose data the user put there, so Open rejects it instead of rounding
@@ -227,17 +227,10 @@ func (d *Device) init() error {
 
 	// Two writers on one image, or a reader caching what a writer
 	// changes, corrupt the guest's file system, so the image is locked
-	// like QEMU does: shared for read-only, exclusive otherwise. The lock
-	// goes with the file descriptor, at Close.
-	lock := unix.LOCK_EX
-	if d.readOnly {
-		lock = unix.LOCK_SH
-	}
-	if err := flock(d.fd, lock|unix.LOCK_NB); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return errors.New("in use by another process (locked)")
-		}
-		return fmt.Errorf("lock: %w", err)
+	// with QEMU's byte-range locks (lock.go), which other vmm and QEMU
+	// processes both respect. The locks go with the file, at Close.
+	if err := lockImage(d.fd, d.readOnly); err != nil {
+		return err
 	}
 
 	// Probe hole punching past the end of the file, where it changes
@@ -277,14 +270,6 @@ func (d *Device) init() error {
 		}
 	}
 	return nil
-}
-
-func flock(fd, how int) error {
-	for {
-		if err := unix.Flock(fd, how); err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 func defaultSerial(path string) string {
