@@ -1,0 +1,114 @@
+package share
+
+import (
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// iovMax is IOV_MAX (limits.h): the most buffers one preadv or pwritev
+// takes.
+const iovMax = 1024
+
+// readResult is a READ's answer, read when go-fuse knows where the reply
+// goes: Readv reads from the file straight into the reply buffers (guest
+// memory), with no copy in between. go-fuse finds Readv by its method
+// set; Bytes is the fallback it uses otherwise.
+type readResult struct {
+	h    *handle
+	off  int64
+	size int
+}
+
+// Size is the most the read returns: the size asked for, capped at
+// MaxWrite.
+func (r *readResult) Size() int { return r.size }
+
+// Done has nothing to release: the handle is pinned only while reading.
+func (r *readResult) Done() {}
+
+func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	buf = buf[:min(len(buf), r.size)]
+	n, st := r.Readv([][]byte{buf})
+	return buf[:n], st
+}
+
+// Readv reads into dst, which go-fuse cut to at most Size bytes.
+func (r *readResult) Readv(dst [][]byte) (int, fuse.Status) {
+	var n int
+	err := r.h.do(func(fd int) (err error) {
+		n, err = preadvFull(fd, dst, r.off)
+		return err
+	})
+	if n == 0 && err != nil {
+		return 0, status(err)
+	}
+	return n, fuse.OK
+}
+
+// preadvFull reads into iov from offset off until it is full or the file
+// ends, and returns the bytes read; an error after some bytes were read
+// is dropped, as read(2) would report those bytes.
+func preadvFull(fd int, iov [][]byte, off int64) (int, error) {
+	total := 0
+	for len(iov) > 0 {
+		n, err := unix.Preadv(fd, iov[:min(len(iov), iovMax)], off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if total > 0 {
+				return total, nil
+			}
+			return 0, err
+		}
+		if n == 0 {
+			break
+		}
+		total += n
+		off += int64(n)
+		iov = advance(iov, n)
+	}
+	return total, nil
+}
+
+// pwritevFull writes iov at offset off, all of it unless the host file
+// system refuses more (a full disk), and returns the bytes written.
+func pwritevFull(fd int, iov [][]byte, off int64) (int, error) {
+	total := 0
+	for len(iov) > 0 {
+		n, err := unix.Pwritev(fd, iov[:min(len(iov), iovMax)], off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if total > 0 {
+				return total, nil
+			}
+			return 0, err
+		}
+		if n == 0 {
+			break
+		}
+		total += n
+		off += int64(n)
+		iov = advance(iov, n)
+	}
+	return total, nil
+}
+
+// advance drops the first n bytes of iov. It returns a subslice when n
+// ends on a buffer boundary and a copy otherwise, so the caller's buffers
+// are never changed.
+func advance(iov [][]byte, n int) [][]byte {
+	for len(iov) > 0 && n >= len(iov[0]) {
+		n -= len(iov[0])
+		iov = iov[1:]
+	}
+	if n == 0 || len(iov) == 0 {
+		return iov
+	}
+	rest := make([][]byte, len(iov))
+	copy(rest, iov)
+	rest[0] = rest[0][n:]
+	return rest
+}

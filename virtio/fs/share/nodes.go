@@ -1,0 +1,248 @@
+package share
+
+import (
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// fdFile is a host file descriptor shared by concurrent requests. It is
+// an *os.File for its reference counting: do runs with the descriptor
+// pinned, and a Close meanwhile (FORGET, RELEASE) only marks it closed,
+// the descriptor being closed when the last do returns, so a request can
+// never act on a descriptor number reused by another file. After Close,
+// do fails with EBADF.
+type fdFile struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+func newFDFile(fd int, name string) (fdFile, error) {
+	f := os.NewFile(uintptr(fd), name)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return fdFile{}, err
+	}
+	return fdFile{f: f, rc: rc}, nil
+}
+
+// do runs fn with the descriptor.
+func (h fdFile) do(fn func(fd int) error) error {
+	var err error
+	if cerr := h.rc.Control(func(fd uintptr) { err = fn(int(fd)) }); cerr != nil {
+		return unix.EBADF
+	}
+	return err
+}
+
+func (h fdFile) close() { h.f.Close() }
+
+// devIno identifies a host inode while a descriptor holds it open (the
+// inode number cannot be reused until then).
+type devIno struct{ dev, ino uint64 }
+
+// node is a file the guest has looked up: an O_PATH descriptor that
+// does not follow symlinks, so it may be a symlink itself.
+type node struct {
+	fdFile
+	id   uint64
+	key  devIno
+	mode uint32 // S_IFMT bits: an inode's type never changes
+	refs uint64 // the guest's lookup count, under nodes.mu
+}
+
+func (n *node) isDir() bool     { return n.mode == unix.S_IFDIR }
+func (n *node) isRegular() bool { return n.mode == unix.S_IFREG }
+func (n *node) isSymlink() bool { return n.mode == unix.S_IFLNK }
+
+// handle is an open file or directory (a FUSE file handle).
+type handle struct {
+	fdFile
+	dir bool
+	// mu serializes a directory's seek and getdents pairs.
+	mu sync.Mutex
+}
+
+// table holds the session's nodes and handles. IDs are never reused
+// within a session; node 1 is the root (FUSE_ROOT_ID) and stays.
+type table struct {
+	mu      sync.Mutex
+	nodes   map[uint64]*node
+	byKey   map[devIno]*node
+	handles map[uint64]*handle
+	next    uint64 // next node or handle ID
+	// budget is how many descriptors nodes and handles may hold in all.
+	budget int
+}
+
+func newTable(budget int) *table {
+	t := &table{budget: budget}
+	t.clear()
+	return t
+}
+
+func (t *table) clear() {
+	t.nodes = make(map[uint64]*node)
+	t.byKey = make(map[devIno]*node)
+	t.handles = make(map[uint64]*handle)
+	t.next = fuse.FUSE_ROOT_ID + 1
+}
+
+// setRoot makes fd, an O_PATH descriptor of the shared directory, node 1.
+func (t *table) setRoot(fd int, st *unix.Stat_t) error {
+	f, err := newFDFile(fd, "share-root")
+	if err != nil {
+		return err
+	}
+	n := &node{fdFile: f, id: fuse.FUSE_ROOT_ID, key: keyOf(st), mode: st.Mode & unix.S_IFMT, refs: 1}
+	t.mu.Lock()
+	t.nodes[n.id] = n
+	t.byKey[n.key] = n
+	t.mu.Unlock()
+	return nil
+}
+
+func keyOf(st *unix.Stat_t) devIno { return devIno{dev: st.Dev, ino: st.Ino} }
+
+// node returns node id, or nil.
+func (t *table) node(id uint64) *node {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.nodes[id]
+}
+
+// addNode takes fd, an O_PATH descriptor of the file st describes, and
+// returns its node with one more lookup. A file the guest already has a
+// node for keeps it (the guest must see one node per inode, or hard
+// links and files reached twice would have diverging caches), and fd is
+// closed. It fails with ENFILE when the descriptor budget is spent.
+func (t *table) addNode(fd int, st *unix.Stat_t) (*node, error) {
+	key := keyOf(st)
+	t.mu.Lock()
+	if n := t.byKey[key]; n != nil {
+		n.refs++
+		t.mu.Unlock()
+		unix.Close(fd)
+		return n, nil
+	}
+	if len(t.nodes)+len(t.handles) >= t.budget {
+		t.mu.Unlock()
+		unix.Close(fd)
+		return nil, unix.ENFILE
+	}
+	f, err := newFDFile(fd, "share-node")
+	if err != nil {
+		t.mu.Unlock()
+		return nil, err
+	}
+	n := &node{fdFile: f, id: t.next, key: key, mode: st.Mode & unix.S_IFMT, refs: 1}
+	t.next++
+	t.nodes[n.id] = n
+	t.byKey[key] = n
+	t.mu.Unlock()
+	return n, nil
+}
+
+// forget drops count lookups of node id (FORGET) and closes it when none
+// remain. The root is never dropped; unknown IDs are ignored, as FORGET
+// has no reply to report them in.
+func (t *table) forget(id, count uint64) {
+	t.mu.Lock()
+	n := t.nodes[id]
+	if n == nil || id == fuse.FUSE_ROOT_ID {
+		t.mu.Unlock()
+		return
+	}
+	n.refs -= min(count, n.refs)
+	if n.refs > 0 {
+		t.mu.Unlock()
+		return
+	}
+	delete(t.nodes, id)
+	if t.byKey[n.key] == n {
+		delete(t.byKey, n.key)
+	}
+	t.mu.Unlock()
+	n.close()
+}
+
+// addHandle registers fd, an open file or directory, and returns its ID;
+// it fails with ENFILE when the descriptor budget is spent.
+func (t *table) addHandle(fd int, dir bool) (uint64, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.nodes)+len(t.handles) >= t.budget {
+		unix.Close(fd)
+		return 0, unix.ENFILE
+	}
+	f, err := newFDFile(fd, "share-file")
+	if err != nil {
+		return 0, err
+	}
+	id := t.next
+	t.next++
+	t.handles[id] = &handle{fdFile: f, dir: dir}
+	return id, nil
+}
+
+// handle returns handle id if it is a file (dir false) or a directory
+// (dir true), or nil.
+func (t *table) handle(id uint64, dir bool) *handle {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := t.handles[id]
+	if h == nil || h.dir != dir {
+		return nil
+	}
+	return h
+}
+
+// release closes handle id (RELEASE, RELEASEDIR).
+func (t *table) release(id uint64, dir bool) {
+	t.mu.Lock()
+	h := t.handles[id]
+	if h == nil || h.dir != dir {
+		t.mu.Unlock()
+		return
+	}
+	delete(t.handles, id)
+	t.mu.Unlock()
+	h.close()
+}
+
+// reset closes every node but the root and every handle.
+func (t *table) reset() {
+	t.mu.Lock()
+	nodes, handles := t.nodes, t.handles
+	root := nodes[fuse.FUSE_ROOT_ID]
+	t.clear()
+	if root != nil {
+		t.nodes[root.id] = root
+		t.byKey[root.key] = root
+	}
+	t.mu.Unlock()
+	for id, n := range nodes {
+		if id != fuse.FUSE_ROOT_ID {
+			n.close()
+		}
+	}
+	for _, h := range handles {
+		h.close()
+	}
+}
+
+// closeAll closes everything, the root included.
+func (t *table) closeAll() {
+	t.reset()
+	t.mu.Lock()
+	root := t.nodes[fuse.FUSE_ROOT_ID]
+	t.clear()
+	t.mu.Unlock()
+	if root != nil {
+		root.close()
+	}
+}
