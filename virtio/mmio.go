@@ -473,7 +473,12 @@ func (t *MMIO) checkFeatures() error {
 // Env.Queues holds every queue, ready or not, because a driver may leave
 // queues unused (virtio-net's control queue, multiqueue pairs it did not
 // enable): the device skips those whose Ready is false.
-func (t *MMIO) activate() {
+func (t *MMIO) activate() { t.activateAt(nil) }
+
+// activateAt is activate with the queues' indices set from rings (one per
+// queue, or nil for fresh queues) before the device starts: a restored
+// device's workers must never see the indices at 0.
+func (t *MMIO) activateAt(rings []QueueState) {
 	eventIdx := t.driverFeatures&(1<<FeatureEventIdx) != 0
 	indirect := t.driverFeatures&(1<<FeatureIndirectDesc) != 0
 	for i, r := range t.qregs {
@@ -489,6 +494,12 @@ func (t *MMIO) activate() {
 		if err := q.Setup(t.mem, cfg, eventIdx, indirect); err != nil {
 			t.raiseNeedsReset(logQueueSetup, "queue %d: %v", i, err)
 			return
+		}
+		if rings != nil {
+			if err := q.restoreState(rings[i]); err != nil {
+				t.raiseNeedsReset(logQueueSetup, "queue %d: %v", i, err)
+				return
+			}
 		}
 	}
 	gen := t.activation.Load()
