@@ -129,15 +129,11 @@ func bootSregs(s kvm.Sregs, long bool) kvm.Sregs {
 	return s
 }
 
-// bootRegs returns the general registers for the kernel's entry: the
-// 64-bit entry point is 0x200 past the 32-bit one (boot.rst, "64-bit boot
-// protocol"); RSI points at the zero page in both.
-func bootRegs(long bool) kvm.Regs {
-	rip := uint64(kernelLoadAddr)
-	if long {
-		rip += 0x200
-	}
-	return kvm.Regs{RIP: rip, RSI: zeroPageAddr, RSP: bootStackTop, RFLAGS: 2}
+// bootRegs returns the general registers for the kernel's entry at the
+// address loadKernel chose; RSI points at the zero page in both the 32-bit
+// and the 64-bit boot protocol (boot.rst).
+func bootRegs(entry uint64) kvm.Regs {
+	return kvm.Regs{RIP: entry, RSI: zeroPageAddr, RSP: bootStackTop, RFLAGS: 2}
 }
 
 // bootFPU is the x87/SSE state after FNINIT, with all SSE exceptions

@@ -93,7 +93,7 @@ func TestBootRegisters(t *testing.T) {
 		{false, kernelLoadAddr, cr0PE | cr0ET, 0},
 	}
 	for _, tt := range tests {
-		r := bootRegs(tt.long)
+		r := bootRegs(tt.rip)
 		s := bootSregs(kvm.Sregs{TR: kvm.Segment{Type: 0xb, Present: 1}}, tt.long)
 		if r.RIP != tt.rip || r.RSI != zeroPageAddr || r.RFLAGS != 2 {
 			t.Errorf("long=%v regs %+v", tt.long, r)

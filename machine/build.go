@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/vmm-dev/vmm/bootparam"
 	"github.com/vmm-dev/vmm/bus"
 	"github.com/vmm-dev/vmm/devices/exitport"
 	"github.com/vmm-dev/vmm/devices/i8042"
@@ -49,13 +48,9 @@ func load(cfg Config) (_ *Machine, err error) {
 	if cfg.MemSize < MinMemory {
 		return nil, fmt.Errorf("-m %d MiB: need at least %d MiB", cfg.MemSize>>20, MinMemory>>20)
 	}
-	image, err := os.ReadFile(cfg.Kernel)
+	k, err := readKernel(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
-	}
-	k, err := bootparam.ParseKernel(image)
-	if err != nil {
-		return nil, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
+		return nil, err
 	}
 	var initrd *os.File
 	var initrdSize uint64
@@ -322,5 +317,5 @@ func (m *Machine) setupVCPU(v *kvm.VCPU, cpuid []kvm.CPUIDEntry) error {
 	if err := v.SetSregs(bootSregs(s, m.layout.long)); err != nil {
 		return err
 	}
-	return v.SetRegs(bootRegs(m.layout.long))
+	return v.SetRegs(bootRegs(m.layout.entry))
 }

@@ -29,9 +29,10 @@ const (
 	// here to 1 MiB (EBDA, VGA hole, option and BIOS ROMs) is reserved in
 	// e820 because that is what Linux expects on a PC.
 	ebdaStart = 0x9fc00
-	// acpiAddr holds the ACPI tables, RSDP first: Linux finds the RSDP by
-	// scanning 0xE0000-0xFFFFF, so no pointer needs passing. acpiMax is
-	// the room left up to 1 MiB.
+	// acpiAddr holds the ACPI tables, RSDP first, where Linux scans for
+	// the RSDP (0xE0000-0xFFFFF); the zero page's acpi_rsdp_addr points
+	// at it too, as the decompressor would have set it, for a kernel
+	// entered without one. acpiMax is the room left up to 1 MiB.
 	acpiAddr = 0xe0000
 	acpiMax  = 0x20000
 	// kernelLoadAddr is where the protected-mode kernel is loaded: 1 MiB,

@@ -2,10 +2,13 @@ package machine
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/vmm-dev/vmm/acpi"
 	"github.com/vmm-dev/vmm/bootparam"
 	"github.com/vmm-dev/vmm/guestmem"
+	"github.com/vmm-dev/vmm/kernelcache"
+	"github.com/vmm-dev/vmm/kernelimage"
 )
 
 // e820Map describes guest RAM the way PC firmware would: the low region
@@ -26,18 +29,105 @@ func e820Map(mem *guestmem.Memory) []bootparam.E820Entry {
 	return out
 }
 
+// maxVmlinux caps what vmm decompresses on the host: Debian's cloud
+// kernel is about 50 MiB decompressed, and a payload claiming more than
+// this is a decompression bomb, not a kernel.
+const maxVmlinux = 512 << 20
+
+// bootKernel is what -kernel named, ready to load.
+type bootKernel struct {
+	// hdr is the setup header the zero page carries: the bzImage's, or
+	// one made up for a bare vmlinux.
+	hdr *bootparam.Kernel
+	// elf, if not nil, is the decompressed kernel, loaded at its physical
+	// addresses and entered at startup_64 (the 64-bit boot protocol, as
+	// Firecracker boots a vmlinux). Without it, hdr.Payload is loaded at
+	// 1 MiB and decompresses itself.
+	elf *kernelimage.ELF
+}
+
+// readKernel reads the -kernel file: a bzImage, or a vmlinux ELF. With a
+// kernel cache, a bzImage's compressed vmlinux is decompressed on the host
+// once (package kernelcache) and booted directly; whenever that cannot be
+// done the bzImage boots as it is, so the cache never makes a boot fail.
+func readKernel(cfg Config) (bootKernel, error) {
+	image, err := os.ReadFile(cfg.Kernel)
+	if err != nil {
+		return bootKernel{}, fmt.Errorf("kernel: %w", err)
+	}
+	if kernelimage.IsELF(image) {
+		e, err := kernelimage.ParseELF(image)
+		if err != nil {
+			return bootKernel{}, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
+		}
+		return bootKernel{hdr: bootparam.VmlinuxKernel(), elf: e}, nil
+	}
+	k, err := bootparam.ParseKernel(image)
+	if err != nil {
+		return bootKernel{}, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
+	}
+	if cfg.KernelCache == "" || !k.Supports64BitEntry() {
+		return bootKernel{hdr: k}, nil
+	}
+	notef := func(format string, args ...any) {
+		if cfg.Logf != nil {
+			cfg.Logf(format, args...)
+		}
+	}
+	vmlinux, err := kernelcache.Vmlinux(cfg.KernelCache, image, k, maxVmlinux, notef)
+	if err != nil {
+		return bootKernel{hdr: k}, nil // Vmlinux said what was worth saying
+	}
+	e, err := kernelimage.ParseELF(vmlinux)
+	if err != nil {
+		notef("kernel %s: its decompressed payload: %v; booting the compressed kernel", cfg.Kernel, err)
+		return bootKernel{hdr: k}, nil
+	}
+	return bootKernel{hdr: k, elf: e}, nil
+}
+
 // kernelEnd is the lowest address above everything the kernel occupies
-// while it boots: the loaded image at 1 MiB and the decompressed kernel
-// (init_size bytes) at LOAD_PHYSICAL_ADDR. The initrd goes above it.
-func kernelEnd(k *bootparam.Kernel) uint64 {
-	return max(kernelLoadAddr+uint64(len(k.Payload)), kernelDecompressAddr+uint64(k.InitSize))
+// while it boots: a vmlinux's segments, or the bzImage loaded at 1 MiB and
+// the kernel it decompresses (init_size bytes) at LOAD_PHYSICAL_ADDR. The
+// initrd goes above it.
+func kernelEnd(k bootKernel) uint64 {
+	if k.elf != nil {
+		return k.elf.End()
+	}
+	return max(kernelLoadAddr+uint64(len(k.hdr.Payload)), kernelDecompressAddr+uint64(k.hdr.InitSize))
 }
 
 // bootLayout is what setupMemory decided, for the caller to finish the
-// boot: where the initrd goes and which entry mode was chosen.
+// boot: where the initrd goes, which entry mode was chosen and where the
+// kernel is entered.
 type bootLayout struct {
 	initrdAddr uint64
 	long       bool
+	entry      uint64
+}
+
+// loadKernel puts the kernel in guest memory and returns its entry point:
+// a vmlinux's segments where its program headers say, which must be above
+// the boot data below 1 MiB; or the bzImage's protected-mode code at
+// 1 MiB, entered at its 64-bit entry (boot.rst, "64-bit boot protocol")
+// or its 32-bit one.
+func loadKernel(mem *guestmem.Memory, k bootKernel) (entry uint64, long bool, err error) {
+	if k.elf == nil {
+		if err := mem.WriteAt(k.hdr.Payload, kernelLoadAddr); err != nil {
+			return 0, false, fmt.Errorf("load kernel: %w", err)
+		}
+		if k.hdr.Supports64BitEntry() {
+			return kernelLoadAddr + bootparam.Entry64Offset, true, nil
+		}
+		return kernelLoadAddr, false, nil
+	}
+	if s := k.elf.Start(); s < kernelLoadAddr {
+		return 0, false, fmt.Errorf("kernel loads at 0x%x, below the 1 MiB vmm keeps for boot data", s)
+	}
+	if err := k.elf.Load(mem); err != nil {
+		return 0, false, fmt.Errorf("load kernel: %w", err)
+	}
+	return k.elf.Entry, true, nil
 }
 
 // setupMemory writes everything the kernel needs into guest memory except
@@ -45,7 +135,7 @@ type bootLayout struct {
 // initrdAddr): the protected-mode kernel, command line, boot GDT, page
 // tables, ACPI tables and the zero page. It is a pure function of its
 // inputs, so the whole layout is tested without /dev/kvm.
-func setupMemory(mem *guestmem.Memory, k *bootparam.Kernel, cmdline string, initrdSize uint64, cpus, virtioDevices int) (bootLayout, error) {
+func setupMemory(mem *guestmem.Memory, k bootKernel, cmdline string, initrdSize uint64, cpus, virtioDevices int) (bootLayout, error) {
 	var l bootLayout
 	low := mem.Regions()[0]
 	if low.GPA != 0 {
@@ -58,13 +148,13 @@ func setupMemory(mem *guestmem.Memory, k *bootparam.Kernel, cmdline string, init
 	if len(cmdline) >= cmdlineMax {
 		return l, fmt.Errorf("kernel command line is %d bytes; vmm has room for %d", len(cmdline), cmdlineMax-1)
 	}
-	if err := mem.WriteAt(k.Payload, kernelLoadAddr); err != nil {
-		return l, fmt.Errorf("load kernel: %w", err)
+	var err error
+	if l.entry, l.long, err = loadKernel(mem, k); err != nil {
+		return l, err
 	}
 	if err := mem.WriteAt(append([]byte(cmdline), 0), cmdlineAddr); err != nil {
 		return l, fmt.Errorf("write command line: %w", err)
 	}
-	l.long = k.Supports64BitEntry()
 	if err := writeGDT(mem, l.long); err != nil {
 		return l, err
 	}
@@ -84,17 +174,19 @@ func setupMemory(mem *guestmem.Memory, k *bootparam.Kernel, cmdline string, init
 	if err := mem.WriteAt(tables, acpiAddr); err != nil {
 		return l, fmt.Errorf("write ACPI tables: %w", err)
 	}
-	p := bootparam.Params{CmdlineAddr: cmdlineAddr, Cmdline: cmdline, E820: e820Map(mem)}
+	// The RSDP's address spares the kernel the scan for it (the
+	// decompressor would otherwise find it and pass it on itself).
+	p := bootparam.Params{CmdlineAddr: cmdlineAddr, Cmdline: cmdline, E820: e820Map(mem), ACPIRSDPAddr: acpiAddr}
 	if initrdSize > 0 {
 		ramEnd := min(low.End(), mmioHoleStart)
-		addr, err := k.PlaceInitrd(initrdSize, (need+pageSize-1)&^(pageSize-1), ramEnd)
+		addr, err := k.hdr.PlaceInitrd(initrdSize, (need+pageSize-1)&^(pageSize-1), ramEnd)
 		if err != nil {
 			return l, fmt.Errorf("place initrd (%d MiB) in %d MiB of guest memory: %w", initrdSize>>20, low.End()>>20, err)
 		}
 		l.initrdAddr = addr
 		p.InitrdAddr, p.InitrdSize = addr, initrdSize
 	}
-	zp, err := k.BootParams(p)
+	zp, err := k.hdr.BootParams(p)
 	if err != nil {
 		return l, fmt.Errorf("build zero page: %w", err)
 	}

@@ -11,13 +11,13 @@ import (
 	"github.com/vmm-dev/vmm/internal/testkernel"
 )
 
-func testKernel(t *testing.T, o testkernel.Options) *bootparam.Kernel {
+func testKernel(t *testing.T, o testkernel.Options) bootKernel {
 	t.Helper()
 	k, err := bootparam.ParseKernel(testkernel.Build(o))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k
+	return bootKernel{hdr: k}
 }
 
 func TestSetupMemoryLayout(t *testing.T) {
@@ -28,8 +28,8 @@ func TestSetupMemoryLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !l.long {
-		t.Error("64-bit kernel not entered in long mode")
+	if !l.long || l.entry != kernelLoadAddr+0x200 {
+		t.Errorf("64-bit kernel entered at %#x, long mode %v; want %#x in long mode", l.entry, l.long, kernelLoadAddr+0x200)
 	}
 	if l.initrdAddr < kernelEnd(k) || l.initrdAddr+initrdSize > 64<<20 || l.initrdAddr%pageSize != 0 {
 		t.Errorf("initrd at %#x: must be page-aligned, above the kernel (%#x) and inside RAM", l.initrdAddr, kernelEnd(k))
@@ -58,6 +58,9 @@ func TestSetupMemoryLayout(t *testing.T) {
 	}
 	if !bytes.Equal(read(acpiAddr, 8), []byte("RSD PTR ")) {
 		t.Error("no RSDP where Linux scans for it")
+	}
+	if le.Uint64(zp[0x70:]) != acpiAddr {
+		t.Errorf("zero page acpi_rsdp_addr %#x, want %#x", le.Uint64(zp[0x70:]), acpiAddr)
 	}
 }
 
@@ -106,8 +109,8 @@ func TestThirtyTwoBitKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.long {
-		t.Fatal("kernel without XLF_KERNEL_64 entered in long mode")
+	if l.long || l.entry != kernelLoadAddr {
+		t.Fatalf("kernel without XLF_KERNEL_64 entered at %#x, long mode %v", l.entry, l.long)
 	}
 }
 

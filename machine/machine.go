@@ -1,5 +1,5 @@
 // Package machine assembles a KVM virtual machine that boots a Linux
-// bzImage: guest RAM, vCPUs, the in-kernel interrupt controllers, the
+// bzImage (or its vmlinux, decompressed on the host): guest RAM, vCPUs, the in-kernel interrupt controllers, the
 // legacy PC devices a distro kernel probes, ACPI tables, and the exit loop
 // that routes port and MMIO accesses to devices.
 //
@@ -33,7 +33,7 @@ import (
 
 // Config is what a machine is built from.
 type Config struct {
-	Kernel  string // path of a bzImage
+	Kernel  string // path of a bzImage or a vmlinux ELF
 	Initrd  string // path of an initramfs; empty for none
 	Cmdline string // the whole kernel command line
 	MemSize uint64 // bytes of guest RAM
@@ -58,8 +58,16 @@ type Config struct {
 	// BootTimer, if not nil, is stamped at each phase of the boot vmm
 	// sees and serves the guest's phase writes at guestabi.BootTimerPort.
 	BootTimer *boottimer.Timer
-	// Logf reports device trouble the guest caused (a malformed queue, a
-	// failed disk write) without stopping the machine; nil discards it.
+	// KernelCache, if not empty, is a directory where a bzImage's
+	// compressed vmlinux is kept decompressed (package kernelcache): the
+	// first boot decompresses it on the host, later ones load the cached
+	// vmlinux and enter it at startup_64, sparing the guest the second or
+	// so it spends decompressing itself at every boot. Empty boots the
+	// bzImage as it is.
+	KernelCache string
+	// Logf reports trouble that does not stop the machine: device
+	// trouble the guest caused (a malformed queue, a failed disk write),
+	// or a kernel cache that could not be used; nil discards it.
 	Logf func(format string, args ...any)
 }
 

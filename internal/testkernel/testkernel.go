@@ -6,7 +6,12 @@
 // that misbehave on purpose (a triple fault) on real KVM.
 package testkernel
 
-import "encoding/binary"
+import (
+	"bytes"
+	"encoding/binary"
+
+	"github.com/pierrec/lz4/v4"
+)
 
 // Offsets in the setup header (Documentation/arch/x86/boot.rst).
 const (
@@ -87,4 +92,62 @@ func Build(o Options) []byte {
 		le.PutUint32(img[offPayloadLength:], uint32(len(o.Compressed)))
 	}
 	return img
+}
+
+// LoadPhysicalAddr is where Vmlinux's segment and entry point are: the
+// LOAD_PHYSICAL_ADDR of x86-64 kernels (16 MiB).
+const LoadPhysicalAddr = 0x1000000
+
+// ELF64 constants for Vmlinux (System V ABI; include/uapi/linux/elf.h).
+const (
+	elfHeaderSize = 64
+	phdrSize      = 56
+	ptLoad        = 1
+	etExec        = 2
+	emX86_64      = 62
+	pfRWX         = 7
+)
+
+// Vmlinux returns a tiny x86-64 vmlinux: an ET_EXEC ELF with one PT_LOAD
+// segment at LoadPhysicalAddr holding code followed by bss zero bytes
+// that are not in the file, entered at its first byte as a real vmlinux
+// is entered at startup_64.
+func Vmlinux(code []byte, bss int) []byte {
+	le := binary.LittleEndian
+	off := elfHeaderSize + phdrSize
+	b := make([]byte, off+len(code))
+	copy(b, "\x7fELF")
+	b[4], b[5], b[6] = 2, 1, 1 // ELFCLASS64, ELFDATA2LSB, EV_CURRENT
+	le.PutUint16(b[16:], etExec)
+	le.PutUint16(b[18:], emX86_64)
+	le.PutUint32(b[20:], 1) // e_version
+	le.PutUint64(b[24:], LoadPhysicalAddr)
+	le.PutUint64(b[32:], elfHeaderSize) // e_phoff
+	le.PutUint16(b[52:], elfHeaderSize) // e_ehsize
+	le.PutUint16(b[54:], phdrSize)
+	le.PutUint16(b[56:], 1) // e_phnum
+	ph := b[elfHeaderSize:]
+	le.PutUint32(ph[0:], ptLoad)
+	le.PutUint32(ph[4:], pfRWX)
+	le.PutUint64(ph[8:], uint64(off))
+	le.PutUint64(ph[16:], 0xffffffff80000000+LoadPhysicalAddr) // p_vaddr: the kernel mapping
+	le.PutUint64(ph[24:], LoadPhysicalAddr)
+	le.PutUint64(ph[32:], uint64(len(code)))
+	le.PutUint64(ph[40:], uint64(len(code)+bss))
+	le.PutUint64(ph[48:], 0x200000)
+	copy(b[off:], code)
+	return b
+}
+
+// LZ4 compresses b as the kernel's Makefile does an LZ4 kernel's payload
+// (scripts/Makefile.lib, cmd_lz4): a legacy LZ4 frame, as `lz4 -l`
+// writes, followed by the uncompressed size as a little-endian u32.
+func LZ4(b []byte) []byte {
+	var out bytes.Buffer
+	w := lz4.NewWriter(&out)
+	// Writing to a bytes.Buffer cannot fail, nor can a valid option.
+	_ = w.Apply(lz4.LegacyOption(true))
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return binary.LittleEndian.AppendUint32(out.Bytes(), uint32(len(b)))
 }

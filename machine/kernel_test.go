@@ -1,0 +1,198 @@
+package machine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmm-dev/vmm/internal/testkernel"
+)
+
+// hlt is the code of the test kernels: a halt at the entry point.
+var hlt = []byte{0xf4}
+
+func TestReadKernel(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	vmlinux := testkernel.Vmlinux(hlt, 0x1000)
+	compressed := write("bzImage", testkernel.Build(testkernel.Options{Entry64: hlt, Compressed: testkernel.LZ4(vmlinux)}))
+	plain := write("bzImage-plain", testkernel.Build(testkernel.Options{Entry64: hlt}))
+	only32 := write("bzImage-32", testkernel.Build(testkernel.Options{Entry64: hlt, No64Bit: true, Compressed: testkernel.LZ4(vmlinux)}))
+	notELF := write("bzImage-not-elf", testkernel.Build(testkernel.Options{Entry64: hlt, Compressed: testkernel.LZ4([]byte("not an ELF file"))}))
+	bare := write("vmlinux", vmlinux)
+	badELF := write("vmlinux-arm64", append([]byte("\x7fELF\x02\x01\x01"), make([]byte, 100)...))
+	unwritable := filepath.Join(write("a-file", nil), "vmlinux")
+
+	for _, tc := range []struct {
+		name, kernel, cache string
+		elf                 bool   // booted as a vmlinux
+		note                string // "" for none
+		err                 string // "" for none
+	}{
+		{name: "bzImage without cache", kernel: compressed},
+		{name: "bzImage with cache", kernel: compressed, cache: "fresh", elf: true},
+		{name: "bzImage with no payload", kernel: plain, cache: "fresh"},
+		{name: "bzImage without 64-bit entry", kernel: only32, cache: "fresh"},
+		{name: "unwritable cache", kernel: compressed, cache: unwritable},
+		{name: "payload not a vmlinux", kernel: notELF, cache: "fresh", note: "its decompressed payload: not an ELF file; booting the compressed kernel"},
+		{name: "bare vmlinux", kernel: bare, elf: true},
+		{name: "bare vmlinux with cache", kernel: bare, cache: "fresh", elf: true},
+		{name: "bad vmlinux", kernel: badELF, err: "vmlinux-arm64: ELF file has type 0, want ET_EXEC (2) as a vmlinux has"},
+		{name: "missing", kernel: filepath.Join(dir, "nonexistent"), err: "kernel: open "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cache := tc.cache
+			if cache == "fresh" {
+				cache = filepath.Join(t.TempDir(), "vmlinux")
+			}
+			var notes []string
+			logf := func(format string, args ...any) { notes = append(notes, fmt.Sprintf(format, args...)) }
+			k, err := readKernel(Config{Kernel: tc.kernel, KernelCache: cache, Logf: logf})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (k.elf != nil) != tc.elf {
+				t.Fatalf("booted as a vmlinux: %v, want %v", k.elf != nil, tc.elf)
+			}
+			if k.elf != nil && (k.elf.Entry != testkernel.LoadPhysicalAddr || !k.hdr.Supports64BitEntry()) {
+				t.Errorf("entry %#x, 64-bit entry %v", k.elf.Entry, k.hdr.Supports64BitEntry())
+			}
+			switch {
+			case tc.note == "" && len(notes) > 0:
+				t.Errorf("notes %q, want none", notes)
+			case tc.note != "" && (len(notes) != 1 || !strings.Contains(notes[0], tc.note)):
+				t.Errorf("notes %q, want one with %q", notes, tc.note)
+			}
+		})
+	}
+}
+
+// TestReadKernelCached boots the same bzImage twice: the second boot
+// takes the vmlinux from the cache, which the test proves by replacing
+// the payload's entry with another intact one.
+func TestReadKernelCached(t *testing.T) {
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	bz := filepath.Join(dir, "bzImage")
+	if err := os.WriteFile(bz, testkernel.Build(testkernel.Options{Entry64: hlt, Compressed: testkernel.LZ4(testkernel.Vmlinux(hlt, 0))}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k, err := readKernel(Config{Kernel: bz, KernelCache: cache})
+	if err != nil || k.elf == nil {
+		t.Fatalf("first boot: %v, vmlinux %v", err, k.elf != nil)
+	}
+	entries, _ := filepath.Glob(filepath.Join(cache, "*.vmlinux"))
+	if len(entries) != 1 {
+		t.Fatalf("%d cache entries, want 1", len(entries))
+	}
+	k, err = readKernel(Config{Kernel: bz, KernelCache: cache})
+	if err != nil || k.elf == nil || string(k.elf.Segments[0].Data) != string(hlt) {
+		t.Fatalf("second boot: %v, %+v", err, k.elf)
+	}
+}
+
+func TestSetupMemoryVmlinux(t *testing.T) {
+	code := []byte{0xf4, 1, 2, 3}
+	k, err := readKernelBytes(t, testkernel.Vmlinux(code, 0x2000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := lowMem(t, 64<<20)
+	ram := mem.Regions()[0].Mem
+	for i := testkernel.LoadPhysicalAddr; i < testkernel.LoadPhysicalAddr+0x3000; i++ {
+		ram[i] = 0xaa // the bss must come out zeroed
+	}
+	const initrdSize = 1 << 20
+	l, err := setupMemory(mem, k, "console=ttyS0", initrdSize, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.long || l.entry != testkernel.LoadPhysicalAddr {
+		t.Errorf("entered at %#x, long mode %v; want %#x in long mode", l.entry, l.long, testkernel.LoadPhysicalAddr)
+	}
+	seg := ram[testkernel.LoadPhysicalAddr:]
+	if !bytes.Equal(seg[:4], code) || !bytes.Equal(seg[4:0x2004], make([]byte, 0x2000)) || seg[0x2004] != 0xaa {
+		t.Errorf("segment not loaded as code, 0x2000 zero bytes, then untouched memory")
+	}
+	if l.initrdAddr < k.elf.End() {
+		t.Errorf("initrd at %#x overlaps the kernel, which ends at %#x", l.initrdAddr, k.elf.End())
+	}
+	zp := ram[zeroPageAddr:][:4096]
+	le := binary.LittleEndian
+	if string(zp[0x202:0x206]) != "HdrS" || le.Uint16(zp[0x206:]) != 0x020f || le.Uint32(zp[0x228:]) != cmdlineAddr ||
+		uint64(le.Uint32(zp[0x218:])) != l.initrdAddr || le.Uint64(zp[0x70:]) != acpiAddr {
+		t.Errorf("zero page lacks the made-up header, command line, initrd or RSDP address")
+	}
+	// Nothing was loaded at 1 MiB, where a bzImage would go.
+	if !bytes.Equal(ram[kernelLoadAddr:kernelLoadAddr+0x1000], make([]byte, 0x1000)) {
+		t.Error("something was written at 1 MiB")
+	}
+
+	if _, err := setupMemory(lowMem(t, 16<<20), k, "", 0, 1, 0); err == nil || !strings.Contains(err.Error(), "too small for this kernel") {
+		t.Errorf("16 MiB of RAM: %v", err)
+	}
+}
+
+func TestSetupMemoryVmlinuxTooLow(t *testing.T) {
+	elf := testkernel.Vmlinux(hlt, 0)
+	// Move the segment and the entry to 64 KiB, over vmm's boot data.
+	le := binary.LittleEndian
+	le.PutUint64(elf[24:], 0x10000)
+	le.PutUint64(elf[64+24:], 0x10000)
+	k, err := readKernelBytes(t, elf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setupMemory(lowMem(t, 64<<20), k, "", 0, 1, 0); err == nil || !strings.Contains(err.Error(), "kernel loads at 0x10000, below the 1 MiB vmm keeps for boot data") {
+		t.Errorf("kernel at 64 KiB: %v", err)
+	}
+}
+
+// TestLoadBootsCachedVmlinux checks the whole of load with a cache: the
+// vCPU will be entered at the vmlinux's entry, not at the bzImage's.
+func TestLoadBootsCachedVmlinux(t *testing.T) {
+	dir := t.TempDir()
+	bz := filepath.Join(dir, "bzImage")
+	if err := os.WriteFile(bz, testkernel.Build(testkernel.Options{Entry64: hlt, Compressed: testkernel.LZ4(testkernel.Vmlinux(hlt, 0))}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cache := range []string{"", filepath.Join(dir, "cache")} {
+		m, err := load(Config{Kernel: bz, KernelCache: cache, MemSize: 64 << 20, CPUs: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint64(kernelLoadAddr + 0x200)
+		if cache != "" {
+			want = testkernel.LoadPhysicalAddr
+		}
+		if m.layout.entry != want || !m.layout.long {
+			t.Errorf("cache %q: entry %#x, long mode %v; want %#x in long mode", cache, m.layout.entry, m.layout.long, want)
+		}
+		m.Close()
+	}
+}
+
+func readKernelBytes(t *testing.T, b []byte) (bootKernel, error) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "kernel")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return readKernel(Config{Kernel: p})
+}
