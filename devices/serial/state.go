@@ -1,0 +1,75 @@
+package serial
+
+import "fmt"
+
+// State is a UART's registers and buffered bytes as a snapshot keeps
+// them. Host-side plumbing (the writer, the interrupt line, a paced
+// writer's room) is not state: the restoring machine wires its own.
+type State struct {
+	IER        byte   `json:"ier"`
+	LCR        byte   `json:"lcr"`
+	MCR        byte   `json:"mcr"`
+	FCR        byte   `json:"fcr"`
+	SCR        byte   `json:"scr"`
+	DLL        byte   `json:"dll"`
+	DLM        byte   `json:"dlm"`
+	LSRErr     byte   `json:"lsr_err"`
+	MSRDelta   byte   `json:"msr_delta"`
+	Lines      byte   `json:"lines"`
+	RBR        byte   `json:"rbr"`
+	THRPending bool   `json:"thr_pending"`
+	Level      bool   `json:"level"`
+	RX         []byte `json:"rx,omitempty"`
+	Loopback   []byte `json:"loopback,omitempty"`
+}
+
+// State returns the UART's state. The machine takes it with the vCPUs
+// stopped, so no register access races it; input a host goroutine is
+// still feeding may or may not be in RX.
+func (u *UART) State() State {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return State{
+		IER: u.ier, LCR: u.lcr, MCR: u.mcr, FCR: u.fcr, SCR: u.scr, DLL: u.dll, DLM: u.dlm,
+		LSRErr: u.lsrErr, MSRDelta: u.msrDelta, Lines: u.lines, RBR: u.rbr,
+		THRPending: u.thrPending, Level: u.level,
+		RX: u.rx.bytes(), Loopback: u.lb.bytes(),
+	}
+}
+
+// Restore puts a UART made by New in state s. The interrupt line's level
+// is taken as it was saved without driving it: the interrupt
+// controller's own state, restored with it, already holds that level.
+func (u *UART) Restore(s State) error {
+	if len(s.RX) > RXBufferSize || len(s.Loopback) > RXBufferSize {
+		return fmt.Errorf("serial: %d bytes of input and %d of loopback, buffers hold %d", len(s.RX), len(s.Loopback), RXBufferSize)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.ier, u.lcr, u.mcr, u.fcr, u.scr, u.dll, u.dlm = s.IER, s.LCR, s.MCR, s.FCR, s.SCR, s.DLL, s.DLM
+	u.lsrErr, u.msrDelta, u.lines, u.rbr = s.LSRErr, s.MSRDelta, s.Lines, s.RBR
+	u.thrPending, u.level = s.THRPending, s.Level
+	u.txBusy = false
+	u.rx.reset()
+	for _, b := range s.RX {
+		u.rx.push(b)
+	}
+	u.lb.reset()
+	for _, b := range s.Loopback {
+		u.lb.push(b)
+	}
+	u.update()
+	return nil
+}
+
+// bytes returns the ring's contents, oldest first.
+func (r *ring) bytes() []byte {
+	if r.n == 0 {
+		return nil
+	}
+	out := make([]byte, r.n)
+	for i := range out {
+		out[i] = r.buf[(r.head+i)%len(r.buf)]
+	}
+	return out
+}
