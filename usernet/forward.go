@@ -1,0 +1,346 @@
+package usernet
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+const (
+	// maxDialing bounds the guest's TCP connections being dialed on
+	// the host at once; SYNs beyond it are dropped (the guest resends).
+	maxDialing = 64
+	// dialTimeout bounds one dial, on either side. The guest's own
+	// connect timeout is usually longer; this one frees the slot.
+	dialTimeout = 30 * time.Second
+	// udpIdle ends a UDP flow that carried nothing either way for this
+	// long, as a NAT forgets it (RFC 4787 REQ-5: at least 2 minutes;
+	// slirp uses 4).
+	udpIdle = 2 * time.Minute
+	// maxDatagram is the largest UDP payload (IPv4).
+	maxDatagram = 65507
+)
+
+// outside maps a destination the guest asked for to the host address to
+// dial: the gateway stands for the host's loopback, and addresses that
+// are no host's (broadcast, multicast, the virtual network's other
+// addresses, link-local ones such as cloud metadata services) are
+// refused.
+func outside(a tcpip.Address, port uint16) (netip.AddrPort, bool) {
+	if a.Len() != 4 || port == 0 {
+		return netip.AddrPort{}, false
+	}
+	ip := netip.AddrFrom4(a.As4())
+	switch {
+	case ip == gatewayIP:
+		ip = hostLoopback
+	case prefix.Contains(ip), !ip.IsGlobalUnicast():
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip, port), true
+}
+
+// forwardTCP serves a SYN from the guest that no endpoint of the stack
+// wants: it dials the destination on the host and only then accepts the
+// guest's connection, so a refused or unreachable destination is a reset
+// to the guest, as it would be on a real network. Runs on a goroutine
+// the stack starts.
+func (n *Network) forwardTCP(r *tcp.ForwarderRequest) {
+	if !n.enter() {
+		r.Complete(true)
+		return
+	}
+	defer n.wg.Done()
+	id := r.ID()
+	dst, ok := outside(id.LocalAddress, id.LocalPort)
+	if !ok {
+		r.Complete(true)
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", dst.String())
+	cancel()
+	if err != nil {
+		r.Complete(true)
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	r.Complete(false)
+	if terr != nil {
+		c.Close()
+		return
+	}
+	n.splice(gonet.NewTCPConn(&wq, ep), c.(*net.TCPConn))
+}
+
+// halfCloser is a TCP connection on either side.
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// splice copies a to b and b to a until both directions end, passing a
+// clean end on as a half-close, and closes both. It runs on the caller's
+// goroutine plus one; Close ends it by closing both connections.
+func (n *Network) splice(a, b halfCloser) {
+	if !n.track(a) {
+		a.Close()
+		b.Close()
+		return
+	}
+	if !n.track(b) {
+		n.untrack(a)
+		b.Close()
+		return
+	}
+	defer n.untrack(a)
+	defer n.untrack(b)
+	half := func(dst, src halfCloser) {
+		if _, err := io.Copy(dst, src); err != nil {
+			// A reset or a failed write: the other direction
+			// cannot go on either.
+			a.Close()
+			b.Close()
+			return
+		}
+		dst.CloseWrite()
+	}
+	var other sync.WaitGroup
+	other.Add(1)
+	if !n.spawn(func() { defer other.Done(); half(a, b) }) {
+		return
+	}
+	half(b, a)
+	other.Wait()
+}
+
+// forwardUDP serves the first datagram of a flow from the guest that no
+// endpoint of the stack wants: it connects a host socket to the
+// destination and relays both ways until the flow idles. It runs on the
+// stack's receive path (the card's transmit worker), so it must not
+// block: a UDP connect sends nothing.
+func (n *Network) forwardUDP(r *udp.ForwarderRequest) {
+	id := r.ID()
+	dst, ok := outside(id.LocalAddress, id.LocalPort)
+	if !ok {
+		return
+	}
+	out, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		out.Close()
+		return
+	}
+	in := gonet.NewUDPConn(&wq, ep)
+	if !n.track(in) {
+		in.Close()
+		out.Close()
+		return
+	}
+	if !n.track(out) {
+		n.untrack(in)
+		out.Close()
+		return
+	}
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	relay := func(dst io.Writer, src deadlineReader) {
+		// The first direction to end ends the other.
+		defer n.untrack(in)
+		defer n.untrack(out)
+		relayUDP(dst, src, &last)
+	}
+	if !n.spawn(func() { relay(out, in) }) {
+		return
+	}
+	n.spawn(func() { relay(in, out) })
+}
+
+// deadlineReader is the receiving end of a UDP relay.
+type deadlineReader interface {
+	Read(p []byte) (int, error)
+	SetReadDeadline(t time.Time) error
+}
+
+// relayUDP copies datagrams from src to dst until src fails or the flow,
+// whose last datagram either way was at *last, has idled for udpIdle.
+func relayUDP(dst io.Writer, src deadlineReader, last *atomic.Int64) {
+	buf := make([]byte, maxDatagram)
+	for {
+		idle := time.Unix(0, last.Load()).Add(udpIdle)
+		src.SetReadDeadline(idle)
+		m, err := src.Read(buf)
+		if isTimeout(err) {
+			if time.Unix(0, last.Load()).Add(udpIdle).After(time.Now()) {
+				continue // the other direction kept the flow alive
+			}
+			return
+		}
+		if isRefused(err) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		last.Store(time.Now().UnixNano())
+		if _, err := dst.Write(buf[:m]); err != nil && !isRefused(err) {
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// isRefused is a host's ICMP port unreachable for an earlier datagram,
+// reported on a later read or write of a connected UDP socket; it says
+// nothing about the next datagram.
+func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+
+// listen binds f's host socket and serves it until Close.
+func (n *Network) listen(f Forward) error {
+	guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(f.Guest.Addr().As4()), Port: f.Guest.Port()}
+	if f.UDP {
+		pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(f.Host))
+		if err != nil {
+			return err
+		}
+		if !n.track(pc) {
+			pc.Close()
+			return net.ErrClosed
+		}
+		n.hostAddrs = append(n.hostAddrs, unmap(pc.LocalAddr().(*net.UDPAddr).AddrPort()))
+		n.spawn(func() { n.serveUDPForward(pc, guest) })
+		return nil
+	}
+	l, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(f.Host))
+	if err != nil {
+		return err
+	}
+	if !n.track(l) {
+		l.Close()
+		return net.ErrClosed
+	}
+	n.hostAddrs = append(n.hostAddrs, unmap(l.Addr().(*net.TCPAddr).AddrPort()))
+	n.spawn(func() {
+		for {
+			c, err := l.AcceptTCP()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					n.logf("user network: hostfwd %s: %v", f, err)
+				}
+				return
+			}
+			if !n.spawn(func() { n.forwardIn(c, guest) }) {
+				c.Close()
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// forwardIn connects a host connection accepted by a TCP hostfwd to the
+// guest. A guest that does not listen refuses it: the host side is
+// closed at once.
+func (n *Network) forwardIn(c *net.TCPConn, guest tcpip.FullAddress) {
+	// Close cancels the dial.
+	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
+	g, err := gonet.DialContextTCP(ctx, n.stack, guest, ipv4.ProtocolNumber)
+	cancel()
+	if err != nil {
+		c.Close()
+		return
+	}
+	n.splice(g, c)
+}
+
+// serveUDPForward relays a UDP hostfwd: each host peer gets its own flow
+// to the guest (its own source port in the guest's view), which ends
+// after udpIdle without traffic.
+func (n *Network) serveUDPForward(pc *net.UDPConn, guest tcpip.FullAddress) {
+	type flow struct {
+		c    *gonet.UDPConn
+		last atomic.Int64
+	}
+	var mu sync.Mutex
+	flows := make(map[netip.AddrPort]*flow)
+	buf := make([]byte, maxDatagram)
+	for {
+		m, peer, err := pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				n.logf("user network: udp hostfwd on %s: %v", pc.LocalAddr(), err)
+			}
+			return
+		}
+		mu.Lock()
+		f := flows[peer]
+		mu.Unlock()
+		if f == nil {
+			c, err := gonet.DialUDP(n.stack, nil, &guest, ipv4.ProtocolNumber)
+			if err != nil {
+				continue
+			}
+			if !n.track(c) {
+				c.Close()
+				return
+			}
+			f = &flow{c: c}
+			f.last.Store(time.Now().UnixNano())
+			mu.Lock()
+			flows[peer] = f
+			mu.Unlock()
+			back := func() {
+				defer func() {
+					mu.Lock()
+					delete(flows, peer)
+					mu.Unlock()
+					n.untrack(c)
+				}()
+				relayUDP(peerWriter{pc, peer}, c, &f.last)
+			}
+			if !n.spawn(back) {
+				n.untrack(c)
+				return
+			}
+		}
+		f.last.Store(time.Now().UnixNano())
+		f.c.Write(buf[:m])
+	}
+}
+
+// peerWriter is a host UDP socket's Write to one peer, for relayUDP.
+type peerWriter struct {
+	pc   *net.UDPConn
+	peer netip.AddrPort
+}
+
+func (w peerWriter) Write(p []byte) (int, error) { return w.pc.WriteToUDPAddrPort(p, w.peer) }
+
+// unmap turns the IPv4-mapped IPv6 form package net reports into IPv4.
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

@@ -1,0 +1,459 @@
+// Package usernet is a user-mode network for one virtio-net card: a
+// userspace TCP/IP stack inside vmm that gives the guest an address by
+// DHCP, answers DNS from the host's resolver, carries the guest's TCP and
+// UDP through ordinary host sockets and forwards host ports into the
+// guest. It needs no privilege: no TAP, no CAP_NET_ADMIN, no root.
+//
+// The stack is gVisor's netstack, with the gateway link endpoint and the
+// DNS server of gvisor-tap-vsock (the network of podman machine and
+// lima). Their VirtualNetwork is not used: it has no way to stop its
+// goroutines, and vmm builds and closes many machines in one process. So
+// this package assembles the stack itself and owns every goroutine it
+// starts; Close ends them all.
+//
+// Addresses are QEMU's slirp ones, which is what users of "-nic user"
+// expect: the network is 10.0.2.0/24, the guest gets 10.0.2.15, the
+// gateway is 10.0.2.2, which also stands for the host's loopback (a
+// connection to 10.0.2.2:8080 reaches 127.0.0.1:8080 on the host), and
+// the DNS server is 10.0.2.3.
+//
+// A Network is itself the card's backend (it satisfies virtio/net's
+// Backend): Write takes a frame the guest sent and hands it to the stack
+// on the caller's goroutine; frames the stack sends wait in a bounded
+// queue until Read takes them, and are dropped when the queue is full, as
+// a TAP drops when its queue is. The stack computes and checks checksums
+// itself and neither sends nor takes segmentation offloads, so the device
+// must not offer those features (virtio/net's Options.NoOffload).
+package usernet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/containers/gvisor-tap-vsock/pkg/services/dns"
+	"github.com/containers/gvisor-tap-vsock/pkg/tap"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// The virtual network's addresses, as QEMU's slirp assigns them (QEMU's
+// documentation, "Network emulation", user mode networking).
+const (
+	// NetworkCIDR is the guest's network.
+	NetworkCIDR = "10.0.2.0/24"
+	// GatewayAddr is the guest's router, and the host's loopback.
+	GatewayAddr = "10.0.2.2"
+	// DNSAddr answers DNS queries from the host's resolver.
+	DNSAddr = "10.0.2.3"
+	// GuestAddr is the one address the DHCP server hands out.
+	GuestAddr = "10.0.2.15"
+	// HostLoopbackAddr is where connections to GatewayAddr go on the
+	// host.
+	HostLoopbackAddr = "127.0.0.1"
+)
+
+// Parsed forms of the addresses above; never written.
+var (
+	prefix       = netip.MustParsePrefix(NetworkCIDR)
+	gatewayIP    = netip.MustParseAddr(GatewayAddr)
+	dnsIP        = netip.MustParseAddr(DNSAddr)
+	guestIP      = netip.MustParseAddr(GuestAddr)
+	hostLoopback = netip.MustParseAddr(HostLoopbackAddr)
+)
+
+// gatewayMAC is the gateway's (and the DNS server's) Ethernet address:
+// slirp's, 52:55 followed by the gateway's IPv4 address.
+func gatewayMAC() tcpip.LinkAddress {
+	return tcpip.LinkAddress([]byte{0x52, 0x55, 0x0a, 0x00, 0x02, 0x02})
+}
+
+// MTU is the link's MTU, also announced by DHCP (RFC 2132 §5.1, option
+// 26): Ethernet's, as slirp's.
+const MTU = 1500
+
+// nicID is the stack's only NIC.
+const nicID tcpip.NICID = 1
+
+// queueLen bounds the frames the stack has sent and the guest has not yet
+// read: about 3 MiB of full-size frames. More are dropped, as by a TAP
+// whose queue is full; the stack's TCP recovers them (with SACK).
+const queueLen = 2048
+
+// Config is one network's setup.
+type Config struct {
+	// Forwards are the host ports forwarded into the guest (QEMU's
+	// hostfwd). Their host sockets are bound by New, so a port in use
+	// is New's error.
+	Forwards []Forward
+	// DNSUpstream, if valid, is the one name server the guest's DNS
+	// queries are resolved through; the zero value means the host's
+	// resolver configuration (/etc/resolv.conf, /etc/hosts), read as Go's
+	// resolver reads it.
+	DNSUpstream netip.AddrPort
+	// Logf reports trouble that does not stop the network (a forward
+	// that failed to dial the guest); nil means log.Printf.
+	Logf func(format string, args ...any)
+}
+
+// Stats count frames since New.
+type Stats struct {
+	// ToGuest counts frames the stack sent; Dropped those of them that
+	// found the queue full.
+	ToGuest, Dropped uint64
+	// FromGuest counts frames the guest sent.
+	FromGuest uint64
+}
+
+// Network is one user-mode network with one guest on it. Create it with
+// New; it is the guest's card backend until Close.
+type Network struct {
+	cfg    Config
+	logf   func(format string, args ...any)
+	stack  *stack.Stack
+	gw     *tap.LinkEndpoint
+	ctx    context.Context // canceled by Close: aborts dials and lookups
+	cancel context.CancelFunc
+
+	toGuest chan *buffer.View
+	done    chan struct{} // closed by Close: wakes Read
+	rdl     deadline
+	wdl     deadline
+
+	// wmu is held shared by Write while it feeds the stack and
+	// exclusively by Close, so no frame enters a stack being torn down.
+	wmu sync.RWMutex
+
+	mu      sync.Mutex // guards closed, closers and wg.Add
+	closed  bool
+	closers map[io.Closer]struct{}
+	wg      sync.WaitGroup
+
+	sent, dropped, received atomic.Uint64
+
+	hostAddrs []netip.AddrPort // bound host side of each forward
+}
+
+// New builds the network and binds the host ports of cfg.Forwards.
+func New(cfg Config) (*Network, error) {
+	n := &Network{
+		cfg:     cfg,
+		logf:    cfg.Logf,
+		toGuest: make(chan *buffer.View, queueLen),
+		done:    make(chan struct{}),
+		closers: make(map[io.Closer]struct{}),
+	}
+	if n.logf == nil {
+		n.logf = log.Printf
+	}
+	n.rdl.init()
+	n.wdl.init()
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.build(); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("user network: %w", err)
+	}
+	for _, f := range cfg.Forwards {
+		if err := n.listen(f); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("user network: hostfwd %s: %w", f, err)
+		}
+	}
+	return n, nil
+}
+
+// build creates the stack with the gateway's addresses, the services on
+// them and the forwarders for everything else.
+func (n *Network) build() error {
+	n.stack = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
+	})
+	// SACK lets TCP to the guest recover quickly from frames dropped
+	// on a full queue.
+	sack := tcpip.TCPSACKEnabled(true)
+	if err := n.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		return fmt.Errorf("enable SACK: %s", err)
+	}
+	gwMAC := net.HardwareAddr(gatewayMAC()).String()
+	gw, err := tap.NewLinkEndpoint(false, MTU, gwMAC, GatewayAddr, []string{DNSAddr})
+	if err != nil {
+		return fmt.Errorf("gateway endpoint: %w", err)
+	}
+	gw.Connect(toGuest{n})
+	n.gw = gw
+	if err := n.stack.CreateNIC(nicID, gw); err != nil {
+		return fmt.Errorf("create NIC: %s", err)
+	}
+	// The gateway's address first: it is the NIC's primary one, the
+	// source of connections the stack opens to the guest (hostfwd).
+	for _, a := range []netip.Addr{gatewayIP, dnsIP} {
+		pa := tcpip.ProtocolAddress{
+			Protocol:          ipv4.ProtocolNumber,
+			AddressWithPrefix: tcpip.AddrFrom4(a.As4()).WithPrefix(),
+		}
+		pa.AddressWithPrefix.PrefixLen = prefix.Bits()
+		if err := n.stack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+			return fmt.Errorf("add address %s: %s", a, err)
+		}
+	}
+	// Spoofing and promiscuous mode let the stack take packets for any
+	// address (the guest's connections to the world) and answer from
+	// it.
+	if err := n.stack.SetSpoofing(nicID, true); err != nil {
+		return fmt.Errorf("spoofing: %s", err)
+	}
+	if err := n.stack.SetPromiscuousMode(nicID, true); err != nil {
+		return fmt.Errorf("promiscuous mode: %s", err)
+	}
+	sub, err := tcpip.NewSubnet(tcpip.AddrFrom4(prefix.Addr().As4()), tcpip.MaskFromBytes(net.CIDRMask(prefix.Bits(), 32)))
+	if err != nil {
+		return fmt.Errorf("subnet: %w", err)
+	}
+	n.stack.SetRouteTable([]tcpip.Route{{Destination: sub, NIC: nicID}})
+
+	// Packets no endpoint of the stack wants are new connections or
+	// flows to the outside.
+	n.stack.SetTransportProtocolHandler(tcp.ProtocolNumber, tcp.NewForwarder(n.stack, 0, maxDialing, n.forwardTCP).HandlePacket)
+	n.stack.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(n.stack, n.forwardUDP).HandlePacket)
+
+	if err := n.serveDHCP(); err != nil {
+		return err
+	}
+	return n.serveDNS()
+}
+
+// serveDNS starts gvisor-tap-vsock's DNS server on DNSIP:53, UDP and
+// TCP. It answers from the host's resolver, through lookups that Close
+// cancels.
+func (n *Network) serveDNS() error {
+	addr := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(dnsIP.As4()), Port: 53}
+	uc, err := gonet.DialUDP(n.stack, &addr, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		return fmt.Errorf("DNS server: %w", err)
+	}
+	if !n.track(uc) {
+		return net.ErrClosed
+	}
+	tl, err := gonet.ListenTCP(n.stack, addr, ipv4.ProtocolNumber)
+	if err != nil {
+		return fmt.Errorf("DNS server: %w", err)
+	}
+	if !n.track(tl) {
+		return net.ErrClosed
+	}
+	r := &net.Resolver{PreferGo: true, Dial: n.dialDNS}
+	// gvisor-tap-vsock's server logs (through logrus, on stderr) every
+	// answer it cannot send; after Close that is every answer to a
+	// query in flight, so the sockets it gets drop those quietly.
+	srv, err := dns.NewWithUpstreamResolver(quietPacketConn{uc, n.done}, quietListener{tl, n.done}, nil, resolver{ctx: n.ctx, r: r})
+	if err != nil {
+		return fmt.Errorf("DNS server: %w", err)
+	}
+	// Both return once their socket is closed; the error says only
+	// that.
+	n.spawn(func() { _ = srv.Serve() })
+	n.spawn(func() { _ = srv.ServeTCP() })
+	return nil
+}
+
+// HostAddrs are the host addresses the forwards listen on, in
+// Config.Forwards order: a port 0 there is the port the kernel chose.
+func (n *Network) HostAddrs() []netip.AddrPort { return n.hostAddrs }
+
+// Stats returns the frame counters.
+func (n *Network) Stats() Stats {
+	return Stats{ToGuest: n.sent.Load(), Dropped: n.dropped.Load(), FromGuest: n.received.Load()}
+}
+
+// spawn runs f on a goroutine Close waits for, unless the network is
+// closed.
+func (n *Network) spawn(f func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// enter counts a goroutine the stack started (a forwarder's) as one
+// Close waits for; false means the network is closing and the goroutine
+// must return at once. A true enter is paired with n.wg.Done.
+func (n *Network) enter() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.wg.Add(1)
+	return true
+}
+
+// track registers c to be closed by Close; false means the network is
+// closing, and the caller closes c itself.
+func (n *Network) track(c io.Closer) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.closers[c] = struct{}{}
+	return true
+}
+
+// untrack closes c and forgets it.
+func (n *Network) untrack(c io.Closer) {
+	n.mu.Lock()
+	delete(n.closers, c)
+	n.mu.Unlock()
+	c.Close()
+}
+
+// Close stops the network: host sockets (forwards and connections) are
+// closed, pending dials and DNS lookups canceled, and every goroutine of
+// the network has returned when Close does. Read and Write fail after
+// it. Calling Close again does nothing.
+func (n *Network) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	closers := n.closers
+	n.closers = nil
+	n.mu.Unlock()
+
+	n.cancel()
+	close(n.done)
+	n.wmu.Lock() // no Write is in the stack past this point
+	for c := range closers {
+		c.Close()
+	}
+	if n.stack != nil {
+		// Aborting every endpoint wakes the goroutines blocked on the
+		// stack's side of a connection.
+		n.stack.Close()
+	}
+	n.wg.Wait()
+	if n.stack != nil {
+		n.stack.Wait()
+	}
+	n.wmu.Unlock()
+	for {
+		select {
+		case v := <-n.toGuest:
+			v.Release()
+		default:
+			return nil
+		}
+	}
+}
+
+// dialDNS is the upstream resolver's dial: to Config.DNSUpstream when
+// set, else to the name server Go's resolver picked from the host's
+// configuration. The connection is closed when ctx ends, so a lookup
+// that Close cancels does not wait out its timeout on a read.
+func (n *Network) dialDNS(ctx context.Context, network, addr string) (net.Conn, error) {
+	if n.cfg.DNSUpstream.IsValid() {
+		addr = n.cfg.DNSUpstream.String()
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, func() { c.Close() })
+	return c, nil
+}
+
+// quietPacketConn and quietListener are the DNS server's sockets: once
+// done is closed, writes are dropped without an error.
+type quietPacketConn struct {
+	net.PacketConn
+	done <-chan struct{}
+}
+
+func (c quietPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	m, err := c.PacketConn.WriteTo(p, addr)
+	if err != nil && isClosed(c.done) {
+		return len(p), nil
+	}
+	return m, err
+}
+
+type quietListener struct {
+	net.Listener
+	done <-chan struct{}
+}
+
+func (l quietListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return quietConn{c, l.done}, nil
+}
+
+type quietConn struct {
+	net.Conn
+	done <-chan struct{}
+}
+
+func (c quietConn) Write(p []byte) (int, error) {
+	m, err := c.Conn.Write(p)
+	if err != nil && isClosed(c.done) {
+		return len(p), nil
+	}
+	return m, err
+}
+
+// resolver is the DNS server's upstream: the host's resolver, with
+// lookups bounded by the network's life (the server itself passes no
+// deadline).
+type resolver struct {
+	ctx context.Context
+	r   *net.Resolver
+}
+
+func (r resolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
+	return r.r.LookupIPAddr(r.ctx, host)
+}
+
+func (r resolver) LookupCNAME(_ context.Context, host string) (string, error) {
+	return r.r.LookupCNAME(r.ctx, host)
+}
+
+func (r resolver) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
+	return r.r.LookupMX(r.ctx, name)
+}
+
+func (r resolver) LookupNS(_ context.Context, name string) ([]*net.NS, error) {
+	return r.r.LookupNS(r.ctx, name)
+}
+
+func (r resolver) LookupSRV(_ context.Context, service, proto, name string) (string, []*net.SRV, error) {
+	return r.r.LookupSRV(r.ctx, service, proto, name)
+}
+
+func (r resolver) LookupTXT(_ context.Context, name string) ([]string, error) {
+	return r.r.LookupTXT(r.ctx, name)
+}

@@ -1,0 +1,704 @@
+package usernet
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/miekg/dns"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// testTimeout bounds every wait on the network in these tests.
+const testTimeout = 20 * time.Second
+
+var guestMAC = tcpip.LinkAddress([]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56})
+
+func newNetwork(t *testing.T, cfg Config) *Network {
+	t.Helper()
+	if cfg.Logf == nil {
+		cfg.Logf = t.Logf
+	}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// udpFrame builds an Ethernet frame with an IPv4 UDP datagram, behind a
+// zero virtio-net header, as a guest driver hands it to the device. The
+// UDP checksum is 0, "none" in IPv4 (RFC 768).
+func udpFrame(src, dst netip.AddrPort, dstMAC tcpip.LinkAddress, payload []byte) []byte {
+	b := make([]byte, HeaderSize+header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
+	f := b[HeaderSize:]
+	header.Ethernet(f).Encode(&header.EthernetFields{SrcAddr: guestMAC, DstAddr: dstMAC, Type: header.IPv4ProtocolNumber})
+	ip := header.IPv4(f[header.EthernetMinimumSize:])
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(ip)),
+		TTL:         64,
+		Protocol:    uint8(header.UDPProtocolNumber),
+		SrcAddr:     tcpip.AddrFrom4(src.Addr().As4()),
+		DstAddr:     tcpip.AddrFrom4(dst.Addr().As4()),
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	u := header.UDP(ip[header.IPv4MinimumSize:])
+	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(len(u))})
+	copy(u[header.UDPMinimumSize:], payload)
+	return b
+}
+
+// readUDP reads frames until a UDP datagram from port sport arrives and
+// returns its Ethernet destination and payload.
+func readUDP(t *testing.T, n *Network, sport uint16) (tcpip.LinkAddress, []byte) {
+	t.Helper()
+	n.SetReadDeadline(time.Now().Add(testTimeout))
+	defer n.SetReadDeadline(time.Time{})
+	buf := make([]byte, 65536)
+	for {
+		m, err := n.Read(buf)
+		if err != nil {
+			t.Fatalf("waiting for a UDP datagram from port %d: %v", sport, err)
+		}
+		if !bytes.Equal(buf[:HeaderSize], make([]byte, HeaderSize)) {
+			t.Fatalf("virtio-net header % x, want zeros", buf[:HeaderSize])
+		}
+		f := header.Ethernet(buf[HeaderSize:m])
+		if f.Type() != header.IPv4ProtocolNumber {
+			continue
+		}
+		ip := header.IPv4(f[header.EthernetMinimumSize:])
+		if !ip.IsValid(len(ip)) || ip.TransportProtocol() != header.UDPProtocolNumber {
+			continue
+		}
+		u := header.UDP(ip.Payload())
+		if u.SourcePort() == sport {
+			return f.DestinationAddress(), append([]byte(nil), u.Payload()...)
+		}
+	}
+}
+
+// The DHCP exchange of a guest with no address: discover, offer,
+// request, acknowledgement, all broadcast, with slirp's addresses.
+func TestDHCPExchange(t *testing.T) {
+	n := newNetwork(t, Config{})
+	client := netip.AddrPortFrom(netip.IPv4Unspecified(), dhcpClientPort)
+	server := netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), dhcpServerPort)
+	bcast := tcpip.LinkAddress(header.EthernetBroadcastAddress)
+
+	disc, err := dhcpv4.NewDiscovery(net.HardwareAddr(guestMAC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Write(udpFrame(client, server, bcast, disc.ToBytes())); err != nil {
+		t.Fatal(err)
+	}
+	dst, b := readUDP(t, n, dhcpServerPort)
+	offer, err := dhcpv4.FromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dst != bcast {
+		t.Errorf("offer sent to %v, want broadcast", dst)
+	}
+	checkLease(t, offer, dhcpv4.MessageTypeOffer, disc.TransactionID)
+
+	req, err := dhcpv4.NewRequestFromOffer(offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Write(udpFrame(client, server, bcast, req.ToBytes())); err != nil {
+		t.Fatal(err)
+	}
+	_, b = readUDP(t, n, dhcpServerPort)
+	ack, err := dhcpv4.FromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLease(t, ack, dhcpv4.MessageTypeAck, req.TransactionID)
+}
+
+func checkLease(t *testing.T, m *dhcpv4.DHCPv4, typ dhcpv4.MessageType, xid dhcpv4.TransactionID) {
+	t.Helper()
+	if m.MessageType() != typ || m.TransactionID != xid {
+		t.Fatalf("got %v xid %v, want %v xid %v", m.MessageType(), m.TransactionID, typ, xid)
+	}
+	mtu, _ := dhcpv4.GetUint16(dhcpv4.OptionInterfaceMTU, m.Options)
+	for _, c := range []struct{ what, got, want string }{
+		{"address", m.YourIPAddr.String(), GuestAddr},
+		{"mask", net.IP(m.SubnetMask()).String(), "255.255.255.0"},
+		{"router", fmt.Sprint(m.Router()), "[" + GatewayAddr + "]"},
+		{"DNS", fmt.Sprint(m.DNS()), "[" + DNSAddr + "]"},
+		{"server", m.ServerIdentifier().String(), GatewayAddr},
+		{"lease", m.IPAddressLeaseTime(0).String(), leaseTime.String()},
+		{"MTU", fmt.Sprint(mtu), fmt.Sprint(MTU)},
+		{"client MAC", m.ClientHWAddr.String(), net.HardwareAddr(guestMAC).String()},
+	} {
+		if c.got != c.want {
+			t.Errorf("%v: %s %s, want %s", typ, c.what, c.got, c.want)
+		}
+	}
+}
+
+func TestDHCPReply(t *testing.T) {
+	mac := net.HardwareAddr(guestMAC)
+	mk := func(typ dhcpv4.MessageType, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+		m, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(typ)}, mods...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	reply := mk(dhcpv4.MessageTypeOffer)
+	reply.OpCode = dhcpv4.OpcodeBootReply
+	for _, c := range []struct {
+		name string
+		req  *dhcpv4.DHCPv4
+		want dhcpv4.MessageType // MessageTypeNone: no answer
+	}{
+		{"discover", mk(dhcpv4.MessageTypeDiscover), dhcpv4.MessageTypeOffer},
+		{"request", mk(dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(GuestAddr)))), dhcpv4.MessageTypeAck},
+		{"request other address", mk(dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.0.2.16")))), dhcpv4.MessageTypeNak},
+		{"renew", mk(dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(net.ParseIP(GuestAddr))), dhcpv4.MessageTypeAck},
+		{"request to another server", mk(dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP("10.0.2.9")))), dhcpv4.MessageTypeNone},
+		{"release", mk(dhcpv4.MessageTypeRelease), dhcpv4.MessageTypeNone},
+		{"decline", mk(dhcpv4.MessageTypeDecline), dhcpv4.MessageTypeNone},
+		{"a reply", reply, dhcpv4.MessageTypeNone},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, err := dhcpReply(c.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case c.want == dhcpv4.MessageTypeNone && r != nil:
+				t.Fatalf("answered %v, want no answer", r.MessageType())
+			case c.want == dhcpv4.MessageTypeNone:
+			case r == nil:
+				t.Fatalf("no answer, want %v", c.want)
+			case c.want == dhcpv4.MessageTypeNak:
+				if r.MessageType() != c.want || !r.YourIPAddr.IsUnspecified() {
+					t.Fatalf("%v offering %v, want a NAK offering nothing", r.MessageType(), r.YourIPAddr)
+				}
+			default:
+				checkLease(t, r, c.want, c.req.TransactionID)
+			}
+		})
+	}
+}
+
+// guest is a second netstack on the card's other side, playing the
+// guest: 10.0.2.15 with the gateway as default route, as DHCP would set
+// it up. Two goroutines move frames between it and the network.
+type guest struct {
+	s      *stack.Stack
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newGuest(t *testing.T, n *Network) *guest {
+	t.Helper()
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	ch := channel.New(256, MTU, guestMAC)
+	if err := s.CreateNIC(1, ethernet.New(ch)); err != nil {
+		t.Fatal(err)
+	}
+	pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddrFrom4(guestIP.As4()).WithPrefix()}
+	pa.AddressWithPrefix.PrefixLen = 24
+	if err := s.AddProtocolAddress(1, pa, stack.AddressProperties{}); err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := tcpip.NewSubnet(tcpip.AddrFrom4([4]byte{10, 0, 2, 0}), tcpip.MaskFromBytes([]byte{255, 255, 255, 0}))
+	s.SetRouteTable([]tcpip.Route{
+		{Destination: sub, NIC: 1},
+		{Destination: header.IPv4EmptySubnet, Gateway: tcpip.AddrFrom4(gatewayIP.As4()), NIC: 1},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &guest{s: s, cancel: cancel, done: make(chan struct{})}
+	go func() { // guest to network
+		for {
+			pkt := ch.ReadContext(ctx)
+			if pkt == nil {
+				return
+			}
+			v := pkt.ToView()
+			pkt.DecRef()
+			frame := append(make([]byte, HeaderSize, HeaderSize+v.Size()), v.AsSlice()...)
+			v.Release()
+			if _, err := n.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	go func() { // network to guest
+		defer close(g.done)
+		buf := make([]byte, 65536+HeaderSize)
+		for {
+			m, err := n.Read(buf)
+			if err != nil {
+				return
+			}
+			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(buf[HeaderSize:m])})
+			ch.InjectInbound(0, pkt)
+			pkt.DecRef()
+		}
+	}()
+	t.Cleanup(func() {
+		g.cancel()
+		n.Close()
+		<-g.done
+		s.Destroy()
+	})
+	return g
+}
+
+func (g *guest) dialTCP(ctx context.Context, addr string) (*gonet.TCPConn, error) {
+	ap := netip.MustParseAddrPort(addr)
+	return gonet.DialContextTCP(ctx, g.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(ap.Addr().As4()), Port: ap.Port()}, ipv4.ProtocolNumber)
+}
+
+func (g *guest) udp(t *testing.T, local, remote string) *gonet.UDPConn {
+	t.Helper()
+	full := func(s string) *tcpip.FullAddress {
+		if s == "" {
+			return nil
+		}
+		ap := netip.MustParseAddrPort(s)
+		return &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(ap.Addr().As4()), Port: ap.Port()}
+	}
+	c, err := gonet.DialUDP(g.s, full(local), full(remote), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// A guest reaches a server on the host's loopback through the gateway's
+// address, and an HTTP download arrives whole.
+func TestGuestToHostLoopback(t *testing.T) {
+	body := make([]byte, 4<<20)
+	rand.NewChaCha8([32]byte{1}).Read(body)
+	want := sha256.Sum256(body)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })}
+	go srv.Serve(l)
+	defer srv.Close()
+
+	n := newNetwork(t, Config{})
+	g := newGuest(t, n)
+	port := l.Addr().(*net.TCPAddr).Port
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return g.dialTCP(ctx, addr) },
+	}, Timeout: testTimeout}
+	resp, err := client.Get(fmt.Sprintf("http://%s:%d/", GatewayAddr, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	got, err := io.Copy(h, resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != int64(len(body)) || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatalf("downloaded %d bytes, sha256 %x; want %d bytes, %x", got, h.Sum(nil), len(body), want)
+	}
+	if s := n.Stats(); s.ToGuest == 0 || s.FromGuest == 0 {
+		t.Errorf("stats %+v: no frames counted", s)
+	}
+}
+
+// A port nobody listens on refuses the guest's connection at once.
+func TestGuestConnectRefused(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("%s:%d", GatewayAddr, l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	n := newNetwork(t, Config{})
+	g := newGuest(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	c, err := g.dialTCP(ctx, addr)
+	if err == nil {
+		c.Close()
+		t.Fatal("connected to a closed port")
+	}
+	if !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("dial %s: %v, want connection refused", addr, err)
+	}
+}
+
+// UDP from the guest reaches a host socket and the answer comes back.
+func TestGuestUDP(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			m, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("echo:"), buf[:m]...), from)
+		}
+	}()
+	n := newNetwork(t, Config{})
+	g := newGuest(t, n)
+	c := g.udp(t, "", fmt.Sprintf("%s:%d", GatewayAddr, pc.LocalAddr().(*net.UDPAddr).Port))
+	c.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	m, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(buf[:m]); got != "echo:ping" {
+		t.Fatalf("got %q, want echo:ping", got)
+	}
+}
+
+// The DNS server at 10.0.2.3 answers from the resolver it was given.
+func TestDNS(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := dns.NewServeMux()
+	mux.HandleFunc("test.vmm.", func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if r.Question[0].Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "test.vmm.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 7)})
+		}
+		w.WriteMsg(m)
+	})
+	srv := &dns.Server{PacketConn: pc, Handler: mux}
+	go srv.ActivateAndServe()
+	defer srv.Shutdown()
+	n := newNetwork(t, Config{DNSUpstream: unmap(pc.LocalAddr().(*net.UDPAddr).AddrPort())})
+	g := newGuest(t, n)
+	c := g.udp(t, "", DNSAddr+":53")
+	c.SetDeadline(time.Now().Add(testTimeout))
+	q := new(dns.Msg)
+	q.SetQuestion("test.vmm.", dns.TypeA)
+	b, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	m, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a dns.Msg
+	if err := a.Unpack(buf[:m]); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Answer) != 1 || a.Answer[0].(*dns.A).A.String() != "192.0.2.7" {
+		t.Fatalf("answer %v, want test.vmm. A 192.0.2.7", a.Answer)
+	}
+}
+
+// A TCP and a UDP hostfwd reach servers in the guest; a second network
+// cannot bind a port already taken.
+func TestHostForward(t *testing.T) {
+	tf, err := ParseForward("tcp:127.0.0.1:0-:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uf, err := ParseForward("udp:127.0.0.1:0-:5353")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newNetwork(t, Config{Forwards: []Forward{tf, uf}})
+	g := newGuest(t, n)
+	addrs := n.HostAddrs()
+	if len(addrs) != 2 || addrs[0].Port() == 0 || addrs[1].Port() == 0 || addrs[0].Addr() != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("host addresses %v", addrs)
+	}
+
+	l, err := gonet.ListenTCP(g.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(guestIP.As4()), Port: 8080}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "hello from %s", c.RemoteAddr())
+		c.Close()
+	}()
+	c, err := net.DialTimeout("tcp", addrs[0].String(), testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(testTimeout))
+	b, err := io.ReadAll(c)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// slirp's hostfwd connections come from the gateway too.
+	if got := string(b); !strings.HasPrefix(got, "hello from "+GatewayAddr+":") {
+		t.Fatalf("tcp hostfwd: got %q", got)
+	}
+
+	gu := g.udp(t, GuestAddr+":5353", "")
+	go func() {
+		buf := make([]byte, 1500)
+		m, from, err := gu.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		gu.WriteTo(append([]byte("guest:"), buf[:m]...), from)
+	}()
+	uc, err := net.Dial("udp", addrs[1].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	uc.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := uc.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	m, err := uc.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(buf[:m]) != "guest:hi" {
+		t.Fatalf("udp hostfwd: got %q", buf[:m])
+	}
+
+	taken := tf
+	taken.Host = addrs[0]
+	if _, err := New(Config{Forwards: []Forward{taken}}); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("second network on port %v: %v, want address already in use", addrs[0], err)
+	}
+}
+
+func TestReadWriteDeadlinesAndClose(t *testing.T) {
+	n, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	n.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := n.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+	// A deadline in the past wakes a blocked Read, as Reset needs.
+	n.SetReadDeadline(time.Time{})
+	errc := make(chan error, 1)
+	go func() { _, err := n.Read(buf); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	n.SetReadDeadline(time.Unix(1, 0))
+	if err := <-errc; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read woken by a past deadline: %v", err)
+	}
+	n.SetWriteDeadline(time.Unix(1, 0))
+	frame := udpFrame(netip.MustParseAddrPort("10.0.2.15:1"), netip.MustParseAddrPort("10.0.2.2:1"), gatewayMAC(), nil)
+	if _, err := n.Write(frame); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write past the deadline: %v", err)
+	}
+	n.SetWriteDeadline(time.Time{})
+	if _, err := n.Write(frame[:HeaderSize+10]); err == nil {
+		t.Fatal("a 10-byte frame was taken")
+	}
+	if err := n.SetOffload(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.SetOffload(1); err == nil {
+		t.Fatal("offloads accepted")
+	}
+	// Close wakes a blocked Read and fails later calls.
+	n.SetReadDeadline(time.Time{})
+	go func() { _, err := n.Read(buf); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	n.Close()
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read across Close: %v", err)
+	}
+	if _, err := n.Write(frame); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after Close: %v", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A guest that never reads loses frames, and the stack is not held up.
+func TestFullQueueDrops(t *testing.T) {
+	n := newNetwork(t, Config{})
+	client := netip.AddrPortFrom(netip.IPv4Unspecified(), dhcpClientPort)
+	server := netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), dhcpServerPort)
+	disc, _ := dhcpv4.NewDiscovery(net.HardwareAddr(guestMAC))
+	frame := udpFrame(client, server, tcpip.LinkAddress(header.EthernetBroadcastAddress), disc.ToBytes())
+	deadline := time.Now().Add(testTimeout)
+	for n.Stats().Dropped == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drop after %v: %+v", testTimeout, n.Stats())
+		}
+		if _, err := n.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		runtime.Gosched()
+	}
+	if s := n.Stats(); s.ToGuest < queueLen {
+		t.Fatalf("%+v: dropped before the queue was full", s)
+	}
+}
+
+// Close ends every goroutine the network started, with connections open
+// both ways and a DNS lookup that never gets an answer in flight.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		// A host server that accepts and then never says anything.
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			c, err := l.Accept()
+			if err == nil {
+				accepted <- c
+			}
+		}()
+		// A resolver whose server never answers.
+		silent, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
+		fwd, _ := ParseForward("tcp:127.0.0.1:0-:80")
+		ufwd, _ := ParseForward("udp:127.0.0.1:0-:53")
+		n, err := New(Config{Forwards: []Forward{fwd, ufwd}, DNSUpstream: unmap(silent.LocalAddr().(*net.UDPAddr).AddrPort()), Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := newGuest(t, n)
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		c, err := g.dialTCP(ctx, fmt.Sprintf("%s:%d", GatewayAddr, l.Addr().(*net.TCPAddr).Port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, <-accepted)
+		q := new(dns.Msg)
+		q.SetQuestion("never.vmm.", dns.TypeA)
+		b, _ := q.Pack()
+		u := g.udp(t, "", DNSAddr+":53")
+		u.Write(b)
+		uc, err := net.Dial("udp", n.HostAddrs()[1].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, uc)
+		uc.Write([]byte("x"))
+		time.Sleep(100 * time.Millisecond) // let the query and datagram arrive
+		t0 := time.Now()
+		n.Close()
+		t.Logf("Close took %v", time.Since(t0))
+		if d := time.Since(t0); d > 5*time.Second {
+			t.Errorf("Close took %v", d)
+		}
+		g.cancel()
+		<-g.done
+		g.s.Destroy()
+	}()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		runtime.GC()
+		now := runtime.NumGoroutine()
+		if now <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, now, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestOutside(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		want string // "" refused
+	}{
+		{"10.0.2.2", "127.0.0.1:80"},
+		{"93.184.216.34", "93.184.216.34:80"},
+		{"192.168.1.1", "192.168.1.1:80"},
+		{"10.0.2.3", ""},
+		{"10.0.2.15", ""},
+		{"10.0.2.255", ""},
+		{"10.0.3.1", "10.0.3.1:80"},
+		{"255.255.255.255", ""},
+		{"224.0.0.251", ""},
+		{"169.254.169.254", ""},
+		{"127.0.0.1", ""},
+		{"0.0.0.0", ""},
+	} {
+		a := netip.MustParseAddr(c.addr)
+		got, ok := outside(tcpip.AddrFrom4(a.As4()), 80)
+		if s := got.String(); (ok && s != c.want) || (!ok && c.want != "") {
+			t.Errorf("outside(%s) = %v %v, want %q", c.addr, got, ok, c.want)
+		}
+	}
+	if _, ok := outside(tcpip.AddrFrom4([4]byte{1, 2, 3, 4}), 0); ok {
+		t.Error("port 0 allowed")
+	}
+}
