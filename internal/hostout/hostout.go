@@ -47,6 +47,12 @@ var ErrFull = errors.New("hostout: queue full")
 // this rate costs nothing and keeps the bytes instead of losing them.
 const retryAfter = 10 * time.Millisecond
 
+// maxChunk bounds one write(2). Drain measures progress by completed
+// writes, so a large write to a slow but live reader (a terminal over a
+// slow link) must not look like a stalled one; a page is also what a
+// pipe takes atomically.
+const maxChunk = 4096
+
 // drainPoll is how often Drain looks at the writer's progress. Drain runs
 // once, on the exit path, so polling is simpler than a condition
 // variable that would also have to wake on a context and a stall timer.
@@ -58,14 +64,13 @@ type Queue struct {
 	w    io.Writer
 	wake chan struct{} // a token when bytes arrive or Close is called
 
-	mu       sync.Mutex
-	buf      []byte // ring: n bytes from head are waiting
-	head, n  int
-	inflight int    // the first inflight of them are in a write(2) now
-	written  uint64 // bytes the host took
-	dropped  uint64 // bytes discarded: no room, reader gone, or closed
-	err      error  // the write error that ended output
-	closed   bool
+	mu      sync.Mutex
+	buf     []byte // ring: n bytes from head are waiting
+	head, n int
+	written uint64 // bytes the host took
+	dropped uint64 // bytes discarded: no room, reader gone, or closed
+	err     error  // the write error that ended output
+	closed  bool
 
 	// For Paced: the room a device asked for and was refused, and who to
 	// tell when it is there.
@@ -140,19 +145,17 @@ func (q *Queue) run() {
 			q.mu.Unlock()
 			return
 		}
-		chunk := q.buf[q.head:min(q.head+q.n, len(q.buf))]
-		q.inflight = len(chunk)
+		chunk := q.buf[q.head:min(q.head+q.n, len(q.buf), q.head+maxChunk)]
 		q.mu.Unlock()
 
 		n, err := q.w.Write(chunk)
 
 		q.mu.Lock()
 		n = max(0, min(n, len(chunk)))
-		q.inflight = 0
 		if q.closed {
-			// Close counted all but this write as dropped.
+			// Close counted this write as dropped; some of it was not.
 			q.written += uint64(n)
-			q.dropped += uint64(len(chunk) - n)
+			q.dropped -= uint64(n)
 			q.mu.Unlock()
 			return
 		}
@@ -234,8 +237,10 @@ func (q *Queue) Close() {
 	q.mu.Lock()
 	if !q.closed {
 		q.closed = true
-		// The bytes in a write(2) now are the writer's to count.
-		q.dropped += uint64(q.n - q.inflight)
+		// A write(2) in progress is counted too: the reader may never
+		// take it. The writer takes back what it did write, if it
+		// returns.
+		q.dropped += uint64(q.n)
 		q.head, q.n = 0, 0
 	}
 	notify := q.takeNotify()
