@@ -8,6 +8,12 @@
 // one. Exit status: 0 when the guest powers off or reboots (or Ctrl-A x
 // is typed), 1 for a runtime failure, 2 for a usage error, 124 when
 // -timeout stopped the guest, 128+N when stopped by signal N.
+//
+// A vCPU never waits for vmm's readers: console output a reader does not
+// take is dropped (the count is printed on stderr at exit), and in `vmm
+// run` the job waits for its stdout reader instead. A closed stdout or
+// stderr (`vmm ... | head -1`) ends only that stream's output, and
+// -timeout and signals end vmm within a second whatever its pipes do.
 package main
 
 import (
@@ -57,10 +63,39 @@ type usageError struct{ error }
 
 func main() {
 	start := time.Now() // the boot timer's zero: before anything else runs
-	if len(os.Args) > 1 && os.Args[1] == "run" {
-		os.Exit(runJob(start, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	ignoreSIGPIPE()
+	os.Exit(vmmMain(start, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, bootKVM))
+}
+
+// vmmMain is main once SIGPIPE is handled, with the process's files and
+// the way to build a guest passed in: tests run it in a child process
+// with a guest that needs no /dev/kvm.
+func vmmMain(start time.Time, args []string, stdin, stdout, stderr *os.File, boot bootFunc) int {
+	if len(args) > 0 && args[0] == "run" {
+		return runMode(true, start, args[1:], stdin, stdout, stderr, boot)
 	}
-	os.Exit(runAt(start, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	return runMode(false, start, args, stdin, stdout, stderr, boot)
+}
+
+// guest is what runMode needs of a machine: *machine.Machine, or in
+// tests a fake that drives the real UARTs from a goroutine.
+type guest interface {
+	Run(ctx context.Context) error
+	Close() error
+	ExitStatus() (status int, ok bool)
+	Reason() machine.StopReason
+}
+
+// bootFunc builds the guest runMode runs.
+type bootFunc func(machine.Config) (guest, error)
+
+// bootKVM builds a KVM machine.
+func bootKVM(cfg machine.Config) (guest, error) {
+	m, err := machine.New(cfg)
+	if err != nil {
+		return nil, err // not a nil *Machine in a non-nil interface
+	}
+	return m, nil
 }
 
 func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
@@ -337,42 +372,61 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 }
 
 func runAt(start time.Time, args []string, stdin *os.File, stdout, stderr *os.File) int {
-	return runMode(false, start, args, stdin, stdout, stderr)
+	return runMode(false, start, args, stdin, stdout, stderr, bootKVM)
 }
 
 // runJob is `vmm run`.
 func runJob(start time.Time, args []string, stdin *os.File, stdout, stderr *os.File) int {
-	return runMode(true, start, args, stdin, stdout, stderr)
+	return runMode(true, start, args, stdin, stdout, stderr, bootKVM)
 }
 
-func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdout, stderr *os.File) int {
-	cfg, o, err := parseMode(runMode, args, stderr)
+func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdoutFile, stderrFile *os.File, boot bootFunc) (status int) {
+	cfg, o, err := parseMode(runMode, args, stderrFile)
 	timeout := o.timeout
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "vmm: %v\n", err)
+		fmt.Fprintf(stderrFile, "vmm: %v\n", err)
 		return 2
-	}
-	if o.bootTimer {
-		// Registered before the terminal is restored and the machine
-		// closed, so it runs after both: vmm-exit is the last instant.
-		cfg.BootTimer = boottimer.New(start)
-		defer func() {
-			cfg.BootTimer.Mark(guestabi.VMMExit)
-			cfg.BootTimer.WriteReport(stderr)
-		}()
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
+	// From here on, everything for stdout and stderr goes through host's
+	// queues, vmm's own messages included (stderr is the queue), so no
+	// write can hold up a vCPU or the exit (hostio.go).
+	host := newHostIO(ctx, runMode, stdoutFile, stderrFile)
+	stderr := host.stderr
 	if timeout > 0 {
 		// The clock starts before the machine is built: -timeout bounds
 		// the whole run, boot included.
 		t := time.AfterFunc(timeout, func() { cancel(errTimeout{timeout}) })
 		defer t.Stop()
 	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		if s, ok := <-sigs; ok {
+			cancel(signalError{s.(unix.Signal)})
+		}
+	}()
+
+	var bootReport func(io.Writer)
+	if o.bootTimer {
+		cfg.BootTimer = boottimer.New(start)
+		bootReport = func(w io.Writer) {
+			cfg.BootTimer.Mark(guestabi.VMMExit)
+			cfg.BootTimer.WriteReport(w)
+		}
+	}
+	// Registered after -timeout's timer and the signal handler, so both
+	// can still cut short a wait for a reader, and before the terminal
+	// is restored, the machine closed and the scratch disk removed, so
+	// it runs after all three: vmm-exit is the last instant.
+	defer func() { status = host.finish(status, bootReport) }()
 
 	cfg.Logf = func(format string, args ...any) {
 		if runMode {
@@ -385,14 +439,19 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	}
 	var restore func()
 	var job *jobFiles
+	cfg.Console = host.console
 	if runMode {
-		if job, err = prepareJob(&cfg, o, stdin, stdout, stderr); err != nil {
+		if job, err = prepareJob(&cfg, o); err != nil {
 			fmt.Fprintf(stderr, "vmm: %v\n", err)
 			return 1
 		}
 		defer job.remove()
+		// The job's stdin and stdout on COM2, the console on stderr.
+		cfg.JobOutput = host.job
+		if stdin != nil {
+			cfg.JobInput = stdin
+		}
 	} else {
-		cfg.Console = stdout
 		if stdin != nil {
 			if term, err := rawterm.MakeRaw(int(stdin.Fd())); err == nil {
 				restore = term
@@ -402,26 +461,18 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			}
 		}
 	}
-	if restore != nil {
-		defer restore()
-	}
 	unraw := func() {
 		if restore != nil {
+			// The guest's last output in the terminal mode it was
+			// written for.
+			host.drainConsole()
 			restore()
 			restore = nil
 		}
 	}
+	defer unraw()
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
-	defer signal.Stop(sigs)
-	go func() {
-		if s, ok := <-sigs; ok {
-			cancel(signalError{s.(unix.Signal)})
-		}
-	}()
-
-	m, err := machine.New(cfg)
+	m, err := boot(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm: %v\n", err)
 		return 1

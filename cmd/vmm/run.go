@@ -38,7 +38,8 @@ func runUsage(fs *pflag.FlagSet, w io.Writer) {
 	fmt.Fprintf(w, "Usage: vmm run -kernel BZIMAGE -initrd INITRD [flags] [--] CMD [ARGS...]\n\n")
 	fmt.Fprintf(w, "Boots a fresh VM, runs CMD in it and exits with CMD's exit status.\n")
 	fmt.Fprintf(w, "CMD's stdin and stdout are vmm's (through the guest's ttyS1); its stderr and the\n")
-	fmt.Fprintf(w, "guest's console go to vmm's stderr. Status: CMD's own; 125 if the guest stopped\n")
+	fmt.Fprintf(w, "guest's console go to vmm's stderr. CMD waits while stdout is not read; if stdout\n")
+	fmt.Fprintf(w, "is closed, CMD's further output is discarded. Status: CMD's own; 125 if the guest stopped\n")
 	fmt.Fprintf(w, "without reporting one; 124 on -timeout; 128+N on signal N; 1 or 2 for vmm's errors.\n")
 	fmt.Fprintf(w, "The initramfs must run vmm's guest init (make guest builds one).\n\n")
 	fs.PrintDefaults()
@@ -52,20 +53,15 @@ type jobFiles struct {
 }
 
 // prepareJob turns cfg into a job VM: the job spec and shared files as an
-// appended initramfs, its stdin and stdout on COM2, the console on
-// stderr, and a scratch disk for -out.
-func prepareJob(cfg *machine.Config, o options, stdin, stdout, stderr *os.File) (*jobFiles, error) {
+// appended initramfs and a scratch disk for -out. runMode wires the job's
+// stdin and stdout.
+func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	spec := guestabi.Spec{Args: o.command, Env: o.env, Out: o.out != ""}
 	layer, err := runjob.Layer(spec, o.share)
 	if err != nil {
 		return nil, err
 	}
 	cfg.InitrdAppend = layer
-	cfg.Console = stderr
-	cfg.JobOutput = stdout
-	if stdin != nil {
-		cfg.JobInput = stdin
-	}
 	j := &jobFiles{}
 	if o.out == "" {
 		return j, nil

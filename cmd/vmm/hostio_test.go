@@ -1,0 +1,537 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/devices/serial"
+	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/machine"
+)
+
+// The tests here run vmm's real main path (vmmMain: SIGPIPE handling,
+// signals, -timeout, the stdout/stderr queues, the exit path) in a child
+// process with real pipes and signals, and a fake guest instead of KVM.
+
+// UART registers and LSR bits the fake guest uses (serial_reg.h).
+const (
+	uartTHR  = 0
+	uartLSR  = 5
+	uartTHRE = 0x20
+)
+
+// fakeGuest drives the UARTs machine builds (COM1 on Config.Console,
+// COM2 on Config.JobOutput) from one goroutine, its "vCPU", following a
+// script; like machine.Run, Run returns only once that goroutine has
+// stopped, so a write that blocks the vCPU blocks Run.
+type fakeGuest struct {
+	cfg        machine.Config
+	com1, com2 *serial.UART
+	script     string
+	n          int // bytes the script writes, where it takes a size
+	stopping   atomic.Bool
+	status     atomic.Int32
+	reason     atomic.Int32
+}
+
+func (g *fakeGuest) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if status, ok := g.run(); ok {
+			g.status.Store(int32(status))
+			g.reason.Store(int32(machine.StopExit))
+		} else if !g.stopping.Load() {
+			g.reason.Store(int32(machine.StopPoweroff))
+		}
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		g.stopping.Store(true)
+		g.reason.Store(int32(machine.StopCanceled))
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (g *fakeGuest) Close() error {
+	g.com1.Close()
+	if g.com2 != nil {
+		g.com2.Close()
+	}
+	return nil
+}
+
+func (g *fakeGuest) ExitStatus() (int, bool) {
+	s := g.status.Load()
+	return int(s), s >= 0
+}
+
+func (g *fakeGuest) Reason() machine.StopReason { return machine.StopReason(g.reason.Load()) }
+
+// run is the guest's program. It reports a status as the exit port
+// would, or ok false for a poweroff (or a stop).
+func (g *fakeGuest) run() (status int, ok bool) {
+	line := []byte("[    1.234567] a chatty guest kernel says something\r\n")
+	switch g.script {
+	case "console-flood":
+		for g.console(line) {
+		}
+		return 0, false
+	case "console-burst":
+		for i := 0; i < g.n; i += len(line) {
+			if !g.console(line) {
+				return 0, false
+			}
+		}
+		return 0, false
+	case "job-flood":
+		for g.job(line) {
+		}
+		return 0, false
+	case "job-then-exit":
+		if !g.job(pattern(g.n)) {
+			return 0, false
+		}
+		if err := g.saveOut(map[string]string{"result.txt": "made by the job\n"}); err != nil {
+			g.console([]byte("saveOut: " + err.Error()))
+			return 1, true
+		}
+		return 3, true
+	}
+	panic("unknown script " + g.script)
+}
+
+// console writes s to COM1 as Linux's console does once the port has a
+// driver: without waiting (the console UART is never busy).
+func (g *fakeGuest) console(s []byte) bool {
+	for _, b := range s {
+		if g.stopping.Load() {
+			return false
+		}
+		g.com1.Write(uartTHR, []byte{b})
+	}
+	return true
+}
+
+// job writes s to COM2, waiting for THRE before each FIFO load of 16
+// bytes as serial8250_tx_chars does.
+func (g *fakeGuest) job(s []byte) bool {
+	lsr := []byte{0}
+	for i := 0; i < len(s); i += 16 {
+		for g.com2.Read(uartLSR, lsr); lsr[0]&uartTHRE == 0; g.com2.Read(uartLSR, lsr) {
+			if g.stopping.Load() {
+				return false
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+		for _, b := range s[i:min(i+16, len(s))] {
+			g.com2.Write(uartTHR, []byte{b})
+		}
+	}
+	return !g.stopping.Load()
+}
+
+// saveOut is vmm-init's: a tar stream on the disk with the out serial.
+func (g *fakeGuest) saveOut(files map[string]string) error {
+	for _, d := range g.cfg.Disks {
+		if d.Serial != guestabi.OutSerial {
+			continue
+		}
+		f, err := os.OpenFile(d.Path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		tw := tar.NewWriter(f)
+		for name, body := range files {
+			if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+				return err
+			}
+			if _, err := io.WriteString(tw, body); err != nil {
+				return err
+			}
+		}
+		return tw.Close()
+	}
+	return errors.New("no out disk")
+}
+
+// pattern is n bytes that show any loss, repeat or reordering.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i/251)
+	}
+	return b
+}
+
+// Environment of the child process: which script, vmm's arguments, and
+// the fd to say "ready" on once the signal handler is in place.
+const (
+	envScript = "VMM_TEST_GUEST_SCRIPT"
+	envArgs   = "VMM_TEST_GUEST_ARGS"
+	envSize   = "VMM_TEST_GUEST_BYTES"
+)
+
+func TestMain(m *testing.M) {
+	if script := os.Getenv(envScript); script != "" {
+		os.Exit(childMain(script))
+	}
+	os.Exit(m.Run())
+}
+
+// childMain is main with a fake guest. The fake is built after runMode
+// installed its signal handler, so "ready" on fd 3 tells the parent a
+// signal now reaches vmm rather than killing it.
+func childMain(script string) int {
+	ignoreSIGPIPE()
+	n, _ := strconv.Atoi(os.Getenv(envSize))
+	ready := os.NewFile(3, "ready")
+	boot := func(cfg machine.Config) (guest, error) {
+		g := &fakeGuest{cfg: cfg, script: script, n: n}
+		g.status.Store(-1)
+		g.com1 = serial.New(nil, cfg.Console)
+		if cfg.JobOutput != nil {
+			g.com2 = serial.New(nil, cfg.JobOutput)
+		}
+		ready.Write([]byte("ready\n"))
+		ready.Close()
+		return g, nil
+	}
+	return vmmMain(time.Now(), strings.Split(os.Getenv(envArgs), "\x1f"), nil, os.Stdout, os.Stderr, boot)
+}
+
+// child is a vmm process under test.
+type child struct {
+	cmd    *exec.Cmd
+	stdout *os.File // the read end of its stdout pipe
+	stderr *os.File // the read end of its stderr pipe, or its stderr file
+	tmp    string   // its TMPDIR, where `vmm run` puts the scratch disk
+	exited chan struct{}
+	err    error
+}
+
+// startChild starts vmm with a fake guest running script and waits until
+// it handles signals. stdout is always a pipe the test reads (or not);
+// so is stderr when stderrPipe, else a file.
+func startChild(t *testing.T, script string, size int, stderrPipe bool, args ...string) *child {
+	t.Helper()
+	c := &child{tmp: t.TempDir(), exited: make(chan struct{})}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errW *os.File
+	if stderrPipe {
+		c.stderr, errW, err = os.Pipe()
+	} else {
+		errW, err = os.Create(filepath.Join(t.TempDir(), "stderr"))
+		if err == nil {
+			c.stderr, err = os.Open(errW.Name())
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.stdout = outR
+	c.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	c.cmd.Env = append(os.Environ(), envScript+"="+script, envArgs+"="+strings.Join(args, "\x1f"),
+		envSize+"="+strconv.Itoa(size), "TMPDIR="+c.tmp)
+	c.cmd.Stdout, c.cmd.Stderr = outW, errW
+	c.cmd.ExtraFiles = []*os.File{readyW}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	outW.Close()
+	errW.Close()
+	readyW.Close()
+	t.Cleanup(func() {
+		c.cmd.Process.Kill()
+		<-c.exited
+		outR.Close()
+		c.stderr.Close()
+	})
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.exited)
+	}()
+	if _, err := io.ReadAll(readyR); err != nil {
+		t.Fatal(err)
+	}
+	readyR.Close()
+	return c
+}
+
+// wait waits up to d for the child to exit and returns its status, or
+// fails the test.
+func (c *child) wait(t *testing.T, d time.Duration, what string) int {
+	t.Helper()
+	select {
+	case <-c.exited:
+	case <-time.After(d):
+		t.Fatalf("vmm still running %v after %s", d, what)
+	}
+	var ee *exec.ExitError
+	if c.err != nil && !errors.As(c.err, &ee) {
+		t.Fatal(c.err)
+	}
+	if ws := c.cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
+		t.Fatalf("vmm killed by %v (after %s)", ws.Signal(), what)
+	}
+	return c.cmd.ProcessState.ExitCode()
+}
+
+// waitPipeFull waits until the child filled the pipe whose read end is r:
+// what it holds (FIONREAD, spelled TIOCINQ) is over half its size
+// (F_GETPIPE_SZ; a pipe counts pages, so partly filled ones may keep it
+// from the full size) and stopped growing. From then on the child's
+// writes block, and bytes it queues stay queued.
+func waitPipeFull(t *testing.T, r *os.File) {
+	t.Helper()
+	size, err := unix.FcntlInt(r.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	last := -1
+	for {
+		n, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > size/2 && n == last {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pipe holds %d of %d bytes after 30s", n, size)
+		}
+		last = n
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stderrText reads what the child wrote to stderr (after it exited).
+func (c *child) stderrText(t *testing.T) string {
+	b, err := io.ReadAll(c.stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestStalledReaderDoesNotHoldVMM is D2: nobody reads vmm's output, so
+// the pipe and then vmm's queue fill, and still -timeout and signals end
+// vmm within a second, through its normal exit.
+func TestStalledReaderDoesNotHoldVMM(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		run        bool
+		script     string
+		stderrPipe bool // stderr is the stalled one (the console in `vmm run`)
+		stop       string
+		status     int
+		wantErr    string // on stderr, when it is a file
+	}{
+		{"console on stdout, SIGTERM", false, "console-flood", false, "SIGTERM", 128 + 15, "bytes of console output dropped: stdout was not read fast enough"},
+		{"console on stdout, SIGINT", false, "console-flood", false, "SIGINT", 128 + 2, "stopped by interrupt"},
+		{"console on stdout, -timeout", false, "console-flood", false, "timeout", exitTimeout, "-timeout 700ms reached"},
+		{"job output, SIGTERM", true, "job-flood", false, "SIGTERM", 128 + 15, "bytes of the job's output dropped"},
+		{"job output, -timeout", true, "job-flood", false, "timeout", exitTimeout, "-timeout 700ms reached"},
+		{"console on stderr, SIGHUP", true, "console-flood", true, "SIGHUP", 128 + 1, ""},
+		{"console on stderr, -timeout", true, "console-flood", true, "timeout", exitTimeout, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"-kernel", "fake"}
+			if tc.stop == "timeout" {
+				args = append(args, "-timeout", "700ms")
+			}
+			if tc.run {
+				args = append([]string{"run"}, append(args, "--", "job")...)
+			}
+			start := time.Now()
+			c := startChild(t, tc.script, 0, tc.stderrPipe, args...)
+			var stopAt time.Time
+			if tc.stop == "timeout" {
+				stopAt = start.Add(700 * time.Millisecond)
+			} else {
+				stalled := c.stdout
+				if tc.stderrPipe {
+					stalled = c.stderr
+				}
+				waitPipeFull(t, stalled)
+				sig := map[string]syscall.Signal{"SIGTERM": syscall.SIGTERM, "SIGINT": syscall.SIGINT, "SIGHUP": syscall.SIGHUP}[tc.stop]
+				stopAt = time.Now()
+				if err := c.cmd.Process.Signal(sig); err != nil {
+					t.Fatal(err)
+				}
+			}
+			status := c.wait(t, time.Until(stopAt)+time.Second, tc.stop)
+			if took := time.Since(stopAt); took > time.Second {
+				t.Errorf("vmm exited %v after %s, want within a second", took, tc.stop)
+			}
+			if status != tc.status {
+				t.Errorf("status %d, want %d", status, tc.status)
+			}
+			if !tc.stderrPipe {
+				if msg := c.stderrText(t); !strings.Contains(msg, tc.wantErr) {
+					t.Errorf("stderr %q, want it to contain %q", msg, tc.wantErr)
+				}
+			}
+		})
+	}
+}
+
+// TestClosedStdout is D3: the reader of stdout goes away (`vmm ... |
+// head -c1`). vmm is not killed by SIGPIPE; it runs to the guest's end,
+// extracts -out, removes its scratch disk, reports the job's status and
+// says on stderr how much output was discarded.
+func TestClosedStdout(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		run    bool
+		script string
+		size   int
+		status int
+		want   string // on stderr
+	}{
+		// More than the pipe and vmm's queue hold, so the writes after
+		// the reader left see EPIPE.
+		{"console", false, "console-burst", consoleQueue + 512<<10, 0, "vmm: stdout closed: "},
+		{"vmm run", true, "job-then-exit", jobQueue + 512<<10, 3, "vmm: stdout closed: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := t.TempDir()
+			args := []string{"-kernel", "fake", "-timeout", "100s"}
+			if tc.run {
+				args = append([]string{"run"}, append(args, "-out", out, "--", "job")...)
+			}
+			c := startChild(t, tc.script, tc.size, false, args...)
+			if _, err := io.ReadFull(c.stdout, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			c.stdout.Close() // head -c1 exits
+			status := c.wait(t, 90*time.Second, "the guest ended")
+			msg := c.stderrText(t)
+			if status != tc.status {
+				t.Errorf("status %d, want %d; stderr %q", status, tc.status, msg)
+			}
+			if !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 {
+				t.Errorf("stderr %q, want one line containing %q", msg, tc.want)
+			}
+			if !tc.run {
+				return
+			}
+			if b, err := os.ReadFile(filepath.Join(out, "result.txt")); err != nil || string(b) != "made by the job\n" {
+				t.Errorf("-out not extracted: %q, %v", b, err)
+			}
+			if left, _ := filepath.Glob(filepath.Join(c.tmp, "vmm-out-*")); len(left) > 0 {
+				t.Errorf("scratch disk left behind: %v", left)
+			}
+		})
+	}
+}
+
+// TestJobOutputArrivesWhole: a reader slower than the guest makes the
+// job wait (THRE back-pressure), it never loses a byte, and vmm's exit
+// waits until the last byte is written.
+func TestJobOutputArrivesWhole(t *testing.T) {
+	const size = 1 << 20 // four times the job queue
+	c := startChild(t, "job-then-exit", size, false, "run", "-kernel", "fake", "-timeout", "60s", "-out", t.TempDir(), "--", "job")
+	var got bytes.Buffer
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.stdout.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
+		}
+		if got.Len() < size/2 {
+			time.Sleep(time.Millisecond) // slow for the first half
+		}
+	}
+	status := c.wait(t, 10*time.Second, "stdout reached EOF")
+	if msg := c.stderrText(t); status != 3 || msg != "" {
+		t.Errorf("status %d, stderr %q; want 3 and nothing", status, msg)
+	}
+	if want := pattern(size); !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("stdout: %d bytes, want %d intact", got.Len(), len(want))
+	}
+}
+
+// TestFinishStatus: the status finish returns when -timeout or a signal
+// cut the job's output short, and when nothing did.
+func TestFinishStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cause error
+		want  int
+	}{
+		{"job output drained", nil, 3},
+		{"-timeout during the drain", errTimeout{time.Second}, exitTimeout},
+		{"SIGTERM during the drain", signalError{syscall.SIGTERM}, 128 + 15},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			defer w.Close()
+			var stderr bytes.Buffer
+			ctx, cancel := context.WithCancelCause(context.Background())
+			h := newHostIO(ctx, true, w, &lockedWriter{w: &stderr})
+			if tc.cause != nil {
+				// A reader that never reads: the drain can only end by
+				// the cause.
+				h.job.Write(bytes.Repeat([]byte("x"), 200<<10))
+				cancel(tc.cause)
+			} else {
+				go io.Copy(io.Discard, r)
+				h.job.Write([]byte("all of it"))
+			}
+			start := time.Now()
+			if got := h.finish(3, nil); got != tc.want {
+				t.Errorf("status %d, want %d", got, tc.want)
+			}
+			if took := time.Since(start); took > time.Second {
+				t.Errorf("finish took %v", took)
+			}
+			cancel(nil)
+		})
+	}
+}
+
+// lockedWriter lets the queue's goroutine write a buffer the test may
+// read.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
