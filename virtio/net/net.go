@@ -1,6 +1,8 @@
 // Package net is the virtio network device (virtio v1.2 §5.1), backed by
 // a host TAP interface (package tap) or anything else that moves one
-// Ethernet frame per Read or Write with a virtio-net header in front.
+// Ethernet frame per Read or Write with a virtio-net header in front,
+// such as the user-mode network of package usernet, which takes no
+// offloads and so is given a device built with Options.NoOffload.
 //
 // Two queues, receive (0) and transmit (1), each served by its own
 // goroutine woken by the queue's Notifier. There is no control queue and
@@ -152,7 +154,24 @@ type Options struct {
 	// Logf reports host errors and guest mistakes, at most once a second
 	// per worker; nil means log.Printf.
 	Logf func(format string, args ...any)
+	// NoOffload keeps checksum and segmentation offloads (CSUM,
+	// GUEST_CSUM and the TSO and ECN bits) off the features, for a
+	// backend that only moves whole, checksummed frames of at most the
+	// link's MTU, such as a userspace TCP/IP stack: the guest then
+	// checksums and segments everything itself, and the backend's
+	// SetOffload is only ever asked for none.
+	NoOffload bool
 }
+
+// offloadFeatures are the features NoOffload withholds.
+const offloadFeatures = 1<<FeatureCsum |
+	1<<FeatureGuestCsum |
+	1<<FeatureGuestTSO4 |
+	1<<FeatureGuestTSO6 |
+	1<<FeatureGuestECN |
+	1<<FeatureHostTSO4 |
+	1<<FeatureHostTSO6 |
+	1<<FeatureHostECN
 
 // Stats count frames since New. A frame is dropped when it is malformed
 // or too large, when the guest's buffers cannot hold it, or when the
@@ -196,15 +215,10 @@ func New(b Backend, o Options) *Device {
 		1<<virtio.FeatureEventIdx |
 		1<<virtio.FeatureIndirectDesc |
 		1<<FeatureMrgRxbuf |
-		1<<FeatureStatus |
-		1<<FeatureCsum |
-		1<<FeatureGuestCsum |
-		1<<FeatureGuestTSO4 |
-		1<<FeatureGuestTSO6 |
-		1<<FeatureGuestECN |
-		1<<FeatureHostTSO4 |
-		1<<FeatureHostTSO6 |
-		1<<FeatureHostECN
+		1<<FeatureStatus
+	if !o.NoOffload {
+		d.features |= offloadFeatures
+	}
 	if o.MAC != ([6]byte{}) {
 		d.features |= 1 << FeatureMAC
 		copy(d.config[cfgMAC:], o.MAC[:])
@@ -309,7 +323,7 @@ func (d *Device) Activate(env virtio.Env) error {
 
 	// The TAP keeps its offloads across activations, so they are always
 	// set: to what this driver accepts, or to none.
-	flags := offloadFlags(env.Features)
+	flags := offloadFlags(env.Features & d.features)
 	if err := d.b.SetOffload(flags); err != nil {
 		if flags == 0 {
 			return fmt.Errorf("net: disable offloads: %w", err)

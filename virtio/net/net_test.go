@@ -58,6 +58,50 @@ func TestFeatures(t *testing.T) {
 	}
 }
 
+// With NoOffload, exactly the checksum and segmentation features are
+// gone; everything else is offered as without it.
+func TestFeaturesNoOffload(t *testing.T) {
+	mac := [6]byte{0x52, 0x54, 0, 1, 2, 3}
+	with := New(&memBackend{}, Options{MAC: mac}).Features()
+	without := New(&memBackend{}, Options{MAC: mac, NoOffload: true}).Features()
+	for _, tc := range []struct {
+		bit  uint
+		name string
+	}{
+		{FeatureCsum, "CSUM"}, {FeatureGuestCsum, "GUEST_CSUM"},
+		{FeatureGuestTSO4, "GUEST_TSO4"}, {FeatureGuestTSO6, "GUEST_TSO6"}, {FeatureGuestECN, "GUEST_ECN"},
+		{FeatureHostTSO4, "HOST_TSO4"}, {FeatureHostTSO6, "HOST_TSO6"}, {FeatureHostECN, "HOST_ECN"},
+	} {
+		if without&(1<<tc.bit) != 0 {
+			t.Errorf("%s offered with NoOffload", tc.name)
+		}
+		if with&(1<<tc.bit) == 0 {
+			t.Errorf("%s not offered without NoOffload", tc.name)
+		}
+	}
+	if want := with &^ offloadFeatures; without != want {
+		t.Errorf("features with NoOffload %#x, want %#x", without, want)
+	}
+}
+
+// With NoOffload the backend is only ever asked for no offloads, even
+// when the features handed to Activate claim some (the transport never
+// lets a driver take what was not offered; the device does not rely on
+// it).
+func TestActivateNoOffload(t *testing.T) {
+	all := uint64(1<<FeatureGuestCsum | 1<<FeatureGuestTSO4 | 1<<FeatureGuestTSO6 | 1<<FeatureGuestECN)
+	for _, feat := range []uint64{0, all} {
+		h := newHarness(t, baseFeat|feat, Options{NoOffload: true})
+		if err := h.dev.Activate(h.env()); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.be.offloadCalls(); !slices.Equal(got, []uint32{0}) {
+			t.Errorf("features %#x: SetOffload calls %#x, want [0]", feat, got)
+		}
+		h.dev.Reset()
+	}
+}
+
 func TestQueueMax(t *testing.T) {
 	for _, tc := range []struct{ in, want uint16 }{
 		{0, 256}, {256, 256}, {64, 64}, {300, 256}, {1, 1}, {32768, 32768}, {65535, 32768},
