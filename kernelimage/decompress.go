@@ -16,6 +16,10 @@
 // cache of decompressed kernels, which does file I/O, is package
 // kernelcache.
 //
+// A vmlinux is told from other x86-64 executables by its text being linked
+// in the kernel mapping (__START_KERNEL_map); its e_entry and p_paddr are
+// physical addresses.
+//
 // A kernel booted this way is not relocated: KASLR is done by the
 // decompressor, so the kernel runs at the physical addresses the ELF gives
 // (LOAD_PHYSICAL_ADDR, 16 MiB on x86-64) and its virtual layout is not

@@ -29,6 +29,11 @@ const (
 	offPhnum      = 56 // e_phnum
 	phdrSize      = 56 // sizeof(Elf64_Phdr)
 	ptLoad        = 1  // PT_LOAD
+	// startKernelMap is __START_KERNEL_map
+	// (arch/x86/include/asm/page_64_types.h): x86-64 kernel text is
+	// linked from here up, which tells a vmlinux from any other x86-64
+	// executable (those are linked in the lower half).
+	startKernelMap = 0xffffffff80000000
 	// maxPhdrs bounds e_phnum: a vmlinux has a handful of program
 	// headers (5 in Debian's 6.1), and PN_XNUM (0xffff), which moves the
 	// count into a section header, is never needed for one.
@@ -45,6 +50,8 @@ type Segment struct {
 	Data []byte
 	// MemSize is p_memsz: the bytes past Data up to it are zeroed.
 	MemSize uint64
+	// virt is p_vaddr, only used to check this is a kernel.
+	virt uint64
 }
 
 // End is the address just past the segment in memory.
@@ -59,6 +66,12 @@ type ELF struct {
 	// Segments are the PT_LOAD segments that occupy memory, sorted by
 	// address and not overlapping.
 	Segments []Segment
+}
+
+// IsELF reports whether b starts like an ELF file, which is how a loader
+// tells a vmlinux from a bzImage (whose first bytes are the setup code).
+func IsELF(b []byte) bool {
+	return len(b) >= len(elfMagic) && string(b[:len(elfMagic)]) == elfMagic
 }
 
 // ParseELF validates b as an x86-64 vmlinux (ELF64, little-endian,
@@ -98,7 +111,7 @@ func ParseELF(b []byte) (*ELF, error) {
 		if le.Uint32(ph[0:]) != ptLoad {
 			continue
 		}
-		off, paddr := le.Uint64(ph[8:]), le.Uint64(ph[24:])
+		off, vaddr, paddr := le.Uint64(ph[8:]), le.Uint64(ph[16:]), le.Uint64(ph[24:])
 		filesz, memsz := le.Uint64(ph[32:]), le.Uint64(ph[40:])
 		switch {
 		case filesz > memsz:
@@ -110,7 +123,7 @@ func ParseELF(b []byte) (*ELF, error) {
 		case memsz == 0:
 			continue
 		}
-		e.Segments = append(e.Segments, Segment{Addr: paddr, Data: b[off : off+filesz], MemSize: memsz})
+		e.Segments = append(e.Segments, Segment{Addr: paddr, Data: b[off : off+filesz], MemSize: memsz, virt: vaddr})
 	}
 	if len(e.Segments) == 0 {
 		return nil, fmt.Errorf("ELF file has nothing to load (no PT_LOAD segment with a size)")
@@ -130,11 +143,16 @@ func ParseELF(b []byte) (*ELF, error) {
 		}
 	}
 	// The kernel starts executing at Entry, so it must be code from the
-	// file, not zeroed memory or a hole.
-	if !slices.ContainsFunc(e.Segments, func(s Segment) bool {
+	// file, not zeroed memory or a hole; and that code must be linked
+	// where a kernel's is.
+	i := slices.IndexFunc(e.Segments, func(s Segment) bool {
 		return e.Entry >= s.Addr && e.Entry-s.Addr < uint64(len(s.Data))
-	}) {
+	})
+	if i < 0 {
 		return nil, fmt.Errorf("ELF entry point 0x%x is not in any loaded segment's contents (is it a virtual address?)", e.Entry)
+	}
+	if v := e.Segments[i].virt; v < startKernelMap {
+		return nil, fmt.Errorf("ELF file is not a Linux kernel: its entry point's segment is linked at 0x%x, below the kernel mapping at 0x%x", v, uint64(startKernelMap))
 	}
 	return e, nil
 }

@@ -126,6 +126,11 @@ func TestParseELFErrors(t *testing.T) {
 		{"nothing to load", buildELF(0x1000000, phdr{typ: 4, paddr: 0x1000000, data: []byte("note")}), "ELF file has nothing to load (no PT_LOAD segment with a size)"},
 		{"overlap", buildELF(0x1000000, good, phdr{typ: ptLoad, paddr: 0x1000003, data: []byte("more")}), "ELF segments at [0x1000000, 0x1000004) and [0x1000003, 0x1000007) overlap"},
 		{"virtual entry", buildELF(0xffffffff81000000, good), "ELF entry point 0xffffffff81000000 is not in any loaded segment's contents (is it a virtual address?)"},
+		{"user program", func() []byte {
+			b := buildELF(0x401000, phdr{typ: ptLoad, paddr: 0x401000, data: []byte("code")})
+			binary.LittleEndian.PutUint64(b[elfHeaderSize+16:], 0x401000) // p_vaddr == p_paddr
+			return b
+		}(), "ELF file is not a Linux kernel: its entry point's segment is linked at 0x401000, below the kernel mapping at 0xffffffff80000000"},
 		{"entry in bss", buildELF(0x1000004, phdr{typ: ptLoad, paddr: 0x1000000, data: []byte("code"), memsz: 8}), "ELF entry point 0x1000004 is not in any loaded segment's contents (is it a virtual address?)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -82,7 +82,7 @@ func FuzzParseELF(f *testing.F) {
 			case i > 0 && s.Addr < e.Segments[i-1].End():
 				t.Fatalf("segment %d at 0x%x overlaps or precedes the one before", i, s.Addr)
 			}
-			entryOK = entryOK || (e.Entry >= s.Addr && e.Entry < s.Addr+uint64(len(s.Data)))
+			entryOK = entryOK || (e.Entry >= s.Addr && e.Entry < s.Addr+uint64(len(s.Data)) && s.virt >= startKernelMap)
 		}
 		if !entryOK {
 			t.Fatalf("entry 0x%x is in no segment's data", e.Entry)

@@ -176,7 +176,7 @@ func TestRunBadInput(t *testing.T) {
 	}{
 		{"missing kernel", []string{"-kernel", filepath.Join(dir, "missing")}, 1, "no such file"},
 		{"random file as kernel", []string{"-kernel", notKernel}, 1, "not a Linux bzImage"},
-		{"ELF as kernel", []string{"-kernel", elf}, 1, "not a Linux bzImage"},
+		{"non-kernel ELF as kernel", []string{"-kernel", elf}, 1, "ELF file is not a Linux kernel"},
 		{"truncated bzImage", []string{"-kernel", truncated}, 1, "truncated bzImage"},
 		{"missing initrd", []string{"-kernel", kernel, "-initrd", filepath.Join(dir, "nope")}, 1, "initrd"},
 		{"empty initrd", []string{"-kernel", kernel, "-initrd", empty}, 1, "empty file"},
