@@ -1,0 +1,379 @@
+// Package snapshot owns the on-disk format of a vmm snapshot: a directory
+// with two files.
+//
+//   - state: a header, a JSON manifest saying what the snapshot was made
+//     from, the machine's state (an opaque blob to this package: the
+//     machine package encodes it), and a SHA-256 over all of it. Parse
+//     checks the magic, the format version, every length and the hash
+//     before anything is decoded, so a truncated or corrupted file is one
+//     error and never a half-restored guest.
+//   - memory: guest RAM, the regions one after the other, written sparsely
+//     (all-zero 4 KiB pages are holes), so a restore can map it
+//     MAP_PRIVATE and many jobs share its pages in the page cache.
+//
+// Reading the whole memory file at every restore would cost what the
+// mapping saves, so the manifest records its size, a full SHA-256 (for
+// an offline check, Verify) and the SHA-256 of sampleCount pages spread
+// over it, which Open checks: reading 64 pages catches a truncated,
+// replaced or zeroed file without reading hundreds of MiB.
+//
+// It is its own package so the format, and its fuzzed parser, are apart
+// from KVM: nothing here imports kvm or machine.
+package snapshot
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// FormatVersion is the version of this layout and of the machine state
+// it carries. A snapshot of another version is refused, never converted.
+const FormatVersion = 1
+
+// File names inside a snapshot directory.
+const (
+	StateFile  = "state"
+	MemoryFile = "memory"
+)
+
+// magic starts the state file.
+var magic = [8]byte{'V', 'M', 'M', 'S', 'N', 'A', 'P', 0}
+
+// Header layout: magic, u32 format version, u32 manifest length, u64
+// state length, all little-endian; then manifest, state, SHA-256.
+const (
+	headerSize = 8 + 4 + 4 + 8
+	sumSize    = sha256.Size
+	// MaxManifest and MaxState bound what Parse accepts, so a damaged
+	// length field cannot make it allocate gigabytes.
+	MaxManifest = 1 << 20
+	MaxState    = 64 << 20
+	// PageSize is the unit of the sparse memory file and of samples.
+	PageSize    = 4096
+	sampleCount = 64
+)
+
+// ErrCorrupt wraps every error about a damaged or truncated snapshot.
+var ErrCorrupt = errors.New("snapshot is corrupt or truncated")
+
+// FileID names an input file by path and content.
+type FileID struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Device is one virtio device the guest was booted with, in bus order.
+type Device struct {
+	Kind     string `json:"kind"` // "blk" or "net"
+	Serial   string `json:"serial,omitempty"`
+	ReadOnly bool   `json:"ro,omitempty"`
+	Capacity int64  `json:"capacity,omitempty"` // blk: bytes
+	MAC      string `json:"mac,omitempty"`      // net
+}
+
+// Memory describes the memory file.
+type Memory struct {
+	Size uint64 `json:"size"`
+	// SHA256 is of the whole file as written, for Verify.
+	SHA256 string `json:"sha256"`
+	// SampleSHA256 is of the pages at SampleOffsets(Size), which Open
+	// checks.
+	SampleSHA256 string `json:"sample_sha256"`
+}
+
+// Manifest says what a snapshot was made from and by whom.
+type Manifest struct {
+	VMMVersion string    `json:"vmm_version"`
+	Created    time.Time `json:"created"`
+	Kernel     FileID    `json:"kernel"`
+	Initrd     *FileID   `json:"initrd,omitempty"`
+	Cmdline    string    `json:"cmdline"`
+	MemSize    uint64    `json:"mem_size"`
+	CPUs       int       `json:"cpus"`
+	Devices    []Device  `json:"devices"`
+	// HostCPU is the vendor and feature flags of the CPU the guest saw,
+	// for people; the restore's check compares CPUID itself.
+	HostCPU string `json:"host_cpu"`
+	Memory  Memory `json:"memory"`
+}
+
+// Encode lays out the state file.
+func Encode(m Manifest, state []byte) ([]byte, error) {
+	mj, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("snapshot manifest: %w", err)
+	}
+	if len(mj) > MaxManifest || len(state) > MaxState {
+		return nil, fmt.Errorf("snapshot: manifest of %d bytes or state of %d bytes over the limits (%d, %d)", len(mj), len(state), MaxManifest, MaxState)
+	}
+	out := make([]byte, headerSize, headerSize+len(mj)+len(state)+sumSize)
+	copy(out, magic[:])
+	binary.LittleEndian.PutUint32(out[8:], FormatVersion)
+	binary.LittleEndian.PutUint32(out[12:], uint32(len(mj)))
+	binary.LittleEndian.PutUint64(out[16:], uint64(len(state)))
+	out = append(out, mj...)
+	out = append(out, state...)
+	sum := sha256.Sum256(out)
+	return append(out, sum[:]...), nil
+}
+
+// Parse checks and splits a state file. The state returned aliases b.
+func Parse(b []byte) (Manifest, []byte, error) {
+	var m Manifest
+	if len(b) < headerSize+sumSize {
+		return m, nil, fmt.Errorf("%w: state file of %d bytes", ErrCorrupt, len(b))
+	}
+	if !bytes.Equal(b[:8], magic[:]) {
+		return m, nil, fmt.Errorf("%w: not a vmm snapshot (bad magic)", ErrCorrupt)
+	}
+	if v := binary.LittleEndian.Uint32(b[8:]); v != FormatVersion {
+		return m, nil, fmt.Errorf("snapshot format %d, this vmm reads format %d: make the snapshot again with this vmm", v, FormatVersion)
+	}
+	ml := uint64(binary.LittleEndian.Uint32(b[12:]))
+	sl := binary.LittleEndian.Uint64(b[16:])
+	if ml > MaxManifest || sl > MaxState {
+		return m, nil, fmt.Errorf("%w: manifest of %d bytes, state of %d", ErrCorrupt, ml, sl)
+	}
+	if want := headerSize + ml + sl + sumSize; uint64(len(b)) != want {
+		return m, nil, fmt.Errorf("%w: state file is %d bytes, its header says %d", ErrCorrupt, len(b), want)
+	}
+	body := b[:len(b)-sumSize]
+	if sum := sha256.Sum256(body); !bytes.Equal(sum[:], b[len(body):]) {
+		return m, nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body[headerSize : headerSize+ml]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return m, nil, fmt.Errorf("%w: manifest: %v", ErrCorrupt, err)
+	}
+	if err := m.validate(); err != nil {
+		return m, nil, fmt.Errorf("%w: manifest: %v", ErrCorrupt, err)
+	}
+	return m, body[headerSize+ml:], nil
+}
+
+func (m *Manifest) validate() error {
+	switch {
+	case m.MemSize == 0 || m.MemSize%PageSize != 0:
+		return fmt.Errorf("memory size %d", m.MemSize)
+	case m.Memory.Size != m.MemSize:
+		return fmt.Errorf("memory file of %d bytes for %d of RAM", m.Memory.Size, m.MemSize)
+	case m.CPUs < 1:
+		return fmt.Errorf("%d vCPUs", m.CPUs)
+	}
+	for _, d := range m.Devices {
+		if d.Kind != "blk" && d.Kind != "net" {
+			return fmt.Errorf("device kind %q", d.Kind)
+		}
+	}
+	return nil
+}
+
+// SampleOffsets are the page offsets whose contents Memory.SampleSHA256
+// covers: sampleCount pages spread evenly, the last page included.
+func SampleOffsets(size uint64) []uint64 {
+	pages := size / PageSize
+	if pages == 0 {
+		return nil
+	}
+	n := uint64(sampleCount)
+	if pages < n {
+		n = pages
+	}
+	out := make([]uint64, 0, n)
+	for i := uint64(0); i < n; i++ {
+		out = append(out, (i*(pages-1)/max(n-1, 1))*PageSize)
+	}
+	return out
+}
+
+// sampleHash hashes the sampled pages of r.
+func sampleHash(r io.ReaderAt, size uint64) (string, error) {
+	h := sha256.New()
+	page := make([]byte, PageSize)
+	for _, off := range SampleOffsets(size) {
+		if _, err := r.ReadAt(page, int64(off)); err != nil {
+			return "", err
+		}
+		h.Write(page)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Write saves a snapshot into dir (created if missing): the memory file
+// from regions (guest RAM in order), sparsely, then the state file. The
+// manifest's Memory is filled in here. Each file is written under a
+// temporary name and renamed, so a snapshot interrupted half-way is not
+// mistaken for a whole one.
+func Write(dir string, m Manifest, state []byte, regions [][]byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	mem, err := writeMemory(dir, regions)
+	if err != nil {
+		return err
+	}
+	m.Memory = mem
+	if m.Memory.Size != m.MemSize {
+		return fmt.Errorf("snapshot: %d bytes of RAM regions for a %d-byte machine", m.Memory.Size, m.MemSize)
+	}
+	b, err := Encode(m, state)
+	if err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(dir, StateFile), b)
+}
+
+func writeFile(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}
+
+// writeMemory writes the non-zero pages of regions at their offsets into
+// a file truncated to their total size, leaving holes for the rest.
+func writeMemory(dir string, regions [][]byte) (Memory, error) {
+	path := filepath.Join(dir, MemoryFile)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return Memory{}, fmt.Errorf("snapshot memory: %w", err)
+	}
+	fail := func(err error) (Memory, error) {
+		f.Close()
+		os.Remove(tmp)
+		return Memory{}, fmt.Errorf("snapshot memory: %w", err)
+	}
+	var size uint64
+	for _, r := range regions {
+		if len(r)%PageSize != 0 {
+			return fail(fmt.Errorf("RAM region of %d bytes is not whole pages", len(r)))
+		}
+		size += uint64(len(r))
+	}
+	if err := f.Truncate(int64(size)); err != nil {
+		return fail(err)
+	}
+	h := sha256.New()
+	zero := make([]byte, PageSize)
+	var off int64
+	for _, r := range regions {
+		for p := 0; p < len(r); p += PageSize {
+			page := r[p : p+PageSize]
+			h.Write(page)
+			if !bytes.Equal(page, zero) {
+				if _, err := f.WriteAt(page, off); err != nil {
+					return fail(err)
+				}
+			}
+			off += PageSize
+		}
+	}
+	mem := Memory{Size: size, SHA256: hex.EncodeToString(h.Sum(nil))}
+	if mem.SampleSHA256, err = sampleHash(f, size); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return Memory{}, fmt.Errorf("snapshot memory: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return Memory{}, fmt.Errorf("snapshot memory: %w", err)
+	}
+	return mem, nil
+}
+
+// Snapshot is an opened snapshot: its manifest and machine state
+// checked, and its memory file open for mapping.
+type Snapshot struct {
+	Manifest Manifest
+	State    []byte
+	// Memory is the memory file, open read-only; the caller maps it and
+	// closes it.
+	Memory *os.File
+}
+
+// Open reads and checks the snapshot in dir: the state file whole, the
+// memory file's size and sampled pages.
+func Open(dir string) (*Snapshot, error) {
+	sf, err := os.Open(filepath.Join(dir, StateFile))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	defer sf.Close()
+	b, err := io.ReadAll(io.LimitReader(sf, headerSize+MaxManifest+MaxState+sumSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	m, state, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	mf, err := os.Open(filepath.Join(dir, MemoryFile))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	st, err := mf.Stat()
+	if err == nil && (!st.Mode().IsRegular() || uint64(st.Size()) != m.Memory.Size) {
+		err = fmt.Errorf("%w: memory file is %d bytes, manifest says %d", ErrCorrupt, st.Size(), m.Memory.Size)
+	}
+	if err == nil {
+		var got string
+		if got, err = sampleHash(mf, m.Memory.Size); err == nil && got != m.Memory.SampleSHA256 {
+			err = fmt.Errorf("%w: memory file's sampled pages do not match the manifest", ErrCorrupt)
+		}
+	}
+	if err != nil {
+		mf.Close()
+		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	return &Snapshot{Manifest: m, State: state, Memory: mf}, nil
+}
+
+// Verify reads the whole memory file and checks it against the
+// manifest's full hash: what Open leaves out to stay fast.
+func (s *Snapshot) Verify() error {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(s.Memory, 0, int64(s.Manifest.Memory.Size))); err != nil {
+		return fmt.Errorf("snapshot memory: %w", err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != s.Manifest.Memory.SHA256 {
+		return fmt.Errorf("%w: memory file does not match its hash", ErrCorrupt)
+	}
+	return nil
+}
+
+// Close closes the memory file.
+func (s *Snapshot) Close() error { return s.Memory.Close() }
+
+// HashFile identifies an input file for the manifest.
+func HashFile(path string) (FileID, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return FileID{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return FileID{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return FileID{Path: path, SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
+}

@@ -1,0 +1,176 @@
+package snapshot
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testManifest(size uint64) Manifest {
+	return Manifest{
+		VMMVersion: "test", Created: time.Unix(1700000000, 0).UTC(),
+		Kernel:  FileID{Path: "/k", SHA256: "00", Size: 1},
+		Cmdline: "console=ttyS0", MemSize: size, CPUs: 2,
+		Devices: []Device{{Kind: "blk", Serial: "vmm-out", Capacity: 1 << 20}, {Kind: "net", MAC: "52:54:00:00:00:01"}},
+		HostCPU: "GenuineIntel fpu sse2",
+	}
+}
+
+func testRegions() [][]byte {
+	a := make([]byte, 8*PageSize)
+	b := make([]byte, 4*PageSize)
+	a[5] = 1
+	a[3*PageSize+7] = 2
+	b[len(b)-1] = 3
+	return [][]byte{a, b}
+}
+
+func TestWriteOpenRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	regions := testRegions()
+	m := testManifest(12 * PageSize)
+	state := []byte(`{"vcpus":[]}`)
+	if err := Write(dir, m, state, regions); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !bytes.Equal(s.State, state) || s.Manifest.Cmdline != m.Cmdline || len(s.Manifest.Devices) != 2 {
+		t.Errorf("opened %+v / %q", s.Manifest, s.State)
+	}
+	if err := s.Verify(); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, MemoryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, append(append([]byte(nil), regions[0]...), regions[1]...)) {
+		t.Error("memory file differs from the regions")
+	}
+	// Sparse: the zero pages take no blocks (where the file system
+	// supports holes, as tmpfs and ext4 do).
+	var st os.FileInfo
+	if st, err = os.Stat(filepath.Join(dir, MemoryFile)); err == nil {
+		if blocks := blocksOf(st); blocks > 0 && blocks*512 >= int64(len(got)) {
+			t.Errorf("memory file takes %d bytes on disk for %d with 3 non-zero pages: not sparse", blocks*512, len(got))
+		}
+	}
+}
+
+// Every kind of damage is refused by Open with one error.
+func TestOpenRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+		want   string
+	}{
+		{"state truncated", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, StateFile), -1) }, "corrupt or truncated"},
+		{"state bit flip", func(t *testing.T, dir string) { flip(t, filepath.Join(dir, StateFile), 40) }, "checksum mismatch"},
+		{"memory truncated", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, MemoryFile), -PageSize) }, "memory file is"},
+		{"memory changed", func(t *testing.T, dir string) { flip(t, filepath.Join(dir, MemoryFile), 5) }, "sampled pages"},
+		{"memory missing", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, MemoryFile)) }, "no such file"},
+		{"not a snapshot", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, StateFile), []byte("hello"), 0o644) }, "corrupt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := Write(dir, testManifest(12*PageSize), []byte("{}"), testRegions()); err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, dir)
+			s, err := Open(dir)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open accepted a damaged snapshot")
+			}
+			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("Open: %v; want one line with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseRefusesOtherFormat(t *testing.T) {
+	b, err := Encode(testManifest(PageSize), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[8] = FormatVersion + 1
+	if _, _, err := Parse(b); err == nil || !strings.Contains(err.Error(), "format") || errors.Is(err, ErrCorrupt) {
+		t.Errorf("Parse: %v, want a format refusal", err)
+	}
+}
+
+func TestSampleOffsets(t *testing.T) {
+	for _, tc := range []struct {
+		size  uint64
+		n     int
+		first uint64
+		last  uint64
+	}{
+		{PageSize, 1, 0, 0},
+		{10 * PageSize, 10, 0, 9 * PageSize},
+		{1 << 30, sampleCount, 0, 1<<30 - PageSize},
+	} {
+		got := SampleOffsets(tc.size)
+		if len(got) != tc.n || got[0] != tc.first || got[len(got)-1] != tc.last {
+			t.Errorf("SampleOffsets(%d) = %d offsets %v..%v, want %d %v..%v", tc.size, len(got), got[0], got[len(got)-1], tc.n, tc.first, tc.last)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	good, err := Encode(testManifest(PageSize), []byte(`{"x":1}`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(good[:len(good)-1])
+	f.Add([]byte("VMMSNAP\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, state, err := Parse(b)
+		if err != nil {
+			return
+		}
+		// What parses re-encodes to a file that parses to the same.
+		again, err := Encode(m, state)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		m2, state2, err := Parse(again)
+		if err != nil || !bytes.Equal(state, state2) || m2.MemSize != m.MemSize {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}
+
+func truncate(t *testing.T, path string, by int64) {
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, st.Size()+by); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flip(t *testing.T, path string, off int64) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := []byte{0}
+	f.ReadAt(b, off)
+	b[0] ^= 0x40
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
