@@ -11,6 +11,7 @@ package guestmem
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -157,4 +158,50 @@ func (m *Memory) WriteAt(p []byte, gpa uint64) error {
 	}
 	copy(b, p)
 	return nil
+}
+
+// NewFromFile maps each range from file f, the ranges laid one after the
+// other in the file (a snapshot's memory file), private and
+// copy-on-write (MAP_PRIVATE): pages the guest only reads stay shared
+// with every other mapping of the file through the page cache, and the
+// guest's writes go to its own anonymous copies, never to the file. The
+// file must hold exactly the ranges' total size.
+func NewFromFile(ranges []Range, f *os.File) (*Memory, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("guest RAM file: %w", err)
+	}
+	var total uint64
+	for _, r := range ranges {
+		total += r.Size
+	}
+	if uint64(st.Size()) != total {
+		return nil, fmt.Errorf("guest RAM file %s: %d bytes for %d of RAM", f.Name(), st.Size(), total)
+	}
+	m := &Memory{mapped: true}
+	var off uint64
+	for _, r := range ranges {
+		if r.Size == 0 {
+			continue
+		}
+		if n := len(m.regions); n > 0 && m.regions[n-1].End() > r.GPA {
+			m.Close()
+			return nil, fmt.Errorf("guest RAM at %#x overlaps or precedes the previous range", r.GPA)
+		}
+		if r.Size > uint64(int(^uint(0)>>1)) || off > uint64(int64(^uint64(0)>>1)) {
+			m.Close()
+			return nil, fmt.Errorf("guest RAM at %#x: size %#x too large for this host", r.GPA, r.Size)
+		}
+		mem, err := unix.Mmap(int(f.Fd()), int64(off), int(r.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_NORESERVE)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("map %d MiB of guest RAM at %#x from %s: %w", r.Size>>20, r.GPA, f.Name(), err)
+		}
+		m.regions = append(m.regions, Region{GPA: r.GPA, Mem: mem})
+		off += r.Size
+	}
+	if len(m.regions) == 0 {
+		return nil, errors.New("guest RAM: no memory")
+	}
+	return m, nil
 }

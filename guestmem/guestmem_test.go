@@ -2,6 +2,8 @@ package guestmem
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -75,5 +77,48 @@ func TestSliceAllocatesNothing(t *testing.T) {
 	m, _ := FromRegions(Region{GPA: 0, Mem: make([]byte, 4096)})
 	if n := testing.AllocsPerRun(100, func() { m.Slice(16, 16) }); n != 0 {
 		t.Fatalf("Slice allocates %v", n)
+	}
+}
+
+// A file-backed memory reads the file and keeps the guest's writes to
+// itself: the file is unchanged and a second mapping sees the original.
+func TestNewFromFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mem")
+	data := make([]byte, 3*4096)
+	data[0], data[4096], data[2*4096+1] = 1, 2, 3
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ranges := []Range{{GPA: 0, Size: 4096}, {GPA: 0x10000, Size: 2 * 4096}}
+	m, err := NewFromFile(ranges, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var b [2]byte
+	if err := m.ReadAt(b[:], 0x10000+4096); err != nil || b != [2]byte{0, 3} {
+		t.Fatalf("read %v, %v; want the file's bytes at offset 8192", b, err)
+	}
+	if err := m.WriteAt([]byte{9}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); got[0] != 1 {
+		t.Error("a guest write reached the file")
+	}
+	m2, err := NewFromFile(ranges, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if m2.ReadAt(b[:1], 0); b[0] != 1 {
+		t.Errorf("second mapping reads %d, want the file's 1", b[0])
+	}
+	if _, err := NewFromFile([]Range{{GPA: 0, Size: 4 * 4096}}, f); err == nil {
+		t.Error("a file shorter than the ranges was accepted")
 	}
 }
