@@ -11,6 +11,7 @@ import (
 	"github.com/vmm-dev/vmm/acpi"
 	"github.com/vmm-dev/vmm/kvm"
 	"github.com/vmm-dev/vmm/tap"
+	"github.com/vmm-dev/vmm/usernet"
 	"github.com/vmm-dev/vmm/virtio"
 	"github.com/vmm-dev/vmm/virtio/blk"
 	"github.com/vmm-dev/vmm/virtio/net"
@@ -25,13 +26,27 @@ type Disk struct {
 	Serial string
 }
 
-// NIC is a virtio-net card attached to a host TAP interface.
+// NIC is a virtio-net card attached to a host TAP interface or to a
+// user-mode network inside vmm.
 type NIC struct {
+	// Tap is the host TAP interface's name; unused with User.
 	Tap string
+	// User attaches the card to its own user-mode network (package
+	// usernet): DHCP, DNS, and the guest's connections made through
+	// host sockets, with no privilege needed.
+	User bool
+	// HostFwd are the user network's host ports forwarded into the
+	// guest, bound when the machine is built.
+	HostFwd []usernet.Forward
 	// MAC is the guest's address; the zero value means net.DefaultMAC
-	// of the TAP's name, so a guest keeps its address across runs.
+	// of the TAP's name, so a guest keeps its address across runs, or
+	// for a user network QEMU's default, 52:54:00:12:34:56 with the
+	// card's index added to the last byte.
 	MAC [6]byte
 }
+
+// userMAC is QEMU's default MAC address of the i-th card.
+func userMAC(i int) [6]byte { return [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, byte(0x56 + i)} }
 
 // virtioDev is one virtio device with everything that serves it: the
 // backend it owns, the MMIO transport on the bus, one ioeventfd per queue
@@ -57,8 +72,9 @@ func virtioACPI(n int) []acpi.MMIODevice {
 	return out
 }
 
-// openVirtio opens every backend (files, TAPs) before /dev/kvm, so a
-// missing image or a TAP that cannot be created is reported first. Disks
+// openVirtio opens every backend (files, TAPs, user networks with their
+// forwarded host ports) before /dev/kvm, so a missing image, a TAP that
+// cannot be created or a port in use is reported first. Disks
 // come first so the guest names them vda, vdb, ... in -disk order.
 func (m *Machine) openVirtio() error {
 	if n := len(m.cfg.Disks) + len(m.cfg.NICs); n > maxVirtioDevices {
@@ -73,17 +89,32 @@ func (m *Machine) openVirtio() error {
 		m.virtio = append(m.virtio, &virtioDev{name: name, dev: dev, backend: dev})
 	}
 	for i, n := range m.cfg.NICs {
-		t, err := tap.Open(n.Tap)
-		if err != nil {
-			return err
-		}
-		mac := n.MAC
-		if mac == ([6]byte{}) {
-			mac = net.DefaultMAC(n.Tap)
-		}
 		name := fmt.Sprintf("virtio-net%d", i)
-		dev := net.New(t, net.Options{MAC: mac, Logf: m.prefixLogf(name)})
-		m.virtio = append(m.virtio, &virtioDev{name: name, dev: dev, backend: t})
+		o := net.Options{MAC: n.MAC, Logf: m.prefixLogf(name)}
+		var b interface {
+			net.Backend
+			io.Closer
+		}
+		if n.User {
+			u, err := usernet.New(usernet.Config{Forwards: n.HostFwd, Logf: o.Logf})
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			b, o.NoOffload = u, true
+			if o.MAC == ([6]byte{}) {
+				o.MAC = userMAC(i)
+			}
+		} else {
+			t, err := tap.Open(n.Tap)
+			if err != nil {
+				return err
+			}
+			b = t
+			if o.MAC == ([6]byte{}) {
+				o.MAC = net.DefaultMAC(n.Tap)
+			}
+		}
+		m.virtio = append(m.virtio, &virtioDev{name: name, dev: net.New(b, o), backend: b})
 	}
 	return nil
 }

@@ -1,0 +1,70 @@
+package machine
+
+import (
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmm-dev/vmm/usernet"
+	vnet "github.com/vmm-dev/vmm/virtio/net"
+)
+
+// A user-network card needs no privilege: it opens before /dev/kvm with
+// QEMU's default MAC for its index, offers no offloads, and its network
+// stops with the machine.
+func TestUserNIC(t *testing.T) {
+	before := runtime.NumGoroutine()
+	fwd, err := usernet.ParseForward("tcp:127.0.0.1:0-:22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Machine{cfg: Config{NICs: []NIC{{User: true}, {User: true, HostFwd: []usernet.Forward{fwd}, MAC: [6]byte{0x52, 0x54, 0, 0, 0, 9}}}}}
+	if err := m.openVirtio(); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.virtio) != 2 {
+		t.Fatalf("%d devices, want 2", len(m.virtio))
+	}
+	for i, want := range []string{"52:54:00:12:34:56", "52:54:00:00:00:09"} {
+		d := m.virtio[i].dev.(*vnet.Device)
+		var mac [6]byte
+		d.ReadConfig(0, mac[:])
+		if got := net.HardwareAddr(mac[:]).String(); got != want {
+			t.Errorf("card %d: MAC %s, want %s", i, got, want)
+		}
+		if f := d.Features(); f&(1<<vnet.FeatureCsum|1<<vnet.FeatureGuestCsum|1<<vnet.FeatureHostTSO4) != 0 {
+			t.Errorf("card %d: offloads offered (%#x)", i, f)
+		}
+	}
+	m.closeVirtio()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines before, %d after closing", before, runtime.NumGoroutine())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A forwarded port that is taken fails the build with one line naming
+// the card and the rule.
+func TestUserNICPortInUse(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	fwd, err := usernet.ParseForward("tcp:" + l.Addr().String() + "-:22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Machine{cfg: Config{NICs: []NIC{{User: true, HostFwd: []usernet.Forward{fwd}}}}}
+	err = m.openVirtio()
+	m.closeVirtio()
+	if err == nil || !strings.Contains(err.Error(), "virtio-net0: user network: hostfwd tcp:"+l.Addr().String()) ||
+		!strings.Contains(err.Error(), "address already in use") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("got %v, want one line naming virtio-net0, the rule and address already in use", err)
+	}
+}
