@@ -2,7 +2,13 @@
 // console on the terminal:
 //
 //	vmm -kernel bzImage -initrd initrd.cpio [-m 512M] [-smp 2] [-append ARGS] [-timeout 10m]
-//	    [-disk FILE[,ro]]... [-tap NAME[,mac=52:54:00:12:34:56]]...
+//	    [-disk FILE[,ro]]... [-tap NAME[,mac=52:54:00:12:34:56]]... [-kernel-cache DIR|off]
+//	    [-nic user[,hostfwd=tcp::2222-:22]...[,mac=MAC]]... [-nic tap,ifname=NAME[,mac=MAC]]...
+//
+// The first boot of a bzImage decompresses its kernel on the host into
+// the kernel cache; later boots load that vmlinux and enter it directly,
+// skipping the second or so the kernel spends decompressing itself.
+// -kernel also takes a vmlinux ELF, booted the same way.
 //
 // Flags take QEMU's single-dash spelling as typed and GNU's double-dash
 // one. Exit status: 0 when the guest powers off or reboots (or Ctrl-A x
@@ -23,6 +29,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +39,7 @@ import (
 
 	"github.com/vmm-dev/vmm/devices/boottimer"
 	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/internal/cachedir"
 	"github.com/vmm-dev/vmm/internal/rawterm"
 	"github.com/vmm-dev/vmm/machine"
 )
@@ -45,14 +53,20 @@ type options struct {
 	kernel, initrd, appendArgs, memory string
 	cpus                               int
 	timeout                            time.Duration
-	disks, taps                        []string
+	disks                              []string
+	nics                               []nicArg // -tap and -nic in order
 	bootTimer                          bool
+	kernelCache                        string
 
 	// `vmm run` only.
 	run                 bool
 	share, out, outSize string
 	env, command        []string
 }
+
+// kernelCacheOff is the -kernel-cache value that turns the cache off, to
+// compare boot times or to boot exactly what the bzImage does.
+const kernelCacheOff = "off"
 
 // exitTimeout is the status when -timeout stops the guest: the one GNU
 // timeout(1) uses, so CI scripts can tell a hung job from a failed one.
@@ -113,10 +127,12 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.IntVar(&o.cpus, "smp", 1, "number of vCPUs (QEMU's `cpus=N` form works too)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (e.g. 90s, 10m) and exit with status 124; 0 means never")
 	fs.BoolVar(&o.bootTimer, "boot-timer", false, "print when each boot phase was reached (vmm's own and those the guest writes to port 0x5f0) to stderr at exit")
+	fs.StringVar(&o.kernelCache, "kernel-cache", "", "decompress the bzImage's kernel once into `DIR` and boot it from there, sparing the guest its decompression (default $VMM_CACHE/vmlinux, else ~/.cache/vmm/vmlinux); off boots the bzImage as it is")
 	// StringArray, not StringSlice: a comma belongs to the value
 	// (FILE,ro), it does not separate repeated values.
 	fs.StringArrayVar(&o.disks, "disk", nil, "virtio-blk disk backed by `FILE[,ro]`, a raw image or block device; ,ro makes it read-only; repeat for more (the guest sees /dev/vda, /dev/vdb, ... in order)")
-	fs.StringArrayVar(&o.taps, "tap", nil, "virtio-net card on host TAP interface `NAME[,mac=MAC]`, created if missing (needs CAP_NET_ADMIN); the default MAC is derived from NAME")
+	fs.Var(nicFlag{&o.nics, "tap"}, "tap", "virtio-net card on host TAP interface `NAME[,mac=MAC]`, created if missing (needs CAP_NET_ADMIN); the default MAC is derived from NAME")
+	fs.Var(nicFlag{&o.nics, "nic"}, "nic", "virtio-net card, QEMU's spelling: `user[,hostfwd=RULE]...[,mac=MAC]` is a user-mode network inside vmm needing no privilege (DHCP gives the guest 10.0.2.15; 10.0.2.2 is the host's loopback; DNS at 10.0.2.3; RULE is [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT); tap,ifname=NAME[,mac=MAC] is -tap NAME; cards are eth0, eth1, ... in -tap and -nic order")
 	if o.run {
 		addRunFlags(fs, o)
 		fs.SetInterspersed(false) // the first argument that is not a flag starts the command
@@ -124,7 +140,7 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 		return fs
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS] [-timeout D] [-disk FILE[,ro]]... [-tap NAME[,mac=MAC]]...\n\n")
+		fmt.Fprintf(stderr, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS] [-timeout D] [-disk FILE[,ro]]... [-tap NAME[,mac=MAC]]... [-nic user[,hostfwd=RULE]...]...\n\n")
 		fmt.Fprintf(stderr, "Boots Linux on KVM with the guest's serial console (ttyS0) on this terminal.\n")
 		fmt.Fprintf(stderr, "Type Ctrl-A x to quit, Ctrl-A Ctrl-A to send Ctrl-A. Flags may be written -flag or --flag.\n\n")
 		fs.PrintDefaults()
@@ -280,6 +296,13 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 		cmdline += " " + o.appendArgs
 	}
 	cfg := machine.Config{Kernel: o.kernel, Initrd: o.initrd, Cmdline: cmdline, MemSize: mem, CPUs: o.cpus}
+	switch o.kernelCache {
+	case kernelCacheOff:
+	case "":
+		cfg.KernelCache = filepath.Join(cachedir.Dir(), "vmlinux")
+	default:
+		cfg.KernelCache = o.kernelCache
+	}
 	for _, d := range o.disks {
 		disk, err := parseDisk(d)
 		if err != nil {
@@ -287,8 +310,8 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 		}
 		cfg.Disks = append(cfg.Disks, disk)
 	}
-	for _, t := range o.taps {
-		nic, err := parseTap(t)
+	for _, a := range o.nics {
+		nic, err := parseNICArg(a)
 		if err != nil {
 			return machine.Config{}, o, usageError{err}
 		}

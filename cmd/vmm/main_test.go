@@ -225,6 +225,23 @@ func TestParseBootTimer(t *testing.T) {
 	}
 }
 
+func TestParseKernelCache(t *testing.T) {
+	t.Setenv("VMM_CACHE", "/cache/vmm")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-kernel", "bz"}, "/cache/vmm/vmlinux"},
+		{[]string{"-kernel", "bz", "-kernel-cache", "/tmp/k"}, "/tmp/k"},
+		{[]string{"--kernel-cache=off", "--kernel", "bz"}, ""},
+	} {
+		cfg, _, err := parseArgs(tt.args, io.Discard)
+		if err != nil || cfg.KernelCache != tt.want {
+			t.Errorf("%v: KernelCache %q, err %v; want %q", tt.args, cfg.KernelCache, err, tt.want)
+		}
+	}
+}
+
 func TestParseRun(t *testing.T) {
 	tests := []struct {
 		args []string
