@@ -159,17 +159,34 @@ func (m *Machine) createVM() (err error) {
 	if n, err := m.sys.CheckExtension(kvm.CapTSCDeadlineTimer); err == nil && n > 0 {
 		opt.tscDeadline = true
 	}
+	if m.snap.restore != nil {
+		// Before any vCPU: KVM_SET_CPUID2 with a feature the host lacks
+		// would fail with a less helpful error, or not at all.
+		if err := missingCPUFeatures(m.snap.restore.VCPUs[0].CPUID, supported); err != nil {
+			return err
+		}
+	}
 	for i := 0; i < m.cfg.CPUs; i++ {
 		c, err := m.vm.CreateVCPU(i)
 		if err != nil {
 			return err
 		}
 		m.vcpus = append(m.vcpus, &kvmVCPU{c: c})
-		if err := m.setupVCPU(c, vcpuCPUID(supported, i, m.cfg.CPUs, opt)); err != nil {
+		if m.snap.restore != nil {
+			if err := restoreVCPU(c, m.snap.restore.VCPUs[i]); err != nil {
+				return err
+			}
+			continue
+		}
+		cpuid := vcpuCPUID(supported, i, m.cfg.CPUs, opt)
+		if err := m.setupVCPU(c, cpuid); err != nil {
 			return err
 		}
+		if m.cfg.SaveOnWait {
+			m.snap.cpuids = append(m.snap.cpuids, cpuid)
+		}
 	}
-	return nil
+	return m.afterVCPUs()
 }
 
 // maxCPUs is bounded by xAPIC: APIC IDs are 8 bits and 0xff is broadcast.
@@ -270,15 +287,21 @@ func (m *Machine) addDevices(vm irqWiring) error {
 			return err
 		}
 	}
+	if err := m.pio.Insert("wait", guestabi.WaitPort, guestabi.WaitPortSize, exitport.New(func(uint8) { m.guestWaits() })); err != nil {
+		return err
+	}
+	m.rtc = rtc.New(time.Now)
+	m.kbd = i8042.New(func() { m.stop(StopReboot, nil) })
+	m.pm = pm.New(func() { m.stop(StopPoweroff, nil) }, func() { m.stop(StopReboot, nil) })
 	for _, d := range []struct {
 		name       string
 		base, size uint64
 		dev        bus.Device
 	}{
 		{"com1", com1Port, com1Size, m.uart},
-		{"rtc", rtcPort, rtcSize, rtc.New(time.Now)},
-		{"i8042", i8042Port, i8042Size, i8042.New(func() { m.stop(StopReboot, nil) })},
-		{"acpi-pm", pmPort, pm.Size, pm.New(func() { m.stop(StopPoweroff, nil) }, func() { m.stop(StopReboot, nil) })},
+		{"rtc", rtcPort, rtcSize, m.rtc},
+		{"i8042", i8042Port, i8042Size, m.kbd},
+		{"acpi-pm", pmPort, pm.Size, m.pm},
 	} {
 		if err := m.pio.Insert(d.name, d.base, d.size, d.dev); err != nil {
 			return err

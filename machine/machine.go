@@ -25,6 +25,9 @@ import (
 
 	"github.com/vmm-dev/vmm/bus"
 	"github.com/vmm-dev/vmm/devices/boottimer"
+	"github.com/vmm-dev/vmm/devices/i8042"
+	"github.com/vmm-dev/vmm/devices/pm"
+	"github.com/vmm-dev/vmm/devices/rtc"
 	"github.com/vmm-dev/vmm/devices/serial"
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/guestmem"
@@ -65,6 +68,10 @@ type Config struct {
 	// so it spends decompressing itself at every boot. Empty boots the
 	// bzImage as it is.
 	KernelCache string
+	// SaveOnWait stops the machine for a snapshot when the guest's init
+	// writes guestabi.WaitPort (it waits for a job): Run returns nil with
+	// Reason StopSnapshot, and Snapshot saves the machine.
+	SaveOnWait bool
 	// Logf reports trouble that does not stop the machine: device
 	// trouble the guest caused (a malformed queue, a failed disk write),
 	// or a kernel cache that could not be used; nil discards it.
@@ -88,6 +95,10 @@ type Machine struct {
 	job    *serial.UART // COM2, only with Config.JobOutput
 	virtio []*virtioDev
 	layout bootLayout
+	rtc    *rtc.CMOS
+	kbd    *i8042.Controller
+	pm     *pm.PM
+	snap   snapState // SaveOnWait and restore bookkeeping (snapshot.go)
 
 	stopping   atomic.Bool
 	exitStatus atomic.Int32 // -1 until the guest writes the exit port
@@ -109,10 +120,11 @@ const (
 	StopCanceled            // the context of Run was canceled
 	StopExit                // the guest wrote a status to the exit port
 	StopError               // the guest or vmm failed; Run returned an error
+	StopSnapshot            // the guest waits for a job and Config.SaveOnWait is set
 )
 
 func (r StopReason) String() string {
-	names := [...]string{"running", "poweroff", "reboot", "canceled", "exit", "error"}
+	names := [...]string{"running", "poweroff", "reboot", "canceled", "exit", "error", "snapshot"}
 	if r < 0 || int(r) >= len(names) {
 		return fmt.Sprintf("StopReason(%d)", int(r))
 	}

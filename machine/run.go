@@ -122,6 +122,9 @@ func (m *Machine) runVCPU(v vcpu) error {
 			return err
 		}
 	}
+	if m.Reason() == StopSnapshot {
+		return m.saveVCPUOnThread(v)
+	}
 	return nil
 }
 

@@ -1,0 +1,360 @@
+package machine
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/devices/i8042"
+	"github.com/vmm-dev/vmm/devices/pm"
+	"github.com/vmm-dev/vmm/devices/rtc"
+	"github.com/vmm-dev/vmm/devices/serial"
+	"github.com/vmm-dev/vmm/guestmem"
+	"github.com/vmm-dev/vmm/kvm"
+	"github.com/vmm-dev/vmm/snapshot"
+	"github.com/vmm-dev/vmm/virtio"
+)
+
+// State is a whole machine as a snapshot's state blob carries it (JSON):
+// every vCPU, the VM's in-kernel devices, and vmm's own devices. Guest
+// RAM is apart, in the snapshot's memory file.
+type State struct {
+	VCPUs    []VCPUState        `json:"vcpus"`
+	IRQChips []kvm.IRQChip      `json:"irqchips"` // PIC master, PIC slave, IOAPIC
+	PIT      kvm.PITState2      `json:"pit"`
+	Clock    kvm.ClockData      `json:"clock"`
+	COM1     serial.State       `json:"com1"`
+	COM2     *serial.State      `json:"com2,omitempty"`
+	RTC      rtc.State          `json:"rtc"`
+	I8042    i8042.State        `json:"i8042"`
+	PM       pm.State           `json:"pm"`
+	Virtio   []virtio.MMIOState `json:"virtio"`
+}
+
+// snapState is a machine's snapshot bookkeeping.
+type snapState struct {
+	// For SaveOnWait: each vCPU's CPUID as set up, KVM's MSR list, and
+	// the states the vCPU threads saved.
+	cpuids [][]kvm.CPUIDEntry
+	msrs   []uint32
+	mu     sync.Mutex
+	saved  []VCPUState
+	errs   []error
+	// restore is the state New's restore path writes back.
+	restore *State
+}
+
+// guestWaits is the WaitPort device: with SaveOnWait the machine stops
+// for its snapshot; otherwise the write means nothing.
+func (m *Machine) guestWaits() {
+	if m.cfg.SaveOnWait {
+		m.stop(StopSnapshot, nil)
+	}
+}
+
+// stateVCPU is a vcpu whose state can be read: the KVM one.
+type stateVCPU interface {
+	stateIO() vcpuStateIO
+}
+
+func (v *kvmVCPU) stateIO() vcpuStateIO { return v.c }
+
+// saveVCPUOnThread saves v's state on its own thread once the machine
+// stopped for a snapshot. One more KVM_RUN comes first: KVM completes
+// the port write that stopped the guest (its RIP still points at the
+// OUT) only on the next entry, and immediate_exit, set by the kick,
+// makes that entry return before any guest instruction runs
+// (Documentation/virt/kvm/api.rst, KVM_RUN).
+func (m *Machine) saveVCPUOnThread(v vcpu) error {
+	var s VCPUState
+	var err error
+	if sv, ok := v.(stateVCPU); !ok {
+		err = fmt.Errorf("vCPU %d: its state cannot be saved", v.ID())
+	} else if _, err = v.Run(); err != nil {
+		err = fmt.Errorf("vCPU %d: completing the last exit: %w", v.ID(), err)
+	} else {
+		var cpuid []kvm.CPUIDEntry
+		if v.ID() < len(m.snap.cpuids) {
+			cpuid = m.snap.cpuids[v.ID()]
+		}
+		s, err = saveVCPU(sv.stateIO(), cpuid, m.snap.msrs)
+	}
+	// Errors are kept for Snapshot to report: the machine has already
+	// stopped, so a returned error would be dropped by stop's once.
+	m.snap.mu.Lock()
+	defer m.snap.mu.Unlock()
+	if m.snap.saved == nil {
+		m.snap.saved = make([]VCPUState, len(m.vcpus))
+	}
+	m.snap.saved[v.ID()] = s
+	if err != nil {
+		m.snap.errs = append(m.snap.errs, err)
+	}
+	return nil
+}
+
+// afterVCPUs finishes createVM: a machine that may be saved learns KVM's
+// MSR list; a restored one gets its VM-wide and device state back.
+func (m *Machine) afterVCPUs() error {
+	if m.cfg.SaveOnWait {
+		msrs, err := m.sys.MSRIndexList()
+		if err != nil {
+			return err
+		}
+		m.snap.msrs = msrs
+	}
+	if m.snap.restore == nil {
+		return nil
+	}
+	return m.restoreDevices(m.snap.restore)
+}
+
+// restoreDevices writes the VM's and the devices' state back; the
+// kvmclock goes last, just before the vCPUs run.
+func (m *Machine) restoreDevices(st *State) error {
+	if err := m.vm.SetPIT2(st.PIT); err != nil {
+		return err
+	}
+	for _, c := range st.IRQChips {
+		if err := m.vm.SetIRQChip(c); err != nil {
+			return err
+		}
+	}
+	if err := m.uart.Restore(st.COM1); err != nil {
+		return err
+	}
+	if m.job != nil && st.COM2 != nil {
+		if err := m.job.Restore(*st.COM2); err != nil {
+			return err
+		}
+	}
+	if err := m.rtc.Restore(st.RTC); err != nil {
+		return err
+	}
+	if err := m.kbd.Restore(st.I8042); err != nil {
+		return err
+	}
+	m.pm.Restore(st.PM)
+	for i, d := range m.virtio {
+		if err := d.mmio.Restore(st.Virtio[i]); err != nil {
+			return fmt.Errorf("%s: %w", d.name, err)
+		}
+	}
+	if err := m.vm.SetClock(kvm.ClockData{Clock: st.Clock.Clock}); err != nil {
+		return err
+	}
+	for _, v := range m.vcpus {
+		if kv, ok := v.(*kvmVCPU); ok {
+			// EINVAL: the guest never set up kvmclock; nothing to tell.
+			if err := kv.c.KVMClockCtrl(); err != nil && !errors.Is(err, unix.EINVAL) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Snapshot saves a machine that Run stopped with StopSnapshot into dir,
+// with man saying what it was made from (the caller fills in the vmm
+// version, kernel and initrd; memory, vCPUs, devices and the command
+// line are filled in here). The machine cannot run again afterwards.
+func (m *Machine) Snapshot(dir string, man snapshot.Manifest) error {
+	if r := m.Reason(); r != StopSnapshot {
+		return fmt.Errorf("snapshot: the machine stopped for %v, not because its guest waits for a job", r)
+	}
+	m.snap.mu.Lock()
+	saved, errs := m.snap.saved, m.snap.errs
+	m.snap.mu.Unlock()
+	if len(errs) > 0 {
+		return fmt.Errorf("snapshot: %w", errors.Join(errs...))
+	}
+	if len(saved) != len(m.vcpus) {
+		return fmt.Errorf("snapshot: %d of %d vCPUs saved", len(saved), len(m.vcpus))
+	}
+	st := State{VCPUs: saved}
+	for _, id := range []uint32{kvm.IRQChipPICMaster, kvm.IRQChipPICSlave, kvm.IRQChipIOAPIC} {
+		c, err := m.vm.IRQChip(id)
+		if err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		st.IRQChips = append(st.IRQChips, c)
+	}
+	var err error
+	if st.PIT, err = m.vm.PIT2(); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if st.Clock, err = m.vm.Clock(); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	st.COM1 = m.uart.State()
+	if m.job != nil {
+		s := m.job.State()
+		st.COM2 = &s
+	}
+	st.RTC, st.I8042, st.PM = m.rtc.State(), m.kbd.State(), m.pm.State()
+	for _, d := range m.virtio {
+		d.mmio.Pause()
+		st.Virtio = append(st.Virtio, d.mmio.State())
+	}
+	blob, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	man.Cmdline, man.MemSize, man.CPUs = m.cfg.Cmdline, m.cfg.MemSize, m.cfg.CPUs
+	if man.Devices, err = manifestDevices(m.cfg); err != nil {
+		return err
+	}
+	if len(saved) > 0 {
+		man.HostCPU = describeCPU(saved[0].CPUID)
+	}
+	var regions [][]byte
+	for _, r := range m.mem.Regions() {
+		regions = append(regions, r.Mem)
+	}
+	return snapshot.Write(dir, man, blob, regions)
+}
+
+// manifestDevices lists cfg's virtio devices as a manifest records them.
+func manifestDevices(cfg Config) ([]snapshot.Device, error) {
+	var out []snapshot.Device
+	for _, d := range cfg.Disks {
+		st, err := os.Stat(d.Path)
+		if err != nil {
+			return nil, fmt.Errorf("-disk: %w", err)
+		}
+		out = append(out, snapshot.Device{Kind: "blk", Serial: d.Serial, ReadOnly: d.ReadOnly, Capacity: st.Size()})
+	}
+	for _, n := range cfg.NICs {
+		dev := snapshot.Device{Kind: "net"}
+		if n.MAC != ([6]byte{}) {
+			dev.MAC = hex.EncodeToString(n.MAC[:])
+		}
+		out = append(out, dev)
+	}
+	return out, nil
+}
+
+// describeCPU is the vendor string of CPUID leaf 0, for the manifest.
+func describeCPU(cpuid []kvm.CPUIDEntry) string {
+	for _, e := range cpuid {
+		if e.Function == 0 {
+			var b []byte
+			for _, r := range []uint32{e.EBX, e.EDX, e.ECX} {
+				b = append(b, byte(r), byte(r>>8), byte(r>>16), byte(r>>24))
+			}
+			return string(bytes.TrimRight(b, "\x00"))
+		}
+	}
+	return ""
+}
+
+// ErrSnapshotMismatch wraps the refusals of a snapshot made for another
+// machine than the one asked for.
+var ErrSnapshotMismatch = errors.New("snapshot was made for another machine")
+
+// CheckSnapshot compares what the command line asks for with what the
+// snapshot was made from: memory, vCPUs and the virtio devices (kind,
+// order, read-only, disk size, MAC).
+func CheckSnapshot(cfg Config, man snapshot.Manifest) error {
+	if cfg.MemSize != man.MemSize {
+		return fmt.Errorf("%w: -m %d MiB, snapshot has %d MiB", ErrSnapshotMismatch, cfg.MemSize>>20, man.MemSize>>20)
+	}
+	if cfg.CPUs != man.CPUs {
+		return fmt.Errorf("%w: -smp %d, snapshot has %d vCPUs", ErrSnapshotMismatch, cfg.CPUs, man.CPUs)
+	}
+	want, err := manifestDevices(cfg)
+	if err != nil {
+		return err
+	}
+	if len(want) != len(man.Devices) {
+		return fmt.Errorf("%w: %d virtio devices asked for, snapshot has %d (%s)", ErrSnapshotMismatch, len(want), len(man.Devices), deviceList(man.Devices))
+	}
+	for i := range want {
+		if want[i] != man.Devices[i] {
+			return fmt.Errorf("%w: device %d is %+v, snapshot has %+v", ErrSnapshotMismatch, i, want[i], man.Devices[i])
+		}
+	}
+	return nil
+}
+
+func deviceList(ds []snapshot.Device) string {
+	var b bytes.Buffer
+	for i, d := range ds {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(d.Kind)
+		if d.Serial != "" {
+			b.WriteString(" " + d.Serial)
+		}
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+// decodeState parses a snapshot's state blob and checks it fits cfg.
+func decodeState(b []byte, cfg Config) (*State, error) {
+	var st State
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("%w: machine state: %v", snapshot.ErrCorrupt, err)
+	}
+	switch {
+	case len(st.VCPUs) != cfg.CPUs:
+		return nil, fmt.Errorf("%w: machine state has %d vCPUs for %d", snapshot.ErrCorrupt, len(st.VCPUs), cfg.CPUs)
+	case len(st.IRQChips) != 3:
+		return nil, fmt.Errorf("%w: machine state has %d interrupt controllers", snapshot.ErrCorrupt, len(st.IRQChips))
+	case len(st.Virtio) != len(cfg.Disks)+len(cfg.NICs):
+		return nil, fmt.Errorf("%w: machine state has %d virtio devices", snapshot.ErrCorrupt, len(st.Virtio))
+	case (st.COM2 != nil) != (cfg.JobOutput != nil):
+		return nil, fmt.Errorf("%w: the snapshot's job port and this run's differ", ErrSnapshotMismatch)
+	}
+	for i, v := range st.VCPUs {
+		if len(v.CPUID) == 0 {
+			return nil, fmt.Errorf("%w: vCPU %d has no CPUID", snapshot.ErrCorrupt, i)
+		}
+	}
+	return &st, nil
+}
+
+// Restore builds a machine from a snapshot, ready to Run from where the
+// snapshot's guest waited: cfg gives this run's devices, console and job
+// port, which must match what the snapshot was made with (CheckSnapshot);
+// guest RAM is mapped copy-on-write from the snapshot's memory file, and
+// the kernel and initrd are not read.
+func Restore(cfg Config, s *snapshot.Snapshot) (_ *Machine, err error) {
+	if err := CheckSnapshot(cfg, s.Manifest); err != nil {
+		return nil, err
+	}
+	st, err := decodeState(s.State, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SaveOnWait = false
+	m := newMachine(cfg)
+	m.snap.restore = st
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if err = m.openVirtio(); err != nil {
+		return nil, err
+	}
+	if m.mem, err = guestmem.NewFromFile(ramRanges(cfg.MemSize), s.Memory); err != nil {
+		return nil, err
+	}
+	if err = m.createVM(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}

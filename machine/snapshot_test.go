@@ -1,0 +1,165 @@
+package machine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vmm-dev/vmm/kvm"
+	"github.com/vmm-dev/vmm/snapshot"
+)
+
+// stateFake is a vCPU's state ioctls recorded in order; MSRs it is told
+// are unreadable fail as KVM_GET_MSRS does.
+type stateFake struct {
+	calls      []string
+	unreadable map[uint32]bool
+	failSet    string
+}
+
+func (f *stateFake) rec(s string) error {
+	f.calls = append(f.calls, s)
+	if s == f.failSet {
+		return errors.New("refused")
+	}
+	return nil
+}
+func (f *stateFake) ID() int                           { return 1 }
+func (f *stateFake) SetCPUID2([]kvm.CPUIDEntry) error  { return f.rec("SetCPUID2") }
+func (f *stateFake) TSCKHz() (uint32, error)           { return 2000000, f.rec("TSCKHz") }
+func (f *stateFake) Regs() (kvm.Regs, error)           { return kvm.Regs{RIP: 7}, f.rec("Regs") }
+func (f *stateFake) SetRegs(kvm.Regs) error            { return f.rec("SetRegs") }
+func (f *stateFake) Sregs() (kvm.Sregs, error)         { return kvm.Sregs{}, f.rec("Sregs") }
+func (f *stateFake) SetSregs(kvm.Sregs) error          { return f.rec("SetSregs") }
+func (f *stateFake) FPU() (kvm.FPU, error)             { return kvm.FPU{}, f.rec("FPU") }
+func (f *stateFake) SetFPU(kvm.FPU) error              { return f.rec("SetFPU") }
+func (f *stateFake) XSave() (kvm.XSave, error)         { return kvm.XSave{}, f.rec("XSave") }
+func (f *stateFake) SetXSave(kvm.XSave) error          { return f.rec("SetXSave") }
+func (f *stateFake) XCRs() (kvm.XCRs, error)           { return kvm.XCRs{}, f.rec("XCRs") }
+func (f *stateFake) SetXCRs(kvm.XCRs) error            { return f.rec("SetXCRs") }
+func (f *stateFake) LAPIC() (kvm.LAPICState, error)    { return kvm.LAPICState{}, f.rec("LAPIC") }
+func (f *stateFake) SetLAPIC(kvm.LAPICState) error     { return f.rec("SetLAPIC") }
+func (f *stateFake) Events() (kvm.VCPUEvents, error)   { return kvm.VCPUEvents{}, f.rec("Events") }
+func (f *stateFake) SetEvents(kvm.VCPUEvents) error    { return f.rec("SetEvents") }
+func (f *stateFake) MPState() (kvm.MPState, error)     { return kvm.MPState{}, f.rec("MPState") }
+func (f *stateFake) SetMPState(kvm.MPState) error      { return f.rec("SetMPState") }
+func (f *stateFake) DebugRegs() (kvm.DebugRegs, error) { return kvm.DebugRegs{}, f.rec("DebugRegs") }
+func (f *stateFake) SetDebugRegs(kvm.DebugRegs) error  { return f.rec("SetDebugRegs") }
+func (f *stateFake) SetMSRs([]kvm.MSREntry) error      { return f.rec("SetMSRs") }
+func (f *stateFake) MSRs(idx []uint32) ([]kvm.MSREntry, error) {
+	f.calls = append(f.calls, fmt.Sprintf("MSRs%v", idx))
+	var out []kvm.MSREntry
+	for _, i := range idx {
+		if f.unreadable[i] {
+			return nil, fmt.Errorf("MSR %#x", i)
+		}
+		out = append(out, kvm.MSREntry{Index: i, Data: uint64(i) * 2})
+	}
+	return out, nil
+}
+
+func TestSaveVCPUSkipsUnreadableMSRs(t *testing.T) {
+	f := &stateFake{unreadable: map[uint32]bool{0x11: true}}
+	s, err := saveVCPU(f, []kvm.CPUIDEntry{{Function: 1}}, []uint32{0x10, 0x11, 0x4b564d01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint32
+	for _, e := range s.MSRs {
+		got = append(got, e.Index)
+	}
+	if !reflect.DeepEqual(got, []uint32{0x10, 0x4b564d01}) || s.Regs.RIP != 7 || s.TSCKHz != 2000000 {
+		t.Errorf("saved MSRs %#x, RIP %d, TSC %d", got, s.Regs.RIP, s.TSCKHz)
+	}
+}
+
+// The restore order is KVM's: CPUID first, the LAPIC before the MSRs
+// (TSC deadline), events and MP state last.
+func TestRestoreVCPUOrder(t *testing.T) {
+	f := &stateFake{}
+	if err := restoreVCPU(f, VCPUState{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"SetCPUID2", "SetSregs", "SetRegs", "SetFPU", "SetXSave", "SetXCRs", "SetDebugRegs", "SetLAPIC", "SetMSRs", "SetEvents", "SetMPState"}
+	if !reflect.DeepEqual(f.calls, want) {
+		t.Errorf("order %v, want %v", f.calls, want)
+	}
+	f = &stateFake{failSet: "SetMSRs"}
+	if err := restoreVCPU(f, VCPUState{}); err == nil || !strings.Contains(err.Error(), "vCPU 1 MSRs") {
+		t.Errorf("a refused step: %v", err)
+	}
+}
+
+func TestMissingCPUFeatures(t *testing.T) {
+	host := []kvm.CPUIDEntry{
+		{Function: 1, ECX: 0x1, EDX: 0xff},
+		{Function: 7, Index: 0, Flags: kvm.CPUIDFlagSignificantIndex, EBX: 0x0f},
+	}
+	for _, tc := range []struct {
+		name string
+		saw  []kvm.CPUIDEntry
+		want string
+	}{
+		{"same", host, ""},
+		{"vmm's own bits", []kvm.CPUIDEntry{{Function: 1, ECX: 0x1 | ecxHypervisor | ecxTSCDeadline, EDX: 0xff | edxHTT}}, ""},
+		{"leaf 7 ebx", []kvm.CPUIDEntry{{Function: 7, Flags: kvm.CPUIDFlagSignificantIndex, EBX: 0x3f}}, "0x7.0 ebx bits 0x30"},
+		{"leaf 1 ecx", []kvm.CPUIDEntry{{Function: 1, ECX: 0x3}}, "0x1.0 ecx bits 0x2"},
+	} {
+		err := missingCPUFeatures(tc.saw, host)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestCheckSnapshot(t *testing.T) {
+	disk := filepath.Join(t.TempDir(), "d.img")
+	if err := os.WriteFile(disk, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{MemSize: 64 << 20, CPUs: 2, Disks: []Disk{{Path: disk, Serial: "vmm-out"}}}
+	devs, err := manifestDevices(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man := snapshot.Manifest{MemSize: 64 << 20, CPUs: 2, Devices: devs}
+	if err := CheckSnapshot(cfg, man); err != nil {
+		t.Fatalf("matching config refused: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"memory", func(c *Config) { c.MemSize = 128 << 20 }, "-m 128 MiB, snapshot has 64 MiB"},
+		{"cpus", func(c *Config) { c.CPUs = 1 }, "-smp 1"},
+		{"no disk", func(c *Config) { c.Disks = nil }, "0 virtio devices asked for, snapshot has 1 (blk vmm-out)"},
+		{"ro", func(c *Config) { c.Disks = []Disk{{Path: disk, Serial: "vmm-out", ReadOnly: true}} }, "device 0"},
+		{"nic", func(c *Config) { c.Disks = nil; c.NICs = []NIC{{Tap: "t"}} }, "device 0 is {Kind:net"},
+	} {
+		c := cfg
+		tc.edit(&c)
+		err := CheckSnapshot(c, man)
+		if !errors.Is(err, ErrSnapshotMismatch) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want a mismatch with %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestDecodeStateRefuses(t *testing.T) {
+	cfg := Config{CPUs: 1}
+	for _, tc := range []struct{ blob, want string }{
+		{`{`, "corrupt"},
+		{`{"vcpus":[]}`, "0 vCPUs"},
+		{`{"vcpus":[{"cpuid":[{"Function":0}]}],"irqchips":[]}`, "interrupt controllers"},
+		{`{"vcpus":[{"cpuid":[{"Function":0}]}],"irqchips":[{},{},{}],"unknown":1}`, "unknown field"},
+	} {
+		if _, err := decodeState([]byte(tc.blob), cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.blob, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,200 @@
+package machine
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vmm-dev/vmm/kvm"
+)
+
+// VCPUState is everything KVM keeps of one vCPU that a restore must give
+// back: what the guest saw of the CPU (CPUID), its registers of every
+// kind, its MSRs (kvm-clock and TSC ones included), its local APIC,
+// pending events and multiprocessing state.
+type VCPUState struct {
+	CPUID     []kvm.CPUIDEntry `json:"cpuid"`
+	TSCKHz    uint32           `json:"tsc_khz"`
+	Regs      kvm.Regs         `json:"regs"`
+	Sregs     kvm.Sregs        `json:"sregs"`
+	FPU       kvm.FPU          `json:"fpu"`
+	XSave     kvm.XSave        `json:"xsave"`
+	XCRs      kvm.XCRs         `json:"xcrs"`
+	MSRs      []kvm.MSREntry   `json:"msrs"`
+	LAPIC     kvm.LAPICState   `json:"lapic"`
+	Events    kvm.VCPUEvents   `json:"events"`
+	MPState   kvm.MPState      `json:"mp_state"`
+	DebugRegs kvm.DebugRegs    `json:"debug_regs"`
+}
+
+// vcpuStateIO is the state ioctls of a vCPU, as *kvm.VCPU has them; the
+// order they are issued in is what saveVCPU and restoreVCPU own, and
+// tests check it against a fake.
+type vcpuStateIO interface {
+	ID() int
+	SetCPUID2([]kvm.CPUIDEntry) error
+	TSCKHz() (uint32, error)
+	Regs() (kvm.Regs, error)
+	SetRegs(kvm.Regs) error
+	Sregs() (kvm.Sregs, error)
+	SetSregs(kvm.Sregs) error
+	FPU() (kvm.FPU, error)
+	SetFPU(kvm.FPU) error
+	XSave() (kvm.XSave, error)
+	SetXSave(kvm.XSave) error
+	XCRs() (kvm.XCRs, error)
+	SetXCRs(kvm.XCRs) error
+	MSRs([]uint32) ([]kvm.MSREntry, error)
+	SetMSRs([]kvm.MSREntry) error
+	LAPIC() (kvm.LAPICState, error)
+	SetLAPIC(kvm.LAPICState) error
+	Events() (kvm.VCPUEvents, error)
+	SetEvents(kvm.VCPUEvents) error
+	MPState() (kvm.MPState, error)
+	SetMPState(kvm.MPState) error
+	DebugRegs() (kvm.DebugRegs, error)
+	SetDebugRegs(kvm.DebugRegs) error
+}
+
+var _ vcpuStateIO = (*kvm.VCPU)(nil)
+
+// saveVCPU reads a stopped vCPU's state. msrs is KVM's list of MSRs to
+// save; the ones this vCPU cannot read (KVM lists MSRs of features the
+// guest's CPUID may not have) are left out one by one, since
+// KVM_GET_MSRS stops at the first it cannot read.
+func saveVCPU(c vcpuStateIO, cpuid []kvm.CPUIDEntry, msrs []uint32) (VCPUState, error) {
+	s := VCPUState{CPUID: cpuid}
+	var err error
+	get := func(name string, f func() error) {
+		if err == nil {
+			if e := f(); e != nil {
+				err = fmt.Errorf("save vCPU %d %s: %w", c.ID(), name, e)
+			}
+		}
+	}
+	get("TSC kHz", func() (e error) { s.TSCKHz, e = c.TSCKHz(); return })
+	get("registers", func() (e error) { s.Regs, e = c.Regs(); return })
+	get("special registers", func() (e error) { s.Sregs, e = c.Sregs(); return })
+	get("FPU", func() (e error) { s.FPU, e = c.FPU(); return })
+	get("XSAVE", func() (e error) { s.XSave, e = c.XSave(); return })
+	get("XCRs", func() (e error) { s.XCRs, e = c.XCRs(); return })
+	get("LAPIC", func() (e error) { s.LAPIC, e = c.LAPIC(); return })
+	get("events", func() (e error) { s.Events, e = c.Events(); return })
+	get("MP state", func() (e error) { s.MPState, e = c.MPState(); return })
+	get("debug registers", func() (e error) { s.DebugRegs, e = c.DebugRegs(); return })
+	if err != nil {
+		return s, err
+	}
+	if all, e := c.MSRs(msrs); e == nil {
+		s.MSRs = all
+		return s, nil
+	}
+	for _, idx := range msrs {
+		if one, e := c.MSRs([]uint32{idx}); e == nil {
+			s.MSRs = append(s.MSRs, one...)
+		}
+	}
+	if len(s.MSRs) == 0 && len(msrs) > 0 {
+		return s, fmt.Errorf("save vCPU %d: no MSR could be read", c.ID())
+	}
+	return s, nil
+}
+
+// restoreVCPU writes a saved state into a new vCPU, in the order KVM
+// needs (Documentation/virt/kvm/api.rst): CPUID first, since KVM checks
+// registers and MSRs against it; special registers before the general
+// ones (they set the mode); XSAVE after the FPU it supersedes; the LAPIC
+// before the MSRs, so the TSC-deadline MSR lands on a LAPIC in
+// TSC-deadline mode; events and MP state last, as they depend on all
+// the rest.
+func restoreVCPU(c vcpuStateIO, s VCPUState) error {
+	steps := []struct {
+		name string
+		f    func() error
+	}{
+		{"CPUID", func() error { return c.SetCPUID2(s.CPUID) }},
+		{"special registers", func() error { return c.SetSregs(s.Sregs) }},
+		{"registers", func() error { return c.SetRegs(s.Regs) }},
+		{"FPU", func() error { return c.SetFPU(s.FPU) }},
+		{"XSAVE", func() error { return c.SetXSave(s.XSave) }},
+		{"XCRs", func() error { return c.SetXCRs(s.XCRs) }},
+		{"debug registers", func() error { return c.SetDebugRegs(s.DebugRegs) }},
+		{"LAPIC", func() error { return c.SetLAPIC(s.LAPIC) }},
+		{"MSRs", func() error { return c.SetMSRs(s.MSRs) }},
+		{"events", func() error { return c.SetEvents(s.Events) }},
+		{"MP state", func() error { return c.SetMPState(s.MPState) }},
+	}
+	for _, st := range steps {
+		if err := st.f(); err != nil {
+			return fmt.Errorf("restore vCPU %d %s: %w", c.ID(), st.name, err)
+		}
+	}
+	return nil
+}
+
+// featureRegs are the CPUID words of feature flags a guest may rely on
+// once it booted (Intel SDM vol. 2A "CPUID"; AMD APM vol. 3 appendix E):
+// a host that lacks a bit the guest saw cannot run it.
+var featureRegs = []struct {
+	leaf, index uint32
+	reg         string
+}{
+	{0x1, 0, "ecx"}, {0x1, 0, "edx"},
+	{0x7, 0, "ebx"}, {0x7, 0, "ecx"}, {0x7, 0, "edx"},
+	{0x7, 1, "eax"},
+	{0xd, 1, "eax"},
+	{0x80000001, 0, "ecx"}, {0x80000001, 0, "edx"},
+}
+
+// vmmSetBits are bits vmm itself sets in leaf 1 whatever the host
+// reports (cpuid.go), so they are not the host's to lack.
+const vmmSetECX1 = ecxHypervisor | ecxTSCDeadline
+
+// errCPUFeatures is wrapped by missingCPUFeatures' error.
+var errCPUFeatures = errors.New("this host's CPU lacks features the snapshot's guest saw")
+
+// missingCPUFeatures compares the CPUID a snapshot's guest saw with what
+// this host's KVM supports, and names what is missing.
+func missingCPUFeatures(saw, supported []kvm.CPUIDEntry) error {
+	find := func(es []kvm.CPUIDEntry, leaf, index uint32) (kvm.CPUIDEntry, bool) {
+		for _, e := range es {
+			if e.Function == leaf && (e.Index == index || (index == 0 && e.Flags&kvm.CPUIDFlagSignificantIndex == 0)) {
+				return e, true
+			}
+		}
+		return kvm.CPUIDEntry{}, false
+	}
+	word := func(e kvm.CPUIDEntry, reg string) uint32 {
+		switch reg {
+		case "eax":
+			return e.EAX
+		case "ebx":
+			return e.EBX
+		case "ecx":
+			return e.ECX
+		}
+		return e.EDX
+	}
+	var missing []string
+	for _, f := range featureRegs {
+		s, ok := find(saw, f.leaf, f.index)
+		if !ok {
+			continue
+		}
+		h, _ := find(supported, f.leaf, f.index)
+		lack := word(s, f.reg) &^ word(h, f.reg)
+		if f.leaf == 1 && f.reg == "ecx" {
+			lack &^= vmmSetECX1
+		}
+		if f.leaf == 1 && f.reg == "edx" {
+			lack &^= edxHTT
+		}
+		if lack != 0 {
+			missing = append(missing, fmt.Sprintf("CPUID %#x.%d %s bits %#x", f.leaf, f.index, f.reg, lack))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %v", errCPUFeatures, missing)
+	}
+	return nil
+}
+
