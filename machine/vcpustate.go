@@ -197,4 +197,3 @@ func missingCPUFeatures(saw, supported []kvm.CPUIDEntry) error {
 	}
 	return nil
 }
-
