@@ -8,6 +8,10 @@
 // Invoked as "reboot" (through a symlink) it reboots the machine instead,
 // because u-root's core commands only offer that as "shutdown reboot".
 //
+// Then it brings lo up and configures each virtio-net card by DHCP (net.go),
+// so a guest on vmm's -nic user network has its address, route and name
+// server before the marker, or before a job starts.
+//
 // It stamps two phases on vmm's boot timer (package boottimer): init-start
 // first thing and ready with the marker. In a container (the environment
 // variable "container" is set, the convention of systemd and container
@@ -50,6 +54,7 @@ func main() {
 		} else {
 			loadModules(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
 		}
+		setUpNetwork() // after the modules: virtio_net is one
 	}
 	stampBoot(guestabi.Ready)
 	runJobIfAsked() // `vmm run`: does not return when there is a job

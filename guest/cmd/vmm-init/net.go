@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/u-root/u-root/pkg/dhclient"
+	"github.com/vishvananda/netlink"
+)
+
+// DHCP timing. The whole of it is bounded by dhcpDeadline, so a card
+// with no DHCP server behind it (a TAP the host configures by hand)
+// delays the boot by that much at most. Each exchange waits
+// dhcpAttemptTimeout for an answer before sending again; a user-mode
+// network answers in milliseconds, even under nested emulation.
+const (
+	dhcpDeadline       = 10 * time.Second
+	dhcpAttemptTimeout = 2 * time.Second
+	dhcpRetries        = 4
+	// linkUpTimeout bounds waiting for a card's link once it is set up;
+	// virtio-net's link is up at once.
+	linkUpTimeout = 2 * time.Second
+)
+
+// virtioNetDriver is the driver name under /sys/class/net/IF/device.
+const virtioNetDriver = "virtio_net"
+
+// setUpNetwork brings lo up and configures every virtio-net card by
+// DHCP: address, default route and /etc/resolv.conf from the lease (with
+// several cards, each writes resolv.conf; the last lease wins). A card
+// that gets no lease is reported in one line and left up without an
+// address; the boot goes on.
+func setUpNetwork() {
+	if lo, err := netlink.LinkByName("lo"); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: lo: %v\n", err)
+	} else if err := netlink.LinkSetUp(lo); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: lo up: %v\n", err)
+	}
+	cards := virtioNetCards("/sys/class/net")
+	if len(cards) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dhcpDeadline)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, name := range cards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := dhcp(ctx, name); err != nil {
+				fmt.Fprintf(os.Stderr, "vmm-init: %s: no address by DHCP: %v; going on without one\n", name, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// virtioNetCards lists the network interfaces in dir (sysfs's class
+// directory) that virtio-net drives, in name order.
+func virtioNetCards(dir string) []string {
+	links, _ := filepath.Glob(filepath.Join(dir, "*", "device", "driver"))
+	var names []string
+	for _, l := range links {
+		target, err := os.Readlink(l)
+		if err == nil && filepath.Base(target) == virtioNetDriver {
+			names = append(names, filepath.Base(filepath.Dir(filepath.Dir(l))))
+		}
+	}
+	return names
+}
+
+// dhcp brings the card up and configures it from a DHCPv4 lease.
+func dhcp(ctx context.Context, name string) error {
+	link, err := dhclient.IfUp(name, linkUpTimeout)
+	if err != nil {
+		return err
+	}
+	c, err := nclient4.New(name, nclient4.WithTimeout(dhcpAttemptTimeout), nclient4.WithRetry(dhcpRetries))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	lease, err := c.Request(ctx)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dhclient.ResolvConfPath), 0o755); err != nil {
+		return err
+	}
+	return dhclient.Configure4(link, lease.ACK)
+}
