@@ -48,6 +48,10 @@ type opInfo struct {
 	mutates bool
 	// noReply marks requests the client expects no reply to.
 	noReply bool
+	// minReply is the reply space a request must come with beyond the
+	// out header when go-fuse cannot tell it from the request: READLINK's
+	// target may be PATH_MAX-1 bytes, and Linux always gives it a page.
+	minReply int
 }
 
 // lookupOp returns what Handle knows of opcode, and false for an opcode
@@ -70,7 +74,7 @@ func lookupOp(opcode uint32) (opInfo, bool) {
 	case opSetattr:
 		return opInfo{name: "SETATTR", minLen: h + 88, mutates: true}, true // fuse_setattr_in
 	case opReadlink:
-		return opInfo{name: "READLINK", minLen: h}, true
+		return opInfo{name: "READLINK", minLen: h, minReply: pathMax - 1}, true
 	case opSymlink:
 		return opInfo{name: "SYMLINK", minLen: h, mutates: true}, true
 	case opMknod:

@@ -35,7 +35,9 @@
 // data), so the guest cannot change a name after it was checked, and the
 // reply buffers are cut to MaxReply, so a READ of 4 GiB costs nothing:
 // go-fuse answers a request whose reply cannot fit with an error without
-// running it.
+// running it. The one reply go-fuse cannot size from its request,
+// READLINK's, must find PATH_MAX-1 bytes (what Linux gives it) or gets
+// ERANGE.
 //
 // # Confinement
 //
@@ -325,9 +327,9 @@ func (s *Server) Handle(in, out virtio.Buffers) int {
 		s.log.printf("share: %s request %d of %d bytes (want %d to %d)", op.name, unique, total, op.minLen, limit)
 		return errorReply(out, unique, unix.EINVAL)
 	}
-	if !op.noReply && out.Len() < outHeaderSize {
-		s.log.printf("share: %s request %d has %d bytes for its reply", op.name, unique, out.Len())
-		return 0
+	if want := outHeaderSize + op.minReply; !op.noReply && out.Len() < want {
+		s.log.printf("share: %s request %d has %d bytes for its reply, want %d", op.name, unique, out.Len(), want)
+		return errorReply(out, unique, unix.ERANGE) // 0 when not even an error fits
 	}
 
 	// A private copy of the request, so neither go-fuse nor the file
@@ -415,11 +417,19 @@ func (s *Server) serve(req, out virtio.Buffers, unique uint64) (int, bool) {
 	if st != fuse.OK {
 		return errorReply(out, unique, syscall.Errno(st)), false
 	}
-	if n < outHeaderSize {
-		return n, n == 0 // no reply (FORGET) or a truncated one
+	if n == 0 {
+		return 0, true // no reply (FORGET)
 	}
 	var oh [outHeaderSize]byte
 	out.ReadAt(oh[:], 0)
+	if int64(binary.LittleEndian.Uint32(oh[0:])) != int64(n) {
+		// A reply go-fuse cut short, for want of room it does not
+		// check: Handle checks the room for every request that could
+		// need more than go-fuse checks (READLINK), so this is a
+		// safety net. The guest gets ERANGE instead of a reply whose
+		// length it cannot trust.
+		return errorReply(out, unique, unix.ERANGE), false
+	}
 	return n, binary.LittleEndian.Uint32(oh[4:]) == 0
 }
 

@@ -478,6 +478,7 @@ func TestBigIO(t *testing.T) {
 func TestMalformed(t *testing.T) {
 	c := newClient(t, false)
 	f := c.mustLookup(root, "f")
+	leak := c.mustLookup(root, "leak")
 	fh, errno := c.open(f.NodeId, unix.O_RDONLY)
 	c.mustOK("OPEN", errno)
 	lookup := fusetest.Encode(fusetest.OpLookup, 11, root, nil, fusetest.Name("f"))
@@ -509,6 +510,7 @@ func TestMalformed(t *testing.T) {
 		{"READ larger than the reply", read(4096), 1000, syscall.EIO, 11},
 		{"LOOKUP reply too small", lookup, 16, syscall.EIO, 11},
 		{"LOOKUP reply 15 bytes", lookup, 15, 0, 0},
+		{"READLINK reply too small", fusetest.Encode(fusetest.OpReadlink, 11, leak.NodeId, nil), 16 + 4094, syscall.ERANGE, 11},
 		{"LOOKUP no reply buffer", lookup, 0, 0, 0},
 		{"too long", fusetest.Encode(fusetest.OpLookup, 11, root, nil, make([]byte, maxArgs)), 200, syscall.EINVAL, 11},
 		{"WRITE too long", fusetest.Encode(fusetest.OpWrite, 11, f.NodeId, fuse.WriteIn{Fh: fh, Size: MaxWrite + 1}, make([]byte, MaxWrite+1)), 200, syscall.EINVAL, 11},
