@@ -23,6 +23,9 @@ import (
 func runJobIfAsked() {
 	b, err := os.ReadFile(guestabi.SpecPath)
 	if errors.Is(err, os.ErrNotExist) {
+		if waitAsked() {
+			waitForJob()
+		}
 		return
 	}
 	status := guestabi.StatusNotExecutable
@@ -33,6 +36,11 @@ func runJobIfAsked() {
 	} else {
 		status = runJob(spec)
 	}
+	finishJob(status)
+}
+
+// finishJob reports the job's status to vmm, which ends the VM.
+func finishJob(status int) {
 	unix.Sync()
 	reportExit(uint8(status))
 	// Only reached when the exit port is missing (another VMM): power
