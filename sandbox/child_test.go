@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -49,7 +51,7 @@ func child(what string) int {
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGHUP)
-	if err := Install(Options{Extract: strings.HasPrefix(what, "extract")}); err != nil {
+	if err := Install(Options{Extract: strings.HasPrefix(what, "extract"), Network: strings.HasPrefix(what, "network")}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 3
 	}
@@ -95,6 +97,19 @@ func child(what string) int {
 		f.Close()
 		fmt.Println("opened")
 		unix.Getppid()
+	case "network-create":
+		// What -nic user does: TCP through host sockets, the resolver's
+		// files read; but writing a file is still denied.
+		if err := loopbackTCP(); err != nil {
+			fmt.Println(err)
+			return 4
+		}
+		if _, err := os.ReadFile("/etc/hosts"); err != nil {
+			fmt.Println(err)
+			return 4
+		}
+		fmt.Println("networked")
+		os.Create(filepath.Join(os.TempDir(), "sandbox-must-not-create"))
 	case "ioctl":
 		unix.IoctlGetWinsize(1, unix.TIOCGWINSZ)
 	case "fork":
@@ -155,6 +170,31 @@ func allowedWork(r, w *os.File) error {
 	return r.Close()
 }
 
+// loopbackTCP listens, dials and moves a message on 127.0.0.1.
+func loopbackTCP() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Write([]byte("pong"))
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "pong" {
+		return fmt.Errorf("read %q, %v", b, err)
+	}
+	return nil
+}
+
 // runChild runs the child what and returns its stdout, stderr and exit
 // status.
 func runChild(t *testing.T, what string) (string, string, int) {
@@ -184,6 +224,7 @@ func TestDenied(t *testing.T) {
 		{"getppid-thread", "", "getppid (nr 110)"},
 		{"open", "", "openat (nr 257)"},
 		{"extract-getppid", "opened\n", "getppid (nr 110)"},
+		{"network-create", "networked\n", "openat (nr 257)"},
 		{"ioctl", "", "ioctl (nr 16)"},
 		{"fork", "", "clone (nr 56)"},
 		{"mmap-exec", "", "mmap (nr 9)"},

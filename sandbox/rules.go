@@ -22,6 +22,7 @@ type when int
 const (
 	always  when = iota
 	extract      // only with Options.Extract (`vmm run -out`)
+	network      // only with Options.Network (-nic user)
 	withCgo      // only in a vmm built with cgo, whose threads glibc starts
 )
 
@@ -86,6 +87,10 @@ const goCloneFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLO
 // with (clone_flags in sysdeps/unix/sysv/linux/createthread.c), which it
 // passes to clone when clone3 fails with ENOSYS (clone-internal.c).
 const glibcCloneFlags = goCloneFlags | unix.CLONE_PARENT_SETTID | unix.CLONE_CHILD_CLEARTID
+
+// readOnly are the open(2) flags that let a call change a file:
+// everything but O_RDONLY (0) and harmless modifiers such as O_CLOEXEC.
+const readOnly = unix.O_WRONLY | unix.O_RDWR | unix.O_CREAT | unix.O_TRUNC | unix.O_APPEND | unix.O_TMPFILE
 
 // maxSignal is the highest signal number (_NSIG-1, 64 on x86-64:
 // arch/x86/include/asm/signal.h). The kernel reads a signal number as a
@@ -166,6 +171,34 @@ func rules(pid int) []rule {
 		{"newfstatat", extract, nil, "-out: check what already exists in the output directory"},
 		{"fstat", extract, nil, "-out: os.File and os.Root look at what they opened"},
 		{"fcntl", extract, nil, "-out: os.File checks the mode of a descriptor it opened"},
+
+		// -nic user: the user-mode network (package usernet) carries the
+		// guest's TCP and UDP through host sockets it opens while the
+		// guest runs, and answers DNS through Go's resolver, which
+		// rereads /etc/resolv.conf, /etc/nsswitch.conf and /etc/hosts
+		// when they change. Only for a run with such a card: a vmm
+		// that took these could reach the network and read (not write)
+		// the user's files.
+		{"socket", network, []seccomp.Condition{eq(0, unix.AF_INET)}, "-nic user: a host socket for a guest connection or DNS query (IPv4)"},
+		{"socket", network, []seccomp.Condition{eq(0, unix.AF_INET6)}, "-nic user: the same over IPv6"},
+		{"connect", network, nil, "-nic user: dial the guest's destination or the name server"},
+		{"bind", network, nil, "-nic user: UDP sockets and hostfwd listeners take their address"},
+		{"listen", network, nil, "-nic user: hostfwd's TCP listeners"},
+		{"accept4", network, nil, "-nic user: a host connection to a hostfwd port"},
+		{"getsockname", network, nil, "-nic user: net.Conn's local address"},
+		{"getpeername", network, nil, "-nic user: net.Conn's remote address"},
+		{"setsockopt", network, nil, "-nic user: Go's net package sets SO_REUSEADDR, TCP_NODELAY, keepalives"},
+		{"getsockopt", network, nil, "-nic user: SO_ERROR of a non-blocking connect"},
+		{"sendto", network, nil, "-nic user: UDP datagrams"},
+		{"recvfrom", network, nil, "-nic user: UDP datagrams"},
+		{"sendmsg", network, nil, "-nic user: UDP datagrams"},
+		{"recvmsg", network, nil, "-nic user: UDP datagrams"},
+		{"shutdown", network, nil, "-nic user: half-close a spliced TCP connection"},
+		{"openat", network, []seccomp.Condition{noneOf(2, readOnly)}, "-nic user: the resolver reads /etc/resolv.conf, /etc/nsswitch.conf, /etc/hosts; read-only"},
+		{"newfstatat", network, nil, "-nic user: the resolver checks whether those files changed"},
+		{"fstat", network, nil, "-nic user: the resolver reads those files"},
+		{"fcntl", network, nil, "-nic user: net.FileConn and os.File check a descriptor's flags"},
+		{"uname", network, nil, "-nic user: the resolver's default search domain is the host name"},
 	}
 }
 

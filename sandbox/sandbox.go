@@ -17,6 +17,10 @@ type Options struct {
 	// guest has stopped: unpacking its output into a host directory and
 	// removing the scratch disk.
 	Extract bool
+	// Network allows what a user-mode network card (-nic user) does
+	// while the guest runs: IPv4 and IPv6 sockets, and read-only opens
+	// of the resolver's configuration.
+	Network bool
 }
 
 // exitDenied is the status of a process the sandbox stopped: 128+SIGSYS,
@@ -50,6 +54,8 @@ func (o Options) applies(w when) bool {
 	switch w {
 	case extract:
 		return o.Extract
+	case network:
+		return o.Network
 	case withCgo:
 		return cgoBuild
 	}
@@ -100,6 +106,7 @@ func policies(o Options, pid int) ([]seccomp.Policy, error) {
 	var failing []seccomp.SyscallGroup
 	var checked []string // in rules order, each once
 	byName := map[string][]rule{}
+	anyArgs := map[string]bool{} // an applicable rule allows any arguments
 	for _, f := range failures() {
 		if o.applies(f.when) {
 			failing = append(failing, seccomp.SyscallGroup{
@@ -114,14 +121,16 @@ func policies(o Options, pid int) ([]seccomp.Policy, error) {
 		}
 		if len(byName[r.name]) == 0 {
 			names.Names = append(names.Names, r.name)
-			if r.args != nil {
-				checked = append(checked, r.name)
-			}
+			checked = append(checked, r.name)
 		}
 		byName[r.name] = append(byName[r.name], r)
+		anyArgs[r.name] = anyArgs[r.name] || r.args == nil
 	}
 	var ps []seccomp.Policy
 	for _, name := range checked {
+		if anyArgs[name] {
+			continue
+		}
 		deny, err := denySets(byName[name])
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)

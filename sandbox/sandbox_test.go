@@ -23,7 +23,11 @@ const (
 // Every rule names a system call the kernel has, says why, and no call
 // is listed twice without conditions.
 func TestRules(t *testing.T) {
-	seen := map[string]bool{}
+	type key struct {
+		name string
+		when when
+	}
+	seen := map[key]bool{}
 	for _, r := range rules(testPID) {
 		if _, ok := arch.X86_64.SyscallNames[r.name]; !ok {
 			t.Errorf("%s: no such x86-64 system call", r.name)
@@ -32,18 +36,18 @@ func TestRules(t *testing.T) {
 			t.Errorf("%s: says too little why (%q)", r.name, r.why)
 		}
 		if r.args == nil {
-			if seen[r.name] {
+			if seen[key{r.name, r.when}] {
 				t.Errorf("%s: listed twice", r.name)
 			}
-			seen[r.name] = true
+			seen[key{r.name, r.when}] = true
 		}
 	}
 	for _, r := range rules(testPID) {
-		if r.args != nil && seen[r.name] {
+		if r.args != nil && seen[key{r.name, r.when}] {
 			t.Errorf("%s: both with and without conditions; the unconditional rule makes the others moot", r.name)
 		}
 	}
-	for _, o := range []Options{{}, {Extract: true}} {
+	for _, o := range allOptions {
 		progs, err := programs(o, testPID)
 		if err != nil {
 			t.Fatalf("%+v: %v", o, err)
@@ -79,6 +83,9 @@ func verdict(t *testing.T, vms []*bpf.VM, d seccompData) uint32 {
 	}
 	return best
 }
+
+// allOptions are every combination of Options.
+var allOptions = []Options{{}, {Extract: true}, {Network: true}, {Extract: true, Network: true}}
 
 // seccompData is struct seccomp_data (include/uapi/linux/seccomp.h) as the
 // filter sees it. x/net/bpf's VM loads words big-endian, the kernel in
@@ -133,6 +140,7 @@ func TestFilterVerdicts(t *testing.T) {
 		x32     bool
 		args    [6]uint64
 		extract bool
+		network bool
 		want    uint32
 	}{
 		{name: "KVM_RUN", call: "ioctl", args: args(5, kvmRun), want: allow},
@@ -172,7 +180,16 @@ func TestFilterVerdicts(t *testing.T) {
 		{name: "open", call: "open", want: trap},
 		{name: "openat for -out", call: "openat", extract: true, want: allow},
 		{name: "mkdirat for -out", call: "mkdirat", extract: true, want: allow},
-		{name: "execve", call: "execve", extract: true, want: trap},
+		{name: "execve", call: "execve", extract: true, network: true, want: trap},
+		{name: "IPv4 socket for -nic user", call: "socket", network: true, args: args(unix.AF_INET, unix.SOCK_STREAM), want: allow},
+		{name: "IPv6 socket for -nic user", call: "socket", network: true, args: args(unix.AF_INET6, unix.SOCK_DGRAM), want: allow},
+		{name: "netlink socket", call: "socket", network: true, args: args(unix.AF_NETLINK, unix.SOCK_RAW), want: trap},
+		{name: "unix socket", call: "socket", network: true, args: args(unix.AF_UNIX, unix.SOCK_STREAM), want: trap},
+		{name: "resolv.conf for -nic user", call: "openat", network: true, args: args(uint64(1<<32-100), 0, unix.O_RDONLY|unix.O_CLOEXEC), want: allow},
+		{name: "write a file with -nic user", call: "openat", network: true, args: args(uint64(1<<32-100), 0, unix.O_WRONLY|unix.O_CREAT), want: trap},
+		{name: "write a file with -nic user and -out", call: "openat", network: true, extract: true, args: args(0, 0, unix.O_WRONLY|unix.O_CREAT), want: allow},
+		{name: "connect for -nic user", call: "connect", network: true, want: allow},
+		{name: "connect without", call: "connect", want: trap},
 		{name: "socket", call: "socket", want: trap},
 		{name: "connect", call: "connect", extract: true, want: trap},
 		{name: "ptrace", call: "ptrace", want: trap},
@@ -181,9 +198,9 @@ func TestFilterVerdicts(t *testing.T) {
 		{name: "32-bit ABI", call: "getpid", arch: auditArchI386, want: trap},
 		{name: "x32 ABI", call: "getpid", x32: true, want: enosys},
 	}
-	vms := map[bool][]*bpf.VM{}
-	for _, ext := range []bool{false, true} {
-		ps, err := policies(Options{Extract: ext}, testPID)
+	vms := map[Options][]*bpf.VM{}
+	for _, o := range allOptions {
+		ps, err := policies(o, testPID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,7 +213,7 @@ func TestFilterVerdicts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			vms[ext] = append(vms[ext], vm)
+			vms[o] = append(vms[o], vm)
 		}
 	}
 	for _, tt := range tests {
@@ -208,7 +225,7 @@ func TestFilterVerdicts(t *testing.T) {
 			if tt.x32 {
 				d.nr |= x32Bit
 			}
-			if got := verdict(t, vms[tt.extract], d); got != tt.want {
+			if got := verdict(t, vms[Options{Extract: tt.extract, Network: tt.network}], d); got != tt.want {
 				t.Errorf("%s%v: verdict %#x, want %#x", tt.call, tt.args, got, tt.want)
 			}
 		})

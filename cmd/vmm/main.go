@@ -57,6 +57,7 @@ type options struct {
 	nics                               []nicArg // -tap and -nic in order
 	bootTimer                          bool
 	kernelCache                        string
+	sandbox                            string // "on" or "off"
 
 	// `vmm run` only.
 	run                 bool
@@ -126,6 +127,7 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVarP(&o.memory, "memory", "m", "512M", "guest RAM: a size with K, M, G or T suffix; a plain number is MiB")
 	fs.IntVar(&o.cpus, "smp", 1, "number of vCPUs (QEMU's `cpus=N` form works too)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (e.g. 90s, 10m) and exit with status 124; 0 means never")
+	fs.StringVar(&o.sandbox, "sandbox", "on", "`on` confines vmm, once its files and devices are open, to the system calls it needs (seccomp); a call outside them ends vmm with a message naming it. off is for debugging")
 	fs.BoolVar(&o.bootTimer, "boot-timer", false, "print when each boot phase was reached (vmm's own and those the guest writes to port 0x5f0) to stderr at exit")
 	fs.StringVar(&o.kernelCache, "kernel-cache", "", "decompress the bzImage's kernel once into `DIR` and boot it from there, sparing the guest its decompression (default $VMM_CACHE/vmlinux, else ~/.cache/vmm/vmlinux); off boots the bzImage as it is")
 	// StringArray, not StringSlice: a comma belongs to the value
@@ -287,6 +289,9 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	}
 	if o.timeout < 0 {
 		return machine.Config{}, o, usageError{fmt.Errorf("-timeout %v: must not be negative", o.timeout)}
+	}
+	if o.sandbox != "on" && o.sandbox != "off" {
+		return machine.Config{}, o, usageError{fmt.Errorf("-sandbox %q: want on or off", o.sandbox)}
 	}
 	cmdline := defaultCmdline
 	if run {
@@ -501,6 +506,10 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		return 1
 	}
 	defer m.Close()
+	if err := enterSandbox(o, cfg); err != nil {
+		fmt.Fprintf(stderr, "vmm: %v\n", err)
+		return 1
+	}
 	err = m.Run(ctx)
 	m.Close() // disks flushed and closed before their files are read
 	cause := context.Cause(ctx)

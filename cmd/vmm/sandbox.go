@@ -1,0 +1,28 @@
+package main
+
+import (
+	"github.com/vmm-dev/vmm/machine"
+	"github.com/vmm-dev/vmm/sandbox"
+)
+
+// enterSandbox confines vmm to the system calls in sandbox/rules.go,
+// unless -sandbox=off. It is called once the machine is built: every
+// file, device and socket vmm needs is open, and no guest code has run.
+// -out adds the calls its extraction makes after the guest stops, and
+// -nic user those of the user-mode network (host sockets, the resolver's
+// files).
+func enterSandbox(o options, cfg machine.Config) error {
+	if o.sandbox == "off" {
+		return nil
+	}
+	return sandbox.Install(sandboxOptions(o, cfg))
+}
+
+// sandboxOptions is what the run does besides running the guest.
+func sandboxOptions(o options, cfg machine.Config) sandbox.Options {
+	so := sandbox.Options{Extract: o.out != ""}
+	for _, n := range cfg.NICs {
+		so.Network = so.Network || n.User
+	}
+	return so
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/vmm-dev/vmm/sandbox"
+)
+
+// -sandbox is on unless turned off, takes nothing else, and the sandbox
+// widens only for -out and -nic user.
+func TestSandboxFlag(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		mode string // "" for a usage error
+		want sandbox.Options
+	}{
+		{[]string{"-kernel", "bz"}, "on", sandbox.Options{}},
+		{[]string{"-kernel", "bz", "-sandbox=off"}, "off", sandbox.Options{}},
+		{[]string{"-kernel", "bz", "--sandbox", "on"}, "on", sandbox.Options{}},
+		{[]string{"-kernel", "bz", "-sandbox", "maybe"}, "", sandbox.Options{}},
+		{[]string{"-kernel", "bz", "-nic", "user"}, "on", sandbox.Options{Network: true}},
+		{[]string{"-kernel", "bz", "-tap", "tap0"}, "on", sandbox.Options{}},
+	} {
+		cfg, o, err := parseArgs(tt.args, io.Discard)
+		if tt.mode == "" {
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Errorf("%q: %v, want a usage error", tt.args, err)
+			}
+			continue
+		}
+		if err != nil || o.sandbox != tt.mode {
+			t.Errorf("%q: sandbox %q, %v; want %q", tt.args, o.sandbox, err, tt.mode)
+			continue
+		}
+		if got := sandboxOptions(o, cfg); got != tt.want {
+			t.Errorf("%q: %+v, want %+v", tt.args, got, tt.want)
+		}
+	}
+	cfg, o, err := parseMode(true, []string{"-kernel", "bz", "-out", "/tmp/o", "--", "true"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sandboxOptions(o, cfg); got != (sandbox.Options{Extract: true}) {
+		t.Errorf("vmm run -out: %+v, want Extract", got)
+	}
+}
