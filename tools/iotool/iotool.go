@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,10 @@ var usageLines = []string{
 	"sum -file PATH [-bytes N]",
 	"netup -dev NAME -addr A.B.C.D/N",
 	"netdown -dev NAME",
+	"http-serve -addr HOST:PORT -bytes N [-count K] [-timeout D]",
+	"http-get -url URL [-connect-timeout D] [-timeout D]",
+	"dns-serve -addr HOST:PORT -name NAME -ip A.B.C.D [-timeout D]",
+	"resolve -name NAME [-timeout D]",
 }
 
 // Main runs the subcommand args[0] with the rest of args as its flags,
@@ -172,6 +177,60 @@ func Main(ctx context.Context, prog string, args []string, stdout, stderr io.Wri
 			r := Result{Op: "netdown"}
 			r.add("dev", "%s", *dev)
 			return r, nil
+		}
+	case "http-serve":
+		addr := fs.String("addr", "", "HOST:PORT to listen on")
+		var o HTTPServeOptions
+		bytes := sizeFlag(fs, "bytes", 0, "bytes every GET returns")
+		fs.IntVar(&o.Count, "count", 1, "stop after this many complete responses")
+		fs.DurationVar(&timeout, "timeout", timeout, "give up after this long")
+		run = func(ctx context.Context) (Result, error) {
+			if *addr == "" || o.Count < 1 {
+				return Result{}, usageError("http-serve: -addr is required and -count must be at least 1")
+			}
+			ln, err := net.Listen("tcp", *addr)
+			if err != nil {
+				return Result{}, fmt.Errorf("http-serve: %w", err)
+			}
+			fmt.Fprintf(stderr, "%s: http-serve: listening on %s\n", prog, ln.Addr())
+			o.Bytes = *bytes
+			return HTTPServe(ctx, ln, o)
+		}
+	case "http-get":
+		url := fs.String("url", "", "http:// URL to download")
+		connect := fs.Duration("connect-timeout", 60*time.Second, "keep retrying a refused connection for this long")
+		fs.DurationVar(&timeout, "timeout", timeout, "give up after this long")
+		run = func(ctx context.Context) (Result, error) {
+			if *url == "" {
+				return Result{}, usageError("http-get: -url is required")
+			}
+			return HTTPGet(ctx, *url, *connect)
+		}
+	case "dns-serve":
+		addr := fs.String("addr", "127.0.0.1:53", "UDP HOST:PORT to answer on")
+		name := fs.String("name", "", "the one name answered")
+		ip := fs.String("ip", "", "its IPv4 address")
+		fs.DurationVar(&timeout, "timeout", timeout, "serve for this long")
+		run = func(ctx context.Context) (Result, error) {
+			a, err := netip.ParseAddr(*ip)
+			if *name == "" || err != nil || !a.Is4() {
+				return Result{}, usageError("dns-serve: -name and an IPv4 -ip are required")
+			}
+			pc, err := net.ListenPacket("udp", *addr)
+			if err != nil {
+				return Result{}, fmt.Errorf("dns-serve: %w", err)
+			}
+			fmt.Fprintf(stderr, "%s: dns-serve: answering on %s\n", prog, pc.LocalAddr())
+			return DNSServe(ctx, pc, *name, a)
+		}
+	case "resolve":
+		name := fs.String("name", "", "name to look up")
+		fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+		run = func(ctx context.Context) (Result, error) {
+			if *name == "" {
+				return Result{}, usageError("resolve: -name is required")
+			}
+			return Resolve(ctx, *name)
 		}
 	case "-h", "-help", "--help", "help":
 		usage()
