@@ -33,6 +33,10 @@ func toolMain(args []string) int {
 		return statPaths(args[1:])
 	case "signal":
 		return signalByName(args[1:])
+	case "asuser":
+		return asUser(args[1:])
+	case "chmod":
+		return chmodTool(args[1:])
 	case "io":
 		// The L1 end of the guest's vmm-iotool: the same code, so both
 		// ends of a transfer agree on data and result lines.
