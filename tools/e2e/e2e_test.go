@@ -82,7 +82,7 @@ func prepare(dir string) error {
 	setup.dir = dir
 	setup.vmm = filepath.Join(dir, "vmm")
 	_, thisFile, _, _ := runtime.Caller(0)
-	root := filepath.Dir(filepath.Dir(thisFile))
+	root := filepath.Dir(filepath.Dir(filepath.Dir(thisFile))) // tools/e2e/x.go -> the module root
 	build := exec.CommandContext(ctx, "go", "build", "-o", setup.vmm, "./cmd/vmm")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -54,7 +54,7 @@ func ciBuild(t *testing.T) ciTools {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		_, thisFile, _, _ := runtime.Caller(0)
-		root := filepath.Dir(filepath.Dir(thisFile))
+		root := filepath.Dir(filepath.Dir(filepath.Dir(thisFile))) // tools/e2e/x.go -> the module root
 		dir := filepath.Join(setup.dir, "ci-tools")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			ciToolsErr = err
