@@ -74,8 +74,13 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			for range maxVirtioDevices + 1 {
 				c.Disks = append(c.Disks, Disk{Path: disk, ReadOnly: true})
 			}
-		}), "9 disks and network cards: vmm supports at most 8 in all", nil},
+		}), "9 disks, network cards and shares: vmm supports at most 8 in all", nil},
 		{"bad TAP name", with(func(c *Config) { c.NICs = []NIC{{Tap: "no/such/tap"}} }), "no/such/tap", nil},
+		{"share directory missing", with(func(c *Config) { c.Shares = []Share{{Dir: missing, Tag: "s"}} }), missing, nil},
+		{"share of a file", with(func(c *Config) { c.Shares = []Share{{Dir: disk, Tag: "s"}} }), disk, nil},
+		{"share tag too long", with(func(c *Config) { c.Shares = []Share{{Dir: dir, Tag: strings.Repeat("t", 37)}} }), "virtio-fs tag", nil},
+		{"two shares, one tag", with(func(c *Config) { c.Shares = []Share{{Dir: dir, Tag: "s"}, {Dir: dir, Tag: "s"}} }),
+			`virtio-fs tag "s": used by two shares`, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -45,9 +45,10 @@ type Config struct {
 	// is forwarded to the guest's serial input until EOF.
 	Console   io.Writer
 	ConsoleIn io.Reader
-	// Disks and NICs become virtio devices, disks first.
-	Disks []Disk
-	NICs  []NIC
+	// Disks, NICs and Shares become virtio devices, in that order.
+	Disks  []Disk
+	NICs   []NIC
+	Shares []Share
 	// Job, if its Output is not nil, is a second UART (COM2, the guest's
 	// ttyS1) carrying a job's own input and output apart from the
 	// console: `vmm run` connects it to stdin and stdout.

@@ -14,6 +14,7 @@ import (
 	"github.com/vmm-dev/vmm/usernet"
 	"github.com/vmm-dev/vmm/virtio"
 	"github.com/vmm-dev/vmm/virtio/blk"
+	"github.com/vmm-dev/vmm/virtio/fs"
 	"github.com/vmm-dev/vmm/virtio/net"
 )
 
@@ -43,6 +44,19 @@ type NIC struct {
 	// for a user network QEMU's default, 52:54:00:12:34:56 with the
 	// card's index added to the last byte.
 	MAC [6]byte
+}
+
+// Share is a host directory the guest mounts over virtio-fs
+// (`mount -t virtiofs TAG DIR`), served by vmm itself (package virtio/fs)
+// and confined to Dir.
+type Share struct {
+	Dir string
+	// Tag is the name the guest mounts it by; unique among a machine's
+	// shares (Linux refuses a second device with a tag it already has).
+	Tag string
+	// ReadOnly refuses every change on the host side (EROFS), whatever
+	// the guest mounts with.
+	ReadOnly bool
 }
 
 // userMAC is QEMU's default MAC address of the i-th card.
@@ -77,8 +91,15 @@ func virtioACPI(n int) []acpi.MMIODevice {
 // cannot be created or a port in use is reported first. Disks
 // come first so the guest names them vda, vdb, ... in -disk order.
 func (m *Machine) openVirtio() error {
-	if n := len(m.cfg.Disks) + len(m.cfg.NICs); n > maxVirtioDevices {
-		return fmt.Errorf("%d disks and network cards: vmm supports at most %d in all", n, maxVirtioDevices)
+	if n := len(m.cfg.Disks) + len(m.cfg.NICs) + len(m.cfg.Shares); n > maxVirtioDevices {
+		return fmt.Errorf("%d disks, network cards and shares: vmm supports at most %d in all", n, maxVirtioDevices)
+	}
+	tags := map[string]bool{}
+	for _, sh := range m.cfg.Shares {
+		if tags[sh.Tag] {
+			return fmt.Errorf("virtio-fs tag %q: used by two shares", sh.Tag)
+		}
+		tags[sh.Tag] = true
 	}
 	for i, d := range m.cfg.Disks {
 		name := fmt.Sprintf("virtio-blk%d", i)
@@ -115,6 +136,14 @@ func (m *Machine) openVirtio() error {
 			}
 		}
 		m.virtio = append(m.virtio, &virtioDev{name: name, dev: net.New(b, o), backend: b})
+	}
+	for i, sh := range m.cfg.Shares {
+		name := fmt.Sprintf("virtio-fs%d", i)
+		dev, err := fs.New(fs.Config{Tag: sh.Tag, Dir: sh.Dir, ReadOnly: sh.ReadOnly, Logf: m.prefixLogf(name)})
+		if err != nil {
+			return err
+		}
+		m.virtio = append(m.virtio, &virtioDev{name: name, dev: dev, backend: dev})
 	}
 	return nil
 }
