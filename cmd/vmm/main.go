@@ -63,6 +63,7 @@ type options struct {
 	run                 bool
 	share, out, outSize string
 	env, command        []string
+	snapshot            string // -snapshot DIR: restore instead of booting (snapshot.go)
 }
 
 // kernelCacheOff is the -kernel-cache value that turns the cache off, to
@@ -88,6 +89,9 @@ func main() {
 func vmmMain(start time.Time, args []string, stdin, stdout, stderr *os.File, boot bootFunc) int {
 	if len(args) > 0 && args[0] == "run" {
 		return runMode(true, start, args[1:], stdin, stdout, stderr, boot)
+	}
+	if len(args) > 0 && args[0] == "snapshot" {
+		return snapshotMain(args[1:], stderr)
 	}
 	return runMode(false, start, args, stdin, stdout, stderr, boot)
 }
@@ -271,7 +275,7 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	} else if fs.NArg() > 0 {
 		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	if o.kernel == "" {
+	if o.kernel == "" && o.snapshot == "" {
 		return machine.Config{}, o, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
 	}
 	mem, err := parseSize(o.memory)
@@ -500,6 +504,9 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	}
 	defer unraw()
 
+	if job != nil && job.boot != nil {
+		boot = job.boot // -snapshot: restore instead of booting
+	}
 	m, err := boot(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm: %v\n", err)

@@ -32,6 +32,7 @@ func addRunFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.out, "out", "", "after the job, copy the guest's /out into host directory `DIR` (created if missing)")
 	fs.StringVar(&o.outSize, "out-size", defaultOutSize, "the most -out can bring back")
 	fs.StringArrayVar(&o.env, "env", nil, "`KEY=VALUE` for the job's environment (repeatable)")
+	fs.StringVar(&o.snapshot, "snapshot", "", "restore the guest `vmm snapshot` saved in `DIR` instead of booting one (no -kernel needed; -m, -smp, -disk and -tap must match the snapshot's)")
 }
 
 func runUsage(fs *pflag.FlagSet, w io.Writer) {
@@ -50,6 +51,10 @@ type jobFiles struct {
 	outDir  string
 	outDisk string // scratch disk the guest writes /out to; removed at exit
 	outSize int64
+	// boot, for -snapshot, restores the snapshot instead of booting;
+	// snap is the opened snapshot, closed by remove.
+	boot bootFunc
+	snap io.Closer
 }
 
 // prepareJob turns cfg into a job VM: the job spec and shared files as an
@@ -57,6 +62,9 @@ type jobFiles struct {
 // stdin and stdout.
 func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	spec := guestabi.Spec{Args: o.command, Env: o.env, Out: o.out != ""}
+	if o.snapshot != "" {
+		return prepareRestore(cfg, o, spec)
+	}
 	layer, err := runjob.Layer(spec, o.share)
 	if err != nil {
 		return nil, err
@@ -107,5 +115,8 @@ func (j *jobFiles) collect(ctx context.Context) error {
 func (j *jobFiles) remove() {
 	if j.outDisk != "" {
 		os.Remove(j.outDisk)
+	}
+	if j.snap != nil {
+		j.snap.Close()
 	}
 }

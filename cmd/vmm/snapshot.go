@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/machine"
+	"github.com/vmm-dev/vmm/snapshot"
+)
+
+// `vmm snapshot [vm flags] [-out-size SIZE] -o DIR` boots a guest whose
+// init waits for a job (guestabi.WaitParam) and saves it there; `vmm run
+// -snapshot DIR ... -- CMD` restores it and hands it CMD. Every snapshot
+// carries a scratch disk for -out as its last virtio device, so a
+// restored job can use -out or not.
+
+func snapshotUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: vmm snapshot -kernel BZIMAGE -initrd INITRD [vm flags] [-out-size SIZE] -o DIR\n\n")
+	fmt.Fprintf(w, "Boots the guest until its init waits for a job and saves it in DIR, for\n")
+	fmt.Fprintf(w, "`vmm run -snapshot DIR [flags] -- CMD`. The vm flags are vmm's (-m, -smp, -disk, -tap,\n")
+	fmt.Fprintf(w, "-append, -timeout, ...); -m, -smp, -disk and -tap must be given again, the same, to\n")
+	fmt.Fprintf(w, "each run. -out-size (default %s) fixes the -out disk of every run.\n", defaultOutSize)
+}
+
+// splitSnapshotArgs takes -o/--output DIR and -out-size SIZE out of args
+// (in any of the spellings vmm accepts), leaving vmm's own flags.
+func splitSnapshotArgs(args []string) (dir, outSize string, rest []string, err error) {
+	outSize = defaultOutSize
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			rest = append(rest, a)
+			continue
+		}
+		var dst *string
+		switch name {
+		case "o", "output":
+			dst = &dir
+		case "out-size":
+			dst = &outSize
+		default:
+			rest = append(rest, a)
+			continue
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return "", "", nil, usageError{fmt.Errorf("%s needs a value", a)}
+			}
+			i++
+			val = args[i]
+		}
+		*dst = val
+	}
+	if dir == "" {
+		return "", "", nil, usageError{errors.New("no snapshot directory given: use -o DIR")}
+	}
+	return dir, outSize, rest, nil
+}
+
+func snapshotMain(args []string, stderr io.Writer) int {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			snapshotUsage(stderr)
+			return 0
+		}
+	}
+	dir, outSize, rest, err := splitSnapshotArgs(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		return 2
+	}
+	cfg, o, err := parseArgs(rest, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		return 2
+	}
+	size, err := parseSize(outSize)
+	if err != nil || size%512 != 0 {
+		fmt.Fprintf(stderr, "vmm snapshot: -out-size %q: want a size such as 256M or 2G\n", outSize)
+		return 2
+	}
+	if err := makeSnapshot(cfg, o, dir, int64(size), stderr); err != nil {
+		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func makeSnapshot(cfg machine.Config, o options, dir string, outSize int64, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	defer stop()
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	scratch, err := os.CreateTemp("", "vmm-snapshot-out-*.img")
+	if err != nil {
+		return fmt.Errorf("-out disk: %w", err)
+	}
+	defer os.Remove(scratch.Name())
+	err = scratch.Truncate(outSize)
+	if cerr := scratch.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("-out disk: %w", err)
+	}
+	cfg.Disks = append(cfg.Disks, machine.Disk{Path: scratch.Name(), Serial: guestabi.OutSerial})
+	cfg.Cmdline += " " + runCmdline + " " + guestabi.WaitParam
+	cfg.SaveOnWait = true
+	cfg.JobOutput = io.Discard
+	cfg.Console = stderr
+	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(stderr, "vmm: "+format+"\n", args...) }
+
+	man := snapshot.Manifest{VMMVersion: vmmVersion(), Created: time.Now().UTC()}
+	if man.Kernel, err = snapshot.HashFile(cfg.Kernel); err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	if cfg.Initrd != "" {
+		id, err := snapshot.HashFile(cfg.Initrd)
+		if err != nil {
+			return fmt.Errorf("initrd: %w", err)
+		}
+		man.Initrd = &id
+	}
+	m, err := machine.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	if r := m.Reason(); r != machine.StopSnapshot {
+		return fmt.Errorf("guest stopped (%v) before its init waited for a job: does the initramfs run vmm's guest init (make guest)?", r)
+	}
+	if err := m.Snapshot(dir, man); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "vmm: snapshot of a %d MiB guest saved in %s\n", cfg.MemSize>>20, dir)
+	return nil
+}
+
+// vmmVersion names this build of vmm for the manifest: a snapshot holds
+// vmm's device state in vmm's encoding, so only the build that made it
+// restores it. It is the VCS revision the binary was built from (with
+// "+dirty" for a modified tree), else the module version.
+func vmmVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return bi.Main.Version + " " + bi.GoVersion
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return rev
+}
+
+// checkVersion refuses a snapshot another vmm build made.
+func checkVersion(man snapshot.Manifest, ours string) error {
+	if man.VMMVersion != ours {
+		return fmt.Errorf("snapshot was made by vmm %s, this is vmm %s: make it again with this vmm", man.VMMVersion, ours)
+	}
+	return nil
+}
+
+// prepareRestore is prepareJob for -snapshot: the snapshot opened and
+// checked, this run's scratch disk for -out in the slot the snapshot
+// has for it, and a boot function that restores the machine and sends
+// the job, host entropy and the host's clock ahead of the job's stdin.
+func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFiles, error) {
+	if o.share != "" {
+		return nil, errors.New("-share with -snapshot: a restored guest gets its job over the job port, and shares need virtio-fs, which vmm does not attach yet")
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	snap, err := snapshot.Open(o.snapshot)
+	if err != nil {
+		return nil, err
+	}
+	j := &jobFiles{snap: snap}
+	fail := func(err error) (*jobFiles, error) {
+		j.remove()
+		return nil, fmt.Errorf("snapshot %s: %w", o.snapshot, err)
+	}
+	if err := checkVersion(snap.Manifest, vmmVersion()); err != nil {
+		return fail(err)
+	}
+	devs := snap.Manifest.Devices
+	if len(devs) == 0 || devs[len(devs)-1].Kind != "blk" || devs[len(devs)-1].Serial != guestabi.OutSerial {
+		return fail(errors.New("has no -out disk: it was not made by vmm snapshot"))
+	}
+	f, err := os.CreateTemp("", "vmm-out-*.img")
+	if err != nil {
+		return fail(fmt.Errorf("-out: scratch disk: %w", err))
+	}
+	j.outDisk, j.outSize = f.Name(), devs[len(devs)-1].Capacity
+	err = f.Truncate(j.outSize)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fail(fmt.Errorf("-out: scratch disk: %w", err))
+	}
+	if o.out != "" {
+		j.outDir = o.out
+	}
+	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: guestabi.OutSerial})
+	if err := machine.CheckSnapshot(*cfg, snap.Manifest); err != nil {
+		return fail(err)
+	}
+	j.boot = func(c machine.Config) (guest, error) {
+		msg := guestabi.JobMessage{Spec: spec, Entropy: make([]byte, guestabi.EntropySize)}
+		if _, err := rand.Read(msg.Entropy); err != nil {
+			return nil, fmt.Errorf("host entropy: %w", err)
+		}
+		msg.UnixNano = time.Now().UnixNano()
+		b, err := guestabi.EncodeJobMessage(msg)
+		if err != nil {
+			return nil, err
+		}
+		in := io.Reader(bytes.NewReader(b))
+		if c.JobInput != nil {
+			in = io.MultiReader(in, c.JobInput)
+		}
+		c.JobInput = in
+		m, err := machine.Restore(c, snap)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", o.snapshot, err)
+		}
+		return m, nil
+	}
+	return j, nil
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/machine"
+	"github.com/vmm-dev/vmm/snapshot"
+)
+
+func TestSplitSnapshotArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args          []string
+		dir, size     string
+		rest          []string
+		wantUsageFail bool
+	}{
+		{[]string{"-kernel", "bz", "-o", "d"}, "d", defaultOutSize, []string{"-kernel", "bz"}, false},
+		{[]string{"--output=d", "-m", "256M", "-out-size", "64M"}, "d", "64M", []string{"-m", "256M"}, false},
+		{[]string{"-kernel", "bz"}, "", "", nil, true},
+		{[]string{"-o"}, "", "", nil, true},
+	} {
+		dir, size, rest, err := splitSnapshotArgs(tc.args)
+		if tc.wantUsageFail {
+			if _, ok := err.(usageError); !ok {
+				t.Errorf("%q: %v, want a usage error", tc.args, err)
+			}
+			continue
+		}
+		if err != nil || dir != tc.dir || size != tc.size || !reflect.DeepEqual(rest, tc.rest) {
+			t.Errorf("%q: %q %q %q %v", tc.args, dir, size, rest, err)
+		}
+	}
+}
+
+// writeTestSnapshot saves a snapshot with the given manifest and an
+// empty machine state: enough for the checks before a restore.
+func writeTestSnapshot(t *testing.T, man snapshot.Manifest) string {
+	t.Helper()
+	dir := t.TempDir()
+	if man.MemSize == 0 {
+		man.MemSize = 512 << 20
+	}
+	if man.CPUs == 0 {
+		man.CPUs = 1
+	}
+	regions := [][]byte{make([]byte, man.MemSize)}
+	if err := snapshot.Write(dir, man, []byte("{}"), regions); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Each refusal before the restore is one line naming the snapshot.
+func TestPrepareRestoreRefuses(t *testing.T) {
+	outDisk := snapshot.Device{Kind: "blk", Serial: guestabi.OutSerial, Capacity: 1 << 20}
+	good := snapshot.Manifest{VMMVersion: vmmVersion(), Devices: []snapshot.Device{outDisk}}
+	spec := guestabi.Spec{Args: []string{"true"}}
+	for _, tc := range []struct {
+		name string
+		man  *snapshot.Manifest // nil: a corrupted snapshot
+		cfg  machine.Config
+		o    options
+		want string
+	}{
+		{"version", &snapshot.Manifest{VMMVersion: "other", Devices: []snapshot.Device{outDisk}}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "made by vmm other"},
+		{"memory", &good, machine.Config{MemSize: 256 << 20, CPUs: 1}, options{}, "-m 256 MiB, snapshot has 512 MiB"},
+		{"devices", &good, machine.Config{MemSize: 512 << 20, CPUs: 1, NICs: []machine.NIC{{Tap: "x"}}}, options{}, "virtio devices asked for"},
+		{"no out disk", &snapshot.Manifest{VMMVersion: vmmVersion()}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "no -out disk"},
+		{"corrupt", nil, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "corrupt or truncated"},
+		{"share", &good, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{share: "."}, "-share with -snapshot"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var dir string
+			if tc.man == nil {
+				dir = writeTestSnapshot(t, good)
+				if err := os.Truncate(filepath.Join(dir, snapshot.StateFile), 100); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				dir = writeTestSnapshot(t, *tc.man)
+			}
+			tc.o.snapshot = dir
+			cfg := tc.cfg
+			j, err := prepareRestore(&cfg, tc.o, spec)
+			if err == nil {
+				j.remove()
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("%v; want one line with %q", err, tc.want)
+			}
+		})
+	}
+	// And the matching one is accepted, with the -out disk in its slot.
+	dir := writeTestSnapshot(t, good)
+	cfg := machine.Config{MemSize: 512 << 20, CPUs: 1}
+	j, err := prepareRestore(&cfg, options{snapshot: dir}, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.remove()
+	if len(cfg.Disks) != 1 || cfg.Disks[0].Serial != guestabi.OutSerial || j.boot == nil {
+		t.Errorf("disks %+v, boot set %v", cfg.Disks, j.boot != nil)
+	}
+}
