@@ -48,6 +48,13 @@ type Spec struct {
 	RootTag string `json:"root_tag,omitempty"`
 }
 
+// Tags of the virtio-fs shares `vmm run` attaches: -share's, mounted at
+// ShareDir, and -rootfs's, the job's root.
+const (
+	JobShareTag = "vmm-share"
+	JobRootTag  = "vmm-root"
+)
+
 // Mount is one virtio-fs share as the guest mounts it:
 // `mount -t virtiofs Tag Path`.
 type Mount struct {
