@@ -62,6 +62,8 @@ type options struct {
 	// `vmm run` only.
 	run                 bool
 	share, out, outSize string
+	rootfs              string
+	shares              []string // -fs values, parsed into machine.Config.Shares
 	env, command        []string
 	snapshot            string // -snapshot DIR: restore instead of booting (snapshot.go)
 }
@@ -138,6 +140,7 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	// (FILE,ro), it does not separate repeated values.
 	fs.StringArrayVar(&o.disks, "disk", nil, "virtio-blk disk backed by `FILE[,ro]`, a raw image or block device; ,ro makes it read-only; repeat for more (the guest sees /dev/vda, /dev/vdb, ... in order)")
 	fs.Var(nicFlag{&o.nics, "tap"}, "tap", "virtio-net card on host TAP interface `NAME[,mac=MAC]`, created if missing (needs CAP_NET_ADMIN); the default MAC is derived from NAME")
+	fs.StringArrayVar(&o.shares, "fs", nil, "share host directory `DIR[,tag=NAME][,ro]` with the guest over virtio-fs (mount -t virtiofs NAME /mnt); the tag defaults to DIR's base name; ro refuses every change on the host side; repeat for more")
 	fs.Var(nicFlag{&o.nics, "nic"}, "nic", "virtio-net card, QEMU's spelling: `user[,hostfwd=RULE]...[,mac=MAC]` is a user-mode network inside vmm needing no privilege (DHCP gives the guest 10.0.2.15; 10.0.2.2 is the host's loopback; DNS at 10.0.2.3; RULE is [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT); tap,ifname=NAME[,mac=MAC] is -tap NAME; cards are eth0, eth1, ... in -tap and -nic order")
 	if o.run {
 		addRunFlags(fs, o)
@@ -326,6 +329,13 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 		}
 		cfg.NICs = append(cfg.NICs, nic)
 	}
+	for _, v := range o.shares {
+		sh, err := parseFS(v)
+		if err != nil {
+			return machine.Config{}, o, usageError{err}
+		}
+		cfg.Shares = append(cfg.Shares, sh)
+	}
 	return cfg, o, nil
 }
 
@@ -348,6 +358,39 @@ func parseDisk(v string) (machine.Disk, error) {
 		}
 	}
 	return d, nil
+}
+
+// parseFS reads -fs DIR[,tag=NAME][,ro]. The directory itself is
+// checked when the machine opens it, before /dev/kvm.
+func parseFS(v string) (machine.Share, error) {
+	parts := splitOpts(v)
+	sh := machine.Share{Dir: parts[0]}
+	if sh.Dir == "" {
+		return sh, fmt.Errorf("-fs %q: no directory", v)
+	}
+	tagged := false
+	for _, o := range parts[1:] {
+		switch k, val, _ := strings.Cut(o, "="); {
+		case o == "ro" || o == "readonly" || o == "readonly=on":
+			sh.ReadOnly = true
+		case o == "rw" || o == "readonly=off":
+			sh.ReadOnly = false
+		case k == "tag" || k == "mount_tag":
+			sh.Tag, tagged = val, true
+		default:
+			return sh, fmt.Errorf("-fs %q: unknown option %q (want DIR[,tag=NAME][,ro])", v, o)
+		}
+	}
+	if !tagged {
+		sh.Tag = filepath.Base(filepath.Clean(sh.Dir))
+		if sh.Tag == "/" || sh.Tag == "." || sh.Tag == ".." {
+			return sh, fmt.Errorf("-fs %q: name the share with tag=NAME", v)
+		}
+	}
+	if err := guestabi.ValidTag(sh.Tag); err != nil {
+		return sh, fmt.Errorf("-fs %q: %w", v, err)
+	}
+	return sh, nil
 }
 
 // parseTap reads -tap NAME[,mac=MAC].

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/pflag"
 
@@ -28,7 +29,8 @@ const exitNoStatus = 125
 const defaultOutSize = "1G"
 
 func addRunFlags(fs *pflag.FlagSet, o *options) {
-	fs.StringVar(&o.share, "share", "", "copy host directory `DIR` into the guest at /share (read-only for the host: guest changes stay in the guest); the job starts there")
+	fs.StringVar(&o.share, "share", "", "share host directory `DIR` with the job at /share, live and read-write over virtio-fs: what the job writes there is on the host when vmm exits; the job starts there")
+	fs.StringVar(&o.rootfs, "rootfs", "", "run the job with host directory `DIR` (usually /) as its root: read-only over virtio-fs under a tmpfs overlay that takes its writes, fresh /proc, /sys, /dev, /tmp; the job starts in the current directory with the host's PATH")
 	fs.StringVar(&o.out, "out", "", "after the job, copy the guest's /out into host directory `DIR` (created if missing)")
 	fs.StringVar(&o.outSize, "out-size", defaultOutSize, "the most -out can bring back")
 	fs.StringArrayVar(&o.env, "env", nil, "`KEY=VALUE` for the job's environment (repeatable)")
@@ -65,7 +67,10 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	if o.snapshot != "" {
 		return prepareRestore(cfg, o, spec)
 	}
-	layer, err := runjob.Layer(spec, o.share)
+	if err := addJobShares(cfg, &spec, o); err != nil {
+		return nil, err
+	}
+	layer, err := runjob.Layer(spec, "")
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +99,40 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	}
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: guestabi.OutSerial})
 	return j, nil
+}
+
+// addJobShares attaches -share and -rootfs as virtio-fs shares and tells
+// the guest's init where to mount them. A -rootfs job starts in the
+// host's current directory when the root has it (with -rootfs / it
+// always does) and looks its command up in the host's PATH; -env can
+// still override PATH.
+func addJobShares(cfg *machine.Config, spec *guestabi.Spec, o options) error {
+	for _, f := range []struct{ flag, dir string }{{"-share", o.share}, {"-rootfs", o.rootfs}} {
+		if f.dir == "" {
+			continue
+		}
+		if st, err := os.Stat(f.dir); err != nil {
+			return fmt.Errorf("%s: %w", f.flag, err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("%s %s: not a directory", f.flag, f.dir)
+		}
+	}
+	if o.share != "" {
+		cfg.Shares = append(cfg.Shares, machine.Share{Dir: o.share, Tag: guestabi.JobShareTag})
+		spec.Mounts = append(spec.Mounts, guestabi.Mount{Tag: guestabi.JobShareTag, Path: guestabi.ShareDir})
+	}
+	if o.rootfs != "" {
+		cfg.Shares = append(cfg.Shares, machine.Share{Dir: o.rootfs, Tag: guestabi.JobRootTag, ReadOnly: true})
+		spec.RootTag = guestabi.JobRootTag
+		spec.Dir = "/"
+		if wd, err := os.Getwd(); err == nil {
+			if st, err := os.Stat(filepath.Join(o.rootfs, wd)); err == nil && st.IsDir() {
+				spec.Dir = wd
+			}
+		}
+		spec.Env = append([]string{"PATH=" + os.Getenv("PATH")}, spec.Env...)
+	}
+	return nil
 }
 
 // collect unpacks what the guest wrote to the scratch disk into -out,
