@@ -15,19 +15,11 @@ type cpioWriter struct {
 const (
 	cpioDir     = 0o040000
 	cpioRegular = 0o100000
-	cpioSymlink = 0o120000
 )
-
-// cpioMaxFileSize is the largest c_filesize: eight hex digits
-// (buffer-format.rst), so a file of 4 GiB or more cannot be stored.
-const cpioMaxFileSize = 1<<32 - 1
 
 func (w *cpioWriter) dir(name string, perm uint32) { w.entry(name, cpioDir|perm, 2, nil) }
 func (w *cpioWriter) file(name string, perm uint32, data []byte) {
 	w.entry(name, cpioRegular|perm, 1, data)
-}
-func (w *cpioWriter) symlink(name, target string) {
-	w.entry(name, cpioSymlink|0o777, 1, []byte(target))
 }
 
 func (w *cpioWriter) entry(name string, mode, nlink uint32, data []byte) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,14 +18,9 @@ import (
 )
 
 func TestLayerReadsBackWithURootCPIO(t *testing.T) {
-	share := t.TempDir()
-	os.MkdirAll(filepath.Join(share, "sub"), 0o755)
-	os.WriteFile(filepath.Join(share, "sub", "a.txt"), []byte("hello"), 0o640)
-	os.WriteFile(filepath.Join(share, "odd"), []byte("xyz"), 0o755) // length not a multiple of 4
-	os.Symlink("sub/a.txt", filepath.Join(share, "link"))
-
-	spec := guestabi.Spec{Args: []string{"sh", "-c", "exit 3"}, Env: []string{"A=b"}, Out: true}
-	b, err := Layer(spec, share)
+	spec := guestabi.Spec{Args: []string{"sh", "-c", "exit 3"}, Env: []string{"A=b"}, Out: true,
+		Mounts: []guestabi.Mount{{Tag: guestabi.JobShareTag, Path: guestabi.ShareDir}}}
+	b, err := Layer(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,33 +28,22 @@ func TestLayerReadsBackWithURootCPIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]cpio.Record{}
+	var names []string
+	var job []byte
 	for _, r := range recs {
-		got[r.Name] = r
-	}
-	read := func(name string) string {
-		r, ok := got[name]
-		if !ok {
-			t.Fatalf("no %s in archive; have %v", name, recs)
+		names = append(names, r.Name)
+		if r.Name == "vmm/job.json" {
+			if job, err = io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize))); err != nil {
+				t.Fatal(err)
+			}
 		}
-		d, err := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(d)
 	}
-	s, err := guestabi.ParseSpec([]byte(read("vmm/job.json")))
-	if err != nil || s.Args[2] != "exit 3" || !s.Out || s.Env[0] != "A=b" {
+	if !slices.Equal(names, []string{"vmm", "vmm/job.json"}) {
+		t.Errorf("archive holds %q, want the job spec and its directory only", names)
+	}
+	s, err := guestabi.ParseSpec(job)
+	if err != nil || s.Args[2] != "exit 3" || !s.Out || s.Env[0] != "A=b" || len(s.Mounts) != 1 {
 		t.Errorf("spec read back as %+v, %v", s, err)
-	}
-	if read("share/sub/a.txt") != "hello" || read("share/odd") != "xyz" || read("share/link") != "sub/a.txt" {
-		t.Error("shared files read back wrong")
-	}
-	if m := got["share/sub/a.txt"].Mode; m&0o777 != 0o640 || m&cpio.S_IFMT != cpio.S_IFREG {
-		t.Errorf("mode %o", m)
-	}
-	if got["share/link"].Mode&cpio.S_IFMT != cpio.S_IFLNK || got["share/sub"].Mode&cpio.S_IFMT != cpio.S_IFDIR {
-		t.Error("link or directory has the wrong type")
 	}
 	if len(b)%4 != 0 {
 		t.Errorf("archive length %d not 4-byte aligned", len(b))
@@ -66,21 +51,16 @@ func TestLayerReadsBackWithURootCPIO(t *testing.T) {
 }
 
 func TestLayerErrors(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "f")
-	os.WriteFile(file, nil, 0o644)
 	for _, tt := range []struct {
-		name  string
-		spec  guestabi.Spec
-		share string
-		want  string
+		name string
+		spec guestabi.Spec
+		want string
 	}{
-		{"no command", guestabi.Spec{}, "", "no command"},
-		{"bad env", guestabi.Spec{Args: []string{"x"}, Env: []string{"=1"}}, "", "KEY=VALUE"},
-		{"missing share", guestabi.Spec{Args: []string{"x"}}, filepath.Join(dir, "nope"), "no such file"},
-		{"share is a file", guestabi.Spec{Args: []string{"x"}}, file, "not a directory"},
+		{"no command", guestabi.Spec{}, "no command"},
+		{"bad env", guestabi.Spec{Args: []string{"x"}, Env: []string{"=1"}}, "KEY=VALUE"},
+		{"bad mount", guestabi.Spec{Args: []string{"x"}, Mounts: []guestabi.Mount{{Tag: "t", Path: "rel"}}}, "mount point"},
 	} {
-		if _, err := Layer(tt.spec, tt.share); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := Layer(tt.spec); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
 		}
 	}

@@ -70,7 +70,7 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	if err := addJobShares(cfg, &spec, o); err != nil {
 		return nil, err
 	}
-	layer, err := runjob.Layer(spec, "")
+	layer, err := runjob.Layer(spec)
 	if err != nil {
 		return nil, err
 	}
