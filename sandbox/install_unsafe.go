@@ -32,19 +32,17 @@ func sigsys()
 func sigreturn()
 func handlerAddrs() (handler, restorer uintptr)
 
-// install puts the SIGSYS handler in place, then the filters progs,
-// each on every thread.
-func install(progs [][]bpf.RawInstruction) error {
-	filters := make([][]unix.SockFilter, len(progs))
-	for i, prog := range progs {
-		if len(prog) == 0 || len(prog) > unix.BPF_MAXINSNS {
-			return fmt.Errorf("filter %d has %d instructions", i, len(prog))
-		}
-		for _, in := range prog {
-			filters[i] = append(filters[i], unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K})
-		}
+// install puts the SIGSYS handler in place, then the filter prog on
+// every thread.
+func install(prog []bpf.RawInstruction) error {
+	if len(prog) == 0 || len(prog) > unix.BPF_MAXINSNS {
+		return fmt.Errorf("filter of %d instructions", len(prog))
 	}
-	// PR_SET_NO_NEW_PRIVS is per thread: it and the filters must be set
+	filter := make([]unix.SockFilter, len(prog))
+	for i, in := range prog {
+		filter[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	// PR_SET_NO_NEW_PRIVS is per thread: it and the filter must be set
 	// on the same one (TSYNC then copies both to the others).
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -54,12 +52,7 @@ func install(progs [][]bpf.RawInstruction) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("PR_SET_NO_NEW_PRIVS: %w", err)
 	}
-	for _, f := range filters {
-		if err := load(f); err != nil {
-			return err
-		}
-	}
-	return nil
+	return load(filter)
 }
 
 // load installs one filter on every thread of the process.
@@ -75,7 +68,7 @@ func load(filter []unix.SockFilter) error {
 		return fmt.Errorf("seccomp: %w", errno)
 	case r != 0:
 		// With TSYNC, a positive return is a thread that could not be
-		// synchronized (it has a filter of its own); this filter was
+		// synchronized (it has a filter of its own); the filter was
 		// not installed.
 		return fmt.Errorf("seccomp: thread %d cannot take the filter", r)
 	}

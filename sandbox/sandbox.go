@@ -29,9 +29,9 @@ type Options struct {
 const exitDenied = 128 + 31
 
 // Install turns the sandbox on for every thread of the process, now and
-// later, for the rest of its life: PR_SET_NO_NEW_PRIVS, then the filter
-// made from rules.go, synchronized to all threads (SECCOMP_FILTER_FLAG_TSYNC;
-// threads started later inherit it). Call it once every file, device and
+// later, for the rest of its life: PR_SET_NO_NEW_PRIVS, then one seccomp
+// filter made from rules.go, synchronized to all threads
+// (SECCOMP_FILTER_FLAG_TSYNC; threads started later inherit it). Call it once every file, device and
 // socket the process needs is open, before it runs guest code. A denied
 // call then ends the process with one line on stderr naming the call,
 // and status 159.
@@ -39,11 +39,11 @@ const exitDenied = 128 + 31
 // Install fails, changing nothing, on a kernel without seccomp filters
 // (before 3.17, or built without CONFIG_SECCOMP_FILTER).
 func Install(o Options) error {
-	progs, err := programs(o, os.Getpid())
+	prog, err := program(o, os.Getpid())
 	if err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
-	if err := install(progs); err != nil {
+	if err := install(prog); err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
 	return nil
@@ -62,45 +62,52 @@ func (o Options) applies(w when) bool {
 	return true
 }
 
-// programs assembles the filters for a process whose ID is pid: one for
-// each system call allowed only with some arguments, then the allow-list
-// by name (see policies).
-func programs(o Options, pid int) ([][]bpf.RawInstruction, error) {
+// program assembles the filter for a process whose ID is pid: the
+// policies (see there) one after the other in one program. Each but the
+// last ends in its default verdict, allow; that return becomes a jump to
+// the next instruction, so a call a part lets through goes on to the
+// next part, which loads the architecture and the call's number afresh.
+// Only the last part, the allow-list by name, ends the program. A part
+// never jumps outside itself (go-seccomp-bpf's jumps are relative and
+// stay within the program it assembled).
+func program(o Options, pid int) ([]bpf.RawInstruction, error) {
 	ps, err := policies(o, pid)
 	if err != nil {
 		return nil, err
 	}
-	var progs [][]bpf.RawInstruction
-	for _, p := range ps {
+	var all []bpf.Instruction
+	for i, p := range ps {
 		insts, err := p.Assemble()
 		if err != nil {
 			return nil, err
 		}
-		raw, err := bpf.Assemble(insts)
-		if err != nil {
-			return nil, err
+		if i < len(ps)-1 {
+			end, ok := insts[len(insts)-1].(bpf.RetConstant)
+			if !ok || end.Val != uint32(seccomp.ActionAllow) {
+				return nil, fmt.Errorf("filter part %d ends in %v, not its default verdict", i, insts[len(insts)-1])
+			}
+			insts[len(insts)-1] = bpf.Jump{Skip: 0}
 		}
-		progs = append(progs, raw)
+		all = append(all, insts...)
 	}
-	return progs, nil
+	return bpf.Assemble(all)
 }
 
-// policies are the filters before assembly, in the order they are
-// installed. The last allows every call rules.go names, whatever its
-// arguments, fails those with a fail errno, and traps (SIGSYS) every
-// other; the library checks the
-// architecture first (a 32-bit call is trapped) and makes x32 calls fail
-// with ENOSYS. It is last because it denies seccomp(2) itself. Each of
-// the others traps one system call when its arguments match none of its
-// rules and allows everything else. The kernel runs every filter and the
-// strictest verdict wins, so a call must pass all of them.
+// policies are the parts of the filter before assembly, in the order
+// they run. The first allows KVM_RUN at once. Each other but the last traps one system call when its arguments
+// match none of its rules and lets everything else through. The last
+// allows every call rules.go names, whatever its arguments, fails those
+// of failures() with their errno, and traps (SIGSYS) every other. Each
+// part checks the architecture first (a 32-bit call is let through by
+// the first parts and trapped by the last) and makes x32 calls fail with
+// ENOSYS: go-seccomp-bpf puts that in front of every policy.
 //
-// One filter per argument check, not one filter for everything, because
+// One part per argument check, not one policy for everything, because
 // go-seccomp-bpf v1.6.0 does not reload the system call number after a
-// failed argument check: in a combined filter the comparisons that
-// follow would compare the argument instead (clone with flags SIGCHLD,
-// 17, would be allowed as pread64, 17). Alone in its filter, a failed
-// check can only reach that filter's final verdict.
+// failed argument check: in one policy, the comparisons that follow would
+// compare the argument instead (clone with flags SIGCHLD, 17, would be
+// allowed as pread64, 17). In its own part, a failed check can only
+// reach the part's end, and the next part starts by loading the number.
 func policies(o Options, pid int) ([]seccomp.Policy, error) {
 	names := seccomp.SyscallGroup{Action: seccomp.ActionAllow}
 	var failing []seccomp.SyscallGroup
@@ -126,7 +133,15 @@ func policies(o Options, pid int) ([]seccomp.Policy, error) {
 		byName[r.name] = append(byName[r.name], r)
 		anyArgs[r.name] = anyArgs[r.name] || r.args == nil
 	}
-	var ps []seccomp.Policy
+	// KVM_RUN is made on every vCPU exit: a first part allows it before
+	// any other comparison.
+	ps := []seccomp.Policy{{
+		DefaultAction: seccomp.ActionAllow,
+		Syscalls: []seccomp.SyscallGroup{{
+			Action:             seccomp.ActionAllow,
+			NamesWithCondtions: []seccomp.NameWithConditions{{Name: "ioctl", Conditions: []seccomp.Condition{eq(1, kvmRun)}}},
+		}},
+	}}
 	for _, name := range checked {
 		if anyArgs[name] {
 			continue

@@ -48,40 +48,15 @@ func TestRules(t *testing.T) {
 		}
 	}
 	for _, o := range allOptions {
-		progs, err := programs(o, testPID)
+		prog, err := program(o, testPID)
 		if err != nil {
 			t.Fatalf("%+v: %v", o, err)
 		}
-		total := 0
-		for _, p := range progs {
-			total += len(p)
+		if len(prog) > unix.BPF_MAXINSNS {
+			t.Fatalf("%+v: %d instructions, the kernel takes %d", o, len(prog), unix.BPF_MAXINSNS)
 		}
-		// MAX_INSNS_PER_PATH (kernel/seccomp.c) bounds all filters.
-		if total+4*len(progs) > 32768 {
-			t.Fatalf("%+v: %d instructions in %d filters", o, total, len(progs))
-		}
-		t.Logf("%+v: %d filters, %d instructions", o, len(progs), total)
+		t.Logf("%+v: %d instructions", o, len(prog))
 	}
-}
-
-// verdict runs every filter on d and combines their verdicts as the
-// kernel does (kernel/seccomp.c, seccomp_run_filters): the action with
-// the lowest value as a signed 32-bit number wins, so KILL beats TRAP
-// beats ERRNO beats ALLOW.
-func verdict(t *testing.T, vms []*bpf.VM, d seccompData) uint32 {
-	t.Helper()
-	const actionMask = 0xffff0000
-	best := uint32(seccomp.ActionAllow)
-	for _, vm := range vms {
-		r, err := vm.Run(d.encode())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v := uint32(r); int32(v&actionMask) < int32(best&actionMask) {
-			best = v
-		}
-	}
-	return best
 }
 
 // allOptions are every combination of Options.
@@ -198,22 +173,18 @@ func TestFilterVerdicts(t *testing.T) {
 		{name: "32-bit ABI", call: "getpid", arch: auditArchI386, want: trap},
 		{name: "x32 ABI", call: "getpid", x32: true, want: enosys},
 	}
-	vms := map[Options][]*bpf.VM{}
+	vms := map[Options]*bpf.VM{}
 	for _, o := range allOptions {
-		ps, err := policies(o, testPID)
+		raw, err := program(o, testPID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range ps {
-			insts, err := p.Assemble()
-			if err != nil {
-				t.Fatal(err)
-			}
-			vm, err := bpf.NewVM(insts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			vms[o] = append(vms[o], vm)
+		insts, ok := bpf.Disassemble(raw)
+		if !ok {
+			t.Fatalf("%+v: the program does not disassemble", o)
+		}
+		if vms[o], err = bpf.NewVM(insts); err != nil {
+			t.Fatal(err)
 		}
 	}
 	for _, tt := range tests {
@@ -225,7 +196,11 @@ func TestFilterVerdicts(t *testing.T) {
 			if tt.x32 {
 				d.nr |= x32Bit
 			}
-			if got := verdict(t, vms[Options{Extract: tt.extract, Network: tt.network}], d); got != tt.want {
+			got, err := vms[Options{Extract: tt.extract, Network: tt.network}].Run(d.encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uint32(got) != tt.want {
 				t.Errorf("%s%v: verdict %#x, want %#x", tt.call, tt.args, got, tt.want)
 			}
 		})
