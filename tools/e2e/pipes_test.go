@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmm-dev/vmm/tools/e2e/cmd/pipeends/pattern"
+	"github.com/vmm-dev/vmm/tools/nested"
+)
+
+// The tests here are `vmm run`'s standard streams at their ends: input
+// piped in before the guest has opened its serial port, and a reader of
+// stdout that goes away. L1 runs vmm under tools/e2e/cmd/redirect, which
+// reports, and tools/e2e/cmd/pipeends, which makes the pipe ends.
+
+// pipeendsBuild builds pipeends once per test binary, statically as
+// ciBuild's tools are (L1 has no C library).
+var pipeendsBuild = sync.OnceValues(func() (string, error) {
+	if setup.dir == "" {
+		return "", fmt.Errorf("e2e: setup.dir is empty: TestMain did not prepare the suite")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	_, thisFile, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(filepath.Dir(thisFile)))
+	out := filepath.Join(setup.dir, "pipeends")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./tools/e2e/cmd/pipeends")
+	cmd.Dir = root
+	cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build pipeends: %v\n%s", err, b)
+	}
+	return out, nil
+})
+
+// pipesConfig is ciConfig (which skips with -short) with pipeends in L1
+// at /bin/pipeends.
+func pipesConfig(t *testing.T) nested.Config {
+	t.Helper()
+	c := ciConfig(t, nil)
+	tool, err := pipeendsBuild()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Files["/bin/pipeends"] = tool
+	return c
+}
+
+// firstDiff describes where got first differs from want.
+func firstDiff(got, want string) string {
+	i := 0
+	for i < len(got) && i < len(want) && got[i] == want[i] {
+		i++
+	}
+	if i == len(got) && i == len(want) {
+		return "equal"
+	}
+	end := func(s string) string { return s[i:min(len(s), i+40)] }
+	return fmt.Sprintf("%d bytes, want %d; first difference at byte %d (line %d of %d bytes): got %q, want %q",
+		len(got), len(want), i, i/pattern.LineSize, pattern.LineSize, end(got), end(want))
+}
+
+// TestRunPipedStdin: 64 KiB piped into `vmm run` from its first
+// millisecond reach the job whole, with one vCPU and two. The guest's
+// 8250 driver reads the receive register to clear it when it probes and
+// opens the port; vmm must hold the bytes until the port is open for
+// receiving (devices/serial), or the job's input starts 3 bytes late.
+// The job is `head -c N`, which prints what it read once it has N
+// bytes: a serial line has no end of file to stop a `cat`.
+func TestRunPipedStdin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots nested guests")
+	}
+	const n = 64 << 10
+	want := string(pattern.Bytes(n))
+	for _, smp := range []string{"1", "2"} {
+		t.Run("smp"+smp, func(t *testing.T) {
+			nested.Retry(t, pipesConfig(t), func(l *nested.L1) error {
+				args := append([]string{"/bin/pipeends", "-stdin-bytes", strconv.Itoa(n), "--"},
+					runArgs([]string{"-smp", smp}, "head", "-c", strconv.Itoa(n))...)
+				r, err := redirectExec(t.Context(), l, runTimeout, nil, args...)
+				if err != nil {
+					return err
+				}
+				t.Logf("vmm run -smp %s: status %d in %.1fs, %d bytes out", smp, r.Exit, r.ElapsedMS/1000, len(r.Stdout))
+				if r.Exit != 0 {
+					return reportFailure(l, r, "vmm run exited with status %d, want 0", r.Exit)
+				}
+				if nested.GoCrash(r.Stderr) {
+					return reportFailure(l, r, "vmm crashed")
+				}
+				if r.Stdout != want {
+					return reportFailure(l, r, "the job's input did not arrive whole: it printed %s", firstDiff(r.Stdout, want))
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// TestRunStdoutClosed is `vmm run ... | head -c1`: the reader of the
+// job's output goes after one byte. vmm must not die of SIGPIPE: the job
+// runs to its end with the rest of its output discarded (said on
+// stderr), -out is extracted, the scratch disk removed, and the status
+// is the job's.
+func TestRunStdoutClosed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots nested guests")
+	}
+	nested.Retry(t, pipesConfig(t), func(l *nested.L1) error {
+		// seq's 600 KB outgrow the pipe and vmm's queue, so the job is
+		// still writing when the reader goes.
+		job := []string{"sh", "-c", "seq 1 100000; echo done-$((6*7)) > /out/result; exit 5"}
+		args := append([]string{"/bin/pipeends", "-head", "1", "--"},
+			runArgs([]string{"-out", "/tmp/results"}, job...)...)
+		r, err := redirectExec(t.Context(), l, runTimeout, []string{"-cat", "/tmp/results/result", "-glob", "/tmp/vmm-out-*"}, args...)
+		if err != nil {
+			return err
+		}
+		t.Logf("vmm run | head -c1: status %d in %.1fs; stderr %q", r.Exit, r.ElapsedMS/1000, tailLines(r.Stderr, 3))
+		if r.Signal != 0 || r.Exit != 5 {
+			return reportFailure(l, r, "vmm run | head -c1: exit %d signal %d, want the job's status 5", r.Exit, r.Signal)
+		}
+		if nested.GoCrash(r.Stderr) {
+			return reportFailure(l, r, "vmm crashed")
+		}
+		if r.Stdout != "1" {
+			return reportFailure(l, r, "head -c1 read %q, want \"1\"", r.Stdout)
+		}
+		if !strings.Contains(r.Stderr, "vmm: stdout closed: ") {
+			return reportFailure(l, r, "no line on stderr about the discarded output")
+		}
+		if got := r.Files["/tmp/results/result"]; got != "done-42\n" {
+			return reportFailure(l, r, "-out not extracted: result is %q", got)
+		}
+		if g := r.Glob["/tmp/vmm-out-*"]; len(g) != 0 {
+			return reportFailure(l, r, "scratch disks left behind: %q", g)
+		}
+		return nil
+	})
+}
