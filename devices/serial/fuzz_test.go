@@ -10,7 +10,8 @@ import (
 // FuzzUART drives the UART with an arbitrary sequence of guest register
 // accesses, host input and host output progress. Each op is three bytes:
 // kind, a, b; an input whose length leaves one byte over has a Paced host
-// side (a job's stdout) instead of a plain writer (a console). After every
+// side (a job's stdout) instead of a plain writer (a console), one that
+// leaves two over needs OUT1 to receive (ReceiveOnOUT1). After every
 // op the line must match the interrupt state and have changed on every
 // SetLevel call, host input is visible only while the port is open, and
 // a busy transmitter has asked the host to call it back; at the end a
@@ -28,6 +29,9 @@ func FuzzUART(f *testing.F) {
 			w = host
 		}
 		u := New(irq, w)
+		if len(ops)%3 == 2 {
+			u.ReceiveOnOUT1()
+		}
 		closed := false
 		for len(ops) >= 3 {
 			kind, a, b := ops[0], ops[1], ops[2]

@@ -309,3 +309,41 @@ func TestReopenKeepsOrder(t *testing.T) {
 		t.Fatalf("read %d bytes, want %d in order", len(got), len(want))
 	}
 }
+
+// TestReceiveOnOUT1 is the raw-tty handshake: with ReceiveOnOUT1 the open
+// alone shows no input (the tty is still cooked then), and raising OUT1
+// (TIOCMBIS TIOCM_OUT1, which serial8250_set_mctrl writes to MCR with
+// the port's other lines) releases it; a later set_termios keeps OUT1
+// and so the input flowing. Without ReceiveOnOUT1, OUT1 changes nothing.
+func TestReceiveOnOUT1(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		handshake bool
+	}{
+		{"handshake", true},
+		{"no handshake", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			irq := newFakeIRQ()
+			u := New(irq, io.Discard)
+			if tc.handshake {
+				u.ReceiveOnOUT1()
+			}
+			linuxAutoconfig(u)
+			if _, err := u.Receive([]byte("job input\n")); err != nil {
+				t.Fatal(err)
+			}
+			linuxOpen(t, u)
+			got := linuxRead(u, irq, 10)
+			if tc.handshake != (len(got) == 0) {
+				t.Fatalf("after the open (tty still cooked) the guest read %q", got)
+			}
+			out(u, regMCR, mcrOUT2|mcrDTR|mcrRTS|mcrOUT1) // TIOCMBIS TIOCM_OUT1
+			linuxSetTermios(u, ierRLSI|ierRDI, mcrOUT2|mcrDTR|mcrRTS|mcrOUT1)
+			got = append(got, linuxRead(u, irq, 10-len(got))...)
+			if string(got) != "job input\n" {
+				t.Fatalf("guest read %q", got)
+			}
+		})
+	}
+}

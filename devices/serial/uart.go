@@ -187,6 +187,7 @@ type UART struct {
 	rbr        byte // last byte handed to the guest
 	thrPending bool // the THRE interrupt condition (see readIIR)
 	txBusy     bool // paced has no room for a FIFO load: THRE is clear
+	rxNeed     byte // MCR bits besides OUT2 that must be set to receive
 	level      bool // last level given to irq
 	rx         ring // host input, waiting for the guest
 	// lb holds bytes the guest sent to itself in loopback mode (Linux's
@@ -467,7 +468,25 @@ func (u *UART) lsr() byte {
 // reads, so it reaches the tty whole instead of losing its first bytes
 // to those reads. A guest that polls with IER.RDI off gets no input.
 func (u *UART) rxOpen() bool {
-	return u.ier&ierRDI != 0 && u.mcr&(mcrOUT2|mcrLoop) == mcrOUT2
+	want := mcrOUT2 | u.rxNeed
+	return u.ier&ierRDI != 0 && u.mcr&(want|mcrLoop) == want
+}
+
+// ReceiveOnOUT1 makes the port hold host input until the guest has also
+// raised OUT1 (MCR bit 2), a handshake for a port a guest program reads
+// raw. Linux opens a tty with its line discipline cooked (canonical,
+// echo, ICRNL, ISIG) and enables receiving during the open, before the
+// program can make it raw: input already waiting would be echoed back,
+// translated or taken for signals. The program raises OUT1 with
+// ioctl(TIOCMBIS, TIOCM_OUT1) once the tty is raw. OUT1 drives nothing
+// on a PC, and Linux's 8250 driver leaves it as the program set it
+// (it sets it itself only on AST FourPort boards). Call it before the
+// guest runs.
+func (u *UART) ReceiveOnOUT1() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.rxNeed = mcrOUT1
+	u.update()
 }
 
 // rxReady is LSR.DR: a looped-back byte, or host input the guest has
