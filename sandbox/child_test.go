@@ -51,7 +51,7 @@ func child(what string) int {
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGHUP)
-	if err := Install(Options{Extract: strings.HasPrefix(what, "extract"), Network: strings.HasPrefix(what, "network")}); err != nil {
+	if err := Install(Options{Extract: strings.HasPrefix(what, "extract"), Network: strings.HasPrefix(what, "network"), Files: strings.HasPrefix(what, "files")}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 3
 	}
@@ -110,6 +110,15 @@ func child(what string) int {
 		}
 		fmt.Println("networked")
 		os.Create(filepath.Join(os.TempDir(), "sandbox-must-not-create"))
+	case "files-socket":
+		// What a virtio-fs share does to the shared directory; but a
+		// socket is still denied.
+		if err := shareWork(os.Getenv("VMM_SANDBOX_TEST_DIR")); err != nil {
+			fmt.Println(err)
+			return 4
+		}
+		fmt.Println("shared")
+		unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	case "ioctl":
 		unix.IoctlGetWinsize(1, unix.TIOCGWINSZ)
 	case "fork":
@@ -170,6 +179,31 @@ func allowedWork(r, w *os.File) error {
 	return r.Close()
 }
 
+// shareWork creates, renames, lists, changes and removes files in dir.
+func shareWork(dir string) error {
+	p := filepath.Join(dir, "a")
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		return err
+	}
+	// renameat2, as the share server renames (os.Rename is renameat).
+	if err := unix.Renameat2(unix.AT_FDCWD, p, unix.AT_FDCWD, p+"2", 0); err != nil {
+		return err
+	}
+	if err := os.Chmod(p+"2", 0o600); err != nil {
+		return err
+	}
+	if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink("a2", filepath.Join(dir, "l")); err != nil {
+		return err
+	}
+	if _, err := os.ReadDir(dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
 // loopbackTCP listens, dials and moves a message on 127.0.0.1.
 func loopbackTCP() error {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -203,7 +237,7 @@ func runChild(t *testing.T, what string) (string, string, int) {
 		t.Skip("the race detector's runtime makes calls vmm's filter does not allow")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+what)
+	cmd.Env = append(os.Environ(), childEnv+"="+what, "VMM_SANDBOX_TEST_DIR="+t.TempDir())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -225,6 +259,7 @@ func TestDenied(t *testing.T) {
 		{"open", "", "openat (nr 257)"},
 		{"extract-getppid", "opened\n", "getppid (nr 110)"},
 		{"network-create", "networked\n", "openat (nr 257)"},
+		{"files-socket", "shared\n", "socket (nr 41)"},
 		{"ioctl", "", "ioctl (nr 16)"},
 		{"fork", "", "clone (nr 56)"},
 		{"mmap-exec", "", "mmap (nr 9)"},

@@ -23,6 +23,7 @@ const (
 	always  when = iota
 	extract      // only with Options.Extract (`vmm run -out`)
 	network      // only with Options.Network (-nic user)
+	files        // only with Options.Files (-fs, vmm run -share and -rootfs)
 	withCgo      // only in a vmm built with cgo, whose threads glibc starts
 )
 
@@ -171,6 +172,34 @@ func rules(pid int) []rule {
 		{"newfstatat", extract, nil, "-out: check what already exists in the output directory"},
 		{"fstat", extract, nil, "-out: os.File and os.Root look at what they opened"},
 		{"fcntl", extract, nil, "-out: os.File checks the mode of a descriptor it opened"},
+
+		// -fs, and vmm run's -share and -rootfs: the virtio-fs server
+		// (virtio/fs/share) does what the guest asks of the shared
+		// directory while it runs, through descriptors of its own and
+		// /proc/self/fd paths. Measured with strace on its tests. Only
+		// for a run with a share: a vmm that took these could read and
+		// change whatever files the user can.
+		{"openat", files, nil, "-fs: open a shared file or directory (lookup, open, create)"},
+		{"newfstatat", files, nil, "-fs: a shared file's attributes (getattr, lookup)"},
+		{"fstat", files, nil, "-fs: the attributes of an open shared file"},
+		{"fstatfs", files, nil, "-fs: statfs of the shared file system"},
+		{"getdents64", files, nil, "-fs: read a shared directory"},
+		{"lseek", files, nil, "-fs: rewind a shared directory for readdir"},
+		{"readlinkat", files, nil, "-fs: readlink of a shared symlink"},
+		{"mkdirat", files, nil, "-fs: mkdir in the share"},
+		{"mknodat", files, nil, "-fs: mknod and mkfifo"},
+		{"symlinkat", files, nil, "-fs: symlink in the share"},
+		{"linkat", files, nil, "-fs: link, a hard link inside the share"},
+		{"unlinkat", files, nil, "-fs: unlink and rmdir"},
+		{"renameat2", files, nil, "-fs: rename, with the guest's flags"},
+		{"fchmodat", files, nil, "-fs: chmod (setattr)"},
+		{"fchownat", files, nil, "-fs: chown (setattr)"},
+		{"utimensat", files, nil, "-fs: set times (setattr)"},
+		{"truncate", files, nil, "-fs: set size (setattr) by path"},
+		{"ftruncate", files, nil, "-fs: set size (setattr) of an open file"},
+		{"faccessat", files, nil, "-fs: access checks"},
+		{"fsync", files, nil, "-fs: fsync and fsyncdir"},
+		{"fcntl", files, nil, "-fs: os.File checks a descriptor's flags"},
 
 		// -nic user: the user-mode network (package usernet) carries the
 		// guest's TCP and UDP through host sockets it opens while the

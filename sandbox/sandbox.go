@@ -21,6 +21,10 @@ type Options struct {
 	// while the guest runs: IPv4 and IPv6 sockets, and read-only opens
 	// of the resolver's configuration.
 	Network bool
+	// Files allows what a virtio-fs share (-fs, vmm run -share and
+	// -rootfs) does while the guest runs: the file-system calls of
+	// every operation the guest may ask of the shared directory.
+	Files bool
 }
 
 // exitDenied is the status of a process the sandbox stopped: 128+SIGSYS,
@@ -56,6 +60,8 @@ func (o Options) applies(w when) bool {
 		return o.Extract
 	case network:
 		return o.Network
+	case files:
+		return o.Files
 	case withCgo:
 		return cgoBuild
 	}

@@ -60,7 +60,12 @@ func TestRules(t *testing.T) {
 }
 
 // allOptions are every combination of Options.
-var allOptions = []Options{{}, {Extract: true}, {Network: true}, {Extract: true, Network: true}}
+var allOptions = func() (all []Options) {
+	for i := 0; i < 8; i++ {
+		all = append(all, Options{Extract: i&1 != 0, Network: i&2 != 0, Files: i&4 != 0})
+	}
+	return all
+}()
 
 // seccompData is struct seccomp_data (include/uapi/linux/seccomp.h) as the
 // filter sees it. x/net/bpf's VM loads words big-endian, the kernel in
@@ -116,6 +121,7 @@ func TestFilterVerdicts(t *testing.T) {
 		args    [6]uint64
 		extract bool
 		network bool
+		files   bool
 		want    uint32
 	}{
 		{name: "KVM_RUN", call: "ioctl", args: args(5, kvmRun), want: allow},
@@ -165,6 +171,11 @@ func TestFilterVerdicts(t *testing.T) {
 		{name: "write a file with -nic user and -out", call: "openat", network: true, extract: true, args: args(0, 0, unix.O_WRONLY|unix.O_CREAT), want: allow},
 		{name: "connect for -nic user", call: "connect", network: true, want: allow},
 		{name: "connect without", call: "connect", want: trap},
+		{name: "rename in a share", call: "renameat2", files: true, want: allow},
+		{name: "rename without a share", call: "renameat2", extract: true, want: trap},
+		{name: "open in a share", call: "openat", files: true, args: args(0, 0, unix.O_RDWR|unix.O_CREAT), want: allow},
+		{name: "socket with a share", call: "socket", files: true, args: args(unix.AF_INET), want: trap},
+		{name: "execve with everything", call: "execve", files: true, network: true, extract: true, want: trap},
 		{name: "socket", call: "socket", want: trap},
 		{name: "connect", call: "connect", extract: true, want: trap},
 		{name: "ptrace", call: "ptrace", want: trap},
@@ -196,7 +207,7 @@ func TestFilterVerdicts(t *testing.T) {
 			if tt.x32 {
 				d.nr |= x32Bit
 			}
-			got, err := vms[Options{Extract: tt.extract, Network: tt.network}].Run(d.encode())
+			got, err := vms[Options{Extract: tt.extract, Network: tt.network, Files: tt.files}].Run(d.encode())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,7 +9,7 @@ import (
 )
 
 // -sandbox is on unless turned off, takes nothing else, and the sandbox
-// widens only for -out and -nic user.
+// widens only for -out, -nic user and -fs.
 func TestSandboxFlag(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
@@ -22,6 +22,7 @@ func TestSandboxFlag(t *testing.T) {
 		{[]string{"-kernel", "bz", "-sandbox", "maybe"}, "", sandbox.Options{}},
 		{[]string{"-kernel", "bz", "-nic", "user"}, "on", sandbox.Options{Network: true}},
 		{[]string{"-kernel", "bz", "-tap", "tap0"}, "on", sandbox.Options{}},
+		{[]string{"-kernel", "bz", "-fs", "/tmp"}, "on", sandbox.Options{Files: true}},
 	} {
 		cfg, o, err := parseArgs(tt.args, io.Discard)
 		if tt.mode == "" {
