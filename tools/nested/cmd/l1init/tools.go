@@ -19,7 +19,7 @@ import (
 // which has no userland besides this binary.
 func toolMain(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: l1init testecho|testbytes|testkvm|stat PATH...|signal SIGNUM NAME|io SUBCOMMAND...")
+		fmt.Fprintln(os.Stderr, "usage: l1init testecho|testbytes|testkvm|stat PATH...|signal SIGNUM NAME|procstatus NAME|io SUBCOMMAND...")
 		return 2
 	}
 	switch args[0] {
@@ -33,6 +33,8 @@ func toolMain(args []string) int {
 		return statPaths(args[1:])
 	case "signal":
 		return signalByName(args[1:])
+	case "procstatus":
+		return procStatus(args[1:])
 	case "asuser":
 		return asUser(args[1:])
 	case "chmod":
