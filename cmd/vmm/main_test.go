@@ -228,16 +228,21 @@ func TestParseBootTimer(t *testing.T) {
 func TestParseKernelCache(t *testing.T) {
 	t.Setenv("VMM_CACHE", "/cache/vmm")
 	for _, tt := range []struct {
+		env  string
 		args []string
 		want string
 	}{
-		{[]string{"-kernel", "bz"}, "/cache/vmm/vmlinux"},
-		{[]string{"-kernel", "bz", "-kernel-cache", "/tmp/k"}, "/tmp/k"},
-		{[]string{"--kernel-cache=off", "--kernel", "bz"}, ""},
+		{"", []string{"-kernel", "bz"}, ""},
+		{"", []string{"-kernel", "bz", "-kernel-cache", "on"}, "/cache/vmm/vmlinux"},
+		{"", []string{"-kernel", "bz", "-kernel-cache", "/tmp/k"}, "/tmp/k"},
+		{"on", []string{"-kernel", "bz"}, "/cache/vmm/vmlinux"},
+		{"/k", []string{"-kernel", "bz"}, "/k"},
+		{"on", []string{"--kernel-cache=off", "--kernel", "bz"}, ""},
 	} {
+		t.Setenv("VMM_KERNEL_CACHE", tt.env)
 		cfg, _, err := parseArgs(tt.args, io.Discard)
 		if err != nil || cfg.KernelCache != tt.want {
-			t.Errorf("%v: KernelCache %q, err %v; want %q", tt.args, cfg.KernelCache, err, tt.want)
+			t.Errorf("VMM_KERNEL_CACHE=%q %v: KernelCache %q, err %v; want %q", tt.env, tt.args, cfg.KernelCache, err, tt.want)
 		}
 	}
 }
