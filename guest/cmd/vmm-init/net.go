@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,19 +15,21 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// DHCP timing. The whole of it is bounded by dhcpDeadline, so a card
-// with no DHCP server behind it (a TAP the host configures by hand)
-// delays the boot by that much at most. Each exchange waits
-// dhcpAttemptTimeout for an answer before sending again; a user-mode
-// network answers in milliseconds, even under nested emulation.
+// DHCP timing. The whole of it, waiting for the link included, is
+// bounded by dhcpDeadline, so a card with no DHCP server behind it (a
+// TAP the host configures by hand) delays the boot by that much at most;
+// vmm.dhcp=off on the kernel command line skips DHCP altogether. Each
+// exchange waits dhcpAttemptTimeout for an answer before sending again.
+// A user-mode network answers in milliseconds, but under nested
+// emulation the guest's own link-up and Go code take seconds.
 const (
-	dhcpDeadline       = 10 * time.Second
+	dhcpDeadline       = 20 * time.Second
 	dhcpAttemptTimeout = 2 * time.Second
-	dhcpRetries        = 4
-	// linkUpTimeout bounds waiting for a card's link once it is set up;
-	// virtio-net's link is up at once.
-	linkUpTimeout = 2 * time.Second
+	dhcpRetries        = 8
 )
+
+// dhcpOff on the kernel command line turns DHCP off.
+const dhcpOff = "vmm.dhcp=off"
 
 // virtioNetDriver is the driver name under /sys/class/net/IF/device.
 const virtioNetDriver = "virtio_net"
@@ -42,7 +46,7 @@ func setUpNetwork() {
 		fmt.Fprintf(os.Stderr, "vmm-init: lo up: %v\n", err)
 	}
 	cards := virtioNetCards("/sys/class/net")
-	if len(cards) == 0 {
+	if len(cards) == 0 || dhcpDisabled("/proc/cmdline") {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dhcpDeadline)
@@ -74,9 +78,17 @@ func virtioNetCards(dir string) []string {
 	return names
 }
 
+// dhcpDisabled says whether the kernel command line in file has
+// vmm.dhcp=off.
+func dhcpDisabled(file string) bool {
+	b, err := os.ReadFile(file)
+	return err == nil && slices.Contains(strings.Fields(string(b)), dhcpOff)
+}
+
 // dhcp brings the card up and configures it from a DHCPv4 lease.
 func dhcp(ctx context.Context, name string) error {
-	link, err := dhclient.IfUp(name, linkUpTimeout)
+	deadline, _ := ctx.Deadline()
+	link, err := dhclient.IfUp(name, time.Until(deadline))
 	if err != nil {
 		return err
 	}

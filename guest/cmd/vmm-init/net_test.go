@@ -33,3 +33,28 @@ func TestVirtioNetCards(t *testing.T) {
 		t.Fatalf("cards in a missing directory: %v", got)
 	}
 }
+
+func TestDHCPDisabled(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		cmdline string
+		want    bool
+	}{
+		{"console=ttyS0 quiet\n", false},
+		{"console=ttyS0 vmm.dhcp=off quiet\n", true},
+		{"vmm.dhcp=off", true},
+		{"vmm.dhcp=offline", false},
+		{"xvmm.dhcp=off", false},
+	} {
+		p := filepath.Join(dir, "cmdline")
+		if err := os.WriteFile(p, []byte(c.cmdline), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := dhcpDisabled(p); got != c.want {
+			t.Errorf("%q: disabled = %v, want %v", c.cmdline, got, c.want)
+		}
+	}
+	if dhcpDisabled(filepath.Join(dir, "missing")) {
+		t.Error("a missing command line disables DHCP")
+	}
+}
