@@ -104,8 +104,11 @@ func (h *hostIO) finish(status int, report func(io.Writer)) int {
 	defer h.stopOutput()
 	defer h.stopMsgs()
 	if h.job != nil && h.job.Drain(h.outputDone, 0) != nil {
-		if s, ok := stoppedStatus(context.Cause(h.run)); ok {
+		cause := context.Cause(h.run)
+		if s, ok := stoppedStatus(cause); ok && s != status {
+			// The guest had ended; its output had not yet all gone.
 			status = s
+			fmt.Fprintf(h.stderr, "vmm: writing the job's output: %v\n", cause)
 		}
 	}
 	_ = h.console.Drain(h.outputDone, consoleStall)

@@ -370,11 +370,11 @@ func TestStalledReaderDoesNotHoldVMM(t *testing.T) {
 			if tc.run {
 				args = append([]string{"run"}, append(args, "--", "job")...)
 			}
-			start := time.Now()
 			c := startChild(t, tc.script, 0, tc.stderrPipe, args...)
 			var stopAt time.Time
 			if tc.stop == "timeout" {
-				stopAt = start.Add(700 * time.Millisecond)
+				// The child armed -timeout before it said ready.
+				stopAt = time.Now().Add(700 * time.Millisecond)
 			} else {
 				stalled := c.stdout
 				if tc.stderrPipe {
@@ -514,6 +514,10 @@ func TestFinishStatus(t *testing.T) {
 			start := time.Now()
 			if got := h.finish(3, nil); got != tc.want {
 				t.Errorf("status %d, want %d", got, tc.want)
+			}
+			msg := (&stderr).String()
+			if tc.cause == nil && msg != "" || tc.cause != nil && !strings.Contains(msg, "vmm: writing the job's output: "+tc.cause.Error()) {
+				t.Errorf("stderr %q", msg)
 			}
 			if took := time.Since(start); took > time.Second {
 				t.Errorf("finish took %v", took)
