@@ -114,7 +114,9 @@ func (m *Machine) runVCPU(v vcpu) error {
 		if err != nil {
 			return err
 		}
-		if first {
+		// An interrupted run (a kick, a signal) proves nothing about the
+		// guest: the first exit is the first one the guest made.
+		if first && e.reason != kvm.ExitIntr {
 			m.mark(guestabi.FirstExit)
 			first = false
 		}

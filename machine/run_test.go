@@ -464,6 +464,25 @@ func TestBootTimerMarksRun(t *testing.T) {
 	}
 }
 
+// TestFirstExitIsTheGuests checks that a run interrupted before the guest
+// ever exits (a kick, a signal) is not taken for the guest's first exit:
+// kvmprobe and the boot benchmark read that stamp as "the kernel runs".
+func TestFirstExitIsTheGuests(t *testing.T) {
+	timer := boottimer.New(time.Now())
+	boot := newFakeVCPU(0, exitOf(kvm.ExitIntr), exitOf(kvm.ExitIntr))
+	m, _ := newFakeMachine(t, Config{BootTimer: timer}, boot)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := runBounded(ctx, t, m); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err)
+	}
+	for _, s := range timer.Stamps() {
+		if s.Phase == guestabi.FirstExit {
+			t.Fatalf("first exit stamped at %v though the guest only had interrupted runs", s.Since)
+		}
+	}
+}
+
 func TestSerialInterruptLines(t *testing.T) {
 	// OUT2 gates a PC UART's interrupt; THRE interrupts then fire at
 	// once, as the transmitter is idle.
