@@ -35,13 +35,15 @@ const exitDenied = 128 + 31
 // Install turns the sandbox on for every thread of the process, now and
 // later, for the rest of its life: PR_SET_NO_NEW_PRIVS, then one seccomp
 // filter made from rules.go, synchronized to all threads
-// (SECCOMP_FILTER_FLAG_TSYNC; threads started later inherit it). Call it once every file, device and
-// socket the process needs is open, before it runs guest code. A denied
-// call then ends the process with one line on stderr naming the call,
-// and status 159.
+// (SECCOMP_FILTER_FLAG_TSYNC; threads started later inherit it). Call it
+// once every file, device and socket the process needs is open, before
+// it runs guest code. A denied call then ends the process with one line
+// on stderr naming the call, and status 159.
 //
-// Install fails, changing nothing, on a kernel without seccomp filters
-// (before 3.17, or built without CONFIG_SECCOMP_FILTER).
+// Install fails on a kernel without seccomp filters (before 3.17, or
+// built without CONFIG_SECCOMP_FILTER); the process is then not confined
+// (its SIGSYS handler and no_new_privs bit may be set, which changes
+// nothing for vmm), and the caller should stop.
 func Install(o Options) error {
 	prog, err := program(o, os.Getpid())
 	if err != nil {
