@@ -31,10 +31,12 @@ vmm:
 guest: deps
 	$(GO) run ./tools/cmd/mkguest -flavor $(FLAVOR) -out $(GUEST)
 
-# Boot the default guest to a shell: straight on /dev/kvm where there is
-# one, else inside a nested L1 guest under QEMU (see README).
+# Boot the default guest to a shell: straight on /dev/kvm where it runs
+# the guest's kernel (tools/cmd/kvmprobe boots it to its first exit: some
+# sandboxes have a /dev/kvm that cannot run Linux), else inside a nested
+# L1 guest under QEMU (see README).
 run: deps vmm guest
-	@if [ -c /dev/kvm ] && [ -r /dev/kvm ]; then \
+	@if [ -c /dev/kvm ] && [ -r /dev/kvm ] && $(GO) run ./tools/cmd/kvmprobe -kernel $(GUEST)/bzImage; then \
 		$(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(ARGS); \
 	else \
 		echo "make run: no usable /dev/kvm here; booting vmm inside a nested L1 guest (QEMU TCG, emulated AMD-V)"; \

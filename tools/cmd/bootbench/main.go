@@ -28,8 +28,10 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vmm-dev/vmm/guest"
 	"github.com/vmm-dev/vmm/tools/container"
 	"github.com/vmm-dev/vmm/tools/internal/flagspell"
+	"github.com/vmm-dev/vmm/tools/kvmprobe"
 )
 
 type options struct {
@@ -128,20 +130,26 @@ func main() {
 	}
 }
 
-// kvmUsable reports whether this host can boot VMs itself.
-func kvmUsable() error {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return err
+// kvmUsable reports whether this host can boot the benchmark's VMs
+// itself: whether its /dev/kvm runs the cloud kernel (package kvmprobe),
+// not only whether the device opens.
+func kvmUsable(ctx context.Context, o options) error {
+	kernel := o.kernel
+	if kernel == "" {
+		k, err := guest.FetchKernel(ctx, guest.FlavorCloud, "")
+		if err != nil {
+			return err
+		}
+		kernel = k.BzImage
 	}
-	return f.Close()
+	return kvmprobe.Usable(ctx, kernel, kvmprobe.DefaultTimeout)
 }
 
 func run(ctx context.Context, o options) error {
 	mode := o.mode
 	if mode == "auto" {
 		mode = "direct"
-		if err := kvmUsable(); err != nil {
+		if err := kvmUsable(ctx, o); err != nil {
 			mode = "nested"
 			fmt.Fprintf(os.Stderr, "bootbench: no usable /dev/kvm (%v): running everything inside one nested L1 guest (QEMU TCG, emulated AMD-V)\n", err)
 		}

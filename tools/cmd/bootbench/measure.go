@@ -158,9 +158,13 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 	if err := cmd.Start(); err != nil {
 		return Sample{}, fmt.Errorf("%s: start: %w", s.Name, err)
 	}
-	go w.watch(stdout)
+	// Wait closes stdout once the process is gone, so it must come after
+	// the watcher has read the console to its end: a guest that dies at
+	// once would otherwise be reported without its last words.
+	watched := make(chan struct{})
+	go func() { w.watch(stdout); close(watched) }()
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { <-watched; exited <- cmd.Wait() }()
 	fail := func(err error) (Sample, error) {
 		cmd.Process.Kill()
 		<-exited
