@@ -17,7 +17,7 @@ require (
 	github.com/u-root/mkuimage v0.0.0-20250701161901-6a9871f2e64f
 	github.com/u-root/u-root v0.15.0
 	github.com/u-root/uio v0.0.0-20240224005618-d2acac8f3701
-	github.com/ulikunitz/xz v0.5.11
+	github.com/ulikunitz/xz v0.5.17
 	github.com/vishvananda/netlink v1.3.1
 	github.com/vishvananda/netns v0.0.5
 	golang.org/x/net v0.53.0
