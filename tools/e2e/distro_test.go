@@ -62,8 +62,10 @@ const (
 )
 
 var (
-	distroMarkerRE   = regexp.MustCompile(regexp.QuoteMeta(distro.Marker))
-	kvmstatRE        = regexp.MustCompile(`kvmstat: (\{.*\})`)
+	distroMarkerRE = regexp.MustCompile(regexp.QuoteMeta(distro.Marker))
+	// The line's end is part of the match: without it a console chunk
+	// ending at a '}' inside the JSON matches a truncated report.
+	kvmstatRE        = regexp.MustCompile(`kvmstat: (\{.*\})\r?\n`)
 	vmmTripleFaultRE = regexp.MustCompile(`vmm: vCPU \d+: guest triple fault[^\r\n]*`)
 )
 
