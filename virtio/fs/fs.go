@@ -74,11 +74,15 @@ const (
 	numQueues    = 2
 
 	// hiprioSize and requestSize are the queues' maximum sizes. Linux
-	// caps a request's pages at the request queue's size (minus its
-	// headers) unless it uses indirect descriptors, which the device
-	// offers, so 256 entries let a MaxWrite request through either way.
+	// caps a request's pages at the request queue's size less
+	// FUSE_HEADER_OVERHEAD (4) descriptors (fs/fuse/virtio_fs.c,
+	// virtio_fs_get_tree), indirect descriptors or not: with 256
+	// entries a 1 MiB WRITE or READ (MaxWrite, 256 pages) was split in
+	// two, as measured with Debian's 6.1. 512, the next power of two a
+	// split queue's size must be (virtio v1.2 §2.7), lets it through
+	// whole.
 	hiprioSize  = 128
-	requestSize = 256
+	requestSize = 512
 
 	// maxInFlight is how many requests of the request queue run at
 	// once: enough for a parallel build's file operations to overlap

@@ -38,6 +38,13 @@ const (
 	// never larger than the FUSE dirents they become, so it holds more
 	// than one READDIR of a page needs.
 	direntBufSize = 32 << 10
+	// openReplyFlags are what OPEN and CREATE tell the guest about a
+	// file they open: FOPEN_NOFLUSH (linux/fuse.h, Linux 5.16 and
+	// later), no FLUSH when the guest closes it. FLUSH would do nothing
+	// here (the server keeps no data of its own, and locks stay in the
+	// guest's kernel) but cost a round trip on every close(2); older
+	// kernels ignore the flag and get the FLUSH answered as before.
+	openReplyFlags = fuse.FOPEN_NOFLUSH
 	// getattrFH is FUSE_GETATTR_FH (linux/fuse.h).
 	getattrFH = 1
 	// fsyncData is FUSE_FSYNC_FDATASYNC (linux/fuse.h).
@@ -227,12 +234,26 @@ func (fs *fsys) parentAndName(id uint64, name string) (*node, fuse.Status) {
 	return fs.nodeOf(id)
 }
 
+// Lookup answers a name that is not there with a negative entry, node ID
+// 0 with an entry timeout (linux/fuse.h: "zero nodeid is same as
+// -ENOENT, but with valid timeout"), rather than ENOENT, which the guest
+// cannot cache: a dynamic loader probing library directories, a shell
+// searching PATH or a build checking for files it is about to make would
+// otherwise send a LOOKUP for every miss, each a round trip to the host.
+// The guest then misses a file created on the host for up to timeout, as
+// it misses changed attributes.
 func (fs *fsys) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	p, st := fs.nodeOf(h.NodeId)
 	if !st.Ok() {
 		return st
 	}
-	return fs.child(p, name, out)
+	st = fs.child(p, name, out)
+	if st == fuse.ENOENT {
+		*out = fuse.EntryOut{}
+		out.SetEntryTimeout(timeout)
+		return fuse.OK
+	}
+	return st
 }
 
 func (fs *fsys) Forget(id, nlookup uint64) { fs.t.forget(id, nlookup) }
@@ -621,7 +642,7 @@ func (fs *fsys) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	if err != nil {
 		return status(err)
 	}
-	*out = fuse.OpenOut{Fh: fh}
+	*out = fuse.OpenOut{Fh: fh, OpenFlags: openReplyFlags}
 	return fuse.OK
 }
 
@@ -695,7 +716,7 @@ func (fs *fsys) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 		fs.t.forget(out.NodeId, 1)
 		return status(err)
 	}
-	out.OpenOut = fuse.OpenOut{Fh: fh}
+	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openReplyFlags}
 	return fuse.OK
 }
 

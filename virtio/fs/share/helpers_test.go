@@ -163,11 +163,20 @@ func (c *client) entry(what string, errno syscall.Errno, body []byte) fuse.Entry
 	return e
 }
 
+// lookup is LOOKUP as the guest's kernel reads it: a negative entry
+// (node ID 0) is ENOENT.
 func (c *client) lookup(parent uint64, name string) (fuse.EntryOut, syscall.Errno) {
 	c.t.Helper()
 	errno, body := c.call(fusetest.OpLookup, parent, nil, fusetest.Name(name))
 	if errno != 0 {
 		return fuse.EntryOut{}, errno
+	}
+	var e fuse.EntryOut
+	if err := fusetest.Decode(body, &e); err != nil {
+		c.t.Fatal(err)
+	}
+	if e.NodeId == 0 {
+		return fuse.EntryOut{}, syscall.ENOENT
 	}
 	return c.entry("LOOKUP "+name, errno, body), 0
 }

@@ -147,8 +147,8 @@ const (
 	kernelMajor = 7
 	minMinor    = 12
 
-	// timeout is how long the guest may cache a lookup or attributes
-	// before asking again: long enough to spare most repeated lookups of
+	// timeout is how long the guest may cache a lookup (a name's
+	// absence too) or attributes before asking again: long enough to spare most repeated lookups of
 	// a build, short enough that a change made on the host shows within
 	// a second (virtiofsd's cache=auto uses the same).
 	timeout = time.Second

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -556,5 +557,69 @@ func TestUnimplemented(t *testing.T) {
 	}
 	if len(c.log.lines) != 0 {
 		t.Errorf("unimplemented opcodes logged %q", c.log.lines)
+	}
+}
+
+// A name that is not there gets a negative entry the guest can cache
+// (node ID 0, the entry timeout set) instead of ENOENT, and no node;
+// names that are there, and bad names, are answered as before.
+func TestNegativeLookup(t *testing.T) {
+	c := newClient(t, false)
+	before := len(c.s.fs.t.nodes)
+	errno, body := c.call(fusetest.OpLookup, root, nil, fusetest.Name("missing"))
+	var e fuse.EntryOut
+	if errno != 0 || fusetest.Decode(body, &e) != nil {
+		t.Fatalf("LOOKUP missing: %v, body %x", errno, body)
+	}
+	if e.NodeId != 0 || e.EntryValid != uint64(timeout/time.Second) || e.Attr.Ino != 0 {
+		t.Errorf("LOOKUP missing: %+v, want node 0 with a %v entry timeout", e, timeout)
+	}
+	if n := len(c.s.fs.t.nodes); n != before {
+		t.Errorf("%d nodes after a negative lookup, had %d", n, before)
+	}
+	for _, tc := range []struct {
+		parent uint64
+		name   string
+		want   syscall.Errno
+	}{
+		{root, "..", syscall.EINVAL},
+		{root, "a/b", syscall.EINVAL},
+		{12345, "f", syscall.ESTALE},
+		{c.mustLookup(root, "f").NodeId, "x", syscall.ENOTDIR},
+	} {
+		if errno, _ := c.call(fusetest.OpLookup, tc.parent, nil, fusetest.Name(tc.name)); errno != tc.want {
+			t.Errorf("LOOKUP %q in %d: %v, want %v", tc.name, tc.parent, errno, tc.want)
+		}
+	}
+	// Created afterwards, it is found (the guest's cache is the
+	// guest's business).
+	if err := os.WriteFile(filepath.Join(c.dir, "missing"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.mustLookup(root, "missing")
+}
+
+// OPEN and CREATE tell the guest not to send FLUSH on close; a FLUSH
+// from a kernel that ignores the flag is still answered.
+func TestOpenNoFlush(t *testing.T) {
+	c := newClient(t, false)
+	co, errno := c.create(root, "new", unix.O_WRONLY|unix.O_CREAT, 0o644)
+	c.mustOK("CREATE", errno)
+	// The same name again, without O_EXCL: the existing-file path.
+	co2, errno := c.create(root, "new", unix.O_WRONLY|unix.O_CREAT, 0o644)
+	c.mustOK("CREATE existing", errno)
+	f := c.mustLookup(root, "f")
+	errno, body := c.call(fusetest.OpOpen, f.NodeId, fuse.OpenIn{Flags: unix.O_RDONLY})
+	var oo fuse.OpenOut
+	if errno != 0 || fusetest.Decode(body, &oo) != nil {
+		t.Fatalf("OPEN: %v", errno)
+	}
+	for what, flags := range map[string]uint32{"CREATE": co.OpenFlags, "CREATE existing": co2.OpenFlags, "OPEN": oo.OpenFlags} {
+		if flags != fuse.FOPEN_NOFLUSH {
+			t.Errorf("%s: open flags %#x, want FOPEN_NOFLUSH only", what, flags)
+		}
+	}
+	if errno, _ := c.call(fusetest.OpFlush, f.NodeId, fuse.FlushIn{Fh: oo.Fh}); errno != 0 {
+		t.Errorf("FLUSH: %v", errno)
 	}
 }
