@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/sandbox"
 )
@@ -8,20 +9,25 @@ import (
 // enterSandbox confines vmm to the system calls in sandbox/rules.go,
 // unless -sandbox=off. It is called once the machine is built: every
 // file, device and socket vmm needs is open, and no guest code has run.
-// -out adds the calls its extraction makes after the guest stops, -nic
-// user those of the user-mode network (host sockets, the resolver's
-// files), and a virtio-fs share (-fs, vmm run -share and -rootfs) the
-// file-system calls its server makes for the guest.
+// A job's scratch disk (vmm run with -out, and every restored snapshot,
+// which carries one) adds the calls that read and remove it after the
+// guest stops (-out's extraction), -nic user those of the user-mode
+// network (host sockets, the resolver's files), and a virtio-fs share
+// (-fs, vmm run -share and -rootfs) the file-system calls its server
+// makes for the guest.
 func enterSandbox(o options, cfg machine.Config) error {
 	if o.sandbox == "off" {
 		return nil
 	}
-	return sandbox.Install(sandboxOptions(o, cfg))
+	return sandbox.Install(sandboxOptions(cfg))
 }
 
 // sandboxOptions is what the run does besides running the guest.
-func sandboxOptions(o options, cfg machine.Config) sandbox.Options {
-	so := sandbox.Options{Extract: o.out != "", Files: len(cfg.Shares) > 0}
+func sandboxOptions(cfg machine.Config) sandbox.Options {
+	so := sandbox.Options{Files: len(cfg.Shares) > 0}
+	for _, d := range cfg.Disks {
+		so.Extract = so.Extract || d.Serial == guestabi.OutSerial
+	}
 	for _, n := range cfg.NICs {
 		so.Network = so.Network || n.User
 	}

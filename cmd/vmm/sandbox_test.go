@@ -5,11 +5,14 @@ import (
 	"io"
 	"testing"
 
+	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/sandbox"
 )
 
 // -sandbox is on unless turned off, takes nothing else, and the sandbox
-// widens only for -out, -nic user and -fs.
+// widens only for a job's scratch disk (-out, restored snapshots), -nic
+// user and -fs.
 func TestSandboxFlag(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
@@ -36,15 +39,17 @@ func TestSandboxFlag(t *testing.T) {
 			t.Errorf("%q: sandbox %q, %v; want %q", tt.args, o.sandbox, err, tt.mode)
 			continue
 		}
-		if got := sandboxOptions(o, cfg); got != tt.want {
+		if got := sandboxOptions(cfg); got != tt.want {
 			t.Errorf("%q: %+v, want %+v", tt.args, got, tt.want)
 		}
 	}
-	cfg, o, err := parseMode(true, []string{"-kernel", "bz", "-out", "/tmp/o", "--", "true"}, io.Discard)
+	// prepareJob and prepareRestore add the scratch disk after parsing.
+	cfg, _, err := parseMode(true, []string{"-kernel", "bz", "-out", "/tmp/o", "--", "true"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sandboxOptions(o, cfg); got != (sandbox.Options{Extract: true}) {
-		t.Errorf("vmm run -out: %+v, want Extract", got)
+	cfg.Disks = append(cfg.Disks, machine.Disk{Path: "/tmp/vmm-out-1.img", Serial: guestabi.OutSerial})
+	if got := sandboxOptions(cfg); got != (sandbox.Options{Extract: true}) {
+		t.Errorf("a job with a scratch disk: %+v, want Extract", got)
 	}
 }
