@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,6 +87,8 @@ func prepareMounts(spec guestabi.Spec) (root string, shares []string, err error)
 		{"sysfs", "sys", "sysfs", ""},
 		{"devtmpfs", "dev", "devtmpfs", ""},
 		{"devpts", "dev/pts", "devpts", "newinstance,ptmxmode=0666"},
+		// POSIX shared memory (shm_open, Python's multiprocessing).
+		{"tmpfs", "dev/shm", "tmpfs", "mode=1777"},
 		{"tmpfs", "tmp", "tmpfs", "mode=1777"},
 		{"tmpfs", "run", "tmpfs", "mode=0755"},
 	} {
@@ -113,12 +116,61 @@ func prepareMounts(spec guestabi.Spec) (root string, shares []string, err error)
 			return "", shares, fmt.Errorf("bind %s into the root: %w", guestabi.OutDir, err)
 		}
 	}
+	if err := devLinks(filepath.Join(rootDir, "dev")); err != nil {
+		return "", shares, err
+	}
 	// The name server the guest learnt by DHCP, if any, for the job's
 	// resolver; written into the overlay, never into the share.
 	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil && len(b) > 0 {
-		os.WriteFile(filepath.Join(rootDir, "etc/resolv.conf"), b, 0o644)
+		if err := writeResolvConf(rootDir, b); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: the job's /etc/resolv.conf: %v\n", err)
+		}
 	}
 	return rootDir, shares, nil
+}
+
+// devLinks adds to a fresh devtmpfs at dev the links udev or systemd
+// would make and programs expect: /dev/fd (bash's process substitution,
+// `<(cmd)`) and /dev/stdin, stdout and stderr. Links already there are
+// left alone (the devtmpfs is the init's own, mounted again).
+func devLinks(dev string) error {
+	for _, l := range []struct{ name, target string }{
+		{"fd", "/proc/self/fd"},
+		{"stdin", "/proc/self/fd/0"},
+		{"stdout", "/proc/self/fd/1"},
+		{"stderr", "/proc/self/fd/2"},
+	} {
+		if err := os.Symlink(l.target, filepath.Join(dev, l.name)); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("link /dev/%s: %w", l.name, err)
+		}
+	}
+	return nil
+}
+
+// writeResolvConf makes b the root's /etc/resolv.conf, a regular file.
+// What the root has there is replaced, not written through: a host's
+// /etc/resolv.conf is often a symlink (systemd-resolved's into /run,
+// which the job's fresh /run lacks, for a 127.0.0.53 server the guest
+// does not have), and following an absolute link from outside the
+// chroot would write into the init's own file system instead.
+func writeResolvConf(root string, b []byte) error {
+	etc := filepath.Join(root, "etc")
+	if st, err := os.Lstat(etc); err != nil || !st.IsDir() {
+		return fmt.Errorf("%s is not a directory", "/etc")
+	}
+	p := filepath.Join(etc, "resolv.conf")
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // unmountShares unmounts the shares in reverse order, so everything the

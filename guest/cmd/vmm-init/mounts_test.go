@@ -76,4 +76,84 @@ func TestMountErrNamesTheModule(t *testing.T) {
 	}
 }
 
+// The job's /etc/resolv.conf replaces what the root has, a symlink
+// above all, and never writes through it.
+func TestWriteResolvConf(t *testing.T) {
+	want := []byte("nameserver 10.0.2.3\n")
+	tests := []struct {
+		name  string
+		setup func(root string) error
+		err   bool
+	}{
+		{"none", func(root string) error { return os.Mkdir(filepath.Join(root, "etc"), 0o755) }, false},
+		{"file", func(root string) error {
+			os.Mkdir(filepath.Join(root, "etc"), 0o755)
+			return os.WriteFile(filepath.Join(root, "etc/resolv.conf"), []byte("nameserver 127.0.0.53\n"), 0o644)
+		}, false},
+		{"absolute symlink", func(root string) error {
+			os.Mkdir(filepath.Join(root, "etc"), 0o755)
+			return os.Symlink(filepath.Join(root, "..", "outside"), filepath.Join(root, "etc/resolv.conf"))
+		}, false},
+		{"dangling symlink", func(root string) error {
+			os.Mkdir(filepath.Join(root, "etc"), 0o755)
+			return os.Symlink("/run/systemd/resolve/stub-resolv.conf", filepath.Join(root, "etc/resolv.conf"))
+		}, false},
+		{"no /etc", func(root string) error { return nil }, true},
+		{"/etc a symlink", func(root string) error { return os.Symlink("/etc", filepath.Join(root, "etc")) }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parent := t.TempDir()
+			root := filepath.Join(parent, "root")
+			if err := os.Mkdir(root, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.setup(root); err != nil {
+				t.Fatal(err)
+			}
+			err := writeResolvConf(root, want)
+			if tt.err {
+				if err == nil {
+					t.Fatal("no error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(root, "etc/resolv.conf")
+			if st, err := os.Lstat(p); err != nil || !st.Mode().IsRegular() {
+				t.Fatalf("%s: %v, %v; want a regular file", p, st, err)
+			}
+			if b, _ := os.ReadFile(p); string(b) != string(want) {
+				t.Errorf("content %q", b)
+			}
+			if _, err := os.Lstat(filepath.Join(parent, "outside")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("written through the symlink: %v", err)
+			}
+		})
+	}
+}
+
+// The /dev links are made once, and what is there already stays.
+func TestDevLinks(t *testing.T) {
+	dev := t.TempDir()
+	if err := os.Symlink("/elsewhere", filepath.Join(dev, "stdin")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := devLinks(dev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, want := range map[string]string{"fd": "/proc/self/fd", "stdin": "/elsewhere", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if got, err := os.Readlink(filepath.Join(dev, name)); err != nil || got != want {
+			t.Errorf("/dev/%s -> %q (%v), want %q", name, got, err, want)
+		}
+	}
+	if err := devLinks(filepath.Join(dev, "missing")); err == nil {
+		t.Error("no error for a missing directory")
+	}
+}
+
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
