@@ -1,0 +1,88 @@
+package machine
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/vmm-dev/vmm/devices/pm"
+	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/kvm"
+	"github.com/vmm-dev/vmm/snapshot"
+)
+
+// savableFake is a scripted vCPU whose state ioctls a stateFake answers,
+// as the KVM vCPU's are: what the save path needs.
+type savableFake struct {
+	*fakeVCPU
+	st *stateFake
+}
+
+func (s savableFake) stateIO() vcpuStateIO { return s.st }
+
+// TestSaveOnWait checks the save half of a snapshot without KVM: the
+// guest's write to the wait port stops the machine for its snapshot
+// (and only with SaveOnWait), and each vCPU thread then enters once more
+// and saves its own state, which Snapshot later collects.
+func TestSaveOnWait(t *testing.T) {
+	for _, saveOnWait := range []bool{true, false} {
+		st := &stateFake{}
+		fv := newFakeVCPU(0, ioOut(guestabi.WaitPort, 1, 1), ioOut(pmPort+pm.ResetRegOffset, 1, pm.ResetValue))
+		m, _ := newFakeMachine(t, Config{SaveOnWait: saveOnWait})
+		m.vcpus = append(m.vcpus, savableFake{fv, st})
+		m.snap.msrs = []uint32{0x10, 0xc0000080}
+		if err := runFake(t, m); err != nil {
+			t.Fatal(err)
+		}
+		if !saveOnWait {
+			if r := m.Reason(); r == StopSnapshot || len(m.snap.saved) != 0 {
+				t.Fatalf("without SaveOnWait: stopped for %v with %d saved vCPUs; the wait port must mean nothing", r, len(m.snap.saved))
+			}
+			continue
+		}
+		if r := m.Reason(); r != StopSnapshot {
+			t.Fatalf("stopped for %v, want %v", r, StopSnapshot)
+		}
+		if len(m.snap.saved) != 1 || len(m.snap.errs) != 0 {
+			t.Fatalf("saved %d vCPUs, errors %v", len(m.snap.saved), m.snap.errs)
+		}
+		if got := m.snap.saved[0].Regs.RIP; got != 7 {
+			t.Errorf("saved RIP %#x, want the fake's 7", got)
+		}
+		calls := strings.Join(st.calls, " ")
+		for _, want := range []string{"Regs", "Sregs", "XSave", "LAPIC", "Events", "MPState", "MSRs[16 3221225600]"} {
+			if !strings.Contains(calls, want) {
+				t.Errorf("save made %q, lacking %s", calls, want)
+			}
+		}
+		if fv.runs < 2 {
+			t.Errorf("the vCPU ran %d times: it must enter once more to complete the port write before saving", fv.runs)
+		}
+	}
+}
+
+// TestSaveOfAnUnsavableVCPU: a vCPU without state ioctls is an error
+// Snapshot reports, not a panic or a silent partial snapshot.
+func TestSaveOfAnUnsavableVCPU(t *testing.T) {
+	fv := newFakeVCPU(0, ioOut(guestabi.WaitPort, 1, 1))
+	m, _ := newFakeMachine(t, Config{SaveOnWait: true}, fv)
+	if err := runFake(t, m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.snap.errs) != 1 || !strings.Contains(m.snap.errs[0].Error(), "cannot be saved") {
+		t.Fatalf("errors %v, want one saying the state cannot be saved", m.snap.errs)
+	}
+	if err := m.Snapshot(t.TempDir(), snapshot.Manifest{}); err == nil || !strings.Contains(err.Error(), "cannot be saved") {
+		t.Fatalf("Snapshot: %v, want the save error", err)
+	}
+}
+
+func TestDescribeCPU(t *testing.T) {
+	// "AuthenticAMD" in EBX, EDX, ECX of leaf 0, family/model in leaf 1.
+	cpuid := []kvm.CPUIDEntry{{Function: 0, EBX: 0x68747541, EDX: 0x69746e65, ECX: 0x444d4163}, {Function: 1, EAX: 0x00830f10}}
+	if got := describeCPU(cpuid); !strings.Contains(got, "AuthenticAMD") {
+		t.Errorf("describeCPU = %q, want the vendor", got)
+	}
+	if got := describeCPU(nil); got != "" {
+		t.Errorf("describeCPU(nil) = %q, want nothing claimed", got)
+	}
+}
