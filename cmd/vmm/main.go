@@ -559,6 +559,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	if job != nil && job.boot != nil {
 		boot = job.boot // -snapshot: restore instead of booting
 	}
+	raiseFileLimit(cfg) // before the shares take their budget of descriptors
 	m, err := boot(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm: %v\n", err)
