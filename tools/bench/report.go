@@ -15,6 +15,12 @@ type Figure struct {
 	Key  string // stable name for JSON
 	Name string // table label
 	Unit string
+	// Time says the figure is a duration: lower is better, and a
+	// vmm/QEMU ratio below 1 means vmm is faster.
+	Time bool
+	// FS marks the shared-directory workload's figures, which a run
+	// may leave out (Params.FSFiles 0): the report then omits them.
+	FS bool
 }
 
 // Figures in table order. Throughputs are in MiB/s (2^20 bytes per
@@ -25,6 +31,10 @@ var Figures = []Figure{
 	{Key: "blk-rand-read", Name: "virtio-blk 4 KiB random read", Unit: "IOPS"},
 	{Key: "tcp-guest-to-host", Name: "virtio-net TCP guest → host", Unit: "MiB/s"},
 	{Key: "tcp-host-to-guest", Name: "virtio-net TCP host → guest", Unit: "MiB/s"},
+	{Key: "fs-create", Name: "shared dir: create small files (vmm virtio-fs, QEMU 9p)", Unit: "s", Time: true, FS: true},
+	{Key: "fs-stat", Name: "shared dir: stat them", Unit: "s", Time: true, FS: true},
+	{Key: "fs-read", Name: "shared dir: read them back", Unit: "s", Time: true, FS: true},
+	{Key: "fs-seq-read", Name: "shared dir: sequential read", Unit: "s", Time: true, FS: true},
 }
 
 // Systems compared, in table column order; the ratio is the first over
@@ -133,14 +143,21 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		fmt.Fprintf(&b, "%s\n", r.Env)
 	}
 	fmt.Fprintf(&b, "Sizes: %s\n\n", r.Params.describe())
-	b.WriteString("vmm and QEMU columns: medians over the rounds. vmm/QEMU: median of the per-round ratios (range in parentheses).\n\n")
+	b.WriteString("vmm and QEMU columns: medians over the rounds. vmm/QEMU: median of the per-round ratios (range in parentheses).\n")
+	b.WriteString("Rates (MiB/s, IOPS): higher is better, a ratio above 1 favours vmm. Times (s): lower is better, a ratio below 1 favours vmm.\n\n")
 	b.WriteString("| figure | vmm | QEMU | vmm/QEMU |\n|---|---:|---:|---:|\n")
 	for _, f := range Figures {
+		if r.omitted(f) {
+			continue
+		}
 		fmt.Fprintf(&b, "| %s (%s) | %s | %s | %s |\n", f.Name, f.Unit,
 			formatValue(Median(r.Samples[SysVMM][f.Key])), formatValue(Median(r.Samples[SysQEMU][f.Key])), formatRatio(r.Ratios(f.Key)))
 	}
 	b.WriteString("\nPer round (vmm / QEMU):\n")
 	for _, f := range Figures {
+		if r.omitted(f) {
+			continue
+		}
 		fmt.Fprintf(&b, "  %-18s vmm %s / QEMU %s\n", f.Key, formatList(r.Samples[SysVMM][f.Key]), formatList(r.Samples[SysQEMU][f.Key]))
 	}
 	if r.Duration > 0 {
@@ -148,6 +165,11 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// omitted says f is a shared-directory figure this run left out.
+func (r *Report) omitted(f Figure) bool {
+	return f.FS && r.Samples[SysVMM][f.Key] == nil && r.Samples[SysQEMU][f.Key] == nil
 }
 
 func formatList(xs []float64) string {

@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -58,6 +60,14 @@ type Layout struct {
 	Disk      string // raw disk image, created by the benchmark
 	L1Tool    string // l1init binary, for `io` and `signal`
 	BenchTool string // tools/bench/cmd/benchtool binary, for mkdisk
+
+	// The shared-directory workload's guest: a kernel with both
+	// virtio-fs and 9p (Debian's generic one: the cloud kernel has no
+	// 9p) and an initramfs with their modules and vmm-iotool. FSDir is
+	// the directory both VMMs share, created by the benchmark.
+	FSKernel string
+	FSInitrd string
+	FSDir    string
 }
 
 // System is one VMM under test with its network.
@@ -67,7 +77,29 @@ type System struct {
 	Tap     string
 	HostIP  string // on the TAP, /24
 	GuestIP string // on the guest's eth0, /24
+
+	// FSArgs boots the shared-directory guest with Layout.FSDir shared
+	// as fsTag, which FSMount (a guest shell command) mounts at fsMnt.
+	FSArgs  []string
+	FSMount string
 }
+
+// The shared directory as the guests see it.
+const (
+	fsTag = "bench"
+	fsMnt = "/mnt/fs"
+	// fsSeqFile is the file both guests read sequentially, made in
+	// Layout.FSDir by the benchmark; fsFilesDir is where the guest
+	// creates its small files, removed after each boot.
+	fsSeqFile  = "seq.img"
+	fsFilesDir = "files"
+	// ninePMount are the 9p options QEMU's documentation and most
+	// guides give: the 9P2000.L dialect and the largest message the
+	// virtio transport takes (Linux caps msize at 512 KiB there); the
+	// cache mode is the default (none). vmm's virtio-fs mounts with no
+	// options.
+	ninePMount = "trans=virtio,version=9p2000.L,msize=512000"
+)
 
 // guestCmdline is the whole kernel command line for both VMMs (vmm starts
 // from console=ttyS0 and appends; QEMU takes it as is).
@@ -103,6 +135,20 @@ func Systems(l Layout, p Params) []System {
 			"-device", "virtio-blk-pci,drive=d0",
 			"-netdev", "tap,id=n0,ifname=tapq,script=no,downscript=no,vhost=off",
 			"-device", "virtio-net-pci,netdev=n0,romfile="},
+	}
+	if p.fs() {
+		vmm.FSArgs = []string{l.VMM, "-kernel", l.FSKernel, "-initrd", l.FSInitrd, "-append", strings.TrimPrefix(guestCmdline, "console=ttyS0 "),
+			"-m", mem, "-smp", "1", "-fs", l.FSDir + ",tag=" + fsTag}
+		vmm.FSMount = "mkdir -p " + fsMnt + " && mount -t virtiofs " + fsTag + " " + fsMnt
+		// QEMU's own 9p server (-virtfs is virtio-9p-pci with the
+		// local backend); security_model=none keeps the host's
+		// owners and modes as they are, as vmm's share does.
+		qemu.FSArgs = []string{l.QEMU, "-accel", "kvm", "-M", "pc", "-cpu", "host", "-m", mem, "-smp", "1",
+			"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-serial", "stdio",
+			"-global", "kvm-apic.vapic=false",
+			"-kernel", l.FSKernel, "-initrd", l.FSInitrd, "-append", guestCmdline,
+			"-virtfs", "local,path=" + qemuOptValue(l.FSDir) + ",mount_tag=" + fsTag + ",security_model=none"}
+		qemu.FSMount = "mkdir -p " + fsMnt + " && mount -t 9p -o " + ninePMount + " " + fsTag + " " + fsMnt
 	}
 	return []System{vmm, qemu}
 }
@@ -171,10 +217,21 @@ func (r *Runner) Run(ctx context.Context, rep *Report) error {
 			if err != nil {
 				return fmt.Errorf("bench: round %d, %s: %w", round+1, s.Name, err)
 			}
+			if r.Params.fs() {
+				fsVals, err := r.fsGuest(ctx, s)
+				if err != nil {
+					return fmt.Errorf("bench: round %d, %s shared directory: %w", round+1, s.Name, err)
+				}
+				maps.Copy(vals, fsVals)
+			}
 			var parts []string
 			for _, f := range Figures {
-				rep.Add(s.Name, f.Key, vals[f.Key])
-				parts = append(parts, fmt.Sprintf("%s=%s", f.Key, formatValue(vals[f.Key])))
+				v, ok := vals[f.Key]
+				if !ok {
+					continue // the shared-directory figures, left out
+				}
+				rep.Add(s.Name, f.Key, v)
+				parts = append(parts, fmt.Sprintf("%s=%s", f.Key, formatValue(v)))
 			}
 			r.logf("round %d/%d %s (%s): %s", round+1, r.Params.Rounds, s.Name, time.Since(t0).Round(100*time.Millisecond), strings.Join(parts, " "))
 		}
@@ -208,6 +265,13 @@ func (r *Runner) setup(ctx context.Context, smoke bool) error {
 		return fmt.Errorf("bench: create disk image: %w", err)
 	}
 	r.logf("%s", strings.TrimSpace(out))
+	if r.Params.fs() {
+		// Filled like the disk, so neither server reads holes.
+		seq := path.Join(r.Layout.FSDir, fsSeqFile)
+		if _, err := r.exec(ctx, setupTimeout, r.Layout.BenchTool, "mkdisk", seq, strconv.FormatInt(r.Params.FSSeqBytes, 10)); err != nil {
+			return fmt.Errorf("bench: create %s: %w", seq, err)
+		}
+	}
 	for _, s := range r.systems() {
 		if _, err := r.exec(ctx, setupTimeout, r.Layout.L1Tool, "io", "netup", "-dev", s.Tap, "-addr", s.HostIP+"/24"); err != nil {
 			if !smoke {
@@ -230,6 +294,11 @@ func (r *Runner) teardown(ctx context.Context) {
 	if _, err := r.exec(ctx, setupTimeout, r.Layout.BenchTool, "rm", r.Layout.Disk); err != nil {
 		r.logf("warning: removing %s: %v", r.Layout.Disk, firstLine(err))
 	}
+	if r.Params.fs() {
+		if _, err := r.exec(ctx, setupTimeout, r.Layout.BenchTool, "rm", r.Layout.FSDir); err != nil {
+			r.logf("warning: removing %s: %v", r.Layout.FSDir, firstLine(err))
+		}
+	}
 }
 
 func firstLine(err error) string {
@@ -251,8 +320,33 @@ func (r *Runner) Smoke(ctx context.Context) error {
 			return fmt.Errorf("bench: smoke %s: %w", s.Name, err)
 		}
 		r.logf("smoke %s: booted, /dev/vda and eth0 present, powered off (%s)", s.Name, time.Since(t0).Round(100*time.Millisecond))
+		if r.Params.fs() {
+			t0 = time.Now()
+			if err := r.smokeFS(ctx, s); err != nil {
+				return fmt.Errorf("bench: smoke %s shared directory: %w", s.Name, err)
+			}
+			r.logf("smoke %s: shared directory mounted and listed, powered off (%s)", s.Name, time.Since(t0).Round(100*time.Millisecond))
+		}
 	}
 	return nil
+}
+
+// smokeFS boots s's shared-directory guest, mounts the share and looks
+// for the sequential file in it.
+func (r *Runner) smokeFS(ctx context.Context, s System) (err error) {
+	g, err := r.boot(ctx, s, s.FSArgs)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			err = r.withTails(errors.Join(err, stop(g.con, s.Name)))
+		}
+	}()
+	if _, err := g.run(s.FSMount+" && ls -l "+path.Join(fsMnt, fsSeqFile), cmdTimeout); err != nil {
+		return err
+	}
+	return g.poweroff(r)
 }
 
 func (r *Runner) smokeGuest(ctx context.Context, s System) (err error) {
@@ -332,35 +426,16 @@ func (g *guest) run(cmd string, timeout time.Duration) (string, error) {
 
 // runGuest boots s, measures every figure once and powers the guest off.
 func (r *Runner) runGuest(ctx context.Context, s System) (vals map[string]float64, err error) {
-	con, err := r.Host.Start(ctx, s.Args)
+	g, err := r.boot(ctx, s, s.Args)
 	if err != nil {
 		return nil, err
 	}
-	g := &guest{con: con, sys: s}
 	defer func() {
 		if err == nil {
 			return
 		}
-		err = r.withTails(errors.Join(err, stop(con, s.Name)))
+		err = r.withTails(errors.Join(err, stop(g.con, s.Name)))
 	}()
-
-	if _, err := con.Expect(readyRE, bootTimeout); err != nil {
-		return nil, fmt.Errorf("boot: %w", err)
-	}
-	// The arithmetic proves a shell is reading; the typed line would
-	// not contain 42.
-	if err := con.Send("echo bench-$((6*7))\n"); err != nil {
-		return nil, err
-	}
-	if _, err := con.Expect(regexp.MustCompile(`bench-42`), cmdTimeout); err != nil {
-		return nil, fmt.Errorf("shell: %w", err)
-	}
-	// Kernel messages on the console (u-root's init raises the level to
-	// 5, so warnings such as the clocksource watchdog's appear under
-	// nesting) could land inside a result line.
-	if _, err := g.run("echo 1 > /proc/sys/kernel/printk", cmdTimeout); err != nil {
-		return nil, fmt.Errorf("console log level: %w", err)
-	}
 	if _, err := g.run("ip addr add "+s.GuestIP+"/24 dev eth0 && ip link set dev eth0 up", cmdTimeout); err != nil {
 		return nil, fmt.Errorf("network setup: %w", err)
 	}
@@ -404,18 +479,114 @@ func (r *Runner) runGuest(ctx context.Context, s System) (vals map[string]float6
 	if vals["tcp-host-to-guest"], err = r.tcpHostToGuest(ctx, g); err != nil {
 		return nil, fmt.Errorf("tcp host to guest: %w", err)
 	}
-
-	if err := con.Send("poweroff\n"); err != nil {
+	if err := g.poweroff(r); err != nil {
 		return nil, err
 	}
-	code, err := con.Wait(exitTimeout)
+	return vals, nil
+}
+
+// boot starts args (one of s's command lines), waits for the guest's
+// shell and quietens its console.
+func (r *Runner) boot(ctx context.Context, s System, args []string) (*guest, error) {
+	con, err := r.Host.Start(ctx, args)
 	if err != nil {
-		return nil, fmt.Errorf("poweroff: %w", err)
+		return nil, err
+	}
+	g := &guest{con: con, sys: s}
+	fail := func(err error) (*guest, error) { return nil, r.withTails(errors.Join(err, stop(con, s.Name))) }
+	if _, err := con.Expect(readyRE, bootTimeout); err != nil {
+		return fail(fmt.Errorf("boot: %w", err))
+	}
+	// The arithmetic proves a shell is reading; the typed line would
+	// not contain 42.
+	if err := con.Send("echo bench-$((6*7))\n"); err != nil {
+		return fail(err)
+	}
+	if _, err := con.Expect(regexp.MustCompile(`bench-42`), cmdTimeout); err != nil {
+		return fail(fmt.Errorf("shell: %w", err))
+	}
+	// Kernel messages on the console (u-root's init raises the level to
+	// 5, so warnings such as the clocksource watchdog's appear under
+	// nesting) could land inside a result line.
+	if _, err := g.run("echo 1 > /proc/sys/kernel/printk", cmdTimeout); err != nil {
+		return fail(fmt.Errorf("console log level: %w", err))
+	}
+	return g, nil
+}
+
+// poweroff ends the guest and waits for its VMM; a VMM that fails on the
+// way out is logged, not an error (its figures were taken).
+func (g *guest) poweroff(r *Runner) error {
+	if err := g.con.Send("poweroff\n"); err != nil {
+		return err
+	}
+	code, err := g.con.Wait(exitTimeout)
+	if err != nil {
+		return fmt.Errorf("poweroff: %w", err)
 	}
 	if code != 0 {
-		// The figures were taken; a VMM that fails on the way out is
-		// a bug to report, not a reason to discard them.
-		r.logf("warning: %s exited with status %d after the guest powered off", s.Name, code)
+		r.logf("warning: %s exited with status %d after the guest powered off", g.sys.Name, code)
+	}
+	return nil
+}
+
+// fsGuest boots s's shared-directory guest, mounts Layout.FSDir (vmm's
+// virtio-fs, QEMU's 9p) and times the file workload and the sequential
+// read in it; the small files are removed on the host afterwards.
+func (r *Runner) fsGuest(ctx context.Context, s System) (vals map[string]float64, err error) {
+	g, err := r.boot(ctx, s, s.FSArgs)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = r.withTails(errors.Join(err, stop(g.con, s.Name)))
+		}
+	}()
+	if _, err := g.run(s.FSMount, cmdTimeout); err != nil {
+		return nil, fmt.Errorf("mount: %w", err)
+	}
+	p := r.Params
+	// Every file is several round trips to the file server, each one
+	// costing 15-80 ms nested under TCG: allow a second a file.
+	timeout := figureTimeout + time.Duration(p.FSFiles)*time.Second
+	out, err := g.run(fmt.Sprintf("vmm-iotool fs-files -dir %s -count %d -size %d -drop-caches -timeout %s",
+		path.Join(fsMnt, fsFilesDir), p.FSFiles, p.FSFileSize, timeout), timeout+time.Minute)
+	if err != nil {
+		return nil, fmt.Errorf("fs-files: %w", err)
+	}
+	l, err := iotool.ParseLast(out, "fs-files")
+	if err != nil {
+		return nil, err
+	}
+	if n, err := l.Int("files"); err != nil || n != int64(p.FSFiles) {
+		return nil, fmt.Errorf("fs-files did %d files (%v), want %d: %s", n, err, p.FSFiles, l)
+	}
+	vals = map[string]float64{}
+	for key, field := range map[string]string{"fs-create": "create_s", "fs-stat": "stat_s", "fs-read": "read_s"} {
+		if vals[key], err = l.Float(field); err != nil {
+			return nil, err
+		}
+	}
+	out, err = g.run(fmt.Sprintf("vmm-iotool fs-seq-read -file %s -bytes %d -drop-caches", path.Join(fsMnt, fsSeqFile), p.FSSeqBytes), figureTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("fs-seq-read: %w", err)
+	}
+	if l, err = iotool.ParseLast(out, "fs-seq-read"); err != nil {
+		return nil, err
+	}
+	if err := checkBytes(l, p.FSSeqBytes); err != nil {
+		return nil, err
+	}
+	if vals["fs-seq-read"], err = l.Float("seconds"); err != nil {
+		return nil, err
+	}
+	if err := g.poweroff(r); err != nil {
+		return nil, err
+	}
+	files := path.Join(r.Layout.FSDir, fsFilesDir)
+	if _, err := r.exec(ctx, setupTimeout, r.Layout.BenchTool, "rm", files); err != nil {
+		return nil, fmt.Errorf("remove %s: %w", files, err)
 	}
 	return vals, nil
 }

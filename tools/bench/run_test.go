@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ type fakeHost struct {
 	badSHA      bool
 	killed      int
 	execs       []string
+	mounts      []string // the guests' mount commands
 }
 
 func newFakeHost(t *testing.T) *fakeHost {
@@ -44,6 +46,9 @@ func (h *fakeHost) Start(ctx context.Context, args []string) (Console, error) {
 	name := SysQEMU
 	if strings.HasSuffix(args[0], "/vmm") {
 		name, c.scale = SysVMM, 2
+	}
+	if slices.Contains(args, "/guest/fs-bzImage") {
+		name += "-fs"
 	}
 	h.mu.Lock()
 	h.started = append(h.started, name)
@@ -118,6 +123,21 @@ func (c *fakeConsole) guestCommand(cmd string) (string, int) {
 	switch op {
 	case "echo", "ip":
 		return "", 0
+	case "mkdir":
+		// The mount line: each VMM's own file system.
+		want := map[bool]string{true: "mount -t virtiofs bench /mnt/fs", false: "mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 bench /mnt/fs"}[c.scale == 2]
+		if !strings.Contains(cmd, want) {
+			return "mount: wrong file system: " + cmd + "\r\n", 1
+		}
+		c.h.mu.Lock()
+		c.h.mounts = append(c.h.mounts, cmd)
+		c.h.mu.Unlock()
+		return "", 0
+	case "fs-files":
+		// Times: vmm takes half as long.
+		return fmt.Sprintf("iotool: fs-files files=%s size=%s create_s=%g stat_s=%g read_s=%g seconds=1\r\n", f["count"], f["size"], 4/c.scale, 2/c.scale, 3/c.scale), 0
+	case "fs-seq-read":
+		return fmt.Sprintf("iotool: fs-seq-read bytes=%s seconds=%g mibps=1\r\n", f["bytes"], 8/c.scale), 0
 	case "ping":
 		return "iotool: ping sent=3 received=3\r\n", 0
 	case "blk-seq-write", "blk-seq-read":
@@ -194,7 +214,63 @@ func (h *fakeHost) Tails() string { return "--- fake tails ---" }
 func testRunner(h *fakeHost) *Runner {
 	p := DefaultParams()
 	p.Rounds, p.SeqBytes, p.TCPBytes, p.DiskBytes = 3, 4<<20, 3<<20, 8<<20
-	return &Runner{Host: h, Params: p, Layout: Layout{VMM: "/vmm", QEMU: "/usr/bin/qemu-system-x86_64", Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool"}}
+	p.FSFiles = 0 // TestRunnerSharedDir turns it on
+	return &Runner{Host: h, Params: p, Layout: Layout{VMM: "/vmm", QEMU: "/usr/bin/qemu-system-x86_64", Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool",
+		FSKernel: "/guest/fs-bzImage", FSInitrd: "/guest/initrd-fs.cpio", FSDir: "/tmp/fsbench"}}
+}
+
+// The shared-directory workload boots each system once more per round,
+// with its own kernel and file system, and its times give ratios of 0.5
+// (vmm takes half as long in the fake).
+func TestRunnerSharedDir(t *testing.T) {
+	h := newFakeHost(t)
+	r := testRunner(h)
+	r.Params.FSFiles, r.Params.FSFileSize, r.Params.FSSeqBytes = 100, 512, 2<<20
+	rep := &Report{}
+	if err := r.Run(t.Context(), rep); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(h.started, ","), "vmm,vmm-fs,QEMU,QEMU-fs,QEMU,QEMU-fs,vmm,vmm-fs,vmm,vmm-fs,QEMU,QEMU-fs"; got != want {
+		t.Errorf("boot order %s, want %s", got, want)
+	}
+	want := map[string]float64{"fs-create": 4, "fs-stat": 2, "fs-read": 3, "fs-seq-read": 8}
+	for key, v := range want {
+		if got := Median(rep.Samples[SysQEMU][key]); got != v {
+			t.Errorf("%s: QEMU median %v, want %v", key, got, v)
+		}
+		if got := rep.Ratio(key); got != 0.5 {
+			t.Errorf("%s: ratio %v, want 0.5", key, got)
+		}
+	}
+	if got := rep.Ratio("blk-seq-read"); got != 2 {
+		t.Errorf("blk-seq-read: ratio %v, want 2 (the other boots still count)", got)
+	}
+	if len(h.mounts) != 6 {
+		t.Errorf("%d mounts, want one per shared-directory boot", len(h.mounts))
+	}
+	execs := strings.Join(h.execs, "\n")
+	for _, want := range []string{"/bin/benchtool mkdisk /tmp/fsbench/seq.img 2097152", "/bin/benchtool rm /tmp/fsbench/files", "/bin/benchtool rm /tmp/fsbench"} {
+		if !strings.Contains(execs, want) {
+			t.Errorf("no exec %q in:\n%s", want, execs)
+		}
+	}
+	var b strings.Builder
+	rep.WriteMarkdown(&b)
+	if !strings.Contains(b.String(), "| shared dir: stat them (s) | 1.00 | 2.00 | 0.50 (0.50-0.50) |") {
+		t.Errorf("markdown:\n%s", b.String())
+	}
+	// Without the workload the report leaves its rows out.
+	rep = &Report{}
+	r.Params.FSFiles = 0
+	h.started = nil
+	if err := r.Run(t.Context(), rep); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	rep.WriteMarkdown(&b)
+	if strings.Contains(b.String(), "shared dir") || strings.Contains(strings.Join(h.started, ","), "-fs") {
+		t.Errorf("shared-directory rows or boots without the workload:\n%s", b.String())
+	}
 }
 
 func TestRunnerRounds(t *testing.T) {
@@ -209,6 +285,12 @@ func TestRunnerRounds(t *testing.T) {
 	}
 	want := map[string]float64{"blk-seq-read": 10, "blk-seq-write": 10, "blk-rand-read": 1000, "tcp-guest-to-host": 6, "tcp-host-to-guest": 7}
 	for _, f := range Figures {
+		if f.FS {
+			if rep.Samples[SysVMM][f.Key] != nil {
+				t.Errorf("%s: measured with the shared-directory workload off", f.Key)
+			}
+			continue
+		}
 		if got := Median(rep.Samples[SysQEMU][f.Key]); got != want[f.Key] {
 			t.Errorf("%s: QEMU median %v, want %v (the receiver's figure)", f.Key, got, want[f.Key])
 		}

@@ -33,6 +33,8 @@ var usageLines = []string{
 	"blk-seq-read -dev PATH -bytes N [-bs SIZE] [-sha256] [-timeout D]",
 	"blk-rand-read -dev PATH [-bs SIZE] [-seconds N]",
 	"sum -file PATH [-bytes N]",
+	"fs-files -dir DIR -count N [-size SIZE] [-drop-caches]",
+	"fs-seq-read -file PATH -bytes N [-bs SIZE] [-drop-caches]",
 	"netup -dev NAME -addr A.B.C.D/N",
 	"netdown -dev NAME",
 	"http-serve -addr HOST:PORT -bytes N [-count K] [-timeout D]",
@@ -154,6 +156,34 @@ func Main(ctx context.Context, prog string, args []string, stdout, stderr io.Wri
 			}
 			o.Bytes = *bytes
 			return Sum(ctx, o)
+		}
+	case "fs-files":
+		var o FSFilesOptions
+		fs.StringVar(&o.Dir, "dir", "", "directory to create the files in")
+		fs.IntVar(&o.Count, "count", 10000, "files")
+		size := sizeFlag(fs, "size", 1024, "bytes in each file, up to 1M")
+		fs.BoolVar(&o.DropCaches, "drop-caches", false, "empty the page, dentry and inode caches before the stat and read phases")
+		fs.DurationVar(&timeout, "timeout", timeout, "give up after this long")
+		run = func(ctx context.Context) (Result, error) {
+			if *size > 1<<20 {
+				return Result{}, usageError("fs-files: -size is larger than 1M")
+			}
+			o.Size = int(*size)
+			return FSFiles(ctx, o)
+		}
+	case "fs-seq-read":
+		var o FSSeqReadOptions
+		fs.StringVar(&o.Path, "file", "", "file to read")
+		bytes := sizeFlag(fs, "bytes", 0, "bytes to read from the start")
+		bs := sizeFlag(fs, "bs", 1<<20, "bytes per read, up to 1G")
+		fs.BoolVar(&o.DropCaches, "drop-caches", false, "empty the page cache first")
+		fs.DurationVar(&timeout, "timeout", timeout, "give up after this long")
+		run = func(ctx context.Context) (Result, error) {
+			if *bs > 1<<30 {
+				return Result{}, usageError("fs-seq-read: -bs is larger than 1G")
+			}
+			o.Bytes, o.BlockSize = *bytes, int(*bs)
+			return FSSeqRead(ctx, o)
 		}
 	case "netup":
 		var o NetUpOptions

@@ -1,8 +1,12 @@
 // Command vmm-bench compares vmm with QEMU (-accel kvm, its userspace
 // virtio-blk-pci and virtio-net-pci, vhost=off) on the same guest kernel
 // and initramfs: sequential read and write, 4 KiB random reads, and TCP
-// throughput both ways over a TAP. It prints a markdown table of medians
-// over interleaved rounds and the vmm/QEMU ratios.
+// throughput both ways over a TAP; and a shared directory, vmm's
+// virtio-fs against QEMU's 9p (-virtfs), with 10,000 small files created,
+// stat'ed and read back and one 256 MiB sequential read, in boots of
+// their own with Debian's generic kernel (the cloud kernel has no 9p).
+// It prints a markdown table of medians over interleaved rounds and the
+// vmm/QEMU ratios.
 //
 // Without a usable /dev/kvm (and root, for the TAPs) both VMMs run inside
 // one L1 guest under QEMU TCG with emulated AMD-V, like `make test`; only
@@ -36,23 +40,29 @@ import (
 )
 
 type options struct {
-	params    bench.Params
-	seqMiB    int
-	tcpMiB    int
-	diskMiB   int
-	mode      string
-	vmm       string
-	kernel    string
-	initrd    string
-	qemu      string
-	jsonOut   string
-	workDir   string
-	l1Memory  int
-	only      []string
-	smoke     bool
-	console   bool
-	timeout   time.Duration
-	freezeTmo time.Duration
+	params   bench.Params
+	seqMiB   int
+	tcpMiB   int
+	diskMiB  int
+	fsSeqMiB int
+	// fsFilesAuto: -fs-files was not given, so a nested run takes
+	// bench.NestedFSFiles.
+	fsFilesAuto bool
+	fsKernel    string
+	fsInitrd    string
+	mode        string
+	vmm         string
+	kernel      string
+	initrd      string
+	qemu        string
+	jsonOut     string
+	workDir     string
+	l1Memory    int
+	only        []string
+	smoke       bool
+	console     bool
+	timeout     time.Duration
+	freezeTmo   time.Duration
 }
 
 func parseFlags(args []string) (options, error) {
@@ -64,6 +74,11 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.tcpMiB, "tcp-mib", int(o.params.TCPBytes>>20), "MiB per TCP direction")
 	fs.IntVar(&o.diskMiB, "disk-mib", int(o.params.DiskBytes>>20), "size of the raw disk image (in RAM)")
 	fs.IntVar(&o.params.GuestMiB, "guest-mib", o.params.GuestMiB, "guest RAM in MiB")
+	fs.IntVar(&o.params.FSFiles, "fs-files", -1, fmt.Sprintf("small files the shared-directory workload (vmm's virtio-fs against QEMU's 9p) creates, stats and reads back; 0 leaves the workload out (default %d, or %d nested, where each file costs a good part of a second)", o.params.FSFiles, bench.NestedFSFiles))
+	fs.IntVar(&o.params.FSFileSize, "fs-file-size", o.params.FSFileSize, "bytes in each of those files")
+	fs.IntVar(&o.fsSeqMiB, "fs-seq-mib", int(o.params.FSSeqBytes>>20), "MiB of the shared directory's sequential read")
+	fs.StringVar(&o.fsKernel, "fs-kernel", "", "guest bzImage for the shared-directory workload, with virtio-fs and 9p (default: Debian's generic kernel from the vmm cache; the cloud kernel has no 9p)")
+	fs.StringVar(&o.fsInitrd, "fs-initrd", "", "initramfs for -fs-kernel with its fuse, virtiofs, 9p and 9pnet_virtio modules and vmm-iotool (default: built with the guest package)")
 	fs.StringVar(&o.mode, "mode", "auto", "auto, nested (inside an L1 under QEMU TCG) or direct (this host's /dev/kvm, as root)")
 	fs.StringVar(&o.vmm, "vmm", "", "vmm binary, static (default: go build ./cmd/vmm)")
 	fs.StringVar(&o.kernel, "kernel", "", "guest bzImage (default: Debian's cloud kernel from the vmm cache)")
@@ -86,9 +101,15 @@ func parseFlags(args []string) (options, error) {
 	o.params.SeqBytes = int64(o.seqMiB) << 20
 	o.params.TCPBytes = int64(o.tcpMiB) << 20
 	o.params.DiskBytes = int64(o.diskMiB) << 20
+	o.params.FSSeqBytes = int64(o.fsSeqMiB) << 20
+	fsFiles := o.params.FSFiles
+	if fsFiles < 0 {
+		o.params.FSFiles = bench.DefaultParams().FSFiles // checked; run picks the nested default
+	}
 	if err := o.params.Check(); err != nil {
 		return o, err
 	}
+	o.fsFilesAuto = fsFiles < 0
 	switch o.mode {
 	case "auto", "nested", "direct":
 	default:
@@ -135,7 +156,14 @@ type files struct {
 	vmm, l1tool, benchtool string
 	guestKernel            *guest.KernelFiles
 	kernel, initrd         string
+	// The shared-directory workload's guest, when it runs.
+	fsKernel, fsInitrd string
+	fsKernelName       string
 }
+
+// fsModules are what the shared-directory guest loads besides the usual
+// ones: QEMU's 9p client (virtio-fs's are among guest.DefaultModules).
+var fsModules = []string{"9p", "9pnet_virtio"}
 
 func prepare(ctx context.Context, o options, dir string) (*files, error) {
 	root, err := guest.ModuleRoot(ctx)
@@ -170,6 +198,11 @@ func prepare(ctx context.Context, o options, dir string) (*files, error) {
 			return nil, err
 		}
 	}
+	if o.params.FSFiles > 0 {
+		if err := prepareFS(ctx, o, dir, f); err != nil {
+			return nil, err
+		}
+	}
 	if !o.smoke {
 		ok, err := bench.InitrdHas(f.initrd, "bin/vmm-iotool")
 		if err != nil {
@@ -182,6 +215,32 @@ func prepare(ctx context.Context, o options, dir string) (*files, error) {
 	return f, nil
 }
 
+// prepareFS finds or builds the shared-directory workload's kernel and
+// initramfs: Debian's generic kernel, which has 9p (for QEMU's share)
+// as well as virtio-fs, and an initramfs with both clients' modules.
+func prepareFS(ctx context.Context, o options, dir string, f *files) error {
+	f.fsKernel, f.fsInitrd, f.fsKernelName = o.fsKernel, o.fsInitrd, o.fsKernel
+	if f.fsKernel != "" && f.fsInitrd != "" {
+		return nil
+	}
+	generic, err := guest.FetchKernel(ctx, guest.FlavorGeneric, "")
+	if err != nil {
+		return err
+	}
+	if f.fsKernel == "" {
+		f.fsKernel, f.fsKernelName = generic.BzImage, generic.Version
+	}
+	if f.fsInitrd == "" {
+		f.fsInitrd = filepath.Join(dir, "initrd-fs.cpio")
+		fmt.Fprintf(os.Stderr, "vmm-bench: building the shared-directory guest's initramfs (%s)\n", generic.Version)
+		mods := append(guest.DefaultModules(), fsModules...)
+		if err := guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: f.fsInitrd, Kernel: generic, Modules: mods, TempDir: filepath.Join(dir, "initramfs-fs-tmp")}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // kernelName names the guest kernel for the report: its release when it
 // is the cached cloud kernel (make bench passes mkguest's copy of it).
 func (f *files) kernelName() string {
@@ -189,6 +248,14 @@ func (f *files) kernelName() string {
 		return f.guestKernel.Version
 	}
 	return f.kernel
+}
+
+// fsEnv names the shared-directory guest's kernel for the report.
+func (f *files) fsEnv() string {
+	if f.fsKernel == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (shared directory: %s, both VMMs)", f.fsKernelName)
 }
 
 func sameContent(a, b string) bool {
@@ -238,6 +305,9 @@ func run(ctx context.Context, o options) error {
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	if nestedMode && o.fsFilesAuto {
+		o.params.FSFiles = bench.NestedFSFiles
+	}
 	f, err := prepare(ctx, o, dir)
 	if err != nil {
 		return err
@@ -261,9 +331,10 @@ func run(ctx context.Context, o options) error {
 		runErr = runNested(ctx, o, f, dir, runner, rep, do)
 	} else {
 		runner.Layout = bench.Layout{VMM: f.vmm, QEMU: mustLook(o.qemu), Kernel: f.kernel, Initrd: f.initrd,
-			Disk: filepath.Join(dir, "disk.img"), L1Tool: f.l1tool, BenchTool: f.benchtool}
+			Disk: filepath.Join(dir, "disk.img"), L1Tool: f.l1tool, BenchTool: f.benchtool,
+			FSKernel: f.fsKernel, FSInitrd: f.fsInitrd, FSDir: filepath.Join(dir, "fsbench")}
 		runner.Host = &bench.DirectHost{Console: console}
-		rep.Env = fmt.Sprintf("Host: %d CPUs; guest kernel %s; %s", numCPU(), f.kernelName(), firstOutputLine(ctx, o.qemu, "--version"))
+		rep.Env = fmt.Sprintf("Host: %d CPUs; guest kernel %s%s; %s", numCPU(), f.kernelName(), f.fsEnv(), firstOutputLine(ctx, o.qemu, "--version"))
 		runErr = do()
 	}
 	if runErr != nil {
@@ -312,6 +383,11 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 	}
 	runner.Layout = bench.Layout{VMM: "/vmm", QEMU: qemuBin, Kernel: "/guest/bzImage", Initrd: "/guest/initrd.cpio",
 		Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool"}
+	if f.fsKernel != "" {
+		l1Files["/guest/fs-bzImage"] = f.fsKernel
+		l1Files["/guest/initrd-fs.cpio"] = f.fsInitrd
+		runner.Layout.FSKernel, runner.Layout.FSInitrd, runner.Layout.FSDir = "/guest/fs-bzImage", "/guest/initrd-fs.cpio", "/tmp/fsbench"
+	}
 	var console io.Writer
 	if o.console {
 		console = os.Stderr
@@ -329,8 +405,8 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 		ConsoleOut:    console,
 		FreezeTimeout: o.freezeTmo,
 	}
-	rep.Env = fmt.Sprintf("L1: 2 vCPUs (TCG, EPYC+svm), %d MiB, kernel %s; guest kernel %s; %s (the host's binary, run in L1); host: %d CPUs",
-		o.l1Memory, f.guestKernel.Version, f.kernelName(), firstOutputLine(ctx, qemuBin, "--version"), numCPU())
+	rep.Env = fmt.Sprintf("L1: 2 vCPUs (TCG, EPYC+svm), %d MiB, kernel %s; guest kernel %s%s; %s (the host's binary, run in L1); host: %d CPUs",
+		o.l1Memory, f.guestKernel.Version, f.kernelName(), f.fsEnv(), firstOutputLine(ctx, qemuBin, "--version"), numCPU())
 	return nested.WithL1(ctx, cfg, func(l *nested.L1) error {
 		rep.Samples = nil
 		runner.Host = &bench.NestedHost{L1: l, L1Tool: "/bin/l1tool"}

@@ -18,6 +18,16 @@ func TestParseFlags(t *testing.T) {
 			return o.params.Rounds == 3 && o.params.SeqBytes == 64<<20 && o.params.TCPBytes == 8<<20 && o.jsonOut == "x.json" && len(o.only) == 2
 		}},
 		{args: []string{"-mode", "direct", "-smoke"}, check: func(o options) bool { return o.mode == "direct" && o.smoke }},
+		// The shared-directory workload: 10,000 files unless given
+		// (a nested run lowers the default), 0 leaves it out.
+		{args: nil, check: func(o options) bool {
+			return o.params.FSFiles == 10000 && o.fsFilesAuto && o.params.FSSeqBytes == 256<<20 && o.params.FSFileSize == 1024
+		}},
+		{args: []string{"-fs-files", "300", "-fs-file-size", "4096", "-fs-seq-mib", "32"}, check: func(o options) bool {
+			return o.params.FSFiles == 300 && !o.fsFilesAuto && o.params.FSFileSize == 4096 && o.params.FSSeqBytes == 32<<20
+		}},
+		{args: []string{"-fs-files", "0"}, check: func(o options) bool { return o.params.FSFiles == 0 && !o.fsFilesAuto }},
+		{args: []string{"-fs-file-size", "2000000"}, wantErr: "shared-directory file size"},
 		{args: []string{"-mode", "fast"}, wantErr: "want auto, nested or direct"},
 		{args: []string{"-rounds", "0"}, wantErr: "rounds"},
 		{args: []string{"-seq-mib", "512"}, wantErr: "smaller than the sequential size"},

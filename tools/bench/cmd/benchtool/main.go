@@ -7,14 +7,17 @@
 //
 // mkdisk writes a raw image of BYTES filled with a non-zero pattern, so
 // that every block is allocated: a sparse file would let reads of holes
-// skip the memory copy a real disk's data costs, differently for each VMM.
-// meminfo prints MemTotal and MemAvailable, to check that L1 has room.
-// rm removes the image afterwards.
+// skip the memory copy a real disk's data costs, differently for each VMM;
+// it also makes the shared directory's sequential file (and the
+// directory). meminfo prints MemTotal and MemAvailable, to check that L1
+// has room. rm removes the image, or a directory with what is in it,
+// afterwards.
 package main
 
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -28,7 +31,7 @@ func main() {
 		return
 	}
 	if len(os.Args) == 3 && os.Args[1] == "rm" {
-		if err := os.Remove(os.Args[2]); err != nil {
+		if err := remove(os.Args[2]); err != nil {
 			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
 			os.Exit(1)
 		}
@@ -49,7 +52,13 @@ func main() {
 	}
 }
 
+// remove deletes path, a file or a directory with what is in it.
+func remove(path string) error { return os.RemoveAll(path) }
+
 func mkdisk(path string, size int64) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err

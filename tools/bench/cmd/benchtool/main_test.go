@@ -26,7 +26,30 @@ func TestMkdisk(t *testing.T) {
 			}
 		}
 	}
-	if err := mkdisk(filepath.Join(t.TempDir(), "no", "such", "dir"), 1); err == nil {
-		t.Error("mkdisk into a missing directory succeeded")
+	// The shared directory's file: its directory is made.
+	dir := t.TempDir()
+	if err := mkdisk(filepath.Join(dir, "share", "seq.img"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "share", "seq.img")); err != nil || st.Size() != 4096 {
+		t.Fatalf("%v %v", st, err)
+	}
+	// Under a file there is no directory to make.
+	if err := mkdisk(filepath.Join(dir, "share", "seq.img", "x"), 1); err == nil {
+		t.Error("mkdisk under a regular file succeeded")
+	}
+}
+
+// rm takes a directory with everything in it (the guest's small files).
+func TestRemoveTree(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "files")
+	if err := mkdisk(filepath.Join(dir, "d000", "f00001"), 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s still there: %v", dir, err)
 	}
 }
