@@ -6,9 +6,10 @@
 // one writable, one read-only. As root it
 //
 //  1. writes random values to the I/O ports and reads each back (every
-//     port vmm has, all below 0x1000, and their neighbours with all
-//     widths; every 16th port above with a byte), except the few that
-//     would end the run or that KVM serves itself (ports.go);
+//     port vmm has and 8 neighbours either side with all widths; a
+//     sample of the others, where vmm has nothing, with a byte), except
+//     the few that would end the run or that KVM serves itself
+//     (ports.go);
 //  2. unbinds the guest's virtio_mmio driver from every device and,
 //     through /dev/mem, writes random values of every width at every
 //     offset of every virtio-mmio window, the unclaimed bytes after it
@@ -55,7 +56,7 @@ const (
 func main() {
 	seed := flag.Uint64("seed", 0, "random seed; 0 picks one from the clock (printed, to replay a run)")
 	pattern := flag.String("pattern", "hostile-recovery ", "text repeated over the sector the recovery step writes")
-	garbage := flag.Int("garbage-writes", 4000, "register writes while an honest driver runs")
+	garbage := flag.Int("garbage-writes", 1000, "register writes while an honest driver runs")
 	flag.Parse()
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano())
