@@ -57,8 +57,14 @@ unit:
 	$(GO) test -short -count=1 ./...
 	CGO_ENABLED=1 $(GO) test -race -short -count=1 ./...
 
+# Retries of a frozen L1 or an emulator-crashed guest (tools/nested, Judge)
+# go in one ledger for both test binaries; more than the budget fails.
 e2e:
-	$(GO) test -count=1 -timeout 40m -v ./tools/nested/ ./tools/e2e/
+	@mkdir -p $(BUILD) && rm -f $(BUILD)/e2e-retries.log
+	budget=2; ledger=$(CURDIR)/$(BUILD)/e2e-retries.log; \
+	NESTED_RETRY_LEDGER=$$ledger NESTED_RETRY_BUDGET=$$budget $(GO) test -count=1 -timeout 40m -v ./tools/nested/ ./tools/e2e/; status=$$?; \
+	n=$$(cat $$ledger 2>/dev/null | wc -l); echo "e2e: $$n retries (budget $$budget)"; cat $$ledger 2>/dev/null; \
+	if [ $$n -gt $$budget ]; then echo "e2e: more retries than the budget"; status=1; fi; exit $$status
 
 # Run each fuzz target for FUZZTIME.
 FUZZTIME ?= 20s

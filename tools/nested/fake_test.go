@@ -2,11 +2,13 @@ package nested
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,7 +179,7 @@ func TestWithL1RetriesFreezeOnce(t *testing.T) {
 	if err != nil || attempts != 2 {
 		t.Errorf("WithL1 = %v after %d attempts, want success on the 2nd", err, attempts)
 	}
-	if !strings.Contains(log.String(), "L1 froze") || !strings.Contains(log.String(), "retrying in a fresh L1") {
+	if !strings.Contains(log.String(), "L1 froze") || !strings.Contains(log.String(), "nested: RETRY") {
 		t.Errorf("retry not reported: %q", log.String())
 	}
 
@@ -205,51 +207,64 @@ func TestWithL1RetriesFreezeOnce(t *testing.T) {
 	}
 }
 
-// Guest crashes are retried twice by default, or as often as the Config
-// says, independently of the one retry after a freeze.
-func TestWithL1RetriesGuestCrashes(t *testing.T) {
-	crash := fmt.Errorf("%w: vCPU 0: guest triple fault", ErrGuestCrashed)
-	tests := []struct {
-		name     string
-		retries  int     // Config.GuestCrashRetries
-		errs     []error // what fn returns on each attempt; nil ends it
-		attempts int
-		want     error // nil: success
-	}{
-		{"crash then success", 0, []error{crash, nil}, 2, nil},
-		{"two crashes then success", 0, []error{crash, crash, nil}, 3, nil},
-		{"three crashes", 0, []error{crash, crash, crash}, 3, ErrGuestCrashed},
-		{"freeze, crash, success", 0, []error{ErrFrozen, crash, nil}, 3, nil},
-		{"crash, freeze, crash, success", 0, []error{crash, ErrFrozen, crash, nil}, 4, nil},
-		{"two freezes", 0, []error{ErrFrozen, ErrFrozen}, 2, ErrFrozen},
-		{"five retries", 5, []error{crash, crash, crash, crash, crash, nil}, 6, nil},
-		{"six crashes with five retries", 5, []error{crash, crash, crash, crash, crash, crash}, 6, ErrGuestCrashed},
-		{"one retry", 1, []error{crash, crash}, 2, ErrGuestCrashed},
+// fakeTB is the part of a test Retry uses, recorded.
+type fakeTB struct {
+	t     *testing.T
+	logs  []string
+	fatal []string
+}
+
+func (f *fakeTB) Helper()                  {}
+func (f *fakeTB) Name() string             { return "TestRetryFake/sub" }
+func (f *fakeTB) Log(a ...any)             { f.logs = append(f.logs, fmt.Sprint(a...)) }
+func (f *fakeTB) Fatal(a ...any)           { f.fatal = append(f.fatal, fmt.Sprint(a...)) }
+func (f *fakeTB) Context() context.Context { return f.t.Context() }
+
+// Retry takes the suite's ledger from the environment, records its retry
+// there under the test's name, and logs it with its reason.
+func TestRetryLedgerFromEnv(t *testing.T) {
+	ledger := filepath.Join(t.TempDir(), "retries")
+	t.Setenv(LedgerEnv, ledger)
+	t.Setenv(BudgetEnv, "1")
+	c := fakeConfig(t, "freeze-once:"+filepath.Join(t.TempDir(), "froze"))
+	run := func(l *L1) error {
+		j, err := l.Run(t.Context(), []string{"/x"}, StdinTTY)
+		if err != nil {
+			return err
+		}
+		_, err = j.Wait(10 * time.Second)
+		return err
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var log bytes.Buffer
-			c := fakeConfig(t, "ok")
-			c.Log = &log
-			c.GuestCrashRetries = tt.retries
-			attempts := 0
-			err := WithL1(t.Context(), c, func(l *L1) error {
-				attempts++
-				if attempts > len(tt.errs) {
-					return errors.New("too many attempts")
-				}
-				return tt.errs[attempts-1]
-			})
-			if attempts != tt.attempts {
-				t.Errorf("%d attempts, want %d (log %q)", attempts, tt.attempts, log.String())
-			}
-			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
-				t.Errorf("WithL1 = %v, want %v", err, tt.want)
-			}
-			if n := strings.Count(log.String(), "retrying in a fresh L1"); n != attempts-1 {
-				t.Errorf("%d retries logged, want %d: %q", n, attempts-1, log.String())
-			}
-		})
+	tb := &fakeTB{t: t}
+	Retry(tb, c, run)
+	if len(tb.fatal) != 0 {
+		t.Fatalf("Retry failed: %q", tb.fatal)
+	}
+	if !slices.ContainsFunc(tb.logs, func(s string) bool {
+		return strings.Contains(s, "nested: RETRY") && strings.Contains(s, "suite retry 1 of 1") && strings.Contains(s, "L1 froze")
+	}) {
+		t.Errorf("retry not logged with its reason: %q", tb.logs)
+	}
+	lines, err := (Ledger{Path: ledger}).Lines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "TestRetryFake/sub: the whole L1 froze (") {
+		t.Errorf("ledger %q, want one line for the freeze", lines)
+	}
+
+	// The budget is spent: the next freeze fails the test.
+	tb = &fakeTB{t: t}
+	Retry(tb, fakeConfig(t, "freeze"), run)
+	if len(tb.fatal) != 1 || !strings.Contains(tb.fatal[0], "retry budget is spent") {
+		t.Errorf("Retry with the budget spent: fatal %q", tb.fatal)
+	}
+
+	t.Setenv(BudgetEnv, "x")
+	tb = &fakeTB{t: t}
+	Retry(tb, fakeConfig(t, "ok"), func(*L1) error { t.Error("ran with a bad budget"); return nil })
+	if len(tb.fatal) != 1 || !strings.Contains(tb.fatal[0], BudgetEnv) {
+		t.Errorf("bad %s: fatal %q", BudgetEnv, tb.fatal)
 	}
 }
 

@@ -5,23 +5,47 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
-	"testing"
+	"time"
 )
 
-// defaultGuestCrashRetries is Config.GuestCrashRetries when unset: a
-// normal boot rarely meets the emulator's guest crashes, and two retries
-// make one a non-event while a fault of vmm's own, which comes back
-// every time, is still reported.
+// defaultGuestCrashRetries is Config.GuestCrashRetries when unset. Each
+// retry must also pass Judge and, in a suite, the Ledger's budget.
 const defaultGuestCrashRetries = 2
 
-// WithL1 runs fn in a fresh L1 and closes it afterwards. If fn fails with
-// ErrFrozen (retried once) or ErrGuestCrashed (retried up to
-// c.GuestCrashRetries times), it says so on c.Log and tries again in
-// another fresh L1: both are QEMU TCG flaws, not the code under test.
-// Any other error, or one retry too many, is returned.
+// WithL1 runs fn in a fresh L1 and closes it afterwards. If fn fails and
+// Judge finds the emulator to blame (a frozen L1, or an L2 guest the
+// emulator killed, with L1's evidence for it), WithL1 says so on c.Log,
+// records the retry in c.Ledger and tries again in another fresh L1: at
+// most once after a freeze and c.GuestCrashRetries times after guest
+// crashes per call, and never beyond the ledger's budget for the whole
+// suite. Any other error, or one retry too many, is returned.
 func WithL1(ctx context.Context, c Config, fn func(l *L1) error) error {
+	return retryLoop(c, time.Now, func() (Evidence, error) {
+		l, err := Start(ctx, c)
+		if err != nil {
+			// A boot that fails is reported, not retried: nothing
+			// ran yet, and nothing tells the emulator's fault apart.
+			return Evidence{}, err
+		}
+		err = fn(l)
+		var ev Evidence
+		if err != nil {
+			ev = l.evidence()
+		}
+		if cerr := l.Close(); err == nil {
+			return Evidence{}, cerr
+		}
+		return ev, err
+	})
+}
+
+// retryLoop is WithL1 with the attempt abstracted (run boots an L1, runs
+// fn in it and returns fn's error with the evidence), so that the bounds
+// are tested without booting anything.
+func retryLoop(c Config, now func() time.Time, run func() (Evidence, error)) error {
 	log := c.Log
 	if log == nil {
 		log = io.Discard
@@ -31,38 +55,123 @@ func WithL1(ctx context.Context, c Config, fn func(l *L1) error) error {
 		crashRetries = defaultGuestCrashRetries
 	}
 	var freezes, crashes int
+	var history []string
 	for attempt := 1; ; attempt++ {
-		l, err := Start(ctx, c)
-		if err != nil {
-			return err
-		}
-		err = fn(l)
-		if err != nil && !errors.Is(err, ErrGuestCrashed) {
-			if why := GuestCrash(l.ConsoleTail(400)); why != "" {
-				err = fmt.Errorf("%w (%s on the job console): %w", ErrGuestCrashed, why, err)
-			}
-		}
-		cerr := l.Close()
+		ev, err := run()
 		if err == nil {
-			return cerr
+			return nil
 		}
-		retry := ""
-		switch {
-		case errors.Is(err, ErrFrozen) && freezes == 0:
-			freezes++
-			retry = "L1 froze"
-		case errors.Is(err, ErrGuestCrashed) && crashes < crashRetries:
-			crashes++
-			retry = "the guest crashed under emulated nested SVM"
-		}
-		if retry == "" {
-			if attempt > 1 {
-				return fmt.Errorf("attempt %d (after %d frozen L1s and %d emulator crashes): %w", attempt, freezes, crashes, err)
-			}
+		if !ev.Booted {
 			return err
 		}
-		fmt.Fprintf(log, "nested: %s (%s); retrying in a fresh L1 (attempt %d)\n", retry, firstLine(err), attempt+1)
+		v := Judge(err, ev)
+		err = v.Err
+		if v.Cause == NotRetried {
+			return withHistory(err, history)
+		}
+		switch {
+		case v.Cause == CauseFrozen && freezes >= 1:
+			return withHistory(fmt.Errorf("not retried, L1 froze a second time in this test: %w", err), history)
+		case v.Cause == CauseGuestCrash && crashes >= crashRetries:
+			return withHistory(fmt.Errorf("not retried, %d emulator guest crashes in this test already: %w", crashes, err), history)
+		}
+		earlier, lerr := c.Ledger.Take(now(), v.Reason)
+		if lerr != nil {
+			if errors.Is(lerr, ErrBudgetSpent) {
+				fmt.Fprintf(log, "nested: NOT retrying (%s): %v; earlier retries:\n\t%s\n", v.Reason, lerr, strings.Join(earlier, "\n\t"))
+			}
+			return withHistory(fmt.Errorf("not retried, %w: %w", lerr, err), history)
+		}
+		if v.Cause == CauseFrozen {
+			freezes++
+		} else {
+			crashes++
+		}
+		history = append(history, v.Reason)
+		suite := ""
+		if c.Ledger.Path != "" {
+			suite = fmt.Sprintf(", suite retry %d of %d", len(earlier)+1, c.Ledger.Budget)
+		}
+		fmt.Fprintf(log, "nested: RETRY (attempt %d failed%s): %s; running it again in a fresh L1\n", attempt, suite, v.Reason)
 	}
+}
+
+// withHistory says which retries came before a final failure.
+func withHistory(err error, history []string) error {
+	if len(history) == 0 {
+		return err
+	}
+	return fmt.Errorf("attempt %d, after retries for: %s: %w", len(history)+1, strings.Join(history, "; "), err)
+}
+
+// Cause classifies a failed attempt.
+type Cause int
+
+const (
+	// NotRetried: the failure is the code under test's, or nothing
+	// shows it is the emulator's.
+	NotRetried Cause = iota
+	// CauseFrozen: the whole L1 stopped (ErrFrozen).
+	CauseFrozen
+	// CauseGuestCrash: the emulator killed the L2 guest, and L1's own
+	// kernel log shows it (see Judge).
+	CauseGuestCrash
+)
+
+// Evidence is what a failed attempt leaves behind to judge it by.
+type Evidence struct {
+	Booted    bool   // L1 came up and fn ran; false for a failed Start
+	Console   string // the end of L1's job console
+	KernelLog string // L1's kernel log (ttyS2) from its boot on, bounded
+}
+
+// Verdict is Judge's answer: whether to retry, why, and the error to
+// report (the attempt's, with what Judge found added).
+type Verdict struct {
+	Cause  Cause
+	Reason string // one line for the log and the ledger
+	Err    error
+}
+
+// Judge decides whether a failed attempt is the emulator's fault.
+//
+// A frozen L1 (ErrFrozen) is: it is the watchdog's finding about L1 as
+// a whole, with console and heartbeats silent, which no guest of vmm's
+// can cause.
+//
+// An L2 guest's crash is retried only with three kinds of evidence: the
+// L2 symptom (ErrGuestCrashed from fn, or a GuestCrash line on the job
+// console), vmm intact (no Go crash anywhere in the console), and L1's
+// own kernel log showing the emulator's signature (L1Signature). The L2
+// symptom alone is what a vmm bug that corrupts its guest looks like
+// too, so it is never enough.
+func Judge(err error, ev Evidence) Verdict {
+	switch {
+	case err == nil:
+		return Verdict{Cause: NotRetried}
+	case errors.Is(err, ErrFrozen):
+		return Verdict{Cause: CauseFrozen, Reason: "the whole L1 froze (" + firstLine(err) + ")", Err: err}
+	}
+	symptom := ""
+	if errors.Is(err, ErrGuestCrashed) {
+		symptom = firstLine(err)
+	} else if s := GuestCrash(ev.Console); s != "" {
+		symptom = s + " (job console)"
+	}
+	if symptom == "" {
+		return Verdict{Cause: NotRetried, Err: err}
+	}
+	if GoCrash(ev.Console) {
+		return Verdict{Cause: NotRetried, Err: fmt.Errorf("not retried, vmm crashed (a Go runtime crash on the job console): %w", err)}
+	}
+	sig := L1Signature(ev.KernelLog)
+	if sig == "" {
+		return Verdict{Cause: NotRetried, Err: fmt.Errorf("not retried, the L2 guest died (%s) but L1's kernel log shows no sign of the emulator (see nested.L1Signature), so this may be vmm's: %w", symptom, err)}
+	}
+	if !errors.Is(err, ErrGuestCrashed) {
+		err = fmt.Errorf("%w (%s): %w", ErrGuestCrashed, symptom, err)
+	}
+	return Verdict{Cause: CauseGuestCrash, Reason: fmt.Sprintf("L2 guest crash (%s) with L1's %q", symptom, sig), Err: err}
 }
 
 // guestCrashRE finds the two ways emulated nested SVM kills a guest
@@ -87,18 +196,70 @@ func GuestCrash(output string) string {
 	return guestCrashRE.FindString(output)
 }
 
-// Retry is WithL1 for tests: progress goes to t.Log and failure is fatal.
-func Retry(t testing.TB, c Config, fn func(l *L1) error) {
+// l1SignatureRE finds L1's own kernel reporting trouble that no program
+// in L1, vmm included, can cause: L1's CPUs stalling (the emulator, or a
+// starved host, stopped L1 itself, which stops every L2 vCPU with it),
+// and L1's KVM catching the emulated CPU in a state it checks never
+// happens. What every L2 boot prints (see the tests) is not in it: KVM's
+// "Unhandled WRMSR(0xc0010007)" and "SMP vm created on host with
+// unstable TSC", the once-per-boot "hrtimer: interrupt took N ns".
+//
+// Only the kernel's own lines count (they start with its timestamp), not
+// the agent's, which quote job arguments.
+var l1SignatureRE = regexp.MustCompile(`(?m)^\[ *\d+\.\d+\] (` +
+	`rcu: INFO: rcu_(preempt|sched) (detected stalls on CPUs/tasks|self-detected stall on CPU)` +
+	`|watchdog: BUG: soft lockup - CPU#\d+ stuck for \d+s!` +
+	`|WARNING: CPU: \d+ PID: \d+ at arch/x86/kvm/\S+` +
+	`|kvm.*: .*unexpected exit reason.*` +
+	`)`)
+
+// L1Signature returns the first line of L1's kernel log that shows the
+// emulator (or the host under it) failing L1 itself, or "" if there is
+// none.
+func L1Signature(klog string) string {
+	return l1SignatureRE.FindString(klog)
+}
+
+// evidence collects what Judge needs from a failed attempt.
+func (l *L1) evidence() Evidence {
+	return Evidence{Booted: true, Console: l.ConsoleTail(400), KernelLog: l.KernelLogTail(2000)}
+}
+
+// TB is what Retry needs of a test; testing.TB has it, and package nested
+// does not import package testing outside its tests.
+type TB interface {
+	Helper()
+	Name() string
+	Log(args ...any)
+	Fatal(args ...any)
+	Context() context.Context
+}
+
+// Retry is WithL1 for tests: progress and every retry go to t.Log, the
+// suite's ledger comes from the environment (LedgerFromEnv) unless c has
+// one, and failure is fatal.
+func Retry(t TB, c Config, fn func(l *L1) error) {
 	t.Helper()
 	if c.Log == nil {
 		c.Log = testLog{t}
+	}
+	if c.Ledger.Path == "" {
+		led, err := LedgerFromEnv(os.Getenv)
+		if err != nil {
+			t.Fatal(err)
+			return // a TB whose Fatal returns
+		}
+		c.Ledger = led
+	}
+	if c.Ledger.Owner == "" {
+		c.Ledger.Owner = t.Name()
 	}
 	if err := WithL1(t.Context(), c, fn); err != nil {
 		t.Fatal(err)
 	}
 }
 
-type testLog struct{ t testing.TB }
+type testLog struct{ t TB }
 
 func (w testLog) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
