@@ -20,8 +20,10 @@
 // and says so with the reason each time. A retry can hide a real vmm
 // bug, so the bar is evidence from L1 itself, not the L2 symptom alone:
 //
-//   - A frozen L1 (ErrFrozen) is retried, once per test: console and
-//     heartbeats went silent together, which is L1 as a whole stopping.
+//   - A frozen L1 (ErrFrozen) is retried: console and heartbeats went
+//     silent together, which is L1 as a whole stopping. So is an L1 that
+//     died (ErrL1Exited) with L1Signature in its kernel log, such as an
+//     oops in KVM's switch to its guest. Once per test for the two.
 //   - An L2 guest crash (ErrGuestCrashed, or a GuestCrash line on the
 //     job console) is retried only when vmm stayed intact (no Go crash;
 //     tools/e2e also checks vmm's exit status) and L1's own kernel log
@@ -613,26 +615,34 @@ func (l *L1) ConsoleTail(n int) string { return l.console.Lines(n) }
 
 // KernelLogTail returns the last n lines of L1's kernel log.
 func (l *L1) KernelLogTail(n int) string {
-	f, err := os.Open(l.klogPath)
-	if err != nil {
-		return fmt.Sprintf("(no kernel log: %v)", err)
-	}
-	defer f.Close()
-	const max = 64 << 10
-	st, err := f.Stat()
+	b, err := l.kernelLogEnd(64 << 10)
 	if err != nil {
 		return fmt.Sprintf("(kernel log: %v)", err)
+	}
+	return lastLines(b, n)
+}
+
+// kernelLogEnd returns at most the last max bytes of L1's kernel log.
+func (l *L1) kernelLogEnd(max int64) ([]byte, error) {
+	f, err := os.Open(l.klogPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
 	}
 	off := st.Size() - max
 	if off < 0 {
 		off = 0
 	}
 	b := make([]byte, st.Size()-off)
-	n2, err := f.ReadAt(b, off)
+	n, err := f.ReadAt(b, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Sprintf("(kernel log: %v)", err)
+		return nil, err
 	}
-	return lastLines(b[:n2], n)
+	return b[:n], nil
 }
 
 // tailError carries the evidence needed to debug a nested failure without

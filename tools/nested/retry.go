@@ -16,12 +16,12 @@ import (
 const defaultGuestCrashRetries = 2
 
 // WithL1 runs fn in a fresh L1 and closes it afterwards. If fn fails and
-// Judge finds the emulator to blame (a frozen L1, or an L2 guest the
+// Judge finds the emulator to blame (L1 froze or died, or an L2 guest the
 // emulator killed, with L1's evidence for it), WithL1 says so on c.Log,
 // records the retry in c.Ledger and tries again in another fresh L1: at
-// most once after a freeze and c.GuestCrashRetries times after guest
-// crashes per call, and never beyond the ledger's budget for the whole
-// suite. Any other error, or one retry too many, is returned.
+// most once after L1 froze or died and c.GuestCrashRetries times after
+// guest crashes per call, and never beyond the ledger's budget for the
+// whole suite. Any other error, or one retry too many, is returned.
 func WithL1(ctx context.Context, c Config, fn func(l *L1) error) error {
 	return retryLoop(c, time.Now, func() (Evidence, error) {
 		l, err := Start(ctx, c)
@@ -54,7 +54,7 @@ func retryLoop(c Config, now func() time.Time, run func() (Evidence, error)) err
 	if crashRetries <= 0 {
 		crashRetries = defaultGuestCrashRetries
 	}
-	var freezes, crashes int
+	var wholeL1, crashes int // retries after L1 froze or died, after L2 crashes
 	var history []string
 	for attempt := 1; ; attempt++ {
 		ev, err := run()
@@ -70,8 +70,8 @@ func retryLoop(c Config, now func() time.Time, run func() (Evidence, error)) err
 			return withHistory(err, history)
 		}
 		switch {
-		case v.Cause == CauseFrozen && freezes >= 1:
-			return withHistory(fmt.Errorf("not retried, L1 froze a second time in this test: %w", err), history)
+		case v.Cause != CauseGuestCrash && wholeL1 >= 1:
+			return withHistory(fmt.Errorf("not retried, the whole L1 failed a second time in this test: %w", err), history)
 		case v.Cause == CauseGuestCrash && crashes >= crashRetries:
 			return withHistory(fmt.Errorf("not retried, %d emulator guest crashes in this test already: %w", crashes, err), history)
 		}
@@ -82,10 +82,10 @@ func retryLoop(c Config, now func() time.Time, run func() (Evidence, error)) err
 			}
 			return withHistory(fmt.Errorf("not retried, %w: %w", lerr, err), history)
 		}
-		if v.Cause == CauseFrozen {
-			freezes++
-		} else {
+		if v.Cause == CauseGuestCrash {
 			crashes++
+		} else {
+			wholeL1++
 		}
 		history = append(history, v.Reason)
 		suite := ""
@@ -113,6 +113,9 @@ const (
 	NotRetried Cause = iota
 	// CauseFrozen: the whole L1 stopped (ErrFrozen).
 	CauseFrozen
+	// CauseL1Crashed: L1's kernel died (ErrL1Exited) showing the
+	// emulator's signature (L1Signature).
+	CauseL1Crashed
 	// CauseGuestCrash: the emulator killed the L2 guest, and L1's own
 	// kernel log shows it (see Judge).
 	CauseGuestCrash
@@ -137,7 +140,8 @@ type Verdict struct {
 //
 // A frozen L1 (ErrFrozen) is: it is the watchdog's finding about L1 as
 // a whole, with console and heartbeats silent, which no guest of vmm's
-// can cause.
+// can cause. So is an L1 that died (ErrL1Exited) with L1Signature in its
+// kernel log.
 //
 // An L2 guest's crash is retried only with three kinds of evidence: the
 // L2 symptom (ErrGuestCrashed from fn, or a GuestCrash line on the job
@@ -151,6 +155,11 @@ func Judge(err error, ev Evidence) Verdict {
 		return Verdict{Cause: NotRetried}
 	case errors.Is(err, ErrFrozen):
 		return Verdict{Cause: CauseFrozen, Reason: "the whole L1 froze (" + firstLine(err) + ")", Err: err}
+	case errors.Is(err, ErrL1Exited):
+		if sig := L1Signature(ev.KernelLog); sig != "" {
+			return Verdict{Cause: CauseL1Crashed, Reason: fmt.Sprintf("L1's kernel died (%s)", sig), Err: err}
+		}
+		return Verdict{Cause: NotRetried, Err: err}
 	}
 	symptom := ""
 	if errors.Is(err, ErrGuestCrashed) {
@@ -213,16 +222,46 @@ var l1SignatureRE = regexp.MustCompile(`(?m)^\[ *\d+\.\d+\] (` +
 	`|kvm.*: .*unexpected exit reason.*` +
 	`)`)
 
-// L1Signature returns the first line of L1's kernel log that shows the
+// l1OopsRE and l1WorldSwitchRE find L1's kernel crashing (an oops or a
+// panic) with KVM's switch to or from its guest on the stack: an
+// interrupt taken at __svm_vcpu_run+0x9c, right after VMRUN returned
+// and before KVM reloads L1's own GS base, killed L1 through recursive
+// page faults in one of 16 hostile-guest runs. Real hardware holds
+// interrupts there (KVM runs the guest with GIF clear); the emulator
+// delivered one. No program in L1 controls where an interrupt lands.
+var (
+	l1OopsRE        = regexp.MustCompile(`(?m)^\[ *\d+\.\d+\] (BUG: .*|Oops: .*|general protection fault.*|Kernel panic - not syncing: .*)$`)
+	l1WorldSwitchRE = regexp.MustCompile(`(?m)^\[ *\d+\.\d+\] +(RIP: 0010:)?(__svm_vcpu_run|svm_vcpu_enter_exit)\+0x[0-9a-f]+/0x[0-9a-f]+ \[kvm_amd\]`)
+)
+
+// L1Signature returns the line of L1's kernel log that shows the
 // emulator (or the host under it) failing L1 itself, or "" if there is
 // none.
 func L1Signature(klog string) string {
-	return l1SignatureRE.FindString(klog)
+	if s := l1SignatureRE.FindString(klog); s != "" {
+		return s
+	}
+	if oops := l1OopsRE.FindString(klog); oops != "" {
+		if frame := l1WorldSwitchRE.FindString(klog); frame != "" {
+			return oops + " at " + strings.TrimPrefix(strings.TrimSpace(frame[strings.Index(frame, "]")+1:]), "RIP: 0010:")
+		}
+	}
+	return ""
 }
+
+// evidenceLogBytes bounds the kernel log Judge reads: an oops that
+// faults recursively, as L1's does when the emulator returns it from its
+// guest with the guest's GS base, fills 64 KiB with frames before the
+// line that names where it happened.
+const evidenceLogBytes = 1 << 20
 
 // evidence collects what Judge needs from a failed attempt.
 func (l *L1) evidence() Evidence {
-	return Evidence{Booted: true, Console: l.ConsoleTail(400), KernelLog: l.KernelLogTail(2000)}
+	ev := Evidence{Booted: true, Console: l.ConsoleTail(400)}
+	if b, err := l.kernelLogEnd(evidenceLogBytes); err == nil {
+		ev.KernelLog = string(b)
+	}
+	return ev
 }
 
 // TB is what Retry needs of a test; testing.TB has it, and package nested

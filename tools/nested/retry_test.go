@@ -23,12 +23,35 @@ const (
 	klogLockup   = klogQuiet + "[  288.991618] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [vmm:100]\n"
 	klogKVMWarn  = klogQuiet + "[   77.100000] WARNING: CPU: 0 PID: 104 at arch/x86/kvm/svm/svm.c:3612 svm_complete_interrupts+0x1/0x2 [kvm_amd]\n"
 	klogUnexpect = klogQuiet + "[   77.100000] kvm [104]: vcpu0, guest rIP: 0x1000 svm: unexpected exit reason 0x4ff\n"
+	// L1 dying as it did in one of 16 hostile runs (cut): an interrupt
+	// right after VMRUN returned, with the guest's GS base still loaded.
+	klogWorldSwitch = klogQuiet + `[   22.324822] BUG: TASK stack guard page was hit at 00000000630659e3 (stack is 000000003581dea9..00000000c3775a7d)
+[   22.325515] stack guard page: 0000 [#1] PREEMPT SMP NOPTI
+[   22.325515] RIP: 0010:error_entry+0x10/0x130
+[   22.325515]  asm_exc_page_fault+0x22/0x30
+[   22.325515] RIP: 0010:irqentry_enter+0x9/0x50
+[   22.325515]  sysvec_reschedule_ipi+0xa/0x110
+[   22.325515]  asm_sysvec_reschedule_ipi+0x16/0x20
+[   22.325515] RIP: 0010:__svm_vcpu_run+0x9c/0x210 [kvm_amd]
+[   22.325515]  svm_vcpu_enter_exit+0x28/0x60 [kvm_amd]
+[   22.325515]  svm_vcpu_run+0x1b8/0x6c0 [kvm_amd]
+[   22.325515]  kvm_arch_vcpu_ioctl_run+0x8be/0x1750 [kvm]
+[   22.325515] Kernel panic - not syncing: Fatal exception in interrupt
+`
+	// An oops anywhere else is no sign of the emulator.
+	klogOtherOops = klogQuiet + `[   40.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008
+[   40.000000] RIP: 0010:ext4_fill_super+0x10/0x200 [ext4]
+[   40.000000]  svm_vcpu_run+0x1b8/0x6c0 [kvm_amd]
+[   40.000000] Kernel panic - not syncing: Fatal exception
+`
 	// The agent logs job arguments; they are not the kernel's word.
 	klogAgentOnly = klogQuiet + "l1init: 17:00:00.000000 job 3: started [\"/bin/x\" \"rcu: INFO: rcu_preempt detected stalls on CPUs/tasks\"] pid 9\n"
 
 	tripleFault = "vmm: vCPU 0: guest triple fault (KVM_EXIT_SHUTDOWN) (registers lost: KVM resets the vCPU before reporting this on AMD)\n"
 	goPanic     = "panic: runtime error: index out of range\n\ngoroutine 7 [running]:\n"
 )
+
+var errL1Died = fmt.Errorf("nested: exec [\"/bin/redirect\"]: %w: QEMU exited; QEMU output: ", ErrL1Exited)
 
 var errCrash = fmt.Errorf("%w (vmm: vCPU 0: guest triple fault (KVM_EXIT_SHUTDOWN)): vmm run exited with status 1", ErrGuestCrashed)
 
@@ -45,6 +68,9 @@ func TestJudge(t *testing.T) {
 		{"success", nil, Evidence{}, NotRetried, "", ""},
 		{"other error", boom, Evidence{KernelLog: klogRCU}, NotRetried, "", "timed out"},
 		{"frozen L1", fmt.Errorf("nested: exec: %w: silent for 30s", ErrFrozen), Evidence{}, CauseFrozen, "L1 froze", "silent for 30s"},
+		{"L1 died in the world switch", errL1Died, Evidence{KernelLog: klogWorldSwitch}, CauseL1Crashed, "BUG: TASK stack guard page was hit at 00000000630659e3 (stack is 000000003581dea9..00000000c3775a7d) at __svm_vcpu_run+0x9c/0x210 [kvm_amd]", ""},
+		{"L1 died elsewhere", errL1Died, Evidence{KernelLog: klogOtherOops}, NotRetried, "", "QEMU exited"},
+		{"L1 exited quietly", errL1Died, Evidence{KernelLog: klogQuiet}, NotRetried, "", "QEMU exited"},
 		{"crash, L1 quiet", errCrash, Evidence{KernelLog: klogQuiet}, NotRetried, "", "L1's kernel log shows no sign of the emulator"},
 		{"crash, only the agent quotes a stall", errCrash, Evidence{KernelLog: klogAgentOnly}, NotRetried, "", "no sign of the emulator"},
 		{"crash, L1 RCU stall", errCrash, Evidence{KernelLog: klogRCU}, CauseGuestCrash, "rcu: INFO: rcu_preempt detected stalls", ""},
@@ -88,6 +114,8 @@ func TestL1Signature(t *testing.T) {
 		{klogRCU, "[  301.000001] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks"},
 		{"[    5.1] rcu: INFO: rcu_sched self-detected stall on CPU\n", "[    5.1] rcu: INFO: rcu_sched self-detected stall on CPU"},
 		{klogLockup, "[  288.991618] watchdog: BUG: soft lockup - CPU#1 stuck for 22s!"},
+		{klogWorldSwitch, "[   22.324822] BUG: TASK stack guard page was hit at 00000000630659e3 (stack is 000000003581dea9..00000000c3775a7d) at __svm_vcpu_run+0x9c/0x210 [kvm_amd]"},
+		{klogOtherOops, ""},
 		// An L2 guest's own stall reaches L1's log only through vmm's
 		// output, never as a line of L1's kernel.
 		{"vmm: [  301.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks\n", ""},
@@ -107,6 +135,7 @@ type outcome struct {
 var (
 	okRun        = outcome{Evidence{Booted: true}, nil}
 	frozen       = outcome{Evidence{Booted: true}, fmt.Errorf("nested: run: %w: silent for 30s", ErrFrozen)}
+	l1Died       = outcome{Evidence{Booted: true, KernelLog: klogWorldSwitch}, errL1Died}
 	crashL1Stall = outcome{Evidence{Booted: true, KernelLog: klogRCU}, errCrash}
 	crashL1Quiet = outcome{Evidence{Booted: true, KernelLog: klogQuiet}, errCrash}
 	bootFailed   = outcome{Evidence{}, errors.New("nested: L1 agent not ready within 2m0s")}
@@ -128,7 +157,9 @@ func TestRetryLoop(t *testing.T) {
 		{"test failure", 0, -1, 0, []outcome{testFailed}, 1, testFailed.err, ""},
 		{"boot failure", 0, -1, 0, []outcome{bootFailed}, 1, bootFailed.err, ""},
 		{"freeze then success", 0, -1, 0, []outcome{frozen, okRun}, 2, nil, ""},
-		{"two freezes", 0, -1, 0, []outcome{frozen, frozen}, 2, ErrFrozen, "froze a second time"},
+		{"two freezes", 0, -1, 0, []outcome{frozen, frozen}, 2, ErrFrozen, "failed a second time"},
+		{"L1 died then success", 0, -1, 0, []outcome{l1Died, okRun}, 2, nil, ""},
+		{"freeze then L1 died", 0, -1, 0, []outcome{frozen, l1Died}, 2, ErrL1Exited, "failed a second time"},
 		{"crash with L1 evidence then success", 0, -1, 0, []outcome{crashL1Stall, okRun}, 2, nil, ""},
 		{"crash without L1 evidence", 0, -1, 0, []outcome{crashL1Quiet}, 1, ErrGuestCrashed, "no sign of the emulator"},
 		{"crash limit per call", 0, -1, 0, []outcome{crashL1Stall, crashL1Stall, crashL1Stall}, 3, ErrGuestCrashed, "2 emulator guest crashes"},
@@ -175,6 +206,7 @@ func TestRetryLoop(t *testing.T) {
 			if want := attempts - 1; retries != want {
 				t.Errorf("%d retries logged, want %d: %q", retries, want, log.String())
 			}
+			// Every reason names L1's evidence.
 			for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {
 				if strings.HasPrefix(line, "nested: RETRY") && !strings.Contains(line, "L1 froze") && !strings.Contains(line, "L1's") {
 					t.Errorf("retry without its reason: %q", line)
