@@ -226,9 +226,9 @@ var l1SignatureRE = regexp.MustCompile(`(?m)^\[ *\d+\.\d+\] (` +
 // panic) with KVM's switch to or from its guest on the stack: an
 // interrupt taken at __svm_vcpu_run+0x9c, right after VMRUN returned
 // and before KVM reloads L1's own GS base, killed L1 through recursive
-// page faults in one of 16 hostile-guest runs. Real hardware holds
-// interrupts there (KVM runs the guest with GIF clear); the emulator
-// delivered one. No program in L1 controls where an interrupt lands.
+// page faults in one hostile-guest run. Real hardware takes no interrupt
+// there (KVM has them masked: IF clear, and GIF after the #VMEXIT); the
+// emulator delivered one. No program in L1 controls where one lands.
 var (
 	l1OopsRE        = regexp.MustCompile(`(?m)^\[ *\d+\.\d+\] (BUG: .*|Oops: .*|general protection fault.*|Kernel panic - not syncing: .*)$`)
 	l1WorldSwitchRE = regexp.MustCompile(`(?m)^\[ *\d+\.\d+\] +(RIP: 0010:)?(__svm_vcpu_run|svm_vcpu_enter_exit)\+0x[0-9a-f]+/0x[0-9a-f]+ \[kvm_amd\]`)
