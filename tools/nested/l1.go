@@ -27,23 +27,31 @@
 //   - An L2 guest crash (ErrGuestCrashed, or a GuestCrash line on the
 //     job console) is retried only when vmm stayed intact (no Go crash;
 //     tools/e2e also checks vmm's exit status) and L1's own kernel log
-//     shows the emulator, or the host under it, failing L1 itself
-//     (L1Signature: L1's RCU stalls and soft lockups, KVM warnings).
+//     shows the emulator at work (L1Signature): L1's KVM intercepting
+//     the guest's shutdown while it delivered a page fault on fetching
+//     its own kernel text, or L1 itself stalling (RCU stalls, soft
+//     lockups) or its KVM warning.
 //
-// Triple faults with L1's log otherwise quiet are not retried, because
-// L1 has nothing to say about them. In the hostile-guest test, whose
-// tens of thousands of exits made the emulator kill its guest in 3 of
-// 10 runs, L1's kernel log held in each of those crashes exactly what
-// it holds in a passing run: KVM's "SMP vm created on host with
-// unstable TSC" and "Unhandled WRMSR(0xc0010007)", printed by every L2
-// boot, and the once-per-boot "hrtimer: interrupt took N ns". KVM
-// reports a shutdown intercept to userspace without a log line, and
-// filtered KVM tracepoints in L1 (page-walk nested page faults, shutdown
-// and exception intercepts) made the crashes vanish instead of
-// recording them (none in 13 traced runs), so no L1 signature could be
-// drawn from them either. Such a crash fails its test, with a message
-// saying why it was not retried; the tests keep their exits to vmm's
-// userspace few to make it rare (see tools/e2e's hostile test).
+// The shutdown line is there because the agent asks for it: KVM logs
+// nothing when a guest shuts down, and in 3 emulator triple faults of
+// 10 hostile-guest runs L1's log held only what every L2 boot prints
+// there (KVM's "SMP vm created on host with unstable TSC" and
+// "Unhandled WRMSR(0xc0010007)", the once-per-boot "hrtimer: interrupt
+// took N ns"). So L1 boots with tp_printk and the agent enables KVM's
+// kvm_exit tracepoint filtered to shutdown intercepts, which L1's kernel
+// then prints on its console with the pending event. In an emulator
+// crash that event was a page fault on an instruction fetch at the
+// kernel-text address L1's KVM had just resumed the guest at, after
+// emulating its wrmsr: Linux's text is always mapped, so the emulated
+// page walk went wrong, and vmm's only way to that is writing over the
+// guest's page tables (a risk this leaves, which the hostile test's
+// disk checks would likely catch otherwise). A vmm that sets its guest
+// up wrong crashes it before its kernel runs there, and a guest that
+// triple-faults on its own shows another event (tools/e2e's crasher:
+// #UD at its entry). A triple fault without the signature, and an L2
+// RCU stall with L1 quiet, fail their test with a message saying why
+// they were not retried; the tests keep their exits to vmm's userspace
+// few (see tools/e2e's hostile test), which makes all of these rare.
 //
 // A test suite whose packages run as separate test binaries bounds its
 // retries as a whole with a Ledger (`make e2e` allows 2): every retry is

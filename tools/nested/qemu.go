@@ -25,9 +25,11 @@ func qemuOptValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // kernelCmdline is L1's command line. The kernel logs to ttyS2 so that
 // ttyS0 carries only the job's bytes; panic=-1 with -no-reboot turns a
-// crashed L1 into an exited QEMU instead of a hang.
+// crashed L1 into an exited QEMU instead of a hang. tp_printk puts the
+// tracepoints the agent enables (KVM's shutdown intercepts, see
+// L1Signature) in that log too.
 func kernelCmdline(c Config) string {
-	parts := []string{"console=ttyS2", "rdinit=/init", "panic=-1", "mitigations=off", "nokaslr"}
+	parts := []string{"console=ttyS2", "rdinit=/init", "panic=-1", "mitigations=off", "nokaslr", "tp_printk"}
 	if c.Append != "" {
 		parts = append(parts, c.Append)
 	}

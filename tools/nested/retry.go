@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -234,11 +235,69 @@ var (
 	l1WorldSwitchRE = regexp.MustCompile(`(?m)^\[ *\d+\.\d+\] +(RIP: 0010:)?(__svm_vcpu_run|svm_vcpu_enter_exit)\+0x[0-9a-f]+/0x[0-9a-f]+ \[kvm_amd\]`)
 )
 
+// shutdownRE finds a shutdown intercept of L1's KVM as L1's kernel
+// prints it (the agent enables the kvm_exit tracepoint for shutdowns and
+// L1 boots with tp_printk; see l1init's kvmtrace.go).
+var shutdownRE = regexp.MustCompile(`(?m)^\[ *\d+\.\d+\] kvm_exit: vcpu \d+ reason shutdown rip 0x([0-9a-f]+) info1 0x[0-9a-f]+ info2 0x[0-9a-f]+ intr_info 0x([0-9a-f]+) error_code 0x([0-9a-f]+)`)
+
+// Fields of the EXITINTINFO that KVM's tracepoint shows as intr_info
+// (AMD64 APM vol. 2, 15.7.2 "Intercepts During IDT Interrupt Delivery",
+// in EVENTINJ's layout of 15.20), and of a page fault's error code,
+// which it shows as error_code (vol. 2, "#PF—Page-Fault Exception").
+const (
+	exitIntValid    = 1 << 31
+	exitIntErrValid = 1 << 11
+	exitIntTypeMask = 7 << 8
+	exitIntTypeExc  = 3 << 8
+	exitIntVecMask  = 0xff
+	vectorPF        = 14
+	pfUser          = 1 << 2
+	pfFetch         = 1 << 4
+	// kernelTextStart and kernelTextEnd bound x86-64 Linux's kernel
+	// text mapping (__START_KERNEL_map, then 1 GiB before the modules;
+	// Documentation/x86/x86_64/mm.rst in Linux 6.1).
+	kernelTextStart = 0xffffffff80000000
+	kernelTextEnd   = 0xffffffffc0000000
+)
+
+// shutdownSignature returns the first shutdown intercept in klog at
+// which the guest shut down delivering a page fault on fetching its own
+// kernel text, or "". That is how the emulator kills L2 guests: in a
+// hostile-guest run L2 wrote an MSR at native_write_msr, L1's KVM
+// emulated it and resumed L2 at the next instruction, and that fetch
+// faulted, the fault's delivery faulted, and L2 shut down. Linux's
+// kernel text is always mapped, so the page walk itself went wrong;
+// vmm reaches it only by writing over the guest's page tables. A guest
+// vmm set up wrong crashes before its kernel runs there, and a guest
+// that triple-faults on its own (the e2e crasher's ud2 without an IDT)
+// shows another vector.
+func shutdownSignature(klog string) string {
+	for _, m := range shutdownRE.FindAllStringSubmatch(klog, -1) {
+		rip, err1 := strconv.ParseUint(m[1], 16, 64)
+		info, err2 := strconv.ParseUint(m[2], 16, 32)
+		code, err3 := strconv.ParseUint(m[3], 16, 32)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		if info&exitIntValid == 0 || info&exitIntErrValid == 0 || info&exitIntTypeMask != exitIntTypeExc || info&exitIntVecMask != vectorPF {
+			continue
+		}
+		if code&pfFetch == 0 || code&pfUser != 0 || rip < kernelTextStart || rip >= kernelTextEnd {
+			continue
+		}
+		return m[0]
+	}
+	return ""
+}
+
 // L1Signature returns the line of L1's kernel log that shows the
-// emulator (or the host under it) failing L1 itself, or "" if there is
-// none.
+// emulator (or the host under it) failing L1 itself or killing its
+// guest, or "" if there is none.
 func L1Signature(klog string) string {
 	if s := l1SignatureRE.FindString(klog); s != "" {
+		return s
+	}
+	if s := shutdownSignature(klog); s != "" {
 		return s
 	}
 	if oops := l1OopsRE.FindString(klog); oops != "" {

@@ -44,6 +44,12 @@ const (
 [   40.000000]  svm_vcpu_run+0x1b8/0x6c0 [kvm_amd]
 [   40.000000] Kernel panic - not syncing: Fatal exception
 `
+	// The emulator's triple fault as L1's kernel prints it (tp_printk):
+	// a page fault on fetching kernel text at the RIP after a wrmsr.
+	shutdownFetch = "[   18.081169] kvm_exit: vcpu 0 reason shutdown rip 0xffffffff8d673916 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x80000b0e error_code 0x00000010"
+	klogShutdown  = klogQuiet + shutdownFetch + "\n"
+	// The e2e crasher's triple fault: ud2 at its entry with no IDT.
+	klogCrasher = klogQuiet + "[   30.000000] kvm_exit: vcpu 0 reason shutdown rip 0x0000000001000200 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x80000306 error_code 0x00000000\n"
 	// The agent logs job arguments; they are not the kernel's word.
 	klogAgentOnly = klogQuiet + "l1init: 17:00:00.000000 job 3: started [\"/bin/x\" \"rcu: INFO: rcu_preempt detected stalls on CPUs/tasks\"] pid 9\n"
 
@@ -73,6 +79,8 @@ func TestJudge(t *testing.T) {
 		{"L1 exited quietly", errL1Died, Evidence{KernelLog: klogQuiet}, NotRetried, "", "QEMU exited"},
 		{"crash, L1 quiet", errCrash, Evidence{KernelLog: klogQuiet}, NotRetried, "", "L1's kernel log shows no sign of the emulator"},
 		{"crash, only the agent quotes a stall", errCrash, Evidence{KernelLog: klogAgentOnly}, NotRetried, "", "no sign of the emulator"},
+		{"crash, L1 saw a kernel-text fetch fault", errCrash, Evidence{KernelLog: klogShutdown}, CauseGuestCrash, "reason shutdown rip 0xffffffff8d673916", ""},
+		{"crash, L1 saw the crasher's shutdown", errCrash, Evidence{KernelLog: klogCrasher}, NotRetried, "", "no sign of the emulator"},
 		{"crash, L1 RCU stall", errCrash, Evidence{KernelLog: klogRCU}, CauseGuestCrash, "rcu: INFO: rcu_preempt detected stalls", ""},
 		{"crash, L1 soft lockup", errCrash, Evidence{KernelLog: klogLockup}, CauseGuestCrash, "soft lockup - CPU#1 stuck for 22s!", ""},
 		{"crash, L1 KVM warning", errCrash, Evidence{KernelLog: klogKVMWarn}, CauseGuestCrash, "at arch/x86/kvm/svm/svm.c:3612", ""},
@@ -116,6 +124,21 @@ func TestL1Signature(t *testing.T) {
 		{klogLockup, "[  288.991618] watchdog: BUG: soft lockup - CPU#1 stuck for 22s!"},
 		{klogWorldSwitch, "[   22.324822] BUG: TASK stack guard page was hit at 00000000630659e3 (stack is 000000003581dea9..00000000c3775a7d) at __svm_vcpu_run+0x9c/0x210 [kvm_amd]"},
 		{klogOtherOops, ""},
+		{klogShutdown, shutdownFetch},
+		{klogCrasher, ""},
+		// Not a fetch (a read), a user-mode fetch, outside kernel text
+		// (a module), another vector (#GP), no error code, not valid.
+		{strings.Replace(shutdownFetch, "error_code 0x00000010", "error_code 0x00000000", 1), ""},
+		{strings.Replace(shutdownFetch, "error_code 0x00000010", "error_code 0x00000014", 1), ""},
+		{strings.Replace(shutdownFetch, "rip 0xffffffff8d673916", "rip 0xffffffffc0a01000", 1), ""},
+		{strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x80000b0d", 1), ""},
+		{strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x8000030e", 1), ""},
+		{strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x00000b0e", 1), ""},
+		// A protection fault on a fetch is one too; so is one on a later line.
+		{strings.Replace(shutdownFetch, "error_code 0x00000010", "error_code 0x00000011", 1), strings.Replace(shutdownFetch, "error_code 0x00000010", "error_code 0x00000011", 1)},
+		{klogCrasher + shutdownFetch + "\n", shutdownFetch},
+		// The trace file's format (no kernel timestamp) is not L1's log.
+		{"             vmm-118     [000] .....    18.081169: kvm_exit: vcpu 0 reason shutdown rip 0xffffffff8d673916 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x80000b0e error_code 0x00000010\n", ""},
 		// An L2 guest's own stall reaches L1's log only through vmm's
 		// output, never as a line of L1's kernel.
 		{"vmm: [  301.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks\n", ""},
