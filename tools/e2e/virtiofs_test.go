@@ -167,8 +167,11 @@ func TestShareRoundTrip(t *testing.T) {
 			return err
 		}
 		// The job starts in /share: ./fstool is the copy on the share.
-		r, err := redirectExec(ctx, l, bulkTimeout, nil, runArgs([]string{"-share", "/data"},
-			"./fstool", "write", "-files", strconv.Itoa(shareFiles), "-big", strconv.Itoa(shareBig), "-seed", seed, "out")...)
+		// Two vCPUs and eight files at a time: requests overlap and
+		// complete out of order, as in a parallel build, and the
+		// round trips' latency overlaps too.
+		r, err := redirectExec(ctx, l, bulkTimeout, nil, runArgs([]string{"-smp", "2", "-share", "/data"},
+			"./fstool", "write", "-j", "8", "-files", strconv.Itoa(shareFiles), "-big", strconv.Itoa(shareBig), "-seed", seed, "out")...)
 		if err != nil {
 			return err
 		}
@@ -193,7 +196,7 @@ func TestShareRoundTrip(t *testing.T) {
 			return fmt.Errorf("L1 sees %d bytes, the job wrote %d", got, want)
 		}
 
-		r, err = redirectExec(ctx, l, bulkTimeout, nil, runArgs([]string{"-share", "/data"}, "./fstool", "hash", "out")...)
+		r, err = redirectExec(ctx, l, bulkTimeout, nil, runArgs([]string{"-smp", "2", "-share", "/data"}, "./fstool", "hash", "-j", "8", "out")...)
 		if err != nil {
 			return err
 		}

@@ -4,8 +4,8 @@
 // static binary, so both ends agree on what a file should hold and on
 // how a tree is summed.
 //
-//	fstool write [-files N] [-big BYTES] [-seed S] DIR  deterministic files; prints their manifest
-//	fstool hash DIR                  the manifest of the regular files under DIR
+//	fstool write [-files N] [-big BYTES] [-seed S] [-j N] DIR  deterministic files, N at a time; prints their manifest
+//	fstool hash [-j N] DIR           the manifest of the regular files under DIR, read N at a time
 //	fstool tree DIR                  a digest of all under DIR: types, modes, owners, sizes, mtimes, contents, link targets
 //	fstool populate DIR SECRETDIR    the read-only share's tree and, outside it, a secret
 //	fstool readonly MNT TAG          mount TAG at MNT read-write; every change must fail with EROFS (it stays mounted)
@@ -40,6 +40,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -138,11 +140,13 @@ func cmdWrite(args []string) error {
 	files := fl.Int("files", 1000, "small files")
 	big := fl.Int64("big", 64<<20, "bytes of the one big file")
 	seed := fl.Uint64("seed", 1, "content seed")
+	jobs := fl.Int("j", 1, "files written at once")
 	if err := parse(fl, args, 1); err != nil {
 		return err
 	}
 	dir := fl.Arg(0)
 	start := time.Now()
+	var mu sync.Mutex
 	var m manifest
 	var total int64
 	write := func(rel string, i int, size int64) error {
@@ -167,22 +171,63 @@ func cmdWrite(args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
+		mu.Lock()
 		m.add(rel, size, h.Sum(nil))
 		total += size
+		mu.Unlock()
 		return nil
 	}
-	for i := range *files {
-		if err := write(smallName(i), i, smallSize(i)); err != nil {
-			return err
+	// The big file first, beside the small ones: -j of them at a time
+	// keep several requests in flight, as a parallel build does.
+	err := parallel(*jobs, *files+1, func(i int) error {
+		if i == 0 {
+			if *big <= 0 {
+				return nil
+			}
+			return write("big", -1, *big)
 		}
-	}
-	if *big > 0 {
-		if err := write("big", -1, *big); err != nil {
-			return err
-		}
+		return write(smallName(i-1), i-1, smallSize(i-1))
+	})
+	if err != nil {
+		return err
 	}
 	fmt.Printf("write: files %d bytes %d manifest %s in %.2fs\n", len(m), total, m.digest(), time.Since(start).Seconds())
 	return nil
+}
+
+// parallel runs fn(0) ... fn(n-1) on jobs goroutines and returns the
+// first error; after one, the rest are not started.
+func parallel(jobs, n int, fn func(i int) error) error {
+	next := make(chan int)
+	errs := make(chan error, max(jobs, 1))
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for range max(jobs, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					failed.Store(true)
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := 0; i < n && !failed.Load(); i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
 }
 
 // chunkWriter writes in buffer-sized pieces.
@@ -224,31 +269,43 @@ func parse(fl *flag.FlagSet, args []string, nargs int) error {
 }
 
 func cmdHash(args []string) error {
-	if len(args) != 1 {
-		return exitError(2)
+	fl := flag.NewFlagSet("hash", flag.ContinueOnError)
+	jobs := fl.Int("j", 1, "files read at once")
+	if err := parse(fl, args, 1); err != nil {
+		return err
 	}
+	dir := fl.Arg(0)
 	start := time.Now()
+	var files []string
+	other := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir():
+		case d.Type().IsRegular():
+			files = append(files, p)
+		default:
+			other++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
 	var m manifest
 	var total int64
-	other := 0
-	err := filepath.WalkDir(args[0], func(p string, d fs.DirEntry, err error) error {
+	err = parallel(*jobs, len(files), func(i int) error {
+		sum, size, err := fileSum(files[i])
 		if err != nil {
 			return err
 		}
-		if d.IsDir() {
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			other++
-			return nil
-		}
-		rel, _ := filepath.Rel(args[0], p)
-		sum, size, err := fileSum(p)
-		if err != nil {
-			return err
-		}
+		rel, _ := filepath.Rel(dir, files[i])
+		mu.Lock()
 		m.add(rel, size, sum)
 		total += size
+		mu.Unlock()
 		return nil
 	})
 	if err != nil {
