@@ -29,7 +29,8 @@
 //     tools/e2e also checks vmm's exit status) and L1's own kernel log
 //     shows the emulator at work (L1Signature): L1's KVM intercepting
 //     the guest's shutdown while it delivered a page fault on fetching
-//     its own kernel text, or L1 itself stalling (RCU stalls, soft
+//     its own kernel text, an external interrupt or an NMI, or L1
+//     itself stalling (RCU stalls, soft
 //     lockups) or its KVM warning.
 //
 // The shutdown line is there because the agent asks for it: KVM logs

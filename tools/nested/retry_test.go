@@ -134,6 +134,14 @@ func TestL1Signature(t *testing.T) {
 		{strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x80000b0d", 1), ""},
 		{strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x8000030e", 1), ""},
 		{strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x00000b0e", 1), ""},
+		// An external interrupt (vector 0x24) or an NMI being delivered,
+		// at a user address as in a TAP transfer; software interrupts
+		// (type 4) are not.
+		{strings.Replace(shutdownFetch, "rip 0xffffffff8d673916 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x80000b0e error_code 0x00000010", "rip 0x4644fe info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x80000024 error_code 0x00000000", 1),
+			strings.Replace(shutdownFetch, "rip 0xffffffff8d673916 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x80000b0e error_code 0x00000010", "rip 0x4644fe info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x80000024 error_code 0x00000000", 1)},
+		{strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x80000202", 1), strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x80000202", 1)},
+		{strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x80000480", 1), ""},
+		{strings.Replace(shutdownFetch, "intr_info 0x80000b0e", "intr_info 0x00000024", 1), ""},
 		// A protection fault on a fetch is one too; so is one on a later line.
 		{strings.Replace(shutdownFetch, "error_code 0x00000010", "error_code 0x00000011", 1), strings.Replace(shutdownFetch, "error_code 0x00000010", "error_code 0x00000011", 1)},
 		{klogCrasher + shutdownFetch + "\n", shutdownFetch},
