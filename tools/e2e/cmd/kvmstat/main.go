@@ -13,7 +13,7 @@
 // the VMM's status. KVM removes a VM's debugfs directory when the VM is
 // destroyed, so the statistics are sampled every 50 ms while it lives and
 // the last sample is reported: the exits of the final 50 ms or less are
-// missing. Histograms are global, so only one VM may run at a time.
+// missing. The reading is package kvmstats's. Histograms are global, so only one VM may run at a time.
 package main
 
 import (
@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vmm-dev/vmm/tools/kvmstats"
 )
 
 // Report is kvmstat's output.
@@ -71,7 +73,8 @@ func main() {
 		os.Exit(2)
 	}
 	rep := Report{Args: args}
-	if err := mountDebugfs(); err != nil {
+	paths := kvmstats.DefaultPaths()
+	if err := paths.MountDebugfs(); err != nil {
 		rep.Error = err.Error()
 	}
 	if *trace && rep.Error == "" {
@@ -79,7 +82,7 @@ func main() {
 			rep.Error = err.Error()
 		}
 	}
-	rep.Status = run(args, &rep)
+	rep.Status = run(paths, args, &rep)
 	if *trace {
 		rep.Exits, _ = readHist("kvm_exit")
 		rep.PIO, _ = readHist("kvm_pio")
@@ -91,19 +94,9 @@ func main() {
 	os.Exit(rep.Status)
 }
 
-func mountDebugfs() error {
-	if _, err := os.Stat(filepath.Join(debugfs, "kvm")); err == nil {
-		return nil
-	}
-	if err := syscall.Mount("none", debugfs, "debugfs", 0, ""); err != nil && !errors.Is(err, syscall.EBUSY) {
-		return fmt.Errorf("mount debugfs: %w", err)
-	}
-	return nil
-}
-
 // run starts the VMM, samples its VM's counters until it exits and
 // returns its status as a shell would.
-func run(args []string, rep *Report) int {
+func run(paths kvmstats.Paths, args []string, rep *Report) int {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -135,59 +128,14 @@ func run(args []string, rep *Report) int {
 				return 1
 			}
 		case <-tick.C:
-			if s := sample(pid); s != nil {
+			// Nothing yet, or torn down under us: keep the
+			// last sample.
+			if s, _, err := paths.VMCounters(pid); err == nil {
 				rep.Stats = s
 				rep.Samples++
 			}
 		}
 	}
-}
-
-// sample reads every counter of the VM that process pid created; nil if
-// there is none (yet, or any more). KVM names the directory
-// "<tid>-<fd>" after the thread that called KVM_CREATE_VM
-// (virt/kvm/kvm_main.c, kvm_create_vm_debugfs), which in a Go program is
-// any of its threads, so the directory is matched against pid's threads.
-func sample(pid int) map[string]int64 {
-	ents, err := os.ReadDir(filepath.Join(debugfs, "kvm"))
-	if err != nil {
-		return nil
-	}
-	for _, e := range ents {
-		tid, _, ok := strings.Cut(e.Name(), "-")
-		if !e.IsDir() || !ok {
-			continue
-		}
-		if _, err := strconv.Atoi(tid); err != nil {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%s", pid, tid)); err != nil {
-			continue
-		}
-		dir := filepath.Join(debugfs, "kvm", e.Name())
-		files, err := os.ReadDir(dir)
-		if err != nil {
-			return nil
-		}
-		out := map[string]int64{}
-		for _, f := range files {
-			if f.IsDir() {
-				continue
-			}
-			b, err := os.ReadFile(filepath.Join(dir, f.Name()))
-			if err != nil {
-				continue
-			}
-			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
-				out[f.Name()] = n
-			}
-		}
-		if len(out) == 0 {
-			return nil // torn down under us
-		}
-		return out
-	}
-	return nil
 }
 
 // setHists adds (on) or removes the histogram triggers; removing also

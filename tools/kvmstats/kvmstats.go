@@ -1,0 +1,256 @@
+// Package kvmstats reads what KVM and the kernel count for one VM and the
+// process that runs it: KVM's per-VM statistics in debugfs
+// (/sys/kernel/debug/kvm/<tid>-<fd>/: exits, io_exits, mmio_exits,
+// halt_exits, irq_injections, ...; the vCPU counters there are summed
+// over the VM's vCPUs) and the process's CPU time from /proc/<pid>/stat.
+//
+// These are the cost of a workload that does not drift with the host's
+// speed: a nested run under TCG makes every exit slower but not more
+// frequent. The counters of a running VM are cumulative, so the cost of
+// one phase is the difference of a sample taken before it and one taken
+// after it (Diff). KVM removes the directory when the VM is destroyed, so
+// a whole-lifetime count must be sampled while the VM lives (see
+// tools/e2e/cmd/kvmstat).
+//
+// Reading debugfs needs root, as running either VMM on a TAP does.
+package kvmstats
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Paths are the file systems read; tests point them at fake trees.
+type Paths struct {
+	Debugfs string // where debugfs is mounted
+	Proc    string // procfs
+}
+
+// DefaultPaths are the real ones.
+func DefaultPaths() Paths { return Paths{Debugfs: "/sys/kernel/debug", Proc: "/proc"} }
+
+// ErrNoVM means the process has no VM (yet, or any more).
+var ErrNoVM = errors.New("no KVM VM of this process in debugfs")
+
+// TickMillis is the length of a clock tick of /proc/<pid>/stat's times
+// in milliseconds: USER_HZ is 100 on every Linux architecture this
+// project runs on (x86-64), whatever the kernel's HZ.
+const TickMillis = 10
+
+// Counters are a VM's statistics, file name -> value.
+type Counters map[string]int64
+
+// CPU is a process's CPU time in clock ticks (TickMillis each), all its
+// threads together. User includes Guest: the kernel accounts the time a
+// vCPU thread spends running the guest as the thread's user time, and
+// also on its own as guest time.
+type CPU struct {
+	User   int64 `json:"user"`
+	System int64 `json:"system"`
+	Guest  int64 `json:"guest"`
+}
+
+// Total is user plus system time in ticks, what the process cost the
+// host's CPUs (guest time included).
+func (c CPU) Total() int64 { return c.User + c.System }
+
+// Sample is one reading of a VM's counters and its process's CPU time.
+type Sample struct {
+	PID      int      `json:"pid"`
+	VM       string   `json:"vm"` // the debugfs directory's name, <tid>-<fd>
+	Counters Counters `json:"counters"`
+	CPU      CPU      `json:"cpu"`
+}
+
+// MountDebugfs mounts debugfs at p.Debugfs unless KVM's directory is
+// already there (a bare L1 init mounts nothing).
+func (p Paths) MountDebugfs() error {
+	if _, err := os.Stat(filepath.Join(p.Debugfs, "kvm")); err == nil {
+		return nil
+	}
+	if err := syscall.Mount("none", p.Debugfs, "debugfs", 0, ""); err != nil && !errors.Is(err, syscall.EBUSY) {
+		return fmt.Errorf("mount debugfs on %s: %w", p.Debugfs, err)
+	}
+	return nil
+}
+
+// VMDir returns the debugfs directory of the VM process pid created.
+// KVM names it "<tid>-<fd>" after the thread that called KVM_CREATE_VM
+// (virt/kvm/kvm_main.c, kvm_create_vm_debugfs), which in a Go program is
+// any of its threads and in QEMU its main thread, so the directory is
+// matched against all of pid's threads. Only the first VM is found: both
+// VMMs create one.
+func (p Paths) VMDir(pid int) (string, error) {
+	ents, err := os.ReadDir(filepath.Join(p.Debugfs, "kvm"))
+	if err != nil {
+		return "", fmt.Errorf("kvmstats: %w", err)
+	}
+	for _, e := range ents {
+		tid, _, ok := strings.Cut(e.Name(), "-")
+		if !e.IsDir() || !ok {
+			continue
+		}
+		if _, err := strconv.Atoi(tid); err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(p.Proc, strconv.Itoa(pid), "task", tid)); err != nil {
+			continue
+		}
+		return filepath.Join(p.Debugfs, "kvm", e.Name()), nil
+	}
+	return "", fmt.Errorf("kvmstats: pid %d: %w", pid, ErrNoVM)
+}
+
+// ReadCounters reads every numeric file of a VM's debugfs directory.
+// Subdirectories (one per vCPU) and files that do not hold one integer
+// (histograms) are skipped; an empty result means the VM went away
+// while it was read.
+func ReadCounters(dir string) (Counters, error) {
+	files, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("kvmstats: %w", err)
+	}
+	out := Counters{}
+	for _, f := range files {
+		if f.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, f.Name()))
+		if err != nil {
+			continue
+		}
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			out[f.Name()] = n
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("kvmstats: %s: no counters: %w", dir, ErrNoVM)
+	}
+	return out, nil
+}
+
+// VMCounters reads the counters of pid's VM.
+func (p Paths) VMCounters(pid int) (Counters, string, error) {
+	dir, err := p.VMDir(pid)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := ReadCounters(dir)
+	return c, filepath.Base(dir), err
+}
+
+// ParseStat reads the CPU times from the contents of /proc/<pid>/stat
+// (proc(5)): utime, stime and guest_time are fields 14, 15 and 43. The
+// command name (field 2) is in parentheses and may itself hold spaces
+// and parentheses, so fields are counted from the last ')'.
+func ParseStat(b []byte) (CPU, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return CPU{}, errors.New("kvmstats: /proc stat line without a command name")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state).
+	field := func(n int) (int64, error) {
+		if n-3 >= len(f) {
+			return 0, fmt.Errorf("kvmstats: /proc stat line has %d fields, want at least %d", len(f)+2, n)
+		}
+		v, err := strconv.ParseInt(f[n-3], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("kvmstats: /proc stat field %d: %w", n, err)
+		}
+		return v, nil
+	}
+	var c CPU
+	var err error
+	if c.User, err = field(14); err != nil {
+		return CPU{}, err
+	}
+	if c.System, err = field(15); err != nil {
+		return CPU{}, err
+	}
+	if c.Guest, err = field(43); err != nil {
+		return CPU{}, err
+	}
+	return c, nil
+}
+
+// ProcessCPU reads pid's CPU times, all its threads together.
+func (p Paths) ProcessCPU(pid int) (CPU, error) {
+	b, err := os.ReadFile(filepath.Join(p.Proc, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return CPU{}, fmt.Errorf("kvmstats: %w", err)
+	}
+	return ParseStat(b)
+}
+
+// FindComm returns the processes whose command name (/proc/<pid>/comm,
+// the file's base name cut to 15 bytes) is name.
+func (p Paths) FindComm(name string) ([]int, error) {
+	ents, err := os.ReadDir(p.Proc)
+	if err != nil {
+		return nil, fmt.Errorf("kvmstats: %w", err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(p.Proc, e.Name(), "comm"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if strings.TrimSuffix(string(b), "\n") == name {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// Take samples pid's VM and CPU time. The CPU time is read after the
+// counters, so a phase's CPU time is never short of its exits.
+func (p Paths) Take(pid int) (Sample, error) {
+	c, vm, err := p.VMCounters(pid)
+	if err != nil {
+		return Sample{}, err
+	}
+	cpu, err := p.ProcessCPU(pid)
+	if err != nil {
+		return Sample{}, err
+	}
+	return Sample{PID: pid, VM: vm, Counters: c, CPU: cpu}, nil
+}
+
+// Delta is what happened between two samples of one VM.
+type Delta struct {
+	Counters Counters `json:"counters"`
+	CPU      CPU      `json:"cpu"`
+}
+
+// Diff is after minus before for every counter in both. Samples of
+// different processes or VMs (the VMM was restarted, or created another
+// VM) cannot be compared and are an error. A few statistics are levels,
+// not counts (max_mmu_page_hash_collisions, pages_4k, ...): their
+// difference is what changed and may be negative.
+func Diff(before, after Sample) (Delta, error) {
+	if before.PID != after.PID || before.VM != after.VM {
+		return Delta{}, fmt.Errorf("kvmstats: samples of different VMs (pid %d VM %s, then pid %d VM %s)", before.PID, before.VM, after.PID, after.VM)
+	}
+	d := Delta{Counters: Counters{}, CPU: CPU{
+		User:   after.CPU.User - before.CPU.User,
+		System: after.CPU.System - before.CPU.System,
+		Guest:  after.CPU.Guest - before.CPU.Guest,
+	}}
+	for k, a := range after.Counters {
+		if b, ok := before.Counters[k]; ok {
+			d.Counters[k] = a - b
+		}
+	}
+	return d, nil
+}

@@ -1,0 +1,173 @@
+package kvmstats
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// statLine is a /proc/<pid>/stat line with utime, stime and guest_time
+// set, after the command name comm.
+func statLine(comm string, utime, stime, guest int64) string {
+	f := make([]string, 50) // fields 3..52
+	for i := range f {
+		f[i] = "0"
+	}
+	f[0] = "S"
+	f[14-3] = strconv.FormatInt(utime, 10)
+	f[15-3] = strconv.FormatInt(stime, 10)
+	f[43-3] = strconv.FormatInt(guest, 10)
+	return "1234 (" + comm + ") " + strings.Join(f, " ") + "\n"
+}
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		name    string
+		line    string
+		want    CPU
+		wantErr string
+	}{
+		{"plain", statLine("vmm", 120, 30, 100), CPU{User: 120, System: 30, Guest: 100}, ""},
+		{"name with spaces and parentheses", statLine("a) b (c", 7, 8, 9), CPU{User: 7, System: 8, Guest: 9}, ""},
+		{"QEMU's name", statLine("qemu-system-x86", 1, 2, 0), CPU{User: 1, System: 2}, ""},
+		{"no name", "1234 S 1 2 3", CPU{}, "without a command name"},
+		{"short line", "1234 (vmm) S 1 2 3", CPU{}, "want at least 14"},
+		{"no guest time", "1234 (vmm) S" + strings.Repeat(" 1", 20), CPU{}, "want at least 43"},
+		{"garbage", strings.Replace(statLine("vmm", 1, 2, 3), " 2 ", " x ", 1), CPU{}, "field 15"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseStat([]byte(tt.line))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+			if got.Total() != tt.want.User+tt.want.System {
+				t.Errorf("Total %d", got.Total())
+			}
+		})
+	}
+}
+
+// fakeTree builds a debugfs and a procfs: VM directories by name with
+// their files, and processes with their threads, comm and stat.
+type fakeProc struct {
+	pid     int
+	threads []int
+	comm    string
+	stat    string
+}
+
+func fakeTree(t *testing.T, vms map[string]map[string]string, procs []fakeProc) Paths {
+	t.Helper()
+	root := t.TempDir()
+	p := Paths{Debugfs: filepath.Join(root, "debug"), Proc: filepath.Join(root, "proc")}
+	write := func(path, s string) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(p.Debugfs, "kvm"), 0o755)
+	write(filepath.Join(p.Debugfs, "kvm", "mmu_audit"), "0\n") // a global file, not a VM
+	for vm, files := range vms {
+		os.MkdirAll(filepath.Join(p.Debugfs, "kvm", vm), 0o755)
+		for name, v := range files {
+			write(filepath.Join(p.Debugfs, "kvm", vm, name), v)
+		}
+	}
+	for _, pr := range procs {
+		dir := filepath.Join(p.Proc, strconv.Itoa(pr.pid))
+		write(filepath.Join(dir, "comm"), pr.comm+"\n")
+		write(filepath.Join(dir, "stat"), pr.stat)
+		for _, tid := range pr.threads {
+			os.MkdirAll(filepath.Join(dir, "task", strconv.Itoa(tid)), 0o755)
+		}
+	}
+	os.MkdirAll(filepath.Join(p.Proc, "self"), 0o755)
+	return p
+}
+
+func TestTake(t *testing.T) {
+	vms := map[string]map[string]string{
+		// vmm's VM, created by one of its other threads.
+		"502-11": {"exits": "1000\n", "io_exits": "40\n", "mmio_exits": "300\n", "halt_exits": "7\n",
+			"halt_poll_fail_hist": "0 1 2\n", "vcpu0/exits": "1000\n"},
+		// Another process's VM.
+		"900-9": {"exits": "5\n"},
+		// A VM being torn down: no files left.
+		"777-3": {},
+	}
+	procs := []fakeProc{
+		{pid: 500, threads: []int{500, 501, 502}, comm: "vmm", stat: statLine("vmm", 50, 10, 40)},
+		{pid: 600, threads: []int{600}, comm: "qemu-system-x86", stat: statLine("qemu-system-x86", 1, 1, 0)},
+		{pid: 700, threads: []int{700}, comm: "vmm", stat: statLine("vmm", 1, 1, 0)},
+		{pid: 777, threads: []int{777}, comm: "gone", stat: statLine("gone", 1, 1, 0)},
+	}
+	p := fakeTree(t, vms, procs)
+	os.MkdirAll(filepath.Join(p.Debugfs, "kvm", "502-11", "vcpu0"), 0o755)
+
+	s, err := p.Take(500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Sample{PID: 500, VM: "502-11", Counters: Counters{"exits": 1000, "io_exits": 40, "mmio_exits": 300, "halt_exits": 7},
+		CPU: CPU{User: 50, System: 10, Guest: 40}}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("Take(500) = %+v, want %+v", s, want)
+	}
+	for _, tc := range []struct {
+		pid  int
+		want error
+	}{{600, ErrNoVM}, {777, ErrNoVM}, {12345, ErrNoVM}} {
+		if _, err := p.Take(tc.pid); !errors.Is(err, tc.want) {
+			t.Errorf("Take(%d): %v, want %v", tc.pid, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		want []int
+	}{{"vmm", []int{500, 700}}, {"qemu-system-x86", []int{600}}, {"qemu", nil}} {
+		got, err := p.FindComm(tc.name)
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("FindComm(%q) = %v, %v; want %v", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	before := Sample{PID: 1, VM: "1-10", Counters: Counters{"exits": 100, "io_exits": 10, "pages_4k": 50, "gone": 3}, CPU: CPU{User: 10, System: 5, Guest: 8}}
+	tests := []struct {
+		name    string
+		after   Sample
+		want    Delta
+		wantErr bool
+	}{
+		{"counts", Sample{PID: 1, VM: "1-10", Counters: Counters{"exits": 250, "io_exits": 10, "pages_4k": 40, "new": 9}, CPU: CPU{User: 30, System: 6, Guest: 20}},
+			Delta{Counters: Counters{"exits": 150, "io_exits": 0, "pages_4k": -10}, CPU: CPU{User: 20, System: 1, Guest: 12}}, false},
+		{"another process", Sample{PID: 2, VM: "1-10"}, Delta{}, true},
+		{"another VM", Sample{PID: 1, VM: "1-12"}, Delta{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Diff(before, tt.after)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Diff = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
