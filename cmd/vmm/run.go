@@ -139,7 +139,9 @@ func addJobShares(cfg *machine.Config, spec *guestabi.Spec, o options) error {
 // within runjob's default limits. ctx is the run's: -timeout and signals
 // stop the extraction as they stop the guest.
 func (j *jobFiles) collect(ctx context.Context) error {
-	if j.outDisk == "" {
+	// A restored snapshot always has the scratch disk (its slot is in
+	// the snapshot) whether or not this run asked for -out.
+	if j.outDisk == "" || j.outDir == "" {
 		return nil
 	}
 	f, err := os.Open(j.outDisk)

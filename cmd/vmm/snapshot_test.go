@@ -108,3 +108,26 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 		t.Errorf("disks %+v, boot set %v", cfg.Disks, j.boot != nil)
 	}
 }
+
+// A restored job always has the snapshot's -out disk; without -out on
+// this run nothing is extracted (it once tried to create "" and failed
+// the job).
+func TestCollectWithoutOut(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-such.img")
+	for _, tc := range []struct {
+		name    string
+		j       jobFiles
+		wantErr bool
+	}{
+		{"no disk", jobFiles{}, false},
+		{"disk, no -out", jobFiles{outDisk: missing}, false},
+		{"disk and -out", jobFiles{outDisk: missing, outDir: t.TempDir()}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.j.collect(t.Context())
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("collect: %v, want error %v", err, tc.wantErr)
+			}
+		})
+	}
+}
