@@ -22,7 +22,9 @@ const (
 	OutSerial = "vmm-out"
 	// JobTTY is the serial port that carries the job's stdin and stdout
 	// (COM2); the console (ttyS0) keeps the kernel's messages and the
-	// job's stderr.
+	// job's stderr. vmm holds the job's input until the guest has made
+	// the tty raw and raised OUT1 on it (ioctl TIOCMBIS TIOCM_OUT1), so
+	// no input meets the cooked line discipline a tty is opened with.
 	JobTTY = "/dev/ttyS1"
 )
 

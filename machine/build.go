@@ -275,6 +275,11 @@ func (m *Machine) addDevices(vm irqWiring) error {
 	m.uart = serial.New(irqLine{vm, com1IRQ}, m.cfg.Console)
 	if m.cfg.JobOutput != nil {
 		m.job = serial.New(irqLine{vm, com2IRQ}, m.cfg.JobOutput)
+		// The job port's reader is vmm-init, which raises OUT1 once it
+		// has made ttyS1 raw: input that came in earlier would meet
+		// the cooked line discipline of the open (echo, ICRNL). Only
+		// this port has the handshake; the console has none.
+		m.job.ReceiveOnOUT1()
 		if err := m.pio.Insert("com2", com2Port, com2Size, m.job); err != nil {
 			return err
 		}

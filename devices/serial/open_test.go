@@ -314,14 +314,37 @@ func TestReopenKeepsOrder(t *testing.T) {
 // alone shows no input (the tty is still cooked then), and raising OUT1
 // (TIOCMBIS TIOCM_OUT1, which serial8250_set_mctrl writes to MCR with
 // the port's other lines) releases it; a later set_termios keeps OUT1
-// and so the input flowing. Without ReceiveOnOUT1, OUT1 changes nothing.
+// and so the input flowing; dropping OUT1 again (TIOCMBIC) holds input
+// again. Without ReceiveOnOUT1 (the console, a guest whose own init never
+// heard of OUT1) the open alone is enough and OUT1 changes nothing. A
+// snapshot carries the handshake with the registers: a guest saved with
+// OUT1 raised reads its input on restore, one saved before raising it
+// does not, whatever the restoring UART was told.
 func TestReceiveOnOUT1(t *testing.T) {
+	const input = "job input\n"
+	lines := byte(mcrOUT2 | mcrDTR | mcrRTS)
 	for _, tc := range []struct {
 		name      string
 		handshake bool
+		// restore, if set, saves the UART right after the open (and
+		// after raiseBeforeSave) and goes on in a new UART restored
+		// from that state, told ReceiveOnOUT1 if restoreHandshake.
+		restore, raiseBeforeSave, restoreHandshake bool
+		// Bytes read after the open alone, after OUT1 is raised and
+		// termios set again, and after OUT1 is dropped with more
+		// input queued.
+		atOpen, atOUT1, afterDrop string
 	}{
-		{"handshake", true},
-		{"no handshake", false},
+		{name: "handshake", handshake: true, atOpen: "", atOUT1: input, afterDrop: ""},
+		{name: "no handshake", handshake: false, atOpen: input, atOUT1: "", afterDrop: "more"},
+		{name: "restored with OUT1 raised", handshake: true, restore: true, raiseBeforeSave: true,
+			atOpen: input, atOUT1: "", afterDrop: ""},
+		{name: "restored before OUT1", handshake: true, restore: true, restoreHandshake: true,
+			atOpen: "", atOUT1: input, afterDrop: ""},
+		{name: "restored handshake the new UART was not told of", handshake: true, restore: true,
+			atOpen: "", atOUT1: input, afterDrop: ""},
+		{name: "restored without handshake into a handshake UART", handshake: false, restore: true, restoreHandshake: true,
+			atOpen: input, atOUT1: "", afterDrop: "more"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			irq := newFakeIRQ()
@@ -330,19 +353,45 @@ func TestReceiveOnOUT1(t *testing.T) {
 				u.ReceiveOnOUT1()
 			}
 			linuxAutoconfig(u)
-			if _, err := u.Receive([]byte("job input\n")); err != nil {
+			linuxOpen(t, u)
+			if tc.restore {
+				if tc.raiseBeforeSave {
+					out(u, regMCR, lines|mcrOUT1)
+				}
+				s := u.State()
+				if s.ReceiveOnOUT1 != tc.handshake {
+					t.Fatalf("saved ReceiveOnOUT1 %v, want %v", s.ReceiveOnOUT1, tc.handshake)
+				}
+				irq = newFakeIRQ()
+				u = New(irq, io.Discard)
+				if tc.restoreHandshake {
+					u.ReceiveOnOUT1()
+				}
+				if err := u.Restore(s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := u.Receive([]byte(input)); err != nil {
 				t.Fatal(err)
 			}
-			linuxOpen(t, u)
-			got := linuxRead(u, irq, 10)
-			if tc.handshake != (len(got) == 0) {
-				t.Fatalf("after the open (tty still cooked) the guest read %q", got)
+			if got := string(linuxRead(u, irq, len(input))); got != tc.atOpen {
+				t.Fatalf("after the open the guest read %q, want %q", got, tc.atOpen)
 			}
-			out(u, regMCR, mcrOUT2|mcrDTR|mcrRTS|mcrOUT1) // TIOCMBIS TIOCM_OUT1
-			linuxSetTermios(u, ierRLSI|ierRDI, mcrOUT2|mcrDTR|mcrRTS|mcrOUT1)
-			got = append(got, linuxRead(u, irq, 10-len(got))...)
-			if string(got) != "job input\n" {
-				t.Fatalf("guest read %q", got)
+			out(u, regMCR, lines|mcrOUT1) // TIOCMBIS TIOCM_OUT1
+			linuxSetTermios(u, ierRLSI|ierRDI, lines|mcrOUT1)
+			if got := string(linuxRead(u, irq, len(input))); got != tc.atOUT1 {
+				t.Fatalf("after OUT1 the guest read %q, want %q", got, tc.atOUT1)
+			}
+			out(u, regMCR, lines) // TIOCMBIC TIOCM_OUT1
+			if _, err := u.Receive([]byte("more")); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(linuxRead(u, irq, 4)); got != tc.afterDrop {
+				t.Fatalf("after OUT1 dropped the guest read %q, want %q", got, tc.afterDrop)
+			}
+			// Held input is not shown to a guest that polls either.
+			if lsr := in(u, regLSR); lsr&lsrDR != 0 {
+				t.Errorf("LSR %#x: DR set with nothing the guest may read", lsr)
 			}
 		})
 	}

@@ -21,6 +21,13 @@ type State struct {
 	Level      bool   `json:"level"`
 	RX         []byte `json:"rx,omitempty"`
 	Loopback   []byte `json:"loopback,omitempty"`
+	// ReceiveOnOUT1 is the raw-tty handshake (see UART.ReceiveOnOUT1).
+	// It is kept with the registers, whose MCR says whether the guest
+	// has raised OUT1, because the two only mean something together: a
+	// guest saved while it waits for its job on a handshake port
+	// expects input to flow again on restore, and one saved before its
+	// program raised OUT1 must not see input early.
+	ReceiveOnOUT1 bool `json:"receive_on_out1,omitempty"`
 }
 
 // State returns the UART's state. The machine takes it with the vCPUs
@@ -34,12 +41,15 @@ func (u *UART) State() State {
 		LSRErr: u.lsrErr, MSRDelta: u.msrDelta, Lines: u.lines, RBR: u.rbr,
 		THRPending: u.thrPending, Level: u.level,
 		RX: u.rx.bytes(), Loopback: u.lb.bytes(),
+		ReceiveOnOUT1: u.rxNeed&mcrOUT1 != 0,
 	}
 }
 
 // Restore puts a UART made by New in state s. The interrupt line's level
 // is taken as it was saved without driving it: the interrupt
 // controller's own state, restored with it, already holds that level.
+// The OUT1 handshake is s's, replacing whatever ReceiveOnOUT1 set: it
+// belongs to the saved guest's program, not to the restoring host.
 func (u *UART) Restore(s State) error {
 	if len(s.RX) > RXBufferSize || len(s.Loopback) > RXBufferSize {
 		return fmt.Errorf("serial: %d bytes of input and %d of loopback, buffers hold %d", len(s.RX), len(s.Loopback), RXBufferSize)
@@ -49,6 +59,10 @@ func (u *UART) Restore(s State) error {
 	u.ier, u.lcr, u.mcr, u.fcr, u.scr, u.dll, u.dlm = s.IER, s.LCR, s.MCR, s.FCR, s.SCR, s.DLL, s.DLM
 	u.lsrErr, u.msrDelta, u.lines, u.rbr = s.LSRErr, s.MSRDelta, s.Lines, s.RBR
 	u.thrPending, u.level = s.THRPending, s.Level
+	u.rxNeed = 0
+	if s.ReceiveOnOUT1 {
+		u.rxNeed = mcrOUT1
+	}
 	u.txBusy = false
 	u.rx.reset()
 	for _, b := range s.RX {

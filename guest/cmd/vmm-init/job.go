@@ -58,7 +58,7 @@ func runJob(spec guestabi.Spec) int {
 		tty = os.Stdout
 	} else {
 		defer tty.Close()
-		makeRaw(tty)
+		openJobInput(tty)
 	}
 	defer drain(tty)
 	defer drain(os.Stderr)
@@ -144,20 +144,42 @@ func exitStatus(err error) int {
 	}
 }
 
+// tiocmOUT1 is TIOCM_OUT1 (include/uapi/asm-generic/termios.h), which
+// x/sys/unix defines only for the architectures that differ from it.
+const tiocmOUT1 = 0x2000
+
+// openJobInput makes the job port raw and then lets vmm send the job's
+// input: vmm's job UART holds it until the guest raises OUT1
+// (devices/serial's ReceiveOnOUT1), because Linux starts receiving at
+// open with the line discipline still cooked, and input arriving then
+// would be echoed back into the job's output, have CR turned into LF,
+// and wait for a newline. The serial core hands TIOCM_OUT1 to the 8250
+// driver, which writes it to MCR. OUT1 is raised even when the tty could
+// not be made raw: cooked input is better than none, which would leave
+// the job waiting for ever.
+func openJobInput(tty *os.File) {
+	if err := makeRaw(tty); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: job port: raw mode: %v\n", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(tty.Fd()), unix.TIOCMBIS, tiocmOUT1); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: job port: raise OUT1 (TIOCMBIS): %v; the job gets no input\n", err)
+	}
+}
+
 // makeRaw turns off the tty's line discipline so the job's bytes reach
 // the host as written (no \n to \r\n, no echo of its input).
-func makeRaw(f *os.File) {
+func makeRaw(f *os.File) error {
 	fd := int(f.Fd())
 	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
-		return
+		return err
 	}
 	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
 	t.Oflag &^= unix.OPOST
 	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
 	t.Cflag = t.Cflag&^(unix.CSIZE|unix.PARENB) | unix.CS8
 	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	unix.IoctlSetTermios(fd, unix.TCSETS, t)
+	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
 
 // drain waits until the UART has sent everything the job wrote (tcdrain):

@@ -39,7 +39,9 @@ func waitForJob() {
 		fmt.Fprintf(os.Stderr, "vmm-init: job port: %v\n", err)
 		finishJob(guestabi.StatusNotExecutable)
 	}
-	makeRaw(tty)
+	// Raw and OUT1 raised before the snapshot: every restore's input,
+	// the job message first, meets a raw tty.
+	openJobInput(tty)
 	writePort(guestabi.WaitPort, 1)
 	// tty stays open until the job is done: closing the port's last
 	// file shuts the UART down and drops input the tty layer has already
