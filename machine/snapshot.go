@@ -237,6 +237,11 @@ func manifestDevices(cfg Config) ([]snapshot.Device, error) {
 		}
 		out = append(out, dev)
 	}
+	// A share's directory is not recorded: a restored guest that has
+	// not mounted it yet may be given another (vmm run -share).
+	for _, sh := range cfg.Shares {
+		out = append(out, snapshot.Device{Kind: "fs", Tag: sh.Tag, ReadOnly: sh.ReadOnly})
+	}
 	return out, nil
 }
 
@@ -260,7 +265,7 @@ var ErrSnapshotMismatch = errors.New("snapshot was made for another machine")
 
 // CheckSnapshot compares what the command line asks for with what the
 // snapshot was made from: memory, vCPUs and the virtio devices (kind,
-// order, read-only, disk size, MAC).
+// order, read-only, disk size, MAC, share tag).
 func CheckSnapshot(cfg Config, man snapshot.Manifest) error {
 	if cfg.MemSize != man.MemSize {
 		return fmt.Errorf("%w: -m %d MiB, snapshot has %d MiB", ErrSnapshotMismatch, cfg.MemSize>>20, man.MemSize>>20)
@@ -293,6 +298,9 @@ func deviceList(ds []snapshot.Device) string {
 		if d.Serial != "" {
 			b.WriteString(" " + d.Serial)
 		}
+		if d.Tag != "" {
+			b.WriteString(" " + d.Tag)
+		}
 	}
 	if b.Len() == 0 {
 		return "none"
@@ -313,7 +321,7 @@ func decodeState(b []byte, cfg Config) (*State, error) {
 		return nil, fmt.Errorf("%w: machine state has %d vCPUs for %d", snapshot.ErrCorrupt, len(st.VCPUs), cfg.CPUs)
 	case len(st.IRQChips) != 3:
 		return nil, fmt.Errorf("%w: machine state has %d interrupt controllers", snapshot.ErrCorrupt, len(st.IRQChips))
-	case len(st.Virtio) != len(cfg.Disks)+len(cfg.NICs):
+	case len(st.Virtio) != len(cfg.Disks)+len(cfg.NICs)+len(cfg.Shares):
 		return nil, fmt.Errorf("%w: machine state has %d virtio devices", snapshot.ErrCorrupt, len(st.Virtio))
 	case (st.COM2 != nil) != (cfg.JobOutput != nil):
 		return nil, fmt.Errorf("%w: the snapshot's job port and this run's differ", ErrSnapshotMismatch)

@@ -121,7 +121,8 @@ func TestCheckSnapshot(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 4096), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{MemSize: 64 << 20, CPUs: 2, Disks: []Disk{{Path: disk, Serial: "vmm-out"}}}
+	cfg := Config{MemSize: 64 << 20, CPUs: 2, Disks: []Disk{{Path: disk, Serial: "vmm-out"}},
+		Shares: []Share{{Dir: "/snapshot-time", Tag: "vmm-share"}}}
 	devs, err := manifestDevices(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +131,12 @@ func TestCheckSnapshot(t *testing.T) {
 	if err := CheckSnapshot(cfg, man); err != nil {
 		t.Fatalf("matching config refused: %v", err)
 	}
+	// A share's directory may differ: the guest has not mounted it.
+	other := cfg
+	other.Shares = []Share{{Dir: "/run-time", Tag: "vmm-share"}}
+	if err := CheckSnapshot(other, man); err != nil {
+		t.Fatalf("another directory for the same share refused: %v", err)
+	}
 	for _, tc := range []struct {
 		name string
 		edit func(*Config)
@@ -137,7 +144,10 @@ func TestCheckSnapshot(t *testing.T) {
 	}{
 		{"memory", func(c *Config) { c.MemSize = 128 << 20 }, "-m 128 MiB, snapshot has 64 MiB"},
 		{"cpus", func(c *Config) { c.CPUs = 1 }, "-smp 1"},
-		{"no disk", func(c *Config) { c.Disks = nil }, "0 virtio devices asked for, snapshot has 1 (blk vmm-out)"},
+		{"no disk", func(c *Config) { c.Disks = nil }, "1 virtio devices asked for, snapshot has 2 (blk vmm-out, fs vmm-share)"},
+		{"no share", func(c *Config) { c.Shares = nil }, "1 virtio devices asked for"},
+		{"share tag", func(c *Config) { c.Shares = []Share{{Dir: "/x", Tag: "other"}} }, "device 1 is {Kind:fs Serial: Tag:other"},
+		{"share ro", func(c *Config) { c.Shares = []Share{{Dir: "/x", Tag: "vmm-share", ReadOnly: true}} }, "device 1"},
 		{"ro", func(c *Config) { c.Disks = []Disk{{Path: disk, Serial: "vmm-out", ReadOnly: true}} }, "device 0"},
 		{"nic", func(c *Config) { c.Disks = nil; c.NICs = []NIC{{Tap: "t"}} }, "device 0 is {Kind:net"},
 	} {

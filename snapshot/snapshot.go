@@ -74,8 +74,9 @@ type FileID struct {
 
 // Device is one virtio device the guest was booted with, in bus order.
 type Device struct {
-	Kind     string `json:"kind"` // "blk" or "net"
+	Kind     string `json:"kind"` // "blk", "net" or "fs"
 	Serial   string `json:"serial,omitempty"`
+	Tag      string `json:"tag,omitempty"` // fs: the mount tag
 	ReadOnly bool   `json:"ro,omitempty"`
 	Capacity int64  `json:"capacity,omitempty"` // blk: bytes
 	MAC      string `json:"mac,omitempty"`      // net
@@ -172,7 +173,7 @@ func (m *Manifest) validate() error {
 		return fmt.Errorf("%d vCPUs", m.CPUs)
 	}
 	for _, d := range m.Devices {
-		if d.Kind != "blk" && d.Kind != "net" {
+		if d.Kind != "blk" && d.Kind != "net" && d.Kind != "fs" {
 			return fmt.Errorf("device kind %q", d.Kind)
 		}
 	}

@@ -57,6 +57,9 @@ type jobFiles struct {
 	// snap is the opened snapshot, closed by remove.
 	boot bootFunc
 	snap io.Closer
+	// emptyDir, for -snapshot, serves the snapshot's share slots this
+	// run does not use; removed at exit.
+	emptyDir string
 }
 
 // prepareJob turns cfg into a job VM: the job spec and shared files as an
@@ -159,5 +162,8 @@ func (j *jobFiles) remove() {
 	}
 	if j.snap != nil {
 		j.snap.Close()
+	}
+	if j.emptyDir != "" {
+		os.Remove(j.emptyDir)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,8 +24,33 @@ import (
 // `vmm snapshot [vm flags] [-out-size SIZE] -o DIR` boots a guest whose
 // init waits for a job (guestabi.WaitParam) and saves it there; `vmm run
 // -snapshot DIR ... -- CMD` restores it and hands it CMD. Every snapshot
-// carries a scratch disk for -out as its last virtio device, so a
-// restored job can use -out or not.
+// carries a scratch disk for -out as its last disk and two virtio-fs
+// slots after any -fs shares, one for -share and one for -rootfs
+// (jobShareSlots), so a restored job can use each of them or not: the
+// waiting guest has probed the devices but mounted nothing, so each run
+// may serve another directory in a slot.
+
+// jobShareSlots are the shares every snapshot ends with, served from dir
+// (an empty directory) where a run does not ask for them.
+func jobShareSlots(dir string) []machine.Share {
+	return []machine.Share{
+		{Dir: dir, Tag: guestabi.JobShareTag},
+		{Dir: dir, Tag: guestabi.JobRootTag, ReadOnly: true},
+	}
+}
+
+// fillShareSlots appends to cfg.Shares the snapshot's slots, each with
+// the directory of the share in asked that has its tag, or else empty.
+func fillShareSlots(cfg *machine.Config, asked []machine.Share, empty string) {
+	for _, slot := range jobShareSlots(empty) {
+		for _, a := range asked {
+			if a.Tag == slot.Tag {
+				slot.Dir = a.Dir
+			}
+		}
+		cfg.Shares = append(cfg.Shares, slot)
+	}
+}
 
 func snapshotUsage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: vmm snapshot -kernel BZIMAGE -initrd INITRD [vm flags] [-out-size SIZE] -o DIR\n\n")
@@ -120,6 +146,12 @@ func makeSnapshot(cfg machine.Config, o options, dir string, outSize int64, stde
 		return fmt.Errorf("-out disk: %w", err)
 	}
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: scratch.Name(), Serial: guestabi.OutSerial})
+	empty, err := os.MkdirTemp("", "vmm-snapshot-share-*")
+	if err != nil {
+		return fmt.Errorf("share slots: %w", err)
+	}
+	defer os.Remove(empty)
+	fillShareSlots(&cfg, nil, empty)
 	cfg.Cmdline += " " + runCmdline + " " + guestabi.WaitParam
 	cfg.SaveOnWait = true
 	cfg.JobOutput = io.Discard
@@ -190,14 +222,28 @@ func checkVersion(man snapshot.Manifest, ours string) error {
 	return nil
 }
 
+// outDevice is the snapshot's -out disk: its last disk, which vmm
+// snapshot made with guestabi.OutSerial.
+func outDevice(devs []snapshot.Device) (snapshot.Device, bool) {
+	for i := len(devs) - 1; i >= 0; i-- {
+		if devs[i].Kind == "blk" {
+			return devs[i], devs[i].Serial == guestabi.OutSerial
+		}
+	}
+	return snapshot.Device{}, false
+}
+
 // prepareRestore is prepareJob for -snapshot: the snapshot opened and
 // checked, this run's scratch disk for -out in the slot the snapshot
 // has for it, and a boot function that restores the machine and sends
 // the job, host entropy and the host's clock ahead of the job's stdin.
 func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFiles, error) {
-	if o.share != "" {
-		return nil, errors.New("-share with -snapshot: a restored guest gets its job over the job port, and shares need virtio-fs, which vmm does not attach yet")
+	n := len(cfg.Shares)
+	if err := addJobShares(cfg, &spec, o); err != nil {
+		return nil, err
 	}
+	asked := slices.Clone(cfg.Shares[n:])
+	cfg.Shares = cfg.Shares[:n]
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -213,15 +259,19 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 	if err := checkVersion(snap.Manifest, vmmVersion()); err != nil {
 		return fail(err)
 	}
-	devs := snap.Manifest.Devices
-	if len(devs) == 0 || devs[len(devs)-1].Kind != "blk" || devs[len(devs)-1].Serial != guestabi.OutSerial {
+	out, ok := outDevice(snap.Manifest.Devices)
+	if !ok {
 		return fail(errors.New("has no -out disk: it was not made by vmm snapshot"))
 	}
+	if j.emptyDir, err = os.MkdirTemp("", "vmm-share-slot-*"); err != nil {
+		return fail(fmt.Errorf("share slots: %w", err))
+	}
+	fillShareSlots(cfg, asked, j.emptyDir)
 	f, err := os.CreateTemp("", "vmm-out-*.img")
 	if err != nil {
 		return fail(fmt.Errorf("-out: scratch disk: %w", err))
 	}
-	j.outDisk, j.outSize = f.Name(), devs[len(devs)-1].Capacity
+	j.outDisk, j.outSize = f.Name(), out.Capacity
 	err = f.Truncate(j.outSize)
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -58,7 +60,8 @@ func writeTestSnapshot(t *testing.T, man snapshot.Manifest) string {
 // Each refusal before the restore is one line naming the snapshot.
 func TestPrepareRestoreRefuses(t *testing.T) {
 	outDisk := snapshot.Device{Kind: "blk", Serial: guestabi.OutSerial, Capacity: 1 << 20}
-	good := snapshot.Manifest{VMMVersion: vmmVersion(), Devices: []snapshot.Device{outDisk}}
+	slots := []snapshot.Device{{Kind: "fs", Tag: guestabi.JobShareTag}, {Kind: "fs", Tag: guestabi.JobRootTag, ReadOnly: true}}
+	good := snapshot.Manifest{VMMVersion: vmmVersion(), Devices: append([]snapshot.Device{outDisk}, slots...)}
 	spec := guestabi.Spec{Args: []string{"true"}}
 	for _, tc := range []struct {
 		name string
@@ -70,9 +73,10 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 		{"version", &snapshot.Manifest{VMMVersion: "other", Devices: []snapshot.Device{outDisk}}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "made by vmm other"},
 		{"memory", &good, machine.Config{MemSize: 256 << 20, CPUs: 1}, options{}, "-m 256 MiB, snapshot has 512 MiB"},
 		{"devices", &good, machine.Config{MemSize: 512 << 20, CPUs: 1, NICs: []machine.NIC{{Tap: "x"}}}, options{}, "virtio devices asked for"},
-		{"no out disk", &snapshot.Manifest{VMMVersion: vmmVersion()}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "no -out disk"},
+		{"no out disk", &snapshot.Manifest{VMMVersion: vmmVersion(), Devices: slots}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "no -out disk"},
+		{"no share slots", &snapshot.Manifest{VMMVersion: vmmVersion(), Devices: []snapshot.Device{outDisk}}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "3 virtio devices asked for, snapshot has 1"},
 		{"corrupt", nil, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "corrupt or truncated"},
-		{"share", &good, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{share: "."}, "-share with -snapshot"},
+		{"missing share", &good, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{share: "/no/such/dir"}, "-share"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var dir string
@@ -106,6 +110,27 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 	defer j.remove()
 	if len(cfg.Disks) != 1 || cfg.Disks[0].Serial != guestabi.OutSerial || j.boot == nil {
 		t.Errorf("disks %+v, boot set %v", cfg.Disks, j.boot != nil)
+	}
+	wantSlots := []machine.Share{{Dir: j.emptyDir, Tag: guestabi.JobShareTag}, {Dir: j.emptyDir, Tag: guestabi.JobRootTag, ReadOnly: true}}
+	if !reflect.DeepEqual(cfg.Shares, wantSlots) {
+		t.Errorf("shares without -share: %+v, want %+v", cfg.Shares, wantSlots)
+	}
+
+	// -share and -rootfs fill the slots with their directories.
+	share, root := t.TempDir(), t.TempDir()
+	cfg = machine.Config{MemSize: 512 << 20, CPUs: 1}
+	j2, err := prepareRestore(&cfg, options{snapshot: dir, share: share, rootfs: root}, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.remove()
+	wantSlots = []machine.Share{{Dir: share, Tag: guestabi.JobShareTag}, {Dir: root, Tag: guestabi.JobRootTag, ReadOnly: true}}
+	if !reflect.DeepEqual(cfg.Shares, wantSlots) {
+		t.Errorf("shares with -share and -rootfs: %+v, want %+v", cfg.Shares, wantSlots)
+	}
+	j2.remove()
+	if _, err := os.Stat(j2.emptyDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the empty slot directory is left behind: %v", err)
 	}
 }
 
