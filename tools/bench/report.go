@@ -21,20 +21,23 @@ type Figure struct {
 	// FS marks the shared-directory workload's figures, which a run
 	// may leave out (Params.FSFiles 0): the report then omits them.
 	FS bool
+	// Cost is the Workload whose cost per unit the table shows next
+	// to the figure.
+	Cost string
 }
 
 // Figures in table order. Throughputs are in MiB/s (2^20 bytes per
 // second), as vmm-iotool reports them.
 var Figures = []Figure{
-	{Key: "blk-seq-read", Name: "virtio-blk sequential read", Unit: "MiB/s"},
-	{Key: "blk-seq-write", Name: "virtio-blk sequential write", Unit: "MiB/s"},
-	{Key: "blk-rand-read", Name: "virtio-blk 4 KiB random read", Unit: "IOPS"},
-	{Key: "tcp-guest-to-host", Name: "virtio-net TCP guest → host", Unit: "MiB/s"},
-	{Key: "tcp-host-to-guest", Name: "virtio-net TCP host → guest", Unit: "MiB/s"},
-	{Key: "fs-create", Name: "shared dir: create small files (vmm virtio-fs, QEMU 9p)", Unit: "s", Time: true, FS: true},
-	{Key: "fs-stat", Name: "shared dir: stat them", Unit: "s", Time: true, FS: true},
-	{Key: "fs-read", Name: "shared dir: read them back", Unit: "s", Time: true, FS: true},
-	{Key: "fs-seq-read", Name: "shared dir: sequential read", Unit: "s", Time: true, FS: true},
+	{Key: "blk-seq-read", Name: "virtio-blk sequential read", Unit: "MiB/s", Cost: "blk-seq-read"},
+	{Key: "blk-seq-write", Name: "virtio-blk sequential write", Unit: "MiB/s", Cost: "blk-seq-write"},
+	{Key: "blk-rand-read", Name: "virtio-blk 4 KiB random read", Unit: "IOPS", Cost: "blk-rand-read"},
+	{Key: "tcp-guest-to-host", Name: "virtio-net TCP guest → host", Unit: "MiB/s", Cost: "tcp-guest-to-host"},
+	{Key: "tcp-host-to-guest", Name: "virtio-net TCP host → guest", Unit: "MiB/s", Cost: "tcp-host-to-guest"},
+	{Key: "fs-create", Name: "shared dir: create small files (vmm virtio-fs, QEMU 9p)", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
+	{Key: "fs-stat", Name: "shared dir: stat them", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
+	{Key: "fs-read", Name: "shared dir: read them back", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
+	{Key: "fs-seq-read", Name: "shared dir: sequential read", Unit: "s", Time: true, FS: true, Cost: "fs-seq-read"},
 }
 
 // Systems compared, in table column order; the ratio is the first over
@@ -55,6 +58,14 @@ type Report struct {
 	// Samples[system][figure key] holds one value per round, in round
 	// order.
 	Samples map[string]map[string][]float64
+	// Costs[system][workload key] holds one cost per round, aligned
+	// with Samples (nil for a phase whose VM could not be sampled).
+	Costs map[string]map[string][]*Cost
+	// Failures are the attempts that failed and were retried; Abandoned
+	// the rounds (1-based) left out because a system failed every
+	// attempt.
+	Failures  []Failure
+	Abandoned []int
 }
 
 // Add records one round's value of a figure for a system.
@@ -134,6 +145,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "vmm vs QEMU (-accel kvm, userspace virtio-blk-pci and virtio-net-pci, vhost=off), same guest kernel and initramfs; %d interleaved rounds, medians; %s\n",
 		r.Rounds, r.Date.Format("2006-01-02 15:04 MST"))
+	if len(r.Abandoned) > 0 {
+		fmt.Fprintf(&b, "Only %d of the %d rounds completed (see the failed attempts below).\n", r.Rounds-len(r.Abandoned), r.Rounds)
+	}
 	if r.Nested {
 		b.WriteString("Ran nested: both VMMs inside one L1 guest under QEMU TCG with emulated AMD-V. Absolute numbers are not meaningful, only the vmm/QEMU ratios.\n")
 	} else {
@@ -145,14 +159,17 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "Sizes: %s\n\n", r.Params.describe())
 	b.WriteString("vmm and QEMU columns: medians over the rounds. vmm/QEMU: median of the per-round ratios (range in parentheses).\n")
 	b.WriteString("Rates (MiB/s, IOPS): higher is better, a ratio above 1 favours vmm. Times (s): lower is better, a ratio below 1 favours vmm.\n\n")
-	b.WriteString("| figure | vmm | QEMU | vmm/QEMU |\n|---|---:|---:|---:|\n")
+	b.WriteString("exits/op and CPU/op vmm/QEMU: the same ratios of the cost per MiB, request or file of the figure's workload (see the cost table below; for the three file figures, of the whole file workload).\n\n")
+	b.WriteString("| figure | vmm | QEMU | vmm/QEMU | exits/op vmm/QEMU | CPU/op vmm/QEMU |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, f := range Figures {
 		if r.omitted(f) {
 			continue
 		}
-		fmt.Fprintf(&b, "| %s (%s) | %s | %s | %s |\n", f.Name, f.Unit,
-			formatValue(Median(r.Samples[SysVMM][f.Key])), formatValue(Median(r.Samples[SysQEMU][f.Key])), formatRatio(r.Ratios(f.Key)))
+		fmt.Fprintf(&b, "| %s (%s) | %s | %s | %s | %s | %s |\n", f.Name, f.Unit,
+			formatValue(Median(r.Samples[SysVMM][f.Key])), formatValue(Median(r.Samples[SysQEMU][f.Key])), formatRatio(r.Ratios(f.Key)),
+			formatRatio(r.CostRatios(f.Cost, metricByKey(metricExits))), formatRatio(r.CostRatios(f.Cost, metricByKey(metricCPU))))
 	}
+	r.writeCostTable(&b)
 	b.WriteString("\nPer round (vmm / QEMU):\n")
 	for _, f := range Figures {
 		if r.omitted(f) {
@@ -160,6 +177,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "  %-18s vmm %s / QEMU %s\n", f.Key, formatList(r.Samples[SysVMM][f.Key]), formatList(r.Samples[SysQEMU][f.Key]))
 	}
+	r.writeFailures(&b)
 	if r.Duration > 0 {
 		fmt.Fprintf(&b, "\nTotal time %s.\n", r.Duration.Round(time.Second))
 	}
@@ -193,12 +211,16 @@ type jsonReport struct {
 	Env       string       `json:"env,omitempty"`
 	DurationS float64      `json:"duration_s"`
 	Figures   []jsonFigure `json:"figures"`
+	Costs     []jsonCost   `json:"costs"`
+	Failures  []Failure    `json:"failures"`
+	Abandoned []int        `json:"abandoned_rounds"`
 }
 
 type jsonFigure struct {
 	Key   string     `json:"key"`
 	Name  string     `json:"name"`
 	Unit  string     `json:"unit"`
+	Cost  string     `json:"cost"` // the key of its workload in costs
 	VMM   jsonSystem `json:"vmm"`
 	QEMU  jsonSystem `json:"qemu"`
 	Ratio *float64   `json:"ratio"` // median of Ratios; null when not measured
@@ -227,13 +249,20 @@ func optFloat(v float64) *float64 {
 
 // MarshalJSON gives the -json layout.
 func (r *Report) MarshalJSON() ([]byte, error) {
-	j := jsonReport{Date: r.Date, Nested: r.Nested, Rounds: r.Rounds, Params: r.Params, Env: r.Env, DurationS: r.Duration.Seconds()}
+	j := jsonReport{Date: r.Date, Nested: r.Nested, Rounds: r.Rounds, Params: r.Params, Env: r.Env, DurationS: r.Duration.Seconds(),
+		Costs: r.jsonCosts(), Failures: r.Failures, Abandoned: r.Abandoned}
+	if j.Failures == nil {
+		j.Failures = []Failure{}
+	}
+	if j.Abandoned == nil {
+		j.Abandoned = []int{}
+	}
 	for _, f := range Figures {
 		sys := func(name string) jsonSystem {
 			s := r.Samples[name][f.Key]
 			return jsonSystem{Median: optFloat(Median(s)), Samples: nonNil(s)}
 		}
-		j.Figures = append(j.Figures, jsonFigure{Key: f.Key, Name: f.Name, Unit: f.Unit,
+		j.Figures = append(j.Figures, jsonFigure{Key: f.Key, Name: f.Name, Unit: f.Unit, Cost: f.Cost,
 			VMM: sys(SysVMM), QEMU: sys(SysQEMU), Ratio: optFloat(r.Ratio(f.Key)), Ratios: nonNil(r.Ratios(f.Key))})
 	}
 	return json.MarshalIndent(j, "", "  ")

@@ -6,11 +6,15 @@
 // Where the machine has no /dev/kvm (this project's usual case) both run
 // inside one L1 guest under QEMU TCG with an emulated AMD-V (package
 // nested); that makes absolute numbers meaningless, so the report is about
-// ratios of medians over interleaved rounds in a single L1 boot.
+// ratios of medians over interleaved rounds in a single L1 boot, and
+// about what each workload costs per unit of work (exits by reason,
+// interrupts injected, VMM CPU time; see Cost), counts a slower host does
+// not change.
 package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +27,8 @@ import (
 	"time"
 
 	"github.com/vmm-dev/vmm/tools/iotool"
+	"github.com/vmm-dev/vmm/tools/kvmstats"
+	"github.com/vmm-dev/vmm/tools/nested"
 )
 
 // Console is a running VMM's serial console.
@@ -130,6 +136,11 @@ func Systems(l Layout, p Params) []System {
 			// because the register state QEMU writes back for it
 			// leaves L2's task register without a usable I/O bitmap.
 			"-global", "kvm-apic.vapic=false",
+			// A guest reset ends QEMU, as it ends vmm, instead of
+			// rebooting the guest: a guest the emulator killed is
+			// then a failed attempt at once, not a command that
+			// times out minutes later in a freshly booted guest.
+			"-no-reboot",
 			"-kernel", l.Kernel, "-initrd", l.Initrd, "-append", guestCmdline,
 			"-drive", "file=" + qemuOptValue(l.Disk) + ",if=none,id=d0,format=raw",
 			"-device", "virtio-blk-pci,drive=d0",
@@ -145,7 +156,7 @@ func Systems(l Layout, p Params) []System {
 		// owners and modes as they are, as vmm's share does.
 		qemu.FSArgs = []string{l.QEMU, "-accel", "kvm", "-M", "pc", "-cpu", "host", "-m", mem, "-smp", "1",
 			"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-serial", "stdio",
-			"-global", "kvm-apic.vapic=false",
+			"-global", "kvm-apic.vapic=false", "-no-reboot",
 			"-kernel", l.FSKernel, "-initrd", l.FSInitrd, "-append", guestCmdline,
 			"-virtfs", "local,path=" + qemuOptValue(l.FSDir) + ",mount_tag=" + fsTag + ",security_model=none"}
 		qemu.FSMount = "mkdir -p " + fsMnt + " && mount -t 9p -o " + ninePMount + " " + fsTag + " " + fsMnt
@@ -189,54 +200,145 @@ func (r *Runner) logf(format string, args ...any) {
 	}
 }
 
+// maxAttempts bounds the boots of one system in one round: a guest the
+// emulator kills (nested SVM under TCG kills a guest now and then, vmm's
+// and QEMU's alike) costs an attempt, not the run.
+const maxAttempts = 3
+
 // Run prepares the disk and TAPs, then runs Params.Rounds rounds; each
-// boots every system once and measures all figures in it. The order of
-// the systems alternates between rounds so that a drift in the machine's
-// speed does not favour either. Any failure ends the run: a partial
-// result would not be comparable.
+// boots every system once and measures all figures and their costs in
+// it. The order of the systems alternates between rounds so that a drift
+// in the machine's speed does not favour either.
+//
+// A failed boot (the guest died, a command failed or timed out) is
+// recorded in rep.Failures and retried in a fresh boot, up to
+// maxAttempts per system and round; a round in which a system fails
+// every attempt is left out whole (rep.Abandoned), since its ratios would
+// pair unlike rounds, and the run goes on. Run fails when no round
+// completes, and at once when L1 itself froze or died (nested.WithL1
+// judges that) or ctx ends.
 func (r *Runner) Run(ctx context.Context, rep *Report) error {
 	if err := r.Params.Check(); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
 	rep.Rounds = r.Params.Rounds
 	rep.Params = r.Params
+	rep.Samples, rep.Costs, rep.Failures, rep.Abandoned = nil, nil, nil, nil
 	if err := r.setup(ctx, false); err != nil {
 		return err
 	}
 	defer r.teardown(ctx)
 	systems := r.systems()
+	var firstErr error
+	completed := 0
 	for round := 0; round < r.Params.Rounds; round++ {
 		order := systems
 		if round%2 == 1 {
 			order = slices.Clone(systems)
 			slices.Reverse(order)
 		}
+		type result struct {
+			vals  map[string]float64
+			costs map[string]*Cost
+		}
+		results := map[string]result{}
+		abandoned := false
 		for _, s := range order {
-			t0 := time.Now()
-			vals, err := r.runGuest(ctx, s)
+			vals, costs, err := r.attempts(ctx, rep, round, s)
 			if err != nil {
-				return fmt.Errorf("bench: round %d, %s: %w", round+1, s.Name, err)
-			}
-			if r.Params.fs() {
-				fsVals, err := r.fsGuest(ctx, s)
-				if err != nil {
-					return fmt.Errorf("bench: round %d, %s shared directory: %w", round+1, s.Name, err)
+				if fatal(ctx, err) {
+					return err
 				}
-				maps.Copy(vals, fsVals)
+				if firstErr == nil {
+					firstErr = err
+				}
+				abandoned = true
+				break
 			}
-			var parts []string
+			results[s.Name] = result{vals, costs}
+		}
+		if abandoned {
+			rep.Abandoned = append(rep.Abandoned, round+1)
+			r.logf("round %d/%d left out: a system failed %d attempts", round+1, r.Params.Rounds, maxAttempts)
+			continue
+		}
+		completed++
+		for _, s := range order {
+			res := results[s.Name]
 			for _, f := range Figures {
-				v, ok := vals[f.Key]
-				if !ok {
-					continue // the shared-directory figures, left out
+				if v, ok := res.vals[f.Key]; ok {
+					rep.Add(s.Name, f.Key, v)
 				}
-				rep.Add(s.Name, f.Key, v)
-				parts = append(parts, fmt.Sprintf("%s=%s", f.Key, formatValue(v)))
 			}
-			r.logf("round %d/%d %s (%s): %s", round+1, r.Params.Rounds, s.Name, time.Since(t0).Round(100*time.Millisecond), strings.Join(parts, " "))
+			for _, w := range Workloads {
+				if c, ok := res.costs[w.Key]; ok {
+					rep.AddCost(s.Name, w.Key, c)
+				}
+			}
 		}
 	}
+	if completed == 0 {
+		return fmt.Errorf("bench: no round completed (%d failed attempts), the first failure: %w", len(rep.Failures), firstErr)
+	}
 	return nil
+}
+
+// attempts boots s up to maxAttempts times until one boot measures
+// everything, and returns its figures and costs.
+func (r *Runner) attempts(ctx context.Context, rep *Report, round int, s System) (map[string]float64, map[string]*Cost, error) {
+	for attempt := 1; ; attempt++ {
+		t0 := time.Now()
+		vals, costs, err := r.measureSystem(ctx, s)
+		if err == nil {
+			var parts []string
+			for _, f := range Figures {
+				if v, ok := vals[f.Key]; ok {
+					parts = append(parts, fmt.Sprintf("%s=%s", f.Key, formatValue(v)))
+				}
+			}
+			for _, w := range Workloads {
+				if c, ok := costs[w.Key]; ok && c != nil {
+					parts = append(parts, fmt.Sprintf("%s:exits/%s=%s,cpu_ms/%s=%s", w.Key, w.Unit, formatCost(perUnit(c, metricByKey(metricExits))), w.Unit, formatCost(perUnit(c, metricByKey(metricCPU)))))
+				}
+			}
+			r.logf("round %d/%d %s (%s): %s", round+1, r.Params.Rounds, s.Name, time.Since(t0).Round(100*time.Millisecond), strings.Join(parts, " "))
+			return vals, costs, nil
+		}
+		if fatal(ctx, err) {
+			return nil, nil, fmt.Errorf("bench: round %d, %s: %w", round+1, s.Name, err)
+		}
+		rep.Failures = append(rep.Failures, Failure{Round: round + 1, System: s.Name, Attempt: attempt, Error: strings.TrimSpace(firstLine(err))})
+		if attempt >= maxAttempts {
+			r.logf("round %d/%d %s: attempt %d failed, the last: %v", round+1, r.Params.Rounds, s.Name, attempt, err)
+			return nil, nil, fmt.Errorf("bench: round %d, %s: %w", round+1, s.Name, err)
+		}
+		r.logf("RETRY round %d/%d %s: attempt %d failed (%s); booting it again: %v", round+1, r.Params.Rounds, s.Name, attempt, time.Since(t0).Round(100*time.Millisecond), err)
+	}
+}
+
+// fatal says err ends the run rather than one attempt: L1 froze, died or
+// was closed (a fresh boot in it cannot work; nested.WithL1 decides about
+// a fresh L1), or the run was cancelled.
+func fatal(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, nested.ErrFrozen) || errors.Is(err, nested.ErrL1Exited) || errors.Is(err, nested.ErrClosed)
+}
+
+// measureSystem boots s's guest, and its shared-directory guest when
+// that workload runs, and measures every figure and its cost once.
+func (r *Runner) measureSystem(ctx context.Context, s System) (map[string]float64, map[string]*Cost, error) {
+	costs := map[string]*Cost{}
+	vals, err := r.runGuest(ctx, s, costs)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.Params.fs() {
+		fsVals, err := r.fsGuest(ctx, s, costs)
+		if err != nil {
+			return nil, nil, fmt.Errorf("shared directory: %w", err)
+		}
+		maps.Copy(vals, fsVals)
+	}
+	return vals, costs, nil
 }
 
 func (r *Runner) systems() []System {
@@ -424,8 +526,131 @@ func (g *guest) run(cmd string, timeout time.Duration) (string, error) {
 	return out, nil
 }
 
-// runGuest boots s, measures every figure once and powers the guest off.
-func (r *Runner) runGuest(ctx context.Context, s System) (vals map[string]float64, err error) {
+// outFile holds a measured command's output in the guest, so that the
+// console carries only the status line while the command runs.
+const outFile = "/tmp/bench.out"
+
+// typedRE is the end of a measured command as the guest's terminal
+// echoes it (the status echo, not yet expanded).
+var typedRE = regexp.MustCompile(`bench-rc-\$\?`)
+
+// phase is a measured command under way.
+type phase struct {
+	cmd    string
+	before *kvmstats.Sample // nil: the VM could not be sampled
+}
+
+// start types cmd without Enter, waits for the guest's echo of it,
+// samples the VM and then presses Enter. The serial exits and interrupts
+// of the typed line so fall before the sample, and the command's output
+// goes to outFile: between the two samples the console carries only
+// Enter and the status line, a few dozen exits. A sample that fails is
+// logged and the phase goes on without its cost.
+func (r *Runner) start(ctx context.Context, g *guest, cmd string) (*phase, error) {
+	if err := g.con.Send(cmd + " >" + outFile + " 2>&1; echo bench-rc-$?"); err != nil {
+		return nil, err
+	}
+	if _, err := g.con.Expect(typedRE, cmdTimeout); err != nil {
+		return nil, fmt.Errorf("echo of %q: %w", cmd, err)
+	}
+	ph := &phase{cmd: cmd}
+	s, err := r.sample(ctx, g.sys)
+	switch {
+	case err != nil && fatal(ctx, err):
+		return nil, err
+	case err != nil:
+		r.logf("warning: %s: no cost for %q: %v", g.sys.Name, cmd, firstLine(err))
+	default:
+		ph.before = &s
+	}
+	if err := g.con.Send("\n"); err != nil {
+		return nil, err
+	}
+	return ph, nil
+}
+
+// finish waits for ph's command to end, samples the VM again and returns
+// the command's output and its cost over units of work (nil without
+// samples). A nonzero status is an error.
+func (r *Runner) finish(ctx context.Context, g *guest, ph *phase, units float64, timeout time.Duration) (string, *Cost, error) {
+	out, err := g.con.Expect(rcRE, timeout)
+	if err != nil {
+		return out, nil, err
+	}
+	m := rcRE.FindAllStringSubmatch(out, -1)
+	rc := m[len(m)-1][1]
+	var cost *Cost
+	if ph.before != nil {
+		after, err := r.sample(ctx, g.sys)
+		if err == nil {
+			var d kvmstats.Delta
+			if d, err = kvmstats.Diff(*ph.before, after); err == nil {
+				cost = &Cost{Units: units, Counters: d.Counters, CPU: d.CPU}
+			}
+		}
+		switch {
+		case err != nil && fatal(ctx, err):
+			return "", nil, err
+		case err != nil:
+			r.logf("warning: %s: no cost for %q: %v", g.sys.Name, ph.cmd, firstLine(err))
+		}
+	}
+	res, err := g.run("cat "+outFile, cmdTimeout)
+	if err != nil {
+		return "", nil, fmt.Errorf("output of %q: %w", ph.cmd, err)
+	}
+	if rc != "0" {
+		return res, nil, fmt.Errorf("guest command %q: status %s: %s", ph.cmd, rc, strings.TrimSpace(tail(catOutput(res), 2000)))
+	}
+	return res, cost, nil
+}
+
+// catOutput is what a command run by guest.run printed: its console
+// output without the echo of the typed line and the status line.
+func catOutput(s string) string {
+	if loc := typedRE.FindAllStringIndex(s, -1); len(loc) > 0 {
+		s = s[loc[len(loc)-1][1]:]
+	}
+	if loc := rcRE.FindAllStringIndex(s, -1); len(loc) > 0 {
+		s = s[:loc[len(loc)-1][0]]
+	}
+	return s
+}
+
+// measured runs cmd in the guest between two samples of its VM.
+func (r *Runner) measured(ctx context.Context, g *guest, cmd string, units float64, timeout time.Duration) (string, *Cost, error) {
+	ph, err := r.start(ctx, g, cmd)
+	if err != nil {
+		return "", nil, err
+	}
+	return r.finish(ctx, g, ph, units, timeout)
+}
+
+// sample reads s's VM counters and CPU time on the host, through
+// benchtool (in L1, where the VMM runs). One VMM runs at a time, so its
+// command name finds it.
+func (r *Runner) sample(ctx context.Context, s System) (kvmstats.Sample, error) {
+	out, err := r.exec(ctx, cmdTimeout, r.Layout.BenchTool, "vmstat", commName(s.Args[0]))
+	if err != nil {
+		return kvmstats.Sample{}, fmt.Errorf("sampling %s's VM: %w", s.Name, err)
+	}
+	var smp kvmstats.Sample
+	line := strings.TrimSpace(out)
+	if i := strings.LastIndexByte(line, '\n'); i >= 0 {
+		line = line[i+1:]
+	}
+	if err := json.Unmarshal([]byte(line), &smp); err != nil {
+		return kvmstats.Sample{}, fmt.Errorf("sampling %s's VM: %q: %w", s.Name, tail(out, 200), err)
+	}
+	return smp, nil
+}
+
+// mibUnits is n bytes in MiB, a cost's unit.
+func mibUnits(n int64) float64 { return float64(n) / (1 << 20) }
+
+// runGuest boots s, measures every figure and its cost (into costs)
+// once and powers the guest off.
+func (r *Runner) runGuest(ctx context.Context, s System, costs map[string]*Cost) (vals map[string]float64, err error) {
 	g, err := r.boot(ctx, s, s.Args)
 	if err != nil {
 		return nil, err
@@ -456,7 +681,15 @@ func (r *Runner) runGuest(ctx context.Context, s System) (vals map[string]float6
 		{"blk-rand-read", "vmm-iotool blk-rand-read -dev /dev/vda -bs 4096 -seconds " + strconv.Itoa(p.RandSeconds), "iops"},
 	}
 	for _, b := range blk {
-		out, err := g.run(b.cmd, figureTimeout)
+		ph, err := r.start(ctx, g, b.cmd)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.key, err)
+		}
+		units := mibUnits(p.SeqBytes)
+		if b.key == "blk-rand-read" {
+			units = 0 // the requests made, known from the output
+		}
+		out, cost, err := r.finish(ctx, g, ph, units, figureTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", b.key, err)
 		}
@@ -468,15 +701,22 @@ func (r *Runner) runGuest(ctx context.Context, s System) (vals map[string]float6
 			if err := checkBytes(l, p.SeqBytes); err != nil {
 				return nil, err
 			}
+		} else if cost != nil {
+			ops, err := l.Int("ops")
+			if err != nil {
+				return nil, err
+			}
+			cost.Units = float64(ops)
 		}
 		if vals[b.key], err = l.Float(b.field); err != nil {
 			return nil, err
 		}
+		costs[b.key] = cost
 	}
-	if vals["tcp-guest-to-host"], err = r.tcpGuestToHost(ctx, g); err != nil {
+	if vals["tcp-guest-to-host"], costs["tcp-guest-to-host"], err = r.tcpGuestToHost(ctx, g); err != nil {
 		return nil, fmt.Errorf("tcp guest to host: %w", err)
 	}
-	if vals["tcp-host-to-guest"], err = r.tcpHostToGuest(ctx, g); err != nil {
+	if vals["tcp-host-to-guest"], costs["tcp-host-to-guest"], err = r.tcpHostToGuest(ctx, g); err != nil {
 		return nil, fmt.Errorf("tcp host to guest: %w", err)
 	}
 	if err := g.poweroff(r); err != nil {
@@ -533,7 +773,7 @@ func (g *guest) poweroff(r *Runner) error {
 // fsGuest boots s's shared-directory guest, mounts Layout.FSDir (vmm's
 // virtio-fs, QEMU's 9p) and times the file workload and the sequential
 // read in it; the small files are removed on the host afterwards.
-func (r *Runner) fsGuest(ctx context.Context, s System) (vals map[string]float64, err error) {
+func (r *Runner) fsGuest(ctx context.Context, s System, costs map[string]*Cost) (vals map[string]float64, err error) {
 	g, err := r.boot(ctx, s, s.FSArgs)
 	if err != nil {
 		return nil, err
@@ -546,12 +786,17 @@ func (r *Runner) fsGuest(ctx context.Context, s System) (vals map[string]float64
 	if _, err := g.run(s.FSMount, cmdTimeout); err != nil {
 		return nil, fmt.Errorf("mount: %w", err)
 	}
+	// A failed attempt before this one may have left files behind.
+	files := path.Join(r.Layout.FSDir, fsFilesDir)
+	if _, err := r.exec(ctx, setupTimeout, r.Layout.BenchTool, "rm", files); err != nil {
+		return nil, fmt.Errorf("remove %s: %w", files, err)
+	}
 	p := r.Params
 	// Every file is several round trips to the file server, each one
 	// costing 15-80 ms nested under TCG: allow a second a file.
 	timeout := figureTimeout + time.Duration(p.FSFiles)*time.Second
-	out, err := g.run(fmt.Sprintf("vmm-iotool fs-files -dir %s -count %d -size %d -drop-caches -timeout %s",
-		path.Join(fsMnt, fsFilesDir), p.FSFiles, p.FSFileSize, timeout), timeout+time.Minute)
+	out, cost, err := r.measured(ctx, g, fmt.Sprintf("vmm-iotool fs-files -dir %s -count %d -size %d -drop-caches -timeout %s",
+		path.Join(fsMnt, fsFilesDir), p.FSFiles, p.FSFileSize, timeout), float64(p.FSFiles), timeout+time.Minute)
 	if err != nil {
 		return nil, fmt.Errorf("fs-files: %w", err)
 	}
@@ -562,13 +807,14 @@ func (r *Runner) fsGuest(ctx context.Context, s System) (vals map[string]float64
 	if n, err := l.Int("files"); err != nil || n != int64(p.FSFiles) {
 		return nil, fmt.Errorf("fs-files did %d files (%v), want %d: %s", n, err, p.FSFiles, l)
 	}
+	costs["fs-files"] = cost
 	vals = map[string]float64{}
 	for key, field := range map[string]string{"fs-create": "create_s", "fs-stat": "stat_s", "fs-read": "read_s"} {
 		if vals[key], err = l.Float(field); err != nil {
 			return nil, err
 		}
 	}
-	out, err = g.run(fmt.Sprintf("vmm-iotool fs-seq-read -file %s -bytes %d -drop-caches", path.Join(fsMnt, fsSeqFile), p.FSSeqBytes), figureTimeout)
+	out, cost, err = r.measured(ctx, g, fmt.Sprintf("vmm-iotool fs-seq-read -file %s -bytes %d -drop-caches", path.Join(fsMnt, fsSeqFile), p.FSSeqBytes), mibUnits(p.FSSeqBytes), figureTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("fs-seq-read: %w", err)
 	}
@@ -581,10 +827,10 @@ func (r *Runner) fsGuest(ctx context.Context, s System) (vals map[string]float64
 	if vals["fs-seq-read"], err = l.Float("seconds"); err != nil {
 		return nil, err
 	}
+	costs["fs-seq-read"] = cost
 	if err := g.poweroff(r); err != nil {
 		return nil, err
 	}
-	files := path.Join(r.Layout.FSDir, fsFilesDir)
 	if _, err := r.exec(ctx, setupTimeout, r.Layout.BenchTool, "rm", files); err != nil {
 		return nil, fmt.Errorf("remove %s: %w", files, err)
 	}
@@ -625,7 +871,7 @@ func (r *Runner) nextPort() string {
 // tcpGuestToHost: the host receives (and reports), the guest sends. The
 // receiver's figure is used for both directions: it times from the
 // connection to the last byte, and its clock is the host's.
-func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest) (float64, error) {
+func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest) (float64, *Cost, error) {
 	port := r.nextPort()
 	type result struct {
 		out  string
@@ -641,59 +887,59 @@ func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest) (float64, error) 
 	}()
 	// vmm-iotool's sender retries a refused connection for a while: the
 	// receiver may still be starting.
-	out, err := g.run(fmt.Sprintf("vmm-iotool tcp-send -addr %s:%s -bytes %d", g.sys.HostIP, port, r.Params.TCPBytes), figureTimeout)
+	out, cost, err := r.measured(ctx, g, fmt.Sprintf("vmm-iotool tcp-send -addr %s:%s -bytes %d", g.sys.HostIP, port, r.Params.TCPBytes), mibUnits(r.Params.TCPBytes), figureTimeout)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	sent, err := iotool.ParseLast(out, "tcp-send")
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	var res result
 	select {
 	case res = <-done:
 	case <-time.After(figureTimeout):
-		return 0, errors.New("host receiver did not finish")
+		return 0, nil, errors.New("host receiver did not finish")
 	}
 	if res.err != nil {
-		return 0, fmt.Errorf("host receiver: %w", res.err)
+		return 0, nil, fmt.Errorf("host receiver: %w", res.err)
 	}
 	if res.code != 0 {
-		return 0, fmt.Errorf("host receiver exited with status %d: %s", res.code, strings.TrimSpace(tail(res.out, 2000)))
+		return 0, nil, fmt.Errorf("host receiver exited with status %d: %s", res.code, strings.TrimSpace(tail(res.out, 2000)))
 	}
 	got, err := iotool.ParseLast(res.out, "tcp-recv")
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return checkTransfer(sent, got, r.Params.TCPBytes)
+	v, err := checkTransfer(sent, got, r.Params.TCPBytes)
+	return v, cost, err
 }
 
 // tcpHostToGuest: the guest receives (and reports), the host sends.
-func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest) (float64, error) {
+func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest) (float64, *Cost, error) {
 	port := r.nextPort()
-	if err := g.con.Send("vmm-iotool tcp-recv -port " + port + " -timeout " + figureTimeout.String() + "; echo bench-rc-$?\n"); err != nil {
-		return 0, err
+	ph, err := r.start(ctx, g, "vmm-iotool tcp-recv -port "+port+" -timeout "+figureTimeout.String())
+	if err != nil {
+		return 0, nil, err
 	}
 	out, err := r.exec(ctx, figureTimeout, r.Layout.L1Tool, "io", "tcp-send", "-addr", g.sys.GuestIP+":"+port, "-bytes", strconv.FormatInt(r.Params.TCPBytes, 10))
 	if err != nil {
-		return 0, fmt.Errorf("host sender: %w", err)
+		return 0, nil, fmt.Errorf("host sender: %w", err)
 	}
 	sent, err := iotool.ParseLast(out, "tcp-send")
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	out, err = g.con.Expect(rcRE, figureTimeout)
+	out, cost, err := r.finish(ctx, g, ph, mibUnits(r.Params.TCPBytes), figureTimeout)
 	if err != nil {
-		return 0, err
-	}
-	if m := rcRE.FindAllStringSubmatch(out, -1); m[len(m)-1][1] != "0" {
-		return 0, fmt.Errorf("guest receiver: status %s: %s", m[len(m)-1][1], strings.TrimSpace(tail(out, 2000)))
+		return 0, nil, fmt.Errorf("guest receiver: %w", err)
 	}
 	got, err := iotool.ParseLast(out, "tcp-recv")
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return checkTransfer(sent, got, r.Params.TCPBytes)
+	v, err := checkTransfer(sent, got, r.Params.TCPBytes)
+	return v, cost, err
 }
 
 // checkTransfer makes sure the receiver got exactly what was sent before

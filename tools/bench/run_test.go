@@ -2,7 +2,10 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -10,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmm-dev/vmm/tools/kvmstats"
+	"github.com/vmm-dev/vmm/tools/nested"
 )
 
 // fakeHost plays L1 and both VMMs' guests by answering the commands the
@@ -24,6 +30,11 @@ type fakeHost struct {
 	listeners   map[string]chan int64 // host tcp-recv port -> bytes sent by guest
 	neverListen bool                  // the host receiver never starts
 	failOp      string                // guest op that fails
+	failTimes   int                   // how many times it fails; 0: always
+	failed      int
+	noStats     bool // vmstat fails
+	frozen      bool // vmstat finds L1 frozen
+	pid         int
 	badSHA      bool
 	killed      int
 	execs       []string
@@ -39,10 +50,33 @@ type fakeConsole struct {
 	h      *fakeHost
 	scale  float64
 	recvOn string // guest tcp-recv port, "" if none
+
+	pid      int
+	typed    string // input before Enter
+	redirect bool   // the running command's output goes to file
+	file     string // /tmp/bench.out
+	// The VM's counters and the VMM's CPU ticks: every workload adds
+	// per unit of work 100 exits (60 MMIO, 30 injections) for QEMU,
+	// 50 for vmm (scale 2), and 2 (QEMU) or 1 (vmm) user ticks.
+	cmu      sync.Mutex
+	counters map[string]int64
+	user     int64
+}
+
+// work adds units of a workload's cost to the VM's counters.
+func (c *fakeConsole) work(units float64) {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	n := int64(units * 100 / c.scale)
+	c.counters["exits"] += n
+	c.counters["mmio_exits"] += n * 6 / 10
+	c.counters["irq_injections"] += n * 3 / 10
+	c.user += int64(units * 2 / c.scale)
 }
 
 func (h *fakeHost) Start(ctx context.Context, args []string) (Console, error) {
-	c := &fakeConsole{localConsole: &localConsole{changed: make(chan struct{}), exited: make(chan struct{})}, h: h, scale: 1}
+	c := &fakeConsole{localConsole: &localConsole{changed: make(chan struct{}), exited: make(chan struct{})}, h: h, scale: 1,
+		counters: map[string]int64{"exits": 12345, "io_exits": 99, "mmio_exits": 0, "irq_injections": 1}}
 	name := SysQEMU
 	if strings.HasSuffix(args[0], "/vmm") {
 		name, c.scale = SysVMM, 2
@@ -52,6 +86,8 @@ func (h *fakeHost) Start(ctx context.Context, args []string) (Console, error) {
 	}
 	h.mu.Lock()
 	h.started = append(h.started, name)
+	h.pid++
+	c.pid = h.pid
 	h.cur = c
 	h.mu.Unlock()
 	c.Write([]byte("booting\r\nvmm-guest: ready\r\n$ "))
@@ -90,6 +126,11 @@ func flags(cmd string) map[string]string {
 
 func (c *fakeConsole) Send(s string) error {
 	c.Write([]byte(s)) // the guest's echo
+	c.typed += s
+	if !strings.HasSuffix(c.typed, "\n") {
+		return nil // Enter comes later
+	}
+	s, c.typed = c.typed, ""
 	if s == "poweroff\n" {
 		go c.exit(0)
 		return nil
@@ -102,11 +143,27 @@ func (c *fakeConsole) Send(s string) error {
 	if !ok {
 		return fmt.Errorf("fake guest: unexpected input %q", s)
 	}
-	out, rc := c.guestCommand(cmd)
+	cmd, c.redirect = strings.CutSuffix(cmd, " >/tmp/bench.out 2>&1")
+	var out string
+	rc := 0
+	if cmd == "cat /tmp/bench.out" {
+		out = c.file
+	} else {
+		out, rc = c.guestCommand(cmd)
+	}
 	if rc >= 0 {
-		c.Write([]byte(out + fmt.Sprintf("bench-rc-%d\r\n$ ", rc)))
+		c.output(out, rc)
 	}
 	return nil
+}
+
+// output is a command's output, to the console or the file, and its
+// status line.
+func (c *fakeConsole) output(out string, rc int) {
+	if c.redirect {
+		c.file, out = out, ""
+	}
+	c.Write([]byte(out + fmt.Sprintf("bench-rc-%d\r\n$ ", rc)))
 }
 
 // guestCommand returns the command's output and status; -1 means it is
@@ -117,7 +174,8 @@ func (c *fakeConsole) guestCommand(cmd string) (string, int) {
 	if op == "iotool" {
 		op = strings.Fields(cmd)[1]
 	}
-	if op == c.h.failOp {
+	if op == c.h.failOp && (c.h.failTimes == 0 || c.h.failed < c.h.failTimes) {
+		c.h.failed++
 		return "vmm-iotool: " + op + ": input/output error\r\n", 1
 	}
 	switch op {
@@ -134,15 +192,22 @@ func (c *fakeConsole) guestCommand(cmd string) (string, int) {
 		c.h.mu.Unlock()
 		return "", 0
 	case "fs-files":
+		n, _ := strconv.Atoi(f["count"])
+		c.work(float64(n))
 		// Times: vmm takes half as long.
 		return fmt.Sprintf("iotool: fs-files files=%s size=%s create_s=%g stat_s=%g read_s=%g seconds=1\r\n", f["count"], f["size"], 4/c.scale, 2/c.scale, 3/c.scale), 0
 	case "fs-seq-read":
+		n, _ := strconv.ParseInt(f["bytes"], 10, 64)
+		c.work(float64(n) / (1 << 20))
 		return fmt.Sprintf("iotool: fs-seq-read bytes=%s seconds=%g mibps=1\r\n", f["bytes"], 8/c.scale), 0
 	case "ping":
 		return "iotool: ping sent=3 received=3\r\n", 0
 	case "blk-seq-write", "blk-seq-read":
+		n, _ := strconv.ParseInt(f["bytes"], 10, 64)
+		c.work(float64(n) / (1 << 20))
 		return fmt.Sprintf("iotool: %s bytes=%s seconds=1.0 mibps=%g\r\n", op, f["bytes"], 10*c.scale), 0
 	case "blk-rand-read":
+		c.work(5000)
 		return fmt.Sprintf("iotool: blk-rand-read ops=5000 seconds=%s iops=%g\r\n", f["seconds"], 1000*c.scale), 0
 	case "tcp-send":
 		_, port, _ := strings.Cut(f["addr"], ":")
@@ -158,6 +223,7 @@ func (c *fakeConsole) guestCommand(cmd string) (string, int) {
 			time.Sleep(time.Millisecond)
 		}
 		n, _ := strconv.ParseInt(f["bytes"], 10, 64)
+		c.work(float64(n) / (1 << 20))
 		l <- n
 		return fmt.Sprintf("iotool: tcp-send bytes=%d sha256=%s seconds=2 mibps=%g\r\n", n, sha(n), 5*c.scale), 0
 	case "tcp-recv":
@@ -197,13 +263,27 @@ func (h *fakeHost) Exec(ctx context.Context, args ...string) (string, int, error
 		case <-ctx.Done():
 			return "", 0, ctx.Err()
 		}
+	case strings.Contains(cmd, "benchtool vmstat"):
+		switch {
+		case h.frozen:
+			return "", 0, fmt.Errorf("exec: %w", nested.ErrFrozen)
+		case h.noStats:
+			return "benchtool: no KVM VM of this process in debugfs\n", 1, nil
+		case c == nil || args[len(args)-1] != map[float64]string{1: "qemu-system-x86", 2: "vmm"}[c.scale]:
+			return "benchtool: vmstat: 0 processes named " + args[len(args)-1] + ", want one\n", 1, nil
+		}
+		c.cmu.Lock()
+		defer c.cmu.Unlock()
+		b, _ := json.Marshal(kvmstats.Sample{PID: c.pid, VM: fmt.Sprintf("%d-12", c.pid), Counters: maps.Clone(c.counters), CPU: kvmstats.CPU{User: c.user, System: 7}})
+		return string(b) + "\n", 0, nil
 	case strings.Contains(cmd, "io tcp-send"):
 		_, port, _ := strings.Cut(f["addr"], ":")
 		if c.recvOn != port {
 			return "l1tool: tcp-send: connect: still failing: connection refused\n", 1, nil
 		}
 		n, _ := strconv.ParseInt(f["bytes"], 10, 64)
-		c.Write([]byte(fmt.Sprintf("iotool: tcp-recv bytes=%d sha256=%s seconds=1 mibps=%g\r\nbench-rc-0\r\n$ ", n, sha(n), 7*c.scale)))
+		c.work(float64(n) / (1 << 20))
+		c.output(fmt.Sprintf("iotool: tcp-recv bytes=%d sha256=%s seconds=1 mibps=%g\r\n", n, sha(n), 7*c.scale), 0)
 		return fmt.Sprintf("iotool: tcp-send bytes=%d sha256=%s seconds=1 mibps=1\n", n, sha(n)), 0, nil
 	}
 	return "unknown", 127, nil
@@ -314,6 +394,8 @@ func TestRunnerRounds(t *testing.T) {
 	}
 }
 
+// A failure that persists through every attempt of every round fails
+// the run, after maxAttempts boots per round, each killed.
 func TestRunnerFailures(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -329,20 +411,185 @@ func TestRunnerFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newFakeHost(t)
 			r := testRunner(h)
+			r.Params.Rounds = 2
 			tt.setup(h, r)
-			err := r.Run(t.Context(), &Report{})
+			rep := &Report{}
+			err := r.Run(t.Context(), rep)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
 			if len(h.started) > 0 {
-				if h.killed != 1 {
-					t.Errorf("%d VMMs killed after a failure, want 1", h.killed)
+				if want := maxAttempts * r.Params.Rounds; h.killed != want || len(rep.Failures) != want {
+					t.Errorf("%d VMMs killed, %d failures recorded; want %d of each", h.killed, len(rep.Failures), want)
 				}
-				if !strings.Contains(err.Error(), "fake tails") {
-					t.Errorf("error without console tails: %v", err)
+				if !strings.Contains(err.Error(), "no round completed") || !strings.Contains(err.Error(), "fake tails") {
+					t.Errorf("error without its summary or console tails: %v", err)
+				}
+				if !slices.Equal(rep.Abandoned, []int{1, 2}) {
+					t.Errorf("abandoned rounds %v", rep.Abandoned)
 				}
 			}
 		})
+	}
+}
+
+// A guest that fails in one attempt (as when the emulator kills it) is
+// booted again and the run completes, with the failure reported; one
+// that fails every attempt in a round costs that round only.
+func TestRunnerRetries(t *testing.T) {
+	tests := []struct {
+		name      string
+		failTimes int
+		rounds    int // rounds in the report
+		abandoned []int
+		started   string
+	}{
+		{"once", 1, 3, nil, "vmm,vmm,QEMU,QEMU,vmm,vmm,QEMU"},
+		{"a whole round", maxAttempts, 2, []int{1}, "vmm,vmm,vmm,QEMU,vmm,vmm,QEMU"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost(t)
+			h.failOp, h.failTimes = "blk-rand-read", tt.failTimes
+			r := testRunner(h)
+			rep := &Report{}
+			if err := r.Run(t.Context(), rep); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(h.started, ","); got != tt.started {
+				t.Errorf("boots %s, want %s", got, tt.started)
+			}
+			if len(rep.Failures) != tt.failTimes || rep.Failures[0] != (Failure{Round: 1, System: SysVMM, Attempt: 1,
+				Error: `blk-rand-read: guest command "vmm-iotool blk-rand-read -dev /dev/vda -bs 4096 -seconds 5": status 1: vmm-iotool: blk-rand-read: input/output error`}) {
+				t.Errorf("failures %+v", rep.Failures)
+			}
+			if !slices.Equal(rep.Abandoned, tt.abandoned) {
+				t.Errorf("abandoned %v, want %v", rep.Abandoned, tt.abandoned)
+			}
+			for _, sys := range []string{SysVMM, SysQEMU} {
+				if n := len(rep.Samples[sys]["blk-seq-read"]); n != tt.rounds {
+					t.Errorf("%s: %d rounds of samples, want %d", sys, n, tt.rounds)
+				}
+				if n := len(rep.Costs[sys]["blk-seq-read"]); n != tt.rounds {
+					t.Errorf("%s: %d rounds of costs, want %d", sys, n, tt.rounds)
+				}
+			}
+			if got := rep.Ratio("blk-rand-read"); got != 2 {
+				t.Errorf("ratio %v", got)
+			}
+			var b strings.Builder
+			rep.WriteMarkdown(&b)
+			if !strings.Contains(b.String(), "round 1, vmm, attempt 1: blk-rand-read: guest command") {
+				t.Errorf("markdown without the failure:\n%s", b.String())
+			}
+		})
+	}
+}
+
+// Each workload's cost is the difference of the VM's counters around its
+// command, over its units: the fake adds 100 exits and 2 ticks per unit
+// for QEMU, half for vmm, while booting and typing add exits of their
+// own that must not count.
+func TestRunnerCosts(t *testing.T) {
+	h := newFakeHost(t)
+	r := testRunner(h)
+	r.Params.FSFiles, r.Params.FSFileSize, r.Params.FSSeqBytes = 100, 512, 2<<20
+	rep := &Report{}
+	if err := r.Run(t.Context(), rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range Workloads {
+		for _, tc := range []struct {
+			metric string
+			sys    string
+			want   float64
+		}{
+			{"exits", SysQEMU, 100}, {"exits", SysVMM, 50}, {"mmio_exits", SysQEMU, 60}, {"irq_injections", SysVMM, 15},
+			{"io_exits", SysQEMU, 0}, {"cpu_ms", SysQEMU, 20}, {"cpu_ms", SysVMM, 10}, {"guest_ms", SysVMM, 0},
+		} {
+			got := r2(rep.PerUnit(tc.sys, w.Key, metricByKey(tc.metric)))
+			if !slices.Equal(got, []float64{tc.want, tc.want, tc.want}) {
+				t.Errorf("%s %s per %s: %v, want %v each round", w.Key, tc.metric, w.Unit, got, tc.want)
+			}
+		}
+		if got := rep.CostRatios(w.Key, metricByKey("exits")); !slices.Equal(r2(got), []float64{0.5, 0.5, 0.5}) {
+			t.Errorf("%s exits ratios %v", w.Key, got)
+		}
+		if got := rep.CostRatios(w.Key, metricByKey("io_exits")); len(got) != 0 {
+			t.Errorf("%s I/O exits ratios %v: 0/0 is no ratio", w.Key, got)
+		}
+	}
+	if c := rep.Costs[SysVMM]["blk-rand-read"][0]; c.Units != 5000 {
+		t.Errorf("random read units %v, want the 5000 requests made", c.Units)
+	}
+	var b strings.Builder
+	rep.WriteMarkdown(&b)
+	md := b.String()
+	for _, want := range []string{
+		"| virtio-blk sequential read (MiB/s) | 20.0 | 10.0 | 2.00 (2.00-2.00) | 0.50 (0.50-0.50) | 0.50 (0.50-0.50) |",
+		"| shared dir: stat them (s) | 1.00 | 2.00 | 0.50 (0.50-0.50) | 0.50 (0.50-0.50) | 0.50 (0.50-0.50) |",
+		"| workload, per unit | system | exits | I/O | MMIO | HLT | IRQ window | host IRQ | IRQs injected | CPU ms | of it guest ms |",
+		"| virtio-blk 4 KiB random read, per request | vmm | 50.0 | 0.000 | 30.0 | n/a | n/a | n/a | 15.0 | 10.0 | 0.000 |",
+		"| | QEMU | 100 | 0.000 | 60.0 | n/a | n/a | n/a | 30.0 | 20.0 | 0.000 |",
+		"| | vmm/QEMU | 0.50 | n/a | 0.50 | n/a | n/a | n/a | 0.50 | 0.50 | n/a |",
+		"| shared dir: create, stat and read back small files, per file | vmm |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	raw, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j jsonReport
+	if err := json.Unmarshal(raw, &j); err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Costs) != len(Workloads) || j.Costs[0].Metrics[0].Key != "exits" || *j.Costs[0].Metrics[0].Ratio != 0.5 ||
+		len(j.Costs[0].Raw["qemu"]) != 3 || j.Costs[0].Raw["qemu"][0].Counters["exits"] != 400 || j.Figures[5].Cost != "fs-files" {
+		t.Errorf("json costs: %s", raw)
+	}
+}
+
+// r2 rounds to 2 decimals (per-unit costs come from integer counters).
+func r2(xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = float64(int64(x*100+0.5)) / 100
+	}
+	return out
+}
+
+// Without samples the figures are still measured and the costs read
+// n/a; an L1 that froze ends the run at once (WithL1 retries a whole L1).
+func TestRunnerSampleFailures(t *testing.T) {
+	h := newFakeHost(t)
+	h.noStats = true
+	r := testRunner(h)
+	r.Params.Rounds = 1
+	rep := &Report{}
+	if err := r.Run(t.Context(), rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ratio("blk-seq-read") != 2 || len(rep.Costs[SysVMM]["blk-seq-read"]) != 1 || rep.Costs[SysVMM]["blk-seq-read"][0] != nil {
+		t.Errorf("samples %v costs %v", rep.Samples, rep.Costs)
+	}
+	var b strings.Builder
+	rep.WriteMarkdown(&b)
+	if !strings.Contains(b.String(), "| virtio-blk sequential read (MiB/s) | 20.0 | 10.0 | 2.00 | n/a | n/a |") || strings.Contains(b.String(), "Cost per unit") {
+		t.Errorf("markdown:\n%s", b.String())
+	}
+
+	h = newFakeHost(t)
+	h.frozen = true
+	r = testRunner(h)
+	err := r.Run(t.Context(), &Report{})
+	if !errors.Is(err, nested.ErrFrozen) {
+		t.Fatalf("err %v, want ErrFrozen", err)
+	}
+	if len(h.started) != 1 {
+		t.Errorf("booted %v after L1 froze", h.started)
 	}
 }
 

@@ -4,6 +4,7 @@
 //	benchtool mkdisk PATH BYTES
 //	benchtool meminfo
 //	benchtool rm PATH
+//	benchtool vmstat COMM
 //
 // mkdisk writes a raw image of BYTES filled with a non-zero pattern, so
 // that every block is allocated: a sparse file would let reads of holes
@@ -11,15 +12,21 @@
 // it also makes the shared directory's sequential file (and the
 // directory). meminfo prints MemTotal and MemAvailable, to check that L1
 // has room. rm removes the image, or a directory with what is in it,
-// afterwards.
+// afterwards. vmstat prints one JSON line (a kvmstats.Sample) with the
+// KVM counters of the VM of the one process named COMM and that
+// process's CPU time, to difference around a workload phase.
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/vmm-dev/vmm/tools/kvmstats"
 )
 
 func main() {
@@ -37,8 +44,15 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) == 3 && os.Args[1] == "vmstat" {
+		if err := vmstat(kvmstats.DefaultPaths(), os.Args[2], os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) != 4 || os.Args[1] != "mkdisk" {
-		fmt.Fprintln(os.Stderr, "usage: benchtool mkdisk PATH BYTES | benchtool meminfo | benchtool rm PATH")
+		fmt.Fprintln(os.Stderr, "usage: benchtool mkdisk PATH BYTES | benchtool meminfo | benchtool rm PATH | benchtool vmstat COMM")
 		os.Exit(2)
 	}
 	n, err := strconv.ParseInt(os.Args[3], 10, 64)
@@ -98,4 +112,30 @@ func meminfo() error {
 	}
 	fmt.Println(strings.Join(out, ", "))
 	return nil
+}
+
+// vmstat samples the VM of the one process named comm. The benchmark
+// runs one VMM at a time, so two of them mean something was left
+// running, and neither is guessed at.
+func vmstat(p kvmstats.Paths, comm string, w io.Writer) error {
+	if err := p.MountDebugfs(); err != nil {
+		return err
+	}
+	pids, err := p.FindComm(comm)
+	if err != nil {
+		return err
+	}
+	if len(pids) != 1 {
+		return fmt.Errorf("vmstat: %d processes named %q (%v), want one", len(pids), comm, pids)
+	}
+	s, err := p.Take(pids[0])
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
 }

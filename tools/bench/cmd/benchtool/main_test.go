@@ -1,9 +1,15 @@
 package main
 
 import (
+	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/vmm-dev/vmm/tools/kvmstats"
 )
 
 func TestMkdisk(t *testing.T) {
@@ -51,5 +57,43 @@ func TestRemoveTree(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("%s still there: %v", dir, err)
+	}
+}
+
+// vmstat finds the one process by name and prints its VM's sample; none
+// or two are errors.
+func TestVMStat(t *testing.T) {
+	root := t.TempDir()
+	p := kvmstats.Paths{Debugfs: filepath.Join(root, "debug"), Proc: filepath.Join(root, "proc")}
+	write := func(path, s string) {
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stat := "41 (vmm) S" + strings.Repeat(" 0", 10) + " 30 5" + strings.Repeat(" 0", 27) + " 20" + strings.Repeat(" 0", 9) + "\n"
+	write(filepath.Join(p.Debugfs, "kvm", "42-12", "exits"), "77\n")
+	write(filepath.Join(p.Proc, "41", "comm"), "vmm\n")
+	write(filepath.Join(p.Proc, "41", "stat"), stat)
+	os.MkdirAll(filepath.Join(p.Proc, "41", "task", "42"), 0o755)
+	write(filepath.Join(p.Proc, "50", "comm"), "qemu-system-x86\n")
+	write(filepath.Join(p.Proc, "51", "comm"), "qemu-system-x86\n")
+
+	var b strings.Builder
+	if err := vmstat(p, "vmm", &b); err != nil {
+		t.Fatal(err)
+	}
+	var s kvmstats.Sample
+	if err := json.Unmarshal([]byte(b.String()), &s); err != nil {
+		t.Fatalf("%q: %v", b.String(), err)
+	}
+	want := kvmstats.Sample{PID: 41, VM: "42-12", Counters: kvmstats.Counters{"exits": 77}, CPU: kvmstats.CPU{User: 30, System: 5, Guest: 20}}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("sample %+v, want %+v", s, want)
+	}
+	for _, comm := range []string{"qemu-system-x86", "none"} {
+		if err := vmstat(p, comm, io.Discard); err == nil || !strings.Contains(err.Error(), "want one") {
+			t.Errorf("vmstat %s: %v", comm, err)
+		}
 	}
 }

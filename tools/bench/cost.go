@@ -1,0 +1,270 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/vmm-dev/vmm/tools/kvmstats"
+)
+
+// Workload is one measured phase of a guest whose cost the report gives
+// per unit of work: a MiB moved, a request, a file.
+type Workload struct {
+	Key  string // the figure key, or fs-files for the three file figures
+	Name string
+	Unit string
+	FS   bool // the shared-directory workload's, which a run may leave out
+}
+
+// Workloads in table order. fs-files is one guest command that creates,
+// stats and reads back every file, so its cost is per file over the three
+// phases together.
+var Workloads = []Workload{
+	{Key: "blk-seq-read", Name: "virtio-blk sequential read", Unit: "MiB"},
+	{Key: "blk-seq-write", Name: "virtio-blk sequential write", Unit: "MiB"},
+	{Key: "blk-rand-read", Name: "virtio-blk 4 KiB random read", Unit: "request"},
+	{Key: "tcp-guest-to-host", Name: "virtio-net TCP guest → host", Unit: "MiB"},
+	{Key: "tcp-host-to-guest", Name: "virtio-net TCP host → guest", Unit: "MiB"},
+	{Key: "fs-files", Name: "shared dir: create, stat and read back small files", Unit: "file", FS: true},
+	{Key: "fs-seq-read", Name: "shared dir: sequential read", Unit: "MiB", FS: true},
+}
+
+// Cost is what one workload phase cost one VM in one round: the
+// differences of KVM's per-VM counters and of the VMM process's CPU time
+// between a sample just before the phase's command ran in the guest and
+// one just after it finished, and the units of work the phase did.
+type Cost struct {
+	Units    float64           `json:"units"`
+	Counters kvmstats.Counters `json:"counters"`
+	CPU      kvmstats.CPU      `json:"cpu_ticks"` // kvmstats.TickMillis each
+}
+
+// Metric is one per-unit column of the cost table.
+type Metric struct {
+	Key  string // a KVM counter's name, or cpu_ms / guest_ms
+	Name string
+	// value is the phase's total, false if the sample lacks it.
+	value func(c *Cost) (float64, bool)
+}
+
+func counter(key, name string) Metric {
+	return Metric{Key: key, Name: name, value: func(c *Cost) (float64, bool) {
+		v, ok := c.Counters[key]
+		return float64(v), ok
+	}}
+}
+
+// Metrics are the cost table's columns: every exit, the exits KVM counts
+// by reason (port I/O and MMIO that reached the VMM's userspace, HLT,
+// waiting for an interrupt window, a host interrupt), the interrupts
+// injected, and the VMM process's CPU time (user plus system, all its
+// threads) with the part of it the guest ran.
+var Metrics = []Metric{
+	counter("exits", "exits"),
+	counter("io_exits", "I/O"),
+	counter("mmio_exits", "MMIO"),
+	counter("halt_exits", "HLT"),
+	counter("irq_window_exits", "IRQ window"),
+	counter("irq_exits", "host IRQ"),
+	counter("irq_injections", "IRQs injected"),
+	{Key: "cpu_ms", Name: "CPU ms", value: func(c *Cost) (float64, bool) {
+		return float64(c.CPU.Total() * kvmstats.TickMillis), true
+	}},
+	{Key: "guest_ms", Name: "of it guest ms", value: func(c *Cost) (float64, bool) {
+		return float64(c.CPU.Guest * kvmstats.TickMillis), true
+	}},
+}
+
+// The metrics the main table shows next to each figure's time ratio.
+const (
+	metricExits = "exits"
+	metricCPU   = "cpu_ms"
+)
+
+func metricByKey(key string) Metric {
+	i := slices.IndexFunc(Metrics, func(m Metric) bool { return m.Key == key })
+	return Metrics[i]
+}
+
+// perUnit is c's metric divided by its units; NaN when c is missing or
+// lacks the metric.
+func perUnit(c *Cost, m Metric) float64 {
+	if c == nil || c.Units <= 0 {
+		return math.NaN()
+	}
+	v, ok := m.value(c)
+	if !ok {
+		return math.NaN()
+	}
+	return v / c.Units
+}
+
+// AddCost records one round's cost of a workload for a system; nil when
+// the VM could not be sampled, so that rounds stay aligned.
+func (r *Report) AddCost(system, workload string, c *Cost) {
+	if r.Costs == nil {
+		r.Costs = map[string]map[string][]*Cost{}
+	}
+	if r.Costs[system] == nil {
+		r.Costs[system] = map[string][]*Cost{}
+	}
+	r.Costs[system][workload] = append(r.Costs[system][workload], c)
+}
+
+// PerUnit is a system's metric per unit of a workload in each round it
+// was sampled.
+func (r *Report) PerUnit(system, workload string, m Metric) []float64 {
+	var out []float64
+	for _, c := range r.Costs[system][workload] {
+		if v := perUnit(c, m); !math.IsNaN(v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// CostRatios are vmm's per-unit metric over QEMU's, one per round in
+// which both were sampled and QEMU's is not zero.
+func (r *Report) CostRatios(workload string, m Metric) []float64 {
+	v, q := r.Costs[SysVMM][workload], r.Costs[SysQEMU][workload]
+	var out []float64
+	for i := 0; i < len(v) && i < len(q); i++ {
+		a, b := perUnit(v[i], m), perUnit(q[i], m)
+		if !math.IsNaN(a) && !math.IsNaN(b) && b != 0 {
+			out = append(out, a/b)
+		}
+	}
+	return out
+}
+
+// costOmitted says no round sampled w for either system.
+func (r *Report) costOmitted(w Workload) bool {
+	sampled := func(c *Cost) bool { return c != nil }
+	return !slices.ContainsFunc(r.Costs[SysVMM][w.Key], sampled) && !slices.ContainsFunc(r.Costs[SysQEMU][w.Key], sampled)
+}
+
+// formatCost prints a per-unit cost with three significant digits or so:
+// per-MiB figures run from hundredths (HLT exits of a fast stream) to
+// thousands (exits of a 4 KiB request loop).
+func formatCost(v float64) string {
+	switch a := math.Abs(v); {
+	case math.IsNaN(v):
+		return "n/a"
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case a >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
+
+// writeCostTable prints the cost table: per workload, a row per system
+// with the medians of its per-unit metrics, and a row of the medians of
+// the per-round vmm/QEMU ratios.
+func (r *Report) writeCostTable(b *strings.Builder) {
+	any := slices.ContainsFunc(Workloads, func(w Workload) bool { return !r.costOmitted(w) })
+	if !any {
+		return
+	}
+	b.WriteString("\nCost per unit of work: KVM's per-VM counters (debugfs kvm/<pid>-<fd>/) and the VMM process's CPU time (utime+stime from /proc/<pid>/stat, guest time included), ")
+	b.WriteString("each differenced around the phase's command in the running guest, divided by the MiB, requests or files it moved. Medians over the rounds; vmm/QEMU: median of the per-round ratios, below 1 favours vmm.\n\n")
+	b.WriteString("| workload, per unit | system |")
+	for _, m := range Metrics {
+		fmt.Fprintf(b, " %s |", m.Name)
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---:|", len(Metrics)) + "\n")
+	for _, w := range Workloads {
+		if r.costOmitted(w) {
+			continue
+		}
+		for i, sys := range []string{SysVMM, SysQEMU} {
+			label := " "
+			if i == 0 {
+				label = fmt.Sprintf(" %s, per %s ", w.Name, w.Unit)
+			}
+			fmt.Fprintf(b, "|%s| %s |", label, sys)
+			for _, m := range Metrics {
+				fmt.Fprintf(b, " %s |", formatCost(Median(r.PerUnit(sys, w.Key, m))))
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("| | vmm/QEMU |")
+		for _, m := range Metrics {
+			rs := r.CostRatios(w.Key, m)
+			s := "n/a"
+			if len(rs) > 0 {
+				s = fmt.Sprintf("%.2f", Median(rs))
+			}
+			fmt.Fprintf(b, " %s |", s)
+		}
+		b.WriteString("\n")
+	}
+}
+
+// Failure is an attempt at one system's boot in a round that failed and
+// was retried (or, after the last attempt, cost the round).
+type Failure struct {
+	Round   int    `json:"round"`
+	System  string `json:"system"`
+	Attempt int    `json:"attempt"`
+	Error   string `json:"error"` // its first line
+}
+
+func (r *Report) writeFailures(b *strings.Builder) {
+	if len(r.Failures) == 0 && len(r.Abandoned) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nFailed attempts (each retried in a fresh boot, at most %d attempts per system and round):\n", maxAttempts)
+	for _, f := range r.Failures {
+		fmt.Fprintf(b, "  round %d, %s, attempt %d: %s\n", f.Round, f.System, f.Attempt, f.Error)
+	}
+	if len(r.Abandoned) > 0 {
+		fmt.Fprintf(b, "Rounds left out (a system failed every attempt): %v\n", r.Abandoned)
+	}
+}
+
+// jsonCost is one workload's costs in the -json file.
+type jsonCost struct {
+	Key     string       `json:"key"`
+	Name    string       `json:"name"`
+	Unit    string       `json:"unit"`
+	Metrics []jsonMetric `json:"per_unit"`
+	// Raw are the differences per round; null for a round whose VM
+	// could not be sampled.
+	Raw map[string][]*Cost `json:"raw"`
+}
+
+type jsonMetric struct {
+	Key    string     `json:"key"`
+	VMM    jsonSystem `json:"vmm"`
+	QEMU   jsonSystem `json:"qemu"`
+	Ratio  *float64   `json:"ratio"`
+	Ratios []float64  `json:"ratios"`
+}
+
+func (r *Report) jsonCosts() []jsonCost {
+	var out []jsonCost
+	for _, w := range Workloads {
+		if r.costOmitted(w) {
+			continue
+		}
+		c := jsonCost{Key: w.Key, Name: w.Name, Unit: w.Unit, Raw: map[string][]*Cost{
+			"vmm": r.Costs[SysVMM][w.Key], "qemu": r.Costs[SysQEMU][w.Key]}}
+		for _, m := range Metrics {
+			sys := func(name string) jsonSystem {
+				s := r.PerUnit(name, w.Key, m)
+				return jsonSystem{Median: optFloat(Median(s)), Samples: nonNil(s)}
+			}
+			rs := r.CostRatios(w.Key, m)
+			c.Metrics = append(c.Metrics, jsonMetric{Key: m.Key, VMM: sys(SysVMM), QEMU: sys(SysQEMU),
+				Ratio: optFloat(Median(rs)), Ratios: nonNil(rs)})
+		}
+		out = append(out, c)
+	}
+	return out
+}
