@@ -41,6 +41,7 @@ import (
 	"github.com/vmm-dev/vmm/guest"
 	"github.com/vmm-dev/vmm/tools/bench"
 	"github.com/vmm-dev/vmm/tools/internal/flagspell"
+	"github.com/vmm-dev/vmm/tools/kvmprobe"
 	"github.com/vmm-dev/vmm/tools/nested"
 )
 
@@ -142,18 +143,16 @@ func main() {
 	}
 }
 
-// directUsable reports whether this host can run both VMMs itself: a
-// /dev/kvm it can open and root for the TAPs.
-func directUsable() error {
+// directUsable reports whether this host can run both VMMs itself: root
+// for the TAPs and a /dev/kvm that runs guests, as kvmprobe finds by
+// booting its probe and, when given, the guest kernel to its first exit:
+// a /dev/kvm that merely opens (a sandbox's paravirtual one) would hang
+// the first boot instead of falling back to nested mode.
+func directUsable(ctx context.Context, kernel string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("not root (TAPs need CAP_NET_ADMIN)")
 	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	f.Close()
-	return nil
+	return kvmprobe.Usable(ctx, kernel, kvmprobe.DefaultTimeout)
 }
 
 // files is everything built or fetched on the host.
@@ -287,12 +286,12 @@ func run(ctx context.Context, o options) error {
 	nestedMode := true
 	switch o.mode {
 	case "direct":
-		if err := directUsable(); err != nil {
+		if err := directUsable(ctx, o.kernel); err != nil {
 			return fmt.Errorf("-mode direct: %w", err)
 		}
 		nestedMode = false
 	case "auto":
-		if err := directUsable(); err == nil {
+		if err := directUsable(ctx, o.kernel); err == nil {
 			nestedMode = false
 		} else {
 			fmt.Fprintf(os.Stderr, "vmm-bench: no direct KVM here (%v): running nested inside an L1 guest under QEMU TCG with emulated AMD-V\n", err)
