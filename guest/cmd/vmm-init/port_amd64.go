@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -13,8 +14,8 @@ import (
 func outb(port uint16, val uint8)
 
 // writePort writes one byte to an I/O port of vmm's (the boot timer, the
-// exit port) and reports whether the write was made. Where nothing
-// listens at the port (QEMU, kvmtool) the write is simply dropped.
+// exit port); the error says why each way failed. Where nothing listens
+// at the port (QEMU, kvmtool) the write is simply dropped.
 //
 // /dev/port comes first: the kernel makes the access, so nothing can
 // fault here. Kernels without it (CONFIG_DEVPORT depends on PCI) get a
@@ -23,20 +24,24 @@ func outb(port uint16, val uint8)
 // under nested TCG) that OUTB raises #GP despite ioperm; SetPanicOnFault
 // turns the resulting SIGSEGV into a panic that is recovered instead of
 // a crash of the whole init.
-func writePort(port uint16, val uint8) bool {
-	if f, err := os.OpenFile("/dev/port", os.O_WRONLY, 0); err == nil {
-		_, err := f.WriteAt([]byte{val}, int64(port))
+func writePort(port uint16, val uint8) error {
+	f, err := os.OpenFile("/dev/port", os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.WriteAt([]byte{val}, int64(port))
 		f.Close()
 		if err == nil {
-			return true
+			return nil
 		}
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if unix.Ioperm(int(port), 1, 1) != nil {
-		return false
+	if perr := unix.Ioperm(int(port), 1, 1); perr != nil {
+		return fmt.Errorf("%v; ioperm: %v", err, perr)
 	}
-	return !safeOutb(port, val)
+	if safeOutb(port, val) {
+		return fmt.Errorf("%v; outb after ioperm faulted", err)
+	}
+	return nil
 }
 
 // safeOutb is outb that reports a fault instead of crashing.

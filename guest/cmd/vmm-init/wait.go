@@ -42,7 +42,9 @@ func waitForJob() {
 	// Raw and OUT1 raised before the snapshot: every restore's input,
 	// the job message first, meets a raw tty.
 	openJobInput(tty)
-	writePort(guestabi.WaitPort, 1)
+	if err := writePort(guestabi.WaitPort, 1); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: could not write the wait port: %v\n", err)
+	}
 	// tty stays open until the job is done: closing the port's last
 	// file shuts the UART down and drops input the tty layer has already
 	// read past the message, the first bytes of the job's stdin.
