@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,22 +156,178 @@ func TestSVG(t *testing.T) {
 	}
 }
 
-func TestSampleLines(t *testing.T) {
+func TestL1Lines(t *testing.T) {
 	var b bytes.Buffer
 	in := Sample{System: "vmm-microvm", Round: 3, ReadyMS: 123.5, Phases: map[string]float64{"ready": 120}}
-	b.WriteString("noise\r\n")
-	emitLine(&b, in)
-	b.WriteString("bootbench-error: boom | more\nbootbench-done\n")
-	ms := sampleRE.FindAllStringSubmatch(b.String(), -1)
-	if len(ms) != 3 || ms[1][3] != "boom | more" || ms[2][1] != "done" {
-		t.Fatalf("matches %q", ms)
+	mem := MemoryReport{RestoredVMs: 10, RestoredPSSKiB: []int64{1, 2}, ColdPSSKiB: 3}
+	emitLine(&b, "sample", in)
+	emitLine(&b, "snapshot", snapshotLine{MS: 4200.5})
+	emitLine(&b, "memory", mem)
+	sample, snap, memLine := strings.Split(b.String(), "\n")[0], strings.Split(b.String(), "\n")[1], strings.Split(b.String(), "\n")[2]
+	tests := []struct {
+		name, out string
+		check     func(o l1Output) bool
+		err       string
+	}{
+		{"sample", "noise\r\n" + sample + "\r\n", func(o l1Output) bool {
+			s := o.samples
+			return len(s) == 1 && s[0].System == in.System && s[0].Round == 3 && s[0].ReadyMS == 123.5 && s[0].Phases["ready"] == 120
+		}, ""},
+		{"snapshot", snap + "\n", func(o l1Output) bool { return len(o.snapshotMS) == 1 && o.snapshotMS[0] == 4200.5 }, ""},
+		{"memory", memLine + "\n", func(o l1Output) bool {
+			return o.memory != nil && o.memory.RestoredVMs == 10 && len(o.memory.RestoredPSSKiB) == 2 && o.memory.ColdPSSKiB == 3
+		}, ""},
+		{"done", "x\nbootbench-done\r\n", func(o l1Output) bool { return o.done }, ""},
+		{"error", "bootbench-error: boom | more\n", nil, "boom\nmore"},
+		{"bad json", "bootbench-memory {\"restored_vms\": \"ten\"}\n", nil, "bootbench in L1: memory"},
+		{"unparsable", "bootbench-sample [1]\n", nil, "unparsable"},
 	}
-	var out Sample
-	if err := json.Unmarshal([]byte(ms[0][2]), &out); err != nil {
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var o l1Output
+			err := o.parseLine(tt.out)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || !tt.check(o) {
+				t.Fatalf("parse %q: %+v, %v", tt.out, o, err)
+			}
+		})
+	}
+}
+
+func TestRestorePhases(t *testing.T) {
+	stamp := func(p guestabi.Phase, msec float64) report.Stamp {
+		return report.Stamp{Phase: p, Since: time.Duration(msec * float64(time.Millisecond))}
+	}
+	full := []report.Stamp{stamp(guestabi.VMMStart, 0), stamp(guestabi.FirstRun, 30), stamp(guestabi.FirstExit, 31), stamp(guestabi.VMMExit, 200)}
+	tests := []struct {
+		name         string
+		stamps       []report.Stamp
+		ready, exit  float64
+		want         map[string]float64
+		wantSegments string
+	}{
+		{"offset from the exit", full, 150, 210, map[string]float64{"exec+console": 10, "restore": 40, "ready": 150}, "exec=10,restore=30,job start=110"},
+		{"exit seen before the stamp", full, 150, 190, map[string]float64{"exec+console": 0, "restore": 30, "ready": 150}, "exec=0,restore=30,job start=120"},
+		{"no first run", []report.Stamp{stamp(guestabi.VMMStart, 0), stamp(guestabi.VMMExit, 200)}, 150, 210, nil, "boot=150"},
+		{"no exit", full[:3], 150, 210, nil, "boot=150"},
+		{"no boot timer", nil, 150, 210, nil, "boot=150"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := restorePhases(tt.stamps, tt.ready, tt.exit)
+			if len(got) != len(tt.want) {
+				t.Fatalf("phases %v, want %v", got, tt.want)
+			}
+			for k, v := range tt.want {
+				if g, ok := got[k]; !ok || math.Abs(g-v) > 1e-6 {
+					t.Fatalf("phase %s = %v, want %v (all %v)", k, g, v, got)
+				}
+			}
+			var parts []string
+			for _, seg := range segmentsOf(Sample{ReadyMS: tt.ready, Phases: got}) {
+				parts = append(parts, fmt.Sprintf("%s=%.0f", seg.Name, seg.Median))
+			}
+			if s := strings.Join(parts, ","); s != tt.wantSegments {
+				t.Fatalf("segments %s, want %s", s, tt.wantSegments)
+			}
+		})
+	}
+}
+
+func TestParsePSS(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     int64
+		bad      bool
+	}{
+		{"rollup", "55d0c0a0e000-7ffd8a5f9000 ---p 00000000 00:00 0                          [rollup]\nRss:              262948 kB\nPss:               26492 kB\nPss_Anon:           1234 kB\nPss_File:          25258 kB\n", 26492, false},
+		{"zero", "Pss: 0 kB\n", 0, false},
+		{"no pss", "Rss: 12 kB\nPss_Anon: 3 kB\n", 0, true},
+		{"other unit", "Pss: 12 MB\n", 0, true},
+		{"not a number", "Pss: x kB\n", 0, true},
+		{"negative", "Pss: -3 kB\n", 0, true},
+		{"empty", "", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parsePSS(strings.NewReader(tt.in))
+			if (err != nil) != tt.bad || got != tt.want {
+				t.Fatalf("parsePSS = %d, %v; want %d, bad %v", got, err, tt.want, tt.bad)
+			}
+		})
+	}
+}
+
+func TestMemorySummary(t *testing.T) {
+	tests := []struct {
+		name                  string
+		m                     MemoryReport
+		perRestored, cold, by float64
+		table                 []string
+	}{
+		{"ten restored", MemoryReport{RestoredVMs: 10, RestoredPSSKiB: []int64{20480, 10240, 10240, 10240, 10240, 10240, 10240, 10240, 10240, 10240}, ColdPSSKiB: 153600},
+			11, 150, 150.0 / 11, []string{"| 10 restored VMs at once (sum / 10) | 11.0 |", "| one cold-booted VM | 150.0 |", "| cold / restored | 14x |"}},
+		{"no cold figure", MemoryReport{RestoredVMs: 2, RestoredPSSKiB: []int64{1024, 1024}}, 0, 0, 0, nil},
+		{"failed", MemoryReport{RestoredVMs: 10, Error: "10 restored VMs: VM 3 of 10: boom\ntail"}, 0, 0, 0,
+			[]string{"Memory (PSS) not measured: 10 restored VMs: VM 3 of 10: boom | tail"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := tt.m
+			m.summarize()
+			if math.Abs(m.PerRestoredMiB-tt.perRestored) > 1e-9 || math.Abs(m.ColdMiB-tt.cold) > 1e-9 || math.Abs(m.ColdPerRestored-tt.by) > 1e-9 {
+				t.Fatalf("summary %+v, want %v/%v/%v", m, tt.perRestored, tt.cold, tt.by)
+			}
+			r := &Report{Memory: &m, SnapshotMS: []float64{4200, 3900}}
+			var b strings.Builder
+			r.WriteTable(&b)
+			for _, s := range append(tt.table, "outside the rounds): 4.20 s, 3.90 s") {
+				if !strings.Contains(b.String(), s) {
+					t.Errorf("table lacks %q:\n%s", s, b.String())
+				}
+			}
+		})
+	}
+}
+
+// TestIdlePSS runs idle "VMs" that are cat itself: the harness's
+// marker comes back through its stdin and stdout, and its PSS is real.
+func TestIdlePSS(t *testing.T) {
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Skip("no cat")
+	}
+	if _, err := os.Stat("/proc/self/smaps_rollup"); err != nil {
+		t.Skip("no smaps_rollup")
+	}
+	pss, err := idlePSS(context.Background(), 3, func() []string { return []string{cat} })
+	if err != nil {
 		t.Fatal(err)
 	}
-	if out.System != in.System || out.Round != 3 || out.ReadyMS != 123.5 || out.Phases["ready"] != 120 {
-		t.Fatalf("round trip: %+v", out)
+	if len(pss) != 3 {
+		t.Fatalf("pss %v", pss)
+	}
+	for _, p := range pss {
+		if p <= 0 {
+			t.Fatalf("pss %v", pss)
+		}
+	}
+	// A "VM" whose job never echoes: the deadline (here the context's)
+	// ends the wait, and the error says which one.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	silent := fakeScript(t, "exec sleep 60\n")
+	if _, err := idlePSS(ctx, 2, func() []string { return []string{silent} }); err == nil || !strings.Contains(err.Error(), "VM 1 of 2") {
+		t.Fatalf("err %v", err)
+	}
+	dies := fakeScript(t, "echo no kvm >&2; exit 1\n")
+	if _, err := idlePSS(context.Background(), 1, func() []string { return []string{dies} }); err == nil || !strings.Contains(err.Error(), "no kvm") {
+		t.Fatalf("err %v", err)
 	}
 }
 
@@ -252,6 +410,75 @@ echo "boot-timer: ready 0.100ms" >&2
 	}
 }
 
+func TestBootJob(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	tests := []struct {
+		name, script string
+		err          string
+		phases       bool
+	}{
+		// Stamps as a restore's: the marker 100 ms in, the first
+		// KVM_RUN halfway there, the exit 50 ms after the marker, so
+		// the exit-matched offset puts the restore before the marker.
+		{"restored", `sleep 0.1
+echo vmm-guest: ready
+sleep 0.05
+echo "boot-timer: vmm-start 0.000ms" >&2
+echo "boot-timer: first-kvm-run 50.000ms" >&2
+echo "boot-timer: vmm-exit 150.000ms" >&2
+`, "", true},
+		{"no boot timer", "echo vmm-guest: ready\n", "", false},
+		{"job fails", "echo vmm-guest: ready; echo refused >&2; exit 1\n", "refused", false},
+		{"no marker", "echo snapshot was made by another vmm >&2; exit 1\n", "another vmm", false},
+		{"never exits", "echo vmm-guest: ready; exec sleep 60\n", "still running", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "never exits" && testing.Short() {
+				t.Skip("waits for the exit timeout")
+			}
+			smp, err := boot(context.Background(), System{Name: "vmm-restore", Kind: KindJob, Args: []string{fakeScript(t, tt.script)}})
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if smp.ReadyMS <= 0 || (smp.Phases != nil) != tt.phases {
+				t.Fatalf("sample %+v", smp)
+			}
+			if tt.phases && (smp.Phases["ready"] != smp.ReadyMS || smp.Phases["restore"] < smp.Phases["exec+console"] || smp.Phases["restore"] > smp.ReadyMS) {
+				t.Fatalf("phases %+v", smp.Phases)
+			}
+		})
+	}
+}
+
+func TestSystems(t *testing.T) {
+	l := Layout{VMM: "/vmm", BootTimer: true, CloudKernel: "/k", Initrd: "/i", WorkDir: "/w"}
+	sys, err := systems(l, Guest{MiB: 256, CPUs: 1}, []string{"vmm-restore", "vmm-cloud"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"/vmm run -snapshot /w/snapshot -m 256 -smp 1 -boot-timer -- echo vmm-guest: ready",
+		"/vmm -kernel /k -initrd /i -m 256 -smp 1 -append quiet -boot-timer",
+	}
+	for i, s := range sys {
+		if got := strings.Join(s.Args, " "); got != want[i] {
+			t.Errorf("%s: %s, want %s", s.Name, got, want[i])
+		}
+	}
+	if sys[0].Kind != KindJob || sys[1].Kind != KindVMM {
+		t.Errorf("kinds %v %v", sys[0].Kind, sys[1].Kind)
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -264,6 +491,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-boot-timer", "maybe"}, true},
 		{[]string{"-mem", "16"}, true},
 		{[]string{"stray"}, true},
+		{[]string{"-memory-vms", "0"}, false},
+		{[]string{"-memory-vms", "-1"}, true},
 	}
 	for _, tt := range tests {
 		_, err := parseFlags(tt.args)

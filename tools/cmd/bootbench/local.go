@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/vmm-dev/vmm/tools/container"
 )
@@ -23,7 +24,10 @@ type Layout struct {
 	QEMU        string // "" leaves QEMU out
 	QEMUCPU     string // QEMU's -cpu
 	LKVM        string // "" leaves kvmtool out
-	WorkDir     string // the container's root goes here
+	WorkDir     string // the container's root and the snapshot go here
+	// MemoryVMs is how many restored VMs run at once for the memory
+	// figure (MemoryReport); 0 leaves it out.
+	MemoryVMs int
 	// NoLimits starts the container without cgroup limits, on hosts
 	// where cgroup v2 cannot apply them (the report says so).
 	NoLimits bool
@@ -43,17 +47,13 @@ const cmdline = "console=ttyS0 quiet"
 
 // systemOrder names everything the benchmark can boot, in the order
 // reports list them.
-var systemOrder = []string{"vmm-cloud", "vmm-microvm", "qemu-pc", "qemu-microvm", "lkvm", "container"}
+var systemOrder = []string{"vmm-cloud", "vmm-restore", "vmm-microvm", "qemu-pc", "qemu-microvm", "lkvm", "container"}
 
 // systems builds the systems the layout allows, restricted to only if set.
 func systems(l Layout, g Guest, only []string) ([]System, error) {
 	mem, cpus := strconv.Itoa(g.MiB), strconv.Itoa(g.CPUs)
 	vmm := func(name, kernel string) System {
-		args := []string{l.VMM, "-kernel", kernel, "-initrd", l.Initrd, "-m", mem, "-smp", cpus, "-append", "quiet"}
-		if l.BootTimer {
-			args = append(args, "-boot-timer")
-		}
-		return System{Name: name, Kind: KindVMM, Args: args}
+		return System{Name: name, Kind: KindVMM, Args: append([]string{l.VMM}, vmmGuestArgs(l, kernel, g)...)}
 	}
 	qemu := func(name, machine string) System {
 		return System{Name: name, Kind: KindPeer, Args: []string{l.QEMU, "-accel", "kvm", "-M", machine, "-cpu", l.QEMUCPU,
@@ -62,6 +62,7 @@ func systems(l Layout, g Guest, only []string) ([]System, error) {
 	}
 	var all []System
 	all = append(all, vmm("vmm-cloud", l.CloudKernel))
+	all = append(all, System{Name: "vmm-restore", Kind: KindJob, Args: restoreArgs(l, g, restoreJob...)})
 	if l.MicroKernel != "" {
 		all = append(all, vmm("vmm-microvm", l.MicroKernel))
 	}
@@ -122,20 +123,45 @@ func prepareContainer(l Layout) error {
 	return err
 }
 
-// samplePrefix starts the line each sample is printed on in nested
-// mode, where L1's console carries them to the host.
-const samplePrefix = "bootbench-sample "
+// linePrefix starts the lines the L1 side prints in nested mode, where
+// L1's console carries them to the host: "bootbench-KIND {json}".
+const linePrefix = "bootbench-"
+
+// snapshotLine is the "snapshot" line: how long vmm snapshot took.
+type snapshotLine struct {
+	MS float64 `json:"ms"`
+}
+
+// results receives what runLocal measures, as it is measured.
+type results struct {
+	sample   func(Sample)
+	snapshot func(time.Duration) // vmm snapshot, once, before the rounds
+	memory   func(MemoryReport)  // after the rounds
+}
 
 // runLocal boots every system warmup times unrecorded, then rounds times,
 // alternating the order between rounds so that a drift in the machine's
-// speed favours no system. Each sample goes to emit as it is taken.
-func runLocal(ctx context.Context, l Layout, sys []System, warmup, rounds int, log io.Writer, emit func(Sample)) error {
+// speed favours no system. Each sample goes to out as it is taken. With
+// vmm-restore among the systems, the snapshot is made first (untimed
+// by the rounds, its own time reported) and the memory of restored VMs
+// is measured last.
+func runLocal(ctx context.Context, l Layout, g Guest, sys []System, warmup, rounds int, log io.Writer, out results) error {
+	restore := false
 	for _, s := range sys {
-		if s.Kind == KindContainer {
+		switch s.Kind {
+		case KindContainer:
 			if err := prepareContainer(l); err != nil {
 				return fmt.Errorf("container root: %w", err)
 			}
-			break
+		case KindJob:
+			restore = true
+			fmt.Fprintln(log, "bootbench: vmm snapshot (once, outside the rounds)")
+			d, err := makeSnapshot(ctx, l, g)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(log, "bootbench: snapshot made in %s\n", fmtMS(ms(d)))
+			out.snapshot(d)
 		}
 	}
 	for w := 0; w < warmup; w++ {
@@ -158,14 +184,19 @@ func runLocal(ctx context.Context, l Layout, sys []System, warmup, rounds int, l
 				return fmt.Errorf("round %d: %w", r+1, err)
 			}
 			smp.Round = r
-			emit(smp)
+			out.sample(smp)
 		}
+	}
+	if restore && l.MemoryVMs > 0 {
+		fmt.Fprintf(log, "bootbench: memory of %d restored VMs at once and of one cold-booted VM\n", l.MemoryVMs)
+		out.memory(measureMemory(ctx, l, g, l.MemoryVMs))
 	}
 	return nil
 }
 
-// emitLine prints a sample as one JSON line for the host to read.
-func emitLine(w io.Writer, s Sample) {
-	b, _ := json.Marshal(s)
-	fmt.Fprintf(w, "%s%s\n", samplePrefix, b)
+// emitLine prints v as one JSON line of the given kind (sample,
+// snapshot or memory) for the host to read.
+func emitLine(w io.Writer, kind string, v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintf(w, "%s%s %s\n", linePrefix, kind, b)
 }

@@ -3,8 +3,12 @@
 // Debian's cloud kernel and with the minimal kernel `make kernel` builds,
 // under QEMU (-M pc and -M microvm, -accel kvm) and kvmtool when present,
 // and as a container (namespaces, pivot_root, cgroup v2 limits: package
-// container). It prints min/median/max per phase, the ratios vmm/QEMU and
-// VM/container, and writes JSON and an SVG chart on request.
+// container), and vmm restoring a snapshot of that guest (vmm-restore:
+// `vmm run -snapshot` of a job printing the marker; the snapshot is made
+// once, outside the rounds). It prints min/median/max per phase, the
+// ratios vmm/QEMU, cold/restored and VM/container, the memory (PSS) of
+// restored VMs running at once against a cold-booted one, and writes JSON
+// and an SVG chart on request.
 //
 // On a host with /dev/kvm everything runs directly (as root, for the
 // container's cgroup). Elsewhere it all runs inside one L1 guest under
@@ -53,6 +57,7 @@ type options struct {
 	emit         bool
 	timeout      time.Duration
 	l1Memory     int
+	memoryVMs    int
 }
 
 func parseFlags(args []string) (options, error) {
@@ -78,6 +83,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.emit, "emit", false, "print raw samples only (what the L1 side of nested mode does)")
 	fs.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	fs.IntVar(&o.l1Memory, "l1-memory", 3072, "L1 memory in MiB (nested mode)")
+	fs.IntVar(&o.memoryVMs, "memory-vms", 10, "restored VMs run at once for the memory (PSS) figure, after the rounds; 0 leaves it out")
 	if err := fs.Parse(flagspell.SingleDashLong(fs, args)); err != nil {
 		return o, err
 	}
@@ -93,6 +99,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-mem: want at least 64 MiB")
 	case o.guest.CPUs < 1:
 		return o, errors.New("-smp: want at least 1")
+	case o.memoryVMs < 0:
+		return o, errors.New("-memory-vms: want 0 or more")
 	}
 	switch o.mode {
 	case "auto", "direct", "nested":
@@ -189,9 +197,14 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		err = runLocal(ctx, l, sys, o.warmup, o.runs, os.Stderr, func(s Sample) {
-			fmt.Fprintf(os.Stderr, "bootbench: round %d/%d %s: ready in %s\n", s.Round+1, o.runs, s.System, fmtMS(s.ReadyMS))
-			rep.Samples = append(rep.Samples, s)
+		l.MemoryVMs = o.memoryVMs
+		err = runLocal(ctx, l, o.guest, sys, o.warmup, o.runs, os.Stderr, results{
+			sample: func(s Sample) {
+				fmt.Fprintf(os.Stderr, "bootbench: round %d/%d %s: ready in %s\n", s.Round+1, o.runs, s.System, fmtMS(s.ReadyMS))
+				rep.Samples = append(rep.Samples, s)
+			},
+			snapshot: func(d time.Duration) { rep.SnapshotMS = append(rep.SnapshotMS, ms(d)) },
+			memory:   func(m MemoryReport) { rep.Memory = &m },
 		})
 		if err != nil {
 			return err
@@ -225,7 +238,7 @@ func run(ctx context.Context, o options) error {
 // runEmit is the L1 side of nested mode: the paths are L1's, given by
 // the host, and samples go to stdout (the job console) one per line.
 func runEmit(ctx context.Context, o options, dir string) error {
-	l := Layout{VMM: o.vmm, BootTimer: o.bootTimer == "yes", CloudKernel: o.kernel, Initrd: o.initrd, WorkDir: dir}
+	l := Layout{VMM: o.vmm, BootTimer: o.bootTimer == "yes", CloudKernel: o.kernel, Initrd: o.initrd, WorkDir: dir, MemoryVMs: o.memoryVMs}
 	if err := container.CgroupUsable(containerLimits(o.guest)); err != nil {
 		return fmt.Errorf("container limits in L1: %w", err)
 	}
@@ -244,7 +257,11 @@ func runEmit(ctx context.Context, o options, dir string) error {
 	if err != nil {
 		return err
 	}
-	err = runLocal(ctx, l, sys, o.warmup, o.runs, os.Stdout, func(s Sample) { emitLine(os.Stdout, s) })
+	err = runLocal(ctx, l, o.guest, sys, o.warmup, o.runs, os.Stdout, results{
+		sample:   func(s Sample) { emitLine(os.Stdout, "sample", s) },
+		snapshot: func(d time.Duration) { emitLine(os.Stdout, "snapshot", snapshotLine{MS: ms(d)}) },
+		memory:   func(m MemoryReport) { emitLine(os.Stdout, "memory", m) },
+	})
 	if err != nil {
 		return err
 	}

@@ -49,6 +49,9 @@ const (
 	KindPeer
 	// KindContainer is the initramfs started with package container.
 	KindContainer
+	// KindJob is `vmm run -snapshot`: a restored guest whose job
+	// prints the marker and ends, and vmm with it.
+	KindJob
 )
 
 // System is one thing to boot.
@@ -87,20 +90,25 @@ func boot(ctx context.Context, s System) (Sample, error) {
 	switch s.Kind {
 	case KindContainer:
 		return bootContainer(ctx, s)
+	case KindJob:
+		return bootJob(ctx, s)
 	default:
 		return bootVM(ctx, s)
 	}
 }
 
-// markerWatcher scans output for the ready marker, recording when it
+// markerWatcher scans output for a marker (the ready marker), recording when it
 // appeared, and keeps the output's tail for error messages.
 type markerWatcher struct {
-	ready chan time.Time
-	mu    sync.Mutex
-	tail  []byte
+	marker []byte
+	ready  chan time.Time
+	mu     sync.Mutex
+	tail   []byte
 }
 
-func newMarkerWatcher() *markerWatcher { return &markerWatcher{ready: make(chan time.Time, 1)} }
+func newMarkerWatcher(marker string) *markerWatcher {
+	return &markerWatcher{marker: []byte(marker), ready: make(chan time.Time, 1)}
+}
 
 // watch reads r to its end. The marker is searched in lines, which a
 // serial console ends with "\r\n".
@@ -109,7 +117,7 @@ func (m *markerWatcher) watch(r io.Reader) {
 	found := false
 	for {
 		line, err := br.ReadSlice('\n')
-		if !found && bytes.Contains(line, []byte(readyMarker)) {
+		if !found && bytes.Contains(line, m.marker) {
 			found = true
 			m.ready <- time.Now()
 		}
@@ -153,7 +161,7 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	w := newMarkerWatcher()
+	w := newMarkerWatcher(readyMarker)
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		return Sample{}, fmt.Errorf("%s: start: %w", s.Name, err)
@@ -267,7 +275,7 @@ func bootContainer(ctx context.Context, s System) (Sample, error) {
 	defer master.Close()
 	var stderr syncBuffer // stays empty: the terminal carries both streams
 	c.Stdin, c.Stdout, c.Stderr = term, term, term
-	w := newMarkerWatcher()
+	w := newMarkerWatcher(readyMarker)
 	go w.watch(master)
 	ct, err := container.Start(c)
 	term.Close()

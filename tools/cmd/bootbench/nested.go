@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -200,9 +201,54 @@ const (
 // few dozen guests.
 const maxL1Boots = 3
 
-// sampleRE matches what the L1 side prints: a sample, the end, or why
-// it failed.
-var sampleRE = regexp.MustCompile(`bootbench-(sample (\{[^\r\n]*\})|done|error: ([^\r\n]*))\r?\n`)
+// lineRE matches what the L1 side prints: a sample, the snapshot's time
+// or the memory figure (emitLine), the end, or why it failed.
+var lineRE = regexp.MustCompile(`bootbench-(?:(sample|snapshot|memory) (\{[^\r\n]*\})|(done)|error: ([^\r\n]*))\r?\n`)
+
+// l1Output is what one L1 boot's run printed.
+type l1Output struct {
+	samples    []Sample
+	snapshotMS []float64
+	memory     *MemoryReport
+	done       bool
+}
+
+// parseLine adds the line lineRE found at the end of out to o. An
+// error line from L1 is returned as an error.
+func (o *l1Output) parseLine(out string) error {
+	m := lineRE.FindStringSubmatch(out)
+	switch {
+	case m == nil:
+		return fmt.Errorf("bootbench in L1: unparsable output %q", lastLines(out, 3))
+	case m[3] != "":
+		o.done = true
+		return nil
+	case m[1] == "":
+		return fmt.Errorf("bootbench in L1: %s", strings.ReplaceAll(m[4], " | ", "\n"))
+	}
+	var err error
+	switch m[1] {
+	case "sample":
+		var s Sample
+		if err = json.Unmarshal([]byte(m[2]), &s); err == nil {
+			o.samples = append(o.samples, s)
+		}
+	case "snapshot":
+		var s snapshotLine
+		if err = json.Unmarshal([]byte(m[2]), &s); err == nil {
+			o.snapshotMS = append(o.snapshotMS, s.MS)
+		}
+	case "memory":
+		var mem MemoryReport
+		if err = json.Unmarshal([]byte(m[2]), &mem); err == nil {
+			o.memory = &mem
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bootbench in L1: %s %q: %w", m[1], m[2], err)
+	}
+	return nil
+}
 
 // runNested runs the benchmark inside L1 guests. All rounds run in one
 // L1 boot unless it freezes; then the rounds completed so far are kept,
@@ -233,11 +279,15 @@ func runNested(ctx context.Context, o options, f *hostFiles, rep *Report) error 
 			return fmt.Errorf("L1 froze %d times; giving up with %d of %d rounds done", maxL1Boots, done, o.runs)
 		}
 		rep.L1Boots = boot
-		got, err := runInL1(ctx, cfg, o, f, o.runs-done)
+		res, err := runInL1(ctx, cfg, o, f, o.runs-done)
+		rep.SnapshotMS = append(rep.SnapshotMS, res.snapshotMS...)
+		if res.memory != nil {
+			rep.Memory = res.memory
+		}
 		// Keep whole rounds only: a partial one would favour whoever
 		// came first in it.
-		complete := completeRounds(got, len(sys))
-		for _, s := range got {
+		complete := completeRounds(res.samples, len(sys))
+		for _, s := range res.samples {
 			if s.Round < complete {
 				s.Round += done
 				s.L1Boot = boot
@@ -255,6 +305,9 @@ func runNested(ctx context.Context, o options, f *hostFiles, rep *Report) error 
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "bootbench: L1 froze after %d complete rounds (a QEMU TCG flaw); the remaining rounds run in a fresh L1\n", done)
+	}
+	if o.memoryVMs > 0 && rep.Memory == nil && slices.ContainsFunc(sys, func(s System) bool { return s.Kind == KindJob }) {
+		rep.Note += " The memory figure is missing: L1 froze while it was taken."
 	}
 	if rep.L1Boots > 1 {
 		rep.Note += fmt.Sprintf(" L1 froze during the run, so the rounds come from %d L1 boots; each boot's rounds are complete and interleaved.", rep.L1Boots)
@@ -276,12 +329,13 @@ func completeRounds(ss []Sample, n int) int {
 	return r
 }
 
-// runInL1 boots one L1, runs `rounds` rounds in it and returns the
-// samples it printed, even when it fails part way.
-func runInL1(ctx context.Context, cfg nested.Config, o options, f *hostFiles, rounds int) ([]Sample, error) {
+// runInL1 boots one L1, runs `rounds` rounds in it and returns what it
+// printed, even when it fails part way.
+func runInL1(ctx context.Context, cfg nested.Config, o options, f *hostFiles, rounds int) (l1Output, error) {
+	var res l1Output
 	l, err := nested.Start(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return res, err
 	}
 	defer l.Close()
 	// Job waits take no context: closing L1 is what ends them on ^C.
@@ -292,7 +346,8 @@ func runInL1(ctx context.Context, cfg nested.Config, o options, f *hostFiles, ro
 		"--mem", strconv.Itoa(o.guest.MiB), "--smp", strconv.Itoa(o.guest.CPUs),
 		"--vmm", l1VMM, "--kernel", l1Cloud, "--initrd", l1Initrd,
 		"--boot-timer", map[bool]string{true: "yes", false: "no"}[f.bootTimer],
-		"--micro-kernel", "none", "--qemu", "none", "--lkvm", "none"}
+		"--micro-kernel", "none", "--qemu", "none", "--lkvm", "none",
+		"--memory-vms", strconv.Itoa(o.memoryVMs)}
 	if f.micro != "" {
 		args = append(args, "--micro-kernel", l1Micro)
 	}
@@ -307,34 +362,28 @@ func runInL1(ctx context.Context, cfg nested.Config, o options, f *hostFiles, ro
 	}
 	j, err := l.Run(ctx, args, nested.StdinNull)
 	if err != nil {
-		return nil, err
+		return res, err
 	}
-	var got []Sample
-	// A generous bound per sample: one boot each, but the warm-up
-	// boots every system before the first.
-	wait := time.Duration(1+o.warmup) * bootTimeout * time.Duration(len(systemOrder))
+	// A generous bound per line: one boot each, but the warm-up boots
+	// every system before the first sample, the snapshot comes first,
+	// and the memory figure boots 11 VMs.
+	wait := time.Duration(1+o.warmup) * bootTimeout * time.Duration(len(systemOrder)+o.memoryVMs)
 	for {
-		out, err := j.Expect(sampleRE, wait)
+		out, err := j.Expect(lineRE, wait)
 		if err != nil {
-			return got, err
+			return res, err
 		}
-		m := sampleRE.FindStringSubmatch(out)
-		switch {
-		case m == nil:
-			return got, fmt.Errorf("bootbench in L1: unparsable output %q", lastLines(out, 3))
-		case m[1] == "done":
-			if _, err := j.Wait(exitTimeout); err != nil {
-				return got, err
-			}
-			return got, nil
-		case m[3] != "":
-			return got, fmt.Errorf("bootbench in L1: %s", strings.ReplaceAll(m[3], " | ", "\n"))
+		n := len(res.samples)
+		if err := res.parseLine(out); err != nil {
+			return res, err
 		}
-		var s Sample
-		if err := json.Unmarshal([]byte(m[2]), &s); err != nil {
-			return got, fmt.Errorf("bootbench in L1: sample %q: %w", m[2], err)
+		if res.done {
+			_, err := j.Wait(exitTimeout)
+			return res, err
 		}
-		fmt.Fprintf(os.Stderr, "bootbench: round %d/%d %s: ready in %s\n", s.Round+1, rounds, s.System, fmtMS(s.ReadyMS))
-		got = append(got, s)
+		if len(res.samples) > n {
+			s := res.samples[n]
+			fmt.Fprintf(os.Stderr, "bootbench: round %d/%d %s: ready in %s\n", s.Round+1, rounds, s.System, fmtMS(s.ReadyMS))
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 // phase ends it has; the last always ends at the ready marker.
 var phaseSegments = []struct{ end, segment string }{
 	{"exec+console", "exec"},                 // harness start -> vmm's main (plus console latency)
+	{"restore", "restore"},                   // restored vmm: -> first KVM_RUN
 	{"memory-ready", "vmm setup"},            // RAM, kernel load, vCPUs
 	{"first-kvm-run", "vCPU start"},          // -> first KVM_RUN
 	{"first-exit", "guest entry"},            // -> the guest's first exit
@@ -25,22 +26,28 @@ var phaseSegments = []struct{ end, segment string }{
 }
 
 // segmentsOf splits a sample into named spans (ms). A sample without
-// phases is one span, "boot".
+// phases is one span, "boot". A restored guest's last span is its job's
+// start (the guest taking the job and running it), not a userland's.
 func segmentsOf(s Sample) []Segment {
 	if len(s.Phases) == 0 {
 		return []Segment{{Name: "boot", Stat: Stat{Median: s.ReadyMS}}}
 	}
+	_, restored := s.Phases["restore"]
 	var out []Segment
 	prev := 0.0
 	for _, p := range phaseSegments {
 		end, ok := s.Phases[p.end]
+		name := p.segment
 		if p.end == "ready" {
 			end, ok = s.ReadyMS, true
+			if restored {
+				name = "job start"
+			}
 		}
 		if !ok || end < prev {
 			continue
 		}
-		out = append(out, Segment{Name: p.segment, Stat: Stat{Median: end - prev}})
+		out = append(out, Segment{Name: name, Stat: Stat{Median: end - prev}})
 		prev = end
 	}
 	return out
@@ -88,24 +95,30 @@ type Ratio struct {
 
 // Report is the benchmark's result, as written with --json.
 type Report struct {
-	Mode     string         `json:"mode"` // "direct" or "nested"
-	Emulated bool           `json:"emulated"`
-	Note     string         `json:"note,omitempty"`
-	Rounds   int            `json:"rounds"`
-	Warmup   int            `json:"warmup"`
-	Guest    Guest          `json:"guest"`
-	Cmdline  string         `json:"cmdline"`
-	L1Boots  int            `json:"l1_boots,omitempty"`
-	Systems  []SystemReport `json:"systems"`
-	Ratios   []Ratio        `json:"ratios"`
-	Samples  []Sample       `json:"samples"`
+	Mode     string `json:"mode"` // "direct" or "nested"
+	Emulated bool   `json:"emulated"`
+	Note     string `json:"note,omitempty"`
+	Rounds   int    `json:"rounds"`
+	Warmup   int    `json:"warmup"`
+	Guest    Guest  `json:"guest"`
+	Cmdline  string `json:"cmdline"`
+	L1Boots  int    `json:"l1_boots,omitempty"`
+	// SnapshotMS is how long vmm snapshot took, once per machine (per
+	// L1 boot, nested), before the rounds.
+	SnapshotMS []float64      `json:"snapshot_ms,omitempty"`
+	Memory     *MemoryReport  `json:"memory,omitempty"`
+	Systems    []SystemReport `json:"systems"`
+	Ratios     []Ratio        `json:"ratios"`
+	Samples    []Sample       `json:"samples"`
 }
 
 // ratioPairs are the ratios reported when both systems ran: vmm against
-// each peer on the same kernel, and each VM against the container.
+// each peer on the same kernel, a cold boot against a restore, and each
+// VM against the container.
 var ratioPairs = [][2]string{
 	{"vmm-cloud", "qemu-pc"}, {"vmm-cloud", "qemu-microvm"}, {"vmm-cloud", "lkvm"},
-	{"vmm-cloud", "container"}, {"vmm-microvm", "container"},
+	{"vmm-cloud", "vmm-restore"},
+	{"vmm-cloud", "container"}, {"vmm-restore", "container"}, {"vmm-microvm", "container"},
 	{"qemu-pc", "container"}, {"qemu-microvm", "container"},
 }
 
@@ -187,6 +200,25 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmt.Fprintf(w, "| %s | %s |\n", q.Name, fmtRatio(q.Value))
 		}
 	}
+	if len(r.SnapshotMS) > 0 {
+		var each []string
+		for _, v := range r.SnapshotMS {
+			each = append(each, fmtMS(v))
+		}
+		fmt.Fprintf(w, "\nvmm snapshot (made once per machine, outside the rounds): %s\n", strings.Join(each, ", "))
+	}
+	if m := r.Memory; m != nil {
+		fmt.Fprintln(w)
+		if m.Error != "" {
+			fmt.Fprintf(w, "Memory (PSS) not measured: %s\n", strings.ReplaceAll(m.Error, "\n", " | "))
+			return
+		}
+		fmt.Fprintln(w, "| memory, each VM idle in its job (PSS of its vmm) | MiB per VM |")
+		fmt.Fprintln(w, "|---|---:|")
+		fmt.Fprintf(w, "| %d restored VMs at once (sum / %d) | %.1f |\n", m.RestoredVMs, m.RestoredVMs, m.PerRestoredMiB)
+		fmt.Fprintf(w, "| one cold-booted VM | %.1f |\n", m.ColdMiB)
+		fmt.Fprintf(w, "| cold / restored | %s |\n", fmtRatio(m.ColdPerRestored))
+	}
 }
 
 func fmtRatio(v float64) string {
@@ -215,6 +247,8 @@ var segmentColors = map[string]string{
 	"userland":          "#2ca02c",
 	"namespaces+cgroup": "#9467bd",
 	"boot":              "#d62728",
+	"restore":           "#8c564b",
+	"job start":         "#e377c2",
 }
 
 // segmentText explains each span in the chart's legend.
@@ -227,6 +261,8 @@ var segmentText = map[string]string{
 	"userland":          "init to ready",
 	"namespaces+cgroup": "clone, mounts, pivot_root",
 	"boot":              "whole boot (no phase data)",
+	"restore":           "vmm: snapshot restored, to first KVM_RUN",
+	"job start":         "restored guest takes the job, job prints",
 }
 
 // WriteSVG draws one horizontal bar per system, its median segments
