@@ -86,3 +86,34 @@ func TestDescribeCPU(t *testing.T) {
 		t.Errorf("describeCPU(nil) = %q, want nothing claimed", got)
 	}
 }
+
+// A restored TR is available on AMD, as the guest's LTR left it in the
+// VMCB, and as KVM reported it elsewhere.
+func TestRestoredSregsTR(t *testing.T) {
+	amd := []kvm.CPUIDEntry{{Function: 0, EBX: 0x68747541, EDX: 0x69746e65, ECX: 0x444d4163}}
+	// "GenuineIntel".
+	intel := []kvm.CPUIDEntry{{Function: 0, EBX: 0x756e6547, EDX: 0x49656e69, ECX: 0x6c65746e}}
+	for _, tc := range []struct {
+		name       string
+		cpuid      []kvm.CPUIDEntry
+		typ, wantT uint8
+	}{
+		{"AMD busy", amd, tssBusy, tssAvailable},
+		{"AMD available", amd, tssAvailable, tssAvailable},
+		{"Intel busy", intel, tssBusy, tssBusy},
+		{"no CPUID", nil, tssBusy, tssBusy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := kvm.Sregs{CR0: 0x80050033}
+			in.TR = kvm.Segment{Base: 0xfffffe0000003000, Limit: 0x4087, Selector: 0x40, Type: tc.typ, Present: 1}
+			out := restoredSregs(in, tc.cpuid)
+			if out.TR.Type != tc.wantT {
+				t.Errorf("TR type %#x, want %#x", out.TR.Type, tc.wantT)
+			}
+			out.TR.Type = in.TR.Type
+			if out != in {
+				t.Errorf("more than TR's type changed: %+v, want %+v", out, in)
+			}
+		})
+	}
+}

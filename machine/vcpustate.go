@@ -112,7 +112,7 @@ func restoreVCPU(c vcpuStateIO, s VCPUState) error {
 		f    func() error
 	}{
 		{"CPUID", func() error { return c.SetCPUID2(s.CPUID) }},
-		{"special registers", func() error { return c.SetSregs(s.Sregs) }},
+		{"special registers", func() error { return c.SetSregs(restoredSregs(s.Sregs, s.CPUID)) }},
 		{"registers", func() error { return c.SetRegs(s.Regs) }},
 		{"FPU", func() error { return c.SetFPU(s.FPU) }},
 		{"XSAVE", func() error { return c.SetXSave(s.XSave) }},
@@ -129,6 +129,41 @@ func restoreVCPU(c vcpuStateIO, s VCPUState) error {
 		}
 	}
 	return nil
+}
+
+// TSS descriptor types (Intel SDM vol. 3A, 3.5 table 3-2; AMD APM vol.
+// 2, 4.8.3): a 64-bit TSS available, and busy.
+const (
+	tssAvailable = 0x9
+	tssBusy      = 0xb
+)
+
+// restoredSregs is the special registers a snapshot saved, as they are
+// to be written back. On AMD (cpuid's vendor, the saving host's) KVM
+// reports TR as busy whatever the VMCB holds (svm_get_segment sets the
+// bit, since SVM does not keep it), so writing that back changes the
+// guest's hidden TR to busy. Real CPUs do not look at TR's type again
+// once it is loaded, but QEMU's TCG, under which our nested tests run
+// SVM, checks the I/O permission bitmap only through an available TSS
+// (check_io) and so raised #GP on every ioperm'd OUT in a restored
+// guest: vmm-init could not write the exit port. The type the guest's
+// own LTR left, available, goes back. Intel's VMX requires busy, and
+// gets what KVM reported.
+func restoredSregs(s kvm.Sregs, cpuid []kvm.CPUIDEntry) kvm.Sregs {
+	if isAMD(cpuid) && s.TR.Type == tssBusy {
+		s.TR.Type = tssAvailable
+	}
+	return s
+}
+
+// isAMD reports whether cpuid's vendor is AMD's or Hygon's, whose
+// virtualization is SVM.
+func isAMD(cpuid []kvm.CPUIDEntry) bool {
+	switch describeCPU(cpuid) {
+	case "AuthenticAMD", "HygonGenuine":
+		return true
+	}
+	return false
 }
 
 // featureRegs are the CPUID words of feature flags a guest may rely on
