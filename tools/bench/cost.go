@@ -59,7 +59,8 @@ func counter(key, name string) Metric {
 // Metrics are the cost table's columns: every exit, the exits KVM counts
 // by reason (port I/O and MMIO that reached the VMM's userspace, HLT,
 // waiting for an interrupt window, a host interrupt), the interrupts
-// injected, and the VMM process's CPU time (user plus system, all its
+// injected, the instructions KVM emulated (each MMIO access, whether
+// KVM or the VMM then handles it, and xAPIC accesses), and the VMM process's CPU time (user plus system, all its
 // threads) with the part of it the guest ran.
 var Metrics = []Metric{
 	counter("exits", "exits"),
@@ -69,6 +70,7 @@ var Metrics = []Metric{
 	counter("irq_window_exits", "IRQ window"),
 	counter("irq_exits", "host IRQ"),
 	counter("irq_injections", "IRQs injected"),
+	counter("insn_emulation", "emulated insns"),
 	{Key: "cpu_ms", Name: "CPU ms", value: func(c *Cost) (float64, bool) {
 		return float64(c.CPU.Total() * kvmstats.TickMillis), true
 	}},
