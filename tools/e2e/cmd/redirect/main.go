@@ -63,6 +63,14 @@ func (l *list) Set(v string) error { *l = append(*l, v); return nil }
 // SIGQUIT before it is killed.
 const killGrace = 10 * time.Second
 
+// ioGrace is how long, once CMD has ended, its stdout and stderr may stay
+// open before redirect stops reading them and reports. A process CMD
+// started can hold them open after CMD is gone (vmm, when -timeout has
+// killed the pipeends that ran it): without a bound redirect would wait
+// for that process and print no report, and the test would see only
+// "no reply to exec".
+const ioGrace = 10 * time.Second
+
 func main() {
 	var cats, sums, globs list
 	timeout := flag.Duration("timeout", 0, "stop CMD (SIGQUIT, then SIGKILL) after this long; 0 means never")
@@ -76,7 +84,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: redirect [flags] -- CMD ARGS...")
 		os.Exit(2)
 	}
-	rep := run(flag.Args(), *timeout, *sig, *after)
+	rep := run(flag.Args(), *timeout, *sig, *after, ioGrace)
 	collect(&rep, cats, sums, globs)
 	b, err := json.Marshal(rep)
 	if err != nil {
@@ -93,12 +101,13 @@ func main() {
 	os.Exit(rep.Exit)
 }
 
-func run(args []string, timeout time.Duration, sig int, after time.Duration) Report {
+func run(args []string, timeout time.Duration, sig int, after, ioGrace time.Duration) Report {
 	rep := Report{Args: args, Exit: -1}
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin = os.Stdin
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = ioGrace
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		rep.Error = err.Error()

@@ -25,10 +25,18 @@ func TestRun(t *testing.T) {
 		{name: "exits before the signal", args: []string{"true"}, sig: int(syscall.SIGTERM), after: 10 * time.Second},
 		{name: "timeout", args: []string{"sleep", "10"}, timeout: 50 * time.Millisecond, exit: -1, signal: int(syscall.SIGQUIT), timedOut: true},
 		{name: "no such command", args: []string{"/no/such/command"}, exit: -1, hasErr: true},
+		// The sleeps sh started keep the streams open for 3 s after
+		// the timeout killed sh; the report comes after ioGrace.
+		{name: "timeout with the streams held", args: []string{"sh", "-c", "echo out; sleep 3 & sleep 3"}, timeout: 50 * time.Millisecond,
+			stdout: "out\n", exit: -1, signal: int(syscall.SIGQUIT), timedOut: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := run(tt.args, tt.timeout, tt.sig, tt.after)
+			start := time.Now()
+			r := run(tt.args, tt.timeout, tt.sig, tt.after, 200*time.Millisecond)
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("report after %v: redirect waited for streams a process other than CMD held", d)
+			}
 			if (r.Error != "") != tt.hasErr {
 				t.Fatalf("error %q", r.Error)
 			}
