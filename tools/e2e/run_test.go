@@ -316,33 +316,68 @@ func TestRun(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			nested.Retry(t, ciConfig(t, tc.files), func(l *nested.L1) error {
-				r, err := redirectExec(t.Context(), l, runTimeout, tc.redirect, runArgs(tc.flags, tc.command...)...)
-				if err != nil {
-					return err
-				}
-				t.Logf("vmm run %q: status %d in %.1fs; stdout %q", tc.command, r.Exit, r.ElapsedMS/1000, tailLines(r.Stdout, 3))
-				if stamps, _ := report.ParseReport(strings.NewReader(r.Stderr)); len(stamps) > 0 {
-					var phases []string
-					for _, s := range stamps {
-						phases = append(phases, fmt.Sprintf("%v %.1fs", s.Phase, s.Since.Seconds()))
-					}
-					t.Logf("boot timer: %s", strings.Join(phases, ", "))
-				}
-				if r.Exit != tc.status {
-					return reportFailure(l, r, "vmm run exited with status %d, want %d", r.Exit, tc.status)
-				}
-				if nested.GoCrash(r.Stderr) {
-					return reportFailure(l, r, "vmm crashed")
-				}
-				if tc.check != nil {
-					if err := tc.check(r); err != nil {
-						return reportFailure(l, r, "%v", err)
-					}
-				}
-				return nil
+				return checkRunCase(t, l, tc, runArgs(tc.flags, tc.command...))
 			})
 		})
 	}
+	// The same cases on a restored snapshot, in one L1 (issue 13: a
+	// restored job keeps the cold boot's contract). Not the signal
+	// during the boot: a restored guest has none.
+	t.Run("restored", func(t *testing.T) {
+		files := map[string]string{}
+		for _, tc := range cases {
+			maps.Copy(files, tc.files)
+		}
+		nested.Retry(t, ciConfig(t, files), func(l *nested.L1) error {
+			r, err := redirectExec(t.Context(), l, runTimeout, nil,
+				"/vmm", "snapshot", "-kernel", "/guest/bzImage", "-initrd", "/guest/initrd.cpio", "-o", snapshotDir)
+			if err != nil {
+				return err
+			}
+			if r.Exit != 0 {
+				return reportFailure(l, r, "vmm snapshot exited with status %d", r.Exit)
+			}
+			for _, tc := range cases {
+				if tc.name == "sigterm-while-booting" {
+					continue
+				}
+				t.Logf("case %s", tc.name)
+				if err := checkRunCase(t, l, tc, restoreArgs(tc.flags, tc.command...)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// checkRunCase runs vmm with args in L1 under redirect and checks what
+// tc says it must produce.
+func checkRunCase(t *testing.T, l *nested.L1, tc runCase, args []string) error {
+	r, err := redirectExec(t.Context(), l, runTimeout, tc.redirect, args...)
+	if err != nil {
+		return err
+	}
+	t.Logf("vmm run %q: status %d in %.1fs; stdout %q", tc.command, r.Exit, r.ElapsedMS/1000, tailLines(r.Stdout, 3))
+	if stamps, _ := report.ParseReport(strings.NewReader(r.Stderr)); len(stamps) > 0 {
+		var phases []string
+		for _, s := range stamps {
+			phases = append(phases, fmt.Sprintf("%v %.1fs", s.Phase, s.Since.Seconds()))
+		}
+		t.Logf("boot timer: %s", strings.Join(phases, ", "))
+	}
+	if r.Exit != tc.status {
+		return reportFailure(l, r, "vmm run exited with status %d, want %d", r.Exit, tc.status)
+	}
+	if nested.GoCrash(r.Stderr) {
+		return reportFailure(l, r, "vmm crashed")
+	}
+	if tc.check != nil {
+		if err := tc.check(r); err != nil {
+			return reportFailure(l, r, "%v", err)
+		}
+	}
+	return nil
 }
 
 // Only a guest death vmm reported itself counts as the emulator's.
