@@ -20,9 +20,9 @@ type bufs struct {
 	misc, data dmaPage
 }
 
-// Offsets in bufs.misc.
+// Offsets in bufs.misc (and canaryOff, in net.go).
 const (
-	hdrOff    = 0x000 // struct virtio_blk_req header (16 bytes)
+	hdrOff    = 0x000 // struct virtio_blk_req or virtio_net_hdr header (16 or 12 bytes)
 	segOff    = 0x020 // a discard/write-zeroes segment (16 bytes)
 	tableOff  = 0x400 // an indirect descriptor table (up to 64 entries)
 	statusOff = 0x800 // the status byte
@@ -72,6 +72,11 @@ const (
 	// completesAnyReset is completes where the request also trashes the
 	// rings, so a NEEDS_RESET afterwards is fine too.
 	completesAnyReset
+	// ignored: the device stays up for the whole of quietWait and
+	// completes nothing (or what check allows: a net frame dropped on a
+	// buffer too small for it may leave the buffer posted or return it
+	// unused).
+	ignored
 )
 
 // noStatus is a case's status when the chain has no status byte to
@@ -86,38 +91,81 @@ type craft struct {
 	queue func(q *queueConfig, r *ring)
 	build func(r *ring, b bufs)
 	want  expect
-	// For completes: the status byte and used length.
+	// For completes: the status byte and used length of used entry 0.
 	status  int
 	usedLen uint32
+	// used is the used index the device must reach; 0 means 1.
+	used uint16
+	// check, when set, replaces the status and usedLen check of a
+	// completion (net answers have no status byte).
+	check func(r *ring, b bufs) (string, error)
 }
 
-// crafts are run in order on the writable disk. Nothing in them writes
-// to the disk: their requests are reads, bad requests or malformed
-// chains, so the disk image must come out unchanged except for what the
-// recovery step writes.
-func crafts(capacity uint64) []craft {
+// target is what a craft attacks: one queue of a device, with the pages
+// its rings and buffers live in, and what an honest chain on that queue
+// looks like. The device's other queues get honest, empty rings.
+type target struct {
+	d      *device
+	queue  uint32
+	queues int
+	// rings[i] is queue i's ring page.
+	rings []dmaPage
+	b     bufs
+	// chain writes an honest three-descriptor chain at descriptors 0-2
+	// (a request the device can serve), without offering it.
+	chain func(r *ring, b bufs)
+	// provoke, when set, runs after the kick with every queue's ring:
+	// an RX queue is only looked at when a frame arrives, so it sends
+	// one that the network answers.
+	provoke func(d *device, rings []*ring)
+}
+
+func (t *target) String() string { return fmt.Sprintf("%s queue %d", t.d.name, t.queue) }
+
+// queueCrafts are the virtqueue-level attacks, the same on every queue
+// of every device: queue configurations vmm must refuse at DRIVER_OK,
+// and chains it must refuse when it pops them, each made from the
+// target's honest chain with one thing broken. honest is the target's
+// own honest case, run first for contrast.
+func queueCrafts(t *target, honest craft) []craft {
 	const far = 1 << 40 // far above any RAM the guest has
-	honestRead := func(r *ring, b bufs) {
-		request(r, b, blkIn, 0, sectorSize)
-		r.offer(0, 1)
+	offered := func(build func(r *ring, b bufs)) func(r *ring, b bufs) {
+		return func(r *ring, b bufs) {
+			t.chain(r, b)
+			build(r, b)
+			r.offer(0, 1)
+		}
+	}
+	// patch changes one descriptor of the honest chain.
+	patch := func(i int, f func(addr *uint64, length *uint32, flags, next *uint16)) func(r *ring, b bufs) {
+		return offered(func(r *ring, b bufs) {
+			addr, length, flags, next := r.descAt(i)
+			f(&addr, &length, &flags, &next)
+			r.setDesc(i, addr, length, flags, next)
+		})
 	}
 	indirect := func(build func(r *ring, b bufs, table []byte)) func(r *ring, b bufs) {
 		return func(r *ring, b bufs) {
-			b.hdr(blkIn, 0)
+			t.chain(r, b)
 			build(r, b, b.misc.b[tableOff:statusOff])
 			r.offer(0, 1)
 		}
 	}
+	// honestIndirect moves the honest chain into an indirect table.
+	honestIndirect := honest
+	honestIndirect.name += "-indirect"
+	honestIndirect.features |= featIndirect
+	honestIndirect.build = indirect(func(r *ring, b bufs, tbl []byte) {
+		for i := 0; i < 3; i++ {
+			addr, length, flags, next := r.descAt(i)
+			putDesc(tbl, i, addr, length, flags, next)
+		}
+		r.setDesc(0, b.tableAddr(), 3*16, descIndirect, 0)
+	})
 	return []craft{
 		// For contrast: the honest path works, direct and indirect.
-		{name: "honest-read", build: honestRead, want: completes, status: blkStatusOK, usedLen: sectorSize + 1},
-		{name: "honest-indirect-read", features: featIndirect, want: completes, status: blkStatusOK, usedLen: sectorSize + 1,
-			build: indirect(func(r *ring, b bufs, t []byte) {
-				putDesc(t, 0, b.hdrAddr(), 16, descNext, 1)
-				putDesc(t, 1, b.data.phys, sectorSize, descNext|descWrite, 2)
-				putDesc(t, 2, b.statusAddr(), 1, descWrite, 0)
-				r.setDesc(0, b.tableAddr(), 3*16, descIndirect, 0)
-			})},
+		honest,
+		honestIndirect,
 
 		// Queue configurations vmm must refuse at DRIVER_OK.
 		{name: "queue-desc-in-mmio-hole", want: rejected, queue: func(q *queueConfig, r *ring) { q.desc = mmioBase }},
@@ -131,97 +179,95 @@ func crafts(capacity uint64) []craft {
 		{name: "queue-size-512-over-max", want: rejected, queue: func(q *queueConfig, r *ring) { q.size = 512 }},
 		{name: "queue-size-65535", want: rejected, queue: func(q *queueConfig, r *ring) { q.size = 65535 }},
 
-		// Chains vmm must refuse when kicked.
-		{name: "desc-loop", want: malformed, build: func(r *ring, b bufs) {
-			b.hdr(blkIn, 0)
-			r.setDesc(0, b.hdrAddr(), 16, descNext, 1)
-			r.setDesc(1, b.data.phys, sectorSize, descNext|descWrite, 0)
-			r.offer(0, 1)
-		}},
-		{name: "desc-self-loop", want: malformed, build: func(r *ring, b bufs) {
-			r.setDesc(0, b.hdrAddr(), 16, descNext, 0)
-			r.offer(0, 1)
-		}},
+		// Chains vmm must refuse when it pops them.
+		{name: "desc-loop", want: malformed, build: patch(2, func(_ *uint64, _ *uint32, flags, next *uint16) {
+			*flags |= descNext
+			*next = 1
+		})},
+		{name: "desc-self-loop", want: malformed, build: patch(0, func(_ *uint64, _ *uint32, flags, next *uint16) {
+			*flags |= descNext
+			*next = 0
+		})},
 		{name: "head-out-of-range", want: malformed, build: func(r *ring, b bufs) {
-			request(r, b, blkIn, 0, sectorSize)
+			t.chain(r, b)
 			r.offer(200, 1)
 		}},
-		{name: "next-out-of-range", want: malformed, build: func(r *ring, b bufs) {
-			r.setDesc(0, b.hdrAddr(), 16, descNext, 9999)
-			r.offer(0, 1)
-		}},
-		{name: "buffer-in-mmio-hole", want: malformed, build: func(r *ring, b bufs) {
-			request(r, b, blkIn, 0, sectorSize)
-			r.setDesc(1, mmioBase, sectorSize, descNext|descWrite, 2)
-			r.offer(0, 1)
-		}},
-		{name: "buffer-above-ram", want: malformed, build: func(r *ring, b bufs) {
-			request(r, b, blkIn, 0, sectorSize)
-			r.setDesc(1, far, sectorSize, descNext|descWrite, 2)
-			r.offer(0, 1)
-		}},
-		{name: "buffer-4GiB-long", want: malformed, build: func(r *ring, b bufs) {
-			request(r, b, blkIn, 0, sectorSize)
-			r.setDesc(1, b.data.phys, 0xffffffff, descNext|descWrite, 2)
-			r.offer(0, 1)
-		}},
-		{name: "buffer-wraps-address-space", want: malformed, build: func(r *ring, b bufs) {
-			request(r, b, blkIn, 0, sectorSize)
-			r.setDesc(1, 1<<64-0x100, 0x1000, descNext|descWrite, 2)
-			r.offer(0, 1)
-		}},
+		{name: "next-out-of-range", want: malformed, build: patch(0, func(_ *uint64, _ *uint32, _, next *uint16) { *next = 9999 })},
+		{name: "buffer-in-mmio-hole", want: malformed, build: patch(1, func(addr *uint64, _ *uint32, _, _ *uint16) { *addr = mmioBase })},
+		{name: "buffer-above-ram", want: malformed, build: patch(1, func(addr *uint64, _ *uint32, _, _ *uint16) { *addr = far })},
+		{name: "buffer-4GiB-long", want: malformed, build: patch(1, func(_ *uint64, length *uint32, _, _ *uint16) { *length = 0xffffffff })},
+		{name: "buffer-wraps-address-space", want: malformed, build: patch(1, func(addr *uint64, length *uint32, _, _ *uint16) {
+			*addr, *length = 1<<64-0x100, 0x1000
+		})},
 		{name: "readable-after-writable", want: malformed, build: func(r *ring, b bufs) {
-			b.hdr(blkIn, 0)
 			r.setDesc(0, b.statusAddr(), 1, descWrite|descNext, 1)
 			r.setDesc(1, b.hdrAddr(), 16, 0, 0)
 			r.offer(0, 1)
 		}},
 		{name: "avail-index-far-ahead", want: malformed, build: func(r *ring, b bufs) {
-			request(r, b, blkIn, 0, sectorSize)
+			t.chain(r, b)
 			r.offer(0, 0x8000)
 		}},
 		{name: "avail-index-one-past-size", want: malformed, build: func(r *ring, b bufs) {
-			request(r, b, blkIn, 0, sectorSize)
+			t.chain(r, b)
 			r.offer(0, r.size+1)
 		}},
-		{name: "indirect-not-negotiated", want: malformed, build: indirect(func(r *ring, b bufs, t []byte) {
-			putDesc(t, 0, b.hdrAddr(), 16, 0, 0)
+		{name: "indirect-not-negotiated", want: malformed, build: indirect(func(r *ring, b bufs, tbl []byte) {
+			putDesc(tbl, 0, b.hdrAddr(), 16, 0, 0)
 			r.setDesc(0, b.tableAddr(), 16, descIndirect, 0)
 		})},
-		{name: "indirect-nested", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, t []byte) {
-			putDesc(t, 0, b.tableAddr()+32, 32, descIndirect, 0)
-			putDesc(t, 2, b.tableAddr(), 32, descIndirect, 0)
+		{name: "indirect-nested", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, tbl []byte) {
+			putDesc(tbl, 0, b.tableAddr()+32, 32, descIndirect, 0)
+			putDesc(tbl, 2, b.tableAddr(), 32, descIndirect, 0)
 			r.setDesc(0, b.tableAddr(), 32, descIndirect, 0)
 		})},
-		{name: "indirect-loop", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, t []byte) {
-			putDesc(t, 0, b.hdrAddr(), 16, descNext, 1)
-			putDesc(t, 1, b.hdrAddr(), 16, descNext, 0)
+		{name: "indirect-loop", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, tbl []byte) {
+			putDesc(tbl, 0, b.hdrAddr(), 16, descNext, 1)
+			putDesc(tbl, 1, b.hdrAddr(), 16, descNext, 0)
 			r.setDesc(0, b.tableAddr(), 32, descIndirect, 0)
 		})},
-		{name: "indirect-entry-out-of-range", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, t []byte) {
-			putDesc(t, 0, b.hdrAddr(), 16, descNext, 5)
+		{name: "indirect-entry-out-of-range", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, tbl []byte) {
+			putDesc(tbl, 0, b.hdrAddr(), 16, descNext, 5)
 			r.setDesc(0, b.tableAddr(), 32, descIndirect, 0)
 		})},
-		{name: "indirect-with-next", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, t []byte) {
-			putDesc(t, 0, b.hdrAddr(), 16, 0, 0)
+		{name: "indirect-with-next", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, tbl []byte) {
+			putDesc(tbl, 0, b.hdrAddr(), 16, 0, 0)
 			r.setDesc(0, b.tableAddr(), 16, descIndirect|descNext, 1)
 			r.setDesc(1, b.statusAddr(), 1, descWrite, 0)
 		})},
-		{name: "indirect-length-17", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, t []byte) {
-			putDesc(t, 0, b.hdrAddr(), 16, 0, 0)
+		{name: "indirect-length-17", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, tbl []byte) {
+			putDesc(tbl, 0, b.hdrAddr(), 16, 0, 0)
 			r.setDesc(0, b.tableAddr(), 17, descIndirect, 0)
 		})},
-		{name: "indirect-length-0", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, t []byte) {
+		{name: "indirect-length-0", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, tbl []byte) {
 			r.setDesc(0, b.tableAddr(), 0, descIndirect, 0)
 		})},
-		{name: "indirect-over-1024-entries", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, t []byte) {
+		{name: "indirect-over-1024-entries", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, tbl []byte) {
 			r.setDesc(0, b.tableAddr(), 1025*16, descIndirect, 0)
 		})},
-		{name: "indirect-table-above-ram", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, t []byte) {
+		{name: "indirect-table-above-ram", features: featIndirect, want: malformed, build: indirect(func(r *ring, b bufs, tbl []byte) {
 			r.setDesc(0, far, 64, descIndirect, 0)
 		})},
+	}
+}
 
-		// Bad requests in well-formed chains: answered, not fatal.
+// blkChain is virtio-blk's honest chain: a read of sector 0.
+func blkChain(r *ring, b bufs) { request(r, b, blkIn, 0, sectorSize) }
+
+// blkHonest is the honest read queueCrafts runs first on a disk.
+var blkHonest = craft{name: "honest-read", want: completes, status: blkStatusOK, usedLen: sectorSize + 1,
+	build: func(r *ring, b bufs) {
+		blkChain(r, b)
+		r.offer(0, 1)
+	}}
+
+// blkCrafts are bad requests in well-formed chains on the writable disk,
+// answered, not fatal. Nothing in them writes to the disk: their
+// requests are reads or bad requests, so the disk image must come out
+// unchanged except for what the recovery step writes.
+func blkCrafts(capacity uint64) []craft {
+	const far = 1 << 40
+	return []craft{
 		{name: "unsupported-type", want: completes, status: blkStatusUnsup, usedLen: 1, build: func(r *ring, b bufs) {
 			request(r, b, 0xdeadbeef, 0, sectorSize)
 			r.offer(0, 1)
@@ -304,17 +350,26 @@ func roCrafts() []craft {
 // that seconds at worst.
 const caseTimeout = 10 * time.Second
 
-// runCraft sets the device up with c's queue, kicks it and checks its
-// answer. It returns what happened, and an error when that was not what
-// c expects.
-func runCraft(d *device, c craft, ringPage dmaPage, b bufs) (string, error) {
+// quietWait is how long an ignored case watches the device do nothing.
+const quietWait = 500 * time.Millisecond
+
+// runCraft sets t's device up with c's queue on t's queue (honest, empty
+// rings on its other queues), kicks it and checks its answer. It
+// returns what happened, and an error when that was not what c expects.
+func runCraft(t *target, c craft) (string, error) {
+	d, b := t.d, t.b
 	if err := d.reset(); err != nil {
 		return "", err
 	}
-	r := newRing(ringPage, 8)
+	rings := make([]*ring, t.queues)
+	for i := range rings {
+		rings[i] = newRing(t.rings[i], 8)
+	}
+	r := rings[t.queue]
 	clear(b.misc.b)
 	clear(b.data.b)
 	b.misc.b[statusOff] = 0xff
+	fillCanary(b)
 	if err := d.negotiate(featVersion1 | c.features); err != nil {
 		return "", err
 	}
@@ -322,7 +377,13 @@ func runCraft(d *device, c craft, ringPage dmaPage, b bufs) (string, error) {
 	if c.queue != nil {
 		c.queue(&q, r)
 	}
-	d.setupQueue(q)
+	for i, other := range rings {
+		if uint32(i) == t.queue {
+			d.setupQueue(t.queue, q)
+		} else {
+			d.setupQueue(uint32(i), other.config())
+		}
+	}
 	d.driverOK()
 	st := d.status()
 	if c.want == rejected {
@@ -340,17 +401,50 @@ func runCraft(d *device, c craft, ringPage dmaPage, b bufs) (string, error) {
 	if c.build != nil {
 		c.build(r, b)
 	}
-	d.kick()
-	o := r.wait(d, 1, caseTimeout)
+	d.kick(t.queue)
+	if t.provoke != nil {
+		t.provoke(d, rings)
+	}
+	used := c.used
+	if used == 0 {
+		used = 1
+	}
+	timeout := caseTimeout
+	if c.want == ignored {
+		timeout = quietWait
+	}
+	o := r.wait(d, used, timeout)
 	detail := o.String()
 	switch c.want {
 	case malformed:
 		if !o.needsReset || o.used {
 			return "", fmt.Errorf("device %v, want NEEDS_RESET and nothing used", o)
 		}
+	case ignored:
+		if o.needsReset {
+			return "", fmt.Errorf("device %v, want it to stay up", o)
+		}
+		if c.check == nil && r.usedIdx() != 0 {
+			return "", fmt.Errorf("used index %d, want nothing used", r.usedIdx())
+		}
+		if c.check != nil {
+			more, err := c.check(r, b)
+			if err != nil {
+				return "", err
+			}
+			detail += ": " + more
+		}
 	case completes, completesAnyReset:
 		if !o.used || (o.needsReset && c.want == completes) {
 			return "", fmt.Errorf("device %v, want a completion", o)
+		}
+		if c.check != nil {
+			more, err := c.check(r, b)
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", detail, err)
+			}
+			detail += ": " + more
+			break
 		}
 		id, n := r.usedElem(0)
 		status := int(b.statusByte())
@@ -378,7 +472,7 @@ func roundTrip(d *device, ringPage dmaPage, b bufs, pattern []byte) (string, err
 		return "", err
 	}
 	r := newRing(ringPage, 8)
-	d.setupQueue(r.config())
+	d.setupQueue(0, r.config())
 	d.driverOK()
 	do := func(typ uint32, sector uint64, dataLen uint32) error {
 		b.misc.b[statusOff] = 0xff
@@ -387,7 +481,7 @@ func roundTrip(d *device, ringPage dmaPage, b bufs, pattern []byte) (string, err
 			r.setDesc(0, b.hdrAddr(), 16, descNext, 2) // no data
 		}
 		r.offer(0, 1)
-		d.kick()
+		d.kick(0)
 		o := r.wait(d, r.lastUsedIdx+1, caseTimeout)
 		if !o.used || o.needsReset {
 			return fmt.Errorf("request type %d sector %d: device %v", typ, sector, o)
@@ -471,13 +565,13 @@ func garbageWhileRunning(d *device, ringPage dmaPage, b bufs, writes int, rng *r
 					continue
 				}
 				r = newRing(ringPage, 8)
-				d.setupQueue(r.config())
+				d.setupQueue(0, r.config())
 				d.driverOK()
 			}
 			b.misc.b[statusOff] = 0xff
 			request(r, b, blkIn, i%capacity, sectorSize)
 			r.offer(0, 1)
-			d.kick()
+			d.kick(0)
 			if o := r.wait(d, r.lastUsedIdx+1, 100*time.Millisecond); o.used {
 				completed.Add(1)
 			} else {

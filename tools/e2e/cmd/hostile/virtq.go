@@ -95,6 +95,7 @@ const (
 	featVersion1 = 1 << 32
 
 	magicVirt   = 0x74726976
+	deviceNet   = 1
 	deviceBlock = 2
 )
 
@@ -120,10 +121,39 @@ const (
 type device struct {
 	mmioDevice
 	regs []byte // the window, mapped uncached through /dev/mem
+	// id is the device ID read before the attack (deviceBlock,
+	// deviceNet): negotiate checks the window still holds that device.
+	id uint32
+	// bus, when set, takes the register accesses instead of regs: the
+	// unit tests put vmm's own virtio-mmio transport there.
+	bus registers
 }
 
-func (d *device) r32(off uintptr) uint32    { return uint32(read(d.regs, off, 4)) }
-func (d *device) w32(off uintptr, v uint32) { write(d.regs, off, 4, uint64(v)) }
+// registers is a virtio-mmio window served in this process (*virtio.MMIO
+// has these methods).
+type registers interface {
+	Read(off uint64, data []byte)
+	Write(off uint64, data []byte)
+}
+
+func (d *device) r32(off uintptr) uint32 {
+	if d.bus != nil {
+		var b [4]byte
+		d.bus.Read(uint64(off), b[:])
+		return binary.LittleEndian.Uint32(b[:])
+	}
+	return uint32(read(d.regs, off, 4))
+}
+
+func (d *device) w32(off uintptr, v uint32) {
+	if d.bus != nil {
+		var b [4]byte
+		binary.LittleEndian.PutUint32(b[:], v)
+		d.bus.Write(uint64(off), b[:])
+		return
+	}
+	write(d.regs, off, 4, uint64(v))
+}
 
 func (d *device) status() uint32 { return d.r32(regStatus) }
 
@@ -148,8 +178,8 @@ func (d *device) negotiate(features uint64) error {
 	if m := d.r32(regMagic); m != magicVirt {
 		return fmt.Errorf("%s: magic %#x", d.name, m)
 	}
-	if id := d.r32(regDeviceID); id != deviceBlock {
-		return fmt.Errorf("%s: device ID %d, want a block device", d.name, id)
+	if id := d.r32(regDeviceID); id != d.id {
+		return fmt.Errorf("%s: device ID %d, want %d", d.name, id, d.id)
 	}
 	d.w32(regStatus, stAck)
 	d.w32(regStatus, stAck|stDriver)
@@ -164,14 +194,15 @@ func (d *device) negotiate(features uint64) error {
 	return nil
 }
 
-// queueConfig is what the driver writes for queue 0.
+// queueConfig is what the driver writes for one queue.
 type queueConfig struct {
 	size              uint32
 	desc, avail, used uint64
 }
 
-func (d *device) setupQueue(q queueConfig) {
-	d.w32(regQueueSel, 0)
+// setupQueue configures queue idx and marks it ready.
+func (d *device) setupQueue(idx uint32, q queueConfig) {
+	d.w32(regQueueSel, idx)
 	d.w32(regQueueNum, q.size)
 	d.w32(regQueueDescLo, uint32(q.desc))
 	d.w32(regQueueDescHi, uint32(q.desc>>32))
@@ -182,8 +213,8 @@ func (d *device) setupQueue(q queueConfig) {
 	d.w32(regQueueReady, 1)
 }
 
-func (d *device) driverOK() { d.w32(regStatus, stAck|stDriver|stFeaturesOK|stDriverOK) }
-func (d *device) kick()     { d.w32(regQueueNotify, 0) }
+func (d *device) driverOK()       { d.w32(regStatus, stAck|stDriver|stFeaturesOK|stDriverOK) }
+func (d *device) kick(idx uint32) { d.w32(regQueueNotify, idx) }
 
 // capacity reads virtio_blk_config.capacity (virtio v1.2 §5.2.4), in
 // sectors.
@@ -231,6 +262,14 @@ func (r *ring) setDesc(i int, addr uint64, length uint32, flags, next uint16) {
 	putDesc(r.desc.b, i, addr, length, flags, next)
 }
 
+// descAt reads back descriptor i, so a case can corrupt one field of an
+// honest chain and keep the others.
+func (r *ring) descAt(i int) (addr uint64, length uint32, flags, next uint16) {
+	e := r.desc.b[i*16 : i*16+16]
+	return binary.LittleEndian.Uint64(e[0:]), binary.LittleEndian.Uint32(e[8:]),
+		binary.LittleEndian.Uint16(e[12:]), binary.LittleEndian.Uint16(e[14:])
+}
+
 // offer makes head available and advances the avail index by step (1
 // for an honest driver).
 func (r *ring) offer(head uint16, step uint16) {
@@ -268,20 +307,28 @@ func (o outcome) String() string {
 	return "did nothing"
 }
 
+// statusEvery is how many 1 ms polls of the used index (guest memory,
+// free) wait makes between two reads of the status register (an exit to
+// vmm each, which the emulator's guest crashes grow with).
+const statusEvery = 8
+
 // wait polls until the used index reaches target or the device raises
 // NEEDS_RESET, for at most timeout. It waits for the exact index, not
 // for any change: a request may scribble over the used ring before the
 // device publishes the real index. It reads the status before the index:
 // a device publishes what it completed before it fails, so an index read
 // after NEEDS_RESET is final, where one read before could still be the
-// scribble.
+// scribble. The index alone is polled in between (statusEvery); once it
+// reaches target, the status is read and the index read again after it.
 func (r *ring) wait(d *device, target uint16, timeout time.Duration) outcome {
 	deadline := time.Now().Add(timeout)
-	for {
-		needsReset := d.status()&stNeedsReset != 0
-		o := outcome{used: r.usedIdx() == target, needsReset: needsReset}
-		if o.used || o.needsReset || time.Now().After(deadline) {
-			return o
+	for i := 0; ; i++ {
+		if r.usedIdx() == target || i%statusEvery == 0 || time.Now().After(deadline) {
+			needsReset := d.status()&stNeedsReset != 0
+			o := outcome{used: r.usedIdx() == target, needsReset: needsReset}
+			if o.used || o.needsReset || time.Now().After(deadline) {
+				return o
+			}
 		}
 		time.Sleep(time.Millisecond)
 	}
