@@ -60,7 +60,9 @@ func counter(key, name string) Metric {
 // by reason (port I/O and MMIO that reached the VMM's userspace, HLT,
 // waiting for an interrupt window, a host interrupt), the interrupts
 // injected, the instructions KVM emulated (each MMIO access, whether
-// KVM or the VMM then handles it, and xAPIC accesses), and the VMM process's CPU time (user plus system, all its
+// KVM or the VMM then handles it, and xAPIC accesses), the guest-RAM
+// faults KVM's MMU handled (first touches of RAM the VMM has not backed
+// yet, 4 KiB at a time unless it is backed by huge pages), and the VMM process's CPU time (user plus system, all its
 // threads) with the part of it the guest ran.
 var Metrics = []Metric{
 	counter("exits", "exits"),
@@ -71,6 +73,7 @@ var Metrics = []Metric{
 	counter("irq_exits", "host IRQ"),
 	counter("irq_injections", "IRQs injected"),
 	counter("insn_emulation", "emulated insns"),
+	counter("pf_taken", "page faults"),
 	{Key: "cpu_ms", Name: "CPU ms", value: func(c *Cost) (float64, bool) {
 		return float64(c.CPU.Total() * kvmstats.TickMillis), true
 	}},

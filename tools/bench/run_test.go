@@ -528,10 +528,10 @@ func TestRunnerCosts(t *testing.T) {
 	for _, want := range []string{
 		"| virtio-blk sequential read (MiB/s) | 20.0 | 10.0 | 2.00 (2.00-2.00) | 0.50 (0.50-0.50) | 0.50 (0.50-0.50) |",
 		"| shared dir: stat them (s) | 1.00 | 2.00 | 0.50 (0.50-0.50) | 0.50 (0.50-0.50) | 0.50 (0.50-0.50) |",
-		"| workload, per unit | system | exits | I/O | MMIO | HLT | IRQ window | host IRQ | IRQs injected | emulated insns | CPU ms | of it guest ms |",
-		"| virtio-blk 4 KiB random read, per request | vmm | 50.0 | 0.000 | 30.0 | n/a | n/a | n/a | 15.0 | n/a | 10.0 | 0.000 |",
-		"| | QEMU | 100 | 0.000 | 60.0 | n/a | n/a | n/a | 30.0 | n/a | 20.0 | 0.000 |",
-		"| | vmm/QEMU | 0.50 | n/a | 0.50 | n/a | n/a | n/a | 0.50 | n/a | 0.50 | n/a |",
+		"| workload, per unit | system | exits | I/O | MMIO | HLT | IRQ window | host IRQ | IRQs injected | emulated insns | page faults | CPU ms | of it guest ms |",
+		"| virtio-blk 4 KiB random read, per request | vmm | 50.0 | 0.000 | 30.0 | n/a | n/a | n/a | 15.0 | n/a | n/a | 10.0 | 0.000 |",
+		"| | QEMU | 100 | 0.000 | 60.0 | n/a | n/a | n/a | 30.0 | n/a | n/a | 20.0 | 0.000 |",
+		"| | vmm/QEMU | 0.50 | n/a | 0.50 | n/a | n/a | n/a | 0.50 | n/a | n/a | 0.50 | n/a |",
 		"| shared dir: create, stat and read back small files, per file | vmm |",
 	} {
 		if !strings.Contains(md, want) {
