@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -182,6 +183,12 @@ func runArgs(flags []string, command ...string) []string {
 	return append(append(args, "--"), command...)
 }
 
+// runDisk is TestRun's disk in L1, of runDiskSize zero bytes.
+const (
+	runDisk     = "/disk.img"
+	runDiskSize = 1 << 20
+)
+
 // runCase is one `vmm run` in a fresh L1 and what it must produce.
 type runCase struct {
 	name     string
@@ -196,6 +203,7 @@ type runCase struct {
 // TestRun is `vmm run`'s contract end to end (README, "Running a job"):
 // the job's status is vmm's status, its stdout is vmm's stdout and its
 // stderr goes to vmm's stderr, -share and -out carry files in and out,
+// a -disk is written through,
 // and the statuses of its own (124 timeout, 125 no status, 128+N
 // signal) each come with a message.
 func TestRun(t *testing.T) {
@@ -207,6 +215,15 @@ func TestRun(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(shareDir, "input.txt"), []byte(token+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A disk the job writes; its image's SHA-256 afterwards must be
+	// that of the job's line over zeros.
+	diskImage := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(diskImage, make([]byte, runDiskSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantDisk := make([]byte, runDiskSize)
+	copy(wantDisk, "disk-42\n")
+	wantDiskSum := sha256Hex(wantDisk)
 	cases := []runCase{
 		{
 			name:    "status-and-streams",
@@ -245,6 +262,23 @@ func TestRun(t *testing.T) {
 				}
 				if g := r.Glob["/tmp/vmm-out-*"]; len(g) != 0 {
 					return fmt.Errorf("scratch disks left behind: %q", g)
+				}
+				return nil
+			},
+		},
+		{
+			name:     "disk",
+			files:    map[string]string{runDisk: diskImage},
+			redirect: []string{"-sha256", runDisk},
+			flags:    []string{"-disk", runDisk},
+			command:  []string{"sh", "-c", "echo disk-$((6*7)) > /dev/vda && sync && head -c 8 /dev/vda"},
+			status:   0,
+			check: func(r redirectReport) error {
+				if r.Stdout != "disk-42\n" {
+					return fmt.Errorf("read back %q from the disk, want \"disk-42\\n\"", r.Stdout)
+				}
+				if got := r.SHA256[runDisk]; got != wantDiskSum {
+					return fmt.Errorf("the disk image's SHA-256 is %s, want %s (the job's line over zeros)", got, wantDiskSum)
 				}
 				return nil
 			},
@@ -321,16 +355,18 @@ func TestRun(t *testing.T) {
 		})
 	}
 	// The same cases on a restored snapshot, in one L1 (issue 13: a
-	// restored job keeps the cold boot's contract). Not the signal
-	// during the boot: a restored guest has none.
+	// restored job keeps the cold boot's contract, with -share, -out
+	// and a disk). Not the signal during the boot: a restored guest has
+	// none.
 	t.Run("restored", func(t *testing.T) {
 		files := map[string]string{}
 		for _, tc := range cases {
 			maps.Copy(files, tc.files)
 		}
 		nested.Retry(t, ciConfig(t, files), func(l *nested.L1) error {
+			// Made with the disk, so every restore gives it too.
 			r, err := redirectExec(t.Context(), l, runTimeout, nil,
-				"/vmm", "snapshot", "-kernel", "/guest/bzImage", "-initrd", "/guest/initrd.cpio", "-o", snapshotDir)
+				"/vmm", "snapshot", "-kernel", "/guest/bzImage", "-initrd", "/guest/initrd.cpio", "-disk", runDisk, "-o", snapshotDir)
 			if err != nil {
 				return err
 			}
@@ -342,7 +378,11 @@ func TestRun(t *testing.T) {
 					continue
 				}
 				t.Logf("case %s", tc.name)
-				if err := checkRunCase(t, l, tc, restoreArgs(tc.flags, tc.command...)); err != nil {
+				flags := tc.flags
+				if !slices.Contains(flags, "-disk") {
+					flags = append([]string{"-disk", runDisk}, flags...)
+				}
+				if err := checkRunCase(t, l, tc, restoreArgs(flags, tc.command...)); err != nil {
 					return err
 				}
 			}
