@@ -22,7 +22,7 @@ const (
 	// the card added about 2,200 for its window's sweep and 2,900 for
 	// its crafted queues, counted by cmd/hostile's
 	// TestCasesOnVMMDevices), the crafted queues; 20-70 s in all before
-	// the card. vmm's own -timeout is shorter, so a guest that hangs
+	// the card, 51 s with it in its first nested run. vmm's own -timeout is shorter, so a guest that hangs
 	// ends with vmm's 124 and a vmm that hangs with redirect's
 	// goroutine dump.
 	hostileTimeout    = 5 * time.Minute

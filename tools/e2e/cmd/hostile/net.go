@@ -163,7 +163,10 @@ func usedZero(heads ...uint16) func(r *ring, b bufs) (string, error) {
 		if err := canaryIntact(b, 0); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("used with length 0 (%d chains)", len(heads)), nil
+		if len(heads) == 1 {
+			return fmt.Sprintf("chain %d used with length 0", heads[0]), nil
+		}
+		return fmt.Sprintf("chains %v used with length 0", heads), nil
 	}
 }
 
@@ -413,7 +416,7 @@ func mergedFrame(mac net.HardwareAddr, heads []uint32) func(r *ring, b bufs) (st
 		if r.usedIdx() != uint16(len(heads)) {
 			return "", fmt.Errorf("used index %d after the frame, want %d", r.usedIdx(), len(heads))
 		}
-		return fmt.Sprintf("%d bytes over %d chains, num_buffers %d", total, len(heads), len(heads)), nil
+		return fmt.Sprintf("%d bytes over chains %v, num_buffers %d", total, heads, len(heads)), nil
 	}
 }
 
