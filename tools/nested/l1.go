@@ -352,8 +352,13 @@ func (l *L1) boot(ctx context.Context, qemuPath string) error {
 	cmd.Stdout = l.qemuErr
 	cmd.Stderr = l.qemuErr
 	// Own process group: a ^C meant for the job (or for the caller's
-	// terminal) must not kill QEMU behind the harness's back.
-	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	// terminal) must not kill QEMU behind the harness's back. But QEMU
+	// dies with the harness (Pdeathsig): a test binary killed by go
+	// test's -timeout or by hand left its L1 running, two emulated
+	// cores' worth of load for whatever ran next. (Linux sends it when
+	// the thread that started QEMU exits; Go keeps its threads unless a
+	// goroutine exits locked to one, which the harness never does.)
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true, Pdeathsig: unix.SIGKILL}
 	l.started = l.now()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("nested: start %s: %w", qemuPath, err)
