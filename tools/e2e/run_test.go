@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -210,6 +209,19 @@ func TestRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots nested guests")
 	}
+	for _, tc := range runCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			nested.Retry(t, ciConfig(t, tc.files), func(l *nested.L1) error {
+				return checkRunCase(t, l, tc, runArgs(tc.flags, tc.command...))
+			})
+		})
+	}
+}
+
+// runCases are TestRun's cases; TestSnapshot runs them on a restored
+// guest too.
+func runCases(t *testing.T) []runCase {
+	t.Helper()
 	shareDir := t.TempDir()
 	token := fmt.Sprintf("share-token-%d", time.Now().UnixNano())
 	if err := os.WriteFile(filepath.Join(shareDir, "input.txt"), []byte(token+"\n"), 0o644); err != nil {
@@ -347,48 +359,7 @@ func TestRun(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			nested.Retry(t, ciConfig(t, tc.files), func(l *nested.L1) error {
-				return checkRunCase(t, l, tc, runArgs(tc.flags, tc.command...))
-			})
-		})
-	}
-	// The same cases on a restored snapshot, in one L1 (issue 13: a
-	// restored job keeps the cold boot's contract, with -share, -out
-	// and a disk). Not the signal during the boot: a restored guest has
-	// none.
-	t.Run("restored", func(t *testing.T) {
-		files := map[string]string{}
-		for _, tc := range cases {
-			maps.Copy(files, tc.files)
-		}
-		nested.Retry(t, ciConfig(t, files), func(l *nested.L1) error {
-			// Made with the disk, so every restore gives it too.
-			r, err := redirectExec(t.Context(), l, runTimeout, nil,
-				"/vmm", "snapshot", "-kernel", "/guest/bzImage", "-initrd", "/guest/initrd.cpio", "-disk", runDisk, "-o", snapshotDir)
-			if err != nil {
-				return err
-			}
-			if r.Exit != 0 {
-				return reportFailure(l, r, "vmm snapshot exited with status %d", r.Exit)
-			}
-			for _, tc := range cases {
-				if tc.name == "sigterm-while-booting" {
-					continue
-				}
-				t.Logf("case %s", tc.name)
-				flags := tc.flags
-				if !slices.Contains(flags, "-disk") {
-					flags = append([]string{"-disk", runDisk}, flags...)
-				}
-				if err := checkRunCase(t, l, tc, restoreArgs(flags, tc.command...)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	})
+	return cases
 }
 
 // checkRunCase runs vmm with args in L1 under redirect and checks what
