@@ -25,8 +25,10 @@ var Workloads = []Workload{
 	{Key: "blk-seq-read", Name: "virtio-blk sequential read", Unit: "MiB"},
 	{Key: "blk-seq-write", Name: "virtio-blk sequential write", Unit: "MiB"},
 	{Key: "blk-rand-read", Name: "virtio-blk 4 KiB random read", Unit: "request"},
-	{Key: "tcp-guest-to-host", Name: "virtio-net TCP guest → host", Unit: "MiB"},
-	{Key: "tcp-host-to-guest", Name: "virtio-net TCP host → guest", Unit: "MiB"},
+	{Key: "tcp-guest-to-host", Name: "virtio-net TCP guest → host, TAP", Unit: "MiB"},
+	{Key: "tcp-host-to-guest", Name: "virtio-net TCP host → guest, TAP", Unit: "MiB"},
+	{Key: "tcp-user-guest-to-host", Name: "virtio-net TCP guest → host, user-mode network", Unit: "MiB"},
+	{Key: "tcp-user-host-to-guest", Name: "virtio-net TCP host → guest, user-mode port forward", Unit: "MiB"},
 	{Key: "fs-files", Name: "shared dir: create, stat and read back small files", Unit: "file", FS: true},
 	{Key: "fs-seq-read", Name: "shared dir: sequential read", Unit: "MiB", FS: true},
 }

@@ -70,7 +70,7 @@ func (p Params) Check() error {
 func (p Params) fs() bool { return p.FSFiles > 0 }
 
 func (p Params) describe() string {
-	s := fmt.Sprintf("sequential %s per direction in 1 MiB O_DIRECT blocks, random read 4 KiB O_DIRECT for %d s, TCP %s per direction, on a %s raw image in RAM, guest %d MiB / 1 vCPU",
+	s := fmt.Sprintf("sequential %s per direction in 1 MiB O_DIRECT blocks, random read 4 KiB O_DIRECT for %d s, TCP %s per direction over each network (a TAP, and a user-mode network whose host end is 127.0.0.1), on a %s raw image in RAM, guest %d MiB / 1 vCPU",
 		mib(p.SeqBytes), p.RandSeconds, mib(p.TCPBytes), mib(p.DiskBytes), p.GuestMiB)
 	if p.fs() {
 		s += fmt.Sprintf("; shared directory (in RAM): %d files of %d bytes created (then sync), stat'ed and read back, and a %s file read in 1 MiB reads, the guest's caches dropped before each phase but the first",

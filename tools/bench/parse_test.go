@@ -123,20 +123,34 @@ func TestSystems(t *testing.T) {
 	if len(ss) != 2 || ss[0].Name != SysVMM || ss[1].Name != SysQEMU {
 		t.Fatalf("systems %+v", ss)
 	}
-	vmm := strings.Join(ss[0].Args, " ")
-	for _, want := range []string{"/vmm -kernel /k -initrd /i", "-append quiet", "-m 1024", "-smp 1", "-disk /tmp/a,b.img", "-tap tapv"} {
-		if !strings.Contains(vmm, want) {
-			t.Errorf("vmm args %q lack %q", vmm, want)
-		}
+	tests := []struct {
+		sys  System
+		want []string // in the joined command line
+	}{
+		{ss[0], []string{"/vmm -kernel /k -initrd /i", "-append quiet vmm.dhcp=off", "-m 1024", "-smp 1", "-disk /tmp/a,b.img",
+			// The TAP is eth0, the user-mode card eth1: cards in flag order.
+			"-tap tapv -nic user,hostfwd=tcp:127.0.0.1:5150-:5300,mac=52:54:00:be:9c:01"}},
+		{ss[1], []string{"-accel kvm", "-cpu host", "-m 1024", "-smp 1", "-append console=ttyS0 quiet vmm.dhcp=off",
+			"file=/tmp/a,,b.img,if=none", "virtio-blk-pci", "-serial stdio",
+			// The TAP's card in the lower PCI slot, so eth0.
+			"-netdev tap,id=n0,ifname=tapq,script=no,downscript=no,vhost=off -device virtio-net-pci,netdev=n0,romfile= " +
+				"-netdev user,id=n1,hostfwd=tcp:127.0.0.1:5151-:5300 -device virtio-net-pci,netdev=n1,romfile=,mac=52:54:00:be:9c:01"}},
 	}
-	q := strings.Join(ss[1].Args, " ")
-	for _, want := range []string{"-accel kvm", "-cpu host", "-m 1024", "-smp 1", "-append console=ttyS0 quiet",
-		"file=/tmp/a,,b.img,if=none", "virtio-blk-pci", "ifname=tapq", "vhost=off", "romfile=", "-serial stdio"} {
-		if !strings.Contains(q, want) {
-			t.Errorf("QEMU args %q lack %q", q, want)
+	for _, tt := range tests {
+		args := strings.Join(tt.sys.Args, " ")
+		for _, want := range tt.want {
+			if !strings.Contains(args, want) {
+				t.Errorf("%s args %q lack %q", tt.sys.Name, args, want)
+			}
+		}
+		if !strings.Contains(args, "hostfwd=tcp:127.0.0.1:"+tt.sys.UserHostPort+"-:") {
+			t.Errorf("%s: forward not on its UserHostPort %s: %q", tt.sys.Name, tt.sys.UserHostPort, args)
 		}
 	}
 	if ss[0].Tap == ss[1].Tap || ss[0].HostIP == ss[1].HostIP {
 		t.Error("systems share a TAP or subnet")
+	}
+	if ss[0].UserHostPort == ss[1].UserHostPort {
+		t.Error("systems share a forwarded host port")
 	}
 }

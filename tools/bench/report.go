@@ -32,8 +32,10 @@ var Figures = []Figure{
 	{Key: "blk-seq-read", Name: "virtio-blk sequential read", Unit: "MiB/s", Cost: "blk-seq-read"},
 	{Key: "blk-seq-write", Name: "virtio-blk sequential write", Unit: "MiB/s", Cost: "blk-seq-write"},
 	{Key: "blk-rand-read", Name: "virtio-blk 4 KiB random read", Unit: "IOPS", Cost: "blk-rand-read"},
-	{Key: "tcp-guest-to-host", Name: "virtio-net TCP guest → host", Unit: "MiB/s", Cost: "tcp-guest-to-host"},
-	{Key: "tcp-host-to-guest", Name: "virtio-net TCP host → guest", Unit: "MiB/s", Cost: "tcp-host-to-guest"},
+	{Key: "tcp-guest-to-host", Name: "virtio-net TCP guest → host, TAP", Unit: "MiB/s", Cost: "tcp-guest-to-host"},
+	{Key: "tcp-host-to-guest", Name: "virtio-net TCP host → guest, TAP", Unit: "MiB/s", Cost: "tcp-host-to-guest"},
+	{Key: "tcp-user-guest-to-host", Name: "virtio-net TCP guest → host, user-mode network (vmm usernet, QEMU slirp)", Unit: "MiB/s", Cost: "tcp-user-guest-to-host"},
+	{Key: "tcp-user-host-to-guest", Name: "virtio-net TCP host → guest, user-mode network's port forward", Unit: "MiB/s", Cost: "tcp-user-host-to-guest"},
 	{Key: "fs-create", Name: "shared dir: create small files (vmm virtio-fs, QEMU 9p)", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
 	{Key: "fs-stat", Name: "shared dir: stat them", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
 	{Key: "fs-read", Name: "shared dir: read them back", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
@@ -143,7 +145,7 @@ func formatRatio(rs []float64) string {
 // values (the spread says how far to trust a ratio).
 func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "vmm vs QEMU (-accel kvm, userspace virtio-blk-pci and virtio-net-pci, vhost=off), same guest kernel and initramfs; %d interleaved rounds, medians; %s\n",
+	fmt.Fprintf(&b, "vmm vs QEMU (-accel kvm, userspace virtio-blk-pci and virtio-net-pci, vhost=off; user-mode networking: vmm's usernet against QEMU's slirp), same guest kernel and initramfs; %d interleaved rounds, medians; %s\n",
 		r.Rounds, r.Date.Format("2006-01-02 15:04 MST"))
 	if len(r.Abandoned) > 0 {
 		fmt.Fprintf(&b, "Only %d of the %d rounds completed (see the failed attempts below).\n", r.Rounds-len(r.Abandoned), r.Rounds)

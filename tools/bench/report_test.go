@@ -28,7 +28,8 @@ func TestReport(t *testing.T) {
 		"| figure | vmm | QEMU | vmm/QEMU |",
 		"| virtio-blk sequential read (MiB/s) | 200 | 100 | 2.00 (0.50-3.00) |",
 		"| virtio-blk 4 KiB random read (IOPS) | 12345 | n/a | n/a |",
-		"| virtio-net TCP guest → host (MiB/s) | n/a | n/a | n/a |",
+		"| virtio-net TCP guest → host, TAP (MiB/s) | n/a | n/a | n/a |",
+		"| virtio-net TCP host → guest, user-mode network's port forward (MiB/s) | n/a | n/a | n/a |",
 		"blk-seq-read       vmm 100 300 200 / QEMU 50.0 100 400",
 		"Total time 1m30s.",
 	} {

@@ -1,5 +1,6 @@
 // Package bench measures vmm against QEMU on the same virtio workloads:
-// sequential and random block I/O and TCP both ways over a TAP. Both VMMs
+// sequential and random block I/O, TCP both ways over a TAP and over
+// user-mode networking (vmm's usernet against QEMU's slirp). Both VMMs
 // boot the same guest kernel and initramfs, whose vmm-iotool does the
 // measuring, and are driven through their serial consoles.
 //
@@ -74,6 +75,11 @@ type Layout struct {
 	FSKernel string
 	FSInitrd string
 	FSDir    string
+
+	// LoopbackDown says the host's lo is down (L1's init leaves it
+	// so): the runner brings it up with 127.0.0.1/8, where the
+	// user-mode networks reach the host and their port forwards listen.
+	LoopbackDown bool
 }
 
 // System is one VMM under test with its network.
@@ -83,6 +89,9 @@ type System struct {
 	Tap     string
 	HostIP  string // on the TAP, /24
 	GuestIP string // on the guest's eth0, /24
+	// UserHostPort is the host port on 127.0.0.1 that the user-mode
+	// network forwards to userGuestPort in the guest (eth1).
+	UserHostPort string
 
 	// FSArgs boots the shared-directory guest with Layout.FSDir shared
 	// as fsTag, which FSMount (a guest shell command) mounts at fsMnt.
@@ -108,23 +117,51 @@ const (
 )
 
 // guestCmdline is the whole kernel command line for both VMMs (vmm starts
-// from console=ttyS0 and appends; QEMU takes it as is).
-const guestCmdline = "console=ttyS0 quiet"
+// from console=ttyS0 and appends; QEMU takes it as is). vmm.dhcp=off:
+// the guest's init would otherwise ask for a lease on every card and wait
+// its full 20 s for the TAP, which has no DHCP server; the runner
+// configures both cards itself.
+const guestCmdline = "console=ttyS0 quiet vmm.dhcp=off"
+
+// The user-mode network as both VMMs set it up (QEMU's slirp addresses,
+// which vmm's usernet copies): the guest's second card, eth1, gets
+// userGuestIP (the address both would hand out by DHCP), and
+// userGatewayIP stands for the host's 127.0.0.1. The host reaches the
+// guest's userGuestPort through a port forward on 127.0.0.1
+// (System.UserHostPort). userMAC tells the card from the TAP's in the
+// guest.
+const (
+	userGuestIP   = "10.0.2.15"
+	userGatewayIP = "10.0.2.2"
+	userGuestPort = "5300"
+	userMAC       = "52:54:00:be:9c:01"
+	userIf        = "eth1"
+)
+
+// userHostfwd is the forward rule of a user-mode network, in the
+// spelling vmm's -nic user and QEMU's -netdev user share.
+func userHostfwd(hostPort string) string {
+	return "hostfwd=tcp:127.0.0.1:" + hostPort + "-:" + userGuestPort
+}
 
 // Systems returns vmm and QEMU set up alike: same kernel, initramfs,
 // command line, memory, one vCPU, the same image file as the only disk and
 // a TAP each (separate link-local subnets, so neither sees stale neighbour
-// entries of the other). QEMU uses its userspace virtio backends
-// (vhost=off), KVM, a plain PC machine and no option ROM for the NIC.
+// entries of the other) as eth0, and a user-mode network each as eth1
+// (vmm's usernet, QEMU's slirp: both 10.0.2.0/24, a subnet apart from the
+// TAPs', so the guest routes each workload to its card) with a port
+// forward on its own host port. QEMU uses its userspace virtio backends
+// (vhost=off), KVM, a plain PC machine and no option ROM for the NICs.
 func Systems(l Layout, p Params) []System {
 	mem := strconv.Itoa(p.GuestMiB)
 	vmm := System{
-		Name: SysVMM, Tap: "tapv", HostIP: "169.254.100.1", GuestIP: "169.254.100.2",
+		Name: SysVMM, Tap: "tapv", HostIP: "169.254.100.1", GuestIP: "169.254.100.2", UserHostPort: "5150",
 		Args: []string{l.VMM, "-kernel", l.Kernel, "-initrd", l.Initrd, "-append", strings.TrimPrefix(guestCmdline, "console=ttyS0 "),
-			"-m", mem, "-smp", "1", "-disk", l.Disk, "-tap", "tapv"},
+			"-m", mem, "-smp", "1", "-disk", l.Disk, "-tap", "tapv",
+			"-nic", "user," + userHostfwd("5150") + ",mac=" + userMAC},
 	}
 	qemu := System{
-		Name: SysQEMU, Tap: "tapq", HostIP: "169.254.101.1", GuestIP: "169.254.101.2",
+		Name: SysQEMU, Tap: "tapq", HostIP: "169.254.101.1", GuestIP: "169.254.101.2", UserHostPort: "5151",
 		Args: []string{l.QEMU, "-accel", "kvm", "-M", "pc", "-cpu", "host", "-m", mem, "-smp", "1",
 			"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-serial", "stdio",
 			// kvmvapic patches TPR accesses of guests without x2APIC
@@ -145,7 +182,11 @@ func Systems(l Layout, p Params) []System {
 			"-drive", "file=" + qemuOptValue(l.Disk) + ",if=none,id=d0,format=raw",
 			"-device", "virtio-blk-pci,drive=d0",
 			"-netdev", "tap,id=n0,ifname=tapq,script=no,downscript=no,vhost=off",
-			"-device", "virtio-net-pci,netdev=n0,romfile="},
+			"-device", "virtio-net-pci,netdev=n0,romfile=",
+			// slirp; its default network is 10.0.2.0/24 with the
+			// host's loopback at 10.0.2.2, as vmm's.
+			"-netdev", "user,id=n1," + userHostfwd("5151"),
+			"-device", "virtio-net-pci,netdev=n1,romfile=,mac=" + userMAC},
 	}
 	if p.fs() {
 		vmm.FSArgs = []string{l.VMM, "-kernel", l.FSKernel, "-initrd", l.FSInitrd, "-append", strings.TrimPrefix(guestCmdline, "console=ttyS0 "),
@@ -382,6 +423,11 @@ func (r *Runner) setup(ctx context.Context, smoke bool) error {
 			r.logf("smoke: no TAP %s (%v); the VMM will create it", s.Tap, firstLine(err))
 		}
 	}
+	if r.Layout.LoopbackDown {
+		if _, err := r.exec(ctx, setupTimeout, r.Layout.L1Tool, "io", "netup", "-dev", "lo", "-addr", "127.0.0.1/8"); err != nil {
+			return fmt.Errorf("bench: loopback for the user-mode networks: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -409,7 +455,7 @@ func firstLine(err error) string {
 }
 
 // Smoke boots each system once and checks that the guest has its disk
-// and network card, without vmm-iotool: the quick way to see that both
+// and network cards, without vmm-iotool: the quick way to see that both
 // VMMs and the files they need are in place.
 func (r *Runner) Smoke(ctx context.Context) error {
 	if err := r.setup(ctx, true); err != nil {
@@ -421,7 +467,7 @@ func (r *Runner) Smoke(ctx context.Context) error {
 		if err := r.smokeGuest(ctx, s); err != nil {
 			return fmt.Errorf("bench: smoke %s: %w", s.Name, err)
 		}
-		r.logf("smoke %s: booted, /dev/vda and eth0 present, powered off (%s)", s.Name, time.Since(t0).Round(100*time.Millisecond))
+		r.logf("smoke %s: booted, /dev/vda, eth0 and eth1 present, powered off (%s)", s.Name, time.Since(t0).Round(100*time.Millisecond))
 		if r.Params.fs() {
 			t0 = time.Now()
 			if err := r.smokeFS(ctx, s); err != nil {
@@ -471,6 +517,9 @@ func (r *Runner) smokeGuest(ctx context.Context, s System) (err error) {
 		return err
 	}
 	if _, err := g.run("ip link set dev eth0 up", cmdTimeout); err != nil {
+		return err
+	}
+	if err := r.userNetUp(g); err != nil {
 		return err
 	}
 	if err := con.Send("poweroff\n"); err != nil {
@@ -538,6 +587,9 @@ var typedRE = regexp.MustCompile(`bench-rc-\$\?`)
 type phase struct {
 	cmd    string
 	before *kvmstats.Sample // nil: the VM could not be sampled
+	// stderrOnConsole: the command's stderr goes to the console, not
+	// to outFile (see startListener).
+	stderrOnConsole bool
 }
 
 // start types cmd without Enter, waits for the guest's echo of it,
@@ -547,19 +599,46 @@ type phase struct {
 // Enter and the status line, a few dozen exits. A sample that fails is
 // logged and the phase goes on without its cost.
 func (r *Runner) start(ctx context.Context, g *guest, cmd string) (*phase, error) {
-	if err := g.con.Send(cmd + " >" + outFile + " 2>&1; echo bench-rc-$?"); err != nil {
+	return r.startPhase(ctx, g, &phase{cmd: cmd})
+}
+
+// startListener is start for a guest's vmm-iotool tcp-recv whose sender
+// must not connect before it listens, and waits for its "listening on"
+// line: its stderr stays on the console for that (one line more for the
+// console to carry during the phase, a few dozen exits against the
+// thousands of a transfer).
+func (r *Runner) startListener(ctx context.Context, g *guest, cmd string) (*phase, error) {
+	ph, err := r.startPhase(ctx, g, &phase{cmd: cmd, stderrOnConsole: true})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := g.con.Expect(listeningRE, cmdTimeout); err != nil {
+		return nil, fmt.Errorf("waiting for %q to listen: %w", cmd, err)
+	}
+	return ph, nil
+}
+
+// listeningRE is vmm-iotool tcp-recv's line on stderr once it listens;
+// the echo of the typed command does not contain it.
+var listeningRE = regexp.MustCompile(`tcp-recv: listening on`)
+
+func (r *Runner) startPhase(ctx context.Context, g *guest, ph *phase) (*phase, error) {
+	redirect := " >" + outFile + " 2>&1"
+	if ph.stderrOnConsole {
+		redirect = " >" + outFile
+	}
+	if err := g.con.Send(ph.cmd + redirect + "; echo bench-rc-$?"); err != nil {
 		return nil, err
 	}
 	if _, err := g.con.Expect(typedRE, cmdTimeout); err != nil {
-		return nil, fmt.Errorf("echo of %q: %w", cmd, err)
+		return nil, fmt.Errorf("echo of %q: %w", ph.cmd, err)
 	}
-	ph := &phase{cmd: cmd}
 	s, err := r.sample(ctx, g.sys)
 	switch {
 	case err != nil && fatal(ctx, err):
 		return nil, err
 	case err != nil:
-		r.logf("warning: %s: no cost for %q: %v", g.sys.Name, cmd, firstLine(err))
+		r.logf("warning: %s: no cost for %q: %v", g.sys.Name, ph.cmd, firstLine(err))
 	default:
 		ph.before = &s
 	}
@@ -600,7 +679,11 @@ func (r *Runner) finish(ctx context.Context, g *guest, ph *phase, units float64,
 		return "", nil, fmt.Errorf("output of %q: %w", ph.cmd, err)
 	}
 	if rc != "0" {
-		return res, nil, fmt.Errorf("guest command %q: status %s: %s", ph.cmd, rc, strings.TrimSpace(tail(catOutput(res), 2000)))
+		msg := strings.TrimSpace(tail(catOutput(res), 2000))
+		if ph.stderrOnConsole {
+			msg = strings.TrimSpace(msg + " " + tail(strings.TrimSuffix(strings.TrimSpace(out), m[len(m)-1][0]), 2000))
+		}
+		return res, nil, fmt.Errorf("guest command %q: status %s: %s", ph.cmd, rc, msg)
 	}
 	return res, cost, nil
 }
@@ -668,6 +751,9 @@ func (r *Runner) runGuest(ctx context.Context, s System, costs map[string]*Cost)
 	if _, err := g.run("vmm-iotool ping -addr "+s.HostIP+" -count 3", cmdTimeout); err != nil {
 		return nil, fmt.Errorf("ping %s: %w", s.HostIP, err)
 	}
+	if err := r.userNetUp(g); err != nil {
+		return nil, err
+	}
 
 	vals = map[string]float64{}
 	p := r.Params
@@ -713,16 +799,41 @@ func (r *Runner) runGuest(ctx context.Context, s System, costs map[string]*Cost)
 		}
 		costs[b.key] = cost
 	}
-	if vals["tcp-guest-to-host"], costs["tcp-guest-to-host"], err = r.tcpGuestToHost(ctx, g); err != nil {
+	if vals["tcp-guest-to-host"], costs["tcp-guest-to-host"], err = r.tcpGuestToHost(ctx, g, s.HostIP); err != nil {
 		return nil, fmt.Errorf("tcp guest to host: %w", err)
 	}
-	if vals["tcp-host-to-guest"], costs["tcp-host-to-guest"], err = r.tcpHostToGuest(ctx, g); err != nil {
+	port := r.nextPort()
+	if vals["tcp-host-to-guest"], costs["tcp-host-to-guest"], err = r.tcpHostToGuest(ctx, g, port, s.GuestIP+":"+port, false); err != nil {
 		return nil, fmt.Errorf("tcp host to guest: %w", err)
+	}
+	// The user-mode network: the gateway is the host's loopback, where
+	// the host's receiver listens too, and the host reaches the guest
+	// through the port forward.
+	if vals["tcp-user-guest-to-host"], costs["tcp-user-guest-to-host"], err = r.tcpGuestToHost(ctx, g, userGatewayIP); err != nil {
+		return nil, fmt.Errorf("user-mode network: tcp guest to host: %w", err)
+	}
+	if vals["tcp-user-host-to-guest"], costs["tcp-user-host-to-guest"], err = r.tcpHostToGuest(ctx, g, userGuestPort, "127.0.0.1:"+s.UserHostPort, true); err != nil {
+		return nil, fmt.Errorf("user-mode network: tcp host to guest: %w", err)
 	}
 	if err := g.poweroff(r); err != nil {
 		return nil, err
 	}
 	return vals, nil
+}
+
+// userNetUp gives the guest's user-mode card its address by hand, as
+// the runner does for the TAP's (the init's DHCP is off), after making
+// sure userIf is that card and not the TAP's: the cards' order is the
+// VMM's, vmm's by flag order, QEMU's by PCI slot.
+func (r *Runner) userNetUp(g *guest) error {
+	out, err := g.run("cat /sys/class/net/"+userIf+"/address && ip addr add "+userGuestIP+"/24 dev "+userIf+" && ip link set dev "+userIf+" up", cmdTimeout)
+	if err != nil {
+		return fmt.Errorf("user-mode network setup: %w", err)
+	}
+	if !strings.Contains(catOutput(out), userMAC) {
+		return fmt.Errorf("user-mode network setup: %s is not the user-mode card (MAC %s): %q", userIf, userMAC, strings.TrimSpace(catOutput(out)))
+	}
+	return nil
 }
 
 // boot starts args (one of s's command lines), waits for the guest's
@@ -868,10 +979,11 @@ func (r *Runner) nextPort() string {
 	return strconv.Itoa(5200 + r.port)
 }
 
-// tcpGuestToHost: the host receives (and reports), the guest sends. The
-// receiver's figure is used for both directions: it times from the
-// connection to the last byte, and its clock is the host's.
-func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest) (float64, *Cost, error) {
+// tcpGuestToHost: the host receives (and reports), the guest sends to
+// hostIP, where the host's receiver listening on every address is
+// reached. The receiver's figure is used for both directions: it times
+// from the connection to the last byte, and its clock is the host's.
+func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest, hostIP string) (float64, *Cost, error) {
 	port := r.nextPort()
 	type result struct {
 		out  string
@@ -887,7 +999,7 @@ func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest) (float64, *Cost, 
 	}()
 	// vmm-iotool's sender retries a refused connection for a while: the
 	// receiver may still be starting.
-	out, cost, err := r.measured(ctx, g, fmt.Sprintf("vmm-iotool tcp-send -addr %s:%s -bytes %d", g.sys.HostIP, port, r.Params.TCPBytes), mibUnits(r.Params.TCPBytes), figureTimeout)
+	out, cost, err := r.measured(ctx, g, fmt.Sprintf("vmm-iotool tcp-send -addr %s:%s -bytes %d", hostIP, port, r.Params.TCPBytes), mibUnits(r.Params.TCPBytes), figureTimeout)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -915,14 +1027,21 @@ func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest) (float64, *Cost, 
 	return v, cost, err
 }
 
-// tcpHostToGuest: the guest receives (and reports), the host sends.
-func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest) (float64, *Cost, error) {
-	port := r.nextPort()
-	ph, err := r.start(ctx, g, "vmm-iotool tcp-recv -port "+port+" -timeout "+figureTimeout.String())
+// tcpHostToGuest: the guest receives (and reports) on port, the host
+// sends to addr. forwarded says addr is a VMM's port forward, which
+// accepts before the guest listens and then breaks the connection: the
+// host waits for the guest to listen first. (Elsewhere the guest's
+// refusal makes the host's sender retry.)
+func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest, port, addr string, forwarded bool) (float64, *Cost, error) {
+	start := r.start
+	if forwarded {
+		start = r.startListener
+	}
+	ph, err := start(ctx, g, "vmm-iotool tcp-recv -port "+port+" -timeout "+figureTimeout.String())
 	if err != nil {
 		return 0, nil, err
 	}
-	out, err := r.exec(ctx, figureTimeout, r.Layout.L1Tool, "io", "tcp-send", "-addr", g.sys.GuestIP+":"+port, "-bytes", strconv.FormatInt(r.Params.TCPBytes, 10))
+	out, err := r.exec(ctx, figureTimeout, r.Layout.L1Tool, "io", "tcp-send", "-addr", addr, "-bytes", strconv.FormatInt(r.Params.TCPBytes, 10))
 	if err != nil {
 		return 0, nil, fmt.Errorf("host sender: %w", err)
 	}

@@ -1,10 +1,13 @@
 // Command vmm-bench compares vmm with QEMU (-accel kvm, its userspace
 // virtio-blk-pci and virtio-net-pci, vhost=off) on the same guest kernel
 // and initramfs: sequential read and write, 4 KiB random reads, and TCP
-// throughput both ways over a TAP; and a shared directory, vmm's
-// virtio-fs against QEMU's 9p (-virtfs), with 10,000 small files created,
-// stat'ed and read back and one 256 MiB sequential read, in boots of
-// their own with Debian's generic kernel (the cloud kernel has no 9p).
+// throughput both ways over a TAP and over user-mode networking (vmm's
+// -nic user against QEMU's slirp, guest to 10.0.2.2 and back through a
+// port forward on 127.0.0.1, in the same boots as a second card); and a
+// shared directory, vmm's virtio-fs against QEMU's 9p (-virtfs), with
+// 10,000 small files created, stat'ed and read back and one 256 MiB
+// sequential read, in boots of their own with Debian's generic kernel
+// (the cloud kernel has no 9p).
 // It prints a markdown table of medians over interleaved rounds and the
 // vmm/QEMU ratios, and what each workload cost per MiB, request or file:
 // the VM's exits by reason and interrupts injected (KVM's per-VM
@@ -391,7 +394,7 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 		l1Files[l1] = host
 	}
 	runner.Layout = bench.Layout{VMM: "/vmm", QEMU: qemuBin, Kernel: "/guest/bzImage", Initrd: "/guest/initrd.cpio",
-		Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool"}
+		Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool", LoopbackDown: true}
 	if f.fsKernel != "" {
 		l1Files["/guest/fs-bzImage"] = f.fsKernel
 		l1Files["/guest/initrd-fs.cpio"] = f.fsInitrd
