@@ -97,7 +97,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.workDir, "work-dir", "", "keep built files and L1's kernel log here (default: a temporary directory)")
 	fs.IntVar(&o.l1Memory, "l1-memory", 3072, "L1 memory in MiB (nested mode)")
 	fs.StringSliceVar(&o.only, "systems", nil, "only these VMMs (vmm, QEMU), for debugging one of them")
-	fs.BoolVar(&o.smoke, "smoke", false, "only boot each VMM once and check its guest sees /dev/vda and eth0")
+	fs.BoolVar(&o.smoke, "smoke", false, "only boot each VMM once and check its guest sees /dev/vda, eth0 (TAP) and eth1 (user-mode network)")
 	fs.BoolVar(&o.console, "console", false, "copy the guests' consoles to stderr")
 	fs.DurationVar(&o.timeout, "timeout", 45*time.Minute, "give up after this long")
 	fs.DurationVar(&o.freezeTmo, "freeze-timeout", 30*time.Second, "console and heartbeat silence that counts as a frozen L1")
