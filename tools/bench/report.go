@@ -177,7 +177,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		if r.omitted(f) {
 			continue
 		}
-		fmt.Fprintf(&b, "  %-18s vmm %s / QEMU %s\n", f.Key, formatList(r.Samples[SysVMM][f.Key]), formatList(r.Samples[SysQEMU][f.Key]))
+		fmt.Fprintf(&b, "  %-22s vmm %s / QEMU %s\n", f.Key, formatList(r.Samples[SysVMM][f.Key]), formatList(r.Samples[SysQEMU][f.Key]))
 	}
 	r.writeFailures(&b)
 	if r.Duration > 0 {

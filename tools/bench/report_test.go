@@ -30,7 +30,7 @@ func TestReport(t *testing.T) {
 		"| virtio-blk 4 KiB random read (IOPS) | 12345 | n/a | n/a |",
 		"| virtio-net TCP guest → host, TAP (MiB/s) | n/a | n/a | n/a |",
 		"| virtio-net TCP host → guest, user-mode network's port forward (MiB/s) | n/a | n/a | n/a |",
-		"blk-seq-read       vmm 100 300 200 / QEMU 50.0 100 400",
+		"blk-seq-read           vmm 100 300 200 / QEMU 50.0 100 400",
 		"Total time 1m30s.",
 	} {
 		if !strings.Contains(md, want) {
