@@ -55,7 +55,7 @@
 // few (see tools/e2e's hostile test), which makes all of these rare.
 //
 // A test suite whose packages run as separate test binaries bounds its
-// retries as a whole with a Ledger (`make e2e` allows E2E_RETRY_BUDGET, 6): every retry is
+// retries as a whole with a Ledger (`make e2e` allows E2E_RETRY_BUDGET, 12): every retry is
 // a line there, and WithL1 retries nothing once the budget is spent.
 package nested
 
