@@ -185,7 +185,12 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 	case ready = <-w.ready:
 	case err := <-exited:
 		exited <- err
-		return fail(fmt.Errorf("exited before the ready marker: %v", err))
+		// The marker may have come just before the exit (see bootJob).
+		select {
+		case ready = <-w.ready:
+		default:
+			return fail(fmt.Errorf("exited before the ready marker: %v", err))
+		}
 	case <-timer.C:
 		return fail(fmt.Errorf("no ready marker within %v", bootTimeout))
 	case <-ctx.Done():

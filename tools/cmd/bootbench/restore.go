@@ -114,7 +114,14 @@ func bootJob(ctx context.Context, s System) (Sample, error) {
 	case ready = <-w.ready:
 	case e := <-exited:
 		exited <- e
-		return fail(fmt.Errorf("exited before the ready marker: %v", e.err))
+		// A job that prints the marker and exits at once makes both
+		// ready: the watcher sent the marker (buffered) before it saw
+		// the end of stdout, so it is there if it came at all.
+		select {
+		case ready = <-w.ready:
+		default:
+			return fail(fmt.Errorf("exited before the ready marker: %v", e.err))
+		}
 	case <-timer.C:
 		return fail(fmt.Errorf("no ready marker within %v", bootTimeout))
 	case <-ctx.Done():
