@@ -110,6 +110,19 @@ func newMarkerWatcher(marker string) *markerWatcher {
 	return &markerWatcher{marker: []byte(marker), ready: make(chan time.Time, 1)}
 }
 
+// seen takes the marker's time if the watcher has sent it, without
+// waiting. A process that prints the marker and exits at once makes its
+// exit and the marker ready together; the marker, buffered before the
+// watcher saw the end of the output, is there if it came at all.
+func (w *markerWatcher) seen() (time.Time, bool) {
+	select {
+	case t := <-w.ready:
+		return t, true
+	default:
+		return time.Time{}, false
+	}
+}
+
 // watch reads r to its end. The marker is searched in lines, which a
 // serial console ends with "\r\n".
 func (m *markerWatcher) watch(r io.Reader) {
@@ -185,10 +198,8 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 	case ready = <-w.ready:
 	case err := <-exited:
 		exited <- err
-		// The marker may have come just before the exit (see bootJob).
-		select {
-		case ready = <-w.ready:
-		default:
+		var ok bool
+		if ready, ok = w.seen(); !ok {
 			return fail(fmt.Errorf("exited before the ready marker: %v", err))
 		}
 	case <-timer.C:

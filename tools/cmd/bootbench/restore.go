@@ -114,12 +114,8 @@ func bootJob(ctx context.Context, s System) (Sample, error) {
 	case ready = <-w.ready:
 	case e := <-exited:
 		exited <- e
-		// A job that prints the marker and exits at once makes both
-		// ready: the watcher sent the marker (buffered) before it saw
-		// the end of stdout, so it is there if it came at all.
-		select {
-		case ready = <-w.ready:
-		default:
+		var ok bool
+		if ready, ok = w.seen(); !ok {
 			return fail(fmt.Errorf("exited before the ready marker: %v", e.err))
 		}
 	case <-timer.C:
