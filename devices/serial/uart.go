@@ -276,7 +276,13 @@ func (u *UART) readReg(off uint64) byte {
 			// last value as an empty chip's does.
 		} else if b, ok := u.rx.pop(); ok {
 			u.rbr = b
-			u.wakeReceiver()
+			if u.rx.n <= len(u.rx.buf)/2 {
+				// A blocked Receive waits for half the buffer, not
+				// for each byte: waking the host's input goroutine
+				// per byte the guest reads made a context switch per
+				// byte on the CPU the vCPU runs on.
+				u.wakeReceiver()
+			}
 		}
 		return u.rbr
 	case regIER:

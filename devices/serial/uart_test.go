@@ -752,3 +752,68 @@ func TestTransmitAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per transmitted byte", n)
 	}
 }
+
+// TestReceiveRefillsByHalves: a Receive larger than the RX buffer is woken
+// to refill it once the guest has read half of it, not after every byte
+// (a wake-up per byte costs the host a context switch per byte), and its
+// bytes still all arrive in order.
+func TestReceiveRefillsByHalves(t *testing.T) {
+	u := New(nil, nil)
+	out(u, regMCR, mcrOUT2)
+	out(u, regIER, ierRDI)
+	want := make([]byte, 3*RXBufferSize)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := u.Receive(want)
+		errc <- err
+	}()
+	queued := func() int {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return u.rx.n
+	}
+	waitQueued := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for queued() != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d bytes queued, want %d", queued(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	var got []byte
+	read := func(n int) {
+		for range n {
+			got = append(got, in(u, regData))
+		}
+	}
+	waitQueued(RXBufferSize)
+	read(RXBufferSize/2 - 1)
+	time.Sleep(20 * time.Millisecond) // a woken Receive would refill now
+	if n := queued(); n != RXBufferSize/2+1 {
+		t.Fatalf("%d bytes queued after the guest read %d of a full buffer: Receive refilled early", n, RXBufferSize/2-1)
+	}
+	read(1)
+	waitQueued(RXBufferSize)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) < len(want) {
+		if in(u, regLSR)&lsrDR != 0 {
+			read(1)
+			continue
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no input after %d of %d bytes", len(got), len(want))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("bytes arrived out of order or changed")
+	}
+}
