@@ -57,7 +57,11 @@ func agentMain(logger *log.Logger) error {
 	if err := setupSystem(); err != nil {
 		return err
 	}
-	a := &agent{logger: logger, reaper: newReaper()}
+	cpus, err := jobCPUSet()
+	if err != nil {
+		logger.Printf("jobs not pinned: %v", err)
+	}
+	a := &agent{logger: logger, reaper: newReaper(cpus)}
 	go a.reaper.loop()
 
 	hello := proto.Msg{Op: proto.OpHello}
@@ -433,10 +437,11 @@ func withFd(f *os.File, fn func(fd int) error) error {
 type reaper struct {
 	mu      sync.Mutex
 	waiting map[int]chan unix.WaitStatus
+	cpus    *unix.CPUSet // where children start (see pin.go); nil: anywhere
 }
 
-func newReaper() *reaper {
-	return &reaper{waiting: map[int]chan unix.WaitStatus{}}
+func newReaper(cpus *unix.CPUSet) *reaper {
+	return &reaper{waiting: map[int]chan unix.WaitStatus{}, cpus: cpus}
 }
 
 func (r *reaper) loop() {
@@ -475,7 +480,7 @@ func (r *reaper) reapAll() {
 func (r *reaper) start(path string, args []string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p, err := os.StartProcess(path, args, attr)
+	p, err := startPinned(r.cpus, path, args, attr)
 	if err != nil {
 		return 0, nil, err
 	}
