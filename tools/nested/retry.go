@@ -14,7 +14,7 @@ import (
 
 // defaultGuestCrashRetries is Config.GuestCrashRetries when unset. Each
 // retry must also pass Judge and, in a suite, the Ledger's budget.
-const defaultGuestCrashRetries = 3
+const defaultGuestCrashRetries = 2
 
 // WithL1 runs fn in a fresh L1 and closes it afterwards. If fn fails and
 // Judge finds the emulator to blame (L1 froze or died, or an L2 guest the
