@@ -193,7 +193,7 @@ func TestRetryLoop(t *testing.T) {
 		{"freeze then L1 died", 0, -1, 0, []outcome{frozen, l1Died}, 2, ErrL1Exited, "failed a second time"},
 		{"crash with L1 evidence then success", 0, -1, 0, []outcome{crashL1Stall, okRun}, 2, nil, ""},
 		{"crash without L1 evidence", 0, -1, 0, []outcome{crashL1Quiet}, 1, ErrGuestCrashed, "no sign of the emulator"},
-		{"crash limit per call", 0, -1, 0, []outcome{crashL1Stall, crashL1Stall, crashL1Stall, crashL1Stall}, 4, ErrGuestCrashed, "3 emulator guest crashes"},
+		{"crash limit per call", 0, -1, 0, []outcome{crashL1Stall, crashL1Stall, crashL1Stall}, 3, ErrGuestCrashed, "2 emulator guest crashes"},
 		{"one crash retry", 1, -1, 0, []outcome{crashL1Stall, crashL1Stall}, 2, ErrGuestCrashed, "1 emulator guest crashes"},
 		{"freeze and crash", 0, -1, 0, []outcome{frozen, crashL1Stall, okRun}, 3, nil, ""},
 		{"retry then real failure", 0, -1, 0, []outcome{frozen, testFailed}, 2, testFailed.err, "after retries for: the whole L1 froze"},
