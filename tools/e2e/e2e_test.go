@@ -26,6 +26,13 @@ import (
 	"github.com/vmm-dev/vmm/tools/nested"
 )
 
+// Parallel tests: every nested test boots its own L1 and shares nothing
+// with the others but the read-only files TestMain prepares, so they run
+// side by side (go test's -parallel, GOMAXPROCS by default). Since the L1
+// agent pins each job to one L1 CPU, an L1 keeps about one host core busy,
+// so a 2-core host runs two of them at once with little loss each: the
+// suite took 17.3 minutes one test at a time.
+
 // Deadlines for guest waits. Nested boots run under TCG, so these are
 // generous; the harness's watchdog catches a frozen L1 much sooner.
 const (
@@ -191,6 +198,7 @@ func waitExit(j *nested.Job, want int) error {
 // console, runs commands typed on a terminal, and poweroff ends vmm with
 // status 0.
 func TestBootToShellAndPoweroff(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
 		j, err := l.Run(t.Context(), vmmArgs(), nested.StdinTTY)
 		if err != nil {
@@ -217,6 +225,7 @@ func TestBootToShellAndPoweroff(t *testing.T) {
 // -smp 2 -m 768M: the guest sees two CPUs (ACPI MADT on a kernel without
 // MP tables) and that much memory.
 func TestSMPAndMemory(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
 		j, err := l.Run(t.Context(), vmmArgs("-smp", "2", "-m", "768M", "-append", "quiet"), nested.StdinTTY)
 		if err != nil {
@@ -248,6 +257,7 @@ func TestSMPAndMemory(t *testing.T) {
 // 4 GiB; the initramfs is gzip-compressed, a format our builder does not
 // produce but the kernel unpacks.
 func TestMemoryAboveHoleAndGzipInitrd(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	c := l1Config(t)
 	c.MemoryMiB = 6 << 10 // vmm refuses more guest RAM than its host has
 	nested.Retry(t, c, func(l *nested.L1) error {
@@ -278,6 +288,7 @@ func TestMemoryAboveHoleAndGzipInitrd(t *testing.T) {
 // with the same initramfs; its modules do not match, which our init
 // reports and survives.
 func TestGenericKernel(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
 		j, err := l.Run(t.Context(), []string{"/vmm", "-kernel", "/guest/generic", "-initrd", "/guest/initrd.cpio", "-append", "quiet"}, nested.StdinTTY)
 		if err != nil {
@@ -299,6 +310,7 @@ func TestGenericKernel(t *testing.T) {
 // stdin as a pipe (a CI job feeding commands): input is forwarded, and a
 // reboot from the guest also ends vmm with status 0.
 func TestStdinPipeAndReboot(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
 		j, err := l.Run(t.Context(), vmmArgs("-append", "quiet"), nested.StdinPipe)
 		if err != nil {
@@ -320,6 +332,7 @@ func TestStdinPipeAndReboot(t *testing.T) {
 // stdin at EOF from the start (/dev/null) does not stop the guest, and
 // Ctrl-A x typed on a terminal quits vmm with status 0.
 func TestNullStdinAndEscape(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
 		j, err := l.Run(t.Context(), vmmArgs("-append", "quiet"), nested.StdinNull)
 		if err != nil {
@@ -361,6 +374,7 @@ func killJob(l *nested.L1, j *nested.Job) error {
 // Bad command lines inside L1, where /dev/kvm exists: one line naming the
 // problem and a non-zero status.
 func TestBadCommandLines(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
 		tests := []struct {
 			args   []string
@@ -396,6 +410,7 @@ func TestBadCommandLines(t *testing.T) {
 // vmm hangs instead, SIGQUIT makes it print its goroutines, so the
 // failure shows where.
 func TestCrashingGuest(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
 		j, err := l.Run(t.Context(), []string{"/vmm", "-kernel", "/guest/crasher"}, nested.StdinNull)
 		if err != nil {
@@ -418,6 +433,7 @@ func TestCrashingGuest(t *testing.T) {
 // -timeout stops a guest that would run forever (here: a shell waiting on
 // an empty stdin) with status 124 and one line saying why.
 func TestTimeout(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
 		j, err := l.Run(t.Context(), vmmArgs("-append", "quiet", "-timeout", "15s"), nested.StdinNull)
 		if err != nil {

@@ -69,6 +69,7 @@ func sha256Hex(b []byte) string {
 // needs nothing from L1: the program's net cases talk ARP with its
 // gateway.
 func TestHostileGuest(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	if testing.Short() {
 		t.Skip("boots nested guests")
 	}

@@ -79,6 +79,7 @@ const pipedTimeout = 5 * time.Minute
 // The job is `head -c N`, which prints what it read once it has N
 // bytes: a serial line has no end of file to stop a `cat`.
 func TestRunPipedStdin(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	if testing.Short() {
 		t.Skip("boots nested guests")
 	}
@@ -123,6 +124,7 @@ func TestRunPipedStdin(t *testing.T) {
 // stderr), -out is extracted, the scratch disk removed, and the status
 // is the job's.
 func TestRunStdoutClosed(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	if testing.Short() {
 		t.Skip("boots nested guests")
 	}

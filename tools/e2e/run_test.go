@@ -206,6 +206,7 @@ type runCase struct {
 // and the statuses of its own (124 timeout, 125 no status, 128+N
 // signal) each come with a message.
 func TestRun(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	if testing.Short() {
 		t.Skip("boots nested guests")
 	}

@@ -13,6 +13,7 @@ import (
 // seccomp filter mode and the no_new_privs bit for it, and the guest
 // still runs commands under the filter. With -sandbox=off, neither.
 func TestSandboxInProcStatus(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	for _, tt := range []struct {
 		flags           []string
 		seccomp, noNewP string

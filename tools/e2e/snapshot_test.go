@@ -26,6 +26,7 @@ func restoreArgs(flags []string, command ...string) []string {
 // own random bytes and the host's clock, and TestRun's cases (-share,
 // -out, a disk, vmm's own statuses) pass on it as on a cold boot.
 func TestSnapshot(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	if testing.Short() {
 		t.Skip("boots nested guests")
 	}

@@ -91,6 +91,7 @@ type soakReport struct {
 // reports the byte it read as its exit status, and checks that nothing
 // grows from one VM to the next (issue 5, "No leaks").
 func TestSoak(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	c := ciConfig(t, map[string]string{"/bin/soak": ciBuild(t).soak})
 	// One L1 vCPU: with two, QEMU's TCG froze L1 (see README, "Nested
 	// mode") in two of three runs of a few hundred back-to-back VM

@@ -132,6 +132,7 @@ func hostfwdSend(t *testing.T, l *nested.L1) (iotool.Result, error) {
 // 10.0.2.2 intact, resolves a name through L1's resolver, and a hostfwd
 // port on L1 reaches a server in the guest.
 func TestUserNetUnprivileged(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	c := userNetConfig(t)
 	start := time.Now()
 	nested.Retry(t, c, func(l *nested.L1) error {
@@ -217,6 +218,7 @@ func TestUserNetUnprivileged(t *testing.T) {
 // The same as a job: `vmm run -nic user -- ...` as uid 1000 downloads,
 // resolves and serves the hostfwd, and its status is the job's.
 func TestUserNetRunJob(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	c := userNetConfig(t)
 	start := time.Now()
 	nested.Retry(t, c, func(l *nested.L1) error {

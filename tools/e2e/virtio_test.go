@@ -213,6 +213,7 @@ func fileSHA256(t *testing.T, path string, n int64) string {
 // both files back and finds the file system consistent. The disk is a
 // block device to vmm (L1's /dev/vda, QEMU's drive on the image).
 func TestDiskWriteReadBack(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	const bigBytes = 8 << 20
 	img := ext4Image(t, "rw.img", 64<<20)
 	c := l1Config(t)
@@ -290,6 +291,7 @@ func TestDiskWriteReadBack(t *testing.T) {
 // this shows vmm announces the flag; that vmm fails the writes of a guest
 // that ignores it is up to virtio/blk's unit tests.
 func TestReadOnlyDisk(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	ro := ext4Image(t, "ro.img", 32<<20)
 	hello := filepath.Join(t.TempDir(), "hello")
 	if err := os.WriteFile(hello, []byte("read-only-content\n"), 0o644); err != nil {
@@ -354,6 +356,7 @@ func TestReadOnlyDisk(t *testing.T) {
 // vda is a block device to vmm (L1's QEMU drive, read back on the host),
 // vdb a regular file in L1 (read back in L1).
 func TestTwoDisks(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	const (
 		vdaSize, vdaWrite = 24 << 20, 16 << 20
 		vdbSize           = 8 << 20 // written whole
@@ -454,6 +457,7 @@ const (
 // direction (the same SHA-256 at both ends, and the one the data must
 // have).
 func TestTapPingAndTransfer(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	c := l1Config(t)
 	c.Modules = []string{"kvm-amd", "tun"}
 	start := time.Now()

@@ -159,6 +159,7 @@ func saveReport(t *testing.T, r redirectReport) string {
 // has exited L1 sees every file with the SHA-256 the job computed from
 // what it wrote, and a second job reads the same back.
 func TestShareRoundTrip(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	c := fsConfig(t, nil)
 	seed := strconv.FormatInt(time.Now().UnixNano(), 10)
 	nested.Retry(t, c, func(l *nested.L1) error {
@@ -224,6 +225,7 @@ func atof(s string) float64 {
 // swaps a directory of DIR with a symlink to the secret as the guest
 // looks it up.
 func TestShareConfinement(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	c := fsConfig(t, nil)
 	nested.Retry(t, c, func(l *nested.L1) error {
 		ctx := t.Context()
@@ -371,6 +373,7 @@ func rootTree(t *testing.T, root string) (map[string]string, string) {
 // -rootfs /: the job sees L1's own files and starts in vmm's working
 // directory with vmm's PATH.
 func TestRootfs(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	files, markerSum := rootTree(t, "/R")
 	files["/work/ci/input"] = files["/R/usr/share/marker"]
 	c := fsConfig(t, files)
