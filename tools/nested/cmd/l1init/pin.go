@@ -47,26 +47,28 @@ func jobCPUSet() (*unix.CPUSet, error) {
 }
 
 // startPinned starts a process whose threads all begin on cpus (nil: no
-// change). The child inherits the affinity of the thread that forks it, so
-// this thread takes the set for the duration of the fork and gets its own
-// back after.
+// change). The child inherits the affinity of the thread that forks it,
+// so the fork happens on a goroutine locked to a thread of its own that
+// takes the set; that goroutine ends still locked, which ends the thread
+// too, so no other goroutine ever runs with the narrowed affinity.
 func startPinned(cpus *unix.CPUSet, path string, args []string, attr *os.ProcAttr) (*os.Process, error) {
 	if cpus == nil {
 		return os.StartProcess(path, args, attr)
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var own unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &own); err != nil {
-		return nil, fmt.Errorf("sched_getaffinity: %w", err)
+	type started struct {
+		p   *os.Process
+		err error
 	}
-	if err := unix.SchedSetaffinity(0, cpus); err != nil {
-		return nil, fmt.Errorf("pin job: sched_setaffinity: %w", err)
-	}
-	p, err := os.StartProcess(path, args, attr)
-	if rerr := unix.SchedSetaffinity(0, &own); rerr != nil && err == nil {
-		// This thread would stay pinned; better it is not reused.
-		runtime.Goexit()
-	}
-	return p, err
+	done := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see above
+		if err := unix.SchedSetaffinity(0, cpus); err != nil {
+			done <- started{nil, fmt.Errorf("pin job: sched_setaffinity: %w", err)}
+			return
+		}
+		p, err := os.StartProcess(path, args, attr)
+		done <- started{p, err}
+	}()
+	r := <-done
+	return r.p, r.err
 }
