@@ -20,7 +20,7 @@ import (
 // into `vmm run -- head -c 65536` in fresh L1s: unpinned on two CPUs, 9
 // of 10 guests died this way within 22 s (the tenth L1 froze); on an L1
 // booted with one CPU none died but all 4 L1s froze (the agent's
-// heartbeats stopped); pinned to one of two CPUs, 3 of 3 passed. Real
+// heartbeats stopped); pinned to one of two CPUs, 4 of 4 passed. Real
 // hardware has no such bug; pinning keeps the tests about vmm. When both
 // threads share a CPU, the one raising the interrupt runs only while the
 // vCPU is out of guest mode, so no kick is an IPI into L2.
