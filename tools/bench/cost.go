@@ -84,6 +84,10 @@ var Metrics = []Metric{
 	}},
 }
 
+// Value is c's total of the metric, false when c lacks it. make
+// bench-boot (tools/cmd/bootbench) uses the same columns for whole boots.
+func (m Metric) Value(c *Cost) (float64, bool) { return m.value(c) }
+
 // The metrics the main table shows next to each figure's time ratio.
 const (
 	metricExits = "exits"

@@ -36,6 +36,11 @@ type Sample struct {
 	Phases map[string]float64 `json:"phases,omitempty"`
 	// L1Boot is which L1 boot the sample comes from (nested mode).
 	L1Boot int `json:"l1_boot,omitempty"`
+	// Cost is what the boot cost up to the marker (VMs that stay up
+	// after it: not vmm-restore's job, which ends at once); CostError
+	// says why it is missing.
+	Cost      *BootCost `json:"cost,omitempty"`
+	CostError string    `json:"cost_error,omitempty"`
 }
 
 // Kind is how a system is started and what it reports.
@@ -58,8 +63,12 @@ const (
 type System struct {
 	Name   string
 	Kind   Kind
-	Args   []string         // VMMs
-	Config container.Config // containers (Stdout/Stderr are set per boot)
+	Args   []string // VMMs
+	RAMMiB int      // VMMs: guest RAM, told apart from the VMM's own memory
+	// EmptyDir is emptied before each boot, untimed: a cold kernel
+	// cache. FillsDir is a warm one, which the first boot fills.
+	EmptyDir, FillsDir string
+	Config             container.Config // containers (Stdout/Stderr are set per boot)
 }
 
 // bootTimeout bounds one boot; nested boots under TCG take seconds, a
@@ -162,6 +171,11 @@ func (m *markerWatcher) Tail() string {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func bootVM(ctx context.Context, s System) (Sample, error) {
+	if s.EmptyDir != "" {
+		if err := os.RemoveAll(s.EmptyDir); err != nil {
+			return Sample{}, fmt.Errorf("%s: %w", s.Name, err)
+		}
+	}
 	cmd := exec.Command(s.Args[0], s.Args[1:]...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -208,6 +222,11 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 		return fail(ctx.Err())
 	}
 	smp := Sample{System: s.Name, ReadyMS: ms(ready.Sub(t0))}
+	if c, err := sampleCost(cmd.Process.Pid, s.RAMMiB); err != nil {
+		smp.CostError = err.Error()
+	} else {
+		smp.Cost = c
+	}
 	if s.Kind != KindVMM {
 		cmd.Process.Kill()
 		<-exited

@@ -85,6 +85,8 @@ type SystemReport struct {
 	Name     string    `json:"name"`
 	Ready    Stat      `json:"ready"`
 	Segments []Segment `json:"segments"`
+	// Cost is the boot's cost to ready, per metric (costMetrics).
+	Cost []Figure `json:"cost,omitempty"`
 }
 
 // Ratio is a ratio of median times to ready.
@@ -109,7 +111,10 @@ type Report struct {
 	Memory     *MemoryReport  `json:"memory,omitempty"`
 	Systems    []SystemReport `json:"systems"`
 	Ratios     []Ratio        `json:"ratios"`
-	Samples    []Sample       `json:"samples"`
+	// CostRatios are ratios of median costs (costRatioKeys) for the
+	// same pairs, where both systems have them.
+	CostRatios []Ratio  `json:"cost_ratios,omitempty"`
+	Samples    []Sample `json:"samples"`
 }
 
 // ratioPairs are the ratios reported when both systems ran: vmm against
@@ -117,6 +122,7 @@ type Report struct {
 // VM against the container.
 var ratioPairs = [][2]string{
 	{"vmm-cloud", "qemu-pc"}, {"vmm-cloud", "qemu-microvm"}, {"vmm-cloud", "lkvm"},
+	{"vmm-vmlinux", "qemu-pc"}, {"vmm-vmlinux-cold", "qemu-pc"}, {"vmm-cloud", "vmm-vmlinux"},
 	{"vmm-cloud", "vmm-restore"},
 	{"vmm-cloud", "container"}, {"vmm-restore", "container"}, {"vmm-microvm", "container"},
 	{"qemu-pc", "container"}, {"qemu-microvm", "container"},
@@ -148,21 +154,31 @@ func (r *Report) summarize() {
 			}
 		}
 		sr.Ready = statOf(ready)
+		sr.Cost = costFigures(ss)
 		for _, n := range segOrder {
 			sr.Segments = append(sr.Segments, Segment{Name: n, Stat: statOf(segVals[n])})
 		}
 		r.Systems = append(r.Systems, sr)
 	}
-	r.Ratios = nil
-	med := map[string]float64{}
+	r.Ratios, r.CostRatios = nil, nil
+	bySysReport := map[string]SystemReport{}
 	for _, s := range r.Systems {
-		med[s.Name] = s.Ready.Median
+		bySysReport[s.Name] = s
 	}
 	for _, p := range ratioPairs {
-		a, okA := med[p[0]]
-		b, okB := med[p[1]]
-		if okA && okB && b > 0 {
-			r.Ratios = append(r.Ratios, Ratio{Name: p[0] + " / " + p[1], Value: a / b})
+		a, okA := bySysReport[p[0]]
+		b, okB := bySysReport[p[1]]
+		if !okA || !okB {
+			continue
+		}
+		name := p[0] + " / " + p[1]
+		if b.Ready.Median > 0 {
+			r.Ratios = append(r.Ratios, Ratio{Name: name, Value: a.Ready.Median / b.Ready.Median})
+		}
+		for _, k := range costRatioKeys {
+			if x, y := a.figure(k), b.figure(k); x >= 0 && y > 0 {
+				r.CostRatios = append(r.CostRatios, Ratio{Name: name + ", " + k, Value: x / y})
+			}
 		}
 	}
 }
@@ -197,6 +213,14 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintln(w, "\n| ratio of medians (to ready) | value |")
 		fmt.Fprintln(w, "|---|---:|")
 		for _, q := range r.Ratios {
+			fmt.Fprintf(w, "| %s | %s |\n", q.Name, fmtRatio(q.Value))
+		}
+	}
+	r.writeCostTable(w)
+	if len(r.CostRatios) > 0 {
+		fmt.Fprintln(w, "\n| ratio of median costs (exits and VMM CPU per boot, VMM memory outside guest RAM) | value |")
+		fmt.Fprintln(w, "|---|---:|")
+		for _, q := range r.CostRatios {
 			fmt.Fprintf(w, "| %s | %s |\n", q.Name, fmtRatio(q.Value))
 		}
 	}

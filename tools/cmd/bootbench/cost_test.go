@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/vmm-dev/vmm/tools/kvmstats"
+)
+
+// smapsOf makes a /proc/PID/smaps text of mappings given as size and
+// Rss in KiB.
+func smapsOf(maps ...[2]int64) string {
+	var b strings.Builder
+	addr := int64(0x7f0000000000)
+	for _, m := range maps {
+		end := addr + m[0]<<10
+		fmt.Fprintf(&b, "%x-%x rw-p 00000000 00:00 0\nSize: %d kB\nRss: %d kB\nPss: %d kB\nVmFlags: rd wr mr mw me ac sd\n", addr, end, m[0], m[1], m[1])
+		addr = end + 4096
+	}
+	return b.String()
+}
+
+func TestOverheadKiB(t *testing.T) {
+	const ram = 256 << 20
+	tests := []struct {
+		name, in string
+		want     int64
+		bad      bool
+	}{
+		{"vmm: RAM and the rest", smapsOf([2]int64{4096, 3000}, [2]int64{256 << 10, 200 << 10}, [2]int64{65536, 1200}), 4200, false},
+		// QEMU's RAM block is mapped with room for alignment.
+		{"RAM mapping larger than the guest", smapsOf([2]int64{(256 << 10) + 2048, 100 << 10}, [2]int64{100, 40}), 40, false},
+		{"no RAM mapping", smapsOf([2]int64{4096, 3000}), 0, true},
+		{"empty", "", 0, true},
+		{"bad Rss", smapsOf([2]int64{4096, 3000}) + "Rss: x kB\n", 0, true},
+		{"bad unit", strings.Replace(smapsOf([2]int64{4096, 3000}, [2]int64{256 << 10, 1}), "3000 kB", "3000 MB", 1), 0, true},
+		{"end before start", "7f0000002000-7f0000001000 rw-p 00000000 00:00 0\nRss: 4 kB\n", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := overheadKiB(strings.NewReader(tt.in), ram)
+			if (err != nil) != tt.bad || got != tt.want {
+				t.Fatalf("overheadKiB = %d, %v; want %d, bad %v", got, err, tt.want, tt.bad)
+			}
+		})
+	}
+}
+
+func TestSummarizeCosts(t *testing.T) {
+	cost := func(exits, cpuTicks, kib int64) *BootCost {
+		return &BootCost{Counters: kvmstats.Counters{"exits": exits, "io_exits": exits / 2}, CPU: kvmstats.CPU{User: cpuTicks}, OverheadKiB: kib}
+	}
+	r := &Report{Samples: []Sample{
+		{System: "vmm-cloud", ReadyMS: 100, Cost: cost(1000, 10, 4096)},
+		{System: "vmm-cloud", ReadyMS: 100, Cost: cost(3000, 30, 6144)},
+		{System: "vmm-cloud", ReadyMS: 100, CostError: "no KVM VM"},
+		{System: "qemu-pc", ReadyMS: 200, Cost: cost(4000, 80, 51200)},
+		{System: "container", ReadyMS: 5},
+	}}
+	r.summarize()
+	want := map[string]float64{
+		"vmm-cloud / qemu-pc, exits":        0.5,  // 2000 / 4000
+		"vmm-cloud / qemu-pc, cpu_ms":       0.25, // 200 ms / 800 ms
+		"vmm-cloud / qemu-pc, overhead_mib": 0.1,  // 5 MiB / 50 MiB
+	}
+	if len(r.CostRatios) != len(want) {
+		t.Fatalf("cost ratios %+v", r.CostRatios)
+	}
+	for _, q := range r.CostRatios {
+		if math.Abs(q.Value-want[q.Name]) > 1e-9 {
+			t.Errorf("%s = %v, want %v", q.Name, q.Value, want[q.Name])
+		}
+	}
+	if v := r.Systems[0].figure("io_exits"); v != 1000 {
+		t.Errorf("vmm-cloud io_exits median %v, want 1000", v)
+	}
+	if len(r.Systems[2].Cost) != 0 {
+		t.Errorf("container has costs %+v", r.Systems[2].Cost)
+	}
+	var b strings.Builder
+	r.WriteTable(&b)
+	for _, s := range []string{
+		"| vmm-cloud | 2000 | 1000 |",
+		"| qemu-pc | 4000 | 2000 |",
+		"| vmm-cloud / qemu-pc, exits | 0.50x |",
+		"| vmm-cloud / qemu-pc, overhead_mib | 0.10x |",
+		"Costs not read for some boots, e.g. vmm-cloud round 1: no KVM VM",
+	} {
+		if !strings.Contains(b.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, b.String())
+		}
+	}
+	_, costs, _ := strings.Cut(b.String(), "cost of one boot")
+	if strings.Contains(costs, "| container |") {
+		t.Errorf("container, which has no cost, listed in the cost table:\n%s", costs)
+	}
+}
