@@ -44,7 +44,8 @@ var ErrOutOfRange = errors.New("guest address outside RAM")
 
 // New maps anonymous memory for each range. Pages are reserved lazily
 // (MAP_NORESERVE) and never touched here, so a VM's RSS grows only with
-// what the guest uses.
+// what the guest uses; each range's host address agrees with its
+// guest-physical one modulo 2 MiB, so KVM can map it with huge pages.
 func New(ranges []Range) (*Memory, error) {
 	m := &Memory{mapped: true}
 	for _, r := range ranges {
@@ -63,7 +64,7 @@ func New(ranges []Range) (*Memory, error) {
 			m.Close()
 			return nil, fmt.Errorf("guest RAM at %#x: size %#x too large for this host", r.GPA, r.Size)
 		}
-		mem, err := unix.Mmap(-1, 0, int(r.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+		mem, err := mapRAM(-1, 0, r.GPA, int(r.Size), unix.MAP_PRIVATE|unix.MAP_NORESERVE)
 		if err != nil {
 			m.Close()
 			return nil, fmt.Errorf("map %d MiB of guest RAM at %#x: %w", r.Size>>20, r.GPA, err)
@@ -98,7 +99,7 @@ func (m *Memory) Close() error {
 	var err error
 	if m.mapped {
 		for _, r := range m.regions {
-			if e := unix.Munmap(r.Mem); e != nil && err == nil {
+			if e := unmapRAM(r.Mem); e != nil && err == nil {
 				err = e
 			}
 		}
@@ -192,7 +193,7 @@ func NewFromFile(ranges []Range, f *os.File) (*Memory, error) {
 			m.Close()
 			return nil, fmt.Errorf("guest RAM at %#x: size %#x too large for this host", r.GPA, r.Size)
 		}
-		mem, err := unix.Mmap(int(f.Fd()), int64(off), int(r.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_NORESERVE)
+		mem, err := mapRAM(int(f.Fd()), int64(off), r.GPA, int(r.Size), unix.MAP_PRIVATE|unix.MAP_NORESERVE)
 		if err != nil {
 			m.Close()
 			return nil, fmt.Errorf("map %d MiB of guest RAM at %#x from %s: %w", r.Size>>20, r.GPA, f.Name(), err)

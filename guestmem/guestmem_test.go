@@ -122,3 +122,42 @@ func TestNewFromFile(t *testing.T) {
 		t.Error("a file shorter than the ranges was accepted")
 	}
 }
+
+// Every mapping's host address agrees with its guest-physical address
+// modulo 2 MiB, for anonymous RAM and RAM mapped from a file alike, and
+// all of it is usable.
+func TestRAMAlignedForHugePages(t *testing.T) {
+	ranges := []Range{{GPA: 0, Size: 6 << 20}, {GPA: 0x10100000, Size: 3 << 20}, {GPA: 1 << 32, Size: 2 << 20}}
+	var total uint64
+	for _, r := range ranges {
+		total += r.Size
+	}
+	file := filepath.Join(t.TempDir(), "ram")
+	if err := os.WriteFile(file, make([]byte, total), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	anon, err := New(ranges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := NewFromFile(ranges, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, m := range map[string]*Memory{"anonymous": anon, "from a file": fromFile} {
+		for _, r := range m.Regions() {
+			if got, want := hostAddr(r.Mem)%hugePage, uintptr(r.GPA%hugePage); got != want {
+				t.Errorf("%s RAM at %#x: host address %#x, %#x into a 2 MiB page, want %#x", name, r.GPA, hostAddr(r.Mem), got, want)
+			}
+			r.Mem[0], r.Mem[len(r.Mem)-1] = 1, 2
+		}
+		if err := m.Close(); err != nil {
+			t.Errorf("%s: Close: %v", name, err)
+		}
+	}
+}
