@@ -5,8 +5,11 @@
 // and as a container (namespaces, pivot_root, cgroup v2 limits: package
 // container), and vmm restoring a snapshot of that guest (vmm-restore:
 // `vmm run -snapshot` of a job printing the marker; the snapshot is made
-// once, outside the rounds). It prints min/median/max per phase, the
-// ratios vmm/QEMU, cold/restored and VM/container, the memory (PSS) of
+// once, outside the rounds), and with the cloud kernel from vmm's kernel
+// cache, warm and cold (vmm-vmlinux, vmm-vmlinux-cold). It prints
+// min/median/max per phase, each VM's cost per boot (KVM's exits by
+// reason, the VMM's CPU time and its memory outside guest RAM), the
+// ratios vmm/QEMU in time and cost, cold/restored and VM/container, the memory (PSS) of
 // restored VMs running at once against a cold-booted one, and writes JSON
 // and an SVG chart on request.
 //
