@@ -163,7 +163,9 @@ func TestL1Lines(t *testing.T) {
 	emitLine(&b, "sample", in)
 	emitLine(&b, "snapshot", snapshotLine{MS: 4200.5})
 	emitLine(&b, "memory", mem)
-	sample, snap, memLine := strings.Split(b.String(), "\n")[0], strings.Split(b.String(), "\n")[1], strings.Split(b.String(), "\n")[2]
+	emitLine(&b, "failure", Failure{System: "qemu-pc", Round: 2, Attempt: 1, Error: "guest reset"})
+	lines := strings.Split(b.String(), "\n")
+	sample, snap, memLine, failLine := lines[0], lines[1], lines[2], lines[3]
 	tests := []struct {
 		name, out string
 		check     func(o l1Output) bool
@@ -176,6 +178,9 @@ func TestL1Lines(t *testing.T) {
 		{"snapshot", snap + "\n", func(o l1Output) bool { return len(o.snapshotMS) == 1 && o.snapshotMS[0] == 4200.5 }, ""},
 		{"memory", memLine + "\n", func(o l1Output) bool {
 			return o.memory != nil && o.memory.RestoredVMs == 10 && len(o.memory.RestoredPSSKiB) == 2 && o.memory.ColdPSSKiB == 3
+		}, ""},
+		{"failure", failLine + "\r\n", func(o l1Output) bool {
+			return len(o.failures) == 1 && o.failures[0] == Failure{System: "qemu-pc", Round: 2, Attempt: 1, Error: "guest reset"}
 		}, ""},
 		{"done", "x\nbootbench-done\r\n", func(o l1Output) bool { return o.done }, ""},
 		{"error", "bootbench-error: boom | more\n", nil, "boom\nmore"},

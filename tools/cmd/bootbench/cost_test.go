@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -95,5 +98,60 @@ func TestSummarizeCosts(t *testing.T) {
 	_, costs, _ := strings.Cut(b.String(), "cost of one boot")
 	if strings.Contains(costs, "| container |") {
 		t.Errorf("container, which has no cost, listed in the cost table:\n%s", costs)
+	}
+}
+
+// A boot that fails is tried again and reported, up to bootAttempts
+// times; one that always fails ends with its error.
+func TestBootRetried(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	for _, tt := range []struct {
+		name      string
+		failFirst int // boots that die before the marker
+		wantErr   bool
+		wantFails int
+	}{
+		{"first try", 0, false, 0},
+		{"third try", 2, false, 2},
+		{"never", 5, true, bootAttempts - 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			count := filepath.Join(t.TempDir(), "count")
+			peer := fakeScript(t, fmt.Sprintf(`n=$(cat %[1]s 2>/dev/null || echo 0); n=$((n+1)); echo $n > %[1]s
+if [ $n -le %[2]d ]; then echo "guest reset $n"; exit 1; fi
+echo vmm-guest: ready; exec sleep 60
+`, count, tt.failFirst))
+			var fails []Failure
+			var log strings.Builder
+			smp, err := bootRetried(context.Background(), System{Name: "qemu-pc", Kind: KindPeer, Args: []string{peer}}, 4, &log, func(f Failure) { fails = append(fails, f) })
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && smp.ReadyMS <= 0 {
+				t.Errorf("sample %+v", smp)
+			}
+			if len(fails) != tt.wantFails {
+				t.Fatalf("failures %+v, want %d", fails, tt.wantFails)
+			}
+			for i, f := range fails {
+				if f.System != "qemu-pc" || f.Round != 4 || f.Attempt != i+1 || !strings.Contains(f.Error, "exited before the ready marker") || strings.Contains(f.Error, "\n") {
+					t.Errorf("failure %d: %+v", i, f)
+				}
+			}
+			b, _ := os.ReadFile(count)
+			if want := min(tt.failFirst+1, bootAttempts); strings.TrimSpace(string(b)) != fmt.Sprint(want) {
+				t.Errorf("booted %s times, want %d", b, want)
+			}
+		})
+	}
+	r := &Report{Failures: []Failure{{System: "qemu-pc", Round: 1, Attempt: 1, Error: "qemu-pc: exited before the ready marker"}, {System: "vmm-vmlinux", Round: -1, Attempt: 2, Error: "boom"}}}
+	var b strings.Builder
+	r.WriteTable(&b)
+	for _, s := range []string{"2 boots failed and were tried again", "- qemu-pc, round 2, attempt 1: qemu-pc: exited before the ready marker", "- vmm-vmlinux, before the rounds, attempt 2: boom"} {
+		if !strings.Contains(b.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, b.String())
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vmm-dev/vmm/tools/container"
@@ -149,8 +150,37 @@ type snapshotLine struct {
 	MS float64 `json:"ms"`
 }
 
+// Failure is a boot that failed and was tried again: nested, the
+// emulator now and then kills a guest (vmm's and QEMU's alike), which
+// costs a round its sample, not the run.
+type Failure struct {
+	System  string `json:"system"`
+	Round   int    `json:"round"` // -1 for a warm-up or cache-filling boot
+	Attempt int    `json:"attempt"`
+	Error   string `json:"error"` // the first line of the boot's error
+}
+
+// bootAttempts bounds the tries of one system in one round: a system
+// that fails them all fails the run, as a broken one should.
+const bootAttempts = 3
+
+// bootRetried boots s until it succeeds, at most bootAttempts times,
+// reporting each failure; a cancelled run is not retried.
+func bootRetried(ctx context.Context, s System, round int, log io.Writer, failed func(Failure)) (Sample, error) {
+	for attempt := 1; ; attempt++ {
+		smp, err := boot(ctx, s)
+		if err == nil || ctx.Err() != nil || attempt == bootAttempts {
+			return smp, err
+		}
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		fmt.Fprintf(log, "bootbench: %s failed (attempt %d of %d), trying again: %s\n", s.Name, attempt, bootAttempts, first)
+		failed(Failure{System: s.Name, Round: round, Attempt: attempt, Error: first})
+	}
+}
+
 // results receives what runLocal measures, as it is measured.
 type results struct {
+	failure  func(Failure) // a boot that is tried again
 	sample   func(Sample)
 	snapshot func(time.Duration) // vmm snapshot, once, before the rounds
 	memory   func(MemoryReport)  // after the rounds
@@ -188,13 +218,13 @@ func runLocal(ctx context.Context, l Layout, g Guest, sys []System, warmup, roun
 			continue
 		}
 		fmt.Fprintf(log, "bootbench: %s: filling its kernel cache (one boot, outside the rounds)\n", s.Name)
-		if _, err := boot(ctx, s); err != nil {
+		if _, err := bootRetried(ctx, s, -1, log, out.failure); err != nil {
 			return fmt.Errorf("filling the kernel cache: %w", err)
 		}
 	}
 	for w := 0; w < warmup; w++ {
 		for _, s := range sys {
-			smp, err := boot(ctx, s)
+			smp, err := bootRetried(ctx, s, -1, log, out.failure)
 			if err != nil {
 				return fmt.Errorf("warm-up: %w", err)
 			}
@@ -207,7 +237,7 @@ func runLocal(ctx context.Context, l Layout, g Guest, sys []System, warmup, roun
 			slices.Reverse(order)
 		}
 		for _, s := range order {
-			smp, err := boot(ctx, s)
+			smp, err := bootRetried(ctx, s, r, log, out.failure)
 			if err != nil {
 				return fmt.Errorf("round %d: %w", r+1, err)
 			}

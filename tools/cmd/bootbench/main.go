@@ -208,6 +208,7 @@ func run(ctx context.Context, o options) error {
 			},
 			snapshot: func(d time.Duration) { rep.SnapshotMS = append(rep.SnapshotMS, ms(d)) },
 			memory:   func(m MemoryReport) { rep.Memory = &m },
+			failure:  func(f Failure) { rep.Failures = append(rep.Failures, f) },
 		})
 		if err != nil {
 			return err
@@ -264,6 +265,7 @@ func runEmit(ctx context.Context, o options, dir string) error {
 		sample:   func(s Sample) { emitLine(os.Stdout, "sample", s) },
 		snapshot: func(d time.Duration) { emitLine(os.Stdout, "snapshot", snapshotLine{MS: ms(d)}) },
 		memory:   func(m MemoryReport) { emitLine(os.Stdout, "memory", m) },
+		failure:  func(f Failure) { emitLine(os.Stdout, "failure", f) },
 	})
 	if err != nil {
 		return err

@@ -203,13 +203,14 @@ const maxL1Boots = 3
 
 // lineRE matches what the L1 side prints: a sample, the snapshot's time
 // or the memory figure (emitLine), the end, or why it failed.
-var lineRE = regexp.MustCompile(`bootbench-(?:(sample|snapshot|memory) (\{[^\r\n]*\})|(done)|error: ([^\r\n]*))\r?\n`)
+var lineRE = regexp.MustCompile(`bootbench-(?:(sample|snapshot|memory|failure) (\{[^\r\n]*\})|(done)|error: ([^\r\n]*))\r?\n`)
 
 // l1Output is what one L1 boot's run printed.
 type l1Output struct {
 	samples    []Sample
 	snapshotMS []float64
 	memory     *MemoryReport
+	failures   []Failure
 	done       bool
 }
 
@@ -237,6 +238,11 @@ func (o *l1Output) parseLine(out string) error {
 		var s snapshotLine
 		if err = json.Unmarshal([]byte(m[2]), &s); err == nil {
 			o.snapshotMS = append(o.snapshotMS, s.MS)
+		}
+	case "failure":
+		var f Failure
+		if err = json.Unmarshal([]byte(m[2]), &f); err == nil {
+			o.failures = append(o.failures, f)
 		}
 	case "memory":
 		var mem MemoryReport
@@ -281,6 +287,12 @@ func runNested(ctx context.Context, o options, f *hostFiles, rep *Report) error 
 		rep.L1Boots = boot
 		res, err := runInL1(ctx, cfg, o, f, o.runs-done)
 		rep.SnapshotMS = append(rep.SnapshotMS, res.snapshotMS...)
+		for _, f := range res.failures {
+			if f.Round >= 0 {
+				f.Round += done
+			}
+			rep.Failures = append(rep.Failures, f)
+		}
 		if res.memory != nil {
 			rep.Memory = res.memory
 		}

@@ -107,10 +107,12 @@ type Report struct {
 	L1Boots  int    `json:"l1_boots,omitempty"`
 	// SnapshotMS is how long vmm snapshot took, once per machine (per
 	// L1 boot, nested), before the rounds.
-	SnapshotMS []float64      `json:"snapshot_ms,omitempty"`
-	Memory     *MemoryReport  `json:"memory,omitempty"`
-	Systems    []SystemReport `json:"systems"`
-	Ratios     []Ratio        `json:"ratios"`
+	SnapshotMS []float64     `json:"snapshot_ms,omitempty"`
+	Memory     *MemoryReport `json:"memory,omitempty"`
+	// Failures are the boots that failed and were tried again.
+	Failures []Failure      `json:"failures,omitempty"`
+	Systems  []SystemReport `json:"systems"`
+	Ratios   []Ratio        `json:"ratios"`
 	// CostRatios are ratios of median costs (costRatioKeys) for the
 	// same pairs, where both systems have them.
 	CostRatios []Ratio  `json:"cost_ratios,omitempty"`
@@ -200,6 +202,17 @@ func (r *Report) WriteTable(w io.Writer) {
 		readyMarker, r.Rounds, r.Warmup, r.Guest.MiB, r.Guest.CPUs, r.Cmdline, r.Mode)
 	if r.Note != "" {
 		fmt.Fprintf(w, "%s\n\n", r.Note)
+	}
+	if len(r.Failures) > 0 {
+		fmt.Fprintf(w, "%d boots failed and were tried again (at most %d tries per system and round):\n\n", len(r.Failures), bootAttempts)
+		for _, f := range r.Failures {
+			when := fmt.Sprintf("round %d", f.Round+1)
+			if f.Round < 0 {
+				when = "before the rounds"
+			}
+			fmt.Fprintf(w, "- %s, %s, attempt %d: %s\n", f.System, when, f.Attempt, f.Error)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w, "| system | phase | min | median | max |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|")
