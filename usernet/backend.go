@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -30,7 +29,7 @@ func (n *Network) Read(p []byte) (int, error) {
 		return 0, fmt.Errorf("user network: read buffer of %d bytes is shorter than the %d-byte header", len(p), HeaderSize)
 	}
 	select {
-	case v := <-n.toGuest:
+	case v := <-n.frames:
 		clear(p[:HeaderSize])
 		c := copy(p[HeaderSize:], v.AsSlice())
 		v.Release()
@@ -75,7 +74,7 @@ func (n *Network) Write(p []byte) (int, error) {
 	data := buffer.MakeWithData(frame)
 	data.TrimFront(header.EthernetMinimumSize)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: data})
-	n.gw.DeliverNetworkPacket(eth.Type(), pkt)
+	n.gw.deliver(eth.Type(), pkt)
 	pkt.DecRef()
 	return len(p), nil
 }
@@ -103,22 +102,18 @@ func (n *Network) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// toGuest is how the gateway endpoint sends: it is the tap.NetworkSwitch
-// the endpoint hands each frame to, with the Ethernet header already in
-// front.
-type toGuest struct{ n *Network }
-
-// DeliverNetworkPacket queues a copy of the frame for Read, or drops it
-// when the queue is full. It never blocks: it runs on the stack's
-// goroutines, which a guest that does not read must not stall.
-func (t toGuest) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+// toGuest queues a copy of a frame the gateway endpoint sends, its
+// Ethernet header in front, for Read, or drops it when the queue is
+// full. It never blocks: it runs on the stack's goroutines, which a guest
+// that does not read must not stall.
+func (n *Network) toGuest(pkt *stack.PacketBuffer) {
 	v := pkt.ToView()
 	select {
-	case t.n.toGuest <- v:
-		t.n.sent.Add(1)
+	case n.frames <- v:
+		n.sent.Add(1)
 	default:
 		v.Release()
-		t.n.dropped.Add(1)
+		n.dropped.Add(1)
 	}
 }
 

@@ -4,12 +4,13 @@
 // UDP through ordinary host sockets and forwards host ports into the
 // guest. It needs no privilege: no TAP, no CAP_NET_ADMIN, no root.
 //
-// The stack is gVisor's netstack, with the gateway link endpoint and the
-// DNS server of gvisor-tap-vsock (the network of podman machine and
-// lima). Their VirtualNetwork is not used: it has no way to stop its
-// goroutines, and vmm builds and closes many machines in one process. So
-// this package assembles the stack itself and owns every goroutine it
-// starts; Close ends them all.
+// The stack is gVisor's netstack, with the DNS server of
+// gvisor-tap-vsock (the network of podman machine and lima) and a link
+// endpoint of this package's own (link.go). gvisor-tap-vsock's
+// VirtualNetwork is not used: it has no way to stop its goroutines, and
+// vmm builds and closes many machines in one process. So this package
+// assembles the stack itself and owns every goroutine it starts; Close
+// ends them all.
 //
 // Addresses are QEMU's slirp ones, which is what users of "-nic user"
 // expect: the network is 10.0.2.0/24, the guest gets 10.0.2.15, the
@@ -37,7 +38,6 @@ import (
 	"sync/atomic"
 
 	"github.com/containers/gvisor-tap-vsock/pkg/services/dns"
-	"github.com/containers/gvisor-tap-vsock/pkg/tap"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -123,14 +123,14 @@ type Network struct {
 	cfg    Config
 	logf   func(format string, args ...any)
 	stack  *stack.Stack
-	gw     *tap.LinkEndpoint
+	gw     *gateway
 	ctx    context.Context // canceled by Close: aborts dials and lookups
 	cancel context.CancelFunc
 
-	toGuest chan *buffer.View
-	done    chan struct{} // closed by Close: wakes Read
-	rdl     deadline
-	wdl     deadline
+	frames chan *buffer.View // the stack's frames for Read (toGuest)
+	done   chan struct{}     // closed by Close: wakes Read
+	rdl    deadline
+	wdl    deadline
 
 	// wmu is held shared by Write while it feeds the stack and
 	// exclusively by Close, so no frame enters a stack being torn down.
@@ -151,7 +151,7 @@ func New(cfg Config) (*Network, error) {
 	n := &Network{
 		cfg:     cfg,
 		logf:    cfg.Logf,
-		toGuest: make(chan *buffer.View, queueLen),
+		frames:  make(chan *buffer.View, queueLen),
 		done:    make(chan struct{}),
 		closers: make(map[io.Closer]struct{}),
 	}
@@ -187,14 +187,8 @@ func (n *Network) build() error {
 	if err := n.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		return fmt.Errorf("enable SACK: %s", err)
 	}
-	gwMAC := net.HardwareAddr(gatewayMAC()).String()
-	gw, err := tap.NewLinkEndpoint(false, MTU, gwMAC, GatewayAddr, []string{DNSAddr})
-	if err != nil {
-		return fmt.Errorf("gateway endpoint: %w", err)
-	}
-	gw.Connect(toGuest{n})
-	n.gw = gw
-	if err := n.stack.CreateNIC(nicID, gw); err != nil {
+	n.gw = &gateway{n: n, mac: gatewayMAC()}
+	if err := n.stack.CreateNIC(nicID, n.gw); err != nil {
 		return fmt.Errorf("create NIC: %s", err)
 	}
 	// The gateway's address first: it is the NIC's primary one, the
@@ -360,7 +354,7 @@ func (n *Network) Close() error {
 	n.wmu.Unlock()
 	for {
 		select {
-		case v := <-n.toGuest:
+		case v := <-n.frames:
 			v.Release()
 		default:
 			return nil
