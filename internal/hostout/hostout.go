@@ -65,7 +65,8 @@ type Queue struct {
 	wake chan struct{} // a token when bytes arrive or Close is called
 
 	mu      sync.Mutex
-	buf     []byte // ring: n bytes from head are waiting
+	buf     []byte // ring: n bytes from head are waiting; grows up to size
+	size    int    // the most bytes the queue holds
 	head, n int
 	written uint64 // bytes the host took
 	dropped uint64 // bytes discarded: no room, reader gone, or closed
@@ -79,12 +80,15 @@ type Queue struct {
 }
 
 // New returns a Queue of size bytes that writes to w from its own
-// goroutine, dropping what does not fit.
+// goroutine, dropping what does not fit. The ring starts at one write's
+// worth and grows only when a reader falls that far behind: size is
+// for a burst a slow reader may need held, and a process that never
+// sees one should not pay for it (issue 12).
 func New(w io.Writer, size int) *Queue {
 	if size < 1 {
 		size = 1
 	}
-	q := &Queue{w: w, wake: make(chan struct{}, 1), buf: make([]byte, size)}
+	q := &Queue{w: w, wake: make(chan struct{}, 1), buf: make([]byte, min(size, maxChunk)), size: size}
 	go q.run()
 	return q
 }
@@ -92,8 +96,9 @@ func New(w io.Writer, size int) *Queue {
 // Write queues p for the host and returns at once. The bytes that do not
 // fit are dropped and counted (the error is then ErrFull); once output
 // has failed or the queue is closed, everything is discarded and counted
-// (the error says why). It allocates nothing, so a device may call it
-// for every byte a guest writes.
+// (the error says why). It allocates only when the backlog reaches a
+// new high (the ring doubles, at most a handful of times in a queue's
+// life), so a device may call it for every byte a guest writes.
 func (q *Queue) Write(p []byte) (int, error) {
 	q.mu.Lock()
 	if q.err != nil || q.closed {
@@ -105,7 +110,10 @@ func (q *Queue) Write(p []byte) (int, error) {
 		q.mu.Unlock()
 		return 0, err
 	}
-	n := min(len(p), len(q.buf)-q.n)
+	n := min(len(p), q.size-q.n)
+	if q.n+n > len(q.buf) {
+		q.grow(q.n + n)
+	}
 	for i := 0; i < n; {
 		tail := (q.head + q.n) % len(q.buf)
 		c := copy(q.buf[tail:], p[i:n])
@@ -121,6 +129,21 @@ func (q *Queue) Write(p []byte) (int, error) {
 		return n, ErrFull
 	}
 	return n, nil
+}
+
+// grow makes the ring hold at least need bytes, need being at most
+// q.size, and moves the waiting bytes to its front. The writer may be
+// writing from the old ring without the lock: the bytes it holds are
+// the first ones of the new ring, where its update of head expects them.
+func (q *Queue) grow(need int) {
+	c := len(q.buf)
+	for c < need {
+		c *= 2
+	}
+	b := make([]byte, min(c, q.size))
+	k := copy(b, q.buf[q.head:min(q.head+q.n, len(q.buf))])
+	copy(b[k:], q.buf[:q.n-k])
+	q.buf, q.head = b, 0
 }
 
 func (q *Queue) poke() {
@@ -161,6 +184,13 @@ func (q *Queue) run() {
 		}
 		q.head = (q.head + n) % len(q.buf)
 		q.n -= n
+		if q.n == 0 {
+			// Empty: start again at the front, so a reader that keeps
+			// up only ever touches the ring's first pages, and the
+			// rest of a large ring (the console's is 1 MiB) is never
+			// made resident unless a burst really needs it.
+			q.head = 0
+		}
 		q.written += uint64(n)
 		retry := false
 		if err != nil {
@@ -190,7 +220,7 @@ func (q *Queue) takeNotify() func() {
 	if q.want == 0 || q.notify == nil {
 		return nil
 	}
-	if q.err == nil && !q.closed && len(q.buf)-q.n < q.want {
+	if q.err == nil && !q.closed && q.size-q.n < q.want {
 		return nil
 	}
 	q.want = 0
@@ -293,10 +323,10 @@ func (p *Paced) Ready(n int) bool {
 	q := p.Queue
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.err != nil || q.closed || len(q.buf)-q.n >= n {
+	if q.err != nil || q.closed || q.size-q.n >= n {
 		return true
 	}
-	q.want = max(q.want, min(n, len(q.buf)))
+	q.want = max(q.want, min(n, q.size))
 	return false
 }
 

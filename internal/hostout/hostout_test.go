@@ -95,6 +95,67 @@ func TestWriteNeverBlocks(t *testing.T) {
 	}
 }
 
+// TestRingGrows fills a large queue behind a stalled reader so that the
+// ring, which starts small, wraps and then grows while the writer is in
+// the middle of a write from the old ring: every byte arrives once and
+// in order, and only what exceeds the queue's size is dropped.
+func TestRingGrows(t *testing.T) {
+	const size = 1 << 16
+	w := &enteringWriter{gatedWriter: newGated(), entered: make(chan int, 1)}
+	q := New(w, size)
+	defer q.Close()
+	var want []byte
+	put := func(n int) {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(len(want) + i*31)
+		}
+		if k, err := q.Write(b); k != n || err != nil {
+			t.Fatalf("Write of %d bytes: %d, %v", n, k, err)
+		}
+		want = append(want, b...)
+	}
+	put(maxChunk - 96)
+	<-w.entered // the writer holds those bytes and waits for the reader
+	put(96)     // the first ring is full
+	w.open <- struct{}{}
+	if n := <-w.entered; n != 96 { // the writer holds the ring's last 96 bytes
+		t.Fatalf("writer's second write is %d bytes, want 96", n)
+	}
+	put(3000) // wraps to the ring's front
+	put(5000) // grows the ring under the writer
+	put(size - 8096)
+	if k, err := q.Write([]byte("x")); k != 0 || !errors.Is(err, ErrFull) {
+		t.Fatalf("Write to a full queue: %d, %v; want 0, ErrFull", k, err)
+	}
+	close(w.open)
+	go func() {
+		for range w.entered {
+		}
+	}()
+	if err := q.Drain(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.bytes(); !bytes.Equal(got, want) {
+		t.Fatalf("host got %d bytes, not the %d written in order", len(got), len(want))
+	}
+	if got := q.Dropped(); got != 1 {
+		t.Errorf("dropped %d, want 1", got)
+	}
+}
+
+// enteringWriter is a gatedWriter that says how long each write is as
+// it starts, before it waits for the reader.
+type enteringWriter struct {
+	*gatedWriter
+	entered chan int
+}
+
+func (e *enteringWriter) Write(p []byte) (int, error) {
+	e.entered <- len(p)
+	return e.gatedWriter.Write(p)
+}
+
 // TestRingWraps sends far more than the ring holds through a reader that
 // takes what it is given: every byte arrives once and in order.
 func TestRingWraps(t *testing.T) {
