@@ -110,6 +110,10 @@ func load(cfg Config) (_ *Machine, err error) {
 		if err := m.mem.WriteAt(cfg.InitrdAppend, m.layout.initrdAddr+appendAt); err != nil {
 			return nil, fmt.Errorf("load appended initramfs: %w", err)
 		}
+		// The archive is in guest memory now: the machine's copy of the
+		// configuration must not keep it on the heap while the guest
+		// runs (issue 12).
+		m.cfg.InitrdAppend = nil
 	}
 	return m, nil
 }
