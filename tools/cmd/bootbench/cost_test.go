@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmm-dev/vmm/tools/distro"
 	"github.com/vmm-dev/vmm/tools/kvmstats"
 )
 
@@ -153,5 +154,59 @@ echo vmm-guest: ready; exec sleep 60
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, b.String())
 		}
+	}
+}
+
+// The kernel-cache and distro systems are built from the layout: the
+// cache directories apart, the distro's disk and marker, the same size
+// and command line for vmm and QEMU.
+func TestSystemsCacheAndDistro(t *testing.T) {
+	l := Layout{VMM: "/vmm", CloudKernel: "/k", Initrd: "/i", WorkDir: "/w", QEMU: "/qemu", QEMUCPU: "host",
+		Distro: &DistroLayout{Kernel: "/d/vmlinuz", Initrd: "/d/initrd.img", Disk: "/dev/vda"}}
+	sys, err := systems(l, Guest{MiB: 256, CPUs: 1}, []string{"vmm-vmlinux", "vmm-vmlinux-cold", "vmm-distro", "qemu-distro"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm, cold, vd, qd := sys[0], sys[1], sys[2], sys[3]
+	if got := strings.Join(warm.Args, " "); !strings.HasSuffix(got, "-kernel-cache /w/kernel-cache-warm") || warm.FillsDir != "/w/kernel-cache-warm" || warm.EmptyDir != "" {
+		t.Errorf("vmm-vmlinux: %s, fills %q, empties %q", got, warm.FillsDir, warm.EmptyDir)
+	}
+	if got := strings.Join(cold.Args, " "); !strings.HasSuffix(got, "-kernel-cache /w/kernel-cache-cold") || cold.EmptyDir != "/w/kernel-cache-cold" || cold.FillsDir != "" {
+		t.Errorf("vmm-vmlinux-cold: %s, fills %q, empties %q", got, cold.FillsDir, cold.EmptyDir)
+	}
+	if want := "/vmm -kernel /d/vmlinuz -initrd /d/initrd.img -append root=/dev/vda ro quiet -disk /dev/vda -m 768 -smp 2"; strings.Join(vd.Args, " ") != want {
+		t.Errorf("vmm-distro: %s, want %s", strings.Join(vd.Args, " "), want)
+	}
+	q := strings.Join(qd.Args, " ")
+	for _, s := range []string{"-m 768 -smp 2", "-append console=ttyS0 root=/dev/vda ro quiet", "file=/dev/vda,", "-no-reboot"} {
+		if !strings.Contains(q, s) {
+			t.Errorf("qemu-distro lacks %q: %s", s, q)
+		}
+	}
+	for _, s := range []System{vd, qd} {
+		if s.Marker != distro.Marker || !s.WaitExit || s.RAMMiB != 768 {
+			t.Errorf("%s: marker %q, wait %v, RAM %d", s.Name, s.Marker, s.WaitExit, s.RAMMiB)
+		}
+	}
+	l.Distro = nil
+	if _, err := systems(l, Guest{MiB: 256, CPUs: 1}, []string{"vmm-distro"}); err == nil {
+		t.Error("vmm-distro without a distro image was accepted")
+	}
+}
+
+// A peer that powers itself off after its marker is waited for, not
+// killed: the boot ends with the process.
+func TestBootWaitExit(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	done := filepath.Join(t.TempDir(), "done")
+	peer := fakeScript(t, fmt.Sprintf("echo 'vmm-distro: multi-user.target reached'; sleep 0.3; touch %s\n", done))
+	smp, err := boot(context.Background(), System{Name: "qemu-distro", Kind: KindPeer, Marker: distro.Marker, WaitExit: true, Args: []string{peer}})
+	if err != nil || smp.ReadyMS <= 0 {
+		t.Fatalf("sample %+v, err %v", smp, err)
+	}
+	if _, err := os.Stat(done); err != nil {
+		t.Errorf("the peer was killed before it finished: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vmm-dev/vmm/tools/container"
+	"github.com/vmm-dev/vmm/tools/distro"
 )
 
 // Layout is where the files of a run are, on the machine that boots.
@@ -32,7 +33,26 @@ type Layout struct {
 	// NoLimits starts the container without cgroup limits, on hosts
 	// where cgroup v2 cannot apply them (the report says so).
 	NoLimits bool
+	// Distro, if not nil, is the Debian 12 system vmm-distro and
+	// qemu-distro boot.
+	Distro *DistroLayout
 }
+
+// DistroLayout is a real distribution's files (package tools/distro):
+// Debian 12 with systemd, its initramfs-tools initrd, an ext4 root on a
+// virtio disk. Disk is written by the boots (a copy of the image's).
+type DistroLayout struct {
+	Kernel, Initrd, Disk string
+}
+
+// The distro systems' size and command line, the same for vmm and QEMU:
+// what TestDistroBoot boots (systemd's early services on two vCPUs), root
+// mounted read-only first as Debian's fstab expects, quiet.
+const (
+	distroMiB     = 768
+	distroCPUs    = 2
+	distroCmdline = "root=%s ro quiet"
+)
 
 // Guest is what every system gets: the VM's size and the container's
 // limits alike.
@@ -48,7 +68,7 @@ const cmdline = "console=ttyS0 quiet"
 
 // systemOrder names everything the benchmark can boot, in the order
 // reports list them.
-var systemOrder = []string{"vmm-cloud", "vmm-vmlinux", "vmm-vmlinux-cold", "vmm-restore", "vmm-microvm", "qemu-pc", "qemu-microvm", "lkvm", "container"}
+var systemOrder = []string{"vmm-cloud", "vmm-vmlinux", "vmm-vmlinux-cold", "vmm-restore", "vmm-microvm", "qemu-pc", "qemu-microvm", "lkvm", "container", "vmm-distro", "qemu-distro"}
 
 // systems builds the systems the layout allows, restricted to only if set.
 func systems(l Layout, g Guest, only []string) ([]System, error) {
@@ -102,6 +122,23 @@ func systems(l Layout, g Guest, only []string) ([]System, error) {
 		ct.Config.Limits = containerLimits(g)
 	}
 	all = append(all, ct)
+	if d := l.Distro; d != nil {
+		// Booted to the image's marker (multi-user.target reached); the
+		// guest then powers itself off, and the harness waits for that
+		// so the disk is clean for the next boot.
+		root := fmt.Sprintf(distroCmdline, "/dev/vda")
+		all = append(all, System{Name: "vmm-distro", Kind: KindPeer, RAMMiB: distroMiB, Marker: distro.Marker, WaitExit: true,
+			Args: []string{l.VMM, "-kernel", d.Kernel, "-initrd", d.Initrd, "-append", root, "-disk", d.Disk,
+				"-m", strconv.Itoa(distroMiB), "-smp", strconv.Itoa(distroCPUs)}})
+		if l.QEMU != "" {
+			all = append(all, System{Name: "qemu-distro", Kind: KindPeer, RAMMiB: distroMiB, Marker: distro.Marker, WaitExit: true,
+				Args: []string{l.QEMU, "-accel", "kvm", "-M", "pc", "-cpu", l.QEMUCPU,
+					"-m", strconv.Itoa(distroMiB), "-smp", strconv.Itoa(distroCPUs), "-nodefaults", "-no-user-config",
+					"-display", "none", "-serial", "stdio", "-no-reboot",
+					"-kernel", d.Kernel, "-initrd", d.Initrd, "-append", "console=ttyS0 " + root,
+					"-drive", "file=" + d.Disk + ",if=none,id=d0,format=raw", "-device", "virtio-blk-pci,drive=d0"}})
+		}
+	}
 	if len(only) == 0 {
 		return all, nil
 	}

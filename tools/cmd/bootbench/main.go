@@ -37,6 +37,7 @@ import (
 
 	"github.com/vmm-dev/vmm/guest"
 	"github.com/vmm-dev/vmm/tools/container"
+	"github.com/vmm-dev/vmm/tools/distro"
 	"github.com/vmm-dev/vmm/tools/internal/flagspell"
 	"github.com/vmm-dev/vmm/tools/kvmprobe"
 )
@@ -61,6 +62,8 @@ type options struct {
 	timeout      time.Duration
 	l1Memory     int
 	memoryVMs    int
+	distro       string
+	distroDisk   string // the L1 side: the distro's disk as L1 sees it
 }
 
 func parseFlags(args []string) (options, error) {
@@ -86,6 +89,8 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.emit, "emit", false, "print raw samples only (what the L1 side of nested mode does)")
 	fs.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	fs.IntVar(&o.l1Memory, "l1-memory", 3072, "L1 memory in MiB (nested mode)")
+	fs.StringVar(&o.distro, "distro", "", `Debian 12 image directory (vmlinuz, initrd.img, rootfs.ext4) for vmm-distro and qemu-distro; default: the one tools/distro cached, else built now if this machine can (root, debootstrap: minutes); "none" leaves them out`)
+	fs.StringVar(&o.distroDisk, "distro-disk", "", "the distro's root disk (default: a copy of the image's rootfs.ext4 in the work directory)")
 	fs.IntVar(&o.memoryVMs, "memory-vms", 10, "restored VMs run at once for the memory (PSS) figure, after the rounds; 0 leaves it out")
 	if err := fs.Parse(flagspell.SingleDashLong(fs, args)); err != nil {
 		return o, err
@@ -257,6 +262,9 @@ func runEmit(ctx context.Context, o options, dir string) error {
 			l.LKVM = p
 		}
 	}
+	if o.distro != "none" && o.distro != "" {
+		l.Distro = &DistroLayout{Kernel: filepath.Join(o.distro, "vmlinuz"), Initrd: filepath.Join(o.distro, "initrd.img"), Disk: o.distroDisk}
+	}
 	sys, err := systems(l, o.guest, o.systems)
 	if err != nil {
 		return err
@@ -280,8 +288,10 @@ type hostFiles struct {
 	vmm         string
 	bootTimer   bool
 	cloud       string
-	cloudMods   string // the cloud kernel's modules (L1 needs kvm-amd)
-	micro       string // "" without
+	cloudMods   string        // the cloud kernel's modules (L1 needs kvm-amd)
+	distro      *distro.Image // nil without
+	distroDisk  string        // a copy of distro.Disk, which the boots write
+	micro       string        // "" without
 	initrd      string
 	qemu        string // "" without
 	qemuCPU     string
@@ -292,8 +302,12 @@ type hostFiles struct {
 }
 
 func (f *hostFiles) layout(dir string) Layout {
-	return Layout{VMM: f.vmm, BootTimer: f.bootTimer, CloudKernel: f.cloud, MicroKernel: f.micro,
+	l := Layout{VMM: f.vmm, BootTimer: f.bootTimer, CloudKernel: f.cloud, MicroKernel: f.micro,
 		Initrd: f.initrd, QEMU: f.qemu, QEMUCPU: f.qemuCPU, LKVM: f.lkvm, WorkDir: dir}
+	if f.distro != nil {
+		l.Distro = &DistroLayout{Kernel: f.distro.Kernel, Initrd: f.distro.Initrd, Disk: f.distroDisk}
+	}
+	return l
 }
 
 // vmmHasBootTimer asks vmm's usage text whether it knows -boot-timer.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,6 +66,12 @@ type System struct {
 	Kind   Kind
 	Args   []string // VMMs
 	RAMMiB int      // VMMs: guest RAM, told apart from the VMM's own memory
+	// Marker ends the boot when seen on the console; "" is readyMarker.
+	Marker string
+	// WaitExit: after the marker the guest powers itself off, which
+	// the harness waits for (untimed) before the next boot; a guest
+	// still running after poweroffTimeout is killed.
+	WaitExit bool
 	// EmptyDir is emptied before each boot, untimed: a cold kernel
 	// cache. FillsDir is a warm one, which the first boot fills.
 	EmptyDir, FillsDir string
@@ -188,7 +195,7 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	w := newMarkerWatcher(readyMarker)
+	w := newMarkerWatcher(cmp.Or(s.Marker, readyMarker))
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		return Sample{}, fmt.Errorf("%s: start: %w", s.Name, err)
@@ -228,6 +235,13 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 		smp.Cost = c
 	}
 	if s.Kind != KindVMM {
+		if s.WaitExit {
+			select {
+			case <-exited:
+				return smp, nil
+			case <-time.After(poweroffTimeout):
+			}
+		}
 		cmd.Process.Kill()
 		<-exited
 		return smp, nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmm-dev/vmm/guest"
 	"github.com/vmm-dev/vmm/tools/bench"
+	"github.com/vmm-dev/vmm/tools/distro"
 	"github.com/vmm-dev/vmm/tools/nested"
 )
 
@@ -117,12 +118,48 @@ func prepare(ctx context.Context, o options, dir, mode string) (*hostFiles, erro
 			f.lkvm = p
 		}
 	}
+	if err := prepareDistro(ctx, o, dir, f); err != nil {
+		return nil, err
+	}
 	if mode == "nested" {
 		if f.self, err = staticSelf(ctx, root, dir); err != nil {
 			return nil, err
 		}
 	}
 	return f, nil
+}
+
+// prepareDistro finds the Debian 12 image for vmm-distro and qemu-distro
+// (building it when this machine can and none is cached: debootstrap
+// takes minutes) and copies its disk, which the boots write, into dir.
+func prepareDistro(ctx context.Context, o options, dir string, f *hostFiles) error {
+	if o.distro == "none" || (len(o.systems) > 0 && !slices.ContainsFunc(o.systems, func(s string) bool { return strings.HasSuffix(s, "-distro") })) {
+		return nil
+	}
+	var img *distro.Image
+	if o.distro != "" {
+		d := absPath(o.distro)
+		img = &distro.Image{Dir: d, Kernel: filepath.Join(d, "vmlinuz"), Initrd: filepath.Join(d, "initrd.img"), Disk: filepath.Join(d, "rootfs.ext4")}
+		for _, p := range []string{img.Kernel, img.Initrd, img.Disk} {
+			if !fileExists(p) {
+				return fmt.Errorf("-distro %s: no %s", o.distro, filepath.Base(p))
+			}
+		}
+	} else {
+		fmt.Fprintln(os.Stderr, "bootbench: finding (or building, minutes) the Debian 12 image for vmm-distro and qemu-distro; -distro none leaves them out")
+		var err error
+		img, err = distro.Debian12(ctx, "", os.Stderr)
+		if errors.Is(err, distro.ErrUnavailable) {
+			f.notes = append(f.notes, fmt.Sprintf("vmm-distro and qemu-distro left out: %v.", err))
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	f.distro = img
+	f.distroDisk = filepath.Join(dir, "distro-rootfs.ext4")
+	return img.CopyDisk(ctx, f.distroDisk)
 }
 
 // microvmFirmware is what -M microvm loads beyond what bench.QEMUFiles
@@ -193,6 +230,8 @@ const (
 	l1Micro  = "/guest/microvm"
 	l1Initrd = "/guest/initrd.cpio"
 	l1LKVM   = "/bin/lkvm"
+	l1Distro = "/distro"
+	l1Disk   = "/dev/vda"
 	l1Work   = "/tmp/bootbench"
 )
 
@@ -274,6 +313,15 @@ func runNested(ctx context.Context, o options, f *hostFiles, rep *Report) error 
 	cfg := nested.Config{
 		Kernel: f.cloud, ModulesDir: f.cloudMods, Files: files, MemoryMiB: o.l1Memory,
 		FreezeTimeout: 30 * time.Second, Log: os.Stderr,
+	}
+	if f.distro != nil {
+		files[l1Distro+"/vmlinuz"] = f.distro.Kernel
+		files[l1Distro+"/initrd.img"] = f.distro.Initrd
+		// L1 sees the copy as its first disk; vmm and QEMU both boot
+		// from that block device.
+		cfg.Disks = []nested.Disk{{Path: f.distroDisk}}
+		// A systemd boot keeps the console quiet for long stretches.
+		cfg.FreezeTimeout = 90 * time.Second
 	}
 	sys, err := systems(f.layout(l1Work), o.guest, o.systems)
 	if err != nil {
@@ -368,6 +416,11 @@ func runInL1(ctx context.Context, cfg nested.Config, o options, f *hostFiles, ro
 	}
 	if f.lkvm != "" {
 		args = append(args, "--lkvm", l1LKVM)
+	}
+	if f.distro != nil {
+		args = append(args, "--distro", l1Distro, "--distro-disk", l1Disk)
+	} else {
+		args = append(args, "--distro", "none")
 	}
 	if len(o.systems) > 0 {
 		args = append(args, "--systems", strings.Join(o.systems, ","))

@@ -125,7 +125,7 @@ type Report struct {
 var ratioPairs = [][2]string{
 	{"vmm-cloud", "qemu-pc"}, {"vmm-cloud", "qemu-microvm"}, {"vmm-cloud", "lkvm"},
 	{"vmm-vmlinux", "qemu-pc"}, {"vmm-vmlinux-cold", "qemu-pc"}, {"vmm-cloud", "vmm-vmlinux"},
-	{"vmm-cloud", "vmm-restore"},
+	{"vmm-cloud", "vmm-restore"}, {"vmm-distro", "qemu-distro"},
 	{"vmm-cloud", "container"}, {"vmm-restore", "container"}, {"vmm-microvm", "container"},
 	{"qemu-pc", "container"}, {"qemu-microvm", "container"},
 }
