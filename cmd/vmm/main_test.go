@@ -30,11 +30,11 @@ func TestParseArgsSpellings(t *testing.T) {
 		cpus int
 		line string
 	}{
-		{"qemu", []string{"-kernel", "bz", "-initrd", "i", "-m", "512M", "-smp", "2"}, 512 << 20, 2, "console=ttyS0"},
-		{"gnu", []string{"--kernel", "bz", "--memory", "1G", "--smp=3"}, 1 << 30, 3, "console=ttyS0"},
-		{"qemu equals", []string{"-kernel=bz", "-m", "768", "-smp", "cpus=2,sockets=1"}, 768 << 20, 2, "console=ttyS0"},
-		{"append dash value", []string{"-kernel", "bz", "-append", "-- quiet", "-m", "64M"}, 64 << 20, 1, "console=ttyS0 -- quiet"},
-		{"gnu m", []string{"--kernel", "bz", "-m2G"}, 2 << 30, 1, "console=ttyS0"},
+		{"qemu", []string{"-kernel", "bz", "-initrd", "i", "-m", "512M", "-smp", "2"}, 512 << 20, 2, "console=ttyS0 cryptomgr.notests"},
+		{"gnu", []string{"--kernel", "bz", "--memory", "1G", "--smp=3"}, 1 << 30, 3, "console=ttyS0 cryptomgr.notests"},
+		{"qemu equals", []string{"-kernel=bz", "-m", "768", "-smp", "cpus=2,sockets=1"}, 768 << 20, 2, "console=ttyS0 cryptomgr.notests"},
+		{"append dash value", []string{"-kernel", "bz", "-append", "-- quiet", "-m", "64M"}, 64 << 20, 1, "console=ttyS0 cryptomgr.notests -- quiet"},
+		{"gnu m", []string{"--kernel", "bz", "-m2G"}, 2 << 30, 1, "console=ttyS0 cryptomgr.notests"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
