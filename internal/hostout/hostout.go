@@ -2,7 +2,7 @@
 // making the guest, or whoever stops vmm, wait for that file.
 //
 // A device writes into a Queue from a vCPU thread; the Queue copies the
-// bytes into a fixed ring and returns at once, and one goroutine per
+// bytes into a bounded ring (grown on demand up to its size) and returns at once, and one goroutine per
 // Queue does the write(2) calls. A reader that stalls (a full pipe
 // nobody drains, a terminal stopped with Ctrl-S) therefore blocks only
 // that goroutine: the vCPU keeps running, -timeout and signals still

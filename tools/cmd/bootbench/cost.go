@@ -51,11 +51,13 @@ func sampleCost(pid, ramMiB int) (*BootCost, error) {
 }
 
 // overheadKiB sums the Rss of a /proc/PID/smaps (proc(5)) over every
-// mapping smaller than ramBytes: what a VMM costs in memory besides the
-// guest's own RAM. Guest RAM is the one mapping at least as large as the
-// guest (vmm maps a guest of under 3 GiB as one region; QEMU's pc.ram
-// block is one mapping of the RAM's size or a little more); nothing else
-// either VMM maps comes near a benchmark guest's size.
+// mapping but the guest's RAM: what a VMM costs in memory besides the
+// guest's own. Guest RAM is a readable and writable mapping at least as
+// large as the guest (vmm maps a guest of under 3 GiB as one region;
+// QEMU's pc.ram block is one mapping of the RAM's size or a little more).
+// Go's runtime also reserves regions that large, but inaccessible
+// (PROT_NONE) and not resident, so they neither count as RAM nor add
+// to the sum.
 func overheadKiB(r io.Reader, ramBytes int64) (int64, error) {
 	sc := bufio.NewScanner(r)
 	var total int64
@@ -73,7 +75,7 @@ func overheadKiB(r io.Reader, ramBytes int64) (int64, error) {
 				return 0, fmt.Errorf("smaps: malformed mapping line %q", line)
 			}
 			mappings++
-			inRAM = int64(end-start) >= ramBytes
+			inRAM = int64(end-start) >= ramBytes && len(f) > 1 && strings.HasPrefix(f[1], "rw")
 			if inRAM {
 				ram++
 			}

@@ -41,6 +41,8 @@ func TestOverheadKiB(t *testing.T) {
 		{"bad Rss", smapsOf([2]int64{4096, 3000}) + "Rss: x kB\n", 0, true},
 		{"bad unit", strings.Replace(smapsOf([2]int64{4096, 3000}, [2]int64{256 << 10, 1}), "3000 kB", "3000 MB", 1), 0, true},
 		{"end before start", "7f0000002000-7f0000001000 rw-p 00000000 00:00 0\nRss: 4 kB\n", 0, true},
+		// Go's runtime reserves large inaccessible regions: not RAM.
+		{"only a reservation that large", strings.Replace(smapsOf([2]int64{4096, 3000}, [2]int64{512 << 10, 0}), "rw-p", "---p", 2), 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,14 +180,14 @@ func TestSystemsCacheAndDistro(t *testing.T) {
 		t.Errorf("vmm-distro: %s, want %s", strings.Join(vd.Args, " "), want)
 	}
 	q := strings.Join(qd.Args, " ")
-	for _, s := range []string{"-m 768 -smp 2", "-append console=ttyS0 root=/dev/vda ro quiet", "file=/dev/vda,", "-no-reboot"} {
+	for _, s := range []string{"-m 768 -smp 2", "-append console=ttyS0 cryptomgr.notests root=/dev/vda ro quiet", "file=/dev/vda,", "-no-reboot"} {
 		if !strings.Contains(q, s) {
 			t.Errorf("qemu-distro lacks %q: %s", s, q)
 		}
 	}
 	for _, s := range []System{vd, qd} {
-		if s.Marker != distro.Marker || !s.WaitExit || s.RAMMiB != 768 {
-			t.Errorf("%s: marker %q, wait %v, RAM %d", s.Name, s.Marker, s.WaitExit, s.RAMMiB)
+		if s.Marker != distro.Marker || s.ExitLine != distro.PowerOffLine || s.RAMMiB != 768 {
+			t.Errorf("%s: marker %q, exit line %q, RAM %d", s.Name, s.Marker, s.ExitLine, s.RAMMiB)
 		}
 	}
 	l.Distro = nil
@@ -195,18 +197,33 @@ func TestSystemsCacheAndDistro(t *testing.T) {
 }
 
 // A peer that powers itself off after its marker is waited for, not
-// killed: the boot ends with the process.
-func TestBootWaitExit(t *testing.T) {
+// killed, and the boot ends with the process; one that exits without its
+// power-off line, or with an error, fails the boot.
+func TestBootExitLine(t *testing.T) {
 	if _, err := os.Stat("/bin/sh"); err != nil {
 		t.Skip("no /bin/sh")
 	}
-	done := filepath.Join(t.TempDir(), "done")
-	peer := fakeScript(t, fmt.Sprintf("echo 'vmm-distro: multi-user.target reached'; sleep 0.3; touch %s\n", done))
-	smp, err := boot(context.Background(), System{Name: "qemu-distro", Kind: KindPeer, Marker: distro.Marker, WaitExit: true, Args: []string{peer}})
-	if err != nil || smp.ReadyMS <= 0 {
-		t.Fatalf("sample %+v, err %v", smp, err)
-	}
-	if _, err := os.Stat(done); err != nil {
-		t.Errorf("the peer was killed before it finished: %v", err)
+	for _, tt := range []struct {
+		name, after string
+		err         string
+	}{
+		{"powers off", "sleep 0.3; echo 'reboot: Power down'; touch DONE", ""},
+		{"exits silently", "touch DONE", "without printing"},
+		{"fails", "touch DONE; exit 3", "exit status 3"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			done := filepath.Join(t.TempDir(), "done")
+			peer := fakeScript(t, "echo 'vmm-distro: multi-user.target reached'; "+strings.ReplaceAll(tt.after, "DONE", done)+"\n")
+			smp, err := boot(context.Background(), System{Name: "qemu-distro", Kind: KindPeer, Marker: distro.Marker, ExitLine: distro.PowerOffLine, Args: []string{peer}})
+			if tt.err == "" && (err != nil || smp.ReadyMS <= 0) {
+				t.Fatalf("sample %+v, err %v", smp, err)
+			}
+			if tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+				t.Fatalf("err %v, want %q", err, tt.err)
+			}
+			if _, err := os.Stat(done); err != nil {
+				t.Errorf("the peer was killed before it finished: %v", err)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/tools/container"
 	"github.com/vmm-dev/vmm/tools/distro"
 )
@@ -45,9 +46,10 @@ type DistroLayout struct {
 	Kernel, Initrd, Disk string
 }
 
-// The distro systems' size and command line, the same for vmm and QEMU:
-// what TestDistroBoot boots (systemd's early services on two vCPUs), root
-// mounted read-only first as Debian's fstab expects, quiet.
+// The distro systems' size and command line, the same for vmm and QEMU
+// (QEMU's also starts with vmmDefaultCmdline): what TestDistroBoot boots
+// (systemd's early services on two vCPUs), root mounted read-only first as
+// Debian's fstab expects, quiet.
 const (
 	distroMiB     = 768
 	distroCPUs    = 2
@@ -61,10 +63,19 @@ type Guest struct {
 	CPUs int `json:"cpus"`
 }
 
-// cmdline is the kernel command line for every VM: the serial console
-// and a quiet boot (each byte of a verbose boot is an exit, and nested
-// two).
-const cmdline = "console=ttyS0 quiet"
+// vmmDefaultCmdline is what vmm puts on the kernel command line before
+// -append: every peer is given the same, so each VM boots the same
+// kernel with the same line.
+const vmmDefaultCmdline = machine.DefaultCmdline
+
+// cmdline is the kernel command line for every VM: vmm's default (the
+// serial console; the crypto self-tests skipped) and a quiet boot (each
+// byte of a verbose boot is an exit, and nested two). vmm is given only
+// the part after its default, with -append.
+const (
+	cmdlineAppend = "quiet"
+	cmdline       = vmmDefaultCmdline + " " + cmdlineAppend
+)
 
 // systemOrder names everything the benchmark can boot, in the order
 // reports list them.
@@ -111,7 +122,7 @@ func systems(l Layout, g Guest, only []string) ([]System, error) {
 	}
 	if l.LKVM != "" {
 		all = append(all, System{Name: "lkvm", Kind: KindPeer, RAMMiB: g.MiB, Args: []string{l.LKVM, "run", "--kernel", l.CloudKernel,
-			"--initrd", l.Initrd, "--mem", mem, "--cpus", cpus, "--params", "quiet", "--console", "serial"}})
+			"--initrd", l.Initrd, "--mem", mem, "--cpus", cpus, "--params", "cryptomgr.notests " + cmdlineAppend, "--console", "serial"}})
 	}
 	ct := System{Name: "container", Kind: KindContainer, Config: container.Config{
 		Root: filepath.Join(l.WorkDir, "rootfs"),
@@ -127,15 +138,15 @@ func systems(l Layout, g Guest, only []string) ([]System, error) {
 		// guest then powers itself off, and the harness waits for that
 		// so the disk is clean for the next boot.
 		root := fmt.Sprintf(distroCmdline, "/dev/vda")
-		all = append(all, System{Name: "vmm-distro", Kind: KindPeer, RAMMiB: distroMiB, Marker: distro.Marker, WaitExit: true,
+		all = append(all, System{Name: "vmm-distro", Kind: KindPeer, RAMMiB: distroMiB, Marker: distro.Marker, ExitLine: distro.PowerOffLine,
 			Args: []string{l.VMM, "-kernel", d.Kernel, "-initrd", d.Initrd, "-append", root, "-disk", d.Disk,
 				"-m", strconv.Itoa(distroMiB), "-smp", strconv.Itoa(distroCPUs)}})
 		if l.QEMU != "" {
-			all = append(all, System{Name: "qemu-distro", Kind: KindPeer, RAMMiB: distroMiB, Marker: distro.Marker, WaitExit: true,
+			all = append(all, System{Name: "qemu-distro", Kind: KindPeer, RAMMiB: distroMiB, Marker: distro.Marker, ExitLine: distro.PowerOffLine,
 				Args: []string{l.QEMU, "-accel", "kvm", "-M", "pc", "-cpu", l.QEMUCPU,
 					"-m", strconv.Itoa(distroMiB), "-smp", strconv.Itoa(distroCPUs), "-nodefaults", "-no-user-config",
 					"-display", "none", "-serial", "stdio", "-no-reboot",
-					"-kernel", d.Kernel, "-initrd", d.Initrd, "-append", "console=ttyS0 " + root,
+					"-kernel", d.Kernel, "-initrd", d.Initrd, "-append", vmmDefaultCmdline + " " + root,
 					"-drive", "file=" + d.Disk + ",if=none,id=d0,format=raw", "-device", "virtio-blk-pci,drive=d0"}})
 		}
 	}

@@ -5,8 +5,10 @@
 // and as a container (namespaces, pivot_root, cgroup v2 limits: package
 // container), and vmm restoring a snapshot of that guest (vmm-restore:
 // `vmm run -snapshot` of a job printing the marker; the snapshot is made
-// once, outside the rounds), and with the cloud kernel from vmm's kernel
-// cache, warm and cold (vmm-vmlinux, vmm-vmlinux-cold). It prints
+// once, outside the rounds), with the cloud kernel from vmm's kernel
+// cache, warm and cold (vmm-vmlinux, vmm-vmlinux-cold), and a Debian 12
+// systemd boot from a virtio-blk root under vmm and QEMU (vmm-distro,
+// qemu-distro; package distro). Every VM gets the same command line. It prints
 // min/median/max per phase, each VM's cost per boot (KVM's exits by
 // reason, the VMM's CPU time and its memory outside guest RAM), the
 // ratios vmm/QEMU in time and cost, cold/restored and VM/container, the memory (PSS) of
@@ -90,7 +92,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	fs.IntVar(&o.l1Memory, "l1-memory", 3072, "L1 memory in MiB (nested mode)")
 	fs.StringVar(&o.distro, "distro", "", `Debian 12 image directory (vmlinuz, initrd.img, rootfs.ext4) for vmm-distro and qemu-distro; default: the one tools/distro cached, else built now if this machine can (root, debootstrap: minutes); "none" leaves them out`)
-	fs.StringVar(&o.distroDisk, "distro-disk", "", "the distro's root disk (default: a copy of the image's rootfs.ext4 in the work directory)")
+	fs.StringVar(&o.distroDisk, "distro-disk", "", "the distro's root disk, written by the boots (default: a copy of the image's rootfs.ext4 in the work directory)")
 	fs.IntVar(&o.memoryVMs, "memory-vms", 10, "restored VMs run at once for the memory (PSS) figure, after the rounds; 0 leaves it out")
 	if err := fs.Parse(flagspell.SingleDashLong(fs, args)); err != nil {
 		return o, err
@@ -263,6 +265,9 @@ func runEmit(ctx context.Context, o options, dir string) error {
 		}
 	}
 	if o.distro != "none" && o.distro != "" {
+		if o.distroDisk == "" {
+			return errors.New("-distro needs -distro-disk on the L1 side")
+		}
 		l.Distro = &DistroLayout{Kernel: filepath.Join(o.distro, "vmlinuz"), Initrd: filepath.Join(o.distro, "initrd.img"), Disk: o.distroDisk}
 	}
 	sys, err := systems(l, o.guest, o.systems)
@@ -284,21 +289,24 @@ func runEmit(ctx context.Context, o options, dir string) error {
 
 // hostFiles is everything prepared on the host.
 type hostFiles struct {
-	self        string // this program, static, for L1
-	vmm         string
-	bootTimer   bool
-	cloud       string
-	cloudMods   string        // the cloud kernel's modules (L1 needs kvm-amd)
-	distro      *distro.Image // nil without
-	distroDisk  string        // a copy of distro.Disk, which the boots write
-	micro       string        // "" without
-	initrd      string
-	qemu        string // "" without
-	qemuCPU     string
-	qemuFiles   map[string]string
-	lkvm        string
-	notes       []string
-	kernelBuild string
+	self       string // this program, static, for L1
+	vmm        string
+	bootTimer  bool
+	cloud      string
+	cloudMods  string        // the cloud kernel's modules (L1 needs kvm-amd)
+	distro     *distro.Image // nil without
+	distroDisk string        // a copy of distro.Disk, which the boots write
+	// copyDistroDisk: distroDisk is this run's copy, made again for
+	// each L1 boot; false when -distro-disk named one.
+	copyDistroDisk bool
+	micro          string // "" without
+	initrd         string
+	qemu           string // "" without
+	qemuCPU        string
+	qemuFiles      map[string]string
+	lkvm           string
+	notes          []string
+	kernelBuild    string
 }
 
 func (f *hostFiles) layout(dir string) Layout {

@@ -68,10 +68,11 @@ type System struct {
 	RAMMiB int      // VMMs: guest RAM, told apart from the VMM's own memory
 	// Marker ends the boot when seen on the console; "" is readyMarker.
 	Marker string
-	// WaitExit: after the marker the guest powers itself off, which
-	// the harness waits for (untimed) before the next boot; a guest
-	// still running after poweroffTimeout is killed.
-	WaitExit bool
+	// ExitLine, if set, means the guest powers itself off after the
+	// marker and prints this line doing so (distro.PowerOffLine): the
+	// harness waits for that (untimed) before the next boot, and a
+	// guest that does not within selfPoweroffTimeout fails the boot.
+	ExitLine string
 	// EmptyDir is emptied before each boot, untimed: a cold kernel
 	// cache. FillsDir is a warm one, which the first boot fills.
 	EmptyDir, FillsDir string
@@ -88,6 +89,10 @@ const exitTimeout = time.Minute
 // poweroffTimeout bounds vmm's poweroff after the marker, and then its
 // exit after SIGTERM.
 const poweroffTimeout = 20 * time.Second
+
+// selfPoweroffTimeout bounds a distro's own shutdown after its marker:
+// systemd stopping its services, nested.
+const selfPoweroffTimeout = 2 * time.Minute
 
 // exitStatus is a process's status as a shell reports it (128+signal).
 func exitStatus(err error) int {
@@ -215,10 +220,12 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 	timer := time.NewTimer(bootTimeout)
 	defer timer.Stop()
 	var ready time.Time
+	gone := false // the process ended with the marker: nothing to sample
 	select {
 	case ready = <-w.ready:
 	case err := <-exited:
 		exited <- err
+		gone = true
 		var ok bool
 		if ready, ok = w.seen(); !ok {
 			return fail(fmt.Errorf("exited before the ready marker: %v", err))
@@ -229,17 +236,31 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 		return fail(ctx.Err())
 	}
 	smp := Sample{System: s.Name, ReadyMS: ms(ready.Sub(t0))}
-	if c, err := sampleCost(cmd.Process.Pid, s.RAMMiB); err != nil {
+	if gone {
+		smp.CostError = "the VMM had exited when its marker was seen"
+	} else if c, err := sampleCost(cmd.Process.Pid, s.RAMMiB); err != nil {
 		smp.CostError = err.Error()
 	} else {
 		smp.Cost = c
 	}
 	if s.Kind != KindVMM {
-		if s.WaitExit {
+		if s.ExitLine != "" {
+			// The guest powers itself off; one that does not, or dies
+			// on the way, leaves its disk unclean for the next boot,
+			// so the boot fails (and is tried again) rather than
+			// quietly skewing the next sample.
 			select {
-			case <-exited:
+			case err := <-exited:
+				exited <- err
+				if err != nil {
+					return fail(fmt.Errorf("exited with %v after the marker", err))
+				}
+				if !strings.Contains(w.Tail(), s.ExitLine) {
+					return fail(fmt.Errorf("exited after the marker without printing %q", s.ExitLine))
+				}
 				return smp, nil
-			case <-time.After(poweroffTimeout):
+			case <-time.After(selfPoweroffTimeout):
+				return fail(fmt.Errorf("still running %v after the marker; it should have powered off", selfPoweroffTimeout))
 			}
 		}
 		cmd.Process.Kill()

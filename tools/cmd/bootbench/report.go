@@ -198,7 +198,7 @@ func fmtMS(v float64) string {
 
 // WriteTable prints the report as markdown.
 func (r *Report) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "Boot to `%s`: %d rounds after %d warm-up, guest %d MiB / %d vCPU, cmdline %q (vmm: its default line plus quiet) (%s mode)\n\n",
+	fmt.Fprintf(w, "Boot to `%s`: %d rounds after %d warm-up, guest %d MiB / %d vCPU, cmdline %q for every VM (vmm's default line, then -append) (%s mode)\n\n",
 		readyMarker, r.Rounds, r.Warmup, r.Guest.MiB, r.Guest.CPUs, r.Cmdline, r.Mode)
 	if r.Note != "" {
 		fmt.Fprintf(w, "%s\n\n", r.Note)

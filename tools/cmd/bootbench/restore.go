@@ -60,7 +60,7 @@ func makeSnapshot(ctx context.Context, l Layout, g Guest) (time.Duration, error)
 // vmmGuestArgs are the flags that make vmm's guest the benchmark's: the
 // cold boot's, `vmm snapshot`'s and (for memory) the cold job's alike.
 func vmmGuestArgs(l Layout, kernel string, g Guest) []string {
-	args := []string{"-kernel", kernel, "-initrd", l.Initrd, "-m", strconv.Itoa(g.MiB), "-smp", strconv.Itoa(g.CPUs), "-append", "quiet"}
+	args := []string{"-kernel", kernel, "-initrd", l.Initrd, "-m", strconv.Itoa(g.MiB), "-smp", strconv.Itoa(g.CPUs), "-append", cmdlineAppend}
 	if l.BootTimer {
 		args = append(args, "-boot-timer")
 	}
