@@ -42,6 +42,12 @@ type Range struct {
 // region.
 var ErrOutOfRange = errors.New("guest address outside RAM")
 
+// pageSize is the unit guest RAM ranges come in: mmap maps, and KVM's
+// memory slots take, whole 4 KiB pages (KVM_SET_USER_MEMORY_REGION in
+// Documentation/virt/kvm/api.rst); mapRAM's huge-page alignment assumes
+// it too.
+const pageSize = 4 << 10
+
 // New maps anonymous memory for each range. Pages are reserved lazily
 // (MAP_NORESERVE) and never touched here, so a VM's RSS grows only with
 // what the guest uses; each range's host address agrees with its
@@ -63,6 +69,10 @@ func New(ranges []Range) (*Memory, error) {
 		if r.Size > uint64(int(^uint(0)>>1)) {
 			m.Close()
 			return nil, fmt.Errorf("guest RAM at %#x: size %#x too large for this host", r.GPA, r.Size)
+		}
+		if (r.GPA|r.Size)%pageSize != 0 {
+			m.Close()
+			return nil, fmt.Errorf("guest RAM at %#x: size %#x: not whole 4 KiB pages", r.GPA, r.Size)
 		}
 		mem, err := mapRAM(-1, 0, r.GPA, int(r.Size), unix.MAP_PRIVATE|unix.MAP_NORESERVE)
 		if err != nil {
@@ -192,6 +202,10 @@ func NewFromFile(ranges []Range, f *os.File) (*Memory, error) {
 		if r.Size > uint64(int(^uint(0)>>1)) || off > uint64(int64(^uint64(0)>>1)) {
 			m.Close()
 			return nil, fmt.Errorf("guest RAM at %#x: size %#x too large for this host", r.GPA, r.Size)
+		}
+		if (r.GPA|r.Size)%pageSize != 0 {
+			m.Close()
+			return nil, fmt.Errorf("guest RAM at %#x: size %#x: not whole 4 KiB pages", r.GPA, r.Size)
 		}
 		mem, err := mapRAM(int(f.Fd()), int64(off), r.GPA, int(r.Size), unix.MAP_PRIVATE|unix.MAP_NORESERVE)
 		if err != nil {

@@ -2,8 +2,10 @@ package guestmem
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -159,5 +161,41 @@ func TestRAMAlignedForHugePages(t *testing.T) {
 		if err := m.Close(); err != nil {
 			t.Errorf("%s: Close: %v", name, err)
 		}
+	}
+}
+
+// Ranges that are not whole pages are refused, anonymous or from a file
+// of the right length, before anything is mapped.
+func TestNewRejectsPartialPages(t *testing.T) {
+	for i, ranges := range [][]Range{
+		{{GPA: 0, Size: 4096 + 1}},
+		{{GPA: 0x800, Size: 4096}},
+		{{GPA: 0, Size: 4096}, {GPA: 0x10000, Size: 100}},
+	} {
+		if m, err := New(ranges); err == nil || !strings.Contains(err.Error(), "not whole 4 KiB pages") {
+			t.Errorf("New(%+v): err %v", ranges, err)
+			if m != nil {
+				m.Close()
+			}
+		}
+		var total uint64
+		for _, r := range ranges {
+			total += r.Size
+		}
+		path := filepath.Join(t.TempDir(), fmt.Sprint("mem", i))
+		if err := os.WriteFile(path, make([]byte, total), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err := NewFromFile(ranges, f); err == nil || !strings.Contains(err.Error(), "not whole 4 KiB pages") {
+			t.Errorf("NewFromFile(%+v): err %v", ranges, err)
+			if m != nil {
+				m.Close()
+			}
+		}
+		f.Close()
 	}
 }

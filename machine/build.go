@@ -48,6 +48,9 @@ func load(cfg Config) (_ *Machine, err error) {
 	if cfg.MemSize < MinMemory {
 		return nil, fmt.Errorf("-m %d MiB: need at least %d MiB", cfg.MemSize>>20, MinMemory>>20)
 	}
+	if cfg.MemSize%ramGranule != 0 {
+		return nil, fmt.Errorf("-m %d KiB: guest memory must be a whole number of 4 KiB pages", cfg.MemSize>>10)
+	}
 	k, err := readKernel(cfg)
 	if err != nil {
 		return nil, err

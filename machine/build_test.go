@@ -57,6 +57,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"no vCPU", with(func(c *Config) { c.CPUs = 0 }), "-smp 0: need at least one vCPU", nil},
 		{"more vCPUs than APIC IDs", with(func(c *Config) { c.CPUs = 255 }), "-smp 255: vmm supports at most 254 vCPUs", nil},
 		{"too little memory", with(func(c *Config) { c.MemSize = MinMemory - 1 }), "-m 15 MiB: need at least 16 MiB", nil},
+		{"memory not in pages", with(func(c *Config) { c.MemSize = 300001 << 10 }), "-m 300001 KiB: guest memory must be a whole number of 4 KiB pages", nil},
 		{"too little memory for this kernel", with(func(c *Config) { c.MemSize = MinMemory }),
 			"guest memory too small for this kernel: it needs at least 17 MiB", nil},
 		{"no kernel file", with(func(c *Config) { c.Kernel = missing }), "kernel: open " + missing, fs.ErrNotExist},

@@ -103,6 +103,11 @@ const (
 	maxVirtioDevices = 8
 )
 
+// ramGranule is what guest RAM sizes are a multiple of: the 4 KiB page
+// KVM_SET_USER_MEMORY_REGION requires memory_size to be made of
+// (Documentation/virt/kvm/api.rst), and mmap works in.
+const ramGranule = 4 << 10
+
 // DefaultCmdline is all a distro kernel needs on this machine: the
 // console on the UART. Everything else (ACPI, kvm-clock, the RTC) is
 // provided, so no noapic/noacpi/notsc workarounds.
