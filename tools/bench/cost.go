@@ -156,10 +156,10 @@ func (r *Report) costOmitted(w Workload) bool {
 	return !slices.ContainsFunc(r.Costs[SysVMM][w.Key], sampled) && !slices.ContainsFunc(r.Costs[SysQEMU][w.Key], sampled)
 }
 
-// formatCost prints a per-unit cost with three significant digits or so:
+// FormatCost prints a per-unit cost with three significant digits or so:
 // per-MiB figures run from hundredths (HLT exits of a fast stream) to
 // thousands (exits of a 4 KiB request loop).
-func formatCost(v float64) string {
+func FormatCost(v float64) string {
 	switch a := math.Abs(v); {
 	case math.IsNaN(v):
 		return "n/a"
@@ -200,7 +200,7 @@ func (r *Report) writeCostTable(b *strings.Builder) {
 			}
 			fmt.Fprintf(b, "|%s| %s |", label, sys)
 			for _, m := range Metrics {
-				fmt.Fprintf(b, " %s |", formatCost(Median(r.PerUnit(sys, w.Key, m))))
+				fmt.Fprintf(b, " %s |", FormatCost(Median(r.PerUnit(sys, w.Key, m))))
 			}
 			b.WriteString("\n")
 		}

@@ -339,7 +339,7 @@ func (r *Runner) attempts(ctx context.Context, rep *Report, round int, s System)
 			}
 			for _, w := range Workloads {
 				if c, ok := costs[w.Key]; ok && c != nil {
-					parts = append(parts, fmt.Sprintf("%s:exits/%s=%s,cpu_ms/%s=%s", w.Key, w.Unit, formatCost(perUnit(c, metricByKey(metricExits))), w.Unit, formatCost(perUnit(c, metricByKey(metricCPU)))))
+					parts = append(parts, fmt.Sprintf("%s:exits/%s=%s,cpu_ms/%s=%s", w.Key, w.Unit, FormatCost(perUnit(c, metricByKey(metricExits))), w.Unit, FormatCost(perUnit(c, metricByKey(metricCPU)))))
 				}
 			}
 			r.logf("round %d/%d %s (%s): %s", round+1, r.Params.Rounds, s.Name, time.Since(t0).Round(100*time.Millisecond), strings.Join(parts, " "))

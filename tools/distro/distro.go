@@ -74,7 +74,7 @@ func Debian12(ctx context.Context, cacheDir string, log io.Writer) (*Image, erro
 		log = io.Discard
 	}
 	dir := filepath.Join(cacheDir, "debian12-"+RecipeKey())
-	img := &Image{Dir: dir, Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.img"), Disk: filepath.Join(dir, "rootfs.ext4")}
+	img := ImageIn(dir)
 	if img.complete() {
 		return img, nil
 	}
@@ -114,14 +114,23 @@ func Debian12(ctx context.Context, cacheDir string, log io.Writer) (*Image, erro
 	return img, nil
 }
 
-func (img *Image) complete() bool {
+// ImageIn is the image whose three files are in dir, as Debian12 leaves
+// them there.
+func ImageIn(dir string) *Image {
+	return &Image{Dir: dir, Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.img"), Disk: filepath.Join(dir, "rootfs.ext4")}
+}
+
+// Check says which of the image's files is missing or empty, if any.
+func (img *Image) Check() error {
 	for _, p := range []string{img.Kernel, img.Initrd, img.Disk} {
 		if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
-			return false
+			return fmt.Errorf("distro image %s: no %s", img.Dir, filepath.Base(p))
 		}
 	}
-	return true
+	return nil
 }
+
+func (img *Image) complete() bool { return img.Check() == nil }
 
 // canBuild says why this machine cannot run the recipe, wrapped in
 // ErrUnavailable, or nil.

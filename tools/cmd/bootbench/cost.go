@@ -172,22 +172,6 @@ func (s SystemReport) figure(key string) float64 {
 	return math.NaN()
 }
 
-// fmtCost prints a cost with three significant digits.
-func fmtCost(v float64) string {
-	switch {
-	case math.IsNaN(v):
-		return "n/a"
-	case v == 0:
-		return "0"
-	case math.Abs(v) >= 100:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case math.Abs(v) >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(v, 'f', 2, 64)
-	}
-}
-
 // writeCostTable prints the median cost of a boot per system that has
 // one.
 func (r *Report) writeCostTable(w io.Writer) {
@@ -219,7 +203,7 @@ func (r *Report) writeCostTable(w io.Writer) {
 		}
 		row := []string{s.Name}
 		for _, m := range ms {
-			row = append(row, fmtCost(s.figure(m.Key)))
+			row = append(row, bench.FormatCost(s.figure(m.Key)))
 		}
 		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
 	}

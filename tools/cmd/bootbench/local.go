@@ -53,7 +53,7 @@ type DistroLayout struct {
 const (
 	distroMiB     = 768
 	distroCPUs    = 2
-	distroCmdline = "root=%s ro quiet"
+	distroCmdline = "root=/dev/vda ro quiet"
 )
 
 // Guest is what every system gets: the VM's size and the container's
@@ -122,7 +122,7 @@ func systems(l Layout, g Guest, only []string) ([]System, error) {
 	}
 	if l.LKVM != "" {
 		all = append(all, System{Name: "lkvm", Kind: KindPeer, RAMMiB: g.MiB, Args: []string{l.LKVM, "run", "--kernel", l.CloudKernel,
-			"--initrd", l.Initrd, "--mem", mem, "--cpus", cpus, "--params", "cryptomgr.notests " + cmdlineAppend, "--console", "serial"}})
+			"--initrd", l.Initrd, "--mem", mem, "--cpus", cpus, "--params", cmdline, "--console", "serial"}})
 	}
 	ct := System{Name: "container", Kind: KindContainer, Config: container.Config{
 		Root: filepath.Join(l.WorkDir, "rootfs"),
@@ -137,7 +137,7 @@ func systems(l Layout, g Guest, only []string) ([]System, error) {
 		// Booted to the image's marker (multi-user.target reached); the
 		// guest then powers itself off, and the harness waits for that
 		// so the disk is clean for the next boot.
-		root := fmt.Sprintf(distroCmdline, "/dev/vda")
+		root := distroCmdline
 		all = append(all, System{Name: "vmm-distro", Kind: KindPeer, RAMMiB: distroMiB, Marker: distro.Marker, ExitLine: distro.PowerOffLine,
 			Args: []string{l.VMM, "-kernel", d.Kernel, "-initrd", d.Initrd, "-append", root, "-disk", d.Disk,
 				"-m", strconv.Itoa(distroMiB), "-smp", strconv.Itoa(distroCPUs)}})

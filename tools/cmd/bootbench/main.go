@@ -268,7 +268,8 @@ func runEmit(ctx context.Context, o options, dir string) error {
 		if o.distroDisk == "" {
 			return errors.New("-distro needs -distro-disk on the L1 side")
 		}
-		l.Distro = &DistroLayout{Kernel: filepath.Join(o.distro, "vmlinuz"), Initrd: filepath.Join(o.distro, "initrd.img"), Disk: o.distroDisk}
+		img := distro.ImageIn(o.distro)
+		l.Distro = &DistroLayout{Kernel: img.Kernel, Initrd: img.Initrd, Disk: o.distroDisk}
 	}
 	sys, err := systems(l, o.guest, o.systems)
 	if err != nil {

@@ -139,12 +139,9 @@ func prepareDistro(ctx context.Context, o options, dir string, f *hostFiles) err
 	}
 	var img *distro.Image
 	if o.distro != "" {
-		d := absPath(o.distro)
-		img = &distro.Image{Dir: d, Kernel: filepath.Join(d, "vmlinuz"), Initrd: filepath.Join(d, "initrd.img"), Disk: filepath.Join(d, "rootfs.ext4")}
-		for _, p := range []string{img.Kernel, img.Initrd, img.Disk} {
-			if !fileExists(p) {
-				return fmt.Errorf("-distro %s: no %s", o.distro, filepath.Base(p))
-			}
+		img = distro.ImageIn(absPath(o.distro))
+		if err := img.Check(); err != nil {
+			return fmt.Errorf("-distro: %w", err)
 		}
 	} else {
 		fmt.Fprintln(os.Stderr, "bootbench: finding (or building, minutes) the Debian 12 image for vmm-distro and qemu-distro; -distro none leaves them out")
@@ -324,8 +321,9 @@ func runNested(ctx context.Context, o options, f *hostFiles, rep *Report) error 
 		FreezeTimeout: 30 * time.Second, Log: os.Stderr,
 	}
 	if f.distro != nil {
-		files[l1Distro+"/vmlinuz"] = f.distro.Kernel
-		files[l1Distro+"/initrd.img"] = f.distro.Initrd
+		in := distro.ImageIn(l1Distro)
+		files[in.Kernel] = f.distro.Kernel
+		files[in.Initrd] = f.distro.Initrd
 		// L1 sees the copy as its first disk; vmm and QEMU both boot
 		// from that block device.
 		cfg.Disks = []nested.Disk{{Path: f.distroDisk}}
