@@ -24,6 +24,10 @@ func TestStructSizes(t *testing.T) {
 		{pitConfig{}, sizeofPITConfig},
 		{irqfd{}, sizeofIRQFD},
 		{ioeventfd{}, sizeofIOEventFD},
+		{irqRouting{}, sizeofIRQRoutingHeader},
+		{irqRoutingEntry{}, sizeofIRQRoutingEntry},
+		{irqRoutingIRQChip{}, 8},
+		{irqRoutingMSI{}, 16},
 		{LAPICState{}, sizeofLAPICState},
 	}
 	for _, tt := range tests {
@@ -59,6 +63,11 @@ func TestFieldOffsets(t *testing.T) {
 		{ioeventfd{}, "FD", 20},
 		{ioeventfd{}, "Flags", 24},
 		{irqfd{}, "ResampleFD", 12},
+		{irqRoutingEntry{}, "Flags", 8},
+		{irqRoutingEntry{}, "U", 16},
+		{irqRoutingIRQChip{}, "Pin", 4},
+		{irqRoutingMSI{}, "AddressHi", 4},
+		{irqRoutingMSI{}, "Data", 8},
 	}
 	for _, tt := range tests {
 		typ := reflect.TypeOf(tt.v)
@@ -91,6 +100,7 @@ func TestIoctlNumbers(t *testing.T) {
 		{"KVM_SET_IDENTITY_MAP_ADDR", kvmSetIdentityMapAddr, 0x4008AE48},
 		{"KVM_CREATE_IRQCHIP", kvmCreateIRQChip, 0xAE60},
 		{"KVM_IRQ_LINE", kvmIRQLine, 0x4008AE61},
+		{"KVM_SET_GSI_ROUTING", kvmSetGSIRouting, 0x4008AE6A},
 		{"KVM_IRQFD", kvmIRQFD, 0x4020AE76},
 		{"KVM_CREATE_PIT2", kvmCreatePIT2, 0x4040AE77},
 		{"KVM_IOEVENTFD", kvmIOEventFD, 0x4040AE79},

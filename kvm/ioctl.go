@@ -39,6 +39,7 @@ var (
 	kvmSetIdentityMapAddr  = iow(0x48, 8)
 	kvmCreateIRQChip       = io(0x60)
 	kvmIRQLine             = iow(0x61, sizeofIRQLevel)
+	kvmSetGSIRouting       = iow(0x6a, sizeofIRQRoutingHeader)
 	kvmIRQFD               = iow(0x76, sizeofIRQFD)
 	kvmCreatePIT2          = iow(0x77, sizeofPITConfig)
 	kvmIOEventFD           = iow(0x79, sizeofIOEventFD)

@@ -133,7 +133,53 @@ type ioeventfd struct {
 const (
 	IOEventFDDatamatch = 1 << 0 // KVM_IOEVENTFD_FLAG_DATAMATCH
 	IOEventFDPIO       = 1 << 1 // KVM_IOEVENTFD_FLAG_PIO
+	IOEventFDDeassign  = 1 << 2 // KVM_IOEVENTFD_FLAG_DEASSIGN
 )
+
+// irqRouting mirrors struct kvm_irq_routing without its entries, which
+// follow it in the same buffer.
+type irqRouting struct {
+	Nr    uint32
+	Flags uint32
+}
+
+// irqRoutingEntry mirrors struct kvm_irq_routing_entry. U is its union,
+// of which vmm writes irqRoutingIRQChip or irqRoutingMSI.
+type irqRoutingEntry struct {
+	GSI   uint32
+	Type  uint32
+	Flags uint32
+	_     uint32
+	U     [32]byte
+}
+
+// irqRoutingIRQChip mirrors struct kvm_irq_routing_irqchip.
+type irqRoutingIRQChip struct {
+	IRQChip uint32
+	Pin     uint32
+}
+
+// irqRoutingMSI mirrors struct kvm_irq_routing_msi. The last word is
+// devid, meaningful only with KVM_MSI_VALID_DEVID (arm64); x86 wants 0.
+type irqRoutingMSI struct {
+	AddressLo uint32
+	AddressHi uint32
+	Data      uint32
+	_         uint32
+}
+
+// RouteKind is the type of a GSI routing entry, KVM_IRQ_ROUTING_* in
+// include/uapi/linux/kvm.h.
+type RouteKind uint32
+
+const (
+	RouteIRQChip RouteKind = 1 // KVM_IRQ_ROUTING_IRQCHIP: a pin of an in-kernel PIC or IOAPIC
+	RouteMSI     RouteKind = 2 // KVM_IRQ_ROUTING_MSI: a message to the local APICs
+)
+
+// MaxIRQRoutes is KVM_MAX_IRQ_ROUTES (include/linux/kvm_host.h): the most
+// entries KVM_SET_GSI_ROUTING takes, and the bound on their GSIs.
+const MaxIRQRoutes = 4096
 
 // LAPICState mirrors struct kvm_lapic_state: the local APIC's 4 KiB
 // register page, of which KVM transfers the first KVM_APIC_REG_SIZE bytes.
@@ -158,6 +204,8 @@ const (
 	sizeofPITConfig             = 64
 	sizeofIRQFD                 = 32
 	sizeofIOEventFD             = 64
+	sizeofIRQRoutingHeader      = 8 // struct kvm_irq_routing without entries
+	sizeofIRQRoutingEntry       = 48
 	sizeofLAPICState            = 1024
 )
 
@@ -171,11 +219,13 @@ const (
 	CapSetTSSAddr         Cap = 4
 	CapExtCPUID           Cap = 7
 	CapNrVCPUs            Cap = 9
+	CapIRQRouting         Cap = 25 // answers MaxIRQRoutes
 	CapIRQFD              Cap = 32
 	CapPIT2               Cap = 33
 	CapIOEventFD          Cap = 36
 	CapSetIdentityMapAddr Cap = 37
 	CapTSCDeadlineTimer   Cap = 72
+	CapSignalMSI          Cap = 77
 	CapMaxVCPUs           Cap = 66
 	CapImmediateExit      Cap = 136
 )
