@@ -46,6 +46,27 @@ type Config struct {
 	// in the order the guest should find them (Linux probes them, and so
 	// names disks vda, vdb, ..., in this order).
 	VirtioMMIO []MMIODevice
+	// PCI, when not nil, is the PCI root bridge to declare in the DSDT as
+	// \_SB.PCI0. Linux with ACPI enumerates PCI only below host bridges
+	// the DSDT declares, so without it the guest never scans bus 0.
+	PCI *PCIRoot
+}
+
+// PCIRoot is a conventional PCI host bridge (PNP0A03) for bus 0 of
+// segment 0, reached through configuration mechanism #1 (PCI Local Bus
+// 3.0 §3.2.2.3.2). Its devices have only 32-bit memory BARs, assigned
+// inside one memory window, and signal with MSI-X only, so the bridge
+// forwards no I/O ports and needs no interrupt routing (_PRT).
+type PCIRoot struct {
+	// ConfigPort is the first of the 8 ports of configuration mechanism
+	// #1, CONFIG_ADDRESS at +0 and CONFIG_DATA at +4. It must be 0xCF8:
+	// the mechanism lives there, Linux's conf1 accessors hard-code it,
+	// and Linux drops exactly 0xCF8-0xCFF from a host bridge's _CRS as
+	// the bridge's own, taking any other I/O range there for a window.
+	ConfigPort uint16
+	// MMIOBase and MMIOSize are the memory window the BARs are assigned
+	// in, [MMIOBase, MMIOBase+MMIOSize), below 4 GiB.
+	MMIOBase, MMIOSize uint32
 }
 
 // MMIODevice is one virtio-mmio transport (virtio v1.2 §4.2): a register
@@ -57,6 +78,20 @@ type MMIODevice struct {
 
 // Limits on Config.
 const (
+	// pciConfigPort and pciConfigPorts are configuration mechanism #1's
+	// I/O ports, 0xCF8-0xCFF (PCI Local Bus 3.0 §3.2.2.3.2).
+	pciConfigPort  = 0xcf8
+	pciConfigPorts = 8
+	// apicPageSize is the span the PCI window must keep clear at
+	// LAPICAddr and at IOAPICAddr: the MADT gives only their bases, and
+	// each controller's registers lie within a 4 KiB page.
+	apicPageSize = 0x1000
+	// msiAddrBase and msiAddrSize are the interrupt address range,
+	// 0xFEE00000-0xFEEFFFFF, where a write is an MSI rather than memory
+	// (Intel SDM Vol. 3, "Message Address Register Format"); a BAR there
+	// would be hidden behind the MSI-X messages themselves.
+	msiAddrBase = 0xfee00000
+	msiAddrSize = 1 << 20
 	// maxCPUs keeps local APIC IDs and ACPI processor UIDs below 0xFF:
 	// APIC ID 0xFF is the xAPIC broadcast destination, and processor UID
 	// 0xFF means "all processors" in the Local APIC NMI structure
@@ -152,6 +187,9 @@ func (c Config) validate() error {
 	if len(c.VirtioMMIO) > maxVirtioMMIO {
 		errs = append(errs, fmt.Errorf("%d virtio-mmio devices, at most %d", len(c.VirtioMMIO), maxVirtioMMIO))
 	}
+	if c.PCI != nil {
+		errs = append(errs, c.validatePCI()...)
+	}
 	if c.MaxSize < 0 {
 		errs = append(errs, fmt.Errorf("MaxSize is negative (%d)", c.MaxSize))
 	}
@@ -159,6 +197,49 @@ func (c Config) validate() error {
 		return fmt.Errorf("acpi: bad config: %w", err)
 	}
 	return nil
+}
+
+// validatePCI checks c.PCI: the configuration ports, and a memory window
+// that is non-empty, ends at or below 4 GiB and overlaps neither the
+// interrupt controllers, nor the MSI address range, nor a virtio-mmio
+// transport.
+func (c Config) validatePCI() []error {
+	p := c.PCI
+	var errs []error
+	if p.ConfigPort != pciConfigPort {
+		errs = append(errs, fmt.Errorf("PCI ConfigPort %#x must be %#x, where configuration mechanism #1 lives", p.ConfigPort, pciConfigPort))
+	}
+	lo, hi := uint64(p.MMIOBase), uint64(p.MMIOBase)+uint64(p.MMIOSize)
+	switch {
+	case p.MMIOSize == 0:
+		return append(errs, fmt.Errorf("PCI memory window at %#x is empty", p.MMIOBase))
+	case hi > 1<<32:
+		return append(errs, fmt.Errorf("PCI memory window %#x+%#x runs past 4 GiB", p.MMIOBase, p.MMIOSize))
+	}
+	type span struct {
+		what     string
+		lo, size uint64
+	}
+	var keepOut []span
+	if c.LAPICAddr != 0 { // 0 is refused on its own
+		keepOut = append(keepOut, span{"local APIC", uint64(c.LAPICAddr), apicPageSize})
+	}
+	if c.IOAPICAddr != 0 {
+		keepOut = append(keepOut, span{"I/O APIC", uint64(c.IOAPICAddr), apicPageSize})
+	}
+	keepOut = append(keepOut, span{"MSI address range", msiAddrBase, msiAddrSize})
+	for i, d := range c.VirtioMMIO {
+		keepOut = append(keepOut, span{fmt.Sprintf("virtio-mmio device %d", i), uint64(d.Addr), uint64(d.Size)})
+	}
+	// Only the first overlap is reported: the local APIC's page usually
+	// lies in the MSI address range, and one misplaced window is one
+	// fault.
+	for _, s := range keepOut {
+		if s.size > 0 && lo < s.lo+s.size && s.lo < hi {
+			return append(errs, fmt.Errorf("PCI memory window [%#x, %#x) overlaps the %s at [%#x, %#x)", lo, hi, s.what, s.lo, s.lo+s.size))
+		}
+	}
+	return errs
 }
 
 // layout hands out offsets in the blob. Alignment is of the absolute

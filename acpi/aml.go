@@ -10,8 +10,8 @@ import (
 // Language to declare data in the namespace (names, integers, strings,
 // packages, buffers) and to group it into scopes and devices. There are no
 // control methods, because nothing we describe needs code: \_S5 is a
-// package, and a later PCI host bridge (PNP0A03) needs only _HID, _UID and a
-// _CRS resource-template buffer, all of which are data.
+// package, and the PCI host bridge (PNP0A03) needs only _HID, _UID, _SEG,
+// _BBN and a _CRS resource-template buffer, all of which are data.
 //
 // Encoding errors (a bad name, an oversized package) are returned rather
 // than panicking, so that Build stays a total function even if a future
@@ -70,6 +70,37 @@ const (
 	resIRQConsumer = 1 << 0 // the device consumes the interrupt
 	resIRQEdge     = 1 << 1 // edge-triggered (0: level)
 	// bit 2 clear: active high; bit 3 clear: exclusive.
+
+	// resIOPort is the small item I/O Port Descriptor (§6.4.2.5): item
+	// name 0x08, length 7 (information, minimum, maximum, alignment,
+	// length).
+	resIOPort     = 0x47
+	resIODecode16 = 1 << 0 // §6.4.2.5 byte 1 bit 0: decodes all 16 address bits
+
+	// resDWordAddr is the large item 0x87, DWord Address Space
+	// Descriptor (§6.4.3.5.2); without a resource source its body is 23
+	// bytes: resource type, general flags, type-specific flags, then
+	// granularity, minimum, maximum, translation offset and length, 32
+	// bits each.
+	resDWordAddr    = 0x87
+	resDWordAddrLen = 23
+	// resWordAddr is the large item 0x88, Word Address Space Descriptor
+	// (§6.4.3.5.3): the same layout with 16-bit fields, 13 bytes of body.
+	resWordAddr    = 0x88
+	resWordAddrLen = 13
+	// Resource Type, byte 3 of both (§6.4.3.5.2, §6.4.3.5.3).
+	resAddrMemory    = 0
+	resAddrBusNumber = 2
+	// General Flags, byte 4 (§6.4.3.5.2, §6.4.3.5.3). Bit 1 (_DEC) clear
+	// is positive decode; bit 0 clear says the device produces the range
+	// for the devices below it, as a bridge window does, rather than
+	// consuming it itself.
+	resAddrMinFixed = 1 << 2 // _MIF: the minimum address is fixed
+	resAddrMaxFixed = 1 << 3 // _MAF: the maximum address is fixed
+	// Memory Resource Flag, byte 5 of a memory range (§6.4.3.5.5): bit 0
+	// (_RW) set is read-write; bits 1-2 (_MEM) 0 are non-cacheable, bits
+	// 3-4 (_MTP) 0 AddressRangeMemory and bit 5 (_TTP) 0 TypeStatic.
+	resAddrMemReadWrite = 1 << 0
 )
 
 // memory32Fixed is ASL's Memory32Fixed(ReadWrite, base, size).
@@ -84,6 +115,39 @@ func memory32Fixed(base, size uint32) []byte {
 func extendedInterrupt(gsi uint32) []byte {
 	b := []byte{resExtendedIRQ, resExtendedIRQLen, 0, resIRQConsumer | resIRQEdge, 1}
 	return binary.LittleEndian.AppendUint32(b, gsi)
+}
+
+// ioPort is ASL's IO(Decode16, base, base, 1, n): n ports fixed at base.
+func ioPort(base uint16, n uint8) []byte {
+	b := []byte{resIOPort, resIODecode16}
+	b = binary.LittleEndian.AppendUint16(b, base) // minimum
+	b = binary.LittleEndian.AppendUint16(b, base) // maximum: the same, so fixed
+	return append(b, 1, n)                        // alignment, length
+}
+
+// wordBusNumber is ASL's WordBusNumber(ResourceProducer, MinFixed,
+// MaxFixed, PosDecode, 0, first, last, 0, last-first+1): the bus numbers a
+// host bridge decodes. first must not exceed last.
+func wordBusNumber(first, last uint8) []byte {
+	b := binary.LittleEndian.AppendUint16([]byte{resWordAddr}, resWordAddrLen)
+	b = append(b, resAddrBusNumber, resAddrMinFixed|resAddrMaxFixed, 0)
+	for _, v := range []uint16{0, uint16(first), uint16(last), 0, uint16(last) - uint16(first) + 1} {
+		b = binary.LittleEndian.AppendUint16(b, v) // granularity, min, max, translation, length
+	}
+	return b
+}
+
+// dwordMemory is ASL's DWordMemory(ResourceProducer, PosDecode, MinFixed,
+// MaxFixed, NonCacheable, ReadWrite, 0, base, base+size-1, 0, size): a
+// memory window a bridge passes on to the devices below it. size must be
+// non-zero and base+size at most 4 GiB.
+func dwordMemory(base, size uint32) []byte {
+	b := binary.LittleEndian.AppendUint16([]byte{resDWordAddr}, resDWordAddrLen)
+	b = append(b, resAddrMemory, resAddrMinFixed|resAddrMaxFixed, resAddrMemReadWrite)
+	for _, v := range []uint32{0, base, base + size - 1, 0, size} {
+		b = binary.LittleEndian.AppendUint32(b, v) // granularity, min, max, translation, length
+	}
+	return b
 }
 
 // amlTerm is one AML object: a data object, a named object or a namespace

@@ -110,6 +110,15 @@ const (
 	boot8042 = 1 << 1
 	// bootNoVGA: no VGA hardware to probe.
 	bootNoVGA = 1 << 2
+	// bootNoMSI is deliberately left clear: set, it tells the OS that
+	// MSI must not be enabled, and Linux's acpi_pci_init then calls
+	// pci_no_msi(), leaving MSI-X-only PCI devices without interrupts.
+	bootNoMSI = 1 << 3
+	// bootNoASPM is deliberately left clear: it forbids OSPM control of
+	// PCI Express Active State Power Management, which our conventional
+	// PCI bus does not have; Linux disables ASPM below a PNP0A03 bridge
+	// without _OSC anyway.
+	bootNoASPM = 1 << 4
 	// bootNoCMOSRTC is deliberately left clear: we emulate the CMOS RTC,
 	// and setting it would stop Linux registering rtc_cmos.
 	bootNoCMOSRTC = 1 << 5
@@ -342,16 +351,16 @@ func sleepPackage(typ uint8) amlPackage {
 
 // dsdtAML is the DSDT's definition block body: \_S5, so the OS knows
 // soft-off exists and which SLP_TYP selects it (no \_S1-\_S4, so the
-// guest never tries a sleep state we do not implement), and one device
-// per virtio-mmio transport under \_SB.
+// guest never tries a sleep state we do not implement), and under \_SB
+// the PCI host bridge, if any, then one device per virtio-mmio transport.
 func dsdtAML(c Config) ([]amlTerm, error) {
 	terms := []amlTerm{
 		amlName{`\_S5`, sleepPackage(pm.SleepTypeS5)},
 	}
-	if len(c.VirtioMMIO) == 0 {
-		return terms, nil
-	}
 	var devs []amlTerm
+	if c.PCI != nil {
+		devs = append(devs, pciRootDevice(*c.PCI))
+	}
 	for i, d := range c.VirtioMMIO {
 		dev, err := virtioMMIODevice(i, d)
 		if err != nil {
@@ -359,7 +368,39 @@ func dsdtAML(c Config) ([]amlTerm, error) {
 		}
 		devs = append(devs, dev)
 	}
+	if len(devs) == 0 {
+		return terms, nil
+	}
 	return append(terms, amlScope{`\_SB`, devs}), nil
+}
+
+// pciHostBridgeHID is the PNP ID of a PCI host bridge, the one Linux's
+// pci_root driver binds (drivers/acpi/pci_root.c). It is PNP0A03 and not
+// PNP0A08: the bus is conventional PCI, and for PNP0A03 Linux treats _OSC
+// as optional (negotiate_os_control), where a PNP0A08 bridge without one
+// is logged as the platform keeping control of PCIe features.
+const pciHostBridgeHID = "PNP0A03"
+
+// pciBus is the one bus below the bridge, in segment 0.
+const pciBus = 0
+
+// pciRootDevice is Device(PCI0) for p: _HID, _UID, _SEG and _BBN, and a
+// _CRS holding what the bridge decodes: bus 0 alone; the configuration
+// ports, which it consumes itself (Linux drops them from the windows);
+// and one memory window. There is no I/O window, as no device has an I/O
+// BAR, and no _PRT, as no device uses INTx.
+func pciRootDevice(p PCIRoot) amlTerm {
+	return amlDevice{"PCI0", []amlTerm{
+		amlName{"_HID", amlEISAID(pciHostBridgeHID)},
+		amlName{"_UID", amlInt(0)},
+		amlName{"_SEG", amlInt(0)},
+		amlName{"_BBN", amlInt(pciBus)},
+		amlName{"_CRS", resourceTemplate(
+			wordBusNumber(pciBus, pciBus),
+			ioPort(p.ConfigPort, pciConfigPorts),
+			dwordMemory(p.MMIOBase, p.MMIOSize),
+		)},
+	}}
 }
 
 // virtioMMIOHID is the _HID Linux's virtio_mmio driver matches in its ACPI

@@ -322,6 +322,18 @@ func TestFADT(t *testing.T) {
 	if boot&(1<<5) != 0 {
 		t.Errorf("IAPC_BOOT_ARCH %#x: CMOS RTC Not Present set, but we have one", boot)
 	}
+	// MSI Not Supported would make Linux call pci_no_msi(), and the
+	// virtio-pci devices signal with MSI-X only; PCIe ASPM Controls
+	// concerns a PCI Express link we do not have.
+	if boot&(1<<3) != 0 {
+		t.Errorf("IAPC_BOOT_ARCH %#x: MSI Not Supported set", boot)
+	}
+	if boot&(1<<4) != 0 {
+		t.Errorf("IAPC_BOOT_ARCH %#x: PCIe ASPM Controls set", boot)
+	}
+	if boot != 0x0005 {
+		t.Errorf("IAPC_BOOT_ARCH %#x, want 0x5 (legacy devices, no VGA)", boot)
+	}
 }
 
 func TestFADTAboveFourGiB(t *testing.T) {
