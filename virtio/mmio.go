@@ -23,8 +23,6 @@ package virtio
 import (
 	"encoding/binary"
 	"fmt"
-	"sync"
-	"sync/atomic"
 )
 
 // MMIOSize is the size of one device's register window: the registers
@@ -104,98 +102,35 @@ const (
 	logQueueSetup
 	logActivate
 	logFail
+	logRoute
 )
-
-// mmioQueue is what the driver wrote for one queue: nothing is checked
-// until DRIVER_OK hands it to Queue.Setup.
-type mmioQueue struct {
-	num                  uint32
-	ready                bool
-	desc, driver, device uint64
-}
 
 // MMIO is one device's virtio-mmio register window. It implements
 // bus.Device.
 type MMIO struct {
-	dev       Device
-	mem       Memory
-	irq       Interrupt
-	notifiers []Notifier
-	queues    []*Queue
-	features  uint64 // dev.Features(), fixed so negotiation sees one set
-	logf      func(format string, args ...any)
-	interrupt func() // usedBuffer bound once, so Env.Interrupt never allocates
-
-	// Written by device goroutines through Env without t.mu: a worker
-	// must never wait for t.mu, which a vCPU holds while dev.Reset waits
-	// for that worker.
-	isr        atomic.Uint32 // interrupt status
-	needsReset atomic.Bool   // DEVICE_NEEDS_RESET
-	activation atomic.Uint64 // bumped by every reset: Fail of an older activation is ignored
-	configGen  atomic.Uint32
-	logged     atomic.Uint32 // log* kinds already reported
-
-	mu                 sync.Mutex // guards the registers below against concurrent vCPUs
-	status             uint32     // driver-set bits; NEEDS_RESET is in needsReset
-	deviceFeaturesSel  uint32
-	driverFeaturesSel  uint32
-	driverFeatures     uint64
-	driverFeaturesHigh bool // a non-zero word beyond bit 63 was accepted
-	queueSel           uint32
-	qregs              []mmioQueue
-	activated          bool // dev.Activate was called since the last reset
-	closed             bool
+	transport
+	irq Interrupt
 }
 
 // NewMMIO returns the transport for dev, with one notifier per queue
 // (notifiers[i] for queue i). logf, which may be nil, reports guest
 // mistakes and device failures; it should name the device.
 func NewMMIO(dev Device, mem Memory, irq Interrupt, notifiers []Notifier, logf func(format string, args ...any)) (*MMIO, error) {
-	if dev == nil || mem == nil || irq == nil {
-		return nil, fmt.Errorf("virtio-mmio: nil device, memory or interrupt")
+	if irq == nil {
+		return nil, fmt.Errorf("virtio-mmio: nil interrupt")
 	}
-	typ := dev.Type()
-	features := dev.Features()
-	if features&(1<<FeatureVersion1) == 0 {
-		return nil, fmt.Errorf("virtio-mmio type %d: device does not offer VIRTIO_F_VERSION_1 (features %#x); only modern devices are supported", typ, features)
+	t := &MMIO{irq: irq}
+	if err := t.init("virtio-mmio", dev, mem, notifiers, logf, t.raiseLine); err != nil {
+		return nil, err
 	}
-	if f := features & (1<<featureRingPacked | 1<<featureNotificationData | 1<<featureRingReset); f != 0 {
-		return nil, fmt.Errorf("virtio-mmio type %d: device offers features %#x the transport does not implement", typ, f)
-	}
-	maxes := dev.QueueMax()
-	if len(maxes) == 0 {
-		return nil, fmt.Errorf("virtio-mmio type %d: device has no queues", typ)
-	}
-	if len(notifiers) != len(maxes) {
-		return nil, fmt.Errorf("virtio-mmio type %d: %d notifiers for %d queues", typ, len(notifiers), len(maxes))
-	}
-	t := &MMIO{
-		dev:       dev,
-		mem:       mem,
-		irq:       irq,
-		notifiers: append([]Notifier(nil), notifiers...),
-		queues:    make([]*Queue, len(maxes)),
-		features:  features,
-		logf:      logf,
-		qregs:     make([]mmioQueue, len(maxes)),
-	}
-	for i, m := range maxes {
-		// A split queue's size is a power of 2 up to 32768 (virtio v1.2
-		// §2.7), and Linux sizes its rings at exactly QueueNumMax.
-		if m == 0 || m&(m-1) != 0 || m > 32768 {
-			return nil, fmt.Errorf("virtio-mmio type %d: queue %d: maximum size %d is not a power of 2 up to 32768", typ, i, m)
-		}
-		if notifiers[i] == nil {
-			return nil, fmt.Errorf("virtio-mmio type %d: queue %d: nil notifier", typ, i)
-		}
-		t.queues[i] = NewQueue(m)
-		t.qregs[i].num = uint32(m)
-	}
-	if t.logf == nil {
-		t.logf = func(string, ...any) {}
-	}
-	t.interrupt = t.usedBuffer
 	return t, nil
+}
+
+// raiseLine is the transport's interrupt: the cause in InterruptStatus,
+// then an edge on the device's line.
+func (t *MMIO) raiseLine(cause uint32) {
+	t.isr.Or(cause)
+	t.irq.Trigger()
 }
 
 // Read implements bus.Device: off is within the window, len(data) the
@@ -230,11 +165,7 @@ func (t *MMIO) Write(off uint64, data []byte) {
 	// are fixed and the interrupt status is atomic.
 	switch off {
 	case MMIOQueueNotify:
-		if v < uint32(len(t.notifiers)) {
-			t.notifiers[v].Signal()
-		} else {
-			t.logOnce(logNoQueue, "notify of queue %d, device has %d", v, len(t.notifiers))
-		}
+		t.notify(v)
 		return
 	case MMIOInterruptACK:
 		t.isr.And(^v)
@@ -245,18 +176,6 @@ func (t *MMIO) Write(off uint64, data []byte) {
 	if !t.closed {
 		t.writeRegister(off, v)
 	}
-}
-
-// Close resets the device, stopping its workers, and makes the transport
-// ignore further register writes. It is idempotent.
-func (t *MMIO) Close() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return
-	}
-	t.reset()
-	t.closed = true
 }
 
 // registerAccessOK enforces virtio v1.2 §4.2.2.2: the driver accesses
@@ -305,13 +224,7 @@ func (t *MMIO) readRegister(off uint64) uint32 {
 	defer t.mu.Unlock()
 	switch off {
 	case MMIODeviceFeatures:
-		switch t.deviceFeaturesSel {
-		case 0:
-			return uint32(t.features)
-		case 1:
-			return uint32(t.features >> 32)
-		}
-		return 0
+		return t.deviceFeatureWord()
 	case MMIOQueueNumMax:
 		if t.queueSel < uint32(len(t.queues)) {
 			return uint32(t.queues[t.queueSel].Max())
@@ -323,11 +236,7 @@ func (t *MMIO) readRegister(off uint64) uint32 {
 		}
 		return 0
 	case MMIOStatus:
-		st := t.status
-		if t.needsReset.Load() {
-			st |= StatusDeviceNeedsReset
-		}
-		return st
+		return t.readStatus()
 	}
 	t.logOnce(logWriteOnly, "read of write-only or reserved register %#x", off)
 	return 0
@@ -351,7 +260,7 @@ func (t *MMIO) writeRegister(off uint64, v uint32) {
 		MMIOQueueDescLow, MMIOQueueDescHigh,
 		MMIOQueueDriverLow, MMIOQueueDriverHigh,
 		MMIOQueueDeviceLow, MMIOQueueDeviceHigh:
-		t.writeQueue(off, v)
+		t.writeQueue(mmioQueueField(off), v)
 	case MMIOSHMSel:
 		// Every region reads as absent whatever is selected.
 	default:
@@ -359,215 +268,23 @@ func (t *MMIO) writeRegister(off uint64, v uint32) {
 	}
 }
 
-// writeDriverFeatures stores a word of accepted features. Once
-// FEATURES_OK is set the negotiated set is final (virtio v1.2 §3.1.1), so
-// later writes are ignored rather than changing features under a
-// running device.
-func (t *MMIO) writeDriverFeatures(v uint32) {
-	if t.status&StatusFeaturesOK != 0 {
-		t.logOnce(logFeaturesLocked, "driver features written after FEATURES_OK ignored")
-		return
-	}
-	switch t.driverFeaturesSel {
-	case 0:
-		t.driverFeatures = t.driverFeatures&^0xffffffff | uint64(v)
-	case 1:
-		t.driverFeatures = t.driverFeatures&0xffffffff | uint64(v)<<32
-	default:
-		// No feature beyond bit 63 is offered, so accepting one makes
-		// FEATURES_OK fail; clearing one again is harmless.
-		if v != 0 {
-			t.driverFeaturesHigh = true
-		}
-	}
-}
-
-// writeQueue configures the selected queue. The registers are writable
-// only while the queue is not ready and the device not running (virtio
-// v1.2 §4.2.3.2); anything else is ignored, so a running device's rings
-// never move under it.
-func (t *MMIO) writeQueue(off uint64, v uint32) {
-	if t.queueSel >= uint32(len(t.qregs)) {
-		t.logOnce(logNoQueue, "write to register %#x for queue %d, device has %d", off, t.queueSel, len(t.qregs))
-		return
-	}
-	q := &t.qregs[t.queueSel]
-	if t.status&StatusDriverOK != 0 || (q.ready && off != MMIOQueueReady) {
-		t.logOnce(logQueueLocked, "write to register %#x of queue %d while it is in use ignored", off, t.queueSel)
-		return
-	}
+// mmioQueueField maps a queue register onto the transport's field.
+func mmioQueueField(off uint64) queueField {
 	switch off {
 	case MMIOQueueNum:
-		q.num = v
+		return qfNum
 	case MMIOQueueReady:
-		q.ready = v&1 != 0
+		return qfReady
 	case MMIOQueueDescLow:
-		q.desc = setLow(q.desc, v)
+		return qfDescLow
 	case MMIOQueueDescHigh:
-		q.desc = setHigh(q.desc, v)
+		return qfDescHigh
 	case MMIOQueueDriverLow:
-		q.driver = setLow(q.driver, v)
+		return qfDriverLow
 	case MMIOQueueDriverHigh:
-		q.driver = setHigh(q.driver, v)
+		return qfDriverHigh
 	case MMIOQueueDeviceLow:
-		q.device = setLow(q.device, v)
-	case MMIOQueueDeviceHigh:
-		q.device = setHigh(q.device, v)
+		return qfDeviceLow
 	}
-}
-
-func setLow(x uint64, v uint32) uint64  { return x&^0xffffffff | uint64(v) }
-func setHigh(x uint64, v uint32) uint64 { return x&0xffffffff | uint64(v)<<32 }
-
-// writeStatus follows the driver through device initialization (virtio
-// v1.2 §3.1.1). A driver never clears a bit except by writing 0 (§2.1.2),
-// so status only accumulates bits until then.
-func (t *MMIO) writeStatus(v uint32) {
-	if v == 0 {
-		t.reset()
-		return
-	}
-	old := t.status
-	st := old | v&statusDriverBits
-	if st&StatusFeaturesOK != 0 && old&StatusFeaturesOK == 0 {
-		// The device refuses features by leaving FEATURES_OK clear for
-		// the driver to read back (§2.2.2).
-		if err := t.checkFeatures(); err != nil {
-			st &^= StatusFeaturesOK
-			t.logOnce(logFeaturesRefused, "FEATURES_OK refused: %v", err)
-		}
-	}
-	t.status = st
-	if st&StatusDriverOK == 0 || old&StatusDriverOK != 0 {
-		return
-	}
-	switch {
-	case st&StatusFeaturesOK == 0:
-		// Nothing was negotiated, so there is nothing to start with.
-		t.status &^= StatusDriverOK
-		t.logOnce(logNotFeaturesOK, "DRIVER_OK without FEATURES_OK ignored")
-	case st&StatusFailed != 0:
-		// The driver gave up on the device (§2.1): do not start it.
-	default:
-		t.activate()
-	}
-}
-
-// checkFeatures is the device's side of feature negotiation (§2.2.1):
-// the driver accepts only offered features, and this transport only
-// modern drivers (§6.1: VERSION_1).
-func (t *MMIO) checkFeatures() error {
-	if t.driverFeaturesHigh {
-		return fmt.Errorf("driver accepted a feature beyond bit 63")
-	}
-	if extra := t.driverFeatures &^ t.features; extra != 0 {
-		return fmt.Errorf("driver accepted features %#x the device does not offer (offered %#x)", extra, t.features)
-	}
-	if t.driverFeatures&(1<<FeatureVersion1) == 0 {
-		return fmt.Errorf("driver did not accept VIRTIO_F_VERSION_1 (features %#x): legacy drivers are not supported", t.driverFeatures)
-	}
-	return nil
-}
-
-// activate sets up the ready queues and starts the device; t.mu is held.
-// Env.Queues holds every queue, ready or not, because a driver may leave
-// queues unused (virtio-net's control queue, multiqueue pairs it did not
-// enable): the device skips those whose Ready is false.
-func (t *MMIO) activate() { t.activateAt(nil) }
-
-// activateAt is activate with the queues' indices set from rings (one per
-// queue, or nil for fresh queues) before the device starts: a restored
-// device's workers must never see the indices at 0.
-func (t *MMIO) activateAt(rings []QueueState) {
-	eventIdx := t.driverFeatures&(1<<FeatureEventIdx) != 0
-	indirect := t.driverFeatures&(1<<FeatureIndirectDesc) != 0
-	for i, r := range t.qregs {
-		if !r.ready {
-			continue
-		}
-		q := t.queues[i]
-		if r.num > uint32(q.Max()) {
-			t.raiseNeedsReset(logQueueSetup, "queue %d: size %d larger than maximum %d", i, r.num, q.Max())
-			return
-		}
-		cfg := QueueConfig{Size: uint16(r.num), Desc: r.desc, Avail: r.driver, Used: r.device}
-		if err := q.Setup(t.mem, cfg, eventIdx, indirect); err != nil {
-			t.raiseNeedsReset(logQueueSetup, "queue %d: %v", i, err)
-			return
-		}
-		if rings != nil {
-			if err := q.restoreState(rings[i]); err != nil {
-				t.raiseNeedsReset(logQueueSetup, "queue %d: %v", i, err)
-				return
-			}
-		}
-	}
-	gen := t.activation.Load()
-	env := Env{
-		Features:  t.driverFeatures,
-		Mem:       t.mem,
-		Queues:    t.queues,
-		Notifiers: t.notifiers,
-		Interrupt: t.interrupt,
-		Fail:      func(err error) { t.fail(gen, err) },
-	}
-	// Reset is owed even if Activate fails: it may have started some
-	// workers before finding what it could not use.
-	t.activated = true
-	if err := t.dev.Activate(env); err != nil {
-		t.raiseNeedsReset(logActivate, "activate: %v", err)
-	}
-}
-
-// reset returns the transport to its state after NewMMIO (virtio v1.2
-// §4.2.2.1: InterruptStatus and every QueueReady clear); t.mu is held.
-func (t *MMIO) reset() {
-	t.activation.Add(1)
-	if t.activated {
-		t.dev.Reset()
-		t.activated = false
-	}
-	for i, q := range t.queues {
-		q.Reset()
-		t.qregs[i] = mmioQueue{num: uint32(q.Max())}
-	}
-	t.status = 0
-	t.deviceFeaturesSel = 0
-	t.driverFeaturesSel = 0
-	t.driverFeatures = 0
-	t.driverFeaturesHigh = false
-	t.queueSel = 0
-	t.needsReset.Store(false)
-	t.isr.Store(0)
-	t.configGen.Add(1)
-}
-
-// usedBuffer is Env.Interrupt.
-func (t *MMIO) usedBuffer() {
-	t.isr.Or(InterruptUsedBuffer)
-	t.irq.Trigger()
-}
-
-// fail is Env.Fail for activation gen.
-func (t *MMIO) fail(gen uint64, err error) {
-	if t.activation.Load() != gen {
-		return
-	}
-	t.raiseNeedsReset(logFail, "device failed: %v", err)
-}
-
-// raiseNeedsReset tells the driver the device needs a reset: the status
-// bit, then a configuration change interrupt, which virtio v1.2 §2.1.2
-// requires once DRIVER_OK is set (it always is when this runs).
-func (t *MMIO) raiseNeedsReset(kind uint32, format string, args ...any) {
-	t.needsReset.Store(true)
-	t.isr.Or(InterruptConfigChange)
-	t.irq.Trigger()
-	t.logOnce(kind, format, args...)
-}
-
-func (t *MMIO) logOnce(kind uint32, format string, args ...any) {
-	if t.logged.Or(kind)&kind == 0 {
-		t.logf("virtio-mmio: "+format, args...)
-	}
+	return qfDeviceHigh
 }

@@ -40,9 +40,9 @@ func (q *Queue) restoreState(s QueueState) error {
 	return nil
 }
 
-// MMIOQueueState is one queue of an MMIOState: the transport registers
-// the driver wrote and the device's indices.
-type MMIOQueueState struct {
+// TransportQueueState is one queue of a TransportState: the queue
+// registers the driver wrote and the device's indices.
+type TransportQueueState struct {
 	Num    uint32     `json:"num"`
 	Ready  bool       `json:"ready"`
 	Desc   uint64     `json:"desc"`
@@ -51,32 +51,33 @@ type MMIOQueueState struct {
 	Ring   QueueState `json:"ring"`
 }
 
-// MMIOState is a virtio-mmio transport as a snapshot keeps it: the
+// TransportState is what a snapshot keeps of the part every transport
+// shares (virtio-mmio's registers; virtio-pci's common configuration): the
 // registers, the negotiated features and every queue. The device behind
 // it keeps nothing else that a guest idle at the snapshot depends on
 // (blk and net are stateless between requests); its identity (type,
 // offered features, queue count) is recorded so a restore onto another
 // device is refused.
-type MMIOState struct {
-	Type               DeviceType       `json:"type"`
-	OfferedFeatures    uint64           `json:"offered_features"`
-	Status             uint32           `json:"status"`
-	NeedsReset         bool             `json:"needs_reset,omitempty"`
-	ISR                uint32           `json:"isr"`
-	ConfigGen          uint32           `json:"config_gen"`
-	DeviceFeaturesSel  uint32           `json:"device_features_sel"`
-	DriverFeaturesSel  uint32           `json:"driver_features_sel"`
-	DriverFeatures     uint64           `json:"driver_features"`
-	DriverFeaturesHigh bool             `json:"driver_features_high,omitempty"`
-	QueueSel           uint32           `json:"queue_sel"`
-	Queues             []MMIOQueueState `json:"queues"`
+type TransportState struct {
+	Type               DeviceType            `json:"type"`
+	OfferedFeatures    uint64                `json:"offered_features"`
+	Status             uint32                `json:"status"`
+	NeedsReset         bool                  `json:"needs_reset,omitempty"`
+	ISR                uint32                `json:"isr"`
+	ConfigGen          uint32                `json:"config_gen"`
+	DeviceFeaturesSel  uint32                `json:"device_features_sel"`
+	DriverFeaturesSel  uint32                `json:"driver_features_sel"`
+	DriverFeatures     uint64                `json:"driver_features"`
+	DriverFeaturesHigh bool                  `json:"driver_features_high,omitempty"`
+	QueueSel           uint32                `json:"queue_sel"`
+	Queues             []TransportQueueState `json:"queues"`
 }
 
 // Pause stops the device's workers, keeping the negotiated state and the
 // queues' indices, so State can be taken; the transport ignores register
 // writes afterwards (it is as closed, without the reset). The machine
 // pauses a transport only once its vCPUs are stopped.
-func (t *MMIO) Pause() {
+func (t *transport) Pause() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -90,10 +91,10 @@ func (t *MMIO) Pause() {
 }
 
 // State returns the transport's state; call it after Pause.
-func (t *MMIO) State() MMIOState {
+func (t *transport) State() TransportState {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := MMIOState{
+	s := TransportState{
 		Type:               t.dev.Type(),
 		OfferedFeatures:    t.features,
 		Status:             t.status,
@@ -107,7 +108,7 @@ func (t *MMIO) State() MMIOState {
 		QueueSel:           t.queueSel,
 	}
 	for i, r := range t.qregs {
-		s.Queues = append(s.Queues, MMIOQueueState{
+		s.Queues = append(s.Queues, TransportQueueState{
 			Num: r.num, Ready: r.ready, Desc: r.desc, Driver: r.driver, Device: r.device,
 			Ring: t.queues[i].State(),
 		})
@@ -122,23 +123,23 @@ func (t *MMIO) State() MMIOState {
 // before the snapshot are seen. A state for another kind of device, or
 // one whose queues do not fit guest memory, is an error and the
 // transport stays reset.
-func (t *MMIO) Restore(s MMIOState) error {
+func (t *transport) Restore(s TransportState) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed || t.activated || t.status != 0 {
-		return fmt.Errorf("virtio-mmio: restore into a transport in use")
+		return fmt.Errorf("%s: restore into a transport in use", t.name)
 	}
 	if s.Type != t.dev.Type() {
-		return fmt.Errorf("virtio-mmio: snapshot has device type %d, this is type %d", s.Type, t.dev.Type())
+		return fmt.Errorf("%s: snapshot has device type %d, this is type %d", t.name, s.Type, t.dev.Type())
 	}
 	if s.OfferedFeatures != t.features {
-		return fmt.Errorf("virtio-mmio type %d: snapshot's device offered features %#x, this one offers %#x", s.Type, s.OfferedFeatures, t.features)
+		return fmt.Errorf("%s type %d: snapshot's device offered features %#x, this one offers %#x", t.name, s.Type, s.OfferedFeatures, t.features)
 	}
 	if len(s.Queues) != len(t.qregs) {
-		return fmt.Errorf("virtio-mmio type %d: snapshot has %d queues, device has %d", s.Type, len(s.Queues), len(t.qregs))
+		return fmt.Errorf("%s type %d: snapshot has %d queues, device has %d", t.name, s.Type, len(s.Queues), len(t.qregs))
 	}
 	if s.DriverFeatures&^t.features != 0 {
-		return fmt.Errorf("virtio-mmio type %d: snapshot negotiated features %#x beyond the offered %#x", s.Type, s.DriverFeatures, t.features)
+		return fmt.Errorf("%s type %d: snapshot negotiated features %#x beyond the offered %#x", t.name, s.Type, s.DriverFeatures, t.features)
 	}
 	t.status = s.Status & statusDriverBits
 	t.needsReset.Store(s.NeedsReset)
@@ -148,7 +149,7 @@ func (t *MMIO) Restore(s MMIOState) error {
 	t.driverFeatures, t.driverFeaturesHigh = s.DriverFeatures, s.DriverFeaturesHigh
 	t.queueSel = s.QueueSel
 	for i, q := range s.Queues {
-		t.qregs[i] = mmioQueue{num: q.Num, ready: q.Ready, desc: q.Desc, driver: q.Driver, device: q.Device}
+		t.qregs[i] = queueRegs{num: q.Num, ready: q.Ready, desc: q.Desc, driver: q.Driver, device: q.Device}
 	}
 	running := t.status&StatusDriverOK != 0 && t.status&StatusFeaturesOK != 0 &&
 		t.status&StatusFailed == 0 && !s.NeedsReset
@@ -162,7 +163,7 @@ func (t *MMIO) Restore(s MMIOState) error {
 	t.activateAt(rings)
 	if t.needsReset.Load() {
 		t.reset()
-		return fmt.Errorf("virtio-mmio type %d: the restored queues could not be set up (see the log)", s.Type)
+		return fmt.Errorf("%s type %d: the restored queues could not be set up (see the log)", t.name, s.Type)
 	}
 	for i, q := range s.Queues {
 		if q.Ready {

@@ -33,7 +33,7 @@ func TestMMIOStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back virtio.MMIOState
+	var back virtio.TransportState
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestMMIOStateRoundTrip(t *testing.T) {
 // Restore refuses what does not belong to the device, and leaves the
 // transport reset.
 func TestMMIORestoreRefuses(t *testing.T) {
-	base := func() virtio.MMIOState {
+	base := func() virtio.TransportState {
 		h := newHarness(t, newFakeDevice(offered, 8))
 		h.negotiate(1 << virtio.FeatureVersion1)
 		h.setupQueue(0, goodQueue(0))
@@ -80,15 +80,15 @@ func TestMMIORestoreRefuses(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		edit func(*virtio.MMIOState)
+		edit func(*virtio.TransportState)
 		want string
 	}{
-		{"type", func(s *virtio.MMIOState) { s.Type = virtio.TypeBlock }, "device type"},
-		{"offered", func(s *virtio.MMIOState) { s.OfferedFeatures ^= 1 << featureNetMAC }, "offered features"},
-		{"queues", func(s *virtio.MMIOState) { s.Queues = append(s.Queues, s.Queues[0]) }, "queues"},
-		{"negotiated", func(s *virtio.MMIOState) { s.DriverFeatures |= 1 << 60 }, "beyond the offered"},
-		{"ring outside RAM", func(s *virtio.MMIOState) { s.Queues[0].Desc = 1 << 40 }, "could not be set up"},
-		{"in flight", func(s *virtio.MMIOState) { s.Queues[0].Ring.LastAvail = 100 }, "could not be set up"},
+		{"type", func(s *virtio.TransportState) { s.Type = virtio.TypeBlock }, "device type"},
+		{"offered", func(s *virtio.TransportState) { s.OfferedFeatures ^= 1 << featureNetMAC }, "offered features"},
+		{"queues", func(s *virtio.TransportState) { s.Queues = append(s.Queues, s.Queues[0]) }, "queues"},
+		{"negotiated", func(s *virtio.TransportState) { s.DriverFeatures |= 1 << 60 }, "beyond the offered"},
+		{"ring outside RAM", func(s *virtio.TransportState) { s.Queues[0].Desc = 1 << 40 }, "could not be set up"},
+		{"in flight", func(s *virtio.TransportState) { s.Queues[0].Ring.LastAvail = 100 }, "could not be set up"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := base()
