@@ -97,7 +97,7 @@ func load(cfg Config) (_ *Machine, err error) {
 	if len(cfg.InitrdAppend) > 0 {
 		total = appendAt + uint64(len(cfg.InitrdAppend))
 	}
-	if m.layout, err = setupMemory(m.mem, k, cfg.Cmdline, total, cfg.CPUs, len(m.virtio)); err != nil {
+	if m.layout, err = setupMemory(m.mem, k, cfg.Cmdline, total, cfg.CPUs, len(m.virtio), cfg.VirtioPCI); err != nil {
 		return nil, err
 	}
 	if initrd != nil {
@@ -263,6 +263,7 @@ type irqWiring interface {
 	IRQLine(gsi uint32, high bool) error
 	IRQFD(efd int, gsi uint32) error
 	IOEventFD(efd int, addr uint64, n uint32, datamatch uint64, flags uint32) error
+	SetGSIRouting(routes []kvm.IRQRoute) error
 }
 
 // irqLine drives one GSI of the in-kernel irqchip for a device.

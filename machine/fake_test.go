@@ -153,7 +153,8 @@ type fakeWiring struct {
 	levels   map[uint32][]bool // every IRQLine call, per GSI
 	irqfds   map[uint32]int    // GSI -> eventfd
 	ioevents []fakeIOEvent
-	err      error // returned by IRQFD and IOEventFD
+	routes   []kvm.IRQRoute // the last SetGSIRouting
+	err      error          // returned by IRQFD and IOEventFD
 }
 
 type fakeIOEvent struct {
@@ -192,6 +193,16 @@ func (w *fakeWiring) IOEventFD(efd int, addr uint64, n uint32, datamatch uint64,
 		return w.err
 	}
 	w.ioevents = append(w.ioevents, fakeIOEvent{fd: efd, addr: addr, n: n, datamatch: datamatch, flags: flags})
+	return nil
+}
+
+func (w *fakeWiring) SetGSIRouting(routes []kvm.IRQRoute) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	w.routes = append([]kvm.IRQRoute(nil), routes...)
 	return nil
 }
 

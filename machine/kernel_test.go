@@ -119,7 +119,7 @@ func TestSetupMemoryVmlinux(t *testing.T) {
 		ram[i] = 0xaa // the bss must come out zeroed
 	}
 	const initrdSize = 1 << 20
-	l, err := setupMemory(mem, k, "console=ttyS0", initrdSize, 1, 0)
+	l, err := setupMemory(mem, k, "console=ttyS0", initrdSize, 1, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestSetupMemoryVmlinux(t *testing.T) {
 		t.Error("something was written at 1 MiB")
 	}
 
-	if _, err := setupMemory(lowMem(t, 16<<20), k, "", 0, 1, 0); err == nil || !strings.Contains(err.Error(), "too small for this kernel") {
+	if _, err := setupMemory(lowMem(t, 16<<20), k, "", 0, 1, 0, false); err == nil || !strings.Contains(err.Error(), "too small for this kernel") {
 		t.Errorf("16 MiB of RAM: %v", err)
 	}
 }
@@ -159,7 +159,7 @@ func TestSetupMemoryVmlinuxTooLow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := setupMemory(lowMem(t, 64<<20), k, "", 0, 1, 0); err == nil || !strings.Contains(err.Error(), "kernel loads at 0x10000, below the 1 MiB vmm keeps for boot data") {
+	if _, err := setupMemory(lowMem(t, 64<<20), k, "", 0, 1, 0, false); err == nil || !strings.Contains(err.Error(), "kernel loads at 0x10000, below the 1 MiB vmm keeps for boot data") {
 		t.Errorf("kernel at 64 KiB: %v", err)
 	}
 }

@@ -125,3 +125,25 @@ const ramGranule = 4 << 10
 // the benchmarks that give every peer VMM the same line share one
 // definition.
 const DefaultCmdline = "console=ttyS0 cryptomgr.notests"
+
+// PCI (Config.VirtioPCI): bus 0 of a conventional PCI hierarchy as on a
+// PC, holding one virtio-pci function per device.
+const (
+	// pciConfigPort is configuration mechanism #1's CONFIG_ADDRESS and
+	// CONFIG_DATA (PCI 3.0 §3.2.2.3.2), where Linux on a PC looks.
+	pciConfigPort = 0xcf8
+	// pciWindowBase and pciWindowSize are the root bridge's memory
+	// window, announced in the DSDT: the BARs live in it. It takes the
+	// start of the 32-bit hole up to the virtio-mmio windows, room for
+	// far more than maxVirtioDevices BARs of virtio.PCIBARSize.
+	pciWindowBase = mmioHoleStart
+	pciWindowSize = virtioMMIOBase - mmioHoleStart
+	// pciFirstDevice is the first device number of a virtio function:
+	// device 0 is the host bridge, which Linux's type 1 sanity check
+	// looks for (arch/x86/pci/direct.c).
+	pciFirstDevice = 1
+	// msiGSIBase is the first GSI of the MSI routes: above the IOAPIC's
+	// 24 pins (KVM_IOAPIC_NUM_PINS), so KVM's default routes for them
+	// stay as they are.
+	msiGSIBase = 24
+)

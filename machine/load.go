@@ -135,7 +135,7 @@ func loadKernel(mem *guestmem.Memory, k bootKernel) (entry uint64, long bool, er
 // initrdAddr): the protected-mode kernel, command line, boot GDT, page
 // tables, ACPI tables and the zero page. It is a pure function of its
 // inputs, so the whole layout is tested without /dev/kvm.
-func setupMemory(mem *guestmem.Memory, k bootKernel, cmdline string, initrdSize uint64, cpus, virtioDevices int) (bootLayout, error) {
+func setupMemory(mem *guestmem.Memory, k bootKernel, cmdline string, initrdSize uint64, cpus, virtioDevices int, virtioPCI bool) (bootLayout, error) {
 	var l bootLayout
 	low := mem.Regions()[0]
 	if low.GPA != 0 {
@@ -163,11 +163,18 @@ func setupMemory(mem *guestmem.Memory, k bootKernel, cmdline string, initrdSize 
 			return l, err
 		}
 	}
-	tables, err := acpi.Build(acpi.Config{
+	ac := acpi.Config{
 		Base: acpiAddr, CPUs: cpus, LAPICAddr: lapicAddr, IOAPICAddr: ioapicAddr, IOAPICID: ioapicID,
 		PMPort: pmPort, SCIIRQ: sciIRQ, MaxSize: acpiMax,
-		VirtioMMIO: virtioACPI(virtioDevices),
-	})
+	}
+	if virtioPCI {
+		// The root bridge is declared even without devices: the bus is
+		// the machine's, and Linux's scan of an empty bus 0 is cheap.
+		ac.PCI = &acpi.PCIRoot{ConfigPort: pciConfigPort, MMIOBase: pciWindowBase, MMIOSize: pciWindowSize}
+	} else {
+		ac.VirtioMMIO = virtioACPI(virtioDevices)
+	}
+	tables, err := acpi.Build(ac)
 	if err != nil {
 		return l, fmt.Errorf("build ACPI tables: %w", err)
 	}

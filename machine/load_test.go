@@ -24,7 +24,7 @@ func TestSetupMemoryLayout(t *testing.T) {
 	k := testKernel(t, testkernel.Options{Entry64: []byte{0xf4}})
 	mem := lowMem(t, 64<<20)
 	const initrdSize = 3<<20 + 5
-	l, err := setupMemory(mem, k, "console=ttyS0 quiet", initrdSize, 2, 0)
+	l, err := setupMemory(mem, k, "console=ttyS0 quiet", initrdSize, 2, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +69,17 @@ func TestSetupMemoryLayout(t *testing.T) {
 func TestSetupMemoryTooSmall(t *testing.T) {
 	k := testKernel(t, testkernel.Options{Entry64: []byte{0xf4}, InitSize: 4 << 20})
 	need := kernelEnd(k)
-	if _, err := setupMemory(lowMem(t, need), k, "", 0, 1, 0); err != nil {
+	if _, err := setupMemory(lowMem(t, need), k, "", 0, 1, 0, false); err != nil {
 		t.Fatalf("exactly %#x bytes: %v", need, err)
 	}
-	_, err := setupMemory(lowMem(t, need-1), k, "", 0, 1, 0)
+	_, err := setupMemory(lowMem(t, need-1), k, "", 0, 1, 0, false)
 	if err == nil || !strings.Contains(err.Error(), "too small for this kernel") {
 		t.Fatalf("one byte too small: %v", err)
 	}
-	if _, err := setupMemory(lowMem(t, need+pageSize), k, "", pageSize, 1, 0); err != nil {
+	if _, err := setupMemory(lowMem(t, need+pageSize), k, "", pageSize, 1, 0, false); err != nil {
 		t.Fatalf("initrd filling the last page: %v", err)
 	}
-	if _, err := setupMemory(lowMem(t, need+pageSize), k, "", pageSize+1, 1, 0); err == nil || !strings.Contains(err.Error(), "initrd") {
+	if _, err := setupMemory(lowMem(t, need+pageSize), k, "", pageSize+1, 1, 0, false); err == nil || !strings.Contains(err.Error(), "initrd") {
 		t.Fatalf("initrd one byte too big: %v", err)
 	}
 }
@@ -97,7 +97,7 @@ func TestSetupMemoryRefusesBadInput(t *testing.T) {
 		{"no CPUs", "", 0, "ACPI"},
 	}
 	for _, tt := range tests {
-		if _, err := setupMemory(lowMem(t, 32<<20), k, tt.cmdline, 0, tt.cpus, 0); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := setupMemory(lowMem(t, 32<<20), k, tt.cmdline, 0, tt.cpus, 0, false); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want error containing %q", tt.name, err, tt.want)
 		}
 	}
@@ -105,7 +105,7 @@ func TestSetupMemoryRefusesBadInput(t *testing.T) {
 
 func TestThirtyTwoBitKernel(t *testing.T) {
 	k := testKernel(t, testkernel.Options{Entry64: []byte{0xf4}, No64Bit: true})
-	l, err := setupMemory(lowMem(t, 32<<20), k, "", 0, 1, 0)
+	l, err := setupMemory(lowMem(t, 32<<20), k, "", 0, 1, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,6 +69,11 @@ type Config struct {
 	// so it spends decompressing itself at every boot. Empty boots the
 	// bzImage as it is.
 	KernelCache string
+	// VirtioPCI puts the virtio devices on a PCI bus, as virtio-pci
+	// functions with MSI-X, instead of virtio-mmio: an interrupt then
+	// costs the guest no trapped register accesses (package virtio).
+	// The guest kernel needs CONFIG_PCI and the virtio_pci driver.
+	VirtioPCI bool
 	// SaveOnWait stops the machine for a snapshot when the guest's init
 	// writes guestabi.WaitPort (it waits for a job): Run returns nil with
 	// Reason StopSnapshot, and Snapshot saves the machine.
@@ -95,6 +100,7 @@ type Machine struct {
 	uart   *serial.UART
 	job    *serial.UART // COM2, only with Config.JobOutput
 	virtio []*virtioDev
+	pci    *pciBus // only with Config.VirtioPCI
 	layout bootLayout
 	rtc    *rtc.CMOS
 	kbd    *i8042.Controller

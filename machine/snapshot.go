@@ -25,16 +25,19 @@ import (
 // every vCPU, the VM's in-kernel devices, and vmm's own devices. Guest
 // RAM is apart, in the snapshot's memory file.
 type State struct {
-	VCPUs    []VCPUState        `json:"vcpus"`
-	IRQChips []kvm.IRQChip      `json:"irqchips"` // PIC master, PIC slave, IOAPIC
-	PIT      kvm.PITState2      `json:"pit"`
-	Clock    kvm.ClockData      `json:"clock"`
-	COM1     serial.State       `json:"com1"`
-	COM2     *serial.State      `json:"com2,omitempty"`
-	RTC      rtc.State          `json:"rtc"`
-	I8042    i8042.State        `json:"i8042"`
-	PM       pm.State           `json:"pm"`
-	Virtio   []virtio.MMIOState `json:"virtio"`
+	VCPUs    []VCPUState             `json:"vcpus"`
+	IRQChips []kvm.IRQChip           `json:"irqchips"` // PIC master, PIC slave, IOAPIC
+	PIT      kvm.PITState2           `json:"pit"`
+	Clock    kvm.ClockData           `json:"clock"`
+	COM1     serial.State            `json:"com1"`
+	COM2     *serial.State           `json:"com2,omitempty"`
+	RTC      rtc.State               `json:"rtc"`
+	I8042    i8042.State             `json:"i8042"`
+	PM       pm.State                `json:"pm"`
+	Virtio   []virtio.TransportState `json:"virtio,omitempty"`
+	// VirtioPCI holds the devices instead of Virtio when they are on
+	// PCI (Config.VirtioPCI).
+	VirtioPCI []PCIFunctionState `json:"virtio_pci,omitempty"`
 }
 
 // snapState is a machine's snapshot bookkeeping.
@@ -142,7 +145,18 @@ func (m *Machine) restoreDevices(st *State) error {
 	}
 	m.pm.Restore(st.PM)
 	for i, d := range m.virtio {
-		if err := d.mmio.Restore(st.Virtio[i]); err != nil {
+		var err error
+		if d.pci != nil {
+			// The configuration space first: it maps the BAR and
+			// enables MSI-X as the guest had them, before the
+			// transport's restore may send an interrupt.
+			if err = d.fn.Restore(st.VirtioPCI[i].Function); err == nil {
+				err = d.pci.Restore(st.VirtioPCI[i].Transport)
+			}
+		} else {
+			err = d.mmio.Restore(st.Virtio[i])
+		}
+		if err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
 	}
@@ -199,6 +213,11 @@ func (m *Machine) Snapshot(dir string, man snapshot.Manifest) error {
 	}
 	st.RTC, st.I8042, st.PM = m.rtc.State(), m.kbd.State(), m.pm.State()
 	for _, d := range m.virtio {
+		if d.pci != nil {
+			d.pci.Pause()
+			st.VirtioPCI = append(st.VirtioPCI, PCIFunctionState{Function: d.fn.State(), Transport: d.pci.State()})
+			continue
+		}
 		d.mmio.Pause()
 		st.Virtio = append(st.Virtio, d.mmio.State())
 	}
@@ -321,8 +340,10 @@ func decodeState(b []byte, cfg Config) (*State, error) {
 		return nil, fmt.Errorf("%w: machine state has %d vCPUs for %d", snapshot.ErrCorrupt, len(st.VCPUs), cfg.CPUs)
 	case len(st.IRQChips) != 3:
 		return nil, fmt.Errorf("%w: machine state has %d interrupt controllers", snapshot.ErrCorrupt, len(st.IRQChips))
-	case len(st.Virtio) != len(cfg.Disks)+len(cfg.NICs)+len(cfg.Shares):
-		return nil, fmt.Errorf("%w: machine state has %d virtio devices", snapshot.ErrCorrupt, len(st.Virtio))
+	case (len(st.VirtioPCI) > 0 && !cfg.VirtioPCI) || (len(st.Virtio) > 0 && cfg.VirtioPCI):
+		return nil, fmt.Errorf("%w: the snapshot's virtio devices are on another transport than this run's (-virtio-transport)", ErrSnapshotMismatch)
+	case len(st.Virtio)+len(st.VirtioPCI) != len(cfg.Disks)+len(cfg.NICs)+len(cfg.Shares):
+		return nil, fmt.Errorf("%w: machine state has %d virtio devices", snapshot.ErrCorrupt, len(st.Virtio)+len(st.VirtioPCI))
 	case (st.COM2 != nil) != (cfg.JobOutput != nil):
 		return nil, fmt.Errorf("%w: the snapshot's job port and this run's differ", ErrSnapshotMismatch)
 	}

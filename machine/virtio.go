@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmm-dev/vmm/acpi"
 	"github.com/vmm-dev/vmm/kvm"
+	"github.com/vmm-dev/vmm/pci"
 	"github.com/vmm-dev/vmm/tap"
 	"github.com/vmm-dev/vmm/usernet"
 	"github.com/vmm-dev/vmm/virtio"
@@ -63,15 +64,19 @@ type Share struct {
 func userMAC(i int) [6]byte { return [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, byte(0x56 + i)} }
 
 // virtioDev is one virtio device with everything that serves it: the
-// backend it owns, the MMIO transport on the bus, one ioeventfd per queue
-// and the irqfd of its line.
+// backend it owns, its transport (virtio-mmio on the bus, or virtio-pci
+// behind a PCI function), one ioeventfd per queue and the irqfds of its
+// line or of its MSI-X vectors.
 type virtioDev struct {
 	name    string
 	dev     virtio.Device
 	backend io.Closer
 	mmio    *virtio.MMIO
+	pci     *virtio.PCI
+	fn      *pci.Endpoint
 	kicks   []*eventFD
 	irq     *eventFD
+	vectors []*eventFD
 }
 
 func virtioAddr(i int) uint64 { return virtioMMIOBase + uint64(i)*virtioMMIOStride }
@@ -153,6 +158,9 @@ func (m *Machine) openVirtio() error {
 // without a trip through vmm's vCPU loop, and the device raises its line
 // by writing its irqfd, so device goroutines never touch a vCPU.
 func (m *Machine) addVirtio(vm irqWiring) error {
+	if m.cfg.VirtioPCI {
+		return m.addVirtioPCI(vm)
+	}
 	for i, d := range m.virtio {
 		base := virtioAddr(i)
 		var err error
@@ -194,9 +202,12 @@ func (m *Machine) prefixLogf(name string) func(string, ...any) {
 // that is about to be unmapped.
 func (m *Machine) closeVirtio() {
 	for _, d := range m.virtio {
-		if d.mmio != nil {
+		switch {
+		case d.mmio != nil:
 			d.mmio.Close()
-		} else if d.dev != nil {
+		case d.pci != nil:
+			d.pci.Close()
+		case d.dev != nil:
 			d.dev.Reset()
 		}
 		if d.backend != nil {
@@ -207,6 +218,9 @@ func (m *Machine) closeVirtio() {
 		}
 		if d.irq != nil {
 			d.irq.Close()
+		}
+		for _, v := range d.vectors {
+			v.Close()
 		}
 	}
 	m.virtio = nil

@@ -126,6 +126,8 @@ func TestFilterVerdicts(t *testing.T) {
 	}{
 		{name: "KVM_RUN", call: "ioctl", args: args(5, kvmRun), want: allow},
 		{name: "KVM_IRQ_LINE", call: "ioctl", args: args(5, kvmIRQLine), want: allow},
+		{name: "KVM_SET_GSI_ROUTING", call: "ioctl", args: args(5, kvmSetGSIRouting), want: allow},
+		{name: "KVM_IOEVENTFD", call: "ioctl", args: args(5, kvmIOEventFD), want: allow},
 		{name: "KVM_GET_REGS", call: "ioctl", args: args(5, kvmGetRegs), want: allow},
 		{name: "KVM_GET_SREGS", call: "ioctl", args: args(5, kvmGetSregs), want: allow},
 		{name: "TUNSETOFFLOAD", call: "ioctl", args: args(7, unix.TUNSETOFFLOAD), want: allow},
