@@ -25,6 +25,10 @@ type Params struct {
 	FSFiles    int   `json:"fs_files"`
 	FSFileSize int   `json:"fs_file_size"`
 	FSSeqBytes int64 `json:"fs_seq_bytes"`
+
+	// VMMFlags are added to every vmm command line, to measure one of
+	// its choices (-virtio-transport mmio) against the default.
+	VMMFlags []string `json:"vmm_flags,omitempty"`
 }
 
 // NestedFSFiles is the shared-directory workload's file count in a

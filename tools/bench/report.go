@@ -147,6 +147,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "vmm vs QEMU (-accel kvm, userspace virtio-blk-pci and virtio-net-pci, vhost=off; user-mode networking: vmm's usernet against QEMU's slirp), same guest kernel and initramfs; %d interleaved rounds, medians; %s\n",
 		r.Rounds, r.Date.Format("2006-01-02 15:04 MST"))
+	if len(r.Params.VMMFlags) > 0 {
+		fmt.Fprintf(&b, "vmm ran with %s added to its command line.\n", strings.Join(r.Params.VMMFlags, " "))
+	}
 	if len(r.Abandoned) > 0 {
 		fmt.Fprintf(&b, "Only %d of the %d rounds completed (see the failed attempts below).\n", r.Rounds-len(r.Abandoned), r.Rounds)
 	}

@@ -188,9 +188,11 @@ func Systems(l Layout, p Params) []System {
 			"-netdev", "user,id=n1," + userHostfwd("5151"),
 			"-device", "virtio-net-pci,netdev=n1,romfile=,mac=" + userMAC},
 	}
+	vmm.Args = append(vmm.Args, p.VMMFlags...)
 	if p.fs() {
 		vmm.FSArgs = []string{l.VMM, "-kernel", l.FSKernel, "-initrd", l.FSInitrd, "-append", strings.TrimPrefix(guestCmdline, "console=ttyS0 "),
 			"-m", mem, "-smp", "1", "-fs", l.FSDir + ",tag=" + fsTag}
+		vmm.FSArgs = append(vmm.FSArgs, p.VMMFlags...)
 		vmm.FSMount = "mkdir -p " + fsMnt + " && mount -t virtiofs " + fsTag + " " + fsMnt
 		// QEMU's own 9p server (-virtfs is virtio-9p-pci with the
 		// local backend); security_model=none keeps the host's

@@ -90,6 +90,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.fsInitrd, "fs-initrd", "", "initramfs for -fs-kernel with its fuse, virtiofs, 9p and 9pnet_virtio modules and vmm-iotool (default: built with the guest package)")
 	fs.StringVar(&o.mode, "mode", "auto", "auto, nested (inside an L1 under QEMU TCG) or direct (this host's /dev/kvm, as root)")
 	fs.StringVar(&o.vmm, "vmm", "", "vmm binary, static (default: go build ./cmd/vmm)")
+	fs.StringArrayVar(&o.params.VMMFlags, "vmm-flag", nil, "a flag added to every vmm command line, as one argument (e.g. --vmm-flag=-virtio-transport=mmio); repeatable")
 	fs.StringVar(&o.kernel, "kernel", "", "guest bzImage (default: Debian's cloud kernel from the vmm cache)")
 	fs.StringVar(&o.initrd, "initrd", "", "guest initramfs with vmm-iotool (default: built with the guest package)")
 	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary to compare against (copied into L1 with its libraries)")
