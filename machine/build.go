@@ -97,7 +97,7 @@ func load(cfg Config) (_ *Machine, err error) {
 	if len(cfg.InitrdAppend) > 0 {
 		total = appendAt + uint64(len(cfg.InitrdAppend))
 	}
-	if m.layout, err = setupMemory(m.mem, k, cfg.Cmdline, total, cfg.CPUs, len(m.virtio), cfg.VirtioPCI); err != nil {
+	if m.layout, err = setupMemory(m.mem, k, cfg.Cmdline, total, cfg.CPUs, len(m.virtio), cfg.Transport == VirtioPCI); err != nil {
 		return nil, err
 	}
 	if initrd != nil {

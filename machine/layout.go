@@ -126,7 +126,7 @@ const ramGranule = 4 << 10
 // definition.
 const DefaultCmdline = "console=ttyS0 cryptomgr.notests"
 
-// PCI (Config.VirtioPCI): bus 0 of a conventional PCI hierarchy as on a
+// PCI (VirtioPCI, with at least one device): bus 0 of a conventional PCI hierarchy as on a
 // PC, holding one virtio-pci function per device.
 const (
 	// pciConfigPort is configuration mechanism #1's CONFIG_ADDRESS and

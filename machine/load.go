@@ -167,9 +167,8 @@ func setupMemory(mem *guestmem.Memory, k bootKernel, cmdline string, initrdSize 
 		Base: acpiAddr, CPUs: cpus, LAPICAddr: lapicAddr, IOAPICAddr: ioapicAddr, IOAPICID: ioapicID,
 		PMPort: pmPort, SCIIRQ: sciIRQ, MaxSize: acpiMax,
 	}
-	if virtioPCI {
-		// The root bridge is declared even without devices: the bus is
-		// the machine's, and Linux's scan of an empty bus 0 is cheap.
+	if virtioPCI && virtioDevices > 0 {
+		// No devices, no bus: the guest is spared the scan.
 		ac.PCI = &acpi.PCIRoot{ConfigPort: pciConfigPort, MMIOBase: pciWindowBase, MMIOSize: pciWindowSize}
 	} else {
 		ac.VirtioMMIO = virtioACPI(virtioDevices)

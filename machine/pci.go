@@ -11,7 +11,7 @@ import (
 	"github.com/vmm-dev/vmm/virtio"
 )
 
-// pciBus is what Config.VirtioPCI adds to the machine: the host bridge on
+// pciBus is what VirtioPCI adds to the machine: the host bridge on
 // the configuration ports, the root bridge's memory window on the MMIO
 // bus, and the MSI routes of every function's vectors.
 type pciBus struct {

@@ -181,7 +181,7 @@ func TestMMIOExits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var cfg Config
+			cfg := Config{Transport: VirtioMMIO}
 			for range tt.disks {
 				cfg.Disks = append(cfg.Disks, Disk{Path: newDisk(t)})
 			}
@@ -509,8 +509,8 @@ func TestSerialInterruptLines(t *testing.T) {
 	}
 }
 
-func TestVirtioWiring(t *testing.T) {
-	cfg := Config{Disks: []Disk{{Path: newDisk(t)}, {Path: newDisk(t), ReadOnly: true}}}
+func TestVirtioWiringMMIO(t *testing.T) {
+	cfg := Config{Transport: VirtioMMIO, Disks: []Disk{{Path: newDisk(t)}, {Path: newDisk(t), ReadOnly: true}}}
 	m, w := newFakeMachine(t, cfg)
 	for i := range cfg.Disks {
 		if _, ok := w.irqfds[virtioGSIBase+uint32(i)]; !ok {
@@ -533,7 +533,13 @@ func TestVirtioWiring(t *testing.T) {
 }
 
 func TestVirtioWiringFails(t *testing.T) {
-	m := newMachine(Config{Disks: []Disk{{Path: newDisk(t)}}})
+	for _, tr := range []Transport{VirtioPCI, VirtioMMIO} {
+		t.Run(tr.String(), func(t *testing.T) { testVirtioWiringFails(t, tr) })
+	}
+}
+
+func testVirtioWiringFails(t *testing.T, tr Transport) {
+	m := newMachine(Config{Transport: tr, Disks: []Disk{{Path: newDisk(t)}}})
 	defer m.Close()
 	if err := m.openVirtio(); err != nil {
 		t.Fatal(err)

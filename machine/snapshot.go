@@ -36,7 +36,7 @@ type State struct {
 	PM       pm.State                `json:"pm"`
 	Virtio   []virtio.TransportState `json:"virtio,omitempty"`
 	// VirtioPCI holds the devices instead of Virtio when they are on
-	// PCI (Config.VirtioPCI).
+	// PCI (Config.Transport).
 	VirtioPCI []PCIFunctionState `json:"virtio_pci,omitempty"`
 }
 
@@ -340,8 +340,8 @@ func decodeState(b []byte, cfg Config) (*State, error) {
 		return nil, fmt.Errorf("%w: machine state has %d vCPUs for %d", snapshot.ErrCorrupt, len(st.VCPUs), cfg.CPUs)
 	case len(st.IRQChips) != 3:
 		return nil, fmt.Errorf("%w: machine state has %d interrupt controllers", snapshot.ErrCorrupt, len(st.IRQChips))
-	case (len(st.VirtioPCI) > 0 && !cfg.VirtioPCI) || (len(st.Virtio) > 0 && cfg.VirtioPCI):
-		return nil, fmt.Errorf("%w: the snapshot's virtio devices are on another transport than this run's (-virtio-transport)", ErrSnapshotMismatch)
+	case (len(st.VirtioPCI) > 0 && cfg.Transport != VirtioPCI) || (len(st.Virtio) > 0 && cfg.Transport != VirtioMMIO):
+		return nil, fmt.Errorf("%w: the snapshot's virtio devices are on another transport than this run's -virtio-transport %v", ErrSnapshotMismatch, cfg.Transport)
 	case len(st.Virtio)+len(st.VirtioPCI) != len(cfg.Disks)+len(cfg.NICs)+len(cfg.Shares):
 		return nil, fmt.Errorf("%w: machine state has %d virtio devices", snapshot.ErrCorrupt, len(st.Virtio)+len(st.VirtioPCI))
 	case (st.COM2 != nil) != (cfg.JobOutput != nil):

@@ -158,7 +158,10 @@ func (m *Machine) openVirtio() error {
 // without a trip through vmm's vCPU loop, and the device raises its line
 // by writing its irqfd, so device goroutines never touch a vCPU.
 func (m *Machine) addVirtio(vm irqWiring) error {
-	if m.cfg.VirtioPCI {
+	if m.cfg.Transport == VirtioPCI {
+		if len(m.virtio) == 0 {
+			return nil
+		}
 		return m.addVirtioPCI(vm)
 	}
 	for i, d := range m.virtio {

@@ -144,7 +144,7 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.IntVar(&o.cpus, "smp", 1, "number of vCPUs (QEMU's `cpus=N` form works too)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (e.g. 90s, 10m) and exit with status 124; 0 means never")
 	fs.StringVar(&o.sandbox, "sandbox", "on", "`on` confines vmm, once its files and devices are open, to the system calls it needs (seccomp); a call outside them ends vmm with a message naming it. off is for debugging")
-	fs.StringVar(&o.transport, "virtio-transport", "mmio", "`TRANSPORT` the guest reaches the virtio devices by: pci (virtio-pci with MSI-X on a PCI bus: no trapped register access per interrupt; needs the guest's virtio_pci driver) or mmio (virtio-mmio described in ACPI, for kernels without PCI)")
+	fs.StringVar(&o.transport, "virtio-transport", "pci", "`TRANSPORT` the guest reaches the virtio devices by: pci (virtio-pci with MSI-X on a PCI bus: no trapped register access per interrupt; needs the guest's virtio_pci driver) or mmio (virtio-mmio described in ACPI, for kernels without PCI)")
 	fs.BoolVar(&o.bootTimer, "boot-timer", false, "print when each boot phase was reached (vmm's own and those the guest writes to port 0x5f0) to stderr at exit")
 	fs.StringVar(&o.kernelCache, "kernel-cache", cmp.Or(os.Getenv("VMM_KERNEL_CACHE"), kernelCacheOff), "on, off or `DIR`: decompress the bzImage's kernel once into DIR (on: $VMM_CACHE/vmlinux, else ~/.cache/vmm/vmlinux) and boot it from there, sparing the guest its decompression; the default is $VMM_KERNEL_CACHE, else off")
 	// StringArray, not StringSlice: a comma belongs to the value
@@ -321,7 +321,10 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	if o.appendArgs != "" {
 		cmdline += " " + o.appendArgs
 	}
-	cfg := machine.Config{Kernel: o.kernel, Initrd: o.initrd, Cmdline: cmdline, MemSize: mem, CPUs: o.cpus, VirtioPCI: o.transport == "pci"}
+	cfg := machine.Config{Kernel: o.kernel, Initrd: o.initrd, Cmdline: cmdline, MemSize: mem, CPUs: o.cpus}
+	if o.transport == "mmio" {
+		cfg.Transport = machine.VirtioMMIO
+	}
 	switch o.kernelCache {
 	case kernelCacheOff, "":
 	case kernelCacheOn:

@@ -93,6 +93,9 @@ func TestHostileGuest(t *testing.T) {
 	// (tools/e2e/cmd/hostile) to keep them rare.
 	nested.Retry(t, c, func(l *nested.L1) error {
 		vmmFlags := []string{
+			// The attack drives virtio-mmio registers itself;
+			// TestHostilePCI attacks the PCI transport.
+			"-virtio-transport", "mmio",
 			"-smp", "2", // the garbage and an honest driver race on two vCPUs
 			"-boot-timer", // so its port is there to be garbled too
 			"-disk", "/hostile/attack.img", "-disk", "/hostile/attack-ro.img,ro",
@@ -158,6 +161,83 @@ func TestHostileGuest(t *testing.T) {
 		}
 		if _, err := report.ParseReport(strings.NewReader(r.Stderr)); err != nil {
 			return reportFailure(l, r, "-boot-timer report after garbage on its port: %v", err)
+		}
+		return nil
+	})
+}
+
+// TestHostilePCI runs tools/e2e/cmd/hostile -transport pci as a `vmm run`
+// job on the virtio-pci transport: random configuration cycles through
+// ports 0xCF8-0xCFF (BARs moved, decoding and MSI-X toggled), garbage at
+// every width in BAR 0's structures, then each function reset, its
+// configuration restored and Linux's driver bound again. vmm must stay
+// up, both disks come back and read what is on the host, the writable
+// one takes the pattern over sector 1 through the guest's own driver and
+// nothing else of either image changes, and the card comes back as a
+// network interface.
+func TestHostilePCI(t *testing.T) {
+	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
+	if testing.Short() {
+		t.Skip("boots nested guests")
+	}
+	dir := t.TempDir()
+	rwImage, rw := hostileImage(t, dir, "attack.img", 3)
+	roImage, ro := hostileImage(t, dir, "attack-ro.img", 4)
+	want := bytes.Clone(rw)
+	copy(want[512:1024], bytes.Repeat([]byte(hostilePattern), 512/len(hostilePattern)+1))
+	wantRW, wantRO := sha256Hex(want), sha256Hex(ro)
+	c := ciConfig(t, map[string]string{
+		"/hostile/attack.img":    rwImage,
+		"/hostile/attack-ro.img": roImage,
+		"/hostile-share/hostile": ciBuild(t).hostile,
+	})
+	nested.Retry(t, c, func(l *nested.L1) error {
+		vmmFlags := []string{
+			"-virtio-transport", "pci",
+			"-smp", "2",
+			"-disk", "/hostile/attack.img", "-disk", "/hostile/attack-ro.img,ro",
+			"-nic", "user",
+			"-share", "/hostile-share", "-timeout", hostileVMMTimeout,
+		}
+		r, err := redirectExec(t.Context(), l, hostileTimeout,
+			[]string{"-sha256", "/hostile/attack.img", "-sha256", "/hostile/attack-ro.img"},
+			runArgs(vmmFlags, "sh", "-c", "cp /share/hostile /tmp/hostile && umount -l /share && exec /tmp/hostile -transport pci -pattern '"+hostilePattern+"'")...)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+			t.Log(line)
+		}
+		t.Logf("hostile run took %.1fs", r.ElapsedMS/1000)
+		if nested.GoCrash(r.Stderr) {
+			return reportFailure(l, r, "vmm crashed")
+		}
+		if r.Exit != 0 {
+			return reportFailure(l, r, "vmm run exited with status %d, want the hostile job's 0 (3: a device did not come back, see the FAIL lines; 4: the attack could not start; 124: the guest hung; 125: it crashed or reset)", r.Exit)
+		}
+		if !regexp.MustCompile(`(?m)^hostile: done: \d+ cases ok, 0 failed$`).MatchString(r.Stdout) {
+			return reportFailure(l, r, "the hostile job did not finish its attack")
+		}
+		if !regexp.MustCompile(`(?m)^hostile: pci: \d+ random configuration cycles`).MatchString(r.Stdout) ||
+			!regexp.MustCompile(`(?m)^hostile: pci: \S+: \d+ accesses in BAR 0`).MatchString(r.Stdout) {
+			return reportFailure(l, r, "the hostile job did not attack the configuration space and the BARs")
+		}
+		heads := map[string]bool{}
+		for _, m := range regexp.MustCompile(`(?m)^hostile: \S+ sector0 ([0-9a-f]+)$`).FindAllStringSubmatch(r.Stdout, -1) {
+			heads[m[1]] = true
+		}
+		for name, img := range map[string][]byte{"attack.img": rw, "attack-ro.img": ro} {
+			if !heads[hex.EncodeToString(img[:16])] {
+				return reportFailure(l, r, "no disk read back sector 0 of %s after the attack", name)
+			}
+		}
+		if !regexp.MustCompile(`(?m)^case recovery-\S+: ok: network interface \S+ back`).MatchString(r.Stdout) {
+			return reportFailure(l, r, "the network card did not come back after the attack")
+		}
+		for path, want := range map[string]string{"/hostile/attack.img": wantRW, "/hostile/attack-ro.img": wantRO} {
+			if got := r.SHA256[path]; got != want {
+				return reportFailure(l, r, "%s changed: SHA-256 %s, want %s (only sector 1 of the writable disk may change)", path, got, want)
+			}
 		}
 		return nil
 	})

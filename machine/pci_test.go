@@ -1,0 +1,103 @@
+package machine
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/vmm-dev/vmm/kvm"
+	"github.com/vmm-dev/vmm/virtio"
+)
+
+// configAddr is a CONFIG_ADDRESS value for bus 0, device dev, register
+// reg (PCI 3.0 §3.2.2.3.2).
+func configAddr(dev int, reg uint32) []byte {
+	return binary.LittleEndian.AppendUint32(nil, 1<<31|uint32(dev)<<11|reg)
+}
+
+// TestVirtioWiringPCI: the default transport puts each disk on bus 0 as
+// a virtio-pci function behind the host bridge, with its MSI-X vectors'
+// irqfds on their own GSIs and its queue's ioeventfd on the notification
+// slot of the BAR the guest finds; a BAR the guest moves takes its
+// ioeventfd along, and an MSI-X entry the guest programs becomes an MSI
+// route sent with KVM's default ones.
+func TestVirtioWiringPCI(t *testing.T) {
+	cfg := Config{Disks: []Disk{{Path: newDisk(t)}, {Path: newDisk(t), ReadOnly: true}}}
+	bar1 := uint64(pciWindowBase + virtio.PCIBARSize)
+	moved := uint32(pciWindowBase + 0x100000)
+	readID, id := ioIn(pciConfigPort+4, 4, 1)
+	readMoved, magic := mmioRead(uint64(moved)+0x12, 2) // num_queues in the moved BAR
+	readOld, old := mmioRead(bar1+0x12, 2)
+	v := newFakeVCPU(0,
+		// The host bridge answers at device 0, disk 1 at device 2.
+		ioOut(pciConfigPort, 4, configAddr(2, 0)...), readID,
+		// Disk 1's BAR moved: decoding off, a new address, on again.
+		ioOut(pciConfigPort, 4, configAddr(2, 0x04)...), ioOut(pciConfigPort+4, 2, 0, 0),
+		ioOut(pciConfigPort, 4, configAddr(2, 0x10)...), ioOut(pciConfigPort+4, 4, binary.LittleEndian.AppendUint32(nil, moved)...),
+		ioOut(pciConfigPort, 4, configAddr(2, 0x04)...), ioOut(pciConfigPort+4, 2, 2, 0),
+		readMoved, readOld,
+		// Disk 0's vector 1 programmed: address, data.
+		mmioWrite(pciWindowBase+0x4010, 0x00, 0x10, 0xe0, 0xfe), mmioWrite(pciWindowBase+0x4018, 0x31, 0, 0, 0),
+		exitWith(0))
+	m, w := newFakeMachine(t, cfg, v)
+	for i := range cfg.Disks {
+		for vec := 0; vec < virtio.PCIMSIXVectors; vec++ {
+			if _, ok := w.irqfds[msiGSI(i, vec)]; !ok {
+				t.Errorf("disk %d: no irqfd for vector %d on GSI %d", i, vec, msiGSI(i, vec))
+			}
+		}
+	}
+	if len(w.ioevents) != 2 {
+		t.Fatalf("ioeventfds %+v, want one per disk", w.ioevents)
+	}
+	for i, e := range w.ioevents {
+		if want := pciWindowBase + uint64(i)*virtio.PCIBARSize + virtio.PCINotifyOff; e.addr != want || e.n != 2 || e.flags != 0 {
+			t.Errorf("ioeventfd %d: %+v, want a 2-byte one at %#x", i, e, want)
+		}
+	}
+	if err := runFake(t, m); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	checkContract(t, v)
+	if got := binary.LittleEndian.Uint32(id); got != 0x1042<<16|virtio.PCIVendorID {
+		t.Errorf("device 2 reads ID %#x, want virtio-blk's 0x1042 and vendor %#x", got, virtio.PCIVendorID)
+	}
+	if got := binary.LittleEndian.Uint16(magic); got != 1 {
+		t.Errorf("num_queues at the moved BAR reads %d, want 1", got)
+	}
+	if got := binary.LittleEndian.Uint16(old); got != 0xffff {
+		t.Errorf("the old BAR address still decodes (%#x)", got)
+	}
+	// Decoding off removed disk 1's ioeventfd; on again at the new
+	// address added it there.
+	ev := w.ioevents[2:]
+	if len(ev) != 2 || ev[0].flags != kvm.IOEventFDDeassign || ev[0].addr != bar1+virtio.PCINotifyOff ||
+		ev[1].flags != 0 || ev[1].addr != uint64(moved)+virtio.PCINotifyOff {
+		t.Errorf("ioeventfds after the move %+v, want disk 1's removed at its old BAR and added at %#x", ev, moved)
+	}
+	defaults := kvm.DefaultIRQRoutes()
+	if len(w.routes) != len(defaults)+1 {
+		t.Fatalf("routes %+v, want KVM's %d defaults and one MSI route", w.routes, len(defaults))
+	}
+	for i, r := range defaults {
+		if w.routes[i] != r {
+			t.Fatalf("route %d is %+v, want the default %+v", i, w.routes[i], r)
+		}
+	}
+	if got, want := w.routes[len(defaults)], (kvm.IRQRoute{GSI: msiGSI(0, 1), Kind: kvm.RouteMSI, MSIAddr: 0xfee01000, MSIData: 0x31}); got != want {
+		t.Errorf("MSI route %+v, want %+v", got, want)
+	}
+}
+
+// TestNoDevicesNoPCIBus: without a virtio device nothing of PCI is built
+// or announced, so the guest scans no bus.
+func TestNoDevicesNoPCIBus(t *testing.T) {
+	readID, id := ioIn(pciConfigPort+4, 4, 1)
+	v := newFakeVCPU(0, ioOut(pciConfigPort, 4, configAddr(0, 0)...), readID, exitWith(0))
+	m, _ := newFakeMachine(t, Config{}, v)
+	if err := runFake(t, m); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if m.pci != nil || binary.LittleEndian.Uint32(id) != 0xffffffff {
+		t.Errorf("a PCI bus without devices (host bridge reads %x)", id)
+	}
+}
