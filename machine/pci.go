@@ -29,6 +29,10 @@ func msiGSI(i, v int) uint32 { return msiGSIBase + uint32(i*virtio.PCIMSIXVector
 // driver programs; each queue's notification slot gets an ioeventfd once
 // the BAR decodes (pciFunction.BARChanged), so neither an interrupt nor a
 // kick passes through vmm's vCPU loop.
+//
+// Bus Master Enable is kept as the guest writes it but not enforced: a
+// device serves its queues until the driver resets it, which Linux's
+// virtio_pci does on remove and shutdown (kexec included).
 func (m *Machine) addVirtioPCI(vm irqWiring) error {
 	m.pci = &pciBus{
 		bridge: pci.NewHostBridge(),
@@ -64,6 +68,7 @@ func (m *Machine) addVirtioPCI(vm irqWiring) error {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
 		f := &pciFunction{vm: vm, window: m.pci.window, d: d, key: i, logf: logf}
+		d.hooks = f
 		bar := uint32(pciWindowBase + uint64(i)*virtio.PCIBARSize)
 		if d.fn, err = pci.NewEndpoint(d.pci.Header(), [6]uint32{virtio.PCIBARSize}, [6]uint32{bar}, d.pci.Capabilities(), f); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
@@ -98,9 +103,11 @@ type pciFunction struct {
 	key    int
 	logf   func(string, ...any)
 
-	mu    sync.Mutex // serializes BAR moves from several vCPUs
-	base  uint64     // BAR address the ioeventfds are at
-	bound int        // how many queues' ioeventfds are registered there
+	mu sync.Mutex // serializes BAR moves from several vCPUs
+	// at is where each queue's ioeventfd is registered, 0 for nowhere;
+	// one KVM could not remove stays listed, and its queue is not bound
+	// again, so no two ioeventfds of one queue coexist.
+	at []uint64
 }
 
 // BARChanged implements pci.Hooks. A BAR the window refuses (outside it,
@@ -125,23 +132,33 @@ func (f *pciFunction) BARChanged(i int, addr uint32, mapped bool) {
 // (vp_notify), and each queue has its own slot, so no datamatch. A queue
 // whose ioeventfd KVM refuses still works, through the transport's Write.
 func (f *pciFunction) bindKicks(base uint64) {
-	f.base = base
+	if f.at == nil {
+		f.at = make([]uint64, len(f.d.kicks))
+	}
 	for q, k := range f.d.kicks {
-		if err := f.vm.IOEventFD(k.fd, base+virtio.PCINotifyAddr(q), 2, 0, 0); err != nil {
-			f.logf("queue %d notifications will exit to vmm: %v", q, err)
-			return
+		if f.at[q] != 0 {
+			continue
 		}
-		f.bound = q + 1
+		addr := base + virtio.PCINotifyAddr(q)
+		if err := f.vm.IOEventFD(k.fd, addr, 2, 0, 0); err != nil {
+			f.logf("queue %d notifications will exit to vmm: %v", q, err)
+			continue
+		}
+		f.at[q] = addr
 	}
 }
 
 func (f *pciFunction) unbindKicks() {
-	for q := 0; q < f.bound; q++ {
-		if err := f.vm.IOEventFD(f.d.kicks[q].fd, f.base+virtio.PCINotifyAddr(q), 2, 0, kvm.IOEventFDDeassign); err != nil {
-			f.logf("queue %d: removing its ioeventfd: %v", q, err)
+	for q, addr := range f.at {
+		if addr == 0 {
+			continue
 		}
+		if err := f.vm.IOEventFD(f.d.kicks[q].fd, addr, 2, 0, kvm.IOEventFDDeassign); err != nil {
+			f.logf("queue %d: removing its ioeventfd at %#x: %v", q, addr, err)
+			continue
+		}
+		f.at[q] = 0
 	}
-	f.bound = 0
 }
 
 // CapabilityWritten implements pci.Hooks: of the capabilities only
@@ -163,9 +180,22 @@ type msiRoutes struct {
 	msi map[uint32]kvm.IRQRoute
 }
 
-func (r *msiRoutes) route(gsi uint32, addr uint64, data uint32) error {
+func (r *msiRoutes) route(gsi uint32, addr uint64, data uint32) (err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	old, had := r.msi[gsi]
+	defer func() {
+		if err == nil {
+			return
+		}
+		// A route KVM refused must not ride along with every later
+		// change: the table goes back to what KVM holds.
+		if had {
+			r.msi[gsi] = old
+		} else {
+			delete(r.msi, gsi)
+		}
+	}()
 	r.msi[gsi] = kvm.IRQRoute{GSI: gsi, Kind: kvm.RouteMSI, MSIAddr: addr, MSIData: data}
 	gsis := make([]uint32, 0, len(r.msi))
 	for g := range r.msi {

@@ -101,3 +101,51 @@ func TestNoDevicesNoPCIBus(t *testing.T) {
 		t.Errorf("a PCI bus without devices (host bridge reads %x)", id)
 	}
 }
+
+// TestRestoreSwappedBARs: a guest that swapped its functions' BARs gets
+// them back swapped. Each function restored at its turn would find the
+// other one still at the build-time address it wants.
+func TestRestoreSwappedBARs(t *testing.T) {
+	cfg := Config{Disks: []Disk{{Path: newDisk(t)}, {Path: newDisk(t), ReadOnly: true}}}
+	m1, _ := newFakeMachine(t, cfg)
+	bar := func(i int) uint32 { return uint32(pciWindowBase + uint64(i)*virtio.PCIBARSize) }
+	for _, d := range m1.virtio {
+		d.fn.WriteConfig(pciCommandReg, []byte{0, 0})
+	}
+	m1.virtio[0].fn.WriteConfig(0x10, binary.LittleEndian.AppendUint32(nil, bar(1)))
+	m1.virtio[1].fn.WriteConfig(0x10, binary.LittleEndian.AppendUint32(nil, bar(0)))
+	for _, d := range m1.virtio {
+		d.fn.WriteConfig(pciCommandReg, []byte{pciCommandMemory, 0})
+	}
+	m1.pci.bridge.SetConfigAddress(0x80001010)
+	var st State
+	m1.saveVirtio(&st)
+	m1.closeVirtio() // the disks' locks
+
+	m2, _ := newFakeMachine(t, cfg)
+	if err := m2.restoreVirtio(&st); err != nil {
+		t.Fatalf("restoreVirtio: %v", err)
+	}
+	for i, other := range []int{1, 0} {
+		d := m2.virtio[i]
+		if addr, mapped := d.fn.BAR(0); addr != bar(other) || !mapped {
+			t.Errorf("function %d: BAR at %#x (mapped %v), want %#x", i, addr, mapped, bar(other))
+		}
+		if want := uint64(bar(other)) + virtio.PCINotifyOff; len(d.hooks.at) != 1 || d.hooks.at[0] != want {
+			t.Errorf("function %d: ioeventfds at %#x, want its queue's at %#x", i, d.hooks.at, want)
+		}
+	}
+	// The window routes each BAR to its own function: the read-only
+	// disk offers VIRTIO_BLK_F_RO (bit 5), the other does not.
+	for i, other := range []int{1, 0} {
+		var b [4]byte
+		m2.mmio.Read(uint64(bar(other)), b[:]) // device_feature_select is 0
+		m2.mmio.Read(uint64(bar(other))+4, b[:])
+		if ro := binary.LittleEndian.Uint32(b[:])&(1<<5) != 0; ro != (i == 1) {
+			t.Errorf("BAR %#x answers as disk %d (read-only %v), want disk %d", bar(other), 1-i, ro, i)
+		}
+	}
+	if got := m2.pci.bridge.ConfigAddress(); got != 0x80001010 {
+		t.Errorf("CONFIG_ADDRESS %#x after restore, want the saved 0x80001010", got)
+	}
+}

@@ -38,6 +38,8 @@ type State struct {
 	// VirtioPCI holds the devices instead of Virtio when they are on
 	// PCI (Config.Transport).
 	VirtioPCI []PCIFunctionState `json:"virtio_pci,omitempty"`
+	// PCIConfigAddress is the host bridge's latched CONFIG_ADDRESS.
+	PCIConfigAddress uint32 `json:"pci_config_address,omitempty"`
 }
 
 // snapState is a machine's snapshot bookkeeping.
@@ -144,21 +146,8 @@ func (m *Machine) restoreDevices(st *State) error {
 		return err
 	}
 	m.pm.Restore(st.PM)
-	for i, d := range m.virtio {
-		var err error
-		if d.pci != nil {
-			// The configuration space first: it maps the BAR and
-			// enables MSI-X as the guest had them, before the
-			// transport's restore may send an interrupt.
-			if err = d.fn.Restore(st.VirtioPCI[i].Function); err == nil {
-				err = d.pci.Restore(st.VirtioPCI[i].Transport)
-			}
-		} else {
-			err = d.mmio.Restore(st.Virtio[i])
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", d.name, err)
-		}
+	if err := m.restoreVirtio(st); err != nil {
+		return err
 	}
 	if err := m.vm.SetClock(kvm.ClockData{Clock: st.Clock.Clock}); err != nil {
 		return err
@@ -169,6 +158,35 @@ func (m *Machine) restoreDevices(st *State) error {
 			if err := kv.c.KVMClockCtrl(); err != nil && !errors.Is(err, unix.EINVAL) {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// restoreVirtio gives the virtio devices their saved state: on PCI the
+// host bridge's latch, then each function's configuration space (which
+// maps its BAR and enables MSI-X as the guest had them) before its
+// transport, which may send an interrupt as it restarts the device.
+func (m *Machine) restoreVirtio(st *State) error {
+	if m.pci != nil {
+		m.pci.bridge.SetConfigAddress(st.PCIConfigAddress)
+		// Every BAR off first: a function restored to where another
+		// still decodes from the build would be refused the window.
+		for _, d := range m.virtio {
+			d.fn.WriteConfig(pciCommandReg, []byte{0, 0})
+		}
+	}
+	for i, d := range m.virtio {
+		var err error
+		if d.pci != nil {
+			if err = d.fn.Restore(st.VirtioPCI[i].Function); err == nil {
+				err = d.pci.Restore(st.VirtioPCI[i].Transport)
+			}
+		} else {
+			err = d.mmio.Restore(st.Virtio[i])
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.name, err)
 		}
 	}
 	return nil
@@ -212,15 +230,7 @@ func (m *Machine) Snapshot(dir string, man snapshot.Manifest) error {
 		st.COM2 = &s
 	}
 	st.RTC, st.I8042, st.PM = m.rtc.State(), m.kbd.State(), m.pm.State()
-	for _, d := range m.virtio {
-		if d.pci != nil {
-			d.pci.Pause()
-			st.VirtioPCI = append(st.VirtioPCI, PCIFunctionState{Function: d.fn.State(), Transport: d.pci.State()})
-			continue
-		}
-		d.mmio.Pause()
-		st.Virtio = append(st.Virtio, d.mmio.State())
-	}
+	m.saveVirtio(&st)
 	blob, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
@@ -237,6 +247,22 @@ func (m *Machine) Snapshot(dir string, man snapshot.Manifest) error {
 		regions = append(regions, r.Mem)
 	}
 	return snapshot.Write(dir, man, blob, regions)
+}
+
+// saveVirtio pauses the virtio devices and records their state in st.
+func (m *Machine) saveVirtio(st *State) {
+	if m.pci != nil {
+		st.PCIConfigAddress = m.pci.bridge.ConfigAddress()
+	}
+	for _, d := range m.virtio {
+		if d.pci != nil {
+			d.pci.Pause()
+			st.VirtioPCI = append(st.VirtioPCI, PCIFunctionState{Function: d.fn.State(), Transport: d.pci.State()})
+			continue
+		}
+		d.mmio.Pause()
+		st.Virtio = append(st.Virtio, d.mmio.State())
+	}
 }
 
 // manifestDevices lists cfg's virtio devices as a manifest records them.

@@ -74,6 +74,7 @@ type virtioDev struct {
 	mmio    *virtio.MMIO
 	pci     *virtio.PCI
 	fn      *pci.Endpoint
+	hooks   *pciFunction // fn's Hooks: the BAR's mapping and ioeventfds
 	kicks   []*eventFD
 	irq     *eventFD
 	vectors []*eventFD

@@ -168,3 +168,20 @@ func (h *HostBridge) Write(off uint64, data []byte) {
 		f.WriteConfig(reg, data)
 	}
 }
+
+// ConfigAddress is the latched CONFIG_ADDRESS, for a snapshot: a vCPU
+// stopped between its address write and its data access finds it again
+// after a restore.
+func (h *HostBridge) ConfigAddress() uint32 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addr
+}
+
+// SetConfigAddress restores a latched CONFIG_ADDRESS (reserved bits are
+// dropped, as a guest write would drop them).
+func (h *HostBridge) SetConfigAddress(a uint32) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.addr = a & addrWritable
+}

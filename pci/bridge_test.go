@@ -1,6 +1,7 @@
 package pci
 
 import (
+	"encoding/binary"
 	"strings"
 	"testing"
 )
@@ -207,5 +208,21 @@ func TestSubDwordAccessThroughPorts(t *testing.T) {
 	}
 	if v := p.read(0, 3, 0, 0x04, 4); v != 0x00100406 {
 		t.Errorf("command/status = %#x, want 0x00100406", v)
+	}
+}
+
+func TestConfigAddressSnapshot(t *testing.T) {
+	h := NewHostBridge()
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], 0x80000804|3)
+	h.Write(0, b[:])
+	if got := h.ConfigAddress(); got != 0x80000804 {
+		t.Fatalf("ConfigAddress %#x, want the latch without bits 1:0", got)
+	}
+	h2 := NewHostBridge()
+	h2.SetConfigAddress(0xffffffff)
+	h2.Read(0, b[:])
+	if got, want := binary.LittleEndian.Uint32(b[:]), h2.ConfigAddress(); got != want || got&3 != 0 {
+		t.Fatalf("restored latch reads %#x (ConfigAddress %#x), want it without reserved bits", got, want)
 	}
 }

@@ -156,7 +156,6 @@ type PCI struct {
 	// Under transport.mu: what the driver wrote.
 	configVector uint16
 	queueVectors []uint16
-	msixControl  uint16
 	// Mirrors for raise, which runs without transport.mu: the config
 	// vector (NoVector for none) and the set of queue vectors.
 	configVec atomic.Uint32
@@ -262,9 +261,6 @@ func PCINotifyAddr(q int) uint64 { return PCINotifyOff + uint64(q)*pciNotifyMult
 // guest write: enabling, disabling or masking the function holds or
 // releases every vector.
 func (p *PCI) WriteMSIXControl(ctl uint16) {
-	p.mu.Lock()
-	p.msixControl = ctl & (msixCtlEnable | msixCtlMaskAll)
-	p.mu.Unlock()
 	on := ctl&msixCtlEnable != 0
 	p.msixOn.Store(on)
 	for v := range p.msix {
@@ -724,15 +720,14 @@ func (p *PCI) Restore(s PCIState) error {
 	for i, v := range s.QueueVectors {
 		p.queueVectors[i] = p.vectorOrNone(uint64(v))
 	}
+	// Published before the device restarts: its first completion may
+	// come before transport.Restore returns.
+	p.syncVectors()
 	p.mu.Unlock()
 	if err := p.transport.Restore(s.Transport); err != nil {
 		return err
 	}
-	// transport.Restore reset nothing: vectors stand. Publish them and
-	// send what was pending and is no longer masked.
-	p.mu.Lock()
-	p.syncVectors()
-	p.mu.Unlock()
+	// Send what was pending and is no longer masked.
 	for v := range p.msix {
 		p.unmask(v, 0)
 	}
