@@ -52,17 +52,11 @@ func (m *Machine) addVirtioPCI(vm irqWiring) error {
 				return fmt.Errorf("%s: %w", d.name, err)
 			}
 		}
-		notifiers := make([]virtio.Notifier, len(d.dev.QueueMax()))
-		for q := range notifiers {
-			k, err := newEventFD()
-			if err != nil {
-				return fmt.Errorf("%s: %w", d.name, err)
-			}
-			d.kicks = append(d.kicks, k)
-			notifiers[q] = k
+		notifiers, err := d.newKicks()
+		if err != nil {
+			return err
 		}
 		logf := m.prefixLogf(d.name)
-		var err error
 		router := msiRouter{routes: m.pci.routes, gsi: msiGSI(i, 0)}
 		if d.pci, err = virtio.NewPCI(d.dev, m.mem, vectors, router, notifiers, logf); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)

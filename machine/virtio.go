@@ -174,14 +174,11 @@ func (m *Machine) addVirtio(vm irqWiring) error {
 		if err := vm.IRQFD(d.irq.fd, virtioGSI(i)); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
-		notifiers := make([]virtio.Notifier, len(d.dev.QueueMax()))
-		for q := range notifiers {
-			k, err := newEventFD()
-			if err != nil {
-				return fmt.Errorf("%s: %w", d.name, err)
-			}
-			d.kicks = append(d.kicks, k)
-			notifiers[q] = k
+		notifiers, err := d.newKicks()
+		if err != nil {
+			return err
+		}
+		for q, k := range d.kicks {
 			if err := vm.IOEventFD(k.fd, base+virtio.MMIOQueueNotify, 4, uint64(q), kvm.IOEventFDDatamatch); err != nil {
 				return fmt.Errorf("%s: %w", d.name, err)
 			}
@@ -194,6 +191,22 @@ func (m *Machine) addVirtio(vm irqWiring) error {
 		}
 	}
 	return nil
+}
+
+// newKicks makes the eventfd of each of d's queues, which carries its
+// notifications to the device (d.kicks), and returns them as the
+// transport's notifiers.
+func (d *virtioDev) newKicks() ([]virtio.Notifier, error) {
+	notifiers := make([]virtio.Notifier, len(d.dev.QueueMax()))
+	for q := range notifiers {
+		k, err := newEventFD()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.name, err)
+		}
+		d.kicks = append(d.kicks, k)
+		notifiers[q] = k
+	}
+	return notifiers, nil
 }
 
 // prefixLogf is m.logf with the device's name in front.

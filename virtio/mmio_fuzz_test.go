@@ -120,6 +120,34 @@ func TestMMIOSeedsActivate(t *testing.T) {
 
 var errFuzzFail = errors.New("fuzz failure")
 
+// decodeOp splits the step at the head of ops (mmioOpLen bytes) into its
+// kind, its offset modulo span, and its value as an access of the
+// kind's width.
+func decodeOp(ops []byte, span uint64) (kind byte, off uint64, data []byte) {
+	kind = ops[0]
+	off = uint64(binary.LittleEndian.Uint16(ops[1:])) % span
+	data = make([]byte, 8)
+	copy(data, ops[3:7])
+	copy(data[4:], ops[3:7])
+	return kind, off, data[:opWidths[kind>>2&3]]
+}
+
+// deviceOp is an opDevice step: the running device raises Env.Interrupt
+// (bit 0 of v) and Env.Fail (bit 1).
+func deviceOp(dev *fakeDevice, v byte) {
+	envs, _, _ := dev.state()
+	if !dev.running() || len(envs) == 0 {
+		return
+	}
+	env := envs[len(envs)-1]
+	if v&1 != 0 {
+		env.Interrupt()
+	}
+	if v&2 != 0 {
+		env.Fail(errFuzzFail)
+	}
+}
+
 // runMMIOOps is FuzzMMIO's body; it returns how often the device was
 // activated.
 func runMMIOOps(t *testing.T, ops []byte) int {
@@ -149,28 +177,14 @@ func runMMIOOps(t *testing.T, ops []byte) int {
 	closed := false
 	activations := 0
 	for ; len(ops) >= mmioOpLen; ops = ops[mmioOpLen:] {
-		kind := ops[0]
-		off := uint64(binary.LittleEndian.Uint16(ops[1:])) % (virtio.MMIOSize + 8)
-		data := make([]byte, 8)
-		copy(data, ops[3:7])
-		copy(data[4:], ops[3:7])
-		data = data[:opWidths[kind>>2&3]]
+		kind, off, data := decodeOp(ops, virtio.MMIOSize+8)
 		switch kind & 3 {
 		case opRead:
 			m.Read(off, data)
 		case opWrite:
 			m.Write(off, data)
 		case opDevice:
-			envs, _, _ := dev.state()
-			if dev.running() && len(envs) > 0 {
-				env := envs[len(envs)-1]
-				if data[0]&1 != 0 {
-					env.Interrupt()
-				}
-				if data[0]&2 != 0 {
-					env.Fail(errFuzzFail)
-				}
-			}
+			deviceOp(dev, data[0])
 		case opClose:
 			m.Close()
 			closed = true

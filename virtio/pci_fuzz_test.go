@@ -123,12 +123,7 @@ func runPCIOps(t *testing.T, ops []byte) int64 {
 		return control&(1<<15) == 0 || control&(1<<14) != 0 || read(pTable+uint64(16*v)+12, 4)&1 != 0
 	}
 	for ; len(ops) >= mmioOpLen; ops = ops[mmioOpLen:] {
-		kind := ops[0]
-		off := uint64(binary.LittleEndian.Uint16(ops[1:])) % virtio.PCIBARSize
-		data := make([]byte, 8)
-		copy(data, ops[3:7])
-		copy(data[4:], ops[3:7])
-		data = data[:opWidths[kind>>2&3]]
+		kind, off, data := decodeOp(ops, virtio.PCIBARSize)
 		heldBefore := []bool{held(0), held(1)}
 		sent := []int64{vecs[0].n.Load(), vecs[1].n.Load()}
 		switch kind & 3 {
@@ -137,16 +132,7 @@ func runPCIOps(t *testing.T, ops []byte) int64 {
 		case opWrite:
 			p.Write(off, data)
 		case opDevice:
-			envs, _, _ := dev.state()
-			if dev.running() && len(envs) > 0 {
-				env := envs[len(envs)-1]
-				if data[0]&1 != 0 {
-					env.Interrupt()
-				}
-				if data[0]&2 != 0 {
-					env.Fail(errFuzzFail)
-				}
-			}
+			deviceOp(dev, data[0])
 		case opControl:
 			control = binary.LittleEndian.Uint32(ops[3:])
 			p.WriteMSIXControl(uint16(control))

@@ -102,28 +102,9 @@ func TestHostileGuest(t *testing.T) {
 			"-nic", "user",
 			"-share", "/hostile-share", "-timeout", hostileVMMTimeout,
 		}
-		r, err := redirectExec(t.Context(), l, hostileTimeout,
-			[]string{"-sha256", "/hostile/attack.img", "-sha256", "/hostile/attack-ro.img"},
-			// The share is a virtio-fs device, one of those the attack
-			// unbinds and garbles: the program runs from a copy in RAM
-			// with the share detached (lazily: u-root's shell keeps its
-			// first working directory, /share, whatever cd says).
-			runArgs(vmmFlags, "sh", "-c", "cp /share/hostile /tmp/hostile && umount -l /share && exec /tmp/hostile -pattern '"+hostilePattern+"'")...)
+		r, err := runHostile(t, l, vmmFlags)
 		if err != nil {
 			return err
-		}
-		for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
-			t.Log(line)
-		}
-		t.Logf("hostile run took %.1fs", r.ElapsedMS/1000)
-		if nested.GoCrash(r.Stderr) {
-			return reportFailure(l, r, "vmm crashed")
-		}
-		if r.Exit != 0 {
-			return reportFailure(l, r, "vmm run exited with status %d, want the hostile job's 0 (3: a device misbehaved, see the FAIL lines; 4: the attack could not start; 124: the guest hung; 125: it crashed or reset)", r.Exit)
-		}
-		if !regexp.MustCompile(`(?m)^hostile: done: \d+ cases ok, 0 failed$`).MatchString(r.Stdout) {
-			return reportFailure(l, r, "the hostile job did not finish its attack")
 		}
 		for _, re := range []*regexp.Regexp{
 			// A queue placed outside RAM, refused at DRIVER_OK.
@@ -139,25 +120,12 @@ func TestHostileGuest(t *testing.T) {
 				return reportFailure(l, r, "vmm did not log %q", re)
 			}
 		}
-		// After the attack both devices still serve honest I/O, and read
-		// back what is on the host's images.
-		heads := map[string]bool{}
-		for _, m := range regexp.MustCompile(`(?m)^hostile: \S+ sector0 ([0-9a-f]+)$`).FindAllStringSubmatch(r.Stdout, -1) {
-			heads[m[1]] = true
-		}
-		for name, img := range map[string][]byte{"attack.img": rw, "attack-ro.img": ro} {
-			if !heads[hex.EncodeToString(img[:16])] {
-				return reportFailure(l, r, "no device read back sector 0 of %s after the attack", name)
-			}
+		if err := checkHostileDisks(l, r, rw, ro, wantRW, wantRO); err != nil {
+			return err
 		}
 		// The card answers honest traffic after the attack.
 		if !regexp.MustCompile(`(?m)^case recovery-\S+: ok: the gateway \(\S+\) answered ARP`).MatchString(r.Stdout) {
 			return reportFailure(l, r, "the network card did not carry an ARP exchange after the attack")
-		}
-		for path, want := range map[string]string{"/hostile/attack.img": wantRW, "/hostile/attack-ro.img": wantRO} {
-			if got := r.SHA256[path]; got != want {
-				return reportFailure(l, r, "%s changed: SHA-256 %s, want %s (only sector 1 of the writable disk may change)", path, got, want)
-			}
 		}
 		if _, err := report.ParseReport(strings.NewReader(r.Stderr)); err != nil {
 			return reportFailure(l, r, "-boot-timer report after garbage on its port: %v", err)
@@ -199,46 +167,72 @@ func TestHostilePCI(t *testing.T) {
 			"-nic", "user",
 			"-share", "/hostile-share", "-timeout", hostileVMMTimeout,
 		}
-		r, err := redirectExec(t.Context(), l, hostileTimeout,
-			[]string{"-sha256", "/hostile/attack.img", "-sha256", "/hostile/attack-ro.img"},
-			runArgs(vmmFlags, "sh", "-c", "cp /share/hostile /tmp/hostile && umount -l /share && exec /tmp/hostile -transport pci -pattern '"+hostilePattern+"'")...)
+		r, err := runHostile(t, l, vmmFlags, "-transport", "pci")
 		if err != nil {
 			return err
-		}
-		for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
-			t.Log(line)
-		}
-		t.Logf("hostile run took %.1fs", r.ElapsedMS/1000)
-		if nested.GoCrash(r.Stderr) {
-			return reportFailure(l, r, "vmm crashed")
-		}
-		if r.Exit != 0 {
-			return reportFailure(l, r, "vmm run exited with status %d, want the hostile job's 0 (3: a device did not come back, see the FAIL lines; 4: the attack could not start; 124: the guest hung; 125: it crashed or reset)", r.Exit)
-		}
-		if !regexp.MustCompile(`(?m)^hostile: done: \d+ cases ok, 0 failed$`).MatchString(r.Stdout) {
-			return reportFailure(l, r, "the hostile job did not finish its attack")
 		}
 		if !regexp.MustCompile(`(?m)^hostile: pci: \d+ random configuration cycles`).MatchString(r.Stdout) ||
 			!regexp.MustCompile(`(?m)^hostile: pci: \S+: \d+ accesses in BAR 0`).MatchString(r.Stdout) {
 			return reportFailure(l, r, "the hostile job did not attack the configuration space and the BARs")
 		}
-		heads := map[string]bool{}
-		for _, m := range regexp.MustCompile(`(?m)^hostile: \S+ sector0 ([0-9a-f]+)$`).FindAllStringSubmatch(r.Stdout, -1) {
-			heads[m[1]] = true
-		}
-		for name, img := range map[string][]byte{"attack.img": rw, "attack-ro.img": ro} {
-			if !heads[hex.EncodeToString(img[:16])] {
-				return reportFailure(l, r, "no disk read back sector 0 of %s after the attack", name)
-			}
+		if err := checkHostileDisks(l, r, rw, ro, wantRW, wantRO); err != nil {
+			return err
 		}
 		if !regexp.MustCompile(`(?m)^case recovery-\S+: ok: network interface \S+ back`).MatchString(r.Stdout) {
 			return reportFailure(l, r, "the network card did not come back after the attack")
 		}
-		for path, want := range map[string]string{"/hostile/attack.img": wantRW, "/hostile/attack-ro.img": wantRO} {
-			if got := r.SHA256[path]; got != want {
-				return reportFailure(l, r, "%s changed: SHA-256 %s, want %s (only sector 1 of the writable disk may change)", path, got, want)
-			}
-		}
 		return nil
 	})
+}
+
+// runHostile runs the hostile program as a `vmm run` job with vmmFlags
+// and its own flags, logs its report, and fails unless vmm stayed up,
+// the job exited 0 and said it finished. The share is a virtio-fs device,
+// one of those the attack unbinds and garbles: the program runs from a
+// copy in RAM with the share detached (lazily: u-root's shell keeps its
+// first working directory, /share, whatever cd says).
+func runHostile(t *testing.T, l *nested.L1, vmmFlags []string, flags ...string) (redirectReport, error) {
+	job := "cp /share/hostile /tmp/hostile && umount -l /share && exec /tmp/hostile " + strings.Join(flags, " ") + " -pattern '" + hostilePattern + "'"
+	r, err := redirectExec(t.Context(), l, hostileTimeout,
+		[]string{"-sha256", "/hostile/attack.img", "-sha256", "/hostile/attack-ro.img"},
+		runArgs(vmmFlags, "sh", "-c", job)...)
+	if err != nil {
+		return r, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+		t.Log(line)
+	}
+	t.Logf("hostile run took %.1fs", r.ElapsedMS/1000)
+	if nested.GoCrash(r.Stderr) {
+		return r, reportFailure(l, r, "vmm crashed")
+	}
+	if r.Exit != 0 {
+		return r, reportFailure(l, r, "vmm run exited with status %d, want the hostile job's 0 (3: a device misbehaved or did not come back, see the FAIL lines; 4: the attack could not start; 124: the guest hung; 125: it crashed or reset)", r.Exit)
+	}
+	if !regexp.MustCompile(`(?m)^hostile: done: \d+ cases ok, 0 failed$`).MatchString(r.Stdout) {
+		return r, reportFailure(l, r, "the hostile job did not finish its attack")
+	}
+	return r, nil
+}
+
+// checkHostileDisks: after the attack both disks still serve honest I/O
+// and read back what is on the host's images (the job's "sector0"
+// lines), and neither image changed but for the pattern over sector 1
+// of the writable one.
+func checkHostileDisks(l *nested.L1, r redirectReport, rw, ro []byte, wantRW, wantRO string) error {
+	heads := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^hostile: \S+ sector0 ([0-9a-f]+)$`).FindAllStringSubmatch(r.Stdout, -1) {
+		heads[m[1]] = true
+	}
+	for name, img := range map[string][]byte{"attack.img": rw, "attack-ro.img": ro} {
+		if !heads[hex.EncodeToString(img[:16])] {
+			return reportFailure(l, r, "no disk read back sector 0 of %s after the attack", name)
+		}
+	}
+	for path, want := range map[string]string{"/hostile/attack.img": wantRW, "/hostile/attack-ro.img": wantRO} {
+		if got := r.SHA256[path]; got != want {
+			return reportFailure(l, r, "%s changed: SHA-256 %s, want %s (only sector 1 of the writable disk may change)", path, got, want)
+		}
+	}
+	return nil
 }
