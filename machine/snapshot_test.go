@@ -167,6 +167,8 @@ func TestDecodeStateRefuses(t *testing.T) {
 		{`{"vcpus":[]}`, "0 vCPUs"},
 		{`{"vcpus":[{"cpuid":[{"Function":0}]}],"irqchips":[]}`, "interrupt controllers"},
 		{`{"vcpus":[{"cpuid":[{"Function":0}]}],"irqchips":[{},{},{}],"unknown":1}`, "unknown field"},
+		// A virtio-mmio snapshot restored on this run's virtio-pci.
+		{`{"vcpus":[{"cpuid":[{"Function":0}]}],"irqchips":[{},{},{}],"virtio":[{"type":2}]}`, "another transport than this run's -virtio-transport pci"},
 	} {
 		if _, err := decodeState([]byte(tc.blob), cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.blob, err, tc.want)

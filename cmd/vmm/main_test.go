@@ -70,6 +70,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-kernel", "bz", "-tap", "tap0,ip=1"}, `unknown option "ip=1"`},
 		{[]string{"-kernel", "bz", "-tap", "tap0,mac=01:00:5e:00:00:01"}, "-tap"},
 		{[]string{"-kernel", "bz", "-tap", "tap0,mac=junk"}, "-tap"},
+		{[]string{"-kernel", "bz", "-virtio-transport", "virtio-pci"}, `-virtio-transport "virtio-pci": want pci or mmio`},
 	}
 	for _, tt := range tests {
 		_, _, err := parseArgs(tt.args, io.Discard)
@@ -243,6 +244,24 @@ func TestParseKernelCache(t *testing.T) {
 		cfg, _, err := parseArgs(tt.args, io.Discard)
 		if err != nil || cfg.KernelCache != tt.want {
 			t.Errorf("VMM_KERNEL_CACHE=%q %v: KernelCache %q, err %v; want %q", tt.env, tt.args, cfg.KernelCache, err, tt.want)
+		}
+	}
+}
+
+func TestParseTransport(t *testing.T) {
+	for _, tt := range []struct {
+		run  bool
+		args []string
+		want machine.Transport
+	}{
+		{false, []string{"-kernel", "bz"}, machine.VirtioPCI},
+		{false, []string{"-kernel", "bz", "-virtio-transport", "mmio"}, machine.VirtioMMIO},
+		{false, []string{"--virtio-transport=pci", "--kernel", "bz"}, machine.VirtioPCI},
+		{true, []string{"-kernel", "bz", "-virtio-transport", "mmio", "--", "true"}, machine.VirtioMMIO},
+	} {
+		cfg, _, err := parseMode(tt.run, tt.args, io.Discard)
+		if err != nil || cfg.Transport != tt.want {
+			t.Errorf("%v: transport %v, err %v; want %v", tt.args, cfg.Transport, err, tt.want)
 		}
 	}
 }
