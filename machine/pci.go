@@ -73,19 +73,13 @@ func (m *Machine) addVirtioPCI(vm irqWiring) error {
 		// Memory decoding on, as firmware leaves a device whose BAR it
 		// assigned: the guest finds it working at its address and keeps
 		// it there (Linux claims firmware assignments inside the window).
-		d.fn.WriteConfig(pciCommandReg, []byte{pciCommandMemory, 0})
+		d.fn.SetMemoryDecoding(true)
 	}
 	if err := m.pio.Insert("pci-config", pciConfigPort, pci.ConfigPorts, m.pci.bridge); err != nil {
 		return err
 	}
 	return m.mmio.Insert("pci-window", pciWindowBase, pciWindowSize, m.pci.window)
 }
-
-// The Command register and its Memory Space bit (PCI 3.0 §6.2.2).
-const (
-	pciCommandReg    = 0x04
-	pciCommandMemory = 1 << 1
-)
 
 // pciFunction is the machine's side of one virtio-pci function: it moves
 // the BAR's window mapping and the queues' ioeventfds wherever the guest

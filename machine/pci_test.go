@@ -110,12 +110,12 @@ func TestRestoreSwappedBARs(t *testing.T) {
 	m1, _ := newFakeMachine(t, cfg)
 	bar := func(i int) uint32 { return uint32(pciWindowBase + uint64(i)*virtio.PCIBARSize) }
 	for _, d := range m1.virtio {
-		d.fn.WriteConfig(pciCommandReg, []byte{0, 0})
+		d.fn.SetMemoryDecoding(false)
 	}
 	m1.virtio[0].fn.WriteConfig(0x10, binary.LittleEndian.AppendUint32(nil, bar(1)))
 	m1.virtio[1].fn.WriteConfig(0x10, binary.LittleEndian.AppendUint32(nil, bar(0)))
 	for _, d := range m1.virtio {
-		d.fn.WriteConfig(pciCommandReg, []byte{pciCommandMemory, 0})
+		d.fn.SetMemoryDecoding(true)
 	}
 	m1.pci.bridge.SetConfigAddress(0x80001010)
 	var st State

@@ -173,7 +173,7 @@ func (m *Machine) restoreVirtio(st *State) error {
 		// Every BAR off first: a function restored to where another
 		// still decodes from the build would be refused the window.
 		for _, d := range m.virtio {
-			d.fn.WriteConfig(pciCommandReg, []byte{0, 0})
+			d.fn.SetMemoryDecoding(false)
 		}
 	}
 	for i, d := range m.virtio {

@@ -289,3 +289,18 @@ func (e *Endpoint) CapabilityOffset(k int) uint8 {
 	}
 	return e.caps[k].off
 }
+
+// SetMemoryDecoding sets or clears the Command register's Memory Space
+// bit the way a guest write would, so Hooks hear of the change: firmware
+// turns decoding on for a BAR it assigned, and a restore turns it off
+// before putting every function's BARs back.
+func (e *Endpoint) SetMemoryDecoding(on bool) {
+	var cmd [2]byte
+	e.ReadConfig(regCommand, cmd[:])
+	v := binary.LittleEndian.Uint16(cmd[:]) &^ cmdMemory
+	if on {
+		v |= cmdMemory
+	}
+	binary.LittleEndian.PutUint16(cmd[:], v)
+	e.WriteConfig(regCommand, cmd[:])
+}

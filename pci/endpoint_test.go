@@ -331,3 +331,22 @@ func TestHooksMayCallBack(t *testing.T) {
 		t.Errorf("hooks saw %#x, want %#x", rh.seen, want)
 	}
 }
+
+func TestSetMemoryDecoding(t *testing.T) {
+	e, _ := newTestEndpoint()
+	e.WriteConfig(regCommand, []byte{cmdMaster, 0})
+	e.SetMemoryDecoding(true)
+	var cmd [2]byte
+	e.ReadConfig(regCommand, cmd[:])
+	if cmd[0] != cmdMaster|cmdMemory || cmd[1] != 0 {
+		t.Fatalf("Command %x after SetMemoryDecoding(true), want bus master kept and memory on", cmd)
+	}
+	if _, mapped := e.BAR(0); !mapped {
+		t.Fatal("BAR 0 not mapped with decoding on")
+	}
+	e.SetMemoryDecoding(false)
+	e.ReadConfig(regCommand, cmd[:])
+	if cmd[0] != cmdMaster {
+		t.Fatalf("Command %x after SetMemoryDecoding(false), want only bus master", cmd)
+	}
+}

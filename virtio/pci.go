@@ -63,7 +63,7 @@ const (
 	// queue_reset (§4.1.4.3); Linux maps at least up to queue_device.
 	pciCommonLen = 0x3c
 	pciISROff    = 0x1000
-	pciISRLen    = 1
+	pciISRLen    = 1 // of its page, up to pciDeviceOff
 	pciDeviceOff = 0x2000
 	pciDeviceLen = 0x1000
 	// PCINotifyOff is the notification area: queue q's slot is at
@@ -113,12 +113,12 @@ const (
 	// Capabilities: the one whose writes go to WriteMSIXControl.
 	PCIMSIXCapability = 4
 
-	msixCtlEnable   = 1 << 15 // Message Control: MSI-X Enable
-	msixCtlMaskAll  = 1 << 14 // Message Control: Function Mask
-	msixEntrySize   = 16      // PCI 3.0 §6.8.2.6: address lo, hi, data, vector control
-	msixVectorMask  = 1       // Vector Control bit 0
-	msixMaxQueues   = pciNotifyLen / pciNotifyMultiplier
-	pciDeviceCfgMax = pciDeviceLen
+	msixCtlEnable  = 1 << 15 // Message Control: MSI-X Enable
+	msixCtlMaskAll = 1 << 14 // Message Control: Function Mask
+	msixEntrySize  = 16      // PCI 3.0 §6.8.2.6: address lo, hi, data, vector control
+	msixVectorMask = 1       // Vector Control bit 0
+	// pciMaxQueues is how many slots the notification area holds.
+	pciMaxQueues = pciNotifyLen / pciNotifyMultiplier
 )
 
 // MSIRouter points an MSI-X vector at the message the driver programmed
@@ -180,8 +180,8 @@ func NewPCI(dev Device, mem Memory, vectors []Interrupt, router MSIRouter, notif
 	if err := p.init("virtio-pci", dev, mem, notifiers, logf, p.raiseMSIX); err != nil {
 		return nil, err
 	}
-	if n := len(p.queues); n > msixMaxQueues {
-		return nil, fmt.Errorf("virtio-pci type %d: %d queues, the notification area holds %d", dev.Type(), n, msixMaxQueues)
+	if n := len(p.queues); n > pciMaxQueues {
+		return nil, fmt.Errorf("virtio-pci type %d: %d queues, the notification area holds %d", dev.Type(), n, pciMaxQueues)
 	}
 	p.queueVectors = make([]uint16, len(p.queues))
 	p.onReset = p.resetVectors
@@ -360,13 +360,13 @@ func (p *PCI) Read(off uint64, data []byte) {
 	switch {
 	case off < pciCommonOff+pciCommonLen:
 		p.readCommon(off, data)
-	case off >= pciISROff && off < pciISROff+0x1000:
+	case off >= pciISROff && off < pciDeviceOff:
 		// Reading the ISR clears it (§4.1.4.5).
 		if off == pciISROff {
 			data[0] = byte(p.isr.Swap(0))
 		}
-	case off >= pciDeviceOff && off < pciDeviceOff+pciDeviceCfgMax:
-		if widthOK(n) && off+n <= pciDeviceOff+pciDeviceCfgMax {
+	case off >= pciDeviceOff && off < pciDeviceOff+pciDeviceLen:
+		if widthOK(n) && off+n <= pciDeviceOff+pciDeviceLen {
 			p.dev.ReadConfig(off-pciDeviceOff, data)
 		}
 	case off >= pciMSIXTableOff && off < pciMSIXTableOff+PCIMSIXVectors*msixEntrySize:
@@ -394,8 +394,8 @@ func (p *PCI) Write(off uint64, data []byte) {
 		}
 	case off < pciCommonOff+pciCommonLen:
 		p.writeCommon(off, data)
-	case off >= pciDeviceOff && off < pciDeviceOff+pciDeviceCfgMax:
-		if widthOK(n) && off+n <= pciDeviceOff+pciDeviceCfgMax {
+	case off >= pciDeviceOff && off < pciDeviceOff+pciDeviceLen:
+		if widthOK(n) && off+n <= pciDeviceOff+pciDeviceLen {
 			p.dev.WriteConfig(off-pciDeviceOff, data)
 		}
 	case off >= pciMSIXTableOff && off < pciMSIXTableOff+PCIMSIXVectors*msixEntrySize:
