@@ -1,6 +1,7 @@
 package nested
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -39,6 +40,9 @@ func fakeQEMU(mode string, args []string) int {
 		}
 	}
 	freeze := mode == "freeze"
+	if freeze {
+		go fakeMonitor(os.NewFile(qemuMonitorFD, "mon"))
+	}
 	if f, ok := strings.CutPrefix(mode, "freeze-once:"); ok {
 		if _, err := os.Stat(f); err != nil {
 			freeze = true
@@ -72,6 +76,25 @@ func fakeQEMU(mode string, args []string) int {
 			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Code: 1, Output: []byte("exec " + strings.Join(m.Args, " "))})
 		case proto.OpPoweroff:
 			return 0
+		}
+	}
+}
+
+// fakeMonitor answers HMP's commands as QEMU 7.2 does for a running L1
+// with one CPU in its kernel and one halted.
+func fakeMonitor(mon *os.File) {
+	fmt.Fprintf(mon, "QEMU 7.2.22 monitor - type 'help' for more information\r\n(qemu) ")
+	r := bufio.NewScanner(mon)
+	for r.Scan() {
+		switch r.Text() {
+		case "info status":
+			fmt.Fprintf(mon, "info status\r\nVM status: running\r\n(qemu) ")
+		case "info registers -a":
+			fmt.Fprintf(mon, "\r\nCPU#0\r\nRAX=0000000000000000\r\n"+
+				"RIP=ffffffff81a3c2d5 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\r\n\r\n"+
+				"CPU#1\r\nRIP=ffffffff81b0e1ce RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\n(qemu) ")
+		default:
+			fmt.Fprintf(mon, "unknown command\r\n(qemu) ")
 		}
 	}
 }
@@ -146,7 +169,8 @@ func TestFakeFreeze(t *testing.T) {
 	if d := time.Since(t0); d > 2*time.Second {
 		t.Errorf("freeze noticed after %v with a 300ms timeout", d)
 	}
-	for _, want := range []string{"job output", "fake kernel: booted", "silent for"} {
+	for _, want := range []string{"job output", "fake kernel: booted", "silent for",
+		"probe 2: VM status: running, CPU0 RIP=ffffffff81a3c2d5 CPL=0, CPU1 RIP=ffffffff81b0e1ce CPL=0 halted"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q (tails of both consoles): %v", want, err)
 		}
@@ -181,6 +205,11 @@ func TestWithL1RetriesFreezeOnce(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "L1 froze") || !strings.Contains(log.String(), "nested: RETRY") {
 		t.Errorf("retry not reported: %q", log.String())
+	}
+	// This fake's monitor is as silent as the rest of it, as QEMU's is
+	// when the emulator itself stops.
+	if !strings.Contains(log.String(), "probe 1: QEMU's monitor did not answer within") {
+		t.Errorf("monitor probe not reported: %q", log.String())
 	}
 
 	// Two freezes in a row are a real failure.

@@ -217,6 +217,7 @@ type L1 struct {
 	cfg      Config
 	cmd      *exec.Cmd
 	con, ctl net.Conn
+	mon      net.Conn // QEMU's human monitor, read only on a freeze
 	dir      string
 	ownDir   bool
 	klogPath string
@@ -345,10 +346,17 @@ func (l *L1) boot(ctx context.Context, qemuPath string) error {
 		return err
 	}
 	defer ctlQEMU.Close()
-	l.con, l.ctl = conHost, ctlHost
+	monHost, monQEMU, err := socketPair("monitor")
+	if err != nil {
+		conHost.Close()
+		ctlHost.Close()
+		return err
+	}
+	defer monQEMU.Close()
+	l.con, l.ctl, l.mon = conHost, ctlHost, monHost
 
 	cmd := exec.Command(qemuPath, qemuArgs(l.cfg, qemuSpec{Initrd: initrd, KernelLog: l.klogPath})...)
-	cmd.ExtraFiles = []*os.File{conQEMU, ctlQEMU}
+	cmd.ExtraFiles = []*os.File{conQEMU, ctlQEMU, monQEMU}
 	cmd.Stdout = l.qemuErr
 	cmd.Stderr = l.qemuErr
 	// Own process group: a ^C meant for the job (or for the caller's
@@ -448,6 +456,7 @@ func (l *L1) waitQEMU() {
 	// Unblock readers; the sockets have nothing more to say.
 	l.con.Close()
 	l.ctl.Close()
+	l.mon.Close()
 }
 
 func (l *L1) readConsole() {
@@ -524,12 +533,18 @@ func (l *L1) watch() {
 		}
 		l.mu.Lock()
 		silent, frozen := l.wd.expired(l.now())
-		if frozen {
-			frozen = l.setDeadLocked(fmt.Errorf("%w: job console and control channel silent for %v", ErrFrozen, silent.Round(time.Second)))
+		l.mu.Unlock()
+		if !frozen {
+			continue
 		}
+		// Ask QEMU before killing it (monitor.go): the answer tells
+		// the emulator stopping from L1's kernel stuck.
+		probe := probeMonitor(l.mon, monitorWait(l.cfg.FreezeTimeout))
+		l.mu.Lock()
+		frozen = l.setDeadLocked(fmt.Errorf("%w: job console and control channel silent for %v (%s)", ErrFrozen, silent.Round(time.Second), probe))
 		l.mu.Unlock()
 		if frozen {
-			l.logf("console silent %v, killing L1", silent.Round(time.Second))
+			l.logf("console silent %v, killing L1; %s", silent.Round(time.Second), probe)
 			l.cmd.Process.Kill()
 		}
 	}
@@ -712,6 +727,9 @@ func (l *L1) Close() error {
 			}
 			if l.ctl != nil {
 				l.ctl.Close()
+			}
+			if l.mon != nil {
+				l.mon.Close()
 			}
 		}
 		if l.ownDir {

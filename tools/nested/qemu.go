@@ -59,6 +59,9 @@ func qemuArgs(c Config, s qemuSpec) []string {
 		"-serial", "chardev:ctl",
 		"-chardev", "file,id=klog,path=" + qemuOptValue(s.KernelLog),
 		"-serial", "chardev:klog",
+		// The watchdog's window on a freeze (see monitor.go).
+		"-chardev", fmt.Sprintf("socket,id=mon,fd=%d", qemuMonitorFD),
+		"-mon", "chardev=mon,mode=readline",
 	}
 	// Disks in slot order, which is the order L1 names them in. Each is
 	// a plain raw file behind QEMU's default writeback cache: what L1
