@@ -10,8 +10,9 @@
 // ttyS0 and ttyS1 are socketpairs shared with QEMU; no paths, no races.
 //
 // TCG with nested SVM sometimes freezes all of L1. A watchdog notices when
-// both the console and the agent's heartbeats stop during a job, kills
-// QEMU, and reports ErrFrozen.
+// both the console and the agent's heartbeats stop during a job, asks
+// QEMU's monitor where L1's CPUs are (monitor.go), kills QEMU, and
+// reports ErrFrozen with that answer.
 //
 // # Retry discipline
 //
