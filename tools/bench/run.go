@@ -112,8 +112,15 @@ const (
 	// guides give: the 9P2000.L dialect and the largest message the
 	// virtio transport takes (Linux caps msize at 512 KiB there); the
 	// cache mode is the default (none). vmm's virtio-fs mounts with no
-	// options.
+	// options, then raises its readahead as vmm-init does for a -share
+	// (virtiofsReadAhead).
 	ninePMount = "trans=virtio,version=9p2000.L,msize=512000"
+	// virtiofsReadAhead gives the share at fsMnt the readahead vmm-init
+	// gives its shares (guest/cmd/vmm-init's shareReadAheadKiB: the 1
+	// MiB a READ of vmm's server carries, where Linux starts a FUSE
+	// mount at 128 KiB). The backing device is named after the mount's
+	// major:minor, the third field of /proc/self/mountinfo.
+	virtiofsReadAhead = `ra=/sys/class/bdi/$(while read -r id parent majmin rest; do case "$rest" in "/ ` + fsMnt + ` "*) echo $majmin;; esac; done < /proc/self/mountinfo)/read_ahead_kb && echo 1024 > $ra && [ "$(cat $ra)" = 1024 ]`
 )
 
 // guestCmdline is the whole kernel command line for both VMMs (vmm starts
@@ -193,7 +200,7 @@ func Systems(l Layout, p Params) []System {
 		vmm.FSArgs = []string{l.VMM, "-kernel", l.FSKernel, "-initrd", l.FSInitrd, "-append", strings.TrimPrefix(guestCmdline, "console=ttyS0 "),
 			"-m", mem, "-smp", "1", "-fs", l.FSDir + ",tag=" + fsTag}
 		vmm.FSArgs = append(vmm.FSArgs, p.VMMFlags...)
-		vmm.FSMount = "mkdir -p " + fsMnt + " && mount -t virtiofs " + fsTag + " " + fsMnt
+		vmm.FSMount = "mkdir -p " + fsMnt + " && mount -t virtiofs " + fsTag + " " + fsMnt + " && " + virtiofsReadAhead
 		// QEMU's own 9p server (-virtfs is virtio-9p-pci with the
 		// local backend); security_model=none keeps the host's
 		// owners and modes as they are, as vmm's share does.

@@ -157,3 +157,22 @@ func TestDevLinks(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestBDIReadAhead(t *testing.T) {
+	tests := []struct {
+		dev  uint64
+		want string
+	}{
+		{unix.Mkdev(0, 45), "/sys/class/bdi/0:45/read_ahead_kb"},
+		{unix.Mkdev(0, 300), "/sys/class/bdi/0:300/read_ahead_kb"}, // minor above 255
+		{unix.Mkdev(254, 1), "/sys/class/bdi/254:1/read_ahead_kb"},
+	}
+	for _, tc := range tests {
+		if got := bdiReadAhead(tc.dev); got != tc.want {
+			t.Errorf("bdiReadAhead(%#x) = %q, want %q", tc.dev, got, tc.want)
+		}
+	}
+	if err := raiseReadAhead(filepath.Join(t.TempDir(), "missing"), 1024); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("raiseReadAhead of a missing directory: %v, want an error naming it", err)
+	}
+}
