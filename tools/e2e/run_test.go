@@ -260,12 +260,16 @@ func runCases(t *testing.T) []runCase {
 			redirect: []string{"-cat", "/tmp/results/result", "-cat", "/tmp/results/sub/n", "-glob", "/tmp/vmm-out-*"},
 			flags:    []string{"-share", "/in", "-out", "/tmp/results"},
 			// The job starts in /share; it copies the shared file out
-			// and writes a result of its own in a subdirectory.
-			command: []string{"sh", "-c", "pwd; cp input.txt /out/result && mkdir /out/sub && echo $(cat input.txt)-$((7*6)) > /out/sub/n"},
-			status:  0,
+			// and writes a result of its own in a subdirectory, then
+			// prints the share's readahead (vmm-init raises it to
+			// 1 MiB; its backing device is named after the mount's
+			// major:minor, mountinfo's third field).
+			command: []string{"sh", "-c", "pwd; cp input.txt /out/result && mkdir /out/sub && echo $(cat input.txt)-$((7*6)) > /out/sub/n && " +
+				`cat /sys/class/bdi/$(while read -r id parent majmin rest; do case "$rest" in "/ /share "*) echo $majmin;; esac; done < /proc/self/mountinfo)/read_ahead_kb`},
+			status: 0,
 			check: func(r redirectReport) error {
-				if r.Stdout != "/share\n" {
-					return fmt.Errorf("the job's working directory is %q, want /share", r.Stdout)
+				if r.Stdout != "/share\n1024\n" {
+					return fmt.Errorf("stdout %q, want the job's working directory /share and the share's readahead, 1024 KiB", r.Stdout)
 				}
 				if got, want := r.Files["/tmp/results/result"], token+"\n"; got != want {
 					return fmt.Errorf("-out result %q, want the shared file's %q", got, want)
