@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,6 +53,15 @@ const tunPath = "/dev/net/tun"
 type Tap struct {
 	f    *os.File
 	name string
+
+	// TryRead's state, so that it allocates nothing: the raw connection,
+	// tryOnce bound as a method value once, and the buffer and result
+	// that tryOnce fills in.
+	raw    syscall.RawConn
+	tryFn  func(fd uintptr) bool
+	tryBuf []byte
+	tryN   int
+	tryErr error
 }
 
 // ValidateName checks name the way the kernel's dev_valid_name does
@@ -133,8 +143,14 @@ func Open(name string) (*Tap, error) {
 	if f == nil {
 		return nil, fmt.Errorf("tap %s: bad file descriptor %d", name, fd)
 	}
+	t := &Tap{f: f, name: name}
+	if t.raw, err = f.SyscallConn(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tap %s: %w", name, err)
+	}
+	t.tryFn = t.tryOnce
 	ok = true
-	return &Tap{f: f, name: name}, nil
+	return t, nil
 }
 
 // Name is the interface's name as the kernel knows it.
@@ -151,6 +167,38 @@ func (t *Tap) Read(p []byte) (int, error) {
 		return n, fmt.Errorf("tap %s: read: %w", t.name, err)
 	}
 	return n, nil
+}
+
+// TryRead reads one frame into p if one is queued, and returns ok false
+// at once if none is: the receive worker uses it to tell a burst of
+// frames from the end of one. Not for concurrent use with itself.
+func (t *Tap) TryRead(p []byte) (n int, ok bool, err error) {
+	t.tryBuf = p
+	t.tryN, t.tryErr = 0, nil
+	err = t.raw.Read(t.tryFn) // the method value made at Open: nothing allocated per call
+	n, rerr := t.tryN, t.tryErr
+	t.tryBuf = nil
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, false, fmt.Errorf("tap %s: read: %w", t.name, err)
+	case err != nil:
+		// The raw connection fails otherwise only once the file is
+		// closed, with an error of package poll's that Read would have
+		// turned into os.ErrClosed.
+		return 0, false, fmt.Errorf("tap %s: read: %w (%v)", t.name, os.ErrClosed, err)
+	case rerr == unix.EAGAIN:
+		return 0, false, nil
+	case rerr != nil:
+		return 0, false, fmt.Errorf("tap %s: read: %w", t.name, rerr)
+	}
+	return n, true, nil
+}
+
+// tryOnce is TryRead's one read(2), run by the raw connection with the
+// descriptor held open; it never asks to wait for readiness.
+func (t *Tap) tryOnce(fd uintptr) bool {
+	t.tryN, t.tryErr = unix.Read(int(fd), t.tryBuf)
+	return true
 }
 
 // Write sends one frame, with its header in front. The kernel rejects a

@@ -159,6 +159,29 @@ func TestReadWakesOnDeadlineAndClose(t *testing.T) {
 	}
 }
 
+// TryRead returns at once, with ok false, when no frame is queued,
+// allocates nothing, and reports a past deadline and Close as errors.
+func TestTryReadEmpty(t *testing.T) {
+	tp := openTestTap(t)
+	buf := make([]byte, 2048)
+	n, ok, err := tp.TryRead(buf)
+	if n != 0 || ok || err != nil {
+		t.Fatalf("TryRead on an empty TAP = %d, %v, %v; want 0, false, nil", n, ok, err)
+	}
+	if a := testing.AllocsPerRun(100, func() { tp.TryRead(buf) }); a != 0 {
+		t.Errorf("TryRead allocates %v times per call", a)
+	}
+	tp.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, ok, err := tp.TryRead(buf); ok || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("TryRead after a past deadline = %v, %v; want ErrDeadlineExceeded", ok, err)
+	}
+	tp.SetReadDeadline(time.Time{})
+	tp.Close()
+	if _, ok, err := tp.TryRead(buf); ok || !errors.Is(err, os.ErrClosed) {
+		t.Errorf("TryRead after Close = %v, %v; want ErrClosed", ok, err)
+	}
+}
+
 // testEtherType is IEEE's local experimental EtherType: the host stack
 // ignores such frames, so only our packet socket sees them.
 const testEtherType = 0x88b5
@@ -233,6 +256,27 @@ func TestFramesBothWays(t *testing.T) {
 			break
 		}
 		// Something else the host sent (IPv6 may still chatter); skip.
+	}
+
+	// And with TryRead, which does not wait: poll until it is there.
+	in = frame(4, "to the guest, tried")
+	if err := unix.Sendto(ps, in, 0, &unix.SockaddrLinklayer{Protocol: htons(testEtherType), Ifindex: index, Halen: 6}); err != nil {
+		t.Fatalf("sendto: %v", err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		n, ok, err := tp.TryRead(buf)
+		if err != nil {
+			t.Fatalf("TryRead: %v", err)
+		}
+		if ok && bytes.Equal(buf[HeaderSize:n], in) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("TryRead did not return the frame within 2s")
+		}
+		if !ok {
+			time.Sleep(time.Millisecond)
+		}
 	}
 
 	// TAP writer → host.

@@ -30,15 +30,43 @@ func (n *Network) Read(p []byte) (int, error) {
 	}
 	select {
 	case v := <-n.frames:
-		clear(p[:HeaderSize])
-		c := copy(p[HeaderSize:], v.AsSlice())
-		v.Release()
-		return HeaderSize + c, nil
+		return copyFrame(p, v), nil
 	case <-n.rdl.wait():
 		return 0, os.ErrDeadlineExceeded
 	case <-n.done:
 		return 0, net.ErrClosed
 	}
+}
+
+// TryRead is Read without the wait (virtio/net's TryReader): it returns
+// the next queued frame, or ok false at once if there is none, so that
+// the device signals a burst of frames from the stack once.
+func (n *Network) TryRead(p []byte) (int, bool, error) {
+	if len(p) < HeaderSize {
+		return 0, false, fmt.Errorf("user network: read buffer of %d bytes is shorter than the %d-byte header", len(p), HeaderSize)
+	}
+	select {
+	case <-n.rdl.wait():
+		return 0, false, os.ErrDeadlineExceeded
+	case <-n.done:
+		return 0, false, net.ErrClosed
+	default:
+	}
+	select {
+	case v := <-n.frames:
+		return copyFrame(p, v), true, nil
+	default:
+		return 0, false, nil
+	}
+}
+
+// copyFrame puts frame v into p after a zero virtio-net header, cutting
+// it short if p is, and releases v.
+func copyFrame(p []byte, v *buffer.View) int {
+	clear(p[:HeaderSize])
+	c := copy(p[HeaderSize:], v.AsSlice())
+	v.Release()
+	return HeaderSize + c
 }
 
 // Write hands the frame after p's virtio-net header to the stack, which

@@ -722,3 +722,47 @@ func TestOutside(t *testing.T) {
 		t.Error("port 0 allowed")
 	}
 }
+
+// TryRead returns at once: nothing while no frame is queued, the queued
+// frame (after a zero header) once the stack has answered, and the
+// deadline's and Close's errors as Read does.
+func TestTryRead(t *testing.T) {
+	n := newNetwork(t, Config{})
+	buf := make([]byte, 65536)
+	if m, ok, err := n.TryRead(buf); m != 0 || ok || err != nil {
+		t.Fatalf("TryRead with nothing queued = %d, %v, %v; want 0, false, nil", m, ok, err)
+	}
+	if _, _, err := n.TryRead(buf[:HeaderSize-1]); err == nil {
+		t.Fatal("TryRead took a buffer shorter than the header")
+	}
+	client := netip.AddrPortFrom(netip.IPv4Unspecified(), dhcpClientPort)
+	server := netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), dhcpServerPort)
+	disc, _ := dhcpv4.NewDiscovery(net.HardwareAddr(guestMAC))
+	if _, err := n.Write(udpFrame(client, server, tcpip.LinkAddress(header.EthernetBroadcastAddress), disc.ToBytes())); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(testTimeout); ; time.Sleep(time.Millisecond) {
+		m, ok, err := n.TryRead(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if m <= HeaderSize+header.EthernetMinimumSize || !bytes.Equal(buf[:HeaderSize], make([]byte, HeaderSize)) {
+				t.Fatalf("TryRead = %d bytes, header % x", m, buf[:HeaderSize])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no answer to the DHCP discovery came through TryRead")
+		}
+	}
+	n.SetReadDeadline(time.Unix(1, 0))
+	if _, ok, err := n.TryRead(buf); ok || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("TryRead past the deadline = %v, %v", ok, err)
+	}
+	n.SetReadDeadline(time.Time{})
+	n.Close()
+	if _, ok, err := n.TryRead(buf); ok || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("TryRead after Close = %v, %v", ok, err)
+	}
+}

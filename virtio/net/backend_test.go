@@ -139,3 +139,26 @@ func (m *memBackend) Write(p []byte) (int, error) {
 	m.writes++
 	return len(p), nil
 }
+
+// tryBackend is seqBackend with TryRead, as *tap.Tap has it; the plain
+// seqBackend keeps covering backends without one.
+type tryBackend struct{ *seqBackend }
+
+func (b tryBackend) TryRead(p []byte) (int, bool, error) {
+	rc, err := b.f.SyscallConn()
+	if err != nil {
+		return 0, false, err
+	}
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool { n, rerr = unix.Read(int(fd), p); return true }); err != nil {
+		return 0, false, err
+	}
+	if rerr == unix.EAGAIN {
+		return 0, false, nil
+	}
+	if rerr != nil {
+		return 0, false, rerr
+	}
+	return n, true, nil
+}

@@ -308,3 +308,65 @@ func TestRXMalformed(t *testing.T) {
 		t.Errorf("used %v from a failed queue", u)
 	}
 }
+
+// With a TryReader backend, frames already queued when the worker looks
+// are placed in one burst and signalled with one interrupt, at most
+// maxRXBurst frames to an interrupt; a lone frame is signalled at once.
+func TestRXBurstOneInterrupt(t *testing.T) {
+	tests := []struct {
+		name      string
+		queued    int    // frames on the backend before the device starts
+		wantIRQs  uint64 // interrupts once they are all placed
+		reads     int    // blocking Reads by then: one after each signal
+		eventIdx  bool
+		usedEvent uint16
+	}{
+		{"one burst", 5, 1, 1, false, 0},
+		// 16 tried, signal, 1 read; 16 tried, signal, 1 read; 6 tried,
+		// signal, the Read that waits.
+		{"bounded bursts", 2*maxRXBurst + 8, 3, 3, false, 0},
+		{"event idx crossed", 5, 1, 1, true, 3},
+		{"event idx not crossed", 5, 0, 1, true, 9},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			feat := uint64(baseFeat | mergeable)
+			if tc.eventIdx {
+				feat |= eventIdx
+			}
+			h := newHarness(t, feat, Options{})
+			h.dev = New(tryBackend{h.be}, Options{Logf: t.Logf})
+			if tc.eventIdx {
+				h.rx.SetUsedEvent(tc.usedEvent)
+			}
+			for range tc.queued {
+				h.rx.Add(w(2048))
+			}
+			for i := range tc.queued {
+				h.send(frameOf(100+i, byte(i)))
+			}
+			base := h.be.readCalls()
+			h.activate()
+			// The last Read is the one that waits: all placed by then,
+			// and the backend's mutex orders it before what follows.
+			h.be.waitReads(t, base+tc.reads)
+			if u := drainUsed(h.rx); len(u) != tc.queued {
+				t.Fatalf("%d frames placed, want %d", len(u), tc.queued)
+			}
+			if got := h.irq.Count(); got != tc.wantIRQs {
+				t.Errorf("%d interrupts for %d queued frames, want %d", got, tc.queued, tc.wantIRQs)
+			}
+			if tc.eventIdx {
+				return
+			}
+			// A lone frame: signalled as soon as it is placed.
+			h.rx.Add(w(2048))
+			reads := h.be.readCalls()
+			h.send(frameOf(60, 0x77))
+			h.be.waitReads(t, reads+1)
+			if got := h.irq.Count(); got != tc.wantIRQs+1 {
+				t.Errorf("%d interrupts after a lone frame, want %d", got, tc.wantIRQs+1)
+			}
+		})
+	}
+}
