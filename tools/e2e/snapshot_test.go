@@ -162,7 +162,9 @@ func TestSnapshot(t *testing.T) {
 	// found QEMU's main loop answering, L1's first CPU stopped on a NOP
 	// in __schedule with the runqueue lock held and the second spinning
 	// for that lock in native_queued_spin_lock_slowpath: an emulated CPU
-	// that no longer executes, not anything a program in L1 can do.
+	// that no longer executes, not anything a program in L1 can do. A
+	// make bench run's L1 froze with a CPU on that same NOP (the other on
+	// an iretq) while QEMU, not vmm, was booting its guest.
 	next := 0 // steps passed, across attempts
 	nested.Retry(t, ciConfig(t, files), func(l *nested.L1) error {
 		// Made with TestRun's disk, so every restore gives it too.
