@@ -36,6 +36,12 @@
 // until the guest posts some: frames queue in the host kernel (and are
 // dropped there once the TAP's queue is full) rather than here.
 //
+// A backend that can also read without waiting (TryReader: the TAP, the
+// user network) lets the receive worker tell a burst from a lull: frames
+// already queued are placed one after another and the driver is
+// interrupted once for them (at most maxRXBurst to an interrupt), where
+// an interrupt per frame cost the guest an exit or two each.
+//
 // Stopping a worker blocked in Read or Write is what Reset needs the
 // backend's deadlines for: it sets a deadline in the past, which wakes
 // the call with os.ErrDeadlineExceeded, waits for the workers, then
