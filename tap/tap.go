@@ -145,7 +145,7 @@ func Open(name string) (*Tap, error) {
 	}
 	t := &Tap{f: f, name: name}
 	if t.raw, err = f.SyscallConn(); err != nil {
-		f.Close()
+		// fd is closed by the deferred cleanup above, not through f.
 		return nil, fmt.Errorf("tap %s: %w", name, err)
 	}
 	t.tryFn = t.tryOnce

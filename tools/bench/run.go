@@ -119,8 +119,11 @@ const (
 	// gives its shares (guest/cmd/vmm-init's shareReadAheadKiB: the 1
 	// MiB a READ of vmm's server carries, where Linux starts a FUSE
 	// mount at 128 KiB). The backing device is named after the mount's
-	// major:minor, the third field of /proc/self/mountinfo.
-	virtiofsReadAhead = `ra=/sys/class/bdi/$(while read -r id parent majmin rest; do case "$rest" in "/ ` + fsMnt + ` "*) echo $majmin;; esac; done < /proc/self/mountinfo)/read_ahead_kb && echo 1024 > $ra && [ "$(cat $ra)" = 1024 ]`
+	// major:minor, the third field of /proc/self/mountinfo. The stat of
+	// the mount's root comes first: it waits for the FUSE INIT reply,
+	// which sets the readahead to the smaller of the kernel's and the
+	// server's and would otherwise undo a value written before it.
+	virtiofsReadAhead = `[ -d ` + fsMnt + `/. ] && ra=/sys/class/bdi/$(while read -r id parent majmin rest; do case "$rest" in "/ ` + fsMnt + ` "*) echo $majmin;; esac; done < /proc/self/mountinfo)/read_ahead_kb && echo 1024 > $ra && [ "$(cat $ra)" = 1024 ]`
 )
 
 // guestCmdline is the whole kernel command line for both VMMs (vmm starts

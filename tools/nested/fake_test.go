@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +42,15 @@ func fakeQEMU(mode string, args []string) int {
 	}
 	freeze := mode == "freeze"
 	if freeze {
-		go fakeMonitor(os.NewFile(qemuMonitorFD, "mon"))
+		go fakeMonitor(os.NewFile(qemuMonitorFD, "mon"), nil)
+	}
+	// "recover" goes silent like "freeze" until its monitor is asked,
+	// then carries on, as an L1 stalled rather than frozen would.
+	var resume chan struct{}
+	if mode == "recover" {
+		freeze = true
+		resume = make(chan struct{})
+		go fakeMonitor(os.NewFile(qemuMonitorFD, "mon"), resume)
 	}
 	if f, ok := strings.CutPrefix(mode, "freeze-once:"); ok {
 		if _, err := os.Stat(f); err != nil {
@@ -64,7 +73,9 @@ func fakeQEMU(mode string, args []string) int {
 		case proto.OpRun:
 			send(proto.Msg{Op: proto.OpStarted, ID: m.ID, PID: 42})
 			fmt.Fprintf(con, "job output\r\n")
-			if freeze {
+			if resume != nil {
+				<-resume
+			} else if freeze {
 				// A frozen L1: nothing, ever, until killed. Not select{}:
 				// with no other goroutine the runtime calls that a
 				// deadlock and exits, which is not a freeze.
@@ -81,13 +92,19 @@ func fakeQEMU(mode string, args []string) int {
 }
 
 // fakeMonitor answers HMP's commands as QEMU 7.2 does for a running L1
-// with one CPU in its kernel and one halted.
-func fakeMonitor(mon *os.File) {
+// with one CPU in its kernel and one halted; the first question closes
+// resume, if there is one.
+func fakeMonitor(mon *os.File, resume chan struct{}) {
 	fmt.Fprintf(mon, "QEMU 7.2.22 monitor - type 'help' for more information\r\n(qemu) ")
 	r := bufio.NewScanner(mon)
 	for r.Scan() {
 		switch r.Text() {
 		case "info status":
+			if resume != nil {
+				close(resume)
+				resume = nil
+				time.Sleep(20 * time.Millisecond) // the job's output first
+			}
 			fmt.Fprintf(mon, "info status\r\nVM status: running\r\n(qemu) ")
 		case "info registers -a":
 			fmt.Fprintf(mon, "\r\nCPU#0\r\nRAX=0000000000000000\r\n"+
@@ -183,6 +200,54 @@ func TestFakeFreeze(t *testing.T) {
 	if err := j.Send("x"); !errors.Is(err, ErrFrozen) {
 		t.Errorf("Send after freeze: %v", err)
 	}
+}
+
+// An L1 that speaks again while the watchdog asks its monitor is not
+// killed: the job finishes with its own status.
+func TestFakeRecoversDuringProbe(t *testing.T) {
+	log := &lockedLog{}
+	c := fakeConfig(t, "recover")
+	c.Log = log
+	l, err := Start(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	j, err := l.Run(t.Context(), []string{"/x"}, StdinTTY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := j.Wait(10 * time.Second)
+	if err != nil || code != 5 {
+		t.Fatalf("Wait = %d, %v; want the job's 5", code, err)
+	}
+	// The job ended during the probe; the watchdog logs once it is done.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(log.String(), "L1 spoke again during the monitor probe"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log lacks the recovery: %q", log.String())
+		}
+	}
+	if l.deadErr() != nil {
+		t.Errorf("L1 marked dead after it recovered: %v", l.deadErr())
+	}
+}
+
+// lockedLog is a log the watchdog's goroutine writes while the test reads.
+type lockedLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedLog) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 func TestWithL1RetriesFreezeOnce(t *testing.T) {

@@ -542,6 +542,13 @@ func (l *L1) watch() {
 		// the emulator stopping from L1's kernel stuck.
 		probe := probeMonitor(l.mon, monitorWait(l.cfg.FreezeTimeout))
 		l.mu.Lock()
+		if _, still := l.wd.expired(l.now()); !still {
+			// L1 spoke while the monitor was asked (reading the
+			// registers stops and resumes every CPU): not frozen.
+			l.mu.Unlock()
+			l.logf("console silent %v, then L1 spoke again during the monitor probe (%s); not killed", silent.Round(time.Second), probe)
+			continue
+		}
 		frozen = l.setDeadLocked(fmt.Errorf("%w: job console and control channel silent for %v (%s)", ErrFrozen, silent.Round(time.Second), probe))
 		l.mu.Unlock()
 		if frozen {

@@ -106,7 +106,7 @@ func (d *Device) runRX() {
 	}
 }
 
-// maxRXBurst bounds the frames placed before the driver is told, so that
+// maxRXBurst bounds the frames placed between two signals, so that
 // a host that keeps the queue full does not keep the driver waiting: a
 // few 64 KiB frames, about what Linux's NAPI takes per poll at that size.
 const maxRXBurst = 16
@@ -127,7 +127,11 @@ func (d *Device) readRX(q *virtio.Queue) (int, error) {
 		}
 	}
 	d.signalRX(q)
-	return d.b.Read(r.buf)
+	m, err := d.b.Read(r.buf)
+	if d.try != nil {
+		r.burst = 1 // this frame starts the next burst
+	}
+	return m, err
 }
 
 // signalRX interrupts the driver if what was placed since the last call

@@ -322,8 +322,8 @@ func TestRXBurstOneInterrupt(t *testing.T) {
 		usedEvent uint16
 	}{
 		{"one burst", 5, 1, 1, false, 0},
-		// 16 tried, signal, 1 read; 16 tried, signal, 1 read; 6 tried,
-		// signal, the Read that waits.
+		// 16 tried, signal; 1 read and 15 tried, signal; 1 read and
+		// 7 tried, signal, the Read that waits.
 		{"bounded bursts", 2*maxRXBurst + 8, 3, 3, false, 0},
 		{"event idx crossed", 5, 1, 1, true, 3},
 		{"event idx not crossed", 5, 0, 1, true, 9},
@@ -368,5 +368,44 @@ func TestRXBurstOneInterrupt(t *testing.T) {
 				t.Errorf("%d interrupts after a lone frame, want %d", got, tc.wantIRQs+1)
 			}
 		})
+	}
+}
+
+// Out of buffers in the middle of a burst, the worker tells the driver
+// about the frames it placed before it waits for more buffers: the driver
+// posts buffers only once it has seen those, so a missing interrupt
+// there would stall receiving for good.
+func TestRXBurstSignalsBeforeWaitingForBuffers(t *testing.T) {
+	h := newHarness(t, baseFeat|mergeable, Options{})
+	h.dev = New(tryBackend{h.be}, Options{Logf: t.Logf})
+	for range 2 {
+		h.rx.Add(w(2048))
+	}
+	for i := range 5 {
+		h.send(frameOf(100+i, byte(i)))
+	}
+	if err := h.dev.Activate(h.env()); err != nil {
+		t.Fatal(err)
+	}
+	h.txIdle()
+	h.rxIdle() // waiting on its notifier for buffers
+	if u := drainUsed(h.rx); len(u) != 2 {
+		t.Fatalf("%d frames placed in 2 buffers, want 2", len(u))
+	}
+	if got := h.irq.Count(); got != 1 {
+		t.Fatalf("%d interrupts before waiting for buffers, want 1", got)
+	}
+	// The rest follow once the driver posts buffers.
+	for range 3 {
+		h.rx.Add(w(2048))
+	}
+	reads := h.be.readCalls()
+	h.rxn.Notify()
+	h.be.waitReads(t, reads+1)
+	if u := drainUsed(h.rx); len(u) != 3 {
+		t.Fatalf("%d more frames placed, want 3", len(u))
+	}
+	if got := h.irq.Count(); got != 2 {
+		t.Errorf("%d interrupts in all, want 2", got)
 	}
 }

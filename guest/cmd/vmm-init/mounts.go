@@ -49,7 +49,10 @@ func bdiReadAhead(dev uint64) string {
 }
 
 // raiseReadAhead sets the readahead of the file system mounted at dir to
-// kib. Only files opened afterwards see it.
+// kib. Only files opened afterwards see it. The stat must come first: a
+// FUSE mount returns before the server's INIT reply is processed, which
+// sets the readahead to the smaller of the kernel's and the server's, and
+// the stat (a GETATTR) waits for it.
 func raiseReadAhead(dir string, kib int) error {
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
