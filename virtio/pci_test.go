@@ -474,7 +474,8 @@ func (s *signalFunc) Wait() error { return errors.New("not used") }
 
 // TestPCIRestoreInterruptNotLost: Restore restarts the device and kicks
 // its queues; a completion at that moment must reach the queue's vector
-// (review: the vectors were published only after the device ran).
+// (review: the vectors were published only after the device ran), as
+// must the interrupt Restore sends itself.
 func TestPCIRestoreInterruptNotLost(t *testing.T) {
 	h := newPCIHarness(t, newFakeDevice(offered, 8))
 	h.initDevice(offered)
@@ -501,7 +502,10 @@ func TestPCIRestoreInterruptNotLost(t *testing.T) {
 	if err := p.Restore(s); err != nil {
 		t.Fatal(err)
 	}
-	if got := vec[1].n.Load(); got != 1 {
-		t.Fatalf("the completion during Restore sent vector 1 %d times, want 1", got)
+	// Twice: the completion's, and the one Restore sends for what the
+	// snapshot's vCPUs may have missed. A completion dropped during
+	// Restore leaves only the second.
+	if got := vec[1].n.Load(); got != 2 {
+		t.Fatalf("vector 1 sent %d times by Restore and the completion during it, want 2", got)
 	}
 }

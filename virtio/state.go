@@ -120,7 +120,8 @@ func (t *transport) State() TransportState {
 // had the device running (DRIVER_OK, neither FAILED nor needing a reset),
 // sets its queues up at their saved indices and activates the device,
 // then signals every ready queue once so requests the driver posted
-// before the snapshot are seen. A state for another kind of device, or
+// before the snapshot are seen, and interrupts the driver once so
+// completions it was not told about are seen too. A state for another kind of device, or
 // one whose queues do not fit guest memory, is an error and the
 // transport stays reset.
 func (t *transport) Restore(s TransportState) error {
@@ -170,5 +171,13 @@ func (t *transport) Restore(s TransportState) error {
 			t.notifiers[i].Signal()
 		}
 	}
+	// And one used-buffer interrupt. A snapshot saves the vCPUs, whose
+	// local APICs hold the interrupts delivered to them, as they stop,
+	// and pauses the devices only afterwards: a completion in between is
+	// in the saved used ring and counted as signalled, but its interrupt
+	// is in no saved vCPU, and with EVENT_IDX nothing later would send
+	// it (a receive queue would stall for good). A spurious one costs the
+	// driver a look at its used rings.
+	t.usedBuffer()
 	return nil
 }
