@@ -168,18 +168,26 @@ func TestFakeJobAndExec(t *testing.T) {
 	}
 }
 
-func TestFakeFreeze(t *testing.T) {
-	l, err := Start(t.Context(), fakeConfig(t, "freeze"))
+// startFakeJob boots a fake L1 with c and starts a job in it; the L1 is
+// closed when the test ends.
+func startFakeJob(t *testing.T, c Config) (*L1, *Job) {
+	t.Helper()
+	l, err := Start(t.Context(), c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	j, err := l.Run(t.Context(), []string{"/x"}, StdinTTY)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l, j
+}
+
+func TestFakeFreeze(t *testing.T) {
+	l, j := startFakeJob(t, fakeConfig(t, "freeze"))
 	t0 := time.Now()
-	_, err = j.Wait(10 * time.Second)
+	_, err := j.Wait(10 * time.Second)
 	if !errors.Is(err, ErrFrozen) {
 		t.Fatalf("Wait = %v, want ErrFrozen", err)
 	}
@@ -208,15 +216,7 @@ func TestFakeRecoversDuringProbe(t *testing.T) {
 	log := &lockedLog{}
 	c := fakeConfig(t, "recover")
 	c.Log = log
-	l, err := Start(t.Context(), c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	j, err := l.Run(t.Context(), []string{"/x"}, StdinTTY)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, j := startFakeJob(t, c)
 	code, err := j.Wait(10 * time.Second)
 	if err != nil || code != 5 {
 		t.Fatalf("Wait = %d, %v; want the job's 5", code, err)
