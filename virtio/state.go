@@ -121,9 +121,9 @@ func (t *transport) State() TransportState {
 // sets its queues up at their saved indices and activates the device,
 // then signals every ready queue once so requests the driver posted
 // before the snapshot are seen, and interrupts the driver once so
-// completions it was not told about are seen too. A state for another kind of device, or
-// one whose queues do not fit guest memory, is an error and the
-// transport stays reset.
+// completions it was not told about are seen too. A state for another
+// kind of device, or one whose queues do not fit guest memory, is an
+// error and the transport stays reset.
 func (t *transport) Restore(s TransportState) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -151,7 +151,7 @@ type Backend interface {
 // returns the next frame if one is queued and ok false at once if none
 // is. With it the receive worker tells the driver about a burst of frames
 // once, when the burst ends, instead of after every frame (see runRX).
-// *tap.Tap satisfies it.
+// *tap.Tap and *usernet.Network satisfy it.
 type TryReader interface {
 	TryRead(p []byte) (n int, ok bool, err error)
 }
