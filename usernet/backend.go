@@ -1,6 +1,7 @@
 package usernet
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -18,19 +20,55 @@ import (
 // device).
 const HeaderSize = 12
 
+// Virtio-net header fields (virtio v1.2 §5.1.6, struct virtio_net_hdr):
+// offsets, and the values Read writes for an offloaded TCP segment.
+const (
+	hdrFlags      = 0 // u8 flags
+	hdrGSOType    = 1 // u8 gso_type
+	hdrHdrLen     = 2 // le16 hdr_len
+	hdrGSOSize    = 4 // le16 gso_size
+	hdrCsumStart  = 6 // le16 csum_start
+	hdrCsumOffset = 8 // le16 csum_offset
+
+	hdrFNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
+	gsoTCPv4      = 1 // VIRTIO_NET_HDR_GSO_TCPV4
+)
+
+// TAP offload flags SetOffload takes (include/uapi/linux/if_tun.h),
+// which virtio/net passes on by what the driver negotiated.
+const (
+	tunCsum = 0x01 // TUN_F_CSUM: partial checksums
+	tunTSO4 = 0x02 // TUN_F_TSO4
+	tunTSO6 = 0x04 // TUN_F_TSO6: accepted, never used (the stack has no IPv6)
+)
+
+// gsoMaxSize is the largest segment the stack builds for the guest, its
+// headers included: 64 KiB, the most an IPv4 packet's length field and
+// Linux's receive path (GSO_MAX_SIZE) take, as gVisor's own limit for
+// its link endpoints (stack.GVisorGSOMaxSize). The TCP sender keeps
+// header.TCPTotalHeaderMaximumSize below it.
+const gsoMaxSize = 1 << 16
+
+// frame is one frame the stack sent the guest, its Ethernet header in
+// front, with the virtio-net header that describes its offloads (all
+// zero for a whole, checksummed frame; num_buffers is the device's).
+type frame struct {
+	v   *buffer.View
+	hdr [HeaderSize]byte
+}
+
 // Read waits for a frame the stack sent to the guest and copies it into
-// p after a zero virtio-net header (no checksum or segmentation offload
-// to describe). A frame longer than p is cut short; the caller, which
-// passes a buffer larger than any frame it accepts, sees a read that
-// fills p and drops it. Read fails with os.ErrDeadlineExceeded when the
-// read deadline passes and with net.ErrClosed after Close.
+// p after its virtio-net header. A frame longer than p is cut short; the
+// caller, which passes a buffer larger than any frame it accepts, sees a
+// read that fills p and drops it. Read fails with os.ErrDeadlineExceeded
+// when the read deadline passes and with net.ErrClosed after Close.
 func (n *Network) Read(p []byte) (int, error) {
 	if len(p) < HeaderSize {
 		return 0, fmt.Errorf("user network: read buffer of %d bytes is shorter than the %d-byte header", len(p), HeaderSize)
 	}
 	select {
-	case v := <-n.frames:
-		return copyFrame(p, v), nil
+	case f := <-n.frames:
+		return n.copyFrame(p, f), nil
 	case <-n.rdl.wait():
 		return 0, os.ErrDeadlineExceeded
 	case <-n.done:
@@ -53,19 +91,20 @@ func (n *Network) TryRead(p []byte) (int, bool, error) {
 	default:
 	}
 	select {
-	case v := <-n.frames:
-		return copyFrame(p, v), true, nil
+	case f := <-n.frames:
+		return n.copyFrame(p, f), true, nil
 	default:
 		return 0, false, nil
 	}
 }
 
-// copyFrame puts frame v into p after a zero virtio-net header, cutting
-// it short if p is, and releases v.
-func copyFrame(p []byte, v *buffer.View) int {
-	clear(p[:HeaderSize])
-	c := copy(p[HeaderSize:], v.AsSlice())
-	v.Release()
+// copyFrame puts f into p after its virtio-net header, cutting it short
+// if p is, and releases f.
+func (n *Network) copyFrame(p []byte, f frame) int {
+	n.queued.Add(-int64(f.v.Size()))
+	copy(p, f.hdr[:])
+	c := copy(p[HeaderSize:], f.v.AsSlice())
+	f.v.Release()
 	return HeaderSize + c
 }
 
@@ -107,12 +146,16 @@ func (n *Network) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// SetOffload accepts only 0: the stack takes no partial checksums and
-// no GSO frames, and the device offers none with this backend.
+// SetOffload says which offloaded frames Read may return, as TUN_F_*
+// flags: partial checksums (tunCsum) and, with them, TSOv4 segments
+// (tunTSO4; tunTSO6 is accepted and unused). With both, the gateway
+// tells the stack it takes large segments (gateway.SupportedGSO), which
+// TCP connections look up when they are made. Anything else is refused.
 func (n *Network) SetOffload(flags uint32) error {
-	if flags != 0 {
-		return fmt.Errorf("user network: no offloads (asked for %#x)", flags)
+	if flags&^(tunCsum|tunTSO4|tunTSO6) != 0 || (flags&(tunTSO4|tunTSO6) != 0 && flags&tunCsum == 0) {
+		return fmt.Errorf("user network: unsupported offloads %#x", flags)
 	}
+	n.offload.Store(flags)
 	return nil
 }
 
@@ -134,15 +177,75 @@ func (n *Network) SetWriteDeadline(t time.Time) error {
 // Ethernet header in front, for Read, or drops it when the queue is
 // full. It never blocks: it runs on the stack's goroutines, which a guest
 // that does not read must not stall.
+//
+// A TCP segment of a connection made while the driver took offloads
+// carries only its pseudo-header's sum, and may be larger than the MTU;
+// its virtio-net header says so. Should a later driver (a reset, another
+// module) take no offloads, the checksum is finished here, and a segment
+// larger than the MTU is dropped: the connection was made for a driver
+// that is gone.
 func (n *Network) toGuest(pkt *stack.PacketBuffer) {
+	var hdr [HeaderSize]byte
+	partial, large := false, false
+	if o := pkt.GSOOptions; o.Type != stack.GSONone && o.NeedsCsum {
+		partial = true
+		hdr[hdrFlags] = hdrFNeedsCsum
+		binary.LittleEndian.PutUint16(hdr[hdrHdrLen:], uint16(pkt.HeaderSize()))
+		binary.LittleEndian.PutUint16(hdr[hdrCsumStart:], header.EthernetMinimumSize+o.L3HdrLen)
+		binary.LittleEndian.PutUint16(hdr[hdrCsumOffset:], o.CsumOffset)
+		if pkt.Data().Size() > int(o.MSS) {
+			large = true
+			hdr[hdrGSOType] = gsoTCPv4
+			binary.LittleEndian.PutUint16(hdr[hdrGSOSize:], o.MSS)
+		}
+		if o.Type != stack.GSOTCPv4 && large {
+			n.dropped.Add(1) // the stack has no IPv6: cannot happen
+			return
+		}
+	}
+	flags := n.offload.Load()
+	if large && flags&tunTSO4 == 0 {
+		n.dropped.Add(1)
+		return
+	}
 	v := pkt.ToView()
+	if partial && flags&tunCsum == 0 {
+		if !finishChecksum(v.AsSlice(), hdr) {
+			v.Release()
+			n.dropped.Add(1)
+			return
+		}
+		hdr = [HeaderSize]byte{}
+	}
+	size := int64(v.Size())
+	if n.queued.Add(size) > queueBytes {
+		n.queued.Add(-size)
+		v.Release()
+		n.dropped.Add(1)
+		return
+	}
 	select {
-	case n.frames <- v:
+	case n.frames <- frame{v: v, hdr: hdr}:
 		n.sent.Add(1)
 	default:
+		n.queued.Add(-size)
 		v.Release()
 		n.dropped.Add(1)
 	}
+}
+
+// finishChecksum does what a driver does with VIRTIO_NET_HDR_F_NEEDS_CSUM
+// (virtio v1.2 §5.1.6.2.1): it sums f from csum_start to the end, the
+// pseudo-header's sum already in place at csum_offset after it, and
+// stores the complement there. It reports false for offsets outside f.
+func finishChecksum(f []byte, hdr [HeaderSize]byte) bool {
+	start := int(binary.LittleEndian.Uint16(hdr[hdrCsumStart:]))
+	at := start + int(binary.LittleEndian.Uint16(hdr[hdrCsumOffset:]))
+	if at+2 > len(f) {
+		return false
+	}
+	binary.BigEndian.PutUint16(f[at:], ^checksum.Checksum(f[start:], 0))
+	return true
 }
 
 // deadline is a settable deadline whose channel is closed while the

@@ -54,12 +54,29 @@ func (g *gateway) LinkAddress() tcpip.LinkAddress { return g.mac }
 // slirp's), and this package never asks the stack to change it.
 func (g *gateway) SetLinkAddress(tcpip.LinkAddress) {}
 
+var _ stack.GSOEndpoint = (*gateway)(nil)
+
 // Capabilities: the stack resolves the guest's address by ARP; received
 // checksums are not checked again, since the guest computes them in full
 // (the device offers it no checksum offload to leave them partial).
 func (g *gateway) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityResolutionRequired | stack.CapabilityRXChecksumOffload
 }
+
+// SupportedGSO is host GSO while the guest's driver takes partial
+// checksums and TSOv4 (Network.SetOffload): TCP then hands WritePackets
+// segments of up to gsoMaxSize with only the pseudo-header summed, and
+// toGuest describes them to the driver. A connection looks this up once,
+// when it is made.
+func (g *gateway) SupportedGSO() stack.SupportedGSO {
+	if f := g.n.offload.Load(); f&tunCsum != 0 && f&tunTSO4 != 0 {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
+// GSOMaxSize is gsoMaxSize.
+func (g *gateway) GSOMaxSize() uint32 { return gsoMaxSize }
 
 // Attach is called by the stack with the NIC that takes delivered frames,
 // and with nil when the NIC is removed.

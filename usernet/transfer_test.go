@@ -96,9 +96,12 @@ func slowLink() func() {
 // Bulk TCP through a hostfwd and out of the guest arrives whole both
 // ways: each connection carries size bytes to the guest, then size bytes
 // back, over a fast link and over a slow one with a large receive window
-// in the guest. (A single connection cannot fill the network's frame
+// in the guest, and with a guest that takes offloads, which then
+// receives 64 KiB segments with partial checksums and finishes them as
+// a driver does. (A single connection cannot fill the network's frame
 // queue: the stack's 1 MiB send buffer bounds what it has in flight to
-// about 720 frames of the queue's 2,048, so none are dropped.)
+// about 720 frames of the queue's 2,048, or to 1 MiB of its 4, so none
+// are dropped.)
 func TestBulkTCP(t *testing.T) {
 	sizes := []int64{4 << 20, 64 << 20}
 	if testing.Short() {
@@ -108,23 +111,31 @@ func TestBulkTCP(t *testing.T) {
 		for _, c := range []struct {
 			name string
 			// conns returns the host's end and the guest's end of
-			// one connection, and the network.
-			conns func(t *testing.T) (host, guest halfConn, n *Network)
+			// one connection, the network and the guest.
+			conns func(t *testing.T, link guestLink) (host, guest halfConn, n *Network, g *guest)
+			link  guestLink
 		}{
-			{"hostfwd", func(t *testing.T) (halfConn, halfConn, *Network) { return hostfwdConns(t, nil) }},
-			{"outbound", outboundConns},
-			{"hostfwd-slow-link", func(t *testing.T) (halfConn, halfConn, *Network) { return hostfwdConns(t, slowLink()) }},
+			{"hostfwd", hostfwdConns, guestLink{}},
+			{"outbound", outboundConns, guestLink{}},
+			{"hostfwd-slow-link", hostfwdConns, guestLink{pace: slowLink()}},
+			{"hostfwd-offload", hostfwdConns, guestLink{offload: true}},
+			{"outbound-offload", outboundConns, guestLink{offload: true}},
+			{"hostfwd-offload-slow-link", hostfwdConns, guestLink{pace: slowLink(), offload: true}},
 		} {
 			t.Run(fmt.Sprintf("%s/%dMiB", c.name, size>>20), func(t *testing.T) {
-				host, guest, n := c.conns(t)
+				host, guest, n, g := c.conns(t, c.link)
 				defer host.Close()
 				defer guest.Close()
 				// One direction after the other on the same
 				// connection: the second starts once the first has
 				// reached EOF, so each half-close is exercised.
 				t.Run("to-guest", func(t *testing.T) { transfer(t, host, guest, size) })
+				large := g.large.Load()
 				t.Run("to-host", func(t *testing.T) { transfer(t, guest, host, size) })
-				t.Logf("%+v", n.Stats())
+				if c.link.offload && large == 0 {
+					t.Errorf("%d MiB to a guest that takes TSO came in no segment larger than the MTU", size>>20)
+				}
+				t.Logf("%+v, %d TSO segments to the guest", n.Stats(), large)
 			})
 		}
 	}
@@ -140,16 +151,16 @@ func bigWindow(t *testing.T, g *guest) {
 }
 
 // hostfwdConns connects from the host to a guest listener through a
-// hostfwd rule; pace, if not nil, slows the guest's link (newPacedGuest)
-// and widens its receive window.
-func hostfwdConns(t *testing.T, pace func()) (halfConn, halfConn, *Network) {
+// hostfwd rule; a paced link (newLinkGuest) also widens the guest's
+// receive window.
+func hostfwdConns(t *testing.T, link guestLink) (halfConn, halfConn, *Network, *guest) {
 	f, err := ParseForward("tcp:127.0.0.1:0-:8022")
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := newNetwork(t, Config{Forwards: []Forward{f}})
-	g := newPacedGuest(t, n, pace)
-	if pace != nil {
+	g := newLinkGuest(t, n, link)
+	if link.pace != nil {
 		bigWindow(t, g)
 	}
 	l, err := gonet.ListenTCP(g.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(guestIP.As4()), Port: 8022}, ipv4.ProtocolNumber)
@@ -176,24 +187,24 @@ func hostfwdConns(t *testing.T, pace func()) (halfConn, halfConn, *Network) {
 			hc.Close()
 			t.Fatal(a.err)
 		}
-		return hc.(*net.TCPConn), a.c.(*gonet.TCPConn), n
+		return hc.(*net.TCPConn), a.c.(*gonet.TCPConn), n, g
 	case <-time.After(testTimeout):
 		hc.Close()
 		t.Fatal("the guest accepted nothing")
 	}
-	return nil, nil, nil
+	return nil, nil, nil, nil
 }
 
 // outboundConns connects from the guest to a host listener on the
 // loopback through the gateway's address.
-func outboundConns(t *testing.T) (halfConn, halfConn, *Network) {
+func outboundConns(t *testing.T, link guestLink) (halfConn, halfConn, *Network, *guest) {
 	l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
 	n := newNetwork(t, Config{})
-	g := newGuest(t, n)
+	g := newLinkGuest(t, n, link)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	gc, err := g.dialTCP(ctx, fmt.Sprintf("%s:%d", GatewayAddr, l.Addr().(*net.TCPAddr).Port))
@@ -206,7 +217,7 @@ func outboundConns(t *testing.T) (halfConn, halfConn, *Network) {
 		gc.Close()
 		t.Fatal(err)
 	}
-	return hc, gc, n
+	return hc, gc, n, g
 }
 
 // A hostfwd's host port accepts before the guest listens, as QEMU's
@@ -264,5 +275,39 @@ func TestHostForwardBeforeListen(t *testing.T) {
 	c.Close()
 	if err != nil || string(b) != "listening" {
 		t.Fatalf("once the guest listens: read %q, %v", b, err)
+	}
+}
+
+// A connection made while the driver took offloads outlives them (a new
+// driver that takes none): its small segments reach the guest with their
+// checksums finished, and its large ones are dropped and counted, not
+// handed to a driver that cannot take them.
+func TestOffloadWithdrawn(t *testing.T) {
+	host, guest, n, g := hostfwdConns(t, guestLink{offload: true})
+	defer host.Close()
+	defer guest.Close()
+	deadline := time.Now().Add(testTimeout)
+	host.SetDeadline(deadline)
+	guest.SetDeadline(deadline)
+	if err := n.SetOffload(0); err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("small enough for one segment")
+	if _, err := host.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(guest, got); err != nil || string(got) != string(msg) {
+		t.Fatalf("read %q, %v; want %q", got, err, msg)
+	}
+	before := n.Stats().Dropped
+	if _, err := host.Write(make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	for n.Stats().Dropped == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("no large segment dropped; %d TSO segments reached the guest", g.large.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

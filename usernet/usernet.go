@@ -22,9 +22,16 @@
 // Backend): Write takes a frame the guest sent and hands it to the stack
 // on the caller's goroutine; frames the stack sends wait in a bounded
 // queue until Read takes them, and are dropped when the queue is full, as
-// a TAP drops when its queue is. The stack computes and checks checksums
-// itself and neither sends nor takes segmentation offloads, so the device
-// must not offer those features (virtio/net's Options.NoOffload).
+// a TAP drops when its queue is.
+//
+// Offloads go one way (virtio/net's OffloadToGuest). Once the driver
+// accepts partial checksums and TSOv4 (SetOffload), TCP connections the
+// stack opens or accepts from then on send the guest segments of up to
+// 64 KiB with only the pseudo-header summed, as a host kernel sends them
+// through a TAP (gVisor's "host GSO"), and Read describes them in the
+// virtio-net header: one frame and one pass through the stack where 45
+// full-size frames were. The guest's frames must be whole and
+// checksummed: the stack does not take offloaded frames.
 package usernet
 
 import (
@@ -38,7 +45,6 @@ import (
 	"sync/atomic"
 
 	"github.com/containers/gvisor-tap-vsock/pkg/services/dns"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -87,10 +93,15 @@ const MTU = 1500
 // nicID is the stack's only NIC.
 const nicID tcpip.NICID = 1
 
-// queueLen bounds the frames the stack has sent and the guest has not yet
-// read: about 3 MiB of full-size frames. More are dropped, as by a TAP
+// queueLen and queueBytes bound the frames the stack has sent and the
+// guest has not yet read: 2048 frames (about 3 MiB of full-size ones)
+// and 4 MiB in all, whichever comes first, so that 64 KiB segments do
+// not let the queue grow to 128 MiB. More are dropped, as by a TAP
 // whose queue is full; the stack's TCP recovers them (with SACK).
-const queueLen = 2048
+const (
+	queueLen   = 2048
+	queueBytes = 4 << 20
+)
 
 // Config is one network's setup.
 type Config struct {
@@ -127,8 +138,9 @@ type Network struct {
 	ctx    context.Context // canceled by Close: aborts dials and lookups
 	cancel context.CancelFunc
 
-	frames chan *buffer.View // the stack's frames for Read (toGuest)
-	done   chan struct{}     // closed by Close: wakes Read
+	frames chan frame    // the stack's frames for Read (toGuest)
+	queued atomic.Int64  // bytes in frames
+	done   chan struct{} // closed by Close: wakes Read
 	rdl    deadline
 	wdl    deadline
 
@@ -143,6 +155,10 @@ type Network struct {
 
 	sent, dropped, received atomic.Uint64
 
+	// offload is the TUN_F_* flags SetOffload last accepted: what the
+	// driver takes in frames Read returns.
+	offload atomic.Uint32
+
 	hostAddrs []netip.AddrPort // bound host side of each forward
 }
 
@@ -151,7 +167,7 @@ func New(cfg Config) (*Network, error) {
 	n := &Network{
 		cfg:     cfg,
 		logf:    cfg.Logf,
-		frames:  make(chan *buffer.View, queueLen),
+		frames:  make(chan frame, queueLen),
 		done:    make(chan struct{}),
 		closers: make(map[io.Closer]struct{}),
 	}
@@ -354,8 +370,8 @@ func (n *Network) Close() error {
 	n.wmu.Unlock()
 	for {
 		select {
-		case v := <-n.frames:
-			v.Release()
+		case f := <-n.frames:
+			f.v.Release()
 		default:
 			return nil
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
@@ -221,17 +225,94 @@ type guest struct {
 	s      *stack.Stack
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	large atomic.Int64 // TSO segments received (guestLink.offload)
+	mu    sync.Mutex
+	bad   error // the first virtio-net header the driver would reject
+}
+
+// guestLink says how the guest's side of the card behaves.
+type guestLink struct {
+	// pace, when not nil, is called before each frame the guest reads
+	// from the network: a slow link.
+	pace func()
+	// offload has the guest take partial checksums and TSOv4, as
+	// Linux's virtio-net driver does: the network is told so with
+	// SetOffload, and the guest checks each frame's virtio-net header
+	// and finishes partial checksums before its stack, which checks
+	// every checksum, sees the frame.
+	offload bool
 }
 
 func newGuest(t *testing.T, n *Network) *guest {
 	t.Helper()
-	return newPacedGuest(t, n, nil)
+	return newLinkGuest(t, n, guestLink{})
 }
 
-// newPacedGuest is newGuest with a guest that calls pace, when not nil,
-// before each frame it reads from the network: a slow link.
-func newPacedGuest(t *testing.T, n *Network, pace func()) *guest {
+// err returns the first bad header the guest saw.
+func (g *guest) err() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.bad
+}
+
+// takeHeader checks a frame's virtio-net header as a driver that took
+// link.offload would, and finishes a partial checksum in place.
+func (g *guest) takeHeader(link guestLink, hdr, f []byte) error {
+	if !link.offload {
+		if !bytes.Equal(hdr, make([]byte, HeaderSize)) {
+			return fmt.Errorf("virtio-net header % x without offloads", hdr)
+		}
+		return nil
+	}
+	flags, gsoType := hdr[hdrFlags], hdr[hdrGSOType]
+	u16 := func(off int) int { return int(binary.LittleEndian.Uint16(hdr[off:])) }
+	if flags == 0 && gsoType == 0 {
+		return nil
+	}
+	eth := header.Ethernet(f)
+	if flags != hdrFNeedsCsum || eth.Type() != header.IPv4ProtocolNumber {
+		return fmt.Errorf("header % x on a frame of type %#x", hdr, eth.Type())
+	}
+	ip := header.IPv4(f[header.EthernetMinimumSize:])
+	if ip.Protocol() != uint8(header.TCPProtocolNumber) {
+		return fmt.Errorf("partial checksum on protocol %d", ip.Protocol())
+	}
+	l4 := header.EthernetMinimumSize + int(ip.HeaderLength())
+	tcpLen := int(header.TCP(f[l4:]).DataOffset())
+	if u16(hdrCsumStart) != l4 || u16(hdrCsumOffset) != header.TCPChecksumOffset || u16(hdrHdrLen) != l4+tcpLen {
+		return fmt.Errorf("header % x for a TCP header at %d of %d bytes", hdr, l4, tcpLen)
+	}
+	payload := len(f) - l4 - tcpLen
+	switch gsoType {
+	case 0:
+		if len(f)-header.EthernetMinimumSize > MTU {
+			return fmt.Errorf("%d-byte frame without GSO", len(f))
+		}
+	case gsoTCPv4:
+		if mss := u16(hdrGSOSize); mss == 0 || mss > MTU-40 || payload <= mss {
+			return fmt.Errorf("gso_size %d for %d bytes of payload", mss, payload)
+		}
+		if int(ip.TotalLength()) != len(f)-header.EthernetMinimumSize {
+			return fmt.Errorf("IPv4 length %d in a %d-byte frame", ip.TotalLength(), len(f))
+		}
+		g.large.Add(1)
+	default:
+		return fmt.Errorf("gso_type %d", gsoType)
+	}
+	binary.BigEndian.PutUint16(f[l4+header.TCPChecksumOffset:], ^checksum.Checksum(f[l4:], 0))
+	return nil
+}
+
+// newLinkGuest is newGuest with the link link describes.
+func newLinkGuest(t *testing.T, n *Network, link guestLink) *guest {
 	t.Helper()
+	pace := link.pace
+	if link.offload {
+		if err := n.SetOffload(tunCsum | tunTSO4); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
@@ -285,6 +366,14 @@ func newPacedGuest(t *testing.T, n *Network, pace func()) *guest {
 			if err != nil {
 				return
 			}
+			if err := g.takeHeader(link, buf[:HeaderSize], buf[HeaderSize:m]); err != nil {
+				g.mu.Lock()
+				if g.bad == nil {
+					g.bad = err
+				}
+				g.mu.Unlock()
+				continue
+			}
 			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(buf[HeaderSize:m])})
 			ch.InjectInbound(0, pkt)
 			pkt.DecRef()
@@ -295,6 +384,9 @@ func newPacedGuest(t *testing.T, n *Network, pace func()) *guest {
 		n.Close()
 		<-g.done
 		s.Destroy()
+		if err := g.err(); err != nil {
+			t.Errorf("the guest's driver would reject a frame: %v", err)
+		}
 	})
 	return g
 }
@@ -568,12 +660,6 @@ func TestReadWriteDeadlinesAndClose(t *testing.T) {
 	if _, err := n.Write(frame[:HeaderSize+10]); err == nil {
 		t.Fatal("a 10-byte frame was taken")
 	}
-	if err := n.SetOffload(0); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.SetOffload(1); err == nil {
-		t.Fatal("offloads accepted")
-	}
 	// Close wakes a blocked Read and fails later calls.
 	n.SetReadDeadline(time.Time{})
 	go func() { _, err := n.Read(buf); errc <- err }()
@@ -764,5 +850,39 @@ func TestTryRead(t *testing.T) {
 	n.Close()
 	if _, ok, err := n.TryRead(buf); ok || !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("TryRead after Close = %v, %v", ok, err)
+	}
+}
+
+// SetOffload takes partial checksums, and TSO only with them; the
+// gateway offers the stack host GSO exactly when both checksums and
+// TSOv4 are taken.
+func TestSetOffload(t *testing.T) {
+	n, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	for _, tc := range []struct {
+		flags uint32
+		ok    bool
+		gso   bool
+	}{
+		{0, true, false},
+		{tunCsum, true, false},
+		{tunCsum | tunTSO6, true, false},
+		{tunCsum | tunTSO4, true, true},
+		{tunCsum | tunTSO4 | tunTSO6, true, true},
+		{tunTSO4, false, false},
+		{tunCsum | tunTSO4 | 0x08, false, false}, // TUN_F_TSO_ECN
+		{0x10, false, false},                     // TUN_F_UFO
+	} {
+		n.SetOffload(0)
+		err := n.SetOffload(tc.flags)
+		if (err == nil) != tc.ok {
+			t.Errorf("SetOffload(%#x) = %v, want ok %v", tc.flags, err, tc.ok)
+		}
+		if got := n.gw.SupportedGSO() == stack.HostGSOSupported; got != tc.gso {
+			t.Errorf("after SetOffload(%#x): host GSO %v, want %v", tc.flags, got, tc.gso)
+		}
 	}
 }

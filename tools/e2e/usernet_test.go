@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +30,11 @@ const (
 	dnsName      = "usernet.vmm.test"
 	dnsAddr      = "192.0.2.7" // TEST-NET-1: only ever an answer, never dialled
 	downloadSize = 16 << 20
-	hostfwdBytes = 4 << 20
+	// maxDownloadFrames is a quarter of the frames downloadSize takes at
+	// the MTU: the download must come in larger segments (usernet's
+	// receive offloads).
+	maxDownloadFrames = downloadSize / (usernet.MTU - 40) / 4
+	hostfwdBytes      = 4 << 20
 	// serverTimeout bounds L1's HTTP and DNS servers, which the tests
 	// start before the guest.
 	serverTimeout = 10 * time.Minute
@@ -176,6 +181,22 @@ func TestUserNetUnprivileged(t *testing.T) {
 			return err
 		}
 		t.Logf("16 MiB from L1's loopback in %.1fs: %s", time.Since(t1).Seconds(), r)
+		// The download came in segments larger than the MTU: the
+		// driver took the receive offloads and the stack sent them.
+		// In full-size frames it would be over 11,000.
+		out, err = mustRun(l, j, "cat /sys/class/net/eth0/statistics/rx_packets", cmdTimeout)
+		if err != nil {
+			return err
+		}
+		m := regexp.MustCompile(`(?m)^(\d+)\r?$`).FindStringSubmatch(out)
+		rx := 0
+		if m != nil {
+			rx, _ = strconv.Atoi(m[1])
+		}
+		if rx <= 0 || rx > maxDownloadFrames {
+			return failure(l, "the guest's eth0 rx_packets after the 16 MiB download: %q, want 1 to %d (segments larger than the MTU)", out, maxDownloadFrames)
+		}
+		t.Logf("the guest's eth0 received %d frames in all", rx)
 
 		out, err = mustRun(l, j, "vmm-iotool resolve -name "+dnsName, cmdTimeout)
 		if err != nil {
