@@ -22,8 +22,12 @@ type BootCost struct {
 	Counters kvmstats.Counters `json:"counters"`
 	CPU      kvmstats.CPU      `json:"cpu_ticks"` // kvmstats.TickMillis each
 	// OverheadKiB is the process's Rss outside its guest-RAM mappings
-	// (overheadKiB).
+	// (overheadKiB); AnonKiB the part of it that is anonymous memory, that
+	// is the part not shared with other processes through the page cache
+	// (what is left is mostly the binary's code and read-only data, which
+	// every vmm process maps from the same file).
 	OverheadKiB int64 `json:"overhead_kib"`
+	AnonKiB     int64 `json:"anon_kib"`
 }
 
 // sampleCost reads pid's boot cost; ramMiB tells its guest RAM from the
@@ -43,11 +47,11 @@ func sampleCost(pid, ramMiB int) (*BootCost, error) {
 		return nil, err
 	}
 	defer f.Close()
-	kib, err := overheadKiB(f, int64(ramMiB)<<20)
+	kib, anon, err := overheadKiB(f, int64(ramMiB)<<20)
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	return &BootCost{Counters: s.Counters, CPU: s.CPU, OverheadKiB: kib}, nil
+	return &BootCost{Counters: s.Counters, CPU: s.CPU, OverheadKiB: kib, AnonKiB: anon}, nil
 }
 
 // overheadKiB sums the Rss of a /proc/PID/smaps (proc(5)) over every
@@ -57,10 +61,9 @@ func sampleCost(pid, ramMiB int) (*BootCost, error) {
 // QEMU's pc.ram block is one mapping of the RAM's size or a little more).
 // Go's runtime also reserves regions that large, but inaccessible
 // (PROT_NONE) and not resident, so they neither count as RAM nor add
-// to the sum.
-func overheadKiB(r io.Reader, ramBytes int64) (int64, error) {
+// to the sum. anon sums their Anonymous lines the same way.
+func overheadKiB(r io.Reader, ramBytes int64) (total, anon int64, err error) {
 	sc := bufio.NewScanner(r)
-	var total int64
 	inRAM, mappings, ram := false, 0, 0
 	for sc.Scan() {
 		line := sc.Text()
@@ -72,7 +75,7 @@ func overheadKiB(r io.Reader, ramBytes int64) (int64, error) {
 			start, err1 := strconv.ParseUint(lo, 16, 64)
 			end, err2 := strconv.ParseUint(hi, 16, 64)
 			if err1 != nil || err2 != nil || end < start {
-				return 0, fmt.Errorf("smaps: malformed mapping line %q", line)
+				return 0, 0, fmt.Errorf("smaps: malformed mapping line %q", line)
 			}
 			mappings++
 			inRAM = int64(end-start) >= ramBytes && len(f) > 1 && strings.HasPrefix(f[1], "rw")
@@ -81,28 +84,32 @@ func overheadKiB(r io.Reader, ramBytes int64) (int64, error) {
 			}
 			continue
 		}
-		if f[0] != "Rss:" || inRAM {
+		if (f[0] != "Rss:" && f[0] != "Anonymous:") || inRAM {
 			continue
 		}
 		if len(f) != 3 || f[2] != "kB" {
-			return 0, fmt.Errorf("smaps: malformed line %q", line)
+			return 0, 0, fmt.Errorf("smaps: malformed line %q", line)
 		}
 		v, err := strconv.ParseInt(f[1], 10, 64)
 		if err != nil || v < 0 {
-			return 0, fmt.Errorf("smaps: malformed line %q", line)
+			return 0, 0, fmt.Errorf("smaps: malformed line %q", line)
 		}
-		total += v
+		if f[0] == "Rss:" {
+			total += v
+		} else {
+			anon += v
+		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if mappings == 0 {
-		return 0, fmt.Errorf("smaps: no mappings")
+		return 0, 0, fmt.Errorf("smaps: no mappings")
 	}
 	if ram == 0 {
-		return 0, fmt.Errorf("smaps: no mapping of the guest's %d MiB", ramBytes>>20)
+		return 0, 0, fmt.Errorf("smaps: no mapping of the guest's %d MiB", ramBytes>>20)
 	}
-	return total, nil
+	return total, anon, nil
 }
 
 // costMetric is one column of the boot cost table.
@@ -123,6 +130,9 @@ func costMetrics() []costMetric {
 	}
 	return append(out, costMetric{Key: "overhead_mib", Name: "RSS outside guest RAM (MiB)", value: func(c *BootCost) (float64, bool) {
 		return float64(c.OverheadKiB) / 1024, true
+	}}, costMetric{Key: "anon_mib", Name: "of it anonymous (MiB)", value: func(c *BootCost) (float64, bool) {
+		// Samples from before anon_kib was recorded have none.
+		return float64(c.AnonKiB) / 1024, c.AnonKiB > 0
 	}})
 }
 
@@ -160,7 +170,7 @@ func costFigures(ss []Sample) []Figure {
 
 // costRatioKeys are the metrics whose ratios the report gives next to the
 // time ratios: all exits, the VMM's CPU time, its memory.
-var costRatioKeys = []string{"exits", "cpu_ms", "overhead_mib"}
+var costRatioKeys = []string{"exits", "cpu_ms", "overhead_mib", "anon_mib"}
 
 // figure is s's median of the metric key, NaN when it has none.
 func (s SystemReport) figure(key string) float64 {

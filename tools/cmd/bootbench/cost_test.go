@@ -14,13 +14,13 @@ import (
 )
 
 // smapsOf makes a /proc/PID/smaps text of mappings given as size and
-// Rss in KiB.
+// Rss in KiB; a quarter of each Rss is anonymous.
 func smapsOf(maps ...[2]int64) string {
 	var b strings.Builder
 	addr := int64(0x7f0000000000)
 	for _, m := range maps {
 		end := addr + m[0]<<10
-		fmt.Fprintf(&b, "%x-%x rw-p 00000000 00:00 0\nSize: %d kB\nRss: %d kB\nPss: %d kB\nVmFlags: rd wr mr mw me ac sd\n", addr, end, m[0], m[1], m[1])
+		fmt.Fprintf(&b, "%x-%x rw-p 00000000 00:00 0\nSize: %d kB\nRss: %d kB\nPss: %d kB\nAnonymous: %d kB\nVmFlags: rd wr mr mw me ac sd\n", addr, end, m[0], m[1], m[1], m[1]/4)
 		addr = end + 4096
 	}
 	return b.String()
@@ -29,26 +29,27 @@ func smapsOf(maps ...[2]int64) string {
 func TestOverheadKiB(t *testing.T) {
 	const ram = 256 << 20
 	tests := []struct {
-		name, in string
-		want     int64
-		bad      bool
+		name, in   string
+		want, anon int64
+		bad        bool
 	}{
-		{"vmm: RAM and the rest", smapsOf([2]int64{4096, 3000}, [2]int64{256 << 10, 200 << 10}, [2]int64{65536, 1200}), 4200, false},
+		{"vmm: RAM and the rest", smapsOf([2]int64{4096, 3000}, [2]int64{256 << 10, 200 << 10}, [2]int64{65536, 1200}), 4200, 1050, false},
 		// QEMU's RAM block is mapped with room for alignment.
-		{"RAM mapping larger than the guest", smapsOf([2]int64{(256 << 10) + 2048, 100 << 10}, [2]int64{100, 40}), 40, false},
-		{"no RAM mapping", smapsOf([2]int64{4096, 3000}), 0, true},
-		{"empty", "", 0, true},
-		{"bad Rss", smapsOf([2]int64{4096, 3000}) + "Rss: x kB\n", 0, true},
-		{"bad unit", strings.Replace(smapsOf([2]int64{4096, 3000}, [2]int64{256 << 10, 1}), "3000 kB", "3000 MB", 1), 0, true},
-		{"end before start", "7f0000002000-7f0000001000 rw-p 00000000 00:00 0\nRss: 4 kB\n", 0, true},
+		{"RAM mapping larger than the guest", smapsOf([2]int64{(256 << 10) + 2048, 100 << 10}, [2]int64{100, 40}), 40, 10, false},
+		{"no RAM mapping", smapsOf([2]int64{4096, 3000}), 0, 0, true},
+		{"empty", "", 0, 0, true},
+		{"bad Rss", smapsOf([2]int64{4096, 3000}) + "Rss: x kB\n", 0, 0, true},
+		{"bad Anonymous", smapsOf([2]int64{256 << 10, 1}, [2]int64{4096, 3000}) + "Anonymous: -1 kB\n", 0, 0, true},
+		{"bad unit", strings.Replace(smapsOf([2]int64{4096, 3000}, [2]int64{256 << 10, 1}), "3000 kB", "3000 MB", 1), 0, 0, true},
+		{"end before start", "7f0000002000-7f0000001000 rw-p 00000000 00:00 0\nRss: 4 kB\n", 0, 0, true},
 		// Go's runtime reserves large inaccessible regions: not RAM.
-		{"only a reservation that large", strings.Replace(smapsOf([2]int64{4096, 3000}, [2]int64{512 << 10, 0}), "rw-p", "---p", 2), 0, true},
+		{"only a reservation that large", strings.Replace(smapsOf([2]int64{4096, 3000}, [2]int64{512 << 10, 0}), "rw-p", "---p", 2), 0, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := overheadKiB(strings.NewReader(tt.in), ram)
-			if (err != nil) != tt.bad || got != tt.want {
-				t.Fatalf("overheadKiB = %d, %v; want %d, bad %v", got, err, tt.want, tt.bad)
+			got, anon, err := overheadKiB(strings.NewReader(tt.in), ram)
+			if (err != nil) != tt.bad || got != tt.want || anon != tt.anon {
+				t.Fatalf("overheadKiB = %d, %d, %v; want %d, %d, bad %v", got, anon, err, tt.want, tt.anon, tt.bad)
 			}
 		})
 	}
