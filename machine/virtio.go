@@ -127,7 +127,7 @@ func (m *Machine) openVirtio() error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			b, o.Offload = u, net.OffloadToGuest
+			b = u
 			if o.MAC == ([6]byte{}) {
 				o.MAC = userMAC(i)
 			}

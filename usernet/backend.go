@@ -37,9 +37,10 @@ const (
 // TAP offload flags SetOffload takes (include/uapi/linux/if_tun.h),
 // which virtio/net passes on by what the driver negotiated.
 const (
-	tunCsum = 0x01 // TUN_F_CSUM: partial checksums
-	tunTSO4 = 0x02 // TUN_F_TSO4
-	tunTSO6 = 0x04 // TUN_F_TSO6: accepted, never used (the stack has no IPv6)
+	tunCsum   = 0x01 // TUN_F_CSUM: partial checksums
+	tunTSO4   = 0x02 // TUN_F_TSO4
+	tunTSO6   = 0x04 // TUN_F_TSO6: accepted, never used (the stack has no IPv6)
+	tunTSOECN = 0x08 // TUN_F_TSO_ECN: accepted, never used (the stack sets no CWR)
 )
 
 // gsoMaxSize is the largest segment the stack builds for the guest, its
@@ -112,8 +113,9 @@ func (n *Network) copyFrame(p []byte, f frame) int {
 // processes it before Write returns (replies it makes at once, such as
 // ARP's, are queued for Read). Frames for other Ethernet addresses than
 // the gateway's and broadcast are dropped, as a switch port with only
-// the gateway behind it would. The header is ignored: the guest offers no
-// offloads here, so it asks for none. Write fails with
+// the gateway behind it would. The header is ignored: a TSO frame goes
+// to the stack as the one large segment it is, and a partial checksum
+// is never checked (see the package doc). Write fails with
 // os.ErrDeadlineExceeded once the write deadline has passed, with
 // net.ErrClosed after Close, and for a frame too short to be Ethernet.
 func (n *Network) Write(p []byte) (int, error) {
@@ -148,11 +150,13 @@ func (n *Network) Write(p []byte) (int, error) {
 
 // SetOffload says which offloaded frames Read may return, as TUN_F_*
 // flags: partial checksums (tunCsum) and, with them, TSOv4 segments
-// (tunTSO4; tunTSO6 is accepted and unused). With both, the gateway
-// tells the stack it takes large segments (gateway.SupportedGSO), which
-// TCP connections look up when they are made. Anything else is refused.
+// (tunTSO4; tunTSO6 and tunTSOECN are accepted and unused). With both,
+// the gateway tells the stack it takes large segments
+// (gateway.SupportedGSO), which TCP connections look up when they are
+// made. Anything else (UFO, USO) is refused.
 func (n *Network) SetOffload(flags uint32) error {
-	if flags&^(tunCsum|tunTSO4|tunTSO6) != 0 || (flags&(tunTSO4|tunTSO6) != 0 && flags&tunCsum == 0) {
+	const tso = tunTSO4 | tunTSO6 | tunTSOECN
+	if flags&^(tunCsum|tso) != 0 || (flags&tso != 0 && flags&tunCsum == 0) {
 		return fmt.Errorf("user network: unsupported offloads %#x", flags)
 	}
 	n.offload.Store(flags)

@@ -57,8 +57,11 @@ func (g *gateway) SetLinkAddress(tcpip.LinkAddress) {}
 var _ stack.GSOEndpoint = (*gateway)(nil)
 
 // Capabilities: the stack resolves the guest's address by ARP; received
-// checksums are not checked again, since the guest computes them in full
-// (the device offers it no checksum offload to leave them partial).
+// checksums are not checked. The guest's driver may leave them partial
+// (VIRTIO_NET_F_CSUM and TSO), and every packet from the guest ends in
+// this stack, whose payload leaves through a host socket with the host's
+// own checksums: a corrupted frame is as likely on this in-memory wire
+// as in the guest's own memory.
 func (g *gateway) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityResolutionRequired | stack.CapabilityRXChecksumOffload
 }

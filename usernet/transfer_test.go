@@ -96,9 +96,9 @@ func slowLink() func() {
 // Bulk TCP through a hostfwd and out of the guest arrives whole both
 // ways: each connection carries size bytes to the guest, then size bytes
 // back, over a fast link and over a slow one with a large receive window
-// in the guest, and with a guest that takes offloads, which then
-// receives 64 KiB segments with partial checksums and finishes them as
-// a driver does. (A single connection cannot fill the network's frame
+// in the guest, and with a guest that takes and makes offloads, which
+// then receives 64 KiB segments with partial checksums, finishing them
+// as a driver does, and sends such segments. (A single connection cannot fill the network's frame
 // queue: the stack's 1 MiB send buffer bounds what it has in flight to
 // about 720 frames of the queue's 2,048, or to 1 MiB of its 4, so none
 // are dropped.)
@@ -135,7 +135,10 @@ func TestBulkTCP(t *testing.T) {
 				if c.link.offload && large == 0 {
 					t.Errorf("%d MiB to a guest that takes TSO came in no segment larger than the MTU", size>>20)
 				}
-				t.Logf("%+v, %d TSO segments to the guest", n.Stats(), large)
+				if c.link.offload && g.sentTSO.Load() == 0 {
+					t.Errorf("%d MiB from a guest that sends TSO went in no segment larger than the MTU", size>>20)
+				}
+				t.Logf("%+v, %d TSO segments to the guest, %d from it", n.Stats(), large, g.sentTSO.Load())
 			})
 		}
 	}

@@ -24,14 +24,19 @@
 // queue until Read takes them, and are dropped when the queue is full, as
 // a TAP drops when its queue is.
 //
-// Offloads go one way (virtio/net's OffloadToGuest). Once the driver
-// accepts partial checksums and TSOv4 (SetOffload), TCP connections the
-// stack opens or accepts from then on send the guest segments of up to
-// 64 KiB with only the pseudo-header summed, as a host kernel sends them
-// through a TAP (gVisor's "host GSO"), and Read describes them in the
-// virtio-net header: one frame and one pass through the stack where 45
-// full-size frames were. The guest's frames must be whole and
-// checksummed: the stack does not take offloaded frames.
+// The card offers the guest checksum and segmentation offloads both
+// ways, as for a TAP. Once the driver accepts partial checksums and
+// TSOv4 (SetOffload), TCP connections the stack opens or accepts from
+// then on send the guest segments of up to 64 KiB with only the
+// pseudo-header summed, as a host kernel sends them through a TAP
+// (gVisor's "host GSO"), and Read describes them in the virtio-net
+// header: one frame and one pass through the stack where 45 full-size
+// frames were. The other way, the stack takes the guest's TSO frames
+// and partial checksums as they come: it accepts a TCP segment larger
+// than the MTU, and does not check checksums (the gateway endpoint
+// declares them checked, see gateway.Capabilities), which matters
+// nowhere since every connection ends in the stack and its payload goes
+// on through a host socket.
 package usernet
 
 import (

@@ -226,9 +226,10 @@ type guest struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	large atomic.Int64 // TSO segments received (guestLink.offload)
-	mu    sync.Mutex
-	bad   error // the first virtio-net header the driver would reject
+	large   atomic.Int64 // TSO segments received (guestLink.offload)
+	sentTSO atomic.Int64 // and sent
+	mu      sync.Mutex
+	bad     error // the first virtio-net header the driver would reject
 }
 
 // guestLink says how the guest's side of the card behaves.
@@ -240,7 +241,9 @@ type guestLink struct {
 	// Linux's virtio-net driver does: the network is told so with
 	// SetOffload, and the guest checks each frame's virtio-net header
 	// and finishes partial checksums before its stack, which checks
-	// every checksum, sees the frame.
+	// every checksum, sees the frame. Its TCP also sends segments
+	// larger than the MTU with partial checksums, as Linux's does with
+	// HOST_TSO4 and CSUM.
 	offload bool
 }
 
@@ -325,6 +328,11 @@ func newLinkGuest(t *testing.T, n *Network, link guestLink) *guest {
 	// timeouts a real guest never sees: with 256 frames, 4 MiB from the
 	// guest took 15 s instead of 0.04 s.
 	ch := channel.New(guestTxQueue, MTU, guestMAC)
+	if link.offload {
+		// The guest's TCP sends segments larger than the MTU with only
+		// the pseudo-header summed, as Linux does with HOST_TSO4.
+		ch.SupportedGSOKind = stack.HostGSOSupported
+	}
 	if err := s.CreateNIC(1, ethernet.New(ch)); err != nil {
 		t.Fatal(err)
 	}
@@ -346,9 +354,20 @@ func newLinkGuest(t *testing.T, n *Network, link guestLink) *guest {
 			if pkt == nil {
 				return
 			}
+			hdr := make([]byte, HeaderSize)
+			if o := pkt.GSOOptions; o.Type != stack.GSONone && o.NeedsCsum {
+				hdr[hdrFlags] = hdrFNeedsCsum
+				binary.LittleEndian.PutUint16(hdr[hdrCsumStart:], header.EthernetMinimumSize+o.L3HdrLen)
+				binary.LittleEndian.PutUint16(hdr[hdrCsumOffset:], o.CsumOffset)
+				if pkt.Data().Size() > int(o.MSS) {
+					hdr[hdrGSOType] = gsoTCPv4
+					binary.LittleEndian.PutUint16(hdr[hdrGSOSize:], o.MSS)
+					g.sentTSO.Add(1)
+				}
+			}
 			v := pkt.ToView()
 			pkt.DecRef()
-			frame := append(make([]byte, HeaderSize, HeaderSize+v.Size()), v.AsSlice()...)
+			frame := append(hdr, v.AsSlice()...)
 			v.Release()
 			if _, err := n.Write(frame); err != nil {
 				return
@@ -872,9 +891,11 @@ func TestSetOffload(t *testing.T) {
 		{tunCsum | tunTSO6, true, false},
 		{tunCsum | tunTSO4, true, true},
 		{tunCsum | tunTSO4 | tunTSO6, true, true},
+		{tunCsum | tunTSO4 | tunTSO6 | tunTSOECN, true, true},
 		{tunTSO4, false, false},
-		{tunCsum | tunTSO4 | 0x08, false, false}, // TUN_F_TSO_ECN
-		{0x10, false, false},                     // TUN_F_UFO
+		{tunTSOECN, false, false},
+		{tunCsum | 0x10, false, false}, // TUN_F_UFO
+		{tunCsum | 0x20, false, false}, // TUN_F_USO4
 	} {
 		n.SetOffload(0)
 		err := n.SetOffload(tc.flags)

@@ -1,9 +1,7 @@
 // Package net is the virtio network device (virtio v1.2 §5.1), backed by
 // a host TAP interface (package tap) or anything else that moves one
 // Ethernet frame per Read or Write with a virtio-net header in front,
-// such as the user-mode network of package usernet, which sends the
-// guest offloaded frames but takes none and so is given a device built
-// with OffloadToGuest.
+// such as the user-mode network of package usernet.
 //
 // Two queues, receive (0) and transmit (1), each served by its own
 // goroutine woken by the queue's Notifier. There is no control queue and
@@ -170,37 +168,15 @@ type Options struct {
 	// Logf reports host errors and guest mistakes, at most once a second
 	// per worker; nil means log.Printf.
 	Logf func(format string, args ...any)
-	// Offload says which checksum and segmentation offloads the device
-	// offers; the zero value, OffloadBoth, is a TAP's.
-	Offload Offload
+	// NoOffload keeps checksum and segmentation offloads (CSUM,
+	// GUEST_CSUM and the TSO and ECN bits) off the features, for a
+	// backend that only moves whole, checksummed frames of at most the
+	// link's MTU: the guest then checksums and segments everything
+	// itself, and the backend's SetOffload is only ever asked for none.
+	NoOffload bool
 }
 
-// Offload selects the checksum and segmentation offloads a device offers
-// the driver, by what its backend can take and produce.
-type Offload int
-
-const (
-	// OffloadBoth offers them both ways (CSUM, GUEST_CSUM and the TSO
-	// and ECN bits): what a TAP does, whose kernel checks the guest's
-	// offloaded frames and segments them as needed.
-	OffloadBoth Offload = iota
-	// OffloadNone offers none, for a backend that only moves whole,
-	// checksummed frames of at most the link's MTU: the guest then
-	// checksums and segments everything itself, and the backend's
-	// SetOffload is only ever asked for none.
-	OffloadNone
-	// OffloadToGuest offers the receive side only (GUEST_CSUM,
-	// GUEST_TSO4, GUEST_TSO6): the backend may hand the driver frames
-	// with a partial checksum and 64 KiB TCP segments for it to take
-	// whole, while the driver still sends whole, checksummed frames of at
-	// most the MTU. For a userspace TCP/IP stack that can build large
-	// segments (package usernet's gVisor) but does not take them: one
-	// 64 KiB segment in place of 45 frames is one interrupt and one
-	// pass through the stack in place of several.
-	OffloadToGuest
-)
-
-// offloadFeatures are the features OffloadNone withholds.
+// offloadFeatures are the features NoOffload withholds.
 const offloadFeatures = 1<<FeatureCsum |
 	1<<FeatureGuestCsum |
 	1<<FeatureGuestTSO4 |
@@ -209,13 +185,6 @@ const offloadFeatures = 1<<FeatureCsum |
 	1<<FeatureHostTSO4 |
 	1<<FeatureHostTSO6 |
 	1<<FeatureHostECN
-
-// guestOffloadFeatures are those OffloadToGuest offers. GUEST_ECN is
-// left out: it would let the backend send segments with CWR set, which
-// no backend that wants this mode produces.
-const guestOffloadFeatures = 1<<FeatureGuestCsum |
-	1<<FeatureGuestTSO4 |
-	1<<FeatureGuestTSO6
 
 // Stats count frames since New. A frame is dropped when it is malformed
 // or too large, when the guest's buffers cannot hold it, or when the
@@ -262,11 +231,7 @@ func New(b Backend, o Options) *Device {
 		1<<virtio.FeatureIndirectDesc |
 		1<<FeatureMrgRxbuf |
 		1<<FeatureStatus
-	switch o.Offload {
-	case OffloadNone:
-	case OffloadToGuest:
-		d.features |= guestOffloadFeatures
-	default:
+	if !o.NoOffload {
 		d.features |= offloadFeatures
 	}
 	if o.MAC != ([6]byte{}) {

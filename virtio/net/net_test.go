@@ -58,62 +58,45 @@ func TestFeatures(t *testing.T) {
 	}
 }
 
-// Each Offload mode offers exactly its checksum and segmentation
-// features; everything else is offered as with OffloadBoth.
-func TestFeaturesOffload(t *testing.T) {
+// With NoOffload, exactly the checksum and segmentation features are
+// gone; everything else is offered as without it.
+func TestFeaturesNoOffload(t *testing.T) {
 	mac := [6]byte{0x52, 0x54, 0, 1, 2, 3}
-	both := New(&memBackend{}, Options{MAC: mac}).Features()
-	if both&offloadFeatures != offloadFeatures {
-		t.Fatalf("OffloadBoth offers %#x of %#x", both&offloadFeatures, uint64(offloadFeatures))
-	}
+	with := New(&memBackend{}, Options{MAC: mac}).Features()
+	without := New(&memBackend{}, Options{MAC: mac, NoOffload: true}).Features()
 	for _, tc := range []struct {
-		mode Offload
-		want []uint // offload feature bits offered
+		bit  uint
+		name string
 	}{
-		{OffloadNone, nil},
-		{OffloadToGuest, []uint{FeatureGuestCsum, FeatureGuestTSO4, FeatureGuestTSO6}},
-		{OffloadBoth, []uint{
-			FeatureCsum, FeatureGuestCsum, FeatureGuestTSO4, FeatureGuestTSO6, FeatureGuestECN,
-			FeatureHostTSO4, FeatureHostTSO6, FeatureHostECN,
-		}},
+		{FeatureCsum, "CSUM"}, {FeatureGuestCsum, "GUEST_CSUM"},
+		{FeatureGuestTSO4, "GUEST_TSO4"}, {FeatureGuestTSO6, "GUEST_TSO6"}, {FeatureGuestECN, "GUEST_ECN"},
+		{FeatureHostTSO4, "HOST_TSO4"}, {FeatureHostTSO6, "HOST_TSO6"}, {FeatureHostECN, "HOST_ECN"},
 	} {
-		got := New(&memBackend{}, Options{MAC: mac, Offload: tc.mode}).Features()
-		var want uint64
-		for _, bit := range tc.want {
-			want |= 1 << bit
+		if without&(1<<tc.bit) != 0 {
+			t.Errorf("%s offered with NoOffload", tc.name)
 		}
-		if got&offloadFeatures != want {
-			t.Errorf("mode %d: offloads %#x, want %#x", tc.mode, got&offloadFeatures, want)
+		if with&(1<<tc.bit) == 0 {
+			t.Errorf("%s not offered without NoOffload", tc.name)
 		}
-		if got&^offloadFeatures != both&^offloadFeatures {
-			t.Errorf("mode %d: other features %#x, want %#x", tc.mode, got&^offloadFeatures, both&^offloadFeatures)
-		}
+	}
+	if want := with &^ offloadFeatures; without != want {
+		t.Errorf("features with NoOffload %#x, want %#x", without, want)
 	}
 }
 
-// The backend is only asked for offloads the device offered, even when
-// the features handed to Activate claim more (the transport never lets a
-// driver take what was not offered; the device does not rely on it).
-func TestActivateOffloadMode(t *testing.T) {
+// With NoOffload the backend is only ever asked for no offloads, even
+// when the features handed to Activate claim some (the transport never
+// lets a driver take what was not offered; the device does not rely on
+// it).
+func TestActivateNoOffload(t *testing.T) {
 	all := uint64(1<<FeatureGuestCsum | 1<<FeatureGuestTSO4 | 1<<FeatureGuestTSO6 | 1<<FeatureGuestECN)
-	for _, tc := range []struct {
-		mode Offload
-		feat uint64
-		want uint32
-	}{
-		{OffloadNone, 0, 0},
-		{OffloadNone, all, 0},
-		{OffloadToGuest, 0, 0},
-		{OffloadToGuest, all, TunCsum | TunTSO4 | TunTSO6},
-		{OffloadToGuest, 1<<FeatureGuestCsum | 1<<FeatureGuestTSO4, TunCsum | TunTSO4},
-		{OffloadBoth, all, TunCsum | TunTSO4 | TunTSO6 | TunTSOECN},
-	} {
-		h := newHarness(t, baseFeat|tc.feat, Options{Offload: tc.mode})
+	for _, feat := range []uint64{0, all} {
+		h := newHarness(t, baseFeat|feat, Options{NoOffload: true})
 		if err := h.dev.Activate(h.env()); err != nil {
 			t.Fatal(err)
 		}
-		if got := h.be.offloadCalls(); !slices.Equal(got, []uint32{tc.want}) {
-			t.Errorf("mode %d, features %#x: SetOffload calls %#x, want [%#x]", tc.mode, tc.feat, got, tc.want)
+		if got := h.be.offloadCalls(); !slices.Equal(got, []uint32{0}) {
+			t.Errorf("features %#x: SetOffload calls %#x, want [0]", feat, got)
 		}
 		h.dev.Reset()
 	}

@@ -7,11 +7,11 @@ import (
 	"testing"
 )
 
-// A long stream of full-size frames, as a user-mode network sends them
-// (OffloadNone, 1514-byte Ethernet frames), reaches a guest that
-// posts receive buffers a few at a time and only after the last ones
-// were used: every frame arrives once, whole and in order, none is
-// dropped, and the backend is not read while no buffer is free.
+// A long stream of full-size frames, as a backend without offloads
+// sends them (Options.NoOffload, 1514-byte Ethernet frames), reaches a
+// guest that posts receive buffers a few at a time and only after the
+// last ones were used: every frame arrives once, whole and in order,
+// none is dropped, and the backend is not read while no buffer is free.
 func TestRXStreamSlowGuest(t *testing.T) {
 	const (
 		frames   = 2000
@@ -32,7 +32,7 @@ func TestRXStreamSlowGuest(t *testing.T) {
 		{"small-buffers-no-event-idx", 0, 64},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			h := newHarness(t, baseFeat|c.feat, Options{Offload: OffloadNone})
+			h := newHarness(t, baseFeat|c.feat, Options{NoOffload: true})
 			h.activate()
 			want := make([][]byte, frames)
 			for i := range want {

@@ -128,7 +128,7 @@ func newFakeMachine(t *testing.T) *fakeMachine {
 	t.Cleanup(func() { un.Close() })
 	var mac [6]byte
 	copy(mac[:], m.mac)
-	m.nic = attach("net", vnet.New(un, vnet.Options{MAC: mac, Offload: vnet.OffloadToGuest, Logf: logf}), 2)
+	m.nic = attach("net", vnet.New(un, vnet.Options{MAC: mac, Logf: logf}), 2)
 	t.Cleanup(func() {
 		for _, d := range []*device{m.rw, m.ro, m.nic} {
 			d.reset()
