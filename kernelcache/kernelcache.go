@@ -76,6 +76,7 @@ type Cache struct {
 	dir string
 	uid int
 	now func() time.Time
+	sum func([]byte) Key // KeyOf; tests count its calls
 }
 
 // Open returns the cache in dir, creating it (mode 0700) if needed.
@@ -83,7 +84,7 @@ func Open(dir string) (*Cache, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kernel cache: %w", err)
 	}
-	c := &Cache{dir: dir, uid: os.Geteuid(), now: time.Now}
+	c := &Cache{dir: dir, uid: os.Geteuid(), now: time.Now, sum: KeyOf}
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("kernel cache: %w", err)
@@ -237,9 +238,10 @@ func (p *Pending) Abort() {
 	os.Remove(p.f.Name())
 }
 
-// evict removes the least recently used entries beyond MaxEntries and
-// temporary files left by writers that died. It is best effort: the
-// directory is shared with other vmm processes doing the same.
+// evict removes the least recently used entries beyond MaxEntries, key
+// index files beyond MaxKeys, and temporary files left by writers that
+// died. It is best effort: the directory is shared with other vmm
+// processes doing the same.
 func (c *Cache) evict() {
 	ents, err := os.ReadDir(c.dir)
 	if err != nil {
@@ -249,7 +251,7 @@ func (c *Cache) evict() {
 		name string
 		used time.Time
 	}
-	var entries []entry
+	var entries, keys []entry
 	for _, e := range ents {
 		info, err := e.Info()
 		if err != nil || !info.Mode().IsRegular() {
@@ -262,14 +264,21 @@ func (c *Cache) evict() {
 			}
 		case strings.HasSuffix(name, entrySuffix):
 			entries = append(entries, entry{name, info.ModTime()})
+		case strings.HasSuffix(name, keySuffix):
+			keys = append(keys, entry{name, info.ModTime()})
 		}
 	}
-	if len(entries) <= MaxEntries {
-		return
-	}
-	slices.SortFunc(entries, func(a, b entry) int { return b.used.Compare(a.used) })
-	for _, e := range entries[MaxEntries:] {
-		os.Remove(filepath.Join(c.dir, e.name))
+	for _, set := range []struct {
+		es  []entry
+		max int
+	}{{entries, MaxEntries}, {keys, MaxKeys}} {
+		if len(set.es) <= set.max {
+			continue
+		}
+		slices.SortFunc(set.es, func(a, b entry) int { return b.used.Compare(a.used) })
+		for _, e := range set.es[set.max:] {
+			os.Remove(filepath.Join(c.dir, e.name))
+		}
 	}
 }
 
@@ -283,7 +292,12 @@ func (c *Cache) evict() {
 // stays quiet about what is normal: a kernel with no payload or one in a
 // format vmm has no decoder for, or a cache that cannot be written
 // (a read-only home directory).
-func Vmlinux(dir string, image []byte, k *bootparam.Kernel, limit int, notef func(format string, args ...any)) ([]byte, error) {
+//
+// src, if not nil, is the status of the file image was read from, taken
+// before reading it: with it the entry's key comes from the key index
+// when the file is unchanged (see keyindex.go) instead of from hashing
+// image.
+func Vmlinux(dir string, image []byte, src fs.FileInfo, k *bootparam.Kernel, limit int, notef func(format string, args ...any)) ([]byte, error) {
 	if notef == nil {
 		notef = func(string, ...any) {}
 	}
@@ -298,7 +312,7 @@ func Vmlinux(dir string, image []byte, k *bootparam.Kernel, limit int, notef fun
 		}
 		return nil, err
 	}
-	key := KeyOf(image)
+	key := c.keyOf(image, src)
 	data, err := c.Get(key)
 	if err == nil {
 		return data, nil

@@ -227,7 +227,7 @@ func TestVmlinux(t *testing.T) {
 	img, k := bzImage(t, lz4Payload(t, vmlinux))
 	dir := filepath.Join(t.TempDir(), "vmm", "vmlinux")
 	var n notes
-	got, err := Vmlinux(dir, img, k, 1<<20, n.f)
+	got, err := Vmlinux(dir, img, nil, k, 1<<20, n.f)
 	if err != nil || !bytes.Equal(got, vmlinux) {
 		t.Fatalf("first boot: %d bytes, %v", len(got), err)
 	}
@@ -237,7 +237,7 @@ func TestVmlinux(t *testing.T) {
 	}
 	// The second boot reads the entry, quietly; a damaged entry is
 	// noticed, said once, and rebuilt.
-	got, err = Vmlinux(dir, img, k, 1<<20, n.f)
+	got, err = Vmlinux(dir, img, nil, k, 1<<20, n.f)
 	if err != nil || !bytes.Equal(got, vmlinux) || len(n) != 0 {
 		t.Fatalf("second boot: %d bytes, %v, notes %q", len(got), err, n)
 	}
@@ -246,7 +246,7 @@ func TestVmlinux(t *testing.T) {
 	if err := os.WriteFile(entry, encode([]byte("cached")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := Vmlinux(dir, img, k, 1<<20, n.f); err != nil || string(got) != "cached" {
+	if got, err := Vmlinux(dir, img, nil, k, 1<<20, n.f); err != nil || string(got) != "cached" {
 		t.Fatalf("boot from the cache: %q, %v", got, err)
 	}
 	b := encode(vmlinux)
@@ -254,7 +254,7 @@ func TestVmlinux(t *testing.T) {
 	if err := os.WriteFile(entry, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err = Vmlinux(dir, img, k, 1<<20, n.f)
+	got, err = Vmlinux(dir, img, nil, k, 1<<20, n.f)
 	if err != nil || !bytes.Equal(got, vmlinux) {
 		t.Fatalf("boot with a damaged entry: %d bytes, %v", len(got), err)
 	}
@@ -299,7 +299,7 @@ func TestVmlinuxFallbacks(t *testing.T) {
 				limit = 1 << 20
 			}
 			var n notes
-			if got, err := Vmlinux(dir, img, k, limit, n.f); err == nil {
+			if got, err := Vmlinux(dir, img, nil, k, limit, n.f); err == nil {
 				t.Fatalf("returned %d bytes", len(got))
 			}
 			switch {
@@ -312,5 +312,111 @@ func TestVmlinuxFallbacks(t *testing.T) {
 				t.Errorf("%d files left in the cache", len(ents))
 			}
 		})
+	}
+}
+
+// keyFile writes image to a file whose ctime is old enough for the key
+// index, by moving the cache's clock forward instead of waiting, and
+// returns the file's status as the caller of Vmlinux takes it.
+func keyFile(t *testing.T, c *Cache, path string, image []byte) fs.FileInfo {
+	t.Helper()
+	if err := os.WriteFile(path, image, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = func() time.Time { return time.Now().Add(racyWindow) }
+	return st
+}
+
+// The key index: an unchanged file's key is not hashed again; a changed
+// file's is, and a file changed too recently to tell, or read while it
+// changed, gets no index. A damaged or foreign index file is ignored.
+func TestKeyIndex(t *testing.T) {
+	c := openTemp(t)
+	hashes := 0
+	c.sum = func(b []byte) Key { hashes++; return KeyOf(b) }
+	path := filepath.Join(t.TempDir(), "bzImage")
+	img := []byte("bzImage one")
+	st := keyFile(t, c, path, img)
+
+	for i, want := range []int{1, 1, 1} {
+		if k := c.keyOf(img, st); k != KeyOf(img) {
+			t.Fatalf("call %d: wrong key", i)
+		}
+		if hashes != want {
+			t.Fatalf("call %d: %d hashes, want %d", i, hashes, want)
+		}
+	}
+	id, _ := fileIDOf(st)
+	index := c.keyPath(id)
+
+	// The file changes (new contents, new times): hashed again, and the
+	// index follows.
+	img2 := []byte("bzImage two, longer")
+	st2 := keyFile(t, c, path, img2)
+	if k := c.keyOf(img2, st2); k != KeyOf(img2) || hashes != 2 {
+		t.Fatalf("changed file: key ok %v, %d hashes", k == KeyOf(img2), hashes)
+	}
+	if k := c.keyOf(img2, st2); k != KeyOf(img2) || hashes != 2 {
+		t.Fatalf("changed file, again: key ok %v, %d hashes", k == KeyOf(img2), hashes)
+	}
+
+	// A damaged or foreign index file is ignored (hashed again) and
+	// rewritten.
+	for name, damage := range map[string]func(){
+		"truncated":     func() { os.Truncate(index, int64(keyLen)-1) },
+		"bad magic":     func() { b, _ := os.ReadFile(index); b[0] ^= 1; os.WriteFile(index, b, 0o600) },
+		"others' write": func() { os.Chmod(index, 0o622) },
+	} {
+		hashes = 0
+		damage()
+		if k := c.keyOf(img2, st2); k != KeyOf(img2) || hashes != 1 {
+			t.Errorf("%s index: key ok %v, %d hashes, want 1", name, k == KeyOf(img2), hashes)
+		}
+		os.Chmod(index, 0o600)
+	}
+
+	// Too recent a change: no index written.
+	hashes = 0
+	os.Remove(index)
+	c.now = time.Now
+	if k := c.keyOf(img2, st2); k != KeyOf(img2) || hashes != 1 {
+		t.Fatalf("recent file: key ok %v, %d hashes", k == KeyOf(img2), hashes)
+	}
+	if _, err := os.Stat(index); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("index written for a file changed %v ago: %v", time.Since(st2.ModTime()), err)
+	}
+	// A read that does not match the status's size: no index written.
+	c.now = func() time.Time { return time.Now().Add(racyWindow) }
+	if k := c.keyOf(img2[:3], st2); k != KeyOf(img2[:3]) {
+		t.Fatal("short read: wrong key")
+	}
+	if _, err := os.Stat(index); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("index written for a read of another size: %v", err)
+	}
+	// No status (a pipe): always hashed.
+	hashes = 0
+	c.keyOf(img2, nil)
+	c.keyOf(img2, nil)
+	if hashes != 2 {
+		t.Errorf("without a status: %d hashes, want 2", hashes)
+	}
+}
+
+// Index files beyond MaxKeys are evicted, least recently used first.
+func TestKeyIndexEvict(t *testing.T) {
+	c := openTemp(t)
+	dir := t.TempDir()
+	for i := range MaxKeys + 3 {
+		img := []byte(fmt.Sprintf("kernel %d", i))
+		st := keyFile(t, c, filepath.Join(dir, fmt.Sprint(i)), img)
+		c.keyOf(img, st)
+	}
+	keys, _ := filepath.Glob(filepath.Join(c.dir, "*"+keySuffix))
+	if len(keys) != MaxKeys {
+		t.Errorf("%d index files, want %d", len(keys), MaxKeys)
 	}
 }
