@@ -67,13 +67,17 @@ func (n *Network) Read(p []byte) (int, error) {
 	if len(p) < HeaderSize {
 		return 0, fmt.Errorf("user network: read buffer of %d bytes is shorter than the %d-byte header", len(p), HeaderSize)
 	}
-	select {
-	case f := <-n.frames:
-		return n.copyFrame(p, f), nil
-	case <-n.rdl.wait():
-		return 0, os.ErrDeadlineExceeded
-	case <-n.done:
-		return 0, net.ErrClosed
+	for {
+		select {
+		case f := <-n.frames:
+			if m, ok := n.copyFrame(p, f); ok {
+				return m, nil
+			}
+		case <-n.rdl.wait():
+			return 0, os.ErrDeadlineExceeded
+		case <-n.done:
+			return 0, net.ErrClosed
+		}
 	}
 }
 
@@ -91,22 +95,45 @@ func (n *Network) TryRead(p []byte) (int, bool, error) {
 		return 0, false, net.ErrClosed
 	default:
 	}
-	select {
-	case f := <-n.frames:
-		return n.copyFrame(p, f), true, nil
-	default:
-		return 0, false, nil
+	for {
+		select {
+		case f := <-n.frames:
+			if m, ok := n.copyFrame(p, f); ok {
+				return m, true, nil
+			}
+		default:
+			return 0, false, nil
+		}
 	}
 }
 
 // copyFrame puts f into p after its virtio-net header, cutting it short
-// if p is, and releases f.
-func (n *Network) copyFrame(p []byte, f frame) int {
+// if p is, and releases f. The header is fitted to the offloads the
+// driver takes now (SetOffload), which may not be those of the driver
+// the frame was made for (a reset in between): a partial checksum is
+// finished here for a driver that takes none, and a segment larger than
+// the MTU is dropped for one that takes no TSO (ok false), since a
+// driver must never see what it did not negotiate (virtio v1.2
+// §5.1.6.4.1). That is a connection made under the earlier driver, gone
+// with it.
+func (n *Network) copyFrame(p []byte, f frame) (m int, ok bool) {
+	defer f.v.Release()
 	n.queued.Add(-int64(f.v.Size()))
+	flags := n.offload.Load()
+	if f.hdr[hdrGSOType] != 0 && flags&tunTSO4 == 0 {
+		n.dropped.Add(1)
+		return 0, false
+	}
 	copy(p, f.hdr[:])
 	c := copy(p[HeaderSize:], f.v.AsSlice())
-	f.v.Release()
-	return HeaderSize + c
+	if f.hdr[hdrFlags]&hdrFNeedsCsum != 0 && flags&tunCsum == 0 {
+		if !finishChecksum(p[HeaderSize:HeaderSize+c], f.hdr) {
+			n.dropped.Add(1)
+			return 0, false
+		}
+		clear(p[:HeaderSize])
+	}
+	return HeaderSize + c, true
 }
 
 // Write hands the frame after p's virtio-net header to the stack, which
@@ -184,43 +211,25 @@ func (n *Network) SetWriteDeadline(t time.Time) error {
 //
 // A TCP segment of a connection made while the driver took offloads
 // carries only its pseudo-header's sum, and may be larger than the MTU;
-// its virtio-net header says so. Should a later driver (a reset, another
-// module) take no offloads, the checksum is finished here, and a segment
-// larger than the MTU is dropped: the connection was made for a driver
-// that is gone.
+// its virtio-net header says so, and Read fits it to the driver that
+// takes it (copyFrame).
 func (n *Network) toGuest(pkt *stack.PacketBuffer) {
 	var hdr [HeaderSize]byte
-	partial, large := false, false
 	if o := pkt.GSOOptions; o.Type != stack.GSONone && o.NeedsCsum {
-		partial = true
 		hdr[hdrFlags] = hdrFNeedsCsum
 		binary.LittleEndian.PutUint16(hdr[hdrHdrLen:], uint16(pkt.HeaderSize()))
 		binary.LittleEndian.PutUint16(hdr[hdrCsumStart:], header.EthernetMinimumSize+o.L3HdrLen)
 		binary.LittleEndian.PutUint16(hdr[hdrCsumOffset:], o.CsumOffset)
 		if pkt.Data().Size() > int(o.MSS) {
-			large = true
+			if o.Type != stack.GSOTCPv4 {
+				n.dropped.Add(1) // the stack has no IPv6: cannot happen
+				return
+			}
 			hdr[hdrGSOType] = gsoTCPv4
 			binary.LittleEndian.PutUint16(hdr[hdrGSOSize:], o.MSS)
 		}
-		if o.Type != stack.GSOTCPv4 && large {
-			n.dropped.Add(1) // the stack has no IPv6: cannot happen
-			return
-		}
-	}
-	flags := n.offload.Load()
-	if large && flags&tunTSO4 == 0 {
-		n.dropped.Add(1)
-		return
 	}
 	v := pkt.ToView()
-	if partial && flags&tunCsum == 0 {
-		if !finishChecksum(v.AsSlice(), hdr) {
-			v.Release()
-			n.dropped.Add(1)
-			return
-		}
-		hdr = [HeaderSize]byte{}
-	}
 	size := int64(v.Size())
 	if n.queued.Add(size) > queueBytes {
 		n.queued.Add(-size)

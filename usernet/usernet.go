@@ -376,6 +376,7 @@ func (n *Network) Close() error {
 	for {
 		select {
 		case f := <-n.frames:
+			n.queued.Add(-int64(f.v.Size()))
 			f.v.Release()
 		default:
 			return nil

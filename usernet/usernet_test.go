@@ -907,3 +907,82 @@ func TestSetOffload(t *testing.T) {
 		}
 	}
 }
+
+// tcpSegment builds a TCPv4 segment with payload bytes of data as the
+// stack hands it to the gateway: Ethernet, IPv4 and TCP headers pushed,
+// GSO options for a driver that takes offloads and only the
+// pseudo-header summed.
+func tcpSegment(t *testing.T, payload int) *stack.PacketBuffer {
+	t.Helper()
+	const hdrs = header.EthernetMinimumSize + header.IPv4MinimumSize + header.TCPMinimumSize
+	data := make([]byte, payload)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: hdrs, Payload: buffer.MakeWithData(data)})
+	src, dst := tcpip.AddrFrom4(gatewayIP.As4()), tcpip.AddrFrom4(guestIP.As4())
+	tcp := header.TCP(pkt.TransportHeader().Push(header.TCPMinimumSize))
+	tcp.Encode(&header.TCPFields{SrcPort: 80, DstPort: 4000, SeqNum: 1, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 1000})
+	tcp.SetChecksum(header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(header.TCPMinimumSize+payload)))
+	ip := header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize))
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(header.IPv4MinimumSize + header.TCPMinimumSize + payload), TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: src, DstAddr: dst})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize)).Encode(&header.EthernetFields{Type: header.IPv4ProtocolNumber, SrcAddr: gatewayMAC(), DstAddr: guestMAC})
+	pkt.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: header.TCPChecksumOffset, MSS: 1000, L3HdrLen: header.IPv4MinimumSize}
+	t.Cleanup(pkt.DecRef)
+	return pkt
+}
+
+// Frames queued for one driver and read by another (a reset in between)
+// are fitted to the reader: its offloads decide, not those at queueing.
+func TestOffloadFittedAtRead(t *testing.T) {
+	const all = tunCsum | tunTSO4
+	for _, tc := range []struct {
+		name         string
+		payload      int
+		queued, read uint32
+		wantHdr      bool // the header describes the offload
+		wantFrame    bool // false: dropped
+		wantChecksum bool // the TCP checksum is whole
+	}{
+		{"small, offloads kept", 100, all, all, true, true, false},
+		{"small, offloads withdrawn", 100, all, 0, false, true, true},
+		{"large, offloads kept", 3000, all, all, true, true, false},
+		{"large, TSO withdrawn", 3000, all, tunCsum, false, false, false},
+		{"large, offloads withdrawn", 3000, all, 0, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNetwork(t, Config{})
+			n.SetOffload(tc.queued)
+			n.toGuest(tcpSegment(t, tc.payload))
+			n.SetOffload(tc.read)
+			buf := make([]byte, 65536)
+			m, ok, err := n.TryRead(buf)
+			if err != nil || ok != tc.wantFrame {
+				t.Fatalf("TryRead = %d, %v, %v; want a frame %v", m, ok, err, tc.wantFrame)
+			}
+			if !ok {
+				if s := n.Stats(); s.Dropped != 1 {
+					t.Errorf("stats %+v, want one dropped", s)
+				}
+				return
+			}
+			hdr, f := buf[:HeaderSize], buf[HeaderSize:m]
+			if got := hdr[hdrFlags] == hdrFNeedsCsum; got != tc.wantHdr {
+				t.Errorf("header % x: NEEDS_CSUM %v, want %v", hdr, got, tc.wantHdr)
+			}
+			if !tc.wantHdr && !bytes.Equal(hdr, make([]byte, HeaderSize)) {
+				t.Errorf("header % x, want zeros", hdr)
+			}
+			if tc.wantHdr && (tc.payload > 1000) != (hdr[hdrGSOType] == gsoTCPv4) {
+				t.Errorf("header % x: gso_type for a %d-byte payload", hdr, tc.payload)
+			}
+			ip := header.IPv4(f[header.EthernetMinimumSize:])
+			tcp := header.TCP(ip.Payload())
+			whole := tcp.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), checksum.Checksum(tcp.Payload(), 0), uint16(len(tcp.Payload())))
+			if whole != tc.wantChecksum {
+				t.Errorf("TCP checksum whole %v, want %v", whole, tc.wantChecksum)
+			}
+		})
+	}
+}
