@@ -293,11 +293,10 @@ func (c *Cache) evict() {
 // format vmm has no decoder for, or a cache that cannot be written
 // (a read-only home directory).
 //
-// src, if not nil, is the status of the file image was read from, taken
-// before reading it: with it the entry's key comes from the key index
-// when the file is unchanged (see keyindex.go) instead of from hashing
-// image.
-func Vmlinux(dir string, image []byte, src fs.FileInfo, k *bootparam.Kernel, limit int, notef func(format string, args ...any)) ([]byte, error) {
+// src, if not nil, is the file image was read from (ReadImage): with it
+// the entry's key comes from the key index when the file is unchanged
+// (see keyindex.go) instead of from hashing image.
+func Vmlinux(dir string, image []byte, src *Source, k *bootparam.Kernel, limit int, notef func(format string, args ...any)) ([]byte, error) {
 	if notef == nil {
 		notef = func(string, ...any) {}
 	}

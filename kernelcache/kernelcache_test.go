@@ -8,11 +8,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pierrec/lz4/v4"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/bootparam"
 	"github.com/vmm-dev/vmm/internal/testkernel"
@@ -315,10 +317,10 @@ func TestVmlinuxFallbacks(t *testing.T) {
 	}
 }
 
-// keyFile writes image to a file whose ctime is old enough for the key
-// index, by moving the cache's clock forward instead of waiting, and
-// returns the file's status as the caller of Vmlinux takes it.
-func keyFile(t *testing.T, c *Cache, path string, image []byte) fs.FileInfo {
+// keyFile writes image to a file and returns it as a Source whose
+// status was taken racyWindow after now, so its ctime is old enough for
+// the key index without waiting.
+func keyFile(t *testing.T, path string, image []byte) *Source {
 	t.Helper()
 	if err := os.WriteFile(path, image, 0o600); err != nil {
 		t.Fatal(err)
@@ -327,41 +329,50 @@ func keyFile(t *testing.T, c *Cache, path string, image []byte) fs.FileInfo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.now = func() time.Time { return time.Now().Add(racyWindow) }
-	return st
+	id, ok := fileIDOf(st)
+	if !ok {
+		t.Fatalf("%s: no file identity", path)
+	}
+	return &Source{id: id, at: time.Now().Add(racyWindow)}
 }
 
 // The key index: an unchanged file's key is not hashed again; a changed
-// file's is, and a file changed too recently to tell, or read while it
-// changed, gets no index. A damaged or foreign index file is ignored.
+// file's is, and a file changed too recently to tell gets no index. A
+// damaged or foreign index file is ignored.
 func TestKeyIndex(t *testing.T) {
 	c := openTemp(t)
 	hashes := 0
 	c.sum = func(b []byte) Key { hashes++; return KeyOf(b) }
 	path := filepath.Join(t.TempDir(), "bzImage")
 	img := []byte("bzImage one")
-	st := keyFile(t, c, path, img)
+	src := keyFile(t, path, img)
 
 	for i, want := range []int{1, 1, 1} {
-		if k := c.keyOf(img, st); k != KeyOf(img) {
+		if k := c.keyOf(img, src); k != KeyOf(img) {
 			t.Fatalf("call %d: wrong key", i)
 		}
 		if hashes != want {
 			t.Fatalf("call %d: %d hashes, want %d", i, hashes, want)
 		}
 	}
-	id, _ := fileIDOf(st)
-	index := c.keyPath(id)
+	index := c.keyPath(src.id)
 
 	// The file changes (new contents, new times): hashed again, and the
 	// index follows.
 	img2 := []byte("bzImage two, longer")
-	st2 := keyFile(t, c, path, img2)
-	if k := c.keyOf(img2, st2); k != KeyOf(img2) || hashes != 2 {
+	src2 := keyFile(t, path, img2)
+	if k := c.keyOf(img2, src2); k != KeyOf(img2) || hashes != 2 {
 		t.Fatalf("changed file: key ok %v, %d hashes", k == KeyOf(img2), hashes)
 	}
-	if k := c.keyOf(img2, st2); k != KeyOf(img2) || hashes != 2 {
+	if k := c.keyOf(img2, src2); k != KeyOf(img2) || hashes != 2 {
 		t.Fatalf("changed file, again: key ok %v, %d hashes", k == KeyOf(img2), hashes)
+	}
+	// Only the ctime moved (a chmod, or a write that kept size and
+	// mtime): hashed again.
+	moved := *src2
+	moved.id.ctime++
+	if k := c.keyOf(img2, &moved); k != KeyOf(img2) || hashes != 3 {
+		t.Fatalf("ctime moved: key ok %v, %d hashes", k == KeyOf(img2), hashes)
 	}
 
 	// A damaged or foreign index file is ignored (hashed again) and
@@ -371,38 +382,71 @@ func TestKeyIndex(t *testing.T) {
 		"bad magic":     func() { b, _ := os.ReadFile(index); b[0] ^= 1; os.WriteFile(index, b, 0o600) },
 		"others' write": func() { os.Chmod(index, 0o622) },
 	} {
+		c.keyOf(img2, src2) // the index is src2's again
 		hashes = 0
 		damage()
-		if k := c.keyOf(img2, st2); k != KeyOf(img2) || hashes != 1 {
+		if k := c.keyOf(img2, src2); k != KeyOf(img2) || hashes != 1 {
 			t.Errorf("%s index: key ok %v, %d hashes, want 1", name, k == KeyOf(img2), hashes)
 		}
 		os.Chmod(index, 0o600)
 	}
 
-	// Too recent a change: no index written.
+	// A status taken within racyWindow of the ctime: no index written.
 	hashes = 0
 	os.Remove(index)
-	c.now = time.Now
-	if k := c.keyOf(img2, st2); k != KeyOf(img2) || hashes != 1 {
+	recent := *src2
+	recent.at = time.Unix(0, recent.id.ctime).Add(racyWindow - time.Millisecond)
+	if k := c.keyOf(img2, &recent); k != KeyOf(img2) || hashes != 1 {
 		t.Fatalf("recent file: key ok %v, %d hashes", k == KeyOf(img2), hashes)
 	}
 	if _, err := os.Stat(index); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("index written for a file changed %v ago: %v", time.Since(st2.ModTime()), err)
+		t.Errorf("index written for a file changed under %v before its status: %v", racyWindow, err)
 	}
-	// A read that does not match the status's size: no index written.
-	c.now = func() time.Time { return time.Now().Add(racyWindow) }
-	if k := c.keyOf(img2[:3], st2); k != KeyOf(img2[:3]) {
-		t.Fatal("short read: wrong key")
-	}
-	if _, err := os.Stat(index); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("index written for a read of another size: %v", err)
-	}
-	// No status (a pipe): always hashed.
+	// No source (a pipe, an untrusted file system): always hashed.
 	hashes = 0
 	c.keyOf(img2, nil)
 	c.keyOf(img2, nil)
 	if hashes != 2 {
-		t.Errorf("without a status: %d hashes, want 2", hashes)
+		t.Errorf("without a source: %d hashes, want 2", hashes)
+	}
+}
+
+// ReadImage returns the file whole, with a Source for a regular file on
+// a file system whose ctime it trusts, and none for a pipe.
+func TestReadImage(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bzImage")
+	want := bytes.Repeat([]byte("bzImage"), 5000)
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, src, err := ReadImage(path)
+	if err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("ReadImage = %d bytes, %v", len(b), err)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if trusted := slices.Contains(trustedFS, int64(sfs.Type)); (src != nil) != trusted {
+		t.Errorf("source %v on file system %#x (trusted %v)", src, sfs.Type, trusted)
+	}
+	if src != nil && (src.id.size != int64(len(want)) || src.at.IsZero()) {
+		t.Errorf("source %+v", src)
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.Write(want); w.Close() }()
+	b, src, err = ReadImage(fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
+	r.Close()
+	if err != nil || !bytes.Equal(b, want) || src != nil {
+		t.Errorf("from a pipe: %d bytes, source %v, %v", len(b), src, err)
+	}
+	if _, _, err := ReadImage(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing file was read")
 	}
 }
 
@@ -412,8 +456,7 @@ func TestKeyIndexEvict(t *testing.T) {
 	dir := t.TempDir()
 	for i := range MaxKeys + 3 {
 		img := []byte(fmt.Sprintf("kernel %d", i))
-		st := keyFile(t, c, filepath.Join(dir, fmt.Sprint(i)), img)
-		c.keyOf(img, st)
+		c.keyOf(img, keyFile(t, filepath.Join(dir, fmt.Sprint(i)), img))
 	}
 	keys, _ := filepath.Glob(filepath.Join(c.dir, "*"+keySuffix))
 	if len(keys) != MaxKeys {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -25,16 +26,17 @@ import (
 //
 // What it trusts is the status-change time (ctime), which every write,
 // truncation, rename onto the name and change of mode sets to the
-// current time, and which an unprivileged user cannot set back:
-// whoever changes the file changes it. Two cases remain, and both are
-// handled as git handles its "racy" index entries:
+// current time, and which an unprivileged user cannot set back. That
+// holds on the file systems trustedFS lists; elsewhere (FAT keeps a
+// creation time there, FUSE and network file systems report what their
+// server says) there is no index and every boot hashes. Two cases
+// remain, and both are handled as git handles its "racy" index entries:
 //   - The file is changed after its status is read but in the same tick
 //     of the file system's clock (a few milliseconds), so its ctime does
 //     not move. A key is therefore only recorded for a file whose ctime
-//     is at least racyWindow old at the time.
-//   - The file is changed while it is read. The status is read before
-//     the contents (the caller's fstat, then read), and a size that
-//     differs from what was read is not recorded.
+//     was at least racyWindow old when its status was taken.
+//   - The file is changed while it is read. ReadImage takes the status
+//     before and after the read and gives no Source if they differ.
 //
 // An index file is as trusted as an entry (the same owner and mode
 // checks) and fixed in size; anything else about it makes it ignored
@@ -58,10 +60,18 @@ const (
 type fileID struct {
 	dev, ino           uint64
 	size, mtime, ctime int64 // bytes; nanoseconds since the epoch
-	ctimeAt            time.Time
 }
 
-// fileIDOf returns st's identity, if st comes from stat(2).
+// Source is the bzImage file a kernel image was read from, as the key
+// index needs it: its identity and times, and when they were taken.
+// ReadImage returns it; the zero value is never used.
+type Source struct {
+	id fileID
+	at time.Time
+}
+
+// fileIDOf returns st's identity, if st comes from stat(2) on a regular
+// file.
 func fileIDOf(st fs.FileInfo) (fileID, bool) {
 	if st == nil {
 		return fileID{}, false
@@ -71,13 +81,61 @@ func fileIDOf(st fs.FileInfo) (fileID, bool) {
 		return fileID{}, false
 	}
 	return fileID{
-		dev:     uint64(sys.Dev),
-		ino:     sys.Ino,
-		size:    sys.Size,
-		mtime:   sys.Mtim.Nano(),
-		ctime:   sys.Ctim.Nano(),
-		ctimeAt: time.Unix(0, sys.Ctim.Nano()),
+		dev:   uint64(sys.Dev),
+		ino:   sys.Ino,
+		size:  sys.Size,
+		mtime: sys.Mtim.Nano(),
+		ctime: sys.Ctim.Nano(),
 	}, true
+}
+
+// trustedFS are the file systems (statfs(2) f_type, linux/magic.h) whose
+// ctime the kernel itself sets on every change.
+var trustedFS = []int64{
+	unix.EXT4_SUPER_MAGIC, // ext2, ext3 and ext4 share it
+	unix.XFS_SUPER_MAGIC,
+	unix.BTRFS_SUPER_MAGIC,
+	unix.F2FS_SUPER_MAGIC,
+	unix.TMPFS_MAGIC,
+	unix.OVERLAYFS_SUPER_MAGIC,
+}
+
+// ReadImage reads the kernel file at path whole. Its Source is nil unless
+// the file is a regular file on a trustedFS whose status was the same
+// before and after the read; Vmlinux then hashes the image.
+func ReadImage(path string) ([]byte, *Source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	at := time.Now()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !st.Mode().IsRegular() {
+		b, err := io.ReadAll(f) // a pipe: -kernel <(...)
+		return b, nil, err
+	}
+	b := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, nil, fmt.Errorf("%s changed while read: %w", path, err)
+	}
+	before, ok := fileIDOf(st)
+	if !ok {
+		return b, nil, nil
+	}
+	if st2, err := f.Stat(); err != nil {
+		return b, nil, nil
+	} else if after, _ := fileIDOf(st2); after != before {
+		return b, nil, nil
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil || !slices.Contains(trustedFS, int64(sfs.Type)) {
+		return b, nil, nil
+	}
+	return b, &Source{id: before, at: at}, nil
 }
 
 func (c *Cache) keyPath(id fileID) string {
@@ -111,21 +169,20 @@ func decodeKey(b []byte, id fileID) (Key, bool) {
 	return k, true
 }
 
-// keyOf returns image's key: from the index when src, the status of the
-// file image was read from (taken before reading it), still matches what
-// the index recorded, else by hashing image, recording the key for the
-// next boot when that is safe (see above). src may be nil.
-func (c *Cache) keyOf(image []byte, src fs.FileInfo) Key {
-	id, ok := fileIDOf(src)
-	if !ok {
+// keyOf returns image's key: from the index when src, the file image
+// was read from, still has the size and times the index recorded, else
+// by hashing image, recording the key for the next boot when its ctime
+// was old enough (see above). src may be nil: no index.
+func (c *Cache) keyOf(image []byte, src *Source) Key {
+	if src == nil {
 		return c.sum(image)
 	}
-	if k, err := c.lookupKey(id); err == nil {
+	if k, err := c.lookupKey(src.id); err == nil {
 		return k
 	}
 	k := c.sum(image)
-	if id.size == int64(len(image)) && c.now().Sub(id.ctimeAt) >= racyWindow {
-		c.storeKey(id, k)
+	if src.at.Sub(time.Unix(0, src.id.ctime)) >= racyWindow {
+		c.storeKey(src.id, k)
 	}
 	return k
 }

@@ -2,9 +2,6 @@ package machine
 
 import (
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
 
 	"github.com/vmm-dev/vmm/acpi"
 	"github.com/vmm-dev/vmm/bootparam"
@@ -53,7 +50,7 @@ type bootKernel struct {
 // once (package kernelcache) and booted directly; whenever that cannot be
 // done the bzImage boots as it is, so the cache never makes a boot fail.
 func readKernel(cfg Config) (bootKernel, error) {
-	image, st, err := readFileStat(cfg.Kernel)
+	image, src, err := kernelcache.ReadImage(cfg.Kernel)
 	if err != nil {
 		return bootKernel{}, fmt.Errorf("kernel: %w", err)
 	}
@@ -76,7 +73,7 @@ func readKernel(cfg Config) (bootKernel, error) {
 			cfg.Logf(format, args...)
 		}
 	}
-	vmlinux, err := kernelcache.Vmlinux(cfg.KernelCache, image, st, k, maxVmlinux, notef)
+	vmlinux, err := kernelcache.Vmlinux(cfg.KernelCache, image, src, k, maxVmlinux, notef)
 	if err != nil {
 		return bootKernel{hdr: k}, nil // Vmlinux said what was worth saying
 	}
@@ -219,27 +216,3 @@ func ramRanges(size uint64) []guestmem.Range {
 const cpioAlign = 4
 
 func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
-
-// readFileStat reads the file at path whole and returns it with its
-// status, taken before the read (the order kernelcache.Vmlinux needs);
-// the status is nil for what is not a regular file (a pipe).
-func readFileStat(path string) ([]byte, fs.FileInfo, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	if !st.Mode().IsRegular() {
-		b, err := io.ReadAll(f)
-		return b, nil, err
-	}
-	b := make([]byte, st.Size())
-	if _, err := io.ReadFull(f, b); err != nil {
-		return nil, nil, fmt.Errorf("%s changed while read: %w", path, err)
-	}
-	return b, st, nil
-}
