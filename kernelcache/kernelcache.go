@@ -124,27 +124,16 @@ func (c *Cache) path(k Key) string {
 // could, so the caller rebuilds it.
 func (c *Cache) Get(k Key) ([]byte, error) {
 	p := c.path(k)
-	// O_NOFOLLOW: the entry itself is never a symlink to elsewhere.
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	f, size, err := c.openTrusted(p)
 	if err != nil {
-		return nil, fmt.Errorf("kernel cache: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("kernel cache: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("kernel cache entry %s is not a regular file", p)
-	}
-	if err := c.checkOwner(p, st); err != nil {
 		return nil, err
 	}
-	if st.Size() < int64(headerLen) {
+	defer f.Close()
+	if size < int64(headerLen) {
 		os.Remove(p)
-		return nil, fmt.Errorf("kernel cache entry %s is truncated (%d bytes), removed", p, st.Size())
+		return nil, fmt.Errorf("kernel cache entry %s is truncated (%d bytes), removed", p, size)
 	}
-	b := make([]byte, st.Size())
+	b := make([]byte, size)
 	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, fmt.Errorf("kernel cache entry %s: %w", p, err)
 	}
@@ -153,11 +142,61 @@ func (c *Cache) Get(k Key) ([]byte, error) {
 		os.Remove(p)
 		return nil, fmt.Errorf("kernel cache entry %s %w, removed", p, err)
 	}
-	// The modification time orders entries for eviction: least recently
-	// used first. Failing to update it only makes eviction less exact.
+	c.touch(p)
+	return data, nil
+}
+
+// openTrusted opens the entry or key index file p for reading: not
+// through a symlink (O_NOFOLLOW), a regular file, the user's own and
+// writable by nobody else. It returns the file and its size.
+func (c *Cache) openTrusted(p string) (*os.File, int64, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("kernel cache: %w", err)
+	}
+	st, err := f.Stat()
+	switch {
+	case err != nil:
+		err = fmt.Errorf("kernel cache: %w", err)
+	case !st.Mode().IsRegular():
+		err = fmt.Errorf("kernel cache entry %s is not a regular file", p)
+	default:
+		err = c.checkOwner(p, st)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+// touch marks p used now. The modification time orders entries and key
+// index files for eviction: least recently used first. Failing to update
+// it only makes eviction less exact.
+func (c *Cache) touch(p string) {
 	now := c.now()
 	_ = os.Chtimes(p, now, now)
-	return data, nil
+}
+
+// commitTemp writes b to the temporary file f, closes it and renames it
+// to p, replacing what was there, then evicts (see evict). On failure f
+// is removed. No fsync: a crash may leave a short or empty file, which
+// the reader detects.
+func (c *Cache) commitTemp(f *os.File, b []byte, p string) error {
+	name := f.Name()
+	_, err := f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(name, p)
+	}
+	if err != nil {
+		os.Remove(name)
+		return err
+	}
+	c.evict()
+	return nil
 }
 
 // encode returns the entry file for data.
@@ -216,19 +255,9 @@ func (c *Cache) Create(k Key) (*Pending, error) {
 // MaxEntries. No fsync: a crash may leave a short or empty entry, which
 // Get detects.
 func (p *Pending) Commit(data []byte) error {
-	name := p.f.Name()
-	_, err := p.f.Write(encode(data))
-	if cerr := p.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(name, p.c.path(p.key))
-	}
-	if err != nil {
-		os.Remove(name)
+	if err := p.c.commitTemp(p.f, encode(data), p.c.path(p.key)); err != nil {
 		return fmt.Errorf("kernel cache: %w", err)
 	}
-	p.c.evict()
 	return nil
 }
 

@@ -192,20 +192,13 @@ var errNoKey = errors.New("no key recorded")
 // lookupKey reads id's index file.
 func (c *Cache) lookupKey(id fileID) (Key, error) {
 	p := c.keyPath(id)
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	f, size, err := c.openTrusted(p)
 	if err != nil {
 		return Key{}, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return Key{}, err
-	}
-	if !st.Mode().IsRegular() || st.Size() != int64(keyLen) {
+	if size != int64(keyLen) {
 		return Key{}, errNoKey
-	}
-	if err := c.checkOwner(p, st); err != nil {
-		return Key{}, err
 	}
 	b := make([]byte, keyLen)
 	if _, err := io.ReadFull(f, b); err != nil {
@@ -215,8 +208,7 @@ func (c *Cache) lookupKey(id fileID) (Key, error) {
 	if !ok {
 		return Key{}, errNoKey
 	}
-	now := c.now()
-	_ = os.Chtimes(p, now, now) // for eviction: recently used
+	c.touch(p)
 	return k, nil
 }
 
@@ -227,17 +219,5 @@ func (c *Cache) storeKey(id fileID, k Key) {
 	if err != nil {
 		return
 	}
-	name := f.Name()
-	_, err = f.Write(encodeKey(id, k))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(name, c.keyPath(id))
-	}
-	if err != nil {
-		os.Remove(name)
-		return
-	}
-	c.evict()
+	_ = c.commitTemp(f, encodeKey(id, k), c.keyPath(id))
 }
