@@ -72,10 +72,15 @@ func (n *Network) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", dst.String())
+	conn, err := n.dial(ctx, "tcp", dst.String())
 	cancel()
 	if err != nil {
+		r.Complete(true)
+		return
+	}
+	c, ok := conn.(halfCloser)
+	if !ok { // a dial that made no TCP connection: none of New's
+		conn.Close()
 		r.Complete(true)
 		return
 	}
@@ -86,7 +91,7 @@ func (n *Network) forwardTCP(r *tcp.ForwarderRequest) {
 		c.Close()
 		return
 	}
-	n.splice(gonet.NewTCPConn(&wq, ep), c.(*net.TCPConn))
+	n.splice(gonet.NewTCPConn(&wq, ep), c)
 }
 
 // halfCloser is a TCP connection on either side.
@@ -141,7 +146,9 @@ func (n *Network) forwardUDP(r *udp.ForwarderRequest) {
 	if !ok {
 		return
 	}
-	out, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+	// A UDP connect sends nothing, so this returns at once; n.ctx
+	// only ends it when Close races it.
+	out, err := n.dial(n.ctx, "udp", dst.String())
 	if err != nil {
 		return
 	}

@@ -165,11 +165,23 @@ type Network struct {
 	offload atomic.Uint32
 
 	hostAddrs []netip.AddrPort // bound host side of each forward
+
+	// dial makes every host connection the guest asks for (TCP and
+	// UDP to outside addresses, DNS upstream): a net.Dialer's, except
+	// in the fuzz test, which must not reach the host's ports.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // New builds the network and binds the host ports of cfg.Forwards.
 func New(cfg Config) (*Network, error) {
+	var d net.Dialer
+	return newWithDial(cfg, d.DialContext)
+}
+
+// newWithDial is New with the dial for the guest's host connections.
+func newWithDial(cfg Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*Network, error) {
 	n := &Network{
+		dial:    dial,
 		cfg:     cfg,
 		logf:    cfg.Logf,
 		frames:  make(chan frame, queueLen),
@@ -392,8 +404,7 @@ func (n *Network) dialDNS(ctx context.Context, network, addr string) (net.Conn, 
 	if n.cfg.DNSUpstream.IsValid() {
 		addr = n.cfg.DNSUpstream.String()
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, addr)
+	c, err := n.dial(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
