@@ -3,6 +3,7 @@ module github.com/vmm-dev/vmm
 go 1.26.8
 
 require (
+	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/containers/gvisor-tap-vsock v0.8.9
 	github.com/dustin/go-humanize v1.0.1
 	github.com/elastic/go-seccomp-bpf v1.6.0

@@ -82,7 +82,7 @@ func TestUntrustedEntries(t *testing.T) {
 		{"appended", append(bytes.Clone(good), 'x'), "holds 24 bytes, its header says 23, removed"},
 		{"flipped data", append(bytes.Clone(good[:len(good)-1]), 'X'), "does not match its checksum, removed"},
 		{"flipped sum", func() []byte { b := bytes.Clone(good); b[len(magic)] ^= 1; return b }(), "does not match its checksum, removed"},
-		{"other format", append([]byte("vmm vmlinux cache v1\n"), good[len(magic):]...), "has no vmm cache header, removed"},
+		{"other format", append([]byte("vmm vmlinux cache v2\n"), good[len(magic):]...), "has no vmm cache header, removed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := openTemp(t)
