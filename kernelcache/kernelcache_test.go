@@ -49,11 +49,11 @@ func TestRoundTrip(t *testing.T) {
 	}
 	for _, data := range [][]byte{nil, []byte("vmlinux"), bytes.Repeat([]byte{1, 2, 3}, 100000)} {
 		put(t, c, key("a"), data)
-		got, err := c.Get(key("a"))
+		v, err := c.Get(key("a"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got, data) {
+		if got := contents(t, v); !bytes.Equal(got, data) {
 			t.Fatalf("got %d bytes back, stored %d", len(got), len(data))
 		}
 	}
@@ -68,6 +68,38 @@ func TestRoundTrip(t *testing.T) {
 
 // TestUntrustedEntries checks that every way an entry can be damaged is
 // detected and the entry removed, so the next boot rebuilds it.
+// An entry cut short while it is mapped and read is an error from Read,
+// not a SIGBUS that kills vmm; any other panic in the reader goes on.
+func TestEntryCutShortWhileRead(t *testing.T) {
+	c := openTemp(t)
+	data := bytes.Repeat([]byte("vmlinux "), 1<<17) // 1 MiB
+	put(t, c, key("k"), data)
+	v, err := c.Get(key("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := os.Truncate(c.path(key("k")), int64(headerLen+4096)); err != nil {
+		t.Fatal(err)
+	}
+	var sum int
+	err = v.Read(func(b []byte) error {
+		for i := 0; i < len(b); i += 4096 {
+			sum += int(b[i])
+		}
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "was cut short while vmm read it") {
+		t.Fatalf("reading an entry cut short: %v (sum %d), want the error", err, sum)
+	}
+	defer func() {
+		if r := recover(); r != "not a fault" {
+			t.Errorf("recovered %v, want the reader's own panic", r)
+		}
+	}()
+	v.Read(func([]byte) error { panic("not a fault") })
+}
+
 func TestUntrustedEntries(t *testing.T) {
 	data := []byte("the decompressed kernel")
 	good := encode(data)
@@ -90,9 +122,9 @@ func TestUntrustedEntries(t *testing.T) {
 			if err := os.WriteFile(p, tc.file, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			got, err := c.Get(key("k"))
+			v, err := c.Get(key("k"))
 			if err == nil {
-				t.Fatalf("accepted: %q", got)
+				t.Fatalf("accepted: %q", contents(t, v))
 			}
 			if errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 				t.Errorf("error %q, want one line with %q", err, tc.want)
@@ -171,9 +203,11 @@ func TestEvict(t *testing.T) {
 		clock = clock.Add(time.Minute)
 		if i == 1 {
 			// Entry 0 is used again: it is now more recent than 1.
-			if _, err := c.Get(key("0")); err != nil {
+			v, err := c.Get(key("0"))
+			if err != nil {
 				t.Fatal(err)
 			}
+			v.Close()
 			clock = clock.Add(time.Minute)
 		}
 	}
@@ -219,17 +253,40 @@ func bzImage(t *testing.T, compressed []byte) ([]byte, *bootparam.Kernel) {
 	return img, k
 }
 
-// notes records what Vmlinux tells the user.
+// notes records what Load tells the user.
 type notes []string
 
 func (n *notes) f(format string, args ...any) { *n = append(*n, fmt.Sprintf(format, args...)) }
 
-func TestVmlinux(t *testing.T) {
+// contents returns a copy of v's bytes and closes v.
+func contents(t *testing.T, v *Vmlinux) []byte {
+	t.Helper()
+	var b []byte
+	if err := v.Read(func(data []byte) error { b = bytes.Clone(data); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// loadBytes is Load, with the kernel's bytes copied out.
+func loadBytes(t *testing.T, dir string, image []byte, src *Source, k *bootparam.Kernel, limit int, notef func(string, ...any)) ([]byte, error) {
+	t.Helper()
+	v, err := Load(dir, image, src, k, limit, notef)
+	if err != nil {
+		return nil, err
+	}
+	return contents(t, v), nil
+}
+
+func TestLoad(t *testing.T) {
 	vmlinux := bytes.Repeat([]byte("\x7fELF vmlinux "), 1000)
 	img, k := bzImage(t, lz4Payload(t, vmlinux))
 	dir := filepath.Join(t.TempDir(), "vmm", "vmlinux")
 	var n notes
-	got, err := Vmlinux(dir, img, nil, k, 1<<20, n.f)
+	got, err := loadBytes(t, dir, img, nil, k, 1<<20, n.f)
 	if err != nil || !bytes.Equal(got, vmlinux) {
 		t.Fatalf("first boot: %d bytes, %v", len(got), err)
 	}
@@ -239,7 +296,7 @@ func TestVmlinux(t *testing.T) {
 	}
 	// The second boot reads the entry, quietly; a damaged entry is
 	// noticed, said once, and rebuilt.
-	got, err = Vmlinux(dir, img, nil, k, 1<<20, n.f)
+	got, err = loadBytes(t, dir, img, nil, k, 1<<20, n.f)
 	if err != nil || !bytes.Equal(got, vmlinux) || len(n) != 0 {
 		t.Fatalf("second boot: %d bytes, %v, notes %q", len(got), err, n)
 	}
@@ -248,7 +305,7 @@ func TestVmlinux(t *testing.T) {
 	if err := os.WriteFile(entry, encode([]byte("cached")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := Vmlinux(dir, img, nil, k, 1<<20, n.f); err != nil || string(got) != "cached" {
+	if got, err := loadBytes(t, dir, img, nil, k, 1<<20, n.f); err != nil || string(got) != "cached" {
 		t.Fatalf("boot from the cache: %q, %v", got, err)
 	}
 	b := encode(vmlinux)
@@ -256,7 +313,7 @@ func TestVmlinux(t *testing.T) {
 	if err := os.WriteFile(entry, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err = Vmlinux(dir, img, nil, k, 1<<20, n.f)
+	got, err = loadBytes(t, dir, img, nil, k, 1<<20, n.f)
 	if err != nil || !bytes.Equal(got, vmlinux) {
 		t.Fatalf("boot with a damaged entry: %d bytes, %v", len(got), err)
 	}
@@ -268,7 +325,7 @@ func TestVmlinux(t *testing.T) {
 	}
 }
 
-func TestVmlinuxFallbacks(t *testing.T) {
+func TestLoadFallbacks(t *testing.T) {
 	vmlinux := bytes.Repeat([]byte("kernel"), 1000)
 	good := lz4Payload(t, vmlinux)
 	corrupt := bytes.Clone(good)
@@ -301,7 +358,7 @@ func TestVmlinuxFallbacks(t *testing.T) {
 				limit = 1 << 20
 			}
 			var n notes
-			if got, err := Vmlinux(dir, img, nil, k, limit, n.f); err == nil {
+			if got, err := loadBytes(t, dir, img, nil, k, limit, n.f); err == nil {
 				t.Fatalf("returned %d bytes", len(got))
 			}
 			switch {

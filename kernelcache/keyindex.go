@@ -102,7 +102,7 @@ var trustedFS = []int64{
 
 // ReadImage reads the kernel file at path whole. Its Source is nil unless
 // the file is a regular file on a trustedFS whose status was the same
-// before and after the read; Vmlinux then hashes the image.
+// before and after the read; Load then hashes the image.
 func ReadImage(path string) ([]byte, *Source, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -55,6 +55,7 @@ func load(cfg Config) (_ *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	defer k.Close() // loaded by setupMemory below, or not needed
 	var initrd *os.File
 	var initrdSize uint64
 	if cfg.Initrd != "" {

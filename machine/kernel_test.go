@@ -67,6 +67,7 @@ func TestReadKernel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer k.Close()
 			if (k.elf != nil) != tc.elf {
 				t.Fatalf("booted as a vmlinux: %v, want %v", k.elf != nil, tc.elf)
 			}
@@ -97,13 +98,33 @@ func TestReadKernelCached(t *testing.T) {
 	if err != nil || k.elf == nil {
 		t.Fatalf("first boot: %v, vmlinux %v", err, k.elf != nil)
 	}
+	k.Close()
 	entries, _ := filepath.Glob(filepath.Join(cache, "*.vmlinux"))
 	if len(entries) != 1 {
 		t.Fatalf("%d cache entries, want 1", len(entries))
 	}
 	k, err = readKernel(Config{Kernel: bz, KernelCache: cache})
-	if err != nil || k.elf == nil || string(k.elf.Segments[0].Data) != string(hlt) {
+	if err != nil || k.elf == nil || k.vmlinux == nil || string(k.elf.Segments[0].Data) != string(hlt) {
 		t.Fatalf("second boot: %v, %+v", err, k.elf)
+	}
+	if _, err := setupMemory(lowMem(t, 64<<20), k, "", 0, 1, 0, false); err != nil {
+		t.Fatalf("second boot: %v", err)
+	}
+	k.Close()
+
+	// An entry cut short after it was mapped fails the boot with a
+	// line that says so: loading it faults, which must not kill vmm.
+	k, err = readKernel(Config{Kernel: bz, KernelCache: cache})
+	if err != nil || k.vmlinux == nil {
+		t.Fatalf("third boot: %v, from the cache %v", err, k.vmlinux != nil)
+	}
+	defer k.Close()
+	if err := os.Truncate(entries[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err = setupMemory(lowMem(t, 64<<20), k, "", 0, 1, 0, false)
+	if err == nil || !strings.Contains(err.Error(), "was cut short while vmm read it") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("loading an entry cut short: %v", err)
 	}
 }
 

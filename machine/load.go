@@ -43,6 +43,25 @@ type bootKernel struct {
 	// Firecracker boots a vmlinux). Without it, hdr.Payload is loaded at
 	// 1 MiB and decompresses itself.
 	elf *kernelimage.ELF
+	// vmlinux, if not nil, holds elf's bytes: the kernel cache's entry,
+	// mapped from its file, which loading reads through vmlinux.Read.
+	// Close releases it.
+	vmlinux *kernelcache.Vmlinux
+}
+
+// Close releases the decompressed kernel's bytes, once it is loaded.
+func (k bootKernel) Close() {
+	if k.vmlinux != nil {
+		k.vmlinux.Close()
+	}
+}
+
+// readELF calls f with k's bytes readable (see bootKernel.vmlinux).
+func (k bootKernel) readELF(f func() error) error {
+	if k.vmlinux == nil {
+		return f()
+	}
+	return k.vmlinux.Read(func([]byte) error { return f() })
 }
 
 // readKernel reads the -kernel file: a bzImage, or a vmlinux ELF. With a
@@ -73,16 +92,21 @@ func readKernel(cfg Config) (bootKernel, error) {
 			cfg.Logf(format, args...)
 		}
 	}
-	vmlinux, err := kernelcache.Vmlinux(cfg.KernelCache, image, src, k, maxVmlinux, notef)
+	vmlinux, err := kernelcache.Load(cfg.KernelCache, image, src, k, maxVmlinux, notef)
 	if err != nil {
-		return bootKernel{hdr: k}, nil // Vmlinux said what was worth saying
+		return bootKernel{hdr: k}, nil // Load said what was worth saying
 	}
-	e, err := kernelimage.ParseELF(vmlinux)
+	var e *kernelimage.ELF
+	err = vmlinux.Read(func(b []byte) (err error) {
+		e, err = kernelimage.ParseELF(b)
+		return err
+	})
 	if err != nil {
+		vmlinux.Close()
 		notef("kernel %s: its decompressed payload: %v; booting the compressed kernel", cfg.Kernel, err)
 		return bootKernel{hdr: k}, nil
 	}
-	return bootKernel{hdr: k, elf: e}, nil
+	return bootKernel{hdr: k, elf: e, vmlinux: vmlinux}, nil
 }
 
 // kernelEnd is the lowest address above everything the kernel occupies
@@ -123,7 +147,7 @@ func loadKernel(mem *guestmem.Memory, k bootKernel) (entry uint64, long bool, er
 	if s := k.elf.Start(); s < kernelLoadAddr {
 		return 0, false, fmt.Errorf("kernel loads at 0x%x, below the 1 MiB vmm keeps for boot data", s)
 	}
-	if err := k.elf.Load(mem); err != nil {
+	if err := k.readELF(func() error { return k.elf.Load(mem) }); err != nil {
 		return 0, false, fmt.Errorf("load kernel: %w", err)
 	}
 	return k.elf.Entry, true, nil
