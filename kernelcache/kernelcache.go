@@ -6,7 +6,8 @@
 // An entry is named by the SHA-256 of the bzImage it came from and holds
 // its own length and 64-bit xxHash (XXH64), which every read checks: a
 // truncated or corrupted entry (a crash mid-write, a bad disk, a partial
-// copy) is detected, discarded and rebuilt, never booted. The checksum is
+// copy) is detected, discarded and rebuilt, never booted (but see Vmlinux
+// for an entry its owner rewrites in place while vmm boots it). The checksum is
 // not there against tampering: whoever can write an entry can write a
 // matching SHA-256 too, so a cryptographic hash would buy nothing but
 // time (about 50 ms per boot for Debian's 53 MB vmlinux); tampering is
@@ -24,7 +25,10 @@
 //
 // The cache is an optimisation only. Every failure (a read-only home, a
 // full disk, a payload vmm cannot decompress) is reported to the caller,
-// which boots the bzImage the usual way.
+// which boots the bzImage the usual way. The one exception is an entry
+// that becomes unreadable (cut short, a disk error) after it was checked
+// and while it is loaded: by then the guest's layout was planned for the
+// vmlinux, and the boot fails with an error (Vmlinux.Read).
 package kernelcache
 
 import (
@@ -35,6 +39,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -176,36 +181,56 @@ const maxEntry = 1 << 30
 // An entry's file is never written after it is renamed into place, and
 // only its owner, the user running vmm, can write it at all; but that
 // user can still cut it short, and a read of a page past a mapped file's
-// end is a SIGBUS, which would kill vmm. Read turns that into an error.
+// end is a SIGBUS, which would kill vmm, as is a page the disk fails to
+// read. Read turns those into an error. The checksum is checked once, by
+// Get; bytes the owner writes over the entry in place (cp or rsync
+// --inplace onto it) after that and before the load are booted
+// unchecked, where the copy on the heap this replaced was checked as it
+// was booted. Nothing vmm writes does that, and only the entry's owner
+// can, who can choose the kernel anyway.
 type Vmlinux struct {
 	name    string // the entry's path, for errors
 	data    []byte
 	mapping []byte // the whole entry file, or nil for one on the heap
 }
 
-// Read calls f with the kernel's bytes, which f must not keep. If the
-// entry's file is cut short while f reads it, Read returns an error
-// instead of letting the fault kill the process.
+// Read calls f with the kernel's bytes. What f keeps of them (a parsed
+// ELF's segments do) must be read only inside Read and not after Close.
+// If the entry's file becomes unreadable while f reads it, Read returns
+// an error instead of letting the fault kill the process.
 func (v *Vmlinux) Read(f func(data []byte) error) error {
-	return v.guard(func() error { return f(v.data) })
+	if err := v.guard(func() error { return f(v.data) }); err != nil {
+		if errors.Is(err, errUnreadable) {
+			return fmt.Errorf("kernel cache entry %s %w", v.name, err)
+		}
+		return err
+	}
+	return nil
 }
 
-// guard runs f, turning a fault on the mapping into an error: with
+// errUnreadable is a fault on an entry's mapping (guard).
+var errUnreadable = errors.New("was cut short or could not be read while vmm read it")
+
+// guard runs f, turning a fault on the mapping into errUnreadable: with
 // debug.SetPanicOnFault, the runtime panics with an error that has an
-// Addr method instead of crashing, in this goroutine only. Any other
-// panic goes on.
+// Addr method instead of crashing, in this goroutine only. A fault
+// anywhere else (guest memory, a wild pointer) and any other panic go on.
 func (v *Vmlinux) guard(f func() error) (err error) {
 	if v.mapping == nil {
 		return f()
 	}
+	// reflect gives the mapping's address without package unsafe.
+	start := reflect.ValueOf(v.mapping).Pointer()
+	end := start + uintptr(len(v.mapping))
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if r := recover(); r != nil {
-			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+			f, ok := r.(interface{ Addr() uintptr })
+			if !ok || f.Addr() < start || f.Addr() >= end {
 				panic(r)
 			}
-			err = fmt.Errorf("kernel cache entry %s was cut short while vmm read it", v.name)
+			err = errUnreadable
 		}
 	}()
 	return f()

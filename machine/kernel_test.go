@@ -123,7 +123,7 @@ func TestReadKernelCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = setupMemory(lowMem(t, 64<<20), k, "", 0, 1, 0, false)
-	if err == nil || !strings.Contains(err.Error(), "was cut short while vmm read it") || strings.Contains(err.Error(), "\n") {
+	if err == nil || !strings.Contains(err.Error(), "was cut short or could not be read while vmm read it") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("loading an entry cut short: %v", err)
 	}
 }

@@ -140,37 +140,77 @@ func refusingNetwork(t testing.TB, dialed chan<- string) *Network {
 // The fuzz target's seeds reach what they are for: each asks for the
 // host connection it should and is answered as it should, so the fuzzer
 // starts from frames that go deep into the stack and the forwarders.
+//
+// Replies and dials come on the stack's goroutines, some after Write
+// returns (a DNS answer, a forwarder's dial), so each seed waits up to
+// seedWait for what it expects, and silence is judged after a quiet
+// spell; the queue is drained before each seed. The resolver may dial
+// its upstream again after it answered: those dials are no other seed's.
 func TestFuzzSeeds(t *testing.T) {
+	const (
+		seedWait = 5 * time.Second
+		quiet    = 250 * time.Millisecond
+	)
 	dialed := make(chan string, 64)
 	n := refusingNetwork(t, dialed)
 	buf := make([]byte, HeaderSize+gsoMaxSize+header.EthernetMinimumSize)
-	for _, s := range fuzzSeeds(t) {
-		n.Write(s.frame)
-		replied := false
-		n.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	dnsDial := "udp " + fuzzDNS.String()
+	// reply reads frames until one that answers the guest (not one of
+	// the gateway's own ARP requests, which check now and then that
+	// the guest is still there) or until the deadline.
+	reply := func(wait time.Duration) bool {
+		n.SetReadDeadline(time.Now().Add(wait))
+		defer n.SetReadDeadline(time.Time{})
 		for {
 			m, err := n.Read(buf)
 			if err != nil {
-				break
+				return false
 			}
-			// The gateway's own ARP requests, which check now and then
-			// that the guest is still there, answer nothing.
 			f := header.Ethernet(buf[HeaderSize:m])
-			if f.Type() == header.ARPProtocolNumber && header.ARP(f[header.EthernetMinimumSize:]).Op() == header.ARPRequest {
-				continue
+			if f.Type() != header.ARPProtocolNumber || header.ARP(f[header.EthernetMinimumSize:]).Op() != header.ARPRequest {
+				return true
 			}
-			replied = true
 		}
+	}
+	for _, s := range fuzzSeeds(t) {
+		for reply(quiet) { // what earlier seeds left
+		}
+		n.Write(s.frame)
+		wait := quiet
+		if s.reply {
+			wait = seedWait
+		}
+		replied := reply(wait)
 		var got []string
-	drain:
+		// The reply's wait gave a dial that is not expected its time.
+		var timeout <-chan time.Time
+		if s.dial != "" {
+			timeout = time.After(seedWait)
+		}
+	collect:
 		for {
-			select {
-			case d := <-dialed:
-				if !slices.Contains(got, d) {
-					got = append(got, d)
+			var d string
+			if timeout == nil {
+				select {
+				case d = <-dialed:
+				default:
+					break collect
 				}
-			default:
-				break drain
+			} else {
+				select {
+				case d = <-dialed:
+				case <-timeout:
+					break collect
+				}
+			}
+			if d == dnsDial && s.dial != dnsDial {
+				continue // the resolver again
+			}
+			if !slices.Contains(got, d) {
+				got = append(got, d)
+			}
+			if d == s.dial {
+				break
 			}
 		}
 		var wantDial []string
@@ -197,6 +237,9 @@ func TestFuzzSeeds(t *testing.T) {
 // One network serves every input of a fuzzing process, as one serves a
 // guest for its life, so what earlier frames set up (connections half
 // open, DNS queries) is there for later ones; the host dials all fail.
+// A dial made on the stack's goroutines after Write returned is checked
+// with a later input; its failure names the address, which is what a
+// frame would have to ask for to reproduce it.
 func FuzzWrite(f *testing.F) {
 	for i, s := range fuzzSeeds(f) {
 		f.Add(s.frame, uint8(i%3))
