@@ -61,22 +61,10 @@ func newNetwork(t *testing.T, cfg Config) *Network {
 // zero virtio-net header, as a guest driver hands it to the device. The
 // UDP checksum is 0, "none" in IPv4 (RFC 768).
 func udpFrame(src, dst netip.AddrPort, dstMAC tcpip.LinkAddress, payload []byte) []byte {
-	b := make([]byte, HeaderSize+header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
-	f := b[HeaderSize:]
-	header.Ethernet(f).Encode(&header.EthernetFields{SrcAddr: guestMAC, DstAddr: dstMAC, Type: header.IPv4ProtocolNumber})
-	ip := header.IPv4(f[header.EthernetMinimumSize:])
-	ip.Encode(&header.IPv4Fields{
-		TotalLength: uint16(len(ip)),
-		TTL:         64,
-		Protocol:    uint8(header.UDPProtocolNumber),
-		SrcAddr:     tcpip.AddrFrom4(src.Addr().As4()),
-		DstAddr:     tcpip.AddrFrom4(dst.Addr().As4()),
-	})
-	ip.SetChecksum(^ip.CalculateChecksum())
-	u := header.UDP(ip[header.IPv4MinimumSize:])
-	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(len(u))})
+	u := make([]byte, header.UDPMinimumSize+len(payload))
+	header.UDP(u).Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(len(u))})
 	copy(u[header.UDPMinimumSize:], payload)
-	return b
+	return ipv4Frame([HeaderSize]byte{}, dstMAC, header.UDPProtocolNumber, src.Addr(), dst.Addr(), u)
 }
 
 // readUDP reads frames until a UDP datagram from port sport arrives and
