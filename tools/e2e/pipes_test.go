@@ -73,7 +73,9 @@ func firstDiff(got, want string) string {
 // stalls (an RCU stall on the console, L2's vCPUs starved) then ends
 // with vmm's status 124 and its console, which emulatorCrash and
 // nested.Judge can weigh against L1's kernel log, instead of with
-// redirect's SIGQUIT, which they rightly take for vmm hanging. Two runs
+// redirect's SIGQUIT, which they take for vmm hanging unless vmm said
+// it reached this deadline (stalledPastDeadline: the stall can hold the
+// L1 CPU vmm is pinned to, so vmm's timer fires late). Two runs
 // of the smp2 case in CI (41d9757, e064842) stalled so, where a passing
 // one takes about 40 s, and only redirect stopped them, at 332 s.
 const (

@@ -188,7 +188,7 @@ func TestUserNetUnprivileged(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		m := regexp.MustCompile(`(?m)^(\d+)\r?$`).FindStringSubmatch(out)
+		m := regexp.MustCompile(`(?m)^(?:\$ )*(\d+)\r?$`).FindStringSubmatch(out) // the prompt may come first
 		rx := 0
 		if m != nil {
 			rx, _ = strconv.Atoi(m[1])
