@@ -130,6 +130,11 @@ type Config struct {
 	// after the emulator crashed its guest (see Judge), each time in a
 	// fresh L1; default 2.
 	GuestCrashRetries int
+	// FreezeRetries is how many times one WithL1 call may retry fn
+	// after L1 froze or died (see Judge), each time in a fresh L1;
+	// default 1. A test whose fn resumes where the last attempt stopped
+	// may take more, as its retries redo little.
+	FreezeRetries int
 
 	// Ledger, if it has a Path, records every retry WithL1 makes and
 	// refuses retries beyond its budget, across all the processes of a

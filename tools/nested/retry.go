@@ -20,7 +20,7 @@ const defaultGuestCrashRetries = 2
 // Judge finds the emulator to blame (L1 froze or died, or an L2 guest the
 // emulator killed, with L1's evidence for it), WithL1 says so on c.Log,
 // records the retry in c.Ledger and tries again in another fresh L1: at
-// most once after L1 froze or died and c.GuestCrashRetries times after
+// most c.FreezeRetries times (once by default) after L1 froze or died and c.GuestCrashRetries times after
 // guest crashes per call, and never beyond the ledger's budget for the
 // whole suite. Any other error, or one retry too many, is returned.
 func WithL1(ctx context.Context, c Config, fn func(l *L1) error) error {
@@ -55,6 +55,10 @@ func retryLoop(c Config, now func() time.Time, run func() (Evidence, error)) err
 	if crashRetries <= 0 {
 		crashRetries = defaultGuestCrashRetries
 	}
+	freezeRetries := c.FreezeRetries
+	if freezeRetries <= 0 {
+		freezeRetries = 1
+	}
 	var wholeL1, crashes int // retries after L1 froze or died, after L2 crashes
 	var history []string
 	for attempt := 1; ; attempt++ {
@@ -71,8 +75,8 @@ func retryLoop(c Config, now func() time.Time, run func() (Evidence, error)) err
 			return withHistory(err, history)
 		}
 		switch {
-		case v.Cause != CauseGuestCrash && wholeL1 >= 1:
-			return withHistory(fmt.Errorf("not retried, the whole L1 failed a second time in this test: %w", err), history)
+		case v.Cause != CauseGuestCrash && wholeL1 >= freezeRetries:
+			return withHistory(fmt.Errorf("not retried, the whole L1 failed %d times in this test: %w", wholeL1+1, err), history)
 		case v.Cause == CauseGuestCrash && crashes >= crashRetries:
 			return withHistory(fmt.Errorf("not retried, %d emulator guest crashes in this test already: %w", crashes, err), history)
 		}

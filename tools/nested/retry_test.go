@@ -188,9 +188,9 @@ func TestRetryLoop(t *testing.T) {
 		{"test failure", 0, -1, 0, []outcome{testFailed}, 1, testFailed.err, ""},
 		{"boot failure", 0, -1, 0, []outcome{bootFailed}, 1, bootFailed.err, ""},
 		{"freeze then success", 0, -1, 0, []outcome{frozen, okRun}, 2, nil, ""},
-		{"two freezes", 0, -1, 0, []outcome{frozen, frozen}, 2, ErrFrozen, "failed a second time"},
+		{"two freezes", 0, -1, 0, []outcome{frozen, frozen}, 2, ErrFrozen, "failed 2 times"},
 		{"L1 died then success", 0, -1, 0, []outcome{l1Died, okRun}, 2, nil, ""},
-		{"freeze then L1 died", 0, -1, 0, []outcome{frozen, l1Died}, 2, ErrL1Exited, "failed a second time"},
+		{"freeze then L1 died", 0, -1, 0, []outcome{frozen, l1Died}, 2, ErrL1Exited, "failed 2 times"},
 		{"crash with L1 evidence then success", 0, -1, 0, []outcome{crashL1Stall, okRun}, 2, nil, ""},
 		{"crash without L1 evidence", 0, -1, 0, []outcome{crashL1Quiet}, 1, ErrGuestCrashed, "no sign of the emulator"},
 		{"crash limit per call", 0, -1, 0, []outcome{crashL1Stall, crashL1Stall, crashL1Stall}, 3, ErrGuestCrashed, "2 emulator guest crashes"},
@@ -259,6 +259,35 @@ func TestRetryLoop(t *testing.T) {
 						t.Errorf("ledger line %q lacks the owner", l)
 					}
 				}
+			}
+		})
+	}
+}
+
+// Config.FreezeRetries lets one call retry more than one frozen L1, and
+// no more than it says.
+func TestRetryLoopFreezeRetries(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		runs     []outcome
+		attempts int
+		want     error
+	}{
+		{"two freezes then success", []outcome{frozen, frozen, okRun}, 3, nil},
+		{"three freezes", []outcome{frozen, frozen, frozen, okRun}, 3, ErrFrozen},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			attempts := 0
+			err := retryLoop(Config{FreezeRetries: 2}, time.Now, func() (Evidence, error) {
+				attempts++
+				o := tt.runs[attempts-1]
+				return o.ev, o.err
+			})
+			if attempts != tt.attempts || (tt.want == nil) != (err == nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
+				t.Errorf("%d attempts, error %v; want %d, %v", attempts, err, tt.attempts, tt.want)
+			}
+			if tt.want != nil && !strings.Contains(err.Error(), "failed 3 times") {
+				t.Errorf("error %q does not say how many times L1 failed", err)
 			}
 		})
 	}
