@@ -6,11 +6,11 @@
 // An entry is named by the SHA-256 of the bzImage it came from and holds
 // its own length and 64-bit xxHash (XXH64), which every read checks: a
 // truncated or corrupted entry (a crash mid-write, a bad disk, a partial
-// copy) is detected, discarded and rebuilt, never booted (but see Vmlinux
-// for an entry its owner rewrites in place while vmm boots it). The checksum is
-// not there against tampering: whoever can write an entry can write a
-// matching SHA-256 too, so a cryptographic hash would buy nothing but
-// time (about 50 ms per boot for Debian's 53 MB vmlinux); tampering is
+// copy) is detected, discarded and rebuilt, never booted (but see
+// Vmlinux for an entry its owner rewrites in place while vmm boots it).
+// The checksum is not there against tampering: whoever can write an
+// entry can write a matching SHA-256 too, so a cryptographic hash would
+// buy nothing but time (about 50 ms per boot for Debian's 53 MB vmlinux); tampering is
 // kept out by the ownership checks below. XXH64 (github.com/cespare/
 // xxhash, the implementation most Go projects use, zstd's decoder among
 // them) needs only plain integer instructions: 11 ms for that vmlinux
@@ -226,8 +226,8 @@ func (v *Vmlinux) guard(f func() error) (err error) {
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if r := recover(); r != nil {
-			f, ok := r.(interface{ Addr() uintptr })
-			if !ok || f.Addr() < start || f.Addr() >= end {
+			fault, ok := r.(interface{ Addr() uintptr })
+			if !ok || fault.Addr() < start || fault.Addr() >= end {
 				panic(r)
 			}
 			err = errUnreadable

@@ -169,8 +169,11 @@ type Network struct {
 	// dial makes every host connection the guest asks for (TCP and
 	// UDP to outside addresses, DNS upstream): a net.Dialer's, except
 	// in the fuzz test, which must not reach the host's ports.
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	dial dialFunc
 }
+
+// dialFunc is net.Dialer's DialContext.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // New builds the network and binds the host ports of cfg.Forwards.
 func New(cfg Config) (*Network, error) {
@@ -179,7 +182,7 @@ func New(cfg Config) (*Network, error) {
 }
 
 // newWithDial is New with the dial for the guest's host connections.
-func newWithDial(cfg Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*Network, error) {
+func newWithDial(cfg Config, dial dialFunc) (*Network, error) {
 	n := &Network{
 		dial:    dial,
 		cfg:     cfg,

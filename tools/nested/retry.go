@@ -20,9 +20,9 @@ const defaultGuestCrashRetries = 2
 // Judge finds the emulator to blame (L1 froze or died, or an L2 guest the
 // emulator killed, with L1's evidence for it), WithL1 says so on c.Log,
 // records the retry in c.Ledger and tries again in another fresh L1: at
-// most c.FreezeRetries times (once by default) after L1 froze or died and c.GuestCrashRetries times after
-// guest crashes per call, and never beyond the ledger's budget for the
-// whole suite. Any other error, or one retry too many, is returned.
+// most c.FreezeRetries times (once by default) after L1 froze or died
+// and c.GuestCrashRetries times after guest crashes per call, and never
+// beyond the ledger's budget for the whole suite. Any other error, or one retry too many, is returned.
 func WithL1(ctx context.Context, c Config, fn func(l *L1) error) error {
 	return retryLoop(c, time.Now, func() (Evidence, error) {
 		l, err := Start(ctx, c)
