@@ -10,13 +10,14 @@
 // Vmlinux for an entry its owner rewrites in place while vmm boots it).
 // The checksum is not there against tampering: whoever can write an
 // entry can write a matching SHA-256 too, so a cryptographic hash would
-// buy nothing but time (about 50 ms per boot for Debian's 53 MB vmlinux); tampering is
-// kept out by the ownership checks below. XXH64 (github.com/cespare/
-// xxhash, the implementation most Go projects use, zstd's decoder among
-// them) needs only plain integer instructions: 11 ms for that vmlinux
-// here, against 17 ms for CRC-32C with SSE 4.2's CRC32 instruction, and
-// on a CPU that emulates that instruction, as the nested CI machines'
-// QEMU does, 20-66 ms against 0.48-0.65 s, most of a warm boot's setup.
+// buy nothing but time (about 50 ms per boot for Debian's 53 MB
+// vmlinux); tampering is kept out by the ownership checks below. XXH64
+// (github.com/cespare/xxhash, the implementation most Go projects use,
+// zstd's decoder among them) needs only plain integer instructions: 11
+// ms for that vmlinux here, against 17 ms for CRC-32C with SSE 4.2's
+// CRC32 instruction, and on a CPU that emulates that instruction, as the
+// nested CI machines' QEMU does, 20-66 ms against 0.48-0.65 s, most of a
+// warm boot's setup.
 // Entries are written to a temporary file and renamed into place, so
 // concurrent vmm processes and interrupted runs never see half an entry.
 // The directory must belong to the user running vmm and be writable by
