@@ -74,10 +74,11 @@ func firstDiff(got, want string) string {
 // with vmm's status 124 and its console, which emulatorCrash and
 // nested.Judge can weigh against L1's kernel log, instead of with
 // redirect's SIGQUIT, which they take for vmm hanging unless vmm said
-// it reached this deadline (stalledPastDeadline: the stall can hold the
-// L1 CPU vmm is pinned to, so vmm's timer fires late). Two runs
-// of the smp2 case in CI (41d9757, e064842) stalled so, where a passing
-// one takes about 40 s, and only redirect stopped them, at 332 s.
+// it reached this deadline or L1's kernel saw its CPU held in KVM_RUN
+// (stalledPastDeadline: the stall can hold the L1 CPU vmm is pinned to,
+// so vmm's timer fires late or not at all). Three runs of the smp2 case
+// in CI (41d9757, e064842, 12c1a60) stalled so, where a passing one
+// takes 40-110 s, and only redirect stopped them, at 300 s.
 const (
 	pipedTimeout    = 5 * time.Minute
 	pipedVMMTimeout = pipedTimeout - time.Minute

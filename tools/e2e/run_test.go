@@ -145,27 +145,37 @@ func redirectExec(ctx context.Context, l *nested.L1, timeout time.Duration, flag
 // reportFailure is an error with the report and L1's kernel log.
 func reportFailure(l *nested.L1, r redirectReport, format string, args ...any) error {
 	err := fmt.Errorf("%s\n%v\n--- L1 kernel log (tail) ---\n%s\n---", fmt.Sprintf(format, args...), r, l.KernelLogTail(30))
-	if why := emulatorCrash(r); why != "" {
+	why, whyNot := emulatorCrash(r, l.KernelLogTail(stallLogLines))
+	if why != "" {
 		return fmt.Errorf("%w (%s): %w", nested.ErrGuestCrashed, why, err)
+	}
+	if whyNot != "" {
+		return fmt.Errorf("%w\n(not the emulator's: %s)", err, whyNot)
 	}
 	return err
 }
+
+// stallLogLines is how much of L1's kernel log emulatorCrash searches
+// for a stall report: KernelLogTail reads its last 64 KiB at most, far
+// more than a run's worth of L1's own lines.
+const stallLogLines = 4000
 
 // emulatorCrash says why a failed run counts as the emulator's crash of
 // the guest, or "" if it does not: the guest must have died in one of
 // the ways nested.GuestCrash knows (which also rules out a Go crash), and
 // vmm must have stayed up to say so, with its own status for a guest
 // fault or a -timeout. A run redirect had to stop counts only as
-// stalledPastDeadline says. Either way nested.Judge retries it only with
-// L1's own kernel log showing the emulator at fault.
-func emulatorCrash(r redirectReport) string {
+// stalledPastDeadline says; whyNot then says what it lacked. Either way
+// nested.Judge retries it only with L1's own kernel log (klog) showing
+// the emulator at fault.
+func emulatorCrash(r redirectReport, klog string) (why, whyNot string) {
 	if r.TimedOut {
-		return stalledPastDeadline(r.Stderr)
+		return stalledPastDeadline(r.Stderr, klog)
 	}
 	if r.Signal != 0 || (r.Exit != 1 && r.Exit != 124) {
-		return ""
+		return "", ""
 	}
-	return nested.GuestCrash(r.Stderr)
+	return nested.GuestCrash(r.Stderr), ""
 }
 
 var (
@@ -176,23 +186,39 @@ var (
 	panicRE = regexp.MustCompile(`(?m)^(panic: |fatal error: )`)
 )
 
-// stalledPastDeadline is emulatorCrash for a run redirect stopped: it
-// counts if the guest's console showed the stall nested.GuestCrash knows
-// before redirect's SIGQUIT made the Go programs in the pipeline dump
-// their goroutines, vmm had reached its own -timeout and said so, and
-// nothing panicked. That is vmm acting on its deadline while a vCPU
-// thread did not come back from KVM_RUN: in two CI runs of
-// TestRunPipedStdin/smp2, L1's kernel log showed its CPU stuck in
-// kvm_vcpu_ioctl for over 20 s (an RCU stall), the CPU the harness pins
-// all of vmm's threads to, so vmm's timer fired a minute late and its
-// stop could not finish. A vmm that ignores its deadline, or has none,
-// never prints the line and is never retried.
-func stalledPastDeadline(stderr string) string {
+// stalledPastDeadline is emulatorCrash for a run redirect stopped. It
+// never counts if a Go program in the pipeline crashed before
+// redirect's SIGQUIT made them dump their goroutines, or panicked after.
+// Otherwise it counts on either of two proofs that the emulator held
+// the guest past vmm's deadline:
+//   - L1's kernel reported one of its CPUs held inside the guest, in
+//     KVM_RUN (nested.VCPUStall). The harness pins all of vmm's threads
+//     to one L1 CPU, so if that is the one held, vmm's timer cannot
+//     fire, nor its stop finish, nor its line be printed, until the
+//     emulator lets go. In CI's runs of TestRunPipedStdin/smp2 that
+//     stalled, L1's log showed it so; the latest (12c1a60) was not
+//     retried, and L1's log ended with such a backtrace.
+//   - The guest's console showed the stall nested.GuestCrash knows
+//     before the SIGQUIT, and vmm printed that it reached its own
+//     -timeout: vmm acting on its deadline, late, as in two earlier CI
+//     runs, where its line came after the SIGQUIT.
+//
+// A vmm that ignores its deadline, or has none, on an L1 whose CPUs
+// were never held in its guest, is never retried.
+func stalledPastDeadline(stderr, klog string) (why, whyNot string) {
 	before, after, _ := strings.Cut(stderr, "SIGQUIT: quit")
-	if !vmmDeadlineRE.MatchString(stderr) || panicRE.MatchString(after) {
-		return ""
+	if nested.GoCrash(before) || panicRE.MatchString(after) {
+		return "", "a Go program crashed"
 	}
-	return nested.GuestCrash(before)
+	if held := nested.VCPUStall(klog); held != "" {
+		return "L1's CPU held in KVM_RUN: " + held, ""
+	}
+	guest := nested.GuestCrash(before)
+	deadline := vmmDeadlineRE.MatchString(stderr)
+	if guest != "" && deadline {
+		return guest, ""
+	}
+	return "", fmt.Sprintf("redirect stopped the run; vmm reported reaching its -timeout: %v; guest stall before the SIGQUIT: %q; L1 CPU held in KVM_RUN: none", deadline, guest)
 }
 
 func tailLines(s string, n int) string {
@@ -429,37 +455,52 @@ func checkRunCase(t *testing.T, l *nested.L1, tc runCase, args []string) error {
 }
 
 // Only a guest death vmm reported itself counts as the emulator's, or a
-// stall vmm's own deadline caught but could not end (stalledPastDeadline).
+// stall vmm's own deadline caught but could not end, or one L1's kernel
+// saw holding its CPU in KVM_RUN (stalledPastDeadline).
 func TestEmulatorCrash(t *testing.T) {
 	triple := "vmm: vCPU 1: guest triple fault (KVM_EXIT_SHUTDOWN) at RIP=0xfff0\n"
 	stall := "[  337.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\nvmm: guest stopped: -timeout 3m0s reached\n"
 	// dump is how a Go program (pipeends) answers redirect's SIGQUIT.
 	dump := "SIGQUIT: quit\nPC=0x485981 m=0 sigcode=0\n\ngoroutine 7 gp=0x2b10dffa3860 m=nil [cleanup wait]:\nruntime.gopark(0x0?)\n"
+	// held is L1's kernel log with its CPU held in KVM_RUN; other is an
+	// L1 stall anywhere else.
+	held := "[  306.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n[  327.3]  kvm_arch_vcpu_ioctl_run+0xdb7/0x1750 [kvm]\n"
+	other := "[  306.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n[  327.3]  ext4_file_write_iter+0x1/0x2\n"
 	tests := []struct {
 		name string
 		r    redirectReport
+		klog string
 		want bool
 	}{
-		{"triple fault", redirectReport{Exit: 1, Stderr: triple}, true},
-		{"stall then timeout", redirectReport{Exit: 124, Stderr: stall}, true},
-		{"self-detected stall", redirectReport{Exit: 124, Stderr: "rcu: INFO: rcu_preempt self-detected stall on CPU\n"}, true},
-		{"vmm panicked too", redirectReport{Exit: 2, Stderr: triple + "panic: boom\n"}, false},
-		{"goroutine dump", redirectReport{Exit: 1, Stderr: triple + "goroutine 1 [running]:\n"}, false},
-		{"vmm hung", redirectReport{Exit: -1, TimedOut: true, Stderr: "[  337.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n"}, false},
-		{"stall, deadline reached, stop stuck", redirectReport{Exit: 2, TimedOut: true, Stderr: stall + dump}, true},
-		{"stall, vmm's deadline line after the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: "[  337.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n" + dump + "vmm: guest stopped: -timeout 4m0s reached\n"}, true},
-		{"stall only after the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: dump + stall}, false},
-		{"deadline reached, panicked after the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: stall + dump + "panic: boom\n"}, false},
-		{"deadline reached, no stall", redirectReport{Exit: 2, TimedOut: true, Stderr: "vmm: guest stopped: -timeout 4m0s reached\n" + dump}, false},
-		{"panicked before the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: stall + "panic: boom\n" + dump}, false},
-		{"killed by a signal", redirectReport{Exit: -1, Signal: 9, Stderr: triple}, false},
-		{"job failed", redirectReport{Exit: 3, Stderr: triple}, false},
-		{"plain timeout", redirectReport{Exit: 124, Stderr: "vmm: guest stopped: -timeout 3m0s reached\n"}, false},
-		{"other vmm error", redirectReport{Exit: 1, Stderr: "vmm: KVM_RUN vCPU 0: bad address\n"}, false},
+		{"triple fault", redirectReport{Exit: 1, Stderr: triple}, "", true},
+		{"stall then timeout", redirectReport{Exit: 124, Stderr: stall}, "", true},
+		{"self-detected stall", redirectReport{Exit: 124, Stderr: "rcu: INFO: rcu_preempt self-detected stall on CPU\n"}, "", true},
+		{"vmm panicked too", redirectReport{Exit: 2, Stderr: triple + "panic: boom\n"}, "", false},
+		{"goroutine dump", redirectReport{Exit: 1, Stderr: triple + "goroutine 1 [running]:\n"}, "", false},
+		{"vmm hung", redirectReport{Exit: -1, TimedOut: true, Stderr: "[  337.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n"}, "", false},
+		{"vmm hung, L1 stalled elsewhere", redirectReport{Exit: -1, TimedOut: true, Stderr: "[  337.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n" + dump}, other, false},
+		{"stall, deadline reached, stop stuck", redirectReport{Exit: 2, TimedOut: true, Stderr: stall + dump}, "", true},
+		{"stall, vmm's deadline line after the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: "[  337.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n" + dump + "vmm: guest stopped: -timeout 4m0s reached\n"}, "", true},
+		{"stall only after the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: dump + stall}, "", false},
+		{"deadline reached, panicked after the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: stall + dump + "panic: boom\n"}, "", false},
+		{"deadline reached, no stall", redirectReport{Exit: 2, TimedOut: true, Stderr: "vmm: guest stopped: -timeout 4m0s reached\n" + dump}, "", false},
+		{"panicked before the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: stall + "panic: boom\n" + dump}, "", false},
+		{"L1's CPU held, no line from vmm", redirectReport{Exit: 2, TimedOut: true, Stderr: "[  300.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n" + dump}, held, true},
+		{"L1's CPU held, guest silent", redirectReport{Exit: 2, TimedOut: true, Stderr: dump}, held, true},
+		{"L1's CPU held, panicked after the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: dump + "panic: boom\n"}, held, false},
+		{"L1's CPU held, crashed before the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: "fatal error: all goroutines are asleep\n" + dump}, held, false},
+		{"killed by a signal", redirectReport{Exit: -1, Signal: 9, Stderr: triple}, held, false},
+		{"job failed", redirectReport{Exit: 3, Stderr: triple}, held, false},
+		{"plain timeout", redirectReport{Exit: 124, Stderr: "vmm: guest stopped: -timeout 3m0s reached\n"}, "", false},
+		{"other vmm error", redirectReport{Exit: 1, Stderr: "vmm: KVM_RUN vCPU 0: bad address\n"}, "", false},
 	}
 	for _, tt := range tests {
-		if got := emulatorCrash(tt.r) != ""; got != tt.want {
-			t.Errorf("%s: emulatorCrash = %v, want %v", tt.name, got, tt.want)
+		why, whyNot := emulatorCrash(tt.r, tt.klog)
+		if got := why != ""; got != tt.want {
+			t.Errorf("%s: emulatorCrash = %q, want counted %v", tt.name, why, tt.want)
+		}
+		if tt.r.TimedOut && !tt.want && whyNot == "" {
+			t.Errorf("%s: a timed-out run not counted says nothing of why", tt.name)
 		}
 	}
 }

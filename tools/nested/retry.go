@@ -327,6 +327,47 @@ func L1Signature(klog string) string {
 	return ""
 }
 
+// stallLineRE is a line of L1's kernel log that starts a stall report:
+// an RCU stall or a soft lockup, the kinds l1SignatureRE knows.
+var stallLineRE = regexp.MustCompile(`^\[ *\d+\.\d+\] (rcu: INFO: rcu_(preempt|sched) (detected stalls on CPUs/tasks|self-detected stall on CPU)|watchdog: BUG: soft lockup - CPU#\d+ stuck for \d+s!)`)
+
+// kvmRunFrameRE is a reliable frame of KVM_RUN in a backtrace of L1's
+// kernel; "? " marks a frame the unwinder only guessed, which may be a
+// stale return address left on the stack.
+var kvmRunFrameRE = regexp.MustCompile(`^\[ *\d+\.\d+\] +kvm_arch_vcpu_ioctl_run\+0x[0-9a-f]+/0x[0-9a-f]+ \[kvm\]`)
+
+// stallReportLines bounds how far after its first line a stall report's
+// backtraces are looked for: an RCU stall on one of two CPUs, with the
+// NMI backtrace of each, is about 80 lines.
+const stallReportLines = 200
+
+// VCPUStall returns the first line of a stall report in L1's kernel log
+// whose backtraces run through KVM_RUN, or "" if there is none. That is
+// an L1 CPU held inside its guest for the stall's 21 s: KVM re-checks
+// for a reschedule and for signals at every exit, so only a guest that
+// never exits does it, and every interrupt of L1's own (its timer tick
+// is one) makes a guest exit. Real hardware delivers them; the emulator,
+// now and then, did not. It also explains a vmm that missed its own
+// deadline: the harness pins all of vmm's threads to that one CPU (see
+// l1init's pin.go).
+func VCPUStall(klog string) string {
+	lines := strings.Split(klog, "\n")
+	for i, line := range lines {
+		if !stallLineRE.MatchString(line) {
+			continue
+		}
+		for _, next := range lines[i+1 : min(len(lines), i+1+stallReportLines)] {
+			if stallLineRE.MatchString(next) {
+				break
+			}
+			if kvmRunFrameRE.MatchString(next) {
+				return line
+			}
+		}
+	}
+	return ""
+}
+
 // evidenceLogBytes bounds the kernel log Judge reads: an oops that
 // faults recursively, as L1's does when the emulator returns it from its
 // guest with the guest's GS base, fills 64 KiB with frames before the

@@ -157,6 +157,49 @@ func TestL1Signature(t *testing.T) {
 	}
 }
 
+// klogVCPUStall is how L1's kernel reported its CPU held inside the L2
+// guest in CI's TestRunPipedStdin/smp2 (cut): the RCU stall, then the
+// NMI backtrace of the stalled CPU, in KVM_RUN of vmm's vCPU thread.
+const klogVCPUStall = klogQuiet + `[  306.120001] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+[  306.120001] rcu: 	1-...!: (1 GPs behind) idle=c4c/1/0x4000000000000000 softirq=9093/9094 fqs=0
+[  306.120001] Sending NMI from CPU 0 to CPUs 1:
+[  327.323391] NMI backtrace for cpu 1
+[  327.323391] RIP: 0010:svm_vcpu_run+0x2c6/0x6c0 [kvm_amd]
+[  327.323391] Call Trace:
+[  327.323391]  <TASK>
+[  327.323391]  ? nmi_cpu_backtrace+0x9e/0x110
+[  327.323391]  kvm_arch_vcpu_ioctl_run+0xdb7/0x1750 [kvm]
+[  327.323391]  kvm_vcpu_ioctl+0x297/0x6d0 [kvm]
+[  327.323391]  __x64_sys_ioctl+0x8d/0xd0
+[  327.323391]  do_syscall_64+0x55/0xb0
+[  327.323391]  entry_SYSCALL_64_after_hwframe+0x6e/0xd8
+[  327.323391] RIP: 0033:0x40a9ce
+[  327.323391] RSP: 002b:000029d29d4ccb90 EFLAGS: 00000212 ORIG_RAX: 0000000000000010
+[  327.323391]  </TASK>
+`
+
+func TestVCPUStall(t *testing.T) {
+	stall := "[  306.120001] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"
+	lockup := "[  288.991618] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [vmm:100]"
+	frame := "[  288.991618]  kvm_arch_vcpu_ioctl_run+0xdb7/0x1750 [kvm]"
+	filler := strings.Repeat("[  288.991618]  ext4_file_write_iter+0x1/0x2\n", stallReportLines)
+	for _, tt := range []struct{ name, klog, want string }{
+		{"stall in KVM_RUN", klogVCPUStall, stall},
+		{"lockup in KVM_RUN", klogQuiet + lockup + "\n" + frame + "\n", lockup},
+		{"no stall", klogQuiet + frame + "\n", ""},
+		{"stall elsewhere", klogRCU + "[  301.1]  ext4_file_write_iter+0x1/0x2\n", ""},
+		{"frame only guessed", klogRCU + strings.Replace(frame, "  kvm_", "  ? kvm_", 1) + "\n", ""},
+		{"frame before the stall", klogQuiet + frame + "\n" + stall + "\n", ""},
+		{"frame in the next report", klogRCU + lockup + "\n" + frame + "\n", lockup},
+		{"frame past the report's bound", klogRCU + filler + frame + "\n", ""},
+		{"an L2 stall quoted by vmm", "vmm: " + stall + "\n" + frame + "\n", ""},
+	} {
+		if got := VCPUStall(tt.klog); got != tt.want {
+			t.Errorf("%s: VCPUStall = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
 // outcome is one fake attempt for retryLoop.
 type outcome struct {
 	ev  Evidence
