@@ -1,5 +1,5 @@
-// Package selfmem keeps vmm's own memory, everything of the process but
-// guest RAM, out of transparent huge pages.
+// Package selfmem keeps vmm's Go heap (goroutine stacks included) out of
+// transparent huge pages.
 //
 // It is a package of its own because it concerns the process as a whole
 // and the Go runtime under it, not anything a device or the machine
@@ -32,6 +32,7 @@ package selfmem
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -43,8 +44,19 @@ import (
 const thpEnabled = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 // selfExe is the running program's file, even if its path has since
-// been removed or replaced (proc(5)).
+// been removed or replaced (proc(5)). Executing it names the process
+// "exe", the path's last element, so the second start puts the name
+// back (restoreName).
 const selfExe = "/proc/self/exe"
+
+// selfComm is the process's name as ps, pgrep and the OOM killer show
+// it: its main thread's comm, which a thread of the same process may
+// write (proc(5), /proc/pid/comm).
+const selfComm = "/proc/self/comm"
+
+// commLen is the most of a name comm holds: TASK_COMM_LEN (16, in
+// include/linux/sched.h) less its NUL.
+const commLen = 15
 
 // ExecWithoutHugePages executes the running program again, with the same
 // process ID, arguments and environment, plus GODEBUG=disablethp=1, if
@@ -58,6 +70,7 @@ func ExecWithoutHugePages() error { return execWithoutHugePages(thpEnabled) }
 // execWithoutHugePages is ExecWithoutHugePages with the mode read from
 // modeFile.
 func execWithoutHugePages(modeFile string) error {
+	restoreName()
 	mode, err := os.ReadFile(modeFile)
 	if err != nil {
 		return nil // a kernel without transparent huge pages
@@ -67,6 +80,26 @@ func execWithoutHugePages(modeFile string) error {
 		return nil
 	}
 	return syscall.Exec(selfExe, os.Args, env)
+}
+
+// restoreName gives a process that was started as /proc/self/exe the
+// name execve(2) gives one started by its own path: the last element of
+// that path, which is argv[0]'s as a shell or os/exec passes it.
+func restoreName() {
+	comm, err := os.ReadFile(selfComm)
+	if err != nil || strings.TrimSpace(string(comm)) != filepath.Base(selfExe) {
+		return
+	}
+	if len(os.Args) == 0 || os.Args[0] == "" {
+		return
+	}
+	name := filepath.Base(os.Args[0])
+	if len(name) > commLen {
+		name = name[:commLen]
+	}
+	if name != filepath.Base(selfExe) && name != "/" && name != "." {
+		_ = os.WriteFile(selfComm, []byte(name), 0)
+	}
 }
 
 // reexecEnv is the environment to execute the program again with, and

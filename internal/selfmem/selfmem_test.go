@@ -1,6 +1,7 @@
 package selfmem
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestReexecEnv(t *testing.T) {
@@ -30,7 +32,7 @@ func TestReexecEnv(t *testing.T) {
 		{"a setting that only ends in the name", "[always] madvise never\n", with("GODEBUG=nodisablethp=1"), with("GODEBUG=nodisablethp=1,disablethp=1")},
 		{"madvise", "always [madvise] never\n", base, nil},
 		{"never", "always madvise [never]\n", base, nil},
-		{"unreadable mode", "", base, nil},
+		{"no mode", "", base, nil},
 	} {
 		got, ok := reexecEnv(tt.mode, tt.env)
 		if ok != (tt.want != nil) || !slices.Equal(got, tt.want) {
@@ -52,6 +54,8 @@ func TestMain(m *testing.M) {
 	if mode == "" {
 		os.Exit(m.Run())
 	}
+	// Before the exec and again in the image it starts, if it does.
+	fmt.Printf("started pid=%d\n", os.Getpid())
 	if err := execWithoutHugePages(mode); err != nil {
 		fmt.Println("exec:", err)
 		os.Exit(1)
@@ -77,6 +81,12 @@ func TestMain(m *testing.M) {
 		fmt.Println(err)
 		os.Exit(1)
 	}
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	fmt.Printf("args=%q\ncomm=%s", os.Args[1:], comm)
 	fmt.Printf("GODEBUG=%s\nnh=%v\n", os.Getenv("GODEBUG"), slices.Contains(strings.Fields(flags), "nh"))
 	os.Exit(0)
 }
@@ -105,31 +115,49 @@ func vmFlags(smaps string, addr uint64) (string, error) {
 
 // TestExecWithoutHugePages runs this test binary as a child that sees
 // the mode given, and checks that it executed itself again only for
-// "always", and that the runtime then kept its heap out of huge pages.
+// "always", once, as the same process with the same arguments and name,
+// and that the runtime then kept its heap out of huge pages.
 func TestExecWithoutHugePages(t *testing.T) {
 	if _, err := os.Stat(thpEnabled); err != nil {
 		t.Skipf("no transparent huge pages here (%v): the runtime has no advice to give", err)
 	}
+	name := filepath.Base(os.Args[0])
+	if len(name) > commLen {
+		name = name[:commLen]
+	}
 	for _, tt := range []struct {
 		mode, godebug string
+		starts        int
 		nh            bool
 	}{
-		{"[always] madvise never\n", "GODEBUG=gctrace=0,disablethp=1", true},
-		{"always [madvise] never\n", "GODEBUG=gctrace=0", false},
+		{"[always] madvise never\n", "GODEBUG=gctrace=0,disablethp=1", 2, true},
+		{"always [madvise] never\n", "GODEBUG=gctrace=0", 1, false},
 	} {
 		mode := filepath.Join(t.TempDir(), "enabled")
 		if err := os.WriteFile(mode, []byte(tt.mode), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // an exec loop fails, not hangs
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$", "-test.count=1")
 		cmd.Env = append(os.Environ(), childMode+"="+mode, "GODEBUG=gctrace=0")
-		out, err := cmd.CombinedOutput()
+		out, err := cmd.Output()
+		cancel()
 		if err != nil {
 			t.Fatalf("mode %q: child: %v\n%s", tt.mode, err, out)
 		}
-		want := fmt.Sprintf("%s\nnh=%v\n", tt.godebug, tt.nh)
-		if !strings.HasSuffix(string(out), want) {
-			t.Errorf("mode %q: child printed %q, want it to end in %q", tt.mode, out, want)
+		pid := fmt.Sprintf("started pid=%d\n", cmd.Process.Pid)
+		want := strings.Repeat(pid, tt.starts) + fmt.Sprintf("args=%q\ncomm=%s\n%s\nnh=%v\n",
+			[]string{"-test.run=^$", "-test.count=1"}, name, tt.godebug, tt.nh)
+		if string(out) != want {
+			t.Errorf("mode %q: child printed\n%s\nwant\n%s", tt.mode, out, want)
 		}
+	}
+}
+
+// A kernel without transparent huge pages has no mode file: nothing is
+// executed, and no error.
+func TestExecWithoutHugePagesNoTHP(t *testing.T) {
+	if err := execWithoutHugePages(filepath.Join(t.TempDir(), "absent")); err != nil {
+		t.Fatal(err)
 	}
 }

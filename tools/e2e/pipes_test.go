@@ -76,9 +76,12 @@ func firstDiff(got, want string) string {
 // redirect's SIGQUIT, which they take for vmm hanging unless vmm said
 // it reached this deadline or L1's kernel saw its CPU held in KVM_RUN
 // (stalledPastDeadline: the stall can hold the L1 CPU vmm is pinned to,
-// so vmm's timer fires late or not at all). Three runs of the smp2 case
-// in CI (41d9757, e064842, 12c1a60) stalled so, where a passing one
-// takes 40-110 s, and only redirect stopped them, at 300 s.
+// so vmm's timer fires late or not at all). Four CI runs of the smp2
+// case stalled so, where a passing one takes 30-110 s: two (41d9757,
+// e064842) before vmm had its own -timeout here, one (61173a3) where
+// vmm's deadline line came after redirect's SIGQUIT, and one (12c1a60)
+// that was not retried, with L1's log ending in a backtrace through
+// KVM_RUN. Redirect stopped each at its 5 minutes.
 const (
 	pipedTimeout    = 5 * time.Minute
 	pipedVMMTimeout = pipedTimeout - time.Minute

@@ -108,6 +108,11 @@ type redirectReport struct {
 	SHA256    map[string]string   `json:"sha256"`
 	Glob      map[string][]string `json:"glob"`
 	Error     string              `json:"error"`
+
+	// klogMark is where L1's kernel log ended when the run started
+	// (nested.L1.KernelLogMark): emulatorCrash weighs only what the
+	// kernel wrote during the run.
+	klogMark int64
 }
 
 // String is what a failure shows: the command, how it ended, and the
@@ -125,8 +130,9 @@ func redirectExec(ctx context.Context, l *nested.L1, timeout time.Duration, flag
 	defer cancel()
 	cmd := append([]string{"/bin/redirect", "-timeout", timeout.String()}, flags...)
 	cmd = append(append(cmd, "--"), args...)
+	mark := l.KernelLogMark()
 	out, _, err := l.Exec(ctx, cmd...)
-	var r redirectReport
+	r := redirectReport{klogMark: mark}
 	if err != nil {
 		return r, err
 	}
@@ -145,7 +151,7 @@ func redirectExec(ctx context.Context, l *nested.L1, timeout time.Duration, flag
 // reportFailure is an error with the report and L1's kernel log.
 func reportFailure(l *nested.L1, r redirectReport, format string, args ...any) error {
 	err := fmt.Errorf("%s\n%v\n--- L1 kernel log (tail) ---\n%s\n---", fmt.Sprintf(format, args...), r, l.KernelLogTail(30))
-	why, whyNot := emulatorCrash(r, l.KernelLogTail(stallLogLines))
+	why, whyNot := emulatorCrash(r, l.KernelLogSince(r.klogMark))
 	if why != "" {
 		return fmt.Errorf("%w (%s): %w", nested.ErrGuestCrashed, why, err)
 	}
@@ -155,19 +161,16 @@ func reportFailure(l *nested.L1, r redirectReport, format string, args ...any) e
 	return err
 }
 
-// stallLogLines is how much of L1's kernel log emulatorCrash searches
-// for a stall report: KernelLogTail reads its last 64 KiB at most, far
-// more than a run's worth of L1's own lines.
-const stallLogLines = 4000
-
 // emulatorCrash says why a failed run counts as the emulator's crash of
-// the guest, or "" if it does not: the guest must have died in one of
-// the ways nested.GuestCrash knows (which also rules out a Go crash), and
-// vmm must have stayed up to say so, with its own status for a guest
-// fault or a -timeout. A run redirect had to stop counts only as
-// stalledPastDeadline says; whyNot then says what it lacked. Either way
-// nested.Judge retries it only with L1's own kernel log (klog) showing
-// the emulator at fault.
+// the guest, or "" if it does not. A run vmm ended counts if the guest
+// died in one of the ways nested.GuestCrash knows (which also rules out
+// a Go crash) and vmm stayed up to say so, with its own status for a
+// guest fault or a -timeout. A run redirect had to stop counts only as
+// stalledPastDeadline says; whyNot then says what it lacked. klog is
+// what L1's kernel wrote during the run. Either way nested.Judge retries
+// it only with L1's own kernel log showing the emulator at fault; for a
+// CPU held in KVM_RUN that is the same stall report, the one piece of
+// evidence that stands for both.
 func emulatorCrash(r redirectReport, klog string) (why, whyNot string) {
 	if r.TimedOut {
 		return stalledPastDeadline(r.Stderr, klog)
@@ -189,22 +192,28 @@ var (
 // stalledPastDeadline is emulatorCrash for a run redirect stopped. It
 // never counts if a Go program in the pipeline crashed before
 // redirect's SIGQUIT made them dump their goroutines, or panicked after.
-// Otherwise it counts on either of two proofs that the emulator held
-// the guest past vmm's deadline:
-//   - L1's kernel reported one of its CPUs held inside the guest, in
-//     KVM_RUN (nested.VCPUStall). The harness pins all of vmm's threads
-//     to one L1 CPU, so if that is the one held, vmm's timer cannot
-//     fire, nor its stop finish, nor its line be printed, until the
-//     emulator lets go. In CI's runs of TestRunPipedStdin/smp2 that
-//     stalled, L1's log showed it so; the latest (12c1a60) was not
-//     retried, and L1's log ended with such a backtrace.
+// Otherwise it counts on either of two proofs that the emulator stalled
+// the run:
+//   - L1's kernel reported, during the run (klog holds only what it
+//     wrote since the run started), one of its CPUs held inside the
+//     guest, in KVM_RUN (nested.VCPUStall). The harness pins all of
+//     vmm's threads to one L1 CPU, so if that is the one held, vmm's
+//     timer cannot fire, nor its stop finish, nor its line be printed,
+//     until the emulator lets go. In CI's runs of
+//     TestRunPipedStdin/smp2 that stalled, L1's log showed a CPU so;
+//     the latest (12c1a60) was not retried, and L1's log ended in a
+//     backtrace through KVM_RUN (the part CI kept does not say whether
+//     a CPU's or a blocked task's).
 //   - The guest's console showed the stall nested.GuestCrash knows
 //     before the SIGQUIT, and vmm printed that it reached its own
-//     -timeout: vmm acting on its deadline, late, as in two earlier CI
-//     runs, where its line came after the SIGQUIT.
+//     -timeout: vmm acting on its deadline, late, as in a CI run of
+//     61173a3, where its line came after the SIGQUIT.
 //
-// A vmm that ignores its deadline, or has none, on an L1 whose CPUs
-// were never held in its guest, is never retried.
+// A vmm that ignores its deadline, or has none, is never retried on an
+// L1 whose CPUs were not held in its guest during the run. One whose CPU
+// was held for a while and that then hung by itself would be; the
+// suite's retry budget bounds that, and a hang of vmm's own comes back
+// on the retry.
 func stalledPastDeadline(stderr, klog string) (why, whyNot string) {
 	before, after, _ := strings.Cut(stderr, "SIGQUIT: quit")
 	if nested.GoCrash(before) || panicRE.MatchString(after) {
@@ -464,7 +473,7 @@ func TestEmulatorCrash(t *testing.T) {
 	dump := "SIGQUIT: quit\nPC=0x485981 m=0 sigcode=0\n\ngoroutine 7 gp=0x2b10dffa3860 m=nil [cleanup wait]:\nruntime.gopark(0x0?)\n"
 	// held is L1's kernel log with its CPU held in KVM_RUN; other is an
 	// L1 stall anywhere else.
-	held := "[  306.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n[  327.3]  kvm_arch_vcpu_ioctl_run+0xdb7/0x1750 [kvm]\n"
+	held := "[  306.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n[  327.3] NMI backtrace for cpu 1\n[  327.3]  kvm_arch_vcpu_ioctl_run+0xdb7/0x1750 [kvm]\n"
 	other := "[  306.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n[  327.3]  ext4_file_write_iter+0x1/0x2\n"
 	tests := []struct {
 		name string

@@ -90,7 +90,9 @@ var (
 	// ErrGuestCrashed is for a test to wrap when the guest vmm runs in
 	// L1 (L2) died in the way QEMU TCG's emulated nested SVM kills
 	// guests: a triple fault or a CPU that stops taking interrupts (an
-	// RCU stall), while vmm itself kept working and reported it. The
+	// RCU stall), while vmm itself kept working and reported it; or
+	// when L1's own kernel saw one of its CPUs held inside that guest
+	// (VCPUStall), which stops vmm's threads pinned there too. The
 	// rate grows with the number of exits from L2 to vmm's userspace: a
 	// guest making about 400,000 port accesses died in one run of
 	// three, and QEMU (-accel kvm, in L1) lost its guest the same way
@@ -662,6 +664,35 @@ func (l *L1) KernelLogTail(n int) string {
 		return fmt.Sprintf("(kernel log: %v)", err)
 	}
 	return lastLines(b, n)
+}
+
+// KernelLogMark is where L1's kernel log ends now, for KernelLogSince to
+// read what a step writes after it.
+func (l *L1) KernelLogMark() int64 {
+	st, err := os.Stat(l.klogPath)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// KernelLogSince returns what L1's kernel wrote to its log after mark
+// (KernelLogMark), at most its last evidenceLogBytes.
+func (l *L1) KernelLogSince(mark int64) string {
+	f, err := os.Open(l.klogPath)
+	if err != nil {
+		return fmt.Sprintf("(kernel log: %v)", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Sprintf("(kernel log: %v)", err)
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, max(mark, st.Size()-evidenceLogBytes), evidenceLogBytes))
+	if err != nil {
+		return fmt.Sprintf("(kernel log: %v)", err)
+	}
+	return string(b)
 }
 
 // kernelLogEnd returns at most the last max bytes of L1's kernel log.

@@ -153,7 +153,9 @@ type Verdict struct {
 // console), vmm intact (no Go crash anywhere in the console), and L1's
 // own kernel log showing the emulator's signature (L1Signature). The L2
 // symptom alone is what a vmm bug that corrupts its guest looks like
-// too, so it is never enough.
+// too, so it is never enough. When the symptom is VCPUStall's (an L1 CPU
+// held in KVM_RUN), it and the signature are one stall report: L1's
+// word, which no guest or vmm can forge.
 func Judge(err error, ev Evidence) Verdict {
 	switch {
 	case err == nil:
@@ -331,6 +333,17 @@ func L1Signature(klog string) string {
 // an RCU stall or a soft lockup, the kinds l1SignatureRE knows.
 var stallLineRE = regexp.MustCompile(`^\[ *\d+\.\d+\] (rcu: INFO: rcu_(preempt|sched) (detected stalls on CPUs/tasks|self-detected stall on CPU)|watchdog: BUG: soft lockup - CPU#\d+ stuck for \d+s!)`)
 
+// Within a stall report, cpuBacktraceRE starts the live stack of a CPU
+// (an RCU stall has the stalled CPUs' sent by NMI; a soft lockup's own
+// report is the stuck CPU's), and taskDumpRE a task's saved stack
+// (sched_show_task, which an RCU stall prints for the tasks that block
+// it): where a task was when it last left a CPU is no sign of what any
+// CPU is doing.
+var (
+	cpuBacktraceRE = regexp.MustCompile(`^\[ *\d+\.\d+\] NMI backtrace for cpu \d+`)
+	taskDumpRE     = regexp.MustCompile(`^\[ *\d+\.\d+\] (task:\S+ +state:|Task dump for CPU \d+)`)
+)
+
 // kvmRunFrameRE is a reliable frame of KVM_RUN in a backtrace of L1's
 // kernel; "? " marks a frame the unwinder only guessed, which may be a
 // stale return address left on the stack.
@@ -342,25 +355,33 @@ var kvmRunFrameRE = regexp.MustCompile(`^\[ *\d+\.\d+\] +kvm_arch_vcpu_ioctl_run
 const stallReportLines = 200
 
 // VCPUStall returns the first line of a stall report in L1's kernel log
-// whose backtraces run through KVM_RUN, or "" if there is none. That is
-// an L1 CPU held inside its guest for the stall's 21 s: KVM re-checks
-// for a reschedule and for signals at every exit, so only a guest that
-// never exits does it, and every interrupt of L1's own (its timer tick
-// is one) makes a guest exit. Real hardware delivers them; the emulator,
-// now and then, did not. It also explains a vmm that missed its own
-// deadline: the harness pins all of vmm's threads to that one CPU (see
-// l1init's pin.go).
+// in which a CPU's live backtrace runs through KVM_RUN, or "" if there
+// is none. That is an L1 CPU held inside its guest for the stall's 21 s:
+// KVM re-checks for a reschedule and for signals at every exit, so only
+// a guest that never exits does it, and every interrupt of L1's own (its
+// timer tick is one) makes a guest exit. Real hardware delivers them;
+// the emulator, now and then, did not. It also explains a vmm that
+// missed its own deadline: the harness pins all of vmm's threads to one
+// CPU (see l1init's pin.go). The caller passes only the part of the log
+// its run wrote (KernelLogMark, KernelLogSince): a stall that ended
+// before is no excuse for what came after.
 func VCPUStall(klog string) string {
 	lines := strings.Split(klog, "\n")
 	for i, line := range lines {
 		if !stallLineRE.MatchString(line) {
 			continue
 		}
+		live := strings.Contains(line, "soft lockup")
 		for _, next := range lines[i+1 : min(len(lines), i+1+stallReportLines)] {
 			if stallLineRE.MatchString(next) {
-				break
+				break // the next report, which the outer loop reads
 			}
-			if kvmRunFrameRE.MatchString(next) {
+			switch {
+			case cpuBacktraceRE.MatchString(next):
+				live = true
+			case taskDumpRE.MatchString(next):
+				live = false
+			case live && kvmRunFrameRE.MatchString(next):
 				return line
 			}
 		}

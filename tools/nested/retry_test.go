@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -180,19 +181,28 @@ const klogVCPUStall = klogQuiet + `[  306.120001] rcu: INFO: rcu_preempt detecte
 
 func TestVCPUStall(t *testing.T) {
 	stall := "[  306.120001] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"
+	nmi := "[  306.120001] NMI backtrace for cpu 1"
 	lockup := "[  288.991618] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [vmm:100]"
 	frame := "[  288.991618]  kvm_arch_vcpu_ioctl_run+0xdb7/0x1750 [kvm]"
-	filler := strings.Repeat("[  288.991618]  ext4_file_write_iter+0x1/0x2\n", stallReportLines)
+	task := "[  306.120001] task:vmm             state:R  running task     stack:0     pid:100   ppid:1      flags:0x00004002"
+	// filler(n) is n lines of another frame.
+	filler := func(n int) string { return strings.Repeat("[  288.991618]  ext4_file_write_iter+0x1/0x2\n", n) }
 	for _, tt := range []struct{ name, klog, want string }{
-		{"stall in KVM_RUN", klogVCPUStall, stall},
-		{"lockup in KVM_RUN", klogQuiet + lockup + "\n" + frame + "\n", lockup},
-		{"no stall", klogQuiet + frame + "\n", ""},
-		{"stall elsewhere", klogRCU + "[  301.1]  ext4_file_write_iter+0x1/0x2\n", ""},
-		{"frame only guessed", klogRCU + strings.Replace(frame, "  kvm_", "  ? kvm_", 1) + "\n", ""},
-		{"frame before the stall", klogQuiet + frame + "\n" + stall + "\n", ""},
+		{"stall, a CPU's backtrace in KVM_RUN", klogVCPUStall, stall},
+		{"soft lockup in KVM_RUN", klogQuiet + lockup + "\n" + frame + "\n", lockup},
+		{"no stall", klogQuiet + nmi + "\n" + frame + "\n", ""},
+		{"stall elsewhere", klogRCU + nmi + "\n" + filler(3), ""},
+		{"stall, no CPU's backtrace", klogRCU + frame + "\n", ""},
+		{"a blocking task's saved stack, not a CPU's", klogRCU + task + "\n" + frame + "\n", ""},
+		{"a CPU's backtrace, then a task's", klogRCU + nmi + "\n" + filler(2) + task + "\n" + frame + "\n", ""},
+		{"a task's, then a CPU's", klogRCU + task + "\n" + filler(2) + nmi + "\n" + frame + "\n", "[  301.000001] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"},
+		{"frame only guessed", klogRCU + nmi + "\n" + strings.Replace(frame, "  kvm_", "  ? kvm_", 1) + "\n", ""},
+		{"frame before the stall", klogQuiet + nmi + "\n" + frame + "\n" + stall + "\n", ""},
 		{"frame in the next report", klogRCU + lockup + "\n" + frame + "\n", lockup},
-		{"frame past the report's bound", klogRCU + filler + frame + "\n", ""},
-		{"an L2 stall quoted by vmm", "vmm: " + stall + "\n" + frame + "\n", ""},
+		{"the next report is not this one's", klogRCU + nmi + "\n" + stall + "\n" + frame + "\n", ""},
+		{"frame on the report's last line", klogRCU + nmi + "\n" + filler(stallReportLines-2) + frame + "\n", "[  301.000001] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"},
+		{"frame past the report's bound", klogRCU + nmi + "\n" + filler(stallReportLines-1) + frame + "\n", ""},
+		{"an L2 stall quoted by vmm", "vmm: " + stall + "\n" + nmi + "\n" + frame + "\n", ""},
 	} {
 		if got := VCPUStall(tt.klog); got != tt.want {
 			t.Errorf("%s: VCPUStall = %q, want %q", tt.name, got, tt.want)
@@ -333,5 +343,37 @@ func TestRetryLoopFreezeRetries(t *testing.T) {
 				t.Errorf("error %q does not say how many times L1 failed", err)
 			}
 		})
+	}
+}
+
+// KernelLogSince reads only what came after the mark, and at most the
+// last evidenceLogBytes of it.
+func TestKernelLogSince(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "klog")
+	l := &L1{klogPath: p}
+	if err := os.WriteFile(p, []byte("before\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mark := l.KernelLogMark()
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("after\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.KernelLogSince(mark); got != "after\n" {
+		t.Errorf("KernelLogSince(%d) = %q, want %q", mark, got, "after\n")
+	}
+	if got := l.KernelLogSince(0); got != "before\nafter\n" {
+		t.Errorf("KernelLogSince(0) = %q", got)
+	}
+	big := strings.Repeat("x", evidenceLogBytes)
+	if _, err := f.WriteString(big); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.KernelLogSince(mark); got != big {
+		t.Errorf("KernelLogSince after %d more bytes: %d bytes, want the last %d", len(big), len(got), evidenceLogBytes)
 	}
 }
