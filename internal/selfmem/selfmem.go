@@ -54,6 +54,9 @@ const selfExe = "/proc/self/exe"
 // write (proc(5), /proc/pid/comm).
 const selfComm = "/proc/self/comm"
 
+// selfTasks lists the process's threads (proc(5), /proc/pid/task).
+const selfTasks = "/proc/self/task"
+
 // commLen is the most of a name comm holds: TASK_COMM_LEN (16, in
 // include/linux/sched.h) less its NUL.
 const commLen = 15
@@ -84,7 +87,10 @@ func execWithoutHugePages(modeFile string) error {
 
 // restoreName gives a process that was started as /proc/self/exe the
 // name execve(2) gives one started by its own path: the last element of
-// that path, which is argv[0]'s as a shell or os/exec passes it.
+// that path, which is argv[0]'s as a shell or os/exec passes it. Each
+// thread has its own copy, taken from the thread that made it, so the
+// runtime's threads that exist by now are renamed too (proc(5),
+// /proc/pid/task/tid/comm); those made later copy the new name.
 func restoreName() {
 	comm, err := os.ReadFile(selfComm)
 	if err != nil || strings.TrimSpace(string(comm)) != filepath.Base(selfExe) {
@@ -97,8 +103,13 @@ func restoreName() {
 	if len(name) > commLen {
 		name = name[:commLen]
 	}
-	if name != filepath.Base(selfExe) && name != "/" && name != "." {
-		_ = os.WriteFile(selfComm, []byte(name), 0)
+	if name == filepath.Base(selfExe) || name == "/" || name == "." {
+		return
+	}
+	_ = os.WriteFile(selfComm, []byte(name), 0)
+	tasks, _ := os.ReadDir(selfTasks)
+	for _, t := range tasks {
+		_ = os.WriteFile(filepath.Join(selfTasks, t.Name(), "comm"), []byte(name), 0)
 	}
 }
 

@@ -1,6 +1,7 @@
 package selfmem
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -85,6 +86,17 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		fmt.Println(err)
 		os.Exit(1)
+	}
+	// Every thread's name, as top -H shows them.
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	for _, task := range tasks {
+		if c, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "comm")); err == nil && !bytes.Equal(c, comm) {
+			fmt.Printf("thread %s is named %q\n", task.Name(), c)
+		}
 	}
 	fmt.Printf("args=%q\ncomm=%s", os.Args[1:], comm)
 	fmt.Printf("GODEBUG=%s\nnh=%v\n", os.Getenv("GODEBUG"), slices.Contains(strings.Fields(flags), "nh"))
