@@ -85,6 +85,11 @@ var (
 	ErrFrozen = errors.New("L1 froze")
 	// ErrL1Exited means QEMU went away on its own (L1 panicked, QEMU failed).
 	ErrL1Exited = errors.New("L1 exited")
+	// ErrNotReady means L1 booted for Config.BootTimeout without its
+	// agent saying hello, and neither died nor reported an error: the
+	// emulator stopped L1 while it booted, as it now and then stops a
+	// running one (ErrFrozen).
+	ErrNotReady = errors.New("L1 agent not ready")
 	// ErrClosed means the L1 was closed by its owner.
 	ErrClosed = errors.New("L1 closed")
 	// ErrGuestCrashed is for a test to wrap when the guest vmm runs in
@@ -402,7 +407,7 @@ func (l *L1) boot(ctx context.Context, qemuPath string) error {
 	case <-l.deadCh:
 		return l.withTails(fmt.Errorf("nested: L1 died while booting: %w", l.deadErr()))
 	case <-timer.C:
-		return l.withTails(fmt.Errorf("nested: L1 agent not ready within %v", l.cfg.BootTimeout))
+		return l.withTails(fmt.Errorf("nested: %w within %v", ErrNotReady, l.cfg.BootTimeout))
 	case <-ctx.Done():
 		return l.withTails(fmt.Errorf("nested: waiting for L1 agent: %w", ctx.Err()))
 	}

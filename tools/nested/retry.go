@@ -27,8 +27,10 @@ func WithL1(ctx context.Context, c Config, fn func(l *L1) error) error {
 	return retryLoop(c, time.Now, func() (Evidence, error) {
 		l, err := Start(ctx, c)
 		if err != nil {
-			// A boot that fails is reported, not retried: nothing
-			// ran yet, and nothing tells the emulator's fault apart.
+			// A boot that fails is reported, not retried (nothing ran
+			// yet, and nothing tells the emulator's fault apart),
+			// except one that stopped without a word (ErrNotReady):
+			// Judge retries that as a freeze.
 			return Evidence{}, err
 		}
 		err = fn(l)
@@ -66,7 +68,7 @@ func retryLoop(c Config, now func() time.Time, run func() (Evidence, error)) err
 		if err == nil {
 			return nil
 		}
-		if !ev.Booted {
+		if !ev.Booted && !errors.Is(err, ErrNotReady) {
 			return err
 		}
 		v := Judge(err, ev)
@@ -145,7 +147,9 @@ type Verdict struct {
 //
 // A frozen L1 (ErrFrozen) is: it is the watchdog's finding about L1 as
 // a whole, with console and heartbeats silent, which no guest of vmm's
-// can cause. So is an L1 that died (ErrL1Exited) with L1Signature in its
+// can cause. So is an L1 that never came up and never said why
+// (ErrNotReady: before any vmm ran, the emulator is all there is; a boot
+// that fails the same way twice is reported as such). So is an L1 that died (ErrL1Exited) with L1Signature in its
 // kernel log.
 //
 // An L2 guest's crash is retried only with three kinds of evidence: the
@@ -162,6 +166,8 @@ func Judge(err error, ev Evidence) Verdict {
 		return Verdict{Cause: NotRetried}
 	case errors.Is(err, ErrFrozen):
 		return Verdict{Cause: CauseFrozen, Reason: "the whole L1 froze (" + firstLine(err) + ")", Err: err}
+	case errors.Is(err, ErrNotReady):
+		return Verdict{Cause: CauseFrozen, Reason: "L1 froze while booting (" + firstLine(err) + ")", Err: err}
 	case errors.Is(err, ErrL1Exited):
 		if sig := L1Signature(ev.KernelLog); sig != "" {
 			return Verdict{Cause: CauseL1Crashed, Reason: fmt.Sprintf("L1's kernel died (%s)", sig), Err: err}

@@ -222,7 +222,8 @@ var (
 	l1Died       = outcome{Evidence{Booted: true, KernelLog: klogWorldSwitch}, errL1Died}
 	crashL1Stall = outcome{Evidence{Booted: true, KernelLog: klogRCU}, errCrash}
 	crashL1Quiet = outcome{Evidence{Booted: true, KernelLog: klogQuiet}, errCrash}
-	bootFailed   = outcome{Evidence{}, errors.New("nested: L1 agent not ready within 2m0s")}
+	bootFailed   = outcome{Evidence{}, errors.New("nested: L1 died while booting: exit status 1")}
+	bootStopped  = outcome{Evidence{}, fmt.Errorf("nested: %w within 2m0s", ErrNotReady)}
 	testFailed   = outcome{Evidence{Booted: true, KernelLog: klogRCU}, errors.New("vmm printed the wrong thing")}
 )
 
@@ -240,6 +241,9 @@ func TestRetryLoop(t *testing.T) {
 		{"success", 0, -1, 0, []outcome{okRun}, 1, nil, ""},
 		{"test failure", 0, -1, 0, []outcome{testFailed}, 1, testFailed.err, ""},
 		{"boot failure", 0, -1, 0, []outcome{bootFailed}, 1, bootFailed.err, ""},
+		{"boot stopped then success", 0, -1, 0, []outcome{bootStopped, okRun}, 2, nil, ""},
+		{"boot stopped twice", 0, -1, 0, []outcome{bootStopped, bootStopped}, 2, ErrNotReady, "failed 2 times"},
+		{"boot stopped after a freeze", 0, -1, 0, []outcome{frozen, bootStopped}, 2, ErrNotReady, "failed 2 times"},
 		{"freeze then success", 0, -1, 0, []outcome{frozen, okRun}, 2, nil, ""},
 		{"two freezes", 0, -1, 0, []outcome{frozen, frozen}, 2, ErrFrozen, "failed 2 times"},
 		{"L1 died then success", 0, -1, 0, []outcome{l1Died, okRun}, 2, nil, ""},
