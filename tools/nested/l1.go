@@ -86,9 +86,9 @@ var (
 	// ErrL1Exited means QEMU went away on its own (L1 panicked, QEMU failed).
 	ErrL1Exited = errors.New("L1 exited")
 	// ErrNotReady means L1 booted for Config.BootTimeout without its
-	// agent saying hello, and neither died nor reported an error: the
-	// emulator stopped L1 while it booted, as it now and then stops a
-	// running one (ErrFrozen).
+	// agent saying hello, and neither died nor reported an error. Judge
+	// takes it for the emulator stopping L1 while it booted, as it now
+	// and then stops a running one (ErrFrozen).
 	ErrNotReady = errors.New("L1 agent not ready")
 	// ErrClosed means the L1 was closed by its owner.
 	ErrClosed = errors.New("L1 closed")

@@ -149,8 +149,8 @@ type Verdict struct {
 // a whole, with console and heartbeats silent, which no guest of vmm's
 // can cause. So is an L1 that never came up and never said why
 // (ErrNotReady: before any vmm ran, the emulator is all there is; a boot
-// that fails the same way twice is reported as such). So is an L1 that died (ErrL1Exited) with L1Signature in its
-// kernel log.
+// that fails the same way twice is reported as such), and an L1 that
+// died (ErrL1Exited) with L1Signature in its kernel log.
 //
 // An L2 guest's crash is retried only with three kinds of evidence: the
 // L2 symptom (ErrGuestCrashed from fn, or a GuestCrash line on the job
