@@ -61,7 +61,13 @@ func agentMain(logger *log.Logger) error {
 	if err != nil {
 		logger.Printf("jobs not pinned: %v", err)
 	}
-	a := &agent{logger: logger, reaper: newReaper(cpus)}
+	pl := placement{cpus: cpus, realtime: true}
+	if err := os.WriteFile("/proc/sys/kernel/sched_rr_timeslice_ms", []byte(fmt.Sprint(rrSliceMillis)), 0); err != nil {
+		// RR with the default 100 ms slice is slower than CFS (see pin.go).
+		logger.Printf("jobs under CFS: %v", err)
+		pl.realtime = false
+	}
+	a := &agent{logger: logger, reaper: newReaper(pl)}
 	go a.reaper.loop()
 
 	hello := proto.Msg{Op: proto.OpHello}
@@ -437,11 +443,11 @@ func withFd(f *os.File, fn func(fd int) error) error {
 type reaper struct {
 	mu      sync.Mutex
 	waiting map[int]chan unix.WaitStatus
-	cpus    *unix.CPUSet // where children start (see pin.go); nil: anywhere
+	pl      placement // where and how children start (see pin.go)
 }
 
-func newReaper(cpus *unix.CPUSet) *reaper {
-	return &reaper{waiting: map[int]chan unix.WaitStatus{}, cpus: cpus}
+func newReaper(pl placement) *reaper {
+	return &reaper{waiting: map[int]chan unix.WaitStatus{}, pl: pl}
 }
 
 func (r *reaper) loop() {
@@ -480,7 +486,7 @@ func (r *reaper) reapAll() {
 func (r *reaper) start(path string, args []string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p, err := startPinned(r.cpus, path, args, attr)
+	p, err := startPinned(r.pl, path, args, attr)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -25,6 +25,37 @@ import (
 // threads share a CPU, the one raising the interrupt runs only while the
 // vCPU is out of guest mode, so no kick is an IPI into L2.
 
+// Jobs also run under SCHED_RR at the lowest real-time priority, with L1's
+// round-robin slice cut to 4 ms, because of how L1's fair scheduler treats
+// two vCPU threads that share that one CPU. A guest of two vCPUs stalled
+// for tens of seconds now and then (vmm's and QEMU's alike: QEMU -accel kvm
+// in 2 of 5 boots) with one vCPU spinning in stop_machine while the other's
+// thread, runnable, did not run: /proc/<tid>/sched showed that thread's
+// vruntime 22 s ahead of the queue's minimum (it had been charged 22 s of
+// CPU in 30 s, 0.3 s of it guest time), so CFS ran the spinner until the
+// two evened out. Round-robin at one priority has no such memory: each
+// runnable thread gets its slice in turn. Measured in fresh L1s with
+// `-smp 2` and a verbose console (which made most CFS boots stall): CFS 8
+// of 8 boots stalled, SCHED_RR 0 of 9. With RR's default 100 ms slice a
+// quiet `vmm run` reached init 2.4 times later than under CFS (a spinning
+// vCPU holds the CPU for a whole slice); with 4 ms it was as fast as CFS.
+// L1's RT throttling (95% of each second) still leaves kernel threads on
+// that CPU their share.
+
+// rrSliceMillis is what setupSystem writes to sched_rr_timeslice_ms: one
+// tick at the cloud kernel's HZ=250, the shortest slice RR has.
+const rrSliceMillis = 4
+
+// jobPriority is the SCHED_RR priority jobs start with: the lowest, so
+// that L1's own real-time threads (migration, watchdogs) still preempt.
+const jobPriority = 1
+
+// placement says where and how job processes start.
+type placement struct {
+	cpus     *unix.CPUSet // nil: wherever the agent may run
+	realtime bool         // SCHED_RR at jobPriority
+}
+
 // jobCPUSet is the CPU set jobs start with: the last online CPU, or nil
 // (no pinning) on an L1 of one CPU.
 func jobCPUSet() (*unix.CPUSet, error) {
@@ -46,13 +77,13 @@ func jobCPUSet() (*unix.CPUSet, error) {
 	return &set, nil
 }
 
-// startPinned starts a process whose threads all begin on cpus (nil: no
-// change). The child inherits the affinity of the thread that forks it,
-// so the fork happens on a goroutine locked to a thread of its own that
-// takes the set; that goroutine ends still locked, which ends the thread
-// too, so no other goroutine ever runs with the narrowed affinity.
-func startPinned(cpus *unix.CPUSet, path string, args []string, attr *os.ProcAttr) (*os.Process, error) {
-	if cpus == nil {
+// startPinned starts a process whose threads all begin with pl's CPU set
+// and scheduling policy. The child inherits both from the thread that forks
+// it, so the fork happens on a goroutine locked to a thread of its own that
+// takes them; that goroutine ends still locked, which ends the thread too,
+// so no other goroutine ever runs narrowed or real-time.
+func startPinned(pl placement, path string, args []string, attr *os.ProcAttr) (*os.Process, error) {
+	if pl.cpus == nil && !pl.realtime {
 		return os.StartProcess(path, args, attr)
 	}
 	type started struct {
@@ -62,9 +93,18 @@ func startPinned(cpus *unix.CPUSet, path string, args []string, attr *os.ProcAtt
 	done := make(chan started, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: see above
-		if err := unix.SchedSetaffinity(0, cpus); err != nil {
-			done <- started{nil, fmt.Errorf("pin job: sched_setaffinity: %w", err)}
-			return
+		if pl.cpus != nil {
+			if err := unix.SchedSetaffinity(0, pl.cpus); err != nil {
+				done <- started{nil, fmt.Errorf("pin job: sched_setaffinity: %w", err)}
+				return
+			}
+		}
+		if pl.realtime {
+			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: jobPriority}
+			if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+				done <- started{nil, fmt.Errorf("job policy: sched_setattr SCHED_RR: %w", err)}
+				return
+			}
 		}
 		p, err := os.StartProcess(path, args, attr)
 		done <- started{p, err}

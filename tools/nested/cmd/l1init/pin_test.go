@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"testing"
 
@@ -9,7 +10,9 @@ import (
 
 // TestStartPinned: a child started with a CPU set may run only there (the
 // kernel's affinity for its pid says so), one started without keeps the
-// parent's, and the caller's own thread is left as it was.
+// parent's; one started real-time runs under SCHED_RR at jobPriority, the
+// others under the parent's policy; the caller's own thread is left as it
+// was.
 func TestStartPinned(t *testing.T) {
 	var own unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &own); err != nil {
@@ -21,18 +24,29 @@ func TestStartPinned(t *testing.T) {
 			first = i
 		}
 	}
+	ownAttr, err := unix.SchedGetAttr(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var set unix.CPUSet
 	set.Set(first)
 	for _, tc := range []struct {
-		name string
-		cpus *unix.CPUSet
-		want unix.CPUSet // the child's affinity
+		name       string
+		pl         placement
+		want       unix.CPUSet // the child's affinity
+		wantPolicy uint32
+		wantPrio   uint32
 	}{
-		{"pinned", &set, set},
-		{"unpinned", nil, own},
+		{"pinned", placement{cpus: &set}, set, ownAttr.Policy, ownAttr.Priority},
+		{"unpinned", placement{}, own, ownAttr.Policy, ownAttr.Priority},
+		{"pinned-realtime", placement{cpus: &set, realtime: true}, set, unix.SCHED_RR, jobPriority},
+		{"realtime", placement{realtime: true}, own, unix.SCHED_RR, jobPriority},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := startPinned(tc.cpus, "/bin/sleep", []string{"sleep", "60"}, &os.ProcAttr{})
+			p, err := startPinned(tc.pl, "/bin/sleep", []string{"sleep", "60"}, &os.ProcAttr{})
+			if tc.pl.realtime && errors.Is(err, unix.EPERM) {
+				t.Skipf("no CAP_SYS_NICE here: %v", err)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,6 +58,16 @@ func TestStartPinned(t *testing.T) {
 			}
 			if got != tc.want {
 				t.Errorf("child may run on %d CPUs, want %d", got.Count(), tc.want.Count())
+			}
+			a, err := unix.SchedGetAttr(p.Pid, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Policy != tc.wantPolicy || a.Priority != tc.wantPrio {
+				t.Errorf("child's policy %d priority %d, want %d priority %d", a.Policy, a.Priority, tc.wantPolicy, tc.wantPrio)
+			}
+			if now, err := unix.SchedGetAttr(0, 0); err != nil || now.Policy != ownAttr.Policy || now.Priority != ownAttr.Priority {
+				t.Errorf("this thread's policy changed: %+v, %v", now, err)
 			}
 			var after unix.CPUSet
 			if err := unix.SchedGetaffinity(0, &after); err != nil {
