@@ -399,13 +399,15 @@ func runCases(t *testing.T) []runCase {
 		},
 		{
 			name: "sigterm-while-booting",
-			// Four seconds in, vmm has installed its handler (it does
-			// so before building the machine) and the guest kernel is
-			// booting (nested, vmm's setup takes about 2 s and the
-			// boot to the job 6-10 s more). -boot-timer's report shows
-			// how far it got.
-			redirect: []string{"-signal", "15", "-after", "4s"},
-			flags:    []string{"-boot-timer"},
+			// The signal goes when the kernel's banner reaches the
+			// console (loglevel=7 undoes run's quiet): vmm installed
+			// its handler before building the machine, the kernel is
+			// booting, and the job is seconds away. A fixed delay was a
+			// guess at the emulator's speed and once came after the
+			// guest was ready. -boot-timer's report shows how far it
+			// got.
+			redirect: []string{"-signal", "15", "-on", "Linux version"},
+			flags:    []string{"-boot-timer", "-append", "loglevel=7"},
 			command:  []string{"sh", "-c", "echo job-started"},
 			status:   128 + 15,
 			check: func(r redirectReport) error {

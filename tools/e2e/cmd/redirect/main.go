@@ -4,13 +4,16 @@
 // both merge them), whether it exited or was killed, and files it left
 // behind.
 //
-//	redirect [-timeout D] [-signal N -after D] [-cat FILE]... [-sha256 FILE]... [-glob PATTERN]... -- CMD ARGS...
+//	redirect [-timeout D] [-signal N [-on TEXT] -after D] [-cat FILE]... [-sha256 FILE]... [-glob PATTERN]... -- CMD ARGS...
 //
 // It prints one JSON object (Report) on stdout once CMD has ended and
 // exits with CMD's status (128+N if a signal killed it). -signal sends
 // signal N to CMD after the given delay: in L1 there is no shell to do
 // it, and sending it from the host through the harness adds seconds of
-// emulated latency to an already emulated boot. -timeout sends SIGQUIT
+// emulated latency to an already emulated boot. With -on the delay counts
+// from the moment CMD's stderr first contains TEXT, so a test can signal
+// at a point in CMD's progress rather than at a time, which an emulated
+// machine's speed makes a guess. -timeout sends SIGQUIT
 // (a Go program prints its goroutines), then SIGKILL, so a hung command
 // still yields a report with the evidence.
 package main
@@ -27,6 +30,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -74,8 +78,10 @@ const ioGrace = 10 * time.Second
 func main() {
 	var cats, sums, globs list
 	timeout := flag.Duration("timeout", 0, "stop CMD (SIGQUIT, then SIGKILL) after this long; 0 means never")
-	sig := flag.Int("signal", 0, "signal number to send CMD after -after")
-	after := flag.Duration("after", 0, "when to send -signal, counted from CMD's start")
+	var sig signalSpec
+	flag.IntVar(&sig.num, "signal", 0, "signal number to send CMD after -after")
+	flag.DurationVar(&sig.after, "after", 0, "when to send -signal, counted from CMD's start (or from -on)")
+	flag.StringVar(&sig.on, "on", "", "count -after from when CMD's stderr first contains this text")
 	flag.Var(&cats, "cat", "print this file's contents in the report (repeatable)")
 	flag.Var(&sums, "sha256", "print this file's SHA-256 in the report (repeatable)")
 	flag.Var(&globs, "glob", "list the files matching this pattern in the report (repeatable)")
@@ -84,7 +90,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: redirect [flags] -- CMD ARGS...")
 		os.Exit(2)
 	}
-	rep := run(flag.Args(), *timeout, *sig, *after, ioGrace)
+	if sig.on != "" && sig.num == 0 {
+		fmt.Fprintln(os.Stderr, "redirect: -on needs -signal")
+		os.Exit(2)
+	}
+	rep := run(flag.Args(), *timeout, sig, ioGrace)
 	collect(&rep, cats, sums, globs)
 	b, err := json.Marshal(rep)
 	if err != nil {
@@ -101,12 +111,55 @@ func main() {
 	os.Exit(rep.Exit)
 }
 
-func run(args []string, timeout time.Duration, sig int, after, ioGrace time.Duration) Report {
+// signalSpec is -signal, -after and -on.
+type signalSpec struct {
+	num   int // 0: none
+	after time.Duration
+	on    string
+}
+
+// watchBuffer is CMD's stderr: it keeps what CMD wrote and closes seen
+// once that contains text (never, when text is empty).
+type watchBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	text []byte
+	seen chan struct{}
+}
+
+func newWatchBuffer(text string) *watchBuffer {
+	return &watchBuffer{text: []byte(text), seen: make(chan struct{})}
+}
+
+func (w *watchBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.text) == 0 {
+		return w.buf.Write(p)
+	}
+	// TEXT can straddle two writes: search from len(TEXT)-1 bytes back.
+	from := max(0, w.buf.Len()-len(w.text)+1)
+	n, err := w.buf.Write(p)
+	if bytes.Contains(w.buf.Bytes()[from:], w.text) {
+		close(w.seen)
+		w.text = nil
+	}
+	return n, err
+}
+
+func (w *watchBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+func run(args []string, timeout time.Duration, sig signalSpec, ioGrace time.Duration) Report {
 	rep := Report{Args: args, Exit: -1}
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
+	stderr := newWatchBuffer(sig.on)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin = os.Stdin
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
 	cmd.WaitDelay = ioGrace
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -115,8 +168,12 @@ func run(args []string, timeout time.Duration, sig int, after, ioGrace time.Dura
 	}
 	done := make(chan struct{})
 	var signalC, timeoutC, killC <-chan time.Time
-	if sig > 0 {
-		signalC = time.After(after)
+	var seenC <-chan struct{}
+	switch {
+	case sig.num > 0 && sig.on != "":
+		seenC = stderr.seen
+	case sig.num > 0:
+		signalC = time.After(sig.after)
 	}
 	if timeout > 0 {
 		timeoutC = time.After(timeout)
@@ -128,9 +185,12 @@ wait:
 		select {
 		case <-done:
 			break wait
+		case <-seenC:
+			signalC = time.After(sig.after)
+			seenC = nil
 		case <-signalC:
-			if cmd.Process.Signal(syscall.Signal(sig)) == nil {
-				rep.Sent = sig
+			if cmd.Process.Signal(syscall.Signal(sig.num)) == nil {
+				rep.Sent = sig.num
 			}
 			signalC = nil
 		case <-timeoutC:

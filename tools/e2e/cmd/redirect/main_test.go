@@ -12,8 +12,8 @@ func TestRun(t *testing.T) {
 	tests := []struct {
 		name             string
 		args             []string
-		timeout, after   time.Duration
-		sig              int
+		timeout          time.Duration
+		sig              signalSpec
 		stdout, stderr   string
 		exit, signal     int
 		sent             int
@@ -21,8 +21,13 @@ func TestRun(t *testing.T) {
 	}{
 		{name: "streams apart", args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, stdout: "out\n", stderr: "err\n", exit: 3},
 		{name: "killed", args: []string{"sh", "-c", "kill -TERM $$"}, exit: -1, signal: int(syscall.SIGTERM)},
-		{name: "signal sent", args: []string{"sleep", "10"}, sig: int(syscall.SIGTERM), after: 50 * time.Millisecond, exit: -1, signal: int(syscall.SIGTERM), sent: int(syscall.SIGTERM)},
-		{name: "exits before the signal", args: []string{"true"}, sig: int(syscall.SIGTERM), after: 10 * time.Second},
+		{name: "signal sent", args: []string{"sleep", "10"}, sig: signalSpec{num: int(syscall.SIGTERM), after: 50 * time.Millisecond}, exit: -1, signal: int(syscall.SIGTERM), sent: int(syscall.SIGTERM)},
+		{name: "exits before the signal", args: []string{"true"}, sig: signalSpec{num: int(syscall.SIGTERM), after: 10 * time.Second}},
+		// -on: the signal waits for the text, which comes in two
+		// writes, so it lands after "ready" and before "too late".
+		{name: "signal on text", args: []string{"sh", "-c", "printf 'rea' >&2; sleep 0.3; echo dy >&2; sleep 2; echo too late"},
+			sig: signalSpec{num: int(syscall.SIGTERM), on: "ready"}, stderr: "ready\n", exit: -1, signal: int(syscall.SIGTERM), sent: int(syscall.SIGTERM)},
+		{name: "text never comes", args: []string{"sh", "-c", "echo other >&2"}, sig: signalSpec{num: int(syscall.SIGTERM), on: "ready"}, stderr: "other\n"},
 		{name: "timeout", args: []string{"sleep", "10"}, timeout: 50 * time.Millisecond, exit: -1, signal: int(syscall.SIGQUIT), timedOut: true},
 		{name: "no such command", args: []string{"/no/such/command"}, exit: -1, hasErr: true},
 		// The sleeps sh started keep the streams open for 3 s after
@@ -33,7 +38,7 @@ func TestRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
-			r := run(tt.args, tt.timeout, tt.sig, tt.after, 200*time.Millisecond)
+			r := run(tt.args, tt.timeout, tt.sig, 200*time.Millisecond)
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("report after %v: redirect waited for streams a process other than CMD held", d)
 			}
