@@ -92,9 +92,12 @@ kernel:
 # Boot time of the same userland as a VM (vmm with both kernels, QEMU,
 # kvmtool if installed) and as a container; see README, Benchmarks. The
 # minimal kernel's system runs only when `make kernel` has built it. Without
-# /dev/kvm it all runs inside one nested L1. Extra flags: BENCH_BOOT_ARGS.
+# /dev/kvm it all runs inside one nested L1. Its Debian 12 system needs
+# debootstrap, installed here like the other host packages. Extra flags:
+# BENCH_BOOT_ARGS.
 BENCH_BOOT_ARGS ?=
 bench-boot: deps
+	@./scripts/host-deps distro
 	@mkdir -p $(BUILD)
 	$(GO) run ./tools/cmd/bootbench -json $(BUILD)/bench-boot.json -svg $(BUILD)/bench-boot.svg $(BENCH_BOOT_ARGS)
 
