@@ -486,7 +486,7 @@ func (r *reaper) reapAll() {
 func (r *reaper) start(path string, args []string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p, err := startPinned(r.pl, path, args, attr)
+	p, err := startPlaced(r.pl, path, args, attr)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -42,7 +42,7 @@ import (
 // L1's RT throttling (95% of each second) still leaves kernel threads on
 // that CPU their share.
 
-// rrSliceMillis is what setupSystem writes to sched_rr_timeslice_ms: one
+// rrSliceMillis is what agentMain writes to sched_rr_timeslice_ms: one
 // tick at the cloud kernel's HZ=250, the shortest slice RR has.
 const rrSliceMillis = 4
 
@@ -77,12 +77,12 @@ func jobCPUSet() (*unix.CPUSet, error) {
 	return &set, nil
 }
 
-// startPinned starts a process whose threads all begin with pl's CPU set
+// startPlaced starts a process whose threads all begin with pl's CPU set
 // and scheduling policy. The child inherits both from the thread that forks
 // it, so the fork happens on a goroutine locked to a thread of its own that
 // takes them; that goroutine ends still locked, which ends the thread too,
 // so no other goroutine ever runs narrowed or real-time.
-func startPinned(pl placement, path string, args []string, attr *os.ProcAttr) (*os.Process, error) {
+func startPlaced(pl placement, path string, args []string, attr *os.ProcAttr) (*os.Process, error) {
 	if pl.cpus == nil && !pl.realtime {
 		return os.StartProcess(path, args, attr)
 	}
@@ -100,8 +100,8 @@ func startPinned(pl placement, path string, args []string, attr *os.ProcAttr) (*
 			}
 		}
 		if pl.realtime {
-			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: jobPriority}
-			if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+			sa := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: jobPriority}
+			if err := unix.SchedSetAttr(0, &sa, 0); err != nil {
 				done <- started{nil, fmt.Errorf("job policy: sched_setattr SCHED_RR: %w", err)}
 				return
 			}

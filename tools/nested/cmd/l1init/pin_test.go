@@ -8,12 +8,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestStartPinned: a child started with a CPU set may run only there (the
+// TestStartPlaced: a child started with a CPU set may run only there (the
 // kernel's affinity for its pid says so), one started without keeps the
 // parent's; one started real-time runs under SCHED_RR at jobPriority, the
 // others under the parent's policy; the caller's own thread is left as it
 // was.
-func TestStartPinned(t *testing.T) {
+func TestStartPlaced(t *testing.T) {
 	var own unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &own); err != nil {
 		t.Fatal(err)
@@ -43,7 +43,7 @@ func TestStartPinned(t *testing.T) {
 		{"realtime", placement{realtime: true}, own, unix.SCHED_RR, jobPriority},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := startPinned(tc.pl, "/bin/sleep", []string{"sleep", "60"}, &os.ProcAttr{})
+			p, err := startPlaced(tc.pl, "/bin/sleep", []string{"sleep", "60"}, &os.ProcAttr{})
 			if tc.pl.realtime && errors.Is(err, unix.EPERM) {
 				t.Skipf("no CAP_SYS_NICE here: %v", err)
 			}
