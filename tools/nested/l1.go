@@ -117,8 +117,14 @@ type Config struct {
 	MemoryMiB  int               // default 3072
 	CPUs       int               // default 2
 	Append     string            // extra L1 kernel command line
-	WorkDir    string            // parent for per-L1 directories; empty: a temporary directory, removed on Close
-	Log        io.Writer         // progress lines; nil: discarded
+
+	// JobSched is the scheduling policy L1's agent starts jobs with:
+	// "rr" (SCHED_RR, the default, see cmd/l1init/pin.go) or "cfs"
+	// (Linux's fair scheduler). Empty: $NESTED_JOB_SCHED, else "rr". It
+	// is a switch for comparing the two, as pin.go's measurements did.
+	JobSched string
+	WorkDir  string    // parent for per-L1 directories; empty: a temporary directory, removed on Close
+	Log      io.Writer // progress lines; nil: discarded
 
 	// Disks are host files L1 sees as virtio-blk disks, /dev/vda,
 	// /dev/vdb, ... in this order (see DiskPath). The harness loads their
@@ -221,8 +227,17 @@ func (c Config) withDefaults() Config {
 	if c.ExecTimeout == 0 {
 		c.ExecTimeout = 5 * time.Minute
 	}
+	if c.JobSched == "" {
+		c.JobSched = os.Getenv(JobSchedEnv)
+	}
+	if c.JobSched == "" {
+		c.JobSched = proto.JobSchedRR
+	}
 	return c
 }
+
+// JobSchedEnv names the environment variable Config.JobSched defaults to.
+const JobSchedEnv = "NESTED_JOB_SCHED"
 
 // L1 is a running L1 guest. Its methods are safe for concurrent use, but
 // only one job runs at a time.
@@ -275,6 +290,9 @@ func Start(ctx context.Context, c Config) (*L1, error) {
 	}
 	if err := c.checkDisks(); err != nil {
 		return nil, err
+	}
+	if c.JobSched != proto.JobSchedRR && c.JobSched != proto.JobSchedCFS {
+		return nil, fmt.Errorf("nested: job scheduler %q (from Config.JobSched or $%s): want %q or %q", c.JobSched, JobSchedEnv, proto.JobSchedRR, proto.JobSchedCFS)
 	}
 	l := &L1{
 		cfg:     c,

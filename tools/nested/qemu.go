@@ -3,6 +3,8 @@ package nested
 import (
 	"fmt"
 	"strings"
+
+	"github.com/vmm-dev/vmm/tools/nested/proto"
 )
 
 // Child file descriptors of QEMU's two socket-backed serial ports. They are
@@ -27,9 +29,13 @@ func qemuOptValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 // ttyS0 carries only the job's bytes; panic=-1 with -no-reboot turns a
 // crashed L1 into an exited QEMU instead of a hang. tp_printk puts the
 // tracepoints the agent enables (KVM's shutdown intercepts, see
-// L1Signature) in that log too.
+// L1Signature) in that log too. The agent reads its job policy from
+// proto.JobSchedParam.
 func kernelCmdline(c Config) string {
 	parts := []string{"console=ttyS2", "rdinit=/init", "panic=-1", "mitigations=off", "nokaslr", "tp_printk"}
+	if c.JobSched != "" {
+		parts = append(parts, proto.JobSchedParam+"="+c.JobSched)
+	}
 	if c.Append != "" {
 		parts = append(parts, c.Append)
 	}

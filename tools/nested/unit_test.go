@@ -2,6 +2,7 @@ package nested
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -161,6 +162,29 @@ func TestResolveModulesModinfo(t *testing.T) {
 	}
 }
 
+func TestJobSchedDefault(t *testing.T) {
+	for _, tc := range []struct {
+		field, env, want string
+	}{
+		{"", "", "rr"},
+		{"", "cfs", "cfs"},
+		{"rr", "cfs", "rr"},
+		{"cfs", "", "cfs"},
+	} {
+		t.Setenv(JobSchedEnv, tc.env)
+		if got := (Config{JobSched: tc.field}).withDefaults().JobSched; got != tc.want {
+			t.Errorf("JobSched %q with $%s=%q: got %q, want %q", tc.field, JobSchedEnv, tc.env, got, tc.want)
+		}
+	}
+}
+
+func TestStartRejectsUnknownJobSched(t *testing.T) {
+	_, err := Start(context.Background(), Config{Kernel: "/nonexistent", QEMU: "true", JobSched: "fifo"})
+	if err == nil || !strings.Contains(err.Error(), `"fifo"`) {
+		t.Fatalf("Start with JobSched fifo: %v, want an error naming it", err)
+	}
+}
+
 func TestQEMUArgs(t *testing.T) {
 	c := Config{Kernel: "/k/bzImage", MemoryMiB: 3072, CPUs: 2, Append: "foo=1"}.withDefaults()
 	args := qemuArgs(c, qemuSpec{Initrd: "/w/initrd", KernelLog: "/w,x/kernel.log"})
@@ -179,6 +203,9 @@ func TestQEMUArgs(t *testing.T) {
 	i := slices.Index(args, "-append")
 	if i < 0 || !strings.HasPrefix(args[i+1], "console=ttyS2 ") || !strings.HasSuffix(args[i+1], " foo=1") {
 		t.Errorf("bad -append in %q", args)
+	}
+	if !strings.Contains(args[i+1], " l1init.jobsched=rr ") {
+		t.Errorf("-append lacks the default job policy: %q", args[i+1])
 	}
 	// Serial order defines ttyS0..2 in the guest.
 	var serials []string

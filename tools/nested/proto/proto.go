@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Ops sent by the host.
@@ -139,4 +140,29 @@ type InitConfig struct {
 	// Devices are device nodes (disks) the agent waits for after
 	// loading the modules: a test must not start before its disks exist.
 	Devices []string `json:"devices,omitempty"`
+}
+
+// JobSchedParam is the L1 kernel command-line parameter that tells the
+// agent which scheduling policy to start jobs with: JobSchedRR or
+// JobSchedCFS. It travels on the command line rather than in InitConfig
+// so that one cached initramfs serves both.
+const JobSchedParam = "l1init.jobsched"
+
+// Values of JobSchedParam.
+const (
+	JobSchedRR  = "rr"  // SCHED_RR at the lowest real-time priority
+	JobSchedCFS = "cfs" // Linux's fair scheduler (SCHED_OTHER)
+)
+
+// JobSched returns JobSchedParam's value on a kernel command line, or ""
+// when it is not there. The last occurrence wins, as for the kernel's own
+// parameters.
+func JobSched(cmdline string) string {
+	v := ""
+	for _, f := range strings.Fields(cmdline) {
+		if val, ok := strings.CutPrefix(f, JobSchedParam+"="); ok {
+			v = val
+		}
+	}
+	return v
 }

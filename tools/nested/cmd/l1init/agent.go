@@ -62,10 +62,22 @@ func agentMain(logger *log.Logger) error {
 		logger.Printf("jobs not pinned: %v", err)
 	}
 	pl := placement{cpus: cpus, realtime: true}
-	if err := os.WriteFile("/proc/sys/kernel/sched_rr_timeslice_ms", []byte(fmt.Sprint(rrSliceMillis)), 0); err != nil {
-		// RR with the default 100 ms slice is slower than CFS (see pin.go).
-		logger.Printf("jobs under CFS: %v", err)
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		logger.Printf("read kernel command line: %v", err)
+	}
+	switch v := proto.JobSched(string(cmdline)); v {
+	case proto.JobSchedCFS:
+		logger.Printf("jobs under CFS: %s=%s", proto.JobSchedParam, v)
 		pl.realtime = false
+	case "", proto.JobSchedRR:
+		if err := os.WriteFile("/proc/sys/kernel/sched_rr_timeslice_ms", []byte(fmt.Sprint(rrSliceMillis)), 0); err != nil {
+			// RR with the default 100 ms slice is slower than CFS (see pin.go).
+			logger.Printf("jobs under CFS: %v", err)
+			pl.realtime = false
+		}
+	default:
+		return fmt.Errorf("%s=%s: want %s or %s", proto.JobSchedParam, v, proto.JobSchedRR, proto.JobSchedCFS)
 	}
 	a := &agent{logger: logger, reaper: newReaper(pl)}
 	go a.reaper.loop()
