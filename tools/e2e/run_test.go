@@ -104,6 +104,7 @@ type redirectReport struct {
 	Sent      int                 `json:"sent"`
 	TimedOut  bool                `json:"timed_out"`
 	ElapsedMS float64             `json:"elapsed_ms"`
+	Threads   []string            `json:"threads"`
 	Files     map[string]string   `json:"files"`
 	SHA256    map[string]string   `json:"sha256"`
 	Glob      map[string][]string `json:"glob"`
@@ -117,9 +118,38 @@ type redirectReport struct {
 
 // String is what a failure shows: the command, how it ended, and the
 // ends of both streams.
+// A command redirect stopped also shows its threads as they were before
+// the SIGQUIT and, from the goroutine dump, each goroutine's state and
+// innermost function: the dump's tail alone is one goroutine's.
 func (r redirectReport) String() string {
-	return fmt.Sprintf("%q: exit %d signal %d sent %d timed out %v after %.1fs\n--- stdout (tail) ---\n%s\n--- stderr (tail) ---\n%s\n---",
+	s := fmt.Sprintf("%q: exit %d signal %d sent %d timed out %v after %.1fs\n--- stdout (tail) ---\n%s\n--- stderr (tail) ---\n%s\n---",
 		r.Args, r.Exit, r.Signal, r.Sent, r.TimedOut, r.ElapsedMS/1000, tailLines(r.Stdout, 30), tailLines(r.Stderr, 40))
+	if len(r.Threads) > 0 {
+		s += "\n--- threads before the SIGQUIT ---\n" + strings.Join(r.Threads, "\n") + "\n---"
+	}
+	if g := goroutineSummary(r.Stderr); g != "" {
+		s += "\n--- goroutines (state, innermost function) ---\n" + g + "\n---"
+	}
+	return s
+}
+
+// goroutineSummary condenses a Go goroutine dump to one line per
+// goroutine: its header ("goroutine 7 [IO wait, 2 minutes]:") and the
+// function below it.
+func goroutineSummary(dump string) string {
+	var out []string
+	lines := strings.Split(dump, "\n")
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "goroutine ") || !strings.HasSuffix(l, ":") {
+			continue
+		}
+		fn := ""
+		if i+1 < len(lines) {
+			fn = strings.TrimSpace(lines[i+1])
+		}
+		out = append(out, strings.TrimSuffix(l, ":")+" "+fn)
+	}
+	return strings.Join(out, "\n")
 }
 
 // redirectExec runs args in L1 under redirect with its flags; timeout
@@ -513,5 +543,28 @@ func TestEmulatorCrash(t *testing.T) {
 		if tt.r.TimedOut && !tt.want && whyNot == "" {
 			t.Errorf("%s: a timed-out run not counted says nothing of why", tt.name)
 		}
+	}
+}
+
+func TestGoroutineSummary(t *testing.T) {
+	dump := `SIGQUIT: quit
+PC=0x46f01c m=0 sigcode=0
+
+goroutine 1 gp=0x1 m=nil [semacquire, 2 minutes]:
+sync.runtime_Semacquire(0x183aad4f8638?)
+	/usr/local/go/src/runtime/sema.go:71 +0x25
+main.main()
+
+goroutine 7 [IO wait]:
+internal/poll.runtime_pollWait(0x7fbe169a5f40, 0x72)
+	/usr/local/go/src/runtime/netpoll.go:351 +0x85
+`
+	want := "goroutine 1 gp=0x1 m=nil [semacquire, 2 minutes] sync.runtime_Semacquire(0x183aad4f8638?)\n" +
+		"goroutine 7 [IO wait] internal/poll.runtime_pollWait(0x7fbe169a5f40, 0x72)"
+	if got := goroutineSummary(dump); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	if got := goroutineSummary("vmm: guest stopped\n"); got != "" {
+		t.Errorf("no dump: got %q", got)
 	}
 }

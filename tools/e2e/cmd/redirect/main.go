@@ -13,9 +13,9 @@
 // emulated latency to an already emulated boot. With -on the delay counts
 // from the moment CMD's stderr first contains TEXT, so a test can signal
 // at a point in CMD's progress rather than at a time, which an emulated
-// machine's speed makes a guess. -timeout sends SIGQUIT
-// (a Go program prints its goroutines), then SIGKILL, so a hung command
-// still yields a report with the evidence.
+// machine's speed makes a guess. -timeout describes CMD's threads from
+// /proc, then sends SIGQUIT (a Go program prints its goroutines), then
+// SIGKILL, so a hung command still yields a report with the evidence.
 package main
 
 import (
@@ -49,6 +49,9 @@ type Report struct {
 	Sent      int     `json:"sent,omitempty"`
 	TimedOut  bool    `json:"timed_out,omitempty"`
 	ElapsedMS float64 `json:"elapsed_ms"`
+	// Threads describes CMD's threads and its descendants' when -timeout
+	// ran out, before the SIGQUIT (see threads.go).
+	Threads []string `json:"threads,omitempty"`
 	// Files, SHA256 and Glob answer -cat, -sha256 and -glob after CMD
 	// ended; an error is reported in place of the value.
 	Files  map[string]string   `json:"files,omitempty"`
@@ -195,6 +198,7 @@ wait:
 			signalC = nil
 		case <-timeoutC:
 			rep.TimedOut = true
+			rep.Threads = describeThreads("/proc", cmd.Process.Pid, time.Second)
 			cmd.Process.Signal(syscall.SIGQUIT)
 			killC = time.After(killGrace)
 			timeoutC = nil

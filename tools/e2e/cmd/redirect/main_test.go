@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ func TestRun(t *testing.T) {
 		exit, signal     int
 		sent             int
 		timedOut, hasErr bool
+		threads          []string // commands whose threads the report must describe
 	}{
 		{name: "streams apart", args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, stdout: "out\n", stderr: "err\n", exit: 3},
 		{name: "killed", args: []string{"sh", "-c", "kill -TERM $$"}, exit: -1, signal: int(syscall.SIGTERM)},
@@ -28,12 +31,12 @@ func TestRun(t *testing.T) {
 		{name: "signal on text", args: []string{"sh", "-c", "printf 'rea' >&2; sleep 0.3; echo dy >&2; sleep 2; echo too late"},
 			sig: signalSpec{num: int(syscall.SIGTERM), on: "ready"}, stderr: "ready\n", exit: -1, signal: int(syscall.SIGTERM), sent: int(syscall.SIGTERM)},
 		{name: "text never comes", args: []string{"sh", "-c", "echo other >&2"}, sig: signalSpec{num: int(syscall.SIGTERM), on: "ready"}, stderr: "other\n"},
-		{name: "timeout", args: []string{"sleep", "10"}, timeout: 50 * time.Millisecond, exit: -1, signal: int(syscall.SIGQUIT), timedOut: true},
+		{name: "timeout", args: []string{"sleep", "10"}, timeout: 50 * time.Millisecond, exit: -1, signal: int(syscall.SIGQUIT), timedOut: true, threads: []string{"sleep"}},
 		{name: "no such command", args: []string{"/no/such/command"}, exit: -1, hasErr: true},
 		// The sleeps sh started keep the streams open for 3 s after
 		// the timeout killed sh; the report comes after ioGrace.
 		{name: "timeout with the streams held", args: []string{"sh", "-c", "echo out; sleep 3 & sleep 3"}, timeout: 50 * time.Millisecond,
-			stdout: "out\n", exit: -1, signal: int(syscall.SIGQUIT), timedOut: true},
+			stdout: "out\n", exit: -1, signal: int(syscall.SIGQUIT), timedOut: true, threads: []string{"sh", "sleep"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,6 +50,14 @@ func TestRun(t *testing.T) {
 			}
 			if r.Stdout != tt.stdout || r.Stderr != tt.stderr || r.Exit != tt.exit || r.Signal != tt.signal || r.Sent != tt.sent || r.TimedOut != tt.timedOut {
 				t.Errorf("got %+v", r)
+			}
+			if !tt.timedOut && len(r.Threads) > 0 {
+				t.Errorf("threads described without a timeout: %q", r.Threads)
+			}
+			for _, comm := range tt.threads {
+				if !slices.ContainsFunc(r.Threads, func(l string) bool { return strings.Contains(l, " "+comm+" state=") }) {
+					t.Errorf("no thread of %s in %q", comm, r.Threads)
+				}
 			}
 		})
 	}
