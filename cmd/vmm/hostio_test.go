@@ -106,6 +106,13 @@ func (g *fakeGuest) run() (status int, ok bool) {
 		for g.job(line) {
 		}
 		return 0, false
+	case "stuck":
+		// A machine that never stops: a device holding a request the
+		// host never completes looks like this to runMode.
+		g.job([]byte("stuck\n"))
+		for {
+			time.Sleep(time.Hour)
+		}
 	case "job-then-exit":
 		if !g.job(pattern(g.n)) {
 			return 0, false
@@ -570,5 +577,60 @@ func TestGuestOutputAllocatesNothing(t *testing.T) {
 		}); n != 0 {
 			t.Errorf("%s: %v allocations per byte", tc.name, n)
 		}
+	}
+}
+
+// TestBackstop: a machine that does not stop when -timeout or a signal
+// ends the run still lets vmm exit, stopBackstop later, with the stop's
+// status and a line saying why, and the scratch disk removed.
+func TestBackstop(t *testing.T) {
+	t.Parallel() // it waits out the backstop's 10 s
+	for _, tc := range []struct {
+		name   string
+		stop   string
+		status int
+		want   string
+	}{
+		{"-timeout", "timeout", exitTimeout, "-timeout 500ms reached; the machine did not stop within 10s after that: exiting without it"},
+		{"SIGTERM", "SIGTERM", 128 + 15, "the machine did not stop within 10s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"run", "-kernel", "fake"}
+			if tc.stop == "timeout" {
+				args = append(args, "-timeout", "500ms")
+			}
+			args = append(args, "-out", t.TempDir(), "--", "job")
+			c := startChild(t, "stuck", 0, false, args...)
+			stopAt := time.Now()
+			if tc.stop == "SIGTERM" {
+				if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				stopAt = stopAt.Add(500 * time.Millisecond)
+			}
+			status := c.wait(t, time.Until(stopAt)+stopBackstop+5*time.Second, tc.stop)
+			if took := time.Since(stopAt); took < stopBackstop {
+				t.Errorf("vmm exited %v after %s, before the backstop's %v", took, tc.stop, stopBackstop)
+			}
+			if status != tc.status {
+				t.Errorf("status %d, want %d", status, tc.status)
+			}
+			msg := c.stderrText(t)
+			lines := strings.Split(strings.TrimSpace(msg), "\n")
+			if last := lines[len(lines)-1]; !strings.Contains(last, tc.want) {
+				t.Errorf("stderr ends %q, want it to contain %q", last, tc.want)
+			}
+			// The evidence: the goroutine that held the stop.
+			for _, want := range []string{"(*fakeGuest).run("} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, msg)
+				}
+			}
+			if left, _ := filepath.Glob(filepath.Join(c.tmp, "*")); len(left) > 0 {
+				t.Errorf("left in TMPDIR: %q", left)
+			}
+		})
 	}
 }

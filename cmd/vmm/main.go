@@ -511,6 +511,10 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			cancel(signalError{s.(unix.Signal)})
 		}
 	}()
+	// Disarmed last, after host.finish: the backstop bounds the whole
+	// stop, output included.
+	bs, disarm := armBackstop(ctx, stderrFile, os.Exit)
+	defer disarm()
 
 	var bootReport func(io.Writer)
 	if o.bootTimer {
@@ -544,6 +548,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			return 1
 		}
 		defer job.remove()
+		bs.onExit(job.remove)
 		// The job's stdin and stdout on COM2, the console on stderr.
 		cfg.JobOutput = host.job
 		if stdin != nil {
@@ -553,6 +558,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		if stdin != nil {
 			if term, err := rawterm.MakeRaw(int(stdin.Fd())); err == nil {
 				restore = term
+				bs.onExit(term)
 				cfg.ConsoleIn = &escapeReader{r: stdin, quit: func() { cancel(errQuit) }}
 			} else {
 				cfg.ConsoleIn = stdin

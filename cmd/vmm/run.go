@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/spf13/pflag"
 
@@ -60,6 +61,9 @@ type jobFiles struct {
 	// emptyDir, for -snapshot, serves the snapshot's share slots this
 	// run does not use; removed at exit.
 	emptyDir string
+	// removed makes remove run once: runMode defers it, and the
+	// backstop (backstop.go) may call it meanwhile.
+	removed sync.Once
 }
 
 // prepareJob turns cfg into a job VM: the job spec and shared files as an
@@ -157,13 +161,15 @@ func (j *jobFiles) collect(ctx context.Context) error {
 }
 
 func (j *jobFiles) remove() {
-	if j.outDisk != "" {
-		os.Remove(j.outDisk)
-	}
-	if j.snap != nil {
-		j.snap.Close()
-	}
-	if j.emptyDir != "" {
-		os.Remove(j.emptyDir)
-	}
+	j.removed.Do(func() {
+		if j.outDisk != "" {
+			os.Remove(j.outDisk)
+		}
+		if j.snap != nil {
+			j.snap.Close()
+		}
+		if j.emptyDir != "" {
+			os.Remove(j.emptyDir)
+		}
+	})
 }

@@ -141,12 +141,12 @@ func TestCollectWithoutOut(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "no-such.img")
 	for _, tc := range []struct {
 		name    string
-		j       jobFiles
+		j       *jobFiles
 		wantErr bool
 	}{
-		{"no disk", jobFiles{}, false},
-		{"disk, no -out", jobFiles{outDisk: missing}, false},
-		{"disk and -out", jobFiles{outDisk: missing, outDir: t.TempDir()}, true},
+		{"no disk", &jobFiles{}, false},
+		{"disk, no -out", &jobFiles{outDisk: missing}, false},
+		{"disk and -out", &jobFiles{outDisk: missing, outDir: t.TempDir()}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.j.collect(t.Context())
