@@ -41,7 +41,7 @@ type rig struct {
 }
 
 // newRig shares a directory holding a file f and a directory d.
-func newRig(t *testing.T, readOnly, eventIdx bool) *rig {
+func newRig(t testing.TB, readOnly, eventIdx bool) *rig {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("hello\n"), 0o644); err != nil {
@@ -58,7 +58,7 @@ func newRig(t *testing.T, readOnly, eventIdx bool) *rig {
 	return newRigFor(t, d, dir, eventIdx)
 }
 
-func newRigFor(t *testing.T, d *Device, dir string, eventIdx bool) *rig {
+func newRigFor(t testing.TB, d *Device, dir string, eventIdx bool) *rig {
 	t.Helper()
 	r := &rig{d: d, dir: dir, mem: virtiotest.NewMem(ramBase, ramSize)}
 	var err error
@@ -76,7 +76,7 @@ func newRigFor(t *testing.T, d *Device, dir string, eventIdx bool) *rig {
 }
 
 // activate sets the queues up afresh and starts the device.
-func (r *rig) activate(t *testing.T, eventIdx bool) {
+func (r *rig) activate(t testing.TB, eventIdx bool) {
 	t.Helper()
 	features := r.d.Features()
 	if !eventIdx {
@@ -148,7 +148,7 @@ func split(req []byte, replyLen, piece int) []virtiotest.Buf {
 // covers every chain the used ring is complete; waiting for the worker
 // to go idle too orders the worker's last ring accesses before the
 // test's.
-func (r *rig) run(t *testing.T, q int, chains ...chain) [][]byte {
+func (r *rig) run(t testing.TB, q int, chains ...chain) [][]byte {
 	t.Helper()
 	heads := make([]uint16, len(chains))
 	for i, c := range chains {
@@ -213,7 +213,7 @@ func (r *rig) run(t *testing.T, q int, chains ...chain) [][]byte {
 // call sends one request on the request queue in pieces of at most 4 KiB
 // with replyLen bytes for the reply and returns the reply's errno and
 // body.
-func (r *rig) call(t *testing.T, req []byte, replyLen int) (unix.Errno, []byte) {
+func (r *rig) call(t testing.TB, req []byte, replyLen int) (unix.Errno, []byte) {
 	t.Helper()
 	reply := r.run(t, requestQueue, chain{bufs: split(req, replyLen, 4096)})[0]
 	h, body, err := fusetest.Parse(reply)
@@ -223,7 +223,7 @@ func (r *rig) call(t *testing.T, req []byte, replyLen int) (unix.Errno, []byte) 
 	return unix.Errno(-h.Status), body
 }
 
-func (r *rig) init(t *testing.T) {
+func (r *rig) init(t testing.TB) {
 	t.Helper()
 	errno, body := r.call(t, fusetest.Init(r.next()), 4096)
 	if errno != 0 {
@@ -234,7 +234,7 @@ func (r *rig) init(t *testing.T) {
 	}
 }
 
-func (r *rig) lookup(t *testing.T, parent uint64, name string) fuse.EntryOut {
+func (r *rig) lookup(t testing.TB, parent uint64, name string) fuse.EntryOut {
 	t.Helper()
 	errno, body := r.call(t, fusetest.Encode(fusetest.OpLookup, r.next(), parent, nil, fusetest.Name(name)), 4096)
 	if errno != 0 {
