@@ -4,13 +4,11 @@
 // UDP through ordinary host sockets and forwards host ports into the
 // guest. It needs no privilege: no TAP, no CAP_NET_ADMIN, no root.
 //
-// The stack is gVisor's netstack, with the DNS server of
-// gvisor-tap-vsock (the network of podman machine and lima) and a link
-// endpoint of this package's own (link.go). gvisor-tap-vsock's
-// VirtualNetwork is not used: it has no way to stop its goroutines, and
-// vmm builds and closes many machines in one process. So this package
-// assembles the stack itself and owns every goroutine it starts; Close
-// ends them all.
+// The stack is gVisor's netstack, with a link endpoint (link.go) and a
+// DNS server (dns.go, on miekg/dns) of this package's own. It assembles
+// the stack itself, as gvisor-tap-vsock (the network of podman machine
+// and lima) does, and owns every goroutine it starts; Close ends them
+// all, since vmm builds and closes many machines in one process.
 //
 // Addresses are QEMU's slirp ones, which is what users of "-nic user"
 // expect: the network is 10.0.2.0/24, the guest gets 10.0.2.15, the
@@ -49,7 +47,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/containers/gvisor-tap-vsock/pkg/services/dns"
+	"github.com/miekg/dns"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -284,18 +282,15 @@ func (n *Network) serveDNS() error {
 	if !n.track(tl) {
 		return net.ErrClosed
 	}
-	r := &net.Resolver{PreferGo: true, Dial: n.dialDNS}
-	// gvisor-tap-vsock's server logs (through logrus, on stderr) every
-	// answer it cannot send; after Close that is every answer to a
-	// query in flight, so the sockets it gets drop those quietly.
-	srv, err := dns.NewWithUpstreamResolver(quietPacketConn{uc, n.done}, quietListener{tl, n.done}, nil, resolver{ctx: n.ctx, r: r})
-	if err != nil {
-		return fmt.Errorf("DNS server: %w", err)
-	}
+	h := dnsHandler{ctx: n.ctx, lookup: &net.Resolver{PreferGo: true, Dial: n.dialDNS}}
+	// After Close, every answer to a query in flight fails to send; the
+	// sockets drop those quietly.
+	udpSrv := &dns.Server{PacketConn: quietPacketConn{uc, n.done}, Handler: h}
+	tcpSrv := &dns.Server{Listener: quietListener{tl, n.done}, Handler: h}
 	// Both return once their socket is closed; the error says only
 	// that.
-	n.spawn(func() { _ = srv.Serve() })
-	n.spawn(func() { _ = srv.ServeTCP() })
+	n.spawn(func() { _ = udpSrv.ActivateAndServe() })
+	n.spawn(func() { _ = tcpSrv.ActivateAndServe() })
 	return nil
 }
 
@@ -454,36 +449,4 @@ func (c quietConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return m, err
-}
-
-// resolver is the DNS server's upstream: the host's resolver, with
-// lookups bounded by the network's life (the server itself passes no
-// deadline).
-type resolver struct {
-	ctx context.Context
-	r   *net.Resolver
-}
-
-func (r resolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
-	return r.r.LookupIPAddr(r.ctx, host)
-}
-
-func (r resolver) LookupCNAME(_ context.Context, host string) (string, error) {
-	return r.r.LookupCNAME(r.ctx, host)
-}
-
-func (r resolver) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
-	return r.r.LookupMX(r.ctx, name)
-}
-
-func (r resolver) LookupNS(_ context.Context, name string) ([]*net.NS, error) {
-	return r.r.LookupNS(r.ctx, name)
-}
-
-func (r resolver) LookupSRV(_ context.Context, service, proto, name string) (string, []*net.SRV, error) {
-	return r.r.LookupSRV(r.ctx, service, proto, name)
-}
-
-func (r resolver) LookupTXT(_ context.Context, name string) ([]string, error) {
-	return r.r.LookupTXT(r.ctx, name)
 }
