@@ -114,27 +114,25 @@ func (h dnsHandler) answer(req *dns.Msg, size int) *dns.Msg {
 
 // records looks q up on the host. A name that exists without records of
 // q's type gets none and no error (NODATA), so that a guest asking for
-// AAAA of a name with only IPv4 addresses is not told the name does not
-// exist (musl's resolver then drops the A answer too); so does a type
-// the host's resolver cannot look up.
+// AAAA is not told the name does not exist (musl's resolver then drops
+// the A answer too); so does a type the host's resolver cannot look up.
 func (h dnsHandler) records(ctx context.Context, q dns.Question) ([]dns.RR, error) {
 	hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: dns.ClassINET, Ttl: dnsTTL}
 	var rrs []dns.RR
 	switch q.Qtype {
 	case dns.TypeA, dns.TypeAAAA:
-		// Both families, so that a name with addresses of the other
-		// one only is NODATA rather than NXDOMAIN.
+		// Both families, so that a name with IPv6 addresses only is
+		// NODATA rather than NXDOMAIN. AAAA questions get no answers:
+		// the network carries no IPv6 (the guest has no IPv6 address
+		// or route through it), and an AAAA answer would send the
+		// guest's connections to addresses it cannot reach first.
 		ips, err := h.lookup.LookupNetIP(ctx, "ip", q.Name)
 		if err != nil {
 			return nil, err
 		}
 		for _, ip := range ips {
-			ip = ip.Unmap()
-			switch {
-			case q.Qtype == dns.TypeA && ip.Is4():
+			if ip = ip.Unmap(); q.Qtype == dns.TypeA && ip.Is4() {
 				rrs = append(rrs, &dns.A{Hdr: hdr, A: ip.AsSlice()})
-			case q.Qtype == dns.TypeAAAA && ip.Is6():
-				rrs = append(rrs, &dns.AAAA{Hdr: hdr, AAAA: ip.AsSlice()})
 			}
 		}
 	case dns.TypeCNAME:

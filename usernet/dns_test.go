@@ -28,6 +28,8 @@ func (fakeLookup) LookupNetIP(_ context.Context, network, host string) ([]netip.
 		return []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("::ffff:192.0.2.2")}, nil
 	case "v4only.test.":
 		return []netip.Addr{netip.MustParseAddr("192.0.2.3")}, nil
+	case "v6only.test.":
+		return []netip.Addr{netip.MustParseAddr("2001:db8::6")}, nil
 	case "many.test.":
 		var ips []netip.Addr
 		for i := range 100 {
@@ -100,8 +102,12 @@ func TestDNSAnswer(t *testing.T) {
 		tc    bool
 	}{
 		{"A", query("both.test.", dns.TypeA), 512, dns.RcodeSuccess, []string{"192.0.2.1", "192.0.2.2"}, false},
-		{"AAAA", query("both.test.", dns.TypeAAAA), 512, dns.RcodeSuccess, []string{"2001:db8::1"}, false},
-		{"AAAA of an IPv4-only name is NODATA", query("v4only.test.", dns.TypeAAAA), 512, dns.RcodeSuccess, nil, false},
+		// No IPv6 on this network: AAAA is NODATA, but NXDOMAIN for
+		// a name that does not exist.
+		{"AAAA", query("both.test.", dns.TypeAAAA), 512, dns.RcodeSuccess, nil, false},
+		{"AAAA of an IPv4-only name", query("v4only.test.", dns.TypeAAAA), 512, dns.RcodeSuccess, nil, false},
+		{"AAAA of an unknown name", query("nowhere.test.", dns.TypeAAAA), 512, dns.RcodeNameError, nil, false},
+		{"A of an IPv6-only name", query("v6only.test.", dns.TypeA), 512, dns.RcodeSuccess, nil, false},
 		{"unknown name", query("nowhere.test.", dns.TypeA), 512, dns.RcodeNameError, nil, false},
 		{"upstream timeout", query("slow.test.", dns.TypeA), 512, dns.RcodeServerFailure, nil, false},
 		{"CNAME", query("alias.test.", dns.TypeCNAME), 512, dns.RcodeSuccess, []string{"both.test."}, false},
