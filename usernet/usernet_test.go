@@ -557,6 +557,28 @@ func TestDNS(t *testing.T) {
 	if len(a.Answer) != 1 || a.Answer[0].(*dns.A).A.String() != "192.0.2.7" {
 		t.Fatalf("answer %v, want test.vmm. A 192.0.2.7", a.Answer)
 	}
+
+	// The same over TCP: a two-byte length before each message (RFC
+	// 1035 §4.2.2).
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	tc, err := g.dialTCP(ctx, DNSAddr+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(testTimeout))
+	dc := &dns.Conn{Conn: tc}
+	if err := dc.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	ta, err := dc.ReadMsg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ta.Answer) != 1 || ta.Answer[0].(*dns.A).A.String() != "192.0.2.7" {
+		t.Fatalf("answer over TCP %v, want test.vmm. A 192.0.2.7", ta.Answer)
+	}
 }
 
 // A TCP and a UDP hostfwd reach servers in the guest; a second network
