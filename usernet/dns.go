@@ -36,6 +36,14 @@ const dnsTTL = 60
 // defaults), so this leaves it one full round.
 const dnsLookupTimeout = 10 * time.Second
 
+// dnsMaxLookups bounds the questions being looked up at once. miekg/dns
+// serves each query on a goroutine of its own, and a lookup can take
+// dnsLookupTimeout, so without a bound a guest sending queries fast
+// would have vmm hold goroutines and upstream sockets without limit. A
+// question beyond it is answered SERVFAIL at once, which a resolver
+// retries; 64 is far more than a job's resolver keeps in flight.
+const dnsMaxLookups = 64
+
 // hostLookup is what the DNS server asks of the host's resolver:
 // *net.Resolver, or a fake in tests.
 type hostLookup interface {
@@ -49,10 +57,12 @@ type hostLookup interface {
 }
 
 // dnsHandler answers the guest's queries; ctx ends with the network, and
-// with it every lookup in flight.
+// with it every lookup in flight. slots holds a token per lookup in
+// flight (dnsMaxLookups); nil means no bound.
 type dnsHandler struct {
 	ctx    context.Context
 	lookup hostLookup
+	slots  chan struct{}
 }
 
 // ServeDNS is miekg/dns's callback for one query.
@@ -95,6 +105,15 @@ func (h dnsHandler) answer(req *dns.Msg, size int) *dns.Msg {
 	case req.Question[0].Qclass != dns.ClassINET:
 		m.Rcode = dns.RcodeNotImplemented
 		return m
+	}
+	if h.slots != nil {
+		select {
+		case h.slots <- struct{}{}:
+			defer func() { <-h.slots }()
+		default:
+			m.Rcode = dns.RcodeServerFailure
+			return m
+		}
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, dnsLookupTimeout)
 	defer cancel()

@@ -225,3 +225,42 @@ func TestReverseAddr(t *testing.T) {
 		}
 	}
 }
+
+// blockingLookup holds every address lookup until release is closed.
+type blockingLookup struct {
+	fakeLookup
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b blockingLookup) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	b.started <- struct{}{}
+	<-b.release
+	return b.fakeLookup.LookupNetIP(ctx, network, host)
+}
+
+// A guest flooding the server gets SERVFAIL beyond dnsMaxLookups lookups
+// in flight, at once, and answers again once they finish.
+func TestDNSLookupBound(t *testing.T) {
+	b := blockingLookup{started: make(chan struct{}, dnsMaxLookups), release: make(chan struct{})}
+	h := dnsHandler{ctx: context.Background(), lookup: b, slots: make(chan struct{}, dnsMaxLookups)}
+	done := make(chan int, dnsMaxLookups)
+	for range dnsMaxLookups {
+		go func() { done <- h.answer(query("both.test.", dns.TypeA), 512).Rcode }()
+	}
+	for range dnsMaxLookups {
+		<-b.started
+	}
+	if rc := h.answer(query("both.test.", dns.TypeA), 512).Rcode; rc != dns.RcodeServerFailure {
+		t.Fatalf("lookup %d: rcode %s, want SERVFAIL", dnsMaxLookups+1, dns.RcodeToString[rc])
+	}
+	close(b.release)
+	for range dnsMaxLookups {
+		if rc := <-done; rc != dns.RcodeSuccess {
+			t.Fatalf("held lookup: rcode %s", dns.RcodeToString[rc])
+		}
+	}
+	if m := h.answer(query("both.test.", dns.TypeA), 512); m.Rcode != dns.RcodeSuccess || len(m.Answer) != 2 {
+		t.Fatalf("after the flood: rcode %s, %d answers", dns.RcodeToString[m.Rcode], len(m.Answer))
+	}
+}

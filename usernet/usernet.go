@@ -282,7 +282,7 @@ func (n *Network) serveDNS() error {
 	if !n.track(tl) {
 		return net.ErrClosed
 	}
-	h := dnsHandler{ctx: n.ctx, lookup: &net.Resolver{PreferGo: true, Dial: n.dialDNS}}
+	h := dnsHandler{ctx: n.ctx, lookup: &net.Resolver{PreferGo: true, Dial: n.dialDNS}, slots: make(chan struct{}, dnsMaxLookups)}
 	// After Close, every answer to a query in flight fails to send; the
 	// sockets drop those quietly.
 	udpSrv := &dns.Server{PacketConn: quietPacketConn{uc, n.done}, Handler: h}
