@@ -160,6 +160,7 @@ func rules(pid int) []rule {
 		// I/O on descriptors opened during setup.
 		{"read", always, nil, "console and job input, eventfd kicks, TAP frames, the runtime's cgroup files"},
 		{"write", always, nil, "console and job output, eventfd interrupts, TAP frames, messages on stderr"},
+		{"writev", always, nil, "virtio-net sends a frame to the TAP from the guest's buffers"},
 		{"pread64", always, nil, "the runtime rereads its cgroup CPU limit (GOMAXPROCS)"},
 		{"preadv", always, nil, "virtio-blk reads a request's buffers"},
 		{"pwritev", always, nil, "virtio-blk writes a request's buffers"},

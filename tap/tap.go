@@ -62,7 +62,24 @@ type Tap struct {
 	tryBuf []byte
 	tryN   int
 	tryErr error
+
+	// WriteVectors' state, likewise: writevOnce bound once, the iovec
+	// array it fills (maxVectors entries) and its result.
+	wvFn  func(fd uintptr) bool
+	wvIov []unix.Iovec
+	wvLen int
+	wvN   int
+	wvErr error
 }
+
+// maxVectors is the most buffers WriteVectors takes for one frame. A
+// Linux guest sends a frame in at most MAX_SKB_FRAGS (17) pieces plus
+// its linear part and header (drivers/net/virtio_net.c, xmit_skb); 64
+// leaves room for other drivers and stays far below IOV_MAX (1024).
+const maxVectors = 64
+
+// MaxVectors is the most buffers WriteVectors takes for one frame.
+func (t *Tap) MaxVectors() int { return maxVectors }
 
 // ValidateName checks name the way the kernel's dev_valid_name does
 // (net/core/dev.c), so a bad name fails with a clear message before any
@@ -149,6 +166,8 @@ func Open(name string) (*Tap, error) {
 		return nil, fmt.Errorf("tap %s: %w", name, err)
 	}
 	t.tryFn = t.tryOnce
+	t.wvFn = t.writevOnce
+	t.wvIov = make([]unix.Iovec, maxVectors)
 	ok = true
 	return t, nil
 }
@@ -210,6 +229,62 @@ func (t *Tap) Write(p []byte) (int, error) {
 		return n, fmt.Errorf("tap %s: write: %w", t.name, err)
 	}
 	return n, nil
+}
+
+// WriteVectors sends one frame, header in front, gathered from bufs with
+// one writev(2): a virtio-net device passes the guest's TX buffers as
+// they are, rather than copying them into a frame first. The kernel
+// copies the frame out before the call returns, so bufs may change
+// afterwards (and a guest changing them during the call changes only
+// the frame it sends). At most MaxVectors buffers; it waits as Write
+// does, and allocates nothing.
+func (t *Tap) WriteVectors(bufs [][]byte) (int, error) {
+	if len(bufs) > maxVectors {
+		return 0, fmt.Errorf("tap %s: write: %d buffers, more than %d", t.name, len(bufs), maxVectors)
+	}
+	t.wvLen = 0
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue // an iovec's base must point somewhere
+		}
+		t.wvIov[t.wvLen].Base = &b[0]
+		t.wvIov[t.wvLen].SetLen(len(b))
+		t.wvLen++
+	}
+	t.wvN, t.wvErr = 0, nil
+	err := t.raw.Write(t.wvFn)
+	n, werr := t.wvN, t.wvErr
+	// Drop the references into the caller's buffers.
+	clear(t.wvIov[:t.wvLen])
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, fmt.Errorf("tap %s: write: %w", t.name, err)
+	case err != nil:
+		return 0, fmt.Errorf("tap %s: write: %w (%v)", t.name, os.ErrClosed, err)
+	case werr != nil:
+		return n, fmt.Errorf("tap %s: write: %w", t.name, werr)
+	}
+	return n, nil
+}
+
+// writevOnce is WriteVectors' writev(2), run by the raw connection with
+// the descriptor held open; it asks to wait for room on EAGAIN.
+func (t *Tap) writevOnce(fd uintptr) bool {
+	for {
+		n, errno := writev(fd, t.wvIov[:t.wvLen])
+		switch errno {
+		case 0:
+			t.wvN, t.wvErr = n, nil
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			t.wvN, t.wvErr = 0, errno
+			return true
+		}
+	}
 }
 
 // SetReadDeadline and SetWriteDeadline bound blocked and future Reads and

@@ -2,6 +2,7 @@ package net
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -161,4 +162,62 @@ func (b tryBackend) TryRead(p []byte) (int, bool, error) {
 		return 0, false, rerr
 	}
 	return n, true, nil
+}
+
+// vecBackend is seqBackend with WriteVectors, as *tap.Tap has it: one
+// writev(2) per frame on the SOCK_SEQPACKET socket, which, like a TAP,
+// makes one message of it. max is its MaxVectors; calls counts the
+// frames it sent, so a test knows which path a frame took.
+type vecBackend struct {
+	*seqBackend
+	max   int
+	calls int // under seqBackend.mu
+}
+
+func (b *vecBackend) MaxVectors() int { return b.max }
+
+func (b *vecBackend) WriteVectors(bufs [][]byte) (int, error) {
+	if len(bufs) > b.max {
+		return 0, fmt.Errorf("vecBackend: %d buffers, more than %d", len(bufs), b.max)
+	}
+	b.mu.Lock()
+	err := b.writeErr
+	b.calls++
+	b.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	rc, err := b.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		n, werr = unix.Writev(int(fd), bufs)
+		return werr != unix.EAGAIN
+	}); err != nil {
+		return 0, err
+	}
+	return n, werr
+}
+
+func (b *vecBackend) vectorCalls() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.calls
+}
+
+// memVecBackend is memBackend with WriteVectors, for the allocation test.
+type memVecBackend struct{ memBackend }
+
+func (m *memVecBackend) MaxVectors() int { return 64 }
+
+func (m *memVecBackend) WriteVectors(bufs [][]byte) (int, error) {
+	m.last = m.last[:0]
+	for _, b := range bufs {
+		m.last = append(m.last, b...)
+	}
+	m.writes++
+	return len(m.last), nil
 }

@@ -38,6 +38,7 @@ type harness struct {
 	irq      *virtiotest.Interrupt
 	dev      *Device
 	be       *seqBackend
+	vec      *vecBackend // be with WriteVectors, when the device was given that
 	peer     *os.File
 	fails    chan error
 
@@ -49,14 +50,31 @@ type harness struct {
 // up for features, not yet activated.
 func newHarness(t testing.TB, features uint64, o Options) *harness {
 	t.Helper()
+	return newHarnessOn(t, features, o, 0)
+}
+
+// newVecHarness is newHarness with a backend that has WriteVectors for
+// up to maxVec buffers.
+func newVecHarness(t testing.TB, features uint64, o Options, maxVec int) *harness {
+	t.Helper()
+	return newHarnessOn(t, features, o, maxVec)
+}
+
+func newHarnessOn(t testing.TB, features uint64, o Options, maxVec int) *harness {
+	t.Helper()
 	be, peer := newSeqBackend(t)
 	h := &harness{t: t, features: features, be: be, peer: peer, fails: make(chan error, 16)}
+	var b Backend = be
+	if maxVec > 0 {
+		h.vec = &vecBackend{seqBackend: be, max: maxVec}
+		b = h.vec
+	}
 	o.Logf = func(format string, args ...any) {
 		h.mu.Lock()
 		h.logs = append(h.logs, format)
 		h.mu.Unlock()
 	}
-	h.dev = New(be, o)
+	h.dev = New(b, o)
 	h.mem = virtiotest.NewMem(testBase, testRAM)
 	var err error
 	if h.rx, err = virtiotest.NewDriver(h.mem, testQSize, testBase, testData); err != nil {

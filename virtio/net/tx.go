@@ -6,7 +6,7 @@ import (
 
 // txState is the TX worker's, preallocated by New.
 type txState struct {
-	buf   []byte // gather buffer: header and frame, bufSize bytes
+	buf   []byte // gather buffer: header and frame, bufSize bytes (unused with a VectorWriter, but for chains of more than its MaxVectors buffers)
 	chain virtio.Chain
 	log   limiter
 	// failing is set while Writes fail, so a TAP that is down logs once
@@ -56,22 +56,32 @@ func (d *Device) drainTX(q *virtio.Queue) bool {
 		if !ok {
 			break
 		}
-		frame, ok := t.gather()
-		// The frame is copied out, so the chain goes back before the
-		// Write, which may park on a full TAP.
-		q.Push(t.chain.Head, 0)
-		if sent%txBatch == 0 && q.NeedInterrupt() {
-			d.env.Interrupt()
-		}
-		if !ok {
+		total := t.chain.ReadableLen()
+		if total < HeaderSize || total > len(t.buf) {
+			q.Push(t.chain.Head, 0)
 			d.txDropped.Add(1)
 			if t.log.allow() {
 				d.logf("net: tx: dropped a chain of %d readable bytes (header %d, maximum %d)",
-					t.chain.ReadableLen(), HeaderSize, bufSize)
+					total, HeaderSize, bufSize)
 			}
 			continue
 		}
-		if _, err := d.b.Write(frame); err != nil {
+		if d.vw != nil && len(t.chain.Readable) <= d.vw.MaxVectors() {
+			// The backend copies the frame straight out of the
+			// guest's buffers; the chain goes back once it has.
+			_, err = d.vw.WriteVectors(t.chain.Readable)
+			q.Push(t.chain.Head, 0)
+		} else {
+			// The frame is copied out, so the chain goes back before
+			// the Write, which may park on a full backend.
+			t.chain.Readable.ReadAt(t.buf[:total], 0)
+			q.Push(t.chain.Head, 0)
+			_, err = d.b.Write(t.buf[:total])
+		}
+		if sent%txBatch == 0 && q.NeedInterrupt() {
+			d.env.Interrupt()
+		}
+		if err != nil {
 			if d.stop.Load() {
 				return false
 			}
@@ -89,17 +99,4 @@ func (d *Device) drainTX(q *virtio.Queue) bool {
 		d.env.Interrupt()
 	}
 	return true
-}
-
-// gather copies the chain's readable buffers (header, then frame) into
-// the gather buffer. It reports false, copying nothing, when they are
-// shorter than the header or longer than the buffer. Writable buffers in
-// a TX chain carry nothing for us and are ignored.
-func (t *txState) gather() ([]byte, bool) {
-	total := t.chain.ReadableLen()
-	if total < HeaderSize || total > len(t.buf) {
-		return nil, false
-	}
-	t.chain.Readable.ReadAt(t.buf[:total], 0)
-	return t.buf[:total], true
 }

@@ -42,62 +42,93 @@ func TestTX(t *testing.T) {
 		{"only writable", []virtiotest.Buf{w(100)}, false, nil},
 		{"over-long", split(frameOf(bufSize+1, 3), HeaderSize, 40000), false, nil},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, baseFeat, Options{})
-			h.activate()
-			add := h.tx.Add
-			if tc.indirect {
-				add = h.tx.AddIndirect
+		// Without WriteVectors every frame is copied out and sent with
+		// Write; with it (up to 4 buffers here) a frame in at most 4
+		// buffers goes out with WriteVectors and a longer one with Write.
+		for _, maxVec := range []int{0, 4} {
+			name := tc.name
+			if maxVec > 0 {
+				name += ", writev"
 			}
-			head, err := add(tc.bufs...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// A good frame after it shows the worker went on, and that a
-			// dropped chain sent nothing.
-			marker := frameOf(100, 9)
-			mhead, err := h.tx.Add(r(marker))
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.txn.Notify()
-			if tc.want != nil {
-				if got := h.recv(); !bytes.Equal(got, tc.want) {
-					t.Fatalf("backend got %d bytes, want %d (% x...)", len(got), len(tc.want), got[:min(len(got), 16)])
+			t.Run(name, func(t *testing.T) {
+				h := newHarness(t, baseFeat, Options{})
+				if maxVec > 0 {
+					h = newVecHarness(t, baseFeat, Options{}, maxVec)
 				}
-			}
-			if got := h.recv(); !bytes.Equal(got, marker) {
-				t.Fatalf("second frame: got %d bytes, want the %d-byte marker", len(got), len(marker))
-			}
-			h.txIdle()
-			u := drainUsed(h.tx)
-			if want := []used{{head, 0}, {mhead, 0}}; len(u) != 2 || u[0] != want[0] || u[1] != want[1] {
-				t.Errorf("used %v, want %v", u, want)
-			}
-			s := h.dev.Stats()
-			wantDropped := uint64(0)
-			if tc.want == nil {
-				wantDropped = 1
-			}
-			if s.TxDropped != wantDropped || s.TxFrames != 2-wantDropped {
-				t.Errorf("stats %+v, want %d dropped", s, wantDropped)
-			}
-			if h.irq.Count() == 0 {
-				t.Error("no interrupt for the used buffers")
-			}
-			select {
-			case err := <-h.fails:
-				t.Errorf("device failed: %v", err)
-			default:
-			}
-		})
+				h.activate()
+				add := h.tx.Add
+				if tc.indirect {
+					add = h.tx.AddIndirect
+				}
+				head, err := add(tc.bufs...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// A good frame after it shows the worker went on, and that a
+				// dropped chain sent nothing.
+				marker := frameOf(100, 9)
+				mhead, err := h.tx.Add(r(marker))
+				if err != nil {
+					t.Fatal(err)
+				}
+				h.txn.Notify()
+				if tc.want != nil {
+					if got := h.recv(); !bytes.Equal(got, tc.want) {
+						t.Fatalf("backend got %d bytes, want %d (% x...)", len(got), len(tc.want), got[:min(len(got), 16)])
+					}
+				}
+				if got := h.recv(); !bytes.Equal(got, marker) {
+					t.Fatalf("second frame: got %d bytes, want the %d-byte marker", len(got), len(marker))
+				}
+				h.txIdle()
+				u := drainUsed(h.tx)
+				if want := []used{{head, 0}, {mhead, 0}}; len(u) != 2 || u[0] != want[0] || u[1] != want[1] {
+					t.Errorf("used %v, want %v", u, want)
+				}
+				s := h.dev.Stats()
+				wantDropped := uint64(0)
+				if tc.want == nil {
+					wantDropped = 1
+				}
+				if s.TxDropped != wantDropped || s.TxFrames != 2-wantDropped {
+					t.Errorf("stats %+v, want %d dropped", s, wantDropped)
+				}
+				if h.irq.Count() == 0 {
+					t.Error("no interrupt for the used buffers")
+				}
+				if h.vec != nil {
+					readable := 0
+					for _, b := range tc.bufs {
+						if b.WriteLen == 0 {
+							readable++
+						}
+					}
+					want := 1 // the marker
+					if tc.want != nil && readable <= maxVec {
+						want++
+					}
+					if got := h.vec.vectorCalls(); got != want {
+						t.Errorf("%d frames sent with WriteVectors, want %d", got, want)
+					}
+				}
+				select {
+				case err := <-h.fails:
+					t.Errorf("device failed: %v", err)
+				default:
+				}
+			})
+		}
 	}
 }
 
 // A failing backend (a TAP that is down says EIO) drops frames and the
 // worker goes on.
 func TestTXWriteError(t *testing.T) {
-	h := newHarness(t, baseFeat, Options{})
+	t.Run("write", func(t *testing.T) { testTXWriteError(t, newHarness(t, baseFeat, Options{})) })
+	t.Run("writev", func(t *testing.T) { testTXWriteError(t, newVecHarness(t, baseFeat, Options{}, 4)) })
+}
+
+func testTXWriteError(t *testing.T, h *harness) {
 	h.activate()
 	h.be.setWriteErr(unix.EIO)
 	h1, _ := h.tx.Add(r(frameOf(200, 1)))
