@@ -16,9 +16,11 @@
 // header to the TAP, whose kernel validates it, and the TAP's header to
 // the guest, only filling in num_buffers.
 //
-// Transmit gathers a chain's readable buffers into one preallocated
-// buffer and writes it with a single Write, since a TAP takes exactly one
-// frame per write. Receive reads each frame into a preallocated staging
+// Transmit sends each chain as one frame, since a TAP takes exactly one
+// frame per write: with a backend that has WriteVectors (the TAP) it
+// hands over the chain's readable buffers in guest memory, one writev,
+// no copy of ours; otherwise it gathers them into one preallocated
+// buffer and writes that. Receive reads each frame into a preallocated staging
 // buffer first and copies it into guest buffers from there: the frame's
 // length is unknown until the read returns, and with mergeable receive
 // buffers (VIRTIO_NET_F_MRG_RXBUF) the number of guest chains it needs,
