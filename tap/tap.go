@@ -237,7 +237,8 @@ func (t *Tap) Write(p []byte) (int, error) {
 // copies the frame out before the call returns, so bufs may change
 // afterwards (and a guest changing them during the call changes only
 // the frame it sends). At most MaxVectors buffers; it waits as Write
-// does, and allocates nothing.
+// does, and allocates nothing. Not for concurrent use with itself (one
+// writer goroutine, as for Write).
 func (t *Tap) WriteVectors(bufs [][]byte) (int, error) {
 	if len(bufs) > maxVectors {
 		return 0, fmt.Errorf("tap %s: write: %d buffers, more than %d", t.name, len(bufs), maxVectors)

@@ -13,11 +13,14 @@ import (
 // indirect, with some writable buffers after) is sent whole, header
 // included, when it is at least a header and fits the gather buffer, and
 // dropped otherwise; either way it is completed with length 0, nothing
-// panics and nothing outside RAM is touched.
+// panics and nothing outside RAM is touched. writable's top bit gives
+// the backend WriteVectors (for chains of up to 64 buffers; longer ones
+// are gathered).
 func FuzzTX(f *testing.F) {
 	f.Add(frameOf(60, 1), []byte{12}, false, uint8(0))
 	f.Add(frameOf(1514, 2), []byte{5, 1, 9, 200}, true, uint8(2))
 	f.Add([]byte("short"), []byte{2}, false, uint8(1))
+	f.Add(frameOf(1514, 3), []byte{5, 1, 9, 200}, false, uint8(0x81))
 	f.Fuzz(func(t *testing.T, data, layout []byte, indirect bool, writable uint8) {
 		if len(data) > bufSize+64 {
 			data = data[:bufSize+64]
@@ -36,7 +39,7 @@ func FuzzTX(f *testing.F) {
 		for range writable % 4 {
 			bufs = append(bufs, w(17))
 		}
-		s := newSyncDev(t, baseFeat, 128<<10)
+		s := newSyncDevOn(t, baseFeat, 128<<10, writable&0x80 != 0)
 		add := s.tx.Add
 		if indirect {
 			add = s.tx.AddIndirect
