@@ -33,13 +33,6 @@ const (
 	udpIdle = 2 * time.Minute
 	// maxDatagram is the largest UDP payload (IPv4).
 	maxDatagram = 65507
-	// spliceBuf is what each direction of a relayed TCP connection
-	// moves per read and write: the largest TCP segment the guest takes
-	// with TSO (64 KiB, GSO_MAX_SIZE). The stack sends each write to the
-	// guest at once when its window is open, so a write is a segment:
-	// with io.Copy's 32 KiB, a 4 MiB transfer to a guest taking TSO went
-	// in some 130 segments (TestBulkTCP), with 64 KiB in some 75.
-	spliceBuf = 64 << 10
 )
 
 // outside maps a destination the guest asked for to the host address to
@@ -124,7 +117,7 @@ func (n *Network) splice(a, b halfCloser) {
 	defer n.untrack(a)
 	defer n.untrack(b)
 	half := func(dst, src halfCloser) {
-		if _, err := copyConn(dst, src, make([]byte, spliceBuf)); err != nil {
+		if _, err := io.Copy(dst, src); err != nil {
 			// A reset or a failed write: the other direction
 			// cannot go on either.
 			a.Close()
@@ -140,15 +133,6 @@ func (n *Network) splice(a, b halfCloser) {
 	}
 	half(b, a)
 	other.Wait()
-}
-
-// copyConn copies src to dst through buf, a read then a write of at
-// most len(buf) bytes at a time, until src ends, as io.CopyBuffer does;
-// but always through buf: io.CopyBuffer would hand over to the host
-// connection's WriteTo or ReadFrom, which copy through 32 KiB of their
-// own when the other end is the stack's.
-func copyConn(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
 }
 
 // forwardUDP serves the first datagram of a flow from the guest that no

@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -993,77 +992,6 @@ func TestOffloadFittedAtRead(t *testing.T) {
 			whole := tcp.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), checksum.Checksum(tcp.Payload(), 0), uint16(len(tcp.Payload())))
 			if whole != tc.wantChecksum {
 				t.Errorf("TCP checksum whole %v, want %v", whole, tc.wantChecksum)
-			}
-		})
-	}
-}
-
-// chunkReader returns its data in reads of at most chunk bytes.
-type chunkReader struct {
-	data  []byte
-	chunk int
-}
-
-func (r *chunkReader) Read(p []byte) (int, error) {
-	if len(r.data) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p[:min(len(p), r.chunk)], r.data)
-	r.data = r.data[n:]
-	return n, nil
-}
-
-// sizesWriter records the size of every write.
-type sizesWriter struct{ sizes []int }
-
-func (w *sizesWriter) Write(p []byte) (int, error) {
-	w.sizes = append(w.sizes, len(p))
-	return len(p), nil
-}
-
-// wtReader is a chunkReader that also has WriteTo, as *net.TCPConn
-// has, which io.Copy would prefer (and copy through 32 KiB of its own).
-type wtReader struct{ chunkReader }
-
-func (r *wtReader) WriteTo(w io.Writer) (int64, error) {
-	return 0, errors.New("WriteTo used")
-}
-
-// rfWriter is a sizesWriter with ReadFrom, likewise.
-type rfWriter struct{ sizesWriter }
-
-func (w *rfWriter) ReadFrom(r io.Reader) (int64, error) {
-	return 0, errors.New("ReadFrom used")
-}
-
-// A relayed connection moves up to spliceBuf bytes a write, so the stack
-// can send TCP to the guest in full 64 KiB segments; io.Copy's 32 KiB
-// would halve them. The reader stands for a host socket with plenty
-// queued. Ends with WriteTo or ReadFrom (a *net.TCPConn has both) go
-// through the buffer too.
-func TestCopyConnWriteSize(t *testing.T) {
-	data := make([]byte, 4*spliceBuf+100)
-	want := []int{spliceBuf, spliceBuf, spliceBuf, spliceBuf, 100}
-	for _, tc := range []struct {
-		name string
-		src  func() io.Reader
-		dst  func() (io.Writer, *sizesWriter)
-	}{
-		{"plain", func() io.Reader { return &chunkReader{data, 1 << 20} },
-			func() (io.Writer, *sizesWriter) { w := &sizesWriter{}; return w, w }},
-		{"WriteTo source", func() io.Reader { return &wtReader{chunkReader{data, 1 << 20}} },
-			func() (io.Writer, *sizesWriter) { w := &sizesWriter{}; return w, w }},
-		{"ReadFrom destination", func() io.Reader { return &chunkReader{data, 1 << 20} },
-			func() (io.Writer, *sizesWriter) { w := &rfWriter{}; return w, &w.sizesWriter }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dst, rec := tc.dst()
-			n, err := copyConn(dst, tc.src(), make([]byte, spliceBuf))
-			if err != nil || n != int64(len(data)) {
-				t.Fatalf("copyConn = %d, %v; want %d", n, err, len(data))
-			}
-			if !slices.Equal(rec.sizes, want) {
-				t.Errorf("writes of %v bytes, want %v", rec.sizes, want)
 			}
 		})
 	}
