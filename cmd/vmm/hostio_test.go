@@ -601,14 +601,17 @@ func TestBackstop(t *testing.T) {
 				args = append(args, "-timeout", "500ms")
 			}
 			args = append(args, "-out", t.TempDir(), "--", "job")
+			// stopAt is the earliest the stop can have come: vmm's
+			// -timeout starts counting after the child starts, which
+			// is before startChild returns; a signal arrives after it
+			// is sent.
+			stopAt := time.Now().Add(500 * time.Millisecond)
 			c := startChild(t, "stuck", 0, false, args...)
-			stopAt := time.Now()
 			if tc.stop == "SIGTERM" {
+				stopAt = time.Now()
 				if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 					t.Fatal(err)
 				}
-			} else {
-				stopAt = stopAt.Add(500 * time.Millisecond)
 			}
 			status := c.wait(t, time.Until(stopAt)+stopBackstop+5*time.Second, tc.stop)
 			if took := time.Since(stopAt); took < stopBackstop {
