@@ -155,3 +155,37 @@ func TestRXNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// A long burst interrupts the driver every txBatch chains, so it can
+// reclaim buffers before the burst ends, and once more at its end;
+// dropped chains count as sent ones do.
+func TestTXBatchInterrupts(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"sent", frameOf(100, 1)},
+		{"dropped", frameOf(HeaderSize-1, 2)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSyncDev(t, baseFeat, 1<<20)
+			irqs := 0
+			s.d.env.Interrupt = func() { irqs++ }
+			const chains = 2*txBatch + 2
+			for range chains {
+				if _, err := s.tx.Add(r(tc.frame)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !s.d.drainTX(s.d.txq) || s.fails != 0 {
+				t.Fatal("drainTX failed")
+			}
+			if u := drainUsed(s.tx); len(u) != chains {
+				t.Fatalf("%d chains used, want %d", len(u), chains)
+			}
+			if want := chains/txBatch + 1; irqs != want {
+				t.Errorf("%d interrupts for %d chains, want %d (one per %d and one at the end)", irqs, chains, want, txBatch)
+			}
+		})
+	}
+}

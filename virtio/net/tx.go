@@ -59,6 +59,9 @@ func (d *Device) drainTX(q *virtio.Queue) bool {
 		total := t.chain.ReadableLen()
 		if total < HeaderSize || total > len(t.buf) {
 			q.Push(t.chain.Head, 0)
+			if sent%txBatch == 0 && q.NeedInterrupt() {
+				d.env.Interrupt()
+			}
 			d.txDropped.Add(1)
 			if t.log.allow() {
 				d.logf("net: tx: dropped a chain of %d readable bytes (header %d, maximum %d)",
