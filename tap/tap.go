@@ -198,19 +198,25 @@ func (t *Tap) TryRead(p []byte) (n int, ok bool, err error) {
 	n, rerr := t.tryN, t.tryErr
 	t.tryBuf = nil
 	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return 0, false, fmt.Errorf("tap %s: read: %w", t.name, err)
 	case err != nil:
-		// The raw connection fails otherwise only once the file is
-		// closed, with an error of package poll's that Read would have
-		// turned into os.ErrClosed.
-		return 0, false, fmt.Errorf("tap %s: read: %w (%v)", t.name, os.ErrClosed, err)
+		return 0, false, t.rawErr("read", err)
 	case rerr == unix.EAGAIN:
 		return 0, false, nil
 	case rerr != nil:
 		return 0, false, fmt.Errorf("tap %s: read: %w", t.name, rerr)
 	}
 	return n, true, nil
+}
+
+// rawErr is the error of op (read or write) when the raw connection
+// itself failed: its deadline passed, or, the only other way it fails,
+// the file was closed, with an error of package poll's that Read or
+// Write would have turned into os.ErrClosed.
+func (t *Tap) rawErr(op string, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("tap %s: %s: %w", t.name, op, err)
+	}
+	return fmt.Errorf("tap %s: %s: %w (%v)", t.name, op, os.ErrClosed, err)
 }
 
 // tryOnce is TryRead's one read(2), run by the raw connection with the
@@ -258,10 +264,8 @@ func (t *Tap) WriteVectors(bufs [][]byte) (int, error) {
 	// Drop the references into the caller's buffers.
 	clear(t.wvIov[:t.wvLen])
 	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return 0, fmt.Errorf("tap %s: write: %w", t.name, err)
 	case err != nil:
-		return 0, fmt.Errorf("tap %s: write: %w (%v)", t.name, os.ErrClosed, err)
+		return 0, t.rawErr("write", err)
 	case werr != nil:
 		return n, fmt.Errorf("tap %s: write: %w", t.name, werr)
 	}

@@ -58,10 +58,7 @@ func (d *Device) drainTX(q *virtio.Queue) bool {
 		}
 		total := t.chain.ReadableLen()
 		if total < HeaderSize || total > len(t.buf) {
-			q.Push(t.chain.Head, 0)
-			if sent%txBatch == 0 && q.NeedInterrupt() {
-				d.env.Interrupt()
-			}
+			d.pushTX(q, sent)
 			d.txDropped.Add(1)
 			if t.log.allow() {
 				d.logf("net: tx: dropped a chain of %d readable bytes (header %d, maximum %d)",
@@ -73,16 +70,13 @@ func (d *Device) drainTX(q *virtio.Queue) bool {
 			// The backend copies the frame straight out of the
 			// guest's buffers; the chain goes back once it has.
 			_, err = d.vw.WriteVectors(t.chain.Readable)
-			q.Push(t.chain.Head, 0)
+			d.pushTX(q, sent)
 		} else {
 			// The frame is copied out, so the chain goes back before
 			// the Write, which may park on a full backend.
 			t.chain.Readable.ReadAt(t.buf[:total], 0)
-			q.Push(t.chain.Head, 0)
+			d.pushTX(q, sent)
 			_, err = d.b.Write(t.buf[:total])
-		}
-		if sent%txBatch == 0 && q.NeedInterrupt() {
-			d.env.Interrupt()
 		}
 		if err != nil {
 			if d.stop.Load() {
@@ -102,4 +96,13 @@ func (d *Device) drainTX(q *virtio.Queue) bool {
 		d.env.Interrupt()
 	}
 	return true
+}
+
+// pushTX completes the current chain, the sent-th of this drain, and
+// interrupts the driver every txBatch chains if it wants to hear.
+func (d *Device) pushTX(q *virtio.Queue, sent int) {
+	q.Push(d.tx.chain.Head, 0)
+	if sent%txBatch == 0 && q.NeedInterrupt() {
+		d.env.Interrupt()
+	}
 }
