@@ -8,6 +8,7 @@ package e2e
 import (
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -330,11 +332,15 @@ func TestStdinPipeAndReboot(t *testing.T) {
 	})
 }
 
-// stdin at EOF from the start (/dev/null) does not stop the guest, and
-// Ctrl-A x typed on a terminal quits vmm with status 0.
-func TestNullStdinAndEscape(t *testing.T) {
+// stdin at EOF from the start (/dev/null) does not stop the guest; on a
+// terminal (a pty that tools/e2e/cmd/ptyends makes vmm's controlling
+// terminal, as a login shell would) vmm runs in raw mode, so Ctrl-C
+// interrupts the guest's command and not vmm, Ctrl-A x quits with status
+// 0, and the terminal's mode is exactly what it was once vmm has exited,
+// after Ctrl-A x and after SIGTERM alike.
+func TestNullStdinAndTerminal(t *testing.T) {
 	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
-	nested.Retry(t, l1Config(t), func(l *nested.L1) error {
+	nested.Retry(t, ciConfig(t, map[string]string{"/bin/ptyends": ciBuild(t).ptyends}), func(l *nested.L1) error {
 		j, err := l.Run(t.Context(), vmmArgs("-append", "quiet"), nested.StdinNull)
 		if err != nil {
 			return err
@@ -343,22 +349,60 @@ func TestNullStdinAndEscape(t *testing.T) {
 			return err
 		}
 		// Nothing to type into: the guest must still be alive and the
-		// shell prompt up. A second vmm, on a terminal, is quit with
-		// Ctrl-A x.
+		// shell prompt up.
 		if err := killJob(l, j); err != nil {
 			return err
 		}
-		j2, err := l.Run(t.Context(), vmmArgs("-append", "quiet"), nested.StdinTTY)
-		if err != nil {
-			return err
+		for _, tc := range []struct {
+			name  string
+			steps []string
+			exit  int
+		}{
+			{"Ctrl-C then Ctrl-A x", []string{
+				"expect:" + readyMarker.String(), "mode",
+				// The guest's sleep is running once its echo is out
+				// (the pause covers the shell's fork); without
+				// Ctrl-C reaching it, the uptime never comes.
+				`send:"echo sleep-start; sleep 600\n"`, `expect:sleep-start\r?\n`, "pause:2s",
+				`send:"\x03"`, `send:"cat /proc/uptime\n"`, `expect:\d+\.\d+ \d+\.\d+`,
+				`send:"\x01x"`,
+			}, 0},
+			{"SIGTERM", []string{"expect:" + readyMarker.String(), "mode", "signal:TERM"}, 128 + 15},
+		} {
+			args := append(append([]string{"/bin/ptyends"}, tc.steps...), "--")
+			args = append(args, vmmArgs("-append", "quiet", "-timeout", "5m")...)
+			r, err := redirectExec(t.Context(), l, 8*time.Minute, nil, args...)
+			if err != nil {
+				return err
+			}
+			var p struct {
+				Failed   string `json:"failed"`
+				Raw      []bool `json:"raw"`
+				Exit     int    `json:"exit"`
+				Restored bool   `json:"restored"`
+				Before   uint32 `json:"lflag_before"`
+				After    uint32 `json:"lflag_after"`
+				Output   string `json:"output"`
+				Error    string `json:"error"`
+			}
+			out := strings.TrimRight(r.Stdout, "\n")
+			if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n")+1:]), &p); err != nil {
+				return reportFailure(l, r, "%s: no report from ptyends: %v", tc.name, err)
+			}
+			switch {
+			case p.Error != "":
+				return reportFailure(l, r, "%s: ptyends: %s", tc.name, p.Error)
+			case p.Failed != "":
+				return reportFailure(l, r, "%s: step %s; the terminal's output ends:\n%s", tc.name, p.Failed, p.Output)
+			case len(p.Raw) != 1 || !p.Raw[0]:
+				return reportFailure(l, r, "%s: the terminal was not in raw mode while the guest ran (%v)", tc.name, p.Raw)
+			case p.Exit != tc.exit:
+				return reportFailure(l, r, "%s: vmm exited with status %d, want %d; the terminal's output ends:\n%s", tc.name, p.Exit, tc.exit, p.Output)
+			case !p.Restored:
+				return reportFailure(l, r, "%s: the terminal's mode was not restored: c_lflag %#x before, %#x after", tc.name, p.Before, p.After)
+			}
 		}
-		if _, err := j2.Expect(readyMarker, bootTimeout); err != nil {
-			return err
-		}
-		if err := j2.Send("\x01x"); err != nil {
-			return err
-		}
-		return waitExit(j2, 0)
+		return nil
 	})
 }
 

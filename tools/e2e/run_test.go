@@ -29,7 +29,7 @@ import (
 // ciTools are the programs these tests put into L1 (or, for hostile,
 // into L2 through -share), built once per test binary.
 type ciTools struct {
-	redirect, soak, hostile string
+	redirect, soak, hostile, ptyends string
 }
 
 var (
@@ -70,7 +70,7 @@ func ciBuild(t *testing.T) ciTools {
 			}
 			return out
 		}
-		ciToolsVal = ciTools{redirect: build("redirect"), soak: build("soak"), hostile: build("hostile")}
+		ciToolsVal = ciTools{redirect: build("redirect"), soak: build("soak"), hostile: build("hostile"), ptyends: build("ptyends")}
 	})
 	if ciToolsErr != nil {
 		t.Fatal(ciToolsErr)
