@@ -191,7 +191,9 @@ func setupMemory(mem *guestmem.Memory, k bootKernel, cmdline string, initrdSize 
 		PMPort: pmPort, SCIIRQ: sciIRQ, MaxSize: acpiMax,
 	}
 	if virtioPCI && virtioDevices > 0 {
-		// No devices, no bus: the guest is spared the scan.
+		// No functions, no root bridge in the DSDT: the host bridge
+		// alone (addHostBridge) is there for the kernel's probe of the
+		// configuration ports, and the guest is spared the scan.
 		ac.PCI = &acpi.PCIRoot{ConfigPort: pciConfigPort, MMIOBase: pciWindowBase, MMIOSize: pciWindowSize}
 	} else {
 		ac.VirtioMMIO = virtioACPI(virtioDevices)

@@ -125,7 +125,7 @@ type Machine struct {
 	uart   *serial.UART
 	job    *serial.UART // COM2, only with Config.JobOutput
 	virtio []*virtioDev
-	pci    *pciBus // only with VirtioPCI and at least one device
+	pci    *pciBus // bus 0, on every machine; functions only with VirtioPCI
 	layout bootLayout
 	rtc    *rtc.CMOS
 	kbd    *i8042.Controller

@@ -88,17 +88,34 @@ func TestVirtioWiringPCI(t *testing.T) {
 	}
 }
 
-// TestNoDevicesNoPCIBus: without a virtio device nothing of PCI is built
-// or announced, so the guest scans no bus.
-func TestNoDevicesNoPCIBus(t *testing.T) {
-	readID, id := ioIn(pciConfigPort+4, 4, 1)
-	v := newFakeVCPU(0, ioOut(pciConfigPort, 4, configAddr(0, 0)...), readID, exitWith(0))
-	m, _ := newFakeMachine(t, Config{}, v)
-	if err := runFake(t, m); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if m.pci != nil || binary.LittleEndian.Uint32(id) != 0xffffffff {
-		t.Errorf("a PCI bus without devices (host bridge reads %x)", id)
+// TestHostBridgeWithoutFunctions: with no virtio-pci function (no
+// device, or the mmio transport) the host bridge still answers on the
+// configuration ports, as Linux's probe for them needs, and nothing
+// else is on bus 0.
+func TestHostBridgeWithoutFunctions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no device", Config{}},
+		{"mmio transport", Config{Transport: VirtioMMIO, Disks: []Disk{{Path: newDisk(t)}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			readBridge, bridge := ioIn(pciConfigPort+4, 4, 1)
+			readDev1, dev1 := ioIn(pciConfigPort+4, 4, 1)
+			v := newFakeVCPU(0, ioOut(pciConfigPort, 4, configAddr(0, 0)...), readBridge,
+				ioOut(pciConfigPort, 4, configAddr(pciFirstDevice, 0)...), readDev1, exitWith(0))
+			m, _ := newFakeMachine(t, tc.cfg, v)
+			if err := runFake(t, m); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if got := binary.LittleEndian.Uint32(bridge); got != 0x12378086 {
+				t.Errorf("00.0 reads vendor/device %#x, want the host bridge's 0x12378086", got)
+			}
+			if got := binary.LittleEndian.Uint32(dev1); got != 0xffffffff {
+				t.Errorf("device %d reads %#x, want nothing there (0xffffffff)", pciFirstDevice, got)
+			}
+		})
 	}
 }
 

@@ -159,10 +159,10 @@ func (m *Machine) openVirtio() error {
 // without a trip through vmm's vCPU loop, and the device raises its line
 // by writing its irqfd, so device goroutines never touch a vCPU.
 func (m *Machine) addVirtio(vm irqWiring) error {
+	if err := m.addHostBridge(vm); err != nil {
+		return err
+	}
 	if m.cfg.Transport == VirtioPCI {
-		if len(m.virtio) == 0 {
-			return nil
-		}
 		return m.addVirtioPCI(vm)
 	}
 	for i, d := range m.virtio {
