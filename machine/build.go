@@ -133,6 +133,12 @@ func (m *Machine) createVM() (err error) {
 	if err = m.checkCaps(); err != nil {
 		return err
 	}
+	if m.kvmNote = hostKVMNote(); m.kvmNote != "" {
+		// Said now, not only when the guest fails: a distro kernel may
+		// sit on such a KVM without a byte of output until -timeout,
+		// and an interactive user would see a blank console.
+		m.logf("warning: %s", m.kvmNote)
+	}
 	if m.vm, err = m.sys.CreateVM(); err != nil {
 		return err
 	}

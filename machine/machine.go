@@ -126,11 +126,14 @@ type Machine struct {
 	job    *serial.UART // COM2, only with Config.JobOutput
 	virtio []*virtioDev
 	pci    *pciBus // bus 0, on every machine; functions only with VirtioPCI
-	layout bootLayout
-	rtc    *rtc.CMOS
-	kbd    *i8042.Controller
-	pm     *pm.PM
-	snap   snapState // SaveOnWait and restore bookkeeping (snapshot.go)
+	// kvmNote explains guest failures on a /dev/kvm without hardware
+	// virtualization (softwareKVMNote); "" on a real KVM.
+	kvmNote string
+	layout  bootLayout
+	rtc     *rtc.CMOS
+	kbd     *i8042.Controller
+	pm      *pm.PM
+	snap    snapState // SaveOnWait and restore bookkeeping (snapshot.go)
 
 	stopping   atomic.Bool
 	exitStatus atomic.Int32 // -1 until the guest writes the exit port

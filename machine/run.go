@@ -167,6 +167,9 @@ func (m *Machine) handleExit(v vcpu, e *exit) error {
 
 // guestError describes a fatal exit with the state that explains it.
 func (m *Machine) guestError(v vcpu, what string) error {
+	if m.kvmNote != "" {
+		what += " (" + m.kvmNote + ")"
+	}
 	r, err := v.Regs()
 	if err != nil {
 		return fmt.Errorf("vCPU %d: %s", v.ID(), what)

@@ -47,6 +47,7 @@ type fakeGuest struct {
 	stopping   atomic.Bool
 	status     atomic.Int32
 	reason     atomic.Int32
+	kvmNote    string // what KVMNote says: envKVMNote
 }
 
 func (g *fakeGuest) Run(ctx context.Context) error {
@@ -86,6 +87,8 @@ func (g *fakeGuest) ExitStatus() (int, bool) {
 
 func (g *fakeGuest) Reason() machine.StopReason { return machine.StopReason(g.reason.Load()) }
 
+func (g *fakeGuest) KVMNote() string { return g.kvmNote }
+
 // run is the guest's program. It reports a status as the exit port
 // would, or ok false for a poweroff (or a stop).
 func (g *fakeGuest) run() (status int, ok bool) {
@@ -104,6 +107,13 @@ func (g *fakeGuest) run() (status int, ok bool) {
 		return 0, false
 	case "job-flood":
 		for g.job(line) {
+		}
+		return 0, false
+	case "idle":
+		// A guest that runs until stopped, making no output: a distro
+		// kernel on a KVM that cannot run it.
+		for !g.stopping.Load() {
+			time.Sleep(10 * time.Millisecond)
 		}
 		return 0, false
 	case "stuck":
@@ -196,6 +206,8 @@ const (
 	envScript = "VMM_TEST_GUEST_SCRIPT"
 	envArgs   = "VMM_TEST_GUEST_ARGS"
 	envSize   = "VMM_TEST_GUEST_BYTES"
+	// envKVMNote is what the fake guest's KVMNote returns.
+	envKVMNote = "VMM_TEST_KVM_NOTE"
 )
 
 func TestMain(m *testing.M) {
@@ -213,7 +225,7 @@ func childMain(script string) int {
 	n, _ := strconv.Atoi(os.Getenv(envSize))
 	ready := os.NewFile(3, "ready")
 	boot := func(cfg machine.Config) (guest, error) {
-		g := &fakeGuest{cfg: cfg, script: script, n: n}
+		g := &fakeGuest{cfg: cfg, script: script, n: n, kvmNote: os.Getenv(envKVMNote)}
 		g.status.Store(-1)
 		g.com1 = serial.New(nil, cfg.Console)
 		if cfg.JobOutput != nil {
@@ -346,6 +358,32 @@ func (c *child) stderrText(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestTimeoutSaysWhyKVMCannotRun: a guest stopped by -timeout on a
+// /dev/kvm without hardware virtualization (machine's softwareKVMNote)
+// ends with status 124 and one line that gives the deadline and points
+// at machine's warning (which the fake guest does not print); on a real
+// KVM the line is the deadline alone.
+func TestTimeoutSaysWhyKVMCannotRun(t *testing.T) {
+	const note = "this host's CPU has no hardware virtualization: run vmm in a nested VM"
+	for _, tc := range []struct {
+		name, note, want string
+	}{
+		{"software KVM", note, "vmm: guest stopped: -timeout 300ms reached (this host's KVM has no hardware virtualization: see the warning above)\n"},
+		{"real KVM", "", "vmm: guest stopped: -timeout 300ms reached\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(envKVMNote, tc.note)
+			c := startChild(t, "idle", 0, false, "-kernel", "fake", "-timeout", "300ms")
+			if status := c.wait(t, 10*time.Second, "-timeout"); status != exitTimeout {
+				t.Fatalf("status %d, want %d", status, exitTimeout)
+			}
+			if got := c.stderrText(t); !strings.HasSuffix(got, tc.want) || strings.Count(got, "vmm:") != 1 {
+				t.Errorf("stderr %q, want one vmm: line ending %q", got, tc.want)
+			}
+		})
+	}
 }
 
 // TestStalledReaderDoesNotHoldVMM is D2: nobody reads vmm's output, so

@@ -121,6 +121,8 @@ type guest interface {
 	Close() error
 	ExitStatus() (status int, ok bool)
 	Reason() machine.StopReason
+	// KVMNote says why guests cannot run on this host's /dev/kvm, or "".
+	KVMNote() string
 }
 
 // bootFunc builds the guest runMode runs.
@@ -625,6 +627,12 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		return 0
 	case errors.As(cause, &te):
 		unraw()
+		if m.KVMNote() != "" {
+			// A distro kernel may run on such a KVM until the
+			// deadline without one exit: point back at why.
+			fmt.Fprintf(stderr, "\r\nvmm: %v (this host's KVM has no hardware virtualization: see the warning above)\n", te)
+			return exitTimeout
+		}
 		fmt.Fprintf(stderr, "\r\nvmm: %v\n", te)
 		return exitTimeout
 	case errors.As(cause, &se):
