@@ -25,6 +25,7 @@ import (
 
 	"github.com/vmm-dev/vmm/guest"
 	"github.com/vmm-dev/vmm/internal/testkernel"
+	"github.com/vmm-dev/vmm/tools/e2e/cmd/ptyends/report"
 	"github.com/vmm-dev/vmm/tools/nested"
 )
 
@@ -375,16 +376,7 @@ func TestNullStdinAndTerminal(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			var p struct {
-				Failed   string `json:"failed"`
-				Raw      []bool `json:"raw"`
-				Exit     int    `json:"exit"`
-				Restored bool   `json:"restored"`
-				Before   uint32 `json:"lflag_before"`
-				After    uint32 `json:"lflag_after"`
-				Output   string `json:"output"`
-				Error    string `json:"error"`
-			}
+			var p report.Report
 			out := strings.TrimRight(r.Stdout, "\n")
 			if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n")+1:]), &p); err != nil {
 				return reportFailure(l, r, "%s: no report from ptyends: %v", tc.name, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/vmm-dev/vmm/devices/boottimer/report"
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/tools/container"
+	"github.com/vmm-dev/vmm/tools/internal/pty"
 )
 
 // readyMarker is what the guest's init (guest/cmd/vmm-init) prints once
@@ -338,7 +339,7 @@ func phasesOf(stamps []report.Stamp, readyMS float64) map[string]float64 {
 
 func bootContainer(ctx context.Context, s System) (Sample, error) {
 	c := s.Config
-	master, term, err := openPTY()
+	master, term, err := pty.Open()
 	if err != nil {
 		return Sample{}, fmt.Errorf("%s: %w", s.Name, err)
 	}

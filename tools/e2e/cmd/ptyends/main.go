@@ -16,7 +16,7 @@
 //	signal:NAME    send CMD the signal NAME (TERM, INT, HUP)
 //
 // After the last step ptyends waits up to -exit-timeout for CMD to exit
-// (then kills it) and prints one line of JSON (Report) on stdout. It exits
+// (then kills it) and prints one line of JSON (package report) on stdout. It exits
 // 0 when it could run CMD at all, whatever CMD did: judging is the test's.
 package main
 
@@ -36,37 +36,10 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/tools/e2e/cmd/ptyends/report"
+	"github.com/vmm-dev/vmm/tools/internal/pty"
 )
-
-// Report is what ptyends prints.
-type Report struct {
-	// Steps are the steps that ran, each with how long it took; Failed
-	// names the one that failed, with why, and no step after it ran.
-	Steps  []StepResult `json:"steps"`
-	Failed string       `json:"failed,omitempty"`
-	// Raw has one entry per mode step: whether the terminal was in raw
-	// mode (no ICANON, ECHO or ISIG) at that moment.
-	Raw []bool `json:"raw"`
-	// Exit is CMD's status (128+N if signal N ended it), -1 if it had
-	// not exited -exit-timeout after the steps and was killed.
-	Exit int `json:"exit"`
-	// Restored says the terminal's whole termios after CMD exited equals
-	// what it was before CMD started; Before and After are the local
-	// mode flags (c_lflag), for the failure message.
-	Restored bool   `json:"restored"`
-	Before   uint32 `json:"lflag_before"`
-	After    uint32 `json:"lflag_after"`
-	// Output is the end of what CMD wrote to the terminal.
-	Output string `json:"output"`
-	// Error is ptyends' own failure (no pty, CMD not started).
-	Error string `json:"error,omitempty"`
-}
-
-// StepResult is one step that ran.
-type StepResult struct {
-	Step string  `json:"step"`
-	MS   float64 `json:"ms"`
-}
 
 // outputTail bounds Report.Output.
 const outputTail = 4 << 10
@@ -133,9 +106,9 @@ func (o *output) tail() string {
 	return s[max(0, len(s)-outputTail):]
 }
 
-func run(steps, cmdArgs []string, stepTimeout, exitTimeout time.Duration) (r Report) {
+func run(steps, cmdArgs []string, stepTimeout, exitTimeout time.Duration) (r report.Report) {
 	r.Exit = -1
-	master, slave, err := openPTY()
+	master, slave, err := pty.Open()
 	if err != nil {
 		r.Error = err.Error()
 		return r
@@ -187,7 +160,7 @@ func run(steps, cmdArgs []string, stepTimeout, exitTimeout time.Duration) (r Rep
 			r.Failed = fmt.Sprintf("%s: %v", s, err)
 			break
 		}
-		r.Steps = append(r.Steps, StepResult{Step: s, MS: float64(time.Since(start).Microseconds()) / 1000})
+		r.Steps = append(r.Steps, report.Step{Step: s, MS: float64(time.Since(start).Microseconds()) / 1000})
 	}
 
 	select {
@@ -210,7 +183,7 @@ func run(steps, cmdArgs []string, stepTimeout, exitTimeout time.Duration) (r Rep
 }
 
 // step runs one step; off is where the next expect starts matching.
-func step(s string, master, slave *os.File, cmd *exec.Cmd, out *output, off *int, r *Report, timeout time.Duration, exited <-chan struct{}) error {
+func step(s string, master, slave *os.File, cmd *exec.Cmd, out *output, off *int, r *report.Report, timeout time.Duration, exited <-chan struct{}) error {
 	kind, arg, _ := strings.Cut(s, ":")
 	switch kind {
 	case "expect":
@@ -267,40 +240,6 @@ func step(s string, master, slave *os.File, cmd *exec.Cmd, out *output, off *int
 		return cmd.Process.Signal(sig)
 	}
 	return fmt.Errorf("unknown step %q", kind)
-}
-
-// openPTY opens a new pseudo-terminal pair, mounting a devpts instance
-// on /dev/pts first when there is none (L1's init mounts only what vmm
-// needs).
-func openPTY() (master, slave *os.File, err error) {
-	if _, err := os.Stat("/dev/pts/ptmx"); err != nil {
-		if err := os.MkdirAll("/dev/pts", 0o755); err != nil {
-			return nil, nil, err
-		}
-		if err := unix.Mount("devpts", "/dev/pts", "devpts", 0, "ptmxmode=0666,mode=0620"); err != nil {
-			return nil, nil, fmt.Errorf("mount devpts on /dev/pts: %w", err)
-		}
-	}
-	master, err = os.OpenFile("/dev/pts/ptmx", os.O_RDWR, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	fd := int(master.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("unlock pty: %w", err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("pty number: %w", err)
-	}
-	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	return master, slave, nil
 }
 
 // status is a process's exit status as a shell reports it.

@@ -11,8 +11,8 @@ import (
 // report says must be what happened, or the end-to-end test that reads
 // it checks nothing.
 func TestRun(t *testing.T) {
-	if _, err := os.Stat("/dev/pts/ptmx"); err != nil {
-		t.Skip("no /dev/pts/ptmx here (openPTY would mount devpts, which is for L1 only)")
+	if _, err := os.Stat("/dev/ptmx"); err != nil {
+		t.Skip("no /dev/ptmx here")
 	}
 	// rawThenTrap puts the terminal in raw mode and puts it back (then
 	// exits 7) on SIGTERM, as vmm does.

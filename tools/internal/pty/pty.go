@@ -1,4 +1,9 @@
-package main
+// Package pty opens pseudo-terminal pairs for the tools that must give a
+// program a real terminal: bootbench's container (u-root's init makes its
+// console the controlling terminal of its children) and the end-to-end
+// tests' ptyends (vmm on a terminal). It is here rather than in either
+// because both run in L1, which has no devpts until one of them mounts it.
+package pty
 
 import (
 	"fmt"
@@ -7,11 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// openPTY returns a new pseudo-terminal pair. The container gets the
-// terminal end as its console, as a VM's init gets its serial console: u-root's
-// init gives its children that terminal as their controlling one, which
-// needs a real terminal.
-func openPTY() (master, term *os.File, err error) {
+// Open returns a new pseudo-terminal pair: master, the end the caller
+// reads and writes, and term, the terminal end it gives a program. Neither
+// becomes the caller's controlling terminal.
+func Open() (master, term *os.File, err error) {
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		// /dev/ptmx opens the devpts mounted beside it at /dev/pts:
