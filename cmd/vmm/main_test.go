@@ -308,6 +308,8 @@ func TestRunJobBadInput(t *testing.T) {
 		{"missing share", []string{"-kernel", kernel, "-share", filepath.Join(dir, "nope"), "--", "true"}, 1, "-share"},
 		{"bad env", []string{"-kernel", kernel, "-env", "novalue", "--", "true"}, 1, "KEY=VALUE"},
 		{"bad out size", []string{"-kernel", kernel, "-out", dir, "-out-size", "lots", "--", "true"}, 1, "-out-size"},
+		{"out is a file", []string{"-kernel", kernel, "-out", kernel, "--", "true"}, 1, "-out: mkdir " + kernel},
+		{"out under a file", []string{"-kernel", kernel, "-out", filepath.Join(kernel, "o"), "--", "true"}, 1, "-out: mkdir " + kernel},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			stderr, err := os.CreateTemp(dir, "stderr")

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/machine"
@@ -90,6 +91,16 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	n, err := parseSize(size)
 	if err != nil || n%512 != 0 {
 		return nil, fmt.Errorf("-out-size %q: want a size such as 256M or 2G", size)
+	}
+	// The directory is made (or found) before the job, not after it: a
+	// path the results cannot go to (a file, a place vmm may not write)
+	// then fails in a second instead of after the whole job, whose output
+	// would be lost.
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return nil, fmt.Errorf("-out: %w", err)
+	}
+	if err := unix.Access(o.out, unix.W_OK|unix.X_OK); err != nil {
+		return nil, fmt.Errorf("-out %s: not writable: %w", o.out, err)
 	}
 	f, err := os.CreateTemp("", "vmm-out-*.img")
 	if err != nil {
