@@ -118,21 +118,53 @@ func snapshotMain(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm snapshot: -out-size %q: want a size such as 256M or 2G\n", outSize)
 		return 2
 	}
-	if err := makeSnapshot(cfg, o, dir, int64(size), stderr); err != nil {
+	// The directory is made (or found writable) before the boot, not
+	// when the snapshot is written: a path it cannot go to fails at once.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fmt.Fprintf(stderr, "vmm snapshot: -o: %v\n", err)
+		return 1
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		fmt.Fprintf(stderr, "vmm snapshot: -o %s: not writable: %v\n", dir, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	if o.timeout > 0 {
+		t := time.AfterFunc(o.timeout, func() { cancel(errTimeout{o.timeout}) })
+		defer t.Stop()
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(signalError{s.(unix.Signal)})
+		case <-ctx.Done():
+		}
+	}()
+	if err := makeSnapshot(ctx, cfg, dir, int64(size), stderr); err != nil {
+		// The statuses of vmm's own -timeout and signal stops.
+		var te errTimeout
+		var se signalError
+		switch cause := context.Cause(ctx); {
+		case errors.As(cause, &te):
+			fmt.Fprintf(stderr, "vmm snapshot: %v before the guest's init waited for a job\n", te)
+			return exitTimeout
+		case errors.As(cause, &se):
+			fmt.Fprintf(stderr, "vmm snapshot: %v\n", se)
+			return 128 + int(se.sig)
+		}
 		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func makeSnapshot(cfg machine.Config, o options, dir string, outSize int64, stderr io.Writer) error {
-	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
-	defer stop()
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
+// makeSnapshot boots the guest until its init waits for a job and saves
+// it in dir; ctx ends the boot early (-timeout, a signal).
+func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize int64, stderr io.Writer) error {
 	scratch, err := os.CreateTemp("", "vmm-snapshot-out-*.img")
 	if err != nil {
 		return fmt.Errorf("-out disk: %w", err)

@@ -156,3 +156,27 @@ func TestCollectWithoutOut(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotBadDir: an -o the snapshot cannot be written to fails
+// before the guest boots (so here, with a kernel that is not one, the
+// message is about -o, not the kernel), in one line with status 1.
+func TestSnapshotBadDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, o string }{
+		{"a file", file},
+		{"under a file", filepath.Join(file, "snap")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr strings.Builder
+			status := snapshotMain([]string{"-kernel", file, "-o", tc.o}, &stderr)
+			msg := stderr.String()
+			if status != 1 || !strings.HasPrefix(msg, "vmm snapshot: -o: mkdir "+file) || strings.Count(msg, "\n") != 1 {
+				t.Errorf("status %d, stderr %q; want 1 and one line about -o", status, msg)
+			}
+		})
+	}
+}
