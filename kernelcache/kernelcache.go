@@ -433,9 +433,10 @@ func Load(dir string, image []byte, src *Source, k *bootparam.Kernel, limit int,
 	}
 	c, err := Open(dir)
 	if err != nil {
-		if errors.Is(err, ErrUnsafeDir) {
-			notef("%v; not using it", err)
-		}
+		// Said, as a cache that can never be used is a setting to fix
+		// (a file where the directory should be, a path that cannot
+		// be made); an entry that cannot be written, below, is not.
+		notef("%v; not using it", err)
 		return nil, err
 	}
 	key := c.keyOf(image, src)

@@ -343,7 +343,7 @@ func TestLoadFallbacks(t *testing.T) {
 	}{
 		{name: "no payload", compressed: nil},
 		{name: "bzip2", compressed: []byte("BZh91AY&SY\x00\x00\x00\x00\x10\x00\x00\x00")},
-		{name: "unwritable cache", compressed: good, dir: filepath.Join(fileDir, "vmlinux")},
+		{name: "cache under a file", compressed: good, dir: filepath.Join(fileDir, "vmlinux"), note: "kernel cache: mkdir " + fileDir},
 		{name: "corrupt payload", compressed: corrupt, note: "kernel cache: lz4 kernel payload"},
 		{name: "over the limit", compressed: good, limit: 100, note: "more than vmm's limit of 100"},
 	} {

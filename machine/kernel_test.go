@@ -43,7 +43,7 @@ func TestReadKernel(t *testing.T) {
 		{name: "bzImage with cache", kernel: compressed, cache: "fresh", elf: true},
 		{name: "bzImage with no payload", kernel: plain, cache: "fresh"},
 		{name: "bzImage without 64-bit entry", kernel: only32, cache: "fresh"},
-		{name: "unwritable cache", kernel: compressed, cache: unwritable},
+		{name: "cache under a file", kernel: compressed, cache: unwritable, note: "kernel cache: mkdir "},
 		{name: "payload not a vmlinux", kernel: notELF, cache: "fresh", note: "its decompressed payload: not an ELF file; booting the compressed kernel"},
 		{name: "bare vmlinux", kernel: bare, elf: true},
 		{name: "bare vmlinux with cache", kernel: bare, cache: "fresh", elf: true},
