@@ -119,6 +119,29 @@ func TestHostBridgeWithoutFunctions(t *testing.T) {
 	}
 }
 
+// TestRestoreMMIOWithBridge: a machine on the mmio transport has the
+// host bridge but no functions, and its virtio state saves and restores
+// (restoreVirtio once took the bridge for functions and dereferenced
+// their nil configuration spaces), latch included.
+func TestRestoreMMIOWithBridge(t *testing.T) {
+	cfg := Config{Transport: VirtioMMIO, Disks: []Disk{{Path: newDisk(t)}}}
+	m1, _ := newFakeMachine(t, cfg)
+	m1.pci.bridge.SetConfigAddress(0x80000004)
+	var st State
+	m1.saveVirtio(&st)
+	m1.closeVirtio() // the disk's lock
+	if len(st.Virtio) != 1 || len(st.VirtioPCI) != 0 {
+		t.Fatalf("saved %d mmio and %d PCI devices, want 1 and 0", len(st.Virtio), len(st.VirtioPCI))
+	}
+	m2, _ := newFakeMachine(t, cfg)
+	if err := m2.restoreVirtio(&st); err != nil {
+		t.Fatalf("restoreVirtio: %v", err)
+	}
+	if got := m2.pci.bridge.ConfigAddress(); got != 0x80000004 {
+		t.Errorf("host bridge latch %#x after restore, want 0x80000004", got)
+	}
+}
+
 // TestRestoreSwappedBARs: a guest that swapped its functions' BARs gets
 // them back swapped. Each function restored at its turn would find the
 // other one still at the build-time address it wants.

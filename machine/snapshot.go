@@ -163,16 +163,20 @@ func (m *Machine) restoreDevices(st *State) error {
 	return nil
 }
 
-// restoreVirtio gives the virtio devices their saved state: on PCI the
-// host bridge's latch, then each function's configuration space (which
-// maps its BAR and enables MSI-X as the guest had them) before its
-// transport, which may send an interrupt as it restarts the device.
+// restoreVirtio gives the virtio devices their saved state: the host
+// bridge's latch (every machine has the bridge, whatever the transport),
+// then on PCI each function's configuration space (which maps its BAR and
+// enables MSI-X as the guest had them) before its transport, which may
+// send an interrupt as it restarts the device.
 func (m *Machine) restoreVirtio(st *State) error {
 	if m.pci != nil {
 		m.pci.bridge.SetConfigAddress(st.PCIConfigAddress)
-		// Every BAR off first: a function restored to where another
-		// still decodes from the build would be refused the window.
-		for _, d := range m.virtio {
+	}
+	// Every BAR off first: a function restored to where another still
+	// decodes from the build would be refused the window. With
+	// VirtioMMIO there are no functions (d.fn is nil).
+	for _, d := range m.virtio {
+		if d.fn != nil {
 			d.fn.SetMemoryDecoding(false)
 		}
 	}
