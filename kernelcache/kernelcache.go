@@ -414,11 +414,12 @@ func (c *Cache) evict() {
 // decompressed (at most limit bytes) and stored for the next boot. An
 // error means the caller should boot the bzImage itself, as it would
 // without a cache; Load has already told notef (if not nil) whatever
-// is worth a line to the user: an unsafe directory, a corrupted entry, a
-// payload that failed to decompress, an entry it could not store. It
-// stays quiet about what is normal: a kernel with no payload or one in a
-// format vmm has no decoder for, or a cache that cannot be written
-// (a read-only home directory).
+// is worth a line to the user: a directory it cannot make or will not
+// trust (a file in the way, a read-only home, another user's), a
+// corrupted entry, a payload that failed to decompress, an entry it
+// could not store. It stays quiet about what is normal: a kernel with no
+// payload or one in a format vmm has no decoder for, or an existing cache
+// the user cannot add an entry to (one shared read-only).
 //
 // src, if not nil, is the file image was read from (ReadImage): with it
 // the entry's key comes from the key index when the file is unchanged

@@ -67,6 +67,20 @@ type jobFiles struct {
 	removed sync.Once
 }
 
+// makeOutDir makes -out's directory (or finds it) before the job, not
+// after it: a path the results cannot go to (a file, a place vmm may not
+// write) then fails in a second instead of after the whole job, whose
+// output would be lost. A job that fails leaves it, empty if it was new.
+func makeOutDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("-out: %w", err)
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("-out %s: not writable: %w", dir, err)
+	}
+	return nil
+}
+
 // prepareJob turns cfg into a job VM: the job spec and shared files as an
 // appended initramfs and a scratch disk for -out. runMode wires the job's
 // stdin and stdout.
@@ -92,15 +106,8 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	if err != nil || n%512 != 0 {
 		return nil, fmt.Errorf("-out-size %q: want a size such as 256M or 2G", size)
 	}
-	// The directory is made (or found) before the job, not after it: a
-	// path the results cannot go to (a file, a place vmm may not write)
-	// then fails in a second instead of after the whole job, whose output
-	// would be lost.
-	if err := os.MkdirAll(o.out, 0o755); err != nil {
-		return nil, fmt.Errorf("-out: %w", err)
-	}
-	if err := unix.Access(o.out, unix.W_OK|unix.X_OK); err != nil {
-		return nil, fmt.Errorf("-out %s: not writable: %w", o.out, err)
+	if err := makeOutDir(o.out); err != nil {
+		return nil, err
 	}
 	f, err := os.CreateTemp("", "vmm-out-*.img")
 	if err != nil {

@@ -312,6 +312,9 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 		return fail(fmt.Errorf("-out: scratch disk: %w", err))
 	}
 	if o.out != "" {
+		if err := makeOutDir(o.out); err != nil {
+			return fail(err)
+		}
 		j.outDir = o.out
 	}
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: guestabi.OutSerial})

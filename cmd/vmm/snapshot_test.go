@@ -63,6 +63,10 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 	slots := []snapshot.Device{{Kind: "fs", Tag: guestabi.JobShareTag}, {Kind: "fs", Tag: guestabi.JobRootTag, ReadOnly: true}}
 	good := snapshot.Manifest{VMMVersion: vmmVersion(), Devices: append([]snapshot.Device{outDisk}, slots...)}
 	spec := guestabi.Spec{Args: []string{"true"}}
+	aFile := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(aFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		man  *snapshot.Manifest // nil: a corrupted snapshot
@@ -77,6 +81,7 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 		{"no share slots", &snapshot.Manifest{VMMVersion: vmmVersion(), Devices: []snapshot.Device{outDisk}}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "3 virtio devices asked for, snapshot has 1"},
 		{"corrupt", nil, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "corrupt or truncated"},
 		{"missing share", &good, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{share: "/no/such/dir"}, "-share"},
+		{"out is a file", &good, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{out: aFile}, "-out: mkdir " + aFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var dir string

@@ -370,7 +370,10 @@ func TestNullStdinAndTerminal(t *testing.T) {
 			}, 0},
 			{"SIGTERM", []string{"expect:" + readyMarker.String(), "mode", "signal:TERM"}, 128 + 15},
 		} {
-			args := append(append([]string{"/bin/ptyends"}, tc.steps...), "--")
+			// Three expects of at most 2 minutes and the 1-minute
+			// wait for vmm's exit fit in redirect's 8 minutes, so a
+			// failure always comes with ptyends' report.
+			args := append(append([]string{"/bin/ptyends", "-step-timeout", "2m", "-exit-timeout", "1m"}, tc.steps...), "--")
 			args = append(args, vmmArgs("-append", "quiet", "-timeout", "5m")...)
 			r, err := redirectExec(t.Context(), l, 8*time.Minute, nil, args...)
 			if err != nil {
@@ -381,17 +384,27 @@ func TestNullStdinAndTerminal(t *testing.T) {
 			if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n")+1:]), &p); err != nil {
 				return reportFailure(l, r, "%s: no report from ptyends: %v", tc.name, err)
 			}
+			// vmm's console and messages went to the pty, not to
+			// redirect's report, so what tells an emulator crash
+			// (which the harness retries) from a defect is there.
+			fail := func(format string, args ...any) error {
+				err := reportFailure(l, r, tc.name+": "+format, args...)
+				if line := nested.GuestCrash(p.Output); line != "" && !errors.Is(err, nested.ErrGuestCrashed) {
+					return fmt.Errorf("%w (%s): %w", nested.ErrGuestCrashed, line, err)
+				}
+				return err
+			}
 			switch {
 			case p.Error != "":
-				return reportFailure(l, r, "%s: ptyends: %s", tc.name, p.Error)
+				return fail("ptyends: %s", p.Error)
 			case p.Failed != "":
-				return reportFailure(l, r, "%s: step %s; the terminal's output ends:\n%s", tc.name, p.Failed, p.Output)
+				return fail("step %s; the terminal's output ends:\n%s", p.Failed, p.Output)
 			case len(p.Raw) != 1 || !p.Raw[0]:
-				return reportFailure(l, r, "%s: the terminal was not in raw mode while the guest ran (%v)", tc.name, p.Raw)
+				return fail("the terminal was not in raw mode while the guest ran (%v)", p.Raw)
 			case p.Exit != tc.exit:
-				return reportFailure(l, r, "%s: vmm exited with status %d, want %d; the terminal's output ends:\n%s", tc.name, p.Exit, tc.exit, p.Output)
+				return fail("vmm exited with status %d, want %d (-1: still running after the steps, killed); the terminal's output ends:\n%s", p.Exit, tc.exit, p.Output)
 			case !p.Restored:
-				return reportFailure(l, r, "%s: the terminal's mode was not restored: c_lflag %#x before, %#x after", tc.name, p.Before, p.After)
+				return fail("the terminal's mode was not restored: c_lflag %#x before, %#x after", p.Before, p.After)
 			}
 		}
 		return nil

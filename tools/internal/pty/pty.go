@@ -6,6 +6,7 @@
 package pty
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -27,15 +28,27 @@ func Open() (master, term *os.File, err error) {
 			return nil, nil, fmt.Errorf("pty: %w", err)
 		}
 	}
-	fd := int(m.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
-		return nil, nil, fmt.Errorf("pty: unlock: %w", err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	// Through SyscallConn, not Fd: Fd would put the master back in
+	// blocking mode, where read deadlines (which callers use to drain
+	// it) no longer work.
+	rc, err := m.SyscallConn()
 	if err != nil {
 		m.Close()
-		return nil, nil, fmt.Errorf("pty: number: %w", err)
+		return nil, nil, fmt.Errorf("pty: %w", err)
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		if ierr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ierr != nil {
+			ierr = fmt.Errorf("unlock: %w", ierr)
+			return
+		}
+		if n, ierr = unix.IoctlGetInt(int(fd), unix.TIOCGPTN); ierr != nil {
+			ierr = fmt.Errorf("number: %w", ierr)
+		}
+	}); err != nil || ierr != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("pty: %w", errors.Join(err, ierr))
 	}
 	t, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {

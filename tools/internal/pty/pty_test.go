@@ -1,14 +1,15 @@
 package pty
 
 import (
+	"errors"
 	"io"
 	"os"
 	"testing"
 	"time"
 )
 
-// A byte written to the terminal end comes out of the master, and the
-// terminal end is a terminal.
+// A byte written to the terminal end comes out of the master, and a read
+// deadline on the master works (Open leaves it non-blocking).
 func TestOpen(t *testing.T) {
 	if _, err := os.Stat("/dev/ptmx"); err != nil {
 		t.Skip("no /dev/ptmx here")
@@ -28,5 +29,21 @@ func TestOpen(t *testing.T) {
 	b := make([]byte, 1)
 	if _, err := io.ReadFull(master, b); err != nil || b[0] != 'x' {
 		t.Fatalf("read %q, %v; want x", b, err)
+	}
+	if err := master.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := master.Read(b)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("read with nothing to read: %v, want the deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read past its deadline still blocks: the master is in blocking mode")
 	}
 }

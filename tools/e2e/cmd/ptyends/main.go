@@ -165,11 +165,11 @@ func run(steps, cmdArgs []string, stepTimeout, exitTimeout time.Duration) (r rep
 
 	select {
 	case <-exited:
+		r.Exit = status(cmd.ProcessState)
 	case <-time.After(exitTimeout):
 		_ = cmd.Process.Kill()
-		<-exited
+		<-exited // r.Exit stays -1: CMD did not end by itself
 	}
-	r.Exit = status(cmd.ProcessState)
 	if after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS); err == nil {
 		r.After = after.Lflag
 		r.Restored = *after == *before

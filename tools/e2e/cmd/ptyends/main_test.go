@@ -16,7 +16,8 @@ func TestRun(t *testing.T) {
 	}
 	// rawThenTrap puts the terminal in raw mode and puts it back (then
 	// exits 7) on SIGTERM, as vmm does.
-	const rawThenTrap = `S=$(stty -g); stty raw -echo; echo ready; trap "stty $S; exit 7" TERM; while :; do sleep 0.1; done`
+	// The trap is set before "ready", which the signal step waits for.
+	const rawThenTrap = `S=$(stty -g); trap "stty $S; exit 7" TERM; stty raw -echo; echo ready; while :; do sleep 0.1; done`
 	// rawThenDie leaves the terminal raw when killed.
 	const rawThenDie = `stty raw -echo; echo ready; exec sleep 60`
 	for _, tc := range []struct {
@@ -62,5 +63,21 @@ func TestRun(t *testing.T) {
 				t.Errorf("Output = %q, want it to contain %q", r.Output, tc.output)
 			}
 		})
+	}
+}
+
+// A command still running -exit-timeout after the steps is killed and
+// reported as -1, not as the signal that killed it.
+func TestRunKillsLateCommand(t *testing.T) {
+	if _, err := os.Stat("/dev/ptmx"); err != nil {
+		t.Skip("no /dev/ptmx here")
+	}
+	start := time.Now()
+	r := run(nil, []string{"sleep", "30"}, time.Second, 300*time.Millisecond)
+	if r.Error != "" || r.Exit != -1 {
+		t.Errorf("error %q, exit %d; want none and -1", r.Error, r.Exit)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("took %v: the late command held ptyends", took)
 	}
 }
