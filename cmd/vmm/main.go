@@ -498,21 +498,9 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	// write can hold up a vCPU or the exit (hostio.go).
 	host := newHostIO(ctx, runMode, stdoutFile, stderrFile)
 	stderr := host.stderr
-	if timeout > 0 {
-		// The clock starts before the machine is built: -timeout bounds
-		// the whole run, boot included.
-		t := time.AfterFunc(timeout, func() { cancel(errTimeout{timeout}) })
-		defer t.Stop()
-	}
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
-	defer signal.Stop(sigs)
-	go func() {
-		if s, ok := <-sigs; ok {
-			cancel(signalError{s.(unix.Signal)})
-		}
-	}()
+	// The clock starts before the machine is built: -timeout bounds the
+	// whole run, boot included.
+	defer armStops(ctx, cancel, timeout)()
 	// Disarmed last, after host.finish: the backstop bounds the whole
 	// stop, output included.
 	bs, disarm := armBackstop(ctx, stderrFile, os.Exit)
@@ -627,13 +615,13 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		return 0
 	case errors.As(cause, &te):
 		unraw()
+		why := ""
 		if m.KVMNote() != "" {
 			// A distro kernel may run on such a KVM until the
 			// deadline without one exit: point back at why.
-			fmt.Fprintf(stderr, "\r\nvmm: %v (this host's KVM has no hardware virtualization: see the warning above)\n", te)
-			return exitTimeout
+			why = " (this host's KVM has no hardware virtualization: see the warning above)"
 		}
-		fmt.Fprintf(stderr, "\r\nvmm: %v\n", te)
+		fmt.Fprintf(stderr, "\r\nvmm: %v%s\n", te, why)
 		return exitTimeout
 	case errors.As(cause, &se):
 		unraw()
@@ -665,5 +653,31 @@ type errTimeout struct{ d time.Duration }
 func (e errTimeout) Error() string { return fmt.Sprintf("guest stopped: -timeout %v reached", e.d) }
 
 type signalError struct{ sig unix.Signal }
+
+// armStops makes -timeout (errTimeout, if timeout is set) and SIGINT,
+// SIGTERM or SIGHUP (signalError) cancel ctx with their cause, which is
+// how vmm, vmm run and vmm snapshot all stop; the returned func disarms
+// both. The signal goroutine ends with ctx.
+func armStops(ctx context.Context, cancel context.CancelCauseFunc, timeout time.Duration) (disarm func()) {
+	var t *time.Timer
+	if timeout > 0 {
+		t = time.AfterFunc(timeout, func() { cancel(errTimeout{timeout}) })
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(signalError{s.(unix.Signal)})
+		case <-ctx.Done():
+		}
+	}()
+	return func() {
+		if t != nil {
+			t.Stop()
+		}
+		signal.Stop(sigs)
+	}
+}
 
 func (e signalError) Error() string { return "stopped by " + e.sig.String() }

@@ -67,16 +67,18 @@ type jobFiles struct {
 	removed sync.Once
 }
 
-// makeOutDir makes -out's directory (or finds it) before the job, not
-// after it: a path the results cannot go to (a file, a place vmm may not
-// write) then fails in a second instead of after the whole job, whose
-// output would be lost. A job that fails leaves it, empty if it was new.
-func makeOutDir(dir string) error {
+// makeWritableDir makes dir, the directory of flag (-out, -o), or finds
+// it, and checks vmm may write in it, before the guest runs rather than
+// when its results are saved: a path they cannot go to (a file, a place
+// vmm may not write) then fails in a second instead of after the whole
+// job, whose output would be lost. A job that fails leaves it, empty if
+// it was new.
+func makeWritableDir(flag, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("-out: %w", err)
+		return fmt.Errorf("%s: %w", flag, err)
 	}
 	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
-		return fmt.Errorf("-out %s: not writable: %w", dir, err)
+		return fmt.Errorf("%s %s: not writable: %w", flag, dir, err)
 	}
 	return nil
 }
@@ -106,7 +108,7 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	if err != nil || n%512 != 0 {
 		return nil, fmt.Errorf("-out-size %q: want a size such as 256M or 2G", size)
 	}
-	if err := makeOutDir(o.out); err != nil {
+	if err := makeWritableDir("-out", o.out); err != nil {
 		return nil, err
 	}
 	f, err := os.CreateTemp("", "vmm-out-*.img")

@@ -8,13 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/machine"
@@ -120,30 +117,13 @@ func snapshotMain(args []string, stderr io.Writer) int {
 	}
 	// The directory is made (or found writable) before the boot, not
 	// when the snapshot is written: a path it cannot go to fails at once.
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		fmt.Fprintf(stderr, "vmm snapshot: -o: %v\n", err)
-		return 1
-	}
-	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
-		fmt.Fprintf(stderr, "vmm snapshot: -o %s: not writable: %v\n", dir, err)
+	if err := makeWritableDir("-o", dir); err != nil {
+		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
 		return 1
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	if o.timeout > 0 {
-		t := time.AfterFunc(o.timeout, func() { cancel(errTimeout{o.timeout}) })
-		defer t.Stop()
-	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
-	defer signal.Stop(sigs)
-	go func() {
-		select {
-		case s := <-sigs:
-			cancel(signalError{s.(unix.Signal)})
-		case <-ctx.Done():
-		}
-	}()
+	defer armStops(ctx, cancel, o.timeout)()
 	if err := makeSnapshot(ctx, cfg, dir, int64(size), stderr); err != nil {
 		// The statuses of vmm's own -timeout and signal stops.
 		var te errTimeout
@@ -312,7 +292,7 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 		return fail(fmt.Errorf("-out: scratch disk: %w", err))
 	}
 	if o.out != "" {
-		if err := makeOutDir(o.out); err != nil {
+		if err := makeWritableDir("-out", o.out); err != nil {
 			return fail(err)
 		}
 		j.outDir = o.out
