@@ -1,5 +1,5 @@
 // Package guest builds the default vmm guest: a Debian 12 kernel (fetched
-// with apt and cached) and a u-root initramfs whose uinit, vmm-init, loads
+// with apt and cached) and a u-root initramfs whose init, vmm-init, loads
 // the virtio drivers and then prints [ReadyMarker] on the console.
 //
 // The pieces are separate so that tests can reuse a cached kernel with a

@@ -15,7 +15,7 @@ import (
 	"github.com/u-root/uio/llog"
 )
 
-// InitPackage is the import path of the guest's uinit.
+// InitPackage is the import path of the guest's init (/init).
 const InitPackage = "github.com/vmm-dev/vmm/guest/cmd/vmm-init"
 
 // IotoolPackage is the import path of vmm-iotool, the guest's end of the
@@ -35,13 +35,13 @@ const modulePath = "github.com/vmm-dev/vmm"
 const urootModule = "github.com/u-root/u-root"
 
 // UrootCommands are the u-root commands compiled (as one busybox binary) into
-// the image: init and the gosh shell, plus enough of u-root's core set to
+// the image: the gosh shell, plus enough of u-root's core set to
 // look around, debug drivers and power off. It is a fixed list rather than
 // all of cmds/core because some core commands (sshd, scp, gpgv, ...) pull in
 // modules vmm does not otherwise need and make the image slower to build.
 func UrootCommands() []string {
 	names := []string{
-		"init", "gosh",
+		"gosh",
 		"cat", "chmod", "cmp", "cp", "date", "dd", "df", "dirname", "basename", "dmesg",
 		"echo", "false", "find", "free", "grep", "head", "hexdump", "hostname", "id",
 		"insmod", "ip", "kill", "ln", "ls", "lsmod", "mkdir", "mknod", "more", "mount",
@@ -78,9 +78,10 @@ type InitramfsOptions struct {
 }
 
 // BuildInitramfs builds the guest's initramfs with u-root as a library:
-// u-root's init and commands go into one busybox binary (/bbin/bb) and
-// vmm-init and vmm-iotool are built as normal binaries (/bin/vmm-init,
-// linked as /bin/uinit and /bin/reboot, and /bin/vmm-iotool). /bin/sh is gosh. The modules of o.Kernel go under
+// u-root's commands go into one busybox binary (/bbin/bb) and vmm-init
+// and vmm-iotool are built as normal binaries (/bin/vmm-init, linked as
+// /init and /bin/reboot, and /bin/vmm-iotool). /bin/sh is gosh. The
+// modules of o.Kernel go under
 // /lib/modules/<version>/ with a modules.dep that lists only them.
 //
 // It compiles from source, so it needs the go command and must run inside
@@ -168,8 +169,7 @@ func BuildInitramfs(ctx context.Context, o InitramfsOptions) error {
 		uimage.WithBaseArchive(uimage.DefaultRamfs()),
 		uimage.WithBusyboxCommands(UrootCommands()...),
 		uimage.WithBinaryCommands(ImagePackages()...),
-		uimage.WithInit("init"),
-		uimage.WithUinit("vmm-init"),
+		uimage.WithInit("vmm-init"), // /init: vmm-init is the first process
 		uimage.WithShell("gosh"),
 		uimage.WithSymlink("bin/reboot", "vmm-init"),
 		uimage.WithFiles(extra...),

@@ -51,7 +51,7 @@ const GuestMin Phase = 0x10
 // Guest phases, written to BootTimerPort by the guest's init.
 const (
 	// InitStart is written by vmm-init first thing: the kernel has
-	// booted and u-root's init has mounted the file systems.
+	// booted and run /init.
 	InitStart Phase = 0x10
 	// Ready is written by vmm-init when it prints "vmm-guest: ready":
 	// modules are loaded and the shell is about to start.

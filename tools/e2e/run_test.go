@@ -336,14 +336,19 @@ func runCases(t *testing.T) []runCase {
 	wantDiskSum := sha256Hex(wantDisk)
 	cases := []runCase{
 		{
-			name:    "status-and-streams",
-			command: []string{"sh", "-c", "echo out-$((40+2)); echo err-$((6*7)) >&2; exit 3"},
+			name: "status-and-streams",
+			// $GOROOT: u-root's init used to set GOROOT=/go, which
+			// a -rootfs job's own go command then refused.
+			command: []string{"sh", "-c", "echo out-$((40+2))$GOROOT; echo err-$((6*7)) >&2; exit 3"},
 			status:  3,
 			check: func(r redirectReport) error {
 				// Arithmetic, so an echo of the command line cannot
 				// pass for the job's output.
 				if r.Stdout != "out-42\n" {
 					return fmt.Errorf("stdout %q, want exactly the job's \"out-42\\n\"", r.Stdout)
+				}
+				if strings.Contains(r.Stderr, "u-root") {
+					return fmt.Errorf("the job's stderr carries u-root init's banner")
 				}
 				if !strings.Contains(r.Stderr, "err-42") {
 					return fmt.Errorf("the job's stderr line err-42 is not on vmm's stderr")

@@ -393,7 +393,16 @@ func TestRootfs(t *testing.T) {
 		}
 		r, err := redirectExec(ctx, l, shareTimeout, nil, runArgs([]string{"-rootfs", "/R"}, "bash", "-c",
 			`echo "bash $BASH_VERSION"; sha256sum /usr/share/marker; echo overlay-$((6*7)) > /usr/new && echo "$(</usr/new)"; echo "cwd $PWD"; `+
-				`read x < <(echo procsub-$((6*7))); echo "$x"; [ -d /dev/shm ] && echo shm-ok; exit 7`)...)
+				`read x < <(echo procsub-$((6*7))); echo "$x"; [ -d /dev/shm ] && echo shm-ok; `+
+				// An orphan: its parent subshell exits at once, so
+				// it goes to the guest's PID 1 (vmm-init), which
+				// must reap it. The second read returns when the
+				// orphan has ended (it held the pipe); a zombie keeps
+				// its /proc entry and the loop runs out. GOROOT:
+				// u-root's init set it to /go.
+				`{ read -r o; read -r _; } < <( ( bash -c : & echo $! ) ); n=0; `+
+				`while [ -e /proc/$o ] && [ $n -lt 100000 ]; do n=$((n+1)); done; `+
+				`[ $n -lt 100000 ] && echo orphan-reaped; echo "goroot=$GOROOT."; exit 7`)...)
 		if err != nil {
 			return err
 		}
@@ -401,7 +410,7 @@ func TestRootfs(t *testing.T) {
 			return err
 		}
 		t.Logf("bash in -rootfs /R: %q in %.1fs", r.Stdout, r.ElapsedMS/1000)
-		for _, want := range []string{"bash 5.", markerSum + "  /usr/share/marker", "overlay-42", "cwd /\n", "procsub-42", "shm-ok"} {
+		for _, want := range []string{"bash 5.", markerSum + "  /usr/share/marker", "overlay-42", "cwd /\n", "procsub-42", "shm-ok", "orphan-reaped", "goroot=."} {
 			if !strings.Contains(r.Stdout, want) {
 				return reportFailure(l, r, "the job's output lacks %q", want)
 			}

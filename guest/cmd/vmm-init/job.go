@@ -78,7 +78,7 @@ func runJob(spec guestabi.Spec) int {
 		return exitStatus(err)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, os.Stderr
-	status := exitStatus(cmd.Run())
+	status := runReaping(cmd)
 	if spec.Out {
 		if err := saveOut(); err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-init: -out: %v\n", err)

@@ -1,6 +1,6 @@
 // Package pty opens pseudo-terminal pairs for the tools that must give a
-// program a real terminal: bootbench's container (u-root's init makes its
-// console the controlling terminal of its children) and the end-to-end
+// program a real terminal: bootbench's container (the guest's init makes
+// its console the shell's controlling terminal) and the end-to-end
 // tests' ptyends (vmm on a terminal). It is here rather than in either
 // because both run in L1, which has no devpts until one of them mounts it.
 package pty

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/guestabi"
+)
+
+// pid1Mount is one file system the guest gets before anything runs.
+type pid1Mount struct {
+	source, target, fstype, data string
+	// optional file systems are skipped without a word on a kernel
+	// built without them (the minimal kernel of make bench-boot).
+	optional bool
+}
+
+// pid1Mounts returns the file systems every vmm guest has: devtmpfs for the
+// device nodes (the job port, /dev/urandom, the -out disk), proc and
+// sysfs, a tmpfs /tmp, devpts for ptys and cgroup2 for jobs that run
+// containers. The devpts options are those of a system's /dev/pts (tty
+// group 5, mode 620) with a private instance whose ptmx every user may
+// open. debugfs is there for the tracing a user debugging a driver reaches
+// for first.
+func pid1Mounts() []pid1Mount {
+	return []pid1Mount{
+		{"devtmpfs", "/dev", "devtmpfs", "", false},
+		{"proc", "/proc", "proc", "", false},
+		{"sysfs", "/sys", "sysfs", "", false},
+		{"tmpfs", "/tmp", "tmpfs", "", false},
+		{"devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=666,gid=5,mode=620", false},
+		{"tmpfs", "/dev/shm", "tmpfs", "", false},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2", "", true},
+		{"debugfs", "/sys/kernel/debug", "debugfs", "", true},
+	}
+}
+
+// pid1Path is the guest's PATH: the usual system directories, then
+// /bbin, where u-root's busybox links its commands.
+const pid1Path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/bbin"
+
+// consoleLogLevel is the console log level vmm-init sets (syslog(2),
+// SYSLOG_ACTION_CONSOLE_LEVEL): only messages more urgent than
+// KERN_NOTICE (5, include/linux/kern_levels.h) reach the console. The
+// informational lines of module loading and of the drivers they bring up
+// would otherwise go out on the 8250, one trapped write per byte, and
+// into the middle of the shell's prompt; dmesg still has them. A command
+// line that chose its own level ("loglevel=", "debug") keeps it.
+const consoleLogLevel = 5
+
+// syslogActionConsoleLevel is SYSLOG_ACTION_CONSOLE_LEVEL
+// (include/linux/syslog.h).
+const syslogActionConsoleLevel = 8
+
+// setUpPID1 prepares the guest as its first process: mounts, PATH,
+// console log level, and signals. Failures are reported a line each and
+// do not stop the boot: a guest missing /dev/shm is still a guest. In a
+// container (see main) there is no machine to set up; the container's
+// manager made the mounts it wanted.
+func setUpPID1(inContainer bool) {
+	// SIGTERM, SIGINT and SIGHUP would end a Go program, and PID 1
+	// ending panics the kernel. Handled (not ignored) signals go back
+	// to their default in the programs init starts, so the shell and the
+	// job can still be interrupted.
+	signal.Notify(make(chan os.Signal, 1), unix.SIGTERM, unix.SIGINT, unix.SIGHUP)
+	os.Setenv("PATH", pid1Path)
+	if os.Getenv("HOME") == "" {
+		os.Setenv("HOME", "/")
+	}
+	os.Setenv("USER", "root")
+	if inContainer {
+		return
+	}
+	for _, m := range pid1Mounts() {
+		if err := mountOnce(m); err != nil && !(m.optional && missing(err)) {
+			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		}
+	}
+	if err := os.Symlink("pts/ptmx", "/dev/ptmx"); err != nil && !errors.Is(err, os.ErrExist) {
+		fmt.Fprintf(os.Stderr, "vmm-init: /dev/ptmx: %v\n", err)
+	}
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err == nil && !choosesLogLevel(string(cmdline)) {
+		if _, _, e := unix.Syscall(unix.SYS_SYSLOG, syslogActionConsoleLevel, 0, consoleLogLevel); e != 0 {
+			fmt.Fprintf(os.Stderr, "vmm-init: console log level: %v\n", e)
+		}
+	}
+}
+
+// mountOnce mounts m, making its mount point first; a mount point that
+// already has a file system of its own (EBUSY) counts as mounted.
+func mountOnce(m pid1Mount) error {
+	if err := os.MkdirAll(m.target, 0o755); err != nil {
+		return fmt.Errorf("mount %s at %s: %w", m.fstype, m.target, err)
+	}
+	err := unix.Mount(m.source, m.target, m.fstype, unix.MS_NOSUID, m.data)
+	if err != nil && !errors.Is(err, unix.EBUSY) {
+		return mountErr(fmt.Sprintf("mount %s at %s", m.fstype, m.target), m.fstype, m.fstype, err)
+	}
+	return nil
+}
+
+// missing reports whether a mount failed because the kernel lacks the
+// file system (ENODEV) or sysfs lacks its mount point (ENOENT).
+func missing(err error) bool {
+	return errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}
+
+// choosesLogLevel reports whether the kernel command line sets the
+// console log level itself.
+func choosesLogLevel(cmdline string) bool {
+	for _, f := range strings.Fields(cmdline) {
+		if f == "debug" || f == "quiet" || f == "ignore_loglevel" || strings.HasPrefix(f, "loglevel=") {
+			return true
+		}
+	}
+	return false
+}
+
+// shellPath is the console shell (u-root's gosh in vmm's initramfs).
+const shellPath = "/bin/sh"
+
+// runConsoleShell runs the shell on the console until it exits and then
+// powers the machine off, so `exit` in the guest ends vmm with status 0.
+// The shell leads its own session with the console as its controlling
+// terminal, which is what makes Ctrl-C reach the command it runs.
+func runConsoleShell() {
+	cmd := exec.Command(shellPath)
+	cmd.Args[0] = shellPath // u-root's busybox resolves the command from it
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if status := runReaping(cmd); status != 0 {
+		fmt.Fprintf(os.Stderr, "vmm-init: %s ended with status %d\n", shellPath, status)
+	}
+	unix.Sync()
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}
+
+// runReaping runs cmd and returns its status as a shell gives it. While
+// it waits it reaps every other child that ends: the first process
+// inherits every orphan in the guest, and each one left a zombie would
+// hold its PID until the machine stops.
+func runReaping(cmd *exec.Cmd) int {
+	if err := cmd.Start(); err != nil {
+		return exitStatus(err)
+	}
+	ws, err := reapUntil(cmd.Process.Pid)
+	cmd.Process.Release()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: wait for %s: %v\n", filepath.Base(cmd.Path), err)
+		return guestabi.StatusNotExecutable
+	}
+	return statusOf(ws)
+}
+
+// reapUntil waits for any child (wait4(-1)) until pid has ended and
+// returns pid's status.
+func reapUntil(pid int) (unix.WaitStatus, error) {
+	for {
+		var ws unix.WaitStatus
+		p, err := unix.Wait4(-1, &ws, 0, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+		case err != nil:
+			return 0, err
+		case p == pid:
+			return ws, nil
+		}
+	}
+}
+
+// statusOf is the status a shell gives for ws: the exit code, or
+// 128+N for a child killed by signal N.
+func statusOf(ws unix.WaitStatus) int {
+	if ws.Signaled() {
+		return guestabi.StatusSignalBase + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
