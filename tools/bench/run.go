@@ -868,9 +868,9 @@ func (r *Runner) boot(ctx context.Context, s System, args []string) (*guest, err
 	if _, err := con.Expect(regexp.MustCompile(`bench-42`), cmdTimeout); err != nil {
 		return fail(fmt.Errorf("shell: %w", err))
 	}
-	// Kernel messages on the console (vmm-init sets the level to 5,
-	// so warnings such as the clocksource watchdog's appear under
-	// nesting) could land inside a result line.
+	// Kernel messages on the console (at quiet's level 4, errors such
+	// as those nesting can cause still appear) could land inside a
+	// result line.
 	if _, err := g.run("echo 1 > /proc/sys/kernel/printk", cmdTimeout); err != nil {
 		return fail(fmt.Errorf("console log level: %w", err))
 	}

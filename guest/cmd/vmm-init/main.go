@@ -8,6 +8,11 @@
 // shell on the console, reaping orphans meanwhile. When the shell exits
 // it powers the machine off.
 //
+// After the modules it brings lo up and configures each virtio-net card
+// by DHCP (net.go), so a guest on vmm's -nic user network has its
+// address, route and name server before the marker, or before a job
+// starts.
+//
 // It used to be u-root's init that was the first process, starting
 // vmm-init as its uinit. That init is general: it prints a banner, mounts
 // a dozen cgroup v1 hierarchies, copies /etc to a tmpfs and sets up an
@@ -20,10 +25,6 @@
 //
 // Invoked as "reboot" (through a symlink) it reboots the machine instead,
 // because u-root's core commands only offer that as "shutdown reboot".
-//
-// Then it brings lo up and configures each virtio-net card by DHCP (net.go),
-// so a guest on vmm's -nic user network has its address, route and name
-// server before the marker, or before a job starts.
 //
 // It stamps two phases on vmm's boot timer (package boottimer): init-start
 // first thing and ready with the marker. In a container (the environment
@@ -62,6 +63,7 @@ func main() {
 	pid1 := os.Getpid() == 1
 	inContainer := os.Getenv("container") != ""
 	if pid1 {
+		defer powerOffOnPanic()
 		setUpPID1(inContainer)
 	} else {
 		releaseConsole()

@@ -19,18 +19,30 @@ import (
 type pid1Mount struct {
 	source, target, fstype, data string
 	// optional file systems are skipped without a word on a kernel
-	// built without them (the minimal kernel of make bench-boot).
+	// built without them (the minimal kernel of make bench-boot has
+	// neither cgroups nor debugfs): sysfs then has no mount point for
+	// them, or the mount fails with ENODEV.
 	optional bool
 }
 
-// pid1Mounts returns the file systems every vmm guest has: devtmpfs for the
-// device nodes (the job port, /dev/urandom, the -out disk), proc and
-// sysfs, a tmpfs /tmp, devpts for ptys and cgroup2 for jobs that run
-// containers. The devpts options are those of a system's /dev/pts (tty
-// group 5, mode 620) with a private instance whose ptmx every user may
-// open. debugfs is there for the tracing a user debugging a driver reaches
-// for first.
-func pid1Mounts() []pid1Mount {
+// pid1Mounts returns the file systems vmm-init mounts as the first
+// process. In a VM: devtmpfs for the device nodes (the job port,
+// /dev/urandom, the -out disk), proc and sysfs, a tmpfs /tmp, devpts for
+// ptys (a system's usual options: tty group 5, mode 620, a private
+// instance whose ptmx every user may open; the ptmx node devtmpfs has
+// finds it, Linux 4.7 and later), a tmpfs /dev/shm, and cgroup2 and
+// debugfs for a user looking at the guest's processes or tracing a
+// driver. In a container (tools/container), whose manager gives it /dev,
+// /proc and /sys, only /tmp, devpts and /dev/shm: the manager leaves
+// those to the container's init, and maps no tty group.
+func pid1Mounts(inContainer bool) []pid1Mount {
+	if inContainer {
+		return []pid1Mount{
+			{"tmpfs", "/tmp", "tmpfs", "", false},
+			{"devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=666,mode=620", false},
+			{"tmpfs", "/dev/shm", "tmpfs", "", false},
+		}
+	}
 	return []pid1Mount{
 		{"devtmpfs", "/dev", "devtmpfs", "", false},
 		{"proc", "/proc", "proc", "", false},
@@ -60,32 +72,33 @@ const consoleLogLevel = 5
 // (include/linux/syslog.h).
 const syslogActionConsoleLevel = 8
 
-// setUpPID1 prepares the guest as its first process: mounts, PATH,
-// console log level, and signals. Failures are reported a line each and
-// do not stop the boot: a guest missing /dev/shm is still a guest. In a
-// container (see main) there is no machine to set up; the container's
-// manager made the mounts it wanted.
+// setUpPID1 prepares the guest as its first process: signals, PATH,
+// mounts, the /dev links and the console log level. Failures are
+// reported a line each and do not stop the boot: a guest missing
+// /dev/shm is still a guest. In a container (see main) only the
+// environment and the container's share of the mounts.
 func setUpPID1(inContainer bool) {
-	// SIGTERM, SIGINT and SIGHUP would end a Go program, and PID 1
-	// ending panics the kernel. Handled (not ignored) signals go back
-	// to their default in the programs init starts, so the shell and the
-	// job can still be interrupted.
-	signal.Notify(make(chan os.Signal, 1), unix.SIGTERM, unix.SIGINT, unix.SIGHUP)
+	// Most signals end a Go program (SIGTERM, SIGQUIT, SIGABRT, ...),
+	// and the first process ending panics the kernel: every signal is
+	// taken and dropped. Handled (not ignored) signals go back to their
+	// default in the programs init starts, so the shell and the job
+	// can still be interrupted.
+	signal.Notify(make(chan os.Signal, 1))
 	os.Setenv("PATH", pid1Path)
 	if os.Getenv("HOME") == "" {
 		os.Setenv("HOME", "/")
 	}
 	os.Setenv("USER", "root")
-	if inContainer {
-		return
-	}
-	for _, m := range pid1Mounts() {
-		if err := mountOnce(m); err != nil && !(m.optional && missing(err)) {
+	for _, m := range pid1Mounts(inContainer) {
+		if err := mountOnce(m); err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 		}
 	}
-	if err := os.Symlink("pts/ptmx", "/dev/ptmx"); err != nil && !errors.Is(err, os.ErrExist) {
-		fmt.Fprintf(os.Stderr, "vmm-init: /dev/ptmx: %v\n", err)
+	if inContainer {
+		return
+	}
+	if err := devLinks("/dev"); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 	}
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err == nil && !choosesLogLevel(string(cmdline)) {
@@ -95,23 +108,30 @@ func setUpPID1(inContainer bool) {
 	}
 }
 
-// mountOnce mounts m, making its mount point first; a mount point that
-// already has a file system of its own (EBUSY) counts as mounted.
+// mountOnce mounts m, making its mount point first (an optional one
+// must exist already: mkdir in sysfs fails). It returns nil for what
+// needs no mount: a mount point that already has a file system of its
+// own (EBUSY), or an optional file system the kernel lacks.
 func mountOnce(m pid1Mount) error {
-	if err := os.MkdirAll(m.target, 0o755); err != nil {
+	if m.optional {
+		if _, err := os.Stat(m.target); err != nil {
+			return nil
+		}
+	} else if err := os.MkdirAll(m.target, 0o755); err != nil {
 		return fmt.Errorf("mount %s at %s: %w", m.fstype, m.target, err)
 	}
 	err := unix.Mount(m.source, m.target, m.fstype, unix.MS_NOSUID, m.data)
-	if err != nil && !errors.Is(err, unix.EBUSY) {
-		return mountErr(fmt.Sprintf("mount %s at %s", m.fstype, m.target), m.fstype, m.fstype, err)
+	if mountNeedless(m, err) {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("mount %s at %s: %w", m.fstype, m.target, err)
 }
 
-// missing reports whether a mount failed because the kernel lacks the
-// file system (ENODEV) or sysfs lacks its mount point (ENOENT).
-func missing(err error) bool {
-	return errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+// mountNeedless reports whether mount(2)'s err for m leaves nothing to
+// say: success, a file system already there (EBUSY), or an optional one
+// the kernel was built without (ENODEV).
+func mountNeedless(m pid1Mount, err error) bool {
+	return err == nil || errors.Is(err, unix.EBUSY) || (m.optional && errors.Is(err, unix.ENODEV))
 }
 
 // choosesLogLevel reports whether the kernel command line sets the
@@ -141,6 +161,21 @@ func runConsoleShell() {
 	if status := runReaping(cmd); status != 0 {
 		fmt.Fprintf(os.Stderr, "vmm-init: %s ended with status %d\n", shellPath, status)
 	}
+	unix.Sync()
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}
+
+// powerOffOnPanic, deferred by the first process's main, turns a panic
+// there into a line on the console and a power-off (which `vmm run`
+// reports as a guest that gave no status) instead of the kernel's panic
+// at init's exit.
+func powerOffOnPanic() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "vmm-init: panic: %v\n", r)
 	unix.Sync()
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	select {}

@@ -29,26 +29,62 @@ func TestChoosesLogLevel(t *testing.T) {
 }
 
 func TestPID1Mounts(t *testing.T) {
-	ms := pid1Mounts()
-	if ms[0].target != "/dev" {
-		t.Errorf("first mount is %s: devtmpfs must come first, the others' mount points are under /dev and /sys", ms[0].target)
-	}
-	seen := map[string]bool{}
-	for _, m := range ms {
-		if !strings.HasPrefix(m.target, "/") || seen[m.target] {
-			t.Errorf("mount point %q: not absolute, or twice", m.target)
+	for _, inContainer := range []bool{false, true} {
+		ms := pid1Mounts(inContainer)
+		if !inContainer && ms[0].target != "/dev" {
+			t.Errorf("first mount is %s: devtmpfs must come first, the others' mount points are under /dev and /sys", ms[0].target)
 		}
-		for p := range seen {
-			if strings.HasPrefix(p, m.target+"/") {
-				t.Errorf("%s is mounted after %s, which it would hide", m.target, p)
+		seen := map[string]bool{}
+		for _, m := range ms {
+			if !strings.HasPrefix(m.target, "/") || seen[m.target] {
+				t.Errorf("container %v: mount point %q: not absolute, or twice", inContainer, m.target)
+			}
+			for p := range seen {
+				if strings.HasPrefix(p, m.target+"/") {
+					t.Errorf("container %v: %s is mounted after %s, which it would hide", inContainer, m.target, p)
+				}
+			}
+			seen[m.target] = true
+			if inContainer && strings.Contains(m.data, "gid=") {
+				t.Errorf("container: %s has %q, and the container maps no group but 0", m.target, m.data)
 			}
 		}
-		seen[m.target] = true
-	}
-	for _, need := range []string{"/dev", "/proc", "/sys", "/tmp", "/dev/pts"} {
-		if !seen[need] {
-			t.Errorf("no %s", need)
+		need := []string{"/tmp", "/dev/pts", "/dev/shm"}
+		if !inContainer {
+			need = append(need, "/dev", "/proc", "/sys")
 		}
+		for _, n := range need {
+			if !seen[n] {
+				t.Errorf("container %v: no %s", inContainer, n)
+			}
+		}
+	}
+}
+
+func TestMountNeedless(t *testing.T) {
+	required := pid1Mount{"proc", "/proc", "proc", "", false}
+	optional := pid1Mount{"debugfs", "/sys/kernel/debug", "debugfs", "", true}
+	for _, tt := range []struct {
+		name string
+		m    pid1Mount
+		err  error
+		want bool
+	}{
+		{"mounted", required, nil, true},
+		{"already there", required, unix.EBUSY, true},
+		{"required, kernel lacks it", required, unix.ENODEV, false},
+		{"optional, kernel lacks it", optional, unix.ENODEV, true},
+		{"optional, refused", optional, unix.EPERM, false},
+		{"required, refused", required, unix.EPERM, false},
+	} {
+		if got := mountNeedless(tt.m, tt.err); got != tt.want {
+			t.Errorf("%s: mountNeedless(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+	// An optional file system whose mount point sysfs lacks is skipped
+	// before any mount is tried.
+	if err := mountOnce(pid1Mount{"debugfs", "/nonexistent-vmm-test/debug", "debugfs", "", true}); err != nil {
+		t.Errorf("optional without its mount point: %v, want nil", err)
 	}
 }
 
