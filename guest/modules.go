@@ -141,8 +141,12 @@ func (t *moduleTree) resolve(want []string) ([]kmod.Module, error) {
 // listing just them into dst (the image's lib/modules/<version>). Each
 // module's line lists all of its dependencies, the last to be loaded first,
 // as depmod does, so that modprobe-style tools could use the file too.
+// Their aliases (from .modinfo) go into a modules.alias in depmod's
+// format, by which vmm-init loads only the drivers of devices the machine
+// has.
 func (t *moduleTree) stageModules(ctx context.Context, mods []kmod.Module, dst string) error {
 	var out []kmod.Module
+	var aliases []kmod.Alias
 	byPath := map[string]kmod.Module{}
 	for _, m := range mods {
 		byPath[m.Path] = m
@@ -159,6 +163,16 @@ func (t *moduleTree) stageModules(ctx context.Context, mods []kmod.Module, dst s
 		}
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			return fmt.Errorf("stage module: %w", err)
+		}
+		patterns, err := modinfo(b, "alias")
+		if err != nil {
+			return fmt.Errorf("module %s: %w", m.Path, err)
+		}
+		for _, pat := range patterns {
+			if strings.ContainsAny(pat, " \t\n") {
+				continue // not representable in modules.alias; no kernel writes one
+			}
+			aliases = append(aliases, kmod.Alias{Pattern: pat, Module: kmod.Name(rel)})
 		}
 		// All dependencies, in load order, then reversed.
 		closure, err := t.index.Closure([]string{kmod.Name(m.Path)})
@@ -181,6 +195,13 @@ func (t *moduleTree) stageModules(ctx context.Context, mods []kmod.Module, dst s
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("stage modules.dep: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := kmod.WriteAlias(&buf, aliases); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dst, "modules.alias"), buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("stage modules.alias: %w", err)
 	}
 	return nil
 }
@@ -241,8 +262,27 @@ func readModule(ctx context.Context, p string) ([]byte, error) {
 }
 
 // modinfoDepends returns the module names in the "depends=" entry of a
-// module's .modinfo section (NUL-separated key=value strings).
+// module's .modinfo section.
 func modinfoDepends(ko []byte) ([]string, error) {
+	vals, err := modinfo(ko, "depends")
+	if err != nil {
+		return nil, err
+	}
+	var deps []string
+	for _, v := range vals {
+		for _, d := range strings.Split(v, ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				deps = append(deps, kmod.Name(d))
+			}
+		}
+	}
+	return deps, nil
+}
+
+// modinfo returns the values of every key= entry of a module's .modinfo
+// section (NUL-separated key=value strings; "alias" appears once per
+// alias).
+func modinfo(ko []byte, key string) ([]string, error) {
 	f, err := elf.NewFile(bytes.NewReader(ko))
 	if err != nil {
 		return nil, fmt.Errorf("parse ELF: %w", err)
@@ -255,17 +295,11 @@ func modinfoDepends(ko []byte) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read .modinfo: %w", err)
 	}
-	var deps []string
+	var out []string
 	for _, kv := range bytes.Split(data, []byte{0}) {
-		v, ok := bytes.CutPrefix(kv, []byte("depends="))
-		if !ok {
-			continue
-		}
-		for _, d := range strings.Split(string(v), ",") {
-			if d = strings.TrimSpace(d); d != "" {
-				deps = append(deps, kmod.Name(d))
-			}
+		if v, ok := bytes.CutPrefix(kv, []byte(key+"=")); ok {
+			out = append(out, string(v))
 		}
 	}
-	return deps, nil
+	return out, nil
 }

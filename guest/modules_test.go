@@ -100,11 +100,11 @@ func fakeTree(t *testing.T) string {
 	mods := map[string][]byte{
 		"kernel/drivers/virtio/virtio.ko":               fakeKO(t, "depends=", "name=virtio"),
 		"kernel/drivers/virtio/virtio_ring.ko":          fakeKO(t, "depends=", "name=virtio_ring"),
-		"kernel/drivers/block/virtio_blk.ko.gz":         gz(t, fakeKO(t, "depends=virtio_ring,virtio", "name=virtio_blk")),
+		"kernel/drivers/block/virtio_blk.ko.gz":         gz(t, fakeKO(t, "alias=virtio:d00000002v*", "depends=virtio_ring,virtio", "name=virtio_blk")),
 		"kernel/net/core/failover.ko":                   fakeKO(t, "depends=", "name=failover"),
 		"kernel/drivers/net/net_failover.ko":            fakeKO(t, "depends=failover", "name=net_failover"),
 		"kernel/drivers/net/virtio_net.ko":              fakeKO(t, "depends=virtio_ring,virtio,net_failover", "name=virtio_net"),
-		"kernel/drivers/char/hw_random/virtio-rng.ko":   fakeKO(t, "depends=virtio_ring,virtio,rng_core", "name=virtio_rng"),
+		"kernel/drivers/char/hw_random/virtio-rng.ko":   fakeKO(t, "alias=virtio:d00000004v*", "depends=virtio_ring,virtio,rng_core", "name=virtio_rng"),
 		"kernel/drivers/virtio/virtio_unrelated.ko":     []byte("never read"),
 		"kernel/drivers/char/hw_random/not_a_module.so": []byte("ignored"),
 	}
@@ -145,6 +145,17 @@ func TestStageModulesFromModinfo(t *testing.T) {
 		"kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n"
 	if string(dep) != wantDep {
 		t.Errorf("modules.dep:\n%s\nwant:\n%s", dep, wantDep)
+	}
+	// Aliases in depmod's modules.alias, named as the kernel names the
+	// module (virtio-rng is virtio_rng).
+	alias, err := os.ReadFile(filepath.Join(dst, "modules.alias"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wantAlias = "alias virtio:d00000004v* virtio_rng\n" +
+		"alias virtio:d00000002v* virtio_blk\n"
+	if string(alias) != wantAlias {
+		t.Errorf("modules.alias:\n%s\nwant:\n%s", alias, wantAlias)
 	}
 	// The compressed module is shipped decompressed, under its .ko name.
 	b, err := os.ReadFile(filepath.Join(dst, "kernel/drivers/block/virtio_blk.ko"))

@@ -2,8 +2,8 @@
 //
 // The kernel starts it as the first process (/init in vmm's initramfs).
 // It mounts what every guest has (/dev, /proc, /sys, /tmp, ...; pid1.go),
-// loads every kernel module shipped in the initramfs (the host only ships
-// the ones it chose, so "all of them" is the policy), prints the ready
+// loads the kernel modules shipped in the initramfs that the machine can
+// use (file systems, and the drivers of the devices it has), prints the ready
 // marker the host waits for, and then runs `vmm run`'s job or starts the
 // shell on the console, reaping orphans meanwhile. When the shell exits
 // it powers the machine off.
@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -85,9 +86,17 @@ func main() {
 	}
 }
 
-// loadModules loads every module listed in dir/modules.dep, dependencies
-// first. Failures are reported one line each and do not stop the others: a
-// guest with a missing driver is still more useful than no guest.
+// loadModules loads the modules listed in dir/modules.dep that this
+// machine can use, dependencies first: with a modules.alias (vmm's image
+// builder writes one), file systems and the drivers of the devices present
+// (kmod's ForDevices), else all of them. Failures are reported one line
+// each and do not stop the others: a guest with a missing driver is still
+// more useful than no guest.
+//
+// Loading only what the devices need matters because each module costs
+// the boot its relocation and initialisation: in one nested L1 (4
+// interleaved pairs, boot-timer), vmm-init's phase took 0.48-0.53 s with
+// all 15 modules of the default image and 0.17-0.28 s with one.
 func loadModules(dir string) {
 	f, err := os.Open(filepath.Join(dir, "modules.dep"))
 	if errors.Is(err, os.ErrNotExist) {
@@ -103,16 +112,84 @@ func loadModules(dir string) {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 		return
 	}
-	order, err := ix.LoadOrder()
+	aliases, err := readAliases(filepath.Join(dir, "modules.alias"))
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		fmt.Fprintf(os.Stderr, "vmm-init: %v; loading every module\n", err)
+	}
+	if aliases == nil {
+		order, err := ix.LoadOrder()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+			return
+		}
+		loadAll(dir, order, map[string]bool{})
 		return
 	}
-	for _, m := range order {
+	// A bus driver finds devices that other drivers serve (virtio_pci's
+	// PCI functions become virtio devices), so the devices are looked at
+	// again after each round, until a round adds nothing.
+	loaded := map[string]bool{}
+	for range maxModuleRounds {
+		mods, err := ix.ForDevices(aliases, deviceModaliases(), loaded)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+			return
+		}
+		if len(mods) == 0 {
+			return
+		}
+		loadAll(dir, mods, loaded)
+	}
+}
+
+// maxModuleRounds bounds loadModules' rounds: vmm's deepest chain is a
+// transport, then the drivers of the devices behind it.
+const maxModuleRounds = 4
+
+// loadAll loads mods in order and marks each as loaded, whether or not
+// it loaded: a module that failed is not tried again.
+func loadAll(dir string, mods []kmod.Module, loaded map[string]bool) {
+	for _, m := range mods {
+		loaded[kmod.Name(m.Path)] = true
 		if err := load(filepath.Join(dir, m.Path)); err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-init: load module %s: %v\n", kmod.Name(m.Path), err)
 		}
 	}
+}
+
+// readAliases reads a modules.alias; nil without an error when there is
+// none (an image made before vmm wrote one, or by another builder).
+func readAliases(p string) ([]kmod.Alias, error) {
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	aliases, err := kmod.ParseAlias(f)
+	if err != nil {
+		return nil, err
+	}
+	if aliases == nil {
+		aliases = []kmod.Alias{} // present but empty: no drivers, file systems only
+	}
+	return aliases, nil
+}
+
+// deviceModaliases returns the modalias of every device the kernel knows
+// (sysfs-bus(5): /sys/bus/*/devices/*/modalias), which is what a module
+// alias matches.
+func deviceModaliases() []string {
+	paths, _ := filepath.Glob("/sys/bus/*/devices/*/modalias")
+	out := make([]string, 0, len(paths))
+	for _, p := range paths {
+		if b, err := os.ReadFile(p); err == nil {
+			out = append(out, strings.TrimSpace(string(b)))
+		}
+	}
+	return out
 }
 
 func load(path string) error {

@@ -1,0 +1,174 @@
+package kmod
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+)
+
+func imageIndex(t *testing.T) (*Index, []Alias) {
+	t.Helper()
+	f, err := os.Open("testdata/image.dep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ix, err := ParseDep(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("testdata/image.alias")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliases, err := ParseAlias(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ix, aliases
+}
+
+func joinNames(mods []Module) string {
+	var s []string
+	for _, m := range mods {
+		s = append(s, Name(m.Path))
+	}
+	return strings.Join(s, " ")
+}
+
+// Modaliases as Linux writes them for vmm's devices.
+const (
+	pciBlk  = "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00"
+	pciNet  = "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00"
+	blk     = "virtio:d00000002v0000554D"
+	net     = "virtio:d00000001v0000554D"
+	fs      = "virtio:d0000001Av0000554D"
+	mmio    = "acpi:LNRO0005:"
+	cpu     = "cpu:type:x86,ven0002fam0017mod0001:feature:,0000,0001"
+	e1000   = "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"
+	serialP = "acpi:PNP0501:PNP0500:"
+)
+
+func TestForDevices(t *testing.T) {
+	ix, aliases := imageIndex(t)
+	for _, tt := range []struct {
+		name       string
+		modaliases []string
+		skip       []string
+		want       string
+	}{
+		// File systems load on every machine; libraries only as
+		// dependencies; drivers only for their devices.
+		{"no virtio device", []string{cpu, e1000, serialP}, nil, "fuse overlay"},
+		{"virtio-pci functions, before their driver", []string{cpu, pciBlk, pciNet}, nil,
+			"virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci fuse overlay"},
+		{"the virtio devices virtio_pci found", []string{cpu, pciBlk, pciNet, blk, net},
+			[]string{"fuse", "overlay", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_ring", "virtio", "virtio_pci"},
+			"virtio_blk failover net_failover virtio_net"},
+		{"a share", []string{fs}, []string{"fuse", "overlay", "virtio_ring", "virtio"}, "virtiofs"},
+		{"virtio-mmio in ACPI", []string{mmio}, nil, "virtio_ring virtio virtio_mmio fuse overlay"},
+		{"everything loaded", []string{pciBlk, blk}, []string{"fuse", "overlay", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
+			"virtio_ring", "virtio", "virtio_pci", "virtio_blk"}, ""},
+	} {
+		skip := map[string]bool{}
+		for _, s := range tt.skip {
+			skip[s] = true
+		}
+		mods, err := ix.ForDevices(aliases, tt.modaliases, skip)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if got := joinNames(mods); got != tt.want {
+			t.Errorf("%s: ForDevices = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestIsDeviceAlias(t *testing.T) {
+	for p, want := range map[string]bool{
+		"pci:v00001AF4d*sv*sd*bc*sc*i*": true,
+		"virtio:d00000002v*":            true,
+		"acpi*:LNRO0005:*":              true,
+		"of:N*T*Cvirtio,mmio":           true,
+		"fs-overlay":                    false,
+		"devname:fuse":                  false,
+		"char-major-10-229":             false,
+		":x":                            false,
+		"Weird Bus:x":                   false,
+	} {
+		if got := IsDeviceAlias(p); got != want {
+			t.Errorf("IsDeviceAlias(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
+
+func TestParseAlias(t *testing.T) {
+	for _, tt := range []struct {
+		in, want, err string
+	}{
+		{"# c\n\nalias fs-overlay overlay\nalias virtio:d00000004v* virtio-rng\n", "fs-overlay=overlay virtio:d00000004v*=virtio_rng", ""},
+		{"alias fs-overlay\n", "", "line 1"},
+		{"softdep a pre: b\n", "", "line 1"},
+		{"\nalias [ x\n", "", "line 2: pattern"},
+	} {
+		got, err := ParseAlias(strings.NewReader(tt.in))
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseAlias(%q) error %v, want one with %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		var s []string
+		for _, a := range got {
+			s = append(s, a.Pattern+"="+a.Module)
+		}
+		if err != nil || strings.Join(s, " ") != tt.want {
+			t.Errorf("ParseAlias(%q) = %q, %v; want %q", tt.in, strings.Join(s, " "), err, tt.want)
+		}
+	}
+	// What WriteAlias writes, ParseAlias reads back.
+	_, aliases := imageIndex(t)
+	var buf bytes.Buffer
+	if err := WriteAlias(&buf, aliases); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseAlias(&buf)
+	if err != nil || len(back) != len(aliases) {
+		t.Fatalf("round trip: %d aliases, %v; want %d", len(back), err, len(aliases))
+	}
+	for i := range back {
+		if back[i] != aliases[i] {
+			t.Errorf("round trip: %v, want %v", back[i], aliases[i])
+		}
+	}
+}
+
+// FuzzParseAlias: modules.alias comes from an initramfs, which a user may
+// build; no input may panic the parser, and what it accepts writes back
+// to the same aliases.
+func FuzzParseAlias(f *testing.F) {
+	b, err := os.ReadFile("testdata/image.alias")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(b))
+	f.Add("alias [ x\n")
+	f.Add("alias a b c\n")
+	f.Add(strings.Repeat("x", maxAliasLine+1))
+	f.Fuzz(func(t *testing.T, in string) {
+		aliases, err := ParseAlias(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		if err := WriteAlias(&buf, aliases); err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseAlias(&buf)
+		if err != nil || len(back) != len(aliases) {
+			t.Fatalf("round trip of %q: %v, %v", in, back, err)
+		}
+	})
+}
