@@ -172,6 +172,7 @@ func BuildInitramfs(ctx context.Context, o InitramfsOptions) error {
 		uimage.WithInit("vmm-init"), // /init: vmm-init is the first process
 		uimage.WithShell("gosh"),
 		uimage.WithSymlink("bin/reboot", "vmm-init"),
+		uimage.WithSymlink("sbin/modprobe", "vmm-init"), // the kernel's request_module runs it
 		uimage.WithFiles(extra...),
 		uimage.WithSkipLDD(), // only Go binaries and .ko files: nothing to ldd
 		uimage.WithTempDir(buildTmp),

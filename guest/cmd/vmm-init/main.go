@@ -25,6 +25,9 @@
 //
 // Invoked as "reboot" (through a symlink) it reboots the machine instead,
 // because u-root's core commands only offer that as "shutdown reboot".
+// Invoked as "modprobe" (/sbin/modprobe) it loads a module by name or
+// alias, which is how the kernel loads a file system on its first mount
+// (modprobe.go).
 //
 // It stamps two phases on vmm's boot timer (package boottimer): init-start
 // first thing and ready with the marker. In a container (the environment
@@ -53,12 +56,15 @@ import (
 const readyLine = "vmm-guest: ready"
 
 func main() {
-	if filepath.Base(os.Args[0]) == "reboot" {
+	switch filepath.Base(os.Args[0]) {
+	case "reboot":
 		if err := reboot(); err != nil {
 			fmt.Fprintf(os.Stderr, "reboot: %v\n", err)
 			os.Exit(1)
 		}
 		return
+	case "modprobe":
+		os.Exit(modprobe(os.Args[1:]))
 	}
 	stampBoot(guestabi.InitStart)
 	pid1 := os.Getpid() == 1
@@ -70,11 +76,10 @@ func main() {
 		releaseConsole()
 	}
 	if !inContainer {
-		var uts unix.Utsname
-		if err := unix.Uname(&uts); err != nil {
-			fmt.Fprintf(os.Stderr, "vmm-init: uname: %v\n", err)
+		if dir, err := moduleDir(); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 		} else {
-			loadModules(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
+			loadModules(dir)
 		}
 		setUpNetwork() // after the modules: virtio_net is one
 	}
@@ -84,6 +89,15 @@ func main() {
 	if pid1 {
 		runConsoleShell() // does not return
 	}
+}
+
+// moduleDir is /lib/modules/<the running kernel's release>.
+func moduleDir() (string, error) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return "", fmt.Errorf("uname: %w", err)
+	}
+	return filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])), nil
 }
 
 // loadModules loads the modules listed in dir/modules.dep that this

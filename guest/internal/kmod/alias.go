@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -78,6 +79,26 @@ func IsDeviceAlias(pattern string) bool {
 	return true
 }
 
+// Resolve returns the modules modprobe's argument name stands for: the
+// module of that name, or else every module with an alias matching it
+// (the kernel asks for "fs-overlay" when a mount needs that file system),
+// dependencies first.
+func (ix *Index) Resolve(aliases []Alias, name string) ([]Module, error) {
+	if _, ok := ix.Lookup(name); ok {
+		return ix.Closure([]string{name})
+	}
+	var want []string
+	for _, a := range aliases {
+		if ok, _ := path.Match(a.Pattern, name); ok && !slices.Contains(want, a.Module) {
+			want = append(want, a.Module)
+		}
+	}
+	if len(want) == 0 {
+		return nil, fmt.Errorf("module %s not found", name)
+	}
+	return ix.Closure(want)
+}
+
 // ForDevices chooses, from the modules of ix, those a machine with the
 // devices whose modaliases are given can use, dependencies first:
 //   - a module with a device alias (IsDeviceAlias) when one of them
@@ -86,8 +107,11 @@ func IsDeviceAlias(pattern string) bool {
 //     initialisation;
 //   - a module that other modules depend on and that has no alias of
 //     its own (virtio_ring, failover) only as their dependency;
-//   - every other module (file systems such as overlay and fuse, which
-//     a user may mount without any device): always.
+//   - a module with only other aliases (a file system's "fs-overlay")
+//     not at all: the kernel asks for it by that alias when it is
+//     needed (request_module, which runs modprobe; see Resolve);
+//   - a module with no alias, that nothing depends on: always, as
+//     nothing would ever ask for it.
 //
 // skip names modules already chosen (or loaded); they are left out, and
 // so are modules that only they need.
@@ -123,7 +147,7 @@ func (ix *Index) ForDevices(aliases []Alias, modaliases []string, skip map[strin
 			if matched[n] {
 				want = append(want, n)
 			}
-		case library[n] && !anyAlias[n]:
+		case anyAlias[n], library[n]:
 		default:
 			want = append(want, n)
 		}

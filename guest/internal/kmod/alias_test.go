@@ -58,17 +58,18 @@ func TestForDevices(t *testing.T) {
 		skip       []string
 		want       string
 	}{
-		// File systems load on every machine; libraries only as
-		// dependencies; drivers only for their devices.
-		{"no virtio device", []string{cpu, e1000, serialP}, nil, "fuse overlay"},
+		// Drivers only for their devices; libraries only as
+		// dependencies; file systems not at all (the kernel asks for
+		// them by alias).
+		{"no virtio device", []string{cpu, e1000, serialP}, nil, ""},
 		{"virtio-pci functions, before their driver", []string{cpu, pciBlk, pciNet}, nil,
-			"virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci fuse overlay"},
+			"virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci"},
 		{"the virtio devices virtio_pci found", []string{cpu, pciBlk, pciNet, blk, net},
 			[]string{"fuse", "overlay", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_ring", "virtio", "virtio_pci"},
 			"virtio_blk failover net_failover virtio_net"},
-		{"a share", []string{fs}, []string{"fuse", "overlay", "virtio_ring", "virtio"}, "virtiofs"},
-		{"virtio-mmio in ACPI", []string{mmio}, nil, "virtio_ring virtio virtio_mmio fuse overlay"},
-		{"everything loaded", []string{pciBlk, blk}, []string{"fuse", "overlay", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
+		{"a share", []string{fs}, []string{"virtio_ring", "virtio"}, "fuse virtiofs"},
+		{"virtio-mmio in ACPI", []string{mmio}, nil, "virtio_ring virtio virtio_mmio"},
+		{"everything loaded", []string{pciBlk, blk}, []string{"virtio_pci_legacy_dev", "virtio_pci_modern_dev",
 			"virtio_ring", "virtio", "virtio_pci", "virtio_blk"}, ""},
 	} {
 		skip := map[string]bool{}
@@ -82,6 +83,30 @@ func TestForDevices(t *testing.T) {
 		}
 		if got := joinNames(mods); got != tt.want {
 			t.Errorf("%s: ForDevices = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	ix, aliases := imageIndex(t)
+	for _, tt := range []struct{ name, want string }{
+		{"fs-overlay", "overlay"},
+		{"fs-virtiofs", "fuse virtio_ring virtio virtiofs"},
+		{"char-major-10-229", "fuse"},
+		{"virtio-blk", "virtio_ring virtio virtio_blk"}, // a module's name, - for _
+		{"virtio:d00000001v0000554D", "failover net_failover virtio_ring virtio virtio_net"},
+		{"net-pf-10", ""},
+		{"fs-ext4", ""},
+	} {
+		mods, err := ix.Resolve(aliases, tt.name)
+		if tt.want == "" {
+			if err == nil {
+				t.Errorf("Resolve(%q) = %q, want an error", tt.name, joinNames(mods))
+			}
+			continue
+		}
+		if got := joinNames(mods); err != nil || got != tt.want {
+			t.Errorf("Resolve(%q) = %q, %v; want %q", tt.name, got, err, tt.want)
 		}
 	}
 }

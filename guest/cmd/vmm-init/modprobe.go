@@ -1,0 +1,110 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vmm-dev/vmm/guest/internal/kmod"
+)
+
+// modprobePath is where the kernel runs modprobe from
+// (CONFIG_MODPROBE_PATH's default, /proc/sys/kernel/modprobe); vmm's
+// image links it to vmm-init.
+const modprobePath = "/sbin/modprobe"
+
+// modprobe is vmm-init run as modprobe. The kernel runs it
+// (request_module, kernel/kmod.c) as "modprobe -q -- NAME" when it needs
+// a module it lacks: a file system on its first mount ("fs-overlay"), a
+// character device's driver, a protocol family. vmm-init loads no file
+// system at boot (kmod's ForDevices) and leaves them to this, so a boot
+// pays only for the file systems it mounts. NAME is a module's name or
+// an alias in modules.alias; what follows it (module parameters) is
+// ignored. It returns modprobe's status: 0 once the module and its
+// dependencies are loaded, 1 otherwise, with a line on stderr unless -q.
+func modprobe(args []string) int {
+	name, quiet, err := modprobeArgs(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "modprobe: %v\n", err)
+		return 1
+	}
+	if err := probe(name); err != nil {
+		if !quiet {
+			fmt.Fprintf(os.Stderr, "modprobe: %v\n", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+// modprobeArgs takes the module name and -q from modprobe's arguments;
+// other options are accepted and ignored.
+func modprobeArgs(args []string) (name string, quiet bool, err error) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			if i+1 < len(args) {
+				return args[i+1], quiet, nil
+			}
+			return "", quiet, errors.New("no module name")
+		case a == "-q" || a == "--quiet":
+			quiet = true
+		case strings.HasPrefix(a, "-"):
+		default:
+			return a, quiet, nil
+		}
+	}
+	return "", quiet, errors.New("no module name")
+}
+
+// probe loads the modules name stands for, dependencies first; one
+// already loaded counts as loaded.
+func probe(name string) error {
+	dir, err := moduleDir()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(filepath.Join(dir, "modules.dep"))
+	if err != nil {
+		return fmt.Errorf("module %s not found: %w", name, err)
+	}
+	ix, err := kmod.ParseDep(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	aliases, err := readAliases(filepath.Join(dir, "modules.alias"))
+	if err != nil {
+		return err
+	}
+	mods, err := ix.Resolve(aliases, name)
+	if err != nil {
+		return err
+	}
+	for _, m := range mods {
+		if err := load(filepath.Join(dir, m.Path)); err != nil {
+			return fmt.Errorf("load module %s: %w", kmod.Name(m.Path), err)
+		}
+	}
+	return nil
+}
+
+// useOurModprobe points the kernel's modprobe path at modprobePath when
+// the image has it, whatever the kernel was built with: the file systems
+// of a vmm guest are loaded only through it.
+func useOurModprobe() error {
+	if _, err := os.Stat(modprobePath); err != nil {
+		return nil // another image: leave the kernel's setting alone
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/modprobe")
+	if err == nil && strings.TrimSpace(string(b)) == modprobePath {
+		return nil
+	}
+	if err := os.WriteFile("/proc/sys/kernel/modprobe", []byte(modprobePath+"\n"), 0); err != nil {
+		return fmt.Errorf("set the kernel's modprobe to %s: %w", modprobePath, err)
+	}
+	return nil
+}
