@@ -10,6 +10,6 @@
 package guest
 
 // ReadyMarker is the exact line vmm-init prints on the console once the
-// modules are loaded and just before u-root's shell starts. Tests wait for
+// devices' drivers are loaded and just before u-root's shell starts. Tests wait for
 // it instead of guessing how long a boot takes.
 const ReadyMarker = "vmm-guest: ready"

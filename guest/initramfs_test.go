@@ -167,6 +167,14 @@ func TestBootInQEMU(t *testing.T) {
 	if out := con.String()[mark:at]; !strings.Contains(out, "\noverlay ") {
 		t.Errorf("mount -t overlay did not load overlay:\n%s", out)
 	}
+	// So does opening a module's static node (fuse: read fails, as no
+	// FUSE file system is mounted, but the open loads the module).
+	mark = len(con.String())
+	send("cat /dev/fuse; cat /proc/modules; echo fuse-$((6*7))")
+	at = con.waitFor(t, at, "fuse-42\r\n", time.Minute)
+	if out := con.String()[mark:at]; !strings.Contains(out, "\nfuse ") {
+		t.Errorf("opening /dev/fuse did not load fuse:\n%s", out)
+	}
 	if strings.Contains(con.String(), "vmm-init:") {
 		t.Errorf("vmm-init complained:\n%s", con.String())
 	}

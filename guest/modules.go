@@ -169,8 +169,8 @@ func (t *moduleTree) stageModules(ctx context.Context, mods []kmod.Module, dst s
 			return fmt.Errorf("module %s: %w", m.Path, err)
 		}
 		for _, pat := range patterns {
-			if strings.ContainsAny(pat, " \t\n") {
-				continue // not representable in modules.alias; no kernel writes one
+			if _, err := path.Match(pat, ""); err != nil || strings.ContainsAny(pat, " \t\n") {
+				continue // not one modules.alias can hold or vmm-init match; no kernel writes one
 			}
 			aliases = append(aliases, kmod.Alias{Pattern: pat, Module: kmod.Name(rel)})
 		}

@@ -54,7 +54,7 @@ const (
 	// booted and run /init.
 	InitStart Phase = 0x10
 	// Ready is written by vmm-init when it prints "vmm-guest: ready":
-	// modules are loaded and the shell is about to start.
+	// the devices' drivers are loaded and the shell is about to start.
 	Ready Phase = 0x11
 )
 

@@ -231,7 +231,7 @@ const (
 )
 
 // readyRE is printed by the guest's init (guest/cmd/vmm-init) once its
-// modules are loaded; the shell follows.
+// devices' drivers are loaded; the shell follows.
 var readyRE = regexp.MustCompile(`vmm-guest: ready`)
 
 // Runner runs the benchmark on a Host.

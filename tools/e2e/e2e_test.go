@@ -47,8 +47,8 @@ const (
 	freezeTimeout = 30 * time.Second
 )
 
-// readyMarker is what our guest init prints once modules are loaded and
-// the shell is about to start.
+// readyMarker is what our guest init prints once its devices' drivers are
+// loaded and the shell is about to start.
 var readyMarker = regexp.MustCompile(`vmm-guest: ready`)
 
 // env is what every test needs, built once by TestMain.

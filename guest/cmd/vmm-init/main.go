@@ -2,8 +2,8 @@
 //
 // The kernel starts it as the first process (/init in vmm's initramfs).
 // It mounts what every guest has (/dev, /proc, /sys, /tmp, ...; pid1.go),
-// loads the kernel modules shipped in the initramfs that the machine can
-// use (file systems, and the drivers of the devices it has), prints the ready
+// loads the drivers (kernel modules shipped in the initramfs) of the
+// devices the machine has, prints the ready
 // marker the host waits for, and then runs `vmm run`'s job or starts the
 // shell on the console, reaping orphans meanwhile. When the shell exits
 // it powers the machine off.
@@ -79,7 +79,7 @@ func main() {
 		if dir, err := moduleDir(); err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 		} else {
-			loadModules(dir)
+			loadModules(dir, waitAsked())
 		}
 		setUpNetwork() // after the modules: virtio_net is one
 	}
@@ -101,9 +101,10 @@ func moduleDir() (string, error) {
 }
 
 // loadModules loads the modules listed in dir/modules.dep that this
-// machine can use, dependencies first: with a modules.alias (vmm's image
-// builder writes one), file systems and the drivers of the devices present
-// (kmod's ForDevices), else all of them. Failures are reported one line
+// machine needs now, dependencies first: with a modules.alias (vmm's
+// image builder writes one), the drivers of the devices present (kmod's
+// ForDevices), leaving file systems and drivers reached through a device
+// node to the kernel's requests (modprobe.go); without one, all of them. Failures are reported one line
 // each and do not stop the others: a guest with a missing driver is still
 // more useful than no guest.
 //
@@ -111,7 +112,11 @@ func moduleDir() (string, error) {
 // the boot its relocation and initialisation: in one nested L1 (4
 // interleaved pairs, boot-timer), vmm-init's phase took 0.48-0.53 s with
 // all 15 modules of the default image and 0.17-0.28 s with one.
-func loadModules(dir string) {
+//
+// A guest that will be snapshotted (snapshotFS) loads the file systems
+// too: each restore would otherwise load them again on its first mount
+// (a -rootfs job's overlay).
+func loadModules(dir string, snapshotFS bool) {
 	f, err := os.Open(filepath.Join(dir, "modules.dep"))
 	if errors.Is(err, os.ErrNotExist) {
 		return // an image without modules
@@ -142,7 +147,16 @@ func loadModules(dir string) {
 	// A bus driver finds devices that other drivers serve (virtio_pci's
 	// PCI functions become virtio devices), so the devices are looked at
 	// again after each round, until a round adds nothing.
+	makeStaticNodes(kmod.StaticNodes(aliases))
 	loaded := map[string]bool{}
+	if snapshotFS {
+		mods, err := ix.Closure(kmod.FileSystems(aliases))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		} else {
+			loadAll(dir, mods, loaded)
+		}
+	}
 	for range maxModuleRounds {
 		mods, err := ix.ForDevices(aliases, deviceModaliases(), loaded)
 		if err != nil {
@@ -153,6 +167,27 @@ func loadModules(dir string) {
 			return
 		}
 		loadAll(dir, mods, loaded)
+	}
+}
+
+// makeStaticNodes creates the device nodes of modules not loaded yet
+// (kmod.StaticNodes): opening one makes the kernel ask modprobe for its
+// module. A node already there (its module loaded) is left alone.
+func makeStaticNodes(nodes []kmod.Node) {
+	for _, n := range nodes {
+		p := filepath.Join("/dev", n.Name)
+		mode := uint32(unix.S_IFCHR)
+		if n.Block {
+			mode = unix.S_IFBLK
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: node for module %s: %v\n", n.Module, err)
+			continue
+		}
+		err := unix.Mknod(p, mode|0o600, int(unix.Mkdev(n.Major, n.Minor)))
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			fmt.Fprintf(os.Stderr, "vmm-init: node for module %s: mknod %s: %v\n", n.Module, p, err)
+		}
 	}
 }
 
@@ -187,7 +222,7 @@ func readAliases(p string) ([]kmod.Alias, error) {
 		return nil, err
 	}
 	if aliases == nil {
-		aliases = []kmod.Alias{} // present but empty: no drivers, file systems only
+		aliases = []kmod.Alias{} // present but empty: every module that is not a library
 	}
 	return aliases, nil
 }

@@ -21,8 +21,7 @@ const modprobePath = "/sbin/modprobe"
 // character device's driver, a protocol family. vmm-init loads no file
 // system at boot (kmod's ForDevices) and leaves them to this, so a boot
 // pays only for the file systems it mounts. NAME is a module's name or
-// an alias in modules.alias; what follows it (module parameters) is
-// ignored. It returns modprobe's status: 0 once the module and its
+// an alias in modules.alias. It returns modprobe's status: 0 once the module and its
 // dependencies are loaded, 1 otherwise, with a line on stderr unless -q.
 func modprobe(args []string) int {
 	name, quiet, err := modprobeArgs(args)
@@ -39,25 +38,35 @@ func modprobe(args []string) int {
 	return 0
 }
 
-// modprobeArgs takes the module name and -q from modprobe's arguments;
-// other options are accepted and ignored.
+// modprobeArgs takes the module name and -q from modprobe's arguments.
+// It loads one module and nothing else: any other option (-r would
+// remove, -n would only pretend) and module parameters are refused
+// rather than ignored.
 func modprobeArgs(args []string) (name string, quiet bool, err error) {
+	var rest []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		switch {
-		case a == "--":
-			if i+1 < len(args) {
-				return args[i+1], quiet, nil
-			}
-			return "", quiet, errors.New("no module name")
-		case a == "-q" || a == "--quiet":
-			quiet = true
-		case strings.HasPrefix(a, "-"):
-		default:
-			return a, quiet, nil
+		if a == "--" {
+			rest = args[i+1:]
+			break
 		}
+		if a == "-q" || a == "--quiet" {
+			quiet = true
+			continue
+		}
+		if strings.HasPrefix(a, "-") {
+			return "", quiet, fmt.Errorf("option %s is not supported (this modprobe, vmm-init, only loads a module)", a)
+		}
+		rest = args[i:]
+		break
 	}
-	return "", quiet, errors.New("no module name")
+	switch {
+	case len(rest) == 0:
+		return "", quiet, errors.New("no module name")
+	case len(rest) > 1:
+		return "", quiet, fmt.Errorf("module parameters (%s) are not supported", strings.Join(rest[1:], " "))
+	}
+	return rest[0], quiet, nil
 }
 
 // probe loads the modules name stands for, dependencies first; one
@@ -100,6 +109,9 @@ func useOurModprobe() error {
 		return nil // another image: leave the kernel's setting alone
 	}
 	b, err := os.ReadFile("/proc/sys/kernel/modprobe")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a kernel without modules (CONFIG_MODULES=n)
+	}
 	if err == nil && strings.TrimSpace(string(b)) == modprobePath {
 		return nil
 	}

@@ -11,7 +11,9 @@ func TestModprobeArgs(t *testing.T) {
 	}{
 		{[]string{"-q", "--", "fs-overlay"}, "fs-overlay", true, false}, // as the kernel runs it
 		{[]string{"overlay"}, "overlay", false, false},
-		{[]string{"-v", "virtio_blk", "foo=1"}, "virtio_blk", false, false},
+		{[]string{"-v", "virtio_blk"}, "", false, true},
+		{[]string{"-r", "virtio_blk"}, "", false, true},
+		{[]string{"loop", "max_loop=8"}, "", false, true},
 		{[]string{"--quiet", "--", "-odd-"}, "-odd-", true, false},
 		{[]string{"-q", "--"}, "", true, true},
 		{nil, "", false, true},

@@ -83,9 +83,17 @@ func IsDeviceAlias(pattern string) bool {
 // module of that name, or else every module with an alias matching it
 // (the kernel asks for "fs-overlay" when a mount needs that file system),
 // dependencies first.
+//
+// A name with a '/' or ".ko" in it is taken only as an alias: the
+// kernel's requests carry a prefix ("fs-", "crypto-") precisely so that
+// an unprivileged caller choosing the rest (a mount's file system type)
+// cannot name any module, and Lookup would reduce "fs-x/overlay" to
+// overlay.
 func (ix *Index) Resolve(aliases []Alias, name string) ([]Module, error) {
-	if _, ok := ix.Lookup(name); ok {
-		return ix.Closure([]string{name})
+	if !strings.Contains(name, "/") && !strings.Contains(name, ".ko") {
+		if _, ok := ix.Lookup(name); ok {
+			return ix.Closure([]string{name})
+		}
 	}
 	var want []string
 	for _, a := range aliases {
@@ -99,6 +107,64 @@ func (ix *Index) Resolve(aliases []Alias, name string) ([]Module, error) {
 	return ix.Closure(want)
 }
 
+// Node is a device node a module serves, which Linux asks for that
+// module when it is opened (a static node, as kmod's static-nodes makes
+// for udev): devtmpfs creates a driver's nodes only once it is loaded,
+// so without one the first open would find nothing and nothing would
+// load the module.
+type Node struct {
+	Module       string
+	Name         string // under /dev, as in "devname:fuse" or "devname:net/tun"
+	Block        bool
+	Major, Minor uint32
+}
+
+// StaticNodes returns the nodes of the modules that have both a
+// "devname:NAME" alias and a "char-major-M-m" (or "block-major-M-m")
+// alias, as kmod pairs them.
+func StaticNodes(aliases []Alias) []Node {
+	names := map[string]string{}
+	for _, a := range aliases {
+		if n, ok := strings.CutPrefix(a.Pattern, "devname:"); ok && n != "" && !strings.Contains(n, "..") && !strings.HasPrefix(n, "/") {
+			names[a.Module] = n
+		}
+	}
+	var out []Node
+	for _, a := range aliases {
+		name, ok := names[a.Module]
+		if !ok {
+			continue
+		}
+		var n Node
+		var rest string
+		if r, ok := strings.CutPrefix(a.Pattern, "char-major-"); ok {
+			rest = r
+		} else if r, ok := strings.CutPrefix(a.Pattern, "block-major-"); ok {
+			rest, n.Block = r, true
+		} else {
+			continue
+		}
+		if _, err := fmt.Sscanf(rest, "%d-%d", &n.Major, &n.Minor); err != nil || fmt.Sprintf("%d-%d", n.Major, n.Minor) != rest {
+			continue // a pattern ("char-major-10-*"), not one node
+		}
+		n.Module, n.Name = a.Module, name
+		out = append(out, n)
+		delete(names, a.Module) // one node per module, as kmod makes
+	}
+	return out
+}
+
+// FileSystems returns the modules with a file system alias ("fs-NAME").
+func FileSystems(aliases []Alias) []string {
+	var out []string
+	for _, a := range aliases {
+		if strings.HasPrefix(a.Pattern, "fs-") && !slices.Contains(out, a.Module) {
+			out = append(out, a.Module)
+		}
+	}
+	return out
+}
+
 // ForDevices chooses, from the modules of ix, those a machine with the
 // devices whose modaliases are given can use, dependencies first:
 //   - a module with a device alias (IsDeviceAlias) when one of them
@@ -107,9 +173,11 @@ func (ix *Index) Resolve(aliases []Alias, name string) ([]Module, error) {
 //     initialisation;
 //   - a module that other modules depend on and that has no alias of
 //     its own (virtio_ring, failover) only as their dependency;
-//   - a module with only other aliases (a file system's "fs-overlay")
-//     not at all: the kernel asks for it by that alias when it is
-//     needed (request_module, which runs modprobe; see Resolve);
+//   - a module with only other aliases (a file system's "fs-overlay",
+//     fuse's "devname:fuse" and "char-major-10-229") not at all: the
+//     kernel asks for it by that alias when it is needed
+//     (request_module, which runs modprobe; see Resolve), on a mount
+//     or on opening its static node (StaticNodes);
 //   - a module with no alias, that nothing depends on: always, as
 //     nothing would ever ask for it.
 //

@@ -2,7 +2,10 @@ package kmod
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"path"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -97,6 +100,10 @@ func TestResolve(t *testing.T) {
 		{"virtio:d00000001v0000554D", "failover net_failover virtio_ring virtio virtio_net"},
 		{"net-pf-10", ""},
 		{"fs-ext4", ""},
+		// Only the kernel's prefixed names, not a path to any module.
+		{"fs-x/overlay", ""},
+		{"crypto-../../virtio_net", ""},
+		{"virtio_net.ko", ""},
 	} {
 		mods, err := ix.Resolve(aliases, tt.name)
 		if tt.want == "" {
@@ -108,6 +115,31 @@ func TestResolve(t *testing.T) {
 		if got := joinNames(mods); err != nil || got != tt.want {
 			t.Errorf("Resolve(%q) = %q, %v; want %q", tt.name, got, err, tt.want)
 		}
+	}
+}
+
+func TestStaticNodes(t *testing.T) {
+	_, aliases := imageIndex(t)
+	aliases = append(aliases,
+		Alias{"devname:net/tun", "tun"}, Alias{"char-major-10-200", "tun"},
+		Alias{"devname:loop-control", "loop"}, Alias{"char-major-10-237", "loop"}, Alias{"block-major-7-*", "loop"},
+		Alias{"devname:nvme-fabrics", "nvme_fabrics"}, // no major: no node
+		Alias{"devname:../evil", "evil"}, Alias{"char-major-1-1", "evil"},
+		Alias{"block-major-259-3", "blk"}, Alias{"devname:blk0", "blk"})
+	var got []string
+	for _, n := range StaticNodes(aliases) {
+		kind := "c"
+		if n.Block {
+			kind = "b"
+		}
+		got = append(got, fmt.Sprintf("%s:%s:%s%d:%d", n.Module, n.Name, kind, n.Major, n.Minor))
+	}
+	want := "fuse:fuse:c10:229 tun:net/tun:c10:200 loop:loop-control:c10:237 blk:blk0:b259:3"
+	if strings.Join(got, " ") != want {
+		t.Errorf("StaticNodes = %q, want %q", strings.Join(got, " "), want)
+	}
+	if got := strings.Join(FileSystems(aliases), " "); got != "virtiofs fuse overlay" {
+		t.Errorf("FileSystems = %q", got)
 	}
 }
 
@@ -192,8 +224,37 @@ func FuzzParseAlias(f *testing.F) {
 			t.Fatal(err)
 		}
 		back, err := ParseAlias(&buf)
-		if err != nil || len(back) != len(aliases) {
-			t.Fatalf("round trip of %q: %v, %v", in, back, err)
+		if err != nil || !slices.Equal(back, aliases) {
+			t.Fatalf("round trip of %q: %v, %v; want %v", in, back, err, aliases)
+		}
+		StaticNodes(aliases)
+		FileSystems(aliases)
+	})
+}
+
+// FuzzResolve: modprobe's name can come from unprivileged code (a
+// mount's file system type becomes "fs-TYPE"): no name may panic, and a
+// name with a '/' may not reach a module by its path.
+func FuzzResolve(f *testing.F) {
+	for _, s := range []string{"fs-overlay", "virtio_blk", "fs-x/overlay", "virtio:d00000001v0000554D", "[", "*", ".ko"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		ix, aliases := imageIndex(t)
+		mods, err := ix.Resolve(aliases, name)
+		if err != nil {
+			return
+		}
+		if len(mods) == 0 {
+			t.Fatalf("Resolve(%q): no modules and no error", name)
+		}
+		if strings.Contains(name, "/") {
+			for _, a := range aliases {
+				if ok, _ := path.Match(a.Pattern, name); ok {
+					return
+				}
+			}
+			t.Fatalf("Resolve(%q) = %q by a path", name, joinNames(mods))
 		}
 	})
 }
