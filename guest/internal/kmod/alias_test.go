@@ -12,15 +12,7 @@ import (
 
 func imageIndex(t *testing.T) (*Index, []Alias) {
 	t.Helper()
-	f, err := os.Open("testdata/image.dep")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ix, err := ParseDep(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ix := loadDep(t, "testdata/image.dep")
 	b, err := os.ReadFile("testdata/image.alias")
 	if err != nil {
 		t.Fatal(err)

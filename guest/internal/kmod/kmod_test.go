@@ -8,9 +8,12 @@ import (
 	"testing"
 )
 
-func loadTestdata(t *testing.T) *Index {
+func loadTestdata(t *testing.T) *Index { return loadDep(t, "testdata/modules.dep") }
+
+// loadDep parses the modules.dep file p.
+func loadDep(t *testing.T, p string) *Index {
 	t.Helper()
-	f, err := os.Open("testdata/modules.dep")
+	f, err := os.Open(p)
 	if err != nil {
 		t.Fatal(err)
 	}
