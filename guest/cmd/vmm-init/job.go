@@ -45,8 +45,7 @@ func finishJob(status int) {
 	reportExit(uint8(status))
 	// Only reached when the exit port is missing (another VMM): power
 	// off, which `vmm run` reports as a guest that gave no status.
-	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	select {}
+	powerOff()
 }
 
 // runJob runs the command with its stdin and stdout on the job port and

@@ -104,9 +104,9 @@ func moduleDir() (string, error) {
 // machine needs now, dependencies first: with a modules.alias (vmm's
 // image builder writes one), the drivers of the devices present (kmod's
 // ForDevices), leaving file systems and drivers reached through a device
-// node to the kernel's requests (modprobe.go); without one, all of them. Failures are reported one line
-// each and do not stop the others: a guest with a missing driver is still
-// more useful than no guest.
+// node to the kernel's requests (modprobe.go); without one, all of them.
+// Failures are reported one line each and do not stop the others: a guest
+// with a missing driver is still more useful than no guest.
 //
 // Loading only what the devices need matters because each module costs
 // the boot its relocation and initialisation: in one nested L1 (4
@@ -117,21 +117,14 @@ func moduleDir() (string, error) {
 // too: each restore would otherwise load them again on its first mount
 // (a -rootfs job's overlay).
 func loadModules(dir string, snapshotFS bool) {
-	f, err := os.Open(filepath.Join(dir, "modules.dep"))
+	ix, aliases, err := readModuleIndex(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return // an image without modules
 	}
-	if err != nil {
+	if err != nil && ix == nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 		return
 	}
-	ix, err := kmod.ParseDep(f)
-	f.Close()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
-		return
-	}
-	aliases, err := readAliases(filepath.Join(dir, "modules.alias"))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v; loading every module\n", err)
 	}
@@ -144,9 +137,6 @@ func loadModules(dir string, snapshotFS bool) {
 		loadAll(dir, order, map[string]bool{})
 		return
 	}
-	// A bus driver finds devices that other drivers serve (virtio_pci's
-	// PCI functions become virtio devices), so the devices are looked at
-	// again after each round, until a round adds nothing.
 	makeStaticNodes(kmod.StaticNodes(aliases))
 	loaded := map[string]bool{}
 	if snapshotFS {
@@ -157,6 +147,9 @@ func loadModules(dir string, snapshotFS bool) {
 			loadAll(dir, mods, loaded)
 		}
 	}
+	// A bus driver finds devices that other drivers serve (virtio_pci's
+	// PCI functions become virtio devices), so the devices are looked at
+	// again after each round, until a round adds nothing.
 	for range maxModuleRounds {
 		mods, err := ix.ForDevices(aliases, deviceModaliases(), loaded)
 		if err != nil {
@@ -204,6 +197,24 @@ func loadAll(dir string, mods []kmod.Module, loaded map[string]bool) {
 			fmt.Fprintf(os.Stderr, "vmm-init: load module %s: %v\n", kmod.Name(m.Path), err)
 		}
 	}
+}
+
+// readModuleIndex reads dir's modules.dep and modules.alias, for the boot
+// and for modprobe alike. An error with a nil Index is the modules.dep's
+// (os.ErrNotExist when the image has no modules); with an Index, the
+// modules.alias's, and the aliases are nil.
+func readModuleIndex(dir string) (*kmod.Index, []kmod.Alias, error) {
+	f, err := os.Open(filepath.Join(dir, "modules.dep"))
+	if err != nil {
+		return nil, nil, err
+	}
+	ix, err := kmod.ParseDep(f)
+	f.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	aliases, err := readAliases(filepath.Join(dir, "modules.alias"))
+	return ix, aliases, err
 }
 
 // readAliases reads a modules.alias; nil without an error when there is

@@ -76,16 +76,10 @@ func probe(name string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(filepath.Join(dir, "modules.dep"))
-	if err != nil {
+	ix, aliases, err := readModuleIndex(dir)
+	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("module %s not found: %w", name, err)
 	}
-	ix, err := kmod.ParseDep(f)
-	f.Close()
-	if err != nil {
-		return err
-	}
-	aliases, err := readAliases(filepath.Join(dir, "modules.alias"))
 	if err != nil {
 		return err
 	}

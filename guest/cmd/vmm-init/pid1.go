@@ -164,6 +164,12 @@ func runConsoleShell() {
 	if status := runReaping(cmd); status != 0 {
 		fmt.Fprintf(os.Stderr, "vmm-init: %s ended with status %d\n", shellPath, status)
 	}
+	powerOff()
+}
+
+// powerOff syncs the file systems and powers the machine off; it does
+// not return (the first process must not).
+func powerOff() {
 	unix.Sync()
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	select {}
@@ -179,9 +185,7 @@ func powerOffOnPanic() {
 		return
 	}
 	fmt.Fprintf(os.Stderr, "vmm-init: panic: %v\n", r)
-	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	select {}
+	powerOff()
 }
 
 // runReaping runs cmd and returns its status as a shell gives it. While
