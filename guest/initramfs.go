@@ -172,7 +172,7 @@ func BuildInitramfs(ctx context.Context, o InitramfsOptions) error {
 		uimage.WithInit("vmm-init"), // /init: vmm-init is the first process
 		uimage.WithShell("gosh"),
 		uimage.WithSymlink("bin/reboot", "vmm-init"),
-		uimage.WithSymlink("sbin/modprobe", "vmm-init"), // the kernel's request_module runs it
+		uimage.WithSymlink("bin/modprobe", "vmm-init"), // the kernel's modprobe once PID 1 says so
 		uimage.WithFiles(extra...),
 		uimage.WithSkipLDD(), // only Go binaries and .ko files: nothing to ldd
 		uimage.WithTempDir(buildTmp),

@@ -159,8 +159,16 @@ func TestBootInQEMU(t *testing.T) {
 			t.Errorf("module %q loaded without its device or a mount:\n%s", m, mods)
 		}
 	}
+	// The kernel's modprobe is vmm-init's link, and the path the kernel
+	// runs before PID 1 (/sbin/modprobe) is absent (see modprobePath).
+	mark = len(con.String())
+	send("cat /proc/sys/kernel/modprobe; ls /sbin/modprobe; echo mp-$((6*7))")
+	at = con.waitFor(t, at, "mp-42\r\n", time.Minute)
+	if out := con.String()[mark:at]; !strings.Contains(out, "\n/bin/modprobe\r\n") || !strings.Contains(out, "no such file") {
+		t.Errorf("want the kernel's modprobe /bin/modprobe and no /sbin/modprobe:\n%s", out)
+	}
 	// A mount loads its file system through the kernel's modprobe
-	// (vmm-init as /sbin/modprobe).
+	// (vmm-init as /bin/modprobe).
 	mark = len(con.String())
 	send("mkdir /o && mount -t overlay -o lowerdir=/etc:/bin overlay /o && ls /o/vmm-init && cat /proc/modules; echo overlay-$((6*7))")
 	at = con.waitFor(t, at, "overlay-42\r\n", time.Minute)

@@ -25,7 +25,7 @@
 //
 // Invoked as "reboot" (through a symlink) it reboots the machine instead,
 // because u-root's core commands only offer that as "shutdown reboot".
-// Invoked as "modprobe" (/sbin/modprobe) it loads a module by name or
+// Invoked as "modprobe" (/bin/modprobe) it loads a module by name or
 // alias, which is how the kernel loads a file system on its first mount
 // (modprobe.go).
 //
