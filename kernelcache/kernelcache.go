@@ -40,8 +40,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -152,7 +150,7 @@ func (c *Cache) Get(k Key) (*Vmlinux, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel cache entry %s: mmap: %w", p, err)
 	}
-	v := &Vmlinux{name: p, mapping: m}
+	v := &Vmlinux{mapped{what: "kernel cache entry " + p, mapping: m}}
 	var data []byte
 	err = v.guard(func() (err error) {
 		data, err = decode(m)
@@ -190,61 +188,7 @@ const maxEntry = 1 << 30
 // was booted. Nothing vmm writes does that, and only the entry's owner
 // can, who can choose the kernel anyway.
 type Vmlinux struct {
-	name    string // the entry's path, for errors
-	data    []byte
-	mapping []byte // the whole entry file, or nil for one on the heap
-}
-
-// Read calls f with the kernel's bytes. What f keeps of them (a parsed
-// ELF's segments do) must be read only inside Read and not after Close.
-// If the entry's file becomes unreadable while f reads it, Read returns
-// an error instead of letting the fault kill the process.
-func (v *Vmlinux) Read(f func(data []byte) error) error {
-	if err := v.guard(func() error { return f(v.data) }); err != nil {
-		if errors.Is(err, errUnreadable) {
-			return fmt.Errorf("kernel cache entry %s %w", v.name, err)
-		}
-		return err
-	}
-	return nil
-}
-
-// errUnreadable is a fault on an entry's mapping (guard).
-var errUnreadable = errors.New("was cut short or could not be read while vmm read it")
-
-// guard runs f, turning a fault on the mapping into errUnreadable: with
-// debug.SetPanicOnFault, the runtime panics with an error that has an
-// Addr method instead of crashing, in this goroutine only. A fault
-// anywhere else (guest memory, a wild pointer) and any other panic go on.
-func (v *Vmlinux) guard(f func() error) (err error) {
-	if v.mapping == nil {
-		return f()
-	}
-	// reflect gives the mapping's address without package unsafe.
-	start := reflect.ValueOf(v.mapping).Pointer()
-	end := start + uintptr(len(v.mapping))
-	old := debug.SetPanicOnFault(true)
-	defer func() {
-		debug.SetPanicOnFault(old)
-		if r := recover(); r != nil {
-			fault, ok := r.(interface{ Addr() uintptr })
-			if !ok || fault.Addr() < start || fault.Addr() >= end {
-				panic(r)
-			}
-			err = errUnreadable
-		}
-	}()
-	return f()
-}
-
-// Close releases the kernel's mapping; Read must not be called after it.
-func (v *Vmlinux) Close() error {
-	m := v.mapping
-	v.mapping, v.data = nil, nil
-	if m == nil {
-		return nil
-	}
-	return unix.Munmap(m)
+	mapped
 }
 
 // openTrusted opens the entry or key index file p for reading: not
@@ -421,15 +365,15 @@ func (c *Cache) evict() {
 // payload or one in a format vmm has no decoder for, or an existing cache
 // the user cannot add an entry to (one shared read-only).
 //
-// src, if not nil, is the file image was read from (ReadImage): with it
-// the entry's key comes from the key index when the file is unchanged
-// (see keyindex.go) instead of from hashing image.
-func Load(dir string, image []byte, src *Source, k *bootparam.Kernel, limit int, notef func(format string, args ...any)) (*Vmlinux, error) {
+// img is the -kernel file and k its parsed header. When the key index
+// knows the file (see keyindex.go) and its entry exists, Load reads
+// nothing of img but the header k came from; otherwise it copies img to
+// the heap once (Image.stable) and hashes and decompresses that copy.
+func Load(dir string, img *Image, k *bootparam.Kernel, limit int, notef func(format string, args ...any)) (*Vmlinux, error) {
 	if notef == nil {
 		notef = func(string, ...any) {}
 	}
-	payload, err := k.CompressedKernel()
-	if err != nil {
+	if _, err := k.CompressedKernel(); err != nil {
 		return nil, err
 	}
 	c, err := Open(dir)
@@ -438,6 +382,28 @@ func Load(dir string, image []byte, src *Source, k *bootparam.Kernel, limit int,
 		// (a file where the directory should be, a path that cannot
 		// be made); an entry that cannot be written, below, is not.
 		notef("%v; not using it", err)
+		return nil, err
+	}
+	if img.src != nil && img.unchanged() {
+		if key, err := c.lookupKey(img.src.id); err == nil {
+			v, err := c.Get(key)
+			if err == nil {
+				return v, nil
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				notef("%v", err)
+			}
+		}
+	}
+	image, src, err := img.stable()
+	if err != nil {
+		return nil, err
+	}
+	if k, err = bootparam.ParseKernel(image); err != nil {
+		return nil, err // the file changed under us into something else
+	}
+	payload, err := k.CompressedKernel()
+	if err != nil {
 		return nil, err
 	}
 	key := c.keyOf(image, src)
@@ -466,5 +432,5 @@ func Load(dir string, image []byte, src *Source, k *bootparam.Kernel, limit int,
 		// The kernel is in memory all the same: boot it.
 		notef("%v", err)
 	}
-	return &Vmlinux{data: vmlinux}, nil
+	return &Vmlinux{mapped{data: vmlinux}}, nil
 }

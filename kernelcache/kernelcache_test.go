@@ -272,9 +272,9 @@ func contents(t *testing.T, v *Vmlinux) []byte {
 }
 
 // loadBytes is Load, with the kernel's bytes copied out.
-func loadBytes(t *testing.T, dir string, image []byte, src *Source, k *bootparam.Kernel, limit int, notef func(string, ...any)) ([]byte, error) {
+func loadBytes(t *testing.T, dir string, image []byte, k *bootparam.Kernel, limit int, notef func(string, ...any)) ([]byte, error) {
 	t.Helper()
-	v, err := Load(dir, image, src, k, limit, notef)
+	v, err := Load(dir, &Image{mapped: mapped{data: image}}, k, limit, notef)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +286,7 @@ func TestLoad(t *testing.T) {
 	img, k := bzImage(t, lz4Payload(t, vmlinux))
 	dir := filepath.Join(t.TempDir(), "vmm", "vmlinux")
 	var n notes
-	got, err := loadBytes(t, dir, img, nil, k, 1<<20, n.f)
+	got, err := loadBytes(t, dir, img, k, 1<<20, n.f)
 	if err != nil || !bytes.Equal(got, vmlinux) {
 		t.Fatalf("first boot: %d bytes, %v", len(got), err)
 	}
@@ -296,7 +296,7 @@ func TestLoad(t *testing.T) {
 	}
 	// The second boot reads the entry, quietly; a damaged entry is
 	// noticed, said once, and rebuilt.
-	got, err = loadBytes(t, dir, img, nil, k, 1<<20, n.f)
+	got, err = loadBytes(t, dir, img, k, 1<<20, n.f)
 	if err != nil || !bytes.Equal(got, vmlinux) || len(n) != 0 {
 		t.Fatalf("second boot: %d bytes, %v, notes %q", len(got), err, n)
 	}
@@ -305,7 +305,7 @@ func TestLoad(t *testing.T) {
 	if err := os.WriteFile(entry, encode([]byte("cached")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := loadBytes(t, dir, img, nil, k, 1<<20, n.f); err != nil || string(got) != "cached" {
+	if got, err := loadBytes(t, dir, img, k, 1<<20, n.f); err != nil || string(got) != "cached" {
 		t.Fatalf("boot from the cache: %q, %v", got, err)
 	}
 	b := encode(vmlinux)
@@ -313,7 +313,7 @@ func TestLoad(t *testing.T) {
 	if err := os.WriteFile(entry, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err = loadBytes(t, dir, img, nil, k, 1<<20, n.f)
+	got, err = loadBytes(t, dir, img, k, 1<<20, n.f)
 	if err != nil || !bytes.Equal(got, vmlinux) {
 		t.Fatalf("boot with a damaged entry: %d bytes, %v", len(got), err)
 	}
@@ -358,7 +358,7 @@ func TestLoadFallbacks(t *testing.T) {
 				limit = 1 << 20
 			}
 			var n notes
-			if got, err := loadBytes(t, dir, img, nil, k, limit, n.f); err == nil {
+			if got, err := loadBytes(t, dir, img, k, limit, n.f); err == nil {
 				t.Fatalf("returned %d bytes", len(got))
 			}
 			switch {
@@ -468,28 +468,63 @@ func TestKeyIndex(t *testing.T) {
 	}
 }
 
-// ReadImage returns the file whole, with a Source for a regular file on
-// a file system whose ctime it trusts, and none for a pipe.
-func TestReadImage(t *testing.T) {
+// OpenImage maps a regular file, with a Source on a file system whose
+// ctime it trusts; it reads a pipe whole, without one. A file cut short
+// while mapped is an error from Read, not a SIGBUS.
+func TestOpenImage(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "bzImage")
-	want := bytes.Repeat([]byte("bzImage"), 5000)
+	want := bytes.Repeat([]byte("bzImage "), 1<<15) // 256 KiB
 	if err := os.WriteFile(path, want, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, src, err := ReadImage(path)
-	if err != nil || !bytes.Equal(b, want) {
-		t.Fatalf("ReadImage = %d bytes, %v", len(b), err)
+	im, err := OpenImage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	var got []byte
+	if err := im.Read(func(b []byte) error { got = bytes.Clone(b); return nil }); err != nil || !bytes.Equal(got, want) || im.mapping == nil {
+		t.Fatalf("OpenImage: %d bytes, mapped %v, %v", len(got), im.mapping != nil, err)
 	}
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(dir, &sfs); err != nil {
 		t.Fatal(err)
 	}
-	if trusted := slices.Contains(trustedFS, int64(sfs.Type)); (src != nil) != trusted {
-		t.Errorf("source %v on file system %#x (trusted %v)", src, sfs.Type, trusted)
+	if trusted := slices.Contains(trustedFS, int64(sfs.Type)); (im.src != nil) != trusted {
+		t.Errorf("source %v on file system %#x (trusted %v)", im.src, sfs.Type, trusted)
 	}
-	if src != nil && (src.id.size != int64(len(want)) || src.at.IsZero()) {
-		t.Errorf("source %+v", src)
+	if im.src != nil {
+		if im.src.id.size != int64(len(want)) || im.src.at.IsZero() || !im.unchanged() {
+			t.Errorf("source %+v, unchanged %v", im.src, im.unchanged())
+		}
+		b, src, err := im.stable()
+		if err != nil || !bytes.Equal(b, want) || src != im.src {
+			t.Errorf("stable: %d bytes, source %v, %v", len(b), src, err)
+		}
+	}
+	// Cut short under the mapping: a changed file, and a fault on its
+	// old end is an error naming the file.
+	if err := os.Truncate(path, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if im.src != nil && im.unchanged() {
+		t.Error("a truncated file is unchanged")
+	}
+	err = im.Read(func(b []byte) error {
+		for i := 0; i < len(b); i += 4096 {
+			_ = b[i] + 1
+			if b[i] != 'b' && b[i] != ' ' && b[i] != 0 {
+				return fmt.Errorf("byte %d is %q", i, b[i])
+			}
+		}
+		return nil
+	})
+	if err == nil || err.Error() != "kernel "+path+" was cut short or could not be read while vmm read it" {
+		t.Errorf("reading an image cut short: %v", err)
+	}
+	if _, _, err := im.stable(); err == nil {
+		t.Error("stable copied an image cut short")
 	}
 
 	r, w, err := os.Pipe()
@@ -497,13 +532,58 @@ func TestReadImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { w.Write(want); w.Close() }()
-	b, src, err = ReadImage(fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
+	pim, err := OpenImage(fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
 	r.Close()
-	if err != nil || !bytes.Equal(b, want) || src != nil {
-		t.Errorf("from a pipe: %d bytes, source %v, %v", len(b), src, err)
+	if err != nil || !bytes.Equal(pim.data, want) || pim.src != nil || pim.mapping != nil {
+		t.Errorf("from a pipe: %v", err)
 	}
-	if _, _, err := ReadImage(filepath.Join(dir, "missing")); err == nil {
-		t.Error("a missing file was read")
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if eim, err := OpenImage(empty); err != nil || len(eim.data) != 0 {
+		t.Errorf("an empty file: %v", err)
+	} else {
+		eim.Close()
+	}
+	if _, err := OpenImage(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing file was opened")
+	}
+}
+
+// A warm boot reads nothing of the bzImage but its header: with the key
+// index and the entry in place, Load returns the entry even when the
+// image's bytes past the header are not there to read; when the file has
+// changed since it was opened, it copies the image and hashes it.
+func TestLoadReadsOnlyTheHeader(t *testing.T) {
+	vmlinux := bytes.Repeat([]byte("\x7fELF vmlinux "), 1000)
+	img, k := bzImage(t, lz4Payload(t, vmlinux))
+	dir := filepath.Join(t.TempDir(), "vmm", "vmlinux")
+	path := filepath.Join(t.TempDir(), "bzImage")
+	src := keyFile(t, path, img)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var n notes
+	v, err := Load(dir, &Image{mapped: mapped{data: img}, file: f, src: src}, k, 1<<20, n.f)
+	if err != nil || !bytes.Equal(contents(t, v), vmlinux) {
+		t.Fatalf("first boot: %v %v", err, n)
+	}
+	header := img[:(k.SetupSects+1)*512]
+	v, err = Load(dir, &Image{mapped: mapped{data: header}, file: f, src: src}, k, 1<<20, n.f)
+	if err != nil || !bytes.Equal(contents(t, v), vmlinux) || len(n) != 0 {
+		t.Fatalf("warm boot with only the header readable: %v %v", err, n)
+	}
+	// The file changed since it was opened (its times moved): the
+	// index is not trusted, the image is read, and here found short.
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(path, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir, &Image{mapped: mapped{data: header}, file: f, src: src}, k, 1<<20, n.f); err == nil {
+		t.Error("a changed file's key was taken from the index")
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
 
@@ -35,8 +34,9 @@ import (
 //     of the file system's clock (a few milliseconds), so its ctime does
 //     not move. A key is therefore only recorded for a file whose ctime
 //     was at least racyWindow old when its status was taken.
-//   - The file is changed while it is read. ReadImage takes the status
-//     before and after the read and gives no Source if they differ.
+//   - The file is changed while it is read. Load takes its status again
+//     after reading it (Image.unchanged) and neither trusts nor records
+//     a key if it moved.
 //
 // An index file is as trusted as an entry (the same owner and mode
 // checks) and fixed in size; anything else about it makes it ignored
@@ -64,7 +64,7 @@ type fileID struct {
 
 // Source is the bzImage file a kernel image was read from, as the key
 // index needs it: its identity and times, and when they were taken.
-// ReadImage returns it; the zero value is never used.
+// OpenImage takes it; the zero value is never used.
 type Source struct {
 	id fileID
 	at time.Time
@@ -98,44 +98,6 @@ var trustedFS = []int64{
 	unix.F2FS_SUPER_MAGIC,
 	unix.TMPFS_MAGIC,
 	unix.OVERLAYFS_SUPER_MAGIC,
-}
-
-// ReadImage reads the kernel file at path whole. Its Source is nil unless
-// the file is a regular file on a trustedFS whose status was the same
-// before and after the read; Load then hashes the image.
-func ReadImage(path string) ([]byte, *Source, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	at := time.Now()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	if !st.Mode().IsRegular() {
-		b, err := io.ReadAll(f) // a pipe: -kernel <(...)
-		return b, nil, err
-	}
-	b := make([]byte, st.Size())
-	if _, err := io.ReadFull(f, b); err != nil {
-		return nil, nil, fmt.Errorf("%s changed while read: %w", path, err)
-	}
-	before, ok := fileIDOf(st)
-	if !ok {
-		return b, nil, nil
-	}
-	if st2, err := f.Stat(); err != nil {
-		return b, nil, nil
-	} else if after, _ := fileIDOf(st2); after != before {
-		return b, nil, nil
-	}
-	var sfs unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil || !slices.Contains(trustedFS, int64(sfs.Type)) {
-		return b, nil, nil
-	}
-	return b, &Source{id: before, at: at}, nil
 }
 
 func (c *Cache) keyPath(id fileID) string {

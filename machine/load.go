@@ -43,25 +43,33 @@ type bootKernel struct {
 	// Firecracker boots a vmlinux). Without it, hdr.Payload is loaded at
 	// 1 MiB and decompresses itself.
 	elf *kernelimage.ELF
-	// vmlinux, if not nil, holds elf's bytes: the kernel cache's entry,
-	// mapped from its file, which loading reads through vmlinux.Read.
-	// Close releases it.
-	vmlinux *kernelcache.Vmlinux
+	// bytes holds the bytes hdr.Payload or elf alias: the -kernel
+	// file, or the kernel cache's entry, each mapped from its file,
+	// which loading reads through bytes.Read (see kernelcache's mapped
+	// for why). Close releases it.
+	bytes kernelBytes
 }
 
-// Close releases the decompressed kernel's bytes, once it is loaded.
+// kernelBytes is a kernel file's bytes as package kernelcache hands them
+// out: *kernelcache.Image or *kernelcache.Vmlinux.
+type kernelBytes interface {
+	Read(f func(data []byte) error) error
+	Close() error
+}
+
+// Close releases the kernel's bytes, once it is loaded.
 func (k bootKernel) Close() {
-	if k.vmlinux != nil {
-		k.vmlinux.Close()
+	if k.bytes != nil {
+		k.bytes.Close()
 	}
 }
 
-// readELF calls f with k's bytes readable (see bootKernel.vmlinux).
-func (k bootKernel) readELF(f func() error) error {
-	if k.vmlinux == nil {
+// read calls f with k's bytes readable (see bootKernel.bytes).
+func (k bootKernel) read(f func() error) error {
+	if k.bytes == nil {
 		return f()
 	}
-	return k.vmlinux.Read(func([]byte) error { return f() })
+	return k.bytes.Read(func([]byte) error { return f() })
 }
 
 // readKernel reads the -kernel file: a bzImage, or a vmlinux ELF. With a
@@ -69,32 +77,42 @@ func (k bootKernel) readELF(f func() error) error {
 // once (package kernelcache) and booted directly; whenever that cannot be
 // done the bzImage boots as it is, so the cache never makes a boot fail.
 func readKernel(cfg Config) (bootKernel, error) {
-	image, src, err := kernelcache.ReadImage(cfg.Kernel)
+	img, err := kernelcache.OpenImage(cfg.Kernel)
 	if err != nil {
 		return bootKernel{}, fmt.Errorf("kernel: %w", err)
 	}
-	if kernelimage.IsELF(image) {
-		e, err := kernelimage.ParseELF(image)
-		if err != nil {
-			return bootKernel{}, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
+	var k bootKernel
+	err = img.Read(func(image []byte) error {
+		if kernelimage.IsELF(image) {
+			e, err := kernelimage.ParseELF(image)
+			if err != nil {
+				return fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
+			}
+			k = bootKernel{hdr: bootparam.VmlinuxKernel(), elf: e, bytes: img}
+			return nil
 		}
-		return bootKernel{hdr: bootparam.VmlinuxKernel(), elf: e}, nil
-	}
-	k, err := bootparam.ParseKernel(image)
+		hdr, err := bootparam.ParseKernel(image)
+		if err != nil {
+			return fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
+		}
+		k = bootKernel{hdr: hdr, bytes: img}
+		return nil
+	})
 	if err != nil {
-		return bootKernel{}, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
+		img.Close()
+		return bootKernel{}, err
 	}
-	if cfg.KernelCache == "" || !k.Supports64BitEntry() {
-		return bootKernel{hdr: k}, nil
+	if k.elf != nil || cfg.KernelCache == "" || !k.hdr.Supports64BitEntry() {
+		return k, nil
 	}
 	notef := func(format string, args ...any) {
 		if cfg.Logf != nil {
 			cfg.Logf(format, args...)
 		}
 	}
-	vmlinux, err := kernelcache.Load(cfg.KernelCache, image, src, k, maxVmlinux, notef)
+	vmlinux, err := kernelcache.Load(cfg.KernelCache, img, k.hdr, maxVmlinux, notef)
 	if err != nil {
-		return bootKernel{hdr: k}, nil // Load said what was worth saying
+		return k, nil // Load said what was worth saying
 	}
 	var e *kernelimage.ELF
 	err = vmlinux.Read(func(b []byte) (err error) {
@@ -104,9 +122,12 @@ func readKernel(cfg Config) (bootKernel, error) {
 	if err != nil {
 		vmlinux.Close()
 		notef("kernel %s: its decompressed payload: %v; booting the compressed kernel", cfg.Kernel, err)
-		return bootKernel{hdr: k}, nil
+		return k, nil
 	}
-	return bootKernel{hdr: k, elf: e, vmlinux: vmlinux}, nil
+	// The vmlinux replaces the bzImage's payload; its header was copied.
+	img.Close()
+	k.hdr.Payload = nil
+	return bootKernel{hdr: k.hdr, elf: e, bytes: vmlinux}, nil
 }
 
 // kernelEnd is the lowest address above everything the kernel occupies
@@ -136,7 +157,7 @@ type bootLayout struct {
 // or its 32-bit one.
 func loadKernel(mem *guestmem.Memory, k bootKernel) (entry uint64, long bool, err error) {
 	if k.elf == nil {
-		if err := mem.WriteAt(k.hdr.Payload, kernelLoadAddr); err != nil {
+		if err := k.read(func() error { return mem.WriteAt(k.hdr.Payload, kernelLoadAddr) }); err != nil {
 			return 0, false, fmt.Errorf("load kernel: %w", err)
 		}
 		if k.hdr.Supports64BitEntry() {
@@ -147,7 +168,7 @@ func loadKernel(mem *guestmem.Memory, k bootKernel) (entry uint64, long bool, er
 	if s := k.elf.Start(); s < kernelLoadAddr {
 		return 0, false, fmt.Errorf("kernel loads at 0x%x, below the 1 MiB vmm keeps for boot data", s)
 	}
-	if err := k.readELF(func() error { return k.elf.Load(mem) }); err != nil {
+	if err := k.read(func() error { return k.elf.Load(mem) }); err != nil {
 		return 0, false, fmt.Errorf("load kernel: %w", err)
 	}
 	return k.elf.Entry, true, nil
