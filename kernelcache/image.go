@@ -129,10 +129,16 @@ func OpenImage(path string) (*Image, error) {
 	if st.Size() > 0 { // mmap refuses a length of 0; an empty file parses as one
 		m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
 		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%s: mmap: %w", path, err)
+			// A file system without mmap (ENODEV): read it, as before.
+			b := make([]byte, st.Size())
+			if _, err := io.ReadFull(f, b); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("%s changed while read: %w", path, err)
+			}
+			im.data = b
+		} else {
+			im.data, im.mapping = m, m
 		}
-		im.data, im.mapping = m, m
 	}
 	id, ok := fileIDOf(st)
 	if !ok {
@@ -167,7 +173,12 @@ func (im *Image) unchanged() bool {
 // show each read the file as it is at that moment.
 func (im *Image) stable() ([]byte, *Source, error) {
 	if im.mapping == nil {
-		return im.data, im.src, nil // already on the heap
+		// Already on the heap: a pipe's (no Source), or a file's read
+		// whole, whose status is checked as for a copy.
+		if im.src != nil && !im.unchanged() {
+			return im.data, nil, nil
+		}
+		return im.data, im.src, nil
 	}
 	var b []byte
 	if err := im.Read(func(data []byte) error { b = bytes.Clone(data); return nil }); err != nil {
