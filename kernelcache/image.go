@@ -80,20 +80,30 @@ func (m *mapped) Close() error {
 // Image is the -kernel file, mapped read-only instead of read whole. A
 // boot whose vmlinux comes from the cache (found through the key index)
 // then reads only the bzImage's setup header, a page or two: reading all
-// of Debian's 14 MB bzImage onto the heap took 110-125 ms of a warm
-// boot's 380 ms setup in this project's nested L1, and a bzImage booted
-// as it is went through the heap on its way into guest memory. A pipe
-// (-kernel <(...)) is read onto the heap, as before.
+// of Debian's 14 MB bzImage onto the heap took 50-125 ms of a warm
+// boot's setup in this project's nested L1, and a bzImage booted as it
+// is went through the heap on its way into guest memory. A pipe (-kernel
+// <(...)), or a file on a file system that cannot map it, is read onto
+// the heap, as before.
+//
+// A mapping shows the file as it is at each read, where a copy showed it
+// as it was once: Read therefore checks, after every read, that the file
+// still has the size and times it had when it was opened, and fails
+// otherwise, so a kernel rewritten in place between the header's parse
+// and the payload's load is an error, not the new payload booted under
+// the old header.
 type Image struct {
 	mapped
-	file *os.File // the regular file mapped, kept open for Stable's fstat
+	file *os.File // the regular file, kept open for fstat
+	id   fileID   // its identity and times when opened
 	src  *Source  // nil: no key index for this file
 }
 
-// maxImage bounds the kernel files OpenImage maps or reads: far above any
-// kernel (Debian's bzImage is 14 MB, its vmlinux 53 MB), far below what
-// would exhaust the address space or the heap.
-const maxImage = 1 << 30
+// maxRead bounds what OpenImage reads onto the heap (a pipe, or a file
+// that cannot be mapped): far above any kernel (Debian's bzImage is 14
+// MB, its vmlinux 53 MB), below what would exhaust the heap. A mapped
+// file costs only what is read of it, so it has no bound.
+const maxRead = 1 << 30
 
 // OpenImage opens the kernel file at path. Its Source is nil unless the
 // file is a regular file on a trustedFS (see keyindex.go). The caller
@@ -110,39 +120,29 @@ func OpenImage(path string) (*Image, error) {
 		return nil, err
 	}
 	what := "kernel " + path
-	if !st.Mode().IsRegular() {
+	id, ok := fileIDOf(st)
+	if !ok {
 		defer f.Close()
-		b, err := io.ReadAll(io.LimitReader(f, maxImage+1)) // a pipe: -kernel <(...)
+		b, err := readAtMost(f, maxRead) // a pipe: -kernel <(...)
 		if err != nil {
-			return nil, err
-		}
-		if len(b) > maxImage {
-			return nil, fmt.Errorf("%s: larger than any kernel (over %d MiB)", path, maxImage>>20)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		return &Image{mapped: mapped{what: what, data: b}}, nil
 	}
-	if st.Size() > maxImage {
-		f.Close()
-		return nil, fmt.Errorf("%s: larger than any kernel (%d MiB)", path, st.Size()>>20)
-	}
-	im := &Image{mapped: mapped{what: what}, file: f}
+	im := &Image{mapped: mapped{what: what}, file: f, id: id}
 	if st.Size() > 0 { // mmap refuses a length of 0; an empty file parses as one
 		m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
 		if err != nil {
 			// A file system without mmap (ENODEV): read it, as before.
-			b := make([]byte, st.Size())
-			if _, err := io.ReadFull(f, b); err != nil {
+			b, err := readAtMost(f, maxRead)
+			if err != nil {
 				f.Close()
-				return nil, fmt.Errorf("%s changed while read: %w", path, err)
+				return nil, fmt.Errorf("%s: %w", path, err)
 			}
 			im.data = b
 		} else {
 			im.data, im.mapping = m, m
 		}
-	}
-	id, ok := fileIDOf(st)
-	if !ok {
-		return im, nil
 	}
 	var sfs unix.Statfs_t
 	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil || !slices.Contains(trustedFS, int64(sfs.Type)) {
@@ -152,10 +152,40 @@ func OpenImage(path string) (*Image, error) {
 	return im, nil
 }
 
-// unchanged reports whether the file still has the size and times it had
-// when it was opened, so what was read of it since is of that version.
-func (im *Image) unchanged() bool {
-	if im.src == nil || im.file == nil {
+// readAtMost reads r to its end, failing past limit bytes.
+func readAtMost(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("larger than any kernel (over %d MiB)", limit>>20)
+	}
+	return b, nil
+}
+
+// Read is mapped.Read, failing if the file changed meanwhile (see Image).
+func (im *Image) Read(f func(data []byte) error) error {
+	if err := im.mapped.Read(f); err != nil {
+		return err
+	}
+	return im.checkSame()
+}
+
+// checkSame fails if the file no longer has the size and times it had
+// when it was opened. Bytes on the heap are not the file's any more, and
+// always pass.
+func (im *Image) checkSame() error {
+	if im.mapping == nil || im.same() {
+		return nil
+	}
+	return fmt.Errorf("%s changed while vmm read it", im.what)
+}
+
+// same reports whether the file still has the size and times it had when
+// it was opened.
+func (im *Image) same() bool {
+	if im.file == nil {
 		return false
 	}
 	st, err := im.file.Stat()
@@ -163,29 +193,29 @@ func (im *Image) unchanged() bool {
 		return false
 	}
 	id, ok := fileIDOf(st)
-	return ok && id == im.src.id
+	return ok && id == im.id
 }
 
-// stable returns the whole image on the heap, and its Source if the file
-// did not change while it was copied (nil otherwise). Hashing and
-// decompressing read the same copy, so an entry is always the kernel its
-// key names even if the file is rewritten meanwhile; the mapping would
-// show each read the file as it is at that moment.
+// unchanged reports whether the key index may be used for the file: it
+// is on a trusted file system and unchanged since it was opened.
+func (im *Image) unchanged() bool { return im.src != nil && im.same() }
+
+// stable returns the whole image on the heap, and its Source. Hashing
+// and decompressing read the same copy, so an entry is always the kernel
+// its key names; a file that changed since it was opened is an error, as
+// the header the caller parsed is the old file's.
 func (im *Image) stable() ([]byte, *Source, error) {
 	if im.mapping == nil {
-		// Already on the heap: a pipe's (no Source), or a file's read
-		// whole, whose status is checked as for a copy.
-		if im.src != nil && !im.unchanged() {
-			return im.data, nil, nil
+		// Already on the heap: a pipe's (no file, no Source), or a
+		// file's read whole.
+		if im.file != nil && !im.same() {
+			return nil, nil, fmt.Errorf("%s changed while vmm read it", im.what)
 		}
 		return im.data, im.src, nil
 	}
 	var b []byte
 	if err := im.Read(func(data []byte) error { b = bytes.Clone(data); return nil }); err != nil {
 		return nil, nil, err
-	}
-	if !im.unchanged() {
-		return b, nil, nil
 	}
 	return b, im.src, nil
 }

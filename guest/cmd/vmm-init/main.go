@@ -76,6 +76,11 @@ func main() {
 		releaseConsole()
 	}
 	if !inContainer {
+		// Also when another init started vmm-init: the kernel's
+		// default modprobe path is not vmm-init's (modprobePath).
+		if err := useOurModprobe(); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+		}
 		if dir, err := moduleDir(); err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 		} else {

@@ -23,6 +23,10 @@ import (
 // fails at once, as before vmm-init was a modprobe.
 const modprobePath = "/bin/modprobe"
 
+// modprobeLink is what modprobePath links to in vmm's image
+// (guest.BuildInitramfs).
+const modprobeLink = "vmm-init"
+
 // modprobe is vmm-init run as modprobe. The kernel runs it
 // (request_module, kernel/kmod.c) as "modprobe -q -- NAME" when it needs
 // a module it lacks: a file system on its first mount ("fs-overlay"), a
@@ -105,10 +109,12 @@ func probe(name string) error {
 
 // useOurModprobe points the kernel's modprobe path at modprobePath when
 // the image has it, whatever the kernel was built with: the file systems
-// of a vmm guest are loaded only through it.
+// of a vmm guest are loaded only through it. On another image (a
+// distribution's, where /bin/modprobe may well be kmod's, through a
+// merged /usr) it leaves the kernel's setting alone.
 func useOurModprobe() error {
-	if _, err := os.Stat(modprobePath); err != nil {
-		return nil // another image: leave the kernel's setting alone
+	if target, err := os.Readlink(modprobePath); err != nil || target != modprobeLink {
+		return nil
 	}
 	b, err := os.ReadFile("/proc/sys/kernel/modprobe")
 	if errors.Is(err, os.ErrNotExist) {

@@ -100,9 +100,6 @@ func setUpPID1(inContainer bool) {
 	if err := devLinks("/dev"); err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 	}
-	if err := useOurModprobe(); err != nil {
-		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
-	}
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err == nil && !choosesLogLevel(string(cmdline)) {
 		if _, _, e := unix.Syscall(unix.SYS_SYSLOG, syslogActionConsoleLevel, 0, consoleLogLevel); e != 0 {
