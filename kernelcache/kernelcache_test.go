@@ -553,6 +553,24 @@ func TestOpenImage(t *testing.T) {
 	}
 }
 
+// A regular file on a file system that cannot map it (sysfs says
+// ENODEV) is read onto the heap instead, as before OpenImage mapped.
+func TestOpenImageUnmappable(t *testing.T) {
+	const path = "/sys/kernel/mm/transparent_hugepage/enabled"
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Skipf("no %s to try: %v", path, err)
+	}
+	im, err := OpenImage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if im.mapping != nil || !bytes.Equal(im.data, want) {
+		t.Errorf("OpenImage(%s): mapped %v, %q; want read, %q", path, im.mapping != nil, im.data, want)
+	}
+}
+
 // A warm boot reads nothing of the bzImage but its header: with the key
 // index and the entry in place, Load returns the entry even when the
 // image's bytes past the header are not there to read. A file that
