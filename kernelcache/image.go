@@ -179,8 +179,11 @@ func (im *Image) checkSame() error {
 	if im.mapping == nil || im.same() {
 		return nil
 	}
-	return fmt.Errorf("%s changed while vmm read it", im.what)
+	return im.errChanged()
 }
+
+// errChanged is the error for a file that changed while vmm read it.
+func (im *Image) errChanged() error { return fmt.Errorf("%s changed while vmm read it", im.what) }
 
 // same reports whether the file still has the size and times it had when
 // it was opened.
@@ -209,7 +212,7 @@ func (im *Image) stable() ([]byte, *Source, error) {
 		// Already on the heap: a pipe's (no file, no Source), or a
 		// file's read whole.
 		if im.file != nil && !im.same() {
-			return nil, nil, fmt.Errorf("%s changed while vmm read it", im.what)
+			return nil, nil, im.errChanged()
 		}
 		return im.data, im.src, nil
 	}

@@ -384,7 +384,7 @@ func Load(dir string, img *Image, k *bootparam.Kernel, limit int, notef func(for
 		notef("%v; not using it", err)
 		return nil, err
 	}
-	if img.src != nil && img.unchanged() {
+	if img.unchanged() {
 		if key, err := c.lookupKey(img.src.id); err == nil {
 			v, err := c.Get(key)
 			if err == nil {
@@ -399,8 +399,10 @@ func Load(dir string, img *Image, k *bootparam.Kernel, limit int, notef func(for
 	if err != nil {
 		return nil, err
 	}
+	// The copy's own header, so that the payload decompressed is the
+	// copy's, not the mapping's.
 	if k, err = bootparam.ParseKernel(image); err != nil {
-		return nil, err // the file changed under us into something else
+		return nil, err
 	}
 	payload, err := k.CompressedKernel()
 	if err != nil {

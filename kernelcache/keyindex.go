@@ -34,9 +34,9 @@ import (
 //     of the file system's clock (a few milliseconds), so its ctime does
 //     not move. A key is therefore only recorded for a file whose ctime
 //     was at least racyWindow old when its status was taken.
-//   - The file is changed while it is read. Load takes its status again
-//     after reading it (Image.unchanged) and neither trusts nor records
-//     a key if it moved.
+//   - The file is changed while it is read. Image takes its status again
+//     after every read (Image.Read, Image.stable) and fails if it moved,
+//     so no key is trusted or recorded for bytes of another version.
 //
 // An index file is as trusted as an entry (the same owner and mode
 // checks) and fixed in size; anything else about it makes it ignored
