@@ -23,9 +23,11 @@ host-deps:
 deps: host-deps
 	@$(GO) mod download
 
+# The linker flag is internal/selfmem's LDFlags (see there): the runtime
+# starts with its heap out of huge pages, so vmm need not start twice.
 vmm:
 	@mkdir -p $(BUILD)
-	$(GO) build -o $(BUILD)/vmm ./cmd/vmm
+	$(GO) build -ldflags=-X=runtime.godebugDefault=disablethp=1 -o $(BUILD)/vmm ./cmd/vmm
 
 # The default guest: Debian's cloud kernel and a u-root initramfs.
 guest: deps

@@ -92,9 +92,11 @@ type usageError struct{ error }
 
 func main() {
 	// Before anything else, so the heap never has a huge page: see
-	// package selfmem. An error costs memory only. Where it executes vmm
-	// again (hosts whose huge pages are "always"), that start-up, about
-	// 50 ms nested, falls before the boot timer's zero.
+	// package selfmem. An error costs memory only. A vmm built as the
+	// Makefile builds it (selfmem.LDFlags) has nothing to do here; one
+	// built otherwise executes itself again on hosts whose huge pages
+	// are "always", a start-up of about 40-50 ms nested that falls
+	// before the boot timer's zero.
 	_ = selfmem.ExecWithoutHugePages()
 	start := time.Now() // the boot timer's zero: before anything else runs
 	ignoreSIGPIPE()

@@ -18,17 +18,22 @@
 // had 1.2 MiB in use (runtime.MemStats.HeapInuse).
 //
 // The runtime's own switch, GODEBUG=disablethp=1, advises every heap
-// mapping MADV_NOHUGEPAGE as it maps it, but it is read only from the
-// environment when the program starts, and a //go:debug line cannot set
-// it. So ExecWithoutHugePages executes vmm again with it: one more
-// start of the program, about 50 ms in a nested L1 (`vmm -h` took 48-54
-// ms, 90-104 ms with the second start) and 13-27 ms natively on this
-// project's machine, to save 3-5 MiB of every VM's memory. Advising
-// the mappings from outside the runtime does not do: the runtime maps
-// new heap with mmap(MAP_FIXED), which drops the advice, and pages
-// already made huge stay whole. Go's documentation says the setting may
-// be removed; TestExecWithoutHugePages, which checks the heap's mapping
-// for the advice, would then fail, and this package should go.
+// mapping MADV_NOHUGEPAGE as it maps it. It is read when the program
+// starts, from the environment and from the binary's default GODEBUG;
+// a //go:debug line cannot set it (the go command accepts only the
+// settings it lists), but the linker can: LDFlags sets the default, and
+// every build of vmm (the Makefile's, the benchmarks', the end-to-end
+// tests') passes it. A vmm built without it, by a plain go build or go
+// install, is executed again by ExecWithoutHugePages with the variable
+// set: one more start of the program, about 40-50 ms in a nested L1
+// (`vmm -h` took 48-54 ms, 90-104 ms with the second start; traced in
+// a boot, 40 ms) and 13-27 ms natively on this project's machine, to
+// save 3-5 MiB of every VM's memory. Advising the mappings from outside
+// the runtime does not do: the runtime maps new heap with
+// mmap(MAP_FIXED), which drops the advice, and pages already made huge
+// stay whole. Go's documentation says the setting may be removed;
+// TestExecWithoutHugePages, which checks the heap's mapping for the
+// advice, would then fail, and this package should go.
 //
 // Guest RAM keeps its huge pages: package guestmem advises it
 // MADV_HUGEPAGE, which disablethp does not touch, because huge pages
@@ -36,12 +41,22 @@
 package selfmem
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 )
+
+// LDFlags is the linker flag that builds vmm with the runtime's
+// disablethp setting on by default (runtime.godebugDefault is the
+// default GODEBUG the go command would otherwise derive from go.mod and
+// //go:debug lines; their settings that differ from Go's defaults, none
+// today, would be replaced). Build vmm with -ldflags=LDFlags.
+const LDFlags = "-X=runtime.godebugDefault=disablethp=1"
 
 // thpEnabled is where the kernel says when it makes huge pages
 // (Documentation/admin-guide/mm/transhuge.rst, "sysfs"): the mode in
@@ -68,8 +83,10 @@ const commLen = 15
 
 // ExecWithoutHugePages executes the running program again, with the same
 // process ID, arguments and environment, plus GODEBUG=disablethp=1, if
-// the kernel makes huge pages unasked ("always") and GODEBUG does not
-// already set disablethp (the user's choice, or the second execution).
+// the kernel makes huge pages unasked ("always"), GODEBUG does not
+// already set disablethp (the user's choice, or the second execution)
+// and the runtime does not already keep its heap out of them (a binary
+// linked with LDFlags).
 // It returns only if it did not: nothing to do, or the exec failed, which
 // costs memory and nothing else. Call it first thing in main, before
 // opening anything or starting goroutines that matter.
@@ -84,10 +101,59 @@ func execWithoutHugePages(modeFile string) error {
 		return nil // a kernel without transparent huge pages
 	}
 	env, ok := reexecEnv(string(mode), os.Environ())
-	if !ok {
+	if !ok || heapAdvised() {
 		return nil
 	}
 	return syscall.Exec(selfExe, os.Args, env)
+}
+
+// selfSmaps describes each of the process's mappings (proc(5),
+// /proc/pid/smaps), with the advice given for it in VmFlags.
+const selfSmaps = "/proc/self/smaps"
+
+// heapAdvised reports whether the runtime already keeps its heap out of
+// huge pages, which it does when the binary was linked with LDFlags:
+// whether the mapping that holds a fresh heap allocation is advised
+// MADV_NOHUGEPAGE (VmFlags nh). An allocation this large comes from the
+// heap, never the stack; one early enough to land in memory the runtime
+// mapped before it read its settings would read as not advised, and
+// cost a second start, no more.
+func heapAdvised() bool {
+	b := make([]byte, 128<<10)
+	// %p gives the address without package unsafe.
+	addr, err := strconv.ParseUint(strings.TrimPrefix(fmt.Sprintf("%p", &b[0]), "0x"), 16, 64)
+	if err != nil {
+		return false
+	}
+	smaps, err := os.ReadFile(selfSmaps)
+	runtime.KeepAlive(b)
+	if err != nil {
+		return false
+	}
+	flags, err := vmFlags(string(smaps), addr)
+	return err == nil && slices.Contains(strings.Fields(flags), "nh")
+}
+
+// vmFlags is the VmFlags line of the mapping in smaps (proc(5)) that
+// holds addr.
+func vmFlags(smaps string, addr uint64) (string, error) {
+	in := false
+	for _, line := range strings.Split(smaps, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && !strings.HasSuffix(f[0], ":") {
+			lo, hi, _ := strings.Cut(f[0], "-")
+			start, err1 := strconv.ParseUint(lo, 16, 64)
+			end, err2 := strconv.ParseUint(hi, 16, 64)
+			if err1 != nil || err2 != nil {
+				return "", fmt.Errorf("smaps: malformed line %q", line)
+			}
+			in = start <= addr && addr < end
+		}
+		if in && strings.HasPrefix(line, "VmFlags:") {
+			return line, nil
+		}
+	}
+	return "", fmt.Errorf("smaps: no mapping holds %#x", addr)
 }
 
 // restoreName gives a process that was started as /proc/self/exe the

@@ -103,28 +103,6 @@ func TestMain(m *testing.M) {
 	os.Exit(0)
 }
 
-// vmFlags is the VmFlags line of the mapping in smaps (proc(5)) that
-// holds addr.
-func vmFlags(smaps string, addr uint64) (string, error) {
-	in := false
-	for _, line := range strings.Split(smaps, "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 5 && !strings.HasSuffix(f[0], ":") {
-			lo, hi, _ := strings.Cut(f[0], "-")
-			start, err1 := strconv.ParseUint(lo, 16, 64)
-			end, err2 := strconv.ParseUint(hi, 16, 64)
-			if err1 != nil || err2 != nil {
-				return "", fmt.Errorf("smaps: malformed line %q", line)
-			}
-			in = start <= addr && addr < end
-		}
-		if in && strings.HasPrefix(line, "VmFlags:") {
-			return line, nil
-		}
-	}
-	return "", fmt.Errorf("smaps: no mapping holds %#x", addr)
-}
-
 // TestExecWithoutHugePages runs this test binary as a child that sees
 // the mode given, and checks that it executed itself again only for
 // "always", once, as the same process with the same arguments and name,
@@ -137,20 +115,29 @@ func TestExecWithoutHugePages(t *testing.T) {
 	if len(name) > commLen {
 		name = name[:commLen]
 	}
+	// This test binary again, linked as vmm is (LDFlags): its runtime
+	// starts with disablethp set, so it has no reason to execute itself.
+	linked := filepath.Join(t.TempDir(), "linked.test")
+	build := exec.CommandContext(t.Context(), "go", "test", "-c", "-ldflags="+LDFlags, "-o", linked, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go test -c -ldflags=%s: %v\n%s", LDFlags, err, out)
+	}
 	for _, tt := range []struct {
-		mode, godebug string
-		starts        int
-		nh            bool
+		bin, mode, godebug string
+		starts             int
+		nh                 bool
 	}{
-		{"[always] madvise never\n", "GODEBUG=gctrace=0,disablethp=1", 2, true},
-		{"always [madvise] never\n", "GODEBUG=gctrace=0", 1, false},
+		{os.Args[0], "[always] madvise never\n", "GODEBUG=gctrace=0,disablethp=1", 2, true},
+		{os.Args[0], "always [madvise] never\n", "GODEBUG=gctrace=0", 1, false},
+		{linked, "[always] madvise never\n", "GODEBUG=gctrace=0", 1, true},
 	} {
 		mode := filepath.Join(t.TempDir(), "enabled")
 		if err := os.WriteFile(mode, []byte(tt.mode), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // an exec loop fails, not hangs
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$", "-test.count=1")
+		cmd := exec.CommandContext(ctx, tt.bin, "-test.run=^$", "-test.count=1")
 		cmd.Env = append(os.Environ(), childMode+"="+mode, "GODEBUG=gctrace=0")
 		out, err := cmd.Output()
 		cancel()
@@ -158,10 +145,14 @@ func TestExecWithoutHugePages(t *testing.T) {
 			t.Fatalf("mode %q: child: %v\n%s", tt.mode, err, out)
 		}
 		pid := fmt.Sprintf("started pid=%d\n", cmd.Process.Pid)
+		comm := name
+		if tt.bin == linked {
+			comm = filepath.Base(linked)
+		}
 		want := strings.Repeat(pid, tt.starts) + fmt.Sprintf("args=%q\ncomm=%s\n%s\nnh=%v\n",
-			[]string{"-test.run=^$", "-test.count=1"}, name, tt.godebug, tt.nh)
+			[]string{"-test.run=^$", "-test.count=1"}, comm, tt.godebug, tt.nh)
 		if string(out) != want {
-			t.Errorf("mode %q: child printed\n%s\nwant\n%s", tt.mode, out, want)
+			t.Errorf("%s, mode %q: child printed\n%s\nwant\n%s", filepath.Base(tt.bin), tt.mode, out, want)
 		}
 	}
 }
@@ -171,5 +162,18 @@ func TestExecWithoutHugePages(t *testing.T) {
 func TestExecWithoutHugePagesNoTHP(t *testing.T) {
 	if err := execWithoutHugePages(filepath.Join(t.TempDir(), "absent")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMakefileLinksLDFlags checks that `make vmm`, the build the README
+// gives, links vmm with LDFlags.
+func TestMakefileLinksLDFlags(t *testing.T) {
+	b, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "build -ldflags=" + LDFlags + " -o $(BUILD)/vmm ./cmd/vmm"
+	if !strings.Contains(string(b), want) {
+		t.Fatalf("the Makefile does not build vmm with %q", want)
 	}
 }

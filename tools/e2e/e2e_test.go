@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vmm-dev/vmm/guest"
+	"github.com/vmm-dev/vmm/internal/selfmem"
 	"github.com/vmm-dev/vmm/internal/testkernel"
 	"github.com/vmm-dev/vmm/tools/e2e/cmd/ptyends/report"
 	"github.com/vmm-dev/vmm/tools/nested"
@@ -94,7 +95,7 @@ func prepare(dir string) error {
 	setup.vmm = filepath.Join(dir, "vmm")
 	_, thisFile, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(filepath.Dir(thisFile))) // tools/e2e/x.go -> the module root
-	build := exec.CommandContext(ctx, "go", "build", "-o", setup.vmm, "./cmd/vmm")
+	build := exec.CommandContext(ctx, "go", "build", "-ldflags="+selfmem.LDFlags, "-o", setup.vmm, "./cmd/vmm")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -42,6 +42,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/guest"
+	"github.com/vmm-dev/vmm/internal/selfmem"
 	"github.com/vmm-dev/vmm/tools/bench"
 	"github.com/vmm-dev/vmm/tools/internal/flagspell"
 	"github.com/vmm-dev/vmm/tools/kvmprobe"
@@ -182,7 +183,7 @@ func prepare(ctx context.Context, o options, dir string) (*files, error) {
 		l1tool: filepath.Join(dir, "l1tool"), benchtool: filepath.Join(dir, "benchtool")}
 	if f.vmm == "" {
 		f.vmm = filepath.Join(dir, "vmm")
-		if err := goBuild(ctx, root, f.vmm, "./cmd/vmm"); err != nil {
+		if err := goBuild(ctx, root, f.vmm, "./cmd/vmm", "-ldflags="+selfmem.LDFlags); err != nil {
 			return nil, err
 		}
 	}
@@ -275,8 +276,9 @@ func sameContent(a, b string) bool {
 	return err == nil && bytes.Equal(x, y)
 }
 
-func goBuild(ctx context.Context, root, out, pkg string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+// goBuild builds pkg into out with the go command's flags given.
+func goBuild(ctx context.Context, root, out, pkg string, flags ...string) error {
+	cmd := exec.CommandContext(ctx, "go", append(append([]string{"build", "-trimpath", "-o", out}, flags...), pkg)...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
