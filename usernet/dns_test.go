@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // fakeLookup is a host resolver that knows a few names.
@@ -57,7 +59,8 @@ func (fakeLookup) LookupMX(context.Context, string) ([]*net.MX, error) {
 }
 
 func (fakeLookup) LookupNS(context.Context, string) ([]*net.NS, error) {
-	return []*net.NS{{Host: "ns1.test."}}, nil
+	// The second cannot be written in a message: a label over 63 bytes.
+	return []*net.NS{{Host: "ns1.test."}, {Host: strings.Repeat("n", 64) + ".test."}}, nil
 }
 
 func (fakeLookup) LookupSRV(_ context.Context, service, proto, name string) (string, []*net.SRV, error) {
@@ -85,6 +88,36 @@ func query(name string, qtype uint16) *dns.Msg {
 	return m
 }
 
+// ask is h's reply to req over UDP (or TCP), unpacked by miekg/dns, an
+// implementation apart from the server's. It fails the test if the reply
+// does not unpack or is larger than the querier allows.
+func ask(t *testing.T, h dnsHandler, req *dns.Msg, tcp bool) *dns.Msg {
+	t.Helper()
+	b, err := req.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.reply(b, tcp)
+	if r == nil {
+		t.Fatal("no reply")
+	}
+	limit := dns.MaxMsgSize
+	if !tcp {
+		limit = dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil {
+			limit = max(limit, min(int(opt.UDPSize()), dnsMaxUDPSize))
+		}
+	}
+	if len(r) > limit {
+		t.Errorf("reply of %d bytes, want at most %d", len(r), limit)
+	}
+	var m dns.Msg
+	if err := m.Unpack(r); err != nil {
+		t.Fatalf("reply does not unpack: %v", err)
+	}
+	return &m
+}
+
 func TestDNSAnswer(t *testing.T) {
 	h := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}}
 	notQuery := query("both.test.", dns.TypeA)
@@ -93,54 +126,66 @@ func TestDNSAnswer(t *testing.T) {
 	twoQuestions.Question = append(twoQuestions.Question, twoQuestions.Question[0])
 	chaos := query("version.bind.", dns.TypeTXT)
 	chaos.Question[0].Qclass = dns.ClassCHAOS
+	edns := func(m *dns.Msg, size uint16) *dns.Msg {
+		m.SetEdns0(size, false)
+		return m
+	}
 	for _, tc := range []struct {
 		name  string
 		req   *dns.Msg
-		size  int
+		tcp   bool
 		rcode int
 		want  []string // the answers' data, in order
 		tc    bool
 	}{
-		{"A", query("both.test.", dns.TypeA), 512, dns.RcodeSuccess, []string{"192.0.2.1", "192.0.2.2"}, false},
+		{"A", query("both.test.", dns.TypeA), false, dns.RcodeSuccess, []string{"192.0.2.1", "192.0.2.2"}, false},
 		// No IPv6 on this network: AAAA is NODATA, but NXDOMAIN for
 		// a name that does not exist.
-		{"AAAA", query("both.test.", dns.TypeAAAA), 512, dns.RcodeSuccess, nil, false},
-		{"AAAA of an IPv4-only name", query("v4only.test.", dns.TypeAAAA), 512, dns.RcodeSuccess, nil, false},
-		{"AAAA of an unknown name", query("nowhere.test.", dns.TypeAAAA), 512, dns.RcodeNameError, nil, false},
-		{"A of an IPv6-only name", query("v6only.test.", dns.TypeA), 512, dns.RcodeSuccess, nil, false},
-		{"unknown name", query("nowhere.test.", dns.TypeA), 512, dns.RcodeNameError, nil, false},
-		{"upstream timeout", query("slow.test.", dns.TypeA), 512, dns.RcodeServerFailure, nil, false},
-		{"CNAME", query("alias.test.", dns.TypeCNAME), 512, dns.RcodeSuccess, []string{"both.test."}, false},
-		{"no CNAME", query("both.test.", dns.TypeCNAME), 512, dns.RcodeSuccess, nil, false},
-		{"MX", query("both.test.", dns.TypeMX), 512, dns.RcodeSuccess, []string{"10 mail.test."}, false},
-		{"NS", query("test.", dns.TypeNS), 512, dns.RcodeSuccess, []string{"ns1.test."}, false},
-		{"SRV", query("_http._tcp.test.", dns.TypeSRV), 512, dns.RcodeSuccess, []string{"1 5 8080 srv.test."}, false},
-		{"TXT split at 255", query("both.test.", dns.TypeTXT), 1232, dns.RcodeSuccess, []string{`"short"`, `"` + strings.Repeat("x", 255) + `" "` + strings.Repeat("x", 45) + `"`}, false},
-		{"PTR v4", query("1.2.0.192.in-addr.arpa.", dns.TypePTR), 512, dns.RcodeSuccess, []string{"both.test."}, false},
-		{"PTR v6", query("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", dns.TypePTR), 512, dns.RcodeSuccess, []string{"both.test."}, false},
-		{"PTR of a bad name", query("1.2.in-addr.arpa.", dns.TypePTR), 512, dns.RcodeSuccess, nil, false},
-		{"type the host cannot look up", query("both.test.", dns.TypeHTTPS), 512, dns.RcodeSuccess, nil, false},
-		{"100 addresses over 512-byte UDP", query("many.test.", dns.TypeA), 512, dns.RcodeSuccess, nil, true},
-		{"not a query", notQuery, 512, dns.RcodeNotImplemented, nil, false},
-		{"two questions", twoQuestions, 512, dns.RcodeFormatError, nil, false},
-		{"class CH", chaos, 512, dns.RcodeNotImplemented, nil, false},
+		{"AAAA", query("both.test.", dns.TypeAAAA), false, dns.RcodeSuccess, nil, false},
+		{"AAAA of an IPv4-only name", query("v4only.test.", dns.TypeAAAA), false, dns.RcodeSuccess, nil, false},
+		{"AAAA of an unknown name", query("nowhere.test.", dns.TypeAAAA), false, dns.RcodeNameError, nil, false},
+		{"A of an IPv6-only name", query("v6only.test.", dns.TypeA), false, dns.RcodeSuccess, nil, false},
+		{"unknown name", query("nowhere.test.", dns.TypeA), false, dns.RcodeNameError, nil, false},
+		{"upstream timeout", query("slow.test.", dns.TypeA), false, dns.RcodeServerFailure, nil, false},
+		{"CNAME", query("alias.test.", dns.TypeCNAME), false, dns.RcodeSuccess, []string{"both.test."}, false},
+		{"no CNAME", query("both.test.", dns.TypeCNAME), false, dns.RcodeSuccess, nil, false},
+		{"MX", query("both.test.", dns.TypeMX), false, dns.RcodeSuccess, []string{"10 mail.test."}, false},
+		{"NS, without the one no message holds", query("test.", dns.TypeNS), false, dns.RcodeSuccess, []string{"ns1.test."}, false},
+		{"SRV", query("_http._tcp.test.", dns.TypeSRV), false, dns.RcodeSuccess, []string{"1 5 8080 srv.test."}, false},
+		{"TXT split at 255", edns(query("both.test.", dns.TypeTXT), 1232), false, dns.RcodeSuccess, []string{`"short"`, `"` + strings.Repeat("x", 255) + `" "` + strings.Repeat("x", 45) + `"`}, false},
+		{"PTR v4", query("1.2.0.192.in-addr.arpa.", dns.TypePTR), false, dns.RcodeSuccess, []string{"both.test."}, false},
+		{"PTR v6", query("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", dns.TypePTR), false, dns.RcodeSuccess, []string{"both.test."}, false},
+		{"PTR of a bad name", query("1.2.in-addr.arpa.", dns.TypePTR), false, dns.RcodeSuccess, nil, false},
+		{"type the host cannot look up", query("both.test.", dns.TypeHTTPS), false, dns.RcodeSuccess, nil, false},
+		{"100 addresses over 512-byte UDP", query("many.test.", dns.TypeA), false, dns.RcodeSuccess, nil, true},
+		{"100 addresses over TCP", query("many.test.", dns.TypeA), true, dns.RcodeSuccess, nil, false},
+		{"not a query", notQuery, false, dns.RcodeNotImplemented, nil, false},
+		{"two questions", twoQuestions, false, dns.RcodeFormatError, nil, false},
+		{"class CH", chaos, false, dns.RcodeNotImplemented, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := h.answer(tc.req, tc.size)
-			if m.Rcode != tc.rcode || m.Id != tc.req.Id || !m.Response || !m.RecursionAvailable {
-				t.Fatalf("rcode %s id %d response %v ra %v, want %s id %d", dns.RcodeToString[m.Rcode], m.Id, m.Response, m.RecursionAvailable, dns.RcodeToString[tc.rcode], tc.req.Id)
+			tc.req.Id = 0xbeef
+			m := ask(t, h, tc.req, tc.tcp)
+			if m.Rcode != tc.rcode || m.Id != tc.req.Id || !m.Response || !m.RecursionAvailable || !m.RecursionDesired {
+				t.Fatalf("rcode %s id %d response %v ra %v rd %v, want %s id %d", dns.RcodeToString[m.Rcode], m.Id, m.Response, m.RecursionAvailable, m.RecursionDesired, dns.RcodeToString[tc.rcode], tc.req.Id)
 			}
-			b, err := m.Pack()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(b) > tc.size {
-				t.Errorf("answer of %d bytes, want at most %d", len(b), tc.size)
+			if len(m.Question) != 1 || m.Question[0] != tc.req.Question[0] {
+				t.Errorf("question %v, want %v", m.Question, tc.req.Question[0])
 			}
 			if m.Truncated != tc.tc {
 				t.Errorf("TC %v, want %v", m.Truncated, tc.tc)
 			}
 			if tc.tc {
+				// Cut short: the answers that fit, all of them whole.
+				if len(m.Answer) == 0 || len(m.Answer) >= 100 {
+					t.Errorf("%d answers in a truncated reply, want some but not all", len(m.Answer))
+				}
+				return
+			}
+			if tc.want == nil && strings.HasPrefix(tc.req.Question[0].Name, "many.") {
+				if len(m.Answer) != 100 {
+					t.Errorf("%d answers, want 100", len(m.Answer))
+				}
 				return
 			}
 			var got []string
@@ -157,46 +202,148 @@ func TestDNSAnswer(t *testing.T) {
 	}
 }
 
-// An EDNS0 query gets an OPT record back and up to the size it offers.
+// An EDNS0 query gets an OPT record back, and up to the size it offers,
+// at most dnsMaxUDPSize; one without gets none and 512 bytes.
 func TestDNSEDNS0(t *testing.T) {
-	req := query("many.test.", dns.TypeA)
-	req.SetEdns0(4096, false)
-	if got := udpAnswerSize(req); got != dns.DefaultMsgSize {
-		t.Fatalf("UDP size %d for a 4096-byte EDNS0 buffer, want %d", got, dns.DefaultMsgSize)
-	}
-	if got := udpAnswerSize(query("x.", dns.TypeA)); got != dns.MinMsgSize {
-		t.Fatalf("UDP size %d without EDNS0, want %d", got, dns.MinMsgSize)
-	}
-	m := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}}.answer(req, udpAnswerSize(req))
-	if m.IsEdns0() == nil || m.Truncated || len(m.Answer) != 100 {
-		t.Fatalf("OPT %v TC %v, %d answers, want OPT, no TC and 100", m.IsEdns0(), m.Truncated, len(m.Answer))
+	h := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}}
+	for _, tc := range []struct {
+		offer   uint16 // 0: no OPT record
+		opt     uint16 // the size the reply's OPT record gives; 0: none
+		answers int
+		tc      bool
+	}{
+		{0, 0, 30, true},
+		// 27 bytes of header and question, 11 of OPT, 16 per address.
+		{256, 512, 29, true},
+		{1232, 1232, 74, true},
+		{4096, 4096, 100, false},
+		{65535, 4096, 100, false},
+	} {
+		req := query("many.test.", dns.TypeA)
+		if tc.offer > 0 {
+			req.SetEdns0(tc.offer, false)
+		}
+		m := ask(t, h, req, false)
+		var opt uint16
+		if o := m.IsEdns0(); o != nil {
+			opt = o.UDPSize()
+		}
+		if opt != tc.opt || m.Truncated != tc.tc || len(m.Answer) != tc.answers {
+			t.Errorf("offer %d: OPT %d TC %v, %d answers; want OPT %d TC %v, %d answers", tc.offer, opt, m.Truncated, len(m.Answer), tc.opt, tc.tc, tc.answers)
+		}
 	}
 }
 
-// FuzzDNSAnswer: whatever the guest sends the DNS server, once miekg/dns
-// has parsed it, the answer packs and fits.
+// What is not a query gets no reply; a query the parser cannot read past
+// its header gets FORMERR.
+func TestDNSMalformed(t *testing.T) {
+	h := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}}
+	good, err := query("both.test.", dns.TypeA).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	response := query("both.test.", dns.TypeA)
+	response.Response = true
+	resp, err := response.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		msg   []byte
+		rcode int // -1: no reply
+	}{
+		{"empty", nil, -1},
+		{"short of a header", good[:11], -1},
+		{"a response", resp, -1},
+		{"question cut short", good[:len(good)-2], dns.RcodeFormatError},
+		{"header only, one question counted", good[:12], dns.RcodeFormatError},
+	} {
+		r := h.reply(tc.msg, false)
+		if tc.rcode < 0 {
+			if r != nil {
+				t.Errorf("%s: reply %x, want none", tc.name, r)
+			}
+			continue
+		}
+		var m dns.Msg
+		if err := m.Unpack(r); err != nil {
+			t.Fatalf("%s: reply does not unpack: %v", tc.name, err)
+		}
+		if m.Rcode != tc.rcode || !m.Response {
+			t.Errorf("%s: rcode %s, want %s", tc.name, dns.RcodeToString[m.Rcode], dns.RcodeToString[tc.rcode])
+		}
+	}
+}
+
+// Over TCP each message has its length before it, and one connection
+// carries queries one after another until the querier closes it.
+func TestDNSServeTCP(t *testing.T) {
+	h := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}}
+	server, client := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.serveTCP(server)
+		server.Close()
+	}()
+	client.SetDeadline(time.Now().Add(testTimeout))
+	c := &dns.Conn{Conn: client}
+	for _, name := range []string{"both.test.", "many.test."} {
+		if err := c.WriteMsg(query(name, dns.TypeA)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.ReadMsg()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Truncated || len(m.Answer) == 0 {
+			t.Fatalf("%s over TCP: TC %v, %d answers", name, m.Truncated, len(m.Answer))
+		}
+	}
+	client.Close()
+	select {
+	case <-done:
+	case <-time.After(testTimeout):
+		t.Fatal("serveTCP did not return when the querier closed the connection")
+	}
+}
+
+// FuzzDNSAnswer: whatever the guest sends the DNS server, over UDP or
+// TCP, the reply is none or a message that miekg/dns unpacks, fits what
+// the querier allows and answers the query's ID.
 func FuzzDNSAnswer(f *testing.F) {
-	for _, q := range []*dns.Msg{query("both.test.", dns.TypeA), query("many.test.", dns.TypeA), query("1.2.0.192.in-addr.arpa.", dns.TypePTR), query("x.ip6.arpa.", dns.TypePTR)} {
+	for _, q := range []*dns.Msg{query("both.test.", dns.TypeA), query("many.test.", dns.TypeA), query("1.2.0.192.in-addr.arpa.", dns.TypePTR), query("x.ip6.arpa.", dns.TypePTR), query("both.test.", dns.TypeTXT)} {
 		b, err := q.Pack()
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(b)
+		f.Add(b, false)
+		q.SetEdns0(1232, false)
+		if b, err = q.Pack(); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, true)
 	}
 	h := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var req dns.Msg
-		if req.Unpack(b) != nil {
+	f.Fuzz(func(t *testing.T, b []byte, tcp bool) {
+		r := h.reply(b, tcp)
+		if r == nil {
 			return
 		}
-		size := udpAnswerSize(&req)
-		m := h.answer(&req, size)
-		out, err := m.Pack()
-		if err != nil {
-			t.Fatalf("answer does not pack: %v", err)
+		limit := dnsMaxSize
+		if !tcp {
+			limit = dnsMaxUDPSize
 		}
-		if len(out) > size {
-			t.Fatalf("answer of %d bytes, want at most %d", len(out), size)
+		if len(r) > limit {
+			t.Fatalf("reply of %d bytes, want at most %d", len(r), limit)
+		}
+		var m dns.Msg
+		if err := m.Unpack(r); err != nil {
+			t.Fatalf("reply does not unpack: %v", err)
+		}
+		if m.Id != uint16(b[0])<<8|uint16(b[1]) || !m.Response {
+			t.Fatalf("reply id %d response %v to a query of id %d", m.Id, m.Response, uint16(b[0])<<8|uint16(b[1]))
 		}
 	})
 }
@@ -246,13 +393,16 @@ func TestDNSLookupBound(t *testing.T) {
 	h := dnsHandler{ctx: context.Background(), lookup: b, slots: make(chan struct{}, dnsMaxLookups)}
 	done := make(chan int, dnsMaxLookups)
 	for range dnsMaxLookups {
-		go func() { done <- h.answer(query("both.test.", dns.TypeA), 512).Rcode }()
+		go func() {
+			rc, _ := h.answer(dnsmessage.Question{Name: dnsmessage.MustNewName("both.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+			done <- int(rc)
+		}()
 	}
 	for range dnsMaxLookups {
 		<-b.started
 	}
-	if rc := h.answer(query("both.test.", dns.TypeA), 512).Rcode; rc != dns.RcodeServerFailure {
-		t.Fatalf("lookup %d: rcode %s, want SERVFAIL", dnsMaxLookups+1, dns.RcodeToString[rc])
+	if m := ask(t, h, query("both.test.", dns.TypeA), false); m.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("lookup %d: rcode %s, want SERVFAIL", dnsMaxLookups+1, dns.RcodeToString[m.Rcode])
 	}
 	close(b.release)
 	for range dnsMaxLookups {
@@ -260,7 +410,7 @@ func TestDNSLookupBound(t *testing.T) {
 			t.Fatalf("held lookup: rcode %s", dns.RcodeToString[rc])
 		}
 	}
-	if m := h.answer(query("both.test.", dns.TypeA), 512); m.Rcode != dns.RcodeSuccess || len(m.Answer) != 2 {
+	if m := ask(t, h, query("both.test.", dns.TypeA), false); m.Rcode != dns.RcodeSuccess || len(m.Answer) != 2 {
 		t.Fatalf("after the flood: rcode %s, %d answers", dns.RcodeToString[m.Rcode], len(m.Answer))
 	}
 }

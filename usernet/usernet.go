@@ -5,7 +5,7 @@
 // guest. It needs no privilege: no TAP, no CAP_NET_ADMIN, no root.
 //
 // The stack is gVisor's netstack, with a link endpoint (link.go) and a
-// DNS server (dns.go, on miekg/dns) of this package's own. It assembles
+// DNS server (dns.go, on golang.org/x/net/dns/dnsmessage) of this package's own. It assembles
 // the stack itself, as gvisor-tap-vsock (the network of podman machine
 // and lima) does, and owns every goroutine it starts; Close ends them
 // all, since vmm builds and closes many machines in one process.
@@ -47,7 +47,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/miekg/dns"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -263,9 +262,8 @@ func (n *Network) build() error {
 	return n.serveDNS()
 }
 
-// serveDNS starts gvisor-tap-vsock's DNS server on DNSIP:53, UDP and
-// TCP. It answers from the host's resolver, through lookups that Close
-// cancels.
+// serveDNS starts the DNS server (dns.go) on DNSIP:53, UDP and TCP. It
+// answers from the host's resolver, through lookups that Close cancels.
 func (n *Network) serveDNS() error {
 	addr := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(dnsIP.As4()), Port: 53}
 	uc, err := gonet.DialUDP(n.stack, &addr, nil, ipv4.ProtocolNumber)
@@ -283,14 +281,27 @@ func (n *Network) serveDNS() error {
 		return net.ErrClosed
 	}
 	h := dnsHandler{ctx: n.ctx, lookup: &net.Resolver{PreferGo: true, Dial: n.dialDNS}, slots: make(chan struct{}, dnsMaxLookups)}
-	// After Close, every answer to a query in flight fails to send; the
-	// sockets drop those quietly.
-	udpSrv := &dns.Server{PacketConn: quietPacketConn{uc, n.done}, Handler: h}
-	tcpSrv := &dns.Server{Listener: quietListener{tl, n.done}, Handler: h}
-	// Both return once their socket is closed; the error says only
-	// that.
-	n.spawn(func() { _ = udpSrv.ActivateAndServe() })
-	n.spawn(func() { _ = tcpSrv.ActivateAndServe() })
+	// Both loops return once Close has closed their socket.
+	n.spawn(func() { h.serveUDP(uc, n.spawn) })
+	n.spawn(func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			if !n.track(c) {
+				c.Close()
+				return
+			}
+			if !n.spawn(func() {
+				defer n.untrack(c)
+				h.serveTCP(c)
+			}) {
+				n.untrack(c)
+				return
+			}
+		}
+	})
 	return nil
 }
 
@@ -408,45 +419,4 @@ func (n *Network) dialDNS(ctx context.Context, network, addr string) (net.Conn, 
 	}
 	context.AfterFunc(ctx, func() { c.Close() })
 	return c, nil
-}
-
-// quietPacketConn and quietListener are the DNS server's sockets: once
-// done is closed, writes are dropped without an error.
-type quietPacketConn struct {
-	net.PacketConn
-	done <-chan struct{}
-}
-
-func (c quietPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	m, err := c.PacketConn.WriteTo(p, addr)
-	if err != nil && isClosed(c.done) {
-		return len(p), nil
-	}
-	return m, err
-}
-
-type quietListener struct {
-	net.Listener
-	done <-chan struct{}
-}
-
-func (l quietListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return quietConn{c, l.done}, nil
-}
-
-type quietConn struct {
-	net.Conn
-	done <-chan struct{}
-}
-
-func (c quietConn) Write(p []byte) (int, error) {
-	m, err := c.Conn.Write(p)
-	if err != nil && isClosed(c.done) {
-		return len(p), nil
-	}
-	return m, err
 }
