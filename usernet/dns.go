@@ -66,6 +66,13 @@ const (
 	dnsMaxSize = 65535
 )
 
+// dnsMaxConns bounds the TCP connections to the server open at once: a
+// connection costs memory and a goroutine but no host descriptor, so
+// nothing else would bound what a guest can open. One beyond it is
+// closed at once, which RFC 7766 §6.2.2 allows; a resolver uses TCP
+// only for an answer too large for UDP, one connection at a time.
+const dnsMaxConns = 64
+
 // dnsTCPIdle is how long a TCP connection may stay silent, between
 // queries or within one, before the server closes it; RFC 7766 §6.2.3
 // asks for an idle timeout of the order of seconds.
@@ -85,11 +92,13 @@ type hostLookup interface {
 
 // dnsHandler answers the guest's queries; ctx ends with the network, and
 // with it every lookup in flight. slots holds a token per lookup in
-// flight (dnsMaxLookups); nil means no bound.
+// flight (dnsMaxLookups); nil means no bound. idle replaces dnsTCPIdle
+// when not 0 (tests).
 type dnsHandler struct {
 	ctx    context.Context
 	lookup hostLookup
 	slots  chan struct{}
+	idle   time.Duration
 }
 
 // serveUDP answers each datagram c receives to its sender, on a
@@ -118,24 +127,29 @@ func (h dnsHandler) serveUDP(c net.PacketConn, spawn func(func()) bool) {
 // querier closes it, sends what is not a query, or stays silent for
 // dnsTCPIdle: each message is a two-byte length and that many bytes
 // (RFC 1035 §4.2.2), and RFC 7766 §6.2.1.1 lets a server answer them in
-// the order they came.
+// the order they came. A message's buffer is allocated once its length
+// has come, so a connection that sends nothing holds none.
 func (h dnsHandler) serveTCP(c net.Conn) {
-	buf := make([]byte, 2+dnsMaxSize)
+	idle := h.idle
+	if idle == 0 {
+		idle = dnsTCPIdle
+	}
+	var length [2]byte
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(dnsTCPIdle))
-		if _, err := io.ReadFull(c, buf[:2]); err != nil {
+		_ = c.SetReadDeadline(time.Now().Add(idle))
+		if _, err := io.ReadFull(c, length[:]); err != nil {
 			return
 		}
-		n := int(binary.BigEndian.Uint16(buf))
-		if _, err := io.ReadFull(c, buf[2:2+n]); err != nil {
+		msg := make([]byte, binary.BigEndian.Uint16(length[:]))
+		if _, err := io.ReadFull(c, msg); err != nil {
 			return
 		}
-		r := h.reply(buf[2:2+n], true)
+		r := h.reply(msg, true)
 		if r == nil {
 			return
 		}
 		out := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(r)), uint16(len(r)))
-		_ = c.SetWriteDeadline(time.Now().Add(dnsTCPIdle))
+		_ = c.SetWriteDeadline(time.Now().Add(idle))
 		if _, err := c.Write(append(out, r...)); err != nil {
 			return
 		}
@@ -157,13 +171,22 @@ func (h dnsHandler) reply(msg []byte, tcp bool) []byte {
 	out := dnsmessage.Message{Header: dnsmessage.Header{
 		ID: hdr.ID, Response: true, OpCode: hdr.OpCode,
 		RecursionDesired: hdr.RecursionDesired, RecursionAvailable: true,
+		CheckingDisabled: hdr.CheckingDisabled, // RFC 4035 §3.1.6
 	}}
-	qs, err := p.AllQuestions()
-	if len(qs) > 0 {
-		out.Questions = qs[:1] // as a reply to one question
+	// The question count, from the header (RFC 1035 §4.1.1): a query
+	// holds one question (RFC 9619), and only that one is parsed, since
+	// parsing the ten thousand a 64 KiB message can hold would cost
+	// megabytes for an answer of FORMERR.
+	qdcount := binary.BigEndian.Uint16(msg[4:6])
+	q, err := p.Question()
+	switch {
+	case err == nil:
+		out.Questions = []dnsmessage.Question{q} // the first, as a reply to one
+	case errors.Is(err, dnsmessage.ErrSectionDone):
+		err = nil // no question: FORMERR below, for a query
 	}
 	var opt *dnsmessage.ResourceHeader
-	if err == nil {
+	if err == nil && qdcount == 1 {
 		opt, err = findOPT(&p)
 	}
 	size := dnsMinUDPSize
@@ -174,8 +197,10 @@ func (h dnsHandler) reply(msg []byte, tcp bool) []byte {
 		size = min(max(int(opt.Class), dnsMinUDPSize), dnsMaxUDPSize)
 	}
 	if opt != nil {
+		// What this server takes over UDP, which is what the OPT
+		// record advertises (RFC 6891 §6.2.3), whatever the transport.
 		var rh dnsmessage.ResourceHeader
-		if rh.SetEDNS0(size, dnsmessage.RCodeSuccess, false) == nil {
+		if rh.SetEDNS0(min(size, dnsMaxUDPSize), dnsmessage.RCodeSuccess, false) == nil {
 			out.Additionals = []dnsmessage.Resource{{Header: rh, Body: &dnsmessage.OPTResource{}}}
 		}
 	}
@@ -184,20 +209,22 @@ func (h dnsHandler) reply(msg []byte, tcp bool) []byte {
 		out.RCode = dnsmessage.RCodeFormatError
 	case hdr.OpCode != 0: // QUERY (RFC 1035 §4.1.1)
 		out.RCode = dnsmessage.RCodeNotImplemented
-	case len(qs) != 1:
-		// RFC 9619: a query holds one question.
+	case qdcount != 1:
 		out.RCode = dnsmessage.RCodeFormatError
-	case qs[0].Class != dnsmessage.ClassINET:
+	case q.Class != dnsmessage.ClassINET:
 		out.RCode = dnsmessage.RCodeNotImplemented
 	default:
-		out.RCode, out.Answers = h.answer(qs[0])
+		out.RCode, out.Answers = h.answer(q)
 	}
 	return pack(out, size)
 }
 
 // findOPT is the EDNS0 OPT record among the message's additional
-// records (RFC 6891 §6.1.1), or nil; p has read the questions.
+// records (RFC 6891 §6.1.1), or nil; p has read the header.
 func findOPT(p *dnsmessage.Parser) (*dnsmessage.ResourceHeader, error) {
+	if err := p.SkipAllQuestions(); err != nil {
+		return nil, err
+	}
 	if err := p.SkipAllAnswers(); err != nil {
 		return nil, err
 	}
@@ -273,6 +300,16 @@ func (h dnsHandler) answer(q dnsmessage.Question) (dnsmessage.RCode, []dnsmessag
 	case err == nil:
 		return dnsmessage.RCodeSuccess, rrs
 	case errors.As(err, &de) && de.IsNotFound:
+		// Go's resolver says "not found" also for a name that exists
+		// without records of the type asked (its own NODATA). A name
+		// with addresses exists: NODATA, not NXDOMAIN, which a guest's
+		// cache would apply to every type of the name and, by RFC
+		// 8020, to every name under it.
+		if q.Type != dnsmessage.TypeA && q.Type != dnsmessage.TypeAAAA && q.Type != dnsmessage.TypePTR {
+			if _, err := h.lookup.LookupNetIP(ctx, "ip", q.Name.String()); err == nil {
+				return dnsmessage.RCodeSuccess, nil
+			}
+		}
 		return dnsmessage.RCodeNameError, nil
 	default:
 		return dnsmessage.RCodeServerFailure, nil

@@ -2,9 +2,12 @@ package usernet
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +57,12 @@ func (fakeLookup) LookupCNAME(_ context.Context, host string) (string, error) {
 	return "", errNotFound
 }
 
-func (fakeLookup) LookupMX(context.Context, string) ([]*net.MX, error) {
+func (fakeLookup) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
+	if name != "both.test." {
+		// As Go's resolver says it for a name without MX records,
+		// whether the name exists or not.
+		return nil, errNotFound
+	}
 	return []*net.MX{{Host: "mail.test", Pref: 10}}, nil
 }
 
@@ -126,6 +134,10 @@ func TestDNSAnswer(t *testing.T) {
 	twoQuestions.Question = append(twoQuestions.Question, twoQuestions.Question[0])
 	chaos := query("version.bind.", dns.TypeTXT)
 	chaos.Question[0].Qclass = dns.ClassCHAOS
+	noRD := query("both.test.", dns.TypeA)
+	noRD.RecursionDesired = false
+	cd := query("both.test.", dns.TypeA)
+	cd.CheckingDisabled = true
 	edns := func(m *dns.Msg, size uint16) *dns.Msg {
 		m.SetEdns0(size, false)
 		return m
@@ -150,6 +162,10 @@ func TestDNSAnswer(t *testing.T) {
 		{"CNAME", query("alias.test.", dns.TypeCNAME), false, dns.RcodeSuccess, []string{"both.test."}, false},
 		{"no CNAME", query("both.test.", dns.TypeCNAME), false, dns.RcodeSuccess, nil, false},
 		{"MX", query("both.test.", dns.TypeMX), false, dns.RcodeSuccess, []string{"10 mail.test."}, false},
+		{"MX of a name with addresses only", query("v4only.test.", dns.TypeMX), false, dns.RcodeSuccess, nil, false},
+		{"MX of an unknown name", query("nowhere.test.", dns.TypeMX), false, dns.RcodeNameError, nil, false},
+		{"recursion not desired", noRD, false, dns.RcodeSuccess, []string{"192.0.2.1", "192.0.2.2"}, false},
+		{"checking disabled", cd, false, dns.RcodeSuccess, []string{"192.0.2.1", "192.0.2.2"}, false},
 		{"NS, without the one no message holds", query("test.", dns.TypeNS), false, dns.RcodeSuccess, []string{"ns1.test."}, false},
 		{"SRV", query("_http._tcp.test.", dns.TypeSRV), false, dns.RcodeSuccess, []string{"1 5 8080 srv.test."}, false},
 		{"TXT split at 255", edns(query("both.test.", dns.TypeTXT), 1232), false, dns.RcodeSuccess, []string{`"short"`, `"` + strings.Repeat("x", 255) + `" "` + strings.Repeat("x", 45) + `"`}, false},
@@ -166,8 +182,9 @@ func TestDNSAnswer(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.req.Id = 0xbeef
 			m := ask(t, h, tc.req, tc.tcp)
-			if m.Rcode != tc.rcode || m.Id != tc.req.Id || !m.Response || !m.RecursionAvailable || !m.RecursionDesired {
-				t.Fatalf("rcode %s id %d response %v ra %v rd %v, want %s id %d", dns.RcodeToString[m.Rcode], m.Id, m.Response, m.RecursionAvailable, m.RecursionDesired, dns.RcodeToString[tc.rcode], tc.req.Id)
+			if m.Rcode != tc.rcode || m.Id != tc.req.Id || !m.Response || !m.RecursionAvailable || m.RecursionDesired != tc.req.RecursionDesired || m.CheckingDisabled != tc.req.CheckingDisabled {
+				t.Fatalf("rcode %s id %d response %v ra %v rd %v cd %v, want %s id %d rd %v cd %v", dns.RcodeToString[m.Rcode], m.Id, m.Response, m.RecursionAvailable, m.RecursionDesired, m.CheckingDisabled,
+					dns.RcodeToString[tc.rcode], tc.req.Id, tc.req.RecursionDesired, tc.req.CheckingDisabled)
 			}
 			if len(m.Question) != 1 || m.Question[0] != tc.req.Question[0] {
 				t.Errorf("question %v, want %v", m.Question, tc.req.Question[0])
@@ -258,6 +275,8 @@ func TestDNSMalformed(t *testing.T) {
 		{"a response", resp, -1},
 		{"question cut short", good[:len(good)-2], dns.RcodeFormatError},
 		{"header only, one question counted", good[:12], dns.RcodeFormatError},
+		{"no question", append(append([]byte{}, good[:4]...), make([]byte, 8)...), dns.RcodeFormatError},
+		{"ten thousand questions", manyQuestions(10000), dns.RcodeFormatError},
 	} {
 		r := h.reply(tc.msg, false)
 		if tc.rcode < 0 {
@@ -273,6 +292,34 @@ func TestDNSMalformed(t *testing.T) {
 		if m.Rcode != tc.rcode || !m.Response {
 			t.Errorf("%s: rcode %s, want %s", tc.name, dns.RcodeToString[m.Rcode], dns.RcodeToString[tc.rcode])
 		}
+	}
+}
+
+// manyQuestions is a query of n questions for the same name, each after
+// the first a compression pointer to it: six bytes a question.
+func manyQuestions(n int) []byte {
+	b := []byte{0x12, 0x34, 0x01, 0x00, byte(n >> 8), byte(n), 0, 0, 0, 0, 0, 0}
+	b = append(b, 1, 'x', 0, 0, 1, 0, 1) // x. A IN, at offset 12
+	for range n - 1 {
+		b = append(b, 0xc0, 12, 0, 1, 0, 1)
+	}
+	return b
+}
+
+// A query of many questions is answered FORMERR without parsing them all
+// (RFC 9619): parsed, ten thousand would cost some 2.6 MB.
+func TestDNSManyQuestionsCheap(t *testing.T) {
+	h := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}}
+	msg := manyQuestions(10000)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	r := h.reply(msg, true)
+	runtime.ReadMemStats(&after)
+	if r == nil {
+		t.Fatal("no reply")
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 64<<10 {
+		t.Fatalf("answering a query of 10000 questions allocated %d bytes, want under 64 KiB", d)
 	}
 }
 
@@ -307,6 +354,36 @@ func TestDNSServeTCP(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("serveTCP did not return when the querier closed the connection")
 	}
+
+	// A connection that stays silent is closed after the idle time, as
+	// is one that sends a response.
+	h.idle = 50 * time.Millisecond
+	response := query("both.test.", dns.TypeA)
+	response.Response = true
+	for _, send := range []*dns.Msg{nil, response} {
+		server, client := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.serveTCP(server)
+			server.Close()
+		}()
+		client.SetDeadline(time.Now().Add(testTimeout))
+		if send != nil {
+			if err := (&dns.Conn{Conn: client}).WriteMsg(send); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := client.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("sent %v: the server replied", send != nil)
+		}
+		select {
+		case <-done:
+		case <-time.After(testTimeout):
+			t.Fatalf("sent %v: serveTCP did not return", send != nil)
+		}
+		client.Close()
+	}
 }
 
 // FuzzDNSAnswer: whatever the guest sends the DNS server, over UDP or
@@ -331,19 +408,81 @@ func FuzzDNSAnswer(f *testing.F) {
 		if r == nil {
 			return
 		}
-		limit := dnsMaxSize
-		if !tcp {
-			limit = dnsMaxUDPSize
-		}
-		if len(r) > limit {
-			t.Fatalf("reply of %d bytes, want at most %d", len(r), limit)
-		}
 		var m dns.Msg
 		if err := m.Unpack(r); err != nil {
 			t.Fatalf("reply does not unpack: %v", err)
 		}
+		// Over UDP, 512 bytes unless the query offered more; the
+		// reply's OPT record, there only if the query had one, says
+		// what the server took the offer to be.
+		limit := dnsMaxSize
+		if !tcp {
+			limit = dnsMinUDPSize
+			if opt := m.IsEdns0(); opt != nil {
+				limit = int(opt.UDPSize())
+				if limit < dnsMinUDPSize || limit > dnsMaxUDPSize {
+					t.Fatalf("reply's OPT offers %d bytes", limit)
+				}
+			}
+		}
+		if len(r) > limit {
+			t.Fatalf("reply of %d bytes, want at most %d", len(r), limit)
+		}
 		if m.Id != uint16(b[0])<<8|uint16(b[1]) || !m.Response {
 			t.Fatalf("reply id %d response %v to a query of id %d", m.Id, m.Response, uint16(b[0])<<8|uint16(b[1]))
+		}
+	})
+}
+
+// FuzzDNSServeTCP: whatever bytes the guest sends down a TCP connection
+// to the DNS server, the server answers each message with a framed one
+// and ends the connection once the bytes stop, without hanging.
+func FuzzDNSServeTCP(f *testing.F) {
+	frame := func(msgs ...*dns.Msg) []byte {
+		var out []byte
+		for _, m := range msgs {
+			b, err := m.Pack()
+			if err != nil {
+				f.Fatal(err)
+			}
+			out = binary.BigEndian.AppendUint16(out, uint16(len(b)))
+			out = append(out, b...)
+		}
+		return out
+	}
+	f.Add(frame(query("both.test.", dns.TypeA)))
+	f.Add(frame(query("both.test.", dns.TypeA), query("many.test.", dns.TypeA), query("both.test.", dns.TypeTXT)))
+	f.Add([]byte{0, 40, 1, 2})
+	f.Add([]byte{0})
+	h := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}, idle: 20 * time.Millisecond}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		server, client := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.serveTCP(server)
+			server.Close()
+		}()
+		defer client.Close()
+		client.SetDeadline(time.Now().Add(testTimeout))
+		go client.Write(in) // fails once the server closes; the reader below sees that
+		c := &dns.Conn{Conn: client}
+		for {
+			if _, err := c.ReadMsg(); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatal("the server neither answered nor closed the connection")
+				}
+				if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
+					t.Fatalf("reply: %v", err)
+				}
+				break
+			}
+		}
+		select {
+		case <-done:
+		case <-time.After(testTimeout):
+			t.Fatal("serveTCP did not return")
 		}
 	})
 }

@@ -283,17 +283,25 @@ func (n *Network) serveDNS() error {
 	h := dnsHandler{ctx: n.ctx, lookup: &net.Resolver{PreferGo: true, Dial: n.dialDNS}, slots: make(chan struct{}, dnsMaxLookups)}
 	// Both loops return once Close has closed their socket.
 	n.spawn(func() { h.serveUDP(uc, n.spawn) })
+	conns := make(chan struct{}, dnsMaxConns)
 	n.spawn(func() {
 		for {
 			c, err := tl.Accept()
 			if err != nil {
 				return
 			}
+			select {
+			case conns <- struct{}{}:
+			default:
+				c.Close() // dnsMaxConns open already
+				continue
+			}
 			if !n.track(c) {
 				c.Close()
 				return
 			}
 			if !n.spawn(func() {
+				defer func() { <-conns }()
 				defer n.untrack(c)
 				h.serveTCP(c)
 			}) {

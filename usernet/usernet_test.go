@@ -581,6 +581,45 @@ func TestDNS(t *testing.T) {
 	}
 }
 
+// The DNS server keeps at most dnsMaxConns TCP connections: one more is
+// closed at once, and those open still get answers.
+func TestDNSTCPConnLimit(t *testing.T) {
+	n := newNetwork(t, Config{})
+	g := newGuest(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	var conns []*gonet.TCPConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range dnsMaxConns + 1 {
+		c, err := g.dialTCP(ctx, DNSAddr+":53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(testTimeout))
+		conns = append(conns, c)
+	}
+	// Closed at once: well before the server's idle time would close it.
+	conns[dnsMaxConns].SetReadDeadline(time.Now().Add(dnsTCPIdle / 2))
+	if _, err := conns[dnsMaxConns].Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+		t.Fatalf("connection %d: read %v, want it closed", dnsMaxConns+1, err)
+	}
+	// A query that needs no lookup: opcode STATUS gets NOTIMP.
+	q := new(dns.Msg)
+	q.SetQuestion("test.vmm.", dns.TypeA)
+	q.Opcode = dns.OpcodeStatus
+	dc := &dns.Conn{Conn: conns[0]}
+	if err := dc.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := dc.ReadMsg(); err != nil || a.Rcode != dns.RcodeNotImplemented {
+		t.Fatalf("first connection: answer %v, %v; want NOTIMP", a, err)
+	}
+}
+
 // A TCP and a UDP hostfwd reach servers in the guest; a second network
 // cannot bind a port already taken.
 func TestHostForward(t *testing.T) {
