@@ -77,6 +77,7 @@ func main() {
 		releaseConsole()
 	}
 	if !inContainer {
+		loDone := startLoopback()
 		// Also when another init started vmm-init: the kernel's
 		// default modprobe path is not vmm-init's (modprobePath).
 		if err := useOurModprobe(); err != nil {
@@ -87,7 +88,7 @@ func main() {
 		} else {
 			loadModules(dir, waitAsked())
 		}
-		setUpNetwork() // after the modules: virtio_net is one
+		setUpNetwork(loDone) // after the modules: virtio_net is one
 	}
 	stampBoot(guestabi.Ready)
 	runJobIfAsked() // `vmm run`: does not return when there is a job
