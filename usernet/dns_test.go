@@ -327,14 +327,7 @@ func TestDNSManyQuestionsCheap(t *testing.T) {
 // carries queries one after another until the querier closes it.
 func TestDNSServeTCP(t *testing.T) {
 	h := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}}
-	server, client := net.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.serveTCP(server)
-		server.Close()
-	}()
-	client.SetDeadline(time.Now().Add(testTimeout))
+	client, served := pipeTCP(h)
 	c := &dns.Conn{Conn: client}
 	for _, name := range []string{"both.test.", "many.test."} {
 		if err := c.WriteMsg(query(name, dns.TypeA)); err != nil {
@@ -349,9 +342,7 @@ func TestDNSServeTCP(t *testing.T) {
 		}
 	}
 	client.Close()
-	select {
-	case <-done:
-	case <-time.After(testTimeout):
+	if !served() {
 		t.Fatal("serveTCP did not return when the querier closed the connection")
 	}
 
@@ -361,14 +352,7 @@ func TestDNSServeTCP(t *testing.T) {
 	response := query("both.test.", dns.TypeA)
 	response.Response = true
 	for _, send := range []*dns.Msg{nil, response} {
-		server, client := net.Pipe()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			h.serveTCP(server)
-			server.Close()
-		}()
-		client.SetDeadline(time.Now().Add(testTimeout))
+		client, served := pipeTCP(h)
 		if send != nil {
 			if err := (&dns.Conn{Conn: client}).WriteMsg(send); err != nil {
 				t.Fatal(err)
@@ -377,9 +361,7 @@ func TestDNSServeTCP(t *testing.T) {
 		if _, err := client.Read(make([]byte, 1)); err == nil {
 			t.Fatalf("sent %v: the server replied", send != nil)
 		}
-		select {
-		case <-done:
-		case <-time.After(testTimeout):
+		if !served() {
 			t.Fatalf("sent %v: serveTCP did not return", send != nil)
 		}
 		client.Close()
@@ -456,15 +438,8 @@ func FuzzDNSServeTCP(f *testing.F) {
 	f.Add([]byte{0})
 	h := dnsHandler{ctx: context.Background(), lookup: fakeLookup{}, idle: 20 * time.Millisecond}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		server, client := net.Pipe()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			h.serveTCP(server)
-			server.Close()
-		}()
+		client, served := pipeTCP(h)
 		defer client.Close()
-		client.SetDeadline(time.Now().Add(testTimeout))
 		go client.Write(in) // fails once the server closes; the reader below sees that
 		c := &dns.Conn{Conn: client}
 		for {
@@ -479,12 +454,32 @@ func FuzzDNSServeTCP(f *testing.F) {
 				break
 			}
 		}
-		select {
-		case <-done:
-		case <-time.After(testTimeout):
+		if !served() {
 			t.Fatal("serveTCP did not return")
 		}
 	})
+}
+
+// pipeTCP runs h.serveTCP on one end of a pipe and returns the other,
+// with a deadline of testTimeout, and served, which reports whether
+// serveTCP returned within testTimeout.
+func pipeTCP(h dnsHandler) (client net.Conn, served func() bool) {
+	server, client := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.serveTCP(server)
+		server.Close()
+	}()
+	client.SetDeadline(time.Now().Add(testTimeout))
+	return client, func() bool {
+		select {
+		case <-done:
+			return true
+		case <-time.After(testTimeout):
+			return false
+		}
+	}
 }
 
 func TestReverseAddr(t *testing.T) {
