@@ -283,34 +283,39 @@ func (n *Network) serveDNS() error {
 	h := dnsHandler{ctx: n.ctx, lookup: &net.Resolver{PreferGo: true, Dial: n.dialDNS}, slots: make(chan struct{}, dnsMaxLookups)}
 	// Both loops return once Close has closed their socket.
 	n.spawn(func() { h.serveUDP(uc, n.spawn) })
-	conns := make(chan struct{}, dnsMaxConns)
-	n.spawn(func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			select {
-			case conns <- struct{}{}:
-			default:
-				c.Close() // dnsMaxConns open already
-				continue
-			}
-			if !n.track(c) {
-				c.Close()
-				return
-			}
-			if !n.spawn(func() {
-				defer func() { <-conns }()
-				defer n.untrack(c)
-				h.serveTCP(c)
-			}) {
-				n.untrack(c)
-				return
-			}
-		}
-	})
+	n.spawn(func() { n.acceptDNS(tl, h) })
 	return nil
+}
+
+// acceptDNS serves each TCP connection l accepts on a goroutine of its
+// own, at most dnsMaxConns at once: one more is closed at once. It
+// returns once Close has closed l.
+func (n *Network) acceptDNS(l net.Listener, h dnsHandler) {
+	conns := make(chan struct{}, dnsMaxConns)
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		select {
+		case conns <- struct{}{}:
+		default:
+			c.Close()
+			continue
+		}
+		if !n.track(c) {
+			c.Close()
+			return
+		}
+		if !n.spawn(func() {
+			defer func() { <-conns }()
+			defer n.untrack(c)
+			h.serveTCP(c)
+		}) {
+			n.untrack(c)
+			return
+		}
+	}
 }
 
 // HostAddrs are the host addresses the forwards listen on, in

@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/vmm-dev/vmm/guest"
-	"github.com/vmm-dev/vmm/internal/selfmem"
 	"github.com/vmm-dev/vmm/internal/testkernel"
 	"github.com/vmm-dev/vmm/tools/e2e/cmd/ptyends/report"
 	"github.com/vmm-dev/vmm/tools/nested"
@@ -95,11 +94,8 @@ func prepare(dir string) error {
 	setup.vmm = filepath.Join(dir, "vmm")
 	_, thisFile, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(filepath.Dir(thisFile))) // tools/e2e/x.go -> the module root
-	build := exec.CommandContext(ctx, "go", "build", "-ldflags="+selfmem.LDFlags, "-o", setup.vmm, "./cmd/vmm")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build vmm: %v\n%s", err, out)
+	if err := nested.BuildVMM(ctx, root, setup.vmm); err != nil {
+		return err
 	}
 	setup.l1tool = filepath.Join(dir, "l1tool")
 	if err := nested.BuildInit(ctx, setup.l1tool); err != nil {

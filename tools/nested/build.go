@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+
+	"github.com/vmm-dev/vmm/internal/selfmem"
 )
 
 // InitPackage is the import path of L1's /init.
@@ -18,6 +20,22 @@ func BuildInit(ctx context.Context, out string) error {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("nested: build %s: %w\n%s", InitPackage, err, b)
+	}
+	return nil
+}
+
+// VMMPackage is the import path of vmm itself.
+const VMMPackage = "github.com/vmm-dev/vmm/cmd/vmm"
+
+// BuildVMM compiles vmm to out as the Makefile does, static and linked
+// with selfmem.LDFlags, from the module rooted at root: the one build of
+// vmm the benchmarks and the end-to-end suite share.
+func BuildVMM(ctx context.Context, root, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags="+selfmem.LDFlags, "-o", out, VMMPackage)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nested: build %s: %w\n%s", VMMPackage, err, b)
 	}
 	return nil
 }

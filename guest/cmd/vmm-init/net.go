@@ -37,8 +37,9 @@ const virtioNetDriver = "virtio_net"
 // startLoopback brings lo up on a goroutine of its own and closes the
 // channel it returns once that is done. It needs nothing of the rest of
 // the set-up, and the kernel takes its time over it (110-185 ms of
-// vmm-init's phase, traced in a nested L1), much of it waiting rather
-// than running, so the modules load meanwhile.
+// vmm-init's phase, traced in a nested L1), so the modules load
+// meanwhile: vmm-init's phase fell by a median of 37 ms, so some of
+// that time is waiting, most of it not.
 func startLoopback() <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
@@ -52,11 +53,12 @@ func startLoopback() <-chan struct{} {
 	return done
 }
 
-// setUpNetwork waits for lo (startLoopback's loDone) and configures every virtio-net card by
-// DHCP: address, default route and /etc/resolv.conf from the lease (with
-// several cards, each writes resolv.conf; the last lease wins). A card
-// that gets no lease is reported in one line and left up without an
-// address; the boot goes on.
+// setUpNetwork waits for lo (loDone, from startLoopback) and configures
+// every virtio-net card by DHCP: address, default route and
+// /etc/resolv.conf from the lease (with several cards, each writes
+// resolv.conf; the last lease wins). A card that gets no lease is
+// reported in one line and left up without an address; the boot goes
+// on.
 func setUpNetwork(loDone <-chan struct{}) {
 	<-loDone
 	cards := virtioNetCards("/sys/class/net")

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/vmm-dev/vmm/guest"
-	"github.com/vmm-dev/vmm/internal/selfmem"
 	"github.com/vmm-dev/vmm/tools/bench"
 	"github.com/vmm-dev/vmm/tools/distro"
 	"github.com/vmm-dev/vmm/tools/nested"
@@ -31,7 +30,7 @@ func prepare(ctx context.Context, o options, dir, mode string) (*hostFiles, erro
 	f := &hostFiles{vmm: o.vmm, cloud: o.kernel, initrd: o.initrd, qemuCPU: o.qemuCPU}
 	if f.vmm == "" {
 		f.vmm = filepath.Join(dir, "vmm")
-		if err := goBuild(ctx, root, f.vmm, "./cmd/vmm", "-ldflags="+selfmem.LDFlags); err != nil {
+		if err := nested.BuildVMM(ctx, root, f.vmm); err != nil {
 			return nil, err
 		}
 	}
@@ -219,9 +218,8 @@ func staticSelf(ctx context.Context, root, dir string) (string, error) {
 	return out, goBuild(ctx, root, out, "./tools/cmd/bootbench")
 }
 
-// goBuild builds pkg into out with the go command's flags given.
-func goBuild(ctx context.Context, root, out, pkg string, flags ...string) error {
-	cmd := exec.CommandContext(ctx, "go", append(append([]string{"build", "-o", out}, flags...), pkg)...)
+func goBuild(ctx context.Context, root, out, pkg string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {

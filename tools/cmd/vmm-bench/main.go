@@ -42,7 +42,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/guest"
-	"github.com/vmm-dev/vmm/internal/selfmem"
 	"github.com/vmm-dev/vmm/tools/bench"
 	"github.com/vmm-dev/vmm/tools/internal/flagspell"
 	"github.com/vmm-dev/vmm/tools/kvmprobe"
@@ -183,7 +182,7 @@ func prepare(ctx context.Context, o options, dir string) (*files, error) {
 		l1tool: filepath.Join(dir, "l1tool"), benchtool: filepath.Join(dir, "benchtool")}
 	if f.vmm == "" {
 		f.vmm = filepath.Join(dir, "vmm")
-		if err := goBuild(ctx, root, f.vmm, "./cmd/vmm", "-ldflags="+selfmem.LDFlags); err != nil {
+		if err := nested.BuildVMM(ctx, root, f.vmm); err != nil {
 			return nil, err
 		}
 	}
@@ -276,9 +275,8 @@ func sameContent(a, b string) bool {
 	return err == nil && bytes.Equal(x, y)
 }
 
-// goBuild builds pkg into out with the go command's flags given.
-func goBuild(ctx context.Context, root, out, pkg string, flags ...string) error {
-	cmd := exec.CommandContext(ctx, "go", append(append([]string{"build", "-trimpath", "-o", out}, flags...), pkg)...)
+func goBuild(ctx context.Context, root, out, pkg string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
