@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/inputfile"
+	"github.com/vmm-dev/vmm/kernelimage"
 )
 
 // mapped is a file's bytes, read through a read-only mapping of the file,
@@ -109,7 +112,7 @@ const maxRead = 1 << 30
 // file is a regular file on a trustedFS (see keyindex.go). The caller
 // reads it through Read and closes it.
 func OpenImage(path string) (*Image, error) {
-	f, err := os.Open(path)
+	f, err := inputfile.Open(path, inputfile.RegularOrPipe)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +126,7 @@ func OpenImage(path string) (*Image, error) {
 	id, ok := fileIDOf(st)
 	if !ok {
 		defer f.Close()
-		b, err := readAtMost(f, maxRead) // a pipe: -kernel <(...)
+		b, err := readPipe(f, maxRead) // a pipe: -kernel <(...)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -150,6 +153,39 @@ func OpenImage(path string) (*Image, error) {
 	}
 	im.src = &Source{id: id, at: at}
 	return im, nil
+}
+
+// pipeHeader is how much of a piped kernel readPipe checks before it
+// reads the rest: up to the end of a bzImage's "HdrS" magic, at
+// 0x202 (bootparam; Documentation/arch/x86/boot.rst), which also covers
+// an ELF header's magic.
+const (
+	pipeHeader     = 0x206
+	bzImageMagicAt = 0x202
+	bzImageMagic   = "HdrS"
+)
+
+// readPipe reads a piped kernel to its end, at most limit bytes, once
+// its first bytes show a bzImage or an ELF file: a pipe of anything else
+// (cat /dev/urandom) is refused at once rather than read to the limit.
+// A pipe shorter than the header is returned as it is, for the parser
+// to refuse in its own words.
+func readPipe(r io.Reader, limit int64) ([]byte, error) {
+	head := make([]byte, pipeHeader)
+	n, err := io.ReadFull(r, head)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		return head[:n], nil
+	case err != nil:
+		return nil, err
+	case !kernelimage.IsELF(head) && string(head[bzImageMagicAt:pipeHeader]) != bzImageMagic:
+		return nil, fmt.Errorf("not a Linux bzImage or vmlinux (no %q at %#x, no ELF magic)", bzImageMagic, bzImageMagicAt)
+	}
+	rest, err := readAtMost(r, limit-pipeHeader)
+	if err != nil {
+		return nil, err
+	}
+	return append(head, rest...), nil
 }
 
 // readAtMost reads r to its end, failing past limit bytes.

@@ -527,17 +527,52 @@ func TestOpenImage(t *testing.T) {
 		t.Error("stable copied an image cut short")
 	}
 
-	r, w, err := os.Pipe()
-	if err != nil {
+	// A pipe is read whole once its header shows a kernel; one that
+	// does not is refused after the header; one shorter than the header
+	// is left to the parser.
+	piped := bytes.Clone(want)
+	copy(piped[bzImageMagicAt:], bzImageMagic)
+	for _, tc := range []struct {
+		name    string
+		send    []byte
+		wantErr string
+	}{
+		{"a bzImage", piped, ""},
+		{"an ELF file", append([]byte("\x7fELF"), want...), ""},
+		{"shorter than the header", want[:100], ""},
+		{"not a kernel", want, `not a Linux bzImage or vmlinux (no "HdrS" at 0x202, no ELF magic)`},
+	} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { w.Write(tc.send); w.Close() }()
+		pim, err := OpenImage(fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
+		r.Close()
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.HasSuffix(err.Error(), tc.wantErr) {
+				t.Errorf("from a pipe, %s: %v, want %q", tc.name, err, tc.wantErr)
+			}
+		case err != nil || !bytes.Equal(pim.data, tc.send) || pim.src != nil || pim.mapping != nil:
+			t.Errorf("from a pipe, %s: %v", tc.name, err)
+		default:
+			pim.Close()
+		}
+	}
+	// A FIFO without a writer is read as empty, not waited for; a
+	// character device is refused.
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	go func() { w.Write(want); w.Close() }()
-	pim, err := OpenImage(fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
-	r.Close()
-	if err != nil || !bytes.Equal(pim.data, want) || pim.src != nil || pim.mapping != nil {
-		t.Errorf("from a pipe: %v", err)
+	if fim, err := OpenImage(fifo); err != nil || len(fim.data) != 0 {
+		t.Errorf("a FIFO without a writer: %v", err)
 	} else {
-		pim.Close()
+		fim.Close()
+	}
+	if _, err := OpenImage("/dev/zero"); err == nil || !strings.Contains(err.Error(), "not a regular file or pipe") {
+		t.Errorf("/dev/zero: %v", err)
 	}
 	empty := filepath.Join(dir, "empty")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/vmm-dev/vmm/devices/serial"
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/guestmem"
+	"github.com/vmm-dev/vmm/internal/inputfile"
 	"github.com/vmm-dev/vmm/kvm"
 )
 
@@ -42,8 +43,8 @@ func load(cfg Config) (_ *Machine, err error) {
 	if cfg.CPUs < 1 {
 		return nil, fmt.Errorf("-smp %d: need at least one vCPU", cfg.CPUs)
 	}
-	if cfg.CPUs > maxCPUs {
-		return nil, fmt.Errorf("-smp %d: vmm supports at most %d vCPUs", cfg.CPUs, maxCPUs)
+	if cfg.CPUs > MaxCPUs {
+		return nil, fmt.Errorf("-smp %d: vmm supports at most %d vCPUs", cfg.CPUs, MaxCPUs)
 	}
 	if cfg.MemSize < MinMemory {
 		return nil, fmt.Errorf("-m %d MiB: need at least %d MiB", cfg.MemSize>>20, MinMemory>>20)
@@ -59,7 +60,7 @@ func load(cfg Config) (_ *Machine, err error) {
 	var initrd *os.File
 	var initrdSize uint64
 	if cfg.Initrd != "" {
-		initrd, err = os.Open(cfg.Initrd)
+		initrd, err = inputfile.Open(cfg.Initrd, inputfile.Regular)
 		if err != nil {
 			return nil, fmt.Errorf("initrd: %w", err)
 		}
@@ -67,9 +68,6 @@ func load(cfg Config) (_ *Machine, err error) {
 		st, err := initrd.Stat()
 		if err != nil {
 			return nil, fmt.Errorf("initrd: %w", err)
-		}
-		if !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("initrd %s: not a regular file", cfg.Initrd)
 		}
 		initrdSize = uint64(st.Size())
 		if initrdSize == 0 {
@@ -203,8 +201,9 @@ func (m *Machine) createVM() (err error) {
 	return m.afterVCPUs()
 }
 
-// maxCPUs is bounded by xAPIC: APIC IDs are 8 bits and 0xff is broadcast.
-const maxCPUs = 254
+// MaxCPUs is the most vCPUs a machine has. It is bounded by xAPIC: APIC
+// IDs are 8 bits and 0xff is broadcast.
+const MaxCPUs = 254
 
 // explainOpen turns the usual reasons /dev/kvm cannot be opened into
 // advice.

@@ -63,7 +63,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"no kernel file", with(func(c *Config) { c.Kernel = missing }), "kernel: open " + missing, fs.ErrNotExist},
 		{"kernel not a bzImage", with(func(c *Config) { c.Kernel = notKernel }), "kernel " + notKernel + ": ", nil},
 		{"no initrd file", with(func(c *Config) { c.Initrd = missing }), "initrd: open " + missing, fs.ErrNotExist},
-		{"initrd a directory", with(func(c *Config) { c.Initrd = dir }), "initrd " + dir + ": not a regular file", nil},
+		{"initrd a directory", with(func(c *Config) { c.Initrd = dir }), "initrd: " + dir + ": is a directory, not a regular file", nil},
 		{"initrd empty", with(func(c *Config) { c.Initrd = empty }), "initrd " + empty + ": empty file", nil},
 		{"initrd bigger than memory", with(func(c *Config) { c.Initrd = huge }), "place initrd (64 MiB) in 32 MiB of guest memory", nil},
 		{"appended archive bigger than memory", with(func(c *Config) { c.Initrd = initrd; c.InitrdAppend = make([]byte, 40<<20) }),

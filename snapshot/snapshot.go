@@ -33,6 +33,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/vmm-dev/vmm/internal/inputfile"
 )
 
 // FormatVersion is the version of this layout and of the machine state
@@ -314,7 +316,7 @@ type Snapshot struct {
 // Open reads and checks the snapshot in dir: the state file whole, the
 // memory file's size and sampled pages.
 func Open(dir string) (*Snapshot, error) {
-	sf, err := os.Open(filepath.Join(dir, StateFile))
+	sf, err := inputfile.Open(filepath.Join(dir, StateFile), inputfile.Regular)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
 	}
@@ -327,7 +329,7 @@ func Open(dir string) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
 	}
-	mf, err := os.Open(filepath.Join(dir, MemoryFile))
+	mf, err := inputfile.Open(filepath.Join(dir, MemoryFile), inputfile.Regular)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
 	}
@@ -364,9 +366,10 @@ func (s *Snapshot) Verify() error {
 // Close closes the memory file.
 func (s *Snapshot) Close() error { return s.Memory.Close() }
 
-// HashFile identifies an input file for the manifest.
+// HashFile identifies an input file for the manifest. Only a regular
+// file has an end to hash to.
 func HashFile(path string) (FileID, error) {
-	f, err := os.Open(path)
+	f, err := inputfile.Open(path, inputfile.Regular)
 	if err != nil {
 		return FileID{}, err
 	}

@@ -1,0 +1,71 @@
+// Package inputfile opens the files a user names as vmm's inputs (the
+// kernel, the initramfs, a snapshot's files) so that naming the wrong
+// kind of file fails at once, in one line, instead of hanging vmm or
+// filling its memory.
+//
+// It is a package of its own because several packages read such inputs
+// (kernelcache, machine, snapshot) and all need the same care, which
+// os.Open does not take: open(2) of a FIFO that has no writer waits for
+// one (fifo(7)) in a system call that neither -timeout nor a signal
+// interrupts, and a character device such as /dev/zero never ends.
+package inputfile
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Kind says which files besides regular ones Open accepts.
+type Kind int
+
+const (
+	// Regular accepts only regular files (through symbolic links).
+	Regular Kind = iota
+	// RegularOrPipe also accepts a pipe or FIFO, read to its end, as
+	// -kernel <(...) gives.
+	RegularOrPipe
+)
+
+// ErrNotRegular is what Open's error wraps for a file of another kind.
+var ErrNotRegular = errors.New("not a regular file")
+
+// Open opens path read-only and returns it if it is a file of kind. The
+// open does not wait for a FIFO's writer (O_NONBLOCK): a FIFO that Kind
+// refuses is refused at once, and one it accepts is returned
+// non-blocking, so reads wait in the Go runtime's poller (and see end of
+// file while no writer has the FIFO open) rather than in read(2). A
+// regular file is returned blocking, as os.Open returns it.
+func Open(path string, kind Kind) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+		}
+		return os.NewFile(uintptr(fd), path), nil
+	case unix.S_IFIFO:
+		if kind == RegularOrPipe {
+			return os.NewFile(uintptr(fd), path), nil
+		}
+	case unix.S_IFDIR:
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: is a directory, %w", path, ErrNotRegular)
+	}
+	unix.Close(fd)
+	if kind == RegularOrPipe {
+		return nil, fmt.Errorf("%s: %w or pipe", path, ErrNotRegular)
+	}
+	return nil, fmt.Errorf("%s: %w", path, ErrNotRegular)
+}
