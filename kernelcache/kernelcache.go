@@ -77,7 +77,7 @@ const (
 
 // ErrUnsafeDir means the cache directory, or an entry in it, could be
 // written by someone other than the user running vmm.
-var ErrUnsafeDir = errors.New("writable by another user")
+var ErrUnsafeDir = errors.New("not owned by the user running vmm, or writable by group or others")
 
 // Cache is a directory of decompressed kernels.
 type Cache struct {

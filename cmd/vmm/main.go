@@ -39,6 +39,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -179,10 +180,16 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 }
 
 // qemuSpelling rewrites QEMU's single-dash long flags (-kernel, -smp) to
-// pflag's double-dash form. Single letters (-m) stay shorthands; an
-// argument that is a flag's value is left alone even if it starts with
-// a dash.
-func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) []string {
+// pflag's double-dash form. Single letters (-m) stay shorthands, also
+// with their value attached (-m512M, -m=512M); an argument that is a
+// flag's value is left alone even if it starts with a dash.
+//
+// Any other single-dash word is an unknown flag, named as typed. Left to
+// pflag it would be a bundle of shorthands: QEMU's -hda would read as
+// -h -d -a, that is as -help, and a CI script with that typo would exit
+// 0 without booting anything; -mem-prealloc would set -m to
+// "em-prealloc".
+func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, error) {
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -203,8 +210,10 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) []string {
 		case len(a) > 2 && a[0] == '-': // QEMU: -kernel or -kernel=bz
 			var name string
 			name, _, hasValue = strings.Cut(a[1:], "=")
-			if f = fs.Lookup(name); f != nil {
+			if f = fs.Lookup(name); f != nil || name == "help" {
 				a = "-" + a
+			} else if !shorthandWithValue(fs, a) {
+				return nil, fmt.Errorf("unknown flag: %s", a)
 			}
 		}
 		out = append(out, a)
@@ -215,13 +224,27 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) []string {
 			out = append(out, args[i])
 		}
 	}
-	return out
+	return out, nil
+}
+
+// shorthandWithValue reports whether a, a single-dash word of three or
+// more bytes, is a shorthand flag that takes a value with the value
+// attached: -m512M or -m=512M. A size starts with a digit.
+func shorthandWithValue(fs *pflag.FlagSet, a string) bool {
+	f := fs.ShorthandLookup(a[1:2])
+	if f == nil || f.NoOptDefVal != "" {
+		return false
+	}
+	return a[2] == '=' || (a[2] >= '0' && a[2] <= '9')
 }
 
 // parseSize reads QEMU's -m syntax: a number with an optional K/M/G/T
 // suffix (and optional "B" or "iB"); no suffix means MiB.
 func parseSize(s string) (uint64, error) {
-	t := strings.TrimSpace(s)
+	// QEMU's full form is [size=]SIZE[,slots=N,maxmem=SIZE]: vmm has no
+	// memory hotplug, so only the size counts.
+	t, _, _ := strings.Cut(strings.TrimSpace(s), ",")
+	t = strings.TrimPrefix(t, "size=")
 	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
 	shift := 20
 	if n := len(t); n > 0 {
@@ -275,14 +298,24 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	fs := newFlagSet(&o, stderr)
 	smp := fs.Lookup("smp")
 	// Accept QEMU's "-smp cpus=2" and "-smp 2,..." by pre-cleaning.
-	args = qemuSpelling(fs, args, run)
+	args, err := qemuSpelling(fs, args, run)
+	if err != nil {
+		return machine.Config{}, o, usageError{err}
+	}
 	for i, a := range args {
 		if (a == "--smp" || strings.HasPrefix(a, "--smp=")) && smp != nil {
 			v, isEq := strings.CutPrefix(a, "--smp=")
 			if !isEq && i+1 < len(args) {
-				args[i+1] = smpValue(args[i+1])
+				v = args[i+1]
+				args[i+1] = smpValue(v)
 			} else if isEq {
 				args[i] = "--smp=" + smpValue(v)
+			} else {
+				continue // no value: pflag says so
+			}
+			// pflag's own message would quote strconv.
+			if _, err := strconv.Atoi(smpValue(v)); err != nil {
+				return machine.Config{}, o, usageError{fmt.Errorf("-smp %q: want a number of vCPUs, such as 2 or cpus=2", v)}
 			}
 		}
 	}
@@ -296,11 +329,29 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 		if o.command = fs.Args(); len(o.command) == 0 {
 			return machine.Config{}, o, usageError{errors.New("no command given: vmm run [flags] -- CMD ARGS...")}
 		}
+		for _, e := range o.env {
+			if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+				return machine.Config{}, o, usageError{fmt.Errorf("-env %q: want KEY=VALUE", e)}
+			}
+		}
+		// Checked with or without -out, so a typo shows at once.
+		if n, err := parseSize(o.outSize); err != nil || n%512 != 0 {
+			return machine.Config{}, o, usageError{fmt.Errorf("-out-size %q: want a size such as 256M or 2G", o.outSize)}
+		}
 	} else if fs.NArg() > 0 {
 		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	if o.kernel == "" && o.snapshot == "" {
 		return machine.Config{}, o, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
+	}
+	if o.snapshot != "" {
+		// The snapshot's kernel, initramfs and command line are the
+		// restored guest's; other ones would be ignored, silently.
+		for _, f := range []struct{ name, value string }{{"-kernel", o.kernel}, {"-initrd", o.initrd}, {"-append", o.appendArgs}} {
+			if f.value != "" {
+				return machine.Config{}, o, usageError{fmt.Errorf("%s does not go with -snapshot: the guest is restored with the kernel, initrd and command line it was saved with", f.name)}
+			}
+		}
 	}
 	mem, err := parseSize(o.memory)
 	if err != nil {
@@ -314,6 +365,9 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	}
 	if o.cpus < 1 {
 		return machine.Config{}, o, usageError{fmt.Errorf("-smp %d: need at least one vCPU", o.cpus)}
+	}
+	if o.cpus > machine.MaxCPUs {
+		return machine.Config{}, o, usageError{fmt.Errorf("-smp %d: vmm supports at most %d vCPUs", o.cpus, machine.MaxCPUs)}
 	}
 	if o.timeout < 0 {
 		return machine.Config{}, o, usageError{fmt.Errorf("-timeout %v: must not be negative", o.timeout)}
@@ -335,9 +389,13 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	if o.transport == "mmio" {
 		cfg.Transport = machine.VirtioMMIO
 	}
-	switch o.kernelCache {
-	case kernelCacheOff, "":
-	case kernelCacheOn:
+	// The usual spellings of a switch, in any case, are on or off, as
+	// for GODEBUG-style variables: VMM_KERNEL_CACHE=1 must not make a
+	// directory named 1 in the current one. A directory so named is
+	// still ./1.
+	switch strings.ToLower(o.kernelCache) {
+	case kernelCacheOff, "", "false", "no", "0":
+	case kernelCacheOn, "true", "yes", "1":
 		cfg.KernelCache = filepath.Join(cachedir.Dir(), "vmlinux")
 	default:
 		cfg.KernelCache = o.kernelCache
@@ -348,6 +406,9 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 			return machine.Config{}, o, usageError{err}
 		}
 		cfg.Disks = append(cfg.Disks, disk)
+	}
+	if err := checkDisksDistinct(cfg.Disks); err != nil {
+		return machine.Config{}, o, usageError{err}
 	}
 	for _, a := range o.nics {
 		nic, err := parseNICArg(a)
@@ -385,6 +446,26 @@ func parseDisk(v string) (machine.Disk, error) {
 		}
 	}
 	return d, nil
+}
+
+// checkDisksDistinct refuses an image given twice, by any path: the
+// second open would find the first one's lock and blame another process.
+// A path that cannot be read is left for the disk's own open to report.
+func checkDisksDistinct(disks []machine.Disk) error {
+	type fileID struct{ dev, ino uint64 }
+	seen := make(map[fileID]string, len(disks))
+	for _, d := range disks {
+		var st unix.Stat_t
+		if unix.Stat(d.Path, &st) != nil {
+			continue
+		}
+		id := fileID{uint64(st.Dev), st.Ino}
+		if first, ok := seen[id]; ok {
+			return fmt.Errorf("-disk %s: the same image as -disk %s: give each image once", d.Path, first)
+		}
+		seen[id] = d.Path
+	}
+	return nil
 }
 
 // parseFS reads -fs DIR[,tag=NAME][,ro]. The directory itself is
@@ -522,14 +603,17 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	// it runs after all three: vmm-exit is the last instant.
 	defer func() { status = host.finish(status, bootReport) }()
 
+	// rawMode is whether the terminal is raw now: device goroutines log
+	// while runMode sets and restores it.
+	var rawMode atomic.Bool
 	cfg.Logf = func(format string, args ...any) {
-		if runMode {
-			fmt.Fprintf(stderr, "vmm: "+format+"\n", args...)
+		if rawMode.Load() {
+			// In a raw terminal \n alone does not return the cursor,
+			// and the guest's console may be mid-line.
+			fmt.Fprintf(stderr, "\r\nvmm: "+format+"\r\n", args...)
 			return
 		}
-		// \r: the terminal may be raw, where \n alone does not return
-		// the cursor.
-		fmt.Fprintf(stderr, "\r\nvmm: "+format+"\r\n", args...)
+		fmt.Fprintf(stderr, "vmm: "+format+"\n", args...)
 	}
 	var restore func()
 	var job *jobFiles
@@ -549,6 +633,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	} else {
 		if stdin != nil {
 			if term, err := rawterm.MakeRaw(int(stdin.Fd())); err == nil {
+				rawMode.Store(true)
 				restore = term
 				bs.onExit(term)
 				cfg.ConsoleIn = &escapeReader{r: stdin, quit: func() { cancel(errQuit) }}
@@ -563,6 +648,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			// written for.
 			host.drainConsole()
 			restore()
+			rawMode.Store(false)
 			restore = nil
 		}
 	}

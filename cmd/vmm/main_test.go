@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,10 +15,15 @@ import (
 	"github.com/vmm-dev/vmm/machine"
 )
 
-func repeatFlag(flag, value string, n int) []string {
+// diskFlags is -disk with each of n distinct 1 MiB images made in dir.
+func diskFlags(t *testing.T, dir string, n int) []string {
 	var out []string
 	for i := 0; i < n; i++ {
-		out = append(out, flag, value)
+		p := filepath.Join(dir, fmt.Sprintf("disk%d.img", i))
+		if err := os.WriteFile(p, make([]byte, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, "-disk", p)
 	}
 	return out
 }
@@ -35,6 +41,7 @@ func TestParseArgsSpellings(t *testing.T) {
 		{"qemu equals", []string{"-kernel=bz", "-m", "768", "-smp", "cpus=2,sockets=1"}, 768 << 20, 2, "console=ttyS0 cryptomgr.notests"},
 		{"append dash value", []string{"-kernel", "bz", "-append", "-- quiet", "-m", "64M"}, 64 << 20, 1, "console=ttyS0 cryptomgr.notests -- quiet"},
 		{"gnu m", []string{"--kernel", "bz", "-m2G"}, 2 << 30, 1, "console=ttyS0 cryptomgr.notests"},
+		{"qemu m size=", []string{"-kernel", "bz", "-m", "size=1G,slots=2,maxmem=4G"}, 1 << 30, 1, "console=ttyS0 cryptomgr.notests"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,6 +67,10 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-kernel", "bz", "-m", "1K"}, "at least"},
 		{[]string{"-kernel", "bz", "-m", "100T"}, "more than this host"},
 		{[]string{"-kernel", "bz", "-smp", "0"}, "at least one vCPU"},
+		{[]string{"-kernel", "bz", "-smp", "255"}, "-smp 255: vmm supports at most 254 vCPUs"},
+		{[]string{"-kernel", "bz", "-smp", "x"}, `-smp "x": want a number of vCPUs, such as 2 or cpus=2`},
+		{[]string{"-kernel", "bz", "--smp=cpus=x"}, `-smp "cpus=x": want a number of vCPUs`},
+		{[]string{"-kernel", "bz", "-hda", "d.img"}, "unknown flag: -hda"},
 		{[]string{"-kernel", "bz", "-bogus"}, "unknown"},
 		{[]string{"-kernel", "bz", "extra"}, "unexpected argument"},
 		{[]string{"-kernel", "bz", "-timeout", "-5s"}, "negative"},
@@ -107,10 +118,45 @@ func TestParseTimeout(t *testing.T) {
 func TestQEMUSpellingKeepsValues(t *testing.T) {
 	var o options
 	fs := newFlagSet(&o, io.Discard)
-	got := qemuSpelling(fs, []string{"-append", "-kernel", "-kernel", "k", "-m", "1G", "--", "-x"}, false)
+	got, err := qemuSpelling(fs, []string{"-append", "-kernel", "-kernel", "k", "-m", "1G", "--", "-x"}, false)
 	want := []string{"--append", "-kernel", "--kernel", "k", "-m", "1G", "--", "-x"}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("got %q want %q", got, want)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q, %v; want %q", got, err, want)
+	}
+}
+
+// A single-dash word that is neither a long flag nor a shorthand with its
+// value attached is an unknown flag, named as typed: not a bundle of
+// shorthands (-hda is not -h -d -a, that is help and status 0).
+func TestQEMUSpellingUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string // nil: an error naming the last argument
+	}{
+		{[]string{"-m512M"}, []string{"-m512M"}},
+		{[]string{"-m=1G"}, []string{"-m=1G"}},
+		{[]string{"-help"}, []string{"--help"}},
+		{[]string{"-h"}, []string{"-h"}},
+		{[]string{"-smp=2"}, []string{"--smp=2"}},
+		{[]string{"-hda"}, nil},
+		{[]string{"-mem-prealloc"}, nil},
+		{[]string{"-machine"}, nil},
+		{[]string{"-kernel", "k", "-bogus"}, nil},
+		{[]string{"-kernelx"}, nil},
+	} {
+		var o options
+		fs := newFlagSet(&o, io.Discard)
+		got, err := qemuSpelling(fs, tc.args, false)
+		if tc.want == nil {
+			last := tc.args[len(tc.args)-1]
+			if err == nil || err.Error() != "unknown flag: "+last {
+				t.Errorf("%q: %q, %v; want unknown flag: %s", tc.args, got, err, last)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%q: %q, %v; want %q", tc.args, got, err, tc.want)
+		}
 	}
 }
 
@@ -186,12 +232,14 @@ func TestRunBadInput(t *testing.T) {
 		{"command line too long", []string{"-kernel", kernel, "-append", strings.Repeat("a", 3000)}, 1, "command line"},
 		{"memory 0", []string{"-kernel", notKernel, "-m", "0"}, 2, "-m"},
 		{"smp 0", []string{"-kernel", notKernel, "-smp", "0"}, 2, "-smp"},
-		{"unknown flag", []string{"-kernel", kernel, "-bogus"}, 2, "unknown"},
+		{"unknown flag", []string{"-kernel", kernel, "-bogus"}, 2, "unknown flag: -bogus"},
+		{"QEMU flag vmm lacks", []string{"-kernel", kernel, "-hda", "disk.img"}, 2, "unknown flag: -hda"},
 		{"missing disk", []string{"-kernel", kernel, "-disk", filepath.Join(dir, "nodisk.img")}, 1, "nodisk.img"},
 		{"empty disk", []string{"-kernel", kernel, "-disk", empty}, 1, "empty"},
 		{"directory as disk", []string{"-kernel", kernel, "-disk", dir}, 1, dir},
+		{"disk given twice", []string{"-kernel", kernel, "-disk", kernel, "-disk", filepath.Join(dir, ".", "bzImage") + ",ro"}, 2, "the same image as -disk " + kernel},
 		{"bad tap name", []string{"-kernel", kernel, "-tap", "a/b"}, 1, "a/b"},
-		{"too many devices", append([]string{"-kernel", kernel}, repeatFlag("-disk", kernel, 9)...), 1, "at most 8"},
+		{"too many devices", append([]string{"-kernel", kernel}, diskFlags(t, dir, 9)...), 1, "at most 8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,6 +287,12 @@ func TestParseKernelCache(t *testing.T) {
 		{"on", []string{"-kernel", "bz"}, "/cache/vmm/vmlinux"},
 		{"/k", []string{"-kernel", "bz"}, "/k"},
 		{"on", []string{"--kernel-cache=off", "--kernel", "bz"}, ""},
+		// A switch's other spellings are not directory names.
+		{"1", []string{"-kernel", "bz"}, "/cache/vmm/vmlinux"},
+		{"TRUE", []string{"-kernel", "bz"}, "/cache/vmm/vmlinux"},
+		{"0", []string{"-kernel", "bz"}, ""},
+		{"", []string{"-kernel", "bz", "-kernel-cache", "No"}, ""},
+		{"", []string{"-kernel", "bz", "-kernel-cache", "./1"}, "./1"},
 	} {
 		t.Setenv("VMM_KERNEL_CACHE", tt.env)
 		cfg, _, err := parseArgs(tt.args, io.Discard)
@@ -306,8 +360,11 @@ func TestRunJobBadInput(t *testing.T) {
 	}{
 		{"no command", []string{"-kernel", kernel}, 2, "no command"},
 		{"missing share", []string{"-kernel", kernel, "-share", filepath.Join(dir, "nope"), "--", "true"}, 1, "-share"},
-		{"bad env", []string{"-kernel", kernel, "-env", "novalue", "--", "true"}, 1, "KEY=VALUE"},
-		{"bad out size", []string{"-kernel", kernel, "-out", dir, "-out-size", "lots", "--", "true"}, 1, "-out-size"},
+		{"bad env", []string{"-kernel", kernel, "-env", "novalue", "--", "true"}, 2, `-env "novalue": want KEY=VALUE`},
+		{"bad out size", []string{"-kernel", kernel, "-out", dir, "-out-size", "lots", "--", "true"}, 2, "-out-size"},
+		{"bad out size without -out", []string{"-kernel", kernel, "-out-size", "lots", "--", "true"}, 2, "-out-size"},
+		{"snapshot with a kernel", []string{"-snapshot", dir, "-kernel", kernel, "--", "true"}, 2, "-kernel does not go with -snapshot"},
+		{"snapshot with an initrd", []string{"-snapshot", dir, "-initrd", kernel, "--", "true"}, 2, "-initrd does not go with -snapshot"},
 		{"out is a file", []string{"-kernel", kernel, "-out", kernel, "--", "true"}, 1, "-out: mkdir " + kernel},
 		{"out under a file", []string{"-kernel", kernel, "-out", filepath.Join(kernel, "o"), "--", "true"}, 1, "-out: mkdir " + kernel},
 	} {
