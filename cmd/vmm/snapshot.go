@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -117,6 +121,11 @@ func snapshotMain(args []string, stderr io.Writer) int {
 	}
 	// The directory is made (or found writable) before the boot, not
 	// when the snapshot is written: a path it cannot go to fails at once.
+	// One made here is removed again if no snapshot is saved in it, so a
+	// failed run (a missing kernel, a guest that never waits) leaves
+	// nothing behind.
+	_, statErr := os.Lstat(dir)
+	made := errors.Is(statErr, fs.ErrNotExist)
 	if err := makeWritableDir("-o", dir); err != nil {
 		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
 		return 1
@@ -125,6 +134,9 @@ func snapshotMain(args []string, stderr io.Writer) int {
 	defer cancel(nil)
 	defer armStops(ctx, cancel, o.timeout)()
 	if err := makeSnapshot(ctx, cfg, dir, int64(size), stderr); err != nil {
+		if made {
+			_ = os.Remove(dir) // only if empty: never what another run put there
+		}
 		// The statuses of vmm's own -timeout and signal stops.
 		var te errTimeout
 		var se signalError
@@ -202,28 +214,74 @@ func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize i
 // vmmVersion names this build of vmm for the manifest: a snapshot holds
 // vmm's device state in vmm's encoding, so only the build that made it
 // restores it. It is the VCS revision the binary was built from (with
-// "+dirty" for a modified tree), else the module version.
+// "+dirty" for a modified tree), else the module version, for people to
+// read; then a digest of the binary's Go build ID, which is what tells
+// builds apart: without it two builds of different trees were the same
+// vmm whenever the VCS said nothing (go build -buildvcs=false, a tree
+// outside git: "(devel)") or the same "+dirty" revision.
 func vmmVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
+	v := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		switch {
+		case rev == "":
+			v = bi.Main.Version + " " + bi.GoVersion
+		case dirty:
+			v = rev + "+dirty"
+		default:
+			v = rev
 		}
 	}
-	if rev == "" {
-		return bi.Main.Version + " " + bi.GoVersion
+	if id := goBuildID("/proc/self/exe"); id != "" {
+		sum := sha256.Sum256([]byte(id))
+		v += " build " + hex.EncodeToString(sum[:6])
 	}
-	if dirty {
-		rev += "+dirty"
+	return v
+}
+
+// goBuildID reads the Go build ID (what go tool buildid prints) of the
+// executable at path, or "" if it has none. The Go linker stores it in an
+// ELF note named "Go" of type 4 (cmd/link's ELF_NOTE_GOBUILDID_TAG)
+// within the file's first pages, which is where the go command looks for
+// it too: 32 KiB are read, not the binary.
+func goBuildID(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
 	}
-	return rev
+	defer f.Close()
+	b := make([]byte, 32<<10)
+	n, _ := io.ReadFull(f, b)
+	b = b[:n]
+	// Elf64_Nhdr: n_namesz, n_descsz, n_type (4 bytes each, the
+	// host's order), then the name padded to 4 bytes, then the desc.
+	const maxID = 512
+	tail := []byte("\x04\x00\x00\x00Go\x00\x00") // n_type 4, name "Go"
+	for off := 0; ; {
+		i := bytes.Index(b[off:], tail)
+		if i < 0 {
+			return ""
+		}
+		i += off
+		off = i + 1
+		if i < 8 || binary.LittleEndian.Uint32(b[i-8:]) != 4 {
+			continue // n_namesz must be 4: "Go\0" padded
+		}
+		size := int(binary.LittleEndian.Uint32(b[i-4:]))
+		start := i + len(tail)
+		if size == 0 || size > maxID || start+size > len(b) {
+			continue
+		}
+		return string(b[start : start+size])
+	}
 }
 
 // checkVersion refuses a snapshot another vmm build made.

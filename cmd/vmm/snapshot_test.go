@@ -4,10 +4,15 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/machine"
@@ -184,4 +189,97 @@ func TestSnapshotBadDir(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSnapshotBadInput: a kernel or initrd that is not a regular file
+// (a FIFO nobody writes, which open(2) would wait on for ever; /dev/zero,
+// which never ends) or is missing fails at once in one line naming it,
+// and an -o directory this run made is not left behind; one that was
+// there before stays.
+func TestSnapshotBadInput(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kernel := filepath.Join(dir, "bzImage")
+	if err := os.WriteFile(kernel, []byte("not a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	existing := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		o    string
+		want string
+	}{
+		{"kernel a FIFO", []string{"-kernel", fifo}, filepath.Join(dir, "new1"), "kernel: " + fifo + ": not a regular file"},
+		{"kernel /dev/zero", []string{"-kernel", "/dev/zero"}, filepath.Join(dir, "new2"), "kernel: /dev/zero: not a regular file"},
+		{"initrd a FIFO", []string{"-kernel", kernel, "-initrd", fifo}, filepath.Join(dir, "new3"), "initrd: " + fifo + ": not a regular file"},
+		{"kernel missing", []string{"-kernel", filepath.Join(dir, "none")}, existing, "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr strings.Builder
+			done := make(chan int, 1)
+			go func() { done <- snapshotMain(append(tc.args, "-o", tc.o), &stderr) }()
+			var status int
+			select {
+			case status = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("vmm snapshot did not return")
+			}
+			msg := stderr.String()
+			if status != 1 || !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 {
+				t.Errorf("status %d, stderr %q; want 1 and one line containing %q", status, msg, tc.want)
+			}
+			_, err := os.Stat(tc.o)
+			if tc.o == existing && err != nil {
+				t.Errorf("the existing -o directory: %v", err)
+			}
+			if tc.o != existing && !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("-o %s left behind: %v", tc.o, err)
+			}
+		})
+	}
+}
+
+// TestGoBuildID: the build ID read from the binary's first pages is the
+// one go tool buildid prints, so vmmVersion tells builds apart even when
+// the VCS stamp is missing (-buildvcs=false) or the same; a file without
+// one gives "".
+func TestGoBuildID(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := goBuildID(exe)
+	if got == "" {
+		t.Fatal("no build ID in the test binary")
+	}
+	if goBin := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(goBin) {
+		out, err := exec.Command(goBin, "tool", "buildid", exe).Output()
+		if err != nil {
+			t.Fatalf("go tool buildid: %v", err)
+		}
+		if want := strings.TrimSpace(string(out)); got != want {
+			t.Errorf("goBuildID %q, go tool buildid %q", got, want)
+		}
+	}
+	if !strings.Contains(vmmVersion(), " build ") {
+		t.Errorf("vmmVersion %q names no build", vmmVersion())
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	if err := os.WriteFile(other, []byte("\x04\x00\x00\x00\x00\x10\x00\x00\x04\x00\x00\x00Go\x00\x00short"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{other, "/nonexistent", "/dev/null"} {
+		if id := goBuildID(p); id != "" {
+			t.Errorf("goBuildID(%s) = %q, want none", p, id)
+		}
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
