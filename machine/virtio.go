@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/acpi"
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/kvm"
 	"github.com/vmm-dev/vmm/pci"
 	"github.com/vmm-dev/vmm/tap"
@@ -92,13 +93,34 @@ func virtioACPI(n int) []acpi.MMIODevice {
 	return out
 }
 
+// jobDevices says how many of cfg's devices vmm run or vmm snapshot
+// added of its own (the -out disk, the share slots), which the user did
+// not name and so would not count; "" for none.
+func jobDevices(cfg Config) string {
+	n := 0
+	for _, d := range cfg.Disks {
+		if d.Serial == guestabi.OutSerial {
+			n++
+		}
+	}
+	for _, sh := range cfg.Shares {
+		if sh.Tag == guestabi.JobShareTag || sh.Tag == guestabi.JobRootTag {
+			n++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d of them vmm's own for the job: the -out disk or the -share and -rootfs slots)", n)
+}
+
 // openVirtio opens every backend (files, TAPs, user networks with their
 // forwarded host ports) before /dev/kvm, so a missing image, a TAP that
 // cannot be created or a port in use is reported first. Disks
 // come first so the guest names them vda, vdb, ... in -disk order.
 func (m *Machine) openVirtio() error {
 	if n := len(m.cfg.Disks) + len(m.cfg.NICs) + len(m.cfg.Shares); n > maxVirtioDevices {
-		return fmt.Errorf("%d disks, network cards and shares: vmm supports at most %d in all", n, maxVirtioDevices)
+		return fmt.Errorf("%d disks, network cards and shares%s: vmm supports at most %d in all", n, jobDevices(m.cfg), maxVirtioDevices)
 	}
 	tags := map[string]bool{}
 	for _, sh := range m.cfg.Shares {
