@@ -174,18 +174,19 @@ func readPipe(r io.Reader, limit int64) ([]byte, error) {
 	head := make([]byte, pipeHeader)
 	n, err := io.ReadFull(r, head)
 	switch {
-	case err == io.EOF || err == io.ErrUnexpectedEOF:
+	case err == io.EOF:
+		// A FIFO is opened without waiting for its writer (package
+		// inputfile), so one nobody has open for writing yet reads as
+		// empty.
+		return nil, errors.New("a pipe or FIFO that gave no data (a FIFO is read at once: start its writer first)")
+	case err == io.ErrUnexpectedEOF:
 		return head[:n], nil
 	case err != nil:
 		return nil, err
 	case !kernelimage.IsELF(head) && string(head[bzImageMagicAt:pipeHeader]) != bzImageMagic:
 		return nil, fmt.Errorf("not a Linux bzImage or vmlinux (no %q at %#x, no ELF magic)", bzImageMagic, bzImageMagicAt)
 	}
-	rest, err := readAtMost(r, limit-pipeHeader)
-	if err != nil {
-		return nil, err
-	}
-	return append(head, rest...), nil
+	return readAtMost(io.MultiReader(bytes.NewReader(head), r), limit)
 }
 
 // readAtMost reads r to its end, failing past limit bytes.

@@ -216,15 +216,45 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 				return nil, fmt.Errorf("unknown flag: %s", a)
 			}
 		}
-		out = append(out, a)
 		// Keep a flag's value with it, even if it starts with a dash or,
 		// for vmm run, does not.
-		if f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args) {
+		takesNext := f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args)
+		if f != nil && f.Name == "smp" {
+			// QEMU's "-smp cpus=2" and "-smp 2,sockets=1" become 2.
+			var err error
+			switch {
+			case hasValue:
+				name, v, _ := strings.Cut(a, "=")
+				a, err = smpArg(v)
+				a = name + "=" + a
+			case takesNext:
+				i++
+				out = append(out, a)
+				a, err = smpArg(args[i])
+				takesNext = false
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, a)
+		if takesNext {
 			i++
 			out = append(out, args[i])
 		}
 	}
 	return out, nil
+}
+
+// smpArg reduces a -smp value to its number of vCPUs in decimal, as
+// pflag then reads it (it would read 010 as octal), with a message of
+// its own for anything else (pflag's quotes strconv).
+func smpArg(v string) (string, error) {
+	n, err := strconv.Atoi(smpValue(v))
+	if err != nil {
+		return "", fmt.Errorf("-smp %q: want a number of vCPUs, such as 2 or cpus=2", v)
+	}
+	return strconv.Itoa(n), nil
 }
 
 // shorthandWithValue reports whether a, a single-dash word of three or
@@ -241,10 +271,7 @@ func shorthandWithValue(fs *pflag.FlagSet, a string) bool {
 // parseSize reads QEMU's -m syntax: a number with an optional K/M/G/T
 // suffix (and optional "B" or "iB"); no suffix means MiB.
 func parseSize(s string) (uint64, error) {
-	// QEMU's full form is [size=]SIZE[,slots=N,maxmem=SIZE]: vmm has no
-	// memory hotplug, so only the size counts.
-	t, _, _ := strings.Cut(strings.TrimSpace(s), ",")
-	t = strings.TrimPrefix(t, "size=")
+	t := strings.TrimSpace(s)
 	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
 	shift := 20
 	if n := len(t); n > 0 {
@@ -272,6 +299,29 @@ func parseSize(s string) (uint64, error) {
 	return v << shift, nil
 }
 
+// parseMemory reads -m: a size, or QEMU's [size=]SIZE[,slots=N]
+// [,maxmem=SIZE] with its keys in any order. vmm has no memory hotplug,
+// so slots and maxmem are accepted and unused.
+func parseMemory(s string) (uint64, error) {
+	size := ""
+	for i, part := range strings.Split(s, ",") {
+		k, v, isKey := strings.Cut(part, "=")
+		switch {
+		case !isKey && i == 0:
+			size = part
+		case k == "size":
+			size = v
+		case k == "slots" || k == "maxmem":
+		default:
+			return 0, fmt.Errorf("-m %q: %q is neither a size nor QEMU's size=, slots= or maxmem=", s, part)
+		}
+	}
+	if size == "" {
+		return 0, fmt.Errorf("-m %q: no size (try 512M or 2G)", s)
+	}
+	return parseSize(size)
+}
+
 // hostMemory is MemTotal from /proc/meminfo, or 0 if unknown.
 func hostMemory() uint64 {
 	b, err := os.ReadFile("/proc/meminfo")
@@ -296,28 +346,9 @@ func parseArgs(args []string, stderr io.Writer) (machine.Config, options, error)
 func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, options, error) {
 	o := options{run: run}
 	fs := newFlagSet(&o, stderr)
-	smp := fs.Lookup("smp")
-	// Accept QEMU's "-smp cpus=2" and "-smp 2,..." by pre-cleaning.
 	args, err := qemuSpelling(fs, args, run)
 	if err != nil {
 		return machine.Config{}, o, usageError{err}
-	}
-	for i, a := range args {
-		if (a == "--smp" || strings.HasPrefix(a, "--smp=")) && smp != nil {
-			v, isEq := strings.CutPrefix(a, "--smp=")
-			if !isEq && i+1 < len(args) {
-				v = args[i+1]
-				args[i+1] = smpValue(v)
-			} else if isEq {
-				args[i] = "--smp=" + smpValue(v)
-			} else {
-				continue // no value: pflag says so
-			}
-			// pflag's own message would quote strconv.
-			if _, err := strconv.Atoi(smpValue(v)); err != nil {
-				return machine.Config{}, o, usageError{fmt.Errorf("-smp %q: want a number of vCPUs, such as 2 or cpus=2", v)}
-			}
-		}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -345,15 +376,16 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 		return machine.Config{}, o, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
 	}
 	if o.snapshot != "" {
-		// The snapshot's kernel, initramfs and command line are the
-		// restored guest's; other ones would be ignored, silently.
-		for _, f := range []struct{ name, value string }{{"-kernel", o.kernel}, {"-initrd", o.initrd}, {"-append", o.appendArgs}} {
-			if f.value != "" {
-				return machine.Config{}, o, usageError{fmt.Errorf("%s does not go with -snapshot: the guest is restored with the kernel, initrd and command line it was saved with", f.name)}
+		// The snapshot's kernel, initramfs, command line and -out disk
+		// are the restored guest's; other ones would be ignored,
+		// silently.
+		for _, name := range []string{"kernel", "initrd", "append", "out-size"} {
+			if fs.Changed(name) {
+				return machine.Config{}, o, usageError{fmt.Errorf("-%s does not go with -snapshot: the guest is restored with the kernel, initrd, command line and -out disk size it was saved with", name)}
 			}
 		}
 	}
-	mem, err := parseSize(o.memory)
+	mem, err := parseMemory(o.memory)
 	if err != nil {
 		return machine.Config{}, o, usageError{err}
 	}
@@ -448,22 +480,24 @@ func parseDisk(v string) (machine.Disk, error) {
 	return d, nil
 }
 
-// checkDisksDistinct refuses an image given twice, by any path: the
-// second open would find the first one's lock and blame another process.
-// A path that cannot be read is left for the disk's own open to report.
+// checkDisksDistinct refuses an image given twice, by any path, when
+// either is writable: the second open would find the first one's lock
+// and blame another process. Twice read-only is what the locks allow
+// (virtio/blk), so it is allowed here too. A path that cannot be read is
+// left for the disk's own open to report.
 func checkDisksDistinct(disks []machine.Disk) error {
 	type fileID struct{ dev, ino uint64 }
-	seen := make(map[fileID]string, len(disks))
+	seen := make(map[fileID]machine.Disk, len(disks))
 	for _, d := range disks {
 		var st unix.Stat_t
 		if unix.Stat(d.Path, &st) != nil {
 			continue
 		}
 		id := fileID{uint64(st.Dev), st.Ino}
-		if first, ok := seen[id]; ok {
-			return fmt.Errorf("-disk %s: the same image as -disk %s: give each image once", d.Path, first)
+		if first, ok := seen[id]; ok && (!first.ReadOnly || !d.ReadOnly) {
+			return fmt.Errorf("-disk %s: the same image as -disk %s, and a writable disk must be its image's only user", d.Path, first.Path)
 		}
-		seen[id] = d.Path
+		seen[id] = d
 	}
 	return nil
 }

@@ -42,6 +42,9 @@ func TestParseArgsSpellings(t *testing.T) {
 		{"append dash value", []string{"-kernel", "bz", "-append", "-- quiet", "-m", "64M"}, 64 << 20, 1, "console=ttyS0 cryptomgr.notests -- quiet"},
 		{"gnu m", []string{"--kernel", "bz", "-m2G"}, 2 << 30, 1, "console=ttyS0 cryptomgr.notests"},
 		{"qemu m size=", []string{"-kernel", "bz", "-m", "size=1G,slots=2,maxmem=4G"}, 1 << 30, 1, "console=ttyS0 cryptomgr.notests"},
+		{"qemu m keys any order", []string{"-kernel", "bz", "-m", "maxmem=4G,size=2G"}, 2 << 30, 1, "console=ttyS0 cryptomgr.notests"},
+		{"smp decimal", []string{"-kernel", "bz", "-smp", "010"}, 512 << 20, 10, "console=ttyS0 cryptomgr.notests"},
+		{"smp gnu equals cpus", []string{"-kernel", "bz", "--smp=cpus=4,sockets=1"}, 512 << 20, 4, "console=ttyS0 cryptomgr.notests"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,6 +67,8 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-m", "512M"}, "no kernel"},
 		{[]string{"-kernel", "bz", "-m", "0"}, "more than 0"},
 		{[]string{"-kernel", "bz", "-m", "junk"}, "not a size"},
+		{[]string{"-kernel", "bz", "-m", "2048,junk"}, `"junk" is neither a size nor QEMU's size=`},
+		{[]string{"-kernel", "bz", "-m", "slots=2"}, `-m "slots=2": no size`},
 		{[]string{"-kernel", "bz", "-m", "1K"}, "at least"},
 		{[]string{"-kernel", "bz", "-m", "100T"}, "more than this host"},
 		{[]string{"-kernel", "bz", "-smp", "0"}, "at least one vCPU"},
@@ -238,6 +243,8 @@ func TestRunBadInput(t *testing.T) {
 		{"empty disk", []string{"-kernel", kernel, "-disk", empty}, 1, "empty"},
 		{"directory as disk", []string{"-kernel", kernel, "-disk", dir}, 1, dir},
 		{"disk given twice", []string{"-kernel", kernel, "-disk", kernel, "-disk", filepath.Join(dir, ".", "bzImage") + ",ro"}, 2, "the same image as -disk " + kernel},
+		// Twice read-only passes the check (and the device count fails).
+		{"disk twice read-only", append([]string{"-kernel", kernel, "-disk", kernel + ",ro", "-disk", kernel + ",ro"}, diskFlags(t, dir, 7)...), 1, "at most 8"},
 		{"bad tap name", []string{"-kernel", kernel, "-tap", "a/b"}, 1, "a/b"},
 		{"too many devices", append([]string{"-kernel", kernel}, diskFlags(t, dir, 9)...), 1, "at most 8"},
 	}
@@ -327,6 +334,9 @@ func TestParseRun(t *testing.T) {
 	}{
 		{[]string{"-kernel", "k", "-initrd", "i", "sh", "-c", "exit 3"}, []string{"sh", "-c", "exit 3"}},
 		{[]string{"-kernel", "k", "--", "ls", "-append"}, []string{"ls", "-append"}},
+		// The job's own -smp is the job's: neither read nor rewritten.
+		{[]string{"-kernel", "k", "-smp", "cpus=1", "--", "qemu", "-smp", "cores=2"}, []string{"qemu", "-smp", "cores=2"}},
+		{[]string{"-kernel", "k", "qemu", "--smp=cpus=4,maxcpus=8"}, []string{"qemu", "--smp=cpus=4,maxcpus=8"}},
 		{[]string{"--kernel=k", "-m", "1G", "-share", "d", "-out", "o", "-env", "A=1", "--", "make", "test"}, []string{"make", "test"}},
 	}
 	for _, tt := range tests {
@@ -365,6 +375,7 @@ func TestRunJobBadInput(t *testing.T) {
 		{"bad out size without -out", []string{"-kernel", kernel, "-out-size", "lots", "--", "true"}, 2, "-out-size"},
 		{"snapshot with a kernel", []string{"-snapshot", dir, "-kernel", kernel, "--", "true"}, 2, "-kernel does not go with -snapshot"},
 		{"snapshot with an initrd", []string{"-snapshot", dir, "-initrd", kernel, "--", "true"}, 2, "-initrd does not go with -snapshot"},
+		{"snapshot with an -out-size", []string{"-snapshot", dir, "-out-size", "2G", "--", "true"}, 2, "-out-size does not go with -snapshot"},
 		{"out is a file", []string{"-kernel", kernel, "-out", kernel, "--", "true"}, 1, "-out: mkdir " + kernel},
 		{"out under a file", []string{"-kernel", kernel, "-out", filepath.Join(kernel, "o"), "--", "true"}, 1, "-out: mkdir " + kernel},
 	} {

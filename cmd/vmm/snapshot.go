@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -135,7 +136,7 @@ func snapshotMain(args []string, stderr io.Writer) int {
 	defer armStops(ctx, cancel, o.timeout)()
 	if err := makeSnapshot(ctx, cfg, dir, int64(size), stderr); err != nil {
 		if made {
-			_ = os.Remove(dir) // only if empty: never what another run put there
+			removeUnsaved(dir)
 		}
 		// The statuses of vmm's own -timeout and signal stops.
 		var te errTimeout
@@ -152,6 +153,19 @@ func snapshotMain(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// removeUnsaved removes a snapshot directory this run made and saved no
+// snapshot in: the files a failed save may have left (snapshot.Write
+// renames the memory file into place before it writes the state file),
+// then the directory, which is left if anything else is in it.
+func removeUnsaved(dir string) {
+	for _, name := range []string{snapshot.StateFile, snapshot.MemoryFile} {
+		p := filepath.Join(dir, name)
+		_ = os.Remove(p)
+		_ = os.Remove(p + ".tmp")
+	}
+	_ = os.Remove(dir)
 }
 
 // makeSnapshot boots the guest until its init waits for a job and saves

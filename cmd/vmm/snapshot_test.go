@@ -283,3 +283,35 @@ func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
+
+// TestRemoveUnsaved: what a failed save leaves in a directory the run
+// made goes, and the directory with it; anything else keeps it there.
+func TestRemoveUnsaved(t *testing.T) {
+	for _, extra := range []bool{false, true} {
+		dir := filepath.Join(t.TempDir(), "snap")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		files := []string{snapshot.MemoryFile, snapshot.StateFile + ".tmp"}
+		if extra {
+			files = append(files, "mine")
+		}
+		for _, f := range files {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		removeUnsaved(dir)
+		left, _ := os.ReadDir(dir)
+		switch {
+		case !extra && len(left) != 0:
+			t.Errorf("left %v", left)
+		case !extra:
+			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("directory left: %v", err)
+			}
+		case len(left) != 1 || left[0].Name() != "mine":
+			t.Errorf("with a file of another's: left %v, want only it", left)
+		}
+	}
+}

@@ -39,7 +39,14 @@ var ErrNotRegular = errors.New("not a regular file")
 // file while no writer has the FIFO open) rather than in read(2). A
 // regular file is returned blocking, as os.Open returns it.
 func Open(path string, kind Kind) (*os.File, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := openRetry(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC)
+	if err == unix.EWOULDBLOCK {
+		// Another process holds a write lease on it (fcntl(2),
+		// F_SETLEASE): only a regular file can have one, and a
+		// blocking open waits for the lease to break, as os.Open
+		// would.
+		fd, err = openRetry(path, unix.O_RDONLY|unix.O_CLOEXEC)
+	}
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -68,4 +75,16 @@ func Open(path string, kind Kind) (*os.File, error) {
 		return nil, fmt.Errorf("%s: %w or pipe", path, ErrNotRegular)
 	}
 	return nil, fmt.Errorf("%s: %w", path, ErrNotRegular)
+}
+
+// openRetry is open(2), again after EINTR: the Go runtime's preemption
+// signals interrupt opens on some file systems (FUSE, CIFS), which
+// os.Open retries too.
+func openRetry(path string, flags int) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
 }
