@@ -32,11 +32,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
+	"github.com/ulikunitz/xz/lzma"
 )
 
 // Format is a compression format of the kernel payload.
@@ -144,6 +146,9 @@ func Decompress(payload []byte, limit int) ([]byte, error) {
 		if len(stream) > xzHeader+1 && stream[xzHeader+1]&xzFilters != 0 {
 			return nil, fmt.Errorf("xz kernel payload uses a chain of %d filters (the kernel's x86 BCJ filter before LZMA2): %w (it decodes LZMA2 alone)", stream[xzHeader+1]&xzFilters+1, ErrNoDecoder)
 		}
+		if err := xzCheckDicts(stream, max(uint64(limit), xzMaxPresetDict)); err != nil {
+			return nil, fmt.Errorf("xz kernel payload: %w", err)
+		}
 		zr, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(stream))
 		if err != nil {
 			return nil, fmt.Errorf("xz kernel payload: %w", err)
@@ -168,6 +173,43 @@ func Decompress(payload []byte, limit int) ([]byte, error) {
 		r = zr
 	}
 	return readExactly(r, format, size)
+}
+
+// xzMaxPresetDict is the largest dictionary an xz preset uses (-9).
+const xzMaxPresetDict = 64 << 20
+
+// xzCheckDicts refuses a stream with a block header (at any 4-byte
+// aligned offset, where blocks start, with a valid CRC32, which the
+// decoder requires) declaring an LZMA2 dictionary over max bytes: the
+// decoder allocates what each block declares, up to 4 GiB, whatever it
+// outputs.
+func xzCheckDicts(s []byte, max uint64) error {
+	for b := xzHeader; b+2 < len(s); b += 4 {
+		if s[b] == 0 {
+			continue // the index, or padding
+		}
+		n := (int(s[b]) + 1) * 4
+		if b+n > len(s) {
+			continue
+		}
+		h, p := s[b:b+n], 2
+		for _, bit := range []byte{0x40, 0x80} { // compressed, uncompressed size
+			if h[1]&bit != 0 {
+				for p < n && h[p]&0x80 != 0 {
+					p++
+				}
+				p++
+			}
+		}
+		if p+3 > n-4 || h[p] != 0x21 || h[p+1] != 1 {
+			continue
+		}
+		dc, err := lzma.DecodeDictCap(h[p+2])
+		if err == nil && uint64(dc) > max && crc32.ChecksumIEEE(h[:n-4]) == binary.LittleEndian.Uint32(h[n-4:]) {
+			return fmt.Errorf("a block asks for a %d-byte dictionary, more than vmm's limit of %d", dc, max)
+		}
+	}
+	return nil
 }
 
 // readExactly reads the whole stream, which must hold exactly size bytes:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -116,6 +117,13 @@ func TestDecompressErrors(t *testing.T) {
 	xzBCJ := compress(t, XZ, plain)
 	xzBCJ[xzHeader+1] |= 1 // two filters, as the kernel's x86 BCJ + LZMA2
 	gz := compress(t, Gzip, plain)
+	// "hello" in xz whose block header declares a dictionary of 4 GiB - 1
+	// (property byte 40, header CRC fixed up), which the decoder would
+	// allocate before decoding 5 bytes; the 4-byte size trailer follows.
+	xzBomb, err := hex.DecodeString("fd377a585a000004e6d6b4460200210128000000e6a011b301000468656c6c6f00000000b137b9dbe5da1e9b00011d05b82d80af1fb6f37d010000000004595a05000000")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name    string
 		payload []byte
@@ -134,6 +142,7 @@ func TestDecompressErrors(t *testing.T) {
 		{"lz4 short trailer", withSize(LZ4, 2999), "lz4 kernel payload decompresses to more than the 2999 bytes its size trailer says"},
 		{"lz4 long trailer", withSize(LZ4, 3001), "lz4 kernel payload decompresses to 3000 bytes, its size trailer says 3001"},
 		{"xz long trailer", withSize(XZ, 3001), "xz kernel payload decompresses to 3000 bytes, its size trailer says 3001"},
+		{"xz dictionary bomb", xzBomb, "xz kernel payload: a block asks for a 4294967295-byte dictionary, more than vmm's limit of 67108864"},
 		{"zstd short trailer", withSize(Zstd, 100), "zstd kernel payload decompresses to more than the 100 bytes its size trailer says"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -41,7 +41,11 @@ func ParseAlias(r io.Reader) ([]Alias, error) {
 		if _, err := path.Match(f[1], ""); err != nil {
 			return nil, fmt.Errorf("modules.alias line %d: pattern %q: %w", n, f[1], err)
 		}
-		out = append(out, Alias{Pattern: f[1], Module: Name(f[2])})
+		mod := Name(f[2])
+		if mod == "" {
+			return nil, fmt.Errorf("modules.alias line %d: module %q has no name", n, f[2])
+		}
+		out = append(out, Alias{Pattern: f[1], Module: mod})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("modules.alias: %w", err)

@@ -161,6 +161,8 @@ func TestParseAlias(t *testing.T) {
 		{"alias fs-overlay\n", "", "line 1"},
 		{"softdep a pre: b\n", "", "line 1"},
 		{"\nalias [ x\n", "", "line 2: pattern"},
+		{"alias x .ko\n", "", `line 1: module ".ko" has no name`},
+		{"alias x dir/.ko\n", "", "has no name"},
 	} {
 		got, err := ParseAlias(strings.NewReader(tt.in))
 		if tt.err != "" {
@@ -205,6 +207,7 @@ func FuzzParseAlias(f *testing.F) {
 	f.Add(string(b))
 	f.Add("alias [ x\n")
 	f.Add("alias a b c\n")
+	f.Add("alias x kernel/drivers/.ko\n")
 	f.Add(strings.Repeat("x", maxAliasLine+1))
 	f.Fuzz(func(t *testing.T, in string) {
 		aliases, err := ParseAlias(strings.NewReader(in))
