@@ -434,7 +434,8 @@ func TestBadCommandLines(t *testing.T) {
 			{[]string{"/vmm", "-kernel", "/guest/initrd.cpio"}, 1, regexp.MustCompile(`vmm: kernel /guest/initrd.cpio: .*`)},
 			{[]string{"/vmm", "-kernel", "/guest/bzImage", "-m", "0"}, 2, regexp.MustCompile(`vmm: -m "0": .*`)},
 			{[]string{"/vmm", "-kernel", "/guest/bzImage", "-smp", "0"}, 2, regexp.MustCompile(`vmm: -smp 0: .*`)},
-			{[]string{"/vmm", "-kernel", "/guest/bzImage", "-smp", "100000"}, 1, regexp.MustCompile(`vmm: -smp 100000: .*`)},
+			{[]string{"/vmm", "-kernel", "/guest/bzImage", "-smp", "100000"}, 2, regexp.MustCompile(`vmm: -smp 100000: vmm supports at most 254 vCPUs`)},
+			{[]string{"/vmm", "-kernel", "/guest/bzImage", "-hda", "/guest/initrd.cpio"}, 2, regexp.MustCompile(`vmm: unknown flag: -hda`)},
 		}
 		for _, tt := range tests {
 			j, err := l.Run(t.Context(), tt.args, nested.StdinNull)
