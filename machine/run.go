@@ -27,13 +27,13 @@ func (m *Machine) Run(ctx context.Context) error {
 		}()
 	}
 	if m.job != nil && m.cfg.JobInput != nil {
-		go forwardInput(m.cfg.JobInput, m.job)
+		go forwardInput(m.cfg.JobInput, m.job, true)
 	}
 	if m.cfg.ConsoleIn != nil {
 		// This goroutine may stay blocked in Read after Run returns when
 		// the reader cannot be interrupted (a terminal); it holds nothing
 		// but the UART, which Close unblocks.
-		go forwardInput(m.cfg.ConsoleIn, m.uart)
+		go forwardInput(m.cfg.ConsoleIn, m.uart, false)
 	}
 	select {
 	case <-m.done:
@@ -59,7 +59,7 @@ func (m *Machine) Reason() StopReason {
 // forwardInput copies host input to a UART's receive side until r ends
 // or fails, or the UART is closed. Receive blocks while the guest does
 // not read, so input is paced by the guest rather than dropped.
-func forwardInput(r io.Reader, u *serial.UART) {
+func forwardInput(r io.Reader, u *serial.UART, endInput bool) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := r.Read(buf)
@@ -69,7 +69,15 @@ func forwardInput(r io.Reader, u *serial.UART) {
 			}
 		}
 		if err != nil {
-			return // EOF on a pipe or /dev/null: the guest keeps running
+			// End of file (or a read error, after which nothing more
+			// comes either). The guest keeps running. A job's input
+			// ends once the guest has read what is queued (serial's
+			// EndInput, which vmm-init turns into end of file on the
+			// job's stdin); the console's just stops.
+			if endInput {
+				u.EndInput()
+			}
+			return
 		}
 	}
 }

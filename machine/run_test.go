@@ -625,17 +625,36 @@ func TestForwardInputEnds(t *testing.T) {
 		u := serial.New(nil, nil)
 		u.Write(4, []byte{0x08}) // MCR OUT2 and IER RDI: the port is open
 		u.Write(1, []byte{0x01})
-		forwardInput(strings.NewReader("hi"), u)
+		forwardInput(strings.NewReader("hi"), u, true)
 		b := []byte{0}
+		msr := func() byte { m := []byte{0}; u.Read(6, m); return m[0] }
 		u.Read(0, b)
 		if b[0] != 'h' {
 			t.Errorf("UART received %q, want 'h'", b[0])
+		}
+		if msr()&0x20 == 0 {
+			t.Error("DSR off with input unread")
+		}
+		u.Read(0, b)
+		// The job's input has ended and the guest has all of it: DSR
+		// off (serial's EndInput).
+		if m := msr(); m&0x20 != 0 || b[0] != 'i' {
+			t.Errorf("after the last byte %q: MSR %#x, want DSR off", b[0], m)
+		}
+	})
+	t.Run("the console's input at EOF", func(t *testing.T) {
+		u := serial.New(nil, nil)
+		forwardInput(strings.NewReader(""), u, false)
+		m := []byte{0}
+		u.Read(6, m)
+		if m[0]&0x20 == 0 {
+			t.Errorf("console MSR %#x after EOF: want DSR on", m[0])
 		}
 	})
 	t.Run("when the UART closes", func(t *testing.T) {
 		u := serial.New(nil, nil)
 		done := make(chan struct{})
-		go func() { forwardInput(endlessReader{}, u); close(done) }()
+		go func() { forwardInput(endlessReader{}, u, true); close(done) }()
 		time.Sleep(10 * time.Millisecond)
 		u.Close()
 		select {

@@ -396,3 +396,58 @@ func TestReceiveOnOUT1(t *testing.T) {
 		})
 	}
 }
+
+// EndInput drops DSR only once the guest has read every byte received
+// before it, with DDSR and, when the guest enabled it (TIOCMIWAIT does),
+// a modem status interrupt; MCR writes after that keep DSR off outside
+// loopback, and in loopback the lines are the loop's, as the probe needs.
+func TestEndInput(t *testing.T) {
+	irq := newFakeIRQ()
+	u := New(irq, nil)
+	linuxOpen(t, u)
+	if _, err := u.Receive([]byte("ab")); err != nil {
+		t.Fatal(err)
+	}
+	u.EndInput()
+	if got := in(u, regMSR); got&msrDSR == 0 || got&msrDDSR != 0 {
+		t.Fatalf("MSR %#x with input still unread: want DSR on, no DDSR", got)
+	}
+	out(u, regIER, ierRLSI|ierRDI|ierMSI) // uart_enable_ms
+	if b := in(u, regData); b != 'a' {
+		t.Fatalf("read %q, want a", b)
+	}
+	if got := in(u, regMSR); got&msrDSR == 0 {
+		t.Fatalf("MSR %#x with one byte unread: want DSR on", got)
+	}
+	if b := in(u, regData); b != 'b' {
+		t.Fatalf("read %q, want b", b)
+	}
+	if id := in(u, regIIR) & 0x0f; id != iirMSI {
+		t.Errorf("IIR %#x after the last byte: want a modem status interrupt", id)
+	}
+	if level, _, _ := irq.state(); !level {
+		t.Error("interrupt line low with a modem status interrupt pending")
+	}
+	if got := in(u, regMSR); got&msrDSR != 0 || got&msrDDSR == 0 || got&(msrDCD|msrCTS) != msrDCD|msrCTS {
+		t.Errorf("MSR %#x after the last byte: want DSR off with DDSR, DCD and CTS on", got)
+	}
+	if id := in(u, regIIR) & 0x0f; id != iirNoInt {
+		t.Errorf("IIR %#x after MSR was read: want none", id)
+	}
+	out(u, regMCR, mcrOUT2|mcrDTR|mcrRTS|mcrOUT1)
+	if got := in(u, regMSR); got != msrDCD|msrCTS {
+		t.Errorf("MSR %#x after an MCR write: want DCD and CTS only", got)
+	}
+	out(u, regMCR, mcrLoop|mcrDTR)
+	if got := in(u, regMSR) & 0xf0; got != msrDSR {
+		t.Errorf("MSR lines %#x in loopback with DTR: want DSR", got)
+	}
+
+	// With nothing unread, DSR drops at once.
+	v := New(nil, nil)
+	linuxOpen(t, v)
+	v.EndInput()
+	if got := in(v, regMSR); got&msrDSR != 0 || got&msrDDSR == 0 {
+		t.Errorf("MSR %#x after EndInput with no input: want DSR off with DDSR", got)
+	}
+}

@@ -64,6 +64,8 @@ func (u *UART) Restore(s State) error {
 		u.rxNeed = mcrOUT1
 	}
 	u.txBusy = false
+	// The end of input is the restoring host's, like its input.
+	u.inputEnded, u.dsrDown = false, false
 	u.rx.reset()
 	for _, b := range s.RX {
 		u.rx.push(b)

@@ -188,6 +188,10 @@ type UART struct {
 	thrPending bool // the THRE interrupt condition (see readIIR)
 	txBusy     bool // paced has no room for a FIFO load: THRE is clear
 	rxNeed     byte // MCR bits besides OUT2 that must be set to receive
+	// inputEnded is set by EndInput; dsrDown once the guest has taken
+	// the last byte after it, and DSR is off from then on.
+	inputEnded bool
+	dsrDown    bool
 	level      bool // last level given to irq
 	rx         ring // host input, waiting for the guest
 	// lb holds bytes the guest sent to itself in loopback mode (Linux's
@@ -276,6 +280,7 @@ func (u *UART) readReg(off uint64) byte {
 			// last value as an empty chip's does.
 		} else if b, ok := u.rx.pop(); ok {
 			u.rbr = b
+			u.dropDSRAtEnd()
 			if u.rx.n <= len(u.rx.buf)/2 {
 				// A blocked Receive waits for half the buffer, not
 				// for each byte: waking the host's input goroutine
@@ -495,6 +500,43 @@ func (u *UART) ReceiveOnOUT1() {
 	u.update()
 }
 
+// EndInput tells the guest that the host's input has ended, as DSR
+// going off: once the guest has read every byte already received (at
+// once if there are none), the port drops DSR and sets DDSR, with a
+// modem status interrupt if the guest enabled one. A program that must
+// know where its input ends (vmm run's job, whose stdin is vmm's, a pipe
+// that closes) watches DSR with TIOCMIWAIT or TIOCMGET, and knows it has
+// every byte once it has read what the tty holds after DSR dropped. A
+// raw serial line has no in-band end, and none of its bytes can be
+// spared for one: the job's input is binary. Call it after the last
+// Receive has returned.
+func (u *UART) EndInput() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.inputEnded = true
+	u.dropDSRAtEnd()
+	u.update()
+}
+
+// dropDSRAtEnd drops DSR once the input has ended and the guest has
+// taken all of it.
+func (u *UART) dropDSRAtEnd() {
+	if !u.inputEnded || u.dsrDown || u.rx.n > 0 {
+		return
+	}
+	u.dsrDown = true
+	u.setLines()
+}
+
+// presentLines are the modem inputs the host side presents now: hostLines,
+// without DSR once the input has ended.
+func (u *UART) presentLines() byte {
+	if u.dsrDown {
+		return hostLines &^ msrDSR
+	}
+	return hostLines
+}
+
 // rxReady is LSR.DR: a looped-back byte, or host input the guest has
 // opened the port for.
 func (u *UART) rxReady() bool {
@@ -505,7 +547,7 @@ func (u *UART) rxReady() bool {
 // the outputs drive the inputs (DTR->DSR, RTS->CTS, OUT1->RI, OUT2->DCD);
 // Linux's probe checks exactly that mapping before trusting the port.
 func (u *UART) setLines() {
-	lines := byte(hostLines)
+	lines := u.presentLines()
 	if u.mcr&mcrLoop != 0 {
 		lines = 0
 		if u.mcr&mcrDTR != 0 {

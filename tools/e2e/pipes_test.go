@@ -104,16 +104,26 @@ func TestRunPipedStdin(t *testing.T) {
 	// vmm (LSR, RBR), so this test makes more exits than any other: with
 	// vmm on one L1 CPU (the agent pins jobs, see l1init's pin.go) the
 	// 64 KiB run took 110-146 s of emulated time, hence pipedTimeout.
+	//
+	// The third case reads to the end of its input (cat): the job must
+	// see end of file where vmm's stdin ends, so it ends by itself.
+	// Before vmm told the guest (DSR off, vmm-init's relay), such a job
+	// waited for ever: `echo x | vmm run -- cat` never returned.
 	for _, tc := range []struct {
-		smp string
-		n   int
-	}{{"1", 64 << 10}, {"2", 16 << 10}} {
+		name, smp string
+		n         int
+		job       []string
+	}{
+		{"smp1", "1", 64 << 10, []string{"head", "-c", strconv.Itoa(64 << 10)}},
+		{"smp2", "2", 16 << 10, []string{"head", "-c", strconv.Itoa(16 << 10)}},
+		{"to end of file", "1", 4 << 10, []string{"cat"}},
+	} {
 		smp, n := tc.smp, tc.n
 		want := string(pattern.Bytes(n))
-		t.Run("smp"+smp, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			nested.Retry(t, pipesConfig(t), func(l *nested.L1) error {
 				args := append([]string{"/bin/pipeends", "-stdin-bytes", strconv.Itoa(n), "--"},
-					runArgs([]string{"-smp", smp, "-timeout", pipedVMMTimeout.String()}, "head", "-c", strconv.Itoa(n))...)
+					runArgs([]string{"-smp", smp, "-timeout", pipedVMMTimeout.String()}, tc.job...)...)
 				r, err := redirectExec(t.Context(), l, pipedTimeout, nil, args...)
 				if err != nil {
 					return err

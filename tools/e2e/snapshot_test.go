@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vmm-dev/vmm/tools/e2e/cmd/pipeends/pattern"
 	"github.com/vmm-dev/vmm/tools/nested"
 )
 
@@ -132,6 +134,21 @@ func TestSnapshot(t *testing.T) {
 			return checkRunCase(t, l, tc, restoreArgs(flags, tc.command...))
 		}})
 	}
+	// A restored job reads to the end of its input, which arrives after
+	// the job message on the same port: cat must end by itself with the
+	// piped bytes, and nothing of the message.
+	steps = append(steps, step{"stdin to end of file", func(l *nested.L1) error {
+		const n = 2 << 10
+		args := append([]string{"/bin/pipeends", "-stdin-bytes", strconv.Itoa(n), "--"}, restoreArgs([]string{"-disk", runDisk}, "cat")...)
+		r, err := redirectExec(t.Context(), l, runTimeout, nil, args...)
+		if err != nil {
+			return err
+		}
+		if r.Exit != 0 || r.Stdout != string(pattern.Bytes(n)) {
+			return reportFailure(l, r, "restored cat: status %d, stdout %s; want 0 and the %d bytes piped in", r.Exit, firstDiff(r.Stdout, string(pattern.Bytes(n))), n)
+		}
+		return nil
+	}})
 	// Refusals: other memory than the snapshot's, and no disk where the
 	// snapshot has one.
 	steps = append(steps, step{"refusals", func(l *nested.L1) error {
@@ -172,6 +189,11 @@ func TestSnapshot(t *testing.T) {
 	// fifth and the fourth nested guest of an L1.
 	next := 0 // steps passed, across attempts
 	cfg := ciConfig(t, files)
+	tool, err := pipeendsBuild()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Files["/bin/pipeends"] = tool
 	cfg.FreezeRetries = 2
 	nested.Retry(t, cfg, func(l *nested.L1) error {
 		// Made with TestRun's disk, so every restore gives it too.

@@ -48,8 +48,9 @@ func finishJob(status int) {
 	powerOff()
 }
 
-// runJob runs the command with its stdin and stdout on the job port and
-// its stderr on the console, and returns its status as a shell would.
+// runJob runs the command with its stdin and stdout on the job port (its
+// stdin through jobStdin, so that it ends where vmm's does) and its
+// stderr on the console, and returns its status as a shell would.
 func runJob(spec guestabi.Spec) int {
 	tty, err := os.OpenFile(guestabi.JobTTY, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -76,7 +77,13 @@ func runJob(spec guestabi.Spec) int {
 	if err != nil {
 		return exitStatus(err)
 	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, os.Stderr
+	stdin := tty
+	if tty != os.Stdout {
+		var done func()
+		stdin, done = jobStdin(tty)
+		defer done()
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, tty, os.Stderr
 	status := runReaping(cmd)
 	if spec.Out {
 		if err := saveOut(); err != nil {
