@@ -83,8 +83,12 @@ func relayInput(fd int, w *os.File) {
 			}
 		}
 	}
+	// DSR is read (an exit to vmm) only when it may have changed: at
+	// first, and when the watcher woke the relay or the poll timed out,
+	// not for every burst of input.
+	checkDSR := true
 	for {
-		ended := !dsrOn(fd)
+		ended := checkDSR && !dsrOn(fd)
 		if !copyAll() {
 			return
 		}
@@ -99,8 +103,9 @@ func relayInput(fd int, w *os.File) {
 		if wake >= 0 {
 			fds = append(fds, unix.PollFd{Fd: int32(wake), Events: unix.POLLIN})
 		}
-		_, _ = unix.Poll(fds, relayPoll)
-		if wake >= 0 {
+		n, err := unix.Poll(fds, relayPoll)
+		checkDSR = wake < 0 || n <= 0 || err != nil || fds[1].Revents != 0
+		if wake >= 0 && fds[1].Revents != 0 {
 			var b [8]byte
 			_, _ = unix.Read(wake, b[:])
 		}
