@@ -237,8 +237,23 @@ func Write(dir string, m Manifest, state []byte, regions [][]byte) error {
 	return writeFile(filepath.Join(dir, StateFile), b)
 }
 
+// tmpSuffix names a file while it is written, before it is renamed into
+// place.
+const tmpSuffix = ".tmp"
+
+// RemoveFiles removes what Write puts in dir, finished or not, and
+// nothing else: for a caller that made dir for a snapshot it could not
+// save.
+func RemoveFiles(dir string) {
+	for _, name := range []string{StateFile, MemoryFile} {
+		p := filepath.Join(dir, name)
+		_ = os.Remove(p)
+		_ = os.Remove(p + tmpSuffix)
+	}
+}
+
 func writeFile(path string, b []byte) error {
-	tmp := path + ".tmp"
+	tmp := path + tmpSuffix
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
@@ -253,7 +268,7 @@ func writeFile(path string, b []byte) error {
 // a file truncated to their total size, leaving holes for the rest.
 func writeMemory(dir string, regions [][]byte) (Memory, error) {
 	path := filepath.Join(dir, MemoryFile)
-	tmp := path + ".tmp"
+	tmp := path + tmpSuffix
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return Memory{}, fmt.Errorf("snapshot memory: %w", err)

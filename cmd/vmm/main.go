@@ -71,6 +71,7 @@ type options struct {
 	// `vmm run` only.
 	run                 bool
 	share, out, outSize string
+	outBytes            uint64 // outSize, parsed and checked by parseMode
 	rootfs              string
 	shares              []string // -fs values, parsed into machine.Config.Shares
 	env, command        []string
@@ -366,9 +367,11 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 			}
 		}
 		// Checked with or without -out, so a typo shows at once.
-		if n, err := parseSize(o.outSize); err != nil || n%512 != 0 {
+		n, err := parseSize(o.outSize)
+		if err != nil || n%512 != 0 {
 			return machine.Config{}, o, usageError{fmt.Errorf("-out-size %q: want a size such as 256M or 2G", o.outSize)}
 		}
+		o.outBytes = n
 	} else if fs.NArg() > 0 {
 		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}

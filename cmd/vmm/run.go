@@ -103,11 +103,6 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	if o.out == "" {
 		return j, nil
 	}
-	size := o.outSize
-	n, err := parseSize(size)
-	if err != nil || n%512 != 0 {
-		return nil, fmt.Errorf("-out-size %q: want a size such as 256M or 2G", size)
-	}
 	if err := makeWritableDir("-out", o.out); err != nil {
 		return nil, err
 	}
@@ -115,7 +110,7 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-out: scratch disk: %w", err)
 	}
-	j.outDir, j.outDisk, j.outSize = o.out, f.Name(), int64(n)
+	j.outDir, j.outDisk, j.outSize = o.out, f.Name(), int64(o.outBytes)
 	err = f.Truncate(j.outSize)
 	if cerr := f.Close(); err == nil {
 		err = cerr

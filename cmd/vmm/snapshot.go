@@ -12,7 +12,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -160,11 +159,7 @@ func snapshotMain(args []string, stderr io.Writer) int {
 // renames the memory file into place before it writes the state file),
 // then the directory, which is left if anything else is in it.
 func removeUnsaved(dir string) {
-	for _, name := range []string{snapshot.StateFile, snapshot.MemoryFile} {
-		p := filepath.Join(dir, name)
-		_ = os.Remove(p)
-		_ = os.Remove(p + ".tmp")
-	}
+	snapshot.RemoveFiles(dir)
 	_ = os.Remove(dir)
 }
 
