@@ -56,14 +56,21 @@ func DefaultLimits(bytes int64) Limits {
 
 // Extract unpacks the tar stream the guest wrote to the out disk into
 // dir. The stream is guest data, so it is treated as hostile: only
-// directories and regular files are created, every name must stay inside
-// dir (os.Root enforces it even against symlinks already there), existing
-// files are replaced, never followed, and lim bounds the bytes, entries,
-// depth and name lengths; an archive that breaks a limit stops the
-// extraction with an error, leaving what was extracted before it. ctx
-// stops it too (vmm's -timeout and signals), between reads, so even a
-// huge file is abandoned promptly. It returns how many files it wrote.
-func Extract(ctx context.Context, r io.Reader, dir string, lim Limits) (int, error) {
+// directories, regular files and symbolic links that stay inside dir
+// (safeLink) are created, every name must stay inside dir (os.Root
+// enforces it even against symlinks already there), existing files are
+// replaced, never followed, and lim bounds the bytes, entries, depth and
+// name lengths; an archive that breaks a limit stops the extraction with
+// an error, leaving what was extracted before it. ctx stops it too (vmm's
+// -timeout and signals), between reads, so even a huge file is abandoned
+// promptly.
+//
+// An entry that is skipped rather than refused (a link that would lead
+// out of dir, a device, a FIFO, a hard link) is reported to warn, if it
+// is not nil, one line each for the first maxWarnings and then a count,
+// so a job's output is never lost without a word. It returns how many
+// files and links it wrote.
+func Extract(ctx context.Context, r io.Reader, dir string, lim Limits, warn func(msg string)) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("-out: stopped: %w", context.Cause(ctx))
 	}
@@ -75,8 +82,9 @@ func Extract(ctx context.Context, r io.Reader, dir string, lim Limits) (int, err
 		return 0, fmt.Errorf("-out %s: %w", dir, err)
 	}
 	defer root.Close()
-	x := extractor{root: root, lim: lim, dirs: map[string]bool{}}
+	x := extractor{root: root, lim: lim, dirs: map[string]bool{}, warn: warn}
 	defer x.closeDir()
+	defer x.warnSummary()
 	tr := tar.NewReader(ctxReader{ctx, r})
 	for {
 		h, err := tr.Next()
@@ -141,11 +149,130 @@ func Extract(ctx context.Context, r io.Reader, dir string, lim Limits) (int, err
 				return x.files, fmt.Errorf("-out %s: %w", name, err)
 			}
 			x.files++
+		case tar.TypeSymlink:
+			if err := x.symlink(name, h.Linkname); err != nil {
+				return x.files, err
+			}
 		default:
-			// Links, devices and FIFOs from a guest have no business on
-			// the host: skip them.
+			// Hard links, devices and FIFOs from a guest have no
+			// business on the host (vmm-init sends none): skip them.
+			x.skip("%s: skipped: %s", name, typeName(h.Typeflag))
 		}
 	}
+}
+
+// maxWarnings is how many skipped entries Extract names one by one; the
+// rest are counted in one line, so a hostile archive of 100,000 FIFOs
+// cannot flood the user's terminal.
+const maxWarnings = 10
+
+// skip reports an entry Extract did not create.
+func (x *extractor) skip(format string, args ...any) {
+	x.skipped++
+	if x.warn != nil && x.skipped <= maxWarnings {
+		x.warn(fmt.Sprintf("-out: "+format, args...))
+	}
+}
+
+func (x *extractor) warnSummary() {
+	if x.warn != nil && x.skipped > maxWarnings {
+		x.warn(fmt.Sprintf("-out: skipped %d more entries", x.skipped-maxWarnings))
+	}
+}
+
+func typeName(t byte) string {
+	switch t {
+	case tar.TypeLink:
+		return "a hard link"
+	case tar.TypeChar, tar.TypeBlock:
+		return "a device"
+	case tar.TypeFifo:
+		return "a FIFO"
+	}
+	return fmt.Sprintf("tar entry type %q", t)
+}
+
+// symlink makes name a symbolic link to target, when safeLink allows the
+// target and name's parents are real directories, so the link resolves
+// where safeLink computed; otherwise it skips the entry with a warning.
+// An existing file or link at name is replaced; a directory is not.
+func (x *extractor) symlink(name, target string) error {
+	if !safeLink(name, target, x.lim.NameLen) {
+		x.skip("%s: skipped: a symbolic link to %q, which leads out of the output directory", name, target)
+		return nil
+	}
+	dir, base := path.Split(name)
+	dir = path.Clean(dir)
+	parent, err := x.openDir(dir)
+	if err != nil {
+		return err
+	}
+	if !x.realDirs(dir) {
+		x.skip("%s: skipped: a symbolic link inside another symbolic link", name)
+		return nil
+	}
+	if st, err := parent.Lstat(base); err == nil && st.IsDir() {
+		x.skip("%s: skipped: a symbolic link in place of a directory", name)
+		return nil
+	}
+	if err := parent.Remove(base); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("-out: %w", err)
+	}
+	if err := parent.Symlink(target, base); err != nil {
+		return fmt.Errorf("-out: %s: %w", name, err)
+	}
+	x.files++
+	return nil
+}
+
+// realDirs says whether every component of dir (a clean name relative to
+// the root) is a directory, not a symbolic link to one: a link's ".."
+// then climbs exactly the directories its name shows.
+func (x *extractor) realDirs(dir string) bool {
+	if dir == "." {
+		return true
+	}
+	for i := 0; i <= len(dir); i++ {
+		if i < len(dir) && dir[i] != '/' {
+			continue
+		}
+		st, err := x.root.Lstat(dir[:i])
+		if err != nil || !st.IsDir() {
+			return false
+		}
+	}
+	return true
+}
+
+// safeLink says whether a symbolic link named name (clean, relative to the
+// output directory) with this target keeps whoever follows it inside the
+// output directory, so that a tool that later reads or uploads the
+// directory cannot be led to the host's own files (rsync's --safe-links
+// skips the same links). The target must be relative and not empty, no
+// longer than maxLen, free of NUL, and may climb with ".." only at its
+// start and no higher than name's parent is deep: after the first other
+// component it only descends, through entries that are themselves inside
+// (directories, or links this rule let in). Links made before the
+// extraction are the user's.
+func safeLink(name, target string, maxLen int) bool {
+	if target == "" || len(target) > maxLen || strings.HasPrefix(target, "/") || strings.ContainsRune(target, 0) {
+		return false
+	}
+	depth := strings.Count(name, "/") // directories above the link
+	climbing := true
+	for _, c := range strings.Split(target, "/") {
+		switch {
+		case c == "" || c == ".":
+		case c == "..":
+			if !climbing || depth == 0 {
+				return false
+			}
+			depth--
+		default:
+			climbing = false
+		}
+	}
+	return true
 }
 
 // extractor is one Extract's state.
@@ -155,6 +282,8 @@ type extractor struct {
 	entries int // archive entries plus the directories their names implied
 	files   int
 	written int64
+	skipped int
+	warn    func(string)
 	// dirs are the directories known to exist, so that the parents of
 	// each name are made (and counted) once, not walked again per file.
 	dirs map[string]bool

@@ -50,7 +50,7 @@ func TestExtractDefaultLimits(t *testing.T) {
 				t.Fatalf("test name is %d bytes", l)
 			}
 			dir := t.TempDir()
-			n, err := Extract(context.Background(), bytes.NewReader(tarOf(t, tt.entry)), dir, DefaultLimits(1<<20))
+			n, err := Extract(context.Background(), bytes.NewReader(tarOf(t, tt.entry)), dir, DefaultLimits(1<<20), nil)
 			if tt.want == "" {
 				if err != nil || n != 1 {
 					t.Fatalf("Extract: %d files, %v", n, err)
@@ -79,7 +79,7 @@ func TestExtractMaxEntries(t *testing.T) {
 	tw.WriteHeader(&tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "x"})
 	tw.Flush()
 	r := &endless{body: one.Bytes(), cancelAt: math.MaxInt}
-	n, err := Extract(context.Background(), r, t.TempDir(), DefaultLimits(1<<20))
+	n, err := Extract(context.Background(), r, t.TempDir(), DefaultLimits(1<<20), nil)
 	if err == nil || !strings.Contains(err.Error(), "more than 100000 entries") {
 		t.Fatalf("%d files, %v; want the entry limit", n, err)
 	}
@@ -111,7 +111,7 @@ func TestExtractLimitsTable(t *testing.T) {
 		{"depth counts after cleaning", lim, tarOf(t, entry{name: "a/./b//c", body: "x", typ: tar.TypeReg}), 1, ""},
 		{"name length", lim, tarOf(t, entry{name: "abcdefghijk", typ: tar.TypeReg}), 0, "longer than 10"},
 	} {
-		n, err := Extract(context.Background(), bytes.NewReader(tt.tar), t.TempDir(), tt.lim)
+		n, err := Extract(context.Background(), bytes.NewReader(tt.tar), t.TempDir(), tt.lim, nil)
 		if n != tt.files || (tt.wantErr == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("%s: %d files, %v; want %d files and %q", tt.name, n, err, tt.files, tt.wantErr)
 		}
@@ -184,7 +184,7 @@ func TestExtractCancel(t *testing.T) {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		tt.r.cancel = func() { cancel(cause) }
 		start := time.Now()
-		n, err := Extract(ctx, tt.r, t.TempDir(), Limits{Bytes: 1 << 41, Entries: 1 << 30, Depth: 8, NameLen: 100})
+		n, err := Extract(ctx, tt.r, t.TempDir(), Limits{Bytes: 1 << 41, Entries: 1 << 30, Depth: 8, NameLen: 100}, nil)
 		if !errors.Is(err, cause) || !strings.Contains(err.Error(), "stopped") {
 			t.Errorf("%s: %d files, %v; want an error wrapping %v", tt.name, n, err, cause)
 		}
@@ -201,7 +201,7 @@ func TestExtractCancel(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(cause)
 	dir := filepath.Join(t.TempDir(), "out")
-	if _, err := Extract(ctx, bytes.NewReader(tarOf(t, entry{name: "a", body: "b", typ: tar.TypeReg})), dir, DefaultLimits(1<<20)); !errors.Is(err, cause) {
+	if _, err := Extract(ctx, bytes.NewReader(tarOf(t, entry{name: "a", body: "b", typ: tar.TypeReg})), dir, DefaultLimits(1<<20), nil); !errors.Is(err, cause) {
 		t.Errorf("cancelled before the start: %v", err)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {

@@ -176,6 +176,7 @@ func rules(pid int) []rule {
 		{"openat", extract, nil, "-out: open the scratch disk and the output directory, create each file"},
 		{"mkdirat", extract, nil, "-out: make the output directory and its subdirectories"},
 		{"unlinkat", extract, nil, "-out: replace an existing file; remove the scratch disk"},
+		{"symlinkat", extract, nil, "-out: make a symbolic link the job left in /out (one that stays inside the output directory)"},
 		{"newfstatat", extract, nil, "-out: check what already exists in the output directory"},
 		{"fstat", extract, nil, "-out: os.File and os.Root look at what they opened"},
 		{"fcntl", extract, nil, "-out: os.File checks the mode of a descriptor it opened"},

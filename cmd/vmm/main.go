@@ -715,7 +715,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	case err == nil:
 		status, reported := m.ExitStatus()
 		if job != nil {
-			if err := job.collect(ctx); err != nil {
+			if err := job.collect(ctx, func(msg string) { cfg.Logf("%s", msg) }); err != nil {
 				fmt.Fprintf(stderr, "vmm: %v\n", err)
 				// -timeout or a signal stopped the extraction: the
 				// status says so, as it would have during the run.

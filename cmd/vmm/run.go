@@ -158,9 +158,10 @@ func addJobShares(cfg *machine.Config, spec *guestabi.Spec, o options) error {
 }
 
 // collect unpacks what the guest wrote to the scratch disk into -out,
-// within runjob's default limits. ctx is the run's: -timeout and signals
-// stop the extraction as they stop the guest.
-func (j *jobFiles) collect(ctx context.Context) error {
+// within runjob's default limits, telling warn about each entry it
+// skipped. ctx is the run's: -timeout and signals stop the extraction
+// as they stop the guest.
+func (j *jobFiles) collect(ctx context.Context, warn func(string)) error {
 	// A restored snapshot always has the scratch disk (its slot is in
 	// the snapshot) whether or not this run asked for -out.
 	if j.outDisk == "" || j.outDir == "" {
@@ -171,7 +172,7 @@ func (j *jobFiles) collect(ctx context.Context) error {
 		return fmt.Errorf("-out: %w", err)
 	}
 	defer f.Close()
-	_, err = runjob.Extract(ctx, f, j.outDir, runjob.DefaultLimits(j.outSize))
+	_, err = runjob.Extract(ctx, f, j.outDir, runjob.DefaultLimits(j.outSize), warn)
 	return err
 }
 

@@ -159,7 +159,7 @@ func TestCollectWithoutOut(t *testing.T) {
 		{"disk and -out", &jobFiles{outDisk: missing, outDir: t.TempDir()}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.j.collect(t.Context())
+			err := tc.j.collect(t.Context(), nil)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("collect: %v, want error %v", err, tc.wantErr)
 			}

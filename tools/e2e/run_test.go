@@ -359,14 +359,17 @@ func runCases(t *testing.T) []runCase {
 		{
 			name:     "share-and-out",
 			files:    map[string]string{"/in/input.txt": filepath.Join(shareDir, "input.txt")},
-			redirect: []string{"-cat", "/tmp/results/result", "-cat", "/tmp/results/sub/n", "-glob", "/tmp/vmm-out-*"},
+			redirect: []string{"-cat", "/tmp/results/result", "-cat", "/tmp/results/sub/n", "-cat", "/tmp/results/link", "-glob", "/tmp/vmm-out-*", "-glob", "/tmp/results/*"},
 			flags:    []string{"-share", "/in", "-out", "/tmp/results"},
 			// The job starts in /share; it copies the shared file out
 			// and writes a result of its own in a subdirectory, then
 			// prints the share's readahead (vmm-init raises it to
 			// 1 MiB; its backing device is named after the mount's
-			// major:minor, mountinfo's third field).
+			// major:minor, mountinfo's third field). Of its three
+			// special files only the link that stays in /out comes
+			// back; the other two are named on stderr.
 			command: []string{"sh", "-c", "pwd; cp input.txt /out/result && mkdir /out/sub && echo $(cat input.txt)-$((7*6)) > /out/sub/n && " +
+				"ln -s sub/n /out/link && ln -s /etc/passwd /out/evil && mknod /out/pipe p && " +
 				`cat /sys/class/bdi/$(while read -r id parent majmin rest; do case "$rest" in "/ /share "*) echo $majmin;; esac; done < /proc/self/mountinfo)/read_ahead_kb`},
 			status: 0,
 			check: func(r redirectReport) error {
@@ -381,6 +384,17 @@ func runCases(t *testing.T) []runCase {
 				}
 				if g := r.Glob["/tmp/vmm-out-*"]; len(g) != 0 {
 					return fmt.Errorf("scratch disks left behind: %q", g)
+				}
+				if got, want := r.Files["/tmp/results/link"], token+"-42\n"; got != want {
+					return fmt.Errorf("-out link (to sub/n) reads %q, want %q", got, want)
+				}
+				if got, want := strings.Join(r.Glob["/tmp/results/*"], " "), "/tmp/results/link /tmp/results/result /tmp/results/sub"; got != want {
+					return fmt.Errorf("-out holds %s, want %s (no link to /etc/passwd, no FIFO)", got, want)
+				}
+				for _, w := range []string{"vmm: -out: evil: skipped", "vmm-init: -out: pipe: skipped"} {
+					if !strings.Contains(r.Stderr, w) {
+						return fmt.Errorf("stderr does not say %q", w)
+					}
 				}
 				return nil
 			},

@@ -206,6 +206,12 @@ func saveOut() error {
 	}
 	defer f.Close()
 	tw := tar.NewWriter(f)
+	skipped := 0
+	defer func() {
+		if skipped > maxSkipWarnings {
+			fmt.Fprintf(os.Stderr, "vmm-init: -out: skipped %d more special files\n", skipped-maxSkipWarnings)
+		}
+	}()
 	err = filepath.WalkDir(guestabi.OutDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -218,10 +224,22 @@ func saveOut() error {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && !info.Mode().IsRegular() {
-			return nil // only files and directories come back
+		var target string
+		switch m := info.Mode(); {
+		case m.IsDir(), m.IsRegular():
+		case m&fs.ModeSymlink != 0:
+			// vmm keeps the links that stay inside -out and names
+			// the ones it skips.
+			if target, err = os.Readlink(p); err != nil {
+				return err
+			}
+		default:
+			if skipped++; skipped <= maxSkipWarnings {
+				fmt.Fprintf(os.Stderr, "vmm-init: -out: %s: skipped: only files, directories and symbolic links come back, not a %s\n", rel, kindName(m))
+			}
+			return nil
 		}
-		h, err := tar.FileInfoHeader(info, "")
+		h, err := tar.FileInfoHeader(info, target)
 		if err != nil {
 			return err
 		}
@@ -232,7 +250,7 @@ func saveOut() error {
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
-		if d.IsDir() {
+		if h.Typeflag != tar.TypeReg {
 			return nil
 		}
 		src, err := os.Open(p)
@@ -250,6 +268,23 @@ func saveOut() error {
 		return fmt.Errorf("%s: %w (output larger than the -out disk?)", dev, err)
 	}
 	return f.Sync()
+}
+
+// maxSkipWarnings is how many skipped files saveOut names on the console
+// before it only counts them.
+const maxSkipWarnings = 10
+
+// kindName names a file mode that -out does not carry.
+func kindName(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }
 
 func findOutDisk() (string, error) {
