@@ -71,10 +71,10 @@ func child(what string) int {
 		os.Stdin.Read(make([]byte, 1))
 		return 0
 	case "x32":
-		// An x32 call (__X32_SYSCALL_BIT) fails with ENOSYS, as the
+		// An x32 call (__X32_SYSCALL_BIT, 0x40000000) fails with ENOSYS, as the
 		// library's filter prefix makes it; it must not reach the
 		// 64-bit rules.
-		_, _, errno := unix.RawSyscall(x32Bit|unix.SYS_GETPPID, 0, 0, 0)
+		_, _, errno := unix.RawSyscall(0x40000000|unix.SYS_GETPPID, 0, 0, 0)
 		fmt.Println("x32:", errno == unix.ENOSYS)
 		return 0
 	case "getppid":

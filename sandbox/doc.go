@@ -13,7 +13,7 @@
 // filter turns that observation into a rule the kernel enforces, so such
 // a bug can do only what vmm does anyway.
 //
-// The allow-list is rules.go, one line per system call with the reason
+// The allow-list is policy/rules.go, one line per system call with the reason
 // it is there; ioctl is allowed only for the requests vmm makes after
 // setup, clone only with the Go runtime's thread flags, mmap only without
 // PROT_EXEC, and signals only to vmm itself. Anything else is denied:
@@ -27,13 +27,10 @@
 // traceback that does not name the call, and which may not run at all if
 // the denied call was made while a runtime lock was held.
 //
-// Why github.com/elastic/go-seccomp-bpf: vmm is pure Go (CGO_ENABLED=0),
-// which rules out libseccomp and its Go binding. The library is pure Go,
-// has the kernel's syscall tables (names to numbers, and back, which the
-// message needs), assembles argument conditions into correct 64-bit BPF
-// comparisons, and prefixes the architecture check and the x32 guard
-// every hand-written filter must not forget. Only its assembler is used:
-// installing the filter is done here, because the TSYNC result (a thread
-// that could not be synchronized) must be checked, and the SIGSYS
-// handler must be in place first.
+// The filters are compiled ahead of time: package policy assembles each
+// variant (with -out, -nic user, a share, and cgo or not) and
+// `go test ./sandbox -run TestFiltersFile -update` writes them to
+// zfilters_*.go, which Install copies, writing in the process's ID. So
+// vmm links the programs, not the assembler (see policy's doc), and a
+// test fails whenever the rules and the compiled filters differ.
 package sandbox

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"unsafe"
 
-	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,15 +31,11 @@ func sigsys()
 func sigreturn()
 func handlerAddrs() (handler, restorer uintptr)
 
-// install puts the SIGSYS handler in place, then the filter prog on
-// every thread.
-func install(prog []bpf.RawInstruction) error {
-	if len(prog) == 0 || len(prog) > unix.BPF_MAXINSNS {
-		return fmt.Errorf("filter of %d instructions", len(prog))
-	}
-	filter := make([]unix.SockFilter, len(prog))
-	for i, in := range prog {
-		filter[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
+// install puts the SIGSYS handler in place, then filter on every
+// thread.
+func install(filter []unix.SockFilter) error {
+	if len(filter) == 0 || len(filter) > unix.BPF_MAXINSNS {
+		return fmt.Errorf("filter of %d instructions", len(filter))
 	}
 	// PR_SET_NO_NEW_PRIVS is per thread: it and the filter must be set
 	// on the same one (TSYNC then copies both to the others).

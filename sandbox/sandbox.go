@@ -6,8 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
-	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 // Options says what the process does after Install besides running its
@@ -34,7 +33,7 @@ const exitDenied = 128 + 31
 
 // Install turns the sandbox on for every thread of the process, now and
 // later, for the rest of its life: PR_SET_NO_NEW_PRIVS, then one seccomp
-// filter made from rules.go, synchronized to all threads
+// filter made from policy/rules.go, synchronized to all threads
 // (SECCOMP_FILTER_FLAG_TSYNC; threads started later inherit it). Call it
 // once every file, device and socket the process needs is open, before
 // it runs guest code. A denied call then ends the process with one line
@@ -45,179 +44,47 @@ const exitDenied = 128 + 31
 // (its SIGSYS handler and no_new_privs bit may be set, which changes
 // nothing for vmm), and the caller should stop.
 func Install(o Options) error {
-	prog, err := program(o, os.Getpid())
-	if err != nil {
-		return fmt.Errorf("sandbox: %w", err)
-	}
-	if err := install(prog); err != nil {
+	if err := install(filter(o, os.Getpid())); err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
 	return nil
 }
 
-// applies says whether rules for w are part of the filter for o.
-func (o Options) applies(w when) bool {
-	switch w {
-	case extract:
-		return o.Extract
-	case network:
-		return o.Network
-	case files:
-		return o.Files
-	case withCgo:
-		return cgoBuild
-	}
-	return true
+// compiled is one filter as package policy assembled it for a process
+// whose ID was a stand-in: pidAt are the instructions whose constant is
+// that ID.
+type compiled struct {
+	code  []unix.SockFilter
+	pidAt []int
 }
 
-// program assembles the filter for a process whose ID is pid: the
-// policies (see there) one after the other in one program. Each but the
-// last ends in its default verdict, allow; that return becomes a jump to
-// the next instruction, so a call a part lets through goes on to the
-// next part, which loads the architecture and the call's number afresh.
-// Only the last part, the allow-list by name, ends the program. A part
-// never jumps outside itself (go-seccomp-bpf's jumps are relative and
-// stay within the program it assembled).
-func program(o Options, pid int) ([]bpf.RawInstruction, error) {
-	ps, err := policies(o, pid)
-	if err != nil {
-		return nil, err
+// filter is the program for o in a process whose ID is pid: the variant
+// compiled for o (zfilters_*.go, made from policy.Program by
+// TestFiltersFile), with pid written where the stand-in was. vmm
+// assembles nothing at run time, so it does not link go-seccomp-bpf,
+// whose system-call tables for every architecture cost 165 KB of heap
+// at every start and its code some 180 KB of the binary (issue 12).
+func filter(o Options, pid int) []unix.SockFilter {
+	c := filters[variant(o)]
+	code := make([]unix.SockFilter, len(c.code))
+	copy(code, c.code)
+	for _, i := range c.pidAt {
+		code[i].K = uint32(pid)
 	}
-	var all []bpf.Instruction
-	for i, p := range ps {
-		insts, err := p.Assemble()
-		if err != nil {
-			return nil, err
-		}
-		if i < len(ps)-1 {
-			end, ok := insts[len(insts)-1].(bpf.RetConstant)
-			if !ok || end.Val != uint32(seccomp.ActionAllow) {
-				return nil, fmt.Errorf("filter part %d ends in %v, not its default verdict", i, insts[len(insts)-1])
-			}
-			insts[len(insts)-1] = bpf.Jump{Skip: 0}
-		}
-		all = append(all, insts...)
-	}
-	return bpf.Assemble(all)
+	return code
 }
 
-// policies are the parts of the filter before assembly, in the order
-// they run. The first allows KVM_RUN at once. Each other but the last traps one system call when its arguments
-// match none of its rules and lets everything else through. The last
-// allows every call rules.go names, whatever its arguments, fails those
-// of failures() with their errno, and traps (SIGSYS) every other. Each
-// part checks the architecture first (a 32-bit call is let through by
-// the first parts and trapped by the last) and makes x32 calls fail with
-// ENOSYS: go-seccomp-bpf puts that in front of every policy.
-//
-// One part per argument check, not one policy for everything, because
-// go-seccomp-bpf v1.6.0 does not reload the system call number after a
-// failed argument check: in one policy, the comparisons that follow would
-// compare the argument instead (clone with flags SIGCHLD, 17, would be
-// allowed as pread64, 17). In its own part, a failed check can only
-// reach the part's end, and the next part starts by loading the number.
-func policies(o Options, pid int) ([]seccomp.Policy, error) {
-	names := seccomp.SyscallGroup{Action: seccomp.ActionAllow}
-	var failing []seccomp.SyscallGroup
-	var checked []string // in rules order, each once
-	byName := map[string][]rule{}
-	anyArgs := map[string]bool{} // an applicable rule allows any arguments
-	for _, f := range failures() {
-		if o.applies(f.when) {
-			failing = append(failing, seccomp.SyscallGroup{
-				Names:  []string{f.name},
-				Action: seccomp.ActionErrno | seccomp.Action(f.errno),
-			})
-		}
+// variant indexes filters: one bit per option.
+func variant(o Options) int {
+	v := 0
+	if o.Extract {
+		v |= 1
 	}
-	for _, r := range rules(pid) {
-		if !o.applies(r.when) {
-			continue
-		}
-		if len(byName[r.name]) == 0 {
-			names.Names = append(names.Names, r.name)
-			checked = append(checked, r.name)
-		}
-		byName[r.name] = append(byName[r.name], r)
-		anyArgs[r.name] = anyArgs[r.name] || r.args == nil
+	if o.Network {
+		v |= 2
 	}
-	// KVM_RUN is made on every vCPU exit: a first part allows it before
-	// any other comparison.
-	ps := []seccomp.Policy{{
-		DefaultAction: seccomp.ActionAllow,
-		Syscalls: []seccomp.SyscallGroup{{
-			Action:             seccomp.ActionAllow,
-			NamesWithCondtions: []seccomp.NameWithConditions{{Name: "ioctl", Conditions: []seccomp.Condition{eq(1, kvmRun)}}},
-		}},
-	}}
-	for _, name := range checked {
-		if anyArgs[name] {
-			continue
-		}
-		deny, err := denySets(byName[name])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		g := seccomp.SyscallGroup{Action: seccomp.ActionTrap}
-		for _, set := range deny {
-			g.NamesWithCondtions = append(g.NamesWithCondtions, seccomp.NameWithConditions{Name: name, Conditions: set})
-		}
-		ps = append(ps, seccomp.Policy{DefaultAction: seccomp.ActionAllow, Syscalls: []seccomp.SyscallGroup{g}})
+	if o.Files {
+		v |= 4
 	}
-	return append(ps, seccomp.Policy{
-		DefaultAction: seccomp.ActionTrap,
-		Syscalls:      append([]seccomp.SyscallGroup{names}, failing...),
-	}), nil
-}
-
-// denySets turns the rules of one system call, each allowing it when all
-// its conditions hold, into the condition sets that deny it: it is
-// denied when any set holds, a set holding when all its conditions do.
-// Two shapes are supported, which is all rules.go needs: one rule with
-// any number of conditions (denied when any fails), or several rules of
-// one condition each (denied when all fail).
-func denySets(rs []rule) ([]seccomp.ArgumentConditions, error) {
-	if len(rs) == 1 {
-		var sets []seccomp.ArgumentConditions
-		for _, c := range rs[0].args {
-			n, err := negate(c)
-			if err != nil {
-				return nil, err
-			}
-			sets = append(sets, seccomp.ArgumentConditions{n})
-		}
-		return sets, nil
-	}
-	var set seccomp.ArgumentConditions
-	for _, r := range rs {
-		if len(r.args) != 1 {
-			return nil, fmt.Errorf("%d rules, one with %d conditions: give each rule one condition, or write one rule", len(rs), len(r.args))
-		}
-		n, err := negate(r.args[0])
-		if err != nil {
-			return nil, err
-		}
-		set = append(set, n)
-	}
-	return []seccomp.ArgumentConditions{set}, nil
-}
-
-// negate is the condition that holds exactly when c does not.
-func negate(c seccomp.Condition) (seccomp.Condition, error) {
-	opposite := map[seccomp.Operation]seccomp.Operation{
-		seccomp.Equal:          seccomp.NotEqual,
-		seccomp.NotEqual:       seccomp.Equal,
-		seccomp.BitsSet:        seccomp.BitsNotSet,
-		seccomp.BitsNotSet:     seccomp.BitsSet,
-		seccomp.LessOrEqual:    seccomp.GreaterThan,
-		seccomp.GreaterThan:    seccomp.LessOrEqual,
-		seccomp.LessThan:       seccomp.GreaterOrEqual,
-		seccomp.GreaterOrEqual: seccomp.LessThan,
-	}
-	op, ok := opposite[c.Operation]
-	if !ok {
-		return c, fmt.Errorf("unknown operation %q", c.Operation)
-	}
-	c.Operation = op
-	return c, nil
+	return v
 }

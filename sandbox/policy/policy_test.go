@@ -1,6 +1,6 @@
 //go:build linux && amd64
 
-package sandbox
+package policy
 
 import (
 	"encoding/binary"
@@ -47,22 +47,22 @@ func TestRules(t *testing.T) {
 			t.Errorf("%s: both with and without conditions; the unconditional rule makes the others moot", r.name)
 		}
 	}
-	for _, o := range allOptions {
-		prog, err := program(o, testPID)
+	for _, s := range allSets {
+		prog, err := Program(s, testPID)
 		if err != nil {
-			t.Fatalf("%+v: %v", o, err)
+			t.Fatalf("%+v: %v", s, err)
 		}
 		if len(prog) > unix.BPF_MAXINSNS {
-			t.Fatalf("%+v: %d instructions, the kernel takes %d", o, len(prog), unix.BPF_MAXINSNS)
+			t.Fatalf("%+v: %d instructions, the kernel takes %d", s, len(prog), unix.BPF_MAXINSNS)
 		}
-		t.Logf("%+v: %d instructions", o, len(prog))
+		t.Logf("%+v: %d instructions", s, len(prog))
 	}
 }
 
-// allOptions are every combination of Options.
-var allOptions = func() (all []Options) {
-	for i := 0; i < 8; i++ {
-		all = append(all, Options{Extract: i&1 != 0, Network: i&2 != 0, Files: i&4 != 0})
+// allSets are every combination of Set.
+var allSets = func() (all []Set) {
+	for i := 0; i < 16; i++ {
+		all = append(all, Set{Extract: i&1 != 0, Network: i&2 != 0, Files: i&4 != 0, Cgo: i&8 != 0})
 	}
 	return all
 }()
@@ -99,8 +99,15 @@ func nr(t *testing.T, name string) uint32 {
 	return uint32(n)
 }
 
-// The filter's verdict for calls vmm makes and calls it must not.
+// The filter's verdict for calls vmm makes and calls it must not, in a
+// vmm built with cgo and without.
 func TestFilterVerdicts(t *testing.T) {
+	for _, cgo := range []bool{false, true} {
+		t.Run(map[bool]string{false: "nocgo", true: "cgo"}[cgo], func(t *testing.T) { testFilterVerdicts(t, cgo) })
+	}
+}
+
+func testFilterVerdicts(t *testing.T, cgoBuild bool) {
 	allow := uint32(seccomp.ActionAllow)
 	trap := uint32(seccomp.ActionTrap)
 	enosys := uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)
@@ -186,17 +193,20 @@ func TestFilterVerdicts(t *testing.T) {
 		{name: "32-bit ABI", call: "getpid", arch: auditArchI386, want: trap},
 		{name: "x32 ABI", call: "getpid", x32: true, want: enosys},
 	}
-	vms := map[Options]*bpf.VM{}
-	for _, o := range allOptions {
-		raw, err := program(o, testPID)
+	vms := map[Set]*bpf.VM{}
+	for _, s := range allSets {
+		if s.Cgo != cgoBuild {
+			continue
+		}
+		raw, err := Program(s, testPID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		insts, ok := bpf.Disassemble(raw)
 		if !ok {
-			t.Fatalf("%+v: the program does not disassemble", o)
+			t.Fatalf("%+v: the program does not disassemble", s)
 		}
-		if vms[o], err = bpf.NewVM(insts); err != nil {
+		if vms[s], err = bpf.NewVM(insts); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -209,7 +219,7 @@ func TestFilterVerdicts(t *testing.T) {
 			if tt.x32 {
 				d.nr |= x32Bit
 			}
-			got, err := vms[Options{Extract: tt.extract, Network: tt.network, Files: tt.files}].Run(d.encode())
+			got, err := vms[Set{Extract: tt.extract, Network: tt.network, Files: tt.files, Cgo: cgoBuild}].Run(d.encode())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,6 @@
 //go:build linux && amd64
 
-package sandbox
+package policy
 
 import (
 	seccomp "github.com/elastic/go-seccomp-bpf"
@@ -21,9 +21,9 @@ type when int
 
 const (
 	always  when = iota
-	extract      // only with Options.Extract (`vmm run -out`)
-	network      // only with Options.Network (-nic user)
-	files        // only with Options.Files (-fs, vmm run -share and -rootfs)
+	extract      // only with Set.Extract (`vmm run -out`)
+	network      // only with Set.Network (-nic user)
+	files        // only with Set.Files (-fs, vmm run -share and -rootfs)
 	withCgo      // only in a vmm built with cgo, whose threads glibc starts
 )
 
