@@ -25,9 +25,12 @@ deps: host-deps
 
 # The linker flag is internal/selfmem's LDFlags (see there): the runtime
 # starts with its heap out of huge pages, so vmm need not start twice.
+# vmm-net is -nic user's network, which vmm runs next to itself
+# (package usernet/remote).
 vmm:
 	@mkdir -p $(BUILD)
 	$(GO) build -ldflags=-X=runtime.godebugDefault=disablethp=1 -o $(BUILD)/vmm ./cmd/vmm
+	$(GO) build -ldflags=-X=runtime.godebugDefault=disablethp=1 -o $(BUILD)/vmm-net ./cmd/vmm-net
 
 # The default guest: Debian's cloud kernel and a u-root initramfs.
 guest: deps
@@ -42,7 +45,7 @@ run: deps vmm guest
 		$(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(ARGS); \
 	else \
 		echo "make run: no usable /dev/kvm here; booting vmm inside a nested L1 guest (QEMU TCG, emulated AMD-V)"; \
-		$(GO) run ./tools/cmd/vmm-nested --file /vmm=$(BUILD)/vmm \
+		$(GO) run ./tools/cmd/vmm-nested --file /vmm=$(BUILD)/vmm --file /vmm-net=$(BUILD)/vmm-net \
 			--file /guest/bzImage=$(GUEST)/bzImage --file /guest/initrd.cpio=$(GUEST)/initrd.cpio \
 			-- /vmm -kernel /guest/bzImage -initrd /guest/initrd.cpio $(ARGS); \
 	fi

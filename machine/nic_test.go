@@ -2,14 +2,37 @@ package machine
 
 import (
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmm-dev/vmm/usernet"
+	"github.com/vmm-dev/vmm/usernet/hostfwd"
 	vnet "github.com/vmm-dev/vmm/virtio/net"
 )
+
+// helperEnv makes this test binary the vmm-net helper (TestMain), so a
+// user network's tests need no other build.
+const helperEnv = "VMM_MACHINE_TEST_NET_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "1" {
+		os.Exit(usernet.HelperMain(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// userNIC is a user-network card whose helper is this test binary.
+func userNIC(t *testing.T, n NIC) NIC {
+	t.Setenv(helperEnv, "1")
+	n.User, n.Helper = true, os.Args[0]
+	// Under -race the runtime makes calls the filter does not know;
+	// the helper's filter is tested end to end (tools/e2e).
+	n.NoSandbox = true
+	return n
+}
 
 // A user-network card needs no privilege: it opens before /dev/kvm with
 // QEMU's default MAC for its index, offers checksum and segmentation
@@ -17,11 +40,11 @@ import (
 // network stops with the machine.
 func TestUserNIC(t *testing.T) {
 	before := runtime.NumGoroutine()
-	fwd, err := usernet.ParseForward("tcp:127.0.0.1:0-:22")
+	fwd, err := hostfwd.Parse("tcp:127.0.0.1:0-:22")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &Machine{cfg: Config{NICs: []NIC{{User: true}, {User: true, HostFwd: []usernet.Forward{fwd}, MAC: [6]byte{0x52, 0x54, 0, 0, 0, 9}}}}}
+	m := &Machine{cfg: Config{NICs: []NIC{userNIC(t, NIC{}), userNIC(t, NIC{HostFwd: []hostfwd.Forward{fwd}, MAC: [6]byte{0x52, 0x54, 0, 0, 0, 9}})}}}
 	if err := m.openVirtio(); err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +82,11 @@ func TestUserNICPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	fwd, err := usernet.ParseForward("tcp:" + l.Addr().String() + "-:22")
+	fwd, err := hostfwd.Parse("tcp:" + l.Addr().String() + "-:22")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &Machine{cfg: Config{NICs: []NIC{{User: true, HostFwd: []usernet.Forward{fwd}}}}}
+	m := &Machine{cfg: Config{NICs: []NIC{userNIC(t, NIC{HostFwd: []hostfwd.Forward{fwd}})}}}
 	err = m.openVirtio()
 	m.closeVirtio()
 	if err == nil || !strings.Contains(err.Error(), "virtio-net0: user network: hostfwd tcp:"+l.Addr().String()) ||

@@ -13,7 +13,8 @@ import (
 	"github.com/vmm-dev/vmm/kvm"
 	"github.com/vmm-dev/vmm/pci"
 	"github.com/vmm-dev/vmm/tap"
-	"github.com/vmm-dev/vmm/usernet"
+	"github.com/vmm-dev/vmm/usernet/hostfwd"
+	"github.com/vmm-dev/vmm/usernet/remote"
 	"github.com/vmm-dev/vmm/virtio"
 	"github.com/vmm-dev/vmm/virtio/blk"
 	"github.com/vmm-dev/vmm/virtio/fs"
@@ -30,17 +31,24 @@ type Disk struct {
 }
 
 // NIC is a virtio-net card attached to a host TAP interface or to a
-// user-mode network inside vmm.
+// user-mode network in a helper process.
 type NIC struct {
 	// Tap is the host TAP interface's name; unused with User.
 	Tap string
 	// User attaches the card to its own user-mode network (package
 	// usernet): DHCP, DNS, and the guest's connections made through
-	// host sockets, with no privilege needed.
+	// host sockets, with no privilege needed. It runs in the vmm-net
+	// helper (package usernet/remote), started when the machine is
+	// built and ended when it is closed.
 	User bool
 	// HostFwd are the user network's host ports forwarded into the
 	// guest, bound when the machine is built.
-	HostFwd []usernet.Forward
+	HostFwd []hostfwd.Forward
+	// Helper is the vmm-net binary; empty means remote.FindHelper's.
+	Helper string
+	// NoSandbox runs the helper without its seccomp filter (vmm's
+	// -sandbox=off).
+	NoSandbox bool
 	// MAC is the guest's address; the zero value means net.DefaultMAC
 	// of the TAP's name, so a guest keeps its address across runs, or
 	// for a user network QEMU's default, 52:54:00:12:34:56 with the
@@ -145,7 +153,14 @@ func (m *Machine) openVirtio() error {
 			io.Closer
 		}
 		if n.User {
-			u, err := usernet.New(usernet.Config{Forwards: n.HostFwd, Logf: o.Logf})
+			helper := n.Helper
+			if helper == "" {
+				var err error
+				if helper, err = remote.FindHelper(); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+			}
+			u, err := remote.Start(remote.Config{Helper: helper, Forwards: n.HostFwd, NoSandbox: n.NoSandbox, Logf: o.Logf})
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}

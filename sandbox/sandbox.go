@@ -16,9 +16,10 @@ type Options struct {
 	// guest has stopped: unpacking its output into a host directory and
 	// removing the scratch disk.
 	Extract bool
-	// Network allows what a user-mode network card (-nic user) does
-	// while the guest runs: IPv4 and IPv6 sockets, and read-only opens
-	// of the resolver's configuration.
+	// Network allows what a user-mode network (-nic user) does while
+	// the guest runs: IPv4 and IPv6 sockets, and read-only opens of the
+	// resolver's configuration. The vmm-net helper, where that network
+	// runs, asks for it; vmm itself never does.
 	Network bool
 	// Files allows what a virtio-fs share (-fs, vmm run -share and
 	// -rootfs) does while the guest runs: the file-system calls of

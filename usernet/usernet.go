@@ -1,5 +1,5 @@
 // Package usernet is a user-mode network for one virtio-net card: a
-// userspace TCP/IP stack inside vmm that gives the guest an address by
+// userspace TCP/IP stack that gives the guest an address by
 // DHCP, answers DNS from the host's resolver, carries the guest's TCP and
 // UDP through ordinary host sockets and forwards host ports into the
 // guest. It needs no privilege: no TAP, no CAP_NET_ADMIN, no root.
@@ -15,6 +15,9 @@
 // gateway is 10.0.2.2, which also stands for the host's loopback (a
 // connection to 10.0.2.2:8080 reaches 127.0.0.1:8080 on the host), and
 // the DNS server is 10.0.2.3.
+//
+// It runs in the vmm-net helper (HelperMain), not in vmm, which reaches
+// it through package usernet/remote: see there for why.
 //
 // A Network is itself the card's backend (it satisfies virtio/net's
 // Backend): Write takes a frame the guest sent and hands it to the stack
@@ -47,6 +50,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/vmm-dev/vmm/usernet/hostfwd"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -59,15 +63,16 @@ import (
 
 // The virtual network's addresses, as QEMU's slirp assigns them (QEMU's
 // documentation, "Network emulation", user mode networking).
+// They are package hostfwd's, which vmm reads without linking the stack.
 const (
 	// NetworkCIDR is the guest's network.
-	NetworkCIDR = "10.0.2.0/24"
+	NetworkCIDR = hostfwd.NetworkCIDR
 	// GatewayAddr is the guest's router, and the host's loopback.
-	GatewayAddr = "10.0.2.2"
+	GatewayAddr = hostfwd.GatewayAddr
 	// DNSAddr answers DNS queries from the host's resolver.
-	DNSAddr = "10.0.2.3"
+	DNSAddr = hostfwd.DNSAddr
 	// GuestAddr is the one address the DHCP server hands out.
-	GuestAddr = "10.0.2.15"
+	GuestAddr = hostfwd.GuestAddr
 	// HostLoopbackAddr is where connections to GatewayAddr go on the
 	// host.
 	HostLoopbackAddr = "127.0.0.1"

@@ -450,6 +450,8 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 		if err != nil {
 			return machine.Config{}, o, usageError{err}
 		}
+		// A user network's helper confines itself as vmm does.
+		nic.NoSandbox = nic.User && o.sandbox == "off"
 		cfg.NICs = append(cfg.NICs, nic)
 	}
 	for _, v := range o.shares {

@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/vmm-dev/vmm/machine"
-	"github.com/vmm-dev/vmm/usernet"
+	"github.com/vmm-dev/vmm/usernet/hostfwd"
 )
 
 // nicArg is one -tap or -nic value, kept with its flag so that both
@@ -74,7 +74,7 @@ func parseNIC(v string) (machine.NIC, error) {
 				return n, fmt.Errorf("-nic %q: model %q: vmm's cards are virtio-net", v, val)
 			}
 		case key == "hostfwd" && n.User:
-			f, err := usernet.ParseForward(val)
+			f, err := hostfwd.Parse(val)
 			if err != nil {
 				return n, fmt.Errorf("-nic %q: %w", v, err)
 			}

@@ -6,15 +6,16 @@ import (
 	"github.com/vmm-dev/vmm/sandbox"
 )
 
-// enterSandbox confines vmm to the system calls in sandbox/rules.go,
-// unless -sandbox=off. It is called once the machine is built: every
-// file, device and socket vmm needs is open, and no guest code has run.
-// A job's scratch disk (vmm run with -out, and every restored snapshot,
-// which carries one) adds the calls that read and remove it after the
-// guest stops (-out's extraction), -nic user those of the user-mode
-// network (host sockets, the resolver's files), and a virtio-fs share
-// (-fs, vmm run -share and -rootfs) the file-system calls its server
-// makes for the guest.
+// enterSandbox confines vmm to the system calls in
+// sandbox/policy/rules.go, unless -sandbox=off. It is called once the
+// machine is built: every file, device and socket vmm needs is open, and
+// no guest code has run. A job's scratch disk (vmm run with -out, and
+// every restored snapshot, which carries one) adds the calls that read
+// and remove it after the guest stops (-out's extraction), and a
+// virtio-fs share (-fs, vmm run -share and -rootfs) the file-system
+// calls its server makes for the guest. -nic user adds nothing: its
+// network runs in the vmm-net helper, which takes the network variant
+// of the filter itself.
 func enterSandbox(o options, cfg machine.Config) error {
 	if o.sandbox == "off" {
 		return nil
@@ -27,9 +28,6 @@ func sandboxOptions(cfg machine.Config) sandbox.Options {
 	so := sandbox.Options{Files: len(cfg.Shares) > 0}
 	for _, d := range cfg.Disks {
 		so.Extract = so.Extract || d.Serial == guestabi.OutSerial
-	}
-	for _, n := range cfg.NICs {
-		so.Network = so.Network || n.User
 	}
 	return so
 }

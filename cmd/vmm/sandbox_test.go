@@ -11,8 +11,8 @@ import (
 )
 
 // -sandbox is on unless turned off, takes nothing else, and the sandbox
-// widens only for a job's scratch disk (-out, restored snapshots), -nic
-// user and -fs.
+// widens only for a job's scratch disk (-out, restored snapshots) and
+// -fs: -nic user's sockets are its helper's, never vmm's.
 func TestSandboxFlag(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
@@ -23,7 +23,7 @@ func TestSandboxFlag(t *testing.T) {
 		{[]string{"-kernel", "bz", "-sandbox=off"}, "off", sandbox.Options{}},
 		{[]string{"-kernel", "bz", "--sandbox", "on"}, "on", sandbox.Options{}},
 		{[]string{"-kernel", "bz", "-sandbox", "maybe"}, "", sandbox.Options{}},
-		{[]string{"-kernel", "bz", "-nic", "user"}, "on", sandbox.Options{Network: true}},
+		{[]string{"-kernel", "bz", "-nic", "user"}, "on", sandbox.Options{}},
 		{[]string{"-kernel", "bz", "-tap", "tap0"}, "on", sandbox.Options{}},
 		{[]string{"-kernel", "bz", "-fs", "/tmp"}, "on", sandbox.Options{Files: true}},
 	} {

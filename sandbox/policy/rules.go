@@ -147,6 +147,8 @@ func rules(pid int) []rule {
 		{"getrandom", always, nil, "the runtime's random seeds where the vDSO cannot serve them"},
 		{"exit", always, nil, "a thread ends (a vCPU goroutine's locked thread, when the machine stops)"},
 		{"exit_group", always, nil, "vmm exits, and the SIGSYS handler ends it"},
+		{"waitid", always, nil, "reap the vmm-net helper vmm started for -nic user (os/exec waits on its pidfd), only ever a child"},
+		{"wait4", always, nil, "the same where the kernel has no pidfd"},
 
 		// A vmm built with cgo (CGO_ENABLED=1, the go command's default
 		// where a C compiler is found: package net links the C runtime)

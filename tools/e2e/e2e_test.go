@@ -155,6 +155,7 @@ func l1Config(t *testing.T) nested.Config {
 		ModulesDir: setup.l1.ModulesDir,
 		Files: map[string]string{
 			"/vmm":               setup.vmm,
+			"/vmm-net":           nested.NetHelper(setup.vmm),
 			"/bin/l1tool":        setup.l1tool,
 			"/guest/bzImage":     setup.cloud.BzImage,
 			"/guest/generic":     setup.generic.BzImage,

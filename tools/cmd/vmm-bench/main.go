@@ -386,6 +386,7 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 	}
 	l1Files := map[string]string{
 		"/vmm":               f.vmm,
+		"/vmm-net":           nested.NetHelper(f.vmm),
 		"/bin/l1tool":        f.l1tool,
 		"/bin/benchtool":     f.benchtool,
 		"/guest/bzImage":     f.kernel,

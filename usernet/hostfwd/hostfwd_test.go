@@ -1,11 +1,12 @@
-package usernet
+package hostfwd
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
 
-func TestParseForward(t *testing.T) {
+func TestParse(t *testing.T) {
 	for _, c := range []struct {
 		in   string
 		want string // Forward.String(); "" for an error
@@ -39,39 +40,39 @@ func TestParseForward(t *testing.T) {
 		{"tcp::22-10.0.2.255:22", "", "not a guest's address"},
 		{"tcp::22-::1:22", "", "guest port"},
 	} {
-		f, err := ParseForward(c.in)
+		f, err := Parse(c.in)
 		switch {
 		case c.want != "" && err != nil:
-			t.Errorf("ParseForward(%q): %v", c.in, err)
+			t.Errorf("Parse(%q): %v", c.in, err)
 		case c.want != "" && f.String() != c.want:
-			t.Errorf("ParseForward(%q) = %s, want %s", c.in, f, c.want)
+			t.Errorf("Parse(%q) = %s, want %s", c.in, f, c.want)
 		case c.want == "" && err == nil:
-			t.Errorf("ParseForward(%q) = %s, want an error about %s", c.in, f, c.err)
+			t.Errorf("Parse(%q) = %s, want an error about %s", c.in, f, c.err)
 		case c.want == "" && !strings.Contains(err.Error(), c.err):
-			t.Errorf("ParseForward(%q): %v, want an error about %s", c.in, err, c.err)
+			t.Errorf("Parse(%q): %v, want an error about %s", c.in, err, c.err)
 		}
 	}
 }
 
-// FuzzParseForward: any string either fails or gives a rule that reads
+// FuzzParse: any string either fails or gives a rule that reads
 // back the same through its own spelling, with ports and addresses in
 // range.
-func FuzzParseForward(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	for _, s := range []string{"tcp::2222-:22", "udp:127.0.0.1:5353-10.0.2.15:53", "::0-:1", "tcp:1.2.3.4:65535-10.0.2.99:65535", "x", "tcp:::-:"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		fw, err := ParseForward(s)
+		fw, err := Parse(s)
 		if err != nil {
 			if strings.ContainsAny(err.Error(), "\n") {
 				t.Fatalf("multi-line error: %q", err)
 			}
 			return
 		}
-		if !fw.Host.Addr().Is4() || !prefix.Contains(fw.Guest.Addr()) || fw.Guest.Port() == 0 {
+		if !fw.Host.Addr().Is4() || !netip.MustParsePrefix(NetworkCIDR).Contains(fw.Guest.Addr()) || fw.Guest.Port() == 0 {
 			t.Fatalf("%q parsed to %v", s, fw)
 		}
-		again, err := ParseForward(fw.String())
+		again, err := Parse(fw.String())
 		if err != nil || again != fw {
 			t.Fatalf("%q -> %s -> %v, %v", s, fw, again, err)
 		}

@@ -1,0 +1,340 @@
+// Package remote runs a user network (package usernet) in a process of
+// its own, the vmm-net helper, and is both ends of the wire between it
+// and vmm: Start, in vmm, gives a virtio-net backend; Serve, in the
+// helper, carries frames between that wire and the stack.
+//
+// Why a process: the user network is gVisor's netstack with DHCP and DNS
+// servers, about a third of the code vmm would otherwise link. In one
+// binary every vmm pays for it, card or not: Go runs the packages'
+// initializers at every start and the kernel maps their code and data
+// around every page vmm touches (fault-around), so it was resident in
+// each boot. Apart, only a run with -nic user starts it, as QEMU starts
+// passt. It also keeps the stack's host sockets out of vmm: vmm's seccomp
+// filter allows no socket calls at all, and the helper, whose filter
+// allows them, holds no guest memory and no KVM descriptor.
+//
+// The wire is two socketpairs, both SOCK_SEQPACKET so that one write is
+// one message and a reader never sees half of one:
+//
+//   - frames (the helper's descriptor 3): each message one frame,
+//     virtio-net header first (usernet.HeaderSize bytes), in both
+//     directions, exactly as the Backend's Read returns and Write takes
+//     them;
+//   - control (descriptor 4): text messages. The helper sends "ready"
+//     once its network is up, or "error TEXT" and exits; then "log TEXT"
+//     for what it would log. vmm sends "offload FLAGS" (decimal TUN_F_*
+//     flags) when the guest's driver negotiates offloads.
+//
+// The helper exits when vmm's end of the frames socket closes, which
+// the kernel does for vmm however it ends, so a helper never outlives
+// its vmm for long, even one killed with SIGKILL.
+package remote
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vmm-dev/vmm/usernet/hostfwd"
+	"golang.org/x/sys/unix"
+)
+
+// HelperName is the helper's file name: vmm looks for it next to its own
+// executable, then in $PATH.
+const HelperName = "vmm-net"
+
+// Descriptors of the two sockets in the helper.
+const (
+	FramesFD  = 3
+	ControlFD = 4
+)
+
+// Control messages.
+const (
+	msgReady   = "ready"
+	msgError   = "error "
+	msgLog     = "log "
+	msgOffload = "offload "
+)
+
+// maxControl bounds one control message: a log line longer than this is
+// cut.
+const maxControl = 4096
+
+// sockBuf is the send buffer asked for on each end: room for several
+// 64 KiB GSO frames in flight. The kernel caps it at net.core.wmem_max
+// (208 KiB by default), which still holds three.
+const sockBuf = 1 << 20
+
+// readyTimeout is how long Start waits for the helper's network to come
+// up: a Go program's start, plus its listeners, which takes tens of
+// milliseconds on a host and seconds in a nested, emulated one.
+const readyTimeout = 30 * time.Second
+
+// closeWait is how long Close waits for the helper to exit once its
+// sockets are closed.
+const closeWait = 2 * time.Second
+
+// FindHelper is the path of vmm-net: next to the executable of this
+// process, else in $PATH.
+func FindHelper() (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), HelperName)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(HelperName); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("-nic user runs in the %s helper, which is neither next to vmm nor in $PATH (make vmm builds both)", HelperName)
+}
+
+// Config configures Start.
+type Config struct {
+	// Helper is the path of vmm-net (FindHelper).
+	Helper string
+	// Forwards are the host ports forwarded into the guest.
+	Forwards []hostfwd.Forward
+	// NoSandbox runs the helper without its seccomp filter (vmm's
+	// -sandbox=off).
+	NoSandbox bool
+	// Logf reports what the helper logs; nil discards it.
+	Logf func(format string, args ...any)
+}
+
+// Network is vmm's end of a user network in a helper process. It
+// satisfies virtio/net's Backend and TryReader.
+type Network struct {
+	frames *os.File
+	raw    syscall.RawConn
+	ctl    *os.File
+	logf   func(format string, args ...any)
+
+	// exited is closed once the helper has exited and been reaped;
+	// waitErr is then how.
+	exited  chan struct{}
+	waitErr error
+
+	closeOnce sync.Once
+
+	// TryRead's state, so that it allocates nothing per call (see
+	// tap.Tap.TryRead).
+	tryFn  func(fd uintptr) bool
+	tryBuf []byte
+	tryN   int
+	tryErr error
+}
+
+// socketpair returns vmm's end (non-blocking, for deadlines) and the
+// helper's end of a SOCK_SEQPACKET pair.
+func socketpair(name string) (mine, theirs *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	for _, fd := range fds {
+		// Best effort: the kernel caps the size, and a smaller buffer
+		// only means fewer frames in flight.
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sockBuf)
+	}
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), name), os.NewFile(uintptr(fds[1]), name), nil
+}
+
+// Start runs the helper and waits until its network is up. An error the
+// helper reports (a forwarded port already taken) is Start's.
+func Start(cfg Config) (*Network, error) {
+	logf := cfg.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	frames, hFrames, err := socketpair("user network frames")
+	if err != nil {
+		return nil, err
+	}
+	ctl, hCtl, err := socketpair("user network control")
+	if err != nil {
+		frames.Close()
+		hFrames.Close()
+		return nil, err
+	}
+	var args []string
+	for _, f := range cfg.Forwards {
+		args = append(args, "--hostfwd", f.String())
+	}
+	if cfg.NoSandbox {
+		args = append(args, "--no-sandbox")
+	}
+	cmd := exec.Command(cfg.Helper, args...)
+	cmd.ExtraFiles = []*os.File{hFrames, hCtl} // descriptors 3 and 4
+	cmd.Stderr = os.Stderr                     // a panic's trace, nothing else
+	err = cmd.Start()
+	hFrames.Close()
+	hCtl.Close()
+	if err != nil {
+		frames.Close()
+		ctl.Close()
+		return nil, fmt.Errorf("user network: %w", err)
+	}
+	n := &Network{frames: frames, ctl: ctl, logf: logf, exited: make(chan struct{})}
+	go func() {
+		n.waitErr = cmd.Wait()
+		close(n.exited)
+	}()
+	if err := n.awaitReady(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if n.raw, err = frames.SyscallConn(); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("user network: %w", err)
+	}
+	n.tryFn = n.tryOnce
+	go n.relayLogs()
+	return n, nil
+}
+
+// awaitReady reads the helper's first control message.
+func (n *Network) awaitReady() error {
+	n.ctl.SetReadDeadline(time.Now().Add(readyTimeout))
+	defer n.ctl.SetReadDeadline(time.Time{})
+	buf := make([]byte, maxControl)
+	for {
+		k, err := n.ctl.Read(buf)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return fmt.Errorf("user network: %s did not come up within %v", HelperName, readyTimeout)
+		case err != nil:
+			return fmt.Errorf("user network: %s exited before its network was up (%v)", HelperName, n.exitStatus())
+		}
+		m := string(buf[:k])
+		switch {
+		case m == msgReady:
+			return nil
+		case strings.HasPrefix(m, msgError):
+			return errors.New(strings.TrimPrefix(m, msgError))
+		case strings.HasPrefix(m, msgLog):
+			n.logf("%s", strings.TrimPrefix(m, msgLog))
+		default:
+			return fmt.Errorf("user network: %s sent %.40q before it was ready", HelperName, m)
+		}
+	}
+}
+
+// exitStatus is how the helper ended, once it has (waiting up to
+// closeWait for it).
+func (n *Network) exitStatus() string {
+	select {
+	case <-n.exited:
+	case <-time.After(closeWait):
+		return "still running"
+	}
+	if n.waitErr == nil {
+		return "exit status 0"
+	}
+	return n.waitErr.Error()
+}
+
+// relayLogs passes the helper's log lines to logf until the control
+// socket closes.
+func (n *Network) relayLogs() {
+	buf := make([]byte, maxControl)
+	for {
+		k, err := n.ctl.Read(buf)
+		if err != nil {
+			return
+		}
+		if m := string(buf[:k]); strings.HasPrefix(m, msgLog) {
+			n.logf("%s", strings.TrimPrefix(m, msgLog))
+		}
+	}
+}
+
+// gone is Read's and Write's error once the helper has closed its end.
+func (n *Network) gone() error {
+	return fmt.Errorf("user network: %s exited (%s)", HelperName, n.exitStatus())
+}
+
+// Read waits for the next frame for the guest, virtio-net header first.
+func (n *Network) Read(p []byte) (int, error) {
+	k, err := n.frames.Read(p)
+	if errors.Is(err, io.EOF) {
+		return 0, n.gone()
+	}
+	return k, err
+}
+
+// TryRead is Read without waiting: ok is false when no frame is queued.
+func (n *Network) TryRead(p []byte) (int, bool, error) {
+	n.tryBuf = p
+	n.tryN, n.tryErr = 0, nil
+	err := n.raw.Read(n.tryFn)
+	k, rerr := n.tryN, n.tryErr
+	n.tryBuf = nil
+	switch {
+	case err != nil:
+		return 0, false, err
+	case rerr == unix.EAGAIN:
+		return 0, false, nil
+	case rerr != nil:
+		return 0, false, fmt.Errorf("user network: read: %w", rerr)
+	case k == 0:
+		return 0, false, n.gone()
+	}
+	return k, true, nil
+}
+
+func (n *Network) tryOnce(fd uintptr) bool {
+	n.tryN, n.tryErr = unix.Read(int(fd), n.tryBuf)
+	return true
+}
+
+// Write sends the helper a frame from the guest, virtio-net header
+// first.
+func (n *Network) Write(p []byte) (int, error) {
+	k, err := n.frames.Write(p)
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		return k, n.gone()
+	}
+	return k, err
+}
+
+// SetOffload tells the helper which offloaded frames the guest takes.
+func (n *Network) SetOffload(flags uint32) error {
+	if _, err := n.ctl.Write([]byte(msgOffload + strconv.FormatUint(uint64(flags), 10))); err != nil {
+		return fmt.Errorf("user network: offloads: %w", err)
+	}
+	return nil
+}
+
+// SetReadDeadline and SetWriteDeadline bound Read and Write, as Reset
+// needs (virtio/net).
+func (n *Network) SetReadDeadline(t time.Time) error  { return n.frames.SetReadDeadline(t) }
+func (n *Network) SetWriteDeadline(t time.Time) error { return n.frames.SetWriteDeadline(t) }
+
+// Close closes vmm's ends, which ends the helper, and waits a moment for
+// it to go.
+func (n *Network) Close() error {
+	n.closeOnce.Do(func() {
+		n.frames.Close()
+		n.ctl.Close()
+		select {
+		case <-n.exited:
+		case <-time.After(closeWait):
+		}
+	})
+	return nil
+}
