@@ -31,6 +31,10 @@ func New(cfg Config) (*Machine, error) {
 		m.Close()
 		return nil, err
 	}
+	if err := m.awaitBackends(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	m.mark(guestabi.MemoryReady)
 	return m, nil
 }

@@ -48,6 +48,9 @@ func TestUserNIC(t *testing.T) {
 	if err := m.openVirtio(); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.awaitBackends(); err != nil {
+		t.Fatal(err)
+	}
 	if len(m.virtio) != 2 {
 		t.Fatalf("%d devices, want 2", len(m.virtio))
 	}
@@ -88,6 +91,9 @@ func TestUserNICPortInUse(t *testing.T) {
 	}
 	m := &Machine{cfg: Config{NICs: []NIC{userNIC(t, NIC{HostFwd: []hostfwd.Forward{fwd}})}}}
 	err = m.openVirtio()
+	if err == nil {
+		err = m.awaitBackends()
+	}
 	m.closeVirtio()
 	if err == nil || !strings.Contains(err.Error(), "virtio-net0: user network: hostfwd tcp:"+l.Addr().String()) ||
 		!strings.Contains(err.Error(), "address already in use") || strings.Contains(err.Error(), "\n") {

@@ -415,5 +415,8 @@ func Restore(cfg Config, s *snapshot.Snapshot) (_ *Machine, err error) {
 	if err = m.createVM(); err != nil {
 		return nil, err
 	}
+	if err = m.awaitBackends(); err != nil {
+		return nil, err
+	}
 	return m, nil
 }

@@ -126,6 +126,25 @@ func jobDevices(cfg Config) string {
 // forwarded host ports) before /dev/kvm, so a missing image, a TAP that
 // cannot be created or a port in use is reported first. Disks
 // come first so the guest names them vda, vdb, ... in -disk order.
+// readier is a backend that comes up in the background (a user
+// network's helper process): awaitBackends waits for it.
+type readier interface{ Ready() error }
+
+// awaitBackends waits until every backend that started in the
+// background is up, so that its start overlaps loading the guest and a
+// failure (a forwarded port already taken) is still reported before the
+// guest runs.
+func (m *Machine) awaitBackends() error {
+	for _, v := range m.virtio {
+		if r, ok := v.backend.(readier); ok {
+			if err := r.Ready(); err != nil {
+				return fmt.Errorf("%s: %w", v.name, err)
+			}
+		}
+	}
+	return nil
+}
+
 func (m *Machine) openVirtio() error {
 	if n := len(m.cfg.Disks) + len(m.cfg.NICs) + len(m.cfg.Shares); n > maxVirtioDevices {
 		return fmt.Errorf("%d disks, network cards and shares%s: vmm supports at most %d in all", n, jobDevices(m.cfg), maxVirtioDevices)

@@ -17,7 +17,12 @@ import (
 // returns the exit status. It lives here so that tests can run their
 // own binary as the helper.
 func HelperMain(args []string) int {
+	// The terminal's signals are vmm's, which decides when the network
+	// ends by closing its sockets (it also starts the helper in a process
+	// group of its own); ignored first, so none ends a helper starting up.
+	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	fs := pflag.NewFlagSet(remote.HelperName, pflag.ContinueOnError)
+	wire := fs.String("wire", "", "the wire version vmm speaks (remote.WireVersion)")
 	fwds := fs.StringArray("hostfwd", nil, "forward a host port into the guest (QEMU's hostfwd spelling; repeatable)")
 	noSandbox := fs.Bool("no-sandbox", false, "do not install the seccomp filter (vmm's -sandbox=off)")
 	if err := fs.Parse(args); err != nil {
@@ -29,9 +34,10 @@ func HelperMain(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	// The terminal's signals reach the whole process group; vmm decides
-	// when the network ends, by closing its sockets.
-	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+	if *wire != remote.WireVersion {
+		h.Fail(fmt.Errorf("user network: %s speaks wire version %s, and this vmm %q: use the %s built with this vmm", remote.HelperName, remote.WireVersion, *wire, remote.HelperName))
+		return 2
+	}
 	var cfg Config
 	for _, s := range *fwds {
 		f, err := ParseForward(s)

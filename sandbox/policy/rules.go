@@ -149,6 +149,7 @@ func rules(pid int) []rule {
 		{"exit_group", always, nil, "vmm exits, and the SIGSYS handler ends it"},
 		{"waitid", always, nil, "reap the vmm-net helper vmm started for -nic user (os/exec waits on its pidfd), only ever a child"},
 		{"wait4", always, nil, "the same where the kernel has no pidfd"},
+		{"pidfd_send_signal", always, nil, "kill a vmm-net helper that did not end when vmm closed its sockets; a pidfd names only a process vmm started"},
 
 		// A vmm built with cgo (CGO_ENABLED=1, the go command's default
 		// where a C compiler is found: package net links the C runtime)
@@ -180,6 +181,7 @@ func rules(pid int) []rule {
 		{"unlinkat", extract, nil, "-out: replace an existing file; remove the scratch disk"},
 		{"symlinkat", extract, nil, "-out: make a symbolic link the job left in /out (one that stays inside the output directory)"},
 		{"newfstatat", extract, nil, "-out: check what already exists in the output directory"},
+		{"readlinkat", extract, nil, "-out: os.Root reads a symbolic link on a path (one the job left, or one the output directory had) to keep it inside"},
 		{"fstat", extract, nil, "-out: os.File and os.Root look at what they opened"},
 		{"fcntl", extract, nil, "-out: os.File checks the mode of a descriptor it opened"},
 

@@ -40,6 +40,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,6 +57,11 @@ const (
 	FramesFD  = 3
 	ControlFD = 4
 )
+
+// WireVersion is the wire's version, which vmm passes and the helper
+// checks, so that a vmm-net of another build found in $PATH fails at once
+// rather than speaking past vmm.
+const WireVersion = "1"
 
 // Control messages.
 const (
@@ -118,11 +124,23 @@ type Network struct {
 	raw    syscall.RawConn
 	ctl    *os.File
 	logf   func(format string, args ...any)
+	cmd    *exec.Cmd
+
+	// offload is the TUN_F_* flags the guest's driver took last
+	// (SetOffload); fit holds every frame to them.
+	offload atomic.Uint32
 
 	// exited is closed once the helper has exited and been reaped;
 	// waitErr is then how.
 	exited  chan struct{}
 	waitErr error
+	// ready is closed once the helper's first control message came, or
+	// its absence was noticed; readyErr is then why it is not up.
+	ready    chan struct{}
+	readyErr error
+	// logsDone is closed when the goroutine that reads the control
+	// socket has returned: after it, logf is never called.
+	logsDone chan struct{}
 
 	closeOnce sync.Once
 
@@ -154,8 +172,8 @@ func socketpair(name string) (mine, theirs *os.File, err error) {
 	return os.NewFile(uintptr(fds[0]), name), os.NewFile(uintptr(fds[1]), name), nil
 }
 
-// Start runs the helper and waits until its network is up. An error the
-// helper reports (a forwarded port already taken) is Start's.
+// Start runs the helper. Ready says when its network is up, or why it
+// did not come up.
 func Start(cfg Config) (*Network, error) {
 	logf := cfg.Logf
 	if logf == nil {
@@ -171,7 +189,7 @@ func Start(cfg Config) (*Network, error) {
 		hFrames.Close()
 		return nil, err
 	}
-	var args []string
+	args := []string{"--wire", WireVersion}
 	for _, f := range cfg.Forwards {
 		args = append(args, "--hostfwd", f.String())
 	}
@@ -189,22 +207,37 @@ func Start(cfg Config) (*Network, error) {
 		ctl.Close()
 		return nil, fmt.Errorf("user network: %w", err)
 	}
-	n := &Network{frames: frames, ctl: ctl, logf: logf, exited: make(chan struct{})}
+	n := &Network{frames: frames, ctl: ctl, logf: logf, cmd: cmd, exited: make(chan struct{}), ready: make(chan struct{}), logsDone: make(chan struct{})}
+	if n.raw, err = frames.SyscallConn(); err != nil {
+		n.frames.Close()
+		n.ctl.Close()
+		cmd.Wait()
+		return nil, fmt.Errorf("user network: %w", err)
+	}
+	n.tryFn = n.tryOnce
 	go func() {
 		n.waitErr = cmd.Wait()
 		close(n.exited)
 	}()
-	if err := n.awaitReady(); err != nil {
-		n.Close()
-		return nil, err
-	}
-	if n.raw, err = frames.SyscallConn(); err != nil {
-		n.Close()
-		return nil, fmt.Errorf("user network: %w", err)
-	}
-	n.tryFn = n.tryOnce
-	go n.relayLogs()
+	go func() {
+		defer close(n.logsDone)
+		n.readyErr = n.awaitReady()
+		close(n.ready)
+		if n.readyErr == nil {
+			n.relayLogs()
+		}
+	}()
 	return n, nil
+}
+
+// Ready waits until the helper's network is up, and returns the error
+// that kept it from coming up (the helper's own line, such as a
+// forwarded port already taken). Start does not wait, so that the
+// helper's start overlaps the rest of the machine's; the machine calls
+// Ready before the guest runs, and no frame moves before then.
+func (n *Network) Ready() error {
+	<-n.ready
+	return n.readyErr
 }
 
 // awaitReady reads the helper's first control message.
@@ -270,15 +303,34 @@ func (n *Network) gone() error {
 
 // Read waits for the next frame for the guest, virtio-net header first.
 func (n *Network) Read(p []byte) (int, error) {
-	k, err := n.frames.Read(p)
-	if errors.Is(err, io.EOF) {
-		return 0, n.gone()
+	for {
+		k, err := n.frames.Read(p)
+		if errors.Is(err, io.EOF) {
+			return 0, n.gone()
+		}
+		if err != nil {
+			return k, err
+		}
+		if k, ok := n.fit(p, k); ok {
+			return k, nil
+		}
 	}
-	return k, err
 }
 
 // TryRead is Read without waiting: ok is false when no frame is queued.
 func (n *Network) TryRead(p []byte) (int, bool, error) {
+	for {
+		k, ok, err := n.tryRead(p)
+		if !ok || err != nil {
+			return k, ok, err
+		}
+		if k, ok := n.fit(p, k); ok {
+			return k, true, nil
+		}
+	}
+}
+
+func (n *Network) tryRead(p []byte) (int, bool, error) {
 	n.tryBuf = p
 	n.tryN, n.tryErr = 0, nil
 	err := n.raw.Read(n.tryFn)
@@ -313,7 +365,10 @@ func (n *Network) Write(p []byte) (int, error) {
 }
 
 // SetOffload tells the helper which offloaded frames the guest takes.
+// Frames the helper made for an earlier driver may still be on the wire:
+// Read fits those to flags too (fit).
 func (n *Network) SetOffload(flags uint32) error {
+	n.offload.Store(flags)
 	if _, err := n.ctl.Write([]byte(msgOffload + strconv.FormatUint(uint64(flags), 10))); err != nil {
 		return fmt.Errorf("user network: offloads: %w", err)
 	}
@@ -325,8 +380,9 @@ func (n *Network) SetOffload(flags uint32) error {
 func (n *Network) SetReadDeadline(t time.Time) error  { return n.frames.SetReadDeadline(t) }
 func (n *Network) SetWriteDeadline(t time.Time) error { return n.frames.SetWriteDeadline(t) }
 
-// Close closes vmm's ends, which ends the helper, and waits a moment for
-// it to go.
+// Close closes vmm's ends, which ends the helper, and waits for it to
+// go; a helper that has not gone after closeWait (stuck, or stopped) is
+// killed. Once Close returns, logf is not called again.
 func (n *Network) Close() error {
 	n.closeOnce.Do(func() {
 		n.frames.Close()
@@ -334,7 +390,13 @@ func (n *Network) Close() error {
 		select {
 		case <-n.exited:
 		case <-time.After(closeWait):
+			n.cmd.Process.Kill()
+			select {
+			case <-n.exited:
+			case <-time.After(closeWait):
+			}
 		}
+		<-n.logsDone
 	})
 	return nil
 }

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -54,6 +55,12 @@ func fakeHelper(mode string) int {
 	case "exit-after-ready":
 		h.send(msgReady)
 		return 4
+	case "hang":
+		// Up, then deaf: it never reads its sockets, so it never sees
+		// vmm close them.
+		h.send(msgReady)
+		time.Sleep(time.Hour)
+		return 0
 	}
 	h.Logf("starting")
 	if err := h.Serve(&echo{frames: make(chan []byte, 16), logf: h.Logf}); err != nil {
@@ -67,10 +74,14 @@ func start(t *testing.T, mode string) (*Network, *logs, error) {
 	t.Setenv(modeEnv, mode)
 	l := &logs{}
 	n, err := Start(Config{Helper: os.Args[0], Logf: l.logf})
-	if n != nil {
-		t.Cleanup(func() { n.Close() })
+	if err != nil {
+		return nil, l, err
 	}
-	return n, l, err
+	t.Cleanup(func() { n.Close() })
+	if err := n.Ready(); err != nil {
+		return nil, l, err
+	}
+	return n, l, nil
 }
 
 type logs struct {
@@ -102,6 +113,22 @@ func (l *logs) waitFor(t *testing.T, s string) {
 	t.Fatalf("no log line says %q: %q", s, l.lines)
 }
 
+// Close before the helper is up ends it too, and Ready then fails.
+func TestCloseBeforeReady(t *testing.T) {
+	t.Setenv(modeEnv, "echo")
+	n, err := Start(Config{Helper: os.Args[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	select {
+	case <-n.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the helper did not exit after Close")
+	}
+	<-n.ready
+}
+
 // Frames go both ways whole, offloads reach the backend, the helper's
 // log reaches vmm's, and Close ends the helper.
 func TestFrames(t *testing.T) {
@@ -113,6 +140,7 @@ func TestFrames(t *testing.T) {
 	buf := make([]byte, maxFrame)
 	for _, size := range []int{26, 1514 + 12, maxFrame} {
 		frame := bytes.Repeat([]byte{byte(size)}, size)
+		clear(frame[:headerSize]) // a whole frame, no offloads
 		if k, err := n.Write(frame); err != nil || k != size {
 			t.Fatalf("Write of %d bytes: %d, %v", size, k, err)
 		}
@@ -126,7 +154,7 @@ func TestFrames(t *testing.T) {
 	if _, ok, err := n.TryRead(buf); ok || err != nil {
 		t.Fatalf("TryRead with nothing queued: ok %v, %v", ok, err)
 	}
-	n.Write([]byte("0123456789abcdefghijklmnopqrstuvwxyz"))
+	n.Write([]byte("\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00abcdefghijklmnopqrstuvwxyz"))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		k, ok, err := n.TryRead(buf)
@@ -134,7 +162,7 @@ func TestFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 		if ok {
-			if string(buf[:k]) != "0123456789abcdefghijklmnopqrstuvwxyz" {
+			if string(buf[headerSize:k]) != "abcdefghijklmnopqrstuvwxyz" {
 				t.Fatalf("TryRead: %q", buf[:k])
 			}
 			break
@@ -162,7 +190,7 @@ func TestFrames(t *testing.T) {
 	}
 }
 
-// A helper that cannot start its network says why, and Start returns
+// A helper that cannot start its network says why, and Ready returns
 // that line; one that dies says how.
 func TestStartFails(t *testing.T) {
 	for _, tt := range []struct{ mode, want string }{
@@ -172,7 +200,7 @@ func TestStartFails(t *testing.T) {
 		t.Run(tt.mode, func(t *testing.T) {
 			n, _, err := start(t, tt.mode)
 			if n != nil || err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
-				t.Fatalf("Start: %v, want one line saying %q", err, tt.want)
+				t.Fatalf("Start and Ready: %v, want one line saying %q", err, tt.want)
 			}
 		})
 	}
@@ -203,5 +231,104 @@ func TestFindHelper(t *testing.T) {
 	t.Setenv("PATH", dir)
 	if got, err := FindHelper(); err != nil || got != p {
 		t.Fatalf("FindHelper: %q, %v; want %s", got, err, p)
+	}
+}
+
+// A frame the helper queued for an earlier driver is held to the
+// offloads the driver takes now: a TSO segment is dropped without TSO,
+// a partial checksum finished without CSUM, and both pass with them.
+func TestFit(t *testing.T) {
+	// An IPv4 TCP segment's checksum field at 14+20+16 = 50 of the frame
+	// (csum_start 34, csum_offset 16), holding a pseudo-header sum.
+	frame := func(flags, gso byte) []byte {
+		p := make([]byte, headerSize+80)
+		p[hdrFlags], p[hdrGSOType] = flags, gso
+		binary.LittleEndian.PutUint16(p[hdrCsumStart:], 34)
+		binary.LittleEndian.PutUint16(p[hdrCsumOffset:], 16)
+		for i := headerSize + 34; i < len(p); i++ {
+			p[i] = byte(i * 7)
+		}
+		binary.BigEndian.PutUint16(p[headerSize+50:], 0x1234)
+		return p
+	}
+	// valid says the checksummed span sums to 0xffff, as RFC 1071 wants
+	// of data with its checksum in place (the pseudo-header's share
+	// being the 0x1234 the field held).
+	valid := func(p []byte) bool {
+		b := p[headerSize+34:]
+		sum := uint32(0x1234)
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+		for sum > 0xffff {
+			sum = sum>>16 + sum&0xffff
+		}
+		return sum == 0xffff
+	}
+	for _, tt := range []struct {
+		name       string
+		offload    uint32
+		flags, gso byte
+		ok, summed bool
+	}{
+		{"whole frame, no offloads", 0, 0, 0, true, false},
+		{"TSO segment, no TSO", tunCsum, hdrFNeedsCsum, 1, false, false},
+		{"TSO segment, TSO", tunCsum | tunTSO4, hdrFNeedsCsum, 1, true, false},
+		{"partial checksum, no CSUM", 0, hdrFNeedsCsum, 0, true, true},
+		{"partial checksum, CSUM", tunCsum, hdrFNeedsCsum, 0, true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &Network{}
+			n.offload.Store(tt.offload)
+			p := frame(tt.flags, tt.gso)
+			k, ok := n.fit(p, len(p))
+			if ok != tt.ok {
+				t.Fatalf("ok %v, want %v", ok, tt.ok)
+			}
+			if !ok {
+				return
+			}
+			if k != len(p) {
+				t.Fatalf("%d bytes, want %d", k, len(p))
+			}
+			if tt.summed {
+				if p[hdrFlags] != 0 || !valid(p) {
+					t.Errorf("flags %#x after finishing, checksum valid %v", p[hdrFlags], valid(p))
+				}
+			} else if binary.BigEndian.Uint16(p[headerSize+50:]) != 0x1234 {
+				t.Errorf("the checksum field changed")
+			}
+		})
+	}
+	// A checksum field outside the frame: dropped, not written past it.
+	n := &Network{}
+	p := frame(hdrFNeedsCsum, 0)
+	binary.LittleEndian.PutUint16(p[hdrCsumStart:], 70)
+	if _, ok := n.fit(p, len(p)); ok {
+		t.Error("a frame whose checksum field lies past its end passed")
+	}
+}
+
+// A helper that does not end when vmm closes its sockets is killed, and
+// Close returns.
+func TestCloseKillsHungHelper(t *testing.T) {
+	n, _, err := start(t, "hang")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		n.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(4 * closeWait):
+		t.Fatal("Close did not return")
+	}
+	select {
+	case <-n.exited:
+	default:
+		t.Fatal("the helper is still running after Close")
 	}
 }

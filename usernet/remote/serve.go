@@ -90,15 +90,25 @@ func (h *Helper) Serve(b Backend) error {
 	return <-errc
 }
 
-// toGuest sends vmm every frame the stack has for the guest.
+// toGuest sends vmm every frame the stack has for the guest. A frame the
+// socket will not take (too large for its buffer, or no memory for it
+// now) is dropped, as a TAP drops; only vmm closing its end stops it.
 func (h *Helper) toGuest(b Backend) error {
 	buf := make([]byte, maxFrame)
+	var last time.Time
 	for {
 		k, err := b.Read(buf)
 		if err != nil {
 			return fmt.Errorf("%s: stack: %w", HelperName, err)
 		}
 		if _, err := h.frames.Write(buf[:k]); err != nil {
+			if errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				if now := time.Now(); now.Sub(last) >= time.Second {
+					last = now
+					h.Logf("net: rx: dropped a %d-byte frame: %v", k, err)
+				}
+				continue
+			}
 			return wireErr(err)
 		}
 	}
