@@ -180,13 +180,73 @@ func ParseStat(b []byte) (CPU, error) {
 	return c, nil
 }
 
-// ProcessCPU reads pid's CPU times, all its threads together.
+// ProcessCPU reads pid's CPU times, all its threads together, with the
+// user and system times of the processes it started: a VMM's cost
+// includes its helpers' (vmm runs -nic user's network in its vmm-net
+// child; QEMU starts none here). A running descendant counts by its own
+// times, found through /proc/<pid>/task/<tid>/children, and one that has
+// exited and been waited for by its parent's cutime and cstime (proc(5),
+// fields 16 and 17), so a helper's time does not vanish when it ends.
+// Guest stays pid's own.
 func (p Paths) ProcessCPU(pid int) (CPU, error) {
-	b, err := os.ReadFile(filepath.Join(p.Proc, strconv.Itoa(pid), "stat"))
+	return p.treeCPU(pid, 0)
+}
+
+// maxTreeDepth bounds the descent, against a /proc that loops.
+const maxTreeDepth = 8
+
+func (p Paths) treeCPU(pid, depth int) (CPU, error) {
+	dir := filepath.Join(p.Proc, strconv.Itoa(pid))
+	b, err := os.ReadFile(filepath.Join(dir, "stat"))
 	if err != nil {
 		return CPU{}, fmt.Errorf("kvmstats: %w", err)
 	}
-	return ParseStat(b)
+	c, err := ParseStat(b)
+	if err != nil {
+		return CPU{}, err
+	}
+	cu, cs, err := parseChildTimes(b)
+	if err != nil {
+		return CPU{}, err
+	}
+	c.User += cu
+	c.System += cs
+	if depth >= maxTreeDepth {
+		return c, nil
+	}
+	tasks, _ := os.ReadDir(filepath.Join(dir, "task"))
+	for _, t := range tasks {
+		kids, err := os.ReadFile(filepath.Join(dir, "task", t.Name(), "children"))
+		if err != nil {
+			continue // the thread exited, or no CONFIG_PROC_CHILDREN
+		}
+		for _, f := range strings.Fields(string(kids)) {
+			kid, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			kc, err := p.treeCPU(kid, depth+1)
+			if err != nil {
+				continue // it exited meanwhile: its parent's cutime has it once waited for
+			}
+			c.User += kc.User
+			c.System += kc.System
+		}
+	}
+	return c, nil
+}
+
+// parseChildTimes reads cutime and cstime (fields 16 and 17) from a
+// /proc/<pid>/stat line ParseStat accepted.
+func parseChildTimes(b []byte) (cu, cs int64, err error) {
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if cu, err = strconv.ParseInt(f[16-3], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("kvmstats: /proc stat field 16: %w", err)
+	}
+	if cs, err = strconv.ParseInt(f[17-3], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("kvmstats: /proc stat field 17: %w", err)
+	}
+	return cu, cs, nil
 }
 
 // FindComm returns the processes whose command name (/proc/<pid>/comm,

@@ -61,10 +61,11 @@ func TestParseStat(t *testing.T) {
 // fakeTree builds a debugfs and a procfs: VM directories by name with
 // their files, and processes with their threads, comm and stat.
 type fakeProc struct {
-	pid     int
-	threads []int
-	comm    string
-	stat    string
+	pid      int
+	threads  []int
+	comm     string
+	stat     string
+	children map[int][]int // thread -> the processes it started
 }
 
 func fakeTree(t *testing.T, vms map[string]map[string]string, procs []fakeProc) Paths {
@@ -93,6 +94,11 @@ func fakeTree(t *testing.T, vms map[string]map[string]string, procs []fakeProc) 
 		write(filepath.Join(dir, "stat"), pr.stat)
 		for _, tid := range pr.threads {
 			os.MkdirAll(filepath.Join(dir, "task", strconv.Itoa(tid)), 0o755)
+			var kids []string
+			for _, k := range pr.children[tid] {
+				kids = append(kids, strconv.Itoa(k))
+			}
+			write(filepath.Join(dir, "task", strconv.Itoa(tid), "children"), strings.Join(kids, " "))
 		}
 	}
 	os.MkdirAll(filepath.Join(p.Proc, "self"), 0o755)
@@ -169,5 +175,41 @@ func TestDiff(t *testing.T) {
 				t.Errorf("Diff = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// A VMM's CPU time includes its helpers', running (by their own times,
+// whichever thread started them) or exited and waited for (its cutime and
+// cstime); guest time stays its own.
+func TestProcessCPUIncludesHelpers(t *testing.T) {
+	withChildTimes := func(line string, cu, cs int64) string {
+		i := strings.LastIndexByte(line, ')')
+		f := strings.Fields(line[i+1:])
+		f[16-3] = strconv.FormatInt(cu, 10)
+		f[17-3] = strconv.FormatInt(cs, 10)
+		return line[:i+1] + " " + strings.Join(f, " ") + "\n"
+	}
+	p := fakeTree(t, nil, []fakeProc{
+		// vmm: 50+10 of its own, 4+1 from a helper it waited for, and
+		// its vmm-net, started by thread 502, still running.
+		{pid: 500, threads: []int{500, 501, 502}, comm: "vmm", stat: withChildTimes(statLine("vmm", 50, 10, 40), 4, 1),
+			children: map[int][]int{502: {510}}},
+		{pid: 510, threads: []int{510, 511}, comm: "vmm-net", stat: statLine("vmm-net", 20, 7, 0)},
+		// A process listed as a child that has gone: skipped.
+		{pid: 600, threads: []int{600}, comm: "qemu-system-x86", stat: statLine("qemu-system-x86", 1, 2, 0),
+			children: map[int][]int{600: {601}}},
+	})
+	for _, tt := range []struct {
+		pid  int
+		want CPU
+	}{
+		{500, CPU{User: 50 + 4 + 20, System: 10 + 1 + 7, Guest: 40}},
+		{510, CPU{User: 20, System: 7}},
+		{600, CPU{User: 1, System: 2}},
+	} {
+		got, err := p.ProcessCPU(tt.pid)
+		if err != nil || got != tt.want {
+			t.Errorf("ProcessCPU(%d) = %+v, %v; want %+v", tt.pid, got, err, tt.want)
+		}
 	}
 }
