@@ -122,10 +122,6 @@ func jobDevices(cfg Config) string {
 	return fmt.Sprintf(" (%d of them vmm's own for the job: the -out disk or the -share and -rootfs slots)", n)
 }
 
-// openVirtio opens every backend (files, TAPs, user networks with their
-// forwarded host ports) before /dev/kvm, so a missing image, a TAP that
-// cannot be created or a port in use is reported first. Disks
-// come first so the guest names them vda, vdb, ... in -disk order.
 // readier is a backend that comes up in the background (a user
 // network's helper process): awaitBackends waits for it.
 type readier interface{ Ready() error }
@@ -145,6 +141,11 @@ func (m *Machine) awaitBackends() error {
 	return nil
 }
 
+// openVirtio opens every backend (files, TAPs, user networks' helpers)
+// before /dev/kvm, so a missing image or a TAP that cannot be created is
+// reported first; a user network's forwarded port in use is reported
+// once its helper answers (awaitBackends), still before the guest runs.
+// Disks come first so the guest names them vda, vdb, ... in -disk order.
 func (m *Machine) openVirtio() error {
 	if n := len(m.cfg.Disks) + len(m.cfg.NICs) + len(m.cfg.Shares); n > maxVirtioDevices {
 		return fmt.Errorf("%d disks, network cards and shares%s: vmm supports at most %d in all", n, jobDevices(m.cfg), maxVirtioDevices)

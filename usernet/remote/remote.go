@@ -199,6 +199,12 @@ func Start(cfg Config) (*Network, error) {
 	cmd := exec.Command(cfg.Helper, args...)
 	cmd.ExtraFiles = []*os.File{hFrames, hCtl} // descriptors 3 and 4
 	cmd.Stderr = os.Stderr                     // a panic's trace, nothing else
+	// A process group of its own, as HelperMain's comment and the
+	// README say: the terminal's Ctrl-C (and a shell's kill %1) is for
+	// vmm, which ends the helper by closing its sockets once it has
+	// stopped the guest, and must not reach the helper while the Go
+	// runtime starts, before it can ignore the signal.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()
 	hFrames.Close()
 	hCtl.Close()
