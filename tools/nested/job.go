@@ -196,7 +196,7 @@ func (j *Job) waitFor(timeout time.Duration, what string, check func() (bool, er
 		select {
 		case <-changed:
 		case <-deadline.C:
-			return l.withTails(fmt.Errorf("nested: %s: timed out after %v", what, timeout))
+			return l.withThreads(l.withTails(fmt.Errorf("nested: %s: timed out after %v", what, timeout)))
 		}
 	}
 }

@@ -69,6 +69,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -747,10 +748,15 @@ type tailError struct {
 	err     error
 	console string
 	klog    string
+	threads string // withThreads: what vmm's threads were doing
 }
 
 func (e *tailError) Error() string {
-	return fmt.Sprintf("%v\n--- job console (tail) ---\n%s\n--- L1 kernel log (tail) ---\n%s\n---", e.err, e.console, e.klog)
+	threads := ""
+	if e.threads != "" {
+		threads = "\n--- vmm's threads in L1 ---\n" + strings.TrimRight(e.threads, "\n")
+	}
+	return fmt.Sprintf("%v\n--- job console (tail) ---\n%s\n--- L1 kernel log (tail) ---\n%s%s\n---", e.err, e.console, e.klog, threads)
 }
 
 func (e *tailError) Unwrap() error { return e.err }
@@ -761,6 +767,29 @@ func (l *L1) withTails(err error) error {
 		return err
 	}
 	return &tailError{err: err, console: l.ConsoleTail(25), klog: l.KernelLogTail(40)}
+}
+
+// threadsTimeout bounds the agent's report on vmm's threads: it reads
+// KVM's counters twice, a second apart.
+const threadsTimeout = 15 * time.Second
+
+// withThreads adds to a tailError what the threads of vmm and its helper
+// were doing in L1 (l1init's "threads" tool), for a wait on a guest that
+// timed out: a guest that stops making progress while L1 stays alive
+// leaves no other trace of whether vmm or the emulator stopped it.
+func (l *L1) withThreads(err error) error {
+	var te *tailError
+	if !errors.As(err, &te) || te.threads != "" {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), threadsTimeout)
+	defer cancel()
+	out, _, xerr := l.Exec(ctx, "/init", "threads", "vmm", "vmm-net")
+	if xerr != nil {
+		out += fmt.Sprintf("(no report: %v)", firstLine(xerr))
+	}
+	te.threads = out
+	return err
 }
 
 // Close powers L1 off (killing QEMU if it does not comply) and removes the

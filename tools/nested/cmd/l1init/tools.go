@@ -19,7 +19,7 @@ import (
 // which has no userland besides this binary.
 func toolMain(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: l1init testecho|testbytes|testkvm|stat PATH...|signal SIGNUM NAME|procstatus NAME|io SUBCOMMAND...")
+		fmt.Fprintln(os.Stderr, "usage: l1init testecho|testbytes|testkvm|stat PATH...|signal SIGNUM NAME|procstatus NAME|threads NAME...|io SUBCOMMAND...")
 		return 2
 	}
 	switch args[0] {
@@ -35,6 +35,8 @@ func toolMain(args []string) int {
 		return signalByName(args[1:])
 	case "procstatus":
 		return procStatus(args[1:])
+	case "threads":
+		return threads(args[1:])
 	case "asuser":
 		return asUser(args[1:])
 	case "chmod":
