@@ -73,6 +73,16 @@ func fakeQEMU(mode string, args []string) int {
 		case proto.OpRun:
 			send(proto.Msg{Op: proto.OpStarted, ID: m.ID, PID: 42})
 			fmt.Fprintf(con, "job output\r\n")
+			if mode == "beat" {
+				// A quiet job in a live L1: beats, and answers execs.
+				go func() {
+					for {
+						time.Sleep(30 * time.Millisecond)
+						send(proto.Msg{Op: proto.OpBeat})
+					}
+				}()
+				continue
+			}
 			if resume != nil {
 				<-resume
 			} else if freeze {
@@ -207,6 +217,27 @@ func TestFakeFreeze(t *testing.T) {
 	}
 	if err := j.Send("x"); !errors.Is(err, ErrFrozen) {
 		t.Errorf("Send after freeze: %v", err)
+	}
+}
+
+// A wait on the guest shorter than the watchdog's timeout that ends
+// while L1 is silent waits for the watchdog's verdict: the freeze is
+// reported as one (which the retry judge excuses), not as the guest's
+// timeout. A quiet job in a live L1 still times out, with the threads
+// report.
+func TestFakeFreezeDuringShortWait(t *testing.T) {
+	_, j := startFakeJob(t, fakeConfig(t, "freeze"))
+	_, err := j.Expect(regexp.MustCompile(`never`), 150*time.Millisecond)
+	if !errors.Is(err, ErrFrozen) {
+		t.Errorf("Expect = %v, want ErrFrozen", err)
+	}
+	_, j = startFakeJob(t, fakeConfig(t, "beat"))
+	_, err = j.Expect(regexp.MustCompile(`never`), 150*time.Millisecond)
+	if err == nil || errors.Is(err, ErrFrozen) || !strings.Contains(err.Error(), "timed out after 150ms") {
+		t.Errorf("Expect in a live L1 = %v, want a timeout", err)
+	}
+	if err != nil && !strings.Contains(err.Error(), "exec /init threads vmm vmm-net") {
+		t.Errorf("timeout lacks the threads report: %v", err)
 	}
 }
 

@@ -196,6 +196,9 @@ func (j *Job) waitFor(timeout time.Duration, what string, check func() (bool, er
 		select {
 		case <-changed:
 		case <-deadline.C:
+			if err := l.freezeVerdict(); err != nil {
+				return l.withTails(fmt.Errorf("nested: %s: timed out after %v with L1 silent, which then: %w", what, timeout, err))
+			}
 			return l.withThreads(l.withTails(fmt.Errorf("nested: %s: timed out after %v", what, timeout)))
 		}
 	}

@@ -769,9 +769,58 @@ func (l *L1) withTails(err error) error {
 	return &tailError{err: err, console: l.ConsoleTail(25), klog: l.KernelLogTail(40)}
 }
 
+// suspectSilence is how long L1 may have said nothing (the agent beats
+// every 2 s) at the end of a wait on a guest before the wait asks the
+// watchdog for its verdict instead of reporting a timeout; a third of
+// Config.FreezeTimeout if that is shorter.
+const suspectSilence = 10 * time.Second
+
+// freezeVerdict returns L1's death (ErrFrozen, when the watchdog finds
+// it froze) if L1 has been silent for suspectSilence or more, once the
+// watchdog decides, or nil if L1 speaks again first or was not silent.
+// A test's wait is often shorter than the watchdog's timeout; a freeze
+// that began during it would otherwise be reported as the guest's
+// timeout, which the retry judge rightly does not excuse.
+func (l *L1) freezeVerdict() error {
+	l.mu.Lock()
+	silent, _ := l.wd.expired(l.now())
+	l.mu.Unlock()
+	if silent < min(suspectSilence, l.cfg.FreezeTimeout/3) {
+		return nil
+	}
+	give := time.NewTimer(l.cfg.FreezeTimeout - silent + monitorWait(l.cfg.FreezeTimeout) + 2*l.wd.pollInterval())
+	defer give.Stop()
+	tick := time.NewTicker(l.wd.pollInterval())
+	defer tick.Stop()
+	for {
+		l.mu.Lock()
+		dead := l.dead
+		now, _ := l.wd.expired(l.now())
+		changed := l.changed
+		l.mu.Unlock()
+		switch {
+		case dead != nil:
+			return dead
+		case now < silent:
+			return nil // L1 spoke
+		}
+		silent = now
+		select {
+		case <-changed:
+		case <-tick.C:
+		case <-give.C:
+			return nil
+		}
+	}
+}
+
 // threadsTimeout bounds the agent's report on vmm's threads: it reads
 // KVM's counters twice, a second apart.
 const threadsTimeout = 15 * time.Second
+
+// threadsLogLines bounds the kernel log withThreads adds: two CPUs'
+// backtraces and a few blocked tasks.
+const threadsLogLines = 300
 
 // withThreads adds to a tailError what the threads of vmm and its helper
 // were doing in L1 (l1init's "threads" tool), for a wait on a guest that
@@ -782,13 +831,17 @@ func (l *L1) withThreads(err error) error {
 	if !errors.As(err, &te) || te.threads != "" {
 		return err
 	}
+	mark := l.KernelLogMark()
 	ctx, cancel := context.WithTimeout(context.Background(), threadsTimeout)
 	defer cancel()
 	out, _, xerr := l.Exec(ctx, "/init", "threads", "vmm", "vmm-net")
 	if xerr != nil {
-		out += fmt.Sprintf("(no report: %v)", firstLine(xerr))
+		out += fmt.Sprintf("(no report: %v)\n", firstLine(xerr))
 	}
-	te.threads = out
+	// The tool's sysrq requests write to L1's kernel log, which the
+	// tail above was read before.
+	time.Sleep(time.Second)
+	te.threads = out + "--- L1 kernel log since ---\n" + lastLines([]byte(l.KernelLogSince(mark)), threadsLogLines)
 	return err
 }
 

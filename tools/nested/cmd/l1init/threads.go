@@ -30,6 +30,15 @@ func threads(args []string) int {
 	for _, a := range args {
 		want[a] = true
 	}
+	// First what needs nothing from the stuck CPU but its NMI: every
+	// CPU's backtrace and every blocked task, into L1's kernel log, which
+	// reaches the host on its own port even if this tool then hangs.
+	for _, key := range []string{"l", "w"} {
+		if err := os.WriteFile("/proc/sysrq-trigger", []byte(key), 0); err != nil {
+			fmt.Printf("(sysrq %s: %v)\n", key, err)
+		}
+	}
+	fmt.Println("sysrq l and w: CPU backtraces and blocked tasks are in L1's kernel log")
 	if err := mountDebugfs(); err != nil {
 		fmt.Printf("(%v)\n", err)
 	}
@@ -46,6 +55,7 @@ func threads(args []string) int {
 			printTask(t)
 		}
 	}
+	traceExits()
 	time.Sleep(time.Second)
 	after := kvmCounters()
 	printCounters(before, after)
@@ -173,5 +183,53 @@ func printRTRunqueues() {
 		case in && strings.HasPrefix(t, "."):
 			fmt.Println("  " + strings.Join(strings.Fields(t), " "))
 		}
+	}
+}
+
+// traceExits prints the last exits of L1's guests over a moment, each
+// with the guest's instruction pointer: where a vCPU that spins in its
+// guest is spinning. The kvm_exit event is already enabled, filtered to
+// shutdowns and copied to the kernel log (kvmtrace.go); for the moment
+// it is unfiltered and not copied, and then as before.
+func traceExits() {
+	const printk = "/proc/sys/kernel/tracepoint_printk"
+	event := tracefsDir + "/events/kvm/kvm_exit/"
+	old, err := os.ReadFile(printk)
+	if err != nil {
+		fmt.Printf("(trace exits: %v)\n", err)
+		return
+	}
+	if err := os.WriteFile(printk, []byte("0"), 0); err != nil {
+		fmt.Printf("(trace exits: %v)\n", err)
+		return
+	}
+	defer os.WriteFile(printk, old, 0)
+	// Opening the trace file for writing with O_TRUNC empties the buffer.
+	if err := os.WriteFile(tracefsDir+"/trace", nil, 0); err != nil {
+		fmt.Printf("(trace exits: %v)\n", err)
+		return
+	}
+	if err := os.WriteFile(event+"filter", []byte("0"), 0); err != nil {
+		fmt.Printf("(trace exits: %v)\n", err)
+		return
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := os.WriteFile(event+"filter", []byte(shutdownFilter), 0); err != nil {
+		fmt.Printf("(trace exits: the shutdown filter is lost: %v)\n", err)
+	}
+	b, err := os.ReadFile(tracefsDir + "/trace")
+	if err != nil {
+		fmt.Printf("(trace exits: %v)\n", err)
+		return
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "kvm_exit:") {
+			lines = append(lines, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	fmt.Printf("kvm exits over 0.3 s: %d, the last:\n", len(lines))
+	for _, l := range lines[max(0, len(lines)-16):] {
+		fmt.Println("  " + l)
 	}
 }
