@@ -95,6 +95,8 @@ func fakeQEMU(mode string, args []string) int {
 			send(proto.Msg{Op: proto.OpExit, ID: m.ID, Code: 5})
 		case proto.OpExec:
 			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Code: 1, Output: []byte("exec " + strings.Join(m.Args, " "))})
+		case proto.OpSysrq:
+			send(proto.Msg{Op: proto.OpResult, ID: m.ID})
 		case proto.OpPoweroff:
 			return 0
 		}

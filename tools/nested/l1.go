@@ -818,6 +818,10 @@ func (l *L1) freezeVerdict() error {
 // KVM's counters twice, a second apart.
 const threadsTimeout = 15 * time.Second
 
+// sysrqTimeout bounds the agent's answer to a sysrq request, which it
+// serves without starting a process.
+const sysrqTimeout = 5 * time.Second
+
 // threadsLogLines bounds the kernel log withThreads adds: two CPUs'
 // backtraces and a few blocked tasks.
 const threadsLogLines = 300
@@ -834,12 +838,23 @@ func (l *L1) withThreads(err error) error {
 	mark := l.KernelLogMark()
 	ctx, cancel := context.WithTimeout(context.Background(), threadsTimeout)
 	defer cancel()
-	out, _, xerr := l.Exec(ctx, "/init", "threads", "vmm", "vmm-net")
+	// First, from the agent's own process, what needs nothing of a stuck
+	// CPU but its NMI: every CPU's backtrace (sysrq l) and every blocked
+	// task (w), into L1's kernel log, which reaches the host on its own
+	// port even if the report then hangs.
+	out := ""
+	if r, serr := l.request(ctx, proto.Msg{Op: proto.OpSysrq, Args: []string{"lw"}}, sysrqTimeout); serr != nil {
+		out = fmt.Sprintf("(sysrq: %v)\n", serr)
+	} else if r.Op == proto.OpError {
+		out = fmt.Sprintf("(sysrq: %s)\n", r.Error)
+	}
+	rep, _, xerr := l.Exec(ctx, "/init", "threads", "vmm", "vmm-net")
+	out += rep
 	if xerr != nil {
 		out += fmt.Sprintf("(no report: %v)\n", firstLine(xerr))
 	}
-	// The tool's sysrq requests write to L1's kernel log, which the
-	// tail above was read before.
+	// The backtraces went to L1's kernel log, which the tail above was
+	// read before.
 	time.Sleep(time.Second)
 	te.threads = out + "--- L1 kernel log since ---\n" + lastLines([]byte(l.KernelLogSince(mark)), threadsLogLines)
 	return err

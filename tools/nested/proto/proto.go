@@ -23,6 +23,7 @@ const (
 	OpExec     = "exec"     // run a command, reply with its combined output
 	OpEOF      = "eof"      // close a pipe job's stdin
 	OpPoweroff = "poweroff" // power L1 off
+	OpSysrq    = "sysrq"    // write Args[0]'s keys to /proc/sysrq-trigger, reply with result
 )
 
 // Ops sent by the agent.

@@ -61,6 +61,9 @@ func agentMain(logger *log.Logger) error {
 	if err != nil {
 		logger.Printf("jobs not pinned: %v", err)
 	}
+	if err := housekeep(cpus); err != nil {
+		logger.Printf("agent not kept off the jobs' CPU: %v", err)
+	}
 	pl := placement{cpus: cpus, realtime: true}
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
@@ -207,6 +210,8 @@ func (a *agent) serve() error {
 			}
 		case proto.OpExec:
 			go a.exec(m)
+		case proto.OpSysrq:
+			go a.sysrq(m)
 		case proto.OpEOF:
 			a.jobMu.Lock()
 			if a.job != nil && a.job.id == m.ID {
@@ -363,6 +368,23 @@ func (a *agent) exec(m proto.Msg) {
 		return
 	}
 	a.sendLogged(proto.Msg{Op: proto.OpResult, ID: m.ID, Code: code, Output: out})
+}
+
+// sysrq asks L1's kernel, from the agent's own process, for what m's
+// keys show (CPU backtraces, blocked tasks) in its log: when L1 is
+// wedged enough that an exec's child never runs, this still works.
+func (a *agent) sysrq(m proto.Msg) {
+	if len(m.Args) != 1 {
+		a.sendLogged(proto.Msg{Op: proto.OpError, ID: m.ID, Error: "sysrq: want one argument, the keys"})
+		return
+	}
+	for _, k := range m.Args[0] {
+		if err := os.WriteFile("/proc/sysrq-trigger", []byte(string(k)), 0); err != nil {
+			a.sendLogged(proto.Msg{Op: proto.OpError, ID: m.ID, Error: fmt.Sprintf("sysrq %c: %v", k, err)})
+			return
+		}
+	}
+	a.sendLogged(proto.Msg{Op: proto.OpResult, ID: m.ID})
 }
 
 func (a *agent) execOutput(m proto.Msg) ([]byte, int, error) {

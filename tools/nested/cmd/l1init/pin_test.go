@@ -3,6 +3,9 @@ package main
 import (
 	"errors"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -77,5 +80,71 @@ func TestStartPlaced(t *testing.T) {
 				t.Errorf("this thread's affinity changed to %d CPUs", after.Count())
 			}
 		})
+	}
+}
+
+// TestHousekeep: once the agent keeps off the jobs' CPU, none of its
+// threads and no process it starts may run there, except a job started
+// pinned to it. It runs in a child process: housekeep narrows the
+// affinity of every thread of the process that calls it.
+func TestHousekeep(t *testing.T) {
+	job, err := jobCPUSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job == nil {
+		t.Skip("one CPU: nothing to keep off")
+	}
+	if os.Getenv("L1INIT_HOUSEKEEP_CHILD") == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHousekeep$", "-test.v")
+		cmd.Env = append(os.Environ(), "L1INIT_HOUSEKEEP_CHILD=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestHousekeep") {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return
+	}
+	if err := housekeep(job); err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlaps := func(pid int) bool {
+		var got unix.CPUSet
+		if err := unix.SchedGetaffinity(pid, &got); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < len(got)*64; i++ {
+			if got.IsSet(i) && job.IsSet(i) {
+				return true
+			}
+		}
+		return got.Count() == 0
+	}
+	for _, task := range tasks {
+		tid, _ := strconv.Atoi(task.Name())
+		if overlaps(tid) {
+			t.Errorf("thread %d may still run on the jobs' CPU", tid)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		pl      placement
+		wantJob bool
+	}{
+		{"exec", placement{}, false},
+		{"job", placement{cpus: job}, true},
+	} {
+		p, err := startPlaced(tc.pl, "/bin/sleep", []string{"sleep", "60"}, &os.ProcAttr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := overlaps(p.Pid); got != tc.wantJob {
+			t.Errorf("%s: child on the jobs' CPU: %v, want %v", tc.name, got, tc.wantJob)
+		}
+		p.Kill()
+		p.Wait()
 	}
 }

@@ -20,7 +20,8 @@ import (
 // a guest that stopped making progress while L1 stayed alive leaves no
 // other trace, and whether its vCPU threads were spinning in guest mode,
 // halted in kvm_vcpu_block, runnable but not run (the scheduler), or
-// stuck elsewhere in vmm tells a vmm bug from the emulator's.
+// stuck elsewhere in vmm tells a vmm bug from the emulator's. (The
+// harness asks the agent for CPU backtraces first, without a fork.)
 func threads(args []string) int {
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "usage: l1tool threads NAME...")
@@ -30,15 +31,6 @@ func threads(args []string) int {
 	for _, a := range args {
 		want[a] = true
 	}
-	// First what needs nothing from the stuck CPU but its NMI: every
-	// CPU's backtrace and every blocked task, into L1's kernel log, which
-	// reaches the host on its own port even if this tool then hangs.
-	for _, key := range []string{"l", "w"} {
-		if err := os.WriteFile("/proc/sysrq-trigger", []byte(key), 0); err != nil {
-			fmt.Printf("(sysrq %s: %v)\n", key, err)
-		}
-	}
-	fmt.Println("sysrq l and w: CPU backtraces and blocked tasks are in L1's kernel log")
 	if err := mountDebugfs(); err != nil {
 		fmt.Printf("(%v)\n", err)
 	}
