@@ -97,6 +97,8 @@ func fakeQEMU(mode string, args []string) int {
 			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Code: 1, Output: []byte("exec " + strings.Join(m.Args, " "))})
 		case proto.OpSysrq:
 			send(proto.Msg{Op: proto.OpResult, ID: m.ID})
+		case proto.OpCPUTimes:
+			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Output: []byte("cpu0 1 2\n" + proto.CPUTimesSep + "cpu0 2 2\n")})
 		case proto.OpPoweroff:
 			return 0
 		}

@@ -105,6 +105,11 @@ var (
 	// under the same load. It is only a claim: WithL1 retries it only
 	// with L1's evidence (see Judge and the package doc).
 	ErrGuestCrashed = errors.New("the L2 guest crashed under emulated nested SVM")
+	// ErrCPUHeld marks a wait on a guest that timed out while one of
+	// L1's CPUs took no timer tick for proto.CPUTimesGap with its NMI
+	// backtrace inside KVM_RUN (HeldCPUs): the emulator holding that
+	// CPU in L2, which Judge retries as it does VCPUStall's report.
+	ErrCPUHeld = errors.New("an L1 CPU held inside its guest")
 )
 
 // Config describes an L1. Zero values get the defaults noted.
@@ -838,15 +843,27 @@ func (l *L1) withThreads(err error) error {
 	mark := l.KernelLogMark()
 	ctx, cancel := context.WithTimeout(context.Background(), threadsTimeout)
 	defer cancel()
+	// The CPUs' time counters twice, before the backtraces: whether the
+	// CPU a backtrace finds in KVM_RUN has taken a tick meanwhile.
+	times, out := "", ""
+	switch r, terr := l.request(ctx, proto.Msg{Op: proto.OpCPUTimes}, proto.CPUTimesGap+sysrqTimeout); {
+	case terr != nil:
+		out = fmt.Sprintf("(cpu times: %v)\n", terr)
+	case r.Op != proto.OpResult:
+		out = fmt.Sprintf("(cpu times: %s)\n", r.Error)
+	default:
+		times = string(r.Output)
+		first, second, _ := strings.Cut(times, proto.CPUTimesSep)
+		out = fmt.Sprintf("L1's CPU times (/proc/stat), %v apart:\n%s%s", proto.CPUTimesGap, cpuStatLines(first), cpuStatLines(second))
+	}
 	// First, from the agent's own process, what needs nothing of a stuck
 	// CPU but its NMI: every CPU's backtrace (sysrq l) and every blocked
 	// task (w), into L1's kernel log, which reaches the host on its own
 	// port even if the report then hangs.
-	out := ""
 	if r, serr := l.request(ctx, proto.Msg{Op: proto.OpSysrq, Args: []string{"lw"}}, sysrqTimeout); serr != nil {
-		out = fmt.Sprintf("(sysrq: %v)\n", serr)
+		out += fmt.Sprintf("(sysrq: %v)\n", serr)
 	} else if r.Op == proto.OpError {
-		out = fmt.Sprintf("(sysrq: %s)\n", r.Error)
+		out += fmt.Sprintf("(sysrq: %s)\n", r.Error)
 	}
 	rep, _, xerr := l.Exec(ctx, "/init", "threads", "vmm", "vmm-net")
 	out += rep
@@ -856,8 +873,23 @@ func (l *L1) withThreads(err error) error {
 	// The backtraces went to L1's kernel log, which the tail above was
 	// read before.
 	time.Sleep(time.Second)
-	te.threads = out + "--- L1 kernel log since ---\n" + lastLines([]byte(l.KernelLogSince(mark)), threadsLogLines)
+	since := l.KernelLogSince(mark)
+	te.threads = out + "--- L1 kernel log since ---\n" + lastLines([]byte(since), threadsLogLines)
+	if held := HeldCPUs(times, since); len(held) > 0 {
+		te.err = fmt.Errorf("%w; %w: CPU %s took no timer tick in %v, its NMI backtrace in KVM_RUN", te.err, ErrCPUHeld, strings.Join(held, ", "), proto.CPUTimesGap)
+	}
 	return err
+}
+
+// cpuStatLines returns the per-CPU lines of a /proc/stat reading.
+func cpuStatLines(stat string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(stat, "\n") {
+		if strings.HasPrefix(line, "cpu") && !strings.HasPrefix(line, "cpu ") {
+			b.WriteString("  " + line + "\n")
+		}
+	}
+	return b.String()
 }
 
 // Close powers L1 off (killing QEMU if it does not comply) and removes the

@@ -7,9 +7,12 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vmm-dev/vmm/tools/nested/proto"
 )
 
 // defaultGuestCrashRetries is Config.GuestCrashRetries when unset. Each
@@ -173,6 +176,14 @@ func Judge(err error, ev Evidence) Verdict {
 			return Verdict{Cause: CauseL1Crashed, Reason: fmt.Sprintf("L1's kernel died (%s)", sig), Err: err}
 		}
 		return Verdict{Cause: NotRetried, Err: err}
+	}
+	if errors.Is(err, ErrCPUHeld) {
+		if GoCrash(ev.Console) {
+			return Verdict{Cause: NotRetried, Err: fmt.Errorf("not retried, vmm crashed (a Go runtime crash on the job console): %w", err)}
+		}
+		_, held, _ := strings.Cut(firstLine(err), ErrCPUHeld.Error()+": ")
+		return Verdict{Cause: CauseGuestCrash, Reason: "an L1 CPU held inside its guest (" + held + ")",
+			Err: fmt.Errorf("%w (stalled, %s): %w", ErrGuestCrashed, ErrCPUHeld, err)}
 	}
 	symptom := ""
 	if errors.Is(err, ErrGuestCrashed) {
@@ -393,6 +404,74 @@ func VCPUStall(klog string) string {
 		}
 	}
 	return ""
+}
+
+// nmiBacktraceRE starts one CPU's part of sysrq l's report in L1's
+// kernel log (lib/nmi_backtrace.c).
+var nmiBacktraceRE = regexp.MustCompile(`^\[ *\d+\.\d+\] NMI backtrace for cpu (\d+)\r?$`)
+
+// HeldCPUs returns the L1 CPUs that the emulator held inside their
+// guests: those whose time counters in /proc/stat stood still between
+// the two readings in times (proto.OpCPUTimes) while another CPU's
+// advanced, and whose NMI backtrace in klog (sysrq l, asked for after
+// the readings) runs through KVM_RUN. Every CPU accounts a tick to one
+// of its counters, idle ones included (a tickless idle CPU's idle time
+// is brought up to date when read), so a CPU whose counters stand still
+// took none in proto.CPUTimesGap, and a CPU inside KVM_RUN takes none
+// only if its guest never exits, which L1's own timer interrupt forces
+// (see VCPUStall); no program in L1 masks that.
+func HeldCPUs(times, klog string) []string {
+	first, second, ok := strings.Cut(times, proto.CPUTimesSep)
+	if !ok {
+		return nil
+	}
+	before, after := cpuLines(first), cpuLines(second)
+	var still []string
+	advanced := false
+	for cpu, a := range after {
+		switch b, ok := before[cpu]; {
+		case !ok:
+		case a == b:
+			still = append(still, cpu)
+		default:
+			advanced = true
+		}
+	}
+	if !advanced {
+		return nil // L1 as a whole stood still: the watchdog's to judge
+	}
+	inKVMRun := map[string]bool{}
+	cpu := ""
+	for _, line := range strings.Split(klog, "\n") {
+		if m := nmiBacktraceRE.FindStringSubmatch(line); m != nil {
+			cpu = m[1]
+			continue
+		}
+		if cpu != "" && kvmRunFrameRE.MatchString(line) {
+			inKVMRun[cpu] = true
+		}
+	}
+	var held []string
+	for _, c := range still {
+		if inKVMRun[c] {
+			held = append(held, c)
+		}
+	}
+	sort.Strings(held)
+	return held
+}
+
+// cpuLines maps each CPU's number to the counters of its line in
+// /proc/stat ("cpuN user nice system ..."; proc(5)).
+func cpuLines(stat string) map[string]string {
+	out := map[string]string{}
+	for _, line := range strings.Split(stat, "\n") {
+		name, counters, ok := strings.Cut(line, " ")
+		if n, isCPU := strings.CutPrefix(name, "cpu"); ok && isCPU && n != "" {
+			out[n] = strings.TrimSpace(counters)
+		}
+	}
+	return out
 }
 
 // evidenceLogBytes bounds the kernel log Judge reads: an oops that

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmm-dev/vmm/tools/nested/proto"
 )
 
 // What L1's kernel log held in the runs where the emulator crashed the
@@ -62,6 +64,63 @@ var errL1Died = fmt.Errorf("nested: exec [\"/bin/redirect\"]: %w: QEMU exited; Q
 
 var errCrash = fmt.Errorf("%w (vmm: vCPU 0: guest triple fault (KVM_EXIT_SHUTDOWN)): vmm run exited with status 1", ErrGuestCrashed)
 
+// errHeld is what Job.waitFor returns when HeldCPUs found a CPU held.
+var errHeld = fmt.Errorf("nested: expecting \"cpuinfo-done\": timed out after 1m0s; %w: CPU 1 took no timer tick in 2s, its NMI backtrace in KVM_RUN", ErrCPUHeld)
+
+// What sysrq l printed in a looped TestSMPAndMemory that timed out (cut):
+// CPU 0 ran the agent's write, CPU 1 was inside its guest.
+const klogSysrqHeld = `[   66.748464] sysrq: Show backtrace of all active CPUs
+[   66.749013] NMI backtrace for cpu 0
+[   66.749280] CPU: 0 PID: 93 Comm: init Not tainted 6.1.0-56-cloud-amd64 #1  Debian 6.1.192-2
+[   66.752816] Call Trace:
+[   66.752816]  <TASK>
+[   66.752816]  nmi_cpu_backtrace.cold+0x32/0x79
+[   66.752816]  write_sysrq_trigger+0x24/0x40
+[   66.752816]  </TASK>
+[   66.761204] Sending NMI from CPU 0 to CPUs 1:
+[   66.712866] NMI backtrace for cpu 1
+[   66.712866] CPU: 1 PID: 103 Comm: vmm Not tainted 6.1.0-56-cloud-amd64 #1  Debian 6.1.192-2
+[   66.712866] RIP: 0010:svm_vcpu_run+0x242/0x6c0 [kvm_amd]
+[   66.712866] Call Trace:
+[   66.712866]  <TASK>
+[   66.712866]  kvm_arch_vcpu_ioctl_run+0x8be/0x1750 [kvm]
+[   66.712866]  kvm_vcpu_ioctl+0x25e/0x720 [kvm]
+[   66.712866]  ? kvm_vm_ioctl+0x2dc/0x1010 [kvm]
+[   66.712866]  __x64_sys_ioctl+0x8d/0xd0
+[   66.712866]  </TASK>
+[   66.795321] sysrq: Show Blocked State
+`
+
+// TestHeldCPUs: a CPU counts as held only if its counters stood still
+// while another's advanced and its NMI backtrace runs through KVM_RUN.
+func TestHeldCPUs(t *testing.T) {
+	const (
+		moved   = "cpu  10 0 20 900 0 0 0 0 5 0\ncpu0 5 0 10 450 0 0 0 0 0 0\ncpu1 5 0 10 450 0 0 0 0 5 0\n"
+		cpu1Sat = "cpu  30 0 20 950 0 0 0 0 5 0\ncpu0 25 0 10 500 0 0 0 0 0 0\ncpu1 5 0 10 450 0 0 0 0 5 0\n"
+		both    = "cpu  30 0 20 950 0 0 0 0 25 0\ncpu0 25 0 10 500 0 0 0 0 0 0\ncpu1 5 0 10 450 0 0 0 0 25 0\n"
+	)
+	sep := proto.CPUTimesSep
+	tests := []struct {
+		name, times, klog string
+		want              string
+	}{
+		{"cpu1 still, in KVM_RUN", moved + sep + cpu1Sat, klogSysrqHeld, "1"},
+		{"cpu1 ticking, in KVM_RUN", moved + sep + both, klogSysrqHeld, ""},
+		{"cpu1 still, no backtrace", moved + sep + cpu1Sat, klogQuiet, ""},
+		{"all still: the watchdog's", moved + sep + moved, klogSysrqHeld, ""},
+		{"one reading", moved, klogSysrqHeld, ""},
+		{"cpu1 still, log lines end in CR LF", moved + sep + cpu1Sat, strings.ReplaceAll(klogSysrqHeld, "\n", "\r\n"), "1"},
+		{"cpu0 still, not in KVM_RUN", "cpu0 1 2\ncpu1 3 4\n" + sep + "cpu0 1 2\ncpu1 3 5\n", klogSysrqHeld, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := strings.Join(HeldCPUs(tt.times, tt.klog), ","); got != tt.want {
+				t.Errorf("HeldCPUs = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestJudge(t *testing.T) {
 	boom := errors.New("expecting \"ready\": timed out")
 	tests := []struct {
@@ -91,6 +150,8 @@ func TestJudge(t *testing.T) {
 		{"console crash, vmm panicked", boom, Evidence{Console: tripleFault + goPanic, KernelLog: klogRCU}, NotRetried, "", "timed out"},
 		{"wrapped crash, vmm panicked", errCrash, Evidence{Console: goPanic, KernelLog: klogRCU}, NotRetried, "", "vmm crashed"},
 		{"L1 stall, no L2 symptom", boom, Evidence{Console: "hello\n", KernelLog: klogRCU}, NotRetried, "", "timed out"},
+		{"L1 CPU held", errHeld, Evidence{Console: "cpu MHz\t\t: 2245.770\n", KernelLog: klogQuiet}, CauseGuestCrash, "an L1 CPU held inside its guest (CPU 1 took no timer tick in 2s, its NMI backtrace in KVM_RUN)", ""},
+		{"L1 CPU held, vmm panicked", errHeld, Evidence{Console: goPanic, KernelLog: klogQuiet}, NotRetried, "", "vmm crashed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // Ops sent by the host.
@@ -24,6 +25,14 @@ const (
 	OpEOF      = "eof"      // close a pipe job's stdin
 	OpPoweroff = "poweroff" // power L1 off
 	OpSysrq    = "sysrq"    // write Args[0]'s keys to /proc/sysrq-trigger, reply with result
+	OpCPUTimes = "cputimes" // reply with /proc/stat's CPU lines twice, CPUTimesGap apart
+)
+
+// CPUTimesGap is how far apart OpCPUTimes reads /proc/stat, and
+// CPUTimesSep what separates the two readings in its reply.
+const (
+	CPUTimesGap = 2 * time.Second
+	CPUTimesSep = "--\n"
 )
 
 // Ops sent by the agent.

@@ -47,10 +47,19 @@ func threads(args []string) int {
 			printTask(t)
 		}
 	}
-	traceExits()
+	stat0, _ := os.ReadFile("/proc/stat")
 	time.Sleep(time.Second)
 	after := kvmCounters()
+	stat1, _ := os.ReadFile("/proc/stat")
 	printCounters(before, after)
+	if still := stillCPUs(string(stat0), string(stat1)); len(still) > 0 {
+		// Tracing changes patch kernel text and wait for every CPU to
+		// take an IPI, and to pass an RCU grace period: a CPU that takes
+		// no tick would hold this report until it does.
+		fmt.Printf("(exits not traced: CPU %s took no tick in 1 s)\n", strings.Join(still, ", "))
+	} else {
+		traceExits()
+	}
 	printRTRunqueues()
 	return 0
 }
@@ -224,4 +233,28 @@ func traceExits() {
 	for _, l := range lines[max(0, len(lines)-16):] {
 		fmt.Println("  " + l)
 	}
+}
+
+// stillCPUs returns the CPUs whose /proc/stat counters are the same in
+// both readings.
+func stillCPUs(a, b string) []string {
+	lines := func(stat string) map[string]string {
+		m := map[string]string{}
+		for _, l := range strings.Split(stat, "\n") {
+			name, rest, ok := strings.Cut(l, " ")
+			if n, cpu := strings.CutPrefix(name, "cpu"); ok && cpu && n != "" {
+				m[n] = rest
+			}
+		}
+		return m
+	}
+	before, after := lines(a), lines(b)
+	var still []string
+	for cpu, v := range after {
+		if before[cpu] == v {
+			still = append(still, cpu)
+		}
+	}
+	sort.Strings(still)
+	return still
 }
