@@ -35,9 +35,11 @@ func TestMain(m *testing.M) {
 func fakeQEMU(mode string, args []string) int {
 	con := os.NewFile(qemuConsoleFD, "con")
 	ctl := os.NewFile(qemuControlFD, "ctl")
+	klog := ""
 	for i, a := range args {
 		if p, ok := strings.CutPrefix(a, "file,id=klog,path="); ok && i > 0 {
-			os.WriteFile(strings.ReplaceAll(p, ",,", ","), []byte("fake kernel: booted\n"), 0o644)
+			klog = strings.ReplaceAll(p, ",,", ",")
+			os.WriteFile(klog, []byte("fake kernel: booted\n"), 0o644)
 		}
 	}
 	freeze := mode == "freeze"
@@ -73,7 +75,7 @@ func fakeQEMU(mode string, args []string) int {
 		case proto.OpRun:
 			send(proto.Msg{Op: proto.OpStarted, ID: m.ID, PID: 42})
 			fmt.Fprintf(con, "job output\r\n")
-			if mode == "beat" {
+			if mode == "beat" || mode == "held" {
 				// A quiet job in a live L1: beats, and answers execs.
 				go func() {
 					for {
@@ -96,9 +98,20 @@ func fakeQEMU(mode string, args []string) int {
 		case proto.OpExec:
 			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Code: 1, Output: []byte("exec " + strings.Join(m.Args, " "))})
 		case proto.OpSysrq:
+			if mode == "held" {
+				// What sysrq l printed when the emulator held CPU 1.
+				f, _ := os.OpenFile(klog, os.O_APPEND|os.O_WRONLY, 0)
+				f.WriteString(strings.ReplaceAll(klogSysrqHeld, "\n", "\r\n"))
+				f.Close()
+			}
 			send(proto.Msg{Op: proto.OpResult, ID: m.ID})
 		case proto.OpCPUTimes:
-			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Output: []byte("cpu0 1 2\n" + proto.CPUTimesSep + "cpu0 2 2\n")})
+			// Held: CPU 1's counters stand still while CPU 0's advance.
+			times := "cpu0 1 2\ncpu1 5 6\n" + proto.CPUTimesSep + "cpu0 2 2\ncpu1 5 7\n"
+			if mode == "held" {
+				times = "cpu0 1 2\ncpu1 5 6\n" + proto.CPUTimesSep + "cpu0 2 2\ncpu1 5 6\n"
+			}
+			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Output: []byte(times)})
 		case proto.OpPoweroff:
 			return 0
 		}
@@ -240,8 +253,28 @@ func TestFakeFreezeDuringShortWait(t *testing.T) {
 	if err == nil || errors.Is(err, ErrFrozen) || !strings.Contains(err.Error(), "timed out after 150ms") {
 		t.Errorf("Expect in a live L1 = %v, want a timeout", err)
 	}
-	if err != nil && !strings.Contains(err.Error(), "exec /init threads vmm vmm-net") {
+	if err != nil && !strings.Contains(err.Error(), "exec /init threads vmm") {
 		t.Errorf("timeout lacks the threads report: %v", err)
+	}
+}
+
+// A wait that times out while L1's agent shows one of its CPUs held
+// inside the guest (its counters still, its NMI backtrace in KVM_RUN)
+// says so, and Judge retries it as the emulator's; the same wait in an
+// L1 whose CPUs all tick is an ordinary timeout.
+func TestFakeHeldCPU(t *testing.T) {
+	l, j := startFakeJob(t, fakeConfig(t, "held"))
+	_, err := j.Expect(regexp.MustCompile(`never`), 150*time.Millisecond)
+	if !errors.Is(err, ErrCPUHeld) {
+		t.Fatalf("Expect = %v, want ErrCPUHeld", err)
+	}
+	if v := Judge(err, l.evidence()); v.Cause != CauseGuestCrash || !strings.Contains(v.Reason, "CPU 1 took no timer tick") {
+		t.Errorf("Judge = %v %q, want a guest crash for CPU 1", v.Cause, v.Reason)
+	}
+	_, j = startFakeJob(t, fakeConfig(t, "beat"))
+	_, err = j.Expect(regexp.MustCompile(`never`), 150*time.Millisecond)
+	if err == nil || errors.Is(err, ErrCPUHeld) {
+		t.Errorf("Expect with every CPU ticking = %v, want a plain timeout", err)
 	}
 }
 

@@ -173,7 +173,10 @@ func (j *Job) CloseStdin() error {
 }
 
 // waitFor calls check under l.mu until it reports done, the timeout
-// passes, or L1 dies. check's error ends the wait.
+// passes, or L1 dies. check's error ends the wait. A timeout on a
+// running job returns late: after the watchdog's verdict if L1 had gone
+// silent (freezeVerdict), else after the agent's report on vmm's
+// threads (withThreads), up to about 35 s.
 func (j *Job) waitFor(timeout time.Duration, what string, check func() (bool, error)) error {
 	l := j.l
 	deadline := time.NewTimer(timeout)
@@ -196,6 +199,12 @@ func (j *Job) waitFor(timeout time.Duration, what string, check func() (bool, er
 		select {
 		case <-changed:
 		case <-deadline.C:
+			l.mu.Lock()
+			done := j.done
+			l.mu.Unlock()
+			if done {
+				return l.withTails(fmt.Errorf("nested: %s: timed out after %v", what, timeout))
+			}
 			if err := l.freezeVerdict(); err != nil {
 				return l.withTails(fmt.Errorf("nested: %s: timed out after %v with L1 silent, which then: %w", what, timeout, err))
 			}

@@ -33,6 +33,14 @@
 //     its own kernel text, an external interrupt or an NMI, or L1
 //     itself stalling (RCU stalls, soft
 //     lockups) or its KVM warning.
+//   - A wait on a guest that timed out is retried as such a crash when
+//     L1's own counters and backtraces show one of its CPUs held inside
+//     the guest (ErrCPUHeld, HeldCPUs): its /proc/stat time counters
+//     stood still for 2 s while another CPU's advanced, and its NMI
+//     backtrace ran through KVM_RUN. L1's timer interrupt makes any
+//     running guest exit; only the emulator keeps a CPU in there. A
+//     wait that ends while L1 has been silent for a while waits for the
+//     watchdog's verdict first (a freeze, retried as one).
 //
 // The shutdown line is there because the agent asks for it: KVM logs
 // nothing when a guest shuts down, and in 3 emulator triple faults of
@@ -787,10 +795,13 @@ const suspectSilence = 10 * time.Second
 // that began during it would otherwise be reported as the guest's
 // timeout, which the retry judge rightly does not excuse.
 func (l *L1) freezeVerdict() error {
+	if l.cfg.FreezeTimeout <= 0 {
+		return nil // no watchdog
+	}
 	l.mu.Lock()
 	silent, _ := l.wd.expired(l.now())
 	l.mu.Unlock()
-	if silent < min(suspectSilence, l.cfg.FreezeTimeout/3) {
+	if silent == 0 || silent < min(suspectSilence, l.cfg.FreezeTimeout/3) {
 		return nil
 	}
 	give := time.NewTimer(l.cfg.FreezeTimeout - silent + monitorWait(l.cfg.FreezeTimeout) + 2*l.wd.pollInterval())
@@ -819,13 +830,15 @@ func (l *L1) freezeVerdict() error {
 	}
 }
 
-// threadsTimeout bounds the agent's report on vmm's threads: it reads
-// KVM's counters twice, a second apart.
+// threadsTimeout bounds the agent's threads report (an exec of its
+// threads tool), which samples for a second.
 const threadsTimeout = 15 * time.Second
 
 // sysrqTimeout bounds the agent's answer to a sysrq request, which it
-// serves without starting a process.
-const sysrqTimeout = 5 * time.Second
+// serves without starting a process: sysrq l waits up to 10 s for CPUs
+// that do not take its NMI (lib/nmi_backtrace.c), which is what a held
+// CPU might do.
+const sysrqTimeout = 12 * time.Second
 
 // threadsLogLines bounds the kernel log withThreads adds: two CPUs'
 // backtraces and a few blocked tasks.
@@ -834,19 +847,18 @@ const threadsLogLines = 300
 // withThreads adds to a tailError what the threads of vmm and its helper
 // were doing in L1 (l1init's "threads" tool), for a wait on a guest that
 // timed out: a guest that stops making progress while L1 stays alive
-// leaves no other trace of whether vmm or the emulator stopped it.
+// leaves no other trace of whether vmm or the emulator stopped it. If
+// one of L1's CPUs was held inside its guest (HeldCPUs), the error also
+// wraps ErrCPUHeld. It takes up to about 35 s.
 func (l *L1) withThreads(err error) error {
 	var te *tailError
-	if !errors.As(err, &te) || te.threads != "" {
+	if !errors.As(err, &te) || te.threads != "" || l.deadErr() != nil {
 		return err
 	}
-	mark := l.KernelLogMark()
-	ctx, cancel := context.WithTimeout(context.Background(), threadsTimeout)
-	defer cancel()
 	// The CPUs' time counters twice, before the backtraces: whether the
-	// CPU a backtrace finds in KVM_RUN has taken a tick meanwhile.
+	// CPU a backtrace finds in KVM_RUN took a tick meanwhile.
 	times, out := "", ""
-	switch r, terr := l.request(ctx, proto.Msg{Op: proto.OpCPUTimes}, proto.CPUTimesGap+sysrqTimeout); {
+	switch r, terr := l.request(context.Background(), proto.Msg{Op: proto.OpCPUTimes}, proto.CPUTimesGap+sysrqTimeout); {
 	case terr != nil:
 		out = fmt.Sprintf("(cpu times: %v)\n", terr)
 	case r.Op != proto.OpResult:
@@ -856,22 +868,25 @@ func (l *L1) withThreads(err error) error {
 		first, second, _ := strings.Cut(times, proto.CPUTimesSep)
 		out = fmt.Sprintf("L1's CPU times (/proc/stat), %v apart:\n%s%s", proto.CPUTimesGap, cpuStatLines(first), cpuStatLines(second))
 	}
-	// First, from the agent's own process, what needs nothing of a stuck
+	// Then, from the agent's own process, what needs nothing of a stuck
 	// CPU but its NMI: every CPU's backtrace (sysrq l) and every blocked
 	// task (w), into L1's kernel log, which reaches the host on its own
 	// port even if the report then hangs.
-	if r, serr := l.request(ctx, proto.Msg{Op: proto.OpSysrq, Args: []string{"lw"}}, sysrqTimeout); serr != nil {
+	mark := l.KernelLogMark()
+	if r, serr := l.request(context.Background(), proto.Msg{Op: proto.OpSysrq, Args: []string{"lw"}}, sysrqTimeout); serr != nil {
 		out += fmt.Sprintf("(sysrq: %v)\n", serr)
 	} else if r.Op == proto.OpError {
 		out += fmt.Sprintf("(sysrq: %s)\n", r.Error)
 	}
-	rep, _, xerr := l.Exec(ctx, "/init", "threads", "vmm", "vmm-net")
+	ctx, cancel := context.WithTimeout(context.Background(), threadsTimeout)
+	defer cancel()
+	rep, _, xerr := l.Exec(ctx, "/init", "threads", "vmm")
 	out += rep
 	if xerr != nil {
 		out += fmt.Sprintf("(no report: %v)\n", firstLine(xerr))
 	}
-	// The backtraces went to L1's kernel log, which the tail above was
-	// read before.
+	// The backtraces went to L1's kernel log through its serial port;
+	// give the last of them time to arrive.
 	time.Sleep(time.Second)
 	since := l.KernelLogSince(mark)
 	te.threads = out + "--- L1 kernel log since ---\n" + lastLines([]byte(since), threadsLogLines)

@@ -162,7 +162,9 @@ type Verdict struct {
 // symptom alone is what a vmm bug that corrupts its guest looks like
 // too, so it is never enough. When the symptom is VCPUStall's (an L1 CPU
 // held in KVM_RUN), it and the signature are one stall report: L1's
-// word, which no guest or vmm can forge.
+// word, which no guest or vmm can forge. A timed-out wait marked
+// ErrCPUHeld (HeldCPUs: a CPU that took no tick for 2 s with its NMI
+// backtrace in KVM_RUN) is retried the same way, unless vmm crashed.
 func Judge(err error, ev Evidence) Verdict {
 	switch {
 	case err == nil:
@@ -407,47 +409,41 @@ func VCPUStall(klog string) string {
 }
 
 // nmiBacktraceRE starts one CPU's part of sysrq l's report in L1's
-// kernel log (lib/nmi_backtrace.c).
-var nmiBacktraceRE = regexp.MustCompile(`^\[ *\d+\.\d+\] NMI backtrace for cpu (\d+)\r?$`)
+// kernel log (lib/nmi_backtrace.c); an idle CPU's is that one line,
+// "skipped". sysrqLineRE starts each sysrq report (drivers/tty/sysrq.c).
+var sysrqLineRE = regexp.MustCompile(`^\[ *\d+\.\d+\] sysrq: `)
+
+var nmiBacktraceRE = regexp.MustCompile(`^\[ *\d+\.\d+\] NMI backtrace for cpu (\d+)( skipped)?`)
 
 // HeldCPUs returns the L1 CPUs that the emulator held inside their
 // guests: those whose time counters in /proc/stat stood still between
 // the two readings in times (proto.OpCPUTimes) while another CPU's
-// advanced, and whose NMI backtrace in klog (sysrq l, asked for after
-// the readings) runs through KVM_RUN. Every CPU accounts a tick to one
-// of its counters, idle ones included (a tickless idle CPU's idle time
-// is brought up to date when read), so a CPU whose counters stand still
-// took none in proto.CPUTimesGap, and a CPU inside KVM_RUN takes none
-// only if its guest never exits, which L1's own timer interrupt forces
-// (see VCPUStall); no program in L1 masks that.
+// advanced, so that they took no tick in proto.CPUTimesGap
+// (proto.StillCPUs), and whose live NMI backtrace in klog (sysrq l; the
+// caller passes only the log written after the readings) runs through
+// KVM_RUN. A CPU inside KVM_RUN
+// takes no tick only if its guest never exits, which L1's own timer
+// interrupt forces (see VCPUStall); no program in L1 masks that.
 func HeldCPUs(times, klog string) []string {
 	first, second, ok := strings.Cut(times, proto.CPUTimesSep)
 	if !ok {
 		return nil
 	}
-	before, after := cpuLines(first), cpuLines(second)
-	var still []string
-	advanced := false
-	for cpu, a := range after {
-		switch b, ok := before[cpu]; {
-		case !ok:
-		case a == b:
-			still = append(still, cpu)
-		default:
-			advanced = true
-		}
-	}
+	still, advanced := proto.StillCPUs(first, second)
 	if !advanced {
 		return nil // L1 as a whole stood still: the watchdog's to judge
 	}
 	inKVMRun := map[string]bool{}
-	cpu := ""
+	cpu := "" // whose live backtrace the lines are, if any
 	for _, line := range strings.Split(klog, "\n") {
-		if m := nmiBacktraceRE.FindStringSubmatch(line); m != nil {
+		switch m := nmiBacktraceRE.FindStringSubmatch(line); {
+		case m != nil && m[2] == "":
 			cpu = m[1]
-			continue
-		}
-		if cpu != "" && kvmRunFrameRE.MatchString(line) {
+		case m != nil, taskDumpRE.MatchString(line), sysrqLineRE.MatchString(line):
+			// An idle CPU's one line, a blocked task's saved stack
+			// (sysrq w), or the next report: no CPU's live frames.
+			cpu = ""
+		case cpu != "" && kvmRunFrameRE.MatchString(line):
 			inKVMRun[cpu] = true
 		}
 	}
@@ -459,19 +455,6 @@ func HeldCPUs(times, klog string) []string {
 	}
 	sort.Strings(held)
 	return held
-}
-
-// cpuLines maps each CPU's number to the counters of its line in
-// /proc/stat ("cpuN user nice system ..."; proc(5)).
-func cpuLines(stat string) map[string]string {
-	out := map[string]string{}
-	for _, line := range strings.Split(stat, "\n") {
-		name, counters, ok := strings.Cut(line, " ")
-		if n, isCPU := strings.CutPrefix(name, "cpu"); ok && isCPU && n != "" {
-			out[n] = strings.TrimSpace(counters)
-		}
-	}
-	return out
 }
 
 // evidenceLogBytes bounds the kernel log Judge reads: an oops that

@@ -91,6 +91,20 @@ const klogSysrqHeld = `[   66.748464] sysrq: Show backtrace of all active CPUs
 [   66.795321] sysrq: Show Blocked State
 `
 
+// klogSysrqIdleBlocked: CPU 1 idle, and sysrq w's saved stack of a vmm
+// thread in KVM_RUN, which is no CPU's live frame.
+const klogSysrqIdleBlocked = `[   66.748464] sysrq: Show backtrace of all active CPUs
+[   66.749013] NMI backtrace for cpu 0
+[   66.752816]  write_sysrq_trigger+0x24/0x40
+[   66.761204] Sending NMI from CPU 0 to CPUs 1:
+[   66.762000] NMI backtrace for cpu 1 skipped: idling at native_safe_halt+0xb/0x10
+[   66.795321] sysrq: Show Blocked State
+[   66.795400] task:vmm             state:D stack:0     pid:103   ppid:1      flags:0x00004002
+[   66.795500] Call Trace:
+[   66.795600]  kvm_arch_vcpu_ioctl_run+0x8be/0x1750 [kvm]
+[   66.795700]  kvm_vcpu_ioctl+0x25e/0x720 [kvm]
+`
+
 // TestHeldCPUs: a CPU counts as held only if its counters stood still
 // while another's advanced and its NMI backtrace runs through KVM_RUN.
 func TestHeldCPUs(t *testing.T) {
@@ -110,6 +124,7 @@ func TestHeldCPUs(t *testing.T) {
 		{"all still: the watchdog's", moved + sep + moved, klogSysrqHeld, ""},
 		{"one reading", moved, klogSysrqHeld, ""},
 		{"cpu1 still, log lines end in CR LF", moved + sep + cpu1Sat, strings.ReplaceAll(klogSysrqHeld, "\n", "\r\n"), "1"},
+		{"cpu1 idle, a blocked task's stack in KVM_RUN", moved + sep + cpu1Sat, klogSysrqIdleBlocked, ""},
 		{"cpu0 still, not in KVM_RUN", "cpu0 1 2\ncpu1 3 4\n" + sep + "cpu0 1 2\ncpu1 3 5\n", klogSysrqHeld, ""},
 	}
 	for _, tt := range tests {

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 )
@@ -175,4 +176,37 @@ func JobSched(cmdline string) string {
 		}
 	}
 	return v
+}
+
+// StillCPUs compares two readings of /proc/stat (proc(5): a line
+// "cpuN user nice system ..." per CPU) and returns the CPUs whose
+// counters did not change, in order, and whether any CPU's did. Every
+// CPU accounts each timer tick to one of its counters, idle ones
+// included (a tickless idle CPU's idle time is brought up to date when
+// read), so a CPU that stood still took no tick in between.
+func StillCPUs(first, second string) (still []string, advanced bool) {
+	before, after := cpuLines(first), cpuLines(second)
+	for cpu, a := range after {
+		switch b, ok := before[cpu]; {
+		case !ok:
+		case a == b:
+			still = append(still, cpu)
+		default:
+			advanced = true
+		}
+	}
+	sort.Strings(still)
+	return still, advanced
+}
+
+// cpuLines maps each CPU's number to the counters of its line.
+func cpuLines(stat string) map[string]string {
+	out := map[string]string{}
+	for _, line := range strings.Split(stat, "\n") {
+		name, counters, ok := strings.Cut(line, " ")
+		if n, isCPU := strings.CutPrefix(name, "cpu"); ok && isCPU && n != "" {
+			out[n] = strings.TrimSpace(counters)
+		}
+	}
+	return out
 }

@@ -33,6 +33,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vmm-dev/vmm/tools/procthreads"
 )
 
 // Report is what redirect prints.
@@ -198,7 +200,7 @@ wait:
 			signalC = nil
 		case <-timeoutC:
 			rep.TimedOut = true
-			rep.Threads = describeThreads("/proc", cmd.Process.Pid, time.Second)
+			rep.Threads = procthreads.Describe("/proc", cmd.Process.Pid, time.Second)
 			cmd.Process.Signal(syscall.SIGQUIT)
 			killC = time.After(killGrace)
 			timeoutC = nil

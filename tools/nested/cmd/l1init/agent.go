@@ -392,7 +392,7 @@ func (a *agent) sysrq(m proto.Msg) {
 // cpuTimes reads each CPU's time counters twice, proto.CPUTimesGap
 // apart, from the agent's own process: a CPU whose counters stand still
 // while the others' advance took no timer tick in between (the host's
-// judge, package nested, heldCPUs).
+// judge, package nested, HeldCPUs).
 func (a *agent) cpuTimes(m proto.Msg) {
 	first, err := os.ReadFile("/proc/stat")
 	if err == nil {

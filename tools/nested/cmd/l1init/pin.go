@@ -139,18 +139,28 @@ func housekeep(job *unix.CPUSet) error {
 	if rest.Count() == 0 {
 		return nil
 	}
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return err
-	}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
+	// A thread not yet narrowed may start another while the list is
+	// read: go over it again until a pass finds no new thread.
+	done := map[int]bool{}
+	for {
+		tasks, err := os.ReadDir("/proc/self/task")
 		if err != nil {
-			continue
+			return err
 		}
-		if err := unix.SchedSetaffinity(tid, &rest); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("sched_setaffinity thread %d: %w", tid, err)
+		fresh := 0
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil || done[tid] {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &rest); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("sched_setaffinity thread %d: %w", tid, err)
+			}
+			done[tid] = true
+			fresh++
+		}
+		if fresh == 0 {
+			return nil
 		}
 	}
-	return nil
 }

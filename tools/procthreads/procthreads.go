@@ -1,4 +1,9 @@
-package main
+// Package procthreads describes what a process's threads are doing, as
+// Linux's /proc shows them, for the reports of harness tools when
+// something hangs: the tests' redirect (a command past its -timeout)
+// and L1's agent (a guest that stopped making progress). It has its own
+// package because both are commands.
+package procthreads
 
 import (
 	"fmt"
@@ -10,15 +15,15 @@ import (
 	"time"
 )
 
-// Why -timeout first looks at CMD's threads: a command that hangs past
-// its own deadline (vmm past -timeout) has threads that are either not
-// scheduled (runnable, their CPU time frozen), asleep in the kernel
-// (state D and a kernel stack that names what they wait for) or busy.
-// The goroutine dump SIGQUIT brings shows only the Go side, and only if
-// some thread of CMD still runs to print it. So redirect reads /proc
-// twice, a second apart, before it signals: each thread's state, CPU,
-// scheduling policy, CPU time and its change, wait channel and kernel
-// stack (the stack needs root, which the agent in L1 has).
+// Why look at threads: a command that hangs past its own deadline (vmm
+// past -timeout) has threads that are either not scheduled (runnable,
+// their CPU time frozen), asleep in the kernel (state D and a kernel
+// stack that names what they wait for) or busy. The goroutine dump
+// SIGQUIT brings shows only the Go side, and only if some thread of the
+// command still runs to print it. So Describe reads /proc twice, a gap
+// apart: each thread's state, CPU, scheduling policy, CPU time and its
+// change, wait channel and kernel stack (the stack needs root, which the
+// agent in L1 has).
 
 // threadSample is one thread's line of /proc/PID/task/TID/stat.
 type threadSample struct {
@@ -133,9 +138,9 @@ func stackSummary(stack string, max int) string {
 	return strings.Join(fns, " < ")
 }
 
-// describeThreads samples pid's tree twice, gap apart, and gives one line
-// per thread seen the second time.
-func describeThreads(proc string, pid int, gap time.Duration) []string {
+// Describe samples pid's tree (the process and its descendants) twice,
+// gap apart, and gives one line per thread seen the second time.
+func Describe(proc string, pid int, gap time.Duration) []string {
 	before := map[int]uint64{}
 	for _, s := range sampleThreads(proc, processTree(proc, pid)) {
 		before[s.tid] = s.ticks

@@ -1,4 +1,4 @@
-package main
+package procthreads
 
 import (
 	"os"
@@ -44,10 +44,10 @@ func TestStackSummary(t *testing.T) {
 	}
 }
 
-// TestDescribeThreads reads this test's own process, whose threads are
+// TestDescribe reads this test's own process, whose threads are
 // real: at least the one running this test, in user space or the kernel.
-func TestDescribeThreads(t *testing.T) {
-	lines := describeThreads("/proc", os.Getpid(), 10*time.Millisecond)
+func TestDescribe(t *testing.T) {
+	lines := Describe("/proc", os.Getpid(), 10*time.Millisecond)
 	if len(lines) == 0 {
 		t.Fatal("no threads described")
 	}
