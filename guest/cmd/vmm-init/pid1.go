@@ -203,7 +203,12 @@ func runReaping(cmd *exec.Cmd) int {
 }
 
 // reapUntil waits for any child (wait4(-1)) until pid has ended and
-// returns pid's status.
+// returns pid's status, having reaped every other child that ended by
+// then. wait4 does not hand back zombies oldest first: it looks at the
+// children of the calling thread before those of the process's other
+// threads (kernel/exit.c, do_wait), and Go forks and waits on whichever
+// thread a goroutine runs on. So pid may come back while an older
+// zombie is still there, and a last pass without blocking takes it.
 func reapUntil(pid int) (unix.WaitStatus, error) {
 	for {
 		var ws unix.WaitStatus
@@ -213,7 +218,23 @@ func reapUntil(pid int) (unix.WaitStatus, error) {
 		case err != nil:
 			return 0, err
 		case p == pid:
+			reapEnded()
 			return ws, nil
+		}
+	}
+}
+
+// reapEnded reaps every child that has ended, without waiting for the
+// others.
+func reapEnded() {
+	for {
+		var ws unix.WaitStatus
+		p, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || p <= 0 {
+			return
 		}
 	}
 }
