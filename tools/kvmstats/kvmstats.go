@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/vmm-dev/vmm/tools/procthreads"
 )
 
 // Paths are the file systems read; tests point them at fake trees.
@@ -184,56 +186,41 @@ func ParseStat(b []byte) (CPU, error) {
 // user and system times of the processes it started: a VMM's cost
 // includes its helpers' (vmm runs -nic user's network in its vmm-net
 // child; QEMU starts none here). A running descendant counts by its own
-// times, found through /proc/<pid>/task/<tid>/children, and one that has
-// exited and been waited for by its parent's cutime and cstime (proc(5),
-// fields 16 and 17), so a helper's time does not vanish when it ends.
-// Guest stays pid's own.
+// times (procthreads.Tree finds it), and one that has exited and been
+// waited for by its parent's cutime and cstime (proc(5), fields 16 and
+// 17), so a helper's time does not vanish when it ends. Guest stays
+// pid's own.
 func (p Paths) ProcessCPU(pid int) (CPU, error) {
-	return p.treeCPU(pid, 0)
-}
-
-// maxTreeDepth bounds the descent, against a /proc that loops.
-const maxTreeDepth = 8
-
-func (p Paths) treeCPU(pid, depth int) (CPU, error) {
-	dir := filepath.Join(p.Proc, strconv.Itoa(pid))
-	b, err := os.ReadFile(filepath.Join(dir, "stat"))
-	if err != nil {
-		return CPU{}, fmt.Errorf("kvmstats: %w", err)
-	}
-	c, err := ParseStat(b)
-	if err != nil {
-		return CPU{}, err
-	}
-	cu, cs, err := parseChildTimes(b)
-	if err != nil {
-		return CPU{}, err
-	}
-	c.User += cu
-	c.System += cs
-	if depth >= maxTreeDepth {
-		return c, nil
-	}
-	tasks, _ := os.ReadDir(filepath.Join(dir, "task"))
-	for _, t := range tasks {
-		kids, err := os.ReadFile(filepath.Join(dir, "task", t.Name(), "children"))
+	var total CPU
+	for i, proc := range procthreads.Tree(p.Proc, pid) {
+		b, err := os.ReadFile(filepath.Join(p.Proc, strconv.Itoa(proc), "stat"))
 		if err != nil {
-			continue // the thread exited, or no CONFIG_PROC_CHILDREN
+			if i == 0 {
+				return CPU{}, fmt.Errorf("kvmstats: %w", err)
+			}
+			continue // it exited meanwhile: its parent's cutime has it once waited for
 		}
-		for _, f := range strings.Fields(string(kids)) {
-			kid, err := strconv.Atoi(f)
-			if err != nil {
-				continue
+		c, err := ParseStat(b)
+		if err == nil {
+			var cu, cs int64
+			if cu, cs, err = parseChildTimes(b); err == nil {
+				c.User += cu
+				c.System += cs
 			}
-			kc, err := p.treeCPU(kid, depth+1)
-			if err != nil {
-				continue // it exited meanwhile: its parent's cutime has it once waited for
-			}
-			c.User += kc.User
-			c.System += kc.System
+		}
+		switch {
+		case err != nil && i == 0:
+			return CPU{}, err
+		case err != nil:
+			continue
+		case i == 0:
+			total = c
+		default:
+			total.User += c.User
+			total.System += c.System
 		}
 	}
-	return c, nil
+	return total, nil
 }
 
 // parseChildTimes reads cutime and cstime (fields 16 and 17) from a

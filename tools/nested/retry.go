@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -411,9 +410,10 @@ func VCPUStall(klog string) string {
 // nmiBacktraceRE starts one CPU's part of sysrq l's report in L1's
 // kernel log (lib/nmi_backtrace.c); an idle CPU's is that one line,
 // "skipped". sysrqLineRE starts each sysrq report (drivers/tty/sysrq.c).
-var sysrqLineRE = regexp.MustCompile(`^\[ *\d+\.\d+\] sysrq: `)
-
-var nmiBacktraceRE = regexp.MustCompile(`^\[ *\d+\.\d+\] NMI backtrace for cpu (\d+)( skipped)?`)
+var (
+	nmiBacktraceRE = regexp.MustCompile(`^\[ *\d+\.\d+\] NMI backtrace for cpu (\d+)( skipped)?`)
+	sysrqLineRE    = regexp.MustCompile(`^\[ *\d+\.\d+\] sysrq: `)
+)
 
 // HeldCPUs returns the L1 CPUs that the emulator held inside their
 // guests: those whose time counters in /proc/stat stood still between
@@ -421,9 +421,9 @@ var nmiBacktraceRE = regexp.MustCompile(`^\[ *\d+\.\d+\] NMI backtrace for cpu (
 // advanced, so that they took no tick in proto.CPUTimesGap
 // (proto.StillCPUs), and whose live NMI backtrace in klog (sysrq l; the
 // caller passes only the log written after the readings) runs through
-// KVM_RUN. A CPU inside KVM_RUN
-// takes no tick only if its guest never exits, which L1's own timer
-// interrupt forces (see VCPUStall); no program in L1 masks that.
+// KVM_RUN. A CPU inside KVM_RUN takes no tick only if its guest never
+// exits, which L1's own timer interrupt forces (see VCPUStall); no
+// program in L1 masks that. The CPUs come in StillCPUs' order.
 func HeldCPUs(times, klog string) []string {
 	first, second, ok := strings.Cut(times, proto.CPUTimesSep)
 	if !ok {
@@ -453,7 +453,6 @@ func HeldCPUs(times, klog string) []string {
 			held = append(held, c)
 		}
 	}
-	sort.Strings(held)
 	return held
 }
 

@@ -2,7 +2,8 @@
 // Linux's /proc shows them, for the reports of harness tools when
 // something hangs: the tests' redirect (a command past its -timeout)
 // and L1's agent (a guest that stopped making progress). It has its own
-// package because both are commands.
+// package because both are commands; Tree also gives package kvmstats
+// the processes whose CPU time is a VMM's.
 package procthreads
 
 import (
@@ -71,18 +72,23 @@ func parseTaskStat(pid, tid int, line string) (threadSample, error) {
 	return s, nil
 }
 
-// processTree is pid and its descendants, from /proc/PID/task/TID/children.
-func processTree(proc string, pid int) []int {
+// Tree is pid and its descendants, parents first, from
+// /proc/PID/task/TID/children (a thread lists the processes it
+// started). A pid listed twice, which a reused pid could make happen
+// while /proc is read, is taken once.
+func Tree(proc string, pid int) []int {
 	tree := []int{pid}
+	seen := map[int]bool{pid: true}
 	for i := 0; i < len(tree); i++ {
 		tasks, _ := os.ReadDir(filepath.Join(proc, strconv.Itoa(tree[i]), "task"))
 		for _, t := range tasks {
 			b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(tree[i]), "task", t.Name(), "children"))
 			if err != nil {
-				continue
+				continue // the thread exited, or no CONFIG_PROC_CHILDREN
 			}
 			for _, c := range strings.Fields(string(b)) {
-				if n, err := strconv.Atoi(c); err == nil {
+				if n, err := strconv.Atoi(c); err == nil && !seen[n] {
+					seen[n] = true
 					tree = append(tree, n)
 				}
 			}
@@ -142,12 +148,12 @@ func stackSummary(stack string, max int) string {
 // gap apart, and gives one line per thread seen the second time.
 func Describe(proc string, pid int, gap time.Duration) []string {
 	before := map[int]uint64{}
-	for _, s := range sampleThreads(proc, processTree(proc, pid)) {
+	for _, s := range sampleThreads(proc, Tree(proc, pid)) {
 		before[s.tid] = s.ticks
 	}
 	time.Sleep(gap)
 	var lines []string
-	for _, s := range sampleThreads(proc, processTree(proc, pid)) {
+	for _, s := range sampleThreads(proc, Tree(proc, pid)) {
 		delta := "new"
 		if t, ok := before[s.tid]; ok {
 			delta = fmt.Sprintf("+%d", s.ticks-t)

@@ -142,7 +142,10 @@ func traceExits() {
 	}
 	time.Sleep(300 * time.Millisecond)
 	if err := os.WriteFile(event+"filter", []byte(shutdownFilter), 0); err != nil {
-		fmt.Printf("(trace exits: the shutdown filter is lost: %v)\n", err)
+		// Unfiltered with tp_printk back on, every exit would go to
+		// L1's console: the shutdown trace goes instead.
+		os.WriteFile(event+"enable", []byte("0"), 0)
+		fmt.Printf("(trace exits: the shutdown filter is lost, its trace off: %v)\n", err)
 	}
 	b, err := os.ReadFile(tracefsDir + "/trace")
 	if err != nil {
