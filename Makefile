@@ -25,12 +25,14 @@ deps: host-deps
 
 # The linker flag is internal/selfmem's LDFlags (see there): the runtime
 # starts with its heap out of huge pages, so vmm need not start twice.
-# vmm-net is -nic user's network, which vmm runs next to itself
-# (package usernet/remote).
+# vmm-net is -nic user's network and vmm-unpack the kernel cache's
+# decompressor, helpers vmm runs from beside itself (package
+# internal/helperbin).
 vmm:
 	@mkdir -p $(BUILD)
 	$(GO) build -ldflags=-X=runtime.godebugDefault=disablethp=1 -o $(BUILD)/vmm ./cmd/vmm
 	$(GO) build -ldflags=-X=runtime.godebugDefault=disablethp=1 -o $(BUILD)/vmm-net ./cmd/vmm-net
+	$(GO) build -ldflags=-X=runtime.godebugDefault=disablethp=1 -o $(BUILD)/vmm-unpack ./cmd/vmm-unpack
 
 # The default guest: Debian's cloud kernel and a u-root initramfs.
 guest: deps
@@ -45,7 +47,7 @@ run: deps vmm guest
 		$(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(ARGS); \
 	else \
 		echo "make run: no usable /dev/kvm here; booting vmm inside a nested L1 guest (QEMU TCG, emulated AMD-V)"; \
-		$(GO) run ./tools/cmd/vmm-nested --file /vmm=$(BUILD)/vmm --file /vmm-net=$(BUILD)/vmm-net \
+		$(GO) run ./tools/cmd/vmm-nested --file /vmm=$(BUILD)/vmm --file /vmm-net=$(BUILD)/vmm-net --file /vmm-unpack=$(BUILD)/vmm-unpack \
 			--file /guest/bzImage=$(GUEST)/bzImage --file /guest/initrd.cpio=$(GUEST)/initrd.cpio \
 			-- /vmm -kernel /guest/bzImage -initrd /guest/initrd.cpio $(ARGS); \
 	fi

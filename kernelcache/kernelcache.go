@@ -247,10 +247,16 @@ func (c *Cache) commitTemp(f *os.File, b []byte, p string) error {
 // encode returns the entry file for data.
 func encode(data []byte) []byte {
 	b := make([]byte, 0, headerLen+len(data))
+	b = append(b, header(data)...)
+	return append(b, data...)
+}
+
+// header returns the header of the entry for data.
+func header(data []byte) []byte {
+	b := make([]byte, 0, headerLen)
 	b = append(b, magic...)
 	b = binary.LittleEndian.AppendUint64(b, checksum(data))
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(data)))
-	return append(b, data...)
+	return binary.LittleEndian.AppendUint64(b, uint64(len(data)))
 }
 
 // checksum is XXH64 with seed 0 (see the package doc for why).
@@ -355,7 +361,8 @@ func (c *Cache) evict() {
 
 // Load returns the vmlinux inside the bzImage image (parsed as k),
 // using the cache in dir: from an intact entry if there is one, else
-// decompressed (at most limit bytes) and stored for the next boot. An
+// decompressed by unpack (at most limit bytes: Helper, the vmm-unpack
+// process) into a new entry, which is then mapped like any other. An
 // error means the caller should boot the bzImage itself, as it would
 // without a cache; Load has already told notef (if not nil) whatever
 // is worth a line to the user: a directory it cannot make or will not
@@ -368,8 +375,9 @@ func (c *Cache) evict() {
 // img is the -kernel file and k its parsed header. When the key index
 // knows the file (see keyindex.go) and its entry exists, Load reads
 // nothing of img but the header k came from; otherwise it copies img to
-// the heap once (Image.stable) and hashes and decompresses that copy.
-func Load(dir string, img *Image, k *bootparam.Kernel, limit int, notef func(format string, args ...any)) (*Vmlinux, error) {
+// the heap once (Image.stable) and hashes that copy and decompresses its
+// payload.
+func Load(dir string, img *Image, k *bootparam.Kernel, unpack Unpack, limit int, notef func(format string, args ...any)) (*Vmlinux, error) {
 	if notef == nil {
 		notef = func(string, ...any) {}
 	}
@@ -416,23 +424,25 @@ func Load(dir string, img *Image, k *bootparam.Kernel, limit int, notef func(for
 	if !errors.Is(err, fs.ErrNotExist) {
 		notef("%v", err)
 	}
+	if _, _, err := kernelimage.Plan(payload, limit); err != nil {
+		if !errors.Is(err, kernelimage.ErrNoDecoder) {
+			notef("kernel cache: %v; booting the compressed kernel", err)
+		}
+		return nil, err
+	}
 	// Check the cache can be written before spending time decompressing:
 	// if it cannot, the kernel's own decompressor is as good.
 	pending, err := c.Create(key)
 	if err != nil {
 		return nil, err
 	}
-	vmlinux, err := kernelimage.Decompress(payload, limit)
-	if err != nil {
-		pending.Abort()
+	if err := pending.Fill(unpack, payload, limit); err != nil {
 		if !errors.Is(err, kernelimage.ErrNoDecoder) {
-			notef("kernel cache: %v; booting the compressed kernel", err)
+			notef("kernel cache: %v; booting the compressed kernel", strings.TrimPrefix(err.Error(), "kernel cache: "))
 		}
 		return nil, err
 	}
-	if err := pending.Commit(vmlinux); err != nil {
-		// The kernel is in memory all the same: boot it.
-		notef("%v", err)
-	}
-	return &Vmlinux{mapped{data: vmlinux}}, nil
+	// The entry was checksummed as it was written; Get checks it again
+	// as it maps it, as every boot from the cache does.
+	return c.Get(key)
 }

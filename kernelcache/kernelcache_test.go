@@ -18,7 +18,14 @@ import (
 
 	"github.com/vmm-dev/vmm/bootparam"
 	"github.com/vmm-dev/vmm/internal/testkernel"
+	"github.com/vmm-dev/vmm/kernelimage/unpack"
 )
+
+// inProcess is the Unpack of most tests: vmm-unpack's decoding, in the
+// test's process (TestHelper runs the helper).
+func inProcess(payload []byte, limit int, out *os.File) error {
+	return unpack.DecompressTo(out, payload, limit)
+}
 
 func key(s string) Key { return KeyOf([]byte(s)) }
 
@@ -274,7 +281,7 @@ func contents(t *testing.T, v *Vmlinux) []byte {
 // loadBytes is Load, with the kernel's bytes copied out.
 func loadBytes(t *testing.T, dir string, image []byte, k *bootparam.Kernel, limit int, notef func(string, ...any)) ([]byte, error) {
 	t.Helper()
-	v, err := Load(dir, &Image{mapped: mapped{data: image}}, k, limit, notef)
+	v, err := Load(dir, &Image{mapped: mapped{data: image}}, k, inProcess, limit, notef)
 	if err != nil {
 		return nil, err
 	}
@@ -642,13 +649,13 @@ func TestLoadReadsOnlyTheHeader(t *testing.T) {
 		return im
 	}
 	var n notes
-	v, err := Load(dir, open(), k, 1<<20, n.f)
+	v, err := Load(dir, open(), k, inProcess, 1<<20, n.f)
 	if err != nil || !bytes.Equal(contents(t, v), vmlinux) {
 		t.Fatalf("first boot: %v %v", err, n)
 	}
 	im := open()
 	im.data = im.data[:(k.SetupSects+1)*512]
-	v, err = Load(dir, im, k, 1<<20, n.f)
+	v, err = Load(dir, im, k, inProcess, 1<<20, n.f)
 	if err != nil || !bytes.Equal(contents(t, v), vmlinux) || len(n) != 0 {
 		t.Fatalf("warm boot with only the header readable: %v %v", err, n)
 	}
@@ -659,12 +666,12 @@ func TestLoadReadsOnlyTheHeader(t *testing.T) {
 	if err := os.Chtimes(path, later, later); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(dir, im, k, 1<<20, n.f); err == nil || err.Error() != "kernel "+path+" changed while vmm read it" {
+	if _, err := Load(dir, im, k, inProcess, 1<<20, n.f); err == nil || err.Error() != "kernel "+path+" changed while vmm read it" {
 		t.Errorf("a file changed while read: %v", err)
 	}
 	// Changed before: its new times are not in the index, so it is
 	// hashed, and its bytes (the same) find the entry.
-	v, err = Load(dir, open(), k, 1<<20, n.f)
+	v, err = Load(dir, open(), k, inProcess, 1<<20, n.f)
 	if err != nil || !bytes.Equal(contents(t, v), vmlinux) || len(n) != 0 {
 		t.Fatalf("boot after the change: %v %v", err, n)
 	}

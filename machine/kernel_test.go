@@ -38,11 +38,13 @@ func TestReadKernel(t *testing.T) {
 	for _, tc := range []struct {
 		name, kernel, cache string
 		elf                 bool   // booted as a vmlinux
+		noHelper            bool   // no vmm-unpack where Config says
 		note                string // "" for none
 		err                 string // "" for none
 	}{
 		{name: "bzImage without cache", kernel: compressed},
 		{name: "bzImage with cache", kernel: compressed, cache: "fresh", elf: true},
+		{name: "bzImage with cache, no helper", kernel: compressed, cache: "fresh", noHelper: true, note: "vmm-unpack: no such file or directory; booting the compressed kernel"},
 		{name: "bzImage with no payload", kernel: plain, cache: "fresh"},
 		{name: "bzImage without 64-bit entry", kernel: only32, cache: "fresh"},
 		{name: "cache under a file", kernel: compressed, cache: unwritable, note: "kernel cache: mkdir "},
@@ -57,9 +59,13 @@ func TestReadKernel(t *testing.T) {
 			if cache == "fresh" {
 				cache = filepath.Join(t.TempDir(), "vmlinux")
 			}
+			helper := unpackHelper(t)
+			if tc.noHelper {
+				helper = filepath.Join(t.TempDir(), "vmm-unpack")
+			}
 			var notes []string
 			logf := func(format string, args ...any) { notes = append(notes, fmt.Sprintf(format, args...)) }
-			k, err := readKernel(Config{Kernel: tc.kernel, KernelCache: cache, Logf: logf})
+			k, err := readKernel(Config{Kernel: tc.kernel, KernelCache: cache, UnpackHelper: helper, Logf: logf})
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want one with %q", err, tc.err)
@@ -96,7 +102,8 @@ func TestReadKernelCached(t *testing.T) {
 	if err := os.WriteFile(bz, testkernel.Build(testkernel.Options{Entry64: hlt, Compressed: testkernel.LZ4(testkernel.Vmlinux(hlt, 0))}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	k, err := readKernel(Config{Kernel: bz, KernelCache: cache})
+	helper := unpackHelper(t)
+	k, err := readKernel(Config{Kernel: bz, KernelCache: cache, UnpackHelper: helper})
 	if err != nil || k.elf == nil {
 		t.Fatalf("first boot: %v, vmlinux %v", err, k.elf != nil)
 	}
@@ -105,7 +112,7 @@ func TestReadKernelCached(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("%d cache entries, want 1", len(entries))
 	}
-	k, err = readKernel(Config{Kernel: bz, KernelCache: cache})
+	k, err = readKernel(Config{Kernel: bz, KernelCache: cache, UnpackHelper: helper})
 	if err != nil || k.elf == nil || !fromCache(k) || string(k.elf.Segments[0].Data) != string(hlt) {
 		t.Fatalf("second boot: %v, %+v", err, k.elf)
 	}
@@ -116,7 +123,7 @@ func TestReadKernelCached(t *testing.T) {
 
 	// An entry cut short after it was mapped fails the boot with a
 	// line that says so: loading it faults, which must not kill vmm.
-	k, err = readKernel(Config{Kernel: bz, KernelCache: cache})
+	k, err = readKernel(Config{Kernel: bz, KernelCache: cache, UnpackHelper: helper})
 	if err != nil || !fromCache(k) {
 		t.Fatalf("third boot: %v, from the cache %v", err, fromCache(k))
 	}
@@ -246,7 +253,7 @@ func TestLoadBootsCachedVmlinux(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cache := range []string{"", filepath.Join(dir, "cache")} {
-		m, err := load(Config{Kernel: bz, KernelCache: cache, MemSize: 64 << 20, CPUs: 1})
+		m, err := load(Config{Kernel: bz, KernelCache: cache, UnpackHelper: unpackHelper(t), MemSize: 64 << 20, CPUs: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -110,7 +110,7 @@ func readKernel(cfg Config) (bootKernel, error) {
 			cfg.Logf(format, args...)
 		}
 	}
-	vmlinux, err := kernelcache.Load(cfg.KernelCache, img, k.hdr, maxVmlinux, notef)
+	vmlinux, err := kernelcache.Load(cfg.KernelCache, img, k.hdr, kernelcache.Helper(cfg.UnpackHelper), maxVmlinux, notef)
 	if err != nil {
 		return k, nil // Load said what was worth saying
 	}

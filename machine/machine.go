@@ -69,6 +69,10 @@ type Config struct {
 	// so it spends decompressing itself at every boot. Empty boots the
 	// bzImage as it is.
 	KernelCache string
+	// UnpackHelper is the vmm-unpack binary, which decompresses a
+	// kernel the cache lacks; empty means kernelcache.Helper's (next to
+	// vmm, else in $PATH).
+	UnpackHelper string
 	// Transport is how the guest reaches the virtio devices: VirtioPCI
 	// (the zero value) or VirtioMMIO.
 	Transport Transport

@@ -3,11 +3,14 @@ package machine
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vmm-dev/vmm/kernelimage"
+	"github.com/vmm-dev/vmm/kernelimage/unpack"
 	"github.com/vmm-dev/vmm/usernet"
 	"github.com/vmm-dev/vmm/usernet/hostfwd"
 	vnet "github.com/vmm-dev/vmm/virtio/net"
@@ -17,11 +20,30 @@ import (
 // user network's tests need no other build.
 const helperEnv = "VMM_MACHINE_TEST_NET_HELPER"
 
+// TestMain also makes it the vmm-unpack helper when run under that name
+// (unpackHelper): vmm clears the helper's environment.
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "1" {
 		os.Exit(usernet.HelperMain(os.Args[1:]))
 	}
+	if filepath.Base(os.Args[0]) == kernelimage.UnpackHelper {
+		os.Exit(unpack.HelperMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(m.Run())
+}
+
+// unpackHelper returns a link named vmm-unpack to this test binary.
+func unpackHelper(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skip(err)
+	}
+	p := filepath.Join(t.TempDir(), kernelimage.UnpackHelper)
+	if err := os.Symlink(exe, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // userNIC is a user-network card whose helper is this test binary.

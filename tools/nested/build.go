@@ -28,22 +28,36 @@ func BuildInit(ctx context.Context, out string) error {
 // VMMPackage is the import path of vmm itself.
 const VMMPackage = "github.com/vmm-dev/vmm/cmd/vmm"
 
-// NetHelperPackage is the import path of vmm-net, the helper that runs
-// -nic user's network (package usernet/remote).
-const NetHelperPackage = "github.com/vmm-dev/vmm/cmd/vmm-net"
+// helpers are vmm's helper programs, each built next to vmm, where vmm
+// looks for it (package internal/helperbin): file name to import path.
+func helpers() map[string]string {
+	return map[string]string{
+		"vmm-net":    "github.com/vmm-dev/vmm/cmd/vmm-net",    // -nic user's network
+		"vmm-unpack": "github.com/vmm-dev/vmm/cmd/vmm-unpack", // the kernel cache's decompressor
+	}
+}
 
-// NetHelper is where BuildVMM puts vmm-net for a vmm built to vmm: next
-// to it, where vmm looks. In L1 it goes to /vmm-net, beside /vmm.
-func NetHelper(vmm string) string {
-	return filepath.Join(filepath.Dir(vmm), "vmm-net")
+// Helpers returns where BuildVMM puts vmm's helpers for a vmm built to
+// vmm, keyed by where they go in L1: next to /vmm, as they are next to
+// vmm.
+func Helpers(vmm string) map[string]string {
+	m := make(map[string]string)
+	for name := range helpers() {
+		m["/"+name] = filepath.Join(filepath.Dir(vmm), name)
+	}
+	return m
 }
 
 // BuildVMM compiles vmm to out as the Makefile does, static and linked
-// with selfmem.LDFlags, from the module rooted at root, and vmm-net to
-// NetHelper(out): the one build of vmm the benchmarks and the end-to-end
-// suite share.
+// with selfmem.LDFlags, from the module rooted at root, and its helpers
+// next to it (Helpers): the one build of vmm the benchmarks and the
+// end-to-end suite share.
 func BuildVMM(ctx context.Context, root, out string) error {
-	for pkg, o := range map[string]string{VMMPackage: out, NetHelperPackage: NetHelper(out)} {
+	builds := map[string]string{VMMPackage: out}
+	for name, pkg := range helpers() {
+		builds[pkg] = filepath.Join(filepath.Dir(out), name)
+	}
+	for pkg, o := range builds {
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags="+selfmem.LDFlags, "-o", o, pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -36,7 +36,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +43,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmm-dev/vmm/internal/helperbin"
 	"github.com/vmm-dev/vmm/usernet/hostfwd"
 	"golang.org/x/sys/unix"
 )
@@ -92,16 +92,7 @@ const closeWait = 2 * time.Second
 // FindHelper is the path of vmm-net: next to the executable of this
 // process, else in $PATH.
 func FindHelper() (string, error) {
-	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), HelperName)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath(HelperName); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("-nic user runs in the %s helper, which is neither next to vmm nor in $PATH (make vmm builds both)", HelperName)
+	return helperbin.Find(HelperName, "-nic user runs in")
 }
 
 // Config configures Start.

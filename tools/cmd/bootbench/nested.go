@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -310,8 +311,14 @@ func runNested(ctx context.Context, o options, f *hostFiles, rep *Report) error 
 	if f.micro != "" {
 		files[l1Micro] = f.micro
 	}
-	for k, v := range f.qemuFiles {
-		files[k] = v
+	maps.Copy(files, f.qemuFiles)
+	// vmm's helpers: the cold kernel cache's boots need vmm-unpack. A
+	// -vmm given without them boots those the bzImage's way, as vmm
+	// says on its console.
+	for l1, host := range nested.Helpers(f.vmm) {
+		if _, err := os.Stat(host); err == nil {
+			files[l1] = host
+		}
 	}
 	if f.lkvm != "" {
 		files[l1LKVM] = f.lkvm

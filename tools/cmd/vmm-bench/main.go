@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -386,15 +387,13 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 	}
 	l1Files := map[string]string{
 		"/vmm":               f.vmm,
-		"/vmm-net":           nested.NetHelper(f.vmm),
 		"/bin/l1tool":        f.l1tool,
 		"/bin/benchtool":     f.benchtool,
 		"/guest/bzImage":     f.kernel,
 		"/guest/initrd.cpio": f.initrd,
 	}
-	for l1, host := range qfiles {
-		l1Files[l1] = host
-	}
+	maps.Copy(l1Files, nested.Helpers(f.vmm))
+	maps.Copy(l1Files, qfiles)
 	runner.Layout = bench.Layout{VMM: "/vmm", QEMU: qemuBin, Kernel: "/guest/bzImage", Initrd: "/guest/initrd.cpio",
 		Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool", LoopbackDown: true}
 	if f.fsKernel != "" {

@@ -1,4 +1,4 @@
-package kernelimage
+package unpack
 
 import (
 	"bytes"
@@ -18,17 +18,18 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/vmm-dev/vmm/bootparam"
+	"github.com/vmm-dev/vmm/kernelimage"
 )
 
 // testPlain is compressible but not trivially so, and spans more than one
-// 8 MiB LZ4 legacy block when repeated.
+// 8 MiB kernelimage.LZ4 legacy block when repeated.
 func testPlain(n int) []byte {
 	var b bytes.Buffer
 	for i := 0; b.Len() < min(n, 1<<20); i++ {
 		fmt.Fprintf(&b, "line %d of the kernel %x\n", i, i*i)
 	}
 	// Past 1 MiB the text repeats: formatting megabytes is slow under
-	// the race detector, and repeats still span several LZ4 blocks.
+	// the race detector, and repeats still span several kernelimage.LZ4 blocks.
 	for b.Len() < n {
 		b.Write(b.Bytes()[:min(b.Len(), n-b.Len())])
 	}
@@ -38,21 +39,21 @@ func testPlain(n int) []byte {
 // compress makes a kernel payload the way the kernel's Makefile does
 // (scripts/Makefile.lib): the format's stream, then for all but gzip the
 // size as a little-endian u32.
-func compress(t testing.TB, f Format, plain []byte) []byte {
+func compress(t testing.TB, f kernelimage.Format, plain []byte) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	var w io.WriteCloser
 	var err error
 	switch f {
-	case Gzip:
+	case kernelimage.Gzip:
 		w = gzip.NewWriter(&b)
-	case XZ:
+	case kernelimage.XZ:
 		w, err = xz.NewWriter(&b)
-	case LZ4:
+	case kernelimage.LZ4:
 		zw := lz4.NewWriter(&b)
 		err = zw.Apply(lz4.LegacyOption(true))
 		w = zw
-	case Zstd:
+	case kernelimage.Zstd:
 		w, err = zstd.NewWriter(&b)
 	default:
 		t.Fatalf("no compressor for %s", f)
@@ -66,16 +67,16 @@ func compress(t testing.TB, f Format, plain []byte) []byte {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if f != Gzip {
+	if f != kernelimage.Gzip {
 		b.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(plain))))
 	}
 	return b.Bytes()
 }
 
 func TestDecompress(t *testing.T) {
-	for _, f := range []Format{Gzip, XZ, LZ4, Zstd} {
+	for _, f := range []kernelimage.Format{kernelimage.Gzip, kernelimage.XZ, kernelimage.LZ4, kernelimage.Zstd} {
 		sizes := []int{1, 4096, 100000}
-		if f == LZ4 {
+		if f == kernelimage.LZ4 {
 			// More than one 8 MiB block of the legacy format.
 			sizes = append(sizes, 9<<20)
 		}
@@ -83,7 +84,7 @@ func TestDecompress(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%d", f, n), func(t *testing.T) {
 				plain := testPlain(n)
 				payload := compress(t, f, plain)
-				if got, err := Detect(payload); got != f || err != nil {
+				if got, err := kernelimage.Detect(payload); got != f || err != nil {
 					t.Fatalf("Detect: %q, %v", got, err)
 				}
 				out, err := Decompress(payload, n)
@@ -104,7 +105,7 @@ func TestDecompress(t *testing.T) {
 
 func TestDecompressErrors(t *testing.T) {
 	plain := testPlain(3000)
-	withSize := func(f Format, size uint32) []byte {
+	withSize := func(f kernelimage.Format, size uint32) []byte {
 		p := compress(t, f, plain)
 		binary.LittleEndian.PutUint32(p[len(p)-4:], size)
 		return p
@@ -114,9 +115,9 @@ func TestDecompressErrors(t *testing.T) {
 		p[off] ^= 0xff
 		return p
 	}
-	xzBCJ := compress(t, XZ, plain)
+	xzBCJ := compress(t, kernelimage.XZ, plain)
 	xzBCJ[xzHeader+1] |= 1 // two filters, as the kernel's x86 BCJ + LZMA2
-	gz := compress(t, Gzip, plain)
+	gz := compress(t, kernelimage.Gzip, plain)
 	// "hello" in xz whose block header declares a dictionary of 4 GiB - 1
 	// (property byte 40, header CRC fixed up), which the decoder would
 	// allocate before decoding 5 bytes; the 4-byte size trailer follows.
@@ -134,16 +135,16 @@ func TestDecompressErrors(t *testing.T) {
 		{"bzip2", []byte("BZh91AY&SY...."), "bzip2 kernel payload: vmm has no decoder for it (gzip, xz, lz4 and zstd kernels are decompressed on the host)"},
 		{"lzma", []byte("\x5d\x00\x00\x80\x00...."), "lzma kernel payload: vmm has no decoder for it (gzip, xz, lz4 and zstd kernels are decompressed on the host)"},
 		{"lzo", []byte("\x89LZO\x00\r\n\x1a\n...."), "lzo kernel payload: vmm has no decoder for it (gzip, xz, lz4 and zstd kernels are decompressed on the host)"},
-		{"magic only", []byte(magicLZ4), "lz4 kernel payload is truncated: 4 bytes"},
-		{"huge trailer", withSize(LZ4, 0xffffffff), "lz4 kernel payload says it decompresses to 4294967295 bytes, more than vmm's limit of 1048576"},
+		{"magic only", []byte("\x02\x21\x4c\x18"), "lz4 kernel payload is truncated: 4 bytes"},
+		{"huge trailer", withSize(kernelimage.LZ4, 0xffffffff), "lz4 kernel payload says it decompresses to 4294967295 bytes, more than vmm's limit of 1048576"},
 		{"xz with BCJ", xzBCJ, "xz kernel payload uses a chain of 2 filters (the kernel's x86 BCJ filter before LZMA2): vmm has no decoder for it (it decodes LZMA2 alone)"},
-		{"gzip short trailer", withSize(Gzip, 2999), "gzip kernel payload decompresses to more than the 2999 bytes its size trailer says"},
+		{"gzip short trailer", withSize(kernelimage.Gzip, 2999), "gzip kernel payload decompresses to more than the 2999 bytes its size trailer says"},
 		{"gzip CRC", flip(gz, len(gz)-5), "gzip kernel payload: gzip: invalid checksum"},
-		{"lz4 short trailer", withSize(LZ4, 2999), "lz4 kernel payload decompresses to more than the 2999 bytes its size trailer says"},
-		{"lz4 long trailer", withSize(LZ4, 3001), "lz4 kernel payload decompresses to 3000 bytes, its size trailer says 3001"},
-		{"xz long trailer", withSize(XZ, 3001), "xz kernel payload decompresses to 3000 bytes, its size trailer says 3001"},
+		{"lz4 short trailer", withSize(kernelimage.LZ4, 2999), "lz4 kernel payload decompresses to more than the 2999 bytes its size trailer says"},
+		{"lz4 long trailer", withSize(kernelimage.LZ4, 3001), "lz4 kernel payload decompresses to 3000 bytes, its size trailer says 3001"},
+		{"xz long trailer", withSize(kernelimage.XZ, 3001), "xz kernel payload decompresses to 3000 bytes, its size trailer says 3001"},
 		{"xz dictionary bomb", xzBomb, "xz kernel payload: a block asks for a 4294967295-byte dictionary, more than vmm's limit of 67108864"},
-		{"zstd short trailer", withSize(Zstd, 100), "zstd kernel payload decompresses to more than the 100 bytes its size trailer says"},
+		{"zstd short trailer", withSize(kernelimage.Zstd, 100), "zstd kernel payload decompresses to more than the 100 bytes its size trailer says"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := Decompress(tc.payload, 1<<20)
@@ -153,16 +154,16 @@ func TestDecompressErrors(t *testing.T) {
 			if err.Error() != tc.want {
 				t.Errorf("error %q\nwant  %q", err, tc.want)
 			}
-			if noDecoder := strings.Contains(tc.want, "no decoder"); errors.Is(err, ErrNoDecoder) != noDecoder {
-				t.Errorf("errors.Is(err, ErrNoDecoder) = %v, want %v", !noDecoder, noDecoder)
+			if noDecoder := strings.Contains(tc.want, "no decoder"); errors.Is(err, kernelimage.ErrNoDecoder) != noDecoder {
+				t.Errorf("errors.Is(err, kernelimage.ErrNoDecoder) = %v, want %v", !noDecoder, noDecoder)
 			}
 		})
 	}
 	// Corruption anywhere in the stream is an error, never a panic or a
 	// silently different kernel.
-	for _, f := range []Format{Gzip, XZ, LZ4, Zstd} {
+	for _, f := range []kernelimage.Format{kernelimage.Gzip, kernelimage.XZ, kernelimage.LZ4, kernelimage.Zstd} {
 		p := compress(t, f, plain)
-		for off := len(magicXZ); off < len(p)-4; off += max(1, len(p)/100) {
+		for off := len("\xfd7zXZ\x00"); off < len(p)-4; off += max(1, len(p)/100) {
 			out, err := Decompress(flip(p, off), 1<<20)
 			if err != nil {
 				if msg := err.Error(); strings.ContainsAny(msg, "\n\r") {
@@ -170,9 +171,9 @@ func TestDecompressErrors(t *testing.T) {
 				}
 				continue
 			}
-			// LZ4 legacy frames have no checksum: a flipped literal
+			// kernelimage.LZ4 legacy frames have no checksum: a flipped literal
 			// decodes to different bytes of the same length.
-			if f != LZ4 && !bytes.Equal(out, plain) {
+			if f != kernelimage.LZ4 && !bytes.Equal(out, plain) {
 				t.Errorf("%s with byte %d flipped decompressed to different bytes without an error", f, off)
 			}
 		}
@@ -203,7 +204,7 @@ func realKernel(t testing.TB) []byte {
 }
 
 // TestRealKernel decompresses Debian's cloud kernel, whose payload is in
-// the kernel's own LZ4 legacy format, and checks the vmlinux is what the
+// the kernel's own kernelimage.LZ4 legacy format, and checks the vmlinux is what the
 // loader expects: text at LOAD_PHYSICAL_ADDR holding startup_64.
 func TestRealKernel(t *testing.T) {
 	k, err := bootparam.ParseKernel(realKernel(t))
@@ -214,14 +215,14 @@ func TestRealKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f, _ := Detect(c); f != LZ4 {
+	if f, _ := kernelimage.Detect(c); f != kernelimage.LZ4 {
 		t.Errorf("format %q, want lz4", f)
 	}
 	vmlinux, err := Decompress(c, 512<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := ParseELF(vmlinux)
+	e, err := kernelimage.ParseELF(vmlinux)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,4 +235,62 @@ func TestRealKernel(t *testing.T) {
 		t.Errorf("kernel spans [0x%x, 0x%x), more than init_size 0x%x", e.Start(), e.End(), k.InitSize)
 	}
 	t.Logf("%d-byte payload -> %d-byte vmlinux, %d segments in [0x%x, 0x%x)", len(c), len(vmlinux), len(e.Segments), e.Start(), e.End())
+}
+
+// failWriter fails every write, as a full disk does.
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) {
+	return 0, errors.New("write /cache/.tmp-1: no space left on device")
+}
+
+// TestHelperMain runs the helper's whole command line: arguments, payload
+// in, vmlinux out, exit status and one line on stderr.
+func TestHelperMain(t *testing.T) {
+	plain := testPlain(5000)
+	good := compress(t, kernelimage.Zstd, plain)
+	xzBCJ := compress(t, kernelimage.XZ, plain)
+	xzBCJ[xzHeader+1] |= 1
+	args := []string{"--wire", kernelimage.UnpackWire, "--limit", "1048576"}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		payload []byte
+		out     io.Writer // nil: a buffer, checked against plain on success
+		status  int
+		stderr  string // a part of the one line, "" for none
+	}{
+		{name: "zstd", args: args, payload: good},
+		{name: "bzip2", args: args, payload: []byte("BZh91AY&SY...."), status: kernelimage.ExitNoDecoder, stderr: "bzip2 kernel payload: vmm has no decoder for it"},
+		{name: "xz with BCJ", args: args, payload: xzBCJ, status: kernelimage.ExitNoDecoder, stderr: "chain of 2 filters"},
+		{name: "corrupt", args: args, payload: good[:len(good)/2], status: 1, stderr: "zstd kernel payload"},
+		{name: "over the limit", args: []string{"--wire", kernelimage.UnpackWire, "--limit", "4999"}, payload: good, status: 1, stderr: "more than vmm's limit of 4999"},
+		{name: "full disk", args: args, payload: good, out: failWriter{}, status: 1, stderr: "write /cache/.tmp-1: no space left on device"},
+		{name: "other build", args: []string{"--wire", "0", "--limit", "1"}, payload: good, status: 2, stderr: `wire version "0"`},
+		{name: "no limit", args: []string{"--wire", kernelimage.UnpackWire}, payload: good, status: 2, stderr: "no --limit"},
+		{name: "bad limit", args: []string{"--wire", kernelimage.UnpackWire, "--limit", "-1"}, payload: good, status: 2, stderr: `--limit "-1" is not a byte count`},
+		{name: "dangling", args: []string{"--limit"}, payload: good, status: 2, stderr: "--limit needs a value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, stderr bytes.Buffer
+			w := tc.out
+			if w == nil {
+				w = &out
+			}
+			status := HelperMain(tc.args, bytes.NewReader(tc.payload), w, &stderr)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d; stderr %q", status, tc.status, stderr.String())
+			}
+			msg := stderr.String()
+			if tc.stderr == "" {
+				if msg != "" || !bytes.Equal(out.Bytes(), plain) {
+					t.Fatalf("stderr %q, %d bytes out, want none and the %d decompressed", msg, out.Len(), len(plain))
+				}
+				return
+			}
+			if !strings.Contains(msg, tc.stderr) || strings.Count(msg, "\n") != 1 || !strings.HasSuffix(msg, "\n") {
+				t.Errorf("stderr %q, want one line with %q", msg, tc.stderr)
+			}
+		})
+	}
 }

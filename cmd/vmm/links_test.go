@@ -1,0 +1,40 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestLinksNoHelperCode checks that vmm does not link what runs in its
+// helpers: the user network's stack (vmm-net) and the kernel decoders
+// (vmm-unpack). Linked, their initializers would run and the kernel would
+// map their pages in every vmm, whether a run uses them or not (package
+// internal/helperbin says why they are apart).
+func TestLinksNoHelperCode(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to list vmm's packages")
+	}
+	out, err := exec.Command(gobin, "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		for _, banned := range []string{
+			"gvisor.dev/",
+			"github.com/vmm-dev/vmm/usernet",
+			"github.com/klauspost/compress",
+			"github.com/ulikunitz/xz",
+			"github.com/pierrec/lz4",
+			"compress/gzip",
+			"github.com/vmm-dev/vmm/kernelimage/unpack",
+		} {
+			// usernet/remote and usernet/hostfwd are vmm's end of the
+			// wire and its command line's rules.
+			if strings.HasPrefix(pkg, banned) && !strings.HasPrefix(pkg, "github.com/vmm-dev/vmm/usernet/remote") && !strings.HasPrefix(pkg, "github.com/vmm-dev/vmm/usernet/hostfwd") {
+				t.Errorf("vmm links %s, which belongs in a helper", pkg)
+			}
+		}
+	}
+}

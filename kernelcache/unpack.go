@@ -1,0 +1,159 @@
+package kernelcache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/helperbin"
+	"github.com/vmm-dev/vmm/kernelimage"
+)
+
+// Unpack writes the vmlinux decompressed from a bzImage's payload, at
+// most limit bytes of it, to out at out's current offset. The payload has
+// passed kernelimage.Plan. An error wrapping kernelimage.ErrNoDecoder
+// means a payload vmm leaves to the kernel's own decompressor. Helper is
+// vmm's; tests decompress in the test's own process.
+type Unpack func(payload []byte, limit int, out *os.File) error
+
+// unpackTimeout bounds one run of the helper: Debian's 14 MB payload
+// takes about a second on a host and a few in the nested, emulated CI
+// machines; a helper still running after this is stuck, and the boot
+// goes on with the bzImage.
+const unpackTimeout = 2 * time.Minute
+
+// maxStderr bounds what is kept of the helper's standard error: its one
+// line, and not a flood from a broken helper.
+const maxStderr = 4096
+
+// Helper returns the Unpack that runs the vmm-unpack helper at path (see
+// package kernelimage/unpack for why it is a process of its own); an
+// empty path is found when first needed (next to vmm, else in $PATH).
+// The payload goes to its standard input through a pipe, and out is its
+// standard output, so the vmlinux goes from the decoder to the cache's
+// file without passing through vmm.
+func Helper(path string) Unpack {
+	return func(payload []byte, limit int, out *os.File) error {
+		p := path
+		if p == "" {
+			var err error
+			if p, err = helperbin.Find(kernelimage.UnpackHelper, "decompressing a kernel for the kernel cache runs in"); err != nil {
+				return err
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), unpackTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, p, "--wire", kernelimage.UnpackWire, "--limit", strconv.Itoa(limit))
+		cmd.Stdin = bytes.NewReader(payload)
+		cmd.Stdout = out
+		stderr := &capped{max: maxStderr}
+		cmd.Stderr = stderr
+		cmd.Env = []string{} // it needs nothing from vmm's environment
+		// It dies with vmm (killed, or interrupted mid-boot) rather
+		// than decompressing for nobody.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.WaitDelay = time.Second
+		err := cmd.Run()
+		if err == nil {
+			return nil
+		}
+		msg := strings.TrimSpace(stderr.String())
+		var exit *exec.ExitError
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("%s did not finish within %v", kernelimage.UnpackHelper, unpackTimeout)
+		case errors.As(err, &exit) && exit.ExitCode() == kernelimage.ExitNoDecoder:
+			return fmt.Errorf("%s: %w", msg, kernelimage.ErrNoDecoder)
+		case msg != "":
+			// The helper's line already says which payload and why.
+			return errors.New(oneLine(msg))
+		}
+		return fmt.Errorf("%s: %w", kernelimage.UnpackHelper, err)
+	}
+}
+
+// capped keeps the first max bytes written to it.
+type capped struct {
+	bytes.Buffer
+	max int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if room := c.max - c.Len(); room > 0 {
+		c.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+// oneLine joins a message's lines, as the user is shown one.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Fill has unpack write the decompressed payload into the entry being
+// written, then heads it with the entry's header and renames it into
+// place, as Commit does for bytes in memory. The vmlinux is checksummed
+// through a read-only mapping of the file: it is never on vmm's heap.
+func (p *Pending) Fill(unpack Unpack, payload []byte, limit int) error {
+	err := p.fill(unpack, payload, limit)
+	if err != nil {
+		p.Abort()
+		return err
+	}
+	return nil
+}
+
+func (p *Pending) fill(unpack Unpack, payload []byte, limit int) error {
+	if _, err := p.f.Seek(int64(headerLen), io.SeekStart); err != nil {
+		return fmt.Errorf("kernel cache: %w", err)
+	}
+	if err := unpack(payload, limit, p.f); err != nil {
+		return err
+	}
+	st, err := p.f.Stat()
+	if err != nil {
+		return fmt.Errorf("kernel cache: %w", err)
+	}
+	n := st.Size() - int64(headerLen)
+	if n <= 0 || n > int64(limit) {
+		return fmt.Errorf("kernel cache: %s wrote %d bytes, not a kernel of at most %d", kernelimage.UnpackHelper, n, limit)
+	}
+	m, err := unix.Mmap(int(p.f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("kernel cache: mmap %s: %w", p.f.Name(), err)
+	}
+	// The file is vmm's own, just written; a fault reading it (a disk
+	// error) is guarded all the same.
+	v := mapped{what: "kernel cache entry " + p.f.Name(), mapping: m}
+	var hdr []byte
+	err = v.guard(func() error {
+		hdr = header(m[headerLen:])
+		return nil
+	})
+	v.Close()
+	if err != nil {
+		return fmt.Errorf("%s %w", v.what, err)
+	}
+	if _, err := p.f.WriteAt(hdr, 0); err != nil {
+		return fmt.Errorf("kernel cache: %w", err)
+	}
+	name := p.f.Name()
+	err = p.f.Close()
+	if err == nil {
+		err = os.Rename(name, p.c.path(p.key))
+	}
+	if err != nil {
+		os.Remove(name)
+		return fmt.Errorf("kernel cache: %w", err)
+	}
+	p.c.evict()
+	return nil
+}

@@ -1,0 +1,95 @@
+package unpack
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/vmm-dev/vmm/kernelimage"
+)
+
+// maxPayload bounds what the helper reads from its standard input: far
+// above any kernel's payload (Debian's bzImage is 14 MB), the bound vmm
+// puts on a kernel file it reads onto its heap (kernelcache's maxRead).
+const maxPayload = 1 << 30
+
+// outBuf is the helper's output buffer: decoders write in pieces of a
+// few KiB, and a write per piece to the cache's file would be thousands
+// of system calls for a 53 MB vmlinux.
+const outBuf = 1 << 20
+
+// HelperMain is the vmm-unpack helper (cmd/vmm-unpack) given its
+// arguments (kernelimage's UnpackWire says what they are): it reads a
+// bzImage's payload from stdin, writes the vmlinux it decompresses to
+// stdout, and returns the exit status: 0, kernelimage.ExitNoDecoder for a
+// payload vmm leaves to the kernel's own decompressor, 1 for any other
+// failure, 2 for bad usage, each failure with one line on stderr. On a
+// failure the output holds a part of the vmlinux at most, which vmm
+// discards.
+func HelperMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	limit, err := parseArgs(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v (it is started by vmm, not by hand)\n", kernelimage.UnpackHelper, err)
+		return 2
+	}
+	payload, err := io.ReadAll(io.LimitReader(stdin, maxPayload+1))
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "%s: reading the kernel payload: %v\n", kernelimage.UnpackHelper, err)
+		return 1
+	case len(payload) > maxPayload:
+		fmt.Fprintf(stderr, "%s: the kernel payload is larger than %d bytes\n", kernelimage.UnpackHelper, maxPayload)
+		return 1
+	}
+	w := bufio.NewWriterSize(stdout, outBuf)
+	err = DecompressTo(w, payload, limit)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, oneLine(err.Error()))
+		if errors.Is(err, kernelimage.ErrNoDecoder) {
+			return kernelimage.ExitNoDecoder
+		}
+		return 1
+	}
+	return 0
+}
+
+// parseArgs reads `--wire UnpackWire --limit N`.
+func parseArgs(args []string) (limit int, err error) {
+	var wire string
+	limit = -1
+	for i := 0; i < len(args); i += 2 {
+		if i+1 >= len(args) {
+			return 0, fmt.Errorf("%s needs a value", args[i])
+		}
+		switch v := args[i+1]; args[i] {
+		case "--wire":
+			wire = v
+		case "--limit":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return 0, fmt.Errorf("--limit %q is not a byte count", v)
+			}
+			limit = n
+		default:
+			return 0, fmt.Errorf("unknown argument %q", args[i])
+		}
+	}
+	switch {
+	case wire != kernelimage.UnpackWire:
+		return 0, fmt.Errorf("wire version %q, this helper speaks %q: vmm and %s come from different builds", wire, kernelimage.UnpackWire, kernelimage.UnpackHelper)
+	case limit < 0:
+		return 0, errors.New("no --limit")
+	}
+	return limit, nil
+}
+
+// oneLine keeps a message to one line, as vmm reports it.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
