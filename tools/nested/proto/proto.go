@@ -27,7 +27,14 @@ const (
 	OpPoweroff = "poweroff" // power L1 off
 	OpSysrq    = "sysrq"    // write Args[0]'s keys to /proc/sysrq-trigger, reply with result
 	OpCPUTimes = "cputimes" // reply with /proc/stat's CPU lines twice, CPUTimesGap apart
+	OpReadFile = "readfile" // reply with the file Args[0], at most ReadFileMax bytes of it
 )
+
+// ReadFileMax bounds OpReadFile's reply. The op is for small files a
+// command in L1 rewrites to show its progress (tools/e2e/cmd/redirect's
+// -progress), which the host reads while the command runs; the agent
+// reads them itself, so the read starts no process on the jobs' CPU.
+const ReadFileMax = 64 << 10
 
 // CPUTimesGap is how far apart OpCPUTimes reads /proc/stat, and
 // CPUTimesSep what separates the two readings in its reply.

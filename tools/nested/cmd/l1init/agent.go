@@ -214,6 +214,8 @@ func (a *agent) serve() error {
 			go a.sysrq(m)
 		case proto.OpCPUTimes:
 			go a.cpuTimes(m)
+		case proto.OpReadFile:
+			go a.readFile(m)
 		case proto.OpEOF:
 			a.jobMu.Lock()
 			if a.job != nil && a.job.id == m.ID {
@@ -404,6 +406,38 @@ func (a *agent) cpuTimes(m proto.Msg) {
 		}
 	}
 	a.sendLogged(proto.Msg{Op: proto.OpError, ID: m.ID, Error: err.Error()})
+}
+
+// readFile answers with the start of a file, up to proto.ReadFileMax
+// bytes, read by the agent's own process. The host reads a running
+// command's progress so (package nested, ExecWatch): an exec's child
+// starts on the jobs' CPU (reaper.start), where it would wait behind the
+// run it watches, or for ever if the emulator holds that CPU.
+func (a *agent) readFile(m proto.Msg) {
+	if len(m.Args) != 1 {
+		a.sendLogged(proto.Msg{Op: proto.OpError, ID: m.ID, Error: "readfile: want one argument, the path"})
+		return
+	}
+	b, err := readFileMax(m.Args[0], proto.ReadFileMax)
+	if err != nil {
+		a.sendLogged(proto.Msg{Op: proto.OpError, ID: m.ID, Error: err.Error()})
+		return
+	}
+	a.sendLogged(proto.Msg{Op: proto.OpResult, ID: m.ID, Output: b})
+}
+
+// readFileMax returns at most max bytes from the start of the file at path.
+func readFileMax(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return b, nil
 }
 
 func (a *agent) execOutput(m proto.Msg) ([]byte, int, error) {
