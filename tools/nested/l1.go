@@ -855,45 +855,80 @@ func (l *L1) withThreads(err error) error {
 	if !errors.As(err, &te) || te.threads != "" || l.deadErr() != nil {
 		return err
 	}
-	// The CPUs' time counters twice, before the backtraces: whether the
-	// CPU a backtrace finds in KVM_RUN took a tick meanwhile.
-	times, out := "", ""
-	switch r, terr := l.request(context.Background(), proto.Msg{Op: proto.OpCPUTimes}, proto.CPUTimesGap+sysrqTimeout); {
-	case terr != nil:
-		out = fmt.Sprintf("(cpu times: %v)\n", terr)
-	case r.Op != proto.OpResult:
-		out = fmt.Sprintf("(cpu times: %s)\n", r.Error)
-	default:
-		times = string(r.Output)
-		first, second, _ := strings.Cut(times, proto.CPUTimesSep)
-		out = fmt.Sprintf("L1's CPU times (/proc/stat), %v apart:\n%s%s", proto.CPUTimesGap, cpuStatLines(first), cpuStatLines(second))
-	}
-	// Then, from the agent's own process, what needs nothing of a stuck
-	// CPU but its NMI: every CPU's backtrace (sysrq l) and every blocked
-	// task (w), into L1's kernel log, which reaches the host on its own
-	// port even if the report then hangs.
-	mark := l.KernelLogMark()
-	if r, serr := l.request(context.Background(), proto.Msg{Op: proto.OpSysrq, Args: []string{"lw"}}, sysrqTimeout); serr != nil {
-		out += fmt.Sprintf("(sysrq: %v)\n", serr)
-	} else if r.Op == proto.OpError {
-		out += fmt.Sprintf("(sysrq: %s)\n", r.Error)
-	}
+	p := l.probeCPUs(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), threadsTimeout)
 	defer cancel()
 	rep, _, xerr := l.Exec(ctx, "/init", "threads", "vmm")
-	out += rep
+	out := p.note + rep
 	if xerr != nil {
 		out += fmt.Sprintf("(no report: %v)\n", firstLine(xerr))
 	}
-	// The backtraces went to L1's kernel log through its serial port;
-	// give the last of them time to arrive.
-	time.Sleep(time.Second)
-	since := l.KernelLogSince(mark)
-	te.threads = out + "--- L1 kernel log since ---\n" + lastLines([]byte(since), threadsLogLines)
-	if held := HeldCPUs(times, since); len(held) > 0 {
-		te.err = fmt.Errorf("%w; %w: CPU %s took no timer tick in %v, its NMI backtrace in KVM_RUN", te.err, ErrCPUHeld, strings.Join(held, ", "), proto.CPUTimesGap)
+	s := l.finishProbe(p)
+	te.threads = out + "--- L1 kernel log since ---\n" + lastLines([]byte(s.klog), threadsLogLines)
+	if len(s.held) > 0 {
+		te.err = fmt.Errorf("%w; %w: %s", te.err, ErrCPUHeld, heldSummary(s.held))
 	}
 	return err
+}
+
+// cpuProbe is a look at L1's CPUs under way (probeCPUs): the time
+// counters read, the backtraces asked for.
+type cpuProbe struct {
+	times string // the two readings of proto.OpCPUTimes; "" if the agent gave none
+	note  string // the readings as text, and what the agent could not do
+	mark  int64  // where L1's kernel log ended before the backtraces were asked for
+}
+
+// cpuSample is a finished look (finishProbe): the CPUs HeldCPUs found
+// held, and L1's kernel log written after the readings.
+type cpuSample struct {
+	cpuProbe
+	held []string
+	klog string
+}
+
+// probeCPUs reads L1's per-CPU time counters twice, proto.CPUTimesGap
+// apart, then asks for every CPU's backtrace and the blocked tasks
+// (sysrq l and w), which go to L1's kernel log: what HeldCPUs weighs.
+// The agent does all of it from its own process, which keeps off the
+// jobs' CPU, so none of it needs that CPU but for its NMI; the
+// backtraces reach the host on the log's own serial port even if the
+// agent's answer then hangs. It takes up to about 26 s (sysrqTimeout).
+// The readings come first so that a CPU the backtraces find in KVM_RUN
+// is known to have taken no tick just before.
+func (l *L1) probeCPUs(ctx context.Context) cpuProbe {
+	var p cpuProbe
+	switch r, err := l.request(ctx, proto.Msg{Op: proto.OpCPUTimes}, proto.CPUTimesGap+sysrqTimeout); {
+	case err != nil:
+		p.note = fmt.Sprintf("(cpu times: %v)\n", err)
+	case r.Op != proto.OpResult:
+		p.note = fmt.Sprintf("(cpu times: %s)\n", r.Error)
+	default:
+		p.times = string(r.Output)
+		first, second, _ := strings.Cut(p.times, proto.CPUTimesSep)
+		p.note = fmt.Sprintf("L1's CPU times (/proc/stat), %v apart:\n%s%s", proto.CPUTimesGap, cpuStatLines(first), cpuStatLines(second))
+	}
+	p.mark = l.KernelLogMark()
+	if r, err := l.request(ctx, proto.Msg{Op: proto.OpSysrq, Args: []string{"lw"}}, sysrqTimeout); err != nil {
+		p.note += fmt.Sprintf("(sysrq: %v)\n", err)
+	} else if r.Op == proto.OpError {
+		p.note += fmt.Sprintf("(sysrq: %s)\n", r.Error)
+	}
+	return p
+}
+
+// finishProbe waits a second for the last of p's backtraces to reach
+// the host through L1's serial port, then weighs them (HeldCPUs).
+func (l *L1) finishProbe(p cpuProbe) cpuSample {
+	time.Sleep(time.Second)
+	since := l.KernelLogSince(p.mark)
+	return cpuSample{cpuProbe: p, held: HeldCPUs(p.times, since), klog: since}
+}
+
+// heldSummary is what an error wrapping ErrCPUHeld says of the CPUs
+// HeldCPUs found; Judge quotes it as its reason to retry.
+func heldSummary(held []string) string {
+	return fmt.Sprintf("CPU %s took no timer tick in %v, its NMI backtrace in KVM_RUN", strings.Join(held, ", "), proto.CPUTimesGap)
 }
 
 // cpuStatLines returns the per-CPU lines of a /proc/stat reading.
