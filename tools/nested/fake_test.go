@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,11 +61,39 @@ func fakeQEMU(mode string, args []string) int {
 			os.WriteFile(f, nil, 0o644)
 		}
 	}
+	// "held" is an L1 whose CPU 1 the emulator holds inside its guest:
+	// its time counters stand still, its NMI backtrace is in KVM_RUN,
+	// and a watched command's output stops until the emulator lets go
+	// (fakeWatched). "held-once:" is held only if FILE does not exist
+	// yet (creating it), so a retry works. "stall" stops a watched
+	// command's output with every CPU ticking, as a hang of vmm's own
+	// would.
+	var held atomic.Bool
+	held.Store(mode == "held")
+	if f, ok := strings.CutPrefix(mode, "held-once:"); ok {
+		if _, err := os.Stat(f); err != nil {
+			held.Store(true)
+			os.WriteFile(f, nil, 0o644)
+		}
+		mode = "beat"
+	}
+	stall := held.Load() || mode == "stall"
 	send := func(m proto.Msg) {
 		b, _ := proto.Encode(m)
 		ctl.Write(b)
 	}
 	send(proto.Msg{Op: proto.OpHello, KVM: true, Kernel: "fake"})
+	if mode == "beat" || mode == "held" || mode == "stall" {
+		// A live L1: beats, and answers requests, with or without a
+		// job; a watched command's run is quiet on the control channel
+		// for longer than fakeConfig's freeze timeout.
+		go func() {
+			for {
+				time.Sleep(30 * time.Millisecond)
+				send(proto.Msg{Op: proto.OpBeat})
+			}
+		}()
+	}
 	r := proto.NewReader(ctl)
 	for {
 		m, err := r.Next()
@@ -75,15 +104,8 @@ func fakeQEMU(mode string, args []string) int {
 		case proto.OpRun:
 			send(proto.Msg{Op: proto.OpStarted, ID: m.ID, PID: 42})
 			fmt.Fprintf(con, "job output\r\n")
-			if mode == "beat" || mode == "held" {
-				// A quiet job in a live L1: beats, and answers execs.
-				go func() {
-					for {
-						time.Sleep(30 * time.Millisecond)
-						send(proto.Msg{Op: proto.OpBeat})
-					}
-				}()
-				continue
+			if mode == "beat" || mode == "held" || mode == "stall" {
+				continue // a quiet job in a live L1
 			}
 			if resume != nil {
 				<-resume
@@ -96,9 +118,13 @@ func fakeQEMU(mode string, args []string) int {
 			fmt.Fprintf(con, "done\r\n")
 			send(proto.Msg{Op: proto.OpExit, ID: m.ID, Code: 5})
 		case proto.OpExec:
+			if len(m.Args) > 1 && m.Args[0] == "watched" {
+				go fakeWatched(m, stall, &held, send)
+				continue
+			}
 			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Code: 1, Output: []byte("exec " + strings.Join(m.Args, " "))})
 		case proto.OpSysrq:
-			if mode == "held" {
+			if held.Load() {
 				// What sysrq l printed when the emulator held CPU 1.
 				f, _ := os.OpenFile(klog, os.O_APPEND|os.O_WRONLY, 0)
 				f.WriteString(strings.ReplaceAll(klogSysrqHeld, "\n", "\r\n"))
@@ -108,14 +134,68 @@ func fakeQEMU(mode string, args []string) int {
 		case proto.OpCPUTimes:
 			// Held: CPU 1's counters stand still while CPU 0's advance.
 			times := "cpu0 1 2\ncpu1 5 6\n" + proto.CPUTimesSep + "cpu0 2 2\ncpu1 5 7\n"
-			if mode == "held" {
+			if held.Load() {
 				times = "cpu0 1 2\ncpu1 5 6\n" + proto.CPUTimesSep + "cpu0 2 2\ncpu1 5 6\n"
 			}
 			send(proto.Msg{Op: proto.OpResult, ID: m.ID, Output: []byte(times)})
+		case proto.OpReadFile:
+			// The fake L1's files are the host's.
+			if b, err := os.ReadFile(m.Args[0]); err != nil {
+				send(proto.Msg{Op: proto.OpError, ID: m.ID, Error: err.Error()})
+			} else {
+				send(proto.Msg{Op: proto.OpResult, ID: m.ID, Output: b})
+			}
 		case proto.OpPoweroff:
 			return 0
 		}
 	}
+}
+
+// fakeWatchedStall is how long fakeWatched's stalled command stands
+// still before its -timeout ends it: longer than the tests' Stall, and
+// than a look (finishProbe waits a second).
+const fakeWatchedStall = 1500 * time.Millisecond
+
+// fakeWatched plays a command run under ExecWatch, as redirect running
+// vmm is: args "watched FILE [forever|recovers]". Its output moves three
+// times (FILE rewritten), then, if stall, stands still for
+// fakeWatchedStall, and the emulator lets go of the CPU it held (held),
+// too late: the command ends with vmm's -timeout status, 124, or, with
+// "forever", never answers. A look after that finds every CPU ticking.
+// With "recovers" the output moves three times more once the CPU is
+// let go, then stands still again with every CPU ticking, as a hang of
+// vmm's own would, and the command ends with 124. Without stall it ends
+// with 0.
+func fakeWatched(m proto.Msg, stall bool, held *atomic.Bool, send func(proto.Msg)) {
+	written := 0
+	move := func() {
+		for range 3 {
+			// Whole or not at all, as redirect writes it.
+			written += 4096
+			os.WriteFile(m.Args[1]+".new", []byte(fmt.Sprintf("%d 0\n", written)), 0o644)
+			os.Rename(m.Args[1]+".new", m.Args[1])
+			time.Sleep(40 * time.Millisecond)
+		}
+	}
+	move()
+	if !stall {
+		send(proto.Msg{Op: proto.OpResult, ID: m.ID, Output: []byte("all of it\n")})
+		return
+	}
+	time.Sleep(fakeWatchedStall)
+	held.Store(false)
+	how := ""
+	if len(m.Args) > 2 {
+		how = m.Args[2]
+	}
+	switch how {
+	case "forever":
+		return
+	case "recovers":
+		move()
+		time.Sleep(fakeWatchedStall)
+	}
+	send(proto.Msg{Op: proto.OpResult, ID: m.ID, Code: 124, Output: []byte(fmt.Sprintf("%d bytes\nvmm: guest stopped: -timeout 4m0s reached\n", written))})
 }
 
 // fakeMonitor answers HMP's commands as QEMU 7.2 does for a running L1

@@ -40,7 +40,13 @@
 //     backtrace ran through KVM_RUN. L1's timer interrupt makes any
 //     running guest exit; only the emulator keeps a CPU in there. A
 //     wait that ends while L1 has been silent for a while waits for the
-//     watchdog's verdict first (a freeze, retried as one).
+//     watchdog's verdict first (a freeze, retried as one). A command
+//     run through Exec (tools/e2e's redirect running vmm) has no wait
+//     to time out, so ExecWatch looks at L1's CPUs the same way while
+//     its output stands still, and WatchedExec.TimedOut gives a run
+//     that a timeout ended ErrCPUHeld when a look since the output last
+//     moved found a CPU held: by the time vmm's own -timeout ends the
+//     run, the emulator may have let go.
 //
 // The shutdown line is there because the agent asks for it: KVM logs
 // nothing when a guest shuts down, and in 3 emulator triple faults of
@@ -116,7 +122,9 @@ var (
 	// ErrCPUHeld marks a wait on a guest that timed out while one of
 	// L1's CPUs took no timer tick for proto.CPUTimesGap with its NMI
 	// backtrace inside KVM_RUN (HeldCPUs): the emulator holding that
-	// CPU in L2, which Judge retries as it does VCPUStall's report.
+	// CPU in L2, which Judge retries as it does VCPUStall's report. It
+	// marks likewise a watched command's run that a timeout ended after
+	// its output stood still with a CPU so (WatchedExec.TimedOut).
 	ErrCPUHeld = errors.New("an L1 CPU held inside its guest")
 )
 
@@ -762,12 +770,16 @@ type tailError struct {
 	console string
 	klog    string
 	threads string // withThreads: what vmm's threads were doing
+	cpus    string // WatchedExec.TimedOut: L1's CPUs while the run's output stood still
 }
 
 func (e *tailError) Error() string {
 	threads := ""
 	if e.threads != "" {
 		threads = "\n--- vmm's threads in L1 ---\n" + strings.TrimRight(e.threads, "\n")
+	}
+	if e.cpus != "" {
+		threads += "\n--- L1's CPUs while the run's output stood still ---\n" + strings.TrimRight(e.cpus, "\n")
 	}
 	return fmt.Sprintf("%v\n--- job console (tail) ---\n%s\n--- L1 kernel log (tail) ---\n%s%s\n---", e.err, e.console, e.klog, threads)
 }

@@ -163,7 +163,9 @@ type Verdict struct {
 // held in KVM_RUN), it and the signature are one stall report: L1's
 // word, which no guest or vmm can forge. A timed-out wait marked
 // ErrCPUHeld (HeldCPUs: a CPU that took no tick for 2 s with its NMI
-// backtrace in KVM_RUN) is retried the same way, unless vmm crashed.
+// backtrace in KVM_RUN) is retried the same way, unless vmm crashed;
+// so is a watched Exec run a timeout ended (WatchedExec.TimedOut),
+// whose caller has ruled out vmm's crash from the run's own output.
 func Judge(err error, ev Evidence) Verdict {
 	switch {
 	case err == nil:
