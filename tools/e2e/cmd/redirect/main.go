@@ -4,7 +4,7 @@
 // both merge them), whether it exited or was killed, and files it left
 // behind.
 //
-//	redirect [-timeout D] [-signal N [-on TEXT] -after D] [-cat FILE]... [-sha256 FILE]... [-glob PATTERN]... -- CMD ARGS...
+//	redirect [-timeout D] [-signal N [-on TEXT] -after D] [-progress FILE] [-cat FILE]... [-sha256 FILE]... [-glob PATTERN]... -- CMD ARGS...
 //
 // It prints one JSON object (Report) on stdout once CMD has ended and
 // exits with CMD's status (128+N if a signal killed it). -signal sends
@@ -16,6 +16,11 @@
 // machine's speed makes a guess. -timeout describes CMD's threads from
 // /proc, then sends SIGQUIT (a Go program prints its goroutines), then
 // SIGKILL, so a hung command still yields a report with the evidence.
+// -progress rewrites FILE with how many bytes CMD has written to its
+// stdout and stderr ("OUT ERR\n") whenever that grows, checked every
+// second, and removes it at the end: the host reads it while CMD runs
+// (package nested, ExecWatch) to tell a run that stalled from one that
+// is slow, which the report, printed at the end, cannot.
 package main
 
 import (
@@ -29,8 +34,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -68,6 +75,9 @@ type list []string
 func (l *list) String() string     { return strings.Join(*l, ",") }
 func (l *list) Set(v string) error { *l = append(*l, v); return nil }
 
+// progressEvery is how often -progress checks whether CMD's output grew.
+const progressEvery = time.Second
+
 // killGrace is how long a command gets to print its goroutine dump after
 // SIGQUIT before it is killed.
 const killGrace = 10 * time.Second
@@ -87,6 +97,7 @@ func main() {
 	flag.IntVar(&sig.num, "signal", 0, "signal number to send CMD after -after")
 	flag.DurationVar(&sig.after, "after", 0, "when to send -signal, counted from CMD's start (or from -on)")
 	flag.StringVar(&sig.on, "on", "", "count -after from when CMD's stderr first contains this text")
+	progress := flag.String("progress", "", "rewrite this file with the byte counts of CMD's stdout and stderr while they grow")
 	flag.Var(&cats, "cat", "print this file's contents in the report (repeatable)")
 	flag.Var(&sums, "sha256", "print this file's SHA-256 in the report (repeatable)")
 	flag.Var(&globs, "glob", "list the files matching this pattern in the report (repeatable)")
@@ -99,7 +110,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "redirect: -on needs -signal")
 		os.Exit(2)
 	}
-	rep := run(flag.Args(), *timeout, sig, ioGrace)
+	rep := run(flag.Args(), *timeout, sig, ioGrace, progressSpec{path: *progress, every: progressEvery})
 	collect(&rep, cats, sums, globs)
 	b, err := json.Marshal(rep)
 	if err != nil {
@@ -121,6 +132,61 @@ type signalSpec struct {
 	num   int // 0: none
 	after time.Duration
 	on    string
+}
+
+// progressSpec is -progress: the file, and how often to check.
+type progressSpec struct {
+	path  string // "": none
+	every time.Duration
+}
+
+// counter passes writes to w and counts the bytes.
+type counter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// progressFile is -progress's file as CMD runs.
+type progressFile struct {
+	path    string
+	written string // what the file holds
+	failed  bool   // a write failed and was said on stderr
+}
+
+// update rewrites the file if the counts changed. It writes a new file
+// and renames it over the old, so a reader sees one whole or the other.
+func (f *progressFile) update(stdout, stderr int64) {
+	s := fmt.Sprintf("%d %d\n", stdout, stderr)
+	if f.path == "" || s == f.written {
+		return
+	}
+	tmp := f.path + ".new"
+	err := os.WriteFile(tmp, []byte(s), 0o644)
+	if err == nil {
+		err = os.Rename(tmp, f.path)
+	}
+	if err != nil {
+		if !f.failed {
+			fmt.Fprintf(os.Stderr, "redirect: -progress: %v\n", err)
+			f.failed = true
+		}
+		return
+	}
+	f.written = s
+}
+
+// remove takes the file away once CMD has ended.
+func (f *progressFile) remove() {
+	if f.path != "" {
+		os.Remove(f.path)
+		os.Remove(f.path + ".new")
+	}
 }
 
 // watchBuffer is CMD's stderr: it keeps what CMD wrote and closes seen
@@ -158,18 +224,28 @@ func (w *watchBuffer) String() string {
 	return w.buf.String()
 }
 
-func run(args []string, timeout time.Duration, sig signalSpec, ioGrace time.Duration) Report {
+func run(args []string, timeout time.Duration, sig signalSpec, ioGrace time.Duration, progress progressSpec) Report {
 	rep := Report{Args: args, Exit: -1}
 	var stdout bytes.Buffer
 	stderr := newWatchBuffer(sig.on)
+	outN, errN := &counter{w: &stdout}, &counter{w: stderr}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin = os.Stdin
-	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	cmd.Stdout, cmd.Stderr = outN, errN
 	cmd.WaitDelay = ioGrace
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		rep.Error = err.Error()
 		return rep
+	}
+	pf := &progressFile{path: progress.path}
+	defer pf.remove()
+	var progressC <-chan time.Time
+	if pf.path != "" {
+		pf.update(0, 0)
+		t := time.NewTicker(progress.every)
+		defer t.Stop()
+		progressC = t.C
 	}
 	done := make(chan struct{})
 	var signalC, timeoutC, killC <-chan time.Time
@@ -207,6 +283,8 @@ wait:
 		case <-killC:
 			cmd.Process.Kill()
 			killC = nil
+		case <-progressC:
+			pf.update(outN.n.Load(), errN.n.Load())
 		}
 	}
 	rep.ElapsedMS = float64(time.Since(start).Microseconds()) / 1000

@@ -41,7 +41,7 @@ func TestRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
-			r := run(tt.args, tt.timeout, tt.sig, 200*time.Millisecond)
+			r := run(tt.args, tt.timeout, tt.sig, 200*time.Millisecond, progressSpec{})
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("report after %v: redirect waited for streams a process other than CMD held", d)
 			}
@@ -58,6 +58,57 @@ func TestRun(t *testing.T) {
 				if !slices.ContainsFunc(r.Threads, func(l string) bool { return strings.Contains(l, " "+comm+" state=") }) {
 					t.Errorf("no thread of %s in %q", comm, r.Threads)
 				}
+			}
+		})
+	}
+}
+
+// -progress: the file holds CMD's stdout and stderr byte counts as they
+// grow, each version whole, and is gone once CMD has ended; a file that
+// cannot be written does not stop the run.
+func TestProgress(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		dir  string // the file's directory under a temporary one
+		want []string
+	}{
+		{name: "stdout, then stderr", args: []string{"sh", "-c", "sleep 0.3; printf abc; sleep 0.3; printf de >&2; sleep 0.3"},
+			want: []string{"0 0\n", "3 0\n", "3 2\n"}},
+		{name: "silent", args: []string{"sleep", "0.5"}, want: []string{"0 0\n"}},
+		{name: "unwritable", args: []string{"sh", "-c", "printf abc"}, dir: "missing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), tt.dir, "progress")
+			// Read it as the host does, often enough to see each
+			// version, until the run is over.
+			var seen []string
+			stop, stopped := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(stopped)
+				for {
+					if b, err := os.ReadFile(path); err == nil && (len(seen) == 0 || seen[len(seen)-1] != string(b)) {
+						seen = append(seen, string(b))
+					}
+					select {
+					case <-stop:
+						return
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
+			}()
+			r := run(tt.args, 0, signalSpec{}, 200*time.Millisecond, progressSpec{path: path, every: 50 * time.Millisecond})
+			close(stop)
+			<-stopped
+			if r.Error != "" || r.Exit != 0 {
+				t.Fatalf("run: %+v", r)
+			}
+			if !slices.Equal(seen, tt.want) {
+				t.Errorf("the file held %q in turn, want %q", seen, tt.want)
+			}
+			if _, err := os.Stat(path); !os.IsNotExist(err) {
+				t.Errorf("the file is still there after the run: %v", err)
 			}
 		})
 	}
