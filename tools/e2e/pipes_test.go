@@ -81,7 +81,13 @@ func firstDiff(got, want string) string {
 // e064842) before vmm had its own -timeout here, one (61173a3) where
 // vmm's deadline line came after redirect's SIGQUIT, and one (12c1a60)
 // that was not retried, with L1's log ending in a backtrace through
-// KVM_RUN. Redirect stopped each at its 5 minutes.
+// KVM_RUN. Redirect stopped each at its 5 minutes. Then the smp1 case
+// ended at vmm's -timeout, status 124, with 57,344 of its 65,536 bytes
+// out and an RCU stall report begun on the guest's console, and nothing
+// of L1's to weigh: redirectExec now watches the run (nested.ExecWatch)
+// and looks at L1's CPUs while its output stands still, and
+// reportFailure has such a run retried if one was held inside the guest
+// then.
 const (
 	pipedTimeout    = 5 * time.Minute
 	pipedVMMTimeout = pipedTimeout - time.Minute

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -114,6 +117,9 @@ type redirectReport struct {
 	// (nested.L1.KernelLogMark): emulatorCrash weighs only what the
 	// kernel wrote during the run.
 	klogMark int64
+	// run is the run as nested.ExecWatch watched it: what L1's CPUs
+	// showed while its output stood still, for reportFailure.
+	run *nested.WatchedExec
 }
 
 // String is what a failure shows: the command, how it ended, and the
@@ -154,18 +160,30 @@ func goroutineSummary(dump string) string {
 
 // redirectExec runs args in L1 under redirect with its flags; timeout
 // bounds the command (redirect then makes it dump its goroutines), and
-// the wait for the report gets a minute more.
+// the wait for the report gets a minute more. The run is watched
+// (nested.ExecWatch) through redirect's -progress file, with vmm's own
+// -timeout among its deadlines if args give vmm one: a guest the
+// emulator stalls is looked at while it stalls, which reportFailure
+// needs if a timeout then ends the run. A report that never came by
+// the deadline has had that look already.
 func redirectExec(ctx context.Context, l *nested.L1, timeout time.Duration, flags []string, args ...string) (redirectReport, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout+time.Minute)
 	defer cancel()
-	cmd := append([]string{"/bin/redirect", "-timeout", timeout.String()}, flags...)
+	// One file per run: an L1 serves several, at once in TestSnapshot.
+	progress := fmt.Sprintf("/tmp/redirect-progress-%016x", rand.Uint64())
+	cmd := append([]string{"/bin/redirect", "-timeout", timeout.String(), "-progress", progress}, flags...)
 	cmd = append(append(cmd, "--"), args...)
+	w := nested.Watch{ProgressFile: progress, Deadlines: []time.Duration{timeout}}
+	if d, ok := vmmTimeout(args); ok {
+		w.Deadlines = append(w.Deadlines, d)
+	}
 	mark := l.KernelLogMark()
-	out, _, err := l.Exec(ctx, cmd...)
-	r := redirectReport{klogMark: mark}
+	run, err := l.ExecWatch(ctx, w, cmd...)
+	r := redirectReport{klogMark: mark, run: run}
 	if err != nil {
 		return r, err
 	}
+	out := run.Output
 	// The report is the last line; anything before it would be
 	// redirect's own complaints.
 	line := out[strings.LastIndex(strings.TrimRight(out, "\n"), "\n")+1:]
@@ -178,9 +196,45 @@ func redirectExec(ctx context.Context, l *nested.L1, timeout time.Duration, flag
 	return r, nil
 }
 
-// reportFailure is an error with the report and L1's kernel log.
+// vmmTimeout returns the -timeout that args (a command line that runs
+// vmm, perhaps under a wrapper such as pipeends) give vmm, if any: the
+// flags after the first argument named vmm, up to "--".
+func vmmTimeout(args []string) (time.Duration, bool) {
+	i := slices.IndexFunc(args, func(a string) bool { return path.Base(a) == "vmm" })
+	if i < 0 {
+		return 0, false
+	}
+	for j := i + 1; j < len(args) && args[j] != "--"; j++ {
+		v, ok := "", false
+		switch a := strings.TrimPrefix(args[j], "-"); {
+		case a == "-timeout" || a == "timeout":
+			if j+1 < len(args) {
+				v, ok = args[j+1], true
+			}
+		case strings.HasPrefix(a, "-timeout=") || strings.HasPrefix(a, "timeout="):
+			_, v, ok = strings.Cut(a, "=")
+		}
+		if !ok {
+			continue
+		}
+		d, err := time.ParseDuration(v)
+		return d, err == nil && d > 0
+	}
+	return 0, false
+}
+
+// reportFailure is an error with the report and L1's kernel log. A run
+// a timeout ended (endedByTimeout) also gets what nested.ExecWatch saw
+// of L1's CPUs while its output stood still, and wraps
+// nested.ErrCPUHeld if one was held inside the guest then, which
+// nested.Judge retries as the emulator's.
 func reportFailure(l *nested.L1, r redirectReport, format string, args ...any) error {
-	err := fmt.Errorf("%s\n%v\n--- L1 kernel log (tail) ---\n%s\n---", fmt.Sprintf(format, args...), r, l.KernelLogTail(30))
+	err := fmt.Errorf("%s\n%v", fmt.Sprintf(format, args...), r)
+	if how := endedByTimeout(r); how != "" && r.run != nil {
+		err = r.run.TimedOut(fmt.Errorf("%w\n(%s)", err, how)) // with L1's tails
+	} else {
+		err = fmt.Errorf("%w\n--- L1 kernel log (tail) ---\n%s\n---", err, l.KernelLogTail(30))
+	}
 	why, whyNot := emulatorCrash(r, l.KernelLogSince(r.klogMark))
 	if why != "" {
 		return fmt.Errorf("%w (%s): %w", nested.ErrGuestCrashed, why, err)
@@ -209,6 +263,23 @@ func emulatorCrash(r redirectReport, klog string) (why, whyNot string) {
 		return "", ""
 	}
 	return nested.GuestCrash(r.Stderr), ""
+}
+
+// endedByTimeout says how a timeout ended the run, or "" if none did, or
+// if a Go program in it crashed (which no held CPU explains): vmm's own
+// -timeout (status 124; a wrapper such as pipeends passes it on), or
+// redirect's, which stopped the command.
+func endedByTimeout(r redirectReport) string {
+	before, after, _ := strings.Cut(r.Stderr, "SIGQUIT: quit")
+	switch {
+	case nested.GoCrash(before) || panicRE.MatchString(after):
+		return ""
+	case r.TimedOut:
+		return "redirect's -timeout stopped the run"
+	case r.Signal == 0 && r.Exit == 124:
+		return "the run ended with vmm's -timeout status, 124"
+	}
+	return ""
 }
 
 var (
@@ -585,5 +656,60 @@ internal/poll.runtime_pollWait(0x7fbe169a5f40, 0x72)
 	}
 	if got := goroutineSummary("vmm: guest stopped\n"); got != "" {
 		t.Errorf("no dump: got %q", got)
+	}
+}
+
+// vmmTimeout finds vmm's own -timeout in a command line, under a
+// wrapper or not, and not a flag of the job's after "--".
+func TestVMMTimeout(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want time.Duration
+		ok   bool
+	}{
+		{"run", runArgs([]string{"-smp", "1", "-timeout", "4m0s"}, "head", "-c", "65536"), 4 * time.Minute, true},
+		{"under pipeends", append([]string{"/bin/pipeends", "-stdin-bytes", "65536", "--"}, runArgs([]string{"-timeout", "4m0s"}, "cat")...), 4 * time.Minute, true},
+		{"no run subcommand", vmmArgs("-append", "quiet", "-timeout", "5m"), 5 * time.Minute, true},
+		{"with =", runArgs([]string{"--timeout=30s"}, "true"), 30 * time.Second, true},
+		{"none", runArgs(nil, "true"), 0, false},
+		{"the job's", runArgs(nil, "timeout", "-timeout", "3s", "true"), 0, false},
+		{"never", runArgs([]string{"-timeout", "0"}, "true"), 0, false},
+		{"not a duration", runArgs([]string{"-timeout", "soon"}, "true"), 0, false},
+		{"no vmm", []string{"/bin/fstool", "-timeout", "3m"}, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, ok := vmmTimeout(tt.args); got != tt.want || ok != tt.ok {
+				t.Errorf("vmmTimeout(%q) = %v, %v; want %v, %v", tt.args, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// A run ended by a timeout, vmm's (124) or redirect's, gets the looks at
+// L1's CPUs; one where a Go program crashed, or that ended otherwise,
+// does not.
+func TestEndedByTimeout(t *testing.T) {
+	dump := "SIGQUIT: quit\nPC=0x485981 m=0 sigcode=0\n\ngoroutine 7 gp=0x2b10dffa3860 m=nil [cleanup wait]:\n"
+	tests := []struct {
+		name string
+		r    redirectReport
+		want bool
+	}{
+		{"vmm's -timeout", redirectReport{Exit: 124, Stderr: "vmm: guest stopped: -timeout 4m0s reached\n"}, true},
+		{"redirect's -timeout", redirectReport{Exit: 2, TimedOut: true, Stderr: dump}, true},
+		{"redirect's -timeout, panicked after the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: dump + "panic: boom\n"}, false},
+		{"vmm crashed, then 124", redirectReport{Exit: 124, Stderr: "fatal error: all goroutines are asleep\n"}, false},
+		{"killed by a signal", redirectReport{Exit: -1, Signal: 9}, false},
+		{"job's status", redirectReport{Exit: 3}, false},
+		{"success", redirectReport{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := endedByTimeout(tt.r) != ""; got != tt.want {
+				t.Errorf("endedByTimeout = %q, want one: %v", endedByTimeout(tt.r), tt.want)
+			}
+		})
 	}
 }
