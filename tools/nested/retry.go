@@ -396,6 +396,12 @@ func VCPUStall(klog string) string {
 			if stallLineRE.MatchString(next) {
 				break // the next report, which the outer loop reads
 			}
+			if sysrqLineRE.MatchString(next) {
+				// A sysrq report (probeCPUs asks for one during a
+				// stalled run): its CPU in KVM_RUN is a running
+				// guest's unless HeldCPUs finds its ticks stopped.
+				break
+			}
 			switch {
 			case cpuBacktraceRE.MatchString(next):
 				live = true

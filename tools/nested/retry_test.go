@@ -279,6 +279,8 @@ func TestVCPUStall(t *testing.T) {
 		{"frame on the report's last line", klogRCU + nmi + "\n" + filler(stallReportLines-2) + frame + "\n", "[  301.000001] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"},
 		{"frame past the report's bound", klogRCU + nmi + "\n" + filler(stallReportLines-1) + frame + "\n", ""},
 		{"an L2 stall quoted by vmm", "vmm: " + stall + "\n" + nmi + "\n" + frame + "\n", ""},
+		{"a sysrq report after a stall elsewhere", klogRCU + nmi + "\n" + filler(3) + klogSysrqHeld, ""},
+		{"a stall, its frame, then a sysrq report", klogRCU + nmi + "\n" + frame + "\n" + klogSysrqHeld, "[  301.000001] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"},
 	} {
 		if got := VCPUStall(tt.klog); got != tt.want {
 			t.Errorf("%s: VCPUStall = %q, want %q", tt.name, got, tt.want)
