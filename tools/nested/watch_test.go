@@ -51,6 +51,10 @@ func TestFakeWatchedRun(t *testing.T) {
 				mode = "held-once:" + filepath.Join(t.TempDir(), "held")
 			}
 			c := fakeConfig(t, mode)
+			// No freeze here: fakeConfig's 300 ms of silence would
+			// take a busy test machine's hiccup for one, and these
+			// runs last seconds.
+			c.FreezeTimeout = 10 * time.Second
 			var log bytes.Buffer
 			c.Log = &log
 			attempts := 0
