@@ -268,9 +268,12 @@ func emulatorCrash(r redirectReport, klog string) (why, whyNot string) {
 // endedByTimeout says how a timeout ended the run, or "" if none did, or
 // if a Go program in it crashed (which no held CPU explains): vmm's own
 // -timeout (status 124; a wrapper such as pipeends passes it on), or
-// redirect's, which stopped the command.
+// redirect's, which stopped the command. The goroutines vmm prints when
+// its machine did not stop after its -timeout are no crash
+// (withoutBackstopDump): a vCPU the emulator holds in KVM_RUN is one
+// way for the stop to hang.
 func endedByTimeout(r redirectReport) string {
-	before, after, _ := strings.Cut(r.Stderr, "SIGQUIT: quit")
+	before, after, _ := strings.Cut(withoutBackstopDump(r.Stderr), "SIGQUIT: quit")
 	switch {
 	case nested.GoCrash(before) || panicRE.MatchString(after):
 		return ""
@@ -280,6 +283,28 @@ func endedByTimeout(r redirectReport) string {
 		return "the run ended with vmm's -timeout status, 124"
 	}
 	return ""
+}
+
+// backstopLineRE is vmm's line when its machine did not stop after its
+// -timeout or a signal (cmd/vmm's backstop); "; its goroutines:" and
+// the dump follow it, then the line again.
+var backstopLineRE = regexp.MustCompile(`vmm: [^\n]*; the machine did not stop within \S+ after that: exiting without it`)
+
+// withoutBackstopDump returns stderr without the goroutine dump of vmm's
+// backstop, which is vmm's report of what held its stop up: it exits
+// anyway with the status it had to give. The line stays.
+func withoutBackstopDump(stderr string) string {
+	const intro = "; its goroutines:\n"
+	m := backstopLineRE.FindStringIndex(stderr)
+	if m == nil || !strings.HasPrefix(stderr[m[1]:], intro) {
+		return stderr
+	}
+	line, rest := stderr[m[0]:m[1]], stderr[m[1]+len(intro):]
+	end := strings.Index(rest, line)
+	if end < 0 {
+		return stderr[:m[1]] + "\n" // the dump ran to the end (vmm's exit cut it short)
+	}
+	return stderr[:m[1]] + rest[end+len(line):]
 }
 
 var (
@@ -692,6 +717,9 @@ func TestVMMTimeout(t *testing.T) {
 // does not.
 func TestEndedByTimeout(t *testing.T) {
 	dump := "SIGQUIT: quit\nPC=0x485981 m=0 sigcode=0\n\ngoroutine 7 gp=0x2b10dffa3860 m=nil [cleanup wait]:\n"
+	// backstop is what cmd/vmm's backstop prints.
+	line := "vmm: guest stopped: -timeout 4m0s reached; the machine did not stop within 10s after that: exiting without it"
+	backstop := "\r\n" + line + "; its goroutines:\ngoroutine 1 [running]:\nmain.main()\n\ngoroutine 7 [syscall]:\nsyscall.Syscall()\n\n" + line + "\n"
 	tests := []struct {
 		name string
 		r    redirectReport
@@ -701,6 +729,10 @@ func TestEndedByTimeout(t *testing.T) {
 		{"redirect's -timeout", redirectReport{Exit: 2, TimedOut: true, Stderr: dump}, true},
 		{"redirect's -timeout, panicked after the dump", redirectReport{Exit: 2, TimedOut: true, Stderr: dump + "panic: boom\n"}, false},
 		{"vmm crashed, then 124", redirectReport{Exit: 124, Stderr: "fatal error: all goroutines are asleep\n"}, false},
+		{"vmm's backstop after its -timeout", redirectReport{Exit: 124, Stderr: "[ 90.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\r\n" + backstop + "job-side line\n"}, true},
+		{"vmm's backstop, its dump cut short", redirectReport{Exit: 124, Stderr: strings.Split(backstop, "goroutine 7")[0]}, true},
+		{"vmm panicked, then its backstop", redirectReport{Exit: 124, Stderr: "panic: boom\n" + backstop}, false},
+		{"a goroutine dump after the backstop's", redirectReport{Exit: 124, Stderr: backstop + "goroutine 1 [running]:\n"}, false},
 		{"killed by a signal", redirectReport{Exit: -1, Signal: 9}, false},
 		{"job's status", redirectReport{Exit: 3}, false},
 		{"success", redirectReport{}, false},
