@@ -684,12 +684,24 @@ func (l *L1) request(ctx context.Context, m proto.Msg, timeout time.Duration) (p
 
 // Exec runs a command in L1 with stdin /dev/null and returns its combined
 // output and exit status; it is for checks, not for interactive programs.
+// The command starts as a job does, on the jobs' CPU.
 func (l *L1) Exec(ctx context.Context, args ...string) (string, int, error) {
+	return l.exec(ctx, proto.OpExec, args)
+}
+
+// execAside is Exec for a diagnostic: the command starts where the
+// agent runs, off the jobs' CPU, so a job or the emulator holding that
+// CPU does not keep it from running.
+func (l *L1) execAside(ctx context.Context, args ...string) (string, int, error) {
+	return l.exec(ctx, proto.OpExecAside, args)
+}
+
+func (l *L1) exec(ctx context.Context, op string, args []string) (string, int, error) {
 	timeout := l.cfg.ExecTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	r, err := l.request(ctx, proto.Msg{Op: proto.OpExec, Args: args}, timeout)
+	r, err := l.request(ctx, proto.Msg{Op: op, Args: args}, timeout)
 	if err != nil {
 		return "", 0, l.withTails(fmt.Errorf("nested: exec %q: %w", args, err))
 	}
@@ -870,7 +882,7 @@ func (l *L1) withThreads(err error) error {
 	p := l.probeCPUs(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), threadsTimeout)
 	defer cancel()
-	rep, _, xerr := l.Exec(ctx, "/init", "threads", "vmm")
+	rep, _, xerr := l.execAside(ctx, "/init", "threads", "vmm")
 	out := p.note + rep
 	if xerr != nil {
 		out += fmt.Sprintf("(no report: %v)\n", firstLine(xerr))

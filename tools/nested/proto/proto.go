@@ -21,13 +21,17 @@ import (
 
 // Ops sent by the host.
 const (
-	OpRun      = "run"      // start a job on the job console
-	OpExec     = "exec"     // run a command, reply with its combined output
-	OpEOF      = "eof"      // close a pipe job's stdin
-	OpPoweroff = "poweroff" // power L1 off
-	OpSysrq    = "sysrq"    // write Args[0]'s keys to /proc/sysrq-trigger, reply with result
-	OpCPUTimes = "cputimes" // reply with /proc/stat's CPU lines twice, CPUTimesGap apart
-	OpReadFile = "readfile" // reply with the file Args[0], at most ReadFileMax bytes of it
+	OpRun  = "run"  // start a job on the job console
+	OpExec = "exec" // run a command, reply with its combined output
+	// OpExecAside is OpExec for a diagnostic: the command starts where
+	// the agent runs, not on the jobs' CPU with their policy, so it
+	// runs even while a job holds that CPU (or the emulator does).
+	OpExecAside = "execaside"
+	OpEOF       = "eof"      // close a pipe job's stdin
+	OpPoweroff  = "poweroff" // power L1 off
+	OpSysrq     = "sysrq"    // write Args[0]'s keys to /proc/sysrq-trigger, reply with result
+	OpCPUTimes  = "cputimes" // reply with /proc/stat's CPU lines twice, CPUTimesGap apart
+	OpReadFile  = "readfile" // reply with the file Args[0], at most ReadFileMax bytes of it
 )
 
 // ReadFileMax bounds OpReadFile's reply. The op is for small files a

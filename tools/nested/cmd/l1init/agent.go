@@ -208,7 +208,7 @@ func (a *agent) serve() error {
 			if err := a.startJob(m); err != nil {
 				a.sendLogged(proto.Msg{Op: proto.OpError, ID: m.ID, Error: err.Error()})
 			}
-		case proto.OpExec:
+		case proto.OpExec, proto.OpExecAside:
 			go a.exec(m)
 		case proto.OpSysrq:
 			go a.sysrq(m)
@@ -323,7 +323,7 @@ func (a *agent) startJob(m proto.Msg) error {
 
 	// The reaper must know the pid before the exit can be observed, so
 	// the registration is done under the reaper's lock inside start.
-	pid, exited, err := a.reaper.start(lookPath(m.Args[0]), m.Args, &os.ProcAttr{Env: a.env(m), Files: files, Sys: sys})
+	pid, exited, err := a.reaper.start(a.reaper.pl, lookPath(m.Args[0]), m.Args, &os.ProcAttr{Env: a.env(m), Files: files, Sys: sys})
 	if stdinR != nil {
 		stdinR.Close()
 	}
@@ -440,6 +440,16 @@ func readFileMax(path string, max int64) ([]byte, error) {
 	return b, nil
 }
 
+// execPlacement is where the child of an exec (op) starts: as a job
+// does (job), since most run vmm; an aside one (a diagnostic) where the
+// agent runs, which housekeep keeps off the jobs' CPU.
+func execPlacement(op string, job placement) placement {
+	if op == proto.OpExecAside {
+		return placement{}
+	}
+	return job
+}
+
 func (a *agent) execOutput(m proto.Msg) ([]byte, int, error) {
 	if len(m.Args) == 0 {
 		return nil, 0, errors.New("exec: no command")
@@ -454,7 +464,7 @@ func (a *agent) execOutput(m proto.Msg) ([]byte, int, error) {
 		return nil, 0, fmt.Errorf("output pipe: %w", err)
 	}
 	defer pr.Close()
-	_, exited, err := a.reaper.start(lookPath(m.Args[0]), m.Args, &os.ProcAttr{
+	_, exited, err := a.reaper.start(execPlacement(m.Op, a.reaper.pl), lookPath(m.Args[0]), m.Args, &os.ProcAttr{
 		Env: a.env(m), Files: []*os.File{null, pw, pw}, Sys: &syscall.SysProcAttr{Setsid: true},
 	})
 	pw.Close()
@@ -530,7 +540,7 @@ func withFd(f *os.File, fn func(fd int) error) error {
 type reaper struct {
 	mu      sync.Mutex
 	waiting map[int]chan unix.WaitStatus
-	pl      placement // where and how children start (see pin.go)
+	pl      placement // where and how jobs start (see pin.go)
 }
 
 func newReaper(pl placement) *reaper {
@@ -568,12 +578,13 @@ func (r *reaper) reapAll() {
 	}
 }
 
-// start holds the reaper's lock across the fork so the child cannot be
-// reaped before its pid is registered.
-func (r *reaper) start(path string, args []string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
+// start starts a child placed as pl says. It holds the reaper's lock
+// across the fork so the child cannot be reaped before its pid is
+// registered.
+func (r *reaper) start(pl placement, path string, args []string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p, err := startPlaced(r.pl, path, args, attr)
+	p, err := startPlaced(pl, path, args, attr)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -116,10 +116,12 @@ func startPlaced(pl placement, path string, args []string, attr *os.ProcAttr) (*
 }
 
 // housekeep keeps the agent off the jobs' CPU (job): every thread it
-// has now, and so every thread and process it starts later but a job
-// (an exec's child, a diagnostic). A job's vCPU threads run real-time
-// there and may hold that CPU for 95% of each second: an agent thread or
-// an exec's child left on it waits with them. In looped runs of
+// has now, and so every thread and process it starts later that is not
+// placed there on purpose. Jobs and execs' children are (startPlaced:
+// most run vmm); an aside exec's child (a diagnostic, proto.OpExecAside)
+// is not. A job's vCPU threads run real-time there and may hold that
+// CPU for 95% of each second: an agent thread or a diagnostic left on it
+// waits with them. In looped runs of
 // TestSMPAndMemory, 1 L1 in about 15 ended with the job console stopped
 // mid-line and an exec whose child never ran in 15 s, while the agent's
 // heartbeats, sent from the other CPU, went on.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"github.com/vmm-dev/vmm/tools/nested/proto"
 	"os"
 	"os/exec"
 	"strconv"
@@ -134,7 +135,8 @@ func TestHousekeep(t *testing.T) {
 		pl      placement
 		wantJob bool
 	}{
-		{"exec", placement{}, false},
+		{"aside exec", execPlacement(proto.OpExecAside, placement{cpus: job}), false},
+		{"exec", execPlacement(proto.OpExec, placement{cpus: job}), true},
 		{"job", placement{cpus: job}, true},
 	} {
 		p, err := startPlaced(tc.pl, "/bin/sleep", []string{"sleep", "60"}, &os.ProcAttr{})
