@@ -16,11 +16,34 @@ import (
 // TestMain makes this test binary the vmm-unpack helper when it is run
 // under that name (through the symbolic link fakeHelper makes), so that
 // Helper's process, pipes and exit statuses are tested without a build.
+//
+// Under other names it is a helper gone wrong: one that floods its
+// stderr, one whose output the disk refuses, one that writes less than
+// the payload's size trailer says and exits 0.
 func TestMain(m *testing.M) {
-	if filepath.Base(os.Args[0]) == kernelimage.UnpackHelper {
+	switch filepath.Base(os.Args[0]) {
+	case kernelimage.UnpackHelper:
 		os.Exit(unpack.HelperMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	case "vmm-unpack-floods":
+		line := bytes.Repeat([]byte("x"), 1<<20)
+		for range 8 {
+			os.Stderr.Write(line)
+		}
+		os.Exit(1)
+	case "vmm-unpack-full":
+		os.Exit(unpack.HelperMain(os.Args[1:], os.Stdin, fullDisk{}, os.Stderr))
+	case "vmm-unpack-short":
+		os.Stdout.WriteString("\x7fELF, cut short")
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// fullDisk refuses every write, as a full disk does.
+type fullDisk struct{}
+
+func (fullDisk) Write([]byte) (int, error) {
+	return 0, errors.New("write /dev/stdout: no space left on device")
 }
 
 // fakeHelper returns a link named name to this test binary.
@@ -58,6 +81,9 @@ func TestHelper(t *testing.T) {
 	}{
 		{name: "xz with BCJ", unpack: helper, payload: xzBCJ},
 		{name: "corrupt", unpack: helper, payload: corrupt, note: "kernel cache: lz4 kernel payload"},
+		{name: "stderr flooded", unpack: Helper(fakeHelper(t, "vmm-unpack-floods")), payload: good, note: "kernel cache: xxxx"},
+		{name: "full disk", unpack: Helper(fakeHelper(t, "vmm-unpack-full")), payload: good, note: "/.tmp-"},
+		{name: "short output", unpack: Helper(fakeHelper(t, "vmm-unpack-short")), payload: good, note: "vmm-unpack wrote 15 bytes, the payload's size trailer says 87000"},
 		{name: "missing", unpack: Helper(filepath.Join(t.TempDir(), "vmm-unpack")), payload: good, note: "no such file or directory"},
 		{name: "not found", unpack: Helper(""), payload: good, note: "the vmm-unpack helper, which is neither next to vmm nor in $PATH"},
 	} {
@@ -76,14 +102,28 @@ func TestHelper(t *testing.T) {
 			switch {
 			case tc.note == "" && len(n) != 0:
 				t.Errorf("notes %q, want none", n)
-			case tc.note != "" && (len(n) != 1 || !strings.Contains(n[0], tc.note) || !strings.HasSuffix(n[0], "; booting the compressed kernel")):
-				t.Errorf("notes %q, want one line with %q", n, tc.note)
+			case tc.note != "" && (len(n) != 1 || !strings.Contains(n[0], tc.note) || !strings.HasSuffix(n[0], "; booting the compressed kernel") || strings.Contains(n[0], "\n")):
+				t.Errorf("notes %.300q, want one line with %q", n, tc.note)
+			case len(n) == 1 && len(n[0]) > 2*maxStderr:
+				t.Errorf("a note of %d bytes: the helper's stderr was not capped at %d", len(n[0]), maxStderr)
 			}
 			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 				t.Errorf("%d files left in the cache", len(ents))
 			}
 		})
 	}
+	// The helper's own refusal (exit 3) of what Plan lets through in
+	// Load, run directly: it must come back as ErrNoDecoder.
+	t.Run("helper refuses", func(t *testing.T) {
+		out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		if err := helper(xzBCJ, 1<<20, out); !errors.Is(err, kernelimage.ErrNoDecoder) || !strings.Contains(err.Error(), "chain of 2 filters") {
+			t.Errorf("helper on xz with BCJ: %v, want its line wrapping ErrNoDecoder", err)
+		}
+	})
 	t.Run("fills the cache", func(t *testing.T) {
 		img, k := bzImage(t, good)
 		dir := filepath.Join(t.TempDir(), "vmlinux")

@@ -424,19 +424,25 @@ func Load(dir string, img *Image, k *bootparam.Kernel, unpack Unpack, limit int,
 	if !errors.Is(err, fs.ErrNotExist) {
 		notef("%v", err)
 	}
-	if _, _, err := kernelimage.Plan(payload, limit); err != nil {
-		if !errors.Is(err, kernelimage.ErrNoDecoder) {
-			notef("kernel cache: %v; booting the compressed kernel", err)
-		}
-		return nil, err
+	// A format vmm has no decoder for is the kernel's to decompress,
+	// said to nobody, and costs no helper.
+	_, size, planErr := kernelimage.Plan(payload, limit)
+	if errors.Is(planErr, kernelimage.ErrNoDecoder) {
+		return nil, planErr
 	}
-	// Check the cache can be written before spending time decompressing:
-	// if it cannot, the kernel's own decompressor is as good.
+	// Check the cache can be written before spending time decompressing
+	// (or reporting a payload it could not hold anyway): if it cannot,
+	// the kernel's own decompressor is as good.
 	pending, err := c.Create(key)
 	if err != nil {
 		return nil, err
 	}
-	if err := pending.Fill(unpack, payload, limit); err != nil {
+	if planErr != nil {
+		pending.Abort()
+		notef("kernel cache: %v; booting the compressed kernel", planErr)
+		return nil, planErr
+	}
+	if err := pending.Fill(unpack, payload, size, limit); err != nil {
 		if !errors.Is(err, kernelimage.ErrNoDecoder) {
 			notef("kernel cache: %v; booting the compressed kernel", strings.TrimPrefix(err.Error(), "kernel cache: "))
 		}
@@ -444,5 +450,12 @@ func Load(dir string, img *Image, k *bootparam.Kernel, unpack Unpack, limit int,
 	}
 	// The entry was checksummed as it was written; Get checks it again
 	// as it maps it, as every boot from the cache does.
-	return c.Get(key)
+	v, err = c.Get(key)
+	if err != nil {
+		// Gone between the rename and now (another vmm's eviction),
+		// or not mappable: worth a line, as an entry not stored is.
+		notef("%v; booting the compressed kernel", err)
+		return nil, err
+	}
+	return v, nil
 }

@@ -59,9 +59,11 @@ func Helper(path string) Unpack {
 		stderr := &capped{max: maxStderr}
 		cmd.Stderr = stderr
 		cmd.Env = []string{} // it needs nothing from vmm's environment
-		// It dies with vmm (killed, or interrupted mid-boot) rather
-		// than decompressing for nobody.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		// It dies with vmm if vmm is killed, rather than decompressing
+		// for nobody; a process group of its own keeps the terminal's
+		// Ctrl-C for vmm, which decides what a stop means (the fill
+		// then finishes, as it did in vmm's own process).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 		cmd.WaitDelay = time.Second
 		err := cmd.Run()
 		if err == nil {
@@ -74,6 +76,9 @@ func Helper(path string) Unpack {
 			return fmt.Errorf("%s did not finish within %v", kernelimage.UnpackHelper, unpackTimeout)
 		case errors.As(err, &exit) && exit.ExitCode() == kernelimage.ExitNoDecoder:
 			return fmt.Errorf("%s: %w", msg, kernelimage.ErrNoDecoder)
+		case errors.As(err, &exit) && exit.ExitCode() == kernelimage.ExitWrite:
+			// The helper knows the file only as its stdout.
+			return fmt.Errorf("writing %s: %s", out.Name(), oneLine(msg))
 		case msg != "":
 			// The helper's line already says which payload and why.
 			return errors.New(oneLine(msg))
@@ -82,28 +87,34 @@ func Helper(path string) Unpack {
 	}
 }
 
-// capped keeps the first max bytes written to it.
+// capped keeps the first max bytes written to it. Its buffer is a field,
+// not embedded: an embedded bytes.Buffer would bring its ReadFrom, which
+// io.Copy (os/exec's copy of the helper's stderr) would call instead of
+// Write, and keep everything.
 type capped struct {
-	bytes.Buffer
+	buf bytes.Buffer
 	max int
 }
 
 func (c *capped) Write(p []byte) (int, error) {
-	if room := c.max - c.Len(); room > 0 {
-		c.Buffer.Write(p[:min(len(p), room)])
+	if room := c.max - c.buf.Len(); room > 0 {
+		c.buf.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
 }
 
+func (c *capped) String() string { return c.buf.String() }
+
 // oneLine joins a message's lines, as the user is shown one.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-// Fill has unpack write the decompressed payload into the entry being
-// written, then heads it with the entry's header and renames it into
-// place, as Commit does for bytes in memory. The vmlinux is checksummed
+// Fill has unpack write the decompressed payload, size bytes as
+// kernelimage.Plan found (at most limit), into the entry being written,
+// then heads it with the entry's header and renames it into place, as
+// Commit does for bytes in memory. The vmlinux is checksummed
 // through a read-only mapping of the file: it is never on vmm's heap.
-func (p *Pending) Fill(unpack Unpack, payload []byte, limit int) error {
-	err := p.fill(unpack, payload, limit)
+func (p *Pending) Fill(unpack Unpack, payload []byte, size uint64, limit int) error {
+	err := p.fill(unpack, payload, size, limit)
 	if err != nil {
 		p.Abort()
 		return err
@@ -111,7 +122,7 @@ func (p *Pending) Fill(unpack Unpack, payload []byte, limit int) error {
 	return nil
 }
 
-func (p *Pending) fill(unpack Unpack, payload []byte, limit int) error {
+func (p *Pending) fill(unpack Unpack, payload []byte, size uint64, limit int) error {
 	if _, err := p.f.Seek(int64(headerLen), io.SeekStart); err != nil {
 		return fmt.Errorf("kernel cache: %w", err)
 	}
@@ -122,9 +133,10 @@ func (p *Pending) fill(unpack Unpack, payload []byte, limit int) error {
 	if err != nil {
 		return fmt.Errorf("kernel cache: %w", err)
 	}
-	n := st.Size() - int64(headerLen)
-	if n <= 0 || n > int64(limit) {
-		return fmt.Errorf("kernel cache: %s wrote %d bytes, not a kernel of at most %d", kernelimage.UnpackHelper, n, limit)
+	// The helper holds its output to the payload's size trailer; a
+	// program in its place that does not must not be cached.
+	if n := st.Size() - int64(headerLen); n != int64(size) {
+		return fmt.Errorf("kernel cache: %s wrote %d bytes, the payload's size trailer says %d", kernelimage.UnpackHelper, max(n, 0), size)
 	}
 	m, err := unix.Mmap(int(p.f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {

@@ -39,6 +39,12 @@ const (
 // or gzip's ISIZE.
 const SizeLen = 4
 
+// Layout of the xz container.
+const (
+	xzHeader  = 12   // xz stream header: magic, flags, CRC32 (xz format, 2.1.1)
+	xzFilters = 0x03 // block flags: number of filters - 1 (xz format, 3.1.2)
+)
+
 // ErrNoDecoder is wrapped by the error for a payload in a format vmm has
 // no decoder for, which the kernel's own decompressor handles.
 var ErrNoDecoder = errors.New("vmm has no decoder for it")
@@ -61,9 +67,9 @@ func Detect(payload []byte) (Format, error) {
 }
 
 // Plan checks, without decoding, that payload is one vmm can decompress
-// to at most limit bytes: a format it has a decoder for (gzip, xz, LZ4
-// legacy frames, zstd; package kernelimage/unpack decodes them) and a size
-// trailer within limit. It returns the format and the size the payload
+// to at most limit bytes: a format it has a decoder for (gzip, xz with
+// LZMA2 alone, LZ4 legacy frames, zstd; package kernelimage/unpack decodes
+// them) and a size trailer within limit. It returns the format and the size the payload
 // says it decompresses to, which the decoder holds it to. An error wraps
 // ErrNoDecoder for a format vmm does not decode; the caller then boots
 // the bzImage, whose own decompressor handles every format.
@@ -83,6 +89,13 @@ func Plan(payload []byte, limit int) (Format, uint64, error) {
 	}
 	if len(payload) < SizeLen+1 {
 		return "", 0, fmt.Errorf("%s kernel payload is truncated: %d bytes", format, len(payload))
+	}
+	// The kernel's xz payloads put its x86 BCJ filter before LZMA2,
+	// which the xz decoder lacks: the block flags say so in the first
+	// block header, right after the stream header. Told here, such a
+	// kernel costs no helper at each boot.
+	if format == XZ && len(payload) > xzHeader+1 && payload[xzHeader+1]&xzFilters != 0 {
+		return "", 0, fmt.Errorf("xz kernel payload uses a chain of %d filters (the kernel's x86 BCJ filter before LZMA2): %w (it decodes LZMA2 alone)", payload[xzHeader+1]&xzFilters+1, ErrNoDecoder)
 	}
 	size := uint64(binary.LittleEndian.Uint32(payload[len(payload)-SizeLen:]))
 	if size > uint64(max(limit, 0)) {
@@ -104,8 +117,12 @@ const (
 	// found in $PATH fails at once.
 	UnpackWire = "1"
 	// ExitNoDecoder is the helper's exit status for a payload whose
-	// error wraps ErrNoDecoder (an xz filter chain the decoder lacks),
-	// which vmm boots quietly the kernel's own way; any other failure
-	// exits 1, and bad usage 2.
+	// error wraps ErrNoDecoder, which vmm boots quietly the kernel's own
+	// way (Plan refuses those before the helper starts; this is the
+	// helper's own check of the same). ExitWrite is its status when
+	// writing the vmlinux failed (a full disk), which vmm reports with
+	// the file's name, since the helper knows it only as its stdout.
+	// Any other failure exits 1, and bad usage 2.
 	ExitNoDecoder = 3
+	ExitWrite     = 4
 )

@@ -23,7 +23,9 @@ import (
 func Find(name, purpose string) (string, error) {
 	if exe, err := os.Executable(); err == nil {
 		p := filepath.Join(filepath.Dir(exe), name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+		// Executable, as $PATH's lookup requires too: a file of that
+		// name that is not (a copy that lost its mode) is passed over.
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
 			return p, nil
 		}
 	}

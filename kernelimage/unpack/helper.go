@@ -21,12 +21,16 @@ const maxPayload = 1 << 30
 // of system calls for a 53 MB vmlinux.
 const outBuf = 1 << 20
 
+// errFlush marks a failure to write the buffered end of the vmlinux.
+var errFlush = errors.New("writing the vmlinux")
+
 // HelperMain is the vmm-unpack helper (cmd/vmm-unpack) given its
 // arguments (kernelimage's UnpackWire says what they are): it reads a
 // bzImage's payload from stdin, writes the vmlinux it decompresses to
 // stdout, and returns the exit status: 0, kernelimage.ExitNoDecoder for a
-// payload vmm leaves to the kernel's own decompressor, 1 for any other
-// failure, 2 for bad usage, each failure with one line on stderr. On a
+// payload vmm leaves to the kernel's own decompressor,
+// kernelimage.ExitWrite when stdout would not take the vmlinux, 1 for any
+// other failure, 2 for bad usage, each failure with one line on stderr. On a
 // failure the output holds a part of the vmlinux at most, which vmm
 // discards.
 func HelperMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -47,12 +51,18 @@ func HelperMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	w := bufio.NewWriterSize(stdout, outBuf)
 	err = DecompressTo(w, payload, limit)
 	if err == nil {
-		err = w.Flush()
+		if ferr := w.Flush(); ferr != nil {
+			err = fmt.Errorf("%w: %w", errFlush, ferr)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, oneLine(err.Error()))
-		if errors.Is(err, kernelimage.ErrNoDecoder) {
+		var werr *writeError
+		switch {
+		case errors.Is(err, kernelimage.ErrNoDecoder):
 			return kernelimage.ExitNoDecoder
+		case errors.As(err, &werr) || errors.Is(err, errFlush):
+			return kernelimage.ExitWrite
 		}
 		return 1
 	}

@@ -35,8 +35,7 @@ import (
 
 // Layout of the xz container, and zstd's smallest window.
 const (
-	xzHeader  = 12   // xz stream header: magic, flags, CRC32 (xz format, 2.1.1)
-	xzFilters = 0x03 // block flags: number of filters - 1 (xz format, 3.1.2)
+	xzHeader = 12 // xz stream header: magic, flags, CRC32 (xz format, 2.1.1)
 	// zstdMinWindow is the window an encoder may declare however small
 	// its input: 8 MiB, the decoder's minimum support recommended by
 	// RFC 8878, 3.1.1.1.2.
@@ -89,9 +88,7 @@ func DecompressTo(w io.Writer, payload []byte, limit int) error {
 		zr.Multistream(false)
 		r = zr
 	case kernelimage.XZ:
-		if len(stream) > xzHeader+1 && stream[xzHeader+1]&xzFilters != 0 {
-			return fmt.Errorf("xz kernel payload uses a chain of %d filters (the kernel's x86 BCJ filter before LZMA2): %w (it decodes LZMA2 alone)", stream[xzHeader+1]&xzFilters+1, kernelimage.ErrNoDecoder)
-		}
+		// Plan refused a filter chain.
 		if err := xzCheckDicts(stream, max(uint64(limit), xzMaxPresetDict)); err != nil {
 			return fmt.Errorf("xz kernel payload: %w", err)
 		}
@@ -170,7 +167,7 @@ func copyExactly(w io.Writer, r io.Reader, format kernelimage.Format, size uint6
 	case err != nil:
 		var werr *writeError
 		if errors.As(err, &werr) {
-			return werr.err
+			return werr // said as it is, and told apart by HelperMain
 		}
 		return fmt.Errorf("%s kernel payload: %w", format, err)
 	case uint64(n) < size:
@@ -191,6 +188,7 @@ func copyExactly(w io.Writer, r io.Reader, format kernelimage.Format, size uint6
 type writeError struct{ err error }
 
 func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
 
 // errWriter wraps a writer's errors in writeError.
 type errWriter struct{ w io.Writer }

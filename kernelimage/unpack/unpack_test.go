@@ -265,7 +265,7 @@ func TestHelperMain(t *testing.T) {
 		{name: "xz with BCJ", args: args, payload: xzBCJ, status: kernelimage.ExitNoDecoder, stderr: "chain of 2 filters"},
 		{name: "corrupt", args: args, payload: good[:len(good)/2], status: 1, stderr: "zstd kernel payload"},
 		{name: "over the limit", args: []string{"--wire", kernelimage.UnpackWire, "--limit", "4999"}, payload: good, status: 1, stderr: "more than vmm's limit of 4999"},
-		{name: "full disk", args: args, payload: good, out: failWriter{}, status: 1, stderr: "write /cache/.tmp-1: no space left on device"},
+		{name: "full disk", args: args, payload: good, out: failWriter{}, status: kernelimage.ExitWrite, stderr: "write /cache/.tmp-1: no space left on device"},
 		{name: "other build", args: []string{"--wire", "0", "--limit", "1"}, payload: good, status: 2, stderr: `wire version "0"`},
 		{name: "no limit", args: []string{"--wire", kernelimage.UnpackWire}, payload: good, status: 2, stderr: "no --limit"},
 		{name: "bad limit", args: []string{"--wire", kernelimage.UnpackWire, "--limit", "-1"}, payload: good, status: 2, stderr: `--limit "-1" is not a byte count`},

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -235,6 +236,14 @@ func bootVM(ctx context.Context, s System) (Sample, error) {
 		return fail(fmt.Errorf("no ready marker within %v", bootTimeout))
 	case <-ctx.Done():
 		return fail(ctx.Err())
+	}
+	// A cached system whose vmm could not fill its cache (no vmm-unpack
+	// beside it, a cache it may not write) boots the bzImage, which
+	// must not be timed under the cached system's name.
+	if dir := cmp.Or(s.EmptyDir, s.FillsDir); dir != "" {
+		if entries, _ := filepath.Glob(filepath.Join(dir, "*.vmlinux")); len(entries) == 0 {
+			return fail(fmt.Errorf("ready with no entry in its kernel cache %s: vmm booted the bzImage, not the cached vmlinux (is vmm-unpack beside vmm?)", dir))
+		}
 	}
 	smp := Sample{System: s.Name, ReadyMS: ms(ready.Sub(t0))}
 	if gone {

@@ -392,7 +392,13 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 		"/guest/bzImage":     f.kernel,
 		"/guest/initrd.cpio": f.initrd,
 	}
-	maps.Copy(l1Files, nested.Helpers(f.vmm))
+	// vmm's helpers, those built beside it: a -vmm given without
+	// vmm-net fails only the user-network figures, saying why.
+	for l1, host := range nested.Helpers(f.vmm) {
+		if _, err := os.Stat(host); err == nil {
+			l1Files[l1] = host
+		}
+	}
 	maps.Copy(l1Files, qfiles)
 	runner.Layout = bench.Layout{VMM: "/vmm", QEMU: qemuBin, Kernel: "/guest/bzImage", Initrd: "/guest/initrd.cpio",
 		Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool", LoopbackDown: true}

@@ -444,7 +444,10 @@ func readFileMax(path string, max int64) ([]byte, error) {
 // does (job), since most run vmm; an aside one (a diagnostic) where the
 // agent runs, which housekeep keeps off the jobs' CPU.
 func execPlacement(op string, job placement) placement {
-	if op == proto.OpExecAside {
+	// On an L1 of one CPU (job.cpus nil) there is nowhere aside to go,
+	// and a diagnostic outside the jobs' real-time policy would get
+	// only what the RT throttle leaves: it starts as a job does.
+	if op == proto.OpExecAside && job.cpus != nil {
 		return placement{}
 	}
 	return job
