@@ -81,3 +81,29 @@ func FuzzParseELF(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPlan checks the check vmm makes of a kernel file's payload before
+// it starts the decompressing helper: no input panics it, an error is
+// one line, and what it accepts is a format vmm decodes with a size
+// trailer within the limit. Seeds: testdata/fuzz/FuzzPlan.
+func FuzzPlan(f *testing.F) {
+	f.Add([]byte("\x02\x21\x4c\x18payload\x10\x00\x00\x00"), 64)
+	f.Add([]byte("\xfd7zXZ\x00\x00\x04\xe6\xd6\xb4\x46\x01\x01....\x10\x00\x00\x00"), 64)
+	f.Add([]byte("\x1f\x8b\x08\x00"), 1)
+	f.Add([]byte("BZh91AY&SY"), 1<<20)
+	f.Fuzz(func(t *testing.T, payload []byte, limit int) {
+		format, size, err := Plan(payload, limit)
+		if err != nil {
+			checkError(t, err)
+			return
+		}
+		switch format {
+		case Gzip, XZ, LZ4, Zstd:
+		default:
+			t.Fatalf("accepted a %q payload", format)
+		}
+		if size > uint64(max(limit, 0)) {
+			t.Fatalf("accepted a size of %d over the limit %d", size, limit)
+		}
+	})
+}
