@@ -2,8 +2,7 @@ package bootparam
 
 import (
 	"encoding/binary"
-	"os"
-	"path/filepath"
+	"github.com/vmm-dev/vmm/internal/testkernel"
 	"reflect"
 	"strings"
 	"testing"
@@ -195,32 +194,8 @@ func TestParseKernelInvalid(t *testing.T) {
 	}
 }
 
-// realKernel reads Debian's cloud kernel from vmm's cache, where `make`
-// or the nested tests put it ($VMM_CACHE, else ~/.cache/vmm; see
-// guest.DefaultCacheDir), and skips the test when there is none.
-func realKernel(t *testing.T) []byte {
-	t.Helper()
-	dir := os.Getenv("VMM_CACHE")
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Skipf("no real kernel: %v", err)
-		}
-		dir = filepath.Join(home, ".cache", "vmm")
-	}
-	found, _ := filepath.Glob(filepath.Join(dir, "kernels", "linux-image-*-cloud-amd64_*", "boot", "vmlinuz-*"))
-	if len(found) == 0 {
-		t.Skipf("no real kernel in %s/kernels", dir)
-	}
-	img, err := os.ReadFile(found[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
 func TestParseRealKernel(t *testing.T) {
-	img := realKernel(t)
+	img := testkernel.RealCloud(t)
 	k, err := ParseKernel(img)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package bootparam
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/vmm-dev/vmm/internal/testkernel"
 	"reflect"
 	"testing"
 )
@@ -54,7 +55,7 @@ func TestCompressedKernel(t *testing.T) {
 }
 
 func TestCompressedRealKernel(t *testing.T) {
-	k, err := ParseKernel(realKernel(t))
+	k, err := ParseKernel(testkernel.RealCloud(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/vmm-dev/vmm/internal/testkernel"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -180,34 +179,11 @@ func TestDecompressErrors(t *testing.T) {
 	}
 }
 
-// realKernel reads Debian's cloud kernel from vmm's cache ($VMM_CACHE,
-// else ~/.cache/vmm; see guest.DefaultCacheDir) and skips without one.
-func realKernel(t testing.TB) []byte {
-	t.Helper()
-	dir := os.Getenv("VMM_CACHE")
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Skipf("no real kernel: %v", err)
-		}
-		dir = filepath.Join(home, ".cache", "vmm")
-	}
-	found, _ := filepath.Glob(filepath.Join(dir, "kernels", "linux-image-*-cloud-amd64_*", "boot", "vmlinuz-*"))
-	if len(found) == 0 {
-		t.Skipf("no real kernel in %s/kernels", dir)
-	}
-	img, err := os.ReadFile(found[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
 // TestRealKernel decompresses Debian's cloud kernel, whose payload is in
-// the kernel's own kernelimage.LZ4 legacy format, and checks the vmlinux is what the
+// the kernel's own LZ4 legacy format, and checks the vmlinux is what the
 // loader expects: text at LOAD_PHYSICAL_ADDR holding startup_64.
 func TestRealKernel(t *testing.T) {
-	k, err := bootparam.ParseKernel(realKernel(t))
+	k, err := bootparam.ParseKernel(testkernel.RealCloud(t))
 	if err != nil {
 		t.Fatal(err)
 	}
