@@ -220,18 +220,17 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 		// Keep a flag's value with it, even if it starts with a dash or,
 		// for vmm run, does not.
 		takesNext := f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args)
-		if f != nil && f.Name == "smp" {
-			// QEMU's "-smp cpus=2" and "-smp 2,sockets=1" become 2.
+		if check := valueArg(f); check != nil {
 			var err error
 			switch {
 			case hasValue:
 				name, v, _ := strings.Cut(a, "=")
-				a, err = smpArg(v)
+				a, err = check(v)
 				a = name + "=" + a
 			case takesNext:
 				i++
 				out = append(out, a)
-				a, err = smpArg(args[i])
+				a, err = check(args[i])
 				takesNext = false
 			}
 			if err != nil {
@@ -245,6 +244,31 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 		}
 	}
 	return out, nil
+}
+
+// valueArg is the check of a flag whose value qemuSpelling reads itself
+// before pflag does, or nil: to take QEMU's forms, and to say what is
+// wrong with a bad value in vmm's words (pflag's are `invalid argument
+// "soon" for "--timeout" flag: time: invalid duration "soon"`).
+func valueArg(f *pflag.Flag) func(string) (string, error) {
+	if f == nil {
+		return nil
+	}
+	switch f.Name {
+	case "smp":
+		return smpArg // QEMU's "-smp cpus=2" and "-smp 2,sockets=1" become 2
+	case "timeout":
+		return timeoutArg // as typed, if it is a duration
+	}
+	return nil
+}
+
+// timeoutArg checks a -timeout value is a duration.
+func timeoutArg(v string) (string, error) {
+	if _, err := time.ParseDuration(v); err != nil {
+		return "", fmt.Errorf("-timeout %q: not a duration (try 90s or 10m)", v)
+	}
+	return v, nil
 }
 
 // smpArg reduces a -smp value to its number of vCPUs in decimal, as
