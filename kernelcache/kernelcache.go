@@ -3,14 +3,16 @@
 // is decompressed once, on the host, instead of by its own decompressor at
 // every boot (see package kernelimage for why and how it is booted).
 //
-// An entry is named by the SHA-256 of the bzImage it came from and holds
+// An entry is named by the BLAKE2b-256 of the bzImage it came from (a
+// cryptographic hash, as SHA-256 would be, without the FIPS 140 module
+// crypto/sha256 links: see package snapshot) and holds
 // its own length and 64-bit xxHash (XXH64), which every read checks: a
 // truncated or corrupted entry (a crash mid-write, a bad disk, a partial
 // copy) is detected, discarded and rebuilt, never booted (but see
 // Vmlinux for an entry its owner rewrites in place while vmm boots it).
 // The checksum is not there against tampering: whoever can write an
-// entry can write a matching SHA-256 too, so a cryptographic hash would
-// buy nothing but time (about 50 ms per boot for Debian's 53 MB
+// entry can compute a matching cryptographic hash too, so one would buy
+// nothing but time (about 50 ms per boot for Debian's 53 MB
 // vmlinux); tampering is kept out by the ownership checks below. XXH64
 // (github.com/cespare/xxhash, the implementation most Go projects use,
 // zstd's decoder among them) needs only plain integer instructions: 11
@@ -33,19 +35,19 @@
 package kernelcache
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"golang.org/x/crypto/blake2b"
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/bootparam"
@@ -116,11 +118,11 @@ func (c *Cache) checkOwner(path string, st fs.FileInfo) error {
 	return nil
 }
 
-// Key names an entry: the SHA-256 of the bzImage it was made from.
-type Key [sha256.Size]byte
+// Key names an entry: the BLAKE2b-256 of the bzImage it was made from.
+type Key [blake2b.Size256]byte
 
 // KeyOf returns the key of a bzImage.
-func KeyOf(bzImage []byte) Key { return sha256.Sum256(bzImage) }
+func KeyOf(bzImage []byte) Key { return blake2b.Sum256(bzImage) }
 
 func (c *Cache) path(k Key) string {
 	return filepath.Join(c.dir, fmt.Sprintf("%x%s", k[:], entrySuffix))
@@ -352,7 +354,10 @@ func (c *Cache) evict() {
 		if len(set.es) <= set.max {
 			continue
 		}
-		slices.SortFunc(set.es, func(a, b entry) int { return b.used.Compare(a.used) })
+		// Most recent first. sort.Slice, not slices.SortFunc: a
+		// generic sort is about 10 KB of code per element type.
+		es := set.es
+		sort.Slice(es, func(i, j int) bool { return es[i].used.After(es[j].used) })
 		for _, e := range set.es[set.max:] {
 			os.Remove(filepath.Join(c.dir, e.name))
 		}

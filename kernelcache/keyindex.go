@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The key index spares a boot the SHA-256 of its bzImage, the largest
+// The key index spares a boot the BLAKE2b-256 of its bzImage, the largest
 // cost of a warm cache where hashing is slow: a second for Debian's
 // 14 MB image in this project's nested, emulated L1 (microseconds per
 // KiB natively, but a CI runner may well be such a guest). It remembers,
@@ -43,7 +43,7 @@ import (
 // and overwritten, which costs one hash.
 
 const (
-	keyMagic  = "vmm kernel key v1\n"
+	keyMagic  = "vmm kernel key v2\n" // v2: keys are BLAKE2b-256 (v1's were SHA-256)
 	keyLen    = len(keyMagic) + 3*8 + len(Key{})
 	keySuffix = ".key"
 	// racyWindow is how old a file's ctime must be for its key to be

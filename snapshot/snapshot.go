@@ -3,7 +3,7 @@
 //
 //   - state: a header, a JSON manifest saying what the snapshot was made
 //     from, the machine's state (an opaque blob to this package: the
-//     machine package encodes it), and a SHA-256 over all of it. Parse
+//     machine package encodes it), and a BLAKE2b-256 over all of it. Parse
 //     checks the magic, the format version, every length and the hash
 //     before anything is decoded, so a truncated or corrupted file is one
 //     error and never a half-restored guest.
@@ -12,10 +12,15 @@
 //     MAP_PRIVATE and many jobs share its pages in the page cache.
 //
 // Reading the whole memory file at every restore would cost what the
-// mapping saves, so the manifest records its size, a full SHA-256 (for
-// an offline check, Verify) and the SHA-256 of sampleCount pages spread
-// over it, which Open checks: reading 64 pages catches a truncated,
-// replaced or zeroed file without reading hundreds of MiB.
+// mapping saves, so the manifest records its size, a full BLAKE2b-256
+// (for an offline check, Verify) and the BLAKE2b-256 of sampleCount pages
+// spread over it, which Open checks: reading 64 pages catches a
+// truncated, replaced or zeroed file without reading hundreds of MiB.
+//
+// The hash is BLAKE2b-256 (golang.org/x/crypto/blake2b), not SHA-256:
+// as collision-resistant, and crypto/sha256 brings Go's whole FIPS 140
+// module with it (AES, SHA-3, SHA-512, a DRBG: 0.15 MB of vmm's code and
+// read-only data, resident in every vmm) for one hash.
 //
 // It is its own package so the format, and its fuzzed parser, are apart
 // from KVM: nothing here imports kvm or machine.
@@ -23,23 +28,25 @@ package snapshot
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/crypto/blake2b"
 
 	"github.com/vmm-dev/vmm/internal/inputfile"
 )
 
 // FormatVersion is the version of this layout and of the machine state
 // it carries. A snapshot of another version is refused, never converted.
-const FormatVersion = 1
+const FormatVersion = 2
 
 // File names inside a snapshot directory.
 const (
@@ -51,10 +58,10 @@ const (
 var magic = [8]byte{'V', 'M', 'M', 'S', 'N', 'A', 'P', 0}
 
 // Header layout: magic, u32 format version, u32 manifest length, u64
-// state length, all little-endian; then manifest, state, SHA-256.
+// state length, all little-endian; then manifest, state, BLAKE2b-256.
 const (
 	headerSize = 8 + 4 + 4 + 8
-	sumSize    = sha256.Size
+	sumSize    = blake2b.Size256
 	// MaxManifest and MaxState bound what Parse accepts, so a damaged
 	// length field cannot make it allocate gigabytes.
 	MaxManifest = 1 << 20
@@ -69,9 +76,9 @@ var ErrCorrupt = errors.New("snapshot is corrupt or truncated")
 
 // FileID names an input file by path and content.
 type FileID struct {
-	Path   string `json:"path"`
-	SHA256 string `json:"sha256"`
-	Size   int64  `json:"size"`
+	Path string `json:"path"`
+	Hash string `json:"blake2b"` // BLAKE2b-256, hex
+	Size int64  `json:"size"`
 }
 
 // Device is one virtio device the guest was booted with, in bus order.
@@ -87,11 +94,11 @@ type Device struct {
 // Memory describes the memory file.
 type Memory struct {
 	Size uint64 `json:"size"`
-	// SHA256 is of the whole file as written, for Verify.
-	SHA256 string `json:"sha256"`
-	// SampleSHA256 is of the pages at SampleOffsets(Size), which Open
-	// checks.
-	SampleSHA256 string `json:"sample_sha256"`
+	// Hash is the BLAKE2b-256 of the whole file as written, for Verify.
+	Hash string `json:"blake2b"`
+	// SampleHash is that of the pages at SampleOffsets(Size), which
+	// Open checks.
+	SampleHash string `json:"sample_blake2b"`
 }
 
 // Manifest says what a snapshot was made from and by whom.
@@ -126,7 +133,7 @@ func Encode(m Manifest, state []byte) ([]byte, error) {
 	binary.LittleEndian.PutUint64(out[16:], uint64(len(state)))
 	out = append(out, mj...)
 	out = append(out, state...)
-	sum := sha256.Sum256(out)
+	sum := blake2b.Sum256(out)
 	return append(out, sum[:]...), nil
 }
 
@@ -151,7 +158,7 @@ func Parse(b []byte) (Manifest, []byte, error) {
 		return m, nil, fmt.Errorf("%w: state file is %d bytes, its header says %d", ErrCorrupt, len(b), want)
 	}
 	body := b[:len(b)-sumSize]
-	if sum := sha256.Sum256(body); !bytes.Equal(sum[:], b[len(body):]) {
+	if sum := blake2b.Sum256(body); !bytes.Equal(sum[:], b[len(body):]) {
 		return m, nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body[headerSize : headerSize+ml]))
@@ -182,7 +189,7 @@ func (m *Manifest) validate() error {
 	return nil
 }
 
-// SampleOffsets are the page offsets whose contents Memory.SampleSHA256
+// SampleOffsets are the page offsets whose contents Memory.SampleHash
 // covers: sampleCount pages spread evenly, the last page included.
 func SampleOffsets(size uint64) []uint64 {
 	pages := size / PageSize
@@ -200,9 +207,18 @@ func SampleOffsets(size uint64) []uint64 {
 	return out
 }
 
+// newHash is BLAKE2b-256 (see the package doc for why).
+func newHash() hash.Hash {
+	h, err := blake2b.New256(nil)
+	if err != nil {
+		panic(err) // only a key over 64 bytes fails, and there is none
+	}
+	return h
+}
+
 // sampleHash hashes the sampled pages of r.
 func sampleHash(r io.ReaderAt, size uint64) (string, error) {
-	h := sha256.New()
+	h := newHash()
 	page := make([]byte, PageSize)
 	for _, off := range SampleOffsets(size) {
 		if _, err := r.ReadAt(page, int64(off)); err != nil {
@@ -288,7 +304,7 @@ func writeMemory(dir string, regions [][]byte) (Memory, error) {
 	if err := f.Truncate(int64(size)); err != nil {
 		return fail(err)
 	}
-	h := sha256.New()
+	h := newHash()
 	zero := make([]byte, PageSize)
 	var off int64
 	for _, r := range regions {
@@ -303,8 +319,8 @@ func writeMemory(dir string, regions [][]byte) (Memory, error) {
 			off += PageSize
 		}
 	}
-	mem := Memory{Size: size, SHA256: hex.EncodeToString(h.Sum(nil))}
-	if mem.SampleSHA256, err = sampleHash(f, size); err != nil {
+	mem := Memory{Size: size, Hash: hex.EncodeToString(h.Sum(nil))}
+	if mem.SampleHash, err = sampleHash(f, size); err != nil {
 		return fail(err)
 	}
 	if err := f.Close(); err != nil {
@@ -354,7 +370,7 @@ func Open(dir string) (*Snapshot, error) {
 	}
 	if err == nil {
 		var got string
-		if got, err = sampleHash(mf, m.Memory.Size); err == nil && got != m.Memory.SampleSHA256 {
+		if got, err = sampleHash(mf, m.Memory.Size); err == nil && got != m.Memory.SampleHash {
 			err = fmt.Errorf("%w: memory file's sampled pages do not match the manifest", ErrCorrupt)
 		}
 	}
@@ -368,11 +384,11 @@ func Open(dir string) (*Snapshot, error) {
 // Verify reads the whole memory file and checks it against the
 // manifest's full hash: what Open leaves out to stay fast.
 func (s *Snapshot) Verify() error {
-	h := sha256.New()
+	h := newHash()
 	if _, err := io.Copy(h, io.NewSectionReader(s.Memory, 0, int64(s.Manifest.Memory.Size))); err != nil {
 		return fmt.Errorf("snapshot memory: %w", err)
 	}
-	if hex.EncodeToString(h.Sum(nil)) != s.Manifest.Memory.SHA256 {
+	if hex.EncodeToString(h.Sum(nil)) != s.Manifest.Memory.Hash {
 		return fmt.Errorf("%w: memory file does not match its hash", ErrCorrupt)
 	}
 	return nil
@@ -389,10 +405,10 @@ func HashFile(path string) (FileID, error) {
 		return FileID{}, err
 	}
 	defer f.Close()
-	h := sha256.New()
+	h := newHash()
 	n, err := io.Copy(h, f)
 	if err != nil {
 		return FileID{}, fmt.Errorf("%s: %w", path, err)
 	}
-	return FileID{Path: path, SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
+	return FileID{Path: path, Hash: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
 }

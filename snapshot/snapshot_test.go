@@ -13,7 +13,7 @@ import (
 func testManifest(size uint64) Manifest {
 	return Manifest{
 		VMMVersion: "test", Created: time.Unix(1700000000, 0).UTC(),
-		Kernel:  FileID{Path: "/k", SHA256: "00", Size: 1},
+		Kernel:  FileID{Path: "/k", Hash: "00", Size: 1},
 		Cmdline: "console=ttyS0", MemSize: size, CPUs: 2,
 		Devices: []Device{{Kind: "blk", Serial: "vmm-out", Capacity: 1 << 20}, {Kind: "net", MAC: "52:54:00:00:00:01"}},
 		HostCPU: "GenuineIntel fpu sse2",

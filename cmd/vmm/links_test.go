@@ -10,7 +10,9 @@ import (
 // helpers: the user network's stack (vmm-net) and the kernel decoders
 // (vmm-unpack). Linked, their initializers would run and the kernel would
 // map their pages in every vmm, whether a run uses them or not (package
-// internal/helperbin says why they are apart).
+// internal/helperbin says why they are apart). Nor Go's FIPS 140 module,
+// which crypto/sha256 and crypto/rand bring for one hash and some random
+// bytes (package snapshot says what vmm uses instead).
 func TestLinksNoHelperCode(t *testing.T) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -29,6 +31,7 @@ func TestLinksNoHelperCode(t *testing.T) {
 			"github.com/pierrec/lz4",
 			"compress/gzip",
 			"github.com/vmm-dev/vmm/kernelimage/unpack",
+			"crypto/internal/fips140",
 		} {
 			// usernet/remote and usernet/hostfwd are vmm's end of the
 			// wire and its command line's rules.

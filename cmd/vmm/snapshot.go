@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -16,6 +14,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/blake2b"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/machine"
@@ -250,7 +251,7 @@ func vmmVersion() string {
 		}
 	}
 	if id := goBuildID("/proc/self/exe"); id != "" {
-		sum := sha256.Sum256([]byte(id))
+		sum := blake2b.Sum256([]byte(id))
 		v += " build " + hex.EncodeToString(sum[:6])
 	}
 	return v
@@ -370,7 +371,10 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 	}
 	j.boot = func(c machine.Config) (guest, error) {
 		msg := guestabi.JobMessage{Spec: spec, Entropy: make([]byte, guestabi.EntropySize)}
-		if _, err := rand.Read(msg.Entropy); err != nil {
+		// The kernel's CSPRNG itself (getrandom(2), which blocks only
+		// until it is seeded): crypto/rand would link Go's FIPS 140
+		// module for the same bytes (see package snapshot).
+		if _, err := unix.Getrandom(msg.Entropy, 0); err != nil {
 			return nil, fmt.Errorf("host entropy: %w", err)
 		}
 		msg.UnixNano = time.Now().UnixNano()
