@@ -141,7 +141,7 @@ func TestHelper(t *testing.T) {
 			}
 			helper = func([]byte, int, *os.File) error { return errors.New("decompressed again") }
 		}
-		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("%x%s", KeyOf(img), entrySuffix)))
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("%s%x%s", entryPrefix, KeyOf(img), entrySuffix)))
 		if err != nil || !bytes.Equal(b, encode(vmlinux)) {
 			t.Errorf("entry: %d bytes, %v; want the encoding of the vmlinux", len(b), err)
 		}

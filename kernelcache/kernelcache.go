@@ -61,6 +61,7 @@ const (
 	magic       = "vmm vmlinux cache v3\n"
 	sumLen      = 8
 	headerLen   = len(magic) + sumLen + 8
+	entryPrefix = "b2-" // the key is BLAKE2b-256; older vmm's entries (SHA-256) had none
 	entrySuffix = ".vmlinux"
 	tempPrefix  = ".tmp-"
 )
@@ -75,6 +76,10 @@ const (
 	// staleTemp is the age past which a temporary file is taken to be
 	// left by a vmm that died while writing it.
 	staleTemp = time.Hour
+	// staleOld is how long an entry of an older vmm (named by SHA-256,
+	// which this one never looks up) stays unused before it is removed:
+	// long enough for a runner that still runs that vmm too to keep it.
+	staleOld = 24 * time.Hour
 )
 
 // ErrUnsafeDir means the cache directory, or an entry in it, could be
@@ -125,7 +130,7 @@ type Key [blake2b.Size256]byte
 func KeyOf(bzImage []byte) Key { return blake2b.Sum256(bzImage) }
 
 func (c *Cache) path(k Key) string {
-	return filepath.Join(c.dir, fmt.Sprintf("%x%s", k[:], entrySuffix))
+	return filepath.Join(c.dir, fmt.Sprintf("%s%x%s", entryPrefix, k[:], entrySuffix))
 }
 
 // Get returns the entry for k, mapped read-only from its file (see
@@ -341,8 +346,13 @@ func (c *Cache) evict() {
 			if c.now().Sub(info.ModTime()) > staleTemp {
 				os.Remove(filepath.Join(c.dir, name))
 			}
-		case strings.HasSuffix(name, entrySuffix):
+		case strings.HasSuffix(name, entrySuffix) && strings.HasPrefix(name, entryPrefix):
 			entries = append(entries, entry{name, info.ModTime()})
+		case strings.HasSuffix(name, entrySuffix):
+			// An older vmm's: Get touches an entry at each use.
+			if c.now().Sub(info.ModTime()) > staleOld {
+				os.Remove(filepath.Join(c.dir, name))
+			}
 		case strings.HasSuffix(name, keySuffix):
 			keys = append(keys, entry{name, info.ModTime()})
 		}

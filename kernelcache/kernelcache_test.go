@@ -204,6 +204,18 @@ func TestEvict(t *testing.T) {
 	}
 	os.Chtimes(stale, clock.Add(-2*staleTemp), clock.Add(-2*staleTemp))
 	os.Chtimes(fresh, clock, clock)
+	// An older vmm's entries (named by SHA-256, no prefix): one unused
+	// for longer than staleOld goes, one in use stays, and neither
+	// counts against MaxEntries.
+	oldUnused := filepath.Join(c.dir, strings.Repeat("a", 64)+entrySuffix)
+	oldInUse := filepath.Join(c.dir, strings.Repeat("b", 64)+entrySuffix)
+	for _, p := range []string{oldUnused, oldInUse} {
+		if err := os.WriteFile(p, encode([]byte("old")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chtimes(oldUnused, clock.Add(-2*staleOld), clock.Add(-2*staleOld))
+	os.Chtimes(oldInUse, clock, clock)
 	for i := range MaxEntries + 1 {
 		put(t, c, key(fmt.Sprint(i)), []byte{byte(i)})
 		os.Chtimes(c.path(key(fmt.Sprint(i))), clock, clock)
@@ -229,6 +241,12 @@ func TestEvict(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); err != nil {
 		t.Error("another writer's temporary file removed")
+	}
+	if _, err := os.Stat(oldUnused); err == nil {
+		t.Error("an older vmm's entry unused for two days not removed")
+	}
+	if _, err := os.Stat(oldInUse); err != nil {
+		t.Error("an older vmm's entry in use removed")
 	}
 }
 
@@ -297,7 +315,7 @@ func TestLoad(t *testing.T) {
 	if err != nil || !bytes.Equal(got, vmlinux) {
 		t.Fatalf("first boot: %d bytes, %v", len(got), err)
 	}
-	entry := filepath.Join(dir, fmt.Sprintf("%x.vmlinux", KeyOf(img)))
+	entry := filepath.Join(dir, fmt.Sprintf("b2-%x.vmlinux", KeyOf(img)))
 	if _, err := os.Stat(entry); err != nil {
 		t.Fatalf("no entry stored: %v", err)
 	}

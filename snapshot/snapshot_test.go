@@ -127,7 +127,10 @@ func TestSampleOffsets(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	good, err := Encode(testManifest(PageSize), []byte(`{"x":1}`))
+	// A manifest Parse accepts: its memory file as large as its RAM.
+	m := testManifest(PageSize)
+	m.Memory.Size = PageSize
+	good, err := Encode(m, []byte(`{"x":1}`))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -374,8 +374,8 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 		// The kernel's CSPRNG itself (getrandom(2), which blocks only
 		// until it is seeded): crypto/rand would link Go's FIPS 140
 		// module for the same bytes (see package snapshot).
-		if _, err := unix.Getrandom(msg.Entropy, 0); err != nil {
-			return nil, fmt.Errorf("host entropy: %w", err)
+		if n, err := unix.Getrandom(msg.Entropy, 0); err != nil || n != len(msg.Entropy) {
+			return nil, fmt.Errorf("host entropy: %d of %d bytes: %v", n, len(msg.Entropy), err)
 		}
 		msg.UnixNano = time.Now().UnixNano()
 		b, err := guestabi.EncodeJobMessage(msg)
