@@ -235,11 +235,20 @@ func (c *Cache) touch(p string) {
 // is removed. No fsync: a crash may leave a short or empty file, which
 // the reader detects.
 func (c *Cache) commitTemp(f *os.File, b []byte, p string) error {
-	name := f.Name()
-	_, err := f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
 	}
+	return c.renameTemp(f, p)
+}
+
+// renameTemp closes the temporary file f, written whole, and renames it
+// to p, replacing what was there, then evicts (see evict). On failure f
+// is removed.
+func (c *Cache) renameTemp(f *os.File, p string) error {
+	name := f.Name()
+	err := f.Close()
 	if err == nil {
 		err = os.Rename(name, p)
 	}
@@ -305,15 +314,17 @@ func (c *Cache) Create(k Key) (*Pending, error) {
 	return &Pending{c: c, key: k, f: f}, nil
 }
 
-// Commit writes data as the entry and renames it into place, replacing any
+// Commit writes data as the entry (Fill, with the bytes in memory) and
+// renames it into place, replacing any
 // entry there, then evicts the least recently used entries beyond
 // MaxEntries. No fsync: a crash may leave a short or empty entry, which
 // Get detects.
 func (p *Pending) Commit(data []byte) error {
-	if err := p.c.commitTemp(p.f, encode(data), p.c.path(p.key)); err != nil {
-		return fmt.Errorf("kernel cache: %w", err)
+	write := func(_ []byte, _ int, out *os.File) error {
+		_, err := out.Write(data)
+		return err
 	}
-	return nil
+	return p.Fill(write, nil, uint64(len(data)), len(data))
 }
 
 // Abort discards the entry being written.

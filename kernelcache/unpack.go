@@ -123,6 +123,11 @@ func (p *Pending) Fill(unpack Unpack, payload []byte, size uint64, limit int) er
 }
 
 func (p *Pending) fill(unpack Unpack, payload []byte, size uint64, limit int) error {
+	// The header's room first, so that an empty output still makes a
+	// whole (if empty) entry; the data goes after it.
+	if err := p.f.Truncate(int64(headerLen)); err != nil {
+		return fmt.Errorf("kernel cache: %w", err)
+	}
 	if _, err := p.f.Seek(int64(headerLen), io.SeekStart); err != nil {
 		return fmt.Errorf("kernel cache: %w", err)
 	}
@@ -136,7 +141,7 @@ func (p *Pending) fill(unpack Unpack, payload []byte, size uint64, limit int) er
 	// The helper holds its output to the payload's size trailer; a
 	// program in its place that does not must not be cached.
 	if n := st.Size() - int64(headerLen); n != int64(size) {
-		return fmt.Errorf("kernel cache: %s wrote %d bytes, the payload's size trailer says %d", kernelimage.UnpackHelper, max(n, 0), size)
+		return fmt.Errorf("kernel cache: %s wrote %d bytes, the payload's size trailer says %d", kernelimage.UnpackHelper, n, size)
 	}
 	m, err := unix.Mmap(int(p.f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
@@ -157,15 +162,8 @@ func (p *Pending) fill(unpack Unpack, payload []byte, size uint64, limit int) er
 	if _, err := p.f.WriteAt(hdr, 0); err != nil {
 		return fmt.Errorf("kernel cache: %w", err)
 	}
-	name := p.f.Name()
-	err = p.f.Close()
-	if err == nil {
-		err = os.Rename(name, p.c.path(p.key))
-	}
-	if err != nil {
-		os.Remove(name)
+	if err := p.c.renameTemp(p.f, p.c.path(p.key)); err != nil {
 		return fmt.Errorf("kernel cache: %w", err)
 	}
-	p.c.evict()
 	return nil
 }

@@ -42,21 +42,6 @@ const (
 	zstdMinWindow = 8 << 20
 )
 
-// Decompress returns the decompressed kernel payload, which for an x86
-// bzImage is the vmlinux ELF: DecompressTo into memory.
-func Decompress(payload []byte, limit int) ([]byte, error) {
-	_, size, err := kernelimage.Plan(payload, limit)
-	if err != nil {
-		return nil, err
-	}
-	var b bytes.Buffer
-	b.Grow(int(size))
-	if err := DecompressTo(&b, payload, limit); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
-
 // DecompressTo writes the decompressed kernel payload to w. It refuses to
 // produce more than limit bytes: the payload's size trailer is checked
 // against limit before anything is decoded (kernelimage.Plan), and

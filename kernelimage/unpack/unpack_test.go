@@ -20,6 +20,21 @@ import (
 	"github.com/vmm-dev/vmm/kernelimage"
 )
 
+// Decompress is DecompressTo into memory, for the tests and the fuzz
+// target: the helper writes to its stdout instead.
+func Decompress(payload []byte, limit int) ([]byte, error) {
+	_, size, err := kernelimage.Plan(payload, limit)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.Grow(int(size))
+	if err := DecompressTo(&b, payload, limit); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
 // testPlain is compressible but not trivially so, and spans more than one
 // 8 MiB kernelimage.LZ4 legacy block when repeated.
 func testPlain(n int) []byte {
