@@ -1,17 +1,18 @@
 package guestabi
 
 import (
-	"encoding/json"
 	"fmt"
 	"path"
 	"strings"
+
+	"github.com/vmm-dev/vmm/internal/pack"
 )
 
 // Paths inside the guest.
 const (
 	// SpecPath is where the job description appears; its presence is
 	// what tells the guest init to run a job instead of a shell.
-	SpecPath = "/vmm/job.json"
+	SpecPath = "/vmm/job"
 	// ShareDir is where -share's files appear.
 	ShareDir = "/share"
 	// OutDir is the directory whose contents come back with -out.
@@ -28,26 +29,26 @@ const (
 	JobTTY = "/dev/ttyS1"
 )
 
-// Spec is the job, as JSON in SpecPath.
+// Spec is the job, encoded by EncodeSpec (package pack) in SpecPath.
 type Spec struct {
 	// Args is the command and its arguments; Args[0] is looked up in
 	// PATH if it has no slash.
-	Args []string `json:"args"`
+	Args []string
 	// Env is added to the environment (KEY=VALUE).
-	Env []string `json:"env,omitempty"`
+	Env []string
 	// Dir is the working directory; empty means ShareDir when files are
 	// shared, else /.
-	Dir string `json:"dir,omitempty"`
+	Dir string
 	// Out says whether the guest copies OutDir back.
-	Out bool `json:"out,omitempty"`
+	Out bool
 	// Mounts are virtio-fs shares the guest mounts before the job runs
 	// (`vmm run -share`, which is mounted at ShareDir).
-	Mounts []Mount `json:"mounts,omitempty"`
+	Mounts []Mount
 	// RootTag, when set, names a virtio-fs share the job runs in as its
 	// root file system (`vmm run -rootfs`): read-only, under a tmpfs
 	// overlay that takes the job's writes, with fresh /proc, /sys, /dev
 	// and /tmp. Mounts and OutDir appear inside it at their paths.
-	RootTag string `json:"root_tag,omitempty"`
+	RootTag string
 }
 
 // Tags of the virtio-fs shares `vmm run` attaches: -share's, mounted at
@@ -60,9 +61,9 @@ const (
 // Mount is one virtio-fs share as the guest mounts it:
 // `mount -t virtiofs Tag Path`.
 type Mount struct {
-	Tag      string `json:"tag"`
-	Path     string `json:"path"`
-	ReadOnly bool   `json:"ro,omitempty"`
+	Tag      string
+	Path     string
+	ReadOnly bool
 }
 
 // MaxTagLen is the longest virtio-fs tag: the config space's tag field is
@@ -107,11 +108,17 @@ func (s Spec) Validate() error {
 // ParseSpec reads a job description; the guest calls it on SpecPath.
 func ParseSpec(b []byte) (Spec, error) {
 	var s Spec
-	if err := json.Unmarshal(b, &s); err != nil {
+	if err := pack.Unmarshal(b, &s); err != nil {
 		return s, fmt.Errorf("job spec: %w", err)
 	}
 	if err := s.Validate(); err != nil {
 		return s, fmt.Errorf("job spec: %w", err)
 	}
 	return s, nil
+}
+
+// EncodeSpec encodes s for SpecPath. The caller has validated s
+// (runjob.Layer does); ParseSpec validates it again in the guest.
+func EncodeSpec(s Spec) ([]byte, error) {
+	return pack.Marshal(s)
 }

@@ -3,9 +3,10 @@ package guestabi
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
+
+	"github.com/vmm-dev/vmm/internal/pack"
 )
 
 // Snapshots (`vmm snapshot`, `vmm run -snapshot`). A guest booted for a
@@ -27,10 +28,11 @@ const (
 )
 
 // jobMagic starts a JobMessage on the wire, so an init reading something
-// else (a stray byte, a cold-boot host) fails clearly.
-var jobMagic = [8]byte{'V', 'M', 'M', 'J', 'O', 'B', '1', '\n'}
+// else (a stray byte, a cold-boot host) fails clearly. Version 2 is the
+// encoding of package pack (1 was JSON).
+var jobMagic = [8]byte{'V', 'M', 'M', 'J', 'O', 'B', '2', '\n'}
 
-// MaxJobMessage bounds a JobMessage's JSON.
+// MaxJobMessage bounds a JobMessage's encoding.
 const MaxJobMessage = 1 << 20
 
 // EntropySize is how many bytes of host randomness a JobMessage carries:
@@ -41,22 +43,22 @@ const EntropySize = 32
 // what makes the restored machine fresh (every restore of one snapshot
 // would otherwise continue the same random generator and clock).
 type JobMessage struct {
-	Spec Spec `json:"spec"`
+	Spec Spec
 	// Entropy is host randomness the init mixes into the kernel's pool
 	// and reseeds the CRNG with, before the job runs.
-	Entropy []byte `json:"entropy"`
+	Entropy []byte
 	// UnixNano is the host's wall clock when the message was sent; the
 	// init sets the guest's clock to it.
-	UnixNano int64 `json:"unix_nano"`
+	UnixNano int64
 }
 
 // EncodeJobMessage frames m for JobTTY: magic, little-endian u32 length,
-// JSON.
+// m encoded by package pack.
 func EncodeJobMessage(m JobMessage) ([]byte, error) {
 	if err := m.Spec.Validate(); err != nil {
 		return nil, err
 	}
-	j, err := json.Marshal(m)
+	j, err := pack.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +89,7 @@ func ReadJobMessage(r io.Reader) (JobMessage, error) {
 	if _, err := io.ReadFull(r, body); err != nil {
 		return m, fmt.Errorf("job message: %w", err)
 	}
-	if err := json.Unmarshal(body, &m); err != nil {
+	if err := pack.Unmarshal(body, &m); err != nil {
 		return m, fmt.Errorf("job message: %w", err)
 	}
 	if err := m.Spec.Validate(); err != nil {

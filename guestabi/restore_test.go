@@ -38,8 +38,10 @@ func TestReadJobMessageRefuses(t *testing.T) {
 	good, _ := EncodeJobMessage(goodMessage())
 	short := goodMessage()
 	short.Entropy = short.Entropy[:4]
-	j := []byte(`{"spec":{"args":["x"]},"entropy":"` + strings.Repeat("A", 4) + `"}`)
-	noEntropy := append(append(append([]byte(nil), good[:8]...), byte(len(j)), 0, 0, 0), j...)
+	noEntropy, err := EncodeJobMessage(short)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		b    []byte

@@ -225,6 +225,6 @@ func (r msiRouter) RouteMSI(v int, addr uint64, data uint32) error {
 // PCIFunctionState is one virtio-pci function in a snapshot: its
 // configuration space and its transport.
 type PCIFunctionState struct {
-	Function  pci.EndpointState `json:"function"`
-	Transport virtio.PCIState   `json:"transport"`
+	Function  pci.EndpointState
+	Transport virtio.PCIState
 }

@@ -3,7 +3,6 @@ package machine
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/vmm-dev/vmm/devices/rtc"
 	"github.com/vmm-dev/vmm/devices/serial"
 	"github.com/vmm-dev/vmm/guestmem"
+	"github.com/vmm-dev/vmm/internal/pack"
 	"github.com/vmm-dev/vmm/kvm"
 	"github.com/vmm-dev/vmm/snapshot"
 	"github.com/vmm-dev/vmm/virtio"
@@ -25,21 +25,21 @@ import (
 // every vCPU, the VM's in-kernel devices, and vmm's own devices. Guest
 // RAM is apart, in the snapshot's memory file.
 type State struct {
-	VCPUs    []VCPUState             `json:"vcpus"`
-	IRQChips []kvm.IRQChip           `json:"irqchips"` // PIC master, PIC slave, IOAPIC
-	PIT      kvm.PITState2           `json:"pit"`
-	Clock    kvm.ClockData           `json:"clock"`
-	COM1     serial.State            `json:"com1"`
-	COM2     *serial.State           `json:"com2,omitempty"`
-	RTC      rtc.State               `json:"rtc"`
-	I8042    i8042.State             `json:"i8042"`
-	PM       pm.State                `json:"pm"`
-	Virtio   []virtio.TransportState `json:"virtio,omitempty"`
+	VCPUs    []VCPUState
+	IRQChips []kvm.IRQChip // PIC master, PIC slave, IOAPIC
+	PIT      kvm.PITState2
+	Clock    kvm.ClockData
+	COM1     serial.State
+	COM2     *serial.State
+	RTC      rtc.State
+	I8042    i8042.State
+	PM       pm.State
+	Virtio   []virtio.TransportState
 	// VirtioPCI holds the devices instead of Virtio when they are on
 	// PCI (Config.Transport).
-	VirtioPCI []PCIFunctionState `json:"virtio_pci,omitempty"`
+	VirtioPCI []PCIFunctionState
 	// PCIConfigAddress is the host bridge's latched CONFIG_ADDRESS.
-	PCIConfigAddress uint32 `json:"pci_config_address,omitempty"`
+	PCIConfigAddress uint32
 }
 
 // snapState is a machine's snapshot bookkeeping.
@@ -235,7 +235,7 @@ func (m *Machine) Snapshot(dir string, man snapshot.Manifest) error {
 	}
 	st.RTC, st.I8042, st.PM = m.rtc.State(), m.kbd.State(), m.pm.State()
 	m.saveVirtio(&st)
-	blob, err := json.Marshal(st)
+	blob, err := pack.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
@@ -360,9 +360,7 @@ func deviceList(ds []snapshot.Device) string {
 // decodeState parses a snapshot's state blob and checks it fits cfg.
 func decodeState(b []byte, cfg Config) (*State, error) {
 	var st State
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil {
+	if err := pack.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("%w: machine state: %v", snapshot.ErrCorrupt, err)
 	}
 	switch {

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmm-dev/vmm/internal/pack"
 	"github.com/vmm-dev/vmm/kvm"
 	"github.com/vmm-dev/vmm/snapshot"
+	"github.com/vmm-dev/vmm/virtio"
 )
 
 // stateFake is a vCPU's state ioctls recorded in order; MSRs it is told
@@ -162,16 +164,33 @@ func TestCheckSnapshot(t *testing.T) {
 
 func TestDecodeStateRefuses(t *testing.T) {
 	cfg := Config{CPUs: 1}
-	for _, tc := range []struct{ blob, want string }{
-		{`{`, "corrupt"},
-		{`{"vcpus":[]}`, "0 vCPUs"},
-		{`{"vcpus":[{"cpuid":[{"Function":0}]}],"irqchips":[]}`, "interrupt controllers"},
-		{`{"vcpus":[{"cpuid":[{"Function":0}]}],"irqchips":[{},{},{}],"unknown":1}`, "unknown field"},
+	enc := func(st State) []byte {
+		b, err := pack.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	vcpus := []VCPUState{{CPUID: []kvm.CPUIDEntry{{}}}}
+	good := enc(State{VCPUs: vcpus, IRQChips: make([]kvm.IRQChip, 3)})
+	if _, err := decodeState(good, cfg); err != nil {
+		t.Fatalf("a good state: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		blob []byte
+		want string
+	}{
+		{"garbage", []byte("{"), "corrupt"},
+		{"truncated", good[:len(good)-1], "corrupt"},
+		{"trailing bytes", append(append([]byte(nil), good...), 0), "1 bytes after"},
+		{"no vCPUs", enc(State{}), "0 vCPUs"},
+		{"no irqchips", enc(State{VCPUs: vcpus}), "interrupt controllers"},
 		// A virtio-mmio snapshot restored on this run's virtio-pci.
-		{`{"vcpus":[{"cpuid":[{"Function":0}]}],"irqchips":[{},{},{}],"virtio":[{"type":2}]}`, "another transport than this run's -virtio-transport pci"},
+		{"transport", enc(State{VCPUs: vcpus, IRQChips: make([]kvm.IRQChip, 3), Virtio: []virtio.TransportState{{Type: 2}}}), "another transport than this run's -virtio-transport pci"},
 	} {
-		if _, err := decodeState([]byte(tc.blob), cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: %v, want %q", tc.blob, err, tc.want)
+		if _, err := decodeState(tc.blob, cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
 	}
 }

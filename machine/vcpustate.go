@@ -12,18 +12,18 @@ import (
 // kind, its MSRs (kvm-clock and TSC ones included), its local APIC,
 // pending events and multiprocessing state.
 type VCPUState struct {
-	CPUID     []kvm.CPUIDEntry `json:"cpuid"`
-	TSCKHz    uint32           `json:"tsc_khz"`
-	Regs      kvm.Regs         `json:"regs"`
-	Sregs     kvm.Sregs        `json:"sregs"`
-	FPU       kvm.FPU          `json:"fpu"`
-	XSave     kvm.XSave        `json:"xsave"`
-	XCRs      kvm.XCRs         `json:"xcrs"`
-	MSRs      []kvm.MSREntry   `json:"msrs"`
-	LAPIC     kvm.LAPICState   `json:"lapic"`
-	Events    kvm.VCPUEvents   `json:"events"`
-	MPState   kvm.MPState      `json:"mp_state"`
-	DebugRegs kvm.DebugRegs    `json:"debug_regs"`
+	CPUID     []kvm.CPUIDEntry
+	TSCKHz    uint32
+	Regs      kvm.Regs
+	Sregs     kvm.Sregs
+	FPU       kvm.FPU
+	XSave     kvm.XSave
+	XCRs      kvm.XCRs
+	MSRs      []kvm.MSREntry
+	LAPIC     kvm.LAPICState
+	Events    kvm.VCPUEvents
+	MPState   kvm.MPState
+	DebugRegs kvm.DebugRegs
 }
 
 // vcpuStateIO is the state ioctls of a vCPU, as *kvm.VCPU has them; the

@@ -8,8 +8,8 @@ import (
 // CapabilityState is one capability of an EndpointState. The ID is kept so
 // a restore onto a differently built endpoint is refused.
 type CapabilityState struct {
-	ID   uint8  `json:"id"`
-	Body []byte `json:"body"`
+	ID   uint8
+	Body []byte
 }
 
 // EndpointState is what a snapshot keeps of an endpoint: everything a
@@ -18,15 +18,15 @@ type CapabilityState struct {
 // sizes, capability IDs) are recorded too, so Restore can refuse a state
 // taken from another device.
 type EndpointState struct {
-	VendorID      uint16            `json:"vendor_id"`
-	DeviceID      uint16            `json:"device_id"`
-	Command       uint16            `json:"command"`
-	CacheLineSize uint8             `json:"cache_line_size"`
-	LatencyTimer  uint8             `json:"latency_timer"`
-	InterruptLine uint8             `json:"interrupt_line"`
-	BARSizes      [NumBARs]uint32   `json:"bar_sizes"`
-	BARs          [NumBARs]uint32   `json:"bars"`
-	Capabilities  []CapabilityState `json:"capabilities"`
+	VendorID      uint16
+	DeviceID      uint16
+	Command       uint16
+	CacheLineSize uint8
+	LatencyTimer  uint8
+	InterruptLine uint8
+	BARSizes      [NumBARs]uint32
+	BARs          [NumBARs]uint32
+	Capabilities  []CapabilityState
 }
 
 // State returns the endpoint's guest-writable registers.

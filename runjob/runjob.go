@@ -6,7 +6,7 @@
 // virtio-fs, and the job spec says where the guest mounts them.
 //
 // In, vmm appends an uncompressed cpio archive to the initrd (Linux
-// unpacks concatenated archives into one rootfs) holding /vmm/job.json.
+// unpacks concatenated archives into one rootfs) holding the job's spec at guestabi.SpecPath.
 // Out, the
 // guest writes a tar stream of its output directory onto a scratch
 // virtio-blk disk with serial guestabi.OutSerial, and vmm extracts it after the
@@ -14,7 +14,6 @@
 package runjob
 
 import (
-	"encoding/json"
 	"strings"
 
 	"github.com/vmm-dev/vmm/guestabi"
@@ -25,7 +24,7 @@ func Layer(spec guestabi.Spec) ([]byte, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	js, err := json.Marshal(spec)
+	js, err := guestabi.EncodeSpec(spec)
 	if err != nil {
 		return nil, err
 	}

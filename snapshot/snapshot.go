@@ -1,8 +1,8 @@
 // Package snapshot owns the on-disk format of a vmm snapshot: a directory
 // with two files.
 //
-//   - state: a header, a JSON manifest saying what the snapshot was made
-//     from, the machine's state (an opaque blob to this package: the
+//   - state: a header, a manifest saying what the snapshot was made from
+//     (encoded by package pack), the machine's state (an opaque blob to this package: the
 //     machine package encodes it), and a BLAKE2b-256 over all of it. Parse
 //     checks the magic, the format version, every length and the hash
 //     before anything is decoded, so a truncated or corrupted file is one
@@ -30,7 +30,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -42,11 +41,14 @@ import (
 	"golang.org/x/crypto/blake2b"
 
 	"github.com/vmm-dev/vmm/internal/inputfile"
+	"github.com/vmm-dev/vmm/internal/pack"
 )
 
 // FormatVersion is the version of this layout and of the machine state
 // it carries. A snapshot of another version is refused, never converted.
-const FormatVersion = 2
+// Version 3 encodes the manifest and the state with package pack (2 had
+// them in JSON).
+const FormatVersion = 3
 
 // File names inside a snapshot directory.
 const (
@@ -76,50 +78,50 @@ var ErrCorrupt = errors.New("snapshot is corrupt or truncated")
 
 // FileID names an input file by path and content.
 type FileID struct {
-	Path string `json:"path"`
-	Hash string `json:"blake2b"` // BLAKE2b-256, hex
-	Size int64  `json:"size"`
+	Path string
+	Hash string // BLAKE2b-256, hex
+	Size int64
 }
 
 // Device is one virtio device the guest was booted with, in bus order.
 type Device struct {
-	Kind     string `json:"kind"` // "blk", "net" or "fs"
-	Serial   string `json:"serial,omitempty"`
-	Tag      string `json:"tag,omitempty"` // fs: the mount tag
-	ReadOnly bool   `json:"ro,omitempty"`
-	Capacity int64  `json:"capacity,omitempty"` // blk: bytes
-	MAC      string `json:"mac,omitempty"`      // net
+	Kind     string // "blk", "net" or "fs"
+	Serial   string
+	Tag      string // fs: the mount tag
+	ReadOnly bool
+	Capacity int64  // blk: bytes
+	MAC      string // net
 }
 
 // Memory describes the memory file.
 type Memory struct {
-	Size uint64 `json:"size"`
+	Size uint64
 	// Hash is the BLAKE2b-256 of the whole file as written, for Verify.
-	Hash string `json:"blake2b"`
+	Hash string
 	// SampleHash is that of the pages at SampleOffsets(Size), which
 	// Open checks.
-	SampleHash string `json:"sample_blake2b"`
+	SampleHash string
 }
 
 // Manifest says what a snapshot was made from and by whom.
 type Manifest struct {
-	VMMVersion string    `json:"vmm_version"`
-	Created    time.Time `json:"created"`
-	Kernel     FileID    `json:"kernel"`
-	Initrd     *FileID   `json:"initrd,omitempty"`
-	Cmdline    string    `json:"cmdline"`
-	MemSize    uint64    `json:"mem_size"`
-	CPUs       int       `json:"cpus"`
-	Devices    []Device  `json:"devices"`
+	VMMVersion string
+	Created    time.Time
+	Kernel     FileID
+	Initrd     *FileID
+	Cmdline    string
+	MemSize    uint64
+	CPUs       int
+	Devices    []Device
 	// HostCPU is the vendor and feature flags of the CPU the guest saw,
 	// for people; the restore's check compares CPUID itself.
-	HostCPU string `json:"host_cpu"`
-	Memory  Memory `json:"memory"`
+	HostCPU string
+	Memory  Memory
 }
 
 // Encode lays out the state file.
 func Encode(m Manifest, state []byte) ([]byte, error) {
-	mj, err := json.MarshalIndent(m, "", "  ")
+	mj, err := pack.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot manifest: %w", err)
 	}
@@ -161,9 +163,7 @@ func Parse(b []byte) (Manifest, []byte, error) {
 	if sum := blake2b.Sum256(body); !bytes.Equal(sum[:], b[len(body):]) {
 		return m, nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body[headerSize : headerSize+ml]))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
+	if err := pack.Unmarshal(body[headerSize:headerSize+ml], &m); err != nil {
 		return m, nil, fmt.Errorf("%w: manifest: %v", ErrCorrupt, err)
 	}
 	if err := m.validate(); err != nil {

@@ -652,11 +652,11 @@ func getLE(data []byte) uint64 {
 
 // MSIXEntryState is one MSI-X table entry as a snapshot keeps it.
 type MSIXEntryState struct {
-	AddrLo  uint32 `json:"addr_lo"`
-	AddrHi  uint32 `json:"addr_hi"`
-	Data    uint32 `json:"data"`
-	Masked  bool   `json:"masked"`
-	Pending bool   `json:"pending,omitempty"`
+	AddrLo  uint32
+	AddrHi  uint32
+	Data    uint32
+	Masked  bool
+	Pending bool
 }
 
 // PCIState is a virtio-pci transport as a snapshot keeps it: the shared
@@ -664,10 +664,10 @@ type MSIXEntryState struct {
 // function's configuration space (BAR, command, MSI-X enable) is the
 // machine's to keep, with package pci's EndpointState.
 type PCIState struct {
-	Transport    TransportState   `json:"transport"`
-	ConfigVector uint16           `json:"config_vector"`
-	QueueVectors []uint16         `json:"queue_vectors"`
-	MSIX         []MSIXEntryState `json:"msix"`
+	Transport    TransportState
+	ConfigVector uint16
+	QueueVectors []uint16
+	MSIX         []MSIXEntryState
 }
 
 // State returns the transport's state; call it after Pause.

@@ -8,9 +8,9 @@ import (
 // wrote to the transport: the device's indices. The rings themselves are
 // in guest RAM, which the snapshot saves whole.
 type QueueState struct {
-	LastAvail uint16 `json:"last_avail"`
-	UsedIdx   uint16 `json:"used_idx"`
-	Signalled uint16 `json:"signalled"`
+	LastAvail uint16
+	UsedIdx   uint16
+	Signalled uint16
 }
 
 // State returns the queue's indices for a snapshot, taken while no worker
@@ -43,12 +43,12 @@ func (q *Queue) restoreState(s QueueState) error {
 // TransportQueueState is one queue of a TransportState: the queue
 // registers the driver wrote and the device's indices.
 type TransportQueueState struct {
-	Num    uint32     `json:"num"`
-	Ready  bool       `json:"ready"`
-	Desc   uint64     `json:"desc"`
-	Driver uint64     `json:"driver"`
-	Device uint64     `json:"device"`
-	Ring   QueueState `json:"ring"`
+	Num    uint32
+	Ready  bool
+	Desc   uint64
+	Driver uint64
+	Device uint64
+	Ring   QueueState
 }
 
 // TransportState is what a snapshot keeps of the part every transport
@@ -59,18 +59,18 @@ type TransportQueueState struct {
 // offered features, queue count) is recorded so a restore onto another
 // device is refused.
 type TransportState struct {
-	Type               DeviceType            `json:"type"`
-	OfferedFeatures    uint64                `json:"offered_features"`
-	Status             uint32                `json:"status"`
-	NeedsReset         bool                  `json:"needs_reset,omitempty"`
-	ISR                uint32                `json:"isr"`
-	ConfigGen          uint32                `json:"config_gen"`
-	DeviceFeaturesSel  uint32                `json:"device_features_sel"`
-	DriverFeaturesSel  uint32                `json:"driver_features_sel"`
-	DriverFeatures     uint64                `json:"driver_features"`
-	DriverFeaturesHigh bool                  `json:"driver_features_high,omitempty"`
-	QueueSel           uint32                `json:"queue_sel"`
-	Queues             []TransportQueueState `json:"queues"`
+	Type               DeviceType
+	OfferedFeatures    uint64
+	Status             uint32
+	NeedsReset         bool
+	ISR                uint32
+	ConfigGen          uint32
+	DeviceFeaturesSel  uint32
+	DriverFeaturesSel  uint32
+	DriverFeatures     uint64
+	DriverFeaturesHigh bool
+	QueueSel           uint32
+	Queues             []TransportQueueState
 }
 
 // Pause stops the device's workers, keeping the negotiated state and the

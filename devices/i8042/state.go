@@ -4,12 +4,12 @@ import "fmt"
 
 // State is the controller as a snapshot keeps it.
 type State struct {
-	RAM     []byte `json:"ram"`
-	OutPort byte   `json:"out_port"`
-	Out     byte   `json:"out"`
-	OBF     bool   `json:"obf"`
-	AuxOut  bool   `json:"aux_out"`
-	Pending byte   `json:"pending"`
+	RAM     []byte
+	OutPort byte
+	Out     byte
+	OBF     bool
+	AuxOut  bool
+	Pending byte
 }
 
 // State returns the controller's state.

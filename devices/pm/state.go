@@ -2,9 +2,9 @@ package pm
 
 // State is the PM1 block as a snapshot keeps it.
 type State struct {
-	Status  uint16 `json:"status"`
-	Enable  uint16 `json:"enable"`
-	Control uint16 `json:"control"`
+	Status  uint16
+	Enable  uint16
+	Control uint16
 }
 
 // State returns the block's registers.

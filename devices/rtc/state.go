@@ -7,10 +7,10 @@ import "fmt"
 // not saved: a restored machine is a fresh one, so its RTC reads the
 // host's time from the moment of the restore, as a cold boot's would.
 type State struct {
-	Index  byte   `json:"index"`
-	NMIOff bool   `json:"nmi_off,omitempty"`
-	RAM    []byte `json:"ram"`
-	Flags  byte   `json:"flags"`
+	Index  byte
+	NMIOff bool
+	RAM    []byte
+	Flags  byte
 }
 
 // State returns the CMOS's state.

@@ -6,28 +6,28 @@ import "fmt"
 // them. Host-side plumbing (the writer, the interrupt line, a paced
 // writer's room) is not state: the restoring machine wires its own.
 type State struct {
-	IER        byte   `json:"ier"`
-	LCR        byte   `json:"lcr"`
-	MCR        byte   `json:"mcr"`
-	FCR        byte   `json:"fcr"`
-	SCR        byte   `json:"scr"`
-	DLL        byte   `json:"dll"`
-	DLM        byte   `json:"dlm"`
-	LSRErr     byte   `json:"lsr_err"`
-	MSRDelta   byte   `json:"msr_delta"`
-	Lines      byte   `json:"lines"`
-	RBR        byte   `json:"rbr"`
-	THRPending bool   `json:"thr_pending"`
-	Level      bool   `json:"level"`
-	RX         []byte `json:"rx,omitempty"`
-	Loopback   []byte `json:"loopback,omitempty"`
+	IER        byte
+	LCR        byte
+	MCR        byte
+	FCR        byte
+	SCR        byte
+	DLL        byte
+	DLM        byte
+	LSRErr     byte
+	MSRDelta   byte
+	Lines      byte
+	RBR        byte
+	THRPending bool
+	Level      bool
+	RX         []byte
+	Loopback   []byte
 	// ReceiveOnOUT1 is the raw-tty handshake (see UART.ReceiveOnOUT1).
 	// It is kept with the registers, whose MCR says whether the guest
 	// has raised OUT1, because the two only mean something together: a
 	// guest saved while it waits for its job on a handshake port
 	// expects input to flow again on restore, and one saved before its
 	// program raised OUT1 must not see input early.
-	ReceiveOnOUT1 bool `json:"receive_on_out1,omitempty"`
+	ReceiveOnOUT1 bool
 }
 
 // State returns the UART's state. The machine takes it with the vCPUs

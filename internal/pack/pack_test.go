@@ -1,0 +1,218 @@
+package pack
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+type inner struct {
+	Name  string
+	Flags [3]bool
+}
+
+type kitchen struct {
+	B      bool
+	I8     int8
+	I16    int16
+	I32    int32
+	I64    int64
+	I      int
+	U8     uint8
+	U16    uint16
+	U32    uint32
+	U64    uint64
+	U      uint
+	S      string
+	Bytes  []byte
+	Arr    [4]byte
+	Words  [2]uint32
+	List   []inner
+	Ptr    *inner
+	NilPtr *inner
+	When   time.Time
+	Nested [][]int16
+	hidden int // unexported: neither encoded nor decoded
+}
+
+func full() kitchen {
+	return kitchen{
+		B: true, I8: -5, I16: -300, I32: -70000, I64: -1 << 40, I: -42,
+		U8: 250, U16: 65000, U32: 4e9, U64: 1 << 63, U: 7,
+		S: "héllo", Bytes: []byte{0, 1, 2}, Arr: [4]byte{9, 8, 7, 6}, Words: [2]uint32{1, 0xdeadbeef},
+		List:   []inner{{Name: "a", Flags: [3]bool{true, false, true}}, {Name: ""}},
+		Ptr:    &inner{Name: "p"},
+		When:   time.Date(2026, 12, 5, 14, 0, 0, 123, time.UTC),
+		Nested: [][]int16{{1, -2}, nil, {3}},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   any
+		out  func() any // a pointer to decode into
+	}{
+		{"kitchen", full(), func() any { return new(kitchen) }},
+		{"zero", kitchen{}, func() any { return new(kitchen) }},
+		{"string", "x", func() any { return new(string) }},
+		{"slice of strings", []string{"a", "", "ccc"}, func() any { return new([]string) }},
+		{"pointer to pointer", func() **int { i := 3; p := &i; return &p }(), func() any { return new(**int) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := Marshal(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := tc.out()
+			if err := Unmarshal(b, out); err != nil {
+				t.Fatalf("Unmarshal: %v", err)
+			}
+			got := reflect.ValueOf(out).Elem().Interface()
+			if k, ok := got.(kitchen); ok {
+				want := tc.in.(kitchen)
+				if !k.When.Equal(want.When) {
+					t.Fatalf("time %v, want %v", k.When, want.When)
+				}
+				k.When, want.When = time.Time{}, time.Time{}
+				got, tc.in = k, want
+			}
+			if !reflect.DeepEqual(got, tc.in) {
+				t.Fatalf("round trip:\n got %#v\nwant %#v", got, tc.in)
+			}
+		})
+	}
+}
+
+// TestLayout pins the encoding of each kind, which snapshots and job
+// messages depend on.
+func TestLayout(t *testing.T) {
+	type small struct {
+		A bool
+		B int16
+		C string
+		D []uint8
+		E *uint8
+		F [2]uint16
+	}
+	b, err := Marshal(small{A: true, B: -2, C: "hi", D: []byte{7}, F: [2]uint16{1, 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{1, 0xfe, 0xff, 2, 'h', 'i', 1, 7, 0, 1, 0, 2, 0}
+	if !reflect.DeepEqual(b, want) {
+		t.Fatalf("encoding % x, want % x", b, want)
+	}
+}
+
+func TestEmptySliceDecodesNil(t *testing.T) {
+	b, err := Marshal([]int{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []int{1}
+	if err := Unmarshal(b, &out); err != nil || out != nil {
+		t.Fatalf("got %v, %v; want nil, nil", out, err)
+	}
+}
+
+func TestRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		v    any
+		want string
+	}{
+		{"map", map[string]int{"a": 1}, "cannot encode map"},
+		{"float", 1.5, "cannot encode float64"},
+		{"interface field", struct{ X any }{1}, "cannot encode interface"},
+		{"zero-size elements", make([]struct{}, 3), "encode to nothing"},
+		{"nil", nil, "cannot encode nil"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Marshal(tc.v)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	good, err := Marshal(full())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"empty", nil, "input ends early"},
+		{"truncated", good[:len(good)-1], "input ends early"},
+		{"trailing", append(append([]byte{}, good...), 0), "1 bytes after"},
+		{"bad bool", append([]byte{2}, good[1:]...), "neither 0 nor 1"},
+		{"huge slice length", []byte{0xff, 0xff, 0xff, 0xff, 0x0f}, "input ends early"},
+		{"bad varint", []byte{0xff}, "bad length"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var into any = new(kitchen)
+			if strings.HasPrefix(tc.name, "huge") || strings.HasPrefix(tc.name, "bad varint") {
+				into = new([]uint64)
+			}
+			err := Unmarshal(tc.in, into)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			if tc.want == "input ends early" && !errors.Is(err, ErrTruncated) {
+				t.Fatalf("%v does not wrap ErrTruncated", err)
+			}
+		})
+	}
+	if err := Unmarshal(good, kitchen{}); err == nil {
+		t.Fatal("decoding into a non-pointer succeeded")
+	}
+}
+
+func TestBadPointerFlag(t *testing.T) {
+	if err := Unmarshal([]byte{2}, new(*int8)); err == nil || !strings.Contains(err.Error(), "pointer flag 2") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+// FuzzUnmarshal feeds arbitrary input to the decoder: it must fail
+// cleanly or decode a value that encodes back to the same bytes.
+func FuzzUnmarshal(f *testing.F) {
+	good, err := Marshal(full())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	zero, _ := Marshal(kitchen{})
+	f.Add(zero)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var k kitchen
+		if err := Unmarshal(b, &k); err != nil {
+			return
+		}
+		again, err := Marshal(k)
+		if err != nil {
+			t.Fatalf("re-encoding a decoded value: %v", err)
+		}
+		var k2 kitchen
+		if err := Unmarshal(again, &k2); err != nil {
+			t.Fatalf("decoding a re-encoded value: %v", err)
+		}
+		if !reflect.DeepEqual(normal(k), normal(k2)) {
+			t.Fatalf("re-encoded value differs:\n%#v\n%#v", k, k2)
+		}
+	})
+}
+
+// normal makes values comparable with DeepEqual: times by instant.
+func normal(k kitchen) kitchen {
+	k.When = time.Unix(0, k.When.UnixNano())
+	return k
+}
