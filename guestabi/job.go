@@ -4,15 +4,14 @@ import (
 	"fmt"
 	"path"
 	"strings"
-
-	"github.com/vmm-dev/vmm/internal/pack"
+	"unicode/utf8"
 )
 
 // Paths inside the guest.
 const (
 	// SpecPath is where the job description appears; its presence is
 	// what tells the guest init to run a job instead of a shell.
-	SpecPath = "/vmm/job"
+	SpecPath = "/vmm/job.json"
 	// ShareDir is where -share's files appear.
 	ShareDir = "/share"
 	// OutDir is the directory whose contents come back with -out.
@@ -29,26 +28,29 @@ const (
 	JobTTY = "/dev/ttyS1"
 )
 
-// Spec is the job, encoded by EncodeSpec (package pack) in SpecPath.
+// Spec is the job, as JSON in SpecPath (the field names below): a
+// contract any init can follow, so it stays JSON though vmm no longer
+// links encoding/json (see EncodeSpec). The guest's init reads it with
+// package guest/internal/jobspec.
 type Spec struct {
 	// Args is the command and its arguments; Args[0] is looked up in
 	// PATH if it has no slash.
-	Args []string
+	Args []string `json:"args"`
 	// Env is added to the environment (KEY=VALUE).
-	Env []string
+	Env []string `json:"env,omitempty"`
 	// Dir is the working directory; empty means ShareDir when files are
 	// shared, else /.
-	Dir string
+	Dir string `json:"dir,omitempty"`
 	// Out says whether the guest copies OutDir back.
-	Out bool
+	Out bool `json:"out,omitempty"`
 	// Mounts are virtio-fs shares the guest mounts before the job runs
 	// (`vmm run -share`, which is mounted at ShareDir).
-	Mounts []Mount
+	Mounts []Mount `json:"mounts,omitempty"`
 	// RootTag, when set, names a virtio-fs share the job runs in as its
 	// root file system (`vmm run -rootfs`): read-only, under a tmpfs
 	// overlay that takes the job's writes, with fresh /proc, /sys, /dev
 	// and /tmp. Mounts and OutDir appear inside it at their paths.
-	RootTag string
+	RootTag string `json:"root_tag,omitempty"`
 }
 
 // Tags of the virtio-fs shares `vmm run` attaches: -share's, mounted at
@@ -61,9 +63,9 @@ const (
 // Mount is one virtio-fs share as the guest mounts it:
 // `mount -t virtiofs Tag Path`.
 type Mount struct {
-	Tag      string
-	Path     string
-	ReadOnly bool
+	Tag      string `json:"tag"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"ro,omitempty"`
 }
 
 // MaxTagLen is the longest virtio-fs tag: the config space's tag field is
@@ -105,20 +107,84 @@ func (s Spec) Validate() error {
 	return nil
 }
 
-// ParseSpec reads a job description; the guest calls it on SpecPath.
-func ParseSpec(b []byte) (Spec, error) {
-	var s Spec
-	if err := pack.Unmarshal(b, &s); err != nil {
-		return s, fmt.Errorf("job spec: %w", err)
+// EncodeSpec returns s as the JSON object jobspec.Parse reads, written by
+// hand: vmm encodes nothing else as JSON, and encoding/json would be
+// 0.3 MB of every vmm's resident code (package internal/pack). Strings
+// are escaped as encoding/json escapes them, invalid UTF-8 included
+// (each bad byte becomes U+FFFD, as it always did); the caller has validated s
+// (runjob.Layer does), and the guest's init validates it again
+// (jobspec.Parse).
+func EncodeSpec(s Spec) []byte {
+	b := []byte(`{"args":`)
+	b = appendJSONStrings(b, s.Args)
+	if len(s.Env) > 0 {
+		b = appendJSONStrings(append(b, `,"env":`...), s.Env)
 	}
-	if err := s.Validate(); err != nil {
-		return s, fmt.Errorf("job spec: %w", err)
+	if s.Dir != "" {
+		b = appendJSONString(append(b, `,"dir":`...), s.Dir)
 	}
-	return s, nil
+	if s.Out {
+		b = append(b, `,"out":true`...)
+	}
+	if len(s.Mounts) > 0 {
+		b = append(b, `,"mounts":[`...)
+		for i, m := range s.Mounts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(append(b, `{"tag":`...), m.Tag)
+			b = appendJSONString(append(b, `,"path":`...), m.Path)
+			if m.ReadOnly {
+				b = append(b, `,"ro":true`...)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	if s.RootTag != "" {
+		b = appendJSONString(append(b, `,"root_tag":`...), s.RootTag)
+	}
+	return append(b, '}')
 }
 
-// EncodeSpec encodes s for SpecPath. The caller has validated s
-// (runjob.Layer does); ParseSpec validates it again in the guest.
-func EncodeSpec(s Spec) ([]byte, error) {
-	return pack.Marshal(s)
+// appendJSONStrings appends a JSON array of ss.
+func appendJSONStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
+}
+
+// appendJSONString appends s as a JSON string (RFC 8259 §7) the way
+// encoding/json writes one: quote, backslash and control characters
+// escaped, each byte of invalid UTF-8 replaced by \ufffd. (It also
+// escapes <, >, & and U+2028/9 for HTML's sake; JSON does not need it.)
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			b = append(b, `\ufffd`...)
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r == '\n':
+			b = append(b, '\\', 'n')
+		case r == '\r':
+			b = append(b, '\\', 'r')
+		case r == '\t':
+			b = append(b, '\\', 't')
+		case r < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[r>>4], hex[r&0xf])
+		default:
+			b = append(b, s[:n]...)
+		}
+		s = s[n:]
+	}
+	return append(b, '"')
 }

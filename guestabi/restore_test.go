@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/vmm-dev/vmm/internal/pack/packtest"
 )
 
 func goodMessage() JobMessage {
@@ -88,5 +90,15 @@ func TestWriteJobSeeds(t *testing.T) {
 	for name, b := range map[string][]byte{"good": good, "truncated": good[:20]} {
 		p := filepath.Join("testdata/fuzz/FuzzReadJobMessage", name)
 		os.WriteFile(p, []byte(fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)), 0o644)
+	}
+}
+
+// TestJobMessageLayout: a change to JobMessage's layout (Spec's
+// included) changes what a restored init reads: bump jobMagic's version
+// and record the new layout here.
+func TestJobMessageLayout(t *testing.T) {
+	const layout, version = "33b8b6c9dc901abe", '2'
+	if got := packtest.Layout(JobMessage{}); got != layout || jobMagic[6] != version {
+		t.Errorf("JobMessage's layout is %s (magic %q); recorded: %s for version %c", got, jobMagic[:7], layout, version)
 	}
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/vmm-dev/vmm/virtio"
 )
 
-// State is a whole machine as a snapshot's state blob carries it (JSON):
+// State is a whole machine as a snapshot's state blob carries it (package pack):
 // every vCPU, the VM's in-kernel devices, and vmm's own devices. Guest
 // RAM is apart, in the snapshot's memory file.
 type State struct {

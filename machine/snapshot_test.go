@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vmm-dev/vmm/internal/pack"
+	"github.com/vmm-dev/vmm/internal/pack/packtest"
 	"github.com/vmm-dev/vmm/kvm"
 	"github.com/vmm-dev/vmm/snapshot"
 	"github.com/vmm-dev/vmm/virtio"
@@ -192,5 +193,31 @@ func TestDecodeStateRefuses(t *testing.T) {
 		if _, err := decodeState(tc.blob, cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestStateRoundTrip: every field of a snapshot's machine state survives
+// its encoding, and the encoding's layout is the one snapshot format
+// snapshot.FormatVersion carries.
+func TestStateRoundTrip(t *testing.T) {
+	var st State
+	packtest.Fill(&st)
+	b, err := pack.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back State
+	if err := pack.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, st) {
+		t.Fatalf("machine state changed in a round trip:\n got %+v\nwant %+v", back, st)
+	}
+	// Changing State's layout (a field added, removed, moved or
+	// retyped, here or in a type it holds) changes the snapshot format:
+	// bump snapshot.FormatVersion and record the new layout here.
+	const layout, format = "51804ae0c57dfd3a", 3
+	if got := packtest.Layout(State{}); got != layout || snapshot.FormatVersion != format {
+		t.Errorf("machine.State's layout is %s (format %d); recorded: %s for format %d", got, snapshot.FormatVersion, layout, format)
 	}
 }

@@ -1,10 +1,11 @@
 package pci
 
 import (
-	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/vmm-dev/vmm/internal/pack"
 )
 
 // guestState programs an endpoint the way a running guest leaves it.
@@ -21,13 +22,13 @@ func TestStateRoundTrip(t *testing.T) {
 	guestState(e)
 	s := e.State()
 
-	// Through JSON, as a snapshot stores it.
-	js, err := json.Marshal(s)
+	// Through package pack, as a snapshot stores it.
+	js, err := pack.Marshal(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var s2 EndpointState
-	if err := json.Unmarshal(js, &s2); err != nil {
+	if err := pack.Unmarshal(js, &s2); err != nil {
 		t.Fatal(err)
 	}
 

@@ -6,7 +6,7 @@
 // virtio-fs, and the job spec says where the guest mounts them.
 //
 // In, vmm appends an uncompressed cpio archive to the initrd (Linux
-// unpacks concatenated archives into one rootfs) holding the job's spec at guestabi.SpecPath.
+// unpacks concatenated archives into one rootfs) holding /vmm/job.json.
 // Out, the
 // guest writes a tar stream of its output directory onto a scratch
 // virtio-blk disk with serial guestabi.OutSerial, and vmm extracts it after the
@@ -24,10 +24,7 @@ func Layer(spec guestabi.Spec) ([]byte, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	js, err := guestabi.EncodeSpec(spec)
-	if err != nil {
-		return nil, err
-	}
+	js := guestabi.EncodeSpec(spec)
 	var w cpioWriter
 	w.dir("vmm", 0o755)
 	w.file(strings.TrimPrefix(guestabi.SpecPath, "/"), 0o644, js)

@@ -2,7 +2,6 @@ package virtio_test
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/vmm-dev/vmm/bus"
+	"github.com/vmm-dev/vmm/internal/pack"
 	"github.com/vmm-dev/vmm/virtio"
 	"github.com/vmm-dev/vmm/virtio/virtiotest"
 )
@@ -387,12 +387,12 @@ func TestPCIStateRoundTrip(t *testing.T) {
 	envs[0].Interrupt() // pending on vector 1
 	h.p.Pause()
 	s := h.p.State()
-	blob, err := json.Marshal(s)
+	blob, err := pack.Marshal(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var back virtio.PCIState
-	if err := json.Unmarshal(blob, &back); err != nil {
+	if err := pack.Unmarshal(blob, &back); err != nil {
 		t.Fatal(err)
 	}
 

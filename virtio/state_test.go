@@ -1,10 +1,10 @@
 package virtio_test
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
+	"github.com/vmm-dev/vmm/internal/pack"
 	"github.com/vmm-dev/vmm/virtio"
 )
 
@@ -30,12 +30,12 @@ func TestMMIOStateRoundTrip(t *testing.T) {
 		t.Fatal("device still running after Pause")
 	}
 	s := h.m.State()
-	b, err := json.Marshal(s)
+	b, err := pack.Marshal(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var back virtio.TransportState
-	if err := json.Unmarshal(b, &back); err != nil {
+	if err := pack.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
 

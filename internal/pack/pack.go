@@ -1,9 +1,9 @@
 // Package pack encodes plain Go values in a compact binary form. It is
 // the encoding of vmm's own records: a snapshot's manifest and machine
-// state, and a `vmm run` job's spec and the message that hands a job to a
-// restored guest.
+// state, and the message that hands a `vmm run` job to a restored guest.
 //
-// Those records were JSON. encoding/json, its reflection-driven encoder
+// Those records were JSON (the job's spec still is, a contract for any
+// guest init: guestabi.EncodeSpec). encoding/json, its reflection-driven encoder
 // and decoder and the sorts it instantiates, was 0.31 MB of vmm's code and
 // read-only data, and every page of a Go binary's code and data is
 // resident in every vmm (the kernel maps it 64 KiB around each page
@@ -19,7 +19,8 @@
 // The encoding follows the Go type, which both sides share:
 //
 //   - bool: one byte, 0 or 1;
-//   - intN and uintN: N/8 bytes, little-endian; int and uint as 64 bits;
+//   - intN and uintN: N/8 bytes, little-endian; int and uint as wide as
+//     on the platform (8 bytes on amd64, the one vmm builds for);
 //   - string and []byte: a uvarint length, then the bytes;
 //   - slice: a uvarint length, then the elements (nil and empty slices
 //     encode alike and decode as nil);
@@ -30,9 +31,10 @@
 //     length, then what MarshalBinary returned.
 //
 // Maps, interfaces, floats, channels and functions are refused. Decoding
-// checks every length against the bytes left before allocating, so input
-// a guest or a damaged file supplies costs at most its own size, and it
-// refuses trailing bytes.
+// checks every length against the bytes left, and what it allocates
+// against a budget of maxAlloc(len(input)), before allocating, so input a
+// guest or a damaged file supplies costs memory in proportion to its own
+// size; it refuses trailing bytes.
 package pack
 
 import (
@@ -43,10 +45,19 @@ import (
 	"reflect"
 )
 
-// maxDepth bounds how deeply values nest (pointers and slices within
-// structs): vmm's records nest four deep; the bound keeps a recursive
-// type's decoding from growing the stack with the input.
+// maxDepth bounds how deeply values nest (fields, elements, pointers):
+// vmm's records nest seven deep; the bound keeps a recursive type's
+// decoding from growing the stack with the input.
 const maxDepth = 32
+
+// maxAlloc is what decoding n bytes may allocate: an element or a
+// pointer's target can take more memory than its encoding (an empty
+// string is one byte of input and 16 of memory), so without a budget a
+// crafted length would make a few bytes of input allocate many times
+// their size. Four times the input, and 64 KiB for small records, is
+// above anything vmm's records need (a snapshot's state decodes to
+// about its encoded size).
+func maxAlloc(n int) int { return 4*n + 64<<10 }
 
 var (
 	marshalerType   = reflect.TypeFor[encoding.BinaryMarshaler]()
@@ -81,7 +92,7 @@ func Unmarshal(data []byte, v any) error {
 	}
 	el := rv.Elem()
 	el.SetZero()
-	d := decoder{b: data}
+	d := decoder{b: data, budget: maxAlloc(len(data))}
 	if err := d.value(el, 0); err != nil {
 		return err
 	}
@@ -103,7 +114,7 @@ func (e *encoder) uvarint(n uint64) { e.b = binary.AppendUvarint(e.b, n) }
 
 func (e *encoder) value(v reflect.Value, depth int) error {
 	if depth > maxDepth {
-		return fmt.Errorf("pack: values nested more than %d deep", maxDepth)
+		return fmt.Errorf("pack: %s: values nested more than %d deep", v.Type(), maxDepth)
 	}
 	t := v.Type()
 	if binaryMarshaled(t) {
@@ -214,7 +225,19 @@ func minSize(t reflect.Type, depth int) uint64 {
 	return 0
 }
 
-type decoder struct{ b []byte }
+type decoder struct {
+	b      []byte
+	budget int // bytes decoding may still allocate (maxAlloc)
+}
+
+// alloc charges n elements of size bytes against the budget.
+func (d *decoder) alloc(t reflect.Type, n int, size uintptr) error {
+	if size > 0 && uintptr(n) > uintptr(d.budget)/size {
+		return fmt.Errorf("pack: %s: %d elements of %d bytes are more than this input may allocate", t, n, size)
+	}
+	d.budget -= n * int(size)
+	return nil
+}
 
 func (d *decoder) take(n uint64, t reflect.Type) ([]byte, error) {
 	if n > uint64(len(d.b)) {
@@ -229,8 +252,11 @@ func (d *decoder) take(n uint64, t reflect.Type) ([]byte, error) {
 // elemMin bytes, and checks that many could follow.
 func (d *decoder) length(t reflect.Type, elemMin uint64) (int, error) {
 	n, k := binary.Uvarint(d.b)
-	if k <= 0 {
-		return 0, fmt.Errorf("pack: %s: bad length: %w", t, ErrTruncated)
+	switch {
+	case k == 0:
+		return 0, fmt.Errorf("pack: %s: length: %w", t, ErrTruncated)
+	case k < 0:
+		return 0, fmt.Errorf("pack: %s: length overflows 64 bits", t)
 	}
 	d.b = d.b[k:]
 	if elemMin == 0 {
@@ -244,7 +270,7 @@ func (d *decoder) length(t reflect.Type, elemMin uint64) (int, error) {
 
 func (d *decoder) value(v reflect.Value, depth int) error {
 	if depth > maxDepth {
-		return fmt.Errorf("pack: values nested more than %d deep", maxDepth)
+		return fmt.Errorf("pack: %s: values nested more than %d deep", v.Type(), maxDepth)
 	}
 	t := v.Type()
 	if binaryMarshaled(t) {
@@ -287,11 +313,17 @@ func (d *decoder) value(v reflect.Value, depth int) error {
 		if err != nil {
 			return err
 		}
+		if err := d.alloc(t, n, 1); err != nil {
+			return err
+		}
 		b, _ := d.take(uint64(n), t)
 		v.SetString(string(b))
 	case reflect.Slice:
-		n, err := d.length(t, minSize(t.Elem(), depth+1))
+		n, err := d.length(t, minSize(t.Elem(), 0))
 		if err != nil || n == 0 {
+			return err
+		}
+		if err := d.alloc(t, n, t.Elem().Size()); err != nil {
 			return err
 		}
 		if t.Elem().Kind() == reflect.Uint8 {
@@ -328,6 +360,9 @@ func (d *decoder) value(v reflect.Value, depth int) error {
 		case 0:
 			return nil
 		case 1:
+			if err := d.alloc(t, 1, t.Elem().Size()); err != nil {
+				return err
+			}
 			v.Set(reflect.New(t.Elem()))
 			return d.value(v.Elem(), depth+1)
 		}

@@ -1,6 +1,7 @@
 package pack
 
 import (
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"strings"
@@ -154,11 +155,12 @@ func TestDecodeErrors(t *testing.T) {
 		{"trailing", append(append([]byte{}, good...), 0), "1 bytes after"},
 		{"bad bool", append([]byte{2}, good[1:]...), "neither 0 nor 1"},
 		{"huge slice length", []byte{0xff, 0xff, 0xff, 0xff, 0x0f}, "input ends early"},
-		{"bad varint", []byte{0xff}, "bad length"},
+		{"short varint", []byte{0xff}, "length: input ends early"},
+		{"overflowing varint", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, "overflows"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var into any = new(kitchen)
-			if strings.HasPrefix(tc.name, "huge") || strings.HasPrefix(tc.name, "bad varint") {
+			if strings.HasPrefix(tc.name, "huge") || strings.HasSuffix(tc.name, "varint") {
 				into = new([]uint64)
 			}
 			err := Unmarshal(tc.in, into)
@@ -182,7 +184,9 @@ func TestBadPointerFlag(t *testing.T) {
 }
 
 // FuzzUnmarshal feeds arbitrary input to the decoder: it must fail
-// cleanly or decode a value that encodes back to the same bytes.
+// cleanly or decode a value that encodes and decodes to the same value
+// (not always to the same bytes: a length may be written with more
+// varint bytes than it needs, and time.Time has several encodings).
 func FuzzUnmarshal(f *testing.F) {
 	good, err := Marshal(full())
 	if err != nil {
@@ -211,8 +215,121 @@ func FuzzUnmarshal(f *testing.F) {
 	})
 }
 
-// normal makes values comparable with DeepEqual: times by instant.
+// normal makes values comparable with DeepEqual: times by their own
+// encoding, which keeps the instant and the zone offset.
 func normal(k kitchen) kitchen {
-	k.When = time.Unix(0, k.When.UnixNano())
+	b, _ := k.When.MarshalBinary()
+	k.When = time.Time{}
+	k.hidden = len(b)
+	for _, c := range b {
+		k.hidden = k.hidden*31 + int(c)
+	}
 	return k
+}
+
+type node struct {
+	Next *node
+	Kids []node
+}
+
+func TestDepth(t *testing.T) {
+	var n *node
+	for range maxDepth {
+		n = &node{Next: n}
+	}
+	_, err := Marshal(n)
+	if err == nil || !strings.Contains(err.Error(), "nested more than") {
+		t.Fatalf("encoding %d nested pointers: %v", maxDepth, err)
+	}
+	// Input that nests deeper than any value could.
+	deep := make([]byte, 100)
+	for i := range deep {
+		deep[i] = 1
+	}
+	if err := Unmarshal(deep, new(node)); err == nil || !strings.Contains(err.Error(), "nested more than") {
+		t.Fatalf("decoding 100 nested pointers: %v", err)
+	}
+	// What encodes near the limit decodes.
+	n = nil
+	for range maxDepth/2 - 1 {
+		n = &node{Next: n}
+	}
+	b, err := Marshal(*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Unmarshal(b, new(node)); err != nil {
+		t.Fatalf("decoding what encoded: %v", err)
+	}
+}
+
+func TestDecodeRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		into any
+		in   []byte
+		want string
+	}{
+		{"map", new(map[string]int), []byte{0}, "cannot decode map"},
+		{"float", new(float64), make([]byte, 8), "cannot decode float64"},
+		{"interface", new(any), []byte{0}, "cannot decode interface"},
+		{"zero-size elements", new([]struct{}), []byte{3}, "encode to nothing"},
+		{"zero-size array", new([2]struct{}), nil, "encode to nothing"},
+		{"bad time", new(time.Time), []byte{1, 9}, "time.Time"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Unmarshal(tc.in, tc.into)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestAllocationBound: no input makes decoding allocate more than
+// maxAlloc of its size, though an element can take far more memory than
+// its encoding (an empty string: 1 byte against 16).
+func TestAllocationBound(t *testing.T) {
+	const n = 1 << 20
+	in := binary.AppendUvarint(nil, n)
+	in = append(in, make([]byte, n)...) // n empty strings
+	err := Unmarshal(in, new([]string))
+	if err == nil || !strings.Contains(err.Error(), "more than this input may allocate") {
+		t.Fatalf("%d empty strings: %v", n, err)
+	}
+	// A pointer to a large value, from one byte.
+	if err := Unmarshal([]byte{1}, new(*[1 << 20]uint64)); err == nil || !strings.Contains(err.Error(), "may allocate") {
+		t.Fatalf("a pointer to 8 MiB from 1 byte: %v", err)
+	}
+	// Within the budget, the same shapes decode.
+	var few []string
+	if err := Unmarshal([]byte{3, 0, 0, 0}, &few); err != nil || len(few) != 3 {
+		t.Fatalf("3 empty strings: %v, %v", few, err)
+	}
+}
+
+type myByte uint8
+
+func TestNamedBytesAndCopies(t *testing.T) {
+	type rec struct {
+		B []myByte
+		A [2]myByte
+		S []byte
+	}
+	in := rec{B: []myByte{1, 2}, A: [2]myByte{3, 4}, S: []byte{5}}
+	b, err := Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out rec
+	if err := Unmarshal(b, &out); err != nil || !reflect.DeepEqual(out, in) {
+		t.Fatalf("got %+v, %v", out, err)
+	}
+	// The decoded slices are copies, not views of the input.
+	for i := range b {
+		b[i] = 0xee
+	}
+	if !reflect.DeepEqual(out, in) {
+		t.Fatalf("decoded value changed with its input: %+v", out)
+	}
 }

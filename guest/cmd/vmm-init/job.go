@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmm-dev/vmm/guest/internal/jobspec"
 	"github.com/vmm-dev/vmm/guestabi"
 )
 
@@ -31,7 +32,7 @@ func runJobIfAsked() {
 	status := guestabi.StatusNotExecutable
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
-	} else if spec, err := guestabi.ParseSpec(b); err != nil {
+	} else if spec, err := jobspec.Parse(b); err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 	} else {
 		status = runJob(spec)
