@@ -111,9 +111,9 @@ func (s Spec) Validate() error {
 // hand: vmm encodes nothing else as JSON, and encoding/json would be
 // 0.3 MB of every vmm's resident code (package internal/pack). Strings
 // are escaped as encoding/json escapes them, invalid UTF-8 included
-// (each bad byte becomes U+FFFD, as it always did); the caller has validated s
-// (runjob.Layer does), and the guest's init validates it again
-// (jobspec.Parse).
+// (each bad byte becomes U+FFFD, as it always did). The caller has
+// validated s (runjob.Layer does), and the guest's init validates it
+// again (jobspec.Parse).
 func EncodeSpec(s Spec) []byte {
 	b := []byte(`{"args":`)
 	b = appendJSONStrings(b, s.Args)

@@ -21,8 +21,8 @@ import (
 	"github.com/vmm-dev/vmm/virtio"
 )
 
-// State is a whole machine as a snapshot's state blob carries it (package pack):
-// every vCPU, the VM's in-kernel devices, and vmm's own devices. Guest
+// State is a whole machine as a snapshot's state blob carries it
+// (encoded by package pack): every vCPU, the VM's in-kernel devices, and vmm's own devices. Guest
 // RAM is apart, in the snapshot's memory file.
 type State struct {
 	VCPUs    []VCPUState

@@ -221,3 +221,26 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Errorf("machine.State's layout is %s (format %d); recorded: %s for format %d", got, snapshot.FormatVersion, layout, format)
 	}
 }
+
+// FuzzDecodeState: a snapshot's state blob (checksummed, but written by
+// whoever can write the snapshot) must decode or be refused, never panic
+// or allocate past pack's budget.
+func FuzzDecodeState(f *testing.F) {
+	good, err := pack.Marshal(State{VCPUs: []VCPUState{{CPUID: []kvm.CPUIDEntry{{}}}}, IRQChips: make([]kvm.IRQChip, 3)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	var full State
+	packtest.Fill(&full)
+	if b, err := pack.Marshal(full); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := decodeState(b, Config{CPUs: 1})
+		if err == nil && len(st.VCPUs) != 1 {
+			t.Fatalf("accepted a state with %d vCPUs for 1", len(st.VCPUs))
+		}
+	})
+}

@@ -2,8 +2,9 @@
 // with two files.
 //
 //   - state: a header, a manifest saying what the snapshot was made from
-//     (encoded by package pack), the machine's state (an opaque blob to this package: the
-//     machine package encodes it), and a BLAKE2b-256 over all of it. Parse
+//     (encoded by package pack), the machine's state (an opaque blob to
+//     this package: the machine package encodes it), and a BLAKE2b-256
+//     over all of it. Parse
 //     checks the magic, the format version, every length and the hash
 //     before anything is decoded, so a truncated or corrupted file is one
 //     error and never a half-restored guest.
@@ -121,19 +122,19 @@ type Manifest struct {
 
 // Encode lays out the state file.
 func Encode(m Manifest, state []byte) ([]byte, error) {
-	mj, err := pack.Marshal(m)
+	mb, err := pack.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot manifest: %w", err)
 	}
-	if len(mj) > MaxManifest || len(state) > MaxState {
-		return nil, fmt.Errorf("snapshot: manifest of %d bytes or state of %d bytes over the limits (%d, %d)", len(mj), len(state), MaxManifest, MaxState)
+	if len(mb) > MaxManifest || len(state) > MaxState {
+		return nil, fmt.Errorf("snapshot: manifest of %d bytes or state of %d bytes over the limits (%d, %d)", len(mb), len(state), MaxManifest, MaxState)
 	}
-	out := make([]byte, headerSize, headerSize+len(mj)+len(state)+sumSize)
+	out := make([]byte, headerSize, headerSize+len(mb)+len(state)+sumSize)
 	copy(out, magic[:])
 	binary.LittleEndian.PutUint32(out[8:], FormatVersion)
-	binary.LittleEndian.PutUint32(out[12:], uint32(len(mj)))
+	binary.LittleEndian.PutUint32(out[12:], uint32(len(mb)))
 	binary.LittleEndian.PutUint64(out[16:], uint64(len(state)))
-	out = append(out, mj...)
+	out = append(out, mb...)
 	out = append(out, state...)
 	sum := blake2b.Sum256(out)
 	return append(out, sum[:]...), nil

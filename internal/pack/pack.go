@@ -3,9 +3,9 @@
 // state, and the message that hands a `vmm run` job to a restored guest.
 //
 // Those records were JSON (the job's spec still is, a contract for any
-// guest init: guestabi.EncodeSpec). encoding/json, its reflection-driven encoder
-// and decoder and the sorts it instantiates, was 0.31 MB of vmm's code and
-// read-only data, and every page of a Go binary's code and data is
+// guest init: guestabi.EncodeSpec). encoding/json, its reflection-driven
+// encoder and decoder and the sorts it instantiates, was 0.31 MB of vmm's
+// code and read-only data, and every page of a Go binary's code and data is
 // resident in every vmm (the kernel maps it 64 KiB around each page
 // touched, and package initialisers touch nearly all of them): a sixth of
 // the 5 MiB a booted vmm is allowed (issue 12). These records are written
@@ -13,8 +13,8 @@
 // version is refused; the guest's init is built with its host), so a
 // self-describing format buys nothing; encoding/gob is larger than
 // encoding/json, and protocol buffers would need generated code and a
-// dependency for a dozen structs. This package is about 300 lines on
-// reflect, which fmt links anyway.
+// dependency for a dozen structs. This package is about 300 lines of code
+// on reflect, which fmt links anyway.
 //
 // The encoding follows the Go type, which both sides share:
 //
