@@ -12,8 +12,8 @@
 // Vmlinux for an entry its owner rewrites in place while vmm boots it).
 // The checksum is not there against tampering: whoever can write an
 // entry can compute a matching cryptographic hash too, so one would buy
-// nothing but time (about 50 ms per boot for Debian's 53 MB
-// vmlinux); tampering is kept out by the ownership checks below. XXH64
+// nothing but time (about 40 ms per boot for Debian's 41 MB
+// entry); tampering is kept out by the ownership checks below. XXH64
 // (github.com/cespare/xxhash, the implementation most Go projects use,
 // zstd's decoder among them) needs only plain integer instructions: 11
 // ms for that vmlinux here, against 17 ms for CRC-32C with SSE 4.2's
@@ -58,7 +58,9 @@ import (
 // (u64 LE), data. The length makes a truncated file fail before the
 // checksum is computed.
 const (
-	magic       = "vmm vmlinux cache v3\n"
+	// v4: segments' zero tails cut off (kernelimage.TrimZeroTails);
+	// a v3 entry is rebuilt once, as any entry that fails its check.
+	magic       = "vmm vmlinux cache v4\n"
 	sumLen      = 8
 	headerLen   = len(magic) + sumLen + 8
 	entryPrefix = "b2-" // the key is BLAKE2b-256; older vmm's entries (SHA-256) had none
@@ -68,7 +70,7 @@ const (
 
 // Limits on the directory's size: a runner that boots a few kernels keeps
 // them all, one that tries many does not fill its disk (an entry is about
-// 50 MiB for Debian's cloud kernel).
+// 40 MiB for Debian's cloud kernel).
 const (
 	// MaxEntries is how many entries are kept; the least recently used
 	// go first.
@@ -180,7 +182,8 @@ const maxEntry = 1 << 30
 // Vmlinux is a decompressed kernel: mapped read-only from its cache
 // entry, or on the heap when it was just decompressed. An entry's pages
 // are read where they lie in the page cache, never copied to the heap
-// first: that read and the copy cost Debian's 53 MB vmlinux 50 ms
+// first: that read and the copy cost Debian's 53 MB vmlinux (41 MB
+// since entries lost their zero tails) 50 ms
 // natively and 0.1-0.3 s in the nested CI machines, a sixth of a warm
 // boot's setup there.
 //

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vmm-dev/vmm/bootparam"
 	"github.com/vmm-dev/vmm/internal/testkernel"
+	"github.com/vmm-dev/vmm/kernelimage"
 	"github.com/vmm-dev/vmm/kernelimage/unpack"
 )
 
@@ -347,6 +348,35 @@ func TestLoad(t *testing.T) {
 	}
 	if b2, _ := os.ReadFile(entry); !bytes.Equal(b2, encode(vmlinux)) {
 		t.Error("damaged entry not rebuilt")
+	}
+}
+
+// TestLoadTrimsZeroTails: an entry holds the vmlinux with its segments'
+// zero tails cut off (kernelimage.TrimZeroTails), on the boot that fills
+// it and on those that read it.
+func TestLoadTrimsZeroTails(t *testing.T) {
+	code := []byte{0xf4, 1, 2, 3}
+	const zeros = 0x2000
+	vmlinux := testkernel.Vmlinux(append(bytes.Clone(code), make([]byte, zeros)...), 0)
+	img, k := bzImage(t, lz4Payload(t, vmlinux))
+	dir := filepath.Join(t.TempDir(), "vmm", "vmlinux")
+	for _, boot := range []string{"filling", "from the cache"} {
+		got, err := loadBytes(t, dir, img, k, 1<<20, nil)
+		if err != nil {
+			t.Fatalf("boot %s: %v", boot, err)
+		}
+		e, err := kernelimage.ParseELF(got)
+		if err != nil {
+			t.Fatalf("boot %s: %v", boot, err)
+		}
+		if s := e.Segments[0]; len(got) != len(vmlinux)-zeros || !bytes.Equal(s.Data, code) || s.MemSize != uint64(len(code)+zeros) {
+			t.Errorf("boot %s: %d bytes, segment of %d file bytes (%d in memory); want %d, %d (%d)",
+				boot, len(got), len(s.Data), s.MemSize, len(vmlinux)-zeros, len(code), len(code)+zeros)
+		}
+	}
+	entry := filepath.Join(dir, fmt.Sprintf("b2-%x.vmlinux", KeyOf(img)))
+	if st, err := os.Stat(entry); err != nil || st.Size() != int64(headerLen+len(vmlinux)-zeros) {
+		t.Errorf("entry: %v, want %d bytes", err, headerLen+len(vmlinux)-zeros)
 	}
 }
 

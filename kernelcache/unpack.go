@@ -143,21 +143,28 @@ func (p *Pending) fill(unpack Unpack, payload []byte, size uint64, limit int) er
 	if n := st.Size() - int64(headerLen); n != int64(size) {
 		return fmt.Errorf("kernel cache: %s wrote %d bytes, the payload's size trailer says %d", kernelimage.UnpackHelper, n, size)
 	}
-	m, err := unix.Mmap(int(p.f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	m, err := unix.Mmap(int(p.f.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return fmt.Errorf("kernel cache: mmap %s: %w", p.f.Name(), err)
 	}
 	// The file is vmm's own, just written; a fault reading it (a disk
-	// error) is guarded all the same.
+	// error) is guarded all the same. Its segments' zero tails are cut
+	// off (kernelimage.TrimZeroTails): every boot from the entry then
+	// checksums and copies less.
 	v := mapped{what: "kernel cache entry " + p.f.Name(), mapping: m}
 	var hdr []byte
+	n := 0
 	err = v.guard(func() error {
-		hdr = header(m[headerLen:])
+		n = kernelimage.TrimZeroTails(m[headerLen:])
+		hdr = header(m[headerLen:][:n])
 		return nil
 	})
 	v.Close()
 	if err != nil {
 		return fmt.Errorf("%s %w", v.what, err)
+	}
+	if err := p.f.Truncate(int64(headerLen + n)); err != nil {
+		return fmt.Errorf("kernel cache: %w", err)
 	}
 	if _, err := p.f.WriteAt(hdr, 0); err != nil {
 		return fmt.Errorf("kernel cache: %w", err)

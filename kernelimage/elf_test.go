@@ -159,9 +159,11 @@ func TestLoad(t *testing.T) {
 	}
 	ram := mem.Regions()[0].Mem
 	for _, s := range e.Segments {
+		// The tail past the file's bytes is left as it was: fresh guest
+		// RAM is zero there already.
 		got := ram[s.Addr:s.End()]
-		if !bytes.Equal(got[:len(s.Data)], s.Data) || strings.Trim(string(got[len(s.Data):]), "\x00") != "" {
-			t.Errorf("segment at 0x%x not loaded with a zeroed tail", s.Addr)
+		if !bytes.Equal(got[:len(s.Data)], s.Data) || strings.Trim(string(got[len(s.Data):]), "\xaa") != "" {
+			t.Errorf("segment at 0x%x not loaded as its data with the tail untouched", s.Addr)
 		}
 		if ram[s.End()] != 0xaa || ram[s.Addr-1] != 0xaa {
 			t.Errorf("load around segment at 0x%x touched bytes outside it", s.Addr)
@@ -175,4 +177,79 @@ func TestLoad(t *testing.T) {
 	if err := e.Load(small); err == nil || !strings.Contains(err.Error(), "load ELF segment at [0x1400000, 0x1403000)") {
 		t.Errorf("load past RAM: %v", err)
 	}
+	if strings.Trim(string(small.Regions()[0].Mem), "\x00") != "" {
+		t.Errorf("a load that did not fit wrote the segments that did")
+	}
+}
+
+// zeroTailVmlinux is laid out as the vmlinux in Debian's bzImages: the
+// last segment's .bss is zeroes in the file, and the section headers
+// follow the segments.
+func zeroTailVmlinux() []byte {
+	b := buildELF(0x1000000,
+		phdr{typ: ptLoad, paddr: 0x1000000, data: []byte("\xf4startup_64\x00\x00code")},
+		phdr{typ: 4 /* PT_NOTE */, paddr: 0x1000001, data: []byte("note\x00\x00")},
+		phdr{typ: ptLoad, paddr: 0x1400000, data: append([]byte("data\x00data"), make([]byte, 0x3000)...), memsz: 0x4000},
+	)
+	shoff := len(b)
+	b = append(b, make([]byte, 3*64)...) // three section headers
+	le := binary.LittleEndian
+	le.PutUint64(b[offShoff:], uint64(shoff))
+	le.PutUint16(b[offShentsize:], 64)
+	le.PutUint16(b[offShnum:], 3)
+	le.PutUint16(b[offShstrndx:], 2)
+	return b
+}
+
+func TestTrimZeroTails(t *testing.T) {
+	le := binary.LittleEndian
+	filesz := func(b []byte, i int) uint64 { return le.Uint64(b[elfHeaderSize+i*phdrSize+32:]) }
+	t.Run("zero tail and section headers cut", func(t *testing.T) {
+		b := zeroTailVmlinux()
+		dataEnd := elfHeaderSize + 3*phdrSize + len("\xf4startup_64\x00\x00code") + len("note\x00\x00") + len("data\x00data")
+		if n := TrimZeroTails(b); n != dataEnd {
+			t.Errorf("length %d, want %d (the last segment's last non-zero byte)", n, dataEnd)
+		}
+		if filesz(b, 0) != uint64(len("\xf4startup_64\x00\x00code")) || filesz(b, 1) != 6 || filesz(b, 2) != uint64(len("data\x00data")) {
+			t.Errorf("p_filesz %d, %d, %d: only the loaded segments' zero tails go", filesz(b, 0), filesz(b, 1), filesz(b, 2))
+		}
+		if le.Uint64(b[offShoff:]) != 0 || le.Uint16(b[offShnum:]) != 0 || le.Uint16(b[offShstrndx:]) != 0 {
+			t.Errorf("section header fields not cleared with the table cut off")
+		}
+		if le.Uint64(b[elfHeaderSize+2*phdrSize+40:]) != 0x4000 {
+			t.Errorf("p_memsz changed")
+		}
+	})
+	t.Run("nothing to trim", func(t *testing.T) {
+		b := testVmlinux()
+		orig := bytes.Clone(b)
+		if n := TrimZeroTails(b); n != len(b) || !bytes.Equal(b, orig) {
+			t.Errorf("changed a vmlinux without zero tails: length %d of %d", n, len(b))
+		}
+	})
+	t.Run("entry kept in the file", func(t *testing.T) {
+		// A zero byte at the entry (the last of its segment's) stays in the
+		// file, so the trimmed file still passes ParseELF's entry check.
+		b := buildELF(0x1000003, phdr{typ: ptLoad, paddr: 0x1000000, data: []byte("abc\x00\x00")})
+		if n := TrimZeroTails(b); filesz(b, 0) != 4 || n != elfHeaderSize+phdrSize+4 {
+			t.Errorf("p_filesz %d, length %d: want the entry's byte kept", filesz(b, 0), n)
+		}
+	})
+	t.Run("not a vmlinux", func(t *testing.T) {
+		for _, b := range [][]byte{nil, []byte("MZ\x00\x00"), buildELF(0x100, phdr{typ: 4, data: []byte("note")})} {
+			orig := bytes.Clone(b)
+			if n := TrimZeroTails(b); n != len(b) || !bytes.Equal(b, orig) {
+				t.Errorf("changed %q", orig)
+			}
+		}
+	})
+	t.Run("note past the file", func(t *testing.T) {
+		// A program header ParseELF does not read that points past the
+		// file: nothing is cut.
+		b := buildELF(0x1000000, phdr{typ: ptLoad, paddr: 0x1000000, data: []byte("\xf4code\x00\x00")},
+			phdr{typ: 4, offset: 1 << 20, data: nil, filesz: 8})
+		if n := TrimZeroTails(b); n != len(b) {
+			t.Errorf("length %d of %d", n, len(b))
+		}
+	})
 }
