@@ -215,6 +215,7 @@ type Cap uintptr
 // Capabilities vmm checks, from include/uapi/linux/kvm.h.
 const (
 	CapIRQChip            Cap = 0
+	CapCoalescedMMIO      Cap = 15 // answers the coalesced ring's page offset in kvm_run
 	CapUserMemory         Cap = 3
 	CapSetTSSAddr         Cap = 4
 	CapExtCPUID           Cap = 7
@@ -228,6 +229,7 @@ const (
 	CapSignalMSI          Cap = 77
 	CapMaxVCPUs           Cap = 66
 	CapImmediateExit      Cap = 136
+	CapCoalescedPIO       Cap = 162
 )
 
 // APIVersion is KVM_API_VERSION: the only version the kernel has ever

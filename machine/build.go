@@ -202,6 +202,9 @@ func (m *Machine) createVM() (err error) {
 			m.snap.cpuids = append(m.snap.cpuids, cpuid)
 		}
 	}
+	if err := m.coalescePorts(); err != nil {
+		return err
+	}
 	return m.afterVCPUs()
 }
 

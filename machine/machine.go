@@ -138,6 +138,9 @@ type Machine struct {
 	kbd     *i8042.Controller
 	pm      *pm.PM
 	snap    snapState // SaveOnWait and restore bookkeeping (snapshot.go)
+	// coalesced holds the index-port writes KVM records instead of
+	// exiting (coalesced.go).
+	coalesced coalescing
 
 	stopping   atomic.Bool
 	exitStatus atomic.Int32 // -1 until the guest writes the exit port

@@ -128,6 +128,11 @@ func (m *Machine) runVCPU(v vcpu) error {
 			m.mark(guestabi.FirstExit)
 			first = false
 		}
+		// Writes KVM coalesced (on any vCPU) happened before this
+		// exit: they are served first.
+		if err := m.drainCoalesced(); err != nil {
+			return err
+		}
 		if err := m.handleExit(v, &e); err != nil {
 			return err
 		}

@@ -213,6 +213,11 @@ func (m *Machine) Snapshot(dir string, man snapshot.Manifest) error {
 	if len(saved) != len(m.vcpus) {
 		return fmt.Errorf("snapshot: %d of %d vCPUs saved", len(saved), len(m.vcpus))
 	}
+	// An index write KVM coalesced after the last exit is device
+	// state too.
+	if err := m.drainCoalesced(); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
 	st := State{VCPUs: saved}
 	for _, id := range []uint32{kvm.IRQChipPICMaster, kvm.IRQChipPICSlave, kvm.IRQChipIOAPIC} {
 		c, err := m.vm.IRQChip(id)
