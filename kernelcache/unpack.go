@@ -111,8 +111,9 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 // Fill has unpack write the decompressed payload, size bytes as
 // kernelimage.Plan found (at most limit), into the entry being written,
 // then heads it with the entry's header and renames it into place, as
-// Commit does for bytes in memory. The vmlinux is checksummed
-// through a read-only mapping of the file: it is never on vmm's heap.
+// Commit does for bytes in memory. The vmlinux is trimmed
+// (kernelimage.TrimZeroTails) and checksummed through a shared mapping
+// of the file: it is never on vmm's heap.
 func (p *Pending) Fill(unpack Unpack, payload []byte, size uint64, limit int) error {
 	err := p.fill(unpack, payload, size, limit)
 	if err != nil {

@@ -50,7 +50,8 @@ type Segment struct {
 	Addr uint64
 	// Data is the p_filesz bytes from the file; it aliases ParseELF's input.
 	Data []byte
-	// MemSize is p_memsz: the bytes past Data up to it are zeroed.
+	// MemSize is p_memsz: the bytes past Data up to it are zero in
+	// memory (Load leaves them as fresh guest RAM has them).
 	MemSize uint64
 	// virt is p_vaddr, only used to check this is a kernel.
 	virt uint64
@@ -196,50 +197,80 @@ const (
 // be cut to: the end of the furthest program header's contents, the
 // section header table dropped (its fields zeroed) if it lay beyond.
 // The loaded kernel is the same, since Load relies on zeroed memory past
-// each segment's file bytes. A b that ParseELF refuses is left as it is
-// and its whole length returned.
+// each segment's file bytes. A b that ParseELF refuses, or whose trimmed
+// form would not parse to the same segments (a segment whose file bytes
+// hold the headers being rewritten), is left as it is and its whole
+// length returned.
 //
 // Why: the vmlinux in Debian's bzImages carries its last segment's
 // zeroes in the file (of 46.3 MB of segments, 11.9 MB is the last one's
 // zero tail, 16 MB zero pages in all). Cut off in the kernel cache, they
 // are neither checksummed nor copied into guest RAM at each boot.
 func TrimZeroTails(b []byte) int {
-	e, err := ParseELF(b)
+	want, err := ParseELF(b)
 	if err != nil {
 		return len(b)
 	}
 	le := binary.LittleEndian
 	phoff := le.Uint64(b[offPhoff:])
 	phnum := uint64(le.Uint16(b[offPhnum:]))
-	end := phoff + phnum*phdrSize // ParseELF checked it is within b
+	headers := phoff + phnum*phdrSize // ParseELF checked it is within b
+	// What is rewritten: the ELF header's section fields and the program
+	// headers. Kept to be put back if the result does not check out.
+	saved := [2][]byte{bytes.Clone(b[:elfHeaderSize]), bytes.Clone(b[phoff:headers])}
+	undo := func() int {
+		copy(b, saved[0])
+		copy(b[phoff:], saved[1])
+		return len(b)
+	}
+	end := max(headers, elfHeaderSize)
 	for i := range phnum {
 		ph := b[phoff+i*phdrSize:][:phdrSize]
-		off, paddr, filesz := le.Uint64(ph[8:]), le.Uint64(ph[24:]), le.Uint64(ph[32:])
-		if le.Uint32(ph[0:]) == ptLoad && le.Uint64(ph[40:]) != 0 {
-			// ParseELF checked [off, off+filesz) is within b.
-			n := uint64(len(bytes.TrimRight(b[off:off+filesz], "\x00")))
-			if e.Entry >= paddr && e.Entry-paddr < filesz {
-				n = max(n, e.Entry-paddr+1) // ParseELF's check of the entry stays true
-			}
-			le.PutUint64(ph[32:], n)
-			filesz = n
-		}
+		typ, off, paddr, filesz := le.Uint32(ph[0:]), le.Uint64(ph[8:]), le.Uint64(ph[24:]), le.Uint64(ph[32:])
 		if off > uint64(len(b)) || filesz > uint64(len(b))-off {
 			// A header ParseELF does not read (a note) pointing past the
 			// file: nothing is cut, so no reader finds less than before.
-			return len(b)
+			return undo()
+		}
+		if typ == ptLoad && filesz > 0 && (off < elfHeaderSize || (off < headers && off+filesz > phoff)) {
+			// A segment whose file bytes hold the headers: rewriting
+			// them would change what it loads.
+			return undo()
+		}
+		if typ == ptLoad && le.Uint64(ph[40:]) != 0 {
+			n := uint64(len(bytes.TrimRight(b[off:off+filesz], "\x00")))
+			if want.Entry >= paddr && want.Entry-paddr < filesz {
+				n = max(n, want.Entry-paddr+1) // ParseELF's check of the entry stays true
+			}
+			le.PutUint64(ph[32:], n)
+			if filesz = n; n == 0 {
+				le.PutUint64(ph[8:], 0) // no file bytes: no offset that could lie past the end
+				off = 0
+			}
 		}
 		if filesz > 0 {
 			end = max(end, off+filesz)
 		}
 	}
-	end = max(end, elfHeaderSize)
 	shoff := le.Uint64(b[offShoff:])
 	shsize := uint64(le.Uint16(b[offShentsize:])) * uint64(le.Uint16(b[offShnum:]))
 	if shoff != 0 && (shoff > end || shsize > end-shoff) {
 		le.PutUint64(b[offShoff:], 0)
 		le.PutUint16(b[offShnum:], 0)
 		le.PutUint16(b[offShstrndx:], 0)
+	}
+	// The promise, checked: the same entry and segments, each one's
+	// file bytes a prefix of what they were, followed by zeroes only.
+	got, err := ParseELF(b[:end])
+	if err != nil || got.Entry != want.Entry || len(got.Segments) != len(want.Segments) {
+		return undo()
+	}
+	for i, s := range got.Segments {
+		w := want.Segments[i]
+		if s.Addr != w.Addr || s.MemSize != w.MemSize || !bytes.HasPrefix(w.Data, s.Data) ||
+			len(bytes.TrimRight(w.Data[len(s.Data):], "\x00")) != 0 {
+			return undo()
+		}
 	}
 	return int(end)
 }

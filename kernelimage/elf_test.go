@@ -243,6 +243,28 @@ func TestTrimZeroTails(t *testing.T) {
 			}
 		}
 	})
+	t.Run("segment holding the headers", func(t *testing.T) {
+		// Its file bytes start inside the ELF header: rewriting the
+		// headers would change what it loads, so nothing is trimmed.
+		b := buildELF(0x1000000, phdr{typ: ptLoad, paddr: 0x1000000, offset: 29, filesz: 200, memsz: 0x1000})
+		b = append(b, make([]byte, 200)...)
+		b[29] = 0xf4
+		orig := bytes.Clone(b)
+		if n := TrimZeroTails(b); n != len(b) || !bytes.Equal(b, orig) {
+			t.Errorf("changed a vmlinux whose segment holds its headers: length %d of %d", n, len(b))
+		}
+	})
+	t.Run("bss-only segment after a trimmed one", func(t *testing.T) {
+		// The second segment has no file bytes; the cut must not leave its
+		// offset past the end, or the trimmed file would not parse.
+		b := buildELF(0x1000000, phdr{typ: ptLoad, paddr: 0x1000000, data: []byte("\xf4code\x00\x00\x00\x00")},
+			phdr{typ: ptLoad, paddr: 0x1400000, data: []byte("\x00\x00\x00\x00"), memsz: 0x1000})
+		n := TrimZeroTails(b)
+		e, err := ParseELF(b[:n])
+		if err != nil || n != elfHeaderSize+2*phdrSize+5 || len(e.Segments) != 2 || len(e.Segments[1].Data) != 0 {
+			t.Fatalf("length %d: %v", n, err)
+		}
+	})
 	t.Run("note past the file", func(t *testing.T) {
 		// A program header ParseELF does not read that points past the
 		// file: nothing is cut.

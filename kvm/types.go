@@ -215,11 +215,11 @@ type Cap uintptr
 // Capabilities vmm checks, from include/uapi/linux/kvm.h.
 const (
 	CapIRQChip            Cap = 0
-	CapCoalescedMMIO      Cap = 15 // answers the coalesced ring's page offset in kvm_run
 	CapUserMemory         Cap = 3
 	CapSetTSSAddr         Cap = 4
 	CapExtCPUID           Cap = 7
 	CapNrVCPUs            Cap = 9
+	CapCoalescedMMIO      Cap = 15 // answers the coalesced ring's page offset in kvm_run
 	CapIRQRouting         Cap = 25 // answers MaxIRQRoutes
 	CapIRQFD              Cap = 32
 	CapPIT2               Cap = 33

@@ -15,6 +15,8 @@ type writeRing interface {
 	Drain(f func(addr uint64, data []byte, pio bool)) error
 }
 
+var _ writeRing = (*kvm.CoalescedRing)(nil)
+
 // coalescing is a machine's coalesced ring, when KVM has one.
 type coalescing struct {
 	ring writeRing // nil: every write exits

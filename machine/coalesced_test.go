@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/vmm-dev/vmm/kvm"
 )
 
 // fakeRing is a coalesced ring holding scripted writes.
@@ -80,21 +78,7 @@ func TestCoalescedRingError(t *testing.T) {
 	m.coalesced.ring = &fakeRing{err: errors.New("coalesced ring: indices 200 and 0, want below 170")}
 	m.coalesced.apply = m.applyCoalesced
 	err := runFake(t, m)
-	if err == nil || !strings.Contains(err.Error(), "KVM coalesced ring: indices 200") {
+	if err == nil || !strings.Contains(err.Error(), "vCPU 0: KVM coalesced ring: indices 200") {
 		t.Fatalf("Run: %v, want the ring's error", err)
 	}
-}
-
-// The ports coalesced are index registers only: never a data port,
-// whose reads and writes must reach their device at once.
-func TestCoalescedPorts(t *testing.T) {
-	for _, p := range coalescedPorts() {
-		switch {
-		case p.port == pciConfigPort && p.size == 4:
-		case p.port == rtcPort && p.size == 1:
-		default:
-			t.Errorf("port %#x+%d coalesced: not an index register", p.port, p.size)
-		}
-	}
-	var _ writeRing = (*kvm.CoalescedRing)(nil)
 }

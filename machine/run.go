@@ -131,7 +131,7 @@ func (m *Machine) runVCPU(v vcpu) error {
 		// Writes KVM coalesced (on any vCPU) happened before this
 		// exit: they are served first.
 		if err := m.drainCoalesced(); err != nil {
-			return err
+			return fmt.Errorf("vCPU %d: %w", v.ID(), err)
 		}
 		if err := m.handleExit(v, &e); err != nil {
 			return err
