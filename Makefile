@@ -93,7 +93,7 @@ fuzz:
 # /dev/kvm both run nested in one L1 guest (see tools/cmd/vmm-bench). Extra
 # flags in BENCH_ARGS, e.g. BENCH_ARGS='-rounds 5 -json bench.json'.
 bench: deps vmm guest
-	$(GO) run ./tools/cmd/vmm-bench -vmm $(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(BENCH_ARGS)
+	$(GO) run ./tools/cmd/vmm-bench -vmm $(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd-iotool.cpio $(BENCH_ARGS)
 
 # The minimal microVM kernel (tools/kernel/microvm.config on tinyconfig), built
 # from Debian's linux-source-6.1 once and cached in $(CACHE)/kernels.

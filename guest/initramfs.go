@@ -1,9 +1,12 @@
 package guest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/u-root/gobusybox/src/pkg/golang"
 	"github.com/u-root/mkuimage/uimage"
+	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/u-root/uio/llog"
 )
 
@@ -19,12 +23,22 @@ import (
 const InitPackage = "github.com/vmm-dev/vmm/guest/cmd/vmm-init"
 
 // IotoolPackage is the import path of vmm-iotool, the guest's end of the
-// disk and network tests and of the benchmark.
+// disk and network tests and of the benchmark. It is not in the image
+// BuildInitramfs writes, which is what `vmm run` jobs boot: AddIotool
+// writes a copy with it for the tests and benchmarks that need it.
 const IotoolPackage = "github.com/vmm-dev/vmm/tools/iotool/cmd/vmm-iotool"
+
+// IotoolPath is where AddIotool puts vmm-iotool in the archive (on the
+// guest shell's PATH).
+const IotoolPath = "bin/vmm-iotool"
 
 // ImagePackages are vmm's own commands in the image, each built as a
 // normal binary into /bin.
-func ImagePackages() []string { return []string{InitPackage, IotoolPackage} }
+func ImagePackages() []string { return []string{InitPackage} }
+
+// sourcePackages are vmm's commands in the image or in the copy
+// AddIotool writes: a build stamp covers both.
+func sourcePackages() []string { return append(ImagePackages(), IotoolPackage) }
 
 // modulePath is vmm's own module path: ImageSources keeps the packages
 // under it.
@@ -79,9 +93,8 @@ type InitramfsOptions struct {
 
 // BuildInitramfs builds the guest's initramfs with u-root as a library:
 // u-root's commands go into one busybox binary (/bbin/bb) and vmm-init
-// and vmm-iotool are built as normal binaries (/bin/vmm-init, linked as
-// /init and /bin/reboot, and /bin/vmm-iotool). /bin/sh is gosh. The
-// modules of o.Kernel go under
+// is built as a normal binary (/bin/vmm-init, linked as /init and
+// /bin/reboot). /bin/sh is gosh. The modules of o.Kernel go under
 // /lib/modules/<version>/ with a modules.dep that lists only them.
 //
 // It compiles from source, so it needs the go command and must run inside
@@ -141,23 +154,7 @@ func BuildInitramfs(ctx context.Context, o InitramfsOptions) error {
 	os.Remove(partial)
 	defer os.Remove(partial)
 
-	env := golang.Default(
-		golang.DisableCGO(), // the image has no libc
-		golang.WithGOOS("linux"),
-		golang.WithGOARCH("amd64"),
-		golang.WithWorkingDir(root),
-		// goshsmall gives gosh a plain "$ " prompt that reads lines
-		// in the tty's cooked mode. The default line editor
-		// (bubbline) sends terminal queries and redraws the screen,
-		// which a serial console driven by a test neither answers nor
-		// wants.
-		golang.WithBuildTag(goshTag),
-	)
-	if goroot, err := goEnv(ctx, root, "GOROOT"); err == nil && goroot != "" {
-		// build.Default's GOROOT can be empty in a -trimpath binary; the
-		// go command in PATH knows for sure.
-		env.Apply(golang.WithGOROOT(goroot))
-	}
+	env := imageEnv(ctx, root)
 	buildTmp, err := os.MkdirTemp(tmp, "uimage-")
 	if err != nil {
 		return fmt.Errorf("build initramfs: %w", err)
@@ -187,6 +184,121 @@ func BuildInitramfs(ctx context.Context, o InitramfsOptions) error {
 	return nil
 }
 
+// imageEnv is how the image's Go programs are built: static, for
+// linux/amd64, from the vmm module at root.
+func imageEnv(ctx context.Context, root string) *golang.Environ {
+	env := golang.Default(
+		golang.DisableCGO(), // the image has no libc
+		golang.WithGOOS("linux"),
+		golang.WithGOARCH("amd64"),
+		golang.WithWorkingDir(root),
+		// goshsmall gives gosh a plain "$ " prompt that reads lines
+		// in the tty's cooked mode. The default line editor
+		// (bubbline) sends terminal queries and redraws the screen,
+		// which a serial console driven by a test neither answers nor
+		// wants.
+		golang.WithBuildTag(goshTag),
+	)
+	if goroot, err := goEnv(ctx, root, "GOROOT"); err == nil && goroot != "" {
+		// build.Default's GOROOT can be empty in a -trimpath binary; the
+		// go command in PATH knows for sure.
+		env.Apply(golang.WithGOROOT(goroot))
+	}
+	return env
+}
+
+// AddIotool writes out: the newc archive in (an image BuildInitramfs
+// wrote) with vmm-iotool added at IotoolPath, built as BuildInitramfs
+// builds vmm-init (u-root's defaults: static, stripped, no inlining), as
+// one archive. The image users
+// boot leaves vmm-iotool out because the kernel copies every byte of
+// the initramfs into its rootfs at every boot, and vmm into guest RAM
+// before it: its 6 MB were a third of the image. An entry at IotoolPath
+// already in the archive is replaced. out is written to a temporary
+// file and renamed, so it is always complete.
+func AddIotool(ctx context.Context, in, out string) error {
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return fmt.Errorf("add vmm-iotool: %w", err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(out), ".iotool-")
+	if err != nil {
+		return fmt.Errorf("add vmm-iotool: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "vmm-iotool")
+	if err := imageEnv(ctx, root).Build(bin, []string{IotoolPackage}, nil); err != nil {
+		return fmt.Errorf("add vmm-iotool: build: %w", err)
+	}
+	partial := filepath.Join(tmp, "out.cpio")
+	if err := appendFile(in, partial, IotoolPath, bin); err != nil {
+		return fmt.Errorf("add vmm-iotool to %s: %w", in, err)
+	}
+	if err := os.Rename(partial, out); err != nil {
+		return fmt.Errorf("add vmm-iotool: %w", err)
+	}
+	return nil
+}
+
+// appendFile writes to out the records of the newc archive in, but one
+// named name, then the regular file src as name (mode 0755, owned by
+// root), then the trailer.
+func appendFile(in, out, name, src string) error {
+	inf, err := os.Open(in)
+	if err != nil {
+		return err
+	}
+	defer inf.Close()
+	sf, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer sf.Close()
+	st, err := sf.Stat()
+	if err != nil {
+		return err
+	}
+	of, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer of.Close()
+	bw := bufio.NewWriterSize(of, 1<<20)
+	w := cpio.Newc.Writer(bw)
+	rr := cpio.Newc.Reader(inf)
+	for {
+		rec, err := rr.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if cpio.Normalize(rec.Name) == name {
+			continue
+		}
+		if err := w.WriteRecord(rec); err != nil {
+			return err
+		}
+	}
+	rec := cpio.Record{ReaderAt: sf, Info: cpio.Info{
+		Name:     name,
+		Mode:     cpio.S_IFREG | 0o755,
+		NLink:    1,
+		FileSize: uint64(st.Size()),
+	}}
+	if err := w.WriteRecord(rec); err != nil {
+		return err
+	}
+	if err := cpio.WriteTrailer(w); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return of.Close()
+}
+
 // ModuleRoot returns the root directory of the vmm module the current
 // directory is in; building the guest compiles packages from it.
 func ModuleRoot(ctx context.Context) (string, error) {
@@ -209,8 +321,8 @@ func ModuleRoot(ctx context.Context) (string, error) {
 }
 
 // ImageSources returns the files, relative to the module root, of every
-// vmm package compiled into the image: ImagePackages and everything of
-// vmm's they import, wherever it lives (vmm-iotool's code is in
+// vmm package compiled into the image or the copy AddIotool writes:
+// vmm-init, vmm-iotool and everything of vmm's they import, wherever it lives (vmm-iotool's code is in
 // tools/iotool, shared with the nested harness). A build stamp must
 // hash these, or a change outside guest/ leaves a stale image behind.
 func ImageSources(ctx context.Context) ([]string, error) {
@@ -220,7 +332,7 @@ func ImageSources(ctx context.Context) ([]string, error) {
 	}
 	args := append([]string{"list", "-deps", "-f",
 		`{{if not .Standard}}{{.ImportPath}}{{range .GoFiles}} {{.}}{{end}}{{range .SFiles}} {{.}}{{end}}{{range .EmbedFiles}} {{.}}{{end}}{{end}}`},
-		ImagePackages()...)
+		sourcePackages()...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	// The image's build configuration, so that the file lists match.
@@ -231,7 +343,7 @@ func ImageSources(ctx context.Context) ([]string, error) {
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = ee.Stderr
 		}
-		return nil, fmt.Errorf("go list -deps %v: %w\n%s", ImagePackages(), err, stderr)
+		return nil, fmt.Errorf("go list -deps %v: %w\n%s", sourcePackages(), err, stderr)
 	}
 	var files []string
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
@@ -245,7 +357,7 @@ func ImageSources(ctx context.Context) ([]string, error) {
 		}
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("go list -deps %v: no vmm sources", ImagePackages())
+		return nil, fmt.Errorf("go list -deps %v: no vmm sources", sourcePackages())
 	}
 	return files, nil
 }

@@ -3,14 +3,19 @@ package guest
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // TestURootDepsAnchored checks that internal/urootdeps imports every
@@ -88,9 +93,10 @@ func (c *console) waitFor(t *testing.T, from int, s string, d time.Duration) int
 	return 0
 }
 
-// TestBootInQEMU builds the real guest and boots it in QEMU (TCG, so it
-// works without /dev/kvm), checking what vmm's own tests rely on: the ready
-// marker, a working shell, the virtio modules, vmm-iotool, and poweroff.
+// TestBootInQEMU builds the real guest and its copy with vmm-iotool, and
+// boots the copy in QEMU (TCG, so it works without /dev/kvm), checking
+// what vmm's own tests rely on: the ready marker, a working shell, the
+// virtio modules, vmm-iotool, and poweroff.
 func TestBootInQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("downloads a kernel, builds an initramfs and boots it; skipped with -short")
@@ -115,9 +121,29 @@ func TestBootInQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("initramfs: %d bytes, built in %s", fi.Size(), time.Since(start).Round(time.Second))
+	// The image users boot has no vmm-iotool; AddIotool's copy has
+	// everything the image has, and vmm-iotool. That copy boots here, so
+	// the archive it writes is checked by the kernel's own unpacker too.
+	lean := archiveNames(t, initrd)
+	if lean[IotoolPath] {
+		t.Errorf("%s in the image users boot", IotoolPath)
+	}
+	withIotool := filepath.Join(t.TempDir(), "initrd-iotool.cpio")
+	if err := AddIotool(ctx, initrd, withIotool); err != nil {
+		t.Fatal(err)
+	}
+	got := archiveNames(t, withIotool)
+	for name := range lean {
+		if !got[name] {
+			t.Errorf("%s missing from the copy with vmm-iotool", name)
+		}
+	}
+	if !got[IotoolPath] || len(got) != len(lean)+1 {
+		t.Errorf("the copy with vmm-iotool has %d entries, want the image's %d and %s", len(got), len(lean), IotoolPath)
+	}
 
 	cmd := exec.CommandContext(ctx, qemu, "-m", "512", "-nographic", "-no-reboot",
-		"-kernel", k.BzImage, "-initrd", initrd, "-append", "console=ttyS0 quiet",
+		"-kernel", k.BzImage, "-initrd", withIotool, "-append", "console=ttyS0 quiet",
 		"-device", "virtio-rng-pci")
 	con := &console{}
 	cmd.Stdout, cmd.Stderr = con, con
@@ -232,5 +258,98 @@ func TestImageSources(t *testing.T) {
 		if strings.HasPrefix(f, "nested/") || strings.HasPrefix(f, "machine/") {
 			t.Errorf("%s is not in the image", f)
 		}
+	}
+}
+
+// archiveNames returns the names in the newc archive at p, without a
+// leading "./".
+func archiveNames(t *testing.T, p string) map[string]bool {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	names := map[string]bool{}
+	rr := cpio.Newc.Reader(f)
+	for {
+		rec, err := rr.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			return names
+		}
+		if err != nil {
+			t.Fatalf("read %s: %v", p, err)
+		}
+		names[cpio.Normalize(rec.Name)] = true
+	}
+}
+
+// appendFile keeps every record of the archive but one of the added
+// file's name, which it replaces, and the result is one archive that
+// ends in a trailer.
+func TestAppendFile(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.cpio")
+	f, err := os.Create(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := cpio.Newc.Writer(f)
+	recs := []cpio.Record{
+		cpio.Directory("bin", 0o755),
+		cpio.StaticFile("bin/vmm-init", "init", 0o755),
+		cpio.StaticFile("bin/vmm-iotool", "old", 0o755),
+		cpio.Symlink("init", "bin/vmm-init"),
+	}
+	if err := cpio.WriteRecords(w, recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := cpio.WriteTrailer(w); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	src := filepath.Join(dir, "tool")
+	if err := os.WriteFile(src, []byte("new tool"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.cpio")
+	if err := appendFile(in, out, IotoolPath, src); err != nil {
+		t.Fatal(err)
+	}
+	of, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer of.Close()
+	got, err := cpio.ReadAllRecords(cpio.Newc.Reader(of))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range got {
+		names = append(names, r.Name)
+	}
+	if want := []string{"bin", "bin/vmm-init", "init", IotoolPath}; !slices.Equal(names, want) {
+		t.Fatalf("records %q, want %q", names, want)
+	}
+	last := got[len(got)-1]
+	data, err := io.ReadAll(io.NewSectionReader(last.ReaderAt, 0, int64(last.FileSize)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(data) != "new tool" || last.Mode != cpio.S_IFREG|0o755 || last.UID != 0 {
+		t.Errorf("%s: %q mode %o uid %d, want the new file, a regular file 0755 of root's", last.Name, data, last.Mode, last.UID)
+	}
+	// Nothing follows the trailer: the kernel reads one archive.
+	st, err := of.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.LastIndex(b, []byte("TRAILER!!!")); i < 0 || st.Size()-int64(i) > 16 {
+		t.Errorf("the archive does not end in its trailer (%d bytes, trailer at %d)", st.Size(), i)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,8 +62,11 @@ type env struct {
 	generic   *guest.KernelFiles
 	initramfs string
 	gzipped   string // the same initramfs, gzip-compressed
-	crasher   string // a bzImage whose 64-bit entry is ud2 with no IDT
-	dir       string
+	// iotoolInitramfs is the initramfs with vmm-iotool (guest.AddIotool),
+	// for the tests that drive it.
+	iotoolInitramfs string
+	crasher         string // a bzImage whose 64-bit entry is ud2 with no IDT
+	dir             string
 }
 
 var setup env // set once in TestMain, read-only afterwards
@@ -112,6 +116,10 @@ func prepare(dir string) error {
 	setup.l1 = setup.cloud
 	setup.initramfs = filepath.Join(dir, "initrd.cpio")
 	if err := guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: setup.initramfs, Kernel: setup.cloud, TempDir: dir}); err != nil {
+		return err
+	}
+	setup.iotoolInitramfs = filepath.Join(dir, "initrd-iotool.cpio")
+	if err := guest.AddIotool(ctx, setup.initramfs, setup.iotoolInitramfs); err != nil {
 		return err
 	}
 	setup.crasher = filepath.Join(dir, "crasher")
@@ -176,6 +184,31 @@ func l1Config(t *testing.T) nested.Config {
 // vmmArgs is the mission's command line inside L1, plus extra flags.
 func vmmArgs(extra ...string) []string {
 	return append([]string{"/vmm", "-kernel", "/guest/bzImage", "-initrd", "/guest/initrd.cpio"}, extra...)
+}
+
+// iotoolInitrd is where iotoolConfig puts the initramfs with vmm-iotool
+// in L1.
+const iotoolInitrd = "/guest/initrd-iotool.cpio"
+
+// iotoolConfig is l1Config with the initramfs that has vmm-iotool, for
+// the tests that drive it: the one the others boot, like a `vmm run`
+// user's, has none.
+func iotoolConfig(t *testing.T) nested.Config {
+	c := l1Config(t)
+	c.Files[iotoolInitrd] = setup.iotoolInitramfs
+	return c
+}
+
+// withIotool is args (vmmArgs, runArgs) booting the initramfs with
+// vmm-iotool instead of the default one.
+func withIotool(args []string) []string {
+	out := slices.Clone(args)
+	for i, a := range out {
+		if a == "/guest/initrd.cpio" {
+			out[i] = iotoolInitrd
+		}
+	}
+	return out
 }
 
 // shell sends a command line and waits for a pattern in its output.

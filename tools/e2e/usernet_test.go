@@ -40,10 +40,10 @@ const (
 	serverTimeout = 10 * time.Minute
 )
 
-// userNetConfig is l1Config with L1's resolver on its loopback, where
+// userNetConfig is iotoolConfig with L1's resolver on its loopback, where
 // dns-serve answers. No tun module: L1 cannot make a TAP.
 func userNetConfig(t *testing.T) nested.Config {
-	c := l1Config(t)
+	c := iotoolConfig(t)
 	rc := filepath.Join(t.TempDir(), "resolv.conf")
 	if err := os.WriteFile(rc, []byte("nameserver 127.0.0.1\noptions timeout:2 attempts:3\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -146,7 +146,7 @@ func TestUserNetUnprivileged(t *testing.T) {
 			return err
 		}
 		t0 := time.Now()
-		j, err := l.Run(t.Context(), asUser(vmmArgs(append([]string{"-append", "quiet"}, userNetFlags()...)...)), nested.StdinTTY)
+		j, err := l.Run(t.Context(), asUser(withIotool(vmmArgs(append([]string{"-append", "quiet"}, userNetFlags()...)...))), nested.StdinTTY)
 		if err != nil {
 			return err
 		}
@@ -253,7 +253,7 @@ func TestUserNetRunJob(t *testing.T) {
 		}, " && ")
 		ctx, cancel := context.WithTimeout(t.Context(), runTimeout+2*transferTimeout)
 		defer cancel()
-		j, err := l.Run(ctx, asUser(runArgs(userNetFlags(), "sh", "-c", script)), nested.StdinNull)
+		j, err := l.Run(ctx, asUser(withIotool(runArgs(userNetFlags(), "sh", "-c", script))), nested.StdinNull)
 		if err != nil {
 			return err
 		}

@@ -101,11 +101,12 @@ func field(r iotool.Result, key string) string {
 	return v
 }
 
-// bootGuest starts vmm with the default guest and extra flags and waits
-// for the guest's shell.
+// bootGuest starts vmm with the default guest (its initramfs with
+// vmm-iotool: iotoolConfig) and extra flags and waits for the guest's
+// shell.
 func bootGuest(t *testing.T, l *nested.L1, extra ...string) (*nested.Job, error) {
 	t0 := time.Now()
-	j, err := l.Run(t.Context(), vmmArgs(append([]string{"-append", "quiet"}, extra...)...), nested.StdinTTY)
+	j, err := l.Run(t.Context(), withIotool(vmmArgs(append([]string{"-append", "quiet"}, extra...)...)), nested.StdinTTY)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +217,7 @@ func TestDiskWriteReadBack(t *testing.T) {
 	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	const bigBytes = 8 << 20
 	img := ext4Image(t, "rw.img", 64<<20)
-	c := l1Config(t)
+	c := iotoolConfig(t)
 	c.Disks = []nested.Disk{{Path: img}}
 	var guestSHA string
 	start := time.Now()
@@ -300,7 +301,7 @@ func TestReadOnlyDisk(t *testing.T) {
 	hostRun(t, "debugfs", "-w", "-R", "write "+hello+" hello", ro)
 	before := fileSHA256(t, ro, -1)
 
-	c := l1Config(t)
+	c := iotoolConfig(t)
 	c.Disks = []nested.Disk{{Path: ro}}
 	c.Files["/scratch.img"] = rawImage(t, "scratch.img", 4<<20)
 	start := time.Now()
@@ -362,7 +363,7 @@ func TestTwoDisks(t *testing.T) {
 		vdbSize           = 8 << 20 // written whole
 	)
 	img := rawImage(t, "vda.img", vdaSize)
-	c := l1Config(t)
+	c := iotoolConfig(t)
 	c.Disks = []nested.Disk{{Path: img}}
 	c.Files["/vdb.img"] = rawImage(t, "vdb.img", vdbSize)
 	start := time.Now()
@@ -458,7 +459,7 @@ const (
 // have).
 func TestTapPingAndTransfer(t *testing.T) {
 	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
-	c := l1Config(t)
+	c := iotoolConfig(t)
 	c.Modules = []string{"kvm-amd", "tun"}
 	start := time.Now()
 	nested.Retry(t, c, func(l *nested.L1) error {

@@ -1,6 +1,8 @@
 // Command mkguest builds vmm's default guest: it fetches a Debian kernel
-// (cached) and builds a u-root initramfs for it, writing OUT/bzImage and
-// OUT/initrd.cpio and printing their paths.
+// (cached) and builds a u-root initramfs for it, writing OUT/bzImage,
+// OUT/initrd.cpio (the image `vmm run` jobs boot) and
+// OUT/initrd-iotool.cpio (the same with vmm-iotool, which `make bench`
+// and the disk and network tests drive) and printing their paths.
 //
 // It remembers what it built in OUT/stamp (kernel package, u-root version,
 // Go version, module list, and a hash of go.mod and the guest sources) and
@@ -77,11 +79,14 @@ func run(ctx context.Context, flavor guest.Flavor, out, cache string, modules []
 	}
 	bz := filepath.Join(out, "bzImage")
 	initrd := filepath.Join(out, "initrd.cpio")
+	withIotool := filepath.Join(out, "initrd-iotool.cpio")
 	stampFile := filepath.Join(out, "stamp")
+	outputs := []string{bz, initrd, withIotool}
 
-	if !force && upToDate(stampFile, stamp, bz, initrd) {
-		fmt.Println(bz)
-		fmt.Println(initrd)
+	if !force && upToDate(stampFile, stamp, outputs...) {
+		for _, o := range outputs {
+			fmt.Println(o)
+		}
 		return nil
 	}
 	// Invalidate first: if we die half way, the next run must rebuild.
@@ -97,12 +102,16 @@ func run(ctx context.Context, flavor guest.Flavor, out, cache string, modules []
 	if err := guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: initrd, Kernel: k, Modules: modules}); err != nil {
 		return err
 	}
+	if err := guest.AddIotool(ctx, initrd, withIotool); err != nil {
+		return err
+	}
 	if err := os.WriteFile(stampFile, []byte(stamp), 0o644); err != nil {
 		return fmt.Errorf("write stamp: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "mkguest: built %s guest (kernel %s) in %s\n", flavor, k.Version, time.Since(start).Round(100*time.Millisecond))
-	fmt.Println(bz)
-	fmt.Println(initrd)
+	for _, o := range outputs {
+		fmt.Println(o)
+	}
 	return nil
 }
 

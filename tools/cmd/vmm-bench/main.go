@@ -203,7 +203,7 @@ func prepare(ctx context.Context, o options, dir string) (*files, error) {
 	if f.initrd == "" {
 		f.initrd = filepath.Join(dir, "initrd.cpio")
 		fmt.Fprintf(os.Stderr, "vmm-bench: building the guest initramfs\n")
-		if err := guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: f.initrd, Kernel: f.guestKernel, TempDir: filepath.Join(dir, "initramfs-tmp")}); err != nil {
+		if err := buildWithIotool(ctx, guest.InitramfsOptions{Out: f.initrd, Kernel: f.guestKernel, TempDir: filepath.Join(dir, "initramfs-tmp")}); err != nil {
 			return nil, err
 		}
 	}
@@ -213,12 +213,12 @@ func prepare(ctx context.Context, o options, dir string) (*files, error) {
 		}
 	}
 	if !o.smoke {
-		ok, err := bench.InitrdHas(f.initrd, "bin/vmm-iotool")
+		ok, err := bench.InitrdHas(f.initrd, guest.IotoolPath)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
-			return nil, fmt.Errorf("%s has no /bin/vmm-iotool; rebuild it (make guest, or go run ./cmd/mkguest -force)", f.initrd)
+			return nil, fmt.Errorf("%s has no /bin/vmm-iotool: give the image with it (make guest writes build/guest-cloud/initrd-iotool.cpio; the initrd.cpio beside it, the image vmm run jobs boot, has none)", f.initrd)
 		}
 	}
 	return f, nil
@@ -243,11 +243,23 @@ func prepareFS(ctx context.Context, o options, dir string, f *files) error {
 		f.fsInitrd = filepath.Join(dir, "initrd-fs.cpio")
 		fmt.Fprintf(os.Stderr, "vmm-bench: building the shared-directory guest's initramfs (%s)\n", generic.Version)
 		mods := append(guest.DefaultModules(), fsModules...)
-		if err := guest.BuildInitramfs(ctx, guest.InitramfsOptions{Out: f.fsInitrd, Kernel: generic, Modules: mods, TempDir: filepath.Join(dir, "initramfs-fs-tmp")}); err != nil {
+		if err := buildWithIotool(ctx, guest.InitramfsOptions{Out: f.fsInitrd, Kernel: generic, Modules: mods, TempDir: filepath.Join(dir, "initramfs-fs-tmp")}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// buildWithIotool builds the guest's initramfs as o says, with vmm-iotool
+// added (guest.AddIotool): the image users boot has none.
+func buildWithIotool(ctx context.Context, o guest.InitramfsOptions) error {
+	out := o.Out
+	o.Out = out + ".lean"
+	if err := guest.BuildInitramfs(ctx, o); err != nil {
+		return err
+	}
+	defer os.Remove(o.Out)
+	return guest.AddIotool(ctx, o.Out, out)
 }
 
 // kernelName names the guest kernel for the report: its release when it
