@@ -221,7 +221,15 @@ func AddIotool(ctx context.Context, in, out string) error {
 	if err != nil {
 		return fmt.Errorf("add vmm-iotool: %w", err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(out), ".iotool-")
+	// Absolute: the go command runs in root, and writes -o there.
+	dir, err := filepath.Abs(filepath.Dir(out))
+	if err != nil {
+		return fmt.Errorf("add vmm-iotool: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("add vmm-iotool: %w", err)
+	}
+	tmp, err := os.MkdirTemp(dir, ".iotool-")
 	if err != nil {
 		return fmt.Errorf("add vmm-iotool: %w", err)
 	}
@@ -242,7 +250,7 @@ func AddIotool(ctx context.Context, in, out string) error {
 
 // appendFile writes to out the records of the newc archive in, but one
 // named name, then the regular file src as name (mode 0755, owned by
-// root), then the trailer.
+// root), then the trailer. An archive without its trailer is refused.
 func appendFile(in, out, name, src string) error {
 	inf, err := os.Open(in)
 	if err != nil {
@@ -265,14 +273,23 @@ func appendFile(in, out, name, src string) error {
 	defer of.Close()
 	bw := bufio.NewWriterSize(of, 1<<20)
 	w := cpio.Newc.Writer(bw)
+	// The reader under u-root's EOFReader, which would also end quietly
+	// at a short read: an archive must end in its trailer, or it was cut
+	// short.
 	rr := cpio.Newc.Reader(inf)
+	if e, ok := rr.(cpio.EOFReader); ok {
+		rr = e.RecordReader
+	}
 	for {
 		rec, err := rr.ReadRecord()
 		if errors.Is(err, io.EOF) {
-			break
+			return errors.New("the archive ends before its trailer")
 		}
 		if err != nil {
 			return err
+		}
+		if rec.Name == cpio.Trailer {
+			break
 		}
 		if cpio.Normalize(rec.Name) == name {
 			continue

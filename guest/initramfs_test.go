@@ -340,6 +340,20 @@ func TestAppendFile(t *testing.T) {
 	if string(data) != "new tool" || last.Mode != cpio.S_IFREG|0o755 || last.UID != 0 {
 		t.Errorf("%s: %q mode %o uid %d, want the new file, a regular file 0755 of root's", last.Name, data, last.Mode, last.UID)
 	}
+	// An archive cut short anywhere is refused, not completed.
+	whole, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{0, 50, 120, len(whole) / 2, len(whole) - 20} {
+		cut := filepath.Join(dir, "cut.cpio")
+		if err := os.WriteFile(cut, whole[:n], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := appendFile(cut, filepath.Join(dir, "cut-out.cpio"), IotoolPath, src); err == nil {
+			t.Errorf("the archive cut at %d of %d bytes: no error", n, len(whole))
+		}
+	}
 	// Nothing follows the trailer: the kernel reads one archive.
 	st, err := of.Stat()
 	if err != nil {

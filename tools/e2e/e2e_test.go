@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,29 +185,14 @@ func vmmArgs(extra ...string) []string {
 	return append([]string{"/vmm", "-kernel", "/guest/bzImage", "-initrd", "/guest/initrd.cpio"}, extra...)
 }
 
-// iotoolInitrd is where iotoolConfig puts the initramfs with vmm-iotool
-// in L1.
-const iotoolInitrd = "/guest/initrd-iotool.cpio"
-
-// iotoolConfig is l1Config with the initramfs that has vmm-iotool, for
-// the tests that drive it: the one the others boot, like a `vmm run`
-// user's, has none.
+// iotoolConfig is l1Config with the initramfs that has vmm-iotool in
+// place of the default one (at the same path, so vmmArgs and runArgs
+// boot it), for the tests that drive vmm-iotool: the default, like a
+// `vmm run` user's, has none.
 func iotoolConfig(t *testing.T) nested.Config {
 	c := l1Config(t)
-	c.Files[iotoolInitrd] = setup.iotoolInitramfs
+	c.Files["/guest/initrd.cpio"] = setup.iotoolInitramfs
 	return c
-}
-
-// withIotool is args (vmmArgs, runArgs) booting the initramfs with
-// vmm-iotool instead of the default one.
-func withIotool(args []string) []string {
-	out := slices.Clone(args)
-	for i, a := range out {
-		if a == "/guest/initrd.cpio" {
-			out[i] = iotoolInitrd
-		}
-	}
-	return out
 }
 
 // shell sends a command line and waits for a pattern in its output.

@@ -146,7 +146,7 @@ func TestUserNetUnprivileged(t *testing.T) {
 			return err
 		}
 		t0 := time.Now()
-		j, err := l.Run(t.Context(), asUser(withIotool(vmmArgs(append([]string{"-append", "quiet"}, userNetFlags()...)...))), nested.StdinTTY)
+		j, err := l.Run(t.Context(), asUser(vmmArgs(append([]string{"-append", "quiet"}, userNetFlags()...)...)), nested.StdinTTY)
 		if err != nil {
 			return err
 		}
@@ -253,7 +253,7 @@ func TestUserNetRunJob(t *testing.T) {
 		}, " && ")
 		ctx, cancel := context.WithTimeout(t.Context(), runTimeout+2*transferTimeout)
 		defer cancel()
-		j, err := l.Run(ctx, asUser(withIotool(runArgs(userNetFlags(), "sh", "-c", script))), nested.StdinNull)
+		j, err := l.Run(ctx, asUser(runArgs(userNetFlags(), "sh", "-c", script)), nested.StdinNull)
 		if err != nil {
 			return err
 		}

@@ -106,7 +106,7 @@ func field(r iotool.Result, key string) string {
 // shell.
 func bootGuest(t *testing.T, l *nested.L1, extra ...string) (*nested.Job, error) {
 	t0 := time.Now()
-	j, err := l.Run(t.Context(), withIotool(vmmArgs(append([]string{"-append", "quiet"}, extra...)...)), nested.StdinTTY)
+	j, err := l.Run(t.Context(), vmmArgs(append([]string{"-append", "quiet"}, extra...)...), nested.StdinTTY)
 	if err != nil {
 		return nil, err
 	}

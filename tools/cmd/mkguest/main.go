@@ -89,9 +89,13 @@ func run(ctx context.Context, flavor guest.Flavor, out, cache string, modules []
 		}
 		return nil
 	}
-	// Invalidate first: if we die half way, the next run must rebuild.
+	// Invalidate first: if we die half way, the next run must rebuild,
+	// and no image of the last build may sit beside a new one.
 	if err := os.Remove(stampFile); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("remove stale stamp: %w", err)
+	}
+	if err := os.Remove(withIotool); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove stale %s: %w", withIotool, err)
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", out, err)

@@ -213,12 +213,18 @@ func prepare(ctx context.Context, o options, dir string) (*files, error) {
 		}
 	}
 	if !o.smoke {
-		ok, err := bench.InitrdHas(f.initrd, guest.IotoolPath)
-		if err != nil {
-			return nil, err
+		need := []string{f.initrd}
+		if o.params.FSFiles > 0 {
+			need = append(need, f.fsInitrd)
 		}
-		if !ok {
-			return nil, fmt.Errorf("%s has no /bin/vmm-iotool: give the image with it (make guest writes build/guest-cloud/initrd-iotool.cpio; the initrd.cpio beside it, the image vmm run jobs boot, has none)", f.initrd)
+		for _, p := range need {
+			ok, err := bench.InitrdHas(p, guest.IotoolPath)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, fmt.Errorf("%s has no /bin/vmm-iotool: give the image with it (make guest writes build/guest-cloud/initrd-iotool.cpio; the initrd.cpio beside it, the image vmm run jobs boot, has none)", p)
+			}
 		}
 	}
 	return f, nil
