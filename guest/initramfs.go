@@ -210,12 +210,11 @@ func imageEnv(ctx context.Context, root string) *golang.Environ {
 // AddIotool writes out: the newc archive in (an image BuildInitramfs
 // wrote) with vmm-iotool added at IotoolPath, built as BuildInitramfs
 // builds vmm-init (u-root's defaults: static, stripped, no inlining), as
-// one archive. The image users
-// boot leaves vmm-iotool out because the kernel copies every byte of
-// the initramfs into its rootfs at every boot, and vmm into guest RAM
-// before it: its 6 MB were a third of the image. An entry at IotoolPath
-// already in the archive is replaced. out is written to a temporary
-// file and renamed, so it is always complete.
+// one archive. The image users boot leaves vmm-iotool out because the
+// kernel copies every byte of the initramfs into its rootfs at every
+// boot, and vmm into guest RAM before it: its 6 MB were a third of the
+// image. An entry at IotoolPath already in the archive is replaced. out
+// is written to a temporary file and renamed, so it is always complete.
 func AddIotool(ctx context.Context, in, out string) error {
 	root, err := ModuleRoot(ctx)
 	if err != nil {
@@ -339,9 +338,10 @@ func ModuleRoot(ctx context.Context) (string, error) {
 
 // ImageSources returns the files, relative to the module root, of every
 // vmm package compiled into the image or the copy AddIotool writes:
-// vmm-init, vmm-iotool and everything of vmm's they import, wherever it lives (vmm-iotool's code is in
-// tools/iotool, shared with the nested harness). A build stamp must
-// hash these, or a change outside guest/ leaves a stale image behind.
+// vmm-init, vmm-iotool and everything of vmm's they import, wherever it
+// lives (vmm-iotool's code is in tools/iotool, shared with the nested
+// harness). A build stamp must hash these, or a change outside guest/
+// leaves a stale image behind.
 func ImageSources(ctx context.Context) ([]string, error) {
 	root, err := ModuleRoot(ctx)
 	if err != nil {
