@@ -13,7 +13,8 @@
 // The checksum is not there against tampering: whoever can write an
 // entry can compute a matching cryptographic hash too, so one would buy
 // nothing but time (about 50 ms per boot for Debian's vmlinux when its
-// entry was 53 MB; it is 41 MB since entries lost their zero tails); tampering is kept out by the ownership checks below. XXH64
+// entry was 53 MB; it is 41 MB since entries lost their zero tails);
+// tampering is kept out by the ownership checks below. XXH64
 // (github.com/cespare/xxhash, the implementation most Go projects use,
 // zstd's decoder among them) needs only plain integer instructions: 11
 // ms for that vmlinux here, against 17 ms for CRC-32C with SSE 4.2's
@@ -183,9 +184,8 @@ const maxEntry = 1 << 30
 // entry, or on the heap when it was just decompressed. An entry's pages
 // are read where they lie in the page cache, never copied to the heap
 // first: that read and the copy cost Debian's 53 MB vmlinux (41 MB
-// since entries lost their zero tails) 50 ms
-// natively and 0.1-0.3 s in the nested CI machines, a sixth of a warm
-// boot's setup there.
+// since entries lost their zero tails) 50 ms natively and 0.1-0.3 s in
+// the nested CI machines, a sixth of a warm boot's setup there.
 //
 // An entry's file is never written after it is renamed into place, and
 // only its owner, the user running vmm, can write it at all; but that
