@@ -68,7 +68,8 @@ func TestE2E(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if code != 0 || !strings.Contains(out, "create_vm=ok") {
+			// kept_vm: the agent's idle VM (l1init's keepvm.go).
+			if code != 0 || !strings.Contains(out, "create_vm=ok kept_vm=ok") {
 				t.Errorf("testkvm: status %d, output %q", code, out)
 			}
 			out, code, err = l.Exec(ctx, "l1tool", "stat", "/dev/kvm", "/nonexistent")

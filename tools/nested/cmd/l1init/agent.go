@@ -34,6 +34,8 @@ type agent struct {
 
 	jobMu sync.Mutex
 	job   *runningJob // nil when idle
+
+	kept *keptVM // see keepvm.go; held for L1's life
 }
 
 // runningJob is what the agent needs to finish a job: the pipe feeding its
@@ -97,6 +99,10 @@ func agentMain(logger *log.Logger) error {
 	if hello.KVM {
 		// Evidence only: without it L1 still works.
 		if err := traceShutdowns(); err != nil {
+			logger.Printf("%v", err)
+		}
+		// Without it too, but it then freezes more often.
+		if a.kept, err = keepVM(); err != nil {
 			logger.Printf("%v", err)
 		}
 	}

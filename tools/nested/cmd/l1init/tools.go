@@ -134,8 +134,35 @@ func testKVM() int {
 		return 1
 	}
 	unix.Close(vm)
-	fmt.Printf("kvm api=%d create_vm=ok\n", v)
+	fmt.Printf("kvm api=%d create_vm=ok kept_vm=%s\n", v, keptVMStatus("/proc/1/fd"))
 	return 0
+}
+
+// keptVMStatus says whether the agent (PID 1) holds the VM and vCPU of
+// keepvm.go, by the names KVM gives their files (anon_inode:kvm-vm,
+// anon_inode:kvm-vcpu:N).
+func keptVMStatus(fdDir string) string {
+	ents, err := os.ReadDir(fdDir)
+	if err != nil {
+		return err.Error()
+	}
+	vms, vcpus := 0, 0
+	for _, e := range ents {
+		l, err := os.Readlink(fdDir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		switch {
+		case l == "anon_inode:kvm-vm":
+			vms++
+		case strings.HasPrefix(l, "anon_inode:kvm-vcpu:"):
+			vcpus++
+		}
+	}
+	if vms == 1 && vcpus == 1 {
+		return "ok"
+	}
+	return fmt.Sprintf("vms=%d,vcpus=%d", vms, vcpus)
 }
 
 func statPaths(paths []string) int {
