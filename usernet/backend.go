@@ -9,39 +9,16 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/vmm-dev/vmm/usernet/vnethdr"
 )
 
 // HeaderSize is the virtio-net header in front of every frame Read
-// returns and Write takes: struct virtio_net_hdr_v1 (virtio v1.2 §5.1.6),
-// the same as virtio/net.HeaderSize (this package does not import the
-// device).
-const HeaderSize = 12
-
-// Virtio-net header fields (virtio v1.2 §5.1.6, struct virtio_net_hdr):
-// offsets, and the values Read writes for an offloaded TCP segment.
-const (
-	hdrFlags      = 0 // u8 flags
-	hdrGSOType    = 1 // u8 gso_type
-	hdrHdrLen     = 2 // le16 hdr_len
-	hdrGSOSize    = 4 // le16 gso_size
-	hdrCsumStart  = 6 // le16 csum_start
-	hdrCsumOffset = 8 // le16 csum_offset
-
-	hdrFNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
-	gsoTCPv4      = 1 // VIRTIO_NET_HDR_GSO_TCPV4
-)
-
-// TAP offload flags SetOffload takes (include/uapi/linux/if_tun.h),
-// which virtio/net passes on by what the driver negotiated.
-const (
-	tunCsum   = 0x01 // TUN_F_CSUM: partial checksums
-	tunTSO4   = 0x02 // TUN_F_TSO4
-	tunTSO6   = 0x04 // TUN_F_TSO6: accepted, never used (the stack has no IPv6)
-	tunTSOECN = 0x08 // TUN_F_TSO_ECN: accepted, never used (the stack sets no CWR)
-)
+// returns and Write takes (package vnethdr), the same as
+// virtio/net.HeaderSize (this package does not import the device).
+const HeaderSize = vnethdr.Len
 
 // gsoMaxSize is the largest segment the stack builds for the guest, its
 // headers included: 64 KiB, the most an IPv4 packet's length field and
@@ -120,14 +97,14 @@ func (n *Network) copyFrame(p []byte, f frame) (m int, ok bool) {
 	defer f.v.Release()
 	n.queued.Add(-int64(f.v.Size()))
 	flags := n.offload.Load()
-	if f.hdr[hdrGSOType] != 0 && flags&tunTSO4 == 0 {
+	if f.hdr[vnethdr.OffGSOType] != 0 && flags&vnethdr.TunTSO4 == 0 {
 		n.dropped.Add(1)
 		return 0, false
 	}
 	copy(p, f.hdr[:])
 	c := copy(p[HeaderSize:], f.v.AsSlice())
-	if f.hdr[hdrFlags]&hdrFNeedsCsum != 0 && flags&tunCsum == 0 {
-		if !finishChecksum(p[HeaderSize:HeaderSize+c], f.hdr) {
+	if f.hdr[vnethdr.OffFlags]&vnethdr.FNeedsCsum != 0 && flags&vnethdr.TunCsum == 0 {
+		if !vnethdr.FinishChecksum(p[HeaderSize:HeaderSize+c], f.hdr[:]) {
 			n.dropped.Add(1)
 			return 0, false
 		}
@@ -176,14 +153,15 @@ func (n *Network) Write(p []byte) (int, error) {
 }
 
 // SetOffload says which offloaded frames Read may return, as TUN_F_*
-// flags: partial checksums (tunCsum) and, with them, TSOv4 segments
-// (tunTSO4; tunTSO6 and tunTSOECN are accepted and unused). With both,
+// flags: partial checksums (vnethdr.TunCsum) and, with them, TSOv4
+// segments (vnethdr.TunTSO4; TunTSO6 and TunTSOECN are accepted and
+// never used, as the stack has no IPv6 and sets no CWR). With both,
 // the gateway tells the stack it takes large segments
 // (gateway.SupportedGSO), which TCP connections look up when they are
 // made. Anything else (UFO, USO) is refused.
 func (n *Network) SetOffload(flags uint32) error {
-	const tso = tunTSO4 | tunTSO6 | tunTSOECN
-	if flags&^(tunCsum|tso) != 0 || (flags&tso != 0 && flags&tunCsum == 0) {
+	const tso = vnethdr.TunTSO4 | vnethdr.TunTSO6 | vnethdr.TunTSOECN
+	if flags&^(vnethdr.TunCsum|tso) != 0 || (flags&tso != 0 && flags&vnethdr.TunCsum == 0) {
 		return fmt.Errorf("user network: unsupported offloads %#x", flags)
 	}
 	n.offload.Store(flags)
@@ -216,17 +194,17 @@ func (n *Network) SetWriteDeadline(t time.Time) error {
 func (n *Network) toGuest(pkt *stack.PacketBuffer) {
 	var hdr [HeaderSize]byte
 	if o := pkt.GSOOptions; o.Type != stack.GSONone && o.NeedsCsum {
-		hdr[hdrFlags] = hdrFNeedsCsum
-		binary.LittleEndian.PutUint16(hdr[hdrHdrLen:], uint16(pkt.HeaderSize()))
-		binary.LittleEndian.PutUint16(hdr[hdrCsumStart:], header.EthernetMinimumSize+o.L3HdrLen)
-		binary.LittleEndian.PutUint16(hdr[hdrCsumOffset:], o.CsumOffset)
+		hdr[vnethdr.OffFlags] = vnethdr.FNeedsCsum
+		binary.LittleEndian.PutUint16(hdr[vnethdr.OffHdrLen:], uint16(pkt.HeaderSize()))
+		binary.LittleEndian.PutUint16(hdr[vnethdr.OffCsumStart:], header.EthernetMinimumSize+o.L3HdrLen)
+		binary.LittleEndian.PutUint16(hdr[vnethdr.OffCsumOffset:], o.CsumOffset)
 		if pkt.Data().Size() > int(o.MSS) {
 			if o.Type != stack.GSOTCPv4 {
 				n.dropped.Add(1) // the stack has no IPv6: cannot happen
 				return
 			}
-			hdr[hdrGSOType] = gsoTCPv4
-			binary.LittleEndian.PutUint16(hdr[hdrGSOSize:], o.MSS)
+			hdr[vnethdr.OffGSOType] = vnethdr.GSOTCPv4
+			binary.LittleEndian.PutUint16(hdr[vnethdr.OffGSOSize:], o.MSS)
 		}
 	}
 	v := pkt.ToView()
@@ -245,20 +223,6 @@ func (n *Network) toGuest(pkt *stack.PacketBuffer) {
 		v.Release()
 		n.dropped.Add(1)
 	}
-}
-
-// finishChecksum does what a driver does with VIRTIO_NET_HDR_F_NEEDS_CSUM
-// (virtio v1.2 §5.1.6.2.1): it sums f from csum_start to the end, the
-// pseudo-header's sum already in place at csum_offset after it, and
-// stores the complement there. It reports false for offsets outside f.
-func finishChecksum(f []byte, hdr [HeaderSize]byte) bool {
-	start := int(binary.LittleEndian.Uint16(hdr[hdrCsumStart:]))
-	at := start + int(binary.LittleEndian.Uint16(hdr[hdrCsumOffset:]))
-	if at+2 > len(f) {
-		return false
-	}
-	binary.BigEndian.PutUint16(f[at:], ^checksum.Checksum(f[start:], 0))
-	return true
 }
 
 // deadline is a settable deadline whose channel is closed while the

@@ -15,6 +15,8 @@ import (
 	"github.com/miekg/dns"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vmm-dev/vmm/usernet/vnethdr"
 )
 
 // ipv4Frame builds an Ethernet frame from the guest to the gateway's MAC
@@ -84,11 +86,11 @@ func fuzzSeeds(t testing.TB) []fuzzSeed {
 	}
 
 	var tso [HeaderSize]byte
-	tso[hdrFlags] = hdrFNeedsCsum
-	tso[hdrGSOType] = gsoTCPv4
-	binary.LittleEndian.PutUint16(tso[hdrCsumStart:], header.EthernetMinimumSize+header.IPv4MinimumSize)
-	binary.LittleEndian.PutUint16(tso[hdrCsumOffset:], header.TCPChecksumOffset)
-	binary.LittleEndian.PutUint16(tso[hdrGSOSize:], MTU-40)
+	tso[vnethdr.OffFlags] = vnethdr.FNeedsCsum
+	tso[vnethdr.OffGSOType] = vnethdr.GSOTCPv4
+	binary.LittleEndian.PutUint16(tso[vnethdr.OffCsumStart:], header.EthernetMinimumSize+header.IPv4MinimumSize)
+	binary.LittleEndian.PutUint16(tso[vnethdr.OffCsumOffset:], header.TCPChecksumOffset)
+	binary.LittleEndian.PutUint16(tso[vnethdr.OffGSOSize:], MTU-40)
 
 	icmp := make([]byte, header.ICMPv4MinimumSize+8)
 	header.ICMPv4(icmp).SetType(header.ICMPv4Echo)
@@ -246,7 +248,7 @@ func FuzzWrite(f *testing.F) {
 	}
 	dialed := make(chan string, 1024)
 	n := refusingNetwork(f, dialed)
-	offloads := []uint32{0, tunCsum, tunCsum | tunTSO4}
+	offloads := []uint32{0, vnethdr.TunCsum, vnethdr.TunCsum | vnethdr.TunTSO4}
 	buf := make([]byte, HeaderSize+gsoMaxSize+header.EthernetMinimumSize)
 	f.Fuzz(func(t *testing.T, frame []byte, sel uint8) {
 		flags := offloads[int(sel)%len(offloads)]
@@ -295,23 +297,23 @@ func checkToGuest(p []byte, flags uint32) error {
 	}
 	u16 := func(off int) int { return int(binary.LittleEndian.Uint16(hdr[off:])) }
 	switch {
-	case hdr[hdrFlags] == 0 && hdr[hdrGSOType] == 0:
+	case hdr[vnethdr.OffFlags] == 0 && hdr[vnethdr.OffGSOType] == 0:
 		if len(f) > header.EthernetMinimumSize+MTU {
 			return fmt.Errorf("%d-byte frame without GSO", len(f))
 		}
 		return nil
-	case flags&tunCsum == 0:
+	case flags&vnethdr.TunCsum == 0:
 		return fmt.Errorf("virtio-net header for a driver that took no offloads")
-	case hdr[hdrFlags] != hdrFNeedsCsum:
-		return fmt.Errorf("virtio-net flags %#x", hdr[hdrFlags])
-	case u16(hdrCsumStart)+u16(hdrCsumOffset)+2 > len(f):
-		return fmt.Errorf("checksum at %d+%d in a %d-byte frame", u16(hdrCsumStart), u16(hdrCsumOffset), len(f))
-	case hdr[hdrGSOType] == 0:
+	case hdr[vnethdr.OffFlags] != vnethdr.FNeedsCsum:
+		return fmt.Errorf("virtio-net flags %#x", hdr[vnethdr.OffFlags])
+	case u16(vnethdr.OffCsumStart)+u16(vnethdr.OffCsumOffset)+2 > len(f):
+		return fmt.Errorf("checksum at %d+%d in a %d-byte frame", u16(vnethdr.OffCsumStart), u16(vnethdr.OffCsumOffset), len(f))
+	case hdr[vnethdr.OffGSOType] == 0:
 		return nil
-	case hdr[hdrGSOType] != gsoTCPv4 || flags&tunTSO4 == 0:
-		return fmt.Errorf("gso_type %d for offloads %#x", hdr[hdrGSOType], flags)
-	case u16(hdrGSOSize) == 0 || u16(hdrHdrLen) > len(f):
-		return fmt.Errorf("gso_size %d, hdr_len %d in a %d-byte frame", u16(hdrGSOSize), u16(hdrHdrLen), len(f))
+	case hdr[vnethdr.OffGSOType] != vnethdr.GSOTCPv4 || flags&vnethdr.TunTSO4 == 0:
+		return fmt.Errorf("gso_type %d for offloads %#x", hdr[vnethdr.OffGSOType], flags)
+	case u16(vnethdr.OffGSOSize) == 0 || u16(vnethdr.OffHdrLen) > len(f):
+		return fmt.Errorf("gso_size %d, hdr_len %d in a %d-byte frame", u16(vnethdr.OffGSOSize), u16(vnethdr.OffHdrLen), len(f))
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/vmm-dev/vmm/usernet/vnethdr"
 )
 
 // gateway is the stack's one link endpoint: the Ethernet port of the
@@ -72,7 +74,7 @@ func (g *gateway) Capabilities() stack.LinkEndpointCapabilities {
 // toGuest describes them to the driver. A connection looks this up once,
 // when it is made.
 func (g *gateway) SupportedGSO() stack.SupportedGSO {
-	if f := g.n.offload.Load(); f&tunCsum != 0 && f&tunTSO4 != 0 {
+	if f := g.n.offload.Load(); f&vnethdr.TunCsum != 0 && f&vnethdr.TunTSO4 != 0 {
 		return stack.HostGSOSupported
 	}
 	return stack.GSONotSupported

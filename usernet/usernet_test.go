@@ -34,6 +34,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/vmm-dev/vmm/usernet/vnethdr"
 )
 
 // testTimeout bounds every wait on the network in these tests.
@@ -256,13 +258,13 @@ func (g *guest) takeHeader(link guestLink, hdr, f []byte) error {
 		}
 		return nil
 	}
-	flags, gsoType := hdr[hdrFlags], hdr[hdrGSOType]
+	flags, gsoType := hdr[vnethdr.OffFlags], hdr[vnethdr.OffGSOType]
 	u16 := func(off int) int { return int(binary.LittleEndian.Uint16(hdr[off:])) }
 	if flags == 0 && gsoType == 0 {
 		return nil
 	}
 	eth := header.Ethernet(f)
-	if flags != hdrFNeedsCsum || eth.Type() != header.IPv4ProtocolNumber {
+	if flags != vnethdr.FNeedsCsum || eth.Type() != header.IPv4ProtocolNumber {
 		return fmt.Errorf("header % x on a frame of type %#x", hdr, eth.Type())
 	}
 	ip := header.IPv4(f[header.EthernetMinimumSize:])
@@ -271,7 +273,7 @@ func (g *guest) takeHeader(link guestLink, hdr, f []byte) error {
 	}
 	l4 := header.EthernetMinimumSize + int(ip.HeaderLength())
 	tcpLen := int(header.TCP(f[l4:]).DataOffset())
-	if u16(hdrCsumStart) != l4 || u16(hdrCsumOffset) != header.TCPChecksumOffset || u16(hdrHdrLen) != l4+tcpLen {
+	if u16(vnethdr.OffCsumStart) != l4 || u16(vnethdr.OffCsumOffset) != header.TCPChecksumOffset || u16(vnethdr.OffHdrLen) != l4+tcpLen {
 		return fmt.Errorf("header % x for a TCP header at %d of %d bytes", hdr, l4, tcpLen)
 	}
 	payload := len(f) - l4 - tcpLen
@@ -280,8 +282,8 @@ func (g *guest) takeHeader(link guestLink, hdr, f []byte) error {
 		if len(f)-header.EthernetMinimumSize > MTU {
 			return fmt.Errorf("%d-byte frame without GSO", len(f))
 		}
-	case gsoTCPv4:
-		if mss := u16(hdrGSOSize); mss == 0 || mss > MTU-40 || payload <= mss {
+	case vnethdr.GSOTCPv4:
+		if mss := u16(vnethdr.OffGSOSize); mss == 0 || mss > MTU-40 || payload <= mss {
 			return fmt.Errorf("gso_size %d for %d bytes of payload", mss, payload)
 		}
 		if int(ip.TotalLength()) != len(f)-header.EthernetMinimumSize {
@@ -300,7 +302,7 @@ func newLinkGuest(t *testing.T, n *Network, link guestLink) *guest {
 	t.Helper()
 	pace := link.pace
 	if link.offload {
-		if err := n.SetOffload(tunCsum | tunTSO4); err != nil {
+		if err := n.SetOffload(vnethdr.TunCsum | vnethdr.TunTSO4); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -344,12 +346,12 @@ func newLinkGuest(t *testing.T, n *Network, link guestLink) *guest {
 			}
 			hdr := make([]byte, HeaderSize)
 			if o := pkt.GSOOptions; o.Type != stack.GSONone && o.NeedsCsum {
-				hdr[hdrFlags] = hdrFNeedsCsum
-				binary.LittleEndian.PutUint16(hdr[hdrCsumStart:], header.EthernetMinimumSize+o.L3HdrLen)
-				binary.LittleEndian.PutUint16(hdr[hdrCsumOffset:], o.CsumOffset)
+				hdr[vnethdr.OffFlags] = vnethdr.FNeedsCsum
+				binary.LittleEndian.PutUint16(hdr[vnethdr.OffCsumStart:], header.EthernetMinimumSize+o.L3HdrLen)
+				binary.LittleEndian.PutUint16(hdr[vnethdr.OffCsumOffset:], o.CsumOffset)
 				if pkt.Data().Size() > int(o.MSS) {
-					hdr[hdrGSOType] = gsoTCPv4
-					binary.LittleEndian.PutUint16(hdr[hdrGSOSize:], o.MSS)
+					hdr[vnethdr.OffGSOType] = vnethdr.GSOTCPv4
+					binary.LittleEndian.PutUint16(hdr[vnethdr.OffGSOSize:], o.MSS)
 					g.sentTSO.Add(1)
 				}
 			}
@@ -954,15 +956,15 @@ func TestSetOffload(t *testing.T) {
 		gso   bool
 	}{
 		{0, true, false},
-		{tunCsum, true, false},
-		{tunCsum | tunTSO6, true, false},
-		{tunCsum | tunTSO4, true, true},
-		{tunCsum | tunTSO4 | tunTSO6, true, true},
-		{tunCsum | tunTSO4 | tunTSO6 | tunTSOECN, true, true},
-		{tunTSO4, false, false},
-		{tunTSOECN, false, false},
-		{tunCsum | 0x10, false, false}, // TUN_F_UFO
-		{tunCsum | 0x20, false, false}, // TUN_F_USO4
+		{vnethdr.TunCsum, true, false},
+		{vnethdr.TunCsum | vnethdr.TunTSO6, true, false},
+		{vnethdr.TunCsum | vnethdr.TunTSO4, true, true},
+		{vnethdr.TunCsum | vnethdr.TunTSO4 | vnethdr.TunTSO6, true, true},
+		{vnethdr.TunCsum | vnethdr.TunTSO4 | vnethdr.TunTSO6 | vnethdr.TunTSOECN, true, true},
+		{vnethdr.TunTSO4, false, false},
+		{vnethdr.TunTSOECN, false, false},
+		{vnethdr.TunCsum | 0x10, false, false}, // TUN_F_UFO
+		{vnethdr.TunCsum | 0x20, false, false}, // TUN_F_USO4
 	} {
 		n.SetOffload(0)
 		err := n.SetOffload(tc.flags)
@@ -1003,7 +1005,7 @@ func tcpSegment(t *testing.T, payload int) *stack.PacketBuffer {
 // Frames queued for one driver and read by another (a reset in between)
 // are fitted to the reader: its offloads decide, not those at queueing.
 func TestOffloadFittedAtRead(t *testing.T) {
-	const all = tunCsum | tunTSO4
+	const all = vnethdr.TunCsum | vnethdr.TunTSO4
 	for _, tc := range []struct {
 		name         string
 		payload      int
@@ -1015,7 +1017,7 @@ func TestOffloadFittedAtRead(t *testing.T) {
 		{"small, offloads kept", 100, all, all, true, true, false},
 		{"small, offloads withdrawn", 100, all, 0, false, true, true},
 		{"large, offloads kept", 3000, all, all, true, true, false},
-		{"large, TSO withdrawn", 3000, all, tunCsum, false, false, false},
+		{"large, TSO withdrawn", 3000, all, vnethdr.TunCsum, false, false, false},
 		{"large, offloads withdrawn", 3000, all, 0, false, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1035,13 +1037,13 @@ func TestOffloadFittedAtRead(t *testing.T) {
 				return
 			}
 			hdr, f := buf[:HeaderSize], buf[HeaderSize:m]
-			if got := hdr[hdrFlags] == hdrFNeedsCsum; got != tc.wantHdr {
+			if got := hdr[vnethdr.OffFlags] == vnethdr.FNeedsCsum; got != tc.wantHdr {
 				t.Errorf("header % x: NEEDS_CSUM %v, want %v", hdr, got, tc.wantHdr)
 			}
 			if !tc.wantHdr && !bytes.Equal(hdr, make([]byte, HeaderSize)) {
 				t.Errorf("header % x, want zeros", hdr)
 			}
-			if tc.wantHdr && (tc.payload > 1000) != (hdr[hdrGSOType] == gsoTCPv4) {
+			if tc.wantHdr && (tc.payload > 1000) != (hdr[vnethdr.OffGSOType] == vnethdr.GSOTCPv4) {
 				t.Errorf("header % x: gso_type for a %d-byte payload", hdr, tc.payload)
 			}
 			ip := header.IPv4(f[header.EthernetMinimumSize:])

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmm-dev/vmm/usernet/vnethdr"
 )
 
 // modeEnv makes this test binary a helper (TestMain) whose network is
@@ -140,7 +142,7 @@ func TestFrames(t *testing.T) {
 	buf := make([]byte, maxFrame)
 	for _, size := range []int{26, 1514 + 12, maxFrame} {
 		frame := bytes.Repeat([]byte{byte(size)}, size)
-		clear(frame[:headerSize]) // a whole frame, no offloads
+		clear(frame[:vnethdr.Len]) // a whole frame, no offloads
 		if k, err := n.Write(frame); err != nil || k != size {
 			t.Fatalf("Write of %d bytes: %d, %v", size, k, err)
 		}
@@ -162,7 +164,7 @@ func TestFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 		if ok {
-			if string(buf[headerSize:k]) != "abcdefghijklmnopqrstuvwxyz" {
+			if string(buf[vnethdr.Len:k]) != "abcdefghijklmnopqrstuvwxyz" {
 				t.Fatalf("TryRead: %q", buf[:k])
 			}
 			break
@@ -241,21 +243,21 @@ func TestFit(t *testing.T) {
 	// An IPv4 TCP segment's checksum field at 14+20+16 = 50 of the frame
 	// (csum_start 34, csum_offset 16), holding a pseudo-header sum.
 	frame := func(flags, gso byte) []byte {
-		p := make([]byte, headerSize+80)
-		p[hdrFlags], p[hdrGSOType] = flags, gso
-		binary.LittleEndian.PutUint16(p[hdrCsumStart:], 34)
-		binary.LittleEndian.PutUint16(p[hdrCsumOffset:], 16)
-		for i := headerSize + 34; i < len(p); i++ {
+		p := make([]byte, vnethdr.Len+80)
+		p[vnethdr.OffFlags], p[vnethdr.OffGSOType] = flags, gso
+		binary.LittleEndian.PutUint16(p[vnethdr.OffCsumStart:], 34)
+		binary.LittleEndian.PutUint16(p[vnethdr.OffCsumOffset:], 16)
+		for i := vnethdr.Len + 34; i < len(p); i++ {
 			p[i] = byte(i * 7)
 		}
-		binary.BigEndian.PutUint16(p[headerSize+50:], 0x1234)
+		binary.BigEndian.PutUint16(p[vnethdr.Len+50:], 0x1234)
 		return p
 	}
 	// valid says the checksummed span sums to 0xffff, as RFC 1071 wants
 	// of data with its checksum in place (the pseudo-header's share
 	// being the 0x1234 the field held).
 	valid := func(p []byte) bool {
-		b := p[headerSize+34:]
+		b := p[vnethdr.Len+34:]
 		sum := uint32(0x1234)
 		for i := 0; i+1 < len(b); i += 2 {
 			sum += uint32(b[i])<<8 | uint32(b[i+1])
@@ -272,10 +274,10 @@ func TestFit(t *testing.T) {
 		ok, summed bool
 	}{
 		{"whole frame, no offloads", 0, 0, 0, true, false},
-		{"TSO segment, no TSO", tunCsum, hdrFNeedsCsum, 1, false, false},
-		{"TSO segment, TSO", tunCsum | tunTSO4, hdrFNeedsCsum, 1, true, false},
-		{"partial checksum, no CSUM", 0, hdrFNeedsCsum, 0, true, true},
-		{"partial checksum, CSUM", tunCsum, hdrFNeedsCsum, 0, true, false},
+		{"TSO segment, no TSO", vnethdr.TunCsum, vnethdr.FNeedsCsum, 1, false, false},
+		{"TSO segment, TSO", vnethdr.TunCsum | vnethdr.TunTSO4, vnethdr.FNeedsCsum, 1, true, false},
+		{"partial checksum, no CSUM", 0, vnethdr.FNeedsCsum, 0, true, true},
+		{"partial checksum, CSUM", vnethdr.TunCsum, vnethdr.FNeedsCsum, 0, true, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			n := &Network{}
@@ -292,18 +294,18 @@ func TestFit(t *testing.T) {
 				t.Fatalf("%d bytes, want %d", k, len(p))
 			}
 			if tt.summed {
-				if p[hdrFlags] != 0 || !valid(p) {
-					t.Errorf("flags %#x after finishing, checksum valid %v", p[hdrFlags], valid(p))
+				if p[vnethdr.OffFlags] != 0 || !valid(p) {
+					t.Errorf("flags %#x after finishing, checksum valid %v", p[vnethdr.OffFlags], valid(p))
 				}
-			} else if binary.BigEndian.Uint16(p[headerSize+50:]) != 0x1234 {
+			} else if binary.BigEndian.Uint16(p[vnethdr.Len+50:]) != 0x1234 {
 				t.Errorf("the checksum field changed")
 			}
 		})
 	}
 	// A checksum field outside the frame: dropped, not written past it.
 	n := &Network{}
-	p := frame(hdrFNeedsCsum, 0)
-	binary.LittleEndian.PutUint16(p[hdrCsumStart:], 70)
+	p := frame(vnethdr.FNeedsCsum, 0)
+	binary.LittleEndian.PutUint16(p[vnethdr.OffCsumStart:], 70)
 	if _, ok := n.fit(p, len(p)); ok {
 		t.Error("a frame whose checksum field lies past its end passed")
 	}
