@@ -569,6 +569,23 @@ type guest struct {
 
 var rcRE = regexp.MustCompile(`bench-rc-(\d+)`)
 
+// promptRE is the guest shell's prompt. The next command is typed only
+// once the prompt that follows the last one's status line has appeared:
+// typed sooner, its echo and the prompt interleave on the console
+// ("echo bench-rc-$", then "$ ", then "?"), typedRE never matches, and
+// the attempt fails as if the guest had hung. QEMU's guest, whose
+// console lags more, lost 6 of 9 attempts that way in a QEMU-only run
+// (2026-12-05), a failure the earlier runs took for its guest hanging.
+var promptRE = regexp.MustCompile(`\$ `)
+
+// prompt waits for the shell's next prompt (promptRE).
+func (g *guest) prompt() error {
+	if _, err := g.con.Expect(promptRE, cmdTimeout); err != nil {
+		return fmt.Errorf("shell prompt: %w", err)
+	}
+	return nil
+}
+
 // run types a shell command and waits for it to finish, returning its
 // output; a nonzero status is an error. The status comes from an echo
 // appended to the line: the echoed command line shows "$?", not digits.
@@ -578,6 +595,9 @@ func (g *guest) run(cmd string, timeout time.Duration) (string, error) {
 	}
 	out, err := g.con.Expect(rcRE, timeout)
 	if err != nil {
+		return out, err
+	}
+	if err := g.prompt(); err != nil {
 		return out, err
 	}
 	m := rcRE.FindAllStringSubmatch(out, -1)
@@ -666,6 +686,9 @@ func (r *Runner) startPhase(ctx context.Context, g *guest, ph *phase) (*phase, e
 func (r *Runner) finish(ctx context.Context, g *guest, ph *phase, units float64, timeout time.Duration) (string, *Cost, error) {
 	out, err := g.con.Expect(rcRE, timeout)
 	if err != nil {
+		return out, nil, err
+	}
+	if err := g.prompt(); err != nil {
 		return out, nil, err
 	}
 	m := rcRE.FindAllStringSubmatch(out, -1)
@@ -867,6 +890,9 @@ func (r *Runner) boot(ctx context.Context, s System, args []string) (*guest, err
 	}
 	if _, err := con.Expect(regexp.MustCompile(`bench-42`), cmdTimeout); err != nil {
 		return fail(fmt.Errorf("shell: %w", err))
+	}
+	if err := g.prompt(); err != nil {
+		return fail(err)
 	}
 	// Kernel messages on the console (at quiet's level 4, errors such
 	// as those nesting can cause still appear) could land inside a

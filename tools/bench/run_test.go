@@ -40,6 +40,10 @@ type fakeHost struct {
 	killed      int
 	execs       []string
 	mounts      []string // the guests' mount commands
+	// latePrompt: the guest's shell prints its prompt a while after a
+	// command's status line, and a line typed meanwhile has the prompt
+	// inside its echo, as QEMU's guest's console does.
+	latePrompt bool
 }
 
 func newFakeHost(t *testing.T) *fakeHost {
@@ -57,6 +61,8 @@ type fakeConsole struct {
 
 	pid      int
 	typed    string // input before Enter
+	pmu      sync.Mutex
+	pending  bool   // latePrompt: a prompt not yet printed
 	redirect bool   // the running command's output goes to file
 	file     string // /tmp/bench.out
 	// The VM's counters and the VMM's CPU ticks: every workload adds
@@ -129,7 +135,7 @@ func flags(cmd string) map[string]string {
 }
 
 func (c *fakeConsole) Send(s string) error {
-	c.Write([]byte(s)) // the guest's echo
+	c.echo(s)
 	c.typed += s
 	if !strings.HasSuffix(c.typed, "\n") {
 		return nil // Enter comes later
@@ -186,7 +192,37 @@ func (c *fakeConsole) output(out string, rc int) {
 	if c.redirect {
 		c.file, out = out, ""
 	}
-	c.Write([]byte(out + fmt.Sprintf("bench-rc-%d\r\n$ ", rc)))
+	if !c.h.latePrompt {
+		c.Write([]byte(out + fmt.Sprintf("bench-rc-%d\r\n$ ", rc)))
+		return
+	}
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	c.Write([]byte(out + fmt.Sprintf("bench-rc-%d\r\n", rc)))
+	c.pending = true
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		c.pmu.Lock()
+		defer c.pmu.Unlock()
+		if c.pending {
+			c.pending = false
+			c.Write([]byte("$ "))
+		}
+	}()
+}
+
+// echo is the guest's echo of typed input, with a pending late prompt
+// landing just before its last character.
+func (c *fakeConsole) echo(s string) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if !c.pending || s == "" {
+		c.Write([]byte(s))
+		return
+	}
+	c.pending = false
+	at := max(0, len(strings.TrimSuffix(s, "\n"))-1)
+	c.Write([]byte(s[:at] + "$ " + s[at:]))
 }
 
 // guestCommand returns the command's output and status; -1 means it is
@@ -475,6 +511,24 @@ func TestRunnerRounds(t *testing.T) {
 		if !strings.Contains(execs, want) {
 			t.Errorf("no exec %q in:\n%s", want, execs)
 		}
+	}
+}
+
+// A shell whose prompt comes late is waited for: typed before it, the
+// next command's echo would hold the prompt and never match.
+func TestRunnerLatePrompt(t *testing.T) {
+	h := newFakeHost(t)
+	h.latePrompt = true
+	r := testRunner(h)
+	rep := &Report{}
+	if err := r.Run(t.Context(), rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Failures) != 0 {
+		t.Errorf("failed attempts with a late prompt: %v", rep.Failures)
+	}
+	if got := rep.Ratio("blk-seq-read"); got != 2 {
+		t.Errorf("blk-seq-read: ratio %v, want 2", got)
 	}
 }
 
