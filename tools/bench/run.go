@@ -688,9 +688,6 @@ func (r *Runner) finish(ctx context.Context, g *guest, ph *phase, units float64,
 	if err != nil {
 		return out, nil, err
 	}
-	if err := g.prompt(); err != nil {
-		return out, nil, err
-	}
 	m := rcRE.FindAllStringSubmatch(out, -1)
 	rc := m[len(m)-1][1]
 	var cost *Cost
@@ -708,6 +705,11 @@ func (r *Runner) finish(ctx context.Context, g *guest, ph *phase, units float64,
 		case err != nil:
 			r.logf("warning: %s: no cost for %q: %v", g.sys.Name, ph.cmd, firstLine(err))
 		}
+	}
+	// The prompt after the sample, so that its output and the
+	// console's lag stay outside the measured window.
+	if err := g.prompt(); err != nil {
+		return "", nil, err
 	}
 	res, err := g.run("cat "+outFile, cmdTimeout)
 	if err != nil {

@@ -92,7 +92,11 @@ func FuzzFinishChecksum(f *testing.F) {
 		if at+2 <= len(frame) {
 			pseudo = binary.BigEndian.Uint16(frame[at:])
 		}
+		before := string(frame)
 		ok := FinishChecksum(frame, header(start, offset))
+		if !ok && string(frame) != before {
+			t.Fatalf("the frame changed although FinishChecksum failed")
+		}
 		if want := int(start)+int(offset)+2 <= len(frame); ok != want {
 			t.Fatalf("FinishChecksum(%d bytes, %d, %d) = %v, want %v", len(frame), start, offset, ok, want)
 		}
