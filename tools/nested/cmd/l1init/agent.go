@@ -101,7 +101,8 @@ func agentMain(logger *log.Logger) error {
 		if err := traceShutdowns(); err != nil {
 			logger.Printf("%v", err)
 		}
-		// Without it too, but it then freezes more often.
+		// L1 works without the kept VM too, but freezes more often
+		// (keepvm.go).
 		if a.kept, err = keepVM(); err != nil {
 			logger.Printf("%v", err)
 		}

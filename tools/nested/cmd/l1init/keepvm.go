@@ -22,10 +22,10 @@ import (
 //
 // keptVM holds one VM with an in-kernel interrupt controller and one
 // vCPU that never runs (so its APIC stays disabled), for L1's whole
-// life: it keeps both keys (and
-// the CPUs' virtualization, which KVM enables with the first VM) on, so
-// the VMs the jobs start and stop never patch code. It costs L1 one
-// idle VM's kernel memory and nothing per job.
+// life: it keeps both keys (and the CPUs' virtualization, which KVM
+// enables with the first VM) on, so the VMs the jobs start and stop
+// never patch code. It costs L1 one idle VM's kernel memory and nothing
+// per job.
 type keptVM struct {
 	sys  *kvm.System
 	vm   *kvm.VM
