@@ -245,6 +245,19 @@ type Runner struct {
 	Only []string
 
 	port int // next TCP port, so a stuck listener never collides
+	// cmdWait is how long a guest command or its prompt may take; 0
+	// means cmdTimeout. Tests shorten it, so that a harness that waits
+	// for the wrong thing fails in seconds, not after a minute per
+	// attempt.
+	cmdWait time.Duration
+}
+
+// cmdDeadline is how long a guest command or its prompt may take.
+func (r *Runner) cmdDeadline() time.Duration {
+	if r.cmdWait > 0 {
+		return r.cmdWait
+	}
+	return cmdTimeout
 }
 
 func (r *Runner) logf(format string, args ...any) {
@@ -503,7 +516,7 @@ func (r *Runner) smokeFS(ctx context.Context, s System) (err error) {
 			err = r.withTails(errors.Join(err, stop(g.con, s.Name)))
 		}
 	}()
-	if _, err := g.run(s.FSMount+" && ls -l "+path.Join(fsMnt, fsSeqFile), cmdTimeout); err != nil {
+	if _, err := g.run(s.FSMount+" && ls -l "+path.Join(fsMnt, fsSeqFile), r.cmdDeadline()); err != nil {
 		return err
 	}
 	return g.poweroff(r)
@@ -515,7 +528,7 @@ func (r *Runner) smokeGuest(ctx context.Context, s System) (err error) {
 	if err != nil {
 		return err
 	}
-	g := &guest{con: con, sys: s}
+	g := &guest{con: con, sys: s, wait: r.cmdDeadline()}
 	defer func() {
 		if err != nil {
 			err = r.withTails(errors.Join(err, stop(con, s.Name)))
@@ -525,10 +538,10 @@ func (r *Runner) smokeGuest(ctx context.Context, s System) (err error) {
 		return fmt.Errorf("boot: %w", err)
 	}
 	r.logf("smoke %s: ready after %s", s.Name, time.Since(t0).Round(100*time.Millisecond))
-	if _, err := g.run("ls /dev/vda", cmdTimeout); err != nil {
+	if _, err := g.run("ls /dev/vda", r.cmdDeadline()); err != nil {
 		return err
 	}
-	if _, err := g.run("ip link set dev eth0 up", cmdTimeout); err != nil {
+	if _, err := g.run("ip link set dev eth0 up", r.cmdDeadline()); err != nil {
 		return err
 	}
 	if err := r.userNetUp(g); err != nil {
@@ -563,8 +576,9 @@ func (r *Runner) exec(ctx context.Context, timeout time.Duration, args ...string
 
 // guest is one booted guest's console.
 type guest struct {
-	con Console
-	sys System
+	con  Console
+	sys  System
+	wait time.Duration // Runner.cmdDeadline
 }
 
 var rcRE = regexp.MustCompile(`bench-rc-(\d+)`)
@@ -580,7 +594,7 @@ var promptRE = regexp.MustCompile(`\$ `)
 
 // prompt waits for the shell's next prompt (promptRE).
 func (g *guest) prompt() error {
-	if _, err := g.con.Expect(promptRE, cmdTimeout); err != nil {
+	if _, err := g.con.Expect(promptRE, g.wait); err != nil {
 		return fmt.Errorf("shell prompt: %w", err)
 	}
 	return nil
@@ -644,7 +658,7 @@ func (r *Runner) startListener(ctx context.Context, g *guest, cmd string) (*phas
 	if err != nil {
 		return nil, err
 	}
-	if _, err := g.con.Expect(listeningRE, cmdTimeout); err != nil {
+	if _, err := g.con.Expect(listeningRE, r.cmdDeadline()); err != nil {
 		return nil, fmt.Errorf("waiting for %q to listen: %w", cmd, err)
 	}
 	return ph, nil
@@ -662,7 +676,7 @@ func (r *Runner) startPhase(ctx context.Context, g *guest, ph *phase) (*phase, e
 	if err := g.con.Send(ph.cmd + redirect + "; echo bench-rc-$?"); err != nil {
 		return nil, err
 	}
-	if _, err := g.con.Expect(typedRE, cmdTimeout); err != nil {
+	if _, err := g.con.Expect(typedRE, r.cmdDeadline()); err != nil {
 		return nil, fmt.Errorf("echo of %q: %w", ph.cmd, err)
 	}
 	s, err := r.sample(ctx, g.sys)
@@ -711,7 +725,7 @@ func (r *Runner) finish(ctx context.Context, g *guest, ph *phase, units float64,
 	if err := g.prompt(); err != nil {
 		return "", nil, err
 	}
-	res, err := g.run("cat "+outFile, cmdTimeout)
+	res, err := g.run("cat "+outFile, r.cmdDeadline())
 	if err != nil {
 		return "", nil, fmt.Errorf("output of %q: %w", ph.cmd, err)
 	}
@@ -750,7 +764,7 @@ func (r *Runner) measured(ctx context.Context, g *guest, cmd string, units float
 // benchtool (in L1, where the VMM runs). One VMM runs at a time, so its
 // command name finds it.
 func (r *Runner) sample(ctx context.Context, s System) (kvmstats.Sample, error) {
-	out, err := r.exec(ctx, cmdTimeout, r.Layout.BenchTool, "vmstat", commName(s.Args[0]))
+	out, err := r.exec(ctx, r.cmdDeadline(), r.Layout.BenchTool, "vmstat", commName(s.Args[0]))
 	if err != nil {
 		return kvmstats.Sample{}, fmt.Errorf("sampling %s's VM: %w", s.Name, err)
 	}
@@ -781,11 +795,11 @@ func (r *Runner) runGuest(ctx context.Context, s System, costs map[string]*Cost)
 		}
 		err = r.withTails(errors.Join(err, stop(g.con, s.Name)))
 	}()
-	if _, err := g.run("ip addr add "+s.GuestIP+"/24 dev eth0 && ip link set dev eth0 up", cmdTimeout); err != nil {
+	if _, err := g.run("ip addr add "+s.GuestIP+"/24 dev eth0 && ip link set dev eth0 up", r.cmdDeadline()); err != nil {
 		return nil, fmt.Errorf("network setup: %w", err)
 	}
 	// Also resolves the neighbours both ways before anything is timed.
-	if _, err := g.run("vmm-iotool ping -addr "+s.HostIP+" -count 3", cmdTimeout); err != nil {
+	if _, err := g.run("vmm-iotool ping -addr "+s.HostIP+" -count 3", r.cmdDeadline()); err != nil {
 		return nil, fmt.Errorf("ping %s: %w", s.HostIP, err)
 	}
 	if err := r.userNetUp(g); err != nil {
@@ -863,7 +877,7 @@ func (r *Runner) runGuest(ctx context.Context, s System, costs map[string]*Cost)
 // sure userIf is that card and not the TAP's: the cards' order is the
 // VMM's, vmm's by flag order, QEMU's by PCI slot.
 func (r *Runner) userNetUp(g *guest) error {
-	out, err := g.run("cat /sys/class/net/"+userIf+"/address && ip addr add "+userGuestIP+"/24 dev "+userIf+" && ip link set dev "+userIf+" up", cmdTimeout)
+	out, err := g.run("cat /sys/class/net/"+userIf+"/address && ip addr add "+userGuestIP+"/24 dev "+userIf+" && ip link set dev "+userIf+" up", r.cmdDeadline())
 	if err != nil {
 		return fmt.Errorf("user-mode network setup: %w", err)
 	}
@@ -880,7 +894,7 @@ func (r *Runner) boot(ctx context.Context, s System, args []string) (*guest, err
 	if err != nil {
 		return nil, err
 	}
-	g := &guest{con: con, sys: s}
+	g := &guest{con: con, sys: s, wait: r.cmdDeadline()}
 	fail := func(err error) (*guest, error) { return nil, r.withTails(errors.Join(err, stop(con, s.Name))) }
 	if _, err := con.Expect(readyRE, bootTimeout); err != nil {
 		return fail(fmt.Errorf("boot: %w", err))
@@ -890,7 +904,7 @@ func (r *Runner) boot(ctx context.Context, s System, args []string) (*guest, err
 	if err := con.Send("echo bench-$((6*7))\n"); err != nil {
 		return fail(err)
 	}
-	if _, err := con.Expect(regexp.MustCompile(`bench-42`), cmdTimeout); err != nil {
+	if _, err := con.Expect(regexp.MustCompile(`bench-42`), r.cmdDeadline()); err != nil {
 		return fail(fmt.Errorf("shell: %w", err))
 	}
 	if err := g.prompt(); err != nil {
@@ -899,7 +913,7 @@ func (r *Runner) boot(ctx context.Context, s System, args []string) (*guest, err
 	// Kernel messages on the console (at quiet's level 4, errors such
 	// as those nesting can cause still appear) could land inside a
 	// result line.
-	if _, err := g.run("echo 1 > /proc/sys/kernel/printk", cmdTimeout); err != nil {
+	if _, err := g.run("echo 1 > /proc/sys/kernel/printk", r.cmdDeadline()); err != nil {
 		return fail(fmt.Errorf("console log level: %w", err))
 	}
 	return g, nil
@@ -934,7 +948,7 @@ func (r *Runner) fsGuest(ctx context.Context, s System, costs map[string]*Cost) 
 			err = r.withTails(errors.Join(err, stop(g.con, s.Name)))
 		}
 	}()
-	if _, err := g.run(s.FSMount, cmdTimeout); err != nil {
+	if _, err := g.run(s.FSMount, r.cmdDeadline()); err != nil {
 		return nil, fmt.Errorf("mount: %w", err)
 	}
 	// A failed attempt before this one may have left files behind.

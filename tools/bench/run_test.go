@@ -413,7 +413,7 @@ func testRunner(h *fakeHost) *Runner {
 	p := DefaultParams()
 	p.Rounds, p.SeqBytes, p.TCPBytes, p.DiskBytes = 3, 4<<20, 3<<20, 8<<20
 	p.FSFiles = 0 // TestRunnerSharedDir turns it on
-	return &Runner{Host: h, Params: p, Layout: Layout{VMM: "/vmm", QEMU: "/usr/bin/qemu-system-x86_64", Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool",
+	return &Runner{Host: h, Params: p, cmdWait: 5 * time.Second, Layout: Layout{VMM: "/vmm", QEMU: "/usr/bin/qemu-system-x86_64", Disk: "/tmp/disk.img", L1Tool: "/bin/l1tool", BenchTool: "/bin/benchtool",
 		FSKernel: "/guest/fs-bzImage", FSInitrd: "/guest/initrd-fs.cpio", FSDir: "/tmp/fsbench", LoopbackDown: true}}
 }
 
