@@ -31,6 +31,7 @@ var Workloads = []Workload{
 	{Key: "tcp-user-host-to-guest", Name: "virtio-net TCP host → guest, user-mode port forward", Unit: "MiB"},
 	{Key: "fs-files", Name: "shared dir: create, stat and read back small files", Unit: "file", FS: true},
 	{Key: "fs-seq-read", Name: "shared dir: sequential read", Unit: "MiB", FS: true},
+	{Key: "fs-seq-reread", Name: "shared dir: sequential read again (guest RAM used before)", Unit: "MiB", FS: true},
 }
 
 // Cost is what one workload phase cost one VM in one round: the

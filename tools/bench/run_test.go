@@ -431,7 +431,7 @@ func TestRunnerSharedDir(t *testing.T) {
 	if got, want := strings.Join(h.started, ","), "vmm,vmm-fs,QEMU,QEMU-fs,QEMU,QEMU-fs,vmm,vmm-fs,vmm,vmm-fs,QEMU,QEMU-fs"; got != want {
 		t.Errorf("boot order %s, want %s", got, want)
 	}
-	want := map[string]float64{"fs-create": 4, "fs-stat": 2, "fs-read": 3, "fs-seq-read": 8}
+	want := map[string]float64{"fs-create": 4, "fs-stat": 2, "fs-read": 3, "fs-seq-read": 8, "fs-seq-reread": 8}
 	for key, v := range want {
 		if got := Median(rep.Samples[SysQEMU][key]); got != v {
 			t.Errorf("%s: QEMU median %v, want %v", key, got, v)
