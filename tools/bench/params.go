@@ -20,8 +20,9 @@ type Params struct {
 
 	// The shared-directory workload (vmm's virtio-fs against QEMU's
 	// 9p), in boots of its own with Layout.FSKernel: FSFiles small
-	// files of FSFileSize bytes created, stat'ed and read back, and one
-	// sequential read of FSSeqBytes. FSFiles 0 leaves it out.
+	// files of FSFileSize bytes created, stat'ed and read back, and a
+	// file of FSSeqBytes read sequentially twice, from an emptied page
+	// cache each time. FSFiles 0 leaves it out.
 	FSFiles    int   `json:"fs_files"`
 	FSFileSize int   `json:"fs_file_size"`
 	FSSeqBytes int64 `json:"fs_seq_bytes"`
@@ -77,7 +78,7 @@ func (p Params) describe() string {
 	s := fmt.Sprintf("sequential %s per direction in 1 MiB O_DIRECT blocks, random read 4 KiB O_DIRECT for %d s, TCP %s per direction over each network (a TAP, and a user-mode network whose host end is 127.0.0.1), on a %s raw image in RAM, guest %d MiB / 1 vCPU",
 		mib(p.SeqBytes), p.RandSeconds, mib(p.TCPBytes), mib(p.DiskBytes), p.GuestMiB)
 	if p.fs() {
-		s += fmt.Sprintf("; shared directory (in RAM): %d files of %d bytes created (then sync), stat'ed and read back, and a %s file read in 1 MiB reads, the guest's caches dropped before each phase but the first",
+		s += fmt.Sprintf("; shared directory (in RAM): %d files of %d bytes created (then sync), stat'ed and read back, and a %s file read twice in 1 MiB reads, the guest's caches dropped before each phase but the first",
 			p.FSFiles, p.FSFileSize, mib(p.FSSeqBytes))
 	}
 	return s

@@ -245,8 +245,8 @@ type Runner struct {
 	Only []string
 
 	port int // next TCP port, so a stuck listener never collides
-	// cmdWait is how long a guest command or its prompt may take; 0
-	// means cmdTimeout. Tests shorten it, so that a harness that waits
+	// cmdWait is how long a guest command, its prompt or a short host
+	// command may take; 0 means cmdTimeout. Tests shorten it, so that a harness that waits
 	// for the wrong thing fails in seconds, not after a minute per
 	// attempt.
 	cmdWait time.Duration
@@ -936,8 +936,9 @@ func (g *guest) poweroff(r *Runner) error {
 }
 
 // fsGuest boots s's shared-directory guest, mounts Layout.FSDir (vmm's
-// virtio-fs, QEMU's 9p) and times the file workload and the sequential
-// read in it; the small files are removed on the host afterwards.
+// virtio-fs, QEMU's 9p) and times the file workload and the two
+// sequential reads in it; the small files are removed on the host
+// afterwards.
 func (r *Runner) fsGuest(ctx context.Context, s System, costs map[string]*Cost) (vals map[string]float64, err error) {
 	g, err := r.boot(ctx, s, s.FSArgs)
 	if err != nil {

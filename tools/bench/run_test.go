@@ -58,6 +58,9 @@ type fakeConsole struct {
 	recvOn string // guest tcp-recv port once it listens, "" if none (under h.mu)
 	userUp bool   // the guest configured its user-mode card
 	sentTo string // the host the guest's last tcp-send reached
+	// seqReads counts the guest's fs-seq-read commands: the second of a
+	// boot (the read again, in RAM used before) takes 6 time units, not 8.
+	seqReads int
 
 	pid      int
 	typed    string // input before Enter
@@ -271,9 +274,17 @@ func (c *fakeConsole) guestCommand(cmd string) (string, int) {
 		// Times: vmm takes half as long.
 		return fmt.Sprintf("iotool: fs-files files=%s size=%s create_s=%g stat_s=%g read_s=%g seconds=1\r\n", f["count"], f["size"], 4/c.scale, 2/c.scale, 3/c.scale), 0
 	case "fs-seq-read":
+		if !strings.Contains(cmd, " -drop-caches") {
+			return "unexpected: a sequential read from a warm page cache: " + cmd + "\r\n", 1
+		}
+		c.seqReads++
 		n, _ := strconv.ParseInt(f["bytes"], 10, 64)
 		c.work(float64(n) / (1 << 20))
-		return fmt.Sprintf("iotool: fs-seq-read bytes=%s seconds=%g mibps=1\r\n", f["bytes"], 8/c.scale), 0
+		t := 8.0
+		if c.seqReads == 2 {
+			t = 6
+		}
+		return fmt.Sprintf("iotool: fs-seq-read bytes=%s seconds=%g mibps=1\r\n", f["bytes"], t/c.scale), 0
 	case "ping":
 		return "iotool: ping sent=3 received=3\r\n", 0
 	case "blk-seq-write", "blk-seq-read":
@@ -431,7 +442,7 @@ func TestRunnerSharedDir(t *testing.T) {
 	if got, want := strings.Join(h.started, ","), "vmm,vmm-fs,QEMU,QEMU-fs,QEMU,QEMU-fs,vmm,vmm-fs,vmm,vmm-fs,QEMU,QEMU-fs"; got != want {
 		t.Errorf("boot order %s, want %s", got, want)
 	}
-	want := map[string]float64{"fs-create": 4, "fs-stat": 2, "fs-read": 3, "fs-seq-read": 8, "fs-seq-reread": 8}
+	want := map[string]float64{"fs-create": 4, "fs-stat": 2, "fs-read": 3, "fs-seq-read": 8, "fs-seq-reread": 6}
 	for key, v := range want {
 		if got := Median(rep.Samples[SysQEMU][key]); got != v {
 			t.Errorf("%s: QEMU median %v, want %v", key, got, v)
