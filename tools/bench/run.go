@@ -246,13 +246,14 @@ type Runner struct {
 
 	port int // next TCP port, so a stuck listener never collides
 	// cmdWait is how long a guest command, its prompt or a short host
-	// command may take; 0 means cmdTimeout. Tests shorten it, so that a harness that waits
-	// for the wrong thing fails in seconds, not after a minute per
-	// attempt.
+	// command may take; 0 means cmdTimeout. Tests shorten it, so that a
+	// harness that waits for the wrong thing fails in seconds, not after
+	// a minute per attempt.
 	cmdWait time.Duration
 }
 
-// cmdDeadline is how long a guest command or its prompt may take.
+// cmdDeadline is how long a guest command, its prompt or a short host
+// command may take (cmdWait).
 func (r *Runner) cmdDeadline() time.Duration {
 	if r.cmdWait > 0 {
 		return r.cmdWait
@@ -983,8 +984,9 @@ func (r *Runner) fsGuest(ctx context.Context, s System, costs map[string]*Cost) 
 	// The file is read twice, each time from an emptied page cache. The
 	// first read's page cache (vmm's virtio-fs caches; QEMU's 9p, mounted
 	// without a cache, does not) lands in guest RAM the guest has never
-	// touched, and each 2 MiB of it is a nested page fault that L1 fills
-	// and zeroes, a cost of the VM's first use of its RAM; the second
+	// touched, and each 2 MiB of it is a page fault that KVM (L1's, when
+	// nested) fills and zeroes, a cost of the VM's first use of its RAM;
+	// the second
 	// read's lands in RAM the first one freed, and is what reading costs
 	// a guest that has run a while. Both are reported.
 	for _, key := range []string{"fs-seq-read", "fs-seq-reread"} {
