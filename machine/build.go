@@ -171,7 +171,7 @@ func (m *Machine) createVM() (err error) {
 	if err != nil {
 		return err
 	}
-	var opt cpuidOptions
+	opt := cpuidOptions{brand: hostBrand()}
 	if n, err := m.sys.CheckExtension(kvm.CapTSCDeadlineTimer); err == nil && n > 0 {
 		opt.tscDeadline = true
 	}

@@ -11,6 +11,9 @@ const (
 	leafKVMSignature  = 0x40000000
 	leafKVMFeatures   = 0x40000001
 	leafAMDExtAPICID  = 0x8000001e
+	leafExtMax        = 0x80000000 // EAX: the highest extended leaf
+	leafBrandFirst    = 0x80000002 // the brand string, 16 bytes a leaf
+	leafBrandLast     = 0x80000004
 	ecxHypervisor     = 1 << 31
 	ecxTSCDeadline    = 1 << 24
 	kvmSignatureEBX   = 0x4b4d564b // "KVMK"
@@ -31,7 +34,17 @@ type cpuidOptions struct {
 	// fails under nested emulation ("APIC timer disabled due to
 	// verification failure") and leaves the guest without one-shot timers.
 	tscDeadline bool
+	// brand is the host's brand string (hostBrand). KVM reports leaves
+	// 0x80000002-0x80000004 as zeros, so without it Linux names the
+	// guest's processor by family and model alone ("17/01" in
+	// /proc/cpuinfo and lscpu) where QEMU's -cpu host and Firecracker
+	// show the host's name.
+	brand brandString
 }
+
+// brandString is CPUID leaves 0x80000002-0x80000004: EAX, EBX, ECX and
+// EDX of each.
+type brandString [leafBrandLast - leafBrandFirst + 1][4]uint32
 
 // vcpuCPUID derives what vCPU apicID of n sees from what KVM supports.
 // KVM reports the host's values for per-CPU fields; the guest must see
@@ -39,12 +52,32 @@ type cpuidOptions struct {
 // x2APIC topology leaves, AMD's extended APIC ID), or it warns about
 // mismatched IDs and large vCPU counts break. The hypervisor bit and KVM's
 // signature leaf make the kernel use kvm-clock and KVM's paravirtual
-// features instead of calibrating the TSC against the PIT.
+// features instead of calibrating the TSC against the PIT. The brand
+// string leaves, zeros from KVM, get the host's (opt.brand).
 func vcpuCPUID(supported []kvm.CPUIDEntry, apicID, n int, opt cpuidOptions) []kvm.CPUIDEntry {
-	out := make([]kvm.CPUIDEntry, 0, len(supported)+2)
+	out := make([]kvm.CPUIDEntry, 0, len(supported)+2+len(opt.brand))
 	haveSig, haveFeat := false, false
+	// The host's name goes in only where KVM gave no name at all: a
+	// name of its own is KVM's to give, and one half from each would
+	// be neither.
+	brand, extMax := opt.brand, uint32(0)
+	var haveBrand [len(brandString{})]bool
+	for _, e := range supported {
+		if e.Function >= leafBrandFirst && e.Function <= leafBrandLast && e.EAX|e.EBX|e.ECX|e.EDX != 0 {
+			brand = brandString{}
+		}
+	}
 	for _, e := range supported {
 		switch e.Function {
+		case leafExtMax:
+			extMax = e.EAX
+		case leafBrandFirst, leafBrandFirst + 1, leafBrandLast:
+			i := e.Function - leafBrandFirst
+			haveBrand[i] = true
+			if brand != (brandString{}) {
+				r := brand[i]
+				e.EAX, e.EBX, e.ECX, e.EDX = r[0], r[1], r[2], r[3]
+			}
 		case leafFeatures:
 			e.EBX = e.EBX&0x0000ffff | uint32(apicID)<<ebxAPICIDShift | uint32(min(n, maxLogicalPerPkg))<<ebxLogicalShift
 			if n > 1 {
@@ -77,6 +110,15 @@ func vcpuCPUID(supported []kvm.CPUIDEntry, apicID, n int, opt cpuidOptions) []kv
 	}
 	if !haveFeat {
 		out = append(out, kvm.CPUIDEntry{Function: leafKVMFeatures, EAX: kvmFeatureMissing})
+	}
+	// Leaves KVM left out entirely are added only below the extended
+	// maximum it reports: the guest reads no leaf past it.
+	if brand != (brandString{}) && extMax >= leafBrandLast {
+		for i, r := range brand {
+			if !haveBrand[i] {
+				out = append(out, kvm.CPUIDEntry{Function: leafBrandFirst + uint32(i), EAX: r[0], EBX: r[1], ECX: r[2], EDX: r[3]})
+			}
+		}
 	}
 	return out
 }
