@@ -35,10 +35,12 @@ type cpuidOptions struct {
 	// verification failure") and leaves the guest without one-shot timers.
 	tscDeadline bool
 	// brand is the host's brand string (hostBrand). KVM reports leaves
-	// 0x80000002-0x80000004 as zeros, so without it Linux names the
-	// guest's processor by family and model alone ("17/01" in
-	// /proc/cpuinfo and lscpu) where QEMU's -cpu host and Firecracker
-	// show the host's name.
+	// 0x80000002-0x80000004 as zeros (arch/x86/kvm/cpuid.c,
+	// __do_cpuid_func: they have no case and fall to the default that
+	// clears them), so without it Linux names the guest's processor by
+	// family and model alone (e.g. "17/01" in /proc/cpuinfo and lscpu)
+	// where QEMU's -cpu host shows the host's name. (Firecracker writes
+	// a fixed name of its own instead.)
 	brand brandString
 }
 

@@ -1,8 +1,8 @@
 package machine
 
 import (
-	"bufio"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -58,6 +58,8 @@ func TestVCPUCPUIDBrand(t *testing.T) {
 		{"a name from KVM is kept whole", named, host, brandText(named), 3},
 		{"leaves KVM left out are added", []kvm.CPUIDEntry{{Function: leafExtMax, EAX: 0x80000008}}, host, "AMD EPYC Processor", 3},
 		{"not past KVM's extended maximum", []kvm.CPUIDEntry{{Function: leafExtMax, EAX: 0x80000001}}, host, "", 0},
+		{"a maximum one leaf short", []kvm.CPUIDEntry{{Function: leafExtMax, EAX: leafBrandLast - 1}}, host, "", 0},
+		{"a maximum of the last brand leaf", []kvm.CPUIDEntry{{Function: leafExtMax, EAX: leafBrandLast}}, host, "AMD EPYC Processor", 3},
 		{"no extended leaves at all", []kvm.CPUIDEntry{{Function: 0, EAX: 0xd}}, host, "", 0},
 		{"a host without a brand leaves zeros", zeros, brandString{}, "", 3},
 	} {
@@ -84,36 +86,54 @@ func TestVCPUCPUIDBrand(t *testing.T) {
 
 // TestHostCPUID checks the instruction's registers against what the host
 // kernel read with it at boot: the vendor string of leaf 0 (EBX, EDX,
-// ECX) is /proc/cpuinfo's vendor_id. Its "model name" is no check for the
-// brand: a hypervisor may give the kernel a name of its own (this
-// project's machines: "AMD EPYC" there, CPUID's "Oxide Virtual ...").
+// ECX) is /proc/cpuinfo's vendor_id, and leaf 1's EAX holds its "cpu
+// family" and "model" (Intel SDM vol. 2A, CPUID leaf 1: the extended
+// family counts for family 0xf, the extended model for families 6 and
+// 0xf). Its "model name" is no check for the brand: a hypervisor may give
+// the kernel a name of its own (this project's machines: "AMD EPYC"
+// there, CPUID's "Oxide Virtual ...").
 func TestHostCPUID(t *testing.T) {
-	f, err := os.Open("/proc/cpuinfo")
+	b, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
 		t.Skip(err)
 	}
-	defer f.Close()
-	want := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "vendor_id" {
-			want = strings.TrimSpace(v)
-			break
+	info := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		k = strings.TrimSpace(k)
+		if _, seen := info[k]; !seen {
+			info[k] = strings.TrimSpace(v)
 		}
 	}
-	if want == "" {
-		t.Skip("/proc/cpuinfo has no vendor_id")
+	if info["vendor_id"] == "" || info["cpu family"] == "" || info["model"] == "" {
+		t.Skip("/proc/cpuinfo has no vendor_id, cpu family or model")
 	}
-	_, b, c, d := hostCPUID(0, 0)
+	_, bx, cx, dx := hostCPUID(0)
 	var v [12]byte
-	binary.LittleEndian.PutUint32(v[0:], b)
-	binary.LittleEndian.PutUint32(v[4:], d)
-	binary.LittleEndian.PutUint32(v[8:], c)
-	if string(v[:]) != want {
-		t.Errorf("CPUID leaf 0 vendor %q, /proc/cpuinfo %q", v[:], want)
+	binary.LittleEndian.PutUint32(v[0:], bx)
+	binary.LittleEndian.PutUint32(v[4:], dx)
+	binary.LittleEndian.PutUint32(v[8:], cx)
+	if string(v[:]) != info["vendor_id"] {
+		t.Errorf("CPUID leaf 0 vendor %q, /proc/cpuinfo %q", v[:], info["vendor_id"])
 	}
-	if max, _, _, _ := hostCPUID(leafExtMax, 0); max < leafExtMax {
-		t.Skipf("no extended leaves (EAX %#x)", max)
+	ax, _, _, _ := hostCPUID(1)
+	family, model := ax>>8&0xf, ax>>4&0xf
+	if family == 0xf {
+		family += ax >> 20 & 0xff
+	}
+	if family == 6 || family >= 0xf {
+		model |= ax >> 16 & 0xf << 4
+	}
+	if got := fmt.Sprintf("%d/%d", family, model); got != info["cpu family"]+"/"+info["model"] {
+		t.Errorf("CPUID leaf 1 family/model %s, /proc/cpuinfo %s/%s", got, info["cpu family"], info["model"])
+	}
+	// Every x86-64 processor has extended leaves: long mode is announced
+	// in 0x80000001.
+	if max, _, _, _ := hostCPUID(leafExtMax); max < leafExtMax+1 {
+		t.Fatalf("extended maximum %#x", max)
 	}
 	var es []kvm.CPUIDEntry
 	for i, r := range hostBrand() {

@@ -1,9 +1,11 @@
 #include "textflag.h"
 
-// func hostCPUID(leaf, subleaf uint32) (eax, ebx, ecx, edx uint32)
+// func hostCPUID(leaf uint32) (eax, ebx, ecx, edx uint32)
+//
+// ECX is zeroed: no leaf read through this is indexed by it.
 TEXT ·hostCPUID(SB),NOSPLIT,$0-24
 	MOVL	leaf+0(FP), AX
-	MOVL	subleaf+4(FP), CX
+	XORL	CX, CX
 	CPUID
 	MOVL	AX, eax+8(FP)
 	MOVL	BX, ebx+12(FP)
