@@ -13,6 +13,7 @@ require (
 	github.com/pierrec/lz4/v4 v4.1.22
 	github.com/rck/unit v0.0.3
 	github.com/spf13/pflag v1.0.10
+	github.com/therootcompany/xz v1.0.1
 	github.com/u-root/gobusybox/src v0.0.0-20250101170133-2e884e4509c7
 	github.com/u-root/mkuimage v0.0.0-20250701161901-6a9871f2e64f
 	github.com/u-root/u-root v0.15.0

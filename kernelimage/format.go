@@ -39,12 +39,6 @@ const (
 // or gzip's ISIZE.
 const SizeLen = 4
 
-// Layout of the xz container.
-const (
-	xzHeader  = 12   // xz stream header: magic, flags, CRC32 (xz format, 2.1.1)
-	xzFilters = 0x03 // block flags: number of filters - 1 (xz format, 3.1.2)
-)
-
 // ErrNoDecoder is wrapped by the error for a payload in a format vmm has
 // no decoder for, which the kernel's own decompressor handles.
 var ErrNoDecoder = errors.New("vmm has no decoder for it")
@@ -67,10 +61,12 @@ func Detect(payload []byte) (Format, error) {
 }
 
 // Plan checks, without decoding, that payload is one vmm can decompress
-// to at most limit bytes: a format it has a decoder for (gzip, xz with
-// LZMA2 alone, LZ4 legacy frames, zstd; package kernelimage/unpack decodes
-// them) and a size trailer within limit. It returns the format and the size the payload
-// says it decompresses to, which the decoder holds it to. An error wraps
+// to at most limit bytes: a format it has a decoder for (gzip, xz, LZ4
+// legacy frames, zstd; package kernelimage/unpack decodes them) and a size
+// trailer within limit. It returns the format and the size the payload
+// says it decompresses to, which the decoder holds it to. An xz stream
+// whose filters the decoder turns out to lack is refused by the decoder,
+// in the helper, with an error that also wraps ErrNoDecoder. An error wraps
 // ErrNoDecoder for a format vmm does not decode; the caller then boots
 // the bzImage, whose own decompressor handles every format.
 //
@@ -89,13 +85,6 @@ func Plan(payload []byte, limit int) (Format, uint64, error) {
 	}
 	if len(payload) < SizeLen+1 {
 		return "", 0, fmt.Errorf("%s kernel payload is truncated: %d bytes", format, len(payload))
-	}
-	// The kernel's xz payloads put its x86 BCJ filter before LZMA2,
-	// which the xz decoder lacks: the block flags say so in the first
-	// block header, right after the stream header. Told here, such a
-	// kernel costs no helper at each boot.
-	if format == XZ && len(payload) > xzHeader+1 && payload[xzHeader+1]&xzFilters != 0 {
-		return "", 0, fmt.Errorf("xz kernel payload uses a chain of %d filters (the kernel's x86 BCJ filter before LZMA2): %w (it decodes LZMA2 alone)", payload[xzHeader+1]&xzFilters+1, ErrNoDecoder)
 	}
 	size := uint64(binary.LittleEndian.Uint32(payload[len(payload)-SizeLen:]))
 	if size > uint64(max(limit, 0)) {

@@ -3,6 +3,7 @@ package unpack
 import (
 	"bytes"
 	"encoding/binary"
+	"os"
 	"strings"
 	"testing"
 
@@ -22,12 +23,19 @@ const fuzzLimit = 1 << 20
 
 // FuzzDecompress checks that no payload panics Decompress or makes it
 // return more than the limit or other than what the size trailer says.
-// Seeds (testdata/fuzz/FuzzDecompress) are small payloads of every format.
+// Seeds (testdata/fuzz/FuzzDecompress) are small payloads of every format,
+// and xz with x86's BCJ filter and with ARM64's, which the decoder lacks.
 func FuzzDecompress(f *testing.F) {
 	plain := testPlain(2000)
 	for _, fm := range []kernelimage.Format{kernelimage.Gzip, kernelimage.XZ, kernelimage.LZ4, kernelimage.Zstd} {
 		f.Add(compress(f, fm, plain))
 	}
+	if bcj, err := os.ReadFile("testdata/x86-code.bin.xz"); err == nil {
+		f.Add(withTrailer(bcj, 65536))
+	} else {
+		f.Fatal(err)
+	}
+	f.Add(arm64Payload(f))
 	f.Add([]byte("BZh91AY&SY"))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		orig := bytes.Clone(payload)
