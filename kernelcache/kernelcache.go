@@ -454,7 +454,9 @@ func Load(dir string, img *Image, k *bootparam.Kernel, unpack Unpack, limit int,
 		notef("%v", err)
 	}
 	// A format vmm has no decoder for is the kernel's to decompress,
-	// said to nobody, and costs no helper.
+	// said to nobody, and costs no helper; an xz stream whose filters
+	// only the decoder finds it lacks is refused by the helper, as
+	// quietly, at every boot (nothing is cached for it).
 	_, size, planErr := kernelimage.Plan(payload, limit)
 	if errors.Is(planErr, kernelimage.ErrNoDecoder) {
 		return nil, planErr

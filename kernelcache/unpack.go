@@ -26,10 +26,11 @@ import (
 // vmm's; tests decompress in the test's own process.
 type Unpack func(payload []byte, limit int, out *os.File) error
 
-// unpackTimeout bounds one run of the helper: Debian's 14 MB payload
-// takes about a second on a host and a few in the nested, emulated CI
-// machines; a helper still running after this is stuck, and the boot
-// goes on with the bzImage.
+// unpackTimeout bounds one run of the helper: Debian's cloud kernel
+// (LZ4) takes about a second on a host and a few in the nested, emulated
+// CI machines, its generic and RT kernels (xz) 6-9 s there; a helper
+// still running after this is stuck, and the boot goes on with the
+// bzImage.
 const unpackTimeout = 2 * time.Minute
 
 // maxStderr bounds what is kept of the helper's standard error: its one

@@ -17,4 +17,6 @@ import (
 	"github.com/vmm-dev/vmm/kernelimage/unpack"
 )
 
-func main() { os.Exit(unpack.HelperMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+func main() {
+	os.Exit(unpack.HelperMainCapped(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, unpack.CapData))
+}

@@ -28,6 +28,7 @@ func TestLinksNoHelperCode(t *testing.T) {
 			"github.com/vmm-dev/vmm/usernet",
 			"github.com/klauspost/compress",
 			"github.com/ulikunitz/xz",
+			"github.com/therootcompany/xz",
 			"github.com/pierrec/lz4",
 			"compress/gzip",
 			"github.com/vmm-dev/vmm/kernelimage/unpack",

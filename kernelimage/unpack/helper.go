@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmm-dev/vmm/kernelimage"
 )
 
@@ -34,6 +36,25 @@ var errFlush = errors.New("writing the vmlinux")
 // failure the output holds a part of the vmlinux at most, which vmm
 // discards.
 func HelperMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return HelperMainCapped(args, stdin, stdout, stderr, nil)
+}
+
+// memMargin is what the helper's memory budget allows beyond the payload
+// and the largest xz dictionary: the Go runtime, the output buffer, the
+// decoders' own state (zstd's window is bounded like xz's dictionary, and
+// only one decoder runs).
+const memMargin = 256 << 20
+
+// HelperMainCapped is HelperMain that, once it has read the payload,
+// calls capMemory (if not nil) with the most memory decoding it may need:
+// the payload, the largest dictionary or window a decoder is allowed for
+// limit, and memMargin. cmd/vmm-unpack caps its data segment there
+// (RLIMIT_DATA), so a payload that drives a decoder to allocate without
+// bound (the xz decoder keeps a filter's state for every block of a
+// stream until the stream ends) ends the helper, and vmm boots the
+// bzImage, instead of the host's memory running out. A cap that cannot
+// be set leaves decoding uncapped, as it was.
+func HelperMainCapped(args []string, stdin io.Reader, stdout, stderr io.Writer, capMemory func(bytes uint64) error) int {
 	limit, err := parseArgs(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v (it is started by vmm, not by hand)\n", kernelimage.UnpackHelper, err)
@@ -47,6 +68,9 @@ func HelperMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case len(payload) > maxPayload:
 		fmt.Fprintf(stderr, "%s: the kernel payload is larger than %d bytes\n", kernelimage.UnpackHelper, maxPayload)
 		return 1
+	}
+	if capMemory != nil {
+		_ = capMemory(uint64(len(payload)) + dictBudget(limit) + memMargin)
 	}
 	w := bufio.NewWriterSize(stdout, outBuf)
 	err = DecompressTo(w, payload, limit)
@@ -102,4 +126,19 @@ func parseArgs(args []string) (limit int, err error) {
 // oneLine keeps a message to one line, as vmm reports it.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// CapData lowers the process's soft RLIMIT_DATA (setrlimit(2)) to n bytes,
+// or to its hard limit if that is lower: once it is reached, the kernel
+// refuses the private writable mappings the Go runtime grows its heap
+// with, and the runtime ends the process ("out of memory"), which vmm
+// reports as a failed decompression. For HelperMainCapped, in the helper's
+// own process only.
+func CapData(n uint64) error {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_DATA, &r); err != nil {
+		return err
+	}
+	r.Cur = min(n, r.Max)
+	return unix.Setrlimit(unix.RLIMIT_DATA, &r)
 }

@@ -6,15 +6,22 @@
 // zstd decoder most Go programs use). Writing decoders for these formats
 // would only add bugs.
 //
-// The xz decoder is a Go translation of XZ Embedded, the decoder Linux
-// itself decompresses its xz payloads with, and unlike
-// github.com/ulikunitz/xz (the maintained Go xz package, which this
-// package used before) it has the BCJ filters: every x86 kernel's xz
-// payload runs its code through the x86 BCJ filter before LZMA2
-// (scripts/xz_wrap.sh), Debian's generic and RT kernels among them, so
-// without it the cache never held one. It has not changed since 2020, as
-// the xz format has not; its bounds on the dictionary are what this
-// package relies on, and the fuzz target covers it with the others.
+// The xz decoder is the exception to "maintained": a Go translation of XZ
+// Embedded (the decoder Linux decompresses its own xz payloads with),
+// xi2/xz relicensed, unchanged since 2020, without the filters xz has
+// gained since (ARM64, RISC-V). It is here because it has the BCJ
+// filters, which github.com/ulikunitz/xz, the maintained Go xz package
+// this package used before, lacks: every x86 kernel's xz payload runs
+// its code through x86's BCJ filter before LZMA2 (scripts/xz_wrap.sh),
+// Debian's generic and RT kernels among them, so without it the cache
+// never held one. What keeps it safe to run on any kernel file: it runs
+// in the helper, a process of its own with no guest memory and no KVM
+// descriptor; its version is pinned; the dictionary it allocates is
+// bounded before allocation (dictBudget); the helper's data segment is
+// capped (HelperMainCapped), since it keeps a filter's state for every
+// block of a stream until the stream ends, which a crafted stream of
+// many small blocks turns into gigabytes; and the fuzz target covers it
+// with the other decoders.
 //
 // It runs in the vmm-unpack helper (cmd/vmm-unpack, HelperMain), which vmm
 // starts when its kernel cache lacks a kernel (package kernelcache), not
@@ -77,17 +84,21 @@ func DecompressTo(w io.Writer, payload []byte, limit int) error {
 		if err != nil {
 			return fmt.Errorf("gzip kernel payload: %w", err)
 		}
+		// One stream, as the kernel's own decoder reads: what might
+		// follow it is not read, so it cannot reach the vmlinux.
 		zr.Multistream(false)
 		r = zr
 	case kernelimage.XZ:
 		// The decoder refuses a block whose dictionary is larger than
 		// dictMax before allocating it (xz.ErrMemlimit): a dictionary
 		// is allocated whole, up to 4 GiB, whatever the output.
-		dictMax := min(max(uint64(limit), xzMaxPresetDict), math.MaxUint32)
+		dictMax := dictBudget(limit)
 		zr, err := xz.NewReader(bytes.NewReader(stream), uint32(dictMax))
 		if err != nil {
 			return fmt.Errorf("xz kernel payload: %w", xzError(err, dictMax))
 		}
+		// One stream, as the kernel's own decoder reads: what might
+		// follow it is not read, so it cannot reach the vmlinux.
 		zr.Multistream(false)
 		r = xzReader{zr, dictMax}
 	case kernelimage.LZ4:
@@ -115,6 +126,13 @@ func DecompressTo(w io.Writer, payload []byte, limit int) error {
 
 // xzMaxPresetDict is the largest dictionary an xz preset uses (-9).
 const xzMaxPresetDict = 64 << 20
+
+// dictBudget is the largest xz dictionary or zstd window decoding to at
+// most limit bytes is allowed: limit, but not below what encoders use
+// for small inputs, and not past what xz can declare.
+func dictBudget(limit int) uint64 {
+	return min(max(uint64(max(limit, 0)), xzMaxPresetDict, zstdMinWindow), math.MaxUint32)
+}
 
 // xzError says what the xz decoder refused: options it does not support
 // (a filter it lacks, a check type it does not know) wrap

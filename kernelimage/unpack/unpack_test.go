@@ -10,6 +10,7 @@ import (
 	"github.com/vmm-dev/vmm/internal/testkernel"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -289,9 +290,10 @@ func withTrailer(stream []byte, size int) []byte {
 	return binary.LittleEndian.AppendUint32(bytes.Clone(stream), uint32(size))
 }
 
-// arm64Payload is 4 KiB in xz with ARM64's BCJ filter before LZMA2
-// (testdata/arm64-filter.xz, `xz --check=crc32 --arm64
-// --lzma2=dict=64KiB`, XZ Utils 5.4.1): a filter newer than the decoder.
+// arm64Payload is the first 4 KiB of testdata/x86-code.bin in xz with
+// ARM64's BCJ filter before LZMA2 (testdata/arm64-filter.xz, `xz
+// --check=crc32 --arm64 --lzma2=dict=64KiB`, XZ Utils 5.4.1): a filter
+// newer than the decoder.
 func arm64Payload(t testing.TB) []byte {
 	t.Helper()
 	stream, err := os.ReadFile("testdata/arm64-filter.xz")
@@ -306,8 +308,11 @@ func arm64Payload(t testing.TB) []byte {
 // does (scripts/xz_wrap.sh): testdata/x86-code.bin.xz is `xz
 // --check=crc32 --x86 --lzma2=preset=6,dict=1MiB` (XZ Utils 5.4.1) of
 // testdata/x86-code.bin, 64 KiB of calls and jumps with relative targets
-// between lines of text. A decoder without the filter, or with it wrong,
-// gives back other bytes.
+// between lines of text (made by a throwaway script: for i = 0, 1, ...,
+// with r = (37 i mod 8192) - 4096, the bytes 55 48 89 e5 e8 r(le32) 48 83
+// c4 08 e9 -r(le32) and "line i of the kernel\n", cut at 64 KiB). Decoded
+// without the filter its LZMA2 data gives 9,458 other bytes, so a decoder
+// without the filter, or with it wrong, fails here.
 func TestDecompressXZBCJ(t *testing.T) {
 	plain, err := os.ReadFile("testdata/x86-code.bin")
 	if err != nil {
@@ -331,7 +336,77 @@ func TestDecompressXZBCJ(t *testing.T) {
 	if !bytes.Equal(got, plain) {
 		t.Fatalf("decoded %d bytes unlike testdata/x86-code.bin (%d bytes)", len(got), len(plain))
 	}
-	if _, err := Decompress(withTrailer(stream, len(plain)), len(plain)-1); err == nil {
-		t.Error("decoded past a limit below the size trailer")
+	if _, err := Decompress(withTrailer(stream, len(plain)-1), 1<<20); err == nil || !strings.Contains(err.Error(), "decompresses to more than the 65535 bytes") {
+		t.Errorf("a size trailer one byte short: %v", err)
 	}
+}
+
+// TestHelperMainCapsMemory checks the budget HelperMainCapped gives its
+// cap: the payload read, the dictionary limit allows, and the margin.
+func TestHelperMainCapsMemory(t *testing.T) {
+	payload := compress(t, kernelimage.Zstd, testPlain(5000))
+	var got []uint64
+	var out, stderr bytes.Buffer
+	status := HelperMainCapped([]string{"--wire", kernelimage.UnpackWire, "--limit", "1048576"}, bytes.NewReader(payload), &out, &stderr,
+		func(n uint64) error { got = append(got, n); return errors.New("not capped") })
+	if status != 0 {
+		t.Fatalf("status %d: %s", status, stderr.String())
+	}
+	want := uint64(len(payload)) + xzMaxPresetDict + memMargin
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("capped at %v, want [%d]", got, want)
+	}
+}
+
+// TestCapData checks that the cap holds the Go runtime: a child process
+// of this test capped 64 MiB above what it has mapped dies asking for
+// 1 GiB, where uncapped it gets it.
+func TestCapData(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's shadow memory is data too, terabytes of it")
+	}
+	if os.Getenv("UNPACK_CAP_CHILD") != "" {
+		if os.Getenv("UNPACK_CAP_CHILD") == "capped" {
+			if err := CapData(dataMapped(t) + 64<<20); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b := make([]byte, 1<<30)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		fmt.Println("allocated", len(b))
+		return
+	}
+	for _, mode := range []string{"uncapped", "capped"} {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestCapData$")
+		cmd.Env = append(os.Environ(), "UNPACK_CAP_CHILD="+mode)
+		out, err := cmd.CombinedOutput()
+		allocated := strings.Contains(string(out), "allocated")
+		switch {
+		case mode == "uncapped" && (err != nil || !allocated):
+			t.Skipf("this machine does not give a test 1 GiB: %v\n%s", err, out)
+		case mode == "capped" && (err == nil || allocated || !strings.Contains(string(out), "out of memory")):
+			t.Errorf("capped child: %v\n%.500s", err, out)
+		}
+	}
+}
+
+// dataMapped is what the kernel counts against RLIMIT_DATA now (VmData in
+// /proc/self/status).
+func dataMapped(t *testing.T) uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmData:"); ok {
+			var kb uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	t.Skip("no VmData in /proc/self/status")
+	return 0
 }
