@@ -131,8 +131,9 @@ func oneLine(s string) string {
 // CapData lowers the process's soft RLIMIT_DATA (setrlimit(2)) to n bytes,
 // or to its hard limit if that is lower: once it is reached, the kernel
 // refuses the private writable mappings the Go runtime grows its heap
-// with, and the runtime ends the process ("out of memory"), which vmm
-// reports as a failed decompression. For HelperMainCapped, in the helper's
+// with, and the runtime ends the process (mostly with "out of memory",
+// sometimes with a fault in the collector's bookkeeping), which vmm
+// reports as a failed decompression and boots the bzImage. For HelperMainCapped, in the helper's
 // own process only.
 func CapData(n uint64) error {
 	var r unix.Rlimit

@@ -359,7 +359,7 @@ func TestHelperMainCapsMemory(t *testing.T) {
 }
 
 // TestCapData checks that the cap holds the Go runtime: a child process
-// of this test capped 64 MiB above what it has mapped dies asking for
+// of this test capped 64 MiB above what it has mapped ends asking for
 // 1 GiB, where uncapped it gets it.
 func TestCapData(t *testing.T) {
 	if raceEnabled {
@@ -386,7 +386,10 @@ func TestCapData(t *testing.T) {
 		switch {
 		case mode == "uncapped" && (err != nil || !allocated):
 			t.Skipf("this machine does not give a test 1 GiB: %v\n%s", err, out)
-		case mode == "capped" && (err == nil || allocated || !strings.Contains(string(out), "out of memory")):
+		case mode == "capped" && (err == nil || allocated):
+			// Ended is what matters: the runtime mostly says "out of
+			// memory", but a refused mapping in the collector's own
+			// bookkeeping can also end it with a fault.
 			t.Errorf("capped child: %v\n%.500s", err, out)
 		}
 	}
