@@ -133,8 +133,8 @@ func oneLine(s string) string {
 // refuses the private writable mappings the Go runtime grows its heap
 // with, and the runtime ends the process (mostly with "out of memory",
 // sometimes with a fault in the collector's bookkeeping), which vmm
-// reports as a failed decompression and boots the bzImage. For HelperMainCapped, in the helper's
-// own process only.
+// reports as a failed decompression and boots the bzImage. For
+// HelperMainCapped, in the helper's own process only.
 func CapData(n uint64) error {
 	var r unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_DATA, &r); err != nil {

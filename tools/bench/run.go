@@ -986,9 +986,8 @@ func (r *Runner) fsGuest(ctx context.Context, s System, costs map[string]*Cost) 
 	// without a cache, does not) lands in guest RAM the guest has never
 	// touched, and each 2 MiB of it is a page fault that KVM (L1's, when
 	// nested) fills and zeroes, a cost of the VM's first use of its RAM;
-	// the second
-	// read's lands in RAM the first one freed, and is what reading costs
-	// a guest that has run a while. Both are reported.
+	// the second read's lands in RAM the first one freed, and is what
+	// reading costs a guest that has run a while. Both are reported.
 	for _, key := range []string{"fs-seq-read", "fs-seq-reread"} {
 		out, cost, err := r.measured(ctx, g, fmt.Sprintf("vmm-iotool fs-seq-read -file %s -bytes %d -drop-caches", path.Join(fsMnt, fsSeqFile), p.FSSeqBytes), mibUnits(p.FSSeqBytes), figureTimeout)
 		if err != nil {
