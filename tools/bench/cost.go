@@ -183,7 +183,7 @@ func (r *Report) writeCostTable(b *strings.Builder) {
 	if !any {
 		return
 	}
-	b.WriteString("\nCost per unit of work: KVM's per-VM counters (debugfs kvm/<pid>-<fd>/) and the VMM's CPU time (utime+stime from /proc/<pid>/stat, guest time included, with the processes it started: vmm's vmm-net), ")
+	b.WriteString("\nCost per unit of work: KVM's per-VM counters (debugfs kvm/<pid>-<fd>/) and the VMM's CPU time (utime+stime from /proc/<pid>/stat, guest time included, with the processes it started: vmm's vmm-net, QEMU's virtiofsd when it shares the directory), ")
 	b.WriteString("each differenced around the phase's command in the running guest, divided by the MiB, requests or files it moved. Medians over the rounds; vmm/QEMU: median of the per-round ratios, below 1 favours vmm.\n\n")
 	b.WriteString("| workload, per unit | system |")
 	for _, m := range Metrics {

@@ -26,7 +26,7 @@ func (h *NestedHost) Start(ctx context.Context, args []string) (Console, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &nestedConsole{Job: j, h: h, name: commName(args[0])}, nil
+	return &nestedConsole{Job: j, h: h, name: vmmComm(args)}, nil
 }
 
 // Exec runs a command in L1.

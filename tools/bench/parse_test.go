@@ -1,7 +1,11 @@
 package bench
 
 import (
+	"errors"
 	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -152,5 +156,97 @@ func TestSystems(t *testing.T) {
 	}
 	if ss[0].UserHostPort == ss[1].UserHostPort {
 		t.Error("systems share a forwarded host port")
+	}
+}
+
+// QEMU's share: 9p without a daemon, virtio-fs with one, then mounted
+// exactly as vmm's; vmmComm finds QEMU behind benchtool's daemon-exec.
+func TestSystemsShare(t *testing.T) {
+	l := Layout{VMM: "/vmm", QEMU: "/usr/bin/qemu-system-x86_64", BenchTool: "/bin/benchtool", FSKernel: "/fk", FSInitrd: "/fi", FSDir: "/tmp/fsbench"}
+	p := DefaultParams()
+	p.GuestMiB = 256
+	for _, c := range []struct {
+		virtiofsd string
+		want      []string
+		mount     string
+		comm      string
+	}{
+		{"", []string{"/usr/bin/qemu-system-x86_64 -accel kvm -M pc -cpu host", "-virtfs local,path=/tmp/fsbench,mount_tag=bench,security_model=none"},
+			"mkdir -p /mnt/fs && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 bench /mnt/fs", "qemu-system-x86"},
+		{"/usr/lib/qemu/virtiofsd", []string{
+			"/bin/benchtool daemon-exec /tmp/fsbench-virtiofsd.sock /tmp/fsbench-virtiofsd.log /usr/lib/qemu/virtiofsd --socket-path=/tmp/fsbench-virtiofsd.sock -o source=/tmp/fsbench -o sandbox=chroot -- /usr/bin/qemu-system-x86_64 -accel kvm -M pc,memory-backend=mem -cpu host -m 256 ",
+			"-object memory-backend-memfd,id=mem,size=256M,share=on",
+			"-chardev socket,id=vfs,path=/tmp/fsbench-virtiofsd.sock -device vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=bench"},
+			"", "qemu-system-x86"},
+	} {
+		l.VirtioFSD = c.virtiofsd
+		ss := Systems(l, p)
+		q := ss[1]
+		args := strings.Join(q.FSArgs, " ")
+		for _, w := range c.want {
+			if !strings.Contains(args, w) {
+				t.Errorf("virtiofsd %q: QEMU's share args %q lack %q", c.virtiofsd, args, w)
+			}
+		}
+		if c.virtiofsd != "" && strings.Contains(args, "-virtfs") || c.virtiofsd == "" && strings.Contains(args, "vhost-user") {
+			t.Errorf("virtiofsd %q: both shares in %q", c.virtiofsd, args)
+		}
+		mount := c.mount
+		if mount == "" {
+			mount = ss[0].FSMount // vmm's, readahead included
+		}
+		if q.FSMount != mount {
+			t.Errorf("virtiofsd %q: QEMU mounts with %q, want %q", c.virtiofsd, q.FSMount, mount)
+		}
+		if got := vmmComm(q.FSArgs); got != c.comm {
+			t.Errorf("virtiofsd %q: vmmComm %q, want %q", c.virtiofsd, got, c.comm)
+		}
+		if got := vmmComm(ss[0].FSArgs); got != "vmm" {
+			t.Errorf("vmmComm of vmm's %q", got)
+		}
+	}
+	for _, args := range [][]string{{"/bin/benchtool", "daemon-exec", "s", "l", "d"}, {"/bin/benchtool", "daemon-exec", "s", "l", "d", "--"}} {
+		if got := vmmComm(args); got != "benchtool" {
+			t.Errorf("vmmComm(%q) = %q: without a VMM, benchtool is what runs", args, got)
+		}
+	}
+}
+
+// QEMU's virtiofsd is found beside its binary, as Debian and Fedora
+// install it, with its libraries; a file that cannot run is passed over.
+func TestVirtioFSDFiles(t *testing.T) {
+	if _, err := exec.LookPath("ldd"); err != nil {
+		t.Skip("no ldd")
+	}
+	src, err := os.ReadFile("/bin/true") // any dynamically linked binary
+	if err != nil {
+		t.Skip(err)
+	}
+	root := t.TempDir()
+	qemu := filepath.Join(root, "usr", "bin", "qemu-system-x86_64")
+	os.MkdirAll(filepath.Dir(qemu), 0o755)
+	if _, _, err := VirtioFSDFiles(t.Context(), qemu); !errors.Is(err, ErrNoVirtioFSD) {
+		t.Fatalf("none installed: %v", err)
+	}
+	debian := filepath.Join(root, "usr", "lib", "qemu", "virtiofsd")
+	fedora := filepath.Join(root, "usr", "libexec", "virtiofsd")
+	os.MkdirAll(filepath.Dir(debian), 0o755)
+	os.MkdirAll(filepath.Dir(fedora), 0o755)
+	if err := os.WriteFile(debian, src, 0o644); err != nil { // not executable
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fedora, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, files, err := VirtioFSDFiles(t.Context(), qemu)
+	if err != nil || p != fedora {
+		t.Fatalf("%q %v, want %s", p, err, fedora)
+	}
+	if files[fedora] != fedora || len(files) < 2 {
+		t.Errorf("files %v: want the binary and its libraries", files)
+	}
+	os.Chmod(debian, 0o755)
+	if p, _, err := VirtioFSDFiles(t.Context(), qemu); err != nil || p != debian {
+		t.Errorf("%q %v, want Debian's %s first", p, err, debian)
 	}
 }

@@ -33,23 +33,14 @@ func QEMUFiles(ctx context.Context, qemu string) (string, map[string]string, err
 	if bin, err = filepath.Abs(bin); err != nil {
 		return "", nil, fmt.Errorf("bench: %s: %w", qemu, err)
 	}
-	files := map[string]string{bin: bin}
-
-	out, err := exec.CommandContext(ctx, "ldd", bin).Output()
+	files, err := binaryFiles(ctx, bin)
 	if err != nil {
-		return "", nil, fmt.Errorf("bench: ldd %s: %w", bin, err)
-	}
-	libs, err := parseLdd(string(out))
-	if err != nil {
-		return "", nil, fmt.Errorf("bench: ldd %s: %w", bin, err)
-	}
-	for _, l := range libs {
-		files[l] = l
+		return "", nil, err
 	}
 
 	// QEMU prints its firmware search path, relative to its own binary
 	// (/usr/bin/../share/qemu), for `-L help`.
-	out, err = exec.CommandContext(ctx, bin, "-L", "help").Output()
+	out, err := exec.CommandContext(ctx, bin, "-L", "help").Output()
 	if err != nil {
 		return "", nil, fmt.Errorf("bench: %s -L help: %w", bin, err)
 	}
@@ -63,6 +54,52 @@ func QEMUFiles(ctx context.Context, qemu string) (string, map[string]string, err
 	}
 	return bin, files, nil
 }
+
+// binaryFiles is a dynamically linked binary with every shared library
+// ldd names, as nested.Config.Files entries at their own paths.
+func binaryFiles(ctx context.Context, bin string) (map[string]string, error) {
+	files := map[string]string{bin: bin}
+	out, err := exec.CommandContext(ctx, "ldd", bin).Output()
+	if err != nil {
+		return nil, fmt.Errorf("bench: ldd %s: %w", bin, err)
+	}
+	libs, err := parseLdd(string(out))
+	if err != nil {
+		return nil, fmt.Errorf("bench: ldd %s: %w", bin, err)
+	}
+	for _, l := range libs {
+		files[l] = l
+	}
+	return files, nil
+}
+
+// virtiofsdPlaces are where QEMU's own virtiofsd (the C one, in QEMU's
+// tree until 8.0) is installed relative to qemu-system-x86_64: Debian
+// and Ubuntu ship it in qemu-system-common as /usr/lib/qemu/virtiofsd,
+// Fedora as /usr/libexec/virtiofsd. Its options (-o source=...,
+// --socket-path) are what Systems passes.
+var virtiofsdPlaces = []string{"../lib/qemu/virtiofsd", "../libexec/virtiofsd"}
+
+// VirtioFSDFiles finds QEMU's virtiofsd beside the QEMU binary qemuBin
+// (an absolute path, as QEMUFiles returns) and returns its path and what
+// it needs to run in L1 (binaryFiles). ErrNoVirtioFSD: none installed.
+func VirtioFSDFiles(ctx context.Context, qemuBin string) (string, map[string]string, error) {
+	for _, rel := range virtiofsdPlaces {
+		p := filepath.Clean(filepath.Join(filepath.Dir(qemuBin), rel))
+		if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+			continue
+		}
+		files, err := binaryFiles(ctx, p)
+		if err != nil {
+			return "", nil, err
+		}
+		return p, files, nil
+	}
+	return "", nil, fmt.Errorf("%w beside %s (looked for %s)", ErrNoVirtioFSD, qemuBin, strings.Join(virtiofsdPlaces, ", "))
+}
+
+// ErrNoVirtioFSD means QEMU's virtiofsd is not installed.
+var ErrNoVirtioFSD = errors.New("bench: no virtiofsd")
 
 // parseLdd extracts the absolute paths of ldd's output: "name => /path
 // (addr)" for libraries and "/path (addr)" for the dynamic loader. The vDSO

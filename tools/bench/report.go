@@ -36,7 +36,7 @@ var Figures = []Figure{
 	{Key: "tcp-host-to-guest", Name: "virtio-net TCP host → guest, TAP", Unit: "MiB/s", Cost: "tcp-host-to-guest"},
 	{Key: "tcp-user-guest-to-host", Name: "virtio-net TCP guest → host, user-mode network (vmm usernet, QEMU slirp)", Unit: "MiB/s", Cost: "tcp-user-guest-to-host"},
 	{Key: "tcp-user-host-to-guest", Name: "virtio-net TCP host → guest, user-mode network's port forward", Unit: "MiB/s", Cost: "tcp-user-host-to-guest"},
-	{Key: "fs-create", Name: "shared dir: create small files (vmm virtio-fs, QEMU 9p)", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
+	{Key: "fs-create", Name: "shared dir: create small files", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
 	{Key: "fs-stat", Name: "shared dir: stat them", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
 	{Key: "fs-read", Name: "shared dir: read them back", Unit: "s", Time: true, FS: true, Cost: "fs-files"},
 	{Key: "fs-seq-read", Name: "shared dir: sequential read", Unit: "s", Time: true, FS: true, Cost: "fs-seq-read"},
@@ -52,12 +52,15 @@ const (
 
 // Report is a finished benchmark run.
 type Report struct {
-	Date     time.Time
-	Nested   bool // ran inside an L1 under TCG with emulated AMD-V
-	Rounds   int
-	Params   Params
-	Env      string        // what ran where, one line
-	Duration time.Duration // the whole measurement, L1 boot included
+	Date   time.Time
+	Nested bool // ran inside an L1 under TCG with emulated AMD-V
+	Rounds int
+	Params Params
+	Env    string // what ran where, one line
+	// QEMUShare is how QEMU shared the directory (ShareNine or
+	// ShareVirtioFSD); vmm's is its virtio-fs. Empty: no share.
+	QEMUShare string
+	Duration  time.Duration // the whole measurement, L1 boot included
 	// Samples[system][figure key] holds one value per round, in round
 	// order.
 	Samples map[string]map[string][]float64
@@ -146,8 +149,12 @@ func formatRatio(rs []float64) string {
 // values (the spread says how far to trust a ratio).
 func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "vmm vs QEMU (-accel kvm, userspace virtio-blk-pci and virtio-net-pci, vhost=off; user-mode networking: vmm's usernet against QEMU's slirp), same guest kernel and initramfs; %d interleaved rounds, medians; %s\n",
-		r.Rounds, r.Date.Format("2006-01-02 15:04 MST"))
+	share := ""
+	if r.QEMUShare != "" {
+		share = "; shared directory: vmm's virtio-fs against " + r.QEMUShare
+	}
+	fmt.Fprintf(&b, "vmm vs QEMU (-accel kvm, userspace virtio-blk-pci and virtio-net-pci, vhost=off; user-mode networking: vmm's usernet against QEMU's slirp%s), same guest kernel and initramfs; %d interleaved rounds, medians; %s\n",
+		share, r.Rounds, r.Date.Format("2006-01-02 15:04 MST"))
 	if len(r.Params.VMMFlags) > 0 {
 		fmt.Fprintf(&b, "vmm ran with %s added to its command line.\n", strings.Join(r.Params.VMMFlags, " "))
 	}
@@ -215,6 +222,7 @@ type jsonReport struct {
 	Rounds    int          `json:"rounds"`
 	Params    Params       `json:"params"`
 	Env       string       `json:"env,omitempty"`
+	QEMUShare string       `json:"qemu_share,omitempty"`
 	DurationS float64      `json:"duration_s"`
 	Figures   []jsonFigure `json:"figures"`
 	Costs     []jsonCost   `json:"costs"`
@@ -255,7 +263,7 @@ func optFloat(v float64) *float64 {
 
 // MarshalJSON gives the -json layout.
 func (r *Report) MarshalJSON() ([]byte, error) {
-	j := jsonReport{Date: r.Date, Nested: r.Nested, Rounds: r.Rounds, Params: r.Params, Env: r.Env, DurationS: r.Duration.Seconds(),
+	j := jsonReport{Date: r.Date, Nested: r.Nested, Rounds: r.Rounds, Params: r.Params, Env: r.Env, QEMUShare: r.QEMUShare, DurationS: r.Duration.Seconds(),
 		Costs: r.jsonCosts(), Failures: r.Failures, Abandoned: r.Abandoned}
 	if j.Failures == nil {
 		j.Failures = []Failure{}

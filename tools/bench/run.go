@@ -75,6 +75,13 @@ type Layout struct {
 	FSKernel string
 	FSInitrd string
 	FSDir    string
+	// VirtioFSD, if set, is QEMU's virtiofsd: QEMU then shares FSDir
+	// over virtio-fs as vmm does (vhost-user-fs-pci, the daemon
+	// started through benchtool's daemon-exec), the same protocol and
+	// guest driver, so the figures compare the VMMs and not two
+	// protocols. Empty: QEMU's own 9p server (-virtfs), what QEMU
+	// offers without a daemon.
+	VirtioFSD string
 
 	// LoopbackDown says the host's lo is down (L1's init leaves it
 	// so): the runner brings it up with 127.0.0.1/8, where the
@@ -204,17 +211,75 @@ func Systems(l Layout, p Params) []System {
 			"-m", mem, "-smp", "1", "-fs", l.FSDir + ",tag=" + fsTag}
 		vmm.FSArgs = append(vmm.FSArgs, p.VMMFlags...)
 		vmm.FSMount = "mkdir -p " + fsMnt + " && mount -t virtiofs " + fsTag + " " + fsMnt + " && " + virtiofsReadAhead
-		// QEMU's own 9p server (-virtfs is virtio-9p-pci with the
-		// local backend); security_model=none keeps the host's
-		// owners and modes as they are, as vmm's share does.
-		qemu.FSArgs = []string{l.QEMU, "-accel", "kvm", "-M", "pc", "-cpu", "host", "-m", mem, "-smp", "1",
+		machine := "pc"
+		if l.VirtioFSD != "" {
+			machine += ",memory-backend=mem" // below
+		}
+		qemuFS := []string{l.QEMU, "-accel", "kvm", "-M", machine, "-cpu", "host", "-m", mem, "-smp", "1",
 			"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-serial", "stdio",
 			"-global", "kvm-apic.vapic=false", "-no-reboot",
-			"-kernel", l.FSKernel, "-initrd", l.FSInitrd, "-append", guestCmdline,
-			"-virtfs", "local,path=" + qemuOptValue(l.FSDir) + ",mount_tag=" + fsTag + ",security_model=none"}
-		qemu.FSMount = "mkdir -p " + fsMnt + " && mount -t 9p -o " + ninePMount + " " + fsTag + " " + fsMnt
+			"-kernel", l.FSKernel, "-initrd", l.FSInitrd, "-append", guestCmdline}
+		if l.VirtioFSD != "" {
+			// vhost-user needs the guest's RAM in shared memory the
+			// daemon maps; the device's options are those of
+			// QEMU's virtio-fs documentation (queue-size=1024,
+			// where vmm's request queue takes 512). The daemon
+			// keeps its defaults (cache=auto: the guest's page
+			// cache, as with vmm's server) but for the sandbox:
+			// chroot, since pivot_root refuses L1's initramfs
+			// root. FSDir must hold no comma (the daemon's -o).
+			sock, log := virtiofsdPaths(l.FSDir)
+			qemuFS = append(qemuFS, "-object", "memory-backend-memfd,id=mem,size="+mem+"M,share=on",
+				"-chardev", "socket,id=vfs,path="+qemuOptValue(sock),
+				"-device", "vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag="+fsTag)
+			qemu.FSArgs = append([]string{l.BenchTool, "daemon-exec", sock, log,
+				l.VirtioFSD, "--socket-path=" + sock, "-o", "source=" + l.FSDir, "-o", "sandbox=chroot", "--"}, qemuFS...)
+			qemu.FSMount = vmm.FSMount
+		} else {
+			// QEMU's own 9p server (-virtfs is virtio-9p-pci with
+			// the local backend); security_model=none keeps the
+			// host's owners and modes as they are, as vmm's share
+			// does.
+			qemu.FSArgs = append(qemuFS, "-virtfs", "local,path="+qemuOptValue(l.FSDir)+",mount_tag="+fsTag+",security_model=none")
+			qemu.FSMount = "mkdir -p " + fsMnt + " && mount -t 9p -o " + ninePMount + " " + fsTag + " " + fsMnt
+		}
 	}
 	return []System{vmm, qemu}
+}
+
+// How QEMU shares the directory, for Report.QEMUShare.
+const (
+	ShareNine      = "QEMU's 9p (-virtfs, no cache)"
+	ShareVirtioFSD = "virtio-fs through QEMU's virtiofsd (vhost-user-fs-pci)"
+)
+
+// QEMUShare is Report.QEMUShare for a run with Layout l and Params p.
+func QEMUShare(l Layout, p Params) string {
+	switch {
+	case !p.fs():
+		return ""
+	case l.VirtioFSD != "":
+		return ShareVirtioFSD
+	default:
+		return ShareNine
+	}
+}
+
+// virtiofsdPaths are QEMU's virtiofsd socket and log beside the shared
+// directory fsDir.
+func virtiofsdPaths(fsDir string) (sock, log string) {
+	return fsDir + "-virtiofsd.sock", fsDir + "-virtiofsd.log"
+}
+
+// vmmComm is the command name (commName) of the VMM that args runs:
+// args[0]'s, or for benchtool's daemon-exec the VMM's after its "--".
+func vmmComm(args []string) string {
+	if len(args) > 2 && commName(args[0]) == "benchtool" && args[1] == "daemon-exec" {
+		if i := slices.Index(args, "--"); i >= 0 && i+1 < len(args) {
+			return commName(args[i+1])
+		}
+	}
+	return commName(args[0])
 }
 
 // qemuOptValue escapes a value for QEMU's "key=value,..." syntax.
@@ -245,6 +310,8 @@ type Runner struct {
 	Only []string
 
 	port int // next TCP port, so a stuck listener never collides
+	// counted holds the sets of processes sample has logged, per system.
+	counted map[string]bool
 	// cmdWait is how long a guest command, its prompt or a short host
 	// command may take; 0 means cmdTimeout. Tests shorten it, so that a
 	// harness that waits for the wrong thing fails in seconds, not after
@@ -776,6 +843,15 @@ func (r *Runner) sample(ctx context.Context, s System) (kvmstats.Sample, error) 
 	}
 	if err := json.Unmarshal([]byte(line), &smp); err != nil {
 		return kvmstats.Sample{}, fmt.Errorf("sampling %s's VM: %q: %w", s.Name, tail(out, 200), err)
+	}
+	// Whose CPU time a system's cost holds, said once per set of
+	// processes (vmm-net and virtiofsd show up here).
+	if key := s.Name + ": " + strings.Join(smp.Procs, ", "); len(smp.Procs) > 0 && !r.counted[key] {
+		if r.counted == nil {
+			r.counted = map[string]bool{}
+		}
+		r.counted[key] = true
+		r.logf("%s's CPU time counts the processes %s", s.Name, strings.Join(smp.Procs, ", "))
 	}
 	return smp, nil
 }

@@ -260,7 +260,7 @@ func (c *fakeConsole) guestCommand(cmd string) (string, int) {
 		return "cat: /sys/class/net/eth1/address: no such file\r\n", 1
 	case "mkdir":
 		// The mount line: each VMM's own file system.
-		want := map[bool]string{true: "mount -t virtiofs bench /mnt/fs", false: "mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 bench /mnt/fs"}[c.scale == 2]
+		want := map[bool]string{true: "mount -t virtiofs bench /mnt/fs", false: "mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 bench /mnt/fs"}[c.scale == 2 || slices.Contains(c.args, "daemon-exec")]
 		if !strings.Contains(cmd, want) {
 			return "mount: wrong file system: " + cmd + "\r\n", 1
 		}
@@ -372,7 +372,11 @@ func (h *fakeHost) Exec(ctx context.Context, args ...string) (string, int, error
 		}
 		c.cmu.Lock()
 		defer c.cmu.Unlock()
-		b, _ := json.Marshal(kvmstats.Sample{PID: c.pid, VM: fmt.Sprintf("%d-12", c.pid), Counters: maps.Clone(c.counters), CPU: kvmstats.CPU{User: c.user, System: 7}})
+		procs := []string{vmmComm(c.args)}
+		if slices.Contains(c.args, "daemon-exec") {
+			procs = append(procs, "virtiofsd")
+		}
+		b, _ := json.Marshal(kvmstats.Sample{PID: c.pid, VM: fmt.Sprintf("%d-12", c.pid), Counters: maps.Clone(c.counters), CPU: kvmstats.CPU{User: c.user, System: 7}, Procs: procs})
 		return string(b) + "\n", 0, nil
 	case strings.Contains(cmd, "io tcp-send"):
 		host, port, _ := strings.Cut(f["addr"], ":")
@@ -463,11 +467,37 @@ func TestRunnerSharedDir(t *testing.T) {
 			t.Errorf("no exec %q in:\n%s", want, execs)
 		}
 	}
+	if !strings.Contains(h.mounts[1], "mount -t 9p") {
+		t.Errorf("QEMU without virtiofsd mounted %q", h.mounts[1])
+	}
 	var b strings.Builder
 	rep.WriteMarkdown(&b)
 	if !strings.Contains(b.String(), "| shared dir: stat them (s) | 1.00 | 2.00 | 0.50 (0.50-0.50) |") {
 		t.Errorf("markdown:\n%s", b.String())
 	}
+	// With QEMU's virtiofsd both mount virtio-fs, and QEMU's boot goes
+	// through daemon-exec.
+	r.Layout.VirtioFSD = "/usr/lib/qemu/virtiofsd"
+	h.started, h.mounts = nil, nil
+	var log strings.Builder
+	r.Log = &log
+	if err := r.Run(t.Context(), &Report{}); err != nil {
+		t.Fatal(err)
+	}
+	r.Log = nil
+	// Said once, and only for the boots whose cost holds it.
+	if n := strings.Count(log.String(), "QEMU's CPU time counts the processes qemu-system-x86, virtiofsd\n"); n != 1 {
+		t.Errorf("the log says %d times that QEMU's cost holds virtiofsd's:\n%s", n, log.String())
+	}
+	if got, want := strings.Join(h.started, ","), "vmm,vmm-fs,QEMU,QEMU-fs,QEMU,QEMU-fs,vmm,vmm-fs,vmm,vmm-fs,QEMU,QEMU-fs"; got != want {
+		t.Errorf("boot order with virtiofsd %s, want %s", got, want)
+	}
+	for _, m := range h.mounts {
+		if !strings.Contains(m, "mount -t virtiofs bench /mnt/fs") {
+			t.Errorf("with virtiofsd a guest mounted %q", m)
+		}
+	}
+	r.Layout.VirtioFSD = ""
 	// Without the workload the report leaves its rows out.
 	rep = &Report{}
 	r.Params.FSFiles = 0

@@ -68,6 +68,9 @@ type Sample struct {
 	VM       string   `json:"vm"` // the debugfs directory's name, <tid>-<fd>
 	Counters Counters `json:"counters"`
 	CPU      CPU      `json:"cpu"`
+	// Procs names the processes whose CPU time CPU holds (pid's and
+	// its running descendants'), pid's first.
+	Procs []string `json:"procs,omitempty"`
 }
 
 // MountDebugfs mounts debugfs at p.Debugfs unless KVM's directory is
@@ -185,18 +188,28 @@ func ParseStat(b []byte) (CPU, error) {
 // ProcessCPU reads pid's CPU times, all its threads together, with the
 // user and system times of the processes it started: a VMM's cost
 // includes its helpers' (vmm runs -nic user's network in its vmm-net
-// child; QEMU starts none here). A running descendant counts by its own
+// child; QEMU's virtiofsd is its child through the benchmark's
+// daemon-exec). A running descendant counts by its own
 // times (procthreads.Tree finds it), and one that has exited and been
 // waited for by its parent's cutime and cstime (proc(5), fields 16 and
 // 17), so a helper's time does not vanish when it ends. Guest stays
 // pid's own.
 func (p Paths) ProcessCPU(pid int) (CPU, error) {
+	c, _, err := p.processCPU(pid)
+	return c, err
+}
+
+// processCPU is ProcessCPU, also naming the running processes counted
+// (their /proc/<pid>/comm, pid first), so that a report can show whose
+// time a VMM's cost holds.
+func (p Paths) processCPU(pid int) (CPU, []string, error) {
 	var total CPU
+	var names []string
 	for i, proc := range procthreads.Tree(p.Proc, pid) {
 		b, err := os.ReadFile(filepath.Join(p.Proc, strconv.Itoa(proc), "stat"))
 		if err != nil {
 			if i == 0 {
-				return CPU{}, fmt.Errorf("kvmstats: %w", err)
+				return CPU{}, nil, fmt.Errorf("kvmstats: %w", err)
 			}
 			continue // it exited meanwhile: its parent's cutime has it once waited for
 		}
@@ -210,7 +223,7 @@ func (p Paths) ProcessCPU(pid int) (CPU, error) {
 		}
 		switch {
 		case err != nil && i == 0:
-			return CPU{}, err
+			return CPU{}, nil, err
 		case err != nil:
 			continue
 		case i == 0:
@@ -219,8 +232,10 @@ func (p Paths) ProcessCPU(pid int) (CPU, error) {
 			total.User += c.User
 			total.System += c.System
 		}
+		comm, _ := os.ReadFile(filepath.Join(p.Proc, strconv.Itoa(proc), "comm"))
+		names = append(names, strings.TrimSuffix(string(comm), "\n"))
 	}
-	return total, nil
+	return total, names, nil
 }
 
 // parseChildTimes reads cutime and cstime (fields 16 and 17) from a
@@ -267,11 +282,11 @@ func (p Paths) Take(pid int) (Sample, error) {
 	if err != nil {
 		return Sample{}, err
 	}
-	cpu, err := p.ProcessCPU(pid)
+	cpu, procs, err := p.processCPU(pid)
 	if err != nil {
 		return Sample{}, err
 	}
-	return Sample{PID: pid, VM: vm, Counters: c, CPU: cpu}, nil
+	return Sample{PID: pid, VM: vm, Counters: c, CPU: cpu, Procs: procs}, nil
 }
 
 // Delta is what happened between two samples of one VM.

@@ -129,7 +129,7 @@ func TestTake(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Sample{PID: 500, VM: "502-11", Counters: Counters{"exits": 1000, "io_exits": 40, "mmio_exits": 300, "halt_exits": 7},
-		CPU: CPU{User: 50, System: 10, Guest: 40}}
+		CPU: CPU{User: 50, System: 10, Guest: 40}, Procs: []string{"vmm"}}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("Take(500) = %+v, want %+v", s, want)
 	}
@@ -200,16 +200,20 @@ func TestProcessCPUIncludesHelpers(t *testing.T) {
 			children: map[int][]int{600: {601}}},
 	})
 	for _, tt := range []struct {
-		pid  int
-		want CPU
+		pid   int
+		want  CPU
+		procs []string
 	}{
-		{500, CPU{User: 50 + 4 + 20, System: 10 + 1 + 7, Guest: 40}},
-		{510, CPU{User: 20, System: 7}},
-		{600, CPU{User: 1, System: 2}},
+		{500, CPU{User: 50 + 4 + 20, System: 10 + 1 + 7, Guest: 40}, []string{"vmm", "vmm-net"}},
+		{510, CPU{User: 20, System: 7}, []string{"vmm-net"}},
+		{600, CPU{User: 1, System: 2}, []string{"qemu-system-x86"}},
 	} {
 		got, err := p.ProcessCPU(tt.pid)
 		if err != nil || got != tt.want {
 			t.Errorf("ProcessCPU(%d) = %+v, %v; want %+v", tt.pid, got, err, tt.want)
+		}
+		if _, procs, _ := p.processCPU(tt.pid); !reflect.DeepEqual(procs, tt.procs) {
+			t.Errorf("ProcessCPU(%d) counted %q, want %q", tt.pid, procs, tt.procs)
 		}
 	}
 }

@@ -65,6 +65,7 @@ type options struct {
 	kernel      string
 	initrd      string
 	qemu        string
+	qemuShare   string
 	jsonOut     string
 	workDir     string
 	l1Memory    int
@@ -84,7 +85,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.tcpMiB, "tcp-mib", int(o.params.TCPBytes>>20), "MiB per TCP direction")
 	fs.IntVar(&o.diskMiB, "disk-mib", int(o.params.DiskBytes>>20), "size of the raw disk image (in RAM)")
 	fs.IntVar(&o.params.GuestMiB, "guest-mib", o.params.GuestMiB, "guest RAM in MiB")
-	fs.IntVar(&o.params.FSFiles, "fs-files", -1, fmt.Sprintf("small files the shared-directory workload (vmm's virtio-fs against QEMU's 9p) creates, stats and reads back; 0 leaves the workload out (default %d, or %d nested, where each file costs a good part of a second)", o.params.FSFiles, bench.NestedFSFiles))
+	fs.IntVar(&o.params.FSFiles, "fs-files", -1, fmt.Sprintf("small files the shared-directory workload (vmm's virtio-fs against QEMU's share, -qemu-share) creates, stats and reads back; 0 leaves the workload out (default %d, or %d nested, where each file costs a good part of a second)", o.params.FSFiles, bench.NestedFSFiles))
 	fs.IntVar(&o.params.FSFileSize, "fs-file-size", o.params.FSFileSize, "bytes in each of those files")
 	fs.IntVar(&o.fsSeqMiB, "fs-seq-mib", int(o.params.FSSeqBytes>>20), "MiB of the shared directory's sequential read")
 	fs.StringVar(&o.fsKernel, "fs-kernel", "", "guest bzImage for the shared-directory workload, with virtio-fs and 9p (default: Debian's generic kernel from the vmm cache; the cloud kernel has no 9p)")
@@ -95,6 +96,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.kernel, "kernel", "", "guest bzImage (default: Debian's cloud kernel from the vmm cache)")
 	fs.StringVar(&o.initrd, "initrd", "", "guest initramfs with vmm-iotool (default: built with the guest package)")
 	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary to compare against (copied into L1 with its libraries)")
+	fs.StringVar(&o.qemuShare, "qemu-share", "auto", "how QEMU shares the directory: virtiofsd (virtio-fs, as vmm; QEMU's own virtiofsd, which Debian ships in qemu-system-common), 9p (-virtfs, no daemon), or auto: virtiofsd when installed, else 9p")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.workDir, "work-dir", "", "keep built files and L1's kernel log here (default: a temporary directory)")
 	fs.IntVar(&o.l1Memory, "l1-memory", 3072, "L1 memory in MiB (nested mode)")
@@ -125,6 +127,11 @@ func parseFlags(args []string) (options, error) {
 	case "auto", "nested", "direct":
 	default:
 		return o, fmt.Errorf("-mode %q: want auto, nested or direct", o.mode)
+	}
+	switch o.qemuShare {
+	case "auto", "virtiofsd", "9p":
+	default:
+		return o, fmt.Errorf("-qemu-share %q: want auto, virtiofsd or 9p", o.qemuShare)
 	}
 	return o, nil
 }
@@ -360,6 +367,12 @@ func run(ctx context.Context, o options) error {
 		runner.Layout = bench.Layout{VMM: f.vmm, QEMU: mustLook(o.qemu), Kernel: f.kernel, Initrd: f.initrd,
 			Disk: filepath.Join(dir, "disk.img"), L1Tool: f.l1tool, BenchTool: f.benchtool,
 			FSKernel: f.fsKernel, FSInitrd: f.fsInitrd, FSDir: filepath.Join(dir, "fsbench")}
+		if f.fsKernel != "" {
+			if runner.Layout.VirtioFSD, _, err = qemuVirtioFSD(ctx, o, runner.Layout.QEMU); err != nil {
+				return err
+			}
+		}
+		rep.QEMUShare = bench.QEMUShare(runner.Layout, o.params)
 		runner.Host = &bench.DirectHost{Console: console}
 		rep.Env = fmt.Sprintf("Host: %d CPUs; guest kernel %s%s; %s", numCPU(), f.kernelName(), f.fsEnv(), firstOutputLine(ctx, o.qemu, "--version"))
 		runErr = do()
@@ -424,7 +437,14 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 		l1Files["/guest/fs-bzImage"] = f.fsKernel
 		l1Files["/guest/initrd-fs.cpio"] = f.fsInitrd
 		runner.Layout.FSKernel, runner.Layout.FSInitrd, runner.Layout.FSDir = "/guest/fs-bzImage", "/guest/initrd-fs.cpio", "/tmp/fsbench"
+		vfsd, vfiles, err := qemuVirtioFSD(ctx, o, qemuBin)
+		if err != nil {
+			return err
+		}
+		runner.Layout.VirtioFSD = vfsd // at its host path in L1, like QEMU
+		maps.Copy(l1Files, vfiles)
 	}
+	rep.QEMUShare = bench.QEMUShare(runner.Layout, o.params)
 	var console io.Writer
 	if o.console {
 		console = os.Stderr
@@ -453,6 +473,24 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 		}
 		return err
 	})
+}
+
+// qemuVirtioFSD is the virtiofsd QEMU shares the directory with, and
+// its files for L1, as -qemu-share asks: "" for 9p, or for auto when
+// none is installed (said on stderr, and the report names the share).
+func qemuVirtioFSD(ctx context.Context, o options, qemuBin string) (string, map[string]string, error) {
+	if o.qemuShare == "9p" {
+		return "", nil, nil
+	}
+	p, files, err := bench.VirtioFSDFiles(ctx, qemuBin)
+	if errors.Is(err, bench.ErrNoVirtioFSD) && o.qemuShare == "auto" {
+		fmt.Fprintf(os.Stderr, "vmm-bench: QEMU shares the directory over 9p: %v\n", err)
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("-qemu-share %s: %w", o.qemuShare, err)
+	}
+	return p, files, nil
 }
 
 func mustLook(name string) string {

@@ -5,6 +5,7 @@
 //	benchtool meminfo
 //	benchtool rm PATH
 //	benchtool vmstat COMM
+//	benchtool daemon-exec SOCKET LOG DAEMON [ARG...] -- VMM [ARG...]
 //
 // mkdisk writes a raw image of BYTES filled with a non-zero pattern, so
 // that every block is allocated: a sparse file would let reads of holes
@@ -14,7 +15,10 @@
 // has room. rm removes the image, or a directory with what is in it,
 // afterwards. vmstat prints one JSON line (a kvmstats.Sample) with the
 // KVM counters of the VM of the one process named COMM and that
-// process's CPU time, to difference around a workload phase.
+// process's CPU time, to difference around a workload phase. daemon-exec
+// starts a VMM's back-end daemon (QEMU's virtiofsd), waits for its
+// socket and then becomes the VMM, so the daemon is the VMM's child and
+// its CPU time is the VMM's, as vmm's own helpers' is.
 package main
 
 import (
@@ -44,6 +48,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "daemon-exec" {
+		if err := daemonExec(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) == 3 && os.Args[1] == "vmstat" {
 		if err := vmstat(kvmstats.DefaultPaths(), os.Args[2], os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
@@ -52,7 +63,7 @@ func main() {
 		return
 	}
 	if len(os.Args) != 4 || os.Args[1] != "mkdisk" {
-		fmt.Fprintln(os.Stderr, "usage: benchtool mkdisk PATH BYTES | benchtool meminfo | benchtool rm PATH | benchtool vmstat COMM")
+		fmt.Fprintln(os.Stderr, "usage: benchtool mkdisk PATH BYTES | benchtool meminfo | benchtool rm PATH | benchtool vmstat COMM | benchtool daemon-exec SOCKET LOG DAEMON [ARG...] -- VMM [ARG...]")
 		os.Exit(2)
 	}
 	n, err := strconv.ParseInt(os.Args[3], 10, 64)

@@ -87,7 +87,7 @@ func TestVMStat(t *testing.T) {
 	if err := json.Unmarshal([]byte(b.String()), &s); err != nil {
 		t.Fatalf("%q: %v", b.String(), err)
 	}
-	want := kvmstats.Sample{PID: 41, VM: "42-12", Counters: kvmstats.Counters{"exits": 77}, CPU: kvmstats.CPU{User: 30, System: 5, Guest: 20}}
+	want := kvmstats.Sample{PID: 41, VM: "42-12", Counters: kvmstats.Counters{"exits": 77}, CPU: kvmstats.CPU{User: 30, System: 5, Guest: 20}, Procs: []string{"vmm"}}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("sample %+v, want %+v", s, want)
 	}
