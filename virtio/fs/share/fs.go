@@ -77,10 +77,7 @@ func newFsys(root int, readOnly bool, budget int) (*fsys, error) {
 		privileged:    os.Geteuid() == 0,
 	}
 	fs.dirents.New = func() any { b := make([]byte, direntBufSize); return &b }
-	if err := fs.t.setRoot(root, &st); err != nil {
-		unix.Close(root)
-		return nil, err
-	}
+	fs.t.setRoot(root, &st)
 	return fs, nil
 }
 
@@ -192,11 +189,16 @@ func (fs *fsys) register(fd int, out *fuse.EntryOut) fuse.Status {
 		unix.Close(fd)
 		return status(err)
 	}
-	n, err := fs.t.addNode(fd, &st)
+	return fs.registerStat(fd, &st, out)
+}
+
+// registerStat is register for an fd whose stat the caller has.
+func (fs *fsys) registerStat(fd int, st *unix.Stat_t, out *fuse.EntryOut) fuse.Status {
+	n, err := fs.t.addNode(fd, st)
 	if err != nil {
 		return status(err)
 	}
-	fillEntry(out, n, &st)
+	fillEntry(out, n, st)
 	return fuse.OK
 }
 
@@ -422,18 +424,29 @@ func (fs *fsys) created(pfd, fd int, mode int, caller *fuse.Caller, out *fuse.En
 		return err
 	}
 	typ := st.Mode & unix.S_IFMT
+	changed := false
 	if mode >= 0 && (typ == unix.S_IFREG || typ == unix.S_IFDIR) && st.Mode&permBits != uint32(mode) {
 		if err := retry(func() error { return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), uint32(mode), 0) }); err != nil {
 			unix.Close(fd)
 			return err
 		}
+		changed = true
 	}
-	if err := fs.chownNew(pfd, fd, &st, caller); err != nil {
+	chowned, err := fs.chownNew(pfd, fd, &st, caller)
+	if err != nil {
 		unix.Close(fd)
 		return err
 	}
-	if st := fs.register(fd, out); !st.Ok() {
-		return unix.Errno(st)
+	// The stat above describes the entry unless its mode or owner
+	// changed since (one fstat less for most new files).
+	var res fuse.Status
+	if changed || chowned {
+		res = fs.register(fd, out)
+	} else {
+		res = fs.registerStat(fd, &st, out)
+	}
+	if !res.Ok() {
+		return unix.Errno(res)
 	}
 	return nil
 }
@@ -451,20 +464,20 @@ func (fs *fsys) createdName(pfd int, name string, mode int, caller *fuse.Caller,
 
 // chownNew gives a new file to the caller when vmm is root; the group
 // stays the directory's when that is set-group-ID, as the host kernel
-// made it.
-func (fs *fsys) chownNew(pfd, fd int, st *unix.Stat_t, caller *fuse.Caller) error {
+// made it. It says whether it changed the owner.
+func (fs *fsys) chownNew(pfd, fd int, st *unix.Stat_t, caller *fuse.Caller) (bool, error) {
 	if !fs.privileged || (st.Uid == caller.Uid && st.Gid == caller.Gid) {
-		return nil
+		return false, nil
 	}
 	gid := int(caller.Gid)
 	var pst unix.Stat_t
 	if err := fstat(pfd, &pst); err != nil {
-		return err
+		return false, err
 	}
 	if pst.Mode&unix.S_ISGID != 0 {
 		gid = -1
 	}
-	return retry(func() error {
+	return true, retry(func() error {
 		return unix.Fchownat(fd, "", int(caller.Uid), gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 	})
 }

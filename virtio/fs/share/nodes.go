@@ -1,45 +1,72 @@
 package share
 
 import (
-	"os"
 	"sync"
-	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
-// fdFile is a host file descriptor shared by concurrent requests. It is
-// an *os.File for its reference counting: do runs with the descriptor
-// pinned, and a Close meanwhile (FORGET, RELEASE) only marks it closed,
-// the descriptor being closed when the last do returns, so a request can
-// never act on a descriptor number reused by another file. After Close,
-// do fails with EBADF.
-type fdFile struct {
-	f  *os.File
-	rc syscall.RawConn
+// fdFile is a host file descriptor shared by concurrent requests: do
+// runs with the descriptor pinned, and a close meanwhile (FORGET,
+// RELEASE) only marks it closed, the descriptor being closed when the
+// last do returns, so a request can never act on a descriptor number
+// reused by another file. After close, do fails with EBADF.
+//
+// It counts its own references rather than wrapping an *os.File, which
+// does the same but costs an fcntl(F_GETFL) when made, a finalizer and
+// three allocations: a share creates one for every file the guest looks
+// up or opens, several per file of a build.
+type fdFile struct{ *fdRef }
+
+type fdRef struct {
+	mu     sync.Mutex
+	fd     int
+	pins   int  // do calls under way
+	closed bool // close was called; the last do closes fd
 }
 
-func newFDFile(fd int, name string) (fdFile, error) {
-	f := os.NewFile(uintptr(fd), name)
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return fdFile{}, err
-	}
-	return fdFile{f: f, rc: rc}, nil
-}
+func newFDFile(fd int) fdFile { return fdFile{&fdRef{fd: fd}} }
 
 // do runs fn with the descriptor.
 func (h fdFile) do(fn func(fd int) error) error {
-	var err error
-	if cerr := h.rc.Control(func(fd uintptr) { err = fn(int(fd)) }); cerr != nil {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
 		return unix.EBADF
 	}
-	return err
+	h.pins++
+	fd := h.fd
+	h.mu.Unlock()
+	defer h.unpin()
+	return fn(fd)
 }
 
-func (h fdFile) close() { h.f.Close() }
+func (h fdFile) unpin() {
+	h.mu.Lock()
+	h.pins--
+	last := h.closed && h.pins == 0
+	h.mu.Unlock()
+	if last {
+		unix.Close(h.fd)
+	}
+}
+
+// close closes the descriptor, or has the last do under way close it.
+// Closing twice is harmless.
+func (h fdFile) close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	now := h.pins == 0
+	h.mu.Unlock()
+	if now {
+		unix.Close(h.fd)
+	}
+}
 
 // devIno identifies a host inode while a descriptor holds it open (the
 // inode number cannot be reused until then).
@@ -93,17 +120,12 @@ func (t *table) clear() {
 }
 
 // setRoot makes fd, an O_PATH descriptor of the shared directory, node 1.
-func (t *table) setRoot(fd int, st *unix.Stat_t) error {
-	f, err := newFDFile(fd, "share-root")
-	if err != nil {
-		return err
-	}
-	n := &node{fdFile: f, id: fuse.FUSE_ROOT_ID, key: keyOf(st), mode: st.Mode & unix.S_IFMT, refs: 1}
+func (t *table) setRoot(fd int, st *unix.Stat_t) {
+	n := &node{fdFile: newFDFile(fd), id: fuse.FUSE_ROOT_ID, key: keyOf(st), mode: st.Mode & unix.S_IFMT, refs: 1}
 	t.mu.Lock()
 	t.nodes[n.id] = n
 	t.byKey[n.key] = n
 	t.mu.Unlock()
-	return nil
 }
 
 func keyOf(st *unix.Stat_t) devIno { return devIno{dev: st.Dev, ino: st.Ino} }
@@ -134,12 +156,7 @@ func (t *table) addNode(fd int, st *unix.Stat_t) (*node, error) {
 		unix.Close(fd)
 		return nil, unix.ENFILE
 	}
-	f, err := newFDFile(fd, "share-node")
-	if err != nil {
-		t.mu.Unlock()
-		return nil, err
-	}
-	n := &node{fdFile: f, id: t.next, key: key, mode: st.Mode & unix.S_IFMT, refs: 1}
+	n := &node{fdFile: newFDFile(fd), id: t.next, key: key, mode: st.Mode & unix.S_IFMT, refs: 1}
 	t.next++
 	t.nodes[n.id] = n
 	t.byKey[key] = n
@@ -179,13 +196,9 @@ func (t *table) addHandle(fd int, dir bool) (uint64, error) {
 		unix.Close(fd)
 		return 0, unix.ENFILE
 	}
-	f, err := newFDFile(fd, "share-file")
-	if err != nil {
-		return 0, err
-	}
 	id := t.next
 	t.next++
-	t.handles[id] = &handle{fdFile: f, dir: dir}
+	t.handles[id] = &handle{fdFile: newFDFile(fd), dir: dir}
 	return id, nil
 }
 
