@@ -26,7 +26,11 @@ func (h *NestedHost) Start(ctx context.Context, args []string) (Console, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &nestedConsole{Job: j, h: h, name: vmmComm(args)}, nil
+	c := &nestedConsole{Job: j, h: h, name: vmmComm(args)}
+	if c.name != commName(args[0]) {
+		c.before = commName(args[0]) // benchtool daemon-exec, until it execs the VMM
+	}
+	return c, nil
 }
 
 // Exec runs a command in L1.
@@ -53,6 +57,9 @@ type nestedConsole struct {
 	*nested.Job
 	h    *NestedHost
 	name string
+	// before is the job's name before it becomes the VMM, if it has
+	// another (benchtool's daemon-exec waiting for its daemon).
+	before string
 }
 
 var _ Console = (*nestedConsole)(nil)
@@ -63,11 +70,15 @@ func (c *nestedConsole) Expect(re *regexp.Regexp, timeout time.Duration) (string
 }
 
 // Kill sends SIGKILL to the VMM by name: the agent has no request for
-// signalling a job, and only one VMM runs at a time.
+// signalling a job, and only one VMM runs at a time. A job that has not
+// become its VMM yet is killed by its own name.
 func (c *nestedConsole) Kill() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, code, err := c.h.L1.Exec(ctx, c.h.L1Tool, "signal", "9", c.name)
+	if err == nil && code != 0 && c.before != "" {
+		out, code, err = c.h.L1.Exec(ctx, c.h.L1Tool, "signal", "9", c.before)
+	}
 	if err != nil {
 		return err
 	}

@@ -250,3 +250,35 @@ func TestVirtioFSDFiles(t *testing.T) {
 		t.Errorf("%q %v, want Debian's %s first", p, err, debian)
 	}
 }
+
+func TestCheckVirtioFSDShare(t *testing.T) {
+	for _, c := range []struct {
+		dir string
+		err string
+	}{
+		{"/tmp/fsbench", ""},
+		{"/tmp/a,b/fsbench", "comma"},
+		{"/" + strings.Repeat("d", 91), ""}, // its socket: 107 bytes
+		{"/" + strings.Repeat("d", 92), "longer than"},
+	} {
+		err := CheckVirtioFSDShare(c.dir)
+		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("%q: %v, want %q", c.dir, err, c.err)
+		}
+	}
+}
+
+func TestQEMUShare(t *testing.T) {
+	p := DefaultParams()
+	l := Layout{VirtioFSD: "/usr/lib/qemu/virtiofsd"}
+	if got, want := QEMUShare(l, p, "virtiofsd version 7.2.22"), "virtio-fs through /usr/lib/qemu/virtiofsd (virtiofsd version 7.2.22) on vhost-user-fs-pci"; got != want {
+		t.Errorf("%q, want %q", got, want)
+	}
+	if got := QEMUShare(Layout{}, p, ""); got != ShareNine {
+		t.Errorf("without virtiofsd %q", got)
+	}
+	p.FSFiles = 0
+	if got := QEMUShare(l, p, "v"); got != "" {
+		t.Errorf("without the workload %q", got)
+	}
+}

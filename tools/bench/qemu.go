@@ -73,18 +73,24 @@ func binaryFiles(ctx context.Context, bin string) (map[string]string, error) {
 	return files, nil
 }
 
-// virtiofsdPlaces are where QEMU's own virtiofsd (the C one, in QEMU's
-// tree until 8.0) is installed relative to qemu-system-x86_64: Debian
-// and Ubuntu ship it in qemu-system-common as /usr/lib/qemu/virtiofsd,
-// Fedora as /usr/libexec/virtiofsd. Its options (-o source=...,
-// --socket-path) are what Systems passes.
-var virtiofsdPlaces = []string{"../lib/qemu/virtiofsd", "../libexec/virtiofsd"}
+// virtiofsdPlaces are where a virtiofsd is installed relative to
+// qemu-system-x86_64. Debian 12's QEMU 7.2 ships QEMU's own C virtiofsd
+// in qemu-system-common as /usr/lib/qemu/virtiofsd (QEMU 8.0 dropped it
+// from its tree); the Rust virtiofsd that replaced it is
+// /usr/libexec/virtiofsd on Fedora and on Debian 13. Both take the
+// options Systems passes (--socket-path, -o source=, -o sandbox=), the
+// Rust one as compatibility options; the report names the binary and
+// its version, since the two are different servers.
+func virtiofsdPlaces() []string {
+	return []string{"../lib/qemu/virtiofsd", "../libexec/virtiofsd"}
+}
 
-// VirtioFSDFiles finds QEMU's virtiofsd beside the QEMU binary qemuBin
-// (an absolute path, as QEMUFiles returns) and returns its path and what
-// it needs to run in L1 (binaryFiles). ErrNoVirtioFSD: none installed.
+// VirtioFSDFiles finds a virtiofsd beside the QEMU binary qemuBin (an
+// absolute path, as QEMUFiles returns) and returns its path and what it
+// needs to run in L1 (binaryFiles). ErrNoVirtioFSD: none installed.
 func VirtioFSDFiles(ctx context.Context, qemuBin string) (string, map[string]string, error) {
-	for _, rel := range virtiofsdPlaces {
+	places := virtiofsdPlaces()
+	for _, rel := range places {
 		p := filepath.Clean(filepath.Join(filepath.Dir(qemuBin), rel))
 		if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
 			continue
@@ -95,7 +101,21 @@ func VirtioFSDFiles(ctx context.Context, qemuBin string) (string, map[string]str
 		}
 		return p, files, nil
 	}
-	return "", nil, fmt.Errorf("%w beside %s (looked for %s)", ErrNoVirtioFSD, qemuBin, strings.Join(virtiofsdPlaces, ", "))
+	return "", nil, fmt.Errorf("%w beside %s (looked for %s)", ErrNoVirtioFSD, qemuBin, strings.Join(places, ", "))
+}
+
+// CheckVirtioFSDShare says whether QEMU can share fsDir through virtiofsd
+// as Systems sets it up: the daemon takes the directory in a
+// comma-separated -o option, and its socket beside it must fit a Unix
+// socket address (sun_path, 108 bytes with the NUL; unix(7)).
+func CheckVirtioFSDShare(fsDir string) error {
+	if strings.Contains(fsDir, ",") {
+		return fmt.Errorf("bench: the shared directory %s holds a comma, which virtiofsd's -o source= cannot take", fsDir)
+	}
+	if sock, _ := virtiofsdPaths(fsDir); len(sock) > 107 {
+		return fmt.Errorf("bench: virtiofsd's socket %s is longer than a Unix socket address allows (107 bytes)", sock)
+	}
+	return nil
 }
 
 // ErrNoVirtioFSD means QEMU's virtiofsd is not installed.

@@ -57,8 +57,8 @@ type Report struct {
 	Rounds int
 	Params Params
 	Env    string // what ran where, one line
-	// QEMUShare is how QEMU shared the directory (ShareNine or
-	// ShareVirtioFSD); vmm's is its virtio-fs. Empty: no share.
+	// QEMUShare is how QEMU shared the directory (QEMUShare); vmm's is
+	// its virtio-fs. Empty: no share.
 	QEMUShare string
 	Duration  time.Duration // the whole measurement, L1 boot included
 	// Samples[system][figure key] holds one value per round, in round

@@ -104,6 +104,9 @@ type System struct {
 	// as fsTag, which FSMount (a guest shell command) mounts at fsMnt.
 	FSArgs  []string
 	FSMount string
+	// FSLog, if set, is the log of the daemon FSArgs start (QEMU's
+	// virtiofsd), whose end a failed shared-directory boot reports.
+	FSLog string
 }
 
 // The shared directory as the guests see it.
@@ -235,6 +238,7 @@ func Systems(l Layout, p Params) []System {
 			qemu.FSArgs = append([]string{l.BenchTool, "daemon-exec", sock, log,
 				l.VirtioFSD, "--socket-path=" + sock, "-o", "source=" + l.FSDir, "-o", "sandbox=chroot", "--"}, qemuFS...)
 			qemu.FSMount = vmm.FSMount
+			qemu.FSLog = log
 		} else {
 			// QEMU's own 9p server (-virtfs is virtio-9p-pci with
 			// the local backend); security_model=none keeps the
@@ -247,19 +251,21 @@ func Systems(l Layout, p Params) []System {
 	return []System{vmm, qemu}
 }
 
-// How QEMU shares the directory, for Report.QEMUShare.
-const (
-	ShareNine      = "QEMU's 9p (-virtfs, no cache)"
-	ShareVirtioFSD = "virtio-fs through QEMU's virtiofsd (vhost-user-fs-pci)"
-)
+// ShareNine is Report.QEMUShare for QEMU's own 9p server.
+const ShareNine = "QEMU's 9p (-virtfs, no cache)"
 
-// QEMUShare is Report.QEMUShare for a run with Layout l and Params p.
-func QEMUShare(l Layout, p Params) string {
+// QEMUShare is Report.QEMUShare for a run with Layout l and Params p;
+// version is the virtiofsd's --version line, if it has one.
+func QEMUShare(l Layout, p Params, version string) string {
 	switch {
 	case !p.fs():
 		return ""
 	case l.VirtioFSD != "":
-		return ShareVirtioFSD
+		s := "virtio-fs through " + l.VirtioFSD
+		if version != "" {
+			s += " (" + version + ")"
+		}
+		return s + " on vhost-user-fs-pci"
 	default:
 		return ShareNine
 	}
@@ -467,6 +473,15 @@ func (r *Runner) measureSystem(ctx context.Context, s System) (map[string]float6
 	}
 	if r.Params.fs() {
 		fsVals, err := r.fsGuest(ctx, s, costs)
+		if err != nil && s.FSLog != "" && !fatal(ctx, err) {
+			// The daemon's view: QEMU's own says only that the
+			// connection broke.
+			log, lerr := r.exec(ctx, setupTimeout, r.Layout.BenchTool, "tail", s.FSLog)
+			if lerr != nil {
+				log = lerr.Error()
+			}
+			err = fmt.Errorf("%w\n--- %s (tail) ---\n%s", err, s.FSLog, strings.TrimSpace(log))
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("shared directory: %w", err)
 		}

@@ -361,6 +361,8 @@ func (h *fakeHost) Exec(ctx context.Context, args ...string) (string, int, error
 		case <-ctx.Done():
 			return "", 0, ctx.Err()
 		}
+	case strings.Contains(cmd, "benchtool tail /tmp/fsbench-virtiofsd.log"):
+		return "virtiofsd: fake: vhost-user message failed\n", 0, nil
 	case strings.Contains(cmd, "benchtool vmstat"):
 		switch {
 		case h.frozen:
@@ -841,5 +843,26 @@ func TestLocalConsole(t *testing.T) {
 	}
 	if _, _, err := h.Exec(t.Context(), "/nonexistent"); err == nil {
 		t.Error("exec of a missing program succeeded")
+	}
+}
+
+// A failed shared-directory boot of QEMU with virtiofsd reports the end
+// of the daemon's log; one without a daemon has none to report.
+func TestRunnerDaemonLog(t *testing.T) {
+	for _, virtiofsd := range []string{"/usr/lib/qemu/virtiofsd", ""} {
+		h := newFakeHost(t)
+		h.failOp = "fs-seq-read"
+		r := testRunner(h)
+		r.Params.Rounds, r.Params.FSFiles, r.Params.FSFileSize, r.Params.FSSeqBytes = 1, 10, 512, 1<<20
+		r.Layout.VirtioFSD = virtiofsd
+		r.Only = []string{SysQEMU}
+		err := r.Run(t.Context(), &Report{})
+		if err == nil {
+			t.Fatal("a failing phase in every attempt did not fail the run")
+		}
+		has := strings.Contains(err.Error(), "--- /tmp/fsbench-virtiofsd.log (tail) ---\nvirtiofsd: fake: vhost-user message failed")
+		if has != (virtiofsd != "") {
+			t.Errorf("virtiofsd %q: the daemon's log in the error is %v: %v", virtiofsd, has, err)
+		}
 	}
 }

@@ -232,10 +232,19 @@ func (p Paths) processCPU(pid int) (CPU, []string, error) {
 			total.User += c.User
 			total.System += c.System
 		}
-		comm, _ := os.ReadFile(filepath.Join(p.Proc, strconv.Itoa(proc), "comm"))
-		names = append(names, strings.TrimSuffix(string(comm), "\n"))
+		names = append(names, statComm(b))
 	}
 	return total, names, nil
+}
+
+// statComm is the command name in a /proc/<pid>/stat line ParseStat
+// accepted: field 2, between the first '(' and the last ')'.
+func statComm(b []byte) string {
+	i, j := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if i < 0 || j < i {
+		return ""
+	}
+	return string(b[i+1 : j])
 }
 
 // parseChildTimes reads cutime and cstime (fields 16 and 17) from a

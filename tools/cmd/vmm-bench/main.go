@@ -96,7 +96,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.kernel, "kernel", "", "guest bzImage (default: Debian's cloud kernel from the vmm cache)")
 	fs.StringVar(&o.initrd, "initrd", "", "guest initramfs with vmm-iotool (default: built with the guest package)")
 	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary to compare against (copied into L1 with its libraries)")
-	fs.StringVar(&o.qemuShare, "qemu-share", "auto", "how QEMU shares the directory: virtiofsd (virtio-fs, as vmm; QEMU's own virtiofsd, which Debian ships in qemu-system-common), 9p (-virtfs, no daemon), or auto: virtiofsd when installed, else 9p")
+	fs.StringVar(&o.qemuShare, "qemu-share", "auto", "how QEMU shares the directory: virtiofsd (virtio-fs, as vmm, through the virtiofsd installed beside QEMU: Debian 12 ships QEMU's own in qemu-system-common), 9p (-virtfs, no daemon), or auto: virtiofsd when installed, else 9p")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.workDir, "work-dir", "", "keep built files and L1's kernel log here (default: a temporary directory)")
 	fs.IntVar(&o.l1Memory, "l1-memory", 3072, "L1 memory in MiB (nested mode)")
@@ -368,11 +368,11 @@ func run(ctx context.Context, o options) error {
 			Disk: filepath.Join(dir, "disk.img"), L1Tool: f.l1tool, BenchTool: f.benchtool,
 			FSKernel: f.fsKernel, FSInitrd: f.fsInitrd, FSDir: filepath.Join(dir, "fsbench")}
 		if f.fsKernel != "" {
-			if runner.Layout.VirtioFSD, _, err = qemuVirtioFSD(ctx, o, runner.Layout.QEMU); err != nil {
+			if runner.Layout.VirtioFSD, _, err = qemuVirtioFSD(ctx, o, runner.Layout.QEMU, runner.Layout.FSDir); err != nil {
 				return err
 			}
 		}
-		rep.QEMUShare = bench.QEMUShare(runner.Layout, o.params)
+		rep.QEMUShare = bench.QEMUShare(runner.Layout, o.params, virtiofsdVersion(ctx, runner.Layout.VirtioFSD))
 		runner.Host = &bench.DirectHost{Console: console}
 		rep.Env = fmt.Sprintf("Host: %d CPUs; guest kernel %s%s; %s", numCPU(), f.kernelName(), f.fsEnv(), firstOutputLine(ctx, o.qemu, "--version"))
 		runErr = do()
@@ -437,14 +437,14 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 		l1Files["/guest/fs-bzImage"] = f.fsKernel
 		l1Files["/guest/initrd-fs.cpio"] = f.fsInitrd
 		runner.Layout.FSKernel, runner.Layout.FSInitrd, runner.Layout.FSDir = "/guest/fs-bzImage", "/guest/initrd-fs.cpio", "/tmp/fsbench"
-		vfsd, vfiles, err := qemuVirtioFSD(ctx, o, qemuBin)
+		vfsd, vfiles, err := qemuVirtioFSD(ctx, o, qemuBin, runner.Layout.FSDir)
 		if err != nil {
 			return err
 		}
 		runner.Layout.VirtioFSD = vfsd // at its host path in L1, like QEMU
 		maps.Copy(l1Files, vfiles)
 	}
-	rep.QEMUShare = bench.QEMUShare(runner.Layout, o.params)
+	rep.QEMUShare = bench.QEMUShare(runner.Layout, o.params, virtiofsdVersion(ctx, runner.Layout.VirtioFSD))
 	var console io.Writer
 	if o.console {
 		console = os.Stderr
@@ -475,15 +475,21 @@ func runNested(ctx context.Context, o options, f *files, dir string, runner *ben
 	})
 }
 
-// qemuVirtioFSD is the virtiofsd QEMU shares the directory with, and
-// its files for L1, as -qemu-share asks: "" for 9p, or for auto when
-// none is installed (said on stderr, and the report names the share).
-func qemuVirtioFSD(ctx context.Context, o options, qemuBin string) (string, map[string]string, error) {
+// qemuVirtioFSD is the virtiofsd QEMU shares fsDir with, and its files
+// for L1, as -qemu-share asks: "" for 9p, or for auto when none is
+// installed or fsDir does not suit it (said on stderr, and the report
+// names the share).
+func qemuVirtioFSD(ctx context.Context, o options, qemuBin, fsDir string) (string, map[string]string, error) {
 	if o.qemuShare == "9p" {
 		return "", nil, nil
 	}
-	p, files, err := bench.VirtioFSDFiles(ctx, qemuBin)
-	if errors.Is(err, bench.ErrNoVirtioFSD) && o.qemuShare == "auto" {
+	err := bench.CheckVirtioFSDShare(fsDir)
+	var p string
+	var files map[string]string
+	if err == nil {
+		p, files, err = bench.VirtioFSDFiles(ctx, qemuBin)
+	}
+	if err != nil && o.qemuShare == "auto" {
 		fmt.Fprintf(os.Stderr, "vmm-bench: QEMU shares the directory over 9p: %v\n", err)
 		return "", nil, nil
 	}
@@ -491,6 +497,15 @@ func qemuVirtioFSD(ctx context.Context, o options, qemuBin string) (string, map[
 		return "", nil, fmt.Errorf("-qemu-share %s: %w", o.qemuShare, err)
 	}
 	return p, files, nil
+}
+
+// virtiofsdVersion is path's --version line, for the report ("" for no
+// virtiofsd).
+func virtiofsdVersion(ctx context.Context, path string) string {
+	if path == "" {
+		return ""
+	}
+	return firstOutputLine(ctx, path, "--version")
 }
 
 func mustLook(name string) string {

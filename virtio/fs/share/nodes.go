@@ -17,7 +17,7 @@ import (
 // does the same but costs an fcntl(F_GETFL) when made, a finalizer and
 // three allocations: a share creates one for every file the guest looks
 // up or opens, several per file of a build.
-type fdFile struct{ *fdRef }
+type fdFile struct{ r *fdRef }
 
 type fdRef struct {
 	mu     sync.Mutex
@@ -30,41 +30,44 @@ func newFDFile(fd int) fdFile { return fdFile{&fdRef{fd: fd}} }
 
 // do runs fn with the descriptor.
 func (h fdFile) do(fn func(fd int) error) error {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+	r := h.r
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
 		return unix.EBADF
 	}
-	h.pins++
-	fd := h.fd
-	h.mu.Unlock()
+	r.pins++
+	fd := r.fd
+	r.mu.Unlock()
 	defer h.unpin()
 	return fn(fd)
 }
 
 func (h fdFile) unpin() {
-	h.mu.Lock()
-	h.pins--
-	last := h.closed && h.pins == 0
-	h.mu.Unlock()
+	r := h.r
+	r.mu.Lock()
+	r.pins--
+	last := r.closed && r.pins == 0
+	r.mu.Unlock()
 	if last {
-		unix.Close(h.fd)
+		unix.Close(r.fd)
 	}
 }
 
 // close closes the descriptor, or has the last do under way close it.
 // Closing twice is harmless.
 func (h fdFile) close() {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+	r := h.r
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
 		return
 	}
-	h.closed = true
-	now := h.pins == 0
-	h.mu.Unlock()
+	r.closed = true
+	now := r.pins == 0
+	r.mu.Unlock()
 	if now {
-		unix.Close(h.fd)
+		unix.Close(r.fd)
 	}
 }
 

@@ -19,7 +19,7 @@ func TestFDFile(t *testing.T) {
 	isOpen := func(fd int) bool { _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); return err != unix.EBADF }
 
 	f := newFDFile(open())
-	fd := f.fd
+	fd := f.r.fd
 	err := f.do(func(got int) error {
 		if got != fd {
 			t.Errorf("do gave fd %d, want %d", got, fd)
@@ -42,7 +42,7 @@ func TestFDFile(t *testing.T) {
 	}
 
 	g := newFDFile(open())
-	fd = g.fd
+	fd = g.r.fd
 	g.close()
 	if isOpen(fd) {
 		t.Error("an idle descriptor was not closed at once")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -62,6 +63,13 @@ func startDaemon(a daemonExecArgs, wait time.Duration) (*os.Process, error) {
 	defer log.Close()
 	cmd := exec.Command(a.daemon[0], a.daemon[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log // not the VMM's console: its bytes are the benchmark's
+	// The daemon ends with the thread that started it: the VMM's main
+	// thread once daemonExec has exec'd on it (it locks itself to it),
+	// or benchtool's if the exec never comes. A daemon waits for its
+	// connection for ever otherwise, so a VMM that fails before it
+	// connects, or a benchtool killed while waiting, would leave it
+	// behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("daemon-exec: %w", err)
 	}
@@ -115,12 +123,16 @@ func daemonExec(args []string) error {
 	if err != nil {
 		return fmt.Errorf("daemon-exec: %w", err)
 	}
+	// Start the daemon and exec on one thread, so that its parent
+	// thread (Pdeathsig's) is the VMM's for as long as the VMM runs.
+	runtime.LockOSThread()
 	// Nested under TCG a daemon takes a second or two to start.
-	if _, err := startDaemon(a, time.Minute); err != nil {
+	d, err := startDaemon(a, time.Minute)
+	if err != nil {
 		return err
 	}
-	if err := syscall.Exec(vmm, a.vmm, os.Environ()); err != nil {
-		return fmt.Errorf("daemon-exec: exec %s: %w", vmm, err)
-	}
-	return nil
+	err = syscall.Exec(vmm, a.vmm, os.Environ())
+	d.Kill()
+	d.Wait()
+	return fmt.Errorf("daemon-exec: exec %s: %w", vmm, err)
 }

@@ -6,6 +6,7 @@
 //	benchtool rm PATH
 //	benchtool vmstat COMM
 //	benchtool daemon-exec SOCKET LOG DAEMON [ARG...] -- VMM [ARG...]
+//	benchtool tail PATH
 //
 // mkdisk writes a raw image of BYTES filled with a non-zero pattern, so
 // that every block is allocated: a sparse file would let reads of holes
@@ -18,7 +19,8 @@
 // process's CPU time, to difference around a workload phase. daemon-exec
 // starts a VMM's back-end daemon (QEMU's virtiofsd), waits for its
 // socket and then becomes the VMM, so the daemon is the VMM's child and
-// its CPU time is the VMM's, as vmm's own helpers' is.
+// its CPU time is the VMM's, as vmm's own helpers' is; tail prints the
+// end of its log when the VMM failed.
 package main
 
 import (
@@ -55,6 +57,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) == 3 && os.Args[1] == "tail" {
+		if err := tail(os.Args[2], 2000, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) == 3 && os.Args[1] == "vmstat" {
 		if err := vmstat(kvmstats.DefaultPaths(), os.Args[2], os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
@@ -63,7 +72,7 @@ func main() {
 		return
 	}
 	if len(os.Args) != 4 || os.Args[1] != "mkdisk" {
-		fmt.Fprintln(os.Stderr, "usage: benchtool mkdisk PATH BYTES | benchtool meminfo | benchtool rm PATH | benchtool vmstat COMM | benchtool daemon-exec SOCKET LOG DAEMON [ARG...] -- VMM [ARG...]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool mkdisk PATH BYTES | benchtool meminfo | benchtool rm PATH | benchtool vmstat COMM | benchtool daemon-exec SOCKET LOG DAEMON [ARG...] -- VMM [ARG...] | benchtool tail PATH")
 		os.Exit(2)
 	}
 	n, err := strconv.ParseInt(os.Args[3], 10, 64)
@@ -75,6 +84,26 @@ func main() {
 		fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// tail writes the last n bytes of the file at path to w.
+func tail(path string, n int64, w io.Writer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() > n {
+		if _, err := f.Seek(st.Size()-n, io.SeekStart); err != nil {
+			return err
+		}
+	}
+	_, err = io.Copy(w, f)
+	return err
 }
 
 // remove deletes path, a file or a directory with what is in it.

@@ -97,3 +97,20 @@ func TestVMStat(t *testing.T) {
 		}
 	}
 }
+
+func TestTail(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log")
+	os.WriteFile(p, []byte("0123456789"), 0o644)
+	for _, c := range []struct {
+		n    int64
+		want string
+	}{{4, "6789"}, {10, "0123456789"}, {100, "0123456789"}} {
+		var b strings.Builder
+		if err := tail(p, c.n, &b); err != nil || b.String() != c.want {
+			t.Errorf("tail %d: %q %v, want %q", c.n, b.String(), err, c.want)
+		}
+	}
+	if err := tail(filepath.Join(t.TempDir(), "none"), 4, io.Discard); err == nil {
+		t.Error("tail of a missing file succeeded")
+	}
+}
