@@ -230,7 +230,8 @@ func Systems(l Layout, p Params) []System {
 			// keeps its defaults (cache=auto: the guest's page
 			// cache, as with vmm's server) but for the sandbox:
 			// chroot, since pivot_root refuses L1's initramfs
-			// root. FSDir must hold no comma (the daemon's -o).
+			// root. FSDir must hold no comma (the daemon's -o;
+			// CheckVirtioFSDShare).
 			sock, log := virtiofsdPaths(l.FSDir)
 			qemuFS = append(qemuFS, "-object", "memory-backend-memfd,id=mem,size="+mem+"M,share=on",
 				"-chardev", "socket,id=vfs,path="+qemuOptValue(sock),
@@ -1027,8 +1028,8 @@ func (g *guest) poweroff(r *Runner) error {
 	return nil
 }
 
-// fsGuest boots s's shared-directory guest, mounts Layout.FSDir (vmm's
-// virtio-fs, QEMU's 9p) and times the file workload and the two
+// fsGuest boots s's shared-directory guest, mounts Layout.FSDir
+// (System.FSMount) and times the file workload and the two
 // sequential reads in it; the small files are removed on the host
 // afterwards.
 func (r *Runner) fsGuest(ctx context.Context, s System, costs map[string]*Cost) (vals map[string]float64, err error) {
@@ -1073,11 +1074,12 @@ func (r *Runner) fsGuest(ctx context.Context, s System, costs map[string]*Cost) 
 		}
 	}
 	// The file is read twice, each time from an emptied page cache. The
-	// first read's page cache (vmm's virtio-fs caches; QEMU's 9p, mounted
+	// first read's page cache (virtio-fs caches; QEMU's 9p, mounted
 	// without a cache, does not) lands in guest RAM the guest has never
-	// touched, and each 2 MiB of it is a page fault that KVM (L1's, when
-	// nested) fills and zeroes, a cost of the VM's first use of its RAM;
-	// the second read's lands in RAM the first one freed, and is what
+	// touched, each page of which KVM (L1's, when nested) faults in and
+	// zeroes, a cost of the VM's first use of its RAM: a fault per 2 MiB
+	// of vmm's anonymous RAM, per 4 KiB of QEMU's memfd under virtiofsd.
+	// The second read's lands in RAM the first one freed, and is what
 	// reading costs a guest that has run a while. Both are reported.
 	for _, key := range []string{"fs-seq-read", "fs-seq-reread"} {
 		out, cost, err := r.measured(ctx, g, fmt.Sprintf("vmm-iotool fs-seq-read -file %s -bytes %d -drop-caches", path.Join(fsMnt, fsSeqFile), p.FSSeqBytes), mibUnits(p.FSSeqBytes), figureTimeout)

@@ -200,8 +200,8 @@ func (p Paths) ProcessCPU(pid int) (CPU, error) {
 }
 
 // processCPU is ProcessCPU, also naming the running processes counted
-// (their /proc/<pid>/comm, pid first), so that a report can show whose
-// time a VMM's cost holds.
+// (the command names of their stat lines, pid's first), so that a report
+// can show whose time a VMM's cost holds.
 func (p Paths) processCPU(pid int) (CPU, []string, error) {
 	var total CPU
 	var names []string

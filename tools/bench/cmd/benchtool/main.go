@@ -36,51 +36,30 @@ import (
 )
 
 func main() {
-	if len(os.Args) == 2 && os.Args[1] == "meminfo" {
-		if err := meminfo(); err != nil {
-			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
-			os.Exit(1)
+	var err error
+	switch a := os.Args[1:]; {
+	case len(a) == 1 && a[0] == "meminfo":
+		err = meminfo()
+	case len(a) == 2 && a[0] == "rm":
+		err = remove(a[1])
+	case len(a) >= 1 && a[0] == "daemon-exec":
+		err = daemonExec(a[1:])
+	case len(a) == 2 && a[0] == "tail":
+		err = tail(a[1], 2000, os.Stdout)
+	case len(a) == 2 && a[0] == "vmstat":
+		err = vmstat(kvmstats.DefaultPaths(), a[1], os.Stdout)
+	case len(a) == 3 && a[0] == "mkdisk":
+		n, perr := strconv.ParseInt(a[2], 10, 64)
+		if perr != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "benchtool: bad size %q\n", a[2])
+			os.Exit(2)
 		}
-		return
-	}
-	if len(os.Args) == 3 && os.Args[1] == "rm" {
-		if err := remove(os.Args[2]); err != nil {
-			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if len(os.Args) > 1 && os.Args[1] == "daemon-exec" {
-		if err := daemonExec(os.Args[2:]); err != nil {
-			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if len(os.Args) == 3 && os.Args[1] == "tail" {
-		if err := tail(os.Args[2], 2000, os.Stdout); err != nil {
-			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if len(os.Args) == 3 && os.Args[1] == "vmstat" {
-		if err := vmstat(kvmstats.DefaultPaths(), os.Args[2], os.Stdout); err != nil {
-			fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if len(os.Args) != 4 || os.Args[1] != "mkdisk" {
+		err = mkdisk(a[1], n)
+	default:
 		fmt.Fprintln(os.Stderr, "usage: benchtool mkdisk PATH BYTES | benchtool meminfo | benchtool rm PATH | benchtool vmstat COMM | benchtool daemon-exec SOCKET LOG DAEMON [ARG...] -- VMM [ARG...] | benchtool tail PATH")
 		os.Exit(2)
 	}
-	n, err := strconv.ParseInt(os.Args[3], 10, 64)
-	if err != nil || n <= 0 {
-		fmt.Fprintf(os.Stderr, "benchtool: bad size %q\n", os.Args[3])
-		os.Exit(2)
-	}
-	if err := mkdisk(os.Args[2], n); err != nil {
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
 		os.Exit(1)
 	}
