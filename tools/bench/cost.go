@@ -46,7 +46,7 @@ type Cost struct {
 
 // Metric is one per-unit column of the cost table.
 type Metric struct {
-	Key  string // a KVM counter's name, or cpu_ms / guest_ms
+	Key  string // a KVM counter's name, or cpu_ms, guest_ms, switches
 	Name string
 	// value is the phase's total, false if the sample lacks it.
 	value func(c *Cost) (float64, bool)
@@ -65,8 +65,10 @@ func counter(key, name string) Metric {
 // injected, the instructions KVM emulated (each MMIO access, whether
 // KVM or the VMM then handles it, and xAPIC accesses), the guest-RAM
 // faults KVM's MMU handled (first touches of RAM the VMM has not backed
-// yet, 4 KiB at a time unless it is backed by huge pages), and the VMM process's CPU time (user plus system, all its
-// threads) with the part of it the guest ran.
+// yet, 4 KiB at a time unless it is backed by huge pages), the VMM process's CPU time (user plus system, all its
+// threads) with the part of it the guest ran, and its threads' context
+// switches (a wake-up per request from one thread to another shows
+// there, however fast or slow the machine).
 var Metrics = []Metric{
 	counter("exits", "exits"),
 	counter("io_exits", "I/O"),
@@ -82,6 +84,9 @@ var Metrics = []Metric{
 	}},
 	{Key: "guest_ms", Name: "of it guest ms", value: func(c *Cost) (float64, bool) {
 		return float64(c.CPU.Guest * kvmstats.TickMillis), true
+	}},
+	{Key: "switches", Name: "ctx switches", value: func(c *Cost) (float64, bool) {
+		return float64(c.CPU.Switches), true
 	}},
 }
 
@@ -183,7 +188,7 @@ func (r *Report) writeCostTable(b *strings.Builder) {
 	if !any {
 		return
 	}
-	b.WriteString("\nCost per unit of work: KVM's per-VM counters (debugfs kvm/<pid>-<fd>/) and the VMM's CPU time (utime+stime from /proc/<pid>/stat, guest time included, with the processes it started: vmm's vmm-net, QEMU's virtiofsd when it shares the directory), ")
+	b.WriteString("\nCost per unit of work: KVM's per-VM counters (debugfs kvm/<pid>-<fd>/) and the VMM's CPU time (utime+stime from /proc/<pid>/stat, guest time included, with the processes it started: vmm's vmm-net, QEMU's virtiofsd when it shares the directory) and its threads' context switches (/proc/<pid>/task/<tid>/status, the same processes), ")
 	b.WriteString("each differenced around the phase's command in the running guest, divided by the MiB, requests or files it moved. Medians over the rounds; vmm/QEMU: median of the per-round ratios, below 1 favours vmm.\n\n")
 	b.WriteString("| workload, per unit | system |")
 	for _, m := range Metrics {

@@ -2,7 +2,8 @@
 // process that runs it: KVM's per-VM statistics in debugfs
 // (/sys/kernel/debug/kvm/<tid>-<fd>/: exits, io_exits, mmio_exits,
 // halt_exits, irq_injections, ...; the vCPU counters there are summed
-// over the VM's vCPUs) and the process's CPU time from /proc/<pid>/stat.
+// over the VM's vCPUs), the process's CPU time from /proc/<pid>/stat and
+// its threads' context switches from /proc/<pid>/task/<tid>/status.
 //
 // These are the cost of a workload that does not drift with the host's
 // speed: a nested run under TCG makes every exit slower but not more
@@ -48,14 +49,26 @@ const TickMillis = 10
 // Counters are a VM's statistics, file name -> value.
 type Counters map[string]int64
 
-// CPU is a process's CPU time in clock ticks (TickMillis each), all its
-// threads together. User includes Guest: the kernel accounts the time a
-// vCPU thread spends running the guest as the thread's user time, and
-// also on its own as guest time.
+// CPU is what a process cost the host's CPUs, all its threads together:
+// its CPU time in clock ticks (TickMillis each) and how often its
+// threads were switched to and from. User includes Guest: the kernel
+// accounts the time a vCPU thread spends running the guest as the
+// thread's user time, and also on its own as guest time.
+//
+// Switches counts what time alone hides: a request handed from one
+// thread to another, or a thread that sleeps and is woken per request,
+// costs a context switch each time, and more so nested, where the
+// switch is the emulated CPU's work. It is the sum of
+// voluntary_ctxt_switches and nonvoluntary_ctxt_switches (proc(5)) of
+// every thread alive when sampled: a thread that ended between two
+// samples takes its count with it (/proc keeps no total for ended
+// threads as it does for CPU time), so a difference may fall short,
+// never over.
 type CPU struct {
-	User   int64 `json:"user"`
-	System int64 `json:"system"`
-	Guest  int64 `json:"guest"`
+	User     int64 `json:"user"`
+	System   int64 `json:"system"`
+	Guest    int64 `json:"guest"`
+	Switches int64 `json:"switches"`
 }
 
 // Total is user plus system time in ticks, what the process cost the
@@ -232,9 +245,50 @@ func (p Paths) processCPU(pid int) (CPU, []string, error) {
 			total.User += c.User
 			total.System += c.System
 		}
+		total.Switches += p.switches(proc)
 		names = append(names, statComm(b))
 	}
 	return total, names, nil
+}
+
+// switches sums the context switches of pid's threads; a thread that
+// ended meanwhile, or whose status lacks the counts, adds none.
+func (p Paths) switches(pid int) int64 {
+	dir := filepath.Join(p.Proc, strconv.Itoa(pid), "task")
+	tasks, _ := os.ReadDir(dir)
+	var n int64
+	for _, t := range tasks {
+		if b, err := os.ReadFile(filepath.Join(dir, t.Name(), "status")); err == nil {
+			v, _ := ParseSwitches(b)
+			n += v
+		}
+	}
+	return n
+}
+
+// ParseSwitches reads a thread's context switches from the contents of
+// its /proc/<pid>/task/<tid>/status: voluntary_ctxt_switches (it slept)
+// plus nonvoluntary_ctxt_switches (it was preempted). A status without
+// either line is an error.
+func ParseSwitches(b []byte) (int64, error) {
+	var n int64
+	found := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok || (key != "voluntary_ctxt_switches" && key != "nonvoluntary_ctxt_switches") {
+			continue
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64)
+		if err != nil || v < 0 {
+			return 0, fmt.Errorf("kvmstats: /proc status %s: %q", key, strings.TrimSpace(val))
+		}
+		n += v
+		found++
+	}
+	if found != 2 {
+		return 0, errors.New("kvmstats: /proc status without both context switch counts")
+	}
+	return n, nil
 }
 
 // statComm is the command name in a /proc/<pid>/stat line ParseStat
@@ -317,6 +371,8 @@ func Diff(before, after Sample) (Delta, error) {
 		User:   after.CPU.User - before.CPU.User,
 		System: after.CPU.System - before.CPU.System,
 		Guest:  after.CPU.Guest - before.CPU.Guest,
+		// Switches may fall short (a thread ended); never negative.
+		Switches: max(after.CPU.Switches-before.CPU.Switches, 0),
 	}}
 	for k, a := range after.Counters {
 		if b, ok := before.Counters[k]; ok {

@@ -2,6 +2,7 @@ package kvmstats
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -66,6 +67,9 @@ type fakeProc struct {
 	comm     string
 	stat     string
 	children map[int][]int // thread -> the processes it started
+	// switches are each thread's voluntary and nonvoluntary context
+	// switches; a thread not listed has no status file.
+	switches map[int][2]int64
 }
 
 func fakeTree(t *testing.T, vms map[string]map[string]string, procs []fakeProc) Paths {
@@ -94,6 +98,10 @@ func fakeTree(t *testing.T, vms map[string]map[string]string, procs []fakeProc) 
 		write(filepath.Join(dir, "stat"), pr.stat)
 		for _, tid := range pr.threads {
 			os.MkdirAll(filepath.Join(dir, "task", strconv.Itoa(tid)), 0o755)
+			if sw, ok := pr.switches[tid]; ok {
+				write(filepath.Join(dir, "task", strconv.Itoa(tid), "status"), fmt.Sprintf(
+					"Name:\t%s\nState:\tS (sleeping)\nvoluntary_ctxt_switches:\t%d\nnonvoluntary_ctxt_switches:\t%d\n", pr.comm, sw[0], sw[1]))
+			}
 			var kids []string
 			for _, k := range pr.children[tid] {
 				kids = append(kids, strconv.Itoa(k))
@@ -153,15 +161,19 @@ func TestTake(t *testing.T) {
 }
 
 func TestDiff(t *testing.T) {
-	before := Sample{PID: 1, VM: "1-10", Counters: Counters{"exits": 100, "io_exits": 10, "pages_4k": 50, "gone": 3}, CPU: CPU{User: 10, System: 5, Guest: 8}}
+	before := Sample{PID: 1, VM: "1-10", Counters: Counters{"exits": 100, "io_exits": 10, "pages_4k": 50, "gone": 3}, CPU: CPU{User: 10, System: 5, Guest: 8, Switches: 500}}
 	tests := []struct {
 		name    string
 		after   Sample
 		want    Delta
 		wantErr bool
 	}{
-		{"counts", Sample{PID: 1, VM: "1-10", Counters: Counters{"exits": 250, "io_exits": 10, "pages_4k": 40, "new": 9}, CPU: CPU{User: 30, System: 6, Guest: 20}},
-			Delta{Counters: Counters{"exits": 150, "io_exits": 0, "pages_4k": -10}, CPU: CPU{User: 20, System: 1, Guest: 12}}, false},
+		{"counts", Sample{PID: 1, VM: "1-10", Counters: Counters{"exits": 250, "io_exits": 10, "pages_4k": 40, "new": 9}, CPU: CPU{User: 30, System: 6, Guest: 20, Switches: 800}},
+			Delta{Counters: Counters{"exits": 150, "io_exits": 0, "pages_4k": -10}, CPU: CPU{User: 20, System: 1, Guest: 12, Switches: 300}}, false},
+		// A thread with 400 switches ended: the count falls, and the
+		// difference is none rather than negative.
+		{"thread ended", Sample{PID: 1, VM: "1-10", CPU: CPU{User: 10, System: 5, Guest: 8, Switches: 450}},
+			Delta{Counters: Counters{}, CPU: CPU{}}, false},
 		{"another process", Sample{PID: 2, VM: "1-10"}, Delta{}, true},
 		{"another VM", Sample{PID: 1, VM: "1-12"}, Delta{}, true},
 	}
@@ -193,8 +205,10 @@ func TestProcessCPUIncludesHelpers(t *testing.T) {
 		// vmm: 50+10 of its own, 4+1 from a helper it waited for, and
 		// its vmm-net, started by thread 502, still running.
 		{pid: 500, threads: []int{500, 501, 502}, comm: "vmm", stat: withChildTimes(statLine("vmm", 50, 10, 40), 4, 1),
-			children: map[int][]int{502: {510}}},
-		{pid: 510, threads: []int{510, 511}, comm: "vmm-net", stat: statLine("vmm-net", 20, 7, 0)},
+			children: map[int][]int{502: {510}}, switches: map[int][2]int64{500: {3, 1}, 501: {100, 20}, 502: {7, 0}}},
+		// vmm-net's thread 511 has no status (it ended): it adds none.
+		{pid: 510, threads: []int{510, 511}, comm: "vmm-net", stat: statLine("vmm-net", 20, 7, 0),
+			switches: map[int][2]int64{510: {1000, 2}}},
 		// A process listed as a child that has gone: skipped.
 		{pid: 600, threads: []int{600}, comm: "qemu-system-x86", stat: statLine("qemu-system-x86", 1, 2, 0),
 			children: map[int][]int{600: {601}}},
@@ -204,8 +218,8 @@ func TestProcessCPUIncludesHelpers(t *testing.T) {
 		want  CPU
 		procs []string
 	}{
-		{500, CPU{User: 50 + 4 + 20, System: 10 + 1 + 7, Guest: 40}, []string{"vmm", "vmm-net"}},
-		{510, CPU{User: 20, System: 7}, []string{"vmm-net"}},
+		{500, CPU{User: 50 + 4 + 20, System: 10 + 1 + 7, Guest: 40, Switches: 4 + 120 + 7 + 1002}, []string{"vmm", "vmm-net"}},
+		{510, CPU{User: 20, System: 7, Switches: 1002}, []string{"vmm-net"}},
 		{600, CPU{User: 1, System: 2}, []string{"qemu-system-x86"}},
 	} {
 		got, err := p.ProcessCPU(tt.pid)
@@ -215,5 +229,40 @@ func TestProcessCPUIncludesHelpers(t *testing.T) {
 		if _, procs, _ := p.processCPU(tt.pid); !reflect.DeepEqual(procs, tt.procs) {
 			t.Errorf("ProcessCPU(%d) counted %q, want %q", tt.pid, procs, tt.procs)
 		}
+	}
+}
+
+func TestParseSwitches(t *testing.T) {
+	for _, tt := range []struct {
+		name, status string
+		want         int64
+		wantErr      bool
+	}{
+		{"both", "Name:\tvmm\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n", 15, false},
+		{"no trailing newline", "voluntary_ctxt_switches:  0\nnonvoluntary_ctxt_switches: 9", 9, false},
+		{"one missing", "Name:\tvmm\nvoluntary_ctxt_switches:\t12\n", 0, true},
+		{"not a number", "voluntary_ctxt_switches:\tx\nnonvoluntary_ctxt_switches:\t3\n", 0, true},
+		{"negative", "voluntary_ctxt_switches:\t-1\nnonvoluntary_ctxt_switches:\t3\n", 0, true},
+		{"empty", "", 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseSwitches([]byte(tt.status))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("ParseSwitches = %d, %v; want %d, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// The real /proc of this test's own process parses, and its threads
+// have switched at least once (the test binary started them).
+func TestSwitchesOfSelf(t *testing.T) {
+	p := DefaultPaths()
+	c, err := p.ProcessCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Switches <= 0 {
+		t.Errorf("this process's threads switched %d times", c.Switches)
 	}
 }
