@@ -42,6 +42,34 @@ type Cost struct {
 	Units    float64           `json:"units"`
 	Counters kvmstats.Counters `json:"counters"`
 	CPU      kvmstats.CPU      `json:"cpu_ticks"` // kvmstats.TickMillis each
+	// Threads are CPU.Switches by process and by what each thread
+	// waited for at the end (kvmstats.SwitchesByThread): whose the
+	// switches are.
+	Threads []kvmstats.ThreadSwitches `json:"threads,omitempty"`
+}
+
+// threadLine says whose c's context switches were, per unit of work:
+// the groups with at least half a switch per unit.
+func (c *Cost) threadLine() string {
+	if c.Units <= 0 {
+		return ""
+	}
+	var parts []string
+	for _, g := range c.Threads {
+		per := float64(g.Switches) / c.Units
+		if per < 0.5 {
+			continue
+		}
+		wait := g.Wait
+		if wait == "" {
+			wait = "running"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (%d threads) %.3g", g.Proc, wait, g.Threads, per))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "context switches per unit of work by thread, as it waited at the end: " + strings.Join(parts, ", ")
 }
 
 // Metric is one per-unit column of the cost table.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmm-dev/vmm/tools/kvmstats"
 )
 
 func TestReport(t *testing.T) {
@@ -63,5 +65,28 @@ func TestReport(t *testing.T) {
 	rr := j.Figures[2]
 	if rr.Ratio != nil || rr.QEMU.Median != nil || rr.QEMU.Samples == nil || rr.Ratios == nil || len(rr.Ratios) != 0 {
 		t.Errorf("json figure without QEMU samples: %s", raw)
+	}
+}
+
+func TestThreadLine(t *testing.T) {
+	groups := []kvmstats.ThreadSwitches{
+		{Proc: "vmm", Wait: "futex_wait_queue", Threads: 2, Switches: 4800},
+		{Proc: "vmm", Wait: "", Threads: 1, Switches: 300},
+		{Proc: "vmm", Wait: "do_epoll_wait", Threads: 1, Switches: 100}, // 1/3 per file: left out
+	}
+	for _, tt := range []struct {
+		name string
+		c    Cost
+		want string
+	}{
+		{"per file", Cost{Units: 300, Threads: groups},
+			"context switches per unit of work by thread, as it waited at the end: vmm futex_wait_queue (2 threads) 16, vmm running (1 threads) 1"},
+		{"no units", Cost{Threads: groups}, ""},
+		{"all below half a switch", Cost{Units: 1e6, Threads: groups}, ""},
+		{"no threads", Cost{Units: 300}, ""},
+	} {
+		if got := tt.c.threadLine(); got != tt.want {
+			t.Errorf("%s: threadLine() = %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }

@@ -18,10 +18,12 @@ package kvmstats
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,6 +86,22 @@ type Sample struct {
 	// Procs names the processes whose CPU time CPU holds (pid's and
 	// its running descendants'), pid's first.
 	Procs []string `json:"procs,omitempty"`
+	// Threads are those processes' threads by thread ID: which
+	// threads the switches are, for finding whose they are when a
+	// VMM switches more than another.
+	Threads map[int]Thread `json:"threads,omitempty"`
+}
+
+// Thread is one thread's context switches when sampled, and what it was
+// waiting for then.
+type Thread struct {
+	Proc     string `json:"proc"` // its process's command name
+	Switches int64  `json:"switches"`
+	// Wait is /proc/<pid>/task/<tid>/wchan, the kernel function the
+	// thread sleeps in ("kvm_vcpu_block" for a halted vCPU,
+	// "do_epoll_wait", "futex_wait_queue"), empty when it was running
+	// or the kernel does not say.
+	Wait string `json:"wait,omitempty"`
 }
 
 // MountDebugfs mounts debugfs at p.Debugfs unless KVM's directory is
@@ -216,13 +234,20 @@ func (p Paths) ProcessCPU(pid int) (CPU, error) {
 // (the command names of their stat lines, pid's first), so that a report
 // can show whose time a VMM's cost holds.
 func (p Paths) processCPU(pid int) (CPU, []string, error) {
+	c, names, _, err := p.processCost(pid)
+	return c, names, err
+}
+
+// processCost is processCPU with the threads it counted.
+func (p Paths) processCost(pid int) (CPU, []string, map[int]Thread, error) {
 	var total CPU
 	var names []string
+	threads := map[int]Thread{}
 	for i, proc := range procthreads.Tree(p.Proc, pid) {
 		b, err := os.ReadFile(filepath.Join(p.Proc, strconv.Itoa(proc), "stat"))
 		if err != nil {
 			if i == 0 {
-				return CPU{}, nil, fmt.Errorf("kvmstats: %w", err)
+				return CPU{}, nil, nil, fmt.Errorf("kvmstats: %w", err)
 			}
 			continue // it exited meanwhile: its parent's cutime has it once waited for
 		}
@@ -236,7 +261,7 @@ func (p Paths) processCPU(pid int) (CPU, []string, error) {
 		}
 		switch {
 		case err != nil && i == 0:
-			return CPU{}, nil, err
+			return CPU{}, nil, nil, err
 		case err != nil:
 			continue
 		case i == 0:
@@ -245,23 +270,38 @@ func (p Paths) processCPU(pid int) (CPU, []string, error) {
 			total.User += c.User
 			total.System += c.System
 		}
-		total.Switches += p.switches(proc)
+		total.Switches += p.threads(proc, statComm(b), threads)
 		names = append(names, statComm(b))
 	}
-	return total, names, nil
+	return total, names, threads, nil
 }
 
-// switches sums the context switches of pid's threads; a thread that
-// ended meanwhile, or whose status lacks the counts, adds none.
-func (p Paths) switches(pid int) int64 {
+// threads adds pid's threads, of process comm, to m and returns the sum
+// of their context switches; a thread that ended meanwhile, or whose
+// status lacks the counts, adds none.
+func (p Paths) threads(pid int, comm string, m map[int]Thread) int64 {
 	dir := filepath.Join(p.Proc, strconv.Itoa(pid), "task")
 	tasks, _ := os.ReadDir(dir)
 	var n int64
 	for _, t := range tasks {
-		if b, err := os.ReadFile(filepath.Join(dir, t.Name(), "status")); err == nil {
-			v, _ := ParseSwitches(b)
-			n += v
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
 		}
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		v, err := ParseSwitches(b)
+		if err != nil {
+			continue
+		}
+		th := Thread{Proc: comm, Switches: v}
+		if w, err := os.ReadFile(filepath.Join(dir, t.Name(), "wchan")); err == nil && string(w) != "0" {
+			th.Wait = strings.TrimSpace(string(w))
+		}
+		m[tid] = th
+		n += v
 	}
 	return n
 }
@@ -345,11 +385,11 @@ func (p Paths) Take(pid int) (Sample, error) {
 	if err != nil {
 		return Sample{}, err
 	}
-	cpu, procs, err := p.processCPU(pid)
+	cpu, procs, threads, err := p.processCost(pid)
 	if err != nil {
 		return Sample{}, err
 	}
-	return Sample{PID: pid, VM: vm, Counters: c, CPU: cpu, Procs: procs}, nil
+	return Sample{PID: pid, VM: vm, Counters: c, CPU: cpu, Procs: procs, Threads: threads}, nil
 }
 
 // Delta is what happened between two samples of one VM.
@@ -380,4 +420,50 @@ func Diff(before, after Sample) (Delta, error) {
 		}
 	}
 	return d, nil
+}
+
+// ThreadSwitches are the context switches of a group of threads between
+// two samples: the threads of one process that were waiting for the same
+// thing when the second sample was taken.
+type ThreadSwitches struct {
+	Proc     string `json:"proc"`
+	Wait     string `json:"wait"`
+	Threads  int    `json:"threads"`
+	Switches int64  `json:"switches"`
+}
+
+// SwitchesByThread groups the context switches between two samples of
+// one process tree by process and by what each thread waited for at the
+// second sample (a thread's wait then is where it spends its sleeps, as
+// a thread in Go's network poller or a halted vCPU keeps returning to
+// the same one), most switches first. A thread started in between counts
+// all of its switches; one that ended is in neither sample's total.
+func SwitchesByThread(before, after Sample) []ThreadSwitches {
+	type key struct{ proc, wait string }
+	groups := map[key]*ThreadSwitches{}
+	for tid, a := range after.Threads {
+		n := a.Switches - before.Threads[tid].Switches
+		if n <= 0 {
+			continue // idle, or a thread ID reused by a new thread with fewer
+		}
+		k := key{a.Proc, a.Wait}
+		g := groups[k]
+		if g == nil {
+			g = &ThreadSwitches{Proc: a.Proc, Wait: a.Wait}
+			groups[k] = g
+		}
+		g.Threads++
+		g.Switches += n
+	}
+	out := make([]ThreadSwitches, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, *g)
+	}
+	slices.SortFunc(out, func(a, b ThreadSwitches) int {
+		if c := cmp.Compare(b.Switches, a.Switches); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Proc+" "+a.Wait, b.Proc+" "+b.Wait)
+	})
+	return out
 }

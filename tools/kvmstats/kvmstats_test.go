@@ -70,6 +70,7 @@ type fakeProc struct {
 	// switches are each thread's voluntary and nonvoluntary context
 	// switches; a thread not listed has no status file.
 	switches map[int][2]int64
+	wchan    map[int]string // thread -> its wchan file, if any
 }
 
 func fakeTree(t *testing.T, vms map[string]map[string]string, procs []fakeProc) Paths {
@@ -98,6 +99,9 @@ func fakeTree(t *testing.T, vms map[string]map[string]string, procs []fakeProc) 
 		write(filepath.Join(dir, "stat"), pr.stat)
 		for _, tid := range pr.threads {
 			os.MkdirAll(filepath.Join(dir, "task", strconv.Itoa(tid)), 0o755)
+			if w, ok := pr.wchan[tid]; ok {
+				write(filepath.Join(dir, "task", strconv.Itoa(tid), "wchan"), w)
+			}
 			if sw, ok := pr.switches[tid]; ok {
 				write(filepath.Join(dir, "task", strconv.Itoa(tid), "status"), fmt.Sprintf(
 					"Name:\t%s\nState:\tS (sleeping)\nvoluntary_ctxt_switches:\t%d\nnonvoluntary_ctxt_switches:\t%d\n", pr.comm, sw[0], sw[1]))
@@ -124,7 +128,9 @@ func TestTake(t *testing.T) {
 		"777-3": {},
 	}
 	procs := []fakeProc{
-		{pid: 500, threads: []int{500, 501, 502}, comm: "vmm", stat: statLine("vmm", 50, 10, 40)},
+		{pid: 500, threads: []int{500, 501, 502}, comm: "vmm", stat: statLine("vmm", 50, 10, 40),
+			switches: map[int][2]int64{500: {2, 1}, 501: {10, 0}, 502: {5, 5}},
+			wchan:    map[int]string{501: "kvm_vcpu_block", 502: "0"}}, // 0: running
 		{pid: 600, threads: []int{600}, comm: "qemu-system-x86", stat: statLine("qemu-system-x86", 1, 1, 0)},
 		{pid: 700, threads: []int{700}, comm: "vmm", stat: statLine("vmm", 1, 1, 0)},
 		{pid: 777, threads: []int{777}, comm: "gone", stat: statLine("gone", 1, 1, 0)},
@@ -137,7 +143,8 @@ func TestTake(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Sample{PID: 500, VM: "502-11", Counters: Counters{"exits": 1000, "io_exits": 40, "mmio_exits": 300, "halt_exits": 7},
-		CPU: CPU{User: 50, System: 10, Guest: 40}, Procs: []string{"vmm"}}
+		CPU: CPU{User: 50, System: 10, Guest: 40, Switches: 23}, Procs: []string{"vmm"},
+		Threads: map[int]Thread{500: {Proc: "vmm", Switches: 3}, 501: {Proc: "vmm", Switches: 10, Wait: "kvm_vcpu_block"}, 502: {Proc: "vmm", Switches: 10}}}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("Take(500) = %+v, want %+v", s, want)
 	}
@@ -264,5 +271,31 @@ func TestSwitchesOfSelf(t *testing.T) {
 	}
 	if c.Switches <= 0 {
 		t.Errorf("this process's threads switched %d times", c.Switches)
+	}
+}
+
+func TestSwitchesByThread(t *testing.T) {
+	before := Sample{Threads: map[int]Thread{
+		1: {Proc: "vmm", Switches: 100},
+		2: {Proc: "vmm", Switches: 50},
+		3: {Proc: "vmm", Switches: 10},
+		4: {Proc: "vmm", Switches: 7},
+		5: {Proc: "vmm", Switches: 900}, // its ID is reused below
+	}}
+	after := Sample{Threads: map[int]Thread{
+		1: {Proc: "vmm", Switches: 130, Wait: "futex_wait_queue"},
+		2: {Proc: "vmm", Switches: 60, Wait: "futex_wait_queue"},
+		3: {Proc: "vmm", Switches: 55, Wait: "kvm_vcpu_block"},
+		4: {Proc: "vmm", Switches: 7, Wait: "do_epoll_wait"}, // idle: left out
+		5: {Proc: "vmm", Switches: 3},
+		6: {Proc: "vmm-net", Switches: 40, Wait: "do_epoll_wait"}, // new: all of it
+	}}
+	want := []ThreadSwitches{ // most first, equal counts by name
+		{Proc: "vmm", Wait: "kvm_vcpu_block", Threads: 1, Switches: 45},
+		{Proc: "vmm", Wait: "futex_wait_queue", Threads: 2, Switches: 40},
+		{Proc: "vmm-net", Wait: "do_epoll_wait", Threads: 1, Switches: 40},
+	}
+	if got := SwitchesByThread(before, after); !reflect.DeepEqual(got, want) {
+		t.Errorf("SwitchesByThread = %+v, want %+v", got, want)
 	}
 }
