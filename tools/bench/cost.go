@@ -42,9 +42,10 @@ type Cost struct {
 	Units    float64           `json:"units"`
 	Counters kvmstats.Counters `json:"counters"`
 	CPU      kvmstats.CPU      `json:"cpu_ticks"` // kvmstats.TickMillis each
-	// Threads are CPU.Switches by process and by what each thread
-	// waited for at the end (kvmstats.SwitchesByThread): whose the
-	// switches are.
+	// Threads are the threads' switches grouped by process and by what
+	// each thread waited for at the end (kvmstats.SwitchesByThread):
+	// whose the switches are. They add up to CPU.Switches when both
+	// samples listed their threads.
 	Threads []kvmstats.ThreadSwitches `json:"threads,omitempty"`
 }
 
@@ -62,9 +63,13 @@ func (c *Cost) threadLine() string {
 		}
 		wait := g.Wait
 		if wait == "" {
-			wait = "running"
+			wait = "unknown"
 		}
-		parts = append(parts, fmt.Sprintf("%s %s (%d threads) %.3g", g.Proc, wait, g.Threads, per))
+		threads := "threads"
+		if g.Threads == 1 {
+			threads = "thread"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (%d %s) %s", g.Proc, wait, g.Threads, threads, FormatCost(per)))
 	}
 	if len(parts) == 0 {
 		return ""
@@ -113,8 +118,10 @@ var Metrics = []Metric{
 	{Key: "guest_ms", Name: "of it guest ms", value: func(c *Cost) (float64, bool) {
 		return float64(c.CPU.Guest * kvmstats.TickMillis), true
 	}},
+	// A sample without switches (a benchtool before they were
+	// counted) has none to show; a VMM's phase always switches.
 	{Key: "switches", Name: "ctx switches", value: func(c *Cost) (float64, bool) {
-		return float64(c.CPU.Switches), true
+		return float64(c.CPU.Switches), c.CPU.Switches > 0
 	}},
 }
 

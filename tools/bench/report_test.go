@@ -71,7 +71,8 @@ func TestReport(t *testing.T) {
 func TestThreadLine(t *testing.T) {
 	groups := []kvmstats.ThreadSwitches{
 		{Proc: "vmm", Wait: "futex_wait_queue", Threads: 2, Switches: 4800},
-		{Proc: "vmm", Wait: "", Threads: 1, Switches: 300},
+		{Proc: "vmm", Wait: "running", Threads: 1, Switches: 300},
+		{Proc: "vmm", Wait: "", Threads: 3, Switches: 360000},
 		{Proc: "vmm", Wait: "do_epoll_wait", Threads: 1, Switches: 100}, // 1/3 per file: left out
 	}
 	for _, tt := range []struct {
@@ -80,7 +81,7 @@ func TestThreadLine(t *testing.T) {
 		want string
 	}{
 		{"per file", Cost{Units: 300, Threads: groups},
-			"context switches per unit of work by thread, as it waited at the end: vmm futex_wait_queue (2 threads) 16, vmm running (1 threads) 1"},
+			"context switches per unit of work by thread, as it waited at the end: vmm futex_wait_queue (2 threads) 16.0, vmm running (1 thread) 1.00, vmm unknown (3 threads) 1200"},
 		{"no units", Cost{Threads: groups}, ""},
 		{"all below half a switch", Cost{Units: 1e6, Threads: groups}, ""},
 		{"no threads", Cost{Units: 300}, ""},

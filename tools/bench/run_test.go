@@ -74,6 +74,7 @@ type fakeConsole struct {
 	cmu      sync.Mutex
 	counters map[string]int64
 	user     int64
+	switches int64 // of the VMM's one thread, as its sample lists it
 }
 
 // work adds units of a workload's cost to the VM's counters.
@@ -85,6 +86,7 @@ func (c *fakeConsole) work(units float64) {
 	c.counters["mmio_exits"] += n * 6 / 10
 	c.counters["irq_injections"] += n * 3 / 10
 	c.user += int64(units * 2 / c.scale)
+	c.switches += int64(units * 4 / c.scale)
 }
 
 func (h *fakeHost) Start(ctx context.Context, args []string) (Console, error) {
@@ -378,7 +380,9 @@ func (h *fakeHost) Exec(ctx context.Context, args ...string) (string, int, error
 		if slices.Contains(c.args, "daemon-exec") {
 			procs = append(procs, "virtiofsd")
 		}
-		b, _ := json.Marshal(kvmstats.Sample{PID: c.pid, VM: fmt.Sprintf("%d-12", c.pid), Counters: maps.Clone(c.counters), CPU: kvmstats.CPU{User: c.user, System: 7}, Procs: procs})
+		b, _ := json.Marshal(kvmstats.Sample{PID: c.pid, VM: fmt.Sprintf("%d-12", c.pid), Counters: maps.Clone(c.counters),
+			CPU: kvmstats.CPU{User: c.user, System: 7, Switches: 1000 + c.switches}, Procs: procs,
+			Threads: map[int]kvmstats.Thread{c.pid: {Proc: procs[0], Switches: 1000 + c.switches, Wait: "do_epoll_wait"}}})
 		return string(b) + "\n", 0, nil
 	case strings.Contains(cmd, "io tcp-send"):
 		host, port, _ := strings.Cut(f["addr"], ":")
@@ -687,6 +691,7 @@ func TestRunnerCosts(t *testing.T) {
 		}{
 			{"exits", SysQEMU, 100}, {"exits", SysVMM, 50}, {"mmio_exits", SysQEMU, 60}, {"irq_injections", SysVMM, 15},
 			{"io_exits", SysQEMU, 0}, {"cpu_ms", SysQEMU, 20}, {"cpu_ms", SysVMM, 10}, {"guest_ms", SysVMM, 0},
+			{"switches", SysQEMU, 4}, {"switches", SysVMM, 2},
 		} {
 			got := r2(rep.PerUnit(tc.sys, w.Key, metricByKey(tc.metric)))
 			if !slices.Equal(got, []float64{tc.want, tc.want, tc.want}) {
@@ -695,6 +700,12 @@ func TestRunnerCosts(t *testing.T) {
 		}
 		if got := rep.CostRatios(w.Key, metricByKey("exits")); !slices.Equal(r2(got), []float64{0.5, 0.5, 0.5}) {
 			t.Errorf("%s exits ratios %v", w.Key, got)
+		}
+		if got := rep.CostRatios(w.Key, metricByKey("switches")); !slices.Equal(r2(got), []float64{0.5, 0.5, 0.5}) {
+			t.Errorf("%s context switch ratios %v", w.Key, got)
+		}
+		if th := rep.Costs[SysVMM][w.Key][0].Threads; len(th) != 1 || th[0].Proc != "vmm" || th[0].Wait != "do_epoll_wait" {
+			t.Errorf("%s: vmm's thread groups %+v, want its one thread", w.Key, th)
 		}
 		if got := rep.CostRatios(w.Key, metricByKey("io_exits")); len(got) != 0 {
 			t.Errorf("%s I/O exits ratios %v: 0/0 is no ratio", w.Key, got)

@@ -62,10 +62,10 @@ type Counters map[string]int64
 // costs a context switch each time, and more so nested, where the
 // switch is the emulated CPU's work. It is the sum of
 // voluntary_ctxt_switches and nonvoluntary_ctxt_switches (proc(5)) of
-// every thread alive when sampled: a thread that ended between two
-// samples takes its count with it (/proc keeps no total for ended
-// threads as it does for CPU time), so a difference may fall short,
-// never over.
+// every thread alive when sampled. /proc keeps no total for threads
+// that ended, as it does for CPU time, so Diff takes the difference
+// thread by thread (Sample.Threads): a thread that ended between two
+// samples is left out, with what it did in between.
 type CPU struct {
 	User     int64 `json:"user"`
 	System   int64 `json:"system"`
@@ -99,8 +99,8 @@ type Thread struct {
 	Switches int64  `json:"switches"`
 	// Wait is /proc/<pid>/task/<tid>/wchan, the kernel function the
 	// thread sleeps in ("kvm_vcpu_block" for a halted vCPU,
-	// "do_epoll_wait", "futex_wait_queue"), empty when it was running
-	// or the kernel does not say.
+	// "do_epoll_wait", "futex_wait_queue"), "running" when it was not
+	// asleep (the file says 0), and empty when the kernel does not say.
 	Wait string `json:"wait,omitempty"`
 }
 
@@ -297,8 +297,11 @@ func (p Paths) threads(pid int, comm string, m map[int]Thread) int64 {
 			continue
 		}
 		th := Thread{Proc: comm, Switches: v}
-		if w, err := os.ReadFile(filepath.Join(dir, t.Name(), "wchan")); err == nil && string(w) != "0" {
+		if w, err := os.ReadFile(filepath.Join(dir, t.Name(), "wchan")); err == nil {
 			th.Wait = strings.TrimSpace(string(w))
+			if th.Wait == "0" {
+				th.Wait = "running"
+			}
 		}
 		m[tid] = th
 		n += v
@@ -411,9 +414,19 @@ func Diff(before, after Sample) (Delta, error) {
 		User:   after.CPU.User - before.CPU.User,
 		System: after.CPU.System - before.CPU.System,
 		Guest:  after.CPU.Guest - before.CPU.Guest,
-		// Switches may fall short (a thread ended); never negative.
-		Switches: max(after.CPU.Switches-before.CPU.Switches, 0),
 	}}
+	if len(before.Threads) > 0 && len(after.Threads) > 0 {
+		// Thread by thread, so that one that ended in between does
+		// not take its whole count off the others' (QEMU's block
+		// workers end after seconds idle).
+		for _, g := range SwitchesByThread(before, after) {
+			d.CPU.Switches += g.Switches
+		}
+	} else {
+		// Samples without threads (older benchtools): the totals,
+		// which a thread that ended pulls down, never below none.
+		d.CPU.Switches = max(after.CPU.Switches-before.CPU.Switches, 0)
+	}
 	for k, a := range after.Counters {
 		if b, ok := before.Counters[k]; ok {
 			d.Counters[k] = a - b
@@ -436,15 +449,20 @@ type ThreadSwitches struct {
 // one process tree by process and by what each thread waited for at the
 // second sample (a thread's wait then is where it spends its sleeps, as
 // a thread in Go's network poller or a halted vCPU keeps returning to
-// the same one), most switches first. A thread started in between counts
-// all of its switches; one that ended is in neither sample's total.
+// the same one), most switches first. A thread started in between
+// counts all of its switches, and so does one whose ID another thread
+// had at the first sample (of another process, or with more switches
+// than it has now); one that ended in between is left out.
 func SwitchesByThread(before, after Sample) []ThreadSwitches {
 	type key struct{ proc, wait string }
 	groups := map[key]*ThreadSwitches{}
 	for tid, a := range after.Threads {
-		n := a.Switches - before.Threads[tid].Switches
+		n := a.Switches
+		if b, ok := before.Threads[tid]; ok && b.Proc == a.Proc && b.Switches <= a.Switches {
+			n -= b.Switches
+		}
 		if n <= 0 {
-			continue // idle, or a thread ID reused by a new thread with fewer
+			continue // idle
 		}
 		k := key{a.Proc, a.Wait}
 		g := groups[k]

@@ -130,7 +130,7 @@ func TestTake(t *testing.T) {
 	procs := []fakeProc{
 		{pid: 500, threads: []int{500, 501, 502}, comm: "vmm", stat: statLine("vmm", 50, 10, 40),
 			switches: map[int][2]int64{500: {2, 1}, 501: {10, 0}, 502: {5, 5}},
-			wchan:    map[int]string{501: "kvm_vcpu_block", 502: "0"}}, // 0: running
+			wchan:    map[int]string{501: "kvm_vcpu_block\n", 502: "0"}}, // 0: running; 500 has none
 		{pid: 600, threads: []int{600}, comm: "qemu-system-x86", stat: statLine("qemu-system-x86", 1, 1, 0)},
 		{pid: 700, threads: []int{700}, comm: "vmm", stat: statLine("vmm", 1, 1, 0)},
 		{pid: 777, threads: []int{777}, comm: "gone", stat: statLine("gone", 1, 1, 0)},
@@ -144,7 +144,7 @@ func TestTake(t *testing.T) {
 	}
 	want := Sample{PID: 500, VM: "502-11", Counters: Counters{"exits": 1000, "io_exits": 40, "mmio_exits": 300, "halt_exits": 7},
 		CPU: CPU{User: 50, System: 10, Guest: 40, Switches: 23}, Procs: []string{"vmm"},
-		Threads: map[int]Thread{500: {Proc: "vmm", Switches: 3}, 501: {Proc: "vmm", Switches: 10, Wait: "kvm_vcpu_block"}, 502: {Proc: "vmm", Switches: 10}}}
+		Threads: map[int]Thread{500: {Proc: "vmm", Switches: 3}, 501: {Proc: "vmm", Switches: 10, Wait: "kvm_vcpu_block"}, 502: {Proc: "vmm", Switches: 10, Wait: "running"}}}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("Take(500) = %+v, want %+v", s, want)
 	}
@@ -177,12 +177,19 @@ func TestDiff(t *testing.T) {
 	}{
 		{"counts", Sample{PID: 1, VM: "1-10", Counters: Counters{"exits": 250, "io_exits": 10, "pages_4k": 40, "new": 9}, CPU: CPU{User: 30, System: 6, Guest: 20, Switches: 800}},
 			Delta{Counters: Counters{"exits": 150, "io_exits": 0, "pages_4k": -10}, CPU: CPU{User: 20, System: 1, Guest: 12, Switches: 300}}, false},
-		// A thread with 400 switches ended: the count falls, and the
-		// difference is none rather than negative.
-		{"thread ended", Sample{PID: 1, VM: "1-10", CPU: CPU{User: 10, System: 5, Guest: 8, Switches: 450}},
+		// Without threads, a thread with 400 switches that ended makes
+		// the totals fall: the difference is none rather than negative.
+		{"thread ended, totals", Sample{PID: 1, VM: "1-10", CPU: CPU{User: 10, System: 5, Guest: 8, Switches: 450}},
 			Delta{Counters: Counters{}, CPU: CPU{}}, false},
 		{"another process", Sample{PID: 2, VM: "1-10"}, Delta{}, true},
 		{"another VM", Sample{PID: 1, VM: "1-12"}, Delta{}, true},
+	}
+	// With threads, the same ended thread leaves the others' 100.
+	withThreads := before
+	withThreads.Threads = map[int]Thread{1: {Proc: "qemu", Switches: 100}, 2: {Proc: "qemu", Switches: 400}}
+	got, err := Diff(withThreads, Sample{PID: 1, VM: "1-10", CPU: CPU{Switches: 200}, Threads: map[int]Thread{1: {Proc: "qemu", Switches: 200}}})
+	if err != nil || got.CPU.Switches != 100 {
+		t.Errorf("Diff with an ended thread: %d switches, %v; want 100", got.CPU.Switches, err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,14 +293,17 @@ func TestSwitchesByThread(t *testing.T) {
 		1: {Proc: "vmm", Switches: 130, Wait: "futex_wait_queue"},
 		2: {Proc: "vmm", Switches: 60, Wait: "futex_wait_queue"},
 		3: {Proc: "vmm", Switches: 55, Wait: "kvm_vcpu_block"},
-		4: {Proc: "vmm", Switches: 7, Wait: "do_epoll_wait"}, // idle: left out
-		5: {Proc: "vmm", Switches: 3},
+		4: {Proc: "vmm", Switches: 7, Wait: "do_epoll_wait"},      // idle: left out
+		5: {Proc: "vmm", Switches: 3, Wait: "running"},            // a new thread: all of it
 		6: {Proc: "vmm-net", Switches: 40, Wait: "do_epoll_wait"}, // new: all of it
+		7: {Proc: "vmm-net", Switches: 20, Wait: "do_epoll_wait"}, // was vmm's: new
 	}}
+	before.Threads[7] = Thread{Proc: "vmm", Switches: 5}
 	want := []ThreadSwitches{ // most first, equal counts by name
+		{Proc: "vmm-net", Wait: "do_epoll_wait", Threads: 2, Switches: 60},
 		{Proc: "vmm", Wait: "kvm_vcpu_block", Threads: 1, Switches: 45},
 		{Proc: "vmm", Wait: "futex_wait_queue", Threads: 2, Switches: 40},
-		{Proc: "vmm-net", Wait: "do_epoll_wait", Threads: 1, Switches: 40},
+		{Proc: "vmm", Wait: "running", Threads: 1, Switches: 3},
 	}
 	if got := SwitchesByThread(before, after); !reflect.DeepEqual(got, want) {
 		t.Errorf("SwitchesByThread = %+v, want %+v", got, want)

@@ -119,8 +119,8 @@ type costMetric struct {
 }
 
 // costMetrics are make bench's cost columns (tools/bench.Metrics: exits
-// by reason, interrupts, emulated instructions, guest-RAM faults, CPU),
-// per boot, then the VMM's memory outside guest RAM.
+// by reason, interrupts, emulated instructions, guest-RAM faults, CPU,
+// context switches), per boot, then the VMM's memory outside guest RAM.
 func costMetrics() []costMetric {
 	var out []costMetric
 	for _, m := range bench.Metrics {
