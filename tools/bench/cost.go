@@ -43,7 +43,7 @@ type Cost struct {
 	Counters kvmstats.Counters `json:"counters"`
 	CPU      kvmstats.CPU      `json:"cpu_ticks"` // kvmstats.TickMillis each
 	// Threads are the threads' switches grouped by process and by what
-	// each thread waited for at the end (kvmstats.SwitchesByThread):
+	// each thread waited for at the end (kvmstats.Delta.Threads):
 	// whose the switches are. They add up to CPU.Switches when both
 	// samples listed their threads.
 	Threads []kvmstats.ThreadSwitches `json:"threads,omitempty"`
@@ -98,10 +98,11 @@ func counter(key, name string) Metric {
 // injected, the instructions KVM emulated (each MMIO access, whether
 // KVM or the VMM then handles it, and xAPIC accesses), the guest-RAM
 // faults KVM's MMU handled (first touches of RAM the VMM has not backed
-// yet, 4 KiB at a time unless it is backed by huge pages), the VMM process's CPU time (user plus system, all its
-// threads) with the part of it the guest ran, and its threads' context
-// switches (a wake-up per request from one thread to another shows
-// there, however fast or slow the machine).
+// yet, 4 KiB at a time unless it is backed by huge pages), the VMM
+// process's CPU time (user plus system, all its threads) with the part
+// of it the guest ran, and its threads' context switches (a wake-up per
+// request from one thread to another shows there, however fast or slow
+// the machine).
 var Metrics = []Metric{
 	counter("exits", "exits"),
 	counter("io_exits", "I/O"),

@@ -794,7 +794,7 @@ func (r *Runner) finish(ctx context.Context, g *guest, ph *phase, units float64,
 		if err == nil {
 			var d kvmstats.Delta
 			if d, err = kvmstats.Diff(*ph.before, after); err == nil {
-				cost = &Cost{Units: units, Counters: d.Counters, CPU: d.CPU, Threads: kvmstats.SwitchesByThread(*ph.before, after)}
+				cost = &Cost{Units: units, Counters: d.Counters, CPU: d.CPU, Threads: d.Threads}
 				if line := cost.threadLine(); line != "" {
 					r.logf("%s: %q: %s", g.sys.Name, ph.cmd, line)
 				}

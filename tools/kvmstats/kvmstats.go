@@ -399,6 +399,9 @@ func (p Paths) Take(pid int) (Sample, error) {
 type Delta struct {
 	Counters Counters `json:"counters"`
 	CPU      CPU      `json:"cpu"`
+	// Threads are CPU.Switches by process and wait
+	// (SwitchesByThread); nil when a sample listed no threads.
+	Threads []ThreadSwitches `json:"threads,omitempty"`
 }
 
 // Diff is after minus before for every counter in both. Samples of
@@ -419,7 +422,8 @@ func Diff(before, after Sample) (Delta, error) {
 		// Thread by thread, so that one that ended in between does
 		// not take its whole count off the others' (QEMU's block
 		// workers end after seconds idle).
-		for _, g := range SwitchesByThread(before, after) {
+		d.Threads = SwitchesByThread(before, after)
+		for _, g := range d.Threads {
 			d.CPU.Switches += g.Switches
 		}
 	} else {
