@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/acpi"
 	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/internal/rawsys"
 	"github.com/vmm-dev/vmm/kvm"
 	"github.com/vmm-dev/vmm/pci"
 	"github.com/vmm-dev/vmm/tap"
@@ -304,11 +306,26 @@ func (m *Machine) closeVirtio() {
 // on. It is non-blocking and wrapped in an *os.File, so a device worker
 // waiting for a kick is parked in Go's netpoller instead of holding a
 // thread, and Close wakes it with an error.
+//
+// Its reads and writes are made without telling Go's scheduler (package
+// rawsys): a device answers each kick with a few calls, and the first
+// scheduled call after the program sat idle wakes the runtime's monitor
+// thread, once per request. Going through the os.File's syscall.RawConn
+// keeps what os.File gives: a read that would block parks the goroutine
+// in the netpoller, and Close waits for a call in progress, so a signal
+// never writes to a descriptor number reused since.
 type eventFD struct {
 	f   *os.File
 	fd  int // for KVM registration only; I/O goes through f
+	rc  syscall.RawConn
 	buf [8]byte
 	one [8]byte
+
+	// read and write are f's raw calls, made once so that Wait and
+	// Signal allocate nothing; rerr and werr are what they last
+	// returned. Wait and Signal each have one caller at a time.
+	read, write func(fd uintptr) bool
+	rerr, werr  error
 }
 
 func newEventFD() (*eventFD, error) {
@@ -318,19 +335,35 @@ func newEventFD() (*eventFD, error) {
 	}
 	e := &eventFD{f: os.NewFile(uintptr(fd), "eventfd"), fd: fd}
 	e.one[0] = 1 // the counter is a native-endian uint64; amd64 is little-endian
+	rc, err := e.f.SyscallConn()
+	if err != nil {
+		e.f.Close()
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	e.rc = rc
+	e.read = func(fd uintptr) bool {
+		_, e.rerr = rawsys.Read(int(fd), e.buf[:])
+		return e.rerr != unix.EAGAIN
+	}
+	e.write = func(fd uintptr) bool {
+		_, e.werr = rawsys.Write(int(fd), e.one[:])
+		return e.werr != unix.EAGAIN
+	}
 	return e, nil
 }
 
 // Wait consumes every signal since the last Wait (an eventfd read returns
 // and clears the counter), so kicks coalesce.
 func (e *eventFD) Wait() error {
-	_, err := e.f.Read(e.buf[:])
-	return err
+	if err := e.rc.Read(e.read); err != nil {
+		return err
+	}
+	return e.rerr
 }
 
 // Signal adds one to the counter. The write cannot block: it would only
 // if the counter neared 2^64.
-func (e *eventFD) Signal() { _, _ = e.f.Write(e.one[:]) }
+func (e *eventFD) Signal() { _ = e.rc.Write(e.write) }
 
 // Trigger makes the eventfd an irqfd's edge.
 func (e *eventFD) Trigger() { e.Signal() }

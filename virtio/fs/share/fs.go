@@ -8,6 +8,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/rawsys"
 )
 
 const (
@@ -124,7 +126,7 @@ func retry(fn func() error) error {
 // a name into a file.
 func openPath(dirfd int, name string) (fd int, err error) {
 	err = retry(func() error {
-		fd, err = unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err = rawsys.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		return err
 	})
 	return fd, err
@@ -134,7 +136,7 @@ func openPath(dirfd int, name string) (fd int, err error) {
 // make sure it is a regular file or a directory.
 func reopen(fd, flags int) (nfd int, err error) {
 	err = retry(func() error {
-		nfd, err = unix.Open(procPath(fd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		nfd, err = rawsys.Openat(unix.AT_FDCWD, procPath(fd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 		return err
 	})
 	return nfd, err
@@ -143,14 +145,14 @@ func reopen(fd, flags int) (nfd int, err error) {
 // reopenPath returns an O_PATH descriptor of the file open as fd.
 func reopenPath(fd int) (nfd int, err error) {
 	err = retry(func() error {
-		nfd, err = unix.Open(procPath(fd), unix.O_PATH|unix.O_CLOEXEC, 0)
+		nfd, err = rawsys.Openat(unix.AT_FDCWD, procPath(fd), unix.O_PATH|unix.O_CLOEXEC, 0)
 		return err
 	})
 	return nfd, err
 }
 
 func fstat(fd int, st *unix.Stat_t) error {
-	return retry(func() error { return unix.Fstat(fd, st) })
+	return retry(func() error { return rawsys.Fstat(fd, st) })
 }
 
 // fillAttr converts the host's stat.
@@ -186,7 +188,7 @@ func fillEntry(out *fuse.EntryOut, n *node, st *unix.Stat_t) {
 func (fs *fsys) register(fd int, out *fuse.EntryOut) fuse.Status {
 	var st unix.Stat_t
 	if err := fstat(fd, &st); err != nil {
-		unix.Close(fd)
+		rawsys.Close(fd)
 		return status(err)
 	}
 	return fs.registerStat(fd, &st, out)
@@ -304,7 +306,7 @@ func (fs *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 				gid = int(in.Gid)
 			}
 			err := retry(func() error {
-				return unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+				return rawsys.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 			})
 			// An unprivileged vmm cannot give files away; the guest
 			// sees the chown succeed (see the package comment).
@@ -420,21 +422,21 @@ func (fs *fsys) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse
 func (fs *fsys) created(pfd, fd int, mode int, caller *fuse.Caller, out *fuse.EntryOut) error {
 	var st unix.Stat_t
 	if err := fstat(fd, &st); err != nil {
-		unix.Close(fd)
+		rawsys.Close(fd)
 		return err
 	}
 	typ := st.Mode & unix.S_IFMT
 	changed := false
 	if mode >= 0 && (typ == unix.S_IFREG || typ == unix.S_IFDIR) && st.Mode&permBits != uint32(mode) {
 		if err := retry(func() error { return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), uint32(mode), 0) }); err != nil {
-			unix.Close(fd)
+			rawsys.Close(fd)
 			return err
 		}
 		changed = true
 	}
 	chowned, err := fs.chownNew(pfd, fd, &st, caller)
 	if err != nil {
-		unix.Close(fd)
+		rawsys.Close(fd)
 		return err
 	}
 	// The stat above describes the entry unless its mode or owner
@@ -478,7 +480,7 @@ func (fs *fsys) chownNew(pfd, fd int, st *unix.Stat_t, caller *fuse.Caller) (boo
 		gid = -1
 	}
 	return true, retry(func() error {
-		return unix.Fchownat(fd, "", int(caller.Uid), gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+		return rawsys.Fchownat(fd, "", int(caller.Uid), gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 	})
 }
 
@@ -558,7 +560,7 @@ func (fs *fsys) remove(h *fuse.InHeader, name string, flags int) fuse.Status {
 		return st
 	}
 	return status(p.do(func(pfd int) error {
-		return retry(func() error { return unix.Unlinkat(pfd, name, flags) })
+		return retry(func() error { return rawsys.Unlinkat(pfd, name, flags) })
 	}))
 }
 
@@ -680,7 +682,7 @@ func (fs *fsys) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	var fd int
 	err := p.do(func(pfd int) error {
 		err := retry(func() (err error) {
-			fd, err = unix.Openat(pfd, name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, mode)
+			fd, err = rawsys.Openat(pfd, name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, mode)
 			return err
 		})
 		switch {
@@ -692,7 +694,7 @@ func (fs *fsys) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 				err = fs.created(pfd, pathfd, int(mode), &in.Caller, &out.EntryOut)
 			}
 			if err != nil {
-				unix.Close(fd)
+				rawsys.Close(fd)
 			}
 			return err
 		case err == unix.EEXIST && in.Flags&unix.O_EXCL == 0:

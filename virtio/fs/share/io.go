@@ -3,6 +3,8 @@ package share
 import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/rawsys"
 )
 
 // iovMax is IOV_MAX (limits.h): the most buffers one preadv or pwritev
@@ -51,7 +53,7 @@ func (r *readResult) Readv(dst [][]byte) (int, fuse.Status) {
 func preadvFull(fd int, iov [][]byte, off int64) (int, error) {
 	total := 0
 	for len(iov) > 0 {
-		n, err := unix.Preadv(fd, iov[:min(len(iov), iovMax)], off)
+		n, err := rawsys.Preadv(fd, iov[:min(len(iov), iovMax)], off)
 		if err == unix.EINTR {
 			continue
 		}
@@ -76,7 +78,7 @@ func preadvFull(fd int, iov [][]byte, off int64) (int, error) {
 func pwritevFull(fd int, iov [][]byte, off int64) (int, error) {
 	total := 0
 	for len(iov) > 0 {
-		n, err := unix.Pwritev(fd, iov[:min(len(iov), iovMax)], off)
+		n, err := rawsys.Pwritev(fd, iov[:min(len(iov), iovMax)], off)
 		if err == unix.EINTR {
 			continue
 		}

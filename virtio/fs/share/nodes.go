@@ -5,6 +5,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/rawsys"
 )
 
 // fdFile is a host file descriptor shared by concurrent requests: do
@@ -50,7 +52,7 @@ func (h fdFile) unpin() {
 	last := r.closed && r.pins == 0
 	r.mu.Unlock()
 	if last {
-		unix.Close(r.fd)
+		rawsys.Close(r.fd)
 	}
 }
 
@@ -67,7 +69,7 @@ func (h fdFile) close() {
 	now := r.pins == 0
 	r.mu.Unlock()
 	if now {
-		unix.Close(r.fd)
+		rawsys.Close(r.fd)
 	}
 }
 
@@ -151,12 +153,12 @@ func (t *table) addNode(fd int, st *unix.Stat_t) (*node, error) {
 	if n := t.byKey[key]; n != nil {
 		n.refs++
 		t.mu.Unlock()
-		unix.Close(fd)
+		rawsys.Close(fd)
 		return n, nil
 	}
 	if len(t.nodes)+len(t.handles) >= t.budget {
 		t.mu.Unlock()
-		unix.Close(fd)
+		rawsys.Close(fd)
 		return nil, unix.ENFILE
 	}
 	n := &node{fdFile: newFDFile(fd), id: t.next, key: key, mode: st.Mode & unix.S_IFMT, refs: 1}
@@ -196,7 +198,7 @@ func (t *table) addHandle(fd int, dir bool) (uint64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.nodes)+len(t.handles) >= t.budget {
-		unix.Close(fd)
+		rawsys.Close(fd)
 		return 0, unix.ENFILE
 	}
 	id := t.next

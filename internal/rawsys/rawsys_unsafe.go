@@ -1,0 +1,141 @@
+package rawsys
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxIO is the largest transfer Preadv and Pwritev make without the
+// scheduler; a larger one is made through it, so that a read from a cold
+// disk does not hold a P for long. 128 KiB is what Linux's readahead
+// moves at once by default (VM_READAHEAD_PAGES, include/linux/mm.h), so
+// a transfer up to it is about one disk request.
+const MaxIO = 128 << 10
+
+// errno turns a raw call's result into the error unix's wrappers return:
+// nil, or the unix.Errno itself (callers compare with ==).
+func errno(e unix.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+// Openat is openat(2).
+func Openat(dirfd int, path string, flags int, mode uint32) (int, error) {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return -1, err
+	}
+	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(flags), uintptr(mode), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+// Fstat is fstat(2).
+func Fstat(fd int, st *unix.Stat_t) error {
+	_, _, e := unix.RawSyscall(unix.SYS_FSTAT, uintptr(fd), uintptr(unsafe.Pointer(st)), 0)
+	return errno(e)
+}
+
+// Close is close(2).
+func Close(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+	return errno(e)
+}
+
+// Unlinkat is unlinkat(2).
+func Unlinkat(dirfd int, path string, flags int) error {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_UNLINKAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(flags))
+	return errno(e)
+}
+
+// Fchownat is fchownat(2).
+func Fchownat(dirfd int, path string, uid, gid, flags int) error {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	_, _, e := unix.RawSyscall6(unix.SYS_FCHOWNAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(uid), uintptr(gid), uintptr(flags), 0)
+	return errno(e)
+}
+
+// Read is read(2) of at most len(b) bytes.
+func Read(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Write is write(2) of b.
+func Write(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// maxIovecs is how many buffers Preadv and Pwritev pass at once without
+// allocating; a longer list goes through unix's wrappers.
+const maxIovecs = 64
+
+// Preadv is preadv(2), through the scheduler when iov holds more than
+// MaxIO bytes or more than maxIovecs buffers.
+func Preadv(fd int, iov [][]byte, off int64) (int, error) {
+	return rwv(unix.SYS_PREADV, fd, iov, off, unix.Preadv)
+}
+
+// Pwritev is pwritev(2), through the scheduler when iov holds more than
+// MaxIO bytes or more than maxIovecs buffers.
+func Pwritev(fd int, iov [][]byte, off int64) (int, error) {
+	return rwv(unix.SYS_PWRITEV, fd, iov, off, unix.Pwritev)
+}
+
+func rwv(trap uintptr, fd int, iov [][]byte, off int64, slow func(int, [][]byte, int64) (int, error)) (int, error) {
+	if len(iov) > maxIovecs || size(iov) > MaxIO {
+		return slow(fd, iov, off)
+	}
+	var vecs [maxIovecs]unix.Iovec
+	n := 0
+	for _, b := range iov {
+		if len(b) == 0 {
+			continue
+		}
+		vecs[n].Base = &b[0]
+		vecs[n].SetLen(len(b))
+		n++
+	}
+	// preadv and pwritev take the offset as two halves (low, high); on
+	// amd64 the low half holds it all (fs/read_write.c, pos_from_hilo).
+	r, _, e := unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(n), uintptr(off), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+func size(iov [][]byte) int {
+	n := 0
+	for _, b := range iov {
+		n += len(b)
+	}
+	return n
+}
