@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/rawsys"
 )
 
 // HeaderSize is the length of the header in front of every frame: struct
@@ -54,17 +56,20 @@ type Tap struct {
 	f    *os.File
 	name string
 
-	// TryRead's state, so that it allocates nothing: the raw connection,
-	// tryOnce bound as a method value once, and the buffer and result
-	// that tryOnce fills in.
+	// Read's and TryRead's state, so that they allocate nothing: the
+	// raw connection, readOnce and tryOnce bound as method values once,
+	// and the buffer and result that they fill in. Every read and write
+	// is made through raw (package rawsys says why).
 	raw    syscall.RawConn
+	readFn func(fd uintptr) bool
 	tryFn  func(fd uintptr) bool
 	tryBuf []byte
 	tryN   int
 	tryErr error
 
-	// WriteVectors' state, likewise: writevOnce bound once, the iovec
-	// array it fills (maxVectors entries) and its result.
+	// Write's and WriteVectors' state, likewise: writevOnce bound
+	// once, the iovec array it fills (maxVectors entries) and its
+	// result. Write's frame is its one vector.
 	wvFn  func(fd uintptr) bool
 	wvIov []unix.Iovec
 	wvLen int
@@ -165,6 +170,7 @@ func Open(name string) (*Tap, error) {
 		// fd is closed by the deferred cleanup above, not through f.
 		return nil, fmt.Errorf("tap %s: %w", name, err)
 	}
+	t.readFn = t.readOnce
 	t.tryFn = t.tryOnce
 	t.wvFn = t.writevOnce
 	t.wvIov = make([]unix.Iovec, maxVectors)
@@ -181,9 +187,16 @@ func (t *Tap) Name() string { return t.name }
 // than p is truncated by the kernel, so p should hold HeaderSize plus
 // 65535 plus an Ethernet header when offloads are on.
 func (t *Tap) Read(p []byte) (int, error) {
-	n, err := t.f.Read(p)
-	if err != nil {
-		return n, fmt.Errorf("tap %s: read: %w", t.name, err)
+	t.tryBuf = p
+	t.tryN, t.tryErr = 0, nil
+	err := t.raw.Read(t.readFn)
+	n, rerr := t.tryN, t.tryErr
+	t.tryBuf = nil
+	switch {
+	case err != nil:
+		return 0, t.rawErr("read", err)
+	case rerr != nil:
+		return 0, fmt.Errorf("tap %s: read: %w", t.name, rerr)
 	}
 	return n, nil
 }
@@ -222,19 +235,35 @@ func (t *Tap) rawErr(op string, err error) error {
 // tryOnce is TryRead's one read(2), run by the raw connection with the
 // descriptor held open; it never asks to wait for readiness.
 func (t *Tap) tryOnce(fd uintptr) bool {
-	t.tryN, t.tryErr = unix.Read(int(fd), t.tryBuf)
+	t.tryN, t.tryErr = rawsys.Read(int(fd), t.tryBuf)
 	return true
+}
+
+// readOnce is Read's read(2); it asks to wait for a frame on EAGAIN.
+func (t *Tap) readOnce(fd uintptr) bool {
+	for {
+		t.tryN, t.tryErr = rawsys.Read(int(fd), t.tryBuf)
+		switch t.tryErr {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		return true
+	}
 }
 
 // Write sends one frame, with its header in front. The kernel rejects a
 // header it cannot honour (EINVAL) and fails with EIO while the
 // interface is down.
 func (t *Tap) Write(p []byte) (int, error) {
-	n, err := t.f.Write(p)
-	if err != nil {
-		return n, fmt.Errorf("tap %s: write: %w", t.name, err)
+	if len(p) == 0 {
+		return 0, nil
 	}
-	return n, nil
+	t.wvIov[0].Base = &p[0]
+	t.wvIov[0].SetLen(len(p))
+	t.wvLen = 1
+	return t.writeVectors("write")
 }
 
 // WriteVectors sends one frame, header in front, gathered from bufs with
@@ -258,6 +287,11 @@ func (t *Tap) WriteVectors(bufs [][]byte) (int, error) {
 		t.wvIov[t.wvLen].SetLen(len(b))
 		t.wvLen++
 	}
+	return t.writeVectors("write")
+}
+
+// writeVectors writes the frame t.wvIov[:t.wvLen] holds, for op.
+func (t *Tap) writeVectors(op string) (int, error) {
 	t.wvN, t.wvErr = 0, nil
 	err := t.raw.Write(t.wvFn)
 	n, werr := t.wvN, t.wvErr
@@ -265,9 +299,9 @@ func (t *Tap) WriteVectors(bufs [][]byte) (int, error) {
 	clear(t.wvIov[:t.wvLen])
 	switch {
 	case err != nil:
-		return 0, t.rawErr("write", err)
+		return 0, t.rawErr(op, err)
 	case werr != nil:
-		return n, fmt.Errorf("tap %s: write: %w", t.name, werr)
+		return n, fmt.Errorf("tap %s: %s: %w", t.name, op, werr)
 	}
 	return n, nil
 }

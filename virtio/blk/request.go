@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmm-dev/vmm/internal/rawsys"
 	"github.com/vmm-dev/vmm/virtio"
 )
 
@@ -258,13 +259,13 @@ func (r *request) setIOV(bufs virtio.Buffers, off, n int) uint64 {
 func readFull(fd int, iov [][]byte, off int64) error {
 	// io.ErrUnexpectedEOF: the file shrank below the capacity read at
 	// Open.
-	return transferFull(unix.Preadv, io.ErrUnexpectedEOF, fd, iov, off)
+	return transferFull(rawsys.Preadv, io.ErrUnexpectedEOF, fd, iov, off)
 }
 
 // writeFull writes every buffer of iov (none empty) to the file at off.
 // It consumes iov.
 func writeFull(fd int, iov [][]byte, off int64) error {
-	return transferFull(unix.Pwritev, io.ErrShortWrite, fd, iov, off)
+	return transferFull(rawsys.Pwritev, io.ErrShortWrite, fd, iov, off)
 }
 
 // transferFull repeats op (preadv or pwritev) until all of iov is done,
