@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -310,22 +309,16 @@ func (m *Machine) closeVirtio() {
 // Its reads and writes are made without telling Go's scheduler (package
 // rawsys): a device answers each kick with a few calls, and the first
 // scheduled call after the program sat idle wakes the runtime's monitor
-// thread, once per request. Going through the os.File's syscall.RawConn
-// keeps what os.File gives: a read that would block parks the goroutine
-// in the netpoller, and Close waits for a call in progress, so a signal
-// never writes to a descriptor number reused since.
+// thread, once per request. rawsys.File keeps what os.File gives: a read
+// that would block parks the goroutine in the netpoller, and Close waits
+// for a call in progress, so a signal never writes to a descriptor
+// number reused since. Wait and Signal each have one caller at a time.
 type eventFD struct {
 	f   *os.File
-	fd  int // for KVM registration only; I/O goes through f
-	rc  syscall.RawConn
+	fd  int // for KVM registration only; I/O goes through x
+	x   *rawsys.File
 	buf [8]byte
 	one [8]byte
-
-	// read and write are f's raw calls, made once so that Wait and
-	// Signal allocate nothing; rerr and werr are what they last
-	// returned. Wait and Signal each have one caller at a time.
-	read, write func(fd uintptr) bool
-	rerr, werr  error
 }
 
 func newEventFD() (*eventFD, error) {
@@ -335,19 +328,9 @@ func newEventFD() (*eventFD, error) {
 	}
 	e := &eventFD{f: os.NewFile(uintptr(fd), "eventfd"), fd: fd}
 	e.one[0] = 1 // the counter is a native-endian uint64; amd64 is little-endian
-	rc, err := e.f.SyscallConn()
-	if err != nil {
+	if e.x, err = rawsys.NewFile(e.f); err != nil {
 		e.f.Close()
 		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	e.rc = rc
-	e.read = func(fd uintptr) bool {
-		_, e.rerr = rawsys.Read(int(fd), e.buf[:])
-		return e.rerr != unix.EAGAIN
-	}
-	e.write = func(fd uintptr) bool {
-		_, e.werr = rawsys.Write(int(fd), e.one[:])
-		return e.werr != unix.EAGAIN
 	}
 	return e, nil
 }
@@ -355,15 +338,13 @@ func newEventFD() (*eventFD, error) {
 // Wait consumes every signal since the last Wait (an eventfd read returns
 // and clears the counter), so kicks coalesce.
 func (e *eventFD) Wait() error {
-	if err := e.rc.Read(e.read); err != nil {
-		return err
-	}
-	return e.rerr
+	_, err := e.x.Read(e.buf[:])
+	return err
 }
 
 // Signal adds one to the counter. The write cannot block: it would only
 // if the counter neared 2^64.
-func (e *eventFD) Signal() { _ = e.rc.Write(e.write) }
+func (e *eventFD) Signal() { _, _ = e.x.Write(e.one[:]) }
 
 // Trigger makes the eventfd an irqfd's edge.
 func (e *eventFD) Trigger() { e.Signal() }

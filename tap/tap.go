@@ -56,20 +56,14 @@ type Tap struct {
 	f    *os.File
 	name string
 
-	// Read's and TryRead's state, so that they allocate nothing: the
-	// raw connection, readOnce and tryOnce bound as method values once,
-	// and the buffer and result that they fill in. Every read and write
-	// is made through raw (package rawsys says why).
-	raw    syscall.RawConn
-	readFn func(fd uintptr) bool
-	tryFn  func(fd uintptr) bool
-	tryBuf []byte
-	tryN   int
-	tryErr error
+	// Every read and write is a raw call (package rawsys says why):
+	// reads through x, writes through raw.
+	x   *rawsys.File
+	raw syscall.RawConn
 
-	// Write's and WriteVectors' state, likewise: writevOnce bound
-	// once, the iovec array it fills (maxVectors entries) and its
-	// result. Write's frame is its one vector.
+	// Write's and WriteVectors' state, so that they allocate nothing:
+	// writevOnce bound once, the iovec array it fills (maxVectors
+	// entries) and its result. Write's frame is its one vector.
 	wvFn  func(fd uintptr) bool
 	wvIov []unix.Iovec
 	wvLen int
@@ -170,8 +164,9 @@ func Open(name string) (*Tap, error) {
 		// fd is closed by the deferred cleanup above, not through f.
 		return nil, fmt.Errorf("tap %s: %w", name, err)
 	}
-	t.readFn = t.readOnce
-	t.tryFn = t.tryOnce
+	if t.x, err = rawsys.NewFile(f); err != nil {
+		return nil, fmt.Errorf("tap %s: %w", name, err)
+	}
 	t.wvFn = t.writevOnce
 	t.wvIov = make([]unix.Iovec, maxVectors)
 	ok = true
@@ -187,16 +182,9 @@ func (t *Tap) Name() string { return t.name }
 // than p is truncated by the kernel, so p should hold HeaderSize plus
 // 65535 plus an Ethernet header when offloads are on.
 func (t *Tap) Read(p []byte) (int, error) {
-	t.tryBuf = p
-	t.tryN, t.tryErr = 0, nil
-	err := t.raw.Read(t.readFn)
-	n, rerr := t.tryN, t.tryErr
-	t.tryBuf = nil
-	switch {
-	case err != nil:
-		return 0, t.rawErr("read", err)
-	case rerr != nil:
-		return 0, fmt.Errorf("tap %s: read: %w", t.name, rerr)
+	n, err := t.x.Read(p)
+	if err != nil {
+		return 0, fmt.Errorf("tap %s: %w", t.name, err)
 	}
 	return n, nil
 }
@@ -205,52 +193,22 @@ func (t *Tap) Read(p []byte) (int, error) {
 // at once if none is: the receive worker uses it to tell a burst of
 // frames from the end of one. Not for concurrent use with itself.
 func (t *Tap) TryRead(p []byte) (n int, ok bool, err error) {
-	t.tryBuf = p
-	t.tryN, t.tryErr = 0, nil
-	err = t.raw.Read(t.tryFn) // the method value made at Open: nothing allocated per call
-	n, rerr := t.tryN, t.tryErr
-	t.tryBuf = nil
-	switch {
-	case err != nil:
-		return 0, false, t.rawErr("read", err)
-	case rerr == unix.EAGAIN:
-		return 0, false, nil
-	case rerr != nil:
-		return 0, false, fmt.Errorf("tap %s: read: %w", t.name, rerr)
+	n, ok, err = t.x.TryRead(p)
+	if err != nil {
+		return 0, false, fmt.Errorf("tap %s: %w", t.name, err)
 	}
-	return n, true, nil
+	return n, ok, nil
 }
 
-// rawErr is the error of op (read or write) when the raw connection
-// itself failed: its deadline passed, or, the only other way it fails,
-// the file was closed, with an error of package poll's that Read or
-// Write would have turned into os.ErrClosed.
+// rawErr is the error of a write whose raw connection itself failed:
+// its deadline passed, or, the only other way it fails, the file was
+// closed, with an error of package poll's that os.File's Write would
+// have turned into os.ErrClosed.
 func (t *Tap) rawErr(op string, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("tap %s: %s: %w", t.name, op, err)
 	}
 	return fmt.Errorf("tap %s: %s: %w (%v)", t.name, op, os.ErrClosed, err)
-}
-
-// tryOnce is TryRead's one read(2), run by the raw connection with the
-// descriptor held open; it never asks to wait for readiness.
-func (t *Tap) tryOnce(fd uintptr) bool {
-	t.tryN, t.tryErr = rawsys.Read(int(fd), t.tryBuf)
-	return true
-}
-
-// readOnce is Read's read(2); it asks to wait for a frame on EAGAIN.
-func (t *Tap) readOnce(fd uintptr) bool {
-	for {
-		t.tryN, t.tryErr = rawsys.Read(int(fd), t.tryBuf)
-		switch t.tryErr {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		return true
-	}
 }
 
 // Write sends one frame, with its header in front. The kernel rejects a

@@ -1,6 +1,7 @@
 // Package rawsys makes the few system calls a device answers a guest's
-// request with (opening, stating, reading and writing regular files,
-// reading and writing eventfds) without telling Go's scheduler.
+// request with (opening, stating, reading and writing regular files;
+// reading and writing eventfds, TAPs and the user network's socket,
+// through File) without telling Go's scheduler.
 //
 // It is a package of its own because it is a bargain with the Go
 // runtime, not part of any device: which calls may skip the scheduler,
@@ -27,9 +28,9 @@
 // queued behind it wait, and a call that never returns would stop the
 // program. So only calls that are bounded go here: on descriptors of
 // regular files and directories (the share never opens anything else
-// for I/O), eventfds (whose reads here never block: they are
-// non-blocking and wait in the netpoller), and transfers no larger than
-// MaxIO. Flushes to disk, allocations, truncations and big transfers go
+// for I/O), non-blocking descriptors (eventfds, TAPs, sockets: File
+// waits for them in the netpoller, never in a call), and transfers no
+// larger than MaxIO. Flushes to disk, allocations, truncations and big transfers go
 // through the scheduler as before. A share on a network file system
 // that stops answering holds a P in these calls as it would hold a
 // thread in the others.

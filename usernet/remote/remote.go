@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/vmm-dev/vmm/internal/helperbin"
+	"github.com/vmm-dev/vmm/internal/rawsys"
 	"github.com/vmm-dev/vmm/usernet/hostfwd"
 	"golang.org/x/sys/unix"
 )
@@ -112,7 +113,7 @@ type Config struct {
 // satisfies virtio/net's Backend and TryReader.
 type Network struct {
 	frames *os.File
-	raw    syscall.RawConn
+	x      *rawsys.File // frames' reads and writes (package rawsys says why)
 	ctl    *os.File
 	logf   func(format string, args ...any)
 	cmd    *exec.Cmd
@@ -134,13 +135,6 @@ type Network struct {
 	logsDone chan struct{}
 
 	closeOnce sync.Once
-
-	// TryRead's state, so that it allocates nothing per call (see
-	// tap.Tap.TryRead).
-	tryFn  func(fd uintptr) bool
-	tryBuf []byte
-	tryN   int
-	tryErr error
 }
 
 // socketpair returns vmm's end (non-blocking, for deadlines) and the
@@ -205,13 +199,12 @@ func Start(cfg Config) (*Network, error) {
 		return nil, fmt.Errorf("user network: %w", err)
 	}
 	n := &Network{frames: frames, ctl: ctl, logf: logf, cmd: cmd, exited: make(chan struct{}), ready: make(chan struct{}), logsDone: make(chan struct{})}
-	if n.raw, err = frames.SyscallConn(); err != nil {
+	if n.x, err = rawsys.NewFile(frames); err != nil {
 		n.frames.Close()
 		n.ctl.Close()
 		cmd.Wait()
 		return nil, fmt.Errorf("user network: %w", err)
 	}
-	n.tryFn = n.tryOnce
 	go func() {
 		n.waitErr = cmd.Wait()
 		close(n.exited)
@@ -301,7 +294,7 @@ func (n *Network) gone() error {
 // Read waits for the next frame for the guest, virtio-net header first.
 func (n *Network) Read(p []byte) (int, error) {
 	for {
-		k, err := n.frames.Read(p)
+		k, err := n.x.Read(p)
 		if errors.Is(err, io.EOF) {
 			return 0, n.gone()
 		}
@@ -328,33 +321,20 @@ func (n *Network) TryRead(p []byte) (int, bool, error) {
 }
 
 func (n *Network) tryRead(p []byte) (int, bool, error) {
-	n.tryBuf = p
-	n.tryN, n.tryErr = 0, nil
-	err := n.raw.Read(n.tryFn)
-	k, rerr := n.tryN, n.tryErr
-	n.tryBuf = nil
+	k, ok, err := n.x.TryRead(p)
 	switch {
-	case err != nil:
-		return 0, false, err
-	case rerr == unix.EAGAIN:
-		return 0, false, nil
-	case rerr != nil:
-		return 0, false, fmt.Errorf("user network: read: %w", rerr)
-	case k == 0:
+	case errors.Is(err, io.EOF):
 		return 0, false, n.gone()
+	case err != nil:
+		return 0, false, fmt.Errorf("user network: %w", err)
 	}
-	return k, true, nil
-}
-
-func (n *Network) tryOnce(fd uintptr) bool {
-	n.tryN, n.tryErr = unix.Read(int(fd), n.tryBuf)
-	return true
+	return k, ok, nil
 }
 
 // Write sends the helper a frame from the guest, virtio-net header
 // first.
 func (n *Network) Write(p []byte) (int, error) {
-	k, err := n.frames.Write(p)
+	k, err := n.x.Write(p)
 	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
 		return k, n.gone()
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/rawsys"
 )
 
 // Backend is what Serve carries frames to and from: a usernet.Network,
@@ -32,7 +34,8 @@ const maxFrame = 12 + 65536 + 64
 // passes them.
 type Helper struct {
 	frames, ctl *os.File
-	mu          sync.Mutex // one control message at a time
+	x           *rawsys.File // frames' reads and writes (package rawsys says why)
+	mu          sync.Mutex   // one control message at a time
 }
 
 // HelperFiles opens the helper's end from its inherited descriptors. It
@@ -52,7 +55,11 @@ func HelperFiles() (*Helper, error) {
 		}
 		files = append(files, os.NewFile(uintptr(fd), fmt.Sprintf("vmm's socket %d", fd)))
 	}
-	return &Helper{frames: files[0], ctl: files[1]}, nil
+	x, err := rawsys.NewFile(files[0])
+	if err != nil {
+		return nil, fmt.Errorf("%s: descriptor %d: %w", HelperName, FramesFD, err)
+	}
+	return &Helper{frames: files[0], ctl: files[1], x: x}, nil
 }
 
 // send writes one control message, cut at maxControl bytes.
@@ -101,7 +108,7 @@ func (h *Helper) toGuest(b Backend) error {
 		if err != nil {
 			return fmt.Errorf("%s: stack: %w", HelperName, err)
 		}
-		if _, err := h.frames.Write(buf[:k]); err != nil {
+		if _, err := h.x.Write(buf[:k]); err != nil {
 			if errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
 				if now := time.Now(); now.Sub(last) >= time.Second {
 					last = now
@@ -127,7 +134,7 @@ func (h *Helper) fromGuest(b Backend) error {
 		}
 	}
 	for {
-		k, err := h.frames.Read(buf)
+		k, err := h.x.Read(buf)
 		if err != nil {
 			return wireErr(err)
 		}

@@ -1,0 +1,137 @@
+package rawsys
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// File reads and writes a non-blocking descriptor (an eventfd, a socket)
+// with raw calls, waiting in Go's netpoller when the descriptor is not
+// ready, as os.File does. It allocates nothing per call. One Read or
+// TryRead and one Write may run at a time, concurrently with each other.
+type File struct {
+	f  *os.File
+	rc syscall.RawConn
+
+	// The raw calls, bound once, and what they read from or write to
+	// and return.
+	readFn, tryFn, writeFn func(fd uintptr) bool
+	rbuf, wbuf             []byte
+	rn, wn                 int
+	rerr, werr             error
+}
+
+// NewFile wraps f, which must have been opened non-blocking (os.NewFile
+// of such a descriptor, or an os.File from net's or os's own calls).
+// f stays the caller's to close.
+func NewFile(f *os.File) (*File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	x := &File{f: f, rc: rc}
+	x.readFn = x.readOnce
+	x.tryFn = x.tryOnce
+	x.writeFn = x.writeOnce
+	return x, nil
+}
+
+// Read reads once into p, waiting until the descriptor has something to
+// read, its read deadline passes or it is closed. A read of nothing into
+// a non-empty p is io.EOF, as os.File's is.
+func (x *File) Read(p []byte) (int, error) {
+	x.rbuf, x.rn, x.rerr = p, 0, nil
+	err := x.rc.Read(x.readFn)
+	x.rbuf = nil
+	return x.readResult(p, err)
+}
+
+// TryRead is Read without waiting: ok is false when there is nothing to
+// read now.
+func (x *File) TryRead(p []byte) (n int, ok bool, err error) {
+	x.rbuf, x.rn, x.rerr = p, 0, nil
+	err = x.rc.Read(x.tryFn)
+	x.rbuf = nil
+	if err == nil && x.rerr == unix.EAGAIN {
+		return 0, false, nil
+	}
+	n, err = x.readResult(p, err)
+	return n, err == nil, err
+}
+
+func (x *File) readResult(p []byte, err error) (int, error) {
+	switch {
+	case err != nil:
+		return 0, x.pollErr("read", err)
+	case x.rerr != nil:
+		return 0, &os.PathError{Op: "read", Path: x.f.Name(), Err: x.rerr}
+	case x.rn == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return x.rn, nil
+}
+
+// Write writes p with one call, waiting while the descriptor has no room
+// for it.
+func (x *File) Write(p []byte) (int, error) {
+	x.wbuf, x.wn, x.werr = p, 0, nil
+	err := x.rc.Write(x.writeFn)
+	x.wbuf = nil
+	switch {
+	case err != nil:
+		return 0, x.pollErr("write", err)
+	case x.werr != nil:
+		return 0, &os.PathError{Op: "write", Path: x.f.Name(), Err: x.werr}
+	}
+	return x.wn, nil
+}
+
+// pollErr is the error of a wait in the netpoller: its deadline passed
+// (os.ErrDeadlineExceeded), or, the only other way it fails, the file
+// was closed, which os.File reports as os.ErrClosed.
+func (x *File) pollErr(op string, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return &os.PathError{Op: op, Path: x.f.Name(), Err: err}
+	}
+	return &os.PathError{Op: op, Path: x.f.Name(), Err: fmt.Errorf("%w (%v)", os.ErrClosed, err)}
+}
+
+func (x *File) readOnce(fd uintptr) bool {
+	for {
+		x.rn, x.rerr = Read(int(fd), x.rbuf)
+		switch x.rerr {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		return true
+	}
+}
+
+func (x *File) tryOnce(fd uintptr) bool {
+	for {
+		x.rn, x.rerr = Read(int(fd), x.rbuf)
+		if x.rerr != unix.EINTR {
+			return true
+		}
+	}
+}
+
+func (x *File) writeOnce(fd uintptr) bool {
+	for {
+		x.wn, x.werr = Write(int(fd), x.wbuf)
+		switch x.werr {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		return true
+	}
+}

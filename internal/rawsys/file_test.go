@@ -1,0 +1,151 @@
+package rawsys
+
+import (
+	"errors"
+	"io"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pair returns a File on one end of a non-blocking SOCK_SEQPACKET pair
+// (what the user network's frames travel on) and the other end.
+func pair(t *testing.T) (*File, *os.File, *os.File) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "mine"), os.NewFile(uintptr(fds[1]), "theirs")
+	t.Cleanup(func() { mine.Close(); theirs.Close() })
+	x, err := NewFile(mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x, mine, theirs
+}
+
+// wait bounds a blocked call in a test.
+const wait = 10 * time.Second
+
+func TestFileReadWrite(t *testing.T) {
+	x, _, theirs := pair(t)
+	buf := make([]byte, 64)
+	if n, ok, err := x.TryRead(buf); ok || err != nil || n != 0 {
+		t.Fatalf("TryRead with nothing queued: %d %v %v", n, ok, err)
+	}
+	// Read waits for a message written later.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		theirs.Write([]byte("frame one"))
+	}()
+	if n, err := x.Read(buf); err != nil || string(buf[:n]) != "frame one" {
+		t.Fatalf("Read: %q %v", buf[:n], err)
+	}
+	theirs.Write([]byte("frame two"))
+	if n, ok, err := x.TryRead(buf); !ok || err != nil || string(buf[:n]) != "frame two" {
+		t.Fatalf("TryRead: %q %v %v", buf[:n], ok, err)
+	}
+	if n, err := x.Write([]byte("to them")); err != nil || n != 7 {
+		t.Fatalf("Write: %d %v", n, err)
+	}
+	if n, err := theirs.Read(buf); err != nil || string(buf[:n]) != "to them" {
+		t.Fatalf("their Read: %q %v", buf[:n], err)
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		x.Write(buf[:8])
+		theirs.Read(buf)
+		theirs.Write(buf[:8])
+		x.Read(buf)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per round trip", allocs)
+	}
+}
+
+// TestFileWriteWaits fills the socket, then checks that Write waits for
+// room rather than failing with EAGAIN.
+func TestFileWriteWaits(t *testing.T) {
+	x, _, theirs := pair(t)
+	msg := make([]byte, 4096)
+	var queued int
+	for {
+		_, err := unix.Write(int(x.f.Fd()), msg)
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued++
+	}
+	// x.f.Fd() made the descriptor blocking; make it non-blocking
+	// again, as the File requires.
+	unix.SetNonblock(int(x.f.Fd()), true)
+	done := make(chan error, 1)
+	go func() { _, err := x.Write(msg); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("Write into a full socket returned at once: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	buf := make([]byte, len(msg))
+	for range queued + 1 {
+		if _, err := theirs.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Write still waiting after the socket was drained")
+	}
+}
+
+// TestFileErrors checks what callers test for: io.EOF and EPIPE once the
+// other end is gone, os.ErrDeadlineExceeded past a deadline, and
+// os.ErrClosed when the file is closed under a waiting Read.
+func TestFileErrors(t *testing.T) {
+	t.Run("peer gone", func(t *testing.T) {
+		x, _, theirs := pair(t)
+		theirs.Close()
+		buf := make([]byte, 8)
+		if _, err := x.Read(buf); err != io.EOF {
+			t.Errorf("Read: %v, want io.EOF", err)
+		}
+		if _, ok, err := x.TryRead(buf); ok || err != io.EOF {
+			t.Errorf("TryRead: %v %v, want io.EOF", ok, err)
+		}
+		if _, err := x.Write(buf); !errors.Is(err, syscall.EPIPE) {
+			t.Errorf("Write: %v, want EPIPE", err)
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		x, mine, _ := pair(t)
+		mine.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := x.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Read: %v, want os.ErrDeadlineExceeded", err)
+		}
+	})
+	t.Run("closed while reading", func(t *testing.T) {
+		x, mine, _ := pair(t)
+		done := make(chan error, 1)
+		go func() { _, err := x.Read(make([]byte, 8)); done <- err }()
+		time.Sleep(20 * time.Millisecond)
+		mine.Close()
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrClosed) {
+				t.Errorf("Read: %v, want os.ErrClosed", err)
+			}
+		case <-time.After(wait):
+			t.Fatal("Read still waiting after Close")
+		}
+	})
+}
