@@ -312,7 +312,8 @@ func (m *Machine) closeVirtio() {
 // thread, once per request. rawsys.File keeps what os.File gives: a read
 // that would block parks the goroutine in the netpoller, and Close waits
 // for a call in progress, so a signal never writes to a descriptor
-// number reused since. Wait and Signal each have one caller at a time.
+// number reused since. Wait has one caller at a time; Signal may have
+// several (every queue's worker signals the device's interrupt).
 type eventFD struct {
 	f   *os.File
 	fd  int // for KVM registration only; I/O goes through x

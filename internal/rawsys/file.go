@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -12,15 +13,19 @@ import (
 
 // File reads and writes a non-blocking descriptor (an eventfd, a socket)
 // with raw calls, waiting in Go's netpoller when the descriptor is not
-// ready, as os.File does. It allocates nothing per call. One Read or
-// TryRead and one Write may run at a time, concurrently with each other.
+// ready, as os.File does. It allocates nothing per call. It is safe for
+// concurrent use: reads (Read, TryRead) take turns, as writes do (an
+// interrupt's eventfd is signalled by every queue's worker), and a read
+// and a write run side by side.
 type File struct {
 	f  *os.File
 	rc syscall.RawConn
 
 	// The raw calls, bound once, and what they read from or write to
-	// and return.
+	// and return: rbuf, rn and rerr guarded by rmu, wbuf, wn and werr
+	// by wmu.
 	readFn, tryFn, writeFn func(fd uintptr) bool
+	rmu, wmu               sync.Mutex
 	rbuf, wbuf             []byte
 	rn, wn                 int
 	rerr, werr             error
@@ -45,6 +50,8 @@ func NewFile(f *os.File) (*File, error) {
 // read, its read deadline passes or it is closed. A read of nothing into
 // a non-empty p is io.EOF, as os.File's is.
 func (x *File) Read(p []byte) (int, error) {
+	x.rmu.Lock()
+	defer x.rmu.Unlock()
 	x.rbuf, x.rn, x.rerr = p, 0, nil
 	err := x.rc.Read(x.readFn)
 	x.rbuf = nil
@@ -54,6 +61,8 @@ func (x *File) Read(p []byte) (int, error) {
 // TryRead is Read without waiting: ok is false when there is nothing to
 // read now.
 func (x *File) TryRead(p []byte) (n int, ok bool, err error) {
+	x.rmu.Lock()
+	defer x.rmu.Unlock()
 	x.rbuf, x.rn, x.rerr = p, 0, nil
 	err = x.rc.Read(x.tryFn)
 	x.rbuf = nil
@@ -79,6 +88,8 @@ func (x *File) readResult(p []byte, err error) (int, error) {
 // Write writes p with one call, waiting while the descriptor has no room
 // for it.
 func (x *File) Write(p []byte) (int, error) {
+	x.wmu.Lock()
+	defer x.wmu.Unlock()
 	x.wbuf, x.wn, x.werr = p, 0, nil
 	err := x.rc.Write(x.writeFn)
 	x.wbuf = nil
