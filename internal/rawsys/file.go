@@ -31,13 +31,29 @@ type File struct {
 	rerr, werr             error
 }
 
-// NewFile wraps f, which must have been opened non-blocking (os.NewFile
-// of such a descriptor, or an os.File from net's or os's own calls).
-// f stays the caller's to close.
+// NewFile wraps f, which must be non-blocking (os.NewFile of such a
+// descriptor, or an os.File from net's or os's own calls): a raw read of
+// a blocking one could wait for ever, holding a P. f stays the caller's
+// to close.
 func NewFile(f *os.File) (*File, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, err
+	}
+	var nonblock bool
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		var fl int
+		fl, cerr = unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nonblock = fl&unix.O_NONBLOCK != 0
+	}); err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name(), cerr)
+	}
+	if !nonblock {
+		return nil, fmt.Errorf("%s: not non-blocking", f.Name())
 	}
 	x := &File{f: f, rc: rc}
 	x.readFn = x.readOnce

@@ -190,3 +190,18 @@ func TestFileConcurrentWrites(t *testing.T) {
 		t.Fatalf("Read: %d, %v, counter %d, want %d", n, err, binary.LittleEndian.Uint64(buf[:]), writers*each)
 	}
 }
+
+// TestNewFileBlocking: a blocking descriptor is refused, since a raw
+// read of it would wait in the kernel holding a P.
+func TestNewFileBlocking(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r := os.NewFile(uintptr(p[0]), "pipe")
+	defer r.Close()
+	defer unix.Close(p[1])
+	if _, err := NewFile(r); err == nil {
+		t.Fatal("NewFile of a blocking pipe: no error")
+	}
+}

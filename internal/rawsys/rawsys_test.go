@@ -2,6 +2,7 @@ package rawsys
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,62 +14,68 @@ import (
 // checks what it did with the os package, and that a failure is the
 // bare unix.Errno the share compares with ==.
 func TestFileCalls(t *testing.T) {
+	for _, c := range []Calls{Raw(), {}} {
+		t.Run(fmt.Sprintf("raw=%v", c.IsRaw()), func(t *testing.T) { testFileCalls(t, c) })
+	}
+}
+
+func testFileCalls(t *testing.T, c Calls) {
 	dir := t.TempDir()
-	dfd, err := Openat(unix.AT_FDCWD, dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	dfd, err := c.Openat(unix.AT_FDCWD, dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("Openat dir: %v", err)
 	}
-	defer Close(dfd)
+	defer c.Close(dfd)
 
-	fd, err := Openat(dfd, "f", unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o640)
+	fd, err := c.Openat(dfd, "f", unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o640)
 	if err != nil {
 		t.Fatalf("Openat create: %v", err)
 	}
-	if _, err := Openat(dfd, "f", unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o640); err != unix.EEXIST {
+	if _, err := c.Openat(dfd, "f", unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o640); err != unix.EEXIST {
 		t.Errorf("Openat existing with O_EXCL: %v, want EEXIST", err)
 	}
-	if _, err := Openat(dfd, "a\x00b", unix.O_RDONLY, 0); err == nil {
+	if _, err := c.Openat(dfd, "a\x00b", unix.O_RDONLY, 0); err == nil {
 		t.Error("Openat of a name with NUL: no error")
 	}
 
 	// Two buffers, one empty in between (skipped, as the kernel would
 	// skip it), at an offset past 4 GiB to check the offset's halves.
 	const off = 5 << 30
-	n, err := Pwritev(fd, [][]byte{[]byte("hello, "), nil, []byte("world")}, off)
+	n, err := c.Pwritev(fd, [][]byte{[]byte("hello, "), nil, []byte("world")}, off)
 	if err != nil || n != 12 {
 		t.Fatalf("Pwritev: %d, %v", n, err)
 	}
 	var st unix.Stat_t
-	if err := Fstat(fd, &st); err != nil {
+	if err := c.Fstat(fd, &st); err != nil {
 		t.Fatalf("Fstat: %v", err)
 	}
 	if st.Size != off+12 || st.Mode&0o777 != 0o640&^uint32(umask()) {
 		t.Errorf("Fstat: size %d mode %o", st.Size, st.Mode&0o777)
 	}
 	a, b := make([]byte, 5), make([]byte, 7)
-	if n, err := Preadv(fd, [][]byte{a, b}, off+7); err != nil || n != 5 || string(a) != "world" {
+	if n, err := c.Preadv(fd, [][]byte{a, b}, off+7); err != nil || n != 5 || string(a) != "world" {
 		t.Errorf("Preadv: %d %v %q", n, err, a)
 	}
-	if err := Fstat(-1, &st); err != unix.EBADF {
-		t.Errorf("Fstat(-1): %v, want EBADF", err)
+	if err := c.Fstat(-1, &st); err != unix.EBADF {
+		t.Errorf("c.Fstat(-1): %v, want EBADF", err)
 	}
 
-	if err := Fchownat(fd, "", os.Getuid(), os.Getgid(), unix.AT_EMPTY_PATH); err != nil {
+	if err := c.Fchownat(fd, "", os.Getuid(), os.Getgid(), unix.AT_EMPTY_PATH); err != nil {
 		t.Errorf("Fchownat to own IDs: %v", err)
 	}
-	if err := Close(fd); err != nil {
+	if err := c.Close(fd); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	if err := Close(fd); err != unix.EBADF {
+	if err := c.Close(fd); err != unix.EBADF {
 		t.Errorf("second Close: %v, want EBADF", err)
 	}
-	if err := Unlinkat(dfd, "f", 0); err != nil {
+	if err := c.Unlinkat(dfd, "f", 0); err != nil {
 		t.Fatalf("Unlinkat: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "f")); !os.IsNotExist(err) {
 		t.Errorf("after Unlinkat: %v", err)
 	}
-	if err := Unlinkat(dfd, "f", 0); err != unix.ENOENT {
+	if err := c.Unlinkat(dfd, "f", 0); err != unix.ENOENT {
 		t.Errorf("Unlinkat again: %v, want ENOENT", err)
 	}
 }
@@ -83,6 +90,7 @@ func umask() int {
 // than MaxIO bytes, or more than maxIovecs buffers, go through unix's
 // wrappers and still move every byte.
 func TestVectorLimits(t *testing.T) {
+	c := Raw()
 	f, err := os.Create(filepath.Join(t.TempDir(), "big"))
 	if err != nil {
 		t.Fatal(err)
@@ -118,11 +126,11 @@ func TestVectorLimits(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want := pattern(tc.total)
-			if n, err := Pwritev(fd, split(want, tc.piece), 100); err != nil || n != tc.total {
+			if n, err := c.Pwritev(fd, split(want, tc.piece), 100); err != nil || n != tc.total {
 				t.Fatalf("Pwritev: %d, %v", n, err)
 			}
 			got := make([]byte, tc.total)
-			if n, err := Preadv(fd, split(got, tc.piece), 100); err != nil || n != tc.total {
+			if n, err := c.Preadv(fd, split(got, tc.piece), 100); err != nil || n != tc.total {
 				t.Fatalf("Preadv: %d, %v", n, err)
 			}
 			if !bytes.Equal(got, want) {
@@ -140,7 +148,7 @@ func TestReadWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer Close(fd)
+	defer unix.Close(fd)
 	var buf [8]byte
 	if _, err := Read(fd, buf[:]); err != unix.EAGAIN {
 		t.Fatalf("Read of an empty eventfd: %v, want EAGAIN", err)
@@ -165,6 +173,7 @@ func TestReadWrite(t *testing.T) {
 // TestNoAllocs: the calls the devices make per request allocate nothing
 // (the ones taking a name allocate its NUL-terminated copy, as unix's do).
 func TestNoAllocs(t *testing.T) {
+	c := Raw()
 	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
 	if err != nil {
 		t.Fatal(err)
@@ -175,9 +184,9 @@ func TestNoAllocs(t *testing.T) {
 	iov := [][]byte{buf[:2048], buf[2048:]}
 	var st unix.Stat_t
 	allocs := testing.AllocsPerRun(100, func() {
-		Pwritev(fd, iov, 0)
-		Preadv(fd, iov, 0)
-		Fstat(fd, &st)
+		c.Pwritev(fd, iov, 0)
+		c.Preadv(fd, iov, 0)
+		c.Fstat(fd, &st)
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per request", allocs)

@@ -26,8 +26,8 @@ func errno(e unix.Errno) error {
 	return e
 }
 
-// Openat is openat(2).
-func Openat(dirfd int, path string, flags int, mode uint32) (int, error) {
+// openat is openat(2).
+func openat(dirfd int, path string, flags int, mode uint32) (int, error) {
 	p, err := unix.BytePtrFromString(path)
 	if err != nil {
 		return -1, err
@@ -39,20 +39,20 @@ func Openat(dirfd int, path string, flags int, mode uint32) (int, error) {
 	return int(fd), nil
 }
 
-// Fstat is fstat(2).
-func Fstat(fd int, st *unix.Stat_t) error {
+// fstat is fstat(2).
+func fstat(fd int, st *unix.Stat_t) error {
 	_, _, e := unix.RawSyscall(unix.SYS_FSTAT, uintptr(fd), uintptr(unsafe.Pointer(st)), 0)
 	return errno(e)
 }
 
-// Close is close(2).
-func Close(fd int) error {
+// closeFD is close(2).
+func closeFD(fd int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 	return errno(e)
 }
 
-// Unlinkat is unlinkat(2).
-func Unlinkat(dirfd int, path string, flags int) error {
+// unlinkat is unlinkat(2).
+func unlinkat(dirfd int, path string, flags int) error {
 	p, err := unix.BytePtrFromString(path)
 	if err != nil {
 		return err
@@ -61,8 +61,8 @@ func Unlinkat(dirfd int, path string, flags int) error {
 	return errno(e)
 }
 
-// Fchownat is fchownat(2).
-func Fchownat(dirfd int, path string, uid, gid, flags int) error {
+// fchownat is fchownat(2).
+func fchownat(dirfd int, path string, uid, gid, flags int) error {
 	p, err := unix.BytePtrFromString(path)
 	if err != nil {
 		return err
@@ -103,15 +103,15 @@ func Write(fd int, b []byte) (int, error) {
 // how the guest's FUSE driver sends one.
 const maxIovecs = 256
 
-// Preadv is preadv(2), through the scheduler when iov holds more than
+// preadv is preadv(2), through the scheduler when iov holds more than
 // MaxIO bytes or more than maxIovecs buffers.
-func Preadv(fd int, iov [][]byte, off int64) (int, error) {
+func preadv(fd int, iov [][]byte, off int64) (int, error) {
 	return rwv(unix.SYS_PREADV, fd, iov, off, unix.Preadv)
 }
 
-// Pwritev is pwritev(2), through the scheduler when iov holds more than
+// pwritev is pwritev(2), through the scheduler when iov holds more than
 // MaxIO bytes or more than maxIovecs buffers.
-func Pwritev(fd int, iov [][]byte, off int64) (int, error) {
+func pwritev(fd int, iov [][]byte, off int64) (int, error) {
 	return rwv(unix.SYS_PWRITEV, fd, iov, off, unix.Pwritev)
 }
 

@@ -39,6 +39,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmm-dev/vmm/internal/rawsys"
 	"github.com/vmm-dev/vmm/virtio"
 )
 
@@ -126,6 +127,7 @@ type Device struct {
 	path     string
 	f        *os.File
 	fd       int
+	sys      rawsys.Calls // how data moves: raw for an image on a local file system
 	readOnly bool
 	capacity uint64 // in sectors
 	serial   [SerialLen]byte
@@ -224,6 +226,7 @@ func (d *Device) init() error {
 	}
 	d.fd = int(d.f.Fd())
 	d.capacity = uint64(size) / SectorSize
+	d.sys = callsFor(d.fd, regular)
 
 	// Two writers on one image, or a reader caching what a writer
 	// changes, corrupt the guest's file system, so the image is locked
@@ -425,4 +428,23 @@ func (d *Device) drain(q *virtio.Queue, c *virtio.Chain, interrupt func()) error
 			return nil
 		}
 	}
+}
+
+// callsFor says how a disk's data moves: raw (package rawsys) for an
+// image file on a local file system, through Go's scheduler for a block
+// device (an NBD or iSCSI disk can leave a read waiting for a server for
+// ever) and for an image on a network file system, so that a stalled
+// disk holds one thread rather than the whole of vmm.
+func callsFor(fd int, regular bool) rawsys.Calls {
+	if !regular {
+		return rawsys.Calls{}
+	}
+	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return rawsys.Calls{}
+	}
+	if local, err := rawsys.Local(path); err != nil || !local {
+		return rawsys.Calls{}
+	}
+	return rawsys.Raw()
 }

@@ -44,7 +44,8 @@ const (
 	// iovBatch is how many buffers one preadv/pwritev gets: x/sys/unix
 	// builds the iovec array on the stack up to 8 entries and on the heap
 	// beyond, so batches of 8 keep requests allocation-free without
-	// unsafe. Linux merges physically contiguous pages into one segment,
+	// unsafe (rawsys's raw calls, for an image on a local file system,
+	// would take more, but a block device's go through x/sys). Linux merges physically contiguous pages into one segment,
 	// so most requests take a single call.
 	iovBatch = 8
 )
@@ -109,7 +110,7 @@ func (d *Device) execute(c *virtio.Chain, data int) (status byte, written uint32
 		if !d.inRange(sector, n, typ) {
 			return statusIOErr, 0
 		}
-		if err := readFull(d.fd, r.iov, int64(sector)*SectorSize); err != nil {
+		if err := readFull(d.sys, d.fd, r.iov, int64(sector)*SectorSize); err != nil {
 			d.log.printf("blk %s: read %d bytes at sector %d: %v", d.path, n, sector, err)
 			return statusIOErr, 0
 		}
@@ -123,7 +124,7 @@ func (d *Device) execute(c *virtio.Chain, data int) (status byte, written uint32
 		if !d.inRange(sector, n, typ) {
 			return statusIOErr, 0
 		}
-		if err := writeFull(d.fd, r.iov, int64(sector)*SectorSize); err != nil {
+		if err := writeFull(d.sys, d.fd, r.iov, int64(sector)*SectorSize); err != nil {
 			d.log.printf("blk %s: write %d bytes at sector %d: %v", d.path, n, sector, err)
 			return statusIOErr, 0
 		}
@@ -256,24 +257,32 @@ func (r *request) setIOV(bufs virtio.Buffers, off, n int) uint64 {
 
 // readFull fills every buffer of iov (none empty) from the file at off.
 // It consumes iov.
-func readFull(fd int, iov [][]byte, off int64) error {
+func readFull(sys rawsys.Calls, fd int, iov [][]byte, off int64) error {
 	// io.ErrUnexpectedEOF: the file shrank below the capacity read at
 	// Open.
-	return transferFull(rawsys.Preadv, io.ErrUnexpectedEOF, fd, iov, off)
+	return transferFull(sys, false, io.ErrUnexpectedEOF, fd, iov, off)
 }
 
 // writeFull writes every buffer of iov (none empty) to the file at off.
 // It consumes iov.
-func writeFull(fd int, iov [][]byte, off int64) error {
-	return transferFull(rawsys.Pwritev, io.ErrShortWrite, fd, iov, off)
+func writeFull(sys rawsys.Calls, fd int, iov [][]byte, off int64) error {
+	return transferFull(sys, true, io.ErrShortWrite, fd, iov, off)
 }
 
-// transferFull repeats op (preadv or pwritev) until all of iov is done,
-// at most iovBatch buffers a call (beyond that x/sys allocates), retrying
-// EINTR; a call that moves nothing fails with short.
-func transferFull(op func(int, [][]byte, int64) (int, error), short error, fd int, iov [][]byte, off int64) error {
+// transferFull repeats preadv (or pwritev when write) until all of iov
+// is done, at most iovBatch buffers a call (beyond that x/sys
+// allocates), retrying EINTR; a call that moves nothing fails with
+// short.
+func transferFull(sys rawsys.Calls, write bool, short error, fd int, iov [][]byte, off int64) error {
 	for len(iov) > 0 {
-		n, err := op(fd, iov[:min(len(iov), iovBatch)], off)
+		batch := iov[:min(len(iov), iovBatch)]
+		var n int
+		var err error
+		if write {
+			n, err = sys.Pwritev(fd, batch, off)
+		} else {
+			n, err = sys.Preadv(fd, batch, off)
+		}
 		switch {
 		case err == unix.EINTR:
 			continue

@@ -119,7 +119,7 @@ func (fs *fsys) addEntry(dirfd int, out *fuse.DirEntryList, d *dirent, plus bool
 	if e.Name == "." || e.Name == ".." {
 		return true
 	}
-	fd, err := openPath(dirfd, e.Name)
+	fd, err := openPath(fs.sys, dirfd, e.Name)
 	if err != nil {
 		return true
 	}

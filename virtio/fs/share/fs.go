@@ -61,12 +61,13 @@ type fsys struct {
 	fuse.RawFileSystem
 	t          *table
 	readOnly   bool
-	privileged bool // effective UID 0: new files are given to the caller
+	privileged bool         // effective UID 0: new files are given to the caller
+	sys        rawsys.Calls // raw on a local file system (package rawsys)
 	dirents    sync.Pool
 }
 
 // newFsys takes root, an O_PATH descriptor of the shared directory.
-func newFsys(root int, readOnly bool, budget int) (*fsys, error) {
+func newFsys(root int, readOnly bool, budget int, sys rawsys.Calls) (*fsys, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(root, &st); err != nil {
 		unix.Close(root)
@@ -74,9 +75,10 @@ func newFsys(root int, readOnly bool, budget int) (*fsys, error) {
 	}
 	fs := &fsys{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
-		t:             newTable(budget),
+		t:             newTable(budget, sys),
 		readOnly:      readOnly,
 		privileged:    os.Geteuid() == 0,
+		sys:           sys,
 	}
 	fs.dirents.New = func() any { b := make([]byte, direntBufSize); return &b }
 	fs.t.setRoot(root, &st)
@@ -124,9 +126,9 @@ func retry(fn func() error) error {
 // openPath opens the entry name of directory dirfd as an O_PATH
 // descriptor without following it: the one way this server ever turns
 // a name into a file.
-func openPath(dirfd int, name string) (fd int, err error) {
+func openPath(sys rawsys.Calls, dirfd int, name string) (fd int, err error) {
 	err = retry(func() error {
-		fd, err = rawsys.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err = sys.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		return err
 	})
 	return fd, err
@@ -134,25 +136,25 @@ func openPath(dirfd int, name string) (fd int, err error) {
 
 // reopen opens the inode behind O_PATH descriptor fd for I/O. Callers
 // make sure it is a regular file or a directory.
-func reopen(fd, flags int) (nfd int, err error) {
+func reopen(sys rawsys.Calls, fd, flags int) (nfd int, err error) {
 	err = retry(func() error {
-		nfd, err = rawsys.Openat(unix.AT_FDCWD, procPath(fd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		nfd, err = sys.Openat(unix.AT_FDCWD, procPath(fd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 		return err
 	})
 	return nfd, err
 }
 
 // reopenPath returns an O_PATH descriptor of the file open as fd.
-func reopenPath(fd int) (nfd int, err error) {
+func reopenPath(sys rawsys.Calls, fd int) (nfd int, err error) {
 	err = retry(func() error {
-		nfd, err = rawsys.Openat(unix.AT_FDCWD, procPath(fd), unix.O_PATH|unix.O_CLOEXEC, 0)
+		nfd, err = sys.Openat(unix.AT_FDCWD, procPath(fd), unix.O_PATH|unix.O_CLOEXEC, 0)
 		return err
 	})
 	return nfd, err
 }
 
-func fstat(fd int, st *unix.Stat_t) error {
-	return retry(func() error { return rawsys.Fstat(fd, st) })
+func fstat(sys rawsys.Calls, fd int, st *unix.Stat_t) error {
+	return retry(func() error { return sys.Fstat(fd, st) })
 }
 
 // fillAttr converts the host's stat.
@@ -187,8 +189,8 @@ func fillEntry(out *fuse.EntryOut, n *node, st *unix.Stat_t) {
 // lookup and describes it in out. It takes fd.
 func (fs *fsys) register(fd int, out *fuse.EntryOut) fuse.Status {
 	var st unix.Stat_t
-	if err := fstat(fd, &st); err != nil {
-		rawsys.Close(fd)
+	if err := fstat(fs.sys, fd, &st); err != nil {
+		fs.sys.Close(fd)
 		return status(err)
 	}
 	return fs.registerStat(fd, &st, out)
@@ -220,7 +222,7 @@ func (fs *fsys) child(p *node, name string, out *fuse.EntryOut) fuse.Status {
 	}
 	var fd int
 	err := p.do(func(pfd int) (err error) {
-		fd, err = openPath(pfd, name)
+		fd, err = openPath(fs.sys, pfd, name)
 		return err
 	})
 	if err != nil {
@@ -268,7 +270,7 @@ func (fs *fsys) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 		return st
 	}
 	var s unix.Stat_t
-	if err := n.do(func(fd int) error { return fstat(fd, &s) }); err != nil {
+	if err := n.do(func(fd int) error { return fstat(fs.sys, fd, &s) }); err != nil {
 		return status(err)
 	}
 	out.SetTimeout(timeout)
@@ -306,7 +308,7 @@ func (fs *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 				gid = int(in.Gid)
 			}
 			err := retry(func() error {
-				return rawsys.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+				return fs.sys.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 			})
 			// An unprivileged vmm cannot give files away; the guest
 			// sees the chown succeed (see the package comment).
@@ -325,7 +327,7 @@ func (fs *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 			}
 		}
 		var s unix.Stat_t
-		if err := fstat(fd, &s); err != nil {
+		if err := fstat(fs.sys, fd, &s); err != nil {
 			return err
 		}
 		out.SetTimeout(timeout)
@@ -421,22 +423,22 @@ func (fs *fsys) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse
 // it. mode < 0 leaves the mode alone (symlinks). It takes fd.
 func (fs *fsys) created(pfd, fd int, mode int, caller *fuse.Caller, out *fuse.EntryOut) error {
 	var st unix.Stat_t
-	if err := fstat(fd, &st); err != nil {
-		rawsys.Close(fd)
+	if err := fstat(fs.sys, fd, &st); err != nil {
+		fs.sys.Close(fd)
 		return err
 	}
 	typ := st.Mode & unix.S_IFMT
 	changed := false
 	if mode >= 0 && (typ == unix.S_IFREG || typ == unix.S_IFDIR) && st.Mode&permBits != uint32(mode) {
 		if err := retry(func() error { return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), uint32(mode), 0) }); err != nil {
-			rawsys.Close(fd)
+			fs.sys.Close(fd)
 			return err
 		}
 		changed = true
 	}
 	chowned, err := fs.chownNew(pfd, fd, &st, caller)
 	if err != nil {
-		rawsys.Close(fd)
+		fs.sys.Close(fd)
 		return err
 	}
 	// The stat above describes the entry unless its mode or owner
@@ -457,7 +459,7 @@ func (fs *fsys) created(pfd, fd int, mode int, caller *fuse.Caller, out *fuse.En
 // just made. Should the guest have replaced it in between, what is
 // there now is registered instead: still an entry of the share.
 func (fs *fsys) createdName(pfd int, name string, mode int, caller *fuse.Caller, out *fuse.EntryOut) error {
-	fd, err := openPath(pfd, name)
+	fd, err := openPath(fs.sys, pfd, name)
 	if err != nil {
 		return err
 	}
@@ -473,14 +475,14 @@ func (fs *fsys) chownNew(pfd, fd int, st *unix.Stat_t, caller *fuse.Caller) (boo
 	}
 	gid := int(caller.Gid)
 	var pst unix.Stat_t
-	if err := fstat(pfd, &pst); err != nil {
+	if err := fstat(fs.sys, pfd, &pst); err != nil {
 		return false, err
 	}
 	if pst.Mode&unix.S_ISGID != 0 {
 		gid = -1
 	}
 	return true, retry(func() error {
-		return rawsys.Fchownat(fd, "", int(caller.Uid), gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+		return fs.sys.Fchownat(fd, "", int(caller.Uid), gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 	})
 }
 
@@ -560,7 +562,7 @@ func (fs *fsys) remove(h *fuse.InHeader, name string, flags int) fuse.Status {
 		return st
 	}
 	return status(p.do(func(pfd int) error {
-		return retry(func() error { return rawsys.Unlinkat(pfd, name, flags) })
+		return retry(func() error { return fs.sys.Unlinkat(pfd, name, flags) })
 	}))
 }
 
@@ -609,7 +611,7 @@ func (fs *fsys) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *
 			}); err != nil {
 				return err
 			}
-			fd, err := openPath(pfd, name)
+			fd, err := openPath(fs.sys, pfd, name)
 			if err != nil {
 				return err
 			}
@@ -650,7 +652,7 @@ func (fs *fsys) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 		return fuse.EROFS
 	}
 	var fd int
-	if err := n.do(func(pfd int) (err error) { fd, err = reopen(pfd, flags); return err }); err != nil {
+	if err := n.do(func(pfd int) (err error) { fd, err = reopen(fs.sys, pfd, flags); return err }); err != nil {
 		return status(err)
 	}
 	fh, err := fs.t.addHandle(fd, false)
@@ -682,19 +684,19 @@ func (fs *fsys) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	var fd int
 	err := p.do(func(pfd int) error {
 		err := retry(func() (err error) {
-			fd, err = rawsys.Openat(pfd, name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, mode)
+			fd, err = fs.sys.Openat(pfd, name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, mode)
 			return err
 		})
 		switch {
 		case err == nil:
 			// The node is the file just opened, whatever happens to
 			// the name meanwhile.
-			pathfd, err := reopenPath(fd)
+			pathfd, err := reopenPath(fs.sys, fd)
 			if err == nil {
 				err = fs.created(pfd, pathfd, int(mode), &in.Caller, &out.EntryOut)
 			}
 			if err != nil {
-				rawsys.Close(fd)
+				fs.sys.Close(fd)
 			}
 			return err
 		case err == unix.EEXIST && in.Flags&unix.O_EXCL == 0:
@@ -709,13 +711,13 @@ func (fs *fsys) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 				}
 				return unix.EEXIST
 			}
-			if err := n.do(func(nfd int) (err error) { fd, err = reopen(nfd, flags); return err }); err != nil {
+			if err := n.do(func(nfd int) (err error) { fd, err = reopen(fs.sys, nfd, flags); return err }); err != nil {
 				fs.t.forget(out.NodeId, 1)
 				return err
 			}
 			// O_TRUNC changed the size since the lookup.
 			var st unix.Stat_t
-			if fstat(fd, &st) == nil {
+			if fstat(fs.sys, fd, &st) == nil {
 				fillAttr(&out.Attr, &st)
 			}
 			return nil
@@ -743,7 +745,7 @@ func (fs *fsys) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.
 	if in.Offset > math.MaxInt64 {
 		return nil, fuse.EINVAL
 	}
-	return &readResult{h: h, off: int64(in.Offset), size: int(min(in.Size, MaxWrite))}, fuse.OK
+	return &readResult{sys: fs.sys, h: h, off: int64(in.Offset), size: int(min(in.Size, MaxWrite))}, fuse.OK
 }
 
 func (fs *fsys) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
@@ -763,7 +765,7 @@ func (fs *fsys) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) 
 	}
 	var n int
 	err := h.do(func(fd int) (err error) {
-		n, err = pwritevFull(fd, data, int64(in.Offset))
+		n, err = pwritevFull(fs.sys, fd, data, int64(in.Offset))
 		return err
 	})
 	if n == 0 && err != nil {
@@ -886,7 +888,7 @@ func (fs *fsys) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenO
 		return fuse.ENOTDIR
 	}
 	var fd int
-	if err := n.do(func(pfd int) (err error) { fd, err = reopen(pfd, unix.O_RDONLY|unix.O_DIRECTORY); return err }); err != nil {
+	if err := n.do(func(pfd int) (err error) { fd, err = reopen(fs.sys, pfd, unix.O_RDONLY|unix.O_DIRECTORY); return err }); err != nil {
 		return status(err)
 	}
 	fh, err := fs.t.addHandle(fd, true)

@@ -16,6 +16,7 @@ const iovMax = 1024
 // memory), with no copy in between. go-fuse finds Readv by its method
 // set; Bytes is the fallback it uses otherwise.
 type readResult struct {
+	sys  rawsys.Calls
 	h    *handle
 	off  int64
 	size int
@@ -38,7 +39,7 @@ func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) {
 func (r *readResult) Readv(dst [][]byte) (int, fuse.Status) {
 	var n int
 	err := r.h.do(func(fd int) (err error) {
-		n, err = preadvFull(fd, dst, r.off)
+		n, err = preadvFull(r.sys, fd, dst, r.off)
 		return err
 	})
 	if n == 0 && err != nil {
@@ -50,10 +51,10 @@ func (r *readResult) Readv(dst [][]byte) (int, fuse.Status) {
 // preadvFull reads into iov from offset off until it is full or the file
 // ends, and returns the bytes read; an error after some bytes were read
 // is dropped, as read(2) would report those bytes.
-func preadvFull(fd int, iov [][]byte, off int64) (int, error) {
+func preadvFull(sys rawsys.Calls, fd int, iov [][]byte, off int64) (int, error) {
 	total := 0
 	for len(iov) > 0 {
-		n, err := rawsys.Preadv(fd, iov[:min(len(iov), iovMax)], off)
+		n, err := sys.Preadv(fd, iov[:min(len(iov), iovMax)], off)
 		if err == unix.EINTR {
 			continue
 		}
@@ -75,10 +76,10 @@ func preadvFull(fd int, iov [][]byte, off int64) (int, error) {
 
 // pwritevFull writes iov at offset off, all of it unless the host file
 // system refuses more (a full disk), and returns the bytes written.
-func pwritevFull(fd int, iov [][]byte, off int64) (int, error) {
+func pwritevFull(sys rawsys.Calls, fd int, iov [][]byte, off int64) (int, error) {
 	total := 0
 	for len(iov) > 0 {
-		n, err := rawsys.Pwritev(fd, iov[:min(len(iov), iovMax)], off)
+		n, err := sys.Pwritev(fd, iov[:min(len(iov), iovMax)], off)
 		if err == unix.EINTR {
 			continue
 		}

@@ -24,11 +24,12 @@ type fdFile struct{ r *fdRef }
 type fdRef struct {
 	mu     sync.Mutex
 	fd     int
-	pins   int  // do calls under way
-	closed bool // close was called; the last do closes fd
+	sys    rawsys.Calls // how fd is closed
+	pins   int          // do calls under way
+	closed bool         // close was called; the last do closes fd
 }
 
-func newFDFile(fd int) fdFile { return fdFile{&fdRef{fd: fd}} }
+func newFDFile(fd int, sys rawsys.Calls) fdFile { return fdFile{&fdRef{fd: fd, sys: sys}} }
 
 // do runs fn with the descriptor.
 func (h fdFile) do(fn func(fd int) error) error {
@@ -52,7 +53,7 @@ func (h fdFile) unpin() {
 	last := r.closed && r.pins == 0
 	r.mu.Unlock()
 	if last {
-		rawsys.Close(r.fd)
+		r.sys.Close(r.fd)
 	}
 }
 
@@ -69,7 +70,7 @@ func (h fdFile) close() {
 	now := r.pins == 0
 	r.mu.Unlock()
 	if now {
-		rawsys.Close(r.fd)
+		r.sys.Close(r.fd)
 	}
 }
 
@@ -109,10 +110,13 @@ type table struct {
 	next    uint64 // next node or handle ID
 	// budget is how many descriptors nodes and handles may hold in all.
 	budget int
+	// sys makes the descriptors' calls: raw on a local file system
+	// (package rawsys).
+	sys rawsys.Calls
 }
 
-func newTable(budget int) *table {
-	t := &table{budget: budget}
+func newTable(budget int, sys rawsys.Calls) *table {
+	t := &table{budget: budget, sys: sys}
 	t.clear()
 	return t
 }
@@ -126,7 +130,7 @@ func (t *table) clear() {
 
 // setRoot makes fd, an O_PATH descriptor of the shared directory, node 1.
 func (t *table) setRoot(fd int, st *unix.Stat_t) {
-	n := &node{fdFile: newFDFile(fd), id: fuse.FUSE_ROOT_ID, key: keyOf(st), mode: st.Mode & unix.S_IFMT, refs: 1}
+	n := &node{fdFile: newFDFile(fd, t.sys), id: fuse.FUSE_ROOT_ID, key: keyOf(st), mode: st.Mode & unix.S_IFMT, refs: 1}
 	t.mu.Lock()
 	t.nodes[n.id] = n
 	t.byKey[n.key] = n
@@ -153,15 +157,15 @@ func (t *table) addNode(fd int, st *unix.Stat_t) (*node, error) {
 	if n := t.byKey[key]; n != nil {
 		n.refs++
 		t.mu.Unlock()
-		rawsys.Close(fd)
+		t.sys.Close(fd)
 		return n, nil
 	}
 	if len(t.nodes)+len(t.handles) >= t.budget {
 		t.mu.Unlock()
-		rawsys.Close(fd)
+		t.sys.Close(fd)
 		return nil, unix.ENFILE
 	}
-	n := &node{fdFile: newFDFile(fd), id: t.next, key: key, mode: st.Mode & unix.S_IFMT, refs: 1}
+	n := &node{fdFile: newFDFile(fd, t.sys), id: t.next, key: key, mode: st.Mode & unix.S_IFMT, refs: 1}
 	t.next++
 	t.nodes[n.id] = n
 	t.byKey[key] = n
@@ -198,12 +202,12 @@ func (t *table) addHandle(fd int, dir bool) (uint64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.nodes)+len(t.handles) >= t.budget {
-		rawsys.Close(fd)
+		t.sys.Close(fd)
 		return 0, unix.ENFILE
 	}
 	id := t.next
 	t.next++
-	t.handles[id] = &handle{fdFile: newFDFile(fd), dir: dir}
+	t.handles[id] = &handle{fdFile: newFDFile(fd, t.sys), dir: dir}
 	return id, nil
 }
 

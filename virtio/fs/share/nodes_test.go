@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/rawsys"
 )
 
 // A descriptor closed while a request uses it stays open until that
@@ -18,7 +20,7 @@ func TestFDFile(t *testing.T) {
 	}
 	isOpen := func(fd int) bool { _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); return err != unix.EBADF }
 
-	f := newFDFile(open())
+	f := newFDFile(open(), rawsys.Raw())
 	fd := f.r.fd
 	err := f.do(func(got int) error {
 		if got != fd {
@@ -41,7 +43,7 @@ func TestFDFile(t *testing.T) {
 		t.Errorf("do after close: %v, want EBADF", err)
 	}
 
-	g := newFDFile(open())
+	g := newFDFile(open(), rawsys.Raw())
 	fd = g.r.fd
 	g.close()
 	if isOpen(fd) {

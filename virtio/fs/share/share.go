@@ -110,6 +110,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmm-dev/vmm/internal/rawsys"
 	"github.com/vmm-dev/vmm/virtio"
 )
 
@@ -201,7 +202,7 @@ func New(o Options) (*Server, error) {
 	if s.log.logf == nil {
 		s.log.logf = log.Printf
 	}
-	if s.fs, err = newFsys(root, o.ReadOnly, fdBudget()); err != nil {
+	if s.fs, err = newFsys(root, o.ReadOnly, fdBudget(), callsFor(root)); err != nil {
 		return nil, fmt.Errorf("shared directory %s: %w", o.Dir, err)
 	}
 	s.opts = fuse.MountOptions{
@@ -216,6 +217,22 @@ func New(o Options) (*Server, error) {
 		Logger:               log.New(logWriter{&s.log}, "share: go-fuse: ", 0),
 	}
 	return s, nil
+}
+
+// callsFor says how the server makes its calls: raw (package rawsys)
+// when the directory, and everything mounted below it, is on a local
+// file system, and through Go's scheduler when it is not or that cannot
+// be told, so that a network file system that stops answering holds one
+// thread, not the whole of vmm.
+func callsFor(root int) rawsys.Calls {
+	path, err := os.Readlink(procPath(root))
+	if err != nil {
+		return rawsys.Calls{}
+	}
+	if local, err := rawsys.Local(path); err != nil || !local {
+		return rawsys.Calls{}
+	}
+	return rawsys.Raw()
 }
 
 // openRoot checks dir and returns an O_PATH descriptor of it.
