@@ -24,14 +24,17 @@
 // switch is the emulated CPU's work, vmm's Go threads took 28 switches
 // per file against 12 for QEMU's virtiofsd.
 //
-// The price. A raw call keeps its P while it runs, so the goroutines
-// queued behind it wait, and a call that never returns would stop the
-// program. So only calls that are bounded go here: on descriptors of
-// regular files and directories (the share never opens anything else
-// for I/O), non-blocking descriptors (eventfds, TAPs, sockets: File
+// The price. A raw call keeps its P while it runs: the goroutines queued
+// behind it wait, and so does the garbage collector's stop-the-world,
+// which needs every P. A raw call that never returned would stop the
+// whole program. So only calls that end in bounded time are raw: file
+// calls on a local file system (Calls, decided per share and per disk
+// image by Local: a network or FUSE file system can leave a call waiting
+// for its server for ever, and a block device for its driver), reads and
+// writes of non-blocking descriptors (eventfds, TAPs, sockets: File
 // waits for them in the netpoller, never in a call), and transfers no
-// larger than MaxIO. Flushes to disk, allocations, truncations and big transfers go
-// through the scheduler as before. A share on a network file system
-// that stops answering holds a P in these calls as it would hold a
-// thread in the others.
+// larger than MaxIO. Flushes to disk, allocations and truncations go
+// through the scheduler as before. Bounded is not short: a close may do
+// an unlinked file's final release, and a write may wait in the
+// kernel's dirty-page throttling; the program waits that long.
 package rawsys
