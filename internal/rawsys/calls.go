@@ -3,7 +3,7 @@ package rawsys
 import "golang.org/x/sys/unix"
 
 // Calls makes a device's file system calls, raw or through the
-// scheduler: raw only for files on a local file system (Local), where
+// scheduler: raw only for files on a local file system (LocalFD), where
 // every call ends in bounded time. Its zero value goes through the
 // scheduler. The errors are unix.Errno values either way, so callers
 // compare them with ==.

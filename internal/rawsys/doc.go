@@ -28,13 +28,17 @@
 // behind it wait, and so does the garbage collector's stop-the-world,
 // which needs every P. A raw call that never returned would stop the
 // whole program. So only calls that end in bounded time are raw: file
-// calls on a local file system (Calls, decided per share and per disk
-// image by Local: a network or FUSE file system can leave a call waiting
-// for its server for ever, and a block device for its driver), reads and
-// writes of non-blocking descriptors (eventfds, TAPs, sockets: File
-// waits for them in the netpoller, never in a call), and transfers no
-// larger than MaxIO. Flushes to disk, allocations and truncations go
-// through the scheduler as before. Bounded is not short: a close may do
-// an unlinked file's final release, and a write may wait in the
-// kernel's dirty-page throttling; the program waits that long.
+// calls on a local file system on local devices (Calls, decided per
+// share and per disk image by LocalFD: a network or FUSE file system can
+// leave a call waiting for its server for ever, and so can a disk on
+// NBD, RBD, iSCSI or multipath), reads and writes of non-blocking
+// descriptors (eventfds, TAPs, sockets: File waits for them in the
+// netpoller, never in a call), and transfers no larger than MaxIO.
+// fsync, fdatasync and fallocate go through the scheduler as before.
+// Bounded is not short: a close may do an unlinked file's final
+// release, a write to a file the guest opened O_SYNC flushes it, an
+// open with O_TRUNC truncates, and a write may wait in the kernel's
+// dirty-page throttling; the program waits that long. What LocalFD
+// cannot see is not covered: a file system mounted inside a share after
+// vmm started is served with raw calls.
 package rawsys

@@ -431,19 +431,17 @@ func (d *Device) drain(q *virtio.Queue, c *virtio.Chain, interrupt func()) error
 }
 
 // callsFor says how a disk's data moves: raw (package rawsys) for an
-// image file on a local file system, through Go's scheduler for a block
-// device (an NBD or iSCSI disk can leave a read waiting for a server for
-// ever) and for an image on a network file system, so that a stalled
-// disk holds one thread rather than the whole of vmm.
+// image file on a local file system (rawsys.LocalFD), through Go's
+// scheduler for a block device given as the disk itself (an NBD or iSCSI
+// disk can leave a read waiting for a server for ever; rawsys can tell
+// that only of the devices under a file system) and for an image on a
+// network file system or remote storage, so that a stalled disk holds
+// one thread rather than the whole of vmm.
 func callsFor(fd int, regular bool) rawsys.Calls {
 	if !regular {
 		return rawsys.Calls{}
 	}
-	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-	if err != nil {
-		return rawsys.Calls{}
-	}
-	if local, err := rawsys.Local(path); err != nil || !local {
+	if local, err := rawsys.LocalFD(fd); err != nil || !local {
 		return rawsys.Calls{}
 	}
 	return rawsys.Raw()

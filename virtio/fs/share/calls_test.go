@@ -21,11 +21,7 @@ func TestCallsFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(root)
-	resolved, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	local, err := rawsys.Local(resolved)
+	local, err := rawsys.LocalFD(root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -220,16 +220,12 @@ func New(o Options) (*Server, error) {
 }
 
 // callsFor says how the server makes its calls: raw (package rawsys)
-// when the directory, and everything mounted below it, is on a local
-// file system, and through Go's scheduler when it is not or that cannot
-// be told, so that a network file system that stops answering holds one
-// thread, not the whole of vmm.
+// when the directory, and everything mounted below it when vmm starts,
+// is on a local file system (rawsys.LocalFD), and through Go's scheduler
+// when it is not or that cannot be told, so that a network file system
+// that stops answering holds one thread, not the whole of vmm.
 func callsFor(root int) rawsys.Calls {
-	path, err := os.Readlink(procPath(root))
-	if err != nil {
-		return rawsys.Calls{}
-	}
-	if local, err := rawsys.Local(path); err != nil || !local {
+	if local, err := rawsys.LocalFD(root); err != nil || !local {
 		return rawsys.Calls{}
 	}
 	return rawsys.Raw()
