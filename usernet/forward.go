@@ -18,6 +18,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/vmm-dev/vmm/internal/rawsys"
 )
 
 const (
@@ -117,7 +119,7 @@ func (n *Network) splice(a, b halfCloser) {
 	defer n.untrack(a)
 	defer n.untrack(b)
 	half := func(dst, src halfCloser) {
-		if _, err := io.Copy(dst, src); err != nil {
+		if err := copyConn(dst, src); err != nil {
 			// A reset or a failed write: the other direction
 			// cannot go on either.
 			a.Close()
@@ -133,6 +135,30 @@ func (n *Network) splice(a, b halfCloser) {
 	}
 	half(b, a)
 	other.Wait()
+}
+
+// copyConn copies src to dst until src ends (nil) or either fails. The
+// host side's reads and writes are raw system calls (package rawsys):
+// the stack's side is all in this process, so the copy then makes no
+// call through Go's scheduler, which would wake the runtime's monitor
+// thread for every burst of a transfer.
+func copyConn(dst, src halfCloser) error {
+	var r io.Reader = src
+	var w io.Writer = dst
+	if c, ok := src.(*net.TCPConn); ok {
+		if f, err := rawsys.NewConn(c, "host connection"); err == nil {
+			r = f
+		}
+	}
+	if c, ok := dst.(*net.TCPConn); ok {
+		if f, err := rawsys.NewConn(c, "host connection"); err == nil {
+			w = f
+		}
+	}
+	// The plain loop: neither side's ReadFrom or WriteTo, which would
+	// go round the raw calls.
+	_, err := io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, make([]byte, 32<<10))
+	return err
 }
 
 // forwardUDP serves the first datagram of a flow from the guest that no

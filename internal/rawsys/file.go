@@ -18,8 +18,8 @@ import (
 // interrupt's eventfd is signalled by every queue's worker), and a read
 // and a write run side by side.
 type File struct {
-	f  *os.File
-	rc syscall.RawConn
+	name string // for errors
+	rc   syscall.RawConn
 
 	// The raw calls, bound once, and what they read from or write to
 	// and return: rbuf, rn and rerr guarded by rmu, wbuf, wn and werr
@@ -35,8 +35,13 @@ type File struct {
 // descriptor, or an os.File from net's or os's own calls): a raw read of
 // a blocking one could wait for ever, holding a P. f stays the caller's
 // to close.
-func NewFile(f *os.File) (*File, error) {
-	rc, err := f.SyscallConn()
+func NewFile(f *os.File) (*File, error) { return NewConn(f, f.Name()) }
+
+// NewConn is NewFile for any descriptor with a syscall.RawConn, such as
+// a *net.TCPConn (the net package's are non-blocking); name is what its
+// errors call it. The descriptor stays the caller's to close.
+func NewConn(c syscall.Conn, name string) (*File, error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
@@ -50,12 +55,12 @@ func NewFile(f *os.File) (*File, error) {
 		return nil, err
 	}
 	if cerr != nil {
-		return nil, fmt.Errorf("%s: %w", f.Name(), cerr)
+		return nil, fmt.Errorf("%s: %w", name, cerr)
 	}
 	if !nonblock {
-		return nil, fmt.Errorf("%s: not non-blocking", f.Name())
+		return nil, fmt.Errorf("%s: not non-blocking", name)
 	}
-	x := &File{f: f, rc: rc}
+	x := &File{name: name, rc: rc}
 	x.readFn = x.readOnce
 	x.tryFn = x.tryOnce
 	x.writeFn = x.writeOnce
@@ -94,7 +99,7 @@ func (x *File) readResult(p []byte, err error) (int, error) {
 	case err != nil:
 		return 0, x.pollErr("read", err)
 	case x.rerr != nil:
-		return 0, &os.PathError{Op: "read", Path: x.f.Name(), Err: x.rerr}
+		return 0, &os.PathError{Op: "read", Path: x.name, Err: x.rerr}
 	case x.rn == 0 && len(p) > 0:
 		return 0, io.EOF
 	}
@@ -113,7 +118,7 @@ func (x *File) Write(p []byte) (int, error) {
 	case err != nil:
 		return 0, x.pollErr("write", err)
 	case x.werr != nil:
-		return 0, &os.PathError{Op: "write", Path: x.f.Name(), Err: x.werr}
+		return 0, &os.PathError{Op: "write", Path: x.name, Err: x.werr}
 	}
 	return x.wn, nil
 }
@@ -123,9 +128,9 @@ func (x *File) Write(p []byte) (int, error) {
 // was closed, which os.File reports as os.ErrClosed.
 func (x *File) pollErr(op string, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return &os.PathError{Op: op, Path: x.f.Name(), Err: err}
+		return &os.PathError{Op: op, Path: x.name, Err: err}
 	}
-	return &os.PathError{Op: op, Path: x.f.Name(), Err: fmt.Errorf("%w (%v)", os.ErrClosed, err)}
+	return &os.PathError{Op: op, Path: x.name, Err: fmt.Errorf("%w (%v)", os.ErrClosed, err)}
 }
 
 func (x *File) readOnce(fd uintptr) bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"syscall"
 	"testing"
@@ -71,11 +72,11 @@ func TestFileReadWrite(t *testing.T) {
 // TestFileWriteWaits fills the socket, then checks that Write waits for
 // room rather than failing with EAGAIN.
 func TestFileWriteWaits(t *testing.T) {
-	x, _, theirs := pair(t)
+	x, mine, theirs := pair(t)
 	msg := make([]byte, 4096)
 	var queued int
 	for {
-		_, err := unix.Write(int(x.f.Fd()), msg)
+		_, err := unix.Write(int(mine.Fd()), msg)
 		if err == unix.EAGAIN {
 			break
 		}
@@ -84,9 +85,9 @@ func TestFileWriteWaits(t *testing.T) {
 		}
 		queued++
 	}
-	// x.f.Fd() made the descriptor blocking; make it non-blocking
+	// mine.Fd() made the descriptor blocking; make it non-blocking
 	// again, as the File requires.
-	unix.SetNonblock(int(x.f.Fd()), true)
+	unix.SetNonblock(int(mine.Fd()), true)
 	done := make(chan error, 1)
 	go func() { _, err := x.Write(msg); done <- err }()
 	select {
@@ -203,5 +204,56 @@ func TestNewFileBlocking(t *testing.T) {
 	defer unix.Close(p[1])
 	if _, err := NewFile(r); err == nil {
 		t.Fatal("NewFile of a blocking pipe: no error")
+	}
+}
+
+// TestNewConn reads and writes a TCP connection through its RawConn, as
+// the user network's port forwards do, and sees the peer's close as EOF.
+func TestNewConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	x, err := NewConn(c.(*net.TCPConn), "test connection")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := x.Write([]byte("ping")); err != nil || n != 4 {
+		t.Fatalf("Write: %d, %v", n, err)
+	}
+	buf := make([]byte, 16)
+	peer.SetReadDeadline(time.Now().Add(wait))
+	if n, err := io.ReadFull(peer, buf[:4]); err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("peer read: %q, %v", buf[:n], err)
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		peer.Write([]byte("pong"))
+		peer.Close()
+	}()
+	if n, err := x.Read(buf); err != nil || string(buf[:n]) != "pong" {
+		t.Fatalf("Read: %q, %v", buf[:n], err)
+	}
+	if _, err := x.Read(buf); err != io.EOF {
+		t.Fatalf("Read after the peer closed: %v, want io.EOF", err)
 	}
 }
