@@ -106,8 +106,9 @@ func (x *File) readResult(p []byte, err error) (int, error) {
 	return x.rn, nil
 }
 
-// Write writes p with one call, waiting while the descriptor has no room
-// for it.
+// Write writes all of p, waiting while the descriptor has no room for
+// it: one call for an eventfd or a packet socket, as many as a stream
+// socket needs. On an error it returns how much was written before.
 func (x *File) Write(p []byte) (int, error) {
 	x.wmu.Lock()
 	defer x.wmu.Unlock()
@@ -116,9 +117,9 @@ func (x *File) Write(p []byte) (int, error) {
 	x.wbuf = nil
 	switch {
 	case err != nil:
-		return 0, x.pollErr("write", err)
+		return x.wn, x.pollErr("write", err)
 	case x.werr != nil:
-		return 0, &os.PathError{Op: "write", Path: x.name, Err: x.werr}
+		return x.wn, &os.PathError{Op: "write", Path: x.name, Err: x.werr}
 	}
 	return x.wn, nil
 }
@@ -157,13 +158,24 @@ func (x *File) tryOnce(fd uintptr) bool {
 
 func (x *File) writeOnce(fd uintptr) bool {
 	for {
-		x.wn, x.werr = Write(int(fd), x.wbuf)
-		switch x.werr {
-		case unix.EINTR:
+		n, err := Write(int(fd), x.wbuf[x.wn:])
+		switch {
+		case err == unix.EINTR:
 			continue
-		case unix.EAGAIN:
+		case err == unix.EAGAIN:
 			return false
+		case err != nil:
+			x.werr = err
+			return true
+		case n == 0 && x.wn < len(x.wbuf):
+			x.werr = io.ErrShortWrite
+			return true
 		}
-		return true
+		x.wn += n
+		if x.wn >= len(x.wbuf) {
+			return true
+		}
+		// A stream socket took part of it: write the rest, waiting
+		// for room if need be, as os.File's Write does.
 	}
 }

@@ -1,6 +1,7 @@
 package rawsys
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -255,5 +256,60 @@ func TestNewConn(t *testing.T) {
 	}
 	if _, err := x.Read(buf); err != io.EOF {
 		t.Fatalf("Read after the peer closed: %v, want io.EOF", err)
+	}
+}
+
+// TestNewConnWritesAll writes more to a TCP connection in one Write than
+// its buffers hold, with the peer reading slowly: a stream socket takes
+// part of it per call, and Write must still write it all (the user
+// network's port forward lost connections to short writes once).
+func TestNewConnWritesAll(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const size = 16 << 20
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(wait))
+		var all []byte
+		buf := make([]byte, 64<<10)
+		for len(all) < size {
+			n, err := c.Read(buf)
+			all = append(all, buf[:n]...)
+			if err != nil {
+				break
+			}
+			if len(all) < 1<<20 {
+				time.Sleep(time.Millisecond) // let the sender's buffers fill
+			}
+		}
+		got <- all
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	x, err := NewConn(c.(*net.TCPConn), "test connection")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 13)
+	}
+	if n, err := x.Write(data); err != nil || n != size {
+		t.Fatalf("Write: %d of %d, %v", n, size, err)
+	}
+	if all := <-got; !bytes.Equal(all, data) {
+		t.Fatalf("peer read %d bytes, not what was written", len(all))
 	}
 }
