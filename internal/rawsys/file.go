@@ -134,19 +134,13 @@ func (x *File) pollErr(op string, err error) error {
 	return &os.PathError{Op: op, Path: x.name, Err: fmt.Errorf("%w (%v)", os.ErrClosed, err)}
 }
 
+// readOnce is Read's read(2); it asks to wait for readiness on EAGAIN.
 func (x *File) readOnce(fd uintptr) bool {
-	for {
-		x.rn, x.rerr = Read(int(fd), x.rbuf)
-		switch x.rerr {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		return true
-	}
+	x.tryOnce(fd)
+	return x.rerr != unix.EAGAIN
 }
 
+// tryOnce is TryRead's read(2), retried only when interrupted.
 func (x *File) tryOnce(fd uintptr) bool {
 	for {
 		x.rn, x.rerr = Read(int(fd), x.rbuf)

@@ -10,11 +10,10 @@ import (
 // scheduler; a larger one is made through it, so that no one call holds
 // a P for long. 1 MiB is the share's largest READ and WRITE
 // (share.MaxWrite, which its INIT reply offers), and make bench's block
-// transfers are of that size too. A first measurement with 128 KiB
-// left the share's 1 MiB
-// READs on the scheduler: make bench's second sequential read then took
-// 2.4x QEMU's context switches per MiB and 1.14x its CPU, where the
-// small files had dropped to 0.85x and 0.79x.
+// transfers are of that size too. A first measurement with 128 KiB left
+// the share's 1 MiB READs on the scheduler: make bench's second
+// sequential read then took 2.4x QEMU's context switches per MiB and
+// 1.14x its CPU, where the small files had dropped to 0.85x and 0.79x.
 const MaxIO = 1 << 20
 
 // errno turns a raw call's result into the error unix's wrappers return:
@@ -72,25 +71,18 @@ func fchownat(dirfd int, path string, uid, gid, flags int) error {
 }
 
 // Read is read(2) of at most len(b) bytes.
-func Read(fd int, b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
+func Read(fd int, b []byte) (int, error) { return rw(unix.SYS_READ, fd, b) }
 
 // Write is write(2) of b.
-func Write(fd int, b []byte) (int, error) {
+func Write(fd int, b []byte) (int, error) { return rw(unix.SYS_WRITE, fd, b) }
+
+// rw is read(2) or write(2), as trap says.
+func rw(trap uintptr, fd int, b []byte) (int, error) {
 	var p unsafe.Pointer
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(p), uintptr(len(b)))
 	if e != 0 {
 		return 0, e
 	}
