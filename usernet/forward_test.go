@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 )
 
@@ -130,7 +131,7 @@ func TestCopyLoop(t *testing.T) {
 			if !errors.Is(err, c.wantErr) || (c.wantErr == nil && err != nil) {
 				t.Errorf("error %v, want %v", err, c.wantErr)
 			}
-			if !equalInts(r.sizes, c.wantSizes) {
+			if !slices.Equal(r.sizes, c.wantSizes) {
 				t.Errorf("read buffer sizes %v, want %v", r.sizes, c.wantSizes)
 			}
 			got := w.Bytes()
@@ -144,16 +145,4 @@ func TestCopyLoop(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
