@@ -119,7 +119,7 @@ func (n *Network) splice(a, b halfCloser) {
 	defer n.untrack(a)
 	defer n.untrack(b)
 	half := func(dst, src halfCloser) {
-		if err := copyConn(dst, src); err != nil {
+		if err := copyConn(dst, src, &n.largeBufs); err != nil {
 			// A reset or a failed write: the other direction
 			// cannot go on either.
 			a.Close()
@@ -141,8 +141,9 @@ func (n *Network) splice(a, b halfCloser) {
 // host side's reads and writes are raw system calls (package rawsys):
 // the stack's side is all in this process, so the copy then makes no
 // call through Go's scheduler, which would wake the runtime's monitor
-// thread for every burst of a transfer.
-func copyConn(dst, src halfCloser) error {
+// thread for every burst of a transfer. large is the network's pool of
+// copyLarge buffers.
+func copyConn(dst, src halfCloser, large *sync.Pool) error {
 	var r io.Reader = src
 	var w io.Writer = dst
 	if c, ok := src.(*net.TCPConn); ok {
@@ -155,29 +156,39 @@ func copyConn(dst, src halfCloser) error {
 			w = f
 		}
 	}
-	return copyLoop(w, r)
+	return copyLoop(w, r, large)
 }
 
-// The copy's buffer: copySmall to begin with, copyLarge from the first
-// read that fills it, since a source with more ready than the buffer
-// holds is a bulk transfer. The size of a read is the size of the write
-// into the other side, and into the stack it is the segment the guest
-// gets: with the host's data read 32 KiB at a time the stack sent a
-// guest that takes TSO 2,550-2,610 frames for 64 MiB (TestBulkTCP,
-// hostfwd with offloads, pinned to one CPU, three runs), with 256 KiB
-// 1,670-1,850, most of them 64 KiB segments: a third fewer frames, each
-// a wake-up of vmm-net, of vmm and of the guest. A connection that
-// never fills the small buffer (an interactive one) keeps it, so an
-// idle connection holds 32 KiB per direction.
+// The copy's buffer: copySmall, and copyLarge (from the pool) from a read
+// that fills copySmall until a read returns less than copySmall. A source
+// with more ready than the small buffer holds is a bulk transfer, and
+// larger writes into the stack let its TCP sender build larger segments
+// for the guest (it also merges writes that queue up, but less often):
+// in TestBulkTCP's port forward with offloads, 64 MiB to the guest,
+// pinned to one CPU, the stack sent the guest 2,550-2,610 frames with
+// 32 KiB reads and 1,670-1,850 with 256 KiB (three runs each), a third
+// fewer frames, each a wake-up of vmm-net, of vmm and of the guest. A
+// connection holds a large buffer only while it moves bulk data: one
+// that idles after a short read, or never filled the small buffer (an
+// interactive one), waits with 32 KiB per direction; one that idles
+// right after a full read keeps its large buffer until its next read
+// returns.
 const (
 	copySmall = 32 << 10
 	copyLarge = 256 << 10
 )
 
-// copyLoop is io.Copy with copySmall's and copyLarge's buffer: neither
-// side's ReadFrom or WriteTo, which would go round the raw calls.
-func copyLoop(w io.Writer, r io.Reader) error {
-	buf := make([]byte, copySmall)
+// copyLoop is io.Copy with the buffers above: neither side's ReadFrom or
+// WriteTo, which would go round the raw calls.
+func copyLoop(w io.Writer, r io.Reader, large *sync.Pool) error {
+	small := make([]byte, copySmall)
+	buf := small
+	var held *[]byte // the pool's buffer while buf is it
+	defer func() {
+		if held != nil {
+			large.Put(held)
+		}
+	}()
 	for {
 		n, rerr := r.Read(buf)
 		if n > 0 {
@@ -188,9 +199,14 @@ func copyLoop(w io.Writer, r io.Reader) error {
 			if m != n {
 				return io.ErrShortWrite
 			}
-			if n == len(buf) && len(buf) < copyLarge {
-				buf = make([]byte, copyLarge)
-			}
+		}
+		switch {
+		case held == nil && n == len(buf):
+			held = large.Get().(*[]byte)
+			buf = *held
+		case held != nil && n < copySmall:
+			large.Put(held)
+			held, buf = nil, small
 		}
 		if rerr == io.EOF {
 			return nil

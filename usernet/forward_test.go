@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"sync"
 	"testing"
 )
 
@@ -63,9 +64,10 @@ func (w *shortWriter) Write(p []byte) (int, error) {
 	return w.Buffer.Write(p)
 }
 
-// copyLoop grows its buffer after a read that fills it, keeps it for
-// reads that do not, passes on every byte in order, and ends as io.Copy
-// does on EOF, read errors, write errors and short writes.
+// copyLoop takes a large buffer after a read that fills the small one,
+// keeps it while reads return at least copySmall, goes back to the small
+// one after a shorter read, passes on every byte in order, and ends as
+// io.Copy does on EOF, read errors, write errors and short writes.
 func TestCopyLoop(t *testing.T) {
 	errRead := errors.New("read failed")
 	for _, c := range []struct {
@@ -91,8 +93,20 @@ func TestCopyLoop(t *testing.T) {
 		{
 			name:      "a later full read grows it",
 			steps:     []readStep{{n: 10}, {fill: true}, {n: 5}},
-			wantSizes: []int{copySmall, copySmall, copyLarge, copyLarge},
+			wantSizes: []int{copySmall, copySmall, copyLarge, copySmall},
 			wantBytes: 10 + copySmall + 5,
+		},
+		{
+			name:      "a large read short of full keeps the large buffer",
+			steps:     []readStep{{fill: true}, {n: copySmall}, {n: copyLarge - 1}},
+			wantSizes: []int{copySmall, copyLarge, copyLarge, copyLarge},
+			wantBytes: copySmall + copySmall + copyLarge - 1,
+		},
+		{
+			name:      "a short read goes back to the small buffer",
+			steps:     []readStep{{fill: true}, {n: copySmall - 1}, {n: 3}, {fill: true}, {fill: true}},
+			wantSizes: []int{copySmall, copyLarge, copySmall, copySmall, copyLarge, copyLarge},
+			wantBytes: copySmall + copySmall - 1 + 3 + copySmall + copyLarge,
 		},
 		{
 			name:      "data with EOF is written",
@@ -127,7 +141,12 @@ func TestCopyLoop(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			r := &scriptReader{steps: c.steps}
 			w := c.w
-			err := copyLoop(&w, r)
+			var pool sync.Pool
+			pool.New = func() any {
+				b := make([]byte, copyLarge)
+				return &b
+			}
+			err := copyLoop(&w, r, &pool)
 			if !errors.Is(err, c.wantErr) || (c.wantErr == nil && err != nil) {
 				t.Errorf("error %v, want %v", err, c.wantErr)
 			}

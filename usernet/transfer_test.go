@@ -135,13 +135,6 @@ func TestBulkTCP(t *testing.T) {
 				if c.link.offload && large == 0 {
 					t.Errorf("%d MiB to a guest that takes TSO came in no segment larger than the MTU", size>>20)
 				}
-				// A bulk transfer from the host is read in copyLarge
-				// pieces (copyLoop), so the stack can send the guest
-				// segments larger than copySmall; a slow link's guest
-				// may hold its window below that.
-				if c.link.offload && c.link.pace == nil && g.largest.Load() <= copySmall {
-					t.Errorf("%d MiB from the host reached the guest in segments of at most %d bytes, want some larger than %d", size>>20, g.largest.Load(), copySmall)
-				}
 				if c.link.offload && g.sentTSO.Load() == 0 {
 					t.Errorf("%d MiB from a guest that sends TSO went in no segment larger than the MTU", size>>20)
 				}

@@ -168,6 +168,10 @@ type Network struct {
 
 	hostAddrs []netip.AddrPort // bound host side of each forward
 
+	// largeBufs holds copyLarge buffers (as *[]byte) for the copies
+	// between guest and host connections (copyLoop).
+	largeBufs sync.Pool
+
 	// dial makes every host connection the guest asks for (TCP and
 	// UDP to outside addresses, DNS upstream): a net.Dialer's, except
 	// in the fuzz test, which must not reach the host's ports.
@@ -192,6 +196,10 @@ func newWithDial(cfg Config, dial dialFunc) (*Network, error) {
 		frames:  make(chan frame, queueLen),
 		done:    make(chan struct{}),
 		closers: make(map[io.Closer]struct{}),
+	}
+	n.largeBufs.New = func() any {
+		b := make([]byte, copyLarge)
+		return &b
 	}
 	if n.logf == nil {
 		n.logf = log.Printf

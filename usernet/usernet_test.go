@@ -217,7 +217,6 @@ type guest struct {
 	done   chan struct{}
 
 	large   atomic.Int64 // TSO segments received (guestLink.offload)
-	largest atomic.Int64 // and the largest one's TCP payload, in bytes
 	sentTSO atomic.Int64 // and sent
 	mu      sync.Mutex
 	bad     error // the first virtio-net header the driver would reject
@@ -291,12 +290,6 @@ func (g *guest) takeHeader(link guestLink, hdr, f []byte) error {
 			return fmt.Errorf("IPv4 length %d in a %d-byte frame", ip.TotalLength(), len(f))
 		}
 		g.large.Add(1)
-		for {
-			old := g.largest.Load()
-			if int64(payload) <= old || g.largest.CompareAndSwap(old, int64(payload)) {
-				break
-			}
-		}
 	default:
 		return fmt.Errorf("gso_type %d", gsoType)
 	}
