@@ -202,7 +202,11 @@ func copyLoop(w io.Writer, r io.Reader, large *sync.Pool) error {
 		}
 		switch {
 		case held == nil && n == len(buf):
-			held = large.Get().(*[]byte)
+			held, _ = large.Get().(*[]byte)
+			if held == nil || len(*held) != copyLarge {
+				b := make([]byte, copyLarge)
+				held = &b
+			}
 			buf = *held
 		case held != nil && n < copySmall:
 			large.Put(held)
