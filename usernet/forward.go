@@ -141,9 +141,9 @@ func (n *Network) splice(a, b halfCloser) {
 // host side's reads and writes are raw system calls (package rawsys):
 // the stack's side is all in this process, so the copy then makes no
 // call through Go's scheduler, which would wake the runtime's monitor
-// thread for every burst of a transfer. large is the network's pool of
-// copyLarge buffers.
-func copyConn(dst, src halfCloser, large *sync.Pool) error {
+// thread for every burst of a transfer. large lends the copy its larger
+// buffer.
+func copyConn(dst, src halfCloser, large *largeBuffers) error {
 	var r io.Reader = src
 	var w io.Writer = dst
 	if c, ok := src.(*net.TCPConn); ok {
@@ -159,34 +159,60 @@ func copyConn(dst, src halfCloser, large *sync.Pool) error {
 	return copyLoop(w, r, large)
 }
 
-// The copy's buffer: copySmall, and copyLarge (from the pool) from a read
-// that fills copySmall until a read returns less than copySmall. A source
-// with more ready than the small buffer holds is a bulk transfer, and
-// larger writes into the stack let its TCP sender build larger segments
-// for the guest (it also merges writes that queue up, but less often):
-// in TestBulkTCP's port forward with offloads, 64 MiB to the guest,
-// pinned to one CPU, the stack sent the guest 2,550-2,610 frames with
-// 32 KiB reads and 1,670-1,850 with 256 KiB (three runs each), a third
-// fewer frames, each a wake-up of vmm-net, of vmm and of the guest. A
-// connection holds a large buffer only while it moves bulk data: one
-// that idles after a short read, or never filled the small buffer (an
-// interactive one), waits with 32 KiB per direction; one that idles
-// right after a full read keeps its large buffer until its next read
-// returns.
+// The copy's buffer: copySmall, and copyLarge from the first read that
+// fills copySmall, for the rest of the connection. A source with more
+// ready than the small buffer holds is a bulk transfer, and larger
+// writes into the stack let its TCP sender build larger segments for the
+// guest (it also merges writes that queue up, but less often): in
+// TestBulkTCP's port forward with offloads, 64 MiB to the guest, pinned
+// to one CPU, the stack sent the guest 2,550-2,610 frames with 32 KiB
+// reads and 1,670-1,850 with 256 KiB (three runs each), a third fewer
+// frames, each a wake-up of vmm-net, of vmm and of the guest. At most
+// maxLarge copies hold a large buffer at once (4 MiB in all); the rest
+// keep the small one, so however many connections once moved bulk data
+// and now idle, their buffers stay bounded. (Going back to the small
+// buffer after a short read instead cost the port forward in a make
+// bench run: reads that follow a short one are capped at 32 KiB again.)
 const (
 	copySmall = 32 << 10
 	copyLarge = 256 << 10
+	maxLarge  = 16
 )
+
+// largeBuffers lends copyLarge buffers to at most maxLarge copies at a
+// time, reusing returned ones.
+type largeBuffers struct {
+	pool sync.Pool // of *[]byte
+	held atomic.Int32
+}
+
+// get lends a buffer, or returns nil when maxLarge are out.
+func (l *largeBuffers) get() *[]byte {
+	if l.held.Add(1) > maxLarge {
+		l.held.Add(-1)
+		return nil
+	}
+	if b, _ := l.pool.Get().(*[]byte); b != nil && len(*b) == copyLarge {
+		return b
+	}
+	b := make([]byte, copyLarge)
+	return &b
+}
+
+// put takes back a buffer get lent.
+func (l *largeBuffers) put(b *[]byte) {
+	l.pool.Put(b)
+	l.held.Add(-1)
+}
 
 // copyLoop is io.Copy with the buffers above: neither side's ReadFrom or
 // WriteTo, which would go round the raw calls.
-func copyLoop(w io.Writer, r io.Reader, large *sync.Pool) error {
-	small := make([]byte, copySmall)
-	buf := small
-	var held *[]byte // the pool's buffer while buf is it
+func copyLoop(w io.Writer, r io.Reader, large *largeBuffers) error {
+	buf := make([]byte, copySmall)
+	var held *[]byte // the lent buffer, once buf is it
 	defer func() {
 		if held != nil {
-			large.Put(held)
+			large.put(held)
 		}
 	}()
 	for {
@@ -199,18 +225,11 @@ func copyLoop(w io.Writer, r io.Reader, large *sync.Pool) error {
 			if m != n {
 				return io.ErrShortWrite
 			}
-		}
-		switch {
-		case held == nil && n == len(buf):
-			held, _ = large.Get().(*[]byte)
-			if held == nil || len(*held) != copyLarge {
-				b := make([]byte, copyLarge)
-				held = &b
+			if held == nil && n == len(buf) {
+				if held = large.get(); held != nil {
+					buf = *held
+				}
 			}
-			buf = *held
-		case held != nil && n < copySmall:
-			large.Put(held)
-			held, buf = nil, small
 		}
 		if rerr == io.EOF {
 			return nil

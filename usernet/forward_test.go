@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"slices"
-	"sync"
 	"testing"
 )
 
@@ -64,16 +63,17 @@ func (w *shortWriter) Write(p []byte) (int, error) {
 	return w.Buffer.Write(p)
 }
 
-// copyLoop takes a large buffer after a read that fills the small one,
-// keeps it while reads return at least copySmall, goes back to the small
-// one after a shorter read, passes on every byte in order, and ends as
-// io.Copy does on EOF, read errors, write errors and short writes.
+// copyLoop takes a large buffer after a read that fills the small one and
+// keeps it, unless maxLarge copies hold one already; it passes on every
+// byte in order and ends as io.Copy does on EOF, read errors, write
+// errors and short writes.
 func TestCopyLoop(t *testing.T) {
 	errRead := errors.New("read failed")
 	for _, c := range []struct {
 		name      string
 		steps     []readStep
 		w         shortWriter
+		othersOut int // large buffers other copies hold
 		wantSizes []int
 		wantErr   error
 		wantBytes int
@@ -91,22 +91,24 @@ func TestCopyLoop(t *testing.T) {
 			wantBytes: 100 + copySmall - 1 + 1,
 		},
 		{
-			name:      "a later full read grows it",
-			steps:     []readStep{{n: 10}, {fill: true}, {n: 5}},
-			wantSizes: []int{copySmall, copySmall, copyLarge, copySmall},
-			wantBytes: 10 + copySmall + 5,
+			name:      "a later full read grows it, for good",
+			steps:     []readStep{{n: 10}, {fill: true}, {n: 5}, {fill: true}},
+			wantSizes: []int{copySmall, copySmall, copyLarge, copyLarge, copyLarge},
+			wantBytes: 10 + copySmall + 5 + copyLarge,
 		},
 		{
-			name:      "a large read short of full keeps the large buffer",
-			steps:     []readStep{{fill: true}, {n: copySmall}, {n: copyLarge - 1}},
-			wantSizes: []int{copySmall, copyLarge, copyLarge, copyLarge},
-			wantBytes: copySmall + copySmall + copyLarge - 1,
+			name:      "none grows while maxLarge copies hold a large buffer",
+			steps:     []readStep{{fill: true}, {fill: true}},
+			othersOut: maxLarge,
+			wantSizes: []int{copySmall, copySmall, copySmall},
+			wantBytes: 2 * copySmall,
 		},
 		{
-			name:      "a short read goes back to the small buffer",
-			steps:     []readStep{{fill: true}, {n: copySmall - 1}, {n: 3}, {fill: true}, {fill: true}},
-			wantSizes: []int{copySmall, copyLarge, copySmall, copySmall, copyLarge, copyLarge},
-			wantBytes: copySmall + copySmall - 1 + 3 + copySmall + copyLarge,
+			name:      "one below maxLarge grows",
+			steps:     []readStep{{fill: true}, {fill: true}},
+			othersOut: maxLarge - 1,
+			wantSizes: []int{copySmall, copyLarge, copyLarge},
+			wantBytes: copySmall + copyLarge,
 		},
 		{
 			name:      "data with EOF is written",
@@ -141,9 +143,16 @@ func TestCopyLoop(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			r := &scriptReader{steps: c.steps}
 			w := c.w
-			// A pool without New: copyLoop makes its own buffer.
-			var pool sync.Pool
-			err := copyLoop(&w, r, &pool)
+			var large largeBuffers
+			for range c.othersOut {
+				if large.get() == nil {
+					t.Fatal("largeBuffers lent fewer than maxLarge")
+				}
+			}
+			err := copyLoop(&w, r, &large)
+			if got := int(large.held.Load()); got != c.othersOut {
+				t.Errorf("%d large buffers out after the copy, want the others' %d", got, c.othersOut)
+			}
 			if !errors.Is(err, c.wantErr) || (c.wantErr == nil && err != nil) {
 				t.Errorf("error %v, want %v", err, c.wantErr)
 			}

@@ -168,9 +168,9 @@ type Network struct {
 
 	hostAddrs []netip.AddrPort // bound host side of each forward
 
-	// largeBufs holds copyLarge buffers (as *[]byte) for the copies
-	// between guest and host connections (copyLoop).
-	largeBufs sync.Pool
+	// largeBufs lends the copies between guest and host connections
+	// their larger buffers (copyLoop).
+	largeBufs largeBuffers
 
 	// dial makes every host connection the guest asks for (TCP and
 	// UDP to outside addresses, DNS upstream): a net.Dialer's, except
@@ -196,10 +196,6 @@ func newWithDial(cfg Config, dial dialFunc) (*Network, error) {
 		frames:  make(chan frame, queueLen),
 		done:    make(chan struct{}),
 		closers: make(map[io.Closer]struct{}),
-	}
-	n.largeBufs.New = func() any {
-		b := make([]byte, copyLarge)
-		return &b
 	}
 	if n.logf == nil {
 		n.logf = log.Printf
