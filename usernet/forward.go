@@ -166,8 +166,9 @@ func copyConn(dst, src halfCloser, large *largeBuffers) error {
 // guest (it also merges writes that queue up, but less often): in
 // TestBulkTCP's port forward with offloads, 64 MiB to the guest, pinned
 // to one CPU, the stack sent the guest 2,550-2,610 frames with 32 KiB
-// reads and 1,670-1,850 with 256 KiB (three runs each), a third fewer
-// frames, each a wake-up of vmm-net, of vmm and of the guest. At most
+// reads and 1,560-1,850 with 256 KiB (three runs each of two builds),
+// a third fewer frames, each a wake-up of vmm-net, of vmm and of the
+// guest. At most
 // maxLarge copies hold a large buffer at once (4 MiB in all); the rest
 // keep the small one, so however many connections once moved bulk data
 // and now idle, their buffers stay bounded. (Going back to the small
@@ -193,7 +194,7 @@ func (l *largeBuffers) get() *[]byte {
 		l.held.Add(-1)
 		return nil
 	}
-	if b, _ := l.pool.Get().(*[]byte); b != nil && len(*b) == copyLarge {
+	if b, _ := l.pool.Get().(*[]byte); b != nil {
 		return b
 	}
 	b := make([]byte, copyLarge)
