@@ -168,10 +168,9 @@ func copyConn(dst, src halfCloser, large *largeBuffers) error {
 // to one CPU, the stack sent the guest 2,550-2,610 frames with 32 KiB
 // reads and 1,560-1,850 with 256 KiB (three runs each of two builds),
 // a third fewer frames, each a wake-up of vmm-net, of vmm and of the
-// guest. At most
-// maxLarge copies hold a large buffer at once (4 MiB in all); the rest
-// keep the small one, so however many connections once moved bulk data
-// and now idle, their buffers stay bounded. (Going back to the small
+// guest. At most maxLarge copies hold a large buffer at once (4 MiB in
+// all); the rest keep the small one, so however many connections once
+// moved bulk data and now idle, their buffers stay bounded. (Going back to the small
 // buffer after each short read instead caps the read after it at 32 KiB
 // again; in the one make bench run of that version the port forward's
 // guest halted as often as with 32 KiB reads.)
