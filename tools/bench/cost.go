@@ -47,6 +47,23 @@ type Cost struct {
 	// whose the switches are. They add up to CPU.Switches when both
 	// samples listed their threads.
 	Threads []kvmstats.ThreadSwitches `json:"threads,omitempty"`
+	// Frames, for a network figure, are the packets the guest's card
+	// counted over the phase; nil elsewhere, or when the guest could
+	// not be asked.
+	Frames *Frames `json:"guest_frames,omitempty"`
+}
+
+// Frames are the differences of a guest network card's packet counters
+// (/sys/class/net/IF/statistics/rx_packets and tx_packets) around a
+// phase. Linux's virtio-net counts one packet per frame the device moved,
+// a TSO or GSO frame of up to 64 KiB as one, so frames per MiB say how
+// large the frames a VMM's network handed the guest (and took from it)
+// were: each frame is a round of descriptors, a notification or an
+// interrupt, and, for vmm's user-mode network, a message between vmm
+// and vmm-net.
+type Frames struct {
+	RX uint64 `json:"rx"`
+	TX uint64 `json:"tx"`
 }
 
 // threadLine says whose c's context switches were, per unit of work:
@@ -123,6 +140,23 @@ var Metrics = []Metric{
 	// counted) has none to show; a VMM's phase always switches.
 	{Key: "switches", Name: "ctx switches", value: func(c *Cost) (float64, bool) {
 		return float64(c.CPU.Switches), c.CPU.Switches > 0
+	}},
+}
+
+// FrameMetrics are the columns of the frames table: the guest's
+// received and sent frames per unit of work, for the network figures.
+var FrameMetrics = []Metric{
+	{Key: "rx_frames", Name: "frames to the guest", value: func(c *Cost) (float64, bool) {
+		if c.Frames == nil {
+			return 0, false
+		}
+		return float64(c.Frames.RX), true
+	}},
+	{Key: "tx_frames", Name: "frames from the guest", value: func(c *Cost) (float64, bool) {
+		if c.Frames == nil {
+			return 0, false
+		}
+		return float64(c.Frames.TX), true
 	}},
 }
 
@@ -259,6 +293,51 @@ func (r *Report) writeCostTable(b *strings.Builder) {
 	}
 }
 
+// framed says some round counted w's frames, for either system.
+func (r *Report) framed(w Workload) bool {
+	has := func(c *Cost) bool { return c != nil && c.Frames != nil }
+	return slices.ContainsFunc(r.Costs[SysVMM][w.Key], has) || slices.ContainsFunc(r.Costs[SysQEMU][w.Key], has)
+}
+
+// writeFrameTable prints the network figures' frames per unit of work
+// (see Frames), in the cost table's layout.
+func (r *Report) writeFrameTable(b *strings.Builder) {
+	if !slices.ContainsFunc(Workloads, r.framed) {
+		return
+	}
+	b.WriteString("\nFrames the guest's card counted (rx_packets and tx_packets in /sys/class/net, read before and after the phase; a TSO or GSO frame counts once), per unit of work: fewer frames per MiB are larger frames, each one a round of descriptors and notifications. Medians over the rounds; vmm/QEMU: median of the per-round ratios.\n\n")
+	b.WriteString("| workload, per unit | system |")
+	for _, m := range FrameMetrics {
+		fmt.Fprintf(b, " %s |", m.Name)
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---:|", len(FrameMetrics)) + "\n")
+	for _, w := range Workloads {
+		if !r.framed(w) {
+			continue
+		}
+		for i, sys := range []string{SysVMM, SysQEMU} {
+			label := " "
+			if i == 0 {
+				label = fmt.Sprintf(" %s, per %s ", w.Name, w.Unit)
+			}
+			fmt.Fprintf(b, "|%s| %s |", label, sys)
+			for _, m := range FrameMetrics {
+				fmt.Fprintf(b, " %s |", FormatCost(Median(r.PerUnit(sys, w.Key, m))))
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("| | vmm/QEMU |")
+		for _, m := range FrameMetrics {
+			s := "n/a"
+			if rs := r.CostRatios(w.Key, m); len(rs) > 0 {
+				s = fmt.Sprintf("%.2f", Median(rs))
+			}
+			fmt.Fprintf(b, " %s |", s)
+		}
+		b.WriteString("\n")
+	}
+}
+
 // Failure is an attempt at one system's boot in a round that failed and
 // was retried (or, after the last attempt, cost the round).
 type Failure struct {
@@ -308,7 +387,11 @@ func (r *Report) jsonCosts() []jsonCost {
 		}
 		c := jsonCost{Key: w.Key, Name: w.Name, Unit: w.Unit, Raw: map[string][]*Cost{
 			"vmm": r.Costs[SysVMM][w.Key], "qemu": r.Costs[SysQEMU][w.Key]}}
-		for _, m := range Metrics {
+		metrics := Metrics
+		if r.framed(w) {
+			metrics = append(slices.Clip(metrics), FrameMetrics...)
+		}
+		for _, m := range metrics {
 			sys := func(name string) jsonSystem {
 				s := r.PerUnit(name, w.Key, m)
 				return jsonSystem{Median: optFloat(Median(s)), Samples: nonNil(s)}

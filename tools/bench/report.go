@@ -183,6 +183,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			formatRatio(r.CostRatios(f.Cost, metricByKey(metricExits))), formatRatio(r.CostRatios(f.Cost, metricByKey(metricCPU))))
 	}
 	r.writeCostTable(&b)
+	r.writeFrameTable(&b)
 	b.WriteString("\nPer round (vmm / QEMU):\n")
 	for _, f := range Figures {
 		if r.omitted(f) {

@@ -158,6 +158,9 @@ const (
 	userIf        = "eth1"
 )
 
+// tapIf is the guest's TAP card (both VMMs give it first).
+const tapIf = "eth0"
+
 // userHostfwd is the forward rule of a user-mode network, in the
 // spelling vmm's -nic user and QEMU's -netdev user share.
 func userHostfwd(hostPort string) string {
@@ -946,20 +949,20 @@ func (r *Runner) runGuest(ctx context.Context, s System, costs map[string]*Cost)
 		}
 		costs[b.key] = cost
 	}
-	if vals["tcp-guest-to-host"], costs["tcp-guest-to-host"], err = r.tcpGuestToHost(ctx, g, s.HostIP); err != nil {
+	if vals["tcp-guest-to-host"], costs["tcp-guest-to-host"], err = r.tcpGuestToHost(ctx, g, tapIf, s.HostIP); err != nil {
 		return nil, fmt.Errorf("tcp guest to host: %w", err)
 	}
 	port := r.nextPort()
-	if vals["tcp-host-to-guest"], costs["tcp-host-to-guest"], err = r.tcpHostToGuest(ctx, g, port, s.GuestIP+":"+port, false); err != nil {
+	if vals["tcp-host-to-guest"], costs["tcp-host-to-guest"], err = r.tcpHostToGuest(ctx, g, tapIf, port, s.GuestIP+":"+port, false); err != nil {
 		return nil, fmt.Errorf("tcp host to guest: %w", err)
 	}
 	// The user-mode network: the gateway is the host's loopback, where
 	// the host's receiver listens too, and the host reaches the guest
 	// through the port forward.
-	if vals["tcp-user-guest-to-host"], costs["tcp-user-guest-to-host"], err = r.tcpGuestToHost(ctx, g, userGatewayIP); err != nil {
+	if vals["tcp-user-guest-to-host"], costs["tcp-user-guest-to-host"], err = r.tcpGuestToHost(ctx, g, userIf, userGatewayIP); err != nil {
 		return nil, fmt.Errorf("user-mode network: tcp guest to host: %w", err)
 	}
-	if vals["tcp-user-host-to-guest"], costs["tcp-user-host-to-guest"], err = r.tcpHostToGuest(ctx, g, userGuestPort, "127.0.0.1:"+s.UserHostPort, true); err != nil {
+	if vals["tcp-user-host-to-guest"], costs["tcp-user-host-to-guest"], err = r.tcpHostToGuest(ctx, g, userIf, userGuestPort, "127.0.0.1:"+s.UserHostPort, true); err != nil {
 		return nil, fmt.Errorf("user-mode network: tcp host to guest: %w", err)
 	}
 	if err := g.poweroff(r); err != nil {
@@ -1145,7 +1148,16 @@ func (r *Runner) nextPort() string {
 // hostIP, where the host's receiver listening on every address is
 // reached. The receiver's figure is used for both directions: it times
 // from the connection to the last byte, and its clock is the host's.
-func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest, hostIP string) (float64, *Cost, error) {
+func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest, iface, hostIP string) (v float64, cost *Cost, err error) {
+	framesBefore, err := r.guestFrames(g, iface)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() {
+		if err == nil {
+			cost, err = r.addFrames(g, iface, framesBefore, cost)
+		}
+	}()
 	port := r.nextPort()
 	type result struct {
 		out  string
@@ -1161,7 +1173,7 @@ func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest, hostIP string) (f
 	}()
 	// vmm-iotool's sender retries a refused connection for a while: the
 	// receiver may still be starting.
-	out, cost, err := r.measured(ctx, g, fmt.Sprintf("vmm-iotool tcp-send -addr %s:%s -bytes %d", hostIP, port, r.Params.TCPBytes), mibUnits(r.Params.TCPBytes), figureTimeout)
+	out, c, err := r.measured(ctx, g, fmt.Sprintf("vmm-iotool tcp-send -addr %s:%s -bytes %d", hostIP, port, r.Params.TCPBytes), mibUnits(r.Params.TCPBytes), figureTimeout)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -1185,8 +1197,8 @@ func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest, hostIP string) (f
 	if err != nil {
 		return 0, nil, err
 	}
-	v, err := checkTransfer(sent, got, r.Params.TCPBytes)
-	return v, cost, err
+	v, err = checkTransfer(sent, got, r.Params.TCPBytes)
+	return v, c, err
 }
 
 // tcpHostToGuest: the guest receives (and reports) on port, the host
@@ -1194,7 +1206,16 @@ func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest, hostIP string) (f
 // accepts before the guest listens and then breaks the connection: the
 // host waits for the guest to listen first. (Elsewhere the guest's
 // refusal makes the host's sender retry.)
-func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest, port, addr string, forwarded bool) (float64, *Cost, error) {
+func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest, iface, port, addr string, forwarded bool) (v float64, cost *Cost, err error) {
+	framesBefore, err := r.guestFrames(g, iface)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() {
+		if err == nil {
+			cost, err = r.addFrames(g, iface, framesBefore, cost)
+		}
+	}()
 	start := r.start
 	if forwarded {
 		start = r.startListener
@@ -1211,7 +1232,7 @@ func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest, port, addr string
 	if err != nil {
 		return 0, nil, err
 	}
-	out, cost, err := r.finish(ctx, g, ph, mibUnits(r.Params.TCPBytes), figureTimeout)
+	out, c, err := r.finish(ctx, g, ph, mibUnits(r.Params.TCPBytes), figureTimeout)
 	if err != nil {
 		return 0, nil, fmt.Errorf("guest receiver: %w", err)
 	}
@@ -1219,8 +1240,61 @@ func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest, port, addr string
 	if err != nil {
 		return 0, nil, err
 	}
-	v, err := checkTransfer(sent, got, r.Params.TCPBytes)
-	return v, cost, err
+	v, err = checkTransfer(sent, got, r.Params.TCPBytes)
+	return v, c, err
+}
+
+// guestFrames reads the packet counters of the guest's card iface, outside
+// any measured window (the typed command and its output cost a few
+// dozen exits, which are not the phase's).
+func (r *Runner) guestFrames(g *guest, iface string) (Frames, error) {
+	dir := "/sys/class/net/" + iface + "/statistics/"
+	out, err := g.run("cat "+dir+"rx_packets "+dir+"tx_packets", r.cmdDeadline())
+	if err != nil {
+		return Frames{}, fmt.Errorf("%s's packet counters: %w", iface, err)
+	}
+	f, err := parseFrames(catOutput(out))
+	if err != nil {
+		return Frames{}, fmt.Errorf("%s's packet counters: %w", iface, err)
+	}
+	return f, nil
+}
+
+// parseFrames reads cat's output of rx_packets then tx_packets: two
+// decimal numbers, one a line (the console's line ends are CRLF).
+func parseFrames(s string) (Frames, error) {
+	fields := strings.Fields(s)
+	if len(fields) != 2 {
+		return Frames{}, fmt.Errorf("want two counters, got %q", tail(s, 200))
+	}
+	rx, err := strconv.ParseUint(fields[0], 10, 64)
+	if err != nil {
+		return Frames{}, fmt.Errorf("rx_packets %q: %w", fields[0], err)
+	}
+	tx, err := strconv.ParseUint(fields[1], 10, 64)
+	if err != nil {
+		return Frames{}, fmt.Errorf("tx_packets %q: %w", fields[1], err)
+	}
+	return Frames{RX: rx, TX: tx}, nil
+}
+
+// addFrames reads iface's counters again after a phase and records what
+// the phase moved in cost (when the phase was costed at all). A counter
+// that went backwards is a different card or a reset one: no frames.
+func (r *Runner) addFrames(g *guest, iface string, before Frames, cost *Cost) (*Cost, error) {
+	after, err := r.guestFrames(g, iface)
+	if err != nil {
+		return cost, err
+	}
+	if cost == nil {
+		return nil, nil
+	}
+	if after.RX < before.RX || after.TX < before.TX {
+		r.logf("warning: %s: %s's packet counters went backwards (%+v, then %+v); no frame counts", g.sys.Name, iface, before, after)
+		return cost, nil
+	}
+	cost.Frames = &Frames{RX: after.RX - before.RX, TX: after.TX - before.TX}
+	return cost, nil
 }
 
 // checkTransfer makes sure the receiver got exactly what was sent before

@@ -75,6 +75,9 @@ type fakeConsole struct {
 	counters map[string]int64
 	user     int64
 	switches int64 // of the VMM's one thread, as its sample lists it
+	// The guest cards' packet counters (both cards alike): per unit of
+	// work 40 frames received and 20 sent for QEMU, half for vmm.
+	rxFrames, txFrames int64
 }
 
 // work adds units of a workload's cost to the VM's counters.
@@ -87,6 +90,8 @@ func (c *fakeConsole) work(units float64) {
 	c.counters["irq_injections"] += n * 3 / 10
 	c.user += int64(units * 2 / c.scale)
 	c.switches += int64(units * 4 / c.scale)
+	c.rxFrames += int64(units * 40 / c.scale)
+	c.txFrames += int64(units * 20 / c.scale)
 }
 
 func (h *fakeHost) Start(ctx context.Context, args []string) (Console, error) {
@@ -248,6 +253,18 @@ func (c *fakeConsole) guestCommand(cmd string) (string, int) {
 	case "ip":
 		return "", 0
 	case "cat":
+		if strings.Contains(cmd, "/statistics/") {
+			// A card's packet counters.
+			for _, card := range []string{"eth0", "eth1"} {
+				dir := "/sys/class/net/" + card + "/statistics/"
+				if cmd == "cat "+dir+"rx_packets "+dir+"tx_packets" {
+					c.cmu.Lock()
+					defer c.cmu.Unlock()
+					return fmt.Sprintf("%d\r\n%d\r\n", c.rxFrames, c.txFrames), 0
+				}
+			}
+			return "unexpected: " + cmd + "\r\n", 1
+		}
 		// The user-mode card's MAC, then its address.
 		want := " && ip addr add 10.0.2.15/24 dev eth1 && ip link set dev eth1 up"
 		if !strings.HasPrefix(cmd, "cat /sys/class/net/eth1/address") || !strings.HasSuffix(cmd, want) {
@@ -710,6 +727,20 @@ func TestRunnerCosts(t *testing.T) {
 		if got := rep.CostRatios(w.Key, metricByKey("io_exits")); len(got) != 0 {
 			t.Errorf("%s I/O exits ratios %v: 0/0 is no ratio", w.Key, got)
 		}
+		// Only the network figures count the guest's frames.
+		network := strings.HasPrefix(w.Key, "tcp-")
+		for _, tc := range []struct {
+			m         Metric
+			qemu, vmm float64
+		}{{FrameMetrics[0], 40, 20}, {FrameMetrics[1], 20, 10}} {
+			q, v := r2(rep.PerUnit(SysQEMU, w.Key, tc.m)), r2(rep.PerUnit(SysVMM, w.Key, tc.m))
+			switch {
+			case network && (!slices.Equal(q, []float64{tc.qemu, tc.qemu, tc.qemu}) || !slices.Equal(v, []float64{tc.vmm, tc.vmm, tc.vmm})):
+				t.Errorf("%s %s per MiB: QEMU %v, vmm %v; want %v and %v each round", w.Key, tc.m.Key, q, v, tc.qemu, tc.vmm)
+			case !network && (len(q) != 0 || len(v) != 0):
+				t.Errorf("%s counted frames: %v, %v", w.Key, q, v)
+			}
+		}
 	}
 	if c := rep.Costs[SysVMM]["blk-rand-read"][0]; c.Units != 5000 {
 		t.Errorf("random read units %v, want the 5000 requests made", c.Units)
@@ -729,6 +760,8 @@ func TestRunnerCosts(t *testing.T) {
 		"| virtio-net TCP host → guest, user-mode network's port forward (MiB/s) | 8.00 | 4.00 | 2.00 (2.00-2.00) | 0.50 (0.50-0.50) | 0.50 (0.50-0.50) |",
 		"| virtio-net TCP host → guest, user-mode port forward, per MiB | vmm | 50.0 |",
 		"  tcp-user-host-to-guest vmm 8.00 8.00 8.00 / QEMU 4.00 4.00 4.00",
+		"| workload, per unit | system | frames to the guest | frames from the guest |",
+		"| virtio-net TCP host → guest, user-mode port forward, per MiB | vmm | 20.0 | 10.0 |\n| | QEMU | 40.0 | 20.0 |\n| | vmm/QEMU | 0.50 | 0.50 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
@@ -874,6 +907,27 @@ func TestRunnerDaemonLog(t *testing.T) {
 		has := strings.Contains(err.Error(), "--- /tmp/fsbench-virtiofsd.log (tail) ---\nvirtiofsd: fake: vhost-user message failed")
 		if has != (virtiofsd != "") {
 			t.Errorf("virtiofsd %q: the daemon's log in the error is %v: %v", virtiofsd, has, err)
+		}
+	}
+}
+
+func TestParseFrames(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Frames
+		err  bool
+	}{
+		{"12\r\n34\r\n", Frames{RX: 12, TX: 34}, false},
+		{"\r\n0\n18446744073709551615\n", Frames{TX: 1<<64 - 1}, false},
+		{"12\r\n", Frames{}, true},
+		{"12 34 56", Frames{}, true},
+		{"cat: /sys/class/net/eth9/statistics/rx_packets: No such file or directory", Frames{}, true},
+		{"-1 2", Frames{}, true},
+		{"18446744073709551616 2", Frames{}, true},
+	} {
+		got, err := parseFrames(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("parseFrames(%q) = %+v, %v; want %+v, error %v", tc.in, got, err, tc.want, tc.err)
 		}
 	}
 }
