@@ -73,10 +73,10 @@ type Queue struct {
 	err     error  // the write error that ended output
 	closed  bool
 
-	// For Paced: the room a device asked for and was refused, and who to
-	// tell when it is there.
+	// For Paced: the room a device asked for and was refused, and whom
+	// to tell when it is there (every device writing to the queue).
 	want   int
-	notify func()
+	notify []func()
 }
 
 // New returns a Queue of size bytes that writes to w from its own
@@ -217,14 +217,19 @@ func (q *Queue) run() {
 // and its room is there (or will never be needed again); the caller runs
 // it after unlocking, because the device calls back into Ready.
 func (q *Queue) takeNotify() func() {
-	if q.want == 0 || q.notify == nil {
+	if q.want == 0 || len(q.notify) == 0 {
 		return nil
 	}
 	if q.err == nil && !q.closed && q.size-q.n < q.want {
 		return nil
 	}
 	q.want = 0
-	return q.notify
+	fs := q.notify
+	return func() {
+		for _, f := range fs {
+			f()
+		}
+	}
 }
 
 // Drain waits until every byte queued before the call has been written,
@@ -330,10 +335,12 @@ func (p *Paced) Ready(n int) bool {
 	return false
 }
 
-// NotifyReady sets the function Ready's refusals are answered with. The
-// device calls it once, when it is built.
+// NotifyReady adds a function Ready's refusals are answered with: each
+// device writing to the queue (a job's UART and its virtio-console port)
+// calls it once, when it is built, and every one is called when room
+// comes back, since Ready does not say who was refused.
 func (p *Paced) NotifyReady(f func()) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.notify = f
+	p.notify = append(p.notify, f)
 }

@@ -378,3 +378,26 @@ func TestWriteAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per dropped byte", n)
 	}
 }
+
+// Two devices writing to one Paced queue (a job's UART and its console
+// port) are both told when room comes back: Ready does not say who was
+// refused.
+func TestPacedTwoDevices(t *testing.T) {
+	w := newGated()
+	p := NewPaced(w, 8)
+	var a, b = make(chan struct{}, 1), make(chan struct{}, 1)
+	p.NotifyReady(func() { a <- struct{}{} })
+	p.NotifyReady(func() { b <- struct{}{} })
+	p.Write([]byte("12345678"))
+	if p.Ready(4) {
+		t.Fatal("Ready(4) with the ring full")
+	}
+	close(w.open)
+	for i, ch := range []chan struct{}{a, b} {
+		select {
+		case <-ch:
+		case <-time.After(time.Second):
+			t.Fatalf("device %d never told of the room", i)
+		}
+	}
+}
