@@ -208,13 +208,16 @@ func (p *PCI) Header() pci.Header {
 
 // pciClass is the class code a guest's lspci shows; Linux's driver binds
 // by vendor ID whatever it is. Codes from the PCI Code and ID Assignment
-// Specification (network controller, SCSI storage, other storage).
+// Specification (network controller, SCSI storage, other simple
+// communication controller, other storage).
 func pciClass(t DeviceType) uint32 {
 	switch t {
 	case TypeNet:
 		return 0x020000
 	case TypeBlock:
 		return 0x010000
+	case TypeConsole:
+		return 0x078000
 	}
 	return 0x018000
 }

@@ -40,8 +40,9 @@ type DeviceType uint32
 
 // Device IDs vmm implements (virtio v1.2 §5).
 const (
-	TypeNet   DeviceType = 1
-	TypeBlock DeviceType = 2
+	TypeNet     DeviceType = 1
+	TypeBlock   DeviceType = 2
+	TypeConsole DeviceType = 3
 )
 
 // Device status bits (virtio v1.2 §2.1).
