@@ -51,7 +51,19 @@ type Spec struct {
 	// overlay that takes the job's writes, with fresh /proc, /sys, /dev
 	// and /tmp. Mounts and OutDir appear inside it at their paths.
 	RootTag string `json:"root_tag,omitempty"`
+	// StdoutPort asks for the job's stdout on the virtio-console port
+	// named JobOutputPort instead of JobTTY: a pipe the init copies to
+	// the port, pages at a time, where the UART costs an exit per byte.
+	// vmm sets it when its own stdout is not a terminal (a CI log, a
+	// pipe, a file), so that a job at a terminal still has one. An init
+	// that finds no such port uses JobTTY.
+	StdoutPort bool `json:"stdout_port,omitempty"`
 }
+
+// JobOutputPort is the name of the virtio-console port (package
+// virtio/console) that `vmm run` gives a job's stdout: the guest finds
+// it in /sys/class/virtio-ports/*/name.
+const JobOutputPort = "vmm.job-stdout"
 
 // Tags of the virtio-fs shares `vmm run` attaches: -share's, mounted at
 // ShareDir, and -rootfs's, the job's root.
@@ -143,6 +155,9 @@ func EncodeSpec(s Spec) []byte {
 	}
 	if s.RootTag != "" {
 		b = appendJSONString(append(b, `,"root_tag":`...), s.RootTag)
+	}
+	if s.StdoutPort {
+		b = append(b, `,"stdout_port":true`...)
 	}
 	return append(b, '}')
 }

@@ -97,7 +97,7 @@ func TestWriteJobSeeds(t *testing.T) {
 // included) changes what a restored init reads: bump jobMagic's version
 // and record the new layout here.
 func TestJobMessageLayout(t *testing.T) {
-	const layout, version = "33b8b6c9dc901abe", '2'
+	const layout, version = "11549f5af23e2d3f", '3'
 	if got := packtest.Layout(JobMessage{}); got != layout || jobMagic[6] != version {
 		t.Errorf("JobMessage's layout is %s (magic %q); recorded: %s for version %c", got, jobMagic[:7], layout, version)
 	}

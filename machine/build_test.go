@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -76,14 +77,20 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			for range maxVirtioDevices + 1 {
 				c.Disks = append(c.Disks, Disk{Path: disk, ReadOnly: true})
 			}
-		}), "9 disks, network cards and shares: vmm supports at most 8 in all", nil},
+		}), "9 virtio devices (disks, network cards, shares): vmm supports at most 8 in all", nil},
 		{"too many with the job's own devices", with(func(c *Config) {
 			for range maxVirtioDevices - 2 {
 				c.Disks = append(c.Disks, Disk{Path: disk, ReadOnly: true})
 			}
 			c.Disks = append(c.Disks, Disk{Path: disk, ReadOnly: true, Serial: guestabi.OutSerial})
 			c.Shares = []Share{{Dir: dir, Tag: guestabi.JobShareTag}, {Dir: dir, Tag: guestabi.JobRootTag}}
-		}), "9 disks, network cards and shares (3 of them vmm's own for the job: the -out disk or the -share and -rootfs slots): vmm supports at most 8 in all", nil},
+		}), "9 virtio devices (disks, network cards, shares) (3 of them vmm's own for the job: the output port, the -out disk or the -share and -rootfs slots): vmm supports at most 8 in all", nil},
+		{"too many with the job's output port", with(func(c *Config) {
+			for range maxVirtioDevices {
+				c.Disks = append(c.Disks, Disk{Path: disk, ReadOnly: true})
+			}
+			c.JobOutput = io.Discard
+		}), "9 virtio devices (disks, network cards, shares) (1 of them vmm's own for the job: the output port, the -out disk or the -share and -rootfs slots): vmm supports at most 8 in all", nil},
 		{"bad TAP name", with(func(c *Config) { c.NICs = []NIC{{Tap: "no/such/tap"}} }), "no/such/tap", nil},
 		{"share directory missing", with(func(c *Config) { c.Shares = []Share{{Dir: missing, Tag: "s"}} }), missing, nil},
 		{"share of a file", with(func(c *Config) { c.Shares = []Share{{Dir: disk, Tag: "s"}} }), disk, nil},

@@ -32,6 +32,7 @@ import (
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/guestmem"
 	"github.com/vmm-dev/vmm/kvm"
+	"github.com/vmm-dev/vmm/virtio/console"
 )
 
 // Config is what a machine is built from.
@@ -51,7 +52,12 @@ type Config struct {
 	Shares []Share
 	// Job, if its Output is not nil, is a second UART (COM2, the guest's
 	// ttyS1) carrying a job's own input and output apart from the
-	// console: `vmm run` connects it to stdin and stdout.
+	// console, and a virtio-console device, last of the virtio devices,
+	// whose port guestabi.JobOutputPort carries the job's output too, a
+	// page per notification where the UART takes an exit per byte (the
+	// guest's init picks one; package virtio/console): `vmm run`
+	// connects them to stdin and stdout. A JobOutput that is a
+	// console.Paced writer makes both wait for its room.
 	JobOutput io.Writer
 	JobInput  io.Reader
 	// InitrdAppend is an uncompressed cpio archive loaded right after the
@@ -130,6 +136,8 @@ type Machine struct {
 	job    *serial.UART // COM2, only with Config.JobOutput
 	virtio []*virtioDev
 	pci    *pciBus // bus 0, on every machine; functions only with VirtioPCI
+	// jobPort is the job's output port, only with Config.JobOutput.
+	jobPort *console.Device
 	// kvmNote explains guest failures on a /dev/kvm without hardware
 	// virtualization (softwareKVMNote); "" on a real KVM.
 	kvmNote string

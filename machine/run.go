@@ -41,6 +41,16 @@ func (m *Machine) Run(ctx context.Context) error {
 		m.stop(StopCanceled, ctx.Err())
 	}
 	wg.Wait()
+	switch m.Reason() {
+	case StopPoweroff, StopReboot, StopExit:
+		// The guest ended: what it wrote before is output, however
+		// long the host's reader takes, while ctx allows.
+		if err := m.flushJobOutput(ctx); err != nil {
+			m.mu.Lock()
+			m.reason, m.err = StopCanceled, err
+			m.mu.Unlock()
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.reason == StopPoweroff || m.reason == StopReboot || m.reason == StopExit {

@@ -14,6 +14,7 @@ import (
 	"github.com/vmm-dev/vmm/devices/pm"
 	"github.com/vmm-dev/vmm/devices/rtc"
 	"github.com/vmm-dev/vmm/devices/serial"
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/guestmem"
 	"github.com/vmm-dev/vmm/internal/pack"
 	"github.com/vmm-dev/vmm/kvm"
@@ -296,6 +297,9 @@ func manifestDevices(cfg Config) ([]snapshot.Device, error) {
 	for _, sh := range cfg.Shares {
 		out = append(out, snapshot.Device{Kind: "fs", Tag: sh.Tag, ReadOnly: sh.ReadOnly})
 	}
+	if cfg.JobOutput != nil {
+		out = append(out, snapshot.Device{Kind: "console", Tag: guestabi.JobOutputPort})
+	}
 	return out, nil
 }
 
@@ -375,7 +379,7 @@ func decodeState(b []byte, cfg Config) (*State, error) {
 		return nil, fmt.Errorf("%w: machine state has %d interrupt controllers", snapshot.ErrCorrupt, len(st.IRQChips))
 	case (len(st.VirtioPCI) > 0 && cfg.Transport != VirtioPCI) || (len(st.Virtio) > 0 && cfg.Transport != VirtioMMIO):
 		return nil, fmt.Errorf("%w: the snapshot's virtio devices are on another transport than this run's -virtio-transport %v", ErrSnapshotMismatch, cfg.Transport)
-	case len(st.Virtio)+len(st.VirtioPCI) != len(cfg.Disks)+len(cfg.NICs)+len(cfg.Shares):
+	case len(st.Virtio)+len(st.VirtioPCI) != virtioCount(cfg):
 		return nil, fmt.Errorf("%w: machine state has %d virtio devices", snapshot.ErrCorrupt, len(st.Virtio)+len(st.VirtioPCI))
 	case (st.COM2 != nil) != (cfg.JobOutput != nil):
 		return nil, fmt.Errorf("%w: the snapshot's job port and this run's differ", ErrSnapshotMismatch)

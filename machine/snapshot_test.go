@@ -3,12 +3,14 @@ package machine
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/internal/pack"
 	"github.com/vmm-dev/vmm/internal/pack/packtest"
 	"github.com/vmm-dev/vmm/kvm"
@@ -140,6 +142,11 @@ func TestCheckSnapshot(t *testing.T) {
 	if err := CheckSnapshot(other, man); err != nil {
 		t.Fatalf("another directory for the same share refused: %v", err)
 	}
+	withPort := cfg
+	withPort.JobOutput = io.Discard
+	if devs, err := manifestDevices(withPort); err != nil || len(devs) != 3 || devs[2] != (snapshot.Device{Kind: "console", Tag: guestabi.JobOutputPort}) {
+		t.Fatalf("a job's devices: %+v, %v; want the output port last", devs, err)
+	}
 	for _, tc := range []struct {
 		name string
 		edit func(*Config)
@@ -153,6 +160,9 @@ func TestCheckSnapshot(t *testing.T) {
 		{"share ro", func(c *Config) { c.Shares = []Share{{Dir: "/x", Tag: "vmm-share", ReadOnly: true}} }, "device 1"},
 		{"ro", func(c *Config) { c.Disks = []Disk{{Path: disk, Serial: "vmm-out", ReadOnly: true}} }, "device 0"},
 		{"nic", func(c *Config) { c.Disks = nil; c.NICs = []NIC{{Tap: "t"}} }, "device 0 is {Kind:net"},
+		// vmm run's job output port, which a snapshot from before it
+		// existed lacks.
+		{"job port", func(c *Config) { c.JobOutput = io.Discard }, "3 virtio devices asked for, snapshot has 2"},
 	} {
 		c := cfg
 		tc.edit(&c)

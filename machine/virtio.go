@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/vmm-dev/vmm/usernet/remote"
 	"github.com/vmm-dev/vmm/virtio"
 	"github.com/vmm-dev/vmm/virtio/blk"
+	"github.com/vmm-dev/vmm/virtio/console"
 	"github.com/vmm-dev/vmm/virtio/fs"
 	"github.com/vmm-dev/vmm/virtio/net"
 )
@@ -117,10 +119,13 @@ func jobDevices(cfg Config) string {
 			n++
 		}
 	}
+	if cfg.JobOutput != nil {
+		n++
+	}
 	if n == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (%d of them vmm's own for the job: the -out disk or the -share and -rootfs slots)", n)
+	return fmt.Sprintf(" (%d of them vmm's own for the job: the output port, the -out disk or the -share and -rootfs slots)", n)
 }
 
 // readier is a backend that comes up in the background (a user
@@ -148,8 +153,8 @@ func (m *Machine) awaitBackends() error {
 // once its helper answers (awaitBackends), still before the guest runs.
 // Disks come first so the guest names them vda, vdb, ... in -disk order.
 func (m *Machine) openVirtio() error {
-	if n := len(m.cfg.Disks) + len(m.cfg.NICs) + len(m.cfg.Shares); n > maxVirtioDevices {
-		return fmt.Errorf("%d disks, network cards and shares%s: vmm supports at most %d in all", n, jobDevices(m.cfg), maxVirtioDevices)
+	if n := virtioCount(m.cfg); n > maxVirtioDevices {
+		return fmt.Errorf("%d virtio devices (disks, network cards, shares)%s: vmm supports at most %d in all", n, jobDevices(m.cfg), maxVirtioDevices)
 	}
 	tags := map[string]bool{}
 	for _, sh := range m.cfg.Shares {
@@ -208,6 +213,36 @@ func (m *Machine) openVirtio() error {
 			return err
 		}
 		m.virtio = append(m.virtio, &virtioDev{name: name, dev: dev, backend: dev})
+	}
+	if m.cfg.JobOutput != nil {
+		dev, err := console.New(guestabi.JobOutputPort, m.cfg.JobOutput)
+		if err != nil {
+			return err
+		}
+		m.jobPort = dev
+		m.virtio = append(m.virtio, &virtioDev{name: "virtio-console", dev: dev})
+	}
+	return nil
+}
+
+// virtioCount is how many virtio devices cfg makes: its disks, network
+// cards and shares, and the job's output port with a job.
+func virtioCount(cfg Config) int {
+	n := len(cfg.Disks) + len(cfg.NICs) + len(cfg.Shares)
+	if cfg.JobOutput != nil {
+		n++
+	}
+	return n
+}
+
+// flushJobOutput hands the job's output still in the guest's RAM (its
+// port's transmit queue) to JobOutput, once the vCPUs have stopped.
+func (m *Machine) flushJobOutput(ctx context.Context) error {
+	if m.jobPort == nil {
+		return nil
+	}
+	if err := m.jobPort.Flush(ctx); err != nil {
+		return fmt.Errorf("writing the job's output: %w", err)
 	}
 	return nil
 }

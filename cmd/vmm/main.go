@@ -76,6 +76,7 @@ type options struct {
 	shares              []string // -fs values, parsed into machine.Config.Shares
 	env, command        []string
 	snapshot            string // -snapshot DIR: restore instead of booting (snapshot.go)
+	stdoutPort          bool   // the job's stdout on its output port (guestabi.Spec.StdoutPort)
 }
 
 // -kernel-cache values besides a directory: on is the default directory
@@ -682,6 +683,10 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	var job *jobFiles
 	cfg.Console = host.console
 	if runMode {
+		// A job whose output goes to a log, a pipe or a file writes it
+		// through the output port, pages at a time; at a terminal it
+		// keeps the serial port, a terminal of its own.
+		o.stdoutPort = !rawterm.IsTerminal(int(stdoutFile.Fd()))
 		if job, err = prepareJob(&cfg, o); err != nil {
 			fmt.Fprintf(stderr, "vmm: %v\n", err)
 			return 1

@@ -87,7 +87,7 @@ func makeWritableDir(flag, dir string) error {
 // appended initramfs and a scratch disk for -out. runMode wires the job's
 // stdin and stdout.
 func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
-	spec := guestabi.Spec{Args: o.command, Env: o.env, Out: o.out != ""}
+	spec := guestabi.Spec{Args: o.command, Env: o.env, Out: o.out != "", StdoutPort: o.stdoutPort}
 	if o.snapshot != "" {
 		return prepareRestore(cfg, o, spec)
 	}

@@ -28,3 +28,18 @@ func TestMakeRawRefusesNonTerminal(t *testing.T) {
 		t.Fatal("a regular file accepted as a terminal")
 	}
 }
+
+func TestIsTerminal(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if IsTerminal(int(w.Fd())) {
+		t.Error("a pipe is a terminal")
+	}
+	if IsTerminal(-1) {
+		t.Error("a closed descriptor is a terminal")
+	}
+}

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/tools/e2e/cmd/pipeends/pattern"
 	"github.com/vmm-dev/vmm/tools/nested"
 )
@@ -196,6 +199,42 @@ func TestRunStdoutClosed(t *testing.T) {
 		if g := r.Glob["/tmp/vmm-out-*"]; len(g) != 0 {
 			return reportFailure(l, r, "scratch disks left behind: %q", g)
 		}
-		return nil
+		return bulkOutput(t, l)
 	})
+}
+
+// bulkLines is how many lines bulkOutput's job prints: 938,895 bytes,
+// which through the serial port would take far longer than runTimeout
+// (seq's line-at-a-time writes moved about 700 bytes a second through it
+// nested, 2026-12-06; through the port the whole run took about 40 s).
+const bulkLines = 150000
+
+// bulkOutput, in TestRunStdoutClosed's L1: a job's stdout, piped as in
+// CI, goes through the virtio-console output port (guestabi.JobOutputPort)
+// and arrives whole and in order, with the job's status after all of it.
+func bulkOutput(t *testing.T, l *nested.L1) error {
+	var want bytes.Buffer
+	for i := 1; i <= bulkLines; i++ {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	job := []string{"sh", "-c", fmt.Sprintf("seq 1 %d; exit 7", bulkLines)}
+	args := append([]string{"/bin/pipeends", "-digest", "--"}, runArgs(nil, job...)...)
+	r, err := redirectExec(t.Context(), l, runTimeout, nil, args...)
+	if err != nil {
+		return err
+	}
+	t.Logf("vmm run -- seq 1 %d | digest: status %d in %.1fs; stderr %q", bulkLines, r.Exit, r.ElapsedMS/1000, tailLines(r.Stderr, 3))
+	if r.Signal != 0 || r.Exit != 7 {
+		return reportFailure(l, r, "bulk output: exit %d signal %d, want the job's status 7", r.Exit, r.Signal)
+	}
+	if nested.GoCrash(r.Stderr) {
+		return reportFailure(l, r, "vmm crashed")
+	}
+	if w := fmt.Sprintf("bytes=%d sha256=%x", want.Len(), sha256.Sum256(want.Bytes())); strings.TrimSpace(r.Stdout) != w {
+		return reportFailure(l, r, "bulk output: read %q, want %q", strings.TrimSpace(r.Stdout), w)
+	}
+	if strings.Contains(r.Stderr, "using "+guestabi.JobTTY) {
+		return reportFailure(l, r, "the job's output did not go through its port")
+	}
+	return nil
 }

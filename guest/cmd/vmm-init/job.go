@@ -50,8 +50,10 @@ func finishJob(status int) {
 }
 
 // runJob runs the command with its stdin and stdout on the job port (its
-// stdin through jobStdin, so that it ends where vmm's does) and its
-// stderr on the console, and returns its status as a shell would.
+// stdin through jobStdin, so that it ends where vmm's does; its stdout
+// through the virtio-console output port instead when the spec asks and
+// the port is there, see outport.go) and its stderr on the console, and
+// returns its status as a shell would.
 func runJob(spec guestabi.Spec) int {
 	tty, err := os.OpenFile(guestabi.JobTTY, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -84,8 +86,22 @@ func runJob(spec guestabi.Spec) int {
 		stdin, done = jobStdin(tty)
 		defer done()
 	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, tty, os.Stderr
+	stdout := tty
+	finishOut := func() {}
+	if spec.StdoutPort {
+		if port := openOutputPort(); port != nil {
+			defer port.Close()
+			if w, finish, err := portStdout(port); err != nil {
+				fmt.Fprintf(os.Stderr, "vmm-init: job output: %v; using %s\n", err, guestabi.JobTTY)
+			} else {
+				stdout, finishOut = w, finish
+			}
+		}
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, os.Stderr
 	status := runReaping(cmd)
+	// The job's output before -out's tar stream, which can take a while.
+	finishOut()
 	if spec.Out {
 		if err := saveOut(); err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-init: -out: %v\n", err)

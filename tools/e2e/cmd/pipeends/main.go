@@ -1,19 +1,22 @@
 // Command pipeends runs a command with the two pipe ends the end-to-end
 // tests of vmm's standard streams need, which L1 has no shell to build:
 //
-//	pipeends [-stdin-bytes N] [-head N] -- CMD ARGS...
+//	pipeends [-stdin-bytes N] [-head N | -digest] -- CMD ARGS...
 //
 // -stdin-bytes feeds CMD's stdin N bytes of Pattern, written from the
 // moment CMD starts (as `generate | vmm run ...` does), then closes it;
 // without it CMD's stdin is /dev/null. -head reads only N bytes of CMD's
 // stdout and then closes the pipe, as `vmm ... | head -c N` does; without
-// it all of CMD's stdout is read. What was read goes to pipeends' stdout,
+// it all of CMD's stdout is read. -digest reads all of it and prints only
+// "bytes=N sha256=HEX", for output too large to carry back whole. What
+// was read goes to pipeends' stdout,
 // CMD's stderr passes through, and pipeends exits with CMD's status
 // (128+N if signal N killed it), so tools/e2e/cmd/redirect can report on
 // it as on CMD itself.
 package main
 
 import (
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,15 +31,16 @@ import (
 func main() {
 	stdinBytes := flag.Int("stdin-bytes", 0, "feed CMD's stdin this many bytes of the test pattern, then close it")
 	head := flag.Int("head", 0, "read only this many bytes of CMD's stdout, then close it")
+	digest := flag.Bool("digest", false, "print only the length and SHA-256 of CMD's stdout")
 	flag.Parse()
-	if flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: pipeends [-stdin-bytes N] [-head N] -- CMD ARGS...")
+	if flag.NArg() == 0 || (*digest && *head > 0) {
+		fmt.Fprintln(os.Stderr, "usage: pipeends [-stdin-bytes N] [-head N | -digest] -- CMD ARGS...")
 		os.Exit(2)
 	}
-	os.Exit(run(flag.Args(), *stdinBytes, *head))
+	os.Exit(run(flag.Args(), *stdinBytes, *head, *digest))
 }
 
-func run(args []string, stdinBytes, head int) int {
+func run(args []string, stdinBytes, head int, digest bool) int {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stderr = os.Stderr
 	var in io.WriteCloser
@@ -65,8 +69,17 @@ func run(args []string, stdinBytes, head int) int {
 	if head > 0 {
 		r = io.LimitReader(out, int64(head))
 	}
-	if _, err := io.Copy(os.Stdout, r); err != nil {
+	var w io.Writer = os.Stdout
+	h := sha256.New()
+	if digest {
+		w = h
+	}
+	n, err := io.Copy(w, r)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "pipeends: reading CMD's stdout: %v\n", err)
+	}
+	if digest {
+		fmt.Printf("bytes=%d sha256=%x\n", n, h.Sum(nil))
 	}
 	if head > 0 {
 		out.Close() // the reader is gone: CMD's next write gets EPIPE

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/guestabi"
+)
+
+// Where the kernel lists virtio devices and named virtio-console ports.
+const (
+	virtioDevicesDir = "/sys/bus/virtio/devices"
+	virtioPortsDir   = "/sys/class/virtio-ports"
+)
+
+// virtioConsoleID is the console's virtio device ID as sysfs prints it
+// (virtio v1.2 §5.3.1; drivers/virtio/virtio.c, device_show).
+const virtioConsoleID = "0x0003"
+
+// portWait bounds the wait for the output port's name: the driver learns
+// it from vmm in a control message a moment after the module binds,
+// which vmm-init did at boot (modprobe.go); a job restored from a
+// snapshot finds it long there.
+const portWait = 2 * time.Second
+
+// orphanGrace is how long the job's output pipe is read after the job
+// has ended while something the job left running still holds it open: a
+// daemon's later output, like one a CI runner's step leaves behind, is
+// not the job's.
+const orphanGrace = 200 * time.Millisecond
+
+// outChunk is the most one write to the port moves: Linux's
+// port_fops_write takes at most 32 KiB a call.
+const outChunk = 32 << 10
+
+// openOutputPort opens the virtio-console port vmm gives the job's
+// stdout, or returns nil when the VM has no virtio console (another VMM,
+// a kernel without the driver: the job keeps the serial port, quietly).
+// A console whose port does not come up in portWait is said on stderr.
+func openOutputPort() *os.File {
+	if !hasVirtioConsole(virtioDevicesDir) {
+		return nil
+	}
+	deadline := time.Now().Add(portWait)
+	for {
+		if dev, ok := findPort(virtioPortsDir, guestabi.JobOutputPort); ok {
+			f, err := os.OpenFile(filepath.Join("/dev", dev), os.O_WRONLY|unix.O_NOCTTY, 0)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "vmm-init: job output port: %v; using %s\n", err, guestabi.JobTTY)
+				return nil
+			}
+			return f
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "vmm-init: no virtio-console port named %s after %v; using %s\n", guestabi.JobOutputPort, portWait, guestabi.JobTTY)
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// hasVirtioConsole reports whether a virtio console with a driver bound
+// to it is among the devices listed in dir (each entry's device file
+// holds its ID; driver is the link to its driver). vmm-init loaded the
+// drivers at boot, so a console without one will never have ports: a
+// kernel without virtio_console (the minimal one) keeps the serial port
+// without waiting for them.
+func hasVirtioConsole(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "device"))
+		if err != nil || strings.TrimSpace(string(b)) != virtioConsoleID {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), "driver")); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// findPort returns the device name (vportNpM) of the port called name
+// among those listed in dir, whose name files the driver creates when
+// the device names a port.
+func findPort(dir, name string) (string, bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", false
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "name"))
+		if err == nil && strings.TrimRight(string(b), "\n") == name && !strings.ContainsAny(e.Name(), "/.") {
+			return e.Name(), true
+		}
+	}
+	return "", false
+}
+
+// portStdout returns the job's stdout: a pipe whose bytes a goroutine
+// copies to port. finish, called once the job has ended, closes
+// vmm-init's end of the pipe and waits until the copy has taken
+// everything the job wrote (end of file, or orphanGrace of silence
+// from whatever still holds the pipe) and written it to the port, whose
+// writes return once vmm has the bytes queued; vmm takes what is
+// queued before it acts on the exit status.
+func portStdout(port *os.File) (stdout *os.File, finish func(), err error) {
+	return portStdoutTo(port)
+}
+
+// portStdoutTo is portStdout for any writer (tests pass a buffer).
+func portStdoutTo(port io.Writer) (stdout *os.File, finish func(), err error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := copyOut(port, r); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: job output: %v\n", err)
+		}
+	}()
+	return w, func() {
+		w.Close()
+		r.SetReadDeadline(time.Now().Add(orphanGrace))
+		<-done
+		r.Close()
+	}, nil
+}
+
+// copyOut copies r to port until r ends or its read deadline passes. A
+// port that fails is reported once and r is still drained, so the job
+// never blocks on a full pipe.
+func copyOut(port io.Writer, r io.Reader) error {
+	buf := make([]byte, outChunk)
+	var werr error
+	for {
+		n, err := r.Read(buf)
+		if n > 0 && werr == nil {
+			if _, werr = port.Write(buf[:n]); werr != nil {
+				werr = fmt.Errorf("writing to the port: %w (the rest is discarded)", werr)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
+				return werr
+			}
+			return errors.Join(werr, err)
+		}
+	}
+}

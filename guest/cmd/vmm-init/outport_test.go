@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestFindPort(t *testing.T) {
+	dir := t.TempDir()
+	for dev, name := range map[string]string{
+		"vport0p0": "org.qemu.guest_agent.0\n",
+		"vport1p0": "vmm.job-stdout\n",
+		"vport2p0": "vmm.job-stdout-not\n",
+	} {
+		os.MkdirAll(filepath.Join(dir, dev), 0o755)
+		os.WriteFile(filepath.Join(dir, dev, "name"), []byte(name), 0o644)
+	}
+	os.MkdirAll(filepath.Join(dir, "vport3p0"), 0o755) // no name yet
+	for _, tc := range []struct {
+		dir, name, want string
+		ok              bool
+	}{
+		{dir, "vmm.job-stdout", "vport1p0", true},
+		{dir, "org.qemu.guest_agent.0", "vport0p0", true},
+		{dir, "vmm.job", "", false},
+		{dir, "", "", false},
+		{filepath.Join(dir, "missing"), "vmm.job-stdout", "", false},
+	} {
+		got, ok := findPort(tc.dir, tc.name)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("findPort(%q) = %q, %v; want %q, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestHasVirtioConsole(t *testing.T) {
+	for _, tc := range []struct {
+		ids  []string // a "+" suffix: a driver is bound
+		want bool
+	}{
+		{[]string{"0x0001\n+", "0x0002\n+"}, false},
+		{[]string{"0x0001\n+", "0x0003\n+"}, true},
+		{[]string{"0x0001\n+", "0x0003\n"}, false},
+		{nil, false},
+	} {
+		dir, drivers := t.TempDir(), t.TempDir()
+		for i, id := range tc.ids {
+			d := filepath.Join(dir, "virtio"+string(rune('0'+i)))
+			os.MkdirAll(d, 0o755)
+			id, bound := strings.CutSuffix(id, "+")
+			os.WriteFile(filepath.Join(d, "device"), []byte(id), 0o644)
+			if bound {
+				os.Symlink(drivers, filepath.Join(d, "driver"))
+			}
+		}
+		if got := hasVirtioConsole(dir); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.ids, got, tc.want)
+		}
+	}
+	if hasVirtioConsole(filepath.Join(t.TempDir(), "none")) {
+		t.Error("a missing sysfs directory has a console")
+	}
+}
+
+// syncBuffer is a port that records what it is given.
+type syncBuffer struct {
+	mu  sync.Mutex
+	b   bytes.Buffer
+	err error
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return 0, s.err
+	}
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
+
+// portStdout's finish returns with everything the job wrote copied,
+// at end of file or, when something the job left running holds the
+// pipe, after orphanGrace.
+func TestPortStdout(t *testing.T) {
+	for _, orphan := range []bool{false, true} {
+		port := &syncBuffer{}
+		w, finish, err := portStdoutTo(port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The job, as a copy of the descriptor that the job's exit
+		// closes.
+		job, err := dupFile(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Repeat([]byte("output line\n"), 20000) // more than a pipe holds
+		go func() {
+			job.Write(want)
+			if !orphan {
+				job.Close()
+			}
+		}()
+		// Wait for the job's writes to be in (or through) the pipe
+		// before it "ends".
+		for deadline := time.Now().Add(10 * time.Second); len(port.bytes()) < len(want)-64<<10 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		start := time.Now()
+		finish()
+		took := time.Since(start)
+		if got := port.bytes(); !bytes.Equal(got, want) {
+			t.Errorf("orphan %v: copied %d bytes of %d", orphan, len(got), len(want))
+		}
+		if !orphan && took > orphanGrace/2 {
+			t.Errorf("finish took %v with the pipe closed", took)
+		}
+		if orphan {
+			if took < orphanGrace/2 {
+				t.Errorf("finish took %v with the pipe held open", took)
+			}
+			job.Close()
+		}
+	}
+}
+
+// A port that fails is reported, and the job's output is still drained,
+// so that the job never blocks on a full pipe.
+func TestCopyOutPortFails(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := &syncBuffer{err: errors.New("ENODEV")}
+	done := make(chan error, 1)
+	go func() { done <- copyOut(port, r) }()
+	if _, err := w.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a failing port was not reported")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("copy stopped draining the pipe")
+	}
+}
+
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "job's stdout"), nil
+}
