@@ -20,7 +20,8 @@ const (
 	// the guest writes its tar stream to; the guest finds the disk by
 	// it in /sys/block/vd*/serial rather than by position.
 	OutSerial = "vmm-out"
-	// JobTTY is the serial port that carries the job's stdin and stdout
+	// JobTTY is the serial port that carries the job's stdin, and its
+	// stdout unless Spec.StdoutPort sends that to JobOutputPort
 	// (COM2); the console (ttyS0) keeps the kernel's messages and the
 	// job's stderr. vmm holds the job's input until the guest has made
 	// the tty raw and raised OUT1 on it (ioctl TIOCMBIS TIOCM_OUT1), so

@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/vmm-dev/vmm/devices/serial"
 	"github.com/vmm-dev/vmm/guestabi"
@@ -50,6 +51,13 @@ func (m *Machine) Run(ctx context.Context) error {
 			m.reason, m.err = StopCanceled, err
 			m.mu.Unlock()
 		}
+	case StopCanceled, StopError:
+		// Stopped from outside or by a fault: the job's last output
+		// (often what says why) still goes out if the host takes
+		// it at once, as the UART's queued bytes do.
+		fctx, cancel := context.WithTimeout(context.Background(), stopFlushGrace)
+		m.flushJobOutput(fctx)
+		cancel()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -58,6 +66,12 @@ func (m *Machine) Run(ctx context.Context) error {
 	}
 	return m.err
 }
+
+// stopFlushGrace bounds what a run stopped by -timeout, a signal or a
+// fault spends taking the job's queued output off its port: the stop
+// must stay prompt, and a reader that is not keeping up gets the rest
+// dropped as it would from the UART's queue.
+const stopFlushGrace = 300 * time.Millisecond
 
 // Reason reports why the machine stopped.
 func (m *Machine) Reason() StopReason {

@@ -86,9 +86,9 @@ type FileID struct {
 
 // Device is one virtio device the guest was booted with, in bus order.
 type Device struct {
-	Kind     string // "blk", "net" or "fs"
+	Kind     string // "blk", "net", "fs" or "console" (vmm run's job output port)
 	Serial   string
-	Tag      string // fs: the mount tag
+	Tag      string // fs: the mount tag; console: the port's name
 	ReadOnly bool
 	Capacity int64  // blk: bytes
 	MAC      string // net
@@ -183,7 +183,7 @@ func (m *Manifest) validate() error {
 		return fmt.Errorf("%d vCPUs", m.CPUs)
 	}
 	for _, d := range m.Devices {
-		if d.Kind != "blk" && d.Kind != "net" && d.Kind != "fs" {
+		if d.Kind != "blk" && d.Kind != "net" && d.Kind != "fs" && d.Kind != "console" {
 			return fmt.Errorf("device kind %q", d.Kind)
 		}
 	}

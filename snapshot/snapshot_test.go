@@ -18,7 +18,7 @@ func testManifest(size uint64) Manifest {
 		VMMVersion: "test", Created: time.Unix(1700000000, 0).UTC(),
 		Kernel:  FileID{Path: "/k", Hash: "00", Size: 1},
 		Cmdline: "console=ttyS0", MemSize: size, CPUs: 2,
-		Devices: []Device{{Kind: "blk", Serial: "vmm-out", Capacity: 1 << 20}, {Kind: "net", MAC: "52:54:00:00:00:01"}},
+		Devices: []Device{{Kind: "blk", Serial: "vmm-out", Capacity: 1 << 20}, {Kind: "net", MAC: "52:54:00:00:00:01"}, {Kind: "console", Tag: "vmm.job-stdout"}},
 		HostCPU: "GenuineIntel fpu sse2",
 	}
 }
@@ -45,7 +45,7 @@ func TestWriteOpenRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if !bytes.Equal(s.State, state) || s.Manifest.Cmdline != m.Cmdline || len(s.Manifest.Devices) != 2 {
+	if !bytes.Equal(s.State, state) || s.Manifest.Cmdline != m.Cmdline || len(s.Manifest.Devices) != 3 || s.Manifest.Devices[2] != m.Devices[2] {
 		t.Errorf("opened %+v / %q", s.Manifest, s.State)
 	}
 	if err := s.Verify(); err != nil {

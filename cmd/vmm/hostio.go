@@ -44,9 +44,10 @@ const (
 // goes through a hostout queue, so neither a vCPU nor the exit path ever
 // waits on a write(2) to a reader that stopped reading.
 //
-// In `vmm run`, stdout carries the job's output (COM2) and is Paced: the
-// guest's UART shows its transmitter busy while the queue is full, so the
-// job waits and nothing is lost; stderr carries the console and vmm's
+// In `vmm run`, stdout carries the job's output (its virtio-console port,
+// or COM2 at a terminal) and is Paced: while the queue is full the port
+// holds the guest's buffers and the UART shows its transmitter busy, so
+// the job waits and nothing is lost; stderr carries the console and vmm's
 // messages, in the order they were written. Otherwise stdout carries the
 // console and stderr vmm's messages. Console output is dropped when its
 // queue is full, and the count is reported at exit.

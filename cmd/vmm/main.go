@@ -687,14 +687,16 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		// through the output port, pages at a time; at a terminal it
 		// keeps the serial port, a terminal of its own.
 		o.stdoutPort = !rawterm.IsTerminal(int(stdoutFile.Fd()))
+		// The job's stdin and stdout on COM2 and its output port, the
+		// console on stderr. Set before prepareJob: a restore checks
+		// the snapshot's devices against cfg's, the port among them.
+		cfg.JobOutput = host.job
 		if job, err = prepareJob(&cfg, o); err != nil {
 			fmt.Fprintf(stderr, "vmm: %v\n", err)
 			return 1
 		}
 		defer job.remove()
 		bs.onExit(job.remove)
-		// The job's stdin and stdout on COM2, the console on stderr.
-		cfg.JobOutput = host.job
 		if stdin != nil {
 			cfg.JobInput = stdin
 		}

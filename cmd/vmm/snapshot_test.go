@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -66,7 +67,9 @@ func writeTestSnapshot(t *testing.T, man snapshot.Manifest) string {
 func TestPrepareRestoreRefuses(t *testing.T) {
 	outDisk := snapshot.Device{Kind: "blk", Serial: guestabi.OutSerial, Capacity: 1 << 20}
 	slots := []snapshot.Device{{Kind: "fs", Tag: guestabi.JobShareTag}, {Kind: "fs", Tag: guestabi.JobRootTag, ReadOnly: true}}
-	good := snapshot.Manifest{VMMVersion: vmmVersion(), Devices: append([]snapshot.Device{outDisk}, slots...)}
+	// vmm snapshot's job output port, last.
+	port := snapshot.Device{Kind: "console", Tag: guestabi.JobOutputPort}
+	good := snapshot.Manifest{VMMVersion: vmmVersion(), Devices: append(append([]snapshot.Device{outDisk}, slots...), port)}
 	spec := guestabi.Spec{Args: []string{"true"}}
 	aFile := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(aFile, nil, 0o644); err != nil {
@@ -79,14 +82,14 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 		o    options
 		want string
 	}{
-		{"version", &snapshot.Manifest{VMMVersion: "other", Devices: []snapshot.Device{outDisk}}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "made by vmm other"},
-		{"memory", &good, machine.Config{MemSize: 256 << 20, CPUs: 1}, options{}, "-m 256 MiB, snapshot has 512 MiB"},
-		{"devices", &good, machine.Config{MemSize: 512 << 20, CPUs: 1, NICs: []machine.NIC{{Tap: "x"}}}, options{}, "virtio devices asked for"},
-		{"no out disk", &snapshot.Manifest{VMMVersion: vmmVersion(), Devices: slots}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "no -out disk"},
-		{"no share slots", &snapshot.Manifest{VMMVersion: vmmVersion(), Devices: []snapshot.Device{outDisk}}, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "3 virtio devices asked for, snapshot has 1"},
-		{"corrupt", nil, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{}, "corrupt or truncated"},
-		{"missing share", &good, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{share: "/no/such/dir"}, "-share"},
-		{"out is a file", &good, machine.Config{MemSize: 512 << 20, CPUs: 1}, options{out: aFile}, "-out: mkdir " + aFile},
+		{"version", &snapshot.Manifest{VMMVersion: "other", Devices: []snapshot.Device{outDisk}}, machine.Config{MemSize: 512 << 20, CPUs: 1, JobOutput: io.Discard}, options{}, "made by vmm other"},
+		{"memory", &good, machine.Config{MemSize: 256 << 20, CPUs: 1, JobOutput: io.Discard}, options{}, "-m 256 MiB, snapshot has 512 MiB"},
+		{"devices", &good, machine.Config{MemSize: 512 << 20, CPUs: 1, NICs: []machine.NIC{{Tap: "x"}}, JobOutput: io.Discard}, options{}, "virtio devices asked for"},
+		{"no out disk", &snapshot.Manifest{VMMVersion: vmmVersion(), Devices: slots}, machine.Config{MemSize: 512 << 20, CPUs: 1, JobOutput: io.Discard}, options{}, "no -out disk"},
+		{"no share slots", &snapshot.Manifest{VMMVersion: vmmVersion(), Devices: []snapshot.Device{outDisk}}, machine.Config{MemSize: 512 << 20, CPUs: 1, JobOutput: io.Discard}, options{}, "4 virtio devices asked for, snapshot has 1"},
+		{"corrupt", nil, machine.Config{MemSize: 512 << 20, CPUs: 1, JobOutput: io.Discard}, options{}, "corrupt or truncated"},
+		{"missing share", &good, machine.Config{MemSize: 512 << 20, CPUs: 1, JobOutput: io.Discard}, options{share: "/no/such/dir"}, "-share"},
+		{"out is a file", &good, machine.Config{MemSize: 512 << 20, CPUs: 1, JobOutput: io.Discard}, options{out: aFile}, "-out: mkdir " + aFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var dir string
@@ -112,7 +115,7 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 	}
 	// And the matching one is accepted, with the -out disk in its slot.
 	dir := writeTestSnapshot(t, good)
-	cfg := machine.Config{MemSize: 512 << 20, CPUs: 1}
+	cfg := machine.Config{MemSize: 512 << 20, CPUs: 1, JobOutput: io.Discard}
 	j, err := prepareRestore(&cfg, options{snapshot: dir}, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +131,7 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 
 	// -share and -rootfs fill the slots with their directories.
 	share, root := t.TempDir(), t.TempDir()
-	cfg = machine.Config{MemSize: 512 << 20, CPUs: 1}
+	cfg = machine.Config{MemSize: 512 << 20, CPUs: 1, JobOutput: io.Discard}
 	j2, err := prepareRestore(&cfg, options{snapshot: dir, share: share, rootfs: root}, spec)
 	if err != nil {
 		t.Fatal(err)

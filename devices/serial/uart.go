@@ -162,7 +162,8 @@ type Paced interface {
 	// is called once they can (or once they never need to, because the
 	// host side is gone and discards).
 	Ready(n int) bool
-	// NotifyReady sets that function. It is called without any lock the
+	// NotifyReady registers that function (a writer shared with other
+	// devices calls each of theirs too). It is called without any lock the
 	// writer's Write or Ready take, from a goroutine of the writer's, so
 	// it may call back into Ready.
 	NotifyReady(f func())

@@ -307,9 +307,9 @@ func (q *Queue) Pending() int {
 	return q.n
 }
 
-// Paced is a Queue that tells its one device when it has room, so the
-// device can make the guest wait rather than lose bytes. It satisfies
-// serial.Paced.
+// Paced is a Queue that tells the devices writing to it when it has
+// room, so a device can make the guest wait rather than lose bytes. It
+// satisfies serial.Paced and console.Paced.
 type Paced struct {
 	*Queue
 }
@@ -320,8 +320,8 @@ func NewPaced(w io.Writer, size int) *Paced {
 }
 
 // Ready reports whether Write would take n more bytes now. When it
-// reports false, the function given to NotifyReady is called once there
-// is room for n, from the writer goroutine with no lock held. After the
+// reports false, the functions given to NotifyReady are called once
+// there is room for n, from the writer goroutine with no lock held. After the
 // output failed or the queue closed it always reports true: the bytes
 // will be discarded, and nobody should wait for that.
 func (p *Paced) Ready(n int) bool {

@@ -42,4 +42,12 @@ func TestIsTerminal(t *testing.T) {
 	if IsTerminal(-1) {
 		t.Error("a closed descriptor is a terminal")
 	}
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal to check the positive case: %v", err)
+	}
+	defer ptm.Close()
+	if !IsTerminal(int(ptm.Fd())) {
+		t.Error("a pseudo-terminal is not a terminal")
+	}
 }

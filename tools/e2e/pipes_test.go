@@ -165,14 +165,11 @@ func TestRunStdoutClosed(t *testing.T) {
 	}
 	nested.Retry(t, pipesConfig(t), func(l *nested.L1) error {
 		// 128 KiB after the "1" outgrow the 64 KiB pipe, so vmm writes
-		// after the reader went and sees EPIPE; the job is still writing
-		// then (nested, the job port moves a few KB/s). head writes in
-		// large blocks; a line at a time is far slower nested: `seq 1
-		// 100000` (589 KB) got 87,522 bytes out in 420 s, about 200 B/s,
-		// so the run never ended within runTimeout, though vmm handled
-		// the closed stdout right (status 124 from -timeout 420s, the
-		// "stdout closed" line, no scratch disk left). This run took
-		// 87.5 s, boot included.
+		// after the reader went and sees EPIPE. Before the job's output
+		// port (2026-12-06) this went through the serial port, where a
+		// line at a time was far slower nested: `seq 1 100000` (589 KB)
+		// got 87,522 bytes out in 420 s, so that run never ended within
+		// runTimeout, though vmm handled the closed stdout right.
 		job := []string{"sh", "-c", "echo 1; head -c 131072 /dev/zero; echo done-$((6*7)) > /out/result; exit 5"}
 		args := append([]string{"/bin/pipeends", "-head", "1", "--"},
 			runArgs([]string{"-out", "/tmp/results"}, job...)...)

@@ -120,11 +120,14 @@ type Device struct {
 	ctrlMu  sync.Mutex
 	pending [][]byte
 	ctrlRx  *virtio.Chain
+	// ctrlTx is the control transmit worker's chain.
+	ctrlTx *virtio.Chain
 }
 
 // New returns a console whose port, called name (what the guest finds in
 // /sys/class/virtio-ports/*/name), writes to out; if out is a Paced
-// writer the device waits for its room.
+// writer the device waits for its room, which must be able to hold
+// maxPiece (4 KiB) bytes at once (vmm's job queue holds 256 KiB).
 func New(name string, out io.Writer) (*Device, error) {
 	if name == "" || len(name) > maxName {
 		return nil, fmt.Errorf("virtio-console: port name %q: want 1 to %d bytes", name, maxName)
@@ -135,7 +138,7 @@ func New(name string, out io.Writer) (*Device, error) {
 		}
 	}
 	d := &Device{name: name, out: out, room: make(chan struct{}, 1), tx: make(chan struct{}, 1),
-		txChain: virtio.NewChain(), ctrlRx: virtio.NewChain()}
+		txChain: virtio.NewChain(), ctrlRx: virtio.NewChain(), ctrlTx: virtio.NewChain()}
 	d.tx <- struct{}{}
 	if p, ok := out.(Paced); ok {
 		d.paced = p
@@ -346,6 +349,17 @@ func (d *Device) drainTx(env virtio.Env, stop, cancel <-chan struct{}) bool {
 func (d *Device) write(b virtio.Buffers, stop, cancel <-chan struct{}) bool {
 	for _, s := range b {
 		for len(s) > 0 {
+			// Checked between pieces too, not only while waiting
+			// for room: a writer that always has room (one whose
+			// reader is gone discards) must not keep a guest's
+			// chains of most of its RAM going past a stop.
+			select {
+			case <-stop:
+				return false
+			case <-cancel:
+				return false
+			default:
+			}
 			p := s[:min(len(s), maxPiece)]
 			for d.paced != nil && !d.paced.Ready(len(p)) {
 				select {
@@ -372,7 +386,7 @@ func (d *Device) write(b virtio.Buffers, stop, cancel <-chan struct{}) bool {
 func (d *Device) serveCtrlTx(stop <-chan struct{}) {
 	env := d.env
 	q := env.Queues[queueCtrlTx]
-	c := virtio.NewChain()
+	c := d.ctrlTx
 	for {
 		q.DisableNotify()
 		for !stopped(stop) {
@@ -415,7 +429,8 @@ func (d *Device) serveCtrlTx(stop <-chan struct{}) {
 
 // sendPending puts queued control messages into the driver's control
 // receive buffers, as many as it has posted; the rest wait for its next
-// buffers (its notification of the control receive queue).
+// buffers (its notification of the control receive queue, which it
+// asks for).
 func (d *Device) sendPending() {
 	d.ctrlMu.Lock()
 	defer d.ctrlMu.Unlock()
@@ -433,6 +448,12 @@ func (d *Device) sendPending() {
 			return
 		}
 		if !ok {
+			// Ask for the driver's next buffers (with EVENT_IDX
+			// it kicks only past avail_event), unless some came
+			// in meanwhile.
+			if q.EnableNotify() {
+				continue
+			}
 			return
 		}
 		n, _ := c.Writable.WriteAt(d.pending[0], 0)

@@ -158,6 +158,15 @@ func TestDiscovery(t *testing.T) {
 		if got := r.received(t); len(got) != 0 {
 			t.Fatalf("answers without buffers: %q", got)
 		}
+		if eventIdx {
+			// The device asks to be kicked for the driver's next
+			// buffer: avail_event at the driver's avail index.
+			drv := r.drv[queueCtrlRx]
+			ev := binary.LittleEndian.Uint16(r.mem.Bytes(drv.UsedAddr()+4+8*uint64(drv.Size()), 2))
+			if ev != drv.AvailIdx() {
+				t.Errorf("control receive avail_event %d with answers pending, want %d", ev, drv.AvailIdx())
+			}
+		}
 		r.post(t, 1)
 		if got := r.received(t); strings.Join(got, " ") != "PORT_NAME(0,0) vmm.job-stdout" {
 			t.Fatalf("with one buffer: %q", got)
@@ -517,5 +526,35 @@ func TestConfig(t *testing.T) {
 	}
 	if d.Features()&(1<<featureMultiport) == 0 || d.Type() != virtio.TypeConsole || len(d.QueueMax()) != numQueues {
 		t.Error("not a multiport console with four queues")
+	}
+}
+
+// slowWriter always has room (as hostout has once its reader is gone)
+// but takes a while per write.
+type slowWriter struct{}
+
+func (slowWriter) Write(p []byte) (int, error) { time.Sleep(2 * time.Millisecond); return len(p), nil }
+func (slowWriter) Ready(int) bool              { return true }
+func (slowWriter) NotifyReady(func())          {}
+
+// Reset stops a worker between pieces of a long chain even when the
+// writer never makes it wait: a guest's chain can cover most of its RAM.
+func TestResetMidChain(t *testing.T) {
+	d, err := New("p", slowWriter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, d, true)
+	const size = 1 << 20 // 256 pieces, half a second at 2 ms each
+	if _, err := r.drv[queuePortTx].Add(virtiotest.R(make([]byte, size))); err != nil {
+		t.Fatal(err)
+	}
+	r.n[queuePortTx].Signal()
+	for d.Written() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	d.Reset()
+	if n := d.Written(); n >= size {
+		t.Errorf("Reset waited for all %d bytes of the chain", n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -108,44 +109,83 @@ func findPort(dir, name string) (string, bool) {
 
 // portStdout returns the job's stdout: a pipe whose bytes a goroutine
 // copies to port. finish, called once the job has ended, closes
-// vmm-init's end of the pipe and waits until the copy has taken
-// everything the job wrote (end of file, or orphanGrace of silence
-// from whatever still holds the pipe) and written it to the port, whose
-// writes return once vmm has the bytes queued; vmm takes what is
-// queued before it acts on the exit status.
+// vmm-init's end of the pipe and waits until the copy has read the pipe
+// to its end and written it all to the port, whose writes return once
+// vmm has the bytes queued (vmm takes what is queued before it acts on
+// the exit status). A write to the port waits as long as the host's
+// reader takes: nothing is dropped for a slow reader. Only when
+// something the job left running still holds the pipe open does the
+// copy stop early: once it has waited orphanGrace on an empty pipe.
 func portStdout(port *os.File) (stdout *os.File, finish func(), err error) {
 	return portStdoutTo(port)
 }
 
-// portStdoutTo is portStdout for any writer (tests pass a buffer).
+// portStdoutTo is portStdout for any writer (tests pass a slow one).
 func portStdoutTo(port io.Writer) (stdout *os.File, finish func(), err error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
 	}
+	c := &outCopy{}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := copyOut(port, r); err != nil {
+		if err := c.run(port, r); err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-init: job output: %v\n", err)
 		}
 	}()
 	return w, func() {
 		w.Close()
-		r.SetReadDeadline(time.Now().Add(orphanGrace))
-		<-done
-		r.Close()
+		tick := time.NewTicker(orphanGrace / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				r.Close()
+				return
+			case <-tick.C:
+			}
+			if c.idleReading(orphanGrace) {
+				// A read that has waited that long has an empty
+				// pipe: the job's own bytes were all taken.
+				r.SetReadDeadline(time.Now())
+			}
+		}
 	}, nil
 }
 
-// copyOut copies r to port until r ends or its read deadline passes. A
-// port that fails is reported once and r is still drained, so the job
-// never blocks on a full pipe.
-func copyOut(port io.Writer, r io.Reader) error {
+// outCopy is the copy from the job's pipe to the port, with what finish
+// needs to know: whether it is waiting in a read, and since when.
+type outCopy struct {
+	mu        sync.Mutex
+	reading   bool
+	readSince time.Time
+}
+
+// idleReading reports whether the copy has been waiting in one read for
+// at least d.
+func (c *outCopy) idleReading(d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reading && time.Since(c.readSince) >= d
+}
+
+func (c *outCopy) setReading(on bool) {
+	c.mu.Lock()
+	c.reading, c.readSince = on, time.Now()
+	c.mu.Unlock()
+}
+
+// run copies r to port until r ends or its read deadline passes. A port
+// that fails is reported once and r is still drained, so the job never
+// blocks on a full pipe.
+func (c *outCopy) run(port io.Writer, r io.Reader) error {
 	buf := make([]byte, outChunk)
 	var werr error
 	for {
+		c.setReading(true)
 		n, err := r.Read(buf)
+		c.setReading(false)
 		if n > 0 && werr == nil {
 			if _, werr = port.Write(buf[:n]); werr != nil {
 				werr = fmt.Errorf("writing to the port: %w (the rest is discarded)", werr)

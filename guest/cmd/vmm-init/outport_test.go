@@ -70,14 +70,17 @@ func TestHasVirtioConsole(t *testing.T) {
 	}
 }
 
-// syncBuffer is a port that records what it is given.
+// syncBuffer is a port that records what it is given, each write taking
+// delay (a host reader slower than the guest).
 type syncBuffer struct {
-	mu  sync.Mutex
-	b   bytes.Buffer
-	err error
+	mu    sync.Mutex
+	b     bytes.Buffer
+	err   error
+	delay time.Duration
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
+	time.Sleep(s.delay)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -147,7 +150,7 @@ func TestCopyOutPortFails(t *testing.T) {
 	}
 	port := &syncBuffer{err: errors.New("ENODEV")}
 	done := make(chan error, 1)
-	go func() { done <- copyOut(port, r) }()
+	go func() { done <- (&outCopy{}).run(port, r) }()
 	if _, err := w.Write(make([]byte, 1<<20)); err != nil {
 		t.Fatal(err)
 	}
@@ -168,4 +171,40 @@ func dupFile(f *os.File) (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), "job's stdout"), nil
+}
+
+// A host reader slower than the job, with the job already ended and the
+// pipe full: finish waits for all of it, however long each write to the
+// port takes (longer than orphanGrace here), with or without something
+// the job left running holding the pipe.
+func TestPortStdoutSlowReader(t *testing.T) {
+	for _, orphan := range []bool{false, true} {
+		port := &syncBuffer{delay: orphanGrace + 50*time.Millisecond}
+		w, finish, err := portStdoutTo(port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		job, err := dupFile(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Repeat([]byte("0123456789abcdef"), 4096*3) // 192 KiB: the pipe's 64 KiB and more
+		wrote := make(chan struct{})
+		go func() {
+			job.Write(want)
+			if !orphan {
+				job.Close()
+			}
+			close(wrote)
+		}()
+		// The job ends as soon as its last write is in the pipe.
+		<-wrote
+		finish()
+		if got := port.bytes(); !bytes.Equal(got, want) {
+			t.Errorf("orphan %v: copied %d bytes of %d", orphan, len(got), len(want))
+		}
+		if orphan {
+			job.Close()
+		}
+	}
 }
