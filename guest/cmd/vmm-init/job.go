@@ -91,7 +91,7 @@ func runJob(spec guestabi.Spec) int {
 	if spec.StdoutPort {
 		if port := openOutputPort(); port != nil {
 			defer port.Close()
-			if w, finish, err := portStdout(port); err != nil {
+			if w, finish, err := portStdout(port, tty); err != nil {
 				fmt.Fprintf(os.Stderr, "vmm-init: job output: %v; using %s\n", err, guestabi.JobTTY)
 			} else {
 				stdout, finishOut = w, finish

@@ -116,12 +116,16 @@ func findPort(dir, name string) (string, bool) {
 // reader takes: nothing is dropped for a slow reader. Only when
 // something the job left running still holds the pipe open does the
 // copy stop early: once it has waited orphanGrace on an empty pipe.
-func portStdout(port *os.File) (stdout *os.File, finish func(), err error) {
-	return portStdoutTo(port)
+//
+// If the port fails (its device reset or unbound under the job: the
+// hostile-guest test does that), the rest goes to fallback, the job's
+// serial port, so the output is not lost.
+func portStdout(port *os.File, fallback io.Writer) (stdout *os.File, finish func(), err error) {
+	return portStdoutTo(port, fallback)
 }
 
-// portStdoutTo is portStdout for any writer (tests pass a slow one).
-func portStdoutTo(port io.Writer) (stdout *os.File, finish func(), err error) {
+// portStdoutTo is portStdout for any writers (tests pass slow ones).
+func portStdoutTo(port, fallback io.Writer) (stdout *os.File, finish func(), err error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
@@ -130,7 +134,7 @@ func portStdoutTo(port io.Writer) (stdout *os.File, finish func(), err error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := c.run(port, r); err != nil {
+		if err := c.run(port, fallback, r); err != nil {
 			fmt.Fprintf(os.Stderr, "vmm-init: job output: %v\n", err)
 		}
 	}()
@@ -177,18 +181,30 @@ func (c *outCopy) setReading(on bool) {
 }
 
 // run copies r to port until r ends or its read deadline passes. A port
-// that fails is reported once and r is still drained, so the job never
-// blocks on a full pipe.
-func (c *outCopy) run(port io.Writer, r io.Reader) error {
+// that fails is said once on stderr and the rest, the failed write
+// included, goes to fallback (discarded if that is nil or fails too), so
+// the job never blocks on a full pipe.
+func (c *outCopy) run(port, fallback io.Writer, r io.Reader) error {
 	buf := make([]byte, outChunk)
 	var werr error
+	w := port
 	for {
 		c.setReading(true)
 		n, err := r.Read(buf)
 		c.setReading(false)
-		if n > 0 && werr == nil {
-			if _, werr = port.Write(buf[:n]); werr != nil {
-				werr = fmt.Errorf("writing to the port: %w (the rest is discarded)", werr)
+		if n > 0 && w != nil {
+			if _, perr := w.Write(buf[:n]); perr != nil {
+				if w == port {
+					fmt.Fprintf(os.Stderr, "vmm-init: job output: writing to the port: %v; the rest goes to %s\n", perr, guestabi.JobTTY)
+					w = fallback
+					if w != nil {
+						_, perr = w.Write(buf[:n])
+					}
+				}
+				if perr != nil {
+					werr = fmt.Errorf("writing the job's output: %w (the rest is discarded)", perr)
+					w = nil
+				}
 			}
 		}
 		if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,7 +102,7 @@ func (s *syncBuffer) bytes() []byte {
 func TestPortStdout(t *testing.T) {
 	for _, orphan := range []bool{false, true} {
 		port := &syncBuffer{}
-		w, finish, err := portStdoutTo(port)
+		w, finish, err := portStdoutTo(port, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,7 +151,7 @@ func TestCopyOutPortFails(t *testing.T) {
 	}
 	port := &syncBuffer{err: errors.New("ENODEV")}
 	done := make(chan error, 1)
-	go func() { done <- (&outCopy{}).run(port, r) }()
+	go func() { done <- (&outCopy{}).run(port, nil, r) }()
 	if _, err := w.Write(make([]byte, 1<<20)); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func dupFile(f *os.File) (*os.File, error) {
 func TestPortStdoutSlowReader(t *testing.T) {
 	for _, orphan := range []bool{false, true} {
 		port := &syncBuffer{delay: orphanGrace + 50*time.Millisecond}
-		w, finish, err := portStdoutTo(port)
+		w, finish, err := portStdoutTo(port, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,4 +208,46 @@ func TestPortStdoutSlowReader(t *testing.T) {
 			job.Close()
 		}
 	}
+}
+
+// A port that fails mid-output (its device reset or unbound under the
+// job) hands the rest, the failed write included, to the serial port.
+func TestPortFailsOverToSerial(t *testing.T) {
+	port := &failAfter{n: 3}
+	tty := &syncBuffer{}
+	w, finish, err := portStdoutTo(port, tty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	for i := range 10 {
+		line := fmt.Sprintf("line %d\n", i)
+		want.WriteString(line)
+		if _, err := w.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond) // one read each, mostly
+	}
+	finish()
+	got := append(port.ok.bytes(), tty.bytes()...)
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Errorf("port then serial: %q, want %q", got, want.Bytes())
+	}
+	if len(tty.bytes()) == 0 {
+		t.Error("nothing went to the serial port")
+	}
+}
+
+// failAfter takes n writes, then fails every one.
+type failAfter struct {
+	n  int
+	ok syncBuffer
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.n == 0 {
+		return 0, errors.New("no such device")
+	}
+	f.n--
+	return f.ok.Write(p)
 }
