@@ -260,37 +260,7 @@ func (r *Report) writeCostTable(b *strings.Builder) {
 	}
 	b.WriteString("\nCost per unit of work: KVM's per-VM counters (debugfs kvm/<pid>-<fd>/) and the VMM's CPU time (utime+stime from /proc/<pid>/stat, guest time included, with the processes it started: vmm's vmm-net, QEMU's virtiofsd when it shares the directory) and its threads' context switches (/proc/<pid>/task/<tid>/status, the same processes), ")
 	b.WriteString("each differenced around the phase's command in the running guest, divided by the MiB, requests or files it moved. Medians over the rounds; vmm/QEMU: median of the per-round ratios, below 1 favours vmm.\n\n")
-	b.WriteString("| workload, per unit | system |")
-	for _, m := range Metrics {
-		fmt.Fprintf(b, " %s |", m.Name)
-	}
-	b.WriteString("\n|---|---|" + strings.Repeat("---:|", len(Metrics)) + "\n")
-	for _, w := range Workloads {
-		if r.costOmitted(w) {
-			continue
-		}
-		for i, sys := range []string{SysVMM, SysQEMU} {
-			label := " "
-			if i == 0 {
-				label = fmt.Sprintf(" %s, per %s ", w.Name, w.Unit)
-			}
-			fmt.Fprintf(b, "|%s| %s |", label, sys)
-			for _, m := range Metrics {
-				fmt.Fprintf(b, " %s |", FormatCost(Median(r.PerUnit(sys, w.Key, m))))
-			}
-			b.WriteString("\n")
-		}
-		b.WriteString("| | vmm/QEMU |")
-		for _, m := range Metrics {
-			rs := r.CostRatios(w.Key, m)
-			s := "n/a"
-			if len(rs) > 0 {
-				s = fmt.Sprintf("%.2f", Median(rs))
-			}
-			fmt.Fprintf(b, " %s |", s)
-		}
-		b.WriteString("\n")
-	}
+	r.writeMetricRows(b, Metrics, func(w Workload) bool { return !r.costOmitted(w) })
 }
 
 // framed says some round counted w's frames, for either system.
@@ -306,13 +276,21 @@ func (r *Report) writeFrameTable(b *strings.Builder) {
 		return
 	}
 	b.WriteString("\nFrames the guest's card counted (rx_packets and tx_packets in /sys/class/net, read before and after the phase; a TSO or GSO frame counts once), per unit of work: fewer frames per MiB are larger frames, each one a round of descriptors and notifications. Medians over the rounds; vmm/QEMU: median of the per-round ratios.\n\n")
+	r.writeMetricRows(b, FrameMetrics, r.framed)
+}
+
+// writeMetricRows prints a table of metrics per unit of work: per
+// workload it includes, a row per system with the medians of its
+// per-unit values and a row of the medians of the per-round vmm/QEMU
+// ratios.
+func (r *Report) writeMetricRows(b *strings.Builder, metrics []Metric, include func(Workload) bool) {
 	b.WriteString("| workload, per unit | system |")
-	for _, m := range FrameMetrics {
+	for _, m := range metrics {
 		fmt.Fprintf(b, " %s |", m.Name)
 	}
-	b.WriteString("\n|---|---|" + strings.Repeat("---:|", len(FrameMetrics)) + "\n")
+	b.WriteString("\n|---|---|" + strings.Repeat("---:|", len(metrics)) + "\n")
 	for _, w := range Workloads {
-		if !r.framed(w) {
+		if !include(w) {
 			continue
 		}
 		for i, sys := range []string{SysVMM, SysQEMU} {
@@ -321,13 +299,13 @@ func (r *Report) writeFrameTable(b *strings.Builder) {
 				label = fmt.Sprintf(" %s, per %s ", w.Name, w.Unit)
 			}
 			fmt.Fprintf(b, "|%s| %s |", label, sys)
-			for _, m := range FrameMetrics {
+			for _, m := range metrics {
 				fmt.Fprintf(b, " %s |", FormatCost(Median(r.PerUnit(sys, w.Key, m))))
 			}
 			b.WriteString("\n")
 		}
 		b.WriteString("| | vmm/QEMU |")
-		for _, m := range FrameMetrics {
+		for _, m := range metrics {
 			s := "n/a"
 			if rs := r.CostRatios(w.Key, m); len(rs) > 0 {
 				s = fmt.Sprintf("%.2f", Median(rs))

@@ -1148,16 +1148,13 @@ func (r *Runner) nextPort() string {
 // hostIP, where the host's receiver listening on every address is
 // reached. The receiver's figure is used for both directions: it times
 // from the connection to the last byte, and its clock is the host's.
-func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest, iface, hostIP string) (v float64, cost *Cost, err error) {
-	framesBefore, err := r.guestFrames(g, iface)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer func() {
-		if err == nil {
-			cost, err = r.addFrames(g, iface, framesBefore, cost)
-		}
-	}()
+func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest, iface, hostIP string) (float64, *Cost, error) {
+	return r.withFrames(g, iface, func() (float64, *Cost, error) { return r.tcpGuestToHostPhase(ctx, g, hostIP) })
+}
+
+// tcpGuestToHostPhase is tcpGuestToHost's transfer, between the frame
+// counts.
+func (r *Runner) tcpGuestToHostPhase(ctx context.Context, g *guest, hostIP string) (v float64, cost *Cost, err error) {
 	port := r.nextPort()
 	type result struct {
 		out  string
@@ -1206,16 +1203,13 @@ func (r *Runner) tcpGuestToHost(ctx context.Context, g *guest, iface, hostIP str
 // accepts before the guest listens and then breaks the connection: the
 // host waits for the guest to listen first. (Elsewhere the guest's
 // refusal makes the host's sender retry.)
-func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest, iface, port, addr string, forwarded bool) (v float64, cost *Cost, err error) {
-	framesBefore, err := r.guestFrames(g, iface)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer func() {
-		if err == nil {
-			cost, err = r.addFrames(g, iface, framesBefore, cost)
-		}
-	}()
+func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest, iface, port, addr string, forwarded bool) (float64, *Cost, error) {
+	return r.withFrames(g, iface, func() (float64, *Cost, error) { return r.tcpHostToGuestPhase(ctx, g, port, addr, forwarded) })
+}
+
+// tcpHostToGuestPhase is tcpHostToGuest's transfer, between the frame
+// counts.
+func (r *Runner) tcpHostToGuestPhase(ctx context.Context, g *guest, port, addr string, forwarded bool) (v float64, cost *Cost, err error) {
 	start := r.start
 	if forwarded {
 		start = r.startListener
@@ -1242,6 +1236,21 @@ func (r *Runner) tcpHostToGuest(ctx context.Context, g *guest, iface, port, addr
 	}
 	v, err = checkTransfer(sent, got, r.Params.TCPBytes)
 	return v, c, err
+}
+
+// withFrames runs a network phase between two readings of iface's
+// packet counters and adds what the phase moved to its cost.
+func (r *Runner) withFrames(g *guest, iface string, phase func() (float64, *Cost, error)) (float64, *Cost, error) {
+	before, err := r.guestFrames(g, iface)
+	if err != nil {
+		return 0, nil, err
+	}
+	v, cost, err := phase()
+	if err != nil {
+		return v, cost, err
+	}
+	cost, err = r.addFrames(g, iface, before, cost)
+	return v, cost, err
 }
 
 // guestFrames reads the packet counters of the guest's card iface, outside
