@@ -97,6 +97,16 @@ type Device interface {
 	Reset()
 }
 
+// ReadFixedConfig is Device.ReadConfig for a configuration space that
+// never changes (config): the bytes at off, zeros past its end.
+func ReadFixedConfig(config []byte, off uint64, data []byte) {
+	n := 0
+	if off < uint64(len(config)) {
+		n = copy(data, config[off:])
+	}
+	clear(data[n:])
+}
+
 // Env is what a device works with once activated.
 type Env struct {
 	// Features is the negotiated feature set.

@@ -334,11 +334,7 @@ func (d *Device) QueueMax() []uint16 { return []uint16{queueSize} }
 // ReadConfig reads struct virtio_blk_config, which never changes after
 // Open, so it needs no lock.
 func (d *Device) ReadConfig(off uint64, data []byte) {
-	n := 0
-	if off < configSize {
-		n = copy(data, d.config[off:])
-	}
-	clear(data[n:])
+	virtio.ReadFixedConfig(d.config[:], off, data)
 }
 
 // WriteConfig ignores the write: writeback is the only writable field and

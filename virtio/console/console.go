@@ -182,11 +182,7 @@ func (d *Device) QueueMax() []uint16 {
 
 // ReadConfig reads struct virtio_console_config, which never changes.
 func (d *Device) ReadConfig(off uint64, data []byte) {
-	n := 0
-	if off < configSize {
-		n = copy(data, d.config[off:])
-	}
-	clear(data[n:])
+	virtio.ReadFixedConfig(d.config[:], off, data)
 }
 
 // WriteConfig ignores the write: emerg_wr, the one writable field, needs

@@ -201,11 +201,7 @@ func (d *Device) QueueMax() []uint16 { return []uint16{hiprioSize, requestSize} 
 
 // ReadConfig reads struct virtio_fs_config, which never changes.
 func (d *Device) ReadConfig(off uint64, data []byte) {
-	n := 0
-	if off < configSize {
-		n = copy(data, d.config[off:])
-	}
-	clear(data[n:])
+	virtio.ReadFixedConfig(d.config[:], off, data)
 }
 
 // WriteConfig ignores the write: every field is read-only (virtio v1.2
