@@ -157,9 +157,6 @@ func New(name string, out io.Writer) (*Device, error) {
 // control buffer, and a name is an identifier, not data.
 const maxName = 64
 
-// Name is the port's name.
-func (d *Device) Name() string { return d.name }
-
 // Written is how many bytes of the guest's output the device handed to
 // its writer.
 func (d *Device) Written() uint64 { return d.written.Load() }

@@ -120,12 +120,7 @@ func findPort(dir, name string) (string, bool) {
 // If the port fails (its device reset or unbound under the job: the
 // hostile-guest test does that), the rest goes to fallback, the job's
 // serial port, so the output is not lost.
-func portStdout(port *os.File, fallback io.Writer) (stdout *os.File, finish func(), err error) {
-	return portStdoutTo(port, fallback)
-}
-
-// portStdoutTo is portStdout for any writers (tests pass slow ones).
-func portStdoutTo(port, fallback io.Writer) (stdout *os.File, finish func(), err error) {
+func portStdout(port, fallback io.Writer) (stdout *os.File, finish func(), err error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err

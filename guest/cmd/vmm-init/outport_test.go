@@ -102,7 +102,7 @@ func (s *syncBuffer) bytes() []byte {
 func TestPortStdout(t *testing.T) {
 	for _, orphan := range []bool{false, true} {
 		port := &syncBuffer{}
-		w, finish, err := portStdoutTo(port, nil)
+		w, finish, err := portStdout(port, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +181,7 @@ func dupFile(f *os.File) (*os.File, error) {
 func TestPortStdoutSlowReader(t *testing.T) {
 	for _, orphan := range []bool{false, true} {
 		port := &syncBuffer{delay: orphanGrace + 50*time.Millisecond}
-		w, finish, err := portStdoutTo(port, nil)
+		w, finish, err := portStdout(port, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +215,7 @@ func TestPortStdoutSlowReader(t *testing.T) {
 func TestPortFailsOverToSerial(t *testing.T) {
 	port := &failAfter{n: 3}
 	tty := &syncBuffer{}
-	w, finish, err := portStdoutTo(port, tty)
+	w, finish, err := portStdout(port, tty)
 	if err != nil {
 		t.Fatal(err)
 	}
