@@ -292,12 +292,7 @@ func (d *Device) QueueMax() []uint16 { return []uint16{d.qsize, d.qsize} }
 // ReadConfig reads struct virtio_net_config; it never changes after New,
 // so vCPUs read it without a lock.
 func (d *Device) ReadConfig(off uint64, data []byte) {
-	for i := range data {
-		data[i] = 0
-		if off < configSize && uint64(i) < configSize-off {
-			data[i] = d.config[off+uint64(i)]
-		}
-	}
+	virtio.ReadFixedConfig(d.config[:], off, data)
 }
 
 // WriteConfig ignores the write: no field of virtio_net_config is

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vmm-dev/vmm/devices/boottimer/report"
 	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/tools/nested"
 )
 
 func TestSegmentsOf(t *testing.T) {
@@ -352,6 +353,29 @@ func TestCompleteRounds(t *testing.T) {
 	for _, tt := range tests {
 		if got := completeRounds(tt.ss, tt.n); got != tt.want {
 			t.Errorf("completeRounds(%v, %d) = %d, want %d", tt.ss, tt.n, got, tt.want)
+		}
+	}
+}
+
+// TestFreshL1: an L1 that froze, running or booting, gets the remaining
+// rounds in a fresh one (the run of 2026-12-06 20:51 ended at its first
+// L1, frozen after loading virtio_blk, "L1 agent not ready within 2m0s");
+// any other end of an L1 run ends the benchmark.
+func TestFreshL1(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("run: %w: job console and control channel silent for 30s", nested.ErrFrozen), true},
+		{fmt.Errorf("nested: %w within 2m0s", nested.ErrNotReady), true},
+		{fmt.Errorf("nested: %w: QEMU exited", nested.ErrL1Exited), false},
+		{nested.ErrClosed, false},
+		{errors.New("bootbench in L1: vmm-cloud failed 3 tries"), false},
+		{context.Canceled, false},
+	}
+	for _, tt := range tests {
+		if got := freshL1(tt.err); got != tt.want {
+			t.Errorf("freshL1(%q) = %v, want %v", tt.err, got, tt.want)
 		}
 	}
 }

@@ -381,7 +381,7 @@ func runNested(ctx context.Context, o options, f *hostFiles, rep *Report) error 
 			}
 			break
 		}
-		if !errors.Is(err, nested.ErrFrozen) {
+		if !freshL1(err) {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "bootbench: L1 froze after %d complete rounds (a QEMU TCG flaw); the remaining rounds run in a fresh L1\n", done)
@@ -393,6 +393,15 @@ func runNested(ctx context.Context, o options, f *hostFiles, rep *Report) error 
 		rep.Note += fmt.Sprintf(" L1 froze during the run, so the rounds come from %d L1 boots; each boot's rounds are complete and interleaved.", rep.L1Boots)
 	}
 	return nil
+}
+
+// freshL1 says whether the rounds an L1 left undone are worth a fresh
+// L1: when it froze while running (nested.ErrFrozen) or while booting,
+// its agent never having said hello (nested.ErrNotReady). nested.Judge
+// takes both for the emulator's doing, as the e2e tests' retries do; a
+// run that ended otherwise is reported as it ended.
+func freshL1(err error) bool {
+	return nested.Judge(err, nested.Evidence{}).Cause == nested.CauseFrozen
 }
 
 // completeRounds counts the leading rounds that have a sample of every
