@@ -196,7 +196,10 @@ func TestRunStdoutClosed(t *testing.T) {
 		if g := r.Glob["/tmp/vmm-out-*"]; len(g) != 0 {
 			return reportFailure(l, r, "scratch disks left behind: %q", g)
 		}
-		return bulkOutput(t, l)
+		if err := bulkOutput(t, l); err != nil {
+			return err
+		}
+		return orphanOutput(t, l)
 	})
 }
 
@@ -229,6 +232,50 @@ func bulkOutput(t *testing.T, l *nested.L1) error {
 	}
 	if w := fmt.Sprintf("bytes=%d sha256=%x", want.Len(), sha256.Sum256(want.Bytes())); strings.TrimSpace(r.Stdout) != w {
 		return reportFailure(l, r, "bulk output: read %q, want %q", strings.TrimSpace(r.Stdout), w)
+	}
+	if strings.Contains(r.Stderr, "using "+guestabi.JobTTY) {
+		return reportFailure(l, r, "the job's output did not go through its port")
+	}
+	return nil
+}
+
+// orphanOutput, in TestRunStdoutClosed's L1: a job that leaves a process
+// writing to its stdout (a daemon a CI step started, here a seq that
+// would print for hours) ends with its status and its own output, its
+// stdout a pipe (the output port). Before vmm-init bounded its copy at
+// what the pipe held when the job ended (2026-12-06), the copy followed
+// the orphan's output and the VM never ended.
+func orphanOutput(t *testing.T, l *nested.L1) error {
+	// The inner shell stands between, in case the job's shell ends
+	// what it started in the background when it exits: killed, it
+	// leaves its seq to init. (/bin/sh by its path: u-root's busybox
+	// tells which command it is from the link, which a bare "sh" does
+	// not name.) The second's wait has seq writing before the job ends.
+	job := []string{"sh", "-c", "/bin/sh -c 'seq 1 1000000000; true' & sleep 1; echo job-done; exit 3"}
+	r, err := redirectExec(t.Context(), l, runTimeout, nil, runArgs(nil, job...)...)
+	if err != nil {
+		return err
+	}
+	t.Logf("vmm run -- a job leaving a writer behind: status %d in %.1fs, %d bytes of stdout; stderr %q", r.Exit, r.ElapsedMS/1000, len(r.Stdout), tailLines(r.Stderr, 3))
+	if r.Signal != 0 || r.Exit != 3 {
+		return reportFailure(l, r, "job with an orphan writer: exit %d signal %d, want the job's status 3", r.Exit, r.Signal)
+	}
+	if nested.GoCrash(r.Stderr) {
+		return reportFailure(l, r, "vmm crashed")
+	}
+	if !strings.Contains(r.Stdout, "job-done\n") {
+		return reportFailure(l, r, "the job's own line is missing from its stdout (%d bytes)", len(r.Stdout))
+	}
+	// What follows the job's last line is what the pipe held when the
+	// job ended (64 KiB by default, at most 1 MiB unprivileged) and a
+	// read in flight: the orphan's output after that is not the job's.
+	// The copy that followed it instead took 151.8 s and passed 4 MB on
+	// (2026-12-06, in L1; far more on a fast machine).
+	if after := len(r.Stdout) - strings.Index(r.Stdout, "job-done\n") - len("job-done\n"); after > 1<<20 {
+		return reportFailure(l, r, "the job's output went on with %d bytes after its last line: the copy followed the orphan", after)
+	}
+	if !strings.HasPrefix(r.Stdout, "1\n2\n3\n") {
+		return reportFailure(l, r, "the job's background seq wrote nothing before the job ended: the case tests nothing (stdout %q)", tailLines(r.Stdout, 2))
 	}
 	if strings.Contains(r.Stderr, "using "+guestabi.JobTTY) {
 		return reportFailure(l, r, "the job's output did not go through its port")

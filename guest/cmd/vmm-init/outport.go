@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,11 +32,18 @@ const virtioConsoleID = "0x0003"
 // snapshot finds it long there.
 const portWait = 2 * time.Second
 
-// orphanGrace is how long the job's output pipe is read after the job
-// has ended while something the job left running still holds it open: a
-// daemon's later output, like one a CI runner's step leaves behind, is
-// not the job's.
-const orphanGrace = 200 * time.Millisecond
+// pipeMax stands in for what the job's pipe held when the job ended if
+// the kernel will not say (FIONREAD, which Linux answers for every pipe
+// in pipe_ioctl, fs/pipe.c): the most an unprivileged process can make
+// a pipe hold (/proc/sys/fs/pipe-max-size's default); the copy then
+// also stops at the first read that waits finishPoll.
+const pipeMax = 1 << 20
+
+// finishPoll is how long a read of the copy's may wait once the job has
+// ended before finish wakes it to look whether the pipe is empty (and so
+// every byte the job wrote taken), which something the job left running
+// may hold open; also how often finish looks.
+const finishPoll = 20 * time.Millisecond
 
 // outChunk is the most one write to the port moves: Linux's
 // port_fops_write takes at most 32 KiB a call.
@@ -109,13 +117,21 @@ func findPort(dir, name string) (string, bool) {
 
 // portStdout returns the job's stdout: a pipe whose bytes a goroutine
 // copies to port. finish, called once the job has ended, closes
-// vmm-init's end of the pipe and waits until the copy has read the pipe
-// to its end and written it all to the port, whose writes return once
-// vmm has the bytes queued (vmm takes what is queued before it acts on
-// the exit status). A write to the port waits as long as the host's
-// reader takes: nothing is dropped for a slow reader. Only when
-// something the job left running still holds the pipe open does the
-// copy stop early: once it has waited orphanGrace on an empty pipe.
+// vmm-init's end of the pipe and waits until the copy has written to the
+// port every byte the job wrote, whose writes return once vmm has the
+// bytes queued (vmm takes what is queued before it acts on the exit
+// status). A write to the port waits as long as the host's reader takes:
+// nothing is dropped for a slow reader.
+//
+// When the job has ended, everything it wrote is in the pipe or already
+// copied, so the copy stops at end of file, or once it finds the pipe
+// empty or has read what the pipe held then, even if something the job
+// left running (a daemon a CI step started) still holds the pipe open and
+// keeps writing to it. Its later output is not the job's, and a chatty
+// one would otherwise keep the VM from ending. (So a job that hands its
+// output to a process it does not wait for, `exec > >(tee log)`, loses
+// what that process writes after the job's end, as it would at a
+// terminal once vmm has gone.)
 //
 // If the port fails (its device reset or unbound under the job: the
 // hostile-guest test does that), the rest goes to fallback, the job's
@@ -135,58 +151,134 @@ func portStdout(port, fallback io.Writer) (stdout *os.File, finish func(), err e
 	}()
 	return w, func() {
 		w.Close()
-		tick := time.NewTicker(orphanGrace / 4)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				r.Close()
-				return
-			case <-tick.C:
-			}
-			if c.idleReading(orphanGrace) {
-				// A read that has waited that long has an empty
-				// pipe: the job's own bytes were all taken.
-				r.SetReadDeadline(time.Now())
-			}
-		}
+		c.end(r, done)
+		r.Close()
 	}, nil
 }
 
-// outCopy is the copy from the job's pipe to the port, with what finish
-// needs to know: whether it is waiting in a read, and since when.
+// end tells the copy reading r the job has ended and waits until it is
+// done, waking each read of the copy's that has waited finishPoll, so
+// that the copy looks whether the pipe is empty.
+func (c *outCopy) end(r io.Reader, done <-chan struct{}) {
+	c.jobEnded()
+	tick := time.NewTicker(finishPoll)
+	defer tick.Stop()
+	for {
+		if c.waitedFor(finishPoll) {
+			setReadDeadline(r, time.Now())
+		}
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// pipeHolds is how many bytes wait in the pipe r; false when the
+// kernel does not say.
+func pipeHolds(r io.Reader) (int, bool) {
+	n := -1
+	if sc, ok := r.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				// TIOCINQ is FIONREAD's other name.
+				if v, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil {
+					n = v
+				}
+			})
+		}
+	}
+	return n, n >= 0
+}
+
+// setReadDeadline sets r's read deadline where it has one (a pipe).
+func setReadDeadline(r io.Reader, t time.Time) error {
+	d, ok := r.(interface{ SetReadDeadline(time.Time) error })
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	return d.SetReadDeadline(t)
+}
+
+// outCopy is the copy from the job's pipe to the port, with what it and
+// finish tell each other: that the job has ended, and since when the
+// copy waits in a read.
 type outCopy struct {
-	mu        sync.Mutex
-	reading   bool
-	readSince time.Time
+	mu           sync.Mutex
+	ended        bool
+	waitingSince time.Time // zero when not in a read
 }
 
-// idleReading reports whether the copy has been waiting in one read for
-// at least d.
-func (c *outCopy) idleReading(d time.Duration) bool {
+// jobEnded tells the copy the job has ended.
+func (c *outCopy) jobEnded() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.reading && time.Since(c.readSince) >= d
-}
-
-func (c *outCopy) setReading(on bool) {
-	c.mu.Lock()
-	c.reading, c.readSince = on, time.Now()
+	c.ended = true
 	c.mu.Unlock()
 }
 
-// run copies r to port until r ends or its read deadline passes. A port
-// that fails is said once on stderr and the rest, the failed write
-// included, goes to fallback (discarded if that is nil or fails too), so
-// the job never blocks on a full pipe.
+func (c *outCopy) hasEnded() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ended
+}
+
+// waitedFor reports whether the job has ended and the copy has waited in
+// one read for at least d: a read of a pipe that holds bytes returns at
+// once, so the pipe is most likely empty.
+func (c *outCopy) waitedFor(d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ended && !c.waitingSince.IsZero() && time.Since(c.waitingSince) >= d
+}
+
+func (c *outCopy) setWaiting(on bool) {
+	c.mu.Lock()
+	c.waitingSince = time.Time{}
+	if on {
+		c.waitingSince = time.Now()
+	}
+	c.mu.Unlock()
+}
+
+// run copies r to port until r ends, or until the job has ended and
+// either the pipe is found empty or the copy has read what the pipe held
+// when the job ended. The pipe is first in, first out and the job writes
+// no more, so once it is empty every byte the job wrote has been taken;
+// the bound stops a copy that something the job left running would feed
+// for ever (see portStdout). Finding the pipe empty is finish's wake-up
+// of a read that waited, then FIONREAD, which also ends a copy whose
+// bytes another reader took (a job that opened /proc/1/fd/N): the copy
+// never counts on bytes arriving. A port that fails is said once on
+// stderr and the rest, the failed write included, goes to fallback
+// (discarded if that is nil or fails too), so the job never blocks on a
+// full pipe.
 func (c *outCopy) run(port, fallback io.Writer, r io.Reader) error {
 	buf := make([]byte, outChunk)
 	var werr error
 	w := port
+	bounded, left := false, 0 // left: bytes to read once bounded
 	for {
-		c.setReading(true)
-		n, err := r.Read(buf)
-		c.setReading(false)
+		if !bounded && c.hasEnded() {
+			bounded = true
+			var ok bool
+			if left, ok = pipeHolds(r); !ok {
+				left = pipeMax
+			}
+		}
+		size := len(buf)
+		if bounded {
+			if left == 0 {
+				return werr
+			}
+			size = min(size, left)
+		}
+		c.setWaiting(true)
+		n, err := r.Read(buf[:size])
+		c.setWaiting(false)
+		if bounded {
+			left -= n
+		}
 		if n > 0 && w != nil {
 			if _, perr := w.Write(buf[:n]); perr != nil {
 				if w == port {
@@ -202,10 +294,19 @@ func (c *outCopy) run(port, fallback io.Writer, r io.Reader) error {
 				}
 			}
 		}
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			return werr
+		case errors.Is(err, os.ErrDeadlineExceeded) && c.hasEnded():
+			// finish woke a read that had waited: stop if the pipe
+			// is empty. A wake-up that came as bytes arrived fails
+			// one read, and the copy goes on.
+			setReadDeadline(r, time.Time{})
+			if held, ok := pipeHolds(r); !ok || held == 0 {
 				return werr
 			}
+		default:
 			return errors.Join(werr, err)
 		}
 	}

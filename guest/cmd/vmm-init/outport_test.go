@@ -96,9 +96,11 @@ func (s *syncBuffer) bytes() []byte {
 	return bytes.Clone(s.b.Bytes())
 }
 
-// portStdout's finish returns with everything the job wrote copied,
-// at end of file or, when something the job left running holds the
-// pipe, after orphanGrace.
+// portStdout's finish returns with everything the job wrote copied: at
+// end of file, or, when something the job left running holds the pipe
+// and keeps writing to it (a daemon logging every 10 ms), once the job's
+// own bytes are through. Before the bound (2026-12-06) such a daemon kept
+// finish, and so the VM, waiting for good.
 func TestPortStdout(t *testing.T) {
 	for _, orphan := range []bool{false, true} {
 		port := &syncBuffer{}
@@ -113,34 +115,126 @@ func TestPortStdout(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := bytes.Repeat([]byte("output line\n"), 20000) // more than a pipe holds
+		wrote := make(chan struct{})
+		stopDaemon := make(chan struct{})
 		go func() {
 			job.Write(want)
+			close(wrote)
 			if !orphan {
 				job.Close()
+				return
+			}
+			defer job.Close()
+			for {
+				select {
+				case <-stopDaemon:
+					return
+				case <-time.After(10 * time.Millisecond):
+					job.Write([]byte("daemon\n"))
+				}
 			}
 		}()
-		// Wait for the job's writes to be in (or through) the pipe
-		// before it "ends".
-		for deadline := time.Now().Add(10 * time.Second); len(port.bytes()) < len(want)-64<<10 && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
-		}
-		start := time.Now()
-		finish()
-		took := time.Since(start)
-		if got := port.bytes(); !bytes.Equal(got, want) {
-			t.Errorf("orphan %v: copied %d bytes of %d", orphan, len(got), len(want))
-		}
-		if !orphan && took > orphanGrace/2 {
-			t.Errorf("finish took %v with the pipe closed", took)
-		}
-		if orphan {
-			if took < orphanGrace/2 {
-				t.Errorf("finish took %v with the pipe held open", took)
+		// The job ends once its writes are in the pipe.
+		<-wrote
+		ended := make(chan time.Duration, 1)
+		go func() {
+			start := time.Now()
+			finish()
+			ended <- time.Since(start)
+		}()
+		select {
+		case took := <-ended:
+			if took > 2*time.Second {
+				t.Errorf("orphan %v: finish took %v", orphan, took)
 			}
-			job.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("orphan %v: finish did not return", orphan)
+		}
+		close(stopDaemon)
+		got := port.bytes()
+		if !bytes.HasPrefix(got, want) {
+			t.Errorf("orphan %v: copied %d bytes, not the job's %d first", orphan, len(got), len(want))
+		}
+		if !orphan && len(got) != len(want) {
+			t.Errorf("copied %d bytes, want %d", len(got), len(want))
 		}
 	}
 }
+
+// A pipe whose reader cannot say what it holds (no FIONREAD: not a
+// syscall.Conn) still ends, the job's bytes all copied though the pipe
+// still held some when the job ended and a slow host took each write,
+// and the pipe stays open: the copy stops at its first read that waits.
+func TestCopyEndsWithoutFIONREAD(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close() // an orphan's, held past the job's end
+	port := &syncBuffer{delay: 2 * finishPoll}
+	c := &outCopy{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.run(port, nil, deadlineOnly{r}); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	want := bytes.Repeat([]byte("the job's output\n"), 3000) // 51,000 bytes: fits the pipe
+	if _, err := w.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan struct{})
+	go func() { c.end(deadlineOnly{r}, done); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the copy did not end")
+	}
+	if got := port.bytes(); !bytes.Equal(got, want) {
+		t.Errorf("copied %d bytes, want %d", len(got), len(want))
+	}
+}
+
+// A wake-up from finish that lands as bytes arrive fails one read, not
+// the copy: the job ended with bytes in the pipe and a deadline already
+// passed, and all of them are copied.
+func TestCopyLateWakeUp(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	want := bytes.Repeat([]byte("x"), 50000)
+	if _, err := w.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	c := &outCopy{}
+	c.jobEnded()
+	r.SetReadDeadline(time.Now())
+	port := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- c.run(port, nil, r) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the copy did not end")
+	}
+	if got := port.bytes(); !bytes.Equal(got, want) {
+		t.Errorf("copied %d bytes, want %d", len(got), len(want))
+	}
+}
+
+// deadlineOnly is a pipe's read end without its descriptor.
+type deadlineOnly struct{ f *os.File }
+
+func (d deadlineOnly) Read(p []byte) (int, error)        { return d.f.Read(p) }
+func (d deadlineOnly) SetReadDeadline(t time.Time) error { return d.f.SetReadDeadline(t) }
 
 // A port that fails is reported, and the job's output is still drained,
 // so that the job never blocks on a full pipe.
@@ -176,11 +270,11 @@ func dupFile(f *os.File) (*os.File, error) {
 
 // A host reader slower than the job, with the job already ended and the
 // pipe full: finish waits for all of it, however long each write to the
-// port takes (longer than orphanGrace here), with or without something
+// port takes (many times finishPoll here), with or without something
 // the job left running holding the pipe.
 func TestPortStdoutSlowReader(t *testing.T) {
 	for _, orphan := range []bool{false, true} {
-		port := &syncBuffer{delay: orphanGrace + 50*time.Millisecond}
+		port := &syncBuffer{delay: 10 * finishPoll}
 		w, finish, err := portStdout(port, nil)
 		if err != nil {
 			t.Fatal(err)
