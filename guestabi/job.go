@@ -94,22 +94,36 @@ func ValidTag(tag string) error {
 	return nil
 }
 
-// Validate rejects what the guest could not run.
+// Validate rejects what the guest could not run, and what the spec
+// cannot carry: it is JSON text, so a string that is not UTF-8 (a file
+// name in another encoding, say) would reach the guest with its bad
+// bytes turned into U+FFFD, naming another file; it is refused instead.
 func (s Spec) Validate() error {
 	if len(s.Args) == 0 || s.Args[0] == "" {
 		return fmt.Errorf("no command to run")
+	}
+	for i, a := range s.Args {
+		if !utf8.ValidString(a) {
+			return fmt.Errorf("argument %d %q is not valid UTF-8, which the job's description (JSON) cannot carry", i, a)
+		}
 	}
 	for _, e := range s.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
 			return fmt.Errorf("environment entry %q is not KEY=VALUE", e)
 		}
+		if !utf8.ValidString(e) {
+			return fmt.Errorf("environment entry %q is not valid UTF-8, which the job's description (JSON) cannot carry", e)
+		}
+	}
+	if !utf8.ValidString(s.Dir) {
+		return fmt.Errorf("working directory %q is not valid UTF-8, which the job's description (JSON) cannot carry", s.Dir)
 	}
 	for _, m := range s.Mounts {
 		if err := ValidTag(m.Tag); err != nil {
 			return err
 		}
-		if !path.IsAbs(m.Path) || path.Clean(m.Path) != m.Path || m.Path == "/" {
-			return fmt.Errorf("mount point %q: want a clean absolute path other than /", m.Path)
+		if !path.IsAbs(m.Path) || path.Clean(m.Path) != m.Path || m.Path == "/" || !utf8.ValidString(m.Path) {
+			return fmt.Errorf("mount point %q: want a clean absolute UTF-8 path other than /", m.Path)
 		}
 	}
 	if s.RootTag != "" {

@@ -51,6 +51,10 @@ func TestValidate(t *testing.T) {
 		{Spec{Args: []string{"true"}, Mounts: []Mount{{Tag: "a,b", Path: "/x"}}}, "tag"},
 		{Spec{Args: []string{"true"}, Mounts: []Mount{{Tag: "s", Path: "/a/../b"}}}, "mount point"},
 		{Spec{Args: []string{"true"}, RootTag: "a\x00b"}, "tag"},
+		{Spec{Args: []string{"cat", "\xe9t\xe9.txt"}}, "argument 1"},
+		{Spec{Args: []string{"cat", "été.txt"}, Dir: "/caf\xe9"}, "working directory"},
+		{Spec{Args: []string{"true"}, Env: []string{"A=\xff"}}, "not valid UTF-8"},
+		{Spec{Args: []string{"true"}, Mounts: []Mount{{Tag: "s", Path: "/m\xe9"}}}, "mount point"},
 	} {
 		err := tt.in.Validate()
 		if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {

@@ -391,6 +391,12 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 				return machine.Config{}, o, usageError{fmt.Errorf("-env %q: want KEY=VALUE", e)}
 			}
 		}
+		// The job's command and environment as guestabi.Spec.Validate
+		// checks them later, so that what is wrong with them is a usage
+		// error like the rest.
+		if err := (guestabi.Spec{Args: o.command, Env: o.env}).Validate(); err != nil {
+			return machine.Config{}, o, usageError{err}
+		}
 		// Checked with or without -out, so a typo shows at once.
 		n, err := parseSize(o.outSize)
 		if err != nil || n%512 != 0 {

@@ -372,6 +372,7 @@ func TestRunJobBadInput(t *testing.T) {
 		{"no command", []string{"-kernel", kernel}, 2, "no command"},
 		{"missing share", []string{"-kernel", kernel, "-share", filepath.Join(dir, "nope"), "--", "true"}, 1, "-share"},
 		{"bad env", []string{"-kernel", kernel, "-env", "novalue", "--", "true"}, 2, `-env "novalue": want KEY=VALUE`},
+		{"argument not UTF-8", []string{"-kernel", kernel, "--", "cat", "\xe9t\xe9.txt"}, 2, `argument 1 "\xe9t\xe9.txt" is not valid UTF-8`},
 		{"bad out size", []string{"-kernel", kernel, "-out", dir, "-out-size", "lots", "--", "true"}, 2, "-out-size"},
 		{"bad out size without -out", []string{"-kernel", kernel, "-out-size", "lots", "--", "true"}, 2, "-out-size"},
 		{"snapshot with a kernel", []string{"-snapshot", dir, "-kernel", kernel, "--", "true"}, 2, "-kernel does not go with -snapshot"},
