@@ -554,22 +554,24 @@ func testVirtioWiringFails(t *testing.T, tr Transport) {
 }
 
 // TestRunForwardsInput: a guest opens a port for input the way Linux
-// does, OUT2 and the received-data interrupt on, and until then input
-// waits unseen. The job port also waits for OUT1, which vmm-init raises
-// once ttyS1 is raw; the console never needs it, since a guest's own
-// init knows nothing of it.
+// does, OUT2, RTS and the received-data interrupt on, and until then
+// input waits unseen. The job port also waits for OUT1, which vmm-init
+// raises once ttyS1 is raw; the console never needs it, since a guest's
+// own init knows nothing of it. RTS down (a throttled tty) holds input.
 func TestRunForwardsInput(t *testing.T) {
-	const mcrOUT1, mcrOUT2, ierRDI, lsrDR = 0x04, 0x08, 0x01, 0x01
+	const mcrRTS, mcrOUT1, mcrOUT2, ierRDI, lsrDR = 0x02, 0x04, 0x08, 0x01, 0x01
 	for _, tt := range []struct {
 		name string
 		port uint16
 		mcr  byte
 		want bool // the input reaches the guest
 	}{
-		{"console", com1Port, mcrOUT2, true},
-		{"console with OUT1", com1Port, mcrOUT2 | mcrOUT1, true},
-		{"job port before OUT1", com2Port, mcrOUT2, false},
-		{"job port with OUT1", com2Port, mcrOUT2 | mcrOUT1, true},
+		{"console", com1Port, mcrOUT2 | mcrRTS, true},
+		{"console with OUT1", com1Port, mcrOUT2 | mcrRTS | mcrOUT1, true},
+		{"console throttled", com1Port, mcrOUT2, false},
+		{"job port before OUT1", com2Port, mcrOUT2 | mcrRTS, false},
+		{"job port with OUT1", com2Port, mcrOUT2 | mcrRTS | mcrOUT1, true},
+		{"job port throttled", com2Port, mcrOUT2 | mcrOUT1, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			v := newFakeVCPU(0, ioOut(tt.port+4, 1, tt.mcr), ioOut(tt.port+1, 1, ierRDI))
@@ -623,7 +625,7 @@ func (endlessReader) Read(p []byte) (int, error) {
 func TestForwardInputEnds(t *testing.T) {
 	t.Run("at EOF", func(t *testing.T) {
 		u := serial.New(nil, nil)
-		u.Write(4, []byte{0x08}) // MCR OUT2 and IER RDI: the port is open
+		u.Write(4, []byte{0x0a}) // MCR OUT2 and RTS and IER RDI: the port is open
 		u.Write(1, []byte{0x01})
 		forwardInput(strings.NewReader("hi"), u, true)
 		b := []byte{0}

@@ -451,3 +451,42 @@ func TestEndInput(t *testing.T) {
 		t.Errorf("MSR %#x after EndInput with no input: want DSR off with DDSR", got)
 	}
 }
+
+// TestRTSHoldsInput is hardware flow control as Linux drives it on a tty
+// with CRTSCTS (vmm-init's job port): when the tty throttles, its
+// buffers full behind a slow reader, uart_throttle drops RTS
+// (serial8250_set_mctrl writes MCR without it) and the port shows no
+// input (no DR, no interrupt) however much the host queues; when it
+// unthrottles, RTS comes back and everything arrives, in order. Before
+// vmm honoured RTS (2026-12-06) the 8250 driver kept reading and the
+// serial core dropped what its buffers could not hold.
+func TestRTSHoldsInput(t *testing.T) {
+	irq := newFakeIRQ()
+	u := New(irq, nil)
+	linuxOpen(t, u)
+	if _, err := u.Receive([]byte("before ")); err != nil {
+		t.Fatal(err)
+	}
+	got := linuxIRQ(u, nil)
+	out(u, regMCR, mcrOUT2|mcrDTR) // uart_throttle: RTS down
+	if _, err := u.Receive([]byte("while throttled")); err != nil {
+		t.Fatal(err)
+	}
+	if level, _, _ := irq.state(); level {
+		t.Error("interrupt raised with RTS down")
+	}
+	if lsr := in(u, regLSR); lsr&lsrDR != 0 {
+		t.Errorf("LSR %#x shows data with RTS down", lsr)
+	}
+	if held := linuxIRQ(u, nil); len(held) != 0 {
+		t.Errorf("read %q with RTS down", held)
+	}
+	out(u, regMCR, mcrOUT2|mcrDTR|mcrRTS) // uart_unthrottle: RTS up
+	if level, _, _ := irq.state(); !level {
+		t.Error("no interrupt once RTS came back")
+	}
+	got = linuxIRQ(u, got)
+	if want := "before while throttled"; string(got) != want {
+		t.Errorf("read %q, want %q", got, want)
+	}
+}

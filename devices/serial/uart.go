@@ -479,8 +479,20 @@ func (u *UART) lsr() byte {
 // rx, unseen (LSR.DR clear, no RDI interrupt) and untouched by RBR
 // reads, so it reaches the tty whole instead of losing its first bytes
 // to those reads. A guest that polls with IER.RDI off gets no input.
+//
+// The guest must also hold RTS up: it is the receiver's "ready" in
+// hardware flow control, and vmm, the sending end, honours it. Linux
+// raises RTS (with DTR) when a tty on the port is opened with a baud
+// rate (uart_port_startup); with CRTSCTS set it drops RTS when the tty
+// throttles, its buffers full because the program reading the tty does
+// not keep up, and raises it again when that program has read
+// (uart_throttle, uart_unthrottle). Without flow control it throttles
+// nothing: the 8250 driver goes on reading RBR and the serial core drops
+// what its buffers cannot hold (640 KiB of flip buffers), which is how a
+// job's stdin got cut short behind a job slow to read it. vmm-init sets
+// CRTSCTS on the job's port.
 func (u *UART) rxOpen() bool {
-	want := mcrOUT2 | u.rxNeed
+	want := mcrOUT2 | mcrRTS | u.rxNeed
 	return u.ier&ierRDI != 0 && u.mcr&(want|mcrLoop) == want
 }
 

@@ -490,7 +490,7 @@ func TestEachTHRWriteMakesAnEdge(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			irq := newFakeIRQ()
 			u := New(irq, nil)
-			out(u, regMCR, mcrOUT2)
+			out(u, regMCR, mcrOUT2|mcrRTS)
 			if tc.rxPending {
 				_, _ = u.Receive([]byte("r"))
 			}
@@ -569,7 +569,7 @@ func TestIIRPriority(t *testing.T) {
 			if tc.modem {
 				out(u, regMCR, mcrLoop|mcrDTR)
 			}
-			out(u, regMCR, mcrOUT2) // out of loopback: host input is seen
+			out(u, regMCR, mcrOUT2|mcrRTS) // out of loopback: host input is seen
 			out(u, regIER, tc.ier)
 			if iir := in(u, regIIR); iir != iirFIFOs|tc.want {
 				t.Fatalf("IIR %#x, want %#x", iir, iirFIFOs|tc.want)
@@ -645,13 +645,13 @@ func TestRegisters(t *testing.T) {
 		{"FCR clear keeps host input", func(u *UART) (byte, byte) {
 			_, _ = u.Receive([]byte("typed before the guest opened the port"))
 			out(u, regIIR, fcrEnable|fcrClearRX|fcrClearTX) // serial8250_clear_fifos at open
-			out(u, regMCR, mcrOUT2)
+			out(u, regMCR, mcrOUT2|mcrRTS)
 			out(u, regIER, ierRDI)
 			return in(u, regData), 't'
 		}},
 		{"FCR keeps RX when rewritten", func(u *UART) (byte, byte) {
 			out(u, regIIR, fcrEnable)
-			out(u, regMCR, mcrOUT2)
+			out(u, regMCR, mcrOUT2|mcrRTS)
 			out(u, regIER, ierRDI)
 			_, _ = u.Receive([]byte("keep"))
 			out(u, regIIR, fcrEnable|0x80) // set_termios rewrites FCR on every tcsetattr
@@ -660,7 +660,7 @@ func TestRegisters(t *testing.T) {
 		{"RBR read before the port is open takes nothing", func(u *UART) (byte, byte) {
 			_, _ = u.Receive([]byte("pq"))
 			in(u, regData) // serial8250_do_startup clearing the port
-			out(u, regMCR, mcrOUT2)
+			out(u, regMCR, mcrOUT2|mcrRTS)
 			out(u, regIER, ierRDI)
 			return in(u, regData), 'p'
 		}},
@@ -689,9 +689,10 @@ func TestOUT2GatesTheLine(t *testing.T) {
 		want bool
 	}{
 		{0, false},
-		{mcrOUT2, true},
-		{mcrOUT2 | mcrLoop, false},
-		{mcrOUT2 | mcrDTR, true},
+		{mcrRTS, false},
+		{mcrOUT2 | mcrRTS, true},
+		{mcrOUT2 | mcrRTS | mcrLoop, false},
+		{mcrOUT2 | mcrRTS | mcrDTR, true},
 	} {
 		out(u, regMCR, step.mcr)
 		if level, _, _ := irq.state(); level != step.want {
@@ -759,7 +760,7 @@ func TestTransmitAllocatesNothing(t *testing.T) {
 // bytes still all arrive in order.
 func TestReceiveRefillsByHalves(t *testing.T) {
 	u := New(nil, nil)
-	out(u, regMCR, mcrOUT2)
+	out(u, regMCR, mcrOUT2|mcrRTS)
 	out(u, regIER, ierRDI)
 	want := make([]byte, 3*RXBufferSize)
 	for i := range want {

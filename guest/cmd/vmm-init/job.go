@@ -190,7 +190,13 @@ func openJobInput(tty *os.File) {
 }
 
 // makeRaw turns off the tty's line discipline so the job's bytes reach
-// the host as written (no \n to \r\n, no echo of its input).
+// the host as written (no \n to \r\n, no echo of its input), and turns
+// on hardware flow control (CRTSCTS): with it, the tty drops RTS when
+// its buffers fill behind a job slower to read its stdin than vmm sends
+// it, and vmm holds the input until RTS comes back. Without it Linux's
+// serial core throttles nothing and drops what its buffers cannot hold
+// (devices/serial's rxOpen). vmm's port always presents CTS, so output
+// never waits for it.
 func makeRaw(f *os.File) error {
 	fd := int(f.Fd())
 	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
@@ -200,7 +206,7 @@ func makeRaw(f *os.File) error {
 	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
 	t.Oflag &^= unix.OPOST
 	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag = t.Cflag&^(unix.CSIZE|unix.PARENB) | unix.CS8
+	t.Cflag = t.Cflag&^(unix.CSIZE|unix.PARENB) | unix.CS8 | unix.CRTSCTS
 	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
 	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
