@@ -472,10 +472,11 @@ func (u *UART) lsr() byte {
 // the receiver not in loopback (where the chip disconnects the serial
 // input). Linux sets exactly this when a tty on the port is opened (IER
 // from set_termios, OUT2 from startup) and clears it before every RBR
-// read it makes to clear the port: in autoconfig, twice in startup, in
-// shutdown, and while it throttles input (stop_rx clears RDI). The serial
-// core's comment on em485 says the same: reception is stopped "by
-// disabling the UART_IER_RDI interrupt". Until then host input waits in
+// read it makes to clear the port: in autoconfig, twice in startup and
+// in shutdown (stop_rx clears RDI). The serial core's comment on em485
+// says the same: reception is stopped "by disabling the UART_IER_RDI
+// interrupt" (its throttling of a full tty does not: see RTS below).
+// Until then host input waits in
 // rx, unseen (LSR.DR clear, no RDI interrupt) and untouched by RBR
 // reads, so it reaches the tty whole instead of losing its first bytes
 // to those reads. A guest that polls with IER.RDI off gets no input.
