@@ -476,10 +476,10 @@ func (u *UART) lsr() byte {
 // in shutdown (stop_rx clears RDI). The serial core's comment on em485
 // says the same: reception is stopped "by disabling the UART_IER_RDI
 // interrupt" (its throttling of a full tty does not: see RTS below).
-// Until then host input waits in
-// rx, unseen (LSR.DR clear, no RDI interrupt) and untouched by RBR
-// reads, so it reaches the tty whole instead of losing its first bytes
-// to those reads. A guest that polls with IER.RDI off gets no input.
+// Until then host input waits in rx, unseen (LSR.DR clear, no RDI
+// interrupt) and untouched by RBR reads, so it reaches the tty whole
+// instead of losing its first bytes to those reads. A guest that polls
+// with IER.RDI off gets no input.
 //
 // The guest must also hold RTS up: it is the receiver's "ready" in
 // hardware flow control, and vmm, the sending end, honours it. Linux
