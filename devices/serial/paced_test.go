@@ -40,7 +40,7 @@ func (f *fakePaced) Ready(n int) bool {
 	return false
 }
 
-func (f *fakePaced) NotifyReady(fn func()) { f.notify = fn }
+func (f *fakePaced) NotifyReady(fn func(), _ int) { f.notify = fn }
 
 // free gives the device n more bytes of room, calling it back, without
 // the fake's lock, if that answers a refusal.

@@ -163,10 +163,12 @@ type Paced interface {
 	// host side is gone and discards).
 	Ready(n int) bool
 	// NotifyReady registers that function (a writer shared with other
-	// devices calls each of theirs too). It is called without any lock the
-	// writer's Write or Ready take, from a goroutine of the writer's, so
-	// it may call back into Ready.
-	NotifyReady(f func())
+	// devices calls each of theirs too) and most, the most bytes the UART
+	// writes on one yes from Ready (a FIFO load), which a writer shared
+	// with other devices keeps free for it. f is called without any lock
+	// the writer's Write or Ready take, from a goroutine of the writer's,
+	// so it may call back into Ready.
+	NotifyReady(f func(), most int)
 }
 
 // UART is one 16550A. Its zero value is not usable; call New.
@@ -237,7 +239,7 @@ func New(irq IRQ, out io.Writer) *UART {
 	}
 	if p, ok := out.(Paced); ok {
 		u.paced = p
-		p.NotifyReady(u.txReady)
+		p.NotifyReady(u.txReady, txLoad)
 	}
 	return u
 }

@@ -73,10 +73,12 @@ type Queue struct {
 	err     error  // the write error that ended output
 	closed  bool
 
-	// For Paced: the room a device asked for and was refused, and whom
-	// to tell when it is there (every device writing to the queue).
-	want   int
-	notify []func()
+	// For Paced: the room a device asked for and was refused, whom to
+	// tell when it is there (every device writing to the queue), and the
+	// room Ready keeps free for the promises devices may hold.
+	want    int
+	notify  []func()
+	reserve int
 }
 
 // New returns a Queue of size bytes that writes to w from its own
@@ -319,28 +321,43 @@ func NewPaced(w io.Writer, size int) *Paced {
 	return &Paced{New(w, size)}
 }
 
-// Ready reports whether Write would take n more bytes now. When it
-// reports false, the functions given to NotifyReady are called once
-// there is room for n, from the writer goroutine with no lock held. After the
-// output failed or the queue closed it always reports true: the bytes
-// will be discarded, and nobody should wait for that.
+// Ready reports whether the asking device may write n more bytes: Write
+// would take them even if every other device writing to the queue then
+// wrote all it may have been promised (the most each said it writes per
+// Ready, NotifyReady). A yes is a promise of n bytes until the device asks
+// again. When it reports false, the functions given to NotifyReady are
+// called once there is that room, from the writer goroutine with no lock
+// held. After the output failed or the queue closed it always reports
+// true: the bytes will be discarded, and nobody should wait for that.
+//
+// The reserve is what keeps two devices from losing bytes: a job's UART,
+// told yes, shows its transmitter ready and the guest writes a FIFO load
+// on a vCPU, while the job's console port, told yes on its own goroutine,
+// writes a piece; checked against the free room alone, each promise
+// could be spent by the other's write.
 func (p *Paced) Ready(n int) bool {
 	q := p.Queue
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.err != nil || q.closed || q.size-q.n >= n {
+	// A device that asks for more than the ring holds (or, with the
+	// reserve, more than it holds) is told yes once the ring is empty.
+	need := min(n+q.reserve, q.size)
+	if q.err != nil || q.closed || q.size-q.n >= need {
 		return true
 	}
-	q.want = max(q.want, min(n, q.size))
+	q.want = max(q.want, need)
 	return false
 }
 
-// NotifyReady adds a function Ready's refusals are answered with: each
-// device writing to the queue (a job's UART and its virtio-console port)
-// calls it once, when it is built, and every one is called when room
-// comes back, since Ready does not say who was refused.
-func (p *Paced) NotifyReady(f func()) {
+// NotifyReady adds a device writing to the queue: each (a job's UART and
+// its virtio-console port) calls it once, when it is built. f is called
+// when room comes back after a refusal, for every device, since Ready does
+// not say who was refused. most is the most bytes the device writes
+// between one Ready that said yes and its next Ready (a UART's FIFO load,
+// a console's piece); Ready keeps the sum of them free.
+func (p *Paced) NotifyReady(f func(), most int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.notify = append(p.notify, f)
+	p.reserve += max(most, 0)
 }

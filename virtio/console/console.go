@@ -84,8 +84,10 @@ type Paced interface {
 	// reports false, the function given to NotifyReady is called once
 	// they can.
 	Ready(n int) bool
-	// NotifyReady adds a function Ready's refusals are answered with.
-	NotifyReady(f func())
+	// NotifyReady adds a function Ready's refusals are answered with,
+	// and most, the most the device writes on one yes (maxPiece), which
+	// a writer shared with other devices keeps free for it.
+	NotifyReady(f func(), most int)
 }
 
 // Device is a console with one output port.
@@ -147,7 +149,7 @@ func New(name string, out io.Writer) (*Device, error) {
 			case d.room <- struct{}{}:
 			default:
 			}
-		})
+		}, maxPiece)
 	}
 	binary.LittleEndian.PutUint32(d.config[cfgMaxNrPorts:], 1) // port 0 only
 	return d, nil

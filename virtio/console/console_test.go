@@ -338,7 +338,7 @@ func (p *pacedWriter) Ready(n int) bool {
 	return false
 }
 
-func (p *pacedWriter) NotifyReady(f func()) {
+func (p *pacedWriter) NotifyReady(f func(), _ int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.notify = append(p.notify, f)
@@ -535,7 +535,7 @@ type slowWriter struct{}
 
 func (slowWriter) Write(p []byte) (int, error) { time.Sleep(2 * time.Millisecond); return len(p), nil }
 func (slowWriter) Ready(int) bool              { return true }
-func (slowWriter) NotifyReady(func())          {}
+func (slowWriter) NotifyReady(func(), int)     {}
 
 // Reset stops a worker between pieces of a long chain even when the
 // writer never makes it wait: a guest's chain can cover most of its RAM.
