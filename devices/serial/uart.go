@@ -151,8 +151,9 @@ type IRQ interface {
 // Paced is a host writer that can make the guest wait instead of losing
 // bytes. When the writer given to New implements it, the UART shows its
 // transmitter busy (LSR.THRE and TEMT clear, no THRE interrupt) while the
-// writer has no room for another FIFO load, and raises THRE, with its
-// interrupt, when NotifyReady's function says room came back: the guest
+// writer says no to another FIFO load (a writer shared with other devices
+// also keeps their reserve free), and raises THRE, with its interrupt,
+// when NotifyReady's function says room came back: the guest
 // waits as it would for a slow line, and the vCPU never does. Without
 // it the transmitter is always ready and the writer decides what a full
 // host side means (a console drops).

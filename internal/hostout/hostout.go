@@ -323,9 +323,8 @@ func NewPaced(w io.Writer, size int) *Paced {
 
 // Ready reports whether the asking device may write n more bytes: Write
 // would take them even if every other device writing to the queue then
-// wrote all it may have been promised (the most each said it writes per
-// Ready, NotifyReady). A yes is a promise of n bytes until the device asks
-// again. When it reports false, the functions given to NotifyReady are
+// wrote all it may still write on the yeses it had (the most each said
+// it has outstanding, NotifyReady). When it reports false, the functions given to NotifyReady are
 // called once there is that room, from the writer goroutine with no lock
 // held. After the output failed or the queue closed it always reports
 // true: the bytes will be discarded, and nobody should wait for that.
@@ -340,7 +339,9 @@ func (p *Paced) Ready(n int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	// A device that asks for more than the ring holds (or, with the
-	// reserve, more than it holds) is told yes once the ring is empty.
+	// reserve, more than it holds) is told yes once the ring is empty;
+	// such a yes keeps no reserve for the others. vmm's job queue
+	// (256 KiB) is far larger than its devices' reserve (4 KiB and 16).
 	need := min(n+q.reserve, q.size)
 	if q.err != nil || q.closed || q.size-q.n >= need {
 		return true
@@ -352,9 +353,10 @@ func (p *Paced) Ready(n int) bool {
 // NotifyReady adds a device writing to the queue: each (a job's UART and
 // its virtio-console port) calls it once, when it is built. f is called
 // when room comes back after a refusal, for every device, since Ready does
-// not say who was refused. most is the most bytes the device writes
-// between one Ready that said yes and its next Ready (a UART's FIFO load,
-// a console's piece); Ready keeps the sum of them free.
+// not say who was refused. most is the most bytes the device may write,
+// at any moment, on the strength of a yes it had (a UART's FIFO load,
+// which the guest writes whole after THRE even if the UART's next Ready
+// said no; a console's piece); Ready keeps the sum of them free.
 func (p *Paced) NotifyReady(f func(), most int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

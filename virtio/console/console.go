@@ -129,7 +129,8 @@ type Device struct {
 // New returns a console whose port, called name (what the guest finds in
 // /sys/class/virtio-ports/*/name), writes to out; if out is a Paced
 // writer the device waits for its room, which must be able to hold
-// maxPiece (4 KiB) bytes at once (vmm's job queue holds 256 KiB).
+// maxPiece (4 KiB) bytes at once, and the other devices' reserve beside
+// them (hostout.Paced; vmm's job queue holds 256 KiB).
 func New(name string, out io.Writer) (*Device, error) {
 	if name == "" || len(name) > maxName {
 		return nil, fmt.Errorf("virtio-console: port name %q: want 1 to %d bytes", name, maxName)

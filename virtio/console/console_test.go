@@ -315,6 +315,10 @@ type pacedWriter struct {
 	notify []func()
 	// overrun is set by a Write the writer had no room for.
 	overrun bool
+	// most is what the device said it writes on one yes (NotifyReady);
+	// sinceYes counts the bytes written since Ready last said yes, and
+	// maxSinceYes the most of them.
+	most, sinceYes, maxSinceYes int
 }
 
 func (p *pacedWriter) Write(b []byte) (int, error) {
@@ -325,6 +329,8 @@ func (p *pacedWriter) Write(b []byte) (int, error) {
 		return 0, errors.New("paced writer overrun: the device wrote without room")
 	}
 	p.queued += len(b)
+	p.sinceYes += len(b)
+	p.maxSinceYes = max(p.maxSinceYes, p.sinceYes)
 	return p.buf.Write(b)
 }
 
@@ -332,16 +338,18 @@ func (p *pacedWriter) Ready(n int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.limit-p.queued >= n {
+		p.sinceYes = 0
 		return true
 	}
 	p.want = n
 	return false
 }
 
-func (p *pacedWriter) NotifyReady(f func(), _ int) {
+func (p *pacedWriter) NotifyReady(f func(), most int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.notify = append(p.notify, f)
+	p.most = most
 }
 
 // take empties the writer's room, as a host reader would, and tells the
@@ -406,6 +414,13 @@ func TestOutputPaced(t *testing.T) {
 	}
 	if p.overrun {
 		t.Error("the device wrote without room")
+	}
+	// What the device registered must cover what it writes on one yes,
+	// or a queue shared with the job's UART lets the UART spend it.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.most <= 0 || p.maxSinceYes > p.most {
+		t.Errorf("device registered %d bytes per yes and wrote up to %d after one", p.most, p.maxSinceYes)
 	}
 }
 
