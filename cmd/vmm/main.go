@@ -33,10 +33,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -276,11 +278,90 @@ func timeoutArg(v string) (string, error) {
 // pflag then reads it (it would read 010 as octal), with a message of
 // its own for anything else (pflag's quotes strconv).
 func smpArg(v string) (string, error) {
-	n, err := strconv.Atoi(smpValue(v))
+	n, err := parseSMP(v)
 	if err != nil {
-		return "", fmt.Errorf("-smp %q: want a number of vCPUs, such as 2 or cpus=2", v)
+		return "", err
 	}
 	return strconv.Itoa(n), nil
+}
+
+// parseSMP reads QEMU's -smp: [cpus=]N[,maxcpus=M][,sockets=S][,cores=C]
+// [,threads=T]... in any order after N. It returns the number of vCPUs:
+// N, else maxcpus, else the topology's product. vmm has no CPU hotplug, so
+// maxcpus above N is accepted and unused, as QEMU would leave the rest
+// offline; an unknown key, a repeated one, a value that is not a positive
+// number, maxcpus below N, or a topology that cannot make the vCPUs is an
+// error naming the value as typed.
+func parseSMP(v string) (int, error) {
+	bad := func(format string, args ...any) (int, error) {
+		return 0, fmt.Errorf("-smp %q: "+format, append([]any{v}, args...)...)
+	}
+	// The keys of QEMU's -smp that say how its vCPUs are grouped
+	// (qemu-options.hx, -smp). vmm shows the guest every vCPU as a
+	// socket of its own, so only their product counts: it gives the
+	// number of vCPUs when cpus= is left out, and must match it when
+	// given.
+	smpTopology := []string{"sockets", "dies", "clusters", "cores", "threads", "books", "drawers", "modules"}
+	vals := map[string]int{}
+	for i, part := range strings.Split(v, ",") {
+		k, s, isKey := strings.Cut(part, "=")
+		if !isKey {
+			if i != 0 {
+				return bad("%q is not KEY=N (try 2, or cpus=2,sockets=1)", part)
+			}
+			k, s = "cpus", part
+		}
+		if k != "cpus" && k != "maxcpus" && !slices.Contains(smpTopology, k) {
+			return bad("unknown key %q (want cpus, maxcpus, %s)", k, strings.Join(smpTopology, ", "))
+		}
+		if _, dup := vals[k]; dup {
+			return bad("%s given twice", k)
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || (n < 1 && k != "cpus") {
+			if k == "cpus" {
+				return bad("want a number of vCPUs, such as 2 or cpus=2")
+			}
+			return bad("%s=%q: want a positive number", k, s)
+		}
+		vals[k] = n
+	}
+	product, topology := 1, false
+	for _, k := range smpTopology {
+		if n, ok := vals[k]; ok {
+			topology = true
+			if product > 1<<20/n {
+				return bad("too many vCPUs")
+			}
+			product *= n
+		}
+	}
+	cpus, hasCPUs := vals["cpus"]
+	maxcpus, hasMax := vals["maxcpus"]
+	switch {
+	case !hasCPUs && hasMax:
+		cpus = maxcpus
+	case !hasCPUs && topology:
+		cpus = product
+	case !hasCPUs:
+		return bad("want a number of vCPUs, such as 2 or cpus=2")
+	}
+	if !hasMax {
+		maxcpus = cpus
+	}
+	if maxcpus < cpus {
+		return bad("maxcpus %d is less than the %d vCPUs", maxcpus, cpus)
+	}
+	// As QEMU does, keys left out of the topology are computed: what
+	// is given must divide the vCPUs, and sockets, cores and threads
+	// all given must make them.
+	_, s := vals["sockets"]
+	_, c := vals["cores"]
+	_, t := vals["threads"]
+	if topology && (maxcpus%product != 0 || (s && c && t && product != maxcpus)) {
+		return bad("the topology makes %d vCPUs, not %d", product, maxcpus)
+	}
+	return cpus, nil
 }
 
 // shorthandWithValue reports whether a, a single-dash word of three or
@@ -294,58 +375,120 @@ func shorthandWithValue(fs *pflag.FlagSet, a string) bool {
 	return a[2] == '=' || (a[2] >= '0' && a[2] <= '9')
 }
 
-// parseSize reads QEMU's -m syntax: a number with an optional K/M/G/T
-// suffix (and optional "B" or "iB"); no suffix means MiB.
+// parseSize reads QEMU's -m syntax: a number, with a fraction if it
+// likes (1.5G, as qemu_strtosz takes it), and an optional K/M/G/T
+// suffix, itself optionally followed by "B" or "iB"; no suffix means MiB.
+// A fraction must come to whole bytes.
 func parseSize(s string) (uint64, error) {
-	t := strings.TrimSpace(s)
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
-	shift := 20
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'k', 'K':
-			shift, t = 10, t[:n-1]
-		case 'm', 'M':
-			shift, t = 20, t[:n-1]
-		case 'g', 'G':
-			shift, t = 30, t[:n-1]
-		case 't', 'T':
-			shift, t = 40, t[:n-1]
-		}
+	v, problem := sizeOf(s)
+	if problem != "" {
+		return 0, fmt.Errorf("-m %q: %s", s, problem)
 	}
-	v, err := strconv.ParseUint(t, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("-m %q: not a size (try 512M or 2G)", s)
+	return v, nil
+}
+
+// sizeOf is parseSize's reading of s, or what is wrong with it.
+func sizeOf(s string) (v uint64, problem string) {
+	t := strings.TrimSpace(s)
+	shift := 20
+	for _, unit := range []string{"iB", "B", ""} {
+		u, ok := strings.CutSuffix(t, unit)
+		if !ok || u == "" {
+			continue
+		}
+		sh := strings.IndexByte("KMGT", u[len(u)-1]&^0x20) // ASCII upper case
+		if sh < 0 {
+			if unit != "" {
+				continue // "B" or "iB" only after a unit letter
+			}
+			break
+		}
+		shift, t = 10*(sh+1), u[:len(u)-1]
+		break
+	}
+	const notSize = "not a size (try 512M or 2G)"
+	whole, frac, hasFrac := strings.Cut(t, ".")
+	if whole == "" || !allDigits(whole) || (hasFrac && (frac == "" || !allDigits(frac) || len(frac) > 19)) {
+		return 0, notSize
+	}
+	v, err := strconv.ParseUint(whole, 10, 64)
+	if err != nil || v > (1<<63)>>shift {
+		return 0, "too large"
+	}
+	v <<= shift
+	if hasFrac {
+		// frac/10^len(frac) of 2^shift bytes, exactly (19 digits fit
+		// a uint64).
+		f, _ := strconv.ParseUint(frac, 10, 64)
+		num := new(big.Int).Lsh(new(big.Int).SetUint64(f), uint(shift))
+		den := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(len(frac))), nil)
+		q, r := new(big.Int).QuoRem(num, den, new(big.Int))
+		if r.Sign() != 0 {
+			return 0, "not a whole number of bytes"
+		}
+		if !q.IsUint64() || v+q.Uint64() > 1<<63 {
+			return 0, "too large"
+		}
+		v += q.Uint64()
 	}
 	if v == 0 {
-		return 0, fmt.Errorf("-m %q: guest memory must be more than 0", s)
+		return 0, "guest memory must be more than 0"
 	}
-	if v > (1<<63)>>shift {
-		return 0, fmt.Errorf("-m %q: too large", s)
-	}
-	return v << shift, nil
+	return v, ""
+}
+
+func allDigits(s string) bool {
+	return strings.Trim(s, "0123456789") == ""
 }
 
 // parseMemory reads -m: a size, or QEMU's [size=]SIZE[,slots=N]
-// [,maxmem=SIZE] with its keys in any order. vmm has no memory hotplug,
-// so slots and maxmem are accepted and unused.
+// [,maxmem=SIZE] with its keys in any order, each once. vmm has no
+// memory hotplug, so slots and maxmem are checked and unused.
 func parseMemory(s string) (uint64, error) {
-	size := ""
+	var size, maxmem string
+	seen := map[string]bool{}
 	for i, part := range strings.Split(s, ",") {
 		k, v, isKey := strings.Cut(part, "=")
+		if !isKey && i == 0 {
+			k, v = "size", part
+		}
 		switch {
-		case !isKey && i == 0:
-			size = part
-		case k == "size":
-			size = v
-		case k == "slots" || k == "maxmem":
+		case (isKey || i == 0) && (k == "size" || k == "slots" || k == "maxmem"):
+			if seen[k] {
+				return 0, fmt.Errorf("-m %q: %s given twice", s, k)
+			}
+			seen[k] = true
 		default:
 			return 0, fmt.Errorf("-m %q: %q is neither a size nor QEMU's size=, slots= or maxmem=", s, part)
+		}
+		switch k {
+		case "size":
+			size = v
+		case "maxmem":
+			maxmem = v
+		case "slots":
+			if n, err := strconv.ParseUint(v, 10, 32); err != nil || n > 256 {
+				return 0, fmt.Errorf("-m %q: slots=%q: want a number of memory slots", s, v)
+			}
 		}
 	}
 	if size == "" {
 		return 0, fmt.Errorf("-m %q: no size (try 512M or 2G)", s)
 	}
-	return parseSize(size)
+	n, problem := sizeOf(size)
+	if problem != "" {
+		return 0, fmt.Errorf("-m %q: %s", s, problem)
+	}
+	if maxmem != "" {
+		m, problem := sizeOf(maxmem)
+		if problem != "" {
+			return 0, fmt.Errorf("-m %q: maxmem: %s", s, problem)
+		}
+		if m < n {
+			return 0, fmt.Errorf("-m %q: maxmem is less than the size", s)
+		}
+	}
+	return n, nil
 }
 
 // hostMemory is MemTotal from /proc/meminfo, or 0 if unknown.
@@ -406,6 +549,14 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	} else if fs.NArg() > 0 {
 		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
+	// An empty path given on purpose is a mistake, most often a
+	// variable that was not set (-out "$RESULTS"): taken as "not given",
+	// -out would silently bring nothing back.
+	for _, name := range []string{"kernel", "initrd", "share", "rootfs", "out", "snapshot"} {
+		if f := fs.Lookup(name); f != nil && fs.Changed(name) && f.Value.String() == "" {
+			return machine.Config{}, o, usageError{fmt.Errorf("-%s \"\": want a path", name)}
+		}
+	}
 	if o.kernel == "" && o.snapshot == "" {
 		return machine.Config{}, o, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
 	}
@@ -425,6 +576,11 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	}
 	if mem < machine.MinMemory {
 		return machine.Config{}, o, usageError{fmt.Errorf("-m %s: need at least %d MiB", o.memory, machine.MinMemory>>20)}
+	}
+	if mem%(4<<10) != 0 {
+		// KVM's memory slots are made of 4 KiB pages
+		// (machine.ramGranule); checked here to be a usage error.
+		return machine.Config{}, o, usageError{fmt.Errorf("-m %s: guest memory must be a whole number of 4 KiB pages", o.memory)}
 	}
 	if host := hostMemory(); host > 0 && mem > host {
 		return machine.Config{}, o, usageError{fmt.Errorf("-m %s: more than this host's %d MiB of RAM", o.memory, host>>20)}
@@ -611,15 +767,6 @@ func splitOpts(v string) []string {
 	return append(parts, cur.String())
 }
 
-// smpValue reduces QEMU's "-smp cpus=N,..." or "N,sockets=..." to N.
-func smpValue(v string) string {
-	first, _, _ := strings.Cut(v, ",")
-	if n, ok := strings.CutPrefix(first, "cpus="); ok {
-		return n
-	}
-	return first
-}
-
 func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	return runAt(time.Now(), args, stdin, stdout, stderr)
 }
@@ -767,7 +914,12 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 				return 1
 			}
 			if !reported {
-				fmt.Fprintf(stderr, "vmm: guest stopped (%v) without reporting the job's exit status\n", m.Reason())
+				why := ""
+				if m.Reason() == machine.StopReboot {
+					// runCmdline's panic=-1: the panic is on the console.
+					why = " (a kernel panic reboots it: see the console above)"
+				}
+				fmt.Fprintf(stderr, "vmm: guest stopped (%v) without reporting the job's exit status%s\n", m.Reason(), why)
 				return exitNoStatus
 			}
 		}

@@ -395,3 +395,122 @@ func TestRunJobBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestMemorySizes is -m as QEMU users type it, and what it refuses.
+func TestMemorySizes(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want uint64
+		err  string // part of the error; "" for none
+	}{
+		{"512", 512 << 20, ""},
+		{"512M", 512 << 20, ""},
+		{"512m", 512 << 20, ""},
+		{"512MB", 512 << 20, ""},
+		{"512MiB", 512 << 20, ""},
+		{"2G", 2 << 30, ""},
+		{"1.5G", 3 << 29, ""},
+		{"0.5", 512 << 10, ""},
+		{"1048576K", 1 << 30, ""},
+		{"size=1G", 1 << 30, ""},
+		{"1G,slots=2,maxmem=4G", 1 << 30, ""},
+		{"maxmem=4G,size=1G", 1 << 30, ""},
+		{"512iB", 0, "not a size"},
+		{"512i", 0, "not a size"},
+		{"512B", 0, "not a size"},
+		{"G", 0, "not a size"},
+		{"1.G", 0, "not a size"},
+		{".5G", 0, "not a size"},
+		{"1.2.3G", 0, "not a size"},
+		{"-5", 0, "not a size"},
+		{"1.0000001K", 0, "not a whole number of bytes"},
+		{"0", 0, "more than 0"},
+		{"0.0G", 0, "more than 0"},
+		{"99999999999T", 0, "too large"},
+		{"8388609T", 0, "too large"},
+		{"1G,size=2G", 0, `"1G,size=2G": size given twice`},
+		{"size=1G,size=0", 0, `"size=1G,size=0": size given twice`},
+		{"size=1G,maxmem=foo", 0, `"size=1G,maxmem=foo": maxmem: not a size`},
+		{"2G,maxmem=1G", 0, "maxmem is less than the size"},
+		{"1G,slots=x", 0, `slots="x"`},
+		{"1G,junk", 0, `"junk" is neither a size`},
+		{"size=0", 0, `-m "size=0": guest memory must be more than 0`},
+	} {
+		got, err := parseMemory(tt.in)
+		switch {
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("-m %q = %d, %v; want %d", tt.in, got, err, tt.want)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("-m %q = %d, %v; want an error containing %q", tt.in, got, err, tt.err)
+		case err != nil && strings.Contains(err.Error(), "\n"):
+			t.Errorf("-m %q: error of more than one line: %q", tt.in, err)
+		}
+	}
+}
+
+// TestSMPValues is -smp as QEMU users type it, and what it refuses.
+func TestSMPValues(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int
+		err  string // part of the error; "" for none
+	}{
+		{"2", 2, ""},
+		{"010", 10, ""},
+		{"cpus=4", 4, ""},
+		{"cpus=2,sockets=1", 2, ""},
+		{"4,sockets=1,cores=4", 4, ""},
+		{"4,sockets=1,cores=2,threads=2", 4, ""},
+		{"sockets=2,cpus=4", 4, ""},
+		{"sockets=2,cores=2", 4, ""},
+		{"maxcpus=6", 6, ""},
+		{"2,maxcpus=4", 2, ""},
+		{"2,maxcpus=4,sockets=2,cores=2,threads=1", 2, ""},
+		{"0", 0, ""}, // refused later, as "need at least one vCPU"
+		{"x", 0, "want a number of vCPUs"},
+		{"cpus=x", 0, "want a number of vCPUs"},
+		{"", 0, "want a number of vCPUs"},
+		{"2,garbage", 0, `"garbage" is not KEY=N`},
+		{"2,cpus=4", 0, "cpus given twice"},
+		{"2,sockets=1,sockets=2", 0, "sockets given twice"},
+		{"2,speed=9", 0, `unknown key "speed"`},
+		{"2,cores=0", 0, `cores="0": want a positive number`},
+		{"4,maxcpus=2", 0, "maxcpus 2 is less than the 4 vCPUs"},
+		{"4,sockets=3", 0, "the topology makes 3 vCPUs, not 4"},
+		{"4,sockets=1,cores=2,threads=1", 0, "the topology makes 2 vCPUs, not 4"},
+		{"sockets=1024,cores=1024,threads=1024", 0, "too many vCPUs"},
+	} {
+		got, err := parseSMP(tt.in)
+		switch {
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("-smp %q = %d, %v; want %d", tt.in, got, err, tt.want)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("-smp %q = %d, %v; want an error containing %q", tt.in, got, err, tt.err)
+		case err != nil && !strings.HasPrefix(err.Error(), fmt.Sprintf("-smp %q: ", tt.in)):
+			t.Errorf("-smp %q: error %q does not name the value as typed", tt.in, err)
+		}
+	}
+}
+
+// An empty path given on purpose (an unset variable) is refused, not
+// taken for "not given": -out "$UNSET" would bring nothing back.
+func TestEmptyPathRefused(t *testing.T) {
+	for _, tt := range []struct {
+		run  bool
+		args []string
+		want string
+	}{
+		{false, []string{"-kernel", ""}, `-kernel "": want a path`},
+		{false, []string{"-kernel", "bz", "-initrd", ""}, `-initrd "": want a path`},
+		{false, []string{"-kernel", "bz", "--initrd="}, `-initrd "": want a path`},
+		{true, []string{"-kernel", "bz", "-out", "", "true"}, `-out "": want a path`},
+		{true, []string{"-kernel", "bz", "-share", "", "true"}, `-share "": want a path`},
+		{true, []string{"-kernel", "bz", "-rootfs", "", "true"}, `-rootfs "": want a path`},
+		{true, []string{"-snapshot", "", "true"}, `-snapshot "": want a path`},
+	} {
+		_, _, err := parseMode(tt.run, tt.args, io.Discard)
+		if _, ok := err.(usageError); !ok || err.Error() != tt.want {
+			t.Errorf("%v: got %v, want the usage error %q", tt.args, err, tt.want)
+		}
+	}
+}

@@ -17,8 +17,16 @@ import (
 )
 
 // runCmdline keeps the kernel's boot messages off the console in `vmm
-// run`, where the console is stderr beside the job's own messages.
-const runCmdline = "quiet"
+// run`, where the console is stderr beside the job's own messages, and
+// makes a kernel panic (an initramfs without an init, an init that
+// dies, a job that crashes the kernel) reboot the guest at once, which
+// ends the run with exitNoStatus and the panic on stderr: Debian's
+// kernels are built with CONFIG_PANIC_TIMEOUT=0, which spins after a
+// panic until -timeout or a signal, and vmm has no pvpanic device to
+// hear of it otherwise. Firecracker's documented boot arguments and
+// virtme-ng do the same. -append panic=0 undoes it (a later parameter
+// wins).
+const runCmdline = "quiet panic=-1"
 
 // exitNoStatus is `vmm run`'s status when the guest ended without
 // reporting the job's status (it powered off, rebooted, or its init does
@@ -36,7 +44,7 @@ func addRunFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.out, "out", "", "after the job, copy the guest's /out into host directory `DIR` (created if missing)")
 	fs.StringVar(&o.outSize, "out-size", defaultOutSize, "the most -out can bring back")
 	fs.StringArrayVar(&o.env, "env", nil, "`KEY=VALUE` for the job's environment (repeatable)")
-	fs.StringVar(&o.snapshot, "snapshot", "", "restore the guest `vmm snapshot` saved in `DIR` instead of booting one (no -kernel needed; -m, -smp, -disk and -tap must match the snapshot's)")
+	fs.StringVar(&o.snapshot, "snapshot", "", "restore the guest saved in `DIR` by vmm snapshot instead of booting one (no -kernel needed; -m, -smp, -disk, -tap, -nic and -fs must be those the snapshot was made with)")
 }
 
 func runUsage(fs *pflag.FlagSet, w io.Writer) {

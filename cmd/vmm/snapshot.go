@@ -58,7 +58,7 @@ func snapshotUsage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: vmm snapshot -kernel BZIMAGE -initrd INITRD [vm flags] [-out-size SIZE] -o DIR\n\n")
 	fmt.Fprintf(w, "Boots the guest until its init waits for a job and saves it in DIR, for\n")
 	fmt.Fprintf(w, "`vmm run -snapshot DIR [flags] -- CMD`. The vm flags are vmm's (-m, -smp, -disk, -tap,\n")
-	fmt.Fprintf(w, "-append, -timeout, ...); -m, -smp, -disk and -tap must be given again, the same, to\n")
+	fmt.Fprintf(w, "-append, -timeout, ...); -m, -smp, -disk, -tap, -nic and -fs must be given again, the same, to\n")
 	fmt.Fprintf(w, "each run. -out-size (default %s) fixes the -out disk of every run.\n", defaultOutSize)
 }
 

@@ -529,6 +529,26 @@ func runCases(t *testing.T) []runCase {
 			},
 		},
 		{
+			// A job that panics the guest's kernel: run's panic=-1
+			// reboots it, and the run ends with 125 and the panic on
+			// stderr. Until 2026-12-06 the kernel (Debian's:
+			// CONFIG_PANIC_TIMEOUT=0) spun for ever after the panic
+			// and the run waited for -timeout or a signal. sysrq's
+			// trigger file works for root whatever kernel.sysrq says.
+			name:    "kernel-panic",
+			command: []string{"sh", "-c", "echo c > /proc/sysrq-trigger; sleep 600"},
+			status:  125,
+			check: func(r redirectReport) error {
+				if !strings.Contains(r.Stderr, "Kernel panic") {
+					return fmt.Errorf("no kernel panic on stderr")
+				}
+				if !regexp.MustCompile(`vmm: guest stopped \(reboot\) without reporting the job's exit status \(a kernel panic`).MatchString(r.Stderr) {
+					return fmt.Errorf("no message about the missing status on stderr")
+				}
+				return nil
+			},
+		},
+		{
 			name: "timeout",
 			// The job announces itself so the log shows whether the
 			// timeout hit during the boot or the job; both must give 124.
