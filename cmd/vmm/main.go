@@ -53,6 +53,8 @@ import (
 	"github.com/vmm-dev/vmm/internal/rawterm"
 	"github.com/vmm-dev/vmm/internal/selfmem"
 	"github.com/vmm-dev/vmm/machine"
+	"github.com/vmm-dev/vmm/tap"
+	"github.com/vmm-dev/vmm/usernet/hostfwd"
 )
 
 // defaultCmdline starts every kernel command line (see
@@ -641,11 +643,24 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 		nic.NoSandbox = nic.User && o.sandbox == "off"
 		cfg.NICs = append(cfg.NICs, nic)
 	}
+	if err := checkNICsDistinct(o.nics, cfg.NICs); err != nil {
+		return machine.Config{}, o, usageError{err}
+	}
+	tags := map[string]string{}
+	if run {
+		// vmm run's own shares (and a snapshot's slots for them).
+		tags[guestabi.JobShareTag] = "vmm run's -share"
+		tags[guestabi.JobRootTag] = "vmm run's -rootfs"
+	}
 	for _, v := range o.shares {
 		sh, err := parseFS(v)
 		if err != nil {
 			return machine.Config{}, o, usageError{err}
 		}
+		if other, dup := tags[sh.Tag]; dup {
+			return machine.Config{}, o, usageError{fmt.Errorf("-fs %q: tag %q is taken by %s", v, sh.Tag, other)}
+		}
+		tags[sh.Tag] = fmt.Sprintf("-fs %q", v)
 		cfg.Shares = append(cfg.Shares, sh)
 	}
 	return cfg, o, nil
@@ -725,6 +740,49 @@ func parseFS(v string) (machine.Share, error) {
 		return sh, fmt.Errorf("-fs %q: %w", v, err)
 	}
 	return sh, nil
+}
+
+// checkNICsDistinct refuses, while the command line is read rather than
+// once the machine is half built, what the host would refuse later: a
+// TAP name Linux does not allow, one TAP for two cards, and two
+// forwards of one host port (the same address, or the unspecified one
+// beside any), which the second bind would fail on. args[i] gave nics[i].
+func checkNICsDistinct(args []nicArg, nics []machine.NIC) error {
+	taps := map[string]int{}
+	type fwd struct {
+		nic  int
+		rule hostfwd.Forward
+	}
+	var fwds []fwd
+	for i, n := range nics {
+		if n.Tap != "" {
+			if err := tap.ValidateName(n.Tap); err != nil {
+				return fmt.Errorf("-%s %q: %w", args[i].flag, args[i].value, err)
+			}
+			if j, dup := taps[n.Tap]; dup {
+				return fmt.Errorf("-%s %q: TAP %q is also -%s %q's", args[i].flag, args[i].value, n.Tap, args[j].flag, args[j].value)
+			}
+			taps[n.Tap] = i
+		}
+		for _, f := range n.HostFwd {
+			if f.Host.Port() == 0 {
+				continue // any free port: never taken twice
+			}
+			for _, g := range fwds {
+				if g.rule.UDP == f.UDP && g.rule.Host.Port() == f.Host.Port() &&
+					(g.rule.Host.Addr() == f.Host.Addr() || g.rule.Host.Addr().IsUnspecified() || f.Host.Addr().IsUnspecified()) {
+					proto, a := "tcp", args[g.nic]
+					if f.UDP {
+						proto = "udp"
+					}
+					return fmt.Errorf("-%s %q: %s host port %d is forwarded twice (also by -%s %q)",
+						args[i].flag, args[i].value, proto, f.Host.Port(), a.flag, a.value)
+				}
+			}
+			fwds = append(fwds, fwd{i, f})
+		}
+	}
+	return nil
 }
 
 // parseTap reads -tap NAME[,mac=MAC].

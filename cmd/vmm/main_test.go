@@ -246,7 +246,7 @@ func TestRunBadInput(t *testing.T) {
 		{"disk given twice", []string{"-kernel", kernel, "-disk", kernel, "-disk", filepath.Join(dir, ".", "bzImage") + ",ro"}, 2, "the same image as -disk " + kernel},
 		// Twice read-only passes the check (and the device count fails).
 		{"disk twice read-only", append([]string{"-kernel", kernel, "-disk", kernel + ",ro", "-disk", kernel + ",ro"}, diskFlags(t, dir, 7)...), 1, "at most 8"},
-		{"bad tap name", []string{"-kernel", kernel, "-tap", "a/b"}, 1, "a/b"},
+		{"bad tap name", []string{"-kernel", kernel, "-tap", "a/b"}, 2, "a/b"},
 		{"too many devices", append([]string{"-kernel", kernel}, diskFlags(t, dir, 9)...), 1, "at most 8"},
 	}
 	for _, tt := range tests {
@@ -511,6 +511,59 @@ func TestEmptyPathRefused(t *testing.T) {
 		_, _, err := parseMode(tt.run, tt.args, io.Discard)
 		if _, ok := err.(usageError); !ok || err.Error() != tt.want {
 			t.Errorf("%v: got %v, want the usage error %q", tt.args, err, tt.want)
+		}
+	}
+}
+
+// Two shares with one tag are a usage error naming both, as is a -fs
+// whose tag is one of vmm run's own shares.
+func TestShareTagsUnique(t *testing.T) {
+	for _, tt := range []struct {
+		run  bool
+		args []string
+		want string
+	}{
+		{false, []string{"-kernel", "bz", "-fs", "a", "-fs", "b/a"}, `-fs "b/a": tag "a" is taken by -fs "a"`},
+		{false, []string{"-kernel", "bz", "-fs", "x,tag=t", "-fs", "y,tag=t"}, `-fs "y,tag=t": tag "t" is taken by -fs "x,tag=t"`},
+		{true, []string{"-kernel", "bz", "-fs", "/tmp,tag=vmm-share", "true"}, `-fs "/tmp,tag=vmm-share": tag "vmm-share" is taken by vmm run's -share`},
+		{true, []string{"-kernel", "bz", "-fs", "/tmp,tag=vmm-root", "true"}, `-fs "/tmp,tag=vmm-root": tag "vmm-root" is taken by vmm run's -rootfs`},
+	} {
+		_, _, err := parseMode(tt.run, tt.args, io.Discard)
+		if _, ok := err.(usageError); !ok || err.Error() != tt.want {
+			t.Errorf("%v: got %v, want the usage error %q", tt.args, err, tt.want)
+		}
+	}
+	if _, _, err := parseMode(false, []string{"-kernel", "bz", "-fs", "/tmp,tag=vmm-share"}, io.Discard); err != nil {
+		t.Errorf("vmm run's tags are free outside vmm run: %v", err)
+	}
+}
+
+// What the host would refuse once the machine is half built (a TAP name
+// Linux does not take, one TAP for two cards, one host port forwarded
+// twice) is a usage error naming the flags.
+func TestNICsDistinct(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string // "" for none
+	}{
+		{[]string{"-tap", "a/b"}, `-tap "a/b": tap "a/b": interface name contains '/'`},
+		{[]string{"-nic", "tap,ifname=averyveryverylongname0"}, `-nic "tap,ifname=averyveryverylongname0": tap "averyveryverylongname0": interface name longer than 15 bytes`},
+		{[]string{"-tap", "t0", "-nic", "tap,ifname=t0"}, `-nic "tap,ifname=t0": TAP "t0" is also -tap "t0"'s`},
+		{[]string{"-nic", "user,hostfwd=tcp::2224-:22", "-nic", "user,hostfwd=tcp::2224-:23"}, `-nic "user,hostfwd=tcp::2224-:23": tcp host port 2224 is forwarded twice (also by -nic "user,hostfwd=tcp::2224-:22")`},
+		{[]string{"-nic", "user,hostfwd=tcp:127.0.0.1:80-:80,hostfwd=tcp::80-:81"}, "tcp host port 80 is forwarded twice"},
+		{[]string{"-nic", "user,hostfwd=tcp:127.0.0.1:80-:80,hostfwd=tcp:127.0.0.2:80-:81"}, ""},
+		{[]string{"-nic", "user,hostfwd=tcp::80-:80,hostfwd=udp::80-:80"}, ""},
+		{[]string{"-nic", "user,hostfwd=tcp::0-:80,hostfwd=tcp::0-:81"}, ""},
+	} {
+		_, _, err := parseArgs(append([]string{"-kernel", "bz"}, tt.args...), io.Discard)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%v: %v", tt.args, err)
+			}
+			continue
+		}
+		if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: got %v, want a usage error containing %q", tt.args, err, tt.want)
 		}
 	}
 }
