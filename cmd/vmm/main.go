@@ -208,7 +208,11 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 		hasValue := false
 		switch {
 		case len(a) == 2 && a[0] == '-': // a shorthand: -m
-			f = fs.ShorthandLookup(a[1:])
+			// pflag's own words for an unknown one are "unknown
+			// shorthand flag: 'x' in -x"; -h is pflag's help.
+			if f = fs.ShorthandLookup(a[1:]); f == nil && a != "-h" {
+				return nil, fmt.Errorf("unknown flag: %s", a)
+			}
 		case strings.HasPrefix(a, "--"): // GNU: --kernel or --kernel=bz
 			var name string
 			name, _, hasValue = strings.Cut(a[2:], "=")
@@ -224,6 +228,10 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 		}
 		// Keep a flag's value with it, even if it starts with a dash or,
 		// for vmm run, does not.
+		if f != nil && !hasValue && f.NoOptDefVal == "" && i+1 == len(args) {
+			// pflag would name it --kernel, however it was typed.
+			return nil, fmt.Errorf("%s: no value given", args[i])
+		}
 		takesNext := f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args)
 		if check := valueArg(f); check != nil {
 			var err error
@@ -264,6 +272,14 @@ func valueArg(f *pflag.Flag) func(string) (string, error) {
 		return smpArg // QEMU's "-smp cpus=2" and "-smp 2,sockets=1" become 2
 	case "timeout":
 		return timeoutArg // as typed, if it is a duration
+	}
+	if f.Value.Type() == "bool" { // only ever -flag=VALUE
+		return func(v string) (string, error) {
+			if _, err := strconv.ParseBool(v); err != nil {
+				return "", fmt.Errorf("-%s %q: want true or false", f.Name, v)
+			}
+			return v, nil
+		}
 	}
 	return nil
 }
