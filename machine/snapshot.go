@@ -293,9 +293,12 @@ func manifestDevices(cfg Config) ([]snapshot.Device, error) {
 		out = append(out, dev)
 	}
 	// A share's directory is not recorded: a restored guest that has
-	// not mounted it yet may be given another (vmm run -share).
+	// not mounted it yet may be given another (vmm run -share). Nor is
+	// whether it is read-only, which only the host side enforces (the
+	// server refuses changes; the guest's device is the same), so a
+	// run may serve a slot it does not use read-only.
 	for _, sh := range cfg.Shares {
-		out = append(out, snapshot.Device{Kind: "fs", Tag: sh.Tag, ReadOnly: sh.ReadOnly})
+		out = append(out, snapshot.Device{Kind: "fs", Tag: sh.Tag})
 	}
 	if cfg.JobOutput != nil {
 		out = append(out, snapshot.Device{Kind: "console", Tag: guestabi.JobOutputPort})
@@ -323,7 +326,7 @@ var ErrSnapshotMismatch = errors.New("snapshot was made for another machine")
 
 // CheckSnapshot compares what the command line asks for with what the
 // snapshot was made from: memory, vCPUs and the virtio devices (kind,
-// order, read-only, disk size, MAC, share tag).
+// order, a disk's read-only and size, MAC, share tag).
 func CheckSnapshot(cfg Config, man snapshot.Manifest) error {
 	if cfg.MemSize != man.MemSize {
 		return fmt.Errorf("%w: -m %d MiB, snapshot has %d MiB", ErrSnapshotMismatch, cfg.MemSize>>20, man.MemSize>>20)

@@ -157,7 +157,6 @@ func TestCheckSnapshot(t *testing.T) {
 		{"no disk", func(c *Config) { c.Disks = nil }, "1 virtio devices asked for, snapshot has 2 (blk vmm-out, fs vmm-share)"},
 		{"no share", func(c *Config) { c.Shares = nil }, "1 virtio devices asked for"},
 		{"share tag", func(c *Config) { c.Shares = []Share{{Dir: "/x", Tag: "other"}} }, "device 1 is {Kind:fs Serial: Tag:other"},
-		{"share ro", func(c *Config) { c.Shares = []Share{{Dir: "/x", Tag: "vmm-share", ReadOnly: true}} }, "device 1"},
 		{"ro", func(c *Config) { c.Disks = []Disk{{Path: disk, Serial: "vmm-out", ReadOnly: true}} }, "device 0"},
 		{"nic", func(c *Config) { c.Disks = nil; c.NICs = []NIC{{Tap: "t"}} }, "device 0 is {Kind:net"},
 		// vmm run's job output port, which a snapshot from before it
@@ -170,6 +169,13 @@ func TestCheckSnapshot(t *testing.T) {
 		if !errors.Is(err, ErrSnapshotMismatch) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want a mismatch with %q", tc.name, err, tc.want)
 		}
+	}
+	// A share's directory and whether the host serves it read-only are
+	// the run's: the guest's device is the same.
+	c := cfg
+	c.Shares = []Share{{Dir: "/elsewhere", Tag: "vmm-share", ReadOnly: true}}
+	if err := CheckSnapshot(c, man); err != nil {
+		t.Errorf("a share served read-only from another directory: %v", err)
 	}
 }
 

@@ -42,14 +42,18 @@ func jobShareSlots(dir string) []machine.Share {
 }
 
 // fillShareSlots appends to cfg.Shares the snapshot's slots, each with
-// the directory of the share in asked that has its tag, or else empty.
+// the directory of the share in asked that has its tag, or else empty,
+// served read-only: a job that mounts a slot its run did not ask for
+// must not fill the host's temporary directory.
 func fillShareSlots(cfg *machine.Config, asked []machine.Share, empty string) {
 	for _, slot := range jobShareSlots(empty) {
+		used := false
 		for _, a := range asked {
 			if a.Tag == slot.Tag {
-				slot.Dir = a.Dir
+				slot.Dir, used = a.Dir, true
 			}
 		}
+		slot.ReadOnly = slot.ReadOnly || !used
 		cfg.Shares = append(cfg.Shares, slot)
 	}
 }

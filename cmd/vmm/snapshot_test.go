@@ -66,7 +66,7 @@ func writeTestSnapshot(t *testing.T, man snapshot.Manifest) string {
 // Each refusal before the restore is one line naming the snapshot.
 func TestPrepareRestoreRefuses(t *testing.T) {
 	outDisk := snapshot.Device{Kind: "blk", Serial: guestabi.OutSerial, Capacity: 1 << 20}
-	slots := []snapshot.Device{{Kind: "fs", Tag: guestabi.JobShareTag}, {Kind: "fs", Tag: guestabi.JobRootTag, ReadOnly: true}}
+	slots := []snapshot.Device{{Kind: "fs", Tag: guestabi.JobShareTag}, {Kind: "fs", Tag: guestabi.JobRootTag}}
 	// vmm snapshot's job output port, last.
 	port := snapshot.Device{Kind: "console", Tag: guestabi.JobOutputPort}
 	good := snapshot.Manifest{VMMVersion: vmmVersion(), Devices: append(append([]snapshot.Device{outDisk}, slots...), port)}
@@ -124,7 +124,9 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 	if len(cfg.Disks) != 1 || cfg.Disks[0].Serial != guestabi.OutSerial || j.boot == nil {
 		t.Errorf("disks %+v, boot set %v", cfg.Disks, j.boot != nil)
 	}
-	wantSlots := []machine.Share{{Dir: j.emptyDir, Tag: guestabi.JobShareTag}, {Dir: j.emptyDir, Tag: guestabi.JobRootTag, ReadOnly: true}}
+	// Unused, both are served read-only: a job that mounts one must not
+	// write into the host's temporary directory.
+	wantSlots := []machine.Share{{Dir: j.emptyDir, Tag: guestabi.JobShareTag, ReadOnly: true}, {Dir: j.emptyDir, Tag: guestabi.JobRootTag, ReadOnly: true}}
 	if !reflect.DeepEqual(cfg.Shares, wantSlots) {
 		t.Errorf("shares without -share: %+v, want %+v", cfg.Shares, wantSlots)
 	}
