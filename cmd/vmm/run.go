@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/spf13/pflag"
@@ -62,7 +63,8 @@ func runUsage(fs *pflag.FlagSet, w io.Writer) {
 // jobFiles is what `vmm run` creates on the host for one job.
 type jobFiles struct {
 	outDir  string
-	outDisk string // scratch disk the guest writes /out to; removed at exit
+	outDisk string // scratch disk the guest writes /out to (scratchDisk)
+	outFile *os.File
 	outSize int64
 	// boot, for -snapshot, restores the snapshot instead of booting;
 	// snap is the opened snapshot, closed by remove.
@@ -115,17 +117,8 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 	if err := makeWritableDir("-out", o.out); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp("", "vmm-out-*.img")
-	if err != nil {
-		return nil, fmt.Errorf("-out: scratch disk: %w", err)
-	}
-	j.outDir, j.outDisk, j.outSize = o.out, f.Name(), int64(o.outBytes)
-	err = f.Truncate(j.outSize)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		j.remove()
+	j.outDir, j.outSize = o.out, int64(o.outBytes)
+	if j.outFile, j.outDisk, err = scratchDisk("vmm-out-*.img", j.outSize); err != nil {
 		return nil, fmt.Errorf("-out: scratch disk: %w", err)
 	}
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: guestabi.OutSerial})
@@ -187,8 +180,8 @@ func (j *jobFiles) collect(ctx context.Context, warn func(string)) error {
 
 func (j *jobFiles) remove() {
 	j.removed.Do(func() {
-		if j.outDisk != "" {
-			os.Remove(j.outDisk)
+		if j.outFile != nil {
+			removeScratch(j.outFile, j.outDisk)
 		}
 		if j.snap != nil {
 			j.snap.Close()
@@ -197,4 +190,43 @@ func (j *jobFiles) remove() {
 			os.Remove(j.emptyDir)
 		}
 	})
+}
+
+// scratchDisk makes a sparse file of size bytes in the temporary
+// directory for a disk vmm gives the guest and reads back itself (the
+// -out disk), and returns it open with the path to hand the machine. The
+// file is unlinked at once where /proc lets the machine open it through
+// the descriptor (/proc/self/fd/N), so nothing is left in $TMPDIR however
+// vmm ends (SIGKILL, the sandbox's end of a refused call, a crash), where
+// CI runners would pile up one image per killed run; else it keeps its
+// name, which removeScratch removes.
+func scratchDisk(pattern string, size int64) (*os.File, string, error) {
+	f, err := os.CreateTemp("", pattern)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, "", err
+	}
+	byFD := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	named, err1 := f.Stat()
+	viaFD, err2 := os.Stat(byFD)
+	if err1 != nil || err2 != nil || !os.SameFile(named, viaFD) {
+		return f, f.Name(), nil
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		return f, f.Name(), nil
+	}
+	return f, byFD, nil
+}
+
+// removeScratch closes a scratchDisk and removes it if it still has a
+// name.
+func removeScratch(f *os.File, path string) {
+	if !strings.HasPrefix(path, "/proc/self/fd/") {
+		os.Remove(path)
+	}
+	f.Close()
 }

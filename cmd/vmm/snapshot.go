@@ -171,19 +171,12 @@ func removeUnsaved(dir string) {
 // makeSnapshot boots the guest until its init waits for a job and saves
 // it in dir; ctx ends the boot early (-timeout, a signal).
 func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize int64, stderr io.Writer) error {
-	scratch, err := os.CreateTemp("", "vmm-snapshot-out-*.img")
+	scratch, scratchPath, err := scratchDisk("vmm-snapshot-out-*.img", outSize)
 	if err != nil {
 		return fmt.Errorf("-out disk: %w", err)
 	}
-	defer os.Remove(scratch.Name())
-	err = scratch.Truncate(outSize)
-	if cerr := scratch.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("-out disk: %w", err)
-	}
-	cfg.Disks = append(cfg.Disks, machine.Disk{Path: scratch.Name(), Serial: guestabi.OutSerial})
+	defer removeScratch(scratch, scratchPath)
+	cfg.Disks = append(cfg.Disks, machine.Disk{Path: scratchPath, Serial: guestabi.OutSerial})
 	empty, err := os.MkdirTemp("", "vmm-snapshot-share-*")
 	if err != nil {
 		return fmt.Errorf("share slots: %w", err)
@@ -351,16 +344,8 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 		return fail(fmt.Errorf("share slots: %w", err))
 	}
 	fillShareSlots(cfg, asked, j.emptyDir)
-	f, err := os.CreateTemp("", "vmm-out-*.img")
-	if err != nil {
-		return fail(fmt.Errorf("-out: scratch disk: %w", err))
-	}
-	j.outDisk, j.outSize = f.Name(), out.Capacity
-	err = f.Truncate(j.outSize)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	j.outSize = out.Capacity
+	if j.outFile, j.outDisk, err = scratchDisk("vmm-out-*.img", j.outSize); err != nil {
 		return fail(fmt.Errorf("-out: scratch disk: %w", err))
 	}
 	if o.out != "" {

@@ -320,3 +320,42 @@ func TestRemoveUnsaved(t *testing.T) {
 		}
 	}
 }
+
+// A scratch disk leaves nothing in $TMPDIR from the moment it exists, so
+// a vmm killed with SIGKILL leaves no image behind, and is still a
+// path the machine opens, writes and vmm reads back.
+func TestScratchDiskUnlinked(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	f, path, err := scratchDisk("vmm-out-*.img", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("%s holds %v while the disk is in use", tmp, left)
+	}
+	w, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("the machine cannot open %s: %v", path, err)
+	}
+	if _, err := w.WriteAt([]byte("from the guest"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if st, err := os.Stat(path); err != nil || st.Size() != 1<<20 {
+		t.Fatalf("stat %s: %v, %v; want 1 MiB", path, st, err)
+	}
+	r, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 14)
+	if _, err := r.ReadAt(got, 4096); err != nil || string(got) != "from the guest" {
+		t.Errorf("read back %q, %v", got, err)
+	}
+	r.Close()
+	removeScratch(f, path)
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("%s holds %v after removeScratch", tmp, left)
+	}
+}
