@@ -233,8 +233,11 @@ func sampleHash(r io.ReaderAt, size uint64) (string, error) {
 // Write saves a snapshot into dir (created if missing): the memory file
 // from regions (guest RAM in order), sparsely, then the state file. The
 // manifest's Memory is filled in here. Each file is written under a
-// temporary name and renamed, so a snapshot interrupted half-way is not
-// mistaken for a whole one.
+// temporary name of its own and renamed, so a snapshot interrupted
+// half-way is not mistaken for a whole one and two saves into one
+// directory do not write into one file. The files are the owner's alone
+// (0600, as os.CreateTemp makes them): the memory file is the guest's
+// RAM, with whatever the initramfs and the guest held.
 func Write(dir string, m Manifest, state []byte, regions [][]byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
@@ -254,9 +257,9 @@ func Write(dir string, m Manifest, state []byte, regions [][]byte) error {
 	return writeFile(filepath.Join(dir, StateFile), b)
 }
 
-// tmpSuffix names a file while it is written, before it is renamed into
-// place.
-const tmpSuffix = ".tmp"
+// tmpPattern names a file while it is written (os.CreateTemp's
+// pattern after the file's name), before it is renamed into place.
+const tmpPattern = ".tmp-*"
 
 // RemoveFiles removes what Write puts in dir, finished or not, and
 // nothing else: for a caller that made dir for a snapshot it could not
@@ -265,16 +268,27 @@ func RemoveFiles(dir string) {
 	for _, name := range []string{StateFile, MemoryFile} {
 		p := filepath.Join(dir, name)
 		_ = os.Remove(p)
-		_ = os.Remove(p + tmpSuffix)
+		tmps, _ := filepath.Glob(p + tmpPattern)
+		for _, t := range tmps {
+			_ = os.Remove(t)
+		}
 	}
 }
 
 func writeFile(path string, b []byte) error {
-	tmp := path + tmpSuffix
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+tmpPattern)
+	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("snapshot: %w", err)
 	}
@@ -285,11 +299,11 @@ func writeFile(path string, b []byte) error {
 // a file truncated to their total size, leaving holes for the rest.
 func writeMemory(dir string, regions [][]byte) (Memory, error) {
 	path := filepath.Join(dir, MemoryFile)
-	tmp := path + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.CreateTemp(dir, MemoryFile+tmpPattern)
 	if err != nil {
 		return Memory{}, fmt.Errorf("snapshot memory: %w", err)
 	}
+	tmp := f.Name()
 	fail := func(err error) (Memory, error) {
 		f.Close()
 		os.Remove(tmp)

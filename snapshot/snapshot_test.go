@@ -66,6 +66,20 @@ func TestWriteOpenRoundTrip(t *testing.T) {
 			t.Errorf("memory file takes %d bytes on disk for %d with 3 non-zero pages: not sparse", blocks*512, len(got))
 		}
 	}
+	// Only the two files, each the owner's alone: the memory file is
+	// the guest's RAM.
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 {
+		t.Errorf("directory holds %v, want the state and memory files only", entries)
+	}
+	for _, e := range entries {
+		if info, err := e.Info(); err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v (%v), want 0600", e.Name(), info.Mode(), err)
+		}
+	}
 }
 
 // Every kind of damage is refused by Open with one error.

@@ -297,7 +297,7 @@ func TestRemoveUnsaved(t *testing.T) {
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		files := []string{snapshot.MemoryFile, snapshot.StateFile + ".tmp"}
+		files := []string{snapshot.MemoryFile, snapshot.StateFile + ".tmp-123"}
 		if extra {
 			files = append(files, "mine")
 		}
