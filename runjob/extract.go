@@ -142,6 +142,14 @@ func Extract(ctx context.Context, r io.Reader, dir string, lim Limits, warn func
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
+			if err == nil && n != h.Size {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil || ctx.Err() != nil {
+				// A file cut short must not pass for the job's
+				// whole file under its name.
+				_ = parent.Remove(base)
+			}
 			if ctx.Err() != nil {
 				return x.files, fmt.Errorf("-out: stopped after %d files: %w", x.files, context.Cause(ctx))
 			}

@@ -208,3 +208,38 @@ func TestExtractCancel(t *testing.T) {
 		t.Errorf("cancelled before the start, yet created %s", dir)
 	}
 }
+
+// A file the archive ends inside, or that a stop cuts short, is removed:
+// part of a file must not pass for the job's whole file under its name.
+func TestExtractCutShortLeavesNoFile(t *testing.T) {
+	var cut bytes.Buffer
+	tw := tar.NewWriter(&cut)
+	tw.WriteHeader(&tar.Header{Name: "whole", Typeflag: tar.TypeReg, Mode: 0o644, Size: 3})
+	tw.Write([]byte("abc"))
+	tw.WriteHeader(&tar.Header{Name: "cut", Typeflag: tar.TypeReg, Mode: 0o644, Size: 100})
+	tw.Write([]byte("only ten b")) // the archive ends here
+	dir := t.TempDir()
+	if _, err := Extract(context.Background(), bytes.NewReader(cut.Bytes()), dir, DefaultLimits(1<<20), nil); err == nil {
+		t.Error("an archive that ends inside a file extracted without an error")
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "whole")); err != nil || string(b) != "abc" {
+		t.Errorf("the whole file before it: %q, %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "cut")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the file cut short is there: %v", err)
+	}
+
+	var big bytes.Buffer
+	tw = tar.NewWriter(&big)
+	tw.WriteHeader(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 40})
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	r := &endless{head: big.Bytes(), body: make([]byte, 4096), cancelAt: 1 << 20, cancel: func() { cancel(errors.New("stop")) }}
+	dir = t.TempDir()
+	if _, err := Extract(ctx, r, dir, Limits{Bytes: 1 << 41, Entries: 8, Depth: 8, NameLen: 100}, nil); err == nil {
+		t.Error("a stopped extraction returned no error")
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "big")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the file a stop cut short is there: %v", err)
+	}
+}
