@@ -239,8 +239,7 @@ func (c *Cache) touch(p string) {
 // the reader detects.
 func (c *Cache) commitTemp(f *os.File, b []byte, p string) error {
 	if _, err := f.Write(b); err != nil {
-		f.Close()
-		os.Remove(f.Name())
+		dropTemp(f)
 		return err
 	}
 	return c.renameTemp(f, p)
@@ -251,6 +250,15 @@ func (c *Cache) commitTemp(f *os.File, b []byte, p string) error {
 // is removed.
 func (c *Cache) renameTemp(f *os.File, p string) error {
 	name := f.Name()
+	if isUnnamed(f) {
+		// Named only now, for the rename that follows at once.
+		named, err := c.nameTemp(f)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		name = named
+	}
 	err := f.Close()
 	if err == nil {
 		err = os.Rename(name, p)
@@ -261,6 +269,54 @@ func (c *Cache) renameTemp(f *os.File, p string) error {
 	}
 	c.evict()
 	return nil
+}
+
+// createTemp makes a file for an entry or key being written. Where the
+// file system allows, it is an O_TMPFILE file with no name at all until
+// renameTemp gives it one just before its rename, so a vmm killed while
+// it fills an entry (a cold fill of tens of MB can take a minute nested)
+// leaves nothing in the directory; evict only removes named temporary
+// files once they are an hour old, and runs only when an entry is
+// stored, which a warm host may never do again. Elsewhere it is an
+// ordinary temporary file.
+func (c *Cache) createTemp() (*os.File, error) {
+	fd, err := unix.Open(c.dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), filepath.Join(c.dir, unnamedTemp)), nil
+	}
+	return os.CreateTemp(c.dir, tempPrefix+"*")
+}
+
+// unnamedTemp is the name an O_TMPFILE file goes by in messages.
+const unnamedTemp = tempPrefix + "unnamed"
+
+func isUnnamed(f *os.File) bool { return filepath.Base(f.Name()) == unnamedTemp }
+
+// dropTemp closes a temporary file that is not to be kept and removes
+// its name, if it has one.
+func dropTemp(f *os.File) {
+	f.Close()
+	if !isUnnamed(f) {
+		os.Remove(f.Name())
+	}
+}
+
+// nameTemp links the unnamed temporary file f into the directory under
+// a fresh temporary name, through /proc/self/fd (linkat with
+// AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH), and returns the name.
+func (c *Cache) nameTemp(f *os.File) (string, error) {
+	src := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	for i := range 8 {
+		name := filepath.Join(c.dir, fmt.Sprintf("%s%d-%d-%d", tempPrefix, os.Getpid(), time.Now().UnixNano(), i))
+		err := unix.Linkat(unix.AT_FDCWD, src, unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return "", fmt.Errorf("link %s: %w", name, err)
+		}
+	}
+	return "", fmt.Errorf("link a temporary file into %s: names taken", c.dir)
 }
 
 // encode returns the entry file for data.
@@ -310,7 +366,7 @@ type Pending struct {
 // caller learns the cache is writable before doing the work whose result
 // it would store.
 func (c *Cache) Create(k Key) (*Pending, error) {
-	f, err := os.CreateTemp(c.dir, tempPrefix+"*")
+	f, err := c.createTemp()
 	if err != nil {
 		return nil, fmt.Errorf("kernel cache: %w", err)
 	}
@@ -332,8 +388,7 @@ func (p *Pending) Commit(data []byte) error {
 
 // Abort discards the entry being written.
 func (p *Pending) Abort() {
-	p.f.Close()
-	os.Remove(p.f.Name())
+	dropTemp(p.f)
 }
 
 // evict removes the least recently used entries beyond MaxEntries, key

@@ -74,6 +74,38 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// An entry being written has no name in the directory until its commit
+// (where the file system has O_TMPFILE, as tmpfs and ext4 do), so a vmm
+// killed while it fills one leaves nothing behind; an aborted one
+// leaves nothing either.
+func TestPendingUnnamed(t *testing.T) {
+	c := openTemp(t)
+	p, err := c.Create(key("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !isUnnamed(p.f) {
+		t.Skipf("%s has no O_TMPFILE: the entry is written under a name", c.dir)
+	}
+	if _, err := p.f.Write([]byte("being written")); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(c.dir); len(ents) != 0 {
+		t.Errorf("the directory holds %v while an entry is written", ents)
+	}
+	p.Abort()
+	if ents, _ := os.ReadDir(c.dir); len(ents) != 0 {
+		t.Errorf("the directory holds %v after an abort", ents)
+	}
+	put(t, c, key("b"), []byte("vmlinux"))
+	if ents, _ := os.ReadDir(c.dir); len(ents) != 1 {
+		t.Errorf("the directory holds %v after a commit, want the entry only", ents)
+	}
+	if v, err := c.Get(key("b")); err != nil || !bytes.Equal(contents(t, v), []byte("vmlinux")) {
+		t.Errorf("committed entry: %v", err)
+	}
+}
+
 // An entry cut short while it is mapped and read is an error from Read,
 // not a SIGBUS that kills vmm; any other panic in the reader goes on.
 func TestEntryCutShortWhileRead(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -177,7 +176,7 @@ func (c *Cache) lookupKey(id fileID) (Key, error) {
 // storeKey records k for id, replacing what was there (best effort: a
 // failure costs the next boot a hash).
 func (c *Cache) storeKey(id fileID, k Key) {
-	f, err := os.CreateTemp(c.dir, tempPrefix+"*")
+	f, err := c.createTemp()
 	if err != nil {
 		return
 	}
