@@ -282,7 +282,16 @@ func (c *Cache) renameTemp(f *os.File, p string) error {
 func (c *Cache) createTemp() (*os.File, error) {
 	fd, err := unix.Open(c.dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err == nil {
-		return os.NewFile(uintptr(fd), filepath.Join(c.dir, unnamedTemp)), nil
+		f := os.NewFile(uintptr(fd), filepath.Join(c.dir, unnamedTemp))
+		// nameTemp links it through /proc: without a /proc that shows
+		// it, the entry could never be named, and every cold fill
+		// would be thrown away.
+		st, err1 := f.Stat()
+		viaProc, err2 := os.Stat(fmt.Sprintf("/proc/self/fd/%d", fd))
+		if err1 == nil && err2 == nil && os.SameFile(st, viaProc) {
+			return f, nil
+		}
+		f.Close()
 	}
 	return os.CreateTemp(c.dir, tempPrefix+"*")
 }

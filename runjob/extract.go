@@ -145,9 +145,10 @@ func Extract(ctx context.Context, r io.Reader, dir string, lim Limits, warn func
 			if err == nil && n != h.Size {
 				err = io.ErrUnexpectedEOF
 			}
-			if err != nil || ctx.Err() != nil {
-				// A file cut short must not pass for the job's
-				// whole file under its name.
+			if err != nil {
+				// A file cut short (the archive ended, or a stop
+				// ended the read: ctxReader's error) must not pass
+				// for the job's whole file under its name.
 				_ = parent.Remove(base)
 			}
 			if ctx.Err() != nil {

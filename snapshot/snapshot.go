@@ -37,6 +37,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/blake2b"
@@ -265,12 +266,15 @@ const tmpPattern = ".tmp-*"
 // nothing else: for a caller that made dir for a snapshot it could not
 // save.
 func RemoveFiles(dir string) {
+	ents, _ := os.ReadDir(dir)
 	for _, name := range []string{StateFile, MemoryFile} {
-		p := filepath.Join(dir, name)
-		_ = os.Remove(p)
-		tmps, _ := filepath.Glob(p + tmpPattern)
-		for _, t := range tmps {
-			_ = os.Remove(t)
+		_ = os.Remove(filepath.Join(dir, name))
+		// Not filepath.Glob: dir may hold pattern characters.
+		prefix := name + strings.TrimSuffix(tmpPattern, "*")
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), prefix) {
+				_ = os.Remove(filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 }

@@ -394,39 +394,39 @@ func shorthandWithValue(fs *pflag.FlagSet, a string) bool {
 }
 
 // parseSize reads QEMU's -m syntax: a number, with a fraction if it
-// likes (1.5G, as qemu_strtosz takes it), and an optional K/M/G/T
-// suffix, itself optionally followed by "B" or "iB"; no suffix means MiB.
-// A fraction must come to whole bytes.
+// likes (1.5G; qemu_strtosz takes one and drops what falls below a
+// byte), and an optional K/M/G/T/P/E suffix, itself optionally followed
+// by "i", "B" or "iB" (512Mi, 512MB, 512MiB); B alone means bytes and
+// no suffix MiB, as for QEMU's -m.
 func parseSize(s string) (uint64, error) {
-	v, problem := sizeOf(s)
+	v, problem := sizeOf(s, 20)
 	if problem != "" {
 		return 0, fmt.Errorf("-m %q: %s", s, problem)
 	}
 	return v, nil
 }
 
-// sizeOf is parseSize's reading of s, or what is wrong with it.
-func sizeOf(s string) (v uint64, problem string) {
-	t := strings.TrimSpace(s)
-	shift := 20
-	for _, unit := range []string{"iB", "B", ""} {
-		u, ok := strings.CutSuffix(t, unit)
-		if !ok || u == "" {
-			continue
-		}
-		sh := strings.IndexByte("KMGT", u[len(u)-1]&^0x20) // ASCII upper case
-		if sh < 0 {
-			if unit != "" {
-				continue // "B" or "iB" only after a unit letter
-			}
-			break
-		}
-		shift, t = 10*(sh+1), u[:len(u)-1]
-		break
-	}
+// sizeOf is parseSize's reading of s, or what is wrong with it, with
+// no suffix meaning 1<<shift bytes.
+func sizeOf(s string, shift int) (v uint64, problem string) {
 	const notSize = "not a size (try 512M or 2G)"
+	t := strings.TrimSpace(s)
+	// The suffix: B alone is bytes, as for QEMU; a unit letter may be
+	// followed by i, B or iB.
+	unit := strings.TrimLeft(t, "0123456789.")
+	t = t[:len(t)-len(unit)]
+	up := strings.ToUpper(unit)
+	switch u := strings.TrimSuffix(strings.TrimSuffix(up, "B"), "I"); {
+	case up == "":
+	case up == "B":
+		shift = 0
+	case len(u) == 1 && strings.Contains("KMGTPE", u):
+		shift = 10 * (strings.Index("KMGTPE", u) + 1)
+	default:
+		return 0, notSize
+	}
 	whole, frac, hasFrac := strings.Cut(t, ".")
-	if whole == "" || !allDigits(whole) || (hasFrac && (frac == "" || !allDigits(frac) || len(frac) > 19)) {
+	if whole == "" || !allDigits(whole) || (hasFrac && !allDigits(frac)) {
 		return 0, notSize
 	}
 	v, err := strconv.ParseUint(whole, 10, 64)
@@ -434,16 +434,13 @@ func sizeOf(s string) (v uint64, problem string) {
 		return 0, "too large"
 	}
 	v <<= shift
-	if hasFrac {
-		// frac/10^len(frac) of 2^shift bytes, exactly (19 digits fit
-		// a uint64).
-		f, _ := strconv.ParseUint(frac, 10, 64)
-		num := new(big.Int).Lsh(new(big.Int).SetUint64(f), uint(shift))
+	if frac = strings.TrimRight(frac, "0"); frac != "" {
+		// frac/10^len(frac) of 2^shift bytes, the part below a byte
+		// dropped, as QEMU does.
+		num, _ := new(big.Int).SetString(frac, 10) // all digits
+		num.Lsh(num, uint(shift))
 		den := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(len(frac))), nil)
-		q, r := new(big.Int).QuoRem(num, den, new(big.Int))
-		if r.Sign() != 0 {
-			return 0, "not a whole number of bytes"
-		}
+		q := num.Quo(num, den)
 		if !q.IsUint64() || v+q.Uint64() > 1<<63 {
 			return 0, "too large"
 		}
@@ -461,7 +458,10 @@ func allDigits(s string) bool {
 
 // parseMemory reads -m: a size, or QEMU's [size=]SIZE[,slots=N]
 // [,maxmem=SIZE] with its keys in any order, each once. vmm has no
-// memory hotplug, so slots and maxmem are checked and unused.
+// memory hotplug, so slots and maxmem are checked and unused; maxmem
+// without a suffix is bytes, as for QEMU. The size is rounded up to whole
+// 4 KiB pages, which KVM's memory slots are made of (QEMU rounds to 8
+// KiB).
 func parseMemory(s string) (uint64, error) {
 	var size, maxmem string
 	seen := map[string]bool{}
@@ -493,14 +493,18 @@ func parseMemory(s string) (uint64, error) {
 	if size == "" {
 		return 0, fmt.Errorf("-m %q: no size (try 512M or 2G)", s)
 	}
-	n, problem := sizeOf(size)
+	n, problem := sizeOf(size, 20)
 	if problem != "" {
 		return 0, fmt.Errorf("-m %q: %s", s, problem)
 	}
-	if maxmem != "" {
-		m, problem := sizeOf(maxmem)
+	if n > 1<<63-ramPage {
+		return 0, fmt.Errorf("-m %q: too large", s)
+	}
+	n = (n + ramPage - 1) &^ (ramPage - 1)
+	if seen["maxmem"] {
+		m, problem := sizeOf(maxmem, 0)
 		if problem != "" {
-			return 0, fmt.Errorf("-m %q: maxmem: %s", s, problem)
+			return 0, fmt.Errorf("-m %q: maxmem=%q: %s", s, maxmem, problem)
 		}
 		if m < n {
 			return 0, fmt.Errorf("-m %q: maxmem is less than the size", s)
@@ -508,6 +512,11 @@ func parseMemory(s string) (uint64, error) {
 	}
 	return n, nil
 }
+
+// ramPage is what guest RAM is a whole number of: the 4 KiB page
+// KVM_SET_USER_MEMORY_REGION's memory_size is made of
+// (Documentation/virt/kvm/api.rst).
+const ramPage = 4 << 10
 
 // hostMemory is MemTotal from /proc/meminfo, or 0 if unknown.
 func hostMemory() uint64 {
@@ -594,11 +603,6 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	}
 	if mem < machine.MinMemory {
 		return machine.Config{}, o, usageError{fmt.Errorf("-m %s: need at least %d MiB", o.memory, machine.MinMemory>>20)}
-	}
-	if mem%(4<<10) != 0 {
-		// KVM's memory slots are made of 4 KiB pages
-		// (machine.ramGranule); checked here to be a usage error.
-		return machine.Config{}, o, usageError{fmt.Errorf("-m %s: guest memory must be a whole number of 4 KiB pages", o.memory)}
 	}
 	if host := hostMemory(); host > 0 && mem > host {
 		return machine.Config{}, o, usageError{fmt.Errorf("-m %s: more than this host's %d MiB of RAM", o.memory, host>>20)}
@@ -990,8 +994,8 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			if !reported {
 				why := ""
 				if m.Reason() == machine.StopReboot {
-					// runCmdline's panic=-1: the panic is on the console.
-					why = " (a kernel panic reboots it: see the console above)"
+					// runCmdline's panic=-1: a panic is on the console.
+					why = " (vmm run's guest reboots on a kernel panic: see the console above)"
 				}
 				fmt.Fprintf(stderr, "vmm: guest stopped (%v) without reporting the job's exit status%s\n", m.Reason(), why)
 				return exitNoStatus

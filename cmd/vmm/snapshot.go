@@ -115,6 +115,14 @@ func snapshotMain(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg, o, err := parseArgs(rest, stderr)
+	if err == nil {
+		// The snapshot's own slots (jobShareSlots) take these tags.
+		for _, sh := range cfg.Shares {
+			if sh.Tag == guestabi.JobShareTag || sh.Tag == guestabi.JobRootTag {
+				err = fmt.Errorf("-fs %s,tag=%s: tag %q is taken by the snapshot's slot for vmm run's -share and -rootfs", sh.Dir, sh.Tag, sh.Tag)
+			}
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
 		return 2

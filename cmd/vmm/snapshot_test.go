@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -357,5 +358,22 @@ func TestScratchDiskUnlinked(t *testing.T) {
 	removeScratch(f, path)
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		t.Errorf("%s holds %v after removeScratch", tmp, left)
+	}
+}
+
+// A -fs that takes the tag of one of the snapshot's own share slots is
+// a usage error (status 2) naming it, before anything is made.
+func TestSnapshotSlotTagsTaken(t *testing.T) {
+	for _, tag := range []string{guestabi.JobShareTag, guestabi.JobRootTag} {
+		var stderr strings.Builder
+		o := filepath.Join(t.TempDir(), "snap")
+		status := snapshotMain([]string{"-kernel", "k", "-fs", "/tmp,tag=" + tag, "-o", o}, &stderr)
+		want := fmt.Sprintf("vmm snapshot: -fs /tmp,tag=%s: tag %q is taken by the snapshot's slot", tag, tag)
+		if status != 2 || !strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("tag %s: status %d, stderr %q; want 2 and one line starting %q", tag, status, stderr.String(), want)
+		}
+		if _, err := os.Lstat(o); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("tag %s: -o made: %v", tag, err)
+		}
 	}
 }

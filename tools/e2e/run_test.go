@@ -542,7 +542,7 @@ func runCases(t *testing.T) []runCase {
 				if !strings.Contains(r.Stderr, "Kernel panic") {
 					return fmt.Errorf("no kernel panic on stderr")
 				}
-				if !regexp.MustCompile(`vmm: guest stopped \(reboot\) without reporting the job's exit status \(a kernel panic`).MatchString(r.Stderr) {
+				if !regexp.MustCompile(`vmm: guest stopped \(reboot\) without reporting the job's exit status \(vmm run's guest reboots on a kernel panic`).MatchString(r.Stderr) {
 					return fmt.Errorf("no message about the missing status on stderr")
 				}
 				return nil
