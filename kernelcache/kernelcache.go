@@ -52,6 +52,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/bootparam"
+	"github.com/vmm-dev/vmm/internal/fdpath"
 	"github.com/vmm-dev/vmm/kernelimage"
 )
 
@@ -286,9 +287,7 @@ func (c *Cache) createTemp() (*os.File, error) {
 		// nameTemp links it through /proc: without a /proc that shows
 		// it, the entry could never be named, and every cold fill
 		// would be thrown away.
-		st, err1 := f.Stat()
-		viaProc, err2 := os.Stat(fmt.Sprintf("/proc/self/fd/%d", fd))
-		if err1 == nil && err2 == nil && os.SameFile(st, viaProc) {
+		if _, ok := fdpath.Of(f); ok {
 			return f, nil
 		}
 		f.Close()
@@ -314,7 +313,7 @@ func dropTemp(f *os.File) {
 // a fresh temporary name, through /proc/self/fd (linkat with
 // AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH), and returns the name.
 func (c *Cache) nameTemp(f *os.File) (string, error) {
-	src := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	src, _ := fdpath.Of(f) // createTemp checked that /proc shows it
 	for i := range 8 {
 		name := filepath.Join(c.dir, fmt.Sprintf("%s%d-%d-%d", tempPrefix, os.Getpid(), time.Now().UnixNano(), i))
 		err := unix.Linkat(unix.AT_FDCWD, src, unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW)

@@ -668,9 +668,7 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 	}
 	tags := map[string]string{}
 	if run {
-		// vmm run's own shares (and a snapshot's slots for them).
-		tags[guestabi.JobShareTag] = "vmm run's -share"
-		tags[guestabi.JobRootTag] = "vmm run's -rootfs"
+		tags = jobSlotTags()
 	}
 	for _, v := range o.shares {
 		sh, err := parseFS(v)

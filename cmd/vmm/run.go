@@ -6,13 +6,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/internal/fdpath"
 	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/runjob"
 )
@@ -210,10 +210,8 @@ func scratchDisk(pattern string, size int64) (*os.File, string, error) {
 		os.Remove(f.Name())
 		return nil, "", err
 	}
-	byFD := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
-	named, err1 := f.Stat()
-	viaFD, err2 := os.Stat(byFD)
-	if err1 != nil || err2 != nil || !os.SameFile(named, viaFD) {
+	byFD, ok := fdpath.Of(f)
+	if !ok {
 		return f, f.Name(), nil
 	}
 	if err := os.Remove(f.Name()); err != nil {
@@ -225,7 +223,7 @@ func scratchDisk(pattern string, size int64) (*os.File, string, error) {
 // removeScratch closes a scratchDisk and removes it if it still has a
 // name.
 func removeScratch(f *os.File, path string) {
-	if !strings.HasPrefix(path, "/proc/self/fd/") {
+	if !fdpath.Is(path) {
 		os.Remove(path)
 	}
 	f.Close()

@@ -41,6 +41,13 @@ func jobShareSlots(dir string) []machine.Share {
 	}
 }
 
+// jobSlotTags names, by tag, the shares of vmm run that every snapshot
+// holds a slot for (jobShareSlots): no -fs may take their tags, in vmm
+// run or in vmm snapshot.
+func jobSlotTags() map[string]string {
+	return map[string]string{guestabi.JobShareTag: "vmm run's -share", guestabi.JobRootTag: "vmm run's -rootfs"}
+}
+
 // fillShareSlots appends to cfg.Shares the snapshot's slots, each with
 // the directory of the share in asked that has its tag, or else empty,
 // served read-only: a job that mounts a slot its run did not ask for
@@ -116,10 +123,9 @@ func snapshotMain(args []string, stderr io.Writer) int {
 	}
 	cfg, o, err := parseArgs(rest, stderr)
 	if err == nil {
-		// The snapshot's own slots (jobShareSlots) take these tags.
 		for _, sh := range cfg.Shares {
-			if sh.Tag == guestabi.JobShareTag || sh.Tag == guestabi.JobRootTag {
-				err = fmt.Errorf("-fs %s,tag=%s: tag %q is taken by the snapshot's slot for vmm run's -share and -rootfs", sh.Dir, sh.Tag, sh.Tag)
+			if owner, taken := jobSlotTags()[sh.Tag]; taken {
+				err = fmt.Errorf("-fs %s,tag=%s: tag %q is taken by the snapshot's slot for %s", sh.Dir, sh.Tag, sh.Tag, owner)
 			}
 		}
 	}

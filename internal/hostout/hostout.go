@@ -324,10 +324,11 @@ func NewPaced(w io.Writer, size int) *Paced {
 // Ready reports whether the asking device may write n more bytes: Write
 // would take them even if every other device writing to the queue then
 // wrote all it may still write on the yeses it had (the most each said
-// it has outstanding, NotifyReady). When it reports false, the functions given to NotifyReady are
-// called once there is that room, from the writer goroutine with no lock
-// held. After the output failed or the queue closed it always reports
-// true: the bytes will be discarded, and nobody should wait for that.
+// it has outstanding, NotifyReady). When it reports false, the functions
+// given to NotifyReady are called once there is that room, from the
+// writer goroutine with no lock held. After the output failed or the
+// queue closed it always reports true: the bytes will be discarded, and
+// nobody should wait for that.
 //
 // The reserve is what keeps two devices from losing bytes: a job's UART,
 // told yes, shows its transmitter ready and the guest writes a FIFO load
