@@ -591,10 +591,15 @@ func report(what string, b []byte, err error) {
 // inode caches every few reads so that each round sends fresh LOOKUPs
 // while the host swaps d with a symlink to the secret. Every read must
 // give the inside token or fail; it prints the counts and anything else
-// it read.
+// it read. Past D it goes on, up to -max, until it has seen both sides
+// of the swap (a read of the token and a read that failed): how the
+// lookups fall against the swaps depends on the scheduling of two
+// nested machines, and a run that saw d only as the symlink would have
+// tested nothing.
 func cmdRace(args []string) error {
 	fl := flag.NewFlagSet("race", flag.ContinueOnError)
-	dur := fl.Duration("for", 20*time.Second, "how long")
+	dur := fl.Duration("for", 20*time.Second, "how long at least")
+	most := fl.Duration("max", 0, "how long at most, until both sides of the swap are seen (default: -for)")
 	tag := fl.String("mount", "", "mount this virtio-fs tag at MNT first")
 	if err := parse(fl, args, 1); err != nil {
 		return err
@@ -606,11 +611,12 @@ func cmdRace(args []string) error {
 		}
 	}
 	p := filepath.Join(mnt, raceDir, raceFile)
-	deadline := time.Now().Add(*dur)
+	start := time.Now()
+	deadline, last := start.Add(*dur), start.Add(max(*dur, *most))
 	var reads, inside, drops int
 	errs := map[string]int{}
 	leaked := 0
-	for time.Now().Before(deadline) {
+	for now := time.Now(); now.Before(deadline) || (now.Before(last) && (inside == 0 || inside == reads)); now = time.Now() {
 		for range 8 {
 			b, err := os.ReadFile(p)
 			reads++
@@ -635,7 +641,7 @@ func cmdRace(args []string) error {
 		es = append(es, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(es)
-	fmt.Printf("race: reads %d inside %d other %d drops %d errors [%s]\n", reads, inside, leaked, drops, strings.Join(es, " "))
+	fmt.Printf("race: reads %d inside %d other %d drops %d errors [%s] seconds %.1f\n", reads, inside, leaked, drops, strings.Join(es, " "), time.Since(start).Seconds())
 	return nil
 }
 
