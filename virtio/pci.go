@@ -279,7 +279,10 @@ func (p *PCI) WriteMSIXControl(ctl uint16) {
 // configuration change, the queues' vectors for used buffers. The ISR
 // keeps the configuration bit always and the queue bit only while MSI-X
 // is off (virtio v1.2 §4.1.4.5.1); with MSI-X off nothing is sent, since
-// the function has no INTx line.
+// the function has no INTx line, but the queues' vectors are marked
+// pending (fire: vecOff holds them), so a driver that enables MSI-X
+// later hears of buffers used meanwhile, where with EVENT_IDX no later
+// interrupt would come for them.
 func (p *PCI) raiseMSIX(cause uint32) {
 	if cause == InterruptConfigChange {
 		p.isr.Or(cause)
@@ -290,7 +293,6 @@ func (p *PCI) raiseMSIX(cause uint32) {
 	}
 	if !p.msixOn.Load() {
 		p.isr.Or(cause)
-		return
 	}
 	for m := p.queueVecs.Load(); m != 0; m &= m - 1 {
 		p.fire(bits.TrailingZeros32(m))

@@ -253,6 +253,18 @@ func TestPCIDriverInitAndInterrupts(t *testing.T) {
 	if got := h.vecs[1].n.Load(); got != 3 {
 		t.Fatalf("vector 1 sent %d times after the function unmask, want 3", got)
 	}
+	// Buffers used while MSI-X is off are heard of once it is on
+	// again, with the vector unmasked.
+	h.p.WriteMSIXControl(0)
+	env.Interrupt()
+	if got := h.vecs[1].n.Load(); got != 3 {
+		t.Fatalf("vector 1 sent %d times with MSI-X off, want 3", got)
+	}
+	h.p.WriteMSIXControl(1 << 15)
+	if got := h.vecs[1].n.Load(); got != 4 {
+		t.Fatalf("vector 1 sent %d times once MSI-X is on again, want the pending 4", got)
+	}
+	h.r(pISR, 1) // the queue bit set while MSI-X was off
 	// A device failure is a configuration change on vector 0.
 	env.Fail(errors.New("boom"))
 	if got := h.vecs[0].n.Load(); got != 1 {

@@ -131,6 +131,10 @@ func NewQueue(max uint16) *Queue {
 // Max is the largest size the device supports.
 func (q *Queue) Max() uint16 { return q.max }
 
+// Size is the size the driver set up, at most Max (0 before Setup): the
+// most chains the driver can have posted at once.
+func (q *Queue) Size() uint16 { return q.size }
+
 // Setup validates cfg against mem (size a power of 2 within Max, rings
 // aligned as §2.7 requires and wholly in RAM) and makes the queue ready
 // with its indices at 0. eventIdx says whether VIRTIO_F_EVENT_IDX was

@@ -284,6 +284,11 @@ func (d *Device) Flush(ctx context.Context) error {
 		return nil
 	}
 	defer func() { d.tx <- struct{}{} }()
+	// select picks at random among ready cases: the token may have come
+	// with a reset that has already stopped the device.
+	if stopped(stop) {
+		return nil
+	}
 	if !d.drainTx(env, stop, ctx.Done()) {
 		return ctx.Err()
 	}

@@ -87,8 +87,12 @@ const StatusLinkUp = 1
 // MRG_RXBUF is negotiated.
 const HeaderSize = 12
 
-// hdrNumBuffers is the offset of le16 num_buffers in the header.
-const hdrNumBuffers = 10
+// Offsets in the header (struct virtio_net_hdr, §5.1.6): u8 flags and
+// le16 num_buffers.
+const (
+	hdrFlags      = 0
+	hdrNumBuffers = 10
+)
 
 // Queue indices (virtio v1.2 §5.1.2): receiveq1, transmitq1. No controlq.
 const (
@@ -373,6 +377,7 @@ func (d *Device) Activate(env virtio.Env) error {
 	d.env = env
 	d.rxq, d.txq = env.Queues[QueueRX], env.Queues[QueueTX]
 	d.rx.mergeable = env.Features&(1<<FeatureMrgRxbuf) != 0
+	d.rx.csum = env.Features&(1<<FeatureGuestCsum) != 0
 	d.rx.count, d.rx.off, d.rx.pending, d.rx.burst = 0, 0, false, 0
 	d.stop.Store(false)
 	d.running = true

@@ -31,7 +31,8 @@ type rxState struct {
 	numBuffers      virtio.Buffers
 	numBuffersStore [2][]byte
 	mergeable       bool
-	burst           int // frames read without waiting since the driver was last told
+	csum            bool // GUEST_CSUM negotiated: the header's flags go to the driver
+	burst           int  // frames read without waiting since the driver was last told
 	chain           virtio.Chain
 	log             limiter
 }
@@ -81,6 +82,12 @@ func (d *Device) runRX() {
 				// The device MUST set num_buffers to 1 when MRG_RXBUF is
 				// off (virtio v1.2 §5.1.6.4.1).
 				binary.LittleEndian.PutUint16(r.frame[hdrNumBuffers:], 1)
+			}
+			if !r.csum {
+				// Without GUEST_CSUM the device MUST set flags to 0
+				// (§5.1.6.4.1); Linux's TAP marks frames whose checksum
+				// it knows good (DATA_VALID) whatever the offloads.
+				r.frame[hdrFlags] = 0
 			}
 		}
 		placed, err := d.placeRX(q)
@@ -161,7 +168,10 @@ func (d *Device) signalRX(q *virtio.Queue) {
 func (d *Device) placeRX(q *virtio.Queue) (bool, error) {
 	r := &d.rx
 	for r.off < len(r.frame) {
-		if r.count == len(r.heads) {
+		// The driver's ring may be smaller than the device's maximum
+		// (Linux shrinks it under memory pressure): once every chain it
+		// can post is held, no notification will bring another.
+		if r.count == len(r.heads) || r.count >= int(q.Size()) {
 			q.Unpop(uint16(r.count))
 			d.dropRX("larger than every buffer the queue can hold")
 			return true, nil

@@ -409,3 +409,66 @@ func TestRXBurstSignalsBeforeWaitingForBuffers(t *testing.T) {
 		t.Errorf("%d interrupts in all, want 2", got)
 	}
 }
+
+// A driver ring smaller than the device's maximum (Linux shrinks its
+// rings under memory pressure) whose every chain together is too small
+// for a frame: the frame is dropped and the chains kept for the next
+// one, where waiting for more buffers would wait for ever (the driver
+// has none left to post).
+func TestRXFrameLargerThanDriverRing(t *testing.T) {
+	h := newHarness(t, baseFeat|mergeable, Options{QueueSize: 2 * testQSize})
+	for range testQSize {
+		if _, err := h.rx.Add(w(100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.activate()
+	f112 := frameOf(112, 3)
+	h.deliver(frameOf(bufSize, 1), f112)
+	u := drainUsed(h.rx)
+	var got []byte
+	for _, e := range u {
+		got = append(got, h.rx.WrittenBytes(e.head, e.n)...)
+	}
+	if len(u) != 2 || !bytes.Equal(got, withNumBuffers(f112, 2)) {
+		t.Fatalf("used %v: want the 112-byte frame in two chains", u)
+	}
+	if s := h.dev.Stats(); s.RxFrames != 1 || s.RxDropped != 1 {
+		t.Errorf("stats %+v, want 1 frame and 1 dropped", s)
+	}
+}
+
+// The header's flags reach the driver only with GUEST_CSUM (virtio v1.2
+// §5.1.6.4.1: otherwise the device sets them to 0); Linux's TAP marks
+// frames DATA_VALID whatever the offloads.
+func TestRXFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		feat uint64
+		want byte
+	}{
+		{"without GUEST_CSUM", 0, 0},
+		{"with GUEST_CSUM", 1 << FeatureGuestCsum, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, baseFeat|tc.feat, Options{})
+			if _, err := h.rx.Add(w(4096)); err != nil {
+				t.Fatal(err)
+			}
+			h.activate()
+			f := frameOf(300, 1)
+			f[hdrFlags] = 2 // VIRTIO_NET_HDR_F_DATA_VALID
+			h.deliver(f)
+			u := drainUsed(h.rx)
+			if len(u) != 1 {
+				t.Fatalf("used %v", u)
+			}
+			got := h.rx.WrittenBytes(u[0].head, u[0].n)
+			want := withNumBuffers(f, 1)
+			want[hdrFlags] = tc.want
+			if !bytes.Equal(got, want) {
+				t.Errorf("header % x, want % x", got[:HeaderSize], want[:HeaderSize])
+			}
+		})
+	}
+}
