@@ -103,9 +103,9 @@ type Image struct {
 }
 
 // maxRead bounds what OpenImage reads onto the heap (a pipe, or a file
-// that cannot be mapped): far above any kernel (Debian's bzImage is 14
-// MB, its vmlinux 53 MB), below what would exhaust the heap. A mapped
-// file costs only what is read of it, so it has no bound.
+// that cannot be mapped) and what Image.stable copies there: far above
+// any kernel (Debian's bzImage is 14 MB, its vmlinux 53 MB), below what
+// would exhaust the heap. A mapped file costs only what is read of it.
 const maxRead = 1 << 30
 
 // OpenImage opens the kernel file at path. Its Source is nil unless the
@@ -252,6 +252,11 @@ func (im *Image) stable() ([]byte, *Source, error) {
 			return nil, nil, im.errChanged()
 		}
 		return im.data, im.src, nil
+	}
+	if len(im.data) > maxRead {
+		// A bzImage with gigabytes appended, or a sparse file: the copy
+		// would be that size. The caller boots it without the cache.
+		return nil, nil, fmt.Errorf("%s: %d MiB, larger than any kernel (at most %d MiB are copied for the cache)", im.what, len(im.data)>>20, maxRead>>20)
 	}
 	var b []byte
 	if err := im.Read(func(data []byte) error { b = bytes.Clone(data); return nil }); err != nil {

@@ -770,3 +770,29 @@ func TestKeyIndexEvict(t *testing.T) {
 		t.Errorf("%d index files, want %d", len(keys), MaxKeys)
 	}
 }
+
+// A -kernel file larger than any kernel (a bzImage with gigabytes
+// appended, a sparse file) is not copied onto the heap for the cache.
+func TestStableRefusesHugeImage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bzImage")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("a kernel's first bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(maxRead + 4096); err != nil { // sparse
+		t.Fatal(err)
+	}
+	f.Close()
+	im, err := OpenImage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	b, _, err := im.stable()
+	if err == nil || !strings.Contains(err.Error(), "larger than any kernel") || b != nil {
+		t.Errorf("stable of a %d MiB file: %d bytes, %v", (maxRead+4096)>>20, len(b), err)
+	}
+}

@@ -2,6 +2,7 @@ package machine
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/vmm-dev/vmm/acpi"
 	"github.com/vmm-dev/vmm/bootparam"
@@ -132,13 +133,21 @@ func readKernel(cfg Config) (bootKernel, error) {
 
 // kernelEnd is the lowest address above everything the kernel occupies
 // while it boots: a vmlinux's segments, or the bzImage loaded at 1 MiB and
-// the kernel it decompresses (init_size bytes) at LOAD_PHYSICAL_ADDR. The
-// initrd goes above it.
+// the kernel it decompresses (init_size bytes) at LOAD_PHYSICAL_ADDR,
+// which the header gives as pref_address (boot.rst: the kernel, loaded
+// below it, decompresses itself there; a kernel built with a
+// CONFIG_PHYSICAL_START above 16 MiB sits higher). The initrd goes above
+// it.
 func kernelEnd(k bootKernel) uint64 {
 	if k.elf != nil {
 		return k.elf.End()
 	}
-	return max(kernelLoadAddr+uint64(len(k.hdr.Payload)), kernelDecompressAddr+uint64(k.hdr.InitSize))
+	start := max(kernelDecompressAddr, k.hdr.PrefAddress)
+	end := start + uint64(k.hdr.InitSize)
+	if end < start { // a pref_address near 2^64: no RAM holds it
+		return math.MaxUint64
+	}
+	return max(kernelLoadAddr+uint64(len(k.hdr.Payload)), end)
 }
 
 // bootLayout is what setupMemory decided, for the caller to finish the
@@ -186,6 +195,11 @@ func setupMemory(mem *guestmem.Memory, k bootKernel, cmdline string, initrdSize 
 		return l, fmt.Errorf("guest RAM does not start at address 0")
 	}
 	need := kernelEnd(k)
+	if need > mmioHoleStart {
+		// No -m helps: RAM below the hole ends there (a vmlinux linked
+		// above 4 GiB, a pref_address past it).
+		return l, fmt.Errorf("this kernel does not fit below %d MiB, where vmm loads it: it needs guest memory up to %#x", mmioHoleStart>>20, need)
+	}
 	if low.End() < need {
 		return l, fmt.Errorf("guest memory too small for this kernel: it needs at least %d MiB below %d MiB", (need+(1<<20)-1)>>20, mmioHoleStart>>20)
 	}

@@ -3,6 +3,7 @@ package machine
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"strings"
 	"testing"
 
@@ -81,6 +82,30 @@ func TestSetupMemoryTooSmall(t *testing.T) {
 	}
 	if _, err := setupMemory(lowMem(t, need+pageSize), k, "", pageSize+1, 1, 0, false); err == nil || !strings.Contains(err.Error(), "initrd") {
 		t.Fatalf("initrd one byte too big: %v", err)
+	}
+}
+
+// A kernel whose pref_address (LOAD_PHYSICAL_ADDR) is above 16 MiB
+// decompresses itself there: the initrd goes above that, and a
+// pref_address no RAM below the 32-bit hole holds is refused in words.
+func TestSetupMemoryPrefAddress(t *testing.T) {
+	k := testKernel(t, testkernel.Options{Entry64: []byte{0xf4}, InitSize: 4 << 20})
+	k.hdr.PrefAddress = 64 << 20
+	if got, want := kernelEnd(k), uint64(68<<20); got != want {
+		t.Fatalf("kernelEnd with pref_address 64 MiB: %#x, want %#x", got, want)
+	}
+	l, err := setupMemory(lowMem(t, 96<<20), k, "", 1<<20, 1, 0, false)
+	if err != nil || l.initrdAddr < 68<<20 {
+		t.Fatalf("initrd at %#x (%v), want above the kernel's 64-68 MiB", l.initrdAddr, err)
+	}
+	if _, err := setupMemory(lowMem(t, 66<<20), k, "", 0, 1, 0, false); err == nil || !strings.Contains(err.Error(), "too small") {
+		t.Errorf("66 MiB for a kernel decompressed to 64-68 MiB: %v", err)
+	}
+	for _, p := range []uint64{math.MaxUint64 - 4096, 4 << 30} {
+		k.hdr.PrefAddress = p
+		if _, err := setupMemory(lowMem(t, 96<<20), k, "", 0, 1, 0, false); err == nil || !strings.Contains(err.Error(), "does not fit below") {
+			t.Errorf("pref_address %#x: %v", p, err)
+		}
 	}
 }
 
