@@ -21,6 +21,7 @@ import (
 	"github.com/vmm-dev/vmm/virtio/blk"
 	"github.com/vmm-dev/vmm/virtio/console"
 	"github.com/vmm-dev/vmm/virtio/fs"
+	"github.com/vmm-dev/vmm/virtio/fs/share"
 	"github.com/vmm-dev/vmm/virtio/net"
 )
 
@@ -206,9 +207,12 @@ func (m *Machine) openVirtio() error {
 		}
 		m.virtio = append(m.virtio, &virtioDev{name: name, dev: net.New(b, o), backend: b})
 	}
+	// One descriptor budget for all shares: a guest may not take, share
+	// by share, every descriptor vmm has.
+	budget := share.NewBudget()
 	for i, sh := range m.cfg.Shares {
 		name := fmt.Sprintf("virtio-fs%d", i)
-		dev, err := fs.New(fs.Config{Tag: sh.Tag, Dir: sh.Dir, ReadOnly: sh.ReadOnly, Logf: m.prefixLogf(name)})
+		dev, err := fs.New(fs.Config{Tag: sh.Tag, Dir: sh.Dir, ReadOnly: sh.ReadOnly, Logf: m.prefixLogf(name), Budget: budget})
 		if err != nil {
 			return err
 		}

@@ -105,6 +105,9 @@ type Config struct {
 	// Logf reports guest errors (malformed requests) at most once a
 	// second; nil means log.Printf.
 	Logf func(format string, args ...any)
+	// Budget bounds the host descriptors the guest holds through every
+	// share of one vmm (share.Options.Budget); nil: this share's own.
+	Budget *share.Budget
 }
 
 // server answers FUSE requests: a *share.Server, or a fake in tests.
@@ -142,7 +145,7 @@ func New(c Config) (*Device, error) {
 	if logf == nil {
 		logf = log.Printf
 	}
-	srv, err := share.New(share.Options{Dir: c.Dir, ReadOnly: c.ReadOnly, Logf: logf})
+	srv, err := share.New(share.Options{Dir: c.Dir, ReadOnly: c.ReadOnly, Logf: logf, Budget: c.Budget})
 	if err != nil {
 		return nil, fmt.Errorf("virtio-fs %s: %w", c.Tag, err)
 	}

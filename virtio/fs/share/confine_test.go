@@ -243,8 +243,8 @@ func TestNoSpecialFiles(t *testing.T) {
 	}
 	errno, _ = c.call(fusetest.OpMkdir, root, fuse.MkdirIn{Mode: 0o2775}, fusetest.Name("sgid"))
 	c.mustOK("MKDIR", errno)
-	if p := perm("sgid"); p != 0o775 {
-		t.Errorf("MKDIR 2775: host %o, want 775", p)
+	if p := perm("sgid"); p != 0o2775 {
+		t.Errorf("MKDIR 2775: host %o, want 2775 (set-group-ID gives a directory no privilege)", p)
 	}
 	errno, _ = c.call(fusetest.OpMknod, root, fuse.MknodIn{Mode: unix.S_IFREG | 0o4711}, fusetest.Name("suid2"))
 	c.mustOK("MKNOD", errno)
@@ -374,4 +374,93 @@ func TestConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	checkConfined(t, c.s, c.parent, c.dir)
+}
+
+// A root vmm has CAP_FSETID, so the host kernel keeps a set-user-ID bit
+// through vmm's writes: the server clears what the kernel would clear
+// for anyone else (set-user-ID, set-group-ID with group execute) when
+// the guest opens such a file for writing or truncates it. A directory
+// keeps set-group-ID, inherited or asked for.
+func TestSetIDClearedOnWrite(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("as an ordinary user the host kernel clears the bits itself")
+	}
+	c := newClient(t, false)
+	perm := func(name string) uint32 {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(c.dir, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Mode & 0o7777
+	}
+	for _, tc := range []struct {
+		name       string
+		mode, want uint32
+		do         func(node uint64) syscall.Errno
+	}{
+		{"open for writing", 0o4755, 0o755, func(node uint64) syscall.Errno { _, e := c.open(node, unix.O_WRONLY); return e }},
+		{"open for reading", 0o4755, 0o4755, func(node uint64) syscall.Errno { _, e := c.open(node, unix.O_RDONLY); return e }},
+		{"O_TRUNC", 0o6755, 0o755, func(node uint64) syscall.Errno { _, e := c.open(node, unix.O_RDONLY|unix.O_TRUNC); return e }},
+		{"set-group-ID without group execute", 0o2744, 0o2744, func(node uint64) syscall.Errno { _, e := c.open(node, unix.O_RDWR); return e }},
+		{"truncate", 0o4711, 0o711, func(node uint64) syscall.Errno {
+			var sa fuse.SetAttrIn
+			sa.Valid, sa.Size = fuse.FATTR_SIZE, 1
+			e, _ := c.call(fusetest.OpSetattr, node, sa)
+			return e
+		}},
+		{"CREATE of an existing file", 0o4755, 0o755, func(node uint64) syscall.Errno {
+			_, e := c.create(root, "setid", unix.O_WRONLY, 0o644)
+			return e
+		}},
+	} {
+		path := filepath.Join(c.dir, "setid")
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, os.FileMode(tc.mode&0o777)|modeBits(tc.mode)); err != nil {
+			t.Fatal(err)
+		}
+		if got := perm("setid"); got != tc.mode {
+			t.Fatalf("%s: made mode %o, want %o", tc.name, got, tc.mode)
+		}
+		n := c.mustLookup(root, "setid")
+		c.mustOK(tc.name, tc.do(n.NodeId))
+		if got := perm("setid"); got != tc.want {
+			t.Errorf("%s of a %o file: host mode %o, want %o", tc.name, tc.mode, got, tc.want)
+		}
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A directory made in a set-group-ID one inherits the bit, and a
+	// chmod that keeps it keeps it.
+	if err := os.Chmod(filepath.Join(c.dir, "d"), 0o755|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	d := c.mustLookup(root, "d")
+	errno, body := c.call(fusetest.OpMkdir, d.NodeId, fuse.MkdirIn{Mode: 0o755}, fusetest.Name("sub"))
+	sub := c.entry("MKDIR", errno, body)
+	if p := perm("d/sub"); p != 0o2755 {
+		t.Errorf("MKDIR in a set-group-ID directory: host %o, want 2755", p)
+	}
+	var sa fuse.SetAttrIn
+	sa.Valid, sa.Mode = fuse.FATTR_MODE, 0o2775
+	errno, _ = c.call(fusetest.OpSetattr, sub.NodeId, sa)
+	c.mustOK("SETATTR 2775 of a directory", errno)
+	if p := perm("d/sub"); p != 0o2775 {
+		t.Errorf("SETATTR 2775 of a directory: host %o, want 2775", p)
+	}
+}
+
+// modeBits turns the set-ID bits of a numeric mode into os.FileMode's.
+func modeBits(m uint32) os.FileMode {
+	var fm os.FileMode
+	if m&unix.S_ISUID != 0 {
+		fm |= os.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		fm |= os.ModeSetgid
+	}
+	return fm
 }

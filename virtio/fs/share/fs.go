@@ -67,7 +67,7 @@ type fsys struct {
 }
 
 // newFsys takes root, an O_PATH descriptor of the shared directory.
-func newFsys(root int, readOnly bool, budget int, sys rawsys.Calls) (*fsys, error) {
+func newFsys(root int, readOnly bool, budget *Budget, sys rawsys.Calls) (*fsys, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(root, &st); err != nil {
 		unix.Close(root)
@@ -295,6 +295,12 @@ func (fs *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 				return unix.EOPNOTSUPP // Linux has no lchmod
 			}
 			mode := in.Mode & permBits &^ setID
+			if n.isDir() {
+				// Set-group-ID on a directory gives no privilege: new
+				// entries take its group (chmod 2775 on a project
+				// directory, which coreutils' chmod also keeps).
+				mode |= in.Mode & unix.S_ISGID
+			}
 			if err := retry(func() error { return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), mode, 0) }); err != nil {
 				return err
 			}
@@ -349,6 +355,9 @@ func (fs *fsys) truncate(n *node, fd int, in *fuse.SetAttrIn) error {
 		return unix.EFBIG
 	}
 	size := int64(in.Size)
+	if err := fs.dropSetID(fd); err != nil {
+		return err
+	}
 	if in.Valid&fuse.FATTR_FH != 0 {
 		if h := fs.t.handle(in.Fh, false); h != nil {
 			return h.do(func(hfd int) error {
@@ -357,6 +366,32 @@ func (fs *fsys) truncate(n *node, fd int, in *fuse.SetAttrIn) error {
 		}
 	}
 	return retry(func() error { return unix.Truncate(procPath(fd), size) })
+}
+
+// dropSetID clears what the host kernel clears when a process without
+// CAP_FSETID writes to or truncates a regular file (should_remove_suid,
+// fs/inode.c): set-user-ID, and set-group-ID with group execute. A root
+// vmm has CAP_FSETID, so without this a guest could rewrite a set-user-ID
+// root program in the share and keep its bit: the kernel would not clear
+// it for vmm, and the guest's own kernel clears it only in its cache. It
+// runs when a file is opened for writing or truncated; the guest cannot
+// set the bits again (SETATTR and the creating calls strip them).
+func (fs *fsys) dropSetID(fd int) error {
+	if !fs.privileged {
+		return nil // the host kernel does it
+	}
+	var st unix.Stat_t
+	if err := fstat(fs.sys, fd, &st); err != nil {
+		return err
+	}
+	kill := st.Mode & unix.S_ISUID
+	if st.Mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+		kill |= unix.S_ISGID
+	}
+	if kill == 0 || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil
+	}
+	return retry(func() error { return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), st.Mode&permBits&^kill, 0) })
 }
 
 // setTimes sets atime and mtime as SETATTR asks: a given time, now, or
@@ -429,8 +464,14 @@ func (fs *fsys) created(pfd, fd int, mode int, caller *fuse.Caller, out *fuse.En
 	}
 	typ := st.Mode & unix.S_IFMT
 	changed := false
-	if mode >= 0 && (typ == unix.S_IFREG || typ == unix.S_IFDIR) && st.Mode&permBits != uint32(mode) {
-		if err := retry(func() error { return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), uint32(mode), 0) }); err != nil {
+	want := uint32(mode)
+	if typ == unix.S_IFDIR {
+		// The host kernel gives a directory made in a set-group-ID one
+		// that bit too (inode_init_owner): it stays.
+		want |= st.Mode & unix.S_ISGID
+	}
+	if mode >= 0 && (typ == unix.S_IFREG || typ == unix.S_IFDIR) && st.Mode&permBits != want {
+		if err := retry(func() error { return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), want, 0) }); err != nil {
 			fs.sys.Close(fd)
 			return err
 		}
@@ -514,7 +555,8 @@ func (fs *fsys) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out
 	if !st.Ok() {
 		return st
 	}
-	mode := in.Mode & permBits &^ setID
+	// Set-group-ID is a directory's to have (see SetAttr).
+	mode := in.Mode & permBits &^ unix.S_ISUID
 	return status(p.do(func(pfd int) error {
 		if err := retry(func() error { return unix.Mkdirat(pfd, name, mode) }); err != nil {
 			return err
@@ -655,6 +697,12 @@ func (fs *fsys) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	if err := n.do(func(pfd int) (err error) { fd, err = reopen(fs.sys, pfd, flags); return err }); err != nil {
 		return status(err)
 	}
+	if writes {
+		if err := fs.dropSetID(fd); err != nil {
+			fs.sys.Close(fd)
+			return status(err)
+		}
+	}
 	fh, err := fs.t.addHandle(fd, false)
 	if err != nil {
 		return status(err)
@@ -672,7 +720,7 @@ func (fs *fsys) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	if fs.readOnly {
 		return fuse.EROFS
 	}
-	flags, _, st := openFlags(in.Flags)
+	flags, writes, st := openFlags(in.Flags)
 	if !st.Ok() {
 		return st
 	}
@@ -714,6 +762,13 @@ func (fs *fsys) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			if err := n.do(func(nfd int) (err error) { fd, err = reopen(fs.sys, nfd, flags); return err }); err != nil {
 				fs.t.forget(out.NodeId, 1)
 				return err
+			}
+			if writes {
+				if err := fs.dropSetID(fd); err != nil {
+					fs.sys.Close(fd)
+					fs.t.forget(out.NodeId, 1)
+					return err
+				}
 			}
 			// O_TRUNC changed the size since the lookup.
 			var st unix.Stat_t

@@ -71,11 +71,18 @@ func populate(t testing.TB, parent string) string {
 // newClient shares a populated directory and sends INIT.
 func newClient(t testing.TB, readOnly bool) *client {
 	t.Helper()
+	return newClientBudget(t, readOnly, nil)
+}
+
+// newClientBudget is newClient with the server counting its descriptors
+// in budget (nil: its own).
+func newClientBudget(t testing.TB, readOnly bool, budget *Budget) *client {
+	t.Helper()
 	parent := t.TempDir()
 	dir := populate(t, parent)
 	c := &client{t: t, parent: parent, dir: dir, log: &logSink{}}
 	var err error
-	c.s, err = New(Options{Dir: dir, ReadOnly: readOnly, Logf: c.log.logf})
+	c.s, err = New(Options{Dir: dir, ReadOnly: readOnly, Logf: c.log.logf, Budget: budget})
 	if err != nil {
 		t.Fatal(err)
 	}

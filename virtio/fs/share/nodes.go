@@ -2,6 +2,7 @@ package share
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -108,14 +109,43 @@ type table struct {
 	byKey   map[devIno]*node
 	handles map[uint64]*handle
 	next    uint64 // next node or handle ID
-	// budget is how many descriptors nodes and handles may hold in all.
-	budget int
+	// budget counts the descriptors nodes and handles hold, with those
+	// of every other share of the same vmm.
+	budget *Budget
 	// sys makes the descriptors' calls: raw on a local file system
 	// (package rawsys).
 	sys rawsys.Calls
 }
 
-func newTable(budget int, sys rawsys.Calls) *table {
+// Budget bounds the host descriptors a guest holds through the nodes
+// and open files of every share of one vmm (Options.Budget): a guest
+// that only looks files up (find over two mounts; its kernel keeps
+// their inodes) must not take, share by share, every descriptor vmm
+// has, which its network and its other devices need too.
+type Budget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// NewBudget is a budget of half the soft RLIMIT_NOFILE (which Go raises
+// to the hard limit at start-up), leaving the rest to vmm.
+func NewBudget() *Budget { return newBudget(fdBudget()) }
+
+func newBudget(n int) *Budget { return &Budget{max: int64(n)} }
+
+// take counts one descriptor more, unless the budget is spent.
+func (b *Budget) take() bool {
+	if b.used.Add(1) > b.max {
+		b.used.Add(-1)
+		return false
+	}
+	return true
+}
+
+// give returns n descriptors.
+func (b *Budget) give(n int) { b.used.Add(-int64(n)) }
+
+func newTable(budget *Budget, sys rawsys.Calls) *table {
 	t := &table{budget: budget, sys: sys}
 	t.clear()
 	return t
@@ -131,6 +161,7 @@ func (t *table) clear() {
 // setRoot makes fd, an O_PATH descriptor of the shared directory, node 1.
 func (t *table) setRoot(fd int, st *unix.Stat_t) {
 	n := &node{fdFile: newFDFile(fd, t.sys), id: fuse.FUSE_ROOT_ID, key: keyOf(st), mode: st.Mode & unix.S_IFMT, refs: 1}
+	t.budget.used.Add(1) // the share's own, over the budget or not
 	t.mu.Lock()
 	t.nodes[n.id] = n
 	t.byKey[n.key] = n
@@ -160,7 +191,7 @@ func (t *table) addNode(fd int, st *unix.Stat_t) (*node, error) {
 		t.sys.Close(fd)
 		return n, nil
 	}
-	if len(t.nodes)+len(t.handles) >= t.budget {
+	if !t.budget.take() {
 		t.mu.Unlock()
 		t.sys.Close(fd)
 		return nil, unix.ENFILE
@@ -194,6 +225,7 @@ func (t *table) forget(id, count uint64) {
 	}
 	t.mu.Unlock()
 	n.close()
+	t.budget.give(1)
 }
 
 // addHandle registers fd, an open file or directory, and returns its ID;
@@ -201,7 +233,7 @@ func (t *table) forget(id, count uint64) {
 func (t *table) addHandle(fd int, dir bool) (uint64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.nodes)+len(t.handles) >= t.budget {
+	if !t.budget.take() {
 		t.sys.Close(fd)
 		return 0, unix.ENFILE
 	}
@@ -234,6 +266,7 @@ func (t *table) release(id uint64, dir bool) {
 	delete(t.handles, id)
 	t.mu.Unlock()
 	h.close()
+	t.budget.give(1)
 }
 
 // reset closes every node but the root and every handle.
@@ -247,14 +280,18 @@ func (t *table) reset() {
 		t.byKey[root.key] = root
 	}
 	t.mu.Unlock()
+	closed := 0
 	for id, n := range nodes {
 		if id != fuse.FUSE_ROOT_ID {
 			n.close()
+			closed++
 		}
 	}
 	for _, h := range handles {
 		h.close()
+		closed++
 	}
+	t.budget.give(closed)
 }
 
 // closeAll closes everything, the root included.
@@ -266,5 +303,6 @@ func (t *table) closeAll() {
 	t.mu.Unlock()
 	if root != nil {
 		root.close()
+		t.budget.give(1)
 	}
 }

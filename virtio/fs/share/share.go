@@ -62,8 +62,11 @@
 // What the guest cannot do at all: create device nodes, FIFOs or sockets
 // (MKNOD of anything but a regular file is EPERM, RENAME_WHITEOUT is
 // EINVAL), or make set-user-ID or set-group-ID files (those bits are
-// cleared from every mode it sets with CREATE, MKNOD, MKDIR and
-// SETATTR). A read-only share is enforced here, on the host side, with
+// cleared from every mode it sets with CREATE, MKNOD and SETATTR, and
+// set-user-ID from directories: set-group-ID on a directory gives no
+// privilege, and the host kernel gives it to directories made in one),
+// or keep them on a file it writes (dropSetID: a root vmm's writes do
+// not clear them, as anyone else's do). A read-only share is enforced here, on the host side, with
 // EROFS for every request that would change the directory.
 //
 // # Ownership
@@ -82,9 +85,10 @@
 //
 // Each node the guest has looked up holds a host file descriptor until
 // the guest forgets it (the kernel does so when it evicts the inode),
-// and so does each open file; together they are capped at half the
-// process's RLIMIT_NOFILE, beyond which lookups and opens fail with
-// ENFILE rather than starve the rest of vmm of descriptors. Inode
+// and so does each open file; together, over every share of one vmm
+// (Budget), they are capped at half the process's RLIMIT_NOFILE, beyond
+// which lookups and opens fail with ENFILE rather than starve the rest
+// of vmm of descriptors. Inode
 // numbers are the host's, so files on two host file systems mounted
 // inside the share may show the same number. Extended attributes, file
 // locks (the guest kernel keeps them locally), ioctl, poll,
@@ -169,6 +173,9 @@ type Options struct {
 	// Logf reports what the guest got wrong (malformed requests), at most
 	// once a second; nil means log.Printf.
 	Logf func(format string, args ...any)
+	// Budget is shared by every share of one vmm; nil gives this one a
+	// budget of its own (NewBudget).
+	Budget *Budget
 }
 
 // Server answers FUSE requests on one shared directory. Handle may be
@@ -202,7 +209,11 @@ func New(o Options) (*Server, error) {
 	if s.log.logf == nil {
 		s.log.logf = log.Printf
 	}
-	if s.fs, err = newFsys(root, o.ReadOnly, fdBudget(), callsFor(root)); err != nil {
+	budget := o.Budget
+	if budget == nil {
+		budget = NewBudget()
+	}
+	if s.fs, err = newFsys(root, o.ReadOnly, budget, callsFor(root)); err != nil {
 		return nil, fmt.Errorf("shared directory %s: %w", o.Dir, err)
 	}
 	s.opts = fuse.MountOptions{

@@ -387,7 +387,7 @@ func TestNodes(t *testing.T) {
 
 func TestFDBudget(t *testing.T) {
 	c := newClient(t, false)
-	c.s.fs.t.budget = 3 // the root and two more
+	c.s.fs.t.budget.max = 3 // the root and two more
 	c.mustLookup(root, "f")
 	d := c.mustLookup(root, "d")
 	if _, errno := c.lookup(root, "up"); errno != syscall.ENFILE {
@@ -397,6 +397,41 @@ func TestFDBudget(t *testing.T) {
 		t.Fatalf("OPENDIR over the budget: %v, want ENFILE", errno)
 	}
 	c.mustLookup(root, "f") // known nodes cost nothing
+}
+
+// Two shares of one vmm draw on one budget: what one holds, the other
+// cannot take, until it is forgotten, released or the share closed.
+func TestFDBudgetShared(t *testing.T) {
+	b := newBudget(5)
+	one := newClientBudget(t, false, b)
+	two := newClientBudget(t, false, b) // the two roots: 2 of 5
+	f := one.mustLookup(root, "f")
+	f2 := two.mustLookup(root, "f")
+	fh, errno := two.open(f2.NodeId, unix.O_RDONLY)
+	two.mustOK("OPEN", errno)
+	if _, errno := two.lookup(root, "d"); errno != syscall.ENFILE {
+		t.Fatalf("LOOKUP with the budget spent by both shares: %v, want ENFILE", errno)
+	}
+	// FORGET gives one back.
+	if n := one.s.Handle(virtio.Buffers{fusetest.Encode(fusetest.OpForget, one.next(), f.NodeId, fuse.ForgetIn{Nlookup: 1}, nil)}, nil); n != 0 {
+		t.Fatalf("FORGET replied %d bytes", n)
+	}
+	two.mustLookup(root, "d")
+	// RELEASE too.
+	two.release(f2.NodeId, fh)
+	one.mustLookup(root, "f")
+	if _, errno := two.lookup(root, "up"); errno != syscall.ENFILE {
+		t.Fatalf("LOOKUP over the budget again: %v, want ENFILE", errno)
+	}
+	// A closed share gives back all it held, its root included.
+	one.s.Close()
+	if got := b.used.Load(); got != 3 {
+		t.Fatalf("%d descriptors counted after one share closed, want two's 3 (root, f, d)", got)
+	}
+	two.s.Close()
+	if got := b.used.Load(); got != 0 {
+		t.Fatalf("%d descriptors counted with both shares closed", got)
+	}
 }
 
 // TestSplitBuffers sends a LOOKUP and a WRITE with the request and the
