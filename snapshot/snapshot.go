@@ -14,7 +14,7 @@
 //
 // Reading the whole memory file at every restore would cost what the
 // mapping saves, so the manifest records its size, a full BLAKE2b-256
-// (for an offline check, Verify) and the BLAKE2b-256 of sampleCount pages
+// (for an offline check, Verify: vmm snapshot -verify) and the BLAKE2b-256 of sampleCount pages
 // spread over it, which Open checks: reading 64 pages catches a
 // truncated, replaced or zeroed file without reading hundreds of MiB.
 //
@@ -187,6 +187,9 @@ func (m *Manifest) validate() error {
 		if d.Kind != "blk" && d.Kind != "net" && d.Kind != "fs" && d.Kind != "console" {
 			return fmt.Errorf("device kind %q", d.Kind)
 		}
+		if d.Capacity < 0 {
+			return fmt.Errorf("%s device of %d bytes", d.Kind, d.Capacity)
+		}
 	}
 	return nil
 }
@@ -237,8 +240,12 @@ func sampleHash(r io.ReaderAt, size uint64) (string, error) {
 // temporary name of its own and renamed, so a snapshot interrupted
 // half-way is not mistaken for a whole one and two saves into one
 // directory do not write into one file. The files are the owner's alone
-// (0600, as os.CreateTemp makes them): the memory file is the guest's
-// RAM, with whatever the initramfs and the guest held.
+// (os.CreateTemp makes them 0600): the memory file is the guest's RAM,
+// with whatever the initramfs and the guest held. The memory file is
+// read-only (0400): every restored vmm maps it, and one cut short or
+// rewritten in place (cp over it) while they run would change their
+// guests' RAM under them or fault vmm; a new snapshot replaces it by
+// rename, which they do not see.
 func Write(dir string, m Manifest, state []byte, regions [][]byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
@@ -340,6 +347,9 @@ func writeMemory(dir string, regions [][]byte) (Memory, error) {
 	}
 	mem := Memory{Size: size, Hash: hex.EncodeToString(h.Sum(nil))}
 	if mem.SampleHash, err = sampleHash(f, size); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(0o400); err != nil {
 		return fail(err)
 	}
 	if err := f.Close(); err != nil {

@@ -67,7 +67,7 @@ func TestWriteOpenRoundTrip(t *testing.T) {
 		}
 	}
 	// Only the two files, each the owner's alone: the memory file is
-	// the guest's RAM.
+	// the guest's RAM, and read-only, as restored vmms map it.
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +76,12 @@ func TestWriteOpenRoundTrip(t *testing.T) {
 		t.Errorf("directory holds %v, want the state and memory files only", entries)
 	}
 	for _, e := range entries {
-		if info, err := e.Info(); err != nil || info.Mode().Perm() != 0o600 {
-			t.Errorf("%s: mode %v (%v), want 0600", e.Name(), info.Mode(), err)
+		want := os.FileMode(0o600)
+		if e.Name() == MemoryFile {
+			want = 0o400
+		}
+		if info, err := e.Info(); err != nil || info.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", e.Name(), info.Mode(), err, want)
 		}
 	}
 }
@@ -176,12 +180,18 @@ func truncate(t *testing.T, path string, by int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Chmod(path, 0o600); err != nil { // the memory file is 0400
+		t.Fatal(err)
+	}
 	if err := os.Truncate(path, st.Size()+by); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func flip(t *testing.T, path string, off int64) {
+	if err := os.Chmod(path, 0o600); err != nil { // the memory file is 0400
+		t.Fatal(err)
+	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -225,5 +235,30 @@ func TestManifestRoundTrip(t *testing.T) {
 	const layout, format = "4460e22d5fbf23fb", 3
 	if got := packtest.Layout(Manifest{}); got != layout || FormatVersion != format {
 		t.Errorf("Manifest's layout is %s (format %d); recorded: %s for format %d", got, FormatVersion, layout, format)
+	}
+}
+
+// A manifest whose checksum holds but whose contents cannot be a
+// snapshot vmm wrote is refused as corrupt.
+func TestParseRefusesBadManifest(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(m *Manifest)
+		want   string
+	}{
+		{"negative disk", func(m *Manifest) { m.Devices[0].Capacity = -1 }, "blk device of -1 bytes"},
+		{"unknown device", func(m *Manifest) { m.Devices[0].Kind = "gpu" }, `device kind "gpu"`},
+		{"no vCPUs", func(m *Manifest) { m.CPUs = 0 }, "0 vCPUs"},
+	} {
+		m := testManifest(PageSize)
+		m.Memory.Size = m.MemSize
+		tc.change(&m)
+		b, err := Encode(m, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Parse(b); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want corrupt: %s", tc.name, err, tc.want)
+		}
 	}
 }

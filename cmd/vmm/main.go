@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"os"
 	"os/signal"
@@ -71,6 +72,11 @@ type options struct {
 	kernelCache                        string
 	sandbox                            string // "on" or "off"
 	transport                          string // "pci" or "mmio"
+
+	// `vmm snapshot` only (snapshot.go); its -out-size is outSize.
+	snap    bool
+	snapDir string // -o DIR
+	verify  string // -verify DIR: check a snapshot, boot nothing
 
 	// `vmm run` only.
 	run                 bool
@@ -118,7 +124,7 @@ func vmmMain(start time.Time, args []string, stdin, stdout, stderr *os.File, boo
 		return runMode(true, start, args[1:], stdin, stdout, stderr, boot)
 	}
 	if len(args) > 0 && args[0] == "snapshot" {
-		return snapshotMain(args[1:], stderr)
+		return snapshotMain(start, args[1:], stderr)
 	}
 	return runMode(false, start, args, stdin, stdout, stderr, boot)
 }
@@ -148,8 +154,11 @@ func bootKVM(cfg machine.Config) (guest, error) {
 
 func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	name := "vmm"
-	if o.run {
+	switch {
+	case o.run:
 		name = "vmm run"
+	case o.snap:
+		name = "vmm snapshot"
 	}
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -174,6 +183,11 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 		addRunFlags(fs, o)
 		fs.SetInterspersed(false) // the first argument that is not a flag starts the command
 		fs.Usage = func() { runUsage(fs, stderr) }
+		return fs
+	}
+	if o.snap {
+		addSnapshotFlags(fs, o)
+		fs.Usage = func() { snapshotUsage(fs, stderr) }
 		return fs
 	}
 	fs.Usage = func() {
@@ -284,9 +298,23 @@ func valueArg(f *pflag.Flag) func(string) (string, error) {
 	return nil
 }
 
-// timeoutArg checks a -timeout value is a duration.
+// timeoutArg checks a -timeout value is a duration. time.ParseDuration
+// says "invalid duration" for one past time.Duration's 292 years too, so
+// a number with one unit is looked at again to say that instead.
 func timeoutArg(v string) (string, error) {
 	if _, err := time.ParseDuration(v); err != nil {
+		for _, u := range []struct {
+			suffix string
+			d      time.Duration
+		}{{"h", time.Hour}, {"ms", time.Millisecond}, {"m", time.Minute}, {"s", time.Second}} {
+			n, ok := strings.CutSuffix(v, u.suffix)
+			if !ok || !allDigits(strings.Replace(n, ".", "", 1)) {
+				continue
+			}
+			if f, err := strconv.ParseFloat(n, 64); err == nil && f*float64(u.d) >= math.MaxInt64 {
+				return "", fmt.Errorf("-timeout %q: too long (at most %dh)", v, math.MaxInt64/int64(time.Hour))
+			}
+		}
 		return "", fmt.Errorf("-timeout %q: not a duration (try 90s or 10m)", v)
 	}
 	return v, nil
@@ -540,7 +568,12 @@ func parseArgs(args []string, stderr io.Writer) (machine.Config, options, error)
 }
 
 func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, options, error) {
-	o := options{run: run}
+	return parseOptions(options{run: run}, args, stderr)
+}
+
+// parseOptions reads args for vmm, vmm run or vmm snapshot, as o says.
+func parseOptions(o options, args []string, stderr io.Writer) (machine.Config, options, error) {
+	run := o.run
 	fs := newFlagSet(&o, stderr)
 	args, err := qemuSpelling(fs, args, run)
 	if err != nil {
@@ -567,22 +600,39 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 		if err := (guestabi.Spec{Args: o.command, Env: o.env}).Validate(); err != nil {
 			return machine.Config{}, o, usageError{err}
 		}
+	} else if fs.NArg() > 0 {
+		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if run || o.snap {
 		// Checked with or without -out, so a typo shows at once.
 		n, err := parseSize(o.outSize)
-		if err != nil || n%512 != 0 {
+		if err != nil || n%512 != 0 || n > math.MaxInt64 {
 			return machine.Config{}, o, usageError{fmt.Errorf("-out-size %q: want a size such as 256M or 2G", o.outSize)}
 		}
 		o.outBytes = n
-	} else if fs.NArg() > 0 {
-		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	// An empty path given on purpose is a mistake, most often a
 	// variable that was not set (-out "$RESULTS"): taken as "not given",
 	// -out would silently bring nothing back.
-	for _, name := range []string{"kernel", "initrd", "share", "rootfs", "out", "snapshot"} {
+	for _, name := range []string{"kernel", "initrd", "share", "rootfs", "out", "snapshot", "output", "verify"} {
 		if f := fs.Lookup(name); f != nil && fs.Changed(name) && f.Value.String() == "" {
 			return machine.Config{}, o, usageError{fmt.Errorf("-%s \"\": want a path", name)}
 		}
+	}
+	if o.snap && o.verify != "" {
+		var other string
+		fs.Visit(func(f *pflag.Flag) {
+			if f.Name != "verify" && other == "" {
+				other = f.Name
+			}
+		})
+		if other != "" {
+			return machine.Config{}, o, usageError{fmt.Errorf("-verify takes no other flag (-%s)", other)}
+		}
+		return machine.Config{}, o, nil
+	}
+	if o.snap && o.snapDir == "" {
+		return machine.Config{}, o, usageError{errors.New("no snapshot directory given: use -o DIR")}
 	}
 	if o.kernel == "" && o.snapshot == "" {
 		return machine.Config{}, o, usageError{errors.New("no kernel given: use -kernel BZIMAGE")}
@@ -623,7 +673,7 @@ func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, optio
 		return machine.Config{}, o, usageError{fmt.Errorf("-virtio-transport %q: want pci or mmio", o.transport)}
 	}
 	cmdline := defaultCmdline
-	if run {
+	if run || o.snap {
 		cmdline += " " + runCmdline
 	}
 	if o.appendArgs != "" {

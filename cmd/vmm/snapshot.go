@@ -10,14 +10,16 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/crypto/blake2b"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmm-dev/vmm/devices/boottimer"
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/snapshot"
@@ -65,63 +67,29 @@ func fillShareSlots(cfg *machine.Config, asked []machine.Share, empty string) {
 	}
 }
 
-func snapshotUsage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: vmm snapshot -kernel BZIMAGE -initrd INITRD [vm flags] [-out-size SIZE] -o DIR\n\n")
+// addSnapshotFlags adds vmm snapshot's own flags to vmm's: they are
+// read by the same parser as the others, so a flag's value that looks
+// like one of them (-append -o) stays the value.
+func addSnapshotFlags(fs *pflag.FlagSet, o *options) {
+	fs.StringVarP(&o.snapDir, "output", "o", "", "save the snapshot in `DIR` (created if missing; required)")
+	fs.StringVar(&o.outSize, "out-size", defaultOutSize, "the -out disk of every run restored from the snapshot: the most -out can bring back")
+	fs.StringVar(&o.verify, "verify", "", "boot nothing: check the snapshot in `DIR` whole, every byte of its memory file against its manifest's hash (a restore checks a sample of pages), and exit 0 if it is intact, 1 if not")
+}
+
+func snapshotUsage(fs *pflag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "Usage: vmm snapshot -kernel BZIMAGE -initrd INITRD [vm flags] [-out-size SIZE] -o DIR\n")
+	fmt.Fprintf(w, "       vmm snapshot -verify DIR\n\n")
 	fmt.Fprintf(w, "Boots the guest until its init waits for a job and saves it in DIR, for\n")
-	fmt.Fprintf(w, "`vmm run -snapshot DIR [flags] -- CMD`. The vm flags are vmm's (-m, -smp, -disk, -tap,\n")
-	fmt.Fprintf(w, "-append, -timeout, ...); -m, -smp, -disk, -tap, -nic and -fs must be given again, the same, to\n")
-	fmt.Fprintf(w, "each run. -out-size (default %s) fixes the -out disk of every run.\n", defaultOutSize)
+	fmt.Fprintf(w, "`vmm run -snapshot DIR [flags] -- CMD`. -m, -smp, -disk, -tap, -nic and -fs must be given\n")
+	fmt.Fprintf(w, "again, the same, to each run. -out-size fixes the -out disk of every run.\n\n")
+	fs.PrintDefaults()
 }
 
-// splitSnapshotArgs takes -o/--output DIR and -out-size SIZE out of args
-// (in any of the spellings vmm accepts), leaving vmm's own flags.
-func splitSnapshotArgs(args []string) (dir, outSize string, rest []string, err error) {
-	outSize = defaultOutSize
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
-			rest = append(rest, a)
-			continue
-		}
-		var dst *string
-		switch name {
-		case "o", "output":
-			dst = &dir
-		case "out-size":
-			dst = &outSize
-		default:
-			rest = append(rest, a)
-			continue
-		}
-		if !hasVal {
-			if i+1 >= len(args) {
-				return "", "", nil, usageError{fmt.Errorf("%s needs a value", a)}
-			}
-			i++
-			val = args[i]
-		}
-		*dst = val
+func snapshotMain(start time.Time, args []string, stderr io.Writer) int {
+	cfg, o, err := parseOptions(options{snap: true}, args, stderr)
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
 	}
-	if dir == "" {
-		return "", "", nil, usageError{errors.New("no snapshot directory given: use -o DIR")}
-	}
-	return dir, outSize, rest, nil
-}
-
-func snapshotMain(args []string, stderr io.Writer) int {
-	for _, a := range args {
-		if a == "-h" || a == "-help" || a == "--help" {
-			snapshotUsage(stderr)
-			return 0
-		}
-	}
-	dir, outSize, rest, err := splitSnapshotArgs(args)
-	if err != nil {
-		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
-		return 2
-	}
-	cfg, o, err := parseArgs(rest, stderr)
 	if err == nil {
 		for _, sh := range cfg.Shares {
 			if owner, taken := jobSlotTags()[sh.Tag]; taken {
@@ -133,28 +101,37 @@ func snapshotMain(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
 		return 2
 	}
-	size, err := parseSize(outSize)
-	if err != nil || size%512 != 0 {
-		fmt.Fprintf(stderr, "vmm snapshot: -out-size %q: want a size such as 256M or 2G\n", outSize)
-		return 2
+	if o.verify != "" {
+		return verifySnapshot(o.verify, stderr)
+	}
+	dir := o.snapDir
+	if o.bootTimer {
+		cfg.BootTimer = boottimer.New(start)
+		defer func() {
+			cfg.BootTimer.Mark(guestabi.VMMExit)
+			cfg.BootTimer.WriteReport(stderr)
+		}()
 	}
 	// The directory is made (or found writable) before the boot, not
 	// when the snapshot is written: a path it cannot go to fails at once.
 	// One made here is removed again if no snapshot is saved in it, so a
 	// failed run (a missing kernel, a guest that never waits) leaves
 	// nothing behind.
-	_, statErr := os.Lstat(dir)
-	made := errors.Is(statErr, fs.ErrNotExist)
+	made := outermostMissing(dir)
 	if err := makeWritableDir("-o", dir); err != nil {
+		if made != "" {
+			removeMade(filepath.Dir(filepath.Clean(dir)), made)
+		}
 		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
 		return 1
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	defer armStops(ctx, cancel, o.timeout)()
-	if err := makeSnapshot(ctx, cfg, dir, int64(size), stderr); err != nil {
-		if made {
+	if err := makeSnapshot(ctx, cfg, dir, int64(o.outBytes), stderr); err != nil {
+		if made != "" {
 			removeUnsaved(dir)
+			removeMade(filepath.Dir(filepath.Clean(dir)), made)
 		}
 		// The statuses of vmm's own -timeout and signal stops.
 		var te errTimeout
@@ -171,6 +148,56 @@ func snapshotMain(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// verifySnapshot checks every byte of the snapshot in dir (vmm snapshot
+// -verify): a snapshot copied between machines, or kept for long, can
+// be damaged where a restore's sampled pages do not look.
+func verifySnapshot(dir string, stderr io.Writer) int {
+	s, err := snapshot.Open(dir)
+	if err == nil {
+		defer s.Close()
+		if err = s.Verify(); err != nil {
+			err = fmt.Errorf("snapshot %s: %w", dir, err)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		return 1
+	}
+	m := s.Manifest
+	fmt.Fprintf(stderr, "vmm snapshot: %s is intact: %d MiB, %d vCPUs, made %s by vmm %s\n", dir, m.MemSize>>20, m.CPUs, m.Created.Format(time.RFC3339), m.VMMVersion)
+	if m.VMMVersion != vmmVersion() {
+		fmt.Fprintf(stderr, "vmm snapshot: this vmm (%s) will not restore it: make it again with this build\n", vmmVersion())
+	}
+	return 0
+}
+
+// outermostMissing returns the outermost directory on dir's path that
+// does not exist (dir itself, or a parent -o's MkdirAll makes too), or
+// "" if dir exists.
+func outermostMissing(dir string) string {
+	top := ""
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			return top
+		}
+		top = d
+		if filepath.Dir(d) == d {
+			return top
+		}
+	}
+}
+
+// removeMade removes the empty directories from d up to top, which a
+// failed vmm snapshot made on the way to its -o: /tmp/a/b/snap leaves
+// no /tmp/a behind. A directory something else was put in stays.
+func removeMade(d, top string) {
+	for ; len(d) >= len(top) && d != filepath.Dir(d); d = filepath.Dir(d) {
+		if os.Remove(d) != nil {
+			return
+		}
+	}
 }
 
 // removeUnsaved removes a snapshot directory this run made and saved no
@@ -197,7 +224,7 @@ func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize i
 	}
 	defer os.Remove(empty)
 	fillShareSlots(&cfg, nil, empty)
-	cfg.Cmdline += " " + runCmdline + " " + guestabi.WaitParam
+	cfg.Cmdline += " " + guestabi.WaitParam // after runCmdline and -append (parseOptions)
 	cfg.SaveOnWait = true
 	cfg.JobOutput = io.Discard
 	cfg.Console = stderr

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -21,27 +22,48 @@ import (
 	"github.com/vmm-dev/vmm/snapshot"
 )
 
-func TestSplitSnapshotArgs(t *testing.T) {
+// vmm snapshot's -o and -out-size are read by vmm's own parser, so a
+// value that looks like them stays a value.
+func TestSnapshotArgs(t *testing.T) {
 	for _, tc := range []struct {
-		args          []string
-		dir, size     string
-		rest          []string
-		wantUsageFail bool
+		args            []string
+		dir, cmdline    string
+		outBytes        uint64
+		wantUsageFail   bool
+		wantMemory, why string
 	}{
-		{[]string{"-kernel", "bz", "-o", "d"}, "d", defaultOutSize, []string{"-kernel", "bz"}, false},
-		{[]string{"--output=d", "-m", "256M", "-out-size", "64M"}, "d", "64M", []string{"-m", "256M"}, false},
-		{[]string{"-kernel", "bz"}, "", "", nil, true},
-		{[]string{"-o"}, "", "", nil, true},
+		{args: []string{"-kernel", "bz", "-o", "d"}, dir: "d", outBytes: 1 << 30},
+		{args: []string{"-kernel", "bz", "--output=d", "-m", "256M", "-out-size", "64M"}, dir: "d", outBytes: 64 << 20, wantMemory: "256M"},
+		{args: []string{"-kernel", "bz", "-o=d", "-out-size=2M"}, dir: "d", outBytes: 2 << 20},
+		{args: []string{"-kernel", "bz", "-output", "d"}, dir: "d", outBytes: 1 << 30},
+		// -append's value is "-o", not the flag; the user's arguments
+		// come after vmm run's, so they can override them.
+		{args: []string{"-kernel", "bz", "-append", "-o", "-o", "d"}, dir: "d", outBytes: 1 << 30, cmdline: defaultCmdline + " " + runCmdline + " -o"},
+		{args: []string{"-kernel", "bz"}, wantUsageFail: true, why: "no -o"},
+		{args: []string{"-kernel", "bz", "-o"}, wantUsageFail: true, why: "-o without a value"},
+		{args: []string{"-kernel", "bz", "-o", ""}, wantUsageFail: true, why: "empty -o"},
+		{args: []string{"-kernel", "bz", "-o", "d", "-out-size", "1.5x"}, wantUsageFail: true, why: "bad -out-size"},
+		{args: []string{"-kernel", "bz", "-o", "d", "-out-size", "1000B"}, wantUsageFail: true, why: "-out-size not whole sectors"},
+		{args: []string{"-kernel", "bz", "-o", "d", "extra"}, wantUsageFail: true, why: "an argument"},
+		{args: []string{"-kernel", "bz", "-o", "d", "-out-size", "8E"}, wantUsageFail: true, why: "-out-size past int64"},
+		{args: []string{"-kernel", "bz", "-o", "d", "-share", "/tmp"}, wantUsageFail: true, why: "vmm run's flag"},
 	} {
-		dir, size, rest, err := splitSnapshotArgs(tc.args)
+		cfg, o, err := parseOptions(options{snap: true}, tc.args, io.Discard)
 		if tc.wantUsageFail {
 			if _, ok := err.(usageError); !ok {
-				t.Errorf("%q: %v, want a usage error", tc.args, err)
+				t.Errorf("%q (%s): %v, want a usage error", tc.args, tc.why, err)
 			}
 			continue
 		}
-		if err != nil || dir != tc.dir || size != tc.size || !reflect.DeepEqual(rest, tc.rest) {
-			t.Errorf("%q: %q %q %q %v", tc.args, dir, size, rest, err)
+		if err != nil || o.snapDir != tc.dir || o.outBytes != tc.outBytes {
+			t.Errorf("%q: dir %q, -out-size %d, %v; want %q, %d", tc.args, o.snapDir, o.outBytes, err, tc.dir, tc.outBytes)
+			continue
+		}
+		if want := cmp.Or(tc.cmdline, defaultCmdline+" "+runCmdline); cfg.Cmdline != want {
+			t.Errorf("%q: command line %q, want %q", tc.args, cfg.Cmdline, want)
+		}
+		if tc.wantMemory != "" && o.memory != tc.wantMemory {
+			t.Errorf("%q: -m %q, want %q", tc.args, o.memory, tc.wantMemory)
 		}
 	}
 }
@@ -188,7 +210,7 @@ func TestSnapshotBadDir(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr strings.Builder
-			status := snapshotMain([]string{"-kernel", file, "-o", tc.o}, &stderr)
+			status := snapshotMain(time.Now(), []string{"-kernel", file, "-o", tc.o}, &stderr)
 			msg := stderr.String()
 			if status != 1 || !strings.HasPrefix(msg, "vmm snapshot: -o: mkdir "+file) || strings.Count(msg, "\n") != 1 {
 				t.Errorf("status %d, stderr %q; want 1 and one line about -o", status, msg)
@@ -223,11 +245,13 @@ func TestSnapshotBadInput(t *testing.T) {
 		{"kernel /dev/zero", []string{"-kernel", "/dev/zero"}, filepath.Join(dir, "new2"), "kernel: /dev/zero: not a regular file"},
 		{"initrd a FIFO", []string{"-kernel", kernel, "-initrd", fifo}, filepath.Join(dir, "new3"), "initrd: " + fifo + ": not a regular file"},
 		{"kernel missing", []string{"-kernel", filepath.Join(dir, "none")}, existing, "no such file"},
+		// The parents -o made on its way go too.
+		{"kernel missing, -o deep", []string{"-kernel", filepath.Join(dir, "none")}, filepath.Join(dir, "p1", "p2", "snap"), "no such file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr strings.Builder
 			done := make(chan int, 1)
-			go func() { done <- snapshotMain(append(tc.args, "-o", tc.o), &stderr) }()
+			go func() { done <- snapshotMain(time.Now(), append(tc.args, "-o", tc.o), &stderr) }()
 			var status int
 			select {
 			case status = <-done:
@@ -245,7 +269,69 @@ func TestSnapshotBadInput(t *testing.T) {
 			if tc.o != existing && !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("-o %s left behind: %v", tc.o, err)
 			}
+			if _, err := os.Stat(filepath.Join(dir, "p1")); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("-o's parent %s left behind: %v", filepath.Join(dir, "p1"), err)
+			}
+			if _, err := os.Stat(dir); err != nil {
+				t.Errorf("the directory -o was made in: %v", err)
+			}
 		})
+	}
+}
+
+// vmm snapshot -verify reads every byte: a page a restore's sample
+// misses, changed, fails it with status 1; an intact snapshot passes,
+// with a line saying whether this build restores it.
+func TestSnapshotVerify(t *testing.T) {
+	const pages = 1024
+	man := snapshot.Manifest{VMMVersion: vmmVersion(), MemSize: pages * snapshot.PageSize, CPUs: 1}
+	ram := make([]byte, man.MemSize)
+	for i := range ram {
+		ram[i] = byte(i / snapshot.PageSize)
+	}
+	dir := t.TempDir()
+	if err := snapshot.Write(dir, man, []byte("{}"), [][]byte{ram}); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	if status := snapshotMain(time.Now(), []string{"-verify", dir}, &stderr); status != 0 || !strings.Contains(stderr.String(), "is intact") || strings.Contains(stderr.String(), "will not restore") {
+		t.Fatalf("intact: status %d, %q", status, stderr.String())
+	}
+	sampled := map[uint64]bool{}
+	for _, off := range snapshot.SampleOffsets(man.MemSize) {
+		sampled[off] = true
+	}
+	off := uint64(0)
+	for sampled[off] {
+		off += snapshot.PageSize
+	}
+	mem := filepath.Join(dir, snapshot.MemoryFile)
+	if err := os.Chmod(mem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(mem, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xff}, int64(off)+100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if s, err := snapshot.Open(dir); err != nil {
+		t.Fatalf("the change is in a sampled page after all: %v", err)
+	} else {
+		s.Close()
+	}
+	stderr.Reset()
+	status := snapshotMain(time.Now(), []string{"-verify", dir}, &stderr)
+	if status != 1 || !strings.Contains(stderr.String(), "does not match its hash") || strings.Count(stderr.String(), "\n") != 1 {
+		t.Errorf("changed page: status %d, %q; want 1 and one line", status, stderr.String())
+	}
+	for _, args := range [][]string{{"-verify", dir, "-m", "1G"}, {"-verify", ""}, {"-verify"}} {
+		stderr.Reset()
+		if status := snapshotMain(time.Now(), args, &stderr); status != 2 {
+			t.Errorf("%q: status %d, %q; want a usage error", args, status, stderr.String())
+		}
 	}
 }
 
@@ -367,7 +453,7 @@ func TestSnapshotSlotTagsTaken(t *testing.T) {
 	for _, tag := range []string{guestabi.JobShareTag, guestabi.JobRootTag} {
 		var stderr strings.Builder
 		o := filepath.Join(t.TempDir(), "snap")
-		status := snapshotMain([]string{"-kernel", "k", "-fs", "/tmp,tag=" + tag, "-o", o}, &stderr)
+		status := snapshotMain(time.Now(), []string{"-kernel", "k", "-fs", "/tmp,tag=" + tag, "-o", o}, &stderr)
 		want := fmt.Sprintf("vmm snapshot: -fs /tmp,tag=%s: tag %q is taken by the snapshot's slot", tag, tag)
 		if status != 2 || !strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
 			t.Errorf("tag %s: status %d, stderr %q; want 2 and one line starting %q", tag, status, stderr.String(), want)
@@ -375,5 +461,35 @@ func TestSnapshotSlotTagsTaken(t *testing.T) {
 		if _, err := os.Lstat(o); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("tag %s: -o made: %v", tag, err)
 		}
+	}
+}
+
+// removeMade stops at the first directory that is not empty and never
+// goes above top.
+func TestRemoveMade(t *testing.T) {
+	base := t.TempDir()
+	top := filepath.Join(base, "a")
+	if err := os.MkdirAll(filepath.Join(top, "b", "c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(top, "keep"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := outermostMissing(filepath.Join(top, "b", "c", "x", "y")); got != filepath.Join(top, "b", "c", "x") {
+		t.Errorf("outermostMissing: %q", got)
+	}
+	if got := outermostMissing(top); got != "" {
+		t.Errorf("outermostMissing of an existing directory: %q", got)
+	}
+	removeMade(filepath.Join(top, "b", "c"), top)
+	if _, err := os.Stat(filepath.Join(top, "b")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("empty b: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(top, "keep")); err != nil {
+		t.Errorf("a holding a file: %v", err)
+	}
+	removeMade(base, top) // above top: nothing
+	if _, err := os.Stat(base); err != nil {
+		t.Errorf("above top: %v", err)
 	}
 }
