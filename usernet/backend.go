@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -142,6 +143,10 @@ func (n *Network) Write(p []byte) (int, error) {
 	eth := header.Ethernet(frame)
 	n.received.Add(1)
 	if dst := eth.DestinationAddress(); dst != n.gw.LinkAddress() && dst != header.EthernetBroadcastAddress {
+		return len(p), nil
+	}
+	if echoElsewhere(eth) {
+		n.dropped.Add(1)
 		return len(p), nil
 	}
 	data := buffer.MakeWithData(frame)
@@ -278,4 +283,24 @@ func isClosed(c <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// echoElsewhere says whether frame is an ICMP echo request for another
+// address than the gateway's or the DNS server's. The stack, which takes
+// every address (it stands for the whole outside world), would answer
+// it, so ping 8.8.8.8 would pass on a host with no network; vmm-net has
+// no ICMP socket to send it on, and slirp without one drops it too.
+func echoElsewhere(eth header.Ethernet) bool {
+	if eth.Type() != header.IPv4ProtocolNumber {
+		return false
+	}
+	ip := header.IPv4(eth[header.EthernetMinimumSize:])
+	if !ip.IsValid(len(ip)) || ip.TransportProtocol() != header.ICMPv4ProtocolNumber || ip.FragmentOffset() != 0 {
+		return false
+	}
+	if dst := ip.DestinationAddress(); dst == tcpip.AddrFrom4(gatewayIP.As4()) || dst == tcpip.AddrFrom4(dnsIP.As4()) {
+		return false
+	}
+	icmp := header.ICMPv4(ip.Payload())
+	return len(icmp) >= header.ICMPv4MinimumSize && icmp.Type() == header.ICMPv4Echo
 }

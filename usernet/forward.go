@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -35,13 +37,43 @@ const (
 	udpIdle = 2 * time.Minute
 	// maxDatagram is the largest UDP payload (IPv4).
 	maxDatagram = 65507
+	// maxTCP bounds the TCP connections forwarded at once, either way,
+	// and maxUDP the UDP flows: each holds a host descriptor, two
+	// goroutines and their buffers, and each of the guest's UDP flows a
+	// host port of its own, which a guest minting flows (a new source
+	// port per datagram) would otherwise take from every process on
+	// the host. Beyond them a TCP connection is refused (a reset) and a
+	// flow's datagrams are dropped.
+	maxTCP = 4096
+	maxUDP = 1024
 )
+
+// metadataServices are cloud providers' instance metadata and control
+// endpoints at global addresses, which the guest must not reach through
+// the host (those at link-local addresses, 169.254.169.254 among them,
+// are refused as link-local): Alibaba Cloud's metadata service and
+// Azure's WireServer.
+var metadataServices = [...]netip.Addr{
+	netip.AddrFrom4([4]byte{100, 100, 100, 200}),
+	netip.AddrFrom4([4]byte{168, 63, 129, 16}),
+}
+
+// slot takes one of max places that c counts, or says none is free.
+func slot(c *atomic.Int32, max int32) bool {
+	if c.Add(1) > max {
+		c.Add(-1)
+		return false
+	}
+	return true
+}
 
 // outside maps a destination the guest asked for to the host address to
 // dial: the gateway stands for the host's loopback, and addresses that
 // are no host's (broadcast, multicast, the virtual network's other
-// addresses, link-local ones such as cloud metadata services) are
-// refused.
+// addresses, link-local ones such as 169.254.169.254) and the cloud
+// metadata services at global addresses (metadataServices) are refused.
+// Everything else the host reaches, the guest reaches, as through
+// QEMU's user network: the host's LAN and private networks included.
 func outside(a tcpip.Address, port uint16) (netip.AddrPort, bool) {
 	if a.Len() != 4 || port == 0 {
 		return netip.AddrPort{}, false
@@ -50,7 +82,7 @@ func outside(a tcpip.Address, port uint16) (netip.AddrPort, bool) {
 	switch {
 	case ip == gatewayIP:
 		ip = hostLoopback
-	case prefix.Contains(ip), !ip.IsGlobalUnicast():
+	case prefix.Contains(ip), !ip.IsGlobalUnicast(), slices.Contains(metadataServices[:], ip):
 		return netip.AddrPort{}, false
 	}
 	return netip.AddrPortFrom(ip, port), true
@@ -73,6 +105,12 @@ func (n *Network) forwardTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
+	if !slot(&n.tcpConns, n.maxTCP) {
+		n.full("TCP connections", n.maxTCP)
+		r.Complete(true)
+		return
+	}
+	defer n.tcpConns.Add(-1)
 	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
 	conn, err := n.dial(ctx, "tcp", dst.String())
 	cancel()
@@ -93,7 +131,7 @@ func (n *Network) forwardTCP(r *tcp.ForwarderRequest) {
 		c.Close()
 		return
 	}
-	n.splice(gonet.NewTCPConn(&wq, ep), c)
+	n.splice(gonet.NewTCPConn(&wq, ep), ep, c)
 }
 
 // halfCloser is a TCP connection on either side.
@@ -102,10 +140,14 @@ type halfCloser interface {
 	CloseWrite() error
 }
 
-// splice copies a to b and b to a until both directions end, passing a
-// clean end on as a half-close, and closes both. It runs on the caller's
-// goroutine plus one; Close ends it by closing both connections.
-func (n *Network) splice(a, b halfCloser) {
+// splice copies a, the guest's side of a connection (ep its endpoint),
+// to b, the host's, and b to a until both directions end, and closes
+// both. It passes a clean end on as a half-close and a broken one (a
+// reset, a failed write) as a reset both ways, as a NAT does, so that a
+// download cut short by a reset is not taken for a whole one ended by
+// the server's FIN. It runs on the caller's goroutine plus one; Close
+// ends it by closing both connections.
+func (n *Network) splice(a halfCloser, ep tcpip.Endpoint, b halfCloser) {
 	if !n.track(a) {
 		a.Close()
 		b.Close()
@@ -121,7 +163,12 @@ func (n *Network) splice(a, b halfCloser) {
 	half := func(dst, src halfCloser) {
 		if err := copyConn(dst, src, &n.largeBufs); err != nil {
 			// A reset or a failed write: the other direction
-			// cannot go on either.
+			// cannot go on either. Linger 0 makes each close a
+			// reset (RFC 9293 §3.10.7.1's abort).
+			ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
+			if tc, ok := b.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
 			a.Close()
 			b.Close()
 			return
@@ -252,41 +299,62 @@ func (n *Network) forwardUDP(r *udp.ForwarderRequest) {
 	if !ok {
 		return
 	}
+	if !slot(&n.udpFlows, n.maxUDP) {
+		n.full("UDP flows", n.maxUDP)
+		return
+	}
+	// The flow's slot is free again when both relays have ended.
+	var ended atomic.Int32
+	end := func() {
+		if ended.Add(1) == 2 {
+			n.udpFlows.Add(-1)
+		}
+	}
 	// A UDP connect sends nothing, so this returns at once; n.ctx
 	// only ends it when Close races it.
 	out, err := n.dial(n.ctx, "udp", dst.String())
 	if err != nil {
+		n.udpFlows.Add(-1)
 		return
 	}
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	if terr != nil {
 		out.Close()
+		n.udpFlows.Add(-1)
 		return
 	}
 	in := gonet.NewUDPConn(&wq, ep)
 	if !n.track(in) {
 		in.Close()
 		out.Close()
+		n.udpFlows.Add(-1)
 		return
 	}
 	if !n.track(out) {
 		n.untrack(in)
 		out.Close()
+		n.udpFlows.Add(-1)
 		return
 	}
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	relay := func(dst io.Writer, src deadlineReader) {
 		// The first direction to end ends the other.
+		defer end()
 		defer n.untrack(in)
 		defer n.untrack(out)
 		relayUDP(dst, src, &last)
 	}
 	if !n.spawn(func() { relay(out, in) }) {
+		n.untrack(in)
+		n.untrack(out)
+		n.udpFlows.Add(-1)
 		return
 	}
-	n.spawn(func() { relay(in, out) })
+	if !n.spawn(func() { relay(in, out) }) {
+		end()
+	}
 }
 
 // deadlineReader is the receiving end of a UDP relay.
@@ -358,14 +426,32 @@ func (n *Network) listen(f Forward) error {
 	}
 	n.hostAddrs = append(n.hostAddrs, unmap(l.Addr().(*net.TCPAddr).AddrPort()))
 	n.spawn(func() {
+		var pause time.Duration
 		for {
 			c, err := l.AcceptTCP()
 			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					n.logf("user network: hostfwd %s: %v", f, err)
+				if errors.Is(err, net.ErrClosed) {
+					return
 				}
-				return
+				if !acceptAgain(err) {
+					n.logf("user network: hostfwd %s: %v", f, err)
+					return
+				}
+				// Out of descriptors or memory for now: the
+				// forward stays, and takes connections again once
+				// some are closed.
+				if pause == 0 {
+					n.logf("user network: hostfwd %s: %v; retrying", f, err)
+				}
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(pause):
+				case <-n.ctx.Done():
+					return
+				}
+				continue
 			}
+			pause = 0
 			if !n.spawn(func() { n.forwardIn(c, guest) }) {
 				c.Close()
 				return
@@ -375,19 +461,73 @@ func (n *Network) listen(f Forward) error {
 	return nil
 }
 
+// acceptAgain says whether accept's err passes, as net/http's server
+// takes it: the process or the system out of descriptors or memory, or
+// a connection reset before it was accepted.
+func acceptAgain(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// full says once per network that a limit refused a connection or flow.
+func (n *Network) full(what string, limit int32) {
+	if n.fullSaid.CompareAndSwap(false, true) {
+		n.logf("user network: %d %s open, the most vmm forwards at once; refusing more", limit, what)
+	}
+}
+
 // forwardIn connects a host connection accepted by a TCP hostfwd to the
 // guest. A guest that does not listen refuses it: the host side is
 // closed at once.
 func (n *Network) forwardIn(c *net.TCPConn, guest tcpip.FullAddress) {
+	if !slot(&n.tcpConns, n.maxTCP) {
+		n.full("TCP connections", n.maxTCP)
+		c.Close()
+		return
+	}
+	defer n.tcpConns.Add(-1)
 	// Close cancels the dial.
 	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
-	g, err := gonet.DialContextTCP(ctx, n.stack, guest, ipv4.ProtocolNumber)
+	g, ep, err := dialGuest(ctx, n.stack, guest)
 	cancel()
 	if err != nil {
 		c.Close()
 		return
 	}
-	n.splice(g, c)
+	n.splice(g, ep, c)
+}
+
+// dialGuest connects to the guest's addr, as gonet.DialContextTCP does,
+// and returns the endpoint too, which splice resets through.
+func dialGuest(ctx context.Context, s *stack.Stack, addr tcpip.FullAddress) (*gonet.TCPConn, tcpip.Endpoint, error) {
+	var wq waiter.Queue
+	ep, terr := s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
+	if terr != nil {
+		return nil, nil, errors.New(terr.String())
+	}
+	// Connect only starts: the endpoint says when it is done.
+	entry, connected := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	terr = ep.Connect(addr)
+	if _, started := terr.(*tcpip.ErrConnectStarted); started {
+		select {
+		case <-ctx.Done():
+			ep.Close()
+			return nil, nil, ctx.Err()
+		case <-connected:
+		}
+		terr = ep.LastError()
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, nil, errors.New(terr.String())
+	}
+	return gonet.NewTCPConn(&wq, ep), ep, nil
 }
 
 // serveUDPForward relays a UDP hostfwd: each host peer gets its own flow
@@ -413,12 +553,18 @@ func (n *Network) serveUDPForward(pc *net.UDPConn, guest tcpip.FullAddress) {
 		f := flows[peer]
 		mu.Unlock()
 		if f == nil {
+			if !slot(&n.udpFlows, n.maxUDP) {
+				n.full("UDP flows", n.maxUDP)
+				continue
+			}
 			c, err := gonet.DialUDP(n.stack, nil, &guest, ipv4.ProtocolNumber)
 			if err != nil {
+				n.udpFlows.Add(-1)
 				continue
 			}
 			if !n.track(c) {
 				c.Close()
+				n.udpFlows.Add(-1)
 				return
 			}
 			f = &flow{c: c}
@@ -432,11 +578,13 @@ func (n *Network) serveUDPForward(pc *net.UDPConn, guest tcpip.FullAddress) {
 					delete(flows, peer)
 					mu.Unlock()
 					n.untrack(c)
+					n.udpFlows.Add(-1)
 				}()
 				relayUDP(peerWriter{pc, peer}, c, &f.last)
 			}
 			if !n.spawn(back) {
 				n.untrack(c)
+				n.udpFlows.Add(-1)
 				return
 			}
 		}

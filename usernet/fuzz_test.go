@@ -113,6 +113,10 @@ func fuzzSeeds(t testing.TB) []fuzzSeed {
 		{"TSO", ipv4Frame(tso, gwMAC, header.TCPProtocolNumber, guestIP, gatewayIP, tcpSeg(8080, header.TCPFlagAck|header.TCPFlagPsh, tsoSize)), "", true},
 		{"udp outside", udpFrame(netip.AddrPortFrom(guestIP, 40001), netip.MustParseAddrPort("192.0.2.1:9"), gwMAC, []byte("x")), "udp 192.0.2.1:9", false},
 		{"icmp echo", ipv4Frame(zero, gwMAC, header.ICMPv4ProtocolNumber, guestIP, gatewayIP, icmp), "", true},
+		// The stack would answer for any address: ping must not pass
+		// where nothing was reached.
+		{"icmp echo outside", ipv4Frame(zero, gwMAC, header.ICMPv4ProtocolNumber, guestIP, netip.MustParseAddr("192.0.2.77"), icmp), "", false},
+		{"syn to a metadata service", syn("100.100.100.200", 80), "", true}, // a reset
 		{"another MAC", ipv4Frame(zero, tcpip.LinkAddress("\x52\x54\x00\x00\x00\x09"), header.ICMPv4ProtocolNumber, guestIP, gatewayIP, icmp), "", false},
 		{"IPv4 length beyond the frame", ack[:len(ack)-20], "", false},
 		{"short ARP", arp[:HeaderSize+header.EthernetMinimumSize+4], "", false},

@@ -172,6 +172,13 @@ type Network struct {
 	// their larger buffers (copyLoop).
 	largeBufs largeBuffers
 
+	// tcpConns and udpFlows count what is forwarded, up to maxTCP and
+	// maxUDP (fields, which tests lower); fullSaid is whether a limit
+	// was logged.
+	tcpConns, udpFlows atomic.Int32
+	maxTCP, maxUDP     int32
+	fullSaid           atomic.Bool
+
 	// dial makes every host connection the guest asks for (TCP and
 	// UDP to outside addresses, DNS upstream): a net.Dialer's, except
 	// in the fuzz test, which must not reach the host's ports.
@@ -190,6 +197,8 @@ func New(cfg Config) (*Network, error) {
 // newWithDial is New with the dial for the guest's host connections.
 func newWithDial(cfg Config, dial dialFunc) (*Network, error) {
 	n := &Network{
+		maxTCP:  maxTCP,
+		maxUDP:  maxUDP,
 		dial:    dial,
 		cfg:     cfg,
 		logf:    cfg.Logf,

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -482,6 +483,88 @@ func TestGuestConnectRefused(t *testing.T) {
 	}
 }
 
+// Beyond maxTCP connections forwarded at once the guest's next is
+// refused (a reset), and a closed one frees its place; beyond maxUDP
+// flows a new flow's datagrams are dropped.
+func TestForwardLimits(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			m, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:m], from)
+		}
+	}()
+	n := newNetwork(t, Config{})
+	n.maxTCP, n.maxUDP = 1, 1
+	g := newGuest(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	addr := fmt.Sprintf("%s:%d", GatewayAddr, l.Addr().(*net.TCPAddr).Port)
+	first, err := g.dialTCP(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := g.dialTCP(ctx, addr); err == nil || !strings.Contains(err.Error(), "refused") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("a second TCP connection with maxTCP 1: %v, want refused", err)
+	}
+	first.Close()
+	for {
+		c, err := g.dialTCP(ctx, addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no TCP connection after the first closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	udpAddr := fmt.Sprintf("%s:%d", GatewayAddr, pc.LocalAddr().(*net.UDPAddr).Port)
+	echo := func(c *gonet.UDPConn, wait time.Duration) error {
+		c.SetDeadline(time.Now().Add(wait))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		_, err := c.Read(make([]byte, 100))
+		return err
+	}
+	if err := echo(g.udp(t, "", udpAddr), testTimeout); err != nil {
+		t.Fatalf("the first UDP flow: %v", err)
+	}
+	if err := echo(g.udp(t, "", udpAddr), 300*time.Millisecond); err == nil {
+		t.Fatal("a second UDP flow with maxUDP 1 was answered")
+	}
+	if got := n.udpFlows.Load(); got != 1 {
+		t.Errorf("%d UDP flows counted, want 1", got)
+	}
+}
+
 // UDP from the guest reaches a host socket and the answer comes back.
 func TestGuestUDP(t *testing.T) {
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -883,6 +966,9 @@ func TestOutside(t *testing.T) {
 		{"255.255.255.255", ""},
 		{"224.0.0.251", ""},
 		{"169.254.169.254", ""},
+		{"100.100.100.200", ""},
+		{"168.63.129.16", ""},
+		{"100.64.0.1", "100.64.0.1:80"},
 		{"127.0.0.1", ""},
 		{"0.0.0.0", ""},
 	} {
@@ -1053,5 +1139,89 @@ func TestOffloadFittedAtRead(t *testing.T) {
 				t.Errorf("TCP checksum whole %v, want %v", whole, tc.wantChecksum)
 			}
 		})
+	}
+}
+
+// A hostfwd's accept loop goes on after running out of descriptors or
+// memory, and ends on anything else.
+func TestAcceptAgain(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ECONNABORTED)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EINVAL)}, false},
+		{net.ErrClosed, false},
+	} {
+		if got := acceptAgain(tc.err); got != tc.want {
+			t.Errorf("acceptAgain(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// A reset on one side of a forwarded connection is a reset on the
+// other, not a clean end: a download the server aborted must not look
+// whole to the guest, nor an upload the guest aborted to the server.
+func TestResetPassedOn(t *testing.T) {
+	l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n := newNetwork(t, Config{})
+	g := newGuest(t, n)
+	addr := tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(gatewayIP.As4()), Port: uint16(l.Addr().(*net.TCPAddr).Port)}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+
+	// The host aborts after a few bytes.
+	go func() {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("partial"))
+		time.Sleep(100 * time.Millisecond)
+		c.SetLinger(0)
+		c.Close()
+	}()
+	c, _, err := dialGuest(ctx, g.s, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(testTimeout))
+	got, err := io.ReadAll(c)
+	c.Close()
+	if string(got) != "partial" || err == nil || os.IsTimeout(err) {
+		t.Fatalf("guest read %q, %v after the host's reset; want partial and a reset", got, err)
+	}
+
+	// The guest aborts an upload.
+	done := make(chan error, 1)
+	go func() {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(testTimeout))
+		_, err = io.Copy(io.Discard, c)
+		done <- err
+	}()
+	c, ep, err := dialGuest(ctx, g.s, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("upload")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
+	c.Close()
+	if err := <-done; !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("host read after the guest's reset: %v, want ECONNRESET", err)
 	}
 }
