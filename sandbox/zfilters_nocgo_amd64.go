@@ -154,7 +154,7 @@ var filters = [8]compiled{
 			{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x10}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0xa}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
 			{Code: 0x0005, Jt: 0, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x4}, {Code: 0x0015, Jt: 0, Jf: 9, K: 0xc000003e}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},
 			{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026}, {Code: 0x0015, Jt: 0, Jf: 5, K: 0x101}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x24},
-			{Code: 0x0045, Jt: 2, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x20}, {Code: 0x0045, Jt: 0, Jf: 1, K: 0x410643}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
+			{Code: 0x0045, Jt: 2, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x20}, {Code: 0x0045, Jt: 0, Jf: 1, K: 0x400643}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
 			{Code: 0x0005, Jt: 0, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x4}, {Code: 0x0015, Jt: 0, Jf: 61, K: 0xc000003e}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},
 			{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026}, {Code: 0x0015, Jt: 56, Jf: 0, K: 0x10}, {Code: 0x0015, Jt: 55, Jf: 0, K: 0x38},
 			{Code: 0x0015, Jt: 54, Jf: 0, K: 0x9}, {Code: 0x0015, Jt: 53, Jf: 0, K: 0x9d}, {Code: 0x0015, Jt: 52, Jf: 0, K: 0xd}, {Code: 0x0015, Jt: 51, Jf: 0, K: 0xea},

@@ -95,7 +95,10 @@ const glibcCloneFlags = goCloneFlags | unix.CLONE_PARENT_SETTID | unix.CLONE_CHI
 
 // readOnly are the open(2) flags that let a call change a file:
 // everything but O_RDONLY (0) and harmless modifiers such as O_CLOEXEC.
-const readOnly = unix.O_WRONLY | unix.O_RDWR | unix.O_CREAT | unix.O_TRUNC | unix.O_APPEND | unix.O_TMPFILE
+// O_TMPFILE is __O_TMPFILE | O_DIRECTORY (include/uapi/asm-generic/
+// fcntl.h), and a condition on these bits refuses any of them, so only
+// __O_TMPFILE is among them: an open of a directory is a read.
+const readOnly = unix.O_WRONLY | unix.O_RDWR | unix.O_CREAT | unix.O_TRUNC | unix.O_APPEND | unix.O_TMPFILE&^unix.O_DIRECTORY
 
 // maxSignal is the highest signal number (_NSIG-1, 64 on x86-64:
 // arch/x86/include/asm/signal.h). The kernel reads a signal number as a

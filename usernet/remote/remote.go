@@ -117,6 +117,10 @@ type Network struct {
 	ctl    *os.File
 	logf   func(format string, args ...any)
 	cmd    *exec.Cmd
+	// pidfd names the helper for Close's kill, or is -1 where the kernel
+	// has no pidfd_open: os.Process.Kill then calls kill(2), which
+	// vmm's sandbox allows only on vmm itself.
+	pidfd int
 
 	// offload is the TUN_F_* flags the guest's driver took last
 	// (SetOffload); fit holds every frame to them.
@@ -198,7 +202,10 @@ func Start(cfg Config) (*Network, error) {
 		ctl.Close()
 		return nil, fmt.Errorf("user network: %w", err)
 	}
-	n := &Network{frames: frames, ctl: ctl, logf: logf, cmd: cmd, exited: make(chan struct{}), ready: make(chan struct{}), logsDone: make(chan struct{})}
+	n := &Network{frames: frames, ctl: ctl, logf: logf, cmd: cmd, pidfd: -1, exited: make(chan struct{}), ready: make(chan struct{}), logsDone: make(chan struct{})}
+	if fd, err := unix.PidfdOpen(cmd.Process.Pid, unix.PIDFD_NONBLOCK); err == nil {
+		n.pidfd = fd
+	}
 	if n.x, err = rawsys.NewFile(frames); err != nil {
 		n.frames.Close()
 		n.ctl.Close()
@@ -367,13 +374,26 @@ func (n *Network) Close() error {
 		select {
 		case <-n.exited:
 		case <-time.After(closeWait):
-			n.cmd.Process.Kill()
+			n.kill()
 			select {
 			case <-n.exited:
 			case <-time.After(closeWait):
 			}
 		}
 		<-n.logsDone
+		if n.pidfd >= 0 {
+			unix.Close(n.pidfd)
+		}
 	})
 	return nil
+}
+
+// kill ends a helper that did not go when its sockets closed, through
+// its pidfd; without one it is left to end by itself (it has nothing
+// left to serve), and the user is told which process it is.
+func (n *Network) kill() {
+	if n.pidfd >= 0 && unix.PidfdSendSignal(n.pidfd, unix.SIGKILL, nil, 0) == nil {
+		return
+	}
+	n.logf("user network: vmm-net (pid %d) did not exit when vmm closed its sockets, and this kernel gives vmm no pidfd to kill it by; leaving it", n.cmd.Process.Pid)
 }
