@@ -72,7 +72,7 @@ E2E_RETRY_BUDGET ?= 2
 e2e:
 	@mkdir -p $(BUILD) && rm -f $(BUILD)/e2e-retries.log
 	budget=$(E2E_RETRY_BUDGET); ledger=$(CURDIR)/$(BUILD)/e2e-retries.log; \
-	NESTED_RETRY_LEDGER=$$ledger NESTED_RETRY_BUDGET=$$budget $(GO) test -count=1 -timeout 40m -v ./tools/nested/ ./tools/e2e/; status=$$?; \
+	NESTED_RETRY_LEDGER=$$ledger NESTED_RETRY_BUDGET=$$budget $(GO) test -count=1 -timeout 60m -v ./tools/nested/ ./tools/e2e/; status=$$?; \
 	n=$$(cat $$ledger 2>/dev/null | wc -l); echo "e2e: $$n retries (budget $$budget)"; cat $$ledger 2>/dev/null; \
 	if [ $$n -gt $$budget ]; then echo "e2e: more retries than the budget"; status=1; fi; exit $$status
 

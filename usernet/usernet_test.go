@@ -1176,14 +1176,18 @@ func TestResetPassedOn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 
-	// The host aborts after a few bytes.
+	// The host aborts after a few bytes, once the guest has them.
+	abort := make(chan struct{})
 	go func() {
 		c, err := l.AcceptTCP()
 		if err != nil {
 			return
 		}
 		c.Write([]byte("partial"))
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-abort:
+		case <-ctx.Done():
+		}
 		c.SetLinger(0)
 		c.Close()
 	}()
@@ -1192,14 +1196,19 @@ func TestResetPassedOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.SetDeadline(time.Now().Add(testTimeout))
-	got, err := io.ReadAll(c)
+	got := make([]byte, len("partial"))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "partial" {
+		t.Fatalf("guest read %q, %v", got, err)
+	}
+	close(abort)
+	rest, err := io.ReadAll(c)
 	c.Close()
-	if string(got) != "partial" || err == nil || os.IsTimeout(err) {
-		t.Fatalf("guest read %q, %v after the host's reset; want partial and a reset", got, err)
+	if len(rest) != 0 || err == nil || os.IsTimeout(err) {
+		t.Fatalf("guest read %q, %v after the host's reset; want a reset", rest, err)
 	}
 
-	// The guest aborts an upload.
-	done := make(chan error, 1)
+	// The guest aborts an upload the host has begun to read.
+	done, begun := make(chan error, 1), make(chan struct{})
 	go func() {
 		c, err := l.AcceptTCP()
 		if err != nil {
@@ -1208,6 +1217,11 @@ func TestResetPassedOn(t *testing.T) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(testTimeout))
+		if _, err := io.ReadFull(c, make([]byte, len("upload"))); err != nil {
+			done <- err
+			return
+		}
+		close(begun)
 		_, err = io.Copy(io.Discard, c)
 		done <- err
 	}()
@@ -1218,7 +1232,11 @@ func TestResetPassedOn(t *testing.T) {
 	if _, err := c.Write([]byte("upload")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-begun:
+	case err := <-done:
+		t.Fatalf("host read of the upload: %v", err)
+	}
 	ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
 	c.Close()
 	if err := <-done; !errors.Is(err, syscall.ECONNRESET) {

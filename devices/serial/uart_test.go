@@ -723,7 +723,18 @@ func TestCloseUnblocksReceive(t *testing.T) {
 		n, err = u.Receive(make([]byte, RXBufferSize+10))
 		errc <- err
 	}()
-	time.Sleep(10 * time.Millisecond)
+	// Close once Receive has filled the buffer and waits for room.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		u.mu.Lock()
+		full := u.rx.n == RXBufferSize
+		u.mu.Unlock()
+		if full {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Receive did not fill the buffer")
+		}
+	}
 	u.Close()
 	select {
 	case err := <-errc:

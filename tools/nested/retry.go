@@ -39,6 +39,10 @@ func WithL1(ctx context.Context, c Config, fn func(l *L1) error) error {
 		var ev Evidence
 		if err != nil {
 			ev = l.evidence()
+			// Every failure in L1 ends with its console's and its
+			// kernel log's tails, whatever check failed (withTails
+			// adds nothing to an error that has them).
+			err = l.withTails(err)
 		}
 		if cerr := l.Close(); err == nil {
 			return Evidence{}, cerr
