@@ -24,6 +24,12 @@ type fakeVCPU struct {
 	// is called and Run returns kvm.ExitIntr (the allocation test uses
 	// it to end the loop without a kick).
 	onEnd func()
+	// pending are exits the runs after the kick return before they are
+	// interrupted: what KVM's completion of a split access brings.
+	pending []fakeRun
+	// onLeave, if not nil, is called once, by the first run after the
+	// kick that returns kvm.ExitIntr: the vCPU leaving the guest.
+	onLeave func()
 	// regs, sregs and regsErr are what Regs and Sregs report.
 	regs    kvm.Regs
 	sregs   kvm.Sregs
@@ -94,6 +100,15 @@ func (f *fakeVCPU) Run() (exit, error) {
 // stop; the fake ends it with an error rather than spin for ever.
 func (f *fakeVCPU) afterKick() (exit, error) {
 	f.kickedRuns++
+	if len(f.pending) > 0 {
+		r := f.pending[0]
+		f.pending = f.pending[1:]
+		return r.e, r.err
+	}
+	if f.onLeave != nil {
+		f.onLeave()
+		f.onLeave = nil
+	}
 	if f.kickedRuns > 100 {
 		if f.misuse == "" {
 			f.misuse = "run 100 times after a kick: the loop ignores the stop"

@@ -18,11 +18,21 @@ import (
 // help), or ctx is canceled (ctx's error).
 func (m *Machine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	if m.cfg.SaveOnWait {
+		m.snap.inGuest.Add(len(m.vcpus))
+	}
 	for _, v := range m.vcpus {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := m.runVCPU(v); err != nil {
+			// left says v will not enter the guest again, once, on
+			// whatever path its thread ends (saveVCPUOnThread).
+			left := func() {}
+			if m.cfg.SaveOnWait {
+				left = sync.OnceFunc(m.snap.inGuest.Done)
+			}
+			defer left()
+			if err := m.runVCPU(v, left); err != nil {
 				m.stop(StopError, err)
 			}
 		}()
@@ -132,7 +142,7 @@ func (m *Machine) stop(reason StopReason, err error) {
 // thread that runs it, so the goroutine is locked to its OS thread for
 // good (the thread is discarded when the goroutine ends). It returns nil
 // when the machine stops and an error when this vCPU's exit is fatal.
-func (m *Machine) runVCPU(v vcpu) error {
+func (m *Machine) runVCPU(v vcpu, left func()) error {
 	runtime.LockOSThread()
 	v.bindThread()
 	// The boot CPU stamps its first entry and first exit; a local flag
@@ -162,7 +172,7 @@ func (m *Machine) runVCPU(v vcpu) error {
 		}
 	}
 	if m.Reason() == StopSnapshot {
-		return m.saveVCPUOnThread(v)
+		return m.saveVCPUOnThread(v, left)
 	}
 	return nil
 }

@@ -727,7 +727,7 @@ func TestExitDispatchAllocatesNothing(t *testing.T) {
 		defer runtime.UnlockOSThread() // undoes runVCPU's lock: this is the test's goroutine
 		v.next = 0
 		m.stopping.Store(false)
-		if err := m.runVCPU(v); err != nil {
+		if err := m.runVCPU(v, func() {}); err != nil {
 			t.Fatal(err)
 		}
 	}

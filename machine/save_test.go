@@ -1,8 +1,12 @@
 package machine
 
 import (
+	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/vmm-dev/vmm/devices/pm"
 	"github.com/vmm-dev/vmm/guestabi"
@@ -57,6 +61,64 @@ func TestSaveOnWait(t *testing.T) {
 		if fv.runs < 2 {
 			t.Errorf("the vCPU ran %d times: it must enter once more to complete the port write before saving", fv.runs)
 		}
+	}
+}
+
+// No vCPU reads its state while another may still be in the guest (an
+// IPI from its last instructions would miss a LAPIC already read), and
+// an exit KVM returns for the completing run (the next piece of a split
+// access) is served before the state is read.
+func TestSaveWaitsForEveryVCPU(t *testing.T) {
+	var mu sync.Mutex
+	var events []string
+	log := func(e string) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}
+	v0 := newFakeVCPU(0, ioOut(guestabi.WaitPort, 1, 1))
+	v0.pending = []fakeRun{ioOut(com1Port, 1, 'x')} // the completion's exit
+	v1 := newFakeVCPU(1)                            // in the guest until kicked
+	v1.onLeave = func() {
+		time.Sleep(50 * time.Millisecond) // slow out of KVM_RUN
+		log("vCPU 1 left the guest")
+	}
+	st0 := &stateFake{onRec: func(call string) {
+		if call == "Regs" {
+			log("vCPU 0 read its state")
+		}
+	}}
+	var console strings.Builder
+	m, _ := newFakeMachine(t, Config{SaveOnWait: true, Console: &console})
+	m.vcpus = append(m.vcpus, savableFake{v0, st0}, savableFake{v1, &stateFake{}})
+	if err := runFake(t, m); err != nil {
+		t.Fatal(err)
+	}
+	if m.snap.nsaved != 2 || len(m.snap.errs) != 0 {
+		t.Fatalf("saved %d vCPUs, errors %v", m.snap.nsaved, m.snap.errs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"vCPU 1 left the guest", "vCPU 0 read its state"}; !slices.Equal(events, want) {
+		t.Errorf("events %q, want %q", events, want)
+	}
+	if console.String() != "x" {
+		t.Errorf("console %q: the completing run's exit was not served", console.String())
+	}
+}
+
+// A vCPU whose thread failed as the machine stopped for its snapshot
+// saved nothing, and Snapshot says so rather than write a snapshot
+// without it.
+func TestSnapshotMissingVCPU(t *testing.T) {
+	v0 := newFakeVCPU(0, ioOut(guestabi.WaitPort, 1, 1))
+	v1 := newFakeVCPU(1)
+	v1.pending = []fakeRun{{err: errors.New("KVM_RUN failed")}}
+	m, _ := newFakeMachine(t, Config{SaveOnWait: true})
+	m.vcpus = append(m.vcpus, savableFake{v0, &stateFake{}}, savableFake{v1, &stateFake{}})
+	runFake(t, m)
+	if err := m.Snapshot(t.TempDir(), snapshot.Manifest{}); err == nil || !strings.Contains(err.Error(), "vCPU") {
+		t.Fatalf("Snapshot with vCPU 1's state missing: %v", err)
 	}
 }
 
@@ -116,4 +178,25 @@ func TestRestoredSregsTR(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The MSRs saved are KVM's list and the PAT and MTRRs it leaves out,
+// each once.
+func TestWithArchMSRs(t *testing.T) {
+	got := withArchMSRs([]uint32{0x10, 0x277, 0xc0000080})
+	for _, want := range []uint32{0x10, 0xc0000080, 0x277, 0x2ff, 0x250, 0x258, 0x259, 0x268, 0x26f, 0x200, 0x20f} {
+		if n := countOf(got, want); n != 1 {
+			t.Errorf("MSR %#x %d times in %#x", want, n, got)
+		}
+	}
+}
+
+func countOf(l []uint32, v uint32) int {
+	n := 0
+	for _, x := range l {
+		if x == v {
+			n++
+		}
+	}
+	return n
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -51,7 +52,13 @@ type snapState struct {
 	msrs   []uint32
 	mu     sync.Mutex
 	saved  []VCPUState
+	nsaved int // vCPUs whose state is in saved
 	errs   []error
+	// inGuest counts the vCPUs that may still enter the guest (Run
+	// adds them all): each saves only once none can, so no IPI or
+	// interrupt another vCPU's last instructions send lands in a LAPIC
+	// already read.
+	inGuest sync.WaitGroup
 	// restore is the state New's restore path writes back.
 	restore *State
 }
@@ -71,20 +78,48 @@ type stateVCPU interface {
 
 func (v *kvmVCPU) stateIO() vcpuStateIO { return v.c }
 
+// maxCompletionRuns bounds the KVM_RUNs saveVCPUOnThread makes to finish
+// what the guest's last exits began.
+const maxCompletionRuns = 64
+
 // saveVCPUOnThread saves v's state on its own thread once the machine
 // stopped for a snapshot. One more KVM_RUN comes first: KVM completes
 // the port write that stopped the guest (its RIP still points at the
 // OUT) only on the next entry, and immediate_exit, set by the kick,
 // makes that entry return before any guest instruction runs
-// (Documentation/virt/kvm/api.rst, KVM_RUN).
-func (m *Machine) saveVCPUOnThread(v vcpu) error {
+// (Documentation/virt/kvm/api.rst, KVM_RUN). That entry may still bring
+// an exit instead (the next piece of a string I/O or of an MMIO access
+// KVM split), which is served before KVM_RUN is made again: KVM holds
+// such an access half done where no GET ioctl sees it. Once v is out
+// of the guest for good (left), it waits for the other vCPUs to be too
+// before it reads its state.
+func (m *Machine) saveVCPUOnThread(v vcpu, left func()) error {
 	var s VCPUState
 	var err error
-	if sv, ok := v.(stateVCPU); !ok {
+	sv, ok := v.(stateVCPU)
+	if !ok {
 		err = fmt.Errorf("vCPU %d: its state cannot be saved", v.ID())
-	} else if _, err = v.Run(); err != nil {
-		err = fmt.Errorf("vCPU %d: completing the last exit: %w", v.ID(), err)
-	} else {
+	}
+	for run := 0; err == nil; run++ {
+		var e exit
+		if e, err = v.Run(); err != nil {
+			err = fmt.Errorf("vCPU %d: completing the last exit: %w", v.ID(), err)
+			break
+		}
+		if e.reason == kvm.ExitIntr {
+			break
+		}
+		if run == maxCompletionRuns {
+			err = fmt.Errorf("vCPU %d: still exiting (%v) after %d runs to complete its last exit", v.ID(), e.reason, run)
+			break
+		}
+		if err = m.drainCoalesced(); err == nil {
+			err = m.handleExit(v, &e)
+		}
+	}
+	left()
+	m.snap.inGuest.Wait()
+	if err == nil {
 		var cpuid []kvm.CPUIDEntry
 		if v.ID() < len(m.snap.cpuids) {
 			cpuid = m.snap.cpuids[v.ID()]
@@ -98,11 +133,43 @@ func (m *Machine) saveVCPUOnThread(v vcpu) error {
 	if m.snap.saved == nil {
 		m.snap.saved = make([]VCPUState, len(m.vcpus))
 	}
-	m.snap.saved[v.ID()] = s
 	if err != nil {
 		m.snap.errs = append(m.snap.errs, err)
+		return nil
 	}
+	m.snap.saved[v.ID()] = s
+	m.snap.nsaved++
 	return nil
+}
+
+// archMSRs are MSRs a restored guest needs that KVM_GET_MSR_INDEX_LIST
+// leaves out, as QEMU and Firecracker know: the page attribute table
+// (Intel SDM vol. 3A 11.12.2), which Linux reprograms at boot, and the
+// MTRRs (11.11.2): the default type (vmm's boot sets it to write-back,
+// enabled), the fixed-range ones and KVM's 8 variable pairs
+// (KVM_NR_VAR_MTRR). A restored vCPU would otherwise have the PAT of a
+// reset and MTRRs disabled.
+func archMSRs() []uint32 {
+	l := []uint32{0x277, 0x2ff, 0x250, 0x258, 0x259}
+	for i := uint32(0); i < 8; i++ {
+		l = append(l, 0x268+i)
+	}
+	for i := uint32(0); i < 16; i++ {
+		l = append(l, 0x200+i)
+	}
+	return l
+}
+
+// withArchMSRs is KVM's list with archMSRs it lacks added; saveVCPU
+// leaves out any the vCPU cannot read.
+func withArchMSRs(kvmList []uint32) []uint32 {
+	out := slices.Clone(kvmList)
+	for _, idx := range archMSRs() {
+		if !slices.Contains(out, idx) {
+			out = append(out, idx)
+		}
+	}
+	return out
 }
 
 // afterVCPUs finishes createVM: a machine that may be saved learns KVM's
@@ -113,7 +180,7 @@ func (m *Machine) afterVCPUs() error {
 		if err != nil {
 			return err
 		}
-		m.snap.msrs = msrs
+		m.snap.msrs = withArchMSRs(msrs)
 	}
 	if m.snap.restore == nil {
 		return nil
@@ -206,13 +273,14 @@ func (m *Machine) Snapshot(dir string, man snapshot.Manifest) error {
 		return fmt.Errorf("snapshot: the machine stopped for %v, not because its guest waits for a job", r)
 	}
 	m.snap.mu.Lock()
-	saved, errs := m.snap.saved, m.snap.errs
+	saved, nsaved, errs := m.snap.saved, m.snap.nsaved, m.snap.errs
 	m.snap.mu.Unlock()
 	if len(errs) > 0 {
 		return fmt.Errorf("snapshot: %w", errors.Join(errs...))
 	}
-	if len(saved) != len(m.vcpus) {
-		return fmt.Errorf("snapshot: %d of %d vCPUs saved", len(saved), len(m.vcpus))
+	if nsaved != len(m.vcpus) {
+		// A vCPU whose run failed as the machine stopped saved nothing.
+		return fmt.Errorf("snapshot: %d of %d vCPUs saved", nsaved, len(m.vcpus))
 	}
 	// An index write KVM coalesced after the last exit is device
 	// state too.

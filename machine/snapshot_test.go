@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,18 +25,39 @@ type stateFake struct {
 	calls      []string
 	unreadable map[uint32]bool
 	failSet    string
+	onRec      func(call string) // if not nil, told of every call
+	// tscKHz is the vCPU's TSC rate (0: 2 GHz); noTSCScaling makes
+	// SetTSCKHz fail, as KVM does where it cannot scale.
+	tscKHz       uint32
+	noTSCScaling bool
 }
 
 func (f *stateFake) rec(s string) error {
 	f.calls = append(f.calls, s)
+	if f.onRec != nil {
+		f.onRec(s)
+	}
 	if s == f.failSet {
 		return errors.New("refused")
 	}
 	return nil
 }
-func (f *stateFake) ID() int                           { return 1 }
-func (f *stateFake) SetCPUID2([]kvm.CPUIDEntry) error  { return f.rec("SetCPUID2") }
-func (f *stateFake) TSCKHz() (uint32, error)           { return 2000000, f.rec("TSCKHz") }
+func (f *stateFake) ID() int                          { return 1 }
+func (f *stateFake) SetCPUID2([]kvm.CPUIDEntry) error { return f.rec("SetCPUID2") }
+func (f *stateFake) TSCKHz() (uint32, error) {
+	if f.tscKHz != 0 {
+		return f.tscKHz, f.rec("TSCKHz")
+	}
+	return 2000000, f.rec("TSCKHz")
+}
+func (f *stateFake) SetTSCKHz(khz uint32) error {
+	if f.noTSCScaling {
+		f.rec("SetTSCKHz")
+		return errors.New("invalid argument")
+	}
+	f.tscKHz = khz
+	return f.rec("SetTSCKHz")
+}
 func (f *stateFake) Regs() (kvm.Regs, error)           { return kvm.Regs{RIP: 7}, f.rec("Regs") }
 func (f *stateFake) SetRegs(kvm.Regs) error            { return f.rec("SetRegs") }
 func (f *stateFake) Sregs() (kvm.Sregs, error)         { return kvm.Sregs{}, f.rec("Sregs") }
@@ -96,6 +118,36 @@ func TestRestoreVCPUOrder(t *testing.T) {
 	f = &stateFake{failSet: "SetMSRs"}
 	if err := restoreVCPU(f, VCPUState{}); err == nil || !strings.Contains(err.Error(), "vCPU 1 MSRs") {
 		t.Errorf("a refused step: %v", err)
+	}
+}
+
+// A restored vCPU gets the TSC rate its guest calibrated at boot, after
+// CPUID and before the TSC MSRs; the same rate is left alone, and one
+// KVM cannot scale to is refused in words.
+func TestRestoreTSCKHz(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		saved     uint32
+		noScaling bool
+		wantCall  bool
+		wantErr   string
+	}{
+		{"not recorded", 0, false, false, ""},
+		{"same rate", 2000000, false, false, ""},
+		{"other rate, scaled", 2500000, false, true, ""},
+		{"other rate, no scaling", 2500000, true, true, "2500000 kHz where it was saved and runs at 2000000 kHz here"},
+	} {
+		f := &stateFake{noTSCScaling: tc.noScaling}
+		err := restoreVCPU(f, VCPUState{TSCKHz: tc.saved})
+		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.wantErr)
+		}
+		if got := slices.Contains(f.calls, "SetTSCKHz"); got != tc.wantCall {
+			t.Errorf("%s: SetTSCKHz called %v, want %v (calls %v)", tc.name, got, tc.wantCall, f.calls)
+		}
+		if tc.wantCall && tc.wantErr == "" && (f.calls[0] != "SetCPUID2" || slices.Index(f.calls, "SetTSCKHz") > slices.Index(f.calls, "SetMSRs")) {
+			t.Errorf("%s: order %v: want the rate after CPUID and before the MSRs", tc.name, f.calls)
+		}
 	}
 }
 

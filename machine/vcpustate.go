@@ -33,6 +33,7 @@ type vcpuStateIO interface {
 	ID() int
 	SetCPUID2([]kvm.CPUIDEntry) error
 	TSCKHz() (uint32, error)
+	SetTSCKHz(uint32) error
 	Regs() (kvm.Regs, error)
 	SetRegs(kvm.Regs) error
 	Sregs() (kvm.Sregs, error)
@@ -99,9 +100,32 @@ func saveVCPU(c vcpuStateIO, cpuid []kvm.CPUIDEntry, msrs []uint32) (VCPUState, 
 	return s, nil
 }
 
+// restoreTSCKHz gives a restored vCPU the TSC frequency its guest
+// calibrated at boot (0: a snapshot that did not record it). CPUID tells
+// a Linux guest its TSC is invariant, so it keeps the TSC as its clock
+// and never measures the frequency again: on a host whose TSC runs at
+// another rate its time would run fast or slow. KVM scales the guest's
+// TSC where the CPU can (AMD's TSC ratio, Intel's TSC scaling) and takes
+// a rate within its tolerance (250 ppm) without; anything else is
+// refused here, in words, rather than restored with a wrong clock.
+func restoreTSCKHz(c vcpuStateIO, khz uint32) error {
+	if khz == 0 {
+		return nil
+	}
+	if cur, err := c.TSCKHz(); err == nil && cur == khz {
+		return nil
+	}
+	if err := c.SetTSCKHz(khz); err != nil {
+		cur, _ := c.TSCKHz()
+		return fmt.Errorf("the guest's TSC ran at %d kHz where it was saved and runs at %d kHz here, which KVM cannot scale (%w): make the snapshot on this host", khz, cur, err)
+	}
+	return nil
+}
+
 // restoreVCPU writes a saved state into a new vCPU, in the order KVM
 // needs (Documentation/virt/kvm/api.rst): CPUID first, since KVM checks
-// registers and MSRs against it; special registers before the general
+// registers and MSRs against it; the TSC's frequency before the TSC
+// MSRs it scales; special registers before the general
 // ones (they set the mode); XSAVE after the FPU it supersedes; the LAPIC
 // before the MSRs, so the TSC-deadline MSR lands on a LAPIC in
 // TSC-deadline mode; events and MP state last, as they depend on all
@@ -112,6 +136,7 @@ func restoreVCPU(c vcpuStateIO, s VCPUState) error {
 		f    func() error
 	}{
 		{"CPUID", func() error { return c.SetCPUID2(s.CPUID) }},
+		{"TSC frequency", func() error { return restoreTSCKHz(c, s.TSCKHz) }},
 		{"special registers", func() error { return c.SetSregs(restoredSregs(s.Sregs, s.CPUID)) }},
 		{"registers", func() error { return c.SetRegs(s.Regs) }},
 		{"FPU", func() error { return c.SetFPU(s.FPU) }},

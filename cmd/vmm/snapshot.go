@@ -21,6 +21,7 @@ import (
 
 	"github.com/vmm-dev/vmm/devices/boottimer"
 	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/internal/hostout"
 	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/snapshot"
 )
@@ -105,6 +106,22 @@ func snapshotMain(start time.Time, args []string, stderr io.Writer) int {
 		return verifySnapshot(o.verify, stderr)
 	}
 	dir := o.snapDir
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	// From here on every byte for stderr, the guest's console and vmm's
+	// messages alike, goes through a queue, as in vmm run (hostIO): a
+	// vCPU writing the console must never wait on a reader that stopped
+	// reading, or neither -timeout nor a signal could end vmm snapshot.
+	// At exit the queue drains while its reader keeps taking it, and
+	// for messageGrace after a stop.
+	out := hostout.New(stderr, consoleQueue)
+	msgDone, stopMsgs := afterGrace(ctx, messageGrace)
+	defer func() {
+		_ = out.Drain(msgDone, consoleStall)
+		out.Close()
+		stopMsgs()
+	}()
+	stderr = out
 	if o.bootTimer {
 		cfg.BootTimer = boottimer.New(start)
 		defer func() {
@@ -125,8 +142,6 @@ func snapshotMain(start time.Time, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
 		return 1
 	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
 	defer armStops(ctx, cancel, o.timeout)()
 	if err := makeSnapshot(ctx, cfg, dir, int64(o.outBytes), stderr); err != nil {
 		if made != "" {

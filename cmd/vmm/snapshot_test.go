@@ -493,3 +493,37 @@ func TestRemoveMade(t *testing.T) {
 		t.Errorf("above top: %v", err)
 	}
 }
+
+// A stderr nobody reads does not hold vmm snapshot: its console and
+// messages go through a queue, which gives up on a reader that takes
+// nothing for consoleStall (here the message that the kernel is none).
+func TestSnapshotStalledStderr(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "bzImage")
+	if err := os.WriteFile(kernel, []byte("not a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stuck := &stuckWriter{release: make(chan struct{})}
+	defer close(stuck.release)
+	done := make(chan int, 1)
+	go func() {
+		done <- snapshotMain(time.Now(), []string{"-kernel", kernel, "-o", filepath.Join(dir, "snap")}, stuck)
+	}()
+	select {
+	case status := <-done:
+		if status != 1 {
+			t.Errorf("status %d, want 1", status)
+		}
+	case <-time.After(consoleStall + 10*time.Second):
+		t.Fatal("vmm snapshot waited on a stderr nobody reads")
+	}
+}
+
+// stuckWriter's Write blocks until release is closed, as a pipe nobody
+// reads does once it is full.
+type stuckWriter struct{ release chan struct{} }
+
+func (w *stuckWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return len(p), nil
+}
