@@ -11,11 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/u-root/gobusybox/src/pkg/golang"
+	"github.com/u-root/mkuimage/cpio"
 	"github.com/u-root/mkuimage/uimage"
-	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/u-root/uio/llog"
 )
 
@@ -163,7 +164,7 @@ func BuildInitramfs(ctx context.Context, o InitramfsOptions) error {
 	logger := llog.New(slog.LevelWarn, llog.WritePrintf(&logBuf))
 	err = uimage.Create(logger,
 		uimage.WithReplaceEnv(env),
-		uimage.WithBaseArchive(uimage.DefaultRamfs()),
+		uimage.WithBaseArchive(baseRamfs()),
 		uimage.WithBusyboxCommands(UrootCommands()...),
 		uimage.WithBinaryCommands(ImagePackages()...),
 		uimage.WithInit("vmm-init"), // /init: vmm-init is the first process
@@ -403,4 +404,22 @@ func goEnv(ctx context.Context, dir, key string) (string, error) {
 		return "", fmt.Errorf("go env %s: %w", key, err)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// baseRamfs is u-root's base archive without its /etc/resolv.conf
+// (nameserver 8.8.8.8) and with an /etc/hosts. The guest's name server
+// is the one a DHCP lease gives, which vmm-init writes there; a -rootfs
+// job is given it, and otherwise keeps the host's own, which the
+// image's fixed address would replace (vmm-init copies the initramfs's
+// file into the job's root). /etc/hosts names localhost, which a job's
+// test server or client looks up by name.
+func baseRamfs() *cpio.Archive {
+	a := uimage.DefaultRamfs()
+	const name = "etc/resolv.conf"
+	delete(a.Files, name)
+	a.Order = slices.DeleteFunc(a.Order, func(n string) bool { return n == name })
+	if _, ok := a.Get("etc/hosts"); !ok {
+		a.WriteRecord(cpio.StaticFile("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0o644))
+	}
+	return a
 }

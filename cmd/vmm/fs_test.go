@@ -53,7 +53,7 @@ func TestParseFS(t *testing.T) {
 
 // TestJobShares checks what -share and -rootfs hand the machine and the
 // guest: live virtio-fs shares (nothing copied into the initramfs), the
-// mount points, and for -rootfs the host's directory and PATH.
+// mount points, and for -rootfs the host's directory, PATH and HOME.
 func TestJobShares(t *testing.T) {
 	share, root := t.TempDir(), t.TempDir()
 	if err := os.WriteFile(filepath.Join(share, "big"), make([]byte, 1<<20), 0o644); err != nil {
@@ -67,6 +67,7 @@ func TestJobShares(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", "/host/bin:/usr/bin")
+	t.Setenv("HOME", "/home/ci")
 	var cfg machine.Config
 	spec := guestabi.Spec{Args: []string{"go", "version"}, Env: []string{"A=b"}}
 	if err := addJobShares(&cfg, &spec, options{share: share, rootfs: root}); err != nil {
@@ -82,8 +83,8 @@ func TestJobShares(t *testing.T) {
 	if spec.RootTag != guestabi.JobRootTag || spec.Dir != wd {
 		t.Errorf("root tag %q, dir %q; want %q and %q", spec.RootTag, spec.Dir, guestabi.JobRootTag, wd)
 	}
-	if !slices.Equal(spec.Env, []string{"PATH=/host/bin:/usr/bin", "A=b"}) {
-		t.Errorf("env %q: want the host's PATH first, then -env", spec.Env)
+	if !slices.Equal(spec.Env, []string{"PATH=/host/bin:/usr/bin", "HOME=/home/ci", "A=b"}) {
+		t.Errorf("env %q: want the host's PATH and HOME first, then -env", spec.Env)
 	}
 	if err := spec.Validate(); err != nil {
 		t.Errorf("spec does not validate: %v", err)

@@ -1028,7 +1028,13 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		status, reported := m.ExitStatus()
 		if job != nil {
 			if err := job.collect(ctx, func(msg string) { cfg.Logf("%s", msg) }); err != nil {
-				fmt.Fprintf(stderr, "vmm: %v\n", err)
+				// The failed -out decides the status (its files are not
+				// all there), but the job's own is said with it.
+				jobSaid := ""
+				if reported {
+					jobSaid = fmt.Sprintf(" (the job exited with status %d)", status)
+				}
+				fmt.Fprintf(stderr, "vmm: %v%s\n", err, jobSaid)
 				// -timeout or a signal stopped the extraction: the
 				// status says so, as it would have during the run.
 				switch cause := context.Cause(ctx); {

@@ -154,7 +154,14 @@ func addJobShares(cfg *machine.Config, spec *guestabi.Spec, o options) error {
 				spec.Dir = wd
 			}
 		}
-		spec.Env = append([]string{"PATH=" + os.Getenv("PATH")}, spec.Env...)
+		// The host's PATH and HOME, as the job sees the host's files
+		// (HOME: the go command's module and build caches, a tool's
+		// configuration); -env overrides them.
+		host := []string{"PATH=" + os.Getenv("PATH")}
+		if home := os.Getenv("HOME"); home != "" {
+			host = append(host, "HOME="+home)
+		}
+		spec.Env = append(host, spec.Env...)
 	}
 	return nil
 }

@@ -283,5 +283,22 @@ func orphanOutput(t *testing.T, l *nested.L1) error {
 	if strings.Contains(r.Stderr, "using "+guestabi.JobTTY) {
 		return reportFailure(l, r, "the job's output did not go through its port")
 	}
+
+	// The same writer on stderr, the console: before vmm-init ended
+	// what a job left running (2026-12-07), its wait for the console to
+	// drain never saw it empty, and the status never came.
+	job = []string{"sh", "-c", "/bin/sh -c 'seq 1 1000000000 >&2; true' & sleep 1; echo job-done; exit 3"}
+	r, err = redirectExec(t.Context(), l, runTimeout, nil, runArgs(nil, job...)...)
+	if err != nil {
+		return err
+	}
+	t.Logf("vmm run -- a job leaving a writer on stderr: status %d in %.1fs", r.Exit, r.ElapsedMS/1000)
+	if r.Signal != 0 || r.Exit != 3 || !strings.Contains(r.Stdout, "job-done") {
+		return reportFailure(l, r, "job with an orphan writing to stderr: exit %d signal %d, stdout %q; want the job's status 3 and its line", r.Exit, r.Signal, tailLines(r.Stdout, 2))
+	}
+	// The console's tty ends its lines with \r\n.
+	if !strings.Contains(strings.ReplaceAll(r.Stderr, "\r\n", "\n"), "1\n2\n3\n4\n5\n") {
+		return reportFailure(l, r, "the background seq wrote nothing to stderr before the job ended: the case tests nothing")
+	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -435,7 +436,9 @@ func runCases(t *testing.T) []runCase {
 			name: "status-and-streams",
 			// $GOROOT: u-root's init used to set GOROOT=/go, which
 			// a -rootfs job's own go command then refused.
-			command: []string{"sh", "-c", "echo out-$((40+2))$GOROOT; echo err-$((6*7)) >&2; exit 3"},
+			// The job's open file limit (vmm-init raises init's 1,024)
+			// and /etc/hosts go to stderr.
+			command: []string{"sh", "-c", "echo out-$((40+2))$GOROOT; echo err-$((6*7)) >&2; grep 'open files' /proc/self/limits >&2; grep localhost /etc/hosts >&2; exit 3"},
 			status:  3,
 			check: func(r redirectReport) error {
 				// Arithmetic, so an echo of the command line cannot
@@ -448,6 +451,19 @@ func runCases(t *testing.T) []runCase {
 				}
 				if !strings.Contains(r.Stderr, "err-42") {
 					return fmt.Errorf("the job's stderr line err-42 is not on vmm's stderr")
+				}
+				// grep, a Go program (u-root's), raises its own soft
+				// limit to the hard one as every Go program does, so
+				// the soft limit it shows is at least the job's.
+				f := strings.Fields(grepLine(r.Stderr, "Max open files"))
+				if len(f) < 5 || f[4] != "1048576" {
+					return fmt.Errorf("the job's open file limit %q, want a hard limit of 1048576", f)
+				}
+				if soft, err := strconv.Atoi(f[3]); err != nil || soft < 65536 {
+					return fmt.Errorf("the job's open file limit %q, want a soft limit of 65536 or more", f)
+				}
+				if !strings.Contains(r.Stderr, "127.0.0.1\tlocalhost") {
+					return fmt.Errorf("the job's /etc/hosts does not name localhost")
 				}
 				return nil
 			},

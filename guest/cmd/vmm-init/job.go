@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -76,6 +77,7 @@ func runJob(spec guestabi.Spec) int {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 		return guestabi.StatusNotExecutable
 	}
+	raiseFileLimit()
 	cmd, err := jobCommand(spec, root)
 	if err != nil {
 		return exitStatus(err)
@@ -100,6 +102,7 @@ func runJob(spec guestabi.Spec) int {
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, os.Stderr
 	status := runReaping(cmd)
+	endLeftovers()
 	// The job's output before -out's tar stream, which can take a while.
 	finishOut()
 	if spec.Out {
@@ -110,19 +113,70 @@ func runJob(spec guestabi.Spec) int {
 	return status
 }
 
+// endLeftovers ends what the job left running once it has exited, as a
+// container's processes end with its first: a process still writing to
+// the console would keep drain from ever seeing it empty (the status
+// would never be reported), and one still writing in /out would change
+// it while saveOut copies it. What they wrote before is kept: the pipes
+// and the tty hold it. It waits a little for them to go; one stuck in
+// the kernel is left.
+func endLeftovers() {
+	// kill(-1) reaches every process but PID 1 (vmm-init) itself, and
+	// from any other process every process its user may signal: only
+	// the guest's init may make it.
+	if os.Getpid() != 1 {
+		return
+	}
+	if err := unix.Kill(-1, unix.SIGKILL); err != nil {
+		return // ESRCH: nothing was left
+	}
+	for deadline := time.Now().Add(leftoverWait); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		reapEnded()
+		if _, err := unix.Wait4(-1, nil, unix.WNOHANG, nil); errors.Is(err, unix.ECHILD) {
+			return
+		}
+	}
+}
+
+// leftoverWait bounds how long endLeftovers waits for killed processes
+// to be reaped.
+const leftoverWait = 2 * time.Second
+
+// The job's RLIMIT_NOFILE: the soft limit of a GitHub-hosted runner, the
+// hard one the kernel's nr_open default. Linux starts init with 1,024
+// and 4,096, which a large build or a test suite with many files or
+// sockets open outgrows.
+const (
+	jobFilesSoft = 1 << 16
+	jobFilesHard = 1 << 20
+)
+
+// raiseFileLimit gives the job its RLIMIT_NOFILE. syscall.Setrlimit,
+// not x/sys's: it tells os/exec not to put back in the child the soft
+// limit the Go runtime found at start.
+func raiseFileLimit() {
+	lim := syscall.Rlimit{Cur: jobFilesSoft, Max: jobFilesHard}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: the job's open file limit: %v\n", err)
+	}
+}
+
 // jobCommand builds the job's command: in the initramfs, or chrooted to
-// root (a -rootfs job), where the command is looked up in the job's own
-// PATH inside root and it starts in spec.Dir there.
+// root (a -rootfs job). The command is looked up in the job's own PATH
+// (-env PATH=... included), inside root for a -rootfs job, where it
+// starts in spec.Dir.
 func jobCommand(spec guestabi.Spec, root string) (*exec.Cmd, error) {
 	env := append(os.Environ(), spec.Env...)
 	if root == "" {
-		cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
-		if cmd.Err == nil {
-			// argv[0] as the full path: u-root's busybox finds which
-			// command a symlink like /bin/sh -> ../bbin/gosh stands for
-			// from the path, and a bare "sh" gives it nothing to resolve.
-			cmd.Args[0] = cmd.Path
+		pathEnv, _ := envValue(env, "PATH")
+		p, err := lookPathIn("/", spec.Args[0], pathEnv)
+		if err != nil {
+			return nil, err
 		}
+		// argv[0] as the full path: u-root's busybox finds which
+		// command a symlink like /bin/sh -> ../bbin/gosh stands for
+		// from the path, and a bare "sh" gives it nothing to resolve.
+		cmd := exec.Command(p, spec.Args[1:]...)
 		cmd.Env = env
 		cmd.Dir = spec.Dir
 		if cmd.Dir == "" {
@@ -244,6 +298,9 @@ func saveOut() error {
 			return err
 		}
 		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // gone since the directory was read
+		}
 		if err != nil {
 			return err
 		}
@@ -281,7 +338,14 @@ func saveOut() error {
 			return err
 		}
 		defer src.Close()
-		_, err = io.Copy(tw, src)
+		// Exactly the size the header gave: a file that grew or shrank
+		// since (a writer the job left, before endLeftovers) must not
+		// end the archive early, which would drop every file after it.
+		n, err := io.CopyN(tw, src, h.Size)
+		if err == io.EOF {
+			fmt.Fprintf(os.Stderr, "vmm-init: -out: %s: shrank while it was copied; padded with zeros\n", rel)
+			_, err = io.CopyN(tw, zeros{}, h.Size-n)
+		}
 		return err
 	})
 	if err != nil {
@@ -291,6 +355,14 @@ func saveOut() error {
 		return fmt.Errorf("%s: %w (output larger than the -out disk?)", dev, err)
 	}
 	return f.Sync()
+}
+
+// zeros reads as endless zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // maxSkipWarnings is how many skipped files saveOut names on the console
