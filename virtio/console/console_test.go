@@ -548,7 +548,7 @@ func TestConfig(t *testing.T) {
 // but takes a while per write.
 type slowWriter struct{}
 
-func (slowWriter) Write(p []byte) (int, error) { time.Sleep(2 * time.Millisecond); return len(p), nil }
+func (slowWriter) Write(p []byte) (int, error) { time.Sleep(8 * time.Millisecond); return len(p), nil }
 func (slowWriter) Ready(int) bool              { return true }
 func (slowWriter) NotifyReady(func(), int)     {}
 
@@ -560,7 +560,7 @@ func TestResetMidChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRig(t, d, true)
-	const size = 1 << 20 // 256 pieces, half a second at 2 ms each
+	const size = 1 << 20 // 256 pieces, two seconds at 8 ms each: a stalled test still resets mid-chain
 	if _, err := r.drv[queuePortTx].Add(virtiotest.R(make([]byte, size))); err != nil {
 		t.Fatal(err)
 	}

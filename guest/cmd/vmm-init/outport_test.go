@@ -320,7 +320,13 @@ func TestPortFailsOverToSerial(t *testing.T) {
 		if _, err := w.Write([]byte(line)); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond) // one read each, mostly
+		// One read, so one write, per line: the port takes three
+		// lines and fails the fourth, whatever the scheduling.
+		for deadline := time.Now().Add(5 * time.Second); len(port.ok.bytes())+len(tty.bytes()) < want.Len(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("line %d did not come out", i)
+			}
+		}
 	}
 	finish()
 	got := append(port.ok.bytes(), tty.bytes()...)
