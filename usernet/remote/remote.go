@@ -203,7 +203,7 @@ func Start(cfg Config) (*Network, error) {
 		return nil, fmt.Errorf("user network: %w", err)
 	}
 	n := &Network{frames: frames, ctl: ctl, logf: logf, cmd: cmd, pidfd: -1, exited: make(chan struct{}), ready: make(chan struct{}), logsDone: make(chan struct{})}
-	if fd, err := unix.PidfdOpen(cmd.Process.Pid, unix.PIDFD_NONBLOCK); err == nil {
+	if fd, err := unix.PidfdOpen(cmd.Process.Pid, 0); err == nil {
 		n.pidfd = fd
 	}
 	if n.x, err = rawsys.NewFile(frames); err != nil {
