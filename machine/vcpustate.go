@@ -106,8 +106,11 @@ func saveVCPU(c vcpuStateIO, cpuid []kvm.CPUIDEntry, msrs []uint32) (VCPUState, 
 // and never measures the frequency again: on a host whose TSC runs at
 // another rate its time would run fast or slow. KVM scales the guest's
 // TSC where the CPU can (AMD's TSC ratio, Intel's TSC scaling) and takes
-// a rate within its tolerance (250 ppm) without; anything else is
-// refused here, in words, rather than restored with a wrong clock.
+// a rate within its tolerance (250 ppm) without. Where it cannot scale,
+// KVM runs a faster saved rate in its catch-up mode (the guest's TSC
+// kept up to the saved rate at each entry) and refuses a slower one,
+// which is refused here, in words, rather than restored with a wrong
+// clock.
 func restoreTSCKHz(c vcpuStateIO, khz uint32) error {
 	if khz == 0 {
 		return nil

@@ -164,7 +164,12 @@ func (n *Network) splice(a halfCloser, ep tcpip.Endpoint, b halfCloser) {
 		if err := copyConn(dst, src, &n.largeBufs); err != nil {
 			// A reset or a failed write: the other direction
 			// cannot go on either. Linger 0 makes each close a
-			// reset (RFC 9293 §3.10.7.1's abort).
+			// reset (RFC 9293 §3.10.7.1's abort). What the stack
+			// still held for the guest goes with it: a server's
+			// last bytes before its reset reach a guest that keeps
+			// up, not one far behind (the stack does not say how
+			// much it holds), where a FIN would have passed a cut
+			// transfer off as whole.
 			ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
 			if tc, ok := b.(*net.TCPConn); ok {
 				tc.SetLinger(0)

@@ -137,7 +137,7 @@ func snapshotMain(start time.Time, args []string, stderr io.Writer) int {
 	made := outermostMissing(dir)
 	if err := makeWritableDir("-o", dir); err != nil {
 		if made != "" {
-			removeMade(filepath.Dir(filepath.Clean(dir)), made)
+			removeMade(filepath.Clean(dir), made) // made, then found not writable
 		}
 		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
 		return 1

@@ -209,6 +209,9 @@ func Start(cfg Config) (*Network, error) {
 	if n.x, err = rawsys.NewFile(frames); err != nil {
 		n.frames.Close()
 		n.ctl.Close()
+		if n.pidfd >= 0 {
+			unix.Close(n.pidfd)
+		}
 		cmd.Wait()
 		return nil, fmt.Errorf("user network: %w", err)
 	}
@@ -392,8 +395,11 @@ func (n *Network) Close() error {
 // its pidfd; without one it is left to end by itself (it has nothing
 // left to serve), and the user is told which process it is.
 func (n *Network) kill() {
-	if n.pidfd >= 0 && unix.PidfdSendSignal(n.pidfd, unix.SIGKILL, nil, 0) == nil {
-		return
+	if n.pidfd >= 0 {
+		// ESRCH: it went after all, between the wait and the kill.
+		if err := unix.PidfdSendSignal(n.pidfd, unix.SIGKILL, nil, 0); err == nil || err == unix.ESRCH {
+			return
+		}
 	}
 	n.logf("user network: vmm-net (pid %d) did not exit when vmm closed its sockets, and this kernel gives vmm no pidfd to kill it by; leaving it", n.cmd.Process.Pid)
 }

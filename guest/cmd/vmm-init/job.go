@@ -335,6 +335,10 @@ func saveOut() error {
 		}
 		src, err := os.Open(p)
 		if err != nil {
+			// The header is written: the entry must have its size, or
+			// the archive would end here and every later file with it.
+			fmt.Fprintf(os.Stderr, "vmm-init: -out: %s: %v; it comes back as zeros\n", rel, err)
+			_, err = io.CopyN(tw, zeros{}, h.Size)
 			return err
 		}
 		defer src.Close()
