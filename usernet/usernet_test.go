@@ -501,21 +501,7 @@ func TestForwardLimits(t *testing.T) {
 			go func() { io.Copy(io.Discard, c); c.Close() }()
 		}
 	}()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			m, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:m], from)
-		}
-	}()
+	pc := udpEcho(t, "")
 	n := newNetwork(t, Config{})
 	n.maxTCP, n.maxUDP = 1, 1
 	g := newGuest(t, n)
@@ -565,13 +551,15 @@ func TestForwardLimits(t *testing.T) {
 	}
 }
 
-// UDP from the guest reaches a host socket and the answer comes back.
-func TestGuestUDP(t *testing.T) {
+// udpEcho is a UDP server on the host's loopback that answers each
+// datagram with prefix and the datagram, until the test ends.
+func udpEcho(t *testing.T, prefix string) net.PacketConn {
+	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
+	t.Cleanup(func() { pc.Close() })
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -579,9 +567,15 @@ func TestGuestUDP(t *testing.T) {
 			if err != nil {
 				return
 			}
-			pc.WriteTo(append([]byte("echo:"), buf[:m]...), from)
+			pc.WriteTo(append([]byte(prefix), buf[:m]...), from)
 		}
 	}()
+	return pc
+}
+
+// UDP from the guest reaches a host socket and the answer comes back.
+func TestGuestUDP(t *testing.T) {
+	pc := udpEcho(t, "echo:")
 	n := newNetwork(t, Config{})
 	g := newGuest(t, n)
 	c := g.udp(t, "", fmt.Sprintf("%s:%d", GatewayAddr, pc.LocalAddr().(*net.UDPAddr).Port))

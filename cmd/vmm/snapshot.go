@@ -137,7 +137,7 @@ func snapshotMain(start time.Time, args []string, stderr io.Writer) int {
 	made := outermostMissing(dir)
 	if err := makeWritableDir("-o", dir); err != nil {
 		if made != "" {
-			removeMade(filepath.Clean(dir), made) // made, then found not writable
+			removeUnsaved(dir, made) // made, then found not writable
 		}
 		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
 		return 1
@@ -145,8 +145,7 @@ func snapshotMain(start time.Time, args []string, stderr io.Writer) int {
 	defer armStops(ctx, cancel, o.timeout)()
 	if err := makeSnapshot(ctx, cfg, dir, int64(o.outBytes), stderr); err != nil {
 		if made != "" {
-			removeUnsaved(dir)
-			removeMade(filepath.Dir(filepath.Clean(dir)), made)
+			removeUnsaved(dir, made)
 		}
 		// The statuses of vmm's own -timeout and signal stops.
 		var te errTimeout
@@ -218,10 +217,11 @@ func removeMade(d, top string) {
 // removeUnsaved removes a snapshot directory this run made and saved no
 // snapshot in: the files a failed save may have left (snapshot.Write
 // renames the memory file into place before it writes the state file),
-// then the directory, which is left if anything else is in it.
-func removeUnsaved(dir string) {
+// then the directory and the parents made on the way up to made
+// (outermostMissing, before), each left if anything else is in it.
+func removeUnsaved(dir, made string) {
 	snapshot.RemoveFiles(dir)
-	_ = os.Remove(dir)
+	removeMade(filepath.Clean(dir), made)
 }
 
 // makeSnapshot boots the guest until its init waits for a job and saves

@@ -393,7 +393,7 @@ func TestRemoveUnsaved(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		removeUnsaved(dir)
+		removeUnsaved(dir, dir)
 		left, _ := os.ReadDir(dir)
 		switch {
 		case !extra && len(left) != 0:
