@@ -247,6 +247,14 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 			return nil, fmt.Errorf("%s: no value given", args[i])
 		}
 		takesNext := f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args)
+		// "-out $DIR -- make" with DIR unset reaches vmm as "-out --
+		// make": the "--" that ends the flags is no path, so it is not
+		// taken as one (the job would run and its results land in
+		// ./--). A kernel command line may hold "--" (what follows it
+		// goes to init), so -append keeps it.
+		if takesNext && args[i+1] == "--" && f.Name != "append" {
+			return nil, fmt.Errorf("%s: no value given (the next argument is --)", args[i])
+		}
 		if check := valueArg(f); check != nil {
 			var err error
 			switch {
@@ -607,7 +615,7 @@ func parseOptions(o options, args []string, stderr io.Writer) (machine.Config, o
 		// Checked with or without -out, so a typo shows at once.
 		n, err := parseSize(o.outSize)
 		if err != nil || n%512 != 0 || n > math.MaxInt64 {
-			return machine.Config{}, o, usageError{fmt.Errorf("-out-size %q: want a size such as 256M or 2G", o.outSize)}
+			return machine.Config{}, o, usageError{fmt.Errorf("-out-size %q: want a whole number of 512-byte sectors such as 256M or 2G (a plain number is MiB, as for -m)", o.outSize)}
 		}
 		o.outBytes = n
 	}
@@ -749,7 +757,7 @@ func parseDisk(v string) (machine.Disk, error) {
 		case "rw", "readonly=off":
 			d.ReadOnly = false
 		default:
-			return d, fmt.Errorf("-disk %q: unknown option %q (want FILE or FILE,ro)", v, o)
+			return d, fmt.Errorf("-disk %q: unknown option %q (want FILE or FILE,ro; a comma in FILE is written ,,)", v, o)
 		}
 	}
 	return d, nil
@@ -793,9 +801,12 @@ func parseFS(v string) (machine.Share, error) {
 		case o == "rw" || o == "readonly=off":
 			sh.ReadOnly = false
 		case k == "tag" || k == "mount_tag":
+			if tagged {
+				return sh, fmt.Errorf("-fs %q: tag given twice", v)
+			}
 			sh.Tag, tagged = val, true
 		default:
-			return sh, fmt.Errorf("-fs %q: unknown option %q (want DIR[,tag=NAME][,ro])", v, o)
+			return sh, fmt.Errorf("-fs %q: unknown option %q (want DIR[,tag=NAME][,ro]; a comma in DIR is written ,,)", v, o)
 		}
 	}
 	if !tagged {
@@ -860,10 +871,13 @@ func parseTap(v string) (machine.NIC, error) {
 	if n.Tap == "" {
 		return n, fmt.Errorf("-tap %q: no interface name", v)
 	}
-	for _, o := range parts[1:] {
+	for i, o := range parts[1:] {
 		mac, ok := strings.CutPrefix(o, "mac=")
 		if !ok {
 			return n, fmt.Errorf("-tap %q: unknown option %q (want NAME or NAME,mac=52:54:00:12:34:56)", v, o)
+		}
+		if i > 0 {
+			return n, fmt.Errorf("-tap %q: mac given twice", v)
 		}
 		var err error
 		if n.MAC, err = parseMAC(mac); err != nil {

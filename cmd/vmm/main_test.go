@@ -40,6 +40,7 @@ func TestParseArgsSpellings(t *testing.T) {
 		{"gnu", []string{"--kernel", "bz", "--memory", "1G", "--smp=3"}, 1 << 30, 3, "console=ttyS0 cryptomgr.notests"},
 		{"qemu equals", []string{"-kernel=bz", "-m", "768", "-smp", "cpus=2,sockets=1"}, 768 << 20, 2, "console=ttyS0 cryptomgr.notests"},
 		{"append dash value", []string{"-kernel", "bz", "-append", "-- quiet", "-m", "64M"}, 64 << 20, 1, "console=ttyS0 cryptomgr.notests -- quiet"},
+		{"append bare --", []string{"-kernel", "bz", "-append", "--", "-m", "64M"}, 64 << 20, 1, "console=ttyS0 cryptomgr.notests --"},
 		{"gnu m", []string{"--kernel", "bz", "-m2G"}, 2 << 30, 1, "console=ttyS0 cryptomgr.notests"},
 		{"qemu m size=", []string{"-kernel", "bz", "-m", "size=1G,slots=2,maxmem=4G"}, 1 << 30, 1, "console=ttyS0 cryptomgr.notests"},
 		{"qemu m keys any order", []string{"-kernel", "bz", "-m", "maxmem=4G,size=2G"}, 2 << 30, 1, "console=ttyS0 cryptomgr.notests"},
@@ -98,6 +99,13 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-kernel", "bz", "-tap", "tap0,mac=01:00:5e:00:00:01"}, "-tap"},
 		{[]string{"-kernel", "bz", "-tap", "tap0,mac=junk"}, "-tap"},
 		{[]string{"-kernel", "bz", "-virtio-transport", "virtio-pci"}, `-virtio-transport "virtio-pci": want pci or mmio`},
+		{[]string{"-kernel", "bz", "-initrd", "--"}, "-initrd: no value given (the next argument is --)"},
+		{[]string{"-kernel", "bz", "--disk", "--"}, "--disk: no value given"},
+		{[]string{"-kernel", "bz", "-disk", "a,b.img"}, `unknown option "b.img" (want FILE or FILE,ro; a comma in FILE is written ,,)`},
+		{[]string{"-kernel", "bz", "-fs", "d,tag=a,tag=b"}, `-fs "d,tag=a,tag=b": tag given twice`},
+		{[]string{"-kernel", "bz", "-tap", "t0,mac=52:54:00:00:00:01,mac=52:54:00:00:00:02"}, "mac given twice"},
+		{[]string{"-kernel", "bz", "-nic", "user,mac=52:54:00:00:00:01,mac=52:54:00:00:00:02"}, "mac given twice"},
+		{[]string{"-kernel", "bz", "-nic", "tap,ifname=a,ifname=b"}, `-nic "tap,ifname=a,ifname=b": ifname given twice`},
 	}
 	for _, tt := range tests {
 		_, _, err := parseArgs(tt.args, io.Discard)
@@ -390,6 +398,8 @@ func TestRunJobBadInput(t *testing.T) {
 		{"snapshot with an -out-size", []string{"-snapshot", dir, "-out-size", "2G", "--", "true"}, 2, "-out-size does not go with -snapshot"},
 		{"out is a file", []string{"-kernel", kernel, "-out", kernel, "--", "true"}, 1, "-out: mkdir " + kernel},
 		{"out under a file", []string{"-kernel", kernel, "-out", filepath.Join(kernel, "o"), "--", "true"}, 1, "-out: mkdir " + kernel},
+		// "-out $DIR --" with DIR unset: nothing made, no job run.
+		{"out with no value", []string{"-kernel", kernel, "-out", "--", "true"}, 2, "-out: no value given (the next argument is --)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			stderr, err := os.CreateTemp(dir, "stderr")

@@ -61,8 +61,15 @@ func parseNIC(v string) (machine.NIC, error) {
 	default:
 		return n, fmt.Errorf("-nic %q: unsupported type %q (want %s)", v, parts[0], usage)
 	}
+	seen := map[string]bool{}
 	for _, o := range parts[1:] {
 		key, val, _ := strings.Cut(o, "=")
+		// Each option but hostfwd is one setting: a second one is a
+		// mistake to name, not a value to take over the first.
+		if key != "hostfwd" && seen[key] {
+			return n, fmt.Errorf("-nic %q: %s given twice", v, key)
+		}
+		seen[key] = true
 		switch {
 		case key == "mac":
 			var err error

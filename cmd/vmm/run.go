@@ -43,7 +43,7 @@ func addRunFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.share, "share", "", "share host directory `DIR` with the job at /share, live and read-write over virtio-fs: what the job writes there is on the host when vmm exits; the job starts there")
 	fs.StringVar(&o.rootfs, "rootfs", "", "run the job with host directory `DIR` (usually /) as its root: read-only over virtio-fs under a tmpfs overlay that takes its writes, fresh /proc, /sys, /dev, /tmp; the job starts in the current directory with the host's PATH")
 	fs.StringVar(&o.out, "out", "", "after the job, copy the guest's /out into host directory `DIR` (created if missing)")
-	fs.StringVar(&o.outSize, "out-size", defaultOutSize, "the most -out can bring back")
+	fs.StringVar(&o.outSize, "out-size", defaultOutSize, "the most -out can bring back (256M, 2G; a plain number is MiB)")
 	fs.StringArrayVar(&o.env, "env", nil, "`KEY=VALUE` for the job's environment (repeatable)")
 	fs.StringVar(&o.snapshot, "snapshot", "", "restore the guest saved in `DIR` by vmm snapshot instead of booting one (no -kernel needed; -m, -smp, -disk, -tap, -nic and -fs must be those the snapshot was made with)")
 }

@@ -1,10 +1,10 @@
 // Package inputfile opens the files a user names as vmm's inputs (the
-// kernel, the initramfs, a snapshot's files) so that naming the wrong
+// kernel, the initramfs, a snapshot's files, disk images) so that naming the wrong
 // kind of file fails at once, in one line, instead of hanging vmm or
 // filling its memory.
 //
 // It is a package of its own because several packages read such inputs
-// (kernelcache, machine, snapshot) and all need the same care, which
+// (kernelcache, machine, snapshot, virtio/blk) and all need the same care, which
 // os.Open does not take: open(2) of a FIFO that has no writer waits for
 // one (fifo(7)) in a system call that neither -timeout nor a signal
 // interrupts, and a character device such as /dev/zero never ends.
@@ -75,6 +75,41 @@ func Open(path string, kind Kind) (*os.File, error) {
 		return nil, fmt.Errorf("%s: %w or pipe", path, ErrNotRegular)
 	}
 	return nil, fmt.Errorf("%s: %w", path, ErrNotRegular)
+}
+
+// OpenDisk opens a disk image for reading, and for writing too if
+// writable, and returns it (blocking) if it is a regular file or a block
+// device. Like Open it does not wait for a FIFO's other end: -disk
+// naming a FIFO is refused at once, where a read-only open(2) would wait
+// for a writer that never comes.
+func OpenDisk(path string, writable bool) (*os.File, error) {
+	flags := unix.O_RDONLY
+	if writable {
+		flags = unix.O_RDWR
+	}
+	fd, err := openRetry(path, flags|unix.O_NONBLOCK|unix.O_CLOEXEC)
+	if err == unix.EWOULDBLOCK {
+		// A write lease (see Open): only a regular file has one.
+		fd, err = openRetry(path, flags|unix.O_CLOEXEC)
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFBLK:
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+		}
+		return os.NewFile(uintptr(fd), path), nil
+	}
+	unix.Close(fd)
+	return nil, fmt.Errorf("%s: %w or block device", path, ErrNotRegular)
 }
 
 // openRetry is open(2), again after EINTR: the Go runtime's preemption

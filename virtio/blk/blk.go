@@ -39,6 +39,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmm-dev/vmm/internal/inputfile"
 	"github.com/vmm-dev/vmm/internal/rawsys"
 	"github.com/vmm-dev/vmm/virtio"
 )
@@ -179,11 +180,7 @@ func open(o Options) (*Device, error) {
 	} else if err := checkSerial(serial); err != nil {
 		return nil, err
 	}
-	flags := os.O_RDWR
-	if o.ReadOnly {
-		flags = os.O_RDONLY
-	}
-	f, err := os.OpenFile(o.Path, flags, 0)
+	f, err := inputfile.OpenDisk(o.Path, !o.ReadOnly)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/virtio"
 )
@@ -26,12 +29,19 @@ func TestOpenErrors(t *testing.T) {
 	if err := os.Chmod(unreadable, 0); err != nil {
 		t.Fatal(err)
 	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name     string
 		o        Options
 		contains string
 		skip     string
 	}{
+		// A read-only open(2) of a FIFO would wait for a writer.
+		{"FIFO read-only", Options{Path: fifo, ReadOnly: true}, "not a regular file or block device", ""},
+		{"FIFO", Options{Path: fifo}, "not a regular file or block device", ""},
 		{"missing", Options{Path: filepath.Join(dir, "missing.img")}, "no such file", ""},
 		{"directory", Options{Path: dir}, "is a directory", ""},
 		{"directory read-only", Options{Path: dir, ReadOnly: true}, "not a regular file or block device", ""},
@@ -49,7 +59,18 @@ func TestOpenErrors(t *testing.T) {
 			if tc.skip != "" && os.Geteuid() == 0 {
 				t.Skip(tc.skip)
 			}
-			d, err := Open(tc.o)
+			var d *Device
+			var err error
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				d, err = Open(tc.o)
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Open did not return within 10s")
+			}
 			if err == nil {
 				d.Close()
 				t.Fatalf("Open succeeded")
