@@ -135,13 +135,18 @@ func FuzzBootParams(f *testing.F) {
 // FuzzPlaceInitrd checks PlaceInitrd's contract: any address it returns is
 // valid and no higher page would also be.
 func FuzzPlaceInitrd(f *testing.F) {
-	f.Add(uint64(10<<20), uint64(16<<20), uint64(256<<20), uint32(0x7fffffff))
-	f.Add(uint64(1), uint64(0), uint64(4096), uint32(0xffffffff))
-	f.Add(uint64(4096), ^uint64(0), ^uint64(0), uint32(0))
-	f.Fuzz(func(t *testing.T, size, lowest, ramEnd uint64, addrMax uint32) {
+	f.Add(uint64(10<<20), uint64(16<<20), uint64(256<<20), uint32(0x7fffffff), false)
+	f.Add(uint64(1), uint64(0), uint64(4096), uint32(0xffffffff), false)
+	f.Add(uint64(4096), ^uint64(0), ^uint64(0), uint32(0), false)
+	f.Add(uint64(2<<30), uint64(64<<20), uint64(3<<30), uint32(0x7fffffff), true)
+	f.Fuzz(func(t *testing.T, size, lowest, ramEnd uint64, addrMax uint32, above4G bool) {
 		k := &Kernel{InitrdAddrMax: addrMax}
-		a, err := k.PlaceInitrd(size, lowest, ramEnd)
 		limit := min(ramEnd, uint64(addrMax)+1)
+		if above4G { // initrd_addr_max no longer binds
+			k.Protocol, k.XLoadFlags = protocol2_12, XLFCanBeLoadedAbove4G
+			limit = ramEnd
+		}
+		a, err := k.PlaceInitrd(size, lowest, ramEnd)
 		if err != nil {
 			checkError(t, err)
 			// A page-aligned start at or above lowest that fits must exist

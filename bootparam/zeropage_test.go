@@ -104,6 +104,20 @@ func TestBootParamsAbove4G(t *testing.T) {
 	}
 }
 
+func TestBootParamsInitrdAddrMax(t *testing.T) {
+	// A kernel without XLF_CAN_BE_LOADED_ABOVE_4G is held to initrd_addr_max.
+	k := mustKernel(t, put16(offXLoadFlags, XLFKernel64))
+	p := Params{E820: testE820(), InitrdAddr: 0x7ff00000, InitrdSize: 0x100000}
+	if _, err := k.BootParams(p); err != nil {
+		t.Errorf("initrd ending at initrd_addr_max: %v", err)
+	}
+	p.InitrdSize++
+	const want = "initrd at 0x7ff00000 (1048577 bytes) extends past this kernel's initrd_addr_max 0x7fffffff"
+	if _, err := k.BootParams(p); err == nil || err.Error() != want {
+		t.Errorf("initrd one byte past initrd_addr_max: %v, want %q", err, want)
+	}
+}
+
 func TestBootParamsErrors(t *testing.T) {
 	k := mustKernel(t)
 	atLimit := strings.Repeat("x", 2047)
@@ -123,8 +137,9 @@ func TestBootParamsErrors(t *testing.T) {
 		{"cmdline with NUL", Params{CmdlineAddr: 0x20000, Cmdline: "a\x00b"}, "kernel command line contains a NUL byte at offset 1"},
 		{"cmdline wraps", Params{CmdlineAddr: ^uint64(0) - 2, Cmdline: "abc"}, "kernel command line at 0xfffffffffffffffd wraps around the address space"},
 		{"initrd ends at max", Params{InitrdAddr: 0x7ff00000, InitrdSize: 0x100000}, ""},
-		{"initrd one byte past max", Params{InitrdAddr: 0x7ff00000, InitrdSize: 0x100001}, "initrd at 0x7ff00000 (1048577 bytes) extends past this kernel's initrd_addr_max 0x7fffffff"},
-		{"initrd wraps", Params{InitrdAddr: 0x1000, InitrdSize: ^uint64(0)}, "initrd at 0x1000 (18446744073709551615 bytes) extends past this kernel's initrd_addr_max 0x7fffffff"},
+		// This kernel takes an initrd above initrd_addr_max (PlaceInitrd).
+		{"initrd past max, above-4G kernel", Params{InitrdAddr: 0x7ff00000, InitrdSize: 0x100001}, ""},
+		{"initrd wraps", Params{InitrdAddr: 0x1000, InitrdSize: ^uint64(0)}, "initrd at 0x1000 (18446744073709551615 bytes) wraps around the address space"},
 		{"initrd without size", Params{InitrdAddr: 0x1000}, "initrd address 0x1000 and size 0: both must be 0 (no initrd) or neither"},
 		{"initrd without address", Params{InitrdSize: 10}, "initrd address 0x0 and size 10: both must be 0 (no initrd) or neither"},
 		{"cmdline overlaps initrd", Params{CmdlineAddr: 0x1fffff0, Cmdline: "0123456789abcdef", InitrdAddr: 0x2000000, InitrdSize: 0x1000}, "kernel command line at [0x1fffff0, 0x2000001) overlaps the initrd at [0x2000000, 0x2001000)"},
@@ -168,8 +183,10 @@ func TestBootParamsBadHeader(t *testing.T) {
 
 func TestPlaceInitrd(t *testing.T) {
 	const mib = 1 << 20
-	k := mustKernel(t)                               // initrd_addr_max 0x7fffffff
-	low := mustKernel(t, put32(offInitrdAddrMax, 0)) // defaults to 0x37ffffff
+	k := mustKernel(t) // initrd_addr_max 0x7fffffff, but XLF_CAN_BE_LOADED_ABOVE_4G
+	// Kernels without the flag are held to initrd_addr_max.
+	capped := mustKernel(t, put16(offXLoadFlags, XLFKernel64))
+	low := mustKernel(t, put32(offInitrdAddrMax, 0), put16(offXLoadFlags, XLFKernel64)) // defaults to 0x37ffffff
 	for _, tc := range []struct {
 		name                 string
 		k                    *Kernel
@@ -183,7 +200,12 @@ func TestPlaceInitrd(t *testing.T) {
 		{"one byte too big", k, 240*mib + 1, 16 * mib, 256 * mib, 0},
 		{"lowest rounded up", k, 240*mib - 4096, 16*mib + 1, 256 * mib, 16*mib + 4096},
 		{"lowest rounded up, too big", k, 240*mib - 4095, 16*mib + 1, 256 * mib, 0},
-		{"initrd_addr_max caps big RAM", k, 10 * mib, 16 * mib, 8 << 30, 2048*mib - 10*mib},
+		{"initrd_addr_max caps big RAM", capped, 10 * mib, 16 * mib, 8 << 30, 2048*mib - 10*mib},
+		{"initrd_addr_max 2 GiB, capped", capped, 2048 * mib, 64 * mib, 3072 * mib, 0},
+		// Above 4G's kernels read the ext_ fields and take an initrd
+		// past initrd_addr_max: up to the RAM the caller gives.
+		{"above-4G kernel, 2 GiB initrd", k, 2048 * mib, 64 * mib, 3072 * mib, 1024 * mib},
+		{"above-4G kernel, top of big RAM", k, 10 * mib, 16 * mib, 3072 * mib, 3062 * mib},
 		{"default initrd_addr_max", low, 10 * mib, 16 * mib, 8 << 30, 896*mib - 10*mib},
 		{"fits below max only exactly", low, 896*mib - 16*mib, 16 * mib, 8 << 30, 16 * mib},
 		{"over max", low, 896*mib - 16*mib + 1, 16 * mib, 8 << 30, 0},
