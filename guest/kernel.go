@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vmm-dev/vmm/internal/cachedir"
 )
 
 // PinnedABI is the Debian kernel ABI we boot by default. Pinning it keeps
@@ -76,21 +78,10 @@ type KernelFiles struct {
 	Package string
 }
 
-// DefaultCacheDir is where vmm keeps downloads and builds between runs:
-// $VMM_CACHE, else $XDG_CACHE_HOME/vmm, else ~/.cache/vmm. Kernels go in
-// its kernels/ subdirectory.
-func DefaultCacheDir() string {
-	if d := os.Getenv("VMM_CACHE"); d != "" {
-		return d
-	}
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "vmm")
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".cache", "vmm")
-	}
-	return filepath.Join(os.TempDir(), "vmm-cache")
-}
+// DefaultCacheDir is where vmm keeps downloads and builds between runs
+// (cachedir.Dir: $VMM_CACHE, else $XDG_CACHE_HOME/vmm, else
+// ~/.cache/vmm). Kernels go in its kernels/ subdirectory.
+func DefaultCacheDir() string { return cachedir.Dir() }
 
 // FetchKernel returns the kernel of the given flavor, downloading it with
 // apt-get and unpacking it with dpkg-deb into cacheDir the first time.

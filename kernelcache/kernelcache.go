@@ -62,10 +62,16 @@ import (
 const (
 	// v4: segments' zero tails cut off (kernelimage.TrimZeroTails);
 	// a v3 entry is rebuilt once, as any entry that fails its check.
-	magic       = "vmm vmlinux cache v4\n"
-	sumLen      = 8
-	headerLen   = len(magic) + sumLen + 8
-	entryPrefix = "b2-" // the key is BLAKE2b-256; older vmm's entries (SHA-256) had none
+	magic     = "vmm vmlinux cache v4\n"
+	sumLen    = 8
+	headerLen = len(magic) + sumLen + 8
+	// entryPrefix names the key (BLAKE2b-256) and the entry format, so
+	// that two vmm versions sharing a directory (a runner part way
+	// through an upgrade) keep an entry each, where with one name each
+	// would remove the other's as corrupted and fill its own at every
+	// boot. Older vmm's entries were "b2-KEY" (formats 3 and 4) and,
+	// before them, a bare SHA-256 (oldEntry).
+	entryPrefix = "b2v4-"
 	entrySuffix = ".vmlinux"
 	tempPrefix  = ".tmp-"
 )
@@ -111,6 +117,15 @@ func Open(dir string) (*Cache, error) {
 	if err := c.checkOwner(dir, st); err != nil {
 		return nil, err
 	}
+	// Whoever owns the parent can rename the cache away and put another
+	// in its place (a directory under /tmp made first by another user),
+	// so it must be the user's or root's.
+	parent := filepath.Dir(filepath.Clean(dir))
+	if pst, err := os.Stat(parent); err == nil {
+		if sys, ok := pst.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != c.uid && sys.Uid != 0 {
+			return nil, fmt.Errorf("kernel cache %s: its parent %s is owned by uid %d, who could replace it: %w", dir, parent, sys.Uid, ErrUnsafeDir)
+		}
+	}
 	return c, nil
 }
 
@@ -150,11 +165,11 @@ func (c *Cache) Get(k Key) (*Vmlinux, error) {
 	}
 	defer f.Close()
 	if size < int64(headerLen) {
-		os.Remove(p)
+		dropEntry(p, f)
 		return nil, fmt.Errorf("kernel cache entry %s is truncated (%d bytes), removed", p, size)
 	}
 	if size > maxEntry {
-		os.Remove(p)
+		dropEntry(p, f)
 		return nil, fmt.Errorf("kernel cache entry %s is larger than any kernel (%d bytes), removed", p, size)
 	}
 	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
@@ -169,12 +184,23 @@ func (c *Cache) Get(k Key) (*Vmlinux, error) {
 	})
 	if err != nil {
 		v.Close()
-		os.Remove(p)
+		dropEntry(p, f)
 		return nil, fmt.Errorf("kernel cache entry %s %w, removed", p, err)
 	}
 	v.data = data
 	c.touch(p)
 	return v, nil
+}
+
+// dropEntry removes the entry p that Get found untrustworthy, unless
+// p names another file by now: another vmm may have just put a good
+// entry there, which a plain remove would take with the bad one.
+func dropEntry(p string, f *os.File) {
+	checked, err1 := f.Stat()
+	now, err2 := os.Lstat(p)
+	if err1 == nil && err2 == nil && os.SameFile(checked, now) {
+		os.Remove(p)
+	}
 }
 
 // maxEntry bounds the entry files Get maps: a header and the most Load
@@ -418,19 +444,21 @@ func (c *Cache) evict() {
 		if err != nil || !info.Mode().IsRegular() {
 			continue
 		}
+		// Only names vmm makes: -kernel-cache DIR may be a directory
+		// of the user's own, kernels among them.
 		switch name := e.Name(); {
-		case strings.HasPrefix(name, tempPrefix):
+		case isTempName(name):
 			if c.now().Sub(info.ModTime()) > staleTemp {
 				os.Remove(filepath.Join(c.dir, name))
 			}
-		case strings.HasSuffix(name, entrySuffix) && strings.HasPrefix(name, entryPrefix):
+		case isEntryName(name, entryPrefix):
 			entries = append(entries, entry{name, info.ModTime()})
-		case strings.HasSuffix(name, entrySuffix):
+		case isEntryName(name, "b2-") || isEntryName(name, ""):
 			// An older vmm's: Get touches an entry at each use.
 			if c.now().Sub(info.ModTime()) > staleOld {
 				os.Remove(filepath.Join(c.dir, name))
 			}
-		case strings.HasSuffix(name, keySuffix):
+		case isKeyName(name):
 			keys = append(keys, entry{name, info.ModTime()})
 		}
 	}
@@ -449,6 +477,62 @@ func (c *Cache) evict() {
 			os.Remove(filepath.Join(c.dir, e.name))
 		}
 	}
+}
+
+// ErrFillBusy is Load's error when another process is filling the
+// cache: the caller boots the bzImage, and says nothing.
+var ErrFillBusy = errors.New("kernel cache: another vmm is filling it")
+
+// lockFill takes the cache's fill lock, an flock(2) on the directory
+// itself (no file of its own to leave behind), without waiting: false
+// when another process holds it. Where the file system has no locks
+// (ENOLCK on some NFS mounts) fills go unlocked, as before.
+func (c *Cache) lockFill() (unlock func(), ok bool) {
+	fd, err := unix.Open(c.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return func() {}, true
+	}
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == unix.EWOULDBLOCK {
+		unix.Close(fd)
+		return nil, false
+	}
+	// Closing the descriptor releases the lock.
+	return func() { unix.Close(fd) }, true
+}
+
+// isEntryName reports whether name is prefix, 64 hexadecimal digits (a
+// 256-bit key) and entrySuffix.
+func isEntryName(name, prefix string) bool {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return false
+	}
+	hex, ok := strings.CutSuffix(rest, entrySuffix)
+	return ok && len(hex) == 2*len(Key{}) && isHex(hex)
+}
+
+// isTempName reports whether name is one of the temporary names
+// createTemp and nameTemp make: tempPrefix and digits or dashes.
+func isTempName(name string) bool {
+	rest, ok := strings.CutPrefix(name, tempPrefix)
+	return ok && rest != "" && strings.Trim(rest, "0123456789-") == ""
+}
+
+// isKeyName reports whether name is a key index file's (keyPath).
+func isKeyName(name string) bool {
+	rest, ok := strings.CutSuffix(name, keySuffix)
+	dev, ino, ok2 := strings.Cut(rest, "-")
+	return ok && ok2 && dev != "" && ino != "" && isHex(dev) && isHex(ino)
+}
+
+func isHex(s string) bool {
+	return strings.Trim(s, "0123456789abcdef") == ""
 }
 
 // Load returns the vmlinux inside the bzImage image (parsed as k),
@@ -523,6 +607,20 @@ func Load(dir string, img *Image, k *bootparam.Kernel, unpack Unpack, limit int,
 	_, size, planErr := kernelimage.Plan(payload, limit)
 	if errors.Is(planErr, kernelimage.ErrNoDecoder) {
 		return nil, planErr
+	}
+	// One fill at a time per directory: jobs started together on a
+	// fresh host would otherwise all decompress the same kernel at once
+	// (slower each, on a small machine past the helper's timeout, so
+	// that none is stored). The others boot the bzImage, as fast as
+	// booting without a cache, and a later boot finds the entry.
+	unlock, ok := c.lockFill()
+	if !ok {
+		return nil, ErrFillBusy
+	}
+	defer unlock()
+	// Stored by the fill that held the lock just now?
+	if v, err := c.Get(key); err == nil {
+		return v, nil
 	}
 	// Check the cache can be written before spending time decompressing
 	// (or reporting a payload it could not hold anyway): if it cannot,

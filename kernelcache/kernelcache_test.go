@@ -209,6 +209,19 @@ func TestUnsafe(t *testing.T) {
 			t.Errorf("Get: %v, want ErrUnsafeDir", err)
 		}
 	})
+	t.Run("parent someone else's", func(t *testing.T) {
+		// Another user's directory under /tmp, made first, holding ours.
+		parent := filepath.Join(t.TempDir(), "vmm-cache-1000")
+		if err := os.Mkdir(parent, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(parent, os.Geteuid()+1, -1); err != nil {
+			t.Skipf("cannot give a directory away here: %v", err)
+		}
+		if _, err := Open(filepath.Join(parent, "vmlinux")); !errors.Is(err, ErrUnsafeDir) || !strings.Contains(err.Error(), "its parent") {
+			t.Errorf("Open: %v, want ErrUnsafeDir naming the parent", err)
+		}
+	})
 	t.Run("symlinked entry", func(t *testing.T) {
 		c := openTemp(t)
 		target := filepath.Join(t.TempDir(), "elsewhere")
@@ -228,27 +241,40 @@ func TestEvict(t *testing.T) {
 	c := openTemp(t)
 	clock := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	c.now = func() time.Time { return clock }
-	stale := filepath.Join(c.dir, tempPrefix+"died")
-	fresh := filepath.Join(c.dir, tempPrefix+"writing")
-	for _, p := range []string{stale, fresh} {
+	stale := filepath.Join(c.dir, tempPrefix+"123456")
+	fresh := filepath.Join(c.dir, tempPrefix+"77-1700000000-0")
+	// The user's own files in a -kernel-cache DIR: whatever their age,
+	// nothing vmm does not name its own way is removed.
+	var mine []string
+	for _, n := range []string{"linux-6.1.vmlinux", "notes.key", tempPrefix + "draft", "b2-" + strings.Repeat("g", 64) + entrySuffix, "README"} {
+		mine = append(mine, filepath.Join(c.dir, n))
+	}
+	for _, p := range append([]string{stale, fresh}, mine...) {
 		if err := os.WriteFile(p, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	os.Chtimes(stale, clock.Add(-2*staleTemp), clock.Add(-2*staleTemp))
 	os.Chtimes(fresh, clock, clock)
-	// An older vmm's entries (named by SHA-256, no prefix): one unused
-	// for longer than staleOld goes, one in use stays, and neither
-	// counts against MaxEntries.
+	for _, p := range mine {
+		os.Chtimes(p, clock.Add(-2*staleOld), clock.Add(-2*staleOld))
+	}
+	// An older vmm's entries (named by SHA-256 with no prefix, or
+	// BLAKE2b-256 with b2-): one unused for longer than staleOld goes,
+	// one in use stays, and none counts against MaxEntries.
 	oldUnused := filepath.Join(c.dir, strings.Repeat("a", 64)+entrySuffix)
 	oldInUse := filepath.Join(c.dir, strings.Repeat("b", 64)+entrySuffix)
-	for _, p := range []string{oldUnused, oldInUse} {
+	b2Unused := filepath.Join(c.dir, "b2-"+strings.Repeat("c", 64)+entrySuffix)
+	b2InUse := filepath.Join(c.dir, "b2-"+strings.Repeat("d", 64)+entrySuffix)
+	for _, p := range []string{oldUnused, oldInUse, b2Unused, b2InUse} {
 		if err := os.WriteFile(p, encode([]byte("old")), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	os.Chtimes(oldUnused, clock.Add(-2*staleOld), clock.Add(-2*staleOld))
 	os.Chtimes(oldInUse, clock, clock)
+	os.Chtimes(b2Unused, clock.Add(-2*staleOld), clock.Add(-2*staleOld))
+	os.Chtimes(b2InUse, clock, clock)
 	for i := range MaxEntries + 1 {
 		put(t, c, key(fmt.Sprint(i)), []byte{byte(i)})
 		os.Chtimes(c.path(key(fmt.Sprint(i))), clock, clock)
@@ -275,11 +301,20 @@ func TestEvict(t *testing.T) {
 	if _, err := os.Stat(fresh); err != nil {
 		t.Error("another writer's temporary file removed")
 	}
-	if _, err := os.Stat(oldUnused); err == nil {
-		t.Error("an older vmm's entry unused for two days not removed")
+	for _, p := range []string{oldUnused, b2Unused} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("an older vmm's entry unused for two days not removed: %s", filepath.Base(p))
+		}
 	}
-	if _, err := os.Stat(oldInUse); err != nil {
-		t.Error("an older vmm's entry in use removed")
+	for _, p := range []string{oldInUse, b2InUse} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("an older vmm's entry in use removed: %s", filepath.Base(p))
+		}
+	}
+	for _, p := range mine {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("a file vmm did not make removed: %s", filepath.Base(p))
+		}
 	}
 }
 
@@ -348,7 +383,7 @@ func TestLoad(t *testing.T) {
 	if err != nil || !bytes.Equal(got, vmlinux) {
 		t.Fatalf("first boot: %d bytes, %v", len(got), err)
 	}
-	entry := filepath.Join(dir, fmt.Sprintf("b2-%x.vmlinux", KeyOf(img)))
+	entry := filepath.Join(dir, fmt.Sprintf("b2v4-%x.vmlinux", KeyOf(img)))
 	if _, err := os.Stat(entry); err != nil {
 		t.Fatalf("no entry stored: %v", err)
 	}
@@ -383,6 +418,39 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+// TestLoadWhileAnotherFills: while another process holds the fill lock,
+// a boot that misses does not decompress (it boots the bzImage, said to
+// nobody); once the lock is free the next boot fills the entry.
+func TestLoadWhileAnotherFills(t *testing.T) {
+	vmlinux := bytes.Repeat([]byte("\x7fELF vmlinux "), 1000)
+	img, k := bzImage(t, lz4Payload(t, vmlinux))
+	dir := filepath.Join(t.TempDir(), "vmm", "vmlinux")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Another open file description of the directory: flock(2) locks
+	// belong to those, so this one conflicts with Load's as another
+	// process's would.
+	other, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(other, unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	var n notes
+	if _, err := loadBytes(t, dir, img, k, 1<<20, n.f); !errors.Is(err, ErrFillBusy) || len(n) != 0 {
+		t.Fatalf("boot during another fill: %v, notes %q; want ErrFillBusy and no note", err, n)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, "*"+entrySuffix)); len(ents) != 0 {
+		t.Fatalf("entries %q stored while another fill held the lock", ents)
+	}
+	unix.Close(other)
+	if got, err := loadBytes(t, dir, img, k, 1<<20, n.f); err != nil || !bytes.Equal(got, vmlinux) || len(n) != 0 {
+		t.Fatalf("boot after the other fill: %d bytes, %v, notes %q", len(got), err, n)
+	}
+}
+
 // TestLoadTrimsZeroTails: an entry holds the vmlinux with its segments'
 // zero tails cut off (kernelimage.TrimZeroTails), on the boot that fills
 // it and on those that read it.
@@ -406,7 +474,7 @@ func TestLoadTrimsZeroTails(t *testing.T) {
 				boot, len(got), len(s.Data), s.MemSize, len(vmlinux)-zeros, len(code), len(code)+zeros)
 		}
 	}
-	entry := filepath.Join(dir, fmt.Sprintf("b2-%x.vmlinux", KeyOf(img)))
+	entry := filepath.Join(dir, fmt.Sprintf("b2v4-%x.vmlinux", KeyOf(img)))
 	if st, err := os.Stat(entry); err != nil || st.Size() != int64(headerLen+len(vmlinux)-zeros) {
 		t.Errorf("entry: %v, want %d bytes", err, headerLen+len(vmlinux)-zeros)
 	}

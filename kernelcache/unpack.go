@@ -133,6 +133,14 @@ func (p *Pending) fill(unpack Unpack, payload []byte, size uint64, limit int) er
 	if _, err := p.f.Seek(int64(headerLen), io.SeekStart); err != nil {
 		return fmt.Errorf("kernel cache: %w", err)
 	}
+	// The room first: a full disk or quota then costs one call, not a
+	// decompression that fails part way, having taken for a while the
+	// space other jobs needed. KEEP_SIZE leaves the file's length to
+	// what the helper writes, which is checked below; the final
+	// truncate frees what the trimmed entry does not use.
+	if err := unix.Fallocate(int(p.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, int64(headerLen)+int64(size)); err == unix.ENOSPC || err == unix.EDQUOT {
+		return fmt.Errorf("kernel cache: no room for a %d MiB entry: %w", (uint64(headerLen)+size)>>20, err)
+	}
 	if err := unpack(payload, limit, p.f); err != nil {
 		return err
 	}

@@ -7,11 +7,14 @@ package cachedir
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // Dir is $VMM_CACHE, else $XDG_CACHE_HOME/vmm, else ~/.cache/vmm (the XDG
-// base directory default), else vmm-cache in the temporary directory when
-// there is no home. It is the rule guest.DefaultCacheDir follows.
+// base directory default), else vmm-cache-UID in the temporary directory
+// when there is no home (a service without HOME): one per user, since
+// the first user to make a shared one would keep every other out of it.
+// It is the rule guest.DefaultCacheDir follows.
 func Dir() string {
 	if d := os.Getenv("VMM_CACHE"); d != "" {
 		return d
@@ -22,5 +25,5 @@ func Dir() string {
 	if h, err := os.UserHomeDir(); err == nil {
 		return filepath.Join(h, ".cache", "vmm")
 	}
-	return filepath.Join(os.TempDir(), "vmm-cache")
+	return filepath.Join(os.TempDir(), "vmm-cache-"+strconv.Itoa(os.Geteuid()))
 }

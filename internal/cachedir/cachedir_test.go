@@ -1,7 +1,9 @@
 package cachedir
 
 import (
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -12,6 +14,8 @@ func TestDir(t *testing.T) {
 		{"/x/vmm", "/xdg", "/home/u", "/x/vmm"},
 		{"", "/xdg", "/home/u", "/xdg/vmm"},
 		{"", "", "/home/u", "/home/u/.cache/vmm"},
+		// No home (a service without HOME): one directory per user.
+		{"", "", "", filepath.Join(os.TempDir(), "vmm-cache-"+strconv.Itoa(os.Geteuid()))},
 	} {
 		t.Setenv("VMM_CACHE", tc.vmm)
 		t.Setenv("XDG_CACHE_HOME", tc.xdg)
