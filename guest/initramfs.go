@@ -419,7 +419,9 @@ func baseRamfs() *cpio.Archive {
 	delete(a.Files, name)
 	a.Order = slices.DeleteFunc(a.Order, func(n string) bool { return n == name })
 	if _, ok := a.Get("etc/hosts"); !ok {
-		a.WriteRecord(cpio.StaticFile("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0o644))
+		// 127.0.1.1: the guest's name (vmm-init's hostName), as Debian
+		// names the machine's own.
+		a.WriteRecord(cpio.StaticFile("etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tvmm\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0o644))
 	}
 	return a
 }

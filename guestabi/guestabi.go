@@ -28,6 +28,12 @@ const ExitPortSize = 4
 // Statuses the guest reports for a job that did not run to its own exit
 // status, following the shell's conventions.
 const (
+	// StatusNotRun: the guest's init could not set the job up (a share
+	// that would not mount, a job it could not read or reseed for),
+	// and says why on the console: docker's status for its own
+	// failures, and vmm's for a guest that ended without any status,
+	// so that neither passes for the command's own 126 or 127.
+	StatusNotRun        = 125
 	StatusNotExecutable = 126 // found but could not be executed
 	StatusNotFound      = 127 // no such command
 	StatusSignalBase    = 128 // killed by signal N: 128+N

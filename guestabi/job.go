@@ -59,6 +59,14 @@ type Spec struct {
 	// pipe, a file), so that a job at a terminal still has one. An init
 	// that finds no such port uses JobTTY.
 	StdoutPort bool `json:"stdout_port,omitempty"`
+	// StderrPipe asks for the job's stderr as a pipe the init copies to
+	// the console byte for byte, where the console itself is a terminal
+	// (isatty true, each \n written as \r\n, colour from compilers
+	// that check). vmm sets it when its own stderr is not a terminal, as
+	// docker gives a job without -t pipes, so a log or `2>file` gets
+	// exactly what the job wrote; at a terminal the job keeps the
+	// console.
+	StderrPipe bool `json:"stderr_pipe,omitempty"`
 }
 
 // JobOutputPort is the name of the virtio-console port (package
@@ -173,6 +181,9 @@ func EncodeSpec(s Spec) []byte {
 	}
 	if s.StdoutPort {
 		b = append(b, `,"stdout_port":true`...)
+	}
+	if s.StderrPipe {
+		b = append(b, `,"stderr_pipe":true`...)
 	}
 	return append(b, '}')
 }

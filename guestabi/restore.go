@@ -30,7 +30,7 @@ const (
 // jobMagic starts a JobMessage on the wire, so an init reading something
 // else (a stray byte, a cold-boot host) fails clearly. Version 2 is the
 // encoding of package pack (1 was JSON); 3 added Spec.StdoutPort.
-var jobMagic = [8]byte{'V', 'M', 'M', 'J', 'O', 'B', '3', '\n'}
+var jobMagic = [8]byte{'V', 'M', 'M', 'J', 'O', 'B', '4', '\n'}
 
 // MaxJobMessage bounds a JobMessage's encoding.
 const MaxJobMessage = 1 << 20

@@ -87,6 +87,7 @@ type options struct {
 	env, command        []string
 	snapshot            string // -snapshot DIR: restore instead of booting (snapshot.go)
 	stdoutPort          bool   // the job's stdout on its output port (guestabi.Spec.StdoutPort)
+	stderrPipe          bool   // the job's stderr a pipe, not the console (guestabi.Spec.StderrPipe)
 }
 
 // -kernel-cache values besides a directory: on is the default directory
@@ -980,6 +981,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		// through the output port, pages at a time; at a terminal it
 		// keeps the serial port, a terminal of its own.
 		o.stdoutPort = !rawterm.IsTerminal(int(stdoutFile.Fd()))
+		o.stderrPipe = !rawterm.IsTerminal(int(stderrFile.Fd()))
 		// The job's stdin and stdout on COM2 and its output port, the
 		// console on stderr. Set before prepareJob: a restore checks
 		// the snapshot's devices against cfg's, the port among them.

@@ -598,3 +598,19 @@ func TestNICsDistinct(t *testing.T) {
 		}
 	}
 }
+
+// TestSharerEnv: a job given an ordinary user's files hears whose they
+// are, as under sudo; root's job is told nothing.
+func TestSharerEnv(t *testing.T) {
+	for _, tt := range []struct {
+		euid, egid int
+		want       []string
+	}{
+		{0, 0, nil},
+		{1000, 1001, []string{"SUDO_UID=1000", "SUDO_GID=1001"}},
+	} {
+		if got := sharerEnv(tt.euid, tt.egid); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("sharerEnv(%d, %d) = %q, want %q", tt.euid, tt.egid, got, tt.want)
+		}
+	}
+}

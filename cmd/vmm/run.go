@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	"github.com/spf13/pflag"
@@ -98,7 +99,7 @@ func makeWritableDir(flag, dir string) error {
 // appended initramfs and a scratch disk for -out. runMode wires the job's
 // stdin and stdout.
 func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
-	spec := guestabi.Spec{Args: o.command, Env: o.env, Out: o.out != "", StdoutPort: o.stdoutPort}
+	spec := guestabi.Spec{Args: o.command, Env: o.env, Out: o.out != "", StdoutPort: o.stdoutPort, StderrPipe: o.stderrPipe}
 	if o.snapshot != "" {
 		return prepareRestore(cfg, o, spec)
 	}
@@ -163,7 +164,23 @@ func addJobShares(cfg *machine.Config, spec *guestabi.Spec, o options) error {
 		}
 		spec.Env = append(host, spec.Env...)
 	}
+	if o.share != "" || o.rootfs != "" {
+		spec.Env = append(sharerEnv(os.Geteuid(), os.Getegid()), spec.Env...)
+	}
 	return nil
+}
+
+// sharerEnv is what tells the job, which runs as root in the guest, whose
+// files the shares hold: a vmm run by an ordinary user shows that user's
+// files (virtio-fs passes owners through), and git refuses to work in a
+// repository its user does not own ("detected dubious ownership": go
+// build's version stamping, git describe), unless, for root, SUDO_UID
+// names the owner, as sudo sets it. vmm run as root sets nothing.
+func sharerEnv(euid, egid int) []string {
+	if euid == 0 {
+		return nil
+	}
+	return []string{"SUDO_UID=" + strconv.Itoa(euid), "SUDO_GID=" + strconv.Itoa(egid)}
 }
 
 // collect unpacks what the guest wrote to the scratch disk into -out,

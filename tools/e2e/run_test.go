@@ -438,7 +438,9 @@ func runCases(t *testing.T) []runCase {
 			// a -rootfs job's own go command then refused.
 			// The job's open file limit (vmm-init raises init's 1,024)
 			// and /etc/hosts go to stderr.
-			command: []string{"sh", "-c", "echo out-$((40+2))$GOROOT; echo err-$((6*7)) >&2; grep 'open files' /proc/self/limits >&2; grep localhost /etc/hosts >&2; exit 3"},
+			// vmm's stderr is a pipe here, so the job's is too, not
+			// the console's terminal: byte for byte, and not a tty.
+			command: []string{"sh", "-c", "echo out-$((40+2))$GOROOT; echo err-$((6*7)) >&2; [ -t 2 ] || echo err-not-a-tty >&2; grep 'open files' /proc/self/limits >&2; cat /etc/hosts >&2; echo host-$(hostname) >&2; exit 3"},
 			status:  3,
 			check: func(r redirectReport) error {
 				// Arithmetic, so an echo of the command line cannot
@@ -452,6 +454,9 @@ func runCases(t *testing.T) []runCase {
 				if !strings.Contains(r.Stderr, "err-42") {
 					return fmt.Errorf("the job's stderr line err-42 is not on vmm's stderr")
 				}
+				if !strings.Contains(r.Stderr, "err-42\nerr-not-a-tty\n") {
+					return fmt.Errorf("the job's stderr is not a pipe copied byte for byte (a terminal's \\r\\n, or isatty true): %q", grepLine(r.Stderr, "err-"))
+				}
 				// grep, a Go program (u-root's), raises its own soft
 				// limit to the hard one as every Go program does, so
 				// the soft limit it shows is at least the job's.
@@ -464,6 +469,10 @@ func runCases(t *testing.T) []runCase {
 				}
 				if !strings.Contains(r.Stderr, "127.0.0.1\tlocalhost") {
 					return fmt.Errorf("the job's /etc/hosts does not name localhost")
+				}
+				// Named, and the name resolves (not the kernel's "(none)").
+				if !strings.Contains(r.Stderr, "host-vmm\n") || !strings.Contains(r.Stderr, "127.0.1.1\tvmm") {
+					return fmt.Errorf("the guest's host name is not vmm, named in /etc/hosts: %q, %q", grepLine(r.Stderr, "host-"), grepLine(r.Stderr, "127.0.1.1"))
 				}
 				return nil
 			},

@@ -380,6 +380,16 @@ func TestRootfs(t *testing.T) {
 	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	files, markerSum := rootTree(t, "/R")
 	files["/work/ci/input"] = files["/R/usr/share/marker"]
+	// A working directory in L1's /run, which the job's root gets
+	// fresh: the job starts in / instead, and is told why.
+	files["/run/e2e-cwd/input"] = files["/R/usr/share/marker"]
+	// R's own /etc/hosts, which the job sees with the guest's name
+	// added (in the overlay: R is unchanged).
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1\tlocalhost r-host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files["/R/etc/hosts"] = hosts
 	c := fsConfig(t, files)
 	nested.Retry(t, c, func(l *nested.L1) error {
 		ctx := t.Context()
@@ -406,7 +416,9 @@ func TestRootfs(t *testing.T) {
 				// u-root's init set it to /go.
 				`{ read -r o; read -r _; } < <( ( bash -c : & echo $! ) ); n=0; `+
 				`while [ -e /proc/$o ] && [ $n -lt 100000 ]; do n=$((n+1)); done; `+
-				`[ $n -lt 100000 ] && echo orphan-reaped; echo "goroot=$GOROOT."; exit 7`)...)
+				`[ $n -lt 100000 ] && echo orphan-reaped; echo "goroot=$GOROOT."; `+
+				// The guest's name, added to R's /etc/hosts.
+				`echo "hostname $HOSTNAME"; while read -r a b; do [ "$b" = "localhost r-host" ] && echo hosts-r; [ "$a $b" = "127.0.1.1 vmm" ] && echo hosts-vmm; done < /etc/hosts; exit 7`)...)
 		if err != nil {
 			return err
 		}
@@ -414,7 +426,7 @@ func TestRootfs(t *testing.T) {
 			return err
 		}
 		t.Logf("bash in -rootfs /R: %q in %.1fs", r.Stdout, r.ElapsedMS/1000)
-		for _, want := range []string{"bash 5.", markerSum + "  /usr/share/marker", "overlay-42", "cwd /\n", "procsub-42", "shm-ok", "orphan-reaped", "goroot=."} {
+		for _, want := range []string{"bash 5.", markerSum + "  /usr/share/marker", "overlay-42", "cwd /\n", "procsub-42", "shm-ok", "orphan-reaped", "goroot=.", "hostname vmm\n", "hosts-r\nhosts-vmm\n"} {
 			if !strings.Contains(r.Stdout, want) {
 				return reportFailure(l, r, "the job's output lacks %q", want)
 			}
@@ -450,6 +462,21 @@ func TestRootfs(t *testing.T) {
 			return reportFailure(l, r, "the job sees /R as %s, L1 as %s", got, before)
 		}
 		t.Logf("-rootfs /: %q in %.1fs", r.Stdout, r.ElapsedMS/1000)
+
+		// Started in a directory the guest does not have: before
+		// 2026-12-07 the job's chdir failed after the fork, reported
+		// as its command not found (127).
+		r, err = redirectExec(ctx, l, shareTimeout, nil, append([]string{"/bin/fstool", "exec", "-C", "/run/e2e-cwd", "--"},
+			runArgs([]string{"-rootfs", "/"}, "fstool", "cwd")...)...)
+		if err != nil {
+			return err
+		}
+		if err := checkRun(t, l, r, 0); err != nil {
+			return err
+		}
+		if !strings.Contains(r.Stdout, "cwd: /\n") || !strings.Contains(r.Stderr, "vmm-init: the job starts in /: /run/e2e-cwd is not a directory in the guest") {
+			return reportFailure(l, r, "a job started in L1's /run/e2e-cwd: stdout %q, want cwd / and a line saying why", r.Stdout)
+		}
 		return nil
 	})
 }

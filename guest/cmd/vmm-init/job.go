@@ -30,7 +30,7 @@ func runJobIfAsked() {
 		}
 		return
 	}
-	status := guestabi.StatusNotExecutable
+	status := guestabi.StatusNotRun
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 	} else if spec, err := jobspec.Parse(b); err != nil {
@@ -53,8 +53,9 @@ func finishJob(status int) {
 // runJob runs the command with its stdin and stdout on the job port (its
 // stdin through jobStdin, so that it ends where vmm's does; its stdout
 // through the virtio-console output port instead when the spec asks and
-// the port is there, see outport.go) and its stderr on the console, and
-// returns its status as a shell would.
+// the port is there, see outport.go) and its stderr on the console (a
+// pipe to it when the spec asks, jobStderr), and returns its status as a
+// shell would.
 func runJob(spec guestabi.Spec) int {
 	tty, err := os.OpenFile(guestabi.JobTTY, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -75,7 +76,7 @@ func runJob(spec guestabi.Spec) int {
 	defer unmountShares(shares)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
-		return guestabi.StatusNotExecutable
+		return guestabi.StatusNotRun
 	}
 	raiseFileLimit()
 	cmd, err := jobCommand(spec, root)
@@ -100,10 +101,20 @@ func runJob(spec guestabi.Spec) int {
 			}
 		}
 	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, os.Stderr
+	stderr := os.Stderr
+	finishErr := func() {}
+	if spec.StderrPipe {
+		if w, finish, err := jobStderr(os.Stderr); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: job stderr: %v; the job writes to the console\n", err)
+		} else {
+			stderr, finishErr = w, finish
+		}
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	status := runReaping(cmd)
 	endLeftovers()
 	// The job's output before -out's tar stream, which can take a while.
+	finishErr()
 	finishOut()
 	if spec.Out {
 		if err := saveOut(); err != nil {
@@ -196,10 +207,64 @@ func jobCommand(spec guestabi.Spec, root string) (*exec.Cmd, error) {
 	if dir == "" {
 		dir = "/"
 	}
+	// vmm passes the host's current directory when the root has it, but
+	// /tmp, /run and /dev are the guest's own, fresh: a job started in
+	// the host's /tmp/x would fail its chdir after the fork, which Go
+	// reports as the command not found (127). It starts in / instead,
+	// and says why.
+	if !isDirIn(root, dir) {
+		fmt.Fprintf(os.Stderr, "vmm-init: the job starts in /: %s is not a directory in the guest (its /tmp, /run and /dev are its own)\n", dir)
+		dir = "/"
+	}
 	// Dir is resolved after the chroot, so it is the in-root path.
 	cmd := &exec.Cmd{Path: p, Args: spec.Args, Env: env, Dir: dir,
 		SysProcAttr: &syscall.SysProcAttr{Chroot: root}}
 	return cmd, nil
+}
+
+// isDirIn reports whether path names a directory in the tree at root
+// as a process chrooted there sees it: symbolic links are followed
+// inside root, an absolute target from root again (at most maxLinks of
+// them, as the kernel's MAXSYMLINKS bounds a path walk), and .. stops at
+// root.
+func isDirIn(root, path string) bool {
+	const maxLinks = 40
+	cur := "/" // resolved so far, within root
+	rest := strings.Split(path, "/")
+	for links := 0; len(rest) > 0; {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, c)
+		st, err := os.Lstat(filepath.Join(root, next))
+		switch {
+		case err != nil:
+			return false
+		case st.Mode()&os.ModeSymlink != 0:
+			if links++; links > maxLinks {
+				return false
+			}
+			target, err := os.Readlink(filepath.Join(root, next))
+			if err != nil {
+				return false
+			}
+			if strings.HasPrefix(target, "/") {
+				cur = "/"
+			}
+			rest = append(strings.Split(target, "/"), rest...)
+		case st.IsDir():
+			cur = next
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func exitStatus(err error) int {
@@ -263,6 +328,23 @@ func makeRaw(f *os.File) error {
 	t.Cflag = t.Cflag&^(unix.CSIZE|unix.PARENB) | unix.CS8 | unix.CRTSCTS
 	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
 	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
+}
+
+// jobStderr returns a pipe for the job's stderr whose bytes go to the
+// console unchanged, and the finish that waits for them as portStdout's
+// does. The console is a terminal: its output processing (OPOST) is
+// turned off so that \n stays \n. The kernel's own messages do not go
+// through the terminal, so they keep their \r\n; vmm-init's own lines
+// are then plain \n, which is what a log or a file wants.
+func jobStderr(console *os.File) (*os.File, func(), error) {
+	fd := int(console.Fd())
+	if t, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+		t.Oflag &^= unix.OPOST
+		if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
+			return nil, nil, fmt.Errorf("console output processing: %w", err)
+		}
+	}
+	return pipeCopy(console, nil)
 }
 
 // drain waits until the UART has sent everything the job wrote (tcdrain):

@@ -73,6 +73,9 @@ func main() {
 	if pid1 {
 		defer powerOffOnPanic()
 		setUpPID1(inContainer)
+		if !inContainer {
+			nameHost()
+		}
 	} else {
 		releaseConsole()
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -162,7 +163,37 @@ func prepareMounts(spec guestabi.Spec) (root string, shares []string, err error)
 			fmt.Fprintf(os.Stderr, "vmm-init: the job's /etc/resolv.conf: %v\n", err)
 		}
 	}
+	if err := addHostName(rootDir); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: the job's /etc/hosts: %v\n", err)
+	}
 	return rootDir, shares, nil
+}
+
+// addHostName gives the root's /etc/hosts (the host's, read through the
+// share) a line for the guest's name, in the overlay, when it does not
+// name it already, so that the job can look itself up (nameHost).
+func addHostName(root string) error {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return err
+	}
+	name := unix.ByteSliceToString(uts.Nodename[:])
+	if st, err := os.Lstat(filepath.Join(root, "etc")); err != nil || !st.IsDir() {
+		return nil // a root without /etc: nothing looks names up there
+	}
+	b, err := os.ReadFile(filepath.Join(root, "etc", "hosts"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && !strings.HasPrefix(f[0], "#") && slices.Contains(f[1:], name) {
+			return nil
+		}
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	return writeEtcFile(root, "hosts", append(b, "127.0.1.1\t"+name+"\n"...))
 }
 
 // devLinks adds to a fresh devtmpfs at dev the links udev or systemd
@@ -183,18 +214,21 @@ func devLinks(dev string) error {
 	return nil
 }
 
-// writeResolvConf makes b the root's /etc/resolv.conf, a regular file.
+// writeResolvConf makes b the root's /etc/resolv.conf (writeEtcFile).
+func writeResolvConf(root string, b []byte) error { return writeEtcFile(root, "resolv.conf", b) }
+
+// writeEtcFile makes b the root's /etc/NAME, a regular file.
 // What the root has there is replaced, not written through: a host's
 // /etc/resolv.conf is often a symlink (systemd-resolved's into /run,
 // which the job's fresh /run lacks, for a 127.0.0.53 server the guest
 // does not have), and following an absolute link from outside the
 // chroot would write into the init's own file system instead.
-func writeResolvConf(root string, b []byte) error {
+func writeEtcFile(root, name string, b []byte) error {
 	etc := filepath.Join(root, "etc")
 	if st, err := os.Lstat(etc); err != nil || !st.IsDir() {
 		return fmt.Errorf("%s is not a directory", "/etc")
 	}
-	p := filepath.Join(etc, "resolv.conf")
+	p := filepath.Join(etc, name)
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}

@@ -176,3 +176,44 @@ func TestBDIReadAhead(t *testing.T) {
 		t.Errorf("raiseReadAhead of a missing directory: %v, want an error naming it", err)
 	}
 }
+
+// TestAddHostName: the job's /etc/hosts names the guest once, after what
+// the host's file had.
+func TestAddHostName(t *testing.T) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		t.Fatal(err)
+	}
+	name := unix.ByteSliceToString(uts.Nodename[:])
+	ours := "127.0.1.1\t" + name + "\n"
+	for _, tt := range []struct {
+		name, hosts, want string
+	}{
+		{"host's file", "127.0.0.1\tlocalhost\n", "127.0.0.1\tlocalhost\n" + ours},
+		{"no final newline", "127.0.0.1 localhost", "127.0.0.1 localhost\n" + ours},
+		{"names it already", "10.0.0.5 other " + name + "\n", "10.0.0.5 other " + name + "\n"},
+		{"only in a comment", "# 127.0.1.1 " + name + "\n", "# 127.0.1.1 " + name + "\n" + ours},
+		{"no file", "", ours},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			if err := os.Mkdir(filepath.Join(root, "etc"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(root, "etc", "hosts")
+			if tt.hosts != "" {
+				if err := os.WriteFile(p, []byte(tt.hosts), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 2 { // a second call adds nothing
+				if err := addHostName(root); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if b, _ := os.ReadFile(p); string(b) != tt.want {
+				t.Errorf("/etc/hosts %q, want %q", b, tt.want)
+			}
+		})
+	}
+}

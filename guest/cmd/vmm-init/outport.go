@@ -137,6 +137,12 @@ func findPort(dir, name string) (string, bool) {
 // hostile-guest test does that), the rest goes to fallback, the job's
 // serial port, so the output is not lost.
 func portStdout(port, fallback io.Writer) (stdout *os.File, finish func(), err error) {
+	return pipeCopy(port, fallback)
+}
+
+// pipeCopy is portStdout's pipe and copy, for any writer: the job's
+// stderr (jobStderr) has one too, with no fallback.
+func pipeCopy(port, fallback io.Writer) (*os.File, func(), error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
@@ -281,7 +287,7 @@ func (c *outCopy) run(port, fallback io.Writer, r io.Reader) error {
 		}
 		if n > 0 && w != nil {
 			if _, perr := w.Write(buf[:n]); perr != nil {
-				if w == port {
+				if w == port && fallback != nil {
 					fmt.Fprintf(os.Stderr, "vmm-init: job output: writing to the port: %v; the rest goes to %s\n", perr, guestabi.JobTTY)
 					w = fallback
 					if w != nil {

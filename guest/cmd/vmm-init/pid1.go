@@ -35,6 +35,28 @@ type pid1Mount struct {
 // driver. In a container (tools/container), whose manager gives it /dev,
 // /proc and /sys, only /tmp, devpts and /dev/shm: the manager leaves
 // those to the container's init, and maps no tty group.
+// hostName is the guest's name when the kernel gave it none: the kernel's
+// "(none)" resolves nowhere, and programs that look their own host up
+// (Java's InetAddress.getLocalHost, `hostname -f`, sudo) fail or wait
+// on it. /etc/hosts names it (guest.baseRamfs; a -rootfs job's copy,
+// addHostName), as docker and virtme-ng name theirs.
+const hostName = "vmm"
+
+// nameHost sets the host name unless one was given (the kernel's
+// hostname= parameter).
+func nameHost() {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return
+	}
+	if n := unix.ByteSliceToString(uts.Nodename[:]); n != "" && n != "(none)" {
+		return
+	}
+	if err := unix.Sethostname([]byte(hostName)); err != nil {
+		fmt.Fprintf(os.Stderr, "vmm-init: sethostname: %v\n", err)
+	}
+}
+
 func pid1Mounts(inContainer bool) []pid1Mount {
 	if inContainer {
 		return []pid1Mount{
@@ -197,7 +219,7 @@ func runReaping(cmd *exec.Cmd) int {
 	cmd.Process.Release()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: wait for %s: %v\n", filepath.Base(cmd.Path), err)
-		return guestabi.StatusNotExecutable
+		return guestabi.StatusNotRun
 	}
 	return statusOf(ws)
 }

@@ -37,7 +37,7 @@ func waitForJob() {
 	tty, err := os.OpenFile(guestabi.JobTTY, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: job port: %v\n", err)
-		finishJob(guestabi.StatusNotExecutable)
+		finishJob(guestabi.StatusNotRun)
 	}
 	// Raw and OUT1 raised before the snapshot: every restore's input,
 	// the job message first, meets a raw tty.
@@ -51,12 +51,12 @@ func waitForJob() {
 	msg, err := guestabi.ReadJobMessage(tty)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
-		finishJob(guestabi.StatusNotExecutable)
+		finishJob(guestabi.StatusNotRun)
 	}
 	if err := reseed(msg.Entropy); err != nil {
 		// A job must not run on a generator every restore shares.
 		fmt.Fprintf(os.Stderr, "vmm-init: reseed the random generator: %v\n", err)
-		finishJob(guestabi.StatusNotExecutable)
+		finishJob(guestabi.StatusNotRun)
 	}
 	tv := unix.NsecToTimeval(msg.UnixNano)
 	if err := unix.Settimeofday(&tv); err != nil {
