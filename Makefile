@@ -20,7 +20,11 @@ all: vmm
 host-deps:
 	@./scripts/host-deps
 
+# Go itself is not installed here: vmm needs 1.21 or later, which fetches
+# the go.mod's toolchain by itself (older ones cannot read go.mod).
 deps: host-deps
+	@v=$$($(GO) env GOVERSION 2>/dev/null) || { echo "make: no Go ($(GO)) found: vmm needs Go 1.21 or later, which fetches the toolchain go.mod names (https://go.dev/dl)" >&2; exit 1; }; \
+		case "$$v" in go1.[0-9]|go1.[0-9].*|go1.1[0-9]|go1.1[0-9].*|go1.20|go1.20.*) echo "make: $$v is too old: vmm needs Go 1.21 or later, which fetches the toolchain go.mod names (https://go.dev/dl)" >&2; exit 1;; esac
 	@$(GO) mod download
 
 # The linker flag is internal/selfmem's LDFlags (see there): the runtime
@@ -43,7 +47,10 @@ guest: deps
 # sandboxes have a /dev/kvm that cannot run Linux), else inside a nested
 # L1 guest under QEMU (see README).
 run: deps vmm guest
-	@if [ -c /dev/kvm ] && [ -r /dev/kvm ] && $(GO) run ./tools/cmd/kvmprobe -kernel $(GUEST)/bzImage; then \
+	@if [ -c /dev/kvm ] && ! { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then \
+		echo "make run: /dev/kvm is not yours to use (add yourself to its group, e.g. sudo usermod -aG kvm $$USER, and log in again)"; \
+	fi
+	@if [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && $(GO) run ./tools/cmd/kvmprobe -kernel $(GUEST)/bzImage; then \
 		$(BUILD)/vmm -kernel $(GUEST)/bzImage -initrd $(GUEST)/initrd.cpio $(ARGS); \
 	else \
 		echo "make run: no usable /dev/kvm here; booting vmm inside a nested L1 guest (QEMU TCG, emulated AMD-V)"; \

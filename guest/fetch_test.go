@@ -130,3 +130,53 @@ func TestFetchKernelNoFallback(t *testing.T) {
 		t.Error("FetchKernel succeeded without any package")
 	}
 }
+
+// TestFetchKernelRefetchesCutDeb: a .deb cut short in the cache (an
+// interrupted download by an older vmm, which apt-get wrote in place) is
+// removed and downloaded again, not failed on at every run.
+func TestFetchKernelRefetchesCutDeb(t *testing.T) {
+	release := PinnedABI + "-cloud-amd64"
+	deb := fakeKernelDeb(t, release, "6.1.999-1")
+	cache := t.TempDir()
+	whole, err := os.ReadFile(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(cache, filepath.Base(deb)), whole[:len(whole)/2])
+	log := fakeApt(t, map[string]string{"linux-image-" + release: deb}, "")
+	k, err := FetchKernel(context.Background(), FlavorCloud, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(k.BzImage); err != nil || string(b) != "bzImage" {
+		t.Errorf("bzImage: %q, %v", b, err)
+	}
+	if calls, _ := os.ReadFile(log); !strings.Contains(string(calls), "download linux-image-"+release) {
+		t.Errorf("apt calls %q: the cut .deb was not downloaded again", calls)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(cache, tempPrefix+"*")); len(tmps) != 0 {
+		t.Errorf("temporary directories left behind: %v", tmps)
+	}
+}
+
+// TestFetchKernelNotDebian: where apt knows neither the pinned kernel nor
+// its meta package (Ubuntu's archive), the error says what is missing.
+func TestFetchKernelNotDebian(t *testing.T) {
+	fakeApt(t, nil, "")
+	// apt-cache failing, as Ubuntu's does for linux-image-cloud-amd64.
+	bin := filepath.Dir(mustLookPath(t, "apt-cache"))
+	writeFile(t, filepath.Join(bin, "apt-cache"), []byte("#!/bin/sh\necho 'E: No packages found' >&2\nexit 100\n"))
+	_, err := FetchKernel(context.Background(), FlavorCloud, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "not in this host's apt sources: vmm's guest kernels are Debian 12's") {
+		t.Errorf("FetchKernel: %v, want it to say the packages are not in apt's sources", err)
+	}
+}
+
+func mustLookPath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

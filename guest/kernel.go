@@ -133,7 +133,10 @@ func FetchKernel(ctx context.Context, flavor Flavor, cacheDir string) (*KernelFi
 		}
 		out, derr := run(ctx, cacheDir, "apt-cache", "depends", meta)
 		if derr != nil {
-			return nil, fmt.Errorf("%w; and looking for a fallback: %w", err, derr)
+			// Neither the pinned kernel nor the meta package: apt's
+			// sources are not Debian's (Ubuntu, another distribution)
+			// or have no lists at all.
+			return nil, fmt.Errorf("%s and %s are not in this host's apt sources: vmm's guest kernels are Debian 12's, fetched with apt (run `apt-get update` as root, or add Debian 12's archive, or boot a kernel of your own with -kernel): %w; %w", pkg, meta, err, derr)
 		}
 		alt, perr := parseAptCacheDepends(out, flavor)
 		if perr != nil {
@@ -154,7 +157,20 @@ func FetchKernel(ctx context.Context, flavor Flavor, cacheDir string) (*KernelFi
 			return nil, fmt.Errorf("kernel cache: %w", err)
 		}
 	}
-	return extractDeb(ctx, cacheDir, pkg, deb)
+	k, err := extractDeb(ctx, cacheDir, pkg, deb)
+	if err != nil {
+		// A .deb cut short stays so: an older vmm downloaded in place,
+		// and apt keeps a partial file to resume. Once more, afresh.
+		fmt.Fprintf(os.Stderr, "guest: %v; removing %s and downloading it again\n", err, filepath.Base(deb))
+		if rerr := os.Remove(deb); rerr != nil {
+			return nil, err
+		}
+		if deb, err = downloadDeb(ctx, cacheDir, pkg); err != nil {
+			return nil, err
+		}
+		return extractDeb(ctx, cacheDir, pkg, deb)
+	}
+	return k, nil
 }
 
 // parseAptCacheDepends finds, in the output of `apt-cache depends
@@ -238,11 +254,22 @@ func kernelFilesIn(dir, pkg string) (*KernelFiles, error) {
 
 // downloadDeb returns a .deb of pkg in cacheDir, downloading it if there is
 // none yet. When the download fails it runs apt-get update (the package
-// lists may be missing or stale) and tries once more.
+// lists may be missing or stale) and tries once more. apt-get download
+// writes the file in place as it arrives, so it downloads into a
+// directory of its own and the whole file is renamed into cacheDir: an
+// interrupted download leaves nothing a later run would take for the
+// package.
 func downloadDeb(ctx context.Context, cacheDir, pkg string) (string, error) {
 	if deb := newestDeb(cacheDir, pkg); deb != "" {
 		return deb, nil
 	}
+	// Named as extractDeb's are, so that removeStaleTemps takes one a
+	// killed run left.
+	dl, err := os.MkdirTemp(cacheDir, fmt.Sprintf("%s%d-", tempPrefix, time.Now().Unix()))
+	if err != nil {
+		return "", fmt.Errorf("kernel cache: %w", err)
+	}
+	defer os.RemoveAll(dl)
 	// apt-get drops root to _apt for downloads; in a directory _apt cannot
 	// write it warns and carries on as root. Say so up front to keep the
 	// output quiet.
@@ -251,19 +278,24 @@ func downloadDeb(ctx context.Context, cacheDir, pkg string) (string, error) {
 		args = append([]string{"-o", "APT::Sandbox::User=root"}, args...)
 	}
 	fmt.Fprintf(os.Stderr, "guest: apt-get download %s\n", pkg)
-	if _, err := run(ctx, cacheDir, "apt-get", args...); err != nil {
+	if _, err := run(ctx, dl, "apt-get", args...); err != nil {
 		fmt.Fprintf(os.Stderr, "guest: download failed; running apt-get update and retrying\n")
-		if _, uerr := run(ctx, cacheDir, "apt-get", "update"); uerr != nil {
+		if _, uerr := run(ctx, dl, "apt-get", "update"); uerr != nil {
 			return "", fmt.Errorf("download %s: %w (apt-get update: %w)", pkg, err, uerr)
 		}
-		if _, err := run(ctx, cacheDir, "apt-get", args...); err != nil {
+		if _, err := run(ctx, dl, "apt-get", args...); err != nil {
 			return "", fmt.Errorf("download %s: %w", pkg, err)
 		}
 	}
-	if deb := newestDeb(cacheDir, pkg); deb != "" {
-		return deb, nil
+	deb := newestDeb(dl, pkg)
+	if deb == "" {
+		return "", fmt.Errorf("download %s: apt-get succeeded but left no %s_*.deb", pkg, pkg)
 	}
-	return "", fmt.Errorf("download %s: apt-get succeeded but left no %s_*.deb in %s", pkg, pkg, cacheDir)
+	dst := filepath.Join(cacheDir, filepath.Base(deb))
+	if err := os.Rename(deb, dst); err != nil {
+		return "", fmt.Errorf("kernel cache: %w", err)
+	}
+	return dst, nil
 }
 
 func newestDeb(dir, pkg string) string {
