@@ -996,6 +996,14 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			cfg.JobInput = stdin
 		}
 	} else {
+		if stdin != nil && rawterm.InBackground(int(stdin.Fd())) {
+			// `vmm &`: the terminal is the shell's. Touching it would
+			// stop vmm (SIGTTOU, and again after each SIGCONT, so
+			// that `kill %1` could not end it) and save the shell's
+			// line-editing mode as the one to restore.
+			cfg.Logf("warning: started in the background of a terminal: leaving it alone (no console input; run vmm in the foreground to type to the guest)")
+			stdin = nil
+		}
 		if stdin != nil {
 			if term, err := rawterm.MakeRaw(int(stdin.Fd())); err == nil {
 				rawMode.Store(true)
@@ -1025,12 +1033,14 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	raiseFileLimit(cfg) // before the shares take their budget of descriptors
 	m, err := boot(cfg)
 	if err != nil {
+		unraw() // the one line in the terminal's own mode
 		fmt.Fprintf(stderr, "vmm: %v\n", err)
 		return 1
 	}
 	defer m.Close()
 	releaseLoadMemory(&cfg)
 	if err := enterSandbox(o, cfg); err != nil {
+		unraw()
 		fmt.Fprintf(stderr, "vmm: %v\n", err)
 		return 1
 	}
@@ -1128,7 +1138,17 @@ func armStops(ctx context.Context, cancel context.CancelCauseFunc, timeout time.
 		t = time.AfterFunc(timeout, func() { cancel(errTimeout{timeout}) })
 	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	// A signal vmm was started ignoring stays ignored: `nohup vmm`
+	// (SIGHUP) and `vmm &` from a script (SIGINT) must outlive the
+	// terminal and its Ctrl-C, as other programs do; Notify would
+	// start catching it again (os/signal).
+	var stops []os.Signal
+	for _, sig := range []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP} {
+		if !signal.Ignored(sig) {
+			stops = append(stops, sig)
+		}
+	}
+	signal.Notify(sigs, stops...)
 	go func() {
 		select {
 		case s := <-sigs:

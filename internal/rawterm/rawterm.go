@@ -35,6 +35,16 @@ func MakeRaw(fd int) (restore func(), err error) {
 	return func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
 }
 
+// InBackground reports whether fd is a terminal whose foreground process
+// group is not this process's: `vmm &` at an interactive shell. Such a
+// process that sets the terminal's mode is stopped (SIGTTOU), and what it
+// read as the mode to restore is the shell's line editor's, not the
+// user's.
+func InBackground(fd int) bool {
+	fg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+	return err == nil && fg != unix.Getpgrp()
+}
+
 // IsTerminal reports whether fd is a terminal (it has termios).
 func IsTerminal(fd int) bool {
 	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)

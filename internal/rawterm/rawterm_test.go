@@ -1,7 +1,11 @@
 package rawterm
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -49,5 +53,71 @@ func TestIsTerminal(t *testing.T) {
 	defer ptm.Close()
 	if !IsTerminal(int(ptm.Fd())) {
 		t.Error("a pseudo-terminal is not a terminal")
+	}
+}
+
+// TestInBackground runs itself in a session of its own with a new
+// terminal as its controlling one: in the foreground it is not in the
+// background; once the terminal's foreground is another process group
+// (the shell's after `vmm &`), it is.
+func TestInBackground(t *testing.T) {
+	if os.Getenv("RAWTERM_BACKGROUND_CHILD") == "1" {
+		if InBackground(0) {
+			fmt.Println("background at start")
+			os.Exit(1)
+		}
+		other := exec.Command("sleep", "30")
+		other.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := other.Start(); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		defer other.Process.Kill()
+		if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, other.Process.Pid); err != nil {
+			fmt.Println("TIOCSPGRP:", err)
+			os.Exit(1)
+		}
+		if !InBackground(0) {
+			fmt.Println("not background with another group in the foreground")
+			other.Process.Kill()
+			os.Exit(1)
+		}
+		fmt.Println("ok")
+		return
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if InBackground(int(r.Fd())) {
+		t.Error("a pipe counts as a terminal in the background")
+	}
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	defer m.Close()
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	term, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestInBackground$")
+	cmd.Env = append(os.Environ(), "RAWTERM_BACKGROUND_CHILD=1")
+	cmd.Stdin = term
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Run(); err != nil || !bytes.Contains(out.Bytes(), []byte("ok\n")) {
+		t.Fatalf("child: %v\n%s", err, out.Bytes())
 	}
 }
