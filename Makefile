@@ -24,7 +24,8 @@ host-deps:
 # the go.mod's toolchain by itself (older ones cannot read go.mod).
 deps: host-deps
 	@v=$$($(GO) env GOVERSION 2>/dev/null) || { echo "make: no Go ($(GO)) found: vmm needs Go 1.21 or later, which fetches the toolchain go.mod names (https://go.dev/dl)" >&2; exit 1; }; \
-		case "$$v" in go1.[0-9]|go1.[0-9].*|go1.1[0-9]|go1.1[0-9].*|go1.20|go1.20.*) echo "make: $$v is too old: vmm needs Go 1.21 or later, which fetches the toolchain go.mod names (https://go.dev/dl)" >&2; exit 1;; esac
+		case "$$v" in go1.2[1-9]|go1.2[1-9].*|go1.[3-9][0-9]*|go[2-9]*|devel*) ;; \
+		*) echo "make: Go $${v:-before 1.16} is too old: vmm needs Go 1.21 or later, which fetches the toolchain go.mod names (https://go.dev/dl)" >&2; exit 1;; esac
 	@$(GO) mod download
 
 # The linker flag is internal/selfmem's LDFlags (see there): the runtime

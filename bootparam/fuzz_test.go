@@ -107,8 +107,8 @@ func FuzzBootParams(f *testing.F) {
 			t.Fatal("accepted a command line without an address")
 		case cmdAddr>>32 != 0 && !k.CanLoadAbove4G():
 			t.Fatal("accepted a command line above 4 GiB the kernel cannot read")
-		case initrdSize != 0 && (initrdEnd < initrdAddr || initrdEnd > uint64(k.InitrdAddrMax)+1):
-			t.Fatal("accepted an initrd beyond initrd_addr_max")
+		case initrdSize != 0 && (initrdEnd < initrdAddr || initrdEnd > k.InitrdLimit()):
+			t.Fatal("accepted an initrd beyond what the kernel takes (initrd_addr_max, without XLF_CAN_BE_LOADED_ABOVE_4G)")
 		case (initrdAddr == 0) != (initrdSize == 0):
 			t.Fatal("accepted a half-specified initrd")
 		case nE820 == 0 || int(nE820) > MaxE820Entries:

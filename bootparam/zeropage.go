@@ -92,7 +92,7 @@ func (k *Kernel) BootParams(p Params) ([]byte, error) {
 		switch {
 		case end < p.InitrdAddr:
 			return nil, fmt.Errorf("initrd at 0x%x (%d bytes) wraps around the address space", p.InitrdAddr, p.InitrdSize)
-		case end > k.initrdLimit():
+		case end > k.InitrdLimit():
 			return nil, fmt.Errorf("initrd at 0x%x (%d bytes) extends past this kernel's initrd_addr_max 0x%x", p.InitrdAddr, p.InitrdSize, k.InitrdAddrMax)
 		}
 		if p.CmdlineAddr != 0 && p.CmdlineAddr < end && p.InitrdAddr < cmdEnd {
@@ -137,7 +137,7 @@ func (k *Kernel) BootParams(p Params) ([]byte, error) {
 	return zp, nil
 }
 
-// initrdLimit is the address the initrd must end at or below. A kernel
+// InitrdLimit is the address the initrd must end at or below. A kernel
 // that reads the zero page's ext_ fields (protocol 2.12,
 // XLF_CAN_BE_LOADED_ABOVE_4G) takes its initrd anywhere in RAM: boot.rst
 // says so of the flag, and the 2 GiB such kernels still put in
@@ -145,7 +145,7 @@ func (k *Kernel) BootParams(p Params) ([]byte, error) {
 // "The current kernel allows up to 4 GB, but leave it at 2 GB to avoid
 // possible bootloader bugs"), as QEMU reads it too. Without this an
 // initrd of 2 GiB could not boot however large -m was.
-func (k *Kernel) initrdLimit() uint64 {
+func (k *Kernel) InitrdLimit() uint64 {
 	if k.CanLoadAbove4G() {
 		return 1<<64 - 1
 	}
@@ -156,12 +156,12 @@ func (k *Kernel) initrdLimit() uint64 {
 // boot loaders do, so it stays clear of the kernel's decompression and
 // early allocations near the bottom of memory. The result is page aligned,
 // at least lowest (and never 0, which would mean "no initrd"), and the
-// initrd ends at or below both ramEnd and the kernel's limit (initrdLimit).
+// initrd ends at or below both ramEnd and the kernel's limit (InitrdLimit).
 func (k *Kernel) PlaceInitrd(size, lowest, ramEnd uint64) (uint64, error) {
 	if size == 0 {
 		return 0, fmt.Errorf("initrd is empty")
 	}
-	limit := min(ramEnd, k.initrdLimit())
+	limit := min(ramEnd, k.InitrdLimit())
 	lo := max(lowest, 1)
 	if lo > ^uint64(0)-(pageSize-1) {
 		return 0, fmt.Errorf("initrd lower bound 0x%x is beyond the address space", lowest)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -125,7 +126,7 @@ func FetchKernel(ctx context.Context, flavor Flavor, cacheDir string) (*KernelFi
 		}
 	}
 
-	deb, err := downloadDeb(ctx, cacheDir, pkg)
+	deb, fresh, err := downloadDeb(ctx, cacheDir, pkg)
 	if err != nil {
 		meta, merr := flavor.MetaPackage()
 		if merr != nil {
@@ -149,7 +150,7 @@ func FetchKernel(ctx context.Context, flavor Flavor, cacheDir string) (*KernelFi
 		if k, cerr := cachedKernel(cacheDir, alt); k != nil || cerr != nil {
 			return k, cerr
 		}
-		if deb, err = downloadDeb(ctx, cacheDir, alt); err != nil {
+		if deb, fresh, err = downloadDeb(ctx, cacheDir, alt); err != nil {
 			return nil, err
 		}
 		pkg = alt
@@ -158,19 +159,21 @@ func FetchKernel(ctx context.Context, flavor Flavor, cacheDir string) (*KernelFi
 		}
 	}
 	k, err := extractDeb(ctx, cacheDir, pkg, deb)
-	if err != nil {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, exec.ErrNotFound) && !fresh {
 		// A .deb cut short stays so: an older vmm downloaded in place,
-		// and apt keeps a partial file to resume. Once more, afresh.
+		// and apt keeps a partial file to resume. Once more, afresh
+		// (not one this run downloaded, nor after Ctrl-C or without
+		// dpkg-deb, where a new copy would fail the same way).
 		fmt.Fprintf(os.Stderr, "guest: %v; removing %s and downloading it again\n", err, filepath.Base(deb))
 		if rerr := os.Remove(deb); rerr != nil {
 			return nil, err
 		}
-		if deb, err = downloadDeb(ctx, cacheDir, pkg); err != nil {
+		if deb, _, err = downloadDeb(ctx, cacheDir, pkg); err != nil {
 			return nil, err
 		}
 		return extractDeb(ctx, cacheDir, pkg, deb)
 	}
-	return k, nil
+	return k, err
 }
 
 // parseAptCacheDepends finds, in the output of `apt-cache depends
@@ -259,15 +262,15 @@ func kernelFilesIn(dir, pkg string) (*KernelFiles, error) {
 // directory of its own and the whole file is renamed into cacheDir: an
 // interrupted download leaves nothing a later run would take for the
 // package.
-func downloadDeb(ctx context.Context, cacheDir, pkg string) (string, error) {
+func downloadDeb(ctx context.Context, cacheDir, pkg string) (deb string, downloaded bool, err error) {
 	if deb := newestDeb(cacheDir, pkg); deb != "" {
-		return deb, nil
+		return deb, false, nil
 	}
 	// Named as extractDeb's are, so that removeStaleTemps takes one a
 	// killed run left.
 	dl, err := os.MkdirTemp(cacheDir, fmt.Sprintf("%s%d-", tempPrefix, time.Now().Unix()))
 	if err != nil {
-		return "", fmt.Errorf("kernel cache: %w", err)
+		return "", false, fmt.Errorf("kernel cache: %w", err)
 	}
 	defer os.RemoveAll(dl)
 	// apt-get drops root to _apt for downloads; in a directory _apt cannot
@@ -281,21 +284,21 @@ func downloadDeb(ctx context.Context, cacheDir, pkg string) (string, error) {
 	if _, err := run(ctx, dl, "apt-get", args...); err != nil {
 		fmt.Fprintf(os.Stderr, "guest: download failed; running apt-get update and retrying\n")
 		if _, uerr := run(ctx, dl, "apt-get", "update"); uerr != nil {
-			return "", fmt.Errorf("download %s: %w (apt-get update: %w)", pkg, err, uerr)
+			return "", false, fmt.Errorf("download %s: %w (apt-get update: %w)", pkg, err, uerr)
 		}
 		if _, err := run(ctx, dl, "apt-get", args...); err != nil {
-			return "", fmt.Errorf("download %s: %w", pkg, err)
+			return "", false, fmt.Errorf("download %s: %w", pkg, err)
 		}
 	}
-	deb := newestDeb(dl, pkg)
+	deb = newestDeb(dl, pkg)
 	if deb == "" {
-		return "", fmt.Errorf("download %s: apt-get succeeded but left no %s_*.deb", pkg, pkg)
+		return "", false, fmt.Errorf("download %s: apt-get succeeded but left no %s_*.deb", pkg, pkg)
 	}
 	dst := filepath.Join(cacheDir, filepath.Base(deb))
 	if err := os.Rename(deb, dst); err != nil {
-		return "", fmt.Errorf("kernel cache: %w", err)
+		return "", false, fmt.Errorf("kernel cache: %w", err)
 	}
-	return dst, nil
+	return dst, true, nil
 }
 
 func newestDeb(dir, pkg string) string {

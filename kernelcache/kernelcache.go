@@ -106,25 +106,26 @@ type Cache struct {
 
 // Open returns the cache in dir, creating it (mode 0700) if needed.
 func Open(dir string) (*Cache, error) {
+	c := &Cache{dir: dir, uid: os.Geteuid(), now: time.Now, sum: KeyOf}
+	// Whoever owns the parent can rename the cache away and put another
+	// in its place (a directory under /tmp made first by another user),
+	// so it must be the user's or root's; checked before anything is
+	// made in it.
+	parent := filepath.Dir(filepath.Clean(dir))
+	if pst, err := os.Stat(parent); err == nil {
+		if sys, ok := pst.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != c.uid && sys.Uid != 0 {
+			return nil, fmt.Errorf("kernel cache %s: its parent %s is owned by uid %d, who could replace it: %w", dir, parent, sys.Uid, ErrUnsafeDir)
+		}
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kernel cache: %w", err)
 	}
-	c := &Cache{dir: dir, uid: os.Geteuid(), now: time.Now, sum: KeyOf}
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("kernel cache: %w", err)
 	}
 	if err := c.checkOwner(dir, st); err != nil {
 		return nil, err
-	}
-	// Whoever owns the parent can rename the cache away and put another
-	// in its place (a directory under /tmp made first by another user),
-	// so it must be the user's or root's.
-	parent := filepath.Dir(filepath.Clean(dir))
-	if pst, err := os.Stat(parent); err == nil {
-		if sys, ok := pst.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != c.uid && sys.Uid != 0 {
-			return nil, fmt.Errorf("kernel cache %s: its parent %s is owned by uid %d, who could replace it: %w", dir, parent, sys.Uid, ErrUnsafeDir)
-		}
 	}
 	return c, nil
 }

@@ -247,7 +247,7 @@ func setupMemory(mem *guestmem.Memory, k bootKernel, cmdline string, initrdSize 
 		ramEnd := min(low.End(), mmioHoleStart)
 		addr, err := k.hdr.PlaceInitrd(initrdSize, (need+pageSize-1)&^(pageSize-1), ramEnd)
 		if err != nil {
-			return l, fmt.Errorf("place initrd (%d MiB) in guest memory below %d MiB (of %d MiB): %w", initrdSize>>20, ramEnd>>20, mem.Size()>>20, err)
+			return l, fmt.Errorf("place initrd (%d MiB) in guest memory below %d MiB (of %d MiB): %w", initrdSize>>20, min(ramEnd, k.hdr.InitrdLimit())>>20, mem.Size()>>20, err)
 		}
 		l.initrdAddr = addr
 		p.InitrdAddr, p.InitrdSize = addr, initrdSize

@@ -14,8 +14,10 @@ import (
 // TestArmStopsKeepsIgnoredSignals: a signal vmm was started ignoring
 // (nohup's SIGHUP) does not stop it; the others still do.
 func TestArmStopsKeepsIgnoredSignals(t *testing.T) {
-	signal.Ignore(unix.SIGHUP)
-	defer signal.Reset(unix.SIGHUP)
+	if !signal.Ignored(unix.SIGHUP) { // else ignored already (nohup)
+		signal.Ignore(unix.SIGHUP)
+		defer signal.Reset(unix.SIGHUP)
+	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	disarm := armStops(ctx, cancel, 0)

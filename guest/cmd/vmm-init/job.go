@@ -223,13 +223,25 @@ func jobCommand(spec guestabi.Spec, root string) (*exec.Cmd, error) {
 }
 
 // isDirIn reports whether path names a directory in the tree at root
-// as a process chrooted there sees it: symbolic links are followed
-// inside root, an absolute target from root again (at most maxLinks of
-// them, as the kernel's MAXSYMLINKS bounds a path walk), and .. stops at
-// root.
+// as a process chrooted there sees it (resolveIn).
 func isDirIn(root, path string) bool {
+	_, st, ok := resolveIn(root, path)
+	return ok && st.IsDir()
+}
+
+// resolveIn looks path up in the tree at root as a process chrooted
+// there would: symbolic links are followed inside root, an absolute
+// target from root again (at most maxLinks of them, as the kernel's
+// MAXSYMLINKS bounds a path walk), and .. stops at root. It returns the
+// path, links resolved, within root, and what it names there; false if it
+// names nothing.
+func resolveIn(root, path string) (string, os.FileInfo, bool) {
 	const maxLinks = 40
 	cur := "/" // resolved so far, within root
+	st, err := os.Lstat(root)
+	if err != nil {
+		return "", nil, false
+	}
 	rest := strings.Split(path, "/")
 	for links := 0; len(rest) > 0; {
 		c := rest[0]
@@ -241,30 +253,34 @@ func isDirIn(root, path string) bool {
 			cur = filepath.Dir(cur)
 			continue
 		}
+		if !st.IsDir() {
+			return "", nil, false // a component after a file
+		}
 		next := filepath.Join(cur, c)
-		st, err := os.Lstat(filepath.Join(root, next))
-		switch {
-		case err != nil:
-			return false
-		case st.Mode()&os.ModeSymlink != 0:
-			if links++; links > maxLinks {
-				return false
-			}
-			target, err := os.Readlink(filepath.Join(root, next))
-			if err != nil {
-				return false
-			}
-			if strings.HasPrefix(target, "/") {
-				cur = "/"
-			}
-			rest = append(strings.Split(target, "/"), rest...)
-		case st.IsDir():
+		if st, err = os.Lstat(filepath.Join(root, next)); err != nil {
+			return "", nil, false
+		}
+		if st.Mode()&os.ModeSymlink == 0 {
 			cur = next
-		default:
-			return false
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", nil, false
+		}
+		target, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			return "", nil, false
+		}
+		if strings.HasPrefix(target, "/") {
+			cur = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+		// What the link's directory is, for the next component.
+		if st, err = os.Lstat(filepath.Join(root, cur)); err != nil {
+			return "", nil, false
 		}
 	}
-	return true
+	return cur, st, true
 }
 
 func exitStatus(err error) int {

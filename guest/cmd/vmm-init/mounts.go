@@ -163,7 +163,7 @@ func prepareMounts(spec guestabi.Spec) (root string, shares []string, err error)
 			fmt.Fprintf(os.Stderr, "vmm-init: the job's /etc/resolv.conf: %v\n", err)
 		}
 	}
-	if err := addHostName(rootDir); err != nil {
+	if err := addHostName(rootDir, nodeName()); err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: the job's /etc/hosts: %v\n", err)
 	}
 	return rootDir, shares, nil
@@ -172,18 +172,21 @@ func prepareMounts(spec guestabi.Spec) (root string, shares []string, err error)
 // addHostName gives the root's /etc/hosts (the host's, read through the
 // share) a line for the guest's name, in the overlay, when it does not
 // name it already, so that the job can look itself up (nameHost).
-func addHostName(root string) error {
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return err
-	}
-	name := unix.ByteSliceToString(uts.Nodename[:])
+func addHostName(root, name string) error {
 	if st, err := os.Lstat(filepath.Join(root, "etc")); err != nil || !st.IsDir() {
 		return nil // a root without /etc: nothing looks names up there
 	}
-	b, err := os.ReadFile(filepath.Join(root, "etc", "hosts"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+	// The file the job would read: a link (NixOS's into /etc/static)
+	// is followed inside root, not in the init's own file system.
+	var b []byte
+	if p, st, ok := resolveIn(root, "/etc/hosts"); ok {
+		if !st.Mode().IsRegular() {
+			return nil
+		}
+		var err error
+		if b, err = os.ReadFile(filepath.Join(root, p)); err != nil {
+			return err
+		}
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) > 1 && !strings.HasPrefix(f[0], "#") && slices.Contains(f[1:], name) {

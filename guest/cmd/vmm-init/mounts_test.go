@@ -178,22 +178,20 @@ func TestBDIReadAhead(t *testing.T) {
 }
 
 // TestAddHostName: the job's /etc/hosts names the guest once, after what
-// the host's file had.
+// the host's file had, read as the job would read it.
 func TestAddHostName(t *testing.T) {
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		t.Fatal(err)
-	}
-	name := unix.ByteSliceToString(uts.Nodename[:])
+	const name = "vmm"
 	ours := "127.0.1.1\t" + name + "\n"
 	for _, tt := range []struct {
 		name, hosts, want string
+		link              bool // /etc/hosts an absolute link, as NixOS has it
 	}{
-		{"host's file", "127.0.0.1\tlocalhost\n", "127.0.0.1\tlocalhost\n" + ours},
-		{"no final newline", "127.0.0.1 localhost", "127.0.0.1 localhost\n" + ours},
-		{"names it already", "10.0.0.5 other " + name + "\n", "10.0.0.5 other " + name + "\n"},
-		{"only in a comment", "# 127.0.1.1 " + name + "\n", "# 127.0.1.1 " + name + "\n" + ours},
-		{"no file", "", ours},
+		{"host's file", "127.0.0.1\tlocalhost\n", "127.0.0.1\tlocalhost\n" + ours, false},
+		{"no final newline", "127.0.0.1 localhost", "127.0.0.1 localhost\n" + ours, false},
+		{"names it already", "10.0.0.5 other " + name + "\n", "10.0.0.5 other " + name + "\n", false},
+		{"only in a comment", "# 127.0.1.1 " + name + "\n", "# 127.0.1.1 " + name + "\n" + ours, false},
+		{"no file", "", ours, false},
+		{"absolute link", "127.0.0.1\tlocalhost\n", "127.0.0.1\tlocalhost\n" + ours, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			root := t.TempDir()
@@ -201,13 +199,25 @@ func TestAddHostName(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := filepath.Join(root, "etc", "hosts")
+			file := p
+			if tt.link {
+				// Resolved inside root: /etc/static/hosts there, not
+				// the test machine's.
+				file = filepath.Join(root, "etc", "static", "hosts")
+				if err := os.Mkdir(filepath.Dir(file), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink("/etc/static/hosts", p); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if tt.hosts != "" {
-				if err := os.WriteFile(p, []byte(tt.hosts), 0o644); err != nil {
+				if err := os.WriteFile(file, []byte(tt.hosts), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
 			for range 2 { // a second call adds nothing
-				if err := addHostName(root); err != nil {
+				if err := addHostName(root, name); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -215,5 +225,13 @@ func TestAddHostName(t *testing.T) {
 				t.Errorf("/etc/hosts %q, want %q", b, tt.want)
 			}
 		})
+	}
+	// A root without /etc is left as it is.
+	root := t.TempDir()
+	if err := addHostName(root, name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc")); err == nil {
+		t.Error("an /etc made in a root that had none")
 	}
 }

@@ -25,16 +25,6 @@ type pid1Mount struct {
 	optional bool
 }
 
-// pid1Mounts returns the file systems vmm-init mounts as the first
-// process. In a VM: devtmpfs for the device nodes (the job port,
-// /dev/urandom, the -out disk), proc and sysfs, a tmpfs /tmp, devpts for
-// ptys (a system's usual options: tty group 5, mode 620, a private
-// instance whose ptmx every user may open; the ptmx node devtmpfs has
-// finds it, Linux 4.7 and later), a tmpfs /dev/shm, and cgroup2 and
-// debugfs for a user looking at the guest's processes or tracing a
-// driver. In a container (tools/container), whose manager gives it /dev,
-// /proc and /sys, only /tmp, devpts and /dev/shm: the manager leaves
-// those to the container's init, and maps no tty group.
 // hostName is the guest's name when the kernel gave it none: the kernel's
 // "(none)" resolves nowhere, and programs that look their own host up
 // (Java's InetAddress.getLocalHost, `hostname -f`, sudo) fail or wait
@@ -45,11 +35,7 @@ const hostName = "vmm"
 // nameHost sets the host name unless one was given (the kernel's
 // hostname= parameter).
 func nameHost() {
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return
-	}
-	if n := unix.ByteSliceToString(uts.Nodename[:]); n != "" && n != "(none)" {
+	if n := nodeName(); n != "" && n != "(none)" {
 		return
 	}
 	if err := unix.Sethostname([]byte(hostName)); err != nil {
@@ -57,6 +43,25 @@ func nameHost() {
 	}
 }
 
+// nodeName is the host name the guest has now, "" if uname fails.
+func nodeName() string {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(uts.Nodename[:])
+}
+
+// pid1Mounts returns the file systems vmm-init mounts as the first
+// process. In a VM: devtmpfs for the device nodes (the job port,
+// /dev/urandom, the -out disk), proc and sysfs, a tmpfs /tmp, devpts for
+// ptys (a system's usual options: tty group 5, mode 620, a private
+// instance whose ptmx every user may open; the ptmx node devtmpfs has
+// finds it, Linux 4.7 and later), a tmpfs /dev/shm, and cgroup2 and
+// debugfs for a user looking at the guest's processes or tracing a
+// driver. In a container (tools/container), whose manager gives it /dev,
+// /proc and /sys, only /tmp, devpts and /dev/shm: the manager leaves
+// those to the container's init, and maps no tty group.
 func pid1Mounts(inContainer bool) []pid1Mount {
 	if inContainer {
 		return []pid1Mount{
