@@ -78,11 +78,16 @@ const (
 
 // Limits on the directory's size: a runner that boots a few kernels keeps
 // them all, one that tries many does not fill its disk (an entry is about
-// 40 MiB for Debian's cloud kernel).
+// 40 MiB for Debian's cloud kernel, 12 MiB for a distro's generic one
+// after its zero tails are cut).
 const (
-	// MaxEntries is how many entries are kept; the least recently used
-	// go first.
-	MaxEntries = 4
+	// MaxEntries is how many entries are kept, and MaxBytes how much
+	// they may hold together; the least recently used go first. A CI
+	// matrix over more kernels than are kept would refill on every boot
+	// (slower than no cache), so the limits leave room for a matrix of
+	// a dozen or so distro kernels.
+	MaxEntries = 16
+	MaxBytes   = 1 << 30
 	// staleTemp is the age past which a temporary file is taken to be
 	// left by a vmm that died while writing it.
 	staleTemp = time.Hour
@@ -98,15 +103,16 @@ var ErrUnsafeDir = errors.New("not owned by the user running vmm, or writable by
 
 // Cache is a directory of decompressed kernels.
 type Cache struct {
-	dir string
-	uid int
-	now func() time.Time
-	sum func([]byte) Key // KeyOf; tests count its calls
+	dir      string
+	uid      int
+	now      func() time.Time
+	sum      func([]byte) Key // KeyOf; tests count its calls
+	maxBytes int64            // MaxBytes; tests lower it
 }
 
 // Open returns the cache in dir, creating it (mode 0700) if needed.
 func Open(dir string) (*Cache, error) {
-	c := &Cache{dir: dir, uid: os.Geteuid(), now: time.Now, sum: KeyOf}
+	c := &Cache{dir: dir, uid: os.Geteuid(), now: time.Now, sum: KeyOf, maxBytes: MaxBytes}
 	// Whoever owns the parent can rename the cache away and put another
 	// in its place (a directory under /tmp made first by another user),
 	// so it must be the user's or root's; checked before anything is
@@ -438,6 +444,7 @@ func (c *Cache) evict() {
 	type entry struct {
 		name string
 		used time.Time
+		size int64
 	}
 	var entries, keys []entry
 	for _, e := range ents {
@@ -453,29 +460,33 @@ func (c *Cache) evict() {
 				os.Remove(filepath.Join(c.dir, name))
 			}
 		case isEntryName(name, entryPrefix):
-			entries = append(entries, entry{name, info.ModTime()})
+			entries = append(entries, entry{name, info.ModTime(), info.Size()})
 		case isEntryName(name, "b2-") || isEntryName(name, ""):
 			// An older vmm's: Get touches an entry at each use.
 			if c.now().Sub(info.ModTime()) > staleOld {
 				os.Remove(filepath.Join(c.dir, name))
 			}
 		case isKeyName(name):
-			keys = append(keys, entry{name, info.ModTime()})
+			keys = append(keys, entry{name, info.ModTime(), 0})
 		}
 	}
 	for _, set := range []struct {
-		es  []entry
-		max int
-	}{{entries, MaxEntries}, {keys, MaxKeys}} {
-		if len(set.es) <= set.max {
-			continue
-		}
+		es       []entry
+		max      int
+		maxBytes int64
+	}{{entries, MaxEntries, c.maxBytes}, {keys, MaxKeys, 0}} {
 		// Most recent first. sort.Slice, not slices.SortFunc: a
 		// generic sort is about 10 KB of code per element type.
 		es := set.es
 		sort.Slice(es, func(i, j int) bool { return es[i].used.After(es[j].used) })
-		for _, e := range set.es[set.max:] {
-			os.Remove(filepath.Join(c.dir, e.name))
+		var total int64
+		for i, e := range es {
+			total += e.size
+			// The most recent one stays, whatever its size: it is
+			// the one being booted.
+			if i >= set.max || (i > 0 && set.maxBytes > 0 && total > set.maxBytes) {
+				os.Remove(filepath.Join(c.dir, e.name))
+			}
 		}
 	}
 }

@@ -318,6 +318,37 @@ func TestEvict(t *testing.T) {
 	}
 }
 
+// TestEvictBytes: beyond MaxBytes together, the least recently used
+// entries go, but never the newest, however large.
+func TestEvictBytes(t *testing.T) {
+	c := openTemp(t)
+	clock := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return clock }
+	const size = 1000
+	c.maxBytes = 3 * (int64(headerLen) + size) // three entries' worth
+	for i := range 4 {
+		put(t, c, key(fmt.Sprint(i)), bytes.Repeat([]byte{byte(i)}, size))
+		os.Chtimes(c.path(key(fmt.Sprint(i))), clock, clock)
+		clock = clock.Add(time.Minute)
+	}
+	for i := range 4 {
+		_, err := os.Stat(c.path(key(fmt.Sprint(i))))
+		if kept := i != 0; kept != (err == nil) {
+			t.Errorf("entry %d: kept %v, want %v", i, err == nil, kept)
+		}
+	}
+	// One entry larger than the whole budget is kept while it is the
+	// newest: it is the one being booted.
+	c.maxBytes = 10
+	put(t, c, key("big"), bytes.Repeat([]byte{9}, size))
+	if _, err := os.Stat(c.path(key("big"))); err != nil {
+		t.Errorf("the newest entry, over the budget alone, removed: %v", err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(c.dir, entryPrefix+"*")); len(ents) != 1 {
+		t.Errorf("entries %q, want only the newest", ents)
+	}
+}
+
 // lz4Payload compresses vmlinux as the kernel's Makefile does for LZ4:
 // a legacy frame followed by the size (scripts/Makefile.lib).
 func lz4Payload(t *testing.T, vmlinux []byte) []byte {
