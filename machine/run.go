@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -32,6 +33,17 @@ func (m *Machine) Run(ctx context.Context) error {
 				left = sync.OnceFunc(m.snap.inGuest.Done)
 			}
 			defer left()
+			// A panic here is a bug in vmm (a device's emulation runs
+			// on this thread), never the guest's doing: it stops the
+			// machine as an error, with the stack for the report, so
+			// that vmm still ends the way it always does (the
+			// terminal restored, disks closed, status 1) instead of
+			// crashing with the terminal raw.
+			defer func() {
+				if r := recover(); r != nil {
+					m.stop(StopError, fmt.Errorf("vCPU %d: internal error, a bug in vmm: %v\n%s", v.ID(), r, debug.Stack()))
+				}
+			}()
 			if err := m.runVCPU(v, left); err != nil {
 				m.stop(StopError, err)
 			}

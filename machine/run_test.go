@@ -335,6 +335,23 @@ func TestGuestStops(t *testing.T) {
 	}
 }
 
+// TestRunVCPUPanic: a panic on a vCPU's thread (a bug in a device's
+// emulation) stops the machine with an error naming it, and the other
+// vCPUs with it, rather than crashing vmm.
+func TestRunVCPUPanic(t *testing.T) {
+	bad := newFakeVCPU(0)
+	bad.onEnd = func() { panic("device bug") }
+	other := newFakeVCPU(1)
+	m, _ := newFakeMachine(t, Config{}, bad, other)
+	err := runFake(t, m)
+	if err == nil || !strings.Contains(err.Error(), "vCPU 0: internal error, a bug in vmm: device bug") {
+		t.Fatalf("Run: %v, want the panic as an error", err)
+	}
+	if m.Reason() != StopError {
+		t.Errorf("stopped for %v, want StopError", m.Reason())
+	}
+}
+
 func TestRunCanceled(t *testing.T) {
 	tests := []struct {
 		name string
