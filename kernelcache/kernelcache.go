@@ -70,7 +70,7 @@ const (
 	// through an upgrade) keep an entry each, where with one name each
 	// would remove the other's as corrupted and fill its own at every
 	// boot. Older vmm's entries were "b2-KEY" (formats 3 and 4) and,
-	// before them, a bare SHA-256 (oldEntry).
+	// before them, a bare SHA-256; evict removes them once unused.
 	entryPrefix = "b2v4-"
 	entrySuffix = ".vmlinux"
 	tempPrefix  = ".tmp-"
@@ -78,8 +78,7 @@ const (
 
 // Limits on the directory's size: a runner that boots a few kernels keeps
 // them all, one that tries many does not fill its disk (an entry is about
-// 40 MiB for Debian's cloud kernel, 12 MiB for a distro's generic one
-// after its zero tails are cut).
+// 40 MiB for Debian's cloud kernel).
 const (
 	// MaxEntries is how many entries are kept, and MaxBytes how much
 	// they may hold together; the least recently used go first. A CI

@@ -39,29 +39,13 @@ var ErrNotRegular = errors.New("not a regular file")
 // file while no writer has the FIFO open) rather than in read(2). A
 // regular file is returned blocking, as os.Open returns it.
 func Open(path string, kind Kind) (*os.File, error) {
-	fd, err := openRetry(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC)
-	if err == unix.EWOULDBLOCK {
-		// Another process holds a write lease on it (fcntl(2),
-		// F_SETLEASE): only a regular file can have one, and a
-		// blocking open waits for the lease to break, as os.Open
-		// would.
-		fd, err = openRetry(path, unix.O_RDONLY|unix.O_CLOEXEC)
-	}
+	fd, mode, err := openNoWait(path, unix.O_RDONLY)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
-	}
-	switch st.Mode & unix.S_IFMT {
+	switch mode {
 	case unix.S_IFREG:
-		if err := unix.SetNonblock(fd, false); err != nil {
-			unix.Close(fd)
-			return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
-		}
-		return os.NewFile(uintptr(fd), path), nil
+		return blocking(fd, path)
 	case unix.S_IFIFO:
 		if kind == RegularOrPipe {
 			return os.NewFile(uintptr(fd), path), nil
@@ -87,29 +71,48 @@ func OpenDisk(path string, writable bool) (*os.File, error) {
 	if writable {
 		flags = unix.O_RDWR
 	}
+	fd, mode, err := openNoWait(path, flags)
+	if err != nil {
+		return nil, err
+	}
+	if mode == unix.S_IFREG || mode == unix.S_IFBLK {
+		return blocking(fd, path)
+	}
+	unix.Close(fd)
+	return nil, fmt.Errorf("%s: %w or block device", path, ErrNotRegular)
+}
+
+// openNoWait opens path with flags (O_RDONLY or O_RDWR) without waiting
+// for a FIFO's other end (O_NONBLOCK) and returns the descriptor, still
+// non-blocking, and its file type (S_IFMT of its mode).
+func openNoWait(path string, flags int) (int, uint32, error) {
 	fd, err := openRetry(path, flags|unix.O_NONBLOCK|unix.O_CLOEXEC)
 	if err == unix.EWOULDBLOCK {
-		// A write lease (see Open): only a regular file has one.
+		// Another process holds a write lease on it (fcntl(2),
+		// F_SETLEASE): only a regular file can have one, and a
+		// blocking open waits for the lease to break, as os.Open
+		// would.
 		fd, err = openRetry(path, flags|unix.O_CLOEXEC)
 	}
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return -1, 0, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+		return -1, 0, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG, unix.S_IFBLK:
-		if err := unix.SetNonblock(fd, false); err != nil {
-			unix.Close(fd)
-			return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
-		}
-		return os.NewFile(uintptr(fd), path), nil
+	return fd, st.Mode & unix.S_IFMT, nil
+}
+
+// blocking returns fd as a blocking *os.File, as os.Open returns a
+// regular file, or closes it.
+func blocking(fd int, path string) (*os.File, error) {
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
 	}
-	unix.Close(fd)
-	return nil, fmt.Errorf("%s: %w or block device", path, ErrNotRegular)
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // openRetry is open(2), again after EINTR: the Go runtime's preemption
