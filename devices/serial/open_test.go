@@ -319,7 +319,8 @@ func TestReopenKeepsOrder(t *testing.T) {
 // heard of OUT1) the open alone is enough and OUT1 changes nothing. A
 // snapshot carries the handshake with the registers: a guest saved with
 // OUT1 raised reads its input on restore, one saved before raising it
-// does not, whatever the restoring UART was told.
+// does not, whatever the restoring UART was told. Opened says when the
+// guest could first read input.
 func TestReceiveOnOUT1(t *testing.T) {
 	const input = "job input\n"
 	lines := byte(mcrOUT2 | mcrDTR | mcrRTS)
@@ -371,6 +372,9 @@ func TestReceiveOnOUT1(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if got, want := isClosed(u.Opened()), tc.atOpen != ""; got != want {
+				t.Fatalf("after the open Opened is closed: %v, want %v", got, want)
+			}
 			if _, err := u.Receive([]byte(input)); err != nil {
 				t.Fatal(err)
 			}
@@ -381,6 +385,9 @@ func TestReceiveOnOUT1(t *testing.T) {
 			linuxSetTermios(u, ierRLSI|ierRDI, lines|mcrOUT1)
 			if got := string(linuxRead(u, irq, len(input))); got != tc.atOUT1 {
 				t.Fatalf("after OUT1 the guest read %q, want %q", got, tc.atOUT1)
+			}
+			if !isClosed(u.Opened()) {
+				t.Fatal("Opened not closed with the port open and OUT1 raised")
 			}
 			out(u, regMCR, lines) // TIOCMBIC TIOCM_OUT1
 			if _, err := u.Receive([]byte("more")); err != nil {
@@ -488,5 +495,14 @@ func TestRTSHoldsInput(t *testing.T) {
 	got = linuxIRQ(u, got)
 	if want := "before while throttled"; string(got) != want {
 		t.Errorf("read %q, want %q", got, want)
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }

@@ -211,6 +211,10 @@ type UART struct {
 	space     chan struct{} // a token after the guest frees RX space
 	closed    chan struct{}
 	closeOnce sync.Once
+	// opened is closed, and wasOpen set, the first time the guest
+	// opens the receive side (rxOpen): Opened.
+	opened  chan struct{}
+	wasOpen bool
 }
 
 // New returns a UART in its reset state whose transmitted bytes go to out
@@ -237,6 +241,7 @@ func New(irq IRQ, out io.Writer) *UART {
 		dll:    0x0c, // 9600 baud from the PC's 1.8432 MHz clock; Linux reprograms it
 		space:  make(chan struct{}, 1),
 		closed: make(chan struct{}),
+		opened: make(chan struct{}),
 	}
 	if p, ok := out.(Paced); ok {
 		u.paced = p
@@ -517,6 +522,12 @@ func (u *UART) ReceiveOnOUT1() {
 	u.update()
 }
 
+// Opened is closed once the guest has first opened the port's receive
+// side: its driver enabled the receive interrupt and raised RTS and OUT2
+// (and OUT1, with ReceiveOnOUT1). vmm's job input goes to whichever of
+// the job's UART and its virtio input port the guest's init opens.
+func (u *UART) Opened() <-chan struct{} { return u.opened }
+
 // EndInput tells the guest that the host's input has ended, as DSR
 // going off: once the guest has read every byte already received (at
 // once if there are none), the port drops DSR and sets DDSR, with a
@@ -608,6 +619,10 @@ func (u *UART) wantLevel() bool {
 // stale; calling SetLevel only on a change keeps KVM_IRQ_LINE ioctls off
 // the hot path of polled output.
 func (u *UART) update() {
+	if !u.wasOpen && u.rxOpen() {
+		u.wasOpen = true
+		close(u.opened)
+	}
 	if l := u.wantLevel(); l != u.level {
 		u.level = l
 		u.irq.SetLevel(l)

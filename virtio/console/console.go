@@ -1,6 +1,8 @@
 // Package console is virtio's console device (virtio v1.2 §5.3) with one
-// named output port: what the guest writes to the port goes to a host
-// writer. `vmm run` carries a job's stdout on it.
+// named port: what the guest writes to the port goes to a host writer,
+// and what the host sends (Send) fills the buffers the guest posts for
+// it. `vmm run` carries a job's stdout on one such device and its stdin
+// on another.
 //
 // A UART moves one byte per port access, each an exit to vmm (more than
 // one per byte with the FIFO's status reads: 1.19 measured nested); a
@@ -13,11 +15,15 @@
 // so that the driver's writes sleep while the queue is full instead of
 // spinning with interrupts off, as hvc's put_chars does.
 //
-// The port is output only: the device never fills the port's receive
-// queue (its input stays on the UART). Backpressure is the host
-// writer's: with a Paced writer, a chain is completed only once the
-// writer has room for it, so a reader that stops makes the guest's
-// write(2) sleep, never vmm drop bytes or block a vCPU.
+// Backpressure on output is the host writer's: with a Paced writer, a
+// chain is completed only once the writer has room for it, so a reader
+// that stops makes the guest's write(2) sleep, never vmm drop bytes or
+// block a vCPU. On input it is the guest's: Send fills only the buffers
+// the driver has posted, which it posts again only as its reader takes
+// the bytes, so a job that does not read its stdin holds up the host's
+// sender, not vCPUs, and nothing is dropped. The end of the host's input
+// is the host side closing the port (EndInput, PORT_OPEN 0), which the
+// guest's reads see as end of file once they have every byte.
 package console
 
 import (
@@ -108,6 +114,15 @@ type Device struct {
 	written atomic.Uint64
 	// guestOpen is the port's state on the guest's side (PORT_OPEN).
 	guestOpen atomic.Bool
+	// opened is closed the first time the guest opens the port.
+	opened   chan struct{}
+	openOnce sync.Once
+	// rxWake gets a token when Send may get further: the guest posted
+	// receive buffers or opened the port, or the device was activated
+	// or reset.
+	rxWake chan struct{}
+	// rxChain is Send's chain, used under mu.
+	rxChain *virtio.Chain
 
 	// mu serializes Activate, Reset and Flush's view of the
 	// environment; workers never take it.
@@ -117,11 +132,14 @@ type Device struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
-	// ctrlMu guards the control receive queue and pending, which the
-	// control workers share.
+	// ctrlMu guards the control receive queue, pending and hostClosed,
+	// which the control workers and EndInput share.
 	ctrlMu  sync.Mutex
 	pending [][]byte
-	ctrlRx  *virtio.Chain
+	// hostClosed is set by EndInput: the host side of the port is
+	// closed, which every later PORT_READY is answered with.
+	hostClosed bool
+	ctrlRx     *virtio.Chain
 	// ctrlTx is the control transmit worker's chain.
 	ctrlTx *virtio.Chain
 }
@@ -141,7 +159,8 @@ func New(name string, out io.Writer) (*Device, error) {
 		}
 	}
 	d := &Device{name: name, out: out, room: make(chan struct{}, 1), tx: make(chan struct{}, 1),
-		txChain: virtio.NewChain(), ctrlRx: virtio.NewChain(), ctrlTx: virtio.NewChain()}
+		txChain: virtio.NewChain(), ctrlRx: virtio.NewChain(), ctrlTx: virtio.NewChain(),
+		opened: make(chan struct{}), rxWake: make(chan struct{}, 1), rxChain: virtio.NewChain()}
 	d.tx <- struct{}{}
 	if p, ok := out.(Paced); ok {
 		d.paced = p
@@ -166,6 +185,18 @@ func (d *Device) Written() uint64 { return d.written.Load() }
 
 // GuestOpen reports whether the guest has the port open.
 func (d *Device) GuestOpen() bool { return d.guestOpen.Load() }
+
+// Opened is closed once the guest has first opened the port: the guest's
+// init opens a job's input port only when it takes its input there.
+func (d *Device) Opened() <-chan struct{} { return d.opened }
+
+// wakeRx tells a waiting Send to look again.
+func (d *Device) wakeRx() {
+	select {
+	case d.rxWake <- struct{}{}:
+	default:
+	}
+}
 
 // Type is virtio.TypeConsole (virtio v1.2 §5.3.1).
 func (d *Device) Type() virtio.DeviceType { return virtio.TypeConsole }
@@ -225,6 +256,10 @@ func (d *Device) Activate(env virtio.Env) error {
 	start(queuePortTx, d.serveTx)
 	start(queueCtrlTx, d.serveCtrlTx)
 	start(queueCtrlRx, func(<-chan struct{}) { d.sendPending() })
+	// The guest's receive buffers are Send's, which fills them under mu;
+	// their notifications only wake it.
+	start(queuePortRx, func(<-chan struct{}) { d.wakeRx() })
+	d.wakeRx()
 	return nil
 }
 
@@ -262,6 +297,7 @@ func (d *Device) Reset() {
 	d.ctrlMu.Unlock()
 	d.guestOpen.Store(false)
 	d.active, d.env = false, virtio.Env{}
+	d.wakeRx()
 }
 
 // Flush hands every buffer the guest queued on the port to the writer,
@@ -382,6 +418,122 @@ func (d *Device) write(b virtio.Buffers, stop, cancel <-chan struct{}) bool {
 	return true
 }
 
+// ErrCanceled is Send's error when its cancel channel closed first.
+var ErrCanceled = errors.New("virtio-console: send canceled")
+
+// ErrInputEnded is Send's error after EndInput.
+var ErrInputEnded = errors.New("virtio-console: input already ended")
+
+// Send hands p to the guest through the port's receive queue and returns
+// once all of it is in the guest's buffers, or with ErrCanceled when
+// cancel (nil for never) closes first, having sent what the guest took by
+// then. It waits for the guest to have the port open, because Linux's
+// driver discards what arrives on a port nobody has open
+// (drivers/char/virtio_console.c, in_intr), and for the driver's
+// buffers, which it posts again as its reader takes the bytes. One
+// caller at a time; across a reset of the device it waits for the
+// driver to come back.
+func (d *Device) Send(p []byte, cancel <-chan struct{}) error {
+	for len(p) > 0 {
+		n, err := d.fill(p)
+		if err != nil {
+			return err
+		}
+		p = p[n:]
+		if len(p) == 0 {
+			return nil
+		}
+		if n > 0 {
+			continue
+		}
+		select {
+		case <-d.rxWake:
+		case <-cancel:
+			return ErrCanceled
+		}
+	}
+	return nil
+}
+
+// fill puts as much of p as the guest's posted receive buffers hold into
+// them, each buffer from its start (§5.3.6.1: the driver reads what the
+// used length says), and reports how much that was: 0 when the port is
+// closed on the guest's side or no buffer is posted, after asking for a
+// notification when one is.
+func (d *Device) fill(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ctrlMu.Lock()
+	ended := d.hostClosed
+	d.ctrlMu.Unlock()
+	if ended {
+		return 0, ErrInputEnded
+	}
+	if !d.active || !d.guestOpen.Load() {
+		return 0, nil
+	}
+	env := d.env
+	q := env.Queues[queuePortRx]
+	if q == nil || !q.Ready() {
+		return 0, nil
+	}
+	c := d.rxChain
+	n, added := 0, false
+	for n < len(p) {
+		ok, err := q.Pop(c)
+		if err != nil {
+			// Failed until the driver resets the device; Send waits
+			// for that.
+			env.Fail(fmt.Errorf("virtio-console: port receive queue: %w", err))
+			break
+		}
+		if !ok {
+			// With EVENT_IDX the driver kicks only past avail_event,
+			// which this moves up only when the queue is empty.
+			if q.EnableNotify() {
+				continue
+			}
+			break
+		}
+		w, _ := c.Writable.WriteAt(p[n:], 0)
+		c.Readable, c.Writable = nil, nil
+		// A chain with no room (no writable buffer) is given back
+		// empty rather than kept.
+		q.Add(c.Head, uint32(w))
+		added = true
+		n += w
+	}
+	if added {
+		q.Publish()
+		if q.NeedInterrupt() {
+			env.Interrupt()
+		}
+	}
+	return n, nil
+}
+
+// EndInput closes the host's side of the port once the last Send has
+// returned: the driver is told (PORT_OPEN 0) now if it is running and in
+// its answer to PORT_READY otherwise, and the guest's reads then return
+// end of file once they have taken every byte sent. Later Sends fail.
+func (d *Device) EndInput() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ctrlMu.Lock()
+	if d.hostClosed {
+		d.ctrlMu.Unlock()
+		return
+	}
+	d.hostClosed = true
+	if d.active {
+		d.queueLocked(appendControl(nil, control{id: portID, event: eventPortOpen, value: 0}, ""))
+	}
+	d.ctrlMu.Unlock()
+	if d.active {
+		d.sendPending()
+	}
+}
+
 // serveCtrlTx reads the driver's control messages and queues the
 // device's answers.
 func (d *Device) serveCtrlTx(stop <-chan struct{}) {
@@ -410,20 +562,31 @@ func (d *Device) serveCtrlTx(stop <-chan struct{}) {
 			}
 			if m.event == eventPortOpen && m.id == portID {
 				d.guestOpen.Store(m.value != 0)
-			}
-			if r := reply(m, d.name); len(r) > 0 {
-				d.ctrlMu.Lock()
-				for _, b := range r {
-					if len(d.pending) < maxPending {
-						d.pending = append(d.pending, b)
-					}
+				if m.value != 0 {
+					d.openOnce.Do(func() { close(d.opened) })
 				}
-				d.ctrlMu.Unlock()
-				d.sendPending()
+				d.wakeRx()
 			}
+			// The answer is made under ctrlMu, so that it and
+			// EndInput's PORT_OPEN 0 are queued in the order of
+			// what they say.
+			d.ctrlMu.Lock()
+			d.queueLocked(reply(m, d.name, !d.hostClosed)...)
+			d.ctrlMu.Unlock()
+			d.sendPending()
 		}
 		if stopped(stop) || !q.EnableNotify() {
 			return
+		}
+	}
+}
+
+// queueLocked adds control messages for the driver, as many as
+// maxPending allows; the caller holds ctrlMu.
+func (d *Device) queueLocked(msgs ...[]byte) {
+	for _, b := range msgs {
+		if len(d.pending) < maxPending {
+			d.pending = append(d.pending, b)
 		}
 	}
 }

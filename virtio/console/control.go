@@ -55,22 +55,31 @@ func appendControl(b []byte, c control, extra string) []byte {
 }
 
 // reply is what the device answers a driver's control message with, for
-// a device whose one port, id 0, is called name (§5.3.6.2.1, the
-// device's side of port discovery): DEVICE_READY is answered with the
-// port's DEVICE_ADD; the port's PORT_READY with its name and PORT_OPEN,
-// since the host side of the port is always open. Everything else (a
-// failure report, the guest opening or closing the port, an event for
-// another id, events only a device sends) needs no answer. It keeps no
-// state: after a snapshot is restored the driver remembers the port and
-// the device need not.
-func reply(c control, name string) [][]byte {
+// a device whose one port, id 0, is called name and whose host side is
+// open or not (§5.3.6.2.1, the device's side of port discovery):
+// DEVICE_READY is answered with the port's DEVICE_ADD; the port's
+// PORT_READY with PORT_OPEN, then its name. Everything else (a failure
+// report, the guest opening or closing the port, an event for another
+// id, events only a device sends) needs no answer. After a snapshot is
+// restored the driver remembers the port and the device need not.
+//
+// PORT_OPEN comes before PORT_NAME because Linux's driver starts a port
+// with its host side closed (add_port), where a read returns end of
+// file, and the guest's init finds the port by the name that PORT_NAME
+// makes appear in sysfs: in the other order it could read its input's
+// end before the input began.
+func reply(c control, name string, hostOpen bool) [][]byte {
 	switch {
 	case c.event == eventDeviceReady && c.value == 1:
 		return [][]byte{appendControl(nil, control{id: portID, event: eventDeviceAdd}, "")}
 	case c.event == eventPortReady && c.id == portID && c.value == 1:
+		open := uint16(0)
+		if hostOpen {
+			open = 1
+		}
 		return [][]byte{
+			appendControl(nil, control{id: portID, event: eventPortOpen, value: open}, ""),
 			appendControl(nil, control{id: portID, event: eventPortName}, name),
-			appendControl(nil, control{id: portID, event: eventPortOpen, value: 1}, ""),
 		}
 	}
 	return nil
