@@ -20,10 +20,10 @@ const (
 	// the guest writes its tar stream to; the guest finds the disk by
 	// it in /sys/block/vd*/serial rather than by position.
 	OutSerial = "vmm-out"
-	// JobTTY is the serial port that carries the job's stdin, and its
-	// stdout unless Spec.StdoutPort sends that to JobOutputPort
-	// (COM2); the console (ttyS0) keeps the kernel's messages and the
-	// job's stderr. vmm holds the job's input until the guest has made
+	// JobTTY is the serial port (COM2) that carries the job's stdin
+	// unless Spec.StdinPort sends that to JobInputPort, and its stdout
+	// unless Spec.StdoutPort sends that to JobOutputPort; the console
+	// (ttyS0) keeps the kernel's messages and the job's stderr. vmm holds the job's input until the guest has made
 	// the tty raw and raised OUT1 on it (ioctl TIOCMBIS TIOCM_OUT1), so
 	// no input meets the cooked line discipline a tty is opened with.
 	JobTTY = "/dev/ttyS1"
@@ -67,12 +67,26 @@ type Spec struct {
 	// exactly what the job wrote; at a terminal the job keeps the
 	// console.
 	StderrPipe bool `json:"stderr_pipe,omitempty"`
+	// StdinPort asks for the job's stdin from the virtio-console port
+	// named JobInputPort instead of JobTTY: the init opens the port,
+	// which tells vmm to send the input there, and relays it to a pipe
+	// that ends where vmm's stdin ends (the port's host side closing).
+	// A job's input through the UART costs two exits per byte, so a
+	// megabyte took minutes nested. vmm sets it when its own stdin is
+	// not a terminal and the VM was booted, not restored. An init that
+	// finds no such port raises OUT1 on JobTTY, and the input comes
+	// there.
+	StdinPort bool `json:"stdin_port,omitempty"`
 }
 
 // JobOutputPort is the name of the virtio-console port (package
 // virtio/console) that `vmm run` gives a job's stdout: the guest finds
 // it in /sys/class/virtio-ports/*/name.
 const JobOutputPort = "vmm.job-stdout"
+
+// JobInputPort is the name of the virtio-console port that carries a
+// job's stdin when Spec.StdinPort asks for it.
+const JobInputPort = "vmm.job-stdin"
 
 // Tags of the virtio-fs shares `vmm run` attaches: -share's, mounted at
 // ShareDir, and -rootfs's, the job's root.
@@ -184,6 +198,9 @@ func EncodeSpec(s Spec) []byte {
 	}
 	if s.StderrPipe {
 		b = append(b, `,"stderr_pipe":true`...)
+	}
+	if s.StdinPort {
+		b = append(b, `,"stdin_port":true`...)
 	}
 	return append(b, '}')
 }

@@ -15,7 +15,7 @@ func TestEncodeSpecIsJSON(t *testing.T) {
 	for _, s := range []Spec{
 		{Args: []string{"true"}},
 		{Args: []string{"sh", "-c", "echo \"$1\" \\ done\n\r\t", "\x00\x1f\x7f", "ü€😀\uFFFD"}, Env: []string{"A=b", "C="}, Dir: "/share", Out: true,
-			Mounts: []Mount{{Tag: "t", Path: "/t", ReadOnly: true}, {Tag: "u", Path: "/u"}}, RootTag: "r", StdoutPort: true, StderrPipe: true},
+			Mounts: []Mount{{Tag: "t", Path: "/t", ReadOnly: true}, {Tag: "u", Path: "/u"}}, RootTag: "r", StdoutPort: true, StderrPipe: true, StdinPort: true},
 		{Args: []string{"bad \xff utf-8 \xc3", "\xed\xa0\x80"}},
 	} {
 		// Byte for byte what encoding/json writes (none of these

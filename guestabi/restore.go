@@ -27,10 +27,21 @@ const (
 	WaitPortSize = 1
 )
 
+// What the init writes to WaitPort: WaitReady, with WaitInputPort set
+// when it has found the job's input port (JobInputPort), so that vmm
+// sends a restored job's stdin there (JobMessage's Spec.StdinPort)
+// rather than after the message on JobTTY. An init that writes 1 gets
+// its job's input on JobTTY.
+const (
+	WaitReady     = 1
+	WaitInputPort = 2
+)
+
 // jobMagic starts a JobMessage on the wire, so an init reading something
 // else (a stray byte, a cold-boot host) fails clearly. Version 2 is the
-// encoding of package pack (1 was JSON); 3 added Spec.StdoutPort.
-var jobMagic = [8]byte{'V', 'M', 'M', 'J', 'O', 'B', '4', '\n'}
+// encoding of package pack (1 was JSON); 3 added Spec.StdoutPort, 4
+// Spec.StderrPipe and 5 Spec.StdinPort.
+var jobMagic = [8]byte{'V', 'M', 'M', 'J', 'O', 'B', '5', '\n'}
 
 // MaxJobMessage bounds a JobMessage's encoding.
 const MaxJobMessage = 1 << 20

@@ -13,7 +13,7 @@ import (
 )
 
 func goodMessage() JobMessage {
-	return JobMessage{Spec: Spec{Args: []string{"sh", "-c", "echo hi"}, Env: []string{"A=b"}, Out: true, StdoutPort: true, StderrPipe: true},
+	return JobMessage{Spec: Spec{Args: []string{"sh", "-c", "echo hi"}, Env: []string{"A=b"}, Out: true, StdoutPort: true, StderrPipe: true, StdinPort: true},
 		Entropy: bytes.Repeat([]byte{7}, EntropySize), UnixNano: 1700000000123456789}
 }
 
@@ -97,7 +97,7 @@ func TestWriteJobSeeds(t *testing.T) {
 // included) changes what a restored init reads: bump jobMagic's version
 // and record the new layout here.
 func TestJobMessageLayout(t *testing.T) {
-	const layout, version = "6a9b1c60ffdf880e", '4'
+	const layout, version = "56d1ee052ac2f674", '5'
 	if got := packtest.Layout(JobMessage{}); got != layout || jobMagic[6] != version {
 		t.Errorf("JobMessage's layout is %s (magic %q); recorded: %s for version %c", got, jobMagic[:7], layout, version)
 	}

@@ -313,7 +313,7 @@ func (m *Machine) addDevices(vm irqWiring) error {
 			return err
 		}
 	}
-	if err := m.pio.Insert("wait", guestabi.WaitPort, guestabi.WaitPortSize, exitport.New(func(uint8) { m.guestWaits() })); err != nil {
+	if err := m.pio.Insert("wait", guestabi.WaitPort, guestabi.WaitPortSize, exitport.New(m.guestWaits)); err != nil {
 		return err
 	}
 	m.rtc = rtc.New(time.Now)

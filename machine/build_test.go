@@ -84,13 +84,13 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			}
 			c.Disks = append(c.Disks, Disk{Path: disk, ReadOnly: true, Serial: guestabi.OutSerial})
 			c.Shares = []Share{{Dir: dir, Tag: guestabi.JobShareTag}, {Dir: dir, Tag: guestabi.JobRootTag}}
-		}), "9 virtio devices (disks, network cards, shares) (3 of them vmm's own for the job: the output port, the -out disk or the -share and -rootfs slots): vmm supports at most 8 in all", nil},
+		}), "9 virtio devices (disks, network cards, shares) (3 of them vmm's own for the job: the output and input ports, the -out disk or the -share and -rootfs slots): vmm supports at most 8 in all", nil},
 		{"too many with the job's output port", with(func(c *Config) {
 			for range maxVirtioDevices {
 				c.Disks = append(c.Disks, Disk{Path: disk, ReadOnly: true})
 			}
 			c.JobOutput = io.Discard
-		}), "9 virtio devices (disks, network cards, shares) (1 of them vmm's own for the job: the output port, the -out disk or the -share and -rootfs slots): vmm supports at most 8 in all", nil},
+		}), "9 virtio devices (disks, network cards, shares) (1 of them vmm's own for the job: the output and input ports, the -out disk or the -share and -rootfs slots): vmm supports at most 8 in all", nil},
 		{"bad TAP name", with(func(c *Config) { c.NICs = []NIC{{Tap: "no/such/tap"}} }), "no/such/tap", nil},
 		{"share directory missing", with(func(c *Config) { c.Shares = []Share{{Dir: missing, Tag: "s"}} }), missing, nil},
 		{"share of a file", with(func(c *Config) { c.Shares = []Share{{Dir: disk, Tag: "s"}} }), disk, nil},

@@ -60,6 +60,18 @@ type Config struct {
 	// console.Paced writer makes both wait for its room.
 	JobOutput io.Writer
 	JobInput  io.Reader
+	// JobInputPort adds, with JobOutput, a second virtio-console device,
+	// last, whose port guestabi.JobInputPort carries the job's input to
+	// the guest a page per buffer, where the UART takes two exits per
+	// byte. Without JobPortInput, JobInput goes to whichever of the two
+	// the guest's init opens first (it opens one).
+	JobInputPort bool
+	// JobPortInput, with JobInputPort, goes to the input port once the
+	// guest opens it, and JobInput to the UART alone: a restored job's
+	// message on the UART, where the restored init, whose UART is open
+	// from before the snapshot, reads it, and its stdin on the port,
+	// which the message tells the init to open.
+	JobPortInput io.Reader
 	// InitrdAppend is an uncompressed cpio archive loaded right after the
 	// initrd (Linux unpacks concatenated archives in order, so its files
 	// are added to or replace the initrd's); it works without an initrd
@@ -136,8 +148,10 @@ type Machine struct {
 	job    *serial.UART // COM2, only with Config.JobOutput
 	virtio []*virtioDev
 	pci    *pciBus // bus 0, on every machine; functions only with VirtioPCI
-	// jobPort is the job's output port, only with Config.JobOutput.
-	jobPort *console.Device
+	// jobPort is the job's output port, only with Config.JobOutput;
+	// jobInPort its input port, only with Config.JobInputPort too.
+	jobPort   *console.Device
+	jobInPort *console.Device
 	// kvmNote explains guest failures on a /dev/kvm without hardware
 	// virtualization (softwareKVMNote); "" on a real KVM.
 	kvmNote string

@@ -12,6 +12,7 @@ import (
 	"github.com/vmm-dev/vmm/devices/serial"
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/kvm"
+	"github.com/vmm-dev/vmm/virtio/console"
 )
 
 // Run boots the guest and blocks until it powers off or reboots (nil),
@@ -50,7 +51,16 @@ func (m *Machine) Run(ctx context.Context) error {
 		}()
 	}
 	if m.job != nil && m.cfg.JobInput != nil {
-		go forwardInput(m.cfg.JobInput, m.job, true)
+		go m.forwardJobInput()
+	}
+	if m.jobInPort != nil && m.cfg.JobPortInput != nil {
+		go func() {
+			select {
+			case <-m.jobInPort.Opened():
+				forwardToPort(m.cfg.JobPortInput, m.jobInPort, m.done)
+			case <-m.done:
+			}
+		}()
 	}
 	if m.cfg.ConsoleIn != nil {
 		// This goroutine may stay blocked in Read after Run returns when
@@ -100,6 +110,45 @@ func (m *Machine) Reason() StopReason {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.reason
+}
+
+// forwardJobInput sends the job's input to whichever of its UART and its
+// input port the guest's init opens first: the port when the init finds
+// it, the UART otherwise (a kernel without virtio_console, an init that
+// knows only the UART). Nothing is read before that, so no byte goes
+// where the guest will not read it.
+func (m *Machine) forwardJobInput() {
+	if m.jobInPort != nil && m.cfg.JobPortInput == nil {
+		select {
+		case <-m.job.Opened():
+		case <-m.jobInPort.Opened():
+			forwardToPort(m.cfg.JobInput, m.jobInPort, m.done)
+			return
+		case <-m.done:
+			return
+		}
+	}
+	forwardInput(m.cfg.JobInput, m.job, true)
+}
+
+// forwardToPort copies host input to a virtio-console port until r ends
+// or fails, then closes the port's host side, which the guest reads as
+// end of file once it has every byte; or until the machine stops. Send
+// waits for the guest's buffers, so the input is paced by the guest.
+func forwardToPort(r io.Reader, p *console.Device, done <-chan struct{}) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if p.Send(buf[:n], done) != nil {
+				return
+			}
+		}
+		if err != nil {
+			p.EndInput()
+			return
+		}
+	}
 }
 
 // forwardInput copies host input to a UART's receive side until r ends

@@ -64,6 +64,22 @@ func TestSaveOnWait(t *testing.T) {
 	}
 }
 
+// TestWaitValue: what the init writes to the wait port is kept for the
+// manifest (guestabi.WaitInputPort).
+func TestWaitValue(t *testing.T) {
+	for _, v := range []byte{guestabi.WaitReady, guestabi.WaitReady | guestabi.WaitInputPort} {
+		fv := newFakeVCPU(0, ioOut(guestabi.WaitPort, 1, v))
+		m, _ := newFakeMachine(t, Config{SaveOnWait: true})
+		m.vcpus = append(m.vcpus, savableFake{fv, &stateFake{}})
+		if err := runFake(t, m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.snap.waitValue.Load(); got != uint32(v) {
+			t.Errorf("wait port written %d, kept %d", v, got)
+		}
+	}
+}
+
 // No vCPU reads its state while another may still be in the guest (an
 // IPI from its last instructions would miss a LAPIC already read), and
 // an exit KVM returns for the completing run (the next piece of a split

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -61,12 +62,16 @@ type snapState struct {
 	inGuest sync.WaitGroup
 	// restore is the state New's restore path writes back.
 	restore *State
+	// waitValue is what the guest wrote to WaitPort (guestabi.WaitReady,
+	// WaitInputPort); written before the stop that Snapshot follows.
+	waitValue atomic.Uint32
 }
 
 // guestWaits is the WaitPort device: with SaveOnWait the machine stops
 // for its snapshot; otherwise the write means nothing.
-func (m *Machine) guestWaits() {
+func (m *Machine) guestWaits(v uint8) {
 	if m.cfg.SaveOnWait {
+		m.snap.waitValue.Store(uint32(v))
 		m.stop(StopSnapshot, nil)
 	}
 }
@@ -317,6 +322,10 @@ func (m *Machine) Snapshot(dir string, man snapshot.Manifest) error {
 	if man.Devices, err = manifestDevices(m.cfg); err != nil {
 		return err
 	}
+	// An init that found the job's input port says so (an older one, or
+	// a kernel without virtio_console, does not): only then may a
+	// restored job's input be sent there.
+	man.JobInputPort = m.jobInPort != nil && m.snap.waitValue.Load()&guestabi.WaitInputPort != 0
 	if len(saved) > 0 {
 		man.HostCPU = describeCPU(saved[0].CPUID)
 	}
@@ -370,6 +379,9 @@ func manifestDevices(cfg Config) ([]snapshot.Device, error) {
 	}
 	if cfg.JobOutput != nil {
 		out = append(out, snapshot.Device{Kind: "console", Tag: guestabi.JobOutputPort})
+		if cfg.JobInputPort {
+			out = append(out, snapshot.Device{Kind: "console", Tag: guestabi.JobInputPort})
+		}
 	}
 	return out, nil
 }

@@ -199,6 +199,17 @@ func TestCheckSnapshot(t *testing.T) {
 	if devs, err := manifestDevices(withPort); err != nil || len(devs) != 3 || devs[2] != (snapshot.Device{Kind: "console", Tag: guestabi.JobOutputPort}) {
 		t.Fatalf("a job's devices: %+v, %v; want the output port last", devs, err)
 	}
+	withPort.JobInputPort = true
+	if devs, err := manifestDevices(withPort); err != nil || len(devs) != 4 || devs[3] != (snapshot.Device{Kind: "console", Tag: guestabi.JobInputPort}) {
+		t.Fatalf("a job's devices with its input port: %+v, %v; want the input port after the output port", devs, err)
+	}
+	withInput := man
+	withInput.Devices, _ = manifestDevices(withPort)
+	noInput := withPort
+	noInput.JobInputPort = false
+	if err := CheckSnapshot(noInput, withInput); err == nil {
+		t.Fatal("a run without the snapshot's input port accepted")
+	}
 	for _, tc := range []struct {
 		name string
 		edit func(*Config)
@@ -284,7 +295,7 @@ func TestStateRoundTrip(t *testing.T) {
 	// Changing State's layout (a field added, removed, moved or
 	// retyped, here or in a type it holds) changes the snapshot format:
 	// bump snapshot.FormatVersion and record the new layout here.
-	const layout, format = "51804ae0c57dfd3a", 3
+	const layout, format = "51804ae0c57dfd3a", 4
 	if got := packtest.Layout(State{}); got != layout || snapshot.FormatVersion != format {
 		t.Errorf("machine.State's layout is %s (format %d); recorded: %s for format %d", got, snapshot.FormatVersion, layout, format)
 	}

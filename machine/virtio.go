@@ -122,11 +122,14 @@ func jobDevices(cfg Config) string {
 	}
 	if cfg.JobOutput != nil {
 		n++
+		if cfg.JobInputPort {
+			n++
+		}
 	}
 	if n == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (%d of them vmm's own for the job: the output port, the -out disk or the -share and -rootfs slots)", n)
+	return fmt.Sprintf(" (%d of them vmm's own for the job: the output and input ports, the -out disk or the -share and -rootfs slots)", n)
 }
 
 // readier is a backend that comes up in the background (a user
@@ -225,16 +228,37 @@ func (m *Machine) openVirtio() error {
 		}
 		m.jobPort = dev
 		m.virtio = append(m.virtio, &virtioDev{name: "virtio-console", dev: dev})
+		if m.cfg.JobInputPort {
+			// Its own device rather than a second port of the
+			// output's: each stays a one-port device, and the
+			// output port a snapshot holds is unchanged.
+			in, err := console.New(guestabi.JobInputPort, io.Discard)
+			if err != nil {
+				return err
+			}
+			m.jobInPort = in
+			m.virtio = append(m.virtio, &virtioDev{name: "virtio-console-in", dev: in})
+		}
 	}
 	return nil
 }
 
+// VirtioDevices is how many virtio devices cfg makes, of which a machine
+// has at most MaxVirtioDevices.
+func VirtioDevices(cfg Config) int { return virtioCount(cfg) }
+
+// MaxVirtioDevices is how many virtio devices a machine can have.
+const MaxVirtioDevices = maxVirtioDevices
+
 // virtioCount is how many virtio devices cfg makes: its disks, network
-// cards and shares, and the job's output port with a job.
+// cards and shares, and the job's output and input ports with a job.
 func virtioCount(cfg Config) int {
 	n := len(cfg.Disks) + len(cfg.NICs) + len(cfg.Shares)
 	if cfg.JobOutput != nil {
 		n++
+		if cfg.JobInputPort {
+			n++
+		}
 	}
 	return n
 }

@@ -49,8 +49,8 @@ import (
 // FormatVersion is the version of this layout and of the machine state
 // it carries. A snapshot of another version is refused, never converted.
 // Version 3 encodes the manifest and the state with package pack (2 had
-// them in JSON).
-const FormatVersion = 3
+// them in JSON); 4 added Manifest.JobInputPort.
+const FormatVersion = 4
 
 // File names inside a snapshot directory.
 const (
@@ -115,6 +115,10 @@ type Manifest struct {
 	MemSize    uint64
 	CPUs       int
 	Devices    []Device
+	// JobInputPort says the guest's init found the job's input port (a
+	// console device among Devices) before it waited: a restored job's
+	// piped stdin can go there (guestabi.WaitInputPort).
+	JobInputPort bool
 	// HostCPU is the vendor and feature flags of the CPU the guest saw,
 	// for people; the restore's check compares CPUID itself.
 	HostCPU string

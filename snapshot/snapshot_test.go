@@ -232,7 +232,7 @@ func TestManifestRoundTrip(t *testing.T) {
 	}
 	// A change to Manifest's layout changes the format: bump
 	// FormatVersion and record the new layout here.
-	const layout, format = "4460e22d5fbf23fb", 3
+	const layout, format = "e80f347c5e4f16b0", 4
 	if got := packtest.Layout(Manifest{}); got != layout || FormatVersion != format {
 		t.Errorf("Manifest's layout is %s (format %d); recorded: %s for format %d", got, FormatVersion, layout, format)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"os"
 	"path/filepath"
@@ -109,6 +110,63 @@ func TestJobShares(t *testing.T) {
 	for _, o := range []options{{share: filepath.Join(share, "nope")}, {rootfs: filepath.Join(share, "big")}} {
 		if err := addJobShares(&machine.Config{}, &guestabi.Spec{Args: []string{"true"}}, o); err == nil {
 			t.Errorf("%+v: no error", o)
+		}
+	}
+}
+
+// TestJobInputPortFits: piped input gets the job its input port only
+// where the port fits beside the VM's other virtio devices; otherwise the
+// spec says so too, and the input takes the serial port.
+func TestJobInputPortFits(t *testing.T) {
+	for _, tc := range []struct {
+		disks    int
+		stdin    bool
+		wantPort bool
+	}{
+		{0, true, true},
+		{6, true, true}, // 6 disks, the output port and the input port: 8
+		{7, true, false},
+		{0, false, false},
+	} {
+		cfg := machine.Config{JobOutput: io.Discard, Disks: make([]machine.Disk, tc.disks)}
+		j, err := prepareJob(&cfg, options{command: []string{"true"}, stdinPort: tc.stdin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		j.remove()
+		inSpec := bytes.Contains(cfg.InitrdAppend, []byte(`"stdin_port":true`))
+		if cfg.JobInputPort != tc.wantPort || inSpec != tc.wantPort {
+			t.Errorf("%d disks, piped %v: input port %v, in the spec %v; want %v", tc.disks, tc.stdin, cfg.JobInputPort, inSpec, tc.wantPort)
+		}
+	}
+}
+
+// TestPipedInput: pipes, sockets and files take the job's input port;
+// character devices (/dev/null, a terminal) do not.
+func TestPipedInput(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	file, err := os.Create(filepath.Join(t.TempDir(), "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	for _, tc := range []struct {
+		name string
+		f    *os.File
+		want bool
+	}{{"pipe", r, true}, {"file", file, true}, {"/dev/null", null, false}} {
+		if got := pipedInput(tc.f); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -88,6 +88,25 @@ type options struct {
 	snapshot            string // -snapshot DIR: restore instead of booting (snapshot.go)
 	stdoutPort          bool   // the job's stdout on its output port (guestabi.Spec.StdoutPort)
 	stderrPipe          bool   // the job's stderr a pipe, not the console (guestabi.Spec.StderrPipe)
+	stdinPort           bool   // the job's stdin from its input port (guestabi.Spec.StdinPort)
+}
+
+// pipedInput reports whether f, vmm run's stdin, is a pipe, a socket or a
+// regular file: input worth the job's input port, which costs the boot a
+// PCI device (about 560 exits to probe it, nested). A character device
+// is left to the serial port: a terminal must stay one, and /dev/null,
+// where CI runners and `</dev/null` leave most jobs, has no bytes to
+// carry.
+func pipedInput(f *os.File) bool {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFREG:
+		return true
+	}
+	return false
 }
 
 // -kernel-cache values besides a directory: on is the default directory
@@ -982,6 +1001,11 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		// keeps the serial port, a terminal of its own.
 		o.stdoutPort = !rawterm.IsTerminal(int(stdoutFile.Fd()))
 		o.stderrPipe = !rawterm.IsTerminal(int(stderrFile.Fd()))
+		// Piped input comes through an input port, pages at a time
+		// (pipedInput says which), where the VM has one (prepareJob,
+		// prepareRestore); a terminal stays the job's serial port, a
+		// terminal.
+		o.stdinPort = stdin != nil && pipedInput(stdin)
 		// The job's stdin and stdout on COM2 and its output port, the
 		// console on stderr. Set before prepareJob: a restore checks
 		// the snapshot's devices against cfg's, the port among them.

@@ -99,13 +99,26 @@ func makeWritableDir(flag, dir string) error {
 // appended initramfs and a scratch disk for -out. runMode wires the job's
 // stdin and stdout.
 func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
-	spec := guestabi.Spec{Args: o.command, Env: o.env, Out: o.out != "", StdoutPort: o.stdoutPort, StderrPipe: o.stderrPipe}
+	spec := guestabi.Spec{Args: o.command, Env: o.env, Out: o.out != "", StdoutPort: o.stdoutPort, StderrPipe: o.stderrPipe, StdinPort: o.stdinPort}
 	if o.snapshot != "" {
 		return prepareRestore(cfg, o, spec)
 	}
 	if err := addJobShares(cfg, &spec, o); err != nil {
 		return nil, err
 	}
+	if spec.StdinPort {
+		// The input port is a speed-up, not a device the user asked
+		// for: where it would take the VM past its virtio devices,
+		// the input takes the serial port.
+		c := *cfg
+		c.JobInputPort = true
+		n := machine.VirtioDevices(c)
+		if o.out != "" {
+			n++ // -out's scratch disk, added below
+		}
+		spec.StdinPort = n <= machine.MaxVirtioDevices
+	}
+	cfg.JobInputPort = spec.StdinPort
 	layer, err := runjob.Layer(spec)
 	if err != nil {
 		return nil, err

@@ -242,6 +242,11 @@ func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize i
 	cfg.Cmdline += " " + guestabi.WaitParam // after runCmdline and -append (parseOptions)
 	cfg.SaveOnWait = true
 	cfg.JobOutput = io.Discard
+	// The job's input port, where it fits: its probe is paid here, once,
+	// and every restored job with piped stdin gets its input through it.
+	withIn := cfg
+	withIn.JobInputPort = true
+	cfg.JobInputPort = machine.VirtioDevices(withIn) <= machine.MaxVirtioDevices
 	cfg.Console = stderr
 	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(stderr, "vmm: "+format+"\n", args...) }
 
@@ -411,6 +416,11 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 		j.outDir = o.out
 	}
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: guestabi.OutSerial})
+	// The snapshot's input port is part of its machine whether or not
+	// this job uses it; the job's input goes there when it is piped and
+	// the snapshot's init found the port.
+	cfg.JobInputPort = slices.Contains(snap.Manifest.Devices, snapshot.Device{Kind: "console", Tag: guestabi.JobInputPort})
+	spec.StdinPort = spec.StdinPort && cfg.JobInputPort && snap.Manifest.JobInputPort
 	if err := machine.CheckSnapshot(*cfg, snap.Manifest); err != nil {
 		return fail(err)
 	}
@@ -428,7 +438,12 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 			return nil, err
 		}
 		in := io.Reader(bytes.NewReader(b))
-		if c.JobInput != nil {
+		switch {
+		case spec.StdinPort:
+			// The message on the serial port, the input on the
+			// port the message tells the init to open.
+			c.JobPortInput = c.JobInput
+		case c.JobInput != nil:
 			in = io.MultiReader(in, c.JobInput)
 		}
 		c.JobInput = in

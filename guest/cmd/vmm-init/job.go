@@ -63,7 +63,9 @@ func runJob(spec guestabi.Spec) int {
 		tty = os.Stdout
 	} else {
 		defer tty.Close()
-		openJobInput(tty)
+		// With StdinPort, OUT1 waits: the input port, once open,
+		// takes the input instead (portStdin).
+		openJobInput(tty, !spec.StdinPort)
 	}
 	defer drain(tty)
 	defer drain(os.Stderr)
@@ -84,7 +86,12 @@ func runJob(spec guestabi.Spec) int {
 		return exitStatus(err)
 	}
 	stdin := tty
-	if tty != os.Stdout {
+	switch {
+	case spec.StdinPort:
+		var done func()
+		stdin, done = portStdin(tty)
+		defer done()
+	case tty != os.Stdout:
 		var done func()
 		stdin, done = jobStdin(tty)
 		defer done()
@@ -306,7 +313,8 @@ func exitStatus(err error) int {
 // x/sys/unix defines only for the architectures that differ from it.
 const tiocmOUT1 = 0x2000
 
-// openJobInput makes the job port raw and then lets vmm send the job's
+// openJobInput makes the job port raw and then, if out1 (the job's
+// input is not on its virtio port), lets vmm send the job's
 // input: vmm's job UART holds it until the guest raises OUT1
 // (devices/serial's ReceiveOnOUT1), because Linux starts receiving at
 // open with the line discipline still cooked, and input arriving then
@@ -315,10 +323,17 @@ const tiocmOUT1 = 0x2000
 // driver, which writes it to MCR. OUT1 is raised even when the tty could
 // not be made raw: cooked input is better than none, which would leave
 // the job waiting for ever.
-func openJobInput(tty *os.File) {
+func openJobInput(tty *os.File, out1 bool) {
 	if err := makeRaw(tty); err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: job port: raw mode: %v\n", err)
 	}
+	if out1 {
+		raiseOUT1(tty)
+	}
+}
+
+// raiseOUT1 lets vmm send the job's input to the job port (openJobInput).
+func raiseOUT1(tty *os.File) {
 	if err := unix.IoctlSetPointerInt(int(tty.Fd()), unix.TIOCMBIS, tiocmOUT1); err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: job port: raise OUT1 (TIOCMBIS): %v; the job gets no input\n", err)
 	}

@@ -54,21 +54,28 @@ const outChunk = 32 << 10
 // a kernel without the driver: the job keeps the serial port, quietly).
 // A console whose port does not come up in portWait is said on stderr.
 func openOutputPort() *os.File {
+	return openPort(guestabi.JobOutputPort, os.O_WRONLY, "job output port")
+}
+
+// openPort opens the virtio-console port called name with flag (O_RDONLY
+// or O_WRONLY), or returns nil, saying why on stderr unless the VM has no
+// virtio console with a driver at all. what names the port in messages.
+func openPort(name string, flag int, what string) *os.File {
 	if !hasVirtioConsole(virtioDevicesDir) {
 		return nil
 	}
 	deadline := time.Now().Add(portWait)
 	for {
-		if dev, ok := findPort(virtioPortsDir, guestabi.JobOutputPort); ok {
-			f, err := os.OpenFile(filepath.Join("/dev", dev), os.O_WRONLY|unix.O_NOCTTY, 0)
+		if dev, ok := findPort(virtioPortsDir, name); ok {
+			f, err := os.OpenFile(filepath.Join("/dev", dev), flag|unix.O_NOCTTY, 0)
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "vmm-init: job output port: %v; using %s\n", err, guestabi.JobTTY)
+				fmt.Fprintf(os.Stderr, "vmm-init: %s: %v; using %s\n", what, err, guestabi.JobTTY)
 				return nil
 			}
 			return f
 		}
 		if time.Now().After(deadline) {
-			fmt.Fprintf(os.Stderr, "vmm-init: no virtio-console port named %s after %v; using %s\n", guestabi.JobOutputPort, portWait, guestabi.JobTTY)
+			fmt.Fprintf(os.Stderr, "vmm-init: no virtio-console port named %s after %v; using %s\n", name, portWait, guestabi.JobTTY)
 			return nil
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -81,21 +88,46 @@ func openOutputPort() *os.File {
 // drivers at boot, so a console without one will never have ports: a
 // kernel without virtio_console (the minimal one) keeps the serial port
 // without waiting for them.
-func hasVirtioConsole(dir string) bool {
+func hasVirtioConsole(dir string) bool { return virtioConsoles(dir) > 0 }
+
+// virtioConsoles counts the virtio consoles with a driver bound to them
+// among the devices listed in dir: `vmm run` gives a job one for its
+// output and, with piped input, one for its input.
+func virtioConsoles(dir string) int {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return false
+		return 0
 	}
+	n := 0
 	for _, e := range entries {
 		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "device"))
 		if err != nil || strings.TrimSpace(string(b)) != virtioConsoleID {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(dir, e.Name(), "driver")); err == nil {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
+}
+
+// awaitPort waits up to portWait for the port called name to appear, when
+// the VM has at least consoles virtio consoles with drivers (else it
+// never will), and reports whether it did.
+func awaitPort(name string, consoles int) bool {
+	if virtioConsoles(virtioDevicesDir) < consoles {
+		return false
+	}
+	deadline := time.Now().Add(portWait)
+	for {
+		if _, ok := findPort(virtioPortsDir, name); ok {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // findPort returns the device name (vportNpM) of the port called name

@@ -45,12 +45,13 @@ func TestFindPort(t *testing.T) {
 func TestHasVirtioConsole(t *testing.T) {
 	for _, tc := range []struct {
 		ids  []string // a "+" suffix: a driver is bound
-		want bool
+		want int
 	}{
-		{[]string{"0x0001\n+", "0x0002\n+"}, false},
-		{[]string{"0x0001\n+", "0x0003\n+"}, true},
-		{[]string{"0x0001\n+", "0x0003\n"}, false},
-		{nil, false},
+		{[]string{"0x0001\n+", "0x0002\n+"}, 0},
+		{[]string{"0x0001\n+", "0x0003\n+"}, 1},
+		{[]string{"0x0001\n+", "0x0003\n"}, 0},
+		{[]string{"0x0003\n+", "0x0001\n+", "0x0003\n+"}, 2},
+		{nil, 0},
 	} {
 		dir, drivers := t.TempDir(), t.TempDir()
 		for i, id := range tc.ids {
@@ -62,8 +63,11 @@ func TestHasVirtioConsole(t *testing.T) {
 				os.Symlink(drivers, filepath.Join(d, "driver"))
 			}
 		}
-		if got := hasVirtioConsole(dir); got != tc.want {
-			t.Errorf("%q: %v, want %v", tc.ids, got, tc.want)
+		if got := virtioConsoles(dir); got != tc.want {
+			t.Errorf("%q: %d consoles, want %d", tc.ids, got, tc.want)
+		}
+		if got := hasVirtioConsole(dir); got != (tc.want > 0) {
+			t.Errorf("%q: hasVirtioConsole %v", tc.ids, got)
 		}
 	}
 	if hasVirtioConsole(filepath.Join(t.TempDir(), "none")) {

@@ -32,7 +32,7 @@ func jobStdin(tty *os.File) (stdin *os.File, done func()) {
 	// A second open file description of the port, non-blocking for the
 	// relay alone: O_NONBLOCK on tty's would reach the job's stdout,
 	// which shares it, and make its writes fail with EAGAIN.
-	fd, err := unix.Open(guestabi.JobTTY, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := openRelayFD()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: job input: %v; the job's stdin will not end\n", err)
 		return tty, func() {}
@@ -45,6 +45,11 @@ func jobStdin(tty *os.File) (stdin *os.File, done func()) {
 	}
 	go relayInput(fd, w)
 	return r, func() { r.Close() }
+}
+
+// openRelayFD opens the job port again for relayInput.
+func openRelayFD() (int, error) {
+	return unix.Open(guestabi.JobTTY, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 }
 
 // relayInput copies what the port fd (non-blocking) receives to w until

@@ -41,8 +41,16 @@ func waitForJob() {
 	}
 	// Raw and OUT1 raised before the snapshot: every restore's input,
 	// the job message first, meets a raw tty.
-	openJobInput(tty)
-	if err := writePort(guestabi.WaitPort, 1); err != nil {
+	openJobInput(tty, true)
+	// vmm sends a restored job's piped input to the job's input port
+	// only if the port is there now, named: the device's messages that
+	// name it are not part of the snapshot. Two consoles, the output's
+	// and the input's.
+	wait := byte(guestabi.WaitReady)
+	if awaitPort(guestabi.JobInputPort, 2) {
+		wait |= guestabi.WaitInputPort
+	}
+	if err := writePort(guestabi.WaitPort, wait); err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: could not write the wait port: %v\n", err)
 	}
 	// tty stays open until the job is done: closing the port's last

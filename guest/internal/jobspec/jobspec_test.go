@@ -42,7 +42,7 @@ func TestParse(t *testing.T) {
 // guest reads back.
 func TestReadsEncodeSpec(t *testing.T) {
 	want := guestabi.Spec{Args: []string{"sh", "-c", "echo \"$1\"\tdone\n", "\x01ü"}, Env: []string{"A=b"}, Dir: "/share", Out: true,
-		Mounts: []guestabi.Mount{{Tag: "t", Path: "/t", ReadOnly: true}, {Tag: "u", Path: "/u"}}, RootTag: "r", StdoutPort: true, StderrPipe: true}
+		Mounts: []guestabi.Mount{{Tag: "t", Path: "/t", ReadOnly: true}, {Tag: "u", Path: "/u"}}, RootTag: "r", StdoutPort: true, StderrPipe: true, StdinPort: true}
 	got, err := Parse(guestabi.EncodeSpec(want))
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("Parse(EncodeSpec(%+v)) = %+v, %v", want, got, err)
