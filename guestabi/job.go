@@ -72,10 +72,13 @@ type Spec struct {
 	// which tells vmm to send the input there, and relays it to a pipe
 	// that ends where vmm's stdin ends (the port's host side closing).
 	// A job's input through the UART costs two exits per byte, so a
-	// megabyte took minutes nested. vmm sets it when its own stdin is
-	// not a terminal and the VM was booted, not restored. An init that
-	// finds no such port raises OUT1 on JobTTY, and the input comes
-	// there.
+	// megabyte took many minutes nested. vmm sets it when its own stdin
+	// is a pipe, a socket or a file and the VM has the port: a booted
+	// one where it fits among the virtio devices, a restored one whose
+	// snapshot's init found it (snapshot.Manifest.JobInputPort). A
+	// booted job's init that finds no such port raises OUT1 on JobTTY,
+	// and the input comes there; a restored job's does not run (its
+	// input was never sent to JobTTY).
 	StdinPort bool `json:"stdin_port,omitempty"`
 }
 

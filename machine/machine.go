@@ -52,7 +52,8 @@ type Config struct {
 	Shares []Share
 	// Job, if its Output is not nil, is a second UART (COM2, the guest's
 	// ttyS1) carrying a job's own input and output apart from the
-	// console, and a virtio-console device, last of the virtio devices,
+	// console, and a virtio-console device, after the other virtio
+	// devices (only the job's input port, JobInputPort, comes after it),
 	// whose port guestabi.JobOutputPort carries the job's output too, a
 	// page per notification where the UART takes an exit per byte (the
 	// guest's init picks one; package virtio/console): `vmm run`

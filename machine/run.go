@@ -50,17 +50,20 @@ func (m *Machine) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// The devices are handed over here, not read by the goroutines:
+	// Close clears the machine's fields while a forwarder may still be
+	// blocked in its reader.
 	if m.job != nil && m.cfg.JobInput != nil {
-		go m.forwardJobInput()
+		port := m.jobInPort
+		if m.cfg.JobPortInput != nil {
+			port = nil // the port has input of its own
+		}
+		r, u, done := m.cfg.JobInput, m.job, m.done
+		m.goDevice("job input", func() { forwardJobInput(r, u, port, done) })
 	}
 	if m.jobInPort != nil && m.cfg.JobPortInput != nil {
-		go func() {
-			select {
-			case <-m.jobInPort.Opened():
-				forwardToPort(m.cfg.JobPortInput, m.jobInPort, m.done)
-			case <-m.done:
-			}
-		}()
+		r, p, done := m.cfg.JobPortInput, m.jobInPort, m.done
+		m.goDevice("job input", func() { forwardWhenOpen(r, p, done) })
 	}
 	if m.cfg.ConsoleIn != nil {
 		// This goroutine may stay blocked in Read after Run returns when
@@ -112,23 +115,49 @@ func (m *Machine) Reason() StopReason {
 	return m.reason
 }
 
-// forwardJobInput sends the job's input to whichever of its UART and its
-// input port the guest's init opens first: the port when the init finds
-// it, the UART otherwise (a kernel without virtio_console, an init that
-// knows only the UART). Nothing is read before that, so no byte goes
-// where the guest will not read it.
-func (m *Machine) forwardJobInput() {
-	if m.jobInPort != nil && m.cfg.JobPortInput == nil {
+// goDevice runs f, device work, on a goroutine of its own. A panic there
+// is a bug in vmm's device code, never the guest's doing: it stops the
+// machine as an error with its stack, as one on a vCPU's thread does,
+// so vmm still restores the terminal and exits 1.
+func (m *Machine) goDevice(name string, f func()) {
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				m.stop(StopError, fmt.Errorf("%s: internal error, a bug in vmm: %v\n%s", name, r, debug.Stack()))
+			}
+		}()
+		f()
+	}()
+}
+
+// forwardJobInput sends the job's input r to whichever of its UART u and
+// its input port p (nil for none) the guest's init opens first: the port
+// when the init finds it, the UART otherwise (a kernel without
+// virtio_console, an init that knows only the UART). Nothing is read
+// before that, so no byte goes where the guest will not read it.
+func forwardJobInput(r io.Reader, u *serial.UART, p *console.Device, done <-chan struct{}) {
+	if p != nil {
 		select {
-		case <-m.job.Opened():
-		case <-m.jobInPort.Opened():
-			forwardToPort(m.cfg.JobInput, m.jobInPort, m.done)
+		case <-u.Opened():
+		case <-p.Opened():
+			forwardToPort(r, p, done)
 			return
-		case <-m.done:
+		case <-done:
 			return
 		}
 	}
-	forwardInput(m.cfg.JobInput, m.job, true)
+	forwardInput(r, u, true)
+}
+
+// forwardWhenOpen sends r to the port p once the guest has opened it (a
+// restored job's stdin, Config.JobPortInput), or gives up when the
+// machine stops.
+func forwardWhenOpen(r io.Reader, p *console.Device, done <-chan struct{}) {
+	select {
+	case <-p.Opened():
+		forwardToPort(r, p, done)
+	case <-done:
+	}
 }
 
 // forwardToPort copies host input to a virtio-console port until r ends

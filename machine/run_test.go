@@ -753,3 +753,22 @@ func TestExitDispatchAllocatesNothing(t *testing.T) {
 		t.Errorf("vCPU loop over %d exits: %v allocations, want 0", len(exits), n)
 	}
 }
+
+// A panic in device work on a goroutine of its own (a bug in vmm, never
+// the guest's doing) stops the machine as an error with its stack
+// instead of crashing vmm.
+func TestGoDevicePanic(t *testing.T) {
+	m, _ := newFakeMachine(t, Config{})
+	m.goDevice("test device", func() { panic("boom") })
+	select {
+	case <-m.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the machine did not stop")
+	}
+	m.mu.Lock()
+	reason, err := m.reason, m.err
+	m.mu.Unlock()
+	if reason != StopError || err == nil || !strings.Contains(err.Error(), "test device: internal error, a bug in vmm: boom") {
+		t.Fatalf("stopped for %v with %v", reason, err)
+	}
+}

@@ -52,8 +52,8 @@ func addRunFlags(fs *pflag.FlagSet, o *options) {
 func runUsage(fs *pflag.FlagSet, w io.Writer) {
 	fmt.Fprintf(w, "Usage: vmm run -kernel BZIMAGE -initrd INITRD [flags] [--] CMD [ARGS...]\n\n")
 	fmt.Fprintf(w, "Boots a fresh VM, runs CMD in it and exits with CMD's exit status.\n")
-	fmt.Fprintf(w, "CMD's stdin and stdout are vmm's (stdin through the guest's ttyS1; stdout through a\n")
-	fmt.Fprintf(w, "virtio-console port, or ttyS1 when vmm's stdout is a terminal); its stderr and the\n")
+	fmt.Fprintf(w, "CMD's stdin and stdout are vmm's (each through a virtio-console port when a pipe or\n")
+	fmt.Fprintf(w, "a file, else through the guest's ttyS1); its stderr and the\n")
 	fmt.Fprintf(w, "guest's console go to vmm's stderr. CMD waits while stdout is not read; if stdout\n")
 	fmt.Fprintf(w, "is closed, CMD's further output is discarded. Status: CMD's own; 125 if the guest stopped\n")
 	fmt.Fprintf(w, "without reporting one; 124 on -timeout; 128+N on signal N; 1 or 2 for vmm's errors.\n")

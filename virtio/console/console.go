@@ -526,7 +526,9 @@ func (d *Device) EndInput() {
 	}
 	d.hostClosed = true
 	if d.active {
-		d.queueLocked(appendControl(nil, control{id: portID, event: eventPortOpen, value: 0}, ""))
+		// Past maxPending too: a driver that flooded the queue with
+		// requests must still learn where its input ends. Once only.
+		d.pending = append(d.pending, appendControl(nil, control{id: portID, event: eventPortOpen, value: 0}, ""))
 	}
 	d.ctrlMu.Unlock()
 	if d.active {
@@ -553,19 +555,23 @@ func (d *Device) serveCtrlTx(stop <-chan struct{}) {
 			}
 			m, valid := parseControl(c.Readable)
 			c.Readable, c.Writable = nil, nil
+			// The port's state first: Linux's driver waits for this
+			// buffer to come back before it stops taking input on a
+			// port it closes (port_fops_release), so Send stops
+			// filling before that.
+			if valid && m.event == eventPortOpen && m.id == portID {
+				d.guestOpen.Store(m.value != 0)
+				if m.value != 0 {
+					d.openOnce.Do(func() { close(d.opened) })
+				}
+				d.wakeRx()
+			}
 			q.Push(c.Head, 0)
 			if q.NeedInterrupt() {
 				env.Interrupt()
 			}
 			if !valid {
 				continue
-			}
-			if m.event == eventPortOpen && m.id == portID {
-				d.guestOpen.Store(m.value != 0)
-				if m.value != 0 {
-					d.openOnce.Do(func() { close(d.opened) })
-				}
-				d.wakeRx()
 			}
 			// The answer is made under ctrlMu, so that it and
 			// EndInput's PORT_OPEN 0 are queued in the order of

@@ -250,6 +250,14 @@ func TestControlPendingBounded(t *testing.T) {
 	if n != maxPending {
 		t.Errorf("%d pending answers, want %d", n, maxPending)
 	}
+	// The end of the host's input is not dropped with the answers: it
+	// comes last, once the driver posts buffers.
+	r.d.EndInput()
+	r.post(t, maxPending+2)
+	got := r.received(t)
+	if len(got) != maxPending+1 || got[len(got)-1] != "PORT_OPEN(0,0)" {
+		t.Errorf("after EndInput with the queue full the driver got %d messages ending %q, want %d ending PORT_OPEN(0,0)", len(got), got[len(got)-1:], maxPending+1)
+	}
 }
 
 // What the guest writes to the port reaches the writer whole and in

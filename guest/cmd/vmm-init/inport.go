@@ -21,32 +21,69 @@ const inChunk = 64 << 10
 // read (port_fops_read), so the job reads end of file where vmm's stdin
 // ended. A pipe rather than the port itself, because the driver lets one
 // file at a time have a port open and a job may open /dev/stdin again
-// (`cat /dev/stdin`, a shell's `<(...)`). The goroutine finds and opens
-// the port while the job starts, not before: vmm sends nothing until the
-// port is open, and the job's first read waits for the pipe anyway.
-// Where the port does not come up (a kernel without virtio_console), it
-// raises OUT1 on tty instead, and relays the serial port's input as
-// jobStdin does. The copy stops when the job's side of the pipe is
-// closed (the job closed its stdin or ended); done closes vmm-init's
-// copy of that side, after the job.
-func portStdin(tty *os.File) (stdin *os.File, done func()) {
+// (`cat /dev/stdin`, a shell's `<(...)`).
+//
+// vmm sends the input to the port once it is open, so it is opened here
+// when it is already named, and otherwise by the goroutine while the job
+// starts: the job's first read waits for the pipe anyway. Where the port
+// never comes (a kernel without virtio_console) the goroutine raises OUT1
+// on tty instead and relays the serial port's input as jobStdin does.
+// A port that is there but will not open leaves the job an empty stdin:
+// vmm may already be sending to the port (the job itself opened it).
+//
+// A restored job (restored) has no serial input to fall back on (vmm
+// sent only the job message there): without its port it does not run,
+// and err says why. The copy stops when the job's side of the pipe is
+// closed (the job closed its stdin or ended); done closes vmm-init's copy
+// of that side, after the job.
+func portStdin(tty *os.File, restored bool) (stdin *os.File, done func(), err error) {
+	var port *os.File
+	if restored {
+		if port, err = openPort(guestabi.JobInputPort, os.O_RDONLY, portWait); err != nil {
+			return nil, nil, fmt.Errorf("job input port: %w", err)
+		}
+	} else if _, named := findPort(virtioPortsDir, guestabi.JobInputPort); named {
+		if port, err = openPort(guestabi.JobInputPort, os.O_RDONLY, 0); err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: job input port: %v; the job's stdin is empty\n", err)
+			return emptyStdin(), func() {}, nil
+		}
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
+		if port != nil {
+			// The input is the port's: the job reads it itself.
+			fmt.Fprintf(os.Stderr, "vmm-init: job input: %v; the job reads the port itself\n", err)
+			return port, func() {}, nil
+		}
 		fmt.Fprintf(os.Stderr, "vmm-init: job input: %v; using %s\n", err, guestabi.JobTTY)
 		if tty == os.Stdout {
-			return tty, func() {}
+			return tty, func() {}, nil
 		}
 		raiseOUT1(tty)
-		return jobStdin(tty)
+		stdin, done := jobStdin(tty)
+		return stdin, done, nil
 	}
 	go func() {
-		if port := openPort(guestabi.JobInputPort, os.O_RDONLY, "job input port"); port != nil {
+		if port != nil {
 			relayPort(port, w)
+			return
+		}
+		p, err := openPort(guestabi.JobInputPort, os.O_RDONLY, portWait)
+		if err == nil {
+			relayPort(p, w)
+			return
+		}
+		if !errors.Is(err, errNoConsole) && !errors.Is(err, errNoPort) {
+			fmt.Fprintf(os.Stderr, "vmm-init: job input port: %v; the job's stdin is empty\n", err)
+			w.Close()
 			return
 		}
 		if tty == os.Stdout {
 			w.Close() // no job port either: the input is empty
 			return
+		}
+		if errors.Is(err, errNoPort) {
+			fmt.Fprintf(os.Stderr, "vmm-init: job input port: %v; using %s\n", err, guestabi.JobTTY)
 		}
 		raiseOUT1(tty)
 		fd, err := openRelayFD()
@@ -57,7 +94,19 @@ func portStdin(tty *os.File) (stdin *os.File, done func()) {
 		}
 		relayInput(fd, w)
 	}()
-	return r, func() { r.Close() }
+	return r, func() { r.Close() }, nil
+}
+
+// emptyStdin is a stdin at end of file: the read end of a pipe whose
+// write end is closed, or /dev/null.
+func emptyStdin() *os.File {
+	r, w, err := os.Pipe()
+	if err != nil {
+		f, _ := os.Open(os.DevNull)
+		return f
+	}
+	w.Close()
+	return r
 }
 
 // relayPort copies src to w until src ends or fails, or w's reader is

@@ -36,7 +36,7 @@ func runJobIfAsked() {
 	} else if spec, err := jobspec.Parse(b); err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
 	} else {
-		status = runJob(spec)
+		status = runJob(spec, false)
 	}
 	finishJob(status)
 }
@@ -51,12 +51,13 @@ func finishJob(status int) {
 }
 
 // runJob runs the command with its stdin and stdout on the job port (its
-// stdin through jobStdin, so that it ends where vmm's does; its stdout
-// through the virtio-console output port instead when the spec asks and
-// the port is there, see outport.go) and its stderr on the console (a
-// pipe to it when the spec asks, jobStderr), and returns its status as a
-// shell would.
-func runJob(spec guestabi.Spec) int {
+// stdin through jobStdin, so that it ends where vmm's does, or from the
+// virtio-console input port when the spec asks, portStdin; its stdout
+// through the output port instead when the spec asks and the port is
+// there, see outport.go) and its stderr on the console (a pipe to it
+// when the spec asks, jobStderr), and returns its status as a shell
+// would. restored says the job came in a restored snapshot's message.
+func runJob(spec guestabi.Spec, restored bool) int {
 	tty, err := os.OpenFile(guestabi.JobTTY, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: job port: %v; using the console\n", err)
@@ -88,8 +89,12 @@ func runJob(spec guestabi.Spec) int {
 	stdin := tty
 	switch {
 	case spec.StdinPort:
-		var done func()
-		stdin, done = portStdin(tty)
+		s, done, err := portStdin(tty, restored)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "vmm-init: %v\n", err)
+			return guestabi.StatusNotRun
+		}
+		stdin = s
 		defer done()
 	case tty != os.Stdout:
 		var done func()

@@ -54,29 +54,39 @@ const outChunk = 32 << 10
 // a kernel without the driver: the job keeps the serial port, quietly).
 // A console whose port does not come up in portWait is said on stderr.
 func openOutputPort() *os.File {
-	return openPort(guestabi.JobOutputPort, os.O_WRONLY, "job output port")
-}
-
-// openPort opens the virtio-console port called name with flag (O_RDONLY
-// or O_WRONLY), or returns nil, saying why on stderr unless the VM has no
-// virtio console with a driver at all. what names the port in messages.
-func openPort(name string, flag int, what string) *os.File {
-	if !hasVirtioConsole(virtioDevicesDir) {
+	f, err := openPort(guestabi.JobOutputPort, os.O_WRONLY, portWait)
+	if err != nil {
+		if !errors.Is(err, errNoConsole) {
+			fmt.Fprintf(os.Stderr, "vmm-init: job output port: %v; using %s\n", err, guestabi.JobTTY)
+		}
 		return nil
 	}
-	deadline := time.Now().Add(portWait)
+	return f
+}
+
+// openPort's errors when the port is not there: the VM has no virtio
+// console with a driver (another VMM, a kernel without virtio_console),
+// or none of its ports got the name in time.
+var (
+	errNoConsole = errors.New("no virtio console")
+	errNoPort    = errors.New("no such virtio-console port")
+)
+
+// openPort opens the virtio-console port called name with flag (O_RDONLY
+// or O_WRONLY), waiting up to wait for the port to be named. Its error is
+// errNoConsole or wraps errNoPort when the port is not there, and is the
+// open's when it is there but cannot be opened.
+func openPort(name string, flag int, wait time.Duration) (*os.File, error) {
+	if !hasVirtioConsole(virtioDevicesDir) {
+		return nil, errNoConsole
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		if dev, ok := findPort(virtioPortsDir, name); ok {
-			f, err := os.OpenFile(filepath.Join("/dev", dev), flag|unix.O_NOCTTY, 0)
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "vmm-init: %s: %v; using %s\n", what, err, guestabi.JobTTY)
-				return nil
-			}
-			return f
+			return os.OpenFile(filepath.Join("/dev", dev), flag|unix.O_NOCTTY, 0)
 		}
-		if time.Now().After(deadline) {
-			fmt.Fprintf(os.Stderr, "vmm-init: no virtio-console port named %s after %v; using %s\n", name, portWait, guestabi.JobTTY)
-			return nil
+		if !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("%w named %s after %v", errNoPort, name, wait)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -70,7 +70,7 @@ func waitForJob() {
 	if err := unix.Settimeofday(&tv); err != nil {
 		fmt.Fprintf(os.Stderr, "vmm-init: set the clock to %v: %v\n", time.Unix(0, msg.UnixNano), err)
 	}
-	status := runJob(msg.Spec)
+	status := runJob(msg.Spec, true)
 	tty.Close()
 	finishJob(status)
 }
