@@ -243,12 +243,14 @@ func (m *Machine) openVirtio() error {
 	return nil
 }
 
-// VirtioDevices is how many virtio devices cfg makes, of which a machine
-// has at most MaxVirtioDevices.
-func VirtioDevices(cfg Config) int { return virtioCount(cfg) }
-
-// MaxVirtioDevices is how many virtio devices a machine can have.
-const MaxVirtioDevices = maxVirtioDevices
+// JobInputPortFits reports whether the job's input port fits beside the
+// virtio devices cfg makes and more still to be added: it is a speed-up,
+// not a device the user asked for, so where it would not fit the input
+// takes the UART instead.
+func JobInputPortFits(cfg Config, more int) bool {
+	cfg.JobInputPort = true
+	return virtioCount(cfg)+more <= maxVirtioDevices
+}
 
 // virtioCount is how many virtio devices cfg makes: its disks, network
 // cards and shares, and the job's output and input ports with a job.

@@ -107,16 +107,11 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 		return nil, err
 	}
 	if spec.StdinPort {
-		// The input port is a speed-up, not a device the user asked
-		// for: where it would take the VM past its virtio devices,
-		// the input takes the serial port.
-		c := *cfg
-		c.JobInputPort = true
-		n := machine.VirtioDevices(c)
+		more := 0
 		if o.out != "" {
-			n++ // -out's scratch disk, added below
+			more = 1 // -out's scratch disk, added below
 		}
-		spec.StdinPort = n <= machine.MaxVirtioDevices
+		spec.StdinPort = machine.JobInputPortFits(*cfg, more)
 	}
 	cfg.JobInputPort = spec.StdinPort
 	layer, err := runjob.Layer(spec)

@@ -244,9 +244,7 @@ func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize i
 	cfg.JobOutput = io.Discard
 	// The job's input port, where it fits: its probe is paid here, once,
 	// and every restored job with piped stdin gets its input through it.
-	withIn := cfg
-	withIn.JobInputPort = true
-	cfg.JobInputPort = machine.VirtioDevices(withIn) <= machine.MaxVirtioDevices
+	cfg.JobInputPort = machine.JobInputPortFits(cfg, 0)
 	cfg.Console = stderr
 	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(stderr, "vmm: "+format+"\n", args...) }
 

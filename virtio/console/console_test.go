@@ -632,6 +632,19 @@ func sendAsync(d *Device, p []byte, cancel <-chan struct{}) <-chan error {
 	return done
 }
 
+// sendResult is what sendAsync's Send returned, or a failure when it has
+// not returned within wait; when says when it should have.
+func sendResult(t *testing.T, done <-chan error, when string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(wait):
+		t.Fatalf("Send did not return %s", when)
+		return nil
+	}
+}
+
 // TestInput: what the host sends waits for the guest to open the port,
 // then fills the driver's buffers in order, each from its start, as many
 // as the driver posts, waiting for more; the end of the input is
@@ -674,13 +687,8 @@ func TestInput(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond)
 			}
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(wait):
-				t.Fatal("Send did not return once the guest had taken everything")
+			if err := sendResult(t, done, "once the guest had taken everything"); err != nil {
+				t.Fatal(err)
 			}
 			got = append(got, r.takeRx()...)
 			if !bytes.Equal(got, data) {
@@ -762,13 +770,8 @@ func TestInputCancel(t *testing.T) {
 		t.Fatalf("%d chains used with %d bytes, want 2 with 100", used, len(got))
 	}
 	close(cancel)
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrCanceled) {
-			t.Fatalf("Send: %v, want ErrCanceled", err)
-		}
-	case <-time.After(wait):
-		t.Fatal("Send did not end at cancel")
+	if err := sendResult(t, done, "at cancel"); !errors.Is(err, ErrCanceled) {
+		t.Fatalf("Send: %v, want ErrCanceled", err)
 	}
 }
 
@@ -789,13 +792,8 @@ func TestInputAcrossReset(t *testing.T) {
 	r = newRig(t, d, false)
 	r.openPort(t)
 	r.postRx(t, 1, 4096)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(wait):
-		t.Fatal("Send did not finish after the driver came back")
+	if err := sendResult(t, done, "after the driver came back"); err != nil {
+		t.Fatal(err)
 	}
 	if got := string(r.takeRx()); got != "after reset" {
 		t.Fatalf("received %q", got)

@@ -80,13 +80,23 @@ func openPort(name string, flag int, wait time.Duration) (*os.File, error) {
 	if !hasVirtioConsole(virtioDevicesDir) {
 		return nil, errNoConsole
 	}
+	dev, ok := waitForPort(name, wait)
+	if !ok {
+		return nil, fmt.Errorf("%w named %s after %v", errNoPort, name, wait)
+	}
+	return os.OpenFile(filepath.Join("/dev", dev), flag|unix.O_NOCTTY, 0)
+}
+
+// waitForPort looks for the port called name until it appears or wait
+// has passed, and returns its device name.
+func waitForPort(name string, wait time.Duration) (string, bool) {
 	deadline := time.Now().Add(wait)
 	for {
 		if dev, ok := findPort(virtioPortsDir, name); ok {
-			return os.OpenFile(filepath.Join("/dev", dev), flag|unix.O_NOCTTY, 0)
+			return dev, true
 		}
 		if !time.Now().Before(deadline) {
-			return nil, fmt.Errorf("%w named %s after %v", errNoPort, name, wait)
+			return "", false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -128,16 +138,8 @@ func awaitPort(name string, consoles int) bool {
 	if virtioConsoles(virtioDevicesDir) < consoles {
 		return false
 	}
-	deadline := time.Now().Add(portWait)
-	for {
-		if _, ok := findPort(virtioPortsDir, name); ok {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	_, ok := waitForPort(name, portWait)
+	return ok
 }
 
 // findPort returns the device name (vportNpM) of the port called name
