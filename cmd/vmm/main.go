@@ -144,7 +144,7 @@ func vmmMain(start time.Time, args []string, stdin, stdout, stderr *os.File, boo
 		return runMode(true, start, args[1:], stdin, stdout, stderr, boot)
 	}
 	if len(args) > 0 && args[0] == "snapshot" {
-		return snapshotMain(start, args[1:], stderr)
+		return snapshotMain(start, args[1:], stdout, stderr)
 	}
 	return runMode(false, start, args, stdin, stdout, stderr, boot)
 }
@@ -172,7 +172,11 @@ func bootKVM(cfg machine.Config) (guest, error) {
 	return m, nil
 }
 
-func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
+// newFlagSet's help goes to help: stdout, where -h is asked for, as GNU
+// programs and QEMU print theirs, so `vmm -h | less` works. Errors in
+// flags are not printed by the flag set (ContinueOnError): the caller
+// prints them as one line on stderr.
+func newFlagSet(o *options, help io.Writer) *pflag.FlagSet {
 	name := "vmm"
 	switch {
 	case o.run:
@@ -181,11 +185,11 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 		name = "vmm snapshot"
 	}
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(help)
 	fs.SortFlags = false
-	fs.StringVar(&o.kernel, "kernel", "", "Linux bzImage to boot (required)")
+	fs.StringVar(&o.kernel, "kernel", "", "Linux kernel to boot, a bzImage or a vmlinux ELF (required)")
 	fs.StringVar(&o.initrd, "initrd", "", "initramfs (cpio, optionally compressed) to hand the kernel")
-	fs.StringVar(&o.appendArgs, "append", "", "arguments added to the kernel command line `\""+defaultCmdline+"\"`")
+	fs.StringVar(&o.appendArgs, "append", "", "`ARGS` appended to the kernel command line, after vmm's own \""+defaultCmdline+"\"")
 	fs.StringVarP(&o.memory, "memory", "m", "512M", "guest RAM: a size with K, M, G or T suffix; a plain number is MiB")
 	fs.IntVar(&o.cpus, "smp", 1, "number of vCPUs (QEMU's `cpus=N` form works too)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (e.g. 90s, 10m) and exit with status 124; 0 means never")
@@ -202,18 +206,18 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	if o.run {
 		addRunFlags(fs, o)
 		fs.SetInterspersed(false) // the first argument that is not a flag starts the command
-		fs.Usage = func() { runUsage(fs, stderr) }
+		fs.Usage = func() { runUsage(fs, help) }
 		return fs
 	}
 	if o.snap {
 		addSnapshotFlags(fs, o)
-		fs.Usage = func() { snapshotUsage(fs, stderr) }
+		fs.Usage = func() { snapshotUsage(fs, help) }
 		return fs
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS] [-timeout D] [-disk FILE[,ro]]... [-tap NAME[,mac=MAC]]... [-nic user[,hostfwd=RULE]...]...\n\n")
-		fmt.Fprintf(stderr, "Boots Linux on KVM with the guest's serial console (ttyS0) on this terminal.\n")
-		fmt.Fprintf(stderr, "Type Ctrl-A x to quit, Ctrl-A Ctrl-A to send Ctrl-A. Flags may be written -flag or --flag.\n\n")
+		fmt.Fprintf(help, "Usage: vmm -kernel BZIMAGE [-initrd INITRD] [-m SIZE] [-smp N] [-append ARGS] [-timeout D] [-disk FILE[,ro]]... [-tap NAME[,mac=MAC]]... [-nic user[,hostfwd=RULE]...]...\n\n")
+		fmt.Fprintf(help, "Boots Linux on KVM with the guest's serial console (ttyS0) on this terminal.\n")
+		fmt.Fprintf(help, "Type Ctrl-A x to quit, Ctrl-A Ctrl-A to send Ctrl-A. Flags may be written -flag or --flag.\n\n")
 		fs.PrintDefaults()
 	}
 	return fs
@@ -591,18 +595,20 @@ func hostMemory() uint64 {
 
 // parseArgs turns the command line into a machine configuration and the
 // options that are vmm's own (timeout, boot timer).
-func parseArgs(args []string, stderr io.Writer) (machine.Config, options, error) {
-	return parseMode(false, args, stderr)
+func parseArgs(args []string, help io.Writer) (machine.Config, options, error) {
+	return parseMode(false, args, help)
 }
 
-func parseMode(run bool, args []string, stderr io.Writer) (machine.Config, options, error) {
-	return parseOptions(options{run: run}, args, stderr)
+func parseMode(run bool, args []string, help io.Writer) (machine.Config, options, error) {
+	return parseOptions(options{run: run}, args, help)
 }
 
 // parseOptions reads args for vmm, vmm run or vmm snapshot, as o says.
-func parseOptions(o options, args []string, stderr io.Writer) (machine.Config, options, error) {
+// Asked for help (-h, --help), it prints it to help and returns
+// pflag.ErrHelp.
+func parseOptions(o options, args []string, help io.Writer) (machine.Config, options, error) {
 	run := o.run
-	fs := newFlagSet(&o, stderr)
+	fs := newFlagSet(&o, help)
 	args, err := qemuSpelling(fs, args, run)
 	if err != nil {
 		return machine.Config{}, o, usageError{err}
@@ -941,7 +947,7 @@ func runJob(start time.Time, args []string, stdin *os.File, stdout, stderr *os.F
 }
 
 func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdoutFile, stderrFile *os.File, boot bootFunc) (status int) {
-	cfg, o, err := parseMode(runMode, args, stderrFile)
+	cfg, o, err := parseMode(runMode, args, stdoutFile)
 	timeout := o.timeout
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0

@@ -614,3 +614,40 @@ func TestSharerEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpToStdout: help asked for goes to stdout with status 0, as
+// QEMU's and GNU programs' do, so it can be paged or grepped; stderr
+// stays empty.
+func TestHelpToStdout(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-h"}, "Usage: vmm -kernel"},
+		{[]string{"--help"}, "Usage: vmm -kernel"},
+		{[]string{"-help"}, "Usage: vmm -kernel"},
+		{[]string{"run", "-h"}, "Usage: vmm run"},
+		{[]string{"run", "--help"}, "Usage: vmm run"},
+		{[]string{"snapshot", "-h"}, "Usage: vmm snapshot"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			dir := t.TempDir()
+			stdout, err := os.Create(filepath.Join(dir, "stdout"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stdout.Close()
+			stderr, err := os.Create(filepath.Join(dir, "stderr"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stderr.Close()
+			status := vmmMain(time.Now(), tt.args, nil, stdout, stderr, nil)
+			out, _ := os.ReadFile(stdout.Name())
+			errOut, _ := os.ReadFile(stderr.Name())
+			if status != 0 || !strings.HasPrefix(string(out), tt.want) || !strings.Contains(string(out), "--kernel") || len(errOut) != 0 {
+				t.Errorf("status %d, stdout %.80q, stderr %q; want 0, help starting %q on stdout, nothing on stderr", status, out, errOut, tt.want)
+			}
+		})
+	}
+}

@@ -86,8 +86,8 @@ func snapshotUsage(fs *pflag.FlagSet, w io.Writer) {
 	fs.PrintDefaults()
 }
 
-func snapshotMain(start time.Time, args []string, stderr io.Writer) int {
-	cfg, o, err := parseOptions(options{snap: true}, args, stderr)
+func snapshotMain(start time.Time, args []string, stdout, stderr io.Writer) int {
+	cfg, o, err := parseOptions(options{snap: true}, args, stdout)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}

@@ -210,7 +210,7 @@ func TestSnapshotBadDir(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr strings.Builder
-			status := snapshotMain(time.Now(), []string{"-kernel", file, "-o", tc.o}, &stderr)
+			status := snapshotMain(time.Now(), []string{"-kernel", file, "-o", tc.o}, io.Discard, &stderr)
 			msg := stderr.String()
 			if status != 1 || !strings.HasPrefix(msg, "vmm snapshot: -o: mkdir "+file) || strings.Count(msg, "\n") != 1 {
 				t.Errorf("status %d, stderr %q; want 1 and one line about -o", status, msg)
@@ -251,7 +251,7 @@ func TestSnapshotBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr strings.Builder
 			done := make(chan int, 1)
-			go func() { done <- snapshotMain(time.Now(), append(tc.args, "-o", tc.o), &stderr) }()
+			go func() { done <- snapshotMain(time.Now(), append(tc.args, "-o", tc.o), io.Discard, &stderr) }()
 			var status int
 			select {
 			case status = <-done:
@@ -294,7 +294,7 @@ func TestSnapshotVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stderr strings.Builder
-	if status := snapshotMain(time.Now(), []string{"-verify", dir}, &stderr); status != 0 || !strings.Contains(stderr.String(), "is intact") || strings.Contains(stderr.String(), "will not restore") {
+	if status := snapshotMain(time.Now(), []string{"-verify", dir}, io.Discard, &stderr); status != 0 || !strings.Contains(stderr.String(), "is intact") || strings.Contains(stderr.String(), "will not restore") {
 		t.Fatalf("intact: status %d, %q", status, stderr.String())
 	}
 	sampled := map[uint64]bool{}
@@ -323,13 +323,13 @@ func TestSnapshotVerify(t *testing.T) {
 		s.Close()
 	}
 	stderr.Reset()
-	status := snapshotMain(time.Now(), []string{"-verify", dir}, &stderr)
+	status := snapshotMain(time.Now(), []string{"-verify", dir}, io.Discard, &stderr)
 	if status != 1 || !strings.Contains(stderr.String(), "does not match its hash") || strings.Count(stderr.String(), "\n") != 1 {
 		t.Errorf("changed page: status %d, %q; want 1 and one line", status, stderr.String())
 	}
 	for _, args := range [][]string{{"-verify", dir, "-m", "1G"}, {"-verify", ""}, {"-verify"}} {
 		stderr.Reset()
-		if status := snapshotMain(time.Now(), args, &stderr); status != 2 {
+		if status := snapshotMain(time.Now(), args, io.Discard, &stderr); status != 2 {
 			t.Errorf("%q: status %d, %q; want a usage error", args, status, stderr.String())
 		}
 	}
@@ -453,7 +453,7 @@ func TestSnapshotSlotTagsTaken(t *testing.T) {
 	for _, tag := range []string{guestabi.JobShareTag, guestabi.JobRootTag} {
 		var stderr strings.Builder
 		o := filepath.Join(t.TempDir(), "snap")
-		status := snapshotMain(time.Now(), []string{"-kernel", "k", "-fs", "/tmp,tag=" + tag, "-o", o}, &stderr)
+		status := snapshotMain(time.Now(), []string{"-kernel", "k", "-fs", "/tmp,tag=" + tag, "-o", o}, io.Discard, &stderr)
 		want := fmt.Sprintf("vmm snapshot: -fs /tmp,tag=%s: tag %q is taken by the snapshot's slot", tag, tag)
 		if status != 2 || !strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
 			t.Errorf("tag %s: status %d, stderr %q; want 2 and one line starting %q", tag, status, stderr.String(), want)
@@ -507,7 +507,7 @@ func TestSnapshotStalledStderr(t *testing.T) {
 	defer close(stuck.release)
 	done := make(chan int, 1)
 	go func() {
-		done <- snapshotMain(time.Now(), []string{"-kernel", kernel, "-o", filepath.Join(dir, "snap")}, stuck)
+		done <- snapshotMain(time.Now(), []string{"-kernel", kernel, "-o", filepath.Join(dir, "snap")}, io.Discard, stuck)
 	}()
 	select {
 	case status := <-done:
