@@ -1039,7 +1039,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 				rawMode.Store(true)
 				restore = term
 				bs.onExit(term)
-				cfg.ConsoleIn = &escapeReader{r: stdin, quit: func() { cancel(errQuit) }}
+				cfg.ConsoleIn = newTerminalInput(stdin, func() { cancel(errQuit) })
 			} else {
 				cfg.ConsoleIn = stdin
 			}

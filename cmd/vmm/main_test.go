@@ -651,3 +651,71 @@ func TestHelpToStdout(t *testing.T) {
 		})
 	}
 }
+
+// TestTerminalInputQuitsWhileGuestReadsNothing: Ctrl-A x typed behind
+// input the guest has not read still quits at once, where the escape
+// used to wait in the console forwarder behind the UART's backpressure.
+// Nothing reads the terminalInput here, as the forwarder of a guest that
+// reads nothing does not.
+func TestTerminalInputQuitsWhileGuestReadsNothing(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	quit := make(chan struct{})
+	newTerminalInput(r, func() { close(quit) })
+	if _, err := w.Write(append(bytes.Repeat([]byte("y"), 64<<10), "\x01x"...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-quit:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ctrl-A x behind 64 KiB of unread input did not quit within 10s")
+	}
+}
+
+// TestTerminalInputKeepsEverything: what the terminal gives, past the
+// queue's bound too, comes out whole and in order, escapes filtered,
+// and the terminal's end ends it.
+func TestTerminalInputKeepsEverything(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var in, want bytes.Buffer
+	for i := 0; in.Len() < 2*maxQueued; i++ {
+		line := fmt.Sprintf("line %d\r", i)
+		in.WriteString(line)
+		want.WriteString(line)
+		if i%1000 == 0 {
+			in.WriteString("\x01\x01\x01b")
+			want.WriteString("\x01\x01b")
+		}
+	}
+	quit := false
+	ti := newTerminalInput(r, func() { quit = true })
+	go func() {
+		w.Write(in.Bytes())
+		w.Close()
+	}()
+	// A reader that starts late, once the queue is full.
+	time.Sleep(100 * time.Millisecond)
+	var got bytes.Buffer
+	buf := make([]byte, 1000)
+	for {
+		n, err := ti.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			if err != io.EOF {
+				t.Fatalf("read: %v", err)
+			}
+			break
+		}
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) || quit {
+		t.Errorf("got %d bytes (equal: %v), quit %v; want the %d bytes written, filtered, and no quit", got.Len(), bytes.Equal(got.Bytes(), want.Bytes()), quit, want.Len())
+	}
+}
