@@ -666,9 +666,9 @@ func TestTerminalInputQuitsWhileGuestReadsNothing(t *testing.T) {
 	defer w.Close()
 	quit := make(chan struct{})
 	newTerminalInput(r, func() { close(quit) })
-	if _, err := w.Write(append(bytes.Repeat([]byte("y"), 64<<10), "\x01x"...)); err != nil {
-		t.Fatal(err)
-	}
+	// More than a pipe holds: the writer waits unless the terminal is
+	// read while nothing reads the terminalInput.
+	go w.Write(append(bytes.Repeat([]byte("y"), 128<<10), "\x01x"...))
 	select {
 	case <-quit:
 	case <-time.After(10 * time.Second):
