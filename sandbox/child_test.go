@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/rawterm"
 )
 
 // The tests below run the test binary again as a child that installs the
@@ -51,6 +53,18 @@ func child(what string) int {
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGHUP)
+	var (
+		term        int
+		cooked      *unix.Termios
+		master      *os.File
+		restoreTerm func()
+	)
+	if what == "terminal" {
+		if term, cooked, master, restoreTerm, err = rawTerminal(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+	}
 	if err := Install(Options{Extract: strings.HasPrefix(what, "extract"), Network: strings.HasPrefix(what, "network"), Files: strings.HasPrefix(what, "files")}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 3
@@ -69,6 +83,13 @@ func child(what string) int {
 		// Wait for the parent, without a new system call: the pipe's
 		// write end stays open, so this read blocks until stdin closes.
 		os.Stdin.Read(make([]byte, 1))
+		return 0
+	case "terminal":
+		if err := continuedWork(term, cooked, master, restoreTerm); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("ok")
 		return 0
 	case "x32":
 		// An x32 call (__X32_SYSCALL_BIT, 0x40000000) fails with ENOSYS, as the
@@ -177,6 +198,65 @@ func allowedWork(r, w *os.File) error {
 	for time.Now().Before(deadline) { // preempted by SIGURG meanwhile
 	}
 	return r.Close()
+}
+
+// rawTerminal opens a pseudo-terminal and puts it in raw mode as vmm
+// does its own during setup, keeping it raw across SIGCONT. It returns
+// the terminal's descriptor (vmm takes its stdin's during setup:
+// os.File.Fd makes a call, fcntl, that the sandbox refuses), its mode
+// before, and the master side, nonblocking, for the poller.
+func rawTerminal() (term int, cooked *unix.Termios, master *os.File, restore func(), err error) {
+	ptm, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return -1, nil, nil, nil, err
+	}
+	if err := unix.IoctlSetPointerInt(ptm, unix.TIOCSPTLCK, 0); err != nil {
+		return -1, nil, nil, nil, err
+	}
+	n, err := unix.IoctlGetInt(ptm, unix.TIOCGPTN)
+	if err != nil {
+		return -1, nil, nil, nil, err
+	}
+	pts, err := unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, nil, nil, err
+	}
+	if cooked, err = unix.IoctlGetTermios(pts, unix.TCGETS); err != nil {
+		return -1, nil, nil, nil, err
+	}
+	restore, err = rawterm.MakeRawKept(pts)
+	return pts, cooked, os.NewFile(uintptr(ptm), "ptmx"), restore, err
+}
+
+// continuedWork does what vmm does when it is continued after a stop
+// in which the shell cooked its terminal: the SIGCONT puts raw mode back
+// (after asking whether vmm is the terminal's foreground), and the exit
+// restores the mode. Raw mode shows as no echo of what the master side
+// types, since the filter lets vmm set a terminal's mode but not read it.
+func continuedWork(fd int, cooked *unix.Termios, master *os.File, restore func()) error {
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, cooked); err != nil {
+		return err
+	}
+	if err := unix.Kill(os.Getpid(), unix.SIGCONT); err != nil {
+		return err
+	}
+	buf := make([]byte, 64)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := master.Write([]byte("q")); err != nil {
+			return err
+		}
+		master.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := master.Read(buf); errors.Is(err, os.ErrDeadlineExceeded) {
+			break // no echo: raw again
+		} else if err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the terminal still echoes 10s after SIGCONT")
+		}
+	}
+	restore()
+	return nil
 }
 
 // shareWork creates, renames, lists, changes and removes files in dir.
@@ -292,6 +372,7 @@ func TestDenied(t *testing.T) {
 func TestAllowed(t *testing.T) {
 	for _, tt := range []struct{ child, out string }{
 		{"allowed", "ok\n"},
+		{"terminal", "ok\n"},
 		{"x32", "x32: true\n"},
 	} {
 		t.Run(tt.child, func(t *testing.T) {

@@ -1035,7 +1035,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			stdin = nil
 		}
 		if stdin != nil {
-			if term, err := rawterm.MakeRaw(int(stdin.Fd())); err == nil {
+			if term, err := rawterm.MakeRawKept(int(stdin.Fd())); err == nil {
 				rawMode.Store(true)
 				restore = term
 				bs.onExit(term)

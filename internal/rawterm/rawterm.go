@@ -5,7 +5,13 @@
 // carries a job's bytes unchanged).
 package rawterm
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
+	"os/signal"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
 
 // Raw returns t transformed as cfmakeraw(3) does: no line editing, no
 // echo, no signals from keys, no CR/NL translation, 8-bit characters,
@@ -33,6 +39,61 @@ func MakeRaw(fd int) (restore func(), err error) {
 		return nil, err
 	}
 	return func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
+}
+
+// MakeRawKept is MakeRaw that also puts the terminal back into raw mode
+// each time the process is continued (SIGCONT) in the foreground. A
+// process stopped from outside (SIGTSTP, SIGSTOP: raw mode sends no
+// Ctrl-Z) finds its terminal, once `fg` continues it, in whatever mode
+// the shell left there, cooked, where Ctrl-C would end it and every key
+// would echo twice; vim and QEMU's stdio console put theirs back the same
+// way. Continued in the background (`bg`), it leaves the terminal alone,
+// as touching it there would stop it again (SIGTTOU). The returned
+// restore first stops watching, and a SIGCONT being handled then
+// finishes before the terminal's mode is restored, so the terminal is
+// never left raw. It may be called more than once.
+func MakeRawKept(fd int) (restore func(), err error) {
+	restoreMode, err := MakeRaw(fd)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		restoreMode()
+		return nil, err
+	}
+	var (
+		mu      sync.Mutex
+		stopped bool
+		once    sync.Once
+	)
+	conts := make(chan os.Signal, 1)
+	done := make(chan struct{})
+	signal.Notify(conts, unix.SIGCONT)
+	go func() {
+		for {
+			select {
+			case <-conts:
+				mu.Lock()
+				if !stopped && !InBackground(fd) {
+					_ = unix.IoctlSetTermios(fd, unix.TCSETS, raw)
+				}
+				mu.Unlock()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		once.Do(func() {
+			signal.Stop(conts)
+			mu.Lock()
+			stopped = true
+			mu.Unlock()
+			close(done)
+			restoreMode()
+		})
+	}, nil
 }
 
 // InBackground reports whether fd is a terminal whose foreground process

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -120,4 +121,72 @@ func TestInBackground(t *testing.T) {
 	if err := cmd.Run(); err != nil || !bytes.Contains(out.Bytes(), []byte("ok\n")) {
 		t.Fatalf("child: %v\n%s", err, out.Bytes())
 	}
+}
+
+// TestMakeRawKeptAfterContinue: a SIGCONT puts the terminal back into raw
+// mode after something else (the shell, while vmm was stopped) cooked
+// it; once restored, a SIGCONT leaves the restored mode alone. The
+// pseudo-terminal is not this process's controlling terminal, so it
+// counts as in the foreground.
+func TestMakeRawKeptAfterContinue(t *testing.T) {
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer ptm.Close()
+	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptm.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	fd := int(pts.Fd())
+	cooked, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isRaw := func() bool {
+		tio, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+		return err == nil && tio.Lflag&(unix.ICANON|unix.ECHO|unix.ISIG) == 0
+	}
+	waitFor := func(want bool, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for isRaw() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: raw %v, want %v within 5s", what, !want, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	restore, err := MakeRawKept(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restore()
+	waitFor(true, "after MakeRawKept")
+	// The shell cooks the terminal while the process is stopped.
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, cooked); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(os.Getpid(), unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(true, "after SIGCONT")
+	restore()
+	waitFor(false, "after restore")
+	if err := unix.Kill(os.Getpid(), unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if isRaw() {
+		t.Fatal("a SIGCONT after restore made the terminal raw again")
+	}
+	restore() // a second call does nothing
 }
