@@ -62,6 +62,10 @@ func MakeRawKept(fd int) (restore func(), err error) {
 		restoreMode()
 		return nil, err
 	}
+	// The process group is read now, before vmm's sandbox, which lets a
+	// SIGCONT's handler ask for the terminal's (TIOCGPGRP) but refuses
+	// getpgid, through which x/sys reads one's own.
+	pgrp := unix.Getpgrp()
 	var (
 		mu      sync.Mutex
 		stopped bool
@@ -75,7 +79,7 @@ func MakeRawKept(fd int) (restore func(), err error) {
 			select {
 			case <-conts:
 				mu.Lock()
-				if !stopped && !InBackground(fd) {
+				if !stopped && !inBackgroundOf(fd, pgrp) {
 					_ = unix.IoctlSetTermios(fd, unix.TCSETS, raw)
 				}
 				mu.Unlock()
@@ -101,9 +105,12 @@ func MakeRawKept(fd int) (restore func(), err error) {
 // process that sets the terminal's mode is stopped (SIGTTOU), and what it
 // read as the mode to restore is the shell's line editor's, not the
 // user's.
-func InBackground(fd int) bool {
+func InBackground(fd int) bool { return inBackgroundOf(fd, unix.Getpgrp()) }
+
+// inBackgroundOf is InBackground for the process group pgrp.
+func inBackgroundOf(fd, pgrp int) bool {
 	fg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
-	return err == nil && fg != unix.Getpgrp()
+	return err == nil && fg != pgrp
 }
 
 // IsTerminal reports whether fd is a terminal (it has termios).

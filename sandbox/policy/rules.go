@@ -123,7 +123,7 @@ func rules(pid int) []rule {
 		{"ioctl", always, []seccomp.Condition{eq(1, kvmIOEventFD)}, "KVM_IOEVENTFD: a guest moves a virtio-pci function's BAR, and its queues' ioeventfds move with it"},
 		{"ioctl", always, []seccomp.Condition{eq(1, unix.TUNSETOFFLOAD)}, "TUNSETOFFLOAD: virtio-net tells the TAP which offloads the guest accepted, when its driver starts"},
 		{"ioctl", always, []seccomp.Condition{eq(1, unix.TCSETS)}, "TCSETS: give the terminal its settings back at exit (vmm put it in raw mode), and raw mode back after a SIGCONT (rawterm.MakeRawKept)"},
-		{"ioctl", always, []seccomp.Condition{eq(1, unix.TIOCGPGRP)}, "TIOCGPGRP: after a SIGCONT, whether vmm is the terminal's foreground before raw mode goes back on (rawterm.InBackground)"},
+		{"ioctl", always, []seccomp.Condition{eq(1, unix.TIOCGPGRP)}, "TIOCGPGRP: after a SIGCONT, whether vmm is the terminal's foreground before raw mode goes back on (rawterm.MakeRawKept, which read vmm's own process group before the sandbox)"},
 
 		// Threads, memory and signals: the Go runtime.
 		{"clone", always, []seccomp.Condition{eq(0, goCloneFlags)}, "the Go runtime starts threads (each vCPU holds one); with its thread flags only"},
@@ -141,7 +141,6 @@ func rules(pid int) []rule {
 		{"sched_yield", always, nil, "the runtime yields in spin loops (osyield)"},
 		{"sched_getaffinity", always, nil, "the runtime rechecks its CPU count for GOMAXPROCS now and then"},
 		{"getpid", always, nil, "the pid for tgkill"},
-		{"getpgrp", always, nil, "after a SIGCONT, vmm's process group, to compare with the terminal's foreground (rawterm.InBackground)"},
 		{"gettid", always, nil, "a vCPU notes its thread for kicks; a new runtime thread its own ID"},
 		{"rt_sigprocmask", always, nil, "the runtime masks signals around thread creation and exit"},
 		{"rt_sigreturn", always, nil, "return from every signal handler (SIGURG preemption, os/signal)"},
