@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/pty"
 )
 
 func TestRawClearsLineDiscipline(t *testing.T) {
@@ -95,22 +97,11 @@ func TestInBackground(t *testing.T) {
 	if InBackground(int(r.Fd())) {
 		t.Error("a pipe counts as a terminal in the background")
 	}
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	m, term, err := pty.Open()
 	if err != nil {
 		t.Skipf("no pseudo-terminals here: %v", err)
 	}
 	defer m.Close()
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	term, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer term.Close()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestInBackground$")
 	cmd.Env = append(os.Environ(), "RAWTERM_BACKGROUND_CHILD=1")
@@ -129,22 +120,11 @@ func TestInBackground(t *testing.T) {
 // pseudo-terminal is not this process's controlling terminal, so it
 // counts as in the foreground.
 func TestMakeRawKeptAfterContinue(t *testing.T) {
-	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	ptm, pts, err := pty.Open()
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
 	defer ptm.Close()
-	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(ptm.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer pts.Close()
 	fd := int(pts.Fd())
 	cooked, err := unix.IoctlGetTermios(fd, unix.TCGETS)

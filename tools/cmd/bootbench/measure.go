@@ -18,8 +18,8 @@ import (
 
 	"github.com/vmm-dev/vmm/devices/boottimer/report"
 	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/internal/pty"
 	"github.com/vmm-dev/vmm/tools/container"
-	"github.com/vmm-dev/vmm/tools/internal/pty"
 )
 
 // readyMarker is what the guest's init (guest/cmd/vmm-init) prints once

@@ -37,8 +37,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmm-dev/vmm/internal/pty"
 	"github.com/vmm-dev/vmm/tools/e2e/cmd/ptyends/report"
-	"github.com/vmm-dev/vmm/tools/internal/pty"
 )
 
 // outputTail bounds Report.Output.

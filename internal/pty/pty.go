@@ -1,8 +1,10 @@
-// Package pty opens pseudo-terminal pairs for the tools that must give a
-// program a real terminal: bootbench's container (the guest's init makes
-// its console the shell's controlling terminal) and the end-to-end
-// tests' ptyends (vmm on a terminal). It is here rather than in either
-// because both run in L1, which has no devpts until one of them mounts it.
+// Package pty opens pseudo-terminal pairs for what must give a program a
+// real terminal: bootbench's container (the guest's init makes its
+// console the shell's controlling terminal), the end-to-end tests'
+// ptyends (vmm on a terminal), and the tests of rawterm and of vmm's
+// sandbox at a terminal. It is here rather than in any of them because
+// they share it, and the tools run in L1, which has no devpts until one
+// of them mounts it.
 package pty
 
 import (
