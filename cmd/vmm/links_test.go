@@ -12,7 +12,9 @@ import (
 // map their pages in every vmm, whether a run uses them or not (package
 // internal/helperbin says why they are apart). Nor Go's FIPS 140 module,
 // which crypto/sha256 and crypto/rand bring for one hash and some random
-// bytes (package snapshot says what vmm uses instead).
+// bytes (package snapshot says what vmm uses instead), nor math/big and
+// the math/rand it brings, some 100 KB of code and tables that -m's
+// fractions (1.5G) needed (fracBits does them exactly without).
 func TestLinksNoHelperCode(t *testing.T) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -33,6 +35,7 @@ func TestLinksNoHelperCode(t *testing.T) {
 			"compress/gzip",
 			"github.com/vmm-dev/vmm/kernelimage/unpack",
 			"crypto/internal/fips140",
+			"math/big",
 		} {
 			// usernet/remote and usernet/hostfwd are vmm's end of the
 			// wire and its command line's rules, usernet/vnethdr the

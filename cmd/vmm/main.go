@@ -34,7 +34,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/big"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -497,19 +496,39 @@ func sizeOf(s string, shift int) (v uint64, problem string) {
 	if frac = strings.TrimRight(frac, "0"); frac != "" {
 		// frac/10^len(frac) of 2^shift bytes, the part below a byte
 		// dropped, as QEMU does.
-		num, _ := new(big.Int).SetString(frac, 10) // all digits
-		num.Lsh(num, uint(shift))
-		den := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(len(frac))), nil)
-		q := num.Quo(num, den)
-		if !q.IsUint64() || v+q.Uint64() > 1<<63 {
+		q := fracBits(frac, shift)
+		if v+q > 1<<63 {
 			return 0, "too large"
 		}
-		v += q.Uint64()
+		v += q
 	}
 	if v == 0 {
 		return 0, "guest memory must be more than 0"
 	}
 	return v, ""
+}
+
+// fracBits is the decimal fraction 0.digits times 2^shift, rounded
+// down: exact for any number of digits, shift at most 63, as the binary
+// expansion long multiplication gives it one bit at a time (double the
+// fraction, carry out the bit). It spares vmm math/big, and the 60 KB
+// of code and tables that package and math/rand would add to every
+// running vmm's resident memory (issue 12).
+func fracBits(digits string, shift int) uint64 {
+	d := []byte(digits)
+	for i := range d {
+		d[i] -= '0'
+	}
+	var q uint64
+	for range shift {
+		carry := byte(0)
+		for i := len(d) - 1; i >= 0; i-- {
+			x := d[i]*2 + carry
+			d[i], carry = x%10, x/10
+		}
+		q = q<<1 | uint64(carry)
+	}
+	return q
 }
 
 func allDigits(s string) bool {
