@@ -60,13 +60,15 @@ func child(what string) int {
 		master      *os.File
 		restoreTerm func()
 	)
-	if what == "terminal" {
+	var endTerm *Terminal
+	if strings.HasPrefix(what, "terminal") {
 		if term, cooked, master, restoreTerm, err = rawTerminal(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 3
 		}
+		endTerm = &Terminal{Fd: term, Mode: *cooked}
 	}
-	if err := Install(Options{Extract: strings.HasPrefix(what, "extract"), Network: strings.HasPrefix(what, "network"), Files: strings.HasPrefix(what, "files")}); err != nil {
+	if err := Install(Options{Extract: strings.HasPrefix(what, "extract"), Network: strings.HasPrefix(what, "network"), Files: strings.HasPrefix(what, "files"), Terminal: endTerm}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 3
 	}
@@ -99,7 +101,7 @@ func child(what string) int {
 		_, _, errno := unix.RawSyscall(0x40000000|unix.SYS_GETPPID, 0, 0, 0)
 		fmt.Println("x32:", errno == unix.ENOSYS)
 		return 0
-	case "getppid":
+	case "getppid", "terminal-getppid":
 		unix.Getppid()
 	case "getppid-thread":
 		// A thread started after Install inherits the filter.
@@ -222,8 +224,10 @@ func rawTerminal() (term int, cooked *unix.Termios, master *os.File, restore fun
 
 // runTerminalChild is runChild with a new pseudo-terminal as the child's
 // stdin and controlling terminal (a session of its own, as a login
-// shell's job has one), and the master side as descriptor 3.
-func runTerminalChild(t *testing.T, what string) (string, string, int) {
+// shell's job has one), and the master side as descriptor 3. It returns
+// too whether the terminal was left raw (no ICANON, no ECHO) once the
+// child was gone.
+func runTerminalChild(t *testing.T, what string) (stdout, stderr string, code int, leftRaw bool) {
 	t.Helper()
 	if raceEnabled {
 		t.Skip("the race detector's runtime makes calls vmm's filter does not allow")
@@ -236,8 +240,8 @@ func runTerminalChild(t *testing.T, what string) (string, string, int) {
 	defer pts.Close()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+what)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, &stdout, &stderr
+	var outBuf, errBuf bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, &outBuf, &errBuf
 	cmd.ExtraFiles = []*os.File{ptm}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	err = cmd.Run()
@@ -245,7 +249,12 @@ func runTerminalChild(t *testing.T, what string) (string, string, int) {
 	if err != nil && !errors.As(err, &ee) {
 		t.Fatal(err)
 	}
-	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	mode, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leftRaw = mode.Lflag&(unix.ICANON|unix.ECHO) == 0
+	return outBuf.String(), errBuf.String(), cmd.ProcessState.ExitCode(), leftRaw
 }
 
 // continuedWork does what vmm does when it is continued after a stop
@@ -407,9 +416,20 @@ func TestAllowed(t *testing.T) {
 // terminal, puts raw mode back under the filter: asking for the
 // terminal's foreground and setting its mode are allowed.
 func TestAllowedContinuedAtTerminal(t *testing.T) {
-	stdout, stderr, code := runTerminalChild(t, "terminal")
-	if code != 0 || stdout != "ok\n" || stderr != "" {
-		t.Errorf("status %d, stdout %q, stderr %q; want 0, \"ok\\n\", nothing", code, stdout, stderr)
+	stdout, stderr, code, leftRaw := runTerminalChild(t, "terminal")
+	if code != 0 || stdout != "ok\n" || stderr != "" || leftRaw {
+		t.Errorf("status %d, stdout %q, stderr %q, terminal left raw %v; want 0, \"ok\\n\", nothing, false", code, stdout, stderr, leftRaw)
+	}
+}
+
+// A denied call at a terminal in raw mode gives the terminal its mode
+// back before the process ends, as vmm's own exit would have: the user's
+// shell is not left without echo.
+func TestDeniedAtTerminal(t *testing.T) {
+	stdout, stderr, code, leftRaw := runTerminalChild(t, "terminal-getppid")
+	want := "vmm: sandbox: syscall getppid (nr 110) is not allowed\n"
+	if code != exitDenied || stdout != "" || stderr != want || leftRaw {
+		t.Errorf("status %d, stdout %q, stderr %q, terminal left raw %v; want %d, nothing, %q, false", code, stdout, stderr, leftRaw, exitDenied, want)
 	}
 }
 

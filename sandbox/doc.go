@@ -22,8 +22,10 @@
 //
 //	vmm: sandbox: syscall NAME (nr N) is not allowed
 //
-// to stderr and ends the process with status 159 (128+SIGSYS). It does
-// this without the Go runtime, whose own SIGSYS handling is a fatal
+// to stderr and ends the process with status 159 (128+SIGSYS), after
+// giving the terminal vmm made raw its mode back (Options.Terminal), so
+// that the user's shell is not left without echo. It does this without
+// the Go runtime, whose own SIGSYS handling is a fatal
 // traceback that does not name the call, and which may not run at all if
 // the denied call was made while a runtime lock was held.
 //

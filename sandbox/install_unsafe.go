@@ -31,9 +31,22 @@ func sigsys()
 func sigreturn()
 func handlerAddrs() (handler, restorer uintptr)
 
-// install puts the SIGSYS handler in place, then filter on every
-// thread.
-func install(filter []unix.SockFilter) error {
+// sigsysTerminal is what the SIGSYS handler gives back before it ends
+// the process: the mode of the terminal at fd, if fd is not negative.
+type sigsysTerminal struct {
+	fd   int64
+	mode unix.Termios
+}
+
+// endTerminal is the SIGSYS handler's terminal. It is a variable of the
+// package because the handler, in assembly and running no Go code, can
+// find data only by symbol; install writes it once, before the handler
+// is in place, and nothing writes it after.
+var endTerminal = sigsysTerminal{fd: -1}
+
+// install puts the SIGSYS handler in place, with term as the terminal it
+// restores, then filter on every thread.
+func install(filter []unix.SockFilter, term *Terminal) error {
 	if len(filter) == 0 || len(filter) > unix.BPF_MAXINSNS {
 		return fmt.Errorf("filter of %d instructions", len(filter))
 	}
@@ -41,6 +54,9 @@ func install(filter []unix.SockFilter) error {
 	// on the same one (TSYNC then copies both to the others).
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	if term != nil && term.Fd >= 0 {
+		endTerminal = sigsysTerminal{fd: int64(term.Fd), mode: term.Mode}
+	}
 	if err := setSigsysHandler(); err != nil {
 		return err
 	}

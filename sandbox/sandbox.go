@@ -25,6 +25,17 @@ type Options struct {
 	// -rootfs) does while the guest runs: the file-system calls of
 	// every operation the guest may ask of the shared directory.
 	Files bool
+	// Terminal, if set, is a terminal the process changed the mode of
+	// (vmm's console, in raw mode), to be given its mode back when a
+	// denied call ends the process, as the process's own exit would
+	// have: otherwise the user's shell is left raw, without echo.
+	Terminal *Terminal
+}
+
+// Terminal is a terminal's descriptor and the mode to give it back.
+type Terminal struct {
+	Fd   int
+	Mode unix.Termios
 }
 
 // exitDenied is the status of a process the sandbox stopped: 128+SIGSYS,
@@ -38,14 +49,15 @@ const exitDenied = 128 + 31
 // (SECCOMP_FILTER_FLAG_TSYNC; threads started later inherit it). Call it
 // once every file, device and socket the process needs is open, before
 // it runs guest code. A denied call then ends the process with one line
-// on stderr naming the call, and status 159.
+// on stderr naming the call, and status 159, after giving o.Terminal
+// its mode back.
 //
 // Install fails on a kernel without seccomp filters (before 3.17, or
 // built without CONFIG_SECCOMP_FILTER); the process is then not confined
 // (its SIGSYS handler and no_new_privs bit may be set, which changes
 // nothing for vmm), and the caller should stop.
 func Install(o Options) error {
-	if err := install(filter(o, os.Getpid())); err != nil {
+	if err := install(filter(o, os.Getpid()), o.Terminal); err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
 	return nil

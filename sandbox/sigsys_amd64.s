@@ -5,6 +5,7 @@
 
 // System call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 #define SYS_write		1
+#define SYS_ioctl		16
 #define SYS_rt_sigreturn	15
 #define SYS_exit_group		231
 
@@ -13,15 +14,30 @@
 #define AUDIT_ARCH_X86_64	0xc000003e
 #define SYS_SECCOMP		1
 
+// TCSETS sets a terminal's mode at once (include/uapi/asm-generic/ioctls.h).
+#define TCSETS			0x5402
+
 // sigsys is SIGSYS's handler once the sandbox is on. The kernel calls it
 // with the System V ABI (SA_SIGINFO): DI the signal, SI the siginfo, DX
 // the ucontext; Go never calls it. It runs no Go code and takes no lock
 // (the denied call may have been made with a runtime lock held): it
-// picks the message for the call from denyMessages, writes it to stderr
-// and exits the whole process. In siginfo, si_code is at offset 8 and
-// the _sigsys fields _syscall and _arch at 24 and 28 (the union starts
-// at 16 on 64-bit).
+// gives the terminal in endTerminal its mode back (TCSETS, which the
+// filter allows), picks the message for the call from denyMessages,
+// writes it to stderr and exits the whole process. In siginfo, si_code
+// is at offset 8 and the _sigsys fields _syscall and _arch at 24 and 28
+// (the union starts at 16 on 64-bit). SYSCALL keeps every register but
+// AX, CX and R11, so R12 keeps the siginfo across the ioctl.
 TEXT ·sigsys(SB),NOSPLIT|NOFRAME,$0-0
+	MOVQ	·endTerminal+sigsysTerminal_fd(SB), DI
+	CMPQ	DI, $0
+	JLT	pick
+	MOVQ	SI, R12
+	MOVQ	$TCSETS, SI
+	LEAQ	·endTerminal+sigsysTerminal_mode(SB), DX
+	MOVL	$SYS_ioctl, AX
+	SYSCALL
+	MOVQ	R12, SI
+pick:
 	MOVQ	$const_denyNotSeccomp, CX
 	CMPL	8(SI), $SYS_SECCOMP
 	JNE	write

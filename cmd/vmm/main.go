@@ -53,6 +53,7 @@ import (
 	"github.com/vmm-dev/vmm/internal/rawterm"
 	"github.com/vmm-dev/vmm/internal/selfmem"
 	"github.com/vmm-dev/vmm/machine"
+	"github.com/vmm-dev/vmm/sandbox"
 	"github.com/vmm-dev/vmm/tap"
 	"github.com/vmm-dev/vmm/usernet/hostfwd"
 )
@@ -1018,6 +1019,9 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		fmt.Fprintf(stderr, "vmm: "+format+"\n", args...)
 	}
 	var restore func()
+	// endTerm is the terminal vmm made raw and its mode before, for the
+	// sandbox to give back if a denied call ends vmm.
+	var endTerm *sandbox.Terminal
 	var job *jobFiles
 	cfg.Console = host.console
 	if runMode {
@@ -1054,9 +1058,14 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			stdin = nil
 		}
 		if stdin != nil {
-			if term, err := rawterm.MakeRawKept(int(stdin.Fd())); err == nil {
+			fd := int(stdin.Fd())
+			mode, modeErr := unix.IoctlGetTermios(fd, unix.TCGETS)
+			if term, err := rawterm.MakeRawKept(fd); err == nil {
 				rawMode.Store(true)
 				restore = term
+				if modeErr == nil {
+					endTerm = &sandbox.Terminal{Fd: fd, Mode: *mode}
+				}
 				bs.onExit(term)
 				cfg.ConsoleIn = newTerminalInput(stdin, func() { cancel(errQuit) })
 			} else {
@@ -1088,7 +1097,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	}
 	defer m.Close()
 	releaseLoadMemory(&cfg)
-	if err := enterSandbox(o, cfg); err != nil {
+	if err := enterSandbox(o, cfg, endTerm); err != nil {
 		unraw()
 		fmt.Fprintf(stderr, "vmm: %v\n", err)
 		return 1

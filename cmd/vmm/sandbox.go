@@ -15,12 +15,15 @@ import (
 // virtio-fs share (-fs, vmm run -share and -rootfs) the file-system
 // calls its server makes for the guest. -nic user adds nothing: its
 // network runs in the vmm-net helper, which takes the network variant
-// of the filter itself.
-func enterSandbox(o options, cfg machine.Config) error {
+// of the filter itself. term, if not nil, is the terminal vmm made raw,
+// which a denied call's end gives its mode back.
+func enterSandbox(o options, cfg machine.Config, term *sandbox.Terminal) error {
 	if o.sandbox == "off" {
 		return nil
 	}
-	return sandbox.Install(sandboxOptions(cfg))
+	so := sandboxOptions(cfg)
+	so.Terminal = term
+	return sandbox.Install(so)
 }
 
 // sandboxOptions is what the run does besides running the guest.

@@ -122,7 +122,7 @@ func rules(pid int) []rule {
 		{"ioctl", always, []seccomp.Condition{eq(1, kvmSetGSIRouting)}, "KVM_SET_GSI_ROUTING: a virtio-pci driver programs an MSI-X vector, which vmm routes to the vector's irqfd"},
 		{"ioctl", always, []seccomp.Condition{eq(1, kvmIOEventFD)}, "KVM_IOEVENTFD: a guest moves a virtio-pci function's BAR, and its queues' ioeventfds move with it"},
 		{"ioctl", always, []seccomp.Condition{eq(1, unix.TUNSETOFFLOAD)}, "TUNSETOFFLOAD: virtio-net tells the TAP which offloads the guest accepted, when its driver starts"},
-		{"ioctl", always, []seccomp.Condition{eq(1, unix.TCSETS)}, "TCSETS: give the terminal its settings back at exit (vmm put it in raw mode), and raw mode back after a SIGCONT (rawterm.MakeRawKept)"},
+		{"ioctl", always, []seccomp.Condition{eq(1, unix.TCSETS)}, "TCSETS: give the terminal its settings back at exit (vmm put it in raw mode), also when the SIGSYS handler ends vmm, and raw mode back after a SIGCONT (rawterm.MakeRawKept)"},
 		{"ioctl", always, []seccomp.Condition{eq(1, unix.TIOCGPGRP)}, "TIOCGPGRP: after a SIGCONT, whether vmm is the terminal's foreground before raw mode goes back on (rawterm.MakeRawKept, which read vmm's own process group before the sandbox)"},
 
 		// Threads, memory and signals: the Go runtime.
