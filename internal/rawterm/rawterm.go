@@ -51,7 +51,10 @@ func MakeRaw(fd int) (restore func(), err error) {
 // as touching it there would stop it again (SIGTTOU). The returned
 // restore first stops watching, and a SIGCONT being handled then
 // finishes before the terminal's mode is restored, so the terminal is
-// never left raw. It may be called more than once.
+// never left raw. In the background, restore leaves the terminal alone
+// too: the shell that took it has set its own mode, and setting the one
+// saved here would stop the process (SIGTTOU) until `fg` before it could
+// exit, then undo the shell's. It may be called more than once.
 func MakeRawKept(fd int) (restore func(), err error) {
 	restoreMode, err := MakeRaw(fd)
 	if err != nil {
@@ -95,6 +98,9 @@ func MakeRawKept(fd int) (restore func(), err error) {
 			stopped = true
 			mu.Unlock()
 			close(done)
+			if inBackgroundOf(fd, pgrp) {
+				return
+			}
 			restoreMode()
 		})
 	}, nil

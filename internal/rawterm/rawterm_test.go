@@ -1,10 +1,13 @@
 package rawterm
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"syscall"
 	"testing"
 	"time"
@@ -169,4 +172,129 @@ func TestMakeRawKeptAfterContinue(t *testing.T) {
 		t.Fatal("a SIGCONT after restore made the terminal raw again")
 	}
 	restore() // a second call does nothing
+}
+
+// TestMakeRawKeptRestoreInBackground plays a shell and its job on a new
+// terminal. The test runs itself as the shell, in a session of its own
+// with the terminal as its controlling one; the shell runs itself again
+// as the job, in the foreground, which makes the terminal raw. The shell
+// then takes the terminal back and sets a mode of its own, as a shell
+// does after a stop and `bg`, and the job restores: restore must leave
+// the shell's mode alone and return, where setting the saved one stops
+// the job (SIGTTOU: its group is not orphaned, as its parent, the
+// shell, is in the same session) until `fg`.
+func TestMakeRawKeptRestoreInBackground(t *testing.T) {
+	switch os.Getenv("RAWTERM_BACKGROUND_CHILD") {
+	case "shell":
+		if err := backgroundShell(); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println("ok")
+		os.Exit(0)
+	case "job":
+		restore, err := MakeRawKept(0)
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		toShell, fromShell := os.NewFile(3, "to-shell"), os.NewFile(4, "from-shell")
+		fmt.Fprintln(toShell, "raw")
+		fromShell.Read(make([]byte, 1))
+		restore()
+		fmt.Fprintln(toShell, "restored")
+		os.Exit(0)
+	}
+	m, term, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	defer m.Close()
+	defer term.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMakeRawKeptRestoreInBackground$")
+	cmd.Env = append(os.Environ(), "RAWTERM_BACKGROUND_CHILD=shell")
+	cmd.Stdin = term
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Run(); err != nil || !bytes.Contains(out.Bytes(), []byte("ok\n")) {
+		t.Fatalf("shell: %v\n%s", err, out.Bytes())
+	}
+}
+
+// backgroundShell is TestMakeRawKeptRestoreInBackground's shell.
+func backgroundShell() error {
+	toShellR, toShellW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	fromShellR, fromShellW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	job := exec.Command(os.Args[0], "-test.run=^TestMakeRawKeptRestoreInBackground$")
+	job.Env = append(os.Environ(), "RAWTERM_BACKGROUND_CHILD=job")
+	job.Stdin, job.Stdout, job.Stderr = os.Stdin, os.Stdout, os.Stderr
+	job.ExtraFiles = []*os.File{toShellW, fromShellR}
+	job.SysProcAttr = &syscall.SysProcAttr{Foreground: true, Ctty: 0}
+	if err := job.Start(); err != nil {
+		return err
+	}
+	defer job.Process.Kill()
+	// To take the terminal back from the job; only now, as an ignored
+	// signal stays ignored across exec, and the job must not inherit it.
+	signal.Ignore(unix.SIGTTOU)
+	toShellW.Close()
+	fromShellR.Close()
+	lines := make(chan string, 2)
+	go func() {
+		sc := bufio.NewScanner(toShellR)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	await := func(want string) error {
+		select {
+		case l := <-lines:
+			if l != want {
+				return fmt.Errorf("job said %q, want %q", l, want)
+			}
+			return nil
+		case <-time.After(10 * time.Second):
+			state := "?"
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", job.Process.Pid)); err == nil {
+				if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) {
+					state = string(b[i+2])
+				}
+			}
+			return fmt.Errorf("job did not say %q within 10s (its state %s; T is stopped, as by SIGTTOU)", want, state)
+		}
+	}
+	if err := await("raw"); err != nil {
+		return err
+	}
+	if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, unix.Getpgrp()); err != nil {
+		return fmt.Errorf("TIOCSPGRP: %w", err)
+	}
+	shell, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		return err
+	}
+	shell.Lflag |= unix.ECHO // the shell's mode: raw but for echo
+	if err := unix.IoctlSetTermios(0, unix.TCSETS, shell); err != nil {
+		return err
+	}
+	fromShellW.Write([]byte("g"))
+	if err := await("restored"); err != nil {
+		return err
+	}
+	now, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		return err
+	}
+	if *now != *shell {
+		return errors.New("the job's restore in the background changed the shell's mode")
+	}
+	return job.Wait()
 }
