@@ -45,6 +45,17 @@ func TestMain(m *testing.M) {
 // allowed, 3 when the sandbox could not be installed and 4 when a call
 // that should have been denied was not; a denied call never returns.
 func child(what string) int {
+	switch what {
+	case "terminal-bgshell":
+		if err := backgroundShell(); err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		fmt.Println("ok")
+		return 0
+	case "terminal-bgjob":
+		return backgroundJob()
+	}
 	// What must be open before the sandbox, as vmm opens its files
 	// during setup.
 	r, w, err := os.Pipe()
@@ -420,6 +431,115 @@ func TestAllowedContinuedAtTerminal(t *testing.T) {
 	if code != 0 || stdout != "ok\n" || stderr != "" || leftRaw {
 		t.Errorf("status %d, stdout %q, stderr %q, terminal left raw %v; want 0, \"ok\\n\", nothing, false", code, stdout, stderr, leftRaw)
 	}
+}
+
+// A denied call in the background of the terminal leaves the terminal
+// alone: the shell that took it has set its own mode (the handler runs
+// with SIGTTOU blocked, so setting the saved mode would not stop it but
+// undo the shell's).
+func TestDeniedInBackground(t *testing.T) {
+	stdout, stderr, code, _ := runTerminalChild(t, "terminal-bgshell")
+	if code != 0 || stdout != "ok\n" {
+		t.Errorf("shell: status %d, stdout %q, stderr %q; want 0, \"ok\\n\"", code, stdout, stderr)
+	}
+}
+
+// backgroundShell is TestDeniedInBackground's shell, run in a session of
+// its own with the terminal as its controlling one. Its job (in the
+// terminal's foreground, in a group of its own) makes the terminal raw
+// and installs the sandbox; the shell takes the terminal back, sets a
+// mode of its own, and lets the job make a denied call.
+func backgroundShell() error {
+	toShellR, toShellW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	fromShellR, fromShellW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	job := exec.Command(os.Args[0], "-test.run=^$")
+	job.Env = append(os.Environ(), childEnv+"=terminal-bgjob")
+	var jobOut bytes.Buffer
+	job.Stdin, job.Stdout, job.Stderr = os.Stdin, &jobOut, &jobOut
+	job.ExtraFiles = []*os.File{toShellW, fromShellR}
+	job.SysProcAttr = &syscall.SysProcAttr{Foreground: true, Ctty: 0}
+	if err := job.Start(); err != nil {
+		return err
+	}
+	defer job.Process.Kill()
+	// Only now, as an ignored signal stays ignored across exec: to take
+	// the terminal back from the job.
+	signal.Ignore(unix.SIGTTOU)
+	toShellW.Close()
+	fromShellR.Close()
+	said := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(toShellR).ReadString('\n')
+		said <- l
+	}()
+	select {
+	case l := <-said:
+		if l != "raw\n" {
+			return fmt.Errorf("job said %q: %s", l, jobOut.String())
+		}
+	case <-time.After(10 * time.Second):
+		return errors.New("job not raw within 10s")
+	}
+	if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, unix.Getpgrp()); err != nil {
+		return fmt.Errorf("TIOCSPGRP: %w", err)
+	}
+	shell, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		return err
+	}
+	shell.Lflag |= unix.ECHO // the shell's mode: raw but for echo
+	if err := unix.IoctlSetTermios(0, unix.TCSETS, shell); err != nil {
+		return err
+	}
+	fromShellW.Write([]byte("g"))
+	done := make(chan error, 1)
+	go func() { done <- job.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		return errors.New("job did not end within 10s of its denied call")
+	}
+	want := "vmm: sandbox: syscall getppid (nr 110) is not allowed\n"
+	if code := job.ProcessState.ExitCode(); code != exitDenied || jobOut.String() != want {
+		return fmt.Errorf("job: status %d, output %q; want %d, %q", code, jobOut.String(), exitDenied, want)
+	}
+	now, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		return err
+	}
+	if *now != *shell {
+		return errors.New("the denied call in the background changed the shell's mode")
+	}
+	return nil
+}
+
+// backgroundJob is backgroundShell's job: raw mode, the sandbox with the
+// terminal to give back, then, once the shell says, a denied call.
+func backgroundJob() int {
+	toShell, fromShell := os.NewFile(3, "to-shell"), os.NewFile(4, "from-shell")
+	cooked, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		fmt.Println(err)
+		return 3
+	}
+	if _, err := rawterm.MakeRawKept(0); err != nil {
+		fmt.Println(err)
+		return 3
+	}
+	if err := Install(Options{Terminal: &Terminal{Fd: 0, Mode: *cooked}}); err != nil {
+		fmt.Println(err)
+		return 3
+	}
+	fmt.Fprintln(toShell, "raw")
+	fromShell.Read(make([]byte, 1))
+	unix.Getppid()
+	return 4
 }
 
 // A denied call at a terminal in raw mode gives the terminal its mode

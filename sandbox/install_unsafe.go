@@ -32,9 +32,15 @@ func sigreturn()
 func handlerAddrs() (handler, restorer uintptr)
 
 // sigsysTerminal is what the SIGSYS handler gives back before it ends
-// the process: the mode of the terminal at fd, if fd is not negative.
+// the process: the mode of the terminal at fd, if fd is not negative and
+// the process's group, pgrp, is the terminal's foreground or the
+// terminal is not the process's controlling one (in the background, the
+// shell has the terminal and its own mode set). fg is where the handler
+// has TIOCGPGRP write the foreground group.
 type sigsysTerminal struct {
 	fd   int64
+	pgrp int32
+	fg   int32
 	mode unix.Termios
 }
 
@@ -55,7 +61,7 @@ func install(filter []unix.SockFilter, term *Terminal) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if term != nil && term.Fd >= 0 {
-		endTerminal = sigsysTerminal{fd: int64(term.Fd), mode: term.Mode}
+		endTerminal = sigsysTerminal{fd: int64(term.Fd), pgrp: int32(unix.Getpgrp()), mode: term.Mode}
 	}
 	if err := setSigsysHandler(); err != nil {
 		return err

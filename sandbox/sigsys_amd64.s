@@ -14,15 +14,20 @@
 #define AUDIT_ARCH_X86_64	0xc000003e
 #define SYS_SECCOMP		1
 
-// TCSETS sets a terminal's mode at once (include/uapi/asm-generic/ioctls.h).
+// TCSETS sets a terminal's mode at once, TIOCGPGRP reads its foreground
+// process group (include/uapi/asm-generic/ioctls.h).
 #define TCSETS			0x5402
+#define TIOCGPGRP		0x540F
 
 // sigsys is SIGSYS's handler once the sandbox is on. The kernel calls it
 // with the System V ABI (SA_SIGINFO): DI the signal, SI the siginfo, DX
 // the ucontext; Go never calls it. It runs no Go code and takes no lock
 // (the denied call may have been made with a runtime lock held): it
-// gives the terminal in endTerminal its mode back (TCSETS, which the
-// filter allows), picks the message for the call from denyMessages,
+// gives the terminal in endTerminal its mode back if the process is its
+// foreground (TIOCGPGRP and TCSETS, which the filter allows; with every
+// signal blocked, a TCSETS in the background would not stop the process
+// but change the mode the shell set), picks the message for the call
+// from denyMessages,
 // writes it to stderr and exits the whole process. In siginfo, si_code
 // is at offset 8 and the _sigsys fields _syscall and _arch at 24 and 28
 // (the union starts at 16 on 64-bit). SYSCALL keeps every register but
@@ -32,10 +37,22 @@ TEXT ·sigsys(SB),NOSPLIT|NOFRAME,$0-0
 	CMPQ	DI, $0
 	JLT	pick
 	MOVQ	SI, R12
+	MOVQ	$TIOCGPGRP, SI
+	LEAQ	·endTerminal+sigsysTerminal_fg(SB), DX
+	MOVL	$SYS_ioctl, AX
+	SYSCALL
+	TESTQ	AX, AX
+	JNE	setmode	// not the controlling terminal: no shell to leave it to
+	MOVL	·endTerminal+sigsysTerminal_fg(SB), AX
+	CMPL	AX, ·endTerminal+sigsysTerminal_pgrp(SB)
+	JNE	restored	// in the background
+setmode:
+	MOVQ	·endTerminal+sigsysTerminal_fd(SB), DI
 	MOVQ	$TCSETS, SI
 	LEAQ	·endTerminal+sigsysTerminal_mode(SB), DX
 	MOVL	$SYS_ioctl, AX
 	SYSCALL
+restored:
 	MOVQ	R12, SI
 pick:
 	MOVQ	$const_denyNotSeccomp, CX
