@@ -2,6 +2,7 @@ package main
 
 import (
 	"math/big"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -41,31 +42,51 @@ func TestFracBits(t *testing.T) {
 	}
 }
 
-// FuzzSizeOf reads sizes as -m does, and checks a fraction's bytes
-// against math/big and that the reading never panics.
+// sizeSyntax is what sizeOf accepts, before its range checks: digits, a
+// fraction, a unit (B alone is bytes; a unit letter may be followed by
+// i, B or iB), any case.
+var sizeSyntax = regexp.MustCompile(`^[0-9]+(\.[0-9]*)?([bB]|[kKmMgGtTpPeE][iI]?[bB]?)?$`)
+
+// bigSize is the number of bytes s stands for, rounded down, with math/big
+// (no unit: 1<<shift bytes); ok is false where s is not sizeSyntax.
+func bigSize(s string, shift int) (n *big.Int, ok bool) {
+	t := strings.TrimSpace(s)
+	if !sizeSyntax.MatchString(t) {
+		return nil, false
+	}
+	unit := strings.TrimLeft(t, "0123456789.")
+	if u := strings.ToUpper(unit); u == "B" {
+		shift = 0
+	} else if u != "" {
+		shift = 10 * (strings.Index("KMGTPE", u[:1]) + 1)
+	}
+	r, ok := new(big.Rat).SetString(t[:len(t)-len(unit)])
+	if !ok {
+		return nil, false
+	}
+	r.Mul(r, new(big.Rat).SetInt(new(big.Int).Lsh(big.NewInt(1), uint(shift))))
+	return new(big.Int).Quo(r.Num(), r.Denom()), true
+}
+
+// FuzzSizeOf reads sizes as -m does and checks them against math/big:
+// what sizeOf accepts is the exact number of bytes, rounded down, and it
+// accepts every well-formed size from one byte to 2^63; it never panics.
 func FuzzSizeOf(f *testing.F) {
-	for _, s := range []string{"512", "1.5G", "0.5", "1.1G", "1.0000001K", "99999999999T", "7.9999999999999999999999E", "512B", "1.G"} {
+	for _, s := range []string{"512", "1.5G", "0.5", "1.1G", "1.0000001K", "99999999999T", "7.9999999999999999999999E", "8.0000000000000000001E", "512B", "1.G", "2gib", "0.0G", "1.5 ", "0.1B"} {
 		f.Add(s)
 	}
+	limit := new(big.Int).Lsh(big.NewInt(1), 63)
 	f.Fuzz(func(t *testing.T, s string) {
 		v, problem := sizeOf(s, 20)
-		if problem != "" {
-			return
-		}
-		unit := strings.TrimLeft(strings.TrimSpace(s), "0123456789.")
-		_, frac, ok := strings.Cut(strings.TrimSpace(s)[:len(strings.TrimSpace(s))-len(unit)], ".")
-		if !ok || strings.Trim(frac, "0") == "" {
-			return
-		}
-		frac = strings.TrimRight(frac, "0")
-		for _, shift := range []int{0, 20, 30, 60} {
-			want, fits := bigFracBits(frac, shift)
-			if got := fracBits(frac, shift); !fits || got != want {
-				t.Errorf("%q: fracBits(%q, %d) = %d; math/big %d", s, frac, shift, got, want)
-			}
-		}
-		if v == 0 || v > 1<<63 {
-			t.Errorf("%q read as %d", s, v)
+		want, ok := bigSize(s, 20)
+		inRange := ok && want.Sign() > 0 && want.Cmp(limit) <= 0
+		switch {
+		case problem == "" && !inRange:
+			t.Errorf("%q read as %d bytes; math/big: %v (well-formed %v)", s, v, want, ok)
+		case problem == "" && want.Uint64() != v:
+			t.Errorf("%q read as %d bytes; math/big: %v", s, v, want)
+		case problem != "" && inRange:
+			t.Errorf("%q refused (%s); math/big: %v bytes", s, problem, want)
 		}
 	})
 }
