@@ -46,8 +46,8 @@ func TestMain(m *testing.M) {
 // that should have been denied was not; a denied call never returns.
 func child(what string) int {
 	switch what {
-	case "terminal-bgshell":
-		if err := backgroundShell(); err != nil {
+	case "terminal-bgshell", "terminal-bgshell-raw":
+		if err := backgroundShell(what == "terminal-bgshell"); err != nil {
 			fmt.Println(err)
 			return 1
 		}
@@ -77,7 +77,12 @@ func child(what string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 3
 		}
-		endTerm = &Terminal{Fd: term, Mode: *cooked}
+		raw, err := unix.IoctlGetTermios(term, unix.TCGETS)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		endTerm = &Terminal{Fd: term, Mode: *cooked, Raw: *raw}
 	}
 	if err := Install(Options{Extract: strings.HasPrefix(what, "extract"), Network: strings.HasPrefix(what, "network"), Files: strings.HasPrefix(what, "files"), Terminal: endTerm}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -112,7 +117,7 @@ func child(what string) int {
 		_, _, errno := unix.RawSyscall(0x40000000|unix.SYS_GETPPID, 0, 0, 0)
 		fmt.Println("x32:", errno == unix.ENOSYS)
 		return 0
-	case "getppid", "terminal-getppid":
+	case "getppid", "terminal-getppid", "terminal-noctty":
 		unix.Getppid()
 	case "getppid-thread":
 		// A thread started after Install inherits the filter.
@@ -255,6 +260,9 @@ func runTerminalChild(t *testing.T, what string) (stdout, stderr string, code in
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, &outBuf, &errBuf
 	cmd.ExtraFiles = []*os.File{ptm}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if strings.HasSuffix(what, "-noctty") {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	err = cmd.Run()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
@@ -434,13 +442,29 @@ func TestAllowedContinuedAtTerminal(t *testing.T) {
 }
 
 // A denied call in the background of the terminal leaves the terminal
-// alone: the shell that took it has set its own mode (the handler runs
-// with SIGTTOU blocked, so setting the saved mode would not stop it but
-// undo the shell's).
+// alone if the shell that took it set a mode of its own (the handler
+// runs with SIGTTOU blocked, so setting the saved mode would not stop it
+// but undo the shell's), and gives it its mode back if it is still raw
+// (a shell that sets none, as dash).
 func TestDeniedInBackground(t *testing.T) {
-	stdout, stderr, code, _ := runTerminalChild(t, "terminal-bgshell")
-	if code != 0 || stdout != "ok\n" {
-		t.Errorf("shell: status %d, stdout %q, stderr %q; want 0, \"ok\\n\"", code, stdout, stderr)
+	for _, what := range []string{"terminal-bgshell", "terminal-bgshell-raw"} {
+		t.Run(what, func(t *testing.T) {
+			stdout, stderr, code, _ := runTerminalChild(t, what)
+			if code != 0 || stdout != "ok\n" {
+				t.Errorf("shell: status %d, stdout %q, stderr %q; want 0, \"ok\\n\"", code, stdout, stderr)
+			}
+		})
+	}
+}
+
+// A denied call at a terminal in raw mode that is not the process's
+// controlling terminal (TIOCGPGRP fails: there is no shell to leave it
+// to) gives the terminal its mode back.
+func TestDeniedAtOtherTerminal(t *testing.T) {
+	stdout, stderr, code, leftRaw := runTerminalChild(t, "terminal-noctty")
+	want := "vmm: sandbox: syscall getppid (nr 110) is not allowed\n"
+	if code != exitDenied || stdout != "" || stderr != want || leftRaw {
+		t.Errorf("status %d, stdout %q, stderr %q, terminal left raw %v; want %d, nothing, %q, false", code, stdout, stderr, leftRaw, exitDenied, want)
 	}
 }
 
@@ -448,8 +472,14 @@ func TestDeniedInBackground(t *testing.T) {
 // its own with the terminal as its controlling one. Its job (in the
 // terminal's foreground, in a group of its own) makes the terminal raw
 // and installs the sandbox; the shell takes the terminal back, sets a
-// mode of its own, and lets the job make a denied call.
-func backgroundShell() error {
+// mode of its own if ownMode, and lets the job make a denied call. The
+// terminal must then have the shell's mode, or, without one, the mode
+// from before the job.
+func backgroundShell(ownMode bool) error {
+	before, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		return err
+	}
 	toShellR, toShellW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -467,7 +497,15 @@ func backgroundShell() error {
 	if err := job.Start(); err != nil {
 		return err
 	}
-	defer job.Process.Kill()
+	ended := make(chan struct{})
+	go func() {
+		job.Wait()
+		close(ended)
+	}()
+	defer func() {
+		job.Process.Kill()
+		<-ended
+	}()
 	// Only now, as an ignored signal stays ignored across exec: to take
 	// the terminal back from the job.
 	signal.Ignore(unix.SIGTTOU)
@@ -489,34 +527,40 @@ func backgroundShell() error {
 	if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, unix.Getpgrp()); err != nil {
 		return fmt.Errorf("TIOCSPGRP: %w", err)
 	}
-	shell, err := unix.IoctlGetTermios(0, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	shell.Lflag |= unix.ECHO // the shell's mode: raw but for echo
-	if err := unix.IoctlSetTermios(0, unix.TCSETS, shell); err != nil {
-		return err
+	want := before
+	if ownMode {
+		shell, err := unix.IoctlGetTermios(0, unix.TCGETS)
+		if err != nil {
+			return err
+		}
+		shell.Lflag |= unix.ECHO // the shell's mode: raw but for echo
+		if err := unix.IoctlSetTermios(0, unix.TCSETS, shell); err != nil {
+			return err
+		}
+		want = shell
 	}
 	fromShellW.Write([]byte("g"))
-	done := make(chan error, 1)
-	go func() { done <- job.Wait() }()
 	select {
-	case <-done:
+	case <-ended:
 	case <-time.After(10 * time.Second):
 		return errors.New("job did not end within 10s of its denied call")
 	}
-	want := "vmm: sandbox: syscall getppid (nr 110) is not allowed\n"
-	if code := job.ProcessState.ExitCode(); code != exitDenied || jobOut.String() != want {
-		return fmt.Errorf("job: status %d, output %q; want %d, %q", code, jobOut.String(), exitDenied, want)
+	msg := "vmm: sandbox: syscall getppid (nr 110) is not allowed\n"
+	if code := job.ProcessState.ExitCode(); code != exitDenied || jobOut.String() != msg {
+		return fmt.Errorf("job: status %d, output %q; want %d, %q", code, jobOut.String(), exitDenied, msg)
 	}
 	now, err := unix.IoctlGetTermios(0, unix.TCGETS)
 	if err != nil {
 		return err
 	}
-	if *now != *shell {
+	switch {
+	case *now == *want:
+		return nil
+	case ownMode:
 		return errors.New("the denied call in the background changed the shell's mode")
+	default:
+		return errors.New("the denied call in the background left the terminal raw, with no shell's mode to keep")
 	}
-	return nil
 }
 
 // backgroundJob is backgroundShell's job: raw mode, the sandbox with the
@@ -532,7 +576,12 @@ func backgroundJob() int {
 		fmt.Println(err)
 		return 3
 	}
-	if err := Install(Options{Terminal: &Terminal{Fd: 0, Mode: *cooked}}); err != nil {
+	raw, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		fmt.Println(err)
+		return 3
+	}
+	if err := Install(Options{Terminal: &Terminal{Fd: 0, Mode: *cooked, Raw: *raw}}); err != nil {
 		fmt.Println(err)
 		return 3
 	}

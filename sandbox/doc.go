@@ -24,7 +24,9 @@
 //
 // to stderr and ends the process with status 159 (128+SIGSYS), after
 // giving the terminal vmm made raw its mode back (Options.Terminal), so
-// that the user's shell is not left without echo. It does this without
+// that the user's shell is not left without echo; in the background it
+// does so only if the terminal is still raw, not in a mode the shell
+// set since. It does this without
 // the Go runtime, whose own SIGSYS handling is a fatal
 // traceback that does not name the call, and which may not run at all if
 // the denied call was made while a runtime lock was held.

@@ -32,22 +32,23 @@ func sigreturn()
 func handlerAddrs() (handler, restorer uintptr)
 
 // sigsysTerminal is what the SIGSYS handler gives back before it ends
-// the process: the mode of the terminal at fd, if fd is not negative and
-// the process's group, pgrp, is the terminal's foreground or the
-// terminal is not the process's controlling one (in the background, the
-// shell has the terminal and its own mode set). fg is where the handler
-// has TIOCGPGRP write the foreground group.
+// the process: the mode of the terminal at fd, if fd is not negative,
+// where the process's group, pgrp, is the terminal's foreground, or the
+// terminal is not the process's controlling one, or it still has the
+// raw mode the process set (in the background, a shell that set a mode
+// of its own has the terminal).
 type sigsysTerminal struct {
 	fd   int64
 	pgrp int32
-	fg   int32
+	_    int32
 	mode unix.Termios
+	raw  unix.Termios
 }
 
 // endTerminal is the SIGSYS handler's terminal. It is a variable of the
 // package because the handler, in assembly and running no Go code, can
 // find data only by symbol; install writes it once, before the handler
-// is in place, and nothing writes it after.
+// is in place, and nothing writes it after (the handler reads it only).
 var endTerminal = sigsysTerminal{fd: -1}
 
 // install puts the SIGSYS handler in place, with term as the terminal it
@@ -61,7 +62,7 @@ func install(filter []unix.SockFilter, term *Terminal) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if term != nil && term.Fd >= 0 {
-		endTerminal = sigsysTerminal{fd: int64(term.Fd), pgrp: int32(unix.Getpgrp()), mode: term.Mode}
+		endTerminal = sigsysTerminal{fd: int64(term.Fd), pgrp: int32(unix.Getpgrp()), mode: term.Mode, raw: term.Raw}
 	}
 	if err := setSigsysHandler(); err != nil {
 		return err

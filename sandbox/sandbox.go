@@ -32,10 +32,14 @@ type Options struct {
 	Terminal *Terminal
 }
 
-// Terminal is a terminal's descriptor and the mode to give it back.
+// Terminal is a terminal's descriptor, the mode to give it back, and
+// the raw mode the process set, which tells in the background whether
+// the shell that took the terminal has set a mode of its own since (bash,
+// zsh and fish do when a job stops; dash and busybox's ash do not).
 type Terminal struct {
 	Fd   int
 	Mode unix.Termios
+	Raw  unix.Termios
 }
 
 // exitDenied is the status of a process the sandbox stopped: 128+SIGSYS,

@@ -14,38 +14,75 @@
 #define AUDIT_ARCH_X86_64	0xc000003e
 #define SYS_SECCOMP		1
 
-// TCSETS sets a terminal's mode at once, TIOCGPGRP reads its foreground
-// process group (include/uapi/asm-generic/ioctls.h).
+// TCGETS reads a terminal's mode, TCSETS sets it at once, TIOCGPGRP reads
+// its foreground process group (include/uapi/asm-generic/ioctls.h).
+// TCGETS writes the kernel's struct termios: four tcflag_t, c_line and
+// NCCS (19) c_cc, 36 bytes (include/uapi/asm-generic/termbits.h), the
+// first 36 of x/sys's Termios.
+#define TCGETS			0x5401
 #define TCSETS			0x5402
 #define TIOCGPGRP		0x540F
 
+// Scratch for the handler's ioctls, below SP: the handler calls nothing
+// and every signal is blocked while it runs, so nothing else uses that
+// part of its (signal) stack.
+#define fgAt			-8
+#define modeAt			-64
+
 // sigsys is SIGSYS's handler once the sandbox is on. The kernel calls it
 // with the System V ABI (SA_SIGINFO): DI the signal, SI the siginfo, DX
-// the ucontext; Go never calls it. It runs no Go code and takes no lock
-// (the denied call may have been made with a runtime lock held): it
-// gives the terminal in endTerminal its mode back if the process is its
-// foreground (TIOCGPGRP and TCSETS, which the filter allows; with every
-// signal blocked, a TCSETS in the background would not stop the process
-// but change the mode the shell set), picks the message for the call
-// from denyMessages,
-// writes it to stderr and exits the whole process. In siginfo, si_code
-// is at offset 8 and the _sigsys fields _syscall and _arch at 24 and 28
-// (the union starts at 16 on 64-bit). SYSCALL keeps every register but
-// AX, CX and R11, so R12 keeps the siginfo across the ioctl.
+// the ucontext; Go never calls it. It runs no Go code, takes no lock
+// (the denied call may have been made with a runtime lock held) and
+// writes no memory of the program's: it gives the terminal in
+// endTerminal its mode back, picks the message for the call from
+// denyMessages, writes it to stderr and exits the whole process. The
+// mode goes back where vmm is the terminal's foreground (TIOCGPGRP), or
+// the terminal is not its controlling one (the call fails), or the
+// terminal still has vmm's raw mode (TCGETS): in the background, a
+// shell that set a mode of its own has the terminal, and with every
+// signal blocked a TCSETS would not stop the process (SIGTTOU) but undo
+// the shell's mode. The filter allows the three requests. In siginfo,
+// si_code is at offset 8 and the _sigsys fields _syscall and _arch at 24
+// and 28 (the union starts at 16 on 64-bit). SYSCALL keeps every
+// register but AX, CX and R11, so R12 keeps the siginfo across the
+// ioctls.
 TEXT ·sigsys(SB),NOSPLIT|NOFRAME,$0-0
 	MOVQ	·endTerminal+sigsysTerminal_fd(SB), DI
 	CMPQ	DI, $0
 	JLT	pick
 	MOVQ	SI, R12
 	MOVQ	$TIOCGPGRP, SI
-	LEAQ	·endTerminal+sigsysTerminal_fg(SB), DX
+	LEAQ	fgAt(SP), DX
 	MOVL	$SYS_ioctl, AX
 	SYSCALL
 	TESTQ	AX, AX
 	JNE	setmode	// not the controlling terminal: no shell to leave it to
-	MOVL	·endTerminal+sigsysTerminal_fg(SB), AX
+	MOVL	fgAt(SP), AX
 	CMPL	AX, ·endTerminal+sigsysTerminal_pgrp(SB)
-	JNE	restored	// in the background
+	JEQ	setmode	// the foreground
+	MOVQ	·endTerminal+sigsysTerminal_fd(SB), DI
+	MOVQ	$TCGETS, SI
+	LEAQ	modeAt(SP), DX
+	MOVL	$SYS_ioctl, AX
+	SYSCALL
+	TESTQ	AX, AX
+	JNE	restored
+	LEAQ	·endTerminal+sigsysTerminal_raw(SB), BX
+	MOVQ	modeAt(SP), AX
+	CMPQ	AX, 0(BX)
+	JNE	restored	// the shell's mode
+	MOVQ	(modeAt+8)(SP), AX
+	CMPQ	AX, 8(BX)
+	JNE	restored
+	MOVQ	(modeAt+16)(SP), AX
+	CMPQ	AX, 16(BX)
+	JNE	restored
+	MOVQ	(modeAt+24)(SP), AX
+	CMPQ	AX, 24(BX)
+	JNE	restored
+	MOVL	(modeAt+32)(SP), AX
+	CMPL	AX, 32(BX)
+	JNE	restored
 setmode:
 	MOVQ	·endTerminal+sigsysTerminal_fd(SB), DI
 	MOVQ	$TCSETS, SI

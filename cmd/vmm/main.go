@@ -1019,8 +1019,8 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		fmt.Fprintf(stderr, "vmm: "+format+"\n", args...)
 	}
 	var restore func()
-	// endTerm is the terminal vmm made raw and its mode before, for the
-	// sandbox to give back if a denied call ends vmm.
+	// endTerm is the terminal vmm made raw, its mode before and the raw
+	// one, for the sandbox to give back if a denied call ends vmm.
 	var endTerm *sandbox.Terminal
 	var job *jobFiles
 	cfg.Console = host.console
@@ -1063,8 +1063,8 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			if term, err := rawterm.MakeRawKept(fd); err == nil {
 				rawMode.Store(true)
 				restore = term
-				if modeErr == nil {
-					endTerm = &sandbox.Terminal{Fd: fd, Mode: *mode}
+				if raw, err := unix.IoctlGetTermios(fd, unix.TCGETS); modeErr == nil && err == nil {
+					endTerm = &sandbox.Terminal{Fd: fd, Mode: *mode, Raw: *raw}
 				}
 				bs.onExit(term)
 				cfg.ConsoleIn = newTerminalInput(stdin, func() { cancel(errQuit) })

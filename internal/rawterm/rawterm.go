@@ -52,9 +52,12 @@ func MakeRaw(fd int) (restore func(), err error) {
 // restore first stops watching, and a SIGCONT being handled then
 // finishes before the terminal's mode is restored, so the terminal is
 // never left raw. In the background, restore leaves the terminal alone
-// too: the shell that took it has set its own mode, and setting the one
-// saved here would stop the process (SIGTTOU) until `fg` before it could
-// exit, then undo the shell's. It may be called more than once.
+// too if the shell that took it has set a mode of its own since (bash,
+// zsh and fish do when a job stops): setting the one saved here would
+// stop the process (SIGTTOU) until `fg` before it could exit, then undo
+// the shell's. If the terminal is still raw (dash and busybox's ash set
+// nothing), restore gives it its mode back as in the foreground, which
+// stops the process until `fg` first. It may be called more than once.
 func MakeRawKept(fd int) (restore func(), err error) {
 	restoreMode, err := MakeRaw(fd)
 	if err != nil {
@@ -99,7 +102,9 @@ func MakeRawKept(fd int) (restore func(), err error) {
 			mu.Unlock()
 			close(done)
 			if inBackgroundOf(fd, pgrp) {
-				return
+				if now, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil || *now != *raw {
+					return
+				}
 			}
 			restoreMode()
 		})

@@ -178,15 +178,17 @@ func TestMakeRawKeptAfterContinue(t *testing.T) {
 // terminal. The test runs itself as the shell, in a session of its own
 // with the terminal as its controlling one; the shell runs itself again
 // as the job, in the foreground, which makes the terminal raw. The shell
-// then takes the terminal back and sets a mode of its own, as a shell
-// does after a stop and `bg`, and the job restores: restore must leave
-// the shell's mode alone and return, where setting the saved one stops
-// the job (SIGTTOU: its group is not orphaned, as its parent, the
-// shell, is in the same session) until `fg`.
+// then takes the terminal back, as after a stop and `bg`, and the job
+// restores. A shell that set a mode of its own (bash, zsh, fish) keeps
+// it, and the job ends at once, where setting the saved mode would stop
+// it (SIGTTOU: its group is not orphaned, as its parent, the shell, is
+// in the same session) until `fg`. A shell that set none (dash) finds
+// the job stopped by that SIGTTOU, and after `fg` the terminal has the
+// mode from before the job, not raw.
 func TestMakeRawKeptRestoreInBackground(t *testing.T) {
 	switch os.Getenv("RAWTERM_BACKGROUND_CHILD") {
-	case "shell":
-		if err := backgroundShell(); err != nil {
+	case "shell", "shell-without-mode":
+		if err := backgroundShell(os.Getenv("RAWTERM_BACKGROUND_CHILD") == "shell"); err != nil {
 			fmt.Println(err)
 			os.Exit(1)
 		}
@@ -205,25 +207,34 @@ func TestMakeRawKeptRestoreInBackground(t *testing.T) {
 		fmt.Fprintln(toShell, "restored")
 		os.Exit(0)
 	}
-	m, term, err := pty.Open()
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	defer m.Close()
-	defer term.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMakeRawKeptRestoreInBackground$")
-	cmd.Env = append(os.Environ(), "RAWTERM_BACKGROUND_CHILD=shell")
-	cmd.Stdin = term
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := cmd.Run(); err != nil || !bytes.Contains(out.Bytes(), []byte("ok\n")) {
-		t.Fatalf("shell: %v\n%s", err, out.Bytes())
+	for _, shell := range []string{"shell", "shell-without-mode"} {
+		t.Run(shell, func(t *testing.T) {
+			m, term, err := pty.Open()
+			if err != nil {
+				t.Skipf("no pseudo-terminals here: %v", err)
+			}
+			defer m.Close()
+			defer term.Close()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestMakeRawKeptRestoreInBackground$")
+			cmd.Env = append(os.Environ(), "RAWTERM_BACKGROUND_CHILD="+shell)
+			cmd.Stdin = term
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+			if err := cmd.Run(); err != nil || !bytes.Contains(out.Bytes(), []byte("ok\n")) {
+				t.Fatalf("shell: %v\n%s", err, out.Bytes())
+			}
+		})
 	}
 }
 
-// backgroundShell is TestMakeRawKeptRestoreInBackground's shell.
-func backgroundShell() error {
+// backgroundShell is TestMakeRawKeptRestoreInBackground's shell, which
+// sets a mode of its own when it takes the terminal back if ownMode.
+func backgroundShell(ownMode bool) error {
+	before, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		return err
+	}
 	toShellR, toShellW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -240,7 +251,15 @@ func backgroundShell() error {
 	if err := job.Start(); err != nil {
 		return err
 	}
-	defer job.Process.Kill()
+	ended := make(chan struct{})
+	go func() {
+		job.Wait()
+		close(ended)
+	}()
+	defer func() {
+		job.Process.Kill()
+		<-ended
+	}()
 	// To take the terminal back from the job; only now, as an ignored
 	// signal stays ignored across exec, and the job must not inherit it.
 	signal.Ignore(unix.SIGTTOU)
@@ -254,6 +273,14 @@ func backgroundShell() error {
 		}
 		close(lines)
 	}()
+	jobState := func() string {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", job.Process.Pid)); err == nil {
+			if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) {
+				return string(b[i+2])
+			}
+		}
+		return "?"
+	}
 	await := func(want string) error {
 		select {
 		case l := <-lines:
@@ -262,13 +289,7 @@ func backgroundShell() error {
 			}
 			return nil
 		case <-time.After(10 * time.Second):
-			state := "?"
-			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", job.Process.Pid)); err == nil {
-				if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) {
-					state = string(b[i+2])
-				}
-			}
-			return fmt.Errorf("job did not say %q within 10s (its state %s; T is stopped, as by SIGTTOU)", want, state)
+			return fmt.Errorf("job did not say %q within 10s (its state %s; T is stopped, as by SIGTTOU)", want, jobState())
 		}
 	}
 	if err := await("raw"); err != nil {
@@ -277,15 +298,34 @@ func backgroundShell() error {
 	if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, unix.Getpgrp()); err != nil {
 		return fmt.Errorf("TIOCSPGRP: %w", err)
 	}
-	shell, err := unix.IoctlGetTermios(0, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	shell.Lflag |= unix.ECHO // the shell's mode: raw but for echo
-	if err := unix.IoctlSetTermios(0, unix.TCSETS, shell); err != nil {
-		return err
+	want := before
+	if ownMode {
+		shell, err := unix.IoctlGetTermios(0, unix.TCGETS)
+		if err != nil {
+			return err
+		}
+		shell.Lflag |= unix.ECHO // the shell's mode: raw but for echo
+		if err := unix.IoctlSetTermios(0, unix.TCSETS, shell); err != nil {
+			return err
+		}
+		want = shell
 	}
 	fromShellW.Write([]byte("g"))
+	if !ownMode {
+		// The job's restore stops it (SIGTTOU); `fg` gives it the
+		// terminal and continues it.
+		for deadline := time.Now().Add(10 * time.Second); jobState() != "T"; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("job not stopped within 10s of its restore in the background (state %s)", jobState())
+			}
+		}
+		if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, job.Process.Pid); err != nil {
+			return fmt.Errorf("TIOCSPGRP: %w", err)
+		}
+		if err := unix.Kill(-job.Process.Pid, unix.SIGCONT); err != nil {
+			return err
+		}
+	}
 	if err := await("restored"); err != nil {
 		return err
 	}
@@ -293,8 +333,16 @@ func backgroundShell() error {
 	if err != nil {
 		return err
 	}
-	if *now != *shell {
-		return errors.New("the job's restore in the background changed the shell's mode")
+	if *now != *want {
+		if ownMode {
+			return errors.New("the job's restore in the background changed the shell's mode")
+		}
+		return errors.New("the job's restore left the terminal raw, with no shell's mode to keep")
 	}
-	return job.Wait()
+	select {
+	case <-ended:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("job did not end within 10s of its restore")
+	}
 }

@@ -123,7 +123,8 @@ func rules(pid int) []rule {
 		{"ioctl", always, []seccomp.Condition{eq(1, kvmIOEventFD)}, "KVM_IOEVENTFD: a guest moves a virtio-pci function's BAR, and its queues' ioeventfds move with it"},
 		{"ioctl", always, []seccomp.Condition{eq(1, unix.TUNSETOFFLOAD)}, "TUNSETOFFLOAD: virtio-net tells the TAP which offloads the guest accepted, when its driver starts"},
 		{"ioctl", always, []seccomp.Condition{eq(1, unix.TCSETS)}, "TCSETS: give the terminal its settings back at exit (vmm put it in raw mode), also when the SIGSYS handler ends vmm, and raw mode back after a SIGCONT (rawterm.MakeRawKept)"},
-		{"ioctl", always, []seccomp.Condition{eq(1, unix.TIOCGPGRP)}, "TIOCGPGRP: after a SIGCONT, whether vmm is the terminal's foreground before raw mode goes back on (rawterm.MakeRawKept, which read vmm's own process group before the sandbox)"},
+		{"ioctl", always, []seccomp.Condition{eq(1, unix.TIOCGPGRP)}, "TIOCGPGRP: after a SIGCONT, whether vmm is the terminal's foreground before raw mode goes back on (rawterm.MakeRawKept, which read vmm's own process group before the sandbox); at exit, and in the SIGSYS handler, whether the terminal is vmm's to give its mode back"},
+		{"ioctl", always, []seccomp.Condition{eq(1, unix.TCGETS)}, "TCGETS: at exit in the background, whether the terminal still has vmm's raw mode (which it then gets back) or a mode the shell set since; it only reads"},
 
 		// Threads, memory and signals: the Go runtime.
 		{"clone", always, []seccomp.Condition{eq(0, goCloneFlags)}, "the Go runtime starts threads (each vCPU holds one); with its thread flags only"},
