@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"sync"
@@ -26,12 +27,22 @@ const stopBackstop = 10 * time.Second
 // the stop's exit status and one line on stderr saying so, if runMode
 // has not returned by then. It first runs what must not be skipped even
 // then: the terminal's mode put back, the scratch files removed.
+//
+// A stop that comes before the machine is built (started) makes vmm exit
+// at once, with one line and no goroutines: setup holds nothing that an
+// orderly stop would finish (no guest, no disk written), and it may be
+// waiting on an input it cannot be told to give up, a kernel read from a
+// pipe whose writer is slow or silent (-kernel <(...)), where a wait of
+// stopBackstop would ignore the deadline or the Ctrl-C the user gave, and
+// setup's own error, if one came meanwhile, would be lost after the
+// stop's grace for messages.
 type backstop struct {
 	stderr *os.File
 	exit   func(int)
 
 	mu       sync.Mutex
 	disarmed bool
+	building bool // the machine is not built yet: see started
 	timer    *time.Timer
 	cleanups []func()
 }
@@ -40,7 +51,7 @@ type backstop struct {
 // cause (stoppedStatus, or a quit from the console), the clock starts.
 // disarm, which runMode defers, stops it.
 func armBackstop(ctx context.Context, stderr *os.File, exit func(int)) (b *backstop, disarm func()) {
-	b = &backstop{stderr: stderr, exit: exit}
+	b = &backstop{stderr: stderr, exit: exit, building: true}
 	stopWatch := context.AfterFunc(ctx, func() {
 		cause := context.Cause(ctx)
 		status, ok := stoppedStatus(cause)
@@ -52,7 +63,11 @@ func armBackstop(ctx context.Context, stderr *os.File, exit func(int)) (b *backs
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if !b.disarmed {
+		switch {
+		case b.disarmed:
+		case b.building:
+			go b.fireEarly(cause, status)
+		default:
 			b.timer = time.AfterFunc(stopBackstop, func() { b.fire(cause, status) })
 		}
 	})
@@ -67,6 +82,14 @@ func armBackstop(ctx context.Context, stderr *os.File, exit func(int)) (b *backs
 	}
 }
 
+// started tells the backstop the machine is built: from now on a stop
+// gets stopBackstop to finish in order.
+func (b *backstop) started() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.building = false
+}
+
 // onExit registers f to run if the backstop fires; it runs the cleanups
 // latest first, as defers do.
 func (b *backstop) onExit(f func()) {
@@ -75,16 +98,60 @@ func (b *backstop) onExit(f func()) {
 	b.cleanups = append(b.cleanups, f)
 }
 
-func (b *backstop) fire(cause error, status int) {
+// cleanUp runs the cleanups, unless runMode has returned; ok says it
+// did.
+func (b *backstop) cleanUp() (ok bool) {
 	b.mu.Lock()
 	if b.disarmed {
 		b.mu.Unlock()
-		return
+		return false
 	}
 	cleanups := b.cleanups
 	b.mu.Unlock()
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()
+	}
+	return true
+}
+
+// fireEarly is the backstop for a stop while the machine is being built:
+// the cleanups, one line, the stop's status, at once.
+func (b *backstop) fireEarly(cause error, status int) {
+	if !b.cleanUp() {
+		return
+	}
+	var te errTimeout
+	var se signalError
+	line := ""
+	switch {
+	case errors.As(cause, &te):
+		line = fmt.Sprintf("vmm: -timeout %v reached before the guest started", te.d)
+	case errors.As(cause, &se):
+		line = fmt.Sprintf("vmm: stopped by %v before the guest started", se.sig)
+	}
+	if line != "" {
+		b.writeLast(line + "\n")
+	}
+	b.exit(status)
+}
+
+// writeLast writes vmm's last words on stderr, which may be a pipe nobody
+// reads: the text gets a moment, the exit does not wait.
+func (b *backstop) writeLast(text string) {
+	written := make(chan struct{})
+	go func() {
+		io.WriteString(b.stderr, text)
+		close(written)
+	}()
+	select {
+	case <-written:
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+func (b *backstop) fire(cause error, status int) {
+	if !b.cleanUp() {
+		return
 	}
 	// What held the stop up, for a bug report: every goroutine, as
 	// Go's SIGQUIT dump gives them (the sandbox allows nothing more,
@@ -94,14 +161,6 @@ func (b *backstop) fire(cause error, status int) {
 	line := fmt.Sprintf("vmm: %v; the machine did not stop within %v after that: exiting without it", cause, stopBackstop)
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	written := make(chan struct{})
-	go func() {
-		fmt.Fprintf(b.stderr, "\r\n%s; its goroutines:\n%s\n%s\n", line, buf, line)
-		close(written)
-	}()
-	select {
-	case <-written:
-	case <-time.After(500 * time.Millisecond):
-	}
+	b.writeLast(fmt.Sprintf("\r\n%s; its goroutines:\n%s\n%s\n", line, buf, line))
 	b.exit(status)
 }

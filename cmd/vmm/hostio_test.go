@@ -226,6 +226,13 @@ func childMain(script string) int {
 	n, _ := strconv.Atoi(os.Getenv(envSize))
 	ready := os.NewFile(3, "ready")
 	boot := func(cfg machine.Config) (guest, error) {
+		if script == "stuck-boot" {
+			// Setup that never ends: a kernel read from a pipe whose
+			// writer is silent (-kernel <(sleep 1d)) looks like this.
+			ready.Write([]byte("ready\n"))
+			ready.Close()
+			select {}
+		}
 		g := &fakeGuest{cfg: cfg, script: script, n: n, kvmNote: os.Getenv(envKVMNote)}
 		g.status.Store(-1)
 		g.com1 = serial.New(nil, cfg.Console)
@@ -675,6 +682,51 @@ func TestBackstop(t *testing.T) {
 				if !strings.Contains(msg, want) {
 					t.Errorf("stderr lacks %q:\n%s", want, msg)
 				}
+			}
+			if left, _ := filepath.Glob(filepath.Join(c.tmp, "*")); len(left) > 0 {
+				t.Errorf("left in TMPDIR: %q", left)
+			}
+		})
+	}
+}
+
+// A stop while the machine is being built (a kernel read from a silent
+// pipe) ends vmm at once with the stop's status and one line, without
+// the backstop's wait or its goroutines, and leaves no files.
+func TestStopBeforeGuestStarted(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		stop   string
+		status int
+		want   string
+	}{
+		{"-timeout", "timeout", exitTimeout, "vmm: -timeout 500ms reached before the guest started"},
+		{"SIGTERM", "SIGTERM", 128 + 15, "vmm: stopped by terminated before the guest started"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"run", "-kernel", "fake"}
+			if tc.stop == "timeout" {
+				args = append(args, "-timeout", "500ms")
+			}
+			args = append(args, "-out", t.TempDir(), "--", "job")
+			c := startChild(t, "stuck-boot", 0, false, args...)
+			stopAt := time.Now()
+			if tc.stop == "SIGTERM" {
+				if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+			}
+			status := c.wait(t, stopBackstop/2, tc.stop)
+			if took := time.Since(stopAt); took > stopBackstop/2 {
+				t.Errorf("vmm exited %v after %s", took, tc.stop)
+			}
+			if status != tc.status {
+				t.Errorf("status %d, want %d", status, tc.status)
+			}
+			if msg := c.stderrText(t); msg != tc.want+"\n" {
+				t.Errorf("stderr %q, want %q", msg, tc.want+"\n")
 			}
 			if left, _ := filepath.Glob(filepath.Join(c.tmp, "*")); len(left) > 0 {
 				t.Errorf("left in TMPDIR: %q", left)

@@ -1090,6 +1090,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	}
 	raiseFileLimit(cfg) // before the shares take their budget of descriptors
 	m, err := boot(cfg)
+	bs.started()
 	if err != nil {
 		unraw() // the one line in the terminal's own mode
 		fmt.Fprintf(stderr, "vmm: %v\n", err)
