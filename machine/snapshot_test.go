@@ -27,7 +27,9 @@ type stateFake struct {
 	failSet    string
 	onRec      func(call string) // if not nil, told of every call
 	// tscKHz is the vCPU's TSC rate (0: 2 GHz); noTSCScaling makes
-	// SetTSCKHz fail, as KVM does where it cannot scale.
+	// SetTSCKHz fail, as KVM does where it cannot scale, after it has
+	// recorded the rate asked for, as KVM does too (kvm_set_tsc_khz sets
+	// virtual_tsc_khz, which KVM_GET_TSC_KHZ returns, before it fails).
 	tscKHz       uint32
 	noTSCScaling bool
 }
@@ -52,6 +54,7 @@ func (f *stateFake) TSCKHz() (uint32, error) {
 }
 func (f *stateFake) SetTSCKHz(khz uint32) error {
 	if f.noTSCScaling {
+		f.tscKHz = khz
 		f.rec("SetTSCKHz")
 		return errors.New("invalid argument")
 	}

@@ -115,12 +115,19 @@ func restoreTSCKHz(c vcpuStateIO, khz uint32) error {
 	if khz == 0 {
 		return nil
 	}
-	if cur, err := c.TSCKHz(); err == nil && cur == khz {
+	// The host's rate is read before the set: KVM records the rate it
+	// was asked for even when it then refuses it, so a read after would
+	// name the saved rate twice.
+	cur, curErr := c.TSCKHz()
+	if curErr == nil && cur == khz {
 		return nil
 	}
 	if err := c.SetTSCKHz(khz); err != nil {
-		cur, _ := c.TSCKHz()
-		return fmt.Errorf("the guest's TSC ran at %d kHz where it was saved and runs at %d kHz here, which KVM cannot scale (%w): make the snapshot on this host", khz, cur, err)
+		here := "at another rate here"
+		if curErr == nil {
+			here = fmt.Sprintf("at %d kHz here", cur)
+		}
+		return fmt.Errorf("the guest's TSC ran at %d kHz where it was saved and runs %s, which KVM cannot scale (%w): make the snapshot on this host", khz, here, err)
 	}
 	return nil
 }
