@@ -141,7 +141,7 @@ func (h *hostIO) reportLoss(what, name string, q *hostout.Queue) {
 	case errors.Is(err, unix.EPIPE):
 		fmt.Fprintf(h.stderr, "vmm: %s closed: %d bytes of %s discarded\n", name, n, what)
 	default:
-		fmt.Fprintf(h.stderr, "vmm: %d bytes of %s lost: %v\n", n, what, err)
+		fmt.Fprintf(h.stderr, "vmm: %d bytes of %s lost: %s\n", n, what, errLine(err))
 	}
 }
 

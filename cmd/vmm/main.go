@@ -974,7 +974,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderrFile, "vmm: %v\n", err)
+		fmt.Fprintf(stderrFile, "vmm: %s\n", errLine(err))
 		return 2
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -1013,10 +1013,10 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		if rawMode.Load() {
 			// In a raw terminal \n alone does not return the cursor,
 			// and the guest's console may be mid-line.
-			fmt.Fprintf(stderr, "\r\nvmm: "+format+"\r\n", args...)
+			fmt.Fprintf(stderr, "\r\nvmm: %s\r\n", oneLine(fmt.Sprintf(format, args...)))
 			return
 		}
-		fmt.Fprintf(stderr, "vmm: "+format+"\n", args...)
+		fmt.Fprintf(stderr, "vmm: %s\n", oneLine(fmt.Sprintf(format, args...)))
 	}
 	var restore func()
 	// endTerm is the terminal vmm made raw, its mode before and the raw
@@ -1040,7 +1040,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		// the snapshot's devices against cfg's, the port among them.
 		cfg.JobOutput = host.job
 		if job, err = prepareJob(&cfg, o); err != nil {
-			fmt.Fprintf(stderr, "vmm: %v\n", err)
+			fmt.Fprintf(stderr, "vmm: %s\n", errLine(err))
 			return 1
 		}
 		defer job.remove()
@@ -1093,14 +1093,14 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	bs.started()
 	if err != nil {
 		unraw() // the one line in the terminal's own mode
-		fmt.Fprintf(stderr, "vmm: %v\n", err)
+		fmt.Fprintf(stderr, "vmm: %s\n", errLine(err))
 		return 1
 	}
 	defer m.Close()
 	releaseLoadMemory(&cfg)
 	if err := enterSandbox(o, cfg, endTerm); err != nil {
 		unraw()
-		fmt.Fprintf(stderr, "vmm: %v\n", err)
+		fmt.Fprintf(stderr, "vmm: %s\n", errLine(err))
 		return 1
 	}
 	err = m.Run(ctx)
@@ -1119,7 +1119,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 				if reported {
 					jobSaid = fmt.Sprintf(" (the job exited with status %d)", status)
 				}
-				fmt.Fprintf(stderr, "vmm: %v%s\n", err, jobSaid)
+				fmt.Fprintf(stderr, "vmm: %s%s\n", errLine(err), jobSaid)
 				// -timeout or a signal stopped the extraction: the
 				// status says so, as it would have during the run.
 				switch cause := context.Cause(ctx); {
@@ -1162,7 +1162,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		return 128 + int(se.sig)
 	}
 	unraw()
-	fmt.Fprintf(stderr, "\r\nvmm: %v\n", err)
+	fmt.Fprintf(stderr, "\r\nvmm: %s\n", errLine(err))
 	return 1
 }
 

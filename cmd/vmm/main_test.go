@@ -400,6 +400,11 @@ func TestRunJobBadInput(t *testing.T) {
 		{"out under a file", []string{"-kernel", kernel, "-out", filepath.Join(kernel, "o"), "--", "true"}, 1, "-out: mkdir " + kernel},
 		// "-out $DIR --" with DIR unset: nothing made, no job run.
 		{"out with no value", []string{"-kernel", kernel, "-out", "--", "true"}, 2, "-out: no value given (the next argument is --)"},
+		// A path is quoted only where it would take more than one line
+		// or act on the terminal.
+		{"newline in a path", []string{"-kernel", kernel, "-share", filepath.Join(dir, "a\nb"), "--", "true"}, 1, `a\nb`},
+		{"escape in a path", []string{"-kernel", filepath.Join(dir, "\x1b[2J"), "--", "true"}, 1, `\x1b[2J`},
+		{"newline in a flag", []string{"-kernel", kernel, "-no\nsuch", "--", "true"}, 2, `unknown flag: -no\nsuch`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			stderr, err := os.CreateTemp(dir, "stderr")

@@ -99,7 +99,7 @@ func snapshotMain(start time.Time, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		fmt.Fprintf(stderr, "vmm snapshot: %s\n", errLine(err))
 		return 2
 	}
 	if o.verify != "" {
@@ -139,7 +139,7 @@ func snapshotMain(start time.Time, args []string, stdout, stderr io.Writer) int 
 		if made != "" {
 			removeUnsaved(dir, made) // made, then found not writable
 		}
-		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		fmt.Fprintf(stderr, "vmm snapshot: %s\n", errLine(err))
 		return 1
 	}
 	defer armStops(ctx, cancel, o.timeout)()
@@ -158,7 +158,7 @@ func snapshotMain(start time.Time, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintf(stderr, "vmm snapshot: %v\n", se)
 			return 128 + int(se.sig)
 		}
-		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		fmt.Fprintf(stderr, "vmm snapshot: %s\n", errLine(err))
 		return 1
 	}
 	return 0
@@ -176,11 +176,11 @@ func verifySnapshot(dir string, stderr io.Writer) int {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		fmt.Fprintf(stderr, "vmm snapshot: %s\n", errLine(err))
 		return 1
 	}
 	m := s.Manifest
-	fmt.Fprintf(stderr, "vmm snapshot: %s is intact: %d MiB, %d vCPUs, made %s by vmm %s\n", dir, m.MemSize>>20, m.CPUs, m.Created.Format(time.RFC3339), m.VMMVersion)
+	fmt.Fprintf(stderr, "vmm snapshot: %s is intact: %d MiB, %d vCPUs, made %s by vmm %s\n", oneLine(dir), m.MemSize>>20, m.CPUs, m.Created.Format(time.RFC3339), m.VMMVersion)
 	if m.VMMVersion != vmmVersion() {
 		fmt.Fprintf(stderr, "vmm snapshot: this vmm (%s) will not restore it: make it again with this build\n", vmmVersion())
 	}
@@ -246,7 +246,9 @@ func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize i
 	// and every restored job with piped stdin gets its input through it.
 	cfg.JobInputPort = machine.JobInputPortFits(cfg, 0)
 	cfg.Console = stderr
-	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(stderr, "vmm: "+format+"\n", args...) }
+	cfg.Logf = func(format string, args ...any) {
+		fmt.Fprintf(stderr, "vmm: %s\n", oneLine(fmt.Sprintf(format, args...)))
+	}
 
 	man := snapshot.Manifest{VMMVersion: vmmVersion(), Created: time.Now().UTC()}
 	if man.Kernel, err = snapshot.HashFile(cfg.Kernel); err != nil {
@@ -273,7 +275,7 @@ func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize i
 	if err := m.Snapshot(dir, man); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "vmm: snapshot of a %d MiB guest saved in %s\n", cfg.MemSize>>20, dir)
+	fmt.Fprintf(stderr, "vmm: snapshot of a %d MiB guest saved in %s\n", cfg.MemSize>>20, oneLine(dir))
 	return nil
 }
 
