@@ -42,7 +42,7 @@ func (m *Machine) Run(ctx context.Context) error {
 			// crashing with the terminal raw.
 			defer func() {
 				if r := recover(); r != nil {
-					m.stop(StopError, fmt.Errorf("vCPU %d: internal error, a bug in vmm: %v\n%s", v.ID(), r, debug.Stack()))
+					m.stop(StopError, &BugError{What: fmt.Sprintf("vCPU %d", v.ID()), Panic: r, Stack: debug.Stack()})
 				}
 			}()
 			if err := m.runVCPU(v, left); err != nil {
@@ -115,6 +115,19 @@ func (m *Machine) Reason() StopReason {
 	return m.reason
 }
 
+// BugError is a panic that stopped the machine: a bug in vmm, never the
+// guest's doing. Its message is one line; the stack, for the report, is
+// apart, so that a caller can print it as the lines it is.
+type BugError struct {
+	What  string // where: "vCPU 0", a device's name
+	Panic any    // what the panic was given
+	Stack []byte // debug.Stack where it was recovered
+}
+
+func (e *BugError) Error() string {
+	return fmt.Sprintf("%s: internal error, a bug in vmm: %v", e.What, e.Panic)
+}
+
 // goDevice runs f, device work, on a goroutine of its own. A panic there
 // is a bug in vmm's device code, never the guest's doing: it stops the
 // machine as an error with its stack, as one on a vCPU's thread does,
@@ -123,7 +136,7 @@ func (m *Machine) goDevice(name string, f func()) {
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
-				m.stop(StopError, fmt.Errorf("%s: internal error, a bug in vmm: %v\n%s", name, r, debug.Stack()))
+				m.stop(StopError, &BugError{What: name, Panic: r, Stack: debug.Stack()})
 			}
 		}()
 		f()

@@ -344,8 +344,12 @@ func TestRunVCPUPanic(t *testing.T) {
 	other := newFakeVCPU(1)
 	m, _ := newFakeMachine(t, Config{}, bad, other)
 	err := runFake(t, m)
-	if err == nil || !strings.Contains(err.Error(), "vCPU 0: internal error, a bug in vmm: device bug") {
-		t.Fatalf("Run: %v, want the panic as an error", err)
+	if err == nil || err.Error() != "vCPU 0: internal error, a bug in vmm: device bug" {
+		t.Fatalf("Run: %v, want the panic as an error of one line", err)
+	}
+	// The stack, for the report, where the panic was.
+	if bug, ok := errors.AsType[*BugError](err); !ok || !strings.Contains(string(bug.Stack), "TestRunVCPUPanic") {
+		t.Errorf("Run: %#v, want a BugError with the panic's stack", err)
 	}
 	if m.Reason() != StopError {
 		t.Errorf("stopped for %v, want StopError", m.Reason())

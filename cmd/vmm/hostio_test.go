@@ -52,6 +52,10 @@ type fakeGuest struct {
 }
 
 func (g *fakeGuest) Run(ctx context.Context) error {
+	if g.script == "bug" {
+		// A panic in a device, as machine reports it.
+		return &machine.BugError{What: "test device", Panic: "boom", Stack: []byte("goroutine 7 [running]:\nmain.device()\n\tdevice.go:1 +0x1")}
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -732,5 +736,18 @@ func TestStopBeforeGuestStarted(t *testing.T) {
 				t.Errorf("left in TMPDIR: %q", left)
 			}
 		})
+	}
+}
+
+// A bug in vmm (a device's panic) ends it with status 1, one line saying
+// what, and the stack after it as the lines it is, for the report.
+func TestBugReport(t *testing.T) {
+	c := startChild(t, "bug", 0, false, "-kernel", "fake")
+	if status := c.wait(t, 10*time.Second, "the bug"); status != 1 {
+		t.Errorf("status %d, want 1", status)
+	}
+	want := "\r\nvmm: test device: internal error, a bug in vmm: boom\ngoroutine 7 [running]:\nmain.device()\n\tdevice.go:1 +0x1\n"
+	if got := c.stderrText(t); got != want {
+		t.Errorf("stderr %q, want %q", got, want)
 	}
 }

@@ -1163,6 +1163,11 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	}
 	unraw()
 	fmt.Fprintf(stderr, "\r\nvmm: %s\n", errLine(err))
+	var bug *machine.BugError
+	if errors.As(err, &bug) {
+		// Lines for the bug report, after the one that says what.
+		fmt.Fprintf(stderr, "%s\n", bug.Stack)
+	}
 	return 1
 }
 
