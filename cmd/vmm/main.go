@@ -796,12 +796,15 @@ func parseDisk(v string) (machine.Disk, error) {
 	if d.Path == "" {
 		return d, fmt.Errorf("-disk %q: no file name", v)
 	}
+	modeGiven := ""
 	for _, o := range parts[1:] {
 		switch o {
-		case "ro", "readonly", "readonly=on":
-			d.ReadOnly = true
-		case "rw", "readonly=off":
-			d.ReadOnly = false
+		case "ro", "readonly", "readonly=on", "rw", "readonly=off":
+			if modeGiven != "" {
+				return d, fmt.Errorf("-disk %q: %q after %q: say once whether the disk is read-only", v, o, modeGiven)
+			}
+			modeGiven = o
+			d.ReadOnly = o != "rw" && o != "readonly=off"
 		default:
 			return d, fmt.Errorf("-disk %q: unknown option %q (want FILE or FILE,ro; a comma in FILE is written ,,)", v, o)
 		}
@@ -839,13 +842,15 @@ func parseFS(v string) (machine.Share, error) {
 	if sh.Dir == "" {
 		return sh, fmt.Errorf("-fs %q: no directory", v)
 	}
-	tagged := false
+	tagged, modeGiven := false, ""
 	for _, o := range parts[1:] {
 		switch k, val, _ := strings.Cut(o, "="); {
-		case o == "ro" || o == "readonly" || o == "readonly=on":
-			sh.ReadOnly = true
-		case o == "rw" || o == "readonly=off":
-			sh.ReadOnly = false
+		case o == "ro" || o == "readonly" || o == "readonly=on" || o == "rw" || o == "readonly=off":
+			if modeGiven != "" {
+				return sh, fmt.Errorf("-fs %q: %q after %q: say once whether the share is read-only", v, o, modeGiven)
+			}
+			modeGiven = o
+			sh.ReadOnly = o != "rw" && o != "readonly=off"
 		case k == "tag" || k == "mount_tag":
 			if tagged {
 				return sh, fmt.Errorf("-fs %q: tag given twice", v)

@@ -132,6 +132,31 @@ func TestParseDisksAndTaps(t *testing.T) {
 	}
 }
 
+// Whether a disk is read-only is said once: ro then rw (or the other
+// way) is refused, not settled by the last, as an option given twice in
+// one value is (README).
+func TestParseDiskMode(t *testing.T) {
+	for _, tc := range []struct {
+		arg     string
+		ro      bool
+		wantErr string
+	}{
+		{"a.img,readonly=off", false, ""},
+		{"a.img,readonly", true, ""},
+		{"a.img,ro,rw", false, `"rw" after "ro"`},
+		{"a.img,rw,readonly=on", false, `"readonly=on" after "rw"`},
+		{"a.img,ro,ro", false, "say once whether the disk is read-only"},
+	} {
+		d, err := parseDisk(tc.arg)
+		switch {
+		case tc.wantErr == "" && (err != nil || d.ReadOnly != tc.ro):
+			t.Errorf("parseDisk(%q) = %+v, %v; want read-only %v", tc.arg, d, err, tc.ro)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("parseDisk(%q) = %+v, %v; want an error containing %q", tc.arg, d, err, tc.wantErr)
+		}
+	}
+}
+
 func TestParseTimeout(t *testing.T) {
 	_, o, err := parseArgs([]string{"-kernel", "bz", "-timeout", "90s"}, io.Discard)
 	if err != nil || o.timeout != 90*time.Second {
