@@ -623,18 +623,46 @@ func parseMode(run bool, args []string, help io.Writer) (machine.Config, options
 	return parseOptions(options{run: run}, args, help)
 }
 
+// helpWriter is the help's writer, which keeps its first error: a help
+// that went nowhere (stdout closed, a full disk, /dev/full) is a failure
+// to say, as GNU programs say it, not a silent success.
+type helpWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (h *helpWriter) Write(p []byte) (int, error) {
+	if h.err != nil {
+		return 0, h.err
+	}
+	n, err := h.w.Write(p)
+	h.err = err
+	return n, err
+}
+
+// helpError is a help that could not be written.
+type helpError struct{ err error }
+
+func (e helpError) Error() string { return "writing the help: " + e.err.Error() }
+
 // parseOptions reads args for vmm, vmm run or vmm snapshot, as o says.
 // Asked for help (-h, --help), it prints it to help and returns
-// pflag.ErrHelp.
+// pflag.ErrHelp, or a helpError if the help could not be written.
 func parseOptions(o options, args []string, help io.Writer) (machine.Config, options, error) {
 	run := o.run
-	fs := newFlagSet(&o, help)
+	hw := &helpWriter{w: help}
+	fs := newFlagSet(&o, hw)
 	args, err := qemuSpelling(fs, args, run)
 	if err != nil {
 		return machine.Config{}, o, usageError{err}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
+			if hw.err != nil && !errors.Is(hw.err, unix.EPIPE) {
+				return machine.Config{}, o, helpError{hw.err}
+			}
+			// Written, or read as far as its reader wanted (vmm -h |
+			// head): help given.
 			return machine.Config{}, o, err
 		}
 		return machine.Config{}, o, usageError{err}
@@ -976,6 +1004,10 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	timeout := o.timeout
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
+	}
+	if errors.As(err, new(helpError)) {
+		fmt.Fprintf(stderrFile, "vmm: %s\n", errLine(err))
+		return 1
 	}
 	var ue usageError
 	if errors.As(err, &ue) {

@@ -682,6 +682,56 @@ func TestHelpToStdout(t *testing.T) {
 	}
 }
 
+// TestHelpWriteFails: help that cannot be written (stdout /dev/full, or
+// closed) is status 1 and one line on stderr, as for GNU programs; help
+// whose reader went away after what it wanted (vmm -h | head) is not an
+// error.
+func TestHelpWriteFails(t *testing.T) {
+	dir := t.TempDir()
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	defer full.Close()
+	closed, err := os.Create(filepath.Join(dir, "closed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // a reader that went away: EPIPE (Go raises SIGPIPE only for descriptors 1 and 2, which main ignores)
+	defer w.Close()
+	for _, tc := range []struct {
+		name   string
+		out    *os.File
+		args   []string
+		status int
+		want   string
+	}{
+		{"full", full, []string{"-h"}, 1, "vmm: writing the help: write /dev/full: no space left on device\n"},
+		{"full, run", full, []string{"run", "-h"}, 1, "vmm: writing the help: write /dev/full: no space left on device\n"},
+		{"full, snapshot", full, []string{"snapshot", "-h"}, 1, "vmm snapshot: writing the help: write /dev/full: no space left on device\n"},
+		{"closed", closed, []string{"--help"}, 1, "vmm: writing the help: write " + closed.Name() + ": file already closed\n"},
+		{"reader gone", w, []string{"-h"}, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stderr.Close()
+			status := vmmMain(time.Now(), tc.args, nil, tc.out, stderr, nil)
+			errOut, _ := os.ReadFile(stderr.Name())
+			if status != tc.status || string(errOut) != tc.want {
+				t.Errorf("status %d, stderr %q; want %d, %q", status, errOut, tc.status, tc.want)
+			}
+		})
+	}
+}
+
 // TestTerminalInputQuitsWhileGuestReadsNothing: Ctrl-A x typed behind
 // input the guest has not read still quits at once, where the escape
 // used to wait in the console forwarder behind the UART's backpressure.

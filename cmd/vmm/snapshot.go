@@ -91,6 +91,10 @@ func snapshotMain(start time.Time, args []string, stdout, stderr io.Writer) int 
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
+	if errors.As(err, new(helpError)) {
+		fmt.Fprintf(stderr, "vmm snapshot: %s\n", errLine(err))
+		return 1
+	}
 	if err == nil {
 		for _, sh := range cfg.Shares {
 			if owner, taken := jobSlotTags()[sh.Tag]; taken {
