@@ -396,6 +396,9 @@ func parseSMP(v string) (int, error) {
 			return bad("%s given twice", k)
 		}
 		n, err := strconv.Atoi(s)
+		if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(s, "-") {
+			return bad("too many vCPUs")
+		}
 		if err != nil || (n < 1 && k != "cpus") {
 			if k == "cpus" {
 				return bad("want a number of vCPUs, such as 2 or cpus=2")
@@ -503,8 +506,11 @@ func sizeOf(s string, shift int) (v uint64, problem string) {
 		}
 		v += q
 	}
+	if v == 0 && strings.Trim(t, "0.") != "" {
+		return 0, "less than one byte"
+	}
 	if v == 0 {
-		return 0, "guest memory must be more than 0"
+		return 0, "must be more than 0"
 	}
 	return v, ""
 }
@@ -687,9 +693,15 @@ func parseOptions(o options, args []string, help io.Writer) (machine.Config, opt
 	}
 	if run || o.snap {
 		// Checked with or without -out, so a typo shows at once.
-		n, err := parseSize(o.outSize)
-		if err != nil || n%512 != 0 || n > math.MaxInt64 {
-			return machine.Config{}, o, usageError{fmt.Errorf("-out-size %q: want a whole number of 512-byte sectors such as 256M or 2G (a plain number is MiB, as for -m)", o.outSize)}
+		n, problem := sizeOf(o.outSize, 20)
+		switch {
+		case problem == "" && n%512 != 0:
+			problem = "not a whole number of 512-byte sectors"
+		case problem == "" && n > math.MaxInt64:
+			problem = "too large"
+		}
+		if problem != "" {
+			return machine.Config{}, o, usageError{fmt.Errorf("-out-size %q: %s (want a size such as 256M or 2G; a plain number is MiB, as for -m)", o.outSize, problem)}
 		}
 		o.outBytes = n
 	}

@@ -74,6 +74,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-kernel", "bz", "-m", "100T"}, "more than this host"},
 		{[]string{"-kernel", "bz", "-smp", "0"}, "at least one vCPU"},
 		{[]string{"-kernel", "bz", "-smp", "255"}, "-smp 255: vmm supports at most 254 vCPUs"},
+		{[]string{"-kernel", "bz", "-smp", "99999999999999999999999"}, "too many vCPUs"},
 		{[]string{"-kernel", "bz", "-smp", "x"}, `-smp "x": want a number of vCPUs, such as 2 or cpus=2`},
 		{[]string{"-kernel", "bz", "--smp=cpus=x"}, `-smp "cpus=x": want a number of vCPUs`},
 		{[]string{"-kernel", "bz", "-hda", "d.img"}, "unknown flag: -hda"},
@@ -418,6 +419,9 @@ func TestRunJobBadInput(t *testing.T) {
 		{"argument not UTF-8", []string{"-kernel", kernel, "--", "cat", "\xe9t\xe9.txt"}, 2, `argument 1 "\xe9t\xe9.txt" is not valid UTF-8`},
 		{"bad out size", []string{"-kernel", kernel, "-out", dir, "-out-size", "lots", "--", "true"}, 2, "-out-size"},
 		{"bad out size without -out", []string{"-kernel", kernel, "-out-size", "lots", "--", "true"}, 2, "-out-size"},
+		{"out size 0", []string{"-kernel", kernel, "-out-size", "0", "--", "true"}, 2, `-out-size "0": must be more than 0`},
+		{"out size in bytes", []string{"-kernel", kernel, "-out-size", "1000B", "--", "true"}, 2, `-out-size "1000B": not a whole number of 512-byte sectors`},
+		{"out size too large", []string{"-kernel", kernel, "-out-size", "99999999T", "--", "true"}, 2, `-out-size "99999999T": too large`},
 		{"snapshot with a kernel", []string{"-snapshot", dir, "-kernel", kernel, "--", "true"}, 2, "-kernel does not go with -snapshot"},
 		{"snapshot with an initrd", []string{"-snapshot", dir, "-initrd", kernel, "--", "true"}, 2, "-initrd does not go with -snapshot"},
 		{"snapshot with an -out-size", []string{"-snapshot", dir, "-out-size", "2G", "--", "true"}, 2, "-out-size does not go with -snapshot"},
@@ -495,7 +499,8 @@ func TestMemorySizes(t *testing.T) {
 		{"1G,maxmem=2147483648", 1 << 30, ""},
 		{"1G,slots=x", 0, `slots="x"`},
 		{"1G,junk", 0, `"junk" is neither a size`},
-		{"size=0", 0, `-m "size=0": guest memory must be more than 0`},
+		{"size=0", 0, `-m "size=0": must be more than 0`},
+		{"0.0000000000000000000000000001G", 0, "less than one byte"},
 	} {
 		got, err := parseMemory(tt.in)
 		switch {

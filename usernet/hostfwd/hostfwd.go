@@ -85,7 +85,7 @@ func Parse(s string) (Forward, error) {
 	if haddr != "" {
 		a, err := netip.ParseAddr(haddr)
 		if err != nil || !a.Is4() {
-			return bad("host address %q is not an IPv4 address", haddr)
+			return bad("host address %q is not an IPv4 address (-nic user's network is IPv4 only)", haddr)
 		}
 		ha = a
 	}
