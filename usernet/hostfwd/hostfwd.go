@@ -73,6 +73,9 @@ func Parse(s string) (Forward, error) {
 	if !ok {
 		return bad("no '-' between the host and guest sides")
 	}
+	if strings.HasPrefix(host, "[") || strings.HasPrefix(guest, "[") {
+		return bad("an IPv6 address ([...]): -nic user's network is IPv4 only")
+	}
 	haddr, hport, ok := strings.Cut(host, ":")
 	if !ok {
 		return bad("host side %q is not [ADDR]:PORT", host)
