@@ -136,6 +136,11 @@ func Open(name string) (*Tap, error) {
 		if errors.Is(err, unix.EBUSY) {
 			return nil, fmt.Errorf("tap %s: TUNSETIFF: %w (in use, or exists with other flags than IFF_TAP|IFF_NO_PI|IFF_VNET_HDR)", name, err)
 		}
+		if errors.Is(err, unix.EINVAL) {
+			// tun_set_iff (drivers/net/tun.c): a device of that name
+			// exists, and it is not a TAP.
+			return nil, fmt.Errorf("tap %s: TUNSETIFF: %w (an interface of that name exists and is not a TAP: name a TAP, or a name no interface has)", name, err)
+		}
 		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
 	}
 	// The kernel may have expanded a "%d" pattern in the name.

@@ -368,3 +368,25 @@ func BenchmarkSend(b *testing.B) {
 		}
 	})
 }
+
+// An interface that exists and is not a TAP (lo) is refused in words
+// that say so, not with TUNSETIFF's bare "invalid argument".
+func TestOpenRefusesOtherInterface(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("TUNSETIFF on an existing name needs root (CAP_NET_ADMIN)")
+	}
+	if _, err := os.Stat(tunPath); err != nil {
+		t.Skipf("%s missing (modprobe tun): %v", tunPath, err)
+	}
+	if _, err := os.Stat("/sys/class/net/lo"); err != nil {
+		t.Skipf("no lo here: %v", err)
+	}
+	tp, err := Open("lo")
+	if err == nil {
+		tp.Close()
+		t.Fatal("Open(lo) succeeded")
+	}
+	if !strings.Contains(err.Error(), "exists and is not a TAP") {
+		t.Errorf("Open(lo): %v, want it to say lo is not a TAP", err)
+	}
+}
