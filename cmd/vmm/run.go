@@ -72,8 +72,10 @@ type jobFiles struct {
 	boot bootFunc
 	snap io.Closer
 	// emptyDir, for -snapshot, serves the snapshot's share slots this
-	// run does not use; removed at exit.
-	emptyDir string
+	// run does not use; releaseEmpty removes it at exit
+	// (lockedEmptyDir).
+	emptyDir     string
+	releaseEmpty func()
 	// removed makes remove run once: runMode defers it, and the
 	// backstop (backstop.go) may call it meanwhile.
 	removed sync.Once
@@ -218,8 +220,8 @@ func (j *jobFiles) remove() {
 		if j.snap != nil {
 			j.snap.Close()
 		}
-		if j.emptyDir != "" {
-			os.Remove(j.emptyDir)
+		if j.releaseEmpty != nil {
+			j.releaseEmpty()
 		}
 	})
 }

@@ -237,11 +237,11 @@ func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize i
 	}
 	defer removeScratch(scratch, scratchPath)
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: scratchPath, Serial: guestabi.OutSerial})
-	empty, err := os.MkdirTemp("", "vmm-snapshot-share-*")
+	empty, releaseEmpty, err := lockedEmptyDir("vmm-snapshot-share-*")
 	if err != nil {
 		return fmt.Errorf("share slots: %w", err)
 	}
-	defer os.Remove(empty)
+	defer releaseEmpty()
 	fillShareSlots(&cfg, nil, empty)
 	cfg.Cmdline += " " + guestabi.WaitParam // after runCmdline and -append (parseOptions)
 	cfg.SaveOnWait = true
@@ -405,7 +405,7 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 	if !ok {
 		return fail(errors.New("has no -out disk: it was not made by vmm snapshot"))
 	}
-	if j.emptyDir, err = os.MkdirTemp("", "vmm-share-slot-*"); err != nil {
+	if j.emptyDir, j.releaseEmpty, err = lockedEmptyDir("vmm-share-slot-*"); err != nil {
 		return fail(fmt.Errorf("share slots: %w", err))
 	}
 	fillShareSlots(cfg, asked, j.emptyDir)

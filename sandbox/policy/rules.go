@@ -183,7 +183,7 @@ func rules(pid int) []rule {
 		// system, so they are allowed only for a run that asked for it.
 		{"openat", extract, nil, "-out: open the scratch disk and the output directory, create each file"},
 		{"mkdirat", extract, nil, "-out: make the output directory and its subdirectories"},
-		{"unlinkat", extract, nil, "-out: replace an existing file, remove one cut short; remove the scratch disk where it kept its name (cmd/vmm scratchDisk)"},
+		{"unlinkat", extract, nil, "-out: replace an existing file, remove one cut short; remove the scratch disk where it kept its name (cmd/vmm scratchDisk), and a restore's empty share-slot directory (cmd/vmm lockedEmptyDir)"},
 		{"symlinkat", extract, nil, "-out: make a symbolic link the job left in /out (one that stays inside the output directory)"},
 		{"newfstatat", extract, nil, "-out: check what already exists in the output directory"},
 		{"readlinkat", extract, nil, "-out: os.Root reads a symbolic link on a path (one the job left, or one the output directory had) to keep it inside"},
