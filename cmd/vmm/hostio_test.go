@@ -48,10 +48,16 @@ type fakeGuest struct {
 	stopping   atomic.Bool
 	status     atomic.Int32
 	reason     atomic.Int32
-	kvmNote    string // what KVMNote says: envKVMNote
+	kvmNote    string   // what KVMNote says: envKVMNote
+	ready      *os.File // told "ready" as Run starts (childMain)
 }
 
 func (g *fakeGuest) Run(ctx context.Context) error {
+	if g.ready != nil {
+		g.ready.Write([]byte("ready\n"))
+		g.ready.Close()
+		g.ready = nil
+	}
 	if g.script == "bug" {
 		// A panic in a device, as machine reports it.
 		return &machine.BugError{What: "test device", Panic: "boom", Stack: []byte("goroutine 7 [running]:\nmain.device()\n\tdevice.go:1 +0x1")}
@@ -222,9 +228,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// childMain is main with a fake guest. The fake is built after runMode
-// installed its signal handler, so "ready" on fd 3 tells the parent a
-// signal now reaches vmm rather than killing it.
+// childMain is main with a fake guest. The fake runs after runMode
+// installed its signal handler and learnt the machine is built, so
+// "ready" on fd 3, written as it starts to run, tells the parent a
+// signal now reaches vmm rather than killing it, and stops the machine
+// rather than its setup (the backstop's two cases). The stuck-boot
+// script says it from inside setup, which it never leaves.
 func childMain(script string) int {
 	ignoreSIGPIPE()
 	n, _ := strconv.Atoi(os.Getenv(envSize))
@@ -237,14 +246,12 @@ func childMain(script string) int {
 			ready.Close()
 			select {}
 		}
-		g := &fakeGuest{cfg: cfg, script: script, n: n, kvmNote: os.Getenv(envKVMNote)}
+		g := &fakeGuest{cfg: cfg, script: script, n: n, kvmNote: os.Getenv(envKVMNote), ready: ready}
 		g.status.Store(-1)
 		g.com1 = serial.New(nil, cfg.Console)
 		if cfg.JobOutput != nil {
 			g.com2 = serial.New(nil, cfg.JobOutput)
 		}
-		ready.Write([]byte("ready\n"))
-		ready.Close()
 		return g, nil
 	}
 	return vmmMain(time.Now(), strings.Split(os.Getenv(envArgs), "\x1f"), nil, os.Stdout, os.Stderr, boot)
