@@ -138,8 +138,9 @@ func Open(name string) (*Tap, error) {
 		}
 		if errors.Is(err, unix.EINVAL) {
 			// tun_set_iff (drivers/net/tun.c): a device of that name
-			// exists, and it is not a TAP.
-			return nil, fmt.Errorf("tap %s: TUNSETIFF: %w (an interface of that name exists and is not a TAP: name a TAP, or a name no interface has)", name, err)
+			// exists and is not a TAP, or a TAP made multi-queue; or the
+			// name's pattern is not one %d.
+			return nil, fmt.Errorf("tap %s: TUNSETIFF: %w (an interface of that name that is not a TAP vmm can attach, such as lo, eth0 or a multi-queue TAP; or a name pattern other than one %%d)", name, err)
 		}
 		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
 	}

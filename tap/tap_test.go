@@ -386,7 +386,7 @@ func TestOpenRefusesOtherInterface(t *testing.T) {
 		tp.Close()
 		t.Fatal("Open(lo) succeeded")
 	}
-	if !strings.Contains(err.Error(), "exists and is not a TAP") {
+	if !strings.Contains(err.Error(), "not a TAP vmm can attach") {
 		t.Errorf("Open(lo): %v, want it to say lo is not a TAP", err)
 	}
 }

@@ -28,21 +28,26 @@ const stopBackstop = 10 * time.Second
 // has not returned by then. It first runs what must not be skipped even
 // then: the terminal's mode put back, the scratch files removed.
 //
-// A stop that comes before the machine is built (started) makes vmm exit
-// at once, with one line and no goroutines: setup holds nothing that an
-// orderly stop would finish (no guest, no disk written), and it may be
-// waiting on an input it cannot be told to give up, a kernel read from a
-// pipe whose writer is slow or silent (-kernel <(...)), where a wait of
-// stopBackstop would ignore the deadline or the Ctrl-C the user gave, and
-// setup's own error, if one came meanwhile, would be lost after the
-// stop's grace for messages.
+// A stop that comes while the machine is being built (between
+// startBuilding and started) makes vmm exit at once, with one line and no goroutines:
+// the build holds nothing that an orderly stop would finish (no guest,
+// no disk written), and it may be waiting on an input it cannot be told
+// to give up, a kernel read from a pipe whose writer is slow or silent
+// (-kernel <(...)), where a wait of stopBackstop would ignore the
+// deadline or the Ctrl-C the user gave, and the build's own error, if
+// one came meanwhile, would be lost after the stop's grace for messages.
+// Everything before the build (the terminal made raw, the job's files)
+// is done and registered by then; a stop before it is seen by
+// startBuilding, and runMode ends the ordinary way.
 type backstop struct {
 	stderr *os.File
 	exit   func(int)
 
 	mu       sync.Mutex
 	disarmed bool
-	building bool // the machine is not built yet: see started
+	stopped  bool // the run's context ended with a stop
+	building bool // between startBuilding and started
+	firing   bool // fireEarly has begun: the process is ending
 	timer    *time.Timer
 	cleanups []func()
 }
@@ -51,7 +56,7 @@ type backstop struct {
 // cause (stoppedStatus, or a quit from the console), the clock starts.
 // disarm, which runMode defers, stops it.
 func armBackstop(ctx context.Context, stderr *os.File, exit func(int)) (b *backstop, disarm func()) {
-	b = &backstop{stderr: stderr, exit: exit, building: true}
+	b = &backstop{stderr: stderr, exit: exit}
 	stopWatch := context.AfterFunc(ctx, func() {
 		cause := context.Cause(ctx)
 		status, ok := stoppedStatus(cause)
@@ -63,9 +68,11 @@ func armBackstop(ctx context.Context, stderr *os.File, exit func(int)) (b *backs
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		b.stopped = true
 		switch {
 		case b.disarmed:
 		case b.building:
+			b.firing = true
 			go b.fireEarly(cause, status)
 		default:
 			b.timer = time.AfterFunc(stopBackstop, func() { b.fire(cause, status) })
@@ -82,12 +89,29 @@ func armBackstop(ctx context.Context, stderr *os.File, exit func(int)) (b *backs
 	}
 }
 
+// startBuilding tells the backstop the machine is being built, from now until
+// started: a stop meanwhile ends vmm at once (fireEarly). It returns
+// false, and changes nothing, if the run was stopped already: runMode
+// then ends it the ordinary way, without building.
+func (b *backstop) startBuilding() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return false
+	}
+	b.building = true
+	return true
+}
+
 // started tells the backstop the machine is built: from now on a stop
-// gets stopBackstop to finish in order.
-func (b *backstop) started() {
+// gets stopBackstop to finish in order. It returns false if a stop
+// during the build has already begun to end vmm (fireEarly), which the
+// caller must let finish, doing nothing more.
+func (b *backstop) started() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.building = false
+	return !b.firing
 }
 
 // onExit registers f to run if the backstop fires; it runs the cleanups
@@ -120,19 +144,25 @@ func (b *backstop) fireEarly(cause error, status int) {
 	if !b.cleanUp() {
 		return
 	}
-	var te errTimeout
-	var se signalError
-	line := ""
-	switch {
-	case errors.As(cause, &te):
-		line = fmt.Sprintf("vmm: -timeout %v reached before the guest started", te.d)
-	case errors.As(cause, &se):
-		line = fmt.Sprintf("vmm: stopped by %v before the guest started", se.sig)
-	}
-	if line != "" {
+	if line := stopBeforeStart(cause); line != "" {
 		b.writeLast(line + "\n")
 	}
 	b.exit(status)
+}
+
+// stopBeforeStart is the line for a stop that came before the guest
+// started: -timeout's or a signal's; none for a quit from the console
+// (status 0, as a quit always is).
+func stopBeforeStart(cause error) string {
+	var te errTimeout
+	var se signalError
+	switch {
+	case errors.As(cause, &te):
+		return fmt.Sprintf("vmm: -timeout %v reached before the guest started", te.d)
+	case errors.As(cause, &se):
+		return fmt.Sprintf("vmm: stopped by %v before the guest started", se.sig)
+	}
+	return ""
 }
 
 // writeLast writes vmm's last words on stderr, which may be a pipe nobody

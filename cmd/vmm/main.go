@@ -1040,6 +1040,13 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	// stop, output included.
 	bs, disarm := armBackstop(ctx, stderrFile, os.Exit)
 	defer disarm()
+	// The backstop's last cleanup: what vmm said before it, within a
+	// moment, ahead of its own line.
+	bs.onExit(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_ = host.stderr.Drain(ctx, 0)
+	})
 
 	var bootReport func(io.Writer)
 	if o.bootTimer {
@@ -1138,8 +1145,22 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		boot = job.boot // -snapshot: restore instead of booting
 	}
 	raiseFileLimit(cfg) // before the shares take their budget of descriptors
+	if !bs.startBuilding() {
+		// Stopped before the build: nothing was started to stop.
+		unraw()
+		cause := context.Cause(ctx)
+		status, _ := stoppedStatus(cause) // a quit: 0
+		if line := stopBeforeStart(cause); line != "" {
+			fmt.Fprintf(stderr, "%s\n", line)
+		}
+		return status
+	}
 	m, err := boot(cfg)
-	bs.started()
+	if !bs.started() {
+		// A stop during the build is ending vmm (fireEarly), with the
+		// cleanups this function would have run.
+		select {}
+	}
 	if err != nil {
 		unraw() // the one line in the terminal's own mode
 		fmt.Fprintf(stderr, "vmm: %s\n", errLine(err))
@@ -1212,12 +1233,17 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	}
 	unraw()
 	fmt.Fprintf(stderr, "\r\nvmm: %s\n", errLine(err))
+	printBugStack(stderr, err)
+	return 1
+}
+
+// printBugStack writes, if err is a bug in vmm (machine.BugError), its
+// stack: lines for the bug report, after the one that says what.
+func printBugStack(w io.Writer, err error) {
 	var bug *machine.BugError
 	if errors.As(err, &bug) {
-		// Lines for the bug report, after the one that says what.
-		fmt.Fprintf(stderr, "%s\n", bug.Stack)
+		fmt.Fprintf(w, "%s\n", bug.Stack)
 	}
-	return 1
 }
 
 // releaseLoadMemory gives back to the kernel the heap that building the

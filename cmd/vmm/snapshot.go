@@ -163,6 +163,7 @@ func snapshotMain(start time.Time, args []string, stdout, stderr io.Writer) int 
 			return 128 + int(se.sig)
 		}
 		fmt.Fprintf(stderr, "vmm snapshot: %s\n", errLine(err))
+		printBugStack(stderr, err)
 		return 1
 	}
 	return 0
@@ -184,7 +185,7 @@ func verifySnapshot(dir string, stderr io.Writer) int {
 		return 1
 	}
 	m := s.Manifest
-	fmt.Fprintf(stderr, "vmm snapshot: %s is intact: %d MiB, %d vCPUs, made %s by vmm %s\n", oneLine(dir), m.MemSize>>20, m.CPUs, m.Created.Format(time.RFC3339), m.VMMVersion)
+	fmt.Fprintf(stderr, "vmm snapshot: %s is intact: %d MiB, %d vCPUs, made %s by vmm %s\n", oneLine(dir), m.MemSize>>20, m.CPUs, m.Created.Format(time.RFC3339), oneLine(m.VMMVersion))
 	if m.VMMVersion != vmmVersion() {
 		fmt.Fprintf(stderr, "vmm snapshot: this vmm (%s) will not restore it: make it again with this build\n", vmmVersion())
 	}
@@ -237,7 +238,7 @@ func makeSnapshot(ctx context.Context, cfg machine.Config, dir string, outSize i
 	}
 	defer removeScratch(scratch, scratchPath)
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: scratchPath, Serial: guestabi.OutSerial})
-	empty, releaseEmpty, err := lockedEmptyDir("vmm-snapshot-share-*")
+	empty, releaseEmpty, err := lockedEmptyDir("vmm-snapshot-slot-*")
 	if err != nil {
 		return fmt.Errorf("share slots: %w", err)
 	}
@@ -405,7 +406,7 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 	if !ok {
 		return fail(errors.New("has no -out disk: it was not made by vmm snapshot"))
 	}
-	if j.emptyDir, j.releaseEmpty, err = lockedEmptyDir("vmm-share-slot-*"); err != nil {
+	if j.emptyDir, j.releaseEmpty, err = lockedEmptyDir("vmm-slot-*"); err != nil {
 		return fail(fmt.Errorf("share slots: %w", err))
 	}
 	fillShareSlots(cfg, asked, j.emptyDir)
