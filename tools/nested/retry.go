@@ -163,7 +163,10 @@ type Verdict struct {
 // console), vmm intact (no Go crash anywhere in the console), and L1's
 // own kernel log showing the emulator's signature (L1Signature). The L2
 // symptom alone is what a vmm bug that corrupts its guest looks like
-// too, so it is never enough. When the symptom is VCPUStall's (an L1 CPU
+// too, so it is never enough; the one exception is a symptom that is
+// the CPU's word itself, a double fault on SYSCALL's boundary
+// (syscallEntryFault, found in the failure's own text), which stands for
+// L1's signature. When the symptom is VCPUStall's (an L1 CPU
 // held in KVM_RUN), it and the signature are one stall report: L1's
 // word, which no guest or vmm can forge. A timed-out wait marked
 // ErrCPUHeld (HeldCPUs: a CPU that took no tick for 2 s with its NMI
@@ -192,11 +195,13 @@ func Judge(err error, ev Evidence) Verdict {
 		return Verdict{Cause: CauseGuestCrash, Reason: "an L1 CPU held inside its guest (" + held + ")",
 			Err: fmt.Errorf("%w (stalled, %s): %w", ErrGuestCrashed, ErrCPUHeld, err)}
 	}
-	symptom := ""
+	symptom, l2sig := "", ""
 	if errors.Is(err, ErrGuestCrashed) {
 		symptom = firstLine(err)
 	} else if s := GuestCrash(ev.Console); s != "" {
 		symptom = s + " (job console)"
+	} else if s := syscallEntryFault(err.Error()); s != "" && !GoCrash(err.Error()) {
+		symptom, l2sig = s+" (the run's output)", s
 	}
 	if symptom == "" {
 		return Verdict{Cause: NotRetried, Err: err}
@@ -206,12 +211,50 @@ func Judge(err error, ev Evidence) Verdict {
 	}
 	sig := L1Signature(ev.KernelLog)
 	if sig == "" {
+		sig = l2sig
+	}
+	if sig == "" {
 		return Verdict{Cause: NotRetried, Err: fmt.Errorf("not retried, the L2 guest died (%s) but L1's kernel log shows no sign of the emulator (see nested.L1Signature), so this may be vmm's: %w", symptom, err)}
 	}
 	if !errors.Is(err, ErrGuestCrashed) {
 		err = fmt.Errorf("%w (%s): %w", ErrGuestCrashed, symptom, err)
 	}
 	return Verdict{Cause: CauseGuestCrash, Reason: fmt.Sprintf("L2 guest crash (%s) with L1's %q", symptom, sig), Err: err}
+}
+
+// syscallEntryRE finds the guest kernel's report of a double fault on
+// the first instruction of its SYSCALL entry (entry_SYSCALL_64+0x0), and
+// its RSP and EFLAGS lines after it.
+var syscallEntryRE = regexp.MustCompile(`(?s)traps: PANIC: double fault.{0,400}?(RIP: 0010:entry_SYSCALL_64\+0x0/0x[0-9a-f]+).{0,200}?RSP: 0018:([0-9a-f]{16}) EFLAGS: ([0-9a-f]{8})`)
+
+// syscallEntryFault returns the RIP line of such a double fault in out,
+// where it is the emulator's signature as much as L1's kernel log
+// would be, or "". SYSCALL leaves the guest on its user stack with
+// interrupts off (Linux's SYSCALL mask clears IF and TF): the RSP in
+// user space and IF clear show the fault came on that boundary, before
+// the kernel's first instruction. An NMI, #MC or #DB there would take
+// their own (IST) stacks; an interrupt may not come at all with IF
+// clear; the oops read the code at RIP, the right bytes, through the
+// same page tables, so the kernel's text was there to fetch. What is
+// left is an interrupt delivered with IF clear, pushing its frame onto
+// the user stack, which SMAP refuses: the CPU's doing (the emulator's,
+// or L1's KVM injecting through it), never the guest's or vmm's, which
+// reaches the guest's interrupts only through KVM. Seen twice on
+// 2026-12-07 under the e2e suite's parallel load (seq writing to a
+// pipe, fstool's race on a share), never on its own.
+func syscallEntryFault(out string) string {
+	m := syscallEntryRE.FindStringSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	rsp, err1 := strconv.ParseUint(m[2], 16, 64)
+	flags, err2 := strconv.ParseUint(m[3], 16, 32)
+	const userTop = 0x0000800000000000 // the top of x86-64's lower half
+	const flagIF = 1 << 9
+	if err1 != nil || err2 != nil || rsp >= userTop || flags&flagIF != 0 {
+		return ""
+	}
+	return "L2 double fault at " + m[1] + " on its user stack with IF clear"
 }
 
 // guestCrashRE finds the two ways emulated nested SVM kills a guest

@@ -57,7 +57,21 @@ const (
 	klogAgentOnly = klogQuiet + "l1init: 17:00:00.000000 job 3: started [\"/bin/x\" \"rcu: INFO: rcu_preempt detected stalls on CPUs/tasks\"] pid 9\n"
 
 	tripleFault = "vmm: vCPU 0: guest triple fault (KVM_EXIT_SHUTDOWN) (registers lost: KVM resets the vCPU before reporting this on AMD)\n"
-	goPanic     = "panic: runtime error: index out of range\n\ngoroutine 7 [running]:\n"
+
+	// syscallDF is how an e2e test's error quoted the job's stderr when
+	// the emulator delivered an interrupt on SYSCALL's boundary (CI,
+	// 2026-12-07): syscallDFAt fills in RIP, RSP and EFLAGS.
+	syscallDF = `vmm run -- seq 1 150000 | digest: status 125 in 11.0s; stderr "..."
+        --- stderr (tail) ---
+        [    9.495708] traps: PANIC: double fault, error_code: 0x0
+        [    9.495708] double fault: 0000 [#1] PREEMPT SMP NOPTI
+        [    9.495708] CPU: 0 PID: 89 Comm: seq Tainted: G        W          6.1.0-56-cloud-amd64 #1  Debian 6.1.192-2
+        [    9.495708] RIP: 0010:%s
+        [    9.495708] Code: cc cc cc cc <0f> 01 f8 65 48 89 24 25 14 60 00 00 eb 12 0f 20 dc 0f 1f 44 00 00
+        [    9.495708] RSP: 0018:%s EFLAGS: %s
+        [    9.495708] RAX: 0000000000000001 RBX: 0000000000000001 RCX: 000000000040d4ee
+`
+	goPanic = "panic: runtime error: index out of range\n\ngoroutine 7 [running]:\n"
 )
 
 var errL1Died = fmt.Errorf("nested: exec [\"/bin/redirect\"]: %w: QEMU exited; QEMU output: ", ErrL1Exited)
@@ -167,6 +181,11 @@ func TestJudge(t *testing.T) {
 		{"L1 stall, no L2 symptom", boom, Evidence{Console: "hello\n", KernelLog: klogRCU}, NotRetried, "", "timed out"},
 		{"L1 CPU held", errHeld, Evidence{Console: "cpu MHz\t\t: 2245.770\n", KernelLog: klogQuiet}, CauseGuestCrash, "an L1 CPU held inside its guest (CPU 1 took no timer tick in 2s, its NMI backtrace in KVM_RUN)", ""},
 		{"L1 CPU held, vmm panicked", errHeld, Evidence{Console: goPanic, KernelLog: klogQuiet}, NotRetried, "", "vmm crashed"},
+		{"double fault at the SYSCALL entry", syscallDFAt("entry_SYSCALL_64+0x0/0x29", "00003f8a41eac9f0", "00000002"), Evidence{KernelLog: klogQuiet}, CauseGuestCrash, "L2 double fault at RIP: 0010:entry_SYSCALL_64+0x0/0x29 on its user stack with IF clear", ""},
+		{"double fault at the SYSCALL entry, IF set", syscallDFAt("entry_SYSCALL_64+0x0/0x29", "00003f8a41eac9f0", "00000202"), Evidence{KernelLog: klogQuiet}, NotRetried, "", "seq"},
+		{"double fault at the SYSCALL entry, kernel stack", syscallDFAt("entry_SYSCALL_64+0x0/0x29", "ffffb4e4ceabeb80", "00000002"), Evidence{KernelLog: klogQuiet}, NotRetried, "", "seq"},
+		{"double fault elsewhere", syscallDFAt("asm_exc_page_fault+0x4/0x30", "00003f8a41eac9f0", "00000002"), Evidence{KernelLog: klogQuiet}, NotRetried, "", "seq"},
+		{"double fault at the SYSCALL entry, vmm panicked", fmt.Errorf("%w%s", syscallDFAt("entry_SYSCALL_64+0x0/0x29", "00003f8a41eac9f0", "00000002"), goPanic), Evidence{KernelLog: klogQuiet}, NotRetried, "", "seq"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -458,4 +477,9 @@ func TestKernelLogSince(t *testing.T) {
 	if got := l.KernelLogSince(mark); got != big {
 		t.Errorf("KernelLogSince after %d more bytes: %d bytes, want the last %d", len(big), len(got), evidenceLogBytes)
 	}
+}
+
+// syscallDFAt is syscallDF's error with its RIP, RSP and EFLAGS.
+func syscallDFAt(rip, rsp, flags string) error {
+	return errors.New(fmt.Sprintf(syscallDF, rip, rsp, flags))
 }
