@@ -29,13 +29,14 @@ const stopBackstop = 10 * time.Second
 // then: the terminal's mode put back, the scratch files removed.
 //
 // A stop that comes while the machine is being built (between
-// startBuilding and started) makes vmm exit at once, with one line and no goroutines:
-// the build holds nothing that an orderly stop would finish (no guest,
-// no disk written), and it may be waiting on an input it cannot be told
-// to give up, a kernel read from a pipe whose writer is slow or silent
-// (-kernel <(...)), where a wait of stopBackstop would ignore the
-// deadline or the Ctrl-C the user gave, and the build's own error, if
-// one came meanwhile, would be lost after the stop's grace for messages.
+// startBuilding and started) makes vmm exit at once, with one line and
+// no goroutines: the build holds nothing that an orderly stop would
+// finish (no guest, no disk written), and it may be waiting on an input
+// it cannot be told to give up, a kernel read from a pipe whose writer
+// is slow or silent (-kernel <(...)), where a wait of stopBackstop would
+// ignore the deadline or the Ctrl-C the user gave, and the build's own
+// error, if one came meanwhile, would be lost after the stop's grace for
+// messages.
 // Everything before the build (the terminal made raw, the job's files)
 // is done and registered by then; a stop before it is seen by
 // startBuilding, and runMode ends the ordinary way.
@@ -89,10 +90,10 @@ func armBackstop(ctx context.Context, stderr *os.File, exit func(int)) (b *backs
 	}
 }
 
-// startBuilding tells the backstop the machine is being built, from now until
-// started: a stop meanwhile ends vmm at once (fireEarly). It returns
-// false, and changes nothing, if the run was stopped already: runMode
-// then ends it the ordinary way, without building.
+// startBuilding tells the backstop the machine is being built, from now
+// until started: a stop meanwhile ends vmm at once (fireEarly). It
+// returns false, and changes nothing, if the run was stopped already:
+// runMode then ends it the ordinary way, without building.
 func (b *backstop) startBuilding() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
