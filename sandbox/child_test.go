@@ -26,6 +26,7 @@ import (
 
 	"github.com/vmm-dev/vmm/internal/pty"
 	"github.com/vmm-dev/vmm/internal/rawterm"
+	"github.com/vmm-dev/vmm/internal/shelltest"
 )
 
 // The tests below run the test binary again as a child that installs the
@@ -476,85 +477,40 @@ func TestDeniedAtOtherTerminal(t *testing.T) {
 // terminal must then have the shell's mode, or, without one, the mode
 // from before the job.
 func backgroundShell(ownMode bool) error {
-	before, err := unix.IoctlGetTermios(0, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	toShellR, toShellW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	fromShellR, fromShellW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	job := exec.Command(os.Args[0], "-test.run=^$")
-	job.Env = append(os.Environ(), childEnv+"=terminal-bgjob")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=terminal-bgjob")
 	var jobOut bytes.Buffer
-	job.Stdin, job.Stdout, job.Stderr = os.Stdin, &jobOut, &jobOut
-	job.ExtraFiles = []*os.File{toShellW, fromShellR}
-	job.SysProcAttr = &syscall.SysProcAttr{Foreground: true, Ctty: 0}
-	if err := job.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = &jobOut, &jobOut
+	job, err := shelltest.Start(cmd)
+	if err != nil {
 		return err
 	}
-	ended := make(chan struct{})
-	go func() {
-		job.Wait()
-		close(ended)
-	}()
-	defer func() {
-		job.Process.Kill()
-		<-ended
-	}()
-	// Only now, as an ignored signal stays ignored across exec: to take
-	// the terminal back from the job.
-	signal.Ignore(unix.SIGTTOU)
-	toShellW.Close()
-	fromShellR.Close()
-	said := make(chan string, 1)
-	go func() {
-		l, _ := bufio.NewReader(toShellR).ReadString('\n')
-		said <- l
-	}()
+	defer job.Close()
+	if err := job.Await("raw"); err != nil {
+		return fmt.Errorf("%w: %s", err, jobOut.String())
+	}
+	want, err := job.TakeTerminal(ownMode)
+	if err != nil {
+		return err
+	}
+	if err := job.Tell(); err != nil {
+		return err
+	}
 	select {
-	case l := <-said:
-		if l != "raw\n" {
-			return fmt.Errorf("job said %q: %s", l, jobOut.String())
-		}
-	case <-time.After(10 * time.Second):
-		return errors.New("job not raw within 10s")
-	}
-	if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, unix.Getpgrp()); err != nil {
-		return fmt.Errorf("TIOCSPGRP: %w", err)
-	}
-	want := before
-	if ownMode {
-		shell, err := unix.IoctlGetTermios(0, unix.TCGETS)
-		if err != nil {
-			return err
-		}
-		shell.Lflag |= unix.ECHO // the shell's mode: raw but for echo
-		if err := unix.IoctlSetTermios(0, unix.TCSETS, shell); err != nil {
-			return err
-		}
-		want = shell
-	}
-	fromShellW.Write([]byte("g"))
-	select {
-	case <-ended:
-	case <-time.After(10 * time.Second):
+	case <-job.Ended:
+	case <-time.After(shelltest.Wait):
 		return errors.New("job did not end within 10s of its denied call")
 	}
 	msg := "vmm: sandbox: syscall getppid (nr 110) is not allowed\n"
-	if code := job.ProcessState.ExitCode(); code != exitDenied || jobOut.String() != msg {
+	if code := job.Cmd.ProcessState.ExitCode(); code != exitDenied || jobOut.String() != msg {
 		return fmt.Errorf("job: status %d, output %q; want %d, %q", code, jobOut.String(), exitDenied, msg)
 	}
-	now, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	now, err := shelltest.Mode()
 	if err != nil {
 		return err
 	}
 	switch {
-	case *now == *want:
+	case now == want:
 		return nil
 	case ownMode:
 		return errors.New("the denied call in the background changed the shell's mode")
@@ -566,7 +522,7 @@ func backgroundShell(ownMode bool) error {
 // backgroundJob is backgroundShell's job: raw mode, the sandbox with the
 // terminal to give back, then, once the shell says, a denied call.
 func backgroundJob() int {
-	toShell, fromShell := os.NewFile(3, "to-shell"), os.NewFile(4, "from-shell")
+	toShell, fromShell := os.NewFile(shelltest.ToShell, "to-shell"), os.NewFile(shelltest.FromShell, "from-shell")
 	cooked, err := unix.IoctlGetTermios(0, unix.TCGETS)
 	if err != nil {
 		fmt.Println(err)

@@ -1,13 +1,11 @@
 package rawterm
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/internal/pty"
+	"github.com/vmm-dev/vmm/internal/shelltest"
 )
 
 func TestRawClearsLineDiscipline(t *testing.T) {
@@ -200,7 +199,7 @@ func TestMakeRawKeptRestoreInBackground(t *testing.T) {
 			fmt.Println(err)
 			os.Exit(1)
 		}
-		toShell, fromShell := os.NewFile(3, "to-shell"), os.NewFile(4, "from-shell")
+		toShell, fromShell := os.NewFile(shelltest.ToShell, "to-shell"), os.NewFile(shelltest.FromShell, "from-shell")
 		fmt.Fprintln(toShell, "raw")
 		fromShell.Read(make([]byte, 1))
 		restore()
@@ -231,118 +230,52 @@ func TestMakeRawKeptRestoreInBackground(t *testing.T) {
 // backgroundShell is TestMakeRawKeptRestoreInBackground's shell, which
 // sets a mode of its own when it takes the terminal back if ownMode.
 func backgroundShell(ownMode bool) error {
-	before, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMakeRawKeptRestoreInBackground$")
+	cmd.Env = append(os.Environ(), "RAWTERM_BACKGROUND_CHILD=job")
+	job, err := shelltest.Start(cmd)
 	if err != nil {
 		return err
 	}
-	toShellR, toShellW, err := os.Pipe()
+	defer job.Close()
+	if err := job.Await("raw"); err != nil {
+		return err
+	}
+	want, err := job.TakeTerminal(ownMode)
 	if err != nil {
 		return err
 	}
-	fromShellR, fromShellW, err := os.Pipe()
-	if err != nil {
+	if err := job.Tell(); err != nil {
 		return err
 	}
-	job := exec.Command(os.Args[0], "-test.run=^TestMakeRawKeptRestoreInBackground$")
-	job.Env = append(os.Environ(), "RAWTERM_BACKGROUND_CHILD=job")
-	job.Stdin, job.Stdout, job.Stderr = os.Stdin, os.Stdout, os.Stderr
-	job.ExtraFiles = []*os.File{toShellW, fromShellR}
-	job.SysProcAttr = &syscall.SysProcAttr{Foreground: true, Ctty: 0}
-	if err := job.Start(); err != nil {
-		return err
-	}
-	ended := make(chan struct{})
-	go func() {
-		job.Wait()
-		close(ended)
-	}()
-	defer func() {
-		job.Process.Kill()
-		<-ended
-	}()
-	// To take the terminal back from the job; only now, as an ignored
-	// signal stays ignored across exec, and the job must not inherit it.
-	signal.Ignore(unix.SIGTTOU)
-	toShellW.Close()
-	fromShellR.Close()
-	lines := make(chan string, 2)
-	go func() {
-		sc := bufio.NewScanner(toShellR)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	jobState := func() string {
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", job.Process.Pid)); err == nil {
-			if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) {
-				return string(b[i+2])
-			}
-		}
-		return "?"
-	}
-	await := func(want string) error {
-		select {
-		case l := <-lines:
-			if l != want {
-				return fmt.Errorf("job said %q, want %q", l, want)
-			}
-			return nil
-		case <-time.After(10 * time.Second):
-			return fmt.Errorf("job did not say %q within 10s (its state %s; T is stopped, as by SIGTTOU)", want, jobState())
-		}
-	}
-	if err := await("raw"); err != nil {
-		return err
-	}
-	if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, unix.Getpgrp()); err != nil {
-		return fmt.Errorf("TIOCSPGRP: %w", err)
-	}
-	want := before
-	if ownMode {
-		shell, err := unix.IoctlGetTermios(0, unix.TCGETS)
-		if err != nil {
-			return err
-		}
-		shell.Lflag |= unix.ECHO // the shell's mode: raw but for echo
-		if err := unix.IoctlSetTermios(0, unix.TCSETS, shell); err != nil {
-			return err
-		}
-		want = shell
-	}
-	fromShellW.Write([]byte("g"))
 	if !ownMode {
 		// The job's restore stops it (SIGTTOU); `fg` gives it the
 		// terminal and continues it.
-		for deadline := time.Now().Add(10 * time.Second); jobState() != "T"; time.Sleep(10 * time.Millisecond) {
+		for deadline := time.Now().Add(shelltest.Wait); job.State() != "T"; time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				return fmt.Errorf("job not stopped within 10s of its restore in the background (state %s)", jobState())
+				return fmt.Errorf("job not stopped within %v of its restore in the background (state %s)", shelltest.Wait, job.State())
 			}
 		}
-		if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, job.Process.Pid); err != nil {
-			return fmt.Errorf("TIOCSPGRP: %w", err)
-		}
-		if err := unix.Kill(-job.Process.Pid, unix.SIGCONT); err != nil {
+		if err := job.Foreground(); err != nil {
 			return err
 		}
 	}
-	if err := await("restored"); err != nil {
+	if err := job.Await("restored"); err != nil {
 		return err
 	}
-	now, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	now, err := shelltest.Mode()
 	if err != nil {
 		return err
 	}
-	if *now != *want {
+	if now != want {
 		if ownMode {
 			return errors.New("the job's restore in the background changed the shell's mode")
 		}
 		return errors.New("the job's restore left the terminal raw, with no shell's mode to keep")
 	}
 	select {
-	case <-ended:
+	case <-job.Ended:
 		return nil
-	case <-time.After(10 * time.Second):
+	case <-time.After(shelltest.Wait):
 		return errors.New("job did not end within 10s of its restore")
 	}
 }
