@@ -85,7 +85,7 @@ func child(what string) int {
 		}
 		endTerm = &Terminal{Fd: term, Mode: *cooked, Raw: *raw}
 	}
-	if err := Install(Options{Extract: strings.HasPrefix(what, "extract"), Network: strings.HasPrefix(what, "network"), Files: strings.HasPrefix(what, "files"), Terminal: endTerm}); err != nil {
+	if err := Install(Options{Scratch: strings.HasPrefix(what, "scratch"), Network: strings.HasPrefix(what, "network"), Files: strings.HasPrefix(what, "files"), Terminal: endTerm}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 3
 	}
@@ -129,7 +129,18 @@ func child(what string) int {
 			close(done)
 		}()
 		<-done
-	case "open", "extract-getppid":
+	case "scratch-mkdir":
+		// What ending a job with a scratch disk does: remove it by
+		// name (here one that is not there); but making a directory,
+		// as unpacking -out did before its helper took it over, is
+		// denied.
+		if err := unix.Unlink(filepath.Join(os.TempDir(), "vmm-sandbox-test-absent")); err != unix.ENOENT {
+			fmt.Println("unlink:", err)
+			return 4
+		}
+		fmt.Println("unlinked")
+		unix.Mkdir(filepath.Join(os.TempDir(), "vmm-sandbox-test-absent"), 0o700)
+	case "open":
 		f, err := os.Open("/proc/self/status")
 		if err != nil {
 			fmt.Println(err)
@@ -386,7 +397,7 @@ func TestDenied(t *testing.T) {
 		{"getppid", "", "getppid (nr 110)"},
 		{"getppid-thread", "", "getppid (nr 110)"},
 		{"open", "", "openat (nr 257)"},
-		{"extract-getppid", "opened\n", "getppid (nr 110)"},
+		{"scratch-mkdir", "unlinked\n", "mkdirat (nr 258)"},
 		{"network-create", "networked\n", "openat (nr 257)"},
 		{"files-socket", "shared\n", "socket (nr 41)"},
 		{"ioctl", "", "ioctl (nr 16)"},

@@ -32,7 +32,7 @@
 // the denied call was made while a runtime lock was held.
 //
 // The filters are compiled ahead of time: package policy assembles each
-// variant (with -out, -nic user, a share, and cgo or not) and
+// variant (with a scratch disk, -nic user, a share, and cgo or not) and
 // `go test ./sandbox -run TestFiltersFile -update` writes them to
 // zfilters_*.go, which Install copies, writing in the process's ID. So
 // vmm links the programs, not the assembler (see policy's doc), and a

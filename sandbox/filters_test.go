@@ -33,7 +33,7 @@ func filtersFile(cgo bool) string {
 // setOf is the policy.Set of variant v (see variant) in a build with or
 // without cgo.
 func setOf(v int, cgo bool) policy.Set {
-	return policy.Set{Extract: v&1 != 0, Network: v&2 != 0, Files: v&4 != 0, Cgo: cgo}
+	return policy.Set{Scratch: v&1 != 0, Network: v&2 != 0, Files: v&4 != 0, Cgo: cgo}
 }
 
 // compile assembles set for a stand-in ID and finds where the ID is.
@@ -130,7 +130,7 @@ func TestFiltersFile(t *testing.T) {
 // program policy assembles for that ID in this build.
 func TestFilterIsPolicy(t *testing.T) {
 	for v := range 8 {
-		o := Options{Extract: v&1 != 0, Network: v&2 != 0, Files: v&4 != 0}
+		o := Options{Scratch: v&1 != 0, Network: v&2 != 0, Files: v&4 != 0}
 		if variant(o) != v {
 			t.Fatalf("variant(%+v) = %d, want %d", o, variant(o), v)
 		}

@@ -12,10 +12,11 @@ import (
 // Options says what the process does after Install besides running its
 // machine.
 type Options struct {
-	// Extract allows the file-system calls `vmm run -out` makes once the
-	// guest has stopped: unpacking its output into a host directory and
-	// removing the scratch disk.
-	Extract bool
+	// Scratch allows what ending a job with a scratch disk (vmm run
+	// -out, every restore) takes once the guest has stopped: removing
+	// the disk and a restore's empty share-slot directory. The job's
+	// files are unpacked by a helper, not by vmm.
+	Scratch bool
 	// Network allows what a user-mode network (-nic user) does while
 	// the guest runs: IPv4 and IPv6 sockets, and read-only opens of the
 	// resolver's configuration. The vmm-net helper, where that network
@@ -23,7 +24,8 @@ type Options struct {
 	Network bool
 	// Files allows what a virtio-fs share (-fs, vmm run -share and
 	// -rootfs) does while the guest runs: the file-system calls of
-	// every operation the guest may ask of the shared directory.
+	// every operation the guest may ask of the shared directory. The
+	// -out helper (package runjob/outtar) asks for it too.
 	Files bool
 	// Terminal, if set, is a terminal the process changed the mode of
 	// (vmm's console, in raw mode), to be given its mode back when a
@@ -94,7 +96,7 @@ func filter(o Options, pid int) []unix.SockFilter {
 // variant indexes filters: one bit per option.
 func variant(o Options) int {
 	v := 0
-	if o.Extract {
+	if o.Scratch {
 		v |= 1
 	}
 	if o.Network {

@@ -7,7 +7,8 @@ import "errors"
 // Options says what the process does after Install besides running its
 // machine.
 type Options struct {
-	Extract bool
+	Scratch bool
+	Files   bool
 }
 
 // Install fails: the allow-list and the SIGSYS handler are written for

@@ -10,7 +10,7 @@ import "golang.org/x/sys/unix"
 // (see variant), compiled for a stand-in process ID: the constant of
 // the instructions at pidAt is zero here and written by filter.
 var filters = [8]compiled{
-	// {Extract:false Network:false Files:false Cgo:false}: 182 instructions
+	// {Scratch:false Network:false Files:false Cgo:false}: 182 instructions
 	{
 		pidAt: []int{122, 134},
 		code: []unix.SockFilter{
@@ -62,7 +62,7 @@ var filters = [8]compiled{
 			{Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
 		},
 	},
-	// {Extract:true Network:false Files:false Cgo:false}: 190 instructions
+	// {Scratch:true Network:false Files:false Cgo:false}: 183 instructions
 	{
 		pidAt: []int{122, 134},
 		code: []unix.SockFilter{
@@ -100,23 +100,21 @@ var filters = [8]compiled{
 			{Code: 0x0005, Jt: 0, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x4}, {Code: 0x0015, Jt: 0, Jf: 9, K: 0xc000003e}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},
 			{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026}, {Code: 0x0015, Jt: 0, Jf: 5, K: 0x3e}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},
 			{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x10}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0x0}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
-			{Code: 0x0005, Jt: 0, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x4}, {Code: 0x0015, Jt: 0, Jf: 50, K: 0xc000003e}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},
-			{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026}, {Code: 0x0015, Jt: 45, Jf: 0, K: 0x10}, {Code: 0x0015, Jt: 44, Jf: 0, K: 0x38},
-			{Code: 0x0015, Jt: 43, Jf: 0, K: 0x9}, {Code: 0x0015, Jt: 42, Jf: 0, K: 0x9d}, {Code: 0x0015, Jt: 41, Jf: 0, K: 0xd}, {Code: 0x0015, Jt: 40, Jf: 0, K: 0xea},
-			{Code: 0x0015, Jt: 39, Jf: 0, K: 0x3e}, {Code: 0x0015, Jt: 38, Jf: 0, K: 0xca}, {Code: 0x0015, Jt: 37, Jf: 0, K: 0x119}, {Code: 0x0015, Jt: 36, Jf: 0, K: 0xe9},
-			{Code: 0x0015, Jt: 35, Jf: 0, K: 0x23}, {Code: 0x0015, Jt: 34, Jf: 0, K: 0xe4}, {Code: 0x0015, Jt: 33, Jf: 0, K: 0x18}, {Code: 0x0015, Jt: 32, Jf: 0, K: 0xcc},
-			{Code: 0x0015, Jt: 31, Jf: 0, K: 0x27}, {Code: 0x0015, Jt: 30, Jf: 0, K: 0xba}, {Code: 0x0015, Jt: 29, Jf: 0, K: 0xe}, {Code: 0x0015, Jt: 28, Jf: 0, K: 0xf},
-			{Code: 0x0015, Jt: 27, Jf: 0, K: 0x83}, {Code: 0x0015, Jt: 26, Jf: 0, K: 0xdb}, {Code: 0x0015, Jt: 25, Jf: 0, K: 0xb}, {Code: 0x0015, Jt: 24, Jf: 0, K: 0x1c},
-			{Code: 0x0015, Jt: 23, Jf: 0, K: 0x13e}, {Code: 0x0015, Jt: 22, Jf: 0, K: 0x3c}, {Code: 0x0015, Jt: 21, Jf: 0, K: 0xe7}, {Code: 0x0015, Jt: 20, Jf: 0, K: 0xf7},
-			{Code: 0x0015, Jt: 19, Jf: 0, K: 0x3d}, {Code: 0x0015, Jt: 18, Jf: 0, K: 0x1a8}, {Code: 0x0015, Jt: 17, Jf: 0, K: 0x0}, {Code: 0x0015, Jt: 16, Jf: 0, K: 0x1},
-			{Code: 0x0015, Jt: 15, Jf: 0, K: 0x14}, {Code: 0x0015, Jt: 14, Jf: 0, K: 0x11}, {Code: 0x0015, Jt: 13, Jf: 0, K: 0x127}, {Code: 0x0015, Jt: 12, Jf: 0, K: 0x128},
-			{Code: 0x0015, Jt: 11, Jf: 0, K: 0x12}, {Code: 0x0015, Jt: 10, Jf: 0, K: 0x11d}, {Code: 0x0015, Jt: 9, Jf: 0, K: 0x4b}, {Code: 0x0015, Jt: 8, Jf: 0, K: 0x3},
-			{Code: 0x0015, Jt: 7, Jf: 0, K: 0x101}, {Code: 0x0015, Jt: 6, Jf: 0, K: 0x102}, {Code: 0x0015, Jt: 5, Jf: 0, K: 0x107}, {Code: 0x0015, Jt: 4, Jf: 0, K: 0x10a},
-			{Code: 0x0015, Jt: 3, Jf: 0, K: 0x106}, {Code: 0x0015, Jt: 2, Jf: 0, K: 0x10b}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0x5}, {Code: 0x0015, Jt: 0, Jf: 1, K: 0x48},
-			{Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
+			{Code: 0x0005, Jt: 0, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x4}, {Code: 0x0015, Jt: 0, Jf: 43, K: 0xc000003e}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},
+			{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026}, {Code: 0x0015, Jt: 38, Jf: 0, K: 0x10}, {Code: 0x0015, Jt: 37, Jf: 0, K: 0x38},
+			{Code: 0x0015, Jt: 36, Jf: 0, K: 0x9}, {Code: 0x0015, Jt: 35, Jf: 0, K: 0x9d}, {Code: 0x0015, Jt: 34, Jf: 0, K: 0xd}, {Code: 0x0015, Jt: 33, Jf: 0, K: 0xea},
+			{Code: 0x0015, Jt: 32, Jf: 0, K: 0x3e}, {Code: 0x0015, Jt: 31, Jf: 0, K: 0xca}, {Code: 0x0015, Jt: 30, Jf: 0, K: 0x119}, {Code: 0x0015, Jt: 29, Jf: 0, K: 0xe9},
+			{Code: 0x0015, Jt: 28, Jf: 0, K: 0x23}, {Code: 0x0015, Jt: 27, Jf: 0, K: 0xe4}, {Code: 0x0015, Jt: 26, Jf: 0, K: 0x18}, {Code: 0x0015, Jt: 25, Jf: 0, K: 0xcc},
+			{Code: 0x0015, Jt: 24, Jf: 0, K: 0x27}, {Code: 0x0015, Jt: 23, Jf: 0, K: 0xba}, {Code: 0x0015, Jt: 22, Jf: 0, K: 0xe}, {Code: 0x0015, Jt: 21, Jf: 0, K: 0xf},
+			{Code: 0x0015, Jt: 20, Jf: 0, K: 0x83}, {Code: 0x0015, Jt: 19, Jf: 0, K: 0xdb}, {Code: 0x0015, Jt: 18, Jf: 0, K: 0xb}, {Code: 0x0015, Jt: 17, Jf: 0, K: 0x1c},
+			{Code: 0x0015, Jt: 16, Jf: 0, K: 0x13e}, {Code: 0x0015, Jt: 15, Jf: 0, K: 0x3c}, {Code: 0x0015, Jt: 14, Jf: 0, K: 0xe7}, {Code: 0x0015, Jt: 13, Jf: 0, K: 0xf7},
+			{Code: 0x0015, Jt: 12, Jf: 0, K: 0x3d}, {Code: 0x0015, Jt: 11, Jf: 0, K: 0x1a8}, {Code: 0x0015, Jt: 10, Jf: 0, K: 0x0}, {Code: 0x0015, Jt: 9, Jf: 0, K: 0x1},
+			{Code: 0x0015, Jt: 8, Jf: 0, K: 0x14}, {Code: 0x0015, Jt: 7, Jf: 0, K: 0x11}, {Code: 0x0015, Jt: 6, Jf: 0, K: 0x127}, {Code: 0x0015, Jt: 5, Jf: 0, K: 0x128},
+			{Code: 0x0015, Jt: 4, Jf: 0, K: 0x12}, {Code: 0x0015, Jt: 3, Jf: 0, K: 0x11d}, {Code: 0x0015, Jt: 2, Jf: 0, K: 0x4b}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0x3},
+			{Code: 0x0015, Jt: 0, Jf: 1, K: 0x107}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
 		},
 	},
-	// {Extract:false Network:true Files:false Cgo:false}: 229 instructions
+	// {Scratch:false Network:true Files:false Cgo:false}: 229 instructions
 	{
 		pidAt: []int{122, 134},
 		code: []unix.SockFilter{
@@ -180,7 +178,7 @@ var filters = [8]compiled{
 			{Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
 		},
 	},
-	// {Extract:true Network:true Files:false Cgo:false}: 221 instructions
+	// {Scratch:true Network:true Files:false Cgo:false}: 230 instructions
 	{
 		pidAt: []int{122, 134},
 		code: []unix.SockFilter{
@@ -222,27 +220,29 @@ var filters = [8]compiled{
 			{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026}, {Code: 0x0015, Jt: 0, Jf: 9, K: 0x29}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},
 			{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x10}, {Code: 0x0015, Jt: 5, Jf: 0, K: 0x2}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},
 			{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x10}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0xa}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
-			{Code: 0x0005, Jt: 0, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x4}, {Code: 0x0015, Jt: 0, Jf: 65, K: 0xc000003e}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},
-			{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026}, {Code: 0x0015, Jt: 60, Jf: 0, K: 0x10}, {Code: 0x0015, Jt: 59, Jf: 0, K: 0x38},
-			{Code: 0x0015, Jt: 58, Jf: 0, K: 0x9}, {Code: 0x0015, Jt: 57, Jf: 0, K: 0x9d}, {Code: 0x0015, Jt: 56, Jf: 0, K: 0xd}, {Code: 0x0015, Jt: 55, Jf: 0, K: 0xea},
-			{Code: 0x0015, Jt: 54, Jf: 0, K: 0x3e}, {Code: 0x0015, Jt: 53, Jf: 0, K: 0xca}, {Code: 0x0015, Jt: 52, Jf: 0, K: 0x119}, {Code: 0x0015, Jt: 51, Jf: 0, K: 0xe9},
-			{Code: 0x0015, Jt: 50, Jf: 0, K: 0x23}, {Code: 0x0015, Jt: 49, Jf: 0, K: 0xe4}, {Code: 0x0015, Jt: 48, Jf: 0, K: 0x18}, {Code: 0x0015, Jt: 47, Jf: 0, K: 0xcc},
-			{Code: 0x0015, Jt: 46, Jf: 0, K: 0x27}, {Code: 0x0015, Jt: 45, Jf: 0, K: 0xba}, {Code: 0x0015, Jt: 44, Jf: 0, K: 0xe}, {Code: 0x0015, Jt: 43, Jf: 0, K: 0xf},
-			{Code: 0x0015, Jt: 42, Jf: 0, K: 0x83}, {Code: 0x0015, Jt: 41, Jf: 0, K: 0xdb}, {Code: 0x0015, Jt: 40, Jf: 0, K: 0xb}, {Code: 0x0015, Jt: 39, Jf: 0, K: 0x1c},
-			{Code: 0x0015, Jt: 38, Jf: 0, K: 0x13e}, {Code: 0x0015, Jt: 37, Jf: 0, K: 0x3c}, {Code: 0x0015, Jt: 36, Jf: 0, K: 0xe7}, {Code: 0x0015, Jt: 35, Jf: 0, K: 0xf7},
-			{Code: 0x0015, Jt: 34, Jf: 0, K: 0x3d}, {Code: 0x0015, Jt: 33, Jf: 0, K: 0x1a8}, {Code: 0x0015, Jt: 32, Jf: 0, K: 0x0}, {Code: 0x0015, Jt: 31, Jf: 0, K: 0x1},
-			{Code: 0x0015, Jt: 30, Jf: 0, K: 0x14}, {Code: 0x0015, Jt: 29, Jf: 0, K: 0x11}, {Code: 0x0015, Jt: 28, Jf: 0, K: 0x127}, {Code: 0x0015, Jt: 27, Jf: 0, K: 0x128},
-			{Code: 0x0015, Jt: 26, Jf: 0, K: 0x12}, {Code: 0x0015, Jt: 25, Jf: 0, K: 0x11d}, {Code: 0x0015, Jt: 24, Jf: 0, K: 0x4b}, {Code: 0x0015, Jt: 23, Jf: 0, K: 0x3},
-			{Code: 0x0015, Jt: 22, Jf: 0, K: 0x101}, {Code: 0x0015, Jt: 21, Jf: 0, K: 0x102}, {Code: 0x0015, Jt: 20, Jf: 0, K: 0x107}, {Code: 0x0015, Jt: 19, Jf: 0, K: 0x10a},
-			{Code: 0x0015, Jt: 18, Jf: 0, K: 0x106}, {Code: 0x0015, Jt: 17, Jf: 0, K: 0x10b}, {Code: 0x0015, Jt: 16, Jf: 0, K: 0x5}, {Code: 0x0015, Jt: 15, Jf: 0, K: 0x48},
-			{Code: 0x0015, Jt: 14, Jf: 0, K: 0x29}, {Code: 0x0015, Jt: 13, Jf: 0, K: 0x2a}, {Code: 0x0015, Jt: 12, Jf: 0, K: 0x31}, {Code: 0x0015, Jt: 11, Jf: 0, K: 0x32},
-			{Code: 0x0015, Jt: 10, Jf: 0, K: 0x120}, {Code: 0x0015, Jt: 9, Jf: 0, K: 0x33}, {Code: 0x0015, Jt: 8, Jf: 0, K: 0x34}, {Code: 0x0015, Jt: 7, Jf: 0, K: 0x36},
-			{Code: 0x0015, Jt: 6, Jf: 0, K: 0x37}, {Code: 0x0015, Jt: 5, Jf: 0, K: 0x2c}, {Code: 0x0015, Jt: 4, Jf: 0, K: 0x2d}, {Code: 0x0015, Jt: 3, Jf: 0, K: 0x2e},
-			{Code: 0x0015, Jt: 2, Jf: 0, K: 0x2f}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0x30}, {Code: 0x0015, Jt: 0, Jf: 1, K: 0x3f}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000},
-			{Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
+			{Code: 0x0005, Jt: 0, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x4}, {Code: 0x0015, Jt: 0, Jf: 9, K: 0xc000003e}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},
+			{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026}, {Code: 0x0015, Jt: 0, Jf: 5, K: 0x101}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x24},
+			{Code: 0x0045, Jt: 2, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x20}, {Code: 0x0045, Jt: 0, Jf: 1, K: 0x400643}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
+			{Code: 0x0005, Jt: 0, Jf: 0, K: 0x0}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x4}, {Code: 0x0015, Jt: 0, Jf: 62, K: 0xc000003e}, {Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},
+			{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026}, {Code: 0x0015, Jt: 57, Jf: 0, K: 0x10}, {Code: 0x0015, Jt: 56, Jf: 0, K: 0x38},
+			{Code: 0x0015, Jt: 55, Jf: 0, K: 0x9}, {Code: 0x0015, Jt: 54, Jf: 0, K: 0x9d}, {Code: 0x0015, Jt: 53, Jf: 0, K: 0xd}, {Code: 0x0015, Jt: 52, Jf: 0, K: 0xea},
+			{Code: 0x0015, Jt: 51, Jf: 0, K: 0x3e}, {Code: 0x0015, Jt: 50, Jf: 0, K: 0xca}, {Code: 0x0015, Jt: 49, Jf: 0, K: 0x119}, {Code: 0x0015, Jt: 48, Jf: 0, K: 0xe9},
+			{Code: 0x0015, Jt: 47, Jf: 0, K: 0x23}, {Code: 0x0015, Jt: 46, Jf: 0, K: 0xe4}, {Code: 0x0015, Jt: 45, Jf: 0, K: 0x18}, {Code: 0x0015, Jt: 44, Jf: 0, K: 0xcc},
+			{Code: 0x0015, Jt: 43, Jf: 0, K: 0x27}, {Code: 0x0015, Jt: 42, Jf: 0, K: 0xba}, {Code: 0x0015, Jt: 41, Jf: 0, K: 0xe}, {Code: 0x0015, Jt: 40, Jf: 0, K: 0xf},
+			{Code: 0x0015, Jt: 39, Jf: 0, K: 0x83}, {Code: 0x0015, Jt: 38, Jf: 0, K: 0xdb}, {Code: 0x0015, Jt: 37, Jf: 0, K: 0xb}, {Code: 0x0015, Jt: 36, Jf: 0, K: 0x1c},
+			{Code: 0x0015, Jt: 35, Jf: 0, K: 0x13e}, {Code: 0x0015, Jt: 34, Jf: 0, K: 0x3c}, {Code: 0x0015, Jt: 33, Jf: 0, K: 0xe7}, {Code: 0x0015, Jt: 32, Jf: 0, K: 0xf7},
+			{Code: 0x0015, Jt: 31, Jf: 0, K: 0x3d}, {Code: 0x0015, Jt: 30, Jf: 0, K: 0x1a8}, {Code: 0x0015, Jt: 29, Jf: 0, K: 0x0}, {Code: 0x0015, Jt: 28, Jf: 0, K: 0x1},
+			{Code: 0x0015, Jt: 27, Jf: 0, K: 0x14}, {Code: 0x0015, Jt: 26, Jf: 0, K: 0x11}, {Code: 0x0015, Jt: 25, Jf: 0, K: 0x127}, {Code: 0x0015, Jt: 24, Jf: 0, K: 0x128},
+			{Code: 0x0015, Jt: 23, Jf: 0, K: 0x12}, {Code: 0x0015, Jt: 22, Jf: 0, K: 0x11d}, {Code: 0x0015, Jt: 21, Jf: 0, K: 0x4b}, {Code: 0x0015, Jt: 20, Jf: 0, K: 0x3},
+			{Code: 0x0015, Jt: 19, Jf: 0, K: 0x107}, {Code: 0x0015, Jt: 18, Jf: 0, K: 0x29}, {Code: 0x0015, Jt: 17, Jf: 0, K: 0x2a}, {Code: 0x0015, Jt: 16, Jf: 0, K: 0x31},
+			{Code: 0x0015, Jt: 15, Jf: 0, K: 0x32}, {Code: 0x0015, Jt: 14, Jf: 0, K: 0x120}, {Code: 0x0015, Jt: 13, Jf: 0, K: 0x33}, {Code: 0x0015, Jt: 12, Jf: 0, K: 0x34},
+			{Code: 0x0015, Jt: 11, Jf: 0, K: 0x36}, {Code: 0x0015, Jt: 10, Jf: 0, K: 0x37}, {Code: 0x0015, Jt: 9, Jf: 0, K: 0x2c}, {Code: 0x0015, Jt: 8, Jf: 0, K: 0x2d},
+			{Code: 0x0015, Jt: 7, Jf: 0, K: 0x2e}, {Code: 0x0015, Jt: 6, Jf: 0, K: 0x2f}, {Code: 0x0015, Jt: 5, Jf: 0, K: 0x30}, {Code: 0x0015, Jt: 4, Jf: 0, K: 0x101},
+			{Code: 0x0015, Jt: 3, Jf: 0, K: 0x106}, {Code: 0x0015, Jt: 2, Jf: 0, K: 0x5}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0x48}, {Code: 0x0015, Jt: 0, Jf: 1, K: 0x3f},
+			{Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
 		},
 	},
-	// {Extract:false Network:false Files:true Cgo:false}: 203 instructions
+	// {Scratch:false Network:false Files:true Cgo:false}: 203 instructions
 	{
 		pidAt: []int{122, 134},
 		code: []unix.SockFilter{
@@ -299,7 +299,7 @@ var filters = [8]compiled{
 			{Code: 0x0015, Jt: 0, Jf: 1, K: 0x48}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
 		},
 	},
-	// {Extract:true Network:false Files:true Cgo:false}: 203 instructions
+	// {Scratch:true Network:false Files:true Cgo:false}: 203 instructions
 	{
 		pidAt: []int{122, 134},
 		code: []unix.SockFilter{
@@ -348,15 +348,15 @@ var filters = [8]compiled{
 			{Code: 0x0015, Jt: 32, Jf: 0, K: 0x3d}, {Code: 0x0015, Jt: 31, Jf: 0, K: 0x1a8}, {Code: 0x0015, Jt: 30, Jf: 0, K: 0x0}, {Code: 0x0015, Jt: 29, Jf: 0, K: 0x1},
 			{Code: 0x0015, Jt: 28, Jf: 0, K: 0x14}, {Code: 0x0015, Jt: 27, Jf: 0, K: 0x11}, {Code: 0x0015, Jt: 26, Jf: 0, K: 0x127}, {Code: 0x0015, Jt: 25, Jf: 0, K: 0x128},
 			{Code: 0x0015, Jt: 24, Jf: 0, K: 0x12}, {Code: 0x0015, Jt: 23, Jf: 0, K: 0x11d}, {Code: 0x0015, Jt: 22, Jf: 0, K: 0x4b}, {Code: 0x0015, Jt: 21, Jf: 0, K: 0x3},
-			{Code: 0x0015, Jt: 20, Jf: 0, K: 0x101}, {Code: 0x0015, Jt: 19, Jf: 0, K: 0x102}, {Code: 0x0015, Jt: 18, Jf: 0, K: 0x107}, {Code: 0x0015, Jt: 17, Jf: 0, K: 0x10a},
-			{Code: 0x0015, Jt: 16, Jf: 0, K: 0x106}, {Code: 0x0015, Jt: 15, Jf: 0, K: 0x10b}, {Code: 0x0015, Jt: 14, Jf: 0, K: 0x5}, {Code: 0x0015, Jt: 13, Jf: 0, K: 0x48},
-			{Code: 0x0015, Jt: 12, Jf: 0, K: 0x8a}, {Code: 0x0015, Jt: 11, Jf: 0, K: 0xd9}, {Code: 0x0015, Jt: 10, Jf: 0, K: 0x8}, {Code: 0x0015, Jt: 9, Jf: 0, K: 0x103},
-			{Code: 0x0015, Jt: 8, Jf: 0, K: 0x109}, {Code: 0x0015, Jt: 7, Jf: 0, K: 0x13c}, {Code: 0x0015, Jt: 6, Jf: 0, K: 0x10c}, {Code: 0x0015, Jt: 5, Jf: 0, K: 0x104},
-			{Code: 0x0015, Jt: 4, Jf: 0, K: 0x118}, {Code: 0x0015, Jt: 3, Jf: 0, K: 0x4c}, {Code: 0x0015, Jt: 2, Jf: 0, K: 0x4d}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0x10d},
-			{Code: 0x0015, Jt: 0, Jf: 1, K: 0x4a}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
+			{Code: 0x0015, Jt: 20, Jf: 0, K: 0x107}, {Code: 0x0015, Jt: 19, Jf: 0, K: 0x101}, {Code: 0x0015, Jt: 18, Jf: 0, K: 0x106}, {Code: 0x0015, Jt: 17, Jf: 0, K: 0x5},
+			{Code: 0x0015, Jt: 16, Jf: 0, K: 0x8a}, {Code: 0x0015, Jt: 15, Jf: 0, K: 0xd9}, {Code: 0x0015, Jt: 14, Jf: 0, K: 0x8}, {Code: 0x0015, Jt: 13, Jf: 0, K: 0x10b},
+			{Code: 0x0015, Jt: 12, Jf: 0, K: 0x102}, {Code: 0x0015, Jt: 11, Jf: 0, K: 0x103}, {Code: 0x0015, Jt: 10, Jf: 0, K: 0x10a}, {Code: 0x0015, Jt: 9, Jf: 0, K: 0x109},
+			{Code: 0x0015, Jt: 8, Jf: 0, K: 0x13c}, {Code: 0x0015, Jt: 7, Jf: 0, K: 0x10c}, {Code: 0x0015, Jt: 6, Jf: 0, K: 0x104}, {Code: 0x0015, Jt: 5, Jf: 0, K: 0x118},
+			{Code: 0x0015, Jt: 4, Jf: 0, K: 0x4c}, {Code: 0x0015, Jt: 3, Jf: 0, K: 0x4d}, {Code: 0x0015, Jt: 2, Jf: 0, K: 0x10d}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0x4a},
+			{Code: 0x0015, Jt: 0, Jf: 1, K: 0x48}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
 		},
 	},
-	// {Extract:false Network:true Files:true Cgo:false}: 234 instructions
+	// {Scratch:false Network:true Files:true Cgo:false}: 234 instructions
 	{
 		pidAt: []int{122, 134},
 		code: []unix.SockFilter{
@@ -421,7 +421,7 @@ var filters = [8]compiled{
 			{Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000}, {Code: 0x0006, Jt: 0, Jf: 0, K: 0x30000},
 		},
 	},
-	// {Extract:true Network:true Files:true Cgo:false}: 234 instructions
+	// {Scratch:true Network:true Files:true Cgo:false}: 234 instructions
 	{
 		pidAt: []int{122, 134},
 		code: []unix.SockFilter{
@@ -474,12 +474,12 @@ var filters = [8]compiled{
 			{Code: 0x0015, Jt: 47, Jf: 0, K: 0x3d}, {Code: 0x0015, Jt: 46, Jf: 0, K: 0x1a8}, {Code: 0x0015, Jt: 45, Jf: 0, K: 0x0}, {Code: 0x0015, Jt: 44, Jf: 0, K: 0x1},
 			{Code: 0x0015, Jt: 43, Jf: 0, K: 0x14}, {Code: 0x0015, Jt: 42, Jf: 0, K: 0x11}, {Code: 0x0015, Jt: 41, Jf: 0, K: 0x127}, {Code: 0x0015, Jt: 40, Jf: 0, K: 0x128},
 			{Code: 0x0015, Jt: 39, Jf: 0, K: 0x12}, {Code: 0x0015, Jt: 38, Jf: 0, K: 0x11d}, {Code: 0x0015, Jt: 37, Jf: 0, K: 0x4b}, {Code: 0x0015, Jt: 36, Jf: 0, K: 0x3},
-			{Code: 0x0015, Jt: 35, Jf: 0, K: 0x101}, {Code: 0x0015, Jt: 34, Jf: 0, K: 0x102}, {Code: 0x0015, Jt: 33, Jf: 0, K: 0x107}, {Code: 0x0015, Jt: 32, Jf: 0, K: 0x10a},
-			{Code: 0x0015, Jt: 31, Jf: 0, K: 0x106}, {Code: 0x0015, Jt: 30, Jf: 0, K: 0x10b}, {Code: 0x0015, Jt: 29, Jf: 0, K: 0x5}, {Code: 0x0015, Jt: 28, Jf: 0, K: 0x48},
-			{Code: 0x0015, Jt: 27, Jf: 0, K: 0x8a}, {Code: 0x0015, Jt: 26, Jf: 0, K: 0xd9}, {Code: 0x0015, Jt: 25, Jf: 0, K: 0x8}, {Code: 0x0015, Jt: 24, Jf: 0, K: 0x103},
-			{Code: 0x0015, Jt: 23, Jf: 0, K: 0x109}, {Code: 0x0015, Jt: 22, Jf: 0, K: 0x13c}, {Code: 0x0015, Jt: 21, Jf: 0, K: 0x10c}, {Code: 0x0015, Jt: 20, Jf: 0, K: 0x104},
-			{Code: 0x0015, Jt: 19, Jf: 0, K: 0x118}, {Code: 0x0015, Jt: 18, Jf: 0, K: 0x4c}, {Code: 0x0015, Jt: 17, Jf: 0, K: 0x4d}, {Code: 0x0015, Jt: 16, Jf: 0, K: 0x10d},
-			{Code: 0x0015, Jt: 15, Jf: 0, K: 0x4a}, {Code: 0x0015, Jt: 14, Jf: 0, K: 0x29}, {Code: 0x0015, Jt: 13, Jf: 0, K: 0x2a}, {Code: 0x0015, Jt: 12, Jf: 0, K: 0x31},
+			{Code: 0x0015, Jt: 35, Jf: 0, K: 0x107}, {Code: 0x0015, Jt: 34, Jf: 0, K: 0x101}, {Code: 0x0015, Jt: 33, Jf: 0, K: 0x106}, {Code: 0x0015, Jt: 32, Jf: 0, K: 0x5},
+			{Code: 0x0015, Jt: 31, Jf: 0, K: 0x8a}, {Code: 0x0015, Jt: 30, Jf: 0, K: 0xd9}, {Code: 0x0015, Jt: 29, Jf: 0, K: 0x8}, {Code: 0x0015, Jt: 28, Jf: 0, K: 0x10b},
+			{Code: 0x0015, Jt: 27, Jf: 0, K: 0x102}, {Code: 0x0015, Jt: 26, Jf: 0, K: 0x103}, {Code: 0x0015, Jt: 25, Jf: 0, K: 0x10a}, {Code: 0x0015, Jt: 24, Jf: 0, K: 0x109},
+			{Code: 0x0015, Jt: 23, Jf: 0, K: 0x13c}, {Code: 0x0015, Jt: 22, Jf: 0, K: 0x10c}, {Code: 0x0015, Jt: 21, Jf: 0, K: 0x104}, {Code: 0x0015, Jt: 20, Jf: 0, K: 0x118},
+			{Code: 0x0015, Jt: 19, Jf: 0, K: 0x4c}, {Code: 0x0015, Jt: 18, Jf: 0, K: 0x4d}, {Code: 0x0015, Jt: 17, Jf: 0, K: 0x10d}, {Code: 0x0015, Jt: 16, Jf: 0, K: 0x4a},
+			{Code: 0x0015, Jt: 15, Jf: 0, K: 0x48}, {Code: 0x0015, Jt: 14, Jf: 0, K: 0x29}, {Code: 0x0015, Jt: 13, Jf: 0, K: 0x2a}, {Code: 0x0015, Jt: 12, Jf: 0, K: 0x31},
 			{Code: 0x0015, Jt: 11, Jf: 0, K: 0x32}, {Code: 0x0015, Jt: 10, Jf: 0, K: 0x120}, {Code: 0x0015, Jt: 9, Jf: 0, K: 0x33}, {Code: 0x0015, Jt: 8, Jf: 0, K: 0x34},
 			{Code: 0x0015, Jt: 7, Jf: 0, K: 0x36}, {Code: 0x0015, Jt: 6, Jf: 0, K: 0x37}, {Code: 0x0015, Jt: 5, Jf: 0, K: 0x2c}, {Code: 0x0015, Jt: 4, Jf: 0, K: 0x2d},
 			{Code: 0x0015, Jt: 3, Jf: 0, K: 0x2e}, {Code: 0x0015, Jt: 2, Jf: 0, K: 0x2f}, {Code: 0x0015, Jt: 1, Jf: 0, K: 0x30}, {Code: 0x0015, Jt: 0, Jf: 1, K: 0x3f},

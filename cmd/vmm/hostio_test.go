@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -23,6 +24,8 @@ import (
 	"github.com/vmm-dev/vmm/devices/serial"
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/machine"
+	"github.com/vmm-dev/vmm/runjob"
+	"github.com/vmm-dev/vmm/runjob/outtar"
 )
 
 // The tests here run vmm's real main path (vmmMain: SIGPIPE handling,
@@ -50,6 +53,7 @@ type fakeGuest struct {
 	reason     atomic.Int32
 	kvmNote    string   // what KVMNote says: envKVMNote
 	ready      *os.File // told "ready" as Run starts (childMain)
+	out        *os.File // the disk with the out serial (openOut)
 }
 
 func (g *fakeGuest) Run(ctx context.Context) error {
@@ -177,16 +181,22 @@ func (g *fakeGuest) job(s []byte) bool {
 	return !g.stopping.Load()
 }
 
-// saveOut is vmm-init's: a tar stream on the disk with the out serial.
-func (g *fakeGuest) saveOut(files map[string]string) error {
+// openOut opens the disk with the out serial, if there is one, as the
+// machine opens its disks: during setup, before the sandbox.
+func (g *fakeGuest) openOut() error {
 	for _, d := range g.cfg.Disks {
-		if d.Serial != guestabi.OutSerial {
-			continue
-		}
-		f, err := os.OpenFile(d.Path, os.O_WRONLY, 0)
-		if err != nil {
+		if d.Serial == guestabi.OutSerial {
+			f, err := os.OpenFile(d.Path, os.O_WRONLY, 0)
+			g.out = f
 			return err
 		}
+	}
+	return nil
+}
+
+// saveOut is vmm-init's: a tar stream on the disk with the out serial.
+func (g *fakeGuest) saveOut(files map[string]string) error {
+	if f := g.out; f != nil {
 		defer f.Close()
 		tw := tar.NewWriter(f)
 		for name, body := range files {
@@ -222,10 +232,36 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == runjob.OutHelper && len(os.Args) > 1 && os.Args[1] == runjob.OutMode {
+		// vmm-unpack out, as cmd/vmm-unpack runs it.
+		os.Exit(outtar.HelperMain(os.Args[2:], os.Stdin, os.Stdout, os.NewFile(3, "control"), outtar.Confine))
+	}
 	if script := os.Getenv(envScript); script != "" {
 		os.Exit(childMain(script))
 	}
-	os.Exit(m.Run())
+	os.Exit(withOutHelper(m.Run))
+}
+
+// withOutHelper runs run with this test binary, under the -out helper's
+// name, first in $PATH: the children that play vmm start it to unpack
+// their fake guest's -out archive, as vmm starts vmm-unpack.
+func withOutHelper(run func() int) int {
+	dir, err := os.MkdirTemp("", "vmm-test-helper-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	exe, err := os.Executable()
+	if err == nil {
+		err = os.Symlink(exe, filepath.Join(dir, runjob.OutHelper))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return run()
 }
 
 // childMain is main with a fake guest. The fake runs after runMode
@@ -248,6 +284,9 @@ func childMain(script string) int {
 		}
 		g := &fakeGuest{cfg: cfg, script: script, n: n, kvmNote: os.Getenv(envKVMNote), ready: ready}
 		g.status.Store(-1)
+		if err := g.openOut(); err != nil {
+			return nil, err
+		}
 		g.com1 = serial.New(nil, cfg.Console)
 		if cfg.JobOutput != nil {
 			g.com2 = serial.New(nil, cfg.JobOutput)

@@ -7,8 +7,8 @@ import (
 )
 
 // TestLinksNoHelperCode checks that vmm does not link what runs in its
-// helpers: the user network's stack (vmm-net) and the kernel decoders
-// (vmm-unpack). Linked, their initializers would run and the kernel would
+// helpers: the user network's stack (vmm-net), the kernel decoders and
+// -out's tar reader (vmm-unpack). Linked, their initializers would run and the kernel would
 // map their pages in every vmm, whether a run uses them or not (package
 // internal/helperbin says why they are apart). Nor Go's FIPS 140 module,
 // which crypto/sha256 and crypto/rand bring for one hash and some random
@@ -34,6 +34,8 @@ func TestLinksNoHelperCode(t *testing.T) {
 			"github.com/pierrec/lz4",
 			"compress/gzip",
 			"github.com/vmm-dev/vmm/kernelimage/unpack",
+			"github.com/vmm-dev/vmm/runjob/outtar",
+			"archive/tar",
 			"crypto/internal/fips140",
 			"math/big",
 		} {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmm-dev/vmm/guestabi"
 	"github.com/vmm-dev/vmm/internal/fdpath"
+	"github.com/vmm-dev/vmm/internal/helperbin"
 	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/runjob"
 )
@@ -67,6 +68,9 @@ type jobFiles struct {
 	outDisk string // scratch disk the guest writes /out to (scratchDisk)
 	outFile *os.File
 	outSize int64
+	// collector is the helper that unpacks the disk into outDir once
+	// the job is done (startCollector).
+	collector *runjob.Collector
 	// boot, for -snapshot, restores the snapshot instead of booting;
 	// snap is the opened snapshot, closed by remove.
 	boot bootFunc
@@ -133,7 +137,26 @@ func prepareJob(cfg *machine.Config, o options) (*jobFiles, error) {
 		return nil, fmt.Errorf("-out: scratch disk: %w", err)
 	}
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: guestabi.OutSerial})
+	if err := j.startCollector(o); err != nil {
+		j.remove()
+		return nil, err
+	}
 	return j, nil
+}
+
+// startCollector starts the helper that will unpack -out (package
+// runjob/outtar, in vmm-unpack), if the job has an -out: now, during
+// setup, because once the sandbox is on vmm may start no process.
+func (j *jobFiles) startCollector(o options) error {
+	if j.outDisk == "" || j.outDir == "" {
+		return nil
+	}
+	helper, err := helperbin.Find(runjob.OutHelper, "-out unpacks the job's files in")
+	if err != nil {
+		return err
+	}
+	j.collector, err = runjob.StartCollector(helper, j.outDisk, j.outDir, j.outSize, o.sandbox != "off")
+	return err
 }
 
 // addJobShares attaches -share and -rootfs as virtio-fs shares and tells
@@ -200,20 +223,18 @@ func sharerEnv(euid, egid int) []string {
 func (j *jobFiles) collect(ctx context.Context, warn func(string)) error {
 	// A restored snapshot always has the scratch disk (its slot is in
 	// the snapshot) whether or not this run asked for -out.
-	if j.outDisk == "" || j.outDir == "" {
+	if j.collector == nil {
 		return nil
 	}
-	f, err := os.Open(j.outDisk)
-	if err != nil {
-		return fmt.Errorf("-out: %w", err)
-	}
-	defer f.Close()
-	_, err = runjob.Extract(ctx, f, j.outDir, runjob.DefaultLimits(j.outSize), warn)
+	_, err := j.collector.Collect(ctx, warn)
 	return err
 }
 
 func (j *jobFiles) remove() {
 	j.removed.Do(func() {
+		if j.collector != nil {
+			j.collector.Close()
+		}
 		if j.outFile != nil {
 			removeScratch(j.outFile, j.outDisk)
 		}

@@ -49,7 +49,7 @@ func TestSandboxFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: "/tmp/vmm-out-1.img", Serial: guestabi.OutSerial})
-	if got := sandboxOptions(cfg); got != (sandbox.Options{Extract: true}) {
-		t.Errorf("a job with a scratch disk: %+v, want Extract", got)
+	if got := sandboxOptions(cfg); got != (sandbox.Options{Scratch: true}) {
+		t.Errorf("a job with a scratch disk: %+v, want Scratch", got)
 	}
 }

@@ -419,6 +419,9 @@ func prepareRestore(cfg *machine.Config, o options, spec guestabi.Spec) (*jobFil
 			return fail(err)
 		}
 		j.outDir = o.out
+		if err := j.startCollector(o); err != nil {
+			return fail(err)
+		}
 	}
 	cfg.Disks = append(cfg.Disks, machine.Disk{Path: j.outDisk, Serial: guestabi.OutSerial})
 	// The snapshot's input port is part of its machine whether or not

@@ -174,7 +174,7 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 
 // A restored job always has the snapshot's -out disk; without -out on
 // this run nothing is extracted (it once tried to create "" and failed
-// the job).
+// the job), and no helper is started for it.
 func TestCollectWithoutOut(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "no-such.img")
 	for _, tc := range []struct {
@@ -187,7 +187,11 @@ func TestCollectWithoutOut(t *testing.T) {
 		{"disk and -out", &jobFiles{outDisk: missing, outDir: t.TempDir()}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.j.collect(t.Context(), nil)
+			err := tc.j.startCollector(options{})
+			if err == nil {
+				err = tc.j.collect(t.Context(), nil)
+			}
+			tc.j.remove()
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("collect: %v, want error %v", err, tc.wantErr)
 			}

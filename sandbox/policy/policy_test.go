@@ -62,7 +62,7 @@ func TestRules(t *testing.T) {
 // allSets are every combination of Set.
 var allSets = func() (all []Set) {
 	for i := 0; i < 16; i++ {
-		all = append(all, Set{Extract: i&1 != 0, Network: i&2 != 0, Files: i&4 != 0, Cgo: i&8 != 0})
+		all = append(all, Set{Scratch: i&1 != 0, Network: i&2 != 0, Files: i&4 != 0, Cgo: i&8 != 0})
 	}
 	return all
 }()
@@ -126,7 +126,7 @@ func testFilterVerdicts(t *testing.T, cgoBuild bool) {
 		arch    uint32 // 0: x86-64
 		x32     bool
 		args    [6]uint64
-		extract bool
+		scratch bool
 		network bool
 		files   bool
 		want    uint32
@@ -171,9 +171,12 @@ func testFilterVerdicts(t *testing.T, cgoBuild bool) {
 		{name: "exit_group", call: "exit_group", want: allow},
 		{name: "openat", call: "openat", want: failsWithCgo(unix.EACCES)},
 		{name: "open", call: "open", want: trap},
-		{name: "openat for -out", call: "openat", extract: true, want: allow},
-		{name: "mkdirat for -out", call: "mkdirat", extract: true, want: allow},
-		{name: "execve", call: "execve", extract: true, network: true, want: trap},
+		{name: "unlinkat with a scratch disk", call: "unlinkat", scratch: true, want: allow},
+		{name: "unlinkat without", call: "unlinkat", want: trap},
+		{name: "openat with a scratch disk", call: "openat", scratch: true, want: failsWithCgo(unix.EACCES)},
+		{name: "mkdirat with a scratch disk", call: "mkdirat", scratch: true, want: trap},
+		{name: "symlinkat with a scratch disk", call: "symlinkat", scratch: true, want: trap},
+		{name: "execve", call: "execve", scratch: true, network: true, want: trap},
 		{name: "IPv4 socket for -nic user", call: "socket", network: true, args: args(unix.AF_INET, unix.SOCK_STREAM), want: allow},
 		{name: "IPv6 socket for -nic user", call: "socket", network: true, args: args(unix.AF_INET6, unix.SOCK_DGRAM), want: allow},
 		{name: "netlink socket", call: "socket", network: true, args: args(unix.AF_NETLINK, unix.SOCK_RAW), want: trap},
@@ -183,16 +186,16 @@ func testFilterVerdicts(t *testing.T, cgoBuild bool) {
 		{name: "a directory with -nic user", call: "openat", network: true, args: args(uint64(1<<32-100), 0, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC), want: allow},
 		{name: "O_TMPFILE with -nic user", call: "openat", network: true, args: args(uint64(1<<32-100), 0, unix.O_TMPFILE|unix.O_RDWR), want: trap},
 		{name: "__O_TMPFILE alone with -nic user", call: "openat", network: true, args: args(uint64(1<<32-100), 0, unix.O_TMPFILE&^unix.O_DIRECTORY), want: trap},
-		{name: "write a file with -nic user and -out", call: "openat", network: true, extract: true, args: args(0, 0, unix.O_WRONLY|unix.O_CREAT), want: allow},
+		{name: "write a file with -nic user and a scratch disk", call: "openat", network: true, scratch: true, args: args(0, 0, unix.O_WRONLY|unix.O_CREAT), want: trap},
 		{name: "connect for -nic user", call: "connect", network: true, want: allow},
 		{name: "connect without", call: "connect", want: trap},
 		{name: "rename in a share", call: "renameat2", files: true, want: allow},
-		{name: "rename without a share", call: "renameat2", extract: true, want: trap},
+		{name: "rename without a share", call: "renameat2", scratch: true, want: trap},
 		{name: "open in a share", call: "openat", files: true, args: args(0, 0, unix.O_RDWR|unix.O_CREAT), want: allow},
 		{name: "socket with a share", call: "socket", files: true, args: args(unix.AF_INET), want: trap},
-		{name: "execve with everything", call: "execve", files: true, network: true, extract: true, want: trap},
+		{name: "execve with everything", call: "execve", files: true, network: true, scratch: true, want: trap},
 		{name: "socket", call: "socket", want: trap},
-		{name: "connect", call: "connect", extract: true, want: trap},
+		{name: "connect", call: "connect", scratch: true, want: trap},
 		{name: "ptrace", call: "ptrace", want: trap},
 		{name: "unshare", call: "unshare", want: trap},
 		{name: "getppid", call: "getppid", want: trap},
@@ -225,7 +228,7 @@ func testFilterVerdicts(t *testing.T, cgoBuild bool) {
 			if tt.x32 {
 				d.nr |= x32Bit
 			}
-			got, err := vms[Set{Extract: tt.extract, Network: tt.network, Files: tt.files, Cgo: cgoBuild}].Run(d.encode())
+			got, err := vms[Set{Scratch: tt.scratch, Network: tt.network, Files: tt.files, Cgo: cgoBuild}].Run(d.encode())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,17 +12,17 @@ import (
 // Set says which optional rules a filter takes: what the process does
 // besides running its machine (sandbox.Options), and how it was built.
 type Set struct {
-	Extract bool // `vmm run -out`: unpack the guest's output
+	Scratch bool // a job's scratch disk (vmm run -out, every restore): remove it at exit
 	Network bool // -nic user: host sockets for the guest's connections
-	Files   bool // a virtio-fs share: file-system calls on the guest's behalf
+	Files   bool // a virtio-fs share, or the -out helper: file-system calls
 	Cgo     bool // a vmm built with cgo, whose threads glibc starts
 }
 
 // applies says whether rules for w are part of the filter for s.
 func (s Set) applies(w when) bool {
 	switch w {
-	case extract:
-		return s.Extract
+	case scratch:
+		return s.Scratch
 	case network:
 		return s.Network
 	case files:

@@ -10,7 +10,7 @@ import (
 // This file is the allow-list, the part of the package to review: every
 // system call vmm may make once the sandbox is on, each with why. It was
 // drawn from the code paths that run after setup (the vCPU loop, the
-// devices' workers, Machine.Close, `vmm run`'s -out extraction, the Go
+// devices' workers, Machine.Close, the end of a `vmm run` job, the Go
 // runtime's scheduler, allocator and signal code) and checked with
 // `strace -f` on vmm runs in the nested e2e environment. Adding a call
 // here widens what a guest that took control of vmm could do: say why
@@ -21,7 +21,7 @@ type when int
 
 const (
 	always  when = iota
-	extract      // only with Set.Extract (`vmm run -out`)
+	scratch      // only with Set.Scratch (a job's scratch disk: vmm run -out, every restore)
 	network      // only with Set.Network (-nic user)
 	files        // only with Set.Files (-fs, vmm run -share and -rootfs)
 	withCgo      // only in a vmm built with cgo, whose threads glibc starts
@@ -177,25 +177,22 @@ func rules(pid int) []rule {
 		{"fdatasync", always, nil, "virtio-blk FLUSH, and the sync when a disk is closed"},
 		{"close", always, nil, "Machine.Close releases descriptors at exit"},
 
-		// `vmm run -out`: after the guest stops, its /out archive is
-		// unpacked into the host directory (runjob.Extract) and the
-		// scratch disk removed. These are the calls that reach the file
-		// system, so they are allowed only for a run that asked for it.
-		{"openat", extract, nil, "-out: open the scratch disk and the output directory, create each file"},
-		{"mkdirat", extract, nil, "-out: make the output directory and its subdirectories"},
-		{"unlinkat", extract, nil, "-out: replace an existing file, remove one cut short; remove the scratch disk where it kept its name (cmd/vmm scratchDisk), and a restore's empty share-slot directory (cmd/vmm lockedEmptyDir)"},
-		{"symlinkat", extract, nil, "-out: make a symbolic link the job left in /out (one that stays inside the output directory)"},
-		{"newfstatat", extract, nil, "-out: check what already exists in the output directory"},
-		{"readlinkat", extract, nil, "-out: os.Root reads a symbolic link on a path (one the job left, or one the output directory had) to keep it inside"},
-		{"fstat", extract, nil, "-out: os.File and os.Root look at what they opened"},
-		{"fcntl", extract, nil, "-out: os.File checks the mode of a descriptor it opened"},
+		// A job's scratch disk (`vmm run -out`, and every restore, whose
+		// snapshot has one): once the guest stops, vmm removes what it
+		// made for the job. The -out archive itself is unpacked by a
+		// helper, `vmm-unpack out` (package runjob/outtar), in a process
+		// of its own under the Files variant: vmm creates no file.
+		{"unlinkat", scratch, nil, "remove the scratch disk where it kept its name (cmd/vmm scratchDisk), and a restore's empty share-slot directory (cmd/vmm lockedEmptyDir)"},
 
 		// -fs, and vmm run's -share and -rootfs: the virtio-fs server
 		// (virtio/fs/share) does what the guest asks of the shared
 		// directory while it runs, through descriptors of its own and
 		// /proc/self/fd paths. Measured with strace on its tests. Only
 		// for a run with a share: a vmm that took these could read and
-		// change whatever files the user can.
+		// change whatever files the user can. The -out helper (package
+		// runjob/outtar) runs under these too: unpacking the job's
+		// archive takes openat, mkdirat, unlinkat, symlinkat,
+		// newfstatat, readlinkat, fstat and fcntl of them.
 		{"openat", files, nil, "-fs: open a shared file or directory (lookup, open, create)"},
 		{"newfstatat", files, nil, "-fs: a shared file's attributes (getattr, lookup)"},
 		{"fstat", files, nil, "-fs: the attributes of an open shared file"},

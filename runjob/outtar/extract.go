@@ -1,4 +1,15 @@
-package runjob
+// Package outtar unpacks the tar stream a `vmm run` job's guest wrote to
+// its scratch disk (the job's /out) into the host directory -out names.
+// The archive is the guest's, so hostile: Extract bounds what it may
+// create and keeps every name inside the directory.
+//
+// It runs in the vmm-unpack helper (HelperMain, `vmm-unpack out`), not in
+// vmm: runjob.Collector, vmm's end, says why and what the two say to each
+// other. archive/tar, Go's own reader, parses the stream: tar is a
+// well-understood format with a maintained reader in the standard
+// library, which handles the GNU and PAX long names vmm-init's writer
+// may produce.
+package outtar
 
 import (
 	"archive/tar"

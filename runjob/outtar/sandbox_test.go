@@ -1,26 +1,25 @@
 //go:build linux && amd64 && !race
 
-package runjob
+package outtar
 
 import (
 	"archive/tar"
 	"bytes"
-	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
-	"github.com/vmm-dev/vmm/sandbox"
+	"github.com/vmm-dev/vmm/runjob"
 )
 
-// sandboxedEnv makes this test binary extract an archive under vmm's
-// seccomp filter for -out (TestExtractSandboxed), as vmm does once the
-// guest has stopped. Not under the race detector, whose runtime makes
-// calls the filter denies.
-const sandboxedEnv = "VMM_RUNJOB_SANDBOXED_EXTRACT"
+// sandboxedEnv makes this test binary the -out helper, HelperMain under
+// the filter it confines itself with (TestExtractSandboxed), as
+// vmm-unpack is. Not under the race detector, whose runtime makes calls
+// the filter denies.
+const sandboxedEnv = "VMM_OUTTAR_SANDBOXED_EXTRACT"
 
 func init() {
 	if name := os.Getenv(sandboxedEnv); name != "" {
@@ -38,34 +37,22 @@ func sandboxedArchives(t testing.TB) map[string][]byte {
 		// An output directory reused from an earlier run, where latest
 		// was a link to v1.
 		"reused-dir": tarOf(t, entry{name: "latest/f", body: "x", typ: tar.TypeReg}),
+		// A skipped entry's warning goes out under the filter too.
+		"fifo": tarOf(t, entry{name: "p", typ: tar.TypeFifo}, entry{name: "f", body: "x", typ: tar.TypeReg}),
 	}
 }
 
+// sandboxedExtract is the helper with the control pipe on stdin.
 func sandboxedExtract(name, dir string) int {
 	data := sandboxedArchives(nil)[name]
-	// vmm has Go's network poller running long before its sandbox (its
-	// eventfds and terminal); a pipe starts it here too.
-	if r, w, err := os.Pipe(); err == nil {
-		defer r.Close()
-		defer w.Close()
-	}
-	if err := sandbox.Install(sandbox.Options{Extract: true}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 3
-	}
-	n, err := Extract(context.Background(), bytes.NewReader(data), dir, DefaultLimits(1<<20), func(m string) { fmt.Println(m) })
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 4
-	}
-	fmt.Printf("extracted %d\n", n)
-	return 0
+	args := []string{"--wire", runjob.OutWire, "--dir", dir, "--bytes", "1048576"}
+	return HelperMain(args, bytes.NewReader(data), os.Stdout, os.Stdin, Confine)
 }
 
-// Extract works under the sandbox vmm runs it in, through symbolic links
-// the archive made or the output directory already had: os.Root reads
-// a link with readlinkat, which the filter once denied, killing vmm
-// with the job's output half written.
+// HelperMain works under the sandbox it confines itself with, through
+// symbolic links the archive made or the output directory already had:
+// os.Root reads a link with readlinkat, which vmm's filter once denied,
+// killing vmm with the job's output half written.
 func TestExtractSandboxed(t *testing.T) {
 	for name := range sandboxedArchives(t) {
 		t.Run(name, func(t *testing.T) {
@@ -74,13 +61,26 @@ func TestExtractSandboxed(t *testing.T) {
 				os.Mkdir(filepath.Join(dir, "v1"), 0o755)
 				os.Symlink("v1", filepath.Join(dir, "latest"))
 			}
+			ctlR, ctlW, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ctlW.Close()
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), sandboxedEnv+"="+name, sandboxedEnv+"_DIR="+dir)
 			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			if err != nil || !strings.Contains(stdout.String(), "extracted") {
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = ctlR, &stdout, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			ctlR.Close()
+			ctlW.Write([]byte{1})
+			err = cmd.Wait()
+			if err != nil || !regexp.MustCompile("(^|\n)"+runjob.OutDone+" [1-9]\n$").MatchString(stdout.String()) {
 				t.Fatalf("%v; stdout %q, stderr %q", err, stdout.String(), stderr.String())
+			}
+			if name == "fifo" && !strings.HasPrefix(stdout.String(), runjob.OutWarn+` "-out: p: skipped: a FIFO"`) {
+				t.Errorf("stdout %q, want the FIFO's warning first", stdout.String())
 			}
 		})
 	}

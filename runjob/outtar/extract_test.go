@@ -1,4 +1,4 @@
-package runjob
+package outtar
 
 import (
 	"archive/tar"
