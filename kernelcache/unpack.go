@@ -2,12 +2,10 @@ package kernelcache
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,46 +50,106 @@ func Helper(path string) Unpack {
 				return err
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), unpackTimeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, p, "--wire", kernelimage.UnpackWire, "--limit", strconv.Itoa(limit))
-		cmd.Stdin = bytes.NewReader(payload)
-		cmd.Stdout = out
-		stderr := &capped{max: maxStderr}
-		cmd.Stderr = stderr
-		cmd.Env = []string{} // it needs nothing from vmm's environment
-		// It dies with vmm if vmm is killed, rather than decompressing
-		// for nobody; a process group of its own keeps the terminal's
-		// Ctrl-C for vmm, which decides what a stop means (the fill
-		// then finishes, as it did in vmm's own process).
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-		cmd.WaitDelay = time.Second
-		err := cmd.Run()
-		if err == nil {
+		state, stderr, err := runHelper(p, []string{"--wire", kernelimage.UnpackWire, "--limit", strconv.Itoa(limit)}, payload, out)
+		if err != nil {
+			return err
+		}
+		if state.Success() {
 			return nil
 		}
-		msg := strings.TrimSpace(stderr.String())
-		var exit *exec.ExitError
+		msg := strings.TrimSpace(stderr)
 		switch {
-		case ctx.Err() != nil:
-			return fmt.Errorf("%s did not finish within %v", kernelimage.UnpackHelper, unpackTimeout)
-		case errors.As(err, &exit) && exit.ExitCode() == kernelimage.ExitNoDecoder:
+		case state.ExitCode() == kernelimage.ExitNoDecoder:
 			return fmt.Errorf("%s: %w", msg, kernelimage.ErrNoDecoder)
-		case errors.As(err, &exit) && exit.ExitCode() == kernelimage.ExitWrite:
+		case state.ExitCode() == kernelimage.ExitWrite:
 			// The helper knows the file only as its stdout.
 			return fmt.Errorf("writing %s: %s", out.Name(), oneLine(msg))
 		case msg != "":
 			// The helper's line already says which payload and why.
 			return errors.New(oneLine(msg))
 		}
-		return fmt.Errorf("%s: %w", kernelimage.UnpackHelper, err)
+		return fmt.Errorf("%s: %s", kernelimage.UnpackHelper, state)
 	}
+}
+
+// runHelper runs the helper at path with args, the payload on its
+// standard input through a pipe and out as its standard output, and
+// returns how it ended and the start of its standard error (maxStderr
+// bytes). A helper still running after unpackTimeout is killed, and
+// that is the error.
+func runHelper(path string, args []string, payload []byte, out *os.File) (*os.ProcessState, string, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", kernelimage.UnpackHelper, err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, "", fmt.Errorf("%s: %w", kernelimage.UnpackHelper, err)
+	}
+	// An empty environment: it needs nothing from vmm's. It dies with
+	// vmm if vmm is killed, rather than decompressing for nobody; its
+	// process group of its own (helperbin.Start) keeps the terminal's
+	// Ctrl-C for vmm, which decides what a stop means (the fill then
+	// finishes, as it did in vmm's own process).
+	proc, err := helperbin.Start(path, args, []*os.File{inR, out, errW}, []string{}, syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL})
+	inR.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		errR.Close()
+		return nil, "", fmt.Errorf("%s: %w", kernelimage.UnpackHelper, err)
+	}
+	// A helper that stops reading (it failed, or exited) ends the
+	// write with EPIPE; the exit status says why.
+	go func() {
+		inW.Write(payload)
+		inW.Close()
+	}()
+	stderr := &capped{max: maxStderr}
+	stderrDone := make(chan struct{})
+	go func() {
+		io.Copy(stderr, errR)
+		close(stderrDone)
+	}()
+	type waited struct {
+		state *os.ProcessState
+		err   error
+	}
+	exited := make(chan waited, 1)
+	go func() {
+		state, err := proc.Wait()
+		exited <- waited{state, err}
+	}()
+	var w waited
+	timer := time.NewTimer(unpackTimeout)
+	defer timer.Stop()
+	select {
+	case w = <-exited:
+	case <-timer.C:
+		proc.Kill()
+		<-exited
+		errR.Close()
+		return nil, "", fmt.Errorf("%s did not finish within %v", kernelimage.UnpackHelper, unpackTimeout)
+	}
+	// The helper is gone; its stderr ends with it, unless a process it
+	// left holds the pipe (as os/exec's WaitDelay, a second).
+	select {
+	case <-stderrDone:
+	case <-time.After(time.Second):
+	}
+	errR.Close()
+	if w.err != nil {
+		return nil, "", fmt.Errorf("%s: %w", kernelimage.UnpackHelper, w.err)
+	}
+	return w.state, stderr.String(), nil
 }
 
 // capped keeps the first max bytes written to it. Its buffer is a field,
 // not embedded: an embedded bytes.Buffer would bring its ReadFrom, which
-// io.Copy (os/exec's copy of the helper's stderr) would call instead of
-// Write, and keep everything.
+// io.Copy (runHelper's copy of the helper's stderr) would call instead
+// of Write, and keep everything.
 type capped struct {
 	buf bytes.Buffer
 	max int

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/internal/helperbin"
 )
 
 // The -out helper's wire, which vmm (Collector) and the helper (package
@@ -61,13 +62,14 @@ const collectWait = 5 * time.Second
 
 // Collector is vmm's end of one -out helper.
 type Collector struct {
-	cmd      *exec.Cmd
+	proc     *os.Process
 	ctl      *os.File // vmm's end of the control pipe
 	results  *os.File
 	pidfd    int
 	closeCtl sync.Once
 	closed   sync.Once
 	exited   chan struct{}
+	state    *os.ProcessState
 	waitErr  error
 }
 
@@ -96,25 +98,23 @@ func StartCollector(path, disk, dir string, bytes int64, sandbox bool) (*Collect
 	if !sandbox {
 		args = append(args, "--no-sandbox")
 	}
-	cmd := exec.Command(path, args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, resW, os.Stderr
-	cmd.ExtraFiles = []*os.File{ctlR} // descriptor 3
-	// A process group of its own, as vmm-net's: the terminal's Ctrl-C
-	// is for vmm, which stops the helper by closing the control pipe.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// In a process group of its own (helperbin.Start): the terminal's
+	// Ctrl-C is for vmm, which stops the helper by closing the control
+	// pipe.
+	proc, err := helperbin.Start(path, args, []*os.File{in, resW, os.Stderr, ctlR}, nil, syscall.SysProcAttr{})
+	if err != nil {
 		ctlW.Close()
 		resR.Close()
 		return nil, fmt.Errorf("-out: %w", err)
 	}
-	c := &Collector{cmd: cmd, ctl: ctlW, results: resR, pidfd: -1, exited: make(chan struct{})}
+	c := &Collector{proc: proc, ctl: ctlW, results: resR, pidfd: -1, exited: make(chan struct{})}
 	// The pidfd is how a helper that will not stop is killed once the
 	// sandbox allows signals to vmm's own threads only.
-	if fd, err := unix.PidfdOpen(cmd.Process.Pid, 0); err == nil {
+	if fd, err := unix.PidfdOpen(proc.Pid, 0); err == nil {
 		c.pidfd = fd
 	}
 	go func() {
-		c.waitErr = cmd.Wait()
+		c.state, c.waitErr = proc.Wait()
 		close(c.exited)
 	}()
 	return c, nil
@@ -191,10 +191,10 @@ func (c *Collector) status() string {
 	case <-time.After(collectWait):
 		return "still running"
 	}
-	if c.waitErr == nil {
-		return "exit status 0"
+	if c.waitErr != nil {
+		return c.waitErr.Error()
 	}
-	return c.waitErr.Error()
+	return c.state.String()
 }
 
 // stopHelper closes vmm's end of the control pipe: the helper stops, or

@@ -7,14 +7,20 @@
 // process holding no guest memory and no KVM descriptor.
 //
 // `make vmm` builds them next to vmm, where Find looks first; an
-// installed vmm may find them in $PATH instead.
+// installed vmm may find them in $PATH instead. Start starts one.
+//
+// Neither uses os/exec: its Cmd, the goroutines that copy its pipes and
+// its LookPath are some 35 KB of code, tables and read-only data, which
+// the kernel maps whole in every vmm (it maps the pages around each one
+// touched), for three processes vmm starts with descriptors it has
+// already opened (issue 12).
 package helperbin
 
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"syscall"
 )
 
 // Find returns the path of the helper named name: next to the executable
@@ -22,15 +28,54 @@ import (
 // error ("-nic user runs in").
 func Find(name, purpose string) (string, error) {
 	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), name)
-		// Executable, as $PATH's lookup requires too: a file of that
-		// name that is not (a copy that lost its mode) is passed over.
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+		if p := filepath.Join(filepath.Dir(exe), name); executable(p) {
 			return p, nil
 		}
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
+	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		// A relative entry (an empty one is the current directory)
+		// would make the helper depend on where vmm was started.
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		if p := filepath.Join(dir, name); executable(p) {
+			return p, nil
+		}
 	}
 	return "", fmt.Errorf("%s the %s helper, which is neither next to vmm nor in $PATH (make vmm builds it)", purpose, name)
+}
+
+// executable says p is a regular file with an execute bit: a file of the
+// helper's name that is not (a copy that lost its mode) is passed over.
+func executable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
+}
+
+// Start starts the helper at path with args after its name, files as
+// its descriptors 0, 1, 2 and on, env as its environment (nil: vmm's),
+// and sys's attributes, with a process group of its own (Setpgid): the
+// terminal's Ctrl-C is for vmm, which decides how its helpers end. A nil
+// standard descriptor (0 to 2) is /dev/null, as os/exec makes it: a
+// helper whose stdout were closed would find its first socket or file
+// there. The caller closes its copies of files and waits for the
+// process.
+func Start(path string, args []string, files []*os.File, env []string, sys syscall.SysProcAttr) (*os.Process, error) {
+	files = append([]*os.File(nil), files...)
+	for len(files) < 3 {
+		files = append(files, nil)
+	}
+	for i := range 3 {
+		if files[i] != nil {
+			continue
+		}
+		null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		defer null.Close()
+		files[i] = null
+	}
+	sys.Setpgid = true
+	return os.StartProcess(path, append([]string{path}, args...), &os.ProcAttr{Env: env, Files: files, Sys: &sys})
 }

@@ -35,7 +35,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,7 +115,7 @@ type Network struct {
 	x      *rawsys.File // frames' reads and writes (package rawsys says why)
 	ctl    *os.File
 	logf   func(format string, args ...any)
-	cmd    *exec.Cmd
+	proc   *os.Process
 	// pidfd names the helper for Close's kill, or is -1 where the kernel
 	// has no pidfd_open: os.Process.Kill then calls kill(2), which
 	// vmm's sandbox allows only on vmm itself.
@@ -129,6 +128,7 @@ type Network struct {
 	// exited is closed once the helper has exited and been reaped;
 	// waitErr is then how.
 	exited  chan struct{}
+	state   *os.ProcessState
 	waitErr error
 	// ready is closed once the helper's first control message came, or
 	// its absence was noticed; readyErr is then why it is not up.
@@ -185,16 +185,14 @@ func Start(cfg Config) (*Network, error) {
 	if cfg.NoSandbox {
 		args = append(args, "--no-sandbox")
 	}
-	cmd := exec.Command(cfg.Helper, args...)
-	cmd.ExtraFiles = []*os.File{hFrames, hCtl} // descriptors 3 and 4
-	cmd.Stderr = os.Stderr                     // a panic's trace, nothing else
-	// A process group of its own, as HelperMain's comment and the
-	// README say: the terminal's Ctrl-C (and a shell's kill %1) is for
-	// vmm, which ends the helper by closing its sockets once it has
-	// stopped the guest, and must not reach the helper while the Go
-	// runtime starts, before it can ignore the signal.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = cmd.Start()
+	// Frames and control are descriptors 3 and 4, stderr a panic's
+	// trace, nothing else. A process group of its own (helperbin.Start),
+	// as HelperMain's comment and the README say: the terminal's Ctrl-C
+	// (and a shell's kill %1) is for vmm, which ends the helper by
+	// closing its sockets once it has stopped the guest, and must not
+	// reach the helper while the Go runtime starts, before it can ignore
+	// the signal.
+	proc, err := helperbin.Start(cfg.Helper, args, []*os.File{nil, nil, os.Stderr, hFrames, hCtl}, nil, syscall.SysProcAttr{})
 	hFrames.Close()
 	hCtl.Close()
 	if err != nil {
@@ -202,8 +200,8 @@ func Start(cfg Config) (*Network, error) {
 		ctl.Close()
 		return nil, fmt.Errorf("user network: %w", err)
 	}
-	n := &Network{frames: frames, ctl: ctl, logf: logf, cmd: cmd, pidfd: -1, exited: make(chan struct{}), ready: make(chan struct{}), logsDone: make(chan struct{})}
-	if fd, err := unix.PidfdOpen(cmd.Process.Pid, 0); err == nil {
+	n := &Network{frames: frames, ctl: ctl, logf: logf, proc: proc, pidfd: -1, exited: make(chan struct{}), ready: make(chan struct{}), logsDone: make(chan struct{})}
+	if fd, err := unix.PidfdOpen(proc.Pid, 0); err == nil {
 		n.pidfd = fd
 	}
 	if n.x, err = rawsys.NewFile(frames); err != nil {
@@ -212,11 +210,11 @@ func Start(cfg Config) (*Network, error) {
 		if n.pidfd >= 0 {
 			unix.Close(n.pidfd)
 		}
-		cmd.Wait()
+		proc.Wait()
 		return nil, fmt.Errorf("user network: %w", err)
 	}
 	go func() {
-		n.waitErr = cmd.Wait()
+		n.state, n.waitErr = proc.Wait()
 		close(n.exited)
 	}()
 	go func() {
@@ -275,10 +273,10 @@ func (n *Network) exitStatus() string {
 	case <-time.After(closeWait):
 		return "still running"
 	}
-	if n.waitErr == nil {
-		return "exit status 0"
+	if n.waitErr != nil {
+		return n.waitErr.Error()
 	}
-	return n.waitErr.Error()
+	return n.state.String()
 }
 
 // relayLogs passes the helper's log lines to logf until the control
@@ -401,5 +399,5 @@ func (n *Network) kill() {
 			return
 		}
 	}
-	n.logf("user network: vmm-net (pid %d) did not exit when vmm closed its sockets, and this kernel gives vmm no pidfd to kill it by; leaving it", n.cmd.Process.Pid)
+	n.logf("user network: vmm-net (pid %d) did not exit when vmm closed its sockets, and this kernel gives vmm no pidfd to kill it by; leaving it", n.proc.Pid)
 }
