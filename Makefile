@@ -31,8 +31,8 @@ deps: host-deps
 # The linker flag is internal/selfmem's LDFlags (see there): the runtime
 # starts with its heap out of huge pages, so vmm need not start twice.
 # vmm-net is -nic user's network and vmm-unpack the kernel cache's
-# decompressor, helpers vmm runs from beside itself (package
-# internal/helperbin).
+# decompressor and -out's unpacker, helpers vmm runs from beside itself
+# (package internal/helperbin).
 vmm:
 	@mkdir -p $(BUILD)
 	$(GO) build -ldflags=-X=runtime.godebugDefault=disablethp=1 -o $(BUILD)/vmm ./cmd/vmm

@@ -131,15 +131,18 @@ func runHelper(path string, args []string, payload []byte, out *os.File) (*os.Pr
 		proc.Kill()
 		<-exited
 		errR.Close()
+		<-stderrDone
 		return nil, "", fmt.Errorf("%s did not finish within %v", kernelimage.UnpackHelper, unpackTimeout)
 	}
 	// The helper is gone; its stderr ends with it, unless a process it
-	// left holds the pipe (as os/exec's WaitDelay, a second).
+	// left holds the pipe (as os/exec's WaitDelay, a second). Closing
+	// our end ends the copy either way, before its buffer is read.
 	select {
 	case <-stderrDone:
 	case <-time.After(time.Second):
 	}
 	errR.Close()
+	<-stderrDone
 	if w.err != nil {
 		return nil, "", fmt.Errorf("%s: %w", kernelimage.UnpackHelper, w.err)
 	}

@@ -25,22 +25,28 @@ import (
 // Standard input is the scratch disk, read-only; descriptor 3 the
 // control pipe, on which one byte from vmm means unpack now, and its end
 // (vmm closed it, or vmm is gone) means stop, or never start; standard
-// output the result lines, each a word and its value: OutWarn and a
-// quoted message for an entry the helper skipped, then one of OutDone
-// and the files written, OutStopped and the files written before the
-// stop, or OutFail and a quoted message. Standard error is vmm's own, for
-// a crash's trace.
+// output the result lines, each a word and its value. The first is
+// OutReady, once the helper has read its arguments and confined itself,
+// or OutFail and a quoted message if it could not; after vmm's byte come
+// OutWarn and a quoted message for each entry the helper skipped, then
+// one of OutDone and the files written, OutStopped and the files written
+// before the stop, or OutFail and a quoted message. A message is at most
+// MaxOutMessage bytes before quoting. Standard error is vmm's own, for a
+// crash's trace.
 //
 // Extraction lives in a helper so that vmm neither links nor maps the
-// tar reader (archive/tar, os/user and the extractor: 108 KB of vmm's
+// tar reader (archive/tar, os/user and the extractor: 124 KB of vmm's
 // code and read-only data), and so that the guest's archive, hostile
 // input, is parsed in a process that holds no guest memory, no KVM
 // descriptor and no disk but the scratch one. The helper is started
 // during setup, before vmm's sandbox forbids starting processes, and
-// waits.
+// waits; vmm checks it is ready (Ready) before the guest runs, so that a
+// helper that cannot work (another build's, found first in $PATH) fails
+// the run before the job rather than losing its output after it.
 const (
 	OutMode    = "out" // the helper's first argument
-	OutWire    = "out-1"
+	OutWire    = "out-2"
+	OutReady   = "ready"
 	OutWarn    = "warn"
 	OutDone    = "done"
 	OutStopped = "stopped"
@@ -51,21 +57,33 @@ const (
 // whose binary unpacks -out too).
 const OutHelper = "vmm-unpack"
 
-// maxResultLine bounds one result line: a warning quotes at most an
-// entry's name (outtar's MaxNameLen, 1024 bytes, four times that
-// quoted) with a few words.
-const maxResultLine = 16 << 10
+// MaxOutMessage bounds a message the helper sends, in bytes before
+// quoting (the helper cuts longer ones): a warning names an entry
+// (outtar's MaxNameLen, 1024 bytes) and a little more.
+const MaxOutMessage = 2048
 
-// collectWait is how long Collector waits for a helper it told to stop,
-// or that has written its result, to exit before killing it.
-const collectWait = 5 * time.Second
+// maxResultLine bounds one result line: a word, and a message quoted,
+// which is at most four times as long (\xff for each byte that is not
+// UTF-8).
+const maxResultLine = 16 + 4*MaxOutMessage + 2
+
+// collectWait is how long Collector waits for a helper it told to stop
+// to say so, or for one that has written its result to exit, before
+// killing it; ReadyWait how long Ready waits for the helper to start.
+const (
+	collectWait = 5 * time.Second
+	ReadyWait   = 30 * time.Second
+)
 
 // Collector is vmm's end of one -out helper.
 type Collector struct {
 	proc     *os.Process
 	ctl      *os.File // vmm's end of the control pipe
 	results  *os.File
+	sc       *bufio.Scanner // the result lines
+	mu       sync.Mutex     // pidfd: Collect's kill against Close's close
 	pidfd    int
+	wait     time.Duration // collectWait; shorter in tests
 	closeCtl sync.Once
 	closed   sync.Once
 	exited   chan struct{}
@@ -107,7 +125,9 @@ func StartCollector(path, disk, dir string, bytes int64, sandbox bool) (*Collect
 		resR.Close()
 		return nil, fmt.Errorf("-out: %w", err)
 	}
-	c := &Collector{proc: proc, ctl: ctlW, results: resR, pidfd: -1, exited: make(chan struct{})}
+	c := &Collector{proc: proc, ctl: ctlW, results: resR, pidfd: -1, wait: collectWait, exited: make(chan struct{})}
+	c.sc = bufio.NewScanner(resR)
+	c.sc.Buffer(make([]byte, 4096), maxResultLine)
 	// The pidfd is how a helper that will not stop is killed once the
 	// sandbox allows signals to vmm's own threads only.
 	if fd, err := unix.PidfdOpen(proc.Pid, 0); err == nil {
@@ -118,6 +138,36 @@ func StartCollector(path, disk, dir string, bytes int64, sandbox bool) (*Collect
 		close(c.exited)
 	}()
 	return c, nil
+}
+
+// Ready waits, at most ReadyWait or until ctx ends, for the helper to
+// say it is ready, and returns why it is not. vmm calls it once the
+// machine is built, before its sandbox and before the guest runs; the
+// helper has started meanwhile, so this seldom waits.
+func (c *Collector) Ready(ctx context.Context) error {
+	c.results.SetReadDeadline(time.Now().Add(ReadyWait))
+	stop := context.AfterFunc(ctx, func() { c.results.SetReadDeadline(time.Now()) })
+	defer stop()
+	defer c.results.SetReadDeadline(time.Time{})
+	if c.sc.Scan() {
+		word, value, _ := strings.Cut(c.sc.Text(), " ")
+		switch word {
+		case OutReady:
+			return nil
+		case OutFail:
+			return errors.New(unquote(value))
+		}
+		return fmt.Errorf("-out: %s said %.40q before it was ready (another build's?)", OutHelper, c.sc.Text())
+	}
+	switch err := c.sc.Err(); {
+	case ctx.Err() != nil:
+		return fmt.Errorf("-out: stopped: %w", context.Cause(ctx))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("-out: %s did not start within %v", OutHelper, ReadyWait)
+	case err != nil:
+		return fmt.Errorf("-out: reading %s's result: %w", OutHelper, err)
+	}
+	return fmt.Errorf("-out: %s ended before the job (%s)", OutHelper, c.status())
 }
 
 // Collect tells the helper to unpack and returns what it said: the files
@@ -135,60 +185,52 @@ func (c *Collector) Collect(ctx context.Context, warn func(string)) (int, error)
 	c.ctl.Write([]byte{1})
 	stop := context.AfterFunc(ctx, func() {
 		c.stopHelper()
-		c.results.SetReadDeadline(time.Now().Add(collectWait))
+		c.results.SetReadDeadline(time.Now().Add(c.wait))
 	})
 	defer stop()
-	sc := bufio.NewScanner(c.results)
-	sc.Buffer(make([]byte, 4096), maxResultLine)
-	var (
-		files  int
-		result error
-		said   bool
-	)
-	for sc.Scan() {
-		word, value, _ := strings.Cut(sc.Text(), " ")
+	for c.sc.Scan() {
+		word, value, _ := strings.Cut(c.sc.Text(), " ")
 		switch word {
 		case OutWarn:
-			if msg, err := strconv.Unquote(value); err == nil && warn != nil {
-				warn(msg)
+			if warn != nil {
+				warn(unquote(value))
 			}
-			continue
 		case OutDone:
-			files, _ = strconv.Atoi(value)
+			n, _ := strconv.Atoi(value)
+			return n, nil
 		case OutStopped:
-			files, _ = strconv.Atoi(value)
-			result = fmt.Errorf("-out: stopped after %d files: %w", files, context.Cause(ctx))
+			n, _ := strconv.Atoi(value)
+			return n, fmt.Errorf("-out: stopped after %d files: %w", n, context.Cause(ctx))
 		case OutFail:
-			msg, err := strconv.Unquote(value)
-			if err != nil {
-				msg = "-out: " + value
-			}
-			result = errors.New(msg)
-		default:
-			continue
+			return 0, errors.New(unquote(value))
 		}
-		said = true
-		break
 	}
-	if !said && ctx.Err() != nil {
-		// Stopped, and the helper did not say so in time: it is
-		// killed below.
+	if ctx.Err() != nil {
+		// Stopped, and the helper did not say so in time: it has had
+		// its chance.
+		c.kill()
 		return 0, fmt.Errorf("-out: stopped: %w", context.Cause(ctx))
 	}
-	if !said {
-		if err := sc.Err(); err != nil {
-			return 0, fmt.Errorf("-out: reading %s's result: %w", OutHelper, err)
-		}
-		return 0, fmt.Errorf("-out: %s ended without unpacking the job's files (%s)", OutHelper, c.status())
+	if err := c.sc.Err(); err != nil {
+		return 0, fmt.Errorf("-out: reading %s's result: %w", OutHelper, err)
 	}
-	return files, result
+	return 0, fmt.Errorf("-out: %s ended without unpacking the job's files (%s)", OutHelper, c.status())
+}
+
+// unquote is a message the helper quoted; one that is not quoted (it
+// should be) is shown as it came.
+func unquote(v string) string {
+	if s, err := strconv.Unquote(v); err == nil {
+		return s
+	}
+	return "-out: " + OutHelper + ": " + v
 }
 
 // status is the helper's exit status, once it exited, for a message.
 func (c *Collector) status() string {
 	select {
 	case <-c.exited:
-	case <-time.After(collectWait):
+	case <-time.After(c.wait):
 		return "still running"
 	}
 	if c.waitErr != nil {
@@ -203,23 +245,36 @@ func (c *Collector) stopHelper() {
 	c.closeCtl.Do(func() { c.ctl.Close() })
 }
 
+// kill ends the helper through its pidfd; without one it is left to end
+// by itself, as it will at its next read once the control pipe is
+// closed.
+func (c *Collector) kill() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pidfd >= 0 {
+		unix.PidfdSendSignal(c.pidfd, unix.SIGKILL, nil, 0)
+	}
+}
+
 // Close stops the helper if it has not finished, waits a while for it to
-// exit, and kills it through its pidfd if it has not. vmm calls it once
-// a job's files are collected, or when it ends without collecting them;
-// calls after the first do nothing.
+// exit, and kills it if it has not. vmm calls it once a job's files are
+// collected, or when it ends without collecting them; calls after the
+// first do nothing, and a Collect in another goroutine (vmm's backstop
+// removes the job's files while it runs) ends with an error.
 func (c *Collector) Close() {
 	c.closed.Do(func() {
 		c.stopHelper()
 		select {
 		case <-c.exited:
-		case <-time.After(collectWait):
-			if c.pidfd >= 0 {
-				unix.PidfdSendSignal(c.pidfd, unix.SIGKILL, nil, 0)
-			}
+		case <-time.After(c.wait):
+			c.kill()
 		}
 		c.results.Close()
+		c.mu.Lock()
 		if c.pidfd >= 0 {
 			unix.Close(c.pidfd)
+			c.pidfd = -1
 		}
+		c.mu.Unlock()
 	})
 }

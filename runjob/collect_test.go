@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,9 @@ import (
 
 // helperEnv makes this test binary the -out helper, as vmm-unpack is:
 // "outtar" for the real one (unconfined, as the race detector's runtime
-// makes calls the filter denies), "crash" for one that dies at once.
+// makes calls the filter denies), "crash" for one that dies at once,
+// "other-build" for one that speaks another wire, "stuck" for one that
+// says it is ready and then ignores vmm.
 const helperEnv = "VMM_RUNJOB_TEST_HELPER"
 
 func TestMain(m *testing.M) {
@@ -28,6 +31,13 @@ func TestMain(m *testing.M) {
 		os.Exit(outtar.HelperMain(os.Args[2:], os.Stdin, os.Stdout, os.NewFile(3, "control"), nil))
 	case "crash":
 		os.Exit(3)
+	case "other-build":
+		args := append([]string(nil), os.Args[2:]...)
+		args[1] = "out-0"
+		os.Exit(outtar.HelperMain(args, os.Stdin, os.Stdout, os.NewFile(3, "control"), nil))
+	case "stuck":
+		os.Stdout.WriteString(runjob.OutReady + "\n")
+		time.Sleep(time.Hour)
 	}
 	os.Exit(m.Run())
 }
@@ -66,21 +76,26 @@ func tarOf(t *testing.T, names ...string) []byte {
 func TestCollector(t *testing.T) {
 	cause := errors.New("guest stopped: -timeout 1s reached")
 	for _, tt := range []struct {
-		name    string
-		helper  string
-		archive []byte
-		stop    bool // ctx ended before Collect
-		abandon bool // Close without Collect
-		files   int
-		err     string
-		warns   []string
-		made    []string
+		name      string
+		helper    string
+		archive   []byte
+		stop      bool   // ctx ended before Collect
+		stopLater bool   // ctx ends during Collect
+		abandon   bool   // Close without Collect
+		notReady  string // Ready's error
+		files     int
+		err       string
+		warns     []string
+		made      []string
 	}{
 		{name: "unpacked", helper: "outtar", archive: tarOf(t, "a", "d/b"), files: 2, made: []string{"a", "d/b"}},
 		{name: "skipped", helper: "outtar", archive: tarOf(t, "p|", "a"), files: 1, warns: []string{"-out: p: skipped: a FIFO"}, made: []string{"a"}},
 		{name: "hostile", helper: "outtar", archive: tarOf(t, "../a"), err: `-out: guest output archive: unsafe name "../a"`},
 		{name: "stopped", helper: "outtar", archive: tarOf(t, "a"), stop: true, err: "-out: stopped: " + cause.Error()},
-		{name: "helper died", helper: "crash", archive: tarOf(t, "a"), err: "-out: vmm-unpack ended without unpacking the job's files (exit status 3)"},
+		{name: "helper died", helper: "crash", archive: tarOf(t, "a"), notReady: "-out: vmm-unpack ended before the job (exit status 3)"},
+		{name: "another build", helper: "other-build", archive: tarOf(t, "a"),
+			notReady: `-out: vmm-unpack out: wire version "out-0", this helper speaks "` + runjob.OutWire + `": vmm and vmm-unpack come from different builds (it is started by vmm, not by hand)`},
+		{name: "stuck", helper: "stuck", archive: tarOf(t, "a"), stopLater: true, err: "-out: stopped: " + cause.Error()},
 		{name: "abandoned", helper: "outtar", archive: tarOf(t, "a"), abandon: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,6 +104,14 @@ func TestCollector(t *testing.T) {
 			c, err := runjob.StartCollector(os.Args[0], scratch(t, tt.archive), dir, 1<<20, false)
 			if err != nil {
 				t.Fatal(err)
+			}
+			runjob.SetWait(c, 300*time.Millisecond)
+			defer c.Close()
+			if err := c.Ready(t.Context()); errText(err) != tt.notReady {
+				t.Fatalf("Ready: %v, want %q", err, tt.notReady)
+			}
+			if tt.notReady != "" {
+				return
 			}
 			if tt.abandon {
 				start := time.Now()
@@ -102,6 +125,10 @@ func TestCollector(t *testing.T) {
 				if tt.stop {
 					cancel(cause)
 				}
+				if tt.stopLater {
+					time.AfterFunc(100*time.Millisecond, func() { cancel(cause) })
+				}
+				start := time.Now()
 				var warns []string
 				n, err := c.Collect(ctx, func(m string) { warns = append(warns, m) })
 				if got := errText(err); n != tt.files || got != tt.err {
@@ -109,6 +136,11 @@ func TestCollector(t *testing.T) {
 				}
 				if strings.Join(warns, "|") != strings.Join(tt.warns, "|") {
 					t.Errorf("warnings %q, want %q", warns, tt.warns)
+				}
+				// A helper that ignores the stop is killed after the
+				// collector's wait (here 300 ms), not left to run.
+				if d := time.Since(start); d > 10*time.Second {
+					t.Errorf("Collect took %v", d)
 				}
 				c.Close() // again, as jobFiles.remove does
 			}
@@ -147,8 +179,12 @@ func TestCollectorStoppedWhileUnpacking(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	c, err := runjob.StartCollector(os.Args[0], disk, t.TempDir(), 1<<30, false)
+	dir := t.TempDir()
+	c, err := runjob.StartCollector(os.Args[0], disk, dir, 1<<30, false)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ready(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	var b bytes.Buffer
@@ -162,8 +198,14 @@ func TestCollectorStoppedWhileUnpacking(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	go func() {
 		// Feed the big file until the helper stops reading it.
+		// Stop once the first file is out, so that the stop lands in
+		// the second, whatever the helper's speed.
 		chunk := make([]byte, 64<<10)
-		time.Sleep(200 * time.Millisecond)
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(filepath.Join(dir, "done")); err == nil {
+				break
+			}
+		}
 		cancel(cause)
 		for i := 0; i < 1000; i++ {
 			if _, err := w.Write(chunk); err != nil {
@@ -172,7 +214,47 @@ func TestCollectorStoppedWhileUnpacking(t *testing.T) {
 		}
 	}()
 	_, err = c.Collect(ctx, nil)
-	if want := "-out: stopped after 1 files: " + cause.Error(); errText(err) != want {
-		t.Errorf("Collect: %v; want %q", err, want)
+	// 0 when the stop came between the first file's data and its count.
+	if !regexp.MustCompile(`^-out: stopped after [01] files: ` + regexp.QuoteMeta(cause.Error()) + `$`).MatchString(errText(err)) {
+		t.Errorf("Collect: %v; want the files so far and %q", err, cause)
+	}
+}
+
+// Close from another goroutine (vmm's backstop removing the job's files)
+// ends a Collect whose helper is stuck in a read, killing the helper
+// after the collector's wait.
+func TestCollectorClosedWhileCollecting(t *testing.T) {
+	t.Setenv(helperEnv, "outtar")
+	disk := filepath.Join(t.TempDir(), "disk")
+	if err := unix.Mkfifo(disk, 0o600); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	w, err := os.OpenFile(disk, os.O_RDWR, 0) // an empty FIFO: reads wait
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c, err := runjob.StartCollector(os.Args[0], disk, t.TempDir(), 1<<20, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runjob.SetWait(c, 300*time.Millisecond)
+	if err := c.Ready(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Collect(context.Background(), nil)
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	c.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Collect succeeded after Close")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Collect still running 20s after Close")
 	}
 }

@@ -516,6 +516,28 @@ func TestStalledReaderDoesNotHoldVMM(t *testing.T) {
 // head -c1`). vmm is not killed by SIGPIPE; it runs to the guest's end,
 // extracts -out, removes its scratch disk, reports the job's status and
 // says on stderr how much output was discarded.
+// TestOutHelperNotReady: a vmm-unpack that cannot unpack (here one that
+// exits at once, as another build's does with arguments it does not
+// know) fails the run before the guest starts, in one line with status
+// 1, rather than after the job, with its output lost.
+func TestOutHelperNotReady(t *testing.T) {
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, runjob.OutHelper), []byte("#!/bin/sh\nexit 2\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out := t.TempDir()
+	c := startChild(t, "job-then-exit", 16, false, "run", "-kernel", "fake", "-timeout", "60s", "-out", out, "--", "job")
+	status := c.wait(t, 60*time.Second, "vmm refused the helper")
+	msg := c.stderrText(t)
+	if want := "vmm: -out: vmm-unpack ended before the job (exit status 2)\n"; status != 1 || msg != want {
+		t.Errorf("status %d, stderr %q; want 1, %q", status, msg, want)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) > 0 {
+		t.Errorf("the job ran: %s holds %d entries", out, len(ents))
+	}
+}
+
 func TestClosedStdout(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

@@ -1167,6 +1167,15 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 		return 1
 	}
 	defer m.Close()
+	if job != nil {
+		// A stop meanwhile is the run's to report (m.Run returns at
+		// once), not the helper's.
+		if err := job.ready(ctx); err != nil && ctx.Err() == nil {
+			unraw()
+			fmt.Fprintf(stderr, "vmm: %s\n", errLine(err))
+			return 1
+		}
+	}
 	releaseLoadMemory(&cfg)
 	if err := enterSandbox(o, cfg, endTerm); err != nil {
 		unraw()

@@ -216,6 +216,16 @@ func sharerEnv(euid, egid int) []string {
 	return []string{"SUDO_UID=" + strconv.Itoa(euid), "SUDO_GID=" + strconv.Itoa(egid)}
 }
 
+// ready says whether the -out helper, if the job has one, is ready to
+// unpack (runjob.Collector.Ready): called before the guest runs, so that
+// a helper that cannot work fails the run before the job, not after it.
+func (j *jobFiles) ready(ctx context.Context) error {
+	if j.collector == nil {
+		return nil
+	}
+	return j.collector.Ready(ctx)
+}
+
 // collect unpacks what the guest wrote to the scratch disk into -out,
 // within runjob's default limits, telling warn about each entry it
 // skipped. ctx is the run's: -timeout and signals stop the extraction

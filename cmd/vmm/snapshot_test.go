@@ -180,11 +180,11 @@ func TestCollectWithoutOut(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		j       *jobFiles
-		wantErr bool
+		wantErr string
 	}{
-		{"no disk", &jobFiles{}, false},
-		{"disk, no -out", &jobFiles{outDisk: missing}, false},
-		{"disk and -out", &jobFiles{outDisk: missing, outDir: t.TempDir()}, true},
+		{"no disk", &jobFiles{}, ""},
+		{"disk, no -out", &jobFiles{outDisk: missing}, ""},
+		{"disk and -out", &jobFiles{outDisk: missing, outDir: t.TempDir()}, "-out: open " + missing + ": no such file or directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.j.startCollector(options{})
@@ -192,8 +192,8 @@ func TestCollectWithoutOut(t *testing.T) {
 				err = tc.j.collect(t.Context(), nil)
 			}
 			tc.j.remove()
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("collect: %v, want error %v", err, tc.wantErr)
+			if got := fmt.Sprint(err); (err != nil || tc.wantErr != "") && got != tc.wantErr {
+				t.Fatalf("collect: %v, want %q", err, tc.wantErr)
 			}
 		})
 	}

@@ -1,6 +1,6 @@
-// Package helperbin finds vmm's helper programs: vmm-net, where -nic
-// user's network runs, and vmm-unpack, which decompresses a kernel for
-// the kernel cache. Each is a binary of its own so that vmm neither links
+// Package helperbin finds and starts vmm's helper programs: vmm-net,
+// where -nic user's network runs, and vmm-unpack, which decompresses a
+// kernel for the kernel cache and unpacks a job's -out. Each is a binary of its own so that vmm neither links
 // nor maps code that most runs never use (Go runs every linked package's
 // initializers at each start, and the kernel maps code around every page
 // touched), and so that what it does with untrusted input happens in a
@@ -10,7 +10,7 @@
 // installed vmm may find them in $PATH instead. Start starts one.
 //
 // Neither uses os/exec: its Cmd, the goroutines that copy its pipes and
-// its LookPath are some 35 KB of code, tables and read-only data, which
+// its LookPath were 29 KB of vmm's code, tables and read-only data, which
 // the kernel maps whole in every vmm (it maps the pages around each one
 // touched), for three processes vmm starts with descriptors it has
 // already opened (issue 12).
@@ -21,6 +21,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Find returns the path of the helper named name: next to the executable
@@ -45,11 +47,13 @@ func Find(name, purpose string) (string, error) {
 	return "", fmt.Errorf("%s the %s helper, which is neither next to vmm nor in $PATH (make vmm builds it)", purpose, name)
 }
 
-// executable says p is a regular file with an execute bit: a file of the
-// helper's name that is not (a copy that lost its mode) is passed over.
+// executable says p is a regular file this process may execute, as
+// exec.LookPath asks (access(2) with the effective IDs): a file of the
+// helper's name that is not (a copy that lost its mode, one on a noexec
+// mount, one executable only by others) is passed over.
 func executable(p string) bool {
 	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
+	return err == nil && st.Mode().IsRegular() && unix.Faccessat(unix.AT_FDCWD, p, unix.X_OK, unix.AT_EACCESS) == nil
 }
 
 // Start starts the helper at path with args after its name, files as

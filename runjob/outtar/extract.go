@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 )
 
@@ -218,7 +219,7 @@ func typeName(t byte) string {
 // An existing file or link at name is replaced; a directory is not.
 func (x *extractor) symlink(name, target string) error {
 	if !safeLink(name, target, x.lim.NameLen) {
-		x.skip("%s: skipped: a symbolic link to %q, which leads out of the output directory", name, target)
+		x.skip("%s: skipped: a symbolic link to %s, which leads out of the output directory", name, quoteShort(target))
 		return nil
 	}
 	dir, base := path.Split(name)
@@ -409,4 +410,13 @@ func cleanName(n string) (string, bool) {
 		return "", false
 	}
 	return c, true
+}
+
+// quoteShort quotes s for a message, at most its first 100 bytes: a
+// link target from the archive may be 1 MiB long.
+func quoteShort(s string) string {
+	if len(s) > 100 {
+		return strconv.Quote(s[:100]) + "..."
+	}
+	return strconv.Quote(s)
 }

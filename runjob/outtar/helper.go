@@ -49,15 +49,16 @@ var errStopped = errors.New("stopped by vmm")
 func HelperMain(args []string, disk io.Reader, results io.Writer, control io.Reader, confine func() error) int {
 	dir, bytes, sandbox, err := parseArgs(args)
 	if err != nil {
-		fail(results, fmt.Errorf("-out: %s %s: %v (it is started by vmm, not by hand)", runjob.OutHelper, runjob.OutMode, err))
+		say(results, runjob.OutFail, fmt.Sprintf("-out: %s %s: %v (it is started by vmm, not by hand)", runjob.OutHelper, runjob.OutMode, err))
 		return 2
 	}
 	if sandbox && confine != nil {
 		if err := confine(); err != nil {
-			fail(results, fmt.Errorf("-out: %s: %w", runjob.OutHelper, err))
+			say(results, runjob.OutFail, fmt.Sprintf("-out: %s: %v", runjob.OutHelper, err))
 			return 1
 		}
 	}
+	fmt.Fprintln(results, runjob.OutReady)
 	if _, err := io.ReadFull(control, make([]byte, 1)); err != nil {
 		return 0 // vmm ended without collecting: nothing to do
 	}
@@ -68,9 +69,7 @@ func HelperMain(args []string, disk io.Reader, results io.Writer, control io.Rea
 		io.Copy(io.Discard, control)
 		cancel(errStopped)
 	}()
-	warn := func(msg string) {
-		fmt.Fprintf(results, "%s %s\n", runjob.OutWarn, strconv.Quote(msg))
-	}
+	warn := func(msg string) { say(results, runjob.OutWarn, msg) }
 	n, err := Extract(ctx, disk, dir, DefaultLimits(bytes), warn)
 	switch {
 	case err == nil:
@@ -79,13 +78,19 @@ func HelperMain(args []string, disk io.Reader, results io.Writer, control io.Rea
 	case errors.Is(err, errStopped):
 		fmt.Fprintf(results, "%s %d\n", runjob.OutStopped, n)
 	default:
-		fail(results, err)
+		say(results, runjob.OutFail, err.Error())
 	}
 	return 1
 }
 
-func fail(results io.Writer, err error) {
-	fmt.Fprintf(results, "%s %s\n", runjob.OutFail, strconv.Quote(err.Error()))
+// say writes a result line with a message, cut to runjob.MaxOutMessage
+// bytes (a name or link target from the archive may be long) and
+// quoted, so that it is one line whatever the archive named.
+func say(results io.Writer, word, msg string) {
+	if len(msg) > runjob.MaxOutMessage {
+		msg = msg[:runjob.MaxOutMessage-3] + "..."
+	}
+	fmt.Fprintf(results, "%s %s\n", word, strconv.Quote(msg))
 }
 
 // parseArgs reads `--wire OutWire --dir DIR --bytes N [--no-sandbox]`.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,25 +42,25 @@ func TestHelperMain(t *testing.T) {
 			disk: func(func()) io.Reader {
 				return bytes.NewReader(tarOf(t, entry{name: "a", body: "b", typ: tar.TypeReg}))
 			},
-			status: 0, results: `^done 1\n$`, files: []string{"a"}},
+			status: 0, results: `^ready\ndone 1\n$`, files: []string{"a"}},
 		{name: "a skipped entry", args: func(d string) []string { return args(d) },
 			disk: func(func()) io.Reader {
 				return bytes.NewReader(tarOf(t, entry{name: "p\nq", typ: tar.TypeFifo}, entry{name: "a", body: "b", typ: tar.TypeReg}))
 			},
-			status: 0, results: `^warn "-out: p\\nq: skipped: a FIFO"\ndone 1\n$`, files: []string{"a"}},
+			status: 0, results: `^ready\nwarn "-out: p\\nq: skipped: a FIFO"\ndone 1\n$`, files: []string{"a"}},
 		{name: "never asked", args: func(d string) []string { return args(d) }, noWord: true,
 			disk: func(func()) io.Reader {
 				return bytes.NewReader(tarOf(t, entry{name: "a", body: "b", typ: tar.TypeReg}))
 			},
-			status: 0, results: `^$`},
+			status: 0, results: `^ready\n$`},
 		{name: "a hostile name", args: func(d string) []string { return args(d) },
 			disk: func(func()) io.Reader {
 				return bytes.NewReader(tarOf(t, entry{name: "../x", body: "b", typ: tar.TypeReg}))
 			},
-			status: 1, results: `^fail "-out: guest output archive: unsafe name \\"../x\\""\n$`},
+			status: 1, results: `^ready\nfail "-out: guest output archive: unsafe name \\"../x\\""\n$`},
 		{name: "stopped by vmm", args: func(d string) []string { return args(d) },
 			disk:   func(stop func()) io.Reader { return &endless{body: one.Bytes(), cancelAt: 64 << 10, cancel: stop} },
-			status: 1, results: `^stopped [0-9]+\n$`, partial: true},
+			status: 1, results: `^ready\nstopped [0-9]+\n$`, partial: true},
 		{name: "no byte budget", args: func(d string) []string { return args(d)[:4] },
 			disk: func(func()) io.Reader {
 				return bytes.NewReader(tarOf(t, entry{name: "a", body: "bb", typ: tar.TypeReg}))
@@ -67,7 +68,7 @@ func TestHelperMain(t *testing.T) {
 			status: 2, results: `^fail "-out: vmm-unpack out: no --bytes \(it is started by vmm, not by hand\)"\n$`},
 		{name: "another build", args: func(d string) []string { return []string{"--wire", "out-0", "--dir", d, "--bytes", "1"} },
 			disk:   func(func()) io.Reader { return bytes.NewReader(nil) },
-			status: 2, results: `^fail "-out: vmm-unpack out: wire version \\"out-0\\", this helper speaks \\"out-1\\": vmm and vmm-unpack come from different builds \(it is started by vmm, not by hand\)"\n$`},
+			status: 2, results: `^fail "-out: vmm-unpack out: wire version \\"out-0\\", this helper speaks \\"out-2\\": vmm and vmm-unpack come from different builds \(it is started by vmm, not by hand\)"\n$`},
 		{name: "unknown argument", args: func(d string) []string { return args(d, "--x", "1") },
 			disk:   func(func()) io.Reader { return bytes.NewReader(nil) },
 			status: 2, results: `^fail "-out: vmm-unpack out: unknown argument \\"--x\\"`},
@@ -83,7 +84,17 @@ func TestHelperMain(t *testing.T) {
 			disk: func(func()) io.Reader {
 				return bytes.NewReader(tarOf(t, entry{name: "a", body: "b", typ: tar.TypeReg}))
 			},
-			status: 0, results: `^done 1\n$`, files: []string{"a"}},
+			status: 0, results: `^ready\ndone 1\n$`, files: []string{"a"}},
+		{name: "a long link target", args: func(d string) []string { return args(d) },
+			disk: func(func()) io.Reader {
+				return bytes.NewReader(tarOf(t, entry{name: "l", typ: tar.TypeSymlink, link: "/" + strings.Repeat("\xff", 1<<16)}, entry{name: "a", body: "b", typ: tar.TypeReg}))
+			},
+			status: 0, results: `^ready\nwarn "-out: l: skipped: a symbolic link to \\"/(\\\\xff){99}\\"..., which leads out of the output directory"\ndone 1\n$`, files: []string{"a"}},
+		{name: "a long message", args: func(d string) []string { return args(d) },
+			disk: func(func()) io.Reader {
+				return bytes.NewReader(tarOf(t, entry{name: strings.Repeat("\xff", 1000), typ: tar.TypeFifo}, entry{name: "a", body: "b", typ: tar.TypeReg}))
+			},
+			status: 0, results: `^ready\nwarn "-out: (\\xff){1000}: skipped: a FIFO"\ndone 1\n$`, files: []string{"a"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "out")
@@ -123,5 +134,22 @@ func TestHelperMain(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A message longer than runjob.MaxOutMessage is cut, and any message is
+// one quoted line.
+func TestSay(t *testing.T) {
+	for _, tt := range []struct{ msg, want string }{
+		{"plain", `warn "plain"` + "\n"},
+		{"two\nlines", `warn "two\nlines"` + "\n"},
+		{strings.Repeat("x", runjob.MaxOutMessage), `warn "` + strings.Repeat("x", runjob.MaxOutMessage) + `"` + "\n"},
+		{strings.Repeat("x", runjob.MaxOutMessage+1), `warn "` + strings.Repeat("x", runjob.MaxOutMessage-3) + `..."` + "\n"},
+	} {
+		var b bytes.Buffer
+		say(&b, runjob.OutWarn, tt.msg)
+		if b.String() != tt.want {
+			t.Errorf("say(%.20q...) = %.60q..., want %.60q...", tt.msg, b.String(), tt.want)
+		}
 	}
 }

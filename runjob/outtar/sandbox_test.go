@@ -5,6 +5,7 @@ package outtar
 import (
 	"archive/tar"
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,8 +23,8 @@ import (
 const sandboxedEnv = "VMM_OUTTAR_SANDBOXED_EXTRACT"
 
 func init() {
-	if name := os.Getenv(sandboxedEnv); name != "" {
-		os.Exit(sandboxedExtract(name, os.Getenv(sandboxedEnv+"_DIR")))
+	if os.Getenv(sandboxedEnv) != "" {
+		os.Exit(sandboxedExtract(os.Getenv(sandboxedEnv + "_DIR")))
 	}
 }
 
@@ -42,11 +43,11 @@ func sandboxedArchives(t testing.TB) map[string][]byte {
 	}
 }
 
-// sandboxedExtract is the helper with the control pipe on stdin.
-func sandboxedExtract(name, dir string) int {
-	data := sandboxedArchives(nil)[name]
+// sandboxedExtract is the helper as vmm-unpack runs it: the disk on
+// stdin, the control pipe on descriptor 3.
+func sandboxedExtract(dir string) int {
 	args := []string{"--wire", runjob.OutWire, "--dir", dir, "--bytes", "1048576"}
-	return HelperMain(args, bytes.NewReader(data), os.Stdout, os.Stdin, Confine)
+	return HelperMain(args, os.Stdin, os.Stdout, os.NewFile(3, "control"), Confine)
 }
 
 // HelperMain works under the sandbox it confines itself with, through
@@ -61,15 +62,23 @@ func TestExtractSandboxed(t *testing.T) {
 				os.Mkdir(filepath.Join(dir, "v1"), 0o755)
 				os.Symlink("v1", filepath.Join(dir, "latest"))
 			}
+			disk, err := os.Create(filepath.Join(t.TempDir(), "out.img"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer disk.Close()
+			disk.Write(sandboxedArchives(t)[name])
+			disk.Seek(0, io.SeekStart)
 			ctlR, ctlW, err := os.Pipe()
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer ctlW.Close()
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), sandboxedEnv+"="+name, sandboxedEnv+"_DIR="+dir)
+			cmd.Env = append(os.Environ(), sandboxedEnv+"=1", sandboxedEnv+"_DIR="+dir)
 			var stdout, stderr bytes.Buffer
-			cmd.Stdin, cmd.Stdout, cmd.Stderr = ctlR, &stdout, &stderr
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = disk, &stdout, &stderr
+			cmd.ExtraFiles = []*os.File{ctlR}
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -79,7 +88,7 @@ func TestExtractSandboxed(t *testing.T) {
 			if err != nil || !regexp.MustCompile("(^|\n)"+runjob.OutDone+" [1-9]\n$").MatchString(stdout.String()) {
 				t.Fatalf("%v; stdout %q, stderr %q", err, stdout.String(), stderr.String())
 			}
-			if name == "fifo" && !strings.HasPrefix(stdout.String(), runjob.OutWarn+` "-out: p: skipped: a FIFO"`) {
+			if name == "fifo" && !strings.HasPrefix(stdout.String(), runjob.OutReady+"\n"+runjob.OutWarn+` "-out: p: skipped: a FIFO"`) {
 				t.Errorf("stdout %q, want the FIFO's warning first", stdout.String())
 			}
 		})

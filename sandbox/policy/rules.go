@@ -152,9 +152,9 @@ func rules(pid int) []rule {
 		{"getrandom", always, nil, "the runtime's random seeds where the vDSO cannot serve them"},
 		{"exit", always, nil, "a thread ends (a vCPU goroutine's locked thread, when the machine stops)"},
 		{"exit_group", always, nil, "vmm exits, and the SIGSYS handler ends it"},
-		{"waitid", always, nil, "reap the vmm-net helper vmm started for -nic user (os/exec waits on its pidfd), only ever a child"},
+		{"waitid", always, nil, "reap a helper vmm started (vmm-net for -nic user, vmm-unpack for -out; os.Process waits on its pidfd), only ever a child"},
 		{"wait4", always, nil, "the same where the kernel has no pidfd"},
-		{"pidfd_send_signal", always, nil, "kill a vmm-net helper that did not end when vmm closed its sockets; a pidfd names only a process vmm started"},
+		{"pidfd_send_signal", always, nil, "kill a helper that did not end when vmm closed its end (vmm-net's sockets, -out's control pipe); a pidfd names only a process vmm started"},
 
 		// A vmm built with cgo (CGO_ENABLED=1, the go command's default
 		// where a C compiler is found: package net links the C runtime)

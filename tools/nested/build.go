@@ -33,7 +33,7 @@ const VMMPackage = "github.com/vmm-dev/vmm/cmd/vmm"
 func helpers() map[string]string {
 	return map[string]string{
 		"vmm-net":    "github.com/vmm-dev/vmm/cmd/vmm-net",    // -nic user's network
-		"vmm-unpack": "github.com/vmm-dev/vmm/cmd/vmm-unpack", // the kernel cache's decompressor
+		"vmm-unpack": "github.com/vmm-dev/vmm/cmd/vmm-unpack", // the kernel cache's decompressor, -out's unpacker
 	}
 }
 
