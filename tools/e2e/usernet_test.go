@@ -238,6 +238,14 @@ func TestUserNetUnprivileged(t *testing.T) {
 
 // The same as a job: `vmm run -nic user -- ...` as uid 1000 downloads,
 // resolves and serves the hostfwd, and its status is the job's.
+// userOutDir and outLine are TestUserNetRunJob's -out: a directory in
+// L1's /tmp, which the unprivileged user may create, and the line the
+// job leaves there.
+const (
+	userOutDir = "/tmp/user-out"
+	outLine    = "made-by-the-job"
+)
+
 func TestUserNetRunJob(t *testing.T) {
 	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	c := userNetConfig(t)
@@ -250,10 +258,14 @@ func TestUserNetRunJob(t *testing.T) {
 			fmt.Sprintf("vmm-iotool http-get -url http://%s:%s/job -timeout %v", usernet.GatewayAddr, httpPort, transferTimeout),
 			"vmm-iotool resolve -name " + dnsName,
 			fmt.Sprintf("vmm-iotool tcp-recv -port %s -timeout %v", fwdGuestPort, transferTimeout),
+			"echo " + outLine + " > /out/result",
 		}, " && ")
 		ctx, cancel := context.WithTimeout(t.Context(), runTimeout+2*transferTimeout)
 		defer cancel()
-		j, err := l.Run(ctx, asUser(runArgs(userNetFlags(), "sh", "-c", script)), nested.StdinNull)
+		// -out too: its helper (vmm-unpack out) runs as the same user,
+		// confined, and writes into a directory that user made.
+		flags := append(userNetFlags(), "-out", userOutDir)
+		j, err := l.Run(ctx, asUser(runArgs(flags, "sh", "-c", script)), nested.StdinNull)
 		if err != nil {
 			return err
 		}
@@ -303,7 +315,14 @@ func TestUserNetRunJob(t *testing.T) {
 		if field(got, "sha256") != want || field(sent, "sha256") != want {
 			return failure(l, "hostfwd in a job: L1 sent %s, guest got %s; want sha256=%s", sent, got, want)
 		}
-		t.Logf("job: download %s; hostfwd %s", r, got)
+		out, code, err = l.Exec(ctx, "/bin/l1tool", "stat", userOutDir+"/result")
+		if err != nil {
+			return err
+		}
+		if want := fmt.Sprintf("%s/result: -rw-r--r-- %d\n", userOutDir, len(outLine)+1); code != 0 || out != want {
+			return failure(l, "-out of a job run as uid %s: %q (status %d), want %q", unprivUID, out, code, want)
+		}
+		t.Logf("job: download %s; hostfwd %s; -out unpacked", r, got)
 		return nil
 	})
 	t.Logf("L1 and job: %.1fs", time.Since(start).Seconds())
