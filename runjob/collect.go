@@ -147,9 +147,11 @@ func StartCollector(path, disk, dir string, bytes int64, sandbox bool) (*Collect
 func (c *Collector) Ready(ctx context.Context) error {
 	c.results.SetReadDeadline(time.Now().Add(ReadyWait))
 	stop := context.AfterFunc(ctx, func() { c.results.SetReadDeadline(time.Now()) })
-	defer stop()
-	defer c.results.SetReadDeadline(time.Time{})
-	if c.sc.Scan() {
+	scanned := c.sc.Scan()
+	stop()
+	// Collect clears it again: a stop's callback may still run.
+	c.results.SetReadDeadline(time.Time{})
+	if scanned {
 		word, value, _ := strings.Cut(c.sc.Text(), " ")
 		switch word {
 		case OutReady:
@@ -180,6 +182,7 @@ func (c *Collector) Collect(ctx context.Context, warn func(string)) (int, error)
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("-out: stopped: %w", context.Cause(ctx))
 	}
+	c.results.SetReadDeadline(time.Time{}) // whatever Ready left
 	// A helper already gone makes this fail (EPIPE); its result lines,
 	// or its exit status, then say why.
 	c.ctl.Write([]byte{1})

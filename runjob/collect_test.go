@@ -83,6 +83,8 @@ func TestCollector(t *testing.T) {
 		stopLater bool   // ctx ends during Collect
 		abandon   bool   // Close without Collect
 		notReady  string // Ready's error
+		wait      time.Duration
+		within    time.Duration // Collect's bound
 		files     int
 		err       string
 		warns     []string
@@ -94,8 +96,10 @@ func TestCollector(t *testing.T) {
 		{name: "stopped", helper: "outtar", archive: tarOf(t, "a"), stop: true, err: "-out: stopped: " + cause.Error()},
 		{name: "helper died", helper: "crash", archive: tarOf(t, "a"), notReady: "-out: vmm-unpack ended before the job (exit status 3)"},
 		{name: "another build", helper: "other-build", archive: tarOf(t, "a"),
-			notReady: `-out: vmm-unpack out: wire version "out-0", this helper speaks "` + runjob.OutWire + `": vmm and vmm-unpack come from different builds (it is started by vmm, not by hand)`},
-		{name: "stuck", helper: "stuck", archive: tarOf(t, "a"), stopLater: true, err: "-out: stopped: " + cause.Error()},
+			notReady: `-out: vmm-unpack out: another wire version: vmm speaks "out-0", this helper "` + runjob.OutWire + `": vmm and vmm-unpack come from different builds`},
+		// Killed when the wait for its word ends (3 s here): not after
+		// a second wait in Close (6 s), nor never.
+		{name: "stuck", helper: "stuck", archive: tarOf(t, "a"), stopLater: true, wait: 3 * time.Second, within: 5 * time.Second, err: "-out: stopped: " + cause.Error()},
 		{name: "abandoned", helper: "outtar", archive: tarOf(t, "a"), abandon: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,7 +109,9 @@ func TestCollector(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			runjob.SetWait(c, 300*time.Millisecond)
+			if tt.wait != 0 {
+				runjob.SetWait(c, tt.wait)
+			}
 			defer c.Close()
 			if err := c.Ready(t.Context()); errText(err) != tt.notReady {
 				t.Fatalf("Ready: %v, want %q", err, tt.notReady)
@@ -116,6 +122,9 @@ func TestCollector(t *testing.T) {
 			if tt.abandon {
 				start := time.Now()
 				c.Close()
+				if st := runjob.ExitState(c); !st.Success() {
+					t.Errorf("the helper ended with %v when vmm left: it was killed rather than ending", st)
+				}
 				if d := time.Since(start); d > 4*time.Second {
 					t.Errorf("Close took %v: the helper did not end when vmm left", d)
 				}
@@ -137,10 +146,8 @@ func TestCollector(t *testing.T) {
 				if strings.Join(warns, "|") != strings.Join(tt.warns, "|") {
 					t.Errorf("warnings %q, want %q", warns, tt.warns)
 				}
-				// A helper that ignores the stop is killed after the
-				// collector's wait (here 300 ms), not left to run.
-				if d := time.Since(start); d > 10*time.Second {
-					t.Errorf("Collect took %v", d)
+				if d := time.Since(start); tt.within != 0 && d > tt.within {
+					t.Errorf("Collect took %v, want at most %v", d, tt.within)
 				}
 				c.Close() // again, as jobFiles.remove does
 			}
@@ -238,7 +245,7 @@ func TestCollectorClosedWhileCollecting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runjob.SetWait(c, 300*time.Millisecond)
+	runjob.SetWait(c, 300*time.Millisecond) // then killed, stuck or not
 	if err := c.Ready(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,16 @@
 package runjob
 
-import "time"
+import (
+	"os"
+	"time"
+)
 
-// SetWait shortens how long c waits for its helper (collectWait), for
-// the tests of a helper that will not stop.
+// SetWait shortens or lengthens how long c waits for its helper
+// (collectWait), for the tests of a helper that will not stop.
 func SetWait(c *Collector, d time.Duration) { c.wait = d }
+
+// ExitState is how c's helper ended, once it has.
+func ExitState(c *Collector) *os.ProcessState {
+	<-c.exited
+	return c.state
+}

@@ -34,6 +34,9 @@ func Confine() error {
 	return sandbox.Install(sandbox.Options{Files: true})
 }
 
+// errWire is a wire version the helper does not speak.
+var errWire = errors.New("another wire version")
+
 // errStopped is the cause of a stop vmm asked for by closing the control
 // pipe; vmm's message names its own cause (-timeout, a signal).
 var errStopped = errors.New("stopped by vmm")
@@ -49,7 +52,13 @@ var errStopped = errors.New("stopped by vmm")
 func HelperMain(args []string, disk io.Reader, results io.Writer, control io.Reader, confine func() error) int {
 	dir, bytes, sandbox, err := parseArgs(args)
 	if err != nil {
-		say(results, runjob.OutFail, fmt.Sprintf("-out: %s %s: %v (it is started by vmm, not by hand)", runjob.OutHelper, runjob.OutMode, err))
+		// Another build's vmm did start it; anything else came from
+		// someone who did not.
+		hint := " (it is started by vmm, not by hand)"
+		if errors.Is(err, errWire) {
+			hint = ""
+		}
+		say(results, runjob.OutFail, fmt.Sprintf("-out: %s %s: %v%s", runjob.OutHelper, runjob.OutMode, err, hint))
 		return 2
 	}
 	if sandbox && confine != nil {
@@ -124,7 +133,7 @@ func parseArgs(args []string) (dir string, bytes int64, sandbox bool, err error)
 	}
 	switch {
 	case wire != runjob.OutWire:
-		return "", 0, false, fmt.Errorf("wire version %q, this helper speaks %q: vmm and %s come from different builds", wire, runjob.OutWire, runjob.OutHelper)
+		return "", 0, false, fmt.Errorf("%w: vmm speaks %q, this helper %q: vmm and %s come from different builds", errWire, wire, runjob.OutWire, runjob.OutHelper)
 	case dir == "" || strings.ContainsRune(dir, 0):
 		return "", 0, false, errors.New("no --dir")
 	case bytes < 0:

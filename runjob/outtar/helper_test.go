@@ -68,7 +68,7 @@ func TestHelperMain(t *testing.T) {
 			status: 2, results: `^fail "-out: vmm-unpack out: no --bytes \(it is started by vmm, not by hand\)"\n$`},
 		{name: "another build", args: func(d string) []string { return []string{"--wire", "out-0", "--dir", d, "--bytes", "1"} },
 			disk:   func(func()) io.Reader { return bytes.NewReader(nil) },
-			status: 2, results: `^fail "-out: vmm-unpack out: wire version \\"out-0\\", this helper speaks \\"out-2\\": vmm and vmm-unpack come from different builds \(it is started by vmm, not by hand\)"\n$`},
+			status: 2, results: `^fail "-out: vmm-unpack out: another wire version: vmm speaks \\"out-0\\", this helper \\"out-2\\": vmm and vmm-unpack come from different builds"\n$`},
 		{name: "unknown argument", args: func(d string) []string { return args(d, "--x", "1") },
 			disk:   func(func()) io.Reader { return bytes.NewReader(nil) },
 			status: 2, results: `^fail "-out: vmm-unpack out: unknown argument \\"--x\\"`},

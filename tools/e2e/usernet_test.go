@@ -236,8 +236,6 @@ func TestUserNetUnprivileged(t *testing.T) {
 	t.Logf("L1 and guest, boot to poweroff: %.1fs", time.Since(start).Seconds())
 }
 
-// The same as a job: `vmm run -nic user -- ...` as uid 1000 downloads,
-// resolves and serves the hostfwd, and its status is the job's.
 // userOutDir and outLine are TestUserNetRunJob's -out: a directory in
 // L1's /tmp, which the unprivileged user may create, and the line the
 // job leaves there.
@@ -246,6 +244,9 @@ const (
 	outLine    = "made-by-the-job"
 )
 
+// The same as a job: `vmm run -nic user -- ...` as uid 1000 downloads,
+// resolves and serves the hostfwd, its status is the job's, and its
+// -out comes back.
 func TestUserNetRunJob(t *testing.T) {
 	t.Parallel() // its own L1: see "Parallel tests" in e2e_test.go
 	c := userNetConfig(t)
@@ -263,7 +264,7 @@ func TestUserNetRunJob(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), runTimeout+2*transferTimeout)
 		defer cancel()
 		// -out too: its helper (vmm-unpack out) runs as the same user,
-		// confined, and writes into a directory that user made.
+		// confined, and writes into the directory vmm made as that user.
 		flags := append(userNetFlags(), "-out", userOutDir)
 		j, err := l.Run(ctx, asUser(runArgs(flags, "sh", "-c", script)), nested.StdinNull)
 		if err != nil {
