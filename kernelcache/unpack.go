@@ -113,23 +113,18 @@ func runHelper(path string, args []string, payload []byte, out *os.File) (*os.Pr
 		io.Copy(stderr, errR)
 		close(stderrDone)
 	}()
-	type waited struct {
-		state *os.ProcessState
-		err   error
-	}
-	exited := make(chan waited, 1)
-	go func() {
-		state, err := proc.Wait()
-		exited <- waited{state, err}
-	}()
-	var w waited
+	defer proc.Release()
 	timer := time.NewTimer(unpackTimeout)
 	defer timer.Stop()
 	select {
-	case w = <-exited:
+	case <-proc.Exited():
 	case <-timer.C:
-		proc.Kill()
-		<-exited
+		// This runs while vmm builds its machine, before the sandbox,
+		// so kill(2) may stand in where the kernel has no pidfd.
+		if !proc.Kill() {
+			syscall.Kill(proc.Pid, syscall.SIGKILL)
+		}
+		<-proc.Exited()
 		errR.Close()
 		<-stderrDone
 		return nil, "", fmt.Errorf("%s did not finish within %v", kernelimage.UnpackHelper, unpackTimeout)
@@ -143,10 +138,11 @@ func runHelper(path string, args []string, payload []byte, out *os.File) (*os.Pr
 	}
 	errR.Close()
 	<-stderrDone
-	if w.err != nil {
-		return nil, "", fmt.Errorf("%s: %w", kernelimage.UnpackHelper, w.err)
+	state, err := proc.State()
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", kernelimage.UnpackHelper, err)
 	}
-	return w.state, stderr.String(), nil
+	return state, stderr.String(), nil
 }
 
 // capped keeps the first max bytes written to it. Its buffer is a field,

@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vmm-dev/vmm/internal/helperbin"
 )
 
@@ -77,18 +75,13 @@ const (
 
 // Collector is vmm's end of one -out helper.
 type Collector struct {
-	proc     *os.Process
+	proc     *helperbin.Process
 	ctl      *os.File // vmm's end of the control pipe
 	results  *os.File
 	sc       *bufio.Scanner // the result lines
-	mu       sync.Mutex     // pidfd: Collect's kill against Close's close
-	pidfd    int
-	wait     time.Duration // collectWait; shorter in tests
+	wait     time.Duration  // collectWait; shorter in tests
 	closeCtl sync.Once
 	closed   sync.Once
-	exited   chan struct{}
-	state    *os.ProcessState
-	waitErr  error
 }
 
 // StartCollector starts the helper at path to unpack, once Collect says
@@ -125,18 +118,9 @@ func StartCollector(path, disk, dir string, bytes int64, sandbox bool) (*Collect
 		resR.Close()
 		return nil, fmt.Errorf("-out: %w", err)
 	}
-	c := &Collector{proc: proc, ctl: ctlW, results: resR, pidfd: -1, wait: collectWait, exited: make(chan struct{})}
+	c := &Collector{proc: proc, ctl: ctlW, results: resR, wait: collectWait}
 	c.sc = bufio.NewScanner(resR)
 	c.sc.Buffer(make([]byte, 4096), maxResultLine)
-	// The pidfd is how a helper that will not stop is killed once the
-	// sandbox allows signals to vmm's own threads only.
-	if fd, err := unix.PidfdOpen(proc.Pid, 0); err == nil {
-		c.pidfd = fd
-	}
-	go func() {
-		c.state, c.waitErr = proc.Wait()
-		close(c.exited)
-	}()
 	return c, nil
 }
 
@@ -169,7 +153,7 @@ func (c *Collector) Ready(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("-out: reading %s's result: %w", OutHelper, err)
 	}
-	return fmt.Errorf("-out: %s ended before the job (%s)", OutHelper, c.status())
+	return fmt.Errorf("-out: %s ended before the job (%s)", OutHelper, c.proc.Status(c.wait))
 }
 
 // Collect tells the helper to unpack and returns what it said: the files
@@ -210,14 +194,15 @@ func (c *Collector) Collect(ctx context.Context, warn func(string)) (int, error)
 	}
 	if ctx.Err() != nil {
 		// Stopped, and the helper did not say so in time: it has had
-		// its chance.
-		c.kill()
+		// its chance. Without a pidfd it ends at its next read, the
+		// control pipe being closed.
+		c.proc.Kill()
 		return 0, fmt.Errorf("-out: stopped: %w", context.Cause(ctx))
 	}
 	if err := c.sc.Err(); err != nil {
 		return 0, fmt.Errorf("-out: reading %s's result: %w", OutHelper, err)
 	}
-	return 0, fmt.Errorf("-out: %s ended without unpacking the job's files (%s)", OutHelper, c.status())
+	return 0, fmt.Errorf("-out: %s ended without unpacking the job's files (%s)", OutHelper, c.proc.Status(c.wait))
 }
 
 // unquote is a message the helper quoted; one that is not quoted (it
@@ -229,34 +214,10 @@ func unquote(v string) string {
 	return "-out: " + OutHelper + ": " + v
 }
 
-// status is the helper's exit status, once it exited, for a message.
-func (c *Collector) status() string {
-	select {
-	case <-c.exited:
-	case <-time.After(c.wait):
-		return "still running"
-	}
-	if c.waitErr != nil {
-		return c.waitErr.Error()
-	}
-	return c.state.String()
-}
-
 // stopHelper closes vmm's end of the control pipe: the helper stops, or
 // never starts.
 func (c *Collector) stopHelper() {
 	c.closeCtl.Do(func() { c.ctl.Close() })
-}
-
-// kill ends the helper through its pidfd; without one it is left to end
-// by itself, as it will at its next read once the control pipe is
-// closed.
-func (c *Collector) kill() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.pidfd >= 0 {
-		unix.PidfdSendSignal(c.pidfd, unix.SIGKILL, nil, 0)
-	}
 }
 
 // Close stops the helper if it has not finished, waits a while for it to
@@ -268,16 +229,11 @@ func (c *Collector) Close() {
 	c.closed.Do(func() {
 		c.stopHelper()
 		select {
-		case <-c.exited:
+		case <-c.proc.Exited():
 		case <-time.After(c.wait):
-			c.kill()
+			c.proc.Kill()
 		}
 		c.results.Close()
-		c.mu.Lock()
-		if c.pidfd >= 0 {
-			unix.Close(c.pidfd)
-			c.pidfd = -1
-		}
-		c.mu.Unlock()
+		c.proc.Release()
 	})
 }

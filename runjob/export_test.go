@@ -11,6 +11,7 @@ func SetWait(c *Collector, d time.Duration) { c.wait = d }
 
 // ExitState is how c's helper ended, once it has.
 func ExitState(c *Collector) *os.ProcessState {
-	<-c.exited
-	return c.state
+	<-c.proc.Exited()
+	st, _ := c.proc.State()
+	return st
 }

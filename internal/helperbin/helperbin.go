@@ -20,7 +20,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,9 +64,9 @@ func executable(p string) bool {
 // terminal's Ctrl-C is for vmm, which decides how its helpers end. A nil
 // standard descriptor (0 to 2) is /dev/null, as os/exec makes it: a
 // helper whose stdout were closed would find its first socket or file
-// there. The caller closes its copies of files and waits for the
-// process.
-func Start(path string, args []string, files []*os.File, env []string, sys syscall.SysProcAttr) (*os.Process, error) {
+// there. The caller closes its copies of files, and Releases the
+// process once it is done with it.
+func Start(path string, args []string, files []*os.File, env []string, sys syscall.SysProcAttr) (*Process, error) {
 	files = append([]*os.File(nil), files...)
 	for len(files) < 3 {
 		files = append(files, nil)
@@ -81,5 +83,77 @@ func Start(path string, args []string, files []*os.File, env []string, sys sysca
 		files[i] = null
 	}
 	sys.Setpgid = true
-	return os.StartProcess(path, append([]string{path}, args...), &os.ProcAttr{Env: env, Files: files, Sys: &sys})
+	proc, err := os.StartProcess(path, append([]string{path}, args...), &os.ProcAttr{Env: env, Files: files, Sys: &sys})
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{Pid: proc.Pid, pidfd: -1, exited: make(chan struct{})}
+	// Opened before the reaper can reap it, so the pidfd names this
+	// process and no other that reuses its ID.
+	if fd, err := unix.PidfdOpen(proc.Pid, 0); err == nil {
+		p.pidfd = fd
+	}
+	go func() {
+		p.state, p.err = proc.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// Process is a helper Start started. A goroutine of its own reaps it, so
+// that Exited and Status never block on it, and Kill reaches it through
+// its pidfd, the one way vmm's sandbox lets vmm signal a process other
+// than itself (kill(2) is allowed on vmm only).
+type Process struct {
+	Pid    int
+	exited chan struct{}
+	state  *os.ProcessState // once exited is closed
+	err    error
+	mu     sync.Mutex // pidfd: Kill against Release
+	pidfd  int        // -1: none (a kernel before 5.3), or released
+}
+
+// Exited is closed once the process has exited and been reaped.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// State is how the process ended; call it once Exited is closed.
+func (p *Process) State() (*os.ProcessState, error) { return p.state, p.err }
+
+// Status says how the process ended, for a message ("exit status 2",
+// "signal: killed"), waiting at most wait for it to: "still running"
+// after that.
+func (p *Process) Status(wait time.Duration) string {
+	select {
+	case <-p.exited:
+	case <-time.After(wait):
+		return "still running"
+	}
+	if p.err != nil {
+		return p.err.Error()
+	}
+	return p.state.String()
+}
+
+// Kill sends SIGKILL through the pidfd, and says whether it could: false
+// without one (a kernel with no pidfd_open, or after Release). A process
+// that went meanwhile (ESRCH) counts as killed.
+func (p *Process) Kill() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd < 0 {
+		return false
+	}
+	err := unix.PidfdSendSignal(p.pidfd, unix.SIGKILL, nil, 0)
+	return err == nil || err == unix.ESRCH
+}
+
+// Release closes the pidfd; Kill does nothing after it. The reaper goes
+// on until the process exits.
+func (p *Process) Release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
 }

@@ -126,7 +126,9 @@ func TestStart(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, _ := io.ReadAll(r)
-			st, err := p.Wait()
+			<-p.Exited()
+			st, err := p.State()
+			p.Release()
 			if err != nil || !st.Success() {
 				t.Fatalf("child: %v, %v", st, err)
 			}

@@ -115,21 +115,14 @@ type Network struct {
 	x      *rawsys.File // frames' reads and writes (package rawsys says why)
 	ctl    *os.File
 	logf   func(format string, args ...any)
-	proc   *os.Process
-	// pidfd names the helper for Close's kill, or is -1 where the kernel
-	// has no pidfd_open: os.Process.Kill then calls kill(2), which
-	// vmm's sandbox allows only on vmm itself.
-	pidfd int
+	// proc is the helper: reaped on its own, killed through its pidfd
+	// (helperbin.Process), as vmm's sandbox allows kill(2) on vmm only.
+	proc *helperbin.Process
 
 	// offload is the TUN_F_* flags the guest's driver took last
 	// (SetOffload); fit holds every frame to them.
 	offload atomic.Uint32
 
-	// exited is closed once the helper has exited and been reaped;
-	// waitErr is then how.
-	exited  chan struct{}
-	state   *os.ProcessState
-	waitErr error
 	// ready is closed once the helper's first control message came, or
 	// its absence was noticed; readyErr is then why it is not up.
 	ready    chan struct{}
@@ -200,23 +193,14 @@ func Start(cfg Config) (*Network, error) {
 		ctl.Close()
 		return nil, fmt.Errorf("user network: %w", err)
 	}
-	n := &Network{frames: frames, ctl: ctl, logf: logf, proc: proc, pidfd: -1, exited: make(chan struct{}), ready: make(chan struct{}), logsDone: make(chan struct{})}
-	if fd, err := unix.PidfdOpen(proc.Pid, 0); err == nil {
-		n.pidfd = fd
-	}
+	n := &Network{frames: frames, ctl: ctl, logf: logf, proc: proc, ready: make(chan struct{}), logsDone: make(chan struct{})}
 	if n.x, err = rawsys.NewFile(frames); err != nil {
 		n.frames.Close()
 		n.ctl.Close()
-		if n.pidfd >= 0 {
-			unix.Close(n.pidfd)
-		}
-		proc.Wait()
+		proc.Release()
+		<-proc.Exited()
 		return nil, fmt.Errorf("user network: %w", err)
 	}
-	go func() {
-		n.state, n.waitErr = proc.Wait()
-		close(n.exited)
-	}()
 	go func() {
 		defer close(n.logsDone)
 		n.readyErr = n.awaitReady()
@@ -267,17 +251,7 @@ func (n *Network) awaitReady() error {
 
 // exitStatus is how the helper ended, once it has (waiting up to
 // closeWait for it).
-func (n *Network) exitStatus() string {
-	select {
-	case <-n.exited:
-	case <-time.After(closeWait):
-		return "still running"
-	}
-	if n.waitErr != nil {
-		return n.waitErr.Error()
-	}
-	return n.state.String()
-}
+func (n *Network) exitStatus() string { return n.proc.Status(closeWait) }
 
 // relayLogs passes the helper's log lines to logf until the control
 // socket closes.
@@ -373,18 +347,16 @@ func (n *Network) Close() error {
 		n.frames.Close()
 		n.ctl.Close()
 		select {
-		case <-n.exited:
+		case <-n.proc.Exited():
 		case <-time.After(closeWait):
 			n.kill()
 			select {
-			case <-n.exited:
+			case <-n.proc.Exited():
 			case <-time.After(closeWait):
 			}
 		}
 		<-n.logsDone
-		if n.pidfd >= 0 {
-			unix.Close(n.pidfd)
-		}
+		n.proc.Release()
 	})
 	return nil
 }
@@ -393,11 +365,8 @@ func (n *Network) Close() error {
 // its pidfd; without one it is left to end by itself (it has nothing
 // left to serve), and the user is told which process it is.
 func (n *Network) kill() {
-	if n.pidfd >= 0 {
-		// ESRCH: it went after all, between the wait and the kill.
-		if err := unix.PidfdSendSignal(n.pidfd, unix.SIGKILL, nil, 0); err == nil || err == unix.ESRCH {
-			return
-		}
+	if n.proc.Kill() {
+		return
 	}
 	n.logf("user network: vmm-net (pid %d) did not exit when vmm closed its sockets, and this kernel gives vmm no pidfd to kill it by; leaving it", n.proc.Pid)
 }

@@ -124,7 +124,7 @@ func TestCloseBeforeReady(t *testing.T) {
 	}
 	n.Close()
 	select {
-	case <-n.exited:
+	case <-n.proc.Exited():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the helper did not exit after Close")
 	}
@@ -186,7 +186,7 @@ func TestFrames(t *testing.T) {
 	}
 	n.Close()
 	select {
-	case <-n.exited:
+	case <-n.proc.Exited():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the helper did not exit after Close")
 	}
@@ -329,7 +329,7 @@ func TestCloseKillsHungHelper(t *testing.T) {
 		t.Fatal("Close did not return")
 	}
 	select {
-	case <-n.exited:
+	case <-n.proc.Exited():
 	default:
 		t.Fatal("the helper is still running after Close")
 	}
