@@ -819,3 +819,34 @@ func TestBugReport(t *testing.T) {
 		t.Errorf("stderr %q, want %q", got, want)
 	}
 }
+
+// A job's guest that stops without its status ends the run with 125 and
+// a line saying so; without -initrd the line also says that the job
+// needs vmm's init from an initramfs, the likeliest reason a new user's
+// run got none.
+func TestNoStatusSaysWhy(t *testing.T) {
+	initrd := filepath.Join(t.TempDir(), "initrd.cpio")
+	if err := os.WriteFile(initrd, []byte("07070"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const stopped = "vmm: guest stopped (poweroff) without reporting the job's exit status"
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		want  string
+	}{
+		{"with-initrd", []string{"-initrd", initrd}, stopped + "\n"},
+		{"without-initrd", nil, stopped + "; no -initrd was given, and vmm run's job is started by vmm's init from its initramfs (make guest builds build/guest-cloud/initrd.cpio)\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"run", "-kernel", "fake", "-timeout", "60s"}, tc.flags...)
+			c := startChild(t, "console-burst", 0, false, append(args, "--", "job")...)
+			if status := c.wait(t, 30*time.Second, "a guest's poweroff"); status != exitNoStatus {
+				t.Errorf("status %d, want %d", status, exitNoStatus)
+			}
+			if got := c.stderrText(t); got != tc.want {
+				t.Errorf("stderr %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

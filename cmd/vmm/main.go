@@ -1215,6 +1215,12 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 					// runCmdline's panic=-1: a panic is on the console.
 					why = " (vmm run's guest reboots on a kernel panic: see the console above)"
 				}
+				if cfg.Initrd == "" && o.snapshot == "" {
+					// The job is started by vmm-init, which only an
+					// initramfs brings: without one the kernel finds no
+					// root (the panic above) or boots some other init.
+					why += "; no -initrd was given, and vmm run's job is started by vmm's init from its initramfs (make guest builds build/guest-cloud/initrd.cpio)"
+				}
 				fmt.Fprintf(stderr, "vmm: guest stopped (%v) without reporting the job's exit status%s\n", m.Reason(), why)
 				return exitNoStatus
 			}
