@@ -196,7 +196,7 @@ func rules(pid int) []rule {
 		{"openat", files, nil, "-fs: open a shared file or directory (lookup, open, create)"},
 		{"newfstatat", files, nil, "-fs: a shared file's attributes (getattr, lookup)"},
 		{"fstat", files, nil, "-fs: the attributes of an open shared file"},
-		{"fstatfs", files, nil, "-fs: statfs of the shared file system"},
+		{"fstatfs", files, nil, "-fs: statfs of the shared file system, and whether a file is the host kernel's (never opened)"},
 		{"getdents64", files, nil, "-fs: read a shared directory"},
 		{"lseek", files, nil, "-fs: rewind a shared directory for readdir"},
 		{"readlinkat", files, nil, "-fs: readlink of a shared symlink"},

@@ -64,6 +64,7 @@ type fsys struct {
 	privileged bool         // effective UID 0: new files are given to the caller
 	sys        rawsys.Calls // raw on a local file system (package rawsys)
 	dirents    sync.Pool
+	kernelFS   kernelFSes // which file systems' files are never opened
 }
 
 // newFsys takes root, an O_PATH descriptor of the shared directory.
@@ -79,6 +80,7 @@ func newFsys(root int, readOnly bool, budget *Budget, sys rawsys.Calls) (*fsys, 
 		readOnly:      readOnly,
 		privileged:    os.Geteuid() == 0,
 		sys:           sys,
+		kernelFS:      kernelFSes{statfs: unix.Fstatfs},
 	}
 	fs.dirents.New = func() any { b := make([]byte, direntBufSize); return &b }
 	fs.t.setRoot(root, &st)
@@ -289,6 +291,13 @@ func (fs *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		return st
 	}
 	v := in.Valid
+	if v&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID) != 0 && (n.isDevice() || fs.kernelFS.is(n)) {
+		// Who may open a host device, or a file of the host kernel's
+		// (isKernelFS), is the host's to say: MKNOD is refused for the
+		// same reason, and a root vmm's chmod 666 of a copied
+		// dev/sda in a container's root would otherwise succeed.
+		return fuse.EPERM
+	}
 	err := n.do(func(fd int) error {
 		if v&fuse.FATTR_MODE != 0 {
 			if n.isSymlink() {
@@ -353,6 +362,8 @@ func (fs *fsys) truncate(n *node, fd int, in *fuse.SetAttrIn) error {
 		return unix.EINVAL
 	case in.Size > math.MaxInt64:
 		return unix.EFBIG
+	case fs.kernelFS.is(n):
+		return unix.EACCES // see isKernelFS
 	}
 	size := int64(in.Size)
 	if err := fs.dropSetID(fd); err != nil {
@@ -692,6 +703,8 @@ func (fs *fsys) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 		return fuse.EACCES
 	case writes && fs.readOnly:
 		return fuse.EROFS
+	case fs.kernelFS.is(n):
+		return fuse.EACCES // see isKernelFS
 	}
 	var fd int
 	if err := n.do(func(pfd int) (err error) { fd, err = reopen(fs.sys, pfd, flags); return err }); err != nil {
@@ -758,6 +771,10 @@ func (fs *fsys) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 					return unix.EISDIR
 				}
 				return unix.EEXIST
+			}
+			if fs.kernelFS.is(n) {
+				fs.t.forget(out.NodeId, 1)
+				return unix.EACCES // see isKernelFS
 			}
 			if err := n.do(func(nfd int) (err error) { fd, err = reopen(fs.sys, nfd, flags); return err }); err != nil {
 				fs.t.forget(out.NodeId, 1)

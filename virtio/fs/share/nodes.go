@@ -92,6 +92,7 @@ type node struct {
 func (n *node) isDir() bool     { return n.mode == unix.S_IFDIR }
 func (n *node) isRegular() bool { return n.mode == unix.S_IFREG }
 func (n *node) isSymlink() bool { return n.mode == unix.S_IFLNK }
+func (n *node) isDevice() bool  { return n.mode == unix.S_IFCHR || n.mode == unix.S_IFBLK }
 
 // handle is an open file or directory (a FUSE file handle).
 type handle struct {
