@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/internal/hostout"
+	"github.com/vmm-dev/vmm/internal/rawterm"
 )
 
 // How much of each stream vmm holds for a reader that is behind. The
@@ -86,6 +87,18 @@ func newHostIO(ctx context.Context, run bool, stdout, stderr io.Writer) *hostIO 
 		h.console = h.stdout
 	}
 	return h
+}
+
+// sep is what goes before one of vmm's last messages on stderr: a
+// newline if the guest's console stopped mid-line (a prompt, a panic cut
+// short) on that stream or on the terminal stderr shares with it, else
+// nothing, so that the message starts a line of its own and a log file
+// gets neither a blank line nor a lone carriage return.
+func (h *hostIO) sep(stderr *os.File) string {
+	if h.console.MidLine() && (h.console == h.stderr || rawterm.IsTerminal(int(stderr.Fd()))) {
+		return "\n"
+	}
+	return ""
 }
 
 // drainConsole waits for the console's queued output, before vmm puts

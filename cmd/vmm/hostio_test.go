@@ -124,6 +124,18 @@ func (g *fakeGuest) run() (status int, ok bool) {
 		for g.job(line) {
 		}
 		return 0, false
+	case "prompt", "line":
+		// A console that ends mid-line (a shell's prompt) or at a
+		// line's end, then a guest that runs until stopped.
+		out := "guest$ "
+		if g.script == "line" {
+			out = "booted\n"
+		}
+		g.console([]byte(out))
+		for !g.stopping.Load() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return 0, false
 	case "idle":
 		// A guest that runs until stopped, making no output: a distro
 		// kernel on a KVM that cannot run it.
@@ -814,7 +826,7 @@ func TestBugReport(t *testing.T) {
 	if status := c.wait(t, 10*time.Second, "the bug"); status != 1 {
 		t.Errorf("status %d, want 1", status)
 	}
-	want := "\r\nvmm: test device: internal error, a bug in vmm: boom\ngoroutine 7 [running]:\nmain.device()\n\tdevice.go:1 +0x1\n"
+	want := "vmm: test device: internal error, a bug in vmm: boom\ngoroutine 7 [running]:\nmain.device()\n\tdevice.go:1 +0x1\n"
 	if got := c.stderrText(t); got != want {
 		t.Errorf("stderr %q, want %q", got, want)
 	}
@@ -843,6 +855,31 @@ func TestNoStatusSaysWhy(t *testing.T) {
 			c := startChild(t, "console-burst", 0, false, append(args, "--", "job")...)
 			if status := c.wait(t, 30*time.Second, "a guest's poweroff"); status != exitNoStatus {
 				t.Errorf("status %d, want %d", status, exitNoStatus)
+			}
+			if got := c.stderrText(t); got != tc.want {
+				t.Errorf("stderr %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// vmm's last message starts a line of its own: after a newline of its
+// own where the console stopped mid-line, right after the console's
+// where it did not, and with no carriage return or blank line in a log
+// file (the console on stderr, as in vmm run).
+func TestLastMessageStartsALine(t *testing.T) {
+	const stopped = "vmm: guest stopped: -timeout 300ms reached\n"
+	for _, tc := range []struct {
+		script, want string
+	}{
+		{"prompt", "guest$ \n" + stopped},
+		{"line", "booted\n" + stopped},
+		{"idle", stopped},
+	} {
+		t.Run(tc.script, func(t *testing.T) {
+			c := startChild(t, tc.script, 0, false, "run", "-kernel", "fake", "-timeout", "300ms", "--", "job")
+			if status := c.wait(t, 10*time.Second, "-timeout"); status != exitTimeout {
+				t.Fatalf("status %d, want %d", status, exitTimeout)
 			}
 			if got := c.stderrText(t); got != tc.want {
 				t.Errorf("stderr %q, want %q", got, tc.want)

@@ -69,6 +69,7 @@ type options struct {
 	disks                              []string
 	nics                               []nicArg // -tap and -nic in order
 	bootTimer                          bool
+	version                            bool
 	kernelCache                        string
 	sandbox                            string // "on" or "off"
 	transport                          string // "pci" or "mmio"
@@ -195,6 +196,7 @@ func newFlagSet(o *options, help io.Writer) *pflag.FlagSet {
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (e.g. 90s, 10m) and exit with status 124; 0 means never")
 	fs.StringVar(&o.sandbox, "sandbox", "on", "`on` confines vmm, once its files and devices are open, to the system calls it needs (seccomp); a call outside them ends vmm with a message naming it. off is for debugging")
 	fs.StringVar(&o.transport, "virtio-transport", "pci", "`TRANSPORT` the guest reaches the virtio devices by: pci (virtio-pci with MSI-X on a PCI bus: no trapped register access per interrupt; needs the guest's virtio_pci driver) or mmio (virtio-mmio described in ACPI, for kernels without PCI)")
+	fs.BoolVar(&o.version, "version", false, "print which build of vmm this is (its source revision and build ID, as a snapshot's manifest names it) and exit")
 	fs.BoolVar(&o.bootTimer, "boot-timer", false, "print when each boot phase was reached (vmm's own and those the guest writes to port 0x5f0) to stderr at exit")
 	fs.StringVar(&o.kernelCache, "kernel-cache", cmp.Or(os.Getenv("VMM_KERNEL_CACHE"), kernelCacheOff), "on, off or `DIR`: decompress the bzImage's kernel once into DIR (on: $VMM_CACHE/vmlinux, else ~/.cache/vmm/vmlinux) and boot it from there, sparing the guest its decompression; the default is $VMM_KERNEL_CACHE, else off")
 	// StringArray, not StringSlice: a comma belongs to the value
@@ -202,7 +204,7 @@ func newFlagSet(o *options, help io.Writer) *pflag.FlagSet {
 	fs.StringArrayVar(&o.disks, "disk", nil, "virtio-blk disk backed by `FILE[,ro]`, a raw image or block device; ,ro makes it read-only; repeat for more (the guest sees /dev/vda, /dev/vdb, ... in order)")
 	fs.Var(nicFlag{&o.nics, "tap"}, "tap", "virtio-net card on host TAP interface `NAME[,mac=MAC]`, created if missing (needs CAP_NET_ADMIN); the default MAC is derived from NAME")
 	fs.StringArrayVar(&o.shares, "fs", nil, "share host directory `DIR[,tag=NAME][,ro]` with the guest over virtio-fs (mount -t virtiofs NAME /mnt); the tag defaults to DIR's base name; ro refuses every change on the host side; repeat for more")
-	fs.Var(nicFlag{&o.nics, "nic"}, "nic", "virtio-net card, QEMU's spelling: `user[,hostfwd=RULE]...[,mac=MAC]` is a user-mode network inside vmm needing no privilege (DHCP gives the guest 10.0.2.15; 10.0.2.2 is the host's loopback; DNS at 10.0.2.3; RULE is [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT); tap,ifname=NAME[,mac=MAC] is -tap NAME; cards are eth0, eth1, ... in -tap and -nic order")
+	fs.Var(nicFlag{&o.nics, "nic"}, "nic", "virtio-net card, QEMU's spelling: `user[,hostfwd=RULE]...[,mac=MAC]` is a user-mode network inside vmm needing no privilege (DHCP gives the guest 10.0.2.15; 10.0.2.2 is the host's loopback; DNS at 10.0.2.3; RULE is [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT); tap,ifname=NAME[,mac=MAC] is -tap NAME; none adds no card; cards are eth0, eth1, ... in -tap and -nic order")
 	if o.run {
 		addRunFlags(fs, o)
 		fs.SetInterspersed(false) // the first argument that is not a flag starts the command
@@ -279,6 +281,14 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 		if takesNext && args[i+1] == "--" && f.Name != "append" {
 			return nil, fmt.Errorf("%s: no value given (the next argument is --)", args[i])
 		}
+		// The same unset variable before another flag ("-out $DIR
+		// -timeout 2s") would take that flag for the value: a
+		// directory named -timeout, and a job without its deadline.
+		// No path or value of vmm's is spelled like one of its flags;
+		// a file that is can be given as ./-name.
+		if takesNext && f.Name != "append" && isFlagWord(fs, args[i+1]) {
+			return nil, fmt.Errorf("%s: no value given (the next argument, %s, is a flag)", args[i], args[i+1])
+		}
 		if check := valueArg(f); check != nil {
 			var err error
 			switch {
@@ -303,6 +313,25 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 		}
 	}
 	return out, nil
+}
+
+// isFlagWord reports whether a is one of fs's flags as qemuSpelling
+// reads them: -name, --name, either with =VALUE, or a shorthand (-m,
+// -m512M). A lone "-" (standard input, to some programs) is not.
+func isFlagWord(fs *pflag.FlagSet, a string) bool {
+	name, ok := strings.CutPrefix(a, "-")
+	if !ok || name == "" {
+		return false
+	}
+	name = strings.TrimPrefix(name, "-")
+	name, _, _ = strings.Cut(name, "=")
+	if fs.Lookup(name) != nil || name == "help" || a == "-h" {
+		return true
+	}
+	if a[1] == '-' || fs.ShorthandLookup(a[1:2]) == nil {
+		return false
+	}
+	return len(a) == 2 || shorthandWithValue(fs, a)
 }
 
 // valueArg is the check of a flag whose value qemuSpelling reads itself
@@ -673,6 +702,14 @@ func parseOptions(o options, args []string, help io.Writer) (machine.Config, opt
 		}
 		return machine.Config{}, o, usageError{err}
 	}
+	if o.version {
+		// As QEMU's -version: the rest of the line is not looked at.
+		fmt.Fprintf(hw, "vmm %s\n", vmmVersion())
+		if hw.err != nil && !errors.Is(hw.err, unix.EPIPE) {
+			return machine.Config{}, o, helpError{hw.err}
+		}
+		return machine.Config{}, o, pflag.ErrHelp
+	}
 	if run {
 		if o.command = fs.Args(); len(o.command) == 0 {
 			return machine.Config{}, o, usageError{errors.New("no command given: vmm run [flags] -- CMD ARGS...")}
@@ -798,6 +835,9 @@ func parseOptions(o options, args []string, help io.Writer) (machine.Config, opt
 	if err := checkDisksDistinct(cfg.Disks); err != nil {
 		return machine.Config{}, o, usageError{err}
 	}
+	// QEMU's -nic none: no card where QEMU would add a default one.
+	// vmm adds none unless asked, so it changes nothing.
+	o.nics = slices.DeleteFunc(o.nics, func(a nicArg) bool { return a.flag == "nic" && a.value == "none" })
 	for _, a := range o.nics {
 		nic, err := parseNICArg(a)
 		if err != nil {
@@ -1239,15 +1279,15 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			// deadline without one exit: point back at why.
 			why = " (this host's KVM has no hardware virtualization: see the warning above)"
 		}
-		fmt.Fprintf(stderr, "\r\nvmm: %v%s\n", te, why)
+		fmt.Fprintf(stderr, "%svmm: %v%s\n", host.sep(stderrFile), te, why)
 		return exitTimeout
 	case errors.As(cause, &se):
 		unraw()
-		fmt.Fprintf(stderr, "\r\nvmm: stopped by %v\n", se.sig)
+		fmt.Fprintf(stderr, "%svmm: stopped by %v\n", host.sep(stderrFile), se.sig)
 		return 128 + int(se.sig)
 	}
 	unraw()
-	fmt.Fprintf(stderr, "\r\nvmm: %s\n", errLine(err))
+	fmt.Fprintf(stderr, "%svmm: %s\n", host.sep(stderrFile), errLine(err))
 	printBugStack(stderr, err)
 	return 1
 }

@@ -102,6 +102,14 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-kernel", "bz", "-virtio-transport", "virtio-pci"}, `-virtio-transport "virtio-pci": want pci or mmio`},
 		{[]string{"-kernel", "bz", "-initrd", "--"}, "-initrd: no value given (the next argument is --)"},
 		{[]string{"-kernel", "bz", "--disk", "--"}, "--disk: no value given"},
+		// An unset variable before another flag: the flag is not taken
+		// for the value, whichever way either is spelled.
+		{[]string{"-kernel", "-m", "512M"}, "-kernel: no value given (the next argument, -m, is a flag)"},
+		{[]string{"-kernel", "-m512M"}, "-kernel: no value given (the next argument, -m512M, is a flag)"},
+		{[]string{"-kernel", "-initrd", "x"}, "-kernel: no value given (the next argument, -initrd, is a flag)"},
+		{[]string{"--kernel", "--initrd=x"}, "--kernel: no value given (the next argument, --initrd=x, is a flag)"},
+		{[]string{"-kernel", "bz", "-disk", "-h"}, "-disk: no value given (the next argument, -h, is a flag)"},
+		{[]string{"-kernel", "bz", "-m", "-smp", "2"}, "-m: no value given (the next argument, -smp, is a flag)"},
 		{[]string{"-kernel", "bz", "-disk", "a,b.img"}, `unknown option "b.img" (want FILE or FILE,ro; a comma in FILE is written ,,)`},
 		{[]string{"-kernel", "bz", "-fs", "d,tag=a,tag=b"}, `-fs "d,tag=a,tag=b": tag given twice`},
 		{[]string{"-kernel", "bz", "-tap", "t0,mac=52:54:00:00:00:01,mac=52:54:00:00:00:02"}, "mac given twice"},
@@ -429,6 +437,9 @@ func TestRunJobBadInput(t *testing.T) {
 		{"out under a file", []string{"-kernel", kernel, "-out", filepath.Join(kernel, "o"), "--", "true"}, 1, "-out: mkdir " + kernel},
 		// "-out $DIR --" with DIR unset: nothing made, no job run.
 		{"out with no value", []string{"-kernel", kernel, "-out", "--", "true"}, 2, "-out: no value given (the next argument is --)"},
+		// "-out $DIR -timeout 2s" with DIR unset: no directory named
+		// -timeout, and no job without its deadline.
+		{"out with no value before a flag", []string{"-kernel", kernel, "-out", "-timeout", "2s", "--", "true"}, 2, "-out: no value given (the next argument, -timeout, is a flag)"},
 		// A path is quoted only where it would take more than one line
 		// or act on the terminal.
 		{"newline in a path", []string{"-kernel", kernel, "-share", filepath.Join(dir, "a\nb"), "--", "true"}, 1, `a\nb`},
@@ -811,5 +822,43 @@ func TestTerminalInputKeepsEverything(t *testing.T) {
 	}
 	if !bytes.Equal(got.Bytes(), want.Bytes()) || quit {
 		t.Errorf("got %d bytes (equal: %v), quit %v; want the %d bytes written, filtered, and no quit", got.Len(), bytes.Equal(got.Bytes(), want.Bytes()), quit, want.Len())
+	}
+}
+
+// TestVersion: -version (QEMU's) and --version (GNU's) print one line
+// naming the build, as a snapshot's manifest does, to stdout with status
+// 0, in every mode and whatever else is on the line.
+func TestVersion(t *testing.T) {
+	want := "vmm " + vmmVersion() + "\n"
+	if !strings.Contains(want, " build ") {
+		t.Fatalf("vmmVersion() = %q: no build ID", want)
+	}
+	for _, args := range [][]string{
+		{"-version"},
+		{"--version"},
+		{"-kernel", "bz", "-m", "1G", "-version"},
+		{"run", "-version"},
+		{"run", "--version", "--", "true"},
+		{"snapshot", "-version"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			dir := t.TempDir()
+			stdout, err := os.Create(filepath.Join(dir, "stdout"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stdout.Close()
+			stderr, err := os.Create(filepath.Join(dir, "stderr"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stderr.Close()
+			status := vmmMain(time.Now(), args, nil, stdout, stderr, nil)
+			out, _ := os.ReadFile(stdout.Name())
+			errOut, _ := os.ReadFile(stderr.Name())
+			if status != 0 || string(out) != want || len(errOut) != 0 {
+				t.Errorf("status %d, stdout %q, stderr %q; want 0, %q, nothing", status, out, errOut, want)
+			}
+		})
 	}
 }

@@ -78,6 +78,23 @@ func TestParseNICOrder(t *testing.T) {
 	if !reflect.DeepEqual(cfg.NICs, want) {
 		t.Errorf("NICs %+v, want %+v", cfg.NICs, want)
 	}
+	// QEMU's -nic none adds no card, alone or among others, and leaves
+	// the others' order alone.
+	for _, tc := range []struct {
+		args []string
+		want []machine.NIC
+	}{
+		{[]string{"-nic", "none"}, nil},
+		{[]string{"-nic", "none", "-tap", "tap0", "--nic=none", "-nic", "user"}, []machine.NIC{{Tap: "tap0"}, {User: true}}},
+	} {
+		cfg, _, err := parseArgs(append([]string{"-kernel", "bz"}, tc.args...), io.Discard)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if !reflect.DeepEqual(cfg.NICs, tc.want) {
+			t.Errorf("%q: NICs %+v, want %+v", tc.args, cfg.NICs, tc.want)
+		}
+	}
 	for _, run := range []bool{false, true} {
 		args := []string{"-kernel", "bz", "-nic", "user,hostfwd=tcp::2222-22"}
 		if run {

@@ -72,6 +72,7 @@ type Queue struct {
 	dropped uint64 // bytes discarded: no room, reader gone, or closed
 	err     error  // the write error that ended output
 	closed  bool
+	midLine bool // the last byte queued was not a newline
 
 	// For Paced: the room a device asked for and was refused, whom to
 	// tell when it is there (every device writing to the queue), and the
@@ -123,6 +124,9 @@ func (q *Queue) Write(p []byte) (int, error) {
 		i += c
 	}
 	q.dropped += uint64(len(p) - n)
+	if n > 0 {
+		q.midLine = p[n-1] != '\n'
+	}
 	q.mu.Unlock()
 	if n > 0 {
 		q.poke()
@@ -286,6 +290,16 @@ func (q *Queue) Close() {
 	if notify != nil {
 		notify()
 	}
+}
+
+// MidLine reports whether the bytes queued so far end in the middle of
+// a line (the last one queued was not a newline), so that a message
+// written after them needs a newline of its own first: a guest console
+// that stopped mid-line. A queue with nothing written is not.
+func (q *Queue) MidLine() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.midLine
 }
 
 // Dropped is how many bytes were discarded so far.

@@ -468,3 +468,35 @@ func TestPacedPromisesKept(t *testing.T) {
 		p.Close()
 	}
 }
+
+// MidLine follows the last byte queued, not what the host took, and a
+// write that found no room changes nothing.
+func TestMidLine(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []string
+		want   bool
+	}{
+		{"nothing", nil, false},
+		{"empty", []string{""}, false},
+		{"line", []string{"ok\n"}, false},
+		{"prompt", []string{"$ "}, true},
+		{"line then prompt", []string{"a\n", "b"}, true},
+		{"prompt then newline", []string{"a", "\n"}, false},
+		{"a carriage return", []string{"a\r"}, true},
+		// A size of 4: "abc\n" fills the queue, "x" is dropped.
+		{"dropped", []string{"abc\n", "x"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGated() // never opened: everything stays queued
+			q := New(g, 4)
+			defer func() { close(g.open); q.Close() }()
+			for _, w := range tc.writes {
+				q.Write([]byte(w))
+			}
+			if got := q.MidLine(); got != tc.want {
+				t.Errorf("MidLine() = %v after %q, want %v", got, tc.writes, tc.want)
+			}
+		})
+	}
+}
