@@ -478,7 +478,7 @@ func (d *Device) fill(p []byte) (int, error) {
 		return 0, nil
 	}
 	c := d.rxChain
-	n, added := 0, false
+	n, added, unpublished := 0, false, 0
 	for n < len(p) {
 		ok, err := q.Pop(c)
 		if err != nil {
@@ -502,6 +502,14 @@ func (d *Device) fill(p []byte) (int, error) {
 		q.Add(c.Head, uint32(w))
 		added = true
 		n += w
+		// Chains given back empty do not move n: a driver that keeps
+		// posting them from another vCPU would otherwise have more
+		// entries added than the used ring holds before one Publish,
+		// overwriting its own.
+		if unpublished++; unpublished == int(q.Size()) {
+			q.Publish()
+			unpublished = 0
+		}
 	}
 	if added {
 		q.Publish()
