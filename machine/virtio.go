@@ -71,6 +71,9 @@ type Share struct {
 	// ReadOnly refuses every change on the host side (EROFS), whatever
 	// the guest mounts with.
 	ReadOnly bool
+	// Flag is how the user gave it (-share, -rootfs, -fs), for an error
+	// opening it to name; "" names it by its tag.
+	Flag string
 }
 
 // userMAC is QEMU's default MAC address of the i-th card.
@@ -216,6 +219,15 @@ func (m *Machine) openVirtio() error {
 	for i, sh := range m.cfg.Shares {
 		name := fmt.Sprintf("virtio-fs%d", i)
 		dev, err := fs.New(fs.Config{Tag: sh.Tag, Dir: sh.Dir, ReadOnly: sh.ReadOnly, Logf: m.prefixLogf(name), Budget: budget})
+		if err != nil && sh.Flag != "" {
+			// In the user's words: "-share DIR: permission denied",
+			// not the device's tag, which vmm run chose.
+			cause := err
+			for errors.Unwrap(cause) != nil {
+				cause = errors.Unwrap(cause)
+			}
+			return fmt.Errorf("%s %s: %w", sh.Flag, sh.Dir, cause)
+		}
 		if err != nil {
 			return err
 		}

@@ -20,14 +20,14 @@ func TestParseFS(t *testing.T) {
 		want    machine.Share
 		wantErr string
 	}{
-		{"/srv/data", machine.Share{Dir: "/srv/data", Tag: "data"}, ""},
-		{"/srv/data/", machine.Share{Dir: "/srv/data/", Tag: "data"}, ""},
-		{"work,tag=ws,ro", machine.Share{Dir: "work", Tag: "ws", ReadOnly: true}, ""},
-		{"a,,b,mount_tag=x,readonly=off", machine.Share{Dir: "a,b", Tag: "x"}, ""},
+		{"/srv/data", machine.Share{Dir: "/srv/data", Tag: "data", Flag: "-fs"}, ""},
+		{"/srv/data/", machine.Share{Dir: "/srv/data/", Tag: "data", Flag: "-fs"}, ""},
+		{"work,tag=ws,ro", machine.Share{Dir: "work", Tag: "ws", ReadOnly: true, Flag: "-fs"}, ""},
+		{"a,,b,mount_tag=x,readonly=off", machine.Share{Dir: "a,b", Tag: "x", Flag: "-fs"}, ""},
 		{"a,mount_tag=x,readonly=on,rw", machine.Share{}, `"rw" after "readonly=on"`},
 		{"a,ro,ro", machine.Share{}, "say once whether the share is read-only"},
 		{"/", machine.Share{}, "tag=NAME"},
-		{"/,tag=root", machine.Share{Dir: "/", Tag: "root"}, ""},
+		{"/,tag=root", machine.Share{Dir: "/", Tag: "root", Flag: "-fs"}, ""},
 		{",tag=x", machine.Share{}, "no directory"},
 		{"d,tag=", machine.Share{}, "virtio-fs tag"},
 		{"d,tag=" + strings.Repeat("t", 37), machine.Share{}, "virtio-fs tag"},
@@ -49,7 +49,7 @@ func TestParseFS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []machine.Share{{Dir: "/a", Tag: "one"}, {Dir: "/b", Tag: "b", ReadOnly: true}}; !reflect.DeepEqual(cfg.Shares, want) {
+	if want := []machine.Share{{Dir: "/a", Tag: "one", Flag: "-fs"}, {Dir: "/b", Tag: "b", ReadOnly: true, Flag: "-fs"}}; !reflect.DeepEqual(cfg.Shares, want) {
 		t.Errorf("shares %+v, want %+v", cfg.Shares, want)
 	}
 }
@@ -76,7 +76,7 @@ func TestJobShares(t *testing.T) {
 	if err := addJobShares(&cfg, &spec, options{share: share, rootfs: root}); err != nil {
 		t.Fatal(err)
 	}
-	wantShares := []machine.Share{{Dir: share, Tag: guestabi.JobShareTag}, {Dir: root, Tag: guestabi.JobRootTag, ReadOnly: true}}
+	wantShares := []machine.Share{{Dir: share, Tag: guestabi.JobShareTag, Flag: "-share"}, {Dir: root, Tag: guestabi.JobRootTag, ReadOnly: true, Flag: "-rootfs"}}
 	if !reflect.DeepEqual(cfg.Shares, wantShares) {
 		t.Errorf("shares %+v, want %+v", cfg.Shares, wantShares)
 	}

@@ -918,7 +918,7 @@ func checkDisksDistinct(disks []machine.Disk) error {
 // checked when the machine opens it, before /dev/kvm.
 func parseFS(v string) (machine.Share, error) {
 	parts := splitOpts(v)
-	sh := machine.Share{Dir: parts[0]}
+	sh := machine.Share{Dir: parts[0], Flag: "-fs"}
 	if sh.Dir == "" {
 		return sh, fmt.Errorf("-fs %q: no directory", v)
 	}

@@ -176,11 +176,11 @@ func addJobShares(cfg *machine.Config, spec *guestabi.Spec, o options) error {
 		}
 	}
 	if o.share != "" {
-		cfg.Shares = append(cfg.Shares, machine.Share{Dir: o.share, Tag: guestabi.JobShareTag})
+		cfg.Shares = append(cfg.Shares, machine.Share{Dir: o.share, Tag: guestabi.JobShareTag, Flag: "-share"})
 		spec.Mounts = append(spec.Mounts, guestabi.Mount{Tag: guestabi.JobShareTag, Path: guestabi.ShareDir})
 	}
 	if o.rootfs != "" {
-		cfg.Shares = append(cfg.Shares, machine.Share{Dir: o.rootfs, Tag: guestabi.JobRootTag, ReadOnly: true})
+		cfg.Shares = append(cfg.Shares, machine.Share{Dir: o.rootfs, Tag: guestabi.JobRootTag, ReadOnly: true, Flag: "-rootfs"})
 		spec.RootTag = guestabi.JobRootTag
 		spec.Dir = "/"
 		if wd, err := os.Getwd(); err == nil {

@@ -60,7 +60,7 @@ func fillShareSlots(cfg *machine.Config, asked []machine.Share, empty string) {
 		used := false
 		for _, a := range asked {
 			if a.Tag == slot.Tag {
-				slot.Dir, used = a.Dir, true
+				slot.Dir, slot.Flag, used = a.Dir, a.Flag, true
 			}
 		}
 		slot.ReadOnly = slot.ReadOnly || !used

@@ -162,7 +162,7 @@ func TestPrepareRestoreRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer j2.remove()
-	wantSlots = []machine.Share{{Dir: share, Tag: guestabi.JobShareTag}, {Dir: root, Tag: guestabi.JobRootTag, ReadOnly: true}}
+	wantSlots = []machine.Share{{Dir: share, Tag: guestabi.JobShareTag, Flag: "-share"}, {Dir: root, Tag: guestabi.JobRootTag, ReadOnly: true, Flag: "-rootfs"}}
 	if !reflect.DeepEqual(cfg.Shares, wantSlots) {
 		t.Errorf("shares with -share and -rootfs: %+v, want %+v", cfg.Shares, wantSlots)
 	}
