@@ -176,7 +176,8 @@ func (m *Memory) WriteAt(p []byte, gpa uint64) error {
 // copy-on-write (MAP_PRIVATE): pages the guest only reads stay shared
 // with every other mapping of the file through the page cache, and the
 // guest's writes go to its own anonymous copies, never to the file. The
-// file must hold exactly the ranges' total size.
+// file must hold at least the ranges' total size; what follows them (a
+// snapshot's trailer) is not mapped.
 func NewFromFile(ranges []Range, f *os.File) (*Memory, error) {
 	st, err := f.Stat()
 	if err != nil {
@@ -186,7 +187,7 @@ func NewFromFile(ranges []Range, f *os.File) (*Memory, error) {
 	for _, r := range ranges {
 		total += r.Size
 	}
-	if uint64(st.Size()) != total {
+	if uint64(st.Size()) < total {
 		return nil, fmt.Errorf("guest RAM file %s: %d bytes for %d of RAM", f.Name(), st.Size(), total)
 	}
 	m := &Memory{mapped: true}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sync"
@@ -352,15 +353,38 @@ func (m *Machine) saveVirtio(st *State) {
 	}
 }
 
+// diskSize is the size of a disk's image as the guest sees its
+// capacity: a regular file's length, or a block device's, which stat
+// reports as 0 (the device's end, as virtio/blk finds it).
+func diskSize(path string) (int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	if st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
+		return st.Size(), nil
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return n, nil
+}
+
 // manifestDevices lists cfg's virtio devices as a manifest records them.
 func manifestDevices(cfg Config) ([]snapshot.Device, error) {
 	var out []snapshot.Device
 	for _, d := range cfg.Disks {
-		st, err := os.Stat(d.Path)
+		size, err := diskSize(d.Path)
 		if err != nil {
 			return nil, fmt.Errorf("-disk: %w", err)
 		}
-		out = append(out, snapshot.Device{Kind: "blk", Serial: d.Serial, ReadOnly: d.ReadOnly, Capacity: st.Size()})
+		out = append(out, snapshot.Device{Kind: "blk", Serial: d.Serial, ReadOnly: d.ReadOnly, Capacity: size})
 	}
 	for _, n := range cfg.NICs {
 		dev := snapshot.Device{Kind: "net"}
@@ -470,6 +494,13 @@ func decodeState(b []byte, cfg Config) (*State, error) {
 	for i, v := range st.VCPUs {
 		if len(v.CPUID) == 0 {
 			return nil, fmt.Errorf("%w: vCPU %d has no CPUID", snapshot.ErrCorrupt, i)
+		}
+	}
+	// Each controller once, in the order saved: three of one would
+	// leave the others at their reset state, unnoticed.
+	for i, id := range []uint32{kvm.IRQChipPICMaster, kvm.IRQChipPICSlave, kvm.IRQChipIOAPIC} {
+		if st.IRQChips[i].ChipID != id {
+			return nil, fmt.Errorf("%w: interrupt controller %d is chip %d, want %d", snapshot.ErrCorrupt, i, st.IRQChips[i].ChipID, id)
 		}
 	}
 	return &st, nil

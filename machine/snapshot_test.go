@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -255,7 +256,7 @@ func TestDecodeStateRefuses(t *testing.T) {
 		return b
 	}
 	vcpus := []VCPUState{{CPUID: []kvm.CPUIDEntry{{}}}}
-	good := enc(State{VCPUs: vcpus, IRQChips: make([]kvm.IRQChip, 3)})
+	good := enc(State{VCPUs: vcpus, IRQChips: threeChips()})
 	if _, err := decodeState(good, cfg); err != nil {
 		t.Fatalf("a good state: %v", err)
 	}
@@ -269,8 +270,9 @@ func TestDecodeStateRefuses(t *testing.T) {
 		{"trailing bytes", append(append([]byte(nil), good...), 0), "1 bytes after"},
 		{"no vCPUs", enc(State{}), "0 vCPUs"},
 		{"no irqchips", enc(State{VCPUs: vcpus}), "interrupt controllers"},
+		{"three PIC masters", enc(State{VCPUs: vcpus, IRQChips: make([]kvm.IRQChip, 3)}), "interrupt controller 1 is chip 0, want 1"},
 		// A virtio-mmio snapshot restored on this run's virtio-pci.
-		{"transport", enc(State{VCPUs: vcpus, IRQChips: make([]kvm.IRQChip, 3), Virtio: []virtio.TransportState{{Type: 2}}}), "another transport than this run's -virtio-transport pci"},
+		{"transport", enc(State{VCPUs: vcpus, IRQChips: threeChips(), Virtio: []virtio.TransportState{{Type: 2}}}), "another transport than this run's -virtio-transport pci"},
 	} {
 		if _, err := decodeState(tc.blob, cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
@@ -298,7 +300,7 @@ func TestStateRoundTrip(t *testing.T) {
 	// Changing State's layout (a field added, removed, moved or
 	// retyped, here or in a type it holds) changes the snapshot format:
 	// bump snapshot.FormatVersion and record the new layout here.
-	const layout, format = "51804ae0c57dfd3a", 4
+	const layout, format = "51804ae0c57dfd3a", 5
 	if got := packtest.Layout(State{}); got != layout || snapshot.FormatVersion != format {
 		t.Errorf("machine.State's layout is %s (format %d); recorded: %s for format %d", got, snapshot.FormatVersion, layout, format)
 	}
@@ -308,7 +310,7 @@ func TestStateRoundTrip(t *testing.T) {
 // whoever can write the snapshot) must decode or be refused, never panic
 // or allocate past pack's budget.
 func FuzzDecodeState(f *testing.F) {
-	good, err := pack.Marshal(State{VCPUs: []VCPUState{{CPUID: []kvm.CPUIDEntry{{}}}}, IRQChips: make([]kvm.IRQChip, 3)})
+	good, err := pack.Marshal(State{VCPUs: []VCPUState{{CPUID: []kvm.CPUIDEntry{{}}}}, IRQChips: threeChips()})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -325,4 +327,48 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatalf("accepted a state with %d vCPUs for 1", len(st.VCPUs))
 		}
 	})
+}
+
+// A disk's size in the manifest is the guest's capacity: a regular
+// file's length, and for a block device its end, where stat says 0 (a
+// restore given a smaller device than the snapshot's would otherwise
+// pass the check).
+func TestDiskSize(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, make([]byte, 3*4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := diskSize(img); err != nil || n != 3*4096 {
+		t.Errorf("diskSize(regular file) = %d, %v; want %d", n, err, 3*4096)
+	}
+	if _, err := diskSize(filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Error("diskSize of a missing file: no error")
+	}
+	// Any readable block device with sectors: /sys/block/NAME/size
+	// counts 512-byte sectors.
+	ents, _ := os.ReadDir("/sys/block")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "size"))
+		sectors, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		dev := filepath.Join("/dev", e.Name())
+		if err != nil || perr != nil || sectors == 0 {
+			continue
+		}
+		f, err := os.Open(dev) // a device cgroup may forbid it even to root
+		if err != nil {
+			continue
+		}
+		f.Close()
+		if n, err := diskSize(dev); err != nil || n != sectors*512 {
+			t.Errorf("diskSize(%s) = %d, %v; want %d", dev, n, err, sectors*512)
+		}
+		return
+	}
+	t.Log("no readable block device here: checked regular files only")
+}
+
+// threeChips are the interrupt controllers a saved state holds, in the
+// order it saves them.
+func threeChips() []kvm.IRQChip {
+	return []kvm.IRQChip{{ChipID: kvm.IRQChipPICMaster}, {ChipID: kvm.IRQChipPICSlave}, {ChipID: kvm.IRQChipIOAPIC}}
 }

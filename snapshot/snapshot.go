@@ -10,7 +10,13 @@
 //     error and never a half-restored guest.
 //   - memory: guest RAM, the regions one after the other, written sparsely
 //     (all-zero 4 KiB pages are holes), so a restore can map it
-//     MAP_PRIVATE and many jobs share its pages in the page cache.
+//     MAP_PRIVATE and many jobs share its pages in the page cache; then
+//     a trailer page naming the RAM's full hash, which the manifest
+//     names too. The two files are written and renamed one after the
+//     other, so a restore that reads them while a new snapshot replaces
+//     them, or after a save that failed between the two, could find one
+//     of each save; the trailer tells it so, where the sampled pages of
+//     two saves of the same guest can be alike.
 //
 // Reading the whole memory file at every restore would cost what the
 // mapping saves, so the manifest records its size, a full BLAKE2b-256
@@ -37,7 +43,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/blake2b"
@@ -49,8 +55,9 @@ import (
 // FormatVersion is the version of this layout and of the machine state
 // it carries. A snapshot of another version is refused, never converted.
 // Version 3 encodes the manifest and the state with package pack (2 had
-// them in JSON); 4 added Manifest.JobInputPort.
-const FormatVersion = 4
+// them in JSON); 4 added Manifest.JobInputPort; 5 the memory file's
+// trailer.
+const FormatVersion = 5
 
 // File names inside a snapshot directory.
 const (
@@ -58,8 +65,12 @@ const (
 	MemoryFile = "memory"
 )
 
-// magic starts the state file.
-var magic = [8]byte{'V', 'M', 'M', 'S', 'N', 'A', 'P', 0}
+// magic starts the state file, and memoryMagic the memory file's
+// trailer (then the RAM's BLAKE2b-256, then zeros to a page).
+var (
+	magic       = [8]byte{'V', 'M', 'M', 'S', 'N', 'A', 'P', 0}
+	memoryMagic = [8]byte{'V', 'M', 'M', 'R', 'A', 'M', 0, 0}
+)
 
 // Header layout: magic, u32 format version, u32 manifest length, u64
 // state length, all little-endian; then manifest, state, BLAKE2b-256.
@@ -97,6 +108,7 @@ type Device struct {
 
 // Memory describes the memory file.
 type Memory struct {
+	// Size is the RAM's, which the file holds before its trailer page.
 	Size uint64
 	// Hash is the BLAKE2b-256 of the whole file as written, for Verify.
 	Hash string
@@ -254,41 +266,36 @@ func Write(dir string, m Manifest, state []byte, regions [][]byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	mem, err := writeMemory(dir, regions)
+	mem, written, err := writeMemory(dir, regions)
 	if err != nil {
 		return err
 	}
 	m.Memory = mem
 	if m.Memory.Size != m.MemSize {
-		return fmt.Errorf("snapshot: %d bytes of RAM regions for a %d-byte machine", m.Memory.Size, m.MemSize)
+		err = fmt.Errorf("snapshot: %d bytes of RAM regions for a %d-byte machine", m.Memory.Size, m.MemSize)
 	}
-	b, err := Encode(m, state)
+	var b []byte
+	if err == nil {
+		b, err = Encode(m, state)
+	}
+	if err == nil {
+		err = writeFile(filepath.Join(dir, StateFile), b)
+	}
 	if err != nil {
-		return err
+		// The memory file renamed into place pairs with no state file
+		// (Open would say so): removed, unless another save has put
+		// its own there since.
+		path := filepath.Join(dir, MemoryFile)
+		if now, serr := os.Lstat(path); serr == nil && os.SameFile(now, written) {
+			os.Remove(path)
+		}
 	}
-	return writeFile(filepath.Join(dir, StateFile), b)
+	return err
 }
 
 // tmpPattern names a file while it is written (os.CreateTemp's
 // pattern after the file's name), before it is renamed into place.
 const tmpPattern = ".tmp-*"
-
-// RemoveFiles removes what Write puts in dir, finished or not, and
-// nothing else: for a caller that made dir for a snapshot it could not
-// save.
-func RemoveFiles(dir string) {
-	ents, _ := os.ReadDir(dir)
-	for _, name := range []string{StateFile, MemoryFile} {
-		_ = os.Remove(filepath.Join(dir, name))
-		// Not filepath.Glob: dir may hold pattern characters.
-		prefix := name + strings.TrimSuffix(tmpPattern, "*")
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), prefix) {
-				_ = os.Remove(filepath.Join(dir, e.Name()))
-			}
-		}
-	}
-}
 
 func writeFile(path string, b []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+tmpPattern)
@@ -311,18 +318,20 @@ func writeFile(path string, b []byte) error {
 }
 
 // writeMemory writes the non-zero pages of regions at their offsets into
-// a file truncated to their total size, leaving holes for the rest.
-func writeMemory(dir string, regions [][]byte) (Memory, error) {
+// a file truncated to their total size, leaving holes for the rest, then
+// the trailer. It returns what it wrote and the file it renamed into
+// place.
+func writeMemory(dir string, regions [][]byte) (Memory, os.FileInfo, error) {
 	path := filepath.Join(dir, MemoryFile)
 	f, err := os.CreateTemp(dir, MemoryFile+tmpPattern)
 	if err != nil {
-		return Memory{}, fmt.Errorf("snapshot memory: %w", err)
+		return Memory{}, nil, fmt.Errorf("snapshot memory: %w", err)
 	}
 	tmp := f.Name()
-	fail := func(err error) (Memory, error) {
+	fail := func(err error) (Memory, os.FileInfo, error) {
 		f.Close()
 		os.Remove(tmp)
-		return Memory{}, fmt.Errorf("snapshot memory: %w", err)
+		return Memory{}, nil, fmt.Errorf("snapshot memory: %w", err)
 	}
 	var size uint64
 	for _, r := range regions {
@@ -331,7 +340,7 @@ func writeMemory(dir string, regions [][]byte) (Memory, error) {
 		}
 		size += uint64(len(r))
 	}
-	if err := f.Truncate(int64(size)); err != nil {
+	if err := f.Truncate(int64(size) + PageSize); err != nil {
 		return fail(err)
 	}
 	h := newHash()
@@ -349,23 +358,43 @@ func writeMemory(dir string, regions [][]byte) (Memory, error) {
 			off += PageSize
 		}
 	}
-	mem := Memory{Size: size, Hash: hex.EncodeToString(h.Sum(nil))}
+	sum := h.Sum(nil)
+	mem := Memory{Size: size, Hash: hex.EncodeToString(sum)}
+	if _, err := f.WriteAt(trailer(sum), int64(size)); err != nil {
+		return fail(err)
+	}
 	if mem.SampleHash, err = sampleHash(f, size); err != nil {
 		return fail(err)
 	}
 	if err := f.Chmod(0o400); err != nil {
 		return fail(err)
 	}
+	st, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
-		return Memory{}, fmt.Errorf("snapshot memory: %w", err)
+		return Memory{}, nil, fmt.Errorf("snapshot memory: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return Memory{}, fmt.Errorf("snapshot memory: %w", err)
+		return Memory{}, nil, fmt.Errorf("snapshot memory: %w", err)
 	}
-	return mem, nil
+	return mem, st, nil
 }
+
+// trailer is the memory file's last page for RAM whose hash is sum.
+func trailer(sum []byte) []byte {
+	t := make([]byte, PageSize)
+	copy(t, memoryMagic[:])
+	copy(t[len(memoryMagic):], sum)
+	return t
+}
+
+// errOtherSave is a memory file whose trailer names other RAM than the
+// state file's manifest: the two are from different saves.
+var errOtherSave = errors.New("its state and memory files are from different saves (one made while this read them, or one that failed between its two files): make it again")
 
 // Snapshot is an opened snapshot: its manifest and machine state
 // checked, and its memory file open for mapping.
@@ -378,13 +407,31 @@ type Snapshot struct {
 }
 
 // Open reads and checks the snapshot in dir: the state file whole, the
-// memory file's size and sampled pages.
+// memory file's size, trailer and sampled pages. Files of two saves are
+// tried again, twice, a moment later: a save under way renames its state
+// file in place right after its memory file.
 func Open(dir string) (*Snapshot, error) {
+	for wait := 50 * time.Millisecond; ; wait *= 4 {
+		s, err := openOnce(dir)
+		if !errors.Is(err, errOtherSave) || wait > time.Second {
+			return s, err
+		}
+		time.Sleep(wait)
+	}
+}
+
+func openOnce(dir string) (*Snapshot, error) {
+	if err := CheckDir(dir); err != nil {
+		return nil, err
+	}
 	sf, err := inputfile.Open(filepath.Join(dir, StateFile), inputfile.Regular)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
 	}
 	defer sf.Close()
+	if err := checkOwned(sf); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
 	b, err := io.ReadAll(io.LimitReader(sf, headerSize+MaxManifest+MaxState+sumSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
@@ -397,9 +444,16 @@ func Open(dir string) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
 	}
-	st, err := mf.Stat()
-	if err == nil && (!st.Mode().IsRegular() || uint64(st.Size()) != m.Memory.Size) {
-		err = fmt.Errorf("%w: memory file is %d bytes, manifest says %d", ErrCorrupt, st.Size(), m.Memory.Size)
+	err = checkOwned(mf)
+	st, serr := mf.Stat()
+	if err == nil {
+		err = serr
+	}
+	if err == nil && (!st.Mode().IsRegular() || uint64(st.Size()) != m.Memory.Size+PageSize) {
+		err = fmt.Errorf("%w: memory file is %d bytes, manifest says %d", ErrCorrupt, st.Size(), m.Memory.Size+PageSize)
+	}
+	if err == nil {
+		err = checkTrailer(mf, m.Memory)
 	}
 	if err == nil {
 		var got string
@@ -412,6 +466,78 @@ func Open(dir string) (*Snapshot, error) {
 		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
 	}
 	return &Snapshot{Manifest: m, State: state, Memory: mf}, nil
+}
+
+// ErrUnsafe is a snapshot directory or file that someone other than the
+// user running vmm (or root) could change: that someone could put a
+// guest of their own in its place, which would then run with the
+// restoring user's -share, -out and disks.
+var ErrUnsafe = errors.New("owned by another user, or writable by group or others: whoever can change it chooses the guest a restore runs")
+
+// CheckDir refuses a snapshot directory that another user could put
+// other files in: one not the user's or root's, or one that group or
+// others may write without the sticky bit (which keeps them from
+// renaming the user's files). vmm snapshot checks it before the boot,
+// restores before reading anything.
+func CheckDir(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	switch {
+	case !st.IsDir():
+		return fmt.Errorf("snapshot %s: not a directory", dir)
+	case !ok:
+		return nil
+	case !trustedUID(sys.Uid):
+		return fmt.Errorf("snapshot %s: the directory is owned by uid %d: %w", dir, sys.Uid, ErrUnsafe)
+	case sys.Mode&0o022 != 0 && sys.Mode&syscall.S_ISVTX == 0:
+		return fmt.Errorf("snapshot %s: the directory has mode %o: %w", dir, sys.Mode&0o7777, ErrUnsafe)
+	}
+	return nil
+}
+
+// checkOwned refuses a snapshot file that is not the user's or root's,
+// or that group or others may write.
+func checkOwned(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	switch {
+	case !ok:
+		return nil
+	case !trustedUID(sys.Uid):
+		return fmt.Errorf("%s is owned by uid %d: %w", filepath.Base(f.Name()), sys.Uid, ErrUnsafe)
+	case sys.Mode&0o022 != 0:
+		return fmt.Errorf("%s has mode %o: %w", filepath.Base(f.Name()), sys.Mode&0o7777, ErrUnsafe)
+	}
+	return nil
+}
+
+// trustedUID is the user running vmm, or root, who can change anything.
+func trustedUID(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
+
+// checkTrailer reads the memory file's trailer and compares it with the
+// manifest's hash of the RAM.
+func checkTrailer(f io.ReaderAt, m Memory) error {
+	got := make([]byte, PageSize)
+	if _, err := f.ReadAt(got, int64(m.Size)); err != nil {
+		return err
+	}
+	sum, err := hex.DecodeString(m.Hash)
+	if err != nil || len(sum) != sumSize {
+		return fmt.Errorf("%w: manifest's memory hash %q", ErrCorrupt, m.Hash)
+	}
+	if !bytes.Equal(got[:len(memoryMagic)], memoryMagic[:]) {
+		return fmt.Errorf("%w: memory file has no trailer", ErrCorrupt)
+	}
+	if !bytes.Equal(got, trailer(sum)) {
+		return errOtherSave
+	}
+	return nil
 }
 
 // Verify reads the whole memory file and checks it against the

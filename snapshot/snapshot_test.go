@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/blake2b"
+
 	"github.com/vmm-dev/vmm/internal/pack/packtest"
 )
 
@@ -55,8 +57,10 @@ func TestWriteOpenRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, append(append([]byte(nil), regions[0]...), regions[1]...)) {
-		t.Error("memory file differs from the regions")
+	ram := append(append([]byte(nil), regions[0]...), regions[1]...)
+	sum := blake2b.Sum256(ram)
+	if !bytes.Equal(got, append(ram, trailer(sum[:])...)) {
+		t.Error("memory file is not the regions then the trailer naming their hash")
 	}
 	// Sparse: the zero pages take no blocks (where the file system
 	// supports holes, as tmpfs and ext4 do).
@@ -98,6 +102,10 @@ func TestOpenRefuses(t *testing.T) {
 		{"memory truncated", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, MemoryFile), -PageSize) }, "memory file is"},
 		{"memory changed", func(t *testing.T, dir string) { flip(t, filepath.Join(dir, MemoryFile), 5) }, "sampled pages"},
 		{"memory missing", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, MemoryFile)) }, "no such file"},
+		{"trailer damaged", func(t *testing.T, dir string) { flip(t, filepath.Join(dir, MemoryFile), 12*PageSize+1) }, "no trailer"},
+		{"trailer of other RAM", func(t *testing.T, dir string) {
+			flip(t, filepath.Join(dir, MemoryFile), 12*PageSize+int64(len(memoryMagic)))
+		}, "different saves"},
 		{"not a snapshot", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, StateFile), []byte("hello"), 0o644) }, "corrupt"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,7 +240,7 @@ func TestManifestRoundTrip(t *testing.T) {
 	}
 	// A change to Manifest's layout changes the format: bump
 	// FormatVersion and record the new layout here.
-	const layout, format = "e80f347c5e4f16b0", 4
+	const layout, format = "e80f347c5e4f16b0", 5
 	if got := packtest.Layout(Manifest{}); got != layout || FormatVersion != format {
 		t.Errorf("Manifest's layout is %s (format %d); recorded: %s for format %d", got, FormatVersion, layout, format)
 	}
@@ -260,5 +268,130 @@ func TestParseRefusesBadManifest(t *testing.T) {
 		if _, _, err := Parse(b); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want corrupt: %s", tc.name, err, tc.want)
 		}
+	}
+}
+
+// Two saves of the same guest whose RAM differs only where no sample
+// looks: a restore that finds the state file of one and the memory file
+// of the other (a new snapshot replacing the files as it reads them, or
+// a save that failed between its two files) refuses them, after trying
+// again in case a save was under way.
+func TestOpenRefusesFilesOfTwoSaves(t *testing.T) {
+	const pages = 256
+	ram := func(b byte) [][]byte {
+		r := make([]byte, pages*PageSize)
+		r[PageSize+9] = b // page 1: SampleOffsets skips it
+		return [][]byte{r}
+	}
+	for _, off := range SampleOffsets(pages * PageSize) {
+		if off == PageSize {
+			t.Fatal("page 1 is sampled: the test would not show what the trailer adds")
+		}
+	}
+	a, b := t.TempDir(), t.TempDir()
+	for dir, v := range map[string]byte{a: 1, b: 2} {
+		if err := Write(dir, testManifest(pages*PageSize), []byte("state"), ram(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mem, err := os.ReadFile(filepath.Join(b, MemoryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(a, MemoryFile))
+	if err := os.WriteFile(filepath.Join(a, MemoryFile), mem, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s, err := Open(a)
+	if err == nil {
+		s.Close()
+		t.Fatal("Open paired one save's state with another's memory")
+	}
+	if !strings.Contains(err.Error(), "different saves") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("Open: %v; want one line saying the files are from different saves", err)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("Open gave up after %v, before trying again", d)
+	}
+}
+
+// A Write that fails after its memory file is in place (here the state
+// file's name is a directory, so its rename fails) takes that file away
+// again: no memory file of it is left to pair with an older state.
+func TestWriteFailureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, StateFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(dir, testManifest(12*PageSize), []byte("state"), testRegions()); err == nil {
+		t.Fatal("Write succeeded with a directory for its state file")
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || ents[0].Name() != StateFile {
+		t.Errorf("left %v, want only the directory that was there", ents)
+	}
+}
+
+// A snapshot another user could change is refused before anything in
+// it is read: a directory of someone else's, or one others may write
+// without the sticky bit, or a file others may write. (Checked as root
+// too: root's own files are trusted, a chown to another uid is not.)
+func TestOpenRefusesUnsafe(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, dir string)
+		want   string
+	}{
+		{"directory writable by others", func(t *testing.T, dir string) { chmod(t, dir, 0o777) }, "the directory has mode 777"},
+		{"state writable by group", func(t *testing.T, dir string) { chmod(t, filepath.Join(dir, StateFile), 0o620) }, "state has mode 620"},
+		{"memory writable by others", func(t *testing.T, dir string) { chmod(t, filepath.Join(dir, MemoryFile), 0o402) }, "memory has mode 402"},
+		{"sticky directory writable by others", func(t *testing.T, dir string) { chmod(t, dir, os.ModeSticky|0o777) }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "snap")
+			if err := Write(dir, testManifest(12*PageSize), []byte("state"), testRegions()); err != nil {
+				t.Fatal(err)
+			}
+			tc.change(t, dir)
+			s, err := Open(dir)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				s.Close()
+				return
+			}
+			if err == nil {
+				s.Close()
+				t.Fatal("Open accepted it")
+			}
+			if !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Open: %v; want ErrUnsafe saying %q", err, tc.want)
+			}
+		})
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	dir := filepath.Join(t.TempDir(), "snap")
+	if err := Write(dir, testManifest(12*PageSize), []byte("state"), testRegions()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(dir, MemoryFile), 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(dir); err == nil || !strings.Contains(err.Error(), "memory is owned by uid 4242") {
+		if s != nil {
+			s.Close()
+		}
+		t.Errorf("Open of another uid's memory file: %v", err)
+	}
+}
+
+func chmod(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
 	}
 }

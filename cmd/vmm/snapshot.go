@@ -139,7 +139,12 @@ func snapshotMain(start time.Time, args []string, stdout, stderr io.Writer) int 
 	// failed run (a missing kernel, a guest that never waits) leaves
 	// nothing behind.
 	made := outermostMissing(dir)
-	if err := makeWritableDir("-o", dir); err != nil {
+	err = makeWritableDir("-o", dir)
+	if err == nil {
+		// Refused now rather than by every restore.
+		err = snapshot.CheckDir(dir)
+	}
+	if err != nil {
 		if made != "" {
 			removeUnsaved(dir, made) // made, then found not writable
 		}
@@ -220,12 +225,11 @@ func removeMade(d, top string) {
 }
 
 // removeUnsaved removes a snapshot directory this run made and saved no
-// snapshot in: the files a failed save may have left (snapshot.Write
-// renames the memory file into place before it writes the state file),
-// then the directory and the parents made on the way up to made
-// (outermostMissing, before), each left if anything else is in it.
+// snapshot in, and the parents made on the way up to made
+// (outermostMissing, before), each only if empty: a failed
+// snapshot.Write removes its own files, and files there now are another
+// run's (two vmm snapshot -o of one new directory both find it missing).
 func removeUnsaved(dir, made string) {
-	snapshot.RemoveFiles(dir)
 	removeMade(filepath.Clean(dir), made)
 }
 

@@ -208,16 +208,26 @@ func TestSnapshotBadDir(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ name, o string }{
-		{"a file", file},
-		{"under a file", filepath.Join(file, "snap")},
+	// A directory others may write: whoever can could put their own
+	// guest in place of the snapshot (snapshot.CheckDir).
+	openDir := filepath.Join(dir, "open")
+	if err := os.Mkdir(openDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, o, want string }{
+		{"a file", file, "vmm snapshot: -o: mkdir " + file},
+		{"under a file", filepath.Join(file, "snap"), "vmm snapshot: -o: mkdir " + file},
+		{"writable by others", openDir, "vmm snapshot: snapshot " + openDir + ": the directory has mode 777"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr strings.Builder
 			status := snapshotMain(time.Now(), []string{"-kernel", file, "-o", tc.o}, io.Discard, &stderr)
 			msg := stderr.String()
-			if status != 1 || !strings.HasPrefix(msg, "vmm snapshot: -o: mkdir "+file) || strings.Count(msg, "\n") != 1 {
-				t.Errorf("status %d, stderr %q; want 1 and one line about -o", status, msg)
+			if status != 1 || !strings.HasPrefix(msg, tc.want) || strings.Count(msg, "\n") != 1 {
+				t.Errorf("status %d, stderr %q; want 1 and one line starting %q", status, msg, tc.want)
 			}
 		})
 	}
@@ -380,34 +390,35 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// TestRemoveUnsaved: what a failed save leaves in a directory the run
-// made goes, and the directory with it; anything else keeps it there.
+// TestRemoveUnsaved: a directory a failed vmm snapshot made goes if it
+// is empty (snapshot.Write removes its own files when it fails); files
+// in it are another run's (two runs of one new -o both find it missing),
+// and they and the directory stay.
 func TestRemoveUnsaved(t *testing.T) {
-	for _, extra := range []bool{false, true} {
-		dir := filepath.Join(t.TempDir(), "snap")
-		if err := os.Mkdir(dir, 0o755); err != nil {
+	for _, files := range [][]string{
+		nil,
+		{snapshot.MemoryFile, snapshot.StateFile},
+		{snapshot.StateFile + ".tmp-123"},
+	} {
+		top := filepath.Join(t.TempDir(), "a")
+		dir := filepath.Join(top, "snap")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
-		}
-		files := []string{snapshot.MemoryFile, snapshot.StateFile + ".tmp-123"}
-		if extra {
-			files = append(files, "mine")
 		}
 		for _, f := range files {
 			if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
-		removeUnsaved(dir, dir)
+		removeUnsaved(dir, top)
 		left, _ := os.ReadDir(dir)
 		switch {
-		case !extra && len(left) != 0:
-			t.Errorf("left %v", left)
-		case !extra:
-			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("directory left: %v", err)
+		case len(files) == 0:
+			if _, err := os.Stat(top); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("empty directories made for -o left: %v", err)
 			}
-		case len(left) != 1 || left[0].Name() != "mine":
-			t.Errorf("with a file of another's: left %v, want only it", left)
+		case len(left) != len(files):
+			t.Errorf("another run's %q: left %v", files, left)
 		}
 	}
 }
