@@ -4,12 +4,44 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
 	"github.com/vmm-dev/vmm/sandbox"
 	"github.com/vmm-dev/vmm/usernet/remote"
 )
+
+// helperMemory bounds the helper's heap (its RLIMIT_DATA): the stack
+// keeps up to a few MiB of buffers for each of up to maxTCP connections
+// (a receive window of 1 MiB, a send buffer growing to 4 MiB), which a
+// guest that opens thousands and reads none could otherwise make
+// gigabytes of the host's memory. What a CI job's network needs is tens
+// of MiB (the runtime's own tables are some 40 of them). A guest that
+// makes the helper reach the limit ends it, and with it only its own
+// network; helperGC, below it, makes the collector work harder first.
+const (
+	helperMemory = 1 << 30
+	helperGC     = helperMemory / 4 * 3
+)
+
+// limitMemory caps this process's heap at helperMemory (setrlimit(2):
+// past it the kernel refuses the mappings Go's heap grows by, and the
+// runtime ends the process) and sets the collector's goal below it.
+func limitMemory() error {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_DATA, &r); err != nil {
+		return err
+	}
+	r.Cur = min(helperMemory, r.Max)
+	if err := unix.Setrlimit(unix.RLIMIT_DATA, &r); err != nil {
+		return err
+	}
+	debug.SetMemoryLimit(helperGC)
+	return nil
+}
 
 // HelperMain is the vmm-net helper (cmd/vmm-net) given its arguments: it
 // runs one card's network for the vmm that started it, on the
@@ -48,6 +80,10 @@ func HelperMain(args []string) int {
 		cfg.Forwards = append(cfg.Forwards, f)
 	}
 	cfg.Logf = h.Logf
+	if err := limitMemory(); err != nil {
+		h.Fail(fmt.Errorf("user network: limiting its memory: %w", err))
+		return 1
+	}
 	n, err := New(cfg)
 	if err != nil {
 		h.Fail(err)

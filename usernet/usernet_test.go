@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -1235,5 +1237,32 @@ func TestResetPassedOn(t *testing.T) {
 	c.Close()
 	if err := <-done; !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("host read after the guest's reset: %v, want ECONNRESET", err)
+	}
+}
+
+// The helper caps its own heap: a guest's buffers cannot grow it into
+// the host's memory.
+func TestLimitMemory(t *testing.T) {
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_DATA, &old); err != nil {
+		t.Fatal(err)
+	}
+	oldGC := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() {
+		unix.Setrlimit(unix.RLIMIT_DATA, &old)
+		debug.SetMemoryLimit(oldGC)
+	})
+	if err := limitMemory(); err != nil {
+		t.Fatal(err)
+	}
+	var now unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_DATA, &now); err != nil {
+		t.Fatal(err)
+	}
+	if want := min(uint64(helperMemory), old.Max); now.Cur != want || now.Max != old.Max {
+		t.Errorf("RLIMIT_DATA %d/%d, want %d/%d", now.Cur, now.Max, want, old.Max)
+	}
+	if got := debug.SetMemoryLimit(-1); got != helperGC {
+		t.Errorf("memory limit %d, want %d", got, helperGC)
 	}
 }
