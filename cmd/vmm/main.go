@@ -726,7 +726,12 @@ func parseOptions(o options, args []string, help io.Writer) (machine.Config, opt
 			return machine.Config{}, o, usageError{err}
 		}
 	} else if fs.NArg() > 0 {
-		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		hint := ""
+		if a := fs.Arg(0); (a == "run" || a == "snapshot") && !o.snap {
+			// vmm -m 1G run -- make: the mode comes first.
+			hint = fmt.Sprintf(" (%s is a mode, and comes first: vmm %s [flags] ...)", a, a)
+		}
+		return machine.Config{}, o, usageError{fmt.Errorf("unexpected argument %q%s", fs.Arg(0), hint)}
 	}
 	if run || o.snap {
 		// Checked with or without -out, so a typo shows at once.
