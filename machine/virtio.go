@@ -219,14 +219,11 @@ func (m *Machine) openVirtio() error {
 	for i, sh := range m.cfg.Shares {
 		name := fmt.Sprintf("virtio-fs%d", i)
 		dev, err := fs.New(fs.Config{Tag: sh.Tag, Dir: sh.Dir, ReadOnly: sh.ReadOnly, Logf: m.prefixLogf(name), Budget: budget})
-		if err != nil && sh.Flag != "" {
+		var de *share.DirError
+		if errors.As(err, &de) && sh.Flag != "" {
 			// In the user's words: "-share DIR: permission denied",
 			// not the device's tag, which vmm run chose.
-			cause := err
-			for errors.Unwrap(cause) != nil {
-				cause = errors.Unwrap(cause)
-			}
-			return fmt.Errorf("%s %s: %w", sh.Flag, sh.Dir, cause)
+			return fmt.Errorf("%s %s: %w", sh.Flag, sh.Dir, de.Err)
 		}
 		if err != nil {
 			return err

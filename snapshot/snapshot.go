@@ -110,7 +110,8 @@ type Device struct {
 type Memory struct {
 	// Size is the RAM's, which the file holds before its trailer page.
 	Size uint64
-	// Hash is the BLAKE2b-256 of the whole file as written, for Verify.
+	// Hash is the BLAKE2b-256 of the RAM (the file but its trailer), for
+	// Verify, and what the trailer names.
 	Hash string
 	// SampleHash is that of the pages at SampleOffsets(Size), which
 	// Open checks.
@@ -408,8 +409,8 @@ type Snapshot struct {
 
 // Open reads and checks the snapshot in dir: the state file whole, the
 // memory file's size, trailer and sampled pages. Files of two saves are
-// tried again, twice, a moment later: a save under way renames its state
-// file in place right after its memory file.
+// read again, three times over about a second: a save under way renames
+// its state file in place right after its memory file.
 func Open(dir string) (*Snapshot, error) {
 	for wait := 50 * time.Millisecond; ; wait *= 4 {
 		s, err := openOnce(dir)
@@ -468,17 +469,18 @@ func openOnce(dir string) (*Snapshot, error) {
 	return &Snapshot{Manifest: m, State: state, Memory: mf}, nil
 }
 
-// ErrUnsafe is a snapshot directory or file that someone other than the
-// user running vmm (or root) could change: that someone could put a
-// guest of their own in its place, which would then run with the
-// restoring user's -share, -out and disks.
-var ErrUnsafe = errors.New("owned by another user, or writable by group or others: whoever can change it chooses the guest a restore runs")
+// ErrUnsafe is a snapshot directory or file that another user could
+// change: that user could put a guest of their own in its place, which
+// would then run with the restoring user's -share, -out and disks.
+var ErrUnsafe = errors.New("another user could change it, and so choose the guest a restore runs")
 
 // CheckDir refuses a snapshot directory that another user could put
-// other files in: one not the user's or root's, or one that group or
-// others may write without the sticky bit (which keeps them from
-// renaming the user's files). vmm snapshot checks it before the boot,
-// restores before reading anything.
+// other files in: one that everyone may write without the sticky bit
+// (which keeps them from renaming the user's files), or, unless vmm runs
+// as root, one of a user other than vmm's or root. A directory its group
+// may write passes: with per-user groups (umask 002) that is the user's
+// own. vmm snapshot checks it before the boot, restores before reading
+// anything.
 func CheckDir(dir string) error {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -492,14 +494,14 @@ func CheckDir(dir string) error {
 		return nil
 	case !trustedUID(sys.Uid):
 		return fmt.Errorf("snapshot %s: the directory is owned by uid %d: %w", dir, sys.Uid, ErrUnsafe)
-	case sys.Mode&0o022 != 0 && sys.Mode&syscall.S_ISVTX == 0:
+	case sys.Mode&0o002 != 0 && sys.Mode&syscall.S_ISVTX == 0:
 		return fmt.Errorf("snapshot %s: the directory has mode %o: %w", dir, sys.Mode&0o7777, ErrUnsafe)
 	}
 	return nil
 }
 
-// checkOwned refuses a snapshot file that is not the user's or root's,
-// or that group or others may write.
+// checkOwned refuses a snapshot file that everyone may write, or, unless
+// vmm runs as root, one of a user other than vmm's or root.
 func checkOwned(f *os.File) error {
 	st, err := f.Stat()
 	if err != nil {
@@ -511,14 +513,20 @@ func checkOwned(f *os.File) error {
 		return nil
 	case !trustedUID(sys.Uid):
 		return fmt.Errorf("%s is owned by uid %d: %w", filepath.Base(f.Name()), sys.Uid, ErrUnsafe)
-	case sys.Mode&0o022 != 0:
+	case sys.Mode&0o002 != 0:
 		return fmt.Errorf("%s has mode %o: %w", filepath.Base(f.Name()), sys.Mode&0o7777, ErrUnsafe)
 	}
 	return nil
 }
 
-// trustedUID is the user running vmm, or root, who can change anything.
-func trustedUID(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
+// trustedUID is the user running vmm, or root, who can change anything
+// anyway; vmm run as root trusts every owner, as root running a program
+// of a user's does (sudo vmm run -snapshot ~/snap, a CI cache unpacked
+// as root with its files' owners kept).
+func trustedUID(uid uint32) bool { return trusts(os.Geteuid(), uid) }
+
+// trusts is trustedUID for vmm running as euid.
+func trusts(euid int, uid uint32) bool { return euid == 0 || uid == 0 || int64(uid) == int64(euid) }
 
 // checkTrailer reads the memory file's trailer and compares it with the
 // manifest's hash of the RAM.

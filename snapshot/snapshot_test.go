@@ -336,7 +336,8 @@ func TestWriteFailureLeavesNothing(t *testing.T) {
 // A snapshot another user could change is refused before anything in
 // it is read: a directory of someone else's, or one others may write
 // without the sticky bit, or a file others may write. (Checked as root
-// too: root's own files are trusted, a chown to another uid is not.)
+// as root too.) A directory or file its group may write passes: with
+// per-user groups that is the user's own.
 func TestOpenRefusesUnsafe(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -344,7 +345,11 @@ func TestOpenRefusesUnsafe(t *testing.T) {
 		want   string
 	}{
 		{"directory writable by others", func(t *testing.T, dir string) { chmod(t, dir, 0o777) }, "the directory has mode 777"},
-		{"state writable by group", func(t *testing.T, dir string) { chmod(t, filepath.Join(dir, StateFile), 0o620) }, "state has mode 620"},
+		{"state writable by others", func(t *testing.T, dir string) { chmod(t, filepath.Join(dir, StateFile), 0o602) }, "state has mode 602"},
+		{"state and directory writable by group", func(t *testing.T, dir string) {
+			chmod(t, dir, 0o775)
+			chmod(t, filepath.Join(dir, StateFile), 0o660)
+		}, ""},
 		{"memory writable by others", func(t *testing.T, dir string) { chmod(t, filepath.Join(dir, MemoryFile), 0o402) }, "memory has mode 402"},
 		{"sticky directory writable by others", func(t *testing.T, dir string) { chmod(t, dir, os.ModeSticky|0o777) }, ""},
 	} {
@@ -371,22 +376,39 @@ func TestOpenRefusesUnsafe(t *testing.T) {
 			}
 		})
 	}
+	for _, tc := range []struct {
+		euid int
+		uid  uint32
+		want bool
+	}{
+		{1000, 1000, true},
+		{1000, 0, true},     // root's: root can change anything anyway
+		{1000, 4242, false}, // another user's
+		{0, 4242, true},     // vmm as root trusts every owner
+	} {
+		if got := trusts(tc.euid, tc.uid); got != tc.want {
+			t.Errorf("vmm as %d, file of %d: trusted %v, want %v", tc.euid, tc.uid, got, tc.want)
+		}
+	}
 	if os.Geteuid() != 0 {
 		return
 	}
+	// As root: a snapshot of another user's (sudo vmm run -snapshot
+	// ~/snap) opens.
 	dir := filepath.Join(t.TempDir(), "snap")
 	if err := Write(dir, testManifest(12*PageSize), []byte("state"), testRegions()); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(filepath.Join(dir, MemoryFile), 4242, 4242); err != nil {
-		t.Fatal(err)
-	}
-	if s, err := Open(dir); err == nil || !strings.Contains(err.Error(), "memory is owned by uid 4242") {
-		if s != nil {
-			s.Close()
+	for _, p := range []string{dir, filepath.Join(dir, StateFile), filepath.Join(dir, MemoryFile)} {
+		if err := os.Chown(p, 4242, 4242); err != nil {
+			t.Fatal(err)
 		}
-		t.Errorf("Open of another uid's memory file: %v", err)
 	}
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatalf("Open of another user's snapshot as root: %v", err)
+	}
+	s.Close()
 }
 
 func chmod(t *testing.T, path string, mode os.FileMode) {

@@ -90,15 +90,31 @@ func newHostIO(ctx context.Context, run bool, stdout, stderr io.Writer) *hostIO 
 }
 
 // sep is what goes before one of vmm's last messages on stderr: a
-// newline if the guest's console stopped mid-line (a prompt, a panic cut
-// short) on that stream or on the terminal stderr shares with it, else
-// nothing, so that the message starts a line of its own and a log file
-// gets neither a blank line nor a lone carriage return.
-func (h *hostIO) sep(stderr *os.File) string {
-	if h.console.MidLine() && (h.console == h.stderr || rawterm.IsTerminal(int(stderr.Fd()))) {
+// newline if what was written last where the message goes stopped
+// mid-line (a prompt, a panic cut short, a progress bar), else nothing,
+// so that the message starts a line of its own and a log file gets
+// neither a blank line nor a lone carriage return. Where it goes is
+// stderr, and stdout too when both are one terminal: the console's
+// queue is one of the two, and in vmm run the job's output is stdout.
+func (h *hostIO) sep(stdout, stderr *os.File) string {
+	shared := sameTerminal(stdout, stderr)
+	switch {
+	case h.console.MidLine() && (h.console == h.stderr || shared):
+		return "\n"
+	case h.stdout != h.console && h.stdout.MidLine() && shared:
 		return "\n"
 	}
 	return ""
+}
+
+// sameTerminal reports whether a and b are one terminal (its device
+// number), as stdout and stderr are in an interactive shell.
+func sameTerminal(a, b *os.File) bool {
+	if !rawterm.IsTerminal(int(a.Fd())) || !rawterm.IsTerminal(int(b.Fd())) {
+		return false
+	}
+	var sa, sb unix.Stat_t
+	return unix.Fstat(int(a.Fd()), &sa) == nil && unix.Fstat(int(b.Fd()), &sb) == nil && sa.Rdev == sb.Rdev
 }
 
 // drainConsole waits for the console's queued output, before vmm puts

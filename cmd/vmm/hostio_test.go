@@ -23,6 +23,7 @@ import (
 
 	"github.com/vmm-dev/vmm/devices/serial"
 	"github.com/vmm-dev/vmm/guestabi"
+	"github.com/vmm-dev/vmm/internal/pty"
 	"github.com/vmm-dev/vmm/machine"
 	"github.com/vmm-dev/vmm/runjob"
 	"github.com/vmm-dev/vmm/runjob/outtar"
@@ -883,6 +884,54 @@ func TestLastMessageStartsALine(t *testing.T) {
 			}
 			if got := c.stderrText(t); got != tc.want {
 				t.Errorf("stderr %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// sep, the newline before vmm's last message, looks at what was written
+// last where the message goes: stderr, and stdout too when both are one
+// terminal (the job's output in vmm run, the console otherwise).
+func TestSepFollowsTheTerminal(t *testing.T) {
+	master, term, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminal here: %v", err)
+	}
+	defer master.Close()
+	defer term.Close()
+	go io.Copy(io.Discard, master)
+	other, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for _, tc := range []struct {
+		name           string
+		run            bool
+		job, console   string
+		stdout, stderr *os.File
+		want           string
+	}{
+		{"run: job mid-line at the terminal", true, "progress 50%", "", term, term, "\n"},
+		{"run: job's line ended", true, "done\n", "", term, term, ""},
+		{"run: job mid-line into a file", true, "progress 50%", "", other, term, ""},
+		{"run: console mid-line in the log", true, "", "login: ", other, other, "\n"},
+		{"console mid-line at the terminal", false, "", "login: ", term, term, "\n"},
+		{"console mid-line into a file", false, "", "login: ", other, term, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			h := newHostIO(ctx, tc.run, io.Discard, io.Discard)
+			defer h.finish(0, nil)
+			if tc.job != "" {
+				h.stdout.Write([]byte(tc.job))
+			}
+			if tc.console != "" {
+				h.console.Write([]byte(tc.console))
+			}
+			if got := h.sep(tc.stdout, tc.stderr); got != tc.want {
+				t.Errorf("sep %q, want %q", got, tc.want)
 			}
 		})
 	}

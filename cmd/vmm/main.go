@@ -1284,15 +1284,15 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			// deadline without one exit: point back at why.
 			why = " (this host's KVM has no hardware virtualization: see the warning above)"
 		}
-		fmt.Fprintf(stderr, "%svmm: %v%s\n", host.sep(stderrFile), te, why)
+		fmt.Fprintf(stderr, "%svmm: %v%s\n", host.sep(stdoutFile, stderrFile), te, why)
 		return exitTimeout
 	case errors.As(cause, &se):
 		unraw()
-		fmt.Fprintf(stderr, "%svmm: stopped by %v\n", host.sep(stderrFile), se.sig)
+		fmt.Fprintf(stderr, "%svmm: stopped by %v\n", host.sep(stdoutFile, stderrFile), se.sig)
 		return 128 + int(se.sig)
 	}
 	unraw()
-	fmt.Fprintf(stderr, "%svmm: %s\n", host.sep(stderrFile), errLine(err))
+	fmt.Fprintf(stderr, "%svmm: %s\n", host.sep(stdoutFile, stderrFile), errLine(err))
 	printBugStack(stderr, err)
 	return 1
 }

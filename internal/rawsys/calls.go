@@ -31,6 +31,14 @@ func (c Calls) Fstat(fd int, st *unix.Stat_t) error {
 	return unix.Fstat(fd, st)
 }
 
+// Fstatfs is fstatfs(2).
+func (c Calls) Fstatfs(fd int, st *unix.Statfs_t) error {
+	if c.raw {
+		return fstatfs(fd, st)
+	}
+	return unix.Fstatfs(fd, st)
+}
+
 // Close is close(2). On a local file system it may do the inode's final
 // release (the last descriptor of an unlinked file frees its blocks),
 // bounded by the file's size.

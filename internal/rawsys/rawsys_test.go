@@ -59,6 +59,16 @@ func testFileCalls(t *testing.T, c Calls) {
 	if err := c.Fstat(-1, &st); err != unix.EBADF {
 		t.Errorf("c.Fstat(-1): %v, want EBADF", err)
 	}
+	var fst, want unix.Statfs_t
+	if err := unix.Statfs(dir, &want); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Fstatfs(fd, &fst); err != nil || fst.Type != want.Type || fst.Fsid != want.Fsid {
+		t.Errorf("Fstatfs: type %#x fsid %v, %v; want %#x %v", fst.Type, fst.Fsid, err, want.Type, want.Fsid)
+	}
+	if err := c.Fstatfs(-1, &fst); err != unix.EBADF {
+		t.Errorf("c.Fstatfs(-1): %v, want EBADF", err)
+	}
 
 	if err := c.Fchownat(fd, "", os.Getuid(), os.Getgid(), unix.AT_EMPTY_PATH); err != nil {
 		t.Errorf("Fchownat to own IDs: %v", err)

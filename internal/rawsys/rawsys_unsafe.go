@@ -44,6 +44,12 @@ func fstat(fd int, st *unix.Stat_t) error {
 	return errno(e)
 }
 
+// fstatfs is fstatfs(2).
+func fstatfs(fd int, st *unix.Statfs_t) error {
+	_, _, e := unix.RawSyscall(unix.SYS_FSTATFS, uintptr(fd), uintptr(unsafe.Pointer(st)), 0)
+	return errno(e)
+}
+
 // closeFD is close(2).
 func closeFD(fd int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)

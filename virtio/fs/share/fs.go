@@ -64,7 +64,6 @@ type fsys struct {
 	privileged bool         // effective UID 0: new files are given to the caller
 	sys        rawsys.Calls // raw on a local file system (package rawsys)
 	dirents    sync.Pool
-	kernelFS   kernelFSes // which file systems' files are never opened
 }
 
 // newFsys takes root, an O_PATH descriptor of the shared directory.
@@ -80,7 +79,6 @@ func newFsys(root int, readOnly bool, budget *Budget, sys rawsys.Calls) (*fsys, 
 		readOnly:      readOnly,
 		privileged:    os.Geteuid() == 0,
 		sys:           sys,
-		kernelFS:      kernelFSes{statfs: unix.Fstatfs},
 	}
 	fs.dirents.New = func() any { b := make([]byte, direntBufSize); return &b }
 	fs.t.setRoot(root, &st)
@@ -234,12 +232,18 @@ func (fs *fsys) child(p *node, name string, out *fuse.EntryOut) fuse.Status {
 }
 
 // parentAndName resolves a request's directory node and checks the name
-// it names in it.
+// it names in it. Every caller makes, removes or renames an entry there,
+// so a directory of the host kernel's (isKernelFS: a cgroup, configfs,
+// bpffs) is refused with EACCES.
 func (fs *fsys) parentAndName(id uint64, name string) (*node, fuse.Status) {
 	if st := checkName(name); !st.Ok() {
 		return nil, st
 	}
-	return fs.nodeOf(id)
+	p, st := fs.nodeOf(id)
+	if st.Ok() && fs.kernelFile(p) {
+		return nil, fuse.EACCES
+	}
+	return p, st
 }
 
 // Lookup answers a name that is not there with a negative entry, node ID
@@ -291,12 +295,19 @@ func (fs *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		return st
 	}
 	v := in.Valid
-	if v&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID) != 0 && (n.isDevice() || fs.kernelFS.is(n)) {
+	if v&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID) != 0 && (n.isDevice() || fs.kernelFile(n)) {
 		// Who may open a host device, or a file of the host kernel's
 		// (isKernelFS), is the host's to say: MKNOD is refused for the
 		// same reason, and a root vmm's chmod 666 of a copied
-		// dev/sda in a container's root would otherwise succeed.
-		return fuse.EPERM
+		// dev/sda in a container's root would otherwise succeed. An
+		// unprivileged vmm's chown, which the host would refuse, is
+		// left to look done, as it is for other files (below), so a
+		// guest's chown -R over a root file system with dev/ in it
+		// goes on.
+		if v&fuse.FATTR_MODE != 0 || fs.privileged {
+			return fuse.EPERM
+		}
+		v &^= fuse.FATTR_UID | fuse.FATTR_GID
 	}
 	err := n.do(func(fd int) error {
 		if v&fuse.FATTR_MODE != 0 {
@@ -362,7 +373,7 @@ func (fs *fsys) truncate(n *node, fd int, in *fuse.SetAttrIn) error {
 		return unix.EINVAL
 	case in.Size > math.MaxInt64:
 		return unix.EFBIG
-	case fs.kernelFS.is(n):
+	case fs.kernelFile(n):
 		return unix.EACCES // see isKernelFS
 	}
 	size := int64(in.Size)
@@ -703,7 +714,7 @@ func (fs *fsys) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 		return fuse.EACCES
 	case writes && fs.readOnly:
 		return fuse.EROFS
-	case fs.kernelFS.is(n):
+	case fs.kernelFile(n):
 		return fuse.EACCES // see isKernelFS
 	}
 	var fd int
@@ -772,7 +783,7 @@ func (fs *fsys) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 				}
 				return unix.EEXIST
 			}
-			if fs.kernelFS.is(n) {
+			if fs.kernelFile(n) {
 				fs.t.forget(out.NodeId, 1)
 				return unix.EACCES // see isKernelFS
 			}

@@ -1,7 +1,6 @@
 package share
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -10,7 +9,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/vmm-dev/vmm/internal/rawsys"
 	"github.com/vmm-dev/vmm/virtio/fs/fusetest"
 )
 
@@ -60,6 +58,11 @@ func TestKernelFilesNotOpened(t *testing.T) {
 		if errno, _ := c.call(fusetest.OpSetattr, v.NodeId, sa); errno != syscall.EPERM {
 			t.Errorf("SETATTR mode of /proc/version: %v, want EPERM", errno)
 		}
+		// No entry made or removed in one of its directories: procfs
+		// itself would say EPERM to this MKDIR, the check EACCES.
+		if errno, _ := c.call(fusetest.OpMkdir, root, fuse.MkdirIn{Mode: 0o755}, fusetest.Name("vmm-test")); errno != syscall.EACCES {
+			t.Errorf("MKDIR in /proc: %v, want EACCES", errno)
+		}
 		// Still a file system to look around in.
 		if errno, _ := c.call(fusetest.OpGetattr, v.NodeId, fuse.GetAttrIn{}); errno != 0 {
 			t.Errorf("GETATTR /proc/version: %v", errno)
@@ -101,35 +104,25 @@ func TestDeviceNodeKeepsHostPermissions(t *testing.T) {
 	}
 }
 
-// kernelFSes asks each file system once, and a file system it cannot
-// ask counts as the kernel's.
-func TestKernelFSesCache(t *testing.T) {
-	var calls int
-	types := map[int]int64{10: unix.PROC_SUPER_MAGIC, 11: 0xef53 /* ext4 */}
-	k := kernelFSes{statfs: func(fd int, st *unix.Statfs_t) error {
-		calls++
-		if typ, ok := types[fd]; ok {
-			st.Type = typ
-			return nil
-		}
-		return errors.New("no such file system")
-	}}
-	at := func(fd int, dev uint64) *node {
-		return &node{fdFile: newFDFile(fd, rawsys.Calls{}), key: devIno{dev: dev}}
-	}
+// The kernel's own file systems are told from those that store data.
+func TestIsKernelFS(t *testing.T) {
 	for _, tc := range []struct {
-		n         *node
-		want      bool
-		wantCalls int
+		name string
+		typ  int64
+		want bool
 	}{
-		{at(10, 1), true, 1},
-		{at(10, 1), true, 1}, // cached
-		{at(11, 2), false, 2},
-		{at(11, 2), false, 2},
-		{at(12, 3), true, 3}, // statfs failed: refused
+		{"procfs", unix.PROC_SUPER_MAGIC, true},
+		{"sysfs", unix.SYSFS_MAGIC, true},
+		{"cgroup2", unix.CGROUP2_SUPER_MAGIC, true},
+		{"configfs", configfsMagic, true},
+		{"tracefs", unix.TRACEFS_MAGIC, true},
+		{"ext4", unix.EXT4_SUPER_MAGIC, false},
+		{"tmpfs", unix.TMPFS_MAGIC, false},
+		{"xfs", unix.XFS_SUPER_MAGIC, false},
+		{"overlay", unix.OVERLAYFS_SUPER_MAGIC, false},
 	} {
-		if got := k.is(tc.n); got != tc.want || calls != tc.wantCalls {
-			t.Errorf("dev %d: is %v after %d statfs calls, want %v after %d", tc.n.key.dev, got, calls, tc.want, tc.wantCalls)
+		if got := isKernelFS(tc.typ); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

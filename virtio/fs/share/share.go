@@ -196,13 +196,23 @@ type Server struct {
 	initialized bool
 }
 
+// DirError is a directory New could not share, and why: a caller that
+// knows how the user named it (vmm's -share) can say so with Err.
+type DirError struct {
+	Dir string
+	Err error
+}
+
+func (e *DirError) Error() string { return "shared directory " + e.Dir + ": " + e.Err.Error() }
+func (e *DirError) Unwrap() error { return e.Err }
+
 // New opens dir for sharing. It must exist, be a directory and be
 // readable; /proc/self/fd must be usable (the server reopens files
 // through it).
 func New(o Options) (*Server, error) {
 	root, err := openRoot(o.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("shared directory %s: %w", o.Dir, err)
+		return nil, &DirError{Dir: o.Dir, Err: err}
 	}
 	s := &Server{dir: o.Dir, readOnly: o.ReadOnly}
 	s.log.logf = o.Logf
@@ -214,7 +224,7 @@ func New(o Options) (*Server, error) {
 		budget = NewBudget()
 	}
 	if s.fs, err = newFsys(root, o.ReadOnly, budget, callsFor(root)); err != nil {
-		return nil, fmt.Errorf("shared directory %s: %w", o.Dir, err)
+		return nil, &DirError{Dir: o.Dir, Err: err}
 	}
 	s.opts = fuse.MountOptions{
 		MaxWrite:      MaxWrite,
