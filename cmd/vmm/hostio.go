@@ -64,6 +64,10 @@ type hostIO struct {
 	job            *hostout.Paced // stdout, in `vmm run`
 	console        *hostout.Queue // stdout, or stderr in `vmm run`
 
+	// sharedTerm is whether stdout and stderr are one terminal, found
+	// before the sandbox (whose filter has no fstat) for sep.
+	sharedTerm bool
+
 	// The run's context, and the deadlines its end sets for output and
 	// for vmm's last messages.
 	run                  context.Context
@@ -96,12 +100,12 @@ func newHostIO(ctx context.Context, run bool, stdout, stderr io.Writer) *hostIO 
 // neither a blank line nor a lone carriage return. Where it goes is
 // stderr, and stdout too when both are one terminal: the console's
 // queue is one of the two, and in vmm run the job's output is stdout.
-func (h *hostIO) sep(stdout, stderr *os.File) string {
-	shared := sameTerminal(stdout, stderr)
+// It makes no system call: it runs after the sandbox is installed.
+func (h *hostIO) sep() string {
 	switch {
-	case h.console.MidLine() && (h.console == h.stderr || shared):
+	case h.console.MidLine() && (h.console == h.stderr || h.sharedTerm):
 		return "\n"
-	case h.stdout != h.console && h.stdout.MidLine() && shared:
+	case h.stdout != h.console && h.stdout.MidLine() && h.sharedTerm:
 		return "\n"
 	}
 	return ""

@@ -923,6 +923,7 @@ func TestSepFollowsTheTerminal(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			h := newHostIO(ctx, tc.run, io.Discard, io.Discard)
+			h.sharedTerm = sameTerminal(tc.stdout, tc.stderr)
 			defer h.finish(0, nil)
 			if tc.job != "" {
 				h.stdout.Write([]byte(tc.job))
@@ -930,7 +931,7 @@ func TestSepFollowsTheTerminal(t *testing.T) {
 			if tc.console != "" {
 				h.console.Write([]byte(tc.console))
 			}
-			if got := h.sep(tc.stdout, tc.stderr); got != tc.want {
+			if got := h.sep(); got != tc.want {
 				t.Errorf("sep %q, want %q", got, tc.want)
 			}
 		})

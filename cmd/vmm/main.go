@@ -1077,6 +1077,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	// queues, vmm's own messages included (stderr is the queue), so no
 	// write can hold up a vCPU or the exit (hostio.go).
 	host := newHostIO(ctx, runMode, stdoutFile, stderrFile)
+	host.sharedTerm = sameTerminal(stdoutFile, stderrFile)
 	stderr := host.stderr
 	// The clock starts before the machine is built: -timeout bounds the
 	// whole run, boot included.
@@ -1284,15 +1285,15 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			// deadline without one exit: point back at why.
 			why = " (this host's KVM has no hardware virtualization: see the warning above)"
 		}
-		fmt.Fprintf(stderr, "%svmm: %v%s\n", host.sep(stdoutFile, stderrFile), te, why)
+		fmt.Fprintf(stderr, "%svmm: %v%s\n", host.sep(), te, why)
 		return exitTimeout
 	case errors.As(cause, &se):
 		unraw()
-		fmt.Fprintf(stderr, "%svmm: stopped by %v\n", host.sep(stdoutFile, stderrFile), se.sig)
+		fmt.Fprintf(stderr, "%svmm: stopped by %v\n", host.sep(), se.sig)
 		return 128 + int(se.sig)
 	}
 	unraw()
-	fmt.Fprintf(stderr, "%svmm: %s\n", host.sep(stdoutFile, stderrFile), errLine(err))
+	fmt.Fprintf(stderr, "%svmm: %s\n", host.sep(), errLine(err))
 	printBugStack(stderr, err)
 	return 1
 }
