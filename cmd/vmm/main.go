@@ -244,27 +244,16 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 			out = append(out, args[i:]...)
 			break
 		}
-		var f *pflag.Flag
-		hasValue := false
+		f, hasValue, known := flagWord(fs, a)
 		switch {
-		case len(a) == 2 && a[0] == '-': // a shorthand: -m
-			// pflag's own words for an unknown one are "unknown
-			// shorthand flag: 'x' in -x"; -h is pflag's help.
-			if f = fs.ShorthandLookup(a[1:]); f == nil && a != "-h" {
-				return nil, fmt.Errorf("unknown flag: %s", a)
-			}
-		case strings.HasPrefix(a, "--"): // GNU: --kernel or --kernel=bz
-			var name string
-			name, _, hasValue = strings.Cut(a[2:], "=")
-			f = fs.Lookup(name)
-		case len(a) > 2 && a[0] == '-': // QEMU: -kernel or -kernel=bz
-			var name string
-			name, _, hasValue = strings.Cut(a[1:], "=")
-			if f = fs.Lookup(name); f != nil || name == "help" {
-				a = "-" + a
-			} else if !shorthandWithValue(fs, a) {
-				return nil, fmt.Errorf("unknown flag: %s", a)
-			}
+		case len(a) == 2 && a[0] == '-' && !known:
+			// pflag's own words for an unknown shorthand are "unknown
+			// shorthand flag: 'x' in -x".
+			return nil, fmt.Errorf("unknown flag: %s", a)
+		case len(a) > 2 && a[0] == '-' && a[1] != '-' && !known:
+			return nil, fmt.Errorf("unknown flag: %s", a)
+		case len(a) > 2 && a[0] == '-' && a[1] != '-' && (f != nil || a == "-help" || strings.HasPrefix(a, "-help=")):
+			a = "-" + a // QEMU's -kernel is pflag's --kernel
 		}
 		// Keep a flag's value with it, even if it starts with a dash or,
 		// for vmm run, does not.
@@ -286,8 +275,10 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 		// directory named -timeout, and a job without its deadline.
 		// No path or value of vmm's is spelled like one of its flags;
 		// a file that is can be given as ./-name.
-		if takesNext && f.Name != "append" && isFlagWord(fs, args[i+1]) {
-			return nil, fmt.Errorf("%s: no value given (the next argument, %s, is a flag)", args[i], args[i+1])
+		if takesNext && f.Name != "append" {
+			if _, _, next := flagWord(fs, args[i+1]); next {
+				return nil, fmt.Errorf("%s: no value given (the next argument, %s, is a flag)", args[i], args[i+1])
+			}
 		}
 		if check := valueArg(f); check != nil {
 			var err error
@@ -315,23 +306,29 @@ func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, e
 	return out, nil
 }
 
-// isFlagWord reports whether a is one of fs's flags as qemuSpelling
-// reads them: -name, --name, either with =VALUE, or a shorthand (-m,
-// -m512M). A lone "-" (standard input, to some programs) is not.
-func isFlagWord(fs *pflag.FlagSet, a string) bool {
-	name, ok := strings.CutPrefix(a, "-")
-	if !ok || name == "" {
-		return false
+// flagWord reads a as qemuSpelling does: a shorthand (-m, or -m512M
+// and -m=512M with its value attached), GNU's --name[=VALUE] or QEMU's
+// -name[=VALUE]. f is the flag it names, if fs has it (none for -h and
+// -help, pflag's help, nor for an attached shorthand value), hasValue
+// whether =VALUE came with a long name, and known whether a is one of
+// fs's flags or help at all. A lone "-" is no flag.
+func flagWord(fs *pflag.FlagSet, a string) (f *pflag.Flag, hasValue, known bool) {
+	switch {
+	case len(a) == 2 && a[0] == '-': // a shorthand: -m
+		f = fs.ShorthandLookup(a[1:])
+		return f, false, f != nil || a == "-h"
+	case strings.HasPrefix(a, "--"): // GNU: --kernel or --kernel=bz
+		var name string
+		name, _, hasValue = strings.Cut(a[2:], "=")
+		f = fs.Lookup(name)
+		return f, hasValue, f != nil || name == "help"
+	case len(a) > 2 && a[0] == '-': // QEMU: -kernel or -kernel=bz
+		var name string
+		name, _, hasValue = strings.Cut(a[1:], "=")
+		f = fs.Lookup(name)
+		return f, hasValue, f != nil || name == "help" || shorthandWithValue(fs, a)
 	}
-	name = strings.TrimPrefix(name, "-")
-	name, _, _ = strings.Cut(name, "=")
-	if fs.Lookup(name) != nil || name == "help" || a == "-h" {
-		return true
-	}
-	if a[1] == '-' || fs.ShorthandLookup(a[1:2]) == nil {
-		return false
-	}
-	return len(a) == 2 || shorthandWithValue(fs, a)
+	return nil, false, false
 }
 
 // valueArg is the check of a flag whose value qemuSpelling reads itself

@@ -679,20 +679,7 @@ func TestHelpToStdout(t *testing.T) {
 		{[]string{"snapshot", "-h"}, "Usage: vmm snapshot"},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			dir := t.TempDir()
-			stdout, err := os.Create(filepath.Join(dir, "stdout"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stdout.Close()
-			stderr, err := os.Create(filepath.Join(dir, "stderr"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stderr.Close()
-			status := vmmMain(time.Now(), tt.args, nil, stdout, stderr, nil)
-			out, _ := os.ReadFile(stdout.Name())
-			errOut, _ := os.ReadFile(stderr.Name())
+			status, out, errOut := mainToFiles(t, tt.args)
 			if status != 0 || !strings.HasPrefix(string(out), tt.want) || !strings.Contains(string(out), "--kernel") || len(errOut) != 0 {
 				t.Errorf("status %d, stdout %.80q, stderr %q; want 0, help starting %q on stdout, nothing on stderr", status, out, errOut, tt.want)
 			}
@@ -844,23 +831,30 @@ func TestVersion(t *testing.T) {
 		{"snapshot", "-version"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
-			dir := t.TempDir()
-			stdout, err := os.Create(filepath.Join(dir, "stdout"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stdout.Close()
-			stderr, err := os.Create(filepath.Join(dir, "stderr"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stderr.Close()
-			status := vmmMain(time.Now(), args, nil, stdout, stderr, nil)
-			out, _ := os.ReadFile(stdout.Name())
-			errOut, _ := os.ReadFile(stderr.Name())
+			status, out, errOut := mainToFiles(t, args)
 			if status != 0 || string(out) != want || len(errOut) != 0 {
 				t.Errorf("status %d, stdout %q, stderr %q; want 0, %q, nothing", status, out, errOut, want)
 			}
 		})
 	}
+}
+
+// mainToFiles runs vmmMain with args, stdout and stderr regular files
+// (no guest is built), and returns its status and what each file got.
+func mainToFiles(t *testing.T, args []string) (status int, stdout, stderr []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	var files [2]*os.File
+	for i, name := range []string{"stdout", "stderr"} {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files[i] = f
+	}
+	status = vmmMain(time.Now(), args, nil, files[0], files[1], nil)
+	stdout, _ = os.ReadFile(files[0].Name())
+	stderr, _ = os.ReadFile(files[1].Name())
+	return status, stdout, stderr
 }
