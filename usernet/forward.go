@@ -405,6 +405,18 @@ func isTimeout(err error) bool {
 // nothing about the next datagram.
 func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
+// bound records the host address f's socket got, and says which port
+// it is when f asked for any free one (host port 0): the port is of no
+// use until someone knows it, and a CI runner starting many guests at
+// once picks port 0 so that no two collide. QEMU's slirp takes such a
+// port too but tells only its monitor.
+func (n *Network) bound(f Forward, at netip.AddrPort) {
+	n.hostAddrs = append(n.hostAddrs, at)
+	if f.Host.Port() == 0 {
+		n.logf("user network: hostfwd %s: listening on %s", f, at)
+	}
+}
+
 // listen binds f's host socket and serves it until Close.
 func (n *Network) listen(f Forward) error {
 	guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(f.Guest.Addr().As4()), Port: f.Guest.Port()}
@@ -417,7 +429,7 @@ func (n *Network) listen(f Forward) error {
 			pc.Close()
 			return net.ErrClosed
 		}
-		n.hostAddrs = append(n.hostAddrs, unmap(pc.LocalAddr().(*net.UDPAddr).AddrPort()))
+		n.bound(f, unmap(pc.LocalAddr().(*net.UDPAddr).AddrPort()))
 		n.spawn(func() { n.serveUDPForward(pc, guest) })
 		return nil
 	}
@@ -429,7 +441,7 @@ func (n *Network) listen(f Forward) error {
 		l.Close()
 		return net.ErrClosed
 	}
-	n.hostAddrs = append(n.hostAddrs, unmap(l.Addr().(*net.TCPAddr).AddrPort()))
+	n.bound(f, unmap(l.Addr().(*net.TCPAddr).AddrPort()))
 	n.spawn(func() {
 		var pause time.Duration
 		for {

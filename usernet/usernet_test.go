@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -716,6 +717,45 @@ func TestDNSTCPConnLimit(t *testing.T) {
 	}
 	if answered != dnsMaxConns || closed != 1 {
 		t.Fatalf("%d connections answered, %d closed; want %d and 1", answered, closed, dnsMaxConns)
+	}
+}
+
+// A hostfwd that asks for any free host port (0) is told which one it
+// got, once; one that names its port is not repeated back.
+func TestHostForwardAnyPortSaid(t *testing.T) {
+	free, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixedPort := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	var rules []Forward
+	for _, s := range []string{"tcp:127.0.0.1:0-:22", fmt.Sprintf("tcp:127.0.0.1:%d-:80", fixedPort), "udp:127.0.0.1:0-:53"} {
+		f, err := ParseForward(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules = append(rules, f)
+	}
+	var mu sync.Mutex
+	var said []string
+	n := newNetwork(t, Config{Forwards: rules, Logf: func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		said = append(said, fmt.Sprintf(format, args...))
+	}})
+	addrs := n.HostAddrs()
+	want := []string{
+		"user network: hostfwd tcp:127.0.0.1:0-10.0.2.15:22: listening on " + addrs[0].String(),
+		"user network: hostfwd udp:127.0.0.1:0-10.0.2.15:53: listening on " + addrs[2].String(),
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(said, want) {
+		t.Errorf("said %q\nwant %q", said, want)
+	}
+	if addrs[0].Port() == 0 || addrs[2].Port() == 0 || addrs[1].Port() != uint16(fixedPort) {
+		t.Errorf("host addresses %v", addrs)
 	}
 }
 
