@@ -237,14 +237,27 @@ func newFlagSet(o *options, help io.Writer) *pflag.FlagSet {
 // "em-prealloc".
 func qemuSpelling(fs *pflag.FlagSet, args []string, stopAtArg bool) ([]string, error) {
 	out := make([]string, 0, len(args))
+	var lastBool string // the previous word, if a bool flag without =VALUE
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" || (stopAtArg && !strings.HasPrefix(a, "-")) {
+			// "vmm run -boot-timer false -- make": a bool flag takes no
+			// separate value (-boot-timer=false does), so the job would
+			// be "false -- make", ending 1 without a word. "true" and
+			// "false" are commands too, so the line is ambiguous, and
+			// refused rather than guessed.
+			if lastBool != "" && a != "--" && (a == "true" || a == "false") {
+				return nil, fmt.Errorf("%s %s: a flag's true or false goes after =, as %s=%s; to run %s as the job, write -- before it", lastBool, a, lastBool, a, a)
+			}
 			// The rest is a command (vmm run), not vmm's flags.
 			out = append(out, args[i:]...)
 			break
 		}
 		f, hasValue, known := flagWord(fs, a)
+		lastBool = ""
+		if f != nil && !hasValue && f.Value.Type() == "bool" {
+			lastBool = a
+		}
 		switch {
 		case len(a) == 2 && a[0] == '-' && !known:
 			// pflag's own words for an unknown shorthand are "unknown

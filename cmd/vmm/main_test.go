@@ -393,6 +393,12 @@ func TestParseRun(t *testing.T) {
 		{[]string{"-kernel", "k", "-smp", "cpus=1", "--", "qemu", "-smp", "cores=2"}, []string{"qemu", "-smp", "cores=2"}},
 		{[]string{"-kernel", "k", "qemu", "--smp=cpus=4,maxcpus=8"}, []string{"qemu", "--smp=cpus=4,maxcpus=8"}},
 		{[]string{"--kernel=k", "-m", "1G", "-share", "d", "-out", "o", "-env", "A=1", "--", "make", "test"}, []string{"make", "test"}},
+		// A bool flag's value after =, and true or false as the job
+		// after a bool flag once -- says so.
+		{[]string{"-kernel", "k", "-boot-timer=false", "--", "make"}, []string{"make"}},
+		{[]string{"-kernel", "k", "-boot-timer", "--", "false"}, []string{"false"}},
+		{[]string{"-kernel", "k", "-boot-timer", "make", "true"}, []string{"make", "true"}},
+		{[]string{"-kernel", "k", "-m", "1G", "true"}, []string{"true"}},
 	}
 	for _, tt := range tests {
 		cfg, o, err := parseMode(true, tt.args, io.Discard)
@@ -402,6 +408,16 @@ func TestParseRun(t *testing.T) {
 		}
 		if !reflect.DeepEqual(o.command, tt.cmd) || cfg.Kernel != "k" || !strings.Contains(cfg.Cmdline, "quiet") {
 			t.Errorf("%v: command %q kernel %q cmdline %q", tt.args, o.command, cfg.Kernel, cfg.Cmdline)
+		}
+	}
+	// "-boot-timer false -- make" would run "false -- make".
+	for _, args := range [][]string{
+		{"-kernel", "k", "-boot-timer", "false", "--", "make"},
+		{"-kernel", "k", "--boot-timer", "true"},
+	} {
+		_, _, err := parseMode(true, args, io.Discard)
+		if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), "goes after =") {
+			t.Errorf("%v: got %v, want a usage error about the bool's value", args, err)
 		}
 	}
 	if _, _, err := parseMode(true, []string{"-kernel", "k"}, io.Discard); err == nil || !strings.Contains(err.Error(), "no command") {
