@@ -72,7 +72,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			"place initrd (40 MiB) in guest memory below 32 MiB (of 32 MiB)", nil},
 		{"command line too long", with(func(c *Config) { c.Cmdline = strings.Repeat("x", cmdlineMax) }),
 			"kernel command line is 65536 bytes", nil},
-		{"no disk file", with(func(c *Config) { c.Disks = []Disk{{Path: missing}} }), "disk " + missing, fs.ErrNotExist},
+		{"no disk file", with(func(c *Config) { c.Disks = []Disk{{Path: missing}} }), "disk: open " + missing, fs.ErrNotExist},
 		{"more virtio devices than interrupt pins", with(func(c *Config) {
 			for range maxVirtioDevices + 1 {
 				c.Disks = append(c.Disks, Disk{Path: disk, ReadOnly: true})

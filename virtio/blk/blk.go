@@ -164,11 +164,22 @@ type Device struct {
 // /dev/disk/by-id shows in the guest.
 func Open(o Options) (*Device, error) {
 	d, err := open(o)
-	if err != nil {
+	var named namedError
+	switch {
+	case errors.As(err, &named):
+		return nil, fmt.Errorf("disk: %w", named.err)
+	case err != nil:
 		return nil, fmt.Errorf("disk %s: %w", o.Path, err)
 	}
 	return d, nil
 }
+
+// namedError is an error that names the disk's path already (package
+// inputfile's, os.PathError), which Open does not name again.
+type namedError struct{ err error }
+
+func (e namedError) Error() string { return e.err.Error() }
+func (e namedError) Unwrap() error { return e.err }
 
 func open(o Options) (*Device, error) {
 	if o.Path == "" {
@@ -182,7 +193,7 @@ func open(o Options) (*Device, error) {
 	}
 	f, err := inputfile.OpenDisk(o.Path, !o.ReadOnly)
 	if err != nil {
-		return nil, err
+		return nil, namedError{err}
 	}
 	d := &Device{path: o.Path, f: f, readOnly: o.ReadOnly}
 	if err := d.init(); err != nil {

@@ -75,8 +75,8 @@ func TestOpenErrors(t *testing.T) {
 				d.Close()
 				t.Fatalf("Open succeeded")
 			}
-			if !strings.Contains(err.Error(), tc.o.Path) || !strings.Contains(err.Error(), tc.contains) {
-				t.Errorf("error %q does not name %s and say %q", err, tc.o.Path, tc.contains)
+			if strings.Count(err.Error(), tc.o.Path) != 1 || !strings.Contains(err.Error(), tc.contains) {
+				t.Errorf("error %q does not name %s once and say %q", err, tc.o.Path, tc.contains)
 			}
 		})
 	}
