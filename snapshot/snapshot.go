@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -426,6 +427,11 @@ func openOnce(dir string) (*Snapshot, error) {
 		return nil, err
 	}
 	sf, err := inputfile.Open(filepath.Join(dir, StateFile), inputfile.Regular)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Most likely the wrong directory (or one a failed save left
+		// empty): say what a snapshot is, not only what is missing.
+		return nil, fmt.Errorf("snapshot %s: not a snapshot: it has no %s file (vmm snapshot -o DIR makes one): %w", dir, StateFile, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
 	}

@@ -107,6 +107,7 @@ func TestOpenRefuses(t *testing.T) {
 			flip(t, filepath.Join(dir, MemoryFile), 12*PageSize+int64(len(memoryMagic)))
 		}, "different saves"},
 		{"not a snapshot", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, StateFile), []byte("hello"), 0o644) }, "corrupt"},
+		{"no state file", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, StateFile)) }, "not a snapshot: it has no state file (vmm snapshot -o DIR makes one)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -68,6 +68,23 @@ func TestSnapshotArgs(t *testing.T) {
 	}
 }
 
+// The directory given as an argument, not with -o, is a usage error
+// that says where it goes; with -o given, an extra argument is only that.
+func TestSnapshotDirAsArgument(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-kernel", "bz", "d"}, `unexpected argument "d" (the snapshot's directory is given with -o DIR)`},
+		{[]string{"-kernel", "bz", "-o", "d", "e"}, `unexpected argument "e"`},
+	} {
+		_, _, err := parseOptions(options{snap: true}, tc.args, io.Discard)
+		if _, ok := err.(usageError); !ok || err.Error() != tc.want {
+			t.Errorf("%q: %v, want the usage error %q", tc.args, err, tc.want)
+		}
+	}
+}
+
 // writeTestSnapshot saves a snapshot with the given manifest and an
 // empty machine state: enough for the checks before a restore.
 func writeTestSnapshot(t *testing.T, man snapshot.Manifest) string {
