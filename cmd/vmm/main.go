@@ -740,6 +740,9 @@ func parseOptions(o options, args []string, help io.Writer) (machine.Config, opt
 		if a := fs.Arg(0); (a == "run" || a == "snapshot") && !o.snap {
 			// vmm -m 1G run -- make: the mode comes first.
 			hint = fmt.Sprintf(" (%s is a mode, and comes first: vmm %s [flags] ...)", a, a)
+		} else if a == "true" || a == "false" {
+			// vmm -kernel bz -boot-timer false
+			hint = fmt.Sprintf(" (a flag's true or false goes after =, as -boot-timer=%s)", a)
 		} else if o.snap && o.snapDir == "" {
 			// vmm snapshot -kernel bz DIR: the directory is a flag's.
 			hint = " (the snapshot's directory is given with -o DIR)"

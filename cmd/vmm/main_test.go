@@ -86,6 +86,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-kernel", "bz", "-boot-timer=maybe"}, `-boot-timer "maybe": want true or false`},
 		{[]string{"-kernel", "bz", "-bogus"}, "unknown"},
 		{[]string{"-kernel", "bz", "extra"}, "unexpected argument"},
+		{[]string{"-kernel", "bz", "-boot-timer", "false"}, `unexpected argument "false" (a flag's true or false goes after =, as -boot-timer=false)`},
 		{[]string{"-m", "1G", "run", "--", "make"}, `unexpected argument "run" (run is a mode, and comes first: vmm run [flags] ...)`},
 		{[]string{"-kernel", "bz", "snapshot"}, `unexpected argument "snapshot" (snapshot is a mode, and comes first: vmm snapshot [flags] ...)`},
 		{[]string{"-kernel", "bz", "-timeout", "-5s"}, "negative"},
