@@ -165,6 +165,10 @@ type Machine struct {
 	// exiting (coalesced.go).
 	coalesced coalescing
 
+	// places is where each vCPU was when a cancel stopped it (Places),
+	// each written by its own vCPU's goroutine before Run returns.
+	places []VCPUPlace
+
 	stopping   atomic.Bool
 	exitStatus atomic.Int32 // -1 until the guest writes the exit port
 	stopOnce   sync.Once

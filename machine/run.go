@@ -20,6 +20,7 @@ import (
 // help), or ctx is canceled (ctx's error).
 func (m *Machine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	m.places = make([]VCPUPlace, len(m.vcpus))
 	if m.cfg.SaveOnWait {
 		m.snap.inGuest.Add(len(m.vcpus))
 	}
@@ -274,10 +275,70 @@ func (m *Machine) runVCPU(v vcpu, left func()) error {
 			return err
 		}
 	}
-	if m.Reason() == StopSnapshot {
+	switch m.Reason() {
+	case StopSnapshot:
 		return m.saveVCPUOnThread(v, left)
+	case StopCanceled:
+		m.places[v.ID()] = placeOf(v)
 	}
 	return nil
+}
+
+// VCPUPlace is where a vCPU was when a cancel (vmm's -timeout, a
+// signal) took it out of the guest: what tells a guest that hung with
+// interrupts off, spinning in its kernel, from one idle or busy in user
+// space, when nothing on its console says. Known is false when the
+// registers could not be read, or the vCPU had ended before.
+type VCPUPlace struct {
+	Known bool
+	RIP   uint64
+	// CPL is the privilege level the vCPU ran at: 0 the guest's
+	// kernel, 3 its user space (the DPL of SS, Intel SDM vol. 3 §5.5).
+	CPL uint8
+	// Interrupts is RFLAGS.IF (bit 9).
+	Interrupts bool
+}
+
+// rflagsIF is RFLAGS's interrupt enable flag (Intel SDM vol. 1 §3.4.3.2).
+const rflagsIF = 1 << 9
+
+// placeOf reads where v is; only on v's thread, after its last run.
+func placeOf(v vcpu) VCPUPlace {
+	r, err := v.Regs()
+	if err != nil {
+		return VCPUPlace{}
+	}
+	s, err := v.Sregs()
+	if err != nil {
+		return VCPUPlace{}
+	}
+	return VCPUPlace{Known: true, RIP: r.RIP, CPL: s.SS.DPL & 3, Interrupts: r.RFLAGS&rflagsIF != 0}
+}
+
+func (p VCPUPlace) String() string {
+	if !p.Known {
+		return "unknown"
+	}
+	where := "the guest's kernel"
+	if p.CPL == 3 {
+		where = "the guest's user space"
+	} else if p.CPL != 0 {
+		where = fmt.Sprintf("the guest at privilege level %d", p.CPL)
+	}
+	irq := "interrupts on"
+	if !p.Interrupts {
+		irq = "interrupts off"
+	}
+	return fmt.Sprintf("RIP=%#x in %s, %s", p.RIP, where, irq)
+}
+
+// Places says where each vCPU was when a cancel of Run's context stopped
+// the machine, by vCPU ID; nil unless Run returned for that reason.
+func (m *Machine) Places() []VCPUPlace {
+	if m.Reason() != StopCanceled {
+		return nil
+	}
+	return m.places
 }
 
 // handleExit serves one exit: port and MMIO accesses go to the buses,

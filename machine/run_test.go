@@ -381,7 +381,10 @@ func TestRunCanceled(t *testing.T) {
 			// Two vCPUs running the guest until stopped: one that had a
 			// few exits first and one that never left the guest.
 			busy := newFakeVCPU(0, ioOut(com1Port, 1, 'a'), exitOf(kvm.ExitIntr), ioOut(unclaimedPort, 1, 0))
+			busy.regs = kvm.Regs{RIP: 0xffffffff81000010, RFLAGS: rflagsIF | 2}
 			idle := newFakeVCPU(1)
+			idle.regs = kvm.Regs{RIP: 0x401000, RFLAGS: 2}
+			idle.sregs.SS.DPL = 3
 			m, _ := newFakeMachine(t, Config{}, busy, idle)
 			ctx, cancel := tt.ctx()
 			defer cancel()
@@ -391,6 +394,13 @@ func TestRunCanceled(t *testing.T) {
 			checkContract(t, busy, idle)
 			if m.Reason() != StopCanceled {
 				t.Errorf("stopped for %v, want canceled", m.Reason())
+			}
+			want := []VCPUPlace{
+				{Known: true, RIP: 0xffffffff81000010, CPL: 0, Interrupts: true},
+				{Known: true, RIP: 0x401000, CPL: 3, Interrupts: false},
+			}
+			if got := m.Places(); !slices.Equal(got, want) {
+				t.Errorf("Places: %+v, want %+v", got, want)
 			}
 			for _, v := range []*fakeVCPU{busy, idle} {
 				if v.kicks.Load() != 1 {
@@ -431,6 +441,9 @@ func TestAllVCPUsStopTogether(t *testing.T) {
 			}
 			if m.Reason() != tt.want {
 				t.Errorf("stopped for %v, want %v", m.Reason(), tt.want)
+			}
+			if p := m.Places(); p != nil {
+				t.Errorf("Places after a %v: %+v, want none", tt.want, p)
 			}
 			checkContract(t, vs...)
 			for _, v := range vs {
@@ -774,5 +787,22 @@ func TestGoDevicePanic(t *testing.T) {
 	m.mu.Unlock()
 	if reason != StopError || err == nil || !strings.Contains(err.Error(), "test device: internal error, a bug in vmm: boom") {
 		t.Fatalf("stopped for %v with %v", reason, err)
+	}
+}
+
+func TestVCPUPlaceString(t *testing.T) {
+	tests := []struct {
+		p    VCPUPlace
+		want string
+	}{
+		{VCPUPlace{}, "unknown"},
+		{VCPUPlace{Known: true, RIP: 0xffffffff81a0b2c3, Interrupts: false}, "RIP=0xffffffff81a0b2c3 in the guest's kernel, interrupts off"},
+		{VCPUPlace{Known: true, RIP: 0x401000, CPL: 3, Interrupts: true}, "RIP=0x401000 in the guest's user space, interrupts on"},
+		{VCPUPlace{Known: true, RIP: 0x10, CPL: 1, Interrupts: true}, "RIP=0x10 in the guest at privilege level 1, interrupts on"},
+	}
+	for _, tt := range tests {
+		if got := tt.p.String(); got != tt.want {
+			t.Errorf("%+v: %q, want %q", tt.p, got, tt.want)
+		}
 	}
 }

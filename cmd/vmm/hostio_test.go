@@ -52,9 +52,10 @@ type fakeGuest struct {
 	stopping   atomic.Bool
 	status     atomic.Int32
 	reason     atomic.Int32
-	kvmNote    string   // what KVMNote says: envKVMNote
-	ready      *os.File // told "ready" as Run starts (childMain)
-	out        *os.File // the disk with the out serial (openOut)
+	kvmNote    string              // what KVMNote says: envKVMNote
+	places     []machine.VCPUPlace // what Places says after a cancel: envPlaces
+	ready      *os.File            // told "ready" as Run starts (childMain)
+	out        *os.File            // the disk with the out serial (openOut)
 }
 
 func (g *fakeGuest) Run(ctx context.Context) error {
@@ -104,6 +105,14 @@ func (g *fakeGuest) ExitStatus() (int, bool) {
 func (g *fakeGuest) Reason() machine.StopReason { return machine.StopReason(g.reason.Load()) }
 
 func (g *fakeGuest) KVMNote() string { return g.kvmNote }
+
+// Places is places once a cancel stopped the fake.
+func (g *fakeGuest) Places() []machine.VCPUPlace {
+	if g.Reason() != machine.StopCanceled {
+		return nil
+	}
+	return g.places
+}
 
 // run is the guest's program. It reports a status as the exit port
 // would, or ok false for a poweroff (or a stop).
@@ -242,6 +251,9 @@ const (
 	envSize   = "VMM_TEST_GUEST_BYTES"
 	// envKVMNote is what the fake guest's KVMNote returns.
 	envKVMNote = "VMM_TEST_KVM_NOTE"
+	// envPlaces, if set, has the fake guest's one vCPU in user space
+	// when a cancel stops it (Places); unset, it has no place to say.
+	envPlaces = "VMM_TEST_PLACES"
 )
 
 func TestMain(m *testing.M) {
@@ -296,6 +308,9 @@ func childMain(script string) int {
 			select {}
 		}
 		g := &fakeGuest{cfg: cfg, script: script, n: n, kvmNote: os.Getenv(envKVMNote), ready: ready}
+		if os.Getenv(envPlaces) != "" {
+			g.places = []machine.VCPUPlace{{Known: true, RIP: 0x401000, CPL: 3, Interrupts: true}}
+		}
 		g.status.Store(-1)
 		if err := g.openOut(); err != nil {
 			return nil, err
@@ -435,17 +450,26 @@ func (c *child) stderrText(t *testing.T) string {
 // /dev/kvm without hardware virtualization (machine's softwareKVMNote)
 // ends with status 124 and one line that gives the deadline and points
 // at machine's warning (which the fake guest does not print); on a real
-// KVM the line is the deadline alone.
+// KVM the line is the deadline alone. The same line ends with where the
+// vCPUs were, when the machine could read their registers.
 func TestTimeoutSaysWhyKVMCannotRun(t *testing.T) {
 	const note = "this host's CPU has no hardware virtualization: run vmm in a nested VM"
+	const place = "; vCPU 0 was at RIP=0x401000 in the guest's user space, interrupts on"
 	for _, tc := range []struct {
-		name, note, want string
+		name, note string
+		places     bool
+		want       string
 	}{
-		{"software KVM", note, "vmm: guest stopped: -timeout 300ms reached (this host's KVM has no hardware virtualization: see the warning above)\n"},
-		{"real KVM", "", "vmm: guest stopped: -timeout 300ms reached\n"},
+		{"software KVM", note, false, "vmm: guest stopped: -timeout 300ms reached (this host's KVM has no hardware virtualization: see the warning above)\n"},
+		{"real KVM", "", false, "vmm: guest stopped: -timeout 300ms reached\n"},
+		{"software KVM, where the vCPU was", note, true, "vmm: guest stopped: -timeout 300ms reached (this host's KVM has no hardware virtualization: see the warning above)" + place + "\n"},
+		{"real KVM, where the vCPU was", "", true, "vmm: guest stopped: -timeout 300ms reached" + place + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(envKVMNote, tc.note)
+			if tc.places {
+				t.Setenv(envPlaces, "1")
+			}
 			c := startChild(t, "idle", 0, false, "-kernel", "fake", "-timeout", "300ms")
 			if status := c.wait(t, 10*time.Second, "-timeout"); status != exitTimeout {
 				t.Fatalf("status %d, want %d", status, exitTimeout)

@@ -159,6 +159,8 @@ type guest interface {
 	Reason() machine.StopReason
 	// KVMNote says why guests cannot run on this host's /dev/kvm, or "".
 	KVMNote() string
+	// Places says where each vCPU was when a cancel stopped the guest.
+	Places() []machine.VCPUPlace
 }
 
 // bootFunc builds the guest runMode runs.
@@ -1301,7 +1303,7 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 			// deadline without one exit: point back at why.
 			why = " (this host's KVM has no hardware virtualization: see the warning above)"
 		}
-		fmt.Fprintf(stderr, "%svmm: %v%s\n", host.sep(), te, why)
+		fmt.Fprintf(stderr, "%svmm: %v%s%s\n", host.sep(), te, why, placesNote(m.Places()))
 		return exitTimeout
 	case errors.As(cause, &se):
 		unraw()
@@ -1312,6 +1314,22 @@ func runMode(runMode bool, start time.Time, args []string, stdin *os.File, stdou
 	fmt.Fprintf(stderr, "%svmm: %s\n", host.sep(), errLine(err))
 	printBugStack(stderr, err)
 	return 1
+}
+
+// placesNote says where each vCPU was when -timeout stopped the guest,
+// for the end of the line that says so: a job that missed its deadline
+// because its kernel hung with interrupts off (RIP in the kernel, which
+// System.map or a vmlinux names) looks the same on the console as one
+// that was merely slow, and this tells them apart. A vCPU whose
+// registers were unreadable is left out.
+func placesNote(places []machine.VCPUPlace) string {
+	var b strings.Builder
+	for id, p := range places {
+		if p.Known {
+			fmt.Fprintf(&b, "; vCPU %d was at %v", id, p)
+		}
+	}
+	return b.String()
 }
 
 // printBugStack writes, if err is a bug in vmm (machine.BugError), its

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/machine"
 )
 
 // TestArmStopsKeepsIgnoredSignals: a signal vmm was started ignoring
@@ -43,5 +45,30 @@ func TestArmStopsKeepsIgnoredSignals(t *testing.T) {
 	var se signalError
 	if !errors.As(context.Cause(ctx), &se) || se.sig != unix.SIGTERM {
 		t.Errorf("cause %v, want SIGTERM", context.Cause(ctx))
+	}
+}
+
+// After -timeout, the line says where each vCPU was whose registers
+// were read.
+func TestPlacesNote(t *testing.T) {
+	tests := []struct {
+		name   string
+		places []machine.VCPUPlace
+		want   string
+	}{
+		{"none", nil, ""},
+		{"three vCPUs, one unread", []machine.VCPUPlace{
+			{Known: true, RIP: 0xffffffff81a0b2c3, Interrupts: true},
+			{},
+			{Known: true, RIP: 0x401000, CPL: 3},
+		}, "; vCPU 0 was at RIP=0xffffffff81a0b2c3 in the guest's kernel, interrupts on" +
+			"; vCPU 2 was at RIP=0x401000 in the guest's user space, interrupts off"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := placesNote(tt.places); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

@@ -140,6 +140,21 @@ func (r redirectReport) String() string {
 	return s
 }
 
+// recap is the run's report again, short, for the end of a failure: a
+// log that keeps only the end of a test's output (CI's record does) then
+// still has the run's status, its last words before any goroutine dump
+// (vmm's -timeout line, which says where the vCPUs were) and where the
+// goroutines were, after L1's tails and backtraces.
+func (r redirectReport) recap() string {
+	before, _, _ := strings.Cut(withoutBackstopDump(r.Stderr), "SIGQUIT: quit")
+	s := fmt.Sprintf("--- the run again, in short ---\n%q: exit %d signal %d timed out %v after %.1fs\n--- stdout (last 5 lines) ---\n%s\n--- stderr before any goroutine dump (last 15 lines) ---\n%s",
+		r.Args, r.Exit, r.Signal, r.TimedOut, r.ElapsedMS/1000, tailLines(r.Stdout, 5), tailLines(before, 15))
+	if g := goroutineSummary(r.Stderr); g != "" {
+		s += "\n--- goroutines (last 25) ---\n" + tailLines(g, 25)
+	}
+	return s + "\n---"
+}
+
 // goroutineSummary condenses a Go goroutine dump to one line per
 // goroutine: its header ("goroutine 7 [IO wait, 2 minutes]:") and the
 // function below it.
@@ -236,6 +251,7 @@ func reportFailure(l *nested.L1, r redirectReport, format string, args ...any) e
 	} else {
 		err = fmt.Errorf("%w\n--- L1 kernel log (tail) ---\n%s\n---", err, l.KernelLogTail(30))
 	}
+	err = fmt.Errorf("%w\n%s", err, r.recap())
 	why, whyNot := emulatorCrash(r, l.KernelLogSince(r.klogMark))
 	if why != "" {
 		return fmt.Errorf("%w (%s): %w", nested.ErrGuestCrashed, why, err)
@@ -788,5 +804,30 @@ func TestEndedByTimeout(t *testing.T) {
 				t.Errorf("endedByTimeout = %q, want one: %v", endedByTimeout(tt.r), tt.want)
 			}
 		})
+	}
+}
+
+// The recap at the end of a failure keeps the run's last words and the
+// goroutines' places, not the dump between them.
+func TestRecap(t *testing.T) {
+	r := redirectReport{
+		Args: []string{"/vmm", "run"}, Exit: 124, ElapsedMS: 300000,
+		Stdout: "one\ntwo\n",
+		Stderr: "[    1.0] booting\nvmm: guest stopped: -timeout 5m0s reached; vCPU 0 was at RIP=0xffffffff81000000 in the guest's kernel, interrupts off\n" +
+			"SIGQUIT: quit\nPC=0x485981 m=0 sigcode=0\n\ngoroutine 7 gp=0x2b10dffa3860 m=nil [cleanup wait]:\nruntime.gopark(0x0?)\n\truntime/proc.go:435 +0xce\n",
+	}
+	got := r.recap()
+	for _, want := range []string{
+		`["/vmm" "run"]: exit 124 signal 0 timed out false after 300.0s`,
+		"one\ntwo\n",
+		"interrupts off\n---",
+		"goroutine 7 gp=0x2b10dffa3860 m=nil [cleanup wait] runtime.gopark(0x0?)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("recap lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "PC=0x485981") || strings.Contains(got, "proc.go") {
+		t.Errorf("recap has the dump itself:\n%s", got)
 	}
 }

@@ -24,6 +24,16 @@ import (
 // and reaches the guest through the share it tests (or a share of its
 // own), so the guest runs it from virtio-fs.
 
+// vmmDeadline is vmm's -timeout for a run redirect bounds with d: a
+// minute less, so that a guest that hangs is stopped by vmm, whose line
+// says where its vCPUs were (a kernel spinning with interrupts off, an
+// idle one, a user program), rather than by redirect, which can only
+// say that the run went on. CI once saw a share run hang so, with
+// nothing on the guest's console (TestShareConfinement, 3c21cc9).
+func vmmDeadline(d time.Duration) []string {
+	return []string{"-timeout", (d - time.Minute).String()}
+}
+
 const (
 	// bulkTimeout bounds a `vmm run` that moves the -share workload
 	// through virtio-fs: each FUSE request is a round trip through
@@ -175,7 +185,7 @@ func TestShareRoundTrip(t *testing.T) {
 		// Two vCPUs and eight files at a time: requests overlap and
 		// complete out of order, as in a parallel build, and the
 		// round trips' latency overlaps too.
-		r, err := redirectExec(ctx, l, bulkTimeout, nil, runArgs([]string{"-smp", "2", "-share", "/data"},
+		r, err := redirectExec(ctx, l, bulkTimeout, nil, runArgs(append(vmmDeadline(bulkTimeout), "-smp", "2", "-share", "/data"),
 			"./fstool", "write", "-j", "8", "-files", strconv.Itoa(shareFiles), "-big", strconv.Itoa(shareBig), "-seed", seed, "out")...)
 		if err != nil {
 			return err
@@ -201,7 +211,7 @@ func TestShareRoundTrip(t *testing.T) {
 			return fmt.Errorf("L1 sees %d bytes, the job wrote %d", got, want)
 		}
 
-		r, err = redirectExec(ctx, l, bulkTimeout, nil, runArgs([]string{"-smp", "2", "-share", "/data"}, "./fstool", "hash", "-j", "8", "out")...)
+		r, err = redirectExec(ctx, l, bulkTimeout, nil, runArgs(append(vmmDeadline(bulkTimeout), "-smp", "2", "-share", "/data"), "./fstool", "hash", "-j", "8", "out")...)
 		if err != nil {
 			return err
 		}
@@ -262,7 +272,7 @@ func TestShareConfinement(t *testing.T) {
 
 		// The read-only share and the escapes, from it and from the
 		// writable share holding fstool.
-		flags := []string{"-share", "/tools", "-fs", "/ro,tag=ro,ro"}
+		flags := append(vmmDeadline(shareTimeout), "-share", "/tools", "-fs", "/ro,tag=ro,ro")
 		r, err := redirectExec(ctx, l, shareTimeout, nil, runArgs(flags, "sh", "-c",
 			"./fstool readonly /mnt/ro ro && ./fstool escape /mnt/ro /share")...)
 		if err != nil {
