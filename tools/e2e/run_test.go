@@ -597,8 +597,11 @@ func runCases(t *testing.T) []runCase {
 			command: []string{"sh", "-c", "echo job-started; sleep 600"},
 			status:  124,
 			check: func(r redirectReport) error {
-				if !regexp.MustCompile(`(?m)^vmm: guest stopped: -timeout 30s reached$`).MatchString(r.Stderr) {
-					return fmt.Errorf("no -timeout message on stderr")
+				// One line, ending with where the vCPU was: asleep
+				// in the guest's kernel, or the job's shell between
+				// its commands.
+				if !regexp.MustCompile(`(?m)^vmm: guest stopped: -timeout 30s reached; vCPU 0 was at RIP=0x[0-9a-f]+ in the guest's (kernel|user space), interrupts (on|off)$`).MatchString(r.Stderr) {
+					return fmt.Errorf("no -timeout message saying where the vCPU was on stderr")
 				}
 				return nil
 			},
