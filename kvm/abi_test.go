@@ -116,6 +116,8 @@ func TestIoctlNumbers(t *testing.T) {
 		{"KVM_GET_LAPIC", kvmGetLAPIC, 0x8400AE8E},
 		{"KVM_SET_LAPIC", kvmSetLAPIC, 0x4400AE8F},
 		{"KVM_SET_CPUID2", kvmSetCPUID2, 0x4008AE90},
+		{"KVM_GET_MP_STATE", kvmGetMPState, 0x8004AE98},
+		{"KVM_SET_MP_STATE", kvmSetMPState, 0x4004AE99},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

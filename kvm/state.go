@@ -43,6 +43,10 @@ type MPState struct {
 	State uint32
 }
 
+// MPStateHalted is KVM_MP_STATE_HALTED (include/uapi/linux/kvm.h): the
+// vCPU executed HLT and waits, in KVM, for an interrupt.
+const MPStateHalted = 3
+
 // VCPUEvents mirrors struct kvm_vcpu_events: pending and injected
 // exceptions, interrupts, NMIs and SMIs, and the interrupt shadow.
 type VCPUEvents struct {

@@ -34,6 +34,8 @@ type fakeVCPU struct {
 	regs    kvm.Regs
 	sregs   kvm.Sregs
 	regsErr error
+	// mp is what MPState reports.
+	mp kvm.MPState
 
 	kicked   chan struct{}
 	kickOnce sync.Once
@@ -123,9 +125,10 @@ func (f *fakeVCPU) kick() {
 	f.kickOnce.Do(func() { close(f.kicked) })
 }
 
-func (f *fakeVCPU) Regs() (kvm.Regs, error)   { return f.regs, f.regsErr }
-func (f *fakeVCPU) Sregs() (kvm.Sregs, error) { return f.sregs, f.regsErr }
-func (f *fakeVCPU) Close() error              { f.closed.Store(true); return nil }
+func (f *fakeVCPU) Regs() (kvm.Regs, error)       { return f.regs, f.regsErr }
+func (f *fakeVCPU) Sregs() (kvm.Sregs, error)     { return f.sregs, f.regsErr }
+func (f *fakeVCPU) MPState() (kvm.MPState, error) { return f.mp, f.regsErr }
+func (f *fakeVCPU) Close() error                  { f.closed.Store(true); return nil }
 
 // The exits a test scripts. Each builds a consistent exit the way
 // kvm.VCPU's decoders would (Data is Size*Count bytes); the returned

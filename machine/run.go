@@ -297,6 +297,10 @@ type VCPUPlace struct {
 	CPL uint8
 	// Interrupts is RFLAGS.IF (bit 9).
 	Interrupts bool
+	// Halted says the vCPU had executed HLT and was waiting for an
+	// interrupt (KVM_MP_STATE_HALTED): an idle guest, where one that
+	// is not halted was running.
+	Halted bool
 }
 
 // rflagsIF is RFLAGS's interrupt enable flag (Intel SDM vol. 1 §3.4.3.2).
@@ -312,7 +316,11 @@ func placeOf(v vcpu) VCPUPlace {
 	if err != nil {
 		return VCPUPlace{}
 	}
-	return VCPUPlace{Known: true, RIP: r.RIP, CPL: s.SS.DPL & 3, Interrupts: r.RFLAGS&rflagsIF != 0}
+	p := VCPUPlace{Known: true, RIP: r.RIP, CPL: s.SS.DPL & 3, Interrupts: r.RFLAGS&rflagsIF != 0}
+	if mp, err := v.MPState(); err == nil {
+		p.Halted = mp.State == kvm.MPStateHalted
+	}
+	return p
 }
 
 func (p VCPUPlace) String() string {
@@ -329,7 +337,11 @@ func (p VCPUPlace) String() string {
 	if !p.Interrupts {
 		irq = "interrupts off"
 	}
-	return fmt.Sprintf("RIP=%#x in %s, %s", p.RIP, where, irq)
+	state := "running"
+	if p.Halted {
+		state = "halted"
+	}
+	return fmt.Sprintf("RIP=%#x in %s, %s, %s", p.RIP, where, state, irq)
 }
 
 // Places says where each vCPU was when a cancel of Run's context stopped

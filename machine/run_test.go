@@ -382,6 +382,7 @@ func TestRunCanceled(t *testing.T) {
 			// few exits first and one that never left the guest.
 			busy := newFakeVCPU(0, ioOut(com1Port, 1, 'a'), exitOf(kvm.ExitIntr), ioOut(unclaimedPort, 1, 0))
 			busy.regs = kvm.Regs{RIP: 0xffffffff81000010, RFLAGS: rflagsIF | 2}
+			busy.mp.State = kvm.MPStateHalted
 			idle := newFakeVCPU(1)
 			idle.regs = kvm.Regs{RIP: 0x401000, RFLAGS: 2}
 			idle.sregs.SS.DPL = 3
@@ -396,7 +397,7 @@ func TestRunCanceled(t *testing.T) {
 				t.Errorf("stopped for %v, want canceled", m.Reason())
 			}
 			want := []VCPUPlace{
-				{Known: true, RIP: 0xffffffff81000010, CPL: 0, Interrupts: true},
+				{Known: true, RIP: 0xffffffff81000010, CPL: 0, Interrupts: true, Halted: true},
 				{Known: true, RIP: 0x401000, CPL: 3, Interrupts: false},
 			}
 			if got := m.Places(); !slices.Equal(got, want) {
@@ -796,9 +797,10 @@ func TestVCPUPlaceString(t *testing.T) {
 		want string
 	}{
 		{VCPUPlace{}, "unknown"},
-		{VCPUPlace{Known: true, RIP: 0xffffffff81a0b2c3, Interrupts: false}, "RIP=0xffffffff81a0b2c3 in the guest's kernel, interrupts off"},
-		{VCPUPlace{Known: true, RIP: 0x401000, CPL: 3, Interrupts: true}, "RIP=0x401000 in the guest's user space, interrupts on"},
-		{VCPUPlace{Known: true, RIP: 0x10, CPL: 1, Interrupts: true}, "RIP=0x10 in the guest at privilege level 1, interrupts on"},
+		{VCPUPlace{Known: true, RIP: 0xffffffff81a0b2c3, Interrupts: false}, "RIP=0xffffffff81a0b2c3 in the guest's kernel, running, interrupts off"},
+		{VCPUPlace{Known: true, RIP: 0xffffffff81017a0b, Interrupts: true, Halted: true}, "RIP=0xffffffff81017a0b in the guest's kernel, halted, interrupts on"},
+		{VCPUPlace{Known: true, RIP: 0x401000, CPL: 3, Interrupts: true}, "RIP=0x401000 in the guest's user space, running, interrupts on"},
+		{VCPUPlace{Known: true, RIP: 0x10, CPL: 1, Interrupts: true}, "RIP=0x10 in the guest at privilege level 1, running, interrupts on"},
 	}
 	for _, tt := range tests {
 		if got := tt.p.String(); got != tt.want {

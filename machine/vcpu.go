@@ -35,6 +35,9 @@ type vcpu interface {
 	// happened.
 	Regs() (kvm.Regs, error)
 	Sregs() (kvm.Sregs, error)
+	// MPState reads whether the vCPU is halted, to say where a
+	// canceled run left it.
+	MPState() (kvm.MPState, error)
 	Close() error
 }
 
@@ -63,10 +66,11 @@ type kvmVCPU struct {
 	tid atomic.Int32 // OS thread running it, 0 until bindThread
 }
 
-func (v *kvmVCPU) ID() int                   { return v.c.ID() }
-func (v *kvmVCPU) Regs() (kvm.Regs, error)   { return v.c.Regs() }
-func (v *kvmVCPU) Sregs() (kvm.Sregs, error) { return v.c.Sregs() }
-func (v *kvmVCPU) Close() error              { return v.c.Close() }
+func (v *kvmVCPU) ID() int                       { return v.c.ID() }
+func (v *kvmVCPU) Regs() (kvm.Regs, error)       { return v.c.Regs() }
+func (v *kvmVCPU) Sregs() (kvm.Sregs, error)     { return v.c.Sregs() }
+func (v *kvmVCPU) MPState() (kvm.MPState, error) { return v.c.MPState() }
+func (v *kvmVCPU) Close() error                  { return v.c.Close() }
 
 func (v *kvmVCPU) bindThread() { v.tid.Store(int32(unix.Gettid())) }
 

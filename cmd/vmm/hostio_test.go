@@ -454,7 +454,7 @@ func (c *child) stderrText(t *testing.T) string {
 // vCPUs were, when the machine could read their registers.
 func TestTimeoutSaysWhyKVMCannotRun(t *testing.T) {
 	const note = "this host's CPU has no hardware virtualization: run vmm in a nested VM"
-	const place = "; vCPU 0 was at RIP=0x401000 in the guest's user space, interrupts on"
+	const place = "; vCPU 0 was at RIP=0x401000 in the guest's user space, running, interrupts on"
 	for _, tc := range []struct {
 		name, note string
 		places     bool

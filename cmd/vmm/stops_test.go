@@ -58,11 +58,11 @@ func TestPlacesNote(t *testing.T) {
 	}{
 		{"none", nil, ""},
 		{"three vCPUs, one unread", []machine.VCPUPlace{
-			{Known: true, RIP: 0xffffffff81a0b2c3, Interrupts: true},
+			{Known: true, RIP: 0xffffffff81a0b2c3, Interrupts: true, Halted: true},
 			{},
 			{Known: true, RIP: 0x401000, CPL: 3},
-		}, "; vCPU 0 was at RIP=0xffffffff81a0b2c3 in the guest's kernel, interrupts on" +
-			"; vCPU 2 was at RIP=0x401000 in the guest's user space, interrupts off"},
+		}, "; vCPU 0 was at RIP=0xffffffff81a0b2c3 in the guest's kernel, halted, interrupts on" +
+			"; vCPU 2 was at RIP=0x401000 in the guest's user space, running, interrupts off"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -137,6 +137,8 @@ func testFilterVerdicts(t *testing.T, cgoBuild bool) {
 		{name: "KVM_IOEVENTFD", call: "ioctl", args: args(5, kvmIOEventFD), want: allow},
 		{name: "KVM_GET_REGS", call: "ioctl", args: args(5, kvmGetRegs), want: allow},
 		{name: "KVM_GET_SREGS", call: "ioctl", args: args(5, kvmGetSregs), want: allow},
+		{name: "KVM_GET_MP_STATE", call: "ioctl", args: args(5, kvmGetMPState), want: allow},
+		{name: "KVM_SET_MP_STATE", call: "ioctl", args: args(5, 0x4004ae99), want: trap},
 		{name: "TUNSETOFFLOAD", call: "ioctl", args: args(7, unix.TUNSETOFFLOAD), want: allow},
 		{name: "TCSETS", call: "ioctl", args: args(0, unix.TCSETS), want: allow},
 		{name: "TCGETS", call: "ioctl", args: args(0, unix.TCGETS), want: allow},

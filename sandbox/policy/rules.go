@@ -69,13 +69,15 @@ func noneOf(i uint32, v uint64) seccomp.Condition {
 // ioctl requests vmm makes after setup. KVM's are built as
 // include/uapi/linux/kvm.h builds them (_IO/_IOR/_IOW of KVMIO, 0xAE,
 // include/uapi/asm-generic/ioctl.h), with the sizes of struct
-// kvm_irq_level (8), kvm_regs (144), kvm_sregs (312), kvm_irq_routing
-// (8, entries follow) and kvm_ioeventfd (64) on x86-64.
+// kvm_irq_level (8), kvm_regs (144), kvm_sregs (312), kvm_mp_state (4),
+// kvm_irq_routing (8, entries follow) and kvm_ioeventfd (64) on x86-64.
 const (
 	kvmRun      = 0xae80     // KVM_RUN: _IO(KVMIO, 0x80)
 	kvmIRQLine  = 0x4008ae61 // KVM_IRQ_LINE: _IOW(KVMIO, 0x61, struct kvm_irq_level)
 	kvmGetRegs  = 0x8090ae81 // KVM_GET_REGS: _IOR(KVMIO, 0x81, struct kvm_regs)
 	kvmGetSregs = 0x8138ae83 // KVM_GET_SREGS: _IOR(KVMIO, 0x83, struct kvm_sregs)
+	// KVM_GET_MP_STATE: _IOR(KVMIO, 0x98, struct kvm_mp_state), 4 bytes.
+	kvmGetMPState = 0x8004ae98
 	// With -virtio-transport pci the guest drives both at run time.
 	kvmSetGSIRouting = 0x4008ae6a // KVM_SET_GSI_ROUTING: _IOW(KVMIO, 0x6a, struct kvm_irq_routing)
 	kvmIOEventFD     = 0x4040ae79 // KVM_IOEVENTFD: _IOW(KVMIO, 0x79, struct kvm_ioeventfd)
@@ -117,8 +119,9 @@ func rules(pid int) []rule {
 		// ioctl, by request.
 		{"ioctl", always, []seccomp.Condition{eq(1, kvmRun)}, "KVM_RUN: run a vCPU until its next exit (the vCPU loop)"},
 		{"ioctl", always, []seccomp.Condition{eq(1, kvmIRQLine)}, "KVM_IRQ_LINE: the legacy devices (UARTs, RTC) raise and lower their interrupt lines"},
-		{"ioctl", always, []seccomp.Condition{eq(1, kvmGetRegs)}, "KVM_GET_REGS: registers for the message of a fatal exit (triple fault, failed entry)"},
-		{"ioctl", always, []seccomp.Condition{eq(1, kvmGetSregs)}, "KVM_GET_SREGS: the same message's control registers"},
+		{"ioctl", always, []seccomp.Condition{eq(1, kvmGetRegs)}, "KVM_GET_REGS: registers for the message of a fatal exit (triple fault, failed entry), and where each vCPU was for the line -timeout ends with"},
+		{"ioctl", always, []seccomp.Condition{eq(1, kvmGetSregs)}, "KVM_GET_SREGS: the same message's control registers, and the privilege level in -timeout's line"},
+		{"ioctl", always, []seccomp.Condition{eq(1, kvmGetMPState)}, "KVM_GET_MP_STATE: whether each vCPU was halted, for the line -timeout ends with (machine.VCPUPlace)"},
 		{"ioctl", always, []seccomp.Condition{eq(1, kvmSetGSIRouting)}, "KVM_SET_GSI_ROUTING: a virtio-pci driver programs an MSI-X vector, which vmm routes to the vector's irqfd"},
 		{"ioctl", always, []seccomp.Condition{eq(1, kvmIOEventFD)}, "KVM_IOEVENTFD: a guest moves a virtio-pci function's BAR, and its queues' ioeventfds move with it"},
 		{"ioctl", always, []seccomp.Condition{eq(1, unix.TUNSETOFFLOAD)}, "TUNSETOFFLOAD: virtio-net tells the TAP which offloads the guest accepted, when its driver starts"},

@@ -600,7 +600,7 @@ func runCases(t *testing.T) []runCase {
 				// One line, ending with where the vCPU was: asleep
 				// in the guest's kernel, or the job's shell between
 				// its commands.
-				if !regexp.MustCompile(`(?m)^vmm: guest stopped: -timeout 30s reached; vCPU 0 was at RIP=0x[0-9a-f]+ in the guest's (kernel|user space), interrupts (on|off)$`).MatchString(r.Stderr) {
+				if !regexp.MustCompile(`(?m)^vmm: guest stopped: -timeout 30s reached; vCPU 0 was at RIP=0x[0-9a-f]+ in the guest's (kernel|user space), (halted|running), interrupts (on|off)$`).MatchString(r.Stderr) {
 					return fmt.Errorf("no -timeout message saying where the vCPU was on stderr")
 				}
 				return nil
@@ -816,7 +816,7 @@ func TestRecap(t *testing.T) {
 	r := redirectReport{
 		Args: []string{"/vmm", "run"}, Exit: 124, ElapsedMS: 300000,
 		Stdout: "one\ntwo\n",
-		Stderr: "[    1.0] booting\nvmm: guest stopped: -timeout 5m0s reached; vCPU 0 was at RIP=0xffffffff81000000 in the guest's kernel, interrupts off\n" +
+		Stderr: "[    1.0] booting\nvmm: guest stopped: -timeout 5m0s reached; vCPU 0 was at RIP=0xffffffff81000000 in the guest's kernel, running, interrupts off\n" +
 			"SIGQUIT: quit\nPC=0x485981 m=0 sigcode=0\n\ngoroutine 7 gp=0x2b10dffa3860 m=nil [cleanup wait]:\nruntime.gopark(0x0?)\n\truntime/proc.go:435 +0xce\n",
 	}
 	got := r.recap()
