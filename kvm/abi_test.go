@@ -123,6 +123,9 @@ func TestIoctlNumbers(t *testing.T) {
 		if tt.got != tt.want {
 			t.Errorf("%s = %#x, kernel has %#x", tt.name, tt.got, tt.want)
 		}
+		if nr, ok := Request(tt.name); !ok || nr != tt.got {
+			t.Errorf("Request(%q) = %#x, %v; want %#x", tt.name, nr, ok, tt.got)
+		}
 	}
 }
 
@@ -172,5 +175,13 @@ func TestIOExitBoundsChecked(t *testing.T) {
 	c.run[runIOCount] = 3 // one access past the end
 	if _, err := c.IO(); err == nil {
 		t.Fatal("IO past kvm_run: no error")
+	}
+}
+
+func TestRequestUnknown(t *testing.T) {
+	for _, name := range []string{"", "KVM_RUN ", "kvm_run", "KVM_CREATE_GUEST_MEMFD"} {
+		if nr, ok := Request(name); ok {
+			t.Errorf("Request(%q) = %#x, want none", name, nr)
+		}
 	}
 }

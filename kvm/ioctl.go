@@ -55,3 +55,110 @@ var (
 	kvmSetLAPIC              = iow(0x8f, sizeofLAPICState)
 	kvmSetCPUID2             = iow(0x90, sizeofCPUID2Header)
 )
+
+// Request returns the request number of the KVM ioctl that
+// include/uapi/linux/kvm.h names name ("KVM_RUN"), for code that names an
+// ioctl without issuing it: the sandbox's allow-list is BPF assembled
+// ahead of time, and its tests check its numbers against these. ok is
+// false for an ioctl this package does not issue.
+func Request(name string) (nr uintptr, ok bool) {
+	switch name {
+	case "KVM_GET_API_VERSION":
+		return kvmGetAPIVersion, true
+	case "KVM_CREATE_VM":
+		return kvmCreateVM, true
+	case "KVM_GET_MSR_INDEX_LIST":
+		return kvmGetMSRIndexList, true
+	case "KVM_CHECK_EXTENSION":
+		return kvmCheckExtension, true
+	case "KVM_GET_VCPU_MMAP_SIZE":
+		return kvmGetVCPUMmapSize, true
+	case "KVM_GET_SUPPORTED_CPUID":
+		return kvmGetSupportedCPUID, true
+	case "KVM_CREATE_VCPU":
+		return kvmCreateVCPU, true
+	case "KVM_SET_USER_MEMORY_REGION":
+		return kvmSetUserMemoryRegion, true
+	case "KVM_SET_TSS_ADDR":
+		return kvmSetTSSAddr, true
+	case "KVM_SET_IDENTITY_MAP_ADDR":
+		return kvmSetIdentityMapAddr, true
+	case "KVM_CREATE_IRQCHIP":
+		return kvmCreateIRQChip, true
+	case "KVM_IRQ_LINE":
+		return kvmIRQLine, true
+	case "KVM_GET_IRQCHIP":
+		return kvmGetIRQChip, true
+	case "KVM_SET_IRQCHIP":
+		return kvmSetIRQChip, true
+	case "KVM_REGISTER_COALESCED_MMIO":
+		return kvmRegisterCoalescedMMIO, true
+	case "KVM_SET_GSI_ROUTING":
+		return kvmSetGSIRouting, true
+	case "KVM_IRQFD":
+		return kvmIRQFD, true
+	case "KVM_CREATE_PIT2":
+		return kvmCreatePIT2, true
+	case "KVM_IOEVENTFD":
+		return kvmIOEventFD, true
+	case "KVM_SET_CLOCK":
+		return kvmSetClock, true
+	case "KVM_GET_CLOCK":
+		return kvmGetClock, true
+	case "KVM_RUN":
+		return kvmRun, true
+	case "KVM_GET_REGS":
+		return kvmGetRegs, true
+	case "KVM_SET_REGS":
+		return kvmSetRegs, true
+	case "KVM_GET_SREGS":
+		return kvmGetSregs, true
+	case "KVM_SET_SREGS":
+		return kvmSetSregs, true
+	case "KVM_GET_MSRS":
+		return kvmGetMSRs, true
+	case "KVM_SET_MSRS":
+		return kvmSetMSRs, true
+	case "KVM_GET_FPU":
+		return kvmGetFPU, true
+	case "KVM_SET_FPU":
+		return kvmSetFPU, true
+	case "KVM_GET_LAPIC":
+		return kvmGetLAPIC, true
+	case "KVM_SET_LAPIC":
+		return kvmSetLAPIC, true
+	case "KVM_SET_CPUID2":
+		return kvmSetCPUID2, true
+	case "KVM_GET_MP_STATE":
+		return kvmGetMPState, true
+	case "KVM_SET_MP_STATE":
+		return kvmSetMPState, true
+	case "KVM_GET_PIT2":
+		return kvmGetPIT2, true
+	case "KVM_SET_PIT2":
+		return kvmSetPIT2, true
+	case "KVM_GET_VCPU_EVENTS":
+		return kvmGetVCPUEvents, true
+	case "KVM_SET_VCPU_EVENTS":
+		return kvmSetVCPUEvents, true
+	case "KVM_GET_DEBUGREGS":
+		return kvmGetDebugRegs, true
+	case "KVM_SET_DEBUGREGS":
+		return kvmSetDebugRegs, true
+	case "KVM_SET_TSC_KHZ":
+		return kvmSetTSCKHz, true
+	case "KVM_GET_TSC_KHZ":
+		return kvmGetTSCKHz, true
+	case "KVM_GET_XSAVE":
+		return kvmGetXSave, true
+	case "KVM_SET_XSAVE":
+		return kvmSetXSave, true
+	case "KVM_GET_XCRS":
+		return kvmGetXCRs, true
+	case "KVM_SET_XCRS":
+		return kvmSetXCRs, true
+	case "KVM_KVMCLOCK_CTRL":
+		return kvmKVMClockCtrl, true
+	}
+	return 0, false
+}

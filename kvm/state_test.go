@@ -94,6 +94,9 @@ func TestStateIoctlNumbers(t *testing.T) {
 		if tt.got != tt.want {
 			t.Errorf("%s = %#x, kernel has %#x", tt.name, tt.got, tt.want)
 		}
+		if nr, ok := Request(tt.name); !ok || nr != tt.got {
+			t.Errorf("Request(%q) = %#x, %v; want %#x", tt.name, nr, ok, tt.got)
+		}
 	}
 }
 

@@ -156,15 +156,34 @@ func (m *Machine) saveVCPUOnThread(v vcpu, left func()) error {
 // (KVM_NR_VAR_MTRR). A restored vCPU would otherwise have the PAT of a
 // reset and MTRRs disabled.
 func archMSRs() []uint32 {
-	l := []uint32{0x277, 0x2ff, 0x250, 0x258, 0x259}
-	for i := uint32(0); i < 8; i++ {
-		l = append(l, 0x268+i)
+	l := []uint32{msrPAT, msrMTRRDefType, msrMTRRFix64K00000, msrMTRRFix16K80000, msrMTRRFix16KA0000}
+	for i := uint32(0); i < mtrrFix4KCount; i++ {
+		l = append(l, msrMTRRFix4KC0000+i)
 	}
-	for i := uint32(0); i < 16; i++ {
-		l = append(l, 0x200+i)
+	for i := uint32(0); i < 2*kvmNrVarMTRR; i++ {
+		l = append(l, msrMTRRPhysBase0+i)
 	}
 	return l
 }
+
+// The MSRs archMSRs adds, by their names in Intel SDM vol. 4 table 2-2
+// (arch/x86/include/asm/msr-index.h: MSR_IA32_CR_PAT, MSR_MTRRfix*,
+// MSR_MTRRphysBase0); msrMTRRDefType is boot.go's.
+const (
+	msrPAT             = 0x277
+	msrMTRRFix64K00000 = 0x250
+	msrMTRRFix16K80000 = 0x258
+	msrMTRRFix16KA0000 = 0x259
+	// The eight 4 KiB fixed ranges, 0xC0000-0xFFFFF, are 0x268-0x26f.
+	msrMTRRFix4KC0000 = 0x268
+	mtrrFix4KCount    = 8
+	// Variable ranges come in pairs from 0x200: PHYSBASEn at 0x200+2n,
+	// PHYSMASKn at 0x201+2n.
+	msrMTRRPhysBase0 = 0x200
+	// kvmNrVarMTRR is KVM_NR_VAR_MTRR (arch/x86/include/asm/kvm_host.h):
+	// the variable pairs KVM keeps for a vCPU.
+	kvmNrVarMTRR = 8
+)
 
 // withArchMSRs is KVM's list with archMSRs it lacks added; saveVCPU
 // leaves out any the vCPU cannot read.

@@ -25,6 +25,7 @@
 // fire each other; with two entries Linux's driver shares one vector
 // among the queues of any device with more than one (vp_find_vqs falls
 // back to it) and checks each ring, as it does for virtio-mmio.
+
 package virtio
 
 import (

@@ -1,5 +1,7 @@
 // Package virtio implements the device side of virtio 1.x (OASIS virtio
-// v1.2): split virtqueues, the virtio-mmio transport and the contract
+// v1.2): split virtqueues, the two transports vmm offers (virtio-mmio,
+// mmio.go, for kernels without PCI; virtio-pci, pci.go, where an
+// interrupt costs the guest no register accesses) and the contract
 // between a transport and a device (Device, Env).
 //
 // It never imports kvm: guest RAM is a Memory, the interrupt line an

@@ -11,6 +11,8 @@ import (
 	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/vmm-dev/vmm/kvm"
 )
 
 const (
@@ -120,6 +122,14 @@ func testFilterVerdicts(t *testing.T, cgoBuild bool) {
 		}
 		return trap
 	}
+	// kvmReq is a KVM ioctl's number as package kvm issues it.
+	kvmReq := func(name string) uint64 {
+		nr, ok := kvm.Request(name)
+		if !ok {
+			t.Fatalf("package kvm does not know %s", name)
+		}
+		return uint64(nr)
+	}
 	tests := []struct {
 		name    string
 		call    string
@@ -138,15 +148,15 @@ func testFilterVerdicts(t *testing.T, cgoBuild bool) {
 		{name: "KVM_GET_REGS", call: "ioctl", args: args(5, kvmGetRegs), want: allow},
 		{name: "KVM_GET_SREGS", call: "ioctl", args: args(5, kvmGetSregs), want: allow},
 		{name: "KVM_GET_MP_STATE", call: "ioctl", args: args(5, kvmGetMPState), want: allow},
-		{name: "KVM_SET_MP_STATE", call: "ioctl", args: args(5, 0x4004ae99), want: trap},
+		{name: "KVM_SET_MP_STATE", call: "ioctl", args: args(5, kvmReq("KVM_SET_MP_STATE")), want: trap},
 		{name: "TUNSETOFFLOAD", call: "ioctl", args: args(7, unix.TUNSETOFFLOAD), want: allow},
 		{name: "TCSETS", call: "ioctl", args: args(0, unix.TCSETS), want: allow},
 		{name: "TCGETS", call: "ioctl", args: args(0, unix.TCGETS), want: allow},
 		{name: "TIOCGPGRP", call: "ioctl", args: args(0, unix.TIOCGPGRP), want: allow},
 		{name: "TIOCSPGRP", call: "ioctl", args: args(0, unix.TIOCSPGRP), want: trap},
 		{name: "KVM_RUN in the high word", call: "ioctl", args: args(5, 1<<32|kvmRun), want: trap},
-		{name: "KVM_CREATE_VM", call: "ioctl", args: args(3, 0xae01), want: trap},
-		{name: "KVM_SET_USER_MEMORY_REGION", call: "ioctl", args: args(4, 0x4020ae46), want: trap},
+		{name: "KVM_CREATE_VM", call: "ioctl", args: args(3, kvmReq("KVM_CREATE_VM")), want: trap},
+		{name: "KVM_SET_USER_MEMORY_REGION", call: "ioctl", args: args(4, kvmReq("KVM_SET_USER_MEMORY_REGION")), want: trap},
 		{name: "TIOCSTI", call: "ioctl", args: args(0, unix.TIOCSTI), want: trap},
 		{name: "TUNSETIFF", call: "ioctl", args: args(7, unix.TUNSETIFF), want: trap},
 		{name: "Go thread", call: "clone", args: args(goCloneFlags), want: allow},
@@ -238,5 +248,28 @@ func testFilterVerdicts(t *testing.T, cgoBuild bool) {
 				t.Errorf("%s%v: verdict %#x, want %#x", tt.call, tt.args, got, tt.want)
 			}
 		})
+	}
+}
+
+// The KVM ioctls the rules name are the numbers package kvm issues: the
+// constants here are written out for review, and a wrong one would
+// show only as SIGSYS on the ioctl in a running vmm.
+func TestKVMRequests(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		nr   uintptr
+	}{
+		{"KVM_RUN", kvmRun},
+		{"KVM_IRQ_LINE", kvmIRQLine},
+		{"KVM_GET_REGS", kvmGetRegs},
+		{"KVM_GET_SREGS", kvmGetSregs},
+		{"KVM_GET_MP_STATE", kvmGetMPState},
+		{"KVM_SET_GSI_ROUTING", kvmSetGSIRouting},
+		{"KVM_IOEVENTFD", kvmIOEventFD},
+	} {
+		want, ok := kvm.Request(tt.name)
+		if !ok || tt.nr != want {
+			t.Errorf("%s: the rules have %#x, package kvm %#x (known %v)", tt.name, tt.nr, want, ok)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmm-dev/vmm/internal/rawterm"
+	"github.com/vmm-dev/vmm/kvm"
 	"github.com/vmm-dev/vmm/tools/iotool"
 )
 
@@ -114,27 +115,22 @@ func testBytes() int {
 	}
 }
 
-// testKVM proves /dev/kvm is usable, not merely present.
+// testKVM proves /dev/kvm is usable, not merely present: package kvm
+// opens it, checks KVM_GET_API_VERSION and makes a VM, as vmm would.
 func testKVM() int {
-	const kvmGetAPIVersion, kvmCreateVM = 0xAE00, 0xAE01
-	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	sys, err := kvm.Open()
 	if err != nil {
-		fmt.Printf("open /dev/kvm: %v\n", err)
+		fmt.Printf("%v\n", err)
 		return 1
 	}
-	defer unix.Close(fd)
-	v, err := unix.IoctlRetInt(fd, kvmGetAPIVersion)
+	defer sys.Close()
+	vm, err := sys.CreateVM()
 	if err != nil {
-		fmt.Printf("KVM_GET_API_VERSION: %v\n", err)
+		fmt.Printf("%v\n", err)
 		return 1
 	}
-	vm, err := unix.IoctlRetInt(fd, kvmCreateVM)
-	if err != nil {
-		fmt.Printf("KVM_CREATE_VM: %v\n", err)
-		return 1
-	}
-	unix.Close(vm)
-	fmt.Printf("kvm api=%d create_vm=ok kept_vm=%s\n", v, keptVMStatus("/proc/1/fd"))
+	vm.Close()
+	fmt.Printf("kvm api=%d create_vm=ok kept_vm=%s\n", kvm.APIVersion, keptVMStatus("/proc/1/fd"))
 	return 0
 }
 
