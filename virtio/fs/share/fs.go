@@ -64,6 +64,10 @@ type fsys struct {
 	privileged bool         // effective UID 0: new files are given to the caller
 	sys        rawsys.Calls // raw on a local file system (package rawsys)
 	dirents    sync.Pool
+	// reads holds *readResult: go-fuse takes a READ's result as an
+	// interface and calls its Done once the reply is written, which
+	// gives it back, so a READ does not allocate one.
+	reads sync.Pool
 }
 
 // newFsys takes root, an O_PATH descriptor of the shared directory.
@@ -81,6 +85,7 @@ func newFsys(root int, readOnly bool, budget *Budget, sys rawsys.Calls) (*fsys, 
 		sys:           sys,
 	}
 	fs.dirents.New = func() any { b := make([]byte, direntBufSize); return &b }
+	fs.reads.New = func() any { return new(readResult) }
 	fs.t.setRoot(root, &st)
 	return fs, nil
 }
@@ -828,7 +833,9 @@ func (fs *fsys) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.
 	if in.Offset > math.MaxInt64 {
 		return nil, fuse.EINVAL
 	}
-	return &readResult{sys: fs.sys, h: h, off: int64(in.Offset), size: int(min(in.Size, MaxWrite))}, fuse.OK
+	r := fs.reads.Get().(*readResult)
+	*r = readResult{sys: fs.sys, h: h, off: int64(in.Offset), size: int(min(in.Size, MaxWrite)), pool: &fs.reads}
+	return r, fuse.OK
 }
 
 func (fs *fsys) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {

@@ -1,6 +1,8 @@
 package share
 
 import (
+	"sync"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -20,14 +22,23 @@ type readResult struct {
 	h    *handle
 	off  int64
 	size int
+	pool *sync.Pool // fsys.reads, which Done gives it back to
 }
 
 // Size is the most the read returns: the size asked for, capped at
 // MaxWrite.
 func (r *readResult) Size() int { return r.size }
 
-// Done has nothing to release: the handle is pinned only while reading.
-func (r *readResult) Done() {}
+// Done gives r back to the pool it came from; go-fuse calls it once,
+// after its last use of r (the handle is pinned only while reading, so
+// there is nothing else to release).
+func (r *readResult) Done() {
+	p := r.pool
+	*r = readResult{}
+	if p != nil {
+		p.Put(r)
+	}
+}
 
 func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) {
 	buf = buf[:min(len(buf), r.size)]
@@ -99,19 +110,20 @@ func pwritevFull(sys rawsys.Calls, fd int, iov [][]byte, off int64) (int, error)
 	return total, nil
 }
 
-// advance drops the first n bytes of iov. It returns a subslice when n
-// ends on a buffer boundary and a copy otherwise, so the caller's buffers
-// are never changed.
+// advance drops the first n bytes of iov, shortening its first
+// remaining buffer in place: preadvFull and pwritevFull consume the iov
+// they are given (its slice headers, never the bytes they point to),
+// which is theirs to change. Their callers' iovs are each made for one
+// call (go-fuse cuts a fresh one from the reply or request buffers for
+// every READ and WRITE; Bytes and Write wrap one buffer), so a short
+// read or write, as at every file's end, costs no copy.
 func advance(iov [][]byte, n int) [][]byte {
 	for len(iov) > 0 && n >= len(iov[0]) {
 		n -= len(iov[0])
 		iov = iov[1:]
 	}
-	if n == 0 || len(iov) == 0 {
-		return iov
+	if n > 0 && len(iov) > 0 {
+		iov[0] = iov[0][n:]
 	}
-	rest := make([][]byte, len(iov))
-	copy(rest, iov)
-	rest[0] = rest[0][n:]
-	return rest
+	return iov
 }

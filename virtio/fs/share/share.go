@@ -194,6 +194,22 @@ type Server struct {
 	mu          sync.RWMutex
 	ps          *fuse.ProtocolServer
 	initialized bool
+
+	// scratch holds *scratch, one per request in progress.
+	scratch sync.Pool
+}
+
+// scratch is what Handle builds for one request besides go-fuse's own
+// allocations: the request's private copy and the buffer lists around
+// it. Requests are handled on several workers at once, each taking one
+// from Server.scratch, so a request allocates none of it. Nothing keeps
+// a reference into it past Handle: go-fuse copies the names it passes on
+// into strings, and the file system reads arguments only during the
+// call.
+type scratch struct {
+	args [maxArgs]byte
+	req  virtio.Buffers
+	out  virtio.Buffers
 }
 
 // DirError is a directory New could not share, and why: a caller that
@@ -215,6 +231,7 @@ func New(o Options) (*Server, error) {
 		return nil, &DirError{Dir: o.Dir, Err: err}
 	}
 	s := &Server{dir: o.Dir, readOnly: o.ReadOnly}
+	s.scratch.New = func() any { return new(scratch) }
 	s.log.logf = o.Logf
 	if s.log.logf == nil {
 		s.log.logf = log.Printf
@@ -371,24 +388,26 @@ func (s *Server) Handle(in, out virtio.Buffers) int {
 	// change. WRITE's data stays in place: it only ever becomes file
 	// content, and copying up to 1 MiB per write would cost more than
 	// everything else a write does.
+	sc := s.scratch.Get().(*scratch)
+	defer s.scratch.Put(sc)
 	var req virtio.Buffers
 	if opcode == opWrite {
-		hdr := make([]byte, writeHeaderSize)
+		hdr := sc.args[:writeHeaderSize]
 		in.ReadAt(hdr, 0)
 		if size := binary.LittleEndian.Uint32(hdr[inHeaderSize+16:]); int64(size) != int64(total-writeHeaderSize) {
 			s.log.printf("share: WRITE request %d: size %d but %d data bytes", unique, size, total-writeHeaderSize)
 			return errorReply(out, unique, unix.EINVAL)
 		}
-		req = make(virtio.Buffers, 1, 1+len(in))
-		req[0] = hdr
-		req = in.AppendRange(req, writeHeaderSize, total-writeHeaderSize)
+		req = in.AppendRange(append(sc.req[:0], hdr), writeHeaderSize, total-writeHeaderSize)
 	} else {
-		b := make([]byte, total)
+		b := sc.args[:total]
 		in.ReadAt(b, 0)
-		req = virtio.Buffers{b}
+		req = append(sc.req[:0], b)
 	}
+	sc.req = req // keeps what the appends grew for the next request
 	if out.Len() > MaxReply {
-		out = out.AppendRange(make(virtio.Buffers, 0, len(out)), 0, MaxReply)
+		out = out.AppendRange(sc.out[:0], 0, MaxReply)
+		sc.out = out
 	}
 
 	switch opcode {
