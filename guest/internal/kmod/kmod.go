@@ -74,6 +74,10 @@ func ParseDep(r io.Reader) (*Index, error) {
 		if !ok || p == "" {
 			return nil, fmt.Errorf("modules.dep line %d: want \"path: deps\", got %q", line, t)
 		}
+		if Name(p) == "" {
+			// ".ko" or "dir/.ko.xz": no name to load it or find it by.
+			return nil, fmt.Errorf("modules.dep line %d: module %q has no name", line, p)
+		}
 		mods = append(mods, Module{Path: p, Deps: strings.Fields(deps)})
 	}
 	if err := sc.Err(); err != nil {

@@ -69,6 +69,8 @@ func TestParseDepErrors(t *testing.T) {
 		"no colon here\n",
 		": dep.ko\n",
 		"a/x.ko:\nb/x.ko:\n", // same module name twice
+		".ko:\n",             // no name (found by FuzzParseDep)
+		"kernel/fs/.ko.xz: kernel/fs/fuse.ko.xz\n",
 	} {
 		if _, err := ParseDep(strings.NewReader(in)); err == nil {
 			t.Errorf("ParseDep(%q) succeeded", in)
