@@ -2,6 +2,7 @@ package share
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -31,22 +32,13 @@ func TestAdvance(t *testing.T) {
 		for _, b := range got {
 			s = append(s, string(b))
 		}
-		if len(s) != len(tt.want) || (len(s) > 0 && !equalStrings(s, tt.want)) {
+		if !slices.Equal(s, tt.want) {
 			t.Errorf("advance(%d) = %q, want %q", tt.n, s, tt.want)
 		}
 		if string(data) != "abcdefghijkl" {
 			t.Fatalf("advance(%d) changed the bytes: %q", tt.n, data)
 		}
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return len(a) == len(b)
 }
 
 // A READ whose reply buffers split the file's data: the read fills the
